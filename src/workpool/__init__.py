@@ -1,0 +1,43 @@
+"""workpool: run a function over many inputs on threads or processes, behind one API.
+
+The public face. Every public name is re-exported here; the modules behind it are
+internal and may change:
+
+- ``oneshot``   ``map``, ``imap``, ``starmap``: a pool for one call
+- ``pool``      ``Pool``, a reusable ``concurrent.futures.Executor``
+- ``errors``    the exceptions, all rooted at ``WorkpoolError``
+- ``run``       how one call feeds chunks and orders results
+- ``backends``  one engine per module; ``backends/process`` is the process engine
+"""
+
+from __future__ import annotations
+
+from workpool.errors import BrokenPool as BrokenPool
+from workpool.errors import RemoteTraceback as RemoteTraceback
+from workpool.errors import TaskError as TaskError
+from workpool.errors import TaskTimeout as TaskTimeout
+from workpool.errors import WorkerCrashed as WorkerCrashed
+from workpool.errors import WorkpoolError as WorkpoolError
+from workpool.oneshot import imap as imap
+from workpool.oneshot import map as map  # noqa: A004 - mirrors the builtin on purpose
+from workpool.oneshot import starmap as starmap
+from workpool.pool import Pool as Pool
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BrokenPool",
+    "Pool",
+    "RemoteTraceback",
+    "TaskError",
+    "TaskTimeout",
+    "WorkerCrashed",
+    "WorkpoolError",
+    "imap",
+    "map",
+    "starmap",
+]
+
+for _public in (Pool, imap, map, starmap):
+    _public.__module__ = "workpool"
+del _public

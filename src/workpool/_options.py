@@ -1,0 +1,194 @@
+"""Every user option is checked here, once, and frozen into a spec before any work starts.
+
+Each check raises at once with a message that says what was given and what is
+accepted, so a bad argument never reaches a worker thread or process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import numbers
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from workpool._cpus import usable_cpus
+
+__all__ = [
+    "BACKENDS",
+    "PoolSpec",
+    "RunOptions",
+    "check_function",
+    "default_workers",
+    "make_pool_spec",
+    "make_run_options",
+]
+
+# Engines a caller may name. "auto" measures and then picks one of the others.
+BACKENDS: tuple[str, ...] = ("auto", "serial", "thread", "process")
+
+START_METHODS: tuple[str, ...] = ("fork", "forkserver", "spawn")
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """How one map/imap/starmap call runs: validated, immutable."""
+
+    chunksize: int | None = None
+    ordered: bool = True
+    task_timeout: float | None = None
+    retries: int = 0
+    return_exceptions: bool = False
+    progress: bool = False
+    timeout: float | None = None  # overall deadline of Pool.map (Executor semantics)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSpec:
+    """What a pool is made of: validated, immutable."""
+
+    backend: str
+    workers: int
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+    start_method: str | None = None
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _as_int(value: object) -> int | None:
+    """``value`` as an int if it is an integer (bool excluded), else None."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
+def _positive_int(name: str, value: object, *, allow_none: bool) -> int | None:
+    if value is None and allow_none:
+        return None
+    number = _as_int(value)
+    accepted = "a positive integer" + (" or None" if allow_none else "")
+    if number is None:
+        raise TypeError(f"{name} must be {accepted}; got {_describe(value)}")
+    if number < 1:
+        raise ValueError(f"{name} must be {accepted}; got {value!r}")
+    return number
+
+
+def _flag(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False; got {_describe(value)}")
+    return value
+
+
+def _seconds(name: str, value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds or None; got {_describe(value)}")
+    seconds = float(value)
+    if not seconds > 0:  # also rejects NaN
+        raise ValueError(f"{name} must be a positive number of seconds or None; got {value!r}")
+    return seconds
+
+
+def check_function(fn: object) -> None:
+    """Raise ``TypeError`` unless ``fn`` can be called."""
+    if not callable(fn):
+        raise TypeError(f"the function to run must be callable; got {_describe(fn)}")
+
+
+def check_backend(backend: object) -> str:
+    if not isinstance(backend, str) or backend not in BACKENDS:
+        choices = ", ".join(repr(b) for b in BACKENDS)
+        hint = ""
+        if backend == "interpreter":
+            hint = f" ('interpreter' is not available on Python {sys.version.split()[0]})"
+        elif backend == "dask":
+            hint = " ('dask' is not available in this version of workpool)"
+        raise ValueError(f"backend must be one of {choices}; got {backend!r}{hint}")
+    return backend
+
+
+def default_workers(backend: str) -> int:
+    """Workers used when the caller names none: CPUs for processes, more for threads."""
+    cpus = usable_cpus()
+    if backend == "thread":
+        return min(32, cpus + 4)
+    return cpus
+
+
+def check_start_method(method: object, backend: str) -> str | None:
+    if method is None:
+        return None
+    if backend not in ("process", "auto"):
+        raise ValueError(
+            f"start_method applies to backend='process' only; got start_method={method!r} "
+            f"with backend={backend!r}"
+        )
+    available = multiprocessing.get_all_start_methods()
+    if method not in START_METHODS or method not in available:
+        choices = ", ".join(repr(m) for m in START_METHODS if m in available)
+        raise ValueError(
+            f"start_method must be None or one of {choices} on this platform; got {method!r}"
+        )
+    return str(method)
+
+
+def make_pool_spec(
+    *,
+    backend: object,
+    workers: object,
+    initializer: object,
+    initargs: object,
+    max_tasks_per_worker: object,
+    start_method: object,
+) -> PoolSpec:
+    """Validate the options that shape a pool."""
+    name = check_backend(backend)
+    count = _positive_int("workers", workers, allow_none=True)
+    if initializer is not None and not callable(initializer):
+        raise TypeError(f"initializer must be callable or None; got {_describe(initializer)}")
+    if isinstance(initargs, (str, bytes)) or not isinstance(initargs, Iterable):
+        raise TypeError(f"initargs must be a tuple of arguments; got {_describe(initargs)}")
+    return PoolSpec(
+        backend=name,
+        workers=count if count is not None else default_workers(name),
+        initializer=initializer,
+        initargs=tuple(initargs),
+        max_tasks_per_worker=_positive_int(
+            "max_tasks_per_worker", max_tasks_per_worker, allow_none=True
+        ),
+        start_method=check_start_method(start_method, name),
+    )
+
+
+def make_run_options(
+    *,
+    chunksize: object = None,
+    ordered: object = True,
+    task_timeout: object = None,
+    retries: object = 0,
+    return_exceptions: object = False,
+    progress: object = False,
+    timeout: object = None,
+) -> RunOptions:
+    """Validate the options of one map/imap/starmap call."""
+    retry_count = _as_int(retries)
+    if retry_count is None:
+        raise TypeError(f"retries must be an integer >= 0; got {_describe(retries)}")
+    if retry_count < 0:
+        raise ValueError(f"retries must be an integer >= 0; got {retries!r}")
+    return RunOptions(
+        chunksize=_positive_int("chunksize", chunksize, allow_none=True),
+        ordered=_flag("ordered", ordered),
+        task_timeout=_seconds("task_timeout", task_timeout),
+        retries=retry_count,
+        return_exceptions=_flag("return_exceptions", return_exceptions),
+        progress=_flag("progress", progress),
+        timeout=_seconds("timeout", timeout),
+    )

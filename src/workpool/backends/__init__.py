@@ -1,0 +1,25 @@
+"""The engines behind ``backend=...``: one module each, one interface (``base.Backend``)."""
+
+from __future__ import annotations
+
+from workpool._options import PoolSpec
+from workpool.backends.base import Backend
+
+__all__ = ["Backend", "create_backend"]
+
+
+def create_backend(spec: PoolSpec) -> Backend:
+    """Start the engine ``spec.backend`` names (``"auto"`` must be resolved before)."""
+    if spec.backend == "serial":
+        from workpool.backends.serial import SerialBackend
+
+        return SerialBackend(spec)
+    if spec.backend == "thread":
+        from workpool.backends.thread import ThreadBackend
+
+        return ThreadBackend(spec)
+    if spec.backend == "process":
+        from workpool.backends.process import ProcessBackend
+
+        return ProcessBackend(spec)
+    raise ValueError(f"no engine named {spec.backend!r}")

@@ -1,0 +1,155 @@
+"""The main loop of a worker process: receive chunks, run them, send results back.
+
+The worker is single-minded: it reads one frame at a time from its socket, keeps the
+functions it is sent, runs chunks in the order they arrive, and answers each with one
+batch. It never decides anything about retries or ordering; the parent does.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from workpool.backends.process import protocol
+from workpool.serialize import loads
+from workpool.tasks import CallMode
+
+__all__ = ["worker_main"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Make sure this worker does not outlive the process that started it.
+
+    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``);
+    elsewhere a thread polls ``getppid`` twice a second. ``parent_pid`` is 0 when the
+    worker's parent is a fork server (which itself exits with the pool's process).
+    """
+    if parent_pid == 0:
+        parent_pid = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
+                if os.getppid() != parent_pid:  # the parent died before prctl took effect
+                    os._exit(1)
+                return
+        except (OSError, AttributeError):
+            pass
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="workpool-parent-watch", daemon=True).start()
+
+
+def _run_chunk(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    items: list[Any],
+    slot: memoryview,
+    tracked: bool,
+) -> tuple[list[Any], list[tuple[int, protocol.PackedError]]]:
+    """Run the items; on a tracked chunk, publish which item runs and since when."""
+    values: list[Any] = []
+    errors: list[tuple[int, protocol.PackedError]] = []
+    append = values.append
+    for position, item in enumerate(items):
+        if tracked:
+            slot[protocol.SLOT_STARTED_NS] = time.monotonic_ns()
+            slot[protocol.SLOT_POSITION] = position
+        try:
+            if mode is CallMode.ONE:
+                append(fn(item))
+            elif mode is CallMode.STAR:
+                append(fn(*item))
+            else:
+                append(fn(*item[0], **item[1]))
+        except BaseException as exc:  # whatever a task raises is that task's failure
+            errors.append((position, protocol.pack_error(exc)))
+            append(None)
+    slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
+    return values, errors
+
+
+def _load_function(payload: memoryview) -> Callable[..., Any]:
+    """Unpickle a function; if that fails, a stand-in that raises the reason for each task."""
+    try:
+        fn = loads(payload)
+    except BaseException as exc:
+        error = exc
+
+        def unloadable(*args: Any, **kwargs: Any) -> Any:
+            raise error
+
+        return unloadable
+    return fn  # type: ignore[no-any-return]
+
+
+def worker_main(
+    sock: socket.socket,
+    slots: Any,
+    slot_index: int,
+    parent_pid: int,
+    initializer_payload: bytes | None,
+) -> None:
+    """Entry point of a worker process (the ``target`` of its ``Process``)."""
+    # Ctrl+C reaches the whole process group; the parent decides what stops, not us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent_pid)
+    slot = (
+        memoryview(slots)
+        .cast("B")
+        .cast("q")[slot_index * protocol.SLOT_FIELDS : (slot_index + 1) * protocol.SLOT_FIELDS]
+    )
+
+    if initializer_payload is not None:
+        try:
+            initializer, initargs = loads(initializer_payload)
+            initializer(*initargs)
+        except BaseException as exc:
+            protocol.send_frame(sock, *protocol.encode_init_failed(protocol.pack_error(exc)))
+            sock.close()
+            os._exit(3)
+    protocol.send_frame(sock, *protocol.encode_ready(os.getpid()))
+
+    functions: dict[int, Callable[..., Any]] = {}
+    while True:
+        body = protocol.recv_frame(sock)
+        if body is None:  # the parent is gone
+            break
+        order = protocol.decode_chunk(body)
+        if order is None:
+            break
+        if isinstance(order, protocol.DefineOrder):
+            functions[order.fn_id] = _load_function(order.payload)
+            if order.evict_id is not None:
+                functions.pop(order.evict_id, None)
+            continue
+        slot[protocol.SLOT_SEQ] = order.seq
+        started = time.perf_counter()
+        try:
+            items = loads(order.payload)
+        except BaseException as exc:  # the arguments cannot be rebuilt here
+            values: list[Any] = []
+            errors = [(protocol.WHOLE_CHUNK, protocol.pack_error(exc))]
+        else:
+            values, errors = _run_chunk(
+                functions[order.fn_id], order.mode, items, slot, order.tracked
+            )
+            del items
+        elapsed = time.perf_counter() - started
+        protocol.send_frame(sock, *protocol.encode_batch(order.seq, elapsed, values, errors))
+        del values, errors
+    sock.close()

@@ -1,0 +1,76 @@
+"""Adaptive chunk sizes: as many items per chunk as take a few milliseconds to run.
+
+A chunk is the unit a worker receives at once. Too small, and the cost of moving it
+(pickling, a system call, a wake-up) dominates tiny tasks; too large, and the last
+chunks leave workers idle while one finishes. The sizer starts with single items,
+measures how long items take, and grows toward a target time per chunk.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["ChunkSizer"]
+
+# Chunks of unknown-length input never grow past this, to bound memory in flight.
+MAX_CHUNK_ITEMS = 65_536
+# How much a chunk may grow over the largest one measured so far.
+MAX_GROWTH = 16
+
+
+class ChunkSizer:
+    """Decides how many items the next chunk holds. Not thread-safe: one per run.
+
+    ``target_seconds`` is the time a chunk should take on a worker. With a known
+    ``total``, chunks are also capped so every worker gets several of them.
+    """
+
+    def __init__(
+        self,
+        *,
+        fixed: int | None,
+        workers: int,
+        total: int | None,
+        target_seconds: float,
+    ) -> None:
+        self._fixed = fixed
+        self._target = target_seconds
+        cap = MAX_CHUNK_ITEMS
+        if total is not None:
+            cap = min(cap, max(1, math.ceil(total / (workers * 4))))
+        self._cap = cap
+        self._seconds_per_item: float | None = None
+        self._largest_measured = 0
+
+    @property
+    def seconds_per_item(self) -> float | None:
+        """The current estimate of one item's run time, once something was measured."""
+        return self._seconds_per_item
+
+    def next_size(self) -> int:
+        if self._fixed is not None:
+            return self._fixed
+        if self._seconds_per_item is None:
+            return 1
+        if self._seconds_per_item <= 0:
+            wanted = self._cap
+        else:
+            wanted = int(self._target / self._seconds_per_item)
+        limit = max(1, self._largest_measured) * MAX_GROWTH
+        return max(1, min(wanted, limit, self._cap))
+
+    def upfront_size(self) -> int:
+        """The size for chunks cut before anything is measured: an even share per worker."""
+        return self._fixed if self._fixed is not None else self._cap
+
+    def observe(self, items: int, seconds: float) -> None:
+        """Record that ``items`` items ran in ``seconds`` on a worker."""
+        if items <= 0 or self._fixed is not None:
+            return
+        per_item = seconds / items
+        if self._seconds_per_item is None:
+            self._seconds_per_item = per_item
+        else:  # weight by evidence: a big chunk's measure counts more than one item's
+            weight = min(0.5, items / (items + self._largest_measured + 1) + 0.1)
+            self._seconds_per_item += weight * (per_item - self._seconds_per_item)
+        self._largest_measured = max(self._largest_measured, items)

@@ -1,0 +1,87 @@
+"""The library's own exceptions, and how a task's failure is dressed for the caller.
+
+A task's own exception reaches the caller as its original type. What the library adds
+is context: a note naming the task's input position and the worker, and, when the task
+ran in another process, the worker-side traceback as text in ``__cause__``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+
+__all__ = [
+    "BrokenPool",
+    "RemoteTraceback",
+    "TaskError",
+    "TaskTimeout",
+    "WorkerCrashed",
+    "WorkpoolError",
+    "add_note",
+]
+
+
+class WorkpoolError(Exception):
+    """Base class of every exception the library raises on its own account."""
+
+
+class TaskTimeout(WorkpoolError, TimeoutError):
+    """A task ran longer than its ``task_timeout``."""
+
+
+class WorkerCrashed(WorkpoolError):
+    """The worker process died while it ran the task (signal, ``os._exit``, out of memory)."""
+
+
+class BrokenPool(WorkpoolError, concurrent.futures.BrokenExecutor):
+    """The pool cannot go on, for instance because the initializer fails in every worker."""
+
+
+class TaskError(WorkpoolError):
+    """A task failed with an exception that could not travel back as itself.
+
+    This happens when the exception cannot be pickled in the worker or unpickled in the
+    parent. The original type's name, its message and the worker's traceback are kept.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback_text: str) -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
+        self.traceback_text = traceback_text
+
+    def __reduce__(self) -> tuple[type[TaskError], tuple[str, str, str]]:
+        return (type(self), (self.type_name, self.message, self.traceback_text))
+
+
+class RemoteTraceback(Exception):
+    """Carries the traceback of a task that failed in another process, as text.
+
+    It is set as the ``__cause__`` of the re-raised exception so that the worker's
+    frames appear in the caller's traceback.
+    """
+
+    def __init__(self, traceback_text: str) -> None:
+        super().__init__(traceback_text)
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return "\n\n" + '"""\n' + self.traceback_text.rstrip("\n") + '\n"""'
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """Attach ``note`` to ``exc`` the way ``BaseException.add_note`` does (3.11+)."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # Python 3.10: keep the notes where 3.11's traceback printer looks for them
+        notes = getattr(exc, "__notes__", None)
+        if not isinstance(notes, list):
+            notes = []
+            try:
+                exc.__notes__ = notes  # type: ignore[attr-defined]
+            except AttributeError:
+                return
+        notes.append(note)
+
+
+for _cls in (WorkpoolError, TaskTimeout, WorkerCrashed, BrokenPool, TaskError, RemoteTraceback):
+    _cls.__module__ = "workpool"

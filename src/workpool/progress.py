@@ -1,0 +1,65 @@
+"""The live progress bar of ``progress=True``: done/total, rate, ETA and failures, on stderr."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, Task
+
+__all__ = ["ProgressBar"]
+
+
+class ProgressBar:
+    """A rich progress bar for one run; updated from the thread that drives the run.
+
+    rich is imported only when a bar is asked for, so runs without one pay nothing.
+    """
+
+    def __init__(self, total: int | None, description: str) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        class RateColumn(ProgressColumn):
+            def render(self, task: Task) -> Text:
+                speed = task.finished_speed or task.speed
+                return Text("-- items/s" if speed is None else f"{speed:,.0f} items/s")
+
+        class FailuresColumn(ProgressColumn):
+            def render(self, task: Task) -> Text:
+                failed = task.fields.get("failed", 0)
+                return Text(f"{failed} failed", style="red" if failed else "dim")
+
+        columns: list[Any] = [TextColumn("[bold]{task.description}")]
+        if total is not None:
+            columns += [BarColumn(), MofNCompleteColumn()]
+        else:
+            columns += [TextColumn("{task.completed:,} done")]
+        columns += [RateColumn(), TimeElapsedColumn()]
+        if total is not None:
+            columns += [TextColumn("ETA"), TimeRemainingColumn()]
+        columns.append(FailuresColumn())
+        self._progress: Progress = Progress(
+            *columns, console=Console(stderr=True), refresh_per_second=8
+        )
+        self._task = self._progress.add_task(description, total=total, failed=0)
+        self._failed = 0
+        self._progress.start()
+
+    def advance(self, done: int, failed: int = 0) -> None:
+        """Count ``done`` more finished tasks, ``failed`` of which failed."""
+        self._failed += failed
+        self._progress.update(self._task, advance=done, failed=self._failed)
+
+    def close(self) -> None:
+        self._progress.refresh()
+        self._progress.stop()

@@ -1,0 +1,272 @@
+"""One map/imap/starmap call: feeds chunks to a backend and turns batches into results.
+
+A run lives in the thread that consumes its results. It reads the input lazily, a
+chunk at a time, keeping a bounded window of chunks in flight; it puts results back in
+input order (or yields them as they come), applies ``retries`` and
+``return_exceptions``, and drives the progress bar. Backend threads only ever call
+``claim`` and ``deliver``; everything else happens in the consumer's thread.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import queue
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from workpool._options import RunOptions
+from workpool.backends.base import Backend
+from workpool.chunking import ChunkSizer
+from workpool.errors import BrokenPool, add_note
+from workpool.tasks import CallMode, Chunk, ResultBatch
+
+__all__ = ["MapRun"]
+
+
+class _ChunkState:
+    """The consumer's record of one chunk of input: its results as they arrive."""
+
+    __slots__ = ("failure", "left", "size", "start", "values")
+
+    def __init__(self, start: int, size: int) -> None:
+        self.start = start
+        self.size = size
+        self.values: list[Any] | None = None
+        self.left = size  # items without a final outcome yet (retries pending count)
+        self.failure: tuple[int, BaseException] | None = None  # (offset, error) to raise
+
+
+class MapRun:
+    """Drives one call. Iterate ``results()`` once, from one thread.
+
+    ``eager`` submits the whole input at once (``Executor.map`` semantics: the work
+    proceeds whether or not anyone iterates). ``raise_in_order`` (ordered runs only)
+    delays a failure until the results before it have been yielded; otherwise the first
+    failure is raised as soon as it is seen.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        fn: Callable[..., Any],
+        mode: CallMode,
+        inputs: Iterator[Any],
+        total: int | None,
+        options: RunOptions,
+        *,
+        eager: bool = False,
+        raise_in_order: bool = True,
+    ) -> None:
+        self._backend = backend
+        self._fn = fn
+        self._mode = mode
+        self._inputs = inputs
+        self._total = total
+        self._options = options
+        self._eager = eager
+        self._raise_in_order = raise_in_order and options.ordered
+        self._sizer = ChunkSizer(
+            fixed=options.chunksize,
+            workers=backend.workers,
+            total=total,
+            target_seconds=backend.target_chunk_seconds,
+        )
+        self._window = backend.workers * 2 + 2
+        self._deadline = None if options.timeout is None else time.monotonic() + options.timeout
+        # Filled by backend threads, emptied by the consumer.
+        self._batches: queue.SimpleQueue[tuple[ResultBatch, frozenset[int]]] = queue.SimpleQueue()
+        # Read by backend threads in claim(); written by the consumer.
+        self._cancelled = False
+        self._cutoff: int | None = None  # chunks after this input position are not started
+        # Consumer only.
+        self._states: deque[_ChunkState] = deque()  # ordered: not yet yielded
+        self._unfinished = 0  # unordered: chunks with items still to come
+        self._next_start = 0
+        self._exhausted = False
+        self._progress: Any = None
+        if options.progress:
+            from workpool.progress import ProgressBar
+
+            self._progress = ProgressBar(total, getattr(fn, "__name__", "tasks"))
+
+    # --- called by backend threads ----------------------------------------------------
+
+    def claim(self, chunk: Chunk) -> bool:
+        if self._cancelled:
+            return False
+        cutoff = self._cutoff
+        return cutoff is None or chunk.tag.start <= cutoff
+
+    def deliver(self, batch: ResultBatch) -> None:
+        if self._cancelled:
+            return
+        retried: set[int] = set()
+        chunk = batch.chunk
+        if batch.errors and batch.retryable and chunk.attempt < self._options.retries:
+            for offset in batch.errors:
+                again = chunk.split(offset, offset + 1)
+                again.attempt += 1
+                try:
+                    self._backend.submit(again)
+                except Exception:
+                    continue  # the pool is stopping or broken: this failure stands
+                retried.add(offset)
+        self._batches.put((batch, frozenset(retried)))
+
+    # --- the consumer -----------------------------------------------------------------
+
+    def submit_all(self) -> None:
+        """Submit the whole input now (eager runs); results are read later."""
+        try:
+            size = self._options.chunksize or self._sizer.upfront_size()
+            while items := list(itertools.islice(self._inputs, size)):
+                self._backend.submit(self._new_chunk(items))
+            self._exhausted = True
+        except BaseException:
+            self.close()
+            raise
+
+    def results(self) -> Iterator[Any]:
+        """Yield results; raise the first failure unless ``return_exceptions``."""
+        try:
+            if self._eager and not self._exhausted:
+                self.submit_all()
+            while True:
+                if not self._eager:
+                    self._feed()
+                if self._options.ordered:
+                    yield from self._pop_finished()
+                    if not self._eager:
+                        self._feed()  # popping made room in the window
+                    in_flight = len(self._states)
+                else:
+                    in_flight = self._unfinished
+                if not in_flight:  # the feeding above found the input exhausted
+                    return
+                ready = self._absorb(*self._next_batch())
+                if ready:
+                    yield from ready
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop: chunks not yet started are dropped; late results are ignored."""
+        self._cancelled = True
+        if self._progress is not None:
+            self._progress.close()
+            self._progress = None
+
+    def _new_chunk(self, items: list[Any]) -> Chunk:
+        state = _ChunkState(self._next_start, len(items))
+        self._next_start += len(items)
+        if self._options.ordered:
+            self._states.append(state)
+        else:
+            self._unfinished += 1
+        return Chunk(
+            sink=self,
+            fn=self._fn,
+            mode=self._mode,
+            start=state.start,
+            items=items,
+            task_timeout=self._options.task_timeout,
+            tag=state,
+        )
+
+    def _feed(self) -> None:
+        """Submit chunks while the window has room and the input has items."""
+        while not self._exhausted and self._cutoff is None:
+            in_flight = len(self._states) if self._options.ordered else self._unfinished
+            if in_flight >= self._window:
+                return
+            size = self._sizer.next_size()
+            items = list(itertools.islice(self._inputs, size))
+            if len(items) < size:
+                self._exhausted = True
+            if items:
+                self._backend.submit(self._new_chunk(items))
+
+    def _next_batch(self) -> tuple[ResultBatch, frozenset[int]]:
+        if self._deadline is None:
+            return self._batches.get()
+        remaining = self._deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                return self._batches.get_nowait()
+            return self._batches.get(timeout=remaining)
+        except queue.Empty:
+            raise concurrent.futures.TimeoutError(
+                f"the results were not all ready within timeout={self._options.timeout:g}s"
+            ) from None
+
+    def _absorb(self, batch: ResultBatch, retried: frozenset[int]) -> list[Any] | None:
+        """Record a batch; return the values to yield now (unordered runs)."""
+        chunk = batch.chunk
+        state: _ChunkState = chunk.tag
+        count = len(chunk.items)
+        if batch.elapsed > 0:
+            self._sizer.observe(count, batch.elapsed)
+        offset = chunk.start - state.start
+        if offset == 0 and count == state.size and state.values is None:
+            state.values = batch.values
+        else:
+            if state.values is None:
+                state.values = [None] * state.size
+            state.values[offset : offset + count] = batch.values
+
+        failed = 0
+        for position, error in batch.errors.items():
+            if position in retried:
+                continue
+            failed += 1
+            self._annotate(error, chunk, position, batch.worker)
+            if self._options.return_exceptions:
+                state.values[offset + position] = error
+            elif self._raise_in_order:
+                if state.failure is None or offset + position < state.failure[0]:
+                    state.failure = (offset + position, error)
+                if self._cutoff is None or state.start < self._cutoff:
+                    self._cutoff = state.start  # later chunks need not run
+            else:
+                raise error
+        finished = count - len(retried)
+        state.left -= finished
+        if self._progress is not None:
+            self._progress.advance(finished, failed)
+        if self._options.ordered:
+            return None
+        if state.left == 0:
+            self._unfinished -= 1
+        if not batch.errors:
+            return batch.values
+        return [
+            state.values[offset + i]
+            for i in range(count)
+            if i not in retried and (i not in batch.errors or self._options.return_exceptions)
+        ]
+
+    def _pop_finished(self) -> Iterator[Any]:
+        """Yield the chunks at the head of the input whose items are all final."""
+        states = self._states
+        while states and states[0].left == 0:
+            state = states.popleft()
+            assert state.values is not None
+            if state.failure is not None:
+                offset, error = state.failure
+                yield from state.values[:offset]
+                raise error
+            yield from state.values
+        if states and self._cutoff is not None and states[0].start > self._cutoff:
+            states.clear()  # defensive: nothing after a failure is awaited
+
+    def _annotate(self, error: BaseException, chunk: Chunk, position: int, worker: str) -> None:
+        if isinstance(error, (concurrent.futures.CancelledError, BrokenPool)):
+            return  # the pool's own state, shared by many tasks: not this task's story
+        where = f" in {worker}" if worker else ""
+        note = f"workpool: raised by the task at input position {chunk.start + position}{where}"
+        if self._options.retries:
+            note += f" (attempt {chunk.attempt + 1} of {self._options.retries + 1})"
+        add_note(error, note)

@@ -1,0 +1,130 @@
+"""The unit of work every backend runs: a chunk of consecutive inputs, and its results.
+
+A map over many inputs is cut into ``Chunk``s: consecutive input positions, one
+function, one calling convention. A backend runs a chunk and hands a ``ResultBatch``
+to the chunk's ``sink``, the object that asked for the work (a map run or a Future).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["CallMode", "Chunk", "ResultBatch", "ResultSink", "call_items"]
+
+
+class CallMode(enum.IntEnum):
+    """How an input item becomes the arguments of a call."""
+
+    ONE = 0  # fn(item)
+    STAR = 1  # fn(*item)
+    CALL = 2  # fn(*item[0], **item[1])
+
+
+class ResultSink(Protocol):
+    """Who receives the results of a chunk."""
+
+    def claim(self, chunk: Chunk) -> bool:
+        """Called just before ``chunk`` starts; ``False`` means drop it unrun (cancelled)."""
+        ...
+
+    def deliver(self, batch: ResultBatch) -> None:
+        """Receive a chunk's results. Called from backend threads; must not block long."""
+        ...
+
+
+@dataclass(slots=True, eq=False)
+class Chunk:
+    """Consecutive inputs ``items`` starting at input position ``start``, run with ``fn``.
+
+    ``start`` is -1 for a task submitted on its own, which has no input position.
+
+    ``attempt`` counts earlier failed tries of these items (retries); ``tag`` is opaque
+    to backends and lets the sink find its own bookkeeping when results come back,
+    including for pieces a backend splits off a chunk after a crash.
+    """
+
+    sink: ResultSink
+    fn: Callable[..., Any]
+    mode: CallMode
+    start: int
+    items: list[Any]
+    task_timeout: float | None = None
+    attempt: int = 0
+    tag: Any = None
+    # Filled by the process backend: the function's pickled form and the items
+    # pickled (in the submitting thread), and the chunk's number on the wire.
+    fn_ref: Any = None
+    payload: bytes | None = None
+    seq: int = 0
+
+    def split(self, begin: int, end: int) -> Chunk:
+        """The piece of this chunk holding items ``[begin, end)``, as a new chunk."""
+        return Chunk(
+            sink=self.sink,
+            fn=self.fn,
+            mode=self.mode,
+            start=self.start + begin,
+            items=self.items[begin:end],
+            task_timeout=self.task_timeout,
+            attempt=self.attempt,
+            tag=self.tag,
+            fn_ref=self.fn_ref,
+        )
+
+
+@dataclass(slots=True, eq=False)
+class ResultBatch:
+    """The outcome of one chunk: a value or an exception for every item.
+
+    ``values[i]`` is the result of ``chunk.items[i]`` unless ``i`` is in ``errors``.
+    ``elapsed`` is the time the worker spent running the items, for chunk sizing.
+    ``retryable`` is False when trying again cannot help: the items could not be
+    pickled, the pool was shut down with ``cancel_futures``, or the pool is broken.
+    ``worker`` names where the chunk ran ("process 1234", "thread workpool-2"), for
+    error messages.
+    """
+
+    chunk: Chunk
+    values: list[Any] = field(default_factory=list)
+    errors: dict[int, BaseException] = field(default_factory=dict)
+    elapsed: float = 0.0
+    retryable: bool = True
+    worker: str = ""
+
+    @classmethod
+    def failed(cls, chunk: Chunk, error: BaseException, *, retryable: bool) -> ResultBatch:
+        """A batch in which every item of ``chunk`` failed with ``error``."""
+        count = len(chunk.items)
+        return cls(chunk, [None] * count, dict.fromkeys(range(count), error), retryable=retryable)
+
+
+def call_items(
+    fn: Callable[..., Any], mode: CallMode, items: Sequence[Any]
+) -> tuple[list[Any], dict[int, BaseException], float]:
+    """Run ``fn`` over ``items``; return values, exceptions by position, elapsed seconds.
+
+    A failing item leaves ``None`` in ``values`` and its exception in the dict; the
+    other items still run. ``KeyboardInterrupt`` is not a task's failure: it propagates.
+    """
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    append = values.append
+    started = time.perf_counter()
+    for position, item in enumerate(items):
+        try:
+            if mode is CallMode.ONE:
+                append(fn(item))
+            elif mode is CallMode.STAR:
+                append(fn(*item))
+            else:
+                append(fn(*item[0], **item[1]))
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from a task is that task's failure
+            errors[position] = exc
+            append(None)
+    return values, errors, time.perf_counter() - started

@@ -1,0 +1,102 @@
+"""Shared fixtures: the backends to run every test on, and the no-leftovers guard.
+
+Every test is checked for what it leaves behind: once it ends, no worker process it
+started may still run (the fork server and the resource tracker, which
+``multiprocessing`` keeps for the whole session, are not ours), and no workpool thread
+may still be alive. Waits are conditions with a deadline.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import psutil
+import pytest
+
+BACKENDS = ["serial", "thread", "process"]
+START_METHODS = [
+    m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods()
+]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` seconds pass; return the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if condition():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+
+
+def _session_helpers() -> set[int]:
+    """Processes multiprocessing keeps for the whole session: fork server, resource tracker."""
+    pids: set[int] = set()
+    try:
+        from multiprocessing import forkserver
+
+        pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+        if pid:
+            pids.add(pid)
+    except ImportError:
+        pass
+    from multiprocessing import resource_tracker
+
+    pid = getattr(resource_tracker._resource_tracker, "_pid", None)
+    if pid:
+        pids.add(pid)
+    return pids
+
+
+def live_worker_processes() -> list[psutil.Process]:
+    """Descendants of this process that are still running, other than session helpers."""
+    helpers = _session_helpers()
+    alive = []
+    for child in psutil.Process().children(recursive=True):
+        if child.pid in helpers:
+            continue
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return alive
+
+
+def live_workpool_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("workpool-") and t.is_alive()]
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers() -> Iterator[None]:
+    """Fail a test that leaves a worker process or a workpool thread running."""
+    before = {p.pid for p in live_worker_processes()}
+    yield
+    leftover: list[psutil.Process] = []
+
+    def processes_gone() -> bool:
+        nonlocal leftover
+        leftover = [p for p in live_worker_processes() if p.pid not in before]
+        return not leftover
+
+    if not wait_for(processes_gone, timeout=10):
+        for process in leftover:
+            process.kill()
+        pytest.fail(f"worker processes left running: {[p.pid for p in leftover]}")
+    if not wait_for(lambda: not live_workpool_threads(), timeout=10):
+        pytest.fail(f"workpool threads left running: {live_workpool_threads()}")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn."""
+    return str(request.param)
+
+
+@pytest.fixture(params=START_METHODS)
+def start_method(request: pytest.FixtureRequest) -> str:
+    return str(request.param)

@@ -1,0 +1,70 @@
+"""Functions the tests run on workers: importable by name in every start method."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+def fail_on(bad: int):  # type: ignore[no-untyped-def]
+    """A function that raises ValueError for the input ``bad`` and squares the rest."""
+
+    def check(x: int) -> int:
+        if x == bad:
+            raise ValueError(f"bad input {x}")
+        return x * x
+
+    return check
+
+
+def where(_: object) -> tuple[int, str]:
+    """The pid and thread name that ran this task."""
+    return os.getpid(), threading.current_thread().name
+
+
+def slow_square(x: int, delay: float = 0.05) -> int:
+    time.sleep(delay)
+    return x * x
+
+
+class Unpicklable:
+    """An object plain pickle and cloudpickle both refuse (it holds a lock)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+
+
+class NeedsTwoArgs(Exception):
+    """An exception that pickles but cannot be unpickled (its __init__ needs two args)."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a}-{b}")
+
+
+def raise_needs_two_args(x: int) -> int:
+    raise NeedsTwoArgs(x, x)
+
+
+_state: dict[str, object] = {}
+
+
+def remember(value: object) -> None:
+    """An initializer: stores ``value`` in this worker."""
+    _state["value"] = value
+
+
+def recall(_: object) -> object:
+    return _state.get("value")
+
+
+def broken_initializer() -> None:
+    raise RuntimeError("initializer says no")

@@ -1,0 +1,184 @@
+"""A task's failure reaches the caller as itself, with where it happened; nothing else is lost."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import time
+
+import pytest
+
+import workpool
+from conftest import live_worker_processes
+from helpers import (
+    NeedsTwoArgs,
+    Unpicklable,
+    fail_on,
+    raise_needs_two_args,
+    slow_square,
+    square,
+)
+
+
+def test_error_hierarchy_matches_the_contract() -> None:
+    assert issubclass(workpool.TaskTimeout, workpool.WorkpoolError)
+    assert issubclass(workpool.TaskTimeout, TimeoutError)
+    assert issubclass(workpool.WorkerCrashed, workpool.WorkpoolError)
+    assert issubclass(workpool.BrokenPool, workpool.WorkpoolError)
+    assert issubclass(workpool.BrokenPool, concurrent.futures.BrokenExecutor)
+    assert issubclass(workpool.WorkpoolError, Exception)
+    for cls in (workpool.WorkpoolError, workpool.TaskTimeout, workpool.BrokenPool):
+        assert cls.__module__ == "workpool"
+
+
+def test_task_exception_keeps_its_type_and_names_the_task(backend: str) -> None:
+    with pytest.raises(ValueError, match="bad input 13") as info:
+        workpool.map(fail_on(13), range(40), backend=backend, workers=2)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "input position 13" in notes
+
+
+def test_process_failure_carries_the_worker_traceback() -> None:
+    with pytest.raises(ValueError) as info:
+        workpool.map(fail_on(3), range(10), backend="process", workers=2)
+    cause = info.value.__cause__
+    assert isinstance(cause, workpool.RemoteTraceback)
+    assert "Traceback" in str(cause)
+    assert "bad input 3" in str(cause)
+    assert "in check" in str(cause)  # the failing function's frame
+    notes = "\n".join(info.value.__notes__)
+    assert "worker process" in notes
+
+
+def test_return_exceptions_puts_errors_in_place(backend: str) -> None:
+    result = workpool.map(fail_on(2), range(5), backend=backend, return_exceptions=True)
+    assert result[:2] == [0, 1]
+    assert isinstance(result[2], ValueError)
+    assert result[3:] == [9, 16]
+
+
+def test_return_exceptions_unordered_keeps_every_outcome(backend: str) -> None:
+    result = list(
+        workpool.imap(fail_on(5), range(50), backend=backend, ordered=False, return_exceptions=True)
+    )
+    errors = [r for r in result if isinstance(r, ValueError)]
+    assert len(errors) == 1
+    assert sorted(r for r in result if not isinstance(r, Exception)) == [
+        x * x for x in range(50) if x != 5
+    ]
+
+
+def test_failure_cancels_pending_work(backend: str) -> None:
+    started: list[int] = []
+
+    def record(x: int) -> int:
+        started.append(x)
+        if x == 0:
+            raise KeyError("first")
+        time.sleep(0.01)
+        return x
+
+    with pytest.raises(KeyError):
+        workpool.map(
+            record, range(10_000), backend="thread" if backend == "process" else backend, workers=2
+        )
+    # Far fewer than all the tasks ran: the failure stopped the feeding.
+    assert len(started) < 1000
+
+
+def test_process_failure_stops_the_map_early() -> None:
+    begin = time.monotonic()
+    with pytest.raises(ValueError):
+        workpool.map(slow_fail_first, range(400), backend="process", workers=2, chunksize=1)
+    assert time.monotonic() - begin < 5  # not 400 x 50 ms / 2
+    assert live_worker_processes() == []
+
+
+def slow_fail_first(x: int) -> int:
+    if x == 0:
+        raise ValueError("first")
+    return slow_square(x, 0.05)
+
+
+def test_imap_ordered_yields_results_before_the_failure(backend: str) -> None:
+    seen = []
+    with pytest.raises(ValueError, match="bad input 30"):
+        for value in workpool.imap(fail_on(30), range(100), backend=backend, workers=2):
+            seen.append(value)
+    assert seen == [x * x for x in range(30)]
+
+
+def test_input_iterable_that_raises_midway(backend: str) -> None:
+    def items():  # type: ignore[no-untyped-def]
+        yield from range(50)
+        raise OSError("disk went away")
+
+    with pytest.raises(OSError, match="disk went away"):
+        workpool.map(square, items(), backend=backend, workers=2)
+    assert live_worker_processes() == []
+
+
+def test_exception_that_cannot_be_unpickled_still_reports(backend: str) -> None:
+    with pytest.raises((NeedsTwoArgs, workpool.TaskError)) as info:
+        workpool.map(raise_needs_two_args, [1], backend=backend)
+    if backend == "process":
+        error = info.value
+        assert isinstance(error, workpool.TaskError)
+        assert "NeedsTwoArgs" in str(error)
+        assert "1-1" in str(error)
+        assert "raise_needs_two_args" in error.traceback_text
+
+
+def test_unpicklable_argument_fails_only_its_task() -> None:
+    items = [1, Unpicklable(), 3]
+    result = workpool.map(
+        lambda x: x if isinstance(x, int) else "?", items, backend="process", return_exceptions=True
+    )
+    assert result[0] == 1
+    assert result[2] == 3
+    assert isinstance(result[1], TypeError)
+    assert "pickle" in str(result[1])
+    assert "arguments could not be pickled" in "\n".join(result[1].__notes__)
+
+
+def test_unpicklable_result_fails_only_its_task() -> None:
+    def make(x: int) -> object:
+        return Unpicklable() if x == 1 else x
+
+    result = workpool.map(make, range(3), backend="process", return_exceptions=True)
+    assert result[0] == 0
+    assert result[2] == 2
+    assert isinstance(result[1], TypeError)
+    notes = "\n".join(result[1].__notes__)
+    assert "result" in notes
+    assert "input position 1" in notes
+
+
+def test_unpicklable_function_is_refused_at_once() -> None:
+    lock = Unpicklable().lock
+
+    def uses_lock(x: int) -> int:
+        with lock:
+            return x
+
+    with pytest.raises(TypeError, match="cannot be sent to a worker process"):
+        workpool.map(uses_lock, range(3), backend="process")
+    # Threads need no pickling: the same function works there.
+    assert workpool.map(uses_lock, range(3), backend="thread") == [0, 1, 2]
+
+
+def test_system_exit_in_a_task_is_that_tasks_failure(backend: str) -> None:
+    def leave(x: int) -> int:
+        if x == 1:
+            raise SystemExit(4)
+        return x
+
+    result = workpool.map(leave, range(3), backend=backend, return_exceptions=True)
+    assert result[0] == 0
+    assert result[2] == 2
+    assert isinstance(result[1], SystemExit)
+
+
+def test_endless_input_with_failure_stops(backend: str) -> None:
+    with pytest.raises(ValueError, match="bad input 100"):
+        workpool.map(fail_on(100), itertools.count(), backend=backend, workers=2)

@@ -1,0 +1,153 @@
+"""workpool.map / imap / starmap: results, order, zipping and options, on every backend."""
+
+from __future__ import annotations
+
+import operator
+import threading
+
+import pytest
+
+import workpool
+from conftest import live_worker_processes, live_workpool_threads
+from helpers import add, slow_square, square, where
+
+
+def test_map_returns_results_in_input_order(backend: str) -> None:
+    assert workpool.map(square, range(1, 11), backend=backend) == [x * x for x in range(1, 11)]
+
+
+def test_map_of_many_items_keeps_every_result(backend: str) -> None:
+    result = workpool.map(square, range(20_000), backend=backend, workers=2)
+    assert result == [x * x for x in range(20_000)]
+
+
+def test_map_zips_several_iterables_like_builtin_map(backend: str) -> None:
+    # The shortest input decides the length, as with the builtin.
+    assert workpool.map(add, [1, 2, 3], (10, 20, 30, 40), backend=backend) == [11, 22, 33]
+    assert workpool.map(pow, [2, 3], [3, 2], backend=backend) == [8, 9]
+
+
+def test_starmap_unpacks_argument_tuples(backend: str) -> None:
+    assert workpool.starmap(pow, [(2, 3), (3, 2)], backend=backend) == [8, 9]
+    assert workpool.starmap(add, iter([(1, 1), (2, 2)]), backend=backend) == [2, 4]
+
+
+def test_empty_input_gives_empty_result(backend: str) -> None:
+    assert workpool.map(square, [], backend=backend) == []
+    assert list(workpool.imap(square, iter([]), backend=backend)) == []
+
+
+def test_generator_input_of_unknown_length(backend: str) -> None:
+    items = (x for x in range(1000))
+    assert workpool.map(square, items, backend=backend) == [x * x for x in range(1000)]
+
+
+def test_imap_yields_in_order(backend: str) -> None:
+    assert list(workpool.imap(square, range(500), backend=backend)) == [x * x for x in range(500)]
+
+
+def test_unordered_gives_every_result_once(backend: str) -> None:
+    result = list(workpool.imap(square, range(3000), backend=backend, ordered=False))
+    assert sorted(result) == [x * x for x in range(3000)]
+    unordered_map = workpool.map(square, range(300), backend=backend, ordered=False)
+    assert sorted(unordered_map) == [x * x for x in range(300)]
+
+
+def test_unordered_yields_fast_results_before_slow_ones() -> None:
+    delays = [0.6] + [0.0] * 7
+    result = list(
+        workpool.imap(
+            slow_square_with_delay,
+            list(enumerate(delays)),
+            backend="thread",
+            workers=4,
+            ordered=False,
+            chunksize=1,
+        )
+    )
+    assert result[-1] == 0  # the slow first item finishes last
+    assert sorted(result) == [i * i for i in range(8)]
+
+
+def slow_square_with_delay(pair: tuple[int, float]) -> int:
+    index, delay = pair
+    return slow_square(index, delay)
+
+
+@pytest.mark.parametrize("chunksize", [1, 7, 1000])
+def test_fixed_chunksize_gives_the_same_results(backend: str, chunksize: int) -> None:
+    result = workpool.map(square, range(100), backend=backend, chunksize=chunksize)
+    assert result == [x * x for x in range(100)]
+
+
+def test_lambdas_and_closures_run_on_every_backend(backend: str) -> None:
+    offset = 7
+    assert workpool.map(lambda x: x + offset, range(5), backend=backend) == [7, 8, 9, 10, 11]
+
+    def make_multiplier(k: int):  # type: ignore[no-untyped-def]
+        return lambda x: x * k
+
+    assert workpool.map(make_multiplier(3), [1, 2], backend=backend) == [3, 6]
+
+
+def test_builtin_and_bound_functions(backend: str) -> None:
+    assert workpool.map(abs, [-1, -2], backend=backend) == [1, 2]
+    assert workpool.map(operator.neg, [1], backend=backend) == [-1]
+    assert workpool.map("{}!".format, ["a"], backend=backend) == ["a!"]
+
+
+def test_workers_option_sets_the_number_of_workers() -> None:
+    pids = {
+        pid for pid, _ in workpool.map(where, range(200), backend="process", workers=3, chunksize=1)
+    }
+    assert 1 <= len(pids) <= 3
+    names = {
+        name for _, name in workpool.map(where, range(50), backend="thread", workers=2, chunksize=1)
+    }
+    assert 1 <= len(names) <= 2
+
+
+def test_process_backend_runs_in_other_processes() -> None:
+    import os
+
+    pids = {pid for pid, _ in workpool.map(where, range(40), backend="process", workers=2)}
+    assert os.getpid() not in pids
+
+
+def test_serial_backend_runs_in_the_calling_thread() -> None:
+    me = threading.current_thread().name
+    assert {name for _, name in workpool.map(where, range(5), backend="serial")} == {me}
+
+
+def test_auto_backend_returns_correct_results() -> None:
+    assert workpool.map(square, range(50)) == [x * x for x in range(50)]
+
+
+def test_nothing_of_a_one_shot_map_outlives_it(backend: str) -> None:
+    workpool.map(square, range(1000), backend=backend, workers=2)
+    assert live_worker_processes() == []
+    assert live_workpool_threads() == []
+
+
+def test_initializer_runs_in_every_worker_before_tasks(backend: str) -> None:
+    from helpers import recall, remember
+
+    result = workpool.map(
+        recall, range(20), backend=backend, initializer=remember, initargs=("ok",)
+    )
+    assert result == ["ok"] * 20
+
+
+def test_max_tasks_per_worker_replaces_workers() -> None:
+    results = workpool.map(where, range(12), backend="process", workers=2, max_tasks_per_worker=3)
+    pids = {pid for pid, _ in results}
+    assert len(pids) >= 4  # 12 tasks, at most 3 per process
+    threads = workpool.map(where, range(12), backend="thread", workers=2, max_tasks_per_worker=3)
+    assert len({name for _, name in threads}) >= 4
+
+
+def test_every_start_method_works(start_method: str) -> None:
+    result = workpool.map(
+        lambda x: x * 2, range(100), backend="process", workers=2, start_method=start_method
+    )
+    assert result == [x * 2 for x in range(100)]

@@ -1,0 +1,197 @@
+"""workpool.Pool as a concurrent.futures.Executor, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import threading
+import time
+
+import pytest
+
+import workpool
+from conftest import live_worker_processes, wait_for
+from helpers import add, fail_on, recall, remember, slow_square, square, where
+
+
+def test_pool_is_an_executor() -> None:
+    assert issubclass(workpool.Pool, concurrent.futures.Executor)
+
+
+def test_submit_returns_a_future_with_the_result(backend: str) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        future = pool.submit(add, 1, y=2)
+        assert isinstance(future, concurrent.futures.Future)
+        assert future.result(timeout=30) == 3
+
+
+def test_submit_many_and_wait(backend: str) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        futures = [pool.submit(square, i) for i in range(200)]
+        _, not_done = concurrent.futures.wait(futures, timeout=30)
+        assert not not_done
+        assert [f.result() for f in futures] == [i * i for i in range(200)]
+
+
+def test_submitted_failure_is_the_original_exception(backend: str) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        future = pool.submit(fail_on(5), 5)
+        error = future.exception(timeout=30)
+        assert isinstance(error, ValueError)
+        assert "bad input 5" in str(error)
+        # The pool goes on after a task's failure.
+        assert pool.submit(square, 3).result(timeout=30) == 9
+
+
+def test_executor_map_is_an_iterator_of_ordered_results(backend: str) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        results = pool.map(add, range(10), range(10))
+        assert not isinstance(results, list)
+        assert list(results) == [2 * i for i in range(10)]
+
+
+def test_executor_map_works_after_the_with_block_like_the_stdlib(backend: str) -> None:
+    # concurrent.futures submits everything at map() time, so results survive shutdown.
+    with workpool.Pool(2, backend=backend) as pool:
+        results = pool.map(square, range(50))
+    assert list(results) == [i * i for i in range(50)]
+
+
+def test_executor_map_timeout_is_an_overall_deadline() -> None:
+    with workpool.Pool(2, backend="thread") as pool:
+        results = pool.map(slow_square, range(4), [1.0] * 4, timeout=0.2)
+        with pytest.raises(TimeoutError):
+            list(results)
+
+
+def test_executor_map_raises_at_the_failing_position(backend: str) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        results = pool.map(fail_on(3), range(6))
+        assert [next(results) for _ in range(3)] == [0, 1, 4]
+        with pytest.raises(ValueError, match="bad input 3"):
+            next(results)
+
+
+def test_pool_imap_and_starmap(backend: str) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        assert list(pool.imap(square, range(100))) == [i * i for i in range(100)]
+        assert sorted(pool.imap(square, range(100), ordered=False)) == [i * i for i in range(100)]
+        assert pool.starmap(pow, [(2, 5), (3, 3)]) == [32, 27]
+        results = pool.starmap(fail_on(4), [(i,) for i in range(6)], return_exceptions=True)
+        assert isinstance(results[4], ValueError)
+
+
+def test_submit_after_shutdown_raises(backend: str) -> None:
+    pool = workpool.Pool(1, backend=backend)
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        pool.submit(square, 2)
+    with pytest.raises(RuntimeError):
+        pool.imap(square, [1])
+    with pytest.raises(RuntimeError):
+        pool.map(square, [1])
+
+
+def test_shutdown_waits_for_submitted_work(backend: str) -> None:
+    pool = workpool.Pool(2, backend=backend)
+    futures = [pool.submit(slow_square, i, 0.02) for i in range(10)]
+    pool.shutdown(wait=True)
+    assert all(f.done() for f in futures)
+    assert [f.result() for f in futures] == [i * i for i in range(10)]
+
+
+def test_shutdown_without_wait_still_finishes_work(backend: str) -> None:
+    pool = workpool.Pool(2, backend=backend)
+    futures = [pool.submit(slow_square, i, 0.02) for i in range(6)]
+    pool.shutdown(wait=False)
+    concurrent.futures.wait(futures, timeout=30)
+    assert [f.result() for f in futures] == [i * i for i in range(6)]
+
+
+@pytest.mark.parametrize("backend_name", ["thread", "process"])
+def test_shutdown_cancel_futures_cancels_what_has_not_started(backend_name: str) -> None:
+    pool = workpool.Pool(1, backend=backend_name)
+    futures = [pool.submit(slow_square, i, 0.2) for i in range(20)]
+    begin = time.monotonic()
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert time.monotonic() - begin < 5
+    cancelled = [f for f in futures if f.cancelled()]
+    finished = [f for f in futures if not f.cancelled()]
+    assert len(cancelled) >= 15
+    assert all(f.result() == futures.index(f) ** 2 for f in finished)
+
+
+def test_cancel_a_pending_future(backend: str) -> None:
+    if backend == "serial":
+        pytest.skip("serial runs each task inside submit(): nothing is ever pending")
+    with workpool.Pool(1, backend=backend) as pool:
+        blocker = pool.submit(slow_square, 1, 0.3)
+        queued = [pool.submit(square, i) for i in range(10)]
+        assert queued[-1].cancel()
+        assert blocker.result(timeout=30) == 1
+        assert [f.result(timeout=30) for f in queued[:-1]] == [i * i for i in range(9)]
+        assert queued[-1].cancelled()
+
+
+def test_run_in_executor(backend: str) -> None:
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        with workpool.Pool(2, backend=backend) as pool:
+            return list(
+                await asyncio.gather(*(loop.run_in_executor(pool, square, i) for i in range(5)))
+            )
+
+    assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+
+def test_pool_initializer(backend: str) -> None:
+    with workpool.Pool(2, backend=backend, initializer=remember, initargs=(42,)) as pool:
+        assert pool.submit(recall, None).result(timeout=30) == 42
+        assert set(pool.imap(recall, range(20))) == {42}
+
+
+def test_max_tasks_per_worker_on_a_pool() -> None:
+    with workpool.Pool(1, backend="process", max_tasks_per_worker=2) as pool:
+        pids = [pool.submit(where, i).result(timeout=30)[0] for i in range(6)]
+    assert len(set(pids)) == 3
+
+
+def test_pool_start_methods(start_method: str) -> None:
+    with workpool.Pool(2, backend="process", start_method=start_method) as pool:
+        assert pool.submit(lambda: "from a lambda").result(timeout=60) == "from a lambda"
+        assert list(pool.map(square, range(20))) == [i * i for i in range(20)]
+
+
+def test_pool_reports_what_it_is() -> None:
+    with workpool.Pool(3, backend="thread") as pool:
+        assert pool.workers == 3
+        assert pool.backend == "thread"
+        assert "thread" in repr(pool)
+
+
+def test_dropped_pool_lets_its_workers_go() -> None:
+    pool = workpool.Pool(2, backend="process")
+    assert pool.submit(square, 2).result(timeout=30) == 4
+    del pool
+    gc.collect()
+    assert wait_for(lambda: not live_worker_processes(), timeout=10)
+
+
+def test_submit_from_many_threads(backend: str) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        results: list[int] = []
+        lock = threading.Lock()
+
+        def client(base: int) -> None:
+            for i in range(50):
+                value = pool.submit(square, base + i).result(timeout=30)
+                with lock:
+                    results.append(value)
+
+        threads = [threading.Thread(target=client, args=(k * 100,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == sorted((k * 100 + i) ** 2 for k in range(4) for i in range(50))

@@ -1,0 +1,45 @@
+"""progress=True draws a bar on stderr: done/total, rate, ETA and failures; False is silent."""
+
+from __future__ import annotations
+
+import pytest
+
+import workpool
+from helpers import fail_on, square
+
+
+def test_progress_shows_done_total_rate_and_failures(
+    backend: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = workpool.map(
+        fail_on(3), range(10), backend=backend, progress=True, return_exceptions=True
+    )
+    assert isinstance(result[3], ValueError)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "10/10" in captured.err
+    assert "items/s" in captured.err
+    assert "1 failed" in captured.err
+    assert "ETA" in captured.err
+
+
+def test_progress_of_unknown_length_counts_what_is_done(capsys: pytest.CaptureFixture[str]) -> None:
+    list(workpool.imap(square, (x for x in range(25)), backend="thread", progress=True))
+    err = capsys.readouterr().err
+    assert "25 done" in err
+    assert "0 failed" in err
+
+
+def test_no_progress_by_default(backend: str, capsys: pytest.CaptureFixture[str]) -> None:
+    workpool.map(square, range(10), backend=backend)
+    with workpool.Pool(1, backend=backend) as pool:
+        list(pool.imap(square, range(10)))
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    assert captured.out == ""
+
+
+def test_pool_calls_take_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    with workpool.Pool(2, backend="thread") as pool:
+        assert pool.starmap(pow, [(2, 2)] * 5, progress=True) == [4] * 5
+    assert "5/5" in capsys.readouterr().err
