@@ -97,6 +97,16 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@pytest.fixture(params=START_METHODS)
+# Python 3.12+ warns when a multi-threaded process forks: the supervisor thread makes
+# every pool's process multi-threaded, and these tests choose fork on purpose.
+FORK_WARNING = "ignore:This process .* is multi-threaded, use of fork:DeprecationWarning"
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(m, marks=pytest.mark.filterwarnings(FORK_WARNING)) if m == "fork" else m
+        for m in START_METHODS
+    ]
+)
 def start_method(request: pytest.FixtureRequest) -> str:
     return str(request.param)

@@ -61,7 +61,7 @@ def test_executor_map_works_after_the_with_block_like_the_stdlib(backend: str) -
 def test_executor_map_timeout_is_an_overall_deadline() -> None:
     with workpool.Pool(2, backend="thread") as pool:
         results = pool.map(slow_square, range(4), [1.0] * 4, timeout=0.2)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(concurrent.futures.TimeoutError):
             list(results)
 
 
