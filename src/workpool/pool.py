@@ -277,6 +277,17 @@ class Pool(concurrent.futures.Executor):
         run = MapRun(self._backend, fn, mode, inputs, total, options, raise_in_order=False)
         return list(run.results())
 
+    def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+        """Leave a ``with`` block: wait for the work, as ``Executor`` does, except on Ctrl+C.
+
+        After ``KeyboardInterrupt`` nobody waits for results, so the pool is terminated
+        instead of finishing tasks that may take a long time.
+        """
+        if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
+            self.terminate()
+        else:
+            self.shutdown(wait=True)
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Refuse new work; finish what was submitted (unless ``cancel_futures``).
 

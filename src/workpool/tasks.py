@@ -61,6 +61,12 @@ class Chunk:
     payload: bytes | None = None
     seq: int = 0
 
+    def task_name(self, offset: int = 0) -> str:
+        """How error messages name item ``offset`` of this chunk."""
+        if self.start < 0:
+            return "the task"
+        return f"the task at input position {self.start + offset}"
+
     def split(self, begin: int, end: int) -> Chunk:
         """The piece of this chunk holding items ``[begin, end)``, as a new chunk."""
         return Chunk(

@@ -7,9 +7,11 @@ to be worth shipping anywhere.
 
 from __future__ import annotations
 
+from typing import Any
+
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
-from workpool.errors import BrokenPool
+from workpool.errors import BrokenPool, TaskTimeout
 from workpool.tasks import Chunk, ResultBatch, call_items
 
 __all__ = ["SerialBackend"]
@@ -37,7 +39,10 @@ class SerialBackend(Backend):
             self._initialize()
         if not chunk.sink.claim(chunk):
             return
-        values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+        if chunk.task_timeout is None:
+            values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+        else:
+            values, errors, elapsed = _call_items_timed(chunk)
         chunk.sink.deliver(ResultBatch(chunk, values, errors, elapsed, worker="the calling thread"))
 
     def _initialize(self) -> None:
@@ -52,3 +57,30 @@ class SerialBackend(Backend):
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         self._stopped = True
+
+
+def _call_items_timed(chunk: Chunk) -> tuple[list[Any], dict[int, BaseException], float]:
+    """Run items one at a time; one that overran ``task_timeout`` fails with TaskTimeout.
+
+    The serial backend runs tasks inline and cannot interrupt them, so the timeout is
+    reported when the task returns, and its result is dropped.
+    """
+    assert chunk.task_timeout is not None
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    total = 0.0
+    for position in range(len(chunk.items)):
+        value, error, elapsed = call_items(
+            chunk.fn, chunk.mode, chunk.items[position : position + 1]
+        )
+        total += elapsed
+        if error:
+            errors[position] = error[0]
+        elif elapsed > chunk.task_timeout:
+            errors[position] = TaskTimeout(
+                f"{chunk.task_name(position)} took {elapsed:.3g}s, longer than "
+                f"task_timeout={chunk.task_timeout:g}s; the serial backend cannot interrupt "
+                "a task, so this is reported when it returns and its result is dropped"
+            )
+        values.append(None if position in errors else value[0])
+    return values, errors, total

@@ -1,27 +1,46 @@
-"""The thread backend: chunks run on a fixed set of threads in this process.
+"""The thread backend: chunks run on a set of threads in this process.
 
 Threads share memory, start in microseconds and need no pickling. They run Python
 code in parallel only where the GIL is released (I/O, NumPy, C extensions) or absent
-(free-threaded builds); ``workpool.advise`` measures which case a function is in.
+(free-threaded builds).
+
+A thread cannot be stopped from outside. So ``task_timeout`` works like this: tasks
+with a timeout run one per chunk, a watchdog thread notices a task past its deadline,
+reports ``TaskTimeout`` for it at once and starts a fresh thread in its place; the
+overrunning thread is *abandoned*: it finishes its task in the background, its result
+is discarded, and it exits.
 """
 
 from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections import deque
 from concurrent.futures import CancelledError
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
-from workpool.errors import BrokenPool
+from workpool.errors import BrokenPool, TaskTimeout
 from workpool.tasks import Chunk, ResultBatch, call_items
 
 __all__ = ["ThreadBackend"]
 
 
+class _TimedTask:
+    """A task with a deadline, as the watchdog sees it."""
+
+    __slots__ = ("abandoned", "chunk", "deadline", "thread")
+
+    def __init__(self, chunk: Chunk, thread: threading.Thread, deadline: float) -> None:
+        self.chunk = chunk
+        self.thread = thread
+        self.deadline = deadline
+        self.abandoned = False
+
+
 class ThreadBackend(Backend):
-    """A queue of chunks served by ``workers`` threads."""
+    """A queue of chunks served by ``workers`` threads (plus a watchdog for timeouts)."""
 
     name = "thread"
     target_chunk_seconds = 0.002
@@ -31,6 +50,8 @@ class ThreadBackend(Backend):
         self._cond = threading.Condition()
         self._queue: deque[Chunk] = deque()
         self._threads: set[threading.Thread] = set()
+        self._timed: dict[threading.Thread, _TimedTask] = {}
+        self._watchdog: threading.Thread | None = None
         self._stopping = False
         self._stopped = False
         self._broken: BrokenPool | None = None
@@ -40,6 +61,7 @@ class ThreadBackend(Backend):
                 self._spawn()
 
     def _spawn(self) -> None:
+        """Start one more worker thread. Call with ``_cond`` held."""
         thread = threading.Thread(
             target=self._work, name=f"workpool-thread-{next(self._names)}", daemon=True
         )
@@ -52,7 +74,11 @@ class ThreadBackend(Backend):
                 raise self._broken
             if self._stopped:
                 raise RuntimeError("cannot submit work to a pool that has shut down")
-            self._queue.append(chunk)
+            if chunk.task_timeout is not None and len(chunk.items) > 1:
+                # Each timed task runs alone, so a timeout abandons nothing else.
+                self._queue.extend(chunk.split(i, i + 1) for i in range(len(chunk.items)))
+            else:
+                self._queue.append(chunk)
             self._cond.notify()
 
     def _next_chunk(self) -> Chunk | None:
@@ -81,7 +107,13 @@ class ThreadBackend(Backend):
                         self._queue.appendleft(chunk.split(tasks_left, len(chunk.items)))
                         self._cond.notify()
                     chunk = chunk.split(0, tasks_left)
-                values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+                if chunk.task_timeout is not None:
+                    timed = self._watch(chunk, me)
+                    values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+                    if self._unwatch(timed):
+                        return  # the watchdog gave up on us; a new thread took our place
+                else:
+                    values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
                 chunk.sink.deliver(ResultBatch(chunk, values, errors, elapsed, worker=worker))
                 if tasks_left is not None:
                     tasks_left -= len(chunk.items)
@@ -91,17 +123,73 @@ class ThreadBackend(Backend):
                                 self._spawn()
                         return
         finally:
-            stranded: list[Chunk] = []
+            self._leave(me)
+
+    def _leave(self, me: threading.Thread) -> None:
+        stranded: list[Chunk] = []
+        with self._cond:
+            self._threads.discard(me)
+            if not self._threads and not self._stopped:  # the last one out
+                self._stopped = True
+                stranded = list(self._queue)
+                self._queue.clear()
+            self._cond.notify_all()
+        error = self._broken or CancelledError("the pool stopped before this task started")
+        for chunk in stranded:
+            chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+
+    # --- timeouts -------------------------------------------------------------------
+
+    def _watch(self, chunk: Chunk, thread: threading.Thread) -> _TimedTask:
+        assert chunk.task_timeout is not None
+        timed = _TimedTask(chunk, thread, time.monotonic() + chunk.task_timeout)
+        with self._cond:
+            self._timed[thread] = timed
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(
+                    target=self._watch_deadlines, name="workpool-thread-watchdog", daemon=True
+                )
+                self._watchdog.start()
+            self._cond.notify_all()
+        return timed
+
+    def _unwatch(self, timed: _TimedTask) -> bool:
+        """Stop watching a finished task; True if it had been abandoned meanwhile."""
+        with self._cond:
+            self._timed.pop(timed.thread, None)
+            return timed.abandoned
+
+    def _watch_deadlines(self) -> None:
+        """The watchdog: report overdue tasks and replace the threads running them."""
+        while True:
+            overdue: list[_TimedTask] = []
             with self._cond:
-                self._threads.discard(me)
-                if not self._threads:  # the last one out: nothing may stay queued
-                    self._stopped = True
-                    stranded = list(self._queue)
-                    self._queue.clear()
-                self._cond.notify_all()
-            error = self._broken or CancelledError("the pool stopped before this task started")
-            for chunk in stranded:
-                chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+                if self._stopped or (self._stopping and not self._timed and not self._queue):
+                    self._watchdog = None
+                    return
+                now = time.monotonic()
+                for timed in list(self._timed.values()):
+                    if timed.deadline <= now:
+                        timed.abandoned = True
+                        del self._timed[timed.thread]
+                        self._threads.discard(timed.thread)
+                        overdue.append(timed)
+                        self._spawn()
+                if not overdue:
+                    deadlines = [t.deadline for t in self._timed.values()]
+                    self._cond.wait(min(deadlines) - now if deadlines else None)
+            for timed in overdue:
+                chunk = timed.chunk
+                error = TaskTimeout(
+                    f"{chunk.task_name()} ran longer than task_timeout={chunk.task_timeout:g}s; "
+                    f"a thread cannot be stopped, so {timed.thread.name} finishes it in the "
+                    "background and its result is discarded"
+                )
+                batch = ResultBatch.failed(chunk, error, retryable=True)
+                batch.worker = f"thread {timed.thread.name}"
+                chunk.sink.deliver(batch)
+
+    # --- stopping -------------------------------------------------------------------
 
     def _break(self, exc: BaseException) -> None:
         error = BrokenPool(f"the initializer failed: {exc!r}")
@@ -124,16 +212,18 @@ class ThreadBackend(Backend):
                 dropped = list(self._queue)
                 self._queue.clear()
             self._cond.notify_all()
-            threads = list(self._threads)
         error = CancelledError("the pool shut down before this task started")
         for chunk in dropped:
             chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
-        if wait:
-            current = threading.current_thread()
-            for thread in threads:
-                if thread is not current:
-                    thread.join()
-            with self._cond:  # retired threads may have spawned successors meanwhile
+        if not wait:
+            return
+        current = threading.current_thread()
+        while True:  # retiring and replacing threads may start successors meanwhile
+            with self._cond:
                 threads = [t for t in self._threads if t is not current]
+                if self._watchdog is not None and self._watchdog is not current:
+                    threads.append(self._watchdog)
+            if not threads:
+                return
             for thread in threads:
                 thread.join()

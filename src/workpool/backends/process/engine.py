@@ -92,12 +92,6 @@ class FunctionRef:
     payload: bytes
 
 
-def _what(chunk: Chunk, offset: int) -> str:
-    if chunk.start < 0:
-        return "the task"
-    return f"the task at input position {chunk.start + offset}"
-
-
 class Supervisor:
     """Owns the worker processes of one pool; its thread runs ``_loop``.
 
@@ -444,7 +438,7 @@ class Supervisor:
         self._pending.extendleft(reversed(again))
         if culprit is None:
             return
-        what = _what(head, culprit)
+        what = head.task_name(culprit)
         error: BaseException
         if handle.kill_reason is not None:
             error = TaskTimeout(

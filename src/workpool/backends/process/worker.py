@@ -7,9 +7,11 @@ batch. It never decides anything about retries or ordering; the parent does.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
+import select
 import signal
 import socket
 import sys
@@ -27,29 +29,40 @@ __all__ = ["worker_main"]
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Make sure this worker does not outlive the process that started it.
+def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
+    """Make sure this worker does not outlive the pool's process, even mid-task.
 
-    On Linux the kernel sends SIGKILL when the parent dies (``PR_SET_PDEATHSIG``);
-    elsewhere a thread polls ``getppid`` twice a second. ``parent_pid`` is 0 when the
-    worker's parent is a fork server (which itself exits with the pool's process).
+    A watchdog thread waits for the parent's end of the socket to close (``POLLRDHUP``;
+    it does not read, so it never competes with the main loop for data). Where that is
+    not available it polls ``getppid``. On Linux, for workers whose parent is the pool's
+    process itself (fork, spawn), ``PR_SET_PDEATHSIG`` also has the kernel kill the
+    worker the moment the parent dies. ``parent_pid`` is 0 when the parent is a fork
+    server, whose death says nothing about the pool's.
     """
-    if parent_pid == 0:
-        parent_pid = os.getppid()
-    if sys.platform.startswith("linux"):
-        try:
+    if parent_pid and sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
             libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-            if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0:
-                if os.getppid() != parent_pid:  # the parent died before prctl took effect
-                    os._exit(1)
-                return
-        except (OSError, AttributeError):
-            pass
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
 
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(0.5)
-        os._exit(1)
+    if hasattr(select, "POLLRDHUP"):
+
+        def watch() -> None:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLRDHUP)
+            while True:
+                for _, events in poller.poll():
+                    if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                        os._exit(1)
+
+    else:
+        first_parent = parent_pid or os.getppid()
+
+        def watch() -> None:
+            while os.getppid() == first_parent:
+                time.sleep(0.5)
+            os._exit(1)
 
     threading.Thread(target=watch, name="workpool-parent-watch", daemon=True).start()
 
@@ -107,7 +120,7 @@ def worker_main(
     """Entry point of a worker process (the ``target`` of its ``Process``)."""
     # Ctrl+C reaches the whole process group; the parent decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent(parent_pid)
+    _die_with_parent(parent_pid, sock)
     slot = (
         memoryview(slots)
         .cast("B")
@@ -124,7 +137,9 @@ def worker_main(
             os._exit(3)
     protocol.send_frame(sock, *protocol.encode_ready(os.getpid()))
 
-    functions: dict[int, Callable[..., Any]] = {}
+    # A function is unpickled when a chunk first needs it, not when it arrives: if
+    # unpickling it kills the process, the parent then knows which task was running.
+    functions: dict[int, Callable[..., Any] | memoryview] = {}
     while True:
         body = protocol.recv_frame(sock)
         if body is None:  # the parent is gone
@@ -133,7 +148,7 @@ def worker_main(
         if order is None:
             break
         if isinstance(order, protocol.DefineOrder):
-            functions[order.fn_id] = _load_function(order.payload)
+            functions[order.fn_id] = order.payload
             if order.evict_id is not None:
                 functions.pop(order.evict_id, None)
             continue
@@ -145,10 +160,11 @@ def worker_main(
             values: list[Any] = []
             errors = [(protocol.WHOLE_CHUNK, protocol.pack_error(exc))]
         else:
-            values, errors = _run_chunk(
-                functions[order.fn_id], order.mode, items, slot, order.tracked
-            )
-            del items
+            fn = functions[order.fn_id]
+            if isinstance(fn, memoryview):
+                fn = functions[order.fn_id] = _load_function(fn)
+            values, errors = _run_chunk(fn, order.mode, items, slot, order.tracked)
+            del items, fn
         elapsed = time.perf_counter() - started
         protocol.send_frame(sock, *protocol.encode_batch(order.seq, elapsed, values, errors))
         del values, errors

@@ -1,0 +1,145 @@
+"""Tasks that misbehave in every way the fault suite needs; importable by workers."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def die(how: str) -> None:
+    """End this process abruptly, the way ``how`` names."""
+    if how == "exit":
+        os._exit(7)
+    elif how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "segfault":
+        ctypes.string_at(0)
+    elif how == "abort":
+        os.abort()
+    raise ValueError(f"unknown way to die: {how}")
+
+
+def crash_on(bad: int, how: str = "exit") -> Callable[[int], int]:
+    """Square the input, but kill the worker process on input ``bad``."""
+
+    def task(x: int) -> int:
+        if x == bad:
+            die(how)
+        return x * x
+
+    return task
+
+
+def crash_on_any(bad: set[int], how: str = "exit") -> Callable[[int], int]:
+    def task(x: int) -> int:
+        if x in bad:
+            die(how)
+        return x * x
+
+    return task
+
+
+def crash_first_try(marks: Path, every: int) -> Callable[[int], int]:
+    """Kill the worker the first time an input divisible by ``every`` is run; then succeed."""
+
+    def task(x: int) -> int:
+        if x % every == 0:
+            mark = marks / str(x)
+            if not mark.exists():
+                mark.touch()
+                os._exit(9)
+        return x * x
+
+    return task
+
+
+def fail_first_try(marks: Path) -> Callable[[int], int]:
+    """Raise the first time each input is run; succeed the second time."""
+
+    def task(x: int) -> int:
+        mark = marks / f"try-{x}"
+        if not mark.exists():
+            mark.touch()
+            raise ConnectionError(f"flaky {x}")
+        return x * x
+
+    return task
+
+
+def hang_on(bad: int, seconds: float = 60.0) -> Callable[[int], int]:
+    """Square the input, but sleep ``seconds`` on input ``bad``."""
+
+    def task(x: int) -> int:
+        if x == bad:
+            time.sleep(seconds)
+        return x * x
+
+    return task
+
+
+def pid_of(_: object) -> int:
+    return os.getpid()
+
+
+def sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+class CrashWhenUnpickled:
+    """An argument that kills the worker as the worker unpickles it."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (die, ("exit",))
+
+
+class RaiseWhenUnpickled:
+    """An argument that pickles here but raises when the worker unpickles it."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_refuse, ("this argument cannot be rebuilt in a worker",))
+
+
+def _refuse(message: str) -> None:
+    raise RuntimeError(message)
+
+
+class CrashWhenPickled:
+    """A result that kills the worker while the worker pickles it."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        die("exit")
+        raise AssertionError
+
+
+def return_crash_when_pickled(x: int) -> object:
+    return CrashWhenPickled() if x == 1 else x
+
+
+def exit_in_initializer() -> None:
+    os._exit(5)
+
+
+class CrashWhenFunctionUnpickled:
+    """A callable that kills the worker as the worker unpickles it."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (die, ("exit",))
+
+    def __call__(self, x: int) -> int:
+        return x
+
+
+class RaiseWhenFunctionUnpickled:
+    """A callable that pickles here but cannot be rebuilt in a worker."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_refuse, ("this function cannot be rebuilt in a worker",))
+
+    def __call__(self, x: int) -> int:
+        return x

@@ -1,0 +1,332 @@
+"""The fault suite: a fault costs the task that caused it, never the pool or other results.
+
+Each test asserts: no hang (pytest-timeout and explicit deadlines), every unaffected
+result delivered exactly once, the faulted task reported with the right error and a
+useful message, and (through the autouse fixture) no process left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import workpool
+from conftest import wait_for
+from faults import (
+    CrashWhenFunctionUnpickled,
+    CrashWhenUnpickled,
+    RaiseWhenFunctionUnpickled,
+    RaiseWhenUnpickled,
+    crash_first_try,
+    crash_on,
+    crash_on_any,
+    exit_in_initializer,
+    fail_first_try,
+    hang_on,
+    pid_of,
+    return_crash_when_pickled,
+    sleep_then_pid,
+)
+from helpers import broken_initializer, square
+
+
+@pytest.mark.parametrize(
+    ("how", "described"),
+    [
+        ("exit", "exited with code 7"),
+        ("sigkill", "killed by SIGKILL"),
+        ("segfault", "killed by SIGSEGV"),
+        ("abort", "killed by SIGABRT"),
+    ],
+)
+def test_crash_costs_only_that_task(how: str, described: str) -> None:
+    results = workpool.map(
+        crash_on(13, how), range(40), backend="process", workers=2, return_exceptions=True
+    )
+    crashed = results[13]
+    assert isinstance(crashed, workpool.WorkerCrashed)
+    message = str(crashed)
+    assert "input position 13" in message
+    assert described in message
+    assert f"worker process {crashed.pid}" in message
+    assert [r for i, r in enumerate(results) if i != 13] == [x * x for x in range(40) if x != 13]
+
+
+def test_crash_is_raised_by_default_and_names_the_task() -> None:
+    with pytest.raises(workpool.WorkerCrashed, match="input position 5"):
+        workpool.map(crash_on(5), range(10), backend="process", workers=2)
+
+
+def test_crash_inside_a_big_chunk_blames_only_the_culprit() -> None:
+    bad = {17, 18, 230}
+    results = workpool.map(
+        crash_on_any(bad),
+        range(300),
+        backend="process",
+        workers=2,
+        chunksize=50,
+        return_exceptions=True,
+    )
+    for position, result in enumerate(results):
+        if position in bad:
+            assert isinstance(result, workpool.WorkerCrashed), position
+            assert f"input position {position}" in str(result)
+        else:
+            assert result == position * position
+
+
+def test_pool_survives_a_crash_and_replaces_the_worker() -> None:
+    with workpool.Pool(2, backend="process") as pool:
+        before = set(pool.map(pid_of, range(20)))
+        future = pool.submit(crash_on(0), 0)
+        error = future.exception(timeout=30)
+        assert isinstance(error, workpool.WorkerCrashed)
+        assert "while running the task" in str(error)
+        # Still two workers, one of them new; every later task still runs.
+        after = {pool.submit(sleep_then_pid, 0.05).result(timeout=30) for _ in range(20)}
+        assert len(after) <= 2
+        assert after != before or len(before) == 1
+        assert list(pool.imap(square, range(100))) == [x * x for x in range(100)]
+
+
+def test_worker_killed_from_outside_while_busy() -> None:
+    """What the OOM killer does: SIGKILL from another process, mid-task."""
+    with workpool.Pool(2, backend="process") as pool:
+        pids = {pool.submit(pid_of, i).result(timeout=30) for i in range(10)}
+        victim_future = pool.submit(sleep_then_pid, 30)
+        others = [pool.submit(sleep_then_pid, 0.01) for _ in range(10)]
+        assert wait_for(lambda: victim_future.running(), timeout=10)
+        time.sleep(0.2)  # let the long task reach a worker before we kill them all in turn
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        error = victim_future.exception(timeout=30)
+        assert isinstance(error, workpool.WorkerCrashed)
+        assert "killed by SIGKILL" in str(error)
+        assert all(isinstance(f.result(timeout=30), int) for f in others)
+
+
+def test_retries_recover_one_crash_in_fifty(tmp_path: Path) -> None:
+    results = workpool.map(
+        crash_first_try(tmp_path, every=50), range(2000), backend="process", workers=2, retries=2
+    )
+    assert results == [x * x for x in range(2000)]
+    assert len(list(tmp_path.iterdir())) == 40  # each culprit crashed exactly once
+
+
+def test_retries_apply_to_exceptions(backend: str, tmp_path: Path) -> None:
+    results = workpool.map(fail_first_try(tmp_path), range(20), backend=backend, retries=1)
+    assert results == [x * x for x in range(20)]
+
+
+def test_retries_exhausted_report_the_last_attempt(backend: str, tmp_path: Path) -> None:
+    with pytest.raises(ConnectionError, match="flaky 3") as info:
+        workpool.map(fail_first_try(tmp_path), [3], backend=backend, retries=0)
+    assert "input position 0" in "\n".join(info.value.__notes__)
+    always = workpool.map(
+        crash_on(1), [0, 1, 2], backend="process", retries=2, return_exceptions=True
+    )
+    assert isinstance(always[1], workpool.WorkerCrashed)
+    assert "attempt 3 of 3" in "\n".join(always[1].__notes__)
+    assert always[0] == 0
+    assert always[2] == 4
+
+
+def test_submitted_task_retries(tmp_path: Path) -> None:
+    with workpool.Pool(1, backend="process", retries=1) as pool:
+        assert pool.submit(fail_first_try(tmp_path), 6).result(timeout=30) == 36
+
+
+def test_timeout_kills_and_replaces_a_hung_worker() -> None:
+    begin = time.monotonic()
+    results = workpool.map(
+        hang_on(3),
+        range(20),
+        backend="process",
+        workers=2,
+        task_timeout=0.5,
+        return_exceptions=True,
+    )
+    assert time.monotonic() - begin < 10
+    assert isinstance(results[3], workpool.TaskTimeout)
+    assert isinstance(results[3], TimeoutError)
+    assert "input position 3" in str(results[3])
+    assert "task_timeout=0.5s" in str(results[3])
+    assert [r for i, r in enumerate(results) if i != 3] == [x * x for x in range(20) if x != 3]
+
+
+def test_timeout_on_a_pool_keeps_it_usable() -> None:
+    with workpool.Pool(1, backend="process", task_timeout=0.3) as pool:
+        hung = pool.submit(hang_on(0), 0)
+        with pytest.raises(workpool.TaskTimeout):
+            hung.result(timeout=30)
+        assert pool.submit(square, 5).result(timeout=30) == 25
+
+
+def test_timeout_on_threads_reports_on_time() -> None:
+    begin = time.monotonic()
+    results = workpool.map(
+        hang_on(2, seconds=2.0),
+        range(8),
+        backend="thread",
+        workers=2,
+        task_timeout=0.3,
+        return_exceptions=True,
+    )
+    assert time.monotonic() - begin < 1.8  # did not wait for the abandoned thread
+    assert isinstance(results[2], workpool.TaskTimeout)
+    assert "runs" in str(results[2]) or "background" in str(results[2])
+    assert [r for i, r in enumerate(results) if i != 2] == [x * x for x in range(8) if x != 2]
+
+
+def test_timeout_on_serial_is_reported_when_the_task_returns() -> None:
+    results = workpool.map(
+        hang_on(1, seconds=0.3),
+        range(3),
+        backend="serial",
+        task_timeout=0.1,
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], workpool.TaskTimeout)
+    assert results[0] == 0
+    assert results[2] == 4
+
+
+def test_timeout_does_not_touch_tasks_that_finish_in_time(backend: str) -> None:
+    results = workpool.map(square, range(500), backend=backend, task_timeout=5)
+    assert results == [x * x for x in range(500)]
+
+
+def test_crash_while_unpickling_an_argument_costs_that_task() -> None:
+    items: list[object] = [1, CrashWhenUnpickled(), 3]
+    results = workpool.map(
+        lambda x: x, items, backend="process", workers=1, chunksize=3, return_exceptions=True
+    )
+    assert results[0] == 1
+    assert results[2] == 3
+    assert isinstance(results[1], workpool.WorkerCrashed)
+    assert "input position 1" in str(results[1])
+
+
+def test_error_while_unpickling_an_argument_costs_that_task() -> None:
+    items: list[object] = [1, RaiseWhenUnpickled(), 3]
+    results = workpool.map(
+        lambda x: x, items, backend="process", workers=1, chunksize=3, return_exceptions=True
+    )
+    assert results[0] == 1
+    assert results[2] == 3
+    assert isinstance(results[1], RuntimeError)
+    assert "cannot be rebuilt in a worker" in str(results[1])
+
+
+def test_crash_while_pickling_a_result_costs_that_task() -> None:
+    results = workpool.map(
+        return_crash_when_pickled,
+        range(4),
+        backend="process",
+        workers=1,
+        chunksize=4,
+        return_exceptions=True,
+    )
+    assert results[0] == 0
+    assert results[2:] == [2, 3]
+    assert isinstance(results[1], workpool.WorkerCrashed)
+
+
+@pytest.mark.parametrize("initializer", [broken_initializer, exit_in_initializer])
+def test_failing_initializer_breaks_the_pool_quickly(initializer: object) -> None:
+    begin = time.monotonic()
+    with pytest.raises(workpool.BrokenPool) as info:
+        workpool.map(square, range(10), backend="process", workers=2, initializer=initializer)
+    assert time.monotonic() - begin < 10
+    if initializer is broken_initializer:
+        assert isinstance(info.value.__cause__, RuntimeError)
+        assert "initializer says no" in str(info.value)
+
+
+def test_failing_initializer_on_threads_and_serial() -> None:
+    for backend in ("thread", "serial"):
+        with pytest.raises(workpool.BrokenPool, match="initializer"):
+            workpool.map(square, range(10), backend=backend, initializer=broken_initializer)
+
+
+def test_broken_pool_refuses_new_work() -> None:
+    pool = workpool.Pool(2, backend="process", initializer=broken_initializer)
+    try:
+        with pytest.raises(workpool.BrokenPool):
+            pool.submit(square, 1).result(timeout=30)
+        assert wait_for(lambda: _refuses(pool), timeout=10)
+    finally:
+        pool.shutdown()
+
+
+def _refuses(pool: workpool.Pool) -> bool:
+    try:
+        pool.submit(square, 1)
+    except workpool.BrokenPool:
+        return True
+    return False
+
+
+def test_crash_during_shutdown_still_shuts_down() -> None:
+    pool = workpool.Pool(2, backend="process")
+    task = crash_on_any({2, 5, 8, 11})
+    futures = [pool.submit(task, i) for i in range(12)]
+    pool.shutdown(wait=True)
+    outcomes = [f.exception(timeout=0) for f in futures]
+    crashed = [i for i, e in enumerate(outcomes) if isinstance(e, workpool.WorkerCrashed)]
+    assert crashed == [2, 5, 8, 11]
+    assert [f.result() for f, e in zip(futures, outcomes) if e is None] == [
+        i * i for i in range(12) if i % 3 != 2
+    ]
+
+
+def test_attribution_never_lies_across_start_methods(start_method: str) -> None:
+    bad = {4, 31, 32, 77}
+    results = workpool.map(
+        crash_on_any(bad, "sigkill"),
+        range(100),
+        backend="process",
+        workers=2,
+        chunksize=8,
+        start_method=start_method,
+        return_exceptions=True,
+    )
+    blamed = {i for i, r in enumerate(results) if isinstance(r, workpool.WorkerCrashed)}
+    assert blamed == bad
+    for position in bad:
+        assert f"input position {position}" in str(results[position])
+
+
+def test_function_that_kills_the_worker_when_unpickled_does_not_loop_forever() -> None:
+    begin = time.monotonic()
+    results = workpool.map(
+        CrashWhenFunctionUnpickled(),
+        range(4),
+        backend="process",
+        workers=2,
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, workpool.WorkerCrashed) for r in results)
+    assert time.monotonic() - begin < 20
+
+
+def test_function_that_cannot_be_rebuilt_fails_each_task_with_the_reason() -> None:
+    results = workpool.map(
+        RaiseWhenFunctionUnpickled(), range(3), backend="process", return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert "cannot be rebuilt in a worker" in str(results[0])
+
+
+def test_idle_worker_killed_from_outside_is_replaced_without_blame() -> None:
+    with workpool.Pool(2, backend="process") as pool:
+        pids = {pool.submit(sleep_then_pid, 0.05).result(timeout=30) for _ in range(6)}
+        for pid in pids:
+            os.kill(pid, signal.SIGKILL)
+        # Nothing was running, so nothing fails; new workers serve new work.
+        assert list(pool.imap(square, range(50))) == [x * x for x in range(50)]
+        assert not pids & {pool.submit(pid_of, i).result(timeout=30) for i in range(10)}

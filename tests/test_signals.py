@@ -1,0 +1,136 @@
+"""Ctrl+C, SIGTERM, SIGKILL and plain exit of the parent: no worker outlives it.
+
+The parent is a separate Python process running a small script; its workers write their
+pids to files so the test can watch them after the parent is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import START_METHODS, wait_for
+
+TESTS = Path(__file__).resolve().parent
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    sys.path.insert(0, {tests!r})
+    import workpool
+
+    def report_and_sleep(x):
+        open(os.path.join({marks!r}, str(os.getpid())), "w").close()
+        time.sleep(30)
+        return x
+
+    if __name__ == "__main__":
+        mode = sys.argv[1]
+        if mode == "map":
+            workpool.map(report_and_sleep, range(100), backend="process", workers=2,
+                         chunksize=1, start_method={method!r})
+        elif mode == "pool":
+            with workpool.Pool(2, backend="process", start_method={method!r}) as pool:
+                list(pool.imap(report_and_sleep, range(100), chunksize=1))
+        elif mode == "exit-with-pool-open":
+            pool = workpool.Pool(2, backend="process", start_method={method!r})
+            futures = [pool.submit(report_and_sleep, i) for i in range(4)]
+            while len(os.listdir({marks!r})) < 2:
+                time.sleep(0.01)
+            print("leaving without shutdown", flush=True)
+    """
+)
+
+
+def start_parent(
+    tmp_path: Path, mode: str, method: str = "forkserver"
+) -> tuple[subprocess.Popen[str], Path]:
+    marks = tmp_path / "pids"
+    marks.mkdir()
+    script = tmp_path / "parent.py"
+    script.write_text(SCRIPT.format(tests=str(TESTS), marks=str(marks), method=method))
+    parent = subprocess.Popen(
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a program in a terminal
+    )
+    return parent, marks
+
+
+def worker_pids(marks: Path) -> set[int]:
+    return {int(p.name) for p in marks.iterdir()}
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_for_workers(parent: subprocess.Popen[str], marks: Path) -> set[int]:
+    assert wait_for(lambda: len(worker_pids(marks)) >= 2, timeout=30), parent.communicate()
+    return worker_pids(marks)
+
+
+def finish(parent: subprocess.Popen[str], timeout: float) -> tuple[int, str, str, float]:
+    begin = time.monotonic()
+    try:
+        out, err = parent.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(parent.pid, signal.SIGKILL)
+        out, err = parent.communicate()
+        pytest.fail(f"the parent did not end within {timeout}s: {err[-2000:]}")
+    return parent.returncode, out, err, time.monotonic() - begin
+
+
+@pytest.mark.parametrize("mode", ["map", "pool"])
+def test_ctrl_c_raises_keyboard_interrupt_and_stops_the_workers(tmp_path: Path, mode: str) -> None:
+    parent, marks = start_parent(tmp_path, mode)
+    pids = wait_for_workers(parent, marks)
+    os.killpg(parent.pid, signal.SIGINT)  # what the terminal does on Ctrl+C
+    code, _, err, took = finish(parent, timeout=10)
+    assert "KeyboardInterrupt" in err
+    assert code != 0
+    assert took < 3
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_sigterm_ends_parent_and_workers(tmp_path: Path, method: str) -> None:
+    parent, marks = start_parent(tmp_path, "map", method)
+    pids = wait_for_workers(parent, marks)
+    parent.send_signal(signal.SIGTERM)
+    code, _, _, _ = finish(parent, timeout=10)
+    assert code == -signal.SIGTERM
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+
+
+@pytest.mark.parametrize("method", START_METHODS)
+def test_workers_notice_the_parent_was_killed(tmp_path: Path, method: str) -> None:
+    parent, marks = start_parent(tmp_path, "map", method)
+    pids = wait_for_workers(parent, marks)
+    parent.kill()
+    finish(parent, timeout=10)
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+
+
+def test_interpreter_exit_with_a_pool_open_leaves_no_worker(tmp_path: Path) -> None:
+    parent, marks = start_parent(tmp_path, "exit-with-pool-open")
+    code, out, err, took = finish(parent, timeout=20)
+    assert code == 0, err
+    assert "leaving without shutdown" in out
+    pids = worker_pids(marks)
+    assert pids
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+    assert took < 15
