@@ -8,7 +8,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 
-from workpool.backends.process.protocol import FrameReader, FrameWriter
+from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.tasks import Chunk
 
 __all__ = ["KillReason", "WorkerHandle", "describe_exit"]

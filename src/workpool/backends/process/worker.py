@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workpool.backends.process import protocol
+from workpool.backends.process.framing import recv_frame, send_frame
 from workpool.serialize import loads
 from workpool.tasks import CallMode
 
@@ -132,16 +133,16 @@ def worker_main(
             initializer, initargs = loads(initializer_payload)
             initializer(*initargs)
         except BaseException as exc:
-            protocol.send_frame(sock, *protocol.encode_init_failed(protocol.pack_error(exc)))
+            send_frame(sock, *protocol.encode_init_failed(protocol.pack_error(exc)))
             sock.close()
             os._exit(3)
-    protocol.send_frame(sock, *protocol.encode_ready(os.getpid()))
+    send_frame(sock, *protocol.encode_ready(os.getpid()))
 
     # A function is unpickled when a chunk first needs it, not when it arrives: if
     # unpickling it kills the process, the parent then knows which task was running.
     functions: dict[int, Callable[..., Any] | memoryview] = {}
     while True:
-        body = protocol.recv_frame(sock)
+        body = recv_frame(sock)
         if body is None:  # the parent is gone
             break
         order = protocol.decode_chunk(body)
@@ -166,6 +167,6 @@ def worker_main(
             values, errors = _run_chunk(fn, order.mode, items, slot, order.tracked)
             del items, fn
         elapsed = time.perf_counter() - started
-        protocol.send_frame(sock, *protocol.encode_batch(order.seq, elapsed, values, errors))
+        send_frame(sock, *protocol.encode_batch(order.seq, elapsed, values, errors))
         del values, errors
     sock.close()

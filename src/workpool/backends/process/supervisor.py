@@ -1,0 +1,550 @@
+"""The supervisor: the one thread that talks to a pool's worker processes.
+
+See ``engine.py`` for the picture of how a task travels. The supervisor starts the
+workers, hands out chunks, reads results, watches deadlines, and when a worker dies,
+works out which task it was on (``_recover``) and starts another in its place.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import selectors
+import socket
+import threading
+import time
+import weakref
+from collections import deque
+from concurrent.futures import CancelledError
+from multiprocessing.sharedctypes import RawArray
+from typing import Any
+
+from workpool._options import PoolSpec
+from workpool.backends.process import protocol
+from workpool.backends.process.framing import FrameReader, FrameWriter
+from workpool.backends.process.handle import (
+    FUNCTION_CACHE_SIZE,
+    KillReason,
+    WorkerHandle,
+    describe_exit,
+)
+from workpool.backends.process.worker import worker_main
+from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
+from workpool.serialize import dumps_data, dumps_function
+from workpool.tasks import Chunk, ResultBatch
+
+__all__ = ["Supervisor"]
+
+# Chunks a worker holds at once: the running one and the next.
+PREFETCH = 2
+# Seconds a worker has to exit after STOP before it is killed.
+STOP_GRACE = 5.0
+
+_WAKE, _SOCKET, _EXIT = "wake", "socket", "exit"
+
+
+class Supervisor:
+    """Owns the worker processes of one pool; its thread runs ``_loop``.
+
+    Public methods are called from other threads and only touch the inbox, a few
+    flags and the wake-up pipe.
+    """
+
+    def __init__(self, spec: PoolSpec, context: Any) -> None:
+        self._spec = spec
+        self._context = context
+        self._initializer_payload = (
+            dumps_function((spec.initializer, spec.initargs)) if spec.initializer else None
+        )
+        # The pid workers should see as their parent; a fork server's pid is unknown here.
+        self._parent_pid = 0 if context.get_start_method() == "forkserver" else os.getpid()
+        self._slots: Any = RawArray("q", spec.workers * protocol.SLOT_FIELDS)
+        self._slot_view = memoryview(self._slots).cast("B").cast("q")
+        self._handles: list[WorkerHandle | None] = [None] * spec.workers
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
+
+        # Shared with submitting threads, under _lock.
+        self._lock = threading.Lock()
+        self._inbox: deque[Chunk] = deque()
+        self._accepting = True
+        self._stopping = False
+        self._cancel_pending = False
+        self._terminating = False
+        self._broken: BaseException | None = None
+
+        # Supervisor thread only.
+        self._pending: deque[Chunk] = deque()
+        self._seq = 0
+        self._init_failures = 0  # consecutive workers whose start-up failed
+        self._stop_deadline: float | None = None
+
+        self._thread = threading.Thread(target=self._loop, name="workpool-supervisor", daemon=True)
+        self._thread.start()
+        _live_supervisors.add(self)
+
+    # --- called from other threads ----------------------------------------------------
+
+    def submit(self, chunk: Chunk) -> None:
+        with self._lock:
+            if self._broken is not None:
+                raise BrokenPool(f"the pool is broken: {self._broken}") from self._broken
+            if not self._accepting:
+                raise RuntimeError("cannot submit work to a pool that has shut down")
+            self._inbox.append(chunk)
+        self._wake()
+
+    def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
+        with self._lock:
+            self._stopping = True
+            self._cancel_pending = self._cancel_pending or cancel_pending
+        self._wake()
+        if wait:
+            self.join()
+
+    def terminate(self) -> None:
+        with self._lock:
+            self._stopping = self._terminating = True
+        self._wake()
+        self.join()
+
+    def join(self) -> None:
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [h.pid for h in self._handles if h is not None and h.alive]
+
+    def _wake(self) -> None:
+        # A full pipe means a wake-up is pending anyway; a closed one, that we stopped.
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"\0")
+
+    # --- the supervisor thread --------------------------------------------------------
+
+    def _loop(self) -> None:
+        try:
+            for slot in range(self._spec.workers):
+                self._start_worker(slot)
+            while self._step():
+                pass
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            self._break(exc)
+        finally:
+            self._close()
+
+    def _step(self) -> bool:
+        """One round: wait for something to happen, react, hand out work. False: done."""
+        events = self._selector.select(self._poll_timeout())
+        exits: list[WorkerHandle] = []
+        for key, _mask in events:
+            kind, handle = key.data
+            if kind == _WAKE:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            elif kind == _SOCKET:
+                if _mask & selectors.EVENT_READ:
+                    self._read(handle)
+                if _mask & selectors.EVENT_WRITE:
+                    self._flush(handle)
+            else:
+                exits.append(handle)
+        for handle in exits:  # after the reads, so results sent before dying count
+            self._on_exit(handle)
+        self._take_inbox()
+        if self._terminating:
+            self._terminate_now()
+            return False
+        self._check_overruns()
+        self._dispatch()
+        return self._keep_going()
+
+    def _poll_timeout(self) -> float | None:
+        """Sleep until the next task deadline, or a stop deadline, or forever."""
+        now = time.monotonic_ns()
+        timeout: float | None = None
+        for handle in self._handles:
+            if handle is None or not handle.assigned or handle.kill_reason is not None:
+                continue
+            head = handle.assigned[0]
+            if head.task_timeout is None:
+                continue
+            running = self._running_item(handle)
+            if running is None:
+                wait = head.task_timeout  # not started yet: look again within a timeout
+            else:
+                _, started_ns = running
+                wait = max(0.0, head.task_timeout - (now - started_ns) / 1e9)
+            timeout = wait if timeout is None else min(timeout, wait)
+        if self._stop_deadline is not None:
+            wait = max(0.0, self._stop_deadline - time.monotonic())
+            timeout = wait if timeout is None else min(timeout, wait)
+        return timeout
+
+    def _start_worker(self, slot: int) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        base = slot * protocol.SLOT_FIELDS
+        self._slot_view[base + protocol.SLOT_SEQ] = -1
+        self._slot_view[base + protocol.SLOT_POSITION] = protocol.POSITION_IDLE
+        process = self._context.Process(
+            target=worker_main,
+            args=(child_sock, self._slots, slot, self._parent_pid, self._initializer_payload),
+            name=f"workpool-worker-{slot}",
+            daemon=False,
+        )
+        try:
+            process.start()
+        finally:
+            child_sock.close()
+        handle = WorkerHandle(
+            slot=slot,
+            process=process,
+            pid=process.pid or 0,
+            sock=parent_sock,
+            reader=FrameReader(parent_sock),
+            writer=FrameWriter(parent_sock),
+            tasks_left=self._spec.max_tasks_per_worker,
+        )
+        self._handles[slot] = handle
+        self._selector.register(parent_sock, selectors.EVENT_READ, (_SOCKET, handle))
+        self._selector.register(process.sentinel, selectors.EVENT_READ, (_EXIT, handle))
+
+    def _take_inbox(self) -> None:
+        with self._lock:
+            if self._inbox:
+                self._pending.extend(self._inbox)
+                self._inbox.clear()
+            cancel = self._cancel_pending
+        if cancel and self._pending:
+            dropped, self._pending = self._pending, deque()
+            for chunk in dropped:
+                self._fail(chunk, CancelledError("the pool shut down before this task started"))
+
+    # --- handing out work -------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        while self._pending:
+            handle = self._least_busy()
+            if handle is None:
+                return
+            chunk = self._pending.popleft()
+            if not chunk.sink.claim(chunk):
+                continue
+            if handle.tasks_left is not None and len(chunk.items) > handle.tasks_left:
+                self._pending.appendleft(chunk.split(handle.tasks_left, len(chunk.items)))
+                chunk = chunk.split(0, handle.tasks_left)
+            self._send_chunk(handle, chunk)
+
+    def _least_busy(self) -> WorkerHandle | None:
+        best: WorkerHandle | None = None
+        for handle in self._handles:
+            if handle is None or not handle.accepts_work or len(handle.assigned) >= PREFETCH:
+                continue
+            if best is None or len(handle.assigned) < len(best.assigned):
+                best = handle
+        return best
+
+    def _send_chunk(self, handle: WorkerHandle, chunk: Chunk) -> None:
+        ref: protocol.FunctionRef = chunk.fn_ref
+        if ref.fn_id in handle.functions:
+            handle.functions.move_to_end(ref.fn_id)
+        else:
+            evict = None
+            if len(handle.functions) >= FUNCTION_CACHE_SIZE:
+                evict, _ = handle.functions.popitem(last=False)
+            handle.functions[ref.fn_id] = None
+            handle.writer.write(*protocol.encode_define(ref.fn_id, ref.payload, evict))
+        self._seq += 1
+        chunk.seq = self._seq
+        if chunk.payload is None:  # a piece split off after a crash: its items pickle
+            chunk.payload = dumps_data(chunk.items)
+        tracked = chunk.task_timeout is not None
+        handle.writer.write(
+            *protocol.encode_chunk(chunk.seq, ref.fn_id, chunk.mode, tracked, chunk.payload)
+        )
+        handle.assigned.append(chunk)
+        if handle.tasks_left is not None:
+            handle.tasks_left -= len(chunk.items)
+        self._watch_writes(handle)
+
+    def _flush(self, handle: WorkerHandle) -> None:
+        handle.writer.flush()
+        self._watch_writes(handle)
+
+    def _watch_writes(self, handle: WorkerHandle) -> None:
+        if not handle.alive:
+            return
+        events = selectors.EVENT_READ
+        if handle.writer.pending:
+            events |= selectors.EVENT_WRITE
+        if self._selector.get_key(handle.sock).events != events:
+            self._selector.modify(handle.sock, events, (_SOCKET, handle))
+
+    # --- what comes back --------------------------------------------------------------
+
+    def _read(self, handle: WorkerHandle) -> None:
+        for body in handle.reader.read():
+            message = protocol.decode_from_worker(body)
+            if isinstance(message, protocol.Batch):
+                self._on_batch(handle, message)
+            elif isinstance(message, protocol.Ready):
+                handle.ready = True
+                self._init_failures = 0
+            else:
+                handle.init_error = protocol.unpack_error(message.error)
+        if handle.reader.closed and handle.alive:
+            self._selector.unregister(handle.sock)
+            handle.alive = False  # the socket is done; the exit sentinel follows
+
+    def _on_batch(self, handle: WorkerHandle, batch: protocol.Batch) -> None:
+        chunk = handle.assigned.popleft()
+        assert chunk.seq == batch.seq, "a worker answered chunks out of order"
+        try:
+            values, packed_errors = batch.decode()
+        except Exception as exc:
+            add_note(exc, "the results came back from the worker but could not be unpickled")
+            self._fail(chunk, exc, worker=handle.label)
+            return
+        if packed_errors and packed_errors[0][0] == protocol.WHOLE_CHUNK:
+            error = protocol.unpack_error(packed_errors[0][1])
+            if len(chunk.items) == 1:
+                self._fail(chunk, error, worker=handle.label)
+            else:  # find out which items cannot be rebuilt in the worker: one at a time
+                self._pending.extendleft(
+                    reversed([chunk.split(i, i + 1) for i in range(len(chunk.items))])
+                )
+            return
+        errors = {position: protocol.unpack_error(packed) for position, packed in packed_errors}
+        self._deliver(ResultBatch(chunk, values, errors, batch.elapsed, worker=handle.label))
+        if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
+            self._send_stop(handle)  # max_tasks_per_worker reached: retire it
+
+    def _on_exit(self, handle: WorkerHandle) -> None:
+        if handle.alive:
+            self._read(handle)  # anything it sent before it died
+        if handle.alive:
+            self._selector.unregister(handle.sock)
+            handle.alive = False
+        self._selector.unregister(handle.process.sentinel)
+        handle.sock.close()
+        handle.process.join(1.0)
+        exitcode = handle.process.exitcode
+        self._handles[handle.slot] = None
+        with contextlib.suppress(ValueError):
+            handle.process.close()
+
+        if not handle.ready:
+            self._pending.extendleft(reversed(handle.assigned))
+            handle.assigned.clear()
+            self._on_start_failure(handle, exitcode)
+        elif handle.assigned:
+            self._recover(handle, exitcode)
+        if self._broken is None and self._needs_worker():
+            self._start_worker(handle.slot)
+
+    def _on_start_failure(self, handle: WorkerHandle, exitcode: int | None) -> None:
+        self._init_failures += 1
+        cause = handle.init_error or WorkerCrashed(
+            f"{handle.label} {describe_exit(exitcode)} before it was ready for work"
+        )
+        if self._init_failures >= max(2, self._spec.workers):
+            what = "the initializer failed" if handle.init_error else "workers could not start"
+            self._break(
+                BrokenPool(f"{what} in {self._init_failures} worker processes in a row: {cause!r}"),
+                cause,
+            )
+
+    def _recover(self, handle: WorkerHandle, exitcode: int | None) -> None:
+        """A worker died holding chunks: blame its current item, send the rest again."""
+        started_seq = self._slot_view[handle.slot * protocol.SLOT_FIELDS + protocol.SLOT_SEQ]
+        running = self._running_item(handle)
+        head, *rest = handle.assigned
+        handle.assigned.clear()
+        again: list[Chunk] = list(rest)
+        count = len(head.items)
+        culprit: int | None = None
+        if started_seq != head.seq:
+            again.insert(0, head)  # it never started the chunk
+        elif handle.kill_reason is not None:
+            culprit = handle.kill_reason.position
+        elif running is not None:
+            culprit = running[0]
+        elif count == 1:
+            culprit = 0
+        else:  # several items, none known to be running: try each alone
+            again[:0] = [head.split(i, i + 1) for i in range(count)]
+        if culprit is not None:
+            again[:0] = [
+                piece
+                for piece in (head.split(0, culprit), head.split(culprit + 1, count))
+                if piece.items
+            ]
+        self._pending.extendleft(reversed(again))
+        if culprit is None:
+            return
+        what = head.task_name(culprit)
+        error: BaseException
+        if handle.kill_reason is not None:
+            error = TaskTimeout(
+                f"{what} ran longer than task_timeout={handle.kill_reason.limit:g}s; "
+                f"{handle.label} was killed and replaced"
+            )
+        else:
+            error = WorkerCrashed(f"{handle.label} {describe_exit(exitcode)} while running {what}")
+            error.pid = handle.pid  # type: ignore[attr-defined]
+            error.exitcode = exitcode  # type: ignore[attr-defined]
+        self._fail(head.split(culprit, culprit + 1), error, worker=handle.label, retryable=True)
+
+    # --- deadlines --------------------------------------------------------------------
+
+    def _running_item(self, handle: WorkerHandle) -> tuple[int, int] | None:
+        """(position, start time in ns) of the item a tracked chunk runs, if one runs."""
+        base = handle.slot * protocol.SLOT_FIELDS
+        view = self._slot_view
+        head = handle.assigned[0] if handle.assigned else None
+        for _ in range(3):  # the worker may move on while we read: read until stable
+            seq = view[base + protocol.SLOT_SEQ]
+            position = view[base + protocol.SLOT_POSITION]
+            started = view[base + protocol.SLOT_STARTED_NS]
+            if view[base + protocol.SLOT_POSITION] == position and view[base] == seq:
+                break
+        if head is None or seq != head.seq or position < 0 or head.task_timeout is None:
+            return None
+        return position, started
+
+    def _check_overruns(self) -> None:
+        now = time.monotonic_ns()
+        for handle in self._handles:
+            if handle is None or not handle.assigned or handle.kill_reason is not None:
+                continue
+            limit = handle.assigned[0].task_timeout
+            running = self._running_item(handle)
+            if limit is None or running is None:
+                continue
+            position, started = running
+            if now - started > limit * 1e9:
+                handle.kill_reason = KillReason(position, limit)
+                handle.process.kill()
+
+    # --- stopping ---------------------------------------------------------------------
+
+    def _needs_worker(self) -> bool:
+        if not self._stopping:
+            return True
+        with self._lock:
+            has_inbox = bool(self._inbox)
+        return has_inbox or bool(self._pending) or self._busy()
+
+    def _busy(self) -> bool:
+        return any(h is not None and h.assigned for h in self._handles)
+
+    def _keep_going(self) -> bool:
+        if not self._stopping:
+            return True
+        with self._lock:
+            if self._inbox or self._pending or self._busy():
+                return True
+            self._accepting = False
+        for handle in self._handles:
+            if handle is not None and not handle.stop_sent:
+                self._send_stop(handle)
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + STOP_GRACE
+        elif time.monotonic() > self._stop_deadline:
+            for handle in self._handles:
+                if handle is not None:
+                    handle.process.kill()
+        return any(h is not None for h in self._handles)
+
+    def _send_stop(self, handle: WorkerHandle) -> None:
+        handle.stop_sent = True
+        handle.writer.write(*protocol.encode_stop())
+        self._watch_writes(handle)
+
+    def _terminate_now(self) -> None:
+        with self._lock:
+            self._accepting = False
+            self._pending.extend(self._inbox)
+            self._inbox.clear()
+        error = CancelledError("the pool was terminated before this task finished")
+        for handle in self._handles:
+            if handle is None:
+                continue
+            handle.process.kill()
+            for chunk in handle.assigned:
+                self._fail(chunk, error)
+            handle.assigned.clear()
+        for chunk in self._pending:
+            self._fail(chunk, error)
+        self._pending.clear()
+
+    def _break(self, cause: BaseException, origin: BaseException | None = None) -> None:
+        """The pool cannot go on: fail everything queued and refuse new work."""
+        error = cause if isinstance(cause, BrokenPool) else BrokenPool(f"the pool broke: {cause!r}")
+        error.__cause__ = origin or (cause if error is not cause else None)
+        with self._lock:
+            self._broken = error
+            self._accepting = False
+            self._stopping = True
+            self._pending.extend(self._inbox)
+            self._inbox.clear()
+        for chunk in self._pending:
+            self._fail(chunk, error)
+        self._pending.clear()
+
+    def _close(self) -> None:
+        """Leave nothing behind: no process, no descriptor, no waiting sink."""
+        for handle in self._handles:
+            if handle is None:
+                continue
+            handle.process.kill()
+            handle.process.join(5)
+            for chunk in handle.assigned:
+                self._fail(chunk, CancelledError("the pool stopped before this task finished"))
+            handle.sock.close()
+        with self._lock:
+            self._accepting = False
+            leftover = list(self._pending) + list(self._inbox)
+            self._pending.clear()
+            self._inbox.clear()
+        for chunk in leftover:
+            self._fail(chunk, self._broken or CancelledError("the pool stopped before this task"))
+        self._selector.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        _live_supervisors.discard(self)
+
+    # --- handing results over -----------------------------------------------------------
+
+    def _deliver(self, batch: ResultBatch) -> None:
+        batch.chunk.sink.deliver(batch)
+
+    def _fail(
+        self,
+        chunk: Chunk,
+        error: BaseException,
+        *,
+        worker: str = "",
+        retryable: bool = False,
+    ) -> None:
+        batch = ResultBatch.failed(chunk, error, retryable=retryable)
+        batch.worker = worker
+        self._deliver(batch)
+
+
+_live_supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_everything_at_exit() -> None:
+    """At interpreter exit, no worker may outlive us: terminate every live pool."""
+    for supervisor in list(_live_supervisors):
+        supervisor.terminate()
