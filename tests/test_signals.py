@@ -23,9 +23,13 @@ TESTS = Path(__file__).resolve().parent
 
 SCRIPT = textwrap.dedent(
     """
-    import os, sys, time
+    import os, signal, sys, time
     sys.path.insert(0, {tests!r})
     import workpool
+
+    # A shell that starts jobs in the background makes them ignore SIGINT, and the
+    # child inherits that; a program in a terminal gets Python's usual handler.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def report_and_sleep(x):
         open(os.path.join({marks!r}, str(os.getpid())), "w").close()
