@@ -1,6 +1,6 @@
 # Everything a newcomer needs, from a fresh clone with only python3 and pip.
 #   make test   set up .venv and run the test suite
-#   make demo   set up .venv and run the library's demo
+#   make demo   set up .venv and run the pool-size scaling study (workpool bench --quick)
 #   make lint   ruff and mypy
 # PYTHON and VENV pick another interpreter: make test PYTHON=python3.13 VENV=.venv-3.13
 
@@ -22,7 +22,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python examples/q8_squares_pool_sizes.py
+	$(BIN)/workpool bench --quick --plot bench.png
+	@echo "The plot is in $(CURDIR)/bench.png"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks

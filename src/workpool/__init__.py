@@ -6,12 +6,15 @@ internal and may change:
 - ``oneshot``   ``map``, ``imap``, ``starmap``: a pool for one call
 - ``pool``      ``Pool``, a reusable ``concurrent.futures.Executor``
 - ``errors``    the exceptions, all rooted at ``WorkpoolError``
+- ``advise``    the measurement behind ``advise()`` and ``backend="auto"``
 - ``run``       how one call feeds chunks and orders results
 - ``backends``  one engine per module; ``backends/process`` is the process engine
 """
 
 from __future__ import annotations
 
+from workpool.advise import Advice as Advice
+from workpool.advise import advise as advise
 from workpool.errors import BrokenPool as BrokenPool
 from workpool.errors import RemoteTraceback as RemoteTraceback
 from workpool.errors import TaskError as TaskError
@@ -26,6 +29,7 @@ from workpool.pool import Pool as Pool
 __version__ = "0.1.0"
 
 __all__ = [
+    "Advice",
     "BrokenPool",
     "Pool",
     "RemoteTraceback",
@@ -33,11 +37,12 @@ __all__ = [
     "TaskTimeout",
     "WorkerCrashed",
     "WorkpoolError",
+    "advise",
     "imap",
     "map",
     "starmap",
 ]
 
-for _public in (Pool, imap, map, starmap):
+for _public in (Pool, advise, imap, map, starmap):
     _public.__module__ = "workpool"
 del _public

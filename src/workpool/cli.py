@@ -1,14 +1,50 @@
-"""The ``workpool`` command."""
+"""The ``workpool`` command: ``bench`` (the scaling study) and ``advise`` (for your function)."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
 
 import workpool
 
 __all__ = ["main"]
+
+
+class CommandError(Exception):
+    """A problem with what the user asked for; printed without a traceback."""
+
+
+def _positive_ints(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated positive integers like 1,2,4,8; got {text!r}"
+        ) from None
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"worker counts must be positive integers; got {text!r}")
+    return sorted(set(values))
+
+
+def _workload_names(text: str) -> list[str]:
+    from workpool.bench import WORKLOADS
+
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown workload {', '.join(map(repr, unknown)) or repr(text)}; "
+            f"choose from {', '.join(WORKLOADS)}"
+        )
+    return names
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -17,17 +53,157 @@ def _parser() -> argparse.ArgumentParser:
         description="Run Python functions in parallel, and measure what parallelism buys here.",
     )
     parser.add_argument("--version", action="version", version=f"workpool {workpool.__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    bench = commands.add_parser(
+        "bench",
+        help="the pool-size scaling study: serial vs threads vs processes",
+        description="Time each workload serially and on threads and processes at each pool "
+        "size; print time, speedup and efficiency, and what the numbers show.",
+    )
+    bench.add_argument("--quick", action="store_true", help="smaller workloads, 3 runs each")
+    bench.add_argument(
+        "--workers",
+        type=_positive_ints,
+        default=[1, 2, 4, 8],
+        metavar="N,N,...",
+        help="pool sizes to time (default 1,2,4,8)",
+    )
+    bench.add_argument(
+        "--workload",
+        type=_workload_names,
+        default=None,
+        metavar="NAME,...",
+        help="workloads: cpu, io, numpy, tiny (default all)",
+    )
+    bench.add_argument("--json", type=Path, metavar="FILE", help="write the raw numbers as JSON")
+    bench.add_argument("--plot", type=Path, metavar="FILE.png", help="write a speedup plot")
+
+    advise = commands.add_parser(
+        "advise",
+        help="time a function of yours and say which backend fits it",
+        description="Import MODULE:FUNCTION, time it on the inputs in FILE (one JSON value "
+        "per line), and print the advice with the numbers behind it.",
+    )
+    advise.add_argument("target", metavar="MODULE:FUNCTION")
+    advise.add_argument("--input", type=Path, required=True, metavar="FILE")
+    advise.add_argument(
+        "--star", action="store_true", help="each input is a JSON list of arguments"
+    )
+    advise.add_argument(
+        "--total",
+        type=int,
+        default=None,
+        metavar="N",
+        help="how many items the real job has (default: the number of lines)",
+    )
     return parser
+
+
+def load_function(target: str) -> Callable[..., Any]:
+    """Import ``module:function`` (the function may be dotted, like ``Class.method``)."""
+    module_name, colon, attribute = target.partition(":")
+    if not colon or not module_name or not attribute:
+        raise CommandError(f"expected MODULE:FUNCTION, like mypackage.tasks:resize; got {target!r}")
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))  # like `python -m`, find modules here
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise CommandError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from exc
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CommandError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not callable(obj):
+        raise CommandError(f"{target} is a {type(obj).__name__}, not a function")
+    return obj  # type: ignore[no-any-return]
+
+
+def read_inputs(path: Path) -> list[Any]:
+    """One JSON value per line; blank lines are skipped."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise CommandError(f"cannot read {path}: not UTF-8 text ({exc.reason})") from exc
+    inputs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            inputs.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise CommandError(
+                f"{path}, line {number}: not a JSON value ({exc.msg} at column {exc.colno})"
+            ) from None
+    if not inputs:
+        raise CommandError(f"{path} holds no inputs: write one JSON value per line")
+    return inputs
+
+
+def _run_advise(args: argparse.Namespace, console: Console) -> int:
+    fn = load_function(args.target)
+    inputs = read_inputs(args.input)
+    if args.star and not all(isinstance(item, list) for item in inputs):
+        raise CommandError("--star needs every line to be a JSON list of arguments")
+    items = [tuple(item) for item in inputs] if args.star else inputs
+    try:
+        advice = workpool.advise(fn, items, star=args.star, total=args.total)
+    except (TypeError, ValueError) as exc:
+        raise CommandError(str(exc)) from exc
+    table = Table(title=f"advice for {args.target}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("backend", advice.backend)
+    table.add_row("workers", str(advice.workers))
+    table.add_row("chunksize", str(advice.chunksize))
+    table.add_row("why", advice.reason)
+    for key, value in advice.measurements.items():
+        if isinstance(value, float):
+            value = f"{value:.6g}"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k} {v:.4g} s" for k, v in value.items())
+        table.add_row(key.replace("_", " "), str(value))
+    console.print(table)
+    return 0
+
+
+def _run_bench(args: argparse.Namespace, console: Console) -> int:
+    from workpool.bench import WORKLOADS, PlotUnavailable, run_bench
+
+    try:
+        run_bench(
+            workloads=args.workload or list(WORKLOADS),
+            workers=args.workers,
+            quick=args.quick,
+            json_path=args.json,
+            plot_path=args.plot,
+            console=console,
+        )
+    except PlotUnavailable as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    console = Console()
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    return 0
+    try:
+        if args.command == "bench":
+            return _run_bench(args, console)
+        return _run_advise(args, console)
+    except CommandError as exc:
+        print(f"workpool {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

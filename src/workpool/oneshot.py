@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any, TypeVar
 
-from workpool._options import PoolSpec, RunOptions, check_function, make_pool_spec, make_run_options
+from workpool._options import (
+    PoolSpec,
+    RunOptions,
+    check_function,
+    default_workers,
+    make_pool_spec,
+    make_run_options,
+)
+from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
+from workpool.errors import add_note
 from workpool.pool import prepare_inputs
-from workpool.run import MapRun
+from workpool.run import MapRun, start_progress_bar
+from workpool.tasks import call_items
 
 __all__ = ["imap", "map", "starmap"]
 
@@ -31,14 +42,22 @@ class _OneShotCall:
         check_function(fn)
         self.fn = fn
         self.spec: PoolSpec = make_pool_spec(**pool_options)
+        self.workers_given = pool_options["workers"] is not None
         self.options: RunOptions = make_run_options(**run_options)
         self.inputs, self.mode, self.total = prepare_inputs(iterables, star=star)
 
     def results(self, *, raise_in_order: bool) -> Iterator[Any]:
         """Start the pool, yield the results, and leave no worker behind."""
         spec = self.spec
+        progress_bar = None
+        first_position = 0
         if spec.backend == "auto":
-            spec = _resolve_auto(spec)
+            if self.options.progress:
+                progress_bar = start_progress_bar(self.total, self.fn)
+            prefix = _MeasuredPrefix(self, progress_bar)
+            yield from prefix.results(raise_in_order)
+            spec = prefix.chosen_spec
+            first_position = prefix.count
         backend = create_backend(spec)
         finished = False
         try:
@@ -47,27 +66,96 @@ class _OneShotCall:
                 self.fn,
                 self.mode,
                 self.inputs,
-                self.total,
+                None if self.total is None else self.total - first_position,
                 self.options,
                 raise_in_order=raise_in_order,
+                first_position=first_position,
+                progress_bar=progress_bar,
             )
+            progress_bar = None  # the run owns it now
             yield from run.results()
             finished = True
         finally:
+            if progress_bar is not None:
+                progress_bar.close()
             if finished:
                 backend.shutdown(wait=True, cancel_pending=False)
             else:  # a failure, or the consumer stopped early: stop what still runs
                 backend.terminate()
 
 
-def _resolve_auto(spec: PoolSpec) -> PoolSpec:
-    """``backend="auto"``: until measurement picks the engine, processes."""
-    from dataclasses import replace
+class _MeasuredPrefix:
+    """``backend="auto"``: run the first items inline while timing them, then choose.
 
-    from workpool._options import default_workers
+    The items timed are real tasks of the call; their results are yielded first and
+    never recomputed. The measurement is remembered for the function, so later calls
+    choose at once (for their own number of items) without running anything inline.
+    """
 
-    workers = spec.workers if spec.workers else default_workers("process")
-    return replace(spec, backend="process", workers=workers)
+    def __init__(self, call: _OneShotCall, progress_bar: Any) -> None:
+        self._call = call
+        self._progress = progress_bar
+        self.count = 0
+        self.chosen_spec: PoolSpec = call.spec
+
+    def results(self, raise_in_order: bool) -> Iterator[Any]:
+        call = self._call
+        options = call.options
+        found = remembered(call.fn)
+        items: list[Any] = []
+        values: list[Any] = []
+        errors: dict[int, BaseException] = {}
+        if call.options.task_timeout is not None:
+            # Only processes can stop a hung task; measuring inline could hang.
+            advice_backend, advice_workers = "process", default_workers("process")
+        else:
+            if found is None:
+                if call.spec.initializer is not None:  # inline, we are the worker
+                    call.spec.initializer(*call.spec.initargs)
+                found, items, values, errors = measure(call.fn, call.mode, call.inputs)
+                remember(call.fn, found)
+            self.count = len(values)
+            remaining = None if call.total is None else call.total - self.count
+            advice = decide(found, remaining)
+            advice_backend, advice_workers = advice.backend, advice.workers
+        workers = call.spec.workers if call.workers_given else advice_workers
+        self.chosen_spec = replace(call.spec, backend=advice_backend, workers=workers)
+        if advice_backend != "process":
+            self.chosen_spec = replace(self.chosen_spec, start_method=None)
+
+        for position in sorted(errors):
+            error: BaseException | None = errors[position]
+            for _ in range(options.retries):
+                again, failed, _ = call_items(call.fn, call.mode, [items[position]])
+                if not failed:
+                    values[position], error = again[0], None
+                    break
+                error = failed[0]
+            if error is None:
+                del errors[position]
+                continue
+            errors[position] = error
+            add_note(
+                error,
+                f"workpool: raised by the task at input position {position} in the calling "
+                "thread, while backend='auto' measured it",
+            )
+            if options.return_exceptions:
+                values[position] = error
+            elif not raise_in_order:
+                self._close_progress()
+                raise error
+        if self._progress is not None:
+            self._progress.advance(len(values), len(errors))
+        for position, value in enumerate(values):
+            if position in errors and not options.return_exceptions:
+                self._close_progress()
+                raise errors[position]
+            yield value
+
+    def _close_progress(self) -> None:
+        if self._progress is not None:
+            self._progress.close()
 
 
 def _split_options(

@@ -23,7 +23,14 @@ from workpool.chunking import ChunkSizer
 from workpool.errors import BrokenPool, add_note
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
-__all__ = ["MapRun"]
+__all__ = ["MapRun", "start_progress_bar"]
+
+
+def start_progress_bar(total: int | None, fn: Callable[..., Any]) -> Any:
+    """A live progress bar named after the function (rich is imported only now)."""
+    from workpool.progress import ProgressBar
+
+    return ProgressBar(total, getattr(fn, "__name__", "tasks"))
 
 
 class _ChunkState:
@@ -45,7 +52,9 @@ class MapRun:
     ``eager`` submits the whole input at once (``Executor.map`` semantics: the work
     proceeds whether or not anyone iterates). ``raise_in_order`` (ordered runs only)
     delays a failure until the results before it have been yielded; otherwise the first
-    failure is raised as soon as it is seen.
+    failure is raised as soon as it is seen. ``first_position`` is the input position
+    of the first item of ``inputs`` (when earlier items were run elsewhere), and
+    ``progress_bar`` an already running bar to continue.
     """
 
     def __init__(
@@ -59,6 +68,8 @@ class MapRun:
         *,
         eager: bool = False,
         raise_in_order: bool = True,
+        first_position: int = 0,
+        progress_bar: Any = None,
     ) -> None:
         self._backend = backend
         self._fn = fn
@@ -84,13 +95,11 @@ class MapRun:
         # Consumer only.
         self._states: deque[_ChunkState] = deque()  # ordered: not yet yielded
         self._unfinished = 0  # unordered: chunks with items still to come
-        self._next_start = 0
+        self._next_start = first_position
         self._exhausted = False
-        self._progress: Any = None
-        if options.progress:
-            from workpool.progress import ProgressBar
-
-            self._progress = ProgressBar(total, getattr(fn, "__name__", "tasks"))
+        self._progress: Any = progress_bar
+        if options.progress and progress_bar is None:
+            self._progress = start_progress_bar(total, fn)
 
     # --- called by backend threads ----------------------------------------------------
 

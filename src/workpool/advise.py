@@ -1,0 +1,468 @@
+"""Threads, processes or neither: decided by timing the function on a sample.
+
+Three things are measured on the first items of the input, in this process:
+
+1. what one item costs when run inline (wall time, and how much of it is CPU time);
+2. whether two threads get through items faster than one (they do when the work
+   waits on I/O, releases the GIL, or runs on a free-threaded build);
+3. what it costs to ship an item to another process and its result back (pickled
+   sizes and pickling time).
+
+From these and the number of items still to do, the time each engine would need is
+estimated, and the fastest wins; ``serial`` wins when no engine pays for its own
+start-up. Every item run while measuring is a real task of the call: its result is
+kept, never recomputed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import pickle
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from workpool._cpus import usable_cpus
+from workpool._options import check_function
+from workpool.serialize import dumps_data
+from workpool.tasks import CallMode, call_items
+
+__all__ = ["Advice", "Measurement", "advise", "decide", "measure"]
+
+# What a pool of worker processes costs to start, estimated: a fork server that is
+# already running forks a worker in a few milliseconds; starting one costs an
+# interpreter start-up.
+PROCESS_POOL_START_WARM = 0.03
+PROCESS_POOL_START_COLD = 0.15
+THREAD_POOL_START = 0.001
+# Moving one chunk to a worker process and its results back, beyond pickling.
+PROCESS_CHUNK_OVERHEAD = 100e-6
+THREAD_CHUNK_OVERHEAD = 20e-6
+# Chunks are sized to take about this long on a worker.
+PROCESS_CHUNK_SECONDS = 0.01
+THREAD_CHUNK_SECONDS = 0.002
+# An engine must beat running inline by this factor to be chosen.
+MARGIN = 0.85
+# Threads "scale" when two of them get through items this much faster than one.
+THREADS_SCALE = 1.5
+
+
+def _gil_enabled() -> bool:
+    check = getattr(sys, "_is_gil_enabled", None)
+    return True if check is None else bool(check())
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """What was measured about a function: the inputs to ``decide``."""
+
+    items: int  # items run inline
+    seconds_per_item: float  # wall time of one item, inline
+    cpu_fraction: float  # CPU time / wall time, inline (low: waits on I/O)
+    thread_items: int  # items run on two threads
+    thread_speedup: float | None  # items/s on two threads / items/s inline
+    # CPU seconds the process used per wall second while two threads ran: near 1 when
+    # the GIL lets one run at a time, near 2 when both really run. Unlike the speedup,
+    # other load on the machine cannot inflate it.
+    thread_parallelism: float | None
+    ship_seconds_per_item: float  # pickling an item and its result, both ways
+    ship_bytes_per_item: float  # pickled size of an item plus its result
+    gil_enabled: bool = field(default_factory=_gil_enabled)
+
+
+@dataclass(frozen=True, slots=True)
+class Advice:
+    """Which engine to use for a function, how many workers, and why."""
+
+    backend: str
+    workers: int
+    chunksize: int
+    reason: str
+    measurements: dict[str, Any]
+
+    def __str__(self) -> str:
+        return (
+            f"backend={self.backend!r} workers={self.workers} chunksize={self.chunksize}: "
+            f"{self.reason}"
+        )
+
+
+Advice.__module__ = "workpool"
+
+
+def _seconds(value: float) -> str:
+    if value >= 1:
+        return f"{value:.2f} s"
+    if value >= 1e-3:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value * 1e6:.1f} µs"
+
+
+def _bytes(value: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError
+
+
+def _process_pool_start() -> float:
+    """Estimated start-up of a process pool here, now."""
+    try:
+        from multiprocessing import forkserver
+
+        running = getattr(forkserver._forkserver, "_forkserver_pid", None) is not None
+    except ImportError:  # pragma: no cover - platforms without fork servers
+        running = False
+    return PROCESS_POOL_START_WARM if running else PROCESS_POOL_START_COLD
+
+
+def threads_scale(found: Measurement) -> bool:
+    """Did two threads get through the work faster than one, for a reason that lasts?
+
+    Work that waits (on I/O, sleeps) needs only the speedup. CPU work must also have
+    kept two CPUs busy at once, so that a lucky moment on a loaded machine is not
+    mistaken for parallelism.
+    """
+    speedup = found.thread_speedup
+    if speedup is None:  # items too slow to time twice: judge by what they do
+        return found.cpu_fraction < 0.5 or not found.gil_enabled
+    if found.cpu_fraction < 0.5:
+        return speedup >= THREADS_SCALE
+    parallel = found.thread_parallelism or 0.0
+    return speedup >= THREADS_SCALE * 0.9 and parallel >= THREADS_SCALE * 0.9
+
+
+def _thread_plan(found: Measurement, count: int, cpus: int) -> tuple[float, int, int] | None:
+    """(estimated seconds, workers, chunk size) on threads, or None when they cannot help."""
+    per_item = max(found.seconds_per_item, 1e-9)
+    waiting = found.cpu_fraction < 0.5  # the work mostly waits: more threads than CPUs
+    if not threads_scale(found):
+        return None
+    speedup = found.thread_speedup
+    workers = cpus
+    if waiting:
+        workers = min(32, max(cpus + 4, math.ceil(cpus / max(found.cpu_fraction, 0.03))))
+    workers = max(1, min(workers, count))
+    parallel = float(workers) if waiting else float(min(workers, cpus))
+    if speedup is not None:  # two threads did not quite double: scale the rest alike
+        parallel *= min(speedup, 2.0) / 2.0
+    chunk = 1 if per_item > THREAD_CHUNK_SECONDS else int(THREAD_CHUNK_SECONDS / per_item)
+    chunk = max(1, min(chunk, math.ceil(count / (workers * 4))))
+    seconds = (
+        THREAD_POOL_START
+        + count * per_item / max(parallel, 1.0)
+        + math.ceil(count / chunk) * THREAD_CHUNK_OVERHEAD / workers
+    )
+    return seconds, workers, chunk
+
+
+def _process_plan(found: Measurement, count: int, cpus: int) -> tuple[float, int, int] | None:
+    """(estimated seconds, workers, chunk size) on processes, or None with one CPU.
+
+    Workers run items and their half of the pickling in parallel; the parent does the
+    other half of the pickling for every item on its own, which bounds the speed.
+    """
+    if cpus < 2:
+        return None
+    workers = max(1, min(cpus, count))
+    per_item = max(found.seconds_per_item, 1e-9) + found.ship_seconds_per_item / 2
+    chunk = max(1, min(int(PROCESS_CHUNK_SECONDS / per_item), math.ceil(count / (workers * 4))))
+    in_workers = (count * per_item + math.ceil(count / chunk) * PROCESS_CHUNK_OVERHEAD) / workers
+    in_parent = count * found.ship_seconds_per_item / 2
+    return _process_pool_start() + max(in_workers, in_parent), workers, chunk
+
+
+def decide(found: Measurement, remaining: int | None) -> Advice:
+    """Pick an engine for ``remaining`` more items (None: many) from what was measured."""
+    cpus = usable_cpus()
+    count = remaining if remaining is not None else max(10_000, found.items * 100)
+    plans: dict[str, tuple[float, int, int]] = {
+        "serial": (count * found.seconds_per_item, 1, max(1, count))
+    }
+    for name, plan in (
+        ("thread", _thread_plan(found, count, cpus)),
+        ("process", _process_plan(found, count, cpus)),
+    ):
+        if plan is not None:
+            plans[name] = plan
+    estimates = {name: plan[0] for name, plan in plans.items()}
+    best = min(estimates, key=lambda name: estimates[name])
+    if best != "serial" and estimates[best] > MARGIN * estimates["serial"]:
+        best = "serial"
+    interpreter = (
+        "free-threaded CPython"
+        if not found.gil_enabled
+        else f"CPython {sys.version_info.major}.{sys.version_info.minor} with the GIL"
+    )
+    _, workers, chunksize = plans[best]
+    reason = _explain(found, best, estimates, interpreter, count, remaining is None, cpus)
+    measurements = {
+        "interpreter": interpreter,
+        "usable_cpus": cpus,
+        "items_measured_inline": found.items,
+        "seconds_per_item": found.seconds_per_item,
+        "cpu_fraction": found.cpu_fraction,
+        "items_measured_on_two_threads": found.thread_items,
+        "two_thread_speedup": found.thread_speedup,
+        "two_thread_cpu_parallelism": found.thread_parallelism,
+        "ship_seconds_per_item": found.ship_seconds_per_item,
+        "ship_bytes_per_item": found.ship_bytes_per_item,
+        "items_to_run": count,
+        "estimated_seconds": estimates,
+    }
+    return Advice(best, workers, chunksize, reason, measurements)
+
+
+def _explain(
+    found: Measurement,
+    best: str,
+    estimates: dict[str, float],
+    interpreter: str,
+    count: int,
+    count_guessed: bool,
+    cpus: int,
+) -> str:
+    cost = (
+        f"One item takes {_seconds(found.seconds_per_item)} inline "
+        f"({found.cpu_fraction:.0%} of it on the CPU) and {_seconds(found.ship_seconds_per_item)} "
+        f"to pickle with its result ({_bytes(found.ship_bytes_per_item)})"
+    )
+    if found.thread_speedup is None:
+        threads = "two threads were not timed (too few items, or too little or too much work each)"
+    else:
+        verdict = (
+            "so threads run it in parallel"
+            if threads_scale(found)
+            else "so threads do not help"
+            + (" (the work holds the GIL)" if found.gil_enabled else "")
+        )
+        threads = (
+            f"two threads ran {found.thread_speedup:.2f}x as fast as one on {interpreter}, "
+            f"{verdict}"
+        )
+    how_many = f"about {count:,} items" if count_guessed else f"{count:,} items"
+    if best == "serial":
+        others = {k: v for k, v in estimates.items() if k != "serial"}
+        if others:
+            runner = min(others, key=lambda k: others[k])
+            choice = (
+                f"For {how_many}, inline takes an estimated {_seconds(estimates['serial'])} "
+                f"and {runner} {_seconds(others[runner])}: no pool pays for its start-up "
+                "and shipping, so run serially."
+            )
+        else:
+            choice = f"With {cpus} usable CPU and threads that do not help, run serially."
+    else:
+        choice = (
+            f"For {how_many}, {best} is estimated at {_seconds(estimates[best])} "
+            f"against {_seconds(estimates['serial'])} inline."
+        )
+    return f"{cost}; {threads}. {choice}"
+
+
+def measure(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    inputs: Iterator[Any],
+    *,
+    budget: float = 1.0,
+) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
+    """Time ``fn`` on the first items of ``inputs``.
+
+    Returns what was found, the items taken from ``inputs``, and their outcomes: values,
+    and errors by position. Takes only as many items as ``budget`` seconds allow.
+    """
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    taken: list[Any] = []
+    inline_wall = inline_cpu = 0.0
+    timed = 0  # items whose time counts (the warm-up item does not)
+    group = 1
+    inline_goal = min(0.02, budget * 0.3)
+    deadline = time.perf_counter() + budget * 0.45
+
+    def run_inline(batch: list[Any]) -> tuple[float, float]:
+        cpu_started = time.thread_time()
+        got, failed, wall = call_items(fn, mode, batch)
+        cpu = time.thread_time() - cpu_started
+        errors.update((len(values) + position, error) for position, error in failed.items())
+        values.extend(got)
+        taken.extend(batch)
+        return wall, cpu
+
+    # 1. Inline. The first item warms up (imports, caches) and is not timed, unless
+    #    it alone is most of the budget; then groups grow so tiny items are timed in bulk.
+    first = list(itertools.islice(inputs, 1))
+    if first:
+        warm_wall, warm_cpu = run_inline(first)
+        if warm_wall > budget * 0.25:
+            inline_wall, inline_cpu = warm_wall, warm_cpu
+    while inline_wall < inline_goal and time.perf_counter() < deadline:
+        batch = list(itertools.islice(inputs, group))
+        if not batch:
+            break
+        wall, cpu = run_inline(batch)
+        inline_wall += wall
+        inline_cpu += cpu
+        timed += len(batch)
+        # Grow the groups, but do not overshoot the goal by much.
+        left = inline_goal - inline_wall
+        per_item_so_far = inline_wall / timed
+        group = max(
+            1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
+        )
+    if timed == 0 and first:  # the warm-up item was all there was, or all there was time for
+        inline_wall, inline_cpu, timed = warm_wall, warm_cpu, 1
+    inline_items = len(values)
+    per_item = inline_wall / timed if timed else 0.0
+
+    # 2. The same amount of work on two threads (skipped for tiny items: threads
+    #    could not pay for themselves, and timing them would be noise).
+    speedup: float | None = None
+    parallelism: float | None = None
+    thread_items = 0
+    if inline_items and per_item >= 20e-6:
+        # Enough items that each thread runs several, and the pair about inline_goal.
+        want = max(8, min(4096, int(2 * inline_goal / per_item)))
+        want = min(want, int(0.8 * budget / per_item))  # two threads: about half that long
+        want -= want % 2  # two equal halves, so neither thread waits on the other
+        batch = list(itertools.islice(inputs, want)) if want >= 2 else []
+        if len(batch) >= 2:
+            got, failed, wall, cpu = _run_on_two_threads(fn, mode, batch)
+            errors.update((len(values) + position, error) for position, error in failed.items())
+            values.extend(got)
+            taken.extend(batch)
+            thread_items = len(batch)
+            if wall > 0:
+                speedup = thread_items * per_item / wall
+                parallelism = cpu / wall
+        elif batch:  # the input ran out: run the rest inline
+            got, failed, _ = call_items(fn, mode, batch)
+            errors.update((len(values) + position, error) for position, error in failed.items())
+            values.extend(got)
+            taken.extend(batch)
+
+    # 3. Shipping: pickle a few items and results both ways.
+    ship_seconds, ship_bytes = _shipping_cost(taken, values, errors)
+    found = Measurement(
+        items=inline_items,
+        seconds_per_item=per_item,
+        cpu_fraction=min(1.0, inline_cpu / inline_wall) if inline_wall > 0 else 1.0,
+        thread_items=thread_items,
+        thread_speedup=speedup,
+        thread_parallelism=parallelism,
+        ship_seconds_per_item=ship_seconds,
+        ship_bytes_per_item=ship_bytes,
+    )
+    return found, taken, values, errors
+
+
+def _run_on_two_threads(
+    fn: Callable[..., Any], mode: CallMode, batch: list[Any]
+) -> tuple[list[Any], dict[int, BaseException], float, float]:
+    """Run each half of ``batch`` on its own thread, started together.
+
+    Returns values, errors by position, the wall time from the start to the last
+    finish, and the CPU time the whole process used meanwhile.
+    """
+    middle = len(batch) // 2
+    halves = [batch[:middle], batch[middle:]]
+    outcomes: list[tuple[list[Any], dict[int, BaseException], float]] = [([], {}, 0.0)] * 2
+    start_line = threading.Barrier(3)
+
+    def run(index: int) -> None:
+        start_line.wait()
+        outcomes[index] = call_items(fn, mode, halves[index])
+
+    threads = [
+        threading.Thread(target=run, args=(i,), name=f"workpool-advise-{i}") for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    start_line.wait()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    for thread in threads:
+        thread.join()
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    values = outcomes[0][0] + outcomes[1][0]
+    errors = dict(outcomes[0][1])
+    errors.update((middle + position, error) for position, error in outcomes[1][1].items())
+    return values, errors, wall, cpu
+
+
+def _shipping_cost(
+    items: list[Any], values: list[Any], errors: dict[int, BaseException]
+) -> tuple[float, float]:
+    """Mean time to pickle and unpickle an item and its result, and their size."""
+    picks = [i for i in range(len(items)) if i not in errors][:64]
+    if not picks:
+        return 0.0, 0.0
+    started = time.perf_counter()
+    size = 0
+    for i in picks:
+        for obj in (items[i], values[i]):
+            try:
+                data = dumps_data(obj)
+            except Exception:
+                return math.inf, math.inf  # cannot cross to a process at all
+            size += len(data)
+            pickle.loads(data)
+    return (time.perf_counter() - started) / len(picks), size / len(picks)
+
+
+# Measurements remembered per function, for backend="auto", for the life of the process.
+_remembered: weakref.WeakKeyDictionary[Any, Measurement] = weakref.WeakKeyDictionary()
+_remembered_strong: dict[int, tuple[Any, Measurement]] = {}
+
+
+def remembered(fn: Callable[..., Any]) -> Measurement | None:
+    try:
+        return _remembered.get(fn)
+    except TypeError:  # not weak-referenceable (some builtins)
+        entry = _remembered_strong.get(id(fn))
+        return entry[1] if entry is not None and entry[0] is fn else None
+
+
+def remember(fn: Callable[..., Any], found: Measurement) -> None:
+    try:
+        _remembered[fn] = found
+    except TypeError:
+        if len(_remembered_strong) > 256:
+            _remembered_strong.clear()
+        _remembered_strong[id(fn)] = (fn, found)
+
+
+def advise(
+    fn: Callable[..., Any],
+    sample: Iterable[Any],
+    *,
+    star: bool = False,
+    total: int | None = None,
+    budget: float = 1.0,
+) -> Advice:
+    """Time ``fn`` on ``sample`` and say which engine, how many workers and chunk size.
+
+    ``fn`` really runs on (part of) the sample, in this process. ``total`` is how many
+    items the real job has; by default the sample's length if it has one, else many.
+    ``star=True`` calls ``fn(*item)``. ``budget`` bounds the measuring, in seconds.
+    """
+    check_function(fn)
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0:
+        raise ValueError(f"budget must be a positive number of seconds; got {budget!r}")
+    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
+        raise ValueError(f"total must be a non-negative integer or None; got {total!r}")
+    if not isinstance(sample, Iterable):
+        raise TypeError(f"sample must be iterable; got {type(sample).__name__}")
+    if total is None and hasattr(sample, "__len__"):
+        total = len(sample)  # type: ignore[arg-type]
+    mode = CallMode.STAR if star else CallMode.ONE
+    found, _, values, _ = measure(fn, mode, iter(sample), budget=budget)
+    if not values:
+        raise ValueError("sample is empty: there is nothing to measure")
+    return decide(found, total)

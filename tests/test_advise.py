@@ -1,0 +1,161 @@
+"""workpool.advise and backend="auto": the choice follows what is measured."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import workpool
+
+try:
+    import numpy
+except ImportError:  # the NumPy case is skipped without it
+    numpy = None
+from workpool.advise import remembered
+
+FREE_THREADED = not getattr(sys, "_is_gil_enabled", lambda: True)()
+
+
+def tiny(x: int) -> int:
+    return x * x
+
+
+def waits(x: int) -> int:
+    time.sleep(0.005)
+    return x
+
+
+def spins(x: int) -> int:
+    total = 0
+    for i in range(40_000):
+        total += i % 7
+    return total + x
+
+
+def numpy_sorts(seed: int) -> float:
+    values = numpy.random.default_rng(seed).random(500_000)
+    values.sort(kind="heapsort")
+    return float(values[0])
+
+
+def test_advice_has_the_contract_fields() -> None:
+    advice = workpool.advise(tiny, range(1, 11))
+    assert isinstance(advice, workpool.Advice)
+    assert advice.backend in {"serial", "thread", "process"}
+    assert advice.workers >= 1
+    assert advice.chunksize >= 1
+    assert isinstance(advice.reason, str)
+    assert "µs" in advice.reason or "ms" in advice.reason  # the numbers behind it
+    assert advice.measurements["items_measured_inline"] >= 1
+    assert "seconds_per_item" in advice.measurements
+
+
+def test_tiny_work_stays_serial() -> None:
+    # The notebook's squares of 1..10: no pool pays for itself.
+    advice = workpool.advise(tiny, range(1, 11))
+    assert advice.backend == "serial"
+    assert "serially" in advice.reason
+    assert workpool.advise(tiny, range(50_000)).backend == "serial"
+
+
+def test_waiting_work_goes_to_threads_with_more_threads_than_cpus() -> None:
+    advice = workpool.advise(waits, range(400))
+    assert advice.backend == "thread"
+    assert advice.workers > workpool.advise.__globals__["usable_cpus"]()
+    assert "threads run it in parallel" in advice.reason
+
+
+def test_pure_python_cpu_work_goes_to_processes_unless_there_is_no_gil() -> None:
+    advice = workpool.advise(spins, range(60), total=3000)
+    expected = "thread" if FREE_THREADED else "process"
+    assert advice.backend == expected, advice.reason
+    if not FREE_THREADED:
+        assert "GIL" in advice.reason
+
+
+@pytest.mark.skipif(numpy is None, reason="needs NumPy")
+def test_gil_releasing_numpy_work_goes_to_threads() -> None:
+    # Two threads can only show parallelism when two CPUs are free at that moment;
+    # on a shared machine one attempt may meet a busy CPU, so take the best of three.
+    reasons = []
+    for _ in range(3):
+        advice = workpool.advise(numpy_sorts, range(40), total=400)
+        if advice.backend == "thread":
+            break
+        reasons.append(advice.reason)
+    assert advice.backend == "thread", reasons
+
+
+def test_advise_rejects_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="callable"):
+        workpool.advise(42, [1])  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="empty"):
+        workpool.advise(tiny, [])
+    with pytest.raises(TypeError, match="iterable"):
+        workpool.advise(tiny, 5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="budget"):
+        workpool.advise(tiny, [1], budget=0)
+
+
+def test_auto_runs_every_item_exactly_once(tmp_path: Path) -> None:
+    def once(x: int) -> int:
+        mark = tmp_path / str(x)
+        if mark.exists():
+            raise AssertionError(f"item {x} ran twice")
+        mark.touch()
+        return spins(x)
+
+    results = workpool.map(once, range(120))
+    assert results == [spins(x) for x in range(120)]
+    assert len(list(tmp_path.iterdir())) == 120
+
+
+def test_auto_remembers_the_measurement_per_function() -> None:
+    def fresh(x: int) -> int:
+        return x + 1
+
+    assert remembered(fresh) is None
+    assert workpool.map(fresh, range(100)) == list(range(1, 101))
+    first = remembered(fresh)
+    assert first is not None
+    assert workpool.map(fresh, range(10)) == list(range(1, 11))
+    assert remembered(fresh) is first  # not measured again
+
+
+def test_auto_keeps_error_semantics() -> None:
+    def bad(x: int) -> int:
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    assert workpool.map(bad, range(6), return_exceptions=True)[3].args == ("three",)
+    with pytest.raises(ValueError, match="three") as info:
+        workpool.map(bad, range(6))
+    assert "input position 3" in "\n".join(info.value.__notes__)
+    seen = []
+    with pytest.raises(ValueError, match="three"):
+        for value in workpool.imap(bad, range(6)):
+            seen.append(value)
+    assert seen == [0, 1, 2]
+
+
+def test_auto_with_a_generator_and_progress(capsys: pytest.CaptureFixture[str]) -> None:
+    results = workpool.map(tiny, (x for x in range(500)), progress=True)
+    assert results == [x * x for x in range(500)]
+    assert "500 done" in capsys.readouterr().err
+
+
+def test_auto_with_task_timeout_uses_processes() -> None:
+    def sleepy(x: int) -> int:
+        if x == 1:
+            time.sleep(30)
+        return x
+
+    begin = time.monotonic()
+    results = workpool.map(sleepy, range(4), task_timeout=0.5, return_exceptions=True)
+    assert time.monotonic() - begin < 10
+    assert isinstance(results[1], workpool.TaskTimeout)
+    assert [results[0], results[2], results[3]] == [0, 2, 3]

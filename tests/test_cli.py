@@ -1,0 +1,181 @@
+"""The `workpool` command: bench's table, JSON and plot; advise and its errors."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workpool.cli import main
+
+TASKS = """
+import time
+
+def slow_square(x):
+    time.sleep(0.002)
+    return x * x
+
+def pair(a, b):
+    return a + b
+
+not_callable = 42
+
+def explode():
+    raise RuntimeError("boom")
+"""
+
+
+@pytest.fixture
+def tasks_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    (tmp_path / "cli_tasks.py").write_text(TASKS)
+    (tmp_path / "broken_module.py").write_text("raise ImportError('this module is broken')\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workpool.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
+    )
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_bench_prints_the_table_and_writes_json_and_plot(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    out_json, out_png = tmp_path / "bench.json", tmp_path / "bench.png"
+    result = run_cli(
+        "bench",
+        "--quick",
+        "--workload",
+        "tiny,io",
+        "--workers",
+        "1,2",
+        "--json",
+        str(out_json),
+        "--plot",
+        str(out_png),
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for text in ("usable CPUs", "speedup", "efficiency", "serial", "thread", "process"):
+        assert text in out
+    assert "io: threads win" in out or "io: processes win" in out
+    data = json.loads(out_json.read_text())
+    assert data["machine"]["usable_cpus"] >= 1
+    names = [w["name"] for w in data["workloads"]]
+    assert names == ["tiny", "io"]
+    io = data["workloads"][1]
+    assert len(io["serial_seconds"]) == 3
+    assert {(c["backend"], c["workers"]) for c in io["configurations"]} == {
+        ("thread", 1),
+        ("thread", 2),
+        ("process", 1),
+        ("process", 2),
+    }
+    two_threads = next(
+        c for c in io["configurations"] if c["backend"] == "thread" and c["workers"] == 2
+    )
+    assert two_threads["speedup"] > 1.5  # waiting overlaps on two threads
+    width, height = png_size(out_png)
+    assert 400 <= width <= 3000
+    assert 300 <= height <= 3000
+    assert out_png.stat().st_size > 10_000
+
+
+def test_bench_plot_without_matplotlib_says_what_to_install(tmp_path: Path) -> None:
+    args = ["bench", "--quick", "--workload", "tiny", "--plot", str(tmp_path / "x.png")]
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"  # as if it were not installed
+        "from workpool.cli import main\n"
+        f"sys.exit(main({args!r}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "pip install 'workpool[plot]'" in result.stderr
+    assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--workers", "0"], "worker counts must be positive"),
+        (["--workers", "two"], "comma-separated positive integers"),
+        (["--workload", "gpu"], "unknown workload 'gpu'; choose from cpu, io, numpy, tiny"),
+    ],
+)
+def test_bench_rejects_bad_arguments(args: list[str], message: str) -> None:
+    result = run_cli("bench", *args)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_advise_prints_the_advice(tasks_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tasks_module / "in.jsonl").write_text("\n".join(str(i) for i in range(30)) + "\n")
+    assert main(["advise", "cli_tasks:slow_square", "--input", "in.jsonl", "--total", "2000"]) == 0
+    out = capsys.readouterr().out
+    assert "backend" in out
+    assert "thread" in out
+    assert "why" in out
+
+
+def test_advise_star_inputs(tasks_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tasks_module / "pairs.jsonl").write_text("[1, 2]\n[3, 4]\n\n[5, 6]\n")
+    assert main(["advise", "cli_tasks:pair", "--input", "pairs.jsonl", "--star"]) == 0
+    assert "serial" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("target", "content", "message"),
+    [
+        ("no_such_module:f", "1\n", "cannot import module 'no_such_module'"),
+        ("broken_module:f", "1\n", "this module is broken"),
+        ("cli_tasks:missing", "1\n", "module 'cli_tasks' has no attribute 'missing'"),
+        ("cli_tasks:not_callable", "1\n", "is a int, not a function"),
+        ("cli_tasks", "1\n", "expected MODULE:FUNCTION"),
+        ("cli_tasks:slow_square", "1\n2\n{oops\n", "line 3: not a JSON value"),
+        ("cli_tasks:slow_square", "\n\n", "holds no inputs"),
+        ("cli_tasks:pair", "1\n", "--star needs every line to be a JSON list"),
+    ],
+)
+def test_advise_errors_are_clear(
+    tasks_module: Path,
+    capsys: pytest.CaptureFixture[str],
+    target: str,
+    content: str,
+    message: str,
+) -> None:
+    (tasks_module / "in.jsonl").write_text(content)
+    extra = ["--star"] if target == "cli_tasks:pair" else []
+    assert main(["advise", target, "--input", "in.jsonl", *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_advise_unreadable_input(tasks_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["advise", "cli_tasks:slow_square", "--input", "missing.jsonl"]) == 2
+    assert "cannot read missing.jsonl" in capsys.readouterr().err
+    (tasks_module / "binary.jsonl").write_bytes(b"\xff\xfe\x00")
+    assert main(["advise", "cli_tasks:slow_square", "--input", "binary.jsonl"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_no_command_prints_help() -> None:
+    result = run_cli()
+    assert result.returncode == 2
+    assert "bench" in result.stderr
+    assert "advise" in result.stderr
