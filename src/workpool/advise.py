@@ -48,6 +48,8 @@ PROCESS_CHUNK_SECONDS = 0.01
 THREAD_CHUNK_SECONDS = 0.002
 # An engine must beat running inline by this factor to be chosen.
 MARGIN = 0.85
+# Items quicker than this are not timed on threads: handing them over costs more.
+TINY_ITEM = 20e-6
 # Threads "scale" when two of them get through items this much faster than one.
 THREADS_SCALE = 1.5
 
@@ -130,7 +132,10 @@ def threads_scale(found: Measurement) -> bool:
     mistaken for parallelism.
     """
     speedup = found.thread_speedup
-    if speedup is None:  # items too slow to time twice: judge by what they do
+    if speedup is None:
+        if found.seconds_per_item < TINY_ITEM:  # handing items to threads costs more
+            return False
+        # Items too slow to time twice: judge by what they do.
         return found.cpu_fraction < 0.5 or not found.gil_enabled
     if found.cpu_fraction < 0.5:
         return speedup >= THREADS_SCALE
@@ -327,7 +332,7 @@ def measure(
     speedup: float | None = None
     parallelism: float | None = None
     thread_items = 0
-    if inline_items and per_item >= 20e-6:
+    if inline_items and per_item >= TINY_ITEM:
         # Enough items that each thread runs several, and the pair about inline_goal.
         want = max(8, min(4096, int(2 * inline_goal / per_item)))
         want = min(want, int(0.8 * budget / per_item))  # two threads: about half that long

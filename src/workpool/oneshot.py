@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import builtins
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -47,7 +46,23 @@ class _OneShotCall:
         self.inputs, self.mode, self.total = prepare_inputs(iterables, star=star)
 
     def results(self, *, raise_in_order: bool) -> Iterator[Any]:
-        """Start the pool, yield the results, and leave no worker behind."""
+        """Yield the results one by one."""
+        lists = self.result_lists(raise_in_order=raise_in_order)
+        try:
+            for values in lists:
+                yield from values
+        finally:
+            lists.close()
+
+    def collect(self) -> list[Any]:
+        """All the results as a list; the first failure raises at once."""
+        collected: list[Any] = []
+        for values in self.result_lists(raise_in_order=False):
+            collected.extend(values)
+        return collected
+
+    def result_lists(self, *, raise_in_order: bool) -> Generator[list[Any], None, None]:
+        """Start the pool, yield the results a list at a time, and leave no worker behind."""
         spec = self.spec
         progress_bar = None
         first_position = 0
@@ -55,7 +70,7 @@ class _OneShotCall:
             if self.options.progress:
                 progress_bar = start_progress_bar(self.total, self.fn)
             prefix = _MeasuredPrefix(self, progress_bar)
-            yield from prefix.results(raise_in_order)
+            yield from prefix.result_lists(raise_in_order)
             spec = prefix.chosen_spec
             first_position = prefix.count
         backend = create_backend(spec)
@@ -73,7 +88,7 @@ class _OneShotCall:
                 progress_bar=progress_bar,
             )
             progress_bar = None  # the run owns it now
-            yield from run.results()
+            yield from run.result_lists()
             finished = True
         finally:
             if progress_bar is not None:
@@ -98,7 +113,7 @@ class _MeasuredPrefix:
         self.count = 0
         self.chosen_spec: PoolSpec = call.spec
 
-    def results(self, raise_in_order: bool) -> Iterator[Any]:
+    def result_lists(self, raise_in_order: bool) -> Iterator[list[Any]]:
         call = self._call
         options = call.options
         found = remembered(call.fn)
@@ -147,11 +162,12 @@ class _MeasuredPrefix:
                 raise error
         if self._progress is not None:
             self._progress.advance(len(values), len(errors))
-        for position, value in enumerate(values):
-            if position in errors and not options.return_exceptions:
-                self._close_progress()
-                raise errors[position]
-            yield value
+        if errors and not options.return_exceptions:  # raise in order, after the ones before
+            position = min(errors)
+            yield values[:position]
+            self._close_progress()
+            raise errors[position]
+        yield values
 
     def _close_progress(self) -> None:
         if self._progress is not None:
@@ -233,7 +249,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
             start_method,
         ),
     )
-    return builtins.list(call.results(raise_in_order=False))
+    return call.collect()
 
 
 def imap(
@@ -317,4 +333,4 @@ def starmap(
             start_method,
         ),
     )
-    return builtins.list(call.results(raise_in_order=False))
+    return call.collect()

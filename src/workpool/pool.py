@@ -275,7 +275,7 @@ class Pool(concurrent.futures.Executor):
         self._check_open()
         inputs, mode, total = prepare_inputs((iterable,), star=True)
         run = MapRun(self._backend, fn, mode, inputs, total, options, raise_in_order=False)
-        return list(run.results())
+        return run.collect()
 
     def __exit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
         """Leave a ``with`` block: wait for the work, as ``Executor`` does, except on Ctrl+C.

@@ -14,7 +14,7 @@ import itertools
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any
 
 from workpool._options import RunOptions
@@ -140,6 +140,22 @@ class MapRun:
 
     def results(self) -> Iterator[Any]:
         """Yield results; raise the first failure unless ``return_exceptions``."""
+        lists = self.result_lists()
+        try:
+            for values in lists:
+                yield from values
+        finally:
+            lists.close()
+
+    def collect(self) -> list[Any]:
+        """All results as one list (faster than ``list(results())``)."""
+        collected: list[Any] = []
+        for values in self.result_lists():
+            collected.extend(values)
+        return collected
+
+    def result_lists(self) -> Generator[list[Any], None, None]:
+        """Yield results a list at a time, as chunks complete (the engine of ``results``)."""
         try:
             if self._eager and not self._exhausted:
                 self.submit_all()
@@ -157,7 +173,7 @@ class MapRun:
                     return
                 ready = self._absorb(*self._next_batch())
                 if ready:
-                    yield from ready
+                    yield ready
         finally:
             self.close()
 
@@ -257,17 +273,17 @@ class MapRun:
             if i not in retried and (i not in batch.errors or self._options.return_exceptions)
         ]
 
-    def _pop_finished(self) -> Iterator[Any]:
-        """Yield the chunks at the head of the input whose items are all final."""
+    def _pop_finished(self) -> Iterator[list[Any]]:
+        """Yield the values of the chunks at the head of the input that are all final."""
         states = self._states
         while states and states[0].left == 0:
             state = states.popleft()
             assert state.values is not None
             if state.failure is not None:
                 offset, error = state.failure
-                yield from state.values[:offset]
+                yield state.values[:offset]
                 raise error
-            yield from state.values
+            yield state.values
         if states and self._cutoff is not None and states[0].start > self._cutoff:
             states.clear()  # defensive: nothing after a failure is awaited
 
