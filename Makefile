@@ -1,6 +1,7 @@
 # Everything a newcomer needs, from a fresh clone with only python3 and pip.
 #   make test   set up .venv and run the test suite
 #   make demo   set up .venv and run the pool-size scaling study (workpool bench --quick)
+#   make bench  compare workpool with its peers, quick (BENCH_ARGS= for the full run)
 #   make lint   ruff and mypy
 # PYTHON and VENV pick another interpreter: make test PYTHON=python3.13 VENV=.venv-3.13
 
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev
 STAMP := $(VENV)/.installed-$(EXTRAS)
 
-.PHONY: test demo lint clean
+.PHONY: test demo bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +25,18 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/workpool bench --quick --plot bench.png
 	@echo "The plot is in $(CURDIR)/bench.png"
+
+BENCH_ARGS ?= --quick
+BENCH_STAMP := $(VENV)/.installed-bench
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks --json bench.json $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks

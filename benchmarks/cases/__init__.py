@@ -1,0 +1,40 @@
+"""Every workload, in the order the report shows them.
+
+Each module here defines one ``WORKLOAD``: what it measures, its parameters, and its
+frameworks. Importing them is cheap: pool libraries are imported only when a
+framework runs, in its own measurement process.
+"""
+
+from __future__ import annotations
+
+from benchmarks.cases import (
+    big_array,
+    cold_start,
+    cpu_tasks,
+    io_threads,
+    roundtrip,
+    tiny_imap,
+    tiny_map,
+)
+from benchmarks.spec import Workload
+
+__all__ = ["WORKLOADS", "get_workload"]
+
+WORKLOADS: tuple[Workload, ...] = (
+    tiny_map.WORKLOAD,
+    tiny_imap.WORKLOAD,
+    cpu_tasks.WORKLOAD,
+    roundtrip.WORKLOAD,
+    cold_start.WORKLOAD,
+    io_threads.WORKLOAD,
+    big_array.WORKLOAD,
+)
+
+
+def get_workload(name: str) -> Workload:
+    """The workload called ``name``; ``KeyError`` lists the valid names."""
+    for workload in WORKLOADS:
+        if workload.name == name:
+            return workload
+    known = ", ".join(w.name for w in WORKLOADS)
+    raise KeyError(f"no workload {name!r} (known: {known})")

@@ -1,0 +1,45 @@
+"""The functions that the benchmarks run inside workers.
+
+They live at module level in an importable module because a pool that starts its
+workers by spawn or from a fork server sends functions by reference: the worker
+imports ``benchmarks.workloads`` and looks the name up. Every one of them is cheap
+to import (no numpy, no pool library), so worker start-up costs the same for all.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def square(x: int) -> int:
+    """The tiny task: so little work that a pool's per-item overhead is all we see."""
+    return x * x
+
+
+def burn(n: int) -> int:
+    """Pure-Python CPU work that holds the GIL; ``n`` is calibrated to take ~30 ms."""
+    return sum(i * i for i in range(n))
+
+
+def echo(x: Any) -> Any:
+    """A trivial task for round-trip latency: the argument comes straight back."""
+    return x
+
+
+def worker_pid(_: Any = None) -> int:
+    """A trivial task that also proves where it ran: the pid of the worker process."""
+    return os.getpid()
+
+
+def nap(x: Any, seconds: float = 0.01) -> Any:
+    """I/O-like waiting that releases the GIL, for the thread workload."""
+    time.sleep(seconds)
+    return x
+
+
+def sum_part(arr: Any, part: int, parts: int = 8) -> float:
+    """Sum one ``parts``-th of a NumPy array (``arr[part*n//parts:(part+1)*n//parts]``)."""
+    n = len(arr)
+    return float(arr[part * n // parts : (part + 1) * n // parts].sum())
