@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 __all__ = ["usable_cpus"]
 
@@ -15,22 +14,26 @@ def _affinity_cpus() -> int:
     return os.cpu_count() or 1
 
 
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return None
+
+
 def _cgroup_quota_cpus() -> float | None:
     """The CPU limit set by a cgroup v2 ``cpu.max`` or v1 ``cfs_quota``, if any."""
-    v2 = Path("/sys/fs/cgroup/cpu.max")
     try:
-        if v2.exists():
-            quota, period = v2.read_text().split()[:2]
-            if quota != "max":
-                return int(quota) / int(period)
-            return None
-        v1_quota = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-        v1_period = Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
-        if v1_quota.exists() and v1_period.exists():
-            quota_us = int(v1_quota.read_text())
-            if quota_us > 0:
-                return quota_us / int(v1_period.read_text())
-    except (OSError, ValueError):
+        v2 = _read("/sys/fs/cgroup/cpu.max")
+        if v2 is not None:
+            quota, period = v2.split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        v1_quota = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+        v1_period = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us")
+        if v1_quota is not None and v1_period is not None and int(v1_quota) > 0:
+            return int(v1_quota) / int(v1_period)
+    except ValueError:
         return None
     return None
 

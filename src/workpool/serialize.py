@@ -11,8 +11,6 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-import cloudpickle
-
 __all__ = ["dumps_data", "dumps_function", "loads", "unpicklable_reason"]
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -22,6 +20,8 @@ loads = pickle.loads
 
 def dumps_function(fn: object) -> bytes:
     """Pickle a callable by value where plain pickle would need it importable."""
+    import cloudpickle  # imported on first use: most programs never need it
+
     payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
     return payload
 
@@ -31,6 +31,8 @@ def dumps_data(obj: object) -> bytes:
     try:
         return pickle.dumps(obj, protocol=PROTOCOL)
     except Exception:
+        import cloudpickle
+
         payload: bytes = cloudpickle.dumps(obj, protocol=PROTOCOL)
         return payload
 

@@ -109,28 +109,68 @@ class ResultBatch:
 
 
 def call_items(
-    fn: Callable[..., Any], mode: CallMode, items: Sequence[Any]
+    fn: Callable[..., Any],
+    mode: CallMode,
+    items: Sequence[Any],
+    *,
+    before_each: Callable[[int], object] | None = None,
+    catch_interrupt: bool = False,
 ) -> tuple[list[Any], dict[int, BaseException], float]:
     """Run ``fn`` over ``items``; return values, exceptions by position, elapsed seconds.
 
     A failing item leaves ``None`` in ``values`` and its exception in the dict; the
-    other items still run. ``KeyboardInterrupt`` is not a task's failure: it propagates.
+    other items still run. ``KeyboardInterrupt`` propagates (it is the user's, not the
+    task's) unless ``catch_interrupt``, for workers that never see a real one.
+    ``before_each(position)`` is called before each item, for those who watch progress.
+
+    This is the hot loop of every backend, so each calling convention has its own loop
+    and the common case does nothing per item beyond the call and the append.
     """
     values: list[Any] = []
     errors: dict[int, BaseException] = {}
     append = values.append
+    passthrough: Any = () if catch_interrupt else KeyboardInterrupt  # () matches nothing
     started = time.perf_counter()
-    for position, item in enumerate(items):
-        try:
-            if mode is CallMode.ONE:
+    if before_each is not None:
+        for position, item in enumerate(items):
+            before_each(position)
+            try:
+                if mode is CallMode.ONE:
+                    append(fn(item))
+                elif mode is CallMode.STAR:
+                    append(fn(*item))
+                else:
+                    append(fn(*item[0], **item[1]))
+            except passthrough:
+                raise
+            except BaseException as exc:  # SystemExit from a task is that task's failure
+                errors[position] = exc
+                append(None)
+    elif mode is CallMode.ONE:
+        for item in items:
+            try:
                 append(fn(item))
-            elif mode is CallMode.STAR:
+            except passthrough:
+                raise
+            except BaseException as exc:
+                errors[len(values)] = exc
+                append(None)
+    elif mode is CallMode.STAR:
+        for item in items:
+            try:
                 append(fn(*item))
-            else:
-                append(fn(*item[0], **item[1]))
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # SystemExit from a task is that task's failure
-            errors[position] = exc
-            append(None)
+            except passthrough:
+                raise
+            except BaseException as exc:
+                errors[len(values)] = exc
+                append(None)
+    else:
+        for args, kwargs in items:
+            try:
+                append(fn(*args, **kwargs))
+            except passthrough:
+                raise
+            except BaseException as exc:
+                errors[len(values)] = exc
+                append(None)
     return values, errors, time.perf_counter() - started

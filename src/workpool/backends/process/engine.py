@@ -146,6 +146,9 @@ class ProcessBackend(Backend):
 
 
 def _preload_forkserver(context: Any) -> None:
-    """Have the fork server import the worker once, so each worker starts warm."""
+    """Have the fork server import the main module and the worker once, not each worker.
+
+    This takes effect only if the fork server is not running yet.
+    """
     with contextlib.suppress(Exception):
-        context.set_forkserver_preload(["workpool.backends.process.worker"])
+        context.set_forkserver_preload(["__main__", "workpool.backends.process.worker"])

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import select
 import signal
@@ -20,10 +19,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+# Functions arrive pickled by cloudpickle, and rebuilding them needs it. Importing it
+# here, not on the first task, means a fork server or a forked worker already has it:
+# a worker forked while another thread of the parent was importing it would inherit
+# that module's import lock, held forever.
+import cloudpickle  # noqa: F401
+
 from workpool.backends.process import protocol
 from workpool.backends.process.framing import recv_frame, send_frame
 from workpool.serialize import loads
-from workpool.tasks import CallMode
+from workpool.tasks import CallMode, call_items
 
 __all__ = ["worker_main"]
 
@@ -42,7 +47,9 @@ def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
     """
     if parent_pid and sys.platform.startswith("linux"):
         with contextlib.suppress(OSError, AttributeError):
-            libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            # The symbols already loaded into this process include libc's; looking the
+            # library up by name (ctypes.util.find_library) would run ldconfig.
+            libc = ctypes.CDLL(None, use_errno=True)
             libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent_pid:  # the parent died before prctl took effect
             os._exit(1)
@@ -76,25 +83,16 @@ def _run_chunk(
     tracked: bool,
 ) -> tuple[list[Any], list[tuple[int, protocol.PackedError]]]:
     """Run the items; on a tracked chunk, publish which item runs and since when."""
-    values: list[Any] = []
-    errors: list[tuple[int, protocol.PackedError]] = []
-    append = values.append
-    for position, item in enumerate(items):
-        if tracked:
+    before_each = None
+    if tracked:
+
+        def before_each(position: int) -> None:
             slot[protocol.SLOT_STARTED_NS] = time.monotonic_ns()
             slot[protocol.SLOT_POSITION] = position
-        try:
-            if mode is CallMode.ONE:
-                append(fn(item))
-            elif mode is CallMode.STAR:
-                append(fn(*item))
-            else:
-                append(fn(*item[0], **item[1]))
-        except BaseException as exc:  # whatever a task raises is that task's failure
-            errors.append((position, protocol.pack_error(exc)))
-            append(None)
+
+    values, errors, _ = call_items(fn, mode, items, before_each=before_each, catch_interrupt=True)
     slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
-    return values, errors
+    return values, [(position, protocol.pack_error(exc)) for position, exc in errors.items()]
 
 
 def _load_function(payload: memoryview) -> Callable[..., Any]:
