@@ -178,7 +178,12 @@ def _process_plan(found: Measurement, count: int, cpus: int) -> tuple[float, int
     workers = max(1, min(cpus, count))
     per_item = max(found.seconds_per_item, 1e-9) + found.ship_seconds_per_item / 2
     chunk = max(1, min(int(PROCESS_CHUNK_SECONDS / per_item), math.ceil(count / (workers * 4))))
-    in_workers = (count * per_item + math.ceil(count / chunk) * PROCESS_CHUNK_OVERHEAD) / workers
+    parallel = float(workers)
+    if found.cpu_fraction >= 0.5 and threads_scale(found) and found.thread_speedup:
+        # Two threads of this very work showed how well two CPUs run it here
+        # (memory bandwidth, other load); processes get no better.
+        parallel *= min(found.thread_speedup, 2.0) / 2.0
+    in_workers = (count * per_item + math.ceil(count / chunk) * PROCESS_CHUNK_OVERHEAD) / parallel
     in_parent = count * found.ship_seconds_per_item / 2
     return _process_pool_start() + max(in_workers, in_parent), workers, chunk
 
