@@ -34,8 +34,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: flo
 
 
 def _session_helpers() -> set[int]:
-    """Processes multiprocessing keeps for the whole session: fork server, resource tracker."""
+    """Processes kept for the whole session: fork server, resource tracker, zygote."""
+    from workpool.backends.process import zygote
+
     pids: set[int] = set()
+    if zygote._zygote is not None:
+        pids.add(zygote._zygote.pid)
     try:
         from multiprocessing import forkserver
 

@@ -14,7 +14,7 @@ from rich.table import Table
 
 import workpool
 from workpool._cpus import usable_cpus
-from workpool.backends.process import DEFAULT_START_METHOD
+from workpool.backends.process import default_start_method
 from workpool.bench.runner import Configuration, WorkloadResult
 
 __all__ = ["machine_facts", "print_report", "summarize", "write_json"]
@@ -28,7 +28,7 @@ def machine_facts() -> dict[str, Any]:
         "implementation": platform.python_implementation(),
         "free_threaded": not gil,
         "platform": platform.platform(),
-        "start_method": DEFAULT_START_METHOD,
+        "start_method": default_start_method(),
         "available_start_methods": multiprocessing.get_all_start_methods(),
         "workpool": workpool.__version__,
     }

@@ -41,8 +41,6 @@ picture above, ``worker.py`` the process, ``protocol.py`` what crosses between t
 
 from __future__ import annotations
 
-import contextlib
-import multiprocessing
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
@@ -50,20 +48,17 @@ from typing import Any
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
+from workpool.backends.process.launch import make_launcher
 from workpool.backends.process.protocol import FunctionRef
 from workpool.backends.process.supervisor import Supervisor
 from workpool.errors import add_note
 from workpool.serialize import dumps_data, dumps_function, unpicklable_reason
 from workpool.tasks import Chunk, ResultBatch
 
-__all__ = ["DEFAULT_START_METHOD", "ProcessBackend"]
+__all__ = ["ProcessBackend"]
 
 # Functions the parent keeps pickled, ready to send to new workers.
 FUNCTION_REGISTRY_SIZE = 256
-
-DEFAULT_START_METHOD = (
-    "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-)
 
 
 class ProcessBackend(Backend):
@@ -74,15 +69,12 @@ class ProcessBackend(Backend):
 
     def __init__(self, spec: PoolSpec) -> None:
         super().__init__(spec)
-        method = spec.start_method or DEFAULT_START_METHOD
-        context = multiprocessing.get_context(method)
-        if method == "forkserver":
-            _preload_forkserver(context)
-        self.start_method = method
+        launcher = make_launcher(spec.start_method)
+        self.start_method = launcher.method
         self._functions: OrderedDict[int, tuple[Callable[..., Any], FunctionRef]] = OrderedDict()
         self._functions_lock = threading.Lock()
         self._next_fn_id = 0
-        self._supervisor = Supervisor(spec, context)
+        self._supervisor = Supervisor(spec, launcher)
 
     def submit(self, chunk: Chunk) -> None:
         chunk.fn_ref = self._function_ref(chunk.fn)
@@ -143,12 +135,3 @@ class ProcessBackend(Backend):
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
         return self._supervisor.worker_pids
-
-
-def _preload_forkserver(context: Any) -> None:
-    """Have the fork server import the main module and the worker once, not each worker.
-
-    This takes effect only if the fork server is not running yet.
-    """
-    with contextlib.suppress(Exception):
-        context.set_forkserver_preload(["__main__", "workpool.backends.process.worker"])

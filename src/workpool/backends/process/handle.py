@@ -6,10 +6,13 @@ import signal
 import socket
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from multiprocessing.process import BaseProcess
+from typing import TYPE_CHECKING
 
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.tasks import Chunk
+
+if TYPE_CHECKING:
+    from workpool.backends.process.launch import WorkerProcess
 
 __all__ = ["KillReason", "WorkerHandle", "describe_exit"]
 
@@ -33,7 +36,7 @@ class WorkerHandle:
     """
 
     slot: int
-    process: BaseProcess
+    process: WorkerProcess
     pid: int
     sock: socket.socket
     reader: FrameReader

@@ -6,6 +6,7 @@ what the message is.
 
 Parent to worker::
 
+    INIT    pickled (initializer, initargs)     always the first frame; may be empty
     DEFINE  fn_id, evict_id, pickled function   the function, sent once per worker
     CHUNK   seq, fn_id, mode, tracked, items     consecutive inputs to run
     STOP                                         finish queued chunks, then exit
@@ -47,9 +48,11 @@ __all__ = [
     "Ready",
     "decode_chunk",
     "decode_from_worker",
+    "decode_init",
     "encode_batch",
     "encode_chunk",
     "encode_define",
+    "encode_init",
     "encode_init_failed",
     "encode_ready",
     "encode_stop",
@@ -60,6 +63,7 @@ __all__ = [
 DEFINE = 0x46  # "F"
 CHUNK = 0x43  # "C"
 STOP = 0x53  # "S"
+INIT = 0x4E  # "N"
 READY = 0x52  # "R"
 INIT_FAILED = 0x49  # "I"
 BATCH = 0x42  # "B"
@@ -96,6 +100,18 @@ def encode_chunk(
 
 def encode_stop() -> list[bytes]:
     return [bytes([STOP])]
+
+
+def encode_init(initializer_payload: bytes | None) -> list[bytes]:
+    return [bytes([INIT]), initializer_payload or b""]
+
+
+def decode_init(body: bytearray) -> memoryview | None:
+    """The initializer's payload from the first frame a worker gets (None: no initializer)."""
+    if body[0] != INIT:
+        raise ValueError(f"expected INIT as the first message, got kind {body[0]:#x}")
+    payload = memoryview(body)[1:]
+    return payload if len(payload) else None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,6 @@ import time
 import weakref
 from collections import deque
 from concurrent.futures import CancelledError
-from multiprocessing.sharedctypes import RawArray
-from typing import Any
 
 from workpool._options import PoolSpec
 from workpool.backends.process import protocol
@@ -29,7 +27,8 @@ from workpool.backends.process.handle import (
     WorkerHandle,
     describe_exit,
 )
-from workpool.backends.process.worker import worker_main
+from workpool.backends.process.launch import Launcher
+from workpool.backends.process.slots import SharedSlots
 from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
 from workpool.serialize import dumps_data, dumps_function
 from workpool.tasks import Chunk, ResultBatch
@@ -51,16 +50,14 @@ class Supervisor:
     flags and the wake-up pipe.
     """
 
-    def __init__(self, spec: PoolSpec, context: Any) -> None:
+    def __init__(self, spec: PoolSpec, launcher: Launcher) -> None:
         self._spec = spec
-        self._context = context
+        self._launcher = launcher
         self._initializer_payload = (
             dumps_function((spec.initializer, spec.initargs)) if spec.initializer else None
         )
-        # The pid workers should see as their parent; a fork server's pid is unknown here.
-        self._parent_pid = 0 if context.get_start_method() == "forkserver" else os.getpid()
-        self._slots: Any = RawArray("q", spec.workers * protocol.SLOT_FIELDS)
-        self._slot_view = memoryview(self._slots).cast("B").cast("q")
+        self._slots = SharedSlots(spec.workers)
+        self._slot_view = self._slots.view
         self._handles: list[WorkerHandle | None] = [None] * spec.workers
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -194,14 +191,8 @@ class Supervisor:
         base = slot * protocol.SLOT_FIELDS
         self._slot_view[base + protocol.SLOT_SEQ] = -1
         self._slot_view[base + protocol.SLOT_POSITION] = protocol.POSITION_IDLE
-        process = self._context.Process(
-            target=worker_main,
-            args=(child_sock, self._slots, slot, self._parent_pid, self._initializer_payload),
-            name=f"workpool-worker-{slot}",
-            daemon=False,
-        )
         try:
-            process.start()
+            process = self._launcher.start(child_sock, self._slots, slot)
         finally:
             child_sock.close()
         handle = WorkerHandle(
@@ -216,6 +207,8 @@ class Supervisor:
         self._handles[slot] = handle
         self._selector.register(parent_sock, selectors.EVENT_READ, (_SOCKET, handle))
         self._selector.register(process.sentinel, selectors.EVENT_READ, (_EXIT, handle))
+        handle.writer.write(*protocol.encode_init(self._initializer_payload))
+        self._watch_writes(handle)
 
     def _take_inbox(self) -> None:
         with self._lock:
@@ -518,6 +511,7 @@ class Supervisor:
         for chunk in leftover:
             self._fail(chunk, self._broken or CancelledError("the pool stopped before this task"))
         self._selector.close()
+        self._slots.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
         _live_supervisors.discard(self)
@@ -541,6 +535,12 @@ class Supervisor:
 
 
 _live_supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+
+
+# atexit runs handlers last registered first. multiprocessing's own exit handler
+# joins every live child process, which would wait forever on our idle workers, so
+# ours must be registered after it: importing multiprocessing.util registers it now.
+import multiprocessing.util  # noqa: E402, F401
 
 
 @atexit.register

@@ -27,6 +27,7 @@ import cloudpickle  # noqa: F401
 
 from workpool.backends.process import protocol
 from workpool.backends.process.framing import recv_frame, send_frame
+from workpool.backends.process.slots import SharedSlots
 from workpool.serialize import loads
 from workpool.tasks import CallMode, call_items
 
@@ -109,23 +110,30 @@ def _load_function(payload: memoryview) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
-def worker_main(
-    sock: socket.socket,
-    slots: Any,
-    slot_index: int,
-    parent_pid: int,
-    initializer_payload: bytes | None,
-) -> None:
-    """Entry point of a worker process (the ``target`` of its ``Process``)."""
+def worker_main(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid: int) -> None:
+    """Entry point of a worker process, however it was started.
+
+    ``parent_pid`` is the pid the worker should see as its parent, or 0 when its
+    parent is a fork server or the zygote.
+    """
+    try:
+        _serve(sock, slots, slot_index, parent_pid)
+    finally:
+        for stream in (sys.stdout, sys.stderr):  # the process may end with os._exit
+            with contextlib.suppress(Exception):
+                stream.flush()
+
+
+def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid: int) -> None:
     # Ctrl+C reaches the whole process group; the parent decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent_pid, sock)
-    slot = (
-        memoryview(slots)
-        .cast("B")
-        .cast("q")[slot_index * protocol.SLOT_FIELDS : (slot_index + 1) * protocol.SLOT_FIELDS]
-    )
+    slot = slots.slot(slot_index)
 
+    body = recv_frame(sock)
+    if body is None:
+        return
+    initializer_payload = protocol.decode_init(body)
     if initializer_payload is not None:
         try:
             initializer, initargs = loads(initializer_payload)
@@ -133,7 +141,7 @@ def worker_main(
         except BaseException as exc:
             send_frame(sock, *protocol.encode_init_failed(protocol.pack_error(exc)))
             sock.close()
-            os._exit(3)
+            return
     send_frame(sock, *protocol.encode_ready(os.getpid()))
 
     # A function is unpickled when a chunk first needs it, not when it arrives: if

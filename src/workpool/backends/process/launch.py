@@ -1,0 +1,102 @@
+"""How worker processes come into being: from the zygote, or through multiprocessing.
+
+The supervisor asks a launcher for a worker and gets back something process-like:
+``pid``, a ``sentinel`` that becomes readable when the process ends, ``kill()``,
+``join(timeout)``, ``exitcode`` and ``close()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import socket
+from typing import Any, Protocol
+
+from workpool.backends.process.slots import SharedSlots
+from workpool.backends.process.worker import worker_main
+from workpool.backends.process.zygote import Zygote, get_zygote
+
+__all__ = ["Launcher", "WorkerProcess", "default_start_method", "make_launcher"]
+
+
+class WorkerProcess(Protocol):
+    pid: Any
+    sentinel: int
+    exitcode: int | None
+
+    def kill(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None: ...
+    def close(self) -> None: ...
+
+
+class Launcher(Protocol):
+    #: How workers start, in words for error messages and reports.
+    method: str
+
+    def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess: ...
+
+
+class MultiprocessingLauncher:
+    """Workers as ``multiprocessing.Process`` of one start method (fork, forkserver, spawn)."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+        self._context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # Import the main module and the worker once in the server, not per worker.
+            # This takes effect only if the fork server is not running yet.
+            with contextlib.suppress(Exception):
+                self._context.set_forkserver_preload(
+                    ["__main__", "workpool.backends.process.worker"]
+                )
+        # The pid a worker should see as its parent; a fork server's is unknown here.
+        self._parent_pid = 0 if method == "forkserver" else os.getpid()
+
+    def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess:
+        process = self._context.Process(  # type: ignore[attr-defined]
+            target=worker_main,
+            args=(sock, slots, slot, self._parent_pid),
+            name=f"workpool-worker-{slot}",
+            daemon=False,
+        )
+        process.start()
+        return process  # type: ignore[no-any-return]
+
+
+class ZygoteLauncher:
+    """Workers forked by the zygote; if the zygote is lost, the fork server takes over."""
+
+    method = "zygote"
+
+    def __init__(self, zygote: Zygote) -> None:
+        self._zygote = zygote
+        self._fallback: MultiprocessingLauncher | None = None
+
+    def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess:
+        if self._fallback is None:
+            try:
+                return self._zygote.spawn(sock, slots.fd, slots.count, slot)
+            except OSError:
+                self._fallback = MultiprocessingLauncher(_safe_method())
+        return self._fallback.start(sock, slots, slot)
+
+
+def _safe_method() -> str:
+    """The standard library's start method that is safe with threads in the parent."""
+    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def default_start_method() -> str:
+    """What the default start method means here and now: 'zygote' or a safe fallback."""
+    return "zygote" if get_zygote() is not None else _safe_method()
+
+
+def make_launcher(start_method: str | None) -> Launcher:
+    """The launcher for ``start_method``; None picks the zygote when it can be had."""
+    if start_method is None:
+        zygote = get_zygote()
+        if zygote is not None:
+            return ZygoteLauncher(zygote)
+        start_method = _safe_method()
+    return MultiprocessingLauncher(start_method)
