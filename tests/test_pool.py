@@ -195,3 +195,24 @@ def test_submit_from_many_threads(backend: str) -> None:
         for t in threads:
             t.join()
         assert sorted(results) == sorted((k * 100 + i) ** 2 for k in range(4) for i in range(50))
+
+
+def test_a_finished_pool_never_touches_descriptors_it_gave_back() -> None:
+    import os
+
+    pool = workpool.Pool(2, backend="process")
+    assert pool.submit(square, 2).result(timeout=30) == 4
+    pool.shutdown()
+    pipes = [os.pipe() for _ in range(8)]  # likely to reuse what the pool closed
+    try:
+        pool.shutdown()  # again, and then the garbage collector: neither may write
+        del pool
+        gc.collect()
+        for read_end, _ in pipes:
+            os.set_blocking(read_end, False)
+            with pytest.raises(BlockingIOError):
+                os.read(read_end, 1)
+    finally:
+        for read_end, write_end in pipes:
+            os.close(read_end)
+            os.close(write_end)

@@ -294,11 +294,13 @@ class Pool(concurrent.futures.Executor):
         ``wait=True`` returns once every worker has stopped.
         """
         self._shut_down = True
+        self._finalizer.detach()
         self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled and process workers are killed."""
         self._shut_down = True
+        self._finalizer.detach()
         self._backend.terminate()
 
 

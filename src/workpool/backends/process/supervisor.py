@@ -63,6 +63,10 @@ class Supervisor:
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
+        # The wake-up pipe lives exactly as long as this object: other threads may still
+        # call shutdown() after the loop ended, and a descriptor closed early could by
+        # then belong to someone else's pipe, which our wake-up byte would corrupt.
+        weakref.finalize(self, _close_descriptors, self._wake_r, self._wake_w)
         self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
 
         # Shared with submitting threads, under _lock.
@@ -512,8 +516,6 @@ class Supervisor:
             self._fail(chunk, self._broken or CancelledError("the pool stopped before this task"))
         self._selector.close()
         self._slots.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
         _live_supervisors.discard(self)
 
     # --- handing results over -----------------------------------------------------------
@@ -535,6 +537,12 @@ class Supervisor:
 
 
 _live_supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()
+
+
+def _close_descriptors(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 # atexit runs handlers last registered first. multiprocessing's own exit handler
