@@ -66,7 +66,8 @@ class Supervisor:
         # The wake-up pipe lives exactly as long as this object: other threads may still
         # call shutdown() after the loop ended, and a descriptor closed early could by
         # then belong to someone else's pipe, which our wake-up byte would corrupt.
-        weakref.finalize(self, _close_descriptors, self._wake_r, self._wake_w)
+        closer = weakref.finalize(self, _close_descriptors, self._wake_r, self._wake_w)
+        closer.atexit = False  # at exit, our exit hook still needs it to wake the loop
         self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
 
         # Shared with submitting threads, under _lock.
