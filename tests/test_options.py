@@ -37,6 +37,8 @@ ONE_SHOT = [workpool.map, workpool.imap]
         ({"return_exceptions": 1}, TypeError, r"return_exceptions must be True or False"),
         ({"progress": None}, TypeError, r"progress must be True or False"),
         ({"initializer": 42}, TypeError, r"initializer must be callable or None; got 42"),
+        ({"share_threshold": -1}, ValueError, r"share_threshold must be a number of bytes"),
+        ({"share_threshold": "1MB"}, TypeError, r"share_threshold must be a number of bytes .*str"),
         ({"initargs": 5}, TypeError, r"initargs must be a tuple"),
         ({"max_tasks_per_worker": 0}, ValueError, r"max_tasks_per_worker must be a positive"),
         (

@@ -12,12 +12,23 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
 from conftest import START_METHODS, wait_for
+
+DEV_SHM = Path("/dev/shm")
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_in_dev_shm() -> Iterator[None]:
+    before = set(DEV_SHM.iterdir())
+    yield
+    assert set(DEV_SHM.iterdir()) == before
+
 
 TESTS = Path(__file__).resolve().parent
 
@@ -31,7 +42,7 @@ SCRIPT = textwrap.dedent(
     # child inherits that; a program in a terminal gets Python's usual handler.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    def report_and_sleep(x):
+    def report_and_sleep(x, *big):
         open(os.path.join({marks!r}, str(os.getpid())), "w").close()
         time.sleep(30)
         return x
@@ -41,6 +52,11 @@ SCRIPT = textwrap.dedent(
         if mode == "map":
             workpool.map(report_and_sleep, range(100), backend="process", workers=2,
                          chunksize=1, start_method={method!r})
+        elif mode == "map-shared":
+            import numpy
+            big = numpy.ones(4_000_000)  # 32 MB: travels in shared memory
+            workpool.map(report_and_sleep, range(100), [big] * 100, backend="process",
+                         workers=2, chunksize=1, start_method={method!r})
         elif mode == "pool":
             with workpool.Pool(2, backend="process", start_method={method!r}) as pool:
                 list(pool.imap(report_and_sleep, range(100), chunksize=1))
@@ -98,7 +114,7 @@ def finish(parent: subprocess.Popen[str], timeout: float) -> tuple[int, str, str
     return parent.returncode, out, err, time.monotonic() - begin
 
 
-@pytest.mark.parametrize("mode", ["map", "pool"])
+@pytest.mark.parametrize("mode", ["map", "pool", "map-shared"])
 def test_ctrl_c_raises_keyboard_interrupt_and_stops_the_workers(tmp_path: Path, mode: str) -> None:
     parent, marks = start_parent(tmp_path, mode)
     pids = wait_for_workers(parent, marks)
@@ -121,8 +137,9 @@ def test_sigterm_ends_parent_and_workers(tmp_path: Path, method: str) -> None:
 
 
 @pytest.mark.parametrize("method", START_METHODS)
-def test_workers_notice_the_parent_was_killed(tmp_path: Path, method: str) -> None:
-    parent, marks = start_parent(tmp_path, "map", method)
+@pytest.mark.parametrize("mode", ["map", "map-shared"])
+def test_workers_notice_the_parent_was_killed(tmp_path: Path, method: str, mode: str) -> None:
+    parent, marks = start_parent(tmp_path, mode, method)
     pids = wait_for_workers(parent, marks)
     parent.kill()
     finish(parent, timeout=10)

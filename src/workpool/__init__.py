@@ -5,6 +5,7 @@ internal and may change:
 
 - ``oneshot``   ``map``, ``imap``, ``starmap``: a pool for one call
 - ``pool``      ``Pool``, a reusable ``concurrent.futures.Executor``
+- ``sharing``   ``share()`` and automatic shared memory for large NumPy arrays
 - ``errors``    the exceptions, all rooted at ``WorkpoolError``
 - ``advise``    the measurement behind ``advise()`` and ``backend="auto"``
 - ``run``       how one call feeds chunks and orders results
@@ -25,6 +26,7 @@ from workpool.oneshot import imap as imap
 from workpool.oneshot import map as map  # noqa: A004 - mirrors the builtin on purpose
 from workpool.oneshot import starmap as starmap
 from workpool.pool import Pool as Pool
+from workpool.sharing import share as share
 
 __version__ = "0.1.0"
 
@@ -40,9 +42,10 @@ __all__ = [
     "advise",
     "imap",
     "map",
+    "share",
     "starmap",
 ]
 
-for _public in (Pool, advise, imap, map, starmap):
+for _public in (Pool, advise, imap, map, share, starmap):
     _public.__module__ = "workpool"
 del _public

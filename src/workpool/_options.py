@@ -42,6 +42,7 @@ class RunOptions:
     return_exceptions: bool = False
     progress: bool = False
     timeout: float | None = None  # overall deadline of Pool.map (Executor semantics)
+    share_threshold: int | None = 1 << 20  # NumPy arrays this big go by shared memory
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,7 @@ def make_run_options(
     return_exceptions: object = False,
     progress: object = False,
     timeout: object = None,
+    share_threshold: object = 1 << 20,
 ) -> RunOptions:
     """Validate the options of one map/imap/starmap call."""
     retry_count = _as_int(retries)
@@ -191,4 +193,20 @@ def make_run_options(
         return_exceptions=_flag("return_exceptions", return_exceptions),
         progress=_flag("progress", progress),
         timeout=_seconds("timeout", timeout),
+        share_threshold=_byte_count("share_threshold", share_threshold),
     )
+
+
+def _byte_count(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    count = _as_int(value)
+    if count is None:
+        raise TypeError(
+            f"{name} must be a number of bytes (an integer >= 0) or None; got {_describe(value)}"
+        )
+    if count < 0:
+        raise ValueError(
+            f"{name} must be a number of bytes (an integer >= 0) or None; got {value!r}"
+        )
+    return count

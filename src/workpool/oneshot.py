@@ -19,6 +19,7 @@ from workpool.backends import create_backend
 from workpool.errors import add_note
 from workpool.pool import prepare_inputs
 from workpool.run import MapRun, start_progress_bar
+from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import call_items
 
 __all__ = ["imap", "map", "starmap"]
@@ -187,6 +188,7 @@ def _split_options(
     initargs: Iterable[Any],
     max_tasks_per_worker: int | None,
     start_method: str | None,
+    share_threshold: int | None,
 ) -> dict[str, dict[str, Any]]:
     return {
         "pool_options": {
@@ -204,6 +206,7 @@ def _split_options(
             "retries": retries,
             "return_exceptions": return_exceptions,
             "progress": progress,
+            "share_threshold": share_threshold,
         },
     }
 
@@ -223,6 +226,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
 
@@ -247,6 +251,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
             initargs,
             max_tasks_per_worker,
             start_method,
+            share_threshold,
         ),
     )
     return call.collect()
@@ -267,6 +272,7 @@ def imap(
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
 
@@ -291,6 +297,7 @@ def imap(
             initargs,
             max_tasks_per_worker,
             start_method,
+            share_threshold,
         ),
     )
     return call.results(raise_in_order=True)
@@ -312,6 +319,7 @@ def starmap(
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
     call = _OneShotCall(
@@ -331,6 +339,7 @@ def starmap(
             initargs,
             max_tasks_per_worker,
             start_method,
+            share_threshold,
         ),
     )
     return call.collect()

@@ -16,6 +16,7 @@ from workpool._options import (
 from workpool.backends import Backend, create_backend
 from workpool.errors import add_note
 from workpool.run import MapRun
+from workpool.sharing import DEFAULT_SHARE_THRESHOLD, SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
 __all__ = ["Pool", "prepare_inputs"]
@@ -102,7 +103,8 @@ class Pool(concurrent.futures.Executor):
     ``loop.run_in_executor(pool, ...)`` works. ``imap`` and ``starmap`` add lazy
     input, unordered results, retries, timeouts and progress.
 
-    ``task_timeout`` and ``retries`` given here are the defaults for every call.
+    ``task_timeout``, ``retries`` and ``share_threshold`` given here are the defaults
+    for every call.
     """
 
     def __init__(
@@ -116,6 +118,7 @@ class Pool(concurrent.futures.Executor):
         start_method: str | None = None,
         task_timeout: float | None = None,
         retries: int = 0,
+        share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     ) -> None:
         if backend == "auto":
             raise ValueError(
@@ -131,7 +134,10 @@ class Pool(concurrent.futures.Executor):
             max_tasks_per_worker=max_tasks_per_worker,
             start_method=start_method,
         )
-        self._defaults = make_run_options(task_timeout=task_timeout, retries=retries)
+        self._defaults = make_run_options(
+            task_timeout=task_timeout, retries=retries, share_threshold=share_threshold
+        )
+        self._sharing = SharingContext(self._defaults.share_threshold)  # for submit()
         self._shut_down = False
         self._backend = create_backend(self._spec)
         # A pool dropped without shutdown() still lets its workers go.
@@ -172,6 +178,7 @@ class Pool(concurrent.futures.Executor):
                 start=-1,
                 items=[(args, kwargs)],
                 task_timeout=self._defaults.task_timeout,
+                sharing=self._sharing,
             )
         )
         return future
@@ -179,6 +186,7 @@ class Pool(concurrent.futures.Executor):
     def _options(self, options: dict[str, Any]) -> RunOptions:
         options.setdefault("task_timeout", self._defaults.task_timeout)
         options.setdefault("retries", self._defaults.retries)
+        options.setdefault("share_threshold", self._defaults.share_threshold)
         return make_run_options(**options)
 
     def map(
@@ -192,6 +200,7 @@ class Pool(concurrent.futures.Executor):
         retries: int = _UNSET,
         return_exceptions: bool = False,
         progress: bool = False,
+        share_threshold: int | None = _UNSET,
     ) -> Iterator[T]:
         """``Executor.map``: every input is submitted now; results come as you iterate.
 
@@ -208,6 +217,7 @@ class Pool(concurrent.futures.Executor):
                 return_exceptions=return_exceptions,
                 progress=progress,
                 timeout=timeout,
+                share_threshold=share_threshold,
             )
         )
         self._check_open()
@@ -227,6 +237,7 @@ class Pool(concurrent.futures.Executor):
         retries: int = _UNSET,
         return_exceptions: bool = False,
         progress: bool = False,
+        share_threshold: int | None = _UNSET,
     ) -> Iterator[T]:
         """Lazily map ``fn`` over the inputs; the pool must stay open while you iterate.
 
@@ -242,6 +253,7 @@ class Pool(concurrent.futures.Executor):
                 retries=retries,
                 return_exceptions=return_exceptions,
                 progress=progress,
+                share_threshold=share_threshold,
             )
         )
         self._check_open()
@@ -259,6 +271,7 @@ class Pool(concurrent.futures.Executor):
         retries: int = _UNSET,
         return_exceptions: bool = False,
         progress: bool = False,
+        share_threshold: int | None = _UNSET,
     ) -> list[T]:
         """``fn(*args)`` for every tuple of arguments; returns the list of results."""
         check_function(fn)
@@ -270,6 +283,7 @@ class Pool(concurrent.futures.Executor):
                 retries=retries,
                 return_exceptions=return_exceptions,
                 progress=progress,
+                share_threshold=share_threshold,
             )
         )
         self._check_open()
@@ -296,12 +310,15 @@ class Pool(concurrent.futures.Executor):
         self._shut_down = True
         self._finalizer.detach()
         self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
+        if wait:
+            self._sharing.release()
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled and process workers are killed."""
         self._shut_down = True
         self._finalizer.detach()
         self._backend.terminate()
+        self._sharing.release()
 
 
 def _given(**options: Any) -> dict[str, Any]:

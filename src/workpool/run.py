@@ -21,6 +21,7 @@ from workpool._options import RunOptions
 from workpool.backends.base import Backend
 from workpool.chunking import ChunkSizer
 from workpool.errors import BrokenPool, add_note
+from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
 __all__ = ["MapRun", "start_progress_bar"]
@@ -97,6 +98,8 @@ class MapRun:
         self._unfinished = 0  # unordered: chunks with items still to come
         self._next_start = first_position
         self._exhausted = False
+        # Large NumPy arguments of this call travel once, in shared memory (processes).
+        self._sharing = SharingContext(options.share_threshold)
         self._progress: Any = progress_bar
         if options.progress and progress_bar is None:
             self._progress = start_progress_bar(total, fn)
@@ -180,6 +183,7 @@ class MapRun:
     def close(self) -> None:
         """Stop: chunks not yet started are dropped; late results are ignored."""
         self._cancelled = True
+        self._sharing.release()
         if self._progress is not None:
             self._progress.close()
             self._progress = None
@@ -199,6 +203,7 @@ class MapRun:
             items=items,
             task_timeout=self._options.task_timeout,
             tag=state,
+            sharing=self._sharing,
         )
 
     def _feed(self) -> None:

@@ -55,10 +55,15 @@ class Chunk:
     task_timeout: float | None = None
     attempt: int = 0
     tag: Any = None
-    # Filled by the process backend: the function's pickled form and the items
-    # pickled (in the submitting thread), and the chunk's number on the wire.
+    # Automatic sharing of large arrays for the call this chunk belongs to.
+    sharing: Any = None
+    # Filled by the process backend: the function's pickled form, the items pickled
+    # (in the submitting thread) with the shared-memory descriptors they refer to and
+    # the objects keeping those open, and the chunk's number on the wire.
     fn_ref: Any = None
     payload: bytes | None = None
+    fds: list[int] = field(default_factory=list)
+    keep: list[Any] = field(default_factory=list)
     seq: int = 0
 
     def task_name(self, offset: int = 0) -> str:
@@ -78,6 +83,7 @@ class Chunk:
             task_timeout=self.task_timeout,
             attempt=self.attempt,
             tag=self.tag,
+            sharing=self.sharing,
             fn_ref=self.fn_ref,
         )
 

@@ -52,7 +52,8 @@ from workpool.backends.process.launch import make_launcher
 from workpool.backends.process.protocol import FunctionRef
 from workpool.backends.process.supervisor import Supervisor
 from workpool.errors import add_note
-from workpool.serialize import dumps_data, dumps_function, unpicklable_reason
+from workpool.serialize import dumps_function, unpicklable_reason
+from workpool.sharing import dumps_sharing
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["ProcessBackend"]
@@ -79,7 +80,7 @@ class ProcessBackend(Backend):
     def submit(self, chunk: Chunk) -> None:
         chunk.fn_ref = self._function_ref(chunk.fn)
         try:
-            chunk.payload = dumps_data(chunk.items)
+            chunk.payload, chunk.fds, chunk.keep = dumps_sharing(chunk.items, chunk.sharing)
         except Exception:
             self._submit_picklable_part(chunk)
             return

@@ -1,5 +1,9 @@
 """Frames on a socket: an 8-byte little-endian length, then the body.
 
+A frame may carry file descriptors beside its bytes (shared-memory segments, see
+``workpool.sharing``): they ride, as ``SCM_RIGHTS``, with the frame's first bytes, and
+arrive in the same order as the frames; the frame's body says how many are its own.
+
 Workers send and receive whole frames, blocking. The supervisor never blocks on a
 socket: ``FrameReader`` collects whatever has arrived and ``FrameWriter`` writes what
 the socket takes now, keeping the rest for later.
@@ -7,15 +11,20 @@ the socket takes now, keeping the rest for later.
 
 from __future__ import annotations
 
+import array
 import socket
 import struct
 from collections import deque
+from collections.abc import Sequence
 
 __all__ = ["FrameReader", "FrameWriter", "recv_frame", "send_frame"]
 
 LENGTH = struct.Struct("<Q")
 # Frames at least this large are sent as header + body, without joining them.
 _JOIN_LIMIT = 1 << 16
+# Room for the descriptors one receive can bring (a frame carries at most 64).
+_ANCILLARY = socket.CMSG_SPACE(64 * array.array("i").itemsize)
+_RECEIVE_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
 def frame_parts(*parts: bytes | memoryview) -> list[bytes | memoryview]:
@@ -27,37 +36,64 @@ def frame_parts(*parts: bytes | memoryview) -> list[bytes | memoryview]:
     return [header, *parts]
 
 
-def send_frame(sock: socket.socket, *parts: bytes | memoryview) -> None:
-    """Send one frame, blocking until it is all written (worker side)."""
-    for buffer in frame_parts(*parts):
+def _rights(fds: Sequence[int]) -> list[tuple[int, int, bytes]]:
+    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+
+
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(data) - len(data) % array.array("i").itemsize
+            fds.extend(array.array("i", data[:usable]))
+    return fds
+
+
+def send_frame(sock: socket.socket, *parts: bytes | memoryview, fds: Sequence[int] = ()) -> None:
+    """Send one frame, with ``fds`` beside it, blocking until it is all written."""
+    buffers = frame_parts(*parts)
+    first = memoryview(buffers[0])
+    if fds:
+        sent = sock.sendmsg([first], _rights(fds))
+        first = first[sent:]
+    sock.sendall(first)
+    for buffer in buffers[1:]:
         sock.sendall(buffer)
 
 
-def _recv_exactly(sock: socket.socket, size: int) -> bytearray | None:
+def _recv_exactly(sock: socket.socket, size: int, fds: list[int]) -> bytearray | None:
     buffer = bytearray(size)
     view = memoryview(buffer)
     got = 0
     while got < size:
-        n = sock.recv_into(view[got:])
+        n, ancillary, _, _ = sock.recvmsg_into([view[got:]], _ANCILLARY, _RECEIVE_FLAGS)
+        fds.extend(_received_fds(ancillary))
         if n == 0:
             return None
         got += n
     return buffer
 
 
-def recv_frame(sock: socket.socket) -> bytearray | None:
-    """Receive one frame's body, blocking; ``None`` when the peer has gone (worker side)."""
-    header = _recv_exactly(sock, LENGTH.size)
+def recv_frame(sock: socket.socket) -> tuple[bytearray, list[int]] | None:
+    """One frame's body and the descriptors that came with it, blocking.
+
+    ``None`` when the peer has gone.
+    """
+    fds: list[int] = []
+    header = _recv_exactly(sock, LENGTH.size, fds)
     if header is None:
         return None
-    return _recv_exactly(sock, LENGTH.unpack(header)[0])
+    body = _recv_exactly(sock, LENGTH.unpack(header)[0], fds)
+    return None if body is None else (body, fds)
 
 
 class FrameReader:
     """Collects frames from a socket without ever blocking (supervisor side).
 
     ``read()`` takes whatever the socket has now and returns the frames it completed;
-    a large frame may take several calls. ``closed`` becomes True at end of file.
+    a large frame may take several calls. Descriptors that arrive are queued in
+    ``fds``, in order; whoever decodes a frame takes as many as it says it carries.
+    ``closed`` becomes True at end of file.
     """
 
     _RECV_SIZE = 1 << 18
@@ -68,7 +104,12 @@ class FrameReader:
         self._big: bytearray | None = None  # body of a large frame being filled
         self._big_view: memoryview | None = None
         self._big_got = 0
+        self.fds: deque[int] = deque()
         self.closed = False
+
+    def take_fds(self, count: int) -> list[int]:
+        """The next ``count`` descriptors that arrived (fewer if the peer sent fewer)."""
+        return [self.fds.popleft() for _ in range(min(count, len(self.fds)))]
 
     def read(self) -> list[bytes | bytearray]:
         frames: list[bytes | bytearray] = []
@@ -78,12 +119,15 @@ class FrameReader:
                     break
                 continue
             try:
-                data = self._sock.recv(self._RECV_SIZE, socket.MSG_DONTWAIT)
+                data, ancillary, _, _ = self._sock.recvmsg(
+                    self._RECV_SIZE, _ANCILLARY, socket.MSG_DONTWAIT | _RECEIVE_FLAGS
+                )
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 self.closed = True
                 break
+            self.fds.extend(_received_fds(ancillary))
             if not data:
                 self.closed = True
                 break
@@ -116,12 +160,15 @@ class FrameReader:
     def _fill_big(self, frames: list[bytes | bytearray]) -> bool:
         assert self._big is not None and self._big_view is not None
         try:
-            n = self._sock.recv_into(self._big_view[self._big_got :], 0, socket.MSG_DONTWAIT)
+            n, ancillary, _, _ = self._sock.recvmsg_into(
+                [self._big_view[self._big_got :]], _ANCILLARY, socket.MSG_DONTWAIT | _RECEIVE_FLAGS
+            )
         except (BlockingIOError, InterruptedError):
             return False
         except OSError:
             self.closed = True
             return False
+        self.fds.extend(_received_fds(ancillary))
         if n == 0:
             self.closed = True
             return False
@@ -138,31 +185,36 @@ class FrameWriter:
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._queue: deque[memoryview] = deque()
+        # Buffers to write, each with the descriptors to send with its first byte.
+        self._queue: deque[tuple[memoryview, Sequence[int]]] = deque()
         self.broken = False
 
     @property
     def pending(self) -> bool:
         return bool(self._queue)
 
-    def write(self, *parts: bytes | memoryview) -> None:
-        for buffer in frame_parts(*parts):
-            self._queue.append(memoryview(buffer))
+    def write(self, *parts: bytes | memoryview, fds: Sequence[int] = ()) -> None:
+        for index, buffer in enumerate(frame_parts(*parts)):
+            self._queue.append((memoryview(buffer), fds if index == 0 else ()))
         self.flush()
 
     def flush(self) -> None:
         """Write what the socket takes now; the rest waits for the next call."""
         queue = self._queue
         while queue and not self.broken:
+            buffer, fds = queue[0]
             try:
-                sent = self._sock.send(queue[0], socket.MSG_DONTWAIT)
+                if fds:
+                    sent = self._sock.sendmsg([buffer], _rights(fds), socket.MSG_DONTWAIT)
+                else:
+                    sent = self._sock.send(buffer, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # the worker is gone; its exit is handled elsewhere
                 self.broken = True
                 queue.clear()
                 return
-            if sent == len(queue[0]):
+            if sent == len(buffer):
                 queue.popleft()
-            else:
-                queue[0] = queue[0][sent:]
+            else:  # the descriptors went with the bytes already sent
+                queue[0] = (buffer[sent:], ())

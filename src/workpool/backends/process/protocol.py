@@ -8,14 +8,16 @@ Parent to worker::
 
     INIT    pickled (initializer, initargs)     always the first frame; may be empty
     DEFINE  fn_id, evict_id, pickled function   the function, sent once per worker
-    CHUNK   seq, fn_id, mode, tracked, items     consecutive inputs to run
+    CHUNK   seq, fn_id, mode, tracked,           consecutive inputs to run
+            share threshold, fd count, items
     STOP                                         finish queued chunks, then exit
 
 Worker to parent::
 
     READY        pid                             the initializer ran; work may come
     INIT_FAILED  packed error                    the initializer raised; the worker exits
-    BATCH        seq, elapsed, values, errors    one chunk's results, in item order
+    BATCH        seq, elapsed, fd count,         one chunk's results, in item order
+                 values, errors
 
 Beside the socket, every worker has a *slot* of three integers in memory shared with
 the parent: the ``seq`` of the chunk it is running, the position of the item it is on,
@@ -36,6 +38,7 @@ from typing import Any
 
 from workpool.errors import RemoteTraceback, TaskError
 from workpool.serialize import PROTOCOL, dumps_data
+from workpool.sharing import SharingContext, dumps_sharing, loads_sharing
 from workpool.tasks import CallMode
 
 __all__ = [
@@ -69,8 +72,9 @@ INIT_FAILED = 0x49  # "I"
 BATCH = 0x42  # "B"
 
 _DEFINE_HEAD = struct.Struct("<Bqq")  # kind, fn_id, evict_id (-1: none)
-_CHUNK_HEAD = struct.Struct("<BqqB?")  # kind, seq, fn_id, mode, tracked
-_BATCH_HEAD = struct.Struct("<Bqd")  # kind, seq, elapsed seconds
+# kind, seq, fn_id, mode, tracked, share threshold (-1: none), descriptors carried
+_CHUNK_HEAD = struct.Struct("<BqqB?qH")
+_BATCH_HEAD = struct.Struct("<BqdH")  # kind, seq, elapsed seconds, descriptors carried
 
 # Shared slot layout: three int64 per worker.
 SLOT_FIELDS = 3
@@ -93,9 +97,17 @@ def encode_define(fn_id: int, payload: bytes, evict_id: int | None) -> list[byte
 
 
 def encode_chunk(
-    seq: int, fn_id: int, mode: CallMode, tracked: bool, payload: bytes
+    seq: int,
+    fn_id: int,
+    mode: CallMode,
+    tracked: bool,
+    share_threshold: int | None,
+    fd_count: int,
+    payload: bytes,
 ) -> list[bytes]:
-    return [_CHUNK_HEAD.pack(CHUNK, seq, fn_id, int(mode), tracked), payload]
+    threshold = -1 if share_threshold is None else share_threshold
+    head = _CHUNK_HEAD.pack(CHUNK, seq, fn_id, int(mode), tracked, threshold, fd_count)
+    return [head, payload]
 
 
 def encode_stop() -> list[bytes]:
@@ -122,6 +134,7 @@ class ChunkOrder:
     fn_id: int
     mode: CallMode
     tracked: bool
+    share_threshold: int | None
     payload: memoryview
 
 
@@ -138,8 +151,15 @@ def decode_chunk(body: bytearray) -> ChunkOrder | DefineOrder | None:
     """Read a parent-to-worker frame; ``None`` means STOP."""
     kind = body[0]
     if kind == CHUNK:
-        _, seq, fn_id, mode, tracked = _CHUNK_HEAD.unpack_from(body)
-        return ChunkOrder(seq, fn_id, CallMode(mode), tracked, memoryview(body)[_CHUNK_HEAD.size :])
+        _, seq, fn_id, mode, tracked, threshold, _ = _CHUNK_HEAD.unpack_from(body)
+        return ChunkOrder(
+            seq,
+            fn_id,
+            CallMode(mode),
+            tracked,
+            None if threshold < 0 else threshold,
+            memoryview(body)[_CHUNK_HEAD.size :],
+        )
     if kind == DEFINE:
         _, fn_id, evict_id = _DEFINE_HEAD.unpack_from(body)
         return DefineOrder(
@@ -199,24 +219,31 @@ def encode_init_failed(error: PackedError) -> list[bytes]:
 
 
 def encode_batch(
-    seq: int, elapsed: float, values: list[Any], errors: Sequence[tuple[int, PackedError]]
-) -> list[bytes]:
-    """A chunk's results. Values that cannot be pickled become that item's error."""
-    head = _BATCH_HEAD.pack(BATCH, seq, elapsed)
+    seq: int,
+    elapsed: float,
+    values: list[Any],
+    errors: Sequence[tuple[int, PackedError]],
+    sharing: SharingContext,
+) -> tuple[list[bytes], list[int], list[Any]]:
+    """A chunk's results, the descriptors to send with them, and what keeps those open.
+
+    Large arrays among the results travel in shared memory (``sharing``). A value that
+    cannot be pickled becomes that item's error.
+    """
     try:
-        return [head, dumps_data((values, errors))]
+        payload, fds, keep = dumps_sharing((values, errors), sharing)
     except Exception:
-        pass
-    errors = list(errors)
-    values = list(values)
-    for position, value in enumerate(values):
-        try:
-            dumps_data(value)
-        except Exception as exc:
-            note = f"the task's result ({type(value).__name__}) could not be pickled: {exc}"
-            errors.append((position, pack_error(_with_note(exc, note))))
-            values[position] = None
-    return [head, dumps_data((values, errors))]
+        errors = list(errors)
+        values = list(values)
+        for position, value in enumerate(values):
+            try:
+                dumps_data(value)
+            except Exception as exc:
+                note = f"the task's result ({type(value).__name__}) could not be pickled: {exc}"
+                errors.append((position, pack_error(_with_note(exc, note))))
+                values[position] = None
+        payload, fds, keep = dumps_sharing((values, errors), sharing)
+    return [_BATCH_HEAD.pack(BATCH, seq, elapsed, len(fds)), payload], fds, keep
 
 
 def _with_note(exc: BaseException, note: str) -> BaseException:
@@ -240,18 +267,20 @@ class InitFailed:
 class Batch:
     seq: int
     elapsed: float
+    fd_count: int  # shared-memory descriptors that came with it
     body: bytes | bytearray
 
-    def decode(self) -> tuple[list[Any], list[tuple[int, PackedError]]]:
-        values, errors = pickle.loads(memoryview(self.body)[_BATCH_HEAD.size :])
+    def decode(self, fds: list[int]) -> tuple[list[Any], list[tuple[int, PackedError]]]:
+        """The values and packed errors; takes ownership of ``fds``."""
+        values, errors = loads_sharing(memoryview(self.body)[_BATCH_HEAD.size :], fds)
         return values, errors
 
 
 def decode_from_worker(body: bytes | bytearray) -> Ready | InitFailed | Batch:
     kind = body[0]
     if kind == BATCH:
-        _, seq, elapsed = _BATCH_HEAD.unpack_from(body)
-        return Batch(seq, elapsed, body)
+        _, seq, elapsed, fd_count = _BATCH_HEAD.unpack_from(body)
+        return Batch(seq, elapsed, fd_count, body)
     if kind == READY:
         return Ready(pickle.loads(memoryview(body)[1:]))
     if kind == INIT_FAILED:

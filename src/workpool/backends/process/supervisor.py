@@ -30,7 +30,8 @@ from workpool.backends.process.handle import (
 from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
 from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
-from workpool.serialize import dumps_data, dumps_function
+from workpool.serialize import dumps_function
+from workpool.sharing import dumps_sharing
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["Supervisor"]
@@ -263,11 +264,13 @@ class Supervisor:
         self._seq += 1
         chunk.seq = self._seq
         if chunk.payload is None:  # a piece split off after a crash: its items pickle
-            chunk.payload = dumps_data(chunk.items)
+            chunk.payload, chunk.fds, chunk.keep = dumps_sharing(chunk.items, chunk.sharing)
         tracked = chunk.task_timeout is not None
-        handle.writer.write(
-            *protocol.encode_chunk(chunk.seq, ref.fn_id, chunk.mode, tracked, chunk.payload)
+        threshold = chunk.sharing.threshold if chunk.sharing is not None else None
+        parts = protocol.encode_chunk(
+            chunk.seq, ref.fn_id, chunk.mode, tracked, threshold, len(chunk.fds), chunk.payload
         )
+        handle.writer.write(*parts, fds=chunk.fds)
         handle.assigned.append(chunk)
         if handle.tasks_left is not None:
             handle.tasks_left -= len(chunk.items)
@@ -306,7 +309,7 @@ class Supervisor:
         chunk = handle.assigned.popleft()
         assert chunk.seq == batch.seq, "a worker answered chunks out of order"
         try:
-            values, packed_errors = batch.decode()
+            values, packed_errors = batch.decode(handle.reader.take_fds(batch.fd_count))
         except Exception as exc:
             add_note(exc, "the results came back from the worker but could not be unpickled")
             self._fail(chunk, exc, worker=handle.label)
@@ -333,6 +336,9 @@ class Supervisor:
             handle.alive = False
         self._selector.unregister(handle.process.sentinel)
         handle.sock.close()
+        for fd in handle.reader.take_fds(len(handle.reader.fds)):  # of a frame never finished
+            with contextlib.suppress(OSError):
+                os.close(fd)
         handle.process.join(1.0)
         exitcode = handle.process.exitcode
         self._handles[handle.slot] = None

@@ -29,6 +29,7 @@ from workpool.backends.process import protocol
 from workpool.backends.process.framing import recv_frame, send_frame
 from workpool.backends.process.slots import SharedSlots
 from workpool.serialize import loads
+from workpool.sharing import SharingContext, loads_sharing
 from workpool.tasks import CallMode, call_items
 
 __all__ = ["worker_main"]
@@ -130,10 +131,10 @@ def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid:
     _die_with_parent(parent_pid, sock)
     slot = slots.slot(slot_index)
 
-    body = recv_frame(sock)
-    if body is None:
+    frame = recv_frame(sock)
+    if frame is None:
         return
-    initializer_payload = protocol.decode_init(body)
+    initializer_payload = protocol.decode_init(frame[0])
     if initializer_payload is not None:
         try:
             initializer, initargs = loads(initializer_payload)
@@ -148,10 +149,14 @@ def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid:
     # unpickling it kills the process, the parent then knows which task was running.
     functions: dict[int, Callable[..., Any] | memoryview] = {}
     while True:
-        body = recv_frame(sock)
-        if body is None:  # the parent is gone
+        frame = recv_frame(sock)
+        if frame is None:  # the parent is gone
             break
+        body, fds = frame
         order = protocol.decode_chunk(body)
+        if not isinstance(order, protocol.ChunkOrder):
+            for fd in fds:  # only chunks carry shared memory
+                os.close(fd)
         if order is None:
             break
         if isinstance(order, protocol.DefineOrder):
@@ -162,7 +167,7 @@ def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid:
         slot[protocol.SLOT_SEQ] = order.seq
         started = time.perf_counter()
         try:
-            items = loads(order.payload)
+            items = loads_sharing(order.payload, fds)
         except BaseException as exc:  # the arguments cannot be rebuilt here
             values: list[Any] = []
             errors = [(protocol.WHOLE_CHUNK, protocol.pack_error(exc))]
@@ -173,6 +178,9 @@ def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid:
             values, errors = _run_chunk(fn, order.mode, items, slot, order.tracked)
             del items, fn
         elapsed = time.perf_counter() - started
-        send_frame(sock, *protocol.encode_batch(order.seq, elapsed, values, errors))
-        del values, errors
+        # Large arrays among the results go back in shared memory, writable there.
+        sharing = SharingContext(order.share_threshold, writable=True)
+        parts, result_fds, keep = protocol.encode_batch(order.seq, elapsed, values, errors, sharing)
+        send_frame(sock, *parts, fds=result_fds)
+        del values, errors, keep, sharing
     sock.close()

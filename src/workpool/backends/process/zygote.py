@@ -234,13 +234,15 @@ _zygote_lock = threading.Lock()
 
 
 def _single_threaded() -> bool:
-    """Does this process run one thread only, counting threads Python does not know of?"""
-    if threading.active_count() != 1:
-        return False
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return True  # no /proc: Python's own count is all there is
+    """Does this process run one Python thread only?
+
+    This is the test CPython applies before it warns about fork with threads (3.12+).
+    Threads that C libraries start on their own, like OpenBLAS's under NumPy, are not
+    counted: they are idle between calls and such libraries make fork safe themselves
+    (``pthread_atfork``); refusing the zygote whenever NumPy is imported would make the
+    common case the slow one.
+    """
+    return threading.active_count() == 1
 
 
 def get_zygote() -> Zygote | None:

@@ -1,0 +1,239 @@
+"""Large data without copies: workpool.share and automatic sharing of big NumPy arrays.
+
+Shared memory here is anonymous (memfd): it never appears in /dev/shm, and it is gone
+once no process holds it. Each test also checks that no descriptor of it stays open
+in this process once the objects are dropped.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import workpool
+
+np = pytest.importorskip("numpy")
+
+MB = 1 << 20
+
+
+def open_segments() -> int:
+    """Descriptors of shared-memory segments this process holds open."""
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if "memfd:workpool" in os.readlink(f"/proc/self/fd/{fd}"):
+                count += 1
+        except OSError:
+            continue
+    return count
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_in_shared_memory() -> Iterator[None]:
+    before_dev_shm = set(os.listdir("/dev/shm"))
+    yield
+    gc.collect()
+    assert open_segments() == 0, "a shared-memory segment is still held open"
+    assert set(os.listdir("/dev/shm")) == before_dev_shm
+
+
+# --- what the workers see ------------------------------------------------------------
+
+
+def describe(array: Any) -> tuple[bool, str, tuple[int, int] | None]:
+    """(writable?, class of the memory's owner, identity of its shared segment)."""
+    from workpool.sharing import _find_segment
+
+    found = _find_segment(array)
+    root: Any = array
+    while getattr(root, "base", None) is not None:
+        root = root.base
+    owner = type(root.obj if isinstance(root, memoryview) else root).__name__
+    return bool(array.flags.writeable), owner, found[0].identity if found else None
+
+
+def describe_pair(array: Any, index: int) -> tuple[bool, str, tuple[int, int] | None]:
+    return describe(array)
+
+
+def part_sum(array: Any, part: int, parts: int = 8) -> float:
+    size = len(array) // parts
+    return float(array[part * size : (part + 1) * size].sum())
+
+
+def fill_row(out: Any, row: int) -> int:
+    out[row, :] = row
+    return row
+
+
+def try_to_write(array: Any) -> None:
+    array[0] = 42
+
+
+def make_array(size: int) -> Any:
+    return np.arange(size, dtype=np.float64)
+
+
+# --- share() ----------------------------------------------------------------------------
+
+
+def test_share_returns_an_array_of_the_same_kind() -> None:
+    original = np.arange(12, dtype=np.int32).reshape(3, 4)
+    shared = workpool.share(original)
+    assert isinstance(shared, np.ndarray)
+    assert shared.dtype == original.dtype
+    assert shared.shape == original.shape
+    assert (shared == original).all()
+    fortran = workpool.share(np.asfortranarray(original))
+    assert fortran.flags.f_contiguous
+    assert (fortran == original).all()
+
+
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_share_bytes_like(kind: type) -> None:
+    data = kind(b"hello shared world")
+    shared = workpool.share(data)
+    assert bytes(shared) == b"hello shared world"
+    assert len(shared) == len(b"hello shared world")
+    assert memoryview(shared).tobytes() == b"hello shared world"
+
+
+@pytest.mark.parametrize("value", [[1, 2, 3], "text", 42, {"a": 1}])
+def test_share_refuses_other_kinds_and_says_which_it_takes(value: object) -> None:
+    with pytest.raises(TypeError, match="NumPy array, bytes, bytearray or memoryview"):
+        workpool.share(value)
+
+
+def test_share_refuses_object_arrays() -> None:
+    with pytest.raises(TypeError, match="dtype object"):
+        workpool.share(np.array([object(), object()]))
+
+
+def test_shared_array_reaches_workers_read_only_as_a_reference() -> None:
+    shared = workpool.share(np.arange(1000, dtype=np.float64))
+    results = workpool.map(
+        describe_pair, itertools.repeat(shared, 6), range(6), backend="process", workers=2
+    )
+    assert all(not writable for writable, _, _ in results)
+    assert all(owner == "Segment" for _, owner, _ in results)
+    assert len({identity for _, _, identity in results}) == 1
+    errors = workpool.map(try_to_write, [shared], backend="process", return_exceptions=True)
+    assert isinstance(errors[0], ValueError)
+    assert "read-only" in str(errors[0])
+    assert shared[0] == 0
+
+
+def test_writable_share_shows_the_workers_writes() -> None:
+    out = workpool.share(np.zeros((8, 1000)), writable=True)
+    workpool.map(fill_row, itertools.repeat(out, 8), range(8), backend="process", workers=2)
+    assert [float(out[row].max()) for row in range(8)] == [float(r) for r in range(8)]
+    assert out.sum() == sum(row * 1000 for row in range(8))
+
+
+def test_shared_bytes_reach_workers() -> None:
+    shared = workpool.share(b"x" * 5000)
+    assert workpool.map(len, [shared, shared], backend="process") == [5000, 5000]
+    assert workpool.map(bytes.__len__, [b"abc"], backend="process") == [3]
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread"])
+def test_in_process_backends_pass_the_object_itself(backend: str) -> None:
+    shared = workpool.share(np.arange(10))
+    assert workpool.map(lambda a: a is shared, [shared], backend=backend) == [True]
+
+
+# --- automatic sharing ------------------------------------------------------------------
+
+
+def test_big_arrays_are_shared_once_per_call_read_only() -> None:
+    big = np.random.default_rng(1).random(2 * MB // 8 * 4)  # 8 MB
+    results = workpool.map(
+        describe_pair, itertools.repeat(big, 8), range(8), backend="process", workers=2
+    )
+    assert all(not writable for writable, _, _ in results)
+    assert {owner for _, owner, _ in results} == {"Segment"}
+    assert len({identity for _, _, identity in results}) == 1  # one segment for 8 tasks
+    sums = workpool.map(part_sum, itertools.repeat(big, 8), range(8), backend="process")
+    assert sum(sums) == pytest.approx(big.sum())
+
+
+def test_small_arrays_and_threshold_none_are_pickled() -> None:
+    small = np.arange(100)
+    writable, _, identity = workpool.map(describe, [small], backend="process")[0]
+    assert writable
+    assert identity is None
+    big = np.zeros(2 * MB // 8)
+    off = workpool.map(describe, [big], backend="process", share_threshold=None)[0]
+    assert off[2] is None
+    low = workpool.map(describe, [small], backend="process", share_threshold=0)[0]
+    assert low[2] is not None
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(300_000, dtype=np.int8),
+        np.arange(300_000, dtype=np.float32).reshape(600, 500),
+        np.asfortranarray(np.arange(300_000, dtype=np.complex128).reshape(500, 600)),
+        np.arange(600_000, dtype=np.int64)[::3],  # not contiguous
+        np.ones(300_000, dtype=np.bool_),
+        np.zeros(200_000, dtype=[("x", np.float64), ("y", np.int32)]),
+    ],
+    ids=["int8", "float32-2d", "complex-fortran", "strided-view", "bool", "structured"],
+)
+def test_any_dtype_and_layout_arrives_intact(array: Any) -> None:
+    echoed = workpool.map(np.copy, [array], backend="process", share_threshold=1024)[0]
+    assert echoed.dtype == array.dtype
+    assert echoed.shape == array.shape
+    assert (echoed == array).all()
+
+
+def test_object_arrays_fall_back_to_pickling() -> None:
+    objects = np.array([{"a": i} for i in range(50_000)], dtype=object)
+    echoed = workpool.map(lambda a: a[-1], [objects], backend="process", share_threshold=1024)
+    assert echoed == [{"a": 49_999}]
+
+
+def test_big_results_come_back_in_shared_memory_and_writable() -> None:
+    result = workpool.map(make_array, [3 * MB], backend="process")[0]
+    assert result[-1] == 3 * MB - 1
+    assert result.flags.writeable
+    assert describe(result)[1] == "Segment"
+    result[0] = -1  # it is the caller's own array now
+
+
+def test_segments_are_released_after_errors_and_crashes() -> None:
+    from faults import die
+
+    big = np.zeros(2 * MB // 8)
+
+    def fail(array: Any, i: int) -> float:
+        if i == 1:
+            raise ValueError("no")
+        if i == 2:
+            die("sigkill")
+        return float(array.sum())
+
+    results = workpool.map(
+        fail, itertools.repeat(big, 4), range(4), backend="process", return_exceptions=True
+    )
+    assert isinstance(results[1], ValueError)
+    assert isinstance(results[2], workpool.WorkerCrashed)
+    assert results[0] == results[3] == 0.0
+    # Fail fast: whichever failure is seen first is raised.
+    with pytest.raises((ValueError, workpool.WorkerCrashed)):
+        workpool.map(fail, itertools.repeat(big, 4), range(4), backend="process")
+
+
+def test_pool_calls_share_too() -> None:
+    big = np.ones(2 * MB // 8)
+    with workpool.Pool(2, backend="process") as pool:
+        assert pool.submit(part_sum, big, 0, 1).result(timeout=30) == len(big)
+        assert sum(pool.starmap(part_sum, [(big, i) for i in range(8)])) == len(big)
+        assert pool.submit(describe, big).result(timeout=30)[1] == "Segment"
