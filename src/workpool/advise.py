@@ -24,8 +24,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from workpool._cpus import usable_cpus
 from workpool._options import check_function
@@ -59,8 +58,7 @@ def _gil_enabled() -> bool:
     return True if check is None else bool(check())
 
 
-@dataclass(frozen=True, slots=True)
-class Measurement:
+class Measurement(NamedTuple):
     """What was measured about a function: the inputs to ``decide``."""
 
     items: int  # items run inline
@@ -74,11 +72,10 @@ class Measurement:
     thread_parallelism: float | None
     ship_seconds_per_item: float  # pickling an item and its result, both ways
     ship_bytes_per_item: float  # pickled size of an item plus its result
-    gil_enabled: bool = field(default_factory=_gil_enabled)
+    gil_enabled: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Advice:
+class Advice(NamedTuple):
     """Which engine to use for a function, how many workers, and why."""
 
     backend: str
@@ -369,6 +366,7 @@ def measure(
         thread_parallelism=parallelism,
         ship_seconds_per_item=ship_seconds,
         ship_bytes_per_item=ship_bytes,
+        gil_enabled=_gil_enabled(),
     )
     return found, taken, values, errors
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import replace
 from typing import Any, TypeVar
 
 from workpool._options import (
@@ -135,9 +134,9 @@ class _MeasuredPrefix:
             advice = decide(found, remaining)
             advice_backend, advice_workers = advice.backend, advice.workers
         workers = call.spec.workers if call.workers_given else advice_workers
-        self.chosen_spec = replace(call.spec, backend=advice_backend, workers=workers)
+        self.chosen_spec = call.spec._replace(backend=advice_backend, workers=workers)
         if advice_backend != "process":
-            self.chosen_spec = replace(self.chosen_spec, start_method=None)
+            self.chosen_spec = self.chosen_spec._replace(start_method=None)
 
         for position in sorted(errors):
             error: BaseException | None = errors[position]

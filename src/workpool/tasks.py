@@ -10,7 +10,6 @@ from __future__ import annotations
 import enum
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 __all__ = ["CallMode", "Chunk", "ResultBatch", "ResultSink", "call_items"]
@@ -36,7 +35,6 @@ class ResultSink(Protocol):
         ...
 
 
-@dataclass(slots=True, eq=False)
 class Chunk:
     """Consecutive inputs ``items`` starting at input position ``start``, run with ``fn``.
 
@@ -44,27 +42,63 @@ class Chunk:
 
     ``attempt`` counts earlier failed tries of these items (retries); ``tag`` is opaque
     to backends and lets the sink find its own bookkeeping when results come back,
-    including for pieces a backend splits off a chunk after a crash.
+    including for pieces a backend splits off a chunk after a crash. ``sharing`` is the
+    automatic sharing of large arrays for the call the chunk belongs to.
+
+    The process backend fills in the rest: the function's pickled form, the items
+    pickled (in the submitting thread) with the shared-memory descriptors they refer to
+    and the objects keeping those open, and the chunk's number on the wire.
     """
 
-    sink: ResultSink
-    fn: Callable[..., Any]
-    mode: CallMode
-    start: int
-    items: list[Any]
-    task_timeout: float | None = None
-    attempt: int = 0
-    tag: Any = None
-    # Automatic sharing of large arrays for the call this chunk belongs to.
-    sharing: Any = None
-    # Filled by the process backend: the function's pickled form, the items pickled
-    # (in the submitting thread) with the shared-memory descriptors they refer to and
-    # the objects keeping those open, and the chunk's number on the wire.
-    fn_ref: Any = None
-    payload: bytes | None = None
-    fds: list[int] = field(default_factory=list)
-    keep: list[Any] = field(default_factory=list)
-    seq: int = 0
+    # Plain slots, not a dataclass: every chunk of every call is one of these, and
+    # dataclasses cost start-up time (their module pulls in inspect).
+    __slots__ = (
+        "attempt",
+        "fds",
+        "fn",
+        "fn_ref",
+        "items",
+        "keep",
+        "mode",
+        "payload",
+        "seq",
+        "sharing",
+        "sink",
+        "start",
+        "tag",
+        "task_timeout",
+    )
+
+    def __init__(
+        self,
+        sink: ResultSink,
+        fn: Callable[..., Any],
+        mode: CallMode,
+        start: int,
+        items: list[Any],
+        task_timeout: float | None = None,
+        attempt: int = 0,
+        tag: Any = None,
+        sharing: Any = None,
+        fn_ref: Any = None,
+    ) -> None:
+        self.sink = sink
+        self.fn = fn
+        self.mode = mode
+        self.start = start
+        self.items = items
+        self.task_timeout = task_timeout
+        self.attempt = attempt
+        self.tag = tag
+        self.sharing = sharing
+        self.fn_ref = fn_ref
+        self.payload: bytes | None = None
+        self.fds: list[int] = []
+        self.keep: list[Any] = []
+        self.seq = 0
+
+    def __repr__(self) -> str:
+        return f"<Chunk start={self.start} items={len(self.items)} attempt={self.attempt}>"
 
     def task_name(self, offset: int = 0) -> str:
         """How error messages name item ``offset`` of this chunk."""
@@ -88,7 +122,6 @@ class Chunk:
         )
 
 
-@dataclass(slots=True, eq=False)
 class ResultBatch:
     """The outcome of one chunk: a value or an exception for every item.
 
@@ -100,12 +133,26 @@ class ResultBatch:
     error messages.
     """
 
-    chunk: Chunk
-    values: list[Any] = field(default_factory=list)
-    errors: dict[int, BaseException] = field(default_factory=dict)
-    elapsed: float = 0.0
-    retryable: bool = True
-    worker: str = ""
+    __slots__ = ("chunk", "elapsed", "errors", "retryable", "values", "worker")
+
+    def __init__(
+        self,
+        chunk: Chunk,
+        values: list[Any],
+        errors: dict[int, BaseException],
+        elapsed: float = 0.0,
+        retryable: bool = True,
+        worker: str = "",
+    ) -> None:
+        self.chunk = chunk
+        self.values = values
+        self.errors = errors
+        self.elapsed = elapsed
+        self.retryable = retryable
+        self.worker = worker
+
+    def __repr__(self) -> str:
+        return f"<ResultBatch {self.chunk!r} errors={len(self.errors)} by {self.worker!r}>"
 
     @classmethod
     def failed(cls, chunk: Chunk, error: BaseException, *, retryable: bool) -> ResultBatch:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import signal
 import socket
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.tasks import Chunk
@@ -20,37 +19,62 @@ __all__ = ["KillReason", "WorkerHandle", "describe_exit"]
 FUNCTION_CACHE_SIZE = 64
 
 
-@dataclass(frozen=True, slots=True)
-class KillReason:
+class KillReason(NamedTuple):
     """Why the supervisor killed a worker: the item it overran and the limit it broke."""
 
     position: int
     limit: float
 
 
-@dataclass(eq=False)
 class WorkerHandle:
     """The parent's side of one worker: its process, socket and the chunks it holds.
 
     Only the supervisor thread touches a handle.
     """
 
-    slot: int
-    process: WorkerProcess
-    pid: int
-    sock: socket.socket
-    reader: FrameReader
-    writer: FrameWriter
-    # Chunks sent and not yet answered, in the order the worker runs them.
-    assigned: deque[Chunk] = field(default_factory=deque)
-    # Function ids the worker holds, least recently used first.
-    functions: OrderedDict[int, None] = field(default_factory=OrderedDict)
-    tasks_left: int | None = None  # before max_tasks_per_worker retires it
-    ready: bool = False  # the initializer ran and the worker said so
-    stop_sent: bool = False
-    alive: bool = True
-    kill_reason: KillReason | None = None
-    init_error: BaseException | None = None
+    __slots__ = (
+        "alive",
+        "assigned",
+        "functions",
+        "init_error",
+        "kill_reason",
+        "pid",
+        "process",
+        "reader",
+        "ready",
+        "slot",
+        "sock",
+        "stop_sent",
+        "tasks_left",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        slot: int,
+        process: WorkerProcess,
+        pid: int,
+        sock: socket.socket,
+        reader: FrameReader,
+        writer: FrameWriter,
+        tasks_left: int | None = None,
+    ) -> None:
+        self.slot = slot
+        self.process = process
+        self.pid = pid
+        self.sock = sock
+        self.reader = reader
+        self.writer = writer
+        # Chunks sent and not yet answered, in the order the worker runs them.
+        self.assigned: deque[Chunk] = deque()
+        # Function ids the worker holds, least recently used first.
+        self.functions: OrderedDict[int, None] = OrderedDict()
+        self.tasks_left = tasks_left  # before max_tasks_per_worker retires it
+        self.ready = False  # the initializer ran and the worker said so
+        self.stop_sent = False
+        self.alive = True
+        self.kill_reason: KillReason | None = None
+        self.init_error: BaseException | None = None
 
     @property
     def label(self) -> str:

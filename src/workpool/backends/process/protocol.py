@@ -33,8 +33,7 @@ import pickle
 import struct
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from workpool.errors import RemoteTraceback, TaskError
 from workpool.serialize import PROTOCOL, dumps_data
@@ -84,8 +83,7 @@ POSITION_IDLE = -1  # the chunk is not on any item (untracked, or between items)
 WHOLE_CHUNK = -1
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionRef:
+class FunctionRef(NamedTuple):
     """A function pickled once, and the id workers know it by."""
 
     fn_id: int
@@ -126,8 +124,7 @@ def decode_init(body: bytearray) -> memoryview | None:
     return payload if len(payload) else None
 
 
-@dataclass(frozen=True, slots=True)
-class ChunkOrder:
+class ChunkOrder(NamedTuple):
     """A chunk as the worker reads it."""
 
     seq: int
@@ -138,8 +135,7 @@ class ChunkOrder:
     payload: memoryview
 
 
-@dataclass(frozen=True, slots=True)
-class DefineOrder:
+class DefineOrder(NamedTuple):
     """A function to keep, as the worker reads it."""
 
     fn_id: int
@@ -253,18 +249,15 @@ def _with_note(exc: BaseException, note: str) -> BaseException:
     return exc
 
 
-@dataclass(frozen=True, slots=True)
-class Ready:
+class Ready(NamedTuple):
     pid: int
 
 
-@dataclass(frozen=True, slots=True)
-class InitFailed:
+class InitFailed(NamedTuple):
     error: PackedError
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
+class Batch(NamedTuple):
     seq: int
     elapsed: float
     fd_count: int  # shared-memory descriptors that came with it
