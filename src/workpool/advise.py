@@ -16,18 +16,18 @@ kept, never recomputed.
 
 from __future__ import annotations
 
-import itertools
 import math
 import pickle
 import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from workpool._cpus import usable_cpus
 from workpool._options import check_function
+from workpool.inputs import InputSource
 from workpool.serialize import dumps_data
 from workpool.tasks import CallMode, call_items
 
@@ -276,7 +276,7 @@ def _explain(
 def measure(
     fn: Callable[..., Any],
     mode: CallMode,
-    inputs: Iterator[Any],
+    inputs: InputSource,
     *,
     budget: float = 1.0,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
@@ -305,13 +305,13 @@ def measure(
 
     # 1. Inline. The first item warms up (imports, caches) and is not timed, unless
     #    it alone is most of the budget; then groups grow so tiny items are timed in bulk.
-    first = list(itertools.islice(inputs, 1))
+    first = list(inputs.take(1))
     if first:
         warm_wall, warm_cpu = run_inline(first)
         if warm_wall > budget * 0.25:
             inline_wall, inline_cpu = warm_wall, warm_cpu
     while inline_wall < inline_goal and time.perf_counter() < deadline:
-        batch = list(itertools.islice(inputs, group))
+        batch = list(inputs.take(group))
         if not batch:
             break
         wall, cpu = run_inline(batch)
@@ -339,7 +339,7 @@ def measure(
         want = max(8, min(4096, int(2 * inline_goal / per_item)))
         want = min(want, int(0.8 * budget / per_item))  # two threads: about half that long
         want -= want % 2  # two equal halves, so neither thread waits on the other
-        batch = list(itertools.islice(inputs, want)) if want >= 2 else []
+        batch = list(inputs.take(want)) if want >= 2 else []
         if len(batch) >= 2:
             got, failed, wall, cpu = _run_on_two_threads(fn, mode, batch)
             errors.update((len(values) + position, error) for position, error in failed.items())
@@ -470,7 +470,7 @@ def advise(
     if total is None and hasattr(sample, "__len__"):
         total = len(sample)  # type: ignore[arg-type]
     mode = CallMode.STAR if star else CallMode.ONE
-    found, _, values, _ = measure(fn, mode, iter(sample), budget=budget)
+    found, _, values, _ = measure(fn, mode, InputSource(sample), budget=budget)
     if not values:
         raise ValueError("sample is empty: there is nothing to measure")
     return decide(found, total)

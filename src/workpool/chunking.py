@@ -56,7 +56,10 @@ class ChunkSizer:
             wanted = self._cap
         else:
             wanted = int(self._target / self._seconds_per_item)
-        limit = max(1, self._largest_measured) * MAX_GROWTH
+        # Growth is capped, in case the items measured so far were the cheap ones; but
+        # a chunk expected to take an eighth of the target is safe to send at once,
+        # which brings tiny items to full-size chunks in a round trip or two.
+        limit = max(max(1, self._largest_measured) * MAX_GROWTH, wanted // 8)
         return max(1, min(wanted, limit, self._cap))
 
     def upfront_size(self) -> int:

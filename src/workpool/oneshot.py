@@ -16,7 +16,7 @@ from workpool._options import (
 from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
 from workpool.errors import add_note
-from workpool.pool import prepare_inputs
+from workpool.inputs import prepare_inputs
 from workpool.run import MapRun, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import call_items

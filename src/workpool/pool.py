@@ -15,11 +15,12 @@ from workpool._options import (
 )
 from workpool.backends import Backend, create_backend
 from workpool.errors import add_note
+from workpool.inputs import prepare_inputs
 from workpool.run import MapRun
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD, SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
-__all__ = ["Pool", "prepare_inputs"]
+__all__ = ["Pool"]
 
 T = TypeVar("T")
 _UNSET: Any = object()
@@ -68,31 +69,6 @@ class _FutureSink:
             self.future.set_exception(error)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled meanwhile: nobody wants the outcome
-
-
-def prepare_inputs(
-    iterables: tuple[Iterable[Any], ...], *, star: bool
-) -> tuple[Iterator[Any], CallMode, int | None]:
-    """Turn the caller's iterables into one iterator of items, a call mode and a length.
-
-    Several iterables are zipped, as the builtin ``map`` does. The length is known
-    only when every iterable has one.
-    """
-    if not iterables:
-        raise TypeError("at least one iterable of inputs is required")
-    for iterable in iterables:
-        if not isinstance(iterable, Iterable):
-            raise TypeError(f"inputs must be iterable; got {type(iterable).__name__}")
-    total: int | None = None
-    try:
-        total = min(len(it) for it in iterables)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
-    if len(iterables) == 1:
-        return iter(iterables[0]), (CallMode.STAR if star else CallMode.ONE), total
-    if star:
-        raise TypeError("starmap takes one iterable of argument tuples")
-    return zip(*iterables), CallMode.STAR, total
 
 
 class Pool(concurrent.futures.Executor):
@@ -221,9 +197,8 @@ class Pool(concurrent.futures.Executor):
             )
         )
         self._check_open()
-        inputs, mode, _ = prepare_inputs(iterables, star=False)
-        items = list(inputs)
-        run = MapRun(self._backend, fn, mode, iter(items), len(items), options, eager=True)
+        inputs, mode, total = prepare_inputs(iterables, star=False)
+        run = MapRun(self._backend, fn, mode, inputs, total, options, eager=True)
         run.submit_all()
         return run.results()
 

@@ -10,17 +10,17 @@ input order (or yields them as they come), applies ``retries`` and
 from __future__ import annotations
 
 import concurrent.futures
-import itertools
 import queue
 import time
 from collections import deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import Any
 
 from workpool._options import RunOptions
 from workpool.backends.base import Backend
 from workpool.chunking import ChunkSizer
 from workpool.errors import BrokenPool, add_note
+from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
@@ -63,7 +63,7 @@ class MapRun:
         backend: Backend,
         fn: Callable[..., Any],
         mode: CallMode,
-        inputs: Iterator[Any],
+        inputs: InputSource,
         total: int | None,
         options: RunOptions,
         *,
@@ -134,7 +134,7 @@ class MapRun:
         """Submit the whole input now (eager runs); results are read later."""
         try:
             size = self._options.chunksize or self._sizer.upfront_size()
-            while items := list(itertools.islice(self._inputs, size)):
+            while items := self._inputs.take(size):
                 self._backend.submit(self._new_chunk(items))
             self._exhausted = True
         except BaseException:
@@ -188,7 +188,7 @@ class MapRun:
             self._progress.close()
             self._progress = None
 
-    def _new_chunk(self, items: list[Any]) -> Chunk:
+    def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))
         self._next_start += len(items)
         if self._options.ordered:
@@ -213,7 +213,7 @@ class MapRun:
             if in_flight >= self._window:
                 return
             size = self._sizer.next_size()
-            items = list(itertools.islice(self._inputs, size))
+            items = self._inputs.take(size)
             if len(items) < size:
                 self._exhausted = True
             if items:

@@ -277,8 +277,10 @@ def dumps_sharing(obj: Any, context: SharingContext | None) -> tuple[bytes, list
     previous = _outgoing.value
     _outgoing.value = outgoing
     try:
-        buffer = io.BytesIO()
         try:
+            if _numpy_module() is None:  # no arrays can exist: the plain, faster pickler
+                return pickle.dumps(obj, protocol=PROTOCOL), outgoing.fds, outgoing.keep
+            buffer = io.BytesIO()
             _SharingPickler(buffer, context).dump(obj)
             return buffer.getvalue(), outgoing.fds, outgoing.keep
         except _TooManySegments:

@@ -75,7 +75,7 @@ class Chunk:
         fn: Callable[..., Any],
         mode: CallMode,
         start: int,
-        items: list[Any],
+        items: Sequence[Any],
         task_timeout: float | None = None,
         attempt: int = 0,
         tag: Any = None,

@@ -1,0 +1,74 @@
+"""Where a call's items come from, taken a chunk at a time.
+
+A list, tuple or range is sliced directly: a slice of a range is itself a range (it
+pickles in a few bytes) and a slice of a list copies pointers, not items one by one.
+Anything else is read through its iterator, lazily, only as far as asked.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+from workpool.tasks import CallMode
+
+__all__ = ["InputSource", "prepare_inputs"]
+
+_SLICEABLE = (range, list, tuple)
+
+
+class InputSource:
+    """The items of one call, handed out in order by ``take``. Not thread-safe."""
+
+    def __init__(self, items: Iterable[Any]) -> None:
+        self._sequence: Sequence[Any] | None = None
+        self._iterator: Iterator[Any] | None = None
+        if type(items) in _SLICEABLE:  # exact types: a subclass may slice differently
+            self._sequence = items  # type: ignore[assignment]
+            self._position = 0
+        else:
+            self._iterator = iter(items)
+
+    def take(self, count: int) -> Sequence[Any]:
+        """Up to ``count`` next items (fewer only when the input is exhausted)."""
+        if self._sequence is not None:
+            piece = self._sequence[self._position : self._position + count]
+            self._position += len(piece)
+            return piece
+        assert self._iterator is not None
+        return list(itertools.islice(self._iterator, count))
+
+    def __iter__(self) -> Iterator[Any]:
+        """The items not taken yet."""
+        if self._sequence is not None:
+            rest = self._sequence[self._position :]
+            self._position = len(self._sequence)
+            return iter(rest)
+        assert self._iterator is not None
+        return self._iterator
+
+
+def prepare_inputs(
+    iterables: tuple[Iterable[Any], ...], *, star: bool
+) -> tuple[InputSource, CallMode, int | None]:
+    """Turn the caller's iterables into one source of items, a call mode and a length.
+
+    Several iterables are zipped, as the builtin ``map`` does. The length is known
+    only when every iterable has one.
+    """
+    if not iterables:
+        raise TypeError("at least one iterable of inputs is required")
+    for iterable in iterables:
+        if not isinstance(iterable, Iterable):
+            raise TypeError(f"inputs must be iterable; got {type(iterable).__name__}")
+    total: int | None = None
+    try:
+        total = min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except TypeError:
+        total = None
+    if len(iterables) == 1:
+        return InputSource(iterables[0]), (CallMode.STAR if star else CallMode.ONE), total
+    if star:
+        raise TypeError("starmap takes one iterable of argument tuples")
+    return InputSource(zip(*iterables)), CallMode.STAR, total
