@@ -104,6 +104,10 @@ class FrameReader:
         self._big: bytearray | None = None  # body of a large frame being filled
         self._big_view: memoryview | None = None
         self._big_got = 0
+        # Received into a buffer kept for the purpose: asking recv for a large new
+        # bytes object costs more than the system call itself for small messages.
+        self._scratch = bytearray(self._RECV_SIZE)
+        self._scratch_view = memoryview(self._scratch)
         self.fds: deque[int] = deque()
         self.closed = False
 
@@ -119,21 +123,22 @@ class FrameReader:
                     break
                 continue
             try:
-                data, ancillary, _, _ = self._sock.recvmsg(
-                    self._RECV_SIZE, _ANCILLARY, socket.MSG_DONTWAIT | _RECEIVE_FLAGS
+                received, ancillary, _, _ = self._sock.recvmsg_into(
+                    [self._scratch_view], _ANCILLARY, socket.MSG_DONTWAIT | _RECEIVE_FLAGS
                 )
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
                 self.closed = True
                 break
-            self.fds.extend(_received_fds(ancillary))
-            if not data:
+            if ancillary:
+                self.fds.extend(_received_fds(ancillary))
+            if not received:
                 self.closed = True
                 break
-            self._buffer += data
+            self._buffer += self._scratch_view[:received]
             self._split(frames)
-            if len(data) < self._RECV_SIZE and self._big is None:
+            if received < self._RECV_SIZE and self._big is None:
                 break
         return frames
 

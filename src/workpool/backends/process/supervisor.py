@@ -47,8 +47,10 @@ _WAKE, _SOCKET, _EXIT = "wake", "socket", "exit"
 class Supervisor:
     """Owns the worker processes of one pool; its thread runs ``_loop``.
 
-    Public methods are called from other threads and only touch the inbox, a few
-    flags and the wake-up pipe.
+    One lock guards everything the supervisor owns. Its thread holds it except while
+    it waits in ``select``; a submitting thread takes it to hand a chunk straight to
+    an idle worker (one thread hop less than waking the supervisor to do it). Sinks are
+    called only with the lock released, since they may submit again.
     """
 
     def __init__(self, spec: PoolSpec, launcher: Launcher) -> None:
@@ -71,8 +73,8 @@ class Supervisor:
         closer.atexit = False  # at exit, our exit hook still needs it to wake the loop
         self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
 
-        # Shared with submitting threads, under _lock.
-        self._lock = threading.Lock()
+        # Re-entrant: the supervisor's own steps nest. Everything below is under it.
+        self._lock = threading.RLock()
         self._inbox: deque[Chunk] = deque()
         self._accepting = True
         self._stopping = False
@@ -80,7 +82,7 @@ class Supervisor:
         self._terminating = False
         self._broken: BaseException | None = None
 
-        # Supervisor thread only.
+        self._deliveries: list[ResultBatch] = []  # handed to sinks once the lock is free
         self._pending: deque[Chunk] = deque()
         self._seq = 0
         self._init_failures = 0  # consecutive workers whose start-up failed
@@ -98,8 +100,15 @@ class Supervisor:
                 raise BrokenPool(f"the pool is broken: {self._broken}") from self._broken
             if not self._accepting:
                 raise RuntimeError("cannot submit work to a pool that has shut down")
-            self._inbox.append(chunk)
-        self._wake()
+            handle = None if self._pending or self._inbox else self._least_busy()
+            if handle is None or handle.writer.pending:
+                self._inbox.append(chunk)
+            else:  # a worker has room: send it from this thread, now
+                if chunk.sink.claim(chunk):
+                    self._send_chunk(handle, chunk)
+                if chunk.task_timeout is None:
+                    return
+        self._wake()  # the supervisor has work to hand out, or a new deadline to watch
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         with self._lock:
@@ -132,18 +141,39 @@ class Supervisor:
 
     def _loop(self) -> None:
         try:
-            for slot in range(self._spec.workers):
-                self._start_worker(slot)
+            with self._lock:
+                for slot in range(self._spec.workers):
+                    self._start_worker(slot)
             while self._step():
                 pass
         except BaseException as exc:  # a bug here must not leave callers waiting forever
-            self._break(exc)
+            with self._lock:
+                self._break(exc)
+            self._hand_over()
         finally:
-            self._close()
+            with self._lock:
+                self._close()
+            self._hand_over()
 
     def _step(self) -> bool:
         """One round: wait for something to happen, react, hand out work. False: done."""
-        events = self._selector.select(self._poll_timeout())
+        with self._lock:
+            timeout = self._poll_timeout()
+        events = self._selector.select(timeout)
+        with self._lock:
+            going = self._react(events)
+        self._hand_over()
+        return going
+
+    def _hand_over(self) -> None:
+        """Give the sinks their results, with the lock released."""
+        while self._deliveries:
+            with self._lock:
+                deliveries, self._deliveries = self._deliveries, []
+            for batch in deliveries:
+                batch.chunk.sink.deliver(batch)
+
+    def _react(self, events: list[tuple[selectors.SelectorKey, int]]) -> bool:
         exits: list[WorkerHandle] = []
         for key, _mask in events:
             kind, handle = key.data
@@ -528,7 +558,7 @@ class Supervisor:
     # --- handing results over -----------------------------------------------------------
 
     def _deliver(self, batch: ResultBatch) -> None:
-        batch.chunk.sink.deliver(batch)
+        self._deliveries.append(batch)
 
     def _fail(
         self,
