@@ -6,6 +6,8 @@ repository root as the working directory.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
 
 
-def run_example(name: str) -> str:
-    """Run ``examples/<name>`` with this interpreter; return its output, failing on an error."""
+def run_example(name: str, *args: str) -> str:
+    """Run ``examples/<name>`` with ``args``; return its output, failing on an error."""
     script = EXAMPLES / name
     assert script.is_file(), f"missing example {script}"
     completed = subprocess.run(
-        [sys.executable, str(script.relative_to(ROOT))],
+        [sys.executable, str(script.relative_to(ROOT)), *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -58,3 +60,29 @@ def test_q8_squares_pool_sizes() -> None:
         assert len(rows) == 1, f"no single table row for {label!r} in:\n{out}"
         assert rows[0].endswith(squares)
     assert "times as long as the serial loop" in out or "Unexpectedly" in out
+
+
+def test_q5_sharing() -> None:
+    dev_shm = Path("/dev/shm")
+    before = set(os.listdir(dev_shm))
+    out = run_example("q5_sharing.py", "--size-mb", "8")
+    lines = out.splitlines()
+    ways = [
+        "1. multiprocessing.Queue",
+        "2. multiprocessing.Pipe",
+        "3. multiprocessing.RawArray",
+        "4. multiprocessing.Value",
+        "5. shared_memory.SharedMemory",
+        "6. workpool.map (automatic)",
+        "7. workpool.share(writable)",
+    ]
+    for label in ["0. start 2 processes, no data", *ways]:
+        assert lines.count(label) == 1, f"no heading for {label!r} in:\n{out}"
+        row = re.compile(re.escape(label) + r" +\d+\.\d{3} +(\d+|-) +(\d+|n/a)$")
+        assert sum(1 for line in lines if row.match(line)) == 1, f"no table row for {label!r}"
+    # Each way checked its total against numpy's (the example stops at the first mismatch).
+    assert sum(1 for line in lines if line.startswith("   sum ok in ")) == len(ways)
+    assert "workers saw the block read-only; 4 tasks ran in" in out
+    assert "the parent reads the workers' writes" in out
+    assert "/dev/shm: nothing left behind" in out
+    assert set(os.listdir(dev_shm)) <= before, "the example left a segment in /dev/shm"
