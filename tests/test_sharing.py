@@ -237,3 +237,41 @@ def test_pool_calls_share_too() -> None:
         assert pool.submit(part_sum, big, 0, 1).result(timeout=30) == len(big)
         assert sum(pool.starmap(part_sum, [(big, i) for i in range(8)])) == len(big)
         assert pool.submit(describe, big).result(timeout=30)[1] == "Segment"
+
+
+def write_all(arrays: list[Any], value: float) -> int:
+    for array in arrays:
+        array[0] = value
+    return len(arrays)
+
+
+def test_writable_shares_stay_shared_past_one_message_worth() -> None:
+    from workpool.sharing import MAX_FDS_PER_FRAME
+
+    many = [workpool.share(np.zeros(4), writable=True) for _ in range(MAX_FDS_PER_FRAME + 10)]
+    # Each task holds one: a chunk of them all would need too many descriptors at once.
+    workpool.map(
+        write_all,
+        [[a] for a in many],
+        itertools.repeat(7.0),
+        backend="process",
+        chunksize=len(many),
+    )
+    assert all(a[0] == 7.0 for a in many)
+    # One task holding them all cannot be sent by reference: it fails, saying why.
+    result = workpool.map(write_all, [many], [1.0], backend="process", return_exceptions=True)
+    assert isinstance(result[0], ValueError)
+    assert "shared-memory objects" in str(result[0])
+
+
+def test_sharing_survives_arguments_that_need_cloudpickle() -> None:
+    out = workpool.share(np.zeros(8), writable=True)
+    workpool.map(
+        lambda pair: pair[0].__setitem__(pair[1], 8.0), [(out, 3), (out, 5)], backend="process"
+    )
+    assert out[3] == out[5] == 8.0
+    big = np.ones(2 * MB // 8)
+    with_closure = (big, lambda: None)  # the lambda makes plain pickle refuse the item
+    assert workpool.map(lambda item: describe(item[0])[1], [with_closure], backend="process") == [
+        "Segment"
+    ]

@@ -36,14 +36,15 @@ __all__ = [
     "DEFAULT_SHARE_THRESHOLD",
     "Segment",
     "SharingContext",
+    "TooManySegments",
     "dumps_sharing",
     "loads_sharing",
     "share",
 ]
 
 DEFAULT_SHARE_THRESHOLD = 1 << 20  # 1 MiB
-# At most this many descriptors ride with one frame; past it, arrays are pickled.
-MAX_FDS_PER_FRAME = 64
+# At most this many descriptors ride with one frame (Linux takes 253 per message).
+MAX_FDS_PER_FRAME = 250
 
 
 class Segment(mmap.mmap):
@@ -182,14 +183,17 @@ class _Outgoing:
             if kept is segment:
                 return index
         if len(self.fds) >= MAX_FDS_PER_FRAME:
-            raise _TooManySegments
+            raise TooManySegments(
+                f"more than {MAX_FDS_PER_FRAME} shared-memory objects would travel in one "
+                "message; send fewer per task, or gather them into one array"
+            )
         self.fds.append(segment.fd)
         self.keep.append(segment)
         return len(self.fds) - 1
 
 
-class _TooManySegments(Exception):
-    pass
+class TooManySegments(ValueError):
+    """More shared-memory objects than one message can carry to a worker."""
 
 
 class _ContextSlot(threading.local):
@@ -270,30 +274,57 @@ def dumps_sharing(obj: Any, context: SharingContext | None) -> tuple[bytes, list
     """Pickle ``obj``; arrays in shared memory (or big enough) become references.
 
     Returns the bytes, the descriptors to send beside them, and the objects that keep
-    those descriptors open until they are sent. Falls back to cloudpickle, without
-    sharing, for what plain pickle refuses.
+    those descriptors open until they are sent. What plain pickle refuses (lambdas,
+    closures) goes through cloudpickle, sharing all the same. Raises
+    ``TooManySegments`` rather than quietly copying what was shared to be written.
     """
     outgoing = _Outgoing()
     previous = _outgoing.value
     _outgoing.value = outgoing
     try:
-        try:
-            if _numpy_module() is None:  # no arrays can exist: the plain, faster pickler
+        if _numpy_module() is None:  # no arrays can exist: the plain, faster pickler
+            try:
                 return pickle.dumps(obj, protocol=PROTOCOL), outgoing.fds, outgoing.keep
-            buffer = io.BytesIO()
+            except TooManySegments:
+                raise
+            except Exception:
+                outgoing = _outgoing.value = _Outgoing()
+        buffer = io.BytesIO()
+        try:
             _SharingPickler(buffer, context).dump(obj)
-            return buffer.getvalue(), outgoing.fds, outgoing.keep
-        except _TooManySegments:
-            _outgoing.value = None  # too many: copy them into the pickle instead
-            return pickle.dumps(obj, protocol=PROTOCOL), [], []
+        except TooManySegments:
+            raise
         except Exception:
-            import cloudpickle
-
-            outgoing = _Outgoing()
-            _outgoing.value = outgoing
-            return cloudpickle.dumps(obj, protocol=PROTOCOL), outgoing.fds, outgoing.keep
+            outgoing = _outgoing.value = _Outgoing()
+            buffer = io.BytesIO()
+            _sharing_cloudpickler(buffer, context).dump(obj)
+        return buffer.getvalue(), outgoing.fds, outgoing.keep
     finally:
         _outgoing.value = previous
+
+
+def _sharing_cloudpickler(file: io.BytesIO, context: SharingContext | None) -> Any:
+    """A cloudpickle pickler that shares arrays the way ``_SharingPickler`` does."""
+    global _SharingCloudPickler
+    if _SharingCloudPickler is None:
+        import cloudpickle
+
+        class SharingCloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
+            def __init__(self, file: io.BytesIO, context: SharingContext | None) -> None:
+                super().__init__(file, protocol=PROTOCOL)
+                self._sharing = _SharingPickler(io.BytesIO(), context)
+
+            def reducer_override(self, obj: Any) -> Any:
+                reduced = self._sharing.reducer_override(obj)
+                if reduced is NotImplemented:
+                    return super().reducer_override(obj)
+                return reduced
+
+        _SharingCloudPickler = SharingCloudPickler
+    return _SharingCloudPickler(file, context)
+
+
+_SharingCloudPickler: Any = None
 
 
 def loads_sharing(data: bytes | memoryview, fds: list[int]) -> Any:

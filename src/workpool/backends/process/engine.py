@@ -53,7 +53,7 @@ from workpool.backends.process.protocol import FunctionRef
 from workpool.backends.process.supervisor import Supervisor
 from workpool.errors import add_note
 from workpool.serialize import dumps_function, unpicklable_reason
-from workpool.sharing import dumps_sharing
+from workpool.sharing import TooManySegments, dumps_sharing
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["ProcessBackend"]
@@ -81,6 +81,14 @@ class ProcessBackend(Backend):
         chunk.fn_ref = self._function_ref(chunk.fn)
         try:
             chunk.payload, chunk.fds, chunk.keep = dumps_sharing(chunk.items, chunk.sharing)
+        except TooManySegments as exc:
+            count = len(chunk.items)
+            if count == 1:
+                chunk.sink.deliver(ResultBatch.failed(chunk, exc, retryable=False))
+                return
+            self.submit(chunk.split(0, count // 2))  # fewer items, fewer segments each
+            self.submit(chunk.split(count // 2, count))
+            return
         except Exception:
             self._submit_picklable_part(chunk)
             return

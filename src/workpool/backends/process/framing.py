@@ -22,8 +22,8 @@ __all__ = ["FrameReader", "FrameWriter", "recv_frame", "send_frame"]
 LENGTH = struct.Struct("<Q")
 # Frames at least this large are sent as header + body, without joining them.
 _JOIN_LIMIT = 1 << 16
-# Room for the descriptors one receive can bring (a frame carries at most 64).
-_ANCILLARY = socket.CMSG_SPACE(64 * array.array("i").itemsize)
+# Room for the descriptors one receive can bring (Linux sends at most 253 at once).
+_ANCILLARY = socket.CMSG_SPACE(253 * array.array("i").itemsize)
 _RECEIVE_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 

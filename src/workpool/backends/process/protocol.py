@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 from workpool.errors import RemoteTraceback, TaskError
 from workpool.serialize import PROTOCOL, dumps_data
-from workpool.sharing import SharingContext, dumps_sharing, loads_sharing
+from workpool.sharing import SharingContext, TooManySegments, dumps_sharing, loads_sharing
 from workpool.tasks import CallMode
 
 __all__ = [
@@ -228,6 +228,8 @@ def encode_batch(
     """
     try:
         payload, fds, keep = dumps_sharing((values, errors), sharing)
+    except TooManySegments:  # too many big results at once: send them inside the pickle
+        payload, fds, keep = dumps_sharing((values, errors), SharingContext(None))
     except Exception:
         errors = list(errors)
         values = list(values)
