@@ -9,14 +9,18 @@ may still be alive. Waits are conditions with a deadline.
 from __future__ import annotations
 
 import multiprocessing
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from importlib.util import find_spec
 
 import psutil
 import pytest
 
-BACKENDS = ["serial", "thread", "process"]
+# Subinterpreters (backend="interpreter") exist from Python 3.14 on.
+HAS_INTERPRETERS = sys.version_info >= (3, 14) and find_spec("concurrent.interpreters") is not None
+BACKENDS = ["serial", "thread", "process"] + (["interpreter"] if HAS_INTERPRETERS else [])
 START_METHODS = [
     m for m in ("fork", "forkserver", "spawn") if m in multiprocessing.get_all_start_methods()
 ]

@@ -10,8 +10,7 @@ import multiprocessing
 import numbers
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from workpool._cpus import usable_cpus
 
@@ -25,14 +24,23 @@ __all__ = [
     "make_run_options",
 ]
 
+
+def _has_subinterpreters() -> bool:
+    """Whether ``concurrent.interpreters`` (Python 3.14+) exists here, without importing it."""
+    from importlib.util import find_spec
+
+    return find_spec("concurrent.interpreters") is not None
+
+
 # Engines a caller may name. "auto" measures and then picks one of the others.
-BACKENDS: tuple[str, ...] = ("auto", "serial", "thread", "process")
+BACKENDS: tuple[str, ...] = ("auto", "serial", "thread", "process") + (
+    ("interpreter",) if _has_subinterpreters() else ()
+)
 
 START_METHODS: tuple[str, ...] = ("fork", "forkserver", "spawn")
 
 
-@dataclass(frozen=True, slots=True)
-class RunOptions:
+class RunOptions(NamedTuple):
     """How one map/imap/starmap call runs: validated, immutable."""
 
     chunksize: int | None = None
@@ -45,8 +53,7 @@ class RunOptions:
     share_threshold: int | None = 1 << 20  # NumPy arrays this big go by shared memory
 
 
-@dataclass(frozen=True, slots=True)
-class PoolSpec:
+class PoolSpec(NamedTuple):
     """What a pool is made of: validated, immutable."""
 
     backend: str
@@ -108,7 +115,16 @@ def check_backend(backend: object) -> str:
         choices = ", ".join(repr(b) for b in BACKENDS)
         hint = ""
         if backend == "interpreter":
-            hint = f" ('interpreter' is not available on Python {sys.version.split()[0]})"
+            version = sys.version.split()[0]
+            if sys.version_info < (3, 14):
+                raise ValueError(
+                    "backend='interpreter' needs Python 3.14 or newer (concurrent.interpreters); "
+                    f"this is Python {version}"
+                )
+            raise ValueError(
+                "backend='interpreter' needs concurrent.interpreters, which this build of "
+                f"Python {version} lacks"
+            )
         elif backend == "dask":
             hint = " ('dask' is not available in this version of workpool)"
         raise ValueError(f"backend must be one of {choices}; got {backend!r}{hint}")

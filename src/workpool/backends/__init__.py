@@ -22,4 +22,8 @@ def create_backend(spec: PoolSpec) -> Backend:
         from workpool.backends.process import ProcessBackend
 
         return ProcessBackend(spec)
+    if spec.backend == "interpreter":
+        from workpool.backends.interpreter import InterpreterBackend
+
+        return InterpreterBackend(spec)
     raise ValueError(f"no engine named {spec.backend!r}")

@@ -1,0 +1,78 @@
+"""Tasks for tests/test_interpreter.py that subinterpreters import by name.
+
+Kept apart from the test module because that one imports ``conftest`` and with it
+psutil, a C extension that cannot be loaded in a subinterpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+# Set by tasks; in the main interpreter it must stay as it is.
+touched: dict[str, object] = {}
+
+
+def current_interpreter_id() -> int:
+    from concurrent import interpreters
+
+    return int(interpreters.get_current().id)
+
+
+def touch(value: object) -> int:
+    """Record ``value`` in this module's globals; return the id of the interpreter."""
+    touched["value"] = value
+    return current_interpreter_id()
+
+
+def interpreter_id(_: object) -> int:
+    return current_interpreter_id()
+
+
+def pid(_: object) -> int:
+    return os.getpid()
+
+
+def wait_for_file(path: str, bad: int) -> Callable[[int], int]:
+    """Square the input, but on input ``bad`` wait (at most 60 s) until ``path`` exists."""
+
+    def task(x: int) -> int:
+        if x == bad:
+            deadline = time.monotonic() + 60
+            while not Path(path).exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
+        return x * x
+
+    return task
+
+
+def return_a_lock(x: int) -> object:
+    return threading.Lock() if x == 1 else x
+
+
+def mark_then_square(marks: str, fail_at: int, delay: float) -> Callable[[int], int]:
+    """Leave a file named after the input in ``marks``; raise on ``fail_at``; else square."""
+
+    def task(x: int) -> int:
+        Path(marks, str(x)).touch()
+        if x == fail_at:
+            raise KeyError(f"failed at {x}")
+        time.sleep(delay)
+        return x * x
+
+    return task
+
+
+def cut_the_loop_off(x: int) -> int:
+    """Close the pipe the interpreter's loop answers on, as a misbehaving task might."""
+    import sys
+
+    frame = sys._getframe()
+    while frame.f_code.co_name != "serve":
+        assert frame.f_back is not None
+        frame = frame.f_back
+    os.close(frame.f_locals["wfd"])
+    return x

@@ -1,0 +1,465 @@
+"""backend="interpreter": what is particular to subinterpreters (the shared suite covers the rest).
+
+Every backend-parametrized test elsewhere also runs on subinterpreters where they exist;
+these tests check what only they do: the refusal before Python 3.14, isolation from
+the main interpreter, what cannot cross between interpreters, and the life of each
+worker's interpreter (initializer, replacement, timeouts, nothing left behind).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import workpool
+from conftest import HAS_INTERPRETERS, live_workpool_threads, wait_for
+from faults import RaiseWhenFunctionUnpickled, RaiseWhenUnpickled
+from helpers import Unpicklable, broken_initializer, fail_on, recall, remember, square
+from interp_tasks import (
+    cut_the_loop_off,
+    interpreter_id,
+    mark_then_square,
+    pid,
+    return_a_lock,
+    touch,
+    touched,
+    wait_for_file,
+)
+
+needs_interpreters = pytest.mark.skipif(
+    not HAS_INTERPRETERS, reason="subinterpreters (concurrent.interpreters) need Python 3.14+"
+)
+
+
+def live_subinterpreters() -> list[Any]:
+    from concurrent import interpreters
+
+    main = interpreters.get_main()
+    return [i for i in interpreters.list_all() if i.id != main.id]
+
+
+# --- before Python 3.14 -------------------------------------------------------------
+
+
+@pytest.mark.skipif(HAS_INTERPRETERS, reason="this Python has subinterpreters")
+def test_before_python_314_the_backend_is_refused_at_once_naming_the_version() -> None:
+    version = sys.version.split()[0]
+    message = (
+        r"backend='interpreter' needs Python 3\.14 or newer \(concurrent\.interpreters\); "
+        rf"this is Python {version.replace('.', '[.]')}"
+    )
+    with pytest.raises(ValueError, match=message):
+        workpool.map(square, range(3), backend="interpreter")
+    with pytest.raises(ValueError, match=message):
+        workpool.imap(square, range(3), backend="interpreter")
+    with pytest.raises(ValueError, match=message):
+        workpool.Pool(2, backend="interpreter")
+    assert "interpreter" not in workpool._options.BACKENDS
+
+
+@needs_interpreters
+def test_the_backend_is_offered_where_subinterpreters_exist() -> None:
+    assert "interpreter" in workpool._options.BACKENDS
+    with workpool.Pool(1, backend="interpreter") as pool:
+        assert pool.backend == "interpreter"
+
+
+def test_the_loop_in_the_interpreter_numbers_call_modes_as_the_library_does() -> None:
+    # interpreter_worker.py cannot import workpool.tasks, so it repeats these numbers.
+    from workpool.backends import interpreter_worker as wire
+    from workpool.tasks import CallMode
+
+    assert (wire.ONE, wire.STAR, wire.CALL) == (CallMode.ONE, CallMode.STAR, CallMode.CALL)
+
+
+# --- isolation ----------------------------------------------------------------------
+
+
+@needs_interpreters
+def test_tasks_run_in_other_interpreters_of_this_process() -> None:
+    from concurrent import interpreters
+
+    ids = workpool.map(touch, ["set in a subinterpreter"] * 8, backend="interpreter", workers=2)
+    assert interpreters.get_main().id not in ids
+    assert "value" not in touched  # the task changed its interpreter's copy of this module
+    assert workpool.map(pid, range(4), backend="interpreter", workers=2) == [pid(0)] * 4
+
+
+@needs_interpreters
+def test_initializer_state_stays_in_the_workers_interpreters() -> None:
+    value = "remembered only in subinterpreters"
+    results = workpool.map(
+        recall, range(10), backend="interpreter", workers=2, initializer=remember, initargs=(value,)
+    )
+    assert results == [value] * 10
+    assert recall(None) != value  # the main interpreter never ran this initializer
+
+
+@needs_interpreters
+def test_nothing_is_left_after_a_one_shot_map() -> None:
+    assert live_subinterpreters() == []
+    workpool.map(square, range(5000), backend="interpreter", workers=2)
+    assert live_subinterpreters() == []
+    assert live_workpool_threads() == []
+
+
+@needs_interpreters
+def test_workers_are_threads_named_after_the_backend_and_start_on_demand() -> None:
+    with workpool.Pool(2, backend="interpreter") as pool:
+        assert live_workpool_threads() == []  # nothing runs until there is work
+        assert pool.submit(square, 3).result(timeout=30) == 9
+        names = {t.name for t in live_workpool_threads()}
+        assert "workpool-interp-0" in names
+        assert all(name.startswith("workpool-interp-") for name in names)
+    assert live_subinterpreters() == []
+
+
+# --- what crosses, and what cannot ---------------------------------------------------
+
+
+@needs_interpreters
+def test_lambdas_and_closures_cross_by_value() -> None:
+    offset = 10
+
+    def outer(k: int) -> Callable[[int], int]:
+        return lambda x: x * k + offset
+
+    assert workpool.map(lambda x: x + offset, range(4), backend="interpreter") == [10, 11, 12, 13]
+    assert workpool.map(outer(3), range(3), backend="interpreter") == [10, 13, 16]
+    with workpool.Pool(2, backend="interpreter") as pool:
+        assert pool.submit(lambda a, b=1: a - b, 5, b=2).result(timeout=30) == 3
+
+
+@needs_interpreters
+def test_a_function_defined_in_main_works(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import workpool
+
+            SCALE = 3
+
+            def scaled(x):
+                return x * SCALE
+
+            if __name__ == "__main__":
+                print(workpool.map(scaled, range(5), backend="interpreter", workers=2))
+            """
+        )
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 3, 6, 9, 12]"
+    assert "Warning" not in done.stderr
+
+
+@needs_interpreters
+def test_an_argument_that_cannot_be_pickled_fails_only_its_task() -> None:
+    items: list[object] = [1, Unpicklable(), 3, 4]
+    results = workpool.map(
+        lambda x: x, items, backend="interpreter", workers=1, chunksize=4, return_exceptions=True
+    )
+    assert results[0] == 1
+    assert results[2:] == [3, 4]
+    assert isinstance(results[1], Exception)
+    notes = "\n".join(getattr(results[1], "__notes__", []))
+    assert "could not be pickled to send them to a subinterpreter" in notes
+    assert "input position 1" in notes
+
+
+@needs_interpreters
+def test_an_argument_that_cannot_be_rebuilt_in_the_interpreter_fails_only_its_task() -> None:
+    items: list[object] = [1, RaiseWhenUnpickled(), 3]
+    results = workpool.map(
+        lambda x: x, items, backend="interpreter", workers=1, chunksize=3, return_exceptions=True
+    )
+    assert results[0] == 1
+    assert results[2] == 3
+    assert isinstance(results[1], RuntimeError)
+    assert "cannot be rebuilt in a worker" in str(results[1])
+
+
+@needs_interpreters
+def test_a_function_that_cannot_be_pickled_fails_each_task_saying_why() -> None:
+    lock = threading.Lock()
+
+    def holds_a_lock(x: int) -> int:
+        with lock:
+            return x
+
+    results = workpool.map(holds_a_lock, range(3), backend="interpreter", return_exceptions=True)
+    assert all(isinstance(r, TypeError) for r in results)
+    assert "cannot be sent to a subinterpreter" in str(results[0])
+    with pytest.raises(TypeError, match="cannot be sent to a subinterpreter"):
+        workpool.map(holds_a_lock, range(3), backend="interpreter")
+
+
+@needs_interpreters
+def test_a_function_that_cannot_be_rebuilt_fails_each_task_with_the_reason() -> None:
+    results = workpool.map(
+        RaiseWhenFunctionUnpickled(), range(3), backend="interpreter", return_exceptions=True
+    )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    assert "cannot be rebuilt in a worker" in str(results[0])
+
+
+@needs_interpreters
+def test_a_result_that_cannot_be_pickled_fails_only_its_task() -> None:
+    results = workpool.map(
+        return_a_lock,
+        range(4),
+        backend="interpreter",
+        workers=1,
+        chunksize=4,
+        return_exceptions=True,
+    )
+    assert results[0] == 0
+    assert results[2:] == [2, 3]
+    assert isinstance(results[1], TypeError)
+    assert "could not be pickled" in "\n".join(results[1].__notes__)
+
+
+@needs_interpreters
+def test_a_task_error_keeps_its_type_the_remote_traceback_and_names_the_interpreter() -> None:
+    with pytest.raises(ValueError, match="bad input 3") as info:
+        workpool.map(fail_on(3), range(10), backend="interpreter", workers=2)
+    cause = info.value.__cause__
+    assert isinstance(cause, workpool.RemoteTraceback)
+    assert "in check" in str(cause)  # the failing function's frame, from the subinterpreter
+    notes = "\n".join(info.value.__notes__)
+    assert "input position 3" in notes
+    assert "in interpreter " in notes
+
+
+@needs_interpreters
+def test_functions_beyond_what_an_interpreter_keeps_still_run() -> None:
+    with workpool.Pool(1, backend="interpreter") as pool:
+        futures = [pool.submit(lambda x, k=k: x + k, 1) for k in range(300)]
+        assert [f.result(timeout=60) for f in futures] == [k + 1 for k in range(300)]
+
+
+# --- the life of a worker -------------------------------------------------------------
+
+
+@needs_interpreters
+def test_a_loop_that_dies_costs_its_task_and_the_interpreter_is_replaced() -> None:
+    with workpool.Pool(1, backend="interpreter") as pool:
+        first = pool.submit(interpreter_id, 0).result(timeout=30)
+        crashed = pool.submit(cut_the_loop_off, 1).exception(timeout=30)
+        assert isinstance(crashed, workpool.WorkerCrashed)
+        assert f"the loop in interpreter {first} stopped" in str(crashed)
+        assert pool.submit(interpreter_id, 2).result(timeout=30) != first
+    assert live_subinterpreters() == []
+
+
+@needs_interpreters
+def test_a_failing_initializer_breaks_the_pool_with_the_original_error() -> None:
+    with pytest.raises(workpool.BrokenPool, match="initializer says no") as info:
+        workpool.map(square, range(10), backend="interpreter", initializer=broken_initializer)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    assert isinstance(info.value.__cause__.__cause__, workpool.RemoteTraceback)
+
+    pool = workpool.Pool(2, backend="interpreter", initializer=broken_initializer)
+    try:
+        first = pool.submit(square, 1)
+        assert isinstance(first.exception(timeout=30), workpool.BrokenPool)
+        with pytest.raises(workpool.BrokenPool):
+            pool.submit(square, 2)
+    finally:
+        pool.shutdown()
+    assert live_subinterpreters() == []
+
+
+@needs_interpreters
+def test_an_initializer_that_cannot_be_pickled_is_refused_at_once() -> None:
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match="cannot be sent to a subinterpreter"):
+        workpool.Pool(1, backend="interpreter", initializer=lock.acquire)
+
+
+@needs_interpreters
+def test_max_tasks_per_worker_replaces_the_interpreter() -> None:
+    ids = workpool.map(
+        interpreter_id,
+        range(12),
+        backend="interpreter",
+        workers=2,
+        chunksize=1,
+        max_tasks_per_worker=3,
+    )
+    assert len(set(ids)) >= 4
+    assert all(ids.count(i) <= 3 for i in set(ids))
+    assert live_subinterpreters() == []
+
+
+@needs_interpreters
+def test_timeout_is_reported_while_the_abandoned_task_still_runs(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    results = workpool.map(
+        wait_for_file(str(release), bad=2),
+        range(8),
+        backend="interpreter",
+        workers=2,
+        task_timeout=0.5,
+        return_exceptions=True,
+    )
+    # The map returned although task 2 is still waiting for the file: it was abandoned.
+    assert isinstance(results[2], workpool.TaskTimeout)
+    assert "background" in str(results[2])
+    assert "input position 2" in "\n".join(results[2].__notes__)
+    assert [r for i, r in enumerate(results) if i != 2] == [x * x for x in range(8) if x != 2]
+    release.touch()
+    # Once its task ends, the abandoned worker closes its interpreter and its threads exit.
+    assert wait_for(lambda: not live_workpool_threads() and not live_subinterpreters(), 30)
+
+
+@needs_interpreters
+def test_timeout_on_a_pool_keeps_it_usable(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    with workpool.Pool(1, backend="interpreter", task_timeout=0.5) as pool:
+        hung = pool.submit(wait_for_file(str(release), bad=0), 0)
+        with pytest.raises(workpool.TaskTimeout):
+            hung.result(timeout=30)
+        assert pool.submit(square, 5).result(timeout=30) == 25
+        release.touch()
+    assert wait_for(lambda: not live_workpool_threads() and not live_subinterpreters(), 30)
+
+
+@needs_interpreters
+def test_timeout_with_retries_tries_again_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    results = workpool.map(
+        wait_for_file(str(release), bad=1),
+        range(3),
+        backend="interpreter",
+        workers=2,
+        task_timeout=0.3,
+        retries=1,
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], workpool.TaskTimeout)
+    assert "attempt 2 of 2" in "\n".join(results[1].__notes__)
+    assert results[0] == 0
+    assert results[2] == 4
+    release.touch()
+    assert wait_for(lambda: not live_workpool_threads() and not live_subinterpreters(), 30)
+
+
+@needs_interpreters
+def test_shutdown_cancel_futures_cancels_what_has_not_started(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    pool = workpool.Pool(1, backend="interpreter")
+    first = pool.submit(wait_for_file(str(release), bad=0), 0)
+    queued = [pool.submit(square, i) for i in range(20)]
+    assert wait_for(first.running, 30)
+    pool.shutdown(wait=False, cancel_futures=True)
+    assert all(f.cancelled() for f in queued)
+    release.touch()
+    pool.shutdown(wait=True)
+    assert first.result() == 0
+
+
+@needs_interpreters
+def test_the_pool_is_an_executor_for_asyncio() -> None:
+    import asyncio
+
+    async def main() -> list[int]:
+        loop = asyncio.get_running_loop()
+        with workpool.Pool(2, backend="interpreter") as pool:
+            return list(
+                await asyncio.gather(*(loop.run_in_executor(pool, square, i) for i in range(5)))
+            )
+
+    assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+
+@needs_interpreters
+def test_executor_map_timeout_is_an_overall_deadline(tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    with workpool.Pool(1, backend="interpreter") as pool:
+        results = pool.map(wait_for_file(str(release), bad=1), range(3), timeout=0.5)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            list(results)
+        release.touch()
+
+
+# The shared tests that count calls in a list the task appends to cannot see calls made
+# in another interpreter (each has its own copy of the list); these count files instead.
+
+
+@needs_interpreters
+def test_a_failure_stops_feeding_the_interpreters(tmp_path: Path) -> None:
+    with pytest.raises(KeyError, match="failed at 0"):
+        workpool.map(
+            mark_then_square(str(tmp_path), 0, 0.01),
+            range(10_000),
+            backend="interpreter",
+            workers=2,
+        )
+    assert len(list(tmp_path.iterdir())) < 1000
+
+
+@needs_interpreters
+def test_breaking_out_of_imap_leaves_no_work_running(tmp_path: Path) -> None:
+    results = workpool.imap(
+        mark_then_square(str(tmp_path), -1, 0.01), range(10_000), backend="interpreter", workers=2
+    )
+    for value in results:
+        if value >= 25:
+            break
+    results.close()
+    assert live_workpool_threads() == []
+    assert live_subinterpreters() == []
+    count = len(list(tmp_path.iterdir()))
+    assert count < 200
+    assert len(list(tmp_path.iterdir())) == count  # nothing still running adds marks
+
+
+EXIT_SCRIPT = """
+import time, workpool
+
+def sleepy(x):
+    time.sleep(x)
+    return x
+
+pool = workpool.Pool(2, backend="interpreter", task_timeout={timeout})
+print(pool.submit(abs, -3).result())
+if {running}:
+    future = pool.submit(sleepy, 0.5)
+    if {timeout}:
+        print(type(future.exception()).__name__)
+    else:
+        time.sleep(0.1)
+"""
+
+
+@needs_interpreters
+@pytest.mark.parametrize(
+    ("running", "timeout"),
+    [(False, None), (True, None), (True, 0.1)],
+    ids=["idle", "busy", "timed"],
+)
+def test_a_program_that_ends_with_a_pool_open_exits_cleanly(
+    tmp_path: Path, running: bool, timeout: float | None
+) -> None:
+    # At exit the pool waits for running and abandoned tasks: Python cannot finalize a
+    # subinterpreter that a thread is still running in.
+    script = tmp_path / "script.py"
+    script.write_text(EXIT_SCRIPT.format(running=running, timeout=timeout))
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == (["3", "TaskTimeout"] if timeout else ["3"])
+    assert done.stderr == ""
