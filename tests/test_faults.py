@@ -330,3 +330,12 @@ def test_idle_worker_killed_from_outside_is_replaced_without_blame() -> None:
         # Nothing was running, so nothing fails; new workers serve new work.
         assert list(pool.imap(square, range(50))) == [x * x for x in range(50)]
         assert not pids & {pool.submit(pid_of, i).result(timeout=30) for i in range(10)}
+
+
+def test_thread_watchdog_does_not_swallow_the_wake_up_of_a_worker() -> None:
+    # The watchdog and the workers wait for different things: a submit must wake a
+    # worker, not the watchdog.
+    with workpool.Pool(1, backend="thread", task_timeout=5) as pool:
+        assert pool.submit(time.sleep, 0.05).result(timeout=30) is None
+        for value in range(20):
+            assert pool.submit(abs, -value).result(timeout=10) == value

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 from workpool._options import (
+    BACKENDS,
     RunOptions,
     check_function,
     make_pool_spec,
@@ -100,7 +101,7 @@ class Pool(concurrent.futures.Executor):
             raise ValueError(
                 "backend='auto' chooses an engine per function and is offered by "
                 "workpool.map/imap/starmap; a Pool needs a named backend: "
-                "'serial', 'thread' or 'process'"
+                + ", ".join(repr(name) for name in BACKENDS if name != "auto")
             )
         self._spec = make_pool_spec(
             backend=backend,
@@ -123,7 +124,7 @@ class Pool(concurrent.futures.Executor):
 
     @property
     def backend(self) -> str:
-        """The engine's name: 'serial', 'thread' or 'process'."""
+        """The engine's name: 'serial', 'thread', 'process' or 'interpreter'."""
         return self._backend.name
 
     @property

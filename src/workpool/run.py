@@ -248,11 +248,14 @@ class MapRun:
             state.values[offset : offset + count] = batch.values
 
         failed = 0
+        annotated: set[int] = set()  # one exception object may stand for several items
         for position, error in batch.errors.items():
             if position in retried:
                 continue
             failed += 1
-            self._annotate(error, chunk, position, batch.worker)
+            if id(error) not in annotated:
+                annotated.add(id(error))
+                self._annotate(error, chunk, position, batch.worker)
             if self._options.return_exceptions:
                 state.values[offset + position] = error
             elif self._raise_in_order:

@@ -47,7 +47,12 @@ class ThreadBackend(Backend):
 
     def __init__(self, spec: PoolSpec) -> None:
         super().__init__(spec)
-        self._cond = threading.Condition()
+        # One lock, two conditions: workers wait for chunks, the watchdog for deadlines.
+        # With one condition, a submit's notify() could wake the watchdog instead of an
+        # idle worker, and the chunk would wait for the next wake-up.
+        self._lock = threading.Lock()
+        self._chunk_ready = threading.Condition(self._lock)
+        self._deadlines = threading.Condition(self._lock)
         self._queue: deque[Chunk] = deque()
         self._threads: set[threading.Thread] = set()
         self._timed: dict[threading.Thread, _TimedTask] = {}
@@ -56,12 +61,12 @@ class ThreadBackend(Backend):
         self._stopped = False
         self._broken: BrokenPool | None = None
         self._names = itertools.count()
-        with self._cond:
+        with self._lock:
             for _ in range(self.workers):
                 self._spawn()
 
     def _spawn(self) -> None:
-        """Start one more worker thread. Call with ``_cond`` held."""
+        """Start one more worker thread. Call with ``_lock`` held."""
         thread = threading.Thread(
             target=self._work, name=f"workpool-thread-{next(self._names)}", daemon=True
         )
@@ -69,7 +74,7 @@ class ThreadBackend(Backend):
         thread.start()
 
     def submit(self, chunk: Chunk) -> None:
-        with self._cond:
+        with self._lock:
             if self._broken is not None:
                 raise self._broken
             if self._stopped:
@@ -79,12 +84,12 @@ class ThreadBackend(Backend):
                 self._queue.extend(chunk.split(i, i + 1) for i in range(len(chunk.items)))
             else:
                 self._queue.append(chunk)
-            self._cond.notify()
+            self._chunk_ready.notify()
 
     def _next_chunk(self) -> Chunk | None:
-        with self._cond:
+        with self._lock:
             while not self._queue and not self._stopping:
-                self._cond.wait()
+                self._chunk_ready.wait()
             return self._queue.popleft() if self._queue else None
 
     def _work(self) -> None:
@@ -103,9 +108,9 @@ class ThreadBackend(Backend):
                 if not chunk.sink.claim(chunk):
                     continue
                 if tasks_left is not None and len(chunk.items) > tasks_left:
-                    with self._cond:
+                    with self._lock:
                         self._queue.appendleft(chunk.split(tasks_left, len(chunk.items)))
-                        self._cond.notify()
+                        self._chunk_ready.notify()
                     chunk = chunk.split(0, tasks_left)
                 if chunk.task_timeout is not None:
                     timed = self._watch(chunk, me)
@@ -118,7 +123,7 @@ class ThreadBackend(Backend):
                 if tasks_left is not None:
                     tasks_left -= len(chunk.items)
                     if tasks_left <= 0:  # retire: a fresh thread takes this one's place
-                        with self._cond:
+                        with self._lock:
                             if not self._stopping or self._queue:
                                 self._spawn()
                         return
@@ -127,35 +132,40 @@ class ThreadBackend(Backend):
 
     def _leave(self, me: threading.Thread) -> None:
         stranded: list[Chunk] = []
-        with self._cond:
+        with self._lock:
             self._threads.discard(me)
             if not self._threads and not self._stopped:  # the last one out
                 self._stopped = True
                 stranded = list(self._queue)
                 self._queue.clear()
-            self._cond.notify_all()
+            self._wake_everyone()
         error = self._broken or CancelledError("the pool stopped before this task started")
         for chunk in stranded:
             chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
 
     # --- timeouts -------------------------------------------------------------------
 
+    def _wake_everyone(self) -> None:
+        """Call with ``_lock`` held: the state changed for workers and watchdog alike."""
+        self._chunk_ready.notify_all()
+        self._deadlines.notify_all()
+
     def _watch(self, chunk: Chunk, thread: threading.Thread) -> _TimedTask:
         assert chunk.task_timeout is not None
         timed = _TimedTask(chunk, thread, time.monotonic() + chunk.task_timeout)
-        with self._cond:
+        with self._lock:
             self._timed[thread] = timed
             if self._watchdog is None:
                 self._watchdog = threading.Thread(
                     target=self._watch_deadlines, name="workpool-thread-watchdog", daemon=True
                 )
                 self._watchdog.start()
-            self._cond.notify_all()
+            self._deadlines.notify()
         return timed
 
     def _unwatch(self, timed: _TimedTask) -> bool:
         """Stop watching a finished task; True if it had been abandoned meanwhile."""
-        with self._cond:
+        with self._lock:
             self._timed.pop(timed.thread, None)
             return timed.abandoned
 
@@ -163,7 +173,7 @@ class ThreadBackend(Backend):
         """The watchdog: report overdue tasks and replace the threads running them."""
         while True:
             overdue: list[_TimedTask] = []
-            with self._cond:
+            with self._lock:
                 if self._stopped or (self._stopping and not self._timed and not self._queue):
                     self._watchdog = None
                     return
@@ -177,7 +187,7 @@ class ThreadBackend(Backend):
                         self._spawn()
                 if not overdue:
                     deadlines = [t.deadline for t in self._timed.values()]
-                    self._cond.wait(min(deadlines) - now if deadlines else None)
+                    self._deadlines.wait(min(deadlines) - now if deadlines else None)
             for timed in overdue:
                 chunk = timed.chunk
                 error = TaskTimeout(
@@ -194,24 +204,24 @@ class ThreadBackend(Backend):
     def _break(self, exc: BaseException) -> None:
         error = BrokenPool(f"the initializer failed: {exc!r}")
         error.__cause__ = exc
-        with self._cond:
+        with self._lock:
             if self._broken is None:
                 self._broken = error
             self._stopping = True
             dropped = list(self._queue)
             self._queue.clear()
-            self._cond.notify_all()
+            self._wake_everyone()
         for chunk in dropped:
             chunk.sink.deliver(ResultBatch.failed(chunk, self._broken, retryable=False))
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
-        with self._cond:
+        with self._lock:
             self._stopping = True
             dropped: list[Chunk] = []
             if cancel_pending:
                 dropped = list(self._queue)
                 self._queue.clear()
-            self._cond.notify_all()
+            self._wake_everyone()
         error = CancelledError("the pool shut down before this task started")
         for chunk in dropped:
             chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
@@ -219,7 +229,7 @@ class ThreadBackend(Backend):
             return
         current = threading.current_thread()
         while True:  # retiring and replacing threads may start successors meanwhile
-            with self._cond:
+            with self._lock:
                 threads = [t for t in self._threads if t is not current]
                 if self._watchdog is not None and self._watchdog is not current:
                     threads.append(self._watchdog)
