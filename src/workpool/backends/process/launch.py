@@ -41,6 +41,9 @@ class MultiprocessingLauncher:
     """Workers as ``multiprocessing.Process`` of one start method (fork, forkserver, spawn)."""
 
     def __init__(self, method: str) -> None:
+        from workpool.backends.process.supervisor import run_exit_hook_before_multiprocessing
+
+        run_exit_hook_before_multiprocessing()
         self.method = method
         self._context = multiprocessing.get_context(method)
         if method == "forkserver":

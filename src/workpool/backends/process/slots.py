@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import mmap
 import os
-import tempfile
 from typing import Any
 
 from workpool.backends.process.protocol import SLOT_FIELDS
@@ -25,6 +24,8 @@ def _anonymous_file(size: int) -> int:
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("workpool-slots", os.MFD_CLOEXEC)
     else:  # pragma: no cover - platforms without memfd (macOS)
+        import tempfile
+
         fd, path = tempfile.mkstemp(prefix="workpool-slots-")
         os.unlink(path)
     os.ftruncate(fd, size)

@@ -582,14 +582,25 @@ def _close_descriptors(*fds: int) -> None:
             os.close(fd)
 
 
-# atexit runs handlers last registered first. multiprocessing's own exit handler
-# joins every live child process, which would wait forever on our idle workers, so
-# ours must be registered after it: importing multiprocessing.util registers it now.
-import multiprocessing.util  # noqa: E402, F401
-
-
-@atexit.register
 def _stop_everything_at_exit() -> None:
     """At interpreter exit, no worker may outlive us: terminate every live pool."""
     for supervisor in list(_live_supervisors):
         supervisor.terminate()
+
+
+def run_exit_hook_before_multiprocessing() -> None:
+    """Make our exit hook run before multiprocessing's.
+
+    atexit runs handlers last registered first. multiprocessing's own handler joins
+    every live ``multiprocessing.Process``, which would wait forever on idle workers
+    started that way; so ours is registered again after importing it (which registers
+    multiprocessing's). Workers from the zygote are not ``Process`` objects and need
+    none of this.
+    """
+    import multiprocessing.util  # noqa: F401
+
+    atexit.unregister(_stop_everything_at_exit)
+    atexit.register(_stop_everything_at_exit)
+
+
+atexit.register(_stop_everything_at_exit)

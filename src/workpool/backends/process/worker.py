@@ -8,7 +8,6 @@ batch. It never decides anything about retries or ordering; the parent does.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import select
 import signal
@@ -48,6 +47,8 @@ def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
     server, whose death says nothing about the pool's.
     """
     if parent_pid and sys.platform.startswith("linux"):
+        import ctypes  # only here: it costs milliseconds to import
+
         with contextlib.suppress(OSError, AttributeError):
             # The symbols already loaded into this process include libc's; looking the
             # library up by name (ctypes.util.find_library) would run ldconfig.
