@@ -36,6 +36,7 @@ $(BENCH_STAMP): pyproject.toml
 	touch $@
 
 bench: $(BENCH_STAMP)
+	$(BIN)/python -m compileall -q src  # start-up is measured: do not time compiling
 	$(BIN)/python -m benchmarks --json bench.json $(BENCH_ARGS)
 
 lint: $(STAMP)
