@@ -32,6 +32,11 @@ def run_bench(
             raise PlotUnavailable(
                 "--plot needs matplotlib: pip install 'workpool[plot]' (or pip install matplotlib)"
             ) from exc
+    # Decide how process workers start before the status display starts its thread:
+    # the zygote is made only while the program runs a single thread.
+    from workpool.backends.process import default_start_method
+
+    default_start_method()
     built, notes = build_workloads(workloads, quick=quick)
     for note in notes:
         console.print(f"[yellow]{note}[/yellow]")
