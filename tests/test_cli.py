@@ -80,11 +80,11 @@ def test_bench_prints_the_table_and_writes_json_and_plot(tmp_path: Path) -> None
     assert names == ["tiny", "io"]
     io = data["workloads"][1]
     assert len(io["serial_seconds"]) == 3
+    from workpool._options import BACKENDS
+
+    engines = ["thread", "process"] + (["interpreter"] if "interpreter" in BACKENDS else [])
     assert {(c["backend"], c["workers"]) for c in io["configurations"]} == {
-        ("thread", 1),
-        ("thread", 2),
-        ("process", 1),
-        ("process", 2),
+        (engine, count) for engine in engines for count in (1, 2)
     }
     two_threads = next(
         c for c in io["configurations"] if c["backend"] == "thread" and c["workers"] == 2

@@ -33,10 +33,16 @@ def write_plot(results: list[WorkloadResult], facts: dict[str, Any], path: Path)
         sizes = sorted({c.workers for c in result.pooled})
         ax.plot(sizes, sizes, linestyle="--", color="grey", label="ideal (linear)")
         ax.axhline(1.0, color="black", linewidth=0.8, label="serial")
-        for backend, marker, label in (("thread", "o", "threads"), ("process", "s", "processes")):
+        for backend, marker, label in (
+            ("thread", "o", "threads"),
+            ("process", "s", "processes"),
+            ("interpreter", "^", "subinterpreters"),
+        ):
             configs = sorted(
                 (c for c in result.pooled if c.backend == backend), key=lambda c: c.workers
             )
+            if not configs:
+                continue
             ax.plot(
                 [c.workers for c in configs],
                 [result.speedup(c) for c in configs],

@@ -56,15 +56,24 @@ def summarize(result: WorkloadResult, facts: dict[str, Any]) -> str:
     thread, process = _best(result, "thread"), _best(result, "process")
     assert thread is not None and process is not None
     t_speed, p_speed = result.speedup(thread), result.speedup(process)
+    interp = _best(result, "interpreter")
+    i_speed = result.speedup(interp) if interp is not None else 0.0
     winner = max(
-        [("the serial loop wins", 1.0), ("threads win", t_speed), ("processes win", p_speed)],
+        [
+            ("the serial loop wins", 1.0),
+            ("threads win", t_speed),
+            ("processes win", p_speed),
+            ("subinterpreters win", i_speed),
+        ],
         key=lambda pair: pair[1],
     )
     lead = (
         f"{name}: {winner[0]}"
         + (f" ({winner[1]:.2f}x serial)" if winner[1] != 1.0 else "")
         + f"; threads reach {t_speed:.2f}x (at {thread.workers}), "
-        f"processes {p_speed:.2f}x (at {process.workers})."
+        f"processes {p_speed:.2f}x (at {process.workers})"
+        + (f", subinterpreters {i_speed:.2f}x (at {interp.workers})" if interp else "")
+        + "."
     )
     cpus = facts["usable_cpus"]
     if t_speed >= SCALES:
@@ -89,6 +98,11 @@ def summarize(result: WorkloadResult, facts: dict[str, Any]) -> str:
         why = (
             "Nothing scaled here: the work may be bound by memory bandwidth, or the "
             "machine was busy with other work while it ran."
+        )
+    if interp is not None and i_speed >= SCALES and not facts["free_threaded"]:
+        why += (
+            " Subinterpreters each have their own GIL, so they run Python code in parallel "
+            "inside this one process as well."
         )
     return f"{lead} {why}"
 
@@ -131,7 +145,7 @@ def print_report(results: list[WorkloadResult], facts: dict[str, Any], console: 
         console.print()
     starts = {
         b: [c.start_seconds for r in results for c in r.pooled if c.backend == b]
-        for b in ("thread", "process")
+        for b in ("thread", "process", "interpreter")
     }
     console.print(
         "Times exclude starting the pool, measured apart: "

@@ -65,10 +65,10 @@ def time_workload(
     runs: int,
     on_step: Callable[[str], None] = lambda _: None,
 ) -> WorkloadResult:
-    """Run ``workload`` serially and on threads and processes at each pool size."""
+    """Run ``workload`` serially and on each of its engines at each pool size."""
     fn, items = workload.fn, workload.items
     serial = Configuration("serial", 1)
-    pooled = [Configuration(b, w) for b in ("thread", "process") for w in workers]
+    pooled = [Configuration(b, w) for b in workload.backends for w in workers]
     pools: list[workpool.Pool] = []
     try:
         for config in pooled:

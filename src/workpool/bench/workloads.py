@@ -47,6 +47,16 @@ class Workload:
     fn: Callable[[Any], Any]
     items: list[Any]
     description: str
+    backends: tuple[str, ...] = ("thread", "process")  # besides serial
+
+
+def _pooled_backends(*, in_subinterpreters: bool = True) -> tuple[str, ...]:
+    """The engines to time: threads, processes, and subinterpreters where Python has them."""
+    from workpool._options import BACKENDS
+
+    if in_subinterpreters and "interpreter" in BACKENDS:
+        return ("thread", "process", "interpreter")
+    return ("thread", "process")
 
 
 WORKLOADS = ("cpu", "io", "numpy", "tiny")
@@ -74,11 +84,19 @@ def build_workloads(names: list[str], *, quick: bool) -> tuple[list[Workload], l
             count = 64 if quick else 256
             loops = _calibrate_spin(per_item)
             built.append(
-                Workload("cpu", spin, [loops] * count, f"{count} pure-Python loops of ~5 ms")
+                Workload(
+                    "cpu",
+                    spin,
+                    [loops] * count,
+                    f"{count} pure-Python loops of ~5 ms",
+                    _pooled_backends(),
+                )
             )
         elif name == "io":
             count = 64 if quick else 400
-            built.append(Workload("io", nap, [0.01] * count, f"{count} waits of 10 ms"))
+            built.append(
+                Workload("io", nap, [0.01] * count, f"{count} waits of 10 ms", _pooled_backends())
+            )
         elif name == "numpy":
             try:
                 import numpy  # noqa: F401
@@ -87,11 +105,22 @@ def build_workloads(names: list[str], *, quick: bool) -> tuple[list[Workload], l
                 continue
             count = 16 if quick else 64
             built.append(
-                Workload("numpy", numpy_sort, list(range(count)), f"{count} NumPy sorts of 1M")
+                # NumPy cannot be imported in a subinterpreter: no interpreter rows.
+                Workload(
+                    "numpy",
+                    numpy_sort,
+                    list(range(count)),
+                    f"{count} NumPy sorts of 1M",
+                    _pooled_backends(in_subinterpreters=False),
+                )
             )
         elif name == "tiny":
             count = 100_000 if quick else 1_000_000
-            built.append(Workload("tiny", square, list(range(count)), f"{count:,} squares"))
+            built.append(
+                Workload(
+                    "tiny", square, list(range(count)), f"{count:,} squares", _pooled_backends()
+                )
+            )
         else:
             raise ValueError(f"unknown workload {name!r}; choose from {', '.join(WORKLOADS)}")
     return built, notes
