@@ -33,10 +33,12 @@ from workpool.tasks import CallMode, call_items
 
 __all__ = ["Advice", "Measurement", "advise", "decide", "measure"]
 
-# What a pool of worker processes costs to start, estimated: a fork server that is
-# already running forks a worker in a few milliseconds; starting one costs an
-# interpreter start-up.
-PROCESS_POOL_START_WARM = 0.03
+# What a pool of worker processes costs to start and stop, estimated (measured here):
+# workers forked from the zygote or a running fork server start in milliseconds; the
+# first pool also imports the process engine; a fork server that must first start
+# costs an interpreter start-up.
+PROCESS_POOL_START_WARM = 0.02
+PROCESS_POOL_START_FIRST = 0.05
 PROCESS_POOL_START_COLD = 0.15
 THREAD_POOL_START = 0.001
 # Moving one chunk to a worker process and its results back, beyond pickling.
@@ -111,14 +113,22 @@ def _bytes(value: float) -> str:
 
 
 def _process_pool_start() -> float:
-    """Estimated start-up of a process pool here, now."""
+    """Estimated start-up of a process pool here, now: how workers would start."""
+    import sys
+
+    zygote = sys.modules.get("workpool.backends.process.zygote")
+    if zygote is not None and zygote._zygote is not None:
+        return PROCESS_POOL_START_WARM
     try:
         from multiprocessing import forkserver
 
-        running = getattr(forkserver._forkserver, "_forkserver_pid", None) is not None
+        if getattr(forkserver._forkserver, "_forkserver_pid", None) is not None:
+            return PROCESS_POOL_START_WARM
     except ImportError:  # pragma: no cover - platforms without fork servers
-        running = False
-    return PROCESS_POOL_START_WARM if running else PROCESS_POOL_START_COLD
+        pass
+    if threading.active_count() == 1:  # the zygote can still be made: fast, once imported
+        return PROCESS_POOL_START_FIRST
+    return PROCESS_POOL_START_COLD
 
 
 def threads_scale(found: Measurement) -> bool:
