@@ -56,6 +56,7 @@ from typing import Any
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
+from workpool.backends.deadlines import DeadlineWatch, TimedTask
 from workpool.backends.process.protocol import FunctionRef
 from workpool.backends.subinterpreter import (
     InitializerFailed,
@@ -64,7 +65,7 @@ from workpool.backends.subinterpreter import (
     ResultsNotRebuilt,
     Subinterpreter,
 )
-from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
+from workpool.errors import BrokenPool, WorkerCrashed, add_note
 from workpool.serialize import dumps_data, dumps_function, unpicklable_reason
 from workpool.tasks import Chunk, ResultBatch
 
@@ -72,19 +73,6 @@ __all__ = ["InterpreterBackend"]
 
 # Functions the pool keeps pickled.
 FUNCTION_REGISTRY_SIZE = 256
-
-
-class _TimedTask:
-    """A task with a deadline, as the watchdog sees it."""
-
-    __slots__ = ("abandoned", "chunk", "deadline", "label", "thread")
-
-    def __init__(self, chunk: Chunk, thread: threading.Thread, label: str, deadline: float):
-        self.chunk = chunk
-        self.thread = thread
-        self.label = label
-        self.deadline = deadline
-        self.abandoned = False
 
 
 class _FunctionRegistry:
@@ -162,16 +150,23 @@ class InterpreterBackend(Backend):
                 ) from exc
         self._functions = _FunctionRegistry()
         lock = threading.Lock()
-        # Two conditions over one lock: a chunk put in the queue must wake a worker,
-        # never the watchdog in its place.
+        # The watchdog waits on its own condition over the same lock: a chunk put in
+        # the queue must wake a worker, never the watchdog in its place.
         self._cond = threading.Condition(lock)  # workers wait here for chunks
-        self._deadlines = threading.Condition(lock)  # the watchdog waits here
         self._queue: deque[Chunk] = deque()
         self._threads: set[threading.Thread] = set()
         self._abandoned: set[threading.Thread] = set()  # finishing a task past its timeout
         self._idle = 0  # threads waiting for a chunk
-        self._timed: dict[threading.Thread, _TimedTask] = {}
-        self._watchdog: threading.Thread | None = None
+        self._deadlines = DeadlineWatch(
+            lock,
+            name="workpool-interp-watchdog",
+            kind="a subinterpreter",
+            abandon=self._abandon,
+            finished=lambda: (
+                self._stopped
+                or (self._stopping and not self._deadlines.watching and not self._queue)
+            ),
+        )
         self._stopping = False
         self._stopped = False
         self._broken: BrokenPool | None = None
@@ -322,11 +317,11 @@ class InterpreterBackend(Backend):
 
         Raises ``ItemsNotRebuilt`` when the items cannot be unpickled in ``interp``.
         """
-        timed: _TimedTask | None = None
+        timed: TimedTask | None = None
 
         def start_clock() -> None:
             nonlocal timed
-            timed = self._watch(chunk, me, interp.label)
+            timed = self._deadlines.watch(chunk, me, interp.label)
 
         batch: ResultBatch
         try:
@@ -348,7 +343,7 @@ class InterpreterBackend(Backend):
         else:
             batch = ResultBatch(chunk, values, errors, elapsed)
         batch.worker = interp.label
-        if timed is not None and self._unwatch(timed):
+        if timed is not None and self._deadlines.unwatch(timed):
             return None  # the watchdog gave up on us; a new worker took our place
         return batch
 
@@ -373,63 +368,19 @@ class InterpreterBackend(Backend):
 
     # --- timeouts -------------------------------------------------------------------
 
-    def _watch(self, chunk: Chunk, thread: threading.Thread, label: str) -> _TimedTask:
-        assert chunk.task_timeout is not None
-        timed = _TimedTask(chunk, thread, label, time.monotonic() + chunk.task_timeout)
-        with self._cond:
-            self._timed[thread] = timed
-            if self._watchdog is None:
-                self._watchdog = threading.Thread(
-                    target=self._watch_deadlines, name="workpool-interp-watchdog", daemon=True
-                )
-                self._watchdog.start()
-            self._deadlines.notify()
-        return timed
-
-    def _unwatch(self, timed: _TimedTask) -> bool:
-        """Stop watching a finished task; True if it had been abandoned meanwhile."""
-        with self._cond:
-            self._timed.pop(timed.thread, None)
-            return timed.abandoned
-
-    def _watch_deadlines(self) -> None:
-        """The watchdog: report overdue tasks and let new workers replace theirs."""
-        while True:
-            overdue: list[_TimedTask] = []
-            with self._cond:
-                if self._stopped or (self._stopping and not self._timed and not self._queue):
-                    self._watchdog = None
-                    return
-                now = time.monotonic()
-                for timed in list(self._timed.values()):
-                    if timed.deadline <= now:
-                        timed.abandoned = True
-                        del self._timed[timed.thread]
-                        self._threads.discard(timed.thread)
-                        self._abandoned.add(timed.thread)
-                        overdue.append(timed)
-                if overdue:
-                    self._grow()
-                else:
-                    deadlines = [t.deadline for t in self._timed.values()]
-                    self._deadlines.wait(min(deadlines) - now if deadlines else None)
-            for timed in overdue:
-                chunk = timed.chunk
-                error = TaskTimeout(
-                    f"{chunk.task_name()} ran longer than task_timeout={chunk.task_timeout:g}s; "
-                    f"a subinterpreter cannot be stopped, so {timed.label} finishes it in the "
-                    "background and its result is discarded; a fresh interpreter takes its place"
-                )
-                batch = ResultBatch.failed(chunk, error, retryable=True)
-                batch.worker = timed.label
-                chunk.sink.deliver(batch)
+    def _abandon(self, overdue: list[TimedTask]) -> None:
+        """Called by the watchdog, lock held: new workers take the overrunning ones' place."""
+        for timed in overdue:
+            self._threads.discard(timed.thread)
+            self._abandoned.add(timed.thread)
+        self._grow()
 
     # --- stopping -------------------------------------------------------------------
 
     def _wake_all(self) -> None:
         """Wake every waiting worker and the watchdog. Call with the lock held."""
         self._cond.notify_all()
-        self._deadlines.notify_all()
+        self._deadlines.wake()
 
     def _break(self, exc: BaseException, chunk: Chunk) -> None:
         """A new interpreter could not start: the pool is broken; fail what is queued."""
@@ -468,8 +419,9 @@ class InterpreterBackend(Backend):
         while True:  # a worker may start a successor meanwhile (a timeout's replacement)
             with self._cond:
                 threads = [t for t in self._threads if t is not current]
-                if self._watchdog is not None and self._watchdog is not current:
-                    threads.append(self._watchdog)
+                watchdog = self._deadlines.thread
+                if watchdog is not None and watchdog is not current:
+                    threads.append(watchdog)
             if not threads:
                 return
             for thread in threads:

@@ -15,28 +15,16 @@ from __future__ import annotations
 
 import itertools
 import threading
-import time
 from collections import deque
 from concurrent.futures import CancelledError
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
-from workpool.errors import BrokenPool, TaskTimeout
+from workpool.backends.deadlines import DeadlineWatch, TimedTask
+from workpool.errors import BrokenPool
 from workpool.tasks import Chunk, ResultBatch, call_items
 
 __all__ = ["ThreadBackend"]
-
-
-class _TimedTask:
-    """A task with a deadline, as the watchdog sees it."""
-
-    __slots__ = ("abandoned", "chunk", "deadline", "thread")
-
-    def __init__(self, chunk: Chunk, thread: threading.Thread, deadline: float) -> None:
-        self.chunk = chunk
-        self.thread = thread
-        self.deadline = deadline
-        self.abandoned = False
 
 
 class ThreadBackend(Backend):
@@ -52,11 +40,18 @@ class ThreadBackend(Backend):
         # idle worker, and the chunk would wait for the next wake-up.
         self._lock = threading.Lock()
         self._chunk_ready = threading.Condition(self._lock)
-        self._deadlines = threading.Condition(self._lock)
         self._queue: deque[Chunk] = deque()
         self._threads: set[threading.Thread] = set()
-        self._timed: dict[threading.Thread, _TimedTask] = {}
-        self._watchdog: threading.Thread | None = None
+        self._deadlines = DeadlineWatch(
+            self._lock,
+            name="workpool-thread-watchdog",
+            kind="a thread",
+            abandon=self._abandon,
+            finished=lambda: (
+                self._stopped
+                or (self._stopping and not self._deadlines.watching and not self._queue)
+            ),
+        )
         self._stopping = False
         self._stopped = False
         self._broken: BrokenPool | None = None
@@ -113,9 +108,9 @@ class ThreadBackend(Backend):
                         self._chunk_ready.notify()
                     chunk = chunk.split(0, tasks_left)
                 if chunk.task_timeout is not None:
-                    timed = self._watch(chunk, me)
+                    timed = self._deadlines.watch(chunk, me, worker)
                     values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
-                    if self._unwatch(timed):
+                    if self._deadlines.unwatch(timed):
                         return  # the watchdog gave up on us; a new thread took our place
                 else:
                     values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
@@ -148,56 +143,13 @@ class ThreadBackend(Backend):
     def _wake_everyone(self) -> None:
         """Call with ``_lock`` held: the state changed for workers and watchdog alike."""
         self._chunk_ready.notify_all()
-        self._deadlines.notify_all()
+        self._deadlines.wake()
 
-    def _watch(self, chunk: Chunk, thread: threading.Thread) -> _TimedTask:
-        assert chunk.task_timeout is not None
-        timed = _TimedTask(chunk, thread, time.monotonic() + chunk.task_timeout)
-        with self._lock:
-            self._timed[thread] = timed
-            if self._watchdog is None:
-                self._watchdog = threading.Thread(
-                    target=self._watch_deadlines, name="workpool-thread-watchdog", daemon=True
-                )
-                self._watchdog.start()
-            self._deadlines.notify()
-        return timed
-
-    def _unwatch(self, timed: _TimedTask) -> bool:
-        """Stop watching a finished task; True if it had been abandoned meanwhile."""
-        with self._lock:
-            self._timed.pop(timed.thread, None)
-            return timed.abandoned
-
-    def _watch_deadlines(self) -> None:
-        """The watchdog: report overdue tasks and replace the threads running them."""
-        while True:
-            overdue: list[_TimedTask] = []
-            with self._lock:
-                if self._stopped or (self._stopping and not self._timed and not self._queue):
-                    self._watchdog = None
-                    return
-                now = time.monotonic()
-                for timed in list(self._timed.values()):
-                    if timed.deadline <= now:
-                        timed.abandoned = True
-                        del self._timed[timed.thread]
-                        self._threads.discard(timed.thread)
-                        overdue.append(timed)
-                        self._spawn()
-                if not overdue:
-                    deadlines = [t.deadline for t in self._timed.values()]
-                    self._deadlines.wait(min(deadlines) - now if deadlines else None)
-            for timed in overdue:
-                chunk = timed.chunk
-                error = TaskTimeout(
-                    f"{chunk.task_name()} ran longer than task_timeout={chunk.task_timeout:g}s; "
-                    f"a thread cannot be stopped, so {timed.thread.name} finishes it in the "
-                    "background and its result is discarded"
-                )
-                batch = ResultBatch.failed(chunk, error, retryable=True)
-                batch.worker = f"thread {timed.thread.name}"
-                chunk.sink.deliver(batch)
+    def _abandon(self, overdue: list[TimedTask]) -> None:
+        """Called by the watchdog, lock held: fresh threads replace the overrunning ones."""
+        for timed in overdue:
+            self._threads.discard(timed.thread)
+            self._spawn()
 
     # --- stopping -------------------------------------------------------------------
 
@@ -231,8 +183,9 @@ class ThreadBackend(Backend):
         while True:  # retiring and replacing threads may start successors meanwhile
             with self._lock:
                 threads = [t for t in self._threads if t is not current]
-                if self._watchdog is not None and self._watchdog is not current:
-                    threads.append(self._watchdog)
+                watchdog = self._deadlines.thread
+                if watchdog is not None and watchdog is not current:
+                    threads.append(watchdog)
             if not threads:
                 return
             for thread in threads:

@@ -1,0 +1,117 @@
+"""``task_timeout`` for workers that cannot be stopped from outside: threads, subinterpreters.
+
+A worker about to run a timed task registers it here. A watchdog thread sleeps until
+the earliest deadline; when a task passes its deadline, the watchdog reports
+``TaskTimeout`` for it at once and hands the worker to the backend to *abandon*: take
+it out of service and start another in its place. The abandoned worker finishes its
+task in the background; when it unregisters, it learns it was abandoned and drops its
+result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from workpool.errors import TaskTimeout
+from workpool.tasks import Chunk, ResultBatch
+
+__all__ = ["DeadlineWatch", "TimedTask"]
+
+
+class TimedTask:
+    """A task with a deadline, and the worker running it."""
+
+    __slots__ = ("abandoned", "chunk", "deadline", "label", "thread")
+
+    def __init__(self, chunk: Chunk, thread: threading.Thread, label: str, deadline: float):
+        self.chunk = chunk
+        self.thread = thread
+        self.label = label  # names the worker in messages: "thread workpool-thread-2"
+        self.deadline = deadline
+        self.abandoned = False
+
+
+class DeadlineWatch:
+    """The watchdog of one backend, sharing the backend's lock.
+
+    ``abandon(overdue)`` is called with the lock held: the backend takes those workers
+    out of service and starts others. ``finished()``, also under the lock, says when
+    the watchdog may end (the backend is stopping and nothing is left to watch).
+    ``kind`` says what cannot be stopped, in messages: "a thread", "a subinterpreter".
+    """
+
+    def __init__(
+        self,
+        lock: threading.Lock,
+        *,
+        name: str,
+        kind: str,
+        abandon: Callable[[list[TimedTask]], None],
+        finished: Callable[[], bool],
+    ) -> None:
+        self._lock = lock
+        self._deadlines = threading.Condition(lock)
+        self._name = name
+        self._kind = kind
+        self._abandon = abandon
+        self._finished = finished
+        self._timed: dict[threading.Thread, TimedTask] = {}
+        self.thread: threading.Thread | None = None  # the watchdog, while it runs
+
+    @property
+    def watching(self) -> bool:
+        """Whether any task is being timed. Read with the lock held."""
+        return bool(self._timed)
+
+    def watch(self, chunk: Chunk, thread: threading.Thread, label: str) -> TimedTask:
+        """Start the clock on ``chunk``, run by ``thread``. Call without the lock."""
+        assert chunk.task_timeout is not None
+        timed = TimedTask(chunk, thread, label, time.monotonic() + chunk.task_timeout)
+        with self._lock:
+            self._timed[thread] = timed
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self.thread.start()
+            self._deadlines.notify()
+        return timed
+
+    def unwatch(self, timed: TimedTask) -> bool:
+        """Stop the clock on a finished task; True if it had been abandoned meanwhile."""
+        with self._lock:
+            self._timed.pop(timed.thread, None)
+            return timed.abandoned
+
+    def wake(self) -> None:
+        """Have the watchdog look again (the backend's state changed). Lock held."""
+        self._deadlines.notify_all()
+
+    def _run(self) -> None:
+        while True:
+            overdue: list[TimedTask] = []
+            with self._lock:
+                if self._finished():
+                    self.thread = None
+                    return
+                now = time.monotonic()
+                for timed in list(self._timed.values()):
+                    if timed.deadline <= now:
+                        timed.abandoned = True
+                        del self._timed[timed.thread]
+                        overdue.append(timed)
+                if overdue:
+                    self._abandon(overdue)
+                else:
+                    deadlines = [t.deadline for t in self._timed.values()]
+                    self._deadlines.wait(min(deadlines) - now if deadlines else None)
+            for timed in overdue:
+                chunk = timed.chunk
+                error = TaskTimeout(
+                    f"{chunk.task_name()} ran longer than task_timeout={chunk.task_timeout:g}s; "
+                    f"{self._kind} cannot be stopped, so {timed.label} finishes it in the "
+                    "background and its result is discarded"
+                )
+                batch = ResultBatch.failed(chunk, error, retryable=True)
+                batch.worker = timed.label
+                chunk.sink.deliver(batch)
