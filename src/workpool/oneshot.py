@@ -17,7 +17,7 @@ from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
-from workpool.run import MapRun, start_progress_bar
+from workpool.run import MapRun, joined, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import call_items
 
@@ -47,19 +47,11 @@ class _OneShotCall:
 
     def results(self, *, raise_in_order: bool) -> Iterator[Any]:
         """Yield the results one by one."""
-        lists = self.result_lists(raise_in_order=raise_in_order)
-        try:
-            for values in lists:
-                yield from values
-        finally:
-            lists.close()
+        return one_by_one(self.result_lists(raise_in_order=raise_in_order))
 
     def collect(self) -> list[Any]:
         """All the results as a list; the first failure raises at once."""
-        collected: list[Any] = []
-        for values in self.result_lists(raise_in_order=False):
-            collected.extend(values)
-        return collected
+        return joined(self.result_lists(raise_in_order=False))
 
     def result_lists(self, *, raise_in_order: bool) -> Generator[list[Any], None, None]:
         """Start the pool, yield the results a list at a time, and leave no worker behind."""

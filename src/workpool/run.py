@@ -24,7 +24,24 @@ from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
-__all__ = ["MapRun", "start_progress_bar"]
+__all__ = ["MapRun", "joined", "one_by_one", "start_progress_bar"]
+
+
+def one_by_one(lists: Generator[list[Any], None, None]) -> Iterator[Any]:
+    """The items of ``lists``, one at a time; closing this closes ``lists``."""
+    try:
+        for values in lists:
+            yield from values
+    finally:
+        lists.close()
+
+
+def joined(lists: Generator[list[Any], None, None]) -> list[Any]:
+    """The items of ``lists`` in one list, extended a list at a time."""
+    collected: list[Any] = []
+    for values in lists:
+        collected.extend(values)
+    return collected
 
 
 def start_progress_bar(total: int | None, fn: Callable[..., Any]) -> Any:
@@ -143,19 +160,11 @@ class MapRun:
 
     def results(self) -> Iterator[Any]:
         """Yield results; raise the first failure unless ``return_exceptions``."""
-        lists = self.result_lists()
-        try:
-            for values in lists:
-                yield from values
-        finally:
-            lists.close()
+        return one_by_one(self.result_lists())
 
     def collect(self) -> list[Any]:
         """All results as one list (faster than ``list(results())``)."""
-        collected: list[Any] = []
-        for values in self.result_lists():
-            collected.extend(values)
-        return collected
+        return joined(self.result_lists())
 
     def result_lists(self) -> Generator[list[Any], None, None]:
         """Yield results a list at a time, as chunks complete (the engine of ``results``)."""
