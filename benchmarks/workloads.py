@@ -43,3 +43,10 @@ def sum_part(arr: Any, part: int, parts: int = 8) -> float:
     """Sum one ``parts``-th of a NumPy array (``arr[part*n//parts:(part+1)*n//parts]``)."""
     n = len(arr)
     return float(arr[part * n // parts : (part + 1) * n // parts].sum())
+
+
+def make_array(megabytes: int) -> Any:
+    """A task whose result is large: a float64 array of ``megabytes`` MB (1 MB = 10**6 B)."""
+    import numpy as np
+
+    return np.arange(megabytes * 1_000_000 // 8, dtype=np.float64)

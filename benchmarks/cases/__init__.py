@@ -8,9 +8,12 @@ framework runs, in its own measurement process.
 from __future__ import annotations
 
 from benchmarks.cases import (
+    auto_tiny,
     big_array,
+    big_result,
     cold_start,
     cpu_tasks,
+    imap_memory,
     io_threads,
     roundtrip,
     tiny_imap,
@@ -28,6 +31,9 @@ WORKLOADS: tuple[Workload, ...] = (
     cold_start.WORKLOAD,
     io_threads.WORKLOAD,
     big_array.WORKLOAD,
+    big_result.WORKLOAD,
+    auto_tiny.WORKLOAD,
+    imap_memory.WORKLOAD,
 )
 
 

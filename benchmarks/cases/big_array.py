@@ -32,6 +32,9 @@ def serial_parts() -> PartSummer:
 def workpool_parts() -> PartSummer:
     """``workpool.starmap`` with the array repeated in every argument tuple."""
     import workpool
+    from workpool.backends.process import default_start_method
+
+    default_start_method()  # settle how workers start before the memory sampler's thread
 
     def run(arr: Any, parts: int) -> list[float]:
         args = [(arr, i, parts) for i in range(parts)]

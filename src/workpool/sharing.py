@@ -67,15 +67,12 @@ class Segment(mmap.mmap):
         return (_rebuild_bytes, (outgoing.add(self), len(self), self.shared_writable))
 
 
-def _new_segment(size: int, *, writable_in_workers: bool, readonly_here: bool = False) -> Segment:
+def _new_segment(size: int, *, writable_in_workers: bool) -> Segment:
     if not hasattr(os, "memfd_create"):
         raise OSError("shared memory needs memfd_create (Linux)")
     fd = os.memfd_create("workpool", os.MFD_CLOEXEC)
     try:
         os.ftruncate(fd, max(size, 1))
-        if size >= 1 << 20:  # allocate the pages at once, not one fault at a time
-            with contextlib.suppress(OSError):
-                os.posix_fallocate(fd, 0, size)
         segment = Segment(fd, max(size, 1))
     except BaseException:
         os.close(fd)
@@ -143,7 +140,7 @@ def share(obj: Any, *, writable: bool = False) -> Any:
         order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
         segment = _new_segment(obj.nbytes, writable_in_workers=writable)
         shared = numpy.ndarray(obj.shape, dtype=obj.dtype, buffer=segment, order=order)
-        shared[...] = obj
+        _copy_in_parallel(shared, obj)
         return shared
     if isinstance(obj, (bytes, bytearray, memoryview)):
         data = memoryview(obj).cast("B")
@@ -153,6 +150,37 @@ def share(obj: Any, *, writable: bool = False) -> Any:
     raise TypeError(
         f"share() takes a NumPy array, bytes, bytearray or memoryview; got {type(obj).__name__}"
     )
+
+
+# Arrays this big are copied into shared memory by several threads: NumPy releases the
+# GIL while it copies, and each thread also takes the page faults of its own part
+# (a 200 MB copy measured 0.25 s on one thread, 0.14 s on two, here).
+PARALLEL_COPY_BYTES = 16 << 20
+
+
+def _copy_in_parallel(target: Any, source: Any) -> None:
+    """``target[...] = source``, split along the first axis over a few threads."""
+    from workpool._cpus import usable_cpus
+
+    rows = source.shape[0] if source.ndim else 0
+    parts = min(4, usable_cpus(), rows)
+    if source.nbytes < PARALLEL_COPY_BYTES or parts < 2:
+        target[...] = source
+        return
+    bounds = [rows * k // parts for k in range(parts + 1)]
+    helpers = [
+        threading.Thread(
+            target=target[bounds[k] : bounds[k + 1]].__setitem__,
+            args=(Ellipsis, source[bounds[k] : bounds[k + 1]]),
+            name="workpool-share-copy",
+        )
+        for k in range(1, parts)
+    ]
+    for helper in helpers:
+        helper.start()
+    target[bounds[0] : bounds[1]] = source[bounds[0] : bounds[1]]
+    for helper in helpers:
+        helper.join()
 
 
 def _numpy_if_array(obj: Any) -> Any:
