@@ -16,6 +16,7 @@ kept, never recomputed.
 
 from __future__ import annotations
 
+import itertools
 import math
 import pickle
 import sys
@@ -119,13 +120,9 @@ def _process_pool_start() -> float:
     zygote = sys.modules.get("workpool.backends.process.zygote")
     if zygote is not None and zygote._zygote is not None:
         return PROCESS_POOL_START_WARM
-    try:
-        from multiprocessing import forkserver
-
-        if getattr(forkserver._forkserver, "_forkserver_pid", None) is not None:
-            return PROCESS_POOL_START_WARM
-    except ImportError:  # pragma: no cover - platforms without fork servers
-        pass
+    forkserver = sys.modules.get("multiprocessing.forkserver")  # not imported: not running
+    if forkserver is not None and getattr(forkserver._forkserver, "_forkserver_pid", None):
+        return PROCESS_POOL_START_WARM
     if threading.active_count() == 1:  # the zygote can still be made: fast, once imported
         return PROCESS_POOL_START_FIRST
     return PROCESS_POOL_START_COLD
@@ -418,7 +415,7 @@ def _shipping_cost(
     items: list[Any], values: list[Any], errors: dict[int, BaseException]
 ) -> tuple[float, float]:
     """Mean time to pickle and unpickle an item and its result, and their size."""
-    picks = [i for i in range(len(items)) if i not in errors][:64]
+    picks = list(itertools.islice((i for i in range(len(items)) if i not in errors), 64))
     if not picks:
         return 0.0, 0.0
     started = time.perf_counter()

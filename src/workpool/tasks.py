@@ -8,6 +8,7 @@ to the chunk's ``sink``, the object that asked for the work (a map run or a Futu
 from __future__ import annotations
 
 import enum
+import itertools
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -176,8 +177,7 @@ def call_items(
     task's) unless ``catch_interrupt``, for workers that never see a real one.
     ``before_each(position)`` is called before each item, for those who watch progress.
 
-    This is the hot loop of every backend, so each calling convention has its own loop
-    and the common case does nothing per item beyond the call and the append.
+    This is the hot loop of every backend: in the common case it runs in C.
     """
     values: list[Any] = []
     errors: dict[int, BaseException] = {}
@@ -199,24 +199,26 @@ def call_items(
             except BaseException as exc:  # SystemExit from a task is that task's failure
                 errors[position] = exc
                 append(None)
-    elif mode is CallMode.ONE:
-        for item in items:
+    elif mode is CallMode.ONE or mode is CallMode.STAR:
+        # The C loop of map/starmap. When a call raises, list.extend has kept every
+        # value appended before it, so len(values) is the failing item's position,
+        # and the same iterator resumes after it.
+        calls = map(fn, items) if mode is CallMode.ONE else itertools.starmap(fn, items)
+        while True:
             try:
-                append(fn(item))
+                values.extend(calls)
             except passthrough:
                 raise
             except BaseException as exc:
                 errors[len(values)] = exc
                 append(None)
-    elif mode is CallMode.STAR:
-        for item in items:
-            try:
-                append(fn(*item))
-            except passthrough:
-                raise
-            except BaseException as exc:
-                errors[len(values)] = exc
-                append(None)
+                continue
+            if len(values) == len(items):
+                break
+            # A call raised StopIteration: map took it for the end of its input. As
+            # PEP 479 does for generators, it becomes a RuntimeError for that item.
+            errors[len(values)] = RuntimeError("the task raised StopIteration")
+            append(None)
     else:
         for args, kwargs in items:
             try:

@@ -21,7 +21,7 @@ class SerialBackend(Backend):
     """Runs each chunk inside ``submit``; the initializer runs before the first one."""
 
     name = "serial"
-    target_chunk_seconds = 0.001
+    target_chunk_seconds = 0.01
 
     def __init__(self, spec: PoolSpec) -> None:
         super().__init__(spec)
