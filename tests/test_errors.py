@@ -182,3 +182,16 @@ def test_system_exit_in_a_task_is_that_tasks_failure(backend: str) -> None:
 def test_endless_input_with_failure_stops(backend: str) -> None:
     with pytest.raises(ValueError, match="bad input 100"):
         workpool.map(fail_on(100), itertools.count(), backend=backend, workers=2)
+
+
+def test_a_task_raising_stop_iteration_fails_alone(backend: str) -> None:
+    def stop_on_two(x: int) -> int:
+        if x == 2:
+            raise StopIteration("not the end of anything")
+        return x
+
+    results = workpool.map(stop_on_two, range(6), backend=backend, return_exceptions=True)
+    assert results[:2] == [0, 1]
+    assert results[3:] == [3, 4, 5]
+    assert isinstance(results[2], RuntimeError)
+    assert "StopIteration" in str(results[2])
