@@ -54,6 +54,8 @@ MARGIN = 0.85
 TINY_ITEM = 20e-6
 # Threads "scale" when two of them get through items this much faster than one.
 THREADS_SCALE = 1.5
+# CPU work that kept two CPUs busy on two threads is worth threads once it gains this much.
+CPU_THREADS_GAIN = 1.1
 
 
 def _gil_enabled() -> bool:
@@ -131,9 +133,9 @@ def _process_pool_start() -> float:
 def threads_scale(found: Measurement) -> bool:
     """Did two threads get through the work faster than one, for a reason that lasts?
 
-    Work that waits (on I/O, sleeps) needs only the speedup. CPU work must also have
-    kept two CPUs busy at once, so that a lucky moment on a loaded machine is not
-    mistaken for parallelism.
+    Work that waits (on I/O, sleeps) needs only the speedup. CPU work must have kept
+    two CPUs busy at once (CPU time per wall second, which a lucky moment on a loaded
+    machine cannot fake) and finished sooner; how much sooner scales the estimate.
     """
     speedup = found.thread_speedup
     if speedup is None:
@@ -143,8 +145,12 @@ def threads_scale(found: Measurement) -> bool:
         return found.cpu_fraction < 0.5 or not found.gil_enabled
     if found.cpu_fraction < 0.5:
         return speedup >= THREADS_SCALE
-    parallel = found.thread_parallelism or 0.0
-    return speedup >= THREADS_SCALE * 0.9 and parallel >= THREADS_SCALE * 0.9
+    return _gil_released(found) and speedup >= CPU_THREADS_GAIN
+
+
+def _gil_released(found: Measurement) -> bool:
+    """Did two threads of CPU work run on two CPUs at once?"""
+    return (found.thread_parallelism or 0.0) >= THREADS_SCALE * 0.9
 
 
 def _thread_plan(found: Measurement, count: int, cpus: int) -> tuple[float, int, int] | None:
@@ -183,7 +189,7 @@ def _process_plan(found: Measurement, count: int, cpus: int) -> tuple[float, int
     per_item = max(found.seconds_per_item, 1e-9) + found.ship_seconds_per_item / 2
     chunk = max(1, min(int(PROCESS_CHUNK_SECONDS / per_item), math.ceil(count / (workers * 4))))
     parallel = float(workers)
-    if found.cpu_fraction >= 0.5 and threads_scale(found) and found.thread_speedup:
+    if found.cpu_fraction >= 0.5 and _gil_released(found) and found.thread_speedup:
         # Two threads of this very work showed how well two CPUs run it here
         # (memory bandwidth, other load); processes get no better.
         parallel *= min(found.thread_speedup, 2.0) / 2.0
@@ -250,12 +256,14 @@ def _explain(
     if found.thread_speedup is None:
         threads = "two threads were not timed (too few items, or too little or too much work each)"
     else:
-        verdict = (
-            "so threads run it in parallel"
-            if threads_scale(found)
-            else "so threads do not help"
-            + (" (the work holds the GIL)" if found.gil_enabled else "")
-        )
+        if threads_scale(found):
+            verdict = "so threads run it in parallel"
+        elif found.cpu_fraction >= 0.5 and _gil_released(found):
+            verdict = "so threads do not help (both CPUs were busy, yet no faster)"
+        elif found.cpu_fraction >= 0.5 and found.gil_enabled:
+            verdict = "so threads do not help (the work holds the GIL)"
+        else:
+            verdict = "so threads do not help"
         threads = (
             f"two threads ran {found.thread_speedup:.2f}x as fast as one on {interpreter}, "
             f"{verdict}"
