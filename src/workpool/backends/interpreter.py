@@ -49,15 +49,12 @@ import sys
 import threading
 import time
 import weakref
-from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections import deque
 from concurrent.futures import CancelledError
-from typing import Any
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
 from workpool.backends.deadlines import DeadlineWatch, TimedTask
-from workpool.backends.process.protocol import FunctionRef
 from workpool.backends.subinterpreter import (
     InitializerFailed,
     ItemsNotRebuilt,
@@ -66,38 +63,16 @@ from workpool.backends.subinterpreter import (
     Subinterpreter,
 )
 from workpool.errors import BrokenPool, WorkerCrashed, add_note
-from workpool.serialize import dumps_data, dumps_function, unpicklable_reason
+from workpool.serialize import (
+    FunctionRef,
+    FunctionRegistry,
+    dumps_data,
+    dumps_function,
+    unpicklable_reason,
+)
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["InterpreterBackend"]
-
-# Functions the pool keeps pickled.
-FUNCTION_REGISTRY_SIZE = 256
-
-
-class _FunctionRegistry:
-    """Every function the pool runs, pickled once, with the id interpreters know it by."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[int, tuple[Callable[..., Any], FunctionRef]] = OrderedDict()
-        self._ids = itertools.count(1)
-
-    def ref(self, fn: Callable[..., Any]) -> FunctionRef:
-        """The pickled form of ``fn``; raises what pickling it raised."""
-        key = id(fn)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[0] is fn:
-                self._entries.move_to_end(key)
-                return entry[1]
-        ref = FunctionRef(next(self._ids), dumps_function(fn))
-        with self._lock:
-            self._entries[key] = (fn, ref)
-            if len(self._entries) > FUNCTION_REGISTRY_SIZE:
-                self._entries.popitem(last=False)
-        return ref
-
 
 # Every backend still alive. A program that ends with a pool open (or shut down without
 # waiting) must not leave a thread inside a subinterpreter when Python finalizes them:
@@ -148,7 +123,7 @@ class InterpreterBackend(Backend):
                     f"the initializer {spec.initializer!r} and its initargs cannot be sent to "
                     f"a subinterpreter: {exc}"
                 ) from exc
-        self._functions = _FunctionRegistry()
+        self._functions = FunctionRegistry()
         lock = threading.Lock()
         # The watchdog waits on its own condition over the same lock: a chunk put in
         # the queue must wake a worker, never the watchdog in its place.

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 from workpool.backends import interpreter_worker as wire
-from workpool.backends.process.protocol import FunctionRef, unpack_error
+from workpool.backends.process.protocol import unpack_error
+from workpool.serialize import FunctionRef
 
 __all__ = [
     "InitializerFailed",

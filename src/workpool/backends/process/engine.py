@@ -41,25 +41,19 @@ picture above, ``worker.py`` the process, ``protocol.py`` what crosses between t
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
 from workpool.backends.process.launch import make_launcher
-from workpool.backends.process.protocol import FunctionRef
 from workpool.backends.process.supervisor import Supervisor
 from workpool.errors import add_note
-from workpool.serialize import dumps_function, unpicklable_reason
+from workpool.serialize import FunctionRef, FunctionRegistry, unpicklable_reason
 from workpool.sharing import TooManySegments, dumps_sharing
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["ProcessBackend"]
-
-# Functions the parent keeps pickled, ready to send to new workers.
-FUNCTION_REGISTRY_SIZE = 256
 
 
 class ProcessBackend(Backend):
@@ -72,9 +66,7 @@ class ProcessBackend(Backend):
         super().__init__(spec)
         launcher = make_launcher(spec.start_method)
         self.start_method = launcher.method
-        self._functions: OrderedDict[int, tuple[Callable[..., Any], FunctionRef]] = OrderedDict()
-        self._functions_lock = threading.Lock()
-        self._next_fn_id = 0
+        self._functions = FunctionRegistry()
         self._supervisor = Supervisor(spec, launcher)
 
     def submit(self, chunk: Chunk) -> None:
@@ -113,26 +105,13 @@ class ProcessBackend(Backend):
             self.submit(chunk.split(start, len(chunk.items)))
 
     def _function_ref(self, fn: Callable[..., Any]) -> FunctionRef:
-        """The pickled form of ``fn``, made once; raises if ``fn`` cannot be pickled."""
-        key = id(fn)
-        with self._functions_lock:
-            entry = self._functions.get(key)
-            if entry is not None and entry[0] is fn:
-                self._functions.move_to_end(key)
-                return entry[1]
+        """The pickled form of ``fn``, made once; a TypeError if ``fn`` cannot be pickled."""
         try:
-            payload = dumps_function(fn)
+            return self._functions.ref(fn)
         except Exception as exc:
             raise TypeError(
                 f"the function {fn!r} cannot be sent to a worker process: {exc}"
             ) from exc
-        with self._functions_lock:
-            self._next_fn_id += 1
-            ref = FunctionRef(self._next_fn_id, payload)
-            self._functions[key] = (fn, ref)
-            if len(self._functions) > FUNCTION_REGISTRY_SIZE:
-                self._functions.popitem(last=False)
-        return ref
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         self._supervisor.shutdown(wait=wait, cancel_pending=cancel_pending)

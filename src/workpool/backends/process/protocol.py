@@ -44,7 +44,6 @@ __all__ = [
     "SLOT_FIELDS",
     "Batch",
     "ChunkOrder",
-    "FunctionRef",
     "InitFailed",
     "PackedError",
     "Ready",
@@ -81,13 +80,6 @@ SLOT_SEQ, SLOT_POSITION, SLOT_STARTED_NS = 0, 1, 2
 POSITION_IDLE = -1  # the chunk is not on any item (untracked, or between items)
 # The position an error carries when the chunk's items could not be unpickled at all.
 WHOLE_CHUNK = -1
-
-
-class FunctionRef(NamedTuple):
-    """A function pickled once, and the id workers know it by."""
-
-    fn_id: int
-    payload: bytes
 
 
 def encode_define(fn_id: int, payload: bytes, evict_id: int | None) -> list[bytes]:

@@ -30,7 +30,7 @@ from workpool.backends.process.handle import (
 from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
 from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
-from workpool.serialize import dumps_function
+from workpool.serialize import FunctionRef, dumps_function
 from workpool.sharing import dumps_sharing
 from workpool.tasks import Chunk, ResultBatch
 
@@ -282,7 +282,7 @@ class Supervisor:
         return best
 
     def _send_chunk(self, handle: WorkerHandle, chunk: Chunk) -> None:
-        ref: protocol.FunctionRef = chunk.fn_ref
+        ref: FunctionRef = chunk.fn_ref
         if ref.fn_id in handle.functions:
             handle.functions.move_to_end(ref.fn_id)
         else:
