@@ -26,6 +26,13 @@ def fail_on(bad: int):  # type: ignore[no-untyped-def]
     return check
 
 
+def stop_on_two(x: int, offset: int = 0) -> int:
+    """Add ``offset``, except that input 2 raises StopIteration (which must not end a map)."""
+    if x == 2:
+        raise StopIteration("not the end of anything")
+    return x + offset
+
+
 def where(_: object) -> tuple[int, str]:
     """The pid and thread name that ran this task."""
     return os.getpid(), threading.current_thread().name

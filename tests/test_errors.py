@@ -17,6 +17,7 @@ from helpers import (
     raise_needs_two_args,
     slow_square,
     square,
+    stop_on_two,
 )
 
 
@@ -184,14 +185,22 @@ def test_endless_input_with_failure_stops(backend: str) -> None:
         workpool.map(fail_on(100), itertools.count(), backend=backend, workers=2)
 
 
-def test_a_task_raising_stop_iteration_fails_alone(backend: str) -> None:
-    def stop_on_two(x: int) -> int:
-        if x == 2:
-            raise StopIteration("not the end of anything")
-        return x
-
-    results = workpool.map(stop_on_two, range(6), backend=backend, return_exceptions=True)
+@pytest.mark.parametrize("task_timeout", [None, 30.0], ids=["plain", "with-task-timeout"])
+def test_a_task_raising_stop_iteration_fails_alone(
+    backend: str, task_timeout: float | None
+) -> None:
+    results = workpool.map(
+        stop_on_two, range(6), backend=backend, return_exceptions=True, task_timeout=task_timeout
+    )
     assert results[:2] == [0, 1]
     assert results[3:] == [3, 4, 5]
     assert isinstance(results[2], RuntimeError)
     assert "StopIteration" in str(results[2])
+
+
+def test_a_submitted_task_raising_stop_iteration_fails_as_runtime_error(backend: str) -> None:
+    with workpool.Pool(1, backend=backend) as pool:
+        future = pool.submit(stop_on_two, 2, offset=1)
+        with pytest.raises(RuntimeError, match="StopIteration"):
+            future.result(timeout=60)
+        assert pool.submit(stop_on_two, 3, offset=1).result(timeout=60) == 4

@@ -162,6 +162,17 @@ class ResultBatch:
         return cls(chunk, [None] * count, dict.fromkeys(range(count), error), retryable=retryable)
 
 
+def stop_iteration_failure(cause: StopIteration | None) -> RuntimeError:
+    """The error a task that raised ``StopIteration`` fails with.
+
+    As PEP 479 does for generators, it becomes a ``RuntimeError``, so that no iterator
+    on the way back (``map``, ``imap``, the user's own loop) takes it for its end.
+    """
+    error = RuntimeError("the task raised StopIteration")
+    error.__cause__ = cause
+    return error
+
+
 def call_items(
     fn: Callable[..., Any],
     mode: CallMode,
@@ -196,6 +207,9 @@ def call_items(
                     append(fn(*item[0], **item[1]))
             except passthrough:
                 raise
+            except StopIteration as exc:
+                errors[position] = stop_iteration_failure(exc)
+                append(None)
             except BaseException as exc:  # SystemExit from a task is that task's failure
                 errors[position] = exc
                 append(None)
@@ -215,9 +229,8 @@ def call_items(
                 continue
             if len(values) == len(items):
                 break
-            # A call raised StopIteration: map took it for the end of its input. As
-            # PEP 479 does for generators, it becomes a RuntimeError for that item.
-            errors[len(values)] = RuntimeError("the task raised StopIteration")
+            # A call raised StopIteration, and map took it for the end of its input.
+            errors[len(values)] = stop_iteration_failure(None)
             append(None)
     else:
         for args, kwargs in items:
@@ -225,6 +238,9 @@ def call_items(
                 append(fn(*args, **kwargs))
             except passthrough:
                 raise
+            except StopIteration as exc:
+                errors[len(values)] = stop_iteration_failure(exc)
+                append(None)
             except BaseException as exc:
                 errors[len(values)] = exc
                 append(None)

@@ -186,6 +186,12 @@ def _call(
             except BaseException as exc:
                 errors[len(values)] = exc
                 append(None)
+    for position, error in errors.items():
+        if isinstance(error, StopIteration):
+            # As PEP 479 does for generators: nothing downstream may take it for an end.
+            failure = RuntimeError("the task raised StopIteration")
+            failure.__cause__ = error
+            errors[position] = failure
     return values, errors
 
 
