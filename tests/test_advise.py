@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -73,23 +72,25 @@ def test_waiting_work_goes_to_threads_with_more_threads_than_cpus() -> None:
 
 
 def test_pure_python_cpu_work_goes_to_processes_unless_there_is_no_gil() -> None:
-    if FREE_THREADED and not two_cpus_free_now(spins):
-        pytest.skip("no two CPUs free right now: parallelism cannot be observed")
-    advice = workpool.advise(spins, range(60), total=3000)
-    expected = "thread" if FREE_THREADED else "process"
-    assert advice.backend == expected, advice.reason
     if not FREE_THREADED:
+        advice = workpool.advise(spins, range(60), total=3000)
+        assert advice.backend == "process", advice.reason
         assert "GIL" in advice.reason
-
-
-def two_cpus_free_now(work: Callable[[int], object]) -> bool:
-    """Can two threads running ``work`` (which must not hold the GIL) use two CPUs now?"""
-    from workpool.advise import _run_on_two_threads
-
+        return
+    # Without a GIL, two threads beat one only when two CPUs are free while advise
+    # measures them; it reports what it saw, so judge the attempts where they did.
     if usable_cpus() < 2:
-        return False
-    _, _, wall, cpu = _run_on_two_threads(work, CallMode.ONE, list(range(8)))
-    return cpu / wall > 1.6
+        pytest.skip("needs two usable CPUs")
+    for _ in range(6):
+        advice = workpool.advise(spins, range(60), total=3000)
+        seen = advice.measurements
+        if (seen["two_thread_cpu_parallelism"] or 0) >= 1.6 and (
+            seen["two_thread_speedup"] or 0
+        ) >= 1.3:
+            assert advice.backend == "thread", advice.reason
+            assert "free-threaded" in advice.reason
+            return
+    pytest.skip("two CPUs were never free at once while measuring")
 
 
 @pytest.mark.skipif(numpy is None, reason="needs NumPy")
