@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 from typing import Any
 
+import psutil
+import pytest
+
 import workpool
+from conftest import FORK_WARNING, START_METHODS, wait_for
 from helpers import square
 
 _unpickled_here: list[int] = []
@@ -59,3 +68,89 @@ def test_many_functions_through_one_pool() -> None:
         futures = [pool.submit(fn, 1) for fn in functions]
         assert [f.result(timeout=60) for f in futures] == [1 + k for k in range(150)]
         assert pool.submit(square, 9).result(timeout=30) == 81
+
+
+TESTS = Path(__file__).resolve().parent
+
+MAIN_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, {tests!r})
+    import workpool
+
+    SCALE = 1
+
+    def scaled(x):
+        return os.getpid(), x * SCALE
+
+    if __name__ == "__main__":
+        method = sys.argv[1] or None
+        with workpool.Pool(2, backend="process", start_method=method) as pool:
+            SCALE = 10  # after the workers started: they must see it all the same
+            pid_a, a = pool.submit(scaled, 2).result(timeout=60)
+            pid_b, b = next(pool.map(lambda x: scaled(x + 1), [2]))
+        pid_c, c = workpool.map(scaled, [3], backend="process", start_method=method)[0]
+        print(json.dumps({{"values": [a, b, c], "pids": [pid_a, pid_b, pid_c]}}))
+    """
+)
+
+IMPORTABLE_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, {tests!r})
+    import workpool
+    from helpers import where
+
+    if __name__ == "__main__":
+        method = sys.argv[1] or None
+        first = workpool.map(where, range(4), backend="process", workers=2, start_method=method)
+        needed_cloudpickle = "cloudpickle" in sys.modules
+        second = workpool.map(
+            lambda x: (os.getpid(), -x), range(3), backend="process", workers=2,
+            start_method=method,
+        )
+        print(json.dumps({{"values": [v for _, v in second], "cloudpickle": needed_cloudpickle,
+                          "pids": [p for p, _ in first + second]}}))
+    """
+)
+
+
+def run_script(tmp_path: Path, source: str, method: str | None) -> dict[str, Any]:
+    """Run ``source`` as a program's ``__main__``; its JSON line, once no worker is left."""
+    script = tmp_path / "program.py"
+    script.write_text(source.format(tests=str(TESTS)))
+    done = subprocess.run(
+        [sys.executable, str(script), method or ""],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.splitlines()[-1])
+    pids = set(report["pids"])
+    assert os.getpid() not in pids
+    assert wait_for(lambda: not any(psutil.pid_exists(pid) for pid in pids), timeout=10)
+    return report
+
+
+METHODS = [None, *START_METHODS]
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+@pytest.mark.parametrize("method", METHODS, ids=[m or "default" for m in METHODS])
+def test_functions_of_main_travel_with_the_globals_they_see_now(
+    tmp_path: Path, method: str | None
+) -> None:
+    report = run_script(tmp_path, MAIN_SCRIPT, method)
+    assert report["values"] == [20, 30, 30]
+
+
+@pytest.mark.parametrize("method", METHODS, ids=[m or "default" for m in METHODS])
+def test_importable_functions_do_not_need_cloudpickle(tmp_path: Path, method: str | None) -> None:
+    # Sending a function by name needs only the standard pickle, so a program that
+    # never sends a lambda never pays for importing cloudpickle (fork imports it
+    # early on purpose, see launch.py); one that does later still works.
+    report = run_script(tmp_path, IMPORTABLE_SCRIPT, method)
+    assert report["values"] == [0, -1, -2]
+    if method != "fork":
+        assert report["cloudpickle"] is False

@@ -65,7 +65,7 @@ class _OneShotCall:
             yield from prefix.result_lists(raise_in_order)
             spec = prefix.chosen_spec
             first_position = prefix.count
-        backend = create_backend(spec)
+        backend = create_backend(spec, self.fn)
         finished = False
         try:
             run = MapRun(

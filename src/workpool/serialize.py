@@ -1,16 +1,21 @@
 """How functions and data cross into another process.
 
-Functions go through cloudpickle, so lambdas, closures and functions defined in
-``__main__`` or a notebook travel by value; each is pickled once and sent once per
-worker. Data goes through the standard pickle first (fast, protocol 5) and falls back
-to cloudpickle only when the standard pickle refuses it.
+A function importable by name travels as its name, through the standard pickle.
+Lambdas, closures and anything defined in ``__main__`` or a notebook travel by value,
+through cloudpickle, which is imported only then: it costs more to import than a
+whole pool costs to start. Each function is pickled once and sent once per worker.
+Data goes through the standard pickle first (fast, protocol 5) and falls back to
+cloudpickle only when the standard pickle refuses it.
 """
 
 from __future__ import annotations
 
+import io
 import itertools
 import pickle
+import sys
 import threading
+import types
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -29,9 +34,38 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 loads = pickle.loads
 
 
+class _NeedsValue(Exception):
+    """Raised while pickling by name, at the first object that must travel by value."""
+
+
+class _ByNamePickler(pickle.Pickler):
+    """The standard pickler, refusing what lives in ``__main__``.
+
+    ``__main__`` exists in a worker too, but not as the caller's: a function or class
+    from it must travel by value, with the globals it sees now.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)) and obj.__module__ == "__main__":
+            raise _NeedsValue
+        return NotImplemented
+
+
 def dumps_function(fn: object) -> bytes:
-    """Pickle a callable by value where plain pickle would need it importable."""
-    import cloudpickle  # imported on first use: most programs never need it
+    """Pickle a callable (or a tuple holding some): by name where it can, else by value.
+
+    Once cloudpickle is imported, it does all of it, so that modules the program
+    registered with ``cloudpickle.register_pickle_by_value`` still travel by value.
+    """
+    if "cloudpickle" not in sys.modules:
+        buffer = io.BytesIO()
+        try:
+            _ByNamePickler(buffer, PROTOCOL).dump(fn)
+        except Exception:  # _NeedsValue, or a lambda or closure plain pickle refuses
+            pass
+        else:
+            return buffer.getvalue()
+    import cloudpickle
 
     payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
     return payload

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
 
 __all__ = ["Backend", "create_backend"]
 
 
-def create_backend(spec: PoolSpec) -> Backend:
-    """Start the engine ``spec.backend`` names (``"auto"`` must be resolved before)."""
+def create_backend(spec: PoolSpec, fn: Callable[..., Any] | None = None) -> Backend:
+    """Start the engine ``spec.backend`` names (``"auto"`` must be resolved before).
+
+    ``fn`` is the function the engine will run, when that is known in advance.
+    """
     if spec.backend == "serial":
         from workpool.backends.serial import SerialBackend
 
@@ -21,7 +27,7 @@ def create_backend(spec: PoolSpec) -> Backend:
     if spec.backend == "process":
         from workpool.backends.process import ProcessBackend
 
-        return ProcessBackend(spec)
+        return ProcessBackend(spec, fn)
     if spec.backend == "interpreter":
         from workpool.backends.interpreter import InterpreterBackend
 

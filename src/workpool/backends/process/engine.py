@@ -62,11 +62,15 @@ class ProcessBackend(Backend):
     name = "process"
     target_chunk_seconds = 0.01
 
-    def __init__(self, spec: PoolSpec) -> None:
+    def __init__(self, spec: PoolSpec, fn: Callable[..., Any] | None = None) -> None:
         super().__init__(spec)
+        self._functions = FunctionRegistry()
+        if fn is not None:
+            # Pickled before any worker starts: if it needs cloudpickle, the zygote
+            # then imports that once and the workers are forked with it.
+            self._function_ref(fn)
         launcher = make_launcher(spec.start_method)
         self.start_method = launcher.method
-        self._functions = FunctionRegistry()
         self._supervisor = Supervisor(spec, launcher)
 
     def submit(self, chunk: Chunk) -> None:

@@ -46,12 +46,17 @@ class MultiprocessingLauncher:
         run_exit_hook_before_multiprocessing()
         self.method = method
         self._context = multiprocessing.get_context(method)
+        if method == "fork":
+            # Workers fork from the supervisor thread while the caller's thread may be
+            # pickling a lambda, and so importing cloudpickle: a child forked then would
+            # inherit that module's import lock, held forever. Import it first.
+            import cloudpickle  # noqa: F401
         if method == "forkserver":
             # Import the main module and the worker once in the server, not per worker.
             # This takes effect only if the fork server is not running yet.
             with contextlib.suppress(Exception):
                 self._context.set_forkserver_preload(
-                    ["__main__", "workpool.backends.process.worker"]
+                    ["__main__", "workpool.backends.process.worker", "cloudpickle"]
                 )
         # The pid a worker should see as its parent; a fork server's is unknown here.
         self._parent_pid = 0 if method == "forkserver" else os.getpid()

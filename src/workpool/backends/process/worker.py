@@ -18,12 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-# Functions arrive pickled by cloudpickle, and rebuilding them needs it. Importing it
-# here, not on the first task, means a fork server or a forked worker already has it:
-# a worker forked while another thread of the parent was importing it would inherit
-# that module's import lock, held forever.
-import cloudpickle  # noqa: F401
-
 from workpool.backends.process import protocol
 from workpool.backends.process.framing import recv_frame, send_frame
 from workpool.backends.process.slots import SharedSlots

@@ -14,8 +14,8 @@ the first pool starts, the standard fork server is used instead (``engine.py``).
 
 Protocol, over a Unix datagram socket pair (one request, one reply)::
 
-    parent -> zygote   SPAWN slot, sys.path, cwd       + fds [worker socket, slots]
-    zygote -> parent   pid                              + fd  [exit pipe]
+    parent -> zygote   SPAWN slot, sys.path, cwd, preload  + fds [worker socket, slots]
+    zygote -> parent   pid                                 + fd  [exit pipe]
 
 The zygote keeps the write end of one *exit pipe* per worker. When the worker ends,
 the zygote reaps it and writes its exit status there, then closes it: the read end,
@@ -25,6 +25,7 @@ in the parent, is the worker's sentinel and carries its exit code.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import pickle
 import selectors
@@ -33,6 +34,7 @@ import socket
 import struct
 import sys
 import threading
+import types
 from typing import Any
 
 __all__ = ["ZygoteWorker", "get_zygote"]
@@ -114,7 +116,8 @@ class Zygote:
         self, worker_socket: socket.socket, slots_fd: int, slots_count: int, slot: int
     ) -> ZygoteWorker:
         """Fork a worker that runs ``worker_main`` on the given socket and slot."""
-        request = pickle.dumps((slot, slots_count, list(sys.path), os.getcwd()))
+        preload = ["cloudpickle"] if _will_pickle_by_value() else []
+        request = pickle.dumps((slot, slots_count, list(sys.path), os.getcwd(), preload))
         with self._lock:
             try:
                 socket.send_fds(self._socket, [request], [worker_socket.fileno(), slots_fd])
@@ -130,6 +133,23 @@ class Zygote:
             os.close(fds[0])
             raise pid
         return ZygoteWorker(pid, fds[0])
+
+
+def _will_pickle_by_value() -> bool:
+    """Will the workers need cloudpickle to rebuild the functions they are sent?
+
+    They do once the program pickles anything by value (it has imported cloudpickle),
+    and likely will when its ``__main__`` defines functions, which travel by value.
+    The zygote then imports cloudpickle once, in parallel with the program, rather
+    than every worker on its first task.
+    """
+    if "cloudpickle" in sys.modules:
+        return True
+    main = sys.modules.get("__main__")
+    return any(
+        isinstance(value, types.FunctionType) and value.__module__ == "__main__"
+        for value in list(vars(main).values() if main is not None else ())
+    )
 
 
 def _serve(control: socket.socket) -> int:
@@ -173,8 +193,11 @@ def _fork_worker(
     exit_pipes: dict[int, int],
     wake: tuple[int, int],
 ) -> None:
-    slot, slots_count, sys_path, cwd = pickle.loads(request)
+    slot, slots_count, sys_path, cwd, preload = pickle.loads(request)
     worker_fd, slots_fd = fds
+    for module in preload:
+        with contextlib.suppress(Exception):  # the worker will say what fails, if it does
+            importlib.import_module(module)
     exit_r, exit_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the worker
