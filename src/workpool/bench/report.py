@@ -44,13 +44,15 @@ def _best(result: WorkloadResult, backend: str) -> Configuration | None:
 
 
 SCALES = 1.5  # a speedup at least this large counts as "runs in parallel"
+TIE = 0.05  # speedups this close (relative) are within a noisy machine's reach of each other
 
 
 def summarize(result: WorkloadResult, facts: dict[str, Any]) -> str:
     """One or two sentences on what the numbers show for this workload, and why.
 
     The explanation follows the measurement: it says why threads scaled only when
-    they did, and owns up when nothing scaled.
+    they did, calls speedups within a few percent of each other a tie rather than
+    crowning one, and owns up when nothing scaled.
     """
     name = result.workload.name
     thread, process = _best(result, "thread"), _best(result, "process")
@@ -58,18 +60,21 @@ def summarize(result: WorkloadResult, facts: dict[str, Any]) -> str:
     t_speed, p_speed = result.speedup(thread), result.speedup(process)
     interp = _best(result, "interpreter")
     i_speed = result.speedup(interp) if interp is not None else 0.0
-    winner = max(
-        [
-            ("the serial loop wins", 1.0),
-            ("threads win", t_speed),
-            ("processes win", p_speed),
-            ("subinterpreters win", i_speed),
-        ],
+    ranked = sorted(
+        [("the serial loop", 1.0), ("threads", t_speed), ("processes", p_speed)]
+        + ([("subinterpreters", i_speed)] if interp is not None else []),
         key=lambda pair: pair[1],
+        reverse=True,
     )
+    leaders = [who for who, speed in ranked if speed >= ranked[0][1] * (1 - TIE)]
+    if len(leaders) == 1:
+        verdict = "wins" if leaders[0] == "the serial loop" else "win"
+        headline = f"{leaders[0]} {verdict}"
+    else:
+        headline = " and ".join([", ".join(leaders[:-1]), leaders[-1]]) + " tie"
     lead = (
-        f"{name}: {winner[0]}"
-        + (f" ({winner[1]:.2f}x serial)" if winner[1] != 1.0 else "")
+        f"{name}: {headline}"
+        + (f" ({ranked[0][1]:.2f}x serial)" if ranked[0][1] != 1.0 else "")
         + f"; threads reach {t_speed:.2f}x (at {thread.workers}), "
         f"processes {p_speed:.2f}x (at {process.workers})"
         + (f", subinterpreters {i_speed:.2f}x (at {interp.workers})" if interp else "")
@@ -83,7 +88,10 @@ def summarize(result: WorkloadResult, facts: dict[str, Any]) -> str:
             why = "This interpreter has no GIL, so threads run Python code in parallel"
         else:
             why = "The work releases the GIL (as NumPy does while it computes)"
-        why += "; threads do it without starting processes or pickling anything."
+        if "threads" in leaders:
+            why += "; threads do it without starting processes or pickling anything."
+        else:
+            why += ", though the other engines used the CPUs better here."
     elif p_speed >= SCALES:
         why = (
             f"Threads take turns under the GIL, while processes use all {cpus} CPUs; "
