@@ -26,6 +26,7 @@ __all__ = [
     "dumps_data",
     "dumps_function",
     "loads",
+    "main_defines_functions",
     "unpicklable_reason",
 ]
 
@@ -69,6 +70,17 @@ def dumps_function(fn: object) -> bytes:
 
     payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
     return payload
+
+
+def main_defines_functions() -> bool:
+    """Does the program's ``__main__`` define functions (which travel by value)?"""
+    main = sys.modules.get("__main__")
+    if main is None:
+        return False
+    return any(
+        isinstance(value, types.FunctionType) and value.__module__ == "__main__"
+        for value in list(vars(main).values())
+    )
 
 
 class FunctionRef(NamedTuple):

@@ -41,6 +41,7 @@ picture above, ``worker.py`` the process, ``protocol.py`` what crosses between t
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -49,7 +50,12 @@ from workpool.backends.base import Backend
 from workpool.backends.process.launch import make_launcher
 from workpool.backends.process.supervisor import Supervisor
 from workpool.errors import add_note
-from workpool.serialize import FunctionRef, FunctionRegistry, unpicklable_reason
+from workpool.serialize import (
+    FunctionRef,
+    FunctionRegistry,
+    main_defines_functions,
+    unpicklable_reason,
+)
 from workpool.sharing import TooManySegments, dumps_sharing
 from workpool.tasks import Chunk, ResultBatch
 
@@ -66,10 +72,14 @@ class ProcessBackend(Backend):
         super().__init__(spec)
         self._functions = FunctionRegistry()
         if fn is not None:
-            # Pickled before any worker starts: if it needs cloudpickle, the zygote
-            # then imports that once and the workers are forked with it.
+            # Pickled before any worker starts, to know whether the workers will need
+            # cloudpickle to rebuild it (and if so, to have it imported before the
+            # zygote is forked, so that every worker starts with it).
             self._function_ref(fn)
-        launcher = make_launcher(spec.start_method)
+            expect_by_value = "cloudpickle" in sys.modules
+        else:  # a Pool: its functions are not known yet
+            expect_by_value = main_defines_functions()
+        launcher = make_launcher(spec.start_method, expect_by_value=expect_by_value)
         self.start_method = launcher.method
         self._supervisor = Supervisor(spec, launcher)
 

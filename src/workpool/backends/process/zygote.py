@@ -34,7 +34,7 @@ import socket
 import struct
 import sys
 import threading
-import types
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = ["ZygoteWorker", "get_zygote"]
@@ -113,11 +113,19 @@ class Zygote:
         self.alive = True
 
     def spawn(
-        self, worker_socket: socket.socket, slots_fd: int, slots_count: int, slot: int
+        self,
+        worker_socket: socket.socket,
+        slots_fd: int,
+        slots_count: int,
+        slot: int,
+        preload: Sequence[str] = (),
     ) -> ZygoteWorker:
-        """Fork a worker that runs ``worker_main`` on the given socket and slot."""
-        preload = ["cloudpickle"] if _will_pickle_by_value() else []
-        request = pickle.dumps((slot, slots_count, list(sys.path), os.getcwd(), preload))
+        """Fork a worker that runs ``worker_main`` on the given socket and slot.
+
+        The zygote imports the modules in ``preload`` first (once: later workers
+        inherit them), so that the worker need not import them on its first task.
+        """
+        request = pickle.dumps((slot, slots_count, list(sys.path), os.getcwd(), list(preload)))
         with self._lock:
             try:
                 socket.send_fds(self._socket, [request], [worker_socket.fileno(), slots_fd])
@@ -133,23 +141,6 @@ class Zygote:
             os.close(fds[0])
             raise pid
         return ZygoteWorker(pid, fds[0])
-
-
-def _will_pickle_by_value() -> bool:
-    """Will the workers need cloudpickle to rebuild the functions they are sent?
-
-    They do once the program pickles anything by value (it has imported cloudpickle),
-    and likely will when its ``__main__`` defines functions, which travel by value.
-    The zygote then imports cloudpickle once, in parallel with the program, rather
-    than every worker on its first task.
-    """
-    if "cloudpickle" in sys.modules:
-        return True
-    main = sys.modules.get("__main__")
-    return any(
-        isinstance(value, types.FunctionType) and value.__module__ == "__main__"
-        for value in list(vars(main).values() if main is not None else ())
-    )
 
 
 def _serve(control: socket.socket) -> int:
