@@ -5,7 +5,8 @@ for the frame helpers and message kinds. Each subinterpreter receives its compil
 and runs it as a module of its own: importing it by name there would first run
 ``workpool/__init__`` and all it imports, about 130 ms for every new interpreter. So at
 module level it imports only what a bare interpreter has almost at hand; what it needs
-only when something fails (``pack_error``, cloudpickle) is imported then.
+only when something fails (``pack_error``, cloudpickle, ``stop_iteration_failure``) is
+imported then.
 
 One request, then one reply, over two pipes (frames: an 8-byte length, then the body,
 whose first byte says what it is)::
@@ -187,11 +188,10 @@ def _call(
                 errors[len(values)] = exc
                 append(None)
     for position, error in errors.items():
-        if isinstance(error, StopIteration):
-            # As PEP 479 does for generators: nothing downstream may take it for an end.
-            failure = RuntimeError("the task raised StopIteration")
-            failure.__cause__ = error
-            errors[position] = failure
+        if isinstance(error, StopIteration):  # rare: only then is the conversion imported
+            from workpool.tasks import stop_iteration_failure
+
+            errors[position] = stop_iteration_failure(error)
     return values, errors
 
 
