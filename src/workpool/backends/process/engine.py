@@ -41,7 +41,6 @@ picture above, ``worker.py`` the process, ``protocol.py`` what crosses between t
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -72,13 +71,11 @@ class ProcessBackend(Backend):
         super().__init__(spec)
         self._functions = FunctionRegistry()
         if fn is not None:
-            # Pickled before any worker starts, to know whether the workers will need
-            # cloudpickle to rebuild it (and if so, to have it imported before the
-            # zygote is forked, so that every worker starts with it).
+            # Pickled before any worker starts: if that takes cloudpickle, it is imported
+            # before the zygote is forked, and every worker starts with it (the launcher
+            # sees it in sys.modules). A Pool's functions are not known yet: guess.
             self._function_ref(fn)
-            expect_by_value = "cloudpickle" in sys.modules
-        else:  # a Pool: its functions are not known yet
-            expect_by_value = main_defines_functions()
+        expect_by_value = fn is None and main_defines_functions()
         launcher = make_launcher(spec.start_method, expect_by_value=expect_by_value)
         self.start_method = launcher.method
         self._supervisor = Supervisor(spec, launcher)
