@@ -91,6 +91,14 @@ def sleep_then_pid(seconds: float) -> int:
     return os.getpid()
 
 
+def announce_then_sleep(marker: str, seconds: float) -> int:
+    """Create the file ``marker`` (the task has started), then sleep."""
+    with open(marker, "w") as handle:
+        handle.write(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
 class CrashWhenUnpickled:
     """An argument that kills the worker as the worker unpickles it."""
 
