@@ -10,6 +10,7 @@ internal and may change:
 - ``advise``    the measurement behind ``advise()`` and ``backend="auto"``
 - ``run``       how one call feeds chunks and orders results
 - ``backends``  one engine per module; ``backends/process`` is the process engine
+- ``checkpoint`` the journal behind ``checkpoint=`` (imported only when used)
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 from workpool.advise import Advice as Advice
 from workpool.advise import advise as advise
 from workpool.errors import BrokenPool as BrokenPool
+from workpool.errors import CheckpointBusy as CheckpointBusy
+from workpool.errors import CheckpointMismatch as CheckpointMismatch
 from workpool.errors import RemoteTraceback as RemoteTraceback
 from workpool.errors import TaskError as TaskError
 from workpool.errors import TaskTimeout as TaskTimeout
@@ -33,6 +36,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Advice",
     "BrokenPool",
+    "CheckpointBusy",
+    "CheckpointMismatch",
     "Pool",
     "RemoteTraceback",
     "TaskError",

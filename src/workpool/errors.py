@@ -11,6 +11,8 @@ import concurrent.futures
 
 __all__ = [
     "BrokenPool",
+    "CheckpointBusy",
+    "CheckpointMismatch",
     "RemoteTraceback",
     "TaskError",
     "TaskTimeout",
@@ -34,6 +36,18 @@ class WorkerCrashed(WorkpoolError):
 
 class BrokenPool(WorkpoolError, concurrent.futures.BrokenExecutor):
     """The pool cannot go on, for instance because the initializer fails in every worker."""
+
+
+class CheckpointMismatch(WorkpoolError, ValueError):
+    """A checkpoint file belongs to another function, or to other input at some positions.
+
+    A changed function is found when the call starts, before anything runs; changed
+    input when the call reads the positions concerned, which the message names.
+    """
+
+
+class CheckpointBusy(WorkpoolError):
+    """A checkpoint file is in use by another call that is still running."""
 
 
 class TaskError(WorkpoolError):
@@ -83,5 +97,14 @@ def add_note(exc: BaseException, note: str) -> None:
         notes.append(note)
 
 
-for _cls in (WorkpoolError, TaskTimeout, WorkerCrashed, BrokenPool, TaskError, RemoteTraceback):
+for _cls in (
+    WorkpoolError,
+    TaskTimeout,
+    WorkerCrashed,
+    BrokenPool,
+    CheckpointMismatch,
+    CheckpointBusy,
+    TaskError,
+    RemoteTraceback,
+):
     _cls.__module__ = "workpool"

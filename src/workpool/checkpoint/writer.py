@@ -1,0 +1,171 @@
+"""The one thread that writes a checkpoint file, committing in batches.
+
+::
+
+    the call's thread                       the journal writer thread
+      record(): digest + pickle  ──queue──►  BEGIN; insert each entry as it comes
+                                            (big results: side file first)
+                                            COMMIT when COMMIT_INTERVAL has passed
+                                            since the first entry of the batch
+
+A commit per chunk would cost an fsync per chunk; a commit per batch costs one per
+``COMMIT_INTERVAL`` at most, however many chunks finish meanwhile. The price is that a
+process killed at some instant loses the entries of the batch not yet committed: those
+finished within the last interval (plus those still in flight in the workers). The
+queue is bounded, so a writer slower than the workers slows the call down instead of
+holding every pickled result in memory.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from workpool.checkpoint.store import JournalStore
+
+__all__ = ["COMMIT_INTERVAL", "DoneEntry", "FailedEntry", "JournalWriter"]
+
+COMMIT_INTERVAL = 0.2  # seconds from the first uncommitted entry to its commit
+MAX_QUEUED = 64  # entries waiting for the writer; record() blocks beyond this
+
+
+class DoneEntry:
+    """Positions ``[start, start + count)`` finished; their digest and pickled results."""
+
+    __slots__ = ("count", "digest", "payload", "start")
+
+    def __init__(self, start: int, count: int, digest: bytes, payload: bytes) -> None:
+        self.start = start
+        self.count = count
+        self.digest = digest
+        self.payload = payload
+
+
+class FailedEntry:
+    """The item at ``position`` failed for good (it will run again on resume)."""
+
+    __slots__ = ("error", "position")
+
+    def __init__(self, position: int, error: str) -> None:
+        self.position = position
+        self.error = error
+
+
+_STOP = object()
+
+
+class JournalWriter:
+    """Owns a store's writes, on a thread of its own. ``put`` from one thread at a time.
+
+    A failure to write (a full disk, say) stops the writing; it is raised, once, by the
+    next ``put``, ``flush`` or ``close``. Entries put after it are dropped.
+    """
+
+    def __init__(
+        self, open_store: Callable[[], JournalStore], interval: float = COMMIT_INTERVAL
+    ) -> None:
+        self._open_store = open_store
+        self._interval = interval
+        self._queue: queue.Queue[Any] = queue.Queue(MAX_QUEUED)
+        self._failure: BaseException | None = None
+        self._failure_reported = False
+        self.commits = 0  # how many transactions were committed (for tests and info)
+        self._thread = threading.Thread(target=self._run, name="workpool-journal", daemon=True)
+        self._thread.start()
+
+    def put(self, entry: DoneEntry | FailedEntry) -> None:
+        """Queue an entry; blocks while the queue is full."""
+        self._raise_failure()
+        self._queue.put(entry)
+
+    def flush(self) -> None:
+        """Return once every entry put so far is committed."""
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+        self._raise_failure()
+
+    def close(self) -> None:
+        """Commit what is queued and stop the thread (idempotent)."""
+        if self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None and not self._failure_reported:
+            self._failure_reported = True
+            raise self._failure
+
+    # --- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        store: JournalStore | None = None
+        try:
+            store = self._open_store()
+            while self._commit_a_batch(store):
+                pass
+        except BaseException as exc:  # kept for the caller; the thread must not die loudly
+            self._failure = exc
+            if store is not None:
+                store.rollback()
+            self._drain()
+        finally:
+            if store is not None:
+                store.close()
+
+    def _commit_a_batch(self, store: JournalStore) -> bool:
+        """Wait for an entry, write entries until the interval ends, commit; False: stop."""
+        entry = self._queue.get()
+        if entry is _STOP:
+            return False
+        if isinstance(entry, threading.Event):
+            entry.set()
+            return True
+        flushed: list[threading.Event] = []
+        stale: list[str] = []
+        keep_going = True
+        store.begin()
+        self._write(store, entry, stale)
+        deadline = time.monotonic() + self._interval
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            try:
+                entry = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                break
+            if entry is _STOP:
+                keep_going = False
+                break
+            if isinstance(entry, threading.Event):
+                flushed.append(entry)
+                break
+            self._write(store, entry, stale)
+        store.sync_side_directory()
+        store.commit()
+        self.commits += 1
+        store.remove_side_files(stale)
+        for event in flushed:
+            event.set()
+        return keep_going
+
+    @staticmethod
+    def _write(store: JournalStore, entry: DoneEntry | FailedEntry, stale: list[str]) -> None:
+        if isinstance(entry, DoneEntry):
+            stale += store.put_done(entry.start, entry.count, entry.digest, entry.payload)
+        else:
+            store.put_failed(entry.position, entry.error)
+
+    def _drain(self) -> None:
+        """After a failure: discard entries, answer flushes, until told to stop."""
+        while True:
+            entry = self._queue.get()
+            if entry is _STOP:
+                return
+            if isinstance(entry, threading.Event):
+                entry.set()
