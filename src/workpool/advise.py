@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from workpool._cpus import usable_cpus
 from workpool._options import check_function
-from workpool.inputs import InputSource
+from workpool.inputs import InputSource, ItemSource
 from workpool.serialize import dumps_data
 from workpool.tasks import CallMode, call_items
 
@@ -291,7 +291,7 @@ def _explain(
 def measure(
     fn: Callable[..., Any],
     mode: CallMode,
-    inputs: InputSource,
+    inputs: ItemSource,
     *,
     budget: float = 1.0,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:

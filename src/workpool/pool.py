@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -178,6 +179,7 @@ class Pool(concurrent.futures.Executor):
         return_exceptions: bool = False,
         progress: bool = False,
         share_threshold: int | None = _UNSET,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
         """``Executor.map``: every input is submitted now; results come as you iterate.
 
@@ -195,6 +197,7 @@ class Pool(concurrent.futures.Executor):
                 progress=progress,
                 timeout=timeout,
                 share_threshold=share_threshold,
+                checkpoint=checkpoint,
             )
         )
         self._check_open()
@@ -214,6 +217,7 @@ class Pool(concurrent.futures.Executor):
         return_exceptions: bool = False,
         progress: bool = False,
         share_threshold: int | None = _UNSET,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
         """Lazily map ``fn`` over the inputs; the pool must stay open while you iterate.
 
@@ -230,6 +234,7 @@ class Pool(concurrent.futures.Executor):
                 return_exceptions=return_exceptions,
                 progress=progress,
                 share_threshold=share_threshold,
+                checkpoint=checkpoint,
             )
         )
         self._check_open()
@@ -248,6 +253,7 @@ class Pool(concurrent.futures.Executor):
         return_exceptions: bool = False,
         progress: bool = False,
         share_threshold: int | None = _UNSET,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> list[T]:
         """``fn(*args)`` for every tuple of arguments; returns the list of results."""
         check_function(fn)
@@ -260,6 +266,7 @@ class Pool(concurrent.futures.Executor):
                 return_exceptions=return_exceptions,
                 progress=progress,
                 share_threshold=share_threshold,
+                checkpoint=checkpoint,
             )
         )
         self._check_open()

@@ -38,6 +38,7 @@ __all__ = [
     "SharingContext",
     "TooManySegments",
     "dumps_sharing",
+    "holds_writable_share",
     "loads_sharing",
     "share",
 ]
@@ -150,6 +151,25 @@ def share(obj: Any, *, writable: bool = False) -> Any:
     raise TypeError(
         f"share() takes a NumPy array, bytes, bytearray or memoryview; got {type(obj).__name__}"
     )
+
+
+def holds_writable_share(obj: Any, depth: int = 3) -> bool:
+    """Whether ``obj`` is, or holds a few containers deep, memory from ``share(writable=True)``.
+
+    Such memory is written by workers in place; a checkpoint cannot restore those
+    writes, so calls with a checkpoint refuse it.
+    """
+    if isinstance(obj, Segment):
+        return obj.shared_writable
+    if _numpy_if_array(obj) is not None:
+        found = _find_segment(obj)
+        return found is not None and found[0].shared_writable
+    if depth > 0:
+        if isinstance(obj, (tuple, list, set, frozenset)):
+            return any(holds_writable_share(item, depth - 1) for item in obj)
+        if isinstance(obj, dict):
+            return any(holds_writable_share(item, depth - 1) for item in obj.values())
+    return False
 
 
 # Arrays this big are copied into shared memory by several threads: NumPy releases the
