@@ -85,13 +85,28 @@ def test_rows_are_read_in_pages_and_all_come_back(path: str) -> None:
         assert [row.start for row in journal.rows(first=150)][:2] == [150, 153]
 
 
-def test_commits_are_batched(path: str) -> None:
+def test_what_arrives_while_the_writer_is_busy_goes_into_one_commit(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy = threading.Event()
+    writing = threading.Event()
+    put_done = store_module.JournalStore.put_done
+
+    def slow_put_done(self: Any, *args: Any) -> list[str]:
+        writing.set()
+        busy.wait(timeout=60)  # the writer is held here while the chunks queue up
+        return put_done(self, *args)
+
+    monkeypatch.setattr(store_module.JournalStore, "put_done", slow_put_done)
     with Journal(path, square, commit_interval=3600) as journal:
-        for start in range(0, 500, 5):
+        journal.record(0, range(5), squares(0, 5))
+        assert writing.wait(timeout=60)
+        for start in range(5, 200, 5):
             journal.record(start, range(start, start + 5), squares(start, 5))
+        busy.set()
         journal.flush()
-        assert journal.commits == 1  # a hundred chunks, one transaction
-        assert summary(path).items_done == 500  # committed: another connection sees it
+        assert journal.commits == 1  # forty chunks, one transaction
+        assert summary(path).items_done == 200  # committed: another connection sees it
 
 
 def test_commits_happen_without_close_or_flush(path: str) -> None:

@@ -317,6 +317,7 @@ class MapRun:
                 batch.errors,
                 retried,
                 state.digest if whole else None,
+                batch.pickled,
             )
 
         failed = 0

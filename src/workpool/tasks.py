@@ -131,10 +131,12 @@ class ResultBatch:
     ``retryable`` is False when trying again cannot help: the items could not be
     pickled, the pool was shut down with ``cancel_futures``, or the pool is broken.
     ``worker`` names where the chunk ran ("process 1234", "thread workpool-2"), for
-    error messages.
+    error messages. ``pickled``, when an engine has it, is the standard pickle of
+    ``(values, errors)`` exactly as a worker sent it, with nothing failed and nothing
+    in shared memory: a checkpoint stores it as it is instead of pickling again.
     """
 
-    __slots__ = ("chunk", "elapsed", "errors", "retryable", "values", "worker")
+    __slots__ = ("chunk", "elapsed", "errors", "pickled", "retryable", "values", "worker")
 
     def __init__(
         self,
@@ -144,6 +146,7 @@ class ResultBatch:
         elapsed: float = 0.0,
         retryable: bool = True,
         worker: str = "",
+        pickled: bytes | memoryview | None = None,
     ) -> None:
         self.chunk = chunk
         self.values = values
@@ -151,6 +154,7 @@ class ResultBatch:
         self.elapsed = elapsed
         self.retryable = retryable
         self.worker = worker
+        self.pickled = pickled
 
     def __repr__(self) -> str:
         return f"<ResultBatch {self.chunk!r} errors={len(self.errors)} by {self.worker!r}>"

@@ -125,15 +125,18 @@ class Journal:
         items: Sequence[Any],
         values: Sequence[Any],
         digest: bytes | None = None,
+        pickled: bytes | memoryview | None = None,
     ) -> None:
         """Journal ``values`` as the results of ``items``, at positions from ``start``.
 
-        ``digest`` is the items' ``chunk_digest`` if already known. Results that cannot
-        be pickled are not journaled (those items will run again on resume): a warning
-        says so once per call.
+        ``digest`` is the items' ``chunk_digest`` if already known; ``pickled`` the
+        pickle of the pair ``(values, [])`` if a process worker sent them so (then they
+        are stored as they came, not pickled again). Results that cannot be pickled are
+        not journaled (those items will run again on resume): a warning says so once
+        per call.
         """
         try:
-            payload = dumps_data(list(values))
+            payload = dumps_data(list(values)) if pickled is None else pickled
         except Exception as exc:
             if not self._warned_unpicklable:
                 self._warned_unpicklable = True

@@ -223,15 +223,17 @@ class CheckpointSession:
         errors: Mapping[int, BaseException],
         retried: frozenset[int] = frozenset(),
         digest: bytes | None = None,
+        pickled: bytes | memoryview | None = None,
     ) -> None:
         """Journal the final outcomes of ``items`` (input positions from ``start``).
 
         ``values[i]`` is the result of ``items[i]`` unless ``i`` is in ``errors``
         (a final failure, noted as such) or in ``retried`` (not final yet: it will come
-        again). ``digest`` is that of all of ``items``, if known.
+        again). ``digest`` is that of all of ``items``, if known; ``pickled`` the
+        pickle of ``(values, [])`` a process worker sent, if at hand.
         """
         if not errors and not retried:
-            self.journal.record(start, items, values, digest)
+            self.journal.record(start, items, values, digest, pickled)
             return
         first_ok: int | None = None
         for offset in range(len(items) + 1):

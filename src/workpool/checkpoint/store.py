@@ -7,7 +7,8 @@
       done          start | count | digest | results | side
                     one row per run of consecutive finished positions [start, start+count):
                     the digest of their input items, their results pickled as one list
-                    (or the name of the side file holding them); rows never overlap
+                    or as the (list, []) pair a process worker sent (or the name of the
+                    side file holding them); rows never overlap
       failed        position | error: items whose last attempt failed (they run again)
     FILE.d/         side files: results larger than SIDE_FILE_BYTES, one file per row
     FILE.lock       the lock of the call using FILE (see ``lock``)
@@ -15,9 +16,9 @@
 Nothing here runs a thread or knows about calls: ``writer`` writes through a store,
 ``journal`` reads through another, each with its own connection.
 
-Crash safety comes from SQLite: WAL mode with ``synchronous=FULL``, so a commit is on
-disk when it returns and a process killed at any instant leaves a database that opens
-with every committed row intact. A side file is written under a temporary name,
+Crash safety comes from SQLite in WAL mode: a process killed at any instant leaves a
+database that opens with every committed row intact (see ``_tune`` for what an
+operating-system crash may take back, and why). A side file is written under a temporary name,
 flushed to disk and renamed, and its directory flushed, before the row naming it is
 committed; files no row names (left by a crash) are removed when a call next opens the
 file. On a network file system, where SQLite's WAL cannot work (it needs memory shared
@@ -36,7 +37,6 @@ import time
 import warnings
 from collections.abc import Iterable
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
 __all__ = [
     "FORMAT_VERSION",
@@ -53,6 +53,7 @@ APPLICATION_ID = 0x57504A4C  # "WPJL": this SQLite file is a workpool journal
 SIDE_FILE_BYTES = 1 << 20  # results pickled larger than this go to a side file
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_SECONDS = 30.0
+WAL_CHECKPOINT_PAGES = 256  # 1 MiB of 4 KiB pages (SQLite's default is 1000)
 
 # The SQLite VFS to use; None is the platform's default. Tests name one that refuses
 # WAL ("unix-none"), to see the fallback without a network file system at hand.
@@ -105,7 +106,9 @@ class Row(NamedTuple):
     start: int
     size: int
     digest: bytes
-    results: bytes | None  # the pickled list of results, unless ``side`` holds it
+    # The pickled list of results (or the pair (results, []) a process worker sent,
+    # stored as it came), unless ``side`` holds it.
+    results: bytes | None
     side: str | None
 
 
@@ -184,7 +187,9 @@ def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
     query = "mode=ro" if readonly else "mode=rwc"
     if _VFS is not None:
         query += f"&vfs={_VFS}"
-    uri = "file:" + quote(os.path.abspath(path)) + "?" + query
+    # In a URI, "?" starts the query, "#" a fragment and "%" an escape: escape those.
+    escaped = os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    uri = "file:" + escaped + "?" + query
     # Autocommit (isolation_level=None): transactions are begun and committed here, by
     # name. One store is used by one thread at a time, not always the one that opened it.
     connection = sqlite3.connect(
@@ -194,7 +199,6 @@ def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
         check_same_thread=False,
         timeout=BUSY_TIMEOUT_SECONDS,
     )
-    connection.execute("PRAGMA synchronous=FULL")
     return connection
 
 
@@ -241,6 +245,7 @@ class JournalStore:
                 mode = str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
             else:
                 mode = _choose_journal_mode(connection, path)
+                _tune(connection, mode)
                 if new:
                     _create(connection)
         except BaseException:
@@ -293,6 +298,8 @@ class JournalStore:
                 assert row.results is not None
                 payload = row.results
             values = pickle.loads(payload)
+            if type(values) is tuple:  # (values, errors) as a process worker pickled them
+                values = values[0]
         except Exception as exc:
             raise ValueError(
                 f"checkpoint {self.path}: the results of {where} cannot be read "
@@ -367,7 +374,9 @@ class JournalStore:
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
-    def put_done(self, start: int, count: int, digest: bytes, payload: bytes) -> list[str]:
+    def put_done(
+        self, start: int, count: int, digest: bytes, payload: bytes | memoryview
+    ) -> list[str]:
         """Journal positions ``[start, start + count)`` as done (inside a transaction).
 
         A row overlapping them is replaced (it happens only when a shorter input left
@@ -410,7 +419,7 @@ class JournalStore:
             (position, error, position, position),
         )
 
-    def _write_side_file(self, start: int, count: int, payload: bytes) -> str:
+    def _write_side_file(self, start: int, count: int, payload: bytes | memoryview) -> str:
         os.makedirs(self.side_directory, exist_ok=True)
         name = f"{start}-{count}.{os.urandom(4).hex()}.pickle"
         temporary = os.path.join(self.side_directory, f".tmp-{name}")
@@ -470,6 +479,24 @@ class JournalStore:
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+def _tune(connection: sqlite3.Connection, journal_mode: str) -> None:
+    """Durability settings, per connection (SQLite does not keep them in the file).
+
+    With WAL, ``synchronous=NORMAL`` writes a commit to the WAL without waiting for
+    the disk: it survives the death of the process at once (the data is in the
+    operating system's hands), and the file can never be left inconsistent; only an
+    operating-system crash or a power cut may take back the commits since the last
+    checkpoint, which is flushed to disk. A checkpoint every WAL_CHECKPOINT_PAGES pages
+    keeps that window, and the work left for closing, small. A rollback journal is only
+    safe with ``FULL``.
+    """
+    if journal_mode == "wal":
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    else:
+        connection.execute("PRAGMA synchronous=FULL")
+
+
 def _check_format(connection: sqlite3.Connection, path: str) -> bool:
     """Whether the file is new (empty); raise ``ValueError`` unless it is a journal we read."""
     try:
@@ -523,10 +550,9 @@ def _choose_journal_mode(connection: sqlite3.Connection, path: str) -> str:
 
 
 def _create(connection: sqlite3.Connection) -> None:
-    import platform
-
     # Looked up, not imported: this module sits below the package's public face.
     workpool_version = str(getattr(sys.modules.get("workpool"), "__version__", "unknown"))
+    python_version = ".".join(str(part) for part in sys.version_info[:3])
 
     connection.execute("BEGIN IMMEDIATE")
     try:
@@ -540,7 +566,7 @@ def _create(connection: sqlite3.Connection) -> None:
             [
                 ("created", time.strftime("%Y-%m-%d %H:%M:%S %z")),
                 ("workpool_version", workpool_version),
-                ("python", f"{platform.python_implementation()} {platform.python_version()}"),
+                ("python", f"{sys.implementation.name} {python_version}"),
             ],
         )
     except BaseException:

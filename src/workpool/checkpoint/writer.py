@@ -5,15 +5,16 @@
     the call's thread                       the journal writer thread
       record(): digest + pickle  ──queue──►  BEGIN; insert each entry as it comes
                                             (big results: side file first)
-                                            COMMIT when COMMIT_INTERVAL has passed
-                                            since the first entry of the batch
+                                            COMMIT once the queue is empty, or once
+                                            COMMIT_INTERVAL has passed since BEGIN
 
-A commit per chunk would cost an fsync per chunk; a commit per batch costs one per
-``COMMIT_INTERVAL`` at most, however many chunks finish meanwhile. The price is that a
-process killed at some instant loses the entries of the batch not yet committed: those
-finished within the last interval (plus those still in flight in the workers). The
-queue is bounded, so a writer slower than the workers slows the call down instead of
-holding every pickled result in memory.
+The writer commits whenever it has caught up, so a commit holds every entry that
+arrived while the previous one was being written: many chunks per commit when they
+come fast, one when they come slowly, and never a transaction open for longer than
+``COMMIT_INTERVAL``. A process killed at some instant loses only the entries of the
+open transaction (finished within the last interval at most) and the chunks still
+in flight in the workers. The queue is bounded, so a writer slower than the workers
+slows the call down instead of holding every pickled result in memory.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class DoneEntry:
 
     __slots__ = ("count", "digest", "payload", "start")
 
-    def __init__(self, start: int, count: int, digest: bytes, payload: bytes) -> None:
+    def __init__(self, start: int, count: int, digest: bytes, payload: bytes | memoryview) -> None:
         self.start = start
         self.count = count
         self.digest = digest
@@ -118,7 +119,12 @@ class JournalWriter:
                 store.close()
 
     def _commit_a_batch(self, store: JournalStore) -> bool:
-        """Wait for an entry, write entries until the interval ends, commit; False: stop."""
+        """Wait for an entry; write entries while more are queued, then commit.
+
+        The transaction is committed as soon as the queue is empty, and in any case
+        once ``interval`` has passed since it began, so a busy queue cannot keep
+        results uncommitted for longer. Returns False when told to stop.
+        """
         entry = self._queue.get()
         if entry is _STOP:
             return False
@@ -131,13 +137,10 @@ class JournalWriter:
         store.begin()
         self._write(store, entry, stale)
         deadline = time.monotonic() + self._interval
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
+        while time.monotonic() < deadline:
             try:
-                entry = self._queue.get(timeout=remaining)
-            except queue.Empty:
+                entry = self._queue.get_nowait()
+            except queue.Empty:  # nothing more for now: commit
                 break
             if entry is _STOP:
                 keep_going = False

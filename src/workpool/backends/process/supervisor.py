@@ -354,7 +354,10 @@ class Supervisor:
                 )
             return
         errors = {position: protocol.unpack_error(packed) for position, packed in packed_errors}
-        self._deliver(ResultBatch(chunk, values, errors, batch.elapsed, worker=handle.label))
+        pickled = None if packed_errors else batch.standalone_pickle()  # for a checkpoint
+        self._deliver(
+            ResultBatch(chunk, values, errors, batch.elapsed, worker=handle.label, pickled=pickled)
+        )
         if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
             self._send_stop(handle)  # max_tasks_per_worker reached: retire it
 
