@@ -442,3 +442,51 @@ def test_sigkill_at_a_random_moment_resumes_exactly(tmp_path: Path, trial: int) 
     ran = run.calls()
     assert all(ran[x] == 1 for x in journaled)  # a journaled result never runs again
     assert set(ran) == set(range(200))
+
+
+# --- no thread of ours while the workers start --------------------------------------------
+
+
+def journal_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "workpool-journal"]
+
+
+def test_the_writer_thread_waits_for_the_workers(run: Run) -> None:
+    from workpool.checkpoint.session import CheckpointSession
+    from workpool.inputs import InputSource
+
+    session = CheckpointSession(run.path, logged_square, InputSource(run.items))
+    piece = session.take(5)
+    session.record(piece.start, piece.items, run.expected[:5], {}, digest=piece.digest)
+    assert journal_threads() == []  # held: a process pool may still fork from a zygote
+    session.start_writing()
+    assert journal_threads() == ["workpool-journal"]
+    session.close()
+    assert summary(run.path).items_done == 5
+
+
+ZYGOTE_PROBE = """
+import sys
+sys.path.insert(0, {tests!r})
+import workpool
+from workpool.backends.process import zygote
+from checkpoint_tasks import logged_square
+
+if __name__ == "__main__":
+    items = [(x, sys.argv[2]) for x in range(50)]
+    workpool.map(logged_square, items, backend="process", workers=2, checkpoint=sys.argv[1])
+    print("zygote" if zygote._zygote is not None else "no zygote")
+"""
+
+
+def test_a_checkpointed_call_still_forks_its_workers_from_the_zygote(run: Run) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ZYGOTE_PROBE.format(tests=str(TESTS)), run.path, str(run.marks)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "zygote", done.stderr

@@ -79,8 +79,8 @@ class _OneShotCall:
                     return
             elif self.options.progress and self.spec.backend == "auto":
                 progress_bar = start_progress_bar(self.total, self.fn)
-            yield from self._run_the_rest(raise_in_order, checkpoint, progress_bar)
-            progress_bar = None  # closed by the run
+            bar, progress_bar = progress_bar, None  # the measuring, then the run, own it
+            yield from self._run_the_rest(raise_in_order, checkpoint, bar)
         finally:
             if progress_bar is not None:
                 progress_bar.close()

@@ -180,13 +180,16 @@ class MapRun:
 
     def _open_checkpoint(self) -> None:
         """Open the call's checkpoint, unless the caller did or there is none."""
-        if self._options.checkpoint is None or self._checkpoint is not None:
+        if self._options.checkpoint is None:
             return
-        from workpool.checkpoint.session import CheckpointSession
+        if self._checkpoint is None:
+            from workpool.checkpoint.session import CheckpointSession
 
-        self._checkpoint = CheckpointSession(self._options.checkpoint, self._fn, self._inputs)
-        if self._options.progress:
-            self._progress = start_progress_bar(self._total, self._fn, self._checkpoint.items_done)
+            self._checkpoint = CheckpointSession(self._options.checkpoint, self._fn, self._inputs)
+            if self._options.progress:
+                done = self._checkpoint.items_done
+                self._progress = start_progress_bar(self._total, self._fn, done)
+        self._checkpoint.start_writing()  # the backend exists: its workers are started
 
     def _take_and_submit(self, size: int) -> None:
         """Read up to ``size`` items and submit them (or deliver them from the journal)."""
@@ -199,9 +202,10 @@ class MapRun:
                 self._backend.submit(self._new_chunk(items))
             return
         piece = checkpoint.take(size)
-        self._exhausted = checkpoint.at_end()
+        self._exhausted = checkpoint.ended
         if not piece.items:
             return
+        assert piece.start == self._next_start, "the run and its checkpoint disagree"
         chunk = self._new_chunk(piece.items)
         state: _ChunkState = chunk.tag
         state.digest = piece.digest

@@ -52,10 +52,19 @@ class Journal:
     ``FileNotFoundError`` / ``IsADirectoryError`` / ``ValueError`` for a path that
     cannot be a checkpoint; nothing is changed in a file that is refused.
 
-    Used from one thread at a time (the call's); the writing happens on the writer's.
+    Used from one thread at a time (the call's); the writing happens on the writer's,
+    which starts with the first record, or with ``release_writer()`` if
+    ``hold_writer``.
     """
 
-    def __init__(self, path: str, fn: Any, *, commit_interval: float = COMMIT_INTERVAL) -> None:
+    def __init__(
+        self,
+        path: str,
+        fn: Any,
+        *,
+        commit_interval: float = COMMIT_INTERVAL,
+        hold_writer: bool = False,
+    ) -> None:
         self.path = path
         self.function = function_identity(fn)
         check_path(path)
@@ -72,7 +81,9 @@ class Journal:
         except BaseException:
             self._lock.release()
             raise
-        self._writer = JournalWriter(lambda: JournalStore.open(path), commit_interval)
+        self._writer = JournalWriter(
+            lambda: JournalStore.open(path), commit_interval, hold=hold_writer
+        )
         self._warned_unpicklable = False
         self._closed = False
 
@@ -81,6 +92,10 @@ class Journal:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def release_writer(self) -> None:
+        """Let the writer thread start (a ``hold_writer`` journal; see ``JournalWriter``)."""
+        self._writer.release()
 
     @property
     def commits(self) -> int:

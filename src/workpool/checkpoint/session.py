@@ -105,7 +105,8 @@ class CheckpointSession:
 
     def __init__(self, path: str, fn: Callable[..., Any], inputs: InputSource) -> None:
         refuse_writable_shares(fn)
-        self.journal = Journal(path, fn)
+        # The writer thread waits for the call's workers to start (start_writing).
+        self.journal = Journal(path, fn, hold_writer=True)
         self._inputs = inputs
         self.position = 0  # the input position of the next item to read
         self.items_done = self.journal.items_done  # journaled when the call started
@@ -115,10 +116,19 @@ class CheckpointSession:
         self._back: Sequence[Any] | None = None  # items read, then put back (see _put_back)
         self._warned_unreadable = False
 
+    def start_writing(self) -> None:
+        """The call's workers are running: journaling may start its thread now."""
+        self.journal.release_writer()
+
     # --- reading the input --------------------------------------------------------------
 
+    @property
+    def ended(self) -> bool:
+        """Whether a read has found the end of the input (without reading ahead)."""
+        return self._ended and self._back is None
+
     def at_end(self) -> bool:
-        """Whether the input has no item left."""
+        """Whether the input has no item left (reads one item ahead to know)."""
         if self._back is not None:
             return False
         if not self._ended:

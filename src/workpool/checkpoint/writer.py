@@ -61,12 +61,22 @@ _STOP = object()
 class JournalWriter:
     """Owns a store's writes, on a thread of its own. ``put`` from one thread at a time.
 
+    The thread starts with the first entry, or, when ``hold`` is True, only once
+    ``release()`` is called: entries put before that wait in a list. A call holds it
+    until its workers have started, because a process pool started while the program
+    runs another thread cannot fork its workers from a zygote (see the process
+    backend) and starts them more slowly.
+
     A failure to write (a full disk, say) stops the writing; it is raised, once, by the
     next ``put``, ``flush`` or ``close``. Entries put after it are dropped.
     """
 
     def __init__(
-        self, open_store: Callable[[], JournalStore], interval: float = COMMIT_INTERVAL
+        self,
+        open_store: Callable[[], JournalStore],
+        interval: float = COMMIT_INTERVAL,
+        *,
+        hold: bool = False,
     ) -> None:
         self._open_store = open_store
         self._interval = interval
@@ -75,15 +85,32 @@ class JournalWriter:
         self._failure_reported = False
         self.commits = 0  # how many transactions were committed (for tests and info)
         self._thread = threading.Thread(target=self._run, name="workpool-journal", daemon=True)
-        self._thread.start()
+        self._held: list[DoneEntry | FailedEntry] | None = [] if hold else None
+        self._stopped = False
 
     def put(self, entry: DoneEntry | FailedEntry) -> None:
         """Queue an entry; blocks while the queue is full."""
         self._raise_failure()
+        if self._held is not None:
+            self._held.append(entry)
+            return
+        self._start()
         self._queue.put(entry)
+
+    def release(self) -> None:
+        """Let the thread start (with the entries held so far, if any); idempotent."""
+        held, self._held = self._held, None
+        if held:
+            self._start()
+            for entry in held:
+                self._queue.put(entry)
 
     def flush(self) -> None:
         """Return once every entry put so far is committed."""
+        self.release()
+        if not self._thread.is_alive():
+            self._raise_failure()
+            return
         done = threading.Event()
         self._queue.put(done)
         done.wait()
@@ -91,10 +118,17 @@ class JournalWriter:
 
     def close(self) -> None:
         """Commit what is queued and stop the thread (idempotent)."""
-        if self._thread.is_alive():
-            self._queue.put(_STOP)
-            self._thread.join()
+        if not self._stopped:
+            self.release()
+            self._stopped = True
+            if self._thread.is_alive():
+                self._queue.put(_STOP)
+                self._thread.join()
         self._raise_failure()
+
+    def _start(self) -> None:
+        if self._thread.ident is None and not self._stopped:
+            self._thread.start()
 
     def _raise_failure(self) -> None:
         if self._failure is not None and not self._failure_reported:
