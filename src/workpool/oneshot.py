@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from workpool._options import (
     PoolSpec,
@@ -21,6 +21,9 @@ from workpool.inputs import prepare_inputs
 from workpool.run import MapRun, joined, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import call_items
+
+if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
+    from workpool.checkpoint.session import CheckpointSession
 
 __all__ = ["imap", "map", "starmap"]
 
@@ -65,7 +68,7 @@ class _OneShotCall:
         is refused before anything runs), the results it holds for the head of the
         input are yielded, and no worker starts if that was all of it.
         """
-        checkpoint = None
+        checkpoint: CheckpointSession | None = None
         progress_bar = None
         try:
             if self.options.checkpoint is not None:
@@ -88,7 +91,7 @@ class _OneShotCall:
                 checkpoint.close()
 
     def _run_the_rest(
-        self, raise_in_order: bool, checkpoint: Any, progress_bar: Any
+        self, raise_in_order: bool, checkpoint: CheckpointSession | None, progress_bar: Any
     ) -> Generator[list[Any], None, None]:
         spec = self.spec
         first_position = 0 if checkpoint is None else checkpoint.position
@@ -129,7 +132,9 @@ class _MeasuredPrefix:
     choose at once (for their own number of items) without running anything inline.
     """
 
-    def __init__(self, call: _OneShotCall, progress_bar: Any, checkpoint: Any) -> None:
+    def __init__(
+        self, call: _OneShotCall, progress_bar: Any, checkpoint: CheckpointSession | None
+    ) -> None:
         self._call = call
         self._progress = progress_bar
         self._checkpoint = checkpoint  # its items are read up to the next journaled row

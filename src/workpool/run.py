@@ -14,7 +14,7 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workpool._options import RunOptions
 from workpool.backends.base import Backend
@@ -23,6 +23,9 @@ from workpool.errors import BrokenPool, add_note
 from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
+
+if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
+    from workpool.checkpoint.session import CheckpointSession
 
 __all__ = ["MapRun", "joined", "one_by_one", "start_progress_bar"]
 
@@ -100,7 +103,7 @@ class MapRun:
         raise_in_order: bool = True,
         first_position: int = 0,
         progress_bar: Any = None,
-        checkpoint: Any = None,
+        checkpoint: CheckpointSession | None = None,
     ) -> None:
         self._backend = backend
         self._fn = fn
@@ -131,9 +134,9 @@ class MapRun:
         # Large NumPy arguments of this call travel once, in shared memory (processes).
         self._sharing = SharingContext(options.share_threshold)
         self._progress: Any = progress_bar
-        # The checkpoint session (workpool.checkpoint.session), opened before any input
-        # is read; a bar of a run with a checkpoint starts at what the journal holds.
-        self._checkpoint: Any = checkpoint
+        # Opened before any input is read; a bar of a run with a checkpoint starts at
+        # what the journal holds.
+        self._checkpoint = checkpoint
         if options.checkpoint is not None and checkpoint is None:
             from workpool.checkpoint.session import refuse_writable_shares
 

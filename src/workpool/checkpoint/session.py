@@ -111,7 +111,11 @@ class CheckpointSession:
         self.position = 0  # the input position of the next item to read
         self.items_done = self.journal.items_done  # journaled when the call started
         self._rows: Iterator[Row] = self.journal.rows()
-        self._row: Row | None = next(self._rows, None)
+        try:
+            self._row: Row | None = next(self._rows, None)
+        except BaseException:
+            self.journal.close()
+            raise
         self._ended = False
         self._back: Sequence[Any] | None = None  # items read, then put back (see _put_back)
         self._warned_unreadable = False
