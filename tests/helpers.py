@@ -75,3 +75,8 @@ def recall(_: object) -> object:
 
 def broken_initializer() -> None:
     raise RuntimeError("initializer says no")
+
+
+def exit_by_system_exit() -> None:
+    """An initializer that raises SystemExit, as ``sys.exit`` in a setup script would."""
+    raise SystemExit(3)
