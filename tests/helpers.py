@@ -77,6 +77,13 @@ def broken_initializer() -> None:
     raise RuntimeError("initializer says no")
 
 
+def interrupt_on_one(x: int) -> int:
+    """Raise KeyboardInterrupt for the input 1, as a task of the user's might."""
+    if x == 1:
+        raise KeyboardInterrupt
+    return x
+
+
 def exit_by_system_exit() -> None:
     """An initializer that raises SystemExit, as ``sys.exit`` in a setup script would."""
     raise SystemExit(3)

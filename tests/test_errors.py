@@ -14,6 +14,7 @@ from helpers import (
     NeedsTwoArgs,
     Unpicklable,
     fail_on,
+    interrupt_on_one,
     raise_needs_two_args,
     slow_square,
     square,
@@ -180,18 +181,12 @@ def test_system_exit_in_a_task_is_that_tasks_failure(backend: str) -> None:
     assert isinstance(result[1], SystemExit)
 
 
-def _interrupt_on_one(x: int) -> int:
-    if x == 1:
-        raise KeyboardInterrupt
-    return x
-
-
 @pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "serial"])
 def test_keyboard_interrupt_raised_by_a_task_on_a_worker_is_that_tasks_failure(
     backend: str,
 ) -> None:
     # Only the main thread receives a real Ctrl+C; in a worker it is the task's own doing.
-    result = workpool.map(_interrupt_on_one, range(4), backend=backend, return_exceptions=True)
+    result = workpool.map(interrupt_on_one, range(4), backend=backend, return_exceptions=True)
     assert result[0] == 0
     assert result[2:] == [2, 3]
     assert isinstance(result[1], KeyboardInterrupt)
@@ -200,7 +195,7 @@ def test_keyboard_interrupt_raised_by_a_task_on_a_worker_is_that_tasks_failure(
 def test_keyboard_interrupt_raised_by_a_task_on_serial_reaches_the_caller() -> None:
     # Inline, it cannot be told from the user's Ctrl+C, so it stops the call.
     with pytest.raises(KeyboardInterrupt):
-        workpool.map(_interrupt_on_one, range(4), backend="serial", return_exceptions=True)
+        workpool.map(interrupt_on_one, range(4), backend="serial", return_exceptions=True)
 
 
 def test_endless_input_with_failure_stops(backend: str) -> None:

@@ -73,8 +73,8 @@ def test_the_backend_is_offered_where_subinterpreters_exist() -> None:
 
 
 def test_the_loop_in_the_interpreter_numbers_call_modes_as_the_library_does() -> None:
-    # interpreter_worker.py cannot import workpool.tasks, so it repeats these numbers.
-    from workpool.backends import interpreter_worker as wire
+    # interpreter/worker.py cannot import workpool.tasks, so it repeats these numbers.
+    from workpool.backends.interpreter import worker as wire
     from workpool.tasks import CallMode
 
     assert (wire.ONE, wire.STAR, wire.CALL) == (CallMode.ONE, CallMode.STAR, CallMode.CALL)
