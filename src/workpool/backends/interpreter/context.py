@@ -24,7 +24,7 @@ from workpool.backends.interpreter.handle import (
 )
 from workpool.backends.threaded import WorkerContext
 from workpool.errors import WorkerCrashed, add_note
-from workpool.serialize import FunctionRef, FunctionRegistry, dumps_data, unpicklable_reason
+from workpool.serialize import FunctionRef, FunctionRegistry, dumps_data, picklable_runs
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["InterpreterContext"]
@@ -90,20 +90,15 @@ class InterpreterContext(WorkerContext):
         self, chunk: Chunk, on_start: Callable[[], object] | None, batches: list[ResultBatch]
     ) -> None:
         """Fail the items that cannot be pickled; run the others as usual."""
-        start = 0
-        for position, item in enumerate(chunk.items):
-            reason = unpicklable_reason(item)
+        for begin, end, reason in picklable_runs(chunk.items):
+            piece = chunk.split(begin, end)
             if reason is None:
+                self._run(piece, on_start, batches)
                 continue
-            if position > start:
-                self._run(chunk.split(start, position), on_start, batches)
             add_note(
                 reason, "the task's arguments could not be pickled to send them to a subinterpreter"
             )
-            batches.append(self._failed(chunk.split(position, position + 1), reason))
-            start = position + 1
-        if start < len(chunk.items):
-            self._run(chunk.split(start, len(chunk.items)), on_start, batches)
+            batches.append(self._failed(piece, reason))
 
     def _exchange(
         self,
