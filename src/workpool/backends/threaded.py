@@ -120,7 +120,7 @@ class ThreadedBackend(Backend):
                 or (self._stopping and not self._deadlines.watching and not self._queue)
             ),
         )
-        self._stopping = False  # no more submissions; workers leave once the queue is empty
+        self._stopping = False  # shutting down: workers leave once the queue is empty
         self._stopped = False  # the last worker has left (or none was ever needed)
         self._broken: BrokenPool | None = None
         self._names = itertools.count()
