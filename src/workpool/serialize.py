@@ -17,7 +17,7 @@ import sys
 import threading
 import types
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from workpool.byvalue import dumps_by_value
@@ -29,6 +29,7 @@ __all__ = [
     "dumps_function",
     "loads",
     "main_defines_functions",
+    "picklable_runs",
     "unpicklable_reason",
 ]
 
@@ -119,3 +120,23 @@ def unpicklable_reason(obj: Any) -> BaseException | None:
     except Exception as exc:
         return exc
     return None
+
+
+def picklable_runs(items: Sequence[Any]) -> Iterator[tuple[int, int, BaseException | None]]:
+    """``items`` cut into ``(begin, end, reason)`` pieces, in order, for sending what can be.
+
+    Runs of items that pickle come with ``reason`` None; each item that does not comes
+    alone, with the exception pickling it raised. Engines send the runs and fail the
+    others, so that one bad argument costs only its own task.
+    """
+    start = 0
+    for position, item in enumerate(items):
+        reason = unpicklable_reason(item)
+        if reason is None:
+            continue
+        if position > start:
+            yield start, position, None
+        yield position, position + 1, reason
+        start = position + 1
+    if start < len(items):
+        yield start, len(items), None

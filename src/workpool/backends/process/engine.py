@@ -48,6 +48,7 @@ from workpool._options import PoolSpec
 from workpool.backends.base import Backend
 from workpool.backends.process.launch import make_launcher
 from workpool.backends.process.supervisor import Supervisor
+from workpool.chunking import PROCESS_CHUNK_SECONDS
 from workpool.errors import add_note
 from workpool.serialize import (
     FunctionRef,
@@ -65,7 +66,7 @@ class ProcessBackend(Backend):
     """Runs chunks in worker processes; see the module docstring for the data flow."""
 
     name = "process"
-    target_chunk_seconds = 0.01
+    target_chunk_seconds = PROCESS_CHUNK_SECONDS
 
     def __init__(self, spec: PoolSpec, fn: Callable[..., Any] | None = None) -> None:
         super().__init__(spec)
