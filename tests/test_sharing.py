@@ -7,12 +7,16 @@ in this process once the objects are dropped.
 
 from __future__ import annotations
 
+import concurrent.futures
 import gc
 import itertools
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import workpool
@@ -275,3 +279,64 @@ def test_sharing_survives_arguments_that_need_cloudpickle() -> None:
     assert workpool.map(lambda item: describe(item[0])[1], [with_closure], backend="process") == [
         "Segment"
     ]
+
+
+def first_value(array: Any) -> float:
+    return float(array[0])
+
+
+def test_a_long_lived_pool_keeps_no_array_it_was_given() -> None:
+    """A service keeps one pool and submits big arrays for ever: memory stays flat.
+
+    Each submitted task's shared copy must go once its Future is done, not when the
+    pool shuts down; else every call keeps 16 MB and two descriptors.
+    """
+    me = psutil.Process()
+    size = 16 * MB
+
+    def submit_one(pool: workpool.Pool, value: int) -> None:
+        array = np.full(size // 8, value, dtype=np.float64)
+        assert pool.submit(first_value, array).result(timeout=60) == value
+
+    with workpool.Pool(2, backend="process") as pool:
+        for value in range(4):  # workers started, allocator warmed up
+            submit_one(pool, value)
+        gc.collect()
+        rss, fds = me.memory_info().rss, me.num_fds()
+        for value in range(40):
+            submit_one(pool, value)
+        gc.collect()
+        grown = me.memory_info().rss - rss
+        assert grown < 4 * size, f"40 calls of 16 MB left {grown / MB:.0f} MB behind"
+        assert me.num_fds() - fds <= 2, f"descriptors went from {fds} to {me.num_fds()}"
+
+
+def wait_for_file(path: str) -> bool:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_cancelled_submissions_let_their_arrays_go(tmp_path: Path) -> None:
+    me = psutil.Process()
+    go = tmp_path / "go"
+    with workpool.Pool(1, backend="process") as pool:
+        assert pool.submit(first_value, np.zeros(4)).result(timeout=30) == 0
+        gc.collect()
+        fds = me.num_fds()
+        blocker = pool.submit(wait_for_file, str(go))
+        futures = [pool.submit(first_value, np.full(2 * MB // 8, i)) for i in range(6)]
+        # The one worker holds the blocker and at most one more: the rest are pending.
+        cancelled = [future for future in futures if future.cancel()]
+        assert len(cancelled) >= 4
+        go.touch()
+        assert blocker.result(timeout=30)
+        done, _ = concurrent.futures.wait(futures, timeout=30)
+        assert len(done) == len(futures)
+        # One more task after them: the engine has passed the cancelled ones by.
+        assert pool.submit(first_value, np.ones(4)).result(timeout=30) == 1
+        gc.collect()
+        assert me.num_fds() - fds <= 2, f"descriptors went from {fds} to {me.num_fds()}"
