@@ -8,6 +8,7 @@ in this process once the objects are dropped.
 from __future__ import annotations
 
 import concurrent.futures
+import errno
 import gc
 import itertools
 import os
@@ -340,3 +341,51 @@ def test_cancelled_submissions_let_their_arrays_go(tmp_path: Path) -> None:
         assert pool.submit(first_value, np.ones(4)).result(timeout=30) == 1
         gc.collect()
         assert me.num_fds() - fds <= 2, f"descriptors went from {fds} to {me.num_fds()}"
+
+
+# --- when shared memory cannot be made ----------------------------------------------------
+
+
+@pytest.fixture
+def no_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new segment fails as it does when the process is out of descriptors."""
+    from workpool import sharing
+
+    def refuse(size: int, *, writable_in_workers: bool) -> Any:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(sharing, "_new_segment", refuse)
+
+
+def first_of_pair(pair: tuple[Any, Any]) -> float:
+    return float(pair[0][0])
+
+
+@pytest.mark.usefixtures("no_shared_memory")
+def test_arrays_are_copied_with_one_warning_when_shared_memory_cannot_be_made() -> None:
+    arrays = [np.full(2 * MB // 8, value) for value in range(3)]
+    with pytest.warns(workpool.SharedMemoryWarning, match="Too many open files") as caught:
+        assert workpool.map(first_value, arrays, backend="process", chunksize=1) == [0, 1, 2]
+    assert len([w for w in caught if w.category is workpool.SharedMemoryWarning]) == 1
+    with workpool.Pool(1, backend="process") as pool, pytest.warns(workpool.SharedMemoryWarning):
+        assert pool.submit(first_value, arrays[2]).result(timeout=30) == 2
+
+
+@pytest.mark.usefixtures("no_shared_memory")
+def test_a_task_that_can_be_neither_shared_nor_copied_fails_with_the_os_error() -> None:
+    from helpers import Unpicklable
+
+    big = np.ones(2 * MB // 8)
+    pairs = [(big, 1), (big, Unpicklable())]
+    with pytest.warns(workpool.SharedMemoryWarning):
+        results = workpool.map(
+            first_of_pair, pairs, backend="process", chunksize=2, return_exceptions=True
+        )
+    assert results[0] == 1.0
+    assert isinstance(results[1], OSError)
+    assert results[1].errno == errno.EMFILE
+    assert "copying" in "".join(getattr(results[1], "__notes__", []))
+    with workpool.Pool(1, backend="process") as pool, pytest.warns(workpool.SharedMemoryWarning):
+        error = pool.submit(first_of_pair, pairs[1]).exception(timeout=30)
+    assert isinstance(error, OSError)
+    assert error.errno == errno.EMFILE

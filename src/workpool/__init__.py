@@ -18,6 +18,7 @@ from workpool.advise import Advice as Advice
 from workpool.advise import advise as advise
 from workpool.errors import BrokenPool as BrokenPool
 from workpool.errors import RemoteTraceback as RemoteTraceback
+from workpool.errors import SharedMemoryWarning as SharedMemoryWarning
 from workpool.errors import TaskError as TaskError
 from workpool.errors import TaskTimeout as TaskTimeout
 from workpool.errors import WorkerCrashed as WorkerCrashed
@@ -35,6 +36,7 @@ __all__ = [
     "BrokenPool",
     "Pool",
     "RemoteTraceback",
+    "SharedMemoryWarning",
     "TaskError",
     "TaskTimeout",
     "WorkerCrashed",

@@ -27,9 +27,11 @@ import mmap
 import os
 import pickle
 import threading
+import warnings
 import weakref
 from typing import Any
 
+from workpool.errors import SharedMemoryWarning
 from workpool.serialize import PROTOCOL
 
 __all__ = [
@@ -242,20 +244,40 @@ class SharingContext:
     supervisor's. ``release()`` at the end of the call drops the call's segments.
     Arguments are shared read-only; ``writable=True`` is for results, which become the
     caller's own arrays.
+
+    If a segment cannot be made (out of descriptors or memory, no ``memfd_create``),
+    the call copies its arrays instead: one ``SharedMemoryWarning`` says so, and
+    ``unavailable`` keeps the error for tasks that cannot be copied either.
     """
 
     def __init__(self, threshold: int | None, *, writable: bool = False) -> None:
         self.threshold = threshold
+        self.unavailable: OSError | None = None
         self._writable = writable  # may the receiving side write into the copies?
         self._segments: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, shared copy)
         self._lock = threading.Lock()
 
     def shared_copy(self, array: Any) -> Any:
+        """``array`` in a segment, made once per call; None: copy it into the message."""
         with self._lock:
+            if self.unavailable is not None:
+                return None
             entry = self._segments.get(id(array))
             if entry is not None and entry[0] is array:
                 return entry[1]
-        copy = share(array, writable=self._writable)
+        try:
+            copy = share(array, writable=self._writable)
+        except OSError as exc:
+            with self._lock:
+                first, self.unavailable = self.unavailable is None, exc
+            if first:
+                warnings.warn(
+                    f"workpool could not make shared memory ({exc}); "
+                    "large arrays are copied to the workers instead",
+                    SharedMemoryWarning,
+                    stacklevel=2,
+                )
+            return None
         with self._lock:
             self._segments[id(array)] = (array, copy)
         return copy
@@ -280,6 +302,8 @@ class _SharingPickler(pickle.Pickler):
             if threshold is None or obj.nbytes < threshold or obj.nbytes == 0:
                 return NotImplemented
             obj = self._context.shared_copy(obj)  # type: ignore[union-attr]
+            if obj is None:  # no shared memory to be had: the array goes by value
+                return NotImplemented
             found = _find_segment(obj)
             assert found is not None
         segment, offset = found

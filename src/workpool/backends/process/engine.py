@@ -92,13 +92,17 @@ class ProcessBackend(Backend):
             self.submit(chunk.split(0, count // 2))  # fewer items, fewer segments each
             self.submit(chunk.split(count // 2, count))
             return
-        except Exception:
-            self._submit_picklable_part(chunk)
+        except Exception as exc:
+            self._submit_picklable_part(chunk, exc)
             return
         self._supervisor.submit(chunk)
 
-    def _submit_picklable_part(self, chunk: Chunk) -> None:
-        """Fail the items that cannot be pickled; send the others as usual."""
+    def _submit_picklable_part(self, chunk: Chunk, error: Exception) -> None:
+        """Fail the items that cannot be pickled; send the others as usual.
+
+        ``error`` is what pickling the whole chunk raised. When no item fails on its
+        own, it is the chunk's failure, so that no piece is sent back here for ever.
+        """
         start = 0
         for position, item in enumerate(chunk.items):
             reason = unpicklable_reason(item)
@@ -106,13 +110,15 @@ class ProcessBackend(Backend):
                 continue
             if position > start:
                 self.submit(chunk.split(start, position))
-            add_note(
-                reason, "the task's arguments could not be pickled to send them to a worker process"
-            )
             piece = chunk.split(position, position + 1)
-            piece.sink.deliver(ResultBatch.failed(piece, reason, retryable=False))
+            piece.sink.deliver(
+                ResultBatch.failed(piece, _why_unsent(chunk, reason), retryable=False)
+            )
             start = position + 1
-        if start < len(chunk.items):
+        if start == 0:
+            add_note(error, "the task's arguments could not be sent to a worker process")
+            chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+        elif start < len(chunk.items):
             self.submit(chunk.split(start, len(chunk.items)))
 
     def _function_ref(self, fn: Callable[..., Any]) -> FunctionRef:
@@ -134,3 +140,25 @@ class ProcessBackend(Backend):
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
         return self._supervisor.worker_pids
+
+
+def _why_unsent(chunk: Chunk, reason: BaseException) -> BaseException:
+    """The error of an item that cannot be pickled, as its task reports it.
+
+    When the call had no shared memory to put its arrays in, that is the real cause:
+    the item fails with the ``OSError`` that said so, the pickling error as its cause.
+    """
+    unavailable = chunk.sharing.unavailable if chunk.sharing is not None else None
+    if unavailable is None:
+        add_note(
+            reason, "the task's arguments could not be pickled to send them to a worker process"
+        )
+        return reason
+    error = OSError(*unavailable.args)
+    error.__cause__ = reason
+    add_note(
+        error,
+        "shared memory could not be made for the task's arrays, and copying them "
+        f"to the worker process failed too: {reason!r}",
+    )
+    return error
