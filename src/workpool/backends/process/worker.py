@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from workpool.backends.process import protocol
+from workpool.backends.process import prctl, protocol
 from workpool.backends.process.framing import recv_frame, send_frame
 from workpool.backends.process.slots import SharedSlots
 from workpool.serialize import loads
@@ -26,8 +26,6 @@ from workpool.sharing import SharingContext, loads_sharing
 from workpool.tasks import CallMode, call_items
 
 __all__ = ["worker_main"]
-
-_PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
@@ -40,16 +38,8 @@ def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
     worker the moment the parent dies. ``parent_pid`` is 0 when the parent is a fork
     server, whose death says nothing about the pool's.
     """
-    if parent_pid and sys.platform.startswith("linux"):
-        import ctypes  # only here: it costs milliseconds to import
-
-        with contextlib.suppress(OSError, AttributeError):
-            # The symbols already loaded into this process include libc's; looking the
-            # library up by name (ctypes.util.find_library) would run ldconfig.
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
+    if parent_pid and prctl.die_with_parent() and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before prctl took effect
 
     if hasattr(select, "POLLRDHUP"):
 
@@ -123,6 +113,7 @@ def worker_main(sock: socket.socket, slots: SharedSlots, slot_index: int, parent
 def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid: int) -> None:
     # Ctrl+C reaches the whole process group; the parent decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    prctl.set_name("workpool-worker")  # not one more copy of the program, in ps and top
     _die_with_parent(parent_pid, sock)
     slot = slots.slot(slot_index)
 

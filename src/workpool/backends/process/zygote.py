@@ -17,6 +17,10 @@ Protocol, over a Unix datagram socket pair (one request, one reply)::
     parent -> zygote   SPAWN slot, sys.path, cwd, preload  + fds [worker socket, slots]
     zygote -> parent   pid                                 + fd  [exit pipe]
 
+The zygote stays until the program ends (as the standard fork server does), so it
+names itself ``workpool-zygote`` (``prctl.py``; its workers are ``workpool-worker``):
+``ps`` and ``top`` then show what it is rather than one more copy of the program.
+
 The zygote keeps the write end of one *exit pipe* per worker. When the worker ends,
 the zygote reaps it and writes its exit status there, then closes it: the read end,
 in the parent, is the worker's sentinel and carries its exit code.
@@ -36,6 +40,8 @@ import sys
 import threading
 from collections.abc import Sequence
 from typing import Any
+
+from workpool.backends.process import prctl
 
 __all__ = ["ZygoteWorker", "get_zygote"]
 
@@ -146,11 +152,8 @@ class Zygote:
 def _serve(control: socket.socket) -> int:
     """The zygote's loop: fork a worker per request, report each one's exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the parent to handle
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # die with the parent
+    prctl.die_with_parent()
+    prctl.set_name("workpool-zygote")  # it outlives calls: ps must not show the program
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
