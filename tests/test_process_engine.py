@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -187,3 +188,26 @@ def test_workers_and_the_zygote_say_what_they_are(tmp_path: Path, method: str | 
     report = run_script(tmp_path, NAMES_SCRIPT, method)
     assert set(report["workers"]) == {"workpool-worker"}
     assert report["zygote"] == ("workpool-zygote" if method is None else None)
+
+
+@pytest.mark.skipif(not hasattr(select, "POLLRDHUP"), reason="the watch polls for POLLRDHUP")
+def test_a_worker_that_closed_its_socket_stops_watching_it() -> None:
+    # A worker that ends on its own closes its socket and may linger (the program's
+    # threads): its watch on the parent must then end, not spin on the closed descriptor.
+    program = textwrap.dedent(
+        """
+        import socket
+        from workpool.backends.process.worker import _watch_socket
+
+        ours, parent = socket.socketpair()
+        fd = ours.fileno()
+        ours.close()
+        _watch_socket(fd)
+        print("returned")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "returned"

@@ -16,18 +16,19 @@ How one task travels::
                                      assigned.popleft() is that chunk
     sink.deliver(batch) <----------- decode, then deliver
                                      ...
-                                     sentinel readable: worker died
+                                     pidfd readable: worker died
                                      assigned[0] was running: its item
                                      fails (WorkerCrashed / TaskTimeout),
                                      the rest of its chunks go back to
                                      pending; a new worker takes the slot
 
 The supervisor is the only thread that reads or writes a worker's socket, and it never
-blocks on one: it waits on every socket, every process sentinel and a wake-up pipe at
-once (``selectors``), reads whatever has arrived, and writes only what a socket takes
-(a worker busy sending a large result can never deadlock against us sending it a
-large chunk). Each worker holds at most ``PREFETCH`` chunks: the one it runs and the
-next, so it never waits for the parent between chunks.
+blocks on one: it waits on every socket, every worker's end (a pidfd where the system
+has them, see ``lifeline.py``) and a wake-up pipe at once (``selectors``), reads
+whatever has arrived, and writes only what a socket takes (a worker busy sending a
+large result can never deadlock against us sending it a large chunk). Each worker
+holds at most ``PREFETCH`` chunks: the one it runs and the next, so it never waits for
+the parent between chunks.
 
 Because the supervisor knows which chunks each worker holds, and a shared slot tells
 it which item a tracked chunk is on, a dead worker costs exactly its current task.

@@ -8,6 +8,7 @@ from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, NamedTuple
 
 from workpool.backends.process.framing import FrameReader, FrameWriter
+from workpool.backends.process.lifeline import RECHECK_FIRST
 from workpool.tasks import Chunk
 
 if TYPE_CHECKING:
@@ -38,10 +39,13 @@ class WorkerHandle:
         "functions",
         "init_error",
         "kill_reason",
+        "killed",
         "pid",
         "process",
         "reader",
         "ready",
+        "recheck_at",
+        "recheck_every",
         "slot",
         "sock",
         "stop_sent",
@@ -75,6 +79,10 @@ class WorkerHandle:
         self.alive = True
         self.kill_reason: KillReason | None = None
         self.init_error: BaseException | None = None
+        self.killed = False  # SIGKILL sent
+        # Where only waitpid can confirm the process's end: when to ask it next.
+        self.recheck_at: float | None = None
+        self.recheck_every = RECHECK_FIRST
 
     @property
     def label(self) -> str:

@@ -1,8 +1,9 @@
 """How worker processes come into being: from the zygote, or through multiprocessing.
 
-The supervisor asks a launcher for a worker and gets back something process-like:
-``pid``, a ``sentinel`` that becomes readable when the process ends, ``kill()``,
-``join(timeout)``, ``exitcode`` and ``close()``.
+The supervisor asks a launcher for a worker and gets back a ``WorkerProcess``: its
+``pid``; ``ended_fd``, which becomes readable when the process ends (a pidfd where the
+system has one, see ``lifeline.py``); ``kill()``, ``join(timeout)``, ``exitcode`` and
+``close()``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import socket
 import sys
 from typing import Any, Protocol
 
+from workpool.backends.process import lifeline
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.worker import worker_main
 from workpool.backends.process.zygote import Zygote, get_zygote
@@ -22,12 +24,21 @@ __all__ = ["Launcher", "WorkerProcess", "default_start_method", "make_launcher"]
 
 
 class WorkerProcess(Protocol):
-    pid: Any
-    sentinel: int
-    exitcode: int | None
+    pid: int
+    #: Readable once the process has ended; watched by the supervisor.
+    ended_fd: int
+    #: True when ``ended_fd`` is a pipe that another process may keep open: after a
+    #: kill, the supervisor then asks ``exitcode`` (a waitpid) until it knows.
+    needs_polling: bool
+
+    @property
+    def exitcode(self) -> int | None:
+        """How the process ended (negative: by that signal); None while unknown. Never blocks."""
 
     def kill(self) -> None: ...
-    def join(self, timeout: float | None = None) -> None: ...
+    def join(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds for the process to end and its exit code to be known."""
+
     def close(self) -> None: ...
 
 
@@ -71,7 +82,50 @@ class MultiprocessingLauncher:
             daemon=False,
         )
         process.start()
-        return process  # type: ignore[no-any-return]
+        return ChildProcess(process, ours=self.method != "forkserver")
+
+
+class ChildProcess:
+    """A worker started by multiprocessing, watched through a pidfd where there is one.
+
+    ``ours`` says the worker is this process's child (fork, spawn), so that waitpid
+    knows when it ends; its multiprocessing sentinel is then a pipe the worker holds,
+    which any process forked from it (or from us at the wrong instant) holds too. A
+    fork server's worker is the server's child, and its sentinel the server's socket.
+    """
+
+    def __init__(self, process: Any, *, ours: bool) -> None:
+        self._process = process
+        self._ours = ours
+        self.pid: int = process.pid
+        self._pidfd = lifeline.open_pidfd(self.pid)
+        self.ended_fd: int = process.sentinel if self._pidfd is None else self._pidfd
+        self.needs_polling = self._pidfd is None and ours
+
+    @property
+    def exitcode(self) -> int | None:
+        code: int | None = self._process.exitcode  # our child: waitpid(WNOHANG)
+        return code
+
+    def kill(self) -> None:
+        if self.exitcode is None:
+            lifeline.kill(self.pid, self._pidfd)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._pidfd is not None:
+            if not lifeline.wait_readable(self._pidfd, timeout) or self._ours:
+                return  # still running; or ended, and waitpid tells how
+        elif self._ours:  # the pipe may be held open elsewhere: ask waitpid instead
+            lifeline.wait_for(lambda: self.exitcode, timeout)
+            return
+        self._process.join(timeout)  # the fork server sends the exit code
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pidfd)
+            self._pidfd = None
+        self._process.close()  # ValueError while it still runs
 
 
 class ZygoteLauncher:

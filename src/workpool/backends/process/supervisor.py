@@ -19,7 +19,7 @@ from collections import deque
 from concurrent.futures import CancelledError
 
 from workpool._options import PoolSpec
-from workpool.backends.process import protocol
+from workpool.backends.process import lifeline, protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.handle import (
     FUNCTION_CACHE_SIZE,
@@ -87,6 +87,7 @@ class Supervisor:
         self._seq = 0
         self._init_failures = 0  # consecutive workers whose start-up failed
         self._stop_deadline: float | None = None
+        self._stop_killed = False  # workers still there at the deadline were killed
 
         self._thread = threading.Thread(target=self._loop, name="workpool-supervisor", daemon=True)
         self._thread.start()
@@ -190,6 +191,7 @@ class Supervisor:
                     self._flush(handle)
             else:
                 exits.append(handle)
+        exits.extend(self._confirmed_ends(exits))
         for handle in exits:  # after the reads, so results sent before dying count
             self._on_exit(handle)
         self._take_inbox()
@@ -217,9 +219,13 @@ class Supervisor:
                 _, started_ns = running
                 wait = max(0.0, head.task_timeout - (now - started_ns) / 1e9)
             timeout = wait if timeout is None else min(timeout, wait)
-        if self._stop_deadline is not None:
+        if self._stop_deadline is not None and not self._stop_killed:
             wait = max(0.0, self._stop_deadline - time.monotonic())
             timeout = wait if timeout is None else min(timeout, wait)
+        for handle in self._handles:
+            if handle is not None and handle.recheck_at is not None:
+                wait = max(0.0, handle.recheck_at - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
         return timeout
 
     def _start_worker(self, slot: int) -> None:
@@ -242,7 +248,7 @@ class Supervisor:
         )
         self._handles[slot] = handle
         self._selector.register(parent_sock, selectors.EVENT_READ, (_SOCKET, handle))
-        self._selector.register(process.sentinel, selectors.EVENT_READ, (_EXIT, handle))
+        self._selector.register(process.ended_fd, selectors.EVENT_READ, (_EXIT, handle))
         handle.writer.write(*protocol.encode_init(self._initializer_payload))
         self._watch_writes(handle)
 
@@ -333,7 +339,8 @@ class Supervisor:
                 handle.init_error = protocol.unpack_error(message.error)
         if handle.reader.closed and handle.alive:
             self._selector.unregister(handle.sock)
-            handle.alive = False  # the socket is done; the exit sentinel follows
+            handle.alive = False  # the socket is done; the process's end follows
+            self._expect_end(handle)
 
     def _on_batch(self, handle: WorkerHandle, batch: protocol.Batch) -> None:
         chunk = handle.assigned.popleft()
@@ -364,13 +371,15 @@ class Supervisor:
         if handle.alive:
             self._selector.unregister(handle.sock)
             handle.alive = False
-        self._selector.unregister(handle.process.sentinel)
+        self._selector.unregister(handle.process.ended_fd)
         handle.sock.close()
         for fd in handle.reader.take_fds(len(handle.reader.fds)):  # of a frame never finished
             with contextlib.suppress(OSError):
                 os.close(fd)
-        handle.process.join(1.0)
         exitcode = handle.process.exitcode
+        if exitcode is None:  # it has ended; the exit code may be a moment behind
+            handle.process.join(1.0)
+            exitcode = handle.process.exitcode
         self._handles[handle.slot] = None
         with contextlib.suppress(ValueError):
             handle.process.close()
@@ -466,7 +475,41 @@ class Supervisor:
             position, started = running
             if now - started > limit * 1e9:
                 handle.kill_reason = KillReason(position, limit)
-                handle.process.kill()
+                self._kill(handle)
+
+    # --- ends of workers ---------------------------------------------------------------
+
+    def _kill(self, handle: WorkerHandle) -> None:
+        """Kill a worker, once; its end is then awaited like any other."""
+        if not handle.killed:
+            handle.killed = True
+            handle.process.kill()
+            self._expect_end(handle)
+
+    def _expect_end(self, handle: WorkerHandle) -> None:
+        """The worker is ending: where only waitpid can confirm it, ask it soon."""
+        if handle.process.needs_polling and handle.recheck_at is None:
+            handle.recheck_at = time.monotonic() + lifeline.RECHECK_FIRST
+
+    def _confirmed_ends(self, exits: list[WorkerHandle]) -> list[WorkerHandle]:
+        """Workers due a waitpid check that have indeed ended (``lifeline.py``).
+
+        One not yet ended is asked again later, a little less often each time.
+        """
+        ended: list[WorkerHandle] = []
+        now = time.monotonic()
+        for handle in self._handles:
+            if handle is None or handle.recheck_at is None or handle.recheck_at > now:
+                continue
+            if handle in exits:
+                continue
+            if handle.process.exitcode is not None:
+                handle.recheck_at = None
+                ended.append(handle)
+            else:
+                handle.recheck_every = min(2 * handle.recheck_every, lifeline.RECHECK_MAX)
+                handle.recheck_at = now + handle.recheck_every
+        return ended
 
     # --- stopping ---------------------------------------------------------------------
 
@@ -492,10 +535,11 @@ class Supervisor:
                 self._send_stop(handle)
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + STOP_GRACE
-        elif time.monotonic() > self._stop_deadline:
+        elif not self._stop_killed and time.monotonic() >= self._stop_deadline:
+            self._stop_killed = True  # once: from now on, wait for them to end
             for handle in self._handles:
                 if handle is not None:
-                    handle.process.kill()
+                    self._kill(handle)
         return any(h is not None for h in self._handles)
 
     def _send_stop(self, handle: WorkerHandle) -> None:
@@ -512,7 +556,7 @@ class Supervisor:
         for handle in self._handles:
             if handle is None:
                 continue
-            handle.process.kill()
+            self._kill(handle)
             for chunk in handle.assigned:
                 self._fail(chunk, error)
             handle.assigned.clear()
@@ -539,7 +583,7 @@ class Supervisor:
         for handle in self._handles:
             if handle is None:
                 continue
-            handle.process.kill()
+            self._kill(handle)
             handle.process.join(5)
             for chunk in handle.assigned:
                 self._fail(chunk, CancelledError("the pool stopped before this task finished"))

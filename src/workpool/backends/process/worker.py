@@ -42,14 +42,10 @@ def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
         os._exit(1)  # the parent died before prctl took effect
 
     if hasattr(select, "POLLRDHUP"):
+        fd = sock.fileno()
 
         def watch() -> None:
-            poller = select.poll()
-            poller.register(sock.fileno(), select.POLLRDHUP)
-            while True:
-                for _, events in poller.poll():
-                    if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
-                        os._exit(1)
+            _watch_socket(fd)
 
     else:
         first_parent = parent_pid or os.getppid()
@@ -60,6 +56,22 @@ def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
             os._exit(1)
 
     threading.Thread(target=watch, name="workpool-parent-watch", daemon=True).start()
+
+
+def _watch_socket(fd: int) -> None:
+    """End this process when the peer of socket ``fd`` goes; return if ``fd`` is closed here.
+
+    ``poll`` reports a descriptor closed under it (``POLLNVAL``) at once, every time:
+    that is the worker ending on its own, and the watch ends too rather than spin.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLRDHUP)
+    while True:
+        for _, events in poller.poll():
+            if events & select.POLLNVAL:
+                return
+            if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                os._exit(1)
 
 
 def _run_chunk(

@@ -41,7 +41,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from workpool.backends.process import prctl
+from workpool.backends.process import lifeline, prctl
 
 __all__ = ["ZygoteWorker", "get_zygote"]
 
@@ -50,43 +50,35 @@ _MAX_MESSAGE = 1 << 20
 
 
 class ZygoteWorker:
-    """A worker process forked by the zygote; the parts of ``Process`` the supervisor uses."""
+    """A worker process forked by the zygote, as the supervisor sees it (``WorkerProcess``).
+
+    It is not our child: a pidfd says when it ends (where the system has them), and
+    its exit pipe, which only the zygote writes, brings the exit code.
+    """
 
     def __init__(self, pid: int, sentinel: int) -> None:
         self.pid = pid
-        self.sentinel = sentinel
+        self.sentinel = sentinel  # the exit pipe's read end
         self.exitcode: int | None = None
-        self._pidfd: int | None = None
-        if hasattr(os, "pidfd_open"):  # signals then cannot reach a recycled pid
-            with contextlib.suppress(OSError):
-                self._pidfd = os.pidfd_open(pid)
+        self._pidfd = lifeline.open_pidfd(pid)
+        self.ended_fd = sentinel if self._pidfd is None else self._pidfd
+        self.needs_polling = False  # the exit pipe's write end is the zygote's alone
 
     def kill(self) -> None:
-        if self.exitcode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, OSError):
-            if self._pidfd is not None:
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            else:
-                os.kill(self.pid, signal.SIGKILL)
+        if self.exitcode is None:
+            lifeline.kill(self.pid, self._pidfd)
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until the worker has ended (its sentinel is readable), then read its code."""
+        """Wait until the zygote reports the worker's end, then read its exit code."""
         if self.exitcode is not None or self.sentinel < 0:
             return
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.sentinel, selectors.EVENT_READ)
-            if not selector.select(timeout):
-                return
+        if not lifeline.wait_readable(self.sentinel, timeout):
+            return
         data = b""
         with contextlib.suppress(OSError):
             data = os.read(self.sentinel, _STATUS.size)
         # Without a status the zygote itself died; call it a kill.
         self.exitcode = _STATUS.unpack(data)[0] if len(data) == _STATUS.size else -signal.SIGKILL
-
-    def is_alive(self) -> bool:
-        self.join(0)
-        return self.exitcode is None
 
     def close(self) -> None:
         for fd in (self.sentinel, self._pidfd):
