@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workpool.backends import interpreter_worker as wire
-from workpool.backends.process.protocol import unpack_error
+from workpool.remote_errors import unpack_error
 from workpool.serialize import FunctionRef
 
 __all__ = [

@@ -5,19 +5,37 @@ from __future__ import annotations
 import signal
 import socket
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.lifeline import RECHECK_FIRST
 from workpool.tasks import Chunk
 
-if TYPE_CHECKING:
-    from workpool.backends.process.launch import WorkerProcess
-
-__all__ = ["KillReason", "WorkerHandle", "describe_exit"]
+__all__ = ["KillReason", "WorkerHandle", "WorkerProcess", "describe_exit"]
 
 # Functions a worker keeps at once; the parent evicts the least recently used.
 FUNCTION_CACHE_SIZE = 64
+
+
+class WorkerProcess(Protocol):
+    """A worker process as the supervisor sees it, however it was started (``launch.py``)."""
+
+    pid: int
+    #: Readable once the process has ended; watched by the supervisor.
+    ended_fd: int
+    #: True when ``ended_fd`` is a pipe that another process may keep open: after a
+    #: kill, the supervisor then asks ``exitcode`` (a waitpid) until it knows.
+    needs_polling: bool
+
+    @property
+    def exitcode(self) -> int | None:
+        """How the process ended (negative: by that signal); None while unknown. Never blocks."""
+
+    def kill(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds for the process to end and its exit code to be known."""
+
+    def close(self) -> None: ...
 
 
 class KillReason(NamedTuple):

@@ -1,6 +1,7 @@
 """How worker processes come into being: from the zygote, or through multiprocessing.
 
-The supervisor asks a launcher for a worker and gets back a ``WorkerProcess``: its
+The supervisor asks a launcher for a worker and gets back a ``WorkerProcess``
+(``handle.py``): its
 ``pid``; ``ended_fd``, which becomes readable when the process ends (a pidfd where the
 system has one, see ``lifeline.py``); ``kill()``, ``join(timeout)``, ``exitcode`` and
 ``close()``.
@@ -15,31 +16,13 @@ import socket
 import sys
 from typing import Any, Protocol
 
-from workpool.backends.process import lifeline
+from workpool.backends.process import exit_hook, lifeline
+from workpool.backends.process.handle import WorkerProcess
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.worker import worker_main
 from workpool.backends.process.zygote import Zygote, get_zygote
 
-__all__ = ["Launcher", "WorkerProcess", "default_start_method", "make_launcher"]
-
-
-class WorkerProcess(Protocol):
-    pid: int
-    #: Readable once the process has ended; watched by the supervisor.
-    ended_fd: int
-    #: True when ``ended_fd`` is a pipe that another process may keep open: after a
-    #: kill, the supervisor then asks ``exitcode`` (a waitpid) until it knows.
-    needs_polling: bool
-
-    @property
-    def exitcode(self) -> int | None:
-        """How the process ended (negative: by that signal); None while unknown. Never blocks."""
-
-    def kill(self) -> None: ...
-    def join(self, timeout: float | None = None) -> None:
-        """Wait up to ``timeout`` seconds for the process to end and its exit code to be known."""
-
-    def close(self) -> None: ...
+__all__ = ["ChildProcess", "Launcher", "default_start_method", "make_launcher"]
 
 
 class Launcher(Protocol):
@@ -53,9 +36,7 @@ class MultiprocessingLauncher:
     """Workers as ``multiprocessing.Process`` of one start method (fork, forkserver, spawn)."""
 
     def __init__(self, method: str) -> None:
-        from workpool.backends.process.supervisor import run_exit_hook_before_multiprocessing
-
-        run_exit_hook_before_multiprocessing()
+        exit_hook.run_before_multiprocessing()
         self.method = method
         self._context = multiprocessing.get_context(method)
         if method == "fork":

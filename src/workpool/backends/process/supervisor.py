@@ -7,7 +7,6 @@ works out which task it was on (``_recover``) and starts another in its place.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import selectors
@@ -19,7 +18,7 @@ from collections import deque
 from concurrent.futures import CancelledError
 
 from workpool._options import PoolSpec
-from workpool.backends.process import lifeline, protocol
+from workpool.backends.process import exit_hook, lifeline, protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.handle import (
     FUNCTION_CACHE_SIZE,
@@ -30,6 +29,7 @@ from workpool.backends.process.handle import (
 from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
 from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
+from workpool.remote_errors import unpack_error
 from workpool.serialize import FunctionRef, dumps_function
 from workpool.sharing import dumps_sharing
 from workpool.tasks import Chunk, ResultBatch
@@ -91,7 +91,7 @@ class Supervisor:
 
         self._thread = threading.Thread(target=self._loop, name="workpool-supervisor", daemon=True)
         self._thread.start()
-        _live_supervisors.add(self)
+        exit_hook.track(self)
 
     # --- called from other threads ----------------------------------------------------
 
@@ -336,7 +336,7 @@ class Supervisor:
                 handle.ready = True
                 self._init_failures = 0
             else:
-                handle.init_error = protocol.unpack_error(message.error)
+                handle.init_error = unpack_error(message.error)
         if handle.reader.closed and handle.alive:
             self._selector.unregister(handle.sock)
             handle.alive = False  # the socket is done; the process's end follows
@@ -352,7 +352,7 @@ class Supervisor:
             self._fail(chunk, exc, worker=handle.label)
             return
         if packed_errors and packed_errors[0][0] == protocol.WHOLE_CHUNK:
-            error = protocol.unpack_error(packed_errors[0][1])
+            error = unpack_error(packed_errors[0][1])
             if len(chunk.items) == 1:
                 self._fail(chunk, error, worker=handle.label)
             else:  # find out which items cannot be rebuilt in the worker: one at a time
@@ -360,7 +360,7 @@ class Supervisor:
                     reversed([chunk.split(i, i + 1) for i in range(len(chunk.items))])
                 )
             return
-        errors = {position: protocol.unpack_error(packed) for position, packed in packed_errors}
+        errors = {position: unpack_error(packed) for position, packed in packed_errors}
         self._deliver(ResultBatch(chunk, values, errors, batch.elapsed, worker=handle.label))
         if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
             self._send_stop(handle)  # max_tasks_per_worker reached: retire it
@@ -597,7 +597,7 @@ class Supervisor:
             self._fail(chunk, self._broken or CancelledError("the pool stopped before this task"))
         self._selector.close()
         self._slots.close()
-        _live_supervisors.discard(self)
+        exit_hook.forget(self)
 
     # --- handing results over -----------------------------------------------------------
 
@@ -617,34 +617,7 @@ class Supervisor:
         self._deliver(batch)
 
 
-_live_supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()
-
-
 def _close_descriptors(*fds: int) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def _stop_everything_at_exit() -> None:
-    """At interpreter exit, no worker may outlive us: terminate every live pool."""
-    for supervisor in list(_live_supervisors):
-        supervisor.terminate()
-
-
-def run_exit_hook_before_multiprocessing() -> None:
-    """Make our exit hook run before multiprocessing's.
-
-    atexit runs handlers last registered first. multiprocessing's own handler joins
-    every live ``multiprocessing.Process``, which would wait forever on idle workers
-    started that way; so ours is registered again after importing it (which registers
-    multiprocessing's). Workers from the zygote are not ``Process`` objects and need
-    none of this.
-    """
-    import multiprocessing.util  # noqa: F401
-
-    atexit.unregister(_stop_everything_at_exit)
-    atexit.register(_stop_everything_at_exit)
-
-
-atexit.register(_stop_everything_at_exit)

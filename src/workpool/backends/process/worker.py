@@ -21,6 +21,7 @@ from typing import Any
 from workpool.backends.process import prctl, protocol
 from workpool.backends.process.framing import recv_frame, send_frame
 from workpool.backends.process.slots import SharedSlots
+from workpool.remote_errors import PackedError, pack_error
 from workpool.serialize import loads
 from workpool.sharing import SharingContext, loads_sharing
 from workpool.tasks import CallMode, call_items
@@ -80,7 +81,7 @@ def _run_chunk(
     items: list[Any],
     slot: memoryview,
     tracked: bool,
-) -> tuple[list[Any], list[tuple[int, protocol.PackedError]]]:
+) -> tuple[list[Any], list[tuple[int, PackedError]]]:
     """Run the items; on a tracked chunk, publish which item runs and since when."""
     before_each = None
     if tracked:
@@ -91,7 +92,7 @@ def _run_chunk(
 
     values, errors, _ = call_items(fn, mode, items, before_each=before_each, catch_interrupt=True)
     slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
-    return values, [(position, protocol.pack_error(exc)) for position, exc in errors.items()]
+    return values, [(position, pack_error(exc)) for position, exc in errors.items()]
 
 
 def _load_function(payload: memoryview) -> Callable[..., Any]:
@@ -138,7 +139,7 @@ def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid:
             initializer, initargs = loads(initializer_payload)
             initializer(*initargs)
         except BaseException as exc:
-            send_frame(sock, *protocol.encode_init_failed(protocol.pack_error(exc)))
+            send_frame(sock, *protocol.encode_init_failed(pack_error(exc)))
             sock.close()
             return
     send_frame(sock, *protocol.encode_ready(os.getpid()))
@@ -168,7 +169,7 @@ def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid:
             items = loads_sharing(order.payload, fds)
         except BaseException as exc:  # the arguments cannot be rebuilt here
             values: list[Any] = []
-            errors = [(protocol.WHOLE_CHUNK, protocol.pack_error(exc))]
+            errors = [(protocol.WHOLE_CHUNK, pack_error(exc))]
         else:
             fn = functions[order.fn_id]
             if isinstance(fn, memoryview):

@@ -39,9 +39,8 @@ import struct
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
 
-from workpool.backends.process import lifeline, prctl
+from workpool.backends.process import exit_hook, lifeline, prctl
 
 __all__ = ["ZygoteWorker", "get_zygote"]
 
@@ -285,15 +284,10 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _stop_at_exit() -> None:
+    """The zygote ends when its socket closes; at exit, after the pools have stopped."""
     if _zygote is not None:
         with contextlib.suppress(OSError):
             _zygote._socket.close()
 
 
-def _register_exit_hook() -> Any:
-    import atexit
-
-    return atexit.register(_stop_at_exit)
-
-
-_register_exit_hook()
+exit_hook.afterwards(_stop_at_exit)
