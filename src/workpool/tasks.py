@@ -45,24 +45,15 @@ class Chunk:
     to backends and lets the sink find its own bookkeeping when results come back,
     including for pieces a backend splits off a chunk after a crash. ``sharing`` is the
     automatic sharing of large arrays for the call the chunk belongs to.
-
-    The process backend fills in the rest: the function's pickled form, the items
-    pickled (in the submitting thread) with the shared-memory descriptors they refer to
-    and the objects keeping those open, and the chunk's number on the wire.
     """
 
     # Plain slots, not a dataclass: every chunk of every call is one of these, and
     # dataclasses cost start-up time (their module pulls in inspect).
     __slots__ = (
         "attempt",
-        "fds",
         "fn",
-        "fn_ref",
         "items",
-        "keep",
         "mode",
-        "payload",
-        "seq",
         "sharing",
         "sink",
         "start",
@@ -81,7 +72,6 @@ class Chunk:
         attempt: int = 0,
         tag: Any = None,
         sharing: Any = None,
-        fn_ref: Any = None,
     ) -> None:
         self.sink = sink
         self.fn = fn
@@ -92,11 +82,6 @@ class Chunk:
         self.attempt = attempt
         self.tag = tag
         self.sharing = sharing
-        self.fn_ref = fn_ref
-        self.payload: bytes | None = None
-        self.fds: list[int] = []
-        self.keep: list[Any] = []
-        self.seq = 0
 
     def __repr__(self) -> str:
         return f"<Chunk start={self.start} items={len(self.items)} attempt={self.attempt}>"
@@ -119,7 +104,6 @@ class Chunk:
             attempt=self.attempt,
             tag=self.tag,
             sharing=self.sharing,
-            fn_ref=self.fn_ref,
         )
 
 

@@ -49,6 +49,7 @@ from workpool._options import PoolSpec
 from workpool.backends.base import Backend
 from workpool.backends.process.launch import make_launcher
 from workpool.backends.process.supervisor import Supervisor
+from workpool.backends.process.wire import WireChunk
 from workpool.errors import add_note
 from workpool.serialize import (
     FunctionRef,
@@ -56,7 +57,7 @@ from workpool.serialize import (
     main_defines_functions,
     unpicklable_reason,
 )
-from workpool.sharing import TooManySegments, dumps_sharing
+from workpool.sharing import TooManySegments
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["ProcessBackend"]
@@ -82,35 +83,39 @@ class ProcessBackend(Backend):
         self._supervisor = Supervisor(spec, launcher)
 
     def submit(self, chunk: Chunk) -> None:
-        chunk.fn_ref = self._function_ref(chunk.fn)
+        self._send(WireChunk(chunk, self._function_ref(chunk.fn)))
+
+    def _send(self, wire: WireChunk) -> None:
+        """Pickle the items here, in the submitting thread; hand the rest to the supervisor."""
         try:
-            chunk.payload, chunk.fds, chunk.keep = dumps_sharing(chunk.items, chunk.sharing)
+            wire.encode()
         except TooManySegments as exc:
-            count = len(chunk.items)
+            count = len(wire.chunk.items)
             if count == 1:
-                chunk.sink.deliver(ResultBatch.failed(chunk, exc, retryable=False))
+                wire.chunk.sink.deliver(ResultBatch.failed(wire.chunk, exc, retryable=False))
                 return
-            self.submit(chunk.split(0, count // 2))  # fewer items, fewer segments each
-            self.submit(chunk.split(count // 2, count))
+            self._send(wire.split(0, count // 2))  # fewer items, fewer segments each
+            self._send(wire.split(count // 2, count))
             return
         except Exception as exc:
-            self._submit_picklable_part(chunk, exc)
+            self._send_picklable_part(wire, exc)
             return
-        self._supervisor.submit(chunk)
+        self._supervisor.submit(wire)
 
-    def _submit_picklable_part(self, chunk: Chunk, error: Exception) -> None:
+    def _send_picklable_part(self, wire: WireChunk, error: Exception) -> None:
         """Fail the items that cannot be pickled; send the others as usual.
 
         ``error`` is what pickling the whole chunk raised. When no item fails on its
         own, it is the chunk's failure, so that no piece is sent back here for ever.
         """
+        chunk = wire.chunk
         start = 0
         for position, item in enumerate(chunk.items):
             reason = unpicklable_reason(item)
             if reason is None:
                 continue
             if position > start:
-                self.submit(chunk.split(start, position))
+                self._send(wire.split(start, position))
             piece = chunk.split(position, position + 1)
             piece.sink.deliver(
                 ResultBatch.failed(piece, _why_unsent(chunk, reason), retryable=False)
@@ -120,7 +125,7 @@ class ProcessBackend(Backend):
             add_note(error, "the task's arguments could not be sent to a worker process")
             chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
         elif start < len(chunk.items):
-            self.submit(chunk.split(start, len(chunk.items)))
+            self._send(wire.split(start, len(chunk.items)))
 
     def _function_ref(self, fn: Callable[..., Any]) -> FunctionRef:
         """The pickled form of ``fn``, made once; a TypeError if ``fn`` cannot be pickled."""

@@ -9,7 +9,7 @@ from typing import NamedTuple, Protocol
 
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.lifeline import RECHECK_FIRST
-from workpool.tasks import Chunk
+from workpool.backends.process.wire import WireChunk
 
 __all__ = ["KillReason", "WorkerHandle", "WorkerProcess", "describe_exit"]
 
@@ -88,7 +88,7 @@ class WorkerHandle:
         self.reader = reader
         self.writer = writer
         # Chunks sent and not yet answered, in the order the worker runs them.
-        self.assigned: deque[Chunk] = deque()
+        self.assigned: deque[WireChunk] = deque()
         # Function ids the worker holds, least recently used first.
         self.functions: OrderedDict[int, None] = OrderedDict()
         self.tasks_left = tasks_left  # before max_tasks_per_worker retires it

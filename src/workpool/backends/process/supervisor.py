@@ -28,11 +28,11 @@ from workpool.backends.process.handle import (
 )
 from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
+from workpool.backends.process.wire import WireChunk
 from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
 from workpool.remote_errors import unpack_error
-from workpool.serialize import FunctionRef, dumps_function
-from workpool.sharing import dumps_sharing
-from workpool.tasks import Chunk, ResultBatch
+from workpool.serialize import dumps_function
+from workpool.tasks import ResultBatch
 
 __all__ = ["Supervisor"]
 
@@ -75,7 +75,7 @@ class Supervisor:
 
         # Re-entrant: the supervisor's own steps nest. Everything below is under it.
         self._lock = threading.RLock()
-        self._inbox: deque[Chunk] = deque()
+        self._inbox: deque[WireChunk] = deque()
         self._accepting = True
         self._stopping = False
         self._cancel_pending = False
@@ -83,7 +83,7 @@ class Supervisor:
         self._broken: BaseException | None = None
 
         self._deliveries: list[ResultBatch] = []  # handed to sinks once the lock is free
-        self._pending: deque[Chunk] = deque()
+        self._pending: deque[WireChunk] = deque()
         self._seq = 0
         self._init_failures = 0  # consecutive workers whose start-up failed
         self._stop_deadline: float | None = None
@@ -95,7 +95,9 @@ class Supervisor:
 
     # --- called from other threads ----------------------------------------------------
 
-    def submit(self, chunk: Chunk) -> None:
+    def submit(self, wire: WireChunk) -> None:
+        """Queue a chunk whose items are pickled; thread-safe."""
+        chunk = wire.chunk
         with self._lock:
             if self._broken is not None:
                 raise BrokenPool(f"the pool is broken: {self._broken}") from self._broken
@@ -103,10 +105,10 @@ class Supervisor:
                 raise RuntimeError("cannot submit work to a pool that has shut down")
             handle = None if self._pending or self._inbox else self._least_busy()
             if handle is None or handle.writer.pending:
-                self._inbox.append(chunk)
+                self._inbox.append(wire)
             else:  # a worker has room: send it from this thread, now
                 if chunk.sink.claim(chunk):
-                    self._send_chunk(handle, chunk)
+                    self._send_chunk(handle, wire)
                 if chunk.task_timeout is None:
                     return
         self._wake()  # the supervisor has work to hand out, or a new deadline to watch
@@ -209,7 +211,7 @@ class Supervisor:
         for handle in self._handles:
             if handle is None or not handle.assigned or handle.kill_reason is not None:
                 continue
-            head = handle.assigned[0]
+            head = handle.assigned[0].chunk
             if head.task_timeout is None:
                 continue
             running = self._running_item(handle)
@@ -260,8 +262,8 @@ class Supervisor:
             cancel = self._cancel_pending
         if cancel and self._pending:
             dropped, self._pending = self._pending, deque()
-            for chunk in dropped:
-                self._fail(chunk, CancelledError("the pool shut down before this task started"))
+            for wire in dropped:
+                self._fail(wire, CancelledError("the pool shut down before this task started"))
 
     # --- handing out work -------------------------------------------------------------
 
@@ -270,13 +272,16 @@ class Supervisor:
             handle = self._least_busy()
             if handle is None:
                 return
-            chunk = self._pending.popleft()
-            if not chunk.sink.claim(chunk):
+            wire = self._pending.popleft()
+            count = len(wire.chunk.items)
+            if not wire.chunk.sink.claim(wire.chunk):
                 continue
-            if handle.tasks_left is not None and len(chunk.items) > handle.tasks_left:
-                self._pending.appendleft(chunk.split(handle.tasks_left, len(chunk.items)))
-                chunk = chunk.split(0, handle.tasks_left)
-            self._send_chunk(handle, chunk)
+            if handle.tasks_left is not None and count > handle.tasks_left:
+                self._pending.appendleft(wire.split(handle.tasks_left, count))
+                wire = wire.split(0, handle.tasks_left)
+            if wire.payload is None and not self._encode(wire):
+                continue
+            self._send_chunk(handle, wire)
 
     def _least_busy(self) -> WorkerHandle | None:
         best: WorkerHandle | None = None
@@ -287,8 +292,18 @@ class Supervisor:
                 best = handle
         return best
 
-    def _send_chunk(self, handle: WorkerHandle, chunk: Chunk) -> None:
-        ref: FunctionRef = chunk.fn_ref
+    def _encode(self, wire: WireChunk) -> bool:
+        """Pickle a piece split off a chunk; if that fails now, the piece fails with it."""
+        try:
+            wire.encode()
+        except Exception as exc:
+            add_note(exc, "the task's arguments could not be sent to a worker process")
+            self._fail(wire, exc)
+            return False
+        return True
+
+    def _send_chunk(self, handle: WorkerHandle, wire: WireChunk) -> None:
+        ref = wire.fn_ref
         if ref.fn_id in handle.functions:
             handle.functions.move_to_end(ref.fn_id)
         else:
@@ -298,16 +313,16 @@ class Supervisor:
             handle.functions[ref.fn_id] = None
             handle.writer.write(*protocol.encode_define(ref.fn_id, ref.payload, evict))
         self._seq += 1
-        chunk.seq = self._seq
-        if chunk.payload is None:  # a piece split off after a crash: its items pickle
-            chunk.payload, chunk.fds, chunk.keep = dumps_sharing(chunk.items, chunk.sharing)
+        wire.seq = self._seq
+        chunk = wire.chunk
+        assert wire.payload is not None, "a chunk is pickled before it is sent"
         tracked = chunk.task_timeout is not None
         threshold = chunk.sharing.threshold if chunk.sharing is not None else None
         parts = protocol.encode_chunk(
-            chunk.seq, ref.fn_id, chunk.mode, tracked, threshold, len(chunk.fds), chunk.payload
+            wire.seq, ref.fn_id, chunk.mode, tracked, threshold, len(wire.fds), wire.payload
         )
-        handle.writer.write(*parts, fds=chunk.fds)
-        handle.assigned.append(chunk)
+        handle.writer.write(*parts, fds=wire.fds)
+        handle.assigned.append(wire)
         if handle.tasks_left is not None:
             handle.tasks_left -= len(chunk.items)
         self._watch_writes(handle)
@@ -343,21 +358,22 @@ class Supervisor:
             self._expect_end(handle)
 
     def _on_batch(self, handle: WorkerHandle, batch: protocol.Batch) -> None:
-        chunk = handle.assigned.popleft()
-        assert chunk.seq == batch.seq, "a worker answered chunks out of order"
+        wire = handle.assigned.popleft()
+        assert wire.seq == batch.seq, "a worker answered chunks out of order"
+        chunk = wire.chunk
         try:
             values, packed_errors = batch.decode(handle.reader.take_fds(batch.fd_count))
         except Exception as exc:
             add_note(exc, "the results came back from the worker but could not be unpickled")
-            self._fail(chunk, exc, worker=handle.label)
+            self._fail(wire, exc, worker=handle.label)
             return
         if packed_errors and packed_errors[0][0] == protocol.WHOLE_CHUNK:
             error = unpack_error(packed_errors[0][1])
             if len(chunk.items) == 1:
-                self._fail(chunk, error, worker=handle.label)
+                self._fail(wire, error, worker=handle.label)
             else:  # find out which items cannot be rebuilt in the worker: one at a time
                 self._pending.extendleft(
-                    reversed([chunk.split(i, i + 1) for i in range(len(chunk.items))])
+                    reversed([wire.split(i, i + 1) for i in range(len(chunk.items))])
                 )
             return
         errors = {position: unpack_error(packed) for position, packed in packed_errors}
@@ -411,8 +427,8 @@ class Supervisor:
         running = self._running_item(handle)
         head, *rest = handle.assigned
         handle.assigned.clear()
-        again: list[Chunk] = list(rest)
-        count = len(head.items)
+        again: list[WireChunk] = list(rest)
+        count = len(head.chunk.items)
         culprit: int | None = None
         if started_seq != head.seq:
             again.insert(0, head)  # it never started the chunk
@@ -428,12 +444,12 @@ class Supervisor:
             again[:0] = [
                 piece
                 for piece in (head.split(0, culprit), head.split(culprit + 1, count))
-                if piece.items
+                if piece.chunk.items
             ]
         self._pending.extendleft(reversed(again))
         if culprit is None:
             return
-        what = head.task_name(culprit)
+        what = head.chunk.task_name(culprit)
         error: BaseException
         if handle.kill_reason is not None:
             error = TaskTimeout(
@@ -459,7 +475,7 @@ class Supervisor:
             started = view[base + protocol.SLOT_STARTED_NS]
             if view[base + protocol.SLOT_POSITION] == position and view[base] == seq:
                 break
-        if head is None or seq != head.seq or position < 0 or head.task_timeout is None:
+        if head is None or seq != head.seq or position < 0 or head.chunk.task_timeout is None:
             return None
         return position, started
 
@@ -468,7 +484,7 @@ class Supervisor:
         for handle in self._handles:
             if handle is None or not handle.assigned or handle.kill_reason is not None:
                 continue
-            limit = handle.assigned[0].task_timeout
+            limit = handle.assigned[0].chunk.task_timeout
             running = self._running_item(handle)
             if limit is None or running is None:
                 continue
@@ -557,11 +573,11 @@ class Supervisor:
             if handle is None:
                 continue
             self._kill(handle)
-            for chunk in handle.assigned:
-                self._fail(chunk, error)
+            for wire in handle.assigned:
+                self._fail(wire, error)
             handle.assigned.clear()
-        for chunk in self._pending:
-            self._fail(chunk, error)
+        for wire in self._pending:
+            self._fail(wire, error)
         self._pending.clear()
 
     def _break(self, cause: BaseException, origin: BaseException | None = None) -> None:
@@ -574,8 +590,8 @@ class Supervisor:
             self._stopping = True
             self._pending.extend(self._inbox)
             self._inbox.clear()
-        for chunk in self._pending:
-            self._fail(chunk, error)
+        for wire in self._pending:
+            self._fail(wire, error)
         self._pending.clear()
 
     def _close(self) -> None:
@@ -585,16 +601,16 @@ class Supervisor:
                 continue
             self._kill(handle)
             handle.process.join(5)
-            for chunk in handle.assigned:
-                self._fail(chunk, CancelledError("the pool stopped before this task finished"))
+            for wire in handle.assigned:
+                self._fail(wire, CancelledError("the pool stopped before this task finished"))
             handle.sock.close()
         with self._lock:
             self._accepting = False
             leftover = list(self._pending) + list(self._inbox)
             self._pending.clear()
             self._inbox.clear()
-        for chunk in leftover:
-            self._fail(chunk, self._broken or CancelledError("the pool stopped before this task"))
+        for wire in leftover:
+            self._fail(wire, self._broken or CancelledError("the pool stopped before this task"))
         self._selector.close()
         self._slots.close()
         exit_hook.forget(self)
@@ -606,13 +622,13 @@ class Supervisor:
 
     def _fail(
         self,
-        chunk: Chunk,
+        wire: WireChunk,
         error: BaseException,
         *,
         worker: str = "",
         retryable: bool = False,
     ) -> None:
-        batch = ResultBatch.failed(chunk, error, retryable=retryable)
+        batch = ResultBatch.failed(wire.chunk, error, retryable=retryable)
         batch.worker = worker
         self._deliver(batch)
 
