@@ -146,10 +146,9 @@ class Pool(concurrent.futures.Executor):
         self._check_open()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         sink = _FutureSink(future, self._backend, self._defaults.retries)
-        # The task's own shared copies of its big arrays, dropped once it settles
-        # (cancelled too): a pool-wide one would keep every array it was ever given.
+        # The task's own shared copies of its big arrays (a pool-wide context kept every
+        # array it was ever given): they go with the task, at the latest when it settles.
         sharing = SharingContext(self._defaults.share_threshold)
-        future.add_done_callback(lambda _: sharing.release())
         self._backend.submit(
             Chunk(
                 sink=sink,
@@ -161,6 +160,8 @@ class Pool(concurrent.futures.Executor):
                 sharing=sharing,
             )
         )
+        if sharing.holds_copies:  # made while pickling the arguments, just now
+            future.add_done_callback(lambda _: sharing.release())
         return future
 
     def _options(self, options: dict[str, Any]) -> RunOptions:

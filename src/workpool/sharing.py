@@ -282,6 +282,11 @@ class SharingContext:
             self._segments[id(array)] = (array, copy)
         return copy
 
+    @property
+    def holds_copies(self) -> bool:
+        """Has this context put arrays in shared memory (which ``release`` drops)?"""
+        return bool(self._segments)
+
     def release(self) -> None:
         with self._lock:
             self._segments.clear()
