@@ -54,9 +54,9 @@ def nothing_left_in_shared_memory() -> Iterator[None]:
 
 def describe(array: Any) -> tuple[bool, str, tuple[int, int] | None]:
     """(writable?, class of the memory's owner, identity of its shared segment)."""
-    from workpool.sharing import _find_segment
+    from workpool.segments import find_segment
 
-    found = _find_segment(array)
+    found = find_segment(array)
     root: Any = array
     while getattr(root, "base", None) is not None:
         root = root.base
@@ -105,6 +105,8 @@ def test_share_returns_an_array_of_the_same_kind() -> None:
 def test_share_bytes_like(kind: type) -> None:
     data = kind(b"hello shared world")
     shared = workpool.share(data)
+    assert isinstance(shared, workpool.Segment)  # a public type, for annotations and checks
+    assert repr(type(shared)) == "<class 'workpool.Segment'>"
     assert bytes(shared) == b"hello shared world"
     assert len(shared) == len(b"hello shared world")
     assert memoryview(shared).tobytes() == b"hello shared world"
@@ -266,7 +268,8 @@ def test_writable_shares_stay_shared_past_one_message_worth() -> None:
     assert all(a[0] == 7.0 for a in many)
     # One task holding them all cannot be sent by reference: it fails, saying why.
     result = workpool.map(write_all, [many], [1.0], backend="process", return_exceptions=True)
-    assert isinstance(result[0], ValueError)
+    assert isinstance(result[0], workpool.WorkpoolError)  # the library's own error
+    assert isinstance(result[0], ValueError)  # about what the task was given
     assert "shared-memory objects" in str(result[0])
 
 
@@ -350,12 +353,12 @@ def test_cancelled_submissions_let_their_arrays_go(tmp_path: Path) -> None:
 @pytest.fixture
 def no_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every new segment fails as it does when the process is out of descriptors."""
-    from workpool import sharing
+    from workpool import segments
 
     def refuse(size: int, *, writable_in_workers: bool) -> Any:
         raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
 
-    monkeypatch.setattr(sharing, "_new_segment", refuse)
+    monkeypatch.setattr(segments, "new_segment", refuse)
 
 
 def first_of_pair(pair: tuple[Any, Any]) -> float:
