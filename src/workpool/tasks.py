@@ -28,11 +28,19 @@ class ResultSink(Protocol):
     """Who receives the results of a chunk."""
 
     def claim(self, chunk: Chunk) -> bool:
-        """Called just before ``chunk`` starts; ``False`` means drop it unrun (cancelled)."""
+        """Called just before ``chunk`` starts; ``False`` means drop it unrun (cancelled).
+
+        A backend may call it holding its own lock: it must not block or submit.
+        """
         ...
 
     def deliver(self, batch: ResultBatch) -> None:
-        """Receive a chunk's results. Called from backend threads; must not block long."""
+        """Receive a chunk's results; must not block long.
+
+        Called from a backend's thread, or from the submitting thread itself (the serial
+        backend, or arguments that cannot be sent); never with a backend's lock held, so
+        it may submit again (retries).
+        """
         ...
 
 

@@ -5,12 +5,14 @@ How one task travels::
     caller thread                   supervisor thread                   worker process
     -------------                   -----------------                   --------------
     submit(chunk)
+      WireChunk(chunk, fn_ref)
       pickle the items
-      inbox.append(chunk) ---wake--> take inbox -> pending
+      a worker idle? ---------------(under the supervisor's lock)-----> recv frame
+      else inbox.append ---wake---> take inbox -> pending
                                      pick the least busy worker
                                      (DEFINE fn, once per worker)
                                      CHUNK seq, fn_id, items ----------> recv frame
-                                     handle.assigned.append(chunk)       run items
+                                     handle.assigned.append(wire)        run items
                                                                          BATCH seq, results
                                      read BATCH <-----------------------
                                      assigned.popleft() is that chunk
@@ -22,13 +24,15 @@ How one task travels::
                                      the rest of its chunks go back to
                                      pending; a new worker takes the slot
 
-The supervisor is the only thread that reads or writes a worker's socket, and it never
-blocks on one: it waits on every socket, every worker's end (a pidfd where the system
-has them, see ``lifeline.py``) and a wake-up pipe at once (``selectors``), reads
-whatever has arrived, and writes only what a socket takes (a worker busy sending a
-large result can never deadlock against us sending it a large chunk). Each worker
-holds at most ``PREFETCH`` chunks: the one it runs and the next, so it never waits for
-the parent between chunks.
+Only the supervisor thread reads the workers' sockets. Writes happen under the
+supervisor's lock: from its thread, or from the submitting thread itself when a worker
+has room and nothing is queued (one thread hop less for a lone task). Nobody blocks on
+a socket: the supervisor waits on every socket, every worker's end (a pidfd where the
+system has them, see ``lifeline.py``) and a wake-up pipe at once (``selectors``),
+reads whatever has arrived, and writes only what a socket takes, keeping the rest for
+when it is writable (a worker busy sending a large result can never deadlock against
+us sending it a large chunk). Each worker holds at most ``PREFETCH`` chunks: the one it
+runs and the next, so it never waits for the parent between chunks.
 
 Because the supervisor knows which chunks each worker holds, and a shared slot tells
 it which item a tracked chunk is on, a dead worker costs exactly its current task.
@@ -36,8 +40,9 @@ When the item is unknown (an untracked chunk of several items), those items are 
 again one at a time, which finds the culprit without blaming the others.
 
 This module is the submitting side: it pickles each function once and each chunk's
-items in the caller's thread. ``supervisor.py`` is the thread on the right of the
-picture above, ``worker.py`` the process, ``protocol.py`` what crosses between them.
+items in the caller's thread (``wire.py``). ``supervisor.py`` is the middle column of
+the picture above, ``worker.py`` the right one, ``protocol.py`` what crosses between
+them.
 """
 
 from __future__ import annotations

@@ -48,7 +48,8 @@ class KillReason(NamedTuple):
 class WorkerHandle:
     """The parent's side of one worker: its process, socket and the chunks it holds.
 
-    Only the supervisor thread touches a handle.
+    Touched only under the supervisor's lock: by the supervisor's thread, or by a
+    submitting thread that sends a chunk straight to this worker while it has room.
     """
 
     __slots__ = (

@@ -1,8 +1,8 @@
 """Everything that crosses the socket between the parent and a worker process.
 
-Each worker owns one end of a Unix socket pair; the parent's supervisor thread owns
-the other. Both directions carry frames (``framing.py``) whose body's first byte says
-what the message is.
+Each worker owns one end of a Unix socket pair; the parent holds the other, read by
+its supervisor thread and written under the supervisor's lock. Both directions carry
+frames (``framing.py``) whose body's first byte says what the message is.
 
 Parent to worker::
 

@@ -1,4 +1,4 @@
-"""The supervisor: the one thread that talks to a pool's worker processes.
+"""The supervisor: the thread that watches a pool's worker processes.
 
 See ``engine.py`` for the picture of how a task travels. The supervisor starts the
 workers, hands out chunks, reads results, watches deadlines, and when a worker dies,
@@ -48,9 +48,11 @@ class Supervisor:
     """Owns the worker processes of one pool; its thread runs ``_loop``.
 
     One lock guards everything the supervisor owns. Its thread holds it except while
-    it waits in ``select``; a submitting thread takes it to hand a chunk straight to
-    an idle worker (one thread hop less than waking the supervisor to do it). Sinks are
-    called only with the lock released, since they may submit again.
+    it waits in ``select`` and while it hands results over; a submitting thread takes
+    it to hand a chunk straight to an idle worker (one thread hop less than waking the
+    supervisor to do it). A sink's ``deliver`` is called only with the lock released,
+    since it may submit again; its ``claim`` is called under the lock, just before
+    the chunk is written to a worker's socket.
     """
 
     def __init__(self, spec: PoolSpec, launcher: Launcher) -> None:

@@ -36,8 +36,9 @@ def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
     it does not read, so it never competes with the main loop for data). Where that is
     not available it polls ``getppid``. On Linux, for workers whose parent is the pool's
     process itself (fork, spawn), ``PR_SET_PDEATHSIG`` also has the kernel kill the
-    worker the moment the parent dies. ``parent_pid`` is 0 when the parent is a fork
-    server, whose death says nothing about the pool's.
+    worker the moment the thread that started it (the pool's supervisor) ends, and so
+    when the parent dies. ``parent_pid`` is 0 when the parent is a fork server or the
+    zygote, whose death says nothing about the pool's.
     """
     if parent_pid and prctl.die_with_parent() and os.getppid() != parent_pid:
         os._exit(1)  # the parent died before prctl took effect

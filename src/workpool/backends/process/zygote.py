@@ -10,7 +10,7 @@ worker, if the program runs no other thread at that moment, workpool forks a hel
 process (the zygote) that never starts a thread. Every worker is then forked from the
 zygote on request, so it starts with the program's modules already imported, in a
 process that had one thread when it forked. If the program already runs threads when
-the first pool starts, the standard fork server is used instead (``engine.py``).
+the first pool starts, the standard fork server is used instead (``launch.py``).
 
 Protocol, over a Unix datagram socket pair (one request, one reply)::
 
