@@ -47,6 +47,23 @@ def named_shared_memory() -> set[str]:
     return {name for name in os.listdir("/dev/shm") if not name.startswith("sem.")}
 
 
+def left_in_shared_memory(before: set[str], timeout: float = 10.0) -> set[str]:
+    """Entries of /dev/shm made since ``before`` that are still there after ``timeout``.
+
+    workpool's memory never has a name there; but other programs on the machine may
+    create and remove named segments while a test runs: only one that stays counts.
+    """
+    left: set[str] = set()
+
+    def settled() -> bool:
+        nonlocal left
+        left = named_shared_memory() - before
+        return not left
+
+    wait_for(settled, timeout)
+    return left
+
+
 def _session_helpers() -> set[int]:
     """Processes kept for the whole session: fork server, resource tracker, zygote."""
     from workpool.backends.process import zygote

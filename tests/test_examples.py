@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import named_shared_memory
+from conftest import left_in_shared_memory, named_shared_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -85,4 +85,4 @@ def test_q5_sharing() -> None:
     assert "workers saw the block read-only; 4 tasks ran in" in out
     assert "the parent reads the workers' writes" in out
     assert "/dev/shm: nothing left behind" in out
-    assert named_shared_memory() <= before, "the example left a segment in /dev/shm"
+    assert not left_in_shared_memory(before), "the example left a segment in /dev/shm"

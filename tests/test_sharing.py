@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 import workpool
-from conftest import named_shared_memory
+from conftest import left_in_shared_memory, named_shared_memory
 
 np = pytest.importorskip("numpy")
 
@@ -46,7 +46,7 @@ def nothing_left_in_shared_memory() -> Iterator[None]:
     yield
     gc.collect()
     assert open_segments() == 0, "a shared-memory segment is still held open"
-    assert named_shared_memory() <= before_dev_shm
+    assert not left_in_shared_memory(before_dev_shm)
 
 
 # --- what the workers see ------------------------------------------------------------

@@ -18,14 +18,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import START_METHODS, named_shared_memory, wait_for
+from conftest import START_METHODS, left_in_shared_memory, named_shared_memory, wait_for
 
 
 @pytest.fixture(autouse=True)
 def nothing_left_in_dev_shm() -> Iterator[None]:
     before = named_shared_memory()
     yield
-    assert named_shared_memory() <= before
+    assert not left_in_shared_memory(before)
 
 
 TESTS = Path(__file__).resolve().parent
