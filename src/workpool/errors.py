@@ -14,6 +14,7 @@ __all__ = [
     "CheckpointBusy",
     "CheckpointMismatch",
     "RemoteTraceback",
+    "SharedMemoryWarning",
     "TaskError",
     "TaskTimeout",
     "WorkerCrashed",
@@ -48,6 +49,14 @@ class CheckpointMismatch(WorkpoolError, ValueError):
 
 class CheckpointBusy(WorkpoolError):
     """A checkpoint file is in use by another call that is still running."""
+
+
+class SharedMemoryWarning(RuntimeWarning):
+    """Shared memory could not be made for a call's large arrays: they were copied instead.
+
+    The call still runs, only slower and using more memory. The message says why (out
+    of file descriptors or memory, or no ``memfd_create`` on this system).
+    """
 
 
 class TaskError(WorkpoolError):
@@ -104,6 +113,7 @@ for _cls in (
     BrokenPool,
     CheckpointMismatch,
     CheckpointBusy,
+    SharedMemoryWarning,
     TaskError,
     RemoteTraceback,
 ):

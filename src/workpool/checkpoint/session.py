@@ -32,7 +32,7 @@ from workpool.checkpoint.digest import chunk_digest
 from workpool.checkpoint.journal import Journal
 from workpool.checkpoint.store import Row
 from workpool.inputs import InputSource
-from workpool.sharing import holds_writable_share
+from workpool.segments import holds_writable_share
 
 __all__ = ["CheckpointSession", "Piece", "refuse_writable_shares"]
 

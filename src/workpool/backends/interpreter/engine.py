@@ -16,7 +16,7 @@ without a second process. Only bytes cross between interpreters. How one chunk t
                                                              pickle values and errors
                          <-------------------- pipe -------- BATCH frame
                          unpickle; rebuild each error as
-    sink.deliver  <----- its own type (protocol.unpack_error)
+    sink.deliver  <----- its own type (remote_errors.unpack_error)
 
 The modules, in the order a chunk meets them:
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from workpool.backends.base import InitializerFailed
 from workpool.backends.interpreter import worker as wire
-from workpool.backends.process.protocol import unpack_error
+from workpool.remote_errors import unpack_error
 from workpool.serialize import FunctionRef
 
 __all__ = ["InterpreterHandle", "ItemsNotRebuilt", "LoopStopped", "ResultsNotRebuilt"]

@@ -222,6 +222,6 @@ def _pickle_results(values: list[Any], errors: dict[int, BaseException]) -> byte
 
 
 def _pack_error(exc: BaseException) -> Any:
-    from workpool.backends.process.protocol import pack_error
+    from workpool.remote_errors import pack_error
 
     return pack_error(exc)
