@@ -39,14 +39,18 @@ from __future__ import annotations
 
 import collections
 import enum
-import hashlib
 import struct
 import sys
 from array import array
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["CanonicalEncoder", "chunk_digest", "encode"]
+try:  # BLAKE2 itself: hashlib would also load OpenSSL, a few milliseconds for nothing
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python without the _blake2 module
+    from hashlib import blake2b
+
+__all__ = ["CanonicalEncoder", "blake2b", "chunk_digest", "encode"]
 
 _pack_i64 = struct.Struct("<q").pack
 _pack_u64 = struct.Struct("<Q").pack
@@ -307,7 +311,7 @@ def _range_progression(items: range) -> bytes | None:
 
 def chunk_digest(items: Sequence[Any]) -> bytes:
     """The 16-byte digest of consecutive input items, in order (see the module's table)."""
-    hasher = hashlib.blake2b(digest_size=16, person=b"workpool.items.1")
+    hasher = blake2b(digest_size=16, person=b"workpool.items.1")
     count = len(items)
     kinds: set[type] = set(map(type, items)) if type(items) is not range else {int}
     if count and len(kinds) == 1:

@@ -28,11 +28,10 @@ a different identity: ``workpool checkpoint accept FILE`` takes the new one.
 from __future__ import annotations
 
 import functools
-import hashlib
 import types
 from typing import Any, NamedTuple
 
-from workpool.checkpoint.digest import CanonicalEncoder
+from workpool.checkpoint.digest import CanonicalEncoder, blake2b
 
 __all__ = ["FunctionIdentity", "function_identity"]
 
@@ -184,7 +183,7 @@ def function_identity(fn: Any) -> FunctionIdentity:
     """The identity a checkpoint records for ``fn`` (see the module's docstring)."""
     encoder = _IdentityEncoder()
     encoder.encode(fn)
-    hasher = hashlib.blake2b(digest_size=16, person=b"workpool.func.1")
+    hasher = blake2b(digest_size=16, person=b"workpool.func.1")
     for part in encoder.parts:  # one by one: a part may be a view of a large array
         hasher.update(part)
     return FunctionIdentity(describe(fn), hasher.hexdigest())
