@@ -180,6 +180,7 @@ def _split_options(
     max_tasks_per_worker: int | None,
     start_method: str | None,
     share_threshold: int | None,
+    address: Any,
 ) -> dict[str, dict[str, Any]]:
     return {
         "pool_options": {
@@ -189,6 +190,7 @@ def _split_options(
             "initargs": initargs,
             "max_tasks_per_worker": max_tasks_per_worker,
             "start_method": start_method,
+            "address": address,
         },
         "run_options": {
             "chunksize": chunksize,
@@ -218,6 +220,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
+    address: Any = None,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
 
@@ -243,6 +246,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
             max_tasks_per_worker,
             start_method,
             share_threshold,
+            address,
         ),
     )
     return call.collect()
@@ -264,6 +268,7 @@ def imap(
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
+    address: Any = None,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
 
@@ -289,6 +294,7 @@ def imap(
             max_tasks_per_worker,
             start_method,
             share_threshold,
+            address,
         ),
     )
     return call.results(raise_in_order=True)
@@ -311,6 +317,7 @@ def starmap(
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
+    address: Any = None,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
     call = _OneShotCall(
@@ -331,6 +338,7 @@ def starmap(
             max_tasks_per_worker,
             start_method,
             share_threshold,
+            address,
         ),
     )
     return call.collect()
