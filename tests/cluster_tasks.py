@@ -44,3 +44,11 @@ def fail_on_one_else_wait_long(x: int) -> int:
     if x == 1:
         raise ValueError("bad input 1")
     return wait_long(x)
+
+
+def local_processes() -> int:
+    """Run on a Dask worker: how many processes it has started that still run."""
+    import psutil
+
+    children = psutil.Process().children()
+    return sum(1 for child in children if child.status() != psutil.STATUS_ZOMBIE)

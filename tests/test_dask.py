@@ -35,6 +35,7 @@ from cluster_tasks import (  # noqa: E402
     dask_worker_pid,
     fail_on_one_else_wait_long,
     interval,
+    local_processes,
     scribble,
     token,
     wait_long,
@@ -211,6 +212,7 @@ def test_closing_an_imap_early_cancels_its_tasks_on_the_scheduler(client: Any, w
         results.close()  # type: ignore[attr-defined]
         # Each task takes ten seconds: only a cancellation clears them this fast.
         assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+    assert not any(client.run(local_processes).values())  # the pool's processes went with it
     assert workpool.map(square, range(10), backend="dask", address=client) == [
         x * x for x in range(10)
     ]  # and the workers are free again
@@ -220,9 +222,48 @@ def test_a_failure_cancels_the_calls_other_tasks(client: Any) -> None:
     with pytest.raises(ValueError, match="bad input 1"):
         workpool.map(fail_on_one_else_wait_long, range(60), backend="dask", address=client)
     assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+    assert not any(client.run(local_processes).values())
     assert workpool.map(square, range(10), backend="dask", address=client) == [
         x * x for x in range(10)
     ]
+
+
+def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(client: Any) -> None:
+    program = textwrap.dedent(
+        f"""
+        import itertools, signal, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import workpool
+        from cluster_tasks import wait_long
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+        results = workpool.imap(wait_long, itertools.count(), backend="dask",
+                                address={client.scheduler.address!r}, chunksize=1)
+        print(next(results), flush=True)
+        next(results)
+        """
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert caller.stdout is not None
+        assert caller.stdout.readline().strip() == "0"
+        assert workpool_tasks(client)
+        os.killpg(caller.pid, signal.SIGINT)
+        _, err = caller.communicate(timeout=30)
+    finally:
+        if caller.poll() is None:
+            os.killpg(caller.pid, signal.SIGKILL)
+            caller.wait()
+    assert "KeyboardInterrupt" in err
+    assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+    # The tasks that were running stopped too: their local processes are gone.
+    assert wait_for(lambda: not any(client.run(local_processes).values()), timeout=5)
 
 
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
