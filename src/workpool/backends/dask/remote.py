@@ -25,6 +25,7 @@ first, a session left idle for ``IDLE_SECONDS`` is closed here.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import weakref
@@ -316,9 +317,24 @@ def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
         except RuntimeError:  # closed while this task arrived
             error = CancelledError("the call was over before this chunk started")
             return _failed(task, error, retryable=False, where=where)
+        _leave_thread_pool()
         return dumps_pieces(collector.wait())
     finally:
         _sessions.leave(session)
+
+
+def _leave_thread_pool() -> None:
+    """Give this Dask thread's slot to the next task while ours waits for its processes.
+
+    The next chunk then reaches the local pool while this one still runs, and waits
+    there (each local process holds its next chunk), so the processes go from chunk to
+    chunk without waiting for Dask. The caller's window bounds how many wait.
+    """
+    import distributed
+
+    secede: Any = distributed.secede  # untyped in Dask
+    with contextlib.suppress(Exception):  # not in a Dask worker's task thread
+        secede()
 
 
 def close_session(session_id: str) -> bool:
