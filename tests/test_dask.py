@@ -36,6 +36,7 @@ from cluster_tasks import (  # noqa: E402
     fail_on_one_else_wait_long,
     interval,
     local_processes,
+    ones,
     scribble,
     token,
     wait_long,
@@ -327,6 +328,10 @@ def test_arrays_shared_writable_are_refused(client: Any) -> None:
     shared = workpool.share(numpy.zeros(10), writable=True)
     with pytest.raises(ValueError, match=r"share\(writable=True\)"):
         workpool.map(scribble, [shared], backend="dask", address=client)
+    # A process worker's big result comes back in shared memory too, but it is the
+    # caller's own array now: it goes to the cluster like any other.
+    [made] = workpool.map(ones, [500_000], backend="process", workers=1)
+    assert workpool.map(array_sum_plus, [made], [1], backend="dask", address=client) == [500_001.0]
 
 
 # --- where the cluster is ------------------------------------------------------------

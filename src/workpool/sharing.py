@@ -61,6 +61,7 @@ class Segment(mmap.mmap):
     fd: int
     identity: tuple[int, int]
     shared_writable: bool
+    received: bool  # mapped from another process (a worker's result), not made here
 
     def __reduce__(self) -> tuple[Any, ...]:
         outgoing = _outgoing.get()
@@ -83,11 +84,12 @@ def _new_segment(size: int, *, writable_in_workers: bool) -> Segment:
     return segment
 
 
-def _adopt(segment: Segment, fd: int, writable: bool) -> None:
+def _adopt(segment: Segment, fd: int, writable: bool, *, received: bool = False) -> None:
     stat = os.fstat(fd)
     segment.fd = fd
     segment.identity = (stat.st_dev, stat.st_ino)
     segment.shared_writable = writable
+    segment.received = received
     weakref.finalize(segment, _close_quietly, fd)
 
 
@@ -155,13 +157,16 @@ def share(obj: Any, *, writable: bool = False) -> Any:
 
 
 def is_shared_writable(obj: Any) -> bool:
-    """Is ``obj`` (or the array it views) memory shared for workers to write into?"""
-    if isinstance(obj, Segment):
-        return obj.shared_writable
-    if _numpy_if_array(obj) is None:
-        return False
-    found = _find_segment(obj)
-    return found is not None and found[0].shared_writable
+    """Is ``obj`` (or the array it views) what ``share(writable=True)`` made here?
+
+    Only then does the caller expect the workers' writes to show; a worker's result
+    that came back in shared memory is the caller's own array.
+    """
+    segment = obj if isinstance(obj, Segment) else None
+    if segment is None and _numpy_if_array(obj) is not None:
+        found = _find_segment(obj)
+        segment = found[0] if found is not None else None
+    return segment is not None and segment.shared_writable and not segment.received
 
 
 # Arrays this big are copied into shared memory by several threads: NumPy releases the
@@ -439,7 +444,7 @@ def _map_segment(fd: int, size: int, writable: bool) -> Segment:
         return segment
     access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
     segment = Segment(fd, size, access=access)
-    _adopt(segment, os.dup(fd), writable)  # keep one to hand on (to results, say)
+    _adopt(segment, os.dup(fd), writable, received=True)  # keep one to hand on (to results)
     _mapped[key] = segment
     return segment
 
