@@ -13,6 +13,10 @@ from benchmarks.cases import (
     big_result,
     cold_start,
     cpu_tasks,
+    dask_coarse,
+    dask_crash,
+    dask_first,
+    dask_tiny,
     imap_memory,
     io_threads,
     roundtrip,
@@ -34,6 +38,10 @@ WORKLOADS: tuple[Workload, ...] = (
     big_result.WORKLOAD,
     auto_tiny.WORKLOAD,
     imap_memory.WORKLOAD,
+    dask_tiny.WORKLOAD,
+    dask_coarse.WORKLOAD,
+    dask_crash.WORKLOAD,
+    dask_first.WORKLOAD,
 )
 
 
