@@ -43,7 +43,15 @@ from cluster_tasks import (  # noqa: E402
 )
 from conftest import live_worker_processes, wait_for  # noqa: E402
 from faults import crash_first_try, crash_on, fail_first_try, hang_on  # noqa: E402
-from helpers import fail_on, recall, remember, slow_square, square  # noqa: E402
+from helpers import (  # noqa: E402
+    broken_initializer,
+    fail_on,
+    recall,
+    remember,
+    slow_square,
+    square,
+    where,
+)
 
 
 def start_cluster(workers: int = 2, **options: Any) -> tuple[Any, Any]:
@@ -303,6 +311,16 @@ def test_pool_is_an_executor_on_the_cluster(client: Any) -> None:
         assert isinstance(failed.exception(timeout=60), ValueError)
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(square, 1)
+
+
+def test_a_failing_initializer_breaks_the_pool_quickly(client: Any) -> None:
+    with pytest.raises(workpool.BrokenPool, match="initializer says no"):
+        workpool.map(
+            square, range(10), backend="dask", address=client, initializer=broken_initializer
+        )
+    with workpool.Pool(backend="dask", address=client, max_tasks_per_worker=3) as pool:
+        processes = {pid for pid, _ in pool.map(where, range(30), chunksize=1)}
+    assert len(processes) >= 10  # each local process retired after three tasks
 
 
 def test_large_arrays_reach_each_node_once_and_are_released(client: Any) -> None:
