@@ -14,7 +14,7 @@ task fails, a fresh local process takes the slot, the Dask worker never notices:
       session = the pool of this call or Pool, started on first use
       items = rebuilt (big arrays: the scattered copies in ``arrays``)
       local.submit(chunk) ------------------> worker processes run the items; a crash
-                                              or timeout fails one item, and the rest
+      secede: the next task may start         or timeout fails one item, and the rest
       wait for every piece <----------------  of the chunk comes back as other pieces
     return the pieces, pickled
 
