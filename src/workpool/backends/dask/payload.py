@@ -165,7 +165,7 @@ class _ByReference:
             raise WritableShareRefused(
                 "an argument is memory shared with share(writable=True), which Dask "
                 "workers cannot write into: a cluster shares no memory with this "
-                "process. Pass a plain array (it reaches each node once) and return "
+                "process. Pass a plain array (it is sent once per call) and return "
                 "what the tasks compute instead."
             )
         numpy, threshold = self._numpy, self._threshold
