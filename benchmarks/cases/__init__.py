@@ -15,6 +15,10 @@ from benchmarks.cases import (
     checkpoint_tiny,
     cold_start,
     cpu_tasks,
+    dask_coarse,
+    dask_crash,
+    dask_first,
+    dask_tiny,
     imap_memory,
     io_threads,
     roundtrip,
@@ -38,6 +42,10 @@ WORKLOADS: tuple[Workload, ...] = (
     imap_memory.WORKLOAD,
     checkpoint_tiny.WORKLOAD,
     checkpoint_slow.WORKLOAD,
+    dask_tiny.WORKLOAD,
+    dask_coarse.WORKLOAD,
+    dask_crash.WORKLOAD,
+    dask_first.WORKLOAD,
 )
 
 

@@ -228,6 +228,7 @@ def _split_options(
     start_method: str | None,
     share_threshold: int | None,
     checkpoint: str | os.PathLike[str] | None,
+    address: Any,
 ) -> dict[str, dict[str, Any]]:
     return {
         "pool_options": {
@@ -237,6 +238,7 @@ def _split_options(
             "initargs": initargs,
             "max_tasks_per_worker": max_tasks_per_worker,
             "start_method": start_method,
+            "address": address,
         },
         "run_options": {
             "chunksize": chunksize,
@@ -268,6 +270,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
+    address: Any = None,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
 
@@ -299,6 +302,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
             start_method,
             share_threshold,
             checkpoint,
+            address,
         ),
     )
     return call.collect()
@@ -321,6 +325,7 @@ def imap(
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
+    address: Any = None,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
 
@@ -347,6 +352,7 @@ def imap(
             start_method,
             share_threshold,
             checkpoint,
+            address,
         ),
     )
     return call.results(raise_in_order=True)
@@ -370,6 +376,7 @@ def starmap(
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
+    address: Any = None,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
     call = _OneShotCall(
@@ -391,6 +398,7 @@ def starmap(
             start_method,
             share_threshold,
             checkpoint,
+            address,
         ),
     )
     return call.collect()

@@ -35,4 +35,8 @@ def create_backend(spec: PoolSpec, fn: Callable[..., Any] | None = None) -> Back
         from workpool.backends.interpreter import InterpreterBackend
 
         return InterpreterBackend(spec)
+    if spec.backend == "dask":
+        from workpool.backends.dask import DaskBackend
+
+        return DaskBackend(spec, fn)
     raise ValueError(f"no engine named {spec.backend!r}")
