@@ -50,10 +50,11 @@ _BOOTSTRAP = (
 
 
 def _package_root() -> str:
-    """The directory that holds the ``workpool`` package this process imported."""
-    import workpool
-
-    return os.path.dirname(os.path.dirname(os.path.abspath(workpool.__file__)))
+    """The directory that holds the ``workpool`` package this module belongs to."""
+    package = os.path.abspath(__file__)
+    for _ in range(4):  # .../<root>/workpool/backends/process/exec_launch.py
+        package = os.path.dirname(package)
+    return package
 
 
 def _interpreter_flags() -> list[str]:
