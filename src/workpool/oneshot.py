@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from workpool._options import (
@@ -10,8 +10,9 @@ from workpool._options import (
     RunOptions,
     check_function,
     default_workers,
-    make_pool_spec,
-    make_run_options,
+    pool_spec,
+    resolve_auto,
+    run_options,
 )
 from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
@@ -35,14 +36,13 @@ class _OneShotCall:
         iterables: tuple[Iterable[Any], ...],
         *,
         star: bool,
-        pool_options: dict[str, Any],
-        run_options: dict[str, Any],
+        given: Mapping[str, Any],
     ) -> None:
         check_function(fn)
         self.fn = fn
-        self.spec: PoolSpec = make_pool_spec(**pool_options)
-        self.workers_given = pool_options["workers"] is not None
-        self.options: RunOptions = make_run_options(**run_options)
+        self.spec: PoolSpec = pool_spec(given)
+        self.workers_given = given["workers"] is not None
+        self.options: RunOptions = run_options(given, backend=self.spec.backend)
         self.inputs, self.mode, self.total = prepare_inputs(iterables, star=star)
 
     def results(self, *, raise_in_order: bool) -> Iterator[Any]:
@@ -126,9 +126,7 @@ class _MeasuredPrefix:
             advice = decide(found, remaining)
             advice_backend, advice_workers = advice.backend, advice.workers
         workers = call.spec.workers if call.workers_given else advice_workers
-        self.chosen_spec = call.spec._replace(backend=advice_backend, workers=workers)
-        if advice_backend != "process":
-            self.chosen_spec = self.chosen_spec._replace(start_method=None)
+        self.chosen_spec = resolve_auto(call.spec, advice_backend, workers)
 
         for position in sorted(errors):
             error: BaseException | None = errors[position]
@@ -166,42 +164,6 @@ class _MeasuredPrefix:
             self._progress.close()
 
 
-def _split_options(
-    backend: str,
-    workers: int | None,
-    chunksize: int | None,
-    ordered: bool,
-    task_timeout: float | None,
-    retries: int,
-    return_exceptions: bool,
-    progress: bool,
-    initializer: Callable[..., object] | None,
-    initargs: Iterable[Any],
-    max_tasks_per_worker: int | None,
-    start_method: str | None,
-    share_threshold: int | None,
-) -> dict[str, dict[str, Any]]:
-    return {
-        "pool_options": {
-            "backend": backend,
-            "workers": workers,
-            "initializer": initializer,
-            "initargs": initargs,
-            "max_tasks_per_worker": max_tasks_per_worker,
-            "start_method": start_method,
-        },
-        "run_options": {
-            "chunksize": chunksize,
-            "ordered": ordered,
-            "task_timeout": task_timeout,
-            "retries": retries,
-            "return_exceptions": return_exceptions,
-            "progress": progress,
-            "share_threshold": share_threshold,
-        },
-    }
-
-
 def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     fn: Callable[..., T],
     *iterables: Iterable[Any],
@@ -217,6 +179,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
@@ -225,26 +188,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     call and is gone when it returns. The first failure cancels what is pending and is
     raised, unless ``return_exceptions=True`` puts exceptions in place of results.
     """
-    call = _OneShotCall(
-        fn,
-        iterables,
-        star=False,
-        **_split_options(
-            backend,
-            workers,
-            chunksize,
-            ordered,
-            task_timeout,
-            retries,
-            return_exceptions,
-            progress,
-            initializer,
-            initargs,
-            max_tasks_per_worker,
-            start_method,
-            share_threshold,
-        ),
-    )
+    call = _OneShotCall(fn, iterables, star=False, given=locals())
     return call.collect()
 
 
@@ -263,6 +207,7 @@ def imap(
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
@@ -271,26 +216,7 @@ def imap(
     input works in constant memory. Stopping early (``break``, ``close()``) stops the
     pool and everything still running in it.
     """
-    call = _OneShotCall(
-        fn,
-        iterables,
-        star=False,
-        **_split_options(
-            backend,
-            workers,
-            chunksize,
-            ordered,
-            task_timeout,
-            retries,
-            return_exceptions,
-            progress,
-            initializer,
-            initargs,
-            max_tasks_per_worker,
-            start_method,
-            share_threshold,
-        ),
-    )
+    call = _OneShotCall(fn, iterables, star=False, given=locals())
     return call.results(raise_in_order=True)
 
 
@@ -310,27 +236,9 @@ def starmap(
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
-    call = _OneShotCall(
-        fn,
-        (iterable,),
-        star=True,
-        **_split_options(
-            backend,
-            workers,
-            chunksize,
-            ordered,
-            task_timeout,
-            retries,
-            return_exceptions,
-            progress,
-            initializer,
-            initargs,
-            max_tasks_per_worker,
-            start_method,
-            share_threshold,
-        ),
-    )
+    call = _OneShotCall(fn, (iterable,), star=True, given=locals())
     return call.collect()

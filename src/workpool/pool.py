@@ -9,10 +9,12 @@ from typing import Any, TypeVar
 
 from workpool._options import (
     BACKENDS,
+    POOL_BACKEND,
+    UNSET,
     RunOptions,
     check_function,
-    make_pool_spec,
-    make_run_options,
+    pool_spec,
+    run_options,
 )
 from workpool.backends import Backend, create_backend
 from workpool.errors import add_note
@@ -24,7 +26,6 @@ from workpool.tasks import CallMode, Chunk, ResultBatch
 __all__ = ["Pool"]
 
 T = TypeVar("T")
-_UNSET: Any = object()
 
 
 class _FutureSink:
@@ -87,12 +88,13 @@ class Pool(concurrent.futures.Executor):
     def __init__(
         self,
         workers: int | None = None,
-        backend: str = "process",
+        backend: str = POOL_BACKEND,
         *,
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         max_tasks_per_worker: int | None = None,
         start_method: str | None = None,
+        address: object = None,
         task_timeout: float | None = None,
         retries: int = 0,
         share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
@@ -103,17 +105,9 @@ class Pool(concurrent.futures.Executor):
                 "workpool.map/imap/starmap; a Pool needs a named backend: "
                 + ", ".join(repr(name) for name in BACKENDS if name != "auto")
             )
-        self._spec = make_pool_spec(
-            backend=backend,
-            workers=workers,
-            initializer=initializer,
-            initargs=initargs,
-            max_tasks_per_worker=max_tasks_per_worker,
-            start_method=start_method,
-        )
-        self._defaults = make_run_options(
-            task_timeout=task_timeout, retries=retries, share_threshold=share_threshold
-        )
+        given = locals()
+        self._spec = pool_spec(given)
+        self._defaults = run_options(given, backend=self._spec.backend)
         self._sharing = SharingContext(self._defaults.share_threshold)  # for submit()
         self._shut_down = False
         self._backend = create_backend(self._spec)
@@ -160,11 +154,9 @@ class Pool(concurrent.futures.Executor):
         )
         return future
 
-    def _options(self, options: dict[str, Any]) -> RunOptions:
-        options.setdefault("task_timeout", self._defaults.task_timeout)
-        options.setdefault("retries", self._defaults.retries)
-        options.setdefault("share_threshold", self._defaults.share_threshold)
-        return make_run_options(**options)
+    def _options(self, given: dict[str, Any]) -> RunOptions:
+        """The options of one call; those left ``UNSET`` are the pool's."""
+        return run_options(given, backend=self._spec.backend, defaults=self._defaults)
 
     def map(
         self,
@@ -173,11 +165,11 @@ class Pool(concurrent.futures.Executor):
         timeout: float | None = None,
         chunksize: int | None = None,
         ordered: bool = True,
-        task_timeout: float | None = _UNSET,
-        retries: int = _UNSET,
+        task_timeout: float | None = UNSET,
+        retries: int = UNSET,
         return_exceptions: bool = False,
         progress: bool = False,
-        share_threshold: int | None = _UNSET,
+        share_threshold: int | None = UNSET,
     ) -> Iterator[T]:
         """``Executor.map``: every input is submitted now; results come as you iterate.
 
@@ -185,18 +177,7 @@ class Pool(concurrent.futures.Executor):
         raised when iteration reaches it; the tasks after it are cancelled.
         """
         check_function(fn)
-        options = self._options(
-            _given(
-                chunksize=chunksize,
-                ordered=ordered,
-                task_timeout=task_timeout,
-                retries=retries,
-                return_exceptions=return_exceptions,
-                progress=progress,
-                timeout=timeout,
-                share_threshold=share_threshold,
-            )
-        )
+        options = self._options(locals())
         self._check_open()
         inputs, mode, total = prepare_inputs(iterables, star=False)
         run = MapRun(self._backend, fn, mode, inputs, total, options, eager=True)
@@ -209,11 +190,11 @@ class Pool(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         chunksize: int | None = None,
         ordered: bool = True,
-        task_timeout: float | None = _UNSET,
-        retries: int = _UNSET,
+        task_timeout: float | None = UNSET,
+        retries: int = UNSET,
         return_exceptions: bool = False,
         progress: bool = False,
-        share_threshold: int | None = _UNSET,
+        share_threshold: int | None = UNSET,
     ) -> Iterator[T]:
         """Lazily map ``fn`` over the inputs; the pool must stay open while you iterate.
 
@@ -221,17 +202,7 @@ class Pool(concurrent.futures.Executor):
         constant memory. Closing the iterator early drops the tasks not yet started.
         """
         check_function(fn)
-        options = self._options(
-            _given(
-                chunksize=chunksize,
-                ordered=ordered,
-                task_timeout=task_timeout,
-                retries=retries,
-                return_exceptions=return_exceptions,
-                progress=progress,
-                share_threshold=share_threshold,
-            )
-        )
+        options = self._options(locals())
         self._check_open()
         inputs, mode, total = prepare_inputs(iterables, star=False)
         return MapRun(self._backend, fn, mode, inputs, total, options).results()
@@ -243,25 +214,15 @@ class Pool(concurrent.futures.Executor):
         *,
         chunksize: int | None = None,
         ordered: bool = True,
-        task_timeout: float | None = _UNSET,
-        retries: int = _UNSET,
+        task_timeout: float | None = UNSET,
+        retries: int = UNSET,
         return_exceptions: bool = False,
         progress: bool = False,
-        share_threshold: int | None = _UNSET,
+        share_threshold: int | None = UNSET,
     ) -> list[T]:
         """``fn(*args)`` for every tuple of arguments; returns the list of results."""
         check_function(fn)
-        options = self._options(
-            _given(
-                chunksize=chunksize,
-                ordered=ordered,
-                task_timeout=task_timeout,
-                retries=retries,
-                return_exceptions=return_exceptions,
-                progress=progress,
-                share_threshold=share_threshold,
-            )
-        )
+        options = self._options(locals())
         self._check_open()
         inputs, mode, total = prepare_inputs((iterable,), star=True)
         run = MapRun(self._backend, fn, mode, inputs, total, options, raise_in_order=False)
@@ -295,8 +256,3 @@ class Pool(concurrent.futures.Executor):
         self._finalizer.detach()
         self._backend.terminate()
         self._sharing.release()
-
-
-def _given(**options: Any) -> dict[str, Any]:
-    """The options the caller actually passed (unset ones fall back to pool defaults)."""
-    return {name: value for name, value in options.items() if value is not _UNSET}
