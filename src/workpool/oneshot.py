@@ -18,9 +18,9 @@ from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
-from workpool.run import MapRun, joined, one_by_one, start_progress_bar
+from workpool.run import MapRun, RetryPolicy, joined, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
-from workpool.tasks import call_items
+from workpool.tasks import Chunk, ResultBatch, call_items
 
 __all__ = ["imap", "map", "starmap"]
 
@@ -128,23 +128,9 @@ class _MeasuredPrefix:
         workers = call.spec.workers if call.workers_given else advice_workers
         self.chosen_spec = resolve_auto(call.spec, advice_backend, workers)
 
-        for position in sorted(errors):
-            error: BaseException | None = errors[position]
-            for _ in range(options.retries):
-                again, failed, _ = call_items(call.fn, call.mode, [items[position]])
-                if not failed:
-                    values[position], error = again[0], None
-                    break
-                error = failed[0]
-            if error is None:
-                del errors[position]
-                continue
-            errors[position] = error
-            add_note(
-                error,
-                f"workpool: raised by the task at input position {position} in the calling "
-                "thread, while backend='auto' measured it",
-            )
+        if errors:
+            errors = _InlineRetries(call, values).settle(items, errors)
+        for position, error in errors.items():
             if options.return_exceptions:
                 values[position] = error
             elif not raise_in_order:
@@ -162,6 +148,49 @@ class _MeasuredPrefix:
     def _close_progress(self) -> None:
         if self._progress is not None:
             self._progress.close()
+
+
+class _InlineRetries:
+    """The sink for items that failed while ``auto`` measured them in the calling thread.
+
+    They run again there, as ``retries`` allows (the policy that every sink uses);
+    ``settle`` returns the errors that stand, each noted with its position and attempt.
+    """
+
+    def __init__(self, call: _OneShotCall, values: list[Any]) -> None:
+        self._call = call
+        self._values = values
+        self._errors: dict[int, BaseException] = {}
+        self._retries = RetryPolicy(call.options.retries, self._run)
+
+    def settle(
+        self, items: list[Any], errors: dict[int, BaseException]
+    ) -> dict[int, BaseException]:
+        call = self._call
+        for position in sorted(errors):
+            chunk = Chunk(self, call.fn, call.mode, position, items[position : position + 1])
+            self.deliver(ResultBatch(chunk, [None], {0: errors[position]}))
+        return dict(sorted(self._errors.items()))
+
+    def claim(self, chunk: Chunk) -> bool:
+        return True
+
+    def deliver(self, batch: ResultBatch) -> None:
+        chunk = batch.chunk
+        if not batch.errors:
+            self._values[chunk.start] = batch.values[0]
+        elif not self._retries.resubmit(batch):
+            error = batch.errors[0]
+            add_note(
+                error,
+                f"workpool: raised by the task at input position {chunk.start} in the calling "
+                "thread, while backend='auto' measured it" + self._retries.describe(chunk.attempt),
+            )
+            self._errors[chunk.start] = error
+
+    def _run(self, chunk: Chunk) -> None:
+        values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+        self.deliver(ResultBatch(chunk, values, errors, elapsed))
 
 
 def map(  # noqa: A001 - the public name mirrors the builtin on purpose

@@ -16,10 +16,10 @@ from workpool._options import (
     pool_spec,
     run_options,
 )
-from workpool.backends import Backend, create_backend
+from workpool.backends import create_backend
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
-from workpool.run import MapRun
+from workpool.run import MapRun, RetryPolicy
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD, SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
@@ -31,11 +31,10 @@ T = TypeVar("T")
 class _FutureSink:
     """Receives the result of one submitted task and settles its Future."""
 
-    __slots__ = ("backend", "claimed", "future", "retries")
+    __slots__ = ("claimed", "future", "retries")
 
-    def __init__(self, future: concurrent.futures.Future[Any], backend: Backend, retries: int):
+    def __init__(self, future: concurrent.futures.Future[Any], retries: RetryPolicy) -> None:
         self.future = future
-        self.backend = backend
         self.retries = retries
         self.claimed = False
 
@@ -46,7 +45,6 @@ class _FutureSink:
         return self.future.set_running_or_notify_cancel()
 
     def deliver(self, batch: ResultBatch) -> None:
-        chunk = batch.chunk
         try:
             if not batch.errors:
                 self.future.set_result(batch.values[0])
@@ -55,19 +53,14 @@ class _FutureSink:
             if isinstance(error, concurrent.futures.CancelledError) and not self.claimed:
                 self.future.cancel()
                 return
-            if batch.retryable and chunk.attempt < self.retries:
-                again = chunk.split(0, 1)
-                again.attempt += 1
-                try:
-                    self.backend.submit(again)
-                    return
-                except Exception:
-                    pass  # the pool is stopping or broken: this failure stands
+            if self.retries.resubmit(batch):
+                return
             if batch.worker:
-                note = f"workpool: raised by a submitted task in {batch.worker}"
-                if self.retries:
-                    note += f" (attempt {chunk.attempt + 1} of {self.retries + 1})"
-                add_note(error, note)
+                add_note(
+                    error,
+                    f"workpool: raised by a submitted task in {batch.worker}"
+                    + self.retries.describe(batch.chunk.attempt),
+                )
             self.future.set_exception(error)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled meanwhile: nobody wants the outcome
@@ -111,6 +104,7 @@ class Pool(concurrent.futures.Executor):
         self._sharing = SharingContext(self._defaults.share_threshold)  # for submit()
         self._shut_down = False
         self._backend = create_backend(self._spec)
+        self._retries = RetryPolicy(self._defaults.retries, self._backend.submit)  # for submit()
         # A pool dropped without shutdown() still lets its workers go.
         self._finalizer = weakref.finalize(
             self, self._backend.shutdown, wait=False, cancel_pending=False
@@ -140,7 +134,7 @@ class Pool(concurrent.futures.Executor):
         check_function(fn)
         self._check_open()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        sink = _FutureSink(future, self._backend, self._defaults.retries)
+        sink = _FutureSink(future, self._retries)
         self._backend.submit(
             Chunk(
                 sink=sink,

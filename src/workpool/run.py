@@ -24,7 +24,9 @@ from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
-__all__ = ["MapRun", "joined", "one_by_one", "start_progress_bar"]
+__all__ = ["MapRun", "RetryPolicy", "joined", "one_by_one", "start_progress_bar"]
+
+_NONE: frozenset[int] = frozenset()
 
 
 def one_by_one(lists: Generator[list[Any], None, None]) -> Iterator[Any]:
@@ -49,6 +51,45 @@ def start_progress_bar(total: int | None, fn: Callable[..., Any]) -> Any:
     from workpool.progress import ProgressBar
 
     return ProgressBar(total, getattr(fn, "__name__", "tasks"))
+
+
+class RetryPolicy:
+    """``retries``: the one place that decides which failed items run again.
+
+    Every sink (a map run, a submitted task's Future, ``auto``'s measured items) hands
+    its failed batches here. A failed item is submitted again, on its own and counted
+    as one more attempt, while it has attempts left and trying again can help
+    (``batch.retryable``). ``submit`` is where the items go: a backend, or for items
+    run in the calling thread, a function that runs them there.
+    """
+
+    __slots__ = ("limit", "submit")
+
+    def __init__(self, limit: int, submit: Callable[[Chunk], None]) -> None:
+        self.limit = limit
+        self.submit = submit
+
+    def resubmit(self, batch: ResultBatch) -> frozenset[int]:
+        """Submit again the failed items of ``batch`` that may be retried; their offsets."""
+        chunk = batch.chunk
+        if not batch.errors or not batch.retryable or chunk.attempt >= self.limit:
+            return _NONE
+        retried: set[int] = set()
+        for offset in batch.errors:
+            again = chunk.split(offset, offset + 1)
+            again.attempt += 1
+            try:
+                self.submit(again)
+            except Exception:
+                continue  # the pool is stopping or broken: this failure stands
+            retried.add(offset)
+        return frozenset(retried)
+
+    def describe(self, attempt: int) -> str:
+        """How an error note names the attempt that failed ('' without retries)."""
+        if not self.limit:
+            return ""
+        return f" (attempt {attempt + 1} of {self.limit + 1})"
 
 
 class _ChunkState:
@@ -103,6 +144,7 @@ class MapRun:
             total=total,
             target_seconds=backend.target_chunk_seconds,
         )
+        self._retries = RetryPolicy(options.retries, backend.submit)
         self._window = backend.workers * 2 + 2
         self._deadline = None if options.timeout is None else time.monotonic() + options.timeout
         # Filled by backend threads, emptied by the consumer.
@@ -132,18 +174,7 @@ class MapRun:
     def deliver(self, batch: ResultBatch) -> None:
         if self._cancelled:
             return
-        retried: set[int] = set()
-        chunk = batch.chunk
-        if batch.errors and batch.retryable and chunk.attempt < self._options.retries:
-            for offset in batch.errors:
-                again = chunk.split(offset, offset + 1)
-                again.attempt += 1
-                try:
-                    self._backend.submit(again)
-                except Exception:
-                    continue  # the pool is stopping or broken: this failure stands
-                retried.add(offset)
-        self._batches.put((batch, frozenset(retried)))
+        self._batches.put((batch, self._retries.resubmit(batch)))
 
     # --- the consumer -----------------------------------------------------------------
 
@@ -308,7 +339,8 @@ class MapRun:
         if isinstance(error, (concurrent.futures.CancelledError, BrokenPool)):
             return  # the pool's own state, shared by many tasks: not this task's story
         where = f" in {worker}" if worker else ""
-        note = f"workpool: raised by the task at input position {chunk.start + position}{where}"
-        if self._options.retries:
-            note += f" (attempt {chunk.attempt + 1} of {self._options.retries + 1})"
-        add_note(error, note)
+        add_note(
+            error,
+            f"workpool: raised by the task at input position {chunk.start + position}{where}"
+            + self._retries.describe(chunk.attempt),
+        )
