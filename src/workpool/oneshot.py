@@ -54,20 +54,25 @@ class _OneShotCall:
         return joined(self.result_lists(raise_in_order=False))
 
     def result_lists(self, *, raise_in_order: bool) -> Generator[list[Any], None, None]:
-        """Start the pool, yield the results a list at a time, and leave no worker behind."""
+        """Start the pool, yield the results a list at a time, and leave no worker behind.
+
+        Whatever ends the call (its end, a failure, the consumer closing it early, even
+        while ``auto`` still measures), the progress bar is closed and the pool stopped.
+        """
         spec = self.spec
         progress_bar = None
         first_position = 0
-        if spec.backend == "auto":
-            if self.options.progress:
-                progress_bar = start_progress_bar(self.total, self.fn)
-            prefix = _MeasuredPrefix(self, progress_bar)
-            yield from prefix.result_lists(raise_in_order)
-            spec = prefix.chosen_spec
-            first_position = prefix.count
-        backend = create_backend(spec, self.fn)
+        backend = None
         finished = False
         try:
+            if spec.backend == "auto":
+                if self.options.progress:
+                    progress_bar = start_progress_bar(self.total, self.fn)
+                prefix = _MeasuredPrefix(self, progress_bar)
+                yield from prefix.result_lists(raise_in_order)
+                spec = prefix.chosen_spec
+                first_position = prefix.count
+            backend = create_backend(spec, self.fn)
             run = MapRun(
                 backend,
                 self.fn,
@@ -85,9 +90,9 @@ class _OneShotCall:
         finally:
             if progress_bar is not None:
                 progress_bar.close()
-            if finished:
+            if backend is not None and finished:
                 backend.shutdown(wait=True, cancel_pending=False)
-            else:  # a failure, or the consumer stopped early: stop what still runs
+            elif backend is not None:  # a failure, or the consumer stopped early
                 backend.terminate()
 
 
@@ -134,20 +139,14 @@ class _MeasuredPrefix:
             if options.return_exceptions:
                 values[position] = error
             elif not raise_in_order:
-                self._close_progress()
                 raise error
         if self._progress is not None:
             self._progress.advance(len(values), len(errors))
         if errors and not options.return_exceptions:  # raise in order, after the ones before
             position = min(errors)
             yield values[:position]
-            self._close_progress()
             raise errors[position]
         yield values
-
-    def _close_progress(self) -> None:
-        if self._progress is not None:
-            self._progress.close()
 
 
 class _InlineRetries:
