@@ -75,3 +75,14 @@ def recall(_: object) -> object:
 
 def broken_initializer() -> None:
     raise RuntimeError("initializer says no")
+
+
+class Tracked:
+    """An object a test watches with a weak reference, to see who keeps it alive."""
+
+    def method(self) -> str:
+        return "called"
+
+
+def make_tracked(_: object) -> Tracked:
+    return Tracked()

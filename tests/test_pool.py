@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import gc
 import threading
 import time
+import weakref
+from typing import Any
 
 import pytest
 
 import workpool
 from conftest import live_worker_processes, wait_for
-from helpers import add, fail_on, recall, remember, slow_square, square, where
+from helpers import (
+    Tracked,
+    add,
+    fail_on,
+    make_tracked,
+    recall,
+    remember,
+    slow_square,
+    square,
+    where,
+)
 
 
 def test_pool_is_an_executor() -> None:
@@ -216,3 +229,38 @@ def test_a_finished_pool_never_touches_descriptors_it_gave_back() -> None:
         for read_end, write_end in pipes:
             os.close(read_end)
             os.close(write_end)
+
+
+def _collected(ref: weakref.ref[Any]) -> bool:
+    gc.collect()
+    return ref() is None
+
+
+def test_a_pool_keeps_no_callable_once_its_future_is_done(backend: str) -> None:
+    # A long-lived pool must not keep alive what it was given: here a bound method,
+    # which holds its whole object.
+    with workpool.Pool(2, backend=backend) as pool:
+        tracked = Tracked()
+        watch = weakref.ref(tracked)
+        assert pool.submit(tracked.method).result(timeout=30) == "called"
+        del tracked
+        assert wait_for(lambda: _collected(watch), timeout=10)
+        assert pool.submit(square, 3).result(timeout=30) == 9  # the pool is still open
+
+
+@pytest.mark.parametrize("how", ["Pool.map", "Pool.imap", "imap"])
+def test_a_result_the_consumer_drops_is_freed(backend: str, how: str) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        if how == "Pool.map":
+            results = pool.map(make_tracked, range(10))
+        elif how == "Pool.imap":
+            results = pool.imap(make_tracked, range(10))
+        else:
+            results = workpool.imap(make_tracked, range(10), backend=backend, chunksize=5)
+        count = 0
+        for result in results:
+            watch = weakref.ref(result)
+            del result
+            assert wait_for(functools.partial(_collected, watch), timeout=10)
+            count += 1
+        assert count == 10

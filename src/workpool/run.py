@@ -30,10 +30,16 @@ _NONE: frozenset[int] = frozenset()
 
 
 def one_by_one(lists: Generator[list[Any], None, None]) -> Iterator[Any]:
-    """The items of ``lists``, one at a time; closing this closes ``lists``."""
+    """The items of ``lists``, one at a time; closing this closes ``lists``.
+
+    Each item is dropped from its list as it is yielded, so a result the consumer
+    lets go of is freed (as ``Executor.map`` promises) rather than kept by the list.
+    """
     try:
         for values in lists:
-            yield from values
+            values.reverse()
+            while values:
+                yield values.pop()
     finally:
         lists.close()
 

@@ -101,6 +101,7 @@ class ThreadBackend(Backend):
             tasks_left = spec.max_tasks_per_worker
             while (chunk := self._next_chunk()) is not None:
                 if not chunk.sink.claim(chunk):
+                    del chunk  # cancelled: not ours to keep while idle
                     continue
                 if tasks_left is not None and len(chunk.items) > tasks_left:
                     with self._lock:
@@ -122,6 +123,8 @@ class ThreadBackend(Backend):
                             if not self._stopping or self._queue:
                                 self._spawn()
                         return
+                # Idle, this thread must not keep the task's function, items or results.
+                del chunk, values, errors
         finally:
             self._leave(me)
 
