@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import functools
 import gc
+import os
 import threading
 import time
 import weakref
@@ -14,7 +15,7 @@ from typing import Any
 import pytest
 
 import workpool
-from conftest import live_worker_processes, wait_for
+from conftest import FORK_WARNING, live_worker_processes, wait_for
 from helpers import (
     Tracked,
     add,
@@ -264,3 +265,42 @@ def test_a_result_the_consumer_drops_is_freed(backend: str, how: str) -> None:
             assert wait_for(functools.partial(_collected, watch), timeout=10)
             count += 1
         assert count == 10
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_process_forked_beside_a_starting_worker_does_not_hide_its_exit() -> None:
+    # Another thread may fork (another pool starting its workers, a multiprocessing
+    # Manager) just as a worker is forked, and the copy then holds the worker's end of
+    # multiprocessing's sentinel pipe. The pool must still see its worker end, and
+    # shut down, while that copy lives: here a bystander forked at exactly that moment.
+    release_r, release_w = os.pipe()
+    armed = [True]
+    bystanders: list[int] = []
+
+    def fork_a_bystander() -> None:
+        if not armed[0] or threading.current_thread().name != "workpool-supervisor":
+            return
+        armed[0] = False
+        pid = os.fork()
+        if pid == 0:  # the bystander: wait to be released, touch nothing else
+            os.read(release_r, 1)
+            os._exit(0)
+        bystanders.append(pid)
+
+    os.register_at_fork(after_in_parent=fork_a_bystander)
+    try:
+        pool = workpool.Pool(1, backend="process", start_method="fork")
+        assert pool.submit(square, 3).result(timeout=30) == 9
+        assert bystanders, "the bystander was not forked"
+        pool.submit(int).cancel()
+        stopper = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
+        stopper.start()
+        stopper.join(timeout=30)
+        assert not stopper.is_alive(), "shutdown waited for the bystander, not the worker"
+    finally:
+        armed[0] = False
+        os.write(release_w, b"x")
+        for pid in bystanders:
+            os.waitpid(pid, 0)
+        os.close(release_r)
+        os.close(release_w)

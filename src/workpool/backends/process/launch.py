@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import selectors
 import socket
 import sys
+import weakref
 from typing import Any, Protocol
 
 from workpool.backends.process.slots import SharedSlots
@@ -24,7 +26,9 @@ __all__ = ["Launcher", "WorkerProcess", "default_start_method", "make_launcher"]
 class WorkerProcess(Protocol):
     pid: Any
     sentinel: int
-    exitcode: int | None
+
+    @property
+    def exitcode(self) -> int | None: ...
 
     def kill(self) -> None: ...
     def join(self, timeout: float | None = None) -> None: ...
@@ -70,7 +74,54 @@ class MultiprocessingLauncher:
             daemon=False,
         )
         process.start()
+        if self.method != "forkserver" and hasattr(os, "pidfd_open"):
+            with contextlib.suppress(OSError):  # no pidfd here: the sentinel it is
+                return _ChildWatchedByPidfd(process, os.pidfd_open(process.pid))
         return process  # type: ignore[no-any-return]
+
+
+class _ChildWatchedByPidfd:
+    """A worker that is this process's own child (fork, spawn), watched through a pidfd.
+
+    ``multiprocessing``'s sentinel is a pipe whose other end only the child should
+    hold. A process forked by another thread while the worker was starting (another
+    pool starting its own workers, a ``Manager``) holds a copy of that end too, and
+    then the sentinel stays silent when the worker ends, for as long as that other
+    process lives. A pidfd becomes readable when the process ends, whoever holds
+    what. The exit code comes from ``waitpid``, which is the parent's alone.
+    """
+
+    def __init__(self, process: Any, pidfd: int) -> None:
+        self._process = process
+        self.pid: int = process.pid
+        self.sentinel = pidfd
+        self._close_pidfd = weakref.finalize(self, _close_quietly, pidfd)
+
+    @property
+    def exitcode(self) -> int | None:
+        code: int | None = self._process.exitcode  # reaps the child once it has ended
+        return code
+
+    def kill(self) -> None:
+        self._process.kill()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.sentinel >= 0 and self._process.exitcode is None:
+            with selectors.DefaultSelector() as selector:
+                selector.register(self.sentinel, selectors.EVENT_READ)
+                selector.select(timeout)
+
+    def close(self) -> None:
+        try:
+            self._process.close()  # raises ValueError while the child runs, as Process does
+        finally:
+            self._close_pidfd()
+            self.sentinel = -1
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 class ZygoteLauncher:
