@@ -6,10 +6,12 @@ import asyncio
 import concurrent.futures
 import functools
 import gc
+import itertools
 import os
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -304,3 +306,43 @@ def test_a_process_forked_beside_a_starting_worker_does_not_hide_its_exit() -> N
             os.waitpid(pid, 0)
         os.close(release_r)
         os.close(release_w)
+
+
+@pytest.mark.parametrize(
+    ("buffersize", "error", "message"),
+    [
+        ("foo", TypeError, "buffersize must be an integer or None; got 'foo'"),
+        (2.0, TypeError, "buffersize must be an integer or None; got 2.0"),
+        (0, ValueError, "buffersize must be None or > 0; got 0"),
+        (-1, ValueError, "buffersize must be None or > 0; got -1"),
+    ],
+)
+def test_map_buffersize_is_checked_at_once(buffersize: Any, error: type, message: str) -> None:
+    with workpool.Pool(1, backend="thread") as pool, pytest.raises(error, match=message):
+        pool.map(square, range(4), buffersize=buffersize)
+
+
+def test_map_with_buffersize_reads_at_most_that_far_ahead(backend: str) -> None:
+    # Python 3.14's Executor.map(buffersize=): the work starts at once, but only that
+    # many inputs are taken ahead of the results the caller has taken; so an endless
+    # input works, in bounded memory.
+    read: list[int] = []
+
+    def counting() -> Iterator[int]:
+        for x in itertools.count():
+            read.append(x)
+            yield x
+
+    with workpool.Pool(2, backend=backend) as pool:
+        results = pool.map(square, counting(), buffersize=3)
+        assert wait_for(lambda: len(read) == 3)  # submitted before anyone iterates
+        taken = [next(results) for _ in range(10)]
+        assert taken == [x * x for x in range(10)]
+        assert len(read) <= 10 + 3
+        results.close()  # type: ignore[attr-defined]
+        assert list(pool.map(square, [], buffersize=2)) == []
+
+
+def test_executor_map_of_no_iterables_is_empty(backend: str) -> None:
+    with workpool.Pool(1, backend=backend) as pool:
+        assert list(pool.map(square)) == []  # as Executor.map: zip() of nothing

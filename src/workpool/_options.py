@@ -144,6 +144,18 @@ def _byte_count(name: str, value: object) -> int | None:
     return count
 
 
+def _buffersize(name: str, value: object) -> int | None:
+    # Worded as Executor.map words it on Python 3.14, whose tests match these phrases.
+    if value is None:
+        return None
+    number = _as_int(value)
+    if number is None:
+        raise TypeError(f"{name} must be an integer or None; got {_describe(value)}")
+    if number < 1:
+        raise ValueError(f"{name} must be None or > 0; got {value!r}")
+    return number
+
+
 def _callable_or_none(name: str, value: object) -> Callable[..., object] | None:
     if value is not None and not callable(value):
         raise TypeError(f"{name} must be callable or None; got {_describe(value)}")
@@ -235,6 +247,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("progress", False, _flag, CALL),
     Option("share_threshold", DEFAULT_SHARE_THRESHOLD, _byte_count, CALL, pool_wide=True),
     Option("timeout", None, _seconds, EXECUTOR_MAP),  # the whole call's deadline
+    Option("buffersize", None, _buffersize, EXECUTOR_MAP),  # tasks ahead of the consumer
 )
 
 _POOL_OPTIONS = tuple(o for o in OPTIONS if o.where == POOL)
@@ -269,6 +282,7 @@ class RunOptions(NamedTuple):
     progress: bool
     share_threshold: int | None  # NumPy arrays this big go by shared memory
     timeout: float | None  # overall deadline of Pool.map (Executor semantics)
+    buffersize: int | None  # Pool.map: at most this many items read ahead of the consumer
 
 
 # Backends "auto" may choose: an option only they understand is kept for that case.

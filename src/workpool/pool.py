@@ -158,6 +158,7 @@ class Pool(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        buffersize: int | None = None,
         ordered: bool = True,
         task_timeout: float | None = UNSET,
         retries: int = UNSET,
@@ -165,17 +166,23 @@ class Pool(concurrent.futures.Executor):
         progress: bool = False,
         share_threshold: int | None = UNSET,
     ) -> Iterator[T]:
-        """``Executor.map``: every input is submitted now; results come as you iterate.
+        """``Executor.map``: the work starts now; results come as you iterate.
 
-        ``timeout`` is the deadline for the whole call, counted from now. A failure is
-        raised when iteration reaches it; the tasks after it are cancelled.
+        Every input is read and submitted now, unless ``buffersize`` is given (as in
+        Python 3.14's ``Executor.map``, on every Python here): then at most that many
+        inputs are read and submitted ahead of the results you have taken, so an endless
+        input works. ``timeout`` is the deadline for the whole call, counted from now. A
+        failure is raised when iteration reaches it; the tasks after it are cancelled.
         """
         check_function(fn)
         options = self._options(locals())
         self._check_open()
-        inputs, mode, total = prepare_inputs(iterables, star=False)
-        run = MapRun(self._backend, fn, mode, inputs, total, options, eager=True)
-        run.submit_all()
+        # Executor.map zips its iterables: with none at all, there is nothing to run.
+        inputs, mode, total = prepare_inputs(iterables or ((),), star=False)
+        run = MapRun(
+            self._backend, fn, mode, inputs, total, options, eager=options.buffersize is None
+        )
+        run.start()
         return run.results()
 
     def imap(

@@ -115,7 +115,9 @@ class MapRun:
     """Drives one call. Iterate ``results()`` once, from one thread.
 
     ``eager`` submits the whole input at once (``Executor.map`` semantics: the work
-    proceeds whether or not anyone iterates). ``raise_in_order`` (ordered runs only)
+    proceeds whether or not anyone iterates). Otherwise a window of chunks is kept in
+    flight, and with ``options.buffersize`` at most that many items ahead of the
+    results the consumer has taken. ``raise_in_order`` (ordered runs only)
     delays a failure until the results before it have been yielded; otherwise the first
     failure is raised as soon as it is seen. ``first_position`` is the input position
     of the first item of ``inputs`` (when earlier items were run elsewhere), and
@@ -152,6 +154,8 @@ class MapRun:
         )
         self._retries = RetryPolicy(options.retries, backend.submit)
         self._window = backend.workers * 2 + 2
+        self._buffersize = options.buffersize
+        self._items_ahead = 0  # read from the input, not yet handed to the consumer
         self._deadline = None if options.timeout is None else time.monotonic() + options.timeout
         # Filled by backend threads, emptied by the consumer.
         self._batches: queue.SimpleQueue[tuple[ResultBatch, frozenset[int]]] = queue.SimpleQueue()
@@ -183,6 +187,17 @@ class MapRun:
         self._batches.put((batch, self._retries.resubmit(batch)))
 
     # --- the consumer -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Submit work now, before anyone iterates: all of it (eager), or a first window."""
+        if self._eager:
+            self.submit_all()
+        else:
+            try:
+                self._feed()
+            except BaseException:
+                self.close()
+                raise
 
     def submit_all(self) -> None:
         """Submit the whole input now (eager runs); results are read later."""
@@ -237,6 +252,7 @@ class MapRun:
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))
         self._next_start += len(items)
+        self._items_ahead += len(items)
         if self._options.ordered:
             self._states.append(state)
         else:
@@ -259,6 +275,11 @@ class MapRun:
             if in_flight >= self._window:
                 return
             size = self._sizer.next_size()
+            if self._buffersize is not None:
+                room = self._buffersize - self._items_ahead
+                if room <= 0:
+                    return
+                size = min(size, room)
             items = self._inputs.take(size)
             if len(items) < size:
                 self._exhausted = True
@@ -313,6 +334,8 @@ class MapRun:
                 raise error
         finished = count - len(retried)
         state.left -= finished
+        if not self._options.ordered:
+            self._items_ahead -= finished  # handed over below (or raised)
         if self._progress is not None:
             self._progress.advance(finished, failed)
         if self._options.ordered:
@@ -332,6 +355,7 @@ class MapRun:
         states = self._states
         while states and states[0].left == 0:
             state = states.popleft()
+            self._items_ahead -= state.size
             assert state.values is not None
             if state.failure is not None:
                 offset, error = state.failure
