@@ -202,6 +202,7 @@ class InterpreterBackend(Backend):
             while (chunk := self._next_chunk(fresh=fresh)) is not None:
                 fresh = False
                 if not chunk.sink.claim(chunk):
+                    del chunk  # cancelled: not ours to keep while idle
                     continue
                 if interp is None:
                     try:
@@ -223,6 +224,8 @@ class InterpreterBackend(Backend):
                 if interp.stopped or (tasks_left is not None and tasks_left <= 0):
                     interp.close()  # the next chunk starts a fresh interpreter
                     interp = None
+                # Idle, this thread must not keep the task's function, items or results.
+                del chunk
         finally:
             try:
                 if interp is not None:
