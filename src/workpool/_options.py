@@ -285,8 +285,9 @@ class RunOptions(NamedTuple):
     buffersize: int | None  # Pool.map: at most this many items read ahead of the consumer
 
 
-# Backends "auto" may choose: an option only they understand is kept for that case.
-_AUTO_CHOICES = frozenset(BACKENDS) - {"auto"}
+# Backends "auto" may choose (never a cluster): an option only one of them understands
+# is kept for the case auto picks it.
+_AUTO_CHOICES = frozenset({"serial", "thread", "process", "interpreter"})
 
 
 def _check_fits(option: Option, value: object, backend: str) -> None:
