@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workpool._options import (
@@ -11,16 +11,17 @@ from workpool._options import (
     RunOptions,
     check_function,
     default_workers,
-    make_pool_spec,
-    make_run_options,
+    pool_spec,
+    resolve_auto,
+    run_options,
 )
 from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
-from workpool.run import MapRun, joined, one_by_one, start_progress_bar
+from workpool.run import MapRun, RetryPolicy, joined, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
-from workpool.tasks import call_items
+from workpool.tasks import Chunk, ResultBatch, call_items
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.checkpoint.session import CheckpointSession
@@ -39,14 +40,13 @@ class _OneShotCall:
         iterables: tuple[Iterable[Any], ...],
         *,
         star: bool,
-        pool_options: dict[str, Any],
-        run_options: dict[str, Any],
+        given: Mapping[str, Any],
     ) -> None:
         check_function(fn)
         self.fn = fn
-        self.spec: PoolSpec = make_pool_spec(**pool_options)
-        self.workers_given = pool_options["workers"] is not None
-        self.options: RunOptions = make_run_options(**run_options)
+        self.spec: PoolSpec = pool_spec(given)
+        self.workers_given = given["workers"] is not None
+        self.options: RunOptions = run_options(given, backend=self.spec.backend)
         self.inputs, self.mode, self.total = prepare_inputs(iterables, star=star)
         if self.options.checkpoint is not None:
             from workpool.checkpoint.session import refuse_writable_shares
@@ -66,7 +66,9 @@ class _OneShotCall:
 
         With a checkpoint, the journal is opened first (a busy file or another function
         is refused before anything runs), the results it holds for the head of the
-        input are yielded, and no worker starts if that was all of it.
+        input are yielded, and no worker starts if that was all of it. Whatever ends the
+        call (its end, a failure, the consumer closing it early, even while ``auto``
+        still measures), the progress bar is closed and the pool stopped.
         """
         checkpoint: CheckpointSession | None = None
         progress_bar = None
@@ -82,8 +84,7 @@ class _OneShotCall:
                     return
             elif self.options.progress and self.spec.backend == "auto":
                 progress_bar = start_progress_bar(self.total, self.fn)
-            bar, progress_bar = progress_bar, None  # the measuring, then the run, own it
-            yield from self._run_the_rest(raise_in_order, checkpoint, bar)
+            yield from self._run_the_rest(raise_in_order, checkpoint, progress_bar)
         finally:
             if progress_bar is not None:
                 progress_bar.close()
@@ -163,28 +164,12 @@ class _MeasuredPrefix:
             advice = decide(found, remaining)
             advice_backend, advice_workers = advice.backend, advice.workers
         workers = call.spec.workers if call.workers_given else advice_workers
-        self.chosen_spec = call.spec._replace(backend=advice_backend, workers=workers)
-        if advice_backend != "process":
-            self.chosen_spec = self.chosen_spec._replace(start_method=None)
+        self.chosen_spec = resolve_auto(call.spec, advice_backend, workers)
 
         first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)
-        for position in sorted(errors):
-            error: BaseException | None = errors[position]
-            for _ in range(options.retries):
-                again, failed, _ = call_items(call.fn, call.mode, [items[position]])
-                if not failed:
-                    values[position], error = again[0], None
-                    break
-                error = failed[0]
-            if error is None:
-                del errors[position]
-                continue
-            errors[position] = error
-            add_note(
-                error,
-                f"workpool: raised by the task at input position {first + position} in the "
-                "calling thread, while backend='auto' measured it",
-            )
+        if errors:
+            errors = _InlineRetries(call, values, first).settle(items, errors)
+        for position, error in errors.items():
             if options.return_exceptions:
                 values[position] = error
             elif not raise_in_order:
@@ -213,44 +198,49 @@ class _MeasuredPrefix:
             self._progress.close()
 
 
-def _split_options(
-    backend: str,
-    workers: int | None,
-    chunksize: int | None,
-    ordered: bool,
-    task_timeout: float | None,
-    retries: int,
-    return_exceptions: bool,
-    progress: bool,
-    initializer: Callable[..., object] | None,
-    initargs: Iterable[Any],
-    max_tasks_per_worker: int | None,
-    start_method: str | None,
-    share_threshold: int | None,
-    checkpoint: str | os.PathLike[str] | None,
-    address: Any,
-) -> dict[str, dict[str, Any]]:
-    return {
-        "pool_options": {
-            "backend": backend,
-            "workers": workers,
-            "initializer": initializer,
-            "initargs": initargs,
-            "max_tasks_per_worker": max_tasks_per_worker,
-            "start_method": start_method,
-            "address": address,
-        },
-        "run_options": {
-            "chunksize": chunksize,
-            "ordered": ordered,
-            "task_timeout": task_timeout,
-            "retries": retries,
-            "return_exceptions": return_exceptions,
-            "progress": progress,
-            "share_threshold": share_threshold,
-            "checkpoint": checkpoint,
-        },
-    }
+class _InlineRetries:
+    """The sink for items that failed while ``auto`` measured them in the calling thread.
+
+    They run again there, as ``retries`` allows (the policy that every sink uses);
+    ``settle`` returns the errors that stand, each noted with its position and attempt.
+    """
+
+    def __init__(self, call: _OneShotCall, values: list[Any], first: int) -> None:
+        self._call = call
+        self._values = values
+        self._first = first  # the input position of values[0]
+        self._errors: dict[int, BaseException] = {}
+        self._retries = RetryPolicy(call.options.retries, self._run)
+
+    def settle(
+        self, items: list[Any], errors: dict[int, BaseException]
+    ) -> dict[int, BaseException]:
+        call = self._call
+        for position in sorted(errors):
+            chunk = Chunk(self, call.fn, call.mode, position, items[position : position + 1])
+            self.deliver(ResultBatch(chunk, [None], {0: errors[position]}))
+        return dict(sorted(self._errors.items()))
+
+    def claim(self, chunk: Chunk) -> bool:
+        return True
+
+    def deliver(self, batch: ResultBatch) -> None:
+        chunk = batch.chunk
+        if not batch.errors:
+            self._values[chunk.start] = batch.values[0]
+        elif not self._retries.resubmit(batch):
+            error = batch.errors[0]
+            add_note(
+                error,
+                f"workpool: raised by the task at input position {self._first + chunk.start} in "
+                "the calling thread, while backend='auto' measured it"
+                + self._retries.describe(chunk.attempt),
+            )
+            self._errors[chunk.start] = error
+
+    def _run(self, chunk: Chunk) -> None:
+        values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+        self.deliver(ResultBatch(chunk, values, errors, elapsed))
 
 
 def map(  # noqa: A001 - the public name mirrors the builtin on purpose
@@ -268,9 +258,9 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
-    address: Any = None,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
 
@@ -283,28 +273,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     the same list (``CheckpointMismatch`` if the function or input differ,
     ``CheckpointBusy`` if another call is using the file).
     """
-    call = _OneShotCall(
-        fn,
-        iterables,
-        star=False,
-        **_split_options(
-            backend,
-            workers,
-            chunksize,
-            ordered,
-            task_timeout,
-            retries,
-            return_exceptions,
-            progress,
-            initializer,
-            initargs,
-            max_tasks_per_worker,
-            start_method,
-            share_threshold,
-            checkpoint,
-            address,
-        ),
-    )
+    call = _OneShotCall(fn, iterables, star=False, given=locals())
     return call.collect()
 
 
@@ -323,9 +292,9 @@ def imap(
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
-    address: Any = None,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
 
@@ -333,28 +302,7 @@ def imap(
     input works in constant memory. Stopping early (``break``, ``close()``) stops the
     pool and everything still running in it.
     """
-    call = _OneShotCall(
-        fn,
-        iterables,
-        star=False,
-        **_split_options(
-            backend,
-            workers,
-            chunksize,
-            ordered,
-            task_timeout,
-            retries,
-            return_exceptions,
-            progress,
-            initializer,
-            initargs,
-            max_tasks_per_worker,
-            start_method,
-            share_threshold,
-            checkpoint,
-            address,
-        ),
-    )
+    call = _OneShotCall(fn, iterables, star=False, given=locals())
     return call.results(raise_in_order=True)
 
 
@@ -374,31 +322,10 @@ def starmap(
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
-    address: Any = None,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
-    call = _OneShotCall(
-        fn,
-        (iterable,),
-        star=True,
-        **_split_options(
-            backend,
-            workers,
-            chunksize,
-            ordered,
-            task_timeout,
-            retries,
-            return_exceptions,
-            progress,
-            initializer,
-            initargs,
-            max_tasks_per_worker,
-            start_method,
-            share_threshold,
-            checkpoint,
-            address,
-        ),
-    )
+    call = _OneShotCall(fn, (iterable,), star=True, given=locals())
     return call.collect()
