@@ -17,6 +17,7 @@ import pytest
 import workpool
 from conftest import FORK_WARNING, START_METHODS, wait_for
 from helpers import square
+from workpool import _platform
 
 _unpickled_here: list[int] = []
 
@@ -185,6 +186,8 @@ NAMES_SCRIPT = textwrap.dedent(
 def test_workers_and_the_zygote_say_what_they_are(tmp_path: Path, method: str | None) -> None:
     # Beside the program, `ps` and `top` show workpool's processes by name, not as
     # more copies of the program.
+    if not _platform.USE_PRCTL:
+        pytest.skip("names through prctl are Linux's; test_portable checks the exec'd zygote")
     report = run_script(tmp_path, NAMES_SCRIPT, method)
     assert set(report["workers"]) == {"workpool-worker"}
     assert report["zygote"] == ("workpool-zygote" if method is None else None)
@@ -197,7 +200,7 @@ def test_a_worker_that_closed_its_socket_stops_watching_it() -> None:
     program = textwrap.dedent(
         """
         import socket
-        from workpool.backends.process.worker import _watch_socket
+        from workpool.backends.process.parent_watch import _watch_socket
 
         ours, parent = socket.socketpair()
         fd = ours.fileno()

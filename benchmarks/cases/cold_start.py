@@ -82,5 +82,12 @@ WORKLOAD = Workload(
             partial(pools.open_mp_pool, "forkserver"),
             role="reference",
         ),
+        _framework(
+            "mp_spawn",
+            "multiprocessing.Pool (spawn context)",
+            "multiprocessing.pool",
+            partial(pools.open_mp_pool, "spawn"),
+            role="reference",
+        ),
     ),
 )

@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
+from workpool import _platform
 from workpool._cpus import usable_cpus
 from workpool._options import check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
@@ -205,7 +206,7 @@ def decide(found: Measurement, remaining: int | None) -> Advice:
     }
     for name, plan in (
         ("thread", _thread_plan(found, count, cpus)),
-        ("process", _process_plan(found, count, cpus)),
+        ("process", _process_plan(found, count, cpus) if _platform.PROCESSES else None),
     ):
         if plan is not None:
             plans[name] = plan

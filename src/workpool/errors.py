@@ -55,7 +55,7 @@ class SharedMemoryWarning(RuntimeWarning):
     """Shared memory could not be made for a call's large arrays: they were copied instead.
 
     The call still runs, only slower and using more memory. The message says why (out
-    of file descriptors or memory, or no ``memfd_create`` on this system).
+    of file descriptors or memory, or no shared memory on this system).
     """
 
 

@@ -1,11 +1,12 @@
 """Shared-memory segments, and ``workpool.share``, which puts an object in one.
 
-A *segment* is an anonymous memory file (``memfd_create``) mapped into a process. It
-has no name anywhere: it exists while some process holds its file descriptor or a
-mapping of it, so nothing can be left behind in ``/dev/shm``, whoever dies when::
+A *segment* is anonymous shared memory (``anonymous.py``: a memfd on Linux, an
+unlinked ``shm_open`` object elsewhere) mapped into a process. It has no name anywhere:
+it exists while some process holds its file descriptor or a mapping of it, so nothing
+can be left behind in ``/dev/shm``, whoever dies when::
 
     share(array)                                 a worker process
-      new_segment(nbytes)  memfd, mmap            map_segment(fd)  mmap of the same memory
+      new_segment(nbytes)  fd, mmap               map_segment(fd)  mmap of the same memory
       copy the array in    (threads, if large)      an array over it: read-only
       an array over the segment  ==== fd ====>      unless shared writable
       (keeps the fd open, to send it on)
@@ -25,6 +26,8 @@ import sys
 import threading
 import weakref
 from typing import Any, Protocol
+
+from workpool.anonymous import anonymous_file
 
 __all__ = [
     "Frame",
@@ -67,7 +70,7 @@ class Segment(mmap.mmap):
     """
 
     fd: int
-    identity: tuple[int, int]
+    identity: tuple[int, int] | None
     shared_writable: bool
     received: bool  # mapped from another process (a worker's result), not made here
 
@@ -80,11 +83,8 @@ class Segment(mmap.mmap):
 
 def new_segment(size: int, *, writable_in_workers: bool) -> Segment:
     """A new segment of ``size`` bytes; an ``OSError`` if the system cannot make one."""
-    if not hasattr(os, "memfd_create"):
-        raise OSError("shared memory needs memfd_create (Linux)")
-    fd = os.memfd_create("workpool", os.MFD_CLOEXEC)
+    fd = anonymous_file(max(size, 1), "workpool")
     try:
-        os.ftruncate(fd, max(size, 1))
         segment = Segment(fd, max(size, 1))
     except BaseException:
         os.close(fd)
@@ -93,10 +93,19 @@ def new_segment(size: int, *, writable_in_workers: bool) -> Segment:
     return segment
 
 
-def _adopt(segment: Segment, fd: int, writable: bool, *, received: bool = False) -> None:
+def _identity(fd: int) -> tuple[int, int] | None:
+    """Which memory ``fd`` is, the same in every process; None where fstat cannot say.
+
+    macOS reports no inode for shared-memory objects (every one is 0): there each
+    arrival is mapped afresh rather than mistaken for another segment.
+    """
     stat = os.fstat(fd)
+    return (stat.st_dev, stat.st_ino) if stat.st_ino else None
+
+
+def _adopt(segment: Segment, fd: int, writable: bool, *, received: bool = False) -> None:
     segment.fd = fd
-    segment.identity = (stat.st_dev, stat.st_ino)
+    segment.identity = _identity(fd)
     segment.received = received
     segment.shared_writable = writable
     weakref.finalize(segment, _close_quietly, fd)
@@ -109,22 +118,22 @@ def _close_quietly(fd: int) -> None:
 
 # Mappings already made in this process, by the segment's identity, so that the same
 # memory arriving with many messages is mapped once.
-_mapped: weakref.WeakValueDictionary[tuple[tuple[int, int], bool], Segment] = (
+_mapped: weakref.WeakValueDictionary[tuple[tuple[int, int] | None, bool], Segment] = (
     weakref.WeakValueDictionary()
 )
 
 
 def map_segment(fd: int, size: int, writable: bool) -> Segment:
     """Map the segment whose descriptor arrived as ``fd`` (the caller still owns ``fd``)."""
-    stat = os.fstat(fd)
-    key = ((stat.st_dev, stat.st_ino), writable)
-    segment = _mapped.get(key)
+    key = (_identity(fd), writable)
+    segment = _mapped.get(key) if key[0] is not None else None
     if segment is not None:
         return segment
     access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
     segment = Segment(fd, size, access=access)
     _adopt(segment, os.dup(fd), writable, received=True)  # keep one to hand on (to results)
-    _mapped[key] = segment
+    if key[0] is not None:
+        _mapped[key] = segment
     return segment
 
 

@@ -17,7 +17,7 @@ its memory, and its dtype, shape, strides and offset there::
 
 At most ``MAX_FDS_PER_FRAME`` descriptors ride with one message (``TooManySegments``
 past that). Results come back the same way, in segments the worker makes writable for
-the caller. Where no segment can be made (out of descriptors or memory, no memfd), a
+the caller. Where no segment can be made (out of descriptors or memory, none on this system), a
 call's arrays are copied into its messages instead, after one ``SharedMemoryWarning``.
 """
 
@@ -107,7 +107,7 @@ class SharingContext:
     Arguments are shared read-only; ``writable=True`` is for results, which become the
     caller's own arrays.
 
-    If a segment cannot be made (out of descriptors or memory, no ``memfd_create``),
+    If a segment cannot be made (out of descriptors or memory, none on this system),
     the call copies its arrays instead: one ``SharedMemoryWarning`` says so, and
     ``unavailable`` keeps the error for tasks that cannot be copied either.
     """

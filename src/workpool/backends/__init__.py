@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from workpool._options import PoolSpec
+from workpool import _platform
+from workpool._options import BACKENDS, PoolSpec
 from workpool.backends.base import Backend
 
 __all__ = ["Backend", "create_backend"]
@@ -28,6 +29,12 @@ def create_backend(spec: PoolSpec, fn: Callable[..., Any] | None = None) -> Back
 
         return ThreadBackend(spec)
     if spec.backend == "process":
+        if not _platform.PROCESSES:
+            raise ValueError(
+                _platform.no_processes_reason(
+                    name for name in BACKENDS if name not in ("auto", "process")
+                )
+            )
         from workpool.backends.process import ProcessBackend
 
         return ProcessBackend(spec, fn)

@@ -33,14 +33,15 @@ import subprocess
 import sys
 from typing import Any
 
-from workpool.backends.process import lifeline
+from workpool import _platform
+from workpool.backends.process import lifeline, parent_watch
 from workpool.backends.process.slots import SharedSlots
 
-__all__ = ["HAS_PIDFD", "ExecLauncher", "ExecWorker"]
+__all__ = ["HAS_PIDFD", "ExecLauncher", "ExecWorker", "interpreter_flags", "package_root"]
 
 #: Whether exits are watched through pidfds; otherwise (and on other systems) through
 #: the exit pipe.
-HAS_PIDFD = hasattr(os, "pidfd_open")
+HAS_PIDFD = _platform.USE_PIDFD
 
 # The child's first lines: find workpool where the parent found it, then hand over.
 _BOOTSTRAP = (
@@ -49,7 +50,7 @@ _BOOTSTRAP = (
 )
 
 
-def _package_root() -> str:
+def package_root() -> str:
     """The directory that holds the ``workpool`` package this module belongs to."""
     package = os.path.abspath(__file__)
     for _ in range(4):  # .../<root>/workpool/backends/process/exec_launch.py
@@ -57,10 +58,10 @@ def _package_root() -> str:
     return package
 
 
-def _interpreter_flags() -> list[str]:
+def interpreter_flags() -> list[str]:
     """Options this interpreter was started with (-X, -O, -W...), for the child too."""
     try:
-        return list(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
+        return list(subprocess._args_frominterpreter_flags())  # type: ignore[attr-defined]
     except Exception:  # a private helper: do without it if it ever goes
         return []
 
@@ -113,18 +114,19 @@ class ExecLauncher:
         self._use_pidfd = HAS_PIDFD if use_pidfd is None else use_pidfd
         self._command = [
             sys.executable,
-            *_interpreter_flags(),
+            *interpreter_flags(),
             "-c",
             _BOOTSTRAP,
         ]
-        self._root = _package_root()
+        self._root = package_root()
 
     def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> ExecWorker:
         if not sys.executable:
             raise OSError("cannot start a worker by exec: sys.executable is unknown here")
         prep_r, prep_w = os.pipe()
         exit_r, exit_w = (-1, -1) if self._use_pidfd else os.pipe()
-        passed = [sock.fileno(), slots.fd, prep_r] + ([exit_w] if exit_w >= 0 else [])
+        watch = parent_watch.read_end()  # -1 where the socket's close is watched instead
+        passed = [sock.fileno(), slots.fd, prep_r] + [fd for fd in (exit_w, watch) if fd >= 0]
         try:
             popen = subprocess.Popen(
                 [*self._command, str(prep_r), self._root],
@@ -153,6 +155,7 @@ class ExecLauncher:
             "sys_path": list(sys.path),
             "cwd": os.getcwd(),
             "exit_pipe": exit_w,
+            "watch": watch,
         }
         try:
             with open(prep_w, "wb", closefd=True) as pipe:

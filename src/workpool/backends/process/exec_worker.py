@@ -36,7 +36,7 @@ def main(prep_fd: int) -> None:
     slots_fd, slots_count = prep["slots"]
     # The descriptors came in inheritable; a program this worker runs must not keep
     # them (an inherited exit pipe would hide the worker's own end).
-    for fd in (prep["socket"], slots_fd, prep["exit_pipe"]):
+    for fd in (prep["socket"], slots_fd, prep["exit_pipe"], prep["watch"]):
         if fd >= 0:
             os.set_inheritable(fd, False)
 
@@ -44,7 +44,10 @@ def main(prep_fd: int) -> None:
     from workpool.backends.process.worker import worker_main
 
     sock = socket.socket(fileno=prep["socket"])
-    worker_main(sock, SharedSlots(slots_count, fd=slots_fd), prep["slot"], prep["parent"])
+    from workpool.backends.process.parent_watch import WatchEnd
+
+    watch = WatchEnd(prep["watch"]) if prep["watch"] >= 0 else None
+    worker_main(sock, SharedSlots(slots_count, fd=slots_fd), prep["slot"], prep["parent"], watch)
     # Leave without the interpreter's teardown, as a forked worker does: the work is
     # done, and a thread (the parent watch) may still be waiting.
     os._exit(0)

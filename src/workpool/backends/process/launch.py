@@ -20,7 +20,7 @@ import socket
 import sys
 from typing import Any, Protocol
 
-from workpool.backends.process import exit_hook, lifeline
+from workpool.backends.process import exit_hook, lifeline, parent_watch
 from workpool.backends.process.exec_launch import ExecLauncher
 from workpool.backends.process.handle import WorkerProcess
 from workpool.backends.process.slots import SharedSlots
@@ -59,11 +59,13 @@ class MultiprocessingLauncher:
                 )
         # The pid a worker should see as its parent; a fork server's is unknown here.
         self._parent_pid = 0 if method == "forkserver" else os.getpid()
+        watch = parent_watch.read_end()
+        self._watch = parent_watch.WatchEnd(watch) if watch >= 0 else None
 
     def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess:
         process = self._context.Process(  # type: ignore[attr-defined]
             target=worker_main,
-            args=(sock, slots, slot, self._parent_pid),
+            args=(sock, slots, slot, self._parent_pid, self._watch),
             name=f"workpool-worker-{slot}",
             daemon=False,
         )

@@ -9,7 +9,8 @@ would then wait for ever on a dead worker, or, having killed it, go on killing i
 
 What no other process can keep from us:
 
-- a *pidfd* (Linux 5.3+): readable once its process has ended, whoever holds what.
+- a *pidfd* (Linux 5.3+; not in portable mode, see ``_platform.py``): readable once
+  its process has ended, whoever holds what.
   Every worker gets one where the system has them, the pool's own children and the
   zygote's workers alike; signals sent through it cannot reach a recycled pid;
 - ``waitpid``, for the pool's own children (``fork``, ``spawn``). Without a pidfd the
@@ -17,7 +18,10 @@ What no other process can keep from us:
   is ending: it killed it, or its socket closed. (A worker that dies on its own while
   another process holds its descriptors is then seen only once they let go.)
 
-Every wait here blocks with a deadline; none spins.
+Without pidfds (macOS, portable mode) the zygote's workers are watched through their
+exit pipes, whose write ends only the zygote holds; the pool's own children
+(``start_method="fork"`` or ``"spawn"``) through their multiprocessing sentinel and
+waitpid as above. Every wait here blocks with a deadline; none spins.
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ import signal
 import time
 from collections.abc import Callable
 
+from workpool import _platform
+
 __all__ = ["RECHECK_FIRST", "RECHECK_MAX", "kill", "open_pidfd", "wait_for", "wait_readable"]
 
 # How soon, then how often at most, to ask waitpid about a worker that should be ending.
@@ -38,7 +44,7 @@ RECHECK_MAX = 0.25
 
 def open_pidfd(pid: int) -> int | None:
     """A pidfd for process ``pid``, or None where the system has none (or it is gone)."""
-    if not hasattr(os, "pidfd_open"):
+    if not _platform.USE_PIDFD:
         return None
     try:
         return os.pidfd_open(pid)

@@ -5,13 +5,15 @@
 - ``die_with_parent``: the kernel kills this process the moment its parent dies.
 
 Both go through ``ctypes``, imported only when called (it costs milliseconds), in the
-child processes; elsewhere than Linux they do nothing and say so by returning False.
+child processes; elsewhere than Linux, and in portable mode (``_platform.py``), they do
+nothing and say so by returning False.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
+
+from workpool import _platform
 
 __all__ = ["die_with_parent", "set_name"]
 
@@ -20,7 +22,7 @@ _PR_SET_NAME = 15
 
 
 def _prctl(option: int, argument: object) -> bool:
-    if not sys.platform.startswith("linux"):
+    if not _platform.USE_PRCTL:
         return False
     try:
         import ctypes

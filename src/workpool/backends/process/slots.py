@@ -2,7 +2,7 @@
 
 A worker writes into its slot which chunk and which item it is running, and since
 when; the supervisor reads it when the worker dies or overruns (see ``protocol.py``).
-The memory is an anonymous file mapped by both sides, so it crosses into a worker by
+The memory is anonymous (``anonymous.py``) and mapped by both sides, so it crosses into a worker by
 file descriptor, whatever the start method.
 """
 
@@ -12,24 +12,12 @@ import mmap
 import os
 from typing import Any
 
+from workpool.anonymous import anonymous_file
 from workpool.backends.process.protocol import SLOT_FIELDS
 
 __all__ = ["SharedSlots"]
 
 _INT64 = 8
-
-
-def _anonymous_file(size: int) -> int:
-    """A file descriptor for ``size`` bytes that live only as long as someone holds them."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("workpool-slots", os.MFD_CLOEXEC)
-    else:  # pragma: no cover - platforms without memfd (macOS)
-        import tempfile
-
-        fd, path = tempfile.mkstemp(prefix="workpool-slots-")
-        os.unlink(path)
-    os.ftruncate(fd, size)
-    return fd
 
 
 class SharedSlots:
@@ -42,7 +30,7 @@ class SharedSlots:
     def __init__(self, count: int, fd: int | None = None) -> None:
         self.count = count
         self.size = max(1, count) * SLOT_FIELDS * _INT64
-        self.fd = _anonymous_file(self.size) if fd is None else fd
+        self.fd = anonymous_file(self.size, "workpool-slots") if fd is None else fd
         self._map = mmap.mmap(self.fd, self.size)
         self.view = memoryview(self._map).cast("q")
 

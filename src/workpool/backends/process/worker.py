@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import select
 import signal
 import socket
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from workpool.backends.process import prctl, protocol
 from workpool.backends.process.framing import recv_frame, send_frame
+from workpool.backends.process.parent_watch import WatchEnd, watch_parent
 from workpool.backends.process.slots import SharedSlots
 from workpool.remote_errors import PackedError, pack_error
 from workpool.serialize import loads
@@ -27,53 +26,6 @@ from workpool.sharing import SharingContext, loads_sharing
 from workpool.tasks import CallMode, call_items
 
 __all__ = ["worker_main"]
-
-
-def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
-    """Make sure this worker does not outlive the pool's process, even mid-task.
-
-    A watchdog thread waits for the parent's end of the socket to close (``POLLRDHUP``;
-    it does not read, so it never competes with the main loop for data). Where that is
-    not available it polls ``getppid``. On Linux, for workers whose parent is the pool's
-    process itself (fork, spawn), ``PR_SET_PDEATHSIG`` also has the kernel kill the
-    worker the moment the thread that started it (the pool's supervisor) ends, and so
-    when the parent dies. ``parent_pid`` is 0 when the parent is a fork server or the
-    zygote, whose death says nothing about the pool's.
-    """
-    if parent_pid and prctl.die_with_parent() and os.getppid() != parent_pid:
-        os._exit(1)  # the parent died before prctl took effect
-
-    if hasattr(select, "POLLRDHUP"):
-        fd = sock.fileno()
-
-        def watch() -> None:
-            _watch_socket(fd)
-
-    else:
-        first_parent = parent_pid or os.getppid()
-
-        def watch() -> None:
-            while os.getppid() == first_parent:
-                time.sleep(0.5)
-            os._exit(1)
-
-    threading.Thread(target=watch, name="workpool-parent-watch", daemon=True).start()
-
-
-def _watch_socket(fd: int) -> None:
-    """End this process when the peer of socket ``fd`` goes; return if ``fd`` is closed here.
-
-    ``poll`` reports a descriptor closed under it (``POLLNVAL``) at once, every time:
-    that is the worker ending on its own, and the watch ends too rather than spin.
-    """
-    poller = select.poll()
-    poller.register(fd, select.POLLRDHUP)
-    while True:
-        for _, events in poller.poll():
-            if events & select.POLLNVAL:
-                return
-            if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
-                os._exit(1)
 
 
 def _run_chunk(
@@ -110,25 +62,38 @@ def _load_function(payload: memoryview) -> Callable[..., Any]:
     return fn  # type: ignore[no-any-return]
 
 
-def worker_main(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid: int) -> None:
+def worker_main(
+    sock: socket.socket,
+    slots: SharedSlots,
+    slot_index: int,
+    parent_pid: int,
+    watch: WatchEnd | None = None,
+) -> None:
     """Entry point of a worker process, however it was started.
 
     ``parent_pid`` is the pid the worker should see as its parent, or 0 when its
-    parent is a fork server or the zygote.
+    parent is a fork server or the zygote; ``watch`` the parent-death pipe's read end,
+    where the portable path uses one (``parent_watch.py``).
     """
     try:
-        _serve(sock, slots, slot_index, parent_pid)
+        _serve(sock, slots, slot_index, parent_pid, watch)
     finally:
         for stream in (sys.stdout, sys.stderr):  # the process may end with os._exit
             with contextlib.suppress(Exception):
                 stream.flush()
 
 
-def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid: int) -> None:
+def _serve(
+    sock: socket.socket,
+    slots: SharedSlots,
+    slot_index: int,
+    parent_pid: int,
+    watch: WatchEnd | None,
+) -> None:
     # Ctrl+C reaches the whole process group; the parent decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     prctl.set_name("workpool-worker")  # not one more copy of the program, in ps and top
-    _die_with_parent(parent_pid, sock)
+    watch_parent(parent_pid, sock, watch)
     slot = slots.slot(slot_index)
 
     frame = recv_frame(sock)

@@ -1,4 +1,4 @@
-"""The zygote: a fork server made by ``fork``, while the program is single-threaded.
+"""The zygote: a fork server, forked from the program (Linux) or exec'd (elsewhere).
 
 Forking a worker straight from a multi-threaded program is unsafe: the child inherits
 locks that other threads held at that instant, and can hang on them forever. The
@@ -12,14 +12,23 @@ zygote on request, so it starts with the program's modules already imported, in 
 process that had one thread when it forked. If the program already runs threads when
 the first pool starts, the standard fork server is used instead (``launch.py``).
 
-Protocol, over a Unix datagram socket pair (one request, one reply)::
+Where ``fork`` without ``exec`` is unsafe (macOS: Apple's system frameworks), and in
+portable mode (``_platform.py``), the zygote is instead a fresh interpreter started by
+``exec`` (``subprocess``), like the standard library's fork server but without
+importing the program's main module: it imports the worker's modules and forks
+workers from then on. Whatever a task needs from ``__main__`` travels by value. It
+is safe to start from a threaded program, so it is always used there.
+
+Protocol, over a Unix stream socket pair (one request, one reply; each message a
+length and a pickle, with descriptors beside its first bytes)::
 
     parent -> zygote   SPAWN slot, sys.path, cwd, preload  + fds [worker socket, slots]
     zygote -> parent   pid                                 + fd  [exit pipe]
 
 The zygote stays until the program ends (as the standard fork server does), so it
-names itself ``workpool-zygote`` (``prctl.py``; its workers are ``workpool-worker``):
-``ps`` and ``top`` then show what it is rather than one more copy of the program.
+says it is ``workpool-zygote``: on Linux as its process name (``prctl.py``; its
+workers are ``workpool-worker``), when exec'd on its command line. ``ps`` and ``top``
+then show what it is rather than one more copy of the program.
 
 The zygote keeps the write end of one *exit pipe* per worker. When the worker ends,
 the zygote reaps it and writes its exit status there, then closes it: the read end,
@@ -36,16 +45,53 @@ import selectors
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
-from workpool.backends.process import exit_hook, lifeline, prctl
+from workpool import _platform
+from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl
+from workpool.backends.process.exec_launch import interpreter_flags, package_root
 
 __all__ = ["ZygoteWorker", "get_zygote"]
 
 _STATUS = struct.Struct("<i")
+_LENGTH = struct.Struct("<I")
 _MAX_MESSAGE = 1 << 20
+
+#: What the exec'd zygote's command line says it is.
+ZYGOTE_TITLE = "workpool-zygote"
+
+# The exec'd zygote's first lines: find workpool where the parent found it, then serve.
+_BOOTSTRAP = (
+    "import sys; sys.path.insert(0, sys.argv[2]); "
+    "from workpool.backends.process.zygote import exec_main; "
+    "exec_main(int(sys.argv[3]), int(sys.argv[4]))"
+)
+
+
+def _send(sock: socket.socket, obj: Any, fds: Sequence[int] = ()) -> None:
+    """One message: its length, then its pickle; ``fds`` ride with the first bytes."""
+    body = pickle.dumps(obj)
+    data = _LENGTH.pack(len(body)) + body
+    sent = socket.send_fds(sock, [data], list(fds)) if fds else sock.send(data)
+    if sent < len(data):
+        sock.sendall(data[sent:])
+
+
+def _recv(sock: socket.socket, max_fds: int) -> tuple[Any, list[int]]:
+    """One message and its descriptors; ``(None, [])`` when the other end has closed."""
+    data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, max_fds)
+    while len(data) < _LENGTH.size or len(data) < _LENGTH.size + _LENGTH.unpack_from(data)[0]:
+        more = sock.recv(_MAX_MESSAGE)
+        if not more:
+            for fd in fds:
+                os.close(fd)
+            return None, []
+        data += more
+    return pickle.loads(data[_LENGTH.size :]), fds
 
 
 class ZygoteWorker:
@@ -88,10 +134,23 @@ class ZygoteWorker:
 
 
 class Zygote:
-    """The parent's handle on the zygote process. Thread-safe."""
+    """The parent's handle on the zygote process. Thread-safe.
 
-    def __init__(self) -> None:
-        parent_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    ``by_exec`` starts it as a fresh interpreter rather than forking this process.
+    """
+
+    def __init__(self, *, by_exec: bool) -> None:
+        parent_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            self.pid = self._exec(zygote_end) if by_exec else self._fork(parent_end, zygote_end)
+        finally:
+            zygote_end.close()
+        self._socket = parent_end
+        self._lock = threading.Lock()
+        self.alive = True
+
+    @staticmethod
+    def _fork(parent_end: socket.socket, zygote_end: socket.socket) -> int:
         for stream in (sys.stdout, sys.stderr):  # or the zygote's workers print it again
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -100,14 +159,31 @@ class Zygote:
             code = 1
             try:
                 parent_end.close()
-                code = _serve(zygote_end)
+                code = _serve(zygote_end, -1)
             finally:
                 os._exit(code)
-        zygote_end.close()
-        self.pid = pid
-        self._socket = parent_end
-        self._lock = threading.Lock()
-        self.alive = True
+        return pid
+
+    def _exec(self, zygote_end: socket.socket) -> int:
+        if not sys.executable:
+            raise OSError("cannot exec the zygote: sys.executable is unknown here")
+        watch = parent_watch.read_end()
+        passed = [zygote_end.fileno()] + ([watch] if watch >= 0 else [])
+        self._popen = subprocess.Popen(
+            [
+                sys.executable,
+                *interpreter_flags(),
+                "-c",
+                _BOOTSTRAP,
+                ZYGOTE_TITLE,
+                package_root(),
+                str(zygote_end.fileno()),
+                str(watch),
+            ],
+            pass_fds=passed,
+            stdin=subprocess.DEVNULL,
+        )
+        return self._popen.pid
 
     def spawn(
         self,
@@ -122,29 +198,49 @@ class Zygote:
         The zygote imports the modules in ``preload`` first (once: later workers
         inherit them), so that the worker need not import them on its first task.
         """
-        request = pickle.dumps((slot, slots_count, list(sys.path), os.getcwd(), list(preload)))
+        request = (slot, slots_count, list(sys.path), os.getcwd(), list(preload))
         with self._lock:
             try:
-                socket.send_fds(self._socket, [request], [worker_socket.fileno(), slots_fd])
-                reply, fds, _, _ = socket.recv_fds(self._socket, _MAX_MESSAGE, 1)
+                _send(self._socket, request, [worker_socket.fileno(), slots_fd])
+                pid, fds = _recv(self._socket, 1)
             except OSError as exc:
                 self.alive = False
                 raise OSError(f"the zygote process {self.pid} is gone: {exc}") from exc
-        if not reply or not fds:
+        if pid is None or not fds:
+            for fd in fds:
+                os.close(fd)
             self.alive = False
             raise OSError(f"the zygote process {self.pid} could not fork a worker")
-        pid = pickle.loads(reply)
         if isinstance(pid, BaseException):
             os.close(fds[0])
             raise pid
         return ZygoteWorker(pid, fds[0])
 
 
-def _serve(control: socket.socket) -> int:
-    """The zygote's loop: fork a worker per request, report each one's exit."""
+def exec_main(control_fd: int, watch_fd: int) -> None:
+    """Entry point of the exec'd zygote (``_BOOTSTRAP``)."""
+    code = 1
+    try:
+        # What every worker runs, imported once here rather than in each worker.
+        import workpool.backends.process.worker  # noqa: F401
+
+        code = _serve(socket.socket(fileno=control_fd), watch_fd)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
+def _serve(control: socket.socket, watch_fd: int) -> int:
+    """The zygote's loop: fork a worker per request, report each one's exit.
+
+    ``watch_fd`` is the parent-death pipe's read end (``parent_watch.py``) or -1: the
+    zygote ends when it is readable, and its workers inherit it to watch themselves.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the parent to handle
     prctl.die_with_parent()
-    prctl.set_name("workpool-zygote")  # it outlives calls: ps must not show the program
+    prctl.set_name(ZYGOTE_TITLE)  # it outlives calls: ps must not show the program
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -154,8 +250,12 @@ def _serve(control: socket.socket) -> int:
     selector = selectors.DefaultSelector()
     selector.register(control, selectors.EVENT_READ, "control")
     selector.register(wake_r, selectors.EVENT_READ, "child")
+    if watch_fd >= 0:
+        selector.register(watch_fd, selectors.EVENT_READ, "parent")
     while True:
         for key, _ in selector.select():
+            if key.data == "parent":  # the pipe's end of file: the parent died
+                return 0
             if key.data == "child":
                 with contextlib.suppress(BlockingIOError):
                     while os.read(wake_r, 512):
@@ -163,22 +263,23 @@ def _serve(control: socket.socket) -> int:
                 _reap(exit_pipes)
                 continue
             try:
-                request, fds, _, _ = socket.recv_fds(control, _MAX_MESSAGE, 2)
+                request, fds = _recv(control, 2)
             except OSError:
-                request = b""
-            if not request:  # the parent closed its end or died: so do we
+                request = None
+            if request is None:  # the parent closed its end or died: so do we
                 return 0
-            _fork_worker(control, request, fds, exit_pipes, (wake_r, wake_w))
+            _fork_worker(control, request, fds, exit_pipes, (wake_r, wake_w), watch_fd)
 
 
 def _fork_worker(
     control: socket.socket,
-    request: bytes,
+    request: tuple[Any, ...],
     fds: list[int],
     exit_pipes: dict[int, int],
     wake: tuple[int, int],
+    watch_fd: int,
 ) -> None:
-    slot, slots_count, sys_path, cwd, preload = pickle.loads(request)
+    slot, slots_count, sys_path, cwd, preload = request
     worker_fd, slots_fd = fds
     for module in preload:
         with contextlib.suppress(Exception):  # the worker will say what fails, if it does
@@ -193,20 +294,26 @@ def _fork_worker(
             for fd in (exit_r, exit_w, *wake, *exit_pipes.values()):
                 os.close(fd)
             control.close()
-            code = _run_worker(worker_fd, slots_fd, slots_count, slot, sys_path, cwd)
+            code = _run_worker(worker_fd, slots_fd, slots_count, slot, sys_path, cwd, watch_fd)
         finally:
             os._exit(code)
     os.close(worker_fd)
     os.close(slots_fd)
     exit_pipes[pid] = exit_w
     try:
-        socket.send_fds(control, [pickle.dumps(pid)], [exit_r])
+        _send(control, pid, [exit_r])
     finally:
         os.close(exit_r)
 
 
 def _run_worker(
-    worker_fd: int, slots_fd: int, slots_count: int, slot: int, sys_path: list[str], cwd: str
+    worker_fd: int,
+    slots_fd: int,
+    slots_count: int,
+    slot: int,
+    sys_path: list[str],
+    cwd: str,
+    watch_fd: int,
 ) -> int:
     sys.path[:] = sys_path
     with contextlib.suppress(OSError):
@@ -215,7 +322,8 @@ def _run_worker(
     from workpool.backends.process.worker import worker_main
 
     sock = socket.socket(fileno=worker_fd)
-    worker_main(sock, SharedSlots(slots_count, fd=slots_fd), slot, 0)
+    watch = parent_watch.WatchEnd(watch_fd) if watch_fd >= 0 else None
+    worker_main(sock, SharedSlots(slots_count, fd=slots_fd), slot, 0, watch)
     return 0
 
 
@@ -254,10 +362,12 @@ def _single_threaded() -> bool:
 
 
 def get_zygote() -> Zygote | None:
-    """The zygote, made now if this process is single-threaded; else None.
+    """The zygote, made now if it can be; else None.
 
-    Once the program has run threads at the moment of first need, the answer stays
-    None: a zygote forked later could inherit a lock some thread held.
+    An exec'd zygote can always be had. One forked from the program only while the
+    program is single-threaded: once it has run threads at the moment of first need,
+    the answer stays None, as a zygote forked later could inherit a lock some thread
+    held.
     """
     global _zygote, _zygote_refused
     with _zygote_lock:
@@ -265,8 +375,15 @@ def get_zygote() -> Zygote | None:
             return _zygote
         if _zygote_refused or not hasattr(os, "fork") or not hasattr(socket, "send_fds"):
             return None
+        if not _platform.FORK_ZYGOTE:
+            try:
+                _zygote = Zygote(by_exec=True)
+            except OSError:
+                _zygote_refused = True
+                return None
+            return _zygote
         if _zygote is None and _single_threaded():
-            _zygote = Zygote()
+            _zygote = Zygote(by_exec=False)
             return _zygote
         _zygote_refused = True
         return None

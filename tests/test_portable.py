@@ -1,0 +1,153 @@
+"""The portable paths (macOS's) really taken on Linux under ``WORKPOOL_PORTABLE=1``.
+
+Each test runs a small program with the variable set, whichever pass of the suite
+this is, and looks at its processes from outside through ``/proc``: no memfd among a
+worker's descriptors, a zygote that was exec'd rather than forked, workers that end
+through the parent-death pipe when only the parent is SIGKILLed, no ``/dev/shm`` entry
+after crashes. The simulated Windows import is here too (``windows_sim.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from tests.conftest import left_in_shared_memory, named_shared_memory, wait_for
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+PORTABLE_ENV = {**os.environ, "WORKPOOL_PORTABLE": "1"}
+
+# A pool whose workers report what they hold, then (with "hang") block until killed.
+PROGRAM = textwrap.dedent(
+    """
+    import json, os, sys, time
+    import numpy as np
+    import workpool
+    from workpool.backends.process import parent_watch, zygote
+
+    def descriptors(array, hang):
+        links = {{}}
+        for fd in os.listdir("/proc/self/fd"):
+            try:
+                links[fd] = os.readlink(f"/proc/self/fd/{{fd}}")
+            except OSError:
+                pass
+        line = json.dumps({{"pid": os.getpid(), "fds": links, "sum": float(array.sum())}})
+        os.write(1, (line + "\\n").encode())  # one write: the two workers share stdout
+        while hang:
+            time.sleep(1)
+        return os.getpid()
+
+    if __name__ == "__main__":
+        array = np.ones(1 << 18)  # 2 MiB: above share_threshold, so it goes in shared memory
+        hang = sys.argv[1] == "hang"
+        method = None if sys.argv[2] == "default" else sys.argv[2]
+        with workpool.Pool(workers=2, start_method=method) as pool:
+            watch = parent_watch.read_end()
+            helper = zygote._zygote.pid if zygote._zygote is not None else None
+            print(json.dumps({{"parent": os.getpid(), "zygote": helper,
+                              "watch": os.readlink(f"/proc/self/fd/{{watch}}")}}), flush=True)
+            list(pool.map(descriptors, [array, array], [hang, hang], chunksize=1))
+    """
+)
+
+
+def start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    script = tmp_path / "portable_program.py"
+    script.write_text(PROGRAM.format())
+    return subprocess.Popen(
+        [sys.executable, str(script), *args],
+        env=PORTABLE_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_reports(parent: subprocess.Popen[str], count: int) -> list[dict[str, object]]:
+    assert parent.stdout is not None
+    reports = []
+    for _ in range(count):
+        line = parent.stdout.readline()
+        if not line:
+            parent.kill()
+            pytest.fail(f"the program ended early: {parent.communicate()[1][-3000:]}")
+        reports.append(json.loads(line))
+    return reports
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def test_portable_workers_share_memory_without_memfd(tmp_path: Path) -> None:
+    parent = start(tmp_path, "run", "default")
+    head, *workers = read_reports(parent, 3)
+    _, err = parent.communicate(timeout=60)
+    assert parent.returncode == 0, err
+    for worker in workers:
+        links = list(worker["fds"].values())  # type: ignore[attr-defined]
+        assert worker["sum"] == float(1 << 18)
+        assert not [link for link in links if link.startswith("/memfd:")], links
+        # The array's segment: a shm object already unlinked, so it has no name left.
+        assert [link for link in links if link.startswith("/dev/shm/wp-")], links
+        assert all(link.endswith(" (deleted)") for link in links if "/dev/shm/" in link)
+        # The parent-death pipe's read end, the very pipe the parent holds.
+        assert head["watch"] in links
+
+
+def test_portable_zygote_is_exec_d_and_says_so(tmp_path: Path) -> None:
+    parent = start(tmp_path, "run", "default")
+    head, *_ = read_reports(parent, 3)
+    zygote = psutil.Process(int(head["zygote"]))  # type: ignore[call-overload]
+    command = zygote.cmdline()
+    _, err = parent.communicate(timeout=60)
+    assert parent.returncode == 0, err
+    assert "workpool-zygote" in command
+    # Exec'd, not forked: a forked zygote would carry the program's command line.
+    assert not any(part.endswith("portable_program.py") for part in command)
+
+
+@pytest.mark.parametrize("method", ["default", "fork", "spawn"])
+def test_portable_workers_end_when_only_the_parent_is_sigkilled(
+    tmp_path: Path, method: str
+) -> None:
+    before = named_shared_memory()
+    parent = start(tmp_path, "hang", method)
+    head, *workers = read_reports(parent, 3)
+    pids = [int(w["pid"]) for w in workers]  # type: ignore[call-overload]
+    if head["zygote"] is not None:
+        pids.append(int(head["zygote"]))  # type: ignore[call-overload]
+    os.kill(parent.pid, signal.SIGKILL)  # the parent alone, not its process group
+    parent.communicate(timeout=30)
+    try:
+        assert wait_for(lambda: all(gone(pid) for pid in pids), timeout=5)
+    finally:
+        for pid in pids:
+            if not gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert not left_in_shared_memory(before)
+
+
+def test_windows_import_and_clear_refusal_simulated() -> None:
+    program = Path(__file__).with_name("windows_sim.py")
+    done = subprocess.run(
+        [sys.executable, str(program)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["serial"] == report["thread"] == report["auto"] == [0, 1, 4, 9]
+    assert "needs a POSIX system" in report["process"]
+    assert "'thread'" in report["process"] and "'serial'" in report["process"]
+    assert report["process_modules"] == []
