@@ -1,4 +1,5 @@
-"""The ``workpool`` command: ``bench`` (the scaling study) and ``advise`` (for your function)."""
+"""The ``workpool`` command: ``bench`` (the scaling study), ``advise`` (for your function)
+and ``trace`` (reading a timeline written by ``trace=FILE``)."""
 
 from __future__ import annotations
 
@@ -97,6 +98,28 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="how many items the real job has (default: the number of lines)",
     )
+
+    trace = commands.add_parser(
+        "trace",
+        help="where the time of a traced call went (a file written by trace=FILE)",
+        description="Read a timeline written by map(..., trace=FILE) and summarize or draw it.",
+    )
+    actions = trace.add_subparsers(dest="action", metavar="ACTION", required=True)
+    summary = actions.add_parser(
+        "summary",
+        help="start-up, busy and idle time per worker, shipping vs running, stragglers",
+        description="Print each worker's start-up, busy and idle share of the call, how "
+        "the busy time splits into shipping and running, the slowest chunks, and what "
+        "the numbers mean.",
+    )
+    summary.add_argument("file", type=Path, metavar="FILE")
+    plot = actions.add_parser(
+        "plot",
+        help="draw the timeline as a Gantt chart (needs the plot extra)",
+        description="Draw one row per worker and per caller activity, one bar per chunk.",
+    )
+    plot.add_argument("file", type=Path, metavar="FILE")
+    plot.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
     return parser
 
 
@@ -190,6 +213,30 @@ def _run_bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _run_trace(args: argparse.Namespace, console: Console) -> int:
+    from workpool.timeline.reading import TraceFileError, load
+
+    try:
+        timeline = load(args.file)
+    except TraceFileError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.action == "summary":
+        from workpool.timeline.summary import print_summary, summarize
+
+        print_summary(summarize(timeline), str(args.file), console)
+        return 0
+    from workpool.timeline.plot import PlotUnavailable, write_plot
+
+    try:
+        write_plot(timeline, args.output)
+    except PlotUnavailable as exc:
+        raise CommandError(str(exc)) from exc
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    console.print(f"The timeline is drawn in {args.output}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -200,6 +247,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return _run_bench(args, console)
+        if args.command == "trace":
+            return _run_trace(args, console)
         return _run_advise(args, console)
     except CommandError as exc:
         print(f"workpool {args.command}: {exc}", file=sys.stderr)

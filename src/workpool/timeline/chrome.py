@@ -1,0 +1,214 @@
+"""Writing a recorded timeline as Chrome Trace Event JSON (Perfetto, chrome://tracing).
+
+The file is the JSON object format: ``traceEvents`` (the events below) and
+``otherData`` (workpool's version, the call's facts, whether the call ended early).
+
+- every group of tracks becomes a trace "process" (``pid``), every track a "thread"
+  (``tid``) of it; ``process_name`` and ``thread_name`` metadata events name them all;
+- a span is a complete event (``"ph": "X"``); a chunk is one, with ``"cat": "chunk"``
+  and its position, size, attempt and outcome in ``args``, holding up to three
+  sub-spans: ``receive``, ``run``, ``return``;
+- crashes, timeouts and retries are thread-scoped instant events (``"ph": "i"``).
+
+Viewers refuse spans on one track that overlap without nesting, so the writer makes
+every track nest properly: a chunk's sub-spans are clamped into the chunk and into
+order, and a span that overlaps another without fitting inside it goes to an extra
+lane of the same track (named after it) instead of being bent to fit. Times are whole
+microseconds from the earliest event; rounding is monotonic, so nesting computed in
+nanoseconds survives it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from workpool.timeline.recorder import ChunkRecord, Recorder, now_ns
+
+__all__ = ["trace_lines", "write_trace"]
+
+# The phases of a chunk as sub-spans: (name, category).
+_PHASES = (("receive", "serialize"), ("run", "run"), ("return", "serialize"))
+
+_dumps = json.JSONEncoder(separators=(",", ":"), default=repr).encode
+
+
+class _Node:
+    """A span about to be written: its interval, and how to write it."""
+
+    __slots__ = ("begin", "chunk", "end", "span")
+
+    def __init__(
+        self,
+        begin: int,
+        end: int,
+        span: tuple[str, str, dict[str, Any] | None] | None,
+        chunk: ChunkRecord | None,
+    ) -> None:
+        self.begin = begin
+        self.end = max(begin, end)
+        self.span = span  # (name, category, args) of a plain span
+        self.chunk = chunk  # or the record of a chunk, which holds its phases
+
+
+def _lanes(nodes: list[_Node]) -> list[list[_Node]]:
+    """Split one track's spans into lanes on which every two spans nest or are disjoint.
+
+    Lane 0 is the track itself; a span goes to the first lane where it either starts
+    after the open spans end or fits inside the innermost open one (a chunk, whose
+    inside is its own sub-spans, holds nothing else).
+    """
+    nodes.sort(key=lambda n: (n.begin, -n.end))
+    lanes: list[list[_Node]] = []
+    open_spans: list[list[_Node]] = []  # per lane: the spans still open, outermost first
+    for node in nodes:
+        for lane, stack in zip(lanes, open_spans):
+            while stack and stack[-1].end <= node.begin:
+                stack.pop()
+            if not stack or (node.end <= stack[-1].end and stack[-1].chunk is None):
+                lane.append(node)
+                stack.append(node)
+                break
+        else:
+            lanes.append([node])
+            open_spans.append([node])
+    return lanes
+
+
+class _Lines:
+    """Formats events as JSON lines; times in whole microseconds since ``origin``."""
+
+    def __init__(self, origin: int) -> None:
+        self.origin = origin
+        self._quoted: dict[str, str] = {}
+
+    def quote(self, text: str) -> str:
+        quoted = self._quoted.get(text)
+        if quoted is None:
+            quoted = self._quoted[text] = json.dumps(text)
+        return quoted
+
+    def micros(self, ns: int) -> int:
+        """Rounded half up: monotonic in ``ns``, so what nests in ns nests in µs."""
+        return (ns - self.origin + 500) // 1000
+
+    def metadata(self, name: str, pid: int, tid: int, args: dict[str, Any]) -> str:
+        return f'{{"ph":"M","name":"{name}","pid":{pid},"tid":{tid},"args":{_dumps(args)}}}'
+
+    def complete(
+        self, name: str, category: str, begin: int, end: int, where: str, args: str = ""
+    ) -> str:
+        ts = self.micros(begin)
+        return (
+            f'{{"ph":"X","name":{self.quote(name)},"cat":{self.quote(category)},"ts":{ts},'
+            f'"dur":{self.micros(end) - ts},{where}{args}}}'
+        )
+
+    def instant(self, name: str, category: str, at: int, where: str, args: dict[str, Any]) -> str:
+        return (
+            f'{{"ph":"i","s":"t","name":{self.quote(name)},"cat":{self.quote(category)},'
+            f'"ts":{self.micros(at)},{where},"args":{_dumps(args)}}}'
+        )
+
+    def node(self, node: _Node, where: str) -> Iterator[str]:
+        if node.span is not None:
+            name, category, args = node.span
+            extra = f',"args":{_dumps(args)}' if args else ""
+            yield self.complete(name, category, node.begin, node.end, where, extra)
+            return
+        assert node.chunk is not None
+        _, start, count, attempt, outcome, errors, _, run, ran, _ = node.chunk
+        begin, end = node.begin, node.end
+        shift = begin - node.chunk[6]  # the track's clock offset
+        # Each phase boundary clamped into the chunk and after the one before.
+        run = min(max(run + shift, begin), end)
+        ran = min(max(ran + shift, run), end)
+        failed = f',"errors":{errors}' if errors else ""
+        described = (
+            f',"args":{{"start":{start},"count":{count},"attempt":{attempt},'
+            f'"outcome":{self.quote(outcome)}{failed}}}'
+        )
+        yield self.complete("chunk", "chunk", begin, end, where, described)
+        bounds = (begin, run, ran, end)
+        for i, (name, category) in enumerate(_PHASES):
+            if self.micros(bounds[i + 1]) > self.micros(bounds[i]):  # else invisible
+                yield self.complete(name, category, bounds[i], bounds[i + 1], where)
+
+
+def trace_lines(recorder: Recorder) -> Iterator[str]:
+    """The recorder's events, one JSON object per string, nesting enforced per track."""
+    offsets = [t.offset_ns for t in recorder.tracks]
+    by_track: list[list[_Node]] = [[] for _ in recorder.tracks]
+    for track, name, category, begin, end, args in recorder.spans:
+        shift = offsets[track]
+        by_track[track].append(_Node(begin + shift, end + shift, (name, category, args), None))
+    for record in recorder.chunks:
+        track, shift = record[0], offsets[record[0]]
+        by_track[track].append(_Node(record[6] + shift, record[9] + shift, None, record))
+    instants: list[list[tuple[str, str, int, dict[str, Any]]]] = [[] for _ in recorder.tracks]
+    for track, name, category, at, args in recorder.instants:
+        instants[track].append((name, category, at + offsets[track], args))
+    origin = min(
+        [recorder.begun_ns]
+        + [node.begin for nodes in by_track for node in nodes]
+        + [at for events in instants for _, _, at, _ in events]
+    )
+    lines = _Lines(origin)
+    groups: dict[str, int] = {}
+    tid = 0
+    for number, info in enumerate(recorder.tracks):
+        pid = groups.get(info.group)
+        if pid is None:
+            pid = groups[info.group] = len(groups) + 1
+            yield lines.metadata("process_name", pid, 0, {"name": info.group})
+            yield lines.metadata("process_sort_index", pid, 0, {"sort_index": pid})
+        for lane_number, lane in enumerate(_lanes(by_track[number]) or [[]]):
+            tid += 1
+            name = info.name if lane_number == 0 else f"{info.name} (overlapping {lane_number})"
+            yield lines.metadata("thread_name", pid, tid, {"name": name})
+            yield lines.metadata("thread_sort_index", pid, tid, {"sort_index": tid})
+            where = f'"pid":{pid},"tid":{tid}'
+            if lane_number == 0:
+                for name, category, at, args in instants[number]:
+                    yield lines.instant(name, category, at, where, args)
+            for node in lane:
+                yield from lines.node(node, where)
+
+
+def write_trace(recorder: Recorder, *, partial: bool, reason: str) -> None:
+    """Write ``recorder``'s timeline to its path, atomically (temporary name, rename).
+
+    Adds the ``call`` span, from the recorder's creation to now. Raises ``OSError`` if
+    the file cannot be written; a half-written temporary file is removed, and whatever
+    file was at the path before stays as it was.
+    """
+    from workpool import __version__
+
+    ended = now_ns()
+    call_track = recorder.track(("caller", "call"), "call", recorder.caller_group)
+    recorder.span(call_track, "call", "call", recorder.begun_ns, ended, dict(recorder.facts))
+    other = {
+        "generator": f"workpool {__version__}",
+        "partial": partial,
+        "reason": reason,
+        "clock": "time.perf_counter_ns",
+        "wall_seconds": (ended - recorder.begun_ns) / 1e9,
+        "call": recorder.facts,
+    }
+    directory, base = os.path.split(os.path.abspath(recorder.path))
+    temporary = os.path.join(directory, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    # O_EXCL: never write through someone else's file; 0o666 lets the umask decide.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with open(fd, "w", encoding="utf-8") as file:
+            file.write('{"traceEvents":[\n')
+            file.write(",\n".join(trace_lines(recorder)))
+            file.write(f'\n],\n"displayTimeUnit":"ms",\n"otherData":{_dumps(other)}}}\n')
+        os.replace(temporary, recorder.path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

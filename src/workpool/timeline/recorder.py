@@ -1,0 +1,180 @@
+"""The in-memory record of one call's timeline, cheap enough to keep on for real work.
+
+Whoever takes part in a traced call reports to one ``Recorder``: a span is four
+values appended to a list, a chunk is a tuple of ten integers and strings. Nothing is
+converted, sorted or formatted while the call runs; ``finish`` hands everything to the
+Chrome trace writer once. Reporting is safe from any thread (``list.append`` is atomic;
+only creating a track takes a lock, once per track).
+
+Clock: every timestamp is ``now_ns()`` (``time.perf_counter_ns``). On Linux, macOS and
+Windows that clock is the same for every process of one machine, so a worker's readings
+need no correction. Workers elsewhere (another node of a cluster, another time
+namespace) get a per-track ``offset_ns``, estimated by ``clock_offset`` from the
+worker's clock reading in its handshake; the writer adds it to all that track's times.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Hashable
+from typing import Any
+
+__all__ = ["OUTCOMES", "Recorder", "TrackInfo", "clock_offset", "now_ns"]
+
+now_ns = time.perf_counter_ns
+
+# How a chunk ended: every item returned, some item raised, its worker died, or a
+# task ran past task_timeout (and its worker was stopped).
+OUTCOMES = ("ok", "error", "crashed", "timeout")
+
+
+def clock_offset(sent_ns: int, worker_ns: int, received_ns: int) -> int:
+    """What to add to a worker's clock readings to put them on this process's clock.
+
+    ``sent_ns`` and ``received_ns`` are this process's clock just before asking the
+    worker for its clock and just after its answer, ``worker_ns`` the worker's reading
+    in between. A reading inside that interval is what a shared clock gives, and any
+    correction would only add the round trip's noise: the offset is 0. Otherwise the
+    worker's reading is taken to be the middle of the round trip (as NTP does), which
+    is right to within half the round trip.
+    """
+    if sent_ns <= worker_ns <= received_ns:
+        return 0
+    return (sent_ns + received_ns) // 2 - worker_ns
+
+
+class TrackInfo:
+    """One row of the timeline: a worker, or one kind of work of the caller.
+
+    ``group`` names the set of tracks shown together (a process, or a cluster node);
+    ``offset_ns`` aligns the clock the track's times were read from (see module doc).
+    """
+
+    __slots__ = ("group", "name", "offset_ns")
+
+    def __init__(self, name: str, group: str, offset_ns: int) -> None:
+        self.name = name
+        self.group = group
+        self.offset_ns = offset_ns
+
+
+# Records, as plain tuples (cheap to build in the hot path):
+#   span:    (track, name, category, begin_ns, end_ns, args or None)
+#   chunk:   (track, start, count, attempt, outcome, errors,
+#             received_ns, run_ns, ran_ns, returned_ns)
+#            receiving is [received, run), running [run, ran), returning [ran, returned)
+#   instant: (track, name, category, at_ns, args)
+SpanRecord = tuple[int, str, str, int, int, "dict[str, Any] | None"]
+ChunkRecord = tuple[int, int, int, int, str, int, int, int, int, int]
+InstantRecord = tuple[int, str, str, int, "dict[str, Any]"]
+
+
+def _checked_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as a string, if a file can be created there; raise at once if not."""
+    text = os.fspath(path)
+    if os.path.isdir(text):
+        raise IsADirectoryError(f"trace={text!r} is a directory; name the file to write")
+    directory = os.path.dirname(os.path.abspath(text))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(
+            f"trace={text!r}: the directory {directory!r} does not exist, "
+            "so the timeline could not be written"
+        )
+    return text
+
+
+class Recorder:
+    """Collects one call's timeline and writes it, once, with ``finish``.
+
+    ``path`` is checked now, so a typo fails before the work starts rather than after.
+    ``facts`` (the backend, the number of workers, the function's name...) are stored
+    in the file's metadata. All reporting methods may be called from any thread.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], **facts: Any) -> None:
+        self.path = _checked_path(path)
+        self.facts = facts
+        self.begun_ns = now_ns()
+        # The group of the caller's own tracks (and of worker threads, which live in it).
+        self.caller_group = f"caller (pid {os.getpid()})"
+        self.tracks: list[TrackInfo] = []
+        self.spans: list[SpanRecord] = []
+        self.chunks: list[ChunkRecord] = []
+        self.instants: list[InstantRecord] = []
+        self._track_ids: dict[Hashable, int] = {}
+        self._lock = threading.Lock()
+        self._written = False
+
+    def track(self, key: Hashable, name: str, group: str, *, offset_ns: int = 0) -> int:
+        """The number of the track for ``key``, created (named ``name``) on first use.
+
+        ``key`` identifies what the track follows, e.g. ``("process", pid)``; a later
+        call with the same key returns the same track and ignores the other arguments.
+        """
+        number = self._track_ids.get(key)
+        if number is not None:
+            return number
+        with self._lock:
+            number = self._track_ids.get(key)
+            if number is None:
+                number = len(self.tracks)
+                self.tracks.append(TrackInfo(name, group, offset_ns))
+                self._track_ids[key] = number
+        return number
+
+    def span(
+        self,
+        track: int,
+        name: str,
+        category: str,
+        begin_ns: int,
+        end_ns: int,
+        args: dict[str, Any] | None = None,
+    ) -> None:
+        """Something took ``[begin_ns, end_ns)`` on ``track``."""
+        self.spans.append((track, name, category, begin_ns, end_ns, args))
+
+    def chunk(
+        self,
+        track: int,
+        start: int,
+        count: int,
+        attempt: int,
+        outcome: str,
+        times: tuple[int, int, int, int],
+        errors: int = 0,
+    ) -> None:
+        """A chunk's ``count`` items from input position ``start`` ran on ``track``.
+
+        ``times`` are when the worker began receiving it, began and finished running
+        it, and finished returning the results; ``outcome`` is one of ``OUTCOMES``
+        and ``errors`` the number of items that raised.
+        """
+        received, run, ran, returned = times
+        self.chunks.append(
+            (track, start, count, attempt, outcome, errors, received, run, ran, returned)
+        )
+
+    def instant(
+        self, track: int, name: str, category: str, at_ns: int, args: dict[str, Any]
+    ) -> None:
+        """Something happened at ``at_ns`` on ``track`` (a crash, a timeout, a retry)."""
+        self.instants.append((track, name, category, at_ns, args))
+
+    def finish(self, *, partial: bool = False, reason: str = "") -> str:
+        """Write the trace file (once; later calls do nothing) and return its path.
+
+        ``partial`` marks a call that failed or was interrupted, ``reason`` says how.
+        The file is replaced atomically: a reader sees the old file or the new one,
+        never half of one. Raises ``OSError`` if it cannot be written.
+        """
+        with self._lock:
+            if self._written:
+                return self.path
+            self._written = True
+        from workpool.timeline.chrome import write_trace
+
+        write_trace(self, partial=partial, reason=reason)
+        return self.path
