@@ -156,19 +156,6 @@ def test_identical_and_touching_spans_stay_on_one_lane(tmp_path: Path) -> None:
     assert set(track_names(data).values()) == {"caller: input", "call"}
 
 
-def test_a_track_offset_moves_its_times_onto_the_callers_clock(tmp_path: Path) -> None:
-    recorder = Recorder(tmp_path / "t.json")
-    here = recorder.track("here", "here", "g")
-    there = recorder.track("there", "there", "g", offset_ns=3 * MS)
-    t = recorder.begun_ns + 10 * MS
-    recorder.span(here, "a", "x", t, t + MS)
-    recorder.span(there, "a", "x", t, t + MS)  # read on a clock 3 ms behind
-    recorder.finish()
-    data = read_trace(tmp_path / "t.json")
-    starts = {track_names(data)[(e["pid"], e["tid"])]: e["ts"] for e in spans(data, "x")}
-    assert starts["there"] - starts["here"] == 3000
-
-
 def test_clock_offset_is_zero_for_a_shared_clock_and_the_midpoint_otherwise() -> None:
     assert clock_offset(1000, 1500, 2000) == 0  # the reading fits the round trip
     assert clock_offset(1000, 1000, 1000) == 0

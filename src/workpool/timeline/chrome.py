@@ -122,10 +122,9 @@ class _Lines:
         assert node.chunk is not None
         _, start, count, attempt, outcome, errors, _, run, ran, _ = node.chunk
         begin, end = node.begin, node.end
-        shift = begin - node.chunk[6]  # the track's clock offset
         # Each phase boundary clamped into the chunk and after the one before.
-        run = min(max(run + shift, begin), end)
-        ran = min(max(ran + shift, run), end)
+        run = min(max(run, begin), end)
+        ran = min(max(ran, run), end)
         failed = f',"errors":{errors}' if errors else ""
         described = (
             f',"args":{{"start":{start},"count":{count},"attempt":{attempt},'
@@ -140,17 +139,14 @@ class _Lines:
 
 def trace_lines(recorder: Recorder) -> Iterator[str]:
     """The recorder's events, one JSON object per string, nesting enforced per track."""
-    offsets = [t.offset_ns for t in recorder.tracks]
     by_track: list[list[_Node]] = [[] for _ in recorder.tracks]
     for track, name, category, begin, end, args in recorder.spans:
-        shift = offsets[track]
-        by_track[track].append(_Node(begin + shift, end + shift, (name, category, args), None))
+        by_track[track].append(_Node(begin, end, (name, category, args), None))
     for record in recorder.chunks:
-        track, shift = record[0], offsets[record[0]]
-        by_track[track].append(_Node(record[6] + shift, record[9] + shift, None, record))
+        by_track[record[0]].append(_Node(record[6], record[9], None, record))
     instants: list[list[tuple[str, str, int, dict[str, Any]]]] = [[] for _ in recorder.tracks]
     for track, name, category, at, args in recorder.instants:
-        instants[track].append((name, category, at + offsets[track], args))
+        instants[track].append((name, category, at, args))
     origin = min(
         [recorder.begun_ns]
         + [node.begin for nodes in by_track for node in nodes]

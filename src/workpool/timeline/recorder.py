@@ -6,11 +6,12 @@ converted, sorted or formatted while the call runs; ``finish`` hands everything 
 Chrome trace writer once. Reporting is safe from any thread (``list.append`` is atomic;
 only creating a track takes a lock, once per track).
 
-Clock: every timestamp is ``now_ns()`` (``time.perf_counter_ns``). On Linux, macOS and
-Windows that clock is the same for every process of one machine, so a worker's readings
-need no correction. Workers elsewhere (another node of a cluster, another time
-namespace) get a per-track ``offset_ns``, estimated by ``clock_offset`` from the
-worker's clock reading in its handshake; the writer adds it to all that track's times.
+Clock: every timestamp is on this process's ``now_ns()`` (``time.perf_counter_ns``).
+On Linux, macOS and Windows that clock is the same for every process of one machine,
+so a worker's readings need no correction. For workers whose clock may differ
+(another node of a cluster, another time namespace), the engine keeps an offset per
+worker, estimated by ``clock_offset`` from the worker's clock reading in its
+handshake, and adds it to the worker's times before they reach the recorder.
 """
 
 from __future__ import annotations
@@ -48,16 +49,14 @@ def clock_offset(sent_ns: int, worker_ns: int, received_ns: int) -> int:
 class TrackInfo:
     """One row of the timeline: a worker, or one kind of work of the caller.
 
-    ``group`` names the set of tracks shown together (a process, or a cluster node);
-    ``offset_ns`` aligns the clock the track's times were read from (see module doc).
+    ``group`` names the set of tracks shown together (a process, or a cluster node).
     """
 
-    __slots__ = ("group", "name", "offset_ns")
+    __slots__ = ("group", "name")
 
-    def __init__(self, name: str, group: str, offset_ns: int) -> None:
+    def __init__(self, name: str, group: str) -> None:
         self.name = name
         self.group = group
-        self.offset_ns = offset_ns
 
 
 # Records, as plain tuples (cheap to build in the hot path):
@@ -107,7 +106,7 @@ class Recorder:
         self._lock = threading.Lock()
         self._written = False
 
-    def track(self, key: Hashable, name: str, group: str, *, offset_ns: int = 0) -> int:
+    def track(self, key: Hashable, name: str, group: str) -> int:
         """The number of the track for ``key``, created (named ``name``) on first use.
 
         ``key`` identifies what the track follows, e.g. ``("process", pid)``; a later
@@ -120,7 +119,7 @@ class Recorder:
             number = self._track_ids.get(key)
             if number is None:
                 number = len(self.tracks)
-                self.tracks.append(TrackInfo(name, group, offset_ns))
+                self.tracks.append(TrackInfo(name, group))
                 self._track_ids[key] = number
         return number
 
