@@ -53,6 +53,18 @@ PARTS = 4  # the workpool ways run 4 tasks, a quarter of the block each, on the 
 SAMPLE_SECONDS = 0.005  # how often the memory watcher samples
 DEV_SHM = "/dev/shm"
 
+
+def named_segments() -> set[str]:
+    """The shared-memory segments in /dev/shm.
+
+    Semaphores (``sem.*``) live there too, but come and go with every multiprocessing
+    Lock of every program on the machine: they say nothing about this one.
+    """
+    if not os.path.isdir(DEV_SHM):
+        return set()
+    return {name for name in os.listdir(DEV_SHM) if not name.startswith("sem.")}
+
+
 Array = np.ndarray[Any, np.dtype[np.float64]]
 
 
@@ -509,7 +521,7 @@ def main() -> None:
     if args.size_mb < 1:
         parser.error("--size-mb must be at least 1")
 
-    dev_shm_before = set(os.listdir(DEV_SHM)) if os.path.isdir(DEV_SHM) else set()
+    dev_shm_before = named_segments()
     # The watcher starts first, before the block exists, so that it shares none of it.
     watcher = None if args.no_memory or find_spec("psutil") is None else MemoryWatcher()
     try:
@@ -559,7 +571,7 @@ def main() -> None:
     for line in advice(rows, args.size_mb):
         print(line)
 
-    left = set(os.listdir(DEV_SHM)) - dev_shm_before if os.path.isdir(DEV_SHM) else set()
+    left = named_segments() - dev_shm_before
     print()
     if left:
         raise SystemExit(f"left behind in {DEV_SHM}: {sorted(left)}")

@@ -9,6 +9,7 @@ may still be alive. Waits are conditions with a deadline.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 import threading
 import time
@@ -35,6 +36,32 @@ def wait_for(condition: Callable[[], bool], timeout: float = 10.0, interval: flo
         if time.monotonic() > deadline:
             return False
         time.sleep(interval)
+
+
+def named_shared_memory() -> set[str]:
+    """The entries of /dev/shm, but for POSIX semaphores (``sem.*``).
+
+    workpool makes no semaphore; other programs on the machine make and remove them at
+    any moment (every multiprocessing Lock is one), which says nothing about a test.
+    """
+    return {name for name in os.listdir("/dev/shm") if not name.startswith("sem.")}
+
+
+def left_in_shared_memory(before: set[str], timeout: float = 10.0) -> set[str]:
+    """Entries of /dev/shm made since ``before`` that are still there after ``timeout``.
+
+    workpool's memory never has a name there; but other programs on the machine may
+    create and remove named segments while a test runs: only one that stays counts.
+    """
+    left: set[str] = set()
+
+    def settled() -> bool:
+        nonlocal left
+        left = named_shared_memory() - before
+        return not left
+
+    wait_for(settled, timeout)
+    return left
 
 
 def _session_helpers() -> set[int]:

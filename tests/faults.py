@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -151,3 +152,40 @@ class RaiseWhenFunctionUnpickled:
 
     def __call__(self, x: int) -> int:
         return x
+
+
+def _hold_descriptors(seconds: float) -> int:
+    """Fork a child that keeps every descriptor of this process open for ``seconds``.
+
+    It stands for any process that inherits a worker's descriptors: a subprocess the
+    task starts, or another part of the program forking at the wrong moment. The
+    worker's socket and the write end of its exit pipe then live on after it dies.
+    """
+    pid = os.fork()
+    if pid == 0:
+        try:
+            time.sleep(seconds)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def hold_descriptors_then_hang(pid_file: str) -> int:
+    """Leave a descriptor holder behind, write its pid and ours to ``pid_file``, hang."""
+    holder = _hold_descriptors(60)
+    partial = Path(pid_file + ".partial")
+    partial.write_text(f"{holder} {os.getpid()}")
+    partial.rename(pid_file)
+    time.sleep(60)
+    return holder
+
+
+def hold_descriptors_and_linger(seconds: float) -> int:
+    """Leave a descriptor holder behind, and a thread that keeps this process from exiting.
+
+    Returns the holder's pid. The worker then cannot end when told to stop: Python
+    waits for its non-daemon threads first.
+    """
+    holder = _hold_descriptors(seconds)
+    threading.Thread(target=time.sleep, args=(seconds,), name="linger").start()
+    return holder

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
+from collections.abc import Iterator
 
 
 def square(x: int) -> int:
@@ -75,3 +77,32 @@ def recall(_: object) -> object:
 
 def broken_initializer() -> None:
     raise RuntimeError("initializer says no")
+
+
+def interrupt_on_one(x: int) -> int:
+    """Raise KeyboardInterrupt for the input 1, as a task of the user's might."""
+    if x == 1:
+        raise KeyboardInterrupt
+    return x
+
+
+def exit_by_system_exit() -> None:
+    """An initializer that raises SystemExit, as ``sys.exit`` in a setup script would."""
+    raise SystemExit(3)
+
+
+class CountingInput:
+    """An endless input that counts how many items were taken from it.
+
+    The input is read in the caller's process, whatever the backend, so this counts the
+    tasks that were handed to the pool, even when they run in other processes or
+    subinterpreters (where a list the task appends to would be a copy).
+    """
+
+    def __init__(self) -> None:
+        self.taken = 0
+
+    def __iter__(self) -> Iterator[int]:
+        for i in itertools.count():
+            self.taken = i + 1
+            yield i

@@ -53,19 +53,6 @@ def return_a_lock(x: int) -> object:
     return threading.Lock() if x == 1 else x
 
 
-def mark_then_square(marks: str, fail_at: int, delay: float) -> Callable[[int], int]:
-    """Leave a file named after the input in ``marks``; raise on ``fail_at``; else square."""
-
-    def task(x: int) -> int:
-        Path(marks, str(x)).touch()
-        if x == fail_at:
-            raise KeyError(f"failed at {x}")
-        time.sleep(delay)
-        return x * x
-
-    return task
-
-
 def cut_the_loop_off(x: int) -> int:
     """Close the pipe the interpreter's loop answers on, as a misbehaving task might."""
     import sys

@@ -5,16 +5,17 @@ from __future__ import annotations
 import concurrent.futures
 import itertools
 import time
-from collections.abc import Iterator
 
 import pytest
 
 import workpool
-from conftest import live_worker_processes
+from conftest import BACKENDS, live_worker_processes
 from helpers import (
+    CountingInput,
     NeedsTwoArgs,
     Unpicklable,
     fail_on,
+    interrupt_on_one,
     raise_needs_two_args,
     slow_square,
     square,
@@ -70,19 +71,13 @@ def test_return_exceptions_unordered_keeps_every_outcome(backend: str) -> None:
     ]
 
 
-def test_failure_cancels_pending_work(backend: str) -> None:
-    read = 0
-
-    def inputs() -> Iterator[int]:  # read in the caller, whatever the backend
-        nonlocal read
-        for x in range(10_000):
-            read += 1
-            yield x
-
-    with pytest.raises(ValueError, match="first"):
-        workpool.map(slow_fail_first, inputs(), backend=backend, workers=2)
-    # Far fewer than all the inputs were read: the failure stopped the feeding.
-    assert read < 1000
+def test_a_failure_stops_reading_the_input(backend: str) -> None:
+    # The input is read in the caller, so it counts the tasks handed to any backend.
+    source = CountingInput()
+    with pytest.raises(ValueError, match="bad input 0"):
+        workpool.map(fail_on(0), source, backend=backend, workers=2, chunksize=1)
+    # The first chunk failed, so no chunk after the window in flight was ever read.
+    assert source.taken <= (2 * 2 + 2) * 1
 
 
 def test_process_failure_stops_the_map_early() -> None:
@@ -176,6 +171,23 @@ def test_system_exit_in_a_task_is_that_tasks_failure(backend: str) -> None:
     assert result[0] == 0
     assert result[2] == 2
     assert isinstance(result[1], SystemExit)
+
+
+@pytest.mark.parametrize("backend", [b for b in BACKENDS if b != "serial"])
+def test_keyboard_interrupt_raised_by_a_task_on_a_worker_is_that_tasks_failure(
+    backend: str,
+) -> None:
+    # Only the main thread receives a real Ctrl+C; in a worker it is the task's own doing.
+    result = workpool.map(interrupt_on_one, range(4), backend=backend, return_exceptions=True)
+    assert result[0] == 0
+    assert result[2:] == [2, 3]
+    assert isinstance(result[1], KeyboardInterrupt)
+
+
+def test_keyboard_interrupt_raised_by_a_task_on_serial_reaches_the_caller() -> None:
+    # Inline, it cannot be told from the user's Ctrl+C, so it stops the call.
+    with pytest.raises(KeyboardInterrupt):
+        workpool.map(interrupt_on_one, range(4), backend="serial", return_exceptions=True)
 
 
 def test_endless_input_with_failure_stops(backend: str) -> None:

@@ -6,11 +6,12 @@ repository root as the working directory.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from conftest import left_in_shared_memory, named_shared_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -63,8 +64,7 @@ def test_q8_squares_pool_sizes() -> None:
 
 
 def test_q5_sharing() -> None:
-    dev_shm = Path("/dev/shm")
-    before = set(os.listdir(dev_shm))
+    before = named_shared_memory()
     out = run_example("q5_sharing.py", "--size-mb", "8")
     lines = out.splitlines()
     ways = [
@@ -85,4 +85,4 @@ def test_q5_sharing() -> None:
     assert "workers saw the block read-only; 4 tasks ran in" in out
     assert "the parent reads the workers' writes" in out
     assert "/dev/shm: nothing left behind" in out
-    assert set(os.listdir(dev_shm)) <= before, "the example left a segment in /dev/shm"
+    assert not left_in_shared_memory(before), "the example left a segment in /dev/shm"

@@ -12,11 +12,12 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import workpool
-from conftest import wait_for
+from conftest import FORK_WARNING, START_METHODS, wait_for
 from faults import (
     CrashWhenFunctionUnpickled,
     CrashWhenUnpickled,
@@ -29,11 +30,15 @@ from faults import (
     exit_in_initializer,
     fail_first_try,
     hang_on,
+    hold_descriptors_and_linger,
+    hold_descriptors_then_hang,
     pid_of,
     return_crash_when_pickled,
     sleep_then_pid,
 )
 from helpers import broken_initializer, square
+
+METHODS = [None, *START_METHODS]
 
 
 @pytest.mark.parametrize(
@@ -349,3 +354,85 @@ def test_thread_watchdog_does_not_swallow_the_wake_up_of_a_worker() -> None:
         assert pool.submit(time.sleep, 0.05).result(timeout=30) is None
         for value in range(20):
             assert pool.submit(abs, -value).result(timeout=10) == value
+
+
+# --- deaths that the worker's own descriptors do not announce -----------------------------
+
+
+def kill_holder(pid_file: Path) -> None:
+    if pid_file.exists():
+        os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+@pytest.mark.parametrize("method", METHODS, ids=[m or "default" for m in METHODS])
+def test_a_worker_killed_while_another_process_holds_its_descriptors_is_noticed(
+    tmp_path: Path, method: str | None
+) -> None:
+    pid_file = tmp_path / "pids"
+    with workpool.Pool(1, backend="process", start_method=method) as pool:
+        future = pool.submit(hold_descriptors_then_hang, str(pid_file))
+        try:
+            assert wait_for(pid_file.exists, timeout=30)
+            os.kill(int(pid_file.read_text().split()[1]), signal.SIGKILL)
+            assert isinstance(future.exception(timeout=20), workpool.WorkerCrashed)
+            assert pool.submit(square, 3).result(timeout=30) == 9
+        finally:
+            kill_holder(pid_file)
+
+
+@pytest.fixture(params=[True, False], ids=["pidfd", "waitpid"])
+def with_pidfd(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Each way the engine confirms a death: a pidfd, or (where there is none) waitpid."""
+    if not request.param:
+        from workpool.backends.process import lifeline
+
+        monkeypatch.setattr(lifeline, "open_pidfd", lambda pid: None)
+    return bool(request.param)
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+@pytest.mark.usefixtures("with_pidfd")
+def test_a_timed_out_worker_is_replaced_while_another_process_holds_its_descriptors(
+    tmp_path: Path,
+) -> None:
+    pid_file = tmp_path / "pids"
+    with workpool.Pool(1, backend="process", start_method="fork", task_timeout=0.5) as pool:
+        future = pool.submit(hold_descriptors_then_hang, str(pid_file))
+        try:
+            assert isinstance(future.exception(timeout=20), workpool.TaskTimeout)
+            assert pool.submit(square, 3).result(timeout=30) == 9
+        finally:
+            kill_holder(pid_file)
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+@pytest.mark.usefixtures("with_pidfd")
+def test_shutdown_kills_a_worker_that_will_not_stop_and_waits_without_spinning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workpool.backends.process import supervisor
+
+    monkeypatch.setattr(supervisor, "STOP_GRACE", 0.5)
+    pool = workpool.Pool(1, backend="process", start_method="fork")
+    # Count the supervisor's rounds: each one must wait for something to happen.
+    selector = pool._backend._supervisor._selector  # type: ignore[attr-defined]
+    select = selector.select
+    rounds = 0
+
+    def counted(timeout: float | None = None) -> Any:
+        nonlocal rounds
+        rounds += 1
+        return select(timeout)
+
+    selector.select = counted
+    holder = pool.submit(hold_descriptors_and_linger, 60).result(timeout=30)
+    stopper = threading.Thread(target=pool.shutdown)
+    try:
+        stopper.start()
+        stopper.join(timeout=20)
+        assert not stopper.is_alive(), "shutdown never saw the killed worker end"
+        assert rounds < 100, f"the supervisor went round {rounds} times"
+    finally:
+        os.kill(holder, signal.SIGKILL)
+        stopper.join(timeout=30)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import textwrap
@@ -154,3 +155,59 @@ def test_importable_functions_do_not_need_cloudpickle(tmp_path: Path, method: st
     assert report["values"] == [0, -1, -2]
     if method != "fork":
         assert report["cloudpickle"] is False
+
+
+NAMES_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    import workpool
+    from workpool.backends.process import zygote
+
+    def name_of(pid):
+        with open(f"/proc/{{pid}}/comm") as comm:  # what ps -o comm and top show
+            return comm.read().strip()
+
+    if __name__ == "__main__":
+        method = sys.argv[1] or None
+        with workpool.Pool(2, backend="process", start_method=method) as pool:
+            pids = sorted({{pool.submit(os.getpid).result(timeout=60) for _ in range(4)}})
+            workers = [name_of(pid) for pid in pids]
+            helper = zygote._zygote  # made only for the default start method
+            helper_name = name_of(helper.pid) if helper is not None else None
+        print(json.dumps({{"workers": workers, "zygote": helper_name, "pids": pids}}))
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="process names are set on Linux")
+@pytest.mark.filterwarnings(FORK_WARNING)
+@pytest.mark.parametrize("method", METHODS, ids=[m or "default" for m in METHODS])
+def test_workers_and_the_zygote_say_what_they_are(tmp_path: Path, method: str | None) -> None:
+    # Beside the program, `ps` and `top` show workpool's processes by name, not as
+    # more copies of the program.
+    report = run_script(tmp_path, NAMES_SCRIPT, method)
+    assert set(report["workers"]) == {"workpool-worker"}
+    assert report["zygote"] == ("workpool-zygote" if method is None else None)
+
+
+@pytest.mark.skipif(not hasattr(select, "POLLRDHUP"), reason="the watch polls for POLLRDHUP")
+def test_a_worker_that_closed_its_socket_stops_watching_it() -> None:
+    # A worker that ends on its own closes its socket and may linger (the program's
+    # threads): its watch on the parent must then end, not spin on the closed descriptor.
+    program = textwrap.dedent(
+        """
+        import socket
+        from workpool.backends.process.worker import _watch_socket
+
+        ours, parent = socket.socketpair()
+        fd = ours.fileno()
+        ours.close()
+        _watch_socket(fd)
+        print("returned")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "returned"

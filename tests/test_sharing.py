@@ -7,15 +7,21 @@ in this process once the objects are dropped.
 
 from __future__ import annotations
 
+import concurrent.futures
+import errno
 import gc
 import itertools
 import os
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import workpool
+from conftest import left_in_shared_memory, named_shared_memory
 
 np = pytest.importorskip("numpy")
 
@@ -36,11 +42,11 @@ def open_segments() -> int:
 
 @pytest.fixture(autouse=True)
 def nothing_left_in_shared_memory() -> Iterator[None]:
-    before_dev_shm = set(os.listdir("/dev/shm"))
+    before_dev_shm = named_shared_memory()
     yield
     gc.collect()
     assert open_segments() == 0, "a shared-memory segment is still held open"
-    assert set(os.listdir("/dev/shm")) == before_dev_shm
+    assert not left_in_shared_memory(before_dev_shm)
 
 
 # --- what the workers see ------------------------------------------------------------
@@ -48,9 +54,9 @@ def nothing_left_in_shared_memory() -> Iterator[None]:
 
 def describe(array: Any) -> tuple[bool, str, tuple[int, int] | None]:
     """(writable?, class of the memory's owner, identity of its shared segment)."""
-    from workpool.sharing import _find_segment
+    from workpool.segments import find_segment
 
-    found = _find_segment(array)
+    found = find_segment(array)
     root: Any = array
     while getattr(root, "base", None) is not None:
         root = root.base
@@ -99,6 +105,8 @@ def test_share_returns_an_array_of_the_same_kind() -> None:
 def test_share_bytes_like(kind: type) -> None:
     data = kind(b"hello shared world")
     shared = workpool.share(data)
+    assert isinstance(shared, workpool.Segment)  # a public type, for annotations and checks
+    assert repr(type(shared)) == "<class 'workpool.Segment'>"
     assert bytes(shared) == b"hello shared world"
     assert len(shared) == len(b"hello shared world")
     assert memoryview(shared).tobytes() == b"hello shared world"
@@ -260,7 +268,8 @@ def test_writable_shares_stay_shared_past_one_message_worth() -> None:
     assert all(a[0] == 7.0 for a in many)
     # One task holding them all cannot be sent by reference: it fails, saying why.
     result = workpool.map(write_all, [many], [1.0], backend="process", return_exceptions=True)
-    assert isinstance(result[0], ValueError)
+    assert isinstance(result[0], workpool.WorkpoolError)  # the library's own error
+    assert isinstance(result[0], ValueError)  # about what the task was given
     assert "shared-memory objects" in str(result[0])
 
 
@@ -275,3 +284,112 @@ def test_sharing_survives_arguments_that_need_cloudpickle() -> None:
     assert workpool.map(lambda item: describe(item[0])[1], [with_closure], backend="process") == [
         "Segment"
     ]
+
+
+def first_value(array: Any) -> float:
+    return float(array[0])
+
+
+def test_a_long_lived_pool_keeps_no_array_it_was_given() -> None:
+    """A service keeps one pool and submits big arrays for ever: memory stays flat.
+
+    Each submitted task's shared copy must go once its Future is done, not when the
+    pool shuts down; else every call keeps 16 MB and two descriptors.
+    """
+    me = psutil.Process()
+    size = 16 * MB
+
+    def submit_one(pool: workpool.Pool, value: int) -> None:
+        array = np.full(size // 8, value, dtype=np.float64)
+        assert pool.submit(first_value, array).result(timeout=60) == value
+
+    with workpool.Pool(2, backend="process") as pool:
+        for value in range(4):  # workers started, allocator warmed up
+            submit_one(pool, value)
+        gc.collect()
+        rss, fds = me.memory_info().rss, me.num_fds()
+        for value in range(40):
+            submit_one(pool, value)
+        gc.collect()
+        grown = me.memory_info().rss - rss
+        assert grown < 4 * size, f"40 calls of 16 MB left {grown / MB:.0f} MB behind"
+        assert me.num_fds() - fds <= 2, f"descriptors went from {fds} to {me.num_fds()}"
+
+
+def wait_for_file(path: str) -> bool:
+    deadline = time.monotonic() + 30
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_cancelled_submissions_let_their_arrays_go(tmp_path: Path) -> None:
+    me = psutil.Process()
+    go = tmp_path / "go"
+    with workpool.Pool(1, backend="process") as pool:
+        assert pool.submit(first_value, np.zeros(4)).result(timeout=30) == 0
+        gc.collect()
+        fds = me.num_fds()
+        blocker = pool.submit(wait_for_file, str(go))
+        futures = [pool.submit(first_value, np.full(2 * MB // 8, i)) for i in range(6)]
+        # The one worker holds the blocker and at most one more: the rest are pending.
+        cancelled = [future for future in futures if future.cancel()]
+        assert len(cancelled) >= 4
+        go.touch()
+        assert blocker.result(timeout=30)
+        done, _ = concurrent.futures.wait(futures, timeout=30)
+        assert len(done) == len(futures)
+        # One more task after them: the engine has passed the cancelled ones by.
+        assert pool.submit(first_value, np.ones(4)).result(timeout=30) == 1
+        gc.collect()
+        assert me.num_fds() - fds <= 2, f"descriptors went from {fds} to {me.num_fds()}"
+
+
+# --- when shared memory cannot be made ----------------------------------------------------
+
+
+@pytest.fixture
+def no_shared_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every new segment fails as it does when the process is out of descriptors."""
+    from workpool import segments
+
+    def refuse(size: int, *, writable_in_workers: bool) -> Any:
+        raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    monkeypatch.setattr(segments, "new_segment", refuse)
+
+
+def first_of_pair(pair: tuple[Any, Any]) -> float:
+    return float(pair[0][0])
+
+
+@pytest.mark.usefixtures("no_shared_memory")
+def test_arrays_are_copied_with_one_warning_when_shared_memory_cannot_be_made() -> None:
+    arrays = [np.full(2 * MB // 8, value) for value in range(3)]
+    with pytest.warns(workpool.SharedMemoryWarning, match="Too many open files") as caught:
+        assert workpool.map(first_value, arrays, backend="process", chunksize=1) == [0, 1, 2]
+    assert len([w for w in caught if w.category is workpool.SharedMemoryWarning]) == 1
+    with workpool.Pool(1, backend="process") as pool, pytest.warns(workpool.SharedMemoryWarning):
+        assert pool.submit(first_value, arrays[2]).result(timeout=30) == 2
+
+
+@pytest.mark.usefixtures("no_shared_memory")
+def test_a_task_that_can_be_neither_shared_nor_copied_fails_with_the_os_error() -> None:
+    from helpers import Unpicklable
+
+    big = np.ones(2 * MB // 8)
+    pairs = [(big, 1), (big, Unpicklable())]
+    with pytest.warns(workpool.SharedMemoryWarning):
+        results = workpool.map(
+            first_of_pair, pairs, backend="process", chunksize=2, return_exceptions=True
+        )
+    assert results[0] == 1.0
+    assert isinstance(results[1], OSError)
+    assert results[1].errno == errno.EMFILE
+    assert "copying" in "".join(getattr(results[1], "__notes__", []))
+    with workpool.Pool(1, backend="process") as pool, pytest.warns(workpool.SharedMemoryWarning):
+        error = pool.submit(first_of_pair, pairs[1]).exception(timeout=30)
+    assert isinstance(error, OSError)
+    assert error.errno == errno.EMFILE

@@ -18,16 +18,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import START_METHODS, wait_for
-
-DEV_SHM = Path("/dev/shm")
+from conftest import START_METHODS, left_in_shared_memory, named_shared_memory, wait_for
 
 
 @pytest.fixture(autouse=True)
 def nothing_left_in_dev_shm() -> Iterator[None]:
-    before = set(DEV_SHM.iterdir())
+    before = named_shared_memory()
     yield
-    assert set(DEV_SHM.iterdir()) == before
+    assert not left_in_shared_memory(before)
 
 
 TESTS = Path(__file__).resolve().parent

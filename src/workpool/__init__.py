@@ -5,7 +5,8 @@ internal and may change:
 
 - ``oneshot``   ``map``, ``imap``, ``starmap``: a pool for one call
 - ``pool``      ``Pool``, a reusable ``concurrent.futures.Executor``
-- ``sharing``   ``share()`` and automatic shared memory for large NumPy arrays
+- ``segments``  ``share()`` and ``Segment``: objects in shared memory
+- ``sharing``   how large NumPy arrays reach process workers in shared memory
 - ``errors``    the exceptions, all rooted at ``WorkpoolError``
 - ``advise``    the measurement behind ``advise()`` and ``backend="auto"``
 - ``run``       how one call feeds chunks and orders results
@@ -18,6 +19,7 @@ from workpool.advise import Advice as Advice
 from workpool.advise import advise as advise
 from workpool.errors import BrokenPool as BrokenPool
 from workpool.errors import RemoteTraceback as RemoteTraceback
+from workpool.errors import SharedMemoryWarning as SharedMemoryWarning
 from workpool.errors import TaskError as TaskError
 from workpool.errors import TaskTimeout as TaskTimeout
 from workpool.errors import WorkerCrashed as WorkerCrashed
@@ -26,7 +28,8 @@ from workpool.oneshot import imap as imap
 from workpool.oneshot import map as map  # noqa: A004 - mirrors the builtin on purpose
 from workpool.oneshot import starmap as starmap
 from workpool.pool import Pool as Pool
-from workpool.sharing import share as share
+from workpool.segments import Segment as Segment
+from workpool.segments import share as share
 
 __version__ = "0.1.0"
 
@@ -35,6 +38,8 @@ __all__ = [
     "BrokenPool",
     "Pool",
     "RemoteTraceback",
+    "Segment",
+    "SharedMemoryWarning",
     "TaskError",
     "TaskTimeout",
     "WorkerCrashed",
@@ -46,6 +51,6 @@ __all__ = [
     "starmap",
 ]
 
-for _public in (Pool, advise, imap, map, share, starmap):
+for _public in (Pool, Segment, advise, imap, map, share, starmap):
     _public.__module__ = "workpool"
 del _public

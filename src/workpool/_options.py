@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from workpool._cpus import usable_cpus
+from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 
 __all__ = [
     "BACKENDS",
@@ -50,7 +51,7 @@ class RunOptions(NamedTuple):
     return_exceptions: bool = False
     progress: bool = False
     timeout: float | None = None  # overall deadline of Pool.map (Executor semantics)
-    share_threshold: int | None = 1 << 20  # NumPy arrays this big go by shared memory
+    share_threshold: int | None = DEFAULT_SHARE_THRESHOLD  # bytes: NumPy arrays go by shared memory
 
 
 class PoolSpec(NamedTuple):
@@ -193,7 +194,7 @@ def make_run_options(
     return_exceptions: object = False,
     progress: object = False,
     timeout: object = None,
-    share_threshold: object = 1 << 20,
+    share_threshold: object = DEFAULT_SHARE_THRESHOLD,
 ) -> RunOptions:
     """Validate the options of one map/imap/starmap call."""
     retry_count = _as_int(retries)

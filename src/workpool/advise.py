@@ -28,6 +28,7 @@ from typing import Any, NamedTuple
 
 from workpool._cpus import usable_cpus
 from workpool._options import check_function
+from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
 from workpool.inputs import InputSource
 from workpool.serialize import dumps_data
 from workpool.tasks import CallMode, call_items
@@ -45,9 +46,6 @@ THREAD_POOL_START = 0.001
 # Moving one chunk to a worker process and its results back, beyond pickling.
 PROCESS_CHUNK_OVERHEAD = 100e-6
 THREAD_CHUNK_OVERHEAD = 20e-6
-# Chunks are sized to take about this long on a worker.
-PROCESS_CHUNK_SECONDS = 0.01
-THREAD_CHUNK_SECONDS = 0.002
 # An engine must beat running inline by this factor to be chosen.
 MARGIN = 0.85
 # Items quicker than this are not timed on threads: handing them over costs more.
@@ -300,90 +298,140 @@ def measure(
     Returns what was found, the items taken from ``inputs``, and their outcomes: values,
     and errors by position. Takes only as many items as ``budget`` seconds allow.
     """
-    values: list[Any] = []
-    errors: dict[int, BaseException] = {}
-    taken: list[Any] = []
-    inline_wall = inline_cpu = 0.0
-    timed = 0  # items whose time counts (the warm-up item does not)
-    group = 1
-    inline_goal = min(0.02, budget * 0.3)
-    deadline = time.perf_counter() + budget * 0.45
-
-    def run_inline(batch: list[Any]) -> tuple[float, float]:
-        cpu_started = time.thread_time()
-        got, failed, wall = call_items(fn, mode, batch)
-        cpu = time.thread_time() - cpu_started
-        errors.update((len(values) + position, error) for position, error in failed.items())
-        values.extend(got)
-        taken.extend(batch)
-        return wall, cpu
-
-    # 1. Inline. The first item warms up (imports, caches) and is not timed, unless
-    #    it alone is most of the budget; then groups grow so tiny items are timed in bulk.
-    first = list(inputs.take(1))
-    if first:
-        warm_wall, warm_cpu = run_inline(first)
-        if warm_wall > budget * 0.25:
-            inline_wall, inline_cpu = warm_wall, warm_cpu
-    while inline_wall < inline_goal and time.perf_counter() < deadline:
-        batch = list(inputs.take(group))
-        if not batch:
-            break
-        wall, cpu = run_inline(batch)
-        inline_wall += wall
-        inline_cpu += cpu
-        timed += len(batch)
-        # Grow the groups, but do not overshoot the goal by much.
-        left = inline_goal - inline_wall
-        per_item_so_far = inline_wall / timed
-        group = max(
-            1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
-        )
-    if timed == 0 and first:  # the warm-up item was all there was, or all there was time for
-        inline_wall, inline_cpu, timed = warm_wall, warm_cpu, 1
-    inline_items = len(values)
-    per_item = inline_wall / timed if timed else 0.0
-
-    # 2. The same amount of work on two threads (skipped for tiny items: threads
-    #    could not pay for themselves, and timing them would be noise).
-    speedup: float | None = None
-    parallelism: float | None = None
-    thread_items = 0
-    if inline_items and per_item >= TINY_ITEM:
-        # Enough items that each thread runs several, and the pair about inline_goal.
-        want = max(8, min(4096, int(2 * inline_goal / per_item)))
-        want = min(want, int(0.8 * budget / per_item))  # two threads: about half that long
-        want -= want % 2  # two equal halves, so neither thread waits on the other
-        batch = list(inputs.take(want)) if want >= 2 else []
-        if len(batch) >= 2:
-            got, failed, wall, cpu = _run_on_two_threads(fn, mode, batch)
-            errors.update((len(values) + position, error) for position, error in failed.items())
-            values.extend(got)
-            taken.extend(batch)
-            thread_items = len(batch)
-            if wall > 0:
-                speedup = thread_items * per_item / wall
-                parallelism = cpu / wall
-        elif batch:  # the input ran out: run the rest inline
-            got, failed, _ = call_items(fn, mode, batch)
-            errors.update((len(values) + position, error) for position, error in failed.items())
-            values.extend(got)
-            taken.extend(batch)
-
-    # 3. Shipping: pickle a few items and results both ways.
-    ship_seconds, ship_bytes = _shipping_cost(taken, values, errors)
+    sample = _Sample()
+    inline = _time_inline(fn, mode, inputs, sample, budget)
+    threads = _time_on_two_threads(fn, mode, inputs, sample, inline, budget)
+    ship_seconds, ship_bytes = _shipping_cost(sample.items, sample.values, sample.errors)
     found = Measurement(
-        items=inline_items,
-        seconds_per_item=per_item,
-        cpu_fraction=min(1.0, inline_cpu / inline_wall) if inline_wall > 0 else 1.0,
-        thread_items=thread_items,
-        thread_speedup=speedup,
-        thread_parallelism=parallelism,
+        items=inline.items,
+        seconds_per_item=inline.per_item,
+        cpu_fraction=min(1.0, inline.cpu / inline.wall) if inline.wall > 0 else 1.0,
+        thread_items=threads.items,
+        thread_speedup=threads.speedup,
+        thread_parallelism=threads.parallelism,
         ship_seconds_per_item=ship_seconds,
         ship_bytes_per_item=ship_bytes,
         gil_enabled=_gil_enabled(),
     )
-    return found, taken, values, errors
+    return found, sample.items, sample.values, sample.errors
+
+
+class _Sample:
+    """The items taken while measuring, in input order, and their outcomes.
+
+    Every item run while measuring is a real task of the call: its result is kept here
+    and handed back, never computed again.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self.values: list[Any] = []
+        self.errors: dict[int, BaseException] = {}
+
+    def add(self, batch: list[Any], values: list[Any], errors: dict[int, BaseException]) -> None:
+        """Keep ``batch``, run next in input order, with its values and errors by position."""
+        self.errors.update(
+            (len(self.values) + position, error) for position, error in errors.items()
+        )
+        self.values.extend(values)
+        self.items.extend(batch)
+
+
+class _Inline(NamedTuple):
+    """Phase 1's findings: the work run inline, in this thread."""
+
+    items: int  # items run (the warm-up item included)
+    per_item: float  # wall seconds of one timed item
+    wall: float  # wall seconds of the timed items
+    cpu: float  # this thread's CPU seconds meanwhile
+    goal: float  # the wall time the timed items were meant to fill
+
+
+class _TwoThreads(NamedTuple):
+    """Phase 2's findings: the same work on two threads, if it was timed there."""
+
+    items: int = 0
+    speedup: float | None = None  # items/s on two threads / items/s inline
+    parallelism: float | None = None  # process CPU seconds per wall second meanwhile
+
+
+def _time_inline(
+    fn: Callable[..., Any], mode: CallMode, inputs: InputSource, sample: _Sample, budget: float
+) -> _Inline:
+    """Phase 1: time items inline, in groups that grow so tiny items are timed in bulk.
+
+    The first item warms up (imports, caches) and is not timed, unless it alone is most
+    of the budget.
+    """
+    goal = min(0.02, budget * 0.3)
+    deadline = time.perf_counter() + budget * 0.45
+
+    def run(batch: list[Any]) -> tuple[float, float]:
+        cpu_started = time.thread_time()
+        values, errors, wall = call_items(fn, mode, batch)
+        cpu = time.thread_time() - cpu_started
+        sample.add(batch, values, errors)
+        return wall, cpu
+
+    wall = cpu = 0.0
+    timed = 0  # items whose time counts
+    group = 1
+    first = list(inputs.take(1))
+    warm_wall = warm_cpu = 0.0
+    if first:
+        warm_wall, warm_cpu = run(first)
+        if warm_wall > budget * 0.25:
+            wall, cpu = warm_wall, warm_cpu
+    while wall < goal and time.perf_counter() < deadline:
+        batch = list(inputs.take(group))
+        if not batch:
+            break
+        batch_wall, batch_cpu = run(batch)
+        wall += batch_wall
+        cpu += batch_cpu
+        timed += len(batch)
+        # Grow the groups, but do not overshoot the goal by much.
+        left = goal - wall
+        per_item_so_far = wall / timed
+        group = max(
+            1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
+        )
+    if timed == 0 and first:  # the warm-up item was all there was, or all there was time for
+        wall, cpu, timed = warm_wall, warm_cpu, 1
+    per_item = wall / timed if timed else 0.0
+    return _Inline(len(sample.values), per_item, wall, cpu, goal)
+
+
+def _time_on_two_threads(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    inputs: InputSource,
+    sample: _Sample,
+    inline: _Inline,
+    budget: float,
+) -> _TwoThreads:
+    """Phase 2: about as much work as inline, split over two threads started together.
+
+    Skipped for tiny items: threads could not pay for themselves, and timing them would
+    be noise.
+    """
+    if not inline.items or inline.per_item < TINY_ITEM:
+        return _TwoThreads()
+    # Enough items that each thread runs several, and the pair about the inline goal.
+    want = max(8, min(4096, int(2 * inline.goal / inline.per_item)))
+    want = min(want, int(0.8 * budget / inline.per_item))  # two threads: about half that long
+    want -= want % 2  # two equal halves, so neither thread waits on the other
+    batch = list(inputs.take(want)) if want >= 2 else []
+    if len(batch) < 2:  # the input ran out: run the rest inline
+        if batch:
+            values, errors, _ = call_items(fn, mode, batch)
+            sample.add(batch, values, errors)
+        return _TwoThreads()
+    values, errors, wall, cpu = _run_on_two_threads(fn, mode, batch)
+    sample.add(batch, values, errors)
+    if wall <= 0:
+        return _TwoThreads(len(batch))
+    return _TwoThreads(len(batch), len(batch) * inline.per_item / wall, cpu / wall)
 
 
 def _run_on_two_threads(

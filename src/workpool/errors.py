@@ -12,6 +12,7 @@ import concurrent.futures
 __all__ = [
     "BrokenPool",
     "RemoteTraceback",
+    "SharedMemoryWarning",
     "TaskError",
     "TaskTimeout",
     "WorkerCrashed",
@@ -34,6 +35,14 @@ class WorkerCrashed(WorkpoolError):
 
 class BrokenPool(WorkpoolError, concurrent.futures.BrokenExecutor):
     """The pool cannot go on, for instance because the initializer fails in every worker."""
+
+
+class SharedMemoryWarning(RuntimeWarning):
+    """Shared memory could not be made for a call's large arrays: they were copied instead.
+
+    The call still runs, only slower and using more memory. The message says why (out
+    of file descriptors or memory, or no ``memfd_create`` on this system).
+    """
 
 
 class TaskError(WorkpoolError):
@@ -83,5 +92,13 @@ def add_note(exc: BaseException, note: str) -> None:
         notes.append(note)
 
 
-for _cls in (WorkpoolError, TaskTimeout, WorkerCrashed, BrokenPool, TaskError, RemoteTraceback):
+for _cls in (
+    WorkpoolError,
+    TaskTimeout,
+    WorkerCrashed,
+    BrokenPool,
+    SharedMemoryWarning,
+    TaskError,
+    RemoteTraceback,
+):
     _cls.__module__ = "workpool"

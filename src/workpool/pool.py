@@ -114,7 +114,6 @@ class Pool(concurrent.futures.Executor):
         self._defaults = make_run_options(
             task_timeout=task_timeout, retries=retries, share_threshold=share_threshold
         )
-        self._sharing = SharingContext(self._defaults.share_threshold)  # for submit()
         self._shut_down = False
         self._backend = create_backend(self._spec)
         # A pool dropped without shutdown() still lets its workers go.
@@ -147,6 +146,9 @@ class Pool(concurrent.futures.Executor):
         self._check_open()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
         sink = _FutureSink(future, self._backend, self._defaults.retries)
+        # The task's own shared copies of its big arrays (a pool-wide context kept every
+        # array it was ever given): they go with the task, at the latest when it settles.
+        sharing = SharingContext(self._defaults.share_threshold)
         self._backend.submit(
             Chunk(
                 sink=sink,
@@ -155,9 +157,11 @@ class Pool(concurrent.futures.Executor):
                 start=-1,
                 items=[(args, kwargs)],
                 task_timeout=self._defaults.task_timeout,
-                sharing=self._sharing,
+                sharing=sharing,
             )
         )
+        if sharing.holds_copies:  # made while pickling the arguments, just now
+            future.add_done_callback(lambda _: sharing.release())
         return future
 
     def _options(self, options: dict[str, Any]) -> RunOptions:
@@ -286,15 +290,12 @@ class Pool(concurrent.futures.Executor):
         self._shut_down = True
         self._finalizer.detach()
         self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
-        if wait:
-            self._sharing.release()
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled and process workers are killed."""
         self._shut_down = True
         self._finalizer.detach()
         self._backend.terminate()
-        self._sharing.release()
 
 
 def _given(**options: Any) -> dict[str, Any]:

@@ -1,24 +1,26 @@
 """How functions and data cross into another process.
 
 A function importable by name travels as its name, through the standard pickle.
-Lambdas, closures and anything defined in ``__main__`` or a notebook travel by value,
-through cloudpickle, which is imported only then: it costs more to import than a
-whole pool costs to start. Each function is pickled once and sent once per worker.
-Data goes through the standard pickle first (fast, protocol 5) and falls back to
-cloudpickle only when the standard pickle refuses it.
+Lambdas, closures and anything defined in ``__main__`` or a notebook travel by value:
+plain functions with the standard library (``byvalue``), the rest through cloudpickle,
+which is imported only then: it costs more to import than a whole pool costs to start.
+Each function is pickled once and sent once per worker. Data goes through the standard
+pickle first (fast, protocol 5) and takes the same by-value route only when the
+standard pickle refuses it.
 """
 
 from __future__ import annotations
 
-import io
 import itertools
 import pickle
 import sys
 import threading
 import types
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
+
+from workpool.byvalue import dumps_by_value
 
 __all__ = [
     "FunctionRef",
@@ -27,6 +29,7 @@ __all__ = [
     "dumps_function",
     "loads",
     "main_defines_functions",
+    "picklable_runs",
     "unpicklable_reason",
 ]
 
@@ -35,37 +38,20 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 loads = pickle.loads
 
 
-class _NeedsValue(Exception):
-    """Raised while pickling by name, at the first object that must travel by value."""
-
-
-class _ByNamePickler(pickle.Pickler):
-    """The standard pickler, refusing what lives in ``__main__``.
-
-    ``__main__`` exists in a worker too, but not as the caller's: a function or class
-    from it must travel by value, with the globals it sees now.
-    """
-
-    def reducer_override(self, obj: Any) -> Any:
-        if isinstance(obj, (types.FunctionType, type)) and obj.__module__ == "__main__":
-            raise _NeedsValue
-        return NotImplemented
-
-
 def dumps_function(fn: object) -> bytes:
     """Pickle a callable (or a tuple holding some): by name where it can, else by value.
 
-    Once cloudpickle is imported, it does all of it, so that modules the program
-    registered with ``cloudpickle.register_pickle_by_value`` still travel by value.
+    Functions that cannot go by name (defined in ``__main__``, lambdas, closures) go by
+    value with the standard library (``byvalue``) when it can carry them, and through
+    cloudpickle otherwise. Once cloudpickle is imported, it does all of it, so that
+    modules the program registered with ``cloudpickle.register_pickle_by_value`` still
+    travel by value.
     """
     if "cloudpickle" not in sys.modules:
-        buffer = io.BytesIO()
         try:
-            _ByNamePickler(buffer, PROTOCOL).dump(fn)
-        except Exception:  # _NeedsValue, or a lambda or closure plain pickle refuses
+            return dumps_by_value(fn)
+        except Exception:  # NeedsCloudpickle, or something plain pickle refuses
             pass
-        else:
-            return buffer.getvalue()
     import cloudpickle
 
     payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
@@ -120,14 +106,11 @@ class FunctionRegistry:
 
 
 def dumps_data(obj: object) -> bytes:
-    """Pickle task arguments or results; cloudpickle only if plain pickle refuses."""
+    """Pickle task arguments or results: plain pickle, else by value, else cloudpickle."""
     try:
         return pickle.dumps(obj, protocol=PROTOCOL)
     except Exception:
-        import cloudpickle
-
-        payload: bytes = cloudpickle.dumps(obj, protocol=PROTOCOL)
-        return payload
+        return dumps_function(obj)
 
 
 def unpicklable_reason(obj: Any) -> BaseException | None:
@@ -137,3 +120,23 @@ def unpicklable_reason(obj: Any) -> BaseException | None:
     except Exception as exc:
         return exc
     return None
+
+
+def picklable_runs(items: Sequence[Any]) -> Iterator[tuple[int, int, BaseException | None]]:
+    """``items`` cut into ``(begin, end, reason)`` pieces, in order, for sending what can be.
+
+    Runs of items that pickle come with ``reason`` None; each item that does not comes
+    alone, with the exception pickling it raised. Engines send the runs and fail the
+    others, so that one bad argument costs only its own task.
+    """
+    start = 0
+    for position, item in enumerate(items):
+        reason = unpicklable_reason(item)
+        if reason is None:
+            continue
+        if position > start:
+            yield start, position, None
+        yield position, position + 1, reason
+        start = position + 1
+    if start < len(items):
+        yield start, len(items), None

@@ -28,11 +28,19 @@ class ResultSink(Protocol):
     """Who receives the results of a chunk."""
 
     def claim(self, chunk: Chunk) -> bool:
-        """Called just before ``chunk`` starts; ``False`` means drop it unrun (cancelled)."""
+        """Called just before ``chunk`` starts; ``False`` means drop it unrun (cancelled).
+
+        A backend may call it holding its own lock: it must not block or submit.
+        """
         ...
 
     def deliver(self, batch: ResultBatch) -> None:
-        """Receive a chunk's results. Called from backend threads; must not block long."""
+        """Receive a chunk's results; must not block long.
+
+        Called from a backend's thread, or from the submitting thread itself (the serial
+        backend, or arguments that cannot be sent); never with a backend's lock held, so
+        it may submit again (retries).
+        """
         ...
 
 
@@ -45,24 +53,15 @@ class Chunk:
     to backends and lets the sink find its own bookkeeping when results come back,
     including for pieces a backend splits off a chunk after a crash. ``sharing`` is the
     automatic sharing of large arrays for the call the chunk belongs to.
-
-    The process backend fills in the rest: the function's pickled form, the items
-    pickled (in the submitting thread) with the shared-memory descriptors they refer to
-    and the objects keeping those open, and the chunk's number on the wire.
     """
 
     # Plain slots, not a dataclass: every chunk of every call is one of these, and
     # dataclasses cost start-up time (their module pulls in inspect).
     __slots__ = (
         "attempt",
-        "fds",
         "fn",
-        "fn_ref",
         "items",
-        "keep",
         "mode",
-        "payload",
-        "seq",
         "sharing",
         "sink",
         "start",
@@ -81,7 +80,6 @@ class Chunk:
         attempt: int = 0,
         tag: Any = None,
         sharing: Any = None,
-        fn_ref: Any = None,
     ) -> None:
         self.sink = sink
         self.fn = fn
@@ -92,11 +90,6 @@ class Chunk:
         self.attempt = attempt
         self.tag = tag
         self.sharing = sharing
-        self.fn_ref = fn_ref
-        self.payload: bytes | None = None
-        self.fds: list[int] = []
-        self.keep: list[Any] = []
-        self.seq = 0
 
     def __repr__(self) -> str:
         return f"<Chunk start={self.start} items={len(self.items)} attempt={self.attempt}>"
@@ -119,7 +112,6 @@ class Chunk:
             attempt=self.attempt,
             tag=self.tag,
             sharing=self.sharing,
-            fn_ref=self.fn_ref,
         )
 
 

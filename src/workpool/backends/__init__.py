@@ -1,4 +1,7 @@
-"""The engines behind ``backend=...``: one module each, one interface (``base.Backend``)."""
+"""The engines behind ``backend=...``: a module or package each, one interface (``base.Backend``).
+
+The thread and interpreter engines share one worker-thread design (``threaded.py``).
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""The one interface every engine implements; ``Pool`` and map runs know only this."""
+"""The one interface every engine implements; ``Pool`` and map runs know only this.
+
+It also holds the one rule for a failing initializer, which every engine follows (see
+``broken_by_initializer``).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,10 @@ import abc
 from typing import ClassVar
 
 from workpool._options import PoolSpec
+from workpool.errors import BrokenPool
 from workpool.tasks import Chunk
 
-__all__ = ["Backend"]
+__all__ = ["Backend", "InitializerFailed", "broken_by_initializer"]
 
 
 class Backend(abc.ABC):
@@ -52,3 +57,28 @@ class Backend(abc.ABC):
         The default waits for running work, which is all a thread can do.
         """
         self.shutdown(wait=True, cancel_pending=True)
+
+
+class InitializerFailed(Exception):
+    """A worker's initializer raised; ``error`` is what it raised.
+
+    Raised between a worker and its backend only; users see ``broken_by_initializer``.
+    """
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def broken_by_initializer(error: BaseException) -> BrokenPool:
+    """The ``BrokenPool`` an initializer that raised ``error`` leaves, with it as the cause.
+
+    One rule on every engine: the initializer has failed when it raises anything,
+    ``SystemExit`` included, since a worker cannot serve without it. So does
+    ``KeyboardInterrupt``, except where the initializer runs in the caller's own thread
+    (the serial backend): there it is the user's Ctrl+C, so it propagates, the pool is
+    not broken and the initializer runs again before the next task.
+    """
+    broken = BrokenPool(f"the initializer failed: {error!r}")
+    broken.__cause__ = error
+    return broken

@@ -10,7 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from workpool._options import PoolSpec
-from workpool.backends.base import Backend
+from workpool.backends.base import Backend, broken_by_initializer
+from workpool.chunking import PROCESS_CHUNK_SECONDS
 from workpool.errors import BrokenPool, TaskTimeout
 from workpool.tasks import Chunk, ResultBatch, call_items
 
@@ -21,7 +22,7 @@ class SerialBackend(Backend):
     """Runs each chunk inside ``submit``; the initializer runs before the first one."""
 
     name = "serial"
-    target_chunk_seconds = 0.01
+    target_chunk_seconds = PROCESS_CHUNK_SECONDS
 
     def __init__(self, spec: PoolSpec) -> None:
         super().__init__(spec)
@@ -49,9 +50,10 @@ class SerialBackend(Backend):
         assert self.spec.initializer is not None
         try:
             self.spec.initializer(*self.spec.initargs)
-        except Exception as exc:
-            self._broken = BrokenPool(f"the initializer failed: {exc!r}")
-            self._broken.__cause__ = exc
+        except KeyboardInterrupt:  # the user's Ctrl+C: not the initializer's failure
+            raise
+        except BaseException as exc:
+            self._broken = broken_by_initializer(exc)
             raise self._broken from exc
         self._initialized = True
 

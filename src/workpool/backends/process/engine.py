@@ -5,29 +5,34 @@ How one task travels::
     caller thread                   supervisor thread                   worker process
     -------------                   -----------------                   --------------
     submit(chunk)
+      WireChunk(chunk, fn_ref)
       pickle the items
-      inbox.append(chunk) ---wake--> take inbox -> pending
+      a worker idle? ---------------(under the supervisor's lock)-----> recv frame
+      else inbox.append ---wake---> take inbox -> pending
                                      pick the least busy worker
                                      (DEFINE fn, once per worker)
                                      CHUNK seq, fn_id, items ----------> recv frame
-                                     handle.assigned.append(chunk)       run items
+                                     handle.assigned.append(wire)        run items
                                                                          BATCH seq, results
                                      read BATCH <-----------------------
                                      assigned.popleft() is that chunk
     sink.deliver(batch) <----------- decode, then deliver
                                      ...
-                                     sentinel readable: worker died
+                                     pidfd readable: worker died
                                      assigned[0] was running: its item
                                      fails (WorkerCrashed / TaskTimeout),
                                      the rest of its chunks go back to
                                      pending; a new worker takes the slot
 
-The supervisor is the only thread that reads or writes a worker's socket, and it never
-blocks on one: it waits on every socket, every process sentinel and a wake-up pipe at
-once (``selectors``), reads whatever has arrived, and writes only what a socket takes
-(a worker busy sending a large result can never deadlock against us sending it a
-large chunk). Each worker holds at most ``PREFETCH`` chunks: the one it runs and the
-next, so it never waits for the parent between chunks.
+Only the supervisor thread reads the workers' sockets. Writes happen under the
+supervisor's lock: from its thread, or from the submitting thread itself when a worker
+has room and nothing is queued (one thread hop less for a lone task). Nobody blocks on
+a socket: the supervisor waits on every socket, every worker's end (a pidfd where the
+system has them, see ``lifeline.py``) and a wake-up pipe at once (``selectors``),
+reads whatever has arrived, and writes only what a socket takes, keeping the rest for
+when it is writable (a worker busy sending a large result can never deadlock against
+us sending it a large chunk). Each worker holds at most ``PREFETCH`` chunks: the one it
+runs and the next, so it never waits for the parent between chunks.
 
 Because the supervisor knows which chunks each worker holds, and a shared slot tells
 it which item a tracked chunk is on, a dead worker costs exactly its current task.
@@ -35,8 +40,9 @@ When the item is unknown (an untracked chunk of several items), those items are 
 again one at a time, which finds the culprit without blaming the others.
 
 This module is the submitting side: it pickles each function once and each chunk's
-items in the caller's thread. ``supervisor.py`` is the thread on the right of the
-picture above, ``worker.py`` the process, ``protocol.py`` what crosses between them.
+items in the caller's thread (``wire.py``). ``supervisor.py`` is the middle column of
+the picture above, ``worker.py`` the right one, ``protocol.py`` what crosses between
+them.
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ from workpool._options import PoolSpec
 from workpool.backends.base import Backend
 from workpool.backends.process.launch import make_launcher
 from workpool.backends.process.supervisor import Supervisor
+from workpool.backends.process.wire import WireChunk
+from workpool.chunking import PROCESS_CHUNK_SECONDS
 from workpool.errors import add_note
 from workpool.serialize import (
     FunctionRef,
@@ -55,7 +63,7 @@ from workpool.serialize import (
     main_defines_functions,
     unpicklable_reason,
 )
-from workpool.sharing import TooManySegments, dumps_sharing
+from workpool.sharing import TooManySegments
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["ProcessBackend"]
@@ -65,7 +73,7 @@ class ProcessBackend(Backend):
     """Runs chunks in worker processes; see the module docstring for the data flow."""
 
     name = "process"
-    target_chunk_seconds = 0.01
+    target_chunk_seconds = PROCESS_CHUNK_SECONDS
 
     def __init__(self, spec: PoolSpec, fn: Callable[..., Any] | None = None) -> None:
         super().__init__(spec)
@@ -81,39 +89,49 @@ class ProcessBackend(Backend):
         self._supervisor = Supervisor(spec, launcher)
 
     def submit(self, chunk: Chunk) -> None:
-        chunk.fn_ref = self._function_ref(chunk.fn)
-        try:
-            chunk.payload, chunk.fds, chunk.keep = dumps_sharing(chunk.items, chunk.sharing)
-        except TooManySegments as exc:
-            count = len(chunk.items)
-            if count == 1:
-                chunk.sink.deliver(ResultBatch.failed(chunk, exc, retryable=False))
-                return
-            self.submit(chunk.split(0, count // 2))  # fewer items, fewer segments each
-            self.submit(chunk.split(count // 2, count))
-            return
-        except Exception:
-            self._submit_picklable_part(chunk)
-            return
-        self._supervisor.submit(chunk)
+        self._send(WireChunk(chunk, self._function_ref(chunk.fn)))
 
-    def _submit_picklable_part(self, chunk: Chunk) -> None:
-        """Fail the items that cannot be pickled; send the others as usual."""
+    def _send(self, wire: WireChunk) -> None:
+        """Pickle the items here, in the submitting thread; hand the rest to the supervisor."""
+        try:
+            wire.encode()
+        except TooManySegments as exc:
+            count = len(wire.chunk.items)
+            if count == 1:
+                wire.chunk.sink.deliver(ResultBatch.failed(wire.chunk, exc, retryable=False))
+                return
+            self._send(wire.split(0, count // 2))  # fewer items, fewer segments each
+            self._send(wire.split(count // 2, count))
+            return
+        except Exception as exc:
+            self._send_picklable_part(wire, exc)
+            return
+        self._supervisor.submit(wire)
+
+    def _send_picklable_part(self, wire: WireChunk, error: Exception) -> None:
+        """Fail the items that cannot be pickled; send the others as usual.
+
+        ``error`` is what pickling the whole chunk raised. When no item fails on its
+        own, it is the chunk's failure, so that no piece is sent back here for ever.
+        """
+        chunk = wire.chunk
         start = 0
         for position, item in enumerate(chunk.items):
             reason = unpicklable_reason(item)
             if reason is None:
                 continue
             if position > start:
-                self.submit(chunk.split(start, position))
-            add_note(
-                reason, "the task's arguments could not be pickled to send them to a worker process"
-            )
+                self._send(wire.split(start, position))
             piece = chunk.split(position, position + 1)
-            piece.sink.deliver(ResultBatch.failed(piece, reason, retryable=False))
+            piece.sink.deliver(
+                ResultBatch.failed(piece, _why_unsent(chunk, reason), retryable=False)
+            )
             start = position + 1
-        if start < len(chunk.items):
-            self.submit(chunk.split(start, len(chunk.items)))
+        if start == 0:
+            add_note(error, "the task's arguments could not be sent to a worker process")
+            chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+        elif start < len(chunk.items):
+            self._send(wire.split(start, len(chunk.items)))
 
     def _function_ref(self, fn: Callable[..., Any]) -> FunctionRef:
         """The pickled form of ``fn``, made once; a TypeError if ``fn`` cannot be pickled."""
@@ -134,3 +152,25 @@ class ProcessBackend(Backend):
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
         return self._supervisor.worker_pids
+
+
+def _why_unsent(chunk: Chunk, reason: BaseException) -> BaseException:
+    """The error of an item that cannot be pickled, as its task reports it.
+
+    When the call had no shared memory to put its arrays in, that is the real cause:
+    the item fails with the ``OSError`` that said so, the pickling error as its cause.
+    """
+    unavailable = chunk.sharing.unavailable if chunk.sharing is not None else None
+    if unavailable is None:
+        add_note(
+            reason, "the task's arguments could not be pickled to send them to a worker process"
+        )
+        return reason
+    error = OSError(*unavailable.args)
+    error.__cause__ = reason
+    add_note(
+        error,
+        "shared memory could not be made for the task's arrays, and copying them "
+        f"to the worker process failed too: {reason!r}",
+    )
+    return error

@@ -4,9 +4,10 @@ A frame may carry file descriptors beside its bytes (shared-memory segments, see
 ``workpool.sharing``): they ride, as ``SCM_RIGHTS``, with the frame's first bytes, and
 arrive in the same order as the frames; the frame's body says how many are its own.
 
-Workers send and receive whole frames, blocking. The supervisor never blocks on a
-socket: ``FrameReader`` collects whatever has arrived and ``FrameWriter`` writes what
-the socket takes now, keeping the rest for later.
+Workers send and receive whole frames, blocking. The parent never blocks on a socket:
+``FrameReader`` (used by the supervisor thread) collects whatever has arrived, and
+``FrameWriter`` (used under the supervisor's lock, from its thread or a submitting one)
+writes what the socket takes now, keeping the rest for when it is writable.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def recv_frame(sock: socket.socket) -> tuple[bytearray, list[int]] | None:
 
 
 class FrameReader:
-    """Collects frames from a socket without ever blocking (supervisor side).
+    """Collects frames from a socket without ever blocking (the supervisor thread's).
 
     ``read()`` takes whatever the socket has now and returns the frames it completed;
     a large frame may take several calls. Descriptors that arrive are queued in
@@ -186,7 +187,10 @@ class FrameReader:
 
 
 class FrameWriter:
-    """Queues frames for a socket and writes them without ever blocking (supervisor side)."""
+    """Queues frames for a socket and writes them without ever blocking (parent side).
+
+    Not thread-safe: its callers hold the supervisor's lock.
+    """
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock

@@ -5,18 +5,37 @@ from __future__ import annotations
 import signal
 import socket
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple, Protocol
 
 from workpool.backends.process.framing import FrameReader, FrameWriter
-from workpool.tasks import Chunk
+from workpool.backends.process.lifeline import RECHECK_FIRST
+from workpool.backends.process.wire import WireChunk
 
-if TYPE_CHECKING:
-    from workpool.backends.process.launch import WorkerProcess
-
-__all__ = ["KillReason", "WorkerHandle", "describe_exit"]
+__all__ = ["KillReason", "WorkerHandle", "WorkerProcess", "describe_exit"]
 
 # Functions a worker keeps at once; the parent evicts the least recently used.
 FUNCTION_CACHE_SIZE = 64
+
+
+class WorkerProcess(Protocol):
+    """A worker process as the supervisor sees it, however it was started (``launch.py``)."""
+
+    pid: int
+    #: Readable once the process has ended; watched by the supervisor.
+    ended_fd: int
+    #: True when ``ended_fd`` is a pipe that another process may keep open: after a
+    #: kill, the supervisor then asks ``exitcode`` (a waitpid) until it knows.
+    needs_polling: bool
+
+    @property
+    def exitcode(self) -> int | None:
+        """How the process ended (negative: by that signal); None while unknown. Never blocks."""
+
+    def kill(self) -> None: ...
+    def join(self, timeout: float | None = None) -> None:
+        """Wait up to ``timeout`` seconds for the process to end and its exit code to be known."""
+
+    def close(self) -> None: ...
 
 
 class KillReason(NamedTuple):
@@ -29,7 +48,8 @@ class KillReason(NamedTuple):
 class WorkerHandle:
     """The parent's side of one worker: its process, socket and the chunks it holds.
 
-    Only the supervisor thread touches a handle.
+    Touched only under the supervisor's lock: by the supervisor's thread, or by a
+    submitting thread that sends a chunk straight to this worker while it has room.
     """
 
     __slots__ = (
@@ -38,10 +58,13 @@ class WorkerHandle:
         "functions",
         "init_error",
         "kill_reason",
+        "killed",
         "pid",
         "process",
         "reader",
         "ready",
+        "recheck_at",
+        "recheck_every",
         "slot",
         "sock",
         "stop_sent",
@@ -66,7 +89,7 @@ class WorkerHandle:
         self.reader = reader
         self.writer = writer
         # Chunks sent and not yet answered, in the order the worker runs them.
-        self.assigned: deque[Chunk] = deque()
+        self.assigned: deque[WireChunk] = deque()
         # Function ids the worker holds, least recently used first.
         self.functions: OrderedDict[int, None] = OrderedDict()
         self.tasks_left = tasks_left  # before max_tasks_per_worker retires it
@@ -75,6 +98,10 @@ class WorkerHandle:
         self.alive = True
         self.kill_reason: KillReason | None = None
         self.init_error: BaseException | None = None
+        self.killed = False  # SIGKILL sent
+        # Where only waitpid can confirm the process's end: when to ask it next.
+        self.recheck_at: float | None = None
+        self.recheck_every = RECHECK_FIRST
 
     @property
     def label(self) -> str:

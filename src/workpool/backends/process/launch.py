@@ -1,8 +1,10 @@
 """How worker processes come into being: from the zygote, or through multiprocessing.
 
-The supervisor asks a launcher for a worker and gets back something process-like:
-``pid``, a ``sentinel`` that becomes readable when the process ends, ``kill()``,
-``join(timeout)``, ``exitcode`` and ``close()``.
+The supervisor asks a launcher for a worker and gets back a ``WorkerProcess``
+(``handle.py``): its
+``pid``; ``ended_fd``, which becomes readable when the process ends (a pidfd where the
+system has one, see ``lifeline.py``); ``kill()``, ``join(timeout)``, ``exitcode`` and
+``close()``.
 """
 
 from __future__ import annotations
@@ -14,21 +16,13 @@ import socket
 import sys
 from typing import Any, Protocol
 
+from workpool.backends.process import exit_hook, lifeline
+from workpool.backends.process.handle import WorkerProcess
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.worker import worker_main
 from workpool.backends.process.zygote import Zygote, get_zygote
 
-__all__ = ["Launcher", "WorkerProcess", "default_start_method", "make_launcher"]
-
-
-class WorkerProcess(Protocol):
-    pid: Any
-    sentinel: int
-    exitcode: int | None
-
-    def kill(self) -> None: ...
-    def join(self, timeout: float | None = None) -> None: ...
-    def close(self) -> None: ...
+__all__ = ["ChildProcess", "Launcher", "default_start_method", "make_launcher"]
 
 
 class Launcher(Protocol):
@@ -42,9 +36,7 @@ class MultiprocessingLauncher:
     """Workers as ``multiprocessing.Process`` of one start method (fork, forkserver, spawn)."""
 
     def __init__(self, method: str) -> None:
-        from workpool.backends.process.supervisor import run_exit_hook_before_multiprocessing
-
-        run_exit_hook_before_multiprocessing()
+        exit_hook.run_before_multiprocessing()
         self.method = method
         self._context = multiprocessing.get_context(method)
         if method == "fork":
@@ -53,11 +45,12 @@ class MultiprocessingLauncher:
             # inherit that module's import lock, held forever. Import it first.
             import cloudpickle  # noqa: F401
         if method == "forkserver":
-            # Import the main module and the worker once in the server, not per worker.
-            # This takes effect only if the fork server is not running yet.
+            # Import the main module and the worker once in the server, not per worker
+            # (ctypes too: a worker names itself through it). This takes effect only if
+            # the fork server is not running yet.
             with contextlib.suppress(Exception):
                 self._context.set_forkserver_preload(
-                    ["__main__", "workpool.backends.process.worker", "cloudpickle"]
+                    ["__main__", "workpool.backends.process.worker", "cloudpickle", "ctypes"]
                 )
         # The pid a worker should see as its parent; a fork server's is unknown here.
         self._parent_pid = 0 if method == "forkserver" else os.getpid()
@@ -70,7 +63,50 @@ class MultiprocessingLauncher:
             daemon=False,
         )
         process.start()
-        return process  # type: ignore[no-any-return]
+        return ChildProcess(process, ours=self.method != "forkserver")
+
+
+class ChildProcess:
+    """A worker started by multiprocessing, watched through a pidfd where there is one.
+
+    ``ours`` says the worker is this process's child (fork, spawn), so that waitpid
+    knows when it ends; its multiprocessing sentinel is then a pipe the worker holds,
+    which any process forked from it (or from us at the wrong instant) holds too. A
+    fork server's worker is the server's child, and its sentinel the server's socket.
+    """
+
+    def __init__(self, process: Any, *, ours: bool) -> None:
+        self._process = process
+        self._ours = ours
+        self.pid: int = process.pid
+        self._pidfd = lifeline.open_pidfd(self.pid)
+        self.ended_fd: int = process.sentinel if self._pidfd is None else self._pidfd
+        self.needs_polling = self._pidfd is None and ours
+
+    @property
+    def exitcode(self) -> int | None:
+        code: int | None = self._process.exitcode  # our child: waitpid(WNOHANG)
+        return code
+
+    def kill(self) -> None:
+        if self.exitcode is None:
+            lifeline.kill(self.pid, self._pidfd)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._pidfd is not None:
+            if not lifeline.wait_readable(self._pidfd, timeout) or self._ours:
+                return  # still running; or ended, and waitpid tells how
+        elif self._ours:  # the pipe may be held open elsewhere: ask waitpid instead
+            lifeline.wait_for(lambda: self.exitcode, timeout)
+            return
+        self._process.join(timeout)  # the fork server sends the exit code
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._pidfd)
+            self._pidfd = None
+        self._process.close()  # ValueError while it still runs
 
 
 class ZygoteLauncher:

@@ -1,8 +1,8 @@
 """Everything that crosses the socket between the parent and a worker process.
 
-Each worker owns one end of a Unix socket pair; the parent's supervisor thread owns
-the other. Both directions carry frames (``framing.py``) whose body's first byte says
-what the message is.
+Each worker owns one end of a Unix socket pair; the parent holds the other, read by
+its supervisor thread and written under the supervisor's lock. Both directions carry
+frames (``framing.py``) whose body's first byte says what the message is.
 
 Parent to worker::
 
@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import pickle
 import struct
-import traceback
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from workpool.errors import RemoteTraceback, TaskError
+from workpool.errors import add_note
+from workpool.remote_errors import PackedError, pack_error
 from workpool.serialize import PROTOCOL, dumps_data
 from workpool.sharing import SharingContext, TooManySegments, dumps_sharing, loads_sharing
 from workpool.tasks import CallMode
@@ -45,7 +45,6 @@ __all__ = [
     "Batch",
     "ChunkOrder",
     "InitFailed",
-    "PackedError",
     "Ready",
     "decode_chunk",
     "decode_from_worker",
@@ -57,8 +56,6 @@ __all__ = [
     "encode_init_failed",
     "encode_ready",
     "encode_stop",
-    "pack_error",
-    "unpack_error",
 ]
 
 DEFINE = 0x46  # "F"
@@ -158,46 +155,6 @@ def decode_chunk(body: bytearray) -> ChunkOrder | DefineOrder | None:
     raise ValueError(f"unknown message kind {kind:#x} from the parent")
 
 
-# A task's exception on its way back: the pickled exception when it pickles, and
-# always its type name, message and formatted traceback.
-PackedError = tuple[bytes | None, str, str, str]
-
-
-def pack_error(exc: BaseException) -> PackedError:
-    """Turn an exception raised in the worker into something that surely pickles."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        message = str(exc)
-    except Exception:
-        message = "<the exception's str() failed>"
-    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    try:
-        exc.__traceback__ = None  # frames hold locals that may not pickle, and are in the text
-        pickled: bytes | None = dumps_data(exc)
-    except Exception:
-        pickled = None
-    return (pickled, name, message, text)
-
-
-def unpack_error(packed: PackedError) -> BaseException:
-    """Rebuild the worker's exception as its own type, with the worker's traceback as cause.
-
-    An exception that could not be pickled or cannot be unpickled here arrives as a
-    ``TaskError`` carrying its type name, message and traceback text.
-    """
-    pickled, name, message, text = packed
-    exc: BaseException | None = None
-    if pickled is not None:
-        try:
-            exc = pickle.loads(pickled)
-        except Exception:
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = TaskError(name, message, text)
-    exc.__cause__ = RemoteTraceback(text)
-    return exc
-
-
 def encode_ready(pid: int) -> list[bytes]:
     return [bytes([READY]), pickle.dumps(pid, PROTOCOL)]
 
@@ -230,17 +187,11 @@ def encode_batch(
                 dumps_data(value)
             except Exception as exc:
                 note = f"the task's result ({type(value).__name__}) could not be pickled: {exc}"
-                errors.append((position, pack_error(_with_note(exc, note))))
+                add_note(exc, note)
+                errors.append((position, pack_error(exc)))
                 values[position] = None
         payload, fds, keep = dumps_sharing((values, errors), sharing)
     return [_BATCH_HEAD.pack(BATCH, seq, elapsed, len(fds)), payload], fds, keep
-
-
-def _with_note(exc: BaseException, note: str) -> BaseException:
-    from workpool.errors import add_note
-
-    add_note(exc, note)
-    return exc
 
 
 class Ready(NamedTuple):

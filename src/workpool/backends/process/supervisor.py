@@ -1,4 +1,4 @@
-"""The supervisor: the one thread that talks to a pool's worker processes.
+"""The supervisor: the thread that watches a pool's worker processes.
 
 See ``engine.py`` for the picture of how a task travels. The supervisor starts the
 workers, hands out chunks, reads results, watches deadlines, and when a worker dies,
@@ -7,7 +7,6 @@ works out which task it was on (``_recover``) and starts another in its place.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import selectors
@@ -19,7 +18,7 @@ from collections import deque
 from concurrent.futures import CancelledError
 
 from workpool._options import PoolSpec
-from workpool.backends.process import protocol
+from workpool.backends.process import exit_hook, lifeline, protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.handle import (
     FUNCTION_CACHE_SIZE,
@@ -29,10 +28,11 @@ from workpool.backends.process.handle import (
 )
 from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
+from workpool.backends.process.wire import WireChunk
 from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
-from workpool.serialize import FunctionRef, dumps_function
-from workpool.sharing import dumps_sharing
-from workpool.tasks import Chunk, ResultBatch
+from workpool.remote_errors import unpack_error
+from workpool.serialize import dumps_function
+from workpool.tasks import ResultBatch
 
 __all__ = ["Supervisor"]
 
@@ -48,9 +48,11 @@ class Supervisor:
     """Owns the worker processes of one pool; its thread runs ``_loop``.
 
     One lock guards everything the supervisor owns. Its thread holds it except while
-    it waits in ``select``; a submitting thread takes it to hand a chunk straight to
-    an idle worker (one thread hop less than waking the supervisor to do it). Sinks are
-    called only with the lock released, since they may submit again.
+    it waits in ``select`` and while it hands results over; a submitting thread takes
+    it to hand a chunk straight to an idle worker (one thread hop less than waking the
+    supervisor to do it). A sink's ``deliver`` is called only with the lock released,
+    since it may submit again; its ``claim`` is called under the lock, just before
+    the chunk is written to a worker's socket.
     """
 
     def __init__(self, spec: PoolSpec, launcher: Launcher) -> None:
@@ -75,7 +77,7 @@ class Supervisor:
 
         # Re-entrant: the supervisor's own steps nest. Everything below is under it.
         self._lock = threading.RLock()
-        self._inbox: deque[Chunk] = deque()
+        self._inbox: deque[WireChunk] = deque()
         self._accepting = True
         self._stopping = False
         self._cancel_pending = False
@@ -83,18 +85,21 @@ class Supervisor:
         self._broken: BaseException | None = None
 
         self._deliveries: list[ResultBatch] = []  # handed to sinks once the lock is free
-        self._pending: deque[Chunk] = deque()
+        self._pending: deque[WireChunk] = deque()
         self._seq = 0
         self._init_failures = 0  # consecutive workers whose start-up failed
         self._stop_deadline: float | None = None
+        self._stop_killed = False  # workers still there at the deadline were killed
 
         self._thread = threading.Thread(target=self._loop, name="workpool-supervisor", daemon=True)
         self._thread.start()
-        _live_supervisors.add(self)
+        exit_hook.track(self)
 
     # --- called from other threads ----------------------------------------------------
 
-    def submit(self, chunk: Chunk) -> None:
+    def submit(self, wire: WireChunk) -> None:
+        """Queue a chunk whose items are pickled; thread-safe."""
+        chunk = wire.chunk
         with self._lock:
             if self._broken is not None:
                 raise BrokenPool(f"the pool is broken: {self._broken}") from self._broken
@@ -102,10 +107,10 @@ class Supervisor:
                 raise RuntimeError("cannot submit work to a pool that has shut down")
             handle = None if self._pending or self._inbox else self._least_busy()
             if handle is None or handle.writer.pending:
-                self._inbox.append(chunk)
+                self._inbox.append(wire)
             else:  # a worker has room: send it from this thread, now
                 if chunk.sink.claim(chunk):
-                    self._send_chunk(handle, chunk)
+                    self._send_chunk(handle, wire)
                 if chunk.task_timeout is None:
                     return
         self._wake()  # the supervisor has work to hand out, or a new deadline to watch
@@ -190,6 +195,7 @@ class Supervisor:
                     self._flush(handle)
             else:
                 exits.append(handle)
+        exits.extend(self._confirmed_ends(exits))
         for handle in exits:  # after the reads, so results sent before dying count
             self._on_exit(handle)
         self._take_inbox()
@@ -207,7 +213,7 @@ class Supervisor:
         for handle in self._handles:
             if handle is None or not handle.assigned or handle.kill_reason is not None:
                 continue
-            head = handle.assigned[0]
+            head = handle.assigned[0].chunk
             if head.task_timeout is None:
                 continue
             running = self._running_item(handle)
@@ -217,9 +223,13 @@ class Supervisor:
                 _, started_ns = running
                 wait = max(0.0, head.task_timeout - (now - started_ns) / 1e9)
             timeout = wait if timeout is None else min(timeout, wait)
-        if self._stop_deadline is not None:
+        if self._stop_deadline is not None and not self._stop_killed:
             wait = max(0.0, self._stop_deadline - time.monotonic())
             timeout = wait if timeout is None else min(timeout, wait)
+        for handle in self._handles:
+            if handle is not None and handle.recheck_at is not None:
+                wait = max(0.0, handle.recheck_at - time.monotonic())
+                timeout = wait if timeout is None else min(timeout, wait)
         return timeout
 
     def _start_worker(self, slot: int) -> None:
@@ -242,7 +252,7 @@ class Supervisor:
         )
         self._handles[slot] = handle
         self._selector.register(parent_sock, selectors.EVENT_READ, (_SOCKET, handle))
-        self._selector.register(process.sentinel, selectors.EVENT_READ, (_EXIT, handle))
+        self._selector.register(process.ended_fd, selectors.EVENT_READ, (_EXIT, handle))
         handle.writer.write(*protocol.encode_init(self._initializer_payload))
         self._watch_writes(handle)
 
@@ -254,8 +264,8 @@ class Supervisor:
             cancel = self._cancel_pending
         if cancel and self._pending:
             dropped, self._pending = self._pending, deque()
-            for chunk in dropped:
-                self._fail(chunk, CancelledError("the pool shut down before this task started"))
+            for wire in dropped:
+                self._fail(wire, CancelledError("the pool shut down before this task started"))
 
     # --- handing out work -------------------------------------------------------------
 
@@ -264,13 +274,16 @@ class Supervisor:
             handle = self._least_busy()
             if handle is None:
                 return
-            chunk = self._pending.popleft()
-            if not chunk.sink.claim(chunk):
+            wire = self._pending.popleft()
+            count = len(wire.chunk.items)
+            if not wire.chunk.sink.claim(wire.chunk):
                 continue
-            if handle.tasks_left is not None and len(chunk.items) > handle.tasks_left:
-                self._pending.appendleft(chunk.split(handle.tasks_left, len(chunk.items)))
-                chunk = chunk.split(0, handle.tasks_left)
-            self._send_chunk(handle, chunk)
+            if handle.tasks_left is not None and count > handle.tasks_left:
+                self._pending.appendleft(wire.split(handle.tasks_left, count))
+                wire = wire.split(0, handle.tasks_left)
+            if wire.payload is None and not self._encode(wire):
+                continue
+            self._send_chunk(handle, wire)
 
     def _least_busy(self) -> WorkerHandle | None:
         best: WorkerHandle | None = None
@@ -281,8 +294,18 @@ class Supervisor:
                 best = handle
         return best
 
-    def _send_chunk(self, handle: WorkerHandle, chunk: Chunk) -> None:
-        ref: FunctionRef = chunk.fn_ref
+    def _encode(self, wire: WireChunk) -> bool:
+        """Pickle a piece split off a chunk; if that fails now, the piece fails with it."""
+        try:
+            wire.encode()
+        except Exception as exc:
+            add_note(exc, "the task's arguments could not be sent to a worker process")
+            self._fail(wire, exc)
+            return False
+        return True
+
+    def _send_chunk(self, handle: WorkerHandle, wire: WireChunk) -> None:
+        ref = wire.fn_ref
         if ref.fn_id in handle.functions:
             handle.functions.move_to_end(ref.fn_id)
         else:
@@ -292,16 +315,16 @@ class Supervisor:
             handle.functions[ref.fn_id] = None
             handle.writer.write(*protocol.encode_define(ref.fn_id, ref.payload, evict))
         self._seq += 1
-        chunk.seq = self._seq
-        if chunk.payload is None:  # a piece split off after a crash: its items pickle
-            chunk.payload, chunk.fds, chunk.keep = dumps_sharing(chunk.items, chunk.sharing)
+        wire.seq = self._seq
+        chunk = wire.chunk
+        assert wire.payload is not None, "a chunk is pickled before it is sent"
         tracked = chunk.task_timeout is not None
         threshold = chunk.sharing.threshold if chunk.sharing is not None else None
         parts = protocol.encode_chunk(
-            chunk.seq, ref.fn_id, chunk.mode, tracked, threshold, len(chunk.fds), chunk.payload
+            wire.seq, ref.fn_id, chunk.mode, tracked, threshold, len(wire.fds), wire.payload
         )
-        handle.writer.write(*parts, fds=chunk.fds)
-        handle.assigned.append(chunk)
+        handle.writer.write(*parts, fds=wire.fds)
+        handle.assigned.append(wire)
         if handle.tasks_left is not None:
             handle.tasks_left -= len(chunk.items)
         self._watch_writes(handle)
@@ -330,30 +353,32 @@ class Supervisor:
                 handle.ready = True
                 self._init_failures = 0
             else:
-                handle.init_error = protocol.unpack_error(message.error)
+                handle.init_error = unpack_error(message.error)
         if handle.reader.closed and handle.alive:
             self._selector.unregister(handle.sock)
-            handle.alive = False  # the socket is done; the exit sentinel follows
+            handle.alive = False  # the socket is done; the process's end follows
+            self._expect_end(handle)
 
     def _on_batch(self, handle: WorkerHandle, batch: protocol.Batch) -> None:
-        chunk = handle.assigned.popleft()
-        assert chunk.seq == batch.seq, "a worker answered chunks out of order"
+        wire = handle.assigned.popleft()
+        assert wire.seq == batch.seq, "a worker answered chunks out of order"
+        chunk = wire.chunk
         try:
             values, packed_errors = batch.decode(handle.reader.take_fds(batch.fd_count))
         except Exception as exc:
             add_note(exc, "the results came back from the worker but could not be unpickled")
-            self._fail(chunk, exc, worker=handle.label)
+            self._fail(wire, exc, worker=handle.label)
             return
         if packed_errors and packed_errors[0][0] == protocol.WHOLE_CHUNK:
-            error = protocol.unpack_error(packed_errors[0][1])
+            error = unpack_error(packed_errors[0][1])
             if len(chunk.items) == 1:
-                self._fail(chunk, error, worker=handle.label)
+                self._fail(wire, error, worker=handle.label)
             else:  # find out which items cannot be rebuilt in the worker: one at a time
                 self._pending.extendleft(
-                    reversed([chunk.split(i, i + 1) for i in range(len(chunk.items))])
+                    reversed([wire.split(i, i + 1) for i in range(len(chunk.items))])
                 )
             return
-        errors = {position: protocol.unpack_error(packed) for position, packed in packed_errors}
+        errors = {position: unpack_error(packed) for position, packed in packed_errors}
         self._deliver(ResultBatch(chunk, values, errors, batch.elapsed, worker=handle.label))
         if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
             self._send_stop(handle)  # max_tasks_per_worker reached: retire it
@@ -364,13 +389,15 @@ class Supervisor:
         if handle.alive:
             self._selector.unregister(handle.sock)
             handle.alive = False
-        self._selector.unregister(handle.process.sentinel)
+        self._selector.unregister(handle.process.ended_fd)
         handle.sock.close()
         for fd in handle.reader.take_fds(len(handle.reader.fds)):  # of a frame never finished
             with contextlib.suppress(OSError):
                 os.close(fd)
-        handle.process.join(1.0)
         exitcode = handle.process.exitcode
+        if exitcode is None:  # it has ended; the exit code may be a moment behind
+            handle.process.join(1.0)
+            exitcode = handle.process.exitcode
         self._handles[handle.slot] = None
         with contextlib.suppress(ValueError):
             handle.process.close()
@@ -402,8 +429,8 @@ class Supervisor:
         running = self._running_item(handle)
         head, *rest = handle.assigned
         handle.assigned.clear()
-        again: list[Chunk] = list(rest)
-        count = len(head.items)
+        again: list[WireChunk] = list(rest)
+        count = len(head.chunk.items)
         culprit: int | None = None
         if started_seq != head.seq:
             again.insert(0, head)  # it never started the chunk
@@ -419,12 +446,12 @@ class Supervisor:
             again[:0] = [
                 piece
                 for piece in (head.split(0, culprit), head.split(culprit + 1, count))
-                if piece.items
+                if piece.chunk.items
             ]
         self._pending.extendleft(reversed(again))
         if culprit is None:
             return
-        what = head.task_name(culprit)
+        what = head.chunk.task_name(culprit)
         error: BaseException
         if handle.kill_reason is not None:
             error = TaskTimeout(
@@ -450,7 +477,7 @@ class Supervisor:
             started = view[base + protocol.SLOT_STARTED_NS]
             if view[base + protocol.SLOT_POSITION] == position and view[base] == seq:
                 break
-        if head is None or seq != head.seq or position < 0 or head.task_timeout is None:
+        if head is None or seq != head.seq or position < 0 or head.chunk.task_timeout is None:
             return None
         return position, started
 
@@ -459,14 +486,48 @@ class Supervisor:
         for handle in self._handles:
             if handle is None or not handle.assigned or handle.kill_reason is not None:
                 continue
-            limit = handle.assigned[0].task_timeout
+            limit = handle.assigned[0].chunk.task_timeout
             running = self._running_item(handle)
             if limit is None or running is None:
                 continue
             position, started = running
             if now - started > limit * 1e9:
                 handle.kill_reason = KillReason(position, limit)
-                handle.process.kill()
+                self._kill(handle)
+
+    # --- ends of workers ---------------------------------------------------------------
+
+    def _kill(self, handle: WorkerHandle) -> None:
+        """Kill a worker, once; its end is then awaited like any other."""
+        if not handle.killed:
+            handle.killed = True
+            handle.process.kill()
+            self._expect_end(handle)
+
+    def _expect_end(self, handle: WorkerHandle) -> None:
+        """The worker is ending: where only waitpid can confirm it, ask it soon."""
+        if handle.process.needs_polling and handle.recheck_at is None:
+            handle.recheck_at = time.monotonic() + lifeline.RECHECK_FIRST
+
+    def _confirmed_ends(self, exits: list[WorkerHandle]) -> list[WorkerHandle]:
+        """Workers due a waitpid check that have indeed ended (``lifeline.py``).
+
+        One not yet ended is asked again later, a little less often each time.
+        """
+        ended: list[WorkerHandle] = []
+        now = time.monotonic()
+        for handle in self._handles:
+            if handle is None or handle.recheck_at is None or handle.recheck_at > now:
+                continue
+            if handle in exits:
+                continue
+            if handle.process.exitcode is not None:
+                handle.recheck_at = None
+                ended.append(handle)
+            else:
+                handle.recheck_every = min(2 * handle.recheck_every, lifeline.RECHECK_MAX)
+                handle.recheck_at = now + handle.recheck_every
+        return ended
 
     # --- stopping ---------------------------------------------------------------------
 
@@ -492,10 +553,11 @@ class Supervisor:
                 self._send_stop(handle)
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + STOP_GRACE
-        elif time.monotonic() > self._stop_deadline:
+        elif not self._stop_killed and time.monotonic() >= self._stop_deadline:
+            self._stop_killed = True  # once: from now on, wait for them to end
             for handle in self._handles:
                 if handle is not None:
-                    handle.process.kill()
+                    self._kill(handle)
         return any(h is not None for h in self._handles)
 
     def _send_stop(self, handle: WorkerHandle) -> None:
@@ -512,12 +574,12 @@ class Supervisor:
         for handle in self._handles:
             if handle is None:
                 continue
-            handle.process.kill()
-            for chunk in handle.assigned:
-                self._fail(chunk, error)
+            self._kill(handle)
+            for wire in handle.assigned:
+                self._fail(wire, error)
             handle.assigned.clear()
-        for chunk in self._pending:
-            self._fail(chunk, error)
+        for wire in self._pending:
+            self._fail(wire, error)
         self._pending.clear()
 
     def _break(self, cause: BaseException, origin: BaseException | None = None) -> None:
@@ -530,8 +592,8 @@ class Supervisor:
             self._stopping = True
             self._pending.extend(self._inbox)
             self._inbox.clear()
-        for chunk in self._pending:
-            self._fail(chunk, error)
+        for wire in self._pending:
+            self._fail(wire, error)
         self._pending.clear()
 
     def _close(self) -> None:
@@ -539,21 +601,21 @@ class Supervisor:
         for handle in self._handles:
             if handle is None:
                 continue
-            handle.process.kill()
+            self._kill(handle)
             handle.process.join(5)
-            for chunk in handle.assigned:
-                self._fail(chunk, CancelledError("the pool stopped before this task finished"))
+            for wire in handle.assigned:
+                self._fail(wire, CancelledError("the pool stopped before this task finished"))
             handle.sock.close()
         with self._lock:
             self._accepting = False
             leftover = list(self._pending) + list(self._inbox)
             self._pending.clear()
             self._inbox.clear()
-        for chunk in leftover:
-            self._fail(chunk, self._broken or CancelledError("the pool stopped before this task"))
+        for wire in leftover:
+            self._fail(wire, self._broken or CancelledError("the pool stopped before this task"))
         self._selector.close()
         self._slots.close()
-        _live_supervisors.discard(self)
+        exit_hook.forget(self)
 
     # --- handing results over -----------------------------------------------------------
 
@@ -562,45 +624,18 @@ class Supervisor:
 
     def _fail(
         self,
-        chunk: Chunk,
+        wire: WireChunk,
         error: BaseException,
         *,
         worker: str = "",
         retryable: bool = False,
     ) -> None:
-        batch = ResultBatch.failed(chunk, error, retryable=retryable)
+        batch = ResultBatch.failed(wire.chunk, error, retryable=retryable)
         batch.worker = worker
         self._deliver(batch)
-
-
-_live_supervisors: weakref.WeakSet[Supervisor] = weakref.WeakSet()
 
 
 def _close_descriptors(*fds: int) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
-
-
-def _stop_everything_at_exit() -> None:
-    """At interpreter exit, no worker may outlive us: terminate every live pool."""
-    for supervisor in list(_live_supervisors):
-        supervisor.terminate()
-
-
-def run_exit_hook_before_multiprocessing() -> None:
-    """Make our exit hook run before multiprocessing's.
-
-    atexit runs handlers last registered first. multiprocessing's own handler joins
-    every live ``multiprocessing.Process``, which would wait forever on idle workers
-    started that way; so ours is registered again after importing it (which registers
-    multiprocessing's). Workers from the zygote are not ``Process`` objects and need
-    none of this.
-    """
-    import multiprocessing.util  # noqa: F401
-
-    atexit.unregister(_stop_everything_at_exit)
-    atexit.register(_stop_everything_at_exit)
-
-
-atexit.register(_stop_everything_at_exit)

@@ -18,16 +18,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from workpool.backends.process import protocol
+from workpool.backends.process import prctl, protocol
 from workpool.backends.process.framing import recv_frame, send_frame
 from workpool.backends.process.slots import SharedSlots
+from workpool.remote_errors import PackedError, pack_error
 from workpool.serialize import loads
 from workpool.sharing import SharingContext, loads_sharing
 from workpool.tasks import CallMode, call_items
 
 __all__ = ["worker_main"]
-
-_PR_SET_PDEATHSIG = 1
 
 
 def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
@@ -37,29 +36,18 @@ def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
     it does not read, so it never competes with the main loop for data). Where that is
     not available it polls ``getppid``. On Linux, for workers whose parent is the pool's
     process itself (fork, spawn), ``PR_SET_PDEATHSIG`` also has the kernel kill the
-    worker the moment the parent dies. ``parent_pid`` is 0 when the parent is a fork
-    server, whose death says nothing about the pool's.
+    worker the moment the thread that started it (the pool's supervisor) ends, and so
+    when the parent dies. ``parent_pid`` is 0 when the parent is a fork server or the
+    zygote, whose death says nothing about the pool's.
     """
-    if parent_pid and sys.platform.startswith("linux"):
-        import ctypes  # only here: it costs milliseconds to import
-
-        with contextlib.suppress(OSError, AttributeError):
-            # The symbols already loaded into this process include libc's; looking the
-            # library up by name (ctypes.util.find_library) would run ldconfig.
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent_pid:  # the parent died before prctl took effect
-            os._exit(1)
+    if parent_pid and prctl.die_with_parent() and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before prctl took effect
 
     if hasattr(select, "POLLRDHUP"):
+        fd = sock.fileno()
 
         def watch() -> None:
-            poller = select.poll()
-            poller.register(sock.fileno(), select.POLLRDHUP)
-            while True:
-                for _, events in poller.poll():
-                    if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
-                        os._exit(1)
+            _watch_socket(fd)
 
     else:
         first_parent = parent_pid or os.getppid()
@@ -72,13 +60,29 @@ def _die_with_parent(parent_pid: int, sock: socket.socket) -> None:
     threading.Thread(target=watch, name="workpool-parent-watch", daemon=True).start()
 
 
+def _watch_socket(fd: int) -> None:
+    """End this process when the peer of socket ``fd`` goes; return if ``fd`` is closed here.
+
+    ``poll`` reports a descriptor closed under it (``POLLNVAL``) at once, every time:
+    that is the worker ending on its own, and the watch ends too rather than spin.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLRDHUP)
+    while True:
+        for _, events in poller.poll():
+            if events & select.POLLNVAL:
+                return
+            if events & (select.POLLRDHUP | select.POLLHUP | select.POLLERR):
+                os._exit(1)
+
+
 def _run_chunk(
     fn: Callable[..., Any],
     mode: CallMode,
     items: list[Any],
     slot: memoryview,
     tracked: bool,
-) -> tuple[list[Any], list[tuple[int, protocol.PackedError]]]:
+) -> tuple[list[Any], list[tuple[int, PackedError]]]:
     """Run the items; on a tracked chunk, publish which item runs and since when."""
     before_each = None
     if tracked:
@@ -89,7 +93,7 @@ def _run_chunk(
 
     values, errors, _ = call_items(fn, mode, items, before_each=before_each, catch_interrupt=True)
     slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
-    return values, [(position, protocol.pack_error(exc)) for position, exc in errors.items()]
+    return values, [(position, pack_error(exc)) for position, exc in errors.items()]
 
 
 def _load_function(payload: memoryview) -> Callable[..., Any]:
@@ -123,6 +127,7 @@ def worker_main(sock: socket.socket, slots: SharedSlots, slot_index: int, parent
 def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid: int) -> None:
     # Ctrl+C reaches the whole process group; the parent decides what stops, not us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    prctl.set_name("workpool-worker")  # not one more copy of the program, in ps and top
     _die_with_parent(parent_pid, sock)
     slot = slots.slot(slot_index)
 
@@ -135,7 +140,7 @@ def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid:
             initializer, initargs = loads(initializer_payload)
             initializer(*initargs)
         except BaseException as exc:
-            send_frame(sock, *protocol.encode_init_failed(protocol.pack_error(exc)))
+            send_frame(sock, *protocol.encode_init_failed(pack_error(exc)))
             sock.close()
             return
     send_frame(sock, *protocol.encode_ready(os.getpid()))
@@ -165,7 +170,7 @@ def _serve(sock: socket.socket, slots: SharedSlots, slot_index: int, parent_pid:
             items = loads_sharing(order.payload, fds)
         except BaseException as exc:  # the arguments cannot be rebuilt here
             values: list[Any] = []
-            errors = [(protocol.WHOLE_CHUNK, protocol.pack_error(exc))]
+            errors = [(protocol.WHOLE_CHUNK, pack_error(exc))]
         else:
             fn = functions[order.fn_id]
             if isinstance(fn, memoryview):

@@ -10,12 +10,16 @@ worker, if the program runs no other thread at that moment, workpool forks a hel
 process (the zygote) that never starts a thread. Every worker is then forked from the
 zygote on request, so it starts with the program's modules already imported, in a
 process that had one thread when it forked. If the program already runs threads when
-the first pool starts, the standard fork server is used instead (``engine.py``).
+the first pool starts, the standard fork server is used instead (``launch.py``).
 
 Protocol, over a Unix datagram socket pair (one request, one reply)::
 
     parent -> zygote   SPAWN slot, sys.path, cwd, preload  + fds [worker socket, slots]
     zygote -> parent   pid                                 + fd  [exit pipe]
+
+The zygote stays until the program ends (as the standard fork server does), so it
+names itself ``workpool-zygote`` (``prctl.py``; its workers are ``workpool-worker``):
+``ps`` and ``top`` then show what it is rather than one more copy of the program.
 
 The zygote keeps the write end of one *exit pipe* per worker. When the worker ends,
 the zygote reaps it and writes its exit status there, then closes it: the read end,
@@ -35,7 +39,8 @@ import struct
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+
+from workpool.backends.process import exit_hook, lifeline, prctl
 
 __all__ = ["ZygoteWorker", "get_zygote"]
 
@@ -44,43 +49,35 @@ _MAX_MESSAGE = 1 << 20
 
 
 class ZygoteWorker:
-    """A worker process forked by the zygote; the parts of ``Process`` the supervisor uses."""
+    """A worker process forked by the zygote, as the supervisor sees it (``WorkerProcess``).
+
+    It is not our child: a pidfd says when it ends (where the system has them), and
+    its exit pipe, which only the zygote writes, brings the exit code.
+    """
 
     def __init__(self, pid: int, sentinel: int) -> None:
         self.pid = pid
-        self.sentinel = sentinel
+        self.sentinel = sentinel  # the exit pipe's read end
         self.exitcode: int | None = None
-        self._pidfd: int | None = None
-        if hasattr(os, "pidfd_open"):  # signals then cannot reach a recycled pid
-            with contextlib.suppress(OSError):
-                self._pidfd = os.pidfd_open(pid)
+        self._pidfd = lifeline.open_pidfd(pid)
+        self.ended_fd = sentinel if self._pidfd is None else self._pidfd
+        self.needs_polling = False  # the exit pipe's write end is the zygote's alone
 
     def kill(self) -> None:
-        if self.exitcode is not None:
-            return
-        with contextlib.suppress(ProcessLookupError, OSError):
-            if self._pidfd is not None:
-                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
-            else:
-                os.kill(self.pid, signal.SIGKILL)
+        if self.exitcode is None:
+            lifeline.kill(self.pid, self._pidfd)
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until the worker has ended (its sentinel is readable), then read its code."""
+        """Wait until the zygote reports the worker's end, then read its exit code."""
         if self.exitcode is not None or self.sentinel < 0:
             return
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.sentinel, selectors.EVENT_READ)
-            if not selector.select(timeout):
-                return
+        if not lifeline.wait_readable(self.sentinel, timeout):
+            return
         data = b""
         with contextlib.suppress(OSError):
             data = os.read(self.sentinel, _STATUS.size)
         # Without a status the zygote itself died; call it a kill.
         self.exitcode = _STATUS.unpack(data)[0] if len(data) == _STATUS.size else -signal.SIGKILL
-
-    def is_alive(self) -> bool:
-        self.join(0)
-        return self.exitcode is None
 
     def close(self) -> None:
         for fd in (self.sentinel, self._pidfd):
@@ -146,11 +143,8 @@ class Zygote:
 def _serve(control: socket.socket) -> int:
     """The zygote's loop: fork a worker per request, report each one's exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the parent to handle
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(Exception):
-            import ctypes
-
-            ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # die with the parent
+    prctl.die_with_parent()
+    prctl.set_name("workpool-zygote")  # it outlives calls: ps must not show the program
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -290,15 +284,10 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _stop_at_exit() -> None:
+    """The zygote ends when its socket closes; at exit, after the pools have stopped."""
     if _zygote is not None:
         with contextlib.suppress(OSError):
             _zygote._socket.close()
 
 
-def _register_exit_hook() -> Any:
-    import atexit
-
-    return atexit.register(_stop_at_exit)
-
-
-_register_exit_hook()
+exit_hook.afterwards(_stop_at_exit)

@@ -1,9 +1,9 @@
-"""One subinterpreter as the interpreter backend uses it: created, fed chunks, closed.
+"""One subinterpreter as the pool holds it: created, fed chunks, closed.
 
-A ``Subinterpreter`` owns a subinterpreter (``concurrent.interpreters``, Python 3.14+),
-a *loop thread* that enters it once and stays inside, running
-``interpreter_worker.serve``, and two pipes to that loop. The worker thread that created
-it sends a chunk and reads the reply; nothing else touches it.
+An ``InterpreterHandle`` owns a subinterpreter (``concurrent.interpreters``, Python
+3.14+), a *loop thread* that enters it once and stays inside, running ``worker.serve``,
+and two pipes to that loop. The worker thread that created it sends a chunk and reads
+the reply; nothing else touches it.
 
 Starting one: the loop thread hands the interpreter the worker module's compiled code,
 the parent's ``sys.path`` (so functions pickled by reference import the same modules)
@@ -24,28 +24,18 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from workpool.backends import interpreter_worker as wire
-from workpool.backends.process.protocol import unpack_error
+from workpool.backends.base import InitializerFailed
+from workpool.backends.interpreter import worker as wire
+from workpool.remote_errors import unpack_error
 from workpool.serialize import FunctionRef
 
-__all__ = [
-    "InitializerFailed",
-    "ItemsNotRebuilt",
-    "LoopStopped",
-    "ResultsNotRebuilt",
-    "Subinterpreter",
-]
-
-# Python 3.14's module, looked up at run time: this is only ever imported where it exists
-# (``_options`` refuses backend="interpreter" elsewhere), and mypy checks the package as
-# Python 3.10, which has no such module.
-interpreters: Any = importlib.import_module("concurrent.interpreters")
+__all__ = ["InterpreterHandle", "ItemsNotRebuilt", "LoopStopped", "ResultsNotRebuilt"]
 
 # Functions an interpreter keeps rebuilt; the least recently used is dropped beyond this.
 FUNCTIONS_PER_INTERPRETER = 256
 
 # Run in the new interpreter's __main__: make the worker module's code a module of its
-# own (not imported by name: see interpreter_worker.py), then serve until told to stop.
+# own (not imported by name: see worker.py), then serve until told to stop.
 _BOOT = """\
 def _workpool_serve(code, origin, path, rfd, wfd):
     import marshal, sys
@@ -73,16 +63,19 @@ def _compiled_worker() -> bytes:
         return _worker_code
 
 
+def _interpreters() -> Any:
+    """Python 3.14's ``concurrent.interpreters``.
+
+    Looked up when an interpreter is made, not at import: this package imports on every
+    Python (``worker.py``'s numbers are checked everywhere), while ``_options`` refuses
+    backend="interpreter" where the module is missing; and mypy checks the package as
+    Python 3.10, which has no such module.
+    """
+    return importlib.import_module("concurrent.interpreters")
+
+
 class LoopStopped(Exception):
     """The loop inside the subinterpreter has ended; the message says how."""
-
-
-class InitializerFailed(Exception):
-    """The initializer raised in the new subinterpreter; ``error`` is its exception."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(repr(error))
-        self.error = error
 
 
 class ItemsNotRebuilt(Exception):
@@ -101,7 +94,7 @@ class ResultsNotRebuilt(Exception):
         self.error = error
 
 
-class Subinterpreter:
+class InterpreterHandle:
     """A subinterpreter serving chunks. Not thread-safe: one worker thread uses it.
 
     Creating it starts the interpreter and runs the initializer there
@@ -120,7 +113,7 @@ class Subinterpreter:
         self.loop_error: BaseException | None = None
         self.stopped = False  # the loop has ended: this interpreter can run nothing more
         try:
-            self._interp = interpreters.create()
+            self._interp = _interpreters().create()
             self.label = f"interpreter {self._interp.id}"
             inner_read, self._to_loop = os.pipe()
             self._from_loop, inner_write = os.pipe()

@@ -1,12 +1,12 @@
 """The loop that runs inside each subinterpreter, and the frames it trades with the pool.
 
-This file leads two lives. The pool imports it as ``workpool.backends.interpreter_worker``
-for the frame helpers and message kinds. Each subinterpreter receives its compiled code
-and runs it as a module of its own: importing it by name there would first run
-``workpool/__init__`` and all it imports, about 130 ms for every new interpreter. So at
-module level it imports only what a bare interpreter has almost at hand; what it needs
-only when something fails (``pack_error``, cloudpickle, ``stop_iteration_failure``) is
-imported then.
+This file leads two lives. The pool imports it as ``workpool.backends.interpreter.worker``
+for the frame helpers and message kinds (``handle.py`` is the pool's end of the pipes).
+Each subinterpreter receives its compiled code and runs it as a module of its own:
+importing it by name there would first run ``workpool/__init__`` and all it imports,
+about 130 ms for every new interpreter. So at module level it imports only what a bare
+interpreter has almost at hand; what it needs only when something fails
+(``pack_error``, cloudpickle, ``stop_iteration_failure``) is imported then.
 
 One request, then one reply, over two pipes (frames: an 8-byte length, then the body,
 whose first byte says what it is)::
@@ -222,6 +222,6 @@ def _pickle_results(values: list[Any], errors: dict[int, BaseException]) -> byte
 
 
 def _pack_error(exc: BaseException) -> Any:
-    from workpool.backends.process.protocol import pack_error
+    from workpool.remote_errors import pack_error
 
     return pack_error(exc)

@@ -1,0 +1,150 @@
+"""A worker thread's context on the interpreter backend: its chunks go through a subinterpreter.
+
+Only bytes cross into a subinterpreter. For each chunk the context pickles the items
+(the function only the first time that interpreter needs it), has its
+``InterpreterHandle`` run them there, and turns the reply into result batches. What
+cannot cross fails only its own tasks, saying why:
+
+- a function that cannot be pickled fails every task of the chunk;
+- an item that cannot be pickled fails alone; the others run;
+- items that cannot be rebuilt inside are sent again one at a time to find which;
+- results that cannot be rebuilt here fail their chunk.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+from workpool.backends.interpreter.handle import (
+    InterpreterHandle,
+    ItemsNotRebuilt,
+    LoopStopped,
+    ResultsNotRebuilt,
+)
+from workpool.backends.threaded import WorkerContext
+from workpool.errors import WorkerCrashed, add_note
+from workpool.serialize import FunctionRef, FunctionRegistry, dumps_data, picklable_runs
+from workpool.tasks import Chunk, ResultBatch
+
+__all__ = ["InterpreterContext"]
+
+
+class InterpreterContext(WorkerContext):
+    """One worker's subinterpreter, created by ``start`` and closed by ``close``.
+
+    ``functions`` is the backend's registry, shared by its workers, so that a function
+    is pickled once per pool; ``init_payload`` the pickled ``(initializer, initargs)``.
+    """
+
+    def __init__(
+        self, thread: threading.Thread, functions: FunctionRegistry, init_payload: bytes
+    ) -> None:
+        self._thread_name = thread.name
+        self._functions = functions
+        self._init_payload = init_payload
+        self._handle: InterpreterHandle | None = None
+        self.label = "a new subinterpreter"
+
+    def start(self) -> None:
+        self._handle = InterpreterHandle(self._thread_name, self._init_payload)
+        self.label = self._handle.label
+
+    @property
+    def spent(self) -> bool:
+        return self._handle is not None and self._handle.stopped
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+
+    def run(self, chunk: Chunk, on_start: Callable[[], object] | None) -> list[ResultBatch]:
+        batches: list[ResultBatch] = []
+        self._run(chunk, on_start, batches)
+        return batches
+
+    def _run(
+        self, chunk: Chunk, on_start: Callable[[], object] | None, batches: list[ResultBatch]
+    ) -> None:
+        """Run ``chunk``, adding its batches to ``batches``."""
+        try:
+            fn_ref = self._functions.ref(chunk.fn)
+        except Exception as exc:
+            batches.append(self._unsendable_function(chunk, exc))
+            return
+        try:
+            payload = dumps_data(chunk.items)
+        except Exception:
+            self._run_picklable_part(chunk, on_start, batches)
+            return
+        try:
+            batches.append(self._exchange(chunk, fn_ref, payload, on_start))
+        except ItemsNotRebuilt as exc:
+            if len(chunk.items) == 1:
+                batches.append(self._failed(chunk, exc.error))
+            else:  # find out which items cannot be rebuilt there: one at a time
+                for i in range(len(chunk.items)):
+                    self._run(chunk.split(i, i + 1), on_start, batches)
+
+    def _run_picklable_part(
+        self, chunk: Chunk, on_start: Callable[[], object] | None, batches: list[ResultBatch]
+    ) -> None:
+        """Fail the items that cannot be pickled; run the others as usual."""
+        for begin, end, reason in picklable_runs(chunk.items):
+            piece = chunk.split(begin, end)
+            if reason is None:
+                self._run(piece, on_start, batches)
+                continue
+            add_note(
+                reason, "the task's arguments could not be pickled to send them to a subinterpreter"
+            )
+            batches.append(self._failed(piece, reason))
+
+    def _exchange(
+        self,
+        chunk: Chunk,
+        fn_ref: FunctionRef,
+        payload: bytes,
+        on_start: Callable[[], object] | None,
+    ) -> ResultBatch:
+        """One round trip: the chunk in, its batch out.
+
+        Raises ``ItemsNotRebuilt`` when the items cannot be unpickled in the interpreter.
+        """
+        assert self._handle is not None
+        batch: ResultBatch
+        try:
+            values, errors, elapsed = self._handle.run(
+                fn_ref, int(chunk.mode), payload, on_start=on_start
+            )
+        except LoopStopped as exc:
+            error = WorkerCrashed(f"{chunk.task_name()} was running when {exc}")
+            batch = ResultBatch.failed(chunk, error, retryable=True)
+        except ResultsNotRebuilt as exc:
+            add_note(
+                exc.error,
+                "the results came back from the subinterpreter but could not be unpickled",
+            )
+            batch = ResultBatch.failed(chunk, exc.error, retryable=False)
+        else:
+            batch = ResultBatch(chunk, values, errors, elapsed)
+        batch.worker = self.label
+        return batch
+
+    def _failed(self, chunk: Chunk, error: BaseException) -> ResultBatch:
+        """Every task of ``chunk`` fails with ``error``, for good: trying again cannot help."""
+        batch = ResultBatch.failed(chunk, error, retryable=False)
+        batch.worker = self.label
+        return batch
+
+    def _unsendable_function(self, chunk: Chunk, reason: BaseException) -> ResultBatch:
+        """Every task of ``chunk`` fails: its function cannot be pickled to cross over."""
+        count = len(chunk.items)
+        errors: dict[int, BaseException] = {}
+        for position in range(count):
+            error = TypeError(
+                f"the function {chunk.fn!r} cannot be sent to a subinterpreter: {reason}"
+            )
+            error.__cause__ = reason
+            errors[position] = error
+        return ResultBatch(chunk, [None] * count, errors, retryable=False, worker=self.label)

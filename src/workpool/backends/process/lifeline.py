@@ -1,0 +1,75 @@
+"""Knowing for certain that a worker process has ended.
+
+A process's usual sentinel is the read end of a pipe whose write end the process
+holds: it becomes readable once every copy of that write end is closed, which is not
+the same as the process having died. Any process that inherited the worker's
+descriptors keeps it silent: a subprocess that a task started, or a process forked
+elsewhere in the program at the instant the worker was being started. The supervisor
+would then wait for ever on a dead worker, or, having killed it, go on killing it.
+
+What no other process can keep from us:
+
+- a *pidfd* (Linux 5.3+): readable once its process has ended, whoever holds what.
+  Every worker gets one where the system has them, the pool's own children and the
+  zygote's workers alike; signals sent through it cannot reach a recycled pid;
+- ``waitpid``, for the pool's own children (``fork``, ``spawn``). Without a pidfd the
+  supervisor asks it, on a timer that backs off, about a worker it has reason to think
+  is ending: it killed it, or its socket closed. (A worker that dies on its own while
+  another process holds its descriptors is then seen only once they let go.)
+
+Every wait here blocks with a deadline; none spins.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import time
+from collections.abc import Callable
+
+__all__ = ["RECHECK_FIRST", "RECHECK_MAX", "kill", "open_pidfd", "wait_for", "wait_readable"]
+
+# How soon, then how often at most, to ask waitpid about a worker that should be ending.
+RECHECK_FIRST = 0.005
+RECHECK_MAX = 0.25
+
+
+def open_pidfd(pid: int) -> int | None:
+    """A pidfd for process ``pid``, or None where the system has none (or it is gone)."""
+    if not hasattr(os, "pidfd_open"):
+        return None
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return None
+
+
+def kill(pid: int, pidfd: int | None) -> None:
+    """SIGKILL, through the pidfd when there is one; a process already gone is no error."""
+    with contextlib.suppress(OSError):
+        if pidfd is not None:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+
+
+def wait_readable(fd: int, timeout: float | None) -> bool:
+    """Block until ``fd`` is readable or ``timeout`` seconds pass; True if it is."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        return bool(selector.select(timeout))
+
+
+def wait_for(exitcode: Callable[[], int | None], timeout: float | None) -> int | None:
+    """Ask ``exitcode()`` (a waitpid) until it knows, pausing longer each time; None at timeout."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pause = RECHECK_FIRST
+    while (code := exitcode()) is None:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            return None
+        time.sleep(pause if left is None else min(pause, left))
+        pause = min(2 * pause, RECHECK_MAX)
+    return code

@@ -1,0 +1,161 @@
+"""Functions by value with the standard library alone: code marshalled, globals pickled.
+
+A function defined in ``__main__`` (or a lambda, or a closure) cannot travel by name:
+the worker's ``__main__`` is not the caller's, and a lambda has no name to import. It
+must travel as what it is: its code, the globals it reads as they are *now*, its
+defaults and the contents of its closure. cloudpickle does this for everything, but
+importing it costs more than starting a pool. The plain functions almost every program
+sends need far less, and this pickler carries them with ``pickle`` and ``marshal``:
+
+    caller                                          worker
+    ------                                          ------
+    fn ──reducer_override──> skeleton: marshalled code, name, an empty namespace
+                             state:    the globals fn reads, defaults, closure, __dict__
+                                        ──pickle──>  function built from the code,
+                                                     then its state filled in
+
+The state is applied after the skeleton is memoized, so a function that calls itself
+(or two that call each other) pickle without endless recursion. Functions pickled
+together from one module share one namespace in the worker, as they shared one in the
+caller. Modules travel by name. Whatever this pickler cannot carry (a class defined in
+``__main__``, an object plain pickle refuses) raises ``NeedsCloudpickle``, and the caller
+falls back to cloudpickle.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import io
+import marshal
+import pickle
+import sys
+import types
+from typing import Any
+
+__all__ = ["NeedsCloudpickle", "dumps_by_value"]
+
+
+class NeedsCloudpickle(Exception):
+    """Raised while pickling, at the first object only cloudpickle can carry."""
+
+
+def _importable(obj: Any) -> bool:
+    """Whether ``obj`` can be found again by its module and qualified name."""
+    module_name = getattr(obj, "__module__", None)
+    if module_name is None or module_name == "__main__":
+        return False
+    module = sys.modules.get(module_name)
+    if module is None:
+        return False
+    found: Any = module
+    for part in getattr(obj, "__qualname__", "<").split("."):
+        found = getattr(found, part, None)
+        if found is None:
+            return False
+    return found is obj
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    """Every name ``code`` and the code nested in it may read as a global."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+class _Namespace:
+    """Stands for a module's globals while pickling; becomes a fresh dict in the worker."""
+
+    __slots__ = ("module", "origin")
+
+    def __init__(self, origin: dict[str, Any], module: str) -> None:
+        self.origin = origin
+        self.module = module
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str | None]]:
+        # __package__ lets a relative import inside the function work in the worker.
+        return _new_namespace, (self.module, self.origin.get("__package__"))
+
+
+def _new_namespace(module: str, package: str | None) -> dict[str, Any]:
+    return {"__builtins__": builtins, "__name__": module, "__package__": package}
+
+
+def _make_function(
+    code: bytes, namespace: dict[str, Any], name: str, cell_count: int
+) -> types.FunctionType:
+    cells = tuple(types.CellType() for _ in range(cell_count)) if cell_count else None
+    return types.FunctionType(marshal.loads(code), namespace, name, None, cells)
+
+
+_EMPTY_CELL = ("workpool", "empty cell")
+
+
+def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
+    fn.__globals__.update(state.pop("globals"))
+    for cell, value in zip(fn.__closure__ or (), state.pop("closure")):
+        if value != _EMPTY_CELL:
+            cell.cell_contents = value
+    for attribute, value in state.items():
+        setattr(fn, attribute, value)
+
+
+class _ByValuePickler(pickle.Pickler):
+    """The standard pickler, taught to carry functions and modules the way the worker needs."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, pickle.HIGHEST_PROTOCOL)
+        # One stand-in per module namespace, kept alive so pickle's memo (by id) holds.
+        self._namespaces: dict[int, _Namespace] = {}
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, types.FunctionType):
+            if _importable(obj):
+                return NotImplemented
+            return self._reduce_function(obj)
+        if isinstance(obj, types.ModuleType):
+            if obj.__name__ == "__main__" or obj.__name__ not in sys.modules:
+                raise NeedsCloudpickle(f"module {obj.__name__!r} cannot be imported by name")
+            return importlib.import_module, (obj.__name__,)
+        if isinstance(obj, type) and not _importable(obj):
+            raise NeedsCloudpickle(f"class {obj.__qualname__!r} cannot be imported by name")
+        return NotImplemented
+
+    def _reduce_function(self, fn: types.FunctionType) -> Any:
+        namespace = self._namespaces.get(id(fn.__globals__))
+        if namespace is None:
+            namespace = _Namespace(fn.__globals__, fn.__module__ or "__main__")
+            self._namespaces[id(fn.__globals__)] = namespace
+        code = fn.__code__
+        module_globals = fn.__globals__
+        reads = {
+            name: module_globals[name] for name in _global_names(code) if name in module_globals
+        }
+        closure = []
+        for cell in fn.__closure__ or ():
+            try:
+                closure.append(cell.cell_contents)
+            except ValueError:  # a cell not yet assigned
+                closure.append(_EMPTY_CELL)
+        state = {
+            "globals": reads,
+            "closure": closure,
+            "__defaults__": fn.__defaults__,
+            "__kwdefaults__": fn.__kwdefaults__,
+            "__qualname__": fn.__qualname__,
+            "__module__": fn.__module__,
+            "__doc__": fn.__doc__,
+            "__dict__": fn.__dict__,
+        }
+        skeleton_args = (marshal.dumps(code), namespace, fn.__name__, len(closure))
+        return _make_function, skeleton_args, state, None, None, _fill_function
+
+
+def dumps_by_value(obj: object) -> bytes:
+    """Pickle ``obj``, carrying functions by value; raises ``NeedsCloudpickle`` or what
+    pickle raised when only cloudpickle could do it."""
+    buffer = io.BytesIO()
+    _ByValuePickler(buffer).dump(obj)
+    return buffer.getvalue()

@@ -1,0 +1,132 @@
+"""Functions that cannot travel by name travel by value without cloudpickle where they can.
+
+What a user relies on: a function defined in ``__main__``, a lambda or a closure runs in
+a worker as it would here (its globals as they are when the call starts, its defaults,
+its closure, recursion), and the common program does not pay for importing cloudpickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workpool.byvalue import NeedsCloudpickle, dumps_by_value
+from workpool.serialize import dumps_function
+
+LIMIT = 3
+
+
+def _copy(obj: Any) -> Any:
+    """``obj`` as a worker would rebuild it."""
+    return pickle.loads(dumps_by_value(obj))
+
+
+def test_a_closure_keeps_its_cells_defaults_and_attributes() -> None:
+    def make(k: int) -> Any:
+        def add(x: int, y: int = 1, *, z: int = 2) -> int:
+            return x + y + z + k
+
+        add.label = "adder"  # type: ignore[attr-defined]
+        return add
+
+    copy = _copy(make(100))
+    assert copy(1) == 104
+    assert copy(1, 0, z=0) == 101
+    assert copy.label == "adder"
+    assert copy.__qualname__.endswith("make.<locals>.add")
+
+
+def test_recursion_through_a_closure_and_through_globals() -> None:
+    def outer() -> Any:
+        def countdown(n: int) -> int:
+            return 0 if n == 0 else 1 + countdown(n - 1)
+
+        return countdown
+
+    assert _copy(outer())(50) == 50
+    even = _copy(lambda n: n == 0 or not _odd_in_globals(n))  # reads a module function
+    assert even(4) is True
+
+
+def _odd_in_globals(n: int) -> bool:
+    return n % 2 == 1
+
+
+def test_globals_are_carried_as_they_are_at_pickling_time() -> None:
+    global LIMIT
+    fn = lambda x: min(x, LIMIT) + math.floor(0.5)  # noqa: E731 - a lambda on purpose
+    payload = dumps_by_value(fn)
+    LIMIT = 99
+    try:
+        assert pickle.loads(payload)(10) == 3  # the value when it was pickled
+    finally:
+        LIMIT = 3
+
+
+def test_functions_pickled_together_share_one_namespace() -> None:
+    first = lambda: LIMIT  # noqa: E731
+    second = lambda: LIMIT + 1  # noqa: E731
+    a, b = _copy((first, second))
+    assert a.__globals__ is b.__globals__
+    assert a() == 3
+    assert b() == 4
+
+
+def test_a_local_class_needs_cloudpickle_and_dumps_function_falls_back() -> None:
+    class Local:
+        pass
+
+    def make() -> Local:
+        return Local()
+
+    with pytest.raises(NeedsCloudpickle):
+        dumps_by_value(make)
+    assert isinstance(pickle.loads(dumps_function(make))(), object)
+
+
+SCRIPT = """
+import json, sys
+import workpool
+
+OFFSET = 1000
+
+def work(x):
+    return helper(x) + OFFSET
+
+def helper(x):
+    return x if x < 2 else helper(x - 1) + helper(x - 2)
+
+if __name__ == "__main__":
+    OFFSET = 2000  # the workers see the value when the call starts
+    values = workpool.map(work, range(10), backend="process", workers=2)
+    with workpool.Pool(2) as pool:
+        more = list(pool.map(lambda x: x * OFFSET, range(3)))
+    print(json.dumps({"values": values, "more": more,
+                      "cloudpickle": "cloudpickle" in sys.modules}))
+"""
+
+
+def test_a_script_of_main_functions_runs_on_processes_without_cloudpickle(
+    tmp_path: Path,
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SCRIPT))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=True
+    )
+    report = json.loads(result.stdout)
+
+    def fib(x: int) -> int:
+        return x if x < 2 else fib(x - 1) + fib(x - 2)
+
+    assert report["values"] == [fib(x) + 2000 for x in range(10)]
+    assert report["more"] == [0, 2000, 4000]
+    assert report["cloudpickle"] is False

@@ -1,0 +1,137 @@
+"""The package's import graph reads one way, and every module imports on its own.
+
+A module that imports a module that (directly or not) imports it back works or breaks
+depending on which of the two is imported first, and is hard to reason about either
+way. The graph is read from the source (``ast``): every ``import`` statement, wherever
+it stands: ``TYPE_CHECKING`` blocks, and function bodies too. An import put inside a
+function keeps ``import workpool`` light; it still says which module needs which, and
+hiding a cycle is not its job. (A package's ``__init__`` running before its submodules
+is how Python imports, not an edge.)
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(path): path for path in sorted((SRC / "workpool").rglob("*.py"))}
+
+
+def imported_modules(name: str, path: Path) -> set[str]:
+    """The workpool modules that loading ``name`` imports."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{anchor}.{base}" if base else anchor
+            for alias in node.names:  # `from package import module` imports the module
+                submodule = f"{base}.{alias.name}"
+                found.add(submodule if submodule in MODULES else base)
+    return {target for target in found if target in MODULES and target != name}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a path that ends where it starts, or None."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        if node in path:
+            return [*path[path.index(node) :], node]
+        if node in done:
+            return None
+        path.append(node)
+        for target in sorted(graph[node]):
+            cycle = visit(target)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(node)
+        return None
+
+    for node in sorted(graph):
+        cycle = visit(node)
+        if cycle:
+            return cycle
+    return None
+
+
+def test_the_finder_sees_a_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_reader_sees_imports_wherever_they_stand(tmp_path: Path) -> None:
+    source = tmp_path / "example.py"
+    source.write_text(
+        textwrap.dedent(
+            """
+            from typing import TYPE_CHECKING
+            from workpool import tasks
+            if TYPE_CHECKING:
+                from workpool.backends.process.handle import WorkerHandle
+            def later():
+                import workpool.errors
+                from workpool.backends.process import protocol
+            """
+        )
+    )
+    assert imported_modules("workpool.example", source) == {
+        "workpool.tasks",
+        "workpool.backends.process.handle",
+        "workpool.errors",
+        "workpool.backends.process.protocol",
+    }
+
+
+def test_the_import_graph_has_no_cycle() -> None:
+    graph = {name: imported_modules(name, path) for name, path in MODULES.items()}
+    cycle = find_cycle(graph)
+    assert cycle is None, "modules import each other in a circle: " + " -> ".join(cycle or [])
+
+
+def test_every_module_imports_on_its_own() -> None:
+    # One interpreter, but each module imported with no workpool module loaded before.
+    program = """
+import importlib, json, sys, traceback
+failures = {}
+for name in json.loads(sys.argv[1]):
+    for loaded in [m for m in sys.modules if m == "workpool" or m.startswith("workpool.")]:
+        del sys.modules[loaded]
+    try:
+        importlib.import_module(name)
+    except Exception:
+        failures[name] = traceback.format_exc()
+print(json.dumps(failures))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program, json.dumps(sorted(MODULES))],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    failures = json.loads(done.stdout.splitlines()[-1])
+    if sys.version_info < (3, 14):  # subinterpreters: the interpreter backend needs 3.14
+        missing = "ModuleNotFoundError: No module named 'concurrent.interpreters'"
+        failures = {name: text for name, text in failures.items() if missing not in text}
+    assert not failures, "\n".join(f"{name}:\n{text}" for name, text in failures.items())

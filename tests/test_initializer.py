@@ -1,0 +1,67 @@
+"""One rule for an initializer that fails, on every backend.
+
+Anything it raises breaks the pool, ``SystemExit`` included; ``KeyboardInterrupt`` too,
+except on the serial backend, where the initializer runs in the caller's thread and
+Ctrl+C must reach the caller.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import workpool
+from helpers import exit_by_system_exit, square
+
+
+def causes(error: BaseException) -> list[BaseException]:
+    """``error``'s chain of causes, nearest first."""
+    chain: list[BaseException] = []
+    while error.__cause__ is not None:
+        error = error.__cause__
+        chain.append(error)
+    return chain
+
+
+def test_an_initializer_raising_system_exit_breaks_the_pool(backend: str) -> None:
+    pool = workpool.Pool(2, backend=backend, initializer=exit_by_system_exit)
+    try:
+        # Raised by submit, or by the result, depending on when the pool broke.
+        with pytest.raises(workpool.BrokenPool, match="initializer") as info:
+            pool.submit(square, 1).result(timeout=30)
+        assert any(isinstance(cause, SystemExit) for cause in causes(info.value))
+    finally:
+        pool.shutdown()
+
+
+def test_an_initializer_raising_system_exit_fails_a_map(backend: str) -> None:
+    with pytest.raises(workpool.BrokenPool, match="initializer"):
+        workpool.map(square, range(10), backend=backend, initializer=exit_by_system_exit)
+
+
+class InterruptedOnce:
+    """An initializer that is interrupted (Ctrl+C) the first time and succeeds after."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_in_the_serial_initializer_reaches_the_caller_and_breaks_nothing() -> None:
+    initializer = InterruptedOnce()
+    with workpool.Pool(backend="serial", initializer=initializer) as pool:
+        with pytest.raises(KeyboardInterrupt):
+            pool.submit(square, 3)
+        assert pool.submit(square, 3).result(timeout=30) == 9
+    assert initializer.calls == 2
+
+
+def test_an_initializer_raising_keyboard_interrupt_on_threads_breaks_the_pool() -> None:
+    # No real Ctrl+C reaches a worker thread: this one is the initializer's own failure.
+    with workpool.Pool(2, backend="thread", initializer=InterruptedOnce()) as pool:
+        with pytest.raises(workpool.BrokenPool) as info:
+            pool.submit(square, 3).result(timeout=30)
+        assert any(isinstance(cause, KeyboardInterrupt) for cause in causes(info.value))
