@@ -17,7 +17,8 @@ import pytest
 
 from trace_checks import assert_spans_nest, assert_well_formed, read_trace, spans, track_names
 from workpool.cli import main
-from workpool.timeline import Recorder, clock_offset
+from workpool.clock import clock_offset
+from workpool.timeline import Recorder, finish
 from workpool.timeline.reading import TraceFileError, load
 from workpool.timeline.summary import explain, summarize
 
@@ -69,7 +70,7 @@ def test_a_chunk_is_a_span_holding_receive_run_and_return(tmp_path: Path) -> Non
     recorder, (worker, _) = recorder_with_workers(tmp_path / "t.json")
     t = recorder.begun_ns + 20 * MS
     recorder.chunk(worker, 40, 8, 1, "error", (t, t + 1 * MS, t + 5 * MS, t + 7 * MS), errors=2)
-    recorder.finish()
+    finish(recorder)
     data = read_trace(tmp_path / "t.json")
     (chunk,) = spans(data, "chunk")
     assert chunk["name"] == "chunk"
@@ -87,7 +88,7 @@ def test_every_track_and_group_is_named(tmp_path: Path) -> None:
     t = recorder.begun_ns
     recorder.span(caller, "feed", "caller", t + MS, t + 2 * MS)
     recorder.instant(workers[1], "crash", "fault", t + 3 * MS, {"position": 7, "reason": "SIGKILL"})
-    recorder.finish()
+    finish(recorder)
     data = read_trace(tmp_path / "t.json")
     assert_well_formed(data)
     names = set(track_names(data).values())
@@ -105,7 +106,7 @@ def test_phases_out_of_order_or_outside_their_chunk_are_clamped(tmp_path: Path) 
     t = recorder.begun_ns + 20 * MS
     # Running "began" before receiving and "ended" after returning: clocks read apart.
     recorder.chunk(worker, 0, 5, 0, "ok", (t, t - 2 * MS, t + 9 * MS, t + 6 * MS))
-    recorder.finish()
+    finish(recorder)
     data = read_trace(tmp_path / "t.json")
     assert_spans_nest(data)
     (chunk,) = spans(data, "chunk")
@@ -124,7 +125,7 @@ def test_overlapping_spans_go_to_a_named_extra_lane(tmp_path: Path) -> None:
     recorder.span(caller, "deliver", "caller", t + 2 * MS, t + 6 * MS)
     # A span inside another is nested, not moved.
     recorder.span(caller, "deliver", "caller", t + MS, t + 2 * MS)
-    recorder.finish()
+    finish(recorder)
     data = read_trace(tmp_path / "t.json")
     assert_well_formed(data)
     names = track_names(data)
@@ -150,7 +151,7 @@ def test_identical_and_touching_spans_stay_on_one_lane(tmp_path: Path) -> None:
     for k in range(50):  # back to back: each ends where the next begins
         recorder.span(track, "feed", "caller", t + k * MS, t + (k + 1) * MS)
     recorder.span(track, "feed", "caller", t, t + MS)  # the same as the first
-    recorder.finish()
+    finish(recorder)
     data = read_trace(tmp_path / "t.json")
     assert_spans_nest(data)
     assert set(track_names(data).values()) == {"caller: input", "call"}
@@ -165,7 +166,7 @@ def test_clock_offset_is_zero_for_a_shared_clock_and_the_midpoint_otherwise() ->
 
 def test_the_call_span_covers_the_call_and_carries_its_facts(tmp_path: Path) -> None:
     recorder, _ = recorder_with_workers(tmp_path / "t.json", startup_ms=0)
-    recorder.finish()
+    finish(recorder)
     data = read_trace(tmp_path / "t.json")
     (call,) = spans(data, "call")
     assert call["args"] == {"backend": "process", "workers": 2}
@@ -179,7 +180,7 @@ def test_the_call_span_covers_the_call_and_carries_its_facts(tmp_path: Path) -> 
 def test_a_partial_trace_says_so_and_why(tmp_path: Path) -> None:
     recorder, workers = recorder_with_workers(tmp_path / "t.json")
     steady_chunks(recorder, workers, chunks=2, chunk_ms=2)
-    recorder.finish(partial=True, reason="interrupted (KeyboardInterrupt)")
+    finish(recorder, partial=True, reason="interrupted (KeyboardInterrupt)")
     other = read_trace(tmp_path / "t.json")["otherData"]
     assert other["partial"] is True
     assert other["reason"] == "interrupted (KeyboardInterrupt)"
@@ -187,8 +188,8 @@ def test_a_partial_trace_says_so_and_why(tmp_path: Path) -> None:
 
 def test_finish_writes_once(tmp_path: Path) -> None:
     recorder = Recorder(tmp_path / "t.json")
-    recorder.finish(partial=True, reason="first")
-    recorder.finish()
+    finish(recorder, partial=True, reason="first")
+    finish(recorder)
     assert read_trace(tmp_path / "t.json")["otherData"]["reason"] == "first"
 
 
@@ -197,7 +198,7 @@ def test_writing_replaces_the_file_whole_and_leaves_no_temporary_file(tmp_path: 
     path.write_text("an older trace")
     recorder, workers = recorder_with_workers(path)
     steady_chunks(recorder, workers, chunks=2, chunk_ms=2)
-    recorder.finish()
+    finish(recorder)
     read_trace(path)
     assert os.listdir(tmp_path) == ["t.json"]
 
@@ -213,7 +214,7 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path: P
     steady_chunks(recorder, workers, chunks=2, chunk_ms=2)
     recorder.facts["odd"] = Unprintable()  # fails the writer after it has begun
     with pytest.raises(RuntimeError, match="cannot describe this"):
-        recorder.finish()
+        finish(recorder)
     assert path.read_text() == "an older trace"
     assert os.listdir(tmp_path) == ["t.json"]
 
@@ -233,7 +234,7 @@ def test_a_chunk_costs_a_few_hundred_bytes(tmp_path: Path) -> None:
     for k in range(5000):
         recorder.span(caller, "feed", "caller", t + k * 10_000, t + k * 10_000 + 5000)
     steady_chunks(recorder, workers, chunks=2500, chunk_ms=1, ship_ms=0)
-    recorder.finish()
+    finish(recorder)
     assert (tmp_path / "t.json").stat().st_size < 5000 * 500
 
 
@@ -241,7 +242,7 @@ def test_a_chunk_costs_a_few_hundred_bytes(tmp_path: Path) -> None:
 
 
 def summary_of(recorder: Recorder) -> Any:
-    recorder.finish()
+    finish(recorder)
     return summarize(load(Path(recorder.path)))
 
 
@@ -328,7 +329,7 @@ def test_summary_counts_faults_and_notes_a_partial_trace(tmp_path: Path) -> None
     recorder.instant(workers[0], "crash", "fault", t, {"position": 3, "reason": "SIGKILL"})
     recorder.instant(workers[1], "timeout", "fault", t, {"position": 4, "reason": "1 s"})
     recorder.instant(workers[1], "retry", "fault", t, {"position": 3, "reason": "crash"})
-    recorder.finish(partial=True, reason="interrupted (KeyboardInterrupt)")
+    finish(recorder, partial=True, reason="interrupted (KeyboardInterrupt)")
     text = explain(summarize(load(tmp_path / "t.json")))
     assert "1 crash, 1 timeout, 1 retry are marked" in text
     assert "ended early (interrupted (KeyboardInterrupt))" in text
@@ -346,7 +347,7 @@ def trace_file(tmp_path: Path) -> Path:
     recorder.span(caller, "pickle", "serialize", t + 9 * MS, t + 9 * MS + 500_000)
     steady_chunks(recorder, workers, chunks=20, chunk_ms=3, ship_ms=1)
     recorder.instant(workers[0], "crash", "fault", t + 20 * MS, {"position": 3, "reason": "x"})
-    recorder.finish()
+    finish(recorder)
     return tmp_path / "run.json"
 
 

@@ -9,7 +9,7 @@ the call ends::
     backend threads ──pool and worker starts───┤
     workers ──receive/run/return times, carried ├──> Recorder (lists of tuples, in memory)
         back with each result batch────────────┘            │ call ends, fails or is
-                                                             │ interrupted
+                                                             │ interrupted: finish()
                                           chrome.write_trace ▼ (nesting enforced,
                                                       run.json   atomic rename)
 
@@ -22,7 +22,19 @@ from __future__ import annotations
 
 from workpool.timeline.recorder import OUTCOMES as OUTCOMES
 from workpool.timeline.recorder import Recorder as Recorder
-from workpool.timeline.recorder import clock_offset as clock_offset
-from workpool.timeline.recorder import now_ns as now_ns
 
-__all__ = ["OUTCOMES", "Recorder", "clock_offset", "now_ns"]
+__all__ = ["OUTCOMES", "Recorder", "finish"]
+
+
+def finish(recorder: Recorder, *, partial: bool = False, reason: str = "") -> str:
+    """Write the trace file (once; later calls do nothing) and return its path.
+
+    ``partial`` marks a call that failed or was interrupted, ``reason`` says how.
+    The file is replaced atomically: a reader sees the old file or the new one,
+    never half of one. Raises ``OSError`` if it cannot be written.
+    """
+    if recorder.claim_writing():
+        from workpool.timeline.chrome import write_trace  # json, only now
+
+        write_trace(recorder, partial=partial, reason=reason)
+    return recorder.path

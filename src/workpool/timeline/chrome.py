@@ -26,7 +26,9 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from workpool.timeline.recorder import ChunkRecord, Recorder, now_ns
+from workpool._version import __version__
+from workpool.clock import now_ns
+from workpool.timeline.recorder import ChunkRecord, Recorder
 
 __all__ = ["trace_lines", "write_trace"]
 
@@ -181,8 +183,6 @@ def write_trace(recorder: Recorder, *, partial: bool, reason: str) -> None:
     the file cannot be written; a half-written temporary file is removed, and whatever
     file was at the path before stays as it was.
     """
-    from workpool import __version__
-
     ended = now_ns()
     call_track = recorder.track(("caller", "call"), "call", recorder.caller_group)
     recorder.span(call_track, "call", "call", recorder.begun_ns, ended, dict(recorder.facts))

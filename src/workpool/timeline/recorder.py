@@ -2,48 +2,28 @@
 
 Whoever takes part in a traced call reports to one ``Recorder``: a span is four
 values appended to a list, a chunk is a tuple of ten integers and strings. Nothing is
-converted, sorted or formatted while the call runs; ``finish`` hands everything to the
-Chrome trace writer once. Reporting is safe from any thread (``list.append`` is atomic;
-only creating a track takes a lock, once per track).
+converted, sorted or formatted while the call runs; ``timeline.finish`` hands
+everything to the Chrome trace writer once. Reporting is safe from any thread
+(``list.append`` is atomic; only creating a track takes a lock, once per track).
 
-Clock: every timestamp is on this process's ``now_ns()`` (``time.perf_counter_ns``).
-On Linux, macOS and Windows that clock is the same for every process of one machine,
-so a worker's readings need no correction. For workers whose clock may differ
-(another node of a cluster, another time namespace), the engine keeps an offset per
-worker, estimated by ``clock_offset`` from the worker's clock reading in its
-handshake, and adds it to the worker's times before they reach the recorder.
+Every timestamp is ``workpool.clock.now_ns()``, the same clock in every process of
+the machine; the engines put readings from elsewhere on it before reporting them.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Hashable
 from typing import Any
 
-__all__ = ["OUTCOMES", "Recorder", "TrackInfo", "clock_offset", "now_ns"]
+from workpool.clock import now_ns
 
-now_ns = time.perf_counter_ns
+__all__ = ["OUTCOMES", "Recorder", "TrackInfo"]
 
 # How a chunk ended: every item returned, some item raised, its worker died, or a
 # task ran past task_timeout (and its worker was stopped).
 OUTCOMES = ("ok", "error", "crashed", "timeout")
-
-
-def clock_offset(sent_ns: int, worker_ns: int, received_ns: int) -> int:
-    """What to add to a worker's clock readings to put them on this process's clock.
-
-    ``sent_ns`` and ``received_ns`` are this process's clock just before asking the
-    worker for its clock and just after its answer, ``worker_ns`` the worker's reading
-    in between. A reading inside that interval is what a shared clock gives, and any
-    correction would only add the round trip's noise: the offset is 0. Otherwise the
-    worker's reading is taken to be the middle of the round trip (as NTP does), which
-    is right to within half the round trip.
-    """
-    if sent_ns <= worker_ns <= received_ns:
-        return 0
-    return (sent_ns + received_ns) // 2 - worker_ns
 
 
 class TrackInfo:
@@ -85,7 +65,7 @@ def _checked_path(path: str | os.PathLike[str]) -> str:
 
 
 class Recorder:
-    """Collects one call's timeline and writes it, once, with ``finish``.
+    """Collects one call's timeline; ``workpool.timeline.finish`` writes it, once.
 
     ``path`` is checked now, so a typo fails before the work starts rather than after.
     ``facts`` (the backend, the number of workers, the function's name...) are stored
@@ -122,6 +102,14 @@ class Recorder:
                 self.tracks.append(TrackInfo(name, group))
                 self._track_ids[key] = number
         return number
+
+    def caller_track(self, activity: str) -> int:
+        """The caller's track for ``activity`` ("input", "results", "pool"...)."""
+        return self.track(("caller", activity), f"caller: {activity}", self.caller_group)
+
+    def worker_track(self, label: str, group: str | None = None) -> int:
+        """The track of the worker ``label`` names, in ``group`` (default: the caller's)."""
+        return self.track(("worker", label), label, group or self.caller_group)
 
     def span(
         self,
@@ -162,18 +150,35 @@ class Recorder:
         """Something happened at ``at_ns`` on ``track`` (a crash, a timeout, a retry)."""
         self.instants.append((track, name, category, at_ns, args))
 
-    def finish(self, *, partial: bool = False, reason: str = "") -> str:
-        """Write the trace file (once; later calls do nothing) and return its path.
+    def fault(
+        self,
+        track: int,
+        outcome: str,
+        chunk: tuple[int, int, int],
+        begin_ns: int,
+        end_ns: int,
+        position: int | None,
+        reason: str,
+    ) -> None:
+        """A chunk's worker crashed (``outcome`` "crashed") or was stopped ("timeout").
 
-        ``partial`` marks a call that failed or was interrupted, ``reason`` says how.
-        The file is replaced atomically: a reader sees the old file or the new one,
-        never half of one. Raises ``OSError`` if it cannot be written.
+        ``chunk`` is its (start, count, attempt); it ran on ``track`` from ``begin_ns``
+        until the fault was noticed at ``end_ns``. The instant event ("crash" or
+        "timeout") names the task at fault by its input ``position``, when known.
         """
+        start, count, attempt = chunk
+        self.chunks.append(
+            (track, start, count, attempt, outcome, 0, begin_ns, begin_ns, end_ns, end_ns)
+        )
+        name = "crash" if outcome == "crashed" else "timeout"
+        self.instants.append(
+            (track, name, "fault", end_ns, {"position": position, "reason": reason})
+        )
+
+    def claim_writing(self) -> bool:
+        """True the first time it is called, False after: the trace is written once."""
         with self._lock:
             if self._written:
-                return self.path
+                return False
             self._written = True
-        from workpool.timeline.chrome import write_trace
-
-        write_trace(self, partial=partial, reason=reason)
-        return self.path
+            return True
