@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -230,3 +232,23 @@ def test_auto_with_task_timeout_uses_processes() -> None:
     assert time.monotonic() - begin < 10
     assert isinstance(results[1], workpool.TaskTimeout)
     assert [results[0], results[2], results[3]] == [0, 2, 3]
+
+
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/schedstat"), reason="needs Linux's per-thread schedstat"
+)
+def test_cpu_work_on_a_busy_machine_is_not_taken_for_waiting() -> None:
+    # Other programs hold every CPU, so the work gets a fraction of one; the time it
+    # spent ready to run but queued is not time spent waiting on I/O.
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(2 * max(2, usable_cpus()))
+    ]
+    try:
+        found, *_ = measure(spins, CallMode.ONE, InputSource(range(60)))
+    finally:
+        for hog in hogs:
+            hog.kill()
+        for hog in hogs:
+            hog.wait()
+    assert found.cpu_fraction >= 0.5, found

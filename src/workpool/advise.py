@@ -305,7 +305,7 @@ def measure(
     found = Measurement(
         items=inline.items,
         seconds_per_item=inline.per_item,
-        cpu_fraction=min(1.0, inline.cpu / inline.wall) if inline.wall > 0 else 1.0,
+        cpu_fraction=_cpu_fraction(inline),
         thread_items=threads.items,
         thread_speedup=threads.speedup,
         thread_parallelism=threads.parallelism,
@@ -344,6 +344,7 @@ class _Inline(NamedTuple):
     per_item: float  # wall seconds of one timed item
     wall: float  # wall seconds of the timed items
     cpu: float  # this thread's CPU seconds meanwhile
+    queued: float  # seconds meanwhile that it was ready to run but other work had the CPUs
     goal: float  # the wall time the timed items were meant to fill
 
 
@@ -366,29 +367,32 @@ def _time_inline(
     goal = min(0.02, budget * 0.3)
     deadline = time.perf_counter() + budget * 0.45
 
-    def run(batch: list[Any]) -> tuple[float, float]:
+    def run(batch: list[Any]) -> tuple[float, float, float]:
         cpu_started = time.thread_time()
+        queued_before = _seconds_queued()
         values, errors, wall = call_items(fn, mode, batch)
         cpu = time.thread_time() - cpu_started
+        queued = _seconds_queued() - queued_before
         sample.add(batch, values, errors)
-        return wall, cpu
+        return wall, cpu, queued
 
-    wall = cpu = 0.0
+    wall = cpu = queued = 0.0
     timed = 0  # items whose time counts
     group = 1
     first = list(inputs.take(1))
-    warm_wall = warm_cpu = 0.0
+    warm = (0.0, 0.0, 0.0)
     if first:
-        warm_wall, warm_cpu = run(first)
-        if warm_wall > budget * 0.25:
-            wall, cpu = warm_wall, warm_cpu
+        warm = run(first)
+        if warm[0] > budget * 0.25:
+            wall, cpu, queued = warm
     while wall < goal and time.perf_counter() < deadline:
         batch = list(inputs.take(group))
         if not batch:
             break
-        batch_wall, batch_cpu = run(batch)
+        batch_wall, batch_cpu, batch_queued = run(batch)
         wall += batch_wall
         cpu += batch_cpu
+        queued += batch_queued
         timed += len(batch)
         # Grow the groups, but do not overshoot the goal by much.
         left = goal - wall
@@ -397,9 +401,34 @@ def _time_inline(
             1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
         )
     if timed == 0 and first:  # the warm-up item was all there was, or all there was time for
-        wall, cpu, timed = warm_wall, warm_cpu, 1
+        (wall, cpu, queued), timed = warm, 1
     per_item = wall / timed if timed else 0.0
-    return _Inline(len(sample.values), per_item, wall, cpu, goal)
+    return _Inline(len(sample.values), per_item, wall, cpu, queued, goal)
+
+
+def _cpu_fraction(inline: _Inline) -> float:
+    """The share of its time the work spent on the CPU rather than waiting on something.
+
+    Time spent ready to run while other programs had the CPUs is not waiting: on a busy
+    machine CPU-bound work gets a fraction of a CPU, and must not be taken for I/O.
+    """
+    not_queued = inline.wall - min(inline.queued, inline.wall)
+    if not_queued <= 0:
+        return 1.0
+    return min(1.0, inline.cpu / not_queued)
+
+
+def _seconds_queued() -> float:
+    """Seconds this thread has spent ready to run but waiting for a CPU (Linux), else 0.
+
+    The kernel's schedstat for the thread: time on a CPU, time waiting in a run queue,
+    and time slices, in that order.
+    """
+    try:
+        with open(f"/proc/self/task/{threading.get_native_id()}/schedstat", "rb") as stat:
+            return int(stat.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
 
 
 def _time_on_two_threads(

@@ -15,7 +15,6 @@ import itertools
 import pickle
 import sys
 import threading
-import types
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -28,7 +27,6 @@ __all__ = [
     "dumps_data",
     "dumps_function",
     "loads",
-    "main_defines_functions",
     "picklable_runs",
     "unpicklable_reason",
 ]
@@ -56,17 +54,6 @@ def dumps_function(fn: object) -> bytes:
 
     payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
     return payload
-
-
-def main_defines_functions() -> bool:
-    """Does the program's ``__main__`` define functions (which travel by value)?"""
-    main = sys.modules.get("__main__")
-    if main is None:
-        return False
-    return any(
-        isinstance(value, types.FunctionType) and value.__module__ == "__main__"
-        for value in list(vars(main).values())
-    )
 
 
 class FunctionRef(NamedTuple):

@@ -62,7 +62,6 @@ from workpool.errors import add_note
 from workpool.serialize import (
     FunctionRef,
     FunctionRegistry,
-    main_defines_functions,
     unpicklable_reason,
 )
 from workpool.sharing import TooManySegments
@@ -93,10 +92,9 @@ class ProcessBackend(Backend):
         if fn is not None:
             # Pickled before any worker starts: if that takes cloudpickle, it is imported
             # before the zygote is forked, and every worker starts with it (the launcher
-            # sees it in sys.modules). A Pool's functions are not known yet: guess.
+            # sees it in sys.modules). Functions of __main__ rarely need it (byvalue.py).
             self._function_ref(fn)
-        expect_by_value = fn is None and main_defines_functions()
-        launcher = make_launcher(spec.start_method, expect_by_value=expect_by_value)
+        launcher = make_launcher(spec.start_method)
         self.start_method = launcher.method
         self._supervisor = Supervisor(spec, launcher, recorder)
 

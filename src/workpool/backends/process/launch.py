@@ -112,21 +112,20 @@ class ChildProcess:
 class ZygoteLauncher:
     """Workers forked by the zygote; if the zygote is lost, the fork server takes over.
 
-    ``expect_by_value`` says the pool will likely send functions that only cloudpickle
-    can rebuild: the zygote then imports it once, in parallel with the program,
-    rather than every worker on its first task.
+    Once this program has needed cloudpickle, the zygote imports it too (once, in
+    parallel with the program), so that workers do not each import it on their first
+    task.
     """
 
     method = "zygote"
 
-    def __init__(self, zygote: Zygote, expect_by_value: bool) -> None:
+    def __init__(self, zygote: Zygote) -> None:
         self._zygote = zygote
-        self._expect_by_value = expect_by_value
         self._fallback: MultiprocessingLauncher | None = None
 
     def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess:
         if self._fallback is None:
-            by_value = self._expect_by_value or "cloudpickle" in sys.modules
+            by_value = "cloudpickle" in sys.modules
             try:
                 return self._zygote.spawn(
                     sock, slots.fd, slots.count, slot, ["cloudpickle"] if by_value else ()
@@ -146,11 +145,11 @@ def default_start_method() -> str:
     return "zygote" if get_zygote() is not None else _safe_method()
 
 
-def make_launcher(start_method: str | None, *, expect_by_value: bool) -> Launcher:
+def make_launcher(start_method: str | None) -> Launcher:
     """The launcher for ``start_method``; None picks the zygote when it can be had."""
     if start_method is None:
         zygote = get_zygote()
         if zygote is not None:
-            return ZygoteLauncher(zygote, expect_by_value)
+            return ZygoteLauncher(zygote)
         start_method = _safe_method()
     return MultiprocessingLauncher(start_method)
