@@ -86,3 +86,12 @@ def test_q5_sharing() -> None:
     assert "the parent reads the workers' writes" in out
     assert "/dev/shm: nothing left behind" in out
     assert not left_in_shared_memory(before), "the example left a segment in /dev/shm"
+
+
+def test_checkpoint_sigkill() -> None:
+    out = run_example("checkpoint_sigkill.py")
+    killed = re.search(r"killed the job with SIGKILL after (\d+) of 400 items had run", out)
+    assert killed and 0 < int(killed.group(1)) < 400
+    assert "__main__.slow_square" in out  # workpool checkpoint info names the function
+    assert "every item ran: True" in out
+    assert "results identical to an uninterrupted run: True" in out

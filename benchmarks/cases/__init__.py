@@ -11,6 +11,8 @@ from benchmarks.cases import (
     auto_tiny,
     big_array,
     big_result,
+    checkpoint_slow,
+    checkpoint_tiny,
     cold_start,
     cpu_tasks,
     imap_memory,
@@ -34,6 +36,8 @@ WORKLOADS: tuple[Workload, ...] = (
     big_result.WORKLOAD,
     auto_tiny.WORKLOAD,
     imap_memory.WORKLOAD,
+    checkpoint_tiny.WORKLOAD,
+    checkpoint_slow.WORKLOAD,
 )
 
 

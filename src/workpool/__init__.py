@@ -11,6 +11,7 @@ internal and may change:
 - ``advise``    the measurement behind ``advise()`` and ``backend="auto"``
 - ``run``       how one call feeds chunks and orders results
 - ``backends``  one engine per module; ``backends/process`` is the process engine
+- ``checkpoint`` the journal behind ``checkpoint=`` (imported only when used)
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from workpool._version import __version__ as __version__
 from workpool.advise import Advice as Advice
 from workpool.advise import advise as advise
 from workpool.errors import BrokenPool as BrokenPool
+from workpool.errors import CheckpointBusy as CheckpointBusy
+from workpool.errors import CheckpointMismatch as CheckpointMismatch
 from workpool.errors import RemoteTraceback as RemoteTraceback
 from workpool.errors import SharedMemoryWarning as SharedMemoryWarning
 from workpool.errors import TaskError as TaskError
@@ -35,6 +38,8 @@ from workpool.segments import share as share
 __all__ = [
     "Advice",
     "BrokenPool",
+    "CheckpointBusy",
+    "CheckpointMismatch",
     "Pool",
     "RemoteTraceback",
     "Segment",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import multiprocessing
 import numbers
+import os
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -52,6 +53,7 @@ class RunOptions(NamedTuple):
     progress: bool = False
     timeout: float | None = None  # overall deadline of Pool.map (Executor semantics)
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD  # bytes: NumPy arrays go by shared memory
+    checkpoint: str | None = None  # the journal file of finished results (checkpoint=)
 
 
 class PoolSpec(NamedTuple):
@@ -195,6 +197,7 @@ def make_run_options(
     progress: object = False,
     timeout: object = None,
     share_threshold: object = DEFAULT_SHARE_THRESHOLD,
+    checkpoint: object = None,
 ) -> RunOptions:
     """Validate the options of one map/imap/starmap call."""
     retry_count = _as_int(retries)
@@ -211,7 +214,23 @@ def make_run_options(
         progress=_flag("progress", progress),
         timeout=_seconds("timeout", timeout),
         share_threshold=_byte_count("share_threshold", share_threshold),
+        checkpoint=_file_path("checkpoint", checkpoint),
     )
+
+
+def _file_path(name: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(
+            f"{name} must be a file path (str or os.PathLike) or None; got {_describe(value)}"
+        )
+    path = os.fspath(value)
+    if not isinstance(path, str):
+        raise TypeError(f"{name} must be a text path, not bytes; got {value!r}")
+    if not path:
+        raise ValueError(f"{name} must be a file path or None; got an empty string")
+    return path
 
 
 def _byte_count(name: str, value: object) -> int | None:

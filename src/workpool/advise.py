@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 from workpool._cpus import usable_cpus
 from workpool._options import check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
-from workpool.inputs import InputSource
+from workpool.inputs import InputSource, ItemSource
 from workpool.serialize import dumps_data
 from workpool.tasks import CallMode, call_items
 
@@ -289,7 +289,7 @@ def _explain(
 def measure(
     fn: Callable[..., Any],
     mode: CallMode,
-    inputs: InputSource,
+    inputs: ItemSource,
     *,
     budget: float = 1.0,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
@@ -357,7 +357,7 @@ class _TwoThreads(NamedTuple):
 
 
 def _time_inline(
-    fn: Callable[..., Any], mode: CallMode, inputs: InputSource, sample: _Sample, budget: float
+    fn: Callable[..., Any], mode: CallMode, inputs: ItemSource, sample: _Sample, budget: float
 ) -> _Inline:
     """Phase 1: time items inline, in groups that grow so tiny items are timed in bulk.
 
@@ -434,7 +434,7 @@ def _seconds_queued() -> float:
 def _time_on_two_threads(
     fn: Callable[..., Any],
     mode: CallMode,
-    inputs: InputSource,
+    inputs: ItemSource,
     sample: _Sample,
     inline: _Inline,
     budget: float,

@@ -1,5 +1,6 @@
-"""The ``workpool`` command: ``bench`` (the scaling study), ``advise`` (for your function)
-and ``trace`` (reading a timeline written by ``trace=FILE``)."""
+"""The ``workpool`` command: ``bench`` (the scaling study), ``advise`` (for your function),
+``checkpoint`` (what a checkpoint file holds; clear it; accept a changed function) and
+``trace`` (reading a timeline written by ``trace=FILE``)."""
 
 from __future__ import annotations
 
@@ -99,13 +100,38 @@ def _parser() -> argparse.ArgumentParser:
         help="how many items the real job has (default: the number of lines)",
     )
 
+    checkpoint = commands.add_parser(
+        "checkpoint",
+        help="inspect or change a checkpoint file (checkpoint=... of map/imap/starmap)",
+        description="What a checkpoint file holds, and the two deliberate changes to it.",
+    )
+    actions = checkpoint.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions.add_parser(
+        "info",
+        help="items done and failed, the function it belongs to, its size on disk",
+        description="Show what the checkpoint holds. Safe while a call is using it.",
+    ).add_argument("file", metavar="FILE")
+    actions.add_parser(
+        "clear",
+        help="remove every result, so that the next call starts over",
+        description="Empty the checkpoint: results, failures and the function it belongs "
+        "to. The next call with it runs everything and may use any function.",
+    ).add_argument("file", metavar="FILE")
+    actions.add_parser(
+        "accept",
+        help="keep the results for a changed function (after a fix, a Python upgrade)",
+        description="Mark the checkpoint so that the next call adopts its function as the "
+        "checkpoint's, keeping every result, instead of refusing it with "
+        "CheckpointMismatch. The input is still checked position by position.",
+    ).add_argument("file", metavar="FILE")
+
     trace = commands.add_parser(
         "trace",
         help="where the time of a traced call went (a file written by trace=FILE)",
         description="Read a timeline written by map(..., trace=FILE) and summarize or draw it.",
     )
-    actions = trace.add_subparsers(dest="action", metavar="ACTION", required=True)
-    summary = actions.add_parser(
+    trace_actions = trace.add_subparsers(dest="action", metavar="ACTION", required=True)
+    summary = trace_actions.add_parser(
         "summary",
         help="start-up, busy and idle time per worker, shipping vs running, stragglers",
         description="Print each worker's start-up, busy and idle share of the call, how "
@@ -113,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
         "the numbers mean.",
     )
     summary.add_argument("file", type=Path, metavar="FILE")
-    plot = actions.add_parser(
+    plot = trace_actions.add_parser(
         "plot",
         help="draw the timeline as a Gantt chart (needs the plot extra)",
         description="Draw one row per worker and per caller activity, one bar per chunk.",
@@ -213,6 +239,68 @@ def _run_bench(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _byte_size(count: int) -> str:
+    size = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{count} bytes" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _ranges(ranges: list[tuple[int, int]], shown: int = 4) -> str:
+    parts = [f"{a:,}" if a == b else f"{a:,}..{b:,}" for a, b in ranges[:shown]]
+    if len(ranges) > shown:
+        parts.append(f"and {len(ranges) - shown:,} more ranges")
+    return ", ".join(parts) or "none"
+
+
+def _run_checkpoint(args: argparse.Namespace, console: Console) -> int:
+    from workpool import checkpoint
+    from workpool.errors import CheckpointBusy
+
+    path = args.file
+    try:
+        if args.action == "info":
+            found = checkpoint.summary(path)
+            table = Table(title=f"checkpoint {path}", show_header=False)
+            table.add_column(style="bold")
+            table.add_column()
+            function = "none yet"
+            if found.function is not None:
+                function = f"{found.function} (identity {found.function_digest})"
+            table.add_row("function", function)
+            if found.accept_next:
+                table.add_row("accepting", "the next call's function becomes this checkpoint's")
+            table.add_row("done", f"{found.items_done:,} items in {found.rows:,} chunks")
+            table.add_row("positions", _ranges(found.ranges))
+            table.add_row("failed", f"{found.failed:,} items (they run again on the next call)")
+            side = ""
+            if found.side_files:
+                side = f", {found.side_files:,} side file{'s' if found.side_files > 1 else ''}"
+            table.add_row("size on disk", _byte_size(found.bytes_on_disk) + side)
+            table.add_row("format", f"{found.format_version}, {found.journal_mode} journal")
+            if found.created:
+                table.add_row(
+                    "created",
+                    f"{found.created} by workpool {found.workpool_version}, {found.python}",
+                )
+            console.print(table)
+        elif args.action == "clear":
+            removed = checkpoint.summary(path).items_done
+            checkpoint.clear(path)
+            print(f"{path}: cleared ({removed:,} results removed)")
+        elif checkpoint.accept(path):
+            print(
+                f"{path}: the next call's function becomes this checkpoint's; its results are kept"
+            )
+        else:
+            print(f"{path}: nothing to accept (it holds no results yet)")
+    except (OSError, ValueError, CheckpointBusy) as exc:
+        raise CommandError(str(exc)) from exc
+    return 0
+
+
 def _run_trace(args: argparse.Namespace, console: Console) -> int:
     from workpool.timeline.reading import TraceFileError, load
 
@@ -247,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "bench":
             return _run_bench(args, console)
+        if args.command == "checkpoint":
+            return _run_checkpoint(args, console)
         if args.command == "trace":
             return _run_trace(args, console)
         return _run_advise(args, console)

@@ -11,6 +11,8 @@ import concurrent.futures
 
 __all__ = [
     "BrokenPool",
+    "CheckpointBusy",
+    "CheckpointMismatch",
     "RemoteTraceback",
     "SharedMemoryWarning",
     "TaskError",
@@ -35,6 +37,18 @@ class WorkerCrashed(WorkpoolError):
 
 class BrokenPool(WorkpoolError, concurrent.futures.BrokenExecutor):
     """The pool cannot go on, for instance because the initializer fails in every worker."""
+
+
+class CheckpointMismatch(WorkpoolError, ValueError):
+    """A checkpoint file belongs to another function, or to other input at some positions.
+
+    A changed function is found when the call starts, before anything runs; changed
+    input when the call reads the positions concerned, which the message names.
+    """
+
+
+class CheckpointBusy(WorkpoolError):
+    """A checkpoint file is in use by another call that is still running."""
 
 
 class SharedMemoryWarning(RuntimeWarning):
@@ -97,6 +111,8 @@ for _cls in (
     TaskTimeout,
     WorkerCrashed,
     BrokenPool,
+    CheckpointMismatch,
+    CheckpointBusy,
     SharedMemoryWarning,
     TaskError,
     RemoteTraceback,

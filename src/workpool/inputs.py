@@ -9,11 +9,20 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from workpool.tasks import CallMode
 
-__all__ = ["InputSource", "prepare_inputs"]
+__all__ = ["InputSource", "ItemSource", "prepare_inputs"]
+
+
+class ItemSource(Protocol):
+    """Anything that hands out a call's items in order, a few at a time."""
+
+    def take(self, count: int) -> Sequence[Any]:
+        """Up to ``count`` next items (fewer when there are no more, or none right here)."""
+        ...
+
 
 _SLICEABLE = (range, list, tuple)
 
@@ -29,6 +38,7 @@ class InputSource:
             self._position = 0
         else:
             self._iterator = iter(items)
+        self._peeked: list[Any] = []  # an item read by at_end(), not yet taken
 
     def take(self, count: int) -> Sequence[Any]:
         """Up to ``count`` next items (fewer only when the input is exhausted)."""
@@ -37,7 +47,19 @@ class InputSource:
             self._position += len(piece)
             return piece
         assert self._iterator is not None
+        if self._peeked and count > 0:
+            first, self._peeked = self._peeked, []
+            return first + list(itertools.islice(self._iterator, count - 1))
         return list(itertools.islice(self._iterator, count))
+
+    def at_end(self) -> bool:
+        """Whether no item is left (an iterator's next item is read, and kept for take)."""
+        if self._sequence is not None:
+            return self._position >= len(self._sequence)
+        assert self._iterator is not None
+        if not self._peeked:
+            self._peeked = list(itertools.islice(self._iterator, 1))
+        return not self._peeked
 
     def __iter__(self) -> Iterator[Any]:
         """The items not taken yet."""
@@ -46,6 +68,9 @@ class InputSource:
             self._position = len(self._sequence)
             return iter(rest)
         assert self._iterator is not None
+        if self._peeked:
+            peeked, self._peeked = self._peeked, []
+            return itertools.chain(peeked, self._iterator)
         return self._iterator
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator, Iterable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from workpool._options import (
     PoolSpec,
@@ -20,6 +21,9 @@ from workpool.inputs import prepare_inputs
 from workpool.run import MapRun, joined, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import call_items
+
+if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
+    from workpool.checkpoint.session import CheckpointSession
 
 __all__ = ["imap", "map", "starmap"]
 
@@ -44,6 +48,10 @@ class _OneShotCall:
         self.workers_given = pool_options["workers"] is not None
         self.options: RunOptions = make_run_options(**run_options)
         self.inputs, self.mode, self.total = prepare_inputs(iterables, star=star)
+        if self.options.checkpoint is not None:
+            from workpool.checkpoint.session import refuse_writable_shares
+
+            refuse_writable_shares(fn)
 
     def results(self, *, raise_in_order: bool) -> Iterator[Any]:
         """Yield the results one by one."""
@@ -54,17 +62,44 @@ class _OneShotCall:
         return joined(self.result_lists(raise_in_order=False))
 
     def result_lists(self, *, raise_in_order: bool) -> Generator[list[Any], None, None]:
-        """Start the pool, yield the results a list at a time, and leave no worker behind."""
-        spec = self.spec
+        """Start the pool, yield the results a list at a time, and leave no worker behind.
+
+        With a checkpoint, the journal is opened first (a busy file or another function
+        is refused before anything runs), the results it holds for the head of the
+        input are yielded, and no worker starts if that was all of it.
+        """
+        checkpoint: CheckpointSession | None = None
         progress_bar = None
-        first_position = 0
-        if spec.backend == "auto":
-            if self.options.progress:
+        try:
+            if self.options.checkpoint is not None:
+                from workpool.checkpoint.session import CheckpointSession
+
+                checkpoint = CheckpointSession(self.options.checkpoint, self.fn, self.inputs)
+                if self.options.progress:
+                    progress_bar = start_progress_bar(self.total, self.fn, checkpoint.items_done)
+                yield from checkpoint.leading_done()
+                if checkpoint.at_end():
+                    return
+            elif self.options.progress and self.spec.backend == "auto":
                 progress_bar = start_progress_bar(self.total, self.fn)
-            prefix = _MeasuredPrefix(self, progress_bar)
+            bar, progress_bar = progress_bar, None  # the measuring, then the run, own it
+            yield from self._run_the_rest(raise_in_order, checkpoint, bar)
+        finally:
+            if progress_bar is not None:
+                progress_bar.close()
+            if checkpoint is not None:
+                checkpoint.close()
+
+    def _run_the_rest(
+        self, raise_in_order: bool, checkpoint: CheckpointSession | None, progress_bar: Any
+    ) -> Generator[list[Any], None, None]:
+        spec = self.spec
+        first_position = 0 if checkpoint is None else checkpoint.position
+        if spec.backend == "auto":
+            prefix = _MeasuredPrefix(self, progress_bar, checkpoint)
             yield from prefix.result_lists(raise_in_order)
             spec = prefix.chosen_spec
-            first_position = prefix.count
+            first_position += prefix.count
         backend = create_backend(spec, self.fn)
         finished = False
         try:
@@ -78,13 +113,11 @@ class _OneShotCall:
                 raise_in_order=raise_in_order,
                 first_position=first_position,
                 progress_bar=progress_bar,
+                checkpoint=checkpoint,
             )
-            progress_bar = None  # the run owns it now
             yield from run.result_lists()
             finished = True
         finally:
-            if progress_bar is not None:
-                progress_bar.close()
             if finished:
                 backend.shutdown(wait=True, cancel_pending=False)
             else:  # a failure, or the consumer stopped early: stop what still runs
@@ -99,9 +132,12 @@ class _MeasuredPrefix:
     choose at once (for their own number of items) without running anything inline.
     """
 
-    def __init__(self, call: _OneShotCall, progress_bar: Any) -> None:
+    def __init__(
+        self, call: _OneShotCall, progress_bar: Any, checkpoint: CheckpointSession | None
+    ) -> None:
         self._call = call
         self._progress = progress_bar
+        self._checkpoint = checkpoint  # its items are read up to the next journaled row
         self.count = 0
         self.chosen_spec: PoolSpec = call.spec
 
@@ -119,7 +155,8 @@ class _MeasuredPrefix:
             if found is None:
                 if call.spec.initializer is not None:  # inline, we are the worker
                     call.spec.initializer(*call.spec.initargs)
-                found, items, values, errors = measure(call.fn, call.mode, call.inputs)
+                source = call.inputs if self._checkpoint is None else self._checkpoint.gap()
+                found, items, values, errors = measure(call.fn, call.mode, source)
                 remember(call.fn, found)
             self.count = len(values)
             remaining = None if call.total is None else call.total - self.count
@@ -130,6 +167,7 @@ class _MeasuredPrefix:
         if advice_backend != "process":
             self.chosen_spec = self.chosen_spec._replace(start_method=None)
 
+        first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)
         for position in sorted(errors):
             error: BaseException | None = errors[position]
             for _ in range(options.retries):
@@ -144,14 +182,16 @@ class _MeasuredPrefix:
             errors[position] = error
             add_note(
                 error,
-                f"workpool: raised by the task at input position {position} in the calling "
-                "thread, while backend='auto' measured it",
+                f"workpool: raised by the task at input position {first + position} in the "
+                "calling thread, while backend='auto' measured it",
             )
             if options.return_exceptions:
                 values[position] = error
             elif not raise_in_order:
+                self._journal(first, items, values, errors)
                 self._close_progress()
                 raise error
+        self._journal(first, items, values, errors)
         if self._progress is not None:
             self._progress.advance(len(values), len(errors))
         if errors and not options.return_exceptions:  # raise in order, after the ones before
@@ -160,6 +200,13 @@ class _MeasuredPrefix:
             self._close_progress()
             raise errors[position]
         yield values
+
+    def _journal(
+        self, first: int, items: list[Any], values: list[Any], errors: dict[int, BaseException]
+    ) -> None:
+        """Journal the measured items' outcomes, like any chunk's (with a checkpoint)."""
+        if self._checkpoint is not None and items:
+            self._checkpoint.record(first, items, values, errors)
 
     def _close_progress(self) -> None:
         if self._progress is not None:
@@ -180,6 +227,7 @@ def _split_options(
     max_tasks_per_worker: int | None,
     start_method: str | None,
     share_threshold: int | None,
+    checkpoint: str | os.PathLike[str] | None,
 ) -> dict[str, dict[str, Any]]:
     return {
         "pool_options": {
@@ -198,6 +246,7 @@ def _split_options(
             "return_exceptions": return_exceptions,
             "progress": progress,
             "share_threshold": share_threshold,
+            "checkpoint": checkpoint,
         },
     }
 
@@ -218,12 +267,18 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
 
     Several iterables are zipped, as in the builtin ``map``. A pool is started for the
     call and is gone when it returns. The first failure cancels what is pending and is
     raised, unless ``return_exceptions=True`` puts exceptions in place of results.
+
+    ``checkpoint="run.ckpt"`` journals each finished result in that file; called again
+    with the same file, function and input, it runs only what is missing and returns
+    the same list (``CheckpointMismatch`` if the function or input differ,
+    ``CheckpointBusy`` if another call is using the file).
     """
     call = _OneShotCall(
         fn,
@@ -243,6 +298,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
             max_tasks_per_worker,
             start_method,
             share_threshold,
+            checkpoint,
         ),
     )
     return call.collect()
@@ -264,6 +320,7 @@ def imap(
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
 
@@ -289,6 +346,7 @@ def imap(
             max_tasks_per_worker,
             start_method,
             share_threshold,
+            checkpoint,
         ),
     )
     return call.results(raise_in_order=True)
@@ -311,6 +369,7 @@ def starmap(
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
+    checkpoint: str | os.PathLike[str] | None = None,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
     call = _OneShotCall(
@@ -331,6 +390,7 @@ def starmap(
             max_tasks_per_worker,
             start_method,
             share_threshold,
+            checkpoint,
         ),
     )
     return call.collect()

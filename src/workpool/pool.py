@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
@@ -182,6 +183,7 @@ class Pool(concurrent.futures.Executor):
         return_exceptions: bool = False,
         progress: bool = False,
         share_threshold: int | None = _UNSET,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
         """``Executor.map``: every input is submitted now; results come as you iterate.
 
@@ -199,6 +201,7 @@ class Pool(concurrent.futures.Executor):
                 progress=progress,
                 timeout=timeout,
                 share_threshold=share_threshold,
+                checkpoint=checkpoint,
             )
         )
         self._check_open()
@@ -218,6 +221,7 @@ class Pool(concurrent.futures.Executor):
         return_exceptions: bool = False,
         progress: bool = False,
         share_threshold: int | None = _UNSET,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
         """Lazily map ``fn`` over the inputs; the pool must stay open while you iterate.
 
@@ -234,6 +238,7 @@ class Pool(concurrent.futures.Executor):
                 return_exceptions=return_exceptions,
                 progress=progress,
                 share_threshold=share_threshold,
+                checkpoint=checkpoint,
             )
         )
         self._check_open()
@@ -252,6 +257,7 @@ class Pool(concurrent.futures.Executor):
         return_exceptions: bool = False,
         progress: bool = False,
         share_threshold: int | None = _UNSET,
+        checkpoint: str | os.PathLike[str] | None = None,
     ) -> list[T]:
         """``fn(*args)`` for every tuple of arguments; returns the list of results."""
         check_function(fn)
@@ -264,6 +270,7 @@ class Pool(concurrent.futures.Executor):
                 return_exceptions=return_exceptions,
                 progress=progress,
                 share_threshold=share_threshold,
+                checkpoint=checkpoint,
             )
         )
         self._check_open()

@@ -16,7 +16,8 @@ class ProgressBar:
     rich is imported only when a bar is asked for, so runs without one pay nothing.
     """
 
-    def __init__(self, total: int | None, description: str) -> None:
+    def __init__(self, total: int | None, description: str, done: int = 0) -> None:
+        """Start drawing; ``done`` tasks are counted as finished already (a resumed run)."""
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -51,7 +52,7 @@ class ProgressBar:
         self._progress: Progress = Progress(
             *columns, console=Console(stderr=True), refresh_per_second=8
         )
-        self._task = self._progress.add_task(description, total=total, failed=0)
+        self._task = self._progress.add_task(description, total=total, completed=done, failed=0)
         self._failed = 0
         self._progress.start()
 

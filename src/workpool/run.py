@@ -14,7 +14,7 @@ import queue
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workpool._options import RunOptions
 from workpool.backends.base import Backend
@@ -23,6 +23,9 @@ from workpool.errors import BrokenPool, add_note
 from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
+
+if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
+    from workpool.checkpoint.session import CheckpointSession
 
 __all__ = ["MapRun", "joined", "one_by_one", "start_progress_bar"]
 
@@ -44,17 +47,22 @@ def joined(lists: Generator[list[Any], None, None]) -> list[Any]:
     return collected
 
 
-def start_progress_bar(total: int | None, fn: Callable[..., Any]) -> Any:
-    """A live progress bar named after the function (rich is imported only now)."""
+def start_progress_bar(total: int | None, fn: Callable[..., Any], done: int = 0) -> Any:
+    """A live progress bar named after the function (rich is imported only now).
+
+    ``done`` items count as finished from the start (those a checkpoint holds).
+    """
     from workpool.progress import ProgressBar
 
-    return ProgressBar(total, getattr(fn, "__name__", "tasks"))
+    if total is not None:
+        done = min(done, total)
+    return ProgressBar(total, getattr(fn, "__name__", "tasks"), done)
 
 
 class _ChunkState:
     """The consumer's record of one chunk of input: its results as they arrive."""
 
-    __slots__ = ("failure", "left", "size", "start", "values")
+    __slots__ = ("digest", "failure", "journaled", "left", "size", "start", "values")
 
     def __init__(self, start: int, size: int) -> None:
         self.start = start
@@ -62,6 +70,8 @@ class _ChunkState:
         self.values: list[Any] | None = None
         self.left = size  # items without a final outcome yet (retries pending count)
         self.failure: tuple[int, BaseException] | None = None  # (offset, error) to raise
+        self.digest: bytes | None = None  # of the chunk's items, with a checkpoint
+        self.journaled = False  # its results came from the checkpoint: nothing ran
 
 
 class MapRun:
@@ -73,6 +83,11 @@ class MapRun:
     failure is raised as soon as it is seen. ``first_position`` is the input position
     of the first item of ``inputs`` (when earlier items were run elsewhere), and
     ``progress_bar`` an already running bar to continue.
+
+    With ``options.checkpoint``, the input is read through a ``CheckpointSession``
+    (``checkpoint``, or one opened when the results are first asked for): journaled
+    positions come back from the journal, in place, without running, and finished
+    chunks are journaled as their batches are absorbed.
     """
 
     def __init__(
@@ -88,6 +103,7 @@ class MapRun:
         raise_in_order: bool = True,
         first_position: int = 0,
         progress_bar: Any = None,
+        checkpoint: CheckpointSession | None = None,
     ) -> None:
         self._backend = backend
         self._fn = fn
@@ -118,7 +134,14 @@ class MapRun:
         # Large NumPy arguments of this call travel once, in shared memory (processes).
         self._sharing = SharingContext(options.share_threshold)
         self._progress: Any = progress_bar
-        if options.progress and progress_bar is None:
+        # Opened before any input is read; a bar of a run with a checkpoint starts at
+        # what the journal holds.
+        self._checkpoint = checkpoint
+        if options.checkpoint is not None and checkpoint is None:
+            from workpool.checkpoint.session import refuse_writable_shares
+
+            refuse_writable_shares(fn)  # at once, not at the first next()
+        elif options.progress and progress_bar is None:
             self._progress = start_progress_bar(total, fn)
 
     # --- called by backend threads ----------------------------------------------------
@@ -150,13 +173,50 @@ class MapRun:
     def submit_all(self) -> None:
         """Submit the whole input now (eager runs); results are read later."""
         try:
+            self._open_checkpoint()
             size = self._options.chunksize or self._sizer.upfront_size()
-            while items := self._inputs.take(size):
-                self._backend.submit(self._new_chunk(items))
-            self._exhausted = True
+            while not self._exhausted:
+                self._take_and_submit(size)
         except BaseException:
             self.close()
             raise
+
+    def _open_checkpoint(self) -> None:
+        """Open the call's checkpoint, unless the caller did or there is none."""
+        if self._options.checkpoint is None:
+            return
+        if self._checkpoint is None:
+            from workpool.checkpoint.session import CheckpointSession
+
+            self._checkpoint = CheckpointSession(self._options.checkpoint, self._fn, self._inputs)
+            if self._options.progress:
+                done = self._checkpoint.items_done
+                self._progress = start_progress_bar(self._total, self._fn, done)
+        self._checkpoint.start_writing()  # the backend exists: its workers are started
+
+    def _take_and_submit(self, size: int) -> None:
+        """Read up to ``size`` items and submit them (or deliver them from the journal)."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            items = self._inputs.take(size)
+            if len(items) < size:
+                self._exhausted = True
+            if items:
+                self._backend.submit(self._new_chunk(items))
+            return
+        piece = checkpoint.take(size)
+        self._exhausted = checkpoint.ended
+        if not piece.items:
+            return
+        assert piece.start == self._next_start, "the run and its checkpoint disagree"
+        chunk = self._new_chunk(piece.items)
+        state: _ChunkState = chunk.tag
+        state.digest = piece.digest
+        if piece.results is None:
+            self._backend.submit(chunk)
+        else:  # done before: its results take the way a worker's would, in place
+            state.journaled = True
+            self._batches.put((ResultBatch(chunk, piece.results, {}), frozenset()))
 
     def results(self) -> Iterator[Any]:
         """Yield results; raise the first failure unless ``return_exceptions``."""
@@ -169,6 +229,7 @@ class MapRun:
     def result_lists(self) -> Generator[list[Any], None, None]:
         """Yield results a list at a time, as chunks complete (the engine of ``results``)."""
         try:
+            self._open_checkpoint()
             if self._eager and not self._exhausted:
                 self.submit_all()
             while True:
@@ -196,6 +257,8 @@ class MapRun:
         if self._progress is not None:
             self._progress.close()
             self._progress = None
+        if self._checkpoint is not None:
+            self._checkpoint.close()  # commits what was journaled, lets the file go
 
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))
@@ -221,12 +284,7 @@ class MapRun:
             in_flight = len(self._states) if self._options.ordered else self._unfinished
             if in_flight >= self._window:
                 return
-            size = self._sizer.next_size()
-            items = self._inputs.take(size)
-            if len(items) < size:
-                self._exhausted = True
-            if items:
-                self._backend.submit(self._new_chunk(items))
+            self._take_and_submit(self._sizer.next_size())
 
     def _next_batch(self) -> tuple[ResultBatch, frozenset[int]]:
         if self._deadline is None:
@@ -256,6 +314,19 @@ class MapRun:
                 state.values = [None] * state.size
             state.values[offset : offset + count] = batch.values
 
+        if self._checkpoint is not None and not state.journaled:
+            # Journaled now, before a failure in this batch may be raised below.
+            whole = offset == 0 and count == state.size
+            self._checkpoint.record(
+                chunk.start,
+                chunk.items,
+                batch.values,
+                batch.errors,
+                retried,
+                state.digest if whole else None,
+                batch.pickled,
+            )
+
         failed = 0
         annotated: set[int] = set()  # one exception object may stand for several items
         for position, error in batch.errors.items():
@@ -276,7 +347,7 @@ class MapRun:
                 raise error
         finished = count - len(retried)
         state.left -= finished
-        if self._progress is not None:
+        if self._progress is not None and not state.journaled:  # the bar began with those
             self._progress.advance(finished, failed)
         if self._options.ordered:
             return None

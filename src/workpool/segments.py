@@ -30,6 +30,7 @@ __all__ = [
     "Frame",
     "Segment",
     "find_segment",
+    "holds_writable_share",
     "map_segment",
     "new_segment",
     "numpy_if_array",
@@ -143,6 +144,25 @@ def _address_of_segment(segment: Segment) -> int:
     import numpy  # the segment is the root of an array's memory, so NumPy is here
 
     return _address_of(numpy.frombuffer(segment, dtype=numpy.uint8))
+
+
+def holds_writable_share(obj: Any, depth: int = 3) -> bool:
+    """Whether ``obj`` is, or holds a few containers deep, memory from ``share(writable=True)``.
+
+    Such memory is written by workers in place; a checkpoint cannot restore those
+    writes, so calls with a checkpoint refuse it.
+    """
+    if isinstance(obj, Segment):
+        return obj.shared_writable
+    if numpy_if_array(obj) is not None:
+        found = find_segment(obj)
+        return found is not None and found[0].shared_writable
+    if depth > 0:
+        if isinstance(obj, (tuple, list, set, frozenset)):
+            return any(holds_writable_share(item, depth - 1) for item in obj)
+        if isinstance(obj, dict):
+            return any(holds_writable_share(item, depth - 1) for item in obj.values())
+    return False
 
 
 def numpy_module() -> Any:

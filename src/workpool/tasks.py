@@ -133,12 +133,24 @@ class ResultBatch:
     ``retryable`` is False when trying again cannot help: the items could not be
     pickled, the pool was shut down with ``cancel_futures``, or the pool is broken.
     ``worker`` names where the chunk ran ("process 1234", "thread workpool-2"), for
-    error messages and timelines. ``times``, given for a traced chunk, are when its
-    worker began receiving it, began and finished running it, and finished returning
-    the results (``workpool.clock.now_ns``, on the caller's clock).
+    error messages and timelines. ``pickled``, when an engine has it, is the standard
+    pickle of ``(values, errors)`` exactly as a worker sent it, with nothing failed and
+    nothing in shared memory: a checkpoint stores it as it is instead of pickling again.
+    ``times``, given for a traced chunk, are when its worker began receiving it, began
+    and finished running it, and finished returning the results
+    (``workpool.clock.now_ns``, on the caller's clock).
     """
 
-    __slots__ = ("chunk", "elapsed", "errors", "retryable", "times", "values", "worker")
+    __slots__ = (
+        "chunk",
+        "elapsed",
+        "errors",
+        "pickled",
+        "retryable",
+        "times",
+        "values",
+        "worker",
+    )
 
     def __init__(
         self,
@@ -148,6 +160,7 @@ class ResultBatch:
         elapsed: float = 0.0,
         retryable: bool = True,
         worker: str = "",
+        pickled: bytes | memoryview | None = None,
         times: tuple[int, int, int, int] | None = None,
     ) -> None:
         self.chunk = chunk
@@ -156,6 +169,7 @@ class ResultBatch:
         self.elapsed = elapsed
         self.retryable = retryable
         self.worker = worker
+        self.pickled = pickled
         self.times = times
 
     def __repr__(self) -> str:

@@ -237,6 +237,12 @@ class Batch(NamedTuple):
         values, errors = loads_sharing(memoryview(self.body)[self.offset :], fds)
         return values, errors
 
+    def standalone_pickle(self) -> memoryview | None:
+        """The pickle of ``(values, errors)``, if it needs none of the descriptors."""
+        if self.fd_count:
+            return None
+        return memoryview(self.body)[self.offset :]
+
 
 def decode_from_worker(body: bytes | bytearray) -> Ready | InitFailed | Batch:
     kind = body[0]

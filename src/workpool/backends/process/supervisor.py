@@ -399,7 +399,10 @@ class Supervisor:
                 )
             return
         errors = {position: unpack_error(packed) for position, packed in packed_errors}
-        result = ResultBatch(chunk, values, errors, batch.elapsed, worker=handle.label)
+        pickled = None if packed_errors else batch.standalone_pickle()  # for a checkpoint
+        result = ResultBatch(
+            chunk, values, errors, batch.elapsed, worker=handle.label, pickled=pickled
+        )
         if batch.times is not None and chunk.trace is not None:
             shift = handle.clock_offset_ns
             received, run, ran, returned = batch.times

@@ -1,0 +1,358 @@
+"""Reproducible digests of input items: what "the same input" means to a checkpoint.
+
+A checkpoint knows an item by its input position; a digest checks, on resume, that
+the item found at that position is the one that was journaled. Pickles cannot serve
+as the thing digested: a set of strings pickles in hash order, which changes with
+every ``PYTHONHASHSEED``, and two equal strings pickle differently depending on
+whether they are one object or two. So each kind of value has a canonical encoding
+here, a function of the value alone, the same in every run of every process:
+
+==========================================  ===============================================
+value                                       what is compared
+==========================================  ===============================================
+``None``, ``bool``, ``int``, ``float``,     the value (floats bit for bit, so ``-0.0`` is
+``complex``, ``str``, ``bytes``,            not ``0.0``; ``1``, ``1.0`` and ``True`` are
+``bytearray``                               three different values)
+``tuple``, ``list``                         the items, in order
+``dict``                                    the (key, value) pairs, in the order of the
+                                            keys' encodings (insertion order is ignored)
+``set``, ``frozenset``                      the items, in the order of their encodings
+subclasses of the above (namedtuple,        as the base type, plus the subclass's module
+``IntEnum``, ``OrderedDict``...)            and qualified name (an ``OrderedDict`` keeps
+                                            its order)
+``enum.Enum`` members                       the enum's module, qualified name and the
+                                            member's name
+NumPy arrays and scalars                    dtype, shape, and the bytes in C order
+anything else                               nothing: only its position is checked
+==========================================  ===============================================
+
+A chunk's digest is a 16-byte BLAKE2b over the encodings of its items, so a mismatch
+names the chunk's positions. Chunks made only of plain ``int`` (within 64 bits),
+``float`` or ``str`` items, such as a ``range``, a list of numbers or of file names,
+have a compact encoding computed in C, and ints in arithmetic progression are encoded
+by first item, step and length (so a ``range`` is digested without visiting its
+items). Which encoding a chunk gets depends only on its values: a list and a range
+holding the same numbers have the same digest.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import struct
+import sys
+from array import array
+from collections.abc import Callable, Sequence
+from typing import Any
+
+try:  # BLAKE2 itself: hashlib would also load OpenSSL, a few milliseconds for nothing
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - a Python without the _blake2 module
+    from hashlib import blake2b
+
+__all__ = ["CanonicalEncoder", "blake2b", "chunk_digest", "encode"]
+
+_pack_i64 = struct.Struct("<q").pack
+_pack_u64 = struct.Struct("<Q").pack
+_pack_f64 = struct.Struct("<d").pack
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+_BIG_ENDIAN = sys.byteorder == "big"
+
+# The order matters: a subclass of several of these is encoded as the first it matches.
+_BUILTIN_KINDS: tuple[type, ...] = (
+    int,
+    float,
+    complex,
+    str,
+    bytes,
+    bytearray,
+    tuple,
+    list,
+    dict,
+    set,
+    frozenset,
+)
+
+
+def _type_name(cls: type) -> bytes:
+    return f"{cls.__module__}.{cls.__qualname__}".encode("utf-8", "surrogatepass")
+
+
+class CanonicalEncoder:
+    """Turns values into their canonical encodings (see the module's table).
+
+    Every encoding is self-delimiting (a tag byte, then fixed-size or length-prefixed
+    content), so a sequence of encodings can be split back apart: different values
+    never share an encoding. Subclasses decide what "anything else" becomes by
+    overriding ``encode_other``. Not thread-safe: one encoder per thread.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[bytes | memoryview] = []
+        self._active: set[int] = set()  # containers being encoded, against cycles
+
+    def encoding(self, obj: object) -> bytes:
+        """The encoding of ``obj`` alone, as one byte string."""
+        saved, self.parts = self.parts, []
+        try:
+            self.encode(obj)
+            return b"".join(self.parts)
+        finally:
+            self.parts = saved
+
+    def encode(self, obj: object) -> None:
+        """Append the encoding of ``obj`` to ``parts``."""
+        write = _BY_TYPE.get(type(obj))
+        if write is not None:
+            write(self, obj)
+        else:
+            self._encode_uncommon(obj)
+
+    def encode_other(self, obj: object) -> None:
+        """A value with no canonical encoding: nothing of it is compared."""
+        self.parts.append(b"?")
+
+    def encode_name(self, tag: bytes, name: str) -> None:
+        data = name.encode("utf-8", "surrogatepass")
+        self.parts.append(tag + _pack_u64(len(data)) + data)
+
+    # --- one method per kind --------------------------------------------------------
+
+    def _none(self, obj: object) -> None:
+        self.parts.append(b"N")
+
+    def _bool(self, obj: bool) -> None:
+        self.parts.append(b"T" if obj else b"F")
+
+    def _int(self, obj: int) -> None:
+        if _INT64_MIN <= obj <= _INT64_MAX:
+            self.parts.append(b"i" + _pack_i64(obj))
+        else:
+            data = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
+            self.parts.append(b"I" + _pack_u64(len(data)) + data)
+
+    def _float(self, obj: float) -> None:
+        self.parts.append(b"f" + _pack_f64(obj))
+
+    def _complex(self, obj: complex) -> None:
+        self.parts.append(b"c" + _pack_f64(obj.real) + _pack_f64(obj.imag))
+
+    def _str(self, obj: str) -> None:
+        data = obj.encode("utf-8", "surrogatepass")
+        self.parts.append(b"s" + _pack_u64(len(data)) + data)
+
+    def _bytes(self, obj: bytes) -> None:
+        self.parts.append(b"b" + _pack_u64(len(obj)) + obj)
+
+    def _bytearray(self, obj: bytearray) -> None:
+        self.parts.append(b"y" + _pack_u64(len(obj)) + bytes(obj))
+
+    def _sequence(self, tag: bytes, obj: tuple[Any, ...] | list[Any]) -> None:
+        key = id(obj)
+        if key in self._active:  # a container holding itself
+            self.parts.append(b"^")
+            return
+        self._active.add(key)
+        try:
+            self.parts.append(tag + _pack_u64(len(obj)))
+            for item in obj:
+                self.encode(item)
+        finally:
+            self._active.discard(key)
+
+    def _tuple(self, obj: tuple[Any, ...]) -> None:
+        self._sequence(b"t", obj)
+
+    def _list(self, obj: list[Any]) -> None:
+        self._sequence(b"l", obj)
+
+    def _dict(self, obj: dict[Any, Any], *, keep_order: bool = False) -> None:
+        key = id(obj)
+        if key in self._active:
+            self.parts.append(b"^")
+            return
+        self._active.add(key)
+        try:
+            pairs = [(self.encoding(k), self.encoding(v)) for k, v in list(obj.items())]
+            if not keep_order:
+                pairs.sort()
+            self.parts.append((b"o" if keep_order else b"d") + _pack_u64(len(pairs)))
+            for k, v in pairs:
+                self.parts.append(k)
+                self.parts.append(v)
+        finally:
+            self._active.discard(key)
+
+    def _set(self, obj: set[Any] | frozenset[Any]) -> None:
+        key = id(obj)
+        if key in self._active:
+            self.parts.append(b"^")
+            return
+        self._active.add(key)
+        try:
+            members = sorted(self.encoding(item) for item in list(obj))
+            self.parts.append((b"S" if isinstance(obj, set) else b"z") + _pack_u64(len(members)))
+            self.parts.extend(members)
+        finally:
+            self._active.discard(key)
+
+    def _encode_uncommon(self, obj: object) -> None:
+        """Values whose type is not exactly one of the builtin kinds."""
+        numpy = sys.modules.get("numpy")  # an array exists only if numpy was imported
+        if numpy is not None and isinstance(obj, numpy.ndarray):
+            self._ndarray(obj)
+            return
+        if numpy is not None and isinstance(obj, numpy.generic):
+            self.parts.append(b"g" + _dtype_name(obj.dtype) + obj.tobytes())
+            return
+        if isinstance(obj, enum.Enum) and not isinstance(obj, _BUILTIN_KINDS):
+            self.encode_name(b"e", f"{type(obj).__module__}.{type(obj).__qualname__}")
+            self._str(obj.name)
+            return
+        for kind in _BUILTIN_KINDS:
+            if isinstance(obj, kind):
+                name = _type_name(type(obj))
+                self.parts.append(b"<" + _pack_u64(len(name)) + name)
+                if kind is dict:
+                    self._dict(obj, keep_order=isinstance(obj, collections.OrderedDict))  # type: ignore[arg-type]
+                else:
+                    _BY_TYPE[kind](self, obj)
+                return
+        self.encode_other(obj)
+
+    def _ndarray(self, array_: Any) -> None:
+        self.parts.append(b"a" + _dtype_name(array_.dtype) + _pack_u64(array_.ndim))
+        self.parts.extend(_pack_u64(n) for n in array_.shape)
+        if array_.dtype.hasobject:  # object arrays: their elements, one by one
+            for item in array_.ravel(order="C").tolist():
+                self.encode(item)
+        else:
+            data = _array_bytes(array_)
+            self.parts.append(_pack_u64(data.nbytes))
+            self.parts.append(data)  # a view: hashed or joined at once, never kept
+
+
+def _array_bytes(array_: Any) -> memoryview:
+    """The array's bytes in C order, without a copy when they already are."""
+    if array_.flags.c_contiguous:
+        try:
+            return memoryview(array_).cast("B")
+        except (TypeError, ValueError):  # dtypes the buffer protocol lacks (datetime64)
+            pass
+    return memoryview(array_.tobytes(order="C"))
+
+
+def _dtype_name(dtype: Any) -> bytes:
+    # ``str`` names byte order and size ("<f8"); structured dtypes need their fields.
+    text = str(dtype.descr) if dtype.fields is not None else dtype.str
+    data = text.encode()
+    return _pack_u64(len(data)) + data
+
+
+_BY_TYPE: dict[type, Callable[[CanonicalEncoder, Any], None]] = {
+    type(None): CanonicalEncoder._none,
+    bool: CanonicalEncoder._bool,
+    int: CanonicalEncoder._int,
+    float: CanonicalEncoder._float,
+    complex: CanonicalEncoder._complex,
+    str: CanonicalEncoder._str,
+    bytes: CanonicalEncoder._bytes,
+    bytearray: CanonicalEncoder._bytearray,
+    tuple: CanonicalEncoder._tuple,
+    list: CanonicalEncoder._list,
+    dict: CanonicalEncoder._dict,
+    set: CanonicalEncoder._set,
+    frozenset: CanonicalEncoder._set,
+}
+
+
+def encode(obj: object) -> bytes:
+    """The canonical encoding of one value."""
+    return CanonicalEncoder().encoding(obj)
+
+
+def _native_to_little(numbers: array[Any]) -> array[Any]:
+    if _BIG_ENDIAN:
+        numbers.byteswap()
+    return numbers
+
+
+def _progression(numbers: array[int]) -> bytes | None:
+    """First item and step if ``numbers`` is an arithmetic progression, else None.
+
+    A ``range`` is digested from its first item, step and length alone, without
+    visiting its items; a list holding the same numbers must get the same digest.
+    """
+    count = len(numbers)
+    first = numbers[0]
+    step = numbers[1] - first if count > 1 else 0
+    if numbers[-1] != first + (count - 1) * step:  # most lists fail here, at no cost
+        return None
+    if not _INT64_MIN <= step <= _INT64_MAX:
+        return None
+    if count > 2:
+        if step == 0:
+            if numbers.count(first) != count:
+                return None
+        elif numbers != array("q", range(first, first + count * step, step)):
+            return None
+    return _pack_i64(first) + _pack_i64(step)
+
+
+def _range_progression(items: range) -> bytes | None:
+    """``_progression`` for a range, read off its ends (None beyond 64 bits)."""
+    first, last = items[0], items[-1]
+    step = items.step if len(items) > 1 else 0
+    if all(_INT64_MIN <= n <= _INT64_MAX for n in (first, last, step)):
+        return _pack_i64(first) + _pack_i64(step)
+    return None
+
+
+def chunk_digest(items: Sequence[Any]) -> bytes:
+    """The 16-byte digest of consecutive input items, in order (see the module's table)."""
+    hasher = blake2b(digest_size=16, person=b"workpool.items.1")
+    count = len(items)
+    kinds: set[type] = set(map(type, items)) if type(items) is not range else {int}
+    if count and len(kinds) == 1:
+        kind = next(iter(kinds))
+        if kind is int:
+            if type(items) is range:
+                progression = _range_progression(items)
+                numbers = None
+            else:
+                numbers = _int64_array(items)
+                progression = None if numbers is None else _progression(numbers)
+            if progression is None and type(items) is range:
+                numbers = _int64_array(items)
+            if progression is not None:
+                hasher.update(b"R" + _pack_u64(count) + progression)
+                return hasher.digest()
+            if numbers is not None:
+                hasher.update(b"Q" + _pack_u64(count))
+                hasher.update(_native_to_little(numbers).tobytes())
+                return hasher.digest()
+        elif kind is float:
+            hasher.update(b"D" + _pack_u64(count))
+            hasher.update(_native_to_little(array("d", items)).tobytes())
+            return hasher.digest()
+        elif kind is str:
+            # Lengths in code points, then the concatenation: the lengths say where
+            # each item ends, so no separator is needed.
+            hasher.update(b"U" + _pack_u64(count))
+            hasher.update(_native_to_little(array("q", map(len, items))).tobytes())
+            hasher.update("".join(items).encode("utf-8", "surrogatepass"))
+            return hasher.digest()
+    encoder = CanonicalEncoder()
+    encoder.parts.append(b"G" + _pack_u64(count))
+    for item in items:
+        encoder.encode(item)
+    hasher.update(b"".join(encoder.parts))
+    return hasher.digest()
+
+
+def _int64_array(items: Sequence[int]) -> array[int] | None:
+    try:
+        return array("q", items)
+    except OverflowError:  # some beyond 64 bits: the general encoding
+        return None

@@ -1,0 +1,274 @@
+"""A checkpoint file as one call uses it: open, check, read what is done, record the rest.
+
+::
+
+    Journal(path, fn)      check the path, take the lock, open the store, compare the
+                           function's identity with the journal's, start the writer
+    rows() / results(row)  what is done, in position order, read in pages (the call's
+                           thread, with its own connection)
+    verify(row, items)     the input now at the row's positions has the row's digest,
+                           or CheckpointMismatch names those positions
+    record(start, items, values)
+                           digest + pickle in the call's thread (the values cannot
+                           change under us afterwards), written by the writer thread
+    close()                commit what is queued, stop the writer, release the lock
+
+The identity rule for functions is ``identity``'s; for input items, ``digest``'s.
+``accept`` and ``clear`` are the two deliberate changes a user can make to a journal
+(``workpool checkpoint accept`` / ``clear``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import warnings
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from workpool.checkpoint.digest import chunk_digest
+from workpool.checkpoint.identity import FunctionIdentity, function_identity
+from workpool.checkpoint.lock import JournalLock
+from workpool.checkpoint.store import JournalStore, Row, Summary, check_path
+from workpool.checkpoint.writer import COMMIT_INTERVAL, DoneEntry, FailedEntry, JournalWriter
+from workpool.errors import CheckpointMismatch
+from workpool.serialize import dumps_data
+
+__all__ = ["Journal", "accept", "clear", "summary"]
+
+PAGE_ROWS = 32  # rows read at a time on resume (inline results are at most 1 MiB each)
+
+
+def _positions(start: int, count: int) -> str:
+    return f"position {start}" if count == 1 else f"positions {start}..{start + count - 1}"
+
+
+class Journal:
+    """A checkpoint file held by one call, until ``close()``.
+
+    Opening raises ``CheckpointBusy`` if another call holds the file,
+    ``CheckpointMismatch`` if it belongs to another function (unless a ``workpool
+    checkpoint accept`` is pending, in which case ``fn`` becomes its function), and
+    ``FileNotFoundError`` / ``IsADirectoryError`` / ``ValueError`` for a path that
+    cannot be a checkpoint; nothing is changed in a file that is refused.
+
+    Used from one thread at a time (the call's); the writing happens on the writer's,
+    which starts with the first record, or with ``release_writer()`` if
+    ``hold_writer``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        fn: Any,
+        *,
+        commit_interval: float = COMMIT_INTERVAL,
+        hold_writer: bool = False,
+    ) -> None:
+        self.path = path
+        self.function = function_identity(fn)
+        check_path(path)
+        self._lock = JournalLock(path)
+        try:
+            self._store = JournalStore.open(path)
+            try:
+                self.adopted = _check_function(self._store, self.function)
+                self._store.sweep_side_files()
+                self.items_done = self._store.items_done()
+            except BaseException:
+                self._store.close()
+                raise
+        except BaseException:
+            self._lock.release()
+            raise
+        self._writer = JournalWriter(
+            lambda: JournalStore.open(path), commit_interval, hold=hold_writer
+        )
+        self._warned_unpicklable = False
+        self._closed = False
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def release_writer(self) -> None:
+        """Let the writer thread start (a ``hold_writer`` journal; see ``JournalWriter``)."""
+        self._writer.release()
+
+    @property
+    def commits(self) -> int:
+        """Transactions the writer has committed so far."""
+        return self._writer.commits
+
+    # --- what is done -----------------------------------------------------------------
+
+    def rows(self, first: int = 0) -> Iterator[Row]:
+        """The journaled rows that start at or after position ``first``, in order.
+
+        Read a page at a time, each page in a short transaction of its own, so that
+        the writer is never held up by a long read.
+        """
+        position = first
+        while True:
+            page = self._store.rows_from(position, PAGE_ROWS)
+            yield from page
+            if len(page) < PAGE_ROWS:
+                return
+            position = page[-1].start + 1
+
+    def results(self, row: Row) -> list[Any]:
+        """The results journaled in ``row`` (``ValueError`` if they cannot be read)."""
+        return self._store.load(row)
+
+    def verify(self, row: Row, items: Sequence[Any]) -> None:
+        """Raise ``CheckpointMismatch`` unless ``items`` are those journaled in ``row``."""
+        if len(items) != row.size or chunk_digest(items) != row.digest:
+            raise CheckpointMismatch(
+                f"the input at {_positions(row.start, row.size)} differs from the input "
+                f"whose results checkpoint {self.path} holds (compared by a digest of "
+                "those items). Use another checkpoint file for other input, or start "
+                f"this one over with `workpool checkpoint clear {self.path}`"
+            )
+
+    # --- recording --------------------------------------------------------------------
+
+    def record(
+        self,
+        start: int,
+        items: Sequence[Any],
+        values: Sequence[Any],
+        digest: bytes | None = None,
+        pickled: bytes | memoryview | None = None,
+    ) -> None:
+        """Journal ``values`` as the results of ``items``, at positions from ``start``.
+
+        ``digest`` is the items' ``chunk_digest`` if already known; ``pickled`` the
+        pickle of the pair ``(values, [])`` if a process worker sent them so (then they
+        are stored as they came, not pickled again). Results that cannot be pickled are
+        not journaled (those items will run again on resume): a warning says so once
+        per call.
+        """
+        try:
+            payload = dumps_data(list(values)) if pickled is None else pickled
+        except Exception as exc:
+            if not self._warned_unpicklable:
+                self._warned_unpicklable = True
+                warnings.warn(
+                    f"checkpoint {self.path}: the results at "
+                    f"{_positions(start, len(values))} cannot be saved "
+                    f"({type(exc).__name__}: {exc}); results that cannot be pickled are "
+                    "not journaled, and their items will run again on resume",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            return
+        if digest is None:
+            digest = chunk_digest(items)
+        self._put(DoneEntry(start, len(values), digest, payload))
+
+    def record_failure(self, position: int, error: BaseException) -> None:
+        """Note that the item at ``position`` failed for good; it is not done."""
+        self._put(FailedEntry(position, f"{type(error).__name__}: {error}"[:1000]))
+
+    def _put(self, entry: DoneEntry | FailedEntry) -> None:
+        try:
+            self._writer.put(entry)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._write_error(exc) from exc
+
+    def _write_error(self, exc: BaseException) -> OSError:
+        return OSError(f"checkpoint {self.path} cannot be written: {exc}")
+
+    def flush(self) -> None:
+        """Return once everything recorded so far is committed to disk."""
+        try:
+            self._writer.flush()
+        except (OSError, sqlite3.Error) as exc:
+            raise self._write_error(exc) from exc
+
+    def close(self) -> None:
+        """Commit what is recorded, stop writing and release the file (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._writer.close()
+        except (OSError, sqlite3.Error) as exc:
+            raise self._write_error(exc) from exc
+        finally:
+            self._store.close()
+            self._lock.release()
+
+
+def _check_function(store: JournalStore, identity: FunctionIdentity) -> bool:
+    """Make ``identity`` the journal's function, or raise ``CheckpointMismatch``.
+
+    A journal with no results takes any function. One with results takes another
+    function only when ``accept`` was run on it; returns True then (adopted).
+    """
+    recorded = store.meta("function_digest")
+    accepting = store.meta("accept_next") == "1"
+    if recorded == identity.digest:
+        if accepting:  # the next call came, with the same function: nothing to adopt
+            store.set_meta({"accept_next": None})
+        return False
+    if recorded is not None and store.items_done() and not accepting:
+        name = store.meta("function") or "another function"
+        if name == identity.name:
+            what = f"{name} as it was then; its code, defaults or closure have changed since"
+        else:
+            what = f"{name}, not of {identity.name}"
+        raise CheckpointMismatch(
+            f"checkpoint {store.path} holds results of {what}. If the results are still "
+            f"right (say, after a fix that does not change them, or a Python upgrade), run "
+            f"`workpool checkpoint accept {store.path}` and call again; to start over, "
+            f"run `workpool checkpoint clear {store.path}` or use another file"
+        )
+    store.set_meta(
+        {"function": identity.name, "function_digest": identity.digest, "accept_next": None}
+    )
+    return recorded is not None and accepting
+
+
+def summary(path: str) -> Summary:
+    """What the checkpoint at ``path`` holds; reads only, even while a call writes it."""
+    store = JournalStore.open(path, readonly=True)
+    try:
+        return store.summary()
+    finally:
+        store.close()
+
+
+def clear(path: str) -> None:
+    """Empty the checkpoint at ``path`` (``CheckpointBusy`` while a call uses it)."""
+    with _opened_for_change(path) as store:
+        store.clear()
+
+
+def accept(path: str) -> bool:
+    """Let the next call's function become the journal's, keeping the results.
+
+    Returns False when there was nothing to accept (no results, or no function yet).
+    """
+    with _opened_for_change(path) as store:
+        if store.meta("function_digest") is None or not store.items_done():
+            return False
+        store.set_meta({"accept_next": "1"})
+        return True
+
+
+@contextlib.contextmanager
+def _opened_for_change(path: str) -> Iterator[JournalStore]:
+    """An existing checkpoint, open for a change, under its lock."""
+    summary(path)  # refuses, read-only, a file that is missing or not a checkpoint
+    lock = JournalLock(path)
+    try:
+        store = JournalStore.open(path)
+        try:
+            yield store
+        finally:
+            store.close()
+    finally:
+        lock.release()

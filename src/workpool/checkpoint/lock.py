@@ -1,0 +1,103 @@
+"""One running call per checkpoint file: a lock on ``FILE.lock`` that dies with its holder.
+
+The lock is a POSIX record lock (``fcntl.lockf``) on a separate file, for three reasons:
+
+- SQLite takes and drops POSIX locks on the database file itself, and a process loses
+  *all* its POSIX locks on a file as soon as it closes *any* descriptor of it, which
+  SQLite does; a lock of ours on the database would vanish under us.
+- The kernel releases the lock when its holder dies, however it dies: a SIGKILLed run
+  leaves no stale lock, and no pid file has to be second-guessed.
+- A POSIX lock belongs to a process and is not inherited over ``fork``: a worker forked
+  while a call holds the lock does not hold it too (an ``flock`` lock would be shared
+  with every forked child and outlive the call).
+
+Because a POSIX lock belongs to the whole process, two calls in one process would not
+exclude each other through it; a set of the lock files this process holds does that.
+The holder writes its pid into the file so that the refusal can say who holds it. The
+lock file is removed when released; a process that locked a file just unlinked checks
+that its lock is on the file now at that path, and tries again if not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import threading
+
+from workpool.errors import CheckpointBusy
+
+__all__ = ["JournalLock"]
+
+_held: set[str] = set()  # lock files this process holds, by real path
+_held_guard = threading.Lock()
+
+
+def _forget_in_child() -> None:
+    # A forked child holds none of its parent's POSIX locks.
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_in_child)
+
+
+class JournalLock:
+    """The exclusive right of one call to use a checkpoint file. ``release()`` ends it."""
+
+    def __init__(self, journal_path: str) -> None:
+        """Take the lock for ``journal_path``; raise ``CheckpointBusy`` if another call has it."""
+        self.path = journal_path + ".lock"
+        self._key = os.path.realpath(self.path)
+        with _held_guard:
+            if self._key in _held:
+                raise CheckpointBusy(
+                    f"checkpoint {journal_path} is in use by another call in this process"
+                )
+            self._fd = self._lock_file(journal_path)
+            _held.add(self._key)
+
+    def _lock_file(self, journal_path: str) -> int:
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_pid(fd)
+                os.close(fd)  # we hold no lock on this file, so closing loses nothing
+                if exc.errno not in (errno.EACCES, errno.EAGAIN):
+                    raise
+                who = f"process {holder}" if holder else "another process"
+                raise CheckpointBusy(
+                    f"checkpoint {journal_path} is in use by {who}: one call at a time "
+                    "may use a checkpoint file"
+                ) from None
+            try:
+                now = os.stat(self.path)
+            except FileNotFoundError:
+                now = None
+            mine = os.fstat(fd)
+            if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return fd
+            os.close(fd)  # the holder removed it as we opened it: lock the new one
+
+    def release(self) -> None:
+        """Give the lock up (idempotent). The lock file is removed first, then unlocked."""
+        with _held_guard:
+            if self._fd < 0:
+                return
+            with contextlib.suppress(OSError):
+                os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = -1
+            _held.discard(self._key)
+
+
+def _read_pid(fd: int) -> int | None:
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        return int(text) if text.isdigit() else None
+    except OSError:
+        return None

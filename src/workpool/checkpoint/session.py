@@ -1,0 +1,293 @@
+"""One call's use of its checkpoint: the input read against the journal, results journaled.
+
+::
+
+    the call's input ─► take(size) ─► Piece(start, items, results, digest)
+                          │  a journaled row starts here: read as many items as it
+                          │  holds, check their digest (CheckpointMismatch names the
+                          │  positions), hand back its results: nothing runs
+                          └─ otherwise: up to ``size`` items, never past the next
+                             journaled row; ``results`` is None: they are to run
+    the run's batches ─► record(): each run of final successes becomes a journal
+                         row; final failures are noted, never journaled as done
+
+Every position is read once, in order, whether it runs or comes from the journal, so
+the call hands back exactly what an uninterrupted run would. A journaled row the input
+ends inside of cannot be checked (its digest covers items that are gone): its positions
+run again. The session lives in the call's thread; only the journal's writer has a
+thread of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import types
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import CancelledError
+from typing import Any, NamedTuple
+
+from workpool.checkpoint.digest import chunk_digest
+from workpool.checkpoint.journal import Journal
+from workpool.checkpoint.store import Row
+from workpool.inputs import InputSource
+from workpool.segments import holds_writable_share
+
+__all__ = ["CheckpointSession", "Piece", "refuse_writable_shares"]
+
+# Types whose values cannot hold shared memory: chunks of these are not searched.
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
+
+
+class Piece(NamedTuple):
+    """Consecutive items from input position ``start``.
+
+    ``results`` holds their journaled results, or is None when they are to run;
+    ``digest`` is the items' ``chunk_digest`` (None when there are no items).
+    """
+
+    start: int
+    items: Sequence[Any]
+    results: list[Any] | None
+    digest: bytes | None
+
+
+def _writable_share_message(where: str) -> str:
+    return (
+        f"{where} holds memory shared with share(writable=True); a checkpoint cannot "
+        "restore what workers write there, so such arguments cannot be checkpointed: "
+        "share it read-only (and return what the workers compute), or leave out checkpoint="
+    )
+
+
+def refuse_writable_shares(fn: Callable[..., Any]) -> None:
+    """Raise ``ValueError`` if ``fn`` carries ``share(writable=True)`` memory along.
+
+    Looks where a callable keeps arguments: a partial's arguments and keywords, a
+    function's defaults and closure, a bound method's object's attributes.
+    """
+    seen: set[int] = set()
+
+    def carried(obj: Any) -> list[Any]:
+        if id(obj) in seen:
+            return []
+        seen.add(id(obj))
+        if isinstance(obj, functools.partial):
+            return [obj.func, *obj.args, *obj.keywords.values()]
+        if isinstance(obj, types.MethodType):
+            return [obj.__func__, *getattr(obj.__self__, "__dict__", {}).values()]
+        if isinstance(obj, types.FunctionType):
+            cells = []
+            for cell in obj.__closure__ or ():
+                with contextlib.suppress(ValueError):  # an empty cell
+                    cells.append(cell.cell_contents)
+            return [*(obj.__defaults__ or ()), *(obj.__kwdefaults__ or {}).values(), *cells]
+        return []
+
+    pending = [fn]
+    while pending:
+        obj = pending.pop()
+        if holds_writable_share(obj):
+            raise ValueError(
+                _writable_share_message("the function's arguments (partial, defaults or closure)")
+            )
+        pending.extend(carried(obj))
+
+
+class CheckpointSession:
+    """A call's input, read against its checkpoint, and the journaling of its outcomes.
+
+    Opening it opens the journal (``CheckpointBusy``, ``CheckpointMismatch``, bad-file
+    errors) and refuses ``share(writable=True)`` arguments; nothing has run yet.
+    Used from the call's thread only. ``close()`` commits and lets the file go.
+    """
+
+    def __init__(self, path: str, fn: Callable[..., Any], inputs: InputSource) -> None:
+        refuse_writable_shares(fn)
+        # The writer thread waits for the call's workers to start (start_writing).
+        self.journal = Journal(path, fn, hold_writer=True)
+        self._inputs = inputs
+        self.position = 0  # the input position of the next item to read
+        self.items_done = self.journal.items_done  # journaled when the call started
+        self._rows: Iterator[Row] = self.journal.rows()
+        try:
+            self._row: Row | None = next(self._rows, None)
+        except BaseException:
+            self.journal.close()
+            raise
+        self._ended = False
+        self._back: Sequence[Any] | None = None  # items read, then put back (see _put_back)
+        self._warned_unreadable = False
+
+    def start_writing(self) -> None:
+        """The call's workers are running: journaling may start its thread now."""
+        self.journal.release_writer()
+
+    # --- reading the input --------------------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        """Whether a read has found the end of the input (without reading ahead)."""
+        return self._ended and self._back is None
+
+    def at_end(self) -> bool:
+        """Whether the input has no item left (reads one item ahead to know)."""
+        if self._back is not None:
+            return False
+        if not self._ended:
+            self._ended = self._inputs.at_end()
+        return self._ended
+
+    def take(self, size: int) -> Piece:
+        """The next piece of input: a journaled row's worth, or up to ``size`` items to run.
+
+        An empty piece means the input has ended. Raises ``CheckpointMismatch`` when a
+        journaled row's positions now hold other items.
+        """
+        row = self._next_row()
+        start = self.position
+        if row is not None and row.start == start:
+            self._row = next(self._rows, None)
+            results = self._results(row)
+            if results is not None:
+                items = self._read(row.size)
+                self._refuse_shares(items)
+                if len(items) == row.size:
+                    self.journal.verify(row, items)
+                    return Piece(start, items, results, row.digest)
+                # The input ends inside this row: the items it still has run again.
+                return Piece(start, items, None, chunk_digest(items) if items else None)
+            row = self._next_row()  # an unreadable row counts as not done
+        items = self._read(size if row is None else min(size, row.start - start))
+        self._refuse_shares(items)
+        return Piece(start, items, None, chunk_digest(items) if items else None)
+
+    def leading_done(self) -> Iterator[list[Any]]:
+        """The results of the journaled rows at the head of the input, a row at a time.
+
+        Stops at the first position that has to run, or at the end of the input.
+        """
+        while True:
+            row = self._next_row()
+            if row is None or row.start != self.position:
+                return
+            piece = self.take(row.size)
+            if piece.results is None:  # the input ended inside the row, or it is unreadable
+                self._put_back(piece.items)
+                return
+            yield piece.results
+
+    def gap(self) -> _Gap:
+        """A source of the items up to the next journaled row (for ``backend="auto"``)."""
+        return _Gap(self)
+
+    def _next_row(self) -> Row | None:
+        # Rows that start before the position (one the input ended inside of, on an
+        # earlier call, overlapped by what ran since) no longer count.
+        while self._row is not None and self._row.start < self.position:
+            self._row = next(self._rows, None)
+        return self._row
+
+    def _read(self, count: int) -> Sequence[Any]:
+        back = self._back
+        if back is not None:
+            # Items put back were read when the input ended: nothing follows them.
+            items, rest = back[:count], back[count:]
+            self._back = rest if len(rest) else None
+            if len(items) < count:
+                self._ended = True
+        else:
+            items = self._inputs.take(count)
+            if len(items) < count:
+                self._ended = True
+        self.position += len(items)
+        return items
+
+    def _put_back(self, items: Sequence[Any]) -> None:
+        """Undo the last read of ``items``: they will be read (and run) again."""
+        self.position -= len(items)
+        self._back = items if len(items) else None
+        self._ended = not len(items)
+
+    def _results(self, row: Row) -> list[Any] | None:
+        try:
+            return self.journal.results(row)
+        except ValueError as exc:
+            if not self._warned_unreadable:
+                self._warned_unreadable = True
+                warnings.warn(f"{exc}; they run again", RuntimeWarning, stacklevel=3)
+            return None
+
+    def _refuse_shares(self, items: Sequence[Any]) -> None:
+        if type(items) is range or set(map(type, items)) <= _PLAIN:
+            return
+        for offset, item in enumerate(items):
+            if holds_writable_share(item):
+                position = self.position - len(items) + offset
+                raise ValueError(_writable_share_message(f"the input at position {position}"))
+
+    # --- journaling outcomes ------------------------------------------------------------
+
+    def record(
+        self,
+        start: int,
+        items: Sequence[Any],
+        values: Sequence[Any],
+        errors: Mapping[int, BaseException],
+        retried: frozenset[int] = frozenset(),
+        digest: bytes | None = None,
+        pickled: bytes | memoryview | None = None,
+    ) -> None:
+        """Journal the final outcomes of ``items`` (input positions from ``start``).
+
+        ``values[i]`` is the result of ``items[i]`` unless ``i`` is in ``errors``
+        (a final failure, noted as such) or in ``retried`` (not final yet: it will come
+        again). ``digest`` is that of all of ``items``, if known; ``pickled`` the
+        pickle of ``(values, [])`` a process worker sent, if at hand.
+        """
+        if not errors and not retried:
+            self.journal.record(start, items, values, digest, pickled)
+            return
+        first_ok: int | None = None
+        for offset in range(len(items) + 1):
+            final_success = offset < len(items) and offset not in errors and offset not in retried
+            if final_success:
+                if first_ok is None:
+                    first_ok = offset
+                continue
+            if first_ok is not None:
+                self.journal.record(
+                    start + first_ok, items[first_ok:offset], values[first_ok:offset]
+                )
+                first_ok = None
+            error = errors.get(offset)
+            if (
+                error is not None
+                and offset not in retried
+                and not isinstance(error, CancelledError)
+            ):
+                self.journal.record_failure(start + offset, error)
+
+    def close(self) -> None:
+        """Commit what is journaled and let the file go (idempotent)."""
+        self.journal.close()
+
+
+class _Gap:
+    """The items up to the next journaled row: ``take`` returns nothing past it."""
+
+    def __init__(self, session: CheckpointSession) -> None:
+        self._session = session
+        row = session._next_row()
+        self._end = None if row is None else row.start
+
+    def take(self, count: int) -> Sequence[Any]:
+        session = self._session
+        if self._end is not None:
+            count = min(count, self._end - session.position)
+        if count <= 0:
+            return []
+        items = session._read(count)
+        session._refuse_shares(items)
+        return items

@@ -1,0 +1,575 @@
+"""The checkpoint file itself: an SQLite database of finished chunks, and its side files.
+
+::
+
+    FILE            SQLite, application_id "WPJL", user_version = format version
+      meta          key -> value: function, function_digest, accept_next, created, ...
+      done          start | count | digest | results | side
+                    one row per run of consecutive finished positions [start, start+count):
+                    the digest of their input items, their results pickled as one list
+                    or as the (list, []) pair a process worker sent (or the name of the
+                    side file holding them); rows never overlap
+      failed        position | error: items whose last attempt failed (they run again)
+    FILE.d/         side files: results larger than SIDE_FILE_BYTES, one file per row
+    FILE.lock       the lock of the call using FILE (see ``lock``)
+
+Nothing here runs a thread or knows about calls: ``writer`` writes through a store,
+``journal`` reads through another, each with its own connection.
+
+Crash safety comes from SQLite in WAL mode: a process killed at any instant leaves a
+database that opens with every committed row intact (see ``_tune`` for what an
+operating-system crash may take back, and why). A side file is written under a temporary name,
+flushed to disk and renamed, and its directory flushed, before the row naming it is
+committed; files no row names (left by a crash) are removed when a call next opens the
+file. On a network file system, where SQLite's WAL cannot work (it needs memory shared
+between the processes using the file), or wherever SQLite refuses WAL, the file uses a
+rollback journal instead, and a warning says so once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import sqlite3
+import sys
+import time
+import warnings
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+__all__ = [
+    "FORMAT_VERSION",
+    "SIDE_FILE_BYTES",
+    "JournalStore",
+    "Row",
+    "Summary",
+    "check_path",
+    "network_filesystem",
+]
+
+FORMAT_VERSION = 1
+APPLICATION_ID = 0x57504A4C  # "WPJL": this SQLite file is a workpool journal
+SIDE_FILE_BYTES = 1 << 20  # results pickled larger than this go to a side file
+SQLITE_MAGIC = b"SQLite format 3\x00"
+BUSY_TIMEOUT_SECONDS = 30.0
+WAL_CHECKPOINT_PAGES = 256  # 1 MiB of 4 KiB pages (SQLite's default is 1000)
+
+# The SQLite VFS to use; None is the platform's default. Tests name one that refuses
+# WAL ("unix-none"), to see the fallback without a network file system at hand.
+_VFS: str | None = None
+
+# File systems on which WAL is unsafe (SQLite's shared-memory index cannot be shared
+# between machines), by the names Linux gives them in /proc/self/mountinfo.
+NETWORK_FILESYSTEMS = frozenset(
+    {
+        "nfs",
+        "nfs4",
+        "cifs",
+        "smb3",
+        "smbfs",
+        "9p",
+        "afs",
+        "ceph",
+        "glusterfs",
+        "lustre",
+        "gpfs",
+        "beegfs",
+        "fuse.sshfs",
+        "fuse.glusterfs",
+        "fuse.cephfs",
+        "fuse.s3fs",
+        "fuse.gcsfuse",
+        "fuse.rclone",
+    }
+)
+
+_warned_rollback: set[str] = set()
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE done (
+    start INTEGER PRIMARY KEY,
+    count INTEGER NOT NULL CHECK (count > 0),
+    digest BLOB NOT NULL,
+    results BLOB,
+    side TEXT,
+    CHECK ((results IS NULL) <> (side IS NULL))
+);
+CREATE TABLE failed (position INTEGER PRIMARY KEY, error TEXT NOT NULL);
+"""
+
+
+class Row(NamedTuple):
+    """One journaled run of finished positions ``[start, start + size)``."""
+
+    start: int
+    size: int
+    digest: bytes
+    # The pickled list of results (or the pair (results, []) a process worker sent,
+    # stored as it came), unless ``side`` holds it.
+    results: bytes | None
+    side: str | None
+
+
+class Summary(NamedTuple):
+    """What ``workpool checkpoint info`` reports."""
+
+    path: str
+    format_version: int
+    journal_mode: str
+    function: str | None
+    function_digest: str | None
+    accept_next: bool
+    items_done: int
+    rows: int
+    ranges: list[tuple[int, int]]  # the done positions as [first, last] ranges
+    failed: int
+    side_files: int
+    bytes_on_disk: int
+    created: str | None
+    workpool_version: str | None
+    python: str | None
+
+
+def check_path(path: str) -> None:
+    """Refuse, naming the file, a path in a missing directory or a path to a directory."""
+    directory = os.path.dirname(os.path.abspath(path))
+    # One-argument OSErrors: their message is the whole message, path included.
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"checkpoint {path}: the directory {directory} does not exist")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
+
+
+def _check_header(path: str) -> None:
+    """Refuse a file that is not an SQLite database before SQLite touches it."""
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(SQLITE_MAGIC))
+    except FileNotFoundError:
+        return
+    if header and header != SQLITE_MAGIC:
+        raise ValueError(
+            f"checkpoint {path} is not a workpool checkpoint (not an SQLite database); "
+            "it was left as it is: give the path of a new file or of a checkpoint"
+        )
+
+
+def network_filesystem(path: str, mountinfo: str | None = None) -> str | None:
+    """The type of the network file system holding ``path``, or None if local or unknown.
+
+    Reads the mount table Linux publishes (``/proc/self/mountinfo``, or ``mountinfo``
+    when given); the mount point that is the longest prefix of the path's directory is
+    the one it lives on.
+    """
+    if mountinfo is None:
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as file:
+                mountinfo = file.read()
+        except OSError:
+            return None
+    directory = os.path.realpath(os.path.dirname(os.path.abspath(path)))
+    best, best_type = "", None
+    for line in mountinfo.splitlines():
+        fields = line.split(" ")
+        if len(fields) < 10 or "-" not in fields:
+            continue
+        mount_point = fields[4].replace("\\040", " ").replace("\\011", "\t")
+        fs_type = fields[fields.index("-") + 1]
+        inside = directory == mount_point or directory.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, best_type = mount_point, fs_type
+    return best_type if best_type in NETWORK_FILESYSTEMS else None
+
+
+def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
+    query = "mode=ro" if readonly else "mode=rwc"
+    if _VFS is not None:
+        query += f"&vfs={_VFS}"
+    # In a URI, "?" starts the query, "#" a fragment and "%" an escape: escape those.
+    escaped = os.path.abspath(path).replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+    uri = "file:" + escaped + "?" + query
+    # Autocommit (isolation_level=None): transactions are begun and committed here, by
+    # name. One store is used by one thread at a time, not always the one that opened it.
+    connection = sqlite3.connect(
+        uri,
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+        timeout=BUSY_TIMEOUT_SECONDS,
+    )
+    return connection
+
+
+class JournalStore:
+    """One connection to a checkpoint file, with the reads and writes the journal needs.
+
+    Not thread-safe: one thread at a time. Opening validates the file and never
+    changes a file that is not a journal of a format this version reads.
+    """
+
+    def __init__(self, path: str, connection: sqlite3.Connection, journal_mode: str) -> None:
+        self.path = path
+        self.side_directory = path + ".d"
+        self.journal_mode = journal_mode
+        self._db = connection
+        self._side_files_unsynced = False  # renamed into place, directory not yet flushed
+
+    @classmethod
+    def open(cls, path: str, *, readonly: bool = False) -> JournalStore:
+        """Open (creating it unless ``readonly``) the checkpoint at ``path``.
+
+        Raises ``FileNotFoundError`` / ``IsADirectoryError`` for a bad path, and
+        ``ValueError`` for a file that is not a checkpoint or is of a newer format.
+        """
+        check_path(path)
+        if readonly and not os.path.exists(path):
+            raise FileNotFoundError(f"no checkpoint at {path}: the file does not exist")
+        _check_header(path)
+        try:
+            connection = _connect(path, readonly=readonly)
+        except sqlite3.Error as exc:
+            raise ValueError(
+                f"checkpoint {path} is not a workpool checkpoint or is damaged ({exc}); "
+                "it was left as it is"
+            ) from exc
+        try:
+            new = _check_format(connection, path)
+            if readonly:
+                if new:
+                    raise ValueError(
+                        f"checkpoint {path} is empty: not a checkpoint yet (or a call is "
+                        "creating it right now)"
+                    )
+                mode = str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+            else:
+                mode = _choose_journal_mode(connection, path)
+                _tune(connection, mode)
+                if new:
+                    _create(connection)
+        except BaseException:
+            connection.close()
+            raise
+        return cls(path, connection, mode)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- meta ---------------------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, values: dict[str, str | None]) -> None:
+        """Set (or, for None, remove) meta keys, in one transaction."""
+        with self.transaction():
+            for key, value in values.items():
+                if value is None:
+                    self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+                else:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value)
+                    )
+
+    # --- reading ------------------------------------------------------------------------
+
+    def items_done(self) -> int:
+        return int(self._db.execute("SELECT coalesce(sum(count), 0) FROM done").fetchone()[0])
+
+    def rows_from(self, start: int, limit: int) -> list[Row]:
+        """Up to ``limit`` rows with a start at or after ``start``, in position order."""
+        cursor = self._db.execute(
+            "SELECT start, count, digest, results, side FROM done WHERE start >= ? "
+            "ORDER BY start LIMIT ?",
+            (start, limit),
+        )
+        return [Row(*values) for values in cursor.fetchall()]
+
+    def load(self, row: Row) -> list[Any]:
+        """The results journaled in ``row``. ``ValueError`` names what cannot be read."""
+        where = f"positions {row.start}..{row.start + row.size - 1}"
+        try:
+            if row.side is not None:
+                with open(os.path.join(self.side_directory, row.side), "rb") as file:
+                    payload = file.read()
+            else:
+                assert row.results is not None
+                payload = row.results
+            values = pickle.loads(payload)
+            if type(values) is tuple:  # (values, errors) as a process worker pickled them
+                values = values[0]
+        except Exception as exc:
+            raise ValueError(
+                f"checkpoint {self.path}: the results of {where} cannot be read "
+                f"({type(exc).__name__}: {exc})"
+            ) from exc
+        if not isinstance(values, list) or len(values) != row.size:
+            raise ValueError(f"checkpoint {self.path}: the results of {where} are damaged")
+        return values
+
+    def summary(self) -> Summary:
+        ranges: list[tuple[int, int]] = []
+        rows = 0
+        for start, count in self._db.execute("SELECT start, count FROM done ORDER BY start"):
+            rows += 1
+            if ranges and ranges[-1][1] + 1 == start:
+                ranges[-1] = (ranges[-1][0], start + count - 1)
+            else:
+                ranges.append((start, start + count - 1))
+        failed = int(self._db.execute("SELECT count(*) FROM failed").fetchone()[0])
+        side_files = int(
+            self._db.execute("SELECT count(*) FROM done WHERE side IS NOT NULL").fetchone()[0]
+        )
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        return Summary(
+            path=self.path,
+            format_version=version,
+            journal_mode=self.journal_mode,
+            function=self.meta("function"),
+            function_digest=self.meta("function_digest"),
+            accept_next=self.meta("accept_next") == "1",
+            items_done=sum(last - first + 1 for first, last in ranges),
+            rows=rows,
+            ranges=ranges,
+            failed=failed,
+            side_files=side_files,
+            bytes_on_disk=self.bytes_on_disk(),
+            created=self.meta("created"),
+            workpool_version=self.meta("workpool_version"),
+            python=self.meta("python"),
+        )
+
+    def bytes_on_disk(self) -> int:
+        total = 0
+        for name in (self.path, self.path + "-wal", self.path + "-journal"):
+            with contextlib.suppress(OSError):
+                total += os.path.getsize(name)
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.side_directory):
+                with contextlib.suppress(OSError):
+                    total += entry.stat().st_size
+        return total
+
+    # --- writing ------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self) -> Any:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def begin(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def commit(self) -> None:
+        self._db.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
+
+    def put_done(
+        self, start: int, count: int, digest: bytes, payload: bytes | memoryview
+    ) -> list[str]:
+        """Journal positions ``[start, start + count)`` as done (inside a transaction).
+
+        A row overlapping them is replaced (it happens only when a shorter input left
+        a journaled chunk unverifiable, and those positions ran again). Returns the
+        side files of replaced rows, to remove once the transaction is committed.
+        """
+        end = start + count
+        db = self._db
+        stale = db.execute(
+            "SELECT start, side FROM done WHERE start >= ? AND start < ?", (start, end)
+        ).fetchall()
+        before = db.execute(
+            "SELECT start, count, side FROM done WHERE start < ? ORDER BY start DESC LIMIT 1",
+            (start,),
+        ).fetchone()
+        if before is not None and before[0] + before[1] > start:
+            stale.append((before[0], before[2]))
+        for old_start, _ in stale:
+            db.execute("DELETE FROM done WHERE start = ?", (old_start,))
+        if len(payload) > SIDE_FILE_BYTES:
+            side = self._write_side_file(start, count, payload)
+            db.execute(
+                "INSERT INTO done (start, count, digest, side) VALUES (?, ?, ?, ?)",
+                (start, count, digest, side),
+            )
+        else:
+            db.execute(
+                "INSERT INTO done (start, count, digest, results) VALUES (?, ?, ?, ?)",
+                (start, count, digest, payload),
+            )
+        db.execute("DELETE FROM failed WHERE position >= ? AND position < ?", (start, end))
+        return [side for _, side in stale if side is not None]
+
+    def put_failed(self, position: int, error: str) -> None:
+        """Note that ``position`` failed (inside a transaction), unless it is done."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO failed (position, error) SELECT ?, ? WHERE NOT EXISTS ("
+            "SELECT 1 FROM (SELECT start, count FROM done WHERE start <= ? "
+            "ORDER BY start DESC LIMIT 1) WHERE start + count > ?)",
+            (position, error, position, position),
+        )
+
+    def _write_side_file(self, start: int, count: int, payload: bytes | memoryview) -> str:
+        os.makedirs(self.side_directory, exist_ok=True)
+        name = f"{start}-{count}.{os.urandom(4).hex()}.pickle"
+        temporary = os.path.join(self.side_directory, f".tmp-{name}")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(payload)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(temporary, os.path.join(self.side_directory, name))
+        self._side_files_unsynced = True
+        return name
+
+    def sync_side_directory(self) -> None:
+        """Make renames in the side directory durable (before committing rows naming them)."""
+        if not self._side_files_unsynced:
+            return
+        fd = os.open(self.side_directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._side_files_unsynced = False
+
+    def remove_side_files(self, names: Iterable[str]) -> None:
+        for name in names:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.side_directory, name))
+
+    def sweep_side_files(self) -> None:
+        """Remove side files that no row names: left by a crash, or by a replaced row."""
+        try:
+            present = os.listdir(self.side_directory)
+        except FileNotFoundError:
+            return
+        named = {
+            side for (side,) in self._db.execute("SELECT side FROM done WHERE side IS NOT NULL")
+        }
+        self.remove_side_files(name for name in present if name not in named)
+        if not named:
+            with contextlib.suppress(OSError):
+                os.rmdir(self.side_directory)
+
+    def clear(self) -> None:
+        """Remove every result, failure and the function's identity; shrink the file."""
+        with self.transaction():
+            self._db.execute("DELETE FROM done")
+            self._db.execute("DELETE FROM failed")
+            self._db.execute(
+                "DELETE FROM meta WHERE key IN ('function', 'function_digest', 'accept_next')"
+            )
+        self.sweep_side_files()
+        self._db.execute("VACUUM")
+        if self.journal_mode == "wal":
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _tune(connection: sqlite3.Connection, journal_mode: str) -> None:
+    """Durability settings, per connection (SQLite does not keep them in the file).
+
+    With WAL, ``synchronous=NORMAL`` writes a commit to the WAL without waiting for
+    the disk: it survives the death of the process at once (the data is in the
+    operating system's hands), and the file can never be left inconsistent; only an
+    operating-system crash or a power cut may take back the commits since the last
+    checkpoint, which is flushed to disk. A checkpoint every WAL_CHECKPOINT_PAGES pages
+    keeps that window, and the work left for closing, small. A rollback journal is only
+    safe with ``FULL``.
+    """
+    if journal_mode == "wal":
+        connection.execute("PRAGMA synchronous=NORMAL")
+        connection.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+    else:
+        connection.execute("PRAGMA synchronous=FULL")
+
+
+def _check_format(connection: sqlite3.Connection, path: str) -> bool:
+    """Whether the file is new (empty); raise ``ValueError`` unless it is a journal we read."""
+    try:
+        application_id = int(connection.execute("PRAGMA application_id").fetchone()[0])
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        tables = int(connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
+    except sqlite3.DatabaseError as exc:
+        raise ValueError(
+            f"checkpoint {path} is not a workpool checkpoint or is damaged ({exc}); "
+            "it was left as it is"
+        ) from exc
+    if application_id == 0 and version == 0 and tables == 0:
+        return True
+    if application_id != APPLICATION_ID:
+        raise ValueError(
+            f"checkpoint {path} is not a workpool checkpoint (an SQLite database of "
+            "something else); it was left as it is: give the path of a new file or of a "
+            "checkpoint"
+        )
+    if version > FORMAT_VERSION:
+        raise ValueError(
+            f"checkpoint {path} was written by a newer workpool (format {version}; this "
+            f"version reads format {FORMAT_VERSION} and older); it was left as it is"
+        )
+    if version < 1:
+        raise ValueError(f"checkpoint {path} is damaged (no format version); it was left as it is")
+    return False
+
+
+def _choose_journal_mode(connection: sqlite3.Connection, path: str) -> str:
+    """WAL where it works; else a rollback journal, said once per file and process."""
+    network = network_filesystem(path)
+    if network is None:
+        mode = str(connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]).lower()
+        if mode == "wal":
+            return "wal"
+        reason = "SQLite refused WAL mode for it"
+    else:
+        reason = f"it is on a network file system ({network}), where WAL mode is unsafe"
+    connection.execute("PRAGMA journal_mode=DELETE")
+    key = os.path.abspath(path)
+    if key not in _warned_rollback:
+        _warned_rollback.add(key)
+        warnings.warn(
+            f"checkpoint {path}: {reason}; it uses a rollback journal instead (commits "
+            "cost more, crash safety is the same)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return "delete"
+
+
+def _create(connection: sqlite3.Connection) -> None:
+    # Looked up, not imported: this module sits below the package's public face.
+    workpool_version = str(getattr(sys.modules.get("workpool"), "__version__", "unknown"))
+    python_version = ".".join(str(part) for part in sys.version_info[:3])
+
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        connection.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                connection.execute(statement)
+        connection.executemany(
+            "INSERT INTO meta (key, value) VALUES (?, ?)",
+            [
+                ("created", time.strftime("%Y-%m-%d %H:%M:%S %z")),
+                ("workpool_version", workpool_version),
+                ("python", f"{sys.implementation.name} {python_version}"),
+            ],
+        )
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")

@@ -1,0 +1,208 @@
+"""The one thread that writes a checkpoint file, committing in batches.
+
+::
+
+    the call's thread                       the journal writer thread
+      record(): digest + pickle  ──queue──►  BEGIN; insert each entry as it comes
+                                            (big results: side file first)
+                                            COMMIT once the queue is empty, or once
+                                            COMMIT_INTERVAL has passed since BEGIN
+
+The writer commits whenever it has caught up, so a commit holds every entry that
+arrived while the previous one was being written: many chunks per commit when they
+come fast, one when they come slowly, and never a transaction open for longer than
+``COMMIT_INTERVAL``. A process killed at some instant loses only the entries of the
+open transaction (finished within the last interval at most) and the chunks still
+in flight in the workers. The queue is bounded, so a writer slower than the workers
+slows the call down instead of holding every pickled result in memory.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from workpool.checkpoint.store import JournalStore
+
+__all__ = ["COMMIT_INTERVAL", "DoneEntry", "FailedEntry", "JournalWriter"]
+
+COMMIT_INTERVAL = 0.2  # seconds from the first uncommitted entry to its commit
+MAX_QUEUED = 64  # entries waiting for the writer; record() blocks beyond this
+
+
+class DoneEntry:
+    """Positions ``[start, start + count)`` finished; their digest and pickled results."""
+
+    __slots__ = ("count", "digest", "payload", "start")
+
+    def __init__(self, start: int, count: int, digest: bytes, payload: bytes | memoryview) -> None:
+        self.start = start
+        self.count = count
+        self.digest = digest
+        self.payload = payload
+
+
+class FailedEntry:
+    """The item at ``position`` failed for good (it will run again on resume)."""
+
+    __slots__ = ("error", "position")
+
+    def __init__(self, position: int, error: str) -> None:
+        self.position = position
+        self.error = error
+
+
+_STOP = object()
+
+
+class JournalWriter:
+    """Owns a store's writes, on a thread of its own. ``put`` from one thread at a time.
+
+    The thread starts with the first entry, or, when ``hold`` is True, only once
+    ``release()`` is called: entries put before that wait in a list. A call holds it
+    until its workers have started, because a process pool started while the program
+    runs another thread cannot fork its workers from a zygote (see the process
+    backend) and starts them more slowly.
+
+    A failure to write (a full disk, say) stops the writing; it is raised, once, by the
+    next ``put``, ``flush`` or ``close``. Entries put after it are dropped.
+    """
+
+    def __init__(
+        self,
+        open_store: Callable[[], JournalStore],
+        interval: float = COMMIT_INTERVAL,
+        *,
+        hold: bool = False,
+    ) -> None:
+        self._open_store = open_store
+        self._interval = interval
+        self._queue: queue.Queue[Any] = queue.Queue(MAX_QUEUED)
+        self._failure: BaseException | None = None
+        self._failure_reported = False
+        self.commits = 0  # how many transactions were committed (for tests and info)
+        self._thread = threading.Thread(target=self._run, name="workpool-journal", daemon=True)
+        self._held: list[DoneEntry | FailedEntry] | None = [] if hold else None
+        self._stopped = False
+
+    def put(self, entry: DoneEntry | FailedEntry) -> None:
+        """Queue an entry; blocks while the queue is full."""
+        self._raise_failure()
+        if self._held is not None:
+            self._held.append(entry)
+            return
+        self._start()
+        self._queue.put(entry)
+
+    def release(self) -> None:
+        """Let the thread start (with the entries held so far, if any); idempotent."""
+        held, self._held = self._held, None
+        if held:
+            self._start()
+            for entry in held:
+                self._queue.put(entry)
+
+    def flush(self) -> None:
+        """Return once every entry put so far is committed."""
+        self.release()
+        if not self._thread.is_alive():
+            self._raise_failure()
+            return
+        done = threading.Event()
+        self._queue.put(done)
+        done.wait()
+        self._raise_failure()
+
+    def close(self) -> None:
+        """Commit what is queued and stop the thread (idempotent)."""
+        if not self._stopped:
+            self.release()
+            self._stopped = True
+            if self._thread.is_alive():
+                self._queue.put(_STOP)
+                self._thread.join()
+        self._raise_failure()
+
+    def _start(self) -> None:
+        if self._thread.ident is None and not self._stopped:
+            self._thread.start()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None and not self._failure_reported:
+            self._failure_reported = True
+            raise self._failure
+
+    # --- the writer thread ------------------------------------------------------------
+
+    def _run(self) -> None:
+        store: JournalStore | None = None
+        try:
+            store = self._open_store()
+            while self._commit_a_batch(store):
+                pass
+        except BaseException as exc:  # kept for the caller; the thread must not die loudly
+            self._failure = exc
+            if store is not None:
+                store.rollback()
+            self._drain()
+        finally:
+            if store is not None:
+                store.close()
+
+    def _commit_a_batch(self, store: JournalStore) -> bool:
+        """Wait for an entry; write entries while more are queued, then commit.
+
+        The transaction is committed as soon as the queue is empty, and in any case
+        once ``interval`` has passed since it began, so a busy queue cannot keep
+        results uncommitted for longer. Returns False when told to stop.
+        """
+        entry = self._queue.get()
+        if entry is _STOP:
+            return False
+        if isinstance(entry, threading.Event):
+            entry.set()
+            return True
+        flushed: list[threading.Event] = []
+        stale: list[str] = []
+        keep_going = True
+        store.begin()
+        self._write(store, entry, stale)
+        deadline = time.monotonic() + self._interval
+        while time.monotonic() < deadline:
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:  # nothing more for now: commit
+                break
+            if entry is _STOP:
+                keep_going = False
+                break
+            if isinstance(entry, threading.Event):
+                flushed.append(entry)
+                break
+            self._write(store, entry, stale)
+        store.sync_side_directory()
+        store.commit()
+        self.commits += 1
+        store.remove_side_files(stale)
+        for event in flushed:
+            event.set()
+        return keep_going
+
+    @staticmethod
+    def _write(store: JournalStore, entry: DoneEntry | FailedEntry, stale: list[str]) -> None:
+        if isinstance(entry, DoneEntry):
+            stale += store.put_done(entry.start, entry.count, entry.digest, entry.payload)
+        else:
+            store.put_failed(entry.position, entry.error)
+
+    def _drain(self) -> None:
+        """After a failure: discard entries, answer flushes, until told to stop."""
+        while True:
+            entry = self._queue.get()
+            if entry is _STOP:
+                return
+            if isinstance(entry, threading.Event):
+                entry.set()

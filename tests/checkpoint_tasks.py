@@ -1,0 +1,69 @@
+"""Functions the checkpoint tests run: each call leaves a mark, so a test can count runs.
+
+An item is ``(x, marks)``: ``x`` the value, ``marks`` a directory where each call
+creates a file named after ``x``, the worker's pid and a unique suffix. They are
+importable by name, so every backend and start method runs the same function.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+
+def _mark(x: int, marks: str) -> None:
+    Path(marks, f"{x}.{os.getpid()}.{uuid.uuid4().hex}").touch()
+
+
+def logged_square(item: tuple[int, str]) -> int:
+    x, marks = item
+    _mark(x, marks)
+    return x * x
+
+
+def logged_cube(item: tuple[int, str]) -> int:
+    x, marks = item
+    _mark(x, marks)
+    return x * x * x
+
+
+def logged_add(x: int, y: int, marks: str) -> int:
+    _mark(x, marks)
+    return x + y
+
+
+def slow_logged_square(item: tuple[int, str], delay: float = 0.01) -> int:
+    x, marks = item
+    time.sleep(delay)
+    _mark(x, marks)
+    return x * x
+
+
+def fails_while_flagged(item: tuple[int, str]) -> int:
+    """Squares, except that multiples of 7 fail while the file ``marks/../broken`` exists."""
+    x, marks = item
+    _mark(x, marks)
+    if x % 7 == 0 and os.path.exists(os.path.join(marks, os.pardir, "broken")):
+        raise ValueError(f"broken at {x}")
+    return x * x
+
+
+def calls(marks: str | Path) -> Counter[int]:
+    """How many times each ``x`` ran."""
+    return Counter(int(name.split(".")[0]) for name in os.listdir(marks))
+
+
+def worker_pids(marks: str | Path) -> set[int]:
+    return {int(name.split(".")[1]) for name in os.listdir(marks)}
+
+
+def held_square(item: tuple[int, str]) -> int:
+    """Squares; items from 61 on wait while the file ``marks/../hold`` exists."""
+    x, marks = item
+    while x >= 61 and os.path.exists(os.path.join(marks, os.pardir, "hold")):
+        time.sleep(0.01)
+    _mark(x, marks)
+    return x * x

@@ -1,0 +1,492 @@
+"""checkpoint=: a call killed or stopped half-way continues where it stopped.
+
+Every test counts how often each input position ran (``checkpoint_tasks`` leaves a
+mark per call), so "runs only what is missing" is checked, not assumed. The journal
+on its own is tested in ``test_journal``.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psutil
+import pytest
+
+import workpool
+import workpool.progress
+from checkpoint_tasks import (
+    calls,
+    fails_while_flagged,
+    held_square,
+    logged_add,
+    logged_cube,
+    logged_square,
+    slow_logged_square,
+    worker_pids,
+)
+from conftest import wait_for
+from workpool.checkpoint import summary
+
+TESTS = Path(__file__).resolve().parent
+
+
+class Run:
+    """One test's checkpoint file, mark directory and items."""
+
+    def __init__(self, tmp_path: Path, count: int = 100) -> None:
+        self.path = str(tmp_path / "run.ckpt")
+        self.marks = tmp_path / "marks"
+        self.marks.mkdir()
+        self.items = [(x, str(self.marks)) for x in range(count)]
+        self.expected = [x * x for x in range(count)]
+
+    def calls(self) -> dict[int, int]:
+        return dict(calls(self.marks))
+
+    def journaled(self) -> set[int]:
+        return {p for first, last in summary(self.path).ranges for p in range(first, last + 1)}
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> Run:
+    return Run(tmp_path)
+
+
+def window_items(workers: int, chunksize: int) -> int:
+    """The most items a call has in flight (run.py: two chunks per worker, plus two)."""
+    return (2 * workers + 2) * chunksize
+
+
+# --- every backend: map, imap, Pool ------------------------------------------------------
+
+
+def test_a_finished_call_runs_nothing_again(backend: str, run: Run) -> None:
+    assert workpool.map(logged_square, run.items, backend=backend, checkpoint=run.path) == (
+        run.expected
+    )
+    assert run.calls() == dict.fromkeys(range(100), 1)
+    assert workpool.map(logged_square, run.items, backend=backend, checkpoint=run.path) == (
+        run.expected
+    )
+    unordered = workpool.imap(
+        logged_square, run.items, backend=backend, ordered=False, checkpoint=run.path
+    )
+    assert sorted(unordered) == run.expected
+    with workpool.Pool(2, backend=backend) as pool:
+        assert list(pool.map(logged_square, run.items, checkpoint=run.path)) == run.expected
+        assert list(pool.imap(logged_square, run.items, checkpoint=run.path)) == run.expected
+    assert run.calls() == dict.fromkeys(range(100), 1)  # nothing ran a second time
+
+
+def test_pool_starmap_and_zipped_inputs_resume(backend: str, tmp_path: Path) -> None:
+    marks = str(tmp_path / "marks")
+    os.mkdir(marks)
+    args = [(x, 1, marks) for x in range(30)]
+    with workpool.Pool(2, backend=backend) as pool:
+        path = str(tmp_path / "star.ckpt")
+        assert pool.starmap(logged_add, args, checkpoint=path) == [x + 1 for x in range(30)]
+        assert pool.starmap(logged_add, args, checkpoint=path) == [x + 1 for x in range(30)]
+    zipped = str(tmp_path / "zip.ckpt")
+    columns = (range(30), [1] * 30, [marks] * 30)
+    assert workpool.map(logged_add, *columns, backend=backend, checkpoint=zipped) == [
+        x + 1 for x in range(30)
+    ]
+    assert workpool.map(logged_add, *columns, backend=backend, checkpoint=zipped) == [
+        x + 1 for x in range(30)
+    ]
+    assert calls(marks) == dict.fromkeys(range(30), 2)  # once per checkpoint file
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+def test_imap_closed_early_resumes_with_exact_results(
+    backend: str, run: Run, ordered: bool
+) -> None:
+    workers, chunksize = 2, 4
+    options: dict[str, Any] = {
+        "backend": backend,
+        "workers": workers,
+        "chunksize": chunksize,
+        "ordered": ordered,
+        "checkpoint": run.path,
+    }
+    results = workpool.imap(logged_square, run.items, **options)
+    first = list(itertools.islice(results, 30))
+    results.close()
+    assert run.journaled() >= {x for x in range(100) if x * x in first}  # handed out: kept
+
+    resumed = list(workpool.imap(logged_square, run.items, **options))
+    if ordered:
+        assert first == run.expected[:30]
+        assert resumed == run.expected
+    else:
+        assert sorted(resumed) == run.expected
+    ran = run.calls()
+    assert set(ran) == set(range(100))
+    again = [x for x, n in ran.items() if n > 1]
+    assert len(again) <= window_items(workers, chunksize)  # only what was in flight
+
+
+def test_a_generator_input_resumes(run: Run) -> None:
+    results = workpool.imap(
+        logged_square, (item for item in run.items), backend="thread", checkpoint=run.path
+    )
+    assert list(itertools.islice(results, 10)) == run.expected[:10]
+    results.close()
+    again = workpool.imap(
+        logged_square, (item for item in run.items), backend="thread", checkpoint=run.path
+    )
+    assert list(again) == run.expected
+
+
+# --- backend="auto" --------------------------------------------------------------------------
+
+
+def test_auto_journals_the_items_it_measures(run: Run) -> None:
+    assert workpool.map(logged_square, run.items, checkpoint=run.path) == run.expected
+    assert run.journaled() == set(range(100))
+    assert workpool.map(logged_square, run.items, checkpoint=run.path) == run.expected
+    assert run.calls() == dict.fromkeys(range(100), 1)
+
+
+def test_auto_closed_early_resumes(run: Run) -> None:
+    results = workpool.imap(logged_square, run.items, checkpoint=run.path, chunksize=4)
+    assert list(itertools.islice(results, 5)) == run.expected[:5]
+    results.close()
+    assert list(workpool.imap(logged_square, run.items, checkpoint=run.path)) == run.expected
+    assert set(run.calls()) == set(range(100))
+
+
+# --- what is refused -------------------------------------------------------------------------
+
+
+def test_a_changed_function_is_refused_before_anything_runs(backend: str, run: Run) -> None:
+    workpool.map(logged_square, run.items[:20], backend=backend, checkpoint=run.path)
+    before = run.calls()
+    with pytest.raises(workpool.CheckpointMismatch, match="logged_square"):
+        workpool.map(logged_cube, run.items, backend=backend, checkpoint=run.path)
+    results = workpool.imap(logged_cube, run.items, backend=backend, checkpoint=run.path)
+    with pytest.raises(workpool.CheckpointMismatch):
+        next(results)
+    with workpool.Pool(2, backend=backend) as pool, pytest.raises(workpool.CheckpointMismatch):
+        pool.map(logged_cube, run.items, checkpoint=run.path)  # at once: map submits now
+    assert run.calls() == before
+
+
+def test_accept_lets_a_changed_function_keep_the_results(run: Run) -> None:
+    workpool.map(logged_square, run.items[:20], backend="thread", checkpoint=run.path)
+    workpool.checkpoint.accept(run.path)
+    # The journal now belongs to logged_cube, whose results for 0..19 are taken as kept.
+    got = workpool.map(logged_cube, run.items[:30], backend="thread", checkpoint=run.path)
+    assert got == run.expected[:20] + [x**3 for x in range(20, 30)]
+
+
+def test_changed_input_is_refused_naming_its_positions(backend: str, run: Run) -> None:
+    chunksize = 5
+    results = workpool.imap(
+        logged_square, run.items, backend=backend, chunksize=chunksize, checkpoint=run.path
+    )
+    list(itertools.islice(results, 40))
+    results.close()
+    before = sum(run.calls().values())
+    changed = list(run.items)
+    changed[12] = (1000, str(run.marks))
+    with pytest.raises(workpool.CheckpointMismatch, match=r"positions 10\.\.14"):
+        workpool.map(
+            logged_square, changed, backend=backend, chunksize=chunksize, checkpoint=run.path
+        )
+    with workpool.Pool(2, backend=backend) as pool:
+        rerun = pool.imap(logged_square, changed, chunksize=chunksize, checkpoint=run.path)
+        with pytest.raises(workpool.CheckpointMismatch, match=r"positions 10\.\.14"):
+            list(rerun)
+    assert sum(run.calls().values()) - before <= window_items(2, chunksize)
+
+
+def test_a_shorter_input_is_not_a_mismatch_and_a_longer_one_continues(run: Run) -> None:
+    workpool.map(logged_square, run.items[:50], backend="thread", chunksize=10, checkpoint=run.path)
+    got = workpool.map(logged_square, run.items[:45], backend="thread", checkpoint=run.path)
+    assert got == run.expected[:45]
+    got = workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
+    assert got == run.expected
+    ran = run.calls()
+    assert all(ran[x] == 1 for x in range(40))  # the rows the short input covered whole
+    assert all(ran[x] == 1 for x in range(50, 100))
+
+
+def test_a_file_in_use_is_busy(run: Run) -> None:
+    first = workpool.imap(logged_square, run.items, backend="thread", checkpoint=run.path)
+    next(first)
+    with pytest.raises(workpool.CheckpointBusy):
+        workpool.map(logged_square, run.items, backend="serial", checkpoint=run.path)
+    with workpool.Pool(1, backend="serial") as pool, pytest.raises(workpool.CheckpointBusy):
+        pool.map(logged_square, run.items, checkpoint=run.path)
+    first.close()
+    assert workpool.map(logged_square, run.items, backend="serial", checkpoint=run.path) == (
+        run.expected
+    )
+
+
+def fill(array: Any, x: int) -> int:
+    array[x] = x
+    return x
+
+
+def test_writable_shared_arguments_are_refused_at_once(tmp_path: Path) -> None:
+    np = pytest.importorskip("numpy")
+    path = str(tmp_path / "run.ckpt")
+    target = workpool.share(np.zeros(4), writable=True)
+    with pytest.raises(ValueError, match=r"share\(writable=True\)"):
+        workpool.imap(functools.partial(fill, target), range(4), checkpoint=path)
+    with workpool.Pool(1, backend="serial") as pool, pytest.raises(ValueError, match="writable"):
+        pool.imap(functools.partial(fill, target), range(4), checkpoint=path)
+    with pytest.raises(ValueError, match="input at position 0"):
+        workpool.starmap(fill, [(target, x) for x in range(4)], checkpoint=path)
+    assert not target.any()  # nothing ran
+    read_only = workpool.share(np.zeros(4))
+    assert workpool.map(np.sum, [read_only], backend="serial", checkpoint=path) == [0.0]
+
+
+def test_checkpoint_must_be_a_path() -> None:
+    with pytest.raises(TypeError, match="checkpoint must be a file path"):
+        workpool.map(abs, [1], checkpoint=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="checkpoint"):
+        workpool.map(abs, [1], checkpoint="")
+
+
+# --- failures are not journaled as done ------------------------------------------------------
+
+
+def test_failed_items_run_again_on_resume(backend: str, run: Run, tmp_path: Path) -> None:
+    (tmp_path / "broken").touch()
+    got = workpool.map(
+        fails_while_flagged, run.items, backend=backend, return_exceptions=True, checkpoint=run.path
+    )
+    failing = [x for x in range(100) if x % 7 == 0]
+    assert all(isinstance(got[x], ValueError) for x in failing)
+    found = summary(run.path)
+    assert (found.items_done, found.failed) == (100 - len(failing), len(failing))
+
+    (tmp_path / "broken").unlink()  # what made them fail is fixed
+    assert (
+        workpool.map(fails_while_flagged, run.items, backend=backend, checkpoint=run.path)
+        == run.expected
+    )
+    ran = run.calls()
+    assert {x for x, n in ran.items() if n == 2} == set(failing)
+    assert summary(run.path).failed == 0
+
+
+def test_a_raised_failure_keeps_what_finished(run: Run, tmp_path: Path) -> None:
+    (tmp_path / "broken").touch()
+    with pytest.raises(ValueError, match="broken at 14"):
+        workpool.map(
+            fails_while_flagged, run.items[8:], backend="serial", chunksize=2, checkpoint=run.path
+        )
+    # Items 8..13 and 15 (positions 0..5 and 7) finished; 14 (position 6) failed.
+    assert run.journaled() == {0, 1, 2, 3, 4, 5, 7}
+    assert summary(run.path).failed == 1
+
+
+# --- the progress bar ------------------------------------------------------------------------
+
+
+class RecordedBar:
+    bars: ClassVar[list[RecordedBar]] = []
+
+    def __init__(self, total: int | None, description: str, done: int = 0) -> None:
+        self.total, self.done, self.advanced = total, done, 0
+        RecordedBar.bars.append(self)
+
+    def advance(self, done: int, failed: int = 0) -> None:
+        self.advanced += done
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("where", ["map", "pool"])
+def test_a_resumed_progress_bar_starts_at_what_was_done(
+    run: Run, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    monkeypatch.setattr(workpool.progress, "ProgressBar", RecordedBar)
+    results = workpool.imap(
+        logged_square, run.items, backend="thread", chunksize=10, checkpoint=run.path
+    )
+    list(itertools.islice(results, 35))
+    results.close()
+    done = summary(run.path).items_done
+    RecordedBar.bars.clear()
+    if where == "map":
+        workpool.map(logged_square, run.items, backend="thread", progress=True, checkpoint=run.path)
+    else:
+        with workpool.Pool(2, backend="thread") as pool:
+            list(pool.imap(logged_square, run.items, progress=True, checkpoint=run.path))
+    (bar,) = RecordedBar.bars
+    assert (bar.total, bar.done, bar.done + bar.advanced) == (100, done, 100)
+
+
+# --- SIGKILL of the parent -------------------------------------------------------------------
+
+PARENT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {tests!r})
+    import workpool
+    from checkpoint_tasks import {function}
+
+    if __name__ == "__main__":
+        path, marks, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
+        workpool.map({function}, [(x, marks) for x in range(count)], backend="process",
+                     workers=2, chunksize=2, checkpoint=path)
+        print("finished", flush=True)
+    """
+)
+
+
+def start_parent(tmp_path: Path, function: str, count: int) -> tuple[subprocess.Popen[str], Run]:
+    run = Run(tmp_path, count)
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT.format(tests=str(TESTS), function=function))
+    parent = subprocess.Popen(
+        [sys.executable, str(script), run.path, str(run.marks), str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return parent, run
+
+
+def committed(path: str) -> int:
+    try:
+        return summary(path).items_done
+    except (FileNotFoundError, ValueError):  # not created yet, or being created
+        return 0
+
+
+def kill_and_check(parent: subprocess.Popen[str], run: Run) -> set[int]:
+    """SIGKILL the parent; check its workers go and the file is sound; the pids seen."""
+    workers = {p.pid for p in psutil.Process(parent.pid).children(recursive=True)}
+    parent.send_signal(signal.SIGKILL)
+    parent.communicate()
+    workers |= worker_pids(run.marks)
+
+    def gone() -> bool:
+        for pid in workers:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    return False
+            except psutil.NoSuchProcess:
+                continue
+        return True
+
+    assert wait_for(gone, timeout=15), "workers outlived their killed parent"
+    db = sqlite3.connect(run.path)
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+    return workers
+
+
+def test_sigkill_of_the_parent_loses_only_what_was_in_flight(tmp_path: Path) -> None:
+    (tmp_path / "hold").touch()  # items from 61 on wait while it exists
+    parent, run = start_parent(tmp_path, "held_square", 120)
+    try:
+        # Positions before 60 all finish and are committed; the workers then hold.
+        assert wait_for(lambda: committed(run.path) >= 60, timeout=60), parent.stderr
+    finally:
+        kill_and_check(parent, run)
+    (tmp_path / "hold").unlink()
+    assert run.journaled() == set(range(60))
+    first_run = run.calls()
+
+    got = workpool.map(
+        held_square, run.items, backend="process", workers=2, chunksize=2, checkpoint=run.path
+    )
+    assert got == run.expected
+    ran = run.calls()
+    assert all(ran[x] == 1 for x in range(60))
+    redone = {x for x, n in ran.items() if n > 1}
+    # Only item 60 can have finished unjournaled: its chunk (60, 61) was held at 61.
+    assert redone <= {60} & set(first_run)
+
+
+@pytest.mark.parametrize("trial", range(3))
+def test_sigkill_at_a_random_moment_resumes_exactly(tmp_path: Path, trial: int) -> None:
+    parent, run = start_parent(tmp_path, "slow_logged_square", 200)
+    try:
+        assert wait_for(lambda: committed(run.path) > 0, timeout=60), parent.stderr
+        # Not a wait for something: the kill's moment, random after the first commit.
+        time.sleep(random.Random(trial).uniform(0, 0.5))
+    finally:
+        kill_and_check(parent, run)
+    journaled = run.journaled()
+    assert journaled  # the kill came after the first commit
+    got = workpool.map(
+        slow_logged_square,
+        run.items,
+        backend="process",
+        workers=2,
+        chunksize=2,
+        checkpoint=run.path,
+    )
+    assert got == run.expected
+    ran = run.calls()
+    assert all(ran[x] == 1 for x in journaled)  # a journaled result never runs again
+    assert set(ran) == set(range(200))
+
+
+# --- no thread of ours while the workers start --------------------------------------------
+
+
+def journal_threads() -> list[str]:
+    import threading
+
+    return [t.name for t in threading.enumerate() if t.name == "workpool-journal"]
+
+
+def test_the_writer_thread_waits_for_the_workers(run: Run) -> None:
+    from workpool.checkpoint.session import CheckpointSession
+    from workpool.inputs import InputSource
+
+    session = CheckpointSession(run.path, logged_square, InputSource(run.items))
+    piece = session.take(5)
+    session.record(piece.start, piece.items, run.expected[:5], {}, digest=piece.digest)
+    assert journal_threads() == []  # held: a process pool may still fork from a zygote
+    session.start_writing()
+    assert journal_threads() == ["workpool-journal"]
+    session.close()
+    assert summary(run.path).items_done == 5
+
+
+ZYGOTE_PROBE = """
+import sys
+sys.path.insert(0, {tests!r})
+import workpool
+from workpool.backends.process import zygote
+from checkpoint_tasks import logged_square
+
+if __name__ == "__main__":
+    items = [(x, sys.argv[2]) for x in range(50)]
+    workpool.map(logged_square, items, backend="process", workers=2, checkpoint=sys.argv[1])
+    print("zygote" if zygote._zygote is not None else "no zygote")
+"""
+
+
+def test_a_checkpointed_call_still_forks_its_workers_from_the_zygote(run: Run) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", ZYGOTE_PROBE.format(tests=str(TESTS)), run.path, str(run.marks)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.strip() == "zygote", done.stderr

@@ -1,0 +1,800 @@
+"""The checkpoint journal on its own: the file, its lock, its digests and its command.
+
+Calls with ``checkpoint=`` are tested elsewhere; here the journal is driven directly,
+as a call drives it: open, read what is done, verify, record, close.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import functools
+import os
+import pickle
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import workpool
+from conftest import wait_for
+from workpool.checkpoint import Journal, accept, clear, summary
+from workpool.checkpoint import store as store_module
+from workpool.checkpoint.digest import chunk_digest, encode
+from workpool.checkpoint.identity import function_identity
+from workpool.checkpoint.store import SIDE_FILE_BYTES, network_filesystem
+from workpool.cli import main
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def cube(x: int) -> int:
+    return x * x * x
+
+
+def squares(start: int, count: int) -> list[int]:
+    return [p * p for p in range(start, start + count)]
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> str:
+    return str(tmp_path / "run.ckpt")
+
+
+def all_rows(journal: Journal) -> list[tuple[int, int, list[Any]]]:
+    return [(row.start, row.size, journal.results(row)) for row in journal.rows()]
+
+
+# --- the store: round trips, batching, reopening -----------------------------------------
+
+
+def test_round_trip_of_chunks_in_position_order(path: str) -> None:
+    big = b"x" * (SIDE_FILE_BYTES + 1)
+    with Journal(path, square) as journal:
+        assert journal.items_done == 0
+        journal.record(10, range(10, 15), squares(10, 5))
+        journal.record(0, range(0, 10), squares(0, 10))
+        journal.record(15, ["a", "b"], [big, None])  # results too big for a row
+    with Journal(path, square) as journal:
+        assert journal.items_done == 17
+        assert all_rows(journal) == [
+            (0, 10, squares(0, 10)),
+            (10, 5, squares(10, 5)),
+            (15, 2, [big, None]),
+        ]
+    assert len(os.listdir(path + ".d")) == 1  # the big results' side file
+
+
+def test_rows_are_read_in_pages_and_all_come_back(path: str) -> None:
+    with Journal(path, square) as journal:
+        for start in range(0, 300, 3):
+            journal.record(start, range(start, start + 3), squares(start, 3))
+    with Journal(path, square) as journal:
+        rows = all_rows(journal)
+        assert [start for start, _, _ in rows] == list(range(0, 300, 3))
+        assert all(values == squares(start, 3) for start, _, values in rows)
+        assert [row.start for row in journal.rows(first=150)][:2] == [150, 153]
+
+
+def test_what_arrives_while_the_writer_is_busy_goes_into_one_commit(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    busy = threading.Event()
+    writing = threading.Event()
+    put_done = store_module.JournalStore.put_done
+
+    def slow_put_done(self: Any, *args: Any) -> list[str]:
+        writing.set()
+        busy.wait(timeout=60)  # the writer is held here while the chunks queue up
+        return put_done(self, *args)
+
+    monkeypatch.setattr(store_module.JournalStore, "put_done", slow_put_done)
+    with Journal(path, square, commit_interval=3600) as journal:
+        journal.record(0, range(5), squares(0, 5))
+        assert writing.wait(timeout=60)
+        for start in range(5, 200, 5):
+            journal.record(start, range(start, start + 5), squares(start, 5))
+        busy.set()
+        journal.flush()
+        assert journal.commits == 1  # forty chunks, one transaction
+        assert summary(path).items_done == 200  # committed: another connection sees it
+
+
+def test_commits_happen_without_close_or_flush(path: str) -> None:
+    with Journal(path, square, commit_interval=0.05) as journal:
+        journal.record(0, range(3), squares(0, 3))
+        # Nothing but the interval passing makes the writer commit.
+        assert wait_for(lambda: summary(path).items_done == 3, timeout=10)
+
+
+def test_verify_accepts_the_same_items_and_names_changed_positions(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, list(range(10)), squares(0, 10))
+        journal.record(10, ["a", "b", "c"], [1, 2, 3])
+    with Journal(path, square) as journal:
+        first, second = journal.rows()
+        journal.verify(first, range(10))  # a range and a list of the same ints agree
+        journal.verify(second, ["a", "b", "c"])
+        with pytest.raises(workpool.CheckpointMismatch, match=r"positions 10\.\.12") as info:
+            journal.verify(second, ["a", "B", "c"])
+        assert path in str(info.value)
+        assert isinstance(info.value, ValueError)
+        with pytest.raises(workpool.CheckpointMismatch, match=r"positions 10\.\.12"):
+            journal.verify(second, ["a", "b"])  # fewer items than the row holds
+
+
+def test_a_failure_is_noted_until_the_position_is_done(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, range(3), squares(0, 3))
+        journal.record_failure(3, ValueError("bad input 3"))
+        journal.flush()
+        assert (summary(path).items_done, summary(path).failed) == (3, 1)
+        journal.record(3, range(3, 4), [9])
+        journal.flush()
+        assert (summary(path).items_done, summary(path).failed) == (4, 0)
+
+
+def test_rows_never_overlap_a_rewritten_range_replaces_them(path: str) -> None:
+    big = b"y" * (SIDE_FILE_BYTES + 1)
+    with Journal(path, square) as journal:
+        journal.record(0, range(10), squares(0, 10))
+        journal.record(20, range(20, 30), [big] * 10)
+        journal.record(0, range(5), squares(0, 5))  # inside [0, 10): replaces it
+        journal.record(25, range(25, 26), [625])  # inside [20, 30): replaces it
+    with Journal(path, square) as journal:
+        assert all_rows(journal) == [(0, 5, squares(0, 5)), (25, 1, [625])]
+    assert not os.path.exists(path + ".d")  # the replaced row's side file is gone
+
+
+def test_unpicklable_results_are_left_out_with_one_warning(path: str) -> None:
+    with Journal(path, square) as journal:
+        with pytest.warns(RuntimeWarning, match=r"positions 0\.\.1 cannot be saved"):
+            journal.record(0, range(2), [threading.Lock(), 1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            journal.record(2, range(2, 3), [threading.Lock()])  # no second warning
+        journal.record(3, range(3, 4), [9])
+    assert summary(path).ranges == [(3, 3)]
+
+
+def test_a_write_failure_is_raised_by_the_next_call_naming_the_file(path: str) -> None:
+    with Journal(path, square) as journal:
+        Path(path + ".d").write_text("a file where the side directory should be")
+        journal.record(0, range(1), [b"z" * (SIDE_FILE_BYTES + 1)])
+        with pytest.raises(OSError, match="cannot be written") as info:
+            journal.flush()
+        assert path in str(info.value)
+    os.unlink(path + ".d")
+    assert summary(path).items_done == 0
+
+
+def test_leftover_side_files_are_swept_when_the_file_is_opened(path: str) -> None:
+    big = b"z" * (SIDE_FILE_BYTES + 1)
+    with Journal(path, square) as journal:
+        journal.record(0, range(1), [big])
+    kept = os.listdir(path + ".d")
+    Path(path + ".d", ".tmp-7-1.0000.pickle").write_bytes(b"half written")
+    Path(path + ".d", "7-1.0000.pickle").write_bytes(b"renamed, never committed")
+    with Journal(path, square) as journal:
+        assert os.listdir(path + ".d") == kept
+        assert all_rows(journal) == [(0, 1, [big])]
+
+
+# --- the function a journal belongs to ---------------------------------------------------
+
+
+def test_another_function_is_refused_before_anything_changes(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, range(4), squares(0, 4))
+    before = summary(path)
+    with pytest.raises(workpool.CheckpointMismatch) as info:
+        Journal(path, cube)
+    message = str(info.value)
+    assert f"{__name__}.square" in message and f"{__name__}.cube" in message
+    assert f"workpool checkpoint accept {path}" in message
+    assert summary(path) == before
+    assert not os.path.exists(path + ".lock")  # the refused call let the file go
+
+
+def test_accept_makes_the_next_function_the_journals_and_keeps_results(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, range(4), squares(0, 4))
+    assert accept(path)
+    assert summary(path).accept_next
+    with Journal(path, cube) as journal:
+        assert journal.adopted
+        assert all_rows(journal) == [(0, 4, squares(0, 4))]
+    found = summary(path)
+    assert (found.function, found.accept_next) == (f"{__name__}.cube", False)
+    with pytest.raises(workpool.CheckpointMismatch):
+        Journal(path, square)  # it belongs to cube now
+
+
+def test_accept_with_nothing_to_accept_says_so(path: str) -> None:
+    Journal(path, square).close()
+    assert not accept(path)
+
+
+def test_a_journal_without_results_takes_any_function(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record_failure(0, ValueError("no results, only a failure"))
+    with Journal(path, cube) as journal:
+        assert not journal.adopted
+    assert summary(path).function == f"{__name__}.cube"
+
+
+def test_clear_empties_the_journal_and_frees_its_function(path: str) -> None:
+    big = b"z" * (SIDE_FILE_BYTES + 1)
+    with Journal(path, square) as journal:
+        journal.record(0, range(4), squares(0, 4))
+        journal.record(4, range(4, 5), [big])
+        journal.record_failure(5, ValueError("x"))
+    clear(path)
+    found = summary(path)
+    assert (found.items_done, found.failed, found.function) == (0, 0, None)
+    assert not os.path.exists(path + ".d")
+    with Journal(path, cube) as journal:
+        assert list(journal.rows()) == []
+
+
+# --- one call at a time --------------------------------------------------------------------
+
+HOLDER = """
+import sys, time
+from workpool.checkpoint import Journal
+journal = Journal(sys.argv[1], print)
+print("holding", flush=True)
+sys.stdin.read()  # until the test closes our stdin, or kills us
+"""
+
+
+def test_a_file_in_use_is_busy_and_freed_when_its_holder_is_killed(path: str) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, path],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "holding\n"
+        with pytest.raises(workpool.CheckpointBusy, match=f"in use by process {holder.pid}"):
+            Journal(path, square)
+        for edit in (clear, accept):
+            with pytest.raises(workpool.CheckpointBusy):
+                edit(path)
+    finally:
+        holder.kill()
+        holder.wait()
+    with Journal(path, square) as journal:  # the kernel released the dead holder's lock
+        assert journal.items_done == 0
+
+
+def test_two_calls_in_one_process_cannot_share_a_file(path: str) -> None:
+    first = Journal(path, square)
+    with pytest.raises(workpool.CheckpointBusy, match="another call in this process"):
+        Journal(path, square)
+    first.close()
+    Journal(path, square).close()  # released by the first one's close
+
+
+def test_a_busy_error_is_a_workpool_error_and_public() -> None:
+    assert issubclass(workpool.CheckpointBusy, workpool.WorkpoolError)
+    assert issubclass(workpool.CheckpointMismatch, workpool.WorkpoolError)
+    assert issubclass(workpool.CheckpointMismatch, ValueError)
+    assert workpool.CheckpointBusy.__module__ == "workpool"
+
+
+# --- bad paths and files: refused, named, left alone ---------------------------------------
+
+
+def test_a_path_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
+    missing = str(tmp_path / "nowhere" / "run.ckpt")
+    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+        Journal(missing, square)
+    assert missing in str(info.value)
+    assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match=str(tmp_path)):
+        Journal(str(tmp_path), square)
+
+
+def sqlite_database_of_something_else(path: str) -> None:
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE customers (name TEXT)")
+    db.execute("INSERT INTO customers VALUES ('ada')")
+    db.commit()
+    db.close()
+
+
+def newer_journal(path: str) -> None:
+    Journal(path, square).close()
+    db = sqlite3.connect(path)
+    db.execute(f"PRAGMA user_version = {store_module.FORMAT_VERSION + 1}")
+    db.commit()
+    db.close()
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: Path(p).write_text("name,size\nada,3\n"), "not an SQLite database"),
+        (lambda p: Path(p).write_bytes(b"SQLite format 3\x00" + b"\xff" * 200), "damaged"),
+        (sqlite_database_of_something_else, "SQLite database of something else"),
+        (newer_journal, "newer workpool"),
+    ],
+    ids=["text", "garbage", "other-sqlite", "newer-format"],
+)
+def test_a_file_that_is_not_a_journal_we_read_is_refused_untouched(
+    path: str, make: Any, message: str
+) -> None:
+    make(path)
+    before = Path(path).read_bytes()
+    for attempt in (lambda: Journal(path, square), lambda: summary(path), lambda: clear(path)):
+        with pytest.raises(ValueError, match=message) as info:
+            attempt()
+        assert path in str(info.value)
+    assert Path(path).read_bytes() == before
+    assert not os.path.exists(path + ".lock")
+
+
+# --- where WAL is refused: a rollback journal, said once -----------------------------------
+
+
+def test_where_wal_is_refused_a_rollback_journal_is_used_and_said_once(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(store_module, "_VFS", "unix-none")  # a VFS without shared memory: no WAL
+    with pytest.warns(RuntimeWarning, match="rollback journal") as caught:
+        journal = Journal(path, square)
+    assert len([w for w in caught if "rollback" in str(w.message)]) == 1
+    with journal:
+        journal.record(0, range(3), squares(0, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same file again: no second warning
+        with Journal(path, square) as journal:
+            assert all_rows(journal) == [(0, 3, squares(0, 3))]
+    assert summary(path).journal_mode == "delete"
+
+
+MOUNTINFO = textwrap.dedent(
+    """\
+    22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+    40 22 0:40 / /home/ada/cluster rw,relatime shared:20 - nfs4 srv:/export rw,vers=4.2
+    41 22 0:41 / /home/ada/my\\040files rw,relatime shared:21 - cifs //srv/files rw
+    """
+)
+
+
+def test_network_file_systems_are_recognized_from_the_mount_table() -> None:
+    assert network_filesystem("/home/ada/cluster/runs/a.ckpt", MOUNTINFO) == "nfs4"
+    assert network_filesystem("/home/ada/my files/a.ckpt", MOUNTINFO) == "cifs"
+    assert network_filesystem("/home/ada/clusterx/a.ckpt", MOUNTINFO) is None
+    assert network_filesystem("/tmp/a.ckpt", MOUNTINFO) is None
+
+
+# --- a SIGKILL at any moment leaves a sound file -------------------------------------------
+
+WRITER = """
+import sys
+from workpool.checkpoint import Journal
+from workpool.checkpoint.store import SIDE_FILE_BYTES
+
+def results(start, size):
+    if start % 7 == 3:  # now and then, results that go to a side file
+        return [str(p).encode() * (SIDE_FILE_BYTES // len(str(p)) + 1) for p in
+                range(start, start + size)]
+    return [p * p for p in range(start, start + size)]
+
+journal = Journal(sys.argv[1], results)
+start = 0
+while True:  # until killed
+    size = 1 + start % 5
+    journal.record(start, range(start, start + size), results(start, size))
+    start += size
+"""
+
+
+def expected_results(start: int, size: int) -> list[Any]:
+    if start % 7 == 3:
+        return [
+            str(p).encode() * (SIDE_FILE_BYTES // len(str(p)) + 1)
+            for p in range(start, start + size)
+        ]
+    return squares(start, size)
+
+
+def committed_rows(path: str) -> int:
+    try:
+        return summary(path).rows
+    except (FileNotFoundError, ValueError):  # not created yet, or being created
+        return 0
+
+
+AS_IF_ON_NFS = """
+import workpool.checkpoint.store as store
+store.network_filesystem = lambda path, mountinfo=None: "nfs"
+"""
+
+
+@pytest.mark.parametrize("mode", ["wal", "rollback"])
+def test_sigkill_while_writing_leaves_a_sound_file(
+    path: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    script = WRITER
+    if mode == "rollback":  # as on a network file system: a rollback journal, POSIX locks
+        script = AS_IF_ON_NFS + script
+        monkeypatch.setattr(store_module, "network_filesystem", lambda path: "nfs")
+    writer = subprocess.Popen([sys.executable, "-W", "ignore", "-c", script, path])
+    try:
+        # Kill it mid-stream: once several batches are committed, while it writes more.
+        assert wait_for(lambda: committed_rows(path) >= 40, timeout=60), "nothing committed"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+    assert summary(path).journal_mode == ("wal" if mode == "wal" else "delete")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the rollback case says so again in this process
+        assert accept(path)  # the writer's function was its own copy of expected_results
+        journal = Journal(path, expected_results)  # the dead writer's lock is gone
+    with journal:
+        rows = list(journal.rows())
+        assert len(rows) >= 40
+        assert rows[0].start == 0
+        position = 0
+        for row in rows:  # every committed row: contiguous, verifiable, readable
+            assert row.start == position
+            journal.verify(row, range(row.start, row.start + row.size))
+            assert journal.results(row) == expected_results(row.start, row.size)
+            position += row.size
+        named = {row.side for row in rows if row.side}
+        present = set(os.listdir(path + ".d")) if os.path.exists(path + ".d") else set()
+        assert present == named  # nothing half-written or uncommitted is left over
+
+
+# --- digests: a function of the values alone ----------------------------------------------
+
+
+class Color(enum.Enum):
+    RED = 1
+
+
+Point = collections.namedtuple("Point", "x y")
+
+
+class Opaque:
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (1, True),
+        (1, 1.0),
+        (0.0, -0.0),
+        ("a", b"a"),
+        (b"a", bytearray(b"a")),
+        ((1, 2), [1, 2]),
+        ({1: 2}, {2: 1}),
+        ({"a"}, frozenset({"a"})),
+        ([[1], 2], [1, [2]]),
+        (("ab", "c"), ("a", "bc")),
+        (2**64, 2**64 + 1),
+        (Point(1, 2), (1, 2)),
+        (Color.RED, 1),
+        (None, "None"),
+        (1 + 2j, 1 - 2j),
+    ],
+)
+def test_different_values_have_different_encodings(a: Any, b: Any) -> None:
+    assert encode(a) != encode(b)
+    assert chunk_digest([a]) != chunk_digest([b])
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ({"x": 1, "y": 2}, {"y": 2, "x": 1}),
+        ({3, 1, 2}, {2, 3, 1}),
+        (Opaque(1), Opaque(2)),  # no canonical encoding: only the position counts
+    ],
+)
+def test_equal_values_have_equal_encodings(a: Any, b: Any) -> None:
+    assert encode(a) == encode(b)
+    assert chunk_digest([a]) == chunk_digest([b])
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (range(3, 30, 3), list(range(3, 30, 3))),
+        (range(7, 8), [7]),
+        (range(10, 0, -1), list(range(10, 0, -1))),
+        (range(2**70, 2**70 + 3), [2**70, 2**70 + 1, 2**70 + 2]),
+    ],
+)
+def test_a_range_and_a_list_of_the_same_numbers_have_one_digest(a: range, b: list[int]) -> None:
+    assert chunk_digest(a) == chunk_digest(b)
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        [1, 2, 4],
+        [5, 5, 5],
+        [2**70, 1],
+        [1.5, 2.5],
+        ["a", "bc", ""],
+        ["a", 1],
+        [],
+    ],
+)
+def test_chunk_digests_follow_their_items(chunk: list[Any]) -> None:
+    assert chunk_digest(chunk) == chunk_digest(list(chunk))
+    assert chunk_digest(chunk) != chunk_digest([*chunk, 0])
+    assert chunk_digest(chunk) != chunk_digest([None, *chunk])
+
+
+def test_numpy_arrays_are_compared_by_dtype_shape_and_bytes() -> None:
+    np = pytest.importorskip("numpy")
+    a = np.arange(12, dtype=np.int64).reshape(3, 4)
+    assert encode(a) == encode(np.asfortranarray(a))  # memory layout does not matter
+    assert encode(a) == encode(a.copy())
+    assert encode(a) != encode(a.astype(np.int32))
+    assert encode(a) != encode(a.reshape(4, 3))
+    changed = a.copy()
+    changed[2, 3] = -1
+    assert encode(a) != encode(changed)
+    assert encode(np.float64(1.5)) != encode(np.float32(1.5))
+    assert encode(np.array(["a", None], dtype=object)) != encode(np.array(["a", 1], dtype=object))
+
+
+def test_a_container_holding_itself_is_encoded() -> None:
+    loop: list[Any] = [1]
+    loop.append(loop)
+    assert encode(loop) == encode(loop)
+
+
+HASHSEED_PROBE = """
+import pickle, sys
+from workpool.checkpoint.digest import chunk_digest
+from workpool.checkpoint.identity import function_identity
+
+words = {f"word{i}" for i in range(40)}
+items = [words, frozenset(words), {w: len(w) for w in sorted(words, key=hash)},
+         (words, [frozenset({"a", "b", "c"})])]
+
+def classify(word, known=frozenset(words)):
+    return word in {"alpha", "beta", "gamma", "delta"} or word in known
+
+print(chunk_digest(items).hex(), function_identity(classify).digest, pickle.dumps(words).hex())
+"""
+
+
+def test_digests_are_the_same_under_every_hash_seed() -> None:
+    outputs = []
+    for seed in ("1", "2", "3"):
+        env = dict(os.environ, PYTHONHASHSEED=seed)
+        done = subprocess.run(
+            [sys.executable, "-c", HASHSEED_PROBE],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=True,
+        )
+        outputs.append(done.stdout.split())
+    item_digests, function_digests, pickles = zip(*outputs)
+    assert len(set(pickles)) > 1  # the seeds do reorder the sets: a pickle would differ
+    assert len(set(item_digests)) == 1
+    assert len(set(function_digests)) == 1
+
+
+# --- function identity ---------------------------------------------------------------------
+
+
+def make_function(source: str, name: str = "f", module: str = "user_tasks") -> Any:
+    namespace: dict[str, Any] = {"__name__": module}
+    exec(compile(textwrap.dedent(source), "<tasks>", "exec"), namespace)
+    return namespace[name]
+
+
+BASE = """
+def helper(x):
+    return x + 1
+
+def f(x, scale=2, *, offset=0):
+    return [helper(v) * scale + offset for v in range(x)]
+"""
+
+
+def identity(source: str, name: str = "f") -> str:
+    return function_identity(make_function(source, name)).digest
+
+
+def test_the_same_source_has_the_same_identity_wherever_it_sits() -> None:
+    assert identity(BASE) == identity(BASE)
+    assert identity(BASE) == identity("\n\n\n# moved down\n" + BASE)
+    assert identity(BASE) == identity(BASE.replace("(v)", "(  v  )"))
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        BASE.replace("* scale", "* scale * 1"),  # the code
+        BASE.replace("scale=2", "scale=3"),  # a default
+        BASE.replace("offset=0", "offset=1"),  # a keyword-only default
+        BASE.replace("return x + 1", "return x + 2"),  # a helper of the same module
+        BASE.replace("for v in range(x)", "for v in range(x) if v"),  # nested code
+        BASE.replace("def f(x, scale=2", "def f(x, y=0, scale=2"),  # the signature
+    ],
+    ids=["code", "default", "kwdefault", "helper", "nested-code", "signature"],
+)
+def test_a_changed_function_has_another_identity(changed: str) -> None:
+    assert identity(changed) != identity(BASE)
+
+
+def test_the_module_and_name_are_part_of_the_identity() -> None:
+    assert function_identity(make_function(BASE, module="a")).digest != (
+        function_identity(make_function(BASE, module="b")).digest
+    )
+    renamed = BASE.replace("def f(", "def g(")
+    assert identity(renamed, "g") != identity(BASE)
+
+
+CLOSURE = """
+def make(bad):
+    def check(x):
+        return x != bad
+    return check
+"""
+
+
+def test_closures_partials_and_methods_are_known_by_their_parts() -> None:
+    make = make_function(CLOSURE, "make")
+    assert function_identity(make(3)).digest == function_identity(make(3)).digest
+    assert function_identity(make(3)).digest != function_identity(make(5)).digest
+
+    assert function_identity(functools.partial(square, 2)).digest == (
+        function_identity(functools.partial(square, 2)).digest
+    )
+    assert function_identity(functools.partial(square, 2)).digest != (
+        function_identity(functools.partial(square, 3)).digest
+    )
+    assert function_identity(functools.partial(square, x=2)).digest != (
+        function_identity(functools.partial(cube, x=2)).digest
+    )
+
+    class Scaler:
+        def __init__(self, factor: int) -> None:
+            self.factor = factor
+
+        def apply(self, x: int) -> int:
+            return x * self.factor
+
+    class OtherScaler(Scaler):
+        pass
+
+    assert function_identity(Scaler(2).apply).digest == function_identity(Scaler(3).apply).digest
+    assert function_identity(Scaler(2).apply).digest != (
+        function_identity(OtherScaler(2).apply).digest
+    )
+    assert function_identity(Scaler(2).apply).name.endswith("Scaler.apply")
+    assert function_identity(",".join).digest != function_identity(";".join).digest
+    assert function_identity(functools.partial(square)).name == (
+        f"functools.partial({__name__}.square)"
+    )
+
+
+def test_recursive_functions_have_an_identity() -> None:
+    source = """
+    def f(n):
+        return 1 if n < 2 else n * f(n - 1)
+    """
+    assert identity(source) == identity(source)
+
+
+# --- import cost and the command ----------------------------------------------------------
+
+
+def test_importing_workpool_does_not_import_sqlite() -> None:
+    code = "import sys, workpool; print(sorted(m for m in sys.modules if 'sqlite' in m))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "workpool.cli", "checkpoint", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, COLUMNS="200"),
+    )
+
+
+def test_cli_info_clear_and_accept(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, range(5), squares(0, 5))
+        journal.record(8, range(8, 10), squares(8, 2))
+        journal.record_failure(5, ValueError("bad"))
+    info = run_cli("info", path)
+    assert info.returncode == 0, info.stderr
+    assert f"{__name__}.square" in info.stdout
+    assert "7 items in 2 chunks" in info.stdout
+    assert "0..4, 8..9" in info.stdout
+    assert "1 items" in info.stdout or "1 item" in info.stdout
+    assert "size on disk" in info.stdout
+
+    accepted = run_cli("accept", path)
+    assert accepted.returncode == 0, accepted.stderr
+    assert "next call" in accepted.stdout
+    assert "the next call's function" in run_cli("info", path).stdout
+    with Journal(path, cube) as journal:
+        assert journal.adopted
+
+    cleared = run_cli("clear", path)
+    assert cleared.returncode == 0, cleared.stderr
+    assert "7 results removed" in cleared.stdout
+    assert summary(path).items_done == 0
+
+
+def test_cli_errors_name_the_file_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text_file = tmp_path / "notes.txt"
+    text_file.write_text("not a checkpoint")
+    cases = {
+        str(tmp_path / "missing.ckpt"): "does not exist",
+        str(tmp_path / "no" / "dir.ckpt"): "does not exist",
+        str(tmp_path): "is a directory",
+        str(text_file): "not a workpool checkpoint",
+    }
+    for action in ("info", "clear", "accept"):
+        for target, message in cases.items():
+            assert main(["checkpoint", action, target]) == 2  # returned: no exception
+            stderr = capsys.readouterr().err
+            assert stderr.startswith("workpool checkpoint: ")
+            assert message in stderr and target in stderr
+    assert text_file.read_text() == "not a checkpoint"
+    done = run_cli("info", str(text_file))  # and as a command
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_cli_refuses_to_change_a_file_in_use(path: str) -> None:
+    with Journal(path, square):
+        for action in ("clear", "accept"):
+            done = run_cli(action, path)
+            assert done.returncode == 2
+            assert "in use by process" in done.stderr and "Traceback" not in done.stderr
+        assert run_cli("info", path).returncode == 0  # reading is fine meanwhile
+
+
+def test_journal_results_pickle_round_trip_shared_arrays_as_plain_data(path: str) -> None:
+    np = pytest.importorskip("numpy")
+    shared = workpool.share(np.arange(10.0))
+    with Journal(path, square) as journal:
+        journal.record(0, range(1), [shared])
+    with Journal(path, square) as journal:
+        (row,) = journal.rows()
+        assert b"workpool" not in (row.results or b"")  # plain NumPy data, no segment
+        (value,) = journal.results(row)
+        assert type(value) is np.ndarray and value.tolist() == list(range(10))
+    assert pickle.loads(pickle.dumps(value)).tolist() == value.tolist()
