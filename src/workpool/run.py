@@ -312,7 +312,12 @@ class MapRun:
         else:
             if state.values is None:
                 state.values = [None] * state.size
-            state.values[offset : offset + count] = batch.values
+            if retried:  # their new attempts' results may be in already: keep them
+                for i, value in enumerate(batch.values):
+                    if i not in retried:
+                        state.values[offset + i] = value
+            else:
+                state.values[offset : offset + count] = batch.values
 
         if self._checkpoint is not None and not state.journaled:
             # Journaled now, before a failure in this batch may be raised below.
