@@ -186,6 +186,29 @@ def test_a_partial_trace_says_so_and_why(tmp_path: Path) -> None:
     assert other["reason"] == "interrupted (KeyboardInterrupt)"
 
 
+def test_any_text_and_value_survives_the_round_trip(tmp_path: Path) -> None:
+    odd = 'quote " backslash \\ newline \n tab \t bell \x07 é 漢 \U0001f600'
+    recorder = Recorder(tmp_path / "t.json", function=odd, size=2**70, ratio=0.1, gone=None)
+    recorder.facts.update(flags=[True, False], bad=float("nan"), nested={"k": (1, "two")})
+    track = recorder.track("t", odd, odd)
+    recorder.span(track, odd, odd, recorder.begun_ns, recorder.begun_ns + MS, {odd: odd})
+    recorder.instant(track, "crash", "fault", recorder.begun_ns, {"reason": odd})
+    finish(recorder)
+    data = read_trace(tmp_path / "t.json")
+    assert data["otherData"]["call"] == {
+        "function": odd,
+        "size": 2**70,
+        "ratio": 0.1,
+        "gone": None,
+        "flags": [True, False],
+        "bad": None,
+        "nested": {"k": [1, "two"]},
+    }
+    (span,) = [e for e in spans(data) if e["cat"] == odd]
+    assert span["name"] == odd and span["args"] == {odd: odd}
+    assert odd in track_names(data).values()
+
+
 def test_finish_writes_once(tmp_path: Path) -> None:
     recorder = Recorder(tmp_path / "t.json")
     finish(recorder, partial=True, reason="first")

@@ -54,6 +54,7 @@ class RunOptions(NamedTuple):
     timeout: float | None = None  # overall deadline of Pool.map (Executor semantics)
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD  # bytes: NumPy arrays go by shared memory
     checkpoint: str | None = None  # the journal file of finished results (checkpoint=)
+    trace: str | None = None  # where to write the call's timeline (trace=)
 
 
 class PoolSpec(NamedTuple):
@@ -198,6 +199,7 @@ def make_run_options(
     timeout: object = None,
     share_threshold: object = DEFAULT_SHARE_THRESHOLD,
     checkpoint: object = None,
+    trace: object = None,
 ) -> RunOptions:
     """Validate the options of one map/imap/starmap call."""
     retry_count = _as_int(retries)
@@ -215,6 +217,7 @@ def make_run_options(
         timeout=_seconds("timeout", timeout),
         share_threshold=_byte_count("share_threshold", share_threshold),
         checkpoint=_file_path("checkpoint", checkpoint),
+        trace=_file_path("trace", trace),
     )
 
 

@@ -16,6 +16,7 @@ from workpool._options import (
 )
 from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
+from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
 from workpool.run import MapRun, joined, one_by_one, start_progress_bar
@@ -24,8 +25,13 @@ from workpool.tasks import call_items
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.checkpoint.session import CheckpointSession
+    from workpool.timeline import Recorder  # imported only by traced calls
 
 __all__ = ["imap", "map", "starmap"]
+
+# Where backend="auto" runs the items it measures, as timelines name it: the serial
+# backend's name for the same place, so that both share one track.
+INLINE = "the calling thread"
 
 T = TypeVar("T")
 
@@ -70,7 +76,13 @@ class _OneShotCall:
         """
         checkpoint: CheckpointSession | None = None
         progress_bar = None
+        trace: Recorder | None = None
+        ended_by: BaseException | None = None
         try:
+            if self.options.trace is not None:
+                from workpool.timeline.calls import open_trace
+
+                trace = open_trace(self.options.trace, self.fn, requested=self.spec.backend)
             if self.options.checkpoint is not None:
                 from workpool.checkpoint.session import CheckpointSession
 
@@ -83,24 +95,39 @@ class _OneShotCall:
             elif self.options.progress and self.spec.backend == "auto":
                 progress_bar = start_progress_bar(self.total, self.fn)
             bar, progress_bar = progress_bar, None  # the measuring, then the run, own it
-            yield from self._run_the_rest(raise_in_order, checkpoint, bar)
+            yield from self._run_the_rest(raise_in_order, checkpoint, bar, trace)
+        except BaseException as exc:  # GeneratorExit too: the consumer stopped early
+            ended_by = exc
+            raise
         finally:
             if progress_bar is not None:
                 progress_bar.close()
             if checkpoint is not None:
                 checkpoint.close()
+            if trace is not None:  # last: the pool has stopped, the timeline is complete
+                from workpool.timeline.calls import close_trace
+
+                close_trace(trace, ended_by)
 
     def _run_the_rest(
-        self, raise_in_order: bool, checkpoint: CheckpointSession | None, progress_bar: Any
+        self,
+        raise_in_order: bool,
+        checkpoint: CheckpointSession | None,
+        progress_bar: Any,
+        trace: Recorder | None,
     ) -> Generator[list[Any], None, None]:
         spec = self.spec
         first_position = 0 if checkpoint is None else checkpoint.position
         if spec.backend == "auto":
-            prefix = _MeasuredPrefix(self, progress_bar, checkpoint)
+            prefix = _MeasuredPrefix(self, progress_bar, checkpoint, trace)
             yield from prefix.result_lists(raise_in_order)
             spec = prefix.chosen_spec
             first_position += prefix.count
-        backend = create_backend(spec, self.fn)
+        began = now_ns() if trace is not None else 0
+        backend = create_backend(spec, self.fn, trace)
+        if trace is not None:
+            trace.span(trace.caller_track("pool"), "pool start", "startup", began, now_ns())
+            trace.facts.update(backend=spec.backend, workers=backend.workers)
         finished = False
         try:
             run = MapRun(
@@ -114,14 +141,19 @@ class _OneShotCall:
                 first_position=first_position,
                 progress_bar=progress_bar,
                 checkpoint=checkpoint,
+                trace=trace,
             )
             yield from run.result_lists()
             finished = True
         finally:
+            began = now_ns() if trace is not None else 0
             if finished:
                 backend.shutdown(wait=True, cancel_pending=False)
             else:  # a failure, or the consumer stopped early: stop what still runs
                 backend.terminate()
+            if trace is not None:
+                track = trace.caller_track("pool")
+                trace.span(track, "pool shutdown", "shutdown", began, now_ns())
 
 
 class _MeasuredPrefix:
@@ -133,11 +165,16 @@ class _MeasuredPrefix:
     """
 
     def __init__(
-        self, call: _OneShotCall, progress_bar: Any, checkpoint: CheckpointSession | None
+        self,
+        call: _OneShotCall,
+        progress_bar: Any,
+        checkpoint: CheckpointSession | None,
+        trace: Recorder | None,
     ) -> None:
         self._call = call
         self._progress = progress_bar
         self._checkpoint = checkpoint  # its items are read up to the next journaled row
+        self._trace = trace  # the items measured are traced like any chunk
         self.count = 0
         self.chosen_spec: PoolSpec = call.spec
 
@@ -148,6 +185,7 @@ class _MeasuredPrefix:
         items: list[Any] = []
         values: list[Any] = []
         errors: dict[int, BaseException] = {}
+        measured = (0, 0)  # when the items were measured, if any were
         if call.options.task_timeout is not None:
             # Only processes can stop a hung task; measuring inline could hang.
             advice_backend, advice_workers = "process", default_workers("process")
@@ -156,7 +194,9 @@ class _MeasuredPrefix:
                 if call.spec.initializer is not None:  # inline, we are the worker
                     call.spec.initializer(*call.spec.initargs)
                 source = call.inputs if self._checkpoint is None else self._checkpoint.gap()
+                began = now_ns()
                 found, items, values, errors = measure(call.fn, call.mode, source)
+                measured = (began, now_ns())
                 remember(call.fn, found)
             self.count = len(values)
             remaining = None if call.total is None else call.total - self.count
@@ -168,10 +208,20 @@ class _MeasuredPrefix:
             self.chosen_spec = self.chosen_spec._replace(start_method=None)
 
         first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)
+        if self._trace is not None and values:
+            from workpool.timeline.calls import record_inline
+
+            retried = tuple(sorted(errors)) if options.retries else ()
+            track = self._trace.worker_track(INLINE)
+            record_inline(self._trace, track, first, len(values), 0, measured, len(errors), retried)
         for position in sorted(errors):
             error: BaseException | None = errors[position]
-            for _ in range(options.retries):
+            for attempt in range(1, options.retries + 1):
+                assert error is not None
+                began = now_ns()
                 again, failed, _ = call_items(call.fn, call.mode, [items[position]])
+                if self._trace is not None:
+                    self._trace_retry(first + position, attempt, error, (began, now_ns()), failed)
                 if not failed:
                     values[position], error = again[0], None
                     break
@@ -201,6 +251,25 @@ class _MeasuredPrefix:
             raise errors[position]
         yield values
 
+    def _trace_retry(
+        self,
+        position: int,
+        attempt: int,
+        error: BaseException,
+        times: tuple[int, int],
+        failed: dict[int, BaseException],
+    ) -> None:
+        """Put an inline retry on the timeline: the retry, and the attempt's own span."""
+        from workpool.timeline.calls import record_inline, record_retry
+
+        assert self._trace is not None
+        track = self._trace.worker_track(INLINE)
+        record_retry(self._trace, track, position, attempt, error)
+        again = failed and attempt < self._call.options.retries  # tried once more after
+        record_inline(
+            self._trace, track, position, 1, attempt, times, len(failed), (0,) if again else ()
+        )
+
     def _journal(
         self, first: int, items: list[Any], values: list[Any], errors: dict[int, BaseException]
     ) -> None:
@@ -228,6 +297,7 @@ def _split_options(
     start_method: str | None,
     share_threshold: int | None,
     checkpoint: str | os.PathLike[str] | None,
+    trace: str | os.PathLike[str] | None,
 ) -> dict[str, dict[str, Any]]:
     return {
         "pool_options": {
@@ -247,6 +317,7 @@ def _split_options(
             "progress": progress,
             "share_threshold": share_threshold,
             "checkpoint": checkpoint,
+            "trace": trace,
         },
     }
 
@@ -268,6 +339,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
+    trace: str | os.PathLike[str] | None = None,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
 
@@ -299,6 +371,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
             start_method,
             share_threshold,
             checkpoint,
+            trace,
         ),
     )
     return call.collect()
@@ -321,6 +394,7 @@ def imap(
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
+    trace: str | os.PathLike[str] | None = None,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
 
@@ -347,6 +421,7 @@ def imap(
             start_method,
             share_threshold,
             checkpoint,
+            trace,
         ),
     )
     return call.results(raise_in_order=True)
@@ -370,6 +445,7 @@ def starmap(
     start_method: str | None = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
+    trace: str | os.PathLike[str] | None = None,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
     call = _OneShotCall(
@@ -391,6 +467,7 @@ def starmap(
             start_method,
             share_threshold,
             checkpoint,
+            trace,
         ),
     )
     return call.collect()

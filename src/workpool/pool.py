@@ -184,6 +184,7 @@ class Pool(concurrent.futures.Executor):
         progress: bool = False,
         share_threshold: int | None = _UNSET,
         checkpoint: str | os.PathLike[str] | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
         """``Executor.map``: every input is submitted now; results come as you iterate.
 
@@ -202,6 +203,7 @@ class Pool(concurrent.futures.Executor):
                 timeout=timeout,
                 share_threshold=share_threshold,
                 checkpoint=checkpoint,
+                trace=trace,
             )
         )
         self._check_open()
@@ -222,6 +224,7 @@ class Pool(concurrent.futures.Executor):
         progress: bool = False,
         share_threshold: int | None = _UNSET,
         checkpoint: str | os.PathLike[str] | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
         """Lazily map ``fn`` over the inputs; the pool must stay open while you iterate.
 
@@ -239,6 +242,7 @@ class Pool(concurrent.futures.Executor):
                 progress=progress,
                 share_threshold=share_threshold,
                 checkpoint=checkpoint,
+                trace=trace,
             )
         )
         self._check_open()
@@ -258,6 +262,7 @@ class Pool(concurrent.futures.Executor):
         progress: bool = False,
         share_threshold: int | None = _UNSET,
         checkpoint: str | os.PathLike[str] | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> list[T]:
         """``fn(*args)`` for every tuple of arguments; returns the list of results."""
         check_function(fn)
@@ -271,6 +276,7 @@ class Pool(concurrent.futures.Executor):
                 progress=progress,
                 share_threshold=share_threshold,
                 checkpoint=checkpoint,
+                trace=trace,
             )
         )
         self._check_open()

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from workpool._options import RunOptions
 from workpool.backends.base import Backend
 from workpool.chunking import ChunkSizer
+from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note
 from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
@@ -26,6 +27,7 @@ from workpool.tasks import CallMode, Chunk, ResultBatch
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.checkpoint.session import CheckpointSession
+    from workpool.timeline import Recorder  # imported only by traced calls
 
 __all__ = ["MapRun", "joined", "one_by_one", "start_progress_bar"]
 
@@ -88,6 +90,10 @@ class MapRun:
     (``checkpoint``, or one opened when the results are first asked for): journaled
     positions come back from the journal, in place, without running, and finished
     chunks are journaled as their batches are absorbed.
+
+    With ``options.trace``, the run records its timeline (``timeline.calls``): into
+    ``trace`` if its caller keeps one for the whole call (and writes it), else into a
+    recorder of its own, written when the results end, however they end.
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class MapRun:
         first_position: int = 0,
         progress_bar: Any = None,
         checkpoint: CheckpointSession | None = None,
+        trace: Recorder | None = None,
     ) -> None:
         self._backend = backend
         self._fn = fn
@@ -143,6 +150,23 @@ class MapRun:
             refuse_writable_shares(fn)  # at once, not at the first next()
         elif options.progress and progress_bar is None:
             self._progress = start_progress_bar(total, fn)
+        # The call's timeline: None (not traced) is all the hot path ever checks.
+        self._trace = trace
+        self._owns_trace = False
+        if options.trace is not None and trace is None:
+            from workpool.timeline.calls import open_trace
+
+            self._trace = open_trace(
+                options.trace, fn, backend=backend.name, workers=backend.workers
+            )
+            self._owns_trace = True
+        self._ended_by: BaseException | None = None  # what ended the results early
+        if self._trace is not None:
+            from workpool.timeline.calls import record_batch
+
+            self._record_batch = record_batch
+            self._input_track = self._trace.caller_track("input")
+            self._results_track = self._trace.caller_track("results")
 
     # --- called by backend threads ----------------------------------------------------
 
@@ -166,6 +190,8 @@ class MapRun:
                 except Exception:
                     continue  # the pool is stopping or broken: this failure stands
                 retried.add(offset)
+        if self._trace is not None:
+            self._record_batch(self._trace, batch, frozenset(retried), self._backend.trace_group)
         self._batches.put((batch, frozenset(retried)))
 
     # --- the consumer -----------------------------------------------------------------
@@ -177,7 +203,8 @@ class MapRun:
             size = self._options.chunksize or self._sizer.upfront_size()
             while not self._exhausted:
                 self._take_and_submit(size)
-        except BaseException:
+        except BaseException as exc:
+            self._ended_by = exc
             self.close()
             raise
 
@@ -196,6 +223,14 @@ class MapRun:
 
     def _take_and_submit(self, size: int) -> None:
         """Read up to ``size`` items and submit them (or deliver them from the journal)."""
+        if self._trace is None:
+            self._take_and_submit_untraced(size)
+            return
+        began = now_ns()
+        self._take_and_submit_untraced(size)
+        self._trace.span(self._input_track, "feed", "caller", began, now_ns())
+
+    def _take_and_submit_untraced(self, size: int) -> None:
         checkpoint = self._checkpoint
         if checkpoint is None:
             items = self._inputs.take(size)
@@ -244,9 +279,18 @@ class MapRun:
                     in_flight = self._unfinished
                 if not in_flight:  # the feeding above found the input exhausted
                     return
-                ready = self._absorb(*self._next_batch())
+                batch, retried = self._next_batch()
+                if self._trace is None:
+                    ready = self._absorb(batch, retried)
+                else:
+                    began = now_ns()
+                    ready = self._absorb(batch, retried)
+                    self._trace.span(self._results_track, "deliver", "caller", began, now_ns())
                 if ready:
                     yield ready
+        except BaseException as exc:  # GeneratorExit too: the consumer stopped early
+            self._ended_by = exc
+            raise
         finally:
             self.close()
 
@@ -259,6 +303,12 @@ class MapRun:
             self._progress = None
         if self._checkpoint is not None:
             self._checkpoint.close()  # commits what was journaled, lets the file go
+        if self._owns_trace:
+            assert self._trace is not None
+            self._owns_trace = False
+            from workpool.timeline.calls import close_trace
+
+            close_trace(self._trace, self._ended_by)
 
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))
@@ -276,6 +326,7 @@ class MapRun:
             task_timeout=self._options.task_timeout,
             tag=state,
             sharing=self._sharing,
+            trace=self._trace,
         )
 
     def _feed(self) -> None:

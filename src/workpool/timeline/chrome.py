@@ -6,8 +6,9 @@ The file is the JSON object format: ``traceEvents`` (the events below) and
 - every group of tracks becomes a trace "process" (``pid``), every track a "thread"
   (``tid``) of it; ``process_name`` and ``thread_name`` metadata events name them all;
 - a span is a complete event (``"ph": "X"``); a chunk is one, with ``"cat": "chunk"``
-  and its position, size, attempt and outcome in ``args``, holding up to three
-  sub-spans: ``receive``, ``run``, ``return``;
+  and its position, size, attempt and outcome in ``args`` (with ``errors``, the items
+  that raised, and ``retried``, the offsets of those tried again, when there are
+  any), holding up to three sub-spans: ``receive``, ``run``, ``return``;
 - crashes, timeouts and retries are thread-scoped instant events (``"ph": "i"``).
 
 Viewers refuse spans on one track that overlap without nesting, so the writer makes
@@ -21,7 +22,7 @@ nanoseconds survives it.
 from __future__ import annotations
 
 import contextlib
-import json
+import math
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -35,7 +36,35 @@ __all__ = ["trace_lines", "write_trace"]
 # The phases of a chunk as sub-spans: (name, category).
 _PHASES = (("receive", "serialize"), ("run", "run"), ("return", "serialize"))
 
-_dumps = json.JSONEncoder(separators=(",", ":"), default=repr).encode
+# JSON is written by the few lines below rather than the json package: importing that
+# costs about as much as everything else a short traced call adds. Values are what
+# the recorder holds: str, int, float, bool, None, dicts and sequences of those;
+# anything else is written as its repr().
+_ESCAPES = {code: f"\\u{code:04x}" for code in range(32)}
+_ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\t"): "\\t"})
+
+
+def _string(text: str) -> str:
+    return '"' + text.translate(_ESCAPES) + '"'
+
+
+def _dumps(value: Any) -> str:
+    """``value`` as compact JSON."""
+    if isinstance(value, str):
+        return _string(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else "null"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_string(str(k))}:{_dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(map(_dumps, value)) + "]"
+    return _string(repr(value))
 
 
 class _Node:
@@ -90,7 +119,7 @@ class _Lines:
     def quote(self, text: str) -> str:
         quoted = self._quoted.get(text)
         if quoted is None:
-            quoted = self._quoted[text] = json.dumps(text)
+            quoted = self._quoted[text] = _string(text)
         return quoted
 
     def micros(self, ns: int) -> int:
@@ -122,12 +151,14 @@ class _Lines:
             yield self.complete(name, category, node.begin, node.end, where, extra)
             return
         assert node.chunk is not None
-        _, start, count, attempt, outcome, errors, _, run, ran, _ = node.chunk
+        _, start, count, attempt, outcome, errors, _, run, ran, _, retried = node.chunk
         begin, end = node.begin, node.end
         # Each phase boundary clamped into the chunk and after the one before.
         run = min(max(run, begin), end)
         ran = min(max(ran, run), end)
         failed = f',"errors":{errors}' if errors else ""
+        if retried:
+            failed += f',"retried":[{",".join(map(str, retried))}]'
         described = (
             f',"args":{{"start":{start},"count":{count},"attempt":{attempt},'
             f'"outcome":{self.quote(outcome)}{failed}}}'
@@ -141,13 +172,17 @@ class _Lines:
 
 def trace_lines(recorder: Recorder) -> Iterator[str]:
     """The recorder's events, one JSON object per string, nesting enforced per track."""
-    by_track: list[list[_Node]] = [[] for _ in recorder.tracks]
-    for track, name, category, begin, end, args in recorder.spans:
+    # Copies: an engine's thread may still report (a worker's end) while this runs.
+    # Tracks are copied last, so that each record copied has its track.
+    spans, chunks, reported = recorder.spans[:], recorder.chunks[:], recorder.instants[:]
+    tracks = recorder.tracks[:]
+    by_track: list[list[_Node]] = [[] for _ in tracks]
+    for track, name, category, begin, end, args in spans:
         by_track[track].append(_Node(begin, end, (name, category, args), None))
-    for record in recorder.chunks:
+    for record in chunks:
         by_track[record[0]].append(_Node(record[6], record[9], None, record))
-    instants: list[list[tuple[str, str, int, dict[str, Any]]]] = [[] for _ in recorder.tracks]
-    for track, name, category, at, args in recorder.instants:
+    instants: list[list[tuple[str, str, int, dict[str, Any]]]] = [[] for _ in tracks]
+    for track, name, category, at, args in reported:
         instants[track].append((name, category, at, args))
     origin = min(
         [recorder.begun_ns]
@@ -157,7 +192,7 @@ def trace_lines(recorder: Recorder) -> Iterator[str]:
     lines = _Lines(origin)
     groups: dict[str, int] = {}
     tid = 0
-    for number, info in enumerate(recorder.tracks):
+    for number, info in enumerate(tracks):
         pid = groups.get(info.group)
         if pid is None:
             pid = groups[info.group] = len(groups) + 1
@@ -199,7 +234,9 @@ def write_trace(recorder: Recorder, *, partial: bool, reason: str) -> None:
     # O_EXCL: never write through someone else's file; 0o666 lets the umask decide.
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with open(fd, "w", encoding="utf-8") as file:
+        # backslashreplace: a lone surrogate (from an undecodable file name, say) is
+        # written as the JSON escape \udcXX instead of failing the whole file.
+        with open(fd, "w", encoding="utf-8", errors="backslashreplace") as file:
             file.write('{"traceEvents":[\n')
             file.write(",\n".join(trace_lines(recorder)))
             file.write(f'\n],\n"displayTimeUnit":"ms",\n"otherData":{_dumps(other)}}}\n')

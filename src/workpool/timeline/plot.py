@@ -20,6 +20,7 @@ __all__ = ["PlotUnavailable", "write_plot"]
 _COLOURS = {
     "worker start": ("#bbbbbb", "worker start-up"),
     "pool start": ("#bbbbbb", None),
+    "pool shutdown": ("#dddddd", "pool shutdown"),
     "run": ("#1f77b4", "running the function"),
     "ship": ("#aec7e8", "receiving / returning"),
     "error": ("#ff7f0e", "chunk with an error"),
@@ -53,7 +54,7 @@ def _bars(track: Track, origin: float) -> dict[str, list[tuple[float, float]]]:
             )
         elif span.name == "run":
             add("run", span.begin, span.end)
-        elif span.name in ("worker start", "pool start", "feed", "deliver"):
+        elif span.name in ("worker start", "pool start", "pool shutdown", "feed", "deliver"):
             add(span.name, span.begin, span.end)
         elif span.category == "serialize" and not track.is_worker:
             add("serialize", span.begin, span.end)

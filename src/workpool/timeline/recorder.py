@@ -42,11 +42,12 @@ class TrackInfo:
 # Records, as plain tuples (cheap to build in the hot path):
 #   span:    (track, name, category, begin_ns, end_ns, args or None)
 #   chunk:   (track, start, count, attempt, outcome, errors,
-#             received_ns, run_ns, ran_ns, returned_ns)
-#            receiving is [received, run), running [run, ran), returning [ran, returned)
+#             received_ns, run_ns, ran_ns, returned_ns, retried)
+#            receiving is [received, run), running [run, ran), returning [ran, returned);
+#            retried: offsets of items that raised and are tried again
 #   instant: (track, name, category, at_ns, args)
 SpanRecord = tuple[int, str, str, int, int, "dict[str, Any] | None"]
-ChunkRecord = tuple[int, int, int, int, str, int, int, int, int, int]
+ChunkRecord = tuple[int, int, int, int, str, int, int, int, int, int, tuple[int, ...]]
 InstantRecord = tuple[int, str, str, int, "dict[str, Any]"]
 
 
@@ -132,16 +133,18 @@ class Recorder:
         outcome: str,
         times: tuple[int, int, int, int],
         errors: int = 0,
+        retried: tuple[int, ...] = (),
     ) -> None:
         """A chunk's ``count`` items from input position ``start`` ran on ``track``.
 
         ``times`` are when the worker began receiving it, began and finished running
-        it, and finished returning the results; ``outcome`` is one of ``OUTCOMES``
-        and ``errors`` the number of items that raised.
+        it, and finished returning the results; ``outcome`` is one of ``OUTCOMES``,
+        ``errors`` the number of items that raised, ``retried`` the offsets of those
+        that are tried again (a later span decides them).
         """
         received, run, ran, returned = times
         self.chunks.append(
-            (track, start, count, attempt, outcome, errors, received, run, ran, returned)
+            (track, start, count, attempt, outcome, errors, received, run, ran, returned, retried)
         )
 
     def instant(
@@ -168,7 +171,7 @@ class Recorder:
         """
         start, count, attempt = chunk
         self.chunks.append(
-            (track, start, count, attempt, outcome, 0, begin_ns, begin_ns, end_ns, end_ns)
+            (track, start, count, attempt, outcome, 0, begin_ns, begin_ns, end_ns, end_ns, ())
         )
         name = "crash" if outcome == "crashed" else "timeout"
         self.instants.append(
