@@ -20,6 +20,7 @@ from benchmarks.cases import (
     roundtrip,
     tiny_imap,
     tiny_map,
+    trace_overhead,
 )
 from benchmarks.spec import Workload
 
@@ -38,6 +39,8 @@ WORKLOADS: tuple[Workload, ...] = (
     imap_memory.WORKLOAD,
     checkpoint_tiny.WORKLOAD,
     checkpoint_slow.WORKLOAD,
+    trace_overhead.TINY,
+    trace_overhead.ONE_MS,
 )
 
 
