@@ -19,6 +19,7 @@ OPTIONAL: dict[str, str] = {
     "pebble": "Pebble",
     "psutil": "psutil",
     "numpy": "numpy",
+    "distributed": "distributed",
 }
 
 

@@ -50,3 +50,10 @@ def make_array(megabytes: int) -> Any:
     import numpy as np
 
     return np.arange(megabytes * 1_000_000 // 8, dtype=np.float64)
+
+
+def square_but_exit_at_500(x: int) -> int:
+    """The poison item: input 500 ends its process at once, as a segfault or OOM kill would."""
+    if x == 500:
+        os._exit(7)
+    return x * x

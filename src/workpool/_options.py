@@ -34,10 +34,15 @@ def _has_subinterpreters() -> bool:
     return find_spec("concurrent.interpreters") is not None
 
 
-# Engines a caller may name. "auto" measures and then picks one of the others.
-BACKENDS: tuple[str, ...] = ("auto", "serial", "thread", "process") + (
-    ("interpreter",) if _has_subinterpreters() else ()
+# Engines a caller may name. "auto" measures and then picks one of the others (never
+# "dask": a cluster is for the caller to choose).
+BACKENDS: tuple[str, ...] = (
+    ("auto", "serial", "thread", "process")
+    + (("interpreter",) if _has_subinterpreters() else ())
+    + ("dask",)
 )
+
+DASK_EXTRA = "pip install 'workpool[dask]'"
 
 START_METHODS: tuple[str, ...] = ("fork", "forkserver", "spawn")
 
@@ -66,6 +71,9 @@ class PoolSpec(NamedTuple):
     initargs: tuple[Any, ...] = ()
     max_tasks_per_worker: int | None = None
     start_method: str | None = None
+    # Dask only: a scheduler address, a distributed.Client, or None (see backends/dask).
+    # With Dask, ``workers`` is 0 when the caller gave none: the cluster decides.
+    address: Any = None
 
 
 def _describe(value: object) -> str:
@@ -129,14 +137,53 @@ def check_backend(backend: object) -> str:
                 "backend='interpreter' needs concurrent.interpreters, which this build of "
                 f"Python {version} lacks"
             )
-        elif backend == "dask":
-            hint = " ('dask' is not available in this version of workpool)"
         raise ValueError(f"backend must be one of {choices}; got {backend!r}{hint}")
+    if backend == "dask" and not _dask_installed():
+        raise ImportError(f"backend='dask' needs Dask, which is not installed: {DASK_EXTRA}")
     return backend
+
+
+def _dask_installed() -> bool:
+    """Can ``distributed`` be imported? (Asked without importing it.)"""
+    from importlib.util import find_spec
+
+    try:
+        return find_spec("distributed") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def check_address(address: object, backend: str) -> Any:
+    """A scheduler address string, a ``distributed.Client`` or None, for Dask only."""
+    if address is None:
+        return None
+    if backend != "dask":
+        raise ValueError(
+            f"address applies to backend='dask' only; got address={address!r} with "
+            f"backend={backend!r}"
+        )
+    if isinstance(address, str):
+        if not address.strip():
+            raise ValueError(
+                "address must name a Dask scheduler (such as 'tcp://10.0.0.5:8786'); got ''"
+            )
+        return address.strip()
+    is_client = any(
+        cls.__name__ == "Client" and cls.__module__.startswith("distributed")
+        for cls in type(address).__mro__
+    )
+    if not is_client:
+        raise TypeError(
+            "address must be a Dask scheduler address (such as 'tcp://10.0.0.5:8786'), a "
+            f"distributed.Client, or None; got {_describe(address)}"
+        )
+    return address
 
 
 def default_workers(backend: str) -> int:
     """Workers used when the caller names none: CPUs for processes, more for threads."""
+    if backend == "dask":
+        return 0  # the cluster's size decides (see backends/dask)
     cpus = usable_cpus()
     if backend == "thread":
         return min(32, cpus + 4)
@@ -168,6 +215,7 @@ def make_pool_spec(
     initargs: object,
     max_tasks_per_worker: object,
     start_method: object,
+    address: object = None,
 ) -> PoolSpec:
     """Validate the options that shape a pool."""
     name = check_backend(backend)
@@ -185,6 +233,7 @@ def make_pool_spec(
             "max_tasks_per_worker", max_tasks_per_worker, allow_none=True
         ),
         start_method=check_start_method(start_method, name),
+        address=check_address(address, name),
     )
 
 

@@ -298,6 +298,7 @@ def _split_options(
     share_threshold: int | None,
     checkpoint: str | os.PathLike[str] | None,
     trace: str | os.PathLike[str] | None,
+    address: Any,
 ) -> dict[str, dict[str, Any]]:
     return {
         "pool_options": {
@@ -307,6 +308,7 @@ def _split_options(
             "initargs": initargs,
             "max_tasks_per_worker": max_tasks_per_worker,
             "start_method": start_method,
+            "address": address,
         },
         "run_options": {
             "chunksize": chunksize,
@@ -340,6 +342,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
     trace: str | os.PathLike[str] | None = None,
+    address: Any = None,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
 
@@ -372,6 +375,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
             share_threshold,
             checkpoint,
             trace,
+            address,
         ),
     )
     return call.collect()
@@ -395,6 +399,7 @@ def imap(
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
     trace: str | os.PathLike[str] | None = None,
+    address: Any = None,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
 
@@ -422,6 +427,7 @@ def imap(
             share_threshold,
             checkpoint,
             trace,
+            address,
         ),
     )
     return call.results(raise_in_order=True)
@@ -446,6 +452,7 @@ def starmap(
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
     trace: str | os.PathLike[str] | None = None,
+    address: Any = None,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
     call = _OneShotCall(
@@ -468,6 +475,7 @@ def starmap(
             share_threshold,
             checkpoint,
             trace,
+            address,
         ),
     )
     return call.collect()

@@ -82,7 +82,7 @@ class Pool(concurrent.futures.Executor):
     input, unordered results, retries, timeouts and progress.
 
     ``task_timeout``, ``retries`` and ``share_threshold`` given here are the defaults
-    for every call.
+    for every call. ``address`` (``backend="dask"`` only) says where the cluster is.
     """
 
     def __init__(
@@ -94,6 +94,7 @@ class Pool(concurrent.futures.Executor):
         initargs: Iterable[Any] = (),
         max_tasks_per_worker: int | None = None,
         start_method: str | None = None,
+        address: Any = None,
         task_timeout: float | None = None,
         retries: int = 0,
         share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
@@ -111,6 +112,7 @@ class Pool(concurrent.futures.Executor):
             initargs=initargs,
             max_tasks_per_worker=max_tasks_per_worker,
             start_method=start_method,
+            address=address,
         )
         self._defaults = make_run_options(
             task_timeout=task_timeout, retries=retries, share_threshold=share_threshold
@@ -124,7 +126,7 @@ class Pool(concurrent.futures.Executor):
 
     @property
     def backend(self) -> str:
-        """The engine's name: 'serial', 'thread', 'process' or 'interpreter'."""
+        """The engine's name: 'serial', 'thread', 'process', 'interpreter' or 'dask'."""
         return self._backend.name
 
     @property

@@ -126,7 +126,6 @@ class MapRun:
             total=total,
             target_seconds=backend.target_chunk_seconds,
         )
-        self._window = backend.workers * 2 + 2
         self._deadline = None if options.timeout is None else time.monotonic() + options.timeout
         # Filled by backend threads, emptied by the consumer.
         self._batches: queue.SimpleQueue[tuple[ResultBatch, frozenset[int]]] = queue.SimpleQueue()
@@ -297,6 +296,7 @@ class MapRun:
     def close(self) -> None:
         """Stop: chunks not yet started are dropped; late results are ignored."""
         self._cancelled = True
+        self._backend.forget(self)
         self._sharing.release()
         if self._progress is not None:
             self._progress.close()
@@ -333,7 +333,7 @@ class MapRun:
         """Submit chunks while the window has room and the input has items."""
         while not self._exhausted and self._cutoff is None:
             in_flight = len(self._states) if self._options.ordered else self._unfinished
-            if in_flight >= self._window:
+            if in_flight >= self._backend.max_chunks_in_flight:
                 return
             self._take_and_submit(self._sizer.next_size())
 

@@ -29,6 +29,7 @@ import os
 import pickle
 import threading
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 from workpool.errors import SharedMemoryWarning, WorkpoolError
@@ -101,7 +102,8 @@ class SharingContext:
     """Automatic sharing for one call: which arrays already have a segment.
 
     Thread-safe: chunks are pickled by the caller's thread and, after a crash, by the
-    supervisor's. ``release()`` at the end of the call drops the call's segments.
+    supervisor's. ``release()`` at the end of the call drops the call's segments, and
+    the handles of arrays sent to other machines.
     Arguments are shared read-only; ``writable=True`` is for results, which become the
     caller's own arrays.
 
@@ -115,7 +117,26 @@ class SharingContext:
         self.unavailable: OSError | None = None
         self._writable = writable  # may the receiving side write into the copies?
         self._segments: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, shared copy)
+        self._sent: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, remote handle)
         self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+
+    def sent_copy(self, array: Any, send: Callable[[Any], Any]) -> Any:
+        """The handle ``send(array)`` returned the first time ``array`` left in this call.
+
+        An engine that sends large arrays to other machines (Dask) sends each one once
+        per call and refers to that copy from every chunk; ``release()`` drops the
+        handles, which lets the copies go.
+        """
+        with self._send_lock:  # one send per array, even from two threads at once
+            with self._lock:
+                entry = self._sent.get(id(array))
+            if entry is not None and entry[0] is array:
+                return entry[1]
+            handle = send(array)
+            with self._lock:
+                self._sent[id(array)] = (array, handle)
+            return handle
 
     def shared_copy(self, array: Any) -> Any:
         """``array`` in a segment, made once per call; None: copy it into the message."""
@@ -150,6 +171,8 @@ class SharingContext:
     def release(self) -> None:
         with self._lock:
             self._segments.clear()
+            sent, self._sent = self._sent, {}
+        sent.clear()  # outside the lock: dropping a handle may talk to its cluster
 
 
 class _SharingPickler(pickle.Pickler):

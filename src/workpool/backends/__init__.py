@@ -41,4 +41,8 @@ def create_backend(
         from workpool.backends.interpreter import InterpreterBackend
 
         return InterpreterBackend(spec, recorder=recorder)
+    if spec.backend == "dask":
+        from workpool.backends.dask import DaskBackend
+
+        return DaskBackend(spec, fn)
     raise ValueError(f"no engine named {spec.backend!r}")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
 from workpool.errors import BrokenPool
-from workpool.tasks import Chunk
+from workpool.tasks import Chunk, ResultSink
 
 if TYPE_CHECKING:
     from workpool.timeline.recorder import Recorder
@@ -60,6 +60,23 @@ class Backend(abc.ABC):
         ``cancel_pending`` drops chunks that have not started: their sinks receive
         ``CancelledError`` for every item. ``wait`` blocks until every worker is gone.
         """
+
+    @property
+    def max_chunks_in_flight(self) -> int:
+        """How many chunks of one run may be submitted and unfinished at once.
+
+        Read again each time a run submits, so an engine whose size changes (a cluster
+        that gains or loses workers) can widen or narrow the window.
+        """
+        return self.workers * 2 + 2
+
+    def forget(self, sink: ResultSink) -> None:
+        """``sink`` wants no more results (its run ended): drop what still runs for it.
+
+        The default does nothing: chunks not started yet are refused by the sink's
+        ``claim``. An engine that can cancel started work elsewhere (a cluster) does.
+        """
+        return
 
     def terminate(self) -> None:
         """Stop at once: drop pending chunks and stop workers without finishing their work.

@@ -1,10 +1,14 @@
-"""How worker processes come into being: from the zygote, or through multiprocessing.
+"""How worker processes come into being: from the zygote, through multiprocessing, or by exec.
 
 The supervisor asks a launcher for a worker and gets back a ``WorkerProcess``
-(``handle.py``): its
-``pid``; ``ended_fd``, which becomes readable when the process ends (a pidfd where the
-system has one, see ``lifeline.py``); ``kill()``, ``join(timeout)``, ``exitcode`` and
-``close()``.
+(``handle.py``): its ``pid``; ``ended_fd``, which becomes readable when the process ends
+(a pidfd where the system has one, see ``lifeline.py``); ``kill()``, ``join(timeout)``,
+``exitcode`` and ``close()``.
+
+Which launcher: the zygote when it can be had (the program ran one thread when the
+first pool started); else, in a daemonic process (a Dask worker, a
+``multiprocessing`` daemon), which ``multiprocessing`` refuses to give children,
+exec (``exec_launch.py``); else the standard library's fork server or spawn.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 from typing import Any, Protocol
 
 from workpool.backends.process import exit_hook, lifeline
+from workpool.backends.process.exec_launch import ExecLauncher
 from workpool.backends.process.handle import WorkerProcess
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.worker import worker_main
@@ -121,7 +126,7 @@ class ZygoteLauncher:
 
     def __init__(self, zygote: Zygote) -> None:
         self._zygote = zygote
-        self._fallback: MultiprocessingLauncher | None = None
+        self._fallback: Launcher | None = None
 
     def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess:
         if self._fallback is None:
@@ -131,12 +136,14 @@ class ZygoteLauncher:
                     sock, slots.fd, slots.count, slot, ["cloudpickle"] if by_value else ()
                 )
             except OSError:
-                self._fallback = MultiprocessingLauncher(_safe_method())
+                self._fallback = make_launcher(_safe_method())
         return self._fallback.start(sock, slots, slot)
 
 
 def _safe_method() -> str:
-    """The standard library's start method that is safe with threads in the parent."""
+    """The start method that is safe with threads in the parent, and allowed here."""
+    if multiprocessing.current_process().daemon:
+        return ExecLauncher.method  # multiprocessing gives a daemon no children
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
@@ -146,10 +153,16 @@ def default_start_method() -> str:
 
 
 def make_launcher(start_method: str | None) -> Launcher:
-    """The launcher for ``start_method``; None picks the zygote when it can be had."""
+    """The launcher for ``start_method``; None picks the zygote when it can be had.
+
+    ``"exec"`` is not a user's choice (``start_method`` takes the standard library's
+    three) but the engine's, for processes where the others cannot work.
+    """
     if start_method is None:
         zygote = get_zygote()
         if zygote is not None:
             return ZygoteLauncher(zygote)
         start_method = _safe_method()
+    if start_method == ExecLauncher.method:
+        return ExecLauncher()
     return MultiprocessingLauncher(start_method)

@@ -1,0 +1,132 @@
+"""Where the cluster is: an address, a ``distributed.Client``, the program's own, or one
+started here for the call.
+
+``address=None`` looks, in this order, for the program's current Dask client, then for
+Dask's configured ``scheduler-address`` (the ``DASK_SCHEDULER_ADDRESS`` environment
+variable), and otherwise starts a cluster of worker processes on this machine,
+listening on 127.0.0.1 only and without a dashboard, which is closed with the call or
+pool. Only what workpool started is closed by workpool.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import Any
+
+from workpool._cpus import usable_cpus
+
+__all__ = ["CONNECT_SECONDS", "MISSING_EXTRA", "ClusterLink", "connect", "require_distributed"]
+
+MISSING_EXTRA = "backend='dask' needs Dask, which is not installed: pip install 'workpool[dask]'"
+# How long a scheduler has to answer before an address is called unreachable.
+CONNECT_SECONDS = 5.0
+
+
+def require_distributed() -> ModuleType:
+    """``distributed``, imported now; an ImportError naming the extra if it is missing."""
+    try:
+        import distributed
+    except ImportError as exc:
+        raise ImportError(f"{MISSING_EXTRA} ({exc})") from exc
+    return distributed
+
+
+def is_client(obj: object) -> bool:
+    """Is ``obj`` a ``distributed.Client``? (Answered without importing Dask.)"""
+    return any(
+        cls.__name__ == "Client" and cls.__module__.startswith("distributed")
+        for cls in type(obj).__mro__
+    )
+
+
+class ClusterLink:
+    """A client of the cluster a backend runs on, and what workpool started to get it."""
+
+    def __init__(self, client: Any, *, cluster: Any = None, owned: bool, where: str) -> None:
+        self.client = client
+        self.cluster = cluster  # a LocalCluster workpool started, or None
+        self.owned = owned  # workpool made the client, and closes it
+        self.where = where  # the cluster, in words, for error messages
+
+    def close(self) -> None:
+        """Close what workpool started (the client it made, the cluster it started)."""
+        if self.owned:
+            self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def connect(address: Any, workers: int) -> ClusterLink:
+    """Connect to the cluster ``address`` names (see the module docstring for None).
+
+    ``workers`` is the size of a cluster started here (0: one worker per usable CPU).
+    Raises ``TypeError`` for an address of the wrong type, and ``ConnectionError``
+    naming the address when no scheduler answers there within ``CONNECT_SECONDS``.
+    """
+    distributed = require_distributed()
+    if address is None:
+        try:
+            client = distributed.Client.current(allow_global=True)
+        except ValueError:
+            client = None
+        if client is not None:
+            return ClusterLink(client, owned=False, where=f"the current Dask client {client}")
+        import dask
+
+        configured = dask.config.get("scheduler-address", None)
+        if not configured:
+            return _start_local_cluster(distributed, workers or usable_cpus())
+        return _connect_to(distributed, str(configured), "Dask's configured scheduler-address ")
+    if isinstance(address, str):
+        return _connect_to(distributed, address, "")
+    if is_client(address):
+        if address.status not in ("running", "connecting", "newly-created"):
+            raise ValueError(f"address is a Dask client that is {address.status}: {address!r}")
+        return ClusterLink(address, owned=False, where=f"the Dask client {address!r}")
+    raise TypeError(
+        "address must be a scheduler address (str), a distributed.Client or None; "
+        f"got {address!r} ({type(address).__name__})"
+    )
+
+
+def _connect_to(distributed: ModuleType, address: str, origin: str) -> ClusterLink:
+    try:
+        client = distributed.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ConnectionError(
+            f"no Dask scheduler answered at {origin}{address!r} within "
+            f"{CONNECT_SECONDS:g} s ({type(exc).__name__}: {exc})"
+        ) from exc
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"{origin}{address!r} is not a Dask scheduler address "
+            f"(such as 'tcp://10.0.0.5:8786'): {exc}"
+        ) from exc
+    return ClusterLink(client, owned=True, where=f"the Dask scheduler at {address}")
+
+
+def _start_local_cluster(distributed: ModuleType, workers: int) -> ClusterLink:
+    """A cluster of ``workers`` single-threaded worker processes, reachable from here only."""
+    cluster = distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        # No dashboard; the scheduler's small HTTP server (health, metrics) takes any
+        # free loopback port rather than 8787, which another cluster may hold.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        silence_logs=logging.ERROR,
+    )
+    try:
+        client = distributed.Client(cluster, set_as_default=False)
+    except BaseException:
+        cluster.close()
+        raise
+    return ClusterLink(
+        client,
+        cluster=cluster,
+        owned=True,
+        where=f"a local Dask cluster of {workers} workers at {cluster.scheduler_address}",
+    )

@@ -1,0 +1,489 @@
+"""The Dask backend, caller side: each chunk is one Dask task, results come back as batches.
+
+How a chunk travels::
+
+    caller thread               Dask (scheduler, workers)         courier thread
+    -------------               -------------------------         --------------
+    submit(chunk)
+      pickle the items; a big
+      array is scattered once
+      per call, and referred to
+      claim, then
+      client.submit(run_chunk,
+        key=unique) ----------> a worker runs run_chunk
+                                (remote.py: in this node's
+                                local process pool)
+                                finished --done callback--------> gather every finished
+                                                                  task at once, unpickle
+    sink.deliver(batch) <------------------------------------------ deliver each piece
+
+Keys are unique (``workpool-<function>-<session>-<n>``, never derived from the inputs),
+so a hundred identical inputs are a hundred tasks. The caller keeps a bounded window of
+chunks in flight (``max_chunks_in_flight``: twice the cluster's threads, re-read as
+workers come and go). Each key is delivered at most once: the record of a chunk in
+flight is taken by whoever settles it first (the courier, ``forget`` or ``terminate``),
+so a result that Dask computes twice (its worker died after finishing) or that
+arrives after the chunk was cancelled is dropped.
+
+A *session* is this backend's identity on the workers: the first chunk a worker gets
+starts a local process pool for it there (``remote.py``); shutting the backend down
+closes it on every worker, and closes the client and cluster if workpool made them.
+"""
+
+from __future__ import annotations
+
+import atexit
+import concurrent.futures
+import contextlib
+import functools
+import itertools
+import pickle
+import queue
+import re
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+from workpool._options import PoolSpec
+from workpool.backends.base import Backend
+from workpool.backends.dask import remote
+from workpool.backends.dask.cluster import ClusterLink, connect
+from workpool.backends.dask.payload import (
+    ChunkTask,
+    Piece,
+    SessionInfo,
+    WritableShareRefused,
+    dumps_items,
+    unpack_error,
+)
+from workpool.errors import BrokenPool, WorkerCrashed, add_note
+from workpool.serialize import FunctionRegistry, dumps_function, unpicklable_reason
+from workpool.tasks import Chunk, ResultBatch, ResultSink
+
+__all__ = ["DaskBackend"]
+
+# How long the cluster's thread count is trusted before it is asked again.
+THREADS_REFRESH_SECONDS = 1.0
+# How long closing the sessions on the workers may take before we stop waiting.
+CLOSE_SECONDS = 10.0
+
+
+class _InFlight(NamedTuple):
+    chunk: Chunk
+    future: Any  # distributed.Future
+
+
+class DaskBackend(Backend):
+    """Runs chunks as Dask tasks on a cluster; see the module docstring for the data flow."""
+
+    name = "dask"
+    # Dask spends about a millisecond on each task: chunks this long amortise it.
+    target_chunk_seconds = 0.1
+
+    def __init__(self, spec: PoolSpec, fn: Callable[..., Any] | None = None) -> None:
+        super().__init__(spec)
+        self._link: ClusterLink = connect(spec.address, spec.workers)
+        try:
+            self._start(spec)
+        except BaseException:
+            self._link.close()
+            raise
+
+    def _start(self, spec: PoolSpec) -> None:
+        self._client = self._link.client
+        # On a cluster we were given, ``workers`` caps the chunks in flight.
+        given = spec.workers if spec.workers and self._link.cluster is None else None
+        self._cap: int | None = given
+        self._threads = 0
+        self._threads_checked = float("-inf")
+        self._count_threads()
+        self._session_id = uuid.uuid4().hex
+        initializer = None
+        if spec.initializer is not None:
+            initializer = dumps_function(functools.partial(spec.initializer, *spec.initargs))
+        self._session = SessionInfo(self._session_id, initializer, spec.max_tasks_per_worker)
+        _run_exit_hook_first()
+        self._functions = FunctionRegistry()
+        self._keys = itertools.count()
+
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)  # notified when nothing is in flight
+        self._in_flight: dict[str, _InFlight] = {}
+        self._settling = 0  # chunks the courier took and has not delivered yet
+        self._accepting = True
+        self._broken: BrokenPool | None = None
+        self._closed = False
+
+        self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._courier = threading.Thread(
+            target=self._carry, name="workpool-dask-courier", daemon=True
+        )
+        self._courier.start()
+        _live_backends.add(self)
+
+    # --- the window ---------------------------------------------------------------------
+
+    @property
+    def max_chunks_in_flight(self) -> int:
+        """``workers`` if given for a cluster we were given; else twice its threads now."""
+        if self._cap is not None:
+            return self._cap
+        if time.monotonic() - self._threads_checked > THREADS_REFRESH_SECONDS:
+            self._count_threads()
+        return max(1, 2 * self._threads)
+
+    def _count_threads(self) -> None:
+        with contextlib.suppress(Exception):  # else keep the last count
+            self._threads = sum(self._client.nthreads().values())
+        self._threads_checked = time.monotonic()
+        self.workers = max(1, self._threads)
+
+    # --- submitting ---------------------------------------------------------------------
+
+    def submit(self, chunk: Chunk) -> None:
+        self._check_open()
+        fn_ref = self._function_ref(chunk.fn)
+        sharing = chunk.sharing
+        threshold = sharing.threshold if sharing is not None else None
+        references: list[Any] = []
+
+        def refer(array: Any) -> int:
+            """Scatter ``array`` (once per call) and return its index among the references."""
+            handle = sharing.sent_copy(array, self._scatter) if sharing else self._scatter(array)
+            for index, known in enumerate(references):
+                if known is handle:
+                    return index
+            references.append(handle)
+            return len(references) - 1
+
+        try:
+            items = dumps_items(chunk.items, threshold, refer)
+        except WritableShareRefused:
+            raise
+        except Exception as exc:
+            self._submit_picklable_part(chunk, exc)
+            return
+        if not chunk.sink.claim(chunk):
+            return
+        task = ChunkTask(
+            session=self._session,
+            fn_id=fn_ref.fn_id,
+            fn_payload=fn_ref.payload,
+            mode=chunk.mode,
+            start=chunk.start,
+            size=len(chunk.items),
+            task_timeout=chunk.task_timeout,
+            share_threshold=threshold,
+            items=items,
+        )
+        key = f"workpool-{_task_name(chunk.fn)}-{self._session_id}-{next(self._keys)}"
+        failure: BaseException | None = None
+        with self._lock:
+            if not self._accepting:
+                failure = RuntimeError("cannot submit work to a pool that has shut down")
+            else:
+                try:
+                    future = self._client.submit(
+                        remote.run_chunk, task, references, key=key, pure=False
+                    )
+                except Exception as exc:  # the client is closed, or lost its scheduler
+                    failure = exc
+                else:
+                    self._in_flight[key] = _InFlight(chunk, future)
+        if failure is not None:  # claimed: it must still end in a delivery
+            if self._accepting:  # not stopping: the client itself failed
+                self._break(failure)
+            chunk.sink.deliver(ResultBatch.failed(chunk, failure, retryable=False))
+            return
+        future.add_done_callback(self._finished.put)
+
+    def _check_open(self) -> None:
+        if self._broken is not None:
+            raise BrokenPool(f"the pool is broken: {self._broken}") from self._broken
+        if not self._accepting:
+            raise RuntimeError("cannot submit work to a pool that has shut down")
+
+    def _function_ref(self, fn: Callable[..., Any]) -> Any:
+        try:
+            return self._functions.ref(fn)
+        except Exception as exc:
+            raise TypeError(f"the function {fn!r} cannot be sent to Dask workers: {exc}") from exc
+
+    def _scatter(self, array: Any) -> Any:
+        """Put one copy of ``array`` on every worker now; the Dask future that names it."""
+        return self._client.scatter(array, broadcast=True, hash=False)
+
+    def _submit_picklable_part(self, chunk: Chunk, error: Exception) -> None:
+        """Fail the items that cannot be pickled; send the others as usual.
+
+        If every item pickles, ``error`` (raised while sending the chunk: a scatter
+        that failed) is the whole chunk's failure.
+        """
+        if all(unpicklable_reason(item) is None for item in chunk.items):
+            if chunk.sink.claim(chunk):
+                chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+            return
+        start = 0
+        for position, item in enumerate(chunk.items):
+            reason = unpicklable_reason(item)
+            if reason is None:
+                continue
+            if position > start:
+                self.submit(chunk.split(start, position))
+            add_note(reason, "the task's arguments could not be pickled to send them to Dask")
+            piece = chunk.split(position, position + 1)
+            if piece.sink.claim(piece):
+                piece.sink.deliver(ResultBatch.failed(piece, reason, retryable=False))
+            start = position + 1
+        if start < len(chunk.items):
+            self.submit(chunk.split(start, len(chunk.items)))
+
+    # --- what comes back (the courier thread) ---------------------------------------------
+
+    def _carry(self) -> None:
+        """Settle finished tasks, as many at once as have finished, until told to stop."""
+        while True:
+            futures = [self._finished.get()]
+            while True:
+                try:
+                    futures.append(self._finished.get_nowait())
+                except queue.Empty:
+                    break
+            stop = None in futures
+            try:
+                self._settle([f for f in futures if f is not None])
+            except BaseException as exc:  # a bug here must not leave callers waiting
+                self._break(exc)
+                self._cancel_all("the pool broke: " + repr(exc))
+                return
+            if stop:
+                return
+
+    def _settle(self, futures: list[Any]) -> None:
+        taken: list[_InFlight] = []
+        with self._lock:
+            for future in futures:
+                entry = self._in_flight.get(future.key)
+                if entry is not None and entry.future is future:
+                    del self._in_flight[future.key]
+                    taken.append(entry)
+            self._settling += len(taken)
+        try:
+            ready = [e for e in taken if e.future.status in ("finished", "lost")]
+            payloads = self._gather(ready)
+            for entry in taken:
+                try:
+                    if entry.future.key in payloads:
+                        self._deliver_payload(entry.chunk, payloads[entry.future.key])
+                    else:
+                        self._deliver_failure(entry)
+                except Exception as exc:  # still, the chunk must end in a delivery
+                    with contextlib.suppress(Exception):
+                        failed = ResultBatch.failed(entry.chunk, exc, retryable=False)
+                        entry.chunk.sink.deliver(failed)
+        finally:
+            with self._lock:
+                self._settling -= len(taken)
+                if not self._in_flight and not self._settling:
+                    self._idle.notify_all()
+
+    def _gather(self, ready: list[_InFlight]) -> dict[str, Any]:
+        """The results of finished tasks, fetched together; a failed fetch is left out."""
+        if not ready:
+            return {}
+        futures = [entry.future for entry in ready]
+        try:
+            return dict(zip([f.key for f in futures], self._client.gather(futures)))
+        except Exception:
+            pass  # one of them failed meanwhile: fetch them one by one
+        results: dict[str, Any] = {}
+        for future in futures:
+            try:
+                results[future.key] = self._client.gather(future)
+            except Exception:
+                continue
+        return results
+
+    def _deliver_payload(self, chunk: Chunk, payload: bytes) -> None:
+        try:
+            pieces: list[Piece] = pickle.loads(payload)
+        except Exception as exc:
+            add_note(exc, "the results came back from Dask but could not be unpickled here")
+            chunk.sink.deliver(ResultBatch.failed(chunk, exc, retryable=False))
+            return
+        for piece in pieces:
+            part = chunk
+            if piece.offset != 0 or piece.size != len(chunk.items):
+                part = chunk.split(piece.offset, piece.offset + piece.size)
+            if piece.errors and piece.errors[0][0] == remote.WHOLE_CHUNK:
+                self._retry_one_by_one(part, unpack_error(piece.errors[0][1]), piece.worker)
+                continue
+            errors = {position: unpack_error(packed) for position, packed in piece.errors}
+            for error in errors.values():
+                if isinstance(error, BrokenPool):
+                    self._break(error)
+            values = piece.values if piece.values else [None] * piece.size
+            batch = ResultBatch(part, values, errors, piece.elapsed, piece.retryable, piece.worker)
+            part.sink.deliver(batch)
+
+    def _retry_one_by_one(self, chunk: Chunk, error: BaseException, worker: str) -> None:
+        """A worker could not rebuild the chunk's items: find which, one item per task."""
+        if len(chunk.items) == 1:
+            batch = ResultBatch.failed(chunk, error, retryable=False)
+            batch.worker = worker
+            chunk.sink.deliver(batch)
+            return
+        for position in range(len(chunk.items)):
+            piece = chunk.split(position, position + 1)
+            try:
+                self.submit(piece)
+            except Exception as exc:  # stopping: this item's failure stands
+                piece.sink.deliver(ResultBatch.failed(piece, exc, retryable=False))
+
+    def _deliver_failure(self, entry: _InFlight) -> None:
+        """The task did not produce our result: say why, as each item's failure."""
+        chunk, future = entry
+        status = future.status
+        retryable = False
+        error: BaseException
+        if status == "error":
+            cause = future.exception()
+            if type(cause).__name__ == "KilledWorker":
+                error = WorkerCrashed(
+                    f"the Dask workers running {chunk.task_name()} kept dying ({cause}); "
+                    "Dask gave up on it"
+                )
+                error.__cause__ = cause
+                retryable = True
+            else:
+                error = cause
+                add_note(
+                    error,
+                    "workpool: Dask could not run this chunk's task on the cluster "
+                    "(is workpool installed on the workers, in the same version?)",
+                )
+        elif status == "cancelled":
+            error = BrokenPool(f"Dask cancelled the task of {chunk.task_name()}: {future}")
+            self._break(error)
+        else:  # finished, but its result could not be fetched
+            error = WorkerCrashed(
+                f"the result of {chunk.task_name()} was lost with its Dask worker"
+            )
+            retryable = True
+        chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=retryable))
+
+    # --- stopping -----------------------------------------------------------------------
+
+    def forget(self, sink: ResultSink) -> None:
+        """Cancel the sink's tasks on the scheduler: nobody will read their results."""
+        with self._lock:
+            keys = [key for key, entry in self._in_flight.items() if entry.chunk.sink is sink]
+            dropped = [self._in_flight.pop(key) for key in keys]
+            self._notify_if_idle()
+        self._cancel(dropped, "the call that submitted this task was closed")
+
+    def _cancel(self, dropped: list[_InFlight], why: str) -> None:
+        if not dropped:
+            return
+        with contextlib.suppress(Exception):  # a client already gone took its tasks along
+            self._client.cancel([entry.future for entry in dropped])
+        error = concurrent.futures.CancelledError(why)
+        for entry in dropped:
+            entry.chunk.sink.deliver(ResultBatch.failed(entry.chunk, error, retryable=False))
+
+    def _notify_if_idle(self) -> None:
+        if not self._in_flight and not self._settling:
+            self._idle.notify_all()
+
+    def _break(self, cause: BaseException) -> None:
+        with self._lock:
+            if self._broken is None:
+                broken = cause if isinstance(cause, BrokenPool) else None
+                self._broken = broken or BrokenPool(f"the Dask cluster failed us: {cause!r}")
+                if self._broken is not cause:
+                    self._broken.__cause__ = cause
+
+    def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
+        """Let the tasks in flight finish (chunks start when submitted: none is pending)."""
+        with self._lock:
+            self._accepting = False
+        if wait:
+            self._close(finish=True)
+        else:
+            threading.Thread(
+                target=self._close, args=(True,), name="workpool-dask-closer", daemon=True
+            ).start()
+
+    def terminate(self) -> None:
+        """Cancel every task in flight on the scheduler, close the local pools, leave."""
+        self._cancel_all("the pool was terminated before this task finished")
+        self._close(finish=False)
+
+    def _cancel_all(self, why: str) -> None:
+        """Refuse new work; cancel every task in flight, failing its chunk with ``why``."""
+        with self._lock:
+            self._accepting = False
+            dropped = list(self._in_flight.values())
+            self._in_flight.clear()
+            self._notify_if_idle()
+        self._cancel(dropped, why)
+
+    def _close(self, finish: bool) -> None:
+        with self._lock:
+            if finish:
+                while self._in_flight or self._settling:
+                    self._idle.wait()
+            if self._closed:
+                return
+            self._closed = True
+        self._finished.put(None)
+        if self._link.cluster is None:  # a cluster we leave running: close our pools on it
+            self._close_sessions()
+        if self._courier is not threading.current_thread():
+            self._courier.join()
+        try:
+            self._link.close()
+        finally:
+            _live_backends.discard(self)
+
+    def _close_sessions(self) -> None:
+        """Stop this backend's local pools on every worker, waiting CLOSE_SECONDS at most."""
+
+        def close_everywhere() -> None:
+            with contextlib.suppress(Exception):  # a client that lost its cluster: nothing to do
+                self._client.run(remote.close_session, self._session_id, on_error="ignore")
+
+        closer = threading.Thread(
+            target=close_everywhere, name="workpool-dask-session-closer", daemon=True
+        )
+        closer.start()
+        closer.join(CLOSE_SECONDS)
+
+
+def _task_name(fn: Callable[..., Any]) -> str:
+    """The function's name as it appears in task keys (and on Dask's dashboard)."""
+    name = getattr(fn, "__name__", None) or type(fn).__name__
+    return re.sub(r"[^A-Za-z0-9_]", "", name) or "task"
+
+
+_live_backends: weakref.WeakSet[DaskBackend] = weakref.WeakSet()
+
+
+def _terminate_at_exit() -> None:
+    """No session may outlive the program on a cluster, nor a cluster workpool started."""
+    for backend in list(_live_backends):
+        with contextlib.suppress(Exception):
+            backend.terminate()
+
+
+def _run_exit_hook_first() -> None:
+    """Register the exit hook after Dask's own (atexit runs the last one first).
+
+    Dask closes its clients and clusters at exit; ours must run before, while the
+    client can still reach the workers to close our sessions.
+    """
+    atexit.unregister(_terminate_at_exit)
+    atexit.register(_terminate_at_exit)

@@ -1,0 +1,343 @@
+"""What runs on a Dask worker: each chunk in workpool's own process engine, on this node.
+
+A Dask worker that ran user code in its own threads would die with any task that
+kills its process (``os._exit``, a segfault, the OOM killer), taking every other task
+on it along, and Dask would blame whichever tasks were there. Here the Dask task only
+hands the chunk to a local pool of workpool worker processes, started by exec
+(``backends/process/exec_launch.py``: a nanny's worker is a daemonic, threaded
+process), and waits. A crash or an overrun is then what it is on one machine: that
+task fails, a fresh local process takes the slot, the Dask worker never notices::
+
+    Dask worker thread                        this node's local pool (one per session)
+    ------------------                        ----------------------------------------
+    run_chunk(task, arrays)
+      session = the pool of this call or Pool, started on first use
+      items = rebuilt (big arrays: the scattered copies in ``arrays``)
+      local.submit(chunk) ------------------> worker processes run the items; a crash
+      secede: the next task may start         or timeout fails one item, and the rest
+      wait for every piece <----------------  of the chunk comes back as other pieces
+    return the pieces, pickled
+
+A session's local pool lives as long as the caller's call or ``Pool``: the caller
+closes it on every worker when it is done (``close_session``). If the caller dies
+first, a session left idle for ``IDLE_SECONDS`` is closed here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+import weakref
+from collections import OrderedDict
+from concurrent.futures import CancelledError
+from typing import Any
+
+from workpool._options import PoolSpec
+from workpool.backends.dask.payload import (
+    ChunkTask,
+    Piece,
+    Prepickled,
+    SessionInfo,
+    dumps_pieces,
+    loads_items,
+    pack_error,
+)
+from workpool.backends.process import ProcessBackend
+from workpool.errors import BrokenPool, add_note
+from workpool.remote_errors import PackedError
+from workpool.segments import share
+from workpool.sharing import SharingContext
+from workpool.tasks import Chunk, ResultBatch
+
+__all__ = ["IDLE_SECONDS", "close_session", "run_chunk"]
+
+# A session nobody used for this long is closed (its caller may be gone).
+IDLE_SECONDS = 60.0
+# Closed session ids remembered, so that a task arriving late does not reopen one.
+_CLOSED_REMEMBERED = 4096
+# The position a whole-chunk failure is reported at (the items could not be rebuilt).
+WHOLE_CHUNK = -1
+
+
+def _this_worker() -> tuple[str, int]:
+    """This Dask worker's address and thread count (the local pool's size)."""
+    try:
+        from distributed import get_worker
+
+        worker = get_worker()
+        return str(worker.address), int(worker.state.nthreads)
+    except Exception:  # not inside a Dask worker (a test calling us directly)
+        from workpool._cpus import usable_cpus
+
+        return "this process", usable_cpus()
+
+
+class _NodeSharing(SharingContext):
+    """Big arrays copied into this node's shared memory once, while Dask keeps them.
+
+    A scattered array is one object in the Dask worker's memory, handed to every task
+    that refers to it: it is copied into a segment for the local processes the first
+    time, and the copy is dropped when Dask lets the array go (the call released it).
+    """
+
+    def __init__(self, threshold: int | None) -> None:
+        super().__init__(threshold)
+        self._copies: dict[int, tuple[weakref.ref[Any], Any]] = {}
+        self._copies_lock = threading.Lock()
+
+    def shared_copy(self, array: Any) -> Any:
+        with self._copies_lock:
+            entry = self._copies.get(id(array))
+            if entry is not None and entry[0]() is array:
+                return entry[1]
+        copy = share(array)
+        try:
+            weakref.finalize(array, self._forget, id(array))
+            reference = weakref.ref(array)
+        except TypeError:  # cannot be watched: a copy per chunk, as for small arrays
+            return copy
+        with self._copies_lock:
+            self._copies[id(array)] = (reference, copy)
+        return copy
+
+    def _forget(self, key: int) -> None:
+        with self._copies_lock:
+            entry = self._copies.get(key)
+            if entry is not None and entry[0]() is None:
+                del self._copies[key]
+
+    def release(self) -> None:
+        super().release()
+        with self._copies_lock:
+            self._copies.clear()
+
+
+class _Session:
+    """The local pool of one workpool call or Pool on this Dask worker."""
+
+    def __init__(self, info: SessionInfo) -> None:
+        self.address, threads = _this_worker()
+        spec = PoolSpec(
+            backend="process",
+            workers=max(1, threads),
+            initializer=None if info.initializer is None else Prepickled(info.initializer),
+            max_tasks_per_worker=info.max_tasks_per_worker,
+            start_method="exec",
+        )
+        self.pool = ProcessBackend(spec)
+        self._sharing: dict[int | None, _NodeSharing] = {}
+        self.functions: OrderedDict[int, Prepickled] = OrderedDict()
+        self.busy = 0  # tasks running in it now
+        self.idle_since = time.monotonic()
+
+    def function(self, fn_id: int, payload: bytes) -> Prepickled:
+        """The function ``fn_id``, the same object every time (so it is sent once)."""
+        fn = self.functions.get(fn_id)
+        if fn is None:
+            fn = self.functions[fn_id] = Prepickled(payload)
+            if len(self.functions) > 256:
+                self.functions.popitem(last=False)
+        return fn
+
+    def sharing(self, threshold: int | None) -> _NodeSharing:
+        """How big arrays reach the local processes (one context per threshold in use)."""
+        context = self._sharing.get(threshold)
+        if context is None:
+            context = self._sharing[threshold] = _NodeSharing(threshold)
+        return context
+
+    def close(self) -> None:
+        self.pool.terminate()
+        for context in self._sharing.values():
+            context.release()
+
+
+class _Sessions:
+    """Every session on this worker, and the thread that closes idle ones."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._open: dict[str, _Session] = {}
+        self._closed: OrderedDict[str, None] = OrderedDict()
+        self._reaper: threading.Thread | None = None
+
+    def enter(self, info: SessionInfo) -> _Session | None:
+        """The session, opened on first use and marked busy; None once it was closed."""
+        with self._lock:
+            if info.session_id in self._closed:
+                return None
+            session = self._open.get(info.session_id)
+            if session is None:
+                session = self._open[info.session_id] = _Session(info)
+                self._start_reaper()
+            session.busy += 1
+            return session
+
+    def leave(self, session: _Session) -> None:
+        with self._lock:
+            session.busy -= 1
+            session.idle_since = time.monotonic()
+
+    def close(self, session_id: str) -> bool:
+        """Close a session for good; False if it was not open here."""
+        with self._lock:
+            self._closed[session_id] = None
+            if len(self._closed) > _CLOSED_REMEMBERED:
+                self._closed.popitem(last=False)
+            session = self._open.pop(session_id, None)
+            self._lock.notify_all()
+        if session is None:
+            return False
+        session.close()
+        return True
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None or not self._reaper.is_alive():
+            self._reaper = threading.Thread(
+                target=self._reap, name="workpool-dask-reaper", daemon=True
+            )
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        """Close sessions idle for IDLE_SECONDS; end when none is left."""
+        while True:
+            idle: list[_Session] = []
+            with self._lock:
+                if not self._open:
+                    self._reaper = None
+                    return
+                now = time.monotonic()
+                wait = IDLE_SECONDS
+                for session_id, session in list(self._open.items()):
+                    if session.busy:
+                        continue
+                    left = session.idle_since + IDLE_SECONDS - now
+                    if left <= 0:  # not remembered as closed: a late task may reopen it
+                        idle.append(self._open.pop(session_id))
+                    else:
+                        wait = min(wait, left)
+                if not idle:
+                    self._lock.wait(wait)
+            for session in idle:
+                session.close()
+
+
+_sessions = _Sessions()
+
+
+class _Collector:
+    """Receives the pieces of one chunk from the local pool; ``wait`` returns them all."""
+
+    def __init__(self, task: ChunkTask, address: str) -> None:
+        self._start = task.start
+        self._address = address
+        self._left = task.size
+        self._pieces: list[Piece] = []
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+
+    def claim(self, chunk: Chunk) -> bool:
+        return True
+
+    def deliver(self, batch: ResultBatch) -> None:
+        chunk = batch.chunk
+        where = f"Dask worker {self._address}"
+        piece = Piece(
+            offset=chunk.start - self._start,
+            size=len(chunk.items),
+            values=batch.values,
+            errors=[(position, pack_error(error)) for position, error in batch.errors.items()],
+            elapsed=batch.elapsed,
+            retryable=batch.retryable,
+            worker=f"{batch.worker} on {where}" if batch.worker else where,
+        )
+        with self._lock:
+            self._pieces.append(piece)
+            self._left -= piece.size
+            if self._left <= 0:
+                self._done.set()
+
+    def wait(self) -> list[Piece]:
+        self._done.wait()
+        return self._pieces
+
+
+def _failed(task: ChunkTask, error: BaseException, *, retryable: bool, where: str) -> bytes:
+    """Every item of the task failed with ``error``."""
+    packed: PackedError = pack_error(error)
+    piece = Piece(
+        offset=0,
+        size=task.size,
+        values=[None] * task.size,
+        errors=[(position, packed) for position in range(task.size)],
+        elapsed=0.0,
+        retryable=retryable,
+        worker=where,
+    )
+    return dumps_pieces([piece])
+
+
+def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
+    """The Dask task: run one chunk in this node's local pool; its pieces, pickled.
+
+    ``arrays`` are the large arrays the items refer to, which Dask delivered here from
+    their scattered copies.
+    """
+    session = _sessions.enter(task.session)
+    if session is None:
+        error = CancelledError("the call was over before this chunk started")
+        return _failed(task, error, retryable=False, where="")
+    where = f"Dask worker {session.address}"
+    try:
+        try:
+            items = loads_items(task.items, arrays)
+        except BaseException as exc:
+            add_note(exc, f"the task's arguments could not be rebuilt on {where}")
+            if task.size == 1:
+                return _failed(task, exc, retryable=False, where=where)
+            # Which item is it? The caller sends them again, one per task.
+            return dumps_pieces(
+                [Piece(0, task.size, [], [(WHOLE_CHUNK, pack_error(exc))], 0.0, False, where)]
+            )
+        collector = _Collector(task, session.address)
+        chunk = Chunk(
+            sink=collector,
+            fn=session.function(task.fn_id, task.fn_payload),
+            mode=task.mode,
+            start=task.start,
+            items=items,
+            task_timeout=task.task_timeout,
+            sharing=session.sharing(task.share_threshold),
+        )
+        del items
+        try:
+            session.pool.submit(chunk)
+        except BrokenPool as exc:  # its initializer fails in every process
+            return _failed(task, exc, retryable=False, where=where)
+        except RuntimeError:  # closed while this task arrived
+            error = CancelledError("the call was over before this chunk started")
+            return _failed(task, error, retryable=False, where=where)
+        _leave_thread_pool()
+        return dumps_pieces(collector.wait())
+    finally:
+        _sessions.leave(session)
+
+
+def _leave_thread_pool() -> None:
+    """Give this Dask thread's slot to the next task while ours waits for its processes.
+
+    The next chunk then reaches the local pool while this one still runs, and waits
+    there (each local process holds its next chunk), so the processes go from chunk to
+    chunk without waiting for Dask. The caller's window bounds how many wait.
+    """
+    import distributed
+
+    secede: Any = distributed.secede  # untyped in Dask
+    with contextlib.suppress(Exception):  # not in a Dask worker's task thread
+        secede()
+
+
+def close_session(session_id: str) -> bool:
+    """Stop the session's local pool on this worker (run by the caller on every worker)."""
+    return _sessions.close(session_id)

@@ -1,0 +1,477 @@
+"""``backend="dask"``: the same calls, results and error semantics on a real Dask cluster.
+
+Every cluster here is real and listens on 127.0.0.1 only: one of two single-threaded
+worker processes shared by most tests, and a few started by the tests that need their
+own (no address at all, a worker killed, the command-line tools, an adaptive cluster).
+Each test also checks, through the suite's guard, that no process it caused is left:
+the local worker processes that run tasks inside each Dask worker are descendants of
+this process, like the Dask workers themselves.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+distributed = pytest.importorskip(
+    "distributed", reason="Dask is not installed here (pip install 'workpool[dask]')"
+)
+
+import workpool  # noqa: E402
+from cluster_tasks import (  # noqa: E402
+    array_sum_plus,
+    dask_worker_pid,
+    fail_on_one_else_wait_long,
+    interval,
+    local_processes,
+    ones,
+    scribble,
+    token,
+    wait_long,
+)
+from conftest import live_worker_processes, wait_for  # noqa: E402
+from faults import crash_first_try, crash_on, fail_first_try, hang_on  # noqa: E402
+from helpers import (  # noqa: E402
+    broken_initializer,
+    fail_on,
+    recall,
+    remember,
+    slow_square,
+    square,
+    where,
+)
+
+
+def start_cluster(workers: int = 2, **options: Any) -> tuple[Any, Any]:
+    """A LocalCluster of single-threaded worker processes on loopback, and a client."""
+    cluster = distributed.LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        **options,
+    )
+    return cluster, distributed.Client(cluster, set_as_default=False)
+
+
+def stop_cluster(cluster: Any, client: Any, before: set[int]) -> None:
+    client.close()
+    cluster.close()
+    leftover: list[int] = []
+
+    def gone() -> bool:
+        nonlocal leftover
+        leftover = [p.pid for p in live_worker_processes() if p.pid not in before]
+        return not leftover
+
+    assert wait_for(gone, timeout=15), f"processes left after the cluster closed: {leftover}"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[Any]:
+    """A client of a two-worker cluster shared by the module; checked for leftovers."""
+    before = {p.pid for p in live_worker_processes()}
+    cluster, client = start_cluster()
+    yield client
+    stop_cluster(cluster, client, before)
+
+
+def worker_pids(client: Any) -> dict[str, int]:
+    return dict(client.run(os.getpid))
+
+
+def workpool_tasks(client: Any) -> list[str]:
+    """Keys of workpool's tasks the scheduler still knows."""
+
+    def ours(dask_scheduler: Any) -> list[str]:
+        return [str(key) for key in dask_scheduler.tasks if str(key).startswith("workpool-")]
+
+    return list(client.run_on_scheduler(ours))
+
+
+# --- results -------------------------------------------------------------------------
+
+
+def test_results_in_input_order_and_as_they_finish(client: Any) -> None:
+    assert workpool.map(square, range(500), backend="dask", address=client) == [
+        x * x for x in range(500)
+    ]
+    unordered = workpool.imap(square, range(300), backend="dask", address=client, ordered=False)
+    assert sorted(unordered) == [x * x for x in range(300)]
+    assert workpool.starmap(pow, [(2, 3), (3, 2)], backend="dask", address=client) == [8, 9]
+    assert workpool.map(lambda x: x + 1, [1, 2], backend="dask", address=client) == [2, 3]
+
+
+def test_identical_inputs_are_never_merged(client: Any) -> None:
+    tokens = workpool.map(token, [1] * 100, backend="dask", address=client, chunksize=1)
+    assert len(set(tokens)) == 100
+
+
+def test_an_exception_keeps_its_type_traceback_and_position(client: Any) -> None:
+    with pytest.raises(ValueError, match="bad input 7") as caught:
+        workpool.map(fail_on(7), range(20), backend="dask", address=client)
+    error = caught.value
+    assert isinstance(error.__cause__, workpool.RemoteTraceback)
+    assert "in check" in error.__cause__.traceback_text  # the task's own frame
+    notes = " ".join(getattr(error, "__notes__", []))
+    assert "input position 7" in notes and "Dask worker tcp://127.0.0.1:" in notes
+    results = workpool.map(
+        fail_on(7), range(20), backend="dask", address=client, return_exceptions=True
+    )
+    assert isinstance(results[7], ValueError)
+    assert [r for i, r in enumerate(results) if i != 7] == [x * x for x in range(20) if x != 7]
+
+
+# --- faults --------------------------------------------------------------------------
+
+
+def test_a_poison_item_fails_alone_and_no_dask_worker_restarts(client: Any) -> None:
+    pids = worker_pids(client)
+    results = workpool.map(
+        crash_on(500), range(1000), backend="dask", address=client, return_exceptions=True
+    )
+    crashed = results[500]
+    assert isinstance(crashed, workpool.WorkerCrashed)
+    assert "input position 500" in str(crashed) and "exited with code 7" in str(crashed)
+    assert [r for i, r in enumerate(results) if i != 500] == [
+        x * x for x in range(1000) if x != 500
+    ]
+    assert worker_pids(client) == pids  # the same Dask worker processes, all still there
+
+
+def test_a_hung_item_times_out_and_the_rest_finish(client: Any) -> None:
+    results = workpool.map(
+        hang_on(3),
+        range(8),
+        backend="dask",
+        address=client,
+        task_timeout=1.0,
+        chunksize=1,
+        return_exceptions=True,
+    )
+    assert isinstance(results[3], workpool.TaskTimeout)
+    assert [r for i, r in enumerate(results) if i != 3] == [x * x for x in range(8) if x != 3]
+
+
+def test_retries_recover_exceptions_and_crashes(client: Any, tmp_path: Path) -> None:
+    flaky = fail_first_try(tmp_path)
+    assert workpool.map(flaky, range(10), backend="dask", address=client, retries=1) == [
+        x * x for x in range(10)
+    ]
+    crashes = tmp_path / "crashes"
+    crashes.mkdir()
+    dying = crash_first_try(crashes, every=10)
+    assert workpool.map(dying, range(30), backend="dask", address=client, retries=1) == [
+        x * x for x in range(30)
+    ]
+
+
+def test_a_dask_worker_killed_mid_run_loses_nothing() -> None:
+    before = {p.pid for p in live_worker_processes()}
+    cluster, client = start_cluster()
+    try:
+        victim = next(iter(worker_pids(client).values()))
+        seen: list[int] = []
+        results = workpool.imap(
+            slow_square, range(120), backend="dask", address=client, ordered=False, chunksize=2
+        )
+        for value in results:
+            seen.append(value)
+            if len(seen) == 20:
+                os.kill(victim, signal.SIGKILL)
+        assert sorted(seen) == [x * x for x in range(120)]  # every result, exactly once
+    finally:
+        stop_cluster(cluster, client, before)
+
+
+# --- laziness and cancellation -------------------------------------------------------
+
+
+def test_imap_reads_an_endless_generator_lazily(client: Any) -> None:
+    results = workpool.imap(square, itertools.count(), backend="dask", address=client)
+    assert list(itertools.islice(results, 2000)) == [x * x for x in range(2000)]
+    results.close()  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("where", ["one-shot", "pool"])
+def test_closing_an_imap_early_cancels_its_tasks_on_the_scheduler(client: Any, where: str) -> None:
+    with workpool.Pool(backend="dask", address=client) as pool:
+        if where == "pool":
+            results = pool.imap(wait_long, itertools.count(), chunksize=1, ordered=False)
+        else:
+            results = workpool.imap(
+                wait_long, itertools.count(), backend="dask", address=client, chunksize=1
+            )
+        assert next(results) == 0
+        assert workpool_tasks(client)  # the window is full of ten-second tasks
+        results.close()  # type: ignore[attr-defined]
+        # Each task takes ten seconds: only a cancellation clears them this fast.
+        assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+    assert not any(client.run(local_processes).values())  # the pool's processes went with it
+    assert workpool.map(square, range(10), backend="dask", address=client) == [
+        x * x for x in range(10)
+    ]  # and the workers are free again
+
+
+def test_a_failure_cancels_the_calls_other_tasks(client: Any) -> None:
+    with pytest.raises(ValueError, match="bad input 1"):
+        workpool.map(fail_on_one_else_wait_long, range(60), backend="dask", address=client)
+    assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+    assert not any(client.run(local_processes).values())
+    assert workpool.map(square, range(10), backend="dask", address=client) == [
+        x * x for x in range(10)
+    ]
+
+
+def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(client: Any) -> None:
+    program = textwrap.dedent(
+        f"""
+        import itertools, signal, sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import workpool
+        from cluster_tasks import wait_long
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+        results = workpool.imap(wait_long, itertools.count(), backend="dask",
+                                address={client.scheduler.address!r}, chunksize=1)
+        print(next(results), flush=True)
+        next(results)
+        """
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert caller.stdout is not None
+        assert caller.stdout.readline().strip() == "0"
+        assert workpool_tasks(client)
+        os.killpg(caller.pid, signal.SIGINT)
+        _, err = caller.communicate(timeout=30)
+    finally:
+        if caller.poll() is None:
+            os.killpg(caller.pid, signal.SIGKILL)
+            caller.wait()
+    assert "KeyboardInterrupt" in err
+    assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+    # The tasks that were running stopped too: their local processes are gone.
+    assert wait_for(lambda: not any(client.run(local_processes).values()), timeout=5)
+
+
+def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
+    spans = workpool.map(
+        interval, [0.05] * 12, backend="dask", address=client, workers=1, chunksize=1
+    )
+    spans.sort()
+    assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(spans))
+
+
+def test_an_adaptive_cluster_that_starts_empty_gets_the_work_done() -> None:
+    before = {p.pid for p in live_worker_processes()}
+    cluster, client = start_cluster(workers=0)
+    try:
+        cluster.adapt(minimum=0, maximum=2, interval="200ms", wait_count=1)
+        assert workpool.map(square, range(100), backend="dask", address=client) == [
+            x * x for x in range(100)
+        ]
+    finally:
+        stop_cluster(cluster, client, before)
+
+
+# --- the pool ------------------------------------------------------------------------
+
+
+def test_pool_is_an_executor_on_the_cluster(client: Any) -> None:
+    with workpool.Pool(backend="dask", address=client, initializer=remember, initargs=(5,)) as pool:
+        assert pool.backend == "dask"
+        assert pool.submit(square, 12).result(timeout=60) == 144
+        futures = [pool.submit(pow, 2, k) for k in range(10)]
+        done = [f.result(timeout=60) for f in concurrent.futures.as_completed(futures)]
+        assert sorted(done) == [2**k for k in range(10)]
+        assert list(pool.map(square, range(50))) == [x * x for x in range(50)]
+        assert set(pool.imap(recall, range(10))) == {5}  # the initializer ran where tasks run
+        failed = pool.submit(fail_on(3), 3)
+        assert isinstance(failed.exception(timeout=60), ValueError)
+    with pytest.raises(RuntimeError, match="after shutdown"):
+        pool.submit(square, 1)
+
+
+def test_a_failing_initializer_breaks_the_pool_quickly(client: Any) -> None:
+    with pytest.raises(workpool.BrokenPool, match="initializer says no"):
+        workpool.map(
+            square, range(10), backend="dask", address=client, initializer=broken_initializer
+        )
+    with workpool.Pool(backend="dask", address=client, max_tasks_per_worker=3) as pool:
+        processes = {pid for pid, _ in pool.map(where, range(30), chunksize=1)}
+    assert len(processes) >= 10  # each local process retired after three tasks
+
+
+def test_large_arrays_reach_each_node_once_and_are_released(client: Any) -> None:
+    numpy = pytest.importorskip("numpy")
+    big = numpy.ones(1_000_000)  # 8 MB
+    with workpool.Pool(backend="dask", address=client) as pool:
+        results = pool.imap(array_sum_plus, [big] * 40, range(40), chunksize=1)
+        assert next(results) == 1_000_000.0
+
+        def big_keys(dask_scheduler: Any) -> list[int]:
+            """How many workers hold each key of 4 MB or more."""
+            return [
+                len(ts.who_has) for ts in dask_scheduler.tasks.values() if ts.nbytes > 4_000_000
+            ]
+
+        # One copy of the array for the call's 40 tasks, held by the workers (Dask may
+        # keep it on one of them only, and let the other fetch it from there).
+        holders = client.run_on_scheduler(big_keys)
+        assert len(holders) == 1 and holders[0] >= 1
+        assert list(results) == [1_000_000.0 + k for k in range(1, 40)]
+        assert wait_for(lambda: client.run_on_scheduler(big_keys) == [], timeout=5)
+
+
+def test_arrays_shared_writable_are_refused(client: Any) -> None:
+    numpy = pytest.importorskip("numpy")
+    shared = workpool.share(numpy.zeros(10), writable=True)
+    with pytest.raises(ValueError, match=r"share\(writable=True\)"):
+        workpool.map(scribble, [shared], backend="dask", address=client)
+    # A process worker's big result comes back in shared memory too, but it is the
+    # caller's own array now: it goes to the cluster like any other.
+    [made] = workpool.map(ones, [500_000], backend="process", workers=1)
+    assert workpool.map(array_sum_plus, [made], [1], backend="dask", address=client) == [500_001.0]
+
+
+# --- where the cluster is ------------------------------------------------------------
+
+
+def test_the_current_client_is_used_when_no_address_is_given(client: Any) -> None:
+    with client.as_current():
+        parents = set(workpool.map(dask_worker_pid, range(40), backend="dask", chunksize=1))
+    assert parents <= set(worker_pids(client).values())
+
+
+def test_no_address_starts_a_local_cluster_and_stops_it() -> None:
+    with pytest.raises(ValueError):
+        distributed.Client.current()  # no client of ours is current: workpool starts one
+    pids = workpool.map(dask_worker_pid, range(40), backend="dask", workers=2, chunksize=1)
+    assert len(set(pids)) >= 1
+    assert all(pid != os.getpid() for pid in pids)
+    # The guard checks that the cluster's processes are gone with the call.
+
+
+def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> None:
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler_cli = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0"]
+    worker_cli = [sys.executable, "-m", "distributed.cli.dask_worker", "--nthreads", "1"]
+    loopback = ["--host", "127.0.0.1", "--no-dashboard"]
+    logs = (tmp_path / "scheduler.log").open("w"), (tmp_path / "worker.log").open("w")
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        started.append(
+            subprocess.Popen(
+                [*scheduler_cli, *loopback, "--scheduler-file", str(scheduler_file)],
+                stdout=logs[0],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        assert wait_for(scheduler_file.exists, timeout=60), scheduler_file
+        assert wait_for(lambda: bool(scheduler_file.read_text().strip()), timeout=10)
+        address = json.loads(scheduler_file.read_text())["address"]
+        started.append(
+            subprocess.Popen(
+                [*worker_cli, *loopback, address],
+                stdout=logs[1],
+                stderr=subprocess.STDOUT,
+            )
+        )
+        # The program's own function travels by value: the workers cannot import it.
+        program = textwrap.dedent(
+            """
+            import os
+            import workpool
+
+            def square_but_crash_on_3(x):
+                if x == 3:
+                    os._exit(7)
+                return x * x
+
+            if __name__ == "__main__":
+                results = workpool.map(square_but_crash_on_3, range(20), backend="dask",
+                                       return_exceptions=True)
+                print(results[:3], type(results[3]).__name__, results[4:])
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", program],
+            env={**os.environ, "DASK_SCHEDULER_ADDRESS": address},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "[0, 1, 4] WorkerCrashed " + str(
+            [x * x for x in range(4, 20)]
+        )
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in reversed(started):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+
+
+# --- refusals ------------------------------------------------------------------------
+
+
+def test_without_the_extra_backend_dask_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
+    with pytest.raises(ImportError, match=r"pip install 'workpool\[dask\]'"):
+        workpool.map(square, [1], backend="dask")
+    with pytest.raises(ImportError, match=r"pip install 'workpool\[dask\]'"):
+        workpool.Pool(backend="dask")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_bad_addresses_fail_at_once_or_name_the_address() -> None:
+    with pytest.raises(TypeError, match="address must be"):
+        workpool.map(square, [1], backend="dask", address=42)
+    with pytest.raises(ValueError, match="address applies to backend='dask' only"):
+        workpool.map(square, [1], backend="process", address="tcp://127.0.0.1:8786")
+    with pytest.raises(ValueError, match="start_method applies to backend='process' only"):
+        workpool.map(square, [1], backend="dask", start_method="spawn")
+    nobody = f"tcp://127.0.0.1:{_free_port()}"
+    with pytest.raises(ConnectionError, match=nobody):
+        workpool.map(square, [1], backend="dask", address=nobody)
+
+
+def test_importing_workpool_does_not_import_dask() -> None:
+    check = "import workpool, sys; assert not {'dask', 'distributed'} & set(sys.modules)"
+    subprocess.run([sys.executable, "-c", check], check=True)
+    auto = (
+        "import workpool, sys; workpool.map(abs, range(3)); assert 'distributed' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", auto], check=True)

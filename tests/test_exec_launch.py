@@ -1,0 +1,129 @@
+"""Workers started by exec: the launcher for processes that cannot fork or use multiprocessing.
+
+A daemonic process that runs threads (a Dask worker started by its nanny) can neither
+host the zygote nor start ``multiprocessing`` children. The pool must work there all
+the same, with every guarantee: a crash costs one task, a hung task is killed, and no
+worker outlives the process that started it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import psutil
+import pytest
+
+import workpool
+from conftest import wait_for
+from daemonic import hold_workers, map_with_a_crash
+from faults import crash_on, hang_on, pid_of
+from helpers import recall, remember
+from workpool._options import PoolSpec, make_run_options
+from workpool.backends.process import ProcessBackend, exec_launch
+from workpool.inputs import InputSource
+from workpool.run import MapRun
+from workpool.tasks import CallMode
+
+
+@pytest.fixture(params=["pidfd", "exit pipe"])
+def sentinel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each way of noticing that an exec'd worker ended (the pipe is the portable one)."""
+    if request.param == "pidfd" and not exec_launch.HAS_PIDFD:
+        pytest.skip("this system has no pidfd_open")
+    monkeypatch.setattr(exec_launch, "HAS_PIDFD", request.param == "pidfd")
+    return str(request.param)
+
+
+@contextlib.contextmanager
+def exec_pool(**shape: Any) -> Iterator[ProcessBackend]:
+    """A process engine of two workers started by exec."""
+    backend = ProcessBackend(PoolSpec(backend="process", workers=2, start_method="exec", **shape))
+    try:
+        yield backend
+    finally:
+        backend.shutdown(wait=True, cancel_pending=True)
+
+
+def run(backend: ProcessBackend, fn: Any, items: list[Any], **options: Any) -> list[Any]:
+    total = len(items)
+    call = MapRun(backend, fn, CallMode.ONE, InputSource(items), total, make_run_options(**options))
+    return call.collect()
+
+
+def exec_map(fn: Any, items: list[Any], **options: Any) -> tuple[list[Any], str]:
+    """``fn`` over ``items`` on a pool whose workers start by exec; the results and method."""
+    with exec_pool() as backend:
+        return run(backend, fn, items, **options), backend.start_method
+
+
+@pytest.mark.parametrize(("how", "described"), [("exit", "code 7"), ("sigkill", "SIGKILL")])
+def test_a_crash_costs_one_task(sentinel: str, how: str, described: str) -> None:
+    results, method = exec_map(crash_on(5, how), list(range(30)), return_exceptions=True)
+    assert method == "exec"
+    crashed = results[5]
+    assert isinstance(crashed, workpool.WorkerCrashed)
+    assert described in str(crashed)
+    assert "input position 5" in str(crashed)
+    assert [r for i, r in enumerate(results) if i != 5] == [x * x for x in range(30) if x != 5]
+
+
+def test_workers_are_fresh_interpreters_children_of_the_pool(sentinel: str) -> None:
+    with exec_pool() as backend:
+        pids = set(run(backend, pid_of, [None] * 40, chunksize=1))
+        for pid in pids:
+            worker = psutil.Process(pid)
+            assert worker.ppid() == os.getpid()
+            assert any("exec_worker" in part for part in worker.cmdline())
+
+
+def test_hung_task_is_killed_and_its_worker_replaced(sentinel: str) -> None:
+    results, _ = exec_map(
+        hang_on(2), list(range(6)), task_timeout=0.5, return_exceptions=True, chunksize=1
+    )
+    assert isinstance(results[2], workpool.TaskTimeout)
+    assert [r for i, r in enumerate(results) if i != 2] == [0, 1, 9, 16, 25]
+
+
+def test_initializer_runs_in_each_exec_worker() -> None:
+    with exec_pool(initializer=remember, initargs=("ready",)) as backend:
+        assert run(backend, recall, [None] * 10, chunksize=1) == ["ready"] * 10
+
+
+def test_a_pool_inside_a_daemonic_threaded_process_works() -> None:
+    context = multiprocessing.get_context("spawn")
+    report = context.Queue()
+    daemon = context.Process(target=map_with_a_crash, args=(report,), daemon=True)
+    daemon.start()
+    try:
+        results, pids = report.get(timeout=60)
+    finally:
+        daemon.join(30)
+    assert daemon.exitcode == 0
+    assert results[:3] == [0, 1, 4] and results[4:] == [16, 25, 36, 49]
+    assert "WorkerCrashed" in results[3] and "input position 3" in results[3]
+    assert len(pids) == 2
+
+
+def test_exec_workers_die_with_their_daemonic_parent() -> None:
+    context = multiprocessing.get_context("spawn")
+    report = context.Queue()
+    daemon = context.Process(target=hold_workers, args=(report,), daemon=True)
+    daemon.start()
+    try:
+        pids = report.get(timeout=60)
+        workers = [psutil.Process(pid) for pid in pids]
+        assert all(w.ppid() == daemon.pid for w in workers)
+        assert all("exec_worker" in " ".join(w.cmdline()) for w in workers)
+    finally:
+        os.kill(daemon.pid, signal.SIGKILL)
+        daemon.join(30)
+
+    def all_gone() -> bool:
+        return not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+    assert wait_for(all_gone, timeout=5), [w.pid for w in workers if w.is_running()]
