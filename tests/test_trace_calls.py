@@ -293,6 +293,8 @@ def test_a_bad_trace_argument_fails_before_any_work(tmp_path: Path) -> None:
         workpool.map(calls.append, range(3), backend="serial", trace=42)  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         workpool.map(calls.append, range(3), backend="serial", trace=tmp_path / "no" / "t.json")
+    with pytest.raises(ValueError, match="trace applies to the serial, thread, process"):
+        workpool.map(calls.append, range(3), backend="dask", trace=tmp_path / "t.json")
     assert calls == []
 
 

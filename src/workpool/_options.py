@@ -21,6 +21,7 @@ __all__ = [
     "PoolSpec",
     "RunOptions",
     "check_function",
+    "check_trace_backend",
     "default_workers",
     "make_pool_spec",
     "make_run_options",
@@ -151,6 +152,15 @@ def _dask_installed() -> bool:
         return find_spec("distributed") is not None
     except (ImportError, ValueError):
         return False
+
+
+def check_trace_backend(trace: str | None, backend: str) -> None:
+    """Refuse ``trace`` on Dask: its workers' times do not come back to the caller yet."""
+    if trace is not None and backend == "dask":
+        raise ValueError(
+            "trace applies to the serial, thread, process and interpreter backends; got "
+            f"trace={trace!r} with backend='dask'"
+        )
 
 
 def check_address(address: object, backend: str) -> Any:

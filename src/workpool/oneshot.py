@@ -10,6 +10,7 @@ from workpool._options import (
     PoolSpec,
     RunOptions,
     check_function,
+    check_trace_backend,
     default_workers,
     make_pool_spec,
     make_run_options,
@@ -53,6 +54,7 @@ class _OneShotCall:
         self.spec: PoolSpec = make_pool_spec(**pool_options)
         self.workers_given = pool_options["workers"] is not None
         self.options: RunOptions = make_run_options(**run_options)
+        check_trace_backend(self.options.trace, self.spec.backend)
         self.inputs, self.mode, self.total = prepare_inputs(iterables, star=star)
         if self.options.checkpoint is not None:
             from workpool.checkpoint.session import refuse_writable_shares

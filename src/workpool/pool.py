@@ -12,6 +12,7 @@ from workpool._options import (
     BACKENDS,
     RunOptions,
     check_function,
+    check_trace_backend,
     make_pool_spec,
     make_run_options,
 )
@@ -171,7 +172,9 @@ class Pool(concurrent.futures.Executor):
         options.setdefault("task_timeout", self._defaults.task_timeout)
         options.setdefault("retries", self._defaults.retries)
         options.setdefault("share_threshold", self._defaults.share_threshold)
-        return make_run_options(**options)
+        checked = make_run_options(**options)
+        check_trace_backend(checked.trace, self._backend.name)
+        return checked
 
     def map(
         self,
