@@ -327,6 +327,26 @@ def test_summary_names_a_straggler(tmp_path: Path) -> None:
     assert slowest.per_item_ratio == pytest.approx(50, rel=0.01)
     assert "waiting for the slowest chunks" in explain(summary)
     assert "50x the median" in explain(summary)
+    assert "a smaller chunksize spreads it better" in explain(summary)  # 10 items in it
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_summary_names_a_worker_left_idle_behind_a_straggler(tmp_path: Path, ordered: bool) -> None:
+    recorder, workers = recorder_with_workers(tmp_path / "t.json", startup_ms=1)
+    recorder.facts["ordered"] = ordered
+    t0 = recorder.begun_ns
+    begin = t0 + 2 * MS  # worker 0: one slow item, 100 ms
+    recorder.chunk(workers[0], 10, 1, 0, "ok", (begin, begin, begin + 100 * MS, begin + 100 * MS))
+    for k in range(20):  # worker 1: ten items of 2 ms, nothing for 80 ms, then ten more
+        begin = t0 + (2 + 2 * k + (80 if k >= 10 else 0)) * MS
+        position = k if k < 10 else k + 1
+        recorder.chunk(
+            workers[1], position, 1, 0, "ok", (begin, begin, begin + 2 * MS, begin + 2 * MS)
+        )
+    text = explain(summary_of(recorder))
+    assert "The slowest chunk (positions 10-10, on worker 0)" in text
+    assert "Worker 1 was idle" in text
+    assert ("ordered=False keeps the other workers fed" in text) is ordered
 
 
 def test_summary_blames_start_up_when_it_dominates(tmp_path: Path) -> None:

@@ -84,7 +84,13 @@ class _OneShotCall:
             if self.options.trace is not None:
                 from workpool.timeline.calls import open_trace
 
-                trace = open_trace(self.options.trace, self.fn, requested=self.spec.backend)
+                trace = open_trace(
+                    self.options.trace,
+                    self.fn,
+                    requested=self.spec.backend,
+                    ordered=self.options.ordered,
+                    chunksize=self.options.chunksize,
+                )
             if self.options.checkpoint is not None:
                 from workpool.checkpoint.session import CheckpointSession
 

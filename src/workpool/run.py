@@ -156,7 +156,12 @@ class MapRun:
             from workpool.timeline.calls import open_trace
 
             self._trace = open_trace(
-                options.trace, fn, backend=backend.name, workers=backend.workers
+                options.trace,
+                fn,
+                backend=backend.name,
+                workers=backend.workers,
+                ordered=options.ordered,
+                chunksize=options.chunksize,
             )
             self._owns_trace = True
         self._ended_by: BaseException | None = None  # what ended the results early

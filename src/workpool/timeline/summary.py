@@ -9,6 +9,7 @@ sentences naming the largest loss and what usually helps against it.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from typing import NamedTuple
 
@@ -31,6 +32,8 @@ BUSY = 0.8  # workers busy this much of the call are kept busy
 SHIPPING = 0.3  # receiving + returning this much of the busy time is the main cost
 UNEVEN = 3.0  # a chunk this many times slower (per item) than the median is a straggler
 TAIL = 0.25  # the call's end spent waiting for the last chunks, as a share of the call
+STRAGGLER = 0.05  # a straggler worth naming takes at least this share of the call
+IMBALANCE = 0.15  # workers whose idle shares differ this much were used unevenly
 
 
 class WorkerShare(NamedTuple):
@@ -40,6 +43,7 @@ class WorkerShare(NamedTuple):
     startup: float
     busy: float
     idle: float
+    longest_gap: float  # seconds between two of its chunks: waiting for work mid-call
 
 
 class Straggler(NamedTuple):
@@ -67,6 +71,7 @@ class Summary(NamedTuple):
     retries: int
     partial: bool
     reason: str
+    ordered: bool | None  # as the call was made (None: the trace does not say)
 
 
 def _union(spans: list[Span]) -> float:
@@ -89,8 +94,15 @@ def _share(track: Track, wall: float) -> WorkerShare:
     startup = _union([s for s in track.spans if s.name == "worker start"])
     busy = _union(chunks)
     items = sum(c.args.get("count", 0) for c in chunks if isinstance(c.args.get("count"), int))
+    gaps = [b.begin - a.end for a, b in itertools.pairwise(chunks)]
     return WorkerShare(
-        track.name, len(chunks), items, startup, busy, max(0.0, wall - startup - busy)
+        track.name,
+        len(chunks),
+        items,
+        startup,
+        busy,
+        max(0.0, wall - startup - busy),
+        max(gaps, default=0.0),
     )
 
 
@@ -129,7 +141,14 @@ def summarize(timeline: Timeline, stragglers: int = 5) -> Summary:
         retries=instants.count("retry"),
         partial=timeline.partial,
         reason=timeline.reason,
+        ordered=_ordered(timeline),
     )
+
+
+def _ordered(timeline: Timeline) -> bool | None:
+    call = timeline.other.get("call")
+    ordered = call.get("ordered") if isinstance(call, dict) else None
+    return ordered if isinstance(ordered, bool) else None
 
 
 def seconds_text(value: float) -> str:
@@ -153,6 +172,8 @@ def explain(summary: Summary) -> str:
     working = summary.receive + summary.run + summary.returning
     shipping = (summary.receive + summary.returning) / working if working > 0 else 0.0
     worst = max((s.per_item_ratio for s in summary.stragglers), default=1.0)
+    at_the_end = summary.tail / wall >= TAIL and worst >= UNEVEN
+    uneven = _unevenness(summary, name_straggler=not at_the_end)
     sentences = [
         f"The {_plural(count, 'worker')} spent {busy:.0%} of the {seconds_text(wall)} call on "
         f"chunks on average, {startup:.0%} starting and {idle:.0%} idle."
@@ -165,6 +186,8 @@ def explain(summary: Summary) -> str:
                 "item (share() large arrays, return smaller results), or use threads if "
                 "the function releases the GIL."
             )
+        elif uneven:
+            sentences.append("They were busy on average, but not all of them all the time.")
         else:
             sentences.append(
                 "They were kept busy, mostly running the function: more speed needs more "
@@ -175,12 +198,19 @@ def explain(summary: Summary) -> str:
             "Starting the workers was the largest loss: the call is short for a pool this "
             "size. Reuse one Pool across calls, use fewer workers, or threads."
         )
-    elif summary.tail / wall >= TAIL and worst >= UNEVEN:
+    elif at_the_end:
+        one_task = summary.stragglers[0].items == 1
         sentences.append(
             f"Most of the idle time came at the end, waiting for the slowest chunks (the "
             f"slowest took {worst:.0f}x the median time per item): the work is uneven, "
-            "and a smaller chunksize spreads it better."
+            + (
+                "and that chunk was a single task: only its own speed shortens the call."
+                if one_task
+                else "and a smaller chunksize spreads it better."
+            )
         )
+    elif uneven:
+        sentences.append("Some workers waited while others worked.")
     elif summary.feed / wall >= 0.5:
         pickling = f", {summary.pickle / summary.feed:.0%} of it pickling" if summary.pickle else ""
         sentences.append(
@@ -195,6 +225,7 @@ def explain(summary: Summary) -> str:
             f"{summary.deliver / wall:.0%} delivering): each chunk's trip costs about as "
             "much as running it, so a larger chunksize (or fewer workers) keeps them busier."
         )
+    sentences += uneven
     faults = [
         _plural(n, word, plural)
         for n, word, plural in (
@@ -211,6 +242,38 @@ def explain(summary: Summary) -> str:
         how = f" ({summary.reason})" if summary.reason else ""
         sentences.append(f"The call ended early{how}: the trace covers what ran before that.")
     return " ".join(sentences)
+
+
+def _unevenness(summary: Summary, *, name_straggler: bool) -> list[str]:
+    """Sentences on a straggler and on workers left idle while others worked, if any."""
+    wall = summary.wall
+    said: list[str] = []
+    slowest = summary.stragglers[0] if summary.stragglers else None
+    straggled = (
+        slowest is not None
+        and slowest.per_item_ratio >= UNEVEN
+        and slowest.seconds >= STRAGGLER * wall
+    )
+    if straggled and slowest is not None and name_straggler:
+        said.append(
+            f"The slowest chunk (positions {slowest.start}-{slowest.start + slowest.items - 1}, "
+            f"on {slowest.worker}) took {seconds_text(slowest.seconds)}, "
+            f"{slowest.per_item_ratio:.0f}x the median time per item."
+        )
+    idle = sorted(summary.workers, key=lambda w: w.idle)
+    if len(idle) > 1 and (idle[-1].idle - idle[0].idle) / wall >= IMBALANCE:
+        name = idle[-1].name
+        said.append(
+            f"{name[:1].upper()}{name[1:]} was idle {idle[-1].idle / wall:.0%} of the call, "
+            f"{idle[0].name} {idle[0].idle / wall:.0%}."
+        )
+        if straggled and summary.ordered and idle[-1].longest_gap >= IMBALANCE * wall:
+            said.append(
+                "With ordered results, the chunks after a slow one wait for it, and while "
+                "they wait they fill the window of chunks in flight (2 x workers + 2), so "
+                "no new work goes out: ordered=False keeps the other workers fed."
+            )
+    return said
 
 
 def print_summary(summary: Summary, title: str, console: Console) -> None:
