@@ -106,3 +106,14 @@ class CountingInput:
         for i in itertools.count():
             self.taken = i + 1
             yield i
+
+
+class Tracked:
+    """An object a test watches with a weak reference, to see who keeps it alive."""
+
+    def method(self) -> str:
+        return "called"
+
+
+def make_tracked(_: object) -> Tracked:
+    return Tracked()

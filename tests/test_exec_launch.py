@@ -23,7 +23,7 @@ from conftest import wait_for
 from daemonic import hold_workers, map_with_a_crash
 from faults import crash_on, hang_on, pid_of
 from helpers import recall, remember
-from workpool._options import PoolSpec, make_run_options
+from workpool._options import PoolSpec, run_options
 from workpool.backends.process import ProcessBackend, exec_launch
 from workpool.inputs import InputSource
 from workpool.run import MapRun
@@ -51,7 +51,14 @@ def exec_pool(**shape: Any) -> Iterator[ProcessBackend]:
 
 def run(backend: ProcessBackend, fn: Any, items: list[Any], **options: Any) -> list[Any]:
     total = len(items)
-    call = MapRun(backend, fn, CallMode.ONE, InputSource(items), total, make_run_options(**options))
+    call = MapRun(
+        backend,
+        fn,
+        CallMode.ONE,
+        InputSource(items),
+        total,
+        run_options(options, backend="process"),
+    )
     return call.collect()
 
 

@@ -36,7 +36,7 @@ from faults import (
     return_crash_when_pickled,
     sleep_then_pid,
 )
-from helpers import broken_initializer, square
+from helpers import broken_initializer, fail_on, square
 
 METHODS = [None, *START_METHODS]
 
@@ -143,6 +143,17 @@ def test_retries_exhausted_report_the_last_attempt(backend: str, tmp_path: Path)
     assert "attempt 3 of 3" in "\n".join(always[1].__notes__)
     assert always[0] == 0
     assert always[2] == 4
+
+
+def test_retries_apply_to_the_items_auto_measures(tmp_path: Path) -> None:
+    # backend="auto" runs the first items in the calling thread to time them: a failure
+    # there is retried by the same rule as anywhere else.
+    assert workpool.map(fail_first_try(tmp_path), range(5), retries=1) == [0, 1, 4, 9, 16]
+    results = workpool.map(fail_on(3), range(5), retries=2, return_exceptions=True)
+    assert isinstance(results[3], ValueError)
+    notes = "\n".join(results[3].__notes__)
+    assert "input position 3" in notes
+    assert "while backend='auto' measured it (attempt 3 of 3)" in notes
 
 
 def test_submitted_task_retries(tmp_path: Path) -> None:

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import multiprocessing
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 import workpool
 from conftest import live_worker_processes, live_workpool_threads
+from faults import fail_first_try
 from helpers import square
+from workpool import _options
 
 ONE_SHOT = [workpool.map, workpool.imap]
 
@@ -119,3 +123,74 @@ def test_unavailable_start_method_is_named(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["spawn"])
     with pytest.raises(ValueError, match="one of 'spawn' on this platform; got 'fork'"):
         workpool.map(square, [1], backend="process", start_method="fork")
+
+
+# --- the table of options and the public signatures agree -------------------------------
+
+SIGNATURES = [
+    # (function, where its options come from, whether pool-wide options default to the pool)
+    (workpool.map, (_options.POOL, _options.CALL), False),
+    (workpool.imap, (_options.POOL, _options.CALL), False),
+    (workpool.starmap, (_options.POOL, _options.CALL), False),
+    (workpool.Pool.map, (_options.CALL, _options.EXECUTOR_MAP), True),
+    (workpool.Pool.imap, (_options.CALL,), True),
+    (workpool.Pool.starmap, (_options.CALL,), True),
+]
+
+
+@pytest.mark.parametrize(("function", "where", "pool_defaults"), SIGNATURES)
+def test_every_signature_names_exactly_its_options(
+    function: Any, where: tuple[str, ...], pool_defaults: bool
+) -> None:
+    parameters = inspect.signature(function).parameters
+    named = {
+        name: p.default
+        for name, p in parameters.items()
+        if p.kind is not p.VAR_POSITIONAL and name not in ("self", "fn", "iterable")
+    }
+    expected = _options.option_names(*where)
+    assert sorted(named) == sorted(expected)
+    for option in _options.OPTIONS:
+        if option.name in named:
+            default = _options.UNSET if pool_defaults and option.pool_wide else option.default
+            assert named[option.name] is default or named[option.name] == default, option.name
+
+
+def test_pool_takes_the_pool_options_and_the_pool_wide_call_options() -> None:
+    parameters = inspect.signature(workpool.Pool).parameters
+    assert sorted(parameters) == sorted(_options.option_names(_options.POOL, pool_wide=True))
+    for option in _options.OPTIONS:
+        if option.name in parameters:
+            default = parameters[option.name].default
+            expected = _options.POOL_BACKEND if option.name == "backend" else option.default
+            assert default == expected, option.name
+
+
+def test_the_specs_hold_every_option_of_their_kind() -> None:
+    assert _options.PoolSpec._fields == _options.option_names(_options.POOL)
+    assert _options.RunOptions._fields == _options.option_names(
+        _options.CALL, _options.EXECUTOR_MAP
+    )
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread", "process", "auto"])
+def test_an_option_of_another_backend_is_refused(backend: str) -> None:
+    with pytest.raises(ValueError, match=r"address applies to backend='dask' only"):
+        workpool.map(square, [1], backend=backend, address="tcp://127.0.0.1:8786")
+    if backend != "auto":
+        with pytest.raises(ValueError, match=r"address applies to backend='dask' only"):
+            workpool.Pool(backend=backend, address="tcp://127.0.0.1:8786")
+
+
+def test_start_method_with_auto_is_kept_for_processes() -> None:
+    # "auto" may pick processes: the start method is for that case, and dropped otherwise.
+    assert workpool.map(square, range(5), start_method="spawn") == [0, 1, 4, 9, 16]
+
+
+def test_a_pools_call_defaults_hold_until_a_call_overrides_them(
+    backend: str, tmp_path: Path
+) -> None:
+    with workpool.Pool(1, backend=backend, retries=1) as pool:
+        assert list(pool.imap(fail_first_try(tmp_path), [2, 3])) == [4, 9]
+        with pytest.raises(ConnectionError, match="flaky 5"):
+            list(pool.imap(fail_first_try(tmp_path), [5], retries=0))

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import gc
+import itertools
+import os
 import threading
 import time
+import weakref
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 import workpool
-from conftest import live_worker_processes, wait_for
-from helpers import add, fail_on, recall, remember, slow_square, square, where
+from conftest import FORK_WARNING, live_worker_processes, wait_for
+from helpers import (
+    Tracked,
+    add,
+    fail_on,
+    make_tracked,
+    recall,
+    remember,
+    slow_square,
+    square,
+    where,
+)
 
 
 def test_pool_is_an_executor() -> None:
@@ -216,3 +232,117 @@ def test_a_finished_pool_never_touches_descriptors_it_gave_back() -> None:
         for read_end, write_end in pipes:
             os.close(read_end)
             os.close(write_end)
+
+
+def _collected(ref: weakref.ref[Any]) -> bool:
+    gc.collect()
+    return ref() is None
+
+
+def test_a_pool_keeps_no_callable_once_its_future_is_done(backend: str) -> None:
+    # A long-lived pool must not keep alive what it was given: here a bound method,
+    # which holds its whole object.
+    with workpool.Pool(2, backend=backend) as pool:
+        tracked = Tracked()
+        watch = weakref.ref(tracked)
+        assert pool.submit(tracked.method).result(timeout=30) == "called"
+        del tracked
+        assert wait_for(lambda: _collected(watch), timeout=10)
+        assert pool.submit(square, 3).result(timeout=30) == 9  # the pool is still open
+
+
+@pytest.mark.parametrize("how", ["Pool.map", "Pool.imap", "imap"])
+def test_a_result_the_consumer_drops_is_freed(backend: str, how: str) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        if how == "Pool.map":
+            results = pool.map(make_tracked, range(10))
+        elif how == "Pool.imap":
+            results = pool.imap(make_tracked, range(10))
+        else:
+            results = workpool.imap(make_tracked, range(10), backend=backend, chunksize=5)
+        count = 0
+        for result in results:
+            watch = weakref.ref(result)
+            del result
+            assert wait_for(functools.partial(_collected, watch), timeout=10)
+            count += 1
+        assert count == 10
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_process_forked_beside_a_starting_worker_does_not_hide_its_exit() -> None:
+    # Another thread may fork (another pool starting its workers, a multiprocessing
+    # Manager) just as a worker is forked, and the copy then holds the worker's end of
+    # multiprocessing's sentinel pipe. The pool must still see its worker end, and
+    # shut down, while that copy lives: here a bystander forked at exactly that moment.
+    release_r, release_w = os.pipe()
+    armed = [True]
+    bystanders: list[int] = []
+
+    def fork_a_bystander() -> None:
+        if not armed[0] or threading.current_thread().name != "workpool-supervisor":
+            return
+        armed[0] = False
+        pid = os.fork()
+        if pid == 0:  # the bystander: wait to be released, touch nothing else
+            os.read(release_r, 1)
+            os._exit(0)
+        bystanders.append(pid)
+
+    os.register_at_fork(after_in_parent=fork_a_bystander)
+    try:
+        pool = workpool.Pool(1, backend="process", start_method="fork")
+        assert pool.submit(square, 3).result(timeout=30) == 9
+        assert bystanders, "the bystander was not forked"
+        pool.submit(int).cancel()
+        stopper = threading.Thread(target=pool.shutdown, kwargs={"wait": True})
+        stopper.start()
+        stopper.join(timeout=30)
+        assert not stopper.is_alive(), "shutdown waited for the bystander, not the worker"
+    finally:
+        armed[0] = False
+        os.write(release_w, b"x")
+        for pid in bystanders:
+            os.waitpid(pid, 0)
+        os.close(release_r)
+        os.close(release_w)
+
+
+@pytest.mark.parametrize(
+    ("buffersize", "error", "message"),
+    [
+        ("foo", TypeError, "buffersize must be an integer or None; got 'foo'"),
+        (2.0, TypeError, "buffersize must be an integer or None; got 2.0"),
+        (0, ValueError, "buffersize must be None or > 0; got 0"),
+        (-1, ValueError, "buffersize must be None or > 0; got -1"),
+    ],
+)
+def test_map_buffersize_is_checked_at_once(buffersize: Any, error: type, message: str) -> None:
+    with workpool.Pool(1, backend="thread") as pool, pytest.raises(error, match=message):
+        pool.map(square, range(4), buffersize=buffersize)
+
+
+def test_map_with_buffersize_reads_at_most_that_far_ahead(backend: str) -> None:
+    # Python 3.14's Executor.map(buffersize=): the work starts at once, but only that
+    # many inputs are taken ahead of the results the caller has taken; so an endless
+    # input works, in bounded memory.
+    read: list[int] = []
+
+    def counting() -> Iterator[int]:
+        for x in itertools.count():
+            read.append(x)
+            yield x
+
+    with workpool.Pool(2, backend=backend) as pool:
+        results = pool.map(square, counting(), buffersize=3)
+        assert wait_for(lambda: len(read) == 3)  # submitted before anyone iterates
+        taken = [next(results) for _ in range(10)]
+        assert taken == [x * x for x in range(10)]
+        assert len(read) <= 10 + 3
+        results.close()  # type: ignore[attr-defined]
+        assert list(pool.map(square, [], buffersize=2)) == []
+
+
+def test_executor_map_of_no_iterables_is_empty(backend: str) -> None:
+    with workpool.Pool(1, backend=backend) as pool:
+        assert list(pool.map(square)) == []  # as Executor.map: zip() of nothing

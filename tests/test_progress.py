@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 import workpool
+from conftest import wait_for
 from helpers import fail_on, square
 
 
@@ -43,3 +46,21 @@ def test_pool_calls_take_progress(capsys: pytest.CaptureFixture[str]) -> None:
     with workpool.Pool(2, backend="thread") as pool:
         assert pool.starmap(pow, [(2, 2)] * 5, progress=True) == [4] * 5
     assert "5/5" in capsys.readouterr().err
+
+
+def test_a_bar_closed_early_stops_drawing_even_while_auto_measures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def fresh(x: int) -> int:  # a new function: auto measures it on the first items
+        return x + 1
+
+    before = set(threading.enumerate())
+    results = workpool.imap(fresh, range(10_000), progress=True)
+    assert next(results) == 1  # yielded by auto's measuring phase, before any pool
+    results.close()
+
+    def bar_stopped() -> bool:  # rich redraws a live bar from a thread of its own
+        return not [t for t in threading.enumerate() if t not in before and t.is_alive()]
+
+    assert wait_for(bar_stopped, timeout=10), threading.enumerate()
+    assert "fresh" in capsys.readouterr().err

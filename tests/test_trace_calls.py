@@ -26,6 +26,7 @@ from faults import crash_on, fail_first_try, hang_on
 from helpers import add, fail_on, square
 from trace_checks import assert_well_formed, read_trace, spans, track_names
 from workpool.cli import main
+from workpool.oneshot import INLINE
 
 TESTS = Path(__file__).resolve().parent
 
@@ -136,6 +137,21 @@ def test_auto_traces_the_items_it_measured_inline(tmp_path: Path) -> None:
     data = read_trace(path)
     assert_well_formed(data)
     assert_each_position_once(data, n)
+
+
+def test_auto_traces_its_inline_retries_like_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    n = 2000
+    results = workpool.map(fail_first_try(marks), range(n), retries=1, trace=path)
+    assert results == [i * i for i in range(n)]
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, n)
+    assert sorted(r["args"]["position"] for r in instants(data, "retry")) == list(range(n))
+    inline = [s for s in spans(data, "chunk") if track_names(data)[(s["pid"], s["tid"])] == INLINE]
+    assert inline and inline[0]["args"]["start"] == 0  # the items auto measured come first
 
 
 def test_an_error_is_an_error_span(backend: str, tmp_path: Path) -> None:
@@ -293,7 +309,7 @@ def test_a_bad_trace_argument_fails_before_any_work(tmp_path: Path) -> None:
         workpool.map(calls.append, range(3), backend="serial", trace=42)  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         workpool.map(calls.append, range(3), backend="serial", trace=tmp_path / "no" / "t.json")
-    with pytest.raises(ValueError, match="trace applies to the serial, thread, process"):
+    with pytest.raises(ValueError, match="trace applies to backend='serial' or"):
         workpool.map(calls.append, range(3), backend="dask", trace=tmp_path / "t.json")
     assert calls == []
 

@@ -1,4 +1,18 @@
-"""Every user option is checked here, once, and frozen into a spec before any work starts.
+"""Every user option, declared once, checked once, and frozen into a spec before work starts.
+
+``OPTIONS`` is the one list of options: a row says an option's name, its default, the
+check its value must pass, where it is given and which backends understand it.
+Everything else derives from it::
+
+    map/imap/starmap(..., **)  --\\
+    Pool(...)                  ---> pool_spec(given)              -> PoolSpec
+    Pool.map/imap/starmap(...) --/   run_options(given, backend)  -> RunOptions
+
+The public functions keep explicit, typed keyword arguments (for IDEs and type
+checkers) and hand their ``locals()`` to these two functions, which read the names the
+table lists; a test checks that every signature names exactly its rows, with the same
+defaults. Adding an option is one row here, one field in ``PoolSpec`` or
+``RunOptions``, and the parameter in the signatures that take it.
 
 Each check raises at once with a message that says what was given and what is
 accepted, so a bad argument never reaches a worker thread or process.
@@ -10,7 +24,7 @@ import multiprocessing
 import numbers
 import os
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from workpool._cpus import usable_cpus
@@ -18,13 +32,21 @@ from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 
 __all__ = [
     "BACKENDS",
+    "CALL",
+    "EXECUTOR_MAP",
+    "OPTIONS",
+    "POOL",
+    "POOL_BACKEND",
+    "UNSET",
+    "Option",
     "PoolSpec",
     "RunOptions",
     "check_function",
-    "check_trace_backend",
     "default_workers",
-    "make_pool_spec",
-    "make_run_options",
+    "option_names",
+    "pool_spec",
+    "resolve_auto",
+    "run_options",
 ]
 
 
@@ -42,39 +64,29 @@ BACKENDS: tuple[str, ...] = (
     + (("interpreter",) if _has_subinterpreters() else ())
     + ("dask",)
 )
-
 DASK_EXTRA = "pip install 'workpool[dask]'"
+# What a Pool runs on when the caller names nothing ("auto" is for one-shot calls).
+POOL_BACKEND = "process"
 
 START_METHODS: tuple[str, ...] = ("fork", "forkserver", "spawn")
 
-
-class RunOptions(NamedTuple):
-    """How one map/imap/starmap call runs: validated, immutable."""
-
-    chunksize: int | None = None
-    ordered: bool = True
-    task_timeout: float | None = None
-    retries: int = 0
-    return_exceptions: bool = False
-    progress: bool = False
-    timeout: float | None = None  # overall deadline of Pool.map (Executor semantics)
-    share_threshold: int | None = DEFAULT_SHARE_THRESHOLD  # bytes: NumPy arrays go by shared memory
-    checkpoint: str | None = None  # the journal file of finished results (checkpoint=)
-    trace: str | None = None  # where to write the call's timeline (trace=)
+# Where an option is given.
+POOL = "pool"  # shapes a pool: Pool(...) and the one-shot functions
+CALL = "call"  # one map/imap/starmap call: the one-shot functions and Pool's methods
+EXECUTOR_MAP = "Executor.map"  # arguments of Executor.map itself: Pool.map only
 
 
-class PoolSpec(NamedTuple):
-    """What a pool is made of: validated, immutable."""
+class _Unset:
+    """The default of a call option a ``Pool`` method leaves to the pool."""
 
-    backend: str
-    workers: int
-    initializer: Callable[..., object] | None = None
-    initargs: tuple[Any, ...] = ()
-    max_tasks_per_worker: int | None = None
-    start_method: str | None = None
-    # Dask only: a scheduler address, a distributed.Client, or None (see backends/dask).
-    # With Dask, ``workers`` is 0 when the caller gave none: the cluster decides.
-    address: Any = None
+    def __repr__(self) -> str:
+        return "<the pool's default>"
+
+
+UNSET: Any = _Unset()
+
+
+# --- checks: (name, value) -> the value to use -------------------------------------------
 
 
 def _describe(value: object) -> str:
@@ -88,15 +100,23 @@ def _as_int(value: object) -> int | None:
     return int(value)
 
 
-def _positive_int(name: str, value: object, *, allow_none: bool) -> int | None:
-    if value is None and allow_none:
+def _positive_or_none(name: str, value: object) -> int | None:
+    if value is None:
         return None
     number = _as_int(value)
-    accepted = "a positive integer" + (" or None" if allow_none else "")
     if number is None:
-        raise TypeError(f"{name} must be {accepted}; got {_describe(value)}")
+        raise TypeError(f"{name} must be a positive integer or None; got {_describe(value)}")
     if number < 1:
-        raise ValueError(f"{name} must be {accepted}; got {value!r}")
+        raise ValueError(f"{name} must be a positive integer or None; got {value!r}")
+    return number
+
+
+def _count(name: str, value: object) -> int:
+    number = _as_int(value)
+    if number is None:
+        raise TypeError(f"{name} must be an integer >= 0; got {_describe(value)}")
+    if number < 0:
+        raise ValueError(f"{name} must be an integer >= 0; got {value!r}")
     return number
 
 
@@ -117,31 +137,60 @@ def _seconds(name: str, value: object) -> float | None:
     return seconds
 
 
-def check_function(fn: object) -> None:
-    """Raise ``TypeError`` unless ``fn`` can be called."""
-    if not callable(fn):
-        raise TypeError(f"the function to run must be callable; got {_describe(fn)}")
+def _byte_count(name: str, value: object) -> int | None:
+    if value is None:
+        return None
+    count = _as_int(value)
+    accepted = "a number of bytes (an integer >= 0) or None"
+    if count is None:
+        raise TypeError(f"{name} must be {accepted}; got {_describe(value)}")
+    if count < 0:
+        raise ValueError(f"{name} must be {accepted}; got {value!r}")
+    return count
 
 
-def check_backend(backend: object) -> str:
-    if not isinstance(backend, str) or backend not in BACKENDS:
-        choices = ", ".join(repr(b) for b in BACKENDS)
-        hint = ""
-        if backend == "interpreter":
-            version = sys.version.split()[0]
-            if sys.version_info < (3, 14):
-                raise ValueError(
-                    "backend='interpreter' needs Python 3.14 or newer (concurrent.interpreters); "
-                    f"this is Python {version}"
-                )
+def _buffersize(name: str, value: object) -> int | None:
+    # Worded as Executor.map words it on Python 3.14, whose tests match these phrases.
+    if value is None:
+        return None
+    number = _as_int(value)
+    if number is None:
+        raise TypeError(f"{name} must be an integer or None; got {_describe(value)}")
+    if number < 1:
+        raise ValueError(f"{name} must be None or > 0; got {value!r}")
+    return number
+
+
+def _callable_or_none(name: str, value: object) -> Callable[..., object] | None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None; got {_describe(value)}")
+    return value
+
+
+def _arguments(name: str, value: object) -> tuple[Any, ...]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise TypeError(f"{name} must be a tuple of arguments; got {_describe(value)}")
+    return tuple(value)
+
+
+def _backend(name: str, value: object) -> str:
+    if isinstance(value, str) and value in BACKENDS:
+        if value == "dask" and not _dask_installed():
+            raise ImportError(f"backend='dask' needs Dask, which is not installed: {DASK_EXTRA}")
+        return value
+    if value == "interpreter":
+        version = sys.version.split()[0]
+        if sys.version_info < (3, 14):
             raise ValueError(
-                "backend='interpreter' needs concurrent.interpreters, which this build of "
-                f"Python {version} lacks"
+                "backend='interpreter' needs Python 3.14 or newer (concurrent.interpreters); "
+                f"this is Python {version}"
             )
-        raise ValueError(f"backend must be one of {choices}; got {backend!r}{hint}")
-    if backend == "dask" and not _dask_installed():
-        raise ImportError(f"backend='dask' needs Dask, which is not installed: {DASK_EXTRA}")
-    return backend
+        raise ValueError(
+            "backend='interpreter' needs concurrent.interpreters, which this build of "
+            f"Python {version} lacks"
+        )
+    choices = ", ".join(repr(b) for b in BACKENDS)
+    raise ValueError(f"{name} must be one of {choices}; got {value!r}")
 
 
 def _dask_installed() -> bool:
@@ -154,129 +203,32 @@ def _dask_installed() -> bool:
         return False
 
 
-def check_trace_backend(trace: str | None, backend: str) -> None:
-    """Refuse ``trace`` on Dask: its workers' times do not come back to the caller yet."""
-    if trace is not None and backend == "dask":
-        raise ValueError(
-            "trace applies to the serial, thread, process and interpreter backends; got "
-            f"trace={trace!r} with backend='dask'"
-        )
-
-
-def check_address(address: object, backend: str) -> Any:
-    """A scheduler address string, a ``distributed.Client`` or None, for Dask only."""
-    if address is None:
+def _start_method(name: str, value: object) -> str | None:
+    if value is None:
         return None
-    if backend != "dask":
-        raise ValueError(
-            f"address applies to backend='dask' only; got address={address!r} with "
-            f"backend={backend!r}"
-        )
-    if isinstance(address, str):
-        if not address.strip():
-            raise ValueError(
-                "address must name a Dask scheduler (such as 'tcp://10.0.0.5:8786'); got ''"
-            )
-        return address.strip()
-    is_client = any(
-        cls.__name__ == "Client" and cls.__module__.startswith("distributed")
-        for cls in type(address).__mro__
-    )
-    if not is_client:
-        raise TypeError(
-            "address must be a Dask scheduler address (such as 'tcp://10.0.0.5:8786'), a "
-            f"distributed.Client, or None; got {_describe(address)}"
-        )
-    return address
-
-
-def default_workers(backend: str) -> int:
-    """Workers used when the caller names none: CPUs for processes, more for threads."""
-    if backend == "dask":
-        return 0  # the cluster's size decides (see backends/dask)
-    cpus = usable_cpus()
-    if backend == "thread":
-        return min(32, cpus + 4)
-    return cpus
-
-
-def check_start_method(method: object, backend: str) -> str | None:
-    if method is None:
-        return None
-    if backend not in ("process", "auto"):
-        raise ValueError(
-            f"start_method applies to backend='process' only; got start_method={method!r} "
-            f"with backend={backend!r}"
-        )
     available = multiprocessing.get_all_start_methods()
-    if method not in START_METHODS or method not in available:
+    if value not in START_METHODS or value not in available:
         choices = ", ".join(repr(m) for m in START_METHODS if m in available)
-        raise ValueError(
-            f"start_method must be None or one of {choices} on this platform; got {method!r}"
-        )
-    return str(method)
+        raise ValueError(f"{name} must be None or one of {choices} on this platform; got {value!r}")
+    return str(value)
 
 
-def make_pool_spec(
-    *,
-    backend: object,
-    workers: object,
-    initializer: object,
-    initargs: object,
-    max_tasks_per_worker: object,
-    start_method: object,
-    address: object = None,
-) -> PoolSpec:
-    """Validate the options that shape a pool."""
-    name = check_backend(backend)
-    count = _positive_int("workers", workers, allow_none=True)
-    if initializer is not None and not callable(initializer):
-        raise TypeError(f"initializer must be callable or None; got {_describe(initializer)}")
-    if isinstance(initargs, (str, bytes)) or not isinstance(initargs, Iterable):
-        raise TypeError(f"initargs must be a tuple of arguments; got {_describe(initargs)}")
-    return PoolSpec(
-        backend=name,
-        workers=count if count is not None else default_workers(name),
-        initializer=initializer,
-        initargs=tuple(initargs),
-        max_tasks_per_worker=_positive_int(
-            "max_tasks_per_worker", max_tasks_per_worker, allow_none=True
-        ),
-        start_method=check_start_method(start_method, name),
-        address=check_address(address, name),
-    )
-
-
-def make_run_options(
-    *,
-    chunksize: object = None,
-    ordered: object = True,
-    task_timeout: object = None,
-    retries: object = 0,
-    return_exceptions: object = False,
-    progress: object = False,
-    timeout: object = None,
-    share_threshold: object = DEFAULT_SHARE_THRESHOLD,
-    checkpoint: object = None,
-    trace: object = None,
-) -> RunOptions:
-    """Validate the options of one map/imap/starmap call."""
-    retry_count = _as_int(retries)
-    if retry_count is None:
-        raise TypeError(f"retries must be an integer >= 0; got {_describe(retries)}")
-    if retry_count < 0:
-        raise ValueError(f"retries must be an integer >= 0; got {retries!r}")
-    return RunOptions(
-        chunksize=_positive_int("chunksize", chunksize, allow_none=True),
-        ordered=_flag("ordered", ordered),
-        task_timeout=_seconds("task_timeout", task_timeout),
-        retries=retry_count,
-        return_exceptions=_flag("return_exceptions", return_exceptions),
-        progress=_flag("progress", progress),
-        timeout=_seconds("timeout", timeout),
-        share_threshold=_byte_count("share_threshold", share_threshold),
-        checkpoint=_file_path("checkpoint", checkpoint),
-        trace=_file_path("trace", trace),
+def _address(name: str, value: object) -> object:
+    # A scheduler address, or a distributed.Client (recognised without importing Dask).
+    if value is None:
+        return value
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError(
+                f"{name} must name a Dask scheduler (such as 'tcp://10.0.0.5:8786'); got ''"
+            )
+        return value.strip()
+    kind = type(value)
+    if kind.__name__ == "Client" and kind.__module__.split(".")[0] == "distributed":
+        return value
+    raise TypeError(
+        f"{name} must be a scheduler address (a str), a distributed.Client or None; "
+        f"got {_describe(value)}"
     )
 
 
@@ -295,16 +247,169 @@ def _file_path(name: str, value: object) -> str | None:
     return path
 
 
-def _byte_count(name: str, value: object) -> int | None:
-    if value is None:
-        return None
-    count = _as_int(value)
-    if count is None:
-        raise TypeError(
-            f"{name} must be a number of bytes (an integer >= 0) or None; got {_describe(value)}"
-        )
-    if count < 0:
-        raise ValueError(
-            f"{name} must be a number of bytes (an integer >= 0) or None; got {value!r}"
-        )
-    return count
+# --- the table ----------------------------------------------------------------------------
+
+
+class Option(NamedTuple):
+    """One user option.
+
+    ``check(name, value)`` returns the value to use or raises ``TypeError`` /
+    ``ValueError``. ``where`` is ``POOL``, ``CALL`` or ``EXECUTOR_MAP``. ``backends``
+    lists the only backends that understand the option (empty: every one); given with
+    another named backend, it is a ``ValueError``. ``pool_wide`` marks a call option
+    that ``Pool(...)`` also takes, as the default for every call on the pool.
+    """
+
+    name: str
+    default: Any
+    check: Callable[[str, Any], Any]
+    where: str
+    backends: tuple[str, ...] = ()
+    pool_wide: bool = False
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("backend", "auto", _backend, POOL),
+    Option("workers", None, _positive_or_none, POOL),  # None: default_workers(backend)
+    Option("initializer", None, _callable_or_none, POOL),
+    Option("initargs", (), _arguments, POOL),
+    Option("max_tasks_per_worker", None, _positive_or_none, POOL),
+    Option("start_method", None, _start_method, POOL, backends=("process",)),
+    Option("address", None, _address, POOL, backends=("dask",)),
+    Option("chunksize", None, _positive_or_none, CALL),
+    Option("ordered", True, _flag, CALL),
+    Option("task_timeout", None, _seconds, CALL, pool_wide=True),
+    Option("retries", 0, _count, CALL, pool_wide=True),
+    Option("return_exceptions", False, _flag, CALL),
+    Option("progress", False, _flag, CALL),
+    Option("share_threshold", DEFAULT_SHARE_THRESHOLD, _byte_count, CALL, pool_wide=True),
+    Option("checkpoint", None, _file_path, CALL),  # a journal of finished results
+    # The call's timeline, as a Chrome trace (Dask's workers do not send their times yet).
+    Option(
+        "trace", None, _file_path, CALL, backends=("serial", "thread", "process", "interpreter")
+    ),
+    Option("timeout", None, _seconds, EXECUTOR_MAP),  # the whole call's deadline
+    Option("buffersize", None, _buffersize, EXECUTOR_MAP),  # tasks ahead of the consumer
+)
+
+_POOL_OPTIONS = tuple(o for o in OPTIONS if o.where == POOL)
+_RUN_OPTIONS = tuple(o for o in OPTIONS if o.where != POOL)
+
+
+def option_names(*where: str, pool_wide: bool = False) -> tuple[str, ...]:
+    """The names of the options given in ``where`` (plus the pool-wide ones, if asked)."""
+    return tuple(o.name for o in OPTIONS if o.where in where or (pool_wide and o.pool_wide))
+
+
+class PoolSpec(NamedTuple):
+    """What a pool is made of (the ``POOL`` rows), validated and resolved."""
+
+    backend: str
+    workers: int
+    initializer: Callable[..., object] | None = None
+    initargs: tuple[Any, ...] = ()
+    max_tasks_per_worker: int | None = None
+    start_method: str | None = None
+    address: Any = None
+
+
+class RunOptions(NamedTuple):
+    """How one map/imap/starmap call runs (the other rows), validated."""
+
+    chunksize: int | None
+    ordered: bool
+    task_timeout: float | None
+    retries: int
+    return_exceptions: bool
+    progress: bool
+    share_threshold: int | None  # NumPy arrays this big go by shared memory
+    checkpoint: str | None  # the journal file of finished results (checkpoint=)
+    trace: str | None  # where to write the call's timeline (trace=)
+    timeout: float | None  # overall deadline of Pool.map (Executor semantics)
+    buffersize: int | None  # Pool.map: at most this many items read ahead of the consumer
+
+
+# Backends "auto" may choose (never a cluster): an option only one of them understands
+# is kept for the case auto picks it.
+_AUTO_CHOICES = frozenset({"serial", "thread", "process", "interpreter"})
+
+
+def _check_fits(option: Option, value: object, backend: str) -> None:
+    """Refuse an option given with a named backend that does not understand it."""
+    if not option.backends or backend in option.backends:
+        return
+    if backend == "auto" and _AUTO_CHOICES.intersection(option.backends):
+        return  # kept for when auto picks that backend
+    which = " or ".join(f"backend={b!r}" for b in option.backends)
+    raise ValueError(
+        f"{option.name} applies to {which} only; got {option.name}={value!r} "
+        f"with backend={backend!r}"
+    )
+
+
+def _checked(options: tuple[Option, ...], given: Mapping[str, Any], backend: str) -> dict[str, Any]:
+    values = {}
+    for option in options:
+        value = given.get(option.name, option.default)
+        if value is not option.default:  # defaults are valid: skip their checks
+            value = option.check(option.name, value)
+            if value != option.default:
+                _check_fits(option, value, backend)
+        values[option.name] = value
+    return values
+
+
+def check_function(fn: object) -> None:
+    """Raise ``TypeError`` unless ``fn`` can be called."""
+    if not callable(fn):
+        raise TypeError(f"the function to run must be callable; got {_describe(fn)}")
+
+
+def default_workers(backend: str) -> int:
+    """Workers used when the caller names none: CPUs for processes, more for threads.
+
+    With Dask it is 0: the cluster's size decides (see backends/dask).
+    """
+    if backend == "dask":
+        return 0
+    cpus = usable_cpus()
+    if backend == "thread":
+        return min(32, cpus + 4)
+    return cpus
+
+
+def pool_spec(given: Mapping[str, Any]) -> PoolSpec:
+    """Validate the ``POOL`` options in ``given`` (other names are ignored)."""
+    backend = _backend("backend", given.get("backend", "auto"))
+    values = _checked(_POOL_OPTIONS, given, backend)
+    if values["workers"] is None:
+        values["workers"] = default_workers(backend)
+    return PoolSpec(**values)
+
+
+def run_options(
+    given: Mapping[str, Any], *, backend: str, defaults: RunOptions | None = None
+) -> RunOptions:
+    """Validate the call options in ``given`` (other names are ignored).
+
+    A name missing from ``given``, or given as ``UNSET``, takes its value from
+    ``defaults`` (a pool's), else from the table.
+    """
+    if defaults is not None:
+        given = {
+            name: getattr(defaults, name) if given.get(name, UNSET) is UNSET else given[name]
+            for name in RunOptions._fields
+        }
+    return RunOptions(**_checked(_RUN_OPTIONS, given, backend))
+
+
+def resolve_auto(spec: PoolSpec, backend: str, workers: int) -> PoolSpec:
+    """The spec of a pool that ``backend="auto"`` resolved to ``backend``.
+
+    Options kept for a backend that was not chosen go back to their defaults.
+    """
+    resolved = spec._replace(backend=backend, workers=workers)
+    for option in _POOL_OPTIONS:
+        if option.backends and backend not in option.backends:
+            resolved = resolved._replace(**{option.name: option.default})
+    return resolved

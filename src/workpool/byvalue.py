@@ -33,7 +33,7 @@ import sys
 import types
 from typing import Any
 
-__all__ = ["NeedsCloudpickle", "dumps_by_value"]
+__all__ = ["NeedsCloudpickle", "dumps_by_value", "global_names"]
 
 
 class NeedsCloudpickle(Exception):
@@ -56,12 +56,12 @@ def _importable(obj: Any) -> bool:
     return found is obj
 
 
-def _global_names(code: types.CodeType) -> set[str]:
+def global_names(code: types.CodeType) -> set[str]:
     """Every name ``code`` and the code nested in it may read as a global."""
     names = set(code.co_names)
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            names |= _global_names(const)
+            names |= global_names(const)
     return names
 
 
@@ -131,7 +131,7 @@ class _ByValuePickler(pickle.Pickler):
         code = fn.__code__
         module_globals = fn.__globals__
         reads = {
-            name: module_globals[name] for name in _global_names(code) if name in module_globals
+            name: module_globals[name] for name in global_names(code) if name in module_globals
         }
         closure = []
         for cell in fn.__closure__ or ():

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workpool._options import (
     PoolSpec,
     RunOptions,
     check_function,
-    check_trace_backend,
     default_workers,
-    make_pool_spec,
-    make_run_options,
+    pool_spec,
+    resolve_auto,
+    run_options,
 )
 from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
-from workpool.run import MapRun, joined, one_by_one, start_progress_bar
+from workpool.run import MapRun, RetryPolicy, joined, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
-from workpool.tasks import call_items
+from workpool.tasks import Chunk, ResultBatch, call_items
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.checkpoint.session import CheckpointSession
@@ -46,15 +46,13 @@ class _OneShotCall:
         iterables: tuple[Iterable[Any], ...],
         *,
         star: bool,
-        pool_options: dict[str, Any],
-        run_options: dict[str, Any],
+        given: Mapping[str, Any],
     ) -> None:
         check_function(fn)
         self.fn = fn
-        self.spec: PoolSpec = make_pool_spec(**pool_options)
-        self.workers_given = pool_options["workers"] is not None
-        self.options: RunOptions = make_run_options(**run_options)
-        check_trace_backend(self.options.trace, self.spec.backend)
+        self.spec: PoolSpec = pool_spec(given)
+        self.workers_given = given["workers"] is not None
+        self.options: RunOptions = run_options(given, backend=self.spec.backend)
         self.inputs, self.mode, self.total = prepare_inputs(iterables, star=star)
         if self.options.checkpoint is not None:
             from workpool.checkpoint.session import refuse_writable_shares
@@ -74,7 +72,9 @@ class _OneShotCall:
 
         With a checkpoint, the journal is opened first (a busy file or another function
         is refused before anything runs), the results it holds for the head of the
-        input are yielded, and no worker starts if that was all of it.
+        input are yielded, and no worker starts if that was all of it. Whatever ends the
+        call (its end, a failure, the consumer closing it early, even while ``auto``
+        still measures), the progress bar is closed and the pool stopped.
         """
         checkpoint: CheckpointSession | None = None
         progress_bar = None
@@ -102,8 +102,7 @@ class _OneShotCall:
                     return
             elif self.options.progress and self.spec.backend == "auto":
                 progress_bar = start_progress_bar(self.total, self.fn)
-            bar, progress_bar = progress_bar, None  # the measuring, then the run, own it
-            yield from self._run_the_rest(raise_in_order, checkpoint, bar, trace)
+            yield from self._run_the_rest(raise_in_order, checkpoint, progress_bar, trace)
         except BaseException as exc:  # GeneratorExit too: the consumer stopped early
             ended_by = exc
             raise
@@ -211,9 +210,7 @@ class _MeasuredPrefix:
             advice = decide(found, remaining)
             advice_backend, advice_workers = advice.backend, advice.workers
         workers = call.spec.workers if call.workers_given else advice_workers
-        self.chosen_spec = call.spec._replace(backend=advice_backend, workers=workers)
-        if advice_backend != "process":
-            self.chosen_spec = self.chosen_spec._replace(start_method=None)
+        self.chosen_spec = resolve_auto(call.spec, advice_backend, workers)
 
         first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)
         if self._trace is not None and values:
@@ -222,27 +219,9 @@ class _MeasuredPrefix:
             retried = tuple(sorted(errors)) if options.retries else ()
             track = self._trace.worker_track(INLINE)
             record_inline(self._trace, track, first, len(values), 0, measured, len(errors), retried)
-        for position in sorted(errors):
-            error: BaseException | None = errors[position]
-            for attempt in range(1, options.retries + 1):
-                assert error is not None
-                began = now_ns()
-                again, failed, _ = call_items(call.fn, call.mode, [items[position]])
-                if self._trace is not None:
-                    self._trace_retry(first + position, attempt, error, (began, now_ns()), failed)
-                if not failed:
-                    values[position], error = again[0], None
-                    break
-                error = failed[0]
-            if error is None:
-                del errors[position]
-                continue
-            errors[position] = error
-            add_note(
-                error,
-                f"workpool: raised by the task at input position {first + position} in the "
-                "calling thread, while backend='auto' measured it",
-            )
+        if errors:
+            errors = _InlineRetries(call, values, first, self._trace).settle(items, errors)
+        for position, error in errors.items():
             if options.return_exceptions:
                 values[position] = error
             elif not raise_in_order:
@@ -259,25 +238,6 @@ class _MeasuredPrefix:
             raise errors[position]
         yield values
 
-    def _trace_retry(
-        self,
-        position: int,
-        attempt: int,
-        error: BaseException,
-        times: tuple[int, int],
-        failed: dict[int, BaseException],
-    ) -> None:
-        """Put an inline retry on the timeline: the retry, and the attempt's own span."""
-        from workpool.timeline.calls import record_inline, record_retry
-
-        assert self._trace is not None
-        track = self._trace.worker_track(INLINE)
-        record_retry(self._trace, track, position, attempt, error)
-        again = failed and attempt < self._call.options.retries  # tried once more after
-        record_inline(
-            self._trace, track, position, 1, attempt, times, len(failed), (0,) if again else ()
-        )
-
     def _journal(
         self, first: int, items: list[Any], values: list[Any], errors: dict[int, BaseException]
     ) -> None:
@@ -290,46 +250,72 @@ class _MeasuredPrefix:
             self._progress.close()
 
 
-def _split_options(
-    backend: str,
-    workers: int | None,
-    chunksize: int | None,
-    ordered: bool,
-    task_timeout: float | None,
-    retries: int,
-    return_exceptions: bool,
-    progress: bool,
-    initializer: Callable[..., object] | None,
-    initargs: Iterable[Any],
-    max_tasks_per_worker: int | None,
-    start_method: str | None,
-    share_threshold: int | None,
-    checkpoint: str | os.PathLike[str] | None,
-    trace: str | os.PathLike[str] | None,
-    address: Any,
-) -> dict[str, dict[str, Any]]:
-    return {
-        "pool_options": {
-            "backend": backend,
-            "workers": workers,
-            "initializer": initializer,
-            "initargs": initargs,
-            "max_tasks_per_worker": max_tasks_per_worker,
-            "start_method": start_method,
-            "address": address,
-        },
-        "run_options": {
-            "chunksize": chunksize,
-            "ordered": ordered,
-            "task_timeout": task_timeout,
-            "retries": retries,
-            "return_exceptions": return_exceptions,
-            "progress": progress,
-            "share_threshold": share_threshold,
-            "checkpoint": checkpoint,
-            "trace": trace,
-        },
-    }
+class _InlineRetries:
+    """The sink for items that failed while ``auto`` measured them in the calling thread.
+
+    They run again there, as ``retries`` allows (the policy that every sink uses);
+    ``settle`` returns the errors that stand, by their offset in ``values``, each noted
+    with its position and attempt. Chunks carry input positions, as everywhere.
+    """
+
+    def __init__(
+        self, call: _OneShotCall, values: list[Any], first: int, trace: Recorder | None
+    ) -> None:
+        self._call = call
+        self._values = values
+        self._first = first  # the input position of values[0]
+        self._errors: dict[int, BaseException] = {}
+        self._retries = RetryPolicy(call.options.retries, self._run)
+        self._trace = trace
+
+    def settle(
+        self, items: list[Any], errors: dict[int, BaseException]
+    ) -> dict[int, BaseException]:
+        call = self._call
+        for offset in sorted(errors):
+            chunk = Chunk(
+                self, call.fn, call.mode, self._first + offset, items[offset : offset + 1]
+            )
+            self.deliver(ResultBatch(chunk, [None], {0: errors[offset]}, worker=INLINE))
+        return dict(sorted(self._errors.items()))
+
+    def claim(self, chunk: Chunk) -> bool:
+        return True
+
+    def deliver(self, batch: ResultBatch) -> None:
+        chunk = batch.chunk
+        offset = chunk.start - self._first
+        if not batch.errors:
+            self._values[offset] = batch.values[0]
+            self._traced(batch, frozenset())
+            return
+        retried = self._retries.resubmit(batch)  # runs the next attempt before returning
+        self._traced(batch, retried)
+        if not retried:
+            error = batch.errors[0]
+            add_note(
+                error,
+                f"workpool: raised by the task at input position {chunk.start} in "
+                "the calling thread, while backend='auto' measured it"
+                + self._retries.describe(chunk.attempt),
+            )
+            self._errors[offset] = error
+
+    def _traced(self, batch: ResultBatch, retried: frozenset[int]) -> None:
+        """Put an attempt on the timeline (its span, if it ran here; its retry)."""
+        if self._trace is not None:
+            from workpool.timeline.calls import record_batch
+
+            record_batch(self._trace, batch, retried, None)
+
+    def _run(self, chunk: Chunk) -> None:
+        began = now_ns() if self._trace is not None else 0
+        values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+        batch = ResultBatch(chunk, values, errors, elapsed, worker=INLINE)
+        if self._trace is not None:
+            ended = now_ns()
+            batch.times = (began, began, ended, ended)
+        self.deliver(batch)
 
 
 def map(  # noqa: A001 - the public name mirrors the builtin on purpose
@@ -347,10 +333,10 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
     trace: str | os.PathLike[str] | None = None,
-    address: Any = None,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
 
@@ -362,30 +348,11 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     with the same file, function and input, it runs only what is missing and returns
     the same list (``CheckpointMismatch`` if the function or input differ,
     ``CheckpointBusy`` if another call is using the file).
+
+    ``trace="run.json"`` writes the call's timeline there as a Chrome trace, however
+    the call ends (``workpool trace summary run.json`` says where the time went).
     """
-    call = _OneShotCall(
-        fn,
-        iterables,
-        star=False,
-        **_split_options(
-            backend,
-            workers,
-            chunksize,
-            ordered,
-            task_timeout,
-            retries,
-            return_exceptions,
-            progress,
-            initializer,
-            initargs,
-            max_tasks_per_worker,
-            start_method,
-            share_threshold,
-            checkpoint,
-            trace,
-            address,
-        ),
-    )
+    call = _OneShotCall(fn, iterables, star=False, given=locals())
     return call.collect()
 
 
@@ -404,10 +371,10 @@ def imap(
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
     trace: str | os.PathLike[str] | None = None,
-    address: Any = None,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
 
@@ -415,29 +382,7 @@ def imap(
     input works in constant memory. Stopping early (``break``, ``close()``) stops the
     pool and everything still running in it.
     """
-    call = _OneShotCall(
-        fn,
-        iterables,
-        star=False,
-        **_split_options(
-            backend,
-            workers,
-            chunksize,
-            ordered,
-            task_timeout,
-            retries,
-            return_exceptions,
-            progress,
-            initializer,
-            initargs,
-            max_tasks_per_worker,
-            start_method,
-            share_threshold,
-            checkpoint,
-            trace,
-            address,
-        ),
-    )
+    call = _OneShotCall(fn, iterables, star=False, given=locals())
     return call.results(raise_in_order=True)
 
 
@@ -457,33 +402,11 @@ def starmap(
     initargs: Iterable[Any] = (),
     max_tasks_per_worker: int | None = None,
     start_method: str | None = None,
+    address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
     trace: str | os.PathLike[str] | None = None,
-    address: Any = None,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
-    call = _OneShotCall(
-        fn,
-        (iterable,),
-        star=True,
-        **_split_options(
-            backend,
-            workers,
-            chunksize,
-            ordered,
-            task_timeout,
-            retries,
-            return_exceptions,
-            progress,
-            initializer,
-            initargs,
-            max_tasks_per_worker,
-            start_method,
-            share_threshold,
-            checkpoint,
-            trace,
-            address,
-        ),
-    )
+    call = _OneShotCall(fn, (iterable,), star=True, given=locals())
     return call.collect()

@@ -10,33 +10,32 @@ from typing import Any, TypeVar
 
 from workpool._options import (
     BACKENDS,
+    POOL_BACKEND,
+    UNSET,
     RunOptions,
     check_function,
-    check_trace_backend,
-    make_pool_spec,
-    make_run_options,
+    pool_spec,
+    run_options,
 )
-from workpool.backends import Backend, create_backend
+from workpool.backends import create_backend
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
-from workpool.run import MapRun
+from workpool.run import MapRun, RetryPolicy
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD, SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
 __all__ = ["Pool"]
 
 T = TypeVar("T")
-_UNSET: Any = object()
 
 
 class _FutureSink:
     """Receives the result of one submitted task and settles its Future."""
 
-    __slots__ = ("backend", "claimed", "future", "retries")
+    __slots__ = ("claimed", "future", "retries")
 
-    def __init__(self, future: concurrent.futures.Future[Any], backend: Backend, retries: int):
+    def __init__(self, future: concurrent.futures.Future[Any], retries: RetryPolicy) -> None:
         self.future = future
-        self.backend = backend
         self.retries = retries
         self.claimed = False
 
@@ -47,7 +46,6 @@ class _FutureSink:
         return self.future.set_running_or_notify_cancel()
 
     def deliver(self, batch: ResultBatch) -> None:
-        chunk = batch.chunk
         try:
             if not batch.errors:
                 self.future.set_result(batch.values[0])
@@ -56,19 +54,14 @@ class _FutureSink:
             if isinstance(error, concurrent.futures.CancelledError) and not self.claimed:
                 self.future.cancel()
                 return
-            if batch.retryable and chunk.attempt < self.retries:
-                again = chunk.split(0, 1)
-                again.attempt += 1
-                try:
-                    self.backend.submit(again)
-                    return
-                except Exception:
-                    pass  # the pool is stopping or broken: this failure stands
+            if self.retries.resubmit(batch):
+                return
             if batch.worker:
-                note = f"workpool: raised by a submitted task in {batch.worker}"
-                if self.retries:
-                    note += f" (attempt {chunk.attempt + 1} of {self.retries + 1})"
-                add_note(error, note)
+                add_note(
+                    error,
+                    f"workpool: raised by a submitted task in {batch.worker}"
+                    + self.retries.describe(batch.chunk.attempt),
+                )
             self.future.set_exception(error)
         except concurrent.futures.InvalidStateError:
             pass  # cancelled meanwhile: nobody wants the outcome
@@ -89,13 +82,13 @@ class Pool(concurrent.futures.Executor):
     def __init__(
         self,
         workers: int | None = None,
-        backend: str = "process",
+        backend: str = POOL_BACKEND,
         *,
         initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         max_tasks_per_worker: int | None = None,
         start_method: str | None = None,
-        address: Any = None,
+        address: object = None,
         task_timeout: float | None = None,
         retries: int = 0,
         share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
@@ -106,20 +99,12 @@ class Pool(concurrent.futures.Executor):
                 "workpool.map/imap/starmap; a Pool needs a named backend: "
                 + ", ".join(repr(name) for name in BACKENDS if name != "auto")
             )
-        self._spec = make_pool_spec(
-            backend=backend,
-            workers=workers,
-            initializer=initializer,
-            initargs=initargs,
-            max_tasks_per_worker=max_tasks_per_worker,
-            start_method=start_method,
-            address=address,
-        )
-        self._defaults = make_run_options(
-            task_timeout=task_timeout, retries=retries, share_threshold=share_threshold
-        )
+        given = locals()
+        self._spec = pool_spec(given)
+        self._defaults = run_options(given, backend=self._spec.backend)
         self._shut_down = False
         self._backend = create_backend(self._spec)
+        self._retries = RetryPolicy(self._defaults.retries, self._backend.submit)  # for submit()
         # A pool dropped without shutdown() still lets its workers go.
         self._finalizer = weakref.finalize(
             self, self._backend.shutdown, wait=False, cancel_pending=False
@@ -149,7 +134,7 @@ class Pool(concurrent.futures.Executor):
         check_function(fn)
         self._check_open()
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        sink = _FutureSink(future, self._backend, self._defaults.retries)
+        sink = _FutureSink(future, self._retries)
         # The task's own shared copies of its big arrays (a pool-wide context kept every
         # array it was ever given): they go with the task, at the latest when it settles.
         sharing = SharingContext(self._defaults.share_threshold)
@@ -168,13 +153,9 @@ class Pool(concurrent.futures.Executor):
             future.add_done_callback(lambda _: sharing.release())
         return future
 
-    def _options(self, options: dict[str, Any]) -> RunOptions:
-        options.setdefault("task_timeout", self._defaults.task_timeout)
-        options.setdefault("retries", self._defaults.retries)
-        options.setdefault("share_threshold", self._defaults.share_threshold)
-        checked = make_run_options(**options)
-        check_trace_backend(checked.trace, self._backend.name)
-        return checked
+    def _options(self, given: dict[str, Any]) -> RunOptions:
+        """The options of one call; those left ``UNSET`` are the pool's."""
+        return run_options(given, backend=self._spec.backend, defaults=self._defaults)
 
     def map(
         self,
@@ -182,39 +163,33 @@ class Pool(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        buffersize: int | None = None,
         ordered: bool = True,
-        task_timeout: float | None = _UNSET,
-        retries: int = _UNSET,
+        task_timeout: float | None = UNSET,
+        retries: int = UNSET,
         return_exceptions: bool = False,
         progress: bool = False,
-        share_threshold: int | None = _UNSET,
+        share_threshold: int | None = UNSET,
         checkpoint: str | os.PathLike[str] | None = None,
         trace: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
-        """``Executor.map``: every input is submitted now; results come as you iterate.
+        """``Executor.map``: the work starts now; results come as you iterate.
 
-        ``timeout`` is the deadline for the whole call, counted from now. A failure is
-        raised when iteration reaches it; the tasks after it are cancelled.
+        Every input is read and submitted now, unless ``buffersize`` is given (as in
+        Python 3.14's ``Executor.map``, on every Python here): then at most that many
+        inputs are read and submitted ahead of the results you have taken, so an endless
+        input works. ``timeout`` is the deadline for the whole call, counted from now. A
+        failure is raised when iteration reaches it; the tasks after it are cancelled.
         """
         check_function(fn)
-        options = self._options(
-            _given(
-                chunksize=chunksize,
-                ordered=ordered,
-                task_timeout=task_timeout,
-                retries=retries,
-                return_exceptions=return_exceptions,
-                progress=progress,
-                timeout=timeout,
-                share_threshold=share_threshold,
-                checkpoint=checkpoint,
-                trace=trace,
-            )
-        )
+        options = self._options(locals())
         self._check_open()
-        inputs, mode, total = prepare_inputs(iterables, star=False)
-        run = MapRun(self._backend, fn, mode, inputs, total, options, eager=True)
-        run.submit_all()
+        # Executor.map zips its iterables: with none at all, there is nothing to run.
+        inputs, mode, total = prepare_inputs(iterables or ((),), star=False)
+        run = MapRun(
+            self._backend, fn, mode, inputs, total, options, eager=options.buffersize is None
+        )
+        run.start()
         return run.results()
 
     def imap(
@@ -223,11 +198,11 @@ class Pool(concurrent.futures.Executor):
         *iterables: Iterable[Any],
         chunksize: int | None = None,
         ordered: bool = True,
-        task_timeout: float | None = _UNSET,
-        retries: int = _UNSET,
+        task_timeout: float | None = UNSET,
+        retries: int = UNSET,
         return_exceptions: bool = False,
         progress: bool = False,
-        share_threshold: int | None = _UNSET,
+        share_threshold: int | None = UNSET,
         checkpoint: str | os.PathLike[str] | None = None,
         trace: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
@@ -237,19 +212,7 @@ class Pool(concurrent.futures.Executor):
         constant memory. Closing the iterator early drops the tasks not yet started.
         """
         check_function(fn)
-        options = self._options(
-            _given(
-                chunksize=chunksize,
-                ordered=ordered,
-                task_timeout=task_timeout,
-                retries=retries,
-                return_exceptions=return_exceptions,
-                progress=progress,
-                share_threshold=share_threshold,
-                checkpoint=checkpoint,
-                trace=trace,
-            )
-        )
+        options = self._options(locals())
         self._check_open()
         inputs, mode, total = prepare_inputs(iterables, star=False)
         return MapRun(self._backend, fn, mode, inputs, total, options).results()
@@ -261,29 +224,17 @@ class Pool(concurrent.futures.Executor):
         *,
         chunksize: int | None = None,
         ordered: bool = True,
-        task_timeout: float | None = _UNSET,
-        retries: int = _UNSET,
+        task_timeout: float | None = UNSET,
+        retries: int = UNSET,
         return_exceptions: bool = False,
         progress: bool = False,
-        share_threshold: int | None = _UNSET,
+        share_threshold: int | None = UNSET,
         checkpoint: str | os.PathLike[str] | None = None,
         trace: str | os.PathLike[str] | None = None,
     ) -> list[T]:
         """``fn(*args)`` for every tuple of arguments; returns the list of results."""
         check_function(fn)
-        options = self._options(
-            _given(
-                chunksize=chunksize,
-                ordered=ordered,
-                task_timeout=task_timeout,
-                retries=retries,
-                return_exceptions=return_exceptions,
-                progress=progress,
-                share_threshold=share_threshold,
-                checkpoint=checkpoint,
-                trace=trace,
-            )
-        )
+        options = self._options(locals())
         self._check_open()
         inputs, mode, total = prepare_inputs((iterable,), star=True)
         run = MapRun(self._backend, fn, mode, inputs, total, options, raise_in_order=False)
@@ -314,8 +265,3 @@ class Pool(concurrent.futures.Executor):
         self._shut_down = True
         self._finalizer.detach()
         self._backend.terminate()
-
-
-def _given(**options: Any) -> dict[str, Any]:
-    """The options the caller actually passed (unset ones fall back to pool defaults)."""
-    return {name: value for name, value in options.items() if value is not _UNSET}

@@ -54,6 +54,7 @@ class ProgressBar:
         )
         self._task = self._progress.add_task(description, total=total, completed=done, failed=0)
         self._failed = 0
+        self._closed = False
         self._progress.start()
 
     def advance(self, done: int, failed: int = 0) -> None:
@@ -62,5 +63,9 @@ class ProgressBar:
         self._progress.update(self._task, advance=done, failed=self._failed)
 
     def close(self) -> None:
+        """Draw the bar a last time and stop it; later calls do nothing."""
+        if self._closed:
+            return
+        self._closed = True
         self._progress.refresh()
         self._progress.stop()

@@ -27,9 +27,14 @@ __all__ = ["PackedError", "pack_error", "unpack_error"]
 PackedError = tuple[bytes | None, str, str, str]
 
 
-def pack_error(exc: BaseException) -> PackedError:
-    """Turn an exception raised in a worker into something that surely pickles."""
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+def pack_error(exc: BaseException, text: str | None = None) -> PackedError:
+    """Turn an exception raised in a worker into something that surely pickles.
+
+    ``text`` is the traceback to send with it, when not the exception's own (a relay
+    that received the error from elsewhere passes on the traceback it came with).
+    """
+    if text is None:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         message = str(exc)
     except Exception:

@@ -29,14 +29,22 @@ if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sql
     from workpool.checkpoint.session import CheckpointSession
     from workpool.timeline import Recorder  # imported only by traced calls
 
-__all__ = ["MapRun", "joined", "one_by_one", "start_progress_bar"]
+__all__ = ["MapRun", "RetryPolicy", "joined", "one_by_one", "start_progress_bar"]
+
+_NONE: frozenset[int] = frozenset()
 
 
 def one_by_one(lists: Generator[list[Any], None, None]) -> Iterator[Any]:
-    """The items of ``lists``, one at a time; closing this closes ``lists``."""
+    """The items of ``lists``, one at a time; closing this closes ``lists``.
+
+    Each item is dropped from its list as it is yielded, so a result the consumer
+    lets go of is freed (as ``Executor.map`` promises) rather than kept by the list.
+    """
     try:
         for values in lists:
-            yield from values
+            values.reverse()
+            while values:
+                yield values.pop()
     finally:
         lists.close()
 
@@ -61,6 +69,45 @@ def start_progress_bar(total: int | None, fn: Callable[..., Any], done: int = 0)
     return ProgressBar(total, getattr(fn, "__name__", "tasks"), done)
 
 
+class RetryPolicy:
+    """``retries``: the one place that decides which failed items run again.
+
+    Every sink (a map run, a submitted task's Future, ``auto``'s measured items) hands
+    its failed batches here. A failed item is submitted again, on its own and counted
+    as one more attempt, while it has attempts left and trying again can help
+    (``batch.retryable``). ``submit`` is where the items go: a backend, or for items
+    run in the calling thread, a function that runs them there.
+    """
+
+    __slots__ = ("limit", "submit")
+
+    def __init__(self, limit: int, submit: Callable[[Chunk], None]) -> None:
+        self.limit = limit
+        self.submit = submit
+
+    def resubmit(self, batch: ResultBatch) -> frozenset[int]:
+        """Submit again the failed items of ``batch`` that may be retried; their offsets."""
+        chunk = batch.chunk
+        if not batch.errors or not batch.retryable or chunk.attempt >= self.limit:
+            return _NONE
+        retried: set[int] = set()
+        for offset in batch.errors:
+            again = chunk.split(offset, offset + 1)
+            again.attempt += 1
+            try:
+                self.submit(again)
+            except Exception:
+                continue  # the pool is stopping or broken: this failure stands
+            retried.add(offset)
+        return frozenset(retried)
+
+    def describe(self, attempt: int) -> str:
+        """How an error note names the attempt that failed ('' without retries)."""
+        if not self.limit:
+            return ""
+        return f" (attempt {attempt + 1} of {self.limit + 1})"
+
+
 class _ChunkState:
     """The consumer's record of one chunk of input: its results as they arrive."""
 
@@ -80,7 +127,9 @@ class MapRun:
     """Drives one call. Iterate ``results()`` once, from one thread.
 
     ``eager`` submits the whole input at once (``Executor.map`` semantics: the work
-    proceeds whether or not anyone iterates). ``raise_in_order`` (ordered runs only)
+    proceeds whether or not anyone iterates). Otherwise a window of chunks is kept in
+    flight, and with ``options.buffersize`` at most that many items ahead of the
+    results the consumer has taken. ``raise_in_order`` (ordered runs only)
     delays a failure until the results before it have been yielded; otherwise the first
     failure is raised as soon as it is seen. ``first_position`` is the input position
     of the first item of ``inputs`` (when earlier items were run elsewhere), and
@@ -126,6 +175,9 @@ class MapRun:
             total=total,
             target_seconds=backend.target_chunk_seconds,
         )
+        self._retries = RetryPolicy(options.retries, backend.submit)
+        self._buffersize = options.buffersize
+        self._items_ahead = 0  # read from the input, not yet handed to the consumer
         self._deadline = None if options.timeout is None else time.monotonic() + options.timeout
         # Filled by backend threads, emptied by the consumer.
         self._batches: queue.SimpleQueue[tuple[ResultBatch, frozenset[int]]] = queue.SimpleQueue()
@@ -183,22 +235,24 @@ class MapRun:
     def deliver(self, batch: ResultBatch) -> None:
         if self._cancelled:
             return
-        retried: set[int] = set()
-        chunk = batch.chunk
-        if batch.errors and batch.retryable and chunk.attempt < self._options.retries:
-            for offset in batch.errors:
-                again = chunk.split(offset, offset + 1)
-                again.attempt += 1
-                try:
-                    self._backend.submit(again)
-                except Exception:
-                    continue  # the pool is stopping or broken: this failure stands
-                retried.add(offset)
+        retried = self._retries.resubmit(batch)
         if self._trace is not None:
-            self._record_batch(self._trace, batch, frozenset(retried), self._backend.trace_group)
-        self._batches.put((batch, frozenset(retried)))
+            self._record_batch(self._trace, batch, retried, self._backend.trace_group)
+        self._batches.put((batch, retried))
 
     # --- the consumer -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Submit work now, before anyone iterates: all of it (eager), or a first window."""
+        if self._eager:
+            self.submit_all()
+        else:
+            try:
+                self._feed()
+            except BaseException as exc:
+                self._ended_by = exc
+                self.close()
+                raise
 
     def submit_all(self) -> None:
         """Submit the whole input now (eager runs); results are read later."""
@@ -318,6 +372,7 @@ class MapRun:
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))
         self._next_start += len(items)
+        self._items_ahead += len(items)
         if self._options.ordered:
             self._states.append(state)
         else:
@@ -340,7 +395,13 @@ class MapRun:
             in_flight = len(self._states) if self._options.ordered else self._unfinished
             if in_flight >= self._backend.max_chunks_in_flight:
                 return
-            self._take_and_submit(self._sizer.next_size())
+            size = self._sizer.next_size()
+            if self._buffersize is not None:
+                room = self._buffersize - self._items_ahead
+                if room <= 0:
+                    return
+                size = min(size, room)
+            self._take_and_submit(size)
 
     def _next_batch(self) -> tuple[ResultBatch, frozenset[int]]:
         if self._deadline is None:
@@ -408,6 +469,8 @@ class MapRun:
                 raise error
         finished = count - len(retried)
         state.left -= finished
+        if not self._options.ordered:
+            self._items_ahead -= finished  # handed over below (or raised)
         if self._progress is not None and not state.journaled:  # the bar began with those
             self._progress.advance(finished, failed)
         if self._options.ordered:
@@ -427,6 +490,7 @@ class MapRun:
         states = self._states
         while states and states[0].left == 0:
             state = states.popleft()
+            self._items_ahead -= state.size
             assert state.values is not None
             if state.failure is not None:
                 offset, error = state.failure
@@ -440,7 +504,8 @@ class MapRun:
         if isinstance(error, (concurrent.futures.CancelledError, BrokenPool)):
             return  # the pool's own state, shared by many tasks: not this task's story
         where = f" in {worker}" if worker else ""
-        note = f"workpool: raised by the task at input position {chunk.start + position}{where}"
-        if self._options.retries:
-            note += f" (attempt {chunk.attempt + 1} of {self._options.retries + 1})"
-        add_note(error, note)
+        add_note(
+            error,
+            f"workpool: raised by the task at input position {chunk.start + position}{where}"
+            + self._retries.describe(chunk.attempt),
+        )

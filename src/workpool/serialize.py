@@ -11,10 +11,12 @@ standard pickle refuses it.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import pickle
 import sys
 import threading
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -67,13 +69,16 @@ class FunctionRegistry:
     """The functions a pool has run, each pickled once, most recently used kept.
 
     Workers cache functions by id, so a pool running the same function over many
-    chunks pickles and sends it once per worker rather than once per chunk.
+    chunks pickles and sends it once per worker rather than once per chunk. The
+    registry holds each function weakly where it can: a long-lived pool must not keep
+    alive what it was given (a bound method keeps its whole object) once the caller
+    is done with it.
     """
 
     def __init__(self, size: int = 256) -> None:
         self._size = size
         self._lock = threading.Lock()
-        self._entries: OrderedDict[int, tuple[Callable[..., Any], FunctionRef]] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[Callable[[], object], FunctionRef]] = OrderedDict()
         self._ids = itertools.count(1)
 
     def ref(self, fn: Callable[..., Any]) -> FunctionRef:
@@ -81,15 +86,23 @@ class FunctionRegistry:
         key = id(fn)
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry[0] is fn:  # the id of a dead function may be reused
+            if entry is not None and entry[0]() is fn:  # a dead function's id may be reused
                 self._entries.move_to_end(key)
                 return entry[1]
         ref = FunctionRef(next(self._ids), dumps_function(fn))
+        try:
+            holder: Callable[[], object] = weakref.ref(fn)
+        except TypeError:  # a callable object that refuses weak references
+            holder = functools.partial(_itself, fn)
         with self._lock:
-            self._entries[key] = (fn, ref)
+            self._entries[key] = (holder, ref)
             if len(self._entries) > self._size:
                 self._entries.popitem(last=False)
         return ref
+
+
+def _itself(obj: object) -> object:
+    return obj
 
 
 def dumps_data(obj: object) -> bytes:

@@ -203,6 +203,7 @@ class ThreadedBackend(Backend):
             while (chunk := self._next_chunk(fresh=fresh)) is not None:
                 fresh = False
                 if not chunk.sink.claim(chunk):
+                    del chunk  # cancelled: not ours to keep while idle
                     continue
                 if not started:
                     began = now_ns()
@@ -221,12 +222,14 @@ class ThreadedBackend(Backend):
                 if outcome is None:
                     return  # abandoned after a timeout; another worker takes the place
                 batches, sound = outcome
-                for batch in batches:
-                    chunk.sink.deliver(batch)
+                while batches:
+                    chunk.sink.deliver(batches.pop(0))
                 if tasks_left is not None:
                     tasks_left -= len(chunk.items)
                 if not sound or context.spent or (tasks_left is not None and tasks_left <= 0):
                     return  # retire; a successor starts if work is waiting
+                # Idle, this thread must not keep the task's function, items or results.
+                del chunk, outcome
         finally:
             try:
                 if context is not None:

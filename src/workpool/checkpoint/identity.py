@@ -31,6 +31,7 @@ import functools
 import types
 from typing import Any, NamedTuple
 
+from workpool.byvalue import global_names
 from workpool.checkpoint.digest import CanonicalEncoder, blake2b
 
 __all__ = ["FunctionIdentity", "function_identity"]
@@ -146,7 +147,7 @@ class _IdentityEncoder(CanonicalEncoder):
             else:
                 self.encode(contents)
         # The same module's functions it calls, found by the global names its code uses.
-        for name in sorted(_global_names(fn.__code__)):
+        for name in sorted(global_names(fn.__code__)):
             helper = fn.__globals__.get(name)
             if (
                 isinstance(helper, types.FunctionType)
@@ -168,15 +169,6 @@ class _IdentityEncoder(CanonicalEncoder):
         self.encode(code.co_code)
         self.encode(code.co_consts)  # nested code objects come back here, to _code
         self.encode(code.co_names)
-
-
-def _global_names(code: types.CodeType) -> set[str]:
-    """Names ``code`` and the code nested in it look up (globals and attributes alike)."""
-    names = set(code.co_names)
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType):
-            names |= _global_names(const)
-    return names
 
 
 def function_identity(fn: Any) -> FunctionIdentity:

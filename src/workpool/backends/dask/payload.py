@@ -25,12 +25,12 @@ from __future__ import annotations
 import io
 import pickle
 import threading
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from workpool.errors import RemoteTraceback
 from workpool.remote_errors import PackedError
+from workpool.remote_errors import pack_error as pack_process_error
 from workpool.remote_errors import unpack_error as unpack_process_error
 from workpool.segments import is_shared_writable
 from workpool.serialize import PROTOCOL, dumps_data
@@ -250,22 +250,10 @@ def pack_error(exc: BaseException) -> PackedError:
     """
     cause = exc.__cause__
     if isinstance(cause, RemoteTraceback):
-        text = cause.traceback_text
-    elif exc.__traceback__ is None:
-        text = ""  # made by the engine (a crash, a timeout): there is no task traceback
-    else:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    try:
-        message = str(exc)
-    except Exception:
-        message = "<the exception's str() failed>"
-    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    try:
-        exc.__traceback__ = None
-        pickled: bytes | None = dumps_data(exc)
-    except Exception:
-        pickled = None
-    return (pickled, name, message, text)
+        return pack_process_error(exc, cause.traceback_text)
+    if exc.__traceback__ is None:  # made by the engine (a crash, a timeout): no task traceback
+        return pack_process_error(exc, "")
+    return pack_process_error(exc)
 
 
 def unpack_error(packed: PackedError) -> BaseException:
