@@ -1,6 +1,7 @@
 # Everything a newcomer needs, from a fresh clone with only python3 and pip.
 #   make test   set up .venv and run the test suite
-#   make demo   set up .venv and run the pool-size scaling study (workpool bench --quick)
+#   make demo   set up .venv, run the pool-size scaling study (workpool bench --quick) and
+#               trace a map with one slow task (examples/trace_straggler.py)
 #   make bench  compare workpool with its peers, quick (BENCH_ARGS= for the full run)
 #   make lint   ruff and mypy
 # PYTHON and VENV pick another interpreter: make test PYTHON=python3.13 VENV=.venv-3.13
@@ -25,6 +26,10 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/workpool bench --quick --plot bench.png
 	@echo "The plot is in $(CURDIR)/bench.png"
+	$(BIN)/python examples/trace_straggler.py .
+	$(BIN)/workpool trace summary trace-ordered.json
+	$(BIN)/workpool trace plot trace-ordered.json -o trace.png
+	@echo "The timeline of one slow task in an ordered map is in $(CURDIR)/trace.png"
 
 BENCH_ARGS ?= --quick
 BENCH_STAMP := $(VENV)/.installed-bench

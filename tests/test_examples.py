@@ -6,6 +6,7 @@ repository root as the working directory.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -95,3 +96,14 @@ def test_checkpoint_sigkill() -> None:
     assert "__main__.slow_square" in out  # workpool checkpoint info names the function
     assert "every item ran: True" in out
     assert "results identical to an uninterrupted run: True" in out
+
+
+def test_trace_straggler(tmp_path: Path) -> None:
+    out = run_example("trace_straggler.py", str(tmp_path))
+    for name in ("ordered", "unordered"):
+        path = tmp_path / f"trace-{name}.json"
+        assert f"its timeline is in {path}" in out
+        data = json.loads(path.read_text())
+        assert data["otherData"]["partial"] is False
+        assert data["otherData"]["call"]["ordered"] is (name == "ordered")
+    assert "workpool trace summary" in out

@@ -123,8 +123,13 @@ def test_retries_recover_one_crash_in_fifty(tmp_path: Path) -> None:
     assert len(list(tmp_path.iterdir())) == 40  # each culprit crashed exactly once
 
 
-def test_retries_apply_to_exceptions(backend: str, tmp_path: Path) -> None:
-    results = workpool.map(fail_first_try(tmp_path), range(20), backend=backend, retries=1)
+@pytest.mark.parametrize("chunksize", [None, 5])
+def test_retries_apply_to_exceptions(backend: str, tmp_path: Path, chunksize: int | None) -> None:
+    # With several items per chunk, a retried item's new result may arrive before the
+    # rest of its first chunk's: it must not be overwritten by the failed attempt's.
+    results = workpool.map(
+        fail_first_try(tmp_path), range(20), backend=backend, retries=1, chunksize=chunksize
+    )
     assert results == [x * x for x in range(20)]
 
 

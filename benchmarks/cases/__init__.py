@@ -24,6 +24,7 @@ from benchmarks.cases import (
     roundtrip,
     tiny_imap,
     tiny_map,
+    trace_overhead,
 )
 from benchmarks.spec import Workload
 
@@ -46,6 +47,8 @@ WORKLOADS: tuple[Workload, ...] = (
     dask_coarse.WORKLOAD,
     dask_crash.WORKLOAD,
     dask_first.WORKLOAD,
+    trace_overhead.TINY,
+    trace_overhead.ONE_MS,
 )
 
 

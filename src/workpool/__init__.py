@@ -16,6 +16,7 @@ internal and may change:
 
 from __future__ import annotations
 
+from workpool._version import __version__ as __version__
 from workpool.advise import Advice as Advice
 from workpool.advise import advise as advise
 from workpool.errors import BrokenPool as BrokenPool
@@ -33,8 +34,6 @@ from workpool.oneshot import starmap as starmap
 from workpool.pool import Pool as Pool
 from workpool.segments import Segment as Segment
 from workpool.segments import share as share
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Advice",

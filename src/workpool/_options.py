@@ -284,6 +284,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("progress", False, _flag, CALL),
     Option("share_threshold", DEFAULT_SHARE_THRESHOLD, _byte_count, CALL, pool_wide=True),
     Option("checkpoint", None, _file_path, CALL),  # a journal of finished results
+    # The call's timeline, as a Chrome trace (Dask's workers do not send their times yet).
+    Option(
+        "trace", None, _file_path, CALL, backends=("serial", "thread", "process", "interpreter")
+    ),
     Option("timeout", None, _seconds, EXECUTOR_MAP),  # the whole call's deadline
     Option("buffersize", None, _buffersize, EXECUTOR_MAP),  # tasks ahead of the consumer
 )
@@ -320,6 +324,7 @@ class RunOptions(NamedTuple):
     progress: bool
     share_threshold: int | None  # NumPy arrays this big go by shared memory
     checkpoint: str | None  # the journal file of finished results (checkpoint=)
+    trace: str | None  # where to write the call's timeline (trace=)
     timeout: float | None  # overall deadline of Pool.map (Executor semantics)
     buffersize: int | None  # Pool.map: at most this many items read ahead of the consumer
 

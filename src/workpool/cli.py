@@ -1,5 +1,6 @@
-"""The ``workpool`` command: ``bench`` (the scaling study), ``advise`` (for your function)
-and ``checkpoint`` (what a checkpoint file holds; clear it; accept a changed function)."""
+"""The ``workpool`` command: ``bench`` (the scaling study), ``advise`` (for your function),
+``checkpoint`` (what a checkpoint file holds; clear it; accept a changed function) and
+``trace`` (reading a timeline written by ``trace=FILE``)."""
 
 from __future__ import annotations
 
@@ -123,6 +124,28 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint's, keeping every result, instead of refusing it with "
         "CheckpointMismatch. The input is still checked position by position.",
     ).add_argument("file", metavar="FILE")
+
+    trace = commands.add_parser(
+        "trace",
+        help="where the time of a traced call went (a file written by trace=FILE)",
+        description="Read a timeline written by map(..., trace=FILE) and summarize or draw it.",
+    )
+    trace_actions = trace.add_subparsers(dest="action", metavar="ACTION", required=True)
+    summary = trace_actions.add_parser(
+        "summary",
+        help="start-up, busy and idle time per worker, shipping vs running, stragglers",
+        description="Print each worker's start-up, busy and idle share of the call, how "
+        "the busy time splits into shipping and running, the slowest chunks, and what "
+        "the numbers mean.",
+    )
+    summary.add_argument("file", type=Path, metavar="FILE")
+    plot = trace_actions.add_parser(
+        "plot",
+        help="draw the timeline as a Gantt chart (needs the plot extra)",
+        description="Draw one row per worker and per caller activity, one bar per chunk.",
+    )
+    plot.add_argument("file", type=Path, metavar="FILE")
+    plot.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
     return parser
 
 
@@ -278,6 +301,30 @@ def _run_checkpoint(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _run_trace(args: argparse.Namespace, console: Console) -> int:
+    from workpool.timeline.reading import TraceFileError, load
+
+    try:
+        timeline = load(args.file)
+    except TraceFileError as exc:
+        raise CommandError(str(exc)) from exc
+    if args.action == "summary":
+        from workpool.timeline.summary import print_summary, summarize
+
+        print_summary(summarize(timeline), str(args.file), console)
+        return 0
+    from workpool.timeline.plot import PlotUnavailable, write_plot
+
+    try:
+        write_plot(timeline, args.output)
+    except PlotUnavailable as exc:
+        raise CommandError(str(exc)) from exc
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+    console.print(f"The timeline is drawn in {args.output}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -290,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_bench(args, console)
         if args.command == "checkpoint":
             return _run_checkpoint(args, console)
+        if args.command == "trace":
+            return _run_trace(args, console)
         return _run_advise(args, console)
     except CommandError as exc:
         print(f"workpool {args.command}: {exc}", file=sys.stderr)

@@ -17,6 +17,7 @@ from workpool._options import (
 )
 from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
+from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
 from workpool.run import MapRun, RetryPolicy, joined, one_by_one, start_progress_bar
@@ -25,8 +26,13 @@ from workpool.tasks import Chunk, ResultBatch, call_items
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.checkpoint.session import CheckpointSession
+    from workpool.timeline import Recorder  # imported only by traced calls
 
 __all__ = ["imap", "map", "starmap"]
+
+# Where backend="auto" runs the items it measures, as timelines name it: the serial
+# backend's name for the same place, so that both share one track.
+INLINE = "the calling thread"
 
 T = TypeVar("T")
 
@@ -72,7 +78,19 @@ class _OneShotCall:
         """
         checkpoint: CheckpointSession | None = None
         progress_bar = None
+        trace: Recorder | None = None
+        ended_by: BaseException | None = None
         try:
+            if self.options.trace is not None:
+                from workpool.timeline.calls import open_trace
+
+                trace = open_trace(
+                    self.options.trace,
+                    self.fn,
+                    requested=self.spec.backend,
+                    ordered=self.options.ordered,
+                    chunksize=self.options.chunksize,
+                )
             if self.options.checkpoint is not None:
                 from workpool.checkpoint.session import CheckpointSession
 
@@ -84,24 +102,39 @@ class _OneShotCall:
                     return
             elif self.options.progress and self.spec.backend == "auto":
                 progress_bar = start_progress_bar(self.total, self.fn)
-            yield from self._run_the_rest(raise_in_order, checkpoint, progress_bar)
+            yield from self._run_the_rest(raise_in_order, checkpoint, progress_bar, trace)
+        except BaseException as exc:  # GeneratorExit too: the consumer stopped early
+            ended_by = exc
+            raise
         finally:
             if progress_bar is not None:
                 progress_bar.close()
             if checkpoint is not None:
                 checkpoint.close()
+            if trace is not None:  # last: the pool has stopped, the timeline is complete
+                from workpool.timeline.calls import close_trace
+
+                close_trace(trace, ended_by)
 
     def _run_the_rest(
-        self, raise_in_order: bool, checkpoint: CheckpointSession | None, progress_bar: Any
+        self,
+        raise_in_order: bool,
+        checkpoint: CheckpointSession | None,
+        progress_bar: Any,
+        trace: Recorder | None,
     ) -> Generator[list[Any], None, None]:
         spec = self.spec
         first_position = 0 if checkpoint is None else checkpoint.position
         if spec.backend == "auto":
-            prefix = _MeasuredPrefix(self, progress_bar, checkpoint)
+            prefix = _MeasuredPrefix(self, progress_bar, checkpoint, trace)
             yield from prefix.result_lists(raise_in_order)
             spec = prefix.chosen_spec
             first_position += prefix.count
-        backend = create_backend(spec, self.fn)
+        began = now_ns() if trace is not None else 0
+        backend = create_backend(spec, self.fn, trace)
+        if trace is not None:
+            trace.span(trace.caller_track("pool"), "pool start", "startup", began, now_ns())
+            trace.facts.update(backend=spec.backend, workers=backend.workers)
         finished = False
         try:
             run = MapRun(
@@ -115,14 +148,19 @@ class _OneShotCall:
                 first_position=first_position,
                 progress_bar=progress_bar,
                 checkpoint=checkpoint,
+                trace=trace,
             )
             yield from run.result_lists()
             finished = True
         finally:
+            began = now_ns() if trace is not None else 0
             if finished:
                 backend.shutdown(wait=True, cancel_pending=False)
             else:  # a failure, or the consumer stopped early: stop what still runs
                 backend.terminate()
+            if trace is not None:
+                track = trace.caller_track("pool")
+                trace.span(track, "pool shutdown", "shutdown", began, now_ns())
 
 
 class _MeasuredPrefix:
@@ -134,11 +172,16 @@ class _MeasuredPrefix:
     """
 
     def __init__(
-        self, call: _OneShotCall, progress_bar: Any, checkpoint: CheckpointSession | None
+        self,
+        call: _OneShotCall,
+        progress_bar: Any,
+        checkpoint: CheckpointSession | None,
+        trace: Recorder | None,
     ) -> None:
         self._call = call
         self._progress = progress_bar
         self._checkpoint = checkpoint  # its items are read up to the next journaled row
+        self._trace = trace  # the items measured are traced like any chunk
         self.count = 0
         self.chosen_spec: PoolSpec = call.spec
 
@@ -149,6 +192,7 @@ class _MeasuredPrefix:
         items: list[Any] = []
         values: list[Any] = []
         errors: dict[int, BaseException] = {}
+        measured = (0, 0)  # when the items were measured, if any were
         if call.options.task_timeout is not None:
             # Only processes can stop a hung task; measuring inline could hang.
             advice_backend, advice_workers = "process", default_workers("process")
@@ -157,7 +201,9 @@ class _MeasuredPrefix:
                 if call.spec.initializer is not None:  # inline, we are the worker
                     call.spec.initializer(*call.spec.initargs)
                 source = call.inputs if self._checkpoint is None else self._checkpoint.gap()
+                began = now_ns()
                 found, items, values, errors = measure(call.fn, call.mode, source)
+                measured = (began, now_ns())
                 remember(call.fn, found)
             self.count = len(values)
             remaining = None if call.total is None else call.total - self.count
@@ -167,8 +213,14 @@ class _MeasuredPrefix:
         self.chosen_spec = resolve_auto(call.spec, advice_backend, workers)
 
         first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)
+        if self._trace is not None and values:
+            from workpool.timeline.calls import record_inline
+
+            retried = tuple(sorted(errors)) if options.retries else ()
+            track = self._trace.worker_track(INLINE)
+            record_inline(self._trace, track, first, len(values), 0, measured, len(errors), retried)
         if errors:
-            errors = _InlineRetries(call, values, first).settle(items, errors)
+            errors = _InlineRetries(call, values, first, self._trace).settle(items, errors)
         for position, error in errors.items():
             if options.return_exceptions:
                 values[position] = error
@@ -202,23 +254,29 @@ class _InlineRetries:
     """The sink for items that failed while ``auto`` measured them in the calling thread.
 
     They run again there, as ``retries`` allows (the policy that every sink uses);
-    ``settle`` returns the errors that stand, each noted with its position and attempt.
+    ``settle`` returns the errors that stand, by their offset in ``values``, each noted
+    with its position and attempt. Chunks carry input positions, as everywhere.
     """
 
-    def __init__(self, call: _OneShotCall, values: list[Any], first: int) -> None:
+    def __init__(
+        self, call: _OneShotCall, values: list[Any], first: int, trace: Recorder | None
+    ) -> None:
         self._call = call
         self._values = values
         self._first = first  # the input position of values[0]
         self._errors: dict[int, BaseException] = {}
         self._retries = RetryPolicy(call.options.retries, self._run)
+        self._trace = trace
 
     def settle(
         self, items: list[Any], errors: dict[int, BaseException]
     ) -> dict[int, BaseException]:
         call = self._call
-        for position in sorted(errors):
-            chunk = Chunk(self, call.fn, call.mode, position, items[position : position + 1])
-            self.deliver(ResultBatch(chunk, [None], {0: errors[position]}))
+        for offset in sorted(errors):
+            chunk = Chunk(
+                self, call.fn, call.mode, self._first + offset, items[offset : offset + 1]
+            )
+            self.deliver(ResultBatch(chunk, [None], {0: errors[offset]}, worker=INLINE))
         return dict(sorted(self._errors.items()))
 
     def claim(self, chunk: Chunk) -> bool:
@@ -226,21 +284,38 @@ class _InlineRetries:
 
     def deliver(self, batch: ResultBatch) -> None:
         chunk = batch.chunk
+        offset = chunk.start - self._first
         if not batch.errors:
-            self._values[chunk.start] = batch.values[0]
-        elif not self._retries.resubmit(batch):
+            self._values[offset] = batch.values[0]
+            self._traced(batch, frozenset())
+            return
+        retried = self._retries.resubmit(batch)  # runs the next attempt before returning
+        self._traced(batch, retried)
+        if not retried:
             error = batch.errors[0]
             add_note(
                 error,
-                f"workpool: raised by the task at input position {self._first + chunk.start} in "
+                f"workpool: raised by the task at input position {chunk.start} in "
                 "the calling thread, while backend='auto' measured it"
                 + self._retries.describe(chunk.attempt),
             )
-            self._errors[chunk.start] = error
+            self._errors[offset] = error
+
+    def _traced(self, batch: ResultBatch, retried: frozenset[int]) -> None:
+        """Put an attempt on the timeline (its span, if it ran here; its retry)."""
+        if self._trace is not None:
+            from workpool.timeline.calls import record_batch
+
+            record_batch(self._trace, batch, retried, None)
 
     def _run(self, chunk: Chunk) -> None:
+        began = now_ns() if self._trace is not None else 0
         values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
-        self.deliver(ResultBatch(chunk, values, errors, elapsed))
+        batch = ResultBatch(chunk, values, errors, elapsed, worker=INLINE)
+        if self._trace is not None:
+            ended = now_ns()
+            batch.times = (began, began, ended, ended)
+        self.deliver(batch)
 
 
 def map(  # noqa: A001 - the public name mirrors the builtin on purpose
@@ -261,6 +336,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
+    trace: str | os.PathLike[str] | None = None,
 ) -> list[T]:
     """``fn`` over the inputs in parallel; the list of results, in input order.
 
@@ -272,6 +348,9 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     with the same file, function and input, it runs only what is missing and returns
     the same list (``CheckpointMismatch`` if the function or input differ,
     ``CheckpointBusy`` if another call is using the file).
+
+    ``trace="run.json"`` writes the call's timeline there as a Chrome trace, however
+    the call ends (``workpool trace summary run.json`` says where the time went).
     """
     call = _OneShotCall(fn, iterables, star=False, given=locals())
     return call.collect()
@@ -295,6 +374,7 @@ def imap(
     address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
+    trace: str | os.PathLike[str] | None = None,
 ) -> Iterator[T]:
     """A lazy ``map``: inputs are read as workers free up, results yielded as ready.
 
@@ -325,6 +405,7 @@ def starmap(
     address: object = None,
     share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
     checkpoint: str | os.PathLike[str] | None = None,
+    trace: str | os.PathLike[str] | None = None,
 ) -> list[T]:
     """``fn(*args)`` for every tuple of arguments, in parallel; the list of results."""
     call = _OneShotCall(fn, (iterable,), star=True, given=locals())

@@ -171,6 +171,7 @@ class Pool(concurrent.futures.Executor):
         progress: bool = False,
         share_threshold: int | None = UNSET,
         checkpoint: str | os.PathLike[str] | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
         """``Executor.map``: the work starts now; results come as you iterate.
 
@@ -203,6 +204,7 @@ class Pool(concurrent.futures.Executor):
         progress: bool = False,
         share_threshold: int | None = UNSET,
         checkpoint: str | os.PathLike[str] | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> Iterator[T]:
         """Lazily map ``fn`` over the inputs; the pool must stay open while you iterate.
 
@@ -228,6 +230,7 @@ class Pool(concurrent.futures.Executor):
         progress: bool = False,
         share_threshold: int | None = UNSET,
         checkpoint: str | os.PathLike[str] | None = None,
+        trace: str | os.PathLike[str] | None = None,
     ) -> list[T]:
         """``fn(*args)`` for every tuple of arguments; returns the list of results."""
         check_function(fn)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from workpool._options import RunOptions
 from workpool.backends.base import Backend
 from workpool.chunking import ChunkSizer
+from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note
 from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
@@ -26,6 +27,7 @@ from workpool.tasks import CallMode, Chunk, ResultBatch
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.checkpoint.session import CheckpointSession
+    from workpool.timeline import Recorder  # imported only by traced calls
 
 __all__ = ["MapRun", "RetryPolicy", "joined", "one_by_one", "start_progress_bar"]
 
@@ -137,6 +139,10 @@ class MapRun:
     (``checkpoint``, or one opened when the results are first asked for): journaled
     positions come back from the journal, in place, without running, and finished
     chunks are journaled as their batches are absorbed.
+
+    With ``options.trace``, the run records its timeline (``timeline.calls``): into
+    ``trace`` if its caller keeps one for the whole call (and writes it), else into a
+    recorder of its own, written when the results end, however they end.
     """
 
     def __init__(
@@ -153,6 +159,7 @@ class MapRun:
         first_position: int = 0,
         progress_bar: Any = None,
         checkpoint: CheckpointSession | None = None,
+        trace: Recorder | None = None,
     ) -> None:
         self._backend = backend
         self._fn = fn
@@ -194,6 +201,28 @@ class MapRun:
             refuse_writable_shares(fn)  # at once, not at the first next()
         elif options.progress and progress_bar is None:
             self._progress = start_progress_bar(total, fn)
+        # The call's timeline: None (not traced) is all the hot path ever checks.
+        self._trace = trace
+        self._owns_trace = False
+        if options.trace is not None and trace is None:
+            from workpool.timeline.calls import open_trace
+
+            self._trace = open_trace(
+                options.trace,
+                fn,
+                backend=backend.name,
+                workers=backend.workers,
+                ordered=options.ordered,
+                chunksize=options.chunksize,
+            )
+            self._owns_trace = True
+        self._ended_by: BaseException | None = None  # what ended the results early
+        if self._trace is not None:
+            from workpool.timeline.calls import record_batch
+
+            self._record_batch = record_batch
+            self._input_track = self._trace.caller_track("input")
+            self._results_track = self._trace.caller_track("results")
 
     # --- called by backend threads ----------------------------------------------------
 
@@ -206,7 +235,10 @@ class MapRun:
     def deliver(self, batch: ResultBatch) -> None:
         if self._cancelled:
             return
-        self._batches.put((batch, self._retries.resubmit(batch)))
+        retried = self._retries.resubmit(batch)
+        if self._trace is not None:
+            self._record_batch(self._trace, batch, retried, self._backend.trace_group)
+        self._batches.put((batch, retried))
 
     # --- the consumer -----------------------------------------------------------------
 
@@ -217,7 +249,8 @@ class MapRun:
         else:
             try:
                 self._feed()
-            except BaseException:
+            except BaseException as exc:
+                self._ended_by = exc
                 self.close()
                 raise
 
@@ -228,7 +261,8 @@ class MapRun:
             size = self._options.chunksize or self._sizer.upfront_size()
             while not self._exhausted:
                 self._take_and_submit(size)
-        except BaseException:
+        except BaseException as exc:
+            self._ended_by = exc
             self.close()
             raise
 
@@ -247,6 +281,14 @@ class MapRun:
 
     def _take_and_submit(self, size: int) -> None:
         """Read up to ``size`` items and submit them (or deliver them from the journal)."""
+        if self._trace is None:
+            self._take_and_submit_untraced(size)
+            return
+        began = now_ns()
+        self._take_and_submit_untraced(size)
+        self._trace.span(self._input_track, "feed", "caller", began, now_ns())
+
+    def _take_and_submit_untraced(self, size: int) -> None:
         checkpoint = self._checkpoint
         if checkpoint is None:
             items = self._inputs.take(size)
@@ -295,9 +337,18 @@ class MapRun:
                     in_flight = self._unfinished
                 if not in_flight:  # the feeding above found the input exhausted
                     return
-                ready = self._absorb(*self._next_batch())
+                batch, retried = self._next_batch()
+                if self._trace is None:
+                    ready = self._absorb(batch, retried)
+                else:
+                    began = now_ns()
+                    ready = self._absorb(batch, retried)
+                    self._trace.span(self._results_track, "deliver", "caller", began, now_ns())
                 if ready:
                     yield ready
+        except BaseException as exc:  # GeneratorExit too: the consumer stopped early
+            self._ended_by = exc
+            raise
         finally:
             self.close()
 
@@ -311,6 +362,12 @@ class MapRun:
             self._progress = None
         if self._checkpoint is not None:
             self._checkpoint.close()  # commits what was journaled, lets the file go
+        if self._owns_trace:
+            assert self._trace is not None
+            self._owns_trace = False
+            from workpool.timeline.calls import close_trace
+
+            close_trace(self._trace, self._ended_by)
 
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))
@@ -329,6 +386,7 @@ class MapRun:
             task_timeout=self._options.task_timeout,
             tag=state,
             sharing=self._sharing,
+            trace=self._trace,
         )
 
     def _feed(self) -> None:
@@ -371,7 +429,12 @@ class MapRun:
         else:
             if state.values is None:
                 state.values = [None] * state.size
-            state.values[offset : offset + count] = batch.values
+            if retried:  # their new attempts' results may be in already: keep them
+                for i, value in enumerate(batch.values):
+                    if i not in retried:
+                        state.values[offset + i] = value
+            else:
+                state.values[offset : offset + count] = batch.values
 
         if self._checkpoint is not None and not state.journaled:
             # Journaled now, before a failure in this batch may be raised below.

@@ -11,7 +11,10 @@ import enum
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from workpool.timeline.recorder import Recorder
 
 __all__ = ["CallMode", "Chunk", "ResultBatch", "ResultSink", "call_items"]
 
@@ -52,7 +55,10 @@ class Chunk:
     ``attempt`` counts earlier failed tries of these items (retries); ``tag`` is opaque
     to backends and lets the sink find its own bookkeeping when results come back,
     including for pieces a backend splits off a chunk after a crash. ``sharing`` is the
-    automatic sharing of large arrays for the call the chunk belongs to.
+    automatic sharing of large arrays for the call the chunk belongs to. ``trace`` is
+    the call's timeline recorder when it was asked for (``trace=``): a backend then
+    times the chunk's phases (``ResultBatch.times``) and reports its worker's faults;
+    otherwise it is None, and checking it is all tracing costs.
     """
 
     # Plain slots, not a dataclass: every chunk of every call is one of these, and
@@ -67,6 +73,7 @@ class Chunk:
         "start",
         "tag",
         "task_timeout",
+        "trace",
     )
 
     def __init__(
@@ -80,6 +87,7 @@ class Chunk:
         attempt: int = 0,
         tag: Any = None,
         sharing: Any = None,
+        trace: Recorder | None = None,
     ) -> None:
         self.sink = sink
         self.fn = fn
@@ -90,6 +98,7 @@ class Chunk:
         self.attempt = attempt
         self.tag = tag
         self.sharing = sharing
+        self.trace = trace
 
     def __repr__(self) -> str:
         return f"<Chunk start={self.start} items={len(self.items)} attempt={self.attempt}>"
@@ -112,6 +121,7 @@ class Chunk:
             attempt=self.attempt,
             tag=self.tag,
             sharing=self.sharing,
+            trace=self.trace,
         )
 
 
@@ -123,12 +133,24 @@ class ResultBatch:
     ``retryable`` is False when trying again cannot help: the items could not be
     pickled, the pool was shut down with ``cancel_futures``, or the pool is broken.
     ``worker`` names where the chunk ran ("process 1234", "thread workpool-2"), for
-    error messages. ``pickled``, when an engine has it, is the standard pickle of
-    ``(values, errors)`` exactly as a worker sent it, with nothing failed and nothing
-    in shared memory: a checkpoint stores it as it is instead of pickling again.
+    error messages and timelines. ``pickled``, when an engine has it, is the standard
+    pickle of ``(values, errors)`` exactly as a worker sent it, with nothing failed and
+    nothing in shared memory: a checkpoint stores it as it is instead of pickling again.
+    ``times``, given for a traced chunk, are when its worker began receiving it, began
+    and finished running it, and finished returning the results
+    (``workpool.clock.now_ns``, on the caller's clock).
     """
 
-    __slots__ = ("chunk", "elapsed", "errors", "pickled", "retryable", "values", "worker")
+    __slots__ = (
+        "chunk",
+        "elapsed",
+        "errors",
+        "pickled",
+        "retryable",
+        "times",
+        "values",
+        "worker",
+    )
 
     def __init__(
         self,
@@ -139,6 +161,7 @@ class ResultBatch:
         retryable: bool = True,
         worker: str = "",
         pickled: bytes | memoryview | None = None,
+        times: tuple[int, int, int, int] | None = None,
     ) -> None:
         self.chunk = chunk
         self.values = values
@@ -147,6 +170,7 @@ class ResultBatch:
         self.retryable = retryable
         self.worker = worker
         self.pickled = pickled
+        self.times = times
 
     def __repr__(self) -> str:
         return f"<ResultBatch {self.chunk!r} errors={len(self.errors)} by {self.worker!r}>"

@@ -6,28 +6,34 @@ The thread and interpreter engines share one worker-thread design (``threaded.py
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
 from workpool._options import BACKENDS, PoolSpec
 from workpool.backends.base import Backend
 
+if TYPE_CHECKING:
+    from workpool.timeline.recorder import Recorder
+
 __all__ = ["Backend", "create_backend"]
 
 
-def create_backend(spec: PoolSpec, fn: Callable[..., Any] | None = None) -> Backend:
+def create_backend(
+    spec: PoolSpec, fn: Callable[..., Any] | None = None, recorder: Recorder | None = None
+) -> Backend:
     """Start the engine ``spec.backend`` names (``"auto"`` must be resolved before).
 
-    ``fn`` is the function the engine will run, when that is known in advance.
+    ``fn`` is the function the engine will run, when that is known in advance;
+    ``recorder`` the timeline of the one call the pool is for, when it is traced.
     """
     if spec.backend == "serial":
         from workpool.backends.serial import SerialBackend
 
-        return SerialBackend(spec)
+        return SerialBackend(spec, recorder=recorder)
     if spec.backend == "thread":
         from workpool.backends.thread import ThreadBackend
 
-        return ThreadBackend(spec)
+        return ThreadBackend(spec, recorder=recorder)
     if spec.backend == "process":
         if not _platform.PROCESSES:
             raise ValueError(
@@ -37,11 +43,11 @@ def create_backend(spec: PoolSpec, fn: Callable[..., Any] | None = None) -> Back
             )
         from workpool.backends.process import ProcessBackend
 
-        return ProcessBackend(spec, fn)
+        return ProcessBackend(spec, fn, recorder=recorder)
     if spec.backend == "interpreter":
         from workpool.backends.interpreter import InterpreterBackend
 
-        return InterpreterBackend(spec)
+        return InterpreterBackend(spec, recorder=recorder)
     if spec.backend == "dask":
         from workpool.backends.dask import DaskBackend
 

@@ -7,11 +7,14 @@ It also holds the one rule for a failing initializer, which every engine follows
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
 from workpool.errors import BrokenPool
 from workpool.tasks import Chunk, ResultSink
+
+if TYPE_CHECKING:
+    from workpool.timeline.recorder import Recorder
 
 __all__ = ["Backend", "InitializerFailed", "broken_by_initializer"]
 
@@ -31,9 +34,16 @@ class Backend(abc.ABC):
     #: enough that moving the chunk costs little beside running it.
     target_chunk_seconds: ClassVar[float]
 
-    def __init__(self, spec: PoolSpec) -> None:
+    #: The group of tracks its workers get in a timeline; None: the caller's process
+    #: (workers that are threads of it).
+    trace_group: ClassVar[str | None] = None
+
+    def __init__(self, spec: PoolSpec, *, recorder: Recorder | None = None) -> None:
         self.spec = spec
         self.workers = spec.workers
+        #: The timeline of the one call this pool was started for, if it is traced:
+        #: the engine reports its pool's and its workers' start-up there.
+        self.recorder = recorder
 
     @abc.abstractmethod
     def submit(self, chunk: Chunk) -> None:

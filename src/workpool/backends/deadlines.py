@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from workpool.clock import now_ns
 from workpool.errors import TaskTimeout
 from workpool.tasks import Chunk, ResultBatch
 
@@ -23,13 +24,14 @@ __all__ = ["DeadlineWatch", "TimedTask"]
 class TimedTask:
     """A task with a deadline, and the worker running it."""
 
-    __slots__ = ("abandoned", "chunk", "deadline", "label", "thread")
+    __slots__ = ("abandoned", "chunk", "deadline", "label", "started_ns", "thread")
 
     def __init__(self, chunk: Chunk, thread: threading.Thread, label: str, deadline: float):
         self.chunk = chunk
         self.thread = thread
         self.label = label  # names the worker in messages: "thread workpool-thread-2"
         self.deadline = deadline
+        self.started_ns = now_ns()  # for the timeline, when the call is traced
         self.abandoned = False
 
 
@@ -112,6 +114,16 @@ class DeadlineWatch:
                     f"{self._kind} cannot be stopped, so {timed.label} finishes it in the "
                     "background and its result is discarded"
                 )
+                if chunk.trace is not None:
+                    chunk.trace.fault(
+                        chunk.trace.worker_track(timed.label),
+                        "timeout",
+                        (chunk.start, len(chunk.items), chunk.attempt),
+                        timed.started_ns,
+                        now_ns(),
+                        chunk.start,
+                        str(error),
+                    )
                 batch = ResultBatch.failed(chunk, error, retryable=True)
                 batch.worker = timed.label
                 chunk.sink.deliver(batch)

@@ -7,15 +7,22 @@ to be worth shipping anywhere.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend, broken_by_initializer
 from workpool.chunking import PROCESS_CHUNK_SECONDS
+from workpool.clock import now_ns
 from workpool.errors import BrokenPool, TaskTimeout
 from workpool.tasks import Chunk, ResultBatch, call_items
 
+if TYPE_CHECKING:
+    from workpool.timeline.recorder import Recorder
+
 __all__ = ["SerialBackend"]
+
+# How messages and timelines name where the tasks ran.
+WORKER = "the calling thread"
 
 
 class SerialBackend(Backend):
@@ -24,8 +31,8 @@ class SerialBackend(Backend):
     name = "serial"
     target_chunk_seconds = PROCESS_CHUNK_SECONDS
 
-    def __init__(self, spec: PoolSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: PoolSpec, *, recorder: Recorder | None = None) -> None:
+        super().__init__(spec, recorder=recorder)
         self.workers = 1
         self._initialized = spec.initializer is None
         self._broken: BrokenPool | None = None
@@ -40,11 +47,17 @@ class SerialBackend(Backend):
             self._initialize()
         if not chunk.sink.claim(chunk):
             return
+        traced = chunk.trace is not None
+        began = now_ns() if traced else 0
         if chunk.task_timeout is None:
             values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
         else:
             values, errors, elapsed = _call_items_timed(chunk)
-        chunk.sink.deliver(ResultBatch(chunk, values, errors, elapsed, worker="the calling thread"))
+        batch = ResultBatch(chunk, values, errors, elapsed, worker=WORKER)
+        if traced:  # nothing to receive or return here, only running
+            ended = now_ns()
+            batch.times = (began, began, ended, ended)
+        chunk.sink.deliver(batch)
 
     def _initialize(self) -> None:
         assert self.spec.initializer is not None

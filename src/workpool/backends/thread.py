@@ -20,6 +20,7 @@ from workpool._options import PoolSpec
 from workpool.backends.base import InitializerFailed
 from workpool.backends.threaded import ThreadedBackend, WorkerContext
 from workpool.chunking import THREAD_CHUNK_SECONDS
+from workpool.clock import now_ns
 from workpool.tasks import Chunk, ResultBatch, call_items
 
 __all__ = ["ThreadBackend"]
@@ -56,7 +57,13 @@ class ThreadContext(WorkerContext):
             on_start()
         # A KeyboardInterrupt raised here comes from the task, not from the user's
         # Ctrl+C (which only the main thread receives): it is the task's failure.
+        traced = chunk.trace is not None
+        began = now_ns() if traced else 0
         values, errors, elapsed = call_items(
             chunk.fn, chunk.mode, chunk.items, catch_interrupt=True
         )
-        return [ResultBatch(chunk, values, errors, elapsed, worker=self.label)]
+        batch = ResultBatch(chunk, values, errors, elapsed, worker=self.label)
+        if traced:  # nothing to receive or return in a thread, only running
+            ended = now_ns()
+            batch.times = (began, began, ended, ended)
+        return [batch]

@@ -42,13 +42,17 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend, InitializerFailed, broken_by_initializer
 from workpool.backends.deadlines import DeadlineWatch, TimedTask
+from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note
 from workpool.tasks import Chunk, ResultBatch
+
+if TYPE_CHECKING:
+    from workpool.timeline.recorder import Recorder
 
 __all__ = ["ThreadedBackend", "WorkerContext"]
 
@@ -100,8 +104,8 @@ class ThreadedBackend(Backend):
     #: What cannot be stopped from outside, for timeout messages: "a thread".
     kind: ClassVar[str]
 
-    def __init__(self, spec: PoolSpec) -> None:
-        super().__init__(spec)
+    def __init__(self, spec: PoolSpec, *, recorder: Recorder | None = None) -> None:
+        super().__init__(spec, recorder=recorder)
         self._lock = threading.Lock()
         # Workers wait on this condition, the watchdog on another over the same lock:
         # a chunk put in the queue must wake a worker, never the watchdog in its place.
@@ -202,12 +206,16 @@ class ThreadedBackend(Backend):
                     del chunk  # cancelled: not ours to keep while idle
                     continue
                 if not started:
+                    began = now_ns()
                     try:
                         context.start()
                     except BaseException as exc:
                         self._break(self._start_failure(exc, context), chunk)
                         return
                     started = True
+                    if self.recorder is not None:
+                        track = self.recorder.worker_track(context.label)
+                        self.recorder.span(track, "worker start", "startup", began, now_ns())
                 if tasks_left is not None and len(chunk.items) > tasks_left:
                     chunk = self._put_back_beyond(chunk, tasks_left)
                 outcome = self._run(context, chunk, me)

@@ -23,6 +23,7 @@ from workpool.backends.interpreter.handle import (
     ResultsNotRebuilt,
 )
 from workpool.backends.threaded import WorkerContext
+from workpool.clock import now_ns
 from workpool.errors import WorkerCrashed, add_note
 from workpool.serialize import FunctionRef, FunctionRegistry, dumps_data, picklable_runs
 from workpool.tasks import Chunk, ResultBatch
@@ -67,6 +68,7 @@ class InterpreterContext(WorkerContext):
         self, chunk: Chunk, on_start: Callable[[], object] | None, batches: list[ResultBatch]
     ) -> None:
         """Run ``chunk``, adding its batches to ``batches``."""
+        began = now_ns() if chunk.trace is not None else 0
         try:
             fn_ref = self._functions.ref(chunk.fn)
         except Exception as exc:
@@ -78,7 +80,7 @@ class InterpreterContext(WorkerContext):
             self._run_picklable_part(chunk, on_start, batches)
             return
         try:
-            batches.append(self._exchange(chunk, fn_ref, payload, on_start))
+            batches.append(self._exchange(chunk, fn_ref, payload, on_start, began))
         except ItemsNotRebuilt as exc:
             if len(chunk.items) == 1:
                 batches.append(self._failed(chunk, exc.error))
@@ -106,19 +108,34 @@ class InterpreterContext(WorkerContext):
         fn_ref: FunctionRef,
         payload: bytes,
         on_start: Callable[[], object] | None,
+        began: int = 0,
     ) -> ResultBatch:
         """One round trip: the chunk in, its batch out.
 
+        ``began``, for a traced chunk, is when pickling its items began: the batch then
+        gets its times, receiving being the pickling here (the unpickling there counts
+        as running: the interpreter reports the two together).
         Raises ``ItemsNotRebuilt`` when the items cannot be unpickled in the interpreter.
         """
         assert self._handle is not None
         batch: ResultBatch
+        sent = now_ns() if began else 0
         try:
             values, errors, elapsed = self._handle.run(
                 fn_ref, int(chunk.mode), payload, on_start=on_start
             )
         except LoopStopped as exc:
             error = WorkerCrashed(f"{chunk.task_name()} was running when {exc}")
+            if chunk.trace is not None:
+                chunk.trace.fault(
+                    chunk.trace.worker_track(self.label),
+                    "crashed",
+                    (chunk.start, len(chunk.items), chunk.attempt),
+                    began,
+                    now_ns(),
+                    chunk.start if len(chunk.items) == 1 else None,
+                    str(error),
+                )
             batch = ResultBatch.failed(chunk, error, retryable=True)
         except ResultsNotRebuilt as exc:
             add_note(
@@ -128,6 +145,9 @@ class InterpreterContext(WorkerContext):
             batch = ResultBatch.failed(chunk, exc.error, retryable=False)
         else:
             batch = ResultBatch(chunk, values, errors, elapsed)
+            if began:
+                replied = now_ns()
+                batch.times = (began, sent, min(sent + int(elapsed * 1e9), replied), replied)
         batch.worker = self.label
         return batch
 

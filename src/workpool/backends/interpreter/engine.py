@@ -58,12 +58,16 @@ import sys
 import threading
 import time
 import weakref
+from typing import TYPE_CHECKING
 
 from workpool._options import PoolSpec
 from workpool.backends.interpreter.context import InterpreterContext
 from workpool.backends.threaded import ThreadedBackend, WorkerContext
 from workpool.chunking import THREAD_CHUNK_SECONDS
 from workpool.serialize import FunctionRegistry, dumps_function
+
+if TYPE_CHECKING:
+    from workpool.timeline.recorder import Recorder
 
 __all__ = ["InterpreterBackend"]
 
@@ -106,7 +110,7 @@ class InterpreterBackend(ThreadedBackend):
     thread_prefix = "workpool-interp"
     kind = "a subinterpreter"
 
-    def __init__(self, spec: PoolSpec) -> None:
+    def __init__(self, spec: PoolSpec, *, recorder: Recorder | None = None) -> None:
         self._init_payload = b""
         if spec.initializer is not None:
             # Pickled now, so that one that cannot be pickled fails here, at once.
@@ -117,7 +121,7 @@ class InterpreterBackend(ThreadedBackend):
                     f"the initializer {spec.initializer!r} and its initargs cannot be sent to "
                     f"a subinterpreter: {exc}"
                 ) from exc
-        super().__init__(spec)
+        super().__init__(spec, recorder=recorder)
         self._functions = FunctionRegistry()
         _live_backends.add(self)
 

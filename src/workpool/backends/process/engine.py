@@ -48,14 +48,16 @@ them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
+from workpool.backends.process.handle import TRACE_GROUP
 from workpool.backends.process.launch import make_launcher
 from workpool.backends.process.supervisor import Supervisor
 from workpool.backends.process.wire import WireChunk
 from workpool.chunking import PROCESS_CHUNK_SECONDS
+from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.serialize import (
     FunctionRef,
@@ -65,6 +67,9 @@ from workpool.serialize import (
 from workpool.sharing import TooManySegments
 from workpool.tasks import Chunk, ResultBatch
 
+if TYPE_CHECKING:
+    from workpool.timeline.recorder import Recorder
+
 __all__ = ["ProcessBackend"]
 
 
@@ -73,9 +78,16 @@ class ProcessBackend(Backend):
 
     name = "process"
     target_chunk_seconds = PROCESS_CHUNK_SECONDS
+    trace_group = TRACE_GROUP
 
-    def __init__(self, spec: PoolSpec, fn: Callable[..., Any] | None = None) -> None:
-        super().__init__(spec)
+    def __init__(
+        self,
+        spec: PoolSpec,
+        fn: Callable[..., Any] | None = None,
+        *,
+        recorder: Recorder | None = None,
+    ) -> None:
+        super().__init__(spec, recorder=recorder)
         self._functions = FunctionRegistry()
         if fn is not None:
             # Pickled before any worker starts: if that takes cloudpickle, it is imported
@@ -84,13 +96,15 @@ class ProcessBackend(Backend):
             self._function_ref(fn)
         launcher = make_launcher(spec.start_method)
         self.start_method = launcher.method
-        self._supervisor = Supervisor(spec, launcher)
+        self._supervisor = Supervisor(spec, launcher, recorder)
 
     def submit(self, chunk: Chunk) -> None:
         self._send(WireChunk(chunk, self._function_ref(chunk.fn)))
 
     def _send(self, wire: WireChunk) -> None:
         """Pickle the items here, in the submitting thread; hand the rest to the supervisor."""
+        trace = wire.chunk.trace
+        began = now_ns() if trace is not None else 0
         try:
             wire.encode()
         except TooManySegments as exc:
@@ -104,6 +118,8 @@ class ProcessBackend(Backend):
         except Exception as exc:
             self._send_picklable_part(wire, exc)
             return
+        if trace is not None:
+            trace.span(trace.caller_track("input"), "pickle", "serialize", began, now_ns())
         self._supervisor.submit(wire)
 
     def _send_picklable_part(self, wire: WireChunk, error: Exception) -> None:

@@ -10,11 +10,15 @@ from typing import NamedTuple, Protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.lifeline import RECHECK_FIRST
 from workpool.backends.process.wire import WireChunk
+from workpool.clock import now_ns
 
-__all__ = ["KillReason", "WorkerHandle", "WorkerProcess", "describe_exit"]
+__all__ = ["TRACE_GROUP", "KillReason", "WorkerHandle", "WorkerProcess", "describe_exit"]
 
 # Functions a worker keeps at once; the parent evicts the least recently used.
 FUNCTION_CACHE_SIZE = 64
+
+# The group of worker processes' tracks in a timeline.
+TRACE_GROUP = "worker processes"
 
 
 class WorkerProcess(Protocol):
@@ -55,6 +59,8 @@ class WorkerHandle:
     __slots__ = (
         "alive",
         "assigned",
+        "busy_since_ns",
+        "clock_offset_ns",
         "functions",
         "init_error",
         "kill_reason",
@@ -67,6 +73,7 @@ class WorkerHandle:
         "recheck_every",
         "slot",
         "sock",
+        "started_ns",
         "stop_sent",
         "tasks_left",
         "writer",
@@ -102,6 +109,12 @@ class WorkerHandle:
         # Where only waitpid can confirm the process's end: when to ask it next.
         self.recheck_at: float | None = None
         self.recheck_every = RECHECK_FIRST
+        # For timelines (``workpool.clock``): when the worker was started; what to add
+        # to its clock readings to put them on ours (measured when it says READY); and,
+        # while a traced chunk is at the head of ``assigned``, since when it runs.
+        self.started_ns = now_ns()
+        self.clock_offset_ns = 0
+        self.busy_since_ns = 0
 
     @property
     def label(self) -> str:

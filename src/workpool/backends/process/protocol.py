@@ -8,16 +8,23 @@ Parent to worker::
 
     INIT    pickled (initializer, initargs)     always the first frame; may be empty
     DEFINE  fn_id, evict_id, pickled function   the function, sent once per worker
-    CHUNK   seq, fn_id, mode, tracked,           consecutive inputs to run
+    CHUNK   seq, fn_id, mode, tracked, timed,    consecutive inputs to run
             share threshold, fd count, items
     STOP                                         finish queued chunks, then exit
 
 Worker to parent::
 
-    READY        pid                             the initializer ran; work may come
+    READY        pid, clock                      the initializer ran; work may come
     INIT_FAILED  packed error                    the initializer raised; the worker exits
     BATCH        seq, elapsed, fd count,         one chunk's results, in item order
                  values, errors
+    TIMED_BATCH  the same, and four clock        for a *timed* chunk (its call is traced):
+                 readings                        when the worker began unpickling the
+                                                 items, began and finished running them,
+                                                 and finished pickling the results
+
+Clock readings are ``workpool.clock.now_ns()`` in the worker; ``clock`` in READY lets
+the parent align them with its own (``clock.clock_offset``).
 
 Beside the socket, every worker has a *slot* of three integers in memory shared with
 the parent: the ``seq`` of the chunk it is running, the position of the item it is on,
@@ -34,6 +41,7 @@ import struct
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
+from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.remote_errors import PackedError, pack_error
 from workpool.serialize import PROTOCOL, dumps_data
@@ -65,11 +73,14 @@ INIT = 0x4E  # "N"
 READY = 0x52  # "R"
 INIT_FAILED = 0x49  # "I"
 BATCH = 0x42  # "B"
+TIMED_BATCH = 0x62  # "b"
 
 _DEFINE_HEAD = struct.Struct("<Bqq")  # kind, fn_id, evict_id (-1: none)
-# kind, seq, fn_id, mode, tracked, share threshold (-1: none), descriptors carried
-_CHUNK_HEAD = struct.Struct("<BqqB?qH")
+# kind, seq, fn_id, mode, tracked, timed, share threshold (-1: none), descriptors carried
+_CHUNK_HEAD = struct.Struct("<BqqB??qH")
 _BATCH_HEAD = struct.Struct("<BqdH")  # kind, seq, elapsed seconds, descriptors carried
+# The same, then when the worker began receiving, began and ended running, and returned.
+_TIMED_BATCH_HEAD = struct.Struct("<BqdHqqqq")
 
 # Shared slot layout: three int64 per worker.
 SLOT_FIELDS = 3
@@ -88,12 +99,13 @@ def encode_chunk(
     fn_id: int,
     mode: CallMode,
     tracked: bool,
+    timed: bool,
     share_threshold: int | None,
     fd_count: int,
     payload: bytes,
 ) -> list[bytes]:
     threshold = -1 if share_threshold is None else share_threshold
-    head = _CHUNK_HEAD.pack(CHUNK, seq, fn_id, int(mode), tracked, threshold, fd_count)
+    head = _CHUNK_HEAD.pack(CHUNK, seq, fn_id, int(mode), tracked, timed, threshold, fd_count)
     return [head, payload]
 
 
@@ -119,7 +131,8 @@ class ChunkOrder(NamedTuple):
     seq: int
     fn_id: int
     mode: CallMode
-    tracked: bool
+    tracked: bool  # publish each item's start in the slot (it has a task_timeout)
+    timed: bool  # answer with a TIMED_BATCH (its call is traced)
     share_threshold: int | None
     payload: memoryview
 
@@ -136,12 +149,13 @@ def decode_chunk(body: bytearray) -> ChunkOrder | DefineOrder | None:
     """Read a parent-to-worker frame; ``None`` means STOP."""
     kind = body[0]
     if kind == CHUNK:
-        _, seq, fn_id, mode, tracked, threshold, _ = _CHUNK_HEAD.unpack_from(body)
+        _, seq, fn_id, mode, tracked, timed, threshold, _ = _CHUNK_HEAD.unpack_from(body)
         return ChunkOrder(
             seq,
             fn_id,
             CallMode(mode),
             tracked,
+            timed,
             None if threshold < 0 else threshold,
             memoryview(body)[_CHUNK_HEAD.size :],
         )
@@ -155,8 +169,8 @@ def decode_chunk(body: bytearray) -> ChunkOrder | DefineOrder | None:
     raise ValueError(f"unknown message kind {kind:#x} from the parent")
 
 
-def encode_ready(pid: int) -> list[bytes]:
-    return [bytes([READY]), pickle.dumps(pid, PROTOCOL)]
+def encode_ready(pid: int, clock_ns: int) -> list[bytes]:
+    return [bytes([READY]), pickle.dumps((pid, clock_ns), PROTOCOL)]
 
 
 def encode_init_failed(error: PackedError) -> list[bytes]:
@@ -169,11 +183,14 @@ def encode_batch(
     values: list[Any],
     errors: Sequence[tuple[int, PackedError]],
     sharing: SharingContext,
+    times: tuple[int, int, int] | None = None,
 ) -> tuple[list[bytes], list[int], list[Any]]:
     """A chunk's results, the descriptors to send with them, and what keeps those open.
 
     Large arrays among the results travel in shared memory (``sharing``). A value that
-    cannot be pickled becomes that item's error.
+    cannot be pickled becomes that item's error. ``times`` (a timed chunk's receiving,
+    running and ran clock readings) makes it a TIMED_BATCH, finished by the reading
+    taken once the results are pickled.
     """
     try:
         payload, fds, keep = dumps_sharing((values, errors), sharing)
@@ -191,11 +208,15 @@ def encode_batch(
                 errors.append((position, pack_error(exc)))
                 values[position] = None
         payload, fds, keep = dumps_sharing((values, errors), sharing)
+    if times is not None:
+        head = _TIMED_BATCH_HEAD.pack(TIMED_BATCH, seq, elapsed, len(fds), *times, now_ns())
+        return [head, payload], fds, keep
     return [_BATCH_HEAD.pack(BATCH, seq, elapsed, len(fds)), payload], fds, keep
 
 
 class Ready(NamedTuple):
     pid: int
+    clock_ns: int  # the worker's clock as it said so
 
 
 class InitFailed(NamedTuple):
@@ -207,17 +228,20 @@ class Batch(NamedTuple):
     elapsed: float
     fd_count: int  # shared-memory descriptors that came with it
     body: bytes | bytearray
+    # A TIMED_BATCH's clock readings (the worker's clock), and where its pickle begins.
+    times: tuple[int, int, int, int] | None = None
+    offset: int = _BATCH_HEAD.size
 
     def decode(self, fds: list[int]) -> tuple[list[Any], list[tuple[int, PackedError]]]:
         """The values and packed errors; takes ownership of ``fds``."""
-        values, errors = loads_sharing(memoryview(self.body)[_BATCH_HEAD.size :], fds)
+        values, errors = loads_sharing(memoryview(self.body)[self.offset :], fds)
         return values, errors
 
     def standalone_pickle(self) -> memoryview | None:
         """The pickle of ``(values, errors)``, if it needs none of the descriptors."""
         if self.fd_count:
             return None
-        return memoryview(self.body)[_BATCH_HEAD.size :]
+        return memoryview(self.body)[self.offset :]
 
 
 def decode_from_worker(body: bytes | bytearray) -> Ready | InitFailed | Batch:
@@ -225,8 +249,14 @@ def decode_from_worker(body: bytes | bytearray) -> Ready | InitFailed | Batch:
     if kind == BATCH:
         _, seq, elapsed, fd_count = _BATCH_HEAD.unpack_from(body)
         return Batch(seq, elapsed, fd_count, body)
+    if kind == TIMED_BATCH:
+        _, seq, elapsed, fd_count, *times = _TIMED_BATCH_HEAD.unpack_from(body)
+        received, run, ran, returned = times
+        return Batch(
+            seq, elapsed, fd_count, body, (received, run, ran, returned), _TIMED_BATCH_HEAD.size
+        )
     if kind == READY:
-        return Ready(pickle.loads(memoryview(body)[1:]))
+        return Ready(*pickle.loads(memoryview(body)[1:]))
     if kind == INIT_FAILED:
         return InitFailed(pickle.loads(memoryview(body)[1:]))
     raise ValueError(f"unknown message kind {kind:#x} from a worker")

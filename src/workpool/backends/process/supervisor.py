@@ -16,12 +16,14 @@ import time
 import weakref
 from collections import deque
 from concurrent.futures import CancelledError
+from typing import TYPE_CHECKING
 
 from workpool._options import PoolSpec
 from workpool.backends.process import exit_hook, lifeline, protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.handle import (
     FUNCTION_CACHE_SIZE,
+    TRACE_GROUP,
     KillReason,
     WorkerHandle,
     describe_exit,
@@ -29,10 +31,14 @@ from workpool.backends.process.handle import (
 from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.wire import WireChunk
+from workpool.clock import clock_offset, now_ns
 from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
 from workpool.remote_errors import unpack_error
 from workpool.serialize import dumps_function
 from workpool.tasks import ResultBatch
+
+if TYPE_CHECKING:
+    from workpool.timeline.recorder import Recorder
 
 __all__ = ["Supervisor"]
 
@@ -55,9 +61,12 @@ class Supervisor:
     the chunk is written to a worker's socket.
     """
 
-    def __init__(self, spec: PoolSpec, launcher: Launcher) -> None:
+    def __init__(
+        self, spec: PoolSpec, launcher: Launcher, recorder: Recorder | None = None
+    ) -> None:
         self._spec = spec
         self._launcher = launcher
+        self._recorder = recorder  # the traced call this pool was started for, if any
         self._initializer_payload = (
             dumps_function((spec.initializer, spec.initargs)) if spec.initializer else None
         )
@@ -237,6 +246,7 @@ class Supervisor:
         base = slot * protocol.SLOT_FIELDS
         self._slot_view[base + protocol.SLOT_SEQ] = -1
         self._slot_view[base + protocol.SLOT_POSITION] = protocol.POSITION_IDLE
+        began = now_ns()
         try:
             process = self._launcher.start(child_sock, self._slots, slot)
         finally:
@@ -250,6 +260,7 @@ class Supervisor:
             writer=FrameWriter(parent_sock),
             tasks_left=self._spec.max_tasks_per_worker,
         )
+        handle.started_ns = began
         self._handles[slot] = handle
         self._selector.register(parent_sock, selectors.EVENT_READ, (_SOCKET, handle))
         self._selector.register(process.ended_fd, selectors.EVENT_READ, (_EXIT, handle))
@@ -319,9 +330,12 @@ class Supervisor:
         chunk = wire.chunk
         assert wire.payload is not None, "a chunk is pickled before it is sent"
         tracked = chunk.task_timeout is not None
+        timed = chunk.trace is not None
+        if timed and not handle.assigned:  # an idle worker starts on it at once
+            handle.busy_since_ns = now_ns()
         threshold = chunk.sharing.threshold if chunk.sharing is not None else None
         parts = protocol.encode_chunk(
-            wire.seq, ref.fn_id, chunk.mode, tracked, threshold, len(wire.fds), wire.payload
+            wire.seq, ref.fn_id, chunk.mode, tracked, timed, threshold, len(wire.fds), wire.payload
         )
         handle.writer.write(*parts, fds=wire.fds)
         handle.assigned.append(wire)
@@ -352,6 +366,11 @@ class Supervisor:
             elif isinstance(message, protocol.Ready):
                 handle.ready = True
                 self._init_failures = 0
+                now = now_ns()
+                handle.clock_offset_ns = clock_offset(handle.started_ns, message.clock_ns, now)
+                if self._recorder is not None:
+                    track = self._recorder.worker_track(handle.label, TRACE_GROUP)
+                    self._recorder.span(track, "worker start", "startup", handle.started_ns, now)
             else:
                 handle.init_error = unpack_error(message.error)
         if handle.reader.closed and handle.alive:
@@ -363,6 +382,7 @@ class Supervisor:
         wire = handle.assigned.popleft()
         assert wire.seq == batch.seq, "a worker answered chunks out of order"
         chunk = wire.chunk
+        decoding = now_ns() if batch.times is not None else 0
         try:
             values, packed_errors = batch.decode(handle.reader.take_fds(batch.fd_count))
         except Exception as exc:
@@ -380,9 +400,17 @@ class Supervisor:
             return
         errors = {position: unpack_error(packed) for position, packed in packed_errors}
         pickled = None if packed_errors else batch.standalone_pickle()  # for a checkpoint
-        self._deliver(
-            ResultBatch(chunk, values, errors, batch.elapsed, worker=handle.label, pickled=pickled)
+        result = ResultBatch(
+            chunk, values, errors, batch.elapsed, worker=handle.label, pickled=pickled
         )
+        if batch.times is not None and chunk.trace is not None:
+            shift = handle.clock_offset_ns
+            received, run, ran, returned = batch.times
+            result.times = (received + shift, run + shift, ran + shift, returned + shift)
+            handle.busy_since_ns = returned + shift  # when it went on to its next chunk
+            track = chunk.trace.caller_track("supervisor")
+            chunk.trace.span(track, "unpickle", "serialize", decoding, now_ns())
+        self._deliver(result)
         if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
             self._send_stop(handle)  # max_tasks_per_worker reached: retire it
 
@@ -453,6 +481,14 @@ class Supervisor:
             ]
         self._pending.extendleft(reversed(again))
         if culprit is None:
+            if started_seq == head.seq and head.chunk.trace is not None:
+                self._trace_fault(
+                    handle,
+                    head,
+                    None,
+                    f"{handle.label} {describe_exit(exitcode)} while running one of "
+                    f"{count} tasks; they run again one at a time to find which",
+                )
             return
         what = head.chunk.task_name(culprit)
         error: BaseException
@@ -465,7 +501,25 @@ class Supervisor:
             error = WorkerCrashed(f"{handle.label} {describe_exit(exitcode)} while running {what}")
             error.pid = handle.pid  # type: ignore[attr-defined]
             error.exitcode = exitcode  # type: ignore[attr-defined]
+        if head.chunk.trace is not None:
+            self._trace_fault(handle, head, culprit, str(error))
         self._fail(head.split(culprit, culprit + 1), error, worker=handle.label, retryable=True)
+
+    def _trace_fault(
+        self, handle: WorkerHandle, head: WireChunk, culprit: int | None, reason: str
+    ) -> None:
+        """Put the chunk a worker died running (or was killed for) on the call's timeline."""
+        chunk = head.chunk
+        assert chunk.trace is not None
+        chunk.trace.fault(
+            chunk.trace.worker_track(handle.label, TRACE_GROUP),
+            "timeout" if handle.kill_reason is not None else "crashed",
+            (chunk.start, len(chunk.items), chunk.attempt),
+            handle.busy_since_ns or handle.started_ns,
+            now_ns(),
+            None if culprit is None else chunk.start + culprit,
+            reason,
+        )
 
     # --- deadlines --------------------------------------------------------------------
 

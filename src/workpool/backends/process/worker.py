@@ -20,6 +20,7 @@ from workpool.backends.process import prctl, protocol
 from workpool.backends.process.framing import recv_frame, send_frame
 from workpool.backends.process.parent_watch import WatchEnd, watch_parent
 from workpool.backends.process.slots import SharedSlots
+from workpool.clock import now_ns
 from workpool.remote_errors import PackedError, pack_error
 from workpool.serialize import loads
 from workpool.sharing import SharingContext, loads_sharing
@@ -108,7 +109,7 @@ def _serve(
             send_frame(sock, *protocol.encode_init_failed(pack_error(exc)))
             sock.close()
             return
-    send_frame(sock, *protocol.encode_ready(os.getpid()))
+    send_frame(sock, *protocol.encode_ready(os.getpid(), now_ns()))
 
     # A function is unpickled when a chunk first needs it, not when it arrives: if
     # unpickling it kills the process, the parent then knows which task was running.
@@ -131,6 +132,7 @@ def _serve(
             continue
         slot[protocol.SLOT_SEQ] = order.seq
         started = time.perf_counter()
+        received = run = now_ns() if order.timed else 0
         try:
             items = loads_sharing(order.payload, fds)
         except BaseException as exc:  # the arguments cannot be rebuilt here
@@ -140,12 +142,17 @@ def _serve(
             fn = functions[order.fn_id]
             if isinstance(fn, memoryview):
                 fn = functions[order.fn_id] = _load_function(fn)
+            if order.timed:
+                run = now_ns()
             values, errors = _run_chunk(fn, order.mode, items, slot, order.tracked)
             del items, fn
         elapsed = time.perf_counter() - started
+        times = (received, run, now_ns()) if order.timed else None
         # Large arrays among the results go back in shared memory, writable there.
         sharing = SharingContext(order.share_threshold, writable=True)
-        parts, result_fds, keep = protocol.encode_batch(order.seq, elapsed, values, errors, sharing)
+        parts, result_fds, keep = protocol.encode_batch(
+            order.seq, elapsed, values, errors, sharing, times
+        )
         send_frame(sock, *parts, fds=result_fds)
         del values, errors, keep, sharing
     sock.close()

@@ -1,0 +1,328 @@
+"""trace= on real calls: what the file holds on every backend, with faults, on Ctrl+C.
+
+Every trace is parsed and checked the way Perfetto needs it (every track named, spans
+nested per track) and the way a reader relies on it: each input position is in exactly
+one chunk span whose outcome is "ok" or "error" (positions a span lists as ``retried``
+are decided by a later attempt), unless its own task crashed or timed out.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import workpool
+from conftest import wait_for
+from faults import crash_on, fail_first_try, hang_on
+from helpers import add, fail_on, square
+from trace_checks import assert_well_formed, read_trace, spans, track_names
+from workpool.cli import main
+from workpool.oneshot import INLINE
+
+TESTS = Path(__file__).resolve().parent
+
+
+def result_positions(data: dict[str, Any]) -> Counter[int]:
+    """How many ok/error chunk spans hold each position (retried positions excluded)."""
+    counts: Counter[int] = Counter()
+    for span in spans(data, "chunk"):
+        args = span["args"]
+        if args["outcome"] not in ("ok", "error"):
+            continue
+        retried = set(args.get("retried", ()))
+        for offset in range(args["count"]):
+            if offset not in retried:
+                counts[args["start"] + offset] += 1
+    return counts
+
+
+def assert_each_position_once(
+    data: dict[str, Any], total: int, *, except_: frozenset[int] = frozenset()
+) -> None:
+    counts = result_positions(data)
+    expected = {p: 1 for p in range(total) if p not in except_}
+    assert {p: counts[p] for p in counts if p not in except_} == expected
+    assert not any(counts[p] for p in except_)
+
+
+def worker_tracks(data: dict[str, Any]) -> set[str]:
+    names = track_names(data)
+    return {names[(s["pid"], s["tid"])] for s in spans(data, "chunk")}
+
+
+def instants(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [e for e in data["traceEvents"] if e["ph"] == "i" and e["name"] == name]
+
+
+# --- every way of calling, every backend ---------------------------------------------
+
+
+def call_map(fn: Callable[..., Any], n: int, **options: Any) -> list[Any]:
+    return workpool.map(fn, range(n), **options)
+
+
+def call_imap(fn: Callable[..., Any], n: int, **options: Any) -> list[Any]:
+    return list(workpool.imap(fn, range(n), **options))
+
+
+def call_starmap(fn: Callable[..., Any], n: int, **options: Any) -> list[Any]:
+    return workpool.starmap(add, [(i, i * i - i) for i in range(n)], **options)
+
+
+def pool_call(method: str) -> Callable[..., list[Any]]:
+    def call(fn: Callable[..., Any], n: int, *, backend: str, **options: Any) -> list[Any]:
+        with workpool.Pool(2, backend=backend) as pool:
+            if method == "starmap":
+                return list(pool.starmap(add, [(i, i * i - i) for i in range(n)], **options))
+            if method == "imap":
+                return list(pool.imap(fn, range(n), **options))
+            return list(pool.map(fn, range(n), **options))
+
+    return call
+
+
+CALLS = {
+    "map": call_map,
+    "imap": call_imap,
+    "starmap": call_starmap,
+    "Pool.map": pool_call("map"),
+    "Pool.imap": pool_call("imap"),
+    "Pool.starmap": pool_call("starmap"),
+}
+
+
+@pytest.mark.parametrize("how", list(CALLS))
+def test_every_position_is_in_exactly_one_result_span(
+    backend: str, how: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "run.json"
+    n = 3000
+    results = CALLS[how](square, n, backend=backend, trace=path)
+    assert results == [i * i for i in range(n)]
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, n)
+    assert worker_tracks(data)
+    assert data["otherData"]["partial"] is False
+    for chunk in spans(data, "chunk"):
+        assert chunk["args"]["attempt"] == 0
+        assert chunk["args"]["outcome"] == "ok"
+
+
+def test_worker_tracks_have_their_phases_and_the_caller_its_own(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    workpool.map(square, range(5000), backend="process", workers=2, trace=path)
+    data = read_trace(path)
+    names = set(track_names(data).values())
+    assert sum(name.startswith("worker process") for name in names) >= 2
+    assert {"caller: input", "caller: results", "call"} <= names
+    span_names = {s["name"] for s in spans(data)}
+    assert {"chunk", "run", "feed", "deliver", "pool start", "worker start"} <= span_names
+    assert "pickle" in span_names  # the process engine pickles in the caller
+
+
+def test_auto_traces_the_items_it_measured_inline(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    n = 20_000
+    assert workpool.map(square, range(n), trace=path) == [i * i for i in range(n)]
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, n)
+
+
+def test_auto_traces_its_inline_retries_like_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    n = 2000
+    results = workpool.map(fail_first_try(marks), range(n), retries=1, trace=path)
+    assert results == [i * i for i in range(n)]
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, n)
+    assert sorted(r["args"]["position"] for r in instants(data, "retry")) == list(range(n))
+    inline = [s for s in spans(data, "chunk") if track_names(data)[(s["pid"], s["tid"])] == INLINE]
+    assert inline and inline[0]["args"]["start"] == 0  # the items auto measured come first
+
+
+def test_an_error_is_an_error_span(backend: str, tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    results = workpool.map(
+        fail_on(7), range(50), backend=backend, trace=path, return_exceptions=True
+    )
+    assert isinstance(results[7], ValueError)
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, 50)
+    (failed,) = [s for s in spans(data, "chunk") if s["args"]["outcome"] == "error"]
+    assert failed["args"]["start"] <= 7 < failed["args"]["start"] + failed["args"]["count"]
+
+
+def test_a_retry_is_marked_and_the_retried_position_counted_once(
+    backend: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "run.json"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    n = 20
+    results = workpool.map(
+        fail_first_try(marks), range(n), backend=backend, retries=1, chunksize=5, trace=path
+    )
+    assert results == [i * i for i in range(n)]
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, n)
+    retries = instants(data, "retry")
+    assert sorted(r["args"]["position"] for r in retries) == list(range(n))
+    assert all("ConnectionError" in r["args"]["reason"] for r in retries)
+    assert {s["args"]["attempt"] for s in spans(data, "chunk")} == {0, 1}
+
+
+def test_a_crash_is_marked_and_its_position_in_no_result_span(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    n = 40
+    results = workpool.map(
+        crash_on(13),
+        range(n),
+        backend="process",
+        workers=2,
+        chunksize=4,
+        trace=path,
+        return_exceptions=True,
+    )
+    assert isinstance(results[13], workpool.WorkerCrashed)
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, n, except_=frozenset({13}))
+    # The chunk of four crashed first with no item known to be running; its items then
+    # ran one at a time, and the crash of the culprit alone names it.
+    crashes = instants(data, "crash")
+    assert {c["args"]["position"] for c in crashes} <= {None, 13}
+    (culprit,) = [c for c in crashes if c["args"]["position"] == 13]
+    assert "exited with code 7" in culprit["args"]["reason"]
+    crashed = [s for s in spans(data, "chunk") if s["args"]["outcome"] == "crashed"]
+    assert crashed and crashed[0]["args"]["start"] <= 13
+    # The crash is on the dead worker's track, which a fresh worker's track follows.
+    assert sum(name.startswith("worker process") for name in worker_tracks(data)) >= 2
+
+
+def test_a_timeout_is_marked(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    results = workpool.map(
+        hang_on(2, 60),
+        range(6),
+        backend="process",
+        workers=2,
+        task_timeout=0.5,
+        trace=path,
+        return_exceptions=True,
+    )
+    assert isinstance(results[2], workpool.TaskTimeout)
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, 6, except_=frozenset({2}))
+    (timeout,) = instants(data, "timeout")
+    assert timeout["args"]["position"] == 2
+    assert "task_timeout=0.5" in timeout["args"]["reason"]
+    assert any(s["args"]["outcome"] == "timeout" for s in spans(data, "chunk"))
+
+
+def test_the_trace_is_written_when_the_call_fails(backend: str, tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    with pytest.raises(ValueError, match="bad input 5"):
+        workpool.map(fail_on(5), range(100), backend=backend, chunksize=10, trace=path)
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert data["otherData"]["partial"] is True
+    assert "ValueError" in data["otherData"]["reason"]
+    assert any(s["args"]["outcome"] == "error" for s in spans(data, "chunk"))
+
+
+def test_the_trace_is_written_when_imap_is_abandoned(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    results = workpool.imap(square, range(100_000), backend="thread", trace=path)
+    assert next(results) == 0
+    results.close()
+    data = read_trace(path)
+    assert data["otherData"]["partial"] is True
+    assert "stopped" in data["otherData"]["reason"]
+
+
+def test_the_trace_is_written_on_ctrl_c(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    marker = tmp_path / "started"
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import signal, sys
+            sys.path.insert(0, {str(TESTS)!r})
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            import workpool
+            from faults import announce_then_sleep
+            workpool.map(announce_then_sleep, [{str(marker)!r}] * 20, [30] * 20,
+                         backend="process", workers=2, chunksize=1, trace={str(path)!r})
+            """
+        )
+    )
+    parent = subprocess.Popen(
+        [sys.executable, str(script)],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(marker.exists, timeout=30)
+        os.killpg(parent.pid, signal.SIGINT)
+        _, err = parent.communicate(timeout=20)
+    finally:
+        if parent.poll() is None:
+            os.killpg(parent.pid, signal.SIGKILL)
+            parent.communicate()
+    assert "KeyboardInterrupt" in err
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert data["otherData"]["partial"] is True
+    assert "KeyboardInterrupt" in data["otherData"]["reason"]
+    assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+
+
+def test_a_200k_tiny_map_trace_is_small(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    workpool.map(square, range(200_000), backend="process", trace=path)
+    assert path.stat().st_size < 20_000_000
+    assert_each_position_once(read_trace(path), 200_000)
+
+
+def test_a_bad_trace_argument_fails_before_any_work(tmp_path: Path) -> None:
+    calls: list[int] = []
+    with pytest.raises(TypeError, match="trace"):
+        workpool.map(calls.append, range(3), backend="serial", trace=42)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        workpool.map(calls.append, range(3), backend="serial", trace=tmp_path / "no" / "t.json")
+    with pytest.raises(ValueError, match="trace applies to backend='serial' or"):
+        workpool.map(calls.append, range(3), backend="dask", trace=tmp_path / "t.json")
+    assert calls == []
+
+
+def test_summary_and_plot_read_a_real_trace(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "run.json"
+    workpool.map(square, range(20_000), backend="process", workers=2, trace=path)
+    assert main(["trace", "summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "worker process" in out and "The 2 workers spent" in out
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "run.png"
+    assert main(["trace", "plot", str(path), "-o", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
