@@ -475,3 +475,15 @@ def test_importing_workpool_does_not_import_dask() -> None:
         "import workpool, sys; workpool.map(abs, range(3)); assert 'distributed' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", auto], check=True)
+
+
+def test_a_checkpointed_map_stopped_half_way_completes_on_the_cluster(client: Any, tmp_path: Path) -> None:
+    # Stopped half-way (an imap closed early), then called again with the same journal:
+    # the results are those of an uninterrupted run, and no task is left behind.
+    journal = tmp_path / "run.ckpt"
+    first = workpool.imap(square, range(2000), backend="dask", address=client, checkpoint=journal)
+    assert [next(first) for _ in range(500)] == [x * x for x in range(500)]
+    first.close()
+    again = workpool.map(square, range(2000), backend="dask", address=client, checkpoint=journal)
+    assert again == [x * x for x in range(2000)]
+    assert workpool_tasks(client) == []
