@@ -477,7 +477,9 @@ def test_importing_workpool_does_not_import_dask() -> None:
     subprocess.run([sys.executable, "-c", auto], check=True)
 
 
-def test_a_checkpointed_map_stopped_half_way_completes_on_the_cluster(client: Any, tmp_path: Path) -> None:
+def test_a_checkpointed_map_stopped_half_way_completes_on_the_cluster(
+    client: Any, tmp_path: Path
+) -> None:
     # Stopped half-way (an imap closed early), then called again with the same journal:
     # the results are those of an uninterrupted run, and no task is left behind.
     journal = tmp_path / "run.ckpt"
