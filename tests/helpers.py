@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 import time
+import types
 from collections.abc import Iterator
 
 
@@ -52,15 +54,24 @@ class Unpicklable:
         self.lock = threading.Lock()
 
 
-class NeedsTwoArgs(Exception):
-    """An exception that pickles but cannot be unpickled (its __init__ needs two args)."""
+def raise_worker_only_error(x: int) -> int:
+    """Raise an exception whose class exists only in the process that runs this.
 
-    def __init__(self, a: int, b: int) -> None:
-        super().__init__(f"{a}-{b}")
+    Its module is made here, under a random name (a subinterpreter shares the pid), so
+    the exception pickles here and cannot be unpickled anywhere else. (An exception
+    that merely needs other ``__init__`` arguments is no such test: importing Dask
+    installs tblib's reducers, which rebuild any exception class loaded at that moment.)
+    """
+    module = types.ModuleType(f"_workpool_test_only_here_{os.urandom(8).hex()}")
+    sys.modules[module.__name__] = module
 
+    class WorkerOnlyError(Exception):
+        pass
 
-def raise_needs_two_args(x: int) -> int:
-    raise NeedsTwoArgs(x, x)
+    WorkerOnlyError.__module__ = module.__name__
+    WorkerOnlyError.__qualname__ = "WorkerOnlyError"
+    module.WorkerOnlyError = WorkerOnlyError  # type: ignore[attr-defined]
+    raise WorkerOnlyError(f"{x}-{x}")
 
 
 _state: dict[str, object] = {}

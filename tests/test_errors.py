@@ -12,11 +12,10 @@ import workpool
 from conftest import BACKENDS, live_worker_processes
 from helpers import (
     CountingInput,
-    NeedsTwoArgs,
     Unpicklable,
     fail_on,
     interrupt_on_one,
-    raise_needs_two_args,
+    raise_worker_only_error,
     slow_square,
     square,
     stop_on_two,
@@ -113,14 +112,15 @@ def test_input_iterable_that_raises_midway(backend: str) -> None:
 
 
 def test_exception_that_cannot_be_unpickled_still_reports(backend: str) -> None:
-    with pytest.raises((NeedsTwoArgs, workpool.TaskError)) as info:
-        workpool.map(raise_needs_two_args, [1], backend=backend)
-    if backend == "process":
+    with pytest.raises(Exception, match="1-1") as info:
+        workpool.map(raise_worker_only_error, [1], backend=backend)
+    if backend in ("process", "interpreter"):  # it crossed to the caller as a pickle
         error = info.value
         assert isinstance(error, workpool.TaskError)
-        assert "NeedsTwoArgs" in str(error)
-        assert "1-1" in str(error)
-        assert "raise_needs_two_args" in error.traceback_text
+        assert "WorkerOnlyError" in str(error)
+        assert "raise_worker_only_error" in error.traceback_text
+    else:
+        assert type(info.value).__name__ == "WorkerOnlyError"
 
 
 def test_unpicklable_argument_fails_only_its_task() -> None:
