@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import os
+import struct
+import subprocess
 import sys
 import threading
 import time
 import types
 from collections.abc import Iterator
+from pathlib import Path
 
 
 def square(x: int) -> int:
@@ -128,3 +131,21 @@ class Tracked:
 
 def make_tracked(_: object) -> Tracked:
     return Tracked()
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Width and height of the PNG file at ``path`` (fails if it is not a PNG)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def run_cli_without_matplotlib(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``workpool ARGS`` in a fresh interpreter where matplotlib cannot be imported."""
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"  # as if it were not installed
+        "from workpool.cli import main\n"
+        f"sys.exit(main({args!r}))\n"
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

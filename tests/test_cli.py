@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 import re
 import statistics
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from helpers import png_size, run_cli_without_matplotlib
 from workpool.cli import main
 
 TASKS = """
@@ -48,12 +48,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         env={"COLUMNS": "120", "PATH": "/usr/bin:/bin"},
     )
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
-    return struct.unpack(">II", data[16:24])
 
 
 def test_bench_prints_the_table_and_writes_json_and_plot(tmp_path: Path) -> None:
@@ -103,14 +97,7 @@ def test_bench_prints_the_table_and_writes_json_and_plot(tmp_path: Path) -> None
 
 def test_bench_plot_without_matplotlib_says_what_to_install(tmp_path: Path) -> None:
     args = ["bench", "--quick", "--workload", "tiny", "--plot", str(tmp_path / "x.png")]
-    code = (
-        "import sys; sys.modules['matplotlib'] = None\n"  # as if it were not installed
-        "from workpool.cli import main\n"
-        f"sys.exit(main({args!r}))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    result = run_cli_without_matplotlib(args)
     assert result.returncode == 2
     assert "pip install 'workpool[plot]'" in result.stderr
     assert not (tmp_path / "x.png").exists()

@@ -7,7 +7,6 @@ is chosen by the test, so what the writer and the summary make of it is known ex
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from helpers import png_size, run_cli_without_matplotlib
 from trace_checks import assert_spans_nest, assert_well_formed, read_trace, spans, track_names
 from workpool.cli import main
 from workpool.clock import clock_offset
@@ -405,12 +405,6 @@ def test_cli_summary_prints_the_shares_and_what_they_mean(
     assert "The 2 workers spent" in out
 
 
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG file"
-    return struct.unpack(">II", data[16:24])
-
-
 def test_cli_plot_draws_a_png(trace_file: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
     out = tmp_path / "run.png"
@@ -422,14 +416,7 @@ def test_cli_plot_draws_a_png(trace_file: Path, tmp_path: Path) -> None:
 
 def test_cli_plot_without_matplotlib_names_the_extra(trace_file: Path, tmp_path: Path) -> None:
     args = ["trace", "plot", str(trace_file), "-o", str(tmp_path / "x.png")]
-    code = (
-        "import sys; sys.modules['matplotlib'] = None\n"  # as if it were not installed
-        "from workpool.cli import main\n"
-        f"sys.exit(main({args!r}))\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
-    )
+    result = run_cli_without_matplotlib(args)
     assert result.returncode == 2
     assert "pip install 'workpool[plot]'" in result.stderr
     assert not (tmp_path / "x.png").exists()
