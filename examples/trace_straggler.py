@@ -2,10 +2,10 @@
 
 200 tasks of 10 ms run on two worker processes; task 40 takes 300 ms. The same map
 runs twice, with results in input order (the default) and without, and each run writes
-its timeline. ``workpool trace summary`` on the ordered one shows a worker idle for
-about a quarter of the call: the chunks after the slow task are done but cannot be
-delivered before it, and they fill the window of chunks in flight, so no new work goes
-out. Unordered, both workers stay busy and the call ends sooner.
+its timeline. In the ordered run the results after task 40 cannot be delivered before
+it, but the other worker goes on running the tasks after it (up to four windows of
+chunks are read ahead and held), so both runs take about as long, and the timeline
+shows one worker on the slow task while the other stays busy.
 
 Usage: ``python examples/trace_straggler.py [DIRECTORY]`` (the traces go there; default
 the current directory), then ``workpool trace summary DIRECTORY/trace-ordered.json``

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import functools
 import itertools
+import threading
+from pathlib import Path
 
 import pytest
 
 import workpool
-from conftest import live_worker_processes, live_workpool_threads
-from helpers import CountingInput, slow_square, square
+from conftest import BACKENDS, live_worker_processes, live_workpool_threads, wait_for
+from helpers import CountingInput, slow_square, square, wait_at_zero
+from workpool.run import HELD_WINDOWS
 
 
 def window(workers: int, chunksize: int) -> int:
-    """The documented bound on items read ahead of what was consumed."""
-    return (2 * workers + 2) * chunksize
+    """The documented bound on items read ahead of what was consumed (ordered results)."""
+    return HELD_WINDOWS * (2 * workers + 2) * chunksize
 
 
 def test_imap_does_not_read_input_before_the_first_next(backend: str) -> None:
@@ -36,6 +39,31 @@ def test_endless_input_keeps_a_bounded_window(backend: str, chunksize: int) -> N
     results.close()
 
 
+@pytest.mark.parametrize("parallel", [b for b in BACKENDS if b != "serial"])
+def test_a_slow_item_does_not_hold_up_the_others_in_ordered_imap(
+    parallel: str, tmp_path: Path
+) -> None:
+    """Results wait for item 0 to keep their order, but the other workers go on working."""
+    marks = tmp_path
+    results = workpool.imap(
+        functools.partial(wait_at_zero, directory=str(marks)),
+        range(10_000),
+        backend=parallel,
+        workers=2,
+        chunksize=1,
+    )
+    waiting = threading.Thread(target=lambda: next(results))
+    waiting.start()
+    ahead = 2 * (2 * 2 + 2)  # twice the window of chunks in flight
+    # Before, the finished items behind item 0 filled the window and the pool stood idle.
+    went_on = wait_for(lambda: len(list(marks.iterdir())) >= ahead, timeout=30)
+    (marks / "release").touch()
+    waiting.join(timeout=30)
+    assert went_on, f"only {len(list(marks.iterdir()))} items ran while item 0 was slow"
+    assert list(itertools.islice(results, 20)) == list(range(1, 21))
+    results.close()
+
+
 def test_endless_input_with_adaptive_chunks_stays_bounded(backend: str) -> None:
     source = CountingInput()
     results = workpool.imap(square, source, backend=backend, workers=2)
@@ -43,8 +71,9 @@ def test_endless_input_with_adaptive_chunks_stays_bounded(backend: str) -> None:
     for consumed, _ in enumerate(itertools.islice(results, 300_000), start=1):
         taken_ahead = max(taken_ahead, source.taken - consumed)
     results.close()
-    # Six chunks in flight at most, each at most 65,536 items, whatever the input's length.
-    assert taken_ahead <= 6 * 65_536
+    # Six chunks in flight at most, four windows read ahead, each chunk at most 65,536
+    # items, whatever the input's length.
+    assert taken_ahead <= HELD_WINDOWS * 6 * 65_536
 
 
 def test_breaking_out_of_imap_leaves_no_work_running(backend: str) -> None:

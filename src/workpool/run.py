@@ -34,6 +34,11 @@ __all__ = ["MapRun", "RetryPolicy", "joined", "one_by_one", "start_progress_bar"
 
 _NONE: frozenset[int] = frozenset()
 
+# An ordered run reads at most this many windows of chunks ahead of the results it has
+# yielded: finished chunks wait there for a slower one before them (memory), while the
+# window itself bounds the chunks still running (workers kept busy).
+HELD_WINDOWS = 4
+
 
 def one_by_one(lists: Generator[list[Any], None, None]) -> Iterator[Any]:
     """The items of ``lists``, one at a time; closing this closes ``lists``.
@@ -187,7 +192,7 @@ class MapRun:
         self._cutoff: int | None = None  # chunks after this input position are not started
         # Consumer only.
         self._states: deque[_ChunkState] = deque()  # ordered: not yet yielded
-        self._unfinished = 0  # unordered: chunks with items still to come
+        self._unfinished = 0  # chunks with items still to come
         self._next_start = first_position
         self._exhausted = False
         # Large NumPy arguments of this call travel once, in shared memory (processes).
@@ -374,10 +379,9 @@ class MapRun:
         state = _ChunkState(self._next_start, len(items))
         self._next_start += len(items)
         self._items_ahead += len(items)
+        self._unfinished += 1
         if self._options.ordered:
             self._states.append(state)
-        else:
-            self._unfinished += 1
         return Chunk(
             sink=self,
             fn=self._fn,
@@ -391,10 +395,18 @@ class MapRun:
         )
 
     def _feed(self) -> None:
-        """Submit chunks while the window has room and the input has items."""
+        """Submit chunks while the window has room and the input has items.
+
+        The window counts unfinished chunks only. In input order, chunks that finished
+        behind a slower one wait for it; they do not hold the workers up, but they hold
+        memory, so at most ``HELD_WINDOWS`` windows' worth of chunks are read ahead of
+        the results yielded.
+        """
         while not self._exhausted and self._cutoff is None:
-            in_flight = len(self._states) if self._options.ordered else self._unfinished
-            if in_flight >= self._backend.max_chunks_in_flight:
+            window = self._backend.max_chunks_in_flight
+            if self._unfinished >= window:
+                return
+            if self._options.ordered and len(self._states) >= HELD_WINDOWS * window:
                 return
             size = self._sizer.next_size()
             if self._buffersize is not None:
@@ -474,10 +486,10 @@ class MapRun:
             self._items_ahead -= finished  # handed over below (or raised)
         if self._progress is not None and not state.journaled:  # the bar began with those
             self._progress.advance(finished, failed)
-        if self._options.ordered:
-            return None
         if state.left == 0:
             self._unfinished -= 1
+        if self._options.ordered:
+            return None
         if not batch.errors:
             return batch.values
         return [

@@ -269,9 +269,10 @@ def _unevenness(summary: Summary, *, name_straggler: bool) -> list[str]:
         )
         if straggled and summary.ordered and idle[-1].longest_gap >= IMBALANCE * wall:
             said.append(
-                "With ordered results, the chunks after a slow one wait for it, and while "
-                "they wait they fill the window of chunks in flight (2 x workers + 2), so "
-                "no new work goes out: ordered=False keeps the other workers fed."
+                "With ordered results, the chunks after a slow one wait for it; once four "
+                "windows of chunks (4 x (2 x workers + 2)) are read ahead of the results "
+                "yielded, no new work goes out until it ends: ordered=False keeps the other "
+                "workers fed."
             )
     return said
 
