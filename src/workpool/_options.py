@@ -18,7 +18,8 @@ Each check raises at once with a message that says what was given and what is
 accepted, so a bad argument never reaches a worker thread or process.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the NamedTuples below would then
+# compile each field's annotation string when the module is imported.
 
 import multiprocessing
 import numbers

@@ -14,7 +14,8 @@ start-up. Every item run while measuring is a real task of the call: its result 
 kept, never recomputed.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the NamedTuples below would then
+# compile each field's annotation string when the module is imported.
 
 import itertools
 import math

@@ -9,7 +9,8 @@ pickle first (fast, protocol 5) and takes the same by-value route only when the
 standard pickle refuses it.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the NamedTuples below would then
+# compile each field's annotation string when the module is imported.
 
 import functools
 import itertools

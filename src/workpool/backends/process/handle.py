@@ -1,6 +1,7 @@
 """What the parent knows about one worker process."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the NamedTuples below would then
+# compile each field's annotation string when the module is imported.
 
 import signal
 import socket

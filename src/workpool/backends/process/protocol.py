@@ -34,7 +34,8 @@ position and start time before every item only for *tracked* chunks (those with 
 task it was on.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: the NamedTuples below would then
+# compile each field's annotation string when the module is imported.
 
 import pickle
 import struct
