@@ -63,10 +63,10 @@ sending = _Sending()
 class Segment(mmap.mmap):
     """A mapping of an anonymous shared-memory file; bytes-like (buffer protocol).
 
-    ``share()`` returns one for bytes-like input; NumPy arrays from ``share()`` have
-    one at the root of their ``.base``. It keeps its file descriptor open while it
-    lives, to hand the memory on to workers; ``shared_writable`` says whether workers
-    may write into it.
+    ``share()`` returns one for bytes-like input; NumPy arrays from ``share()``,
+    ``empty()`` and ``zeros()`` have one at the root of their ``.base``. It keeps its
+    file descriptor open while it lives, to hand the memory on to workers;
+    ``shared_writable`` says whether workers may write into it.
     """
 
     fd: int

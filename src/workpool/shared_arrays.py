@@ -30,7 +30,9 @@ def empty(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = 
     """A new NumPy array in shared memory, as ``numpy.empty`` makes one in private memory.
 
     Returned by a task on the process backend, it reaches the caller without a copy,
-    as the caller's own writable array. Made in the caller, it is what ``share()``
+    as the caller's own writable array: the very memory the task wrote, so a task
+    should not keep it and write to it again (a buffer reused from task to task would
+    be every one of their results). Made in the caller, it is what ``share()``
     returns: process workers it is passed to see the same memory, read-only unless
     ``writable=True`` (then their writes show here). Its contents are unspecified, as
     with ``numpy.empty`` (today they are zeros); use ``zeros`` to rely on that.
