@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -199,6 +200,19 @@ def test_a_big_result_reaches_the_caller_in_the_memory_the_task_filled() -> None
     assert identity(result) == made_in  # the same memory: not a copy of it
     assert result.flags.writeable
     assert result.sum() == sum(range(4 * MB // 8))
+
+
+def test_a_result_passed_on_to_tasks_goes_read_only_and_can_be_checkpointed(
+    tmp_path: Path,
+) -> None:
+    # The caller owns the result: passed on, it is shared as share() shares, and no
+    # worker can write into it behind a checkpoint's back.
+    result = workpool.map(fill_range, [MB // 8], backend="process")[0]
+    seen = workpool.map(look, [result], backend="process")
+    assert seen == [(False, identity(result), float(result.sum()))]
+    journal = tmp_path / "run.ckpt"
+    assert workpool.map(look, [result], backend="process", checkpoint=journal) == seen
+    result[0] = 1.0  # still writable here
 
 
 def test_small_results_come_back_inside_the_message() -> None:

@@ -118,20 +118,26 @@ def _close_quietly(fd: int) -> None:
 
 # Mappings already made in this process, by the segment's identity, so that the same
 # memory arriving with many messages is mapped once.
-_mapped: weakref.WeakValueDictionary[tuple[tuple[int, int] | None, bool], Segment] = (
+_mapped: weakref.WeakValueDictionary[tuple[tuple[int, int] | None, bool, bool], Segment] = (
     weakref.WeakValueDictionary()
 )
 
 
-def map_segment(fd: int, size: int, writable: bool) -> Segment:
-    """Map the segment whose descriptor arrived as ``fd`` (the caller still owns ``fd``)."""
-    key = (_identity(fd), writable)
+def map_segment(fd: int, size: int, writable: bool, *, owned: bool = False) -> Segment:
+    """Map the segment whose descriptor arrived as ``fd`` (the caller still owns ``fd``).
+
+    ``owned``: a worker's result, this process's own memory from now on; it is mapped
+    writable, but passed on to workers read-only, as ``share()`` would pass it.
+    """
+    shared_writable = writable and not owned
+    key = (_identity(fd), writable, shared_writable)
     segment = _mapped.get(key) if key[0] is not None else None
     if segment is not None:
         return segment
     access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
     segment = Segment(fd, size, access=access)
-    _adopt(segment, os.dup(fd), writable, received=True)  # keep one to hand on (to results)
+    # Keep a descriptor, to hand the memory on (to results, or to other workers).
+    _adopt(segment, os.dup(fd), shared_writable, received=True)
     if key[0] is not None:
         _mapped[key] = segment
     return segment

@@ -203,15 +203,16 @@ class _SharingPickler(pickle.Pickler):
             found = find_segment(obj)
             assert found is not None
         segment, offset = found
-        writable = segment.shared_writable
+        writable, owned = segment.shared_writable, False
         if self._context is not None and self._context.returns_results and not segment.received:
             # A result in memory this worker made (workpool.empty/zeros, or share()): the
-            # caller's own array from now on, hence writable there. One smaller than the
-            # threshold is cheaper to copy than to map, and then holds no descriptor.
+            # caller's own array from now on, writable there and nowhere else. One
+            # smaller than the threshold is cheaper to copy than to map, and then holds
+            # no descriptor.
             threshold = self._context.threshold
             if threshold is not None and obj.nbytes < threshold:
                 return NotImplemented
-            writable = True
+            writable = owned = True
         outgoing = sending.frame
         assert isinstance(outgoing, _Outgoing), "arrays are pickled inside dumps_sharing"
         index = outgoing.add(segment)
@@ -225,6 +226,7 @@ class _SharingPickler(pickle.Pickler):
                 obj.shape,
                 obj.strides,
                 offset,
+                owned,
             ),
         )
 
@@ -309,13 +311,13 @@ class _Incoming:
 
     def __init__(self, fds: list[int]) -> None:
         self.fds = fds
-        self.segments: dict[tuple[int, bool], Segment] = {}
+        self.segments: dict[tuple[int, bool, bool], Segment] = {}
 
-    def segment(self, index: int, size: int, writable: bool) -> Segment:
-        key = (index, writable)
+    def segment(self, index: int, size: int, writable: bool, owned: bool) -> Segment:
+        key = (index, writable, owned)
         segment = self.segments.get(key)
         if segment is None:
-            segment = map_segment(self.fds[index], size, writable)
+            segment = map_segment(self.fds[index], size, writable, owned=owned)
             self.segments[key] = segment
         return segment
 
@@ -325,11 +327,11 @@ class _Incoming:
                 os.close(fd)
 
 
-def _rebuild_bytes(index: int, size: int, writable: bool) -> Segment:
+def _rebuild_bytes(index: int, size: int, writable: bool, owned: bool = False) -> Segment:
     incoming = _receiving.incoming
     if incoming is None:
         raise pickle.UnpicklingError("a shared-memory reference arrived without its memory")
-    return incoming.segment(index, size, writable)
+    return incoming.segment(index, size, writable, owned)
 
 
 def _rebuild_array(
@@ -340,10 +342,11 @@ def _rebuild_array(
     shape: tuple[int, ...],
     strides: tuple[int, ...],
     offset: int,
+    owned: bool = False,
 ) -> Any:
     import numpy
 
-    segment = _rebuild_bytes(index, size, writable)
+    segment = _rebuild_bytes(index, size, writable, owned)
     array = numpy.ndarray(
         shape, dtype=numpy.dtype(dtype), buffer=segment, offset=offset, strides=strides
     )
