@@ -11,9 +11,10 @@ instead be made in a segment from the start, and then never needs that copy::
                    (no bytes copied)          writable, the caller's own
 
 A fresh segment reads as zeros (the system zero-fills a file as ``ftruncate`` grows it),
-so ``zeros`` costs no more than ``empty``. On the serial, thread and interpreter
-backends these are ordinary arrays that happen to live in a segment: results travel
-there as every result does. NumPy is imported only when one of these is called.
+so ``zeros`` costs no more than ``empty``. On the serial and thread backends these are
+ordinary arrays that happen to live in a segment, passed as they are. NumPy is
+imported only when one of these is called (it does not load in subinterpreters: there
+the ``ImportError`` says why).
 """
 
 from __future__ import annotations
