@@ -52,6 +52,24 @@ def make_array(megabytes: int) -> Any:
     return np.arange(megabytes * 1_000_000 // 8, dtype=np.float64)
 
 
+def make_array_in_shared_memory(megabytes: int) -> Any:
+    """``make_array``'s values, written into ``workpool.empty`` rather than a fresh array.
+
+    One pass, as ``numpy.arange`` makes: each block of the result is a small, cached
+    ramp plus the block's start, written straight into the shared array.
+    """
+    import numpy as np
+
+    import workpool
+
+    out = workpool.empty(megabytes * 1_000_000 // 8)
+    ramp = np.arange(1 << 14, dtype=np.float64)
+    for start in range(0, len(out), len(ramp)):
+        block = out[start : start + len(ramp)]
+        np.add(ramp[: len(block)], start, out=block)
+    return out
+
+
 def square_but_exit_at_500(x: int) -> int:
     """The poison item: input 500 ends its process at once, as a segfault or OOM kill would."""
     if x == 500:

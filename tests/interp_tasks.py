@@ -63,3 +63,12 @@ def cut_the_loop_off(x: int) -> int:
         frame = frame.f_back
     os.close(frame.f_locals["wfd"])
     return x
+
+
+def fill_shared_range(size: int) -> object:
+    """A task that builds its result with ``workpool.zeros`` (NumPy, if it loads here)."""
+    import workpool
+
+    out = workpool.zeros(size)
+    out[:] = range(size)
+    return out

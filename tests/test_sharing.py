@@ -101,6 +101,25 @@ def test_share_returns_an_array_of_the_same_kind() -> None:
     assert (fortran == original).all()
 
 
+def test_sharing_zeros_allocates_nothing_and_the_rest_is_copied_exactly() -> None:
+    from workpool.segments import find_segment
+
+    zeros = workpool.share(np.zeros((1000, 1000)))
+    found = find_segment(zeros)
+    assert found is not None
+    assert os.fstat(found[0].fd).st_blocks == 0  # not one page of memory taken yet
+    assert zeros.shape == (1000, 1000)
+    assert not zeros.any()
+    mostly_zero = np.zeros(3 * MB)
+    mostly_zero[2 * MB + 3] = 7.0
+    mostly_zero[-1] = -0.0  # equal to 0.0, but not the same bytes
+    shared = workpool.share(mostly_zero)
+    assert (shared == mostly_zero).all()
+    assert np.signbit(shared[-1])
+    fortran = np.asfortranarray(np.arange(6.0).reshape(2, 3))
+    assert (workpool.share(fortran) == fortran).all()
+
+
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_share_bytes_like(kind: type) -> None:
     data = kind(b"hello shared world")

@@ -2,8 +2,11 @@
 
 The mirror of ``big_array``: here the large data comes back from the worker. Pools that
 pickle results copy it through a pipe and again when unpickling; workpool returns it
-through shared memory. Metrics: wall seconds (pool start included), and peak memory of
-the process tree above this process's own, as sums of RSS and of PSS.
+through shared memory. Like for like, every row's task returns a fresh ``numpy.arange``;
+one more workpool row has the task write the same values into ``workpool.empty``, so
+the array is born in shared memory and comes back without any copy. Metrics: wall
+seconds (pool start included), and peak memory of the process tree above this
+process's own, as sums of RSS and of PSS.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 from benchmarks.measure import TreeMemorySampler, check, timed
 from benchmarks.spec import WORKERS, Framework, Metric, Sample, Workload
-from benchmarks.workloads import make_array
+from benchmarks.workloads import make_array, make_array_in_shared_memory
 
 Maker = Callable[[int], Any]
 MB = 1_000_000
@@ -34,6 +37,18 @@ def workpool_make() -> Maker:
 
     return lambda megabytes: workpool.map(
         make_array, [megabytes], backend="process", workers=WORKERS
+    )[0]
+
+
+def workpool_born_make() -> Maker:
+    """``workpool.map`` with one item, whose task fills ``workpool.empty`` and returns it."""
+    import workpool
+    from workpool.backends.process import default_start_method
+
+    default_start_method()
+
+    return lambda megabytes: workpool.map(
+        make_array_in_shared_memory, [megabytes], backend="process", workers=WORKERS
     )[0]
 
 
@@ -79,7 +94,8 @@ def run_make(factory: Callable[[], Maker], params: Mapping[str, Any]) -> Sample:
     with TreeMemorySampler(float(params["sample_interval_s"])) as sampler:
         seconds, result = timed(lambda: maker(megabytes))
     check(result.nbytes == megabytes * MB, f"{result.nbytes} bytes instead of {megabytes} MB")
-    check(float(result[-1]) == len(result) - 1, "wrong values")
+    probes = [0, 12_345, len(result) // 2, len(result) - 1]
+    check([float(result[i]) for i in probes] == [float(i) for i in probes], "wrong values")
     return Sample(
         {
             "seconds": seconds,
@@ -106,6 +122,12 @@ WORKLOAD = Workload(
     needs=("numpy", "psutil"),
     frameworks=(
         _framework("workpool", "workpool.map", workpool_make, role="workpool"),
+        _framework(
+            "workpool_born",
+            "workpool.map, task fills workpool.empty",
+            workpool_born_make,
+            role="workpool",
+        ),
         _framework("mp", "multiprocessing.Pool.apply", mp_pool_make),
         _framework("ppe", "ProcessPoolExecutor.submit", ppe_make),
         _framework("joblib", "joblib Parallel", joblib_make, needs=("joblib",)),

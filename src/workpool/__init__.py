@@ -6,6 +6,7 @@ internal and may change:
 - ``oneshot``   ``map``, ``imap``, ``starmap``: a pool for one call
 - ``pool``      ``Pool``, a reusable ``concurrent.futures.Executor``
 - ``segments``  ``share()`` and ``Segment``: objects in shared memory
+- ``shared_arrays`` ``empty()`` and ``zeros()``: NumPy arrays made in shared memory
 - ``sharing``   how large NumPy arrays reach process workers in shared memory
 - ``errors``    the exceptions, all rooted at ``WorkpoolError``
 - ``advise``    the measurement behind ``advise()`` and ``backend="auto"``
@@ -34,6 +35,8 @@ from workpool.oneshot import starmap as starmap
 from workpool.pool import Pool as Pool
 from workpool.segments import Segment as Segment
 from workpool.segments import share as share
+from workpool.shared_arrays import empty as empty
+from workpool.shared_arrays import zeros as zeros
 
 __all__ = [
     "Advice",
@@ -49,12 +52,14 @@ __all__ = [
     "WorkerCrashed",
     "WorkpoolError",
     "advise",
+    "empty",
     "imap",
     "map",
     "share",
     "starmap",
+    "zeros",
 ]
 
-for _public in (Pool, Segment, advise, imap, map, share, starmap):
+for _public in (Pool, Segment, advise, empty, imap, map, share, starmap, zeros):
     _public.__module__ = "workpool"
 del _public

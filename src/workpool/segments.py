@@ -63,10 +63,10 @@ sending = _Sending()
 class Segment(mmap.mmap):
     """A mapping of an anonymous shared-memory file; bytes-like (buffer protocol).
 
-    ``share()`` returns one for bytes-like input; NumPy arrays from ``share()`` have
-    one at the root of their ``.base``. It keeps its file descriptor open while it
-    lives, to hand the memory on to workers; ``shared_writable`` says whether workers
-    may write into it.
+    ``share()`` returns one for bytes-like input; NumPy arrays from ``share()``,
+    ``empty()`` and ``zeros()`` have one at the root of their ``.base``. It keeps its
+    file descriptor open while it lives, to hand the memory on to workers;
+    ``shared_writable`` says whether workers may write into it.
     """
 
     fd: int
@@ -118,20 +118,26 @@ def _close_quietly(fd: int) -> None:
 
 # Mappings already made in this process, by the segment's identity, so that the same
 # memory arriving with many messages is mapped once.
-_mapped: weakref.WeakValueDictionary[tuple[tuple[int, int] | None, bool], Segment] = (
+_mapped: weakref.WeakValueDictionary[tuple[tuple[int, int] | None, bool, bool], Segment] = (
     weakref.WeakValueDictionary()
 )
 
 
-def map_segment(fd: int, size: int, writable: bool) -> Segment:
-    """Map the segment whose descriptor arrived as ``fd`` (the caller still owns ``fd``)."""
-    key = (_identity(fd), writable)
+def map_segment(fd: int, size: int, writable: bool, *, owned: bool = False) -> Segment:
+    """Map the segment whose descriptor arrived as ``fd`` (the caller still owns ``fd``).
+
+    ``owned``: a worker's result, this process's own memory from now on; it is mapped
+    writable, but passed on to workers read-only, as ``share()`` would pass it.
+    """
+    shared_writable = writable and not owned
+    key = (_identity(fd), writable, shared_writable)
     segment = _mapped.get(key) if key[0] is not None else None
     if segment is not None:
         return segment
     access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
     segment = Segment(fd, size, access=access)
-    _adopt(segment, os.dup(fd), writable, received=True)  # keep one to hand on (to results)
+    # Keep a descriptor, to hand the memory on (to results, or to other workers).
+    _adopt(segment, os.dup(fd), shared_writable, received=True)
     if key[0] is not None:
         _mapped[key] = segment
     return segment
@@ -201,7 +207,9 @@ def share(obj: Any, *, writable: bool = False) -> Any:
     to process workers sends only a reference: they see the same memory, read-only
     unless ``writable=True``, in which case their writes are visible here. On the
     serial and thread backends it is passed as it is. The memory is freed when the
-    last reference to it, here or in a worker, goes away.
+    last reference to it, here or in a worker, goes away. Zeros at the start of an
+    array are not copied (new shared memory is zeros already), so sharing
+    ``numpy.zeros(...)`` costs a read of it; ``workpool.zeros`` skips even that.
     """
     if not isinstance(writable, bool):
         raise TypeError(f"writable must be True or False; got {writable!r}")
@@ -215,7 +223,7 @@ def share(obj: Any, *, writable: bool = False) -> Any:
         order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
         segment = new_segment(obj.nbytes, writable_in_workers=writable)
         shared = numpy.ndarray(obj.shape, dtype=obj.dtype, buffer=segment, order=order)
-        _copy_in_parallel(shared, obj)
+        _copy_into(shared, obj)
         return shared
     if isinstance(obj, (bytes, bytearray, memoryview)):
         data = memoryview(obj).cast("B")
@@ -244,6 +252,43 @@ def is_shared_writable(obj: Any) -> bool:
         found = find_segment(obj)
         segment = found[0] if found is not None else None
     return segment is not None and segment.shared_writable and not segment.received
+
+
+def _copy_into(target: Any, source: Any) -> None:
+    """``target[...] = source``, where ``target`` is a new segment's array of its layout.
+
+    A contiguous source is copied as bytes, after any all-zero blocks it begins with:
+    the new segment reads as zeros already, and memory never written is never even
+    allocated, so ``share(numpy.zeros(...))`` copies nothing.
+    """
+    if not (source.flags.c_contiguous or source.flags.f_contiguous):
+        _copy_in_parallel(target, source)
+        return
+    into, data = _raw_bytes(target), _raw_bytes(source)
+    start = _zero_prefix(data)
+    _copy_in_parallel(into[start:], data[start:])
+
+
+def _raw_bytes(array: Any) -> Any:
+    """A contiguous array's memory as a flat array of bytes (a view, not a copy)."""
+    import numpy  # only arrays come here
+
+    return array.reshape(-1, order="A").view(numpy.uint8)
+
+
+# The first block looked at is small, so that data (which is rarely zero at the start)
+# costs next to nothing to tell apart; blocks then grow, so that zeros scan fast.
+_FIRST_ZERO_BLOCK = 64 << 10
+_LAST_ZERO_BLOCK = 8 << 20
+
+
+def _zero_prefix(data: Any) -> int:
+    """How many bytes at the start of ``data`` lie in blocks that are all zero."""
+    start, block = 0, _FIRST_ZERO_BLOCK
+    while start < len(data) and not data[start : start + block].any():
+        start += block
+        block = min(2 * block, _LAST_ZERO_BLOCK)
+    return min(start, len(data))
 
 
 def _copy_in_parallel(target: Any, source: Any) -> None:

@@ -8,7 +8,8 @@ its memory, and its dtype, shape, strides and offset there::
 
     dumps_sharing(items, context)                    loads_sharing(payload, fds)
       pickle, and for each ndarray:                    unpickle; each reference maps
-        already in a segment (share())  -> reference     descriptor [i] (map_segment)
+        already in a segment (share(),  -> reference     descriptor [i] (map_segment)
+          empty(), zeros())
         >= context.threshold bytes      -> copied into   and rebuilds the array over
            a segment once per call (SharingContext)      it: read-only, unless shared
         otherwise                       -> by value      writable
@@ -17,8 +18,10 @@ its memory, and its dtype, shape, strides and offset there::
 
 At most ``MAX_FDS_PER_FRAME`` descriptors ride with one message (``TooManySegments``
 past that). Results come back the same way, in segments the worker makes writable for
-the caller. Where no segment can be made (out of descriptors or memory, none on this system), a
-call's arrays are copied into its messages instead, after one ``SharedMemoryWarning``.
+the caller; a result the task made in a segment itself (``workpool.empty``/``zeros``)
+goes back as it is, without a copy, unless it is smaller than the threshold. Where no
+segment can be made (out of descriptors or memory, none on this system), a call's arrays
+are copied into its messages instead, after one ``SharedMemoryWarning``.
 """
 
 from __future__ import annotations
@@ -164,6 +167,11 @@ class SharingContext:
         return copy
 
     @property
+    def returns_results(self) -> bool:
+        """Does this context pickle a worker's results (for the caller to own)?"""
+        return self._writable
+
+    @property
     def holds_copies(self) -> bool:
         """Has this context put arrays in shared memory (which ``release`` drops)?"""
         return bool(self._segments)
@@ -195,6 +203,16 @@ class _SharingPickler(pickle.Pickler):
             found = find_segment(obj)
             assert found is not None
         segment, offset = found
+        writable, owned = segment.shared_writable, False
+        if self._context is not None and self._context.returns_results and not segment.received:
+            # A result in memory this worker made (workpool.empty/zeros, or share()): the
+            # caller's own array from now on, writable there and nowhere else. One
+            # smaller than the threshold is cheaper to copy than to map, and then holds
+            # no descriptor.
+            threshold = self._context.threshold
+            if threshold is not None and obj.nbytes < threshold:
+                return NotImplemented
+            writable = owned = True
         outgoing = sending.frame
         assert isinstance(outgoing, _Outgoing), "arrays are pickled inside dumps_sharing"
         index = outgoing.add(segment)
@@ -203,11 +221,12 @@ class _SharingPickler(pickle.Pickler):
             (
                 index,
                 len(segment),
-                segment.shared_writable,
+                writable,
                 obj.dtype,
                 obj.shape,
                 obj.strides,
                 offset,
+                owned,
             ),
         )
 
@@ -292,13 +311,13 @@ class _Incoming:
 
     def __init__(self, fds: list[int]) -> None:
         self.fds = fds
-        self.segments: dict[tuple[int, bool], Segment] = {}
+        self.segments: dict[tuple[int, bool, bool], Segment] = {}
 
-    def segment(self, index: int, size: int, writable: bool) -> Segment:
-        key = (index, writable)
+    def segment(self, index: int, size: int, writable: bool, owned: bool) -> Segment:
+        key = (index, writable, owned)
         segment = self.segments.get(key)
         if segment is None:
-            segment = map_segment(self.fds[index], size, writable)
+            segment = map_segment(self.fds[index], size, writable, owned=owned)
             self.segments[key] = segment
         return segment
 
@@ -308,11 +327,11 @@ class _Incoming:
                 os.close(fd)
 
 
-def _rebuild_bytes(index: int, size: int, writable: bool) -> Segment:
+def _rebuild_bytes(index: int, size: int, writable: bool, owned: bool = False) -> Segment:
     incoming = _receiving.incoming
     if incoming is None:
         raise pickle.UnpicklingError("a shared-memory reference arrived without its memory")
-    return incoming.segment(index, size, writable)
+    return incoming.segment(index, size, writable, owned)
 
 
 def _rebuild_array(
@@ -323,10 +342,11 @@ def _rebuild_array(
     shape: tuple[int, ...],
     strides: tuple[int, ...],
     offset: int,
+    owned: bool = False,
 ) -> Any:
     import numpy
 
-    segment = _rebuild_bytes(index, size, writable)
+    segment = _rebuild_bytes(index, size, writable, owned)
     array = numpy.ndarray(
         shape, dtype=numpy.dtype(dtype), buffer=segment, offset=offset, strides=strides
     )

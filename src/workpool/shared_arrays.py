@@ -1,0 +1,104 @@
+"""NumPy arrays born in shared memory: ``workpool.empty`` and ``workpool.zeros``.
+
+``share()`` copies an array that already exists into a segment. An array that is made
+to be sent (a task's large result, or a buffer the caller hands to workers) can
+instead be made in a segment from the start, and then never needs that copy::
+
+    a task, in a worker process               the caller
+      out = workpool.zeros(n)   a new segment
+      out[:] = ...              pages zeroed by the kernel once, as first written
+      return out  ===== its descriptor =====> the same memory, mapped: an ndarray
+                   (no bytes copied)          writable, the caller's own
+
+A fresh segment reads as zeros (the system zero-fills a file as ``ftruncate`` grows it),
+so ``zeros`` costs no more than ``empty``. On the serial and thread backends these are
+ordinary arrays that happen to live in a segment, passed as they are. NumPy is
+imported only when one of these is called (it does not load in subinterpreters: there
+the ``ImportError`` says why).
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any
+
+from workpool.segments import new_segment
+
+__all__ = ["empty", "zeros"]
+
+
+def empty(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = False) -> Any:
+    """A new NumPy array in shared memory, as ``numpy.empty`` makes one in private memory.
+
+    Returned by a task on the process backend, it reaches the caller without a copy,
+    as the caller's own writable array: the very memory the task wrote, so a task
+    should not keep it and write to it again (a buffer reused from task to task would
+    be every one of their results). Made in the caller, it is what ``share()``
+    returns: process workers it is passed to see the same memory, read-only unless
+    ``writable=True`` (then their writes show here). Its contents are unspecified, as
+    with ``numpy.empty`` (today they are zeros); use ``zeros`` to rely on that.
+    The memory is freed when the last array over it, in any process, is gone.
+
+    Raises ``ImportError`` without NumPy, ``TypeError`` for a dtype of Python objects,
+    ``ValueError`` for a negative dimension, ``OSError`` if the system has no shared
+    memory to give.
+    """
+    numpy = _numpy("empty")
+    if not isinstance(writable, bool):
+        raise TypeError(f"writable must be True or False; got {writable!r}")
+    if order not in ("C", "F"):
+        raise ValueError(f"order must be 'C' or 'F'; got {order!r}")
+    dims = _dimensions(shape)
+    kind = numpy.dtype(dtype)
+    if kind.hasobject:
+        raise TypeError(
+            f"workpool.empty() cannot put Python objects (dtype {kind}) in shared memory: "
+            "the elements would be references, not data"
+        )
+    nbytes = kind.itemsize
+    for size in dims:
+        nbytes *= size
+    segment = new_segment(nbytes, writable_in_workers=writable)
+    return numpy.ndarray(dims, dtype=kind, buffer=segment, order=order)
+
+
+def zeros(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = False) -> Any:
+    """A new NumPy array of zeros in shared memory; otherwise exactly as ``empty``.
+
+    Costs what ``empty`` does: shared memory starts zeroed, page by page as it is first
+    touched, so nothing is written here.
+    """
+    _numpy("zeros")
+    return empty(shape, dtype, order, writable=writable)
+
+
+def _numpy(function: str) -> Any:
+    try:
+        import numpy
+    except ModuleNotFoundError as exc:
+        raise ImportError(
+            f"workpool.{function}() makes a NumPy array, and NumPy is not installed "
+            "(pip install numpy)"
+        ) from exc
+    except ImportError as exc:  # in a subinterpreter, for one: NumPy does not load there
+        reason = str(exc).strip().splitlines()[-1]
+        raise ImportError(
+            f"workpool.{function}() makes a NumPy array, and NumPy cannot be imported "
+            f"here: {reason}"
+        ) from exc
+    return numpy
+
+
+def _dimensions(shape: Any) -> tuple[int, ...]:
+    """``shape`` as NumPy takes it (an int or a sequence of ints), checked."""
+    dims: tuple[int, ...]
+    try:
+        dims = (operator.index(shape),)
+    except TypeError:
+        try:
+            dims = tuple(operator.index(size) for size in shape)
+        except TypeError:
+            raise TypeError(f"shape must be an int or a sequence of ints; got {shape!r}") from None
+    if any(size < 0 for size in dims):
+        raise ValueError(f"negative dimensions are not allowed; got shape {shape!r}")
+    return dims

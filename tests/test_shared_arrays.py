@@ -1,0 +1,302 @@
+"""workpool.empty and workpool.zeros: NumPy arrays made in shared memory from the start.
+
+A task that builds its large result in one returns it without a copy on the process
+backend; the caller can also make one and hand it to tasks, as with ``share()``. Every
+test checks that no segment stays open in this process once its arrays are dropped,
+and that nothing is left in /dev/shm, under memfd and under the portable path
+(``WORKPOOL_PORTABLE=1``) alike.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import workpool
+from conftest import HAS_INTERPRETERS, left_in_shared_memory, named_shared_memory, wait_for
+
+np = pytest.importorskip("numpy")
+
+MB = 1 << 20
+
+
+def segments_held(pid: int | str = "self", at_least: int = 0) -> int:
+    """Descriptors and mappings of workpool's shared memory that process ``pid`` holds.
+
+    A memfd shows as ``memfd:workpool...``; the portable path's unlinked POSIX object as
+    ``/dev/shm/wp-...``. ``at_least`` counts only memory of that many bytes or more.
+    """
+    marks = ("memfd:workpool", "/dev/shm/wp-")
+    held = 0
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except FileNotFoundError:  # the process is gone, and what it held with it
+        return 0
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            size = os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        except OSError:
+            continue
+        held += any(mark in target for mark in marks) and size >= at_least
+    try:
+        with open(f"/proc/{pid}/maps") as maps:
+            for line in maps:
+                start, _, end = line.split(maxsplit=1)[0].partition("-")
+                size = int(end, 16) - int(start, 16)
+                held += any(mark in line for mark in marks) and size >= at_least
+    except FileNotFoundError:
+        pass
+    return held
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_in_shared_memory() -> Iterator[None]:
+    before_dev_shm = named_shared_memory()
+    yield
+    gc.collect()
+    assert segments_held() == 0, "a shared-memory segment is still held in this process"
+    assert not left_in_shared_memory(before_dev_shm)
+
+
+def identity(array: Any) -> tuple[int, int] | None:
+    """Which shared memory ``array`` lies in, the same in every process (None: private)."""
+    from workpool.segments import find_segment
+
+    found = find_segment(array)
+    return found[0].identity if found is not None else None
+
+
+# --- tasks --------------------------------------------------------------------------
+
+
+def fill_range(size: int) -> Any:
+    """The common case: a task builds its result in shared memory and returns it."""
+    out = workpool.zeros(size)
+    out[:] = np.arange(size)
+    return out
+
+
+def fill_range_and_say_where(size: int) -> tuple[Any, tuple[int, int] | None, int]:
+    out = fill_range(size)
+    return out, identity(out), os.getpid()
+
+
+def fill_grid(rows: int) -> Any:
+    out = workpool.empty((rows, 300), dtype=np.int32, order="F")
+    out[...] = np.arange(rows * 300, dtype=np.int32).reshape(rows, 300)
+    return out
+
+
+def fill_then_die(size: int) -> None:
+    out = workpool.zeros(size)
+    out[:] = 1.0
+    os._exit(3)
+
+
+def fill_row(out: Any, row: int) -> tuple[int, tuple[int, int] | None]:
+    out[row, :] = row
+    return row, identity(out)
+
+
+def look(array: Any) -> tuple[bool, tuple[int, int] | None, float]:
+    return bool(array.flags.writeable), identity(array), float(array.sum())
+
+
+# --- the arrays themselves ---------------------------------------------------------
+
+
+def test_zeros_and_empty_make_arrays_in_shared_memory() -> None:
+    z = workpool.zeros((3, 4), dtype=np.int16)
+    assert (z.shape, z.dtype, z.flags.c_contiguous) == ((3, 4), np.dtype(np.int16), True)
+    assert not z.any()
+    assert z.flags.writeable
+    assert identity(z) is not None
+    e = workpool.empty(5, "complex64", "F")
+    assert (e.shape, e.dtype) == ((5,), np.dtype(np.complex64))
+    assert workpool.empty((2, 3), order="F").flags.f_contiguous
+    assert workpool.zeros(7).dtype == np.float64  # NumPy's default
+    empty = workpool.zeros((0, 4))
+    assert empty.shape == (0, 4)
+    assert identity(z) != identity(e)  # each array its own segment
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "words"),
+    [
+        (lambda: workpool.zeros(3, dtype=object), TypeError, "Python objects"),
+        (lambda: workpool.zeros((2, -1)), ValueError, "negative"),
+        (lambda: workpool.empty("ten"), TypeError, "shape must be"),
+        (lambda: workpool.zeros(3, order="K"), ValueError, "order must be"),
+        (lambda: workpool.zeros(3, writable="yes"), TypeError, "writable must be"),
+    ],
+    ids=["object-dtype", "negative", "not-a-shape", "order", "writable"],
+)
+def test_bad_arguments_say_what_is_accepted(call: Any, error: type, words: str) -> None:
+    with pytest.raises(error, match=words):
+        call()
+
+
+# --- made in a task ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread", "process"])
+def test_a_task_returns_its_shared_array_on_every_backend(backend: str) -> None:
+    big, small = 3 * MB // 8, 10
+    results = workpool.map(fill_range, [big, small], backend=backend, workers=2)
+    for result, size in zip(results, [big, small]):
+        assert result.shape == (size,)
+        assert result[-1] == size - 1
+        assert (result[:10] == np.arange(10)).all()
+        assert result.flags.writeable  # the caller's own array
+        result[0] = -1
+    grid = workpool.map(fill_grid, [40], backend=backend)[0]
+    assert grid.flags.f_contiguous
+    assert (grid == np.arange(40 * 300, dtype=np.int32).reshape(40, 300)).all()
+
+
+def numpy_loads_in_a_subinterpreter() -> bool:
+    from concurrent import interpreters  # type: ignore[import-not-found]
+
+    interpreter = interpreters.create()
+    try:
+        interpreter.exec("import numpy")
+    except interpreters.ExecutionFailed:
+        return False
+    finally:
+        interpreter.close()
+    return True
+
+
+@pytest.mark.skipif(not HAS_INTERPRETERS, reason="subinterpreters need Python 3.14+")
+def test_in_a_subinterpreter_it_works_or_says_numpy_cannot_load_there() -> None:
+    from interp_tasks import fill_shared_range
+
+    outcome = workpool.map(
+        fill_shared_range, [1000], backend="interpreter", return_exceptions=True
+    )[0]
+    if numpy_loads_in_a_subinterpreter():
+        assert outcome[-1] == 999
+    else:
+        assert isinstance(outcome, ImportError)
+        assert "workpool.zeros() makes a NumPy array, and NumPy cannot be imported" in str(outcome)
+        assert "subinterpreters" in str(outcome)  # NumPy's own reason
+
+
+def test_a_big_result_reaches_the_caller_in_the_memory_the_task_filled() -> None:
+    result, made_in, pid = workpool.map(fill_range_and_say_where, [4 * MB // 8], backend="process")[
+        0
+    ]
+    assert pid != os.getpid()
+    assert made_in is not None
+    assert identity(result) == made_in  # the same memory: not a copy of it
+    assert result.flags.writeable
+    assert result.sum() == sum(range(4 * MB // 8))
+
+
+def test_a_result_passed_on_to_tasks_goes_read_only_and_can_be_checkpointed(
+    tmp_path: Path,
+) -> None:
+    # The caller owns the result: passed on, it is shared as share() shares, and no
+    # worker can write into it behind a checkpoint's back.
+    result = workpool.map(fill_range, [MB // 8], backend="process")[0]
+    seen = workpool.map(look, [result], backend="process")
+    assert seen == [(False, identity(result), float(result.sum()))]
+    journal = tmp_path / "run.ckpt"
+    assert workpool.map(look, [result], backend="process", checkpoint=journal) == seen
+    result[0] = 1.0  # still writable here
+
+
+def test_small_results_come_back_inside_the_message() -> None:
+    # Below share_threshold a copy is cheaper than a mapping, and the caller keeps no
+    # descriptor per result: thousands of small results cannot exhaust them.
+    results = workpool.map(fill_range, [100] * 300, backend="process", workers=2)
+    assert segments_held() == 0
+    assert all(identity(r) is None and r[-1] == 99 and r.flags.writeable for r in results)
+    shared = workpool.map(fill_range, [100], backend="process", share_threshold=0)[0]
+    assert identity(shared) is not None
+
+
+def test_a_pool_holds_no_memory_of_results_once_the_caller_drops_them() -> None:
+    # Counted: memory of 64 KiB or more (each result is 1 MiB), not the pool's own
+    # bookkeeping page, which every worker maps while the pool lives.
+    big = 64 << 10
+    with workpool.Pool(2) as pool:
+        pids = set()
+        for _ in range(3):
+            results = list(pool.map(fill_range_and_say_where, [MB // 8] * 20))
+            assert segments_held(at_least=big) > 0  # the results are alive, in shared memory
+            assert all(r[0][-1] == MB // 8 - 1 for r in results)
+            pids |= {pid for _, _, pid in results}
+            del results
+            # Free-threaded builds free an object that another thread (the pool's) made
+            # when that thread next runs: a moment later, not at once.
+            assert wait_for(lambda: gc.collect() >= 0 and segments_held(at_least=big) == 0)
+        assert wait_for(lambda: all(segments_held(pid, big) == 0 for pid in pids))
+
+
+def test_a_task_that_crashes_after_filling_leaves_nothing_behind() -> None:
+    before = named_shared_memory()
+    outcome = workpool.map(fill_then_die, [8 * MB // 8], backend="process", return_exceptions=True)
+    assert isinstance(outcome[0], workpool.WorkerCrashed)
+    assert not left_in_shared_memory(before)
+
+
+# --- made in the caller -------------------------------------------------------------
+
+
+def test_made_in_the_caller_it_reaches_workers_as_share_would() -> None:
+    data = workpool.zeros(1000)
+    data[:] = 1.0
+    seen = workpool.map(look, [data, data], backend="process", workers=2)
+    assert seen == [(False, identity(data), 1000.0)] * 2  # read-only, the same memory
+    out = workpool.zeros((4, 500), writable=True)
+    rows = workpool.starmap(fill_row, [(out, row) for row in range(4)], backend="process")
+    assert {where for _, where in rows} == {identity(out)}
+    assert [float(out[row].max()) for row in range(4)] == [0.0, 1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread"])
+def test_in_process_backends_pass_the_array_itself(backend: str) -> None:
+    data = workpool.zeros(10)
+    assert workpool.map(lambda a: a is data, [data], backend=backend) == [True]
+
+
+def test_without_numpy_the_error_says_so() -> None:
+    program = textwrap.dedent(
+        """
+        import sys
+        sys.modules["numpy"] = None  # as if NumPy were not installed
+        import workpool
+        for make in (workpool.zeros, workpool.empty):
+            try:
+                make(3)
+            except ImportError as exc:
+                print(exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2
+    assert "workpool.zeros() makes a NumPy array" in lines[0]
+    assert "workpool.empty() makes a NumPy array" in lines[1]
+    assert "pip install numpy" in lines[0]
+
+
+def test_import_workpool_does_not_import_numpy() -> None:
+    program = "import sys, workpool; print('numpy' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "False", done.stderr
