@@ -31,17 +31,20 @@ distributed = pytest.importorskip(
 
 import workpool  # noqa: E402
 from cluster_tasks import (  # noqa: E402
+    FailOnOneElseWaitLong,
+    WaitLong,
     array_sum_plus,
     dask_worker_pid,
-    fail_on_one_else_wait_long,
     interval,
+    keep_idle_pools_for,
     local_processes,
     ones,
+    process_and_parent,
     scribble,
     token,
-    wait_long,
+    waiters_gone,
 )
-from conftest import live_worker_processes, wait_for  # noqa: E402
+from conftest import checked_by_their_fixture, live_worker_processes, wait_for  # noqa: E402
 from faults import crash_first_try, crash_on, fail_first_try, hang_on  # noqa: E402
 from helpers import (  # noqa: E402
     broken_initializer,
@@ -83,11 +86,20 @@ def stop_cluster(cluster: Any, client: Any, before: set[int]) -> None:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    """A client of a two-worker cluster shared by the module; checked for leftovers."""
+    """A client of a two-worker cluster shared by the module; checked for leftovers.
+
+    Its workers keep local pools from one test to the next: those processes are
+    checked here, once the cluster has closed, rather than after each test.
+    """
     before = {p.pid for p in live_worker_processes()}
     cluster, client = start_cluster()
-    yield client
-    stop_cluster(cluster, client, before)
+    workers = set(worker_pids(client).values())
+    checked_by_their_fixture.update(workers)
+    try:
+        yield client
+    finally:
+        checked_by_their_fixture.difference_update(workers)
+        stop_cluster(cluster, client, before)
 
 
 def worker_pids(client: Any) -> dict[str, int]:
@@ -208,7 +220,10 @@ def test_imap_reads_an_endless_generator_lazily(client: Any) -> None:
 
 
 @pytest.mark.parametrize("where", ["one-shot", "pool"])
-def test_closing_an_imap_early_cancels_its_tasks_on_the_scheduler(client: Any, where: str) -> None:
+def test_closing_an_imap_early_cancels_its_tasks_on_the_scheduler(
+    client: Any, where: str, tmp_path: Path
+) -> None:
+    wait_long = WaitLong(tmp_path)
     with workpool.Pool(backend="dask", address=client) as pool:
         if where == "pool":
             results = pool.imap(wait_long, itertools.count(), chunksize=1, ordered=False)
@@ -221,32 +236,35 @@ def test_closing_an_imap_early_cancels_its_tasks_on_the_scheduler(client: Any, w
         results.close()  # type: ignore[attr-defined]
         # Each task takes ten seconds: only a cancellation clears them this fast.
         assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
-    assert not any(client.run(local_processes).values())  # the pool's processes went with it
+    # The local processes that ran them were stopped (their pool is not kept).
+    assert any(tmp_path.iterdir()) and wait_for(lambda: waiters_gone(tmp_path), timeout=5)
     assert workpool.map(square, range(10), backend="dask", address=client) == [
         x * x for x in range(10)
     ]  # and the workers are free again
 
 
-def test_a_failure_cancels_the_calls_other_tasks(client: Any) -> None:
+def test_a_failure_cancels_the_calls_other_tasks(client: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad input 1"):
-        workpool.map(fail_on_one_else_wait_long, range(60), backend="dask", address=client)
+        workpool.map(FailOnOneElseWaitLong(tmp_path), range(60), backend="dask", address=client)
     assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
-    assert not any(client.run(local_processes).values())
+    assert any(tmp_path.iterdir()) and wait_for(lambda: waiters_gone(tmp_path), timeout=5)
     assert workpool.map(square, range(10), backend="dask", address=client) == [
         x * x for x in range(10)
     ]
 
 
-def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(client: Any) -> None:
+def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(
+    client: Any, tmp_path: Path
+) -> None:
     program = textwrap.dedent(
         f"""
         import itertools, signal, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         import workpool
-        from cluster_tasks import wait_long
+        from cluster_tasks import WaitLong
 
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-        results = workpool.imap(wait_long, itertools.count(), backend="dask",
+        results = workpool.imap(WaitLong({str(tmp_path)!r}), itertools.count(), backend="dask",
                                 address={client.scheduler.address!r}, chunksize=1)
         print(next(results), flush=True)
         next(results)
@@ -272,7 +290,7 @@ def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(client: Any) ->
     assert "KeyboardInterrupt" in err
     assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
     # The tasks that were running stopped too: their local processes are gone.
-    assert wait_for(lambda: not any(client.run(local_processes).values()), timeout=5)
+    assert any(tmp_path.iterdir()) and wait_for(lambda: waiters_gone(tmp_path), timeout=5)
 
 
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
@@ -353,6 +371,42 @@ def test_arrays_shared_writable_are_refused(client: Any) -> None:
     # caller's own array now: it goes to the cluster like any other.
     [made] = workpool.map(ones, [500_000], backend="process", workers=1)
     assert workpool.map(array_sum_plus, [made], [1], backend="dask", address=client) == [500_001.0]
+
+
+# --- the local pools on the nodes ---------------------------------------------------
+
+
+def test_local_pools_are_kept_for_the_next_call_with_the_same_settings(client: Any) -> None:
+    def ran_in(**options: Any) -> set[tuple[int, int]]:
+        return set(
+            workpool.map(
+                process_and_parent,
+                range(20),
+                backend="dask",
+                address=client,
+                chunksize=1,
+                **options,
+            )
+        )
+
+    plain = set().union(*(ran_in() for _ in range(4)))
+    # One thread per Dask worker: one local process each, the same from call to call.
+    parents = [parent for _, parent in plain]
+    assert len(parents) == len(set(parents)) and set(parents) <= set(worker_pids(client).values())
+    # Other settings, other processes: an initializer never runs in a pool without one.
+    initialized = ran_in(initializer=remember, initargs=(1,))
+    assert not initialized & plain
+
+
+def test_an_idle_local_pool_is_stopped_after_a_while(client: Any) -> None:
+    kept = client.run(keep_idle_pools_for, 0.2)
+    try:
+        assert workpool.map(square, range(10), backend="dask", address=client) == [
+            x * x for x in range(10)
+        ]
+        assert wait_for(lambda: not any(client.run(local_processes).values()), timeout=10)
+    finally:
+        client.run(keep_idle_pools_for, next(iter(kept.values())))
 
 
 # --- where the cluster is ------------------------------------------------------------
