@@ -14,6 +14,7 @@ import concurrent.futures
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -54,6 +55,14 @@ from helpers import (  # noqa: E402
     slow_square,
     square,
     where,
+)
+from trace_checks import (  # noqa: E402
+    assert_each_position_once,
+    assert_well_formed,
+    instants,
+    read_trace,
+    spans,
+    track_names,
 )
 
 
@@ -407,6 +416,107 @@ def test_an_idle_local_pool_is_stopped_after_a_while(client: Any) -> None:
         assert wait_for(lambda: not any(client.run(local_processes).values()), timeout=10)
     finally:
         client.run(keep_idle_pools_for, next(iter(kept.values())))
+
+
+# --- timelines ------------------------------------------------------------------------
+
+
+def chunk_tracks(data: dict[str, Any]) -> set[tuple[str, str]]:
+    """(group, track) names of the tracks that hold chunk spans."""
+    groups = {
+        e["pid"]: e["args"]["name"]
+        for e in data["traceEvents"]
+        if e["ph"] == "M" and e["name"] == "process_name"
+    }
+    names = track_names(data)
+    return {(groups[s["pid"]], names[(s["pid"], s["tid"])]) for s in spans(data, "chunk")}
+
+
+@pytest.mark.parametrize("how", ["map", "Pool.imap"])
+def test_a_trace_has_a_track_per_local_process_grouped_by_dask_worker(
+    client: Any, how: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "run.json"
+    if how == "map":
+        results = workpool.map(square, range(3000), backend="dask", address=client, trace=path)
+    else:
+        with workpool.Pool(backend="dask", address=client) as pool:
+            results = list(pool.imap(square, range(3000), trace=path))
+    assert results == [x * x for x in range(3000)]
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, 3000)
+    addresses = set(worker_pids(client))
+    for group, track in chunk_tracks(data):
+        address = group.removeprefix("Dask worker ")
+        assert address in addresses, group
+        assert re.fullmatch(rf"worker process \d+ on Dask worker {re.escape(address)}", track)
+    # Each chunk ran while the call did: the nodes' times are on the caller's clock.
+    (call,) = spans(data, "call")
+    for chunk in spans(data, "chunk"):
+        assert call["ts"] <= chunk["ts"] and chunk["ts"] + chunk["dur"] <= call["ts"] + call["dur"]
+    assert {"run", "pickle", "unpickle", "task"} <= {s["name"] for s in spans(data)}
+
+
+def test_a_trace_marks_a_crash_a_retry_and_a_timeout_on_the_cluster(
+    client: Any, tmp_path: Path
+) -> None:
+    crashed = tmp_path / "crashed.json"
+    results = workpool.map(
+        crash_on(13),
+        range(40),
+        backend="dask",
+        address=client,
+        chunksize=4,
+        trace=crashed,
+        return_exceptions=True,
+    )
+    assert isinstance(results[13], workpool.WorkerCrashed)
+    data = read_trace(crashed)
+    assert_well_formed(data)
+    assert_each_position_once(data, 40, except_=frozenset({13}))
+    crashes = instants(data, "crash")
+    assert {c["args"]["position"] for c in crashes} <= {None, 13}
+    assert any(c["args"]["position"] == 13 for c in crashes)
+    assert any(s["args"]["outcome"] == "crashed" for s in spans(data, "chunk"))
+
+    retried = tmp_path / "retried.json"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    results = workpool.map(
+        fail_first_try(marks),
+        range(20),
+        backend="dask",
+        address=client,
+        retries=1,
+        chunksize=5,
+        trace=retried,
+    )
+    assert results == [x * x for x in range(20)]
+    data = read_trace(retried)
+    assert_well_formed(data)
+    assert_each_position_once(data, 20)
+    assert sorted(r["args"]["position"] for r in instants(data, "retry")) == list(range(20))
+    assert {s["args"]["attempt"] for s in spans(data, "chunk")} == {0, 1}
+
+    timed_out = tmp_path / "timed_out.json"
+    results = workpool.map(
+        hang_on(2, 60),
+        range(6),
+        backend="dask",
+        address=client,
+        task_timeout=0.5,
+        chunksize=1,
+        trace=timed_out,
+        return_exceptions=True,
+    )
+    assert isinstance(results[2], workpool.TaskTimeout)
+    data = read_trace(timed_out)
+    assert_well_formed(data)
+    assert_each_position_once(data, 6, except_=frozenset({2}))
+    (timeout,) = instants(data, "timeout")
+    assert timeout["args"]["position"] == 2 and "task_timeout=0.5" in timeout["args"]["reason"]
+    assert any(s["args"]["outcome"] == "timeout" for s in spans(data, "chunk"))
 
 
 # --- where the cluster is ------------------------------------------------------------

@@ -43,10 +43,11 @@ from workpool.backends.dask.payload import (
     Piece,
     Prepickled,
     SessionInfo,
-    dumps_pieces,
+    dumps_report,
     loads_items,
     pack_error,
 )
+from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note
 from workpool.remote_errors import PackedError
 from workpool.segments import share
@@ -257,6 +258,7 @@ class _Collector:
             elapsed=batch.elapsed,
             retryable=batch.retryable,
             worker=f"{batch.worker} on {where}" if batch.worker else where,
+            times=batch.times,
         )
         with self._lock:
             self._pieces.append(piece)
@@ -269,7 +271,7 @@ class _Collector:
         return self._pieces
 
 
-def _failed(task: ChunkTask, error: BaseException, *, retryable: bool, where: str) -> bytes:
+def _failed(task: ChunkTask, error: BaseException, *, retryable: bool, address: str) -> bytes:
     """Every item of the task failed with ``error``."""
     packed: PackedError = pack_error(error)
     piece = Piece(
@@ -279,34 +281,40 @@ def _failed(task: ChunkTask, error: BaseException, *, retryable: bool, where: st
         errors=[(position, packed) for position in range(task.size)],
         elapsed=0.0,
         retryable=retryable,
-        worker=where,
+        worker=f"Dask worker {address}",
     )
-    return dumps_pieces([piece])
+    return dumps_report(address, [piece])
 
 
 def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
-    """The Dask task: run one chunk in this node's local pool; its pieces, pickled.
+    """The Dask task: run one chunk in this node's local pool; its ``Report``, pickled.
 
     ``arrays`` are the large arrays the items refer to, which Dask delivered here from
     their scattered copies.
     """
+    began = now_ns()
     session = _sessions.enter(task.session)
     if session is None:
         error = CancelledError("the call was over before this chunk started")
-        return _failed(task, error, retryable=False, where="")
-    where = f"Dask worker {session.address}"
+        return _failed(task, error, retryable=False, address=_this_worker()[0])
+    address = session.address
+    where = f"Dask worker {address}"
     try:
         try:
             items = loads_items(task.items, arrays)
         except BaseException as exc:
             add_note(exc, f"the task's arguments could not be rebuilt on {where}")
             if task.size == 1:
-                return _failed(task, exc, retryable=False, where=where)
+                return _failed(task, exc, retryable=False, address=address)
             # Which item is it? The caller sends them again, one per task.
-            return dumps_pieces(
-                [Piece(0, task.size, [], [(WHOLE_CHUNK, pack_error(exc))], 0.0, False, where)]
-            )
-        collector = _Collector(task, session.address)
+            whole = Piece(0, task.size, [], [(WHOLE_CHUNK, pack_error(exc))], 0.0, False, where)
+            return dumps_report(address, [whole])
+        recorder = None
+        if task.timed:
+            from workpool.backends.dask.tracing import NodeRecorder
+
+            recorder = NodeRecorder()
+        collector = _Collector(task, address)
         chunk = Chunk(
             sink=collector,
             fn=session.function(task.fn_id, task.fn_payload),
@@ -314,22 +322,28 @@ def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
             start=task.start,
             items=items,
             task_timeout=task.task_timeout,
+            attempt=task.attempt,
             sharing=session.sharing(task.share_threshold),
+            trace=recorder,
         )
         del items
         try:
             session.pool.submit(chunk)
         except BrokenPool as exc:  # its initializer fails in every process
             session.spoiled = True
-            return _failed(task, exc, retryable=False, where=where)
+            return _failed(task, exc, retryable=False, address=address)
         except RuntimeError:  # closed while this task arrived
             error = CancelledError("the call was over before this chunk started")
-            return _failed(task, error, retryable=False, where=where)
+            return _failed(task, error, retryable=False, address=address)
         _leave_thread_pool()
         pieces = collector.wait()
         if collector.broken:
             session.spoiled = True
-        return dumps_pieces(pieces)
+        if recorder is None:
+            return dumps_report(address, pieces)
+        args = {"start": task.start, "count": task.size}
+        recorder.span(recorder.caller_track("tasks"), "task", "dask", began, now_ns(), args)
+        return dumps_report(address, pieces, recorder.records())
     finally:
         _sessions.leave(session)
 
