@@ -14,9 +14,15 @@ task fails, a fresh local process takes the slot, the Dask worker never notices:
       session = this call's or Pool's; opened on first use, with a pool from node.py
       items = rebuilt (big arrays: the scattered copies in ``arrays``)
       local.submit(chunk) ------------------> worker processes run the items; a crash
-      secede: the next task may start         or timeout fails one item, and the rest
-      wait for every piece <----------------  of the chunk comes back as other pieces
-    return the pieces, pickled
+      wait for every piece <----------------  or timeout fails one item, and the rest
+    return the pieces, pickled                of the chunk comes back as other pieces
+
+The Dask task holds its thread while its chunk runs, so the scheduler sees each node as
+busy as it is and spreads the next chunks over the nodes by what they run. (A task
+that left Dask's thread pool while it waited, as ``distributed.secede`` does, would get
+the next chunk to the local pool sooner, but costs the node a new thread and the
+scheduler a message per chunk, and makes every node look idle to the scheduler, which
+then piles chunks onto some while others run dry: measured slower on coarse work.)
 
 A session lives as long as the caller's call or ``Pool``: the caller closes it on
 every worker when it is done (``close_session``). If the caller dies first, a session
@@ -28,7 +34,6 @@ still run there (a cancelled call).
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import weakref
@@ -335,7 +340,6 @@ def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
         except RuntimeError:  # closed while this task arrived
             error = CancelledError("the call was over before this chunk started")
             return _failed(task, error, retryable=False, address=address)
-        _leave_thread_pool()
         pieces = collector.wait()
         if collector.broken:
             session.spoiled = True
@@ -346,20 +350,6 @@ def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
         return dumps_report(address, pieces, recorder.records())
     finally:
         _sessions.leave(session)
-
-
-def _leave_thread_pool() -> None:
-    """Give this Dask thread's slot to the next task while ours waits for its processes.
-
-    The next chunk then reaches the local pool while this one still runs, and waits
-    there (each local process holds its next chunk), so the processes go from chunk to
-    chunk without waiting for Dask. The caller's window bounds how many wait.
-    """
-    import distributed
-
-    secede: Any = distributed.secede  # untyped in Dask
-    with contextlib.suppress(Exception):  # not in a Dask worker's task thread
-        secede()
 
 
 def close_session(session_id: str) -> bool:
