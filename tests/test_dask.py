@@ -458,6 +458,33 @@ def test_a_trace_has_a_track_per_local_process_grouped_by_dask_worker(
     assert {"run", "pickle", "unpickle", "task"} <= {s["name"] for s in spans(data)}
 
 
+def test_a_node_with_another_clock_is_put_on_the_callers_clock(tmp_path: Path) -> None:
+    from workpool.backends.dask import tracing
+    from workpool.clock import now_ns
+    from workpool.timeline import Recorder
+
+    ahead = 3_600 * 10**9  # a machine whose clock reads an hour ahead of ours
+
+    class OtherMachine:
+        def run(self, fn: Any, *, workers: list[str], on_error: str) -> dict[str, int]:
+            return {address: fn() + ahead for address in workers}
+
+    offset = tracing.NodeClocks(OtherMachine()).offset("tcp://10.0.0.5:40001")
+    assert abs(offset + ahead) < 10**9  # within the round trip, here far below a second
+    # What the node recorded, read on its clock, lands on ours.
+    recorder = Recorder(tmp_path / "run.json")
+    began = now_ns() + ahead
+    node = tracing.NodeRecorder()
+    track = node.worker_track("worker process 7", "worker processes")
+    node.fault(track, "crashed", (0, 4, 0), began, began + 10**6, 2, "exited with code 7")
+    tracing.put_on(recorder, node.records(), "tcp://10.0.0.5:40001", offset)
+    ((track_number, *_, received, _, _, returned, _),) = recorder.chunks
+    assert abs(received - (began - ahead)) < 10**9 and returned - received == 10**6
+    info = recorder.tracks[track_number]
+    assert info.name == "worker process 7 on Dask worker tcp://10.0.0.5:40001"
+    assert info.group == "Dask worker tcp://10.0.0.5:40001"
+
+
 def test_a_trace_marks_a_crash_a_retry_and_a_timeout_on_the_cluster(
     client: Any, tmp_path: Path
 ) -> None:

@@ -16,8 +16,8 @@ its own pickling into it. What it holds goes back with the chunk's results::
 
 Clocks: a node's readings are its ``now_ns()``, which is the caller's clock when both
 run on one machine but unrelated to it on another. The offset is measured the first
-time a node's chunk comes back, by asking every known worker for its clock in one
-``client.run`` and bracketing that with the caller's clock (``clock.clock_offset``):
+time a node's chunk comes back, by asking that worker for its clock (``client.run``)
+and bracketing the question with the caller's clock (``clock.clock_offset``):
 a reading within the round trip means a shared clock (offset 0); otherwise the error
 is at most half that round trip, a few milliseconds. Readings carried by the chunk
 itself would not do: the task waits in the scheduler and in the worker's queue for an
@@ -82,16 +82,15 @@ class NodeClocks:
             return self._offsets[address]
 
     def _measure(self, address: str) -> None:
-        """Ask every worker for its clock at once; the ones that answer get an offset."""
+        """Ask the worker for its clock (it has just answered us: it is there)."""
         readings: dict[str, int] = {}
         sent = now_ns()
-        with contextlib.suppress(Exception):  # a worker gone: its chunks are not timed
-            readings = self._client.run(node_clock, on_error="ignore")
+        with contextlib.suppress(Exception):  # gone since: its readings stay as they are
+            readings = self._client.run(node_clock, workers=[address], on_error="ignore")
         received = now_ns()
-        for worker, reading in readings.items():
-            if isinstance(reading, int):
-                self._offsets.setdefault(worker, clock_offset(sent, reading, received))
-        self._offsets.setdefault(address, 0)
+        reading = readings.get(address)
+        offset = clock_offset(sent, reading, received) if isinstance(reading, int) else 0
+        self._offsets[address] = offset
 
 
 def put_on(recorder: Recorder, records: NodeRecords, address: str, offset: int) -> None:
