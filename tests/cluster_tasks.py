@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 
@@ -33,17 +34,41 @@ def scribble(array: Any) -> None:
     array[0] = 1
 
 
-def wait_long(x: int) -> int:
-    """Take ten seconds (far longer than any test waits for a cancellation), unless x is 0."""
-    if x:
-        time.sleep(10)
-    return x
+class WaitLong:
+    """Take ten seconds (far longer than any test waits for a cancellation), unless x is 0.
+
+    Each process that starts waiting leaves its pid in ``directory`` first, so a test
+    can check that the processes running a cancelled call's tasks were stopped.
+    """
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = str(directory)
+
+    def __call__(self, x: int) -> int:
+        if x:
+            (Path(self.directory) / str(os.getpid())).touch()
+            time.sleep(10)
+        return x
 
 
-def fail_on_one_else_wait_long(x: int) -> int:
-    if x == 1:
-        raise ValueError("bad input 1")
-    return wait_long(x)
+class FailOnOneElseWaitLong(WaitLong):
+    def __call__(self, x: int) -> int:
+        if x == 1:
+            raise ValueError("bad input 1")
+        return super().__call__(x)
+
+
+def waiters_gone(directory: str | Path) -> bool:
+    """Have all the processes that waited long (``WaitLong``) in ``directory`` ended?"""
+    import psutil
+
+    for entry in Path(directory).iterdir():
+        try:
+            if psutil.Process(int(entry.name)).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            continue
+    return True
 
 
 def local_processes() -> int:
@@ -59,3 +84,16 @@ def ones(count: int) -> Any:
     import numpy
 
     return numpy.ones(count)
+
+
+def process_and_parent(_: object) -> tuple[int, int]:
+    """The pid of the local process that ran this task, and of its Dask worker."""
+    return os.getpid(), os.getppid()
+
+
+def keep_idle_pools_for(seconds: float) -> float:
+    """Run on a Dask worker: stop idle local pools after ``seconds``; the old setting."""
+    from workpool.backends.dask import node
+
+    old, node.IDLE_SECONDS = node.IDLE_SECONDS, seconds
+    return old

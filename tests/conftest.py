@@ -87,6 +87,12 @@ def _session_helpers() -> set[int]:
     return pids
 
 
+#: Processes whose descendants a longer-lived fixture checks when it ends, not each
+#: test: the Dask workers of a cluster shared by a module keep their local pools from
+#: one test to the next, and the cluster's fixture checks they are gone when it closes.
+checked_by_their_fixture: set[int] = set()
+
+
 def live_worker_processes() -> list[psutil.Process]:
     """Descendants of this process that are still running, other than session helpers."""
     helpers = _session_helpers()
@@ -95,6 +101,10 @@ def live_worker_processes() -> list[psutil.Process]:
         if child.pid in helpers:
             continue
         try:
+            if checked_by_their_fixture and any(
+                parent.pid in checked_by_their_fixture for parent in child.parents()
+            ):
+                continue
             if child.status() != psutil.STATUS_ZOMBIE:
                 alive.append(child)
         except psutil.NoSuchProcess:

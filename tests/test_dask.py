@@ -14,6 +14,7 @@ import concurrent.futures
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -31,17 +32,20 @@ distributed = pytest.importorskip(
 
 import workpool  # noqa: E402
 from cluster_tasks import (  # noqa: E402
+    FailOnOneElseWaitLong,
+    WaitLong,
     array_sum_plus,
     dask_worker_pid,
-    fail_on_one_else_wait_long,
     interval,
+    keep_idle_pools_for,
     local_processes,
     ones,
+    process_and_parent,
     scribble,
     token,
-    wait_long,
+    waiters_gone,
 )
-from conftest import live_worker_processes, wait_for  # noqa: E402
+from conftest import checked_by_their_fixture, live_worker_processes, wait_for  # noqa: E402
 from faults import crash_first_try, crash_on, fail_first_try, hang_on  # noqa: E402
 from helpers import (  # noqa: E402
     broken_initializer,
@@ -51,6 +55,14 @@ from helpers import (  # noqa: E402
     slow_square,
     square,
     where,
+)
+from trace_checks import (  # noqa: E402
+    assert_each_position_once,
+    assert_well_formed,
+    instants,
+    read_trace,
+    spans,
+    track_names,
 )
 
 
@@ -83,11 +95,20 @@ def stop_cluster(cluster: Any, client: Any, before: set[int]) -> None:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Any]:
-    """A client of a two-worker cluster shared by the module; checked for leftovers."""
+    """A client of a two-worker cluster shared by the module; checked for leftovers.
+
+    Its workers keep local pools from one test to the next: those processes are
+    checked here, once the cluster has closed, rather than after each test.
+    """
     before = {p.pid for p in live_worker_processes()}
     cluster, client = start_cluster()
-    yield client
-    stop_cluster(cluster, client, before)
+    workers = set(worker_pids(client).values())
+    checked_by_their_fixture.update(workers)
+    try:
+        yield client
+    finally:
+        checked_by_their_fixture.difference_update(workers)
+        stop_cluster(cluster, client, before)
 
 
 def worker_pids(client: Any) -> dict[str, int]:
@@ -208,7 +229,10 @@ def test_imap_reads_an_endless_generator_lazily(client: Any) -> None:
 
 
 @pytest.mark.parametrize("where", ["one-shot", "pool"])
-def test_closing_an_imap_early_cancels_its_tasks_on_the_scheduler(client: Any, where: str) -> None:
+def test_closing_an_imap_early_cancels_its_tasks_on_the_scheduler(
+    client: Any, where: str, tmp_path: Path
+) -> None:
+    wait_long = WaitLong(tmp_path)
     with workpool.Pool(backend="dask", address=client) as pool:
         if where == "pool":
             results = pool.imap(wait_long, itertools.count(), chunksize=1, ordered=False)
@@ -221,32 +245,35 @@ def test_closing_an_imap_early_cancels_its_tasks_on_the_scheduler(client: Any, w
         results.close()  # type: ignore[attr-defined]
         # Each task takes ten seconds: only a cancellation clears them this fast.
         assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
-    assert not any(client.run(local_processes).values())  # the pool's processes went with it
+    # The local processes that ran them were stopped (their pool is not kept).
+    assert any(tmp_path.iterdir()) and wait_for(lambda: waiters_gone(tmp_path), timeout=5)
     assert workpool.map(square, range(10), backend="dask", address=client) == [
         x * x for x in range(10)
     ]  # and the workers are free again
 
 
-def test_a_failure_cancels_the_calls_other_tasks(client: Any) -> None:
+def test_a_failure_cancels_the_calls_other_tasks(client: Any, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="bad input 1"):
-        workpool.map(fail_on_one_else_wait_long, range(60), backend="dask", address=client)
+        workpool.map(FailOnOneElseWaitLong(tmp_path), range(60), backend="dask", address=client)
     assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
-    assert not any(client.run(local_processes).values())
+    assert any(tmp_path.iterdir()) and wait_for(lambda: waiters_gone(tmp_path), timeout=5)
     assert workpool.map(square, range(10), backend="dask", address=client) == [
         x * x for x in range(10)
     ]
 
 
-def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(client: Any) -> None:
+def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(
+    client: Any, tmp_path: Path
+) -> None:
     program = textwrap.dedent(
         f"""
         import itertools, signal, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         import workpool
-        from cluster_tasks import wait_long
+        from cluster_tasks import WaitLong
 
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
-        results = workpool.imap(wait_long, itertools.count(), backend="dask",
+        results = workpool.imap(WaitLong({str(tmp_path)!r}), itertools.count(), backend="dask",
                                 address={client.scheduler.address!r}, chunksize=1)
         print(next(results), flush=True)
         next(results)
@@ -272,7 +299,7 @@ def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(client: Any) ->
     assert "KeyboardInterrupt" in err
     assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
     # The tasks that were running stopped too: their local processes are gone.
-    assert wait_for(lambda: not any(client.run(local_processes).values()), timeout=5)
+    assert any(tmp_path.iterdir()) and wait_for(lambda: waiters_gone(tmp_path), timeout=5)
 
 
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
@@ -353,6 +380,170 @@ def test_arrays_shared_writable_are_refused(client: Any) -> None:
     # caller's own array now: it goes to the cluster like any other.
     [made] = workpool.map(ones, [500_000], backend="process", workers=1)
     assert workpool.map(array_sum_plus, [made], [1], backend="dask", address=client) == [500_001.0]
+
+
+# --- the local pools on the nodes ---------------------------------------------------
+
+
+def test_local_pools_are_kept_for_the_next_call_with_the_same_settings(client: Any) -> None:
+    def ran_in(**options: Any) -> set[tuple[int, int]]:
+        return set(
+            workpool.map(
+                process_and_parent,
+                range(20),
+                backend="dask",
+                address=client,
+                chunksize=1,
+                **options,
+            )
+        )
+
+    plain = set().union(*(ran_in() for _ in range(4)))
+    # One thread per Dask worker: one local process each, the same from call to call.
+    parents = [parent for _, parent in plain]
+    assert len(parents) == len(set(parents)) and set(parents) <= set(worker_pids(client).values())
+    # Other settings, other processes: an initializer never runs in a pool without one.
+    initialized = ran_in(initializer=remember, initargs=(1,))
+    assert not initialized & plain
+
+
+def test_an_idle_local_pool_is_stopped_after_a_while(client: Any) -> None:
+    kept = client.run(keep_idle_pools_for, 0.2)
+    try:
+        assert workpool.map(square, range(10), backend="dask", address=client) == [
+            x * x for x in range(10)
+        ]
+        assert wait_for(lambda: not any(client.run(local_processes).values()), timeout=10)
+    finally:
+        client.run(keep_idle_pools_for, next(iter(kept.values())))
+
+
+# --- timelines ------------------------------------------------------------------------
+
+
+def chunk_tracks(data: dict[str, Any]) -> set[tuple[str, str]]:
+    """(group, track) names of the tracks that hold chunk spans."""
+    groups = {
+        e["pid"]: e["args"]["name"]
+        for e in data["traceEvents"]
+        if e["ph"] == "M" and e["name"] == "process_name"
+    }
+    names = track_names(data)
+    return {(groups[s["pid"]], names[(s["pid"], s["tid"])]) for s in spans(data, "chunk")}
+
+
+@pytest.mark.parametrize("how", ["map", "Pool.imap"])
+def test_a_trace_has_a_track_per_local_process_grouped_by_dask_worker(
+    client: Any, how: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "run.json"
+    if how == "map":
+        results = workpool.map(square, range(3000), backend="dask", address=client, trace=path)
+    else:
+        with workpool.Pool(backend="dask", address=client) as pool:
+            results = list(pool.imap(square, range(3000), trace=path))
+    assert results == [x * x for x in range(3000)]
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert_each_position_once(data, 3000)
+    addresses = set(worker_pids(client))
+    for group, track in chunk_tracks(data):
+        address = group.removeprefix("Dask worker ")
+        assert address in addresses, group
+        assert re.fullmatch(rf"worker process \d+ on Dask worker {re.escape(address)}", track)
+    # Each chunk ran while the call did: the nodes' times are on the caller's clock.
+    (call,) = spans(data, "call")
+    for chunk in spans(data, "chunk"):
+        assert call["ts"] <= chunk["ts"] and chunk["ts"] + chunk["dur"] <= call["ts"] + call["dur"]
+    assert {"run", "pickle", "unpickle", "task"} <= {s["name"] for s in spans(data)}
+
+
+def test_a_node_with_another_clock_is_put_on_the_callers_clock(tmp_path: Path) -> None:
+    from workpool.backends.dask import tracing
+    from workpool.clock import now_ns
+    from workpool.timeline import Recorder
+
+    ahead = 3_600 * 10**9  # a machine whose clock reads an hour ahead of ours
+
+    class OtherMachine:
+        def run(self, fn: Any, *, workers: list[str], on_error: str) -> dict[str, int]:
+            return {address: fn() + ahead for address in workers}
+
+    offset = tracing.NodeClocks(OtherMachine()).offset("tcp://10.0.0.5:40001")
+    assert abs(offset + ahead) < 10**9  # within the round trip, here far below a second
+    # What the node recorded, read on its clock, lands on ours.
+    recorder = Recorder(tmp_path / "run.json")
+    began = now_ns() + ahead
+    node = tracing.NodeRecorder()
+    track = node.worker_track("worker process 7", "worker processes")
+    node.fault(track, "crashed", (0, 4, 0), began, began + 10**6, 2, "exited with code 7")
+    tracing.put_on(recorder, node.records(), "tcp://10.0.0.5:40001", offset)
+    ((track_number, *_, received, _, _, returned, _),) = recorder.chunks
+    assert abs(received - (began - ahead)) < 10**9 and returned - received == 10**6
+    info = recorder.tracks[track_number]
+    assert info.name == "worker process 7 on Dask worker tcp://10.0.0.5:40001"
+    assert info.group == "Dask worker tcp://10.0.0.5:40001"
+
+
+def test_a_trace_marks_a_crash_a_retry_and_a_timeout_on_the_cluster(
+    client: Any, tmp_path: Path
+) -> None:
+    crashed = tmp_path / "crashed.json"
+    results = workpool.map(
+        crash_on(13),
+        range(40),
+        backend="dask",
+        address=client,
+        chunksize=4,
+        trace=crashed,
+        return_exceptions=True,
+    )
+    assert isinstance(results[13], workpool.WorkerCrashed)
+    data = read_trace(crashed)
+    assert_well_formed(data)
+    assert_each_position_once(data, 40, except_=frozenset({13}))
+    crashes = instants(data, "crash")
+    assert {c["args"]["position"] for c in crashes} <= {None, 13}
+    assert any(c["args"]["position"] == 13 for c in crashes)
+    assert any(s["args"]["outcome"] == "crashed" for s in spans(data, "chunk"))
+
+    retried = tmp_path / "retried.json"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    results = workpool.map(
+        fail_first_try(marks),
+        range(20),
+        backend="dask",
+        address=client,
+        retries=1,
+        chunksize=5,
+        trace=retried,
+    )
+    assert results == [x * x for x in range(20)]
+    data = read_trace(retried)
+    assert_well_formed(data)
+    assert_each_position_once(data, 20)
+    assert sorted(r["args"]["position"] for r in instants(data, "retry")) == list(range(20))
+    assert {s["args"]["attempt"] for s in spans(data, "chunk")} == {0, 1}
+
+    timed_out = tmp_path / "timed_out.json"
+    results = workpool.map(
+        hang_on(2, 60),
+        range(6),
+        backend="dask",
+        address=client,
+        task_timeout=0.5,
+        chunksize=1,
+        trace=timed_out,
+        return_exceptions=True,
+    )
+    assert isinstance(results[2], workpool.TaskTimeout)
+    data = read_trace(timed_out)
+    assert_well_formed(data)
+    assert_each_position_once(data, 6, except_=frozenset({2}))
+    (timeout,) = instants(data, "timeout")
+    assert timeout["args"]["position"] == 2 and "task_timeout=0.5" in timeout["args"]["reason"]
+    assert any(s["args"]["outcome"] == "timeout" for s in spans(data, "chunk"))
 
 
 # --- where the cluster is ------------------------------------------------------------
@@ -488,4 +679,5 @@ def test_a_checkpointed_map_stopped_half_way_completes_on_the_cluster(
     first.close()
     again = workpool.map(square, range(2000), backend="dask", address=client, checkpoint=journal)
     assert again == [x * x for x in range(2000)]
-    assert workpool_tasks(client) == []
+    # A finished task's key is released just after its result was delivered.
+    assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)

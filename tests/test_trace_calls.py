@@ -13,7 +13,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,43 +23,19 @@ import workpool
 from conftest import wait_for
 from faults import crash_on, fail_first_try, hang_on
 from helpers import add, fail_on, square
-from trace_checks import assert_well_formed, read_trace, spans, track_names
+from trace_checks import (
+    assert_each_position_once,
+    assert_well_formed,
+    instants,
+    read_trace,
+    spans,
+    track_names,
+    worker_tracks,
+)
 from workpool.cli import main
 from workpool.oneshot import INLINE
 
 TESTS = Path(__file__).resolve().parent
-
-
-def result_positions(data: dict[str, Any]) -> Counter[int]:
-    """How many ok/error chunk spans hold each position (retried positions excluded)."""
-    counts: Counter[int] = Counter()
-    for span in spans(data, "chunk"):
-        args = span["args"]
-        if args["outcome"] not in ("ok", "error"):
-            continue
-        retried = set(args.get("retried", ()))
-        for offset in range(args["count"]):
-            if offset not in retried:
-                counts[args["start"] + offset] += 1
-    return counts
-
-
-def assert_each_position_once(
-    data: dict[str, Any], total: int, *, except_: frozenset[int] = frozenset()
-) -> None:
-    counts = result_positions(data)
-    expected = {p: 1 for p in range(total) if p not in except_}
-    assert {p: counts[p] for p in counts if p not in except_} == expected
-    assert not any(counts[p] for p in except_)
-
-
-def worker_tracks(data: dict[str, Any]) -> set[str]:
-    names = track_names(data)
-    return {names[(s["pid"], s["tid"])] for s in spans(data, "chunk")}
-
-
-def instants(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    return [e for e in data["traceEvents"] if e["ph"] == "i" and e["name"] == name]
 
 
 # --- every way of calling, every backend ---------------------------------------------
@@ -309,8 +284,6 @@ def test_a_bad_trace_argument_fails_before_any_work(tmp_path: Path) -> None:
         workpool.map(calls.append, range(3), backend="serial", trace=42)  # type: ignore[arg-type]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         workpool.map(calls.append, range(3), backend="serial", trace=tmp_path / "no" / "t.json")
-    with pytest.raises(ValueError, match="trace applies to backend='serial' or"):
-        workpool.map(calls.append, range(3), backend="dask", trace=tmp_path / "t.json")
     assert calls == []
 
 

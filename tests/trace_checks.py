@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -66,3 +66,35 @@ def assert_spans_nest(data: dict[str, Any]) -> None:
 def assert_well_formed(data: dict[str, Any]) -> None:
     assert_every_track_named(data)
     assert_spans_nest(data)
+
+
+def result_positions(data: dict[str, Any]) -> Counter[int]:
+    """How many ok/error chunk spans hold each position (retried positions excluded)."""
+    counts: Counter[int] = Counter()
+    for span in spans(data, "chunk"):
+        args = span["args"]
+        if args["outcome"] not in ("ok", "error"):
+            continue
+        retried = set(args.get("retried", ()))
+        for offset in range(args["count"]):
+            if offset not in retried:
+                counts[args["start"] + offset] += 1
+    return counts
+
+
+def assert_each_position_once(
+    data: dict[str, Any], total: int, *, except_: frozenset[int] = frozenset()
+) -> None:
+    counts = result_positions(data)
+    expected = {p: 1 for p in range(total) if p not in except_}
+    assert {p: counts[p] for p in counts if p not in except_} == expected
+    assert not any(counts[p] for p in except_)
+
+
+def worker_tracks(data: dict[str, Any]) -> set[str]:
+    names = track_names(data)
+    return {names[(s["pid"], s["tid"])] for s in spans(data, "chunk")}
+
+
+def instants(data: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    return [e for e in data["traceEvents"] if e["ph"] == "i" and e["name"] == name]

@@ -1,7 +1,9 @@
 """``dask_coarse``: 64 pure-Python tasks of ~50 ms each on a warm two-worker Dask cluster.
 
 Here the work dominates: one task per item is what Dask is built for, and workpool
-must not be slower at it (its chunks hold single items once it measures them).
+must not be slower at it (its chunks hold one or two items once it measures them).
+Two workpool rows: a program's first call on the cluster, which starts the local
+process pools on the workers, and a later one, which finds them up.
 ``burn``'s loop count is calibrated once per run. Metric: wall seconds.
 """
 
@@ -46,6 +48,12 @@ WORKLOAD = Workload(
             "workpool",
             "workpool.map(backend='dask')",
             partial(run_tasks, dask_cluster.workpool_dask_map),
+            "workpool",
+        ),
+        Framework(
+            "workpool_again",
+            "the same, on a cluster that ran a workpool call before",
+            partial(run_tasks, dask_cluster.workpool_dask_map_again),
             "workpool",
         ),
         Framework(

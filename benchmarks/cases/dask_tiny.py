@@ -3,8 +3,8 @@
 The work is nothing, so this is the per-item cost of each way to use a cluster.
 Plain ``client.map`` makes one task per item (about a millisecond each), so it maps
 5,000 items and joblib's Dask backend 50,000: the metric, items per second, stays
-comparable. workpool's time includes starting and stopping its local process pools
-on the workers, which every call does.
+comparable. workpool's time includes starting its local process pools on the
+workers, which a program's first call on a cluster does (later calls find them up).
 """
 
 from __future__ import annotations

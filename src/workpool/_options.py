@@ -285,10 +285,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("progress", False, _flag, CALL),
     Option("share_threshold", DEFAULT_SHARE_THRESHOLD, _byte_count, CALL, pool_wide=True),
     Option("checkpoint", None, _file_path, CALL),  # a journal of finished results
-    # The call's timeline, as a Chrome trace (Dask's workers do not send their times yet).
-    Option(
-        "trace", None, _file_path, CALL, backends=("serial", "thread", "process", "interpreter")
-    ),
+    Option("trace", None, _file_path, CALL),  # the call's timeline, as a Chrome trace
     Option("timeout", None, _seconds, EXECUTOR_MAP),  # the whole call's deadline
     Option("buffersize", None, _buffersize, EXECUTOR_MAP),  # tasks ahead of the consumer
 )

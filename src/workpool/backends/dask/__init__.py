@@ -1,8 +1,10 @@
 """``backend="dask"``: chunks as Dask tasks, user code in workpool's process engine on each node.
 
 - ``engine``   the caller's side: the Backend, the window, the courier thread
-- ``remote``   what a Dask worker runs: each chunk in a local process pool of its own
+- ``remote``   what a Dask worker runs: each chunk in a local process pool
+- ``node``     the local process pools of a Dask worker, kept from call to call
 - ``payload``  what crosses between the two, both ways
+- ``tracing``  a traced call's times from the nodes, put on the caller's timeline
 - ``cluster``  finding the cluster (address, client, configuration) or starting one
 
 Importing this package does not import Dask; creating a ``DaskBackend`` does.

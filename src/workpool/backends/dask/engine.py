@@ -25,9 +25,14 @@ flight is taken by whoever settles it first (the courier, ``forget`` or ``termin
 so a result that Dask computes twice (its worker died after finishing) or that
 arrives after the chunk was cancelled is dropped.
 
+A traced call's chunks say so (``ChunkTask.timed``): the node times them in its local
+pool and sends what it recorded back with the results, which the courier puts on the
+call's timeline (``tracing.py``).
+
 A *session* is this backend's identity on the workers: the first chunk a worker gets
-starts a local process pool for it there (``remote.py``); shutting the backend down
-closes it on every worker, and closes the client and cluster if workpool made them.
+borrows a local process pool for it there (``remote.py``, ``node.py``); shutting the
+backend down closes the session on every worker, and closes the client and cluster if
+workpool made them.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
@@ -53,15 +58,20 @@ from workpool.backends.dask import remote
 from workpool.backends.dask.cluster import ClusterLink, connect
 from workpool.backends.dask.payload import (
     ChunkTask,
-    Piece,
+    Report,
     SessionInfo,
     WritableShareRefused,
     dumps_items,
     unpack_error,
 )
+from workpool.clock import now_ns
 from workpool.errors import BrokenPool, WorkerCrashed, add_note
 from workpool.serialize import FunctionRegistry, dumps_function, unpicklable_reason
 from workpool.tasks import Chunk, ResultBatch, ResultSink
+
+if TYPE_CHECKING:
+    from workpool.backends.dask.tracing import NodeClocks
+    from workpool.timeline.recorder import Recorder
 
 __all__ = ["DaskBackend"]
 
@@ -82,6 +92,9 @@ class DaskBackend(Backend):
     name = "dask"
     # Dask spends about a millisecond on each task: chunks this long amortise it.
     target_chunk_seconds = 0.1
+    # A trace groups tracks by Dask worker (``tracing.py``); this one holds what
+    # happened to chunks that no worker reported on (lost with their node).
+    trace_group = "Dask cluster"
 
     def __init__(self, spec: PoolSpec, fn: Callable[..., Any] | None = None) -> None:
         super().__init__(spec)
@@ -108,6 +121,7 @@ class DaskBackend(Backend):
         _run_exit_hook_first()
         self._functions = FunctionRegistry()
         self._keys = itertools.count()
+        self._clocks: NodeClocks | None = None  # made by the first traced chunk
 
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when nothing is in flight
@@ -145,6 +159,8 @@ class DaskBackend(Backend):
 
     def submit(self, chunk: Chunk) -> None:
         self._check_open()
+        trace = chunk.trace
+        began = now_ns() if trace is not None else 0
         fn_ref = self._function_ref(chunk.fn)
         sharing = chunk.sharing
         threshold = sharing.threshold if sharing is not None else None
@@ -178,7 +194,11 @@ class DaskBackend(Backend):
             task_timeout=chunk.task_timeout,
             share_threshold=threshold,
             items=items,
+            attempt=chunk.attempt,
+            timed=trace is not None,
         )
+        if trace is not None:
+            trace.span(trace.caller_track("input"), "pickle", "serialize", began, now_ns())
         key = f"workpool-{_task_name(chunk.fn)}-{self._session_id}-{next(self._keys)}"
         failure: BaseException | None = None
         with self._lock:
@@ -308,13 +328,19 @@ class DaskBackend(Backend):
         return results
 
     def _deliver_payload(self, chunk: Chunk, payload: bytes) -> None:
+        trace = chunk.trace
+        began = now_ns() if trace is not None else 0
         try:
-            pieces: list[Piece] = pickle.loads(payload)
+            report: Report = pickle.loads(payload)
         except Exception as exc:
             add_note(exc, "the results came back from Dask but could not be unpickled here")
             chunk.sink.deliver(ResultBatch.failed(chunk, exc, retryable=False))
             return
-        for piece in pieces:
+        offset = 0
+        if trace is not None:
+            trace.span(trace.caller_track("results"), "unpickle", "serialize", began, now_ns())
+            offset = self._put_on_timeline(trace, report)
+        for piece in report.pieces:
             part = chunk
             if piece.offset != 0 or piece.size != len(chunk.items):
                 part = chunk.split(piece.offset, piece.offset + piece.size)
@@ -327,7 +353,29 @@ class DaskBackend(Backend):
                     self._break(error)
             values = piece.values if piece.values else [None] * piece.size
             batch = ResultBatch(part, values, errors, piece.elapsed, piece.retryable, piece.worker)
+            if piece.times is not None and trace is not None:
+                received, run, ran, returned = piece.times
+                batch.times = (received + offset, run + offset, ran + offset, returned + offset)
             part.sink.deliver(batch)
+
+    def _put_on_timeline(self, trace: Recorder, report: Report) -> int:
+        """Add what the node recorded to the call's timeline; the node's clock offset.
+
+        The tracks of the node's worker processes are made here, in the node's group,
+        before the pieces' spans go on them (tracks are named by who made them first).
+        """
+        from workpool.backends.dask import tracing
+
+        if self._clocks is None:
+            self._clocks = tracing.NodeClocks(self._client)
+        offset = self._clocks.offset(report.address)
+        group = tracing.node_group(report.address)
+        for piece in report.pieces:
+            if piece.times is not None:
+                trace.worker_track(piece.worker, group)
+        if report.timeline is not None:
+            tracing.put_on(trace, report.timeline, report.address, offset)
+        return offset
 
     def _retry_one_by_one(self, chunk: Chunk, error: BaseException, worker: str) -> None:
         """A worker could not rebuild the chunk's items: find which, one item per task."""

@@ -13,8 +13,11 @@ Caller to worker (one Dask task per chunk)::
 
 Worker to caller::
 
-    list of Piece   consecutive items of the chunk: values, packed errors, the time
-                    the items ran, whether a retry can help, and where they ran
+    Report      the Dask worker's address, and a list of
+      Piece     consecutive items of the chunk: values, packed errors, the time
+                the items ran, whether a retry can help, where they ran, and for
+                a traced call the times of its phases;
+                for a traced call, also what the node recorded (``tracing.py``)
 
 A chunk usually comes back as one piece; when a local worker process crashes on an
 item, the process engine splits the chunk around it, and each part is a piece.
@@ -40,10 +43,11 @@ __all__ = [
     "ChunkTask",
     "Piece",
     "Prepickled",
+    "Report",
     "SessionInfo",
     "WritableShareRefused",
     "dumps_items",
-    "dumps_pieces",
+    "dumps_report",
     "loads_items",
     "pack_error",
     "unpack_error",
@@ -70,6 +74,8 @@ class ChunkTask(NamedTuple):
     task_timeout: float | None
     share_threshold: int | None  # arrays this big were scattered (and are shared locally)
     items: bytes
+    attempt: int = 0  # earlier failed tries of these items (retries)
+    timed: bool = False  # its call is traced: send the chunk's times back
 
 
 class Piece(NamedTuple):
@@ -82,6 +88,17 @@ class Piece(NamedTuple):
     elapsed: float
     retryable: bool
     worker: str
+    # A timed chunk's receive/run/ran/returned readings, on the Dask worker's clock.
+    times: tuple[int, int, int, int] | None = None
+
+
+class Report(NamedTuple):
+    """What a Dask task returns: where it ran, the chunk's pieces, and for a traced call,
+    what the node recorded (``tracing.NodeRecords``)."""
+
+    address: str
+    pieces: list[Piece]
+    timeline: Any = None
 
 
 class Prepickled:
@@ -264,10 +281,10 @@ def unpack_error(packed: PackedError) -> BaseException:
     return exc
 
 
-def dumps_pieces(pieces: list[Piece]) -> bytes:
-    """Pickle the pieces; a value that will not pickle becomes its item's error."""
+def dumps_report(address: str, pieces: list[Piece], timeline: Any = None) -> bytes:
+    """Pickle a ``Report``; a value that will not pickle becomes its item's error."""
     try:
-        return dumps_data(pieces)
+        return dumps_data(Report(address, pieces, timeline))
     except Exception:
         pass
     mended = []
@@ -281,4 +298,4 @@ def dumps_pieces(pieces: list[Piece]) -> bytes:
                 errors.append((position, pack_error(exc)))
                 values[position] = None
         mended.append(piece._replace(values=values, errors=errors))
-    return dumps_data(mended)
+    return dumps_data(Report(address, mended, timeline))

@@ -8,24 +8,32 @@ hands the chunk to a local pool of workpool worker processes, started by exec
 process), and waits. A crash or an overrun is then what it is on one machine: that
 task fails, a fresh local process takes the slot, the Dask worker never notices::
 
-    Dask worker thread                        this node's local pool (one per session)
-    ------------------                        ----------------------------------------
+    Dask worker thread                        a local pool, lent to the session
+    ------------------                        ---------------------------------
     run_chunk(task, arrays)
-      session = the pool of this call or Pool, started on first use
+      session = this call's or Pool's; opened on first use, with a pool from node.py
       items = rebuilt (big arrays: the scattered copies in ``arrays``)
       local.submit(chunk) ------------------> worker processes run the items; a crash
-      secede: the next task may start         or timeout fails one item, and the rest
-      wait for every piece <----------------  of the chunk comes back as other pieces
-    return the pieces, pickled
+      wait for every piece <----------------  or timeout fails one item, and the rest
+    return the pieces, pickled                of the chunk comes back as other pieces
 
-A session's local pool lives as long as the caller's call or ``Pool``: the caller
-closes it on every worker when it is done (``close_session``). If the caller dies
-first, a session left idle for ``IDLE_SECONDS`` is closed here.
+The Dask task holds its thread while its chunk runs, so the scheduler sees each node as
+busy as it is and spreads the next chunks over the nodes by what they run. (A task
+that left Dask's thread pool while it waited, as ``distributed.secede`` does, would get
+the next chunk to the local pool sooner, but costs the node a new thread and the
+scheduler a message per chunk, and makes every node look idle to the scheduler, which
+then piles chunks onto some while others run dry: measured slower on coarse work.)
+
+A session lives as long as the caller's call or ``Pool``: the caller closes it on
+every worker when it is done (``close_session``). If the caller dies first, a session
+left idle for ``IDLE_SECONDS`` is closed here. Its local pool then goes back to
+``node.py``, which keeps it for the next session with the same settings (starting one
+costs a node a tenth of a second or more), or terminates it if the session's tasks
+still run there (a cancelled call).
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import weakref
@@ -33,17 +41,18 @@ from collections import OrderedDict
 from concurrent.futures import CancelledError
 from typing import Any
 
-from workpool._options import PoolSpec
+from workpool.backends.dask import node
+from workpool.backends.dask.node import PoolSettings
 from workpool.backends.dask.payload import (
     ChunkTask,
     Piece,
     Prepickled,
     SessionInfo,
-    dumps_pieces,
+    dumps_report,
     loads_items,
     pack_error,
 )
-from workpool.backends.process import ProcessBackend
+from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note
 from workpool.remote_errors import PackedError
 from workpool.segments import share
@@ -114,30 +123,24 @@ class _NodeSharing(SharingContext):
 
 
 class _Session:
-    """The local pool of one workpool call or Pool on this Dask worker."""
+    """One workpool call or Pool on this Dask worker: a local pool lent to it, and more."""
 
     def __init__(self, info: SessionInfo) -> None:
         self.address, threads = _this_worker()
-        spec = PoolSpec(
-            backend="process",
-            workers=max(1, threads),
-            initializer=None if info.initializer is None else Prepickled(info.initializer),
-            max_tasks_per_worker=info.max_tasks_per_worker,
-            start_method="exec",
-        )
-        self.pool = ProcessBackend(spec)
+        settings = PoolSettings(info.initializer, info.max_tasks_per_worker, max(1, threads))
+        self.local = node.lend(settings)
+        self.pool = self.local.engine
         self._sharing: dict[int | None, _NodeSharing] = {}
-        self.functions: OrderedDict[int, Prepickled] = OrderedDict()
+        self.functions: dict[int, Prepickled] = {}
         self.busy = 0  # tasks running in it now
         self.idle_since = time.monotonic()
+        self.spoiled = False  # its pool broke: no later session may have it
 
     def function(self, fn_id: int, payload: bytes) -> Prepickled:
         """The function ``fn_id``, the same object every time (so it is sent once)."""
         fn = self.functions.get(fn_id)
         if fn is None:
-            fn = self.functions[fn_id] = Prepickled(payload)
-            if len(self.functions) > 256:
-                self.functions.popitem(last=False)
+            fn = self.functions[fn_id] = self.local.function(payload)
         return fn
 
     def sharing(self, threshold: int | None) -> _NodeSharing:
@@ -147,8 +150,13 @@ class _Session:
             context = self._sharing[threshold] = _NodeSharing(threshold)
         return context
 
-    def close(self) -> None:
-        self.pool.terminate()
+    def close(self, *, idle: bool) -> None:
+        """Give the local pool back; ``idle``: none of this session's tasks runs there now.
+
+        Then the pool is kept for the next session; otherwise it is terminated, which
+        stops the tasks of a call that was cancelled while they ran.
+        """
+        node.give_back(self.local, clean=idle and not self.spoiled)
         for context in self._sharing.values():
             context.release()
 
@@ -186,10 +194,11 @@ class _Sessions:
             if len(self._closed) > _CLOSED_REMEMBERED:
                 self._closed.popitem(last=False)
             session = self._open.pop(session_id, None)
+            idle = session is not None and not session.busy  # no task of it in the pool
             self._lock.notify_all()
         if session is None:
             return False
-        session.close()
+        session.close(idle=idle)
         return True
 
     def _start_reaper(self) -> None:
@@ -220,7 +229,7 @@ class _Sessions:
                 if not idle:
                     self._lock.wait(wait)
             for session in idle:
-                session.close()
+                session.close(idle=True)
 
 
 _sessions = _Sessions()
@@ -236,6 +245,7 @@ class _Collector:
         self._pieces: list[Piece] = []
         self._lock = threading.Lock()
         self._done = threading.Event()
+        self.broken = False  # the local pool broke while it ran this chunk
 
     def claim(self, chunk: Chunk) -> bool:
         return True
@@ -243,6 +253,8 @@ class _Collector:
     def deliver(self, batch: ResultBatch) -> None:
         chunk = batch.chunk
         where = f"Dask worker {self._address}"
+        if any(isinstance(error, BrokenPool) for error in batch.errors.values()):
+            self.broken = True
         piece = Piece(
             offset=chunk.start - self._start,
             size=len(chunk.items),
@@ -251,6 +263,7 @@ class _Collector:
             elapsed=batch.elapsed,
             retryable=batch.retryable,
             worker=f"{batch.worker} on {where}" if batch.worker else where,
+            times=batch.times,
         )
         with self._lock:
             self._pieces.append(piece)
@@ -263,7 +276,7 @@ class _Collector:
         return self._pieces
 
 
-def _failed(task: ChunkTask, error: BaseException, *, retryable: bool, where: str) -> bytes:
+def _failed(task: ChunkTask, error: BaseException, *, retryable: bool, address: str) -> bytes:
     """Every item of the task failed with ``error``."""
     packed: PackedError = pack_error(error)
     piece = Piece(
@@ -273,34 +286,40 @@ def _failed(task: ChunkTask, error: BaseException, *, retryable: bool, where: st
         errors=[(position, packed) for position in range(task.size)],
         elapsed=0.0,
         retryable=retryable,
-        worker=where,
+        worker=f"Dask worker {address}",
     )
-    return dumps_pieces([piece])
+    return dumps_report(address, [piece])
 
 
 def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
-    """The Dask task: run one chunk in this node's local pool; its pieces, pickled.
+    """The Dask task: run one chunk in this node's local pool; its ``Report``, pickled.
 
     ``arrays`` are the large arrays the items refer to, which Dask delivered here from
     their scattered copies.
     """
+    began = now_ns()
     session = _sessions.enter(task.session)
     if session is None:
         error = CancelledError("the call was over before this chunk started")
-        return _failed(task, error, retryable=False, where="")
-    where = f"Dask worker {session.address}"
+        return _failed(task, error, retryable=False, address=_this_worker()[0])
+    address = session.address
+    where = f"Dask worker {address}"
     try:
         try:
             items = loads_items(task.items, arrays)
         except BaseException as exc:
             add_note(exc, f"the task's arguments could not be rebuilt on {where}")
             if task.size == 1:
-                return _failed(task, exc, retryable=False, where=where)
+                return _failed(task, exc, retryable=False, address=address)
             # Which item is it? The caller sends them again, one per task.
-            return dumps_pieces(
-                [Piece(0, task.size, [], [(WHOLE_CHUNK, pack_error(exc))], 0.0, False, where)]
-            )
-        collector = _Collector(task, session.address)
+            whole = Piece(0, task.size, [], [(WHOLE_CHUNK, pack_error(exc))], 0.0, False, where)
+            return dumps_report(address, [whole])
+        recorder = None
+        if task.timed:
+            from workpool.backends.dask.tracing import NodeRecorder
+
+            recorder = NodeRecorder()
+        collector = _Collector(task, address)
         chunk = Chunk(
             sink=collector,
             fn=session.function(task.fn_id, task.fn_payload),
@@ -308,34 +327,29 @@ def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
             start=task.start,
             items=items,
             task_timeout=task.task_timeout,
+            attempt=task.attempt,
             sharing=session.sharing(task.share_threshold),
+            trace=recorder,
         )
         del items
         try:
             session.pool.submit(chunk)
         except BrokenPool as exc:  # its initializer fails in every process
-            return _failed(task, exc, retryable=False, where=where)
+            session.spoiled = True
+            return _failed(task, exc, retryable=False, address=address)
         except RuntimeError:  # closed while this task arrived
             error = CancelledError("the call was over before this chunk started")
-            return _failed(task, error, retryable=False, where=where)
-        _leave_thread_pool()
-        return dumps_pieces(collector.wait())
+            return _failed(task, error, retryable=False, address=address)
+        pieces = collector.wait()
+        if collector.broken:
+            session.spoiled = True
+        if recorder is None:
+            return dumps_report(address, pieces)
+        args = {"start": task.start, "count": task.size}
+        recorder.span(recorder.caller_track("tasks"), "task", "dask", began, now_ns(), args)
+        return dumps_report(address, pieces, recorder.records())
     finally:
         _sessions.leave(session)
-
-
-def _leave_thread_pool() -> None:
-    """Give this Dask thread's slot to the next task while ours waits for its processes.
-
-    The next chunk then reaches the local pool while this one still runs, and waits
-    there (each local process holds its next chunk), so the processes go from chunk to
-    chunk without waiting for Dask. The caller's window bounds how many wait.
-    """
-    import distributed
-
-    secede: Any = distributed.secede  # untyped in Dask
-    with contextlib.suppress(Exception):  # not in a Dask worker's task thread
-        secede()
 
 
 def close_session(session_id: str) -> bool:

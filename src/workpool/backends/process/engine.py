@@ -163,6 +163,11 @@ class ProcessBackend(Backend):
         self._supervisor.terminate()
 
     @property
+    def accepting(self) -> bool:
+        """Whether the pool takes work now: neither shut down nor broken."""
+        return self._supervisor.accepting
+
+    @property
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
         return self._supervisor.worker_pids

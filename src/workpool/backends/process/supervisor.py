@@ -146,6 +146,12 @@ class Supervisor:
     def worker_pids(self) -> list[int]:
         return [h.pid for h in self._handles if h is not None and h.alive]
 
+    @property
+    def accepting(self) -> bool:
+        """Whether ``submit`` would take a chunk now (not stopping, not broken)."""
+        with self._lock:
+            return self._accepting and not self._stopping and self._broken is None
+
     def _wake(self) -> None:
         # A full pipe means a wake-up is pending anyway; a closed one, that we stopped.
         with contextlib.suppress(OSError):
