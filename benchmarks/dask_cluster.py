@@ -36,15 +36,9 @@ def warm_cluster() -> Iterator[Any]:
     """A client of a fresh two-worker LocalCluster whose workers have run a task."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(
-        n_workers=WORKERS,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        silence_logs=logging.ERROR,
-    )
+    from workpool.backends.dask.cluster import LOOPBACK_CLUSTER
+
+    cluster = LocalCluster(n_workers=WORKERS, silence_logs=logging.ERROR, **LOOPBACK_CLUSTER)
     client = Client(cluster, set_as_default=False)
     try:
         client.wait_for_workers(WORKERS)

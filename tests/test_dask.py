@@ -68,15 +68,9 @@ from trace_checks import (  # noqa: E402
 
 def start_cluster(workers: int = 2, **options: Any) -> tuple[Any, Any]:
     """A LocalCluster of single-threaded worker processes on loopback, and a client."""
-    cluster = distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        **options,
-    )
+    from workpool.backends.dask.cluster import LOOPBACK_CLUSTER
+
+    cluster = distributed.LocalCluster(n_workers=workers, **LOOPBACK_CLUSTER, **options)
     return cluster, distributed.Client(cluster, set_as_default=False)
 
 

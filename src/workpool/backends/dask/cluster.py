@@ -106,18 +106,23 @@ def _connect_to(distributed: ModuleType, address: str, origin: str) -> ClusterLi
     return ClusterLink(client, owned=True, where=f"the Dask scheduler at {address}")
 
 
+#: How workpool makes a local cluster: single-threaded worker processes on loopback,
+#: no dashboard; the scheduler's small HTTP server (health, metrics) takes any free
+#: loopback port rather than 8787, which another cluster may hold. Tests and benchmarks
+#: build their clusters from it too.
+LOOPBACK_CLUSTER: dict[str, Any] = {
+    "threads_per_worker": 1,
+    "processes": True,
+    "host": "127.0.0.1",
+    "dashboard_address": None,
+    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+}
+
+
 def _start_local_cluster(distributed: ModuleType, workers: int) -> ClusterLink:
     """A cluster of ``workers`` single-threaded worker processes, reachable from here only."""
     cluster = distributed.LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        # No dashboard; the scheduler's small HTTP server (health, metrics) takes any
-        # free loopback port rather than 8787, which another cluster may hold.
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-        silence_logs=logging.ERROR,
+        n_workers=workers, silence_logs=logging.ERROR, **LOOPBACK_CLUSTER
     )
     try:
         client = distributed.Client(cluster, set_as_default=False)
