@@ -36,9 +36,11 @@ def warm_cluster() -> Iterator[Any]:
     """A client of a fresh two-worker LocalCluster whose workers have run a task."""
     from distributed import Client, LocalCluster
 
-    from workpool.backends.dask.cluster import LOOPBACK_CLUSTER
+    from workpool.backends.dask.cluster import loopback_cluster_options
 
-    cluster = LocalCluster(n_workers=WORKERS, silence_logs=logging.ERROR, **LOOPBACK_CLUSTER)
+    cluster = LocalCluster(
+        n_workers=WORKERS, silence_logs=logging.ERROR, **loopback_cluster_options()
+    )
     client = Client(cluster, set_as_default=False)
     try:
         client.wait_for_workers(WORKERS)

@@ -68,9 +68,9 @@ from trace_checks import (  # noqa: E402
 
 def start_cluster(workers: int = 2, **options: Any) -> tuple[Any, Any]:
     """A LocalCluster of single-threaded worker processes on loopback, and a client."""
-    from workpool.backends.dask.cluster import LOOPBACK_CLUSTER
+    from workpool.backends.dask.cluster import loopback_cluster_options
 
-    cluster = distributed.LocalCluster(n_workers=workers, **LOOPBACK_CLUSTER, **options)
+    cluster = distributed.LocalCluster(n_workers=workers, **loopback_cluster_options(), **options)
     return cluster, distributed.Client(cluster, set_as_default=False)
 
 

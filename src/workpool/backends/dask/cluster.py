@@ -106,23 +106,27 @@ def _connect_to(distributed: ModuleType, address: str, origin: str) -> ClusterLi
     return ClusterLink(client, owned=True, where=f"the Dask scheduler at {address}")
 
 
-#: How workpool makes a local cluster: single-threaded worker processes on loopback,
-#: no dashboard; the scheduler's small HTTP server (health, metrics) takes any free
-#: loopback port rather than 8787, which another cluster may hold. Tests and benchmarks
-#: build their clusters from it too.
-LOOPBACK_CLUSTER: dict[str, Any] = {
-    "threads_per_worker": 1,
-    "processes": True,
-    "host": "127.0.0.1",
-    "dashboard_address": None,
-    "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
-}
+def loopback_cluster_options() -> dict[str, Any]:
+    """How workpool makes a local cluster, as ``LocalCluster`` keyword arguments.
+
+    Single-threaded worker processes on loopback, no dashboard; the scheduler's small
+    HTTP server (health, metrics) takes any free loopback port rather than 8787, which
+    another cluster may hold. Tests and benchmarks build their clusters from it too. A
+    new dict each time: it holds a nested one that a caller might change.
+    """
+    return {
+        "threads_per_worker": 1,
+        "processes": True,
+        "host": "127.0.0.1",
+        "dashboard_address": None,
+        "scheduler_kwargs": {"dashboard_address": "127.0.0.1:0"},
+    }
 
 
 def _start_local_cluster(distributed: ModuleType, workers: int) -> ClusterLink:
     """A cluster of ``workers`` single-threaded worker processes, reachable from here only."""
     cluster = distributed.LocalCluster(
-        n_workers=workers, silence_logs=logging.ERROR, **LOOPBACK_CLUSTER
+        n_workers=workers, silence_logs=logging.ERROR, **loopback_cluster_options()
     )
     try:
         client = distributed.Client(cluster, set_as_default=False)
