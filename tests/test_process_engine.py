@@ -187,7 +187,9 @@ def test_workers_and_the_zygote_say_what_they_are(tmp_path: Path, method: str | 
     # Beside the program, `ps` and `top` show workpool's processes by name, not as
     # more copies of the program.
     if not _platform.USE_PRCTL:
-        pytest.skip("names through prctl are Linux's; test_portable checks the exec'd zygote")
+        # Only prctl (Linux) renames a process; elsewhere a process shows its command
+        # line, and only the exec'd zygote's can be chosen (test_portable checks it).
+        pytest.skip("process names are set through prctl, which only Linux has")
     report = run_script(tmp_path, NAMES_SCRIPT, method)
     assert set(report["workers"]) == {"workpool-worker"}
     assert report["zygote"] == ("workpool-zygote" if method is None else None)
