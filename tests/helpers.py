@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -38,6 +39,11 @@ def stop_on_two(x: int, offset: int = 0) -> int:
 def where(_: object) -> tuple[int, str]:
     """The pid and thread name that ran this task."""
     return os.getpid(), threading.current_thread().name
+
+
+def loaded(module: str) -> tuple[int, bool]:
+    """This process's pid, and whether ``module`` is imported in it."""
+    return os.getpid(), module in sys.modules
 
 
 def slow_square(x: int, delay: float = 0.05) -> int:

@@ -158,6 +158,34 @@ def test_importable_functions_do_not_need_cloudpickle(tmp_path: Path, method: st
         assert report["cloudpickle"] is False
 
 
+PRELOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, {tests!r})
+    import workpool
+    import program_lib  # beside this script; it notes who imports it
+    from helpers import loaded
+
+    if __name__ == "__main__":
+        with workpool.Pool(2, backend="process") as pool:
+            answers = [pool.submit(loaded, "program_lib").result(timeout=60) for _ in range(4)]
+        print(json.dumps({{"answers": answers, "pids": sorted({{p for p, _ in answers}})}}))
+    """
+)
+
+
+def test_workers_start_with_the_modules_the_program_imported(tmp_path: Path) -> None:
+    # On every path, the zygote holds them before it forks: a forked zygote as a copy
+    # of the program, an exec'd one by importing them (not each worker again).
+    importers = tmp_path / "imported_by"
+    (tmp_path / "program_lib.py").write_text(
+        f"import os\nwith open({str(importers)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}}\\n')\n"
+    )
+    report = run_script(tmp_path, PRELOAD_SCRIPT, None)
+    assert all(present for _, present in report["answers"])
+    assert not set(report["pids"]) & {int(pid) for pid in importers.read_text().split()}
+
+
 NAMES_SCRIPT = textwrap.dedent(
     """
     import json, os, sys

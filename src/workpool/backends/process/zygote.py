@@ -15,9 +15,10 @@ the first pool starts, the standard fork server is used instead (``launch.py``).
 Where ``fork`` without ``exec`` is unsafe (macOS: Apple's system frameworks), and in
 portable mode (``_platform.py``), the zygote is instead a fresh interpreter started by
 ``exec`` (``subprocess``), like the standard library's fork server but without
-importing the program's main module: it imports the worker's modules and forks
-workers from then on. Whatever a task needs from ``__main__`` travels by value. It
-is safe to start from a threaded program, so it is always used there.
+running the program's main module: it imports the worker's modules, and the modules
+the main module imported (``preload.py``), and forks workers from then on. Whatever
+a task needs from ``__main__`` itself travels by value. It is safe to start from a
+threaded program, so it is always used there.
 
 Protocol, over a Unix stream socket pair (one request, one reply; each message a
 length and a pickle, with descriptors beside its first bytes)::
@@ -196,7 +197,8 @@ class Zygote:
         """Fork a worker that runs ``worker_main`` on the given socket and slot.
 
         The zygote imports the modules in ``preload`` first (once: later workers
-        inherit them), so that the worker need not import them on its first task.
+        inherit them), so that the worker need not import them on its first task
+        (``preload.py``).
         """
         request = (slot, slots_count, list(sys.path), os.getcwd(), list(preload))
         with self._lock:
@@ -281,9 +283,7 @@ def _fork_worker(
 ) -> None:
     slot, slots_count, sys_path, cwd, preload = request
     worker_fd, slots_fd = fds
-    for module in preload:
-        with contextlib.suppress(Exception):  # the worker will say what fails, if it does
-            importlib.import_module(module)
+    _preload(preload, sys_path, cwd)
     exit_r, exit_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the worker
@@ -304,6 +304,25 @@ def _fork_worker(
         _send(control, pid, [exit_r])
     finally:
         os.close(exit_r)
+
+
+# Modules the zygote could not import: not tried again for each worker.
+_unimportable: set[str] = set()
+
+
+def _preload(modules: list[str], sys_path: list[str], cwd: str) -> None:
+    """Import ``modules`` here, once, found where the parent finds them."""
+    wanted = [name for name in modules if name not in sys.modules and name not in _unimportable]
+    if not wanted:
+        return
+    sys.path[:] = sys_path
+    with contextlib.suppress(OSError):
+        os.chdir(cwd)
+    for name in wanted:
+        try:
+            importlib.import_module(name)
+        except BaseException:  # the worker will say what fails, if it needs it
+            _unimportable.add(name)
 
 
 def _run_worker(
