@@ -142,6 +142,7 @@ class Zygote:
 
     def __init__(self, *, by_exec: bool) -> None:
         parent_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._popen: subprocess.Popen[bytes] | None = None  # the exec'd zygote's
         try:
             self.pid = self._exec(zygote_end) if by_exec else self._fork(parent_end, zygote_end)
         finally:
@@ -420,10 +421,17 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _stop_at_exit() -> None:
-    """The zygote ends when its socket closes; at exit, after the pools have stopped."""
+    """The zygote ends when its socket closes; at exit, after the pools have stopped.
+
+    An exec'd zygote is then waited for (briefly: it ends at once), so that it is
+    reaped rather than reported by ``subprocess`` as still running at exit.
+    """
     if _zygote is not None:
         with contextlib.suppress(OSError):
             _zygote._socket.close()
+        if _zygote._popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _zygote._popen.wait(timeout=1.0)
 
 
 exit_hook.afterwards(_stop_at_exit)
