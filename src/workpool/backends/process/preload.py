@@ -32,13 +32,17 @@ def main_imports() -> list[str]:
     if main is None:
         return []
     names: set[str] = set()
-    for value in list(vars(main).values()):
+    # A copy: the program's threads may bind names in __main__ meanwhile.
+    for value in vars(main).copy().values():
         name: object
-        if isinstance(value, types.ModuleType):
-            name = value.__name__
-        elif isinstance(value, (type, types.FunctionType)):
-            name = getattr(value, "__module__", None)
-        else:  # instances, bound methods (an IDE's helpers): their module is no hint
+        try:
+            if isinstance(value, types.ModuleType):
+                name = value.__name__
+            elif isinstance(value, (type, types.FunctionType)):
+                name = value.__module__
+            else:  # instances, bound methods (an IDE's helpers): their module is no hint
+                continue
+        except Exception:  # a hint only: an odd object must not keep a worker from starting
             continue
         if not isinstance(name, str) or name in _SKIP:
             continue
