@@ -179,7 +179,9 @@ def test_workers_start_with_the_modules_the_program_imported(tmp_path: Path) -> 
     # of the program, an exec'd one by importing them (not each worker again).
     importers = tmp_path / "imported_by"
     (tmp_path / "program_lib.py").write_text(
-        f"import os\nwith open({str(importers)!r}, 'a') as f:\n    f.write(f'{{os.getpid()}}\\n')\n"
+        "import os\n"
+        f"with open({str(importers)!r}, 'a') as log:\n"
+        "    log.write(f'{os.getpid()}\\n')\n"
     )
     report = run_script(tmp_path, PRELOAD_SCRIPT, None)
     assert all(present for _, present in report["answers"])
