@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -178,6 +179,22 @@ def hold_descriptors_then_hang(pid_file: str) -> int:
     partial.rename(pid_file)
     time.sleep(60)
     return holder
+
+
+def hold_descriptors_then_die(pid_file: str) -> None:
+    """Leave a descriptor holder behind, write its pid and ours to ``pid_file``, die by SIGKILL."""
+    holder = _hold_descriptors(60)
+    partial = Path(pid_file + ".partial")
+    partial.write_text(f"{holder} {os.getpid()}")
+    partial.rename(pid_file)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def kill_holder(pid_file: Path) -> None:
+    """End the holder that ``pid_file`` names, if it was started."""
+    if pid_file.exists():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
 
 
 def hold_descriptors_and_linger(seconds: float) -> int:

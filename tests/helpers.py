@@ -46,6 +46,11 @@ def where(_: object) -> tuple[int, str]:
     return os.getpid(), threading.current_thread().name
 
 
+def loaded(module: str) -> tuple[int, bool]:
+    """This process's pid, and whether ``module`` is imported in it."""
+    return os.getpid(), module in sys.modules
+
+
 def slow_square(x: int, delay: float = 0.05) -> int:
     time.sleep(delay)
     return x * x

@@ -12,7 +12,9 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -21,7 +23,7 @@ import pytest
 import workpool
 from conftest import wait_for
 from daemonic import hold_workers, map_with_a_crash
-from faults import crash_on, hang_on, pid_of
+from faults import crash_on, hang_on, hold_descriptors_then_die, kill_holder, pid_of
 from helpers import recall, remember
 from workpool import _platform
 from workpool._options import PoolSpec, run_options
@@ -35,7 +37,9 @@ from workpool.tasks import CallMode
 def sentinel(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each way of noticing that an exec'd worker ended (the pipe is the portable one)."""
     if request.param == "pidfd" and not exec_launch.HAS_PIDFD:
-        pytest.skip("this system has no pidfd_open")
+        # pidfd_open is Linux's own, and the portable paths (WORKPOOL_PORTABLE=1) do
+        # without it: there, the exit pipe is the way, and it is the other parameter.
+        pytest.skip("pidfds are Linux's (pidfd_open); the portable paths use the exit pipe")
     monkeypatch.setattr(exec_launch, "HAS_PIDFD", request.param == "pidfd")
     return str(request.param)
 
@@ -78,6 +82,31 @@ def test_a_crash_costs_one_task(sentinel: str, how: str, described: str) -> None
     assert described in str(crashed)
     assert "input position 5" in str(crashed)
     assert [r for i, r in enumerate(results) if i != 5] == [x * x for x in range(30) if x != 5]
+
+
+def test_a_worker_that_dies_while_another_process_holds_its_descriptors_is_noticed(
+    sentinel: str, tmp_path: Path
+) -> None:
+    # The worker forks a process that keeps its socket and exit pipe open, then dies:
+    # only its pidfd, or waitpid, can tell the pool it has ended.
+    pid_file = tmp_path / "pids"
+    outcome: list[tuple[list[Any], str]] = []
+    runner = threading.Thread(
+        target=lambda: outcome.append(
+            exec_map(hold_descriptors_then_die, [str(pid_file)], return_exceptions=True)
+        )
+    )
+    runner.start()
+    try:
+        runner.join(timeout=30)
+        noticed = not runner.is_alive()
+    finally:
+        kill_holder(pid_file)  # it lets go of the descriptors: the call ends either way
+        runner.join(timeout=30)
+    assert noticed, "the worker's death was seen only once the process holding its pipes ended"
+    [crashed], _ = outcome[0]
+    assert isinstance(crashed, workpool.WorkerCrashed)
+    assert "SIGKILL" in str(crashed)
 
 
 def test_workers_are_fresh_interpreters_children_of_the_pool(sentinel: str) -> None:

@@ -32,12 +32,12 @@ from faults import (
     hang_on,
     hold_descriptors_and_linger,
     hold_descriptors_then_hang,
+    kill_holder,
     pid_of,
     return_crash_when_pickled,
     sleep_then_pid,
 )
 from helpers import broken_initializer, fail_on, square
-from workpool import _platform
 
 METHODS = [None, *START_METHODS]
 
@@ -376,22 +376,11 @@ def test_thread_watchdog_does_not_swallow_the_wake_up_of_a_worker() -> None:
 # --- deaths that the worker's own descriptors do not announce -----------------------------
 
 
-def kill_holder(pid_file: Path) -> None:
-    if pid_file.exists():
-        os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
-
-
 @pytest.mark.filterwarnings(FORK_WARNING)
 @pytest.mark.parametrize("method", METHODS, ids=[m or "default" for m in METHODS])
 def test_a_worker_killed_while_another_process_holds_its_descriptors_is_noticed(
     tmp_path: Path, method: str | None
 ) -> None:
-    if method in ("fork", "spawn") and not _platform.USE_PIDFD:
-        # Known limit of the portable path (lifeline.py): without a pidfd, the pool's own
-        # child is confirmed dead by waitpid only once its socket or sentinel closes,
-        # and here another process holds both. The default start (the zygote's exit
-        # pipe) has no such limit, and is tested above on every path.
-        pytest.skip("without pidfd, a worker whose descriptors another process holds")
     pid_file = tmp_path / "pids"
     with workpool.Pool(1, backend="process", start_method=method) as pool:
         future = pool.submit(hold_descriptors_then_hang, str(pid_file))

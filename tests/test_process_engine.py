@@ -158,6 +158,36 @@ def test_importable_functions_do_not_need_cloudpickle(tmp_path: Path, method: st
         assert report["cloudpickle"] is False
 
 
+PRELOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, {tests!r})
+    import workpool
+    import program_lib  # beside this script; it notes who imports it
+    from helpers import loaded
+
+    if __name__ == "__main__":
+        with workpool.Pool(2, backend="process") as pool:
+            answers = [pool.submit(loaded, "program_lib").result(timeout=60) for _ in range(4)]
+        print(json.dumps({{"answers": answers, "pids": sorted({{p for p, _ in answers}})}}))
+    """
+)
+
+
+def test_workers_start_with_the_modules_the_program_imported(tmp_path: Path) -> None:
+    # On every path, the zygote holds them before it forks: a forked zygote as a copy
+    # of the program, an exec'd one by importing them (not each worker again).
+    importers = tmp_path / "imported_by"
+    (tmp_path / "program_lib.py").write_text(
+        "import os\n"
+        f"with open({str(importers)!r}, 'a') as log:\n"
+        "    log.write(f'{os.getpid()}\\n')\n"
+    )
+    report = run_script(tmp_path, PRELOAD_SCRIPT, None)
+    assert all(present for _, present in report["answers"])
+    assert not set(report["pids"]) & {int(pid) for pid in importers.read_text().split()}
+
+
 NAMES_SCRIPT = textwrap.dedent(
     """
     import json, os, sys
@@ -187,7 +217,9 @@ def test_workers_and_the_zygote_say_what_they_are(tmp_path: Path, method: str | 
     # Beside the program, `ps` and `top` show workpool's processes by name, not as
     # more copies of the program.
     if not _platform.USE_PRCTL:
-        pytest.skip("names through prctl are Linux's; test_portable checks the exec'd zygote")
+        # Only prctl (Linux) renames a process; elsewhere a process shows its command
+        # line, and only the exec'd zygote's can be chosen (test_portable checks it).
+        pytest.skip("process names are set through prctl, which only Linux has")
     report = run_script(tmp_path, NAMES_SCRIPT, method)
     assert set(report["workers"]) == {"workpool-worker"}
     assert report["zygote"] == ("workpool-zygote" if method is None else None)

@@ -1,6 +1,25 @@
-"""The process engine; ``engine.py`` opens with how a task travels through it."""
+"""The process engine; ``engine.py`` opens with how a task travels through it.
 
-from workpool.backends.process.engine import ProcessBackend
-from workpool.backends.process.launch import default_start_method
+Its names are loaded on first use: the zygote and the workers import this package's
+worker-side modules only, and need not pay for the parent's side (``engine.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workpool.backends.process.engine import ProcessBackend as ProcessBackend
+    from workpool.backends.process.launch import default_start_method as default_start_method
 
 __all__ = ["ProcessBackend", "default_start_method"]
+
+_HOMES = {"ProcessBackend": "engine", "default_start_method": "launch"}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)

@@ -28,8 +28,8 @@ class WorkerProcess(Protocol):
     pid: int
     #: Readable once the process has ended; watched by the supervisor.
     ended_fd: int
-    #: True when ``ended_fd`` is a pipe that another process may keep open: after a
-    #: kill, the supervisor then asks ``exitcode`` (a waitpid) until it knows.
+    #: True when ``ended_fd`` is a pipe that another process may keep open: the
+    #: supervisor then also asks ``exitcode`` (a waitpid), on a timer (``lifeline.py``).
     needs_polling: bool
 
     @property
@@ -107,7 +107,8 @@ class WorkerHandle:
         self.kill_reason: KillReason | None = None
         self.init_error: BaseException | None = None
         self.killed = False  # SIGKILL sent
-        # Where only waitpid can confirm the process's end: when to ask it next.
+        # Where only waitpid can confirm the process's end: when to ask it next, and
+        # the pause before that (it grows from RECHECK_FIRST to the beat).
         self.recheck_at: float | None = None
         self.recheck_every = RECHECK_FIRST
         # For timelines (``workpool.clock``): when the worker was started; what to add

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from workpool.backends.process import exit_hook, lifeline, parent_watch
 from workpool.backends.process.exec_launch import ExecLauncher
 from workpool.backends.process.handle import WorkerProcess
+from workpool.backends.process.preload import main_imports
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.worker import worker_main
 from workpool.backends.process.zygote import Zygote, get_zygote
@@ -119,9 +120,10 @@ class ChildProcess:
 class ZygoteLauncher:
     """Workers forked by the zygote; if the zygote is lost, the fork server takes over.
 
-    Once this program has needed cloudpickle, the zygote imports it too (once, in
-    parallel with the program), so that workers do not each import it on their first
-    task.
+    With each request the zygote is told what to import first, once, so that workers
+    do not each import it on their first task: the modules the program's main imported
+    (``preload.py``: an exec'd zygote has none of them), and cloudpickle once this
+    program has needed it.
     """
 
     method = "zygote"
@@ -132,11 +134,11 @@ class ZygoteLauncher:
 
     def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess:
         if self._fallback is None:
-            by_value = "cloudpickle" in sys.modules
+            modules = main_imports()
+            if "cloudpickle" in sys.modules:  # functions travel by value: workers need it
+                modules.append("cloudpickle")
             try:
-                return self._zygote.spawn(
-                    sock, slots.fd, slots.count, slot, ["cloudpickle"] if by_value else ()
-                )
+                return self._zygote.spawn(sock, slots.fd, slots.count, slot, modules)
             except OSError:
                 self._fallback = make_launcher(_safe_method())
         return self._fallback.start(sock, slots, slot)

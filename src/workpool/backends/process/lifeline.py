@@ -13,10 +13,13 @@ What no other process can keep from us:
   its process has ended, whoever holds what.
   Every worker gets one where the system has them, the pool's own children and the
   zygote's workers alike; signals sent through it cannot reach a recycled pid;
-- ``waitpid``, for the pool's own children (``fork``, ``spawn``). Without a pidfd the
-  supervisor asks it, on a timer that backs off, about a worker it has reason to think
-  is ending: it killed it, or its socket closed. (A worker that dies on its own while
-  another process holds its descriptors is then seen only once they let go.)
+- ``waitpid``, for the pool's own children (``fork``, ``spawn``, ``exec``). Without a
+  pidfd the supervisor asks it about every such worker on a steady beat of
+  ``RECHECK_MAX`` seconds, shared by all of them (one wake-up per beat however many
+  workers there are), so that a worker that dies on its own while another process
+  holds its descriptors is still seen; and about a worker it has reason to think is
+  ending (it killed it, or its socket closed) sooner: after ``RECHECK_FIRST``, then
+  less and less often until the beat.
 
 Without pidfds (macOS, portable mode) the zygote's workers are watched through their
 exit pipes, whose write ends only the zygote holds; the pool's own children
@@ -35,11 +38,31 @@ from collections.abc import Callable
 
 from workpool import _platform
 
-__all__ = ["RECHECK_FIRST", "RECHECK_MAX", "kill", "open_pidfd", "wait_for", "wait_readable"]
+__all__ = [
+    "RECHECK_FIRST",
+    "RECHECK_MAX",
+    "kill",
+    "next_check",
+    "open_pidfd",
+    "wait_for",
+    "wait_readable",
+]
 
-# How soon, then how often at most, to ask waitpid about a worker that should be ending.
+# How soon to ask waitpid about a worker that should be ending; and how often at most
+# (the beat) about any worker that only waitpid can watch.
 RECHECK_FIRST = 0.005
 RECHECK_MAX = 0.25
+
+
+def next_check(now: float, pause: float) -> float:
+    """When to ask waitpid again, ``pause`` seconds from ``now``; a full pause falls on the beat.
+
+    The beat is every multiple of ``RECHECK_MAX`` on the monotonic clock, so that the
+    checks of all workers resting on it come due together.
+    """
+    if pause < RECHECK_MAX:
+        return now + pause
+    return (now // RECHECK_MAX + 1) * RECHECK_MAX
 
 
 def open_pidfd(pid: int) -> int | None:

@@ -267,6 +267,9 @@ class Supervisor:
             tasks_left=self._spec.max_tasks_per_worker,
         )
         handle.started_ns = began
+        if process.needs_polling:  # only waitpid can be sure it lives: ask on the beat
+            handle.recheck_every = lifeline.RECHECK_MAX
+            handle.recheck_at = lifeline.next_check(time.monotonic(), lifeline.RECHECK_MAX)
         self._handles[slot] = handle
         self._selector.register(parent_sock, selectors.EVENT_READ, (_SOCKET, handle))
         self._selector.register(process.ended_fd, selectors.EVENT_READ, (_EXIT, handle))
@@ -569,13 +572,18 @@ class Supervisor:
 
     def _expect_end(self, handle: WorkerHandle) -> None:
         """The worker is ending: where only waitpid can confirm it, ask it soon."""
-        if handle.process.needs_polling and handle.recheck_at is None:
-            handle.recheck_at = time.monotonic() + lifeline.RECHECK_FIRST
+        if not handle.process.needs_polling:
+            return
+        soon = time.monotonic() + lifeline.RECHECK_FIRST
+        if handle.recheck_at is None or handle.recheck_at > soon:
+            handle.recheck_every = lifeline.RECHECK_FIRST
+            handle.recheck_at = soon
 
     def _confirmed_ends(self, exits: list[WorkerHandle]) -> list[WorkerHandle]:
         """Workers due a waitpid check that have indeed ended (``lifeline.py``).
 
-        One not yet ended is asked again later, a little less often each time.
+        One not yet ended is asked again later, a little less often each time, down to
+        the beat that every such worker is asked on.
         """
         ended: list[WorkerHandle] = []
         now = time.monotonic()
@@ -589,7 +597,7 @@ class Supervisor:
                 ended.append(handle)
             else:
                 handle.recheck_every = min(2 * handle.recheck_every, lifeline.RECHECK_MAX)
-                handle.recheck_at = now + handle.recheck_every
+                handle.recheck_at = lifeline.next_check(now, handle.recheck_every)
         return ended
 
     # --- stopping ---------------------------------------------------------------------

@@ -15,9 +15,10 @@ the first pool starts, the standard fork server is used instead (``launch.py``).
 Where ``fork`` without ``exec`` is unsafe (macOS: Apple's system frameworks), and in
 portable mode (``_platform.py``), the zygote is instead a fresh interpreter started by
 ``exec`` (``subprocess``), like the standard library's fork server but without
-importing the program's main module: it imports the worker's modules and forks
-workers from then on. Whatever a task needs from ``__main__`` travels by value. It
-is safe to start from a threaded program, so it is always used there.
+running the program's main module: it imports the worker's modules, and the modules
+the main module imported (``preload.py``), and forks workers from then on. Whatever
+a task needs from ``__main__`` itself travels by value. It is safe to start from a
+threaded program, so it is always used there.
 
 Protocol, over a Unix stream socket pair (one request, one reply; each message a
 length and a pickle, with descriptors beside its first bytes)::
@@ -141,6 +142,7 @@ class Zygote:
 
     def __init__(self, *, by_exec: bool) -> None:
         parent_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._popen: subprocess.Popen[bytes] | None = None  # the exec'd zygote's
         try:
             self.pid = self._exec(zygote_end) if by_exec else self._fork(parent_end, zygote_end)
         finally:
@@ -196,7 +198,8 @@ class Zygote:
         """Fork a worker that runs ``worker_main`` on the given socket and slot.
 
         The zygote imports the modules in ``preload`` first (once: later workers
-        inherit them), so that the worker need not import them on its first task.
+        inherit them), so that the worker need not import them on its first task
+        (``preload.py``).
         """
         request = (slot, slots_count, list(sys.path), os.getcwd(), list(preload))
         with self._lock:
@@ -281,9 +284,7 @@ def _fork_worker(
 ) -> None:
     slot, slots_count, sys_path, cwd, preload = request
     worker_fd, slots_fd = fds
-    for module in preload:
-        with contextlib.suppress(Exception):  # the worker will say what fails, if it does
-            importlib.import_module(module)
+    _preload(preload, sys_path, cwd)
     exit_r, exit_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the worker
@@ -304,6 +305,25 @@ def _fork_worker(
         _send(control, pid, [exit_r])
     finally:
         os.close(exit_r)
+
+
+# Modules the zygote could not import: not tried again for each worker.
+_unimportable: set[str] = set()
+
+
+def _preload(modules: list[str], sys_path: list[str], cwd: str) -> None:
+    """Import ``modules`` here, once, found where the parent finds them."""
+    wanted = [name for name in modules if name not in sys.modules and name not in _unimportable]
+    if not wanted:
+        return
+    sys.path[:] = sys_path
+    with contextlib.suppress(OSError):
+        os.chdir(cwd)
+    for name in wanted:
+        try:
+            importlib.import_module(name)
+        except BaseException:  # the worker will say what fails, if it needs it
+            _unimportable.add(name)
 
 
 def _run_worker(
@@ -401,10 +421,17 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _stop_at_exit() -> None:
-    """The zygote ends when its socket closes; at exit, after the pools have stopped."""
+    """The zygote ends when its socket closes; at exit, after the pools have stopped.
+
+    An exec'd zygote is then waited for (briefly: it ends at once), so that it is
+    reaped rather than reported by ``subprocess`` as still running at exit.
+    """
     if _zygote is not None:
         with contextlib.suppress(OSError):
             _zygote._socket.close()
+        if _zygote._popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                _zygote._popen.wait(timeout=1.0)
 
 
 exit_hook.afterwards(_stop_at_exit)

@@ -1,0 +1,52 @@
+"""What the zygote imports before it forks a worker: the modules the program's main imported.
+
+A zygote forked from the program (Linux) starts with every module the program has
+imported, so its workers do too. One exec'd as a fresh interpreter (macOS, portable
+mode) starts with none of them: without help, each worker would import NumPy (say)
+on its first task, every worker paying for it again, at once, and keeping its own
+copy. So the parent names, with each request for a worker, the modules its
+``__main__`` holds (``import numpy as np``, ``from mylib import score``), and the
+zygote imports them once; the workers it forks afterwards inherit them.
+
+This is the standard library's fork server's ``__main__`` preload, without running the
+main script again: only the modules it imported are imported, by name. As with the
+fork server, a module that starts a thread when imported would make the zygote's
+later forks unsafe; the parent cannot know, and importing is what the worker would
+have done anyway.
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+
+__all__ = ["main_imports"]
+
+# Never worth naming: there already, or not importable by that name.
+_SKIP = frozenset({"__main__", "__mp_main__", "builtins"})
+
+
+def main_imports() -> list[str]:
+    """The importable modules that ``__main__``'s globals are, or come from, by name."""
+    main = sys.modules.get("__main__")
+    if main is None:
+        return []
+    names: set[str] = set()
+    # A copy: the program's threads may bind names in __main__ meanwhile.
+    for value in vars(main).copy().values():
+        name: object
+        try:
+            if isinstance(value, types.ModuleType):
+                name = value.__name__
+            elif isinstance(value, (type, types.FunctionType)):
+                name = value.__module__
+            else:  # instances, bound methods (an IDE's helpers): their module is no hint
+                continue
+        except Exception:  # a hint only: an odd object must not keep a worker from starting
+            continue
+        if not isinstance(name, str) or name in _SKIP:
+            continue
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "__spec__", None) is not None:
+            names.add(name)
+    return sorted(names)
