@@ -310,6 +310,29 @@ def test_a_directory_is_refused(tmp_path: Path) -> None:
         Journal(str(tmp_path), square)
 
 
+def test_a_file_half_made_by_a_killed_call_is_made_again(path: str) -> None:
+    # A call killed while making its journal leaves it under the temporary name only.
+    Path(path + ".creating").write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    Path(path + ".creating-journal").write_bytes(b"half")
+    with Journal(path, square) as journal:
+        assert journal.items_done == 0
+        journal.record(0, range(3), squares(0, 3))
+    assert sorted(os.listdir(os.path.dirname(path))) == ["run.ckpt"]
+    assert summary(path).items_done == 3
+    # Killed after the file got its name, before the temporary one went: it is removed.
+    os.link(path, path + ".creating")
+    with Journal(path, square) as journal:
+        assert all_rows(journal) == [(0, 3, squares(0, 3))]
+    assert sorted(os.listdir(os.path.dirname(path))) == ["run.ckpt"]
+
+
+def test_making_a_journal_never_replaces_a_file_that_appeared_meanwhile(path: str) -> None:
+    Path(path).write_text("someone else's file, written after the call looked")
+    assert not store_module.create_journal(path, {})
+    assert Path(path).read_text() == "someone else's file, written after the call looked"
+    assert os.listdir(os.path.dirname(path)) == ["run.ckpt"]
+
+
 def sqlite_database_of_something_else(path: str) -> None:
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE customers (name TEXT)")

@@ -116,14 +116,19 @@ class JournalWriter:
         done.wait()
         self._raise_failure()
 
-    def close(self) -> None:
-        """Commit what is queued and stop the thread (idempotent)."""
+    def stop(self) -> None:
+        """No more entries: the thread commits what is queued and ends; returns at once."""
         if not self._stopped:
             self.release()
             self._stopped = True
             if self._thread.is_alive():
                 self._queue.put(_STOP)
-                self._thread.join()
+
+    def close(self) -> None:
+        """Commit what is queued and stop the thread, waiting for it (idempotent)."""
+        self.stop()
+        if self._thread.ident is not None:
+            self._thread.join()
         self._raise_failure()
 
     def _start(self) -> None:
