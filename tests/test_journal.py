@@ -258,6 +258,7 @@ sys.stdin.read()  # until the test closes our stdin, or kills us
 
 
 def test_a_file_in_use_is_busy_and_freed_when_its_holder_is_killed(path: str) -> None:
+    Path(path + ".lock").write_text("99999999999\n")  # left by a holder killed before
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, path],
         stdin=subprocess.PIPE,
