@@ -141,6 +141,10 @@ def test_a_failure_is_noted_until_the_position_is_done(path: str) -> None:
         journal.record(3, range(3, 4), [9])
         journal.flush()
         assert (summary(path).items_done, summary(path).failed) == (4, 0)
+        journal.record_failure(5, ValueError("bad input 5"))
+    with Journal(path, square) as journal:  # a failure a call before this one noted
+        journal.record(4, range(4, 6), [16, 25])
+    assert (summary(path).items_done, summary(path).failed) == (6, 0)
 
 
 def test_rows_never_overlap_a_rewritten_range_replaces_them(path: str) -> None:

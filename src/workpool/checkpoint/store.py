@@ -302,6 +302,9 @@ class JournalStore:
         self.journal_mode = journal_mode
         self._db = connection
         self._side_files_unsynced = False  # renamed into place, directory not yet flushed
+        # Whether the failed table may hold rows (None: not looked yet); while it holds
+        # none, journaling a chunk need not clear its positions there.
+        self._failures: bool | None = None
 
     @classmethod
     def open(cls, path: str, *, readonly: bool = False, again: bool = False) -> JournalStore:
@@ -478,17 +481,25 @@ class JournalStore:
         """
         end = start + count
         db = self._db
-        stale = db.execute(
-            "SELECT start, side FROM done WHERE start >= ? AND start < ?", (start, end)
-        ).fetchall()
-        before = db.execute(
-            "SELECT start, count, side FROM done WHERE start < ? ORDER BY start DESC LIMIT 1",
-            (start,),
+        stale: list[tuple[int, str | None]] = []
+        # Rows never overlap, so the last one starting before ``end`` ends last among
+        # them: if it ends by ``start``, no row holds any of these positions (the
+        # usual case, found with one look-up that reads no results).
+        last = db.execute(
+            "SELECT start, count FROM done WHERE start < ? ORDER BY start DESC LIMIT 1", (end,)
         ).fetchone()
-        if before is not None and before[0] + before[1] > start:
-            stale.append((before[0], before[2]))
-        for old_start, _ in stale:
-            db.execute("DELETE FROM done WHERE start = ?", (old_start,))
+        if last is not None and last[0] + last[1] > start:
+            stale = db.execute(
+                "SELECT start, side FROM done WHERE start >= ? AND start < ?", (start, end)
+            ).fetchall()
+            before = db.execute(
+                "SELECT start, count, side FROM done WHERE start < ? ORDER BY start DESC LIMIT 1",
+                (start,),
+            ).fetchone()
+            if before is not None and before[0] + before[1] > start:
+                stale.append((before[0], before[2]))
+            for old_start, _ in stale:
+                db.execute("DELETE FROM done WHERE start = ?", (old_start,))
         if len(payload) > SIDE_FILE_BYTES:
             side = self._write_side_file(start, count, payload)
             db.execute(
@@ -500,7 +511,10 @@ class JournalStore:
                 "INSERT INTO done (start, count, digest, results) VALUES (?, ?, ?, ?)",
                 (start, count, digest, payload),
             )
-        db.execute("DELETE FROM failed WHERE position >= ? AND position < ?", (start, end))
+        if self._failures is None:
+            self._failures = db.execute("SELECT 1 FROM failed LIMIT 1").fetchone() is not None
+        if self._failures:
+            db.execute("DELETE FROM failed WHERE position >= ? AND position < ?", (start, end))
         return [side for _, side in stale if side is not None]
 
     def put_failed(self, position: int, error: str) -> None:
@@ -511,6 +525,7 @@ class JournalStore:
             "ORDER BY start DESC LIMIT 1) WHERE start + count > ?)",
             (position, error, position, position),
         )
+        self._failures = True
 
     def _write_side_file(self, start: int, count: int, payload: bytes | memoryview) -> str:
         os.makedirs(self.side_directory, exist_ok=True)

@@ -5,15 +5,20 @@
     the call's thread                       the journal writer thread
       record(): digest + pickle  ──queue──►  BEGIN; insert each entry as it comes
                                             (big results: side file first)
-                                            COMMIT once the queue is empty, or once
-                                            COMMIT_INTERVAL has passed since BEGIN
+                                            COMMIT once no entry has come for LINGER,
+                                            or COMMIT_INTERVAL has passed since BEGIN,
+                                            or COMMIT_BYTES of results are in; at once
+                                            when told to flush or stop
 
-The writer commits whenever it has caught up, so a commit holds every entry that
-arrived while the previous one was being written: many chunks per commit when they
-come fast, one when they come slowly, and never a transaction open for longer than
-``COMMIT_INTERVAL``. A process killed at some instant loses only the entries of the
-open transaction (finished within the last interval at most) and the chunks still
-in flight in the workers. The queue is bounded, so a writer slower than the workers
+The writer commits when entries stop coming, so a commit holds a burst of entries:
+many chunks per commit while the workers deliver, and never a transaction open for
+longer than ``COMMIT_INTERVAL``. Committing less often matters: a commit writes the
+table's pages again (64 KiB each), which costs far more than inserting one small
+chunk's results. Committing by the MiB keeps the WAL folded into the file as the call
+goes (``store``'s checkpoints follow the commits), so little of that is left for the
+end of the call, when it would delay the return. A process killed at some instant loses only
+the entries of the open transaction (finished within the last interval at most) and
+the chunks still in flight in the workers. The queue is bounded, so a writer slower than the workers
 slows the call down instead of holding every pickled result in memory.
 """
 
@@ -30,6 +35,8 @@ from workpool.checkpoint.store import JournalStore
 __all__ = ["COMMIT_INTERVAL", "DoneEntry", "FailedEntry", "JournalWriter"]
 
 COMMIT_INTERVAL = 0.2  # seconds from the first uncommitted entry to its commit
+LINGER = 0.02  # seconds without a new entry after which the writer commits
+COMMIT_BYTES = 1 << 20  # results in a transaction beyond which it is committed
 MAX_QUEUED = 64  # entries waiting for the writer; record() blocks beyond this
 
 
@@ -158,11 +165,13 @@ class JournalWriter:
                 store.close()
 
     def _commit_a_batch(self, store: JournalStore) -> bool:
-        """Wait for an entry; write entries while more are queued, then commit.
+        """Wait for an entry; write entries while more come, then commit.
 
-        The transaction is committed as soon as the queue is empty, and in any case
-        once ``interval`` has passed since it began, so a busy queue cannot keep
-        results uncommitted for longer. Returns False when told to stop.
+        The transaction is committed once no entry has come for ``LINGER``, and in
+        any case once ``interval`` has passed since it began, so a busy queue cannot
+        keep results uncommitted for longer, or once it holds ``COMMIT_BYTES`` of
+        results; a flush or a stop commits at once.
+        Returns False when told to stop.
         """
         entry = self._queue.get()
         if entry is _STOP:
@@ -174,12 +183,15 @@ class JournalWriter:
         stale: list[str] = []
         keep_going = True
         store.begin()
-        self._write(store, entry, stale)
+        written = self._write(store, entry, stale)
         deadline = time.monotonic() + self._interval
-        while time.monotonic() < deadline:
+        while written < COMMIT_BYTES:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
             try:
-                entry = self._queue.get_nowait()
-            except queue.Empty:  # nothing more for now: commit
+                entry = self._queue.get(timeout=min(LINGER, remaining))
+            except queue.Empty:  # nothing more for a while: commit
                 break
             if entry is _STOP:
                 keep_going = False
@@ -187,7 +199,7 @@ class JournalWriter:
             if isinstance(entry, threading.Event):
                 flushed.append(entry)
                 break
-            self._write(store, entry, stale)
+            written += self._write(store, entry, stale)
         store.sync_side_directory()
         store.commit()
         self.commits += 1
@@ -197,11 +209,13 @@ class JournalWriter:
         return keep_going
 
     @staticmethod
-    def _write(store: JournalStore, entry: DoneEntry | FailedEntry, stale: list[str]) -> None:
+    def _write(store: JournalStore, entry: DoneEntry | FailedEntry, stale: list[str]) -> int:
+        """Write one entry (inside a transaction); returns the bytes of results it held."""
         if isinstance(entry, DoneEntry):
             stale += store.put_done(entry.start, entry.count, entry.digest, entry.payload)
-        else:
-            store.put_failed(entry.position, entry.error)
+            return memoryview(entry.payload).nbytes
+        store.put_failed(entry.position, entry.error)
+        return 0
 
     def _drain(self) -> None:
         """After a failure: discard entries, answer flushes, until told to stop."""
