@@ -5,21 +5,24 @@
     the call's thread                       the journal writer thread
       record(): digest + pickle  ──queue──►  BEGIN; insert each entry as it comes
                                             (big results: side file first)
-                                            COMMIT once no entry has come for LINGER,
-                                            or COMMIT_INTERVAL has passed since BEGIN,
-                                            or COMMIT_BYTES of results are in; at once
-                                            when told to flush or stop
+                                            COMMIT when it has caught up, but not
+                                            within COMMIT_GAP of the last commit;
+                                            COMMIT anyway once COMMIT_INTERVAL has
+                                            passed since BEGIN or COMMIT_BYTES of
+                                            results are in; at once for flush or stop
 
-The writer commits when entries stop coming, so a commit holds a burst of entries:
-many chunks per commit while the workers deliver, and never a transaction open for
-longer than ``COMMIT_INTERVAL``. Committing less often matters: a commit writes the
-table's pages again (64 KiB each), which costs far more than inserting one small
-chunk's results. Committing by the MiB keeps the WAL folded into the file as the call
-goes (``store``'s checkpoints follow the commits), so little of that is left for the
-end of the call, when it would delay the return. A process killed at some instant loses only
-the entries of the open transaction (finished within the last interval at most) and
-the chunks still in flight in the workers. The queue is bounded, so a writer slower than the workers
-slows the call down instead of holding every pickled result in memory.
+The writer commits when it has caught up with the call, at most once per
+``COMMIT_GAP``: a commit costs far more than inserting a small chunk's results (it
+writes the table's 64 KiB pages again), so chunks that come every millisecond share
+a commit, while chunks that come slowly are each committed as soon as the gap since
+the last commit allows. Committing by the MiB keeps the WAL folded into the file as
+the call goes (``store``'s checkpoints follow the commits), so little of that work
+is left for the end of the call, where it would delay the return. No transaction
+stays open longer than ``COMMIT_INTERVAL``. A process killed at some instant loses
+only the entries of the open transaction (finished within the last interval at
+most, usually within the last ``COMMIT_GAP``) and the chunks still in flight in the
+workers. The queue is bounded, so a writer slower than the workers slows the call
+down instead of holding every pickled result in memory.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from workpool.checkpoint.store import JournalStore
 __all__ = ["COMMIT_INTERVAL", "DoneEntry", "FailedEntry", "JournalWriter"]
 
 COMMIT_INTERVAL = 0.2  # seconds from the first uncommitted entry to its commit
-LINGER = 0.02  # seconds without a new entry after which the writer commits
+COMMIT_GAP = 0.02  # seconds from one commit to the next, unless one is due anyway
 COMMIT_BYTES = 1 << 20  # results in a transaction beyond which it is committed
 MAX_QUEUED = 64  # entries waiting for the writer; record() blocks beyond this
 
@@ -91,6 +94,7 @@ class JournalWriter:
         self._failure: BaseException | None = None
         self._failure_reported = False
         self.commits = 0  # how many transactions were committed (for tests and info)
+        self._last_commit = -COMMIT_GAP  # time.monotonic() after the last commit
         self._thread = threading.Thread(target=self._run, name="workpool-journal", daemon=True)
         self._held: list[DoneEntry | FailedEntry] | None = [] if hold else None
         self._stopped = False
@@ -167,11 +171,11 @@ class JournalWriter:
     def _commit_a_batch(self, store: JournalStore) -> bool:
         """Wait for an entry; write entries while more come, then commit.
 
-        The transaction is committed once no entry has come for ``LINGER``, and in
-        any case once ``interval`` has passed since it began, so a busy queue cannot
-        keep results uncommitted for longer, or once it holds ``COMMIT_BYTES`` of
-        results; a flush or a stop commits at once.
-        Returns False when told to stop.
+        The transaction is committed once the queue is empty and ``COMMIT_GAP`` has
+        passed since the last commit (entries that come meanwhile join it); in any
+        case once ``interval`` has passed since it began, so a busy queue cannot keep
+        results uncommitted for longer, or once it holds ``COMMIT_BYTES`` of results;
+        a flush or a stop commits at once. Returns False when told to stop.
         """
         entry = self._queue.get()
         if entry is _STOP:
@@ -185,13 +189,17 @@ class JournalWriter:
         store.begin()
         written = self._write(store, entry, stale)
         deadline = time.monotonic() + self._interval
+        not_before = self._last_commit + COMMIT_GAP
         while written < COMMIT_BYTES:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 break
             try:
-                entry = self._queue.get(timeout=min(LINGER, remaining))
-            except queue.Empty:  # nothing more for a while: commit
+                if now >= not_before:
+                    entry = self._queue.get_nowait()
+                else:  # too soon to commit again: wait for more, up to the gap's end
+                    entry = self._queue.get(timeout=min(not_before, deadline) - now)
+            except queue.Empty:  # caught up: commit
                 break
             if entry is _STOP:
                 keep_going = False
@@ -202,6 +210,7 @@ class JournalWriter:
             written += self._write(store, entry, stale)
         store.sync_side_directory()
         store.commit()
+        self._last_commit = time.monotonic()
         self.commits += 1
         store.remove_side_files(stale)
         for event in flushed:
