@@ -95,6 +95,9 @@ class JournalWriter:
         self._failure_reported = False
         self.commits = 0  # how many transactions were committed (for tests and info)
         self._last_commit = -COMMIT_GAP  # time.monotonic() after the last commit
+        # Cuts short the writer's wait while entries gather (a flush, a stop, a queue
+        # filling up); only a hint: what to do is always read from the queue.
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="workpool-journal", daemon=True)
         self._held: list[DoneEntry | FailedEntry] | None = [] if hold else None
         self._stopped = False
@@ -106,7 +109,7 @@ class JournalWriter:
             self._held.append(entry)
             return
         self._start()
-        self._queue.put(entry)
+        self._enqueue(entry)
 
     def release(self) -> None:
         """Let the thread start (with the entries held so far, if any); idempotent."""
@@ -114,7 +117,12 @@ class JournalWriter:
         if held:
             self._start()
             for entry in held:
-                self._queue.put(entry)
+                self._enqueue(entry)
+
+    def _enqueue(self, entry: DoneEntry | FailedEntry) -> None:
+        self._queue.put(entry)
+        if self._queue.qsize() >= MAX_QUEUED // 2:
+            self._wake.set()  # the writer may be letting entries gather: take them now
 
     def flush(self) -> None:
         """Return once every entry put so far is committed."""
@@ -124,6 +132,7 @@ class JournalWriter:
             return
         done = threading.Event()
         self._queue.put(done)
+        self._wake.set()
         done.wait()
         self._raise_failure()
 
@@ -134,6 +143,7 @@ class JournalWriter:
             self._stopped = True
             if self._thread.is_alive():
                 self._queue.put(_STOP)
+                self._wake.set()
 
     def close(self) -> None:
         """Commit what is queued and stop the thread, waiting for it (idempotent)."""
@@ -190,17 +200,18 @@ class JournalWriter:
         written = self._write(store, entry, stale)
         deadline = time.monotonic() + self._interval
         not_before = self._last_commit + COMMIT_GAP
-        while written < COMMIT_BYTES:
-            now = time.monotonic()
-            if now >= deadline:
-                break
+        while written < COMMIT_BYTES and time.monotonic() < deadline:
             try:
-                if now >= not_before:
-                    entry = self._queue.get_nowait()
-                else:  # too soon to commit again: wait for more, up to the gap's end
-                    entry = self._queue.get(timeout=min(not_before, deadline) - now)
-            except queue.Empty:  # caught up: commit
-                break
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                now = time.monotonic()
+                if now >= not_before or now >= deadline:
+                    break  # caught up: commit
+                # Too soon to commit again: let entries gather until the gap's end,
+                # woken once then rather than by each of them.
+                self._wake.wait(min(not_before, deadline) - now)
+                self._wake.clear()  # before looking at the queue again: no wake-up lost
+                continue
             if entry is _STOP:
                 keep_going = False
                 break
