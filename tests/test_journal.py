@@ -141,6 +141,10 @@ def test_a_failure_is_noted_until_the_position_is_done(path: str) -> None:
         journal.record(3, range(3, 4), [9])
         journal.flush()
         assert (summary(path).items_done, summary(path).failed) == (4, 0)
+        journal.record_failure(5, ValueError("bad input 5"))
+    with Journal(path, square) as journal:  # a failure a call before this one noted
+        journal.record(4, range(4, 6), [16, 25])
+    assert (summary(path).items_done, summary(path).failed) == (6, 0)
 
 
 def test_rows_never_overlap_a_rewritten_range_replaces_them(path: str) -> None:
@@ -258,6 +262,7 @@ sys.stdin.read()  # until the test closes our stdin, or kills us
 
 
 def test_a_file_in_use_is_busy_and_freed_when_its_holder_is_killed(path: str) -> None:
+    Path(path + ".lock").write_text("99999999999\n")  # left by a holder killed before
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, path],
         stdin=subprocess.PIPE,
@@ -308,6 +313,29 @@ def test_a_path_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         Journal(str(tmp_path), square)
+
+
+def test_a_file_half_made_by_a_killed_call_is_made_again(path: str) -> None:
+    # A call killed while making its journal leaves it under the temporary name only.
+    Path(path + ".creating").write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)
+    Path(path + ".creating-journal").write_bytes(b"half")
+    with Journal(path, square) as journal:
+        assert journal.items_done == 0
+        journal.record(0, range(3), squares(0, 3))
+    assert sorted(os.listdir(os.path.dirname(path))) == ["run.ckpt"]
+    assert summary(path).items_done == 3
+    # Killed after the file got its name, before the temporary one went: it is removed.
+    os.link(path, path + ".creating")
+    with Journal(path, square) as journal:
+        assert all_rows(journal) == [(0, 3, squares(0, 3))]
+    assert sorted(os.listdir(os.path.dirname(path))) == ["run.ckpt"]
+
+
+def test_making_a_journal_never_replaces_a_file_that_appeared_meanwhile(path: str) -> None:
+    Path(path).write_text("someone else's file, written after the call looked")
+    assert not store_module.create_journal(path, {})
+    assert Path(path).read_text() == "someone else's file, written after the call looked"
+    assert os.listdir(os.path.dirname(path)) == ["run.ckpt"]
 
 
 def sqlite_database_of_something_else(path: str) -> None:

@@ -201,6 +201,7 @@ class MapRun:
         # Opened before any input is read; a bar of a run with a checkpoint starts at
         # what the journal holds.
         self._checkpoint = checkpoint
+        self._owns_checkpoint = False  # opened here (then closed here), or the caller's
         if options.checkpoint is not None and checkpoint is None:
             from workpool.checkpoint.session import refuse_writable_shares
 
@@ -280,6 +281,7 @@ class MapRun:
             from workpool.checkpoint.session import CheckpointSession
 
             self._checkpoint = CheckpointSession(self._options.checkpoint, self._fn, self._inputs)
+            self._owns_checkpoint = True
             if self._options.progress:
                 done = self._checkpoint.items_done
                 self._progress = start_progress_bar(self._total, self._fn, done)
@@ -366,8 +368,13 @@ class MapRun:
         if self._progress is not None:
             self._progress.close()
             self._progress = None
-        if self._checkpoint is not None:
+        if self._owns_checkpoint:
+            assert self._checkpoint is not None
             self._checkpoint.close()  # commits what was journaled, lets the file go
+        elif self._checkpoint is not None:
+            # The caller closes it once its workers are stopped; the last commit and the
+            # closing of the file go on meanwhile.
+            self._checkpoint.stop_writing()
         if self._owns_trace:
             assert self._trace is not None
             self._owns_trace = False

@@ -2,8 +2,9 @@
 
 ::
 
-    Journal(path, fn)      check the path, take the lock, open the store, compare the
-                           function's identity with the journal's, start the writer
+    Journal(path, fn)      check the path, take the lock, open the store and compare the
+                           function's identity with the journal's (or make a new file
+                           that records it); the writer starts with the first record
     rows() / results(row)  what is done, in position order, read in pages (the call's
                            thread, with its own connection)
     verify(row, items)     the input now at the row's positions has the row's digest,
@@ -11,7 +12,9 @@
     record(start, items, values)
                            digest + pickle in the call's thread (the values cannot
                            change under us afterwards), written by the writer thread
-    close()                commit what is queued, stop the writer, release the lock
+    stop_writing()         the last record is in: commit it and close the writer's
+                           connection meanwhile (the caller stops its workers)
+    close()                wait for that, release the lock
 
 The identity rule for functions is ``identity``'s; for input items, ``digest``'s.
 ``accept`` and ``clear`` are the two deliberate changes a user can make to a journal
@@ -21,6 +24,7 @@ The identity rule for functions is ``identity``'s; for input items, ``digest``'s
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import warnings
 from collections.abc import Iterator, Sequence
@@ -29,7 +33,15 @@ from typing import Any
 from workpool.checkpoint.digest import chunk_digest
 from workpool.checkpoint.identity import FunctionIdentity, function_identity
 from workpool.checkpoint.lock import JournalLock
-from workpool.checkpoint.store import JournalStore, Row, Summary, check_path
+from workpool.checkpoint.store import (
+    JournalStore,
+    Row,
+    Summary,
+    check_path,
+    create_journal,
+    remove_leftovers,
+    sync_new_journal,
+)
 from workpool.checkpoint.writer import COMMIT_INTERVAL, DoneEntry, FailedEntry, JournalWriter
 from workpool.errors import CheckpointMismatch
 from workpool.serialize import dumps_data
@@ -69,21 +81,34 @@ class Journal:
         self.function = function_identity(fn)
         check_path(path)
         self._lock = JournalLock(path)
+        # The call's own connection, to read what is done; a new file has nothing to
+        # read, and the writer alone opens it.
+        self._store: JournalStore | None = None
+        self.adopted = False
+        self.items_done = 0
         try:
-            self._store = JournalStore.open(path)
-            try:
-                self.adopted = _check_function(self._store, self.function)
-                self._store.sweep_side_files()
-                self.items_done = self._store.items_done()
-            except BaseException:
-                self._store.close()
-                raise
+            meta = {"function": self.function.name, "function_digest": self.function.digest}
+            created = not os.path.exists(path) and create_journal(path, meta)
+            if not created:
+                self._store = JournalStore.open(path)
+                try:
+                    self.adopted = _check_function(self._store, self.function)
+                    remove_leftovers(path)  # killed after linking the file into place
+                    self._store.sweep_side_files()
+                    self.items_done = self._store.items_done()
+                except BaseException:
+                    self._store.close()
+                    raise
         except BaseException:
             self._lock.release()
             raise
-        self._writer = JournalWriter(
-            lambda: JournalStore.open(path), commit_interval, hold=hold_writer
-        )
+
+        def open_for_writing() -> JournalStore:
+            if created:  # on the writer's thread, before its first commit
+                sync_new_journal(path)
+            return JournalStore.open(path, again=True)
+
+        self._writer = JournalWriter(open_for_writing, commit_interval, hold=hold_writer)
         self._warned_unpicklable = False
         self._closed = False
 
@@ -110,6 +135,8 @@ class Journal:
         Read a page at a time, each page in a short transaction of its own, so that
         the writer is never held up by a long read.
         """
+        if self._store is None:
+            return
         position = first
         while True:
             page = self._store.rows_from(position, PAGE_ROWS)
@@ -120,6 +147,7 @@ class Journal:
 
     def results(self, row: Row) -> list[Any]:
         """The results journaled in ``row`` (``ValueError`` if they cannot be read)."""
+        assert self._store is not None, "a row of a file this journal made"
         return self._store.load(row)
 
     def verify(self, row: Row, items: Sequence[Any]) -> None:
@@ -188,6 +216,15 @@ class Journal:
         except (OSError, sqlite3.Error) as exc:
             raise self._write_error(exc) from exc
 
+    def stop_writing(self) -> None:
+        """Nothing more will be recorded: let the writer commit and close, without waiting.
+
+        Its last commit and its closing (which folds the WAL into the file and flushes
+        it) then overlap with what the caller does next, such as stopping its workers;
+        ``close()`` waits for them.
+        """
+        self._writer.stop()
+
     def close(self) -> None:
         """Commit what is recorded, stop writing and release the file (idempotent)."""
         if self._closed:
@@ -198,7 +235,8 @@ class Journal:
         except (OSError, sqlite3.Error) as exc:
             raise self._write_error(exc) from exc
         finally:
-            self._store.close()
+            if self._store is not None:
+                self._store.close()
             self._lock.release()
 
 

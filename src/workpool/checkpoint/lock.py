@@ -30,6 +30,7 @@ from workpool.errors import CheckpointBusy
 
 __all__ = ["JournalLock"]
 
+_PID_WIDTH = 20  # a pid, padded with spaces: longer than any pid, so it covers the last
 _held: set[str] = set()  # lock files this process holds, by real path
 _held_guard = threading.Lock()
 
@@ -78,8 +79,10 @@ class JournalLock:
                 now = None
             mine = os.fstat(fd)
             if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                # Written over whatever a killed holder left, never truncated first:
+                # ext4 flushes a file truncated and then rewritten when it is closed
+                # (its auto_da_alloc), which would cost each call milliseconds.
+                os.pwrite(fd, _pid_record(), 0)
                 return fd
             os.close(fd)  # the holder removed it as we opened it: lock the new one
 
@@ -93,6 +96,11 @@ class JournalLock:
             os.close(self._fd)
             self._fd = -1
             _held.discard(self._key)
+
+
+def _pid_record() -> bytes:
+    """This process's pid, as the lock file holds it: always the same length."""
+    return f"{os.getpid():<{_PID_WIDTH}}\n".encode()
 
 
 def _read_pid(fd: int) -> int | None:

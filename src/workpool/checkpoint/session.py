@@ -269,6 +269,10 @@ class CheckpointSession:
             ):
                 self.journal.record_failure(start + offset, error)
 
+    def stop_writing(self) -> None:
+        """Nothing more will be recorded: the journal commits and closes, without waiting."""
+        self.journal.stop_writing()
+
     def close(self) -> None:
         """Commit what is journaled and let the file go (idempotent)."""
         self.journal.close()

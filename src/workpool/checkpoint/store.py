@@ -12,17 +12,20 @@
       failed        position | error: items whose last attempt failed (they run again)
     FILE.d/         side files: results larger than SIDE_FILE_BYTES, one file per row
     FILE.lock       the lock of the call using FILE (see ``lock``)
+    FILE.creating   a new FILE while ``create_journal`` builds it (then linked into place)
 
 Nothing here runs a thread or knows about calls: ``writer`` writes through a store,
 ``journal`` reads through another, each with its own connection.
 
 Crash safety comes from SQLite in WAL mode: a process killed at any instant leaves a
 database that opens with every committed row intact (see ``_tune`` for what an
-operating-system crash may take back, and why). A side file is written under a temporary name,
-flushed to disk and renamed, and its directory flushed, before the row naming it is
-committed; files no row names (left by a crash) are removed when a call next opens the
-file. On a network file system, where SQLite's WAL cannot work (it needs memory shared
-between the processes using the file), or wherever SQLite refuses WAL, the file uses a
+operating-system crash may take back, and why). A side file is written under a
+temporary name, flushed to disk and renamed, and its directory flushed, before the row
+naming it is committed; files no row names (left by a crash) are removed when a call
+next opens the file. A new file is built whole under another name and then given its
+own, so a crash never leaves a half-made one (see ``create_journal``). On a network
+file system, where SQLite's WAL cannot work (it needs memory shared between the
+processes using the file), or wherever SQLite refuses WAL, the file uses a
 rollback journal instead, and a warning says so once.
 """
 
@@ -35,7 +38,7 @@ import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -45,7 +48,10 @@ __all__ = [
     "Row",
     "Summary",
     "check_path",
+    "create_journal",
     "network_filesystem",
+    "remove_leftovers",
+    "sync_new_journal",
 ]
 
 FORMAT_VERSION = 1
@@ -53,7 +59,11 @@ APPLICATION_ID = 0x57504A4C  # "WPJL": this SQLite file is a workpool journal
 SIDE_FILE_BYTES = 1 << 20  # results pickled larger than this go to a side file
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_SECONDS = 30.0
-WAL_CHECKPOINT_PAGES = 256  # 1 MiB of 4 KiB pages (SQLite's default is 1000)
+# Pages of 64 KiB: a chunk's results are one blob, which SQLite stores as a chain of
+# overflow pages; big pages make the chains short, so writing costs less CPU and
+# reading a finished run back takes half the time it does with SQLite's 4 KiB.
+PAGE_SIZE = 1 << 16
+WAL_CHECKPOINT_BYTES = 1 << 20  # see _tune (SQLite's default is 1000 pages)
 
 # The SQLite VFS to use; None is the platform's default. Tests name one that refuses
 # WAL ("unix-none"), to see the fallback without a network file system at hand.
@@ -202,6 +212,83 @@ def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
     return connection
 
 
+def create_journal(path: str, meta: Mapping[str, str]) -> bool:
+    """Make a new checkpoint at ``path``, with ``meta``; False if a file appeared there.
+
+    The file is built under a temporary name (``FILE.creating``; the caller holds the
+    lock, so the name is its own) and linked to ``path`` once whole, so a process
+    killed at any moment leaves no file or a complete one, and a file someone else put
+    at ``path`` meanwhile is never replaced. Nothing waits for the disk here (that
+    would cost tens of milliseconds in flushes): ``sync_new_journal`` does it, before
+    the first results are committed to the file; until then it holds nothing that a
+    power cut could lose. Side files left by an earlier journal of that name go.
+    """
+    temporary = path + ".creating"
+    remove_leftovers(path)
+    _remove_side_directory(path + ".d")
+    try:
+        connection = _connect(temporary, readonly=False)
+    except sqlite3.Error as exc:
+        raise OSError(f"checkpoint {path} cannot be created: {exc}") from exc
+    try:
+        connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+        connection.execute("PRAGMA synchronous = OFF")  # a file no one sees yet
+        _choose_journal_mode(connection, path)
+        _create(connection, meta)
+    finally:
+        connection.close()  # with WAL, the last connection folds the WAL into the file
+    try:
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links
+            if os.path.exists(path):
+                return False
+            os.rename(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+    return True
+
+
+def remove_leftovers(path: str) -> None:
+    """Remove what a process killed while making the journal at ``path`` left."""
+    temporary = path + ".creating"
+    for name in (temporary, temporary + "-wal", temporary + "-shm", temporary + "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+
+
+def sync_new_journal(path: str) -> None:
+    """Flush a file ``create_journal`` made, and its name, to disk.
+
+    Call it before SQLite opens the file in this process: closing any descriptor of a
+    file drops every POSIX lock the process holds on it, SQLite's included.
+    """
+    for name, flags in (
+        (path, os.O_RDONLY),
+        (os.path.dirname(os.path.abspath(path)), os.O_RDONLY | os.O_DIRECTORY),
+    ):
+        fd = os.open(name, flags | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _remove_side_directory(directory: str) -> None:
+    try:
+        names = os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    for name in names:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(directory, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(directory)
+
+
 class JournalStore:
     """One connection to a checkpoint file, with the reads and writes the journal needs.
 
@@ -215,18 +302,25 @@ class JournalStore:
         self.journal_mode = journal_mode
         self._db = connection
         self._side_files_unsynced = False  # renamed into place, directory not yet flushed
+        # Whether the failed table may hold rows (None: not looked yet); while it holds
+        # none, journaling a chunk need not clear its positions there.
+        self._failures: bool | None = None
 
     @classmethod
-    def open(cls, path: str, *, readonly: bool = False) -> JournalStore:
+    def open(cls, path: str, *, readonly: bool = False, again: bool = False) -> JournalStore:
         """Open (creating it unless ``readonly``) the checkpoint at ``path``.
 
         Raises ``FileNotFoundError`` / ``IsADirectoryError`` for a bad path, and
         ``ValueError`` for a file that is not a checkpoint or is of a newer format.
+        ``again``: this process opened the file already, and it passed; its first bytes
+        are not read again (see ``sync_new_journal`` for why a descriptor of our own
+        must not be closed while SQLite holds the file).
         """
         check_path(path)
         if readonly and not os.path.exists(path):
             raise FileNotFoundError(f"no checkpoint at {path}: the file does not exist")
-        _check_header(path)
+        if not again:
+            _check_header(path)
         try:
             connection = _connect(path, readonly=readonly)
         except sqlite3.Error as exc:
@@ -236,6 +330,8 @@ class JournalStore:
             ) from exc
         try:
             new = _check_format(connection, path)
+            if new and not readonly:  # an empty file: SQLite has not written a page yet
+                connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             if readonly:
                 if new:
                     raise ValueError(
@@ -247,7 +343,7 @@ class JournalStore:
                 mode = _choose_journal_mode(connection, path)
                 _tune(connection, mode)
                 if new:
-                    _create(connection)
+                    _create(connection, {})
         except BaseException:
             connection.close()
             raise
@@ -385,17 +481,25 @@ class JournalStore:
         """
         end = start + count
         db = self._db
-        stale = db.execute(
-            "SELECT start, side FROM done WHERE start >= ? AND start < ?", (start, end)
-        ).fetchall()
-        before = db.execute(
-            "SELECT start, count, side FROM done WHERE start < ? ORDER BY start DESC LIMIT 1",
-            (start,),
+        stale: list[tuple[int, str | None]] = []
+        # Rows never overlap, so the last one starting before ``end`` ends last among
+        # them: if it ends by ``start``, no row holds any of these positions (the
+        # usual case, found with one look-up that reads no results).
+        last = db.execute(
+            "SELECT start, count FROM done WHERE start < ? ORDER BY start DESC LIMIT 1", (end,)
         ).fetchone()
-        if before is not None and before[0] + before[1] > start:
-            stale.append((before[0], before[2]))
-        for old_start, _ in stale:
-            db.execute("DELETE FROM done WHERE start = ?", (old_start,))
+        if last is not None and last[0] + last[1] > start:
+            stale = db.execute(
+                "SELECT start, side FROM done WHERE start >= ? AND start < ?", (start, end)
+            ).fetchall()
+            before = db.execute(
+                "SELECT start, count, side FROM done WHERE start < ? ORDER BY start DESC LIMIT 1",
+                (start,),
+            ).fetchone()
+            if before is not None and before[0] + before[1] > start:
+                stale.append((before[0], before[2]))
+            for old_start, _ in stale:
+                db.execute("DELETE FROM done WHERE start = ?", (old_start,))
         if len(payload) > SIDE_FILE_BYTES:
             side = self._write_side_file(start, count, payload)
             db.execute(
@@ -407,7 +511,10 @@ class JournalStore:
                 "INSERT INTO done (start, count, digest, results) VALUES (?, ?, ?, ?)",
                 (start, count, digest, payload),
             )
-        db.execute("DELETE FROM failed WHERE position >= ? AND position < ?", (start, end))
+        if self._failures is None:
+            self._failures = db.execute("SELECT 1 FROM failed LIMIT 1").fetchone() is not None
+        if self._failures:
+            db.execute("DELETE FROM failed WHERE position >= ? AND position < ?", (start, end))
         return [side for _, side in stale if side is not None]
 
     def put_failed(self, position: int, error: str) -> None:
@@ -418,6 +525,7 @@ class JournalStore:
             "ORDER BY start DESC LIMIT 1) WHERE start + count > ?)",
             (position, error, position, position),
         )
+        self._failures = True
 
     def _write_side_file(self, start: int, count: int, payload: bytes | memoryview) -> str:
         os.makedirs(self.side_directory, exist_ok=True)
@@ -486,13 +594,15 @@ def _tune(connection: sqlite3.Connection, journal_mode: str) -> None:
     the disk: it survives the death of the process at once (the data is in the
     operating system's hands), and the file can never be left inconsistent; only an
     operating-system crash or a power cut may take back the commits since the last
-    checkpoint, which is flushed to disk. A checkpoint every WAL_CHECKPOINT_PAGES pages
+    checkpoint, which is flushed to disk. A checkpoint every WAL_CHECKPOINT_BYTES
     keeps that window, and the work left for closing, small. A rollback journal is only
     safe with ``FULL``.
     """
     if journal_mode == "wal":
         connection.execute("PRAGMA synchronous=NORMAL")
-        connection.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+        page_size = int(connection.execute("PRAGMA page_size").fetchone()[0])
+        pages = max(1, WAL_CHECKPOINT_BYTES // page_size)
+        connection.execute(f"PRAGMA wal_autocheckpoint={pages}")
     else:
         connection.execute("PRAGMA synchronous=FULL")
 
@@ -549,7 +659,8 @@ def _choose_journal_mode(connection: sqlite3.Connection, path: str) -> str:
     return "delete"
 
 
-def _create(connection: sqlite3.Connection) -> None:
+def _create(connection: sqlite3.Connection, meta: Mapping[str, str]) -> None:
+    """The schema, the format's marks and ``meta`` (plus what made the file), in one commit."""
     # Looked up, not imported: this module sits below the package's public face.
     workpool_version = str(getattr(sys.modules.get("workpool"), "__version__", "unknown"))
     python_version = ".".join(str(part) for part in sys.version_info[:3])
@@ -567,6 +678,7 @@ def _create(connection: sqlite3.Connection) -> None:
                 ("created", time.strftime("%Y-%m-%d %H:%M:%S %z")),
                 ("workpool_version", workpool_version),
                 ("python", f"{sys.implementation.name} {python_version}"),
+                *meta.items(),
             ],
         )
     except BaseException:

@@ -5,16 +5,24 @@
     the call's thread                       the journal writer thread
       record(): digest + pickle  ──queue──►  BEGIN; insert each entry as it comes
                                             (big results: side file first)
-                                            COMMIT once the queue is empty, or once
-                                            COMMIT_INTERVAL has passed since BEGIN
+                                            COMMIT when it has caught up, but not
+                                            within COMMIT_GAP of the last commit;
+                                            COMMIT anyway once COMMIT_INTERVAL has
+                                            passed since BEGIN or COMMIT_BYTES of
+                                            results are in; at once for flush or stop
 
-The writer commits whenever it has caught up, so a commit holds every entry that
-arrived while the previous one was being written: many chunks per commit when they
-come fast, one when they come slowly, and never a transaction open for longer than
-``COMMIT_INTERVAL``. A process killed at some instant loses only the entries of the
-open transaction (finished within the last interval at most) and the chunks still
-in flight in the workers. The queue is bounded, so a writer slower than the workers
-slows the call down instead of holding every pickled result in memory.
+The writer commits when it has caught up with the call, at most once per
+``COMMIT_GAP``: a commit costs far more than inserting a small chunk's results (it
+writes the table's 64 KiB pages again), so chunks that come every millisecond share
+a commit, while chunks that come slowly are each committed as soon as the gap since
+the last commit allows. Committing by the MiB keeps the WAL folded into the file as
+the call goes (``store``'s checkpoints follow the commits), so little of that work
+is left for the end of the call, where it would delay the return. No transaction
+stays open longer than ``COMMIT_INTERVAL``. A process killed at some instant loses
+only the entries of the open transaction (finished within the last interval at
+most, usually within the last ``COMMIT_GAP``) and the chunks still in flight in the
+workers. The queue is bounded, so a writer slower than the workers slows the call
+down instead of holding every pickled result in memory.
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ from workpool.checkpoint.store import JournalStore
 __all__ = ["COMMIT_INTERVAL", "DoneEntry", "FailedEntry", "JournalWriter"]
 
 COMMIT_INTERVAL = 0.2  # seconds from the first uncommitted entry to its commit
+COMMIT_GAP = 0.02  # seconds from one commit to the next, unless one is due anyway
+COMMIT_BYTES = 1 << 20  # results in a transaction beyond which it is committed
 MAX_QUEUED = 64  # entries waiting for the writer; record() blocks beyond this
 
 
@@ -84,6 +94,10 @@ class JournalWriter:
         self._failure: BaseException | None = None
         self._failure_reported = False
         self.commits = 0  # how many transactions were committed (for tests and info)
+        self._last_commit = -COMMIT_GAP  # time.monotonic() after the last commit
+        # Cuts short the writer's wait while entries gather (a flush, a stop, a queue
+        # filling up); only a hint: what to do is always read from the queue.
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="workpool-journal", daemon=True)
         self._held: list[DoneEntry | FailedEntry] | None = [] if hold else None
         self._stopped = False
@@ -95,7 +109,7 @@ class JournalWriter:
             self._held.append(entry)
             return
         self._start()
-        self._queue.put(entry)
+        self._enqueue(entry)
 
     def release(self) -> None:
         """Let the thread start (with the entries held so far, if any); idempotent."""
@@ -103,7 +117,12 @@ class JournalWriter:
         if held:
             self._start()
             for entry in held:
-                self._queue.put(entry)
+                self._enqueue(entry)
+
+    def _enqueue(self, entry: DoneEntry | FailedEntry) -> None:
+        self._queue.put(entry)
+        if self._queue.qsize() >= MAX_QUEUED // 2:
+            self._wake.set()  # the writer may be letting entries gather: take them now
 
     def flush(self) -> None:
         """Return once every entry put so far is committed."""
@@ -113,17 +132,24 @@ class JournalWriter:
             return
         done = threading.Event()
         self._queue.put(done)
+        self._wake.set()
         done.wait()
         self._raise_failure()
 
-    def close(self) -> None:
-        """Commit what is queued and stop the thread (idempotent)."""
+    def stop(self) -> None:
+        """No more entries: the thread commits what is queued and ends; returns at once."""
         if not self._stopped:
             self.release()
             self._stopped = True
             if self._thread.is_alive():
                 self._queue.put(_STOP)
-                self._thread.join()
+                self._wake.set()
+
+    def close(self) -> None:
+        """Commit what is queued and stop the thread, waiting for it (idempotent)."""
+        self.stop()
+        if self._thread.ident is not None:
+            self._thread.join()
         self._raise_failure()
 
     def _start(self) -> None:
@@ -153,11 +179,13 @@ class JournalWriter:
                 store.close()
 
     def _commit_a_batch(self, store: JournalStore) -> bool:
-        """Wait for an entry; write entries while more are queued, then commit.
+        """Wait for an entry; write entries while more come, then commit.
 
-        The transaction is committed as soon as the queue is empty, and in any case
-        once ``interval`` has passed since it began, so a busy queue cannot keep
-        results uncommitted for longer. Returns False when told to stop.
+        The transaction is committed once the queue is empty and ``COMMIT_GAP`` has
+        passed since the last commit (entries that come meanwhile join it); in any
+        case once ``interval`` has passed since it began, so a busy queue cannot keep
+        results uncommitted for longer, or once it holds ``COMMIT_BYTES`` of results;
+        a flush or a stop commits at once. Returns False when told to stop.
         """
         entry = self._queue.get()
         if entry is _STOP:
@@ -169,22 +197,31 @@ class JournalWriter:
         stale: list[str] = []
         keep_going = True
         store.begin()
-        self._write(store, entry, stale)
+        written = self._write(store, entry, stale)
         deadline = time.monotonic() + self._interval
-        while time.monotonic() < deadline:
+        not_before = self._last_commit + COMMIT_GAP
+        while written < COMMIT_BYTES and time.monotonic() < deadline:
             try:
                 entry = self._queue.get_nowait()
-            except queue.Empty:  # nothing more for now: commit
-                break
+            except queue.Empty:
+                now = time.monotonic()
+                if now >= not_before or now >= deadline:
+                    break  # caught up: commit
+                # Too soon to commit again: let entries gather until the gap's end,
+                # woken once then rather than by each of them.
+                self._wake.wait(min(not_before, deadline) - now)
+                self._wake.clear()  # before looking at the queue again: no wake-up lost
+                continue
             if entry is _STOP:
                 keep_going = False
                 break
             if isinstance(entry, threading.Event):
                 flushed.append(entry)
                 break
-            self._write(store, entry, stale)
+            written += self._write(store, entry, stale)
         store.sync_side_directory()
         store.commit()
+        self._last_commit = time.monotonic()
         self.commits += 1
         store.remove_side_files(stale)
         for event in flushed:
@@ -192,11 +229,13 @@ class JournalWriter:
         return keep_going
 
     @staticmethod
-    def _write(store: JournalStore, entry: DoneEntry | FailedEntry, stale: list[str]) -> None:
+    def _write(store: JournalStore, entry: DoneEntry | FailedEntry, stale: list[str]) -> int:
+        """Write one entry (inside a transaction); returns the bytes of results it held."""
         if isinstance(entry, DoneEntry):
             stale += store.put_done(entry.start, entry.count, entry.digest, entry.payload)
-        else:
-            store.put_failed(entry.position, entry.error)
+            return memoryview(entry.payload).nbytes
+        store.put_failed(entry.position, entry.error)
+        return 0
 
     def _drain(self) -> None:
         """After a failure: discard entries, answer flushes, until told to stop."""
