@@ -108,7 +108,7 @@ class ExecLauncher:
     the portable exit pipe.
     """
 
-    method = "exec"
+    method = "exec"  # launch.EXEC_METHOD, which names it without importing this module
 
     def __init__(self, *, use_pidfd: bool | None = None) -> None:
         self._use_pidfd = HAS_PIDFD if use_pidfd is None else use_pidfd

@@ -21,7 +21,6 @@ import sys
 from typing import Any, Protocol
 
 from workpool.backends.process import exit_hook, lifeline, parent_watch
-from workpool.backends.process.exec_launch import ExecLauncher
 from workpool.backends.process.handle import WorkerProcess
 from workpool.backends.process.preload import main_imports
 from workpool.backends.process.slots import SharedSlots
@@ -29,6 +28,9 @@ from workpool.backends.process.worker import worker_main
 from workpool.backends.process.zygote import Zygote, get_zygote
 
 __all__ = ["ChildProcess", "Launcher", "default_start_method", "make_launcher"]
+
+# exec_launch.py's method; that module (and subprocess) loads only when a pool uses it.
+EXEC_METHOD = "exec"
 
 
 class Launcher(Protocol):
@@ -147,7 +149,7 @@ class ZygoteLauncher:
 def _safe_method() -> str:
     """The start method that is safe with threads in the parent, and allowed here."""
     if multiprocessing.current_process().daemon:
-        return ExecLauncher.method  # multiprocessing gives a daemon no children
+        return EXEC_METHOD  # multiprocessing gives a daemon no children
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
@@ -167,6 +169,8 @@ def make_launcher(start_method: str | None) -> Launcher:
         if zygote is not None:
             return ZygoteLauncher(zygote)
         start_method = _safe_method()
-    if start_method == ExecLauncher.method:
+    if start_method == EXEC_METHOD:
+        from workpool.backends.process.exec_launch import ExecLauncher
+
         return ExecLauncher()
     return MultiprocessingLauncher(start_method)

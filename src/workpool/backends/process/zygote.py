@@ -46,15 +46,16 @@ import selectors
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
 from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl
-from workpool.backends.process.exec_launch import interpreter_flags, package_root
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["ZygoteWorker", "get_zygote"]
 
@@ -142,7 +143,7 @@ class Zygote:
 
     def __init__(self, *, by_exec: bool) -> None:
         parent_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._popen: subprocess.Popen[bytes] | None = None  # the exec'd zygote's
+        self._popen: subprocess.Popen[bytes] | None = None  # the exec'd zygote's (portable)
         try:
             self.pid = self._exec(zygote_end) if by_exec else self._fork(parent_end, zygote_end)
         finally:
@@ -169,6 +170,10 @@ class Zygote:
     def _exec(self, zygote_end: socket.socket) -> int:
         if not sys.executable:
             raise OSError("cannot exec the zygote: sys.executable is unknown here")
+        import subprocess  # only here: the forked zygote (Linux) never needs it
+
+        from workpool.backends.process.exec_launch import interpreter_flags, package_root
+
         watch = parent_watch.read_end()
         passed = [zygote_end.fileno()] + ([watch] if watch >= 0 else [])
         self._popen = subprocess.Popen(
@@ -430,6 +435,8 @@ def _stop_at_exit() -> None:
         with contextlib.suppress(OSError):
             _zygote._socket.close()
         if _zygote._popen is not None:
+            import subprocess  # imported already: the zygote was exec'd
+
             with contextlib.suppress(subprocess.TimeoutExpired):
                 _zygote._popen.wait(timeout=1.0)
 
