@@ -167,3 +167,15 @@ def wait_at_zero(x: int, directory: str) -> int:
     else:
         (folder / str(x)).touch()
     return x
+
+
+def first_worker_waits(directory: str) -> None:
+    """An initializer: the first worker to run it waits for ``directory/release`` (30 s)."""
+    folder = pathlib.Path(directory)
+    try:
+        os.close(os.open(folder / "first", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return
+    deadline = time.monotonic() + 30
+    while not (folder / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)

@@ -8,6 +8,7 @@ import select
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 
 import workpool
 from conftest import FORK_WARNING, START_METHODS, wait_for
-from helpers import square
+from helpers import first_worker_waits, square
 from workpool import _platform
 
 _unpickled_here: list[int] = []
@@ -246,3 +247,19 @@ def test_a_worker_that_closed_its_socket_stops_watching_it() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "returned"
+
+
+def test_work_does_not_wait_for_a_worker_still_starting(tmp_path: Path) -> None:
+    """A ready worker runs every chunk while another is still in its initializer."""
+    with workpool.Pool(
+        2, backend="process", initializer=first_worker_waits, initargs=(str(tmp_path),)
+    ) as pool:
+        releaser = threading.Timer(30, (tmp_path / "release").touch)  # never hang the suite
+        releaser.start()
+        try:
+            # Before, chunks queued for the starting worker waited the full 30 s for it.
+            assert list(pool.map(square, range(8), chunksize=1)) == [x * x for x in range(8)]
+            assert not (tmp_path / "release").exists()
+        finally:
+            (tmp_path / "release").touch()
+            releaser.cancel()

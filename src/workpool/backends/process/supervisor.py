@@ -306,9 +306,19 @@ class Supervisor:
             self._send_chunk(handle, wire)
 
     def _least_busy(self) -> WorkerHandle | None:
+        """The ready worker with the fewest chunks, if one has room.
+
+        A worker still starting gets nothing: a chunk queued in its socket would wait
+        for its start while a ready worker could run it (a small call's whole time).
+        """
         best: WorkerHandle | None = None
         for handle in self._handles:
-            if handle is None or not handle.accepts_work or len(handle.assigned) >= PREFETCH:
+            if (
+                handle is None
+                or not handle.ready
+                or not handle.accepts_work
+                or len(handle.assigned) >= PREFETCH
+            ):
                 continue
             if best is None or len(handle.assigned) < len(best.assigned):
                 best = handle
