@@ -86,6 +86,8 @@ class Recorder:
         self._track_ids: dict[Hashable, int] = {}
         self._lock = threading.Lock()
         self._written = False
+        # (thread, [its result]) once timeline.format_ahead has started formatting.
+        self.ahead: tuple[threading.Thread, list[Any]] | None = None
 
     def track(self, key: Hashable, name: str, group: str) -> int:
         """The number of the track for ``key``, created (named ``name``) on first use.
