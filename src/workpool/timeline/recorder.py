@@ -86,6 +86,8 @@ class Recorder:
         self._track_ids: dict[Hashable, int] = {}
         self._lock = threading.Lock()
         self._written = False
+        # The engine of the Pool the call runs on (timeline.calls.open_trace), if any.
+        self.pool: Any = None
         # (thread, [its result]) once timeline.format_ahead has started formatting.
         self.ahead: tuple[threading.Thread, list[Any]] | None = None
 
