@@ -6,7 +6,6 @@ is chosen by the test, so what the writer and the summary make of it is known ex
 
 from __future__ import annotations
 
-import json
 import os
 import struct
 import subprocess
@@ -19,8 +18,7 @@ import pytest
 from trace_checks import assert_spans_nest, assert_well_formed, read_trace, spans, track_names
 from workpool.cli import main
 from workpool.clock import clock_offset
-from workpool.timeline import Recorder, finish, format_ahead
-from workpool.timeline.chrome import trace_lines
+from workpool.timeline import Recorder, finish
 from workpool.timeline.reading import TraceFileError, load
 from workpool.timeline.summary import explain, summarize
 
@@ -238,57 +236,6 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path: P
     recorder, workers = recorder_with_workers(path)
     steady_chunks(recorder, workers, chunks=2, chunk_ms=2)
     recorder.facts["odd"] = Unprintable()  # fails the writer after it has begun
-    with pytest.raises(RuntimeError, match="cannot describe this"):
-        finish(recorder)
-    assert path.read_text() == "an older trace"
-    assert os.listdir(tmp_path) == ["t.json"]
-
-
-def written_events(path: Path) -> list[Any]:
-    return read_trace(path)["traceEvents"]  # type: ignore[no-any-return]
-
-
-def as_written(recorder: Recorder) -> list[Any]:
-    """What the writer makes of ``recorder`` formatting it all at once."""
-    return [json.loads(line) for line in trace_lines(recorder)]
-
-
-@pytest.mark.parametrize("late", ["on a formatted track", "on a new track", "before the rest"])
-def test_formatting_ahead_writes_the_same_trace_as_formatting_at_once(
-    tmp_path: Path, late: str
-) -> None:
-    path = tmp_path / "t.json"
-    recorder, workers = recorder_with_workers(path)
-    end = steady_chunks(recorder, workers, chunks=3, chunk_ms=2)
-    pool = recorder.caller_track("pool")
-    recorder.span(pool, "pool start", "startup", recorder.begun_ns, recorder.begun_ns + MS)
-    format_ahead(recorder)  # what oneshot does as the pool begins to stop
-    # What comes after the snapshot: on a track it formatted, on a new one, or one
-    # that begins before everything it saw (the time origin moves).
-    if late == "on a formatted track":
-        recorder.span(pool, "pool shutdown", "shutdown", end, end + MS)
-        recorder.span(workers[0], "overlapping", "x", end - 3 * MS, end + MS)
-    elif late == "on a new track":
-        recorder.span(recorder.caller_track("other"), "later", "x", end, end + MS)
-    else:
-        recorder.instant(workers[1], "early", "x", recorder.begun_ns - 5 * MS, {"n": 1})
-    finish(recorder)
-    assert written_events(path) == as_written(recorder)
-    assert_well_formed(read_trace(path))
-    assert os.listdir(tmp_path) == ["t.json"]
-
-
-def test_a_failed_write_after_formatting_ahead_removes_its_temporary(tmp_path: Path) -> None:
-    class Unprintable:
-        def __repr__(self) -> str:
-            raise RuntimeError("cannot describe this")
-
-    path = tmp_path / "t.json"
-    path.write_text("an older trace")
-    recorder, workers = recorder_with_workers(path)
-    steady_chunks(recorder, workers, chunks=2, chunk_ms=2)
-    format_ahead(recorder)  # creates the temporary file
-    recorder.facts["odd"] = Unprintable()
     with pytest.raises(RuntimeError, match="cannot describe this"):
         finish(recorder)
     assert path.read_text() == "an older trace"

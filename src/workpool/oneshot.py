@@ -154,10 +154,6 @@ class _OneShotCall:
             finished = True
         finally:
             began = now_ns() if trace is not None else 0
-            if trace is not None:  # formatted while the workers exit
-                from workpool.timeline import format_ahead
-
-                format_ahead(trace)
             if finished:
                 backend.shutdown(wait=True, cancel_pending=False)
             else:  # a failure, or the consumer stopped early: stop what still runs

@@ -8,9 +8,7 @@ the call ends::
     caller thread ──feed/pickle/deliver spans──┐
     backend threads ──pool and worker starts───┤
     workers ──receive/run/return times, carried ├──> Recorder (lists of tuples, in memory)
-        back with each result batch────────────┘            │ the pool stops:
-                                                             │ format_ahead() (a thread)
-                                                             │ call ends, fails or is
+        back with each result batch────────────┘            │ call ends, fails or is
                                                              │ interrupted: finish()
                                           chrome.write_trace ▼ (nesting enforced,
                                                       run.json   atomic rename)
@@ -22,38 +20,10 @@ asks for a trace or the command line reads one.
 
 from __future__ import annotations
 
-import threading
-from typing import Any
-
 from workpool.timeline.recorder import OUTCOMES as OUTCOMES
 from workpool.timeline.recorder import Recorder as Recorder
 
-__all__ = ["OUTCOMES", "Recorder", "finish", "format_ahead"]
-
-
-def format_ahead(recorder: Recorder) -> None:
-    """Start formatting what ``recorder`` holds, on a thread of its own.
-
-    For the moment the work is done and the pool is being stopped: the caller mostly
-    waits for its workers to exit, and the trace is formatted meanwhile. ``finish``
-    waits for the thread and formats only what was recorded after it began. A failure
-    here is not the call's: ``finish`` then formats everything itself.
-    """
-    if recorder.ahead is not None:
-        return
-    formatted: list[Any] = []
-
-    def run() -> None:
-        try:
-            from workpool.timeline.chrome import format_ahead
-
-            formatted.append(format_ahead(recorder))
-        except Exception:  # finish() formats it all again, and raises what fails there
-            pass
-
-    thread = threading.Thread(target=run, name="workpool-trace", daemon=True)
-    recorder.ahead = (thread, formatted)
-    thread.start()
+__all__ = ["OUTCOMES", "Recorder", "finish"]
 
 
 def finish(recorder: Recorder, *, partial: bool = False, reason: str = "") -> str:
@@ -64,12 +34,7 @@ def finish(recorder: Recorder, *, partial: bool = False, reason: str = "") -> st
     never half of one. Raises ``OSError`` if it cannot be written.
     """
     if recorder.claim_writing():
-        from workpool.timeline.chrome import write_trace  # only now
+        from workpool.timeline.chrome import write_trace  # json, only now
 
-        ahead = None
-        if recorder.ahead is not None:
-            thread, formatted = recorder.ahead
-            thread.join()
-            ahead = formatted[0] if formatted else None
-        write_trace(recorder, partial=partial, reason=reason, ahead=ahead)
+        write_trace(recorder, partial=partial, reason=reason)
     return recorder.path

@@ -29,9 +29,9 @@ from typing import Any
 
 from workpool._version import __version__
 from workpool.clock import now_ns
-from workpool.timeline.recorder import ChunkRecord, Recorder, TrackInfo
+from workpool.timeline.recorder import ChunkRecord, Recorder
 
-__all__ = ["format_ahead", "trace_lines", "write_trace"]
+__all__ = ["trace_lines", "write_trace"]
 
 # The phases of a chunk as sub-spans: (name, category).
 _PHASES = (("receive", "serialize"), ("run", "run"), ("return", "serialize"))
@@ -170,155 +170,53 @@ class _Lines:
                 yield self.complete(name, category, bounds[i], bounds[i + 1], where)
 
 
-def _group_numbers(tracks: list[TrackInfo]) -> list[int]:
-    """Each track's trace "process" number: its group's, numbered by first appearance.
-
-    Tracks are only ever appended, so a track's number never changes as more come.
-    """
+def trace_lines(recorder: Recorder) -> Iterator[str]:
+    """The recorder's events, one JSON object per string, nesting enforced per track."""
+    # Copies: an engine's thread may still report (a worker's end) while this runs.
+    # Tracks are copied last, so that each record copied has its track.
+    spans, chunks, reported = recorder.spans[:], recorder.chunks[:], recorder.instants[:]
+    tracks = recorder.tracks[:]
+    by_track: list[list[_Node]] = [[] for _ in tracks]
+    for track, name, category, begin, end, args in spans:
+        by_track[track].append(_Node(begin, end, (name, category, args), None))
+    for record in chunks:
+        by_track[record[0]].append(_Node(record[6], record[9], None, record))
+    instants: list[list[tuple[str, str, int, dict[str, Any]]]] = [[] for _ in tracks]
+    for track, name, category, at, args in reported:
+        instants[track].append((name, category, at, args))
+    origin = min(
+        [recorder.begun_ns]
+        + [node.begin for nodes in by_track for node in nodes]
+        + [at for events in instants for _, _, at, _ in events]
+    )
+    lines = _Lines(origin)
     groups: dict[str, int] = {}
-    return [groups.setdefault(info.group, len(groups) + 1) for info in tracks]
-
-
-class _Snapshot:
-    """The recorder's records at one moment, by track, formatted a track at a time.
-
-    ``counts`` are the lengths of the recorder's lists (tracks, spans, chunks,
-    instants) when it was taken. A track's events are formatted on first demand and
-    kept, so that a snapshot taken while the pool shuts down can be completed later
-    with only the tracks that changed meanwhile formatted again.
-    """
-
-    def __init__(self, recorder: Recorder, origin: int | None = None) -> None:
-        # Copies: an engine's thread may still report (a worker's end) while this runs.
-        # Tracks are copied last, so that each record copied has its track.
-        spans, chunks, reported = recorder.spans[:], recorder.chunks[:], recorder.instants[:]
-        self.tracks = recorder.tracks[:]
-        self.counts = (len(self.tracks), len(spans), len(chunks), len(reported))
-        self.nodes: list[list[_Node]] = [[] for _ in self.tracks]
-        for track, name, category, begin, end, args in spans:
-            self.nodes[track].append(_Node(begin, end, (name, category, args), None))
-        for record in chunks:
-            self.nodes[record[0]].append(_Node(record[6], record[9], None, record))
-        self.instants: list[list[tuple[str, str, int, dict[str, Any]]]] = [[] for _ in self.tracks]
-        for track, name, category, at, args in reported:
-            self.instants[track].append((name, category, at, args))
-        if origin is None:
-            origin = min(
-                [recorder.begun_ns]
-                + [node.begin for nodes in self.nodes for node in nodes]
-                + [at for events in self.instants for _, _, at, _ in events]
-            )
-        self.origin = origin
-        self.pids = _group_numbers(self.tracks)
-        self._format = _Lines(origin)
-        self._lines: list[list[str] | None] = [None] * len(self.tracks)
-        # The temporary file format_ahead created: (descriptor, name).
-        self.temporary: tuple[int, str] | None = None
-
-    def track_lines(self, number: int) -> list[str]:
-        """Track ``number``'s events, its lanes' names first, formatted once."""
-        lines = self._lines[number]
-        if lines is None:
-            lines = self._lines[number] = list(self._format_track(number))
-        return lines
-
-    def reuse(self, earlier: _Snapshot, changed: set[int]) -> None:
-        """Take ``earlier``'s formatted tracks, except the ``changed`` ones."""
-        for number, lines in enumerate(earlier._lines):
-            if lines is not None and number not in changed:
-                self._lines[number] = lines
-
-    def _format_track(self, number: int) -> Iterator[str]:
-        # A lane's trace thread number depends on its track and lane alone, so that a
-        # track can be formatted without the others; sort_index keeps the tracks' order.
-        info, lines, pid = self.tracks[number], self._format, self.pids[number]
-        for lane_number, lane in enumerate(_lanes(self.nodes[number]) or [[]]):
-            tid = (lane_number << 16) + number + 1
+    tid = 0
+    for number, info in enumerate(tracks):
+        pid = groups.get(info.group)
+        if pid is None:
+            pid = groups[info.group] = len(groups) + 1
+            yield lines.metadata("process_name", pid, 0, {"name": info.group})
+            yield lines.metadata("process_sort_index", pid, 0, {"sort_index": pid})
+        for lane_number, lane in enumerate(_lanes(by_track[number]) or [[]]):
+            tid += 1
             name = info.name if lane_number == 0 else f"{info.name} (overlapping {lane_number})"
             yield lines.metadata("thread_name", pid, tid, {"name": name})
-            order = (number << 16) + lane_number
-            yield lines.metadata("thread_sort_index", pid, tid, {"sort_index": order})
+            yield lines.metadata("thread_sort_index", pid, tid, {"sort_index": tid})
             where = f'"pid":{pid},"tid":{tid}'
             if lane_number == 0:
-                for name, category, at, args in self.instants[number]:
+                for name, category, at, args in instants[number]:
                     yield lines.instant(name, category, at, where, args)
             for node in lane:
                 yield from lines.node(node, where)
 
-    def all_lines(self) -> Iterator[str]:
-        """Every event: each group named before its first track, tracks in order."""
-        named: set[int] = set()
-        for number, info in enumerate(self.tracks):
-            pid = self.pids[number]
-            if pid not in named:
-                named.add(pid)
-                yield self._format.metadata("process_name", pid, 0, {"name": info.group})
-                yield self._format.metadata("process_sort_index", pid, 0, {"sort_index": pid})
-            yield from self.track_lines(number)
 
-
-def trace_lines(recorder: Recorder) -> Iterator[str]:
-    """The recorder's events, one JSON object per string, nesting enforced per track."""
-    return _Snapshot(recorder).all_lines()
-
-
-def format_ahead(recorder: Recorder) -> _Snapshot:
-    """Format what ``recorder`` holds now, to be completed by ``write_trace`` later.
-
-    Meant for a thread of its own while the pool shuts down: the call then only
-    formats the few records that came after (the shutdown, the call itself). The
-    temporary file is created here too (creating a file is the slowest part of
-    writing a small one); ``write_trace`` fills it, or removes it if it fails.
-    """
-    snapshot = _Snapshot(recorder)
-    for number in range(len(snapshot.tracks)):
-        snapshot.track_lines(number)
-    with contextlib.suppress(OSError):  # write_trace tries again, and raises
-        snapshot.temporary = _create_temporary(recorder.path)
-    return snapshot
-
-
-def _create_temporary(path: str) -> tuple[int, str]:
-    """A new, empty file beside ``path`` (its descriptor and name), to be renamed to it."""
-    directory, base = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    # O_EXCL: never write through someone else's file; 0o666 lets the umask decide.
-    return os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), temporary
-
-
-def _complete(recorder: Recorder, ahead: _Snapshot | None) -> _Snapshot:
-    """A snapshot of everything recorded, reusing what ``ahead`` formatted if it can.
-
-    Records that came after ``ahead`` was taken invalidate the tracks they are on; one
-    that is older than ``ahead``'s time origin invalidates it all (the origin would move).
-    """
-    if ahead is None:
-        return _Snapshot(recorder)
-    _, spans, chunks, instants = ahead.counts
-    late_spans, late_chunks = recorder.spans[spans:], recorder.chunks[chunks:]
-    late_instants = recorder.instants[instants:]
-    earliest = min(
-        [s[3] for s in late_spans] + [c[6] for c in late_chunks] + [i[3] for i in late_instants],
-        default=ahead.origin,
-    )
-    if earliest < ahead.origin:
-        return _Snapshot(recorder)
-    changed = {s[0] for s in late_spans} | {c[0] for c in late_chunks}
-    changed |= {i[0] for i in late_instants}
-    snapshot = _Snapshot(recorder, ahead.origin)
-    snapshot.reuse(ahead, changed)
-    return snapshot
-
-
-def write_trace(
-    recorder: Recorder, *, partial: bool, reason: str, ahead: _Snapshot | None = None
-) -> None:
+def write_trace(recorder: Recorder, *, partial: bool, reason: str) -> None:
     """Write ``recorder``'s timeline to its path, atomically (temporary name, rename).
 
-    Adds the ``call`` span, from the recorder's creation to now. ``ahead`` is what
-    ``format_ahead`` formatted before the call's last records, if it ran. Raises
-    ``OSError`` if the file cannot be written; a half-written temporary file is
-    removed, and whatever file was at the path before stays as it was.
+    Adds the ``call`` span, from the recorder's creation to now. Raises ``OSError`` if
+    the file cannot be written; a half-written temporary file is removed, and whatever
+    file was at the path before stays as it was.
     """
     ended = now_ns()
     call_track = recorder.track(("caller", "call"), "call", recorder.caller_group)
@@ -331,41 +229,19 @@ def write_trace(
         "wall_seconds": (ended - recorder.begun_ns) / 1e9,
         "call": recorder.facts,
     }
+    directory, base = os.path.split(os.path.abspath(recorder.path))
+    temporary = os.path.join(directory, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
+    # O_EXCL: never write through someone else's file; 0o666 lets the umask decide.
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        events = ",\n".join(_complete(recorder, ahead).all_lines())
-        text = (
-            f'{{"traceEvents":[\n{events}\n],\n"displayTimeUnit":"ms",\n'
-            f'"otherData":{_dumps(other)}}}\n'
-        )
         # backslashreplace: a lone surrogate (from an undecodable file name, say) is
         # written as the JSON escape \udcXX instead of failing the whole file.
-        data = text.encode("utf-8", "backslashreplace")
-        fd, temporary = (
-            ahead.temporary
-            if ahead is not None and ahead.temporary is not None
-            else _create_temporary(recorder.path)
-        )
-    except BaseException:
-        if ahead is not None and ahead.temporary is not None:
-            _discard(*ahead.temporary)
-        raise
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        finally:
-            os.close(fd)
+        with open(fd, "w", encoding="utf-8", errors="backslashreplace") as file:
+            file.write('{"traceEvents":[\n')
+            file.write(",\n".join(trace_lines(recorder)))
+            file.write(f'\n],\n"displayTimeUnit":"ms",\n"otherData":{_dumps(other)}}}\n')
         os.replace(temporary, recorder.path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
-
-
-def _discard(fd: int, temporary: str) -> None:
-    """Close and remove a temporary file that will not be written."""
-    with contextlib.suppress(OSError):
-        os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(temporary)

@@ -88,8 +88,6 @@ class Recorder:
         self._written = False
         # The engine of the Pool the call runs on (timeline.calls.open_trace), if any.
         self.pool: Any = None
-        # (thread, [its result]) once timeline.format_ahead has started formatting.
-        self.ahead: tuple[threading.Thread, list[Any]] | None = None
 
     def track(self, key: Hashable, name: str, group: str) -> int:
         """The number of the track for ``key``, created (named ``name``) on first use.
