@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from workpool import _platform
@@ -51,6 +51,16 @@ THREAD_CHUNK_OVERHEAD = 20e-6
 MARGIN = 0.85
 # Items quicker than this are not timed on threads: handing them over costs more.
 TINY_ITEM = 20e-6
+# Inline timing fills this much wall time instead of its usual goal once the items
+# are tiny and FAR_CHEAPER times cheaper than shipping the first one to a process
+# and back: no engine can win then, and timing more would only delay the loop.
+SHORT_GOAL = 0.001
+FAR_CHEAPER = 8
+# An item this long is timed well on its own: the first one is the sample if it
+# mostly waited (a warm-up would have shown as CPU time), two threads are timed on
+# one item each, and slow items that wait are not timed on threads at all (waits
+# overlap on threads; each item timed there would delay the call by its whole length).
+SLOW_ITEM = 0.005
 # Threads "scale" when two of them get through items this much faster than one.
 THREADS_SCALE = 1.5
 # CPU work that kept two CPUs busy on two threads is worth threads once it gains this much.
@@ -252,7 +262,12 @@ def _explain(
         f"({found.cpu_fraction:.0%} of it on the CPU) and {_seconds(found.ship_seconds_per_item)} "
         f"to pickle with its result ({_bytes(found.ship_bytes_per_item)})"
     )
-    if found.thread_speedup is None:
+    if found.thread_speedup is None and found.cpu_fraction < 0.5 and threads_scale(found):
+        threads = (
+            "it mostly waits, so threads run it in parallel (not timed on two threads: "
+            "an item this long shows what it does on its own)"
+        )
+    elif found.thread_speedup is None:
         threads = "two threads were not timed (too few items, or too little or too much work each)"
     else:
         if threads_scale(found):
@@ -329,7 +344,9 @@ class _Sample:
         self.values: list[Any] = []
         self.errors: dict[int, BaseException] = {}
 
-    def add(self, batch: list[Any], values: list[Any], errors: dict[int, BaseException]) -> None:
+    def add(
+        self, batch: Sequence[Any], values: list[Any], errors: dict[int, BaseException]
+    ) -> None:
         """Keep ``batch``, run next in input order, with its values and errors by position."""
         self.errors.update(
             (len(self.values) + position, error) for position, error in errors.items()
@@ -343,7 +360,7 @@ class _Inline(NamedTuple):
 
     items: int  # items run (the warm-up item included)
     per_item: float  # wall seconds of one timed item
-    wall: float  # wall seconds of the timed items
+    wall: float  # wall seconds from the first timed item to the last one's end
     cpu: float  # this thread's CPU seconds meanwhile
     queued: float  # seconds meanwhile that it was ready to run but other work had the CPUs
     goal: float  # the wall time the timed items were meant to fill
@@ -363,37 +380,48 @@ def _time_inline(
     """Phase 1: time items inline, in groups that grow so tiny items are timed in bulk.
 
     The first item warms up (imports, caches) and is not timed, unless it alone is most
-    of the budget.
+    of the budget. Items far cheaper than shipping the first one are timed for
+    ``SHORT_GOAL`` only. The time per item is the groups' own; the CPU time and the
+    time spent queued for a CPU are read once around all of them (reading the
+    scheduler's figures costs a file read), and compared with the wall time around them.
     """
     goal = min(0.02, budget * 0.3)
     deadline = time.perf_counter() + budget * 0.45
-
-    def run(batch: list[Any]) -> tuple[float, float, float]:
-        cpu_started = time.thread_time()
-        queued_before = _seconds_queued()
-        values, errors, wall = call_items(fn, mode, batch)
-        cpu = time.thread_time() - cpu_started
-        queued = _seconds_queued() - queued_before
-        sample.add(batch, values, errors)
-        return wall, cpu, queued
-
-    wall = cpu = queued = 0.0
-    timed = 0  # items whose time counts
+    first = inputs.take(1)
+    if not first:
+        return _Inline(0, 0.0, 0.0, 0.0, 0.0, goal)
+    warm_cpu, warm_queued, warm_started = time.thread_time(), _seconds_queued(), time.perf_counter()
+    values, errors, warm = call_items(fn, mode, first)
+    sample.add(first, values, errors)
+    if warm >= SLOW_ITEM:
+        alone = _Inline(
+            1,
+            warm,
+            time.perf_counter() - warm_started,
+            time.thread_time() - warm_cpu,
+            _seconds_queued() - warm_queued,
+            goal,
+        )
+        # It is the sample if it is most of the budget, or if it mostly waited.
+        if warm > budget * 0.25 or _cpu_fraction(alone) < 0.5:
+            return alone
+    ship_first = 0.0 if errors else _shipping_cost(first, values, errors)[0]
+    wall = 0.0  # of the timed items, summed
+    timed = 0
     group = 1
-    first = list(inputs.take(1))
-    warm = (0.0, 0.0, 0.0)
-    if first:
-        warm = run(first)
-        if warm[0] > budget * 0.25:
-            wall, cpu, queued = warm
+    cpu_started, queued_started = time.thread_time(), _seconds_queued()
+    started = time.perf_counter()
     while wall < goal and time.perf_counter() < deadline:
-        batch = list(inputs.take(group))
+        if timed and wall >= SHORT_GOAL:
+            per_item_so_far = wall / timed
+            if per_item_so_far < TINY_ITEM and per_item_so_far * FAR_CHEAPER < ship_first:
+                break
+        batch = inputs.take(group)
         if not batch:
             break
-        batch_wall, batch_cpu, batch_queued = run(batch)
+        values, errors, batch_wall = call_items(fn, mode, batch)
+        sample.add(batch, values, errors)
         wall += batch_wall
-        cpu += batch_cpu
-        queued += batch_queued
         timed += len(batch)
         # Grow the groups, but do not overshoot the goal by much.
         left = goal - wall
@@ -401,10 +429,23 @@ def _time_inline(
         group = max(
             1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
         )
-    if timed == 0 and first:  # the warm-up item was all there was, or all there was time for
-        (wall, cpu, queued), timed = warm, 1
-    per_item = wall / timed if timed else 0.0
-    return _Inline(len(sample.values), per_item, wall, cpu, queued, goal)
+    if timed == 0:  # the warm-up item was all there was, or all there was time for
+        return _Inline(
+            1,
+            warm,
+            time.perf_counter() - warm_started,
+            time.thread_time() - warm_cpu,
+            _seconds_queued() - warm_queued,
+            goal,
+        )
+    return _Inline(
+        len(sample.values),
+        wall / timed,
+        time.perf_counter() - started,
+        time.thread_time() - cpu_started,
+        _seconds_queued() - queued_started,
+        goal,
+    )
 
 
 def _cpu_fraction(inline: _Inline) -> float:
@@ -443,12 +484,16 @@ def _time_on_two_threads(
     """Phase 2: about as much work as inline, split over two threads started together.
 
     Skipped for tiny items: threads could not pay for themselves, and timing them would
-    be noise.
+    be noise; and for slow items that mostly wait, which threads overlap.
     """
     if not inline.items or inline.per_item < TINY_ITEM:
         return _TwoThreads()
-    # Enough items that each thread runs several, and the pair about the inline goal.
-    want = max(8, min(4096, int(2 * inline.goal / inline.per_item)))
+    if inline.per_item >= SLOW_ITEM and _cpu_fraction(inline) < 0.5:
+        return _TwoThreads()
+    # Enough items that each thread runs several (one, if one is long enough to time),
+    # and the pair about the inline goal.
+    least = 2 if inline.per_item >= SLOW_ITEM else 8
+    want = max(least, min(4096, int(2 * inline.goal / inline.per_item)))
     want = min(want, int(0.8 * budget / inline.per_item))  # two threads: about half that long
     want -= want % 2  # two equal halves, so neither thread waits on the other
     batch = list(inputs.take(want)) if want >= 2 else []
@@ -498,7 +543,7 @@ def _run_on_two_threads(
 
 
 def _shipping_cost(
-    items: list[Any], values: list[Any], errors: dict[int, BaseException]
+    items: Sequence[Any], values: list[Any], errors: dict[int, BaseException]
 ) -> tuple[float, float]:
     """Mean time to pickle and unpickle an item and its result, and their size."""
     picks = list(itertools.islice((i for i in range(len(items)) if i not in errors), 64))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import builtins
+import itertools
+import operator
 import os
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from workpool._options import (
@@ -19,10 +22,10 @@ from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
-from workpool.inputs import prepare_inputs
+from workpool.inputs import InputSource, prepare_inputs
 from workpool.run import MapRun, RetryPolicy, joined, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
-from workpool.tasks import Chunk, ResultBatch, call_items
+from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.checkpoint.session import CheckpointSession
@@ -65,9 +68,11 @@ class _OneShotCall:
 
     def collect(self) -> list[Any]:
         """All the results as a list; the first failure raises at once."""
-        return joined(self.result_lists(raise_in_order=False))
+        return joined(self.result_lists(raise_in_order=False, all_at_once=True))
 
-    def result_lists(self, *, raise_in_order: bool) -> Generator[list[Any], None, None]:
+    def result_lists(
+        self, *, raise_in_order: bool, all_at_once: bool = False
+    ) -> Generator[list[Any], None, None]:
         """Start the pool, yield the results a list at a time, and leave no worker behind.
 
         With a checkpoint, the journal is opened first (a busy file or another function
@@ -102,7 +107,9 @@ class _OneShotCall:
                     return
             elif self.options.progress and self.spec.backend == "auto":
                 progress_bar = start_progress_bar(self.total, self.fn)
-            yield from self._run_the_rest(raise_in_order, checkpoint, progress_bar, trace)
+            yield from self._run_the_rest(
+                raise_in_order, checkpoint, progress_bar, trace, all_at_once
+            )
         except BaseException as exc:  # GeneratorExit too: the consumer stopped early
             ended_by = exc
             raise
@@ -116,12 +123,25 @@ class _OneShotCall:
 
                 close_trace(trace, ended_by)
 
+    def _nothing_per_chunk(self, spec: PoolSpec) -> bool:
+        """Whether no option of the call needs the engine to handle chunks one by one."""
+        options = self.options
+        return (
+            self.mode is not CallMode.CALL
+            and spec.initializer is None
+            and not options.progress
+            and options.retries == 0
+            and options.task_timeout is None
+            and options.timeout is None
+        )
+
     def _run_the_rest(
         self,
         raise_in_order: bool,
         checkpoint: CheckpointSession | None,
         progress_bar: Any,
         trace: Recorder | None,
+        all_at_once: bool,
     ) -> Generator[list[Any], None, None]:
         spec = self.spec
         first_position = 0 if checkpoint is None else checkpoint.position
@@ -130,6 +150,22 @@ class _OneShotCall:
             yield from prefix.result_lists(raise_in_order)
             spec = prefix.chosen_spec
             first_position += prefix.count
+        if (
+            spec.backend == "serial"
+            and all_at_once
+            and self._nothing_per_chunk(spec)
+            and checkpoint is None
+            and progress_bar is None
+            and trace is None
+        ):
+            yield from _run_straight(
+                self.fn,
+                self.mode,
+                self.inputs,
+                first_position,
+                return_exceptions=self.options.return_exceptions,
+            )
+            return
         began = now_ns() if trace is not None else 0
         backend = create_backend(spec, self.fn, trace)
         if trace is not None:
@@ -316,6 +352,62 @@ class _InlineRetries:
             ended = now_ns()
             batch.times = (began, began, ended, ended)
         self.deliver(batch)
+
+
+def _run_straight(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    inputs: InputSource,
+    first_position: int,
+    *,
+    return_exceptions: bool,
+) -> Iterator[list[Any]]:
+    """The rest of the input run here in one loop, without chunks: one list of results.
+
+    For a call that wants all its results at once and nothing done per chunk (no
+    progress, checkpoint, trace, retries, timeouts or initializer), the backend's
+    machinery only adds steps: this is the loop a user would write, run by ``map`` in
+    C, reading an iterator as lazily as the chunks would. A task that raises gets the
+    note every engine gives it, and is raised at once (no later item is read or run),
+    or takes its place with ``return_exceptions``.
+    """
+    assert mode is CallMode.ONE or mode is CallMode.STAR
+    rest = inputs.remaining()
+    counter = None
+    if not isinstance(rest, Sequence):
+        # Counts the items read, in C: zip takes a number for each item it passes on.
+        counter = itertools.count()
+        rest = builtins.map(operator.itemgetter(0), zip(rest, counter))
+    # builtins.map: this module defines its own map.
+    calls = builtins.map(fn, rest) if mode is CallMode.ONE else itertools.starmap(fn, rest)
+    values: list[Any] = []
+    counted = 0  # numbers the counter gave to this function, not to an item
+    while True:
+        try:
+            values.extend(calls)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from a task is that task's failure
+            error = exc
+        else:
+            if counter is None:
+                read = len(rest)  # type: ignore[arg-type]
+            else:
+                read = next(counter) - counted
+                counted += 1
+            if len(values) == read:
+                break
+            # A call raised StopIteration, and map took it for the end of its input.
+            error = stop_iteration_failure(None)
+        add_note(
+            error,
+            f"workpool: raised by the task at input position {first_position + len(values)} "
+            f"in {INLINE}",
+        )
+        if not return_exceptions:
+            raise error
+        values.append(error)
+    yield values
 
 
 def map(  # noqa: A001 - the public name mirrors the builtin on purpose
