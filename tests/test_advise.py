@@ -12,6 +12,7 @@ import pytest
 
 import workpool
 from workpool._cpus import usable_cpus
+from workpool._options import BACKENDS, PoolSpec
 from workpool.advise import Measurement, decide, measure, remembered
 from workpool.inputs import InputSource
 from workpool.tasks import CallMode
@@ -303,3 +304,62 @@ def test_tiny_items_far_cheaper_than_shipping_are_timed_briefly(
         counts[ship] = found.items
     assert advise.SHORT_GOAL / 1e-7 <= counts[1e-6] < 2 * advise.SHORT_GOAL / 1e-7 + 4096
     assert counts[1e-7] >= 0.02 / 1e-7
+
+
+# --- subinterpreters (Python 3.14+, with the GIL) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "started", "expected"),
+    [
+        # Two subinterpreters kept two CPUs busy and ran it 1.95x as fast; their pool is
+        # still up: processes would gain no more and must start first.
+        ({"interpreter_speedup": 1.95, "interpreter_parallelism": 1.95}, True, "interpreter"),
+        # The same, but starting them again would cost half a second: processes.
+        (
+            {
+                "interpreter_speedup": 1.95,
+                "interpreter_parallelism": 1.95,
+                "interpreter_start_seconds": 0.5,
+            },
+            False,
+            "process",
+        ),
+        # A speedup that the CPU time does not back up: not subinterpreters.
+        ({"interpreter_speedup": 1.95, "interpreter_parallelism": 1.0}, True, "process"),
+        # Not timed on subinterpreters (another Python, or the work failed there).
+        ({}, False, "process"),
+    ],
+)
+def test_decide_picks_subinterpreters_only_when_they_ran_in_parallel_and_win(
+    fields: dict[str, float | None], started: bool, expected: str
+) -> None:
+    if usable_cpus() < 2:
+        pytest.skip("needs two usable CPUs")
+    # measured(): pure-Python CPU work of 10 ms an item, that two threads did not run
+    # in parallel (the GIL).
+    advice = decide(measured(interpreter_items=20, **fields), 3000, interpreters_started=started)
+    assert advice.backend == expected, advice.reason
+
+
+def spins_21ms(x: int) -> int:
+    started = time.thread_time()
+    total = 0
+    while time.thread_time() - started < 0.021:
+        total += 1
+    return x
+
+
+@pytest.mark.skipif(
+    "interpreter" not in BACKENDS or FREE_THREADED,
+    reason="subinterpreters with a GIL: Python 3.14+ built with the GIL",
+)
+def test_work_holding_the_gil_is_timed_on_two_subinterpreters_once_each() -> None:
+    found, items, values, errors = measure(
+        spins_21ms, CallMode.ONE, InputSource(range(40)), interpreters=PoolSpec("interpreter", 2)
+    )
+    assert found.interpreter_items >= 4
+    assert found.interpreter_speedup is not None and found.interpreter_start_seconds >= 0
+    assert values == list(items) == list(range(len(values))) and not errors  # each ran once
+    # auto may go on with the pool it timed, or stop it: either way every item once.
+    assert workpool.map(spins_21ms, range(12), workers=2) == list(range(12))

@@ -8,6 +8,9 @@ Three things are measured on the first items of the input, in this process:
 3. what it costs to ship an item to another process and its result back (pickled
    sizes and pickling time).
 
+On Python 3.14 with the GIL, CPU work that holds it is also run on two subinterpreters
+(``interpreter_trial``), which may beat processes at it.
+
 From these and the number of items still to do, the time each engine would need is
 estimated, and the fastest wins; ``serial`` wins when no engine pays for its own
 start-up. Every item run while measuring is a real task of the call: its result is
@@ -24,15 +27,19 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool import _platform
 from workpool._cpus import usable_cpus
-from workpool._options import check_function
+from workpool._options import PoolSpec, check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
 from workpool.inputs import InputSource, ItemSource
 from workpool.serialize import dumps_data
 from workpool.tasks import CallMode, call_items
+
+if TYPE_CHECKING:
+    from workpool.backends.base import Backend
+    from workpool.interpreter_trial import Trial
 
 __all__ = ["Advice", "Measurement", "advise", "decide", "measure"]
 
@@ -87,6 +94,11 @@ class Measurement(NamedTuple):
     ship_seconds_per_item: float  # pickling an item and its result, both ways
     ship_bytes_per_item: float  # pickled size of an item plus its result
     gil_enabled: bool = True
+    interpreter_items: int = 0  # items run on two subinterpreters
+    # items/s on two started subinterpreters / items/s inline (None: not timed, or failed)
+    interpreter_speedup: float | None = None
+    interpreter_start_seconds: float = 0.0  # starting two, beyond an item in each
+    interpreter_parallelism: float | None = None  # like thread_parallelism, meanwhile
 
 
 class Advice(NamedTuple):
@@ -202,13 +214,53 @@ def _process_plan(found: Measurement, count: int, cpus: int) -> tuple[float, int
         # Two threads of this very work showed how well two CPUs run it here
         # (memory bandwidth, other load); processes get no better.
         parallel *= min(found.thread_speedup, 2.0) / 2.0
+    elif _interpreters_ran_in_parallel(found):
+        assert found.interpreter_speedup is not None
+        parallel *= min(found.interpreter_speedup, 2.0) / 2.0  # so did two subinterpreters
     in_workers = (count * per_item + math.ceil(count / chunk) * PROCESS_CHUNK_OVERHEAD) / parallel
     in_parent = count * found.ship_seconds_per_item / 2
     return _process_pool_start() + max(in_workers, in_parent), workers, chunk
 
 
-def decide(found: Measurement, remaining: int | None) -> Advice:
-    """Pick an engine for ``remaining`` more items (None: many) from what was measured."""
+def _interpreters_ran_in_parallel(found: Measurement) -> bool:
+    """Did two subinterpreters keep two CPUs busy (like ``_gil_released`` for threads)?"""
+    return (
+        found.interpreter_speedup is not None
+        and (found.interpreter_parallelism or 0.0) >= THREADS_SCALE * 0.9
+    )
+
+
+def _interpreter_plan(
+    found: Measurement, count: int, cpus: int, started: bool
+) -> tuple[float, int, int] | None:
+    """(estimated seconds, workers, chunk size) on subinterpreters, if they were timed.
+
+    Two of them ran ``interpreter_speedup`` times as fast as inline, shipping included;
+    more run alike, up to one per CPU. Their start-up was measured too (one per worker,
+    two at a time); ``started``: the pool they were timed on goes on, already started.
+    They must have kept two CPUs busy: else the speedup was luck, or the work does not
+    run in parallel there.
+    """
+    speedup = found.interpreter_speedup
+    if speedup is None or cpus < 2 or not _interpreters_ran_in_parallel(found):
+        return None
+    workers = max(1, min(cpus, count))
+    per_item = max(found.seconds_per_item, 1e-9)
+    chunk = 1 if per_item > THREAD_CHUNK_SECONDS else int(THREAD_CHUNK_SECONDS / per_item)
+    chunk = max(1, min(chunk, math.ceil(count / (workers * 4))))
+    parallel = workers * min(speedup, 2.0) / 2.0
+    start = 0.0 if started else found.interpreter_start_seconds * math.ceil(workers / 2)
+    return start + count * per_item / max(parallel, 1e-9), workers, chunk
+
+
+def decide(
+    found: Measurement, remaining: int | None, *, interpreters_started: bool = False
+) -> Advice:
+    """Pick an engine for ``remaining`` more items (None: many) from what was measured.
+
+    ``interpreters_started``: the subinterpreters timed are still running and would
+    take the rest, so their start-up is already paid.
+    """
     cpus = usable_cpus()
     count = remaining if remaining is not None else max(10_000, found.items * 100)
     plans: dict[str, tuple[float, int, int]] = {
@@ -217,6 +269,7 @@ def decide(found: Measurement, remaining: int | None) -> Advice:
     for name, plan in (
         ("thread", _thread_plan(found, count, cpus)),
         ("process", _process_plan(found, count, cpus) if _platform.PROCESSES else None),
+        ("interpreter", _interpreter_plan(found, count, cpus, interpreters_started)),
     ):
         if plan is not None:
             plans[name] = plan
@@ -242,6 +295,8 @@ def decide(found: Measurement, remaining: int | None) -> Advice:
         "two_thread_cpu_parallelism": found.thread_parallelism,
         "ship_seconds_per_item": found.ship_seconds_per_item,
         "ship_bytes_per_item": found.ship_bytes_per_item,
+        "items_measured_on_two_interpreters": found.interpreter_items,
+        "two_interpreter_speedup": found.interpreter_speedup,
         "items_to_run": count,
         "estimated_seconds": estimates,
     }
@@ -282,6 +337,11 @@ def _explain(
             f"two threads ran {found.thread_speedup:.2f}x as fast as one on {interpreter}, "
             f"{verdict}"
         )
+    if found.interpreter_speedup is not None:
+        threads += (
+            f"; two subinterpreters ran it {found.interpreter_speedup:.2f}x as fast as inline "
+            f"(after {_seconds(found.interpreter_start_seconds)} to start)"
+        )
     how_many = f"about {count:,} items" if count_guessed else f"{count:,} items"
     if best == "serial":
         others = {k: v for k, v in estimates.items() if k != "serial"}
@@ -308,16 +368,24 @@ def measure(
     inputs: ItemSource,
     *,
     budget: float = 1.0,
+    interpreters: PoolSpec | None = None,
+    keep: list[Backend] | None = None,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
     """Time ``fn`` on the first items of ``inputs``.
 
     Returns what was found, the items taken from ``inputs``, and their outcomes: values,
     and errors by position. Takes only as many items as ``budget`` seconds allow.
+    ``interpreters`` is the pool to time subinterpreters on, where they may help (None:
+    not timed); with ``keep``, that pool, if it ran every item, is appended there
+    instead of shut down.
     """
     sample = _Sample()
     inline = _time_inline(fn, mode, inputs, sample, budget)
     threads = _time_on_two_threads(fn, mode, inputs, sample, inline, budget)
     ship_seconds, ship_bytes = _shipping_cost(sample.items, sample.values, sample.errors)
+    trial = None
+    if interpreters is not None and _interpreters_may_help(inline, threads, ship_seconds):
+        trial = _time_on_interpreters(fn, mode, inputs, sample, inline, budget, interpreters, keep)
     found = Measurement(
         items=inline.items,
         seconds_per_item=inline.per_item,
@@ -328,8 +396,59 @@ def measure(
         ship_seconds_per_item=ship_seconds,
         ship_bytes_per_item=ship_bytes,
         gil_enabled=_gil_enabled(),
+        interpreter_items=trial.items if trial else 0,
+        interpreter_speedup=trial.speedup if trial else None,
+        interpreter_start_seconds=trial.start_seconds if trial else 0.0,
+        interpreter_parallelism=trial.parallelism if trial else None,
     )
     return found, sample.items, sample.values, sample.errors
+
+
+def _interpreters_may_help(inline: _Inline, threads: _TwoThreads, ship_seconds: float) -> bool:
+    """Whether subinterpreters are worth timing: CPU work, holding the GIL, that ships.
+
+    Only on a build with the GIL (without one, threads do as well for less), for items
+    that are not tiny, that mostly run on the CPU, that two threads did not run in
+    parallel, and that can be pickled.
+    """
+    from workpool import interpreter_trial
+
+    return (
+        interpreter_trial.AVAILABLE
+        and _gil_enabled()
+        and inline.per_item >= TINY_ITEM
+        and _cpu_fraction(inline) >= 0.5
+        and (threads.parallelism or 0.0) < THREADS_SCALE * 0.9
+        and math.isfinite(ship_seconds)
+    )
+
+
+def _time_on_interpreters(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    inputs: ItemSource,
+    sample: _Sample,
+    inline: _Inline,
+    budget: float,
+    spec: PoolSpec,
+    keep: list[Backend] | None,
+) -> Trial | None:
+    """Phase 4: the next items on two subinterpreters (see ``interpreter_trial``)."""
+    from workpool.interpreter_trial import time_interpreters
+
+    least = 2 if inline.per_item >= SLOW_ITEM else 8
+    want = max(least, min(4096, int(2 * inline.goal / inline.per_item)))
+    want = min(want, max(least, int(0.8 * budget / inline.per_item)))
+    want -= want % 2
+    batch = inputs.take(2 + want)
+    if len(batch) < 4:  # too few left to time: run them here
+        if batch:
+            values, errors, _ = call_items(fn, mode, batch)
+            sample.add(batch, values, errors)
+        return None
+    trial, values, errors = time_interpreters(fn, mode, batch, inline.per_item, spec, keep)
+    sample.add(batch, values, errors)
+    return trial
 
 
 class _Sample:
@@ -608,7 +727,9 @@ def advise(
     if total is None and hasattr(sample, "__len__"):
         total = len(sample)  # type: ignore[arg-type]
     mode = CallMode.STAR if star else CallMode.ONE
-    found, _, values, _ = measure(fn, mode, InputSource(sample), budget=budget)
+    found, _, values, _ = measure(
+        fn, mode, InputSource(sample), budget=budget, interpreters=PoolSpec("interpreter", 2)
+    )
     if not values:
         raise ValueError("sample is empty: there is nothing to measure")
     return decide(found, total)

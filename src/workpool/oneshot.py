@@ -9,6 +9,7 @@ import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from workpool._cpus import usable_cpus
 from workpool._options import (
     PoolSpec,
     RunOptions,
@@ -28,6 +29,7 @@ from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
+    from workpool.backends.base import Backend
     from workpool.checkpoint.session import CheckpointSession
     from workpool.timeline import Recorder  # imported only by traced calls
 
@@ -145,11 +147,18 @@ class _OneShotCall:
     ) -> Generator[list[Any], None, None]:
         spec = self.spec
         first_position = 0 if checkpoint is None else checkpoint.position
+        started: Backend | None = None
         if spec.backend == "auto":
             prefix = _MeasuredPrefix(self, progress_bar, checkpoint, trace)
-            yield from prefix.result_lists(raise_in_order)
+            try:
+                yield from prefix.result_lists(raise_in_order)
+            except BaseException:
+                if prefix.started_backend is not None:
+                    prefix.started_backend.terminate()
+                raise
             spec = prefix.chosen_spec
             first_position += prefix.count
+            started = prefix.started_backend
         if (
             spec.backend == "serial"
             and all_at_once
@@ -167,7 +176,7 @@ class _OneShotCall:
             )
             return
         began = now_ns() if trace is not None else 0
-        backend = create_backend(spec, self.fn, trace)
+        backend = started if started is not None else create_backend(spec, self.fn, trace)
         if trace is not None:
             trace.span(trace.caller_track("pool"), "pool start", "startup", began, now_ns())
             trace.facts.update(backend=spec.backend, workers=backend.workers)
@@ -220,6 +229,8 @@ class _MeasuredPrefix:
         self._trace = trace  # the items measured are traced like any chunk
         self.count = 0
         self.chosen_spec: PoolSpec = call.spec
+        # The interpreter pool timed while measuring, when the call goes on with it.
+        self.started_backend: Backend | None = None
 
     def result_lists(self, raise_in_order: bool) -> Iterator[list[Any]]:
         call = self._call
@@ -237,16 +248,29 @@ class _MeasuredPrefix:
                 if call.spec.initializer is not None:  # inline, we are the worker
                     call.spec.initializer(*call.spec.initargs)
                 source = call.inputs if self._checkpoint is None else self._checkpoint.gap()
+                # Subinterpreters are timed on a pool the call may go on with; not when
+                # traced, where every item measured must be on the calling thread's track.
+                trial_spec = None
+                if self._trace is None:
+                    trial_workers = call.spec.workers if call.workers_given else usable_cpus()
+                    trial_spec = resolve_auto(call.spec, "interpreter", trial_workers)
+                kept: list[Backend] = []
                 began = now_ns()
-                found, items, values, errors = measure(call.fn, call.mode, source)
+                found, items, values, errors = measure(
+                    call.fn, call.mode, source, interpreters=trial_spec, keep=kept
+                )
                 measured = (began, now_ns())
                 remember(call.fn, found)
+                self.started_backend = kept[0] if kept else None
             self.count = len(values)
             remaining = None if call.total is None else call.total - self.count
-            advice = decide(found, remaining)
+            advice = decide(found, remaining, interpreters_started=self.started_backend is not None)
             advice_backend, advice_workers = advice.backend, advice.workers
         workers = call.spec.workers if call.workers_given else advice_workers
         self.chosen_spec = resolve_auto(call.spec, advice_backend, workers)
+        if self.started_backend is not None and advice_backend != "interpreter":
+            self.started_backend.shutdown(wait=True, cancel_pending=True)
+            self.started_backend = None
 
         first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)
         if self._trace is not None and values:
