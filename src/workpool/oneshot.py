@@ -24,7 +24,7 @@ from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.inputs import InputSource, prepare_inputs
-from workpool.run import MapRun, RetryPolicy, joined, one_by_one, start_progress_bar
+from workpool.run import MapRun, RetryPolicy, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
 
@@ -70,7 +70,20 @@ class _OneShotCall:
 
     def collect(self) -> list[Any]:
         """All the results as a list; the first failure raises at once."""
-        return joined(self.result_lists(raise_in_order=False, all_at_once=True))
+        # Like run.joined, but a lone list (the straight loop's) is the result as it is:
+        # a copy of a fresh list of 200,000 costs milliseconds of page faults. A list
+        # yielded is never changed: the first is copied when a second comes.
+        collected: list[Any] = []
+        own = False  # whether collected is a list made here
+        for values in self.result_lists(raise_in_order=False, all_at_once=True):
+            if own:
+                collected.extend(values)
+            elif not collected:
+                collected = values
+            else:
+                collected = collected + values
+                own = True
+        return collected
 
     def result_lists(
         self, *, raise_in_order: bool, all_at_once: bool = False
@@ -148,10 +161,21 @@ class _OneShotCall:
         spec = self.spec
         first_position = 0 if checkpoint is None else checkpoint.position
         started: Backend | None = None
+        # The measured items' results, when the caller wants everything at once: the
+        # straight loop then adds the rest to the same list rather than to a new one
+        # that would be copied after it (a fresh list of 200,000 is milliseconds of
+        # page faults).
+        held: list[Any] = []
         if spec.backend == "auto":
             prefix = _MeasuredPrefix(self, progress_bar, checkpoint, trace)
             try:
-                yield from prefix.result_lists(raise_in_order)
+                for values in prefix.result_lists(raise_in_order):
+                    if not all_at_once:
+                        yield values
+                    elif held:
+                        held.extend(values)
+                    else:
+                        held = values  # the prefix's own list, not kept by anyone else
             except BaseException:
                 if prefix.started_backend is not None:
                     prefix.started_backend.terminate()
@@ -167,14 +191,17 @@ class _OneShotCall:
             and progress_bar is None
             and trace is None
         ):
-            yield from _run_straight(
+            yield _run_straight(
                 self.fn,
                 self.mode,
                 self.inputs,
+                held,
                 first_position,
                 return_exceptions=self.options.return_exceptions,
             )
             return
+        if held:
+            yield held
         began = now_ns() if trace is not None else 0
         backend = started if started is not None else create_backend(spec, self.fn, trace)
         if trace is not None:
@@ -382,11 +409,13 @@ def _run_straight(
     fn: Callable[..., Any],
     mode: CallMode,
     inputs: InputSource,
+    values: list[Any],
     first_position: int,
     *,
     return_exceptions: bool,
-) -> Iterator[list[Any]]:
-    """The rest of the input run here in one loop, without chunks: one list of results.
+) -> list[Any]:
+    """The rest of the input run here in one loop, without chunks, its results added to
+    ``values`` (which is returned); ``first_position`` is the rest's first position.
 
     For a call that wants all its results at once and nothing done per chunk (no
     progress, checkpoint, trace, retries, timeouts or initializer), the backend's
@@ -404,7 +433,7 @@ def _run_straight(
         rest = builtins.map(operator.itemgetter(0), zip(rest, counter))
     # builtins.map: this module defines its own map.
     calls = builtins.map(fn, rest) if mode is CallMode.ONE else itertools.starmap(fn, rest)
-    values: list[Any] = []
+    before = len(values)  # results that are not the rest's
     counted = 0  # numbers the counter gave to this function, not to an item
     while True:
         try:
@@ -419,19 +448,19 @@ def _run_straight(
             else:
                 read = next(counter) - counted
                 counted += 1
-            if len(values) == read:
+            if len(values) - before == read:
                 break
             # A call raised StopIteration, and map took it for the end of its input.
             error = stop_iteration_failure(None)
         add_note(
             error,
-            f"workpool: raised by the task at input position {first_position + len(values)} "
-            f"in {INLINE}",
+            "workpool: raised by the task at input position "
+            f"{first_position + len(values) - before} in {INLINE}",
         )
         if not return_exceptions:
             raise error
         values.append(error)
-    yield values
+    return values
 
 
 def map(  # noqa: A001 - the public name mirrors the builtin on purpose
