@@ -312,13 +312,15 @@ def test_tiny_items_far_cheaper_than_shipping_are_timed_briefly(
 @pytest.mark.parametrize(
     ("fields", "started", "expected"),
     [
-        # Two subinterpreters kept two CPUs busy and ran it 1.95x as fast; their pool is
-        # still up: processes would gain no more and must start first.
-        ({"interpreter_speedup": 1.95, "interpreter_parallelism": 1.95}, True, "interpreter"),
+        # Two subinterpreters kept two CPUs busy and ran it twice as fast; their pool is
+        # still up: processes can gain no more, and must start first.
+        ({"interpreter_speedup": 2.0, "interpreter_parallelism": 1.95}, True, "interpreter"),
+        # 1.6x as fast: processes, estimated at 2x, are worth their start-up.
+        ({"interpreter_speedup": 1.6, "interpreter_parallelism": 1.95}, True, "process"),
         # The same, but starting them again would cost half a second: processes.
         (
             {
-                "interpreter_speedup": 1.95,
+                "interpreter_speedup": 2.0,
                 "interpreter_parallelism": 1.95,
                 "interpreter_start_seconds": 0.5,
             },
@@ -326,7 +328,7 @@ def test_tiny_items_far_cheaper_than_shipping_are_timed_briefly(
             "process",
         ),
         # A speedup that the CPU time does not back up: not subinterpreters.
-        ({"interpreter_speedup": 1.95, "interpreter_parallelism": 1.0}, True, "process"),
+        ({"interpreter_speedup": 2.0, "interpreter_parallelism": 1.0}, True, "process"),
         # Not timed on subinterpreters (another Python, or the work failed there).
         ({}, False, "process"),
     ],

@@ -214,9 +214,6 @@ def _process_plan(found: Measurement, count: int, cpus: int) -> tuple[float, int
         # Two threads of this very work showed how well two CPUs run it here
         # (memory bandwidth, other load); processes get no better.
         parallel *= min(found.thread_speedup, 2.0) / 2.0
-    elif _interpreters_ran_in_parallel(found):
-        assert found.interpreter_speedup is not None
-        parallel *= min(found.interpreter_speedup, 2.0) / 2.0  # so did two subinterpreters
     in_workers = (count * per_item + math.ceil(count / chunk) * PROCESS_CHUNK_OVERHEAD) / parallel
     in_parent = count * found.ship_seconds_per_item / 2
     return _process_pool_start() + max(in_workers, in_parent), workers, chunk
@@ -436,7 +433,8 @@ def _time_on_interpreters(
     """Phase 4: the next items on two subinterpreters (see ``interpreter_trial``)."""
     from workpool.interpreter_trial import time_interpreters
 
-    least = 2 if inline.per_item >= SLOW_ITEM else 8
+    # Two items each at least: one each swings with when each thread wakes up.
+    least = 4 if inline.per_item >= SLOW_ITEM else 8
     want = max(least, min(4096, int(2 * inline.goal / inline.per_item)))
     want = min(want, max(least, int(0.8 * budget / inline.per_item)))
     want -= want % 2
