@@ -64,9 +64,10 @@ TINY_ITEM = 20e-6
 SHORT_GOAL = 0.001
 FAR_CHEAPER = 8
 # An item this long is timed well on its own: the first one is the sample if it
-# mostly waited (a warm-up would have shown as CPU time), two threads are timed on
-# one item each, and slow items that wait are not timed on threads at all (waits
-# overlap on threads; each item timed there would delay the call by its whole length).
+# mostly waited (a warm-up would have shown as CPU time), else the one after it;
+# two threads are timed on one item each, and slow items that wait are not timed on
+# threads at all (waits overlap on threads; each item timed there would delay the
+# call by its whole length).
 SLOW_ITEM = 0.005
 # Threads "scale" when two of them get through items this much faster than one.
 THREADS_SCALE = 1.5
@@ -531,6 +532,8 @@ def _time_inline(
     while wall < goal and time.perf_counter() < deadline:
         if timed and wall >= SHORT_GOAL:
             per_item_so_far = wall / timed
+            if per_item_so_far >= SLOW_ITEM:  # one item after the warm-up is a sample
+                break
             if per_item_so_far < TINY_ITEM and per_item_so_far * FAR_CHEAPER < ship_first:
                 break
         batch = inputs.take(group)
