@@ -28,6 +28,7 @@ __all__ = [
     "pebble_map",
     "ppe_map",
     "serial_map",
+    "workpool_auto_map",
     "workpool_map",
 ]
 
@@ -46,6 +47,13 @@ def workpool_map() -> Mapper:
     import workpool
 
     return lambda fn, items: workpool.map(fn, items, backend="process", workers=WORKERS)
+
+
+def workpool_auto_map() -> Mapper:
+    """``workpool.map`` with ``backend="auto"`` (the default): it measures, then picks."""
+    import workpool
+
+    return lambda fn, items: workpool.map(fn, items, workers=WORKERS)
 
 
 def mp_pool_map(chunksize: int | None = None) -> Mapper:

@@ -12,6 +12,7 @@ import pytest
 
 import workpool
 from workpool._cpus import usable_cpus
+from workpool._options import BACKENDS, PoolSpec
 from workpool.advise import Measurement, decide, measure, remembered
 from workpool.inputs import InputSource
 from workpool.tasks import CallMode
@@ -252,3 +253,115 @@ def test_cpu_work_on_a_busy_machine_is_not_taken_for_waiting() -> None:
         for hog in hogs:
             hog.wait()
     assert found.cpu_fraction >= 0.5, found
+
+
+# --- how much is measured -------------------------------------------------------------
+
+
+def naps_10ms(x: int) -> int:
+    time.sleep(0.01)
+    return x
+
+
+def burns_21ms(x: int) -> int:
+    started = time.thread_time()
+    while time.thread_time() - started < 0.021:
+        pass
+    return x
+
+
+def test_a_slow_item_that_waits_is_its_own_sample_and_goes_to_threads() -> None:
+    found, items, values, errors = measure(naps_10ms, CallMode.ONE, InputSource(range(400)))
+    assert (found.items, found.thread_items) == (1, 0)  # one item said it all
+    assert list(items) == values == [0] and not errors
+    assert found.cpu_fraction < 0.5
+    assert decide(found, 399).backend == "thread"
+
+
+def test_slow_cpu_items_are_timed_once_per_thread() -> None:
+    found, items, values, _ = measure(burns_21ms, CallMode.ONE, InputSource(range(40)))
+    assert found.thread_items == 2
+    assert found.items == 2  # the warm-up, then one timed item: the goal is filled
+    assert values == list(items) == [0, 1, 2, 3]
+
+
+def test_tiny_items_far_cheaper_than_shipping_are_timed_briefly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each item "takes" 0.1 µs by the clock call_items reports; shipping the first costs
+    # 1 µs (FAR_CHEAPER = 8 times more would be 0.8) or 0.1 µs. Timing stops once
+    # SHORT_GOAL of work is timed in the first case, at the usual goal in the second.
+    advise = sys.modules["workpool.advise"]  # workpool.advise is also the function
+
+    def fake_call_items(fn, mode, batch):  # type: ignore[no-untyped-def]
+        return [fn(x) for x in batch], {}, len(batch) * 1e-7
+
+    monkeypatch.setattr(advise, "call_items", fake_call_items)
+    counts = {}
+    for ship in (1e-6, 1e-7):
+        monkeypatch.setattr(advise, "_shipping_cost", lambda *_, ship=ship: (ship, 16.0))
+        found, *_ = measure(tiny, CallMode.ONE, InputSource(range(10**6)))
+        counts[ship] = found.items
+    assert advise.SHORT_GOAL / 1e-7 <= counts[1e-6] < 2 * advise.SHORT_GOAL / 1e-7 + 4096
+    assert counts[1e-7] >= 0.02 / 1e-7
+
+
+# --- subinterpreters (Python 3.14+, with the GIL) ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "started", "expected"),
+    [
+        # Two subinterpreters kept two CPUs busy and ran it twice as fast; their pool is
+        # still up: processes can gain no more, and must start first.
+        ({"interpreter_speedup": 2.0, "interpreter_parallelism": 1.95}, True, "interpreter"),
+        # 1.6x as fast: processes, estimated at 2x, are worth their start-up.
+        ({"interpreter_speedup": 1.6, "interpreter_parallelism": 1.95}, True, "process"),
+        # The same, but starting them again would cost half a second: processes.
+        (
+            {
+                "interpreter_speedup": 2.0,
+                "interpreter_parallelism": 1.95,
+                "interpreter_start_seconds": 0.5,
+            },
+            False,
+            "process",
+        ),
+        # A speedup that the CPU time does not back up: not subinterpreters.
+        ({"interpreter_speedup": 2.0, "interpreter_parallelism": 1.0}, True, "process"),
+        # Not timed on subinterpreters (another Python, or the work failed there).
+        ({}, False, "process"),
+    ],
+)
+def test_decide_picks_subinterpreters_only_when_they_ran_in_parallel_and_win(
+    fields: dict[str, float | None], started: bool, expected: str
+) -> None:
+    if usable_cpus() < 2:
+        pytest.skip("needs two usable CPUs")
+    # measured(): pure-Python CPU work of 10 ms an item, that two threads did not run
+    # in parallel (the GIL).
+    advice = decide(measured(interpreter_items=20, **fields), 3000, interpreters_started=started)
+    assert advice.backend == expected, advice.reason
+
+
+def spins_21ms(x: int) -> int:
+    started = time.thread_time()
+    total = 0
+    while time.thread_time() - started < 0.021:
+        total += 1
+    return x
+
+
+@pytest.mark.skipif(
+    "interpreter" not in BACKENDS or FREE_THREADED,
+    reason="subinterpreters with a GIL: Python 3.14+ built with the GIL",
+)
+def test_work_holding_the_gil_is_timed_on_two_subinterpreters_once_each() -> None:
+    found, items, values, errors = measure(
+        spins_21ms, CallMode.ONE, InputSource(range(40)), interpreters=PoolSpec("interpreter", 2)
+    )
+    assert found.interpreter_items >= 4
+    assert found.interpreter_speedup is not None and found.interpreter_start_seconds >= 0
+    assert values == list(items) == list(range(len(values))) and not errors  # each ran once
+    # auto may go on with the pool it timed, or stop it: either way every item once.
+    assert workpool.map(spins_21ms, range(12), workers=2) == list(range(12))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 import threading
+from collections.abc import Iterator
 
 import pytest
 
@@ -151,3 +152,72 @@ def test_every_start_method_works(start_method: str) -> None:
         lambda x: x * 2, range(100), backend="process", workers=2, start_method=start_method
     )
     assert result == [x * 2 for x in range(100)]
+
+
+# --- the serial engine's straight loop: map/starmap with nothing to do per chunk ------
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_serial_map_stops_at_the_first_failure_and_names_its_position(lazy: bool) -> None:
+    ran: list[int] = []
+    read: list[int] = []
+
+    def reads(items: range) -> Iterator[int]:
+        for x in items:
+            read.append(x)
+            yield x
+
+    def fails_at_40(x: int) -> int:
+        ran.append(x)
+        if x == 40:
+            raise KeyError(x)
+        return x
+
+    with pytest.raises(KeyError) as caught:
+        workpool.map(fails_at_40, reads(range(100)) if lazy else range(100), backend="serial")
+    assert "input position 40 in the calling thread" in "".join(caught.value.__notes__)
+    assert ran == list(range(41))  # every item once, none after the failure
+    assert read == (ran if lazy else [])  # nor read from the input
+
+
+def test_a_serial_map_with_return_exceptions_keeps_going() -> None:
+    def odd_fails(x: int) -> int:
+        if x % 2:
+            raise ValueError(x)
+        return x
+
+    results = workpool.map(odd_fails, iter(range(10)), backend="serial", return_exceptions=True)
+    assert [r for r in results if not isinstance(r, ValueError)] == [0, 2, 4, 6, 8]
+    errors = [r for r in results if isinstance(r, ValueError)]
+    assert [e.args[0] for e in errors] == [1, 3, 5, 7, 9]
+    assert "input position 9 " in "".join(errors[-1].__notes__)
+
+
+def test_auto_on_tiny_work_runs_every_item_once_and_in_order() -> None:
+    ran: list[int] = []
+
+    def records(x: int) -> int:
+        ran.append(x)
+        return x * x
+
+    assert workpool.map(records, range(50_000)) == [x * x for x in range(50_000)]
+    assert ran == list(range(50_000))  # measured items are not run again
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_a_task_raising_stop_iteration_fails_alone_in_a_serial_map(lazy: bool) -> None:
+    def stops_at_3(x: int) -> int:
+        if x == 3:
+            raise StopIteration
+        return x
+
+    pairs = [(i, 0) for i in range(6)]
+    results = workpool.starmap(
+        lambda x, y: stops_at_3(x + y),
+        iter(pairs) if lazy else pairs,
+        backend="serial",
+        return_exceptions=True,
+    )
+    assert results[:3] == [0, 1, 2] and results[4:] == [4, 5]
+    assert isinstance(results[3], RuntimeError)
+    assert "input position 3" in "".join(results[3].__notes__)

@@ -22,7 +22,7 @@ import pytest
 import workpool
 from conftest import wait_for
 from faults import crash_on, fail_first_try, hang_on
-from helpers import add, fail_on, square
+from helpers import add, fail_on, square, where
 from trace_checks import (
     assert_each_position_once,
     assert_well_formed,
@@ -103,6 +103,47 @@ def test_worker_tracks_have_their_phases_and_the_caller_its_own(tmp_path: Path) 
     span_names = {s["name"] for s in spans(data)}
     assert {"chunk", "run", "feed", "deliver", "pool start", "worker start"} <= span_names
     assert "pickle" in span_names  # the process engine pickles in the caller
+
+
+def worker_starts(data: dict[str, Any]) -> list[dict[str, Any]]:
+    return [s for s in spans(data, "startup") if s["name"] == "worker start"]
+
+
+def test_a_pool_started_earlier_is_said_so_at_the_call_start(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    with workpool.Pool(2, backend="process") as pool:
+
+        def both_up() -> bool:
+            return len({pid for pid, _ in pool.map(where, range(20), chunksize=1)}) == 2
+
+        assert wait_for(both_up)
+        list(pool.map(square, range(100), trace=path))
+    data = read_trace(path)
+    assert_well_formed(data)
+    (before,) = instants(data, "pool started before the call")
+    assert before["ts"] == min(e["ts"] for e in data["traceEvents"] if "ts" in e)
+    assert track_names(data)[(before["pid"], before["tid"])] == "caller: pool"
+    args = before["args"]
+    assert args["backend"] == "process" and args["workers"] == 2
+    assert args["started_ms_before"] >= args["last_worker_ready_ms_before"] > 0
+    assert not worker_starts(data)  # they all started before the call
+
+
+def test_workers_starting_during_a_pool_call_are_on_its_timeline(tmp_path: Path) -> None:
+    first, replaced = tmp_path / "first.json", tmp_path / "replaced.json"
+    with workpool.Pool(2, backend="thread") as pool:  # threads start at their first chunk
+        list(pool.map(square, range(100), trace=first))
+    with workpool.Pool(1, backend="process", max_tasks_per_worker=2) as pool:
+        list(pool.map(square, range(8), chunksize=1, trace=replaced))  # a new worker every 2
+    for path in (first, replaced):
+        data = read_trace(path)
+        assert_well_formed(data)
+        assert instants(data, "pool started before the call")
+        starts = worker_starts(data)
+        assert starts, path.name
+        names = track_names(data)
+        assert {names[(s["pid"], s["tid"])] for s in starts} <= worker_tracks(data)
+    assert len(worker_starts(read_trace(replaced))) >= 3
 
 
 def test_auto_traces_the_items_it_measured_inline(tmp_path: Path) -> None:

@@ -69,6 +69,12 @@ WORKLOAD = Workload(
     derive=add_efficiency,
     frameworks=(
         _framework("workpool", "workpool.map", mappers.workpool_map, role="workpool"),
+        _framework(
+            "workpool_auto",
+            "workpool.map (backend='auto')",
+            mappers.workpool_auto_map,
+            role="reference",
+        ),
         _framework("mp", "multiprocessing.Pool.map", mappers.mp_pool_map),
         _framework("ppe", "ProcessPoolExecutor.map", mappers.ppe_map),
         _framework("mpire", "mpire WorkerPool.map", mappers.mpire_map, needs=("mpire",)),

@@ -25,6 +25,20 @@ def workpool_threads() -> ThreadMapper:
     return lambda fn, items, workers: workpool.map(fn, items, backend="thread", workers=workers)
 
 
+def workpool_auto() -> ThreadMapper:
+    """``workpool.map`` with ``backend="auto"`` (the default) and the same 32 workers."""
+    import workpool
+
+    return lambda fn, items, workers: workpool.map(fn, items, workers=workers)
+
+
+def workpool_auto_unsized() -> ThreadMapper:
+    """``workpool.map`` as a newcomer writes it: ``backend="auto"``, workers left to it."""
+    import workpool
+
+    return lambda fn, items, workers: workpool.map(fn, items)
+
+
 def tpe_threads() -> ThreadMapper:
     """``ThreadPoolExecutor(workers).map`` (one item per task, as always for threads)."""
     from concurrent.futures import ThreadPoolExecutor
@@ -61,5 +75,17 @@ WORKLOAD = Workload(
             "workpool",
         ),
         Framework("tpe", "ThreadPoolExecutor.map", partial(run_threads, tpe_threads)),
+        Framework(
+            "workpool_auto",
+            "workpool.map(workers=32), backend='auto'",
+            partial(run_threads, workpool_auto),
+            "reference",
+        ),
+        Framework(
+            "workpool_auto_default",
+            "workpool.map(), backend='auto' and its own workers",
+            partial(run_threads, workpool_auto_unsized),
+            "reference",
+        ),
     ),
 )

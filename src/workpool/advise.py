@@ -8,14 +8,16 @@ Three things are measured on the first items of the input, in this process:
 3. what it costs to ship an item to another process and its result back (pickled
    sizes and pickling time).
 
+On Python 3.14 with the GIL, CPU work that holds it is also run on two subinterpreters
+(``interpreter_trial``), which may beat processes at it.
+
 From these and the number of items still to do, the time each engine would need is
 estimated, and the fastest wins; ``serial`` wins when no engine pays for its own
 start-up. Every item run while measuring is a real task of the call: its result is
 kept, never recomputed.
 """
 
-# No `from __future__ import annotations` here: the NamedTuples below would then
-# compile each field's annotation string when the module is imported.
+from __future__ import annotations
 
 import itertools
 import math
@@ -24,16 +26,20 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool import _platform
 from workpool._cpus import usable_cpus
-from workpool._options import check_function
+from workpool._options import PoolSpec, check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
 from workpool.inputs import InputSource, ItemSource
 from workpool.serialize import dumps_data
 from workpool.tasks import CallMode, call_items
+
+if TYPE_CHECKING:
+    from workpool.backends.base import Backend
+    from workpool.interpreter_trial import Trial
 
 __all__ = ["Advice", "Measurement", "advise", "decide", "measure"]
 
@@ -52,6 +58,17 @@ THREAD_CHUNK_OVERHEAD = 20e-6
 MARGIN = 0.85
 # Items quicker than this are not timed on threads: handing them over costs more.
 TINY_ITEM = 20e-6
+# Inline timing fills this much wall time instead of its usual goal once the items
+# are tiny and FAR_CHEAPER times cheaper than shipping the first one to a process
+# and back: no engine can win then, and timing more would only delay the loop.
+SHORT_GOAL = 0.001
+FAR_CHEAPER = 8
+# An item this long is timed well on its own: the first one is the sample if it
+# mostly waited (a warm-up would have shown as CPU time), else the one after it;
+# two threads are timed on one item each, and slow items that wait are not timed on
+# threads at all (waits overlap on threads; each item timed there would delay the
+# call by its whole length).
+SLOW_ITEM = 0.005
 # Threads "scale" when two of them get through items this much faster than one.
 THREADS_SCALE = 1.5
 # CPU work that kept two CPUs busy on two threads is worth threads once it gains this much.
@@ -78,6 +95,11 @@ class Measurement(NamedTuple):
     ship_seconds_per_item: float  # pickling an item and its result, both ways
     ship_bytes_per_item: float  # pickled size of an item plus its result
     gil_enabled: bool = True
+    interpreter_items: int = 0  # items run on two subinterpreters
+    # items/s on two started subinterpreters / items/s inline (None: not timed, or failed)
+    interpreter_speedup: float | None = None
+    interpreter_start_seconds: float = 0.0  # starting two, beyond an item in each
+    interpreter_parallelism: float | None = None  # like thread_parallelism, meanwhile
 
 
 class Advice(NamedTuple):
@@ -198,8 +220,45 @@ def _process_plan(found: Measurement, count: int, cpus: int) -> tuple[float, int
     return _process_pool_start() + max(in_workers, in_parent), workers, chunk
 
 
-def decide(found: Measurement, remaining: int | None) -> Advice:
-    """Pick an engine for ``remaining`` more items (None: many) from what was measured."""
+def _interpreters_ran_in_parallel(found: Measurement) -> bool:
+    """Did two subinterpreters keep two CPUs busy (like ``_gil_released`` for threads)?"""
+    return (
+        found.interpreter_speedup is not None
+        and (found.interpreter_parallelism or 0.0) >= THREADS_SCALE * 0.9
+    )
+
+
+def _interpreter_plan(
+    found: Measurement, count: int, cpus: int, started: bool
+) -> tuple[float, int, int] | None:
+    """(estimated seconds, workers, chunk size) on subinterpreters, if they were timed.
+
+    Two of them ran ``interpreter_speedup`` times as fast as inline, shipping included;
+    more run alike, up to one per CPU. Their start-up was measured too (one per worker,
+    two at a time); ``started``: the pool they were timed on goes on, already started.
+    They must have kept two CPUs busy: else the speedup was luck, or the work does not
+    run in parallel there.
+    """
+    speedup = found.interpreter_speedup
+    if speedup is None or cpus < 2 or not _interpreters_ran_in_parallel(found):
+        return None
+    workers = max(1, min(cpus, count))
+    per_item = max(found.seconds_per_item, 1e-9)
+    chunk = 1 if per_item > THREAD_CHUNK_SECONDS else int(THREAD_CHUNK_SECONDS / per_item)
+    chunk = max(1, min(chunk, math.ceil(count / (workers * 4))))
+    parallel = workers * min(speedup, 2.0) / 2.0
+    start = 0.0 if started else found.interpreter_start_seconds * math.ceil(workers / 2)
+    return start + count * per_item / max(parallel, 1e-9), workers, chunk
+
+
+def decide(
+    found: Measurement, remaining: int | None, *, interpreters_started: bool = False
+) -> Advice:
+    """Pick an engine for ``remaining`` more items (None: many) from what was measured.
+
+    ``interpreters_started``: the subinterpreters timed are still running and would
+    take the rest, so their start-up is already paid.
+    """
     cpus = usable_cpus()
     count = remaining if remaining is not None else max(10_000, found.items * 100)
     plans: dict[str, tuple[float, int, int]] = {
@@ -208,6 +267,7 @@ def decide(found: Measurement, remaining: int | None) -> Advice:
     for name, plan in (
         ("thread", _thread_plan(found, count, cpus)),
         ("process", _process_plan(found, count, cpus) if _platform.PROCESSES else None),
+        ("interpreter", _interpreter_plan(found, count, cpus, interpreters_started)),
     ):
         if plan is not None:
             plans[name] = plan
@@ -233,6 +293,8 @@ def decide(found: Measurement, remaining: int | None) -> Advice:
         "two_thread_cpu_parallelism": found.thread_parallelism,
         "ship_seconds_per_item": found.ship_seconds_per_item,
         "ship_bytes_per_item": found.ship_bytes_per_item,
+        "items_measured_on_two_interpreters": found.interpreter_items,
+        "two_interpreter_speedup": found.interpreter_speedup,
         "items_to_run": count,
         "estimated_seconds": estimates,
     }
@@ -253,7 +315,12 @@ def _explain(
         f"({found.cpu_fraction:.0%} of it on the CPU) and {_seconds(found.ship_seconds_per_item)} "
         f"to pickle with its result ({_bytes(found.ship_bytes_per_item)})"
     )
-    if found.thread_speedup is None:
+    if found.thread_speedup is None and found.cpu_fraction < 0.5 and threads_scale(found):
+        threads = (
+            "it mostly waits, so threads run it in parallel (not timed on two threads: "
+            "an item this long shows what it does on its own)"
+        )
+    elif found.thread_speedup is None:
         threads = "two threads were not timed (too few items, or too little or too much work each)"
     else:
         if threads_scale(found):
@@ -267,6 +334,11 @@ def _explain(
         threads = (
             f"two threads ran {found.thread_speedup:.2f}x as fast as one on {interpreter}, "
             f"{verdict}"
+        )
+    if found.interpreter_speedup is not None:
+        threads += (
+            f"; two subinterpreters ran it {found.interpreter_speedup:.2f}x as fast as inline "
+            f"(after {_seconds(found.interpreter_start_seconds)} to start)"
         )
     how_many = f"about {count:,} items" if count_guessed else f"{count:,} items"
     if best == "serial":
@@ -294,16 +366,24 @@ def measure(
     inputs: ItemSource,
     *,
     budget: float = 1.0,
+    interpreters: PoolSpec | None = None,
+    keep: list[Backend] | None = None,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
     """Time ``fn`` on the first items of ``inputs``.
 
     Returns what was found, the items taken from ``inputs``, and their outcomes: values,
     and errors by position. Takes only as many items as ``budget`` seconds allow.
+    ``interpreters`` is the pool to time subinterpreters on, where they may help (None:
+    not timed); with ``keep``, that pool, if it ran every item, is appended there
+    instead of shut down.
     """
     sample = _Sample()
     inline = _time_inline(fn, mode, inputs, sample, budget)
     threads = _time_on_two_threads(fn, mode, inputs, sample, inline, budget)
     ship_seconds, ship_bytes = _shipping_cost(sample.items, sample.values, sample.errors)
+    trial = None
+    if interpreters is not None and _interpreters_may_help(inline, threads, ship_seconds):
+        trial = _time_on_interpreters(fn, mode, inputs, sample, inline, budget, interpreters, keep)
     found = Measurement(
         items=inline.items,
         seconds_per_item=inline.per_item,
@@ -314,8 +394,60 @@ def measure(
         ship_seconds_per_item=ship_seconds,
         ship_bytes_per_item=ship_bytes,
         gil_enabled=_gil_enabled(),
+        interpreter_items=trial.items if trial else 0,
+        interpreter_speedup=trial.speedup if trial else None,
+        interpreter_start_seconds=trial.start_seconds if trial else 0.0,
+        interpreter_parallelism=trial.parallelism if trial else None,
     )
     return found, sample.items, sample.values, sample.errors
+
+
+def _interpreters_may_help(inline: _Inline, threads: _TwoThreads, ship_seconds: float) -> bool:
+    """Whether subinterpreters are worth timing: CPU work, holding the GIL, that ships.
+
+    Only on a build with the GIL (without one, threads do as well for less), for items
+    that are not tiny, that mostly run on the CPU, that two threads did not run in
+    parallel, and that can be pickled.
+    """
+    from workpool import interpreter_trial
+
+    return (
+        interpreter_trial.AVAILABLE
+        and _gil_enabled()
+        and inline.per_item >= TINY_ITEM
+        and _cpu_fraction(inline) >= 0.5
+        and (threads.parallelism or 0.0) < THREADS_SCALE * 0.9
+        and math.isfinite(ship_seconds)
+    )
+
+
+def _time_on_interpreters(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    inputs: ItemSource,
+    sample: _Sample,
+    inline: _Inline,
+    budget: float,
+    spec: PoolSpec,
+    keep: list[Backend] | None,
+) -> Trial | None:
+    """Phase 4: the next items on two subinterpreters (see ``interpreter_trial``)."""
+    from workpool.interpreter_trial import time_interpreters
+
+    # Two items each at least: one each swings with when each thread wakes up.
+    least = 4 if inline.per_item >= SLOW_ITEM else 8
+    want = max(least, min(4096, int(2 * inline.goal / inline.per_item)))
+    want = min(want, max(least, int(0.8 * budget / inline.per_item)))
+    want -= want % 2
+    batch = inputs.take(2 + want)
+    if len(batch) < 4:  # too few left to time: run them here
+        if batch:
+            values, errors, _ = call_items(fn, mode, batch)
+            sample.add(batch, values, errors)
+        return None
+    trial, values, errors = time_interpreters(fn, mode, batch, inline.per_item, spec, keep)
+    sample.add(batch, values, errors)
+    return trial
 
 
 class _Sample:
@@ -330,7 +462,9 @@ class _Sample:
         self.values: list[Any] = []
         self.errors: dict[int, BaseException] = {}
 
-    def add(self, batch: list[Any], values: list[Any], errors: dict[int, BaseException]) -> None:
+    def add(
+        self, batch: Sequence[Any], values: list[Any], errors: dict[int, BaseException]
+    ) -> None:
         """Keep ``batch``, run next in input order, with its values and errors by position."""
         self.errors.update(
             (len(self.values) + position, error) for position, error in errors.items()
@@ -344,7 +478,7 @@ class _Inline(NamedTuple):
 
     items: int  # items run (the warm-up item included)
     per_item: float  # wall seconds of one timed item
-    wall: float  # wall seconds of the timed items
+    wall: float  # wall seconds from the first timed item to the last one's end
     cpu: float  # this thread's CPU seconds meanwhile
     queued: float  # seconds meanwhile that it was ready to run but other work had the CPUs
     goal: float  # the wall time the timed items were meant to fill
@@ -364,37 +498,50 @@ def _time_inline(
     """Phase 1: time items inline, in groups that grow so tiny items are timed in bulk.
 
     The first item warms up (imports, caches) and is not timed, unless it alone is most
-    of the budget.
+    of the budget. Items far cheaper than shipping the first one are timed for
+    ``SHORT_GOAL`` only. The time per item is the groups' own; the CPU time and the
+    time spent queued for a CPU are read once around all of them (reading the
+    scheduler's figures costs a file read), and compared with the wall time around them.
     """
     goal = min(0.02, budget * 0.3)
     deadline = time.perf_counter() + budget * 0.45
-
-    def run(batch: list[Any]) -> tuple[float, float, float]:
-        cpu_started = time.thread_time()
-        queued_before = _seconds_queued()
-        values, errors, wall = call_items(fn, mode, batch)
-        cpu = time.thread_time() - cpu_started
-        queued = _seconds_queued() - queued_before
-        sample.add(batch, values, errors)
-        return wall, cpu, queued
-
-    wall = cpu = queued = 0.0
-    timed = 0  # items whose time counts
+    first = inputs.take(1)
+    if not first:
+        return _Inline(0, 0.0, 0.0, 0.0, 0.0, goal)
+    warm_cpu, warm_queued, warm_started = time.thread_time(), _seconds_queued(), time.perf_counter()
+    values, errors, warm = call_items(fn, mode, first)
+    sample.add(first, values, errors)
+    if warm >= SLOW_ITEM:
+        alone = _Inline(
+            1,
+            warm,
+            time.perf_counter() - warm_started,
+            time.thread_time() - warm_cpu,
+            _seconds_queued() - warm_queued,
+            goal,
+        )
+        # It is the sample if it is most of the budget, or if it mostly waited.
+        if warm > budget * 0.25 or _cpu_fraction(alone) < 0.5:
+            return alone
+    ship_first = 0.0 if errors else _shipping_cost(first, values, errors)[0]
+    wall = 0.0  # of the timed items, summed
+    timed = 0
     group = 1
-    first = list(inputs.take(1))
-    warm = (0.0, 0.0, 0.0)
-    if first:
-        warm = run(first)
-        if warm[0] > budget * 0.25:
-            wall, cpu, queued = warm
+    cpu_started, queued_started = time.thread_time(), _seconds_queued()
+    started = time.perf_counter()
     while wall < goal and time.perf_counter() < deadline:
-        batch = list(inputs.take(group))
+        if timed and wall >= SHORT_GOAL:
+            per_item_so_far = wall / timed
+            if per_item_so_far >= SLOW_ITEM:  # one item after the warm-up is a sample
+                break
+            if per_item_so_far < TINY_ITEM and per_item_so_far * FAR_CHEAPER < ship_first:
+                break
+        batch = inputs.take(group)
         if not batch:
             break
-        batch_wall, batch_cpu, batch_queued = run(batch)
+        values, errors, batch_wall = call_items(fn, mode, batch)
+        sample.add(batch, values, errors)
         wall += batch_wall
-        cpu += batch_cpu
-        queued += batch_queued
         timed += len(batch)
         # Grow the groups, but do not overshoot the goal by much.
         left = goal - wall
@@ -402,10 +549,23 @@ def _time_inline(
         group = max(
             1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
         )
-    if timed == 0 and first:  # the warm-up item was all there was, or all there was time for
-        (wall, cpu, queued), timed = warm, 1
-    per_item = wall / timed if timed else 0.0
-    return _Inline(len(sample.values), per_item, wall, cpu, queued, goal)
+    if timed == 0:  # the warm-up item was all there was, or all there was time for
+        return _Inline(
+            1,
+            warm,
+            time.perf_counter() - warm_started,
+            time.thread_time() - warm_cpu,
+            _seconds_queued() - warm_queued,
+            goal,
+        )
+    return _Inline(
+        len(sample.values),
+        wall / timed,
+        time.perf_counter() - started,
+        time.thread_time() - cpu_started,
+        _seconds_queued() - queued_started,
+        goal,
+    )
 
 
 def _cpu_fraction(inline: _Inline) -> float:
@@ -444,12 +604,16 @@ def _time_on_two_threads(
     """Phase 2: about as much work as inline, split over two threads started together.
 
     Skipped for tiny items: threads could not pay for themselves, and timing them would
-    be noise.
+    be noise; and for slow items that mostly wait, which threads overlap.
     """
     if not inline.items or inline.per_item < TINY_ITEM:
         return _TwoThreads()
-    # Enough items that each thread runs several, and the pair about the inline goal.
-    want = max(8, min(4096, int(2 * inline.goal / inline.per_item)))
+    if inline.per_item >= SLOW_ITEM and _cpu_fraction(inline) < 0.5:
+        return _TwoThreads()
+    # Enough items that each thread runs several (one, if one is long enough to time),
+    # and the pair about the inline goal.
+    least = 2 if inline.per_item >= SLOW_ITEM else 8
+    want = max(least, min(4096, int(2 * inline.goal / inline.per_item)))
     want = min(want, int(0.8 * budget / inline.per_item))  # two threads: about half that long
     want -= want % 2  # two equal halves, so neither thread waits on the other
     batch = list(inputs.take(want)) if want >= 2 else []
@@ -499,7 +663,7 @@ def _run_on_two_threads(
 
 
 def _shipping_cost(
-    items: list[Any], values: list[Any], errors: dict[int, BaseException]
+    items: Sequence[Any], values: list[Any], errors: dict[int, BaseException]
 ) -> tuple[float, float]:
     """Mean time to pickle and unpickle an item and its result, and their size."""
     picks = list(itertools.islice((i for i in range(len(items)) if i not in errors), 64))
@@ -564,7 +728,9 @@ def advise(
     if total is None and hasattr(sample, "__len__"):
         total = len(sample)  # type: ignore[arg-type]
     mode = CallMode.STAR if star else CallMode.ONE
-    found, _, values, _ = measure(fn, mode, InputSource(sample), budget=budget)
+    found, _, values, _ = measure(
+        fn, mode, InputSource(sample), budget=budget, interpreters=PoolSpec("interpreter", 2)
+    )
     if not values:
         raise ValueError("sample is empty: there is nothing to measure")
     return decide(found, total)

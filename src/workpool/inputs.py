@@ -63,10 +63,17 @@ class InputSource:
 
     def __iter__(self) -> Iterator[Any]:
         """The items not taken yet."""
+        return iter(self.remaining())
+
+    def remaining(self) -> Sequence[Any] | Iterator[Any]:
+        """The items not taken yet, all taken now: a slice of a sequence, else an iterator.
+
+        The iterator reads the input lazily, as far as it is read itself.
+        """
         if self._sequence is not None:
             rest = self._sequence[self._position :]
             self._position = len(self._sequence)
-            return iter(rest)
+            return rest
         assert self._iterator is not None
         if self._peeked:
             peeked, self._peeked = self._peeked, []

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
+import itertools
+import operator
 import os
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from workpool._cpus import usable_cpus
 from workpool._options import (
     PoolSpec,
     RunOptions,
@@ -19,12 +23,13 @@ from workpool.advise import decide, measure, remember, remembered
 from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
-from workpool.inputs import prepare_inputs
-from workpool.run import MapRun, RetryPolicy, joined, one_by_one, start_progress_bar
+from workpool.inputs import InputSource, prepare_inputs
+from workpool.run import MapRun, RetryPolicy, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
-from workpool.tasks import Chunk, ResultBatch, call_items
+from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
+    from workpool.backends.base import Backend
     from workpool.checkpoint.session import CheckpointSession
     from workpool.timeline import Recorder  # imported only by traced calls
 
@@ -65,9 +70,24 @@ class _OneShotCall:
 
     def collect(self) -> list[Any]:
         """All the results as a list; the first failure raises at once."""
-        return joined(self.result_lists(raise_in_order=False))
+        # Like run.joined, but a lone list (the straight loop's) is the result as it is:
+        # a copy of a fresh list of 200,000 costs milliseconds of page faults. A list
+        # yielded is never changed: the first is copied when a second comes.
+        collected: list[Any] = []
+        own = False  # whether collected is a list made here
+        for values in self.result_lists(raise_in_order=False, all_at_once=True):
+            if own:
+                collected.extend(values)
+            elif not collected:
+                collected = values
+            else:
+                collected = collected + values
+                own = True
+        return collected
 
-    def result_lists(self, *, raise_in_order: bool) -> Generator[list[Any], None, None]:
+    def result_lists(
+        self, *, raise_in_order: bool, all_at_once: bool = False
+    ) -> Generator[list[Any], None, None]:
         """Start the pool, yield the results a list at a time, and leave no worker behind.
 
         With a checkpoint, the journal is opened first (a busy file or another function
@@ -102,7 +122,9 @@ class _OneShotCall:
                     return
             elif self.options.progress and self.spec.backend == "auto":
                 progress_bar = start_progress_bar(self.total, self.fn)
-            yield from self._run_the_rest(raise_in_order, checkpoint, progress_bar, trace)
+            yield from self._run_the_rest(
+                raise_in_order, checkpoint, progress_bar, trace, all_at_once
+            )
         except BaseException as exc:  # GeneratorExit too: the consumer stopped early
             ended_by = exc
             raise
@@ -116,22 +138,72 @@ class _OneShotCall:
 
                 close_trace(trace, ended_by)
 
+    def _nothing_per_chunk(self, spec: PoolSpec) -> bool:
+        """Whether no option of the call needs the engine to handle chunks one by one."""
+        options = self.options
+        return (
+            self.mode is not CallMode.CALL
+            and spec.initializer is None
+            and not options.progress
+            and options.retries == 0
+            and options.task_timeout is None
+            and options.timeout is None
+        )
+
     def _run_the_rest(
         self,
         raise_in_order: bool,
         checkpoint: CheckpointSession | None,
         progress_bar: Any,
         trace: Recorder | None,
+        all_at_once: bool,
     ) -> Generator[list[Any], None, None]:
         spec = self.spec
         first_position = 0 if checkpoint is None else checkpoint.position
+        started: Backend | None = None
+        # The measured items' results, when the caller wants everything at once: the
+        # straight loop then adds the rest to the same list rather than to a new one
+        # that would be copied after it (a fresh list of 200,000 is milliseconds of
+        # page faults).
+        held: list[Any] = []
         if spec.backend == "auto":
             prefix = _MeasuredPrefix(self, progress_bar, checkpoint, trace)
-            yield from prefix.result_lists(raise_in_order)
+            try:
+                for values in prefix.result_lists(raise_in_order):
+                    if not all_at_once:
+                        yield values
+                    elif held:
+                        held.extend(values)
+                    else:
+                        held = values  # the prefix's own list, not kept by anyone else
+            except BaseException:
+                if prefix.started_backend is not None:
+                    prefix.started_backend.terminate()
+                raise
             spec = prefix.chosen_spec
             first_position += prefix.count
+            started = prefix.started_backend
+        if (
+            spec.backend == "serial"
+            and all_at_once
+            and self._nothing_per_chunk(spec)
+            and checkpoint is None
+            and progress_bar is None
+            and trace is None
+        ):
+            yield _run_straight(
+                self.fn,
+                self.mode,
+                self.inputs,
+                held,
+                first_position,
+                return_exceptions=self.options.return_exceptions,
+            )
+            return
+        if held:
+            yield held
         began = now_ns() if trace is not None else 0
-        backend = create_backend(spec, self.fn, trace)
+        backend = started if started is not None else create_backend(spec, self.fn, trace)
         if trace is not None:
             trace.span(trace.caller_track("pool"), "pool start", "startup", began, now_ns())
             trace.facts.update(backend=spec.backend, workers=backend.workers)
@@ -184,6 +256,8 @@ class _MeasuredPrefix:
         self._trace = trace  # the items measured are traced like any chunk
         self.count = 0
         self.chosen_spec: PoolSpec = call.spec
+        # The interpreter pool timed while measuring, when the call goes on with it.
+        self.started_backend: Backend | None = None
 
     def result_lists(self, raise_in_order: bool) -> Iterator[list[Any]]:
         call = self._call
@@ -201,16 +275,29 @@ class _MeasuredPrefix:
                 if call.spec.initializer is not None:  # inline, we are the worker
                     call.spec.initializer(*call.spec.initargs)
                 source = call.inputs if self._checkpoint is None else self._checkpoint.gap()
+                # Subinterpreters are timed on a pool the call may go on with; not when
+                # traced, where every item measured must be on the calling thread's track.
+                trial_spec = None
+                if self._trace is None:
+                    trial_workers = call.spec.workers if call.workers_given else usable_cpus()
+                    trial_spec = resolve_auto(call.spec, "interpreter", trial_workers)
+                kept: list[Backend] = []
                 began = now_ns()
-                found, items, values, errors = measure(call.fn, call.mode, source)
+                found, items, values, errors = measure(
+                    call.fn, call.mode, source, interpreters=trial_spec, keep=kept
+                )
                 measured = (began, now_ns())
                 remember(call.fn, found)
+                self.started_backend = kept[0] if kept else None
             self.count = len(values)
             remaining = None if call.total is None else call.total - self.count
-            advice = decide(found, remaining)
+            advice = decide(found, remaining, interpreters_started=self.started_backend is not None)
             advice_backend, advice_workers = advice.backend, advice.workers
         workers = call.spec.workers if call.workers_given else advice_workers
         self.chosen_spec = resolve_auto(call.spec, advice_backend, workers)
+        if self.started_backend is not None and advice_backend != "interpreter":
+            self.started_backend.shutdown(wait=True, cancel_pending=True)
+            self.started_backend = None
 
         first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)
         if self._trace is not None and values:
@@ -316,6 +403,64 @@ class _InlineRetries:
             ended = now_ns()
             batch.times = (began, began, ended, ended)
         self.deliver(batch)
+
+
+def _run_straight(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    inputs: InputSource,
+    values: list[Any],
+    first_position: int,
+    *,
+    return_exceptions: bool,
+) -> list[Any]:
+    """The rest of the input run here in one loop, without chunks, its results added to
+    ``values`` (which is returned); ``first_position`` is the rest's first position.
+
+    For a call that wants all its results at once and nothing done per chunk (no
+    progress, checkpoint, trace, retries, timeouts or initializer), the backend's
+    machinery only adds steps: this is the loop a user would write, run by ``map`` in
+    C, reading an iterator as lazily as the chunks would. A task that raises gets the
+    note every engine gives it, and is raised at once (no later item is read or run),
+    or takes its place with ``return_exceptions``.
+    """
+    assert mode is CallMode.ONE or mode is CallMode.STAR
+    rest = inputs.remaining()
+    counter = None
+    if not isinstance(rest, Sequence):
+        # Counts the items read, in C: zip takes a number for each item it passes on.
+        counter = itertools.count()
+        rest = builtins.map(operator.itemgetter(0), zip(rest, counter))
+    # builtins.map: this module defines its own map.
+    calls = builtins.map(fn, rest) if mode is CallMode.ONE else itertools.starmap(fn, rest)
+    before = len(values)  # results that are not the rest's
+    counted = 0  # numbers the counter gave to this function, not to an item
+    while True:
+        try:
+            values.extend(calls)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit from a task is that task's failure
+            error = exc
+        else:
+            if counter is None:
+                read = len(rest)  # type: ignore[arg-type]
+            else:
+                read = next(counter) - counted
+                counted += 1
+            if len(values) - before == read:
+                break
+            # A call raised StopIteration, and map took it for the end of its input.
+            error = stop_iteration_failure(None)
+        add_note(
+            error,
+            "workpool: raised by the task at input position "
+            f"{first_position + len(values) - before} in {INLINE}",
+        )
+        if not return_exceptions:
+            raise error
+        values.append(error)
+    return values
 
 
 def map(  # noqa: A001 - the public name mirrors the builtin on purpose

@@ -217,6 +217,7 @@ class MapRun:
             self._trace = open_trace(
                 options.trace,
                 fn,
+                pool=backend,
                 backend=backend.name,
                 workers=backend.workers,
                 ordered=options.ordered,

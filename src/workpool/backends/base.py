@@ -10,6 +10,7 @@ import abc
 from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
+from workpool.clock import now_ns
 from workpool.errors import BrokenPool
 from workpool.tasks import Chunk, ResultSink
 
@@ -44,6 +45,26 @@ class Backend(abc.ABC):
         #: The timeline of the one call this pool was started for, if it is traced:
         #: the engine reports its pool's and its workers' start-up there.
         self.recorder = recorder
+        #: When the pool began to start, and when its last worker was ready (0: none
+        #: yet), on ``clock.now_ns``: what a traced call made later on a ``Pool`` says
+        #: about the start-up that preceded it.
+        self.started_ns = now_ns()
+        self.last_worker_ready_ns = 0
+        #: Timelines of the traced calls running on this pool now (``Pool`` calls).
+        self.traced_calls: list[Recorder] = []
+
+    def worker_started(self, label: str, began_ns: int, ready_ns: int) -> None:
+        """The engine says a worker took ``[began_ns, ready_ns)`` to start.
+
+        Called from the engine's threads, also for a worker that replaces another.
+        The start goes on the timeline of the call the pool was started for and of
+        every traced call running on it now.
+        """
+        self.last_worker_ready_ns = max(self.last_worker_ready_ns, ready_ns)
+        for recorder in (self.recorder, *self.traced_calls):
+            if recorder is not None:
+                track = recorder.worker_track(label, self.trace_group)
+                recorder.span(track, "worker start", "startup", began_ns, ready_ns)
 
     @abc.abstractmethod
     def submit(self, chunk: Chunk) -> None:

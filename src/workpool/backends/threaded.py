@@ -213,9 +213,7 @@ class ThreadedBackend(Backend):
                         self._break(self._start_failure(exc, context), chunk)
                         return
                     started = True
-                    if self.recorder is not None:
-                        track = self.recorder.worker_track(context.label)
-                        self.recorder.span(track, "worker start", "startup", began, now_ns())
+                    self.worker_started(context.label, began, now_ns())
                 if tasks_left is not None and len(chunk.items) > tasks_left:
                     chunk = self._put_back_beyond(chunk, tasks_left)
                 outcome = self._run(context, chunk, me)

@@ -16,13 +16,17 @@ decides nothing); positions whose own task crashed or timed out are in the engin
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workpool.clock import now_ns
 from workpool.errors import TaskTimeout, add_note
 from workpool.tasks import ResultBatch
 from workpool.timeline import Recorder, finish
+
+if TYPE_CHECKING:
+    from workpool.backends.base import Backend
 
 __all__ = [
     "close_trace",
@@ -34,10 +38,36 @@ __all__ = [
 ]
 
 
-def open_trace(path: str, fn: Callable[..., Any], **facts: Any) -> Recorder:
-    """A recorder for one call of ``fn``; raises at once if ``path`` cannot be written."""
+def open_trace(
+    path: str, fn: Callable[..., Any], *, pool: Backend | None = None, **facts: Any
+) -> Recorder:
+    """A recorder for one call of ``fn``; raises at once if ``path`` cannot be written.
+
+    ``pool`` is the engine of a ``Pool`` the call runs on, started before it: the
+    trace says so with an instant event at the call's start (how long before the
+    call the pool began to start and its last worker was ready), and shows the
+    start of every worker that is still starting or replaces another during the call.
+    """
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
-    return Recorder(path, function=name, **facts)
+    recorder = Recorder(path, function=name, **facts)
+    if pool is not None:
+        began = recorder.begun_ns
+        ready = pool.last_worker_ready_ns
+        recorder.instant(
+            recorder.caller_track("pool"),
+            "pool started before the call",
+            "startup",
+            began,
+            {
+                "backend": pool.name,
+                "workers": pool.workers,
+                "started_ms_before": round((began - pool.started_ns) / 1e6, 3),
+                "last_worker_ready_ms_before": round((began - ready) / 1e6, 3) if ready else None,
+            },
+        )
+        recorder.pool = pool
+        pool.traced_calls.append(recorder)
+    return recorder
 
 
 def _describe(error: BaseException) -> str:
@@ -132,6 +162,9 @@ def close_trace(recorder: Recorder, ended_by: BaseException | None) -> None:
     A trace that cannot be written raises ``OSError`` after a call that succeeded; after
     one that failed, the call's own exception goes on, with a note saying so.
     """
+    if recorder.pool is not None:
+        with contextlib.suppress(ValueError):
+            recorder.pool.traced_calls.remove(recorder)
     try:
         finish(recorder, partial=ended_by is not None, reason=why_ended(ended_by))
     except OSError as exc:

@@ -33,8 +33,8 @@ from workpool.timeline.recorder import ChunkRecord, Recorder
 
 __all__ = ["trace_lines", "write_trace"]
 
-# The phases of a chunk as sub-spans: (name, category).
-_PHASES = (("receive", "serialize"), ("run", "run"), ("return", "serialize"))
+# The phases of a chunk are sub-spans: "receive" and "return" (category "serialize")
+# and "run" (category "run"); _Lines.node writes them.
 
 # JSON is written by the few lines below rather than the json package: importing that
 # costs about as much as everything else a short traced call adds. Values are what
@@ -153,21 +153,33 @@ class _Lines:
         assert node.chunk is not None
         _, start, count, attempt, outcome, errors, _, run, ran, _, retried = node.chunk
         begin, end = node.begin, node.end
-        # Each phase boundary clamped into the chunk and after the one before.
+        # Each phase boundary clamped into the chunk and after the one before; then
+        # all four in µs at once (the same rounding as micros()).
         run = min(max(run, begin), end)
         ran = min(max(ran, run), end)
+        shift = 500 - self.origin
+        begin, run, ran, end = (
+            (begin + shift) // 1000,
+            (run + shift) // 1000,
+            (ran + shift) // 1000,
+            (end + shift) // 1000,
+        )
         failed = f',"errors":{errors}' if errors else ""
         if retried:
             failed += f',"retried":[{",".join(map(str, retried))}]'
-        described = (
-            f',"args":{{"start":{start},"count":{count},"attempt":{attempt},'
-            f'"outcome":{self.quote(outcome)}{failed}}}'
+        yield (
+            f'{{"ph":"X","name":"chunk","cat":"chunk","ts":{begin},"dur":{end - begin},'
+            f'{where},"args":{{"start":{start},"count":{count},"attempt":{attempt},'
+            f'"outcome":{self.quote(outcome)}{failed}}}}}'
         )
-        yield self.complete("chunk", "chunk", begin, end, where, described)
-        bounds = (begin, run, ran, end)
-        for i, (name, category) in enumerate(_PHASES):
-            if self.micros(bounds[i + 1]) > self.micros(bounds[i]):  # else invisible
-                yield self.complete(name, category, bounds[i], bounds[i + 1], where)
+        # The phases, each only if it lasted a microsecond or more (else invisible).
+        phase = '{{"ph":"X","name":"{}","cat":"{}","ts":{},"dur":{},{}}}'
+        if run > begin:
+            yield phase.format("receive", "serialize", begin, run - begin, where)
+        if ran > run:
+            yield phase.format("run", "run", run, ran - run, where)
+        if end > ran:
+            yield phase.format("return", "serialize", ran, end - ran, where)
 
 
 def trace_lines(recorder: Recorder) -> Iterator[str]:
@@ -229,17 +241,24 @@ def write_trace(recorder: Recorder, *, partial: bool, reason: str) -> None:
         "wall_seconds": (ended - recorder.begun_ns) / 1e9,
         "call": recorder.facts,
     }
+    # backslashreplace: a lone surrogate (from an undecodable file name, say) is
+    # written as the JSON escape \udcXX instead of failing the whole file.
+    data = (
+        '{"traceEvents":[\n'
+        + ",\n".join(trace_lines(recorder))
+        + f'\n],\n"displayTimeUnit":"ms",\n"otherData":{_dumps(other)}}}\n'
+    ).encode("utf-8", "backslashreplace")
     directory, base = os.path.split(os.path.abspath(recorder.path))
     temporary = os.path.join(directory, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     # O_EXCL: never write through someone else's file; 0o666 lets the umask decide.
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        # backslashreplace: a lone surrogate (from an undecodable file name, say) is
-        # written as the JSON escape \udcXX instead of failing the whole file.
-        with open(fd, "w", encoding="utf-8", errors="backslashreplace") as file:
-            file.write('{"traceEvents":[\n')
-            file.write(",\n".join(trace_lines(recorder)))
-            file.write(f'\n],\n"displayTimeUnit":"ms",\n"otherData":{_dumps(other)}}}\n')
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         os.replace(temporary, recorder.path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -86,6 +86,8 @@ class Recorder:
         self._track_ids: dict[Hashable, int] = {}
         self._lock = threading.Lock()
         self._written = False
+        # The engine of the Pool the call runs on (timeline.calls.open_trace), if any.
+        self.pool: Any = None
 
     def track(self, key: Hashable, name: str, group: str) -> int:
         """The number of the track for ``key``, created (named ``name``) on first use.

@@ -96,7 +96,7 @@ class ProcessBackend(Backend):
             self._function_ref(fn)
         launcher = make_launcher(spec.start_method)
         self.start_method = launcher.method
-        self._supervisor = Supervisor(spec, launcher, recorder)
+        self._supervisor = Supervisor(spec, launcher, self.worker_started)
 
     def submit(self, chunk: Chunk) -> None:
         self._send(WireChunk(chunk, self._function_ref(chunk.fn)))

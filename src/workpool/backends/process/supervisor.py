@@ -15,8 +15,8 @@ import threading
 import time
 import weakref
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import CancelledError
-from typing import TYPE_CHECKING
 
 from workpool._options import PoolSpec
 from workpool.backends.process import exit_hook, lifeline, protocol
@@ -36,9 +36,6 @@ from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
 from workpool.remote_errors import unpack_error
 from workpool.serialize import dumps_function
 from workpool.tasks import ResultBatch
-
-if TYPE_CHECKING:
-    from workpool.timeline.recorder import Recorder
 
 __all__ = ["Supervisor"]
 
@@ -62,11 +59,15 @@ class Supervisor:
     """
 
     def __init__(
-        self, spec: PoolSpec, launcher: Launcher, recorder: Recorder | None = None
+        self,
+        spec: PoolSpec,
+        launcher: Launcher,
+        worker_started: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self._spec = spec
         self._launcher = launcher
-        self._recorder = recorder  # the traced call this pool was started for, if any
+        # Told each worker's label and start-up interval (for timelines), if anyone asks.
+        self._worker_started = worker_started
         self._initializer_payload = (
             dumps_function((spec.initializer, spec.initargs)) if spec.initializer else None
         )
@@ -387,9 +388,8 @@ class Supervisor:
                 self._init_failures = 0
                 now = now_ns()
                 handle.clock_offset_ns = clock_offset(handle.started_ns, message.clock_ns, now)
-                if self._recorder is not None:
-                    track = self._recorder.worker_track(handle.label, TRACE_GROUP)
-                    self._recorder.span(track, "worker start", "startup", handle.started_ns, now)
+                if self._worker_started is not None:
+                    self._worker_started(handle.label, handle.started_ns, now)
             else:
                 handle.init_error = unpack_error(message.error)
         if handle.reader.closed and handle.alive:

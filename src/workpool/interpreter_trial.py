@@ -1,0 +1,140 @@
+"""Timing a pool of two subinterpreters on real items, for ``advise`` (Python 3.14+).
+
+On a build with the GIL, CPU work that holds it gains nothing from threads, while
+subinterpreters (each with its own GIL) run it in parallel without a second process:
+on pure-Python work they can beat processes. No model predicts that well (starting an
+interpreter imports workpool and the function's modules into it; some extension
+modules refuse to load there), so ``advise`` measures it::
+
+    first items ──> 1 item per interpreter (start-up)  ──> `want` items, half each
+                    │                                     │
+                    └─ start = that time - one item ──────┴─ speedup = want x per item
+                                                               inline / their time
+
+Every item is a real task of the call; its result is kept. An item that raised in a
+subinterpreter runs again in the calling thread (the failure may be the interpreter's:
+an extension module that does not support them), and subinterpreters are then not
+offered. The pool is shut down afterwards, unless the caller keeps it to run the rest
+of the call on (``keep``), so that its start-up is not paid twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from workpool._options import BACKENDS, PoolSpec
+from workpool.tasks import CallMode, Chunk, ResultBatch, call_items
+
+if TYPE_CHECKING:
+    from workpool.backends.base import Backend
+
+__all__ = ["AVAILABLE", "Trial", "time_interpreters"]
+
+#: Whether this Python has subinterpreters (``concurrent.interpreters``).
+AVAILABLE = "interpreter" in BACKENDS
+
+
+class Trial(NamedTuple):
+    """What two subinterpreters did with the items they were given."""
+
+    items: int  # items run there (or, after a failure, here)
+    speedup: float | None  # items/s on two started interpreters / items/s inline; None: unusable
+    start_seconds: float  # starting two interpreters, beyond running an item in each
+    parallelism: float | None  # CPU seconds of the process per wall second meanwhile
+
+
+class _Collected:
+    """The sink of the trial's chunks: their batches, and an event when all are in."""
+
+    def __init__(self, chunks: int) -> None:
+        self.batches: dict[int, ResultBatch] = {}
+        self._left = chunks
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+
+    def claim(self, chunk: Chunk) -> bool:
+        return True
+
+    def deliver(self, batch: ResultBatch) -> None:
+        with self._lock:
+            self.batches[batch.chunk.start] = batch
+            self._left -= 1
+            if self._left == 0:
+                self.done.set()
+
+
+def _run(
+    backend: Backend, fn: Callable[..., Any], mode: CallMode, pieces: list[Sequence[Any]]
+) -> tuple[list[Any], dict[int, BaseException]]:
+    """Run each piece as one chunk on ``backend``; values and errors in input order."""
+    sink = _Collected(len(pieces))
+    start = 0
+    for piece in pieces:
+        backend.submit(Chunk(sink, fn, mode, start, piece))
+        start += len(piece)
+    sink.done.wait()
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    for begin in sorted(sink.batches):
+        batch = sink.batches[begin]
+        errors.update((begin + offset, error) for offset, error in batch.errors.items())
+        values.extend(batch.values)
+    return values, errors
+
+
+def time_interpreters(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    items: Sequence[Any],
+    per_item: float,
+    spec: PoolSpec,
+    keep: list[Backend] | None = None,
+) -> tuple[Trial, list[Any], dict[int, BaseException]]:
+    """Run ``items`` (at least 4) on a pool of ``spec`` (an interpreter pool), two at once.
+
+    Returns the trial and the items' values and errors by position. ``per_item`` is
+    the inline time of one item. With ``keep``, a pool that ran every item is appended
+    to it, still running, instead of being shut down.
+    """
+    from workpool.backends import create_backend
+
+    assert len(items) >= 4
+    middle = 2 + (len(items) - 2) // 2
+    backend = create_backend(spec, fn)
+    kept = False
+    try:
+        started = time.perf_counter()
+        first_values, first_errors = _run(backend, fn, mode, [items[:1], items[1:2]])
+        warmed = time.perf_counter()
+        cpu = time.process_time()
+        values, errors = _run(backend, fn, mode, [items[2:middle], items[middle:]])
+        ended = time.perf_counter()
+        cpu = time.process_time() - cpu
+        values = first_values + values
+        errors = first_errors | {2 + offset: error for offset, error in errors.items()}
+        if not errors:
+            kept = keep is not None
+            if keep is not None:
+                keep.append(backend)
+            wall = ended - warmed
+            speedup = (len(items) - 2) * per_item / wall if wall > 0 else None
+            start_seconds = max(0.0, (warmed - started) - per_item)
+            parallelism = cpu / wall if wall > 0 else None
+            return Trial(len(items), speedup, start_seconds, parallelism), values, errors
+    except Exception as exc:  # the pool itself failed (an unpicklable function...): not offered
+        values, errors = [None] * len(items), dict.fromkeys(range(len(items)), exc)
+    finally:
+        if not kept:
+            backend.shutdown(wait=True, cancel_pending=True)
+    # What failed there runs again here, where it will be judged like any other item.
+    for position in sorted(errors):
+        again, again_errors, _ = call_items(fn, mode, items[position : position + 1])
+        values[position] = again[0]
+        if again_errors:
+            errors[position] = again_errors[0]
+        else:
+            del errors[position]
+    return Trial(len(items), None, 0.0, None), values, errors
