@@ -311,18 +311,23 @@ class Supervisor:
 
         A worker still starting gets nothing: a chunk queued in its socket would wait
         for its start while a ready worker could run it (a small call's whole time).
+        Nor does a busy worker get a second chunk while another is starting: queued
+        behind a long task, it would wait there while the newcomer, once ready, sat idle.
         """
         best: WorkerHandle | None = None
+        starting = False
         for handle in self._handles:
-            if (
-                handle is None
-                or not handle.ready
-                or not handle.accepts_work
-                or len(handle.assigned) >= PREFETCH
-            ):
+            if handle is None or not handle.accepts_work:
+                continue
+            if not handle.ready:
+                starting = True
+                continue
+            if len(handle.assigned) >= PREFETCH:
                 continue
             if best is None or len(handle.assigned) < len(best.assigned):
                 best = handle
+        if best is not None and best.assigned and starting:
+            return None
         return best
 
     def _encode(self, wire: WireChunk) -> bool:
