@@ -47,6 +47,7 @@ them.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -96,7 +97,7 @@ class ProcessBackend(Backend):
             self._function_ref(fn)
         launcher = make_launcher(spec.start_method)
         self.start_method = launcher.method
-        self._supervisor = Supervisor(spec, launcher, self.worker_started)
+        self._supervisor = Supervisor(spec, launcher, _weakly(self.worker_started))
 
     def submit(self, chunk: Chunk) -> None:
         self._send(WireChunk(chunk, self._function_ref(chunk.fn)))
@@ -193,3 +194,20 @@ def _why_unsent(chunk: Chunk, reason: BaseException) -> BaseException:
         f"to the worker process failed too: {reason!r}",
     )
     return error
+
+
+def _weakly(method: Callable[[str, int, int], None]) -> Callable[[str, int, int], None]:
+    """``method``, called through a weak reference to its object.
+
+    The supervisor outlives nothing it is given: a bound method of the engine would make
+    a cycle (engine -> supervisor -> engine), and the pool's slots and sockets would
+    wait for the garbage collector instead of going when the last reference does.
+    """
+    target = weakref.WeakMethod(method)
+
+    def call(label: str, began_ns: int, ready_ns: int) -> None:
+        bound = target()
+        if bound is not None:
+            bound(label, began_ns, ready_ns)
+
+    return call
