@@ -52,8 +52,13 @@ class WaitLong:
 
 
 class FailOnOneElseWaitLong(WaitLong):
+    """Item 1 fails, once another item is waiting long (or after 30 s)."""
+
     def __call__(self, x: int) -> int:
         if x == 1:
+            deadline = time.monotonic() + 30
+            while not any(Path(self.directory).iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.01)
             raise ValueError("bad input 1")
         return super().__call__(x)
 

@@ -236,11 +236,13 @@ def test_closing_an_imap_early_cancels_its_tasks_on_the_scheduler(
             )
         assert next(results) == 0
         assert workpool_tasks(client)  # the window is full of ten-second tasks
+        # Some of them are running in a node's local processes before the close.
+        assert wait_for(lambda: any(tmp_path.iterdir()), timeout=30)
         results.close()  # type: ignore[attr-defined]
         # Each task takes ten seconds: only a cancellation clears them this fast.
         assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
     # The local processes that ran them were stopped (their pool is not kept).
-    assert any(tmp_path.iterdir()) and wait_for(lambda: waiters_gone(tmp_path), timeout=5)
+    assert wait_for(lambda: waiters_gone(tmp_path), timeout=5)
     assert workpool.map(square, range(10), backend="dask", address=client) == [
         x * x for x in range(10)
     ]  # and the workers are free again
@@ -250,7 +252,8 @@ def test_a_failure_cancels_the_calls_other_tasks(client: Any, tmp_path: Path) ->
     with pytest.raises(ValueError, match="bad input 1"):
         workpool.map(FailOnOneElseWaitLong(tmp_path), range(60), backend="dask", address=client)
     assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
-    assert any(tmp_path.iterdir()) and wait_for(lambda: waiters_gone(tmp_path), timeout=5)
+    assert any(tmp_path.iterdir())  # item 1 failed only once another task was running
+    assert wait_for(lambda: waiters_gone(tmp_path), timeout=5)
     assert workpool.map(square, range(10), backend="dask", address=client) == [
         x * x for x in range(10)
     ]
@@ -284,6 +287,7 @@ def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(
         assert caller.stdout is not None
         assert caller.stdout.readline().strip() == "0"
         assert workpool_tasks(client)
+        assert wait_for(lambda: any(tmp_path.iterdir()), timeout=30)  # some are running
         os.killpg(caller.pid, signal.SIGINT)
         _, err = caller.communicate(timeout=30)
     finally:
@@ -293,7 +297,7 @@ def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(
     assert "KeyboardInterrupt" in err
     assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
     # The tasks that were running stopped too: their local processes are gone.
-    assert any(tmp_path.iterdir()) and wait_for(lambda: waiters_gone(tmp_path), timeout=5)
+    assert wait_for(lambda: waiters_gone(tmp_path), timeout=5)
 
 
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
