@@ -284,7 +284,16 @@ class Supervisor:
                 self._inbox.clear()
             cancel = self._cancel_pending
         if cancel and self._pending:
-            dropped, self._pending = self._pending, deque()
+            # The chunks the workers would hold by now had they all started were handed
+            # to the pool already: they run, as Executor.shutdown(cancel_futures=True)
+            # lets queued calls run. Chunks wait here only until a worker is ready.
+            room = sum(
+                PREFETCH - len(handle.assigned)
+                for handle in self._handles
+                if handle is not None and handle.accepts_work
+            )
+            dropped = self._pending
+            self._pending = deque(dropped.popleft() for _ in range(min(max(room, 0), len(dropped))))
             for wire in dropped:
                 self._fail(wire, CancelledError("the pool shut down before this task started"))
 
