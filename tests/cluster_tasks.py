@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -80,8 +81,16 @@ def local_processes() -> int:
     """Run on a Dask worker: how many processes it has started that still run."""
     import psutil
 
-    children = psutil.Process().children()
-    return sum(1 for child in children if child.status() != psutil.STATUS_ZOMBIE)
+    while True:
+        try:
+            children = psutil.Process().children()
+        except (psutil.Error, OSError):  # a process ended while /proc was read: again
+            continue
+        running = 0
+        for child in children:
+            with contextlib.suppress(psutil.NoSuchProcess):  # it ended meanwhile
+                running += child.status() != psutil.STATUS_ZOMBIE
+        return running
 
 
 def ones(count: int) -> Any:
