@@ -8,6 +8,7 @@ works out which task it was on (``_recover``) and starts another in its place.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import selectors
 import socket
@@ -292,9 +293,9 @@ class Supervisor:
                 for handle in self._handles
                 if handle is not None and handle.accepts_work
             )
-            dropped = self._pending
-            self._pending = deque(dropped.popleft() for _ in range(min(max(room, 0), len(dropped))))
-            for wire in dropped:
+            waiting, kept = self._pending, max(room, 0)
+            self._pending = deque(itertools.islice(waiting, kept))
+            for wire in itertools.islice(waiting, kept, None):
                 self._fail(wire, CancelledError("the pool shut down before this task started"))
 
     # --- handing out work -------------------------------------------------------------
