@@ -153,3 +153,56 @@ def test_interpreter_exit_with_a_pool_open_leaves_no_worker(tmp_path: Path) -> N
     assert pids
     assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
     assert took < 15
+
+
+# A SIGINT that lands in a weakref callback (the garbage collector's) is reported by
+# Python as an unraisable exception: the storm's doing, not the pool's.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_storm_during_submits_leaves_the_pool_sound() -> None:
+    """SIGINTs at random moments of many submit/result round trips, in the main thread.
+
+    Each one interrupts whatever it lands in, a submit half-way included (between
+    writing a chunk to a worker and recording it); the pool must go on: every Future
+    that was handed out still gets its own answer, and new work still runs.
+    """
+    import threading
+
+    import workpool
+    from helpers import square
+
+    stop = threading.Event()
+    armed = False  # raise only inside the round trips, not in the test's own steps
+
+    def interrupt(signum: int, frame: object) -> None:
+        if armed:
+            raise KeyboardInterrupt
+
+    def interrupter() -> None:
+        while not stop.wait(0.002):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    interrupted = 0
+    handed_out = []
+    previous = signal.signal(signal.SIGINT, interrupt)
+    with workpool.Pool(2, backend="process") as pool:
+        thread = threading.Thread(target=interrupter)
+        thread.start()
+        try:
+            for x in range(2000):
+                try:
+                    armed = True
+                    future = pool.submit(square, x)
+                    handed_out.append((x, future))
+                    future.result(timeout=30)
+                    armed = False
+                except KeyboardInterrupt:
+                    armed = False
+                    interrupted += 1
+        finally:
+            stop.set()
+            thread.join()
+            signal.signal(signal.SIGINT, previous)
+        for x, future in handed_out:
+            assert future.result(timeout=30) == x * x
+        assert list(pool.map(square, range(100))) == [x * x for x in range(100)]
+    assert interrupted > 10

@@ -203,27 +203,38 @@ class FrameWriter:
         return bool(self._queue)
 
     def write(self, *parts: bytes | memoryview, fds: Sequence[int] = ()) -> None:
-        for index, buffer in enumerate(frame_parts(*parts)):
-            self._queue.append((memoryview(buffer), fds if index == 0 else ()))
+        buffers = frame_parts(*parts)
+        # One extend: a frame is queued whole or not at all, even if Ctrl+C interrupts
+        # the submitting thread that writes it.
+        self._queue.extend(
+            [
+                (memoryview(buffer), fds if index == 0 else ())
+                for index, buffer in enumerate(buffers)
+            ]
+        )
         self.flush()
 
     def flush(self) -> None:
-        """Write what the socket takes now; the rest waits for the next call."""
+        """Write what the socket takes now; the rest waits for the next call.
+
+        A buffer leaves the queue before it is sent, not after: a ``KeyboardInterrupt``
+        (raised in the submitting thread as soon as the system call returns, when Ctrl+C
+        came during it) then cannot make the same bytes go out twice.
+        """
         queue = self._queue
         while queue and not self.broken:
-            buffer, fds = queue[0]
+            buffer, fds = queue.popleft()
             try:
                 if fds:
                     sent = self._sock.sendmsg([buffer], _rights(fds), socket.MSG_DONTWAIT)
                 else:
                     sent = self._sock.send(buffer, socket.MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
+                queue.appendleft((buffer, fds))
                 return
             except OSError:  # the worker is gone; its exit is handled elsewhere
                 self.broken = True
                 queue.clear()
                 return
-            if sent == len(buffer):
-                queue.popleft()
-            else:  # the descriptors went with the bytes already sent
-                queue[0] = (buffer[sent:], ())
+            if sent < len(buffer):  # the descriptors went with the bytes already sent
+                queue.appendleft((buffer[sent:], ()))

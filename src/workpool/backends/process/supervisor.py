@@ -219,6 +219,9 @@ class Supervisor:
         if self._terminating:
             self._terminate_now()
             return False
+        for handle in self._handles:  # a submitting thread interrupted before it asked
+            if handle is not None and handle.writer.pending:
+                self._watch_writes(handle)
         self._check_overruns()
         self._dispatch()
         return self._keep_going()
@@ -351,15 +354,21 @@ class Supervisor:
         return True
 
     def _send_chunk(self, handle: WorkerHandle, wire: WireChunk) -> None:
+        # Each step is written before it is recorded: this may run in a submitting
+        # thread, where Ctrl+C can stop it between any two steps. A function sent but
+        # not recorded is sent again later; a chunk sent but not recorded is answered,
+        # and ``_on_batch`` drops that answer (its submit raised, nobody waits for it).
         ref = wire.fn_ref
         if ref.fn_id in handle.functions:
             handle.functions.move_to_end(ref.fn_id)
         else:
             evict = None
             if len(handle.functions) >= FUNCTION_CACHE_SIZE:
-                evict, _ = handle.functions.popitem(last=False)
-            handle.functions[ref.fn_id] = None
+                evict = next(iter(handle.functions))
             handle.writer.write(*protocol.encode_define(ref.fn_id, ref.payload, evict))
+            if evict is not None:
+                del handle.functions[evict]
+            handle.functions[ref.fn_id] = None
         self._seq += 1
         wire.seq = self._seq
         chunk = wire.chunk
@@ -413,8 +422,14 @@ class Supervisor:
             self._expect_end(handle)
 
     def _on_batch(self, handle: WorkerHandle, batch: protocol.Batch) -> None:
+        if not handle.assigned or handle.assigned[0].seq != batch.seq:
+            # Workers answer in order, so this chunk was never recorded: its sending
+            # thread was interrupted in between (``_send_chunk``). Nobody waits for it.
+            for fd in handle.reader.take_fds(batch.fd_count):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            return
         wire = handle.assigned.popleft()
-        assert wire.seq == batch.seq, "a worker answered chunks out of order"
         chunk = wire.chunk
         decoding = now_ns() if batch.times is not None else 0
         try:
