@@ -365,3 +365,74 @@ def test_work_holding_the_gil_is_timed_on_two_subinterpreters_once_each() -> Non
     assert values == list(items) == list(range(len(values))) and not errors  # each ran once
     # auto may go on with the pool it timed, or stop it: either way every item once.
     assert workpool.map(spins_21ms, range(12), workers=2) == list(range(12))
+
+
+def slow_spins(x: int) -> int:
+    """About 10 ms of pure-Python CPU work: slow enough to start processes early for."""
+    deadline = time.thread_time() + 0.01
+    total = 0
+    while time.thread_time() < deadline:
+        total += 1
+    return x
+
+
+def _count_pools(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The backends the calls started, in order (``oneshot.create_backend`` recorded)."""
+    from workpool import oneshot
+
+    started: list[str] = []
+    create = oneshot.create_backend
+
+    def recorded(spec: PoolSpec, *args: object) -> object:
+        backend = create(spec, *args)  # type: ignore[arg-type]
+        started.append(spec.backend)
+        return backend
+
+    monkeypatch.setattr(oneshot, "create_backend", recorded)
+    return started
+
+
+@pytest.mark.skipif(FREE_THREADED, reason="without a GIL, threads take pure-Python CPU work")
+def test_auto_goes_on_with_the_process_pool_it_started_while_measuring(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started = _count_pools(monkeypatch)
+
+    def fresh(x: int) -> int:  # measured afresh: not remembered from another test
+        return slow_spins(x)
+
+    assert workpool.map(fresh, range(40)) == list(range(40))
+    assert started == ["process"]  # one pool, started early and then used
+
+
+def test_a_process_pool_started_while_measuring_is_stopped_unused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started = _count_pools(monkeypatch)
+
+    def fresh(x: int) -> int:
+        return slow_spins(x)
+
+    # Five slow items: processes look likely after the first ones, but with what is
+    # left no pool pays for itself. The early pool stops; nothing is left running.
+    assert workpool.map(fresh, range(5)) == list(range(5))
+    assert started.count("process") <= 1
+
+
+def test_auto_on_slow_cpu_work_that_cannot_be_pickled_still_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    started = _count_pools(monkeypatch)
+    lock = threading.Lock()
+
+    def holds_a_lock(x: int) -> int:  # a closure over a lock: no process can take it
+        with lock:
+            return slow_spins(x)
+
+    assert workpool.map(holds_a_lock, range(12)) == list(range(12))
+    assert "process" not in started
+    advice = workpool.advise(holds_a_lock, range(30), total=3000)
+    assert advice.backend not in ("process", "interpreter"), advice.reason
+    assert "cannot be pickled" in advice.reason

@@ -34,14 +34,14 @@ from workpool._cpus import usable_cpus
 from workpool._options import PoolSpec, check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
 from workpool.inputs import InputSource, ItemSource
-from workpool.serialize import dumps_data
+from workpool.serialize import dumps_data, dumps_function
 from workpool.tasks import CallMode, call_items
 
 if TYPE_CHECKING:
     from workpool.backends.base import Backend
     from workpool.interpreter_trial import Trial
 
-__all__ = ["Advice", "Measurement", "advise", "decide", "measure"]
+__all__ = ["Advice", "Measurement", "advise", "decide", "decide_for", "measure"]
 
 # What a pool of worker processes costs to start and stop, estimated (measured here):
 # workers forked from the zygote or a running fork server start in milliseconds; the
@@ -301,6 +301,31 @@ def decide(
     return Advice(best, workers, chunksize, reason, measurements)
 
 
+def decide_for(
+    fn: Callable[..., Any],
+    found: Measurement,
+    remaining: int | None,
+    *,
+    interpreters_started: bool = False,
+) -> Advice:
+    """``decide``, knowing the function: a choice that would ship ``fn`` elsewhere
+    (processes, subinterpreters) is made again without them if ``fn`` cannot be pickled.
+
+    The check waits for such a choice: pickling a closure can cost an import of
+    cloudpickle, which a call that stays in this process should not pay.
+    """
+    advice = decide(found, remaining, interpreters_started=interpreters_started)
+    if advice.backend in ("process", "interpreter"):
+        try:
+            dumps_function(fn)
+        except Exception:
+            unshippable = found._replace(
+                ship_seconds_per_item=math.inf, ship_bytes_per_item=math.inf
+            )
+            advice = decide(unshippable, remaining, interpreters_started=interpreters_started)
+    return advice
+
+
 def _explain(
     found: Measurement,
     best: str,
@@ -315,6 +340,12 @@ def _explain(
         f"({found.cpu_fraction:.0%} of it on the CPU) and {_seconds(found.ship_seconds_per_item)} "
         f"to pickle with its result ({_bytes(found.ship_bytes_per_item)})"
     )
+    if not math.isfinite(found.ship_seconds_per_item):
+        cost = (
+            f"One item takes {_seconds(found.seconds_per_item)} inline "
+            f"({found.cpu_fraction:.0%} of it on the CPU); the function, an item or a result "
+            "cannot be pickled, so no other process or subinterpreter can run it"
+        )
     if found.thread_speedup is None and found.cpu_fraction < 0.5 and threads_scale(found):
         threads = (
             "it mostly waits, so threads run it in parallel (not timed on two threads: "
@@ -368,6 +399,7 @@ def measure(
     budget: float = 1.0,
     interpreters: PoolSpec | None = None,
     keep: list[Backend] | None = None,
+    on_slow_cpu: Callable[[], None] | None = None,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
     """Time ``fn`` on the first items of ``inputs``.
 
@@ -375,10 +407,14 @@ def measure(
     and errors by position. Takes only as many items as ``budget`` seconds allow.
     ``interpreters`` is the pool to time subinterpreters on, where they may help (None:
     not timed); with ``keep``, that pool, if it ran every item, is appended there
-    instead of shut down.
+    instead of shut down. ``on_slow_cpu`` is called once the items inline have shown
+    themselves slow and busy on the CPU, the work a process pool usually wins: the
+    caller may start one then, so that it starts while threads are timed.
     """
     sample = _Sample()
     inline = _time_inline(fn, mode, inputs, sample, budget)
+    if on_slow_cpu is not None and inline.per_item >= SLOW_ITEM and _cpu_fraction(inline) >= 0.5:
+        on_slow_cpu()
     threads = _time_on_two_threads(fn, mode, inputs, sample, inline, budget)
     ship_seconds, ship_bytes = _shipping_cost(sample.items, sample.values, sample.errors)
     trial = None
@@ -733,4 +769,4 @@ def advise(
     )
     if not values:
         raise ValueError("sample is empty: there is nothing to measure")
-    return decide(found, total)
+    return decide_for(fn, found, total)

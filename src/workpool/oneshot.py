@@ -19,7 +19,7 @@ from workpool._options import (
     resolve_auto,
     run_options,
 )
-from workpool.advise import decide, measure, remember, remembered
+from workpool.advise import decide_for, measure, remember, remembered
 from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
@@ -179,6 +179,7 @@ class _OneShotCall:
             except BaseException:
                 if prefix.started_backend is not None:
                     prefix.started_backend.terminate()
+                prefix.stop_unused_processes()
                 raise
             spec = prefix.chosen_spec
             first_position += prefix.count
@@ -256,8 +257,32 @@ class _MeasuredPrefix:
         self._trace = trace  # the items measured are traced like any chunk
         self.count = 0
         self.chosen_spec: PoolSpec = call.spec
-        # The interpreter pool timed while measuring, when the call goes on with it.
+        # The interpreter pool timed while measuring, when the call goes on with it, or
+        # the process pool started while measuring, when processes were chosen.
         self.started_backend: Backend | None = None
+        self._processes: Backend | None = None  # started early, not chosen yet
+
+    def _start_processes(self) -> None:
+        """Start the process pool the call would most likely go on with, now.
+
+        Called by ``measure`` once the items prove slow and busy on the CPU: the pool
+        then starts on the other CPUs while threads (and subinterpreters) are timed,
+        instead of after the choice. Not chosen after all, it is stopped unused.
+        """
+        call = self._call
+        if call.total is not None and call.total < 4:
+            return  # a handful of items: a pool would hardly pay for its own start
+        workers = call.spec.workers if call.workers_given else default_workers("process")
+        try:
+            self._processes = create_backend(resolve_auto(call.spec, "process", workers), call.fn)
+        except Exception:  # cannot be pickled, say: measuring will tell, as without it
+            self._processes = None
+
+    def stop_unused_processes(self) -> None:
+        """Stop the pool ``_start_processes`` started, if the call did not go on with it."""
+        if self._processes is not None:
+            self._processes.terminate()
+            self._processes = None
 
     def result_lists(self, raise_in_order: bool) -> Iterator[list[Any]]:
         call = self._call
@@ -283,21 +308,35 @@ class _MeasuredPrefix:
                     trial_spec = resolve_auto(call.spec, "interpreter", trial_workers)
                 kept: list[Backend] = []
                 began = now_ns()
-                found, items, values, errors = measure(
-                    call.fn, call.mode, source, interpreters=trial_spec, keep=kept
-                )
+                try:
+                    found, items, values, errors = measure(
+                        call.fn,
+                        call.mode,
+                        source,
+                        interpreters=trial_spec,
+                        keep=kept,
+                        on_slow_cpu=None if self._trace is not None else self._start_processes,
+                    )
+                except BaseException:
+                    self.stop_unused_processes()
+                    raise
                 measured = (began, now_ns())
                 remember(call.fn, found)
                 self.started_backend = kept[0] if kept else None
             self.count = len(values)
             remaining = None if call.total is None else call.total - self.count
-            advice = decide(found, remaining, interpreters_started=self.started_backend is not None)
+            advice = decide_for(
+                call.fn, found, remaining, interpreters_started=self.started_backend is not None
+            )
             advice_backend, advice_workers = advice.backend, advice.workers
         workers = call.spec.workers if call.workers_given else advice_workers
         self.chosen_spec = resolve_auto(call.spec, advice_backend, workers)
         if self.started_backend is not None and advice_backend != "interpreter":
             self.started_backend.shutdown(wait=True, cancel_pending=True)
             self.started_backend = None
+        if self._processes is not None and self.chosen_spec == self._processes.spec:
+            self.started_backend, self._processes = self._processes, None
+        self.stop_unused_processes()
 
         first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)
         if self._trace is not None and values:
