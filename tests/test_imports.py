@@ -135,3 +135,55 @@ print(json.dumps(failures))
         missing = "ModuleNotFoundError: No module named 'concurrent.interpreters'"
         failures = {name: text for name, text in failures.items() if missing not in text}
     assert not failures, "\n".join(f"{name}:\n{text}" for name, text in failures.items())
+
+
+def loaded_after(statement: str) -> set[str]:
+    """The workpool modules a fresh interpreter holds after running ``statement``."""
+    program = f"""
+import json, sys
+{statement}
+print(json.dumps(sorted(m for m in sys.modules if m == "workpool" or m.startswith("workpool."))))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_importing_workpool_loads_what_is_used_only() -> None:
+    assert loaded_after("import workpool") == {"workpool", "workpool._version"}
+    pool_only = loaded_after("import workpool; workpool.Pool")
+    assert "workpool.pool" in pool_only
+    assert not {"workpool.advise", "workpool.oneshot"} & pool_only
+
+
+def test_the_public_names_are_the_same_however_they_are_reached() -> None:
+    import workpool
+    import workpool.advise as advise_module  # the function: the package keeps that name
+
+    assert workpool.advise is advise_module
+    assert callable(workpool.advise)
+    assert workpool.Pool.__module__ == "workpool"
+    assert set(workpool.__all__) <= set(dir(workpool))
+    for name in workpool.__all__:
+        assert getattr(workpool, name) is not None
+
+
+def test_a_worker_imports_none_of_the_parents_side() -> None:
+    # What the zygote and every worker import: the process engine's worker side only.
+    loaded = loaded_after(
+        "import workpool.backends.process.zygote, workpool.backends.process.worker"
+    )
+    parent_side = {
+        "workpool._options",
+        "workpool.advise",
+        "workpool.oneshot",
+        "workpool.pool",
+        "workpool.run",
+        "workpool.backends.base",
+        "workpool.backends.process.engine",
+        "workpool.backends.process.supervisor",
+        "workpool.backends.process.launch",
+    }
+    assert not parent_side & loaded, parent_side & loaded
