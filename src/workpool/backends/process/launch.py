@@ -53,12 +53,11 @@ class MultiprocessingLauncher:
             # inherit that module's import lock, held forever. Import it first.
             import cloudpickle  # noqa: F401
         if method == "forkserver":
-            # Import the main module and the worker once in the server, not per worker
-            # (ctypes too: a worker names itself through it). This takes effect only if
-            # the fork server is not running yet.
+            # Import the main module and the worker once in the server, not per worker.
+            # This takes effect only if the fork server is not running yet.
             with contextlib.suppress(Exception):
                 self._context.set_forkserver_preload(
-                    ["__main__", "workpool.backends.process.worker", "cloudpickle", "ctypes"]
+                    ["__main__", "workpool.backends.process.worker", "cloudpickle"]
                 )
         # The pid a worker should see as its parent; a fork server's is unknown here.
         self._parent_pid = 0 if method == "forkserver" else os.getpid()
