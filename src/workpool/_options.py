@@ -53,9 +53,11 @@ __all__ = [
 
 def _has_subinterpreters() -> bool:
     """Whether ``concurrent.interpreters`` (Python 3.14+) exists here, without importing it."""
-    from importlib.util import find_spec
+    if sys.version_info >= (3, 14):  # before, importlib.util need not load to say no
+        from importlib.util import find_spec
 
-    return find_spec("concurrent.interpreters") is not None
+        return find_spec("concurrent.interpreters") is not None
+    return False
 
 
 # Engines a caller may name. "auto" measures and then picks one of the others (never
