@@ -137,12 +137,13 @@ print(json.dumps(failures))
     assert not failures, "\n".join(f"{name}:\n{text}" for name, text in failures.items())
 
 
-def loaded_after(statement: str) -> set[str]:
-    """The workpool modules a fresh interpreter holds after running ``statement``."""
+def loaded_after(statement: str, *also: str) -> set[str]:
+    """The workpool modules, and those of ``also``, loaded after running ``statement``."""
     program = f"""
-import json, sys
+import sys
 {statement}
-print(json.dumps(sorted(m for m in sys.modules if m == "workpool" or m.startswith("workpool."))))
+import json
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("workpool") or m in {also!r})))
 """
     done = subprocess.run(
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
@@ -173,9 +174,17 @@ def test_the_public_names_are_the_same_however_they_are_reached() -> None:
 def test_a_worker_imports_none_of_the_parents_side() -> None:
     # What the zygote and every worker import: the process engine's worker side only.
     loaded = loaded_after(
-        "import workpool.backends.process.zygote, workpool.backends.process.worker"
+        "import workpool.backends.process.zygote, workpool.backends.process.worker",
+        "concurrent.futures",
+        "logging",
+        "traceback",
+        "ctypes",
     )
     parent_side = {
+        "concurrent.futures",  # with logging: the Executor's, for BrokenPool
+        "logging",
+        "traceback",  # until a task fails
+        "ctypes",  # until the zygote sets its parent-death signal
         "workpool._options",
         "workpool.advise",
         "workpool.oneshot",

@@ -46,6 +46,10 @@ def create_backend(
                     name for name in BACKENDS if name not in ("auto", "process")
                 )
             )
+        if spec.start_method is None:
+            from workpool.backends.process.zygote import start_early
+
+            start_early()  # where it is exec'd, it comes up while the engine is imported
         from workpool.backends.process import ProcessBackend
 
         return ProcessBackend(spec, fn, recorder=recorder)

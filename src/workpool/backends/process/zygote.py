@@ -58,7 +58,7 @@ from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl
 if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["ZygoteWorker", "get_zygote"]
+__all__ = ["ZygoteWorker", "get_zygote", "start_early"]
 
 _STATUS = struct.Struct("<i")
 _LENGTH = struct.Struct("<I")
@@ -435,6 +435,18 @@ def get_zygote() -> Zygote | None:
             return _zygote
         _zygote_refused = True
         return None
+
+
+def start_early() -> None:
+    """Where the zygote is exec'd, start it now, before the engine's modules are imported.
+
+    A fresh interpreter takes tens of milliseconds to be ready to fork; the parent's
+    imports then run meanwhile instead of before. A zygote forked from the program is
+    left for ``get_zygote``: it must fork after the function is pickled, so that it
+    inherits what pickling imported (``engine.py``).
+    """
+    if not _platform.FORK_ZYGOTE:
+        get_zygote()
 
 
 def _forget_in_child() -> None:
