@@ -179,8 +179,10 @@ def test_a_worker_imports_none_of_the_parents_side() -> None:
         "logging",
         "traceback",
         "ctypes",
+        "multiprocessing",
     )
     parent_side = {
+        "multiprocessing",  # for other start methods than the zygote
         "concurrent.futures",  # with logging: the Executor's, for BrokenPool
         "logging",
         "traceback",  # until a task fails

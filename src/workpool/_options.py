@@ -21,7 +21,6 @@ accepted, so a bad argument never reaches a worker thread or process.
 # No `from __future__ import annotations` here: the NamedTuples below would then
 # compile each field's annotation string when the module is imported.
 
-import multiprocessing
 import numbers
 import os
 import sys
@@ -209,6 +208,8 @@ def _dask_installed() -> bool:
 def _start_method(name: str, value: object) -> str | None:
     if value is None:
         return None
+    import multiprocessing  # only here: the zygote's pools never need it
+
     available = multiprocessing.get_all_start_methods()
     if value not in START_METHODS or value not in available:
         choices = ", ".join(repr(m) for m in START_METHODS if m in available)
