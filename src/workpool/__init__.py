@@ -21,14 +21,16 @@ library (a worker, the zygote, a plain ``Pool``) never imports the rest.
 
 from __future__ import annotations
 
-import importlib
 import sys
-import types
-from typing import TYPE_CHECKING, Any
 
 from workpool._version import __version__ as __version__
 
+# typing (with re, which it imports) would be most of this module's cost, and importlib
+# the rest; type checkers read any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from workpool.advise import Advice as Advice
     from workpool.advise import advise as advise
     from workpool.errors import BrokenPool as BrokenPool
@@ -103,7 +105,9 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    module = f"{__name__}.{home}"
+    __import__(module)
+    value = getattr(sys.modules[module], name)
     if name in _RENAMED:
         value.__module__ = __name__
     globals()[name] = value  # found directly from now on
@@ -114,7 +118,7 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *__all__})
 
 
-class _PublicFace(types.ModuleType):
+class _PublicFace(type(sys)):  # type: ignore[misc]  # types.ModuleType, without importing types
     """This package, which keeps the function ``advise`` visible over the module ``advise``.
 
     Importing a submodule binds it as an attribute of its package, after the fact; the
@@ -123,7 +127,7 @@ class _PublicFace(types.ModuleType):
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "advise" and isinstance(value, types.ModuleType):
+        if name == "advise" and isinstance(value, type(sys)):
             return
         super().__setattr__(name, value)
 
