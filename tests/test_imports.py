@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -167,6 +168,11 @@ def test_the_public_names_are_the_same_however_they_are_reached() -> None:
     assert callable(workpool.advise)
     assert workpool.Pool.__module__ == "workpool"
     assert set(workpool.__all__) <= set(dir(workpool))
+    # BrokenPool is made on first use (errors.py): one class, which pickles as itself.
+    from workpool.errors import BrokenPool
+
+    assert workpool.BrokenPool is BrokenPool
+    assert type(pickle.loads(pickle.dumps(BrokenPool("lost")))) is BrokenPool
     for name in workpool.__all__:
         assert getattr(workpool, name) is not None
 
