@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import json
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -135,3 +136,71 @@ print(json.dumps(failures))
         missing = "ModuleNotFoundError: No module named 'concurrent.interpreters'"
         failures = {name: text for name, text in failures.items() if missing not in text}
     assert not failures, "\n".join(f"{name}:\n{text}" for name, text in failures.items())
+
+
+def loaded_after(statement: str, *also: str) -> set[str]:
+    """The workpool modules, and those of ``also``, loaded after running ``statement``."""
+    program = f"""
+import sys
+{statement}
+import json
+print(json.dumps(sorted(m for m in sys.modules if m.startswith("workpool") or m in {also!r})))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_importing_workpool_loads_what_is_used_only() -> None:
+    assert loaded_after("import workpool") == {"workpool", "workpool._version"}
+    pool_only = loaded_after("import workpool; workpool.Pool")
+    assert "workpool.pool" in pool_only
+    assert not {"workpool.advise", "workpool.oneshot"} & pool_only
+
+
+def test_the_public_names_are_the_same_however_they_are_reached() -> None:
+    import workpool
+    import workpool.advise as advise_module  # the function: the package keeps that name
+
+    assert workpool.advise is advise_module
+    assert callable(workpool.advise)
+    assert workpool.Pool.__module__ == "workpool"
+    assert set(workpool.__all__) <= set(dir(workpool))
+    # BrokenPool is made on first use (errors.py): one class, which pickles as itself.
+    from workpool.errors import BrokenPool
+
+    assert workpool.BrokenPool is BrokenPool
+    assert type(pickle.loads(pickle.dumps(BrokenPool("lost")))) is BrokenPool
+    for name in workpool.__all__:
+        assert getattr(workpool, name) is not None
+
+
+def test_a_worker_imports_none_of_the_parents_side() -> None:
+    # What the zygote and every worker import: the process engine's worker side only.
+    loaded = loaded_after(
+        "import workpool.backends.process.zygote, workpool.backends.process.worker",
+        "concurrent.futures",
+        "logging",
+        "traceback",
+        "ctypes",
+        "multiprocessing",
+    )
+    parent_side = {
+        "multiprocessing",  # for other start methods than the zygote
+        "concurrent.futures",  # with logging: the Executor's, for BrokenPool
+        "logging",
+        "traceback",  # until a task fails
+        "ctypes",  # until the zygote sets its parent-death signal
+        "workpool._options",
+        "workpool.advise",
+        "workpool.oneshot",
+        "workpool.pool",
+        "workpool.run",
+        "workpool.backends.base",
+        "workpool.backends.process.engine",
+        "workpool.backends.process.supervisor",
+        "workpool.backends.process.launch",
+    }
+    assert not parent_side & loaded, parent_side & loaded

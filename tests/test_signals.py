@@ -6,6 +6,7 @@ pids to files so the test can watch them after the parent is gone.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -206,3 +207,49 @@ def test_ctrl_c_storm_during_submits_leaves_the_pool_sound() -> None:
             assert future.result(timeout=30) == x * x
         assert list(pool.map(square, range(100))) == [x * x for x in range(100)]
     assert interrupted > 10
+
+
+HOLDER_SCRIPT = textwrap.dedent(
+    """
+    import os, sys, time
+    import workpool
+    from workpool.backends.process import zygote
+
+    with workpool.Pool(2, backend="process") as pool:
+        pool.submit(abs, -1).result()
+    holder = os.fork()  # holds a copy of every descriptor, the zygote's socket too
+    if holder == 0:
+        time.sleep(60)
+        os._exit(0)
+    print(zygote.get_zygote().pid, holder, flush=True)
+    time.sleep(60)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's signal: Linux")
+def test_the_zygote_ends_with_the_parent_while_another_process_holds_its_socket(
+    tmp_path: Path,
+) -> None:
+    # The zygote's socket does not close while a process the program forked holds a
+    # copy; the parent's death must end the zygote all the same (PR_SET_PDEATHSIG on
+    # Linux's path, the parent-death pipe on the portable one).
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER_SCRIPT)
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert parent.stdout is not None
+    line = parent.stdout.readline()
+    try:
+        assert line, "the parent script did not start its pool"
+        zygote_pid, holder_pid = (int(field) for field in line.split())
+        parent.kill()
+        parent.wait(timeout=10)  # not communicate(): the holder keeps stdout open
+        assert wait_for(lambda: gone(zygote_pid), timeout=5)
+        os.kill(holder_pid, signal.SIGKILL)
+        assert wait_for(lambda: gone(holder_pid), timeout=5)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(parent.pid, signal.SIGKILL)  # whatever of its group is left
+        parent.stdout.close()

@@ -21,7 +21,6 @@ accepted, so a bad argument never reaches a worker thread or process.
 # No `from __future__ import annotations` here: the NamedTuples below would then
 # compile each field's annotation string when the module is imported.
 
-import multiprocessing
 import numbers
 import os
 import sys
@@ -53,9 +52,11 @@ __all__ = [
 
 def _has_subinterpreters() -> bool:
     """Whether ``concurrent.interpreters`` (Python 3.14+) exists here, without importing it."""
-    from importlib.util import find_spec
+    if sys.version_info >= (3, 14):  # before, importlib.util need not load to say no
+        from importlib.util import find_spec
 
-    return find_spec("concurrent.interpreters") is not None
+        return find_spec("concurrent.interpreters") is not None
+    return False
 
 
 # Engines a caller may name. "auto" measures and then picks one of the others (never
@@ -207,6 +208,8 @@ def _dask_installed() -> bool:
 def _start_method(name: str, value: object) -> str | None:
     if value is None:
         return None
+    import multiprocessing  # only here: the zygote's pools never need it
+
     available = multiprocessing.get_all_start_methods()
     if value not in START_METHODS or value not in available:
         choices = ", ".join(repr(m) for m in START_METHODS if m in available)

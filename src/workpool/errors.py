@@ -7,7 +7,8 @@ ran in another process, the worker-side traceback as text in ``__cause__``.
 
 from __future__ import annotations
 
-import concurrent.futures
+import threading
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "BrokenPool",
@@ -35,8 +36,42 @@ class WorkerCrashed(WorkpoolError):
     """The worker process died while it ran the task (signal, ``os._exit``, out of memory)."""
 
 
-class BrokenPool(WorkpoolError, concurrent.futures.BrokenExecutor):
-    """The pool cannot go on, for instance because the initializer fails in every worker."""
+_BROKEN_POOL_DOC = (
+    "The pool cannot go on, for instance because the initializer fails in every worker."
+)
+
+if TYPE_CHECKING:
+    import concurrent.futures
+
+    class BrokenPool(WorkpoolError, concurrent.futures.BrokenExecutor):
+        __doc__ = _BROKEN_POOL_DOC
+
+
+# BrokenPool is an Executor's BrokenExecutor, and so needs concurrent.futures, which
+# imports logging: a few milliseconds that worker processes, which import this module
+# but never raise it, should not pay. It is made on first use (``__getattr__``), once.
+_broken_pool_lock = threading.Lock()
+
+
+def _define_broken_pool() -> type[WorkpoolError]:
+    import concurrent.futures
+
+    with _broken_pool_lock:
+        made = globals().get("BrokenPool")
+        if made is None:
+            made = type(
+                "BrokenPool",
+                (WorkpoolError, concurrent.futures.BrokenExecutor),
+                {"__doc__": _BROKEN_POOL_DOC, "__module__": "workpool"},
+            )
+            globals()["BrokenPool"] = made
+    return made
+
+
+def __getattr__(name: str) -> Any:
+    if name == "BrokenPool":
+        return _define_broken_pool()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class CheckpointMismatch(WorkpoolError, ValueError):
@@ -110,7 +145,6 @@ for _cls in (
     WorkpoolError,
     TaskTimeout,
     WorkerCrashed,
-    BrokenPool,
     CheckpointMismatch,
     CheckpointBusy,
     SharedMemoryWarning,

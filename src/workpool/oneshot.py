@@ -19,7 +19,6 @@ from workpool._options import (
     resolve_auto,
     run_options,
 )
-from workpool.advise import decide_for, measure, remember, remembered
 from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
@@ -285,6 +284,9 @@ class _MeasuredPrefix:
             self._processes = None
 
     def result_lists(self, raise_in_order: bool) -> Iterator[list[Any]]:
+        # Only here: a call that names its backend never loads the measurement.
+        from workpool.advise import decide_for, measure, remember, remembered
+
         call = self._call
         options = call.options
         found = remembered(call.fn)

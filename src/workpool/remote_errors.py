@@ -16,7 +16,6 @@ type's name, its message and its formatted traceback::
 from __future__ import annotations
 
 import pickle
-import traceback
 
 from workpool.errors import RemoteTraceback, TaskError
 from workpool.serialize import dumps_data
@@ -34,6 +33,9 @@ def pack_error(exc: BaseException, text: str | None = None) -> PackedError:
     that received the error from elsewhere passes on the traceback it came with).
     """
     if text is None:
+        # Imported at the first failure: a worker whose tasks all succeed never needs it.
+        import traceback
+
         text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     try:
         message = str(exc)

@@ -1,6 +1,9 @@
 """The engines behind ``backend=...``: a module or package each, one interface (``base.Backend``).
 
 The thread and interpreter engines share one worker-thread design (``threaded.py``).
+Nothing is imported here until an engine is asked for: a worker process imports its
+engine's worker-side modules through this package, and need not pay for the options
+and the parent's side.
 """
 
 from __future__ import annotations
@@ -9,10 +12,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
-from workpool._options import BACKENDS, PoolSpec
-from workpool.backends.base import Backend
 
 if TYPE_CHECKING:
+    from workpool._options import PoolSpec
+    from workpool.backends.base import Backend as Backend
     from workpool.timeline.recorder import Recorder
 
 __all__ = ["Backend", "create_backend"]
@@ -36,11 +39,17 @@ def create_backend(
         return ThreadBackend(spec, recorder=recorder)
     if spec.backend == "process":
         if not _platform.PROCESSES:
+            from workpool._options import BACKENDS
+
             raise ValueError(
                 _platform.no_processes_reason(
                     name for name in BACKENDS if name not in ("auto", "process")
                 )
             )
+        if spec.start_method is None:
+            from workpool.backends.process.zygote import start_early
+
+            start_early()  # where it is exec'd, it comes up while the engine is imported
         from workpool.backends.process import ProcessBackend
 
         return ProcessBackend(spec, fn, recorder=recorder)
@@ -53,3 +62,11 @@ def create_backend(
 
         return DaskBackend(spec, fn)
     raise ValueError(f"no engine named {spec.backend!r}")
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Backend":
+        from workpool.backends.base import Backend
+
+        return Backend
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

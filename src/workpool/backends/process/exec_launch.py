@@ -31,11 +31,13 @@ import pickle
 import socket
 import subprocess
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
 from workpool.backends.process import lifeline, parent_watch
-from workpool.backends.process.slots import SharedSlots
+
+if TYPE_CHECKING:
+    from workpool.backends.process.slots import SharedSlots
 
 __all__ = ["HAS_PIDFD", "ExecLauncher", "ExecWorker", "interpreter_flags", "package_root"]
 

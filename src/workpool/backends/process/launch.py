@@ -14,7 +14,6 @@ exec (``exec_launch.py``); else the standard library's fork server or spawn.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import socket
 import sys
@@ -44,6 +43,8 @@ class MultiprocessingLauncher:
     """Workers as ``multiprocessing.Process`` of one start method (fork, forkserver, spawn)."""
 
     def __init__(self, method: str) -> None:
+        import multiprocessing  # only here and in _safe_method: the zygote needs none of it
+
         exit_hook.run_before_multiprocessing()
         self.method = method
         self._context = multiprocessing.get_context(method)
@@ -53,12 +54,11 @@ class MultiprocessingLauncher:
             # inherit that module's import lock, held forever. Import it first.
             import cloudpickle  # noqa: F401
         if method == "forkserver":
-            # Import the main module and the worker once in the server, not per worker
-            # (ctypes too: a worker names itself through it). This takes effect only if
-            # the fork server is not running yet.
+            # Import the main module and the worker once in the server, not per worker.
+            # This takes effect only if the fork server is not running yet.
             with contextlib.suppress(Exception):
                 self._context.set_forkserver_preload(
-                    ["__main__", "workpool.backends.process.worker", "cloudpickle", "ctypes"]
+                    ["__main__", "workpool.backends.process.worker", "cloudpickle"]
                 )
         # The pid a worker should see as its parent; a fork server's is unknown here.
         self._parent_pid = 0 if method == "forkserver" else os.getpid()
@@ -148,6 +148,8 @@ class ZygoteLauncher:
 
 def _safe_method() -> str:
     """The start method that is safe with threads in the parent, and allowed here."""
+    import multiprocessing
+
     if multiprocessing.current_process().daemon:
         return EXEC_METHOD  # multiprocessing gives a daemon no children
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"

@@ -48,6 +48,7 @@ import socket
 import struct
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -57,7 +58,7 @@ from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl
 if TYPE_CHECKING:
     import subprocess
 
-__all__ = ["ZygoteWorker", "get_zygote"]
+__all__ = ["ZygoteWorker", "get_zygote", "start_early"]
 
 _STATUS = struct.Struct("<i")
 _LENGTH = struct.Struct("<I")
@@ -65,6 +66,10 @@ _MAX_MESSAGE = 1 << 20
 
 #: What the exec'd zygote's command line says it is.
 ZYGOTE_TITLE = "workpool-zygote"
+
+# How long after its start the zygote sets the kernel's parent-death signal (``_serve``):
+# after the first workers of a pool have been forked, ahead of nearly any pool's end.
+_DEATH_SIGNAL_AFTER = 0.05
 
 # The exec'd zygote's first lines: find workpool where the parent found it, then serve.
 _BOOTSTRAP = (
@@ -157,12 +162,13 @@ class Zygote:
         for stream in (sys.stdout, sys.stderr):  # or the zygote's workers print it again
             with contextlib.suppress(Exception):
                 stream.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the zygote
             code = 1
             try:
                 parent_end.close()
-                code = _serve(zygote_end, -1)
+                code = _serve(zygote_end, -1, parent)
             finally:
                 os._exit(code)
         return pid
@@ -232,7 +238,7 @@ def exec_main(control_fd: int, watch_fd: int) -> None:
         # What every worker runs, imported once here rather than in each worker.
         import workpool.backends.process.worker  # noqa: F401
 
-        code = _serve(socket.socket(fileno=control_fd), watch_fd)
+        code = _serve(socket.socket(fileno=control_fd), watch_fd, os.getppid())
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -240,15 +246,24 @@ def exec_main(control_fd: int, watch_fd: int) -> None:
         os._exit(code)
 
 
-def _serve(control: socket.socket, watch_fd: int) -> int:
+def _serve(control: socket.socket, watch_fd: int, parent: int) -> int:
     """The zygote's loop: fork a worker per request, report each one's exit.
 
     ``watch_fd`` is the parent-death pipe's read end (``parent_watch.py``) or -1: the
     zygote ends when it is readable, and its workers inherit it to watch themselves.
+    ``parent`` is the pid of the program that started it.
+
+    The zygote also ends when the program closes its end of ``control``, which its
+    death does, unless a process the program forked since holds a copy; on Linux the
+    kernel's parent-death signal covers that too. Setting it takes ``ctypes``, a few
+    milliseconds the first workers should not wait for, so it is set
+    ``_DEATH_SIGNAL_AFTER`` seconds after the zygote starts, and the parent checked
+    then: a program that died before has no signal to send.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the parent to handle
-    prctl.die_with_parent()
     prctl.set_name(ZYGOTE_TITLE)  # it outlives calls: ps must not show the program
+    # When to set the parent-death signal; None once it is set, or where there is none.
+    death_signal_at = time.monotonic() + _DEATH_SIGNAL_AFTER if _platform.USE_PDEATHSIG else None
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -261,7 +276,15 @@ def _serve(control: socket.socket, watch_fd: int) -> int:
     if watch_fd >= 0:
         selector.register(watch_fd, selectors.EVENT_READ, "parent")
     while True:
-        for key, _ in selector.select():
+        timeout = None
+        if death_signal_at is not None:
+            timeout = death_signal_at - time.monotonic()
+            if timeout <= 0:
+                death_signal_at = None
+                if prctl.die_with_parent() and os.getppid() != parent:
+                    return 0
+                continue
+        for key, _ in selector.select(timeout):
             if key.data == "parent":  # the pipe's end of file: the parent died
                 return 0
             if key.data == "child":
@@ -412,6 +435,18 @@ def get_zygote() -> Zygote | None:
             return _zygote
         _zygote_refused = True
         return None
+
+
+def start_early() -> None:
+    """Where the zygote is exec'd, start it now, before the engine's modules are imported.
+
+    A fresh interpreter takes tens of milliseconds to be ready to fork; the parent's
+    imports then run meanwhile instead of before. A zygote forked from the program is
+    left for ``get_zygote``: it must fork after the function is pickled, so that it
+    inherits what pickling imported (``engine.py``).
+    """
+    if not _platform.FORK_ZYGOTE:
+        get_zygote()
 
 
 def _forget_in_child() -> None:
