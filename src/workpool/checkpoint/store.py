@@ -111,14 +111,15 @@ CREATE TABLE failed (position INTEGER PRIMARY KEY, error TEXT NOT NULL);
 
 
 class Row(NamedTuple):
-    """One journaled run of finished positions ``[start, start + size)``."""
+    """One journaled run of finished positions ``[start, start + size)``.
+
+    Its results are not part of it: ``JournalStore.load`` reads them from the file
+    (the ``results`` column, or the side file ``side`` names) when they are wanted.
+    """
 
     start: int
     size: int
     digest: bytes
-    # The pickled list of results (or the pair (results, []) a process worker sent,
-    # stored as it came), unless ``side`` holds it.
-    results: bytes | None
     side: str | None
 
 
@@ -377,8 +378,7 @@ class JournalStore:
     def rows_from(self, start: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows with a start at or after ``start``, in position order."""
         cursor = self._db.execute(
-            "SELECT start, count, digest, results, side FROM done WHERE start >= ? "
-            "ORDER BY start LIMIT ?",
+            "SELECT start, count, digest, side FROM done WHERE start >= ? ORDER BY start LIMIT ?",
             (start, limit),
         )
         return [Row(*values) for values in cursor.fetchall()]
@@ -389,11 +389,9 @@ class JournalStore:
         try:
             if row.side is not None:
                 with open(os.path.join(self.side_directory, row.side), "rb") as file:
-                    payload = file.read()
+                    values = pickle.load(file)
             else:
-                assert row.results is not None
-                payload = row.results
-            values = pickle.loads(payload)
+                values = self._load_inline(row.start)
             if type(values) is tuple:  # (values, errors) as a process worker pickled them
                 values = values[0]
         except Exception as exc:
@@ -404,6 +402,24 @@ class JournalStore:
         if not isinstance(values, list) or len(values) != row.size:
             raise ValueError(f"checkpoint {self.path}: the results of {where} are damaged")
         return values
+
+    def _load_inline(self, start: int) -> Any:
+        """Unpickle the ``results`` of the row at ``start`` straight from the file.
+
+        Read through a blob handle (Python 3.11+), pickle takes the data a frame (64
+        KiB) at a time: no copy of the whole value is made, in SQLite or in Python.
+        Those copies would cost more than the reading itself: each is memory the
+        process has not touched yet, a page fault per 4 KiB, and the chunks a run
+        journals grow larger as it goes, so the allocator rarely has the pages at hand.
+        """
+        if sys.version_info >= (3, 11) and _BLOB_HANDLES:
+            with self._db.blobopen("done", "results", start, readonly=True) as blob:
+                return pickle.load(_BlobFile(blob))
+        found = self._db.execute("SELECT results FROM done WHERE start = ?", (start,))
+        (payload,) = found.fetchone() or (None,)
+        if payload is None:
+            raise LookupError("the row is gone")
+        return pickle.loads(payload)
 
     def summary(self) -> Summary:
         ranges: list[tuple[int, int]] = []
@@ -585,6 +601,31 @@ class JournalStore:
         self._db.execute("VACUUM")
         if self.journal_mode == "wal":
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+# Whether rows' results are unpickled as they are read from a blob handle (3.11+);
+# else they are read whole, then unpickled. Tests turn it off to try the other way.
+_BLOB_HANDLES = True
+
+
+class _BlobFile:
+    """An open blob as the file ``pickle.load`` reads from: ``read`` and ``readline``."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, blob: Any) -> None:
+        self.read = blob.read
+
+    def readline(self) -> bytes:
+        # Only protocol 0 and 1 opcodes read lines, and journals are not written with
+        # them; correct for such a pickle all the same, a byte at a time.
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            byte = self.read(1)
+            if not byte:
+                break
+            line += byte
+        return bytes(line)
 
 
 def _tune(connection: sqlite3.Connection, journal_mode: str) -> None:
