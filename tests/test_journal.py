@@ -29,7 +29,7 @@ from workpool.checkpoint import Journal, accept, clear, summary
 from workpool.checkpoint import store as store_module
 from workpool.checkpoint.digest import chunk_digest, encode
 from workpool.checkpoint.identity import function_identity
-from workpool.checkpoint.store import SIDE_FILE_BYTES, network_filesystem
+from workpool.checkpoint.store import LISTED_BYTES, SIDE_FILE_BYTES, network_filesystem
 from workpool.cli import main
 
 
@@ -64,17 +64,20 @@ def test_round_trip_of_chunks_in_position_order(
     # Results are unpickled as SQLite hands them over, or read whole first (Python 3.10).
     monkeypatch.setattr(store_module, "_BLOB_HANDLES", blob_handles)
     big = b"x" * (SIDE_FILE_BYTES + 1)
+    many = 20 * LISTED_BYTES // 8  # results too big to be listed with their row
     with Journal(path, square) as journal:
         assert journal.items_done == 0
         journal.record(10, range(10, 15), squares(10, 5))
         journal.record(0, range(0, 10), squares(0, 10))
         journal.record(15, ["a", "b"], [big, None])  # results too big for a row
+        journal.record(17, range(17, 17 + many), squares(17, many))
     with Journal(path, square) as journal:
-        assert journal.items_done == 17
+        assert journal.items_done == 17 + many
         assert all_rows(journal) == [
             (0, 10, squares(0, 10)),
             (10, 5, squares(10, 5)),
             (15, 2, [big, None]),
+            (17, many, squares(17, many)),
         ]
     assert len(os.listdir(path + ".d")) == 1  # the big results' side file
 

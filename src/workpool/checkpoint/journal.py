@@ -49,7 +49,7 @@ from workpool.serialize import dumps_data
 
 __all__ = ["Journal", "accept", "clear", "summary"]
 
-PAGE_ROWS = 1024  # rows listed at a time on resume (their results are read one by one)
+PAGE_ROWS = 256  # rows listed at a time on resume (with at most LISTED_BYTES of results each)
 
 
 def _positions(start: int, count: int) -> str:

@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "FORMAT_VERSION",
+    "LISTED_BYTES",
     "SIDE_FILE_BYTES",
     "JournalStore",
     "Row",
@@ -57,6 +58,9 @@ __all__ = [
 FORMAT_VERSION = 1
 APPLICATION_ID = 0x57504A4C  # "WPJL": this SQLite file is a workpool journal
 SIDE_FILE_BYTES = 1 << 20  # results pickled larger than this go to a side file
+# Results pickled at most this large are read with their row's listing (a query for
+# many rows); larger ones are read one row at a time (see JournalStore.load).
+LISTED_BYTES = 16 << 10
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_SECONDS = 30.0
 # Pages of 64 KiB: a chunk's results are one blob, which SQLite stores as a chain of
@@ -113,14 +117,16 @@ CREATE TABLE failed (position INTEGER PRIMARY KEY, error TEXT NOT NULL);
 class Row(NamedTuple):
     """One journaled run of finished positions ``[start, start + size)``.
 
-    Its results are not part of it: ``JournalStore.load`` reads them from the file
-    (the ``results`` column, or the side file ``side`` names) when they are wanted.
+    ``JournalStore.load`` reads its results: from ``listed``, the pickled results
+    when they are small enough to come with the row (``LISTED_BYTES``), else from the
+    file (the ``results`` column, or the side file ``side`` names).
     """
 
     start: int
     size: int
     digest: bytes
     side: str | None
+    listed: bytes | None
 
 
 class Summary(NamedTuple):
@@ -377,9 +383,12 @@ class JournalStore:
 
     def rows_from(self, start: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows with a start at or after ``start``, in position order."""
+        # length() of a value stored across overflow pages reads none of them.
         cursor = self._db.execute(
-            "SELECT start, count, digest, side FROM done WHERE start >= ? ORDER BY start LIMIT ?",
-            (start, limit),
+            "SELECT start, count, digest, side, "
+            "CASE WHEN length(results) <= ? THEN results END "
+            "FROM done WHERE start >= ? ORDER BY start LIMIT ?",
+            (LISTED_BYTES, start, limit),
         )
         return [Row(*values) for values in cursor.fetchall()]
 
@@ -387,7 +396,9 @@ class JournalStore:
         """The results journaled in ``row``. ``ValueError`` names what cannot be read."""
         where = f"positions {row.start}..{row.start + row.size - 1}"
         try:
-            if row.side is not None:
+            if row.listed is not None:
+                values = pickle.loads(row.listed)
+            elif row.side is not None:
                 with open(os.path.join(self.side_directory, row.side), "rb") as file:
                     values = pickle.load(file)
             else:
@@ -404,7 +415,7 @@ class JournalStore:
         return values
 
     def _load_inline(self, start: int) -> Any:
-        """Unpickle the ``results`` of the row at ``start`` straight from the file.
+        """Unpickle the ``results`` of the row at ``start``, too large to be listed.
 
         Read through a blob handle (Python 3.11+), pickle takes the data a frame (64
         KiB) at a time: no copy of the whole value is made, in SQLite or in Python.
