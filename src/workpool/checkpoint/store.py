@@ -628,8 +628,8 @@ class _BlobFile:
         self.read = blob.read
 
     def readline(self) -> bytes:
-        # Only protocol 0 and 1 opcodes read lines, and journals are not written with
-        # them; correct for such a pickle all the same, a byte at a time.
+        # Only opcodes of pickle protocols before 4 read lines, and journals are written
+        # with the highest; such a pickle reads correctly all the same, a byte at a time.
         line = bytearray()
         while not line.endswith(b"\n"):
             byte = self.read(1)
