@@ -26,6 +26,7 @@ import pytest
 import workpool
 from conftest import wait_for
 from workpool.checkpoint import Journal, accept, clear, summary
+from workpool.checkpoint import journal as journal_module
 from workpool.checkpoint import store as store_module
 from workpool.checkpoint.digest import chunk_digest, encode
 from workpool.checkpoint.identity import function_identity
@@ -83,12 +84,13 @@ def test_round_trip_of_chunks_in_position_order(
 
 
 def test_rows_are_read_in_pages_and_all_come_back(path: str) -> None:
+    end = 3 * (2 * journal_module.PAGE_ROWS + 10)  # three pages of rows of 3
     with Journal(path, square) as journal:
-        for start in range(0, 300, 3):
+        for start in range(0, end, 3):
             journal.record(start, range(start, start + 3), squares(start, 3))
     with Journal(path, square) as journal:
         rows = all_rows(journal)
-        assert [start for start, _, _ in rows] == list(range(0, 300, 3))
+        assert [start for start, _, _ in rows] == list(range(0, end, 3))
         assert all(values == squares(start, 3) for start, _, values in rows)
         assert [row.start for row in journal.rows(first=150)][:2] == [150, 153]
 
