@@ -51,6 +51,11 @@ def fails_while_flagged(item: tuple[int, str]) -> int:
     return x * x
 
 
+def note_start(starts: str) -> None:
+    """An initializer: leaves a file in ``starts`` for each worker (or pool) it prepares."""
+    Path(starts, f"{os.getpid()}.{uuid.uuid4().hex}").touch()
+
+
 def calls(marks: str | Path) -> Counter[int]:
     """How many times each ``x`` ran."""
     return Counter(int(name.split(".")[0]) for name in os.listdir(marks))

@@ -32,6 +32,7 @@ from checkpoint_tasks import (
     logged_add,
     logged_cube,
     logged_square,
+    note_start,
     slow_logged_square,
     worker_pids,
 )
@@ -87,6 +88,27 @@ def test_a_finished_call_runs_nothing_again(backend: str, run: Run) -> None:
         assert list(pool.map(logged_square, run.items, checkpoint=run.path)) == run.expected
         assert list(pool.imap(logged_square, run.items, checkpoint=run.path)) == run.expected
     assert run.calls() == dict.fromkeys(range(100), 1)  # nothing ran a second time
+
+
+def test_a_resume_with_nothing_left_starts_no_worker_process(run: Run, tmp_path: Path) -> None:
+    # A finished run's results come from the file alone: no worker process starts
+    # (each would run the initializer), which is what makes such a call cheap.
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    options: dict[str, Any] = {
+        "backend": "process",
+        "checkpoint": run.path,
+        "initializer": note_start,
+        "initargs": (str(starts),),
+    }
+    assert workpool.map(logged_square, run.items, **options) == run.expected
+    assert os.listdir(starts)  # the first call prepared its workers
+    for name in os.listdir(starts):
+        os.unlink(starts / name)
+    assert workpool.map(logged_square, run.items, **options) == run.expected
+    assert list(workpool.imap(logged_square, run.items, **options)) == run.expected
+    assert os.listdir(starts) == []
+    assert run.calls() == dict.fromkeys(range(100), 1)
 
 
 def test_pool_starmap_and_zipped_inputs_resume(backend: str, tmp_path: Path) -> None:

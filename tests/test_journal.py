@@ -26,10 +26,11 @@ import pytest
 import workpool
 from conftest import wait_for
 from workpool.checkpoint import Journal, accept, clear, summary
+from workpool.checkpoint import journal as journal_module
 from workpool.checkpoint import store as store_module
 from workpool.checkpoint.digest import chunk_digest, encode
 from workpool.checkpoint.identity import function_identity
-from workpool.checkpoint.store import SIDE_FILE_BYTES, network_filesystem
+from workpool.checkpoint.store import LISTED_BYTES, SIDE_FILE_BYTES, network_filesystem
 from workpool.cli import main
 
 
@@ -57,30 +58,39 @@ def all_rows(journal: Journal) -> list[tuple[int, int, list[Any]]]:
 # --- the store: round trips, batching, reopening -----------------------------------------
 
 
-def test_round_trip_of_chunks_in_position_order(path: str) -> None:
+@pytest.mark.parametrize("blob_handles", [True, False], ids=["streamed", "read-whole"])
+def test_round_trip_of_chunks_in_position_order(
+    path: str, blob_handles: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Results are unpickled as SQLite hands them over, or read whole first (Python 3.10).
+    monkeypatch.setattr(store_module, "_BLOB_HANDLES", blob_handles)
     big = b"x" * (SIDE_FILE_BYTES + 1)
+    many = 20 * LISTED_BYTES // 8  # results too big to be listed with their row
     with Journal(path, square) as journal:
         assert journal.items_done == 0
         journal.record(10, range(10, 15), squares(10, 5))
         journal.record(0, range(0, 10), squares(0, 10))
         journal.record(15, ["a", "b"], [big, None])  # results too big for a row
+        journal.record(17, range(17, 17 + many), squares(17, many))
     with Journal(path, square) as journal:
-        assert journal.items_done == 17
+        assert journal.items_done == 17 + many
         assert all_rows(journal) == [
             (0, 10, squares(0, 10)),
             (10, 5, squares(10, 5)),
             (15, 2, [big, None]),
+            (17, many, squares(17, many)),
         ]
     assert len(os.listdir(path + ".d")) == 1  # the big results' side file
 
 
 def test_rows_are_read_in_pages_and_all_come_back(path: str) -> None:
+    end = 3 * (2 * journal_module.PAGE_ROWS + 10)  # three pages of rows of 3
     with Journal(path, square) as journal:
-        for start in range(0, 300, 3):
+        for start in range(0, end, 3):
             journal.record(start, range(start, start + 3), squares(start, 3))
     with Journal(path, square) as journal:
         rows = all_rows(journal)
-        assert [start for start, _, _ in rows] == list(range(0, 300, 3))
+        assert [start for start, _, _ in rows] == list(range(0, end, 3))
         assert all(values == squares(start, 3) for start, _, values in rows)
         assert [row.start for row in journal.rows(first=150)][:2] == [150, 153]
 
@@ -820,9 +830,14 @@ def test_journal_results_pickle_round_trip_shared_arrays_as_plain_data(path: str
     shared = workpool.share(np.arange(10.0))
     with Journal(path, square) as journal:
         journal.record(0, range(1), [shared])
+    db = sqlite3.connect(path)
+    try:
+        (stored,) = db.execute("SELECT results FROM done").fetchone()
+    finally:
+        db.close()
+    assert b"workpool" not in stored  # plain NumPy data, no segment
     with Journal(path, square) as journal:
         (row,) = journal.rows()
-        assert b"workpool" not in (row.results or b"")  # plain NumPy data, no segment
         (value,) = journal.results(row)
         assert type(value) is np.ndarray and value.tolist() == list(range(10))
     assert pickle.loads(pickle.dumps(value)).tolist() == value.tolist()

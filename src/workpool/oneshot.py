@@ -82,6 +82,7 @@ class _OneShotCall:
             else:
                 collected = collected + values
                 own = True
+            del values  # freed before the next list is made: its memory can serve that one
         return collected
 
     def result_lists(

@@ -5,8 +5,9 @@
     Journal(path, fn)      check the path, take the lock, open the store and compare the
                            function's identity with the journal's (or make a new file
                            that records it); the writer starts with the first record
-    rows() / results(row)  what is done, in position order, read in pages (the call's
-                           thread, with its own connection)
+    rows() / results(row)  what is done, in position order: rows listed in pages, the
+                           results of each read when asked for (the call's thread, with
+                           its own connection)
     verify(row, items)     the input now at the row's positions has the row's digest,
                            or CheckpointMismatch names those positions
     record(start, items, values)
@@ -48,7 +49,7 @@ from workpool.serialize import dumps_data
 
 __all__ = ["Journal", "accept", "clear", "summary"]
 
-PAGE_ROWS = 32  # rows read at a time on resume (inline results are at most 1 MiB each)
+PAGE_ROWS = 256  # rows listed at a time on resume (with at most LISTED_BYTES of results each)
 
 
 def _positions(start: int, count: int) -> str:

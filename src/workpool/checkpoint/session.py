@@ -173,10 +173,15 @@ class CheckpointSession:
             if row is None or row.start != self.position:
                 return
             piece = self.take(row.size)
-            if piece.results is None:  # the input ended inside the row, or it is unreadable
+            results = piece.results
+            if results is None:  # the input ended inside the row, or it is unreadable
                 self._put_back(piece.items)
                 return
-            yield piece.results
+            # Hold no reference while the next row is read: the memory of a list the
+            # caller is done with is then there to be used again for the next one.
+            del piece
+            yield results
+            del results
 
     def gap(self) -> _Gap:
         """A source of the items up to the next journaled row (for ``backend="auto"``)."""

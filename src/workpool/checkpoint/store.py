@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "FORMAT_VERSION",
+    "LISTED_BYTES",
     "SIDE_FILE_BYTES",
     "JournalStore",
     "Row",
@@ -57,6 +58,9 @@ __all__ = [
 FORMAT_VERSION = 1
 APPLICATION_ID = 0x57504A4C  # "WPJL": this SQLite file is a workpool journal
 SIDE_FILE_BYTES = 1 << 20  # results pickled larger than this go to a side file
+# Results pickled at most this large are read with their row's listing (a query for
+# many rows); larger ones are read one row at a time (see JournalStore.load).
+LISTED_BYTES = 16 << 10
 SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_SECONDS = 30.0
 # Pages of 64 KiB: a chunk's results are one blob, which SQLite stores as a chain of
@@ -111,15 +115,18 @@ CREATE TABLE failed (position INTEGER PRIMARY KEY, error TEXT NOT NULL);
 
 
 class Row(NamedTuple):
-    """One journaled run of finished positions ``[start, start + size)``."""
+    """One journaled run of finished positions ``[start, start + size)``.
+
+    ``JournalStore.load`` reads its results: from ``listed``, the pickled results
+    when they are small enough to come with the row (``LISTED_BYTES``), else from the
+    file (the ``results`` column, or the side file ``side`` names).
+    """
 
     start: int
     size: int
     digest: bytes
-    # The pickled list of results (or the pair (results, []) a process worker sent,
-    # stored as it came), unless ``side`` holds it.
-    results: bytes | None
     side: str | None
+    listed: bytes | None
 
 
 class Summary(NamedTuple):
@@ -376,10 +383,12 @@ class JournalStore:
 
     def rows_from(self, start: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows with a start at or after ``start``, in position order."""
+        # length() of a value stored across overflow pages reads none of them.
         cursor = self._db.execute(
-            "SELECT start, count, digest, results, side FROM done WHERE start >= ? "
-            "ORDER BY start LIMIT ?",
-            (start, limit),
+            "SELECT start, count, digest, side, "
+            "CASE WHEN length(results) <= ? THEN results END "
+            "FROM done WHERE start >= ? ORDER BY start LIMIT ?",
+            (LISTED_BYTES, start, limit),
         )
         return [Row(*values) for values in cursor.fetchall()]
 
@@ -387,13 +396,13 @@ class JournalStore:
         """The results journaled in ``row``. ``ValueError`` names what cannot be read."""
         where = f"positions {row.start}..{row.start + row.size - 1}"
         try:
-            if row.side is not None:
+            if row.listed is not None:
+                values = pickle.loads(row.listed)
+            elif row.side is not None:
                 with open(os.path.join(self.side_directory, row.side), "rb") as file:
-                    payload = file.read()
+                    values = pickle.load(file)
             else:
-                assert row.results is not None
-                payload = row.results
-            values = pickle.loads(payload)
+                values = self._load_inline(row.start)
             if type(values) is tuple:  # (values, errors) as a process worker pickled them
                 values = values[0]
         except Exception as exc:
@@ -404,6 +413,24 @@ class JournalStore:
         if not isinstance(values, list) or len(values) != row.size:
             raise ValueError(f"checkpoint {self.path}: the results of {where} are damaged")
         return values
+
+    def _load_inline(self, start: int) -> Any:
+        """Unpickle the ``results`` of the row at ``start``, too large to be listed.
+
+        Read through a blob handle (Python 3.11+), pickle takes the data a frame (64
+        KiB) at a time: no copy of the whole value is made, in SQLite or in Python.
+        Those copies would cost more than the reading itself: each is memory the
+        process has not touched yet, a page fault per 4 KiB, and the chunks a run
+        journals grow larger as it goes, so the allocator rarely has the pages at hand.
+        """
+        if sys.version_info >= (3, 11) and _BLOB_HANDLES:
+            with self._db.blobopen("done", "results", start, readonly=True) as blob:
+                return pickle.load(_BlobFile(blob))
+        found = self._db.execute("SELECT results FROM done WHERE start = ?", (start,))
+        (payload,) = found.fetchone() or (None,)
+        if payload is None:
+            raise LookupError("the row is gone")
+        return pickle.loads(payload)
 
     def summary(self) -> Summary:
         ranges: list[tuple[int, int]] = []
@@ -585,6 +612,31 @@ class JournalStore:
         self._db.execute("VACUUM")
         if self.journal_mode == "wal":
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+# Whether rows' results are unpickled as they are read from a blob handle (3.11+);
+# else they are read whole, then unpickled. Tests turn it off to try the other way.
+_BLOB_HANDLES = True
+
+
+class _BlobFile:
+    """An open blob as the file ``pickle.load`` reads from: ``read`` and ``readline``."""
+
+    __slots__ = ("read",)
+
+    def __init__(self, blob: Any) -> None:
+        self.read = blob.read
+
+    def readline(self) -> bytes:
+        # Only opcodes of pickle protocols before 4 read lines, and journals are written
+        # with the highest; such a pickle reads correctly all the same, a byte at a time.
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            byte = self.read(1)
+            if not byte:
+                break
+            line += byte
+        return bytes(line)
 
 
 def _tune(connection: sqlite3.Connection, journal_mode: str) -> None:
