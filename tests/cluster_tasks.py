@@ -38,8 +38,10 @@ def scribble(array: Any) -> None:
 class WaitLong:
     """Take ten seconds (far longer than any test waits for a cancellation), unless x is 0.
 
-    Each process that starts waiting leaves its pid in ``directory`` first, so a test
-    can check that the processes running a cancelled call's tasks were stopped.
+    A process marks itself in ``directory`` while it waits (``waiting-<pid>``), and turns
+    the mark into ``waited-<pid>`` if the wait ends: a test can tell the processes that
+    were stopped in the middle of a task from those that finished theirs and may rightly
+    be kept for later work by their node.
     """
 
     def __init__(self, directory: str | Path) -> None:
@@ -47,8 +49,10 @@ class WaitLong:
 
     def __call__(self, x: int) -> int:
         if x:
-            (Path(self.directory) / str(os.getpid())).touch()
+            mark = Path(self.directory) / f"waiting-{os.getpid()}"
+            mark.touch()
             time.sleep(10)
+            mark.replace(mark.with_name(f"waited-{os.getpid()}"))
         return x
 
 
@@ -58,19 +62,31 @@ class FailOnOneElseWaitLong(WaitLong):
     def __call__(self, x: int) -> int:
         if x == 1:
             deadline = time.monotonic() + 30
-            while not any(Path(self.directory).iterdir()) and time.monotonic() < deadline:
+            while not waiting(self.directory) and time.monotonic() < deadline:
                 time.sleep(0.01)
             raise ValueError("bad input 1")
         return super().__call__(x)
 
 
+def waiting(directory: str | Path) -> list[int]:
+    """The processes marked as waiting long (``WaitLong``) in ``directory``.
+
+    Those running a wait now, and those stopped in the middle of one.
+    """
+    marks = [p.name for p in Path(directory).iterdir()]
+    return [int(name.removeprefix("waiting-")) for name in marks if name.startswith("waiting-")]
+
+
 def waiters_gone(directory: str | Path) -> bool:
-    """Have all the processes that waited long (``WaitLong``) in ``directory`` ended?"""
+    """Have the processes still marked as waiting in ``directory`` all ended?
+
+    A process whose wait finished is not asked about: it is idle, and its node may keep it.
+    """
     import psutil
 
-    for entry in Path(directory).iterdir():
+    for pid in waiting(directory):
         try:
-            if psutil.Process(int(entry.name)).status() != psutil.STATUS_ZOMBIE:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
                 return False
         except psutil.NoSuchProcess:
             continue
