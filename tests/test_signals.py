@@ -159,6 +159,12 @@ def test_interpreter_exit_with_a_pool_open_leaves_no_worker(tmp_path: Path) -> N
 # A SIGINT that lands in a weakref callback (the garbage collector's) is reported by
 # Python as an unraisable exception: the storm's doing, not the pool's.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.skipif(
+    sys.version_info >= (3, 14),
+    reason="from 3.14 a `with lock:` calls __enter__ as an ordinary call, after which a "
+    "KeyboardInterrupt can leave the lock held for ever: any lock of the program, "
+    "concurrent.futures' own included (see the README's Ctrl+C note)",
+)
 def test_ctrl_c_storm_during_submits_leaves_the_pool_sound() -> None:
     """SIGINTs at random moments of many submit/result round trips, in the main thread.
 
