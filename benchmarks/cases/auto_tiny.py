@@ -24,13 +24,17 @@ def serial_loop() -> Mapper:
 
 
 def workpool_auto() -> Mapper:
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
 
     return lambda n: workpool.map(square, range(n))
 
 
 def workpool_process() -> Mapper:
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
 
     return lambda n: workpool.map(square, range(n), backend="process")
 

@@ -31,7 +31,9 @@ def serial_parts() -> PartSummer:
 
 def workpool_parts() -> PartSummer:
     """``workpool.starmap`` with the array repeated in every argument tuple."""
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
     from workpool.backends.process import default_start_method
 
     default_start_method()  # settle how workers start before the memory sampler's thread

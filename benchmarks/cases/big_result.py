@@ -30,7 +30,9 @@ def serial_make() -> Maker:
 
 def workpool_make() -> Maker:
     """``workpool.map`` with one item; the result comes back through shared memory."""
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
     from workpool.backends.process import default_start_method
 
     default_start_method()  # settle how workers start before the memory sampler's thread
@@ -42,7 +44,9 @@ def workpool_make() -> Maker:
 
 def workpool_born_make() -> Maker:
     """``workpool.map`` with one item, whose task fills ``workpool.empty`` and returns it."""
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
     from workpool.backends.process import default_start_method
 
     default_start_method()

@@ -21,7 +21,9 @@ from benchmarks.workloads import nap
 
 
 def run_naps(checkpointed: bool, params: Mapping[str, Any]) -> Sample:
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
 
     n = int(params["items"])
     directory = tempfile.mkdtemp(prefix="workpool-bench-")

@@ -40,7 +40,9 @@ _FINISH = (
 
 
 def run_checkpoint(how: str, params: Mapping[str, Any]) -> Sample:
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
 
     n = int(params["items"])
     directory = tempfile.mkdtemp(prefix="workpool-bench-")

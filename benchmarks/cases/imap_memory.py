@@ -21,7 +21,9 @@ MB = 1_000_000
 
 
 def workpool_imap() -> Consumer:
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
     from workpool.backends.process import default_start_method
 
     default_start_method()  # settle how workers start before the sampler's thread

@@ -20,21 +20,27 @@ ThreadMapper = Callable[[Callable[[Any], Any], Sequence[Any], int], list[Any]]
 
 def workpool_threads() -> ThreadMapper:
     """``workpool.map(backend="thread")`` (adaptive chunksize)."""
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
 
     return lambda fn, items, workers: workpool.map(fn, items, backend="thread", workers=workers)
 
 
 def workpool_auto() -> ThreadMapper:
     """``workpool.map`` with ``backend="auto"`` (the default) and the same 32 workers."""
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
 
     return lambda fn, items, workers: workpool.map(fn, items, workers=workers)
 
 
 def workpool_auto_unsized() -> ThreadMapper:
     """``workpool.map`` as a newcomer writes it: ``backend="auto"``, workers left to it."""
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
 
     return lambda fn, items, workers: workpool.map(fn, items)
 

@@ -21,7 +21,9 @@ Imapper = Callable[[Callable[[Any], Any], Iterable[Any], Sink], None]
 
 def workpool_imap() -> Imapper:
     """``workpool.imap`` on processes; the pool stops when the iterator is exhausted."""
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
 
     def run(fn: Callable[[Any], Any], inputs: Iterable[Any], sink: Sink) -> None:
         for result in workpool.imap(fn, inputs, backend="process", workers=WORKERS):

@@ -27,7 +27,9 @@ from benchmarks.workloads import nap, square
 
 
 def run_traced(traced: bool, params: Mapping[str, Any]) -> Sample:
-    import workpool
+    from benchmarks.mappers import import_workpool
+
+    workpool = import_workpool()
 
     n, wait = int(params["items"]), float(params["wait"])
     fn = partial(nap, seconds=wait) if wait else square
