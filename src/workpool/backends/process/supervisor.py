@@ -354,20 +354,19 @@ class Supervisor:
         return True
 
     def _send_chunk(self, handle: WorkerHandle, wire: WireChunk) -> None:
-        # Each step is written before it is recorded: this may run in a submitting
-        # thread, where Ctrl+C can stop it between any two steps. A function sent but
-        # not recorded is sent again later; a chunk sent but not recorded is answered,
-        # and ``_on_batch`` drops that answer (its submit raised, nobody waits for it).
+        # This may run in a submitting thread, where Ctrl+C can stop it between any two
+        # steps, so the books never claim more than the worker has: a function evicted
+        # is forgotten before it is evicted, one sent is recorded after it is sent (sent
+        # but not recorded, it is sent again later), and a chunk sent but not recorded
+        # is answered, an answer ``_on_batch`` drops (its submit raised; nobody waits).
         ref = wire.fn_ref
         if ref.fn_id in handle.functions:
             handle.functions.move_to_end(ref.fn_id)
         else:
             evict = None
             if len(handle.functions) >= FUNCTION_CACHE_SIZE:
-                evict = next(iter(handle.functions))
+                evict, _ = handle.functions.popitem(last=False)
             handle.writer.write(*protocol.encode_define(ref.fn_id, ref.payload, evict))
-            if evict is not None:
-                del handle.functions[evict]
             handle.functions[ref.fn_id] = None
         self._seq += 1
         wire.seq = self._seq
