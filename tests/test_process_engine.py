@@ -263,3 +263,16 @@ def test_work_does_not_wait_for_a_worker_still_starting(tmp_path: Path) -> None:
         finally:
             (tmp_path / "release").touch()
             releaser.cancel()
+
+
+def test_a_pool_runs_more_functions_than_a_worker_keeps() -> None:
+    """Past the worker's cache of functions, the oldest are evicted and sent again."""
+    import functools
+
+    from workpool.backends.process.handle import FUNCTION_CACHE_SIZE
+
+    functions = [functools.partial(pow, base) for base in range(FUNCTION_CACHE_SIZE + 10)]
+    with workpool.Pool(1, backend="process") as pool:
+        for _ in range(2):  # the second round needs the evicted ones back
+            got = [pool.submit(fn, 2).result(timeout=30) for fn in functions]
+            assert got == [base**2 for base in range(FUNCTION_CACHE_SIZE + 10)]
