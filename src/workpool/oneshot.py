@@ -311,18 +311,14 @@ class _MeasuredPrefix:
                     trial_spec = resolve_auto(call.spec, "interpreter", trial_workers)
                 kept: list[Backend] = []
                 began = now_ns()
-                try:
-                    found, items, values, errors = measure(
-                        call.fn,
-                        call.mode,
-                        source,
-                        interpreters=trial_spec,
-                        keep=kept,
-                        on_slow_cpu=None if self._trace is not None else self._start_processes,
-                    )
-                except BaseException:
-                    self.stop_unused_processes()
-                    raise
+                found, items, values, errors = measure(
+                    call.fn,
+                    call.mode,
+                    source,
+                    interpreters=trial_spec,
+                    keep=kept,
+                    on_slow_cpu=None if self._trace is not None else self._start_processes,
+                )
                 measured = (began, now_ns())
                 remember(call.fn, found)
                 self.started_backend = kept[0] if kept else None
