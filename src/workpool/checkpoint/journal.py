@@ -45,6 +45,7 @@ from workpool.checkpoint.store import (
 )
 from workpool.checkpoint.writer import COMMIT_INTERVAL, DoneEntry, FailedEntry, JournalWriter
 from workpool.errors import CheckpointMismatch
+from workpool.int_lists import pack
 from workpool.serialize import dumps_data
 
 __all__ = ["Journal", "accept", "clear", "summary"]
@@ -180,7 +181,7 @@ class Journal:
         per call.
         """
         try:
-            payload = dumps_data(list(values)) if pickled is None else pickled
+            payload = dumps_data(pack(list(values))) if pickled is None else pickled
         except Exception as exc:
             if not self._warned_unpicklable:
                 self._warned_unpicklable = True

@@ -198,8 +198,10 @@ def _call(
 def _pickle_results(values: list[Any], errors: dict[int, BaseException]) -> bytes:
     """Values and packed errors as one payload; a value that will not pickle fails its task."""
     packed = [(position, _pack_error(exc)) for position, exc in errors.items()]
+    from workpool.int_lists import pack
+
     try:
-        return pickle.dumps((values, packed), PROTOCOL)
+        return pickle.dumps((pack(values), packed), PROTOCOL)
     except Exception:
         pass
     from workpool.serialize import dumps_data  # cloudpickle, for lambdas and the like

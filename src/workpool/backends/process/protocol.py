@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 from workpool.clock import now_ns
 from workpool.errors import add_note
+from workpool.int_lists import pack
 from workpool.remote_errors import PackedError, pack_error
 from workpool.serialize import PROTOCOL, dumps_data
 from workpool.sharing import SharingContext, TooManySegments, dumps_sharing, loads_sharing
@@ -194,7 +195,7 @@ def encode_batch(
     taken once the results are pickled.
     """
     try:
-        payload, fds, keep = dumps_sharing((values, errors), sharing)
+        payload, fds, keep = dumps_sharing((pack(values), errors), sharing)
     except TooManySegments:  # too many big results at once: send them inside the pickle
         payload, fds, keep = dumps_sharing((values, errors), SharingContext(None))
     except Exception:

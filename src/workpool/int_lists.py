@@ -1,0 +1,62 @@
+"""Lists of plain ints pickled as one block of 8-byte integers instead of one by one.
+
+Pickle writes each int as its own opcode, and reads an int of 2**31 or more back
+through a general byte-string conversion: a chunk of results such as ``x * x`` takes
+longer to unpickle than to compute. ``pack`` wraps such a list so that it pickles as
+the machine's int64 array and unpickles, anywhere, as the same ``list`` again::
+
+    worker                                      parent (or a resumed checkpoint)
+      [0, 1, 4, 9, ...]  --pack-->  IntList     pickle.loads(...)
+        pickled as  (ints_from, (bytes,))  ==>    ints_from(bytes) -> [0, 1, 4, 9, ...]
+
+Only lists of exact ``int`` that all fit in 64 bits are packed, and only long ones
+(a few items pickle faster as they are): ``bool``, ``IntEnum`` and NumPy integers keep
+their types by staying out. Whatever reads the pickle needs nothing but this module.
+"""
+
+import array
+import sys
+from typing import Any
+
+__all__ = ["IntList", "ints_from", "pack"]
+
+#: Lists shorter than this are left alone: checking them would cost more than it saves.
+PACK_FROM_ITEMS = 64
+_BIG_ENDIAN = sys.byteorder == "big"
+
+
+class IntList:
+    """A list of ints on its way into a pickle; unpickles as a plain ``list``."""
+
+    __slots__ = ("ints",)
+
+    def __init__(self, ints: "array.array[int]") -> None:
+        self.ints = ints
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if _BIG_ENDIAN:  # the pickle holds little-endian ints, read alike everywhere
+            self.ints.byteswap()
+        return (ints_from, (self.ints.tobytes(),))
+
+
+def ints_from(data: bytes) -> list[int]:
+    """The list an ``IntList`` was made from."""
+    if _BIG_ENDIAN:
+        ints = array.array("q", data)
+        ints.byteswap()
+        return ints.tolist()
+    return memoryview(data).cast("q").tolist()
+
+
+def pack(values: list[Any]) -> Any:
+    """``values`` as an ``IntList`` if it is a long list of plain 64-bit ints, else as is."""
+    if len(values) < PACK_FROM_ITEMS or type(values[0]) is not int:
+        return values
+    try:
+        ints = array.array("q", values)
+    except (TypeError, OverflowError):  # not all ints, or one too large for 64 bits
+        return values
+    # array() also takes bools and anything with __index__: those must keep their types.
+    if len(set(map(type, values))) != 1:
+        return values
+    return IntList(ints)
