@@ -588,6 +588,42 @@ def test_chunk_digests_follow_their_items(chunk: list[Any]) -> None:
     assert chunk_digest(chunk) != chunk_digest([None, *chunk])
 
 
+def _digest_item_by_item(items: list[Any]) -> bytes:
+    """What ``chunk_digest`` gives a chunk it encodes one value at a time (format 1)."""
+    from workpool.checkpoint.digest import CanonicalEncoder, blake2b
+
+    encoder = CanonicalEncoder()
+    encoder.parts.append(b"G" + len(items).to_bytes(8, "little"))
+    for item in items:
+        encoder.encode(item)
+    return blake2b(b"".join(encoder.parts), digest_size=16, person=b"workpool.items.1").digest()
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        [(x, x + 1) for x in range(300)],
+        [(x, x * 0.5, -x) for x in range(300)],
+        [(2**63 - 1, -(2**63), -0.0, float("inf"), float("nan"))] * 3,
+        [(7,)],
+        [(), ()],
+        [(1, 2), (1, 2, 3)],
+        [(1, True)],
+        [(1, 2**64)],
+        [(1, "a")],
+        [(1.0, 2), (1, 2)],
+        [(1, (2, 3))],
+    ],
+)
+def test_tuples_have_one_digest_however_it_is_computed(chunk: list[Any]) -> None:
+    # Chunks of numeric tuples (starmap's arguments) are digested a column at a time;
+    # the digest must be the one the item-by-item encoding gives, or journals written
+    # before that would no longer match their own input.
+    assert chunk_digest(chunk) == _digest_item_by_item(chunk)
+    changed = [*chunk[:-1], (*chunk[-1][:-1], "x")] if chunk[-1] else [*chunk[:-1], (0,)]
+    assert chunk_digest(changed) != chunk_digest(chunk)
+
+
 def test_numpy_arrays_are_compared_by_dtype_shape_and_bytes() -> None:
     np = pytest.importorskip("numpy")
     a = np.arange(12, dtype=np.int64).reshape(3, 4)

@@ -32,7 +32,9 @@ names the chunk's positions. Chunks made only of plain ``int`` (within 64 bits),
 have a compact encoding computed in C, and ints in arithmetic progression are encoded
 by first item, step and length (so a ``range`` is digested without visiting its
 items). Which encoding a chunk gets depends only on its values: a list and a range
-holding the same numbers have the same digest.
+holding the same numbers have the same digest. Tuples of plain ints and floats
+(``starmap``'s arguments) get the general encoding, but written a column at a time in
+C rather than a value at a time in Python: the same bytes, about five times sooner.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 try:  # BLAKE2 itself: hashlib would also load OpenSSL, a few milliseconds for nothing
@@ -343,6 +346,12 @@ def chunk_digest(items: Sequence[Any]) -> bytes:
             hasher.update(_native_to_little(array("q", map(len, items))).tobytes())
             hasher.update("".join(items).encode("utf-8", "surrogatepass"))
             return hasher.digest()
+        elif kind is tuple:
+            records = _numeric_records(items)
+            if records is not None:
+                hasher.update(b"G" + _pack_u64(count))
+                hasher.update(records)
+                return hasher.digest()
     encoder = CanonicalEncoder()
     encoder.parts.append(b"G" + _pack_u64(count))
     for item in items:
@@ -356,3 +365,42 @@ def _int64_array(items: Sequence[int]) -> array[int] | None:
         return array("q", items)
     except OverflowError:  # some beyond 64 bits: the general encoding
         return None
+
+
+# Tags of the numbers a tuple may hold for ``_numeric_records``, by array typecode.
+_NUMBER_TAGS = {"q": b"i", "d": b"f"}
+
+
+def _numeric_records(items: Sequence[tuple[Any, ...]]) -> bytearray | None:
+    """The general encodings of ``items``, made a column at a time, or None.
+
+    For tuples of one length whose every column is all plain ints (within 64 bits) or
+    all floats, such as ``starmap``'s argument pairs. The bytes are exactly those the
+    ``CanonicalEncoder`` writes, item after item (so the digest does not depend on
+    which way it was made), but the encoder visits every value in Python, about a
+    microsecond each; here each column is copied into place in C, a byte lane at a time.
+    """
+    width = len(items[0])
+    if not width or set(map(len, items)) != {width}:
+        return None
+    columns = []
+    for index in range(width):
+        column = list(map(itemgetter(index), items))
+        kinds = set(map(type, column))
+        typecode = "q" if kinds == {int} else "d" if kinds == {float} else None
+        if typecode is None:
+            return None
+        try:
+            columns.append((typecode, _native_to_little(array(typecode, column)).tobytes()))
+        except OverflowError:  # an int beyond 64 bits: the general encoding
+            return None
+    # One record per item: "t", the width, then a tag and 8 bytes per value.
+    head = b"t" + _pack_u64(width)
+    size = len(head) + 9 * width
+    template = head + b"".join(_NUMBER_TAGS[typecode] + bytes(8) for typecode, _ in columns)
+    records = bytearray(template * len(items))
+    for index, (_, data) in enumerate(columns):
+        offset = len(head) + 9 * index + 1
+        for lane in range(8):
+            records[offset + lane :: size] = data[lane::8]
+    return records
