@@ -41,6 +41,7 @@ __all__ = [
     "numpy_module",
     "sending",
     "share",
+    "writable_shares_exist",
 ]
 
 
@@ -103,7 +104,14 @@ def _identity(fd: int) -> tuple[int, int] | None:
     return (stat.st_dev, stat.st_ino) if stat.st_ino else None
 
 
+# Whether this process ever made or mapped memory that workers may write (a checkpoint
+# must refuse such memory in its input, and need not look for it before there is any).
+_writable_seen = False
+
+
 def _adopt(segment: Segment, fd: int, writable: bool, *, received: bool = False) -> None:
+    global _writable_seen
+    _writable_seen = _writable_seen or writable
     segment.fd = fd
     segment.identity = _identity(fd)
     segment.received = received
@@ -164,12 +172,19 @@ def _address_of_segment(segment: Segment) -> int:
     return _address_of(numpy.frombuffer(segment, dtype=numpy.uint8))
 
 
+def writable_shares_exist() -> bool:
+    """Whether this process ever made or mapped memory that workers may write."""
+    return _writable_seen
+
+
 def holds_writable_share(obj: Any, depth: int = 3) -> bool:
     """Whether ``obj`` is, or holds a few containers deep, memory from ``share(writable=True)``.
 
     Such memory is written by workers in place; a checkpoint cannot restore those
     writes, so calls with a checkpoint refuse it.
     """
+    if not _writable_seen:  # none exists: nothing to look through
+        return False
     if isinstance(obj, Segment):
         return obj.shared_writable
     if numpy_if_array(obj) is not None:

@@ -26,13 +26,14 @@ import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import CancelledError
+from itertools import chain
 from typing import Any, NamedTuple
 
 from workpool.checkpoint.digest import chunk_digest
 from workpool.checkpoint.journal import Journal
 from workpool.checkpoint.store import Row
 from workpool.inputs import InputSource
-from workpool.segments import holds_writable_share
+from workpool.segments import holds_writable_share, writable_shares_exist
 
 __all__ = ["CheckpointSession", "Piece", "refuse_writable_shares"]
 
@@ -225,8 +226,13 @@ class CheckpointSession:
             return None
 
     def _refuse_shares(self, items: Sequence[Any]) -> None:
-        if type(items) is range or set(map(type, items)) <= _PLAIN:
+        if not writable_shares_exist() or type(items) is range:
             return
+        kinds = set(map(type, items))
+        if kinds <= _PLAIN or (
+            kinds == {tuple} and set(map(type, chain.from_iterable(items))) <= _PLAIN
+        ):
+            return  # plain values, or tuples of them (starmap's arguments)
         for offset, item in enumerate(items):
             if holds_writable_share(item):
                 position = self.position - len(items) + offset
