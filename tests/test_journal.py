@@ -588,6 +588,50 @@ def test_chunk_digests_follow_their_items(chunk: list[Any]) -> None:
     assert chunk_digest(chunk) != chunk_digest([None, *chunk])
 
 
+# Digests a journal written by an earlier release holds: they must never change, or its
+# resume would refuse its own input. (Computed by the first release of format 1.)
+FORMAT_1_DIGESTS: list[tuple[Any, str]] = [
+    (
+        [
+            None,
+            True,
+            False,
+            0,
+            -1,
+            2**63 - 1,
+            -(2**63),
+            2**64,
+            -(2**70),
+            1.5,
+            -0.0,
+            float("inf"),
+            1 + 2j,
+        ],
+        "4940833ef39a4102930b7e104292a1e4",
+    ),
+    (["", "é", "a\udc80", b"", b"\x00", bytearray(b"xy")], "73dfce1284d3eccc891af5e5ffe2c4df"),
+    (
+        [(1, 2), [1, [2, 3]], {"b": 1, "a": (2.5, None)}, {3, 1, 2}, frozenset({"x"}), ()],
+        "305b0a819ba988bdea8950cb2a75f27f",
+    ),
+    (
+        [collections.OrderedDict([("b", 1), ("a", 2)]), {"id": 7, "tags": ["a", "b"]}],
+        "3fc0374b2b96347385998d4552787945",
+    ),
+    ([(1, "k1"), (2, "k2")], "97d9c9e4dbecf4a06aa31cacb186d37f"),
+    ([(1, 2.5), (3, 4.5)], "d424da943f38bc16c254c3f210bcc003"),
+    ([3, 1, 2], "7fd9d7b32059975993dc5e5caec46dca"),
+    (range(10, 100, 3), "f2667749d005f6ae5051012a4248db65"),
+    ([0.5, 0.25], "32cb9e6bcdaa0d4f1334644ffe0a2664"),
+    (["a", "bc"], "a0299d8005182c198ae81a3bff1fd2e8"),
+]
+
+
+@pytest.mark.parametrize(("chunk", "expected"), FORMAT_1_DIGESTS)
+def test_digests_are_those_earlier_releases_wrote(chunk: Any, expected: str) -> None:
+    assert chunk_digest(chunk).hex() == expected
+
+
 def _digest_item_by_item(items: list[Any]) -> bytes:
     """What ``chunk_digest`` gives a chunk it encodes one value at a time (format 1)."""
     from workpool.checkpoint.digest import CanonicalEncoder, blake2b

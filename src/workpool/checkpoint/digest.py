@@ -82,6 +82,58 @@ def _type_name(cls: type) -> bytes:
     return f"{cls.__module__}.{cls.__qualname__}".encode("utf-8", "surrogatepass")
 
 
+# --- one function per kind of single value: its encoding ------------------------------
+
+
+def _none_bytes(obj: object) -> bytes:
+    return b"N"
+
+
+def _bool_bytes(obj: bool) -> bytes:
+    return b"T" if obj else b"F"
+
+
+def _int_bytes(obj: int) -> bytes:
+    if _INT64_MIN <= obj <= _INT64_MAX:
+        return b"i" + _pack_i64(obj)
+    data = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
+    return b"I" + _pack_u64(len(data)) + data
+
+
+def _float_bytes(obj: float) -> bytes:
+    return b"f" + _pack_f64(obj)
+
+
+def _complex_bytes(obj: complex) -> bytes:
+    return b"c" + _pack_f64(obj.real) + _pack_f64(obj.imag)
+
+
+def _str_bytes(obj: str) -> bytes:
+    data = obj.encode("utf-8", "surrogatepass")
+    return b"s" + _pack_u64(len(data)) + data
+
+
+def _bytes_bytes(obj: bytes) -> bytes:
+    return b"b" + _pack_u64(len(obj)) + bytes(obj)
+
+
+def _bytearray_bytes(obj: bytearray) -> bytes:
+    return b"y" + _pack_u64(len(obj)) + bytes(obj)
+
+
+# Exact types only: a subclass (IntEnum, a str subclass) also records its name.
+_SCALAR_BYTES: dict[type, Callable[[Any], bytes]] = {
+    type(None): _none_bytes,
+    bool: _bool_bytes,
+    int: _int_bytes,
+    float: _float_bytes,
+    complex: _complex_bytes,
+    str: _str_bytes,
+    bytes: _bytes_bytes,
+    bytearray: _bytearray_bytes,
+}
+
+
 class CanonicalEncoder:
     """Turns values into their canonical encodings (see the module's table).
 
@@ -97,6 +149,9 @@ class CanonicalEncoder:
 
     def encoding(self, obj: object) -> bytes:
         """The encoding of ``obj`` alone, as one byte string."""
+        scalar = _SCALAR_BYTES.get(type(obj))
+        if scalar is not None:
+            return scalar(obj)
         saved, self.parts = self.parts, []
         try:
             self.encode(obj)
@@ -106,7 +161,11 @@ class CanonicalEncoder:
 
     def encode(self, obj: object) -> None:
         """Append the encoding of ``obj`` to ``parts``."""
-        write = _BY_TYPE.get(type(obj))
+        scalar = _SCALAR_BYTES.get(type(obj))
+        if scalar is not None:
+            self.parts.append(scalar(obj))
+            return
+        write = _CONTAINERS.get(type(obj))
         if write is not None:
             write(self, obj)
         else:
@@ -120,36 +179,7 @@ class CanonicalEncoder:
         data = name.encode("utf-8", "surrogatepass")
         self.parts.append(tag + _pack_u64(len(data)) + data)
 
-    # --- one method per kind --------------------------------------------------------
-
-    def _none(self, obj: object) -> None:
-        self.parts.append(b"N")
-
-    def _bool(self, obj: bool) -> None:
-        self.parts.append(b"T" if obj else b"F")
-
-    def _int(self, obj: int) -> None:
-        if _INT64_MIN <= obj <= _INT64_MAX:
-            self.parts.append(b"i" + _pack_i64(obj))
-        else:
-            data = obj.to_bytes((obj.bit_length() + 8) // 8, "little", signed=True)
-            self.parts.append(b"I" + _pack_u64(len(data)) + data)
-
-    def _float(self, obj: float) -> None:
-        self.parts.append(b"f" + _pack_f64(obj))
-
-    def _complex(self, obj: complex) -> None:
-        self.parts.append(b"c" + _pack_f64(obj.real) + _pack_f64(obj.imag))
-
-    def _str(self, obj: str) -> None:
-        data = obj.encode("utf-8", "surrogatepass")
-        self.parts.append(b"s" + _pack_u64(len(data)) + data)
-
-    def _bytes(self, obj: bytes) -> None:
-        self.parts.append(b"b" + _pack_u64(len(obj)) + obj)
-
-    def _bytearray(self, obj: bytearray) -> None:
-        self.parts.append(b"y" + _pack_u64(len(obj)) + bytes(obj))
+    # --- one method per kind of container -------------------------------------------
 
     def _sequence(self, tag: bytes, obj: tuple[Any, ...] | list[Any]) -> None:
         key = id(obj)
@@ -211,7 +241,7 @@ class CanonicalEncoder:
             return
         if isinstance(obj, enum.Enum) and not isinstance(obj, _BUILTIN_KINDS):
             self.encode_name(b"e", f"{type(obj).__module__}.{type(obj).__qualname__}")
-            self._str(obj.name)
+            self.parts.append(_str_bytes(obj.name))
             return
         for kind in _BUILTIN_KINDS:
             if isinstance(obj, kind):
@@ -219,8 +249,10 @@ class CanonicalEncoder:
                 self.parts.append(b"<" + _pack_u64(len(name)) + name)
                 if kind is dict:
                     self._dict(obj, keep_order=isinstance(obj, collections.OrderedDict))  # type: ignore[arg-type]
+                elif kind in _SCALAR_BYTES:
+                    self.parts.append(_SCALAR_BYTES[kind](obj))
                 else:
-                    _BY_TYPE[kind](self, obj)
+                    _CONTAINERS[kind](self, obj)
                 return
         self.encode_other(obj)
 
@@ -253,15 +285,7 @@ def _dtype_name(dtype: Any) -> bytes:
     return _pack_u64(len(data)) + data
 
 
-_BY_TYPE: dict[type, Callable[[CanonicalEncoder, Any], None]] = {
-    type(None): CanonicalEncoder._none,
-    bool: CanonicalEncoder._bool,
-    int: CanonicalEncoder._int,
-    float: CanonicalEncoder._float,
-    complex: CanonicalEncoder._complex,
-    str: CanonicalEncoder._str,
-    bytes: CanonicalEncoder._bytes,
-    bytearray: CanonicalEncoder._bytearray,
+_CONTAINERS: dict[type, Callable[[CanonicalEncoder, Any], None]] = {
     tuple: CanonicalEncoder._tuple,
     list: CanonicalEncoder._list,
     dict: CanonicalEncoder._dict,
