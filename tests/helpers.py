@@ -19,6 +19,11 @@ def square(x: int) -> int:
     return x * x
 
 
+def cube_or_parity(x: int) -> int | bool:
+    """Big ints, except bools for 0..499: a chunk of results of either kind, or both."""
+    return x % 2 == 0 if 0 <= x < 500 else x**3 * 1_000_003
+
+
 def add(x: int, y: int) -> int:
     return x + y
 

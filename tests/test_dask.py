@@ -50,6 +50,7 @@ from conftest import checked_by_their_fixture, live_worker_processes, wait_for  
 from faults import crash_first_try, crash_on, fail_first_try, hang_on  # noqa: E402
 from helpers import (  # noqa: E402
     broken_initializer,
+    cube_or_parity,
     fail_on,
     recall,
     remember,
@@ -130,6 +131,9 @@ def test_results_in_input_order_and_as_they_finish(client: Any) -> None:
     assert sorted(unordered) == [x * x for x in range(300)]
     assert workpool.starmap(pow, [(2, 3), (3, 2)], backend="dask", address=client) == [8, 9]
     assert workpool.map(lambda x: x + 1, [1, 2], backend="dask", address=client) == [2, 3]
+    mixed = workpool.map(cube_or_parity, range(-300, 700), backend="dask", address=client)
+    assert mixed == [cube_or_parity(x) for x in range(-300, 700)]
+    assert [type(r) for r in mixed] == [type(cube_or_parity(x)) for x in range(-300, 700)]
 
 
 def test_identical_inputs_are_never_merged(client: Any) -> None:

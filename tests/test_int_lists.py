@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import workpool
+from helpers import cube_or_parity
 from workpool.int_lists import PACK_FROM_ITEMS, IntList, pack
 
 LONG = PACK_FROM_ITEMS * 3
@@ -67,7 +68,3 @@ def test_int_results_of_a_map_come_back_exact_on_every_backend(backend: str) -> 
     results = workpool.map(cube_or_parity, items, backend=backend, workers=2, chunksize=500)
     assert results == [cube_or_parity(x) for x in items]
     assert [type(r) for r in results] == [type(cube_or_parity(x)) for x in items]
-
-
-def cube_or_parity(x: int) -> int | bool:
-    return x % 2 == 0 if 0 <= x < 500 else x**3 * 1_000_003

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from workpool.errors import RemoteTraceback
+from workpool.int_lists import pack
 from workpool.remote_errors import PackedError
 from workpool.remote_errors import pack_error as pack_process_error
 from workpool.remote_errors import unpack_error as unpack_process_error
@@ -284,7 +285,8 @@ def unpack_error(packed: PackedError) -> BaseException:
 def dumps_report(address: str, pieces: list[Piece], timeline: Any = None) -> bytes:
     """Pickle a ``Report``; a value that will not pickle becomes its item's error."""
     try:
-        return dumps_data(Report(address, pieces, timeline))
+        packed = [piece._replace(values=pack(piece.values)) for piece in pieces]
+        return dumps_data(Report(address, packed, timeline))
     except Exception:
         pass
     mended = []
