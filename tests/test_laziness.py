@@ -12,6 +12,7 @@ import pytest
 import workpool
 from conftest import BACKENDS, live_worker_processes, live_workpool_threads, wait_for
 from helpers import CountingInput, slow_square, square, wait_at_zero
+from workpool.chunking import MAX_CHUNK_ITEMS
 from workpool.run import HELD_WINDOWS
 
 
@@ -71,9 +72,9 @@ def test_endless_input_with_adaptive_chunks_stays_bounded(backend: str) -> None:
     for consumed, _ in enumerate(itertools.islice(results, 300_000), start=1):
         taken_ahead = max(taken_ahead, source.taken - consumed)
     results.close()
-    # Six chunks in flight at most, four windows read ahead, each chunk at most 65,536
-    # items, whatever the input's length.
-    assert taken_ahead <= HELD_WINDOWS * 6 * 65_536
+    # Six chunks in flight at most, four windows read ahead, each chunk at most
+    # MAX_CHUNK_ITEMS, whatever the input's length.
+    assert taken_ahead <= HELD_WINDOWS * 6 * MAX_CHUNK_ITEMS
 
 
 def test_breaking_out_of_imap_leaves_no_work_running(backend: str) -> None:

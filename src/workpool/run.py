@@ -180,6 +180,7 @@ class MapRun:
             workers=backend.workers,
             total=total,
             target_seconds=backend.target_chunk_seconds,
+            max_items=backend.max_chunk_items,
         )
         self._retries = RetryPolicy(options.retries, backend.submit)
         self._buffersize = options.buffersize

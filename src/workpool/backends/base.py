@@ -10,6 +10,7 @@ import abc
 from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
+from workpool.chunking import MAX_CHUNK_ITEMS
 from workpool.clock import now_ns
 from workpool.errors import BrokenPool
 from workpool.tasks import Chunk, ResultSink
@@ -34,6 +35,8 @@ class Backend(abc.ABC):
     #: How long one chunk should take on a worker, for adaptive chunk sizes: long
     #: enough that moving the chunk costs little beside running it.
     target_chunk_seconds: ClassVar[float]
+    #: The most items one chunk may hold, whatever they cost (see ``chunking``).
+    max_chunk_items: ClassVar[int] = MAX_CHUNK_ITEMS
 
     #: The group of tracks its workers get in a timeline; None: the caller's process
     #: (workers that are threads of it).

@@ -92,6 +92,8 @@ class DaskBackend(Backend):
     name = "dask"
     # Dask spends about a millisecond on each task: chunks this long amortise it.
     target_chunk_seconds = 0.1
+    # and a few large chunks of tiny items beat many small ones: each task costs more.
+    max_chunk_items = 65_536
     # A trace groups tracks by Dask worker (``tracing.py``); this one holds what
     # happened to chunks that no worker reported on (lost with their node).
     trace_group = "Dask cluster"
