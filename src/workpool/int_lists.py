@@ -3,7 +3,7 @@
 Pickle writes each int as its own opcode, and reads an int of 2**31 or more back
 through a general byte-string conversion: a chunk of results such as ``x * x`` takes
 longer to unpickle than to compute. ``pack`` wraps such a list so that it pickles as
-the machine's int64 array and unpickles, anywhere, as the same ``list`` again::
+one block of little-endian int64 and unpickles, anywhere, as the same ``list`` again::
 
     worker                                      parent (or a resumed checkpoint)
       [0, 1, 4, 9, ...]  --pack-->  IntList     pickle.loads(...)

@@ -8,7 +8,8 @@
                     one row per run of consecutive finished positions [start, start+count):
                     the digest of their input items, their results pickled as one list
                     or as the (list, []) pair a process worker sent (or the name of the
-                    side file holding them); rows never overlap
+                    side file holding them; a long list of ints is one int64 block,
+                    see ``int_lists``); rows never overlap
       failed        position | error: items whose last attempt failed (they run again)
     FILE.d/         side files: results larger than SIDE_FILE_BYTES, one file per row
     FILE.lock       the lock of the call using FILE (see ``lock``)
