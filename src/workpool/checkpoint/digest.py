@@ -393,6 +393,7 @@ def _int64_array(items: Sequence[int]) -> array[int] | None:
 
 # Tags of the numbers a tuple may hold for ``_numeric_records``, by array typecode.
 _NUMBER_TAGS = {"q": b"i", "d": b"f"}
+_NUMBER_TYPES = frozenset({int, float})
 
 
 def _numeric_records(items: Sequence[tuple[Any, ...]]) -> bytearray | None:
@@ -405,7 +406,9 @@ def _numeric_records(items: Sequence[tuple[Any, ...]]) -> bytearray | None:
     microsecond each; here each column is copied into place in C, a byte lane at a time.
     """
     width = len(items[0])
-    if not width or set(map(len, items)) != {width}:
+    if not width or not set(map(type, items[0])) <= _NUMBER_TYPES:
+        return None  # at no cost for most other tuples: the first item shows it
+    if set(map(len, items)) != {width}:
         return None
     columns = []
     for index in range(width):
