@@ -473,15 +473,19 @@ class Supervisor:
         for fd in handle.reader.take_fds(len(handle.reader.fds)):  # of a frame never finished
             with contextlib.suppress(OSError):
                 os.close(fd)
+        # A worker told to stop, holding nothing, ended as asked: its exit code tells
+        # nothing, and waiting for it (the zygote reports it, a process away) would
+        # only hold up the pool's end.
+        as_asked = handle.stop_sent and not handle.assigned
         exitcode = handle.process.exitcode
-        if exitcode is None:  # it has ended; the exit code may be a moment behind
+        if exitcode is None and not as_asked:  # it has ended; the code may be a moment behind
             handle.process.join(1.0)
             exitcode = handle.process.exitcode
         self._handles[handle.slot] = None
         with contextlib.suppress(ValueError):
             handle.process.close()
 
-        if not handle.ready:
+        if not handle.ready and not as_asked:
             self._pending.extendleft(reversed(handle.assigned))
             handle.assigned.clear()
             self._on_start_failure(handle, exitcode)
@@ -660,7 +664,7 @@ class Supervisor:
             self._accepting = False
         for handle in self._handles:
             if handle is not None and not handle.stop_sent:
-                self._send_stop(handle)
+                self._retire(handle)
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + STOP_GRACE
         elif not self._stop_killed and time.monotonic() >= self._stop_deadline:
@@ -669,6 +673,20 @@ class Supervisor:
                 if handle is not None:
                     self._kill(handle)
         return any(h is not None for h in self._handles)
+
+    def _retire(self, handle: WorkerHandle) -> None:
+        """Stop a worker, the pool having no more work for it.
+
+        One still starting, with no initializer to let finish, has done nothing a
+        program could see: it is killed rather than left to finish starting only to
+        read STOP (when a call's work is done before the last worker is up, that
+        start-up is what the caller would wait for).
+        """
+        if not handle.ready and self._initializer_payload is None:
+            handle.stop_sent = True
+            self._kill(handle)
+        else:
+            self._send_stop(handle)
 
     def _send_stop(self, handle: WorkerHandle) -> None:
         handle.stop_sent = True
