@@ -17,8 +17,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError
 
+from workpool import errors
 from workpool._options import PoolSpec
 from workpool.backends.process import exit_hook, lifeline, protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
@@ -33,7 +33,7 @@ from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.wire import WireChunk
 from workpool.clock import clock_offset, now_ns
-from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
+from workpool.errors import TaskTimeout, WorkerCrashed, add_note, cancelled, is_broken_pool
 from workpool.remote_errors import unpack_error
 from workpool.serialize import dumps_function
 from workpool.tasks import ResultBatch
@@ -113,7 +113,7 @@ class Supervisor:
         chunk = wire.chunk
         with self._lock:
             if self._broken is not None:
-                raise BrokenPool(f"the pool is broken: {self._broken}") from self._broken
+                raise errors.BrokenPool(f"the pool is broken: {self._broken}") from self._broken
             if not self._accepting:
                 raise RuntimeError("cannot submit work to a pool that has shut down")
             handle = None if self._pending or self._inbox else self._least_busy()
@@ -299,7 +299,7 @@ class Supervisor:
             waiting, kept = self._pending, max(room, 0)
             self._pending = deque(itertools.islice(waiting, kept))
             for wire in itertools.islice(waiting, kept, None):
-                self._fail(wire, CancelledError("the pool shut down before this task started"))
+                self._fail(wire, cancelled("the pool shut down before this task started"))
 
     # --- handing out work -------------------------------------------------------------
 
@@ -502,7 +502,9 @@ class Supervisor:
         if self._init_failures >= max(2, self._spec.workers):
             what = "the initializer failed" if handle.init_error else "workers could not start"
             self._break(
-                BrokenPool(f"{what} in {self._init_failures} worker processes in a row: {cause!r}"),
+                errors.BrokenPool(
+                    f"{what} in {self._init_failures} worker processes in a row: {cause!r}"
+                ),
                 cause,
             )
 
@@ -698,7 +700,7 @@ class Supervisor:
             self._accepting = False
             self._pending.extend(self._inbox)
             self._inbox.clear()
-        error = CancelledError("the pool was terminated before this task finished")
+        error = cancelled("the pool was terminated before this task finished")
         for handle in self._handles:
             if handle is None:
                 continue
@@ -712,7 +714,7 @@ class Supervisor:
 
     def _break(self, cause: BaseException, origin: BaseException | None = None) -> None:
         """The pool cannot go on: fail everything queued and refuse new work."""
-        error = cause if isinstance(cause, BrokenPool) else BrokenPool(f"the pool broke: {cause!r}")
+        error = cause if is_broken_pool(cause) else errors.BrokenPool(f"the pool broke: {cause!r}")
         error.__cause__ = origin or (cause if error is not cause else None)
         with self._lock:
             self._broken = error
@@ -732,7 +734,7 @@ class Supervisor:
             self._kill(handle)
             handle.process.join(5)
             for wire in handle.assigned:
-                self._fail(wire, CancelledError("the pool stopped before this task finished"))
+                self._fail(wire, cancelled("the pool stopped before this task finished"))
             handle.sock.close()
         with self._lock:
             self._accepting = False
@@ -740,7 +742,7 @@ class Supervisor:
             self._pending.clear()
             self._inbox.clear()
         for wire in leftover:
-            self._fail(wire, self._broken or CancelledError("the pool stopped before this task"))
+            self._fail(wire, self._broken or cancelled("the pool stopped before this task"))
         self._selector.close()
         self._slots.close()
         exit_hook.forget(self)
