@@ -682,11 +682,14 @@ class Supervisor:
         One still starting, with no initializer to let finish, has done nothing a
         program could see: it is killed rather than left to finish starting only to
         read STOP (when a call's work is done before the last worker is up, that
-        start-up is what the caller would wait for).
+        start-up is what the caller would wait for). A timeline still shows the start
+        it began, up to now.
         """
         if not handle.ready and self._initializer_payload is None:
             handle.stop_sent = True
             self._kill(handle)
+            if self._worker_started is not None:  # a timeline shows its start, cut short
+                self._worker_started(handle.label, handle.started_ns, now_ns())
         else:
             self._send_stop(handle)
 
