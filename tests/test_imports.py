@@ -204,3 +204,18 @@ def test_a_worker_imports_none_of_the_parents_side() -> None:
         "workpool.backends.process.launch",
     }
     assert not parent_side & loaded, parent_side & loaded
+
+
+def test_a_plain_process_map_loads_no_executor_and_no_logging() -> None:
+    # concurrent.futures brings logging, traceback and tokenize: milliseconds every script
+    # would pay, for errors (BrokenPool, CancelledError) that a map nothing cancels and
+    # nothing breaks never makes (errors.py makes them on first use).
+    statement = (
+        "import workpool\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "assert workpool.map(square, range(8), backend='process', workers=2)[3] == 9\n"
+    )
+    loaded = loaded_after(statement, "concurrent.futures", "logging")
+    assert "workpool.backends.process.supervisor" in loaded
+    assert not {"concurrent.futures", "logging"} & loaded

@@ -7,6 +7,7 @@ ran in another process, the worker-side traceback as text in ``__cause__``.
 
 from __future__ import annotations
 
+import sys
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +22,9 @@ __all__ = [
     "WorkerCrashed",
     "WorkpoolError",
     "add_note",
+    "cancelled",
+    "is_broken_pool",
+    "is_cancelled",
 ]
 
 
@@ -66,6 +70,29 @@ def _define_broken_pool() -> type[WorkpoolError]:
             )
             globals()["BrokenPool"] = made
     return made
+
+
+def is_broken_pool(error: BaseException) -> bool:
+    """Whether ``error`` is a ``BrokenPool``; False at no cost while none was ever made."""
+    made = globals().get("BrokenPool")
+    return made is not None and isinstance(error, made)
+
+
+def cancelled(message: str) -> BaseException:
+    """``concurrent.futures.CancelledError(message)``, importing that module only now."""
+    import concurrent.futures
+
+    return concurrent.futures.CancelledError(message)
+
+
+def is_cancelled(error: BaseException) -> bool:
+    """Whether ``error`` is ``concurrent.futures.CancelledError``.
+
+    False at no cost while ``concurrent.futures`` was never imported: there can be no
+    such error then, and a plain map need not import it (and ``logging`` with it).
+    """
+    futures = sys.modules.get("concurrent.futures")
+    return futures is not None and isinstance(error, futures.CancelledError)
 
 
 def __getattr__(name: str) -> Any:

@@ -9,7 +9,6 @@ input order (or yields them as they come), applies ``retries`` and
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import queue
 import time
@@ -21,7 +20,7 @@ from workpool._options import RunOptions
 from workpool.backends.base import Backend
 from workpool.chunking import ChunkSizer
 from workpool.clock import now_ns
-from workpool.errors import BrokenPool, add_note
+from workpool.errors import add_note, is_broken_pool, is_cancelled
 from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
@@ -434,6 +433,8 @@ class MapRun:
                 return self._batches.get_nowait()
             return self._batches.get(timeout=remaining)
         except queue.Empty:
+            import concurrent.futures  # only now: a plain map need not import it
+
             raise concurrent.futures.TimeoutError(
                 f"the results were not all ready within timeout={self._options.timeout:g}s"
             ) from None
@@ -523,7 +524,7 @@ class MapRun:
             states.clear()  # defensive: nothing after a failure is awaited
 
     def _annotate(self, error: BaseException, chunk: Chunk, position: int, worker: str) -> None:
-        if isinstance(error, (concurrent.futures.CancelledError, BrokenPool)):
+        if is_cancelled(error) or is_broken_pool(error):
             return  # the pool's own state, shared by many tasks: not this task's story
         where = f" in {worker}" if worker else ""
         add_note(

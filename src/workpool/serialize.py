@@ -9,8 +9,7 @@ pickle first (fast, protocol 5) and takes the same by-value route only when the
 standard pickle refuses it.
 """
 
-# No `from __future__ import annotations` here: the NamedTuples below would then
-# compile each field's annotation string when the module is imported.
+from __future__ import annotations
 
 import functools
 import itertools
@@ -20,7 +19,7 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from workpool.byvalue import dumps_by_value
 
@@ -59,11 +58,14 @@ def dumps_function(fn: object) -> bytes:
     return payload
 
 
-class FunctionRef(NamedTuple):
+class FunctionRef:
     """A function pickled once, and the id workers know it by."""
 
-    fn_id: int
-    payload: bytes
+    __slots__ = ("fn_id", "payload")  # not a NamedTuple: that costs a compile at import
+
+    def __init__(self, fn_id: int, payload: bytes) -> None:
+        self.fn_id = fn_id
+        self.payload = payload
 
 
 class FunctionRegistry:

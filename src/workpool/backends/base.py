@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, ClassVar
 from workpool._options import PoolSpec
 from workpool.chunking import MAX_CHUNK_ITEMS
 from workpool.clock import now_ns
-from workpool.errors import BrokenPool
 from workpool.tasks import Chunk, ResultSink
 
 if TYPE_CHECKING:
+    from workpool.errors import BrokenPool
     from workpool.timeline.recorder import Recorder
 
 __all__ = ["Backend", "InitializerFailed", "broken_by_initializer"]
@@ -130,6 +130,8 @@ def broken_by_initializer(error: BaseException) -> BrokenPool:
     (the serial backend): there it is the user's Ctrl+C, so it propagates, the pool is
     not broken and the initializer runs again before the next task.
     """
-    broken = BrokenPool(f"the initializer failed: {error!r}")
+    from workpool import errors  # BrokenPool is made on first use (errors.py)
+
+    broken = errors.BrokenPool(f"the initializer failed: {error!r}")
     broken.__cause__ = error
     return broken

@@ -13,10 +13,11 @@ from workpool._options import PoolSpec
 from workpool.backends.base import Backend, broken_by_initializer
 from workpool.chunking import PROCESS_CHUNK_SECONDS
 from workpool.clock import now_ns
-from workpool.errors import BrokenPool, TaskTimeout
+from workpool.errors import TaskTimeout
 from workpool.tasks import Chunk, ResultBatch, call_items
 
 if TYPE_CHECKING:
+    from workpool.errors import BrokenPool  # made on first use (errors.py)
     from workpool.timeline.recorder import Recorder
 
 __all__ = ["SerialBackend"]

@@ -1,12 +1,11 @@
 """What the parent knows about one worker process."""
 
-# No `from __future__ import annotations` here: the NamedTuples below would then
-# compile each field's annotation string when the module is imported.
+from __future__ import annotations
 
 import signal
 import socket
 from collections import OrderedDict, deque
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.lifeline import RECHECK_FIRST
@@ -43,11 +42,14 @@ class WorkerProcess(Protocol):
     def close(self) -> None: ...
 
 
-class KillReason(NamedTuple):
+class KillReason:
     """Why the supervisor killed a worker: the item it overran and the limit it broke."""
 
-    position: int
-    limit: float
+    __slots__ = ("limit", "position")  # not a NamedTuple: that costs a compile at import
+
+    def __init__(self, position: int, limit: float) -> None:
+        self.position = position
+        self.limit = limit
 
 
 class WorkerHandle:

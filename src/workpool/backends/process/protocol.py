@@ -34,13 +34,12 @@ position and start time before every item only for *tracked* chunks (those with 
 task it was on.
 """
 
-# No `from __future__ import annotations` here: the NamedTuples below would then
-# compile each field's annotation string when the module is imported.
+from __future__ import annotations
 
 import pickle
 import struct
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from workpool.clock import now_ns
 from workpool.errors import add_note
@@ -127,24 +126,44 @@ def decode_init(body: bytearray) -> memoryview | None:
     return payload if len(payload) else None
 
 
-class ChunkOrder(NamedTuple):
+# The messages below, as read, are plain classes with slots rather than NamedTuples:
+# each NamedTuple class costs a compile when the module is imported (about 0.2 ms),
+# and every program that starts a pool imports this one.
+
+
+class ChunkOrder:
     """A chunk as the worker reads it."""
 
-    seq: int
-    fn_id: int
-    mode: CallMode
-    tracked: bool  # publish each item's start in the slot (it has a task_timeout)
-    timed: bool  # answer with a TIMED_BATCH (its call is traced)
-    share_threshold: int | None
-    payload: memoryview
+    __slots__ = ("fn_id", "mode", "payload", "seq", "share_threshold", "timed", "tracked")
+
+    def __init__(
+        self,
+        seq: int,
+        fn_id: int,
+        mode: CallMode,
+        tracked: bool,
+        timed: bool,
+        share_threshold: int | None,
+        payload: memoryview,
+    ) -> None:
+        self.seq = seq
+        self.fn_id = fn_id
+        self.mode = mode
+        self.tracked = tracked  # publish each item's start in the slot (it has a task_timeout)
+        self.timed = timed  # answer with a TIMED_BATCH (its call is traced)
+        self.share_threshold = share_threshold
+        self.payload = payload
 
 
-class DefineOrder(NamedTuple):
+class DefineOrder:
     """A function to keep, as the worker reads it."""
 
-    fn_id: int
-    evict_id: int | None
-    payload: memoryview
+    __slots__ = ("evict_id", "fn_id", "payload")
+
+    def __init__(self, fn_id: int, evict_id: int | None, payload: memoryview) -> None:
+        self.fn_id = fn_id
+        self.evict_id = evict_id
+        self.payload = payload
 
 
 def decode_chunk(body: bytearray) -> ChunkOrder | DefineOrder | None:
@@ -216,23 +235,40 @@ def encode_batch(
     return [_BATCH_HEAD.pack(BATCH, seq, elapsed, len(fds)), payload], fds, keep
 
 
-class Ready(NamedTuple):
-    pid: int
-    clock_ns: int  # the worker's clock as it said so
+class Ready:
+    __slots__ = ("clock_ns", "pid")
+
+    def __init__(self, pid: int, clock_ns: int) -> None:
+        self.pid = pid
+        self.clock_ns = clock_ns  # the worker's clock as it said so
 
 
-class InitFailed(NamedTuple):
-    error: PackedError
+class InitFailed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: PackedError) -> None:
+        self.error = error
 
 
-class Batch(NamedTuple):
-    seq: int
-    elapsed: float
-    fd_count: int  # shared-memory descriptors that came with it
-    body: bytes | bytearray
-    # A TIMED_BATCH's clock readings (the worker's clock), and where its pickle begins.
-    times: tuple[int, int, int, int] | None = None
-    offset: int = _BATCH_HEAD.size
+class Batch:
+    __slots__ = ("body", "elapsed", "fd_count", "offset", "seq", "times")
+
+    def __init__(
+        self,
+        seq: int,
+        elapsed: float,
+        fd_count: int,
+        body: bytes | bytearray,
+        times: tuple[int, int, int, int] | None = None,
+        offset: int = _BATCH_HEAD.size,
+    ) -> None:
+        self.seq = seq
+        self.elapsed = elapsed
+        self.fd_count = fd_count  # shared-memory descriptors that came with it
+        self.body = body
+        # A TIMED_BATCH's clock readings (the worker's clock), and where its pickle begins.
+        self.times = times
+        self.offset = offset
 
     def decode(self, fds: list[int]) -> tuple[list[Any], list[tuple[int, PackedError]]]:
         """The values and packed errors; takes ownership of ``fds``."""

@@ -17,8 +17,8 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import CancelledError
 
+from workpool import errors
 from workpool._options import PoolSpec
 from workpool.backends.process import exit_hook, lifeline, protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
@@ -33,7 +33,7 @@ from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.wire import WireChunk
 from workpool.clock import clock_offset, now_ns
-from workpool.errors import BrokenPool, TaskTimeout, WorkerCrashed, add_note
+from workpool.errors import TaskTimeout, WorkerCrashed, add_note, cancelled, is_broken_pool
 from workpool.remote_errors import unpack_error
 from workpool.serialize import dumps_function
 from workpool.tasks import ResultBatch
@@ -113,7 +113,7 @@ class Supervisor:
         chunk = wire.chunk
         with self._lock:
             if self._broken is not None:
-                raise BrokenPool(f"the pool is broken: {self._broken}") from self._broken
+                raise errors.BrokenPool(f"the pool is broken: {self._broken}") from self._broken
             if not self._accepting:
                 raise RuntimeError("cannot submit work to a pool that has shut down")
             handle = None if self._pending or self._inbox else self._least_busy()
@@ -299,7 +299,7 @@ class Supervisor:
             waiting, kept = self._pending, max(room, 0)
             self._pending = deque(itertools.islice(waiting, kept))
             for wire in itertools.islice(waiting, kept, None):
-                self._fail(wire, CancelledError("the pool shut down before this task started"))
+                self._fail(wire, cancelled("the pool shut down before this task started"))
 
     # --- handing out work -------------------------------------------------------------
 
@@ -473,15 +473,19 @@ class Supervisor:
         for fd in handle.reader.take_fds(len(handle.reader.fds)):  # of a frame never finished
             with contextlib.suppress(OSError):
                 os.close(fd)
+        # A worker told to stop, holding nothing, ended as asked: its exit code tells
+        # nothing, and waiting for it (the zygote reports it, a process away) would
+        # only hold up the pool's end.
+        as_asked = handle.stop_sent and not handle.assigned
         exitcode = handle.process.exitcode
-        if exitcode is None:  # it has ended; the exit code may be a moment behind
+        if exitcode is None and not as_asked:  # it has ended; the code may be a moment behind
             handle.process.join(1.0)
             exitcode = handle.process.exitcode
         self._handles[handle.slot] = None
         with contextlib.suppress(ValueError):
             handle.process.close()
 
-        if not handle.ready:
+        if not handle.ready and not as_asked:
             self._pending.extendleft(reversed(handle.assigned))
             handle.assigned.clear()
             self._on_start_failure(handle, exitcode)
@@ -498,7 +502,9 @@ class Supervisor:
         if self._init_failures >= max(2, self._spec.workers):
             what = "the initializer failed" if handle.init_error else "workers could not start"
             self._break(
-                BrokenPool(f"{what} in {self._init_failures} worker processes in a row: {cause!r}"),
+                errors.BrokenPool(
+                    f"{what} in {self._init_failures} worker processes in a row: {cause!r}"
+                ),
                 cause,
             )
 
@@ -660,7 +666,7 @@ class Supervisor:
             self._accepting = False
         for handle in self._handles:
             if handle is not None and not handle.stop_sent:
-                self._send_stop(handle)
+                self._retire(handle)
         if self._stop_deadline is None:
             self._stop_deadline = time.monotonic() + STOP_GRACE
         elif not self._stop_killed and time.monotonic() >= self._stop_deadline:
@@ -669,6 +675,23 @@ class Supervisor:
                 if handle is not None:
                     self._kill(handle)
         return any(h is not None for h in self._handles)
+
+    def _retire(self, handle: WorkerHandle) -> None:
+        """Stop a worker, the pool having no more work for it.
+
+        One still starting, with no initializer to let finish, has done nothing a
+        program could see: it is killed rather than left to finish starting only to
+        read STOP (when a call's work is done before the last worker is up, that
+        start-up is what the caller would wait for). A timeline still shows the start
+        it began, up to now.
+        """
+        if not handle.ready and self._initializer_payload is None:
+            handle.stop_sent = True
+            self._kill(handle)
+            if self._worker_started is not None:  # a timeline shows its start, cut short
+                self._worker_started(handle.label, handle.started_ns, now_ns())
+        else:
+            self._send_stop(handle)
 
     def _send_stop(self, handle: WorkerHandle) -> None:
         handle.stop_sent = True
@@ -680,7 +703,7 @@ class Supervisor:
             self._accepting = False
             self._pending.extend(self._inbox)
             self._inbox.clear()
-        error = CancelledError("the pool was terminated before this task finished")
+        error = cancelled("the pool was terminated before this task finished")
         for handle in self._handles:
             if handle is None:
                 continue
@@ -694,7 +717,7 @@ class Supervisor:
 
     def _break(self, cause: BaseException, origin: BaseException | None = None) -> None:
         """The pool cannot go on: fail everything queued and refuse new work."""
-        error = cause if isinstance(cause, BrokenPool) else BrokenPool(f"the pool broke: {cause!r}")
+        error = cause if is_broken_pool(cause) else errors.BrokenPool(f"the pool broke: {cause!r}")
         error.__cause__ = origin or (cause if error is not cause else None)
         with self._lock:
             self._broken = error
@@ -714,7 +737,7 @@ class Supervisor:
             self._kill(handle)
             handle.process.join(5)
             for wire in handle.assigned:
-                self._fail(wire, CancelledError("the pool stopped before this task finished"))
+                self._fail(wire, cancelled("the pool stopped before this task finished"))
             handle.sock.close()
         with self._lock:
             self._accepting = False
@@ -722,7 +745,7 @@ class Supervisor:
             self._pending.clear()
             self._inbox.clear()
         for wire in leftover:
-            self._fail(wire, self._broken or CancelledError("the pool stopped before this task"))
+            self._fail(wire, self._broken or cancelled("the pool stopped before this task"))
         self._selector.close()
         self._slots.close()
         exit_hook.forget(self)
