@@ -592,3 +592,27 @@ def test_closing_imap_while_the_early_pool_runs_leaves_nothing_behind() -> None:
     results = workpool.imap(fresh, range(40), workers=2)
     assert next(results) == 0
     results.close()  # the no_leftovers fixture checks every worker is gone
+
+
+def test_a_first_call_slow_only_for_its_imports_starts_no_process_pool(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The first item spends 20 ms of CPU importing a module; the others are tiny. No
+    # pool is started for what was only the first call's cost.
+    (tmp_path / "workpool_test_slow_import.py").write_text(
+        "import time\n"
+        "deadline = time.thread_time() + 0.02\n"
+        "while time.thread_time() < deadline:\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "workpool_test_slow_import", raising=False)
+    started = _count_pools(monkeypatch)
+
+    def first_imports(x: int) -> int:
+        import workpool_test_slow_import  # noqa: F401
+
+        return x * x
+
+    assert workpool.map(first_imports, range(2000)) == [x * x for x in range(2000)]
+    assert started == []

@@ -418,15 +418,23 @@ def measure(
     subinterpreters may be timed: they would take items after its own.
     """
     sample = _Sample()
-    inline = _time_inline(fn, mode, inputs, sample, budget)
+    started_early = False
+
+    def start_early() -> None:
+        nonlocal started_early
+        if on_slow_cpu is not None and not started_early:
+            started_early = True
+            on_slow_cpu()
+
+    inline = _time_inline(fn, mode, inputs, sample, budget, start_early if _gil_enabled() else None)
     slow_cpu = (
         on_slow_cpu is not None
         and _gil_enabled()
         and inline.per_item >= SLOW_ITEM
         and _cpu_fraction(inline) >= 0.5
     )
-    if slow_cpu and on_slow_cpu is not None:
-        on_slow_cpu()
+    if slow_cpu:
+        start_early()
     run_beside = None
     if slow_cpu and beside is not None and not _interpreters_may_be_timed(interpreters):
 
@@ -557,7 +565,12 @@ class _TwoThreads(NamedTuple):
 
 
 def _time_inline(
-    fn: Callable[..., Any], mode: CallMode, inputs: ItemSource, sample: _Sample, budget: float
+    fn: Callable[..., Any],
+    mode: CallMode,
+    inputs: ItemSource,
+    sample: _Sample,
+    budget: float,
+    on_slow_cpu: Callable[[], None] | None = None,
 ) -> _Inline:
     """Phase 1: time items inline, in groups that grow so tiny items are timed in bulk.
 
@@ -566,12 +579,16 @@ def _time_inline(
     ``SHORT_GOAL`` only. The time per item is the groups' own; the CPU time and the
     time spent queued for a CPU are read once around all of them (reading the
     scheduler's figures costs a file read), and compared with the wall time around them.
+
+    ``on_slow_cpu`` is called as soon as the warm-up item was slow and busy on the CPU
+    without importing anything: its time was then the work's own, not a first call's.
     """
     goal = min(0.02, budget * 0.3)
     deadline = time.perf_counter() + budget * 0.45
     first = inputs.take(1)
     if not first:
         return _Inline(0, 0.0, 0.0, 0.0, 0.0, goal)
+    modules = len(sys.modules)
     warm_cpu, warm_queued, warm_started = time.thread_time(), _seconds_queued(), time.perf_counter()
     values, errors, warm = call_items(fn, mode, first)
     sample.add(first, values, errors)
@@ -587,6 +604,8 @@ def _time_inline(
         # It is the sample if it is most of the budget, or if it mostly waited.
         if warm > budget * 0.25 or _cpu_fraction(alone) < 0.5:
             return alone
+        if on_slow_cpu is not None and len(sys.modules) == modules and not errors:
+            on_slow_cpu()
     ship_first = 0.0 if errors else _shipping_cost(first, values, errors)[0]
     wall = 0.0  # of the timed items, summed
     timed = 0
