@@ -12,7 +12,9 @@ Whatever is chosen, these items are real tasks of the call: their results follow
 measured items, in input order, and are never computed again. Failed items are tried
 again on the pool as ``retries`` allows; an item that never reached a worker (its
 arguments cannot be pickled, the pool broke) is handed back to run in the calling
-thread, where ``auto`` would have run it had it chosen no processes.
+thread, where ``auto`` would have run it had it chosen no processes. A result that
+cannot be pickled fails its item, as on the process backend: ``auto`` sends items only
+once those it measured, and their results, could be pickled.
 """
 
 from __future__ import annotations
