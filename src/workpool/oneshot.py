@@ -281,14 +281,16 @@ class _MeasuredPrefix:
             self._processes = None
 
     def _run_beside(self, inputs: ItemSource) -> None:
-        """Hand the early process pool the next items, one per worker, while threads are timed.
+        """Hand the early process pool the next items, to run while threads are timed.
 
-        Called by ``measure`` once it has taken every item it times: these follow them.
+        One per worker, and no more than there are CPUs, so that they are soon done
+        whatever is chosen. Called by ``measure`` once it has taken every item it
+        times: these follow them.
         """
         processes = self._processes
         if processes is None:
             return
-        items = inputs.take(processes.workers)
+        items = inputs.take(min(processes.workers, usable_cpus()))
         if not items:
             return
         from workpool.early_items import EarlyItems
