@@ -2,11 +2,15 @@
 
 Once the first items show slow CPU work, ``auto`` starts a process pool before it has
 chosen (see ``oneshot._MeasuredPrefix``). While two threads are then timed in the
-calling thread, the pool would idle; instead it takes the next items, one per worker,
+calling thread, the pool would idle; instead it takes the next items, two per worker,
 so the measuring does useful work on the other CPUs::
 
     calling thread:  inline items ─▶ two threads timed ─▶ choose ─▶ outcomes() ─▶ ...
-    early pool:            (starting) ─▶ EarlyItems, one item per worker ──┘
+    early pool:            (starting) ─▶ EarlyItems, two items per worker ─┘
+
+Two each: with the GIL, the timed threads keep one CPU busy, and the workers share
+the others with them; one item each would leave those CPUs idle before the threads
+are done.
 
 Whatever is chosen, these items are real tasks of the call: their results follow the
 measured items, in input order, and are never computed again. Failed items are tried

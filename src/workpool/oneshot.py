@@ -283,14 +283,14 @@ class _MeasuredPrefix:
     def _run_beside(self, inputs: ItemSource) -> None:
         """Hand the early process pool the next items, to run while threads are timed.
 
-        One per worker, and no more than there are CPUs, so that they are soon done
-        whatever is chosen. Called by ``measure`` once it has taken every item it
-        times: these follow them.
+        Two per worker (see ``early_items``), for no more workers than there are CPUs,
+        so that they are soon done whatever is chosen. Called by ``measure`` once it
+        has taken every item it times: these follow them.
         """
         processes = self._processes
         if processes is None:
             return
-        items = inputs.take(min(processes.workers, usable_cpus()))
+        items = inputs.take(2 * min(processes.workers, usable_cpus()))
         if not items:
             return
         from workpool.early_items import EarlyItems
