@@ -436,3 +436,183 @@ def test_auto_on_slow_cpu_work_that_cannot_be_pickled_still_runs(
     advice = workpool.advise(holds_a_lock, range(30), total=3000)
     assert advice.backend not in ("process", "interpreter"), advice.reason
     assert "cannot be pickled" in advice.reason
+
+
+# --- items run on the early process pool while threads are timed -------------------------
+
+# Where the early pool takes items: a build with the GIL (without one, threads take
+# pure-Python CPU work and no pool starts early) on which no subinterpreters are timed
+# (they would take the items after the threads').
+EARLY_ITEMS = not FREE_THREADED and "interpreter" not in BACKENDS
+needs_early_items = pytest.mark.skipif(
+    not EARLY_ITEMS, reason="needs a build with the GIL and without subinterpreters"
+)
+
+
+def measured_prefix(fn: object) -> int:
+    """How many items ``auto`` ran in this process to measure ``fn``."""
+    found = remembered(fn)  # type: ignore[arg-type]
+    assert found is not None
+    return found.items + found.thread_items
+
+
+class Opaque:
+    """An item that cannot be pickled, so cannot be sent to a worker process."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __reduce__(self) -> str | tuple[object, ...]:
+        raise TypeError("an Opaque item stays in its process")
+
+
+@needs_early_items
+@pytest.mark.parametrize(
+    "given", [range, lambda n: (x for x in range(n))], ids=["range", "generator"]
+)
+def test_items_run_on_the_early_pool_while_measuring_are_results(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, given: object
+) -> None:
+    started = _count_pools(monkeypatch)
+
+    def fresh(x: int) -> tuple[int, int]:
+        (tmp_path / str(x)).touch(exist_ok=False)  # a second run of x would raise
+        return slow_spins(x), os.getpid()
+
+    results = workpool.map(fresh, given(6), workers=2)  # type: ignore[operator]
+    assert [x for x, _ in results] == list(range(6))
+    assert len(list(tmp_path.iterdir())) == 6
+    here = measured_prefix(fresh)
+    pids = [pid for _, pid in results]
+    assert here < 6
+    assert pids[:here] == [os.getpid()] * here
+    # The next items ran on the pool started early, whatever was chosen after them.
+    assert os.getpid() not in pids[here:]
+    assert started == ["process"]
+
+
+@needs_early_items
+def test_an_item_the_early_pool_cannot_take_runs_in_the_calling_thread() -> None:
+    def fresh(item: int | Opaque) -> tuple[int, int]:
+        x = item.x if isinstance(item, Opaque) else item
+        return slow_spins(x), os.getpid()
+
+    items: list[int | Opaque] = list(range(8))
+    items[4] = Opaque(4)
+    results = workpool.map(fresh, items, workers=2)
+    assert [x for x, _ in results] == list(range(8))
+    assert measured_prefix(fresh) <= 4  # so items 4 and 5 went to the early pool
+    assert results[4] == (4, os.getpid())
+    assert results[5][1] != os.getpid()
+
+
+def fails_at_4(x: int) -> int:
+    if x == 4:
+        raise ValueError("four")
+    return slow_spins(x)
+
+
+@needs_early_items
+@pytest.mark.parametrize("call", ["return_exceptions", "map", "imap"])
+def test_failures_on_the_early_pool_keep_error_semantics(call: str) -> None:
+    def fresh(x: int) -> int:  # measured afresh, so the early pool runs item 4
+        return fails_at_4(x)
+
+    where = "input position 4 in worker process"
+    if call == "return_exceptions":
+        results = workpool.map(fresh, range(6), workers=2, return_exceptions=True)
+        assert results[:4] == [0, 1, 2, 3] and results[5] == 5
+        assert isinstance(results[4], ValueError)
+        assert where in "\n".join(results[4].__notes__)
+    elif call == "map":
+        with pytest.raises(ValueError, match="four") as info:
+            workpool.map(fresh, range(6), workers=2)
+        assert where in "\n".join(info.value.__notes__)
+    else:
+        seen = []
+        with pytest.raises(ValueError, match="four"):
+            for value in workpool.imap(fresh, range(6), workers=2):
+                seen.append(value)
+        assert seen == [0, 1, 2, 3]
+    assert measured_prefix(fresh) <= 4  # item 4 ran on the early pool
+
+
+@needs_early_items
+def test_an_item_failing_on_the_early_pool_is_retried_there(tmp_path: Path) -> None:
+    def flaky(x: int) -> tuple[int, int]:
+        if x == 4 and not (tmp_path / "failed once").exists():
+            (tmp_path / "failed once").touch()
+            raise ValueError("first attempt")
+        return slow_spins(x), os.getpid()
+
+    results = workpool.map(flaky, range(6), workers=2, retries=1)
+    assert [x for x, _ in results] == list(range(6))
+    assert measured_prefix(flaky) <= 4
+    assert (tmp_path / "failed once").exists()
+    assert results[4][1] != os.getpid()  # tried again on the pool, not here
+
+
+def slow_marked(item: tuple[int, str]) -> int:
+    x, marks = item
+    Path(marks, f"{x}.{os.getpid()}.{time.monotonic_ns()}").touch()
+    return slow_spins(x)
+
+
+@needs_early_items
+def test_items_run_on_the_early_pool_are_journaled(tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    items = [(x, str(marks)) for x in range(6)]
+    path = str(tmp_path / "run.ckpt")
+    assert workpool.map(slow_marked, items, workers=2, checkpoint=path) == list(range(6))
+    ran = {int(x): int(pid) for x, pid, _ in (name.split(".") for name in os.listdir(marks))}
+    assert sorted(ran) == list(range(6))
+    assert all(ran[x] != os.getpid() for x in range(measured_prefix(slow_marked), 6))
+    # Called again, everything comes from the journal: nothing runs.
+    assert workpool.map(slow_marked, items, workers=2, checkpoint=path) == list(range(6))
+    assert len(os.listdir(marks)) == 6
+
+
+@needs_early_items
+def test_progress_counts_the_items_run_on_the_early_pool(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    def fresh(x: int) -> int:
+        return slow_spins(x)
+
+    assert workpool.map(fresh, range(6), workers=2, progress=True) == list(range(6))
+    assert measured_prefix(fresh) < 6
+    assert "6/6" in capsys.readouterr().err
+
+
+def test_closing_imap_while_the_early_pool_runs_leaves_nothing_behind() -> None:
+    def fresh(x: int) -> int:
+        return slow_spins(x)
+
+    results = workpool.imap(fresh, range(40), workers=2)
+    assert next(results) == 0
+    results.close()  # the no_leftovers fixture checks every worker is gone
+
+
+def test_a_first_call_slow_only_for_its_imports_starts_no_process_pool(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The first item spends 20 ms of CPU importing a module; the others are tiny. No
+    # pool is started for what was only the first call's cost.
+    (tmp_path / "workpool_test_slow_import.py").write_text(
+        "import time\n"
+        "deadline = time.thread_time() + 0.02\n"
+        "while time.thread_time() < deadline:\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "workpool_test_slow_import", raising=False)
+    started = _count_pools(monkeypatch)
+
+    def first_imports(x: int) -> int:
+        import workpool_test_slow_import  # noqa: F401
+
+        return x * x
+
+    assert workpool.map(first_imports, range(2000)) == [x * x for x in range(2000)]
+    assert started == []

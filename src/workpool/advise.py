@@ -400,6 +400,7 @@ def measure(
     interpreters: PoolSpec | None = None,
     keep: list[Backend] | None = None,
     on_slow_cpu: Callable[[], None] | None = None,
+    beside: Callable[[ItemSource], None] | None = None,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
     """Time ``fn`` on the first items of ``inputs``.
 
@@ -408,14 +409,40 @@ def measure(
     ``interpreters`` is the pool to time subinterpreters on, where they may help (None:
     not timed); with ``keep``, that pool, if it ran every item, is appended there
     instead of shut down. ``on_slow_cpu`` is called once the items inline have shown
-    themselves slow and busy on the CPU, the work a process pool usually wins: the
-    caller may start one then, so that it starts while threads are timed.
+    themselves slow and busy on the CPU, the work a process pool usually wins on a
+    build with the GIL: the caller may start one then, so that it starts while threads
+    are timed. ``beside`` is called after that, with ``inputs``, once the items two
+    threads will be timed on are taken, if those measured can be pickled: the items it
+    takes are the call's next ones, after every item measured here, and it may run them
+    elsewhere (on that pool) while threads are timed. It is not called when
+    subinterpreters may be timed: they would take items after its own.
     """
     sample = _Sample()
-    inline = _time_inline(fn, mode, inputs, sample, budget)
-    if on_slow_cpu is not None and inline.per_item >= SLOW_ITEM and _cpu_fraction(inline) >= 0.5:
-        on_slow_cpu()
-    threads = _time_on_two_threads(fn, mode, inputs, sample, inline, budget)
+    started_early = False
+
+    def start_early() -> None:
+        nonlocal started_early
+        if on_slow_cpu is not None and not started_early:
+            started_early = True
+            on_slow_cpu()
+
+    inline = _time_inline(fn, mode, inputs, sample, budget, start_early if _gil_enabled() else None)
+    slow_cpu = (
+        on_slow_cpu is not None
+        and _gil_enabled()
+        and inline.per_item >= SLOW_ITEM
+        and _cpu_fraction(inline) >= 0.5
+    )
+    if slow_cpu:
+        start_early()
+    run_beside = None
+    if slow_cpu and beside is not None and not _interpreters_may_be_timed(interpreters):
+
+        def run_beside() -> None:
+            if math.isfinite(_shipping_cost(sample.items, sample.values, sample.errors)[0]):
+                beside(inputs)
+
+    threads = _time_on_two_threads(fn, mode, inputs, sample, inline, budget, run_beside)
     ship_seconds, ship_bytes = _shipping_cost(sample.items, sample.values, sample.errors)
     trial = None
     if interpreters is not None and _interpreters_may_help(inline, threads, ship_seconds):
@@ -436,6 +463,15 @@ def measure(
         interpreter_parallelism=trial.parallelism if trial else None,
     )
     return found, sample.items, sample.values, sample.errors
+
+
+def _interpreters_may_be_timed(spec: PoolSpec | None) -> bool:
+    """Whether a pool of subinterpreters would be timed here, where the work suits them."""
+    if spec is None or not _gil_enabled():
+        return False
+    from workpool import interpreter_trial
+
+    return interpreter_trial.AVAILABLE
 
 
 def _interpreters_may_help(inline: _Inline, threads: _TwoThreads, ship_seconds: float) -> bool:
@@ -529,7 +565,12 @@ class _TwoThreads(NamedTuple):
 
 
 def _time_inline(
-    fn: Callable[..., Any], mode: CallMode, inputs: ItemSource, sample: _Sample, budget: float
+    fn: Callable[..., Any],
+    mode: CallMode,
+    inputs: ItemSource,
+    sample: _Sample,
+    budget: float,
+    on_slow_cpu: Callable[[], None] | None = None,
 ) -> _Inline:
     """Phase 1: time items inline, in groups that grow so tiny items are timed in bulk.
 
@@ -538,12 +579,16 @@ def _time_inline(
     ``SHORT_GOAL`` only. The time per item is the groups' own; the CPU time and the
     time spent queued for a CPU are read once around all of them (reading the
     scheduler's figures costs a file read), and compared with the wall time around them.
+
+    ``on_slow_cpu`` is called as soon as the warm-up item was slow and busy on the CPU
+    without importing anything: its time was then the work's own, not a first call's.
     """
     goal = min(0.02, budget * 0.3)
     deadline = time.perf_counter() + budget * 0.45
     first = inputs.take(1)
     if not first:
         return _Inline(0, 0.0, 0.0, 0.0, 0.0, goal)
+    modules = len(sys.modules)
     warm_cpu, warm_queued, warm_started = time.thread_time(), _seconds_queued(), time.perf_counter()
     values, errors, warm = call_items(fn, mode, first)
     sample.add(first, values, errors)
@@ -559,6 +604,8 @@ def _time_inline(
         # It is the sample if it is most of the budget, or if it mostly waited.
         if warm > budget * 0.25 or _cpu_fraction(alone) < 0.5:
             return alone
+        if on_slow_cpu is not None and len(sys.modules) == modules and not errors:
+            on_slow_cpu()
     ship_first = 0.0 if errors else _shipping_cost(first, values, errors)[0]
     wall = 0.0  # of the timed items, summed
     timed = 0
@@ -636,11 +683,18 @@ def _time_on_two_threads(
     sample: _Sample,
     inline: _Inline,
     budget: float,
+    beside: Callable[[], None] | None = None,
 ) -> _TwoThreads:
     """Phase 2: about as much work as inline, split over two threads started together.
 
     Skipped for tiny items: threads could not pay for themselves, and timing them would
-    be noise; and for slow items that mostly wait, which threads overlap.
+    be noise; and for slow items that mostly wait, which threads overlap. ``beside`` is
+    called once their items are taken, before they run.
+
+    Other work may run meanwhile (other programs, or ``beside``'s items on other
+    processes), so the time the threads spent ready to run while others had the CPUs
+    is left out of their wall time, as it is of the inline time: what is compared is
+    what each way of running does with the CPU it gets.
     """
     if not inline.items or inline.per_item < TINY_ITEM:
         return _TwoThreads()
@@ -658,29 +712,40 @@ def _time_on_two_threads(
             values, errors, _ = call_items(fn, mode, batch)
             sample.add(batch, values, errors)
         return _TwoThreads()
-    values, errors, wall, cpu = _run_on_two_threads(fn, mode, batch)
+    if beside is not None:
+        beside()
+    values, errors, wall, cpu, queued = _run_on_two_threads(fn, mode, batch)
     sample.add(batch, values, errors)
-    if wall <= 0:
+    running = wall - min(queued, wall * 0.9)
+    if running <= 0:
         return _TwoThreads(len(batch))
-    return _TwoThreads(len(batch), len(batch) * inline.per_item / wall, cpu / wall)
+    inline_running = (
+        1.0 - min(inline.queued, inline.wall * 0.9) / inline.wall if inline.wall > 0 else 1.0
+    )
+    per_item = inline.per_item * inline_running
+    return _TwoThreads(len(batch), len(batch) * per_item / running, cpu / running)
 
 
 def _run_on_two_threads(
     fn: Callable[..., Any], mode: CallMode, batch: list[Any]
-) -> tuple[list[Any], dict[int, BaseException], float, float]:
+) -> tuple[list[Any], dict[int, BaseException], float, float, float]:
     """Run each half of ``batch`` on its own thread, started together.
 
     Returns values, errors by position, the wall time from the start to the last
-    finish, and the CPU time the whole process used meanwhile.
+    finish, the CPU time the whole process used meanwhile, and the seconds the two
+    threads spent ready to run but queued for a CPU, on average.
     """
     middle = len(batch) // 2
     halves = [batch[:middle], batch[middle:]]
     outcomes: list[tuple[list[Any], dict[int, BaseException], float]] = [([], {}, 0.0)] * 2
+    queued = [0.0, 0.0]
     start_line = threading.Barrier(3)
 
     def run(index: int) -> None:
         start_line.wait()
+        before = _seconds_queued()
         outcomes[index] = call_items(fn, mode, halves[index])
+        queued[index] = _seconds_queued() - before
 
     threads = [
         threading.Thread(target=run, args=(i,), name=f"workpool-advise-{i}") for i in range(2)
@@ -695,7 +760,7 @@ def _run_on_two_threads(
     values = outcomes[0][0] + outcomes[1][0]
     errors = dict(outcomes[0][1])
     errors.update((middle + position, error) for position, error in outcomes[1][1].items())
-    return values, errors, wall, cpu
+    return values, errors, wall, cpu, (queued[0] + queued[1]) / 2
 
 
 def _shipping_cost(

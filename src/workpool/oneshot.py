@@ -22,7 +22,7 @@ from workpool._options import (
 from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
-from workpool.inputs import InputSource, prepare_inputs
+from workpool.inputs import InputSource, ItemSource, prepare_inputs
 from workpool.run import MapRun, RetryPolicy, one_by_one, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
@@ -30,6 +30,7 @@ from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iterat
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.backends.base import Backend
     from workpool.checkpoint.session import CheckpointSession
+    from workpool.early_items import EarlyItems
     from workpool.timeline import Recorder  # imported only by traced calls
 
 __all__ = ["imap", "map", "starmap"]
@@ -261,6 +262,7 @@ class _MeasuredPrefix:
         # the process pool started while measuring, when processes were chosen.
         self.started_backend: Backend | None = None
         self._processes: Backend | None = None  # started early, not chosen yet
+        self._early: EarlyItems | None = None  # items run on it while measuring
 
     def _start_processes(self) -> None:
         """Start the process pool the call would most likely go on with, now.
@@ -277,6 +279,37 @@ class _MeasuredPrefix:
             self._processes = create_backend(resolve_auto(call.spec, "process", workers), call.fn)
         except Exception:  # cannot be pickled, say: measuring will tell, as without it
             self._processes = None
+
+    def _run_beside(self, inputs: ItemSource) -> None:
+        """Hand the early process pool the next items, to run while threads are timed.
+
+        Two per worker (see ``early_items``), for no more workers than there are CPUs,
+        so that they are soon done whatever is chosen. Called by ``measure`` once it
+        has taken every item it times: these follow them.
+        """
+        processes = self._processes
+        if processes is None:
+            return
+        items = inputs.take(2 * min(processes.workers, usable_cpus()))
+        if not items:
+            return
+        from workpool.early_items import EarlyItems
+
+        if self._checkpoint is not None:
+            start = self._checkpoint.position - len(items)
+        else:
+            assert isinstance(inputs, _Counted)
+            start = inputs.taken - len(items)
+        options = self._call.options
+        self._early = EarlyItems(
+            processes,
+            self._call.fn,
+            self._call.mode,
+            items,
+            start,
+            retries=options.retries,
+            share_threshold=options.share_threshold,
+        )
 
     def stop_unused_processes(self) -> None:
         """Stop the pool ``_start_processes`` started, if the call did not go on with it."""
@@ -302,7 +335,9 @@ class _MeasuredPrefix:
             if found is None:
                 if call.spec.initializer is not None:  # inline, we are the worker
                     call.spec.initializer(*call.spec.initargs)
-                source = call.inputs if self._checkpoint is None else self._checkpoint.gap()
+                source: ItemSource = (
+                    _Counted(call.inputs) if self._checkpoint is None else self._checkpoint.gap()
+                )
                 # Subinterpreters are timed on a pool the call may go on with; not when
                 # traced, where every item measured must be on the calling thread's track.
                 trial_spec = None
@@ -318,11 +353,12 @@ class _MeasuredPrefix:
                     interpreters=trial_spec,
                     keep=kept,
                     on_slow_cpu=None if self._trace is not None else self._start_processes,
+                    beside=self._run_beside,
                 )
                 measured = (began, now_ns())
                 remember(call.fn, found)
                 self.started_backend = kept[0] if kept else None
-            self.count = len(values)
+            self.count = len(values) + (len(self._early.items) if self._early else 0)
             remaining = None if call.total is None else call.total - self.count
             advice = decide_for(
                 call.fn, found, remaining, interpreters_started=self.started_backend is not None
@@ -333,6 +369,7 @@ class _MeasuredPrefix:
         if self.started_backend is not None and advice_backend != "interpreter":
             self.started_backend.shutdown(wait=True, cancel_pending=True)
             self.started_backend = None
+        settled = self._early_outcomes(items, values, errors)
         if self._processes is not None and self.chosen_spec == self._processes.spec:
             self.started_backend, self._processes = self._processes, None
         self.stop_unused_processes()
@@ -346,6 +383,8 @@ class _MeasuredPrefix:
             record_inline(self._trace, track, first, len(values), 0, measured, len(errors), retried)
         if errors:
             errors = _InlineRetries(call, values, first, self._trace).settle(items, errors)
+        if settled:
+            errors = dict(sorted({**errors, **settled}.items()))
         for position, error in errors.items():
             if options.return_exceptions:
                 values[position] = error
@@ -362,6 +401,32 @@ class _MeasuredPrefix:
             self._close_progress()
             raise errors[position]
         yield values
+
+    def _early_outcomes(
+        self, items: list[Any], values: list[Any], errors: dict[int, BaseException]
+    ) -> dict[int, BaseException]:
+        """Add the early pool's items and outcomes after the measured ones, once all are in.
+
+        Items that never reached a worker run here now, their errors in ``errors`` like
+        any item measured here; returns the errors the pool settled (retries done), by
+        their offset in ``values``.
+        """
+        early = self._early
+        if early is None:
+            return {}
+        self._early = None
+        call = self._call
+        early_values, early_errors, unsent = early.outcomes(call.options.timeout)
+        offset = len(values)
+        items.extend(early.items)
+        values.extend(early_values)
+        for position in unsent:
+            ran, failed, _ = call_items(call.fn, call.mode, early.items[position : position + 1])
+            if failed:
+                errors[offset + position] = failed[0]
+            else:
+                values[offset + position] = ran[0]
+        return {offset + position: error for position, error in early_errors.items()}
 
     def _journal(
         self, first: int, items: list[Any], values: list[Any], errors: dict[int, BaseException]
@@ -441,6 +506,19 @@ class _InlineRetries:
             ended = now_ns()
             batch.times = (began, began, ended, ended)
         self.deliver(batch)
+
+
+class _Counted:
+    """An item source that counts the items taken from it: their input positions."""
+
+    def __init__(self, source: ItemSource) -> None:
+        self._source = source
+        self.taken = 0
+
+    def take(self, count: int) -> Sequence[Any]:
+        items = self._source.take(count)
+        self.taken += len(items)
+        return items
 
 
 def _run_straight(
