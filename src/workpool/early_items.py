@@ -23,12 +23,11 @@ once those it measured, and their results, could be pickled.
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from workpool.errors import BrokenPool, add_note
+from workpool.errors import add_note, is_broken_pool, is_cancelled
 from workpool.run import RetryPolicy
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
@@ -94,10 +93,10 @@ class EarlyItems:
         error = batch.errors.get(0)
         if error is None:
             self._settle(offset, batch.values[0])
-        elif not batch.retryable and not isinstance(error, concurrent.futures.CancelledError):
+        elif not batch.retryable and not is_cancelled(error):
             self._settle(offset, None, unsent=True)  # it never ran: run it here instead
         else:
-            if not isinstance(error, BrokenPool):
+            if not is_broken_pool(error):
                 where = f" in {batch.worker}" if batch.worker else ""
                 add_note(
                     error,
@@ -130,6 +129,8 @@ class EarlyItems:
         never sent hold ``None``: the caller runs those items itself.
         """
         if not self._all_in.wait(timeout):
+            import concurrent.futures  # only now: a plain map need not import it
+
             raise concurrent.futures.TimeoutError(
                 f"the results were not all ready within timeout={timeout:g}s"
             )
