@@ -219,3 +219,18 @@ def test_a_plain_process_map_loads_no_executor_and_no_logging() -> None:
     loaded = loaded_after(statement, "concurrent.futures", "logging")
     assert "workpool.backends.process.supervisor" in loaded
     assert not {"concurrent.futures", "logging"} & loaded
+
+
+def test_a_checkpointed_map_and_its_resume_load_no_executor_and_no_logging(
+    tmp_path: Path,
+) -> None:
+    # A resume with nothing left to run takes a few tens of milliseconds: importing
+    # concurrent.futures (with logging) would be a tenth of it.
+    path = str(tmp_path / "run.ckpt")
+    statement = (
+        "import operator, workpool\n"
+        f"for _ in range(2): workpool.map(operator.neg, range(100), checkpoint={path!r})\n"
+    )
+    loaded = loaded_after(statement, "concurrent.futures", "logging")
+    assert "workpool.checkpoint.session" in loaded
+    assert not {"concurrent.futures", "logging"} & loaded

@@ -25,13 +25,13 @@ import functools
 import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import CancelledError
 from itertools import chain
 from typing import Any, NamedTuple
 
 from workpool.checkpoint.digest import chunk_digest
 from workpool.checkpoint.journal import Journal
 from workpool.checkpoint.store import Row
+from workpool.errors import is_cancelled
 from workpool.inputs import InputSource
 from workpool.segments import holds_writable_share, writable_shares_exist
 
@@ -273,11 +273,7 @@ class CheckpointSession:
                 )
                 first_ok = None
             error = errors.get(offset)
-            if (
-                error is not None
-                and offset not in retried
-                and not isinstance(error, CancelledError)
-            ):
+            if error is not None and offset not in retried and not is_cancelled(error):
                 self.journal.record_failure(start + offset, error)
 
     def stop_writing(self) -> None:
