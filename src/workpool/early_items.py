@@ -27,7 +27,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from workpool.errors import add_note, is_broken_pool, is_cancelled
+from workpool.errors import call_timed_out, is_cancelled
 from workpool.run import RetryPolicy
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
@@ -96,13 +96,7 @@ class EarlyItems:
         elif not batch.retryable and not is_cancelled(error):
             self._settle(offset, None, unsent=True)  # it never ran: run it here instead
         else:
-            if not is_broken_pool(error):
-                where = f" in {batch.worker}" if batch.worker else ""
-                add_note(
-                    error,
-                    f"workpool: raised by the task at input position {batch.chunk.start}{where}"
-                    + self._retries.describe(batch.chunk.attempt),
-                )
+            self._retries.annotate(error, batch.chunk.start, batch.worker, batch.chunk.attempt)
             self._settle(offset, None, error)
 
     def _settle(
@@ -129,10 +123,7 @@ class EarlyItems:
         never sent hold ``None``: the caller runs those items itself.
         """
         if not self._all_in.wait(timeout):
-            import concurrent.futures  # only now: a plain map need not import it
-
-            raise concurrent.futures.TimeoutError(
-                f"the results were not all ready within timeout={timeout:g}s"
-            )
+            assert timeout is not None
+            raise call_timed_out(timeout)
         self._sharing.release()
         return self._values, dict(sorted(self._errors.items())), sorted(self._unsent)

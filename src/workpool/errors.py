@@ -22,6 +22,7 @@ __all__ = [
     "WorkerCrashed",
     "WorkpoolError",
     "add_note",
+    "call_timed_out",
     "cancelled",
     "is_broken_pool",
     "is_cancelled",
@@ -83,6 +84,15 @@ def cancelled(message: str) -> BaseException:
     import concurrent.futures
 
     return concurrent.futures.CancelledError(message)
+
+
+def call_timed_out(timeout: float) -> BaseException:
+    """The ``concurrent.futures.TimeoutError`` a call raises when ``timeout`` ran out."""
+    import concurrent.futures  # only now: a plain map need not import it
+
+    return concurrent.futures.TimeoutError(
+        f"the results were not all ready within timeout={timeout:g}s"
+    )
 
 
 def is_cancelled(error: BaseException) -> bool:

@@ -483,12 +483,8 @@ class _InlineRetries:
         self._traced(batch, retried)
         if not retried:
             error = batch.errors[0]
-            add_note(
-                error,
-                f"workpool: raised by the task at input position {chunk.start} in "
-                "the calling thread, while backend='auto' measured it"
-                + self._retries.describe(chunk.attempt),
-            )
+            where = "the calling thread, while backend='auto' measured it"
+            self._retries.annotate(error, chunk.start, where, chunk.attempt)
             self._errors[offset] = error
 
     def _traced(self, batch: ResultBatch, retried: frozenset[int]) -> None:

@@ -20,7 +20,7 @@ from workpool._options import RunOptions
 from workpool.backends.base import Backend
 from workpool.chunking import ChunkSizer
 from workpool.clock import now_ns
-from workpool.errors import add_note, is_broken_pool, is_cancelled
+from workpool.errors import add_note, call_timed_out, is_broken_pool, is_cancelled
 from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
@@ -111,6 +111,17 @@ class RetryPolicy:
         if not self.limit:
             return ""
         return f" (attempt {attempt + 1} of {self.limit + 1})"
+
+    def annotate(self, error: BaseException, position: int, worker: str, attempt: int) -> None:
+        """Note on a task's final error its input position, its worker and the attempt."""
+        if is_cancelled(error) or is_broken_pool(error):
+            return  # the pool's own state, shared by many tasks: not this task's story
+        where = f" in {worker}" if worker else ""
+        add_note(
+            error,
+            f"workpool: raised by the task at input position {position}{where}"
+            + self.describe(attempt),
+        )
 
 
 class _ChunkState:
@@ -433,11 +444,8 @@ class MapRun:
                 return self._batches.get_nowait()
             return self._batches.get(timeout=remaining)
         except queue.Empty:
-            import concurrent.futures  # only now: a plain map need not import it
-
-            raise concurrent.futures.TimeoutError(
-                f"the results were not all ready within timeout={self._options.timeout:g}s"
-            ) from None
+            assert self._options.timeout is not None  # a deadline is set from it
+            raise call_timed_out(self._options.timeout) from None
 
     def _absorb(self, batch: ResultBatch, retried: frozenset[int]) -> list[Any] | None:
         """Record a batch; return the values to yield now (unordered runs)."""
@@ -480,7 +488,7 @@ class MapRun:
             failed += 1
             if id(error) not in annotated:
                 annotated.add(id(error))
-                self._annotate(error, chunk, position, batch.worker)
+                self._retries.annotate(error, chunk.start + position, batch.worker, chunk.attempt)
             if self._options.return_exceptions:
                 state.values[offset + position] = error
             elif self._raise_in_order:
@@ -522,13 +530,3 @@ class MapRun:
             yield state.values
         if states and self._cutoff is not None and states[0].start > self._cutoff:
             states.clear()  # defensive: nothing after a failure is awaited
-
-    def _annotate(self, error: BaseException, chunk: Chunk, position: int, worker: str) -> None:
-        if is_cancelled(error) or is_broken_pool(error):
-            return  # the pool's own state, shared by many tasks: not this task's story
-        where = f" in {worker}" if worker else ""
-        add_note(
-            error,
-            f"workpool: raised by the task at input position {chunk.start + position}{where}"
-            + self._retries.describe(chunk.attempt),
-        )
