@@ -68,3 +68,26 @@ def test_int_results_of_a_map_come_back_exact_on_every_backend(backend: str) -> 
     results = workpool.map(cube_or_parity, items, backend=backend, workers=2, chunksize=500)
     assert results == [cube_or_parity(x) for x in items]
     assert [type(r) for r in results] == [type(cube_or_parity(x)) for x in items]
+
+
+def test_the_block_is_little_endian_and_packing_twice_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import array
+
+    from workpool import int_lists
+
+    values = [1, -2, 2**40] * PACK_FROM_ITEMS
+    packed = pack(values)
+    native = array.array("q", values)
+    little = b"".join(n.to_bytes(8, "little", signed=True) for n in values)
+    assert int_lists.little_endian_bytes(native) == little
+    # As a big-endian machine would: swapped on the way out and back, the caller's
+    # array untouched, so that pickling one IntList twice gives the same bytes.
+    monkeypatch.setattr(int_lists, "_BIG_ENDIAN", True)
+    swapped = int_lists.little_endian_bytes(native)
+    assert swapped == b"".join(n.to_bytes(8, "big", signed=True) for n in values)
+    assert native.tolist() == values
+    first = pickle.dumps(packed, pickle.HIGHEST_PROTOCOL)
+    assert pickle.dumps(packed, pickle.HIGHEST_PROTOCOL) == first
+    assert pickle.loads(first) == values

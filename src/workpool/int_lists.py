@@ -18,7 +18,7 @@ import array
 import sys
 from typing import Any
 
-__all__ = ["IntList", "ints_from", "pack"]
+__all__ = ["IntList", "ints_from", "little_endian_bytes", "pack"]
 
 #: Lists shorter than this are left alone: checking them would cost more than it saves.
 PACK_FROM_ITEMS = 64
@@ -34,9 +34,16 @@ class IntList:
         self.ints = ints
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if _BIG_ENDIAN:  # the pickle holds little-endian ints, read alike everywhere
-            self.ints.byteswap()
-        return (ints_from, (self.ints.tobytes(),))
+        # The pickle holds little-endian ints, read alike everywhere.
+        return (ints_from, (little_endian_bytes(self.ints),))
+
+
+def little_endian_bytes(numbers: "array.array[Any]") -> bytes:
+    """The bytes of ``numbers`` in little-endian order, whatever the machine's."""
+    if _BIG_ENDIAN:
+        numbers = array.array(numbers.typecode, numbers)  # a copy: the caller's stays as is
+        numbers.byteswap()
+    return numbers.tobytes()
 
 
 def ints_from(data: bytes) -> list[int]:

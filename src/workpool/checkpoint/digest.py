@@ -48,6 +48,8 @@ from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any
 
+from workpool.int_lists import little_endian_bytes
+
 try:  # BLAKE2 itself: hashlib would also load OpenSSL, a few milliseconds for nothing
     from _blake2 import blake2b
 except ImportError:  # pragma: no cover - a Python without the _blake2 module
@@ -60,7 +62,6 @@ _pack_u64 = struct.Struct("<Q").pack
 _pack_f64 = struct.Struct("<d").pack
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
-_BIG_ENDIAN = sys.byteorder == "big"
 
 # The order matters: a subclass of several of these is encoded as the first it matches.
 _BUILTIN_KINDS: tuple[type, ...] = (
@@ -299,12 +300,6 @@ def encode(obj: object) -> bytes:
     return CanonicalEncoder().encoding(obj)
 
 
-def _native_to_little(numbers: array[Any]) -> array[Any]:
-    if _BIG_ENDIAN:
-        numbers.byteswap()
-    return numbers
-
-
 def _progression(numbers: array[int]) -> bytes | None:
     """First item and step if ``numbers`` is an arithmetic progression, else None.
 
@@ -357,17 +352,17 @@ def chunk_digest(items: Sequence[Any]) -> bytes:
                 return hasher.digest()
             if numbers is not None:
                 hasher.update(b"Q" + _pack_u64(count))
-                hasher.update(_native_to_little(numbers).tobytes())
+                hasher.update(little_endian_bytes(numbers))
                 return hasher.digest()
         elif kind is float:
             hasher.update(b"D" + _pack_u64(count))
-            hasher.update(_native_to_little(array("d", items)).tobytes())
+            hasher.update(little_endian_bytes(array("d", items)))
             return hasher.digest()
         elif kind is str:
             # Lengths in code points, then the concatenation: the lengths say where
             # each item ends, so no separator is needed.
             hasher.update(b"U" + _pack_u64(count))
-            hasher.update(_native_to_little(array("q", map(len, items))).tobytes())
+            hasher.update(little_endian_bytes(array("q", map(len, items))))
             hasher.update("".join(items).encode("utf-8", "surrogatepass"))
             return hasher.digest()
         elif kind is tuple:
@@ -418,7 +413,7 @@ def _numeric_records(items: Sequence[tuple[Any, ...]]) -> bytearray | None:
         if typecode is None:
             return None
         try:
-            columns.append((typecode, _native_to_little(array(typecode, column)).tobytes()))
+            columns.append((typecode, little_endian_bytes(array(typecode, column))))
         except OverflowError:  # an int beyond 64 bits: the general encoding
             return None
     # One record per item: "t", the width, then a tag and 8 bytes per value.
