@@ -15,6 +15,7 @@ their types by staying out. Whatever reads the pickle needs nothing but this mod
 """
 
 import array
+import struct
 import sys
 from typing import Any
 
@@ -23,19 +24,22 @@ __all__ = ["IntList", "ints_from", "little_endian_bytes", "pack"]
 #: Lists shorter than this are left alone: checking them would cost more than it saves.
 PACK_FROM_ITEMS = 64
 _BIG_ENDIAN = sys.byteorder == "big"
+# How struct writes n ints as little-endian int64. Where a C long is 8 bytes and the
+# machine little-endian (Linux, macOS), the native "l" writes the same bytes as "<q"
+# at twice the speed: "q" converts each int of 2**30 or more through a byte array.
+_INT64_FORMAT = "%dl" if not _BIG_ENDIAN and struct.calcsize("l") == 8 else "<%dq"
 
 
 class IntList:
     """A list of ints on its way into a pickle; unpickles as a plain ``list``."""
 
-    __slots__ = ("ints",)
+    __slots__ = ("data",)
 
-    def __init__(self, ints: "array.array[int]") -> None:
-        self.ints = ints
+    def __init__(self, data: bytes) -> None:
+        self.data = data  # the ints, as little-endian int64
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # The pickle holds little-endian ints, read alike everywhere.
-        return (ints_from, (little_endian_bytes(self.ints),))
+        return (ints_from, (self.data,))
 
 
 def little_endian_bytes(numbers: "array.array[Any]") -> bytes:
@@ -59,11 +63,10 @@ def pack(values: list[Any]) -> Any:
     """``values`` as an ``IntList`` if it is a long list of plain 64-bit ints, else as is."""
     if len(values) < PACK_FROM_ITEMS or type(values[0]) is not int:
         return values
+    # Exact ints only: bools and anything else with __index__ must keep their types.
+    if list(map(type, values)).count(int) != len(values):
+        return values
     try:
-        ints = array.array("q", values)
-    except (TypeError, OverflowError):  # not all ints, or one too large for 64 bits
+        return IntList(struct.pack(_INT64_FORMAT % len(values), *values))
+    except (struct.error, OverflowError):  # one too large for 64 bits
         return values
-    # array() also takes bools and anything with __index__: those must keep their types.
-    if len(set(map(type, values))) != 1:
-        return values
-    return IntList(ints)
