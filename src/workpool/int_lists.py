@@ -17,9 +17,10 @@ their types by staying out. Whatever reads the pickle needs nothing but this mod
 import array
 import struct
 import sys
+from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["IntList", "ints_from", "little_endian_bytes", "pack"]
+__all__ = ["IntList", "int64_bytes", "ints_from", "little_endian_bytes", "pack"]
 
 #: Lists shorter than this are left alone: checking them would cost more than it saves.
 PACK_FROM_ITEMS = 64
@@ -40,6 +41,14 @@ class IntList:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ints_from, (self.data,))
+
+
+def int64_bytes(ints: Sequence[int]) -> bytes | None:
+    """Plain ints as one block of little-endian int64; None if one does not fit."""
+    try:
+        return struct.pack(_INT64_FORMAT % len(ints), *ints)
+    except (struct.error, OverflowError):
+        return None
 
 
 def little_endian_bytes(numbers: "array.array[Any]") -> bytes:
@@ -66,7 +75,5 @@ def pack(values: list[Any]) -> Any:
     # Exact ints only: bools and anything else with __index__ must keep their types.
     if list(map(type, values)).count(int) != len(values):
         return values
-    try:
-        return IntList(struct.pack(_INT64_FORMAT % len(values), *values))
-    except (struct.error, OverflowError):  # one too large for 64 bits
-        return values
+    data = int64_bytes(values)
+    return values if data is None else IntList(data)  # None: one too large for 64 bits

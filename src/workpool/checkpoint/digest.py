@@ -45,10 +45,10 @@ import struct
 import sys
 from array import array
 from collections.abc import Callable, Sequence
-from operator import itemgetter
+from operator import itemgetter, ne
 from typing import Any
 
-from workpool.int_lists import little_endian_bytes
+from workpool.int_lists import int64_bytes, little_endian_bytes
 
 try:  # BLAKE2 itself: hashlib would also load OpenSSL, a few milliseconds for nothing
     from _blake2 import blake2b
@@ -300,32 +300,33 @@ def encode(obj: object) -> bytes:
     return CanonicalEncoder().encoding(obj)
 
 
-def _progression(numbers: array[int]) -> bytes | None:
+def _progression(numbers: Sequence[int]) -> bytes | None:
     """First item and step if ``numbers`` is an arithmetic progression, else None.
 
     A ``range`` is digested from its first item, step and length alone, without
     visiting its items; a list holding the same numbers must get the same digest.
     """
     count = len(numbers)
-    first = numbers[0]
+    first, last = numbers[0], numbers[-1]
     step = numbers[1] - first if count > 1 else 0
-    if numbers[-1] != first + (count - 1) * step:  # most lists fail here, at no cost
-        return None
-    if not _INT64_MIN <= step <= _INT64_MAX:
+    if last != first + (count - 1) * step:  # most lists fail here, at no cost
         return None
     if count > 2:
         if step == 0:
             if numbers.count(first) != count:
                 return None
-        elif numbers != array("q", range(first, first + count * step, step)):
+        elif any(map(ne, numbers, range(first, first + count * step, step))):
             return None
-    return _pack_i64(first) + _pack_i64(step)
+    return _first_and_step(first, last, step)
 
 
 def _range_progression(items: range) -> bytes | None:
-    """``_progression`` for a range, read off its ends (None beyond 64 bits)."""
-    first, last = items[0], items[-1]
-    step = items.step if len(items) > 1 else 0
+    """``_progression`` for a range, read off its ends."""
+    return _first_and_step(items[0], items[-1], items.step if len(items) > 1 else 0)
+
+
+def _first_and_step(first: int, last: int, step: int) -> bytes | None:
+    """A progression's encoding; None beyond 64 bits (its items lie between its ends)."""
     if all(_INT64_MIN <= n <= _INT64_MAX for n in (first, last, step)):
         return _pack_i64(first) + _pack_i64(step)
     return None
@@ -339,20 +340,13 @@ def chunk_digest(items: Sequence[Any]) -> bytes:
     if count and len(kinds) == 1:
         kind = next(iter(kinds))
         if kind is int:
-            if type(items) is range:
-                progression = _range_progression(items)
-                numbers = None
-            else:
-                numbers = _int64_array(items)
-                progression = None if numbers is None else _progression(numbers)
-            if progression is None and type(items) is range:
-                numbers = _int64_array(items)
+            progression = _range_progression(items) if type(items) is range else _progression(items)
             if progression is not None:
                 hasher.update(b"R" + _pack_u64(count) + progression)
                 return hasher.digest()
-            if numbers is not None:
-                hasher.update(b"Q" + _pack_u64(count))
-                hasher.update(little_endian_bytes(numbers))
+            block = int64_bytes(items)
+            if block is not None:  # None: some beyond 64 bits, the general encoding
+                hasher.update(b"Q" + _pack_u64(count) + block)
                 return hasher.digest()
         elif kind is float:
             hasher.update(b"D" + _pack_u64(count))
@@ -379,13 +373,6 @@ def chunk_digest(items: Sequence[Any]) -> bytes:
     return hasher.digest()
 
 
-def _int64_array(items: Sequence[int]) -> array[int] | None:
-    try:
-        return array("q", items)
-    except OverflowError:  # some beyond 64 bits: the general encoding
-        return None
-
-
 # Tags of the numbers a tuple may hold for ``_numeric_records``, by array typecode.
 _NUMBER_TAGS = {"q": b"i", "d": b"f"}
 _NUMBER_TYPES = frozenset({int, float})
@@ -409,12 +396,14 @@ def _numeric_records(items: Sequence[tuple[Any, ...]]) -> bytearray | None:
     for index in range(width):
         column = list(map(itemgetter(index), items))
         kinds = set(map(type, column))
-        typecode = "q" if kinds == {int} else "d" if kinds == {float} else None
-        if typecode is None:
-            return None
-        try:
-            columns.append((typecode, little_endian_bytes(array(typecode, column))))
-        except OverflowError:  # an int beyond 64 bits: the general encoding
+        if kinds == {int}:
+            data = int64_bytes(column)
+            if data is None:  # an int beyond 64 bits: the general encoding
+                return None
+            columns.append(("q", data))
+        elif kinds == {float}:
+            columns.append(("d", little_endian_bytes(array("d", column))))
+        else:
             return None
     # One record per item: "t", the width, then a tag and 8 bytes per value.
     head = b"t" + _pack_u64(width)
