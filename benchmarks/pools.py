@@ -10,8 +10,10 @@ pool down the way its documentation suggests.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from multiprocessing.connection import Connection
 from typing import Any
 
 from benchmarks.mappers import import_joblib
@@ -24,8 +26,10 @@ __all__ = [
     "open_mp_pool",
     "open_mpire",
     "open_pebble",
+    "open_pipe_floor",
     "open_ppe",
     "open_workpool",
+    "pinned",
 ]
 
 Call = Callable[[Callable[[Any], Any], Any], Any]
@@ -93,3 +97,53 @@ def open_joblib() -> Iterator[Call]:
         yield lambda fn, x: parallel(n_jobs=WORKERS)([delayed(fn)(x)])[0]
     finally:
         release()
+
+
+@contextmanager
+def open_pipe_floor() -> Iterator[Call]:
+    """No pool: one process that answers ``(fn, x)`` over a ``multiprocessing.Pipe``.
+
+    The least a call into another Python process can cost here: one pickled message
+    each way, one process woken each way, and nothing else (no queue, no thread, no
+    bookkeeping). A reference for the pools' round trips, not a competitor.
+    """
+    import multiprocessing
+
+    ours, theirs = multiprocessing.Pipe()
+    answerer = multiprocessing.Process(target=_answer, args=(theirs,), daemon=True)
+    answerer.start()
+    theirs.close()
+
+    def call(fn: Callable[[Any], Any], x: Any) -> Any:
+        ours.send((fn, x))
+        return ours.recv()
+
+    try:
+        yield call
+    finally:
+        ours.send(None)
+        answerer.join()
+        ours.close()
+
+
+def _answer(connection: Connection) -> None:
+    while (message := connection.recv()) is not None:
+        fn, x = message
+        connection.send(fn(x))
+
+
+def pinned(opener: Opener) -> Opener:
+    """``opener``, with this process and every process it starts kept on one CPU.
+
+    All the threads and processes of a round trip then share one CPU, so waking one
+    never needs another CPU woken: what is left is the work each of them does. Set
+    before the pool starts, the affinity is inherited by its threads and workers.
+    """
+
+    @contextmanager
+    def open_pinned() -> Iterator[Call]:
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+        with opener() as call:
+            yield call
+
+    return open_pinned

@@ -3,6 +3,14 @@
 The pool is started and warmed up first (so worker start-up is excluded), then each
 of ``calls`` single tasks is timed from submission to result in hand. This is the
 floor on what any one task costs. Metrics: median (p50) and p90 in microseconds.
+
+Reference rows separate what a library does from what the machine charges for waking
+a process or thread on another CPU: the least any call into another Python process
+costs (one process answering over a Pipe, no pool), and workpool, multiprocessing and
+that floor again with everything kept on one CPU (Linux only), where no wake-up has to
+reach another CPU. A trip wakes the worker, then whoever reads its answer, then (in a
+pool with a result thread) the caller: on a virtual machine each wake-up of an idle CPU
+can cost tens of microseconds, which the one-CPU rows leave out.
 """
 
 from __future__ import annotations
@@ -44,6 +52,21 @@ def _framework(key: str, label: str, opener: pools.Opener, **kwargs: Any) -> Fra
     return Framework(key, label, partial(run_roundtrip, opener), **kwargs)
 
 
+def _one_cpu_rows() -> tuple[Framework, ...]:
+    """workpool, multiprocessing and the floor with every thread and process on one CPU."""
+    if not hasattr(os, "sched_setaffinity"):  # Linux only
+        return ()
+    rows = (
+        ("workpool_1cpu", "workpool, all on one CPU", pools.open_workpool),
+        ("mp_1cpu", "multiprocessing.Pool, all on one CPU", pools.open_mp_pool),
+        ("floor_1cpu", "no pool, all on one CPU", pools.open_pipe_floor),
+    )
+    return tuple(
+        _framework(key, label, pools.pinned(opener), role="reference")
+        for key, label, opener in rows
+    )
+
+
 WORKLOAD = Workload(
     name="roundtrip",
     summary="one trivial task on a warm pool: submit, wait for the result",
@@ -60,5 +83,12 @@ WORKLOAD = Workload(
             "pebble", "pebble ProcessPool.schedule().result()", pools.open_pebble, needs=("pebble",)
         ),
         _framework("mpire", "mpire WorkerPool.apply()", pools.open_mpire, needs=("mpire",)),
+        _framework(
+            "floor",
+            "no pool: one process answering over a Pipe",
+            pools.open_pipe_floor,
+            role="reference",
+        ),
+        *_one_cpu_rows(),
     ),
 )
