@@ -22,6 +22,7 @@ import pytest
 
 import workpool
 from conftest import HAS_INTERPRETERS, left_in_shared_memory, named_shared_memory, wait_for
+from workpool import _platform
 
 np = pytest.importorskip("numpy")
 
@@ -127,6 +128,39 @@ def test_zeros_and_empty_make_arrays_in_shared_memory() -> None:
     empty = workpool.zeros((0, 4))
     assert empty.shape == (0, 4)
     assert identity(z) != identity(e)  # each array its own segment
+
+
+def allocated_bytes(array: Any) -> int:
+    """How much memory the system has given the shared segment under ``array``."""
+    from workpool.segments import find_segment
+
+    found = find_segment(array)
+    assert found is not None
+    return os.fstat(found[0].fd).st_blocks * 512
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="no posix_fallocate here")
+def test_empty_takes_its_memory_at_once_and_zeros_only_as_written() -> None:
+    filled = workpool.empty(4 * MB, dtype=np.uint8)
+    assert allocated_bytes(filled) >= 4 * MB  # to be written whole: no fault per page
+    sparse = workpool.zeros(4 * MB, dtype=np.uint8)
+    assert allocated_bytes(sparse) == 0
+    sparse[3 * MB] = 1
+    assert 0 < allocated_bytes(sparse) < MB  # only the page that was written
+    assert int(sparse.sum()) == 1 and not filled.any()
+
+
+@pytest.mark.skipif(
+    _platform.USE_MEMFD or not hasattr(os, "posix_fallocate"),
+    reason="needs shared memory with a size limit (the portable path's /dev/shm)",
+)
+def test_empty_bigger_than_shared_memory_raises_at_once() -> None:
+    limit = os.statvfs("/dev/shm")
+    too_big = limit.f_blocks * limit.f_frsize + MB  # more than it can ever hold
+    with pytest.raises(OSError, match=r"cannot allocate [\d,]+ bytes of shared memory"):
+        workpool.empty(too_big, dtype=np.uint8)
+    gc.collect()
+    assert segments_held() == 0
 
 
 @pytest.mark.parametrize(

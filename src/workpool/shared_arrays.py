@@ -5,16 +5,21 @@ to be sent (a task's large result, or a buffer the caller hands to workers) can
 instead be made in a segment from the start, and then never needs that copy::
 
     a task, in a worker process               the caller
-      out = workpool.zeros(n)   a new segment
-      out[:] = ...              pages zeroed by the kernel once, as first written
+      out = workpool.empty(n)   a new segment, its pages allocated and mapped at once
+      out[:] = ...              written where they are
       return out  ===== its descriptor =====> the same memory, mapped: an ndarray
                    (no bytes copied)          writable, the caller's own
 
-A fresh segment reads as zeros (the system zero-fills a file as ``ftruncate`` grows it),
-so ``zeros`` costs no more than ``empty``. On the serial and thread backends these are
-ordinary arrays that happen to live in a segment, passed as they are. NumPy is
-imported only when one of these is called (it does not load in subinterpreters: there
-the ``ImportError`` says why).
+The two differ in when the memory comes. ``empty`` is for an array about to be
+written whole: it has the system allocate and map every page when it is made, in one
+call each (``segments.reserve``), which costs less than the page fault per 4 KiB page
+that writing fresh memory otherwise takes, and raises ``OSError`` at once where shared
+memory has a size limit it would pass. ``zeros`` leaves pages to come as they are first
+written (a fresh segment reads as zeros), so an array written here and there only ever
+takes the pages that were written. On the serial and thread backends these are ordinary arrays that
+happen to live in a segment, passed as they are. NumPy is imported only when one of
+these is called (it does not load in subinterpreters: there the ``ImportError`` says
+why).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from __future__ import annotations
 import operator
 from typing import Any
 
-from workpool.segments import new_segment
+from workpool.segments import new_segment, reserve
 
 __all__ = ["empty", "zeros"]
 
@@ -37,13 +42,31 @@ def empty(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = 
     returns: process workers it is passed to see the same memory, read-only unless
     ``writable=True`` (then their writes show here). Its contents are unspecified, as
     with ``numpy.empty`` (today they are zeros); use ``zeros`` to rely on that.
-    The memory is freed when the last array over it, in any process, is gone.
+    Its memory is allocated and mapped now, for the array is meant to be written
+    whole (for one written here and there, use ``zeros``, which takes memory only as
+    written). The memory is freed when the last array over it, in any process, is gone.
 
     Raises ``ImportError`` without NumPy, ``TypeError`` for a dtype of Python objects,
     ``ValueError`` for a negative dimension, ``OSError`` if the system has no shared
     memory to give.
     """
-    numpy = _numpy("empty")
+    return _new_array("empty", shape, dtype, order, writable, take_memory_now=True)
+
+
+def zeros(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = False) -> Any:
+    """A new NumPy array of zeros in shared memory; otherwise as ``empty``.
+
+    Nothing is written to make it: shared memory starts zeroed. Unlike ``empty``, its
+    pages come as they are first written, so it suits an array written in part, and
+    costs nothing to make; one written whole is written faster from ``empty``.
+    """
+    return _new_array("zeros", shape, dtype, order, writable, take_memory_now=False)
+
+
+def _new_array(
+    function: str, shape: Any, dtype: Any, order: str, writable: bool, *, take_memory_now: bool
+) -> Any:
+    numpy = _numpy(function)
     if not isinstance(writable, bool):
         raise TypeError(f"writable must be True or False; got {writable!r}")
     if order not in ("C", "F"):
@@ -52,24 +75,16 @@ def empty(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = 
     kind = numpy.dtype(dtype)
     if kind.hasobject:
         raise TypeError(
-            f"workpool.empty() cannot put Python objects (dtype {kind}) in shared memory: "
+            f"workpool.{function}() cannot put Python objects (dtype {kind}) in shared memory: "
             "the elements would be references, not data"
         )
     nbytes = kind.itemsize
     for size in dims:
         nbytes *= size
     segment = new_segment(nbytes, writable_in_workers=writable)
+    if take_memory_now:
+        reserve(segment, 0, nbytes, map_now=True)
     return numpy.ndarray(dims, dtype=kind, buffer=segment, order=order)
-
-
-def zeros(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = False) -> Any:
-    """A new NumPy array of zeros in shared memory; otherwise exactly as ``empty``.
-
-    Costs what ``empty`` does: shared memory starts zeroed, page by page as it is first
-    touched, so nothing is written here.
-    """
-    _numpy("zeros")
-    return empty(shape, dtype, order, writable=writable)
 
 
 def _numpy(function: str) -> Any:
