@@ -373,8 +373,14 @@ class MapRun:
             self.close()
 
     def close(self) -> None:
-        """Stop: chunks not yet started are dropped; late results are ignored."""
+        """Stop: chunks not yet started are dropped; late results are ignored.
+
+        Results that came back but were not taken yet (the call stopped early) are
+        journaled first, if there is a checkpoint: work that finished is never lost.
+        """
         self._cancelled = True
+        if self._checkpoint is not None:
+            self._journal_untaken()
         self._backend.forget(self)
         self._sharing.release()
         if self._progress is not None:
@@ -393,6 +399,37 @@ class MapRun:
             from workpool.timeline.calls import close_trace
 
             close_trace(self._trace, self._ended_by)
+
+    def _journal_untaken(self) -> None:
+        """Journal the batches waiting in the queue: finished, never absorbed.
+
+        A failure to journal them does not replace what ended the call.
+        """
+        checkpoint = self._checkpoint
+        assert checkpoint is not None
+        try:
+            while True:
+                try:
+                    batch, retried = self._batches.get_nowait()
+                except queue.Empty:
+                    return
+                chunk = batch.chunk
+                state: _ChunkState = chunk.tag
+                if state.journaled:
+                    continue
+                whole = chunk.start == state.start and len(chunk.items) == state.size
+                checkpoint.record(
+                    chunk.start,
+                    chunk.items,
+                    batch.values,
+                    batch.errors,
+                    retried,
+                    state.digest if whole else None,
+                    batch.pickled,
+                )
+        except Exception:
+            if self._ended_by is None:
+                raise
 
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))
