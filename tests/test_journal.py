@@ -896,6 +896,25 @@ def test_cli_errors_name_the_file_without_a_traceback(
     assert done.returncode == 2 and "Traceback" not in done.stderr
 
 
+def test_info_leaves_nothing_beside_the_file(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, range(5), squares(0, 5))
+    assert run_cli("info", path).returncode == 0
+    assert summary(path).items_done == 5
+    assert sorted(os.listdir(os.path.dirname(path))) == ["run.ckpt"]  # no -wal, no -shm
+
+
+def test_info_reads_a_file_where_sqlite_can_make_nothing_beside_it(path: str) -> None:
+    # As on a read-only file system: SQLite can make neither the -wal nor the -shm file
+    # a reader of a WAL file needs (here directories hold their names, which stops root too).
+    with Journal(path, square) as journal:
+        journal.record(0, range(5), squares(0, 5))
+    os.mkdir(path + "-wal")
+    os.mkdir(path + "-shm")
+    assert summary(path).items_done == 5
+    assert "5 items in 1 chunks" in run_cli("info", path).stdout
+
+
 def test_cli_refuses_to_change_a_file_in_use(path: str) -> None:
     with Journal(path, square):
         for action in ("clear", "accept"):
