@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import enum
 import functools
+import operator
 import os
 import pickle
 import signal
@@ -817,6 +818,36 @@ def test_closures_partials_and_methods_are_known_by_their_parts() -> None:
     assert function_identity(functools.partial(square)).name == (
         f"functools.partial({__name__}.square)"
     )
+
+
+class Scale:
+    """A callable object whose state is in slots: it has no ``__dict__``."""
+
+    __slots__ = ("factor",)
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, x: int) -> int:
+        return x * self.factor
+
+
+def test_callable_objects_without_a_dict_are_known_by_their_state(tmp_path: Path) -> None:
+    def digest(fn: Any) -> str:
+        return function_identity(fn).digest
+
+    assert digest(operator.itemgetter(0)) == digest(operator.itemgetter(0))
+    assert digest(operator.itemgetter(0)) != digest(operator.itemgetter(1))
+    assert digest(operator.attrgetter("real")) != digest(operator.attrgetter("imag"))
+    assert digest(operator.methodcaller("upper")) != digest(operator.methodcaller("lower"))
+    assert digest(Scale(2)) == digest(Scale(2))
+    assert digest(Scale(2)) != digest(Scale(3))
+
+    path = str(tmp_path / "run.ckpt")
+    rows = [(x, -x) for x in range(5)]
+    workpool.map(operator.itemgetter(0), rows, backend="serial", checkpoint=path)
+    with pytest.raises(workpool.CheckpointMismatch):
+        workpool.map(operator.itemgetter(1), rows, backend="serial", checkpoint=path)
 
 
 def test_recursive_functions_have_an_identity() -> None:
