@@ -295,6 +295,27 @@ def test_a_file_in_use_is_busy_and_freed_when_its_holder_is_killed(path: str) ->
         assert journal.items_done == 0
 
 
+def test_a_file_in_use_is_busy_under_another_name_too(path: str) -> None:
+    link = path + ".link"
+    os.symlink(path, link)
+    with Journal(path, square), pytest.raises(workpool.CheckpointBusy):
+        Journal(link, square)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, link],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "holding\n"
+        with pytest.raises(workpool.CheckpointBusy, match=f"in use by process {holder.pid}"):
+            Journal(path, square)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_two_calls_in_one_process_cannot_share_a_file(path: str) -> None:
     first = Journal(path, square)
     with pytest.raises(workpool.CheckpointBusy, match="another call in this process"):
