@@ -278,6 +278,14 @@ def test_writable_shared_arguments_are_refused_at_once(tmp_path: Path) -> None:
     assert workpool.map(np.sum, [read_only], backend="serial", checkpoint=path) == [0.0]
 
 
+def test_a_checkpoint_and_a_trace_in_one_file_are_refused(run: Run) -> None:
+    with pytest.raises(ValueError, match="one file"):
+        workpool.map(logged_square, run.items, checkpoint=run.path, trace=run.path)
+    with workpool.Pool(1, backend="serial") as pool, pytest.raises(ValueError, match="one file"):
+        pool.imap(logged_square, run.items, checkpoint=run.path, trace=run.path)
+    assert run.calls() == {}
+
+
 def test_checkpoint_must_be_a_path() -> None:
     with pytest.raises(TypeError, match="checkpoint must be a file path"):
         workpool.map(abs, [1], checkpoint=3)  # type: ignore[arg-type]
