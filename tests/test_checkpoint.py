@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import random
 import signal
@@ -329,6 +330,17 @@ def test_a_raised_failure_keeps_what_finished(run: Run, tmp_path: Path) -> None:
     failed = {p for p in ran if (p + 8) % 7 == 0}
     assert run.journaled() == ran - failed
     assert summary(run.path).failed == len(failed)
+
+
+def test_a_pool_map_dropped_unread_lets_its_checkpoint_and_trace_go(
+    run: Run, tmp_path: Path
+) -> None:
+    trace = tmp_path / "t.json"
+    with workpool.Pool(2, backend="thread") as pool:
+        pool.map(logged_square, run.items, checkpoint=run.path, trace=trace)  # never read
+    assert json.loads(trace.read_text())["otherData"]["partial"]
+    got = workpool.map(logged_square, run.items, backend="serial", checkpoint=run.path)
+    assert got == run.expected  # the file was let go: not CheckpointBusy
 
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import queue
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -200,6 +201,7 @@ class MapRun:
         self._batches: queue.SimpleQueue[tuple[ResultBatch, frozenset[int]]] = queue.SimpleQueue()
         # Read by backend threads in claim(); written by the consumer.
         self._cancelled = False
+        self._closed = False  # close() has run
         self._cutoff: int | None = None  # chunks after this input position are not started
         # Consumer only.
         self._states: deque[_ChunkState] = deque()  # ordered: not yet yielded
@@ -332,8 +334,23 @@ class MapRun:
             self._batches.put((ResultBatch(chunk, piece.results, {}), frozenset()))
 
     def results(self) -> Iterator[Any]:
-        """Yield results; raise the first failure unless ``return_exceptions``."""
-        return one_by_one(self.result_lists())
+        """Yield results; raise the first failure unless ``return_exceptions``.
+
+        The run is closed when the iterator ends, however it ends; an eager run's
+        iterator may also be dropped before it is ever started, which no code of a
+        generator sees: then the run is closed when the iterator is collected, if it
+        holds what must be let go (a checkpoint and its lock, a trace to write).
+        """
+        results = one_by_one(self.result_lists())
+        if self._eager and (self._checkpoint is not None or self._owns_trace):
+            weakref.finalize(results, self._dropped)
+        return results
+
+    def _dropped(self) -> None:
+        """The results' iterator is gone: if it never ran, stop as if it was closed early."""
+        if not self._closed:
+            self._ended_by = GeneratorExit()
+            self.close()
 
     def collect(self) -> list[Any]:
         """All results as one list (faster than ``list(results())``)."""
@@ -378,6 +395,9 @@ class MapRun:
         Results that came back but were not taken yet (the call stopped early) are
         journaled first, if there is a checkpoint: work that finished is never lost.
         """
+        if self._closed:
+            return
+        self._closed = True
         self._cancelled = True
         if self._checkpoint is not None:
             self._journal_untaken()
