@@ -72,3 +72,9 @@ def held_square(item: tuple[int, str]) -> int:
         time.sleep(0.01)
     _mark(x, marks)
     return x * x
+
+
+def mark_seen(item: dict[str, int]) -> int:
+    """Changes its input in place (as threads and the calling thread let it), then returns."""
+    item["seen"] = 1
+    return item["x"]

@@ -33,6 +33,7 @@ from checkpoint_tasks import (
     logged_add,
     logged_cube,
     logged_square,
+    mark_seen,
     note_start,
     slow_logged_square,
     worker_pids,
@@ -188,6 +189,17 @@ def test_auto_closed_early_resumes(run: Run) -> None:
     results.close()
     assert list(workpool.imap(logged_square, run.items, checkpoint=run.path)) == run.expected
     assert set(run.calls()) == set(range(100))
+
+
+def test_a_function_that_changes_its_input_in_place_resumes(tmp_path: Path) -> None:
+    # The journal knows each item as the input held it, not as the function left it.
+    path = str(tmp_path / "run.ckpt")
+    assert workpool.map(mark_seen, [{"x": x} for x in range(50)], checkpoint=path) == (
+        list(range(50))
+    )
+    assert workpool.map(mark_seen, [{"x": x} for x in range(50)], checkpoint=path) == (
+        list(range(50))
+    )
 
 
 # --- what is refused -------------------------------------------------------------------------

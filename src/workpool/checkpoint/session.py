@@ -35,7 +35,7 @@ from workpool.errors import is_cancelled
 from workpool.inputs import InputSource
 from workpool.segments import holds_writable_share, writable_shares_exist
 
-__all__ = ["CheckpointSession", "Piece", "refuse_writable_shares"]
+__all__ = ["CheckpointSession", "Gap", "Piece", "refuse_writable_shares"]
 
 # Types whose values cannot hold shared memory: chunks of these are not searched.
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -184,9 +184,9 @@ class CheckpointSession:
             yield results
             del results
 
-    def gap(self) -> _Gap:
+    def gap(self) -> Gap:
         """A source of the items up to the next journaled row (for ``backend="auto"``)."""
-        return _Gap(self)
+        return Gap(self)
 
     def _next_row(self) -> Row | None:
         # Rows that start before the position (one the input ended inside of, on an
@@ -285,13 +285,20 @@ class CheckpointSession:
         self.journal.close()
 
 
-class _Gap:
-    """The items up to the next journaled row: ``take`` returns nothing past it."""
+class Gap:
+    """The items up to the next journaled row: ``take`` returns nothing past it.
+
+    ``pieces`` holds ``(start, count, digest)`` of each take: the items are digested
+    as they are read, before anything runs them (a function may change its input
+    items in place, in threads or in the calling thread, and the journal must know
+    them as the input holds them). ``record`` journals their outcomes by those pieces.
+    """
 
     def __init__(self, session: CheckpointSession) -> None:
         self._session = session
         row = session._next_row()
         self._end = None if row is None else row.start
+        self.pieces: list[tuple[int, int, bytes]] = []
 
     def take(self, count: int) -> Sequence[Any]:
         session = self._session
@@ -301,4 +308,23 @@ class _Gap:
             return []
         items = session._read(count)
         session._refuse_shares(items)
+        if len(items):
+            self.pieces.append((session.position - len(items), len(items), chunk_digest(items)))
         return items
+
+    def record(
+        self, first: int, items: Sequence[Any], values: Sequence[Any], errors: Mapping[int, Any]
+    ) -> None:
+        """Journal the outcomes of ``items``, taken from here, from position ``first``."""
+        session = self._session
+        end = first + len(items)
+        if [p for p in self.pieces if first <= p[0] < end] != self.pieces or (
+            sum(count for _, count, _ in self.pieces) != len(items)
+        ):  # not the items taken here, in order: digested as they are now
+            session.record(first, items, values, errors)
+            return
+        for start, count, digest in self.pieces:
+            low = start - first
+            high = low + count
+            failed = {at - low: error for at, error in errors.items() if low <= at < high}
+            session.record(start, items[low:high], values[low:high], failed, digest=digest)
