@@ -34,6 +34,7 @@ from checkpoint_tasks import (
     logged_cube,
     logged_square,
     mark_seen,
+    mark_seen_fail_on_3,
     note_start,
     slow_logged_square,
     worker_pids,
@@ -200,6 +201,18 @@ def test_a_function_that_changes_its_input_in_place_resumes(tmp_path: Path) -> N
     assert workpool.map(mark_seen, [{"x": x} for x in range(50)], checkpoint=path) == (
         list(range(50))
     )
+    # A chunk with a failure is journaled in parts, around it (threads: items shared).
+    for backend in ("serial", "thread"):
+        path = str(tmp_path / f"{backend}.ckpt")
+        options: dict[str, Any] = {"backend": backend, "chunksize": 5, "checkpoint": path}
+        for _ in range(2):
+            got = workpool.map(
+                mark_seen_fail_on_3,
+                [{"x": x} for x in range(10)],
+                return_exceptions=True,
+                **options,
+            )
+            assert [x for x in got if not isinstance(x, ValueError)] == [0, 1, 2, *range(4, 10)]
 
 
 # --- what is refused -------------------------------------------------------------------------

@@ -128,7 +128,7 @@ class RetryPolicy:
 class _ChunkState:
     """The consumer's record of one chunk of input: its results as they arrive."""
 
-    __slots__ = ("digest", "failure", "journaled", "left", "size", "start", "values")
+    __slots__ = ("digest", "encodings", "failure", "journaled", "left", "size", "start", "values")
 
     def __init__(self, start: int, size: int) -> None:
         self.start = start
@@ -137,6 +137,7 @@ class _ChunkState:
         self.left = size  # items without a final outcome yet (retries pending count)
         self.failure: tuple[int, BaseException] | None = None  # (offset, error) to raise
         self.digest: bytes | None = None  # of the chunk's items, with a checkpoint
+        self.encodings: list[bytes] | None = None  # theirs, if they could change (Piece)
         self.journaled = False  # its results came from the checkpoint: nothing ran
 
 
@@ -327,6 +328,7 @@ class MapRun:
         chunk = self._new_chunk(piece.items)
         state: _ChunkState = chunk.tag
         state.digest = piece.digest
+        state.encodings = piece.encodings
         if piece.results is None:
             self._backend.submit(chunk)
         else:  # done before: its results take the way a worker's would, in place
@@ -433,23 +435,33 @@ class MapRun:
                     batch, retried = self._batches.get_nowait()
                 except queue.Empty:
                     return
-                chunk = batch.chunk
-                state: _ChunkState = chunk.tag
-                if state.journaled:
-                    continue
-                whole = chunk.start == state.start and len(chunk.items) == state.size
-                checkpoint.record(
-                    chunk.start,
-                    chunk.items,
-                    batch.values,
-                    batch.errors,
-                    retried,
-                    state.digest if whole else None,
-                    batch.pickled,
-                )
+                if not batch.chunk.tag.journaled:
+                    self._record(batch, retried)
         except Exception:
             if self._ended_by is None:
                 raise
+
+    def _record(self, batch: ResultBatch, retried: frozenset[int]) -> None:
+        """Journal the outcomes of a batch of a chunk that ran (with a checkpoint)."""
+        assert self._checkpoint is not None
+        chunk = batch.chunk
+        state: _ChunkState = chunk.tag
+        offset = chunk.start - state.start
+        count = len(chunk.items)
+        whole = offset == 0 and count == state.size
+        encodings = state.encodings
+        if encodings is not None and not whole:
+            encodings = encodings[offset : offset + count]
+        self._checkpoint.record(
+            chunk.start,
+            chunk.items,
+            batch.values,
+            batch.errors,
+            retried,
+            state.digest if whole else None,
+            batch.pickled,
+            encodings,
+        )
 
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))
@@ -526,16 +538,7 @@ class MapRun:
 
         if self._checkpoint is not None and not state.journaled:
             # Journaled now, before a failure in this batch may be raised below.
-            whole = offset == 0 and count == state.size
-            self._checkpoint.record(
-                chunk.start,
-                chunk.items,
-                batch.values,
-                batch.errors,
-                retried,
-                state.digest if whole else None,
-                batch.pickled,
-            )
+            self._record(batch, retried)
 
         failed = 0
         annotated: set[int] = set()  # one exception object may stand for several items
