@@ -357,6 +357,17 @@ def test_a_raised_failure_keeps_what_finished(run: Run, tmp_path: Path) -> None:
     assert summary(run.path).failed == len(failed)
 
 
+def test_results_are_kept_while_the_consumer_is_busy_elsewhere(run: Run) -> None:
+    results = workpool.imap(
+        logged_square, run.items, backend="thread", workers=2, chunksize=4, checkpoint=run.path
+    )
+    assert next(results) == 0
+    # The consumer does something else now; the window of chunks it was given finishes.
+    # A SIGKILL now would lose what is not journaled: all of it must be, consumed or not.
+    assert wait_for(lambda: len(run.calls()) >= 20 and run.journaled() == set(run.calls()))
+    results.close()
+
+
 def test_a_pool_map_dropped_unread_lets_its_checkpoint_and_trace_go(
     run: Run, tmp_path: Path
 ) -> None:

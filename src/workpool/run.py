@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import queue
+import threading
 import time
 import weakref
 from collections import deque
@@ -156,7 +157,7 @@ class MapRun:
     With ``options.checkpoint``, the input is read through a ``CheckpointSession``
     (``checkpoint``, or one opened when the results are first asked for): journaled
     positions come back from the journal, in place, without running, and finished
-    chunks are journaled as their batches are absorbed.
+    chunks are journaled as their batches are delivered.
 
     With ``options.trace``, the run records its timeline (``timeline.calls``): into
     ``trace`` if its caller keeps one for the whole call (and writes it), else into a
@@ -203,6 +204,10 @@ class MapRun:
         # Read by backend threads in claim(); written by the consumer.
         self._cancelled = False
         self._closed = False  # close() has run
+        # Batches are journaled as they are delivered (any thread), until close().
+        self._journal_lock = threading.Lock()
+        self._journaling = True
+        self._journal_failure: BaseException | None = None  # raised by the consumer
         self._cutoff: int | None = None  # chunks after this input position are not started
         # Consumer only.
         self._states: deque[_ChunkState] = deque()  # ordered: not yet yielded
@@ -260,7 +265,24 @@ class MapRun:
         retried = self._retries.resubmit(batch)
         if self._trace is not None:
             self._record_batch(self._trace, batch, retried, self._backend.trace_group)
+        if self._checkpoint is not None:
+            self._journal(batch, retried)
         self._batches.put((batch, retried))
+
+    def _journal(self, batch: ResultBatch, retried: frozenset[int]) -> None:
+        """Journal a batch as it arrives, whatever the consumer is doing meanwhile.
+
+        Results a slow consumer has not taken yet are kept all the same; a failure
+        to journal is raised by the consumer (see ``_absorb``).
+        """
+        with self._journal_lock:
+            if not self._journaling:
+                return
+            try:
+                self._record(batch, retried)
+            except Exception as exc:
+                self._journaling = False
+                self._journal_failure = exc
 
     # --- the consumer -----------------------------------------------------------------
 
@@ -394,15 +416,16 @@ class MapRun:
     def close(self) -> None:
         """Stop: chunks not yet started are dropped; late results are ignored.
 
-        Results that came back but were not taken yet (the call stopped early) are
-        journaled first, if there is a checkpoint: work that finished is never lost.
+        With a checkpoint, what came back was journaled as it came: the results not
+        taken yet (the call stopped early) are kept all the same.
         """
         if self._closed:
             return
         self._closed = True
         self._cancelled = True
         if self._checkpoint is not None:
-            self._journal_untaken()
+            with self._journal_lock:  # waits for a batch being journaled
+                self._journaling = False
         self._backend.forget(self)
         self._sharing.release()
         if self._progress is not None:
@@ -421,25 +444,6 @@ class MapRun:
             from workpool.timeline.calls import close_trace
 
             close_trace(self._trace, self._ended_by)
-
-    def _journal_untaken(self) -> None:
-        """Journal the batches waiting in the queue: finished, never absorbed.
-
-        A failure to journal them does not replace what ended the call.
-        """
-        checkpoint = self._checkpoint
-        assert checkpoint is not None
-        try:
-            while True:
-                try:
-                    batch, retried = self._batches.get_nowait()
-                except queue.Empty:
-                    return
-                if not batch.chunk.tag.journaled:
-                    self._record(batch, retried)
-        except Exception:
-            if self._ended_by is None:
-                raise
 
     def _record(self, batch: ResultBatch, retried: frozenset[int]) -> None:
         """Journal the outcomes of a batch of a chunk that ran (with a checkpoint)."""
@@ -536,9 +540,8 @@ class MapRun:
             else:
                 state.values[offset : offset + count] = batch.values
 
-        if self._checkpoint is not None and not state.journaled:
-            # Journaled now, before a failure in this batch may be raised below.
-            self._record(batch, retried)
+        if self._journal_failure is not None:  # journaled when delivered (_journal)
+            raise self._journal_failure
 
         failed = 0
         annotated: set[int] = set()  # one exception object may stand for several items
