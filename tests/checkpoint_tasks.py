@@ -72,3 +72,17 @@ def held_square(item: tuple[int, str]) -> int:
         time.sleep(0.01)
     _mark(x, marks)
     return x * x
+
+
+def mark_seen(item: dict[str, int]) -> int:
+    """Changes its input in place (as threads and the calling thread let it), then returns."""
+    item["seen"] = 1
+    return item["x"]
+
+
+def mark_seen_fail_on_3(item: dict[str, int]) -> int:
+    """``mark_seen``, but the item whose ``x`` is 3 raises (after being changed)."""
+    item["seen"] = 1
+    if item["x"] == 3:
+        raise ValueError("x is 3")
+    return item["x"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import json
 import os
 import random
 import signal
@@ -32,6 +33,8 @@ from checkpoint_tasks import (
     logged_add,
     logged_cube,
     logged_square,
+    mark_seen,
+    mark_seen_fail_on_3,
     note_start,
     slow_logged_square,
     worker_pids,
@@ -189,6 +192,29 @@ def test_auto_closed_early_resumes(run: Run) -> None:
     assert set(run.calls()) == set(range(100))
 
 
+def test_a_function_that_changes_its_input_in_place_resumes(tmp_path: Path) -> None:
+    # The journal knows each item as the input held it, not as the function left it.
+    path = str(tmp_path / "run.ckpt")
+    assert workpool.map(mark_seen, [{"x": x} for x in range(50)], checkpoint=path) == (
+        list(range(50))
+    )
+    assert workpool.map(mark_seen, [{"x": x} for x in range(50)], checkpoint=path) == (
+        list(range(50))
+    )
+    # A chunk with a failure is journaled in parts, around it (threads: items shared).
+    for backend in ("serial", "thread"):
+        path = str(tmp_path / f"{backend}.ckpt")
+        options: dict[str, Any] = {"backend": backend, "chunksize": 5, "checkpoint": path}
+        for _ in range(2):
+            got = workpool.map(
+                mark_seen_fail_on_3,
+                [{"x": x} for x in range(10)],
+                return_exceptions=True,
+                **options,
+            )
+            assert [x for x in got if not isinstance(x, ValueError)] == [0, 1, 2, *range(4, 10)]
+
+
 # --- what is refused -------------------------------------------------------------------------
 
 
@@ -278,6 +304,14 @@ def test_writable_shared_arguments_are_refused_at_once(tmp_path: Path) -> None:
     assert workpool.map(np.sum, [read_only], backend="serial", checkpoint=path) == [0.0]
 
 
+def test_a_checkpoint_and_a_trace_in_one_file_are_refused(run: Run) -> None:
+    with pytest.raises(ValueError, match="one file"):
+        workpool.map(logged_square, run.items, checkpoint=run.path, trace=run.path)
+    with workpool.Pool(1, backend="serial") as pool, pytest.raises(ValueError, match="one file"):
+        pool.imap(logged_square, run.items, checkpoint=run.path, trace=run.path)
+    assert run.calls() == {}
+
+
 def test_checkpoint_must_be_a_path() -> None:
     with pytest.raises(TypeError, match="checkpoint must be a file path"):
         workpool.map(abs, [1], checkpoint=3)  # type: ignore[arg-type]
@@ -314,9 +348,53 @@ def test_a_raised_failure_keeps_what_finished(run: Run, tmp_path: Path) -> None:
         workpool.map(
             fails_while_flagged, run.items[8:], backend="serial", chunksize=2, checkpoint=run.path
         )
-    # Items 8..13 and 15 (positions 0..5 and 7) finished; 14 (position 6) failed.
-    assert run.journaled() == {0, 1, 2, 3, 4, 5, 7}
-    assert summary(run.path).failed == 1
+    # Items 8..13 and 15 (positions 0..5 and 7) finished; 14 (position 6) failed; the
+    # chunks the serial backend ran after it, before the failure was raised, finished too.
+    ran = {x - 8 for x in run.calls()}
+    assert {0, 1, 2, 3, 4, 5, 7} < ran
+    failed = {p for p in ran if (p + 8) % 7 == 0}
+    assert run.journaled() == ran - failed
+    assert summary(run.path).failed == len(failed)
+
+
+def test_results_are_kept_while_the_consumer_is_busy_elsewhere(run: Run) -> None:
+    results = workpool.imap(
+        logged_square, run.items, backend="thread", workers=2, chunksize=4, checkpoint=run.path
+    )
+    assert next(results) == 0
+    # The consumer does something else now; the window of chunks it was given finishes.
+    # A SIGKILL now would lose what is not journaled: all of it must be, consumed or not.
+    assert wait_for(lambda: len(run.calls()) >= 20 and run.journaled() == set(run.calls()))
+    results.close()
+
+
+def test_a_pool_map_dropped_unread_lets_its_checkpoint_and_trace_go(
+    run: Run, tmp_path: Path
+) -> None:
+    trace = tmp_path / "t.json"
+    with workpool.Pool(2, backend="thread") as pool:
+        pool.map(logged_square, run.items, checkpoint=run.path, trace=trace)  # never read
+    assert json.loads(trace.read_text())["otherData"]["partial"]
+    got = workpool.map(logged_square, run.items, backend="serial", checkpoint=run.path)
+    assert got == run.expected  # the file was let go: not CheckpointBusy
+
+
+@pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
+def test_what_finished_before_an_imap_was_closed_is_kept(run: Run, ordered: bool) -> None:
+    # On the serial backend a chunk has finished once it is submitted: nothing is in
+    # flight when the consumer stops, so every item that ran is kept.
+    results = workpool.imap(
+        logged_square,
+        run.items,
+        backend="serial",
+        chunksize=4,
+        ordered=ordered,
+        checkpoint=run.path,
+    )
+    list(itertools.islice(results, 10))
+    results.close()
+    assert len(run.calls()) > 12  # the window ran ahead of what was taken
+    assert run.journaled() == set(run.calls())
 
 
 # --- the progress bar ------------------------------------------------------------------------

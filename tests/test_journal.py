@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import enum
 import functools
+import operator
 import os
 import pickle
 import signal
@@ -292,6 +293,27 @@ def test_a_file_in_use_is_busy_and_freed_when_its_holder_is_killed(path: str) ->
         holder.wait()
     with Journal(path, square) as journal:  # the kernel released the dead holder's lock
         assert journal.items_done == 0
+
+
+def test_a_file_in_use_is_busy_under_another_name_too(path: str) -> None:
+    link = path + ".link"
+    os.symlink(path, link)
+    with Journal(path, square), pytest.raises(workpool.CheckpointBusy):
+        Journal(link, square)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, link],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == "holding\n"
+        with pytest.raises(workpool.CheckpointBusy, match=f"in use by process {holder.pid}"):
+            Journal(path, square)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_two_calls_in_one_process_cannot_share_a_file(path: str) -> None:
@@ -819,6 +841,36 @@ def test_closures_partials_and_methods_are_known_by_their_parts() -> None:
     )
 
 
+class Scale:
+    """A callable object whose state is in slots: it has no ``__dict__``."""
+
+    __slots__ = ("factor",)
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, x: int) -> int:
+        return x * self.factor
+
+
+def test_callable_objects_without_a_dict_are_known_by_their_state(tmp_path: Path) -> None:
+    def digest(fn: Any) -> str:
+        return function_identity(fn).digest
+
+    assert digest(operator.itemgetter(0)) == digest(operator.itemgetter(0))
+    assert digest(operator.itemgetter(0)) != digest(operator.itemgetter(1))
+    assert digest(operator.attrgetter("real")) != digest(operator.attrgetter("imag"))
+    assert digest(operator.methodcaller("upper")) != digest(operator.methodcaller("lower"))
+    assert digest(Scale(2)) == digest(Scale(2))
+    assert digest(Scale(2)) != digest(Scale(3))
+
+    path = str(tmp_path / "run.ckpt")
+    rows = [(x, -x) for x in range(5)]
+    workpool.map(operator.itemgetter(0), rows, backend="serial", checkpoint=path)
+    with pytest.raises(workpool.CheckpointMismatch):
+        workpool.map(operator.itemgetter(1), rows, backend="serial", checkpoint=path)
+
+
 def test_recursive_functions_have_an_identity() -> None:
     source = """
     def f(n):
@@ -894,6 +946,25 @@ def test_cli_errors_name_the_file_without_a_traceback(
     assert text_file.read_text() == "not a checkpoint"
     done = run_cli("info", str(text_file))  # and as a command
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_info_leaves_nothing_beside_the_file(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, range(5), squares(0, 5))
+    assert run_cli("info", path).returncode == 0
+    assert summary(path).items_done == 5
+    assert sorted(os.listdir(os.path.dirname(path))) == ["run.ckpt"]  # no -wal, no -shm
+
+
+def test_info_reads_a_file_where_sqlite_can_make_nothing_beside_it(path: str) -> None:
+    # As on a read-only file system: SQLite can make neither the -wal nor the -shm file
+    # a reader of a WAL file needs (here directories hold their names, which stops root too).
+    with Journal(path, square) as journal:
+        journal.record(0, range(5), squares(0, 5))
+    os.mkdir(path + "-wal")
+    os.mkdir(path + "-shm")
+    assert summary(path).items_done == 5
+    assert "5 items in 1 chunks" in run_cli("info", path).stdout
 
 
 def test_cli_refuses_to_change_a_file_in_use(path: str) -> None:

@@ -7,6 +7,8 @@ and that worker only; one that cannot start breaks the pool, failing what was qu
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -106,3 +108,20 @@ def test_a_context_that_cannot_start_breaks_the_pool() -> None:
     with pytest.raises(workpool.BrokenPool):
         backend.submit(_chunks(sink, 1)[0])
     backend.shutdown(wait=True, cancel_pending=False)
+
+
+LEFT_OPEN = """
+import workpool
+results = workpool.imap(abs, range(100), backend="thread", chunksize=4)
+print(next(results), flush=True)
+"""
+
+
+def test_a_program_ending_with_a_thread_imap_left_open_exits() -> None:
+    # The imap is closed while the interpreter shuts down, when its worker threads
+    # (daemons) run no more: waiting for them there would never end.
+    for _ in range(3):
+        done = subprocess.run(
+            [sys.executable, "-c", LEFT_OPEN], capture_output=True, text=True, timeout=60
+        )
+        assert (done.returncode, done.stdout) == (0, "0\n"), done.stderr

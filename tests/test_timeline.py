@@ -365,6 +365,11 @@ def test_summary_blames_shipping_when_it_dominates_busy_workers(tmp_path: Path) 
     assert "went to receiving inputs and returning results" in explain(summary_of(recorder))
 
 
+def test_summary_of_workers_that_ran_no_chunk_gives_no_advice(tmp_path: Path) -> None:
+    recorder, _ = recorder_with_workers(tmp_path / "t.json", startup_ms=5)  # an empty map
+    assert explain(summary_of(recorder)).startswith("No worker ran a chunk")
+
+
 def test_summary_counts_faults_and_notes_a_partial_trace(tmp_path: Path) -> None:
     recorder, workers = recorder_with_workers(tmp_path / "t.json")
     steady_chunks(recorder, workers, chunks=2, chunk_ms=2)

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -326,6 +326,39 @@ def test_a_bad_trace_argument_fails_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         workpool.map(calls.append, range(3), backend="serial", trace=tmp_path / "no" / "t.json")
     assert calls == []
+
+
+@pytest.fixture
+def unwritable_directory(tmp_path: Path) -> Iterator[Path]:
+    """A directory no file can be created in, whoever runs the test (root too)."""
+    directory = tmp_path / "locked"
+    directory.mkdir()
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+    elif subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode:
+        pytest.skip("chattr +i is not available to make a directory unwritable for root")
+    try:
+        yield directory
+    finally:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        directory.chmod(0o755)
+
+
+def test_a_trace_that_cannot_be_written_fails_before_any_work(
+    unwritable_directory: Path, tmp_path: Path
+) -> None:
+    calls: list[int] = []
+    with pytest.raises(PermissionError, match="cannot be written"):
+        workpool.map(
+            calls.append, range(3), backend="serial", trace=unwritable_directory / "t.json"
+        )
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        workpool.map(calls.append, range(3), backend="serial", trace=fifo)
+    assert calls == []
+    assert fifo.is_fifo()
 
 
 def test_summary_and_plot_read_a_real_trace(

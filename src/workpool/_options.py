@@ -401,7 +401,18 @@ def run_options(
             name: getattr(defaults, name) if given.get(name, UNSET) is UNSET else given[name]
             for name in RunOptions._fields
         }
-    return RunOptions(**_checked(_RUN_OPTIONS, given, backend))
+    values = _checked(_RUN_OPTIONS, given, backend)
+    checkpoint, trace = values["checkpoint"], values["trace"]
+    if (
+        checkpoint is not None
+        and trace is not None
+        and os.path.realpath(checkpoint) == os.path.realpath(trace)
+    ):
+        raise ValueError(
+            f"checkpoint= and trace= name one file ({checkpoint!r}): the timeline "
+            "would replace the checkpoint when the call ends; give them two files"
+        )
+    return RunOptions(**values)
 
 
 def resolve_auto(spec: PoolSpec, backend: str, workers: int) -> PoolSpec:

@@ -29,7 +29,7 @@ from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iterat
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.backends.base import Backend
-    from workpool.checkpoint.session import CheckpointSession
+    from workpool.checkpoint.session import CheckpointSession, Gap
     from workpool.early_items import EarlyItems
     from workpool.timeline import Recorder  # imported only by traced calls
 
@@ -263,6 +263,7 @@ class _MeasuredPrefix:
         self.started_backend: Backend | None = None
         self._processes: Backend | None = None  # started early, not chosen yet
         self._early: EarlyItems | None = None  # items run on it while measuring
+        self._gap: Gap | None = None  # with a checkpoint: where the measured items came from
 
     def _start_processes(self) -> None:
         """Start the process pool the call would most likely go on with, now.
@@ -335,9 +336,11 @@ class _MeasuredPrefix:
             if found is None:
                 if call.spec.initializer is not None:  # inline, we are the worker
                     call.spec.initializer(*call.spec.initargs)
-                source: ItemSource = (
-                    _Counted(call.inputs) if self._checkpoint is None else self._checkpoint.gap()
-                )
+                source: ItemSource
+                if self._checkpoint is None:
+                    source = _Counted(call.inputs)
+                else:
+                    source = self._gap = self._checkpoint.gap()
                 # Subinterpreters are timed on a pool the call may go on with; not when
                 # traced, where every item measured must be on the calling thread's track.
                 trial_spec = None
@@ -432,8 +435,8 @@ class _MeasuredPrefix:
         self, first: int, items: list[Any], values: list[Any], errors: dict[int, BaseException]
     ) -> None:
         """Journal the measured items' outcomes, like any chunk's (with a checkpoint)."""
-        if self._checkpoint is not None and items:
-            self._checkpoint.record(first, items, values, errors)
+        if self._gap is not None and items:
+            self._gap.record(first, items, values, errors)
 
     def _close_progress(self) -> None:
         if self._progress is not None:

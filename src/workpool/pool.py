@@ -180,6 +180,9 @@ class Pool(concurrent.futures.Executor):
         inputs are read and submitted ahead of the results you have taken, so an endless
         input works. ``timeout`` is the deadline for the whole call, counted from now. A
         failure is raised when iteration reaches it; the tasks after it are cancelled.
+        With ``checkpoint`` or ``trace``, results dropped unread end the call when the
+        iterator is collected, as closing an ``imap`` does: what finished is journaled,
+        the trace is written (partial), and the checkpoint is free for the next call.
         """
         check_function(fn)
         options = self._options(locals())

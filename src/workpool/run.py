@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import itertools
 import queue
+import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -127,7 +129,7 @@ class RetryPolicy:
 class _ChunkState:
     """The consumer's record of one chunk of input: its results as they arrive."""
 
-    __slots__ = ("digest", "failure", "journaled", "left", "size", "start", "values")
+    __slots__ = ("digest", "encodings", "failure", "journaled", "left", "size", "start", "values")
 
     def __init__(self, start: int, size: int) -> None:
         self.start = start
@@ -136,6 +138,7 @@ class _ChunkState:
         self.left = size  # items without a final outcome yet (retries pending count)
         self.failure: tuple[int, BaseException] | None = None  # (offset, error) to raise
         self.digest: bytes | None = None  # of the chunk's items, with a checkpoint
+        self.encodings: list[bytes] | None = None  # theirs, if they could change (Piece)
         self.journaled = False  # its results came from the checkpoint: nothing ran
 
 
@@ -154,7 +157,7 @@ class MapRun:
     With ``options.checkpoint``, the input is read through a ``CheckpointSession``
     (``checkpoint``, or one opened when the results are first asked for): journaled
     positions come back from the journal, in place, without running, and finished
-    chunks are journaled as their batches are absorbed.
+    chunks are journaled as their batches are delivered.
 
     With ``options.trace``, the run records its timeline (``timeline.calls``): into
     ``trace`` if its caller keeps one for the whole call (and writes it), else into a
@@ -200,6 +203,11 @@ class MapRun:
         self._batches: queue.SimpleQueue[tuple[ResultBatch, frozenset[int]]] = queue.SimpleQueue()
         # Read by backend threads in claim(); written by the consumer.
         self._cancelled = False
+        self._closed = False  # close() has run
+        # Batches are journaled as they are delivered (any thread), until close().
+        self._journal_lock = threading.Lock()
+        self._journaling = True
+        self._journal_failure: BaseException | None = None  # raised by the consumer
         self._cutoff: int | None = None  # chunks after this input position are not started
         # Consumer only.
         self._states: deque[_ChunkState] = deque()  # ordered: not yet yielded
@@ -257,7 +265,24 @@ class MapRun:
         retried = self._retries.resubmit(batch)
         if self._trace is not None:
             self._record_batch(self._trace, batch, retried, self._backend.trace_group)
+        if self._checkpoint is not None:
+            self._journal(batch, retried)
         self._batches.put((batch, retried))
+
+    def _journal(self, batch: ResultBatch, retried: frozenset[int]) -> None:
+        """Journal a batch as it arrives, whatever the consumer is doing meanwhile.
+
+        Results a slow consumer has not taken yet are kept all the same; a failure
+        to journal is raised by the consumer (see ``_absorb``).
+        """
+        with self._journal_lock:
+            if not self._journaling:
+                return
+            try:
+                self._record(batch, retried)
+            except Exception as exc:
+                self._journaling = False
+                self._journal_failure = exc
 
     # --- the consumer -----------------------------------------------------------------
 
@@ -325,6 +350,7 @@ class MapRun:
         chunk = self._new_chunk(piece.items)
         state: _ChunkState = chunk.tag
         state.digest = piece.digest
+        state.encodings = piece.encodings
         if piece.results is None:
             self._backend.submit(chunk)
         else:  # done before: its results take the way a worker's would, in place
@@ -332,8 +358,23 @@ class MapRun:
             self._batches.put((ResultBatch(chunk, piece.results, {}), frozenset()))
 
     def results(self) -> Iterator[Any]:
-        """Yield results; raise the first failure unless ``return_exceptions``."""
-        return one_by_one(self.result_lists())
+        """Yield results; raise the first failure unless ``return_exceptions``.
+
+        The run is closed when the iterator ends, however it ends; an eager run's
+        iterator may also be dropped before it is ever started, which no code of a
+        generator sees: then the run is closed when the iterator is collected, if it
+        holds what must be let go (a checkpoint and its lock, a trace to write).
+        """
+        results = one_by_one(self.result_lists())
+        if self._eager and (self._checkpoint is not None or self._owns_trace):
+            weakref.finalize(results, self._dropped)
+        return results
+
+    def _dropped(self) -> None:
+        """The results' iterator is gone: if it never ran, stop as if it was closed early."""
+        if not self._closed:
+            self._ended_by = GeneratorExit()
+            self.close()
 
     def collect(self) -> list[Any]:
         """All results as one list (faster than ``list(results())``)."""
@@ -373,8 +414,18 @@ class MapRun:
             self.close()
 
     def close(self) -> None:
-        """Stop: chunks not yet started are dropped; late results are ignored."""
+        """Stop: chunks not yet started are dropped; late results are ignored.
+
+        With a checkpoint, what came back was journaled as it came: the results not
+        taken yet (the call stopped early) are kept all the same.
+        """
+        if self._closed:
+            return
+        self._closed = True
         self._cancelled = True
+        if self._checkpoint is not None:
+            with self._journal_lock:  # waits for a batch being journaled
+                self._journaling = False
         self._backend.forget(self)
         self._sharing.release()
         if self._progress is not None:
@@ -393,6 +444,28 @@ class MapRun:
             from workpool.timeline.calls import close_trace
 
             close_trace(self._trace, self._ended_by)
+
+    def _record(self, batch: ResultBatch, retried: frozenset[int]) -> None:
+        """Journal the outcomes of a batch of a chunk that ran (with a checkpoint)."""
+        assert self._checkpoint is not None
+        chunk = batch.chunk
+        state: _ChunkState = chunk.tag
+        offset = chunk.start - state.start
+        count = len(chunk.items)
+        whole = offset == 0 and count == state.size
+        encodings = state.encodings
+        if encodings is not None and not whole:
+            encodings = encodings[offset : offset + count]
+        self._checkpoint.record(
+            chunk.start,
+            chunk.items,
+            batch.values,
+            batch.errors,
+            retried,
+            state.digest if whole else None,
+            batch.pickled,
+            encodings,
+        )
 
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))
@@ -467,18 +540,8 @@ class MapRun:
             else:
                 state.values[offset : offset + count] = batch.values
 
-        if self._checkpoint is not None and not state.journaled:
-            # Journaled now, before a failure in this batch may be raised below.
-            whole = offset == 0 and count == state.size
-            self._checkpoint.record(
-                chunk.start,
-                chunk.items,
-                batch.values,
-                batch.errors,
-                retried,
-                state.digest if whole else None,
-                batch.pickled,
-            )
+        if self._journal_failure is not None:  # journaled when delivered (_journal)
+            raise self._journal_failure
 
         failed = 0
         annotated: set[int] = set()  # one exception object may stand for several items

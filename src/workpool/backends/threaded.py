@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import abc
 import itertools
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -341,6 +342,11 @@ class ThreadedBackend(Backend):
         _fail([claimed, *dropped], broken)
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
+        if sys.is_finalizing():
+            # The interpreter is exiting (an imap left open is closed then): the
+            # workers, daemon threads, run no more and may hold the lock. They end
+            # with the process; waiting for them would never end.
+            return
         with self._lock:
             dropped = self._flag_stopping(cancel_pending=cancel_pending)
         _fail(dropped, CancelledError("the pool shut down before this task started"))

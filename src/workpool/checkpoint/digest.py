@@ -55,7 +55,14 @@ try:  # BLAKE2 itself: hashlib would also load OpenSSL, a few milliseconds for n
 except ImportError:  # pragma: no cover - a Python without the _blake2 module
     from hashlib import blake2b
 
-__all__ = ["CanonicalEncoder", "blake2b", "chunk_digest", "encode"]
+__all__ = [
+    "CanonicalEncoder",
+    "blake2b",
+    "chunk_digest",
+    "digest_and_encodings",
+    "encode",
+    "part_digest",
+]
 
 _pack_i64 = struct.Struct("<q").pack
 _pack_u64 = struct.Struct("<Q").pack
@@ -334,6 +341,47 @@ def _first_and_step(first: int, last: int, step: int) -> bytes | None:
 
 def chunk_digest(items: Sequence[Any]) -> bytes:
     """The 16-byte digest of consecutive input items, in order (see the module's table)."""
+    fast = _fast_digest(items)
+    return fast if fast is not None else encodings_digest(item_encodings(items))
+
+
+def digest_and_encodings(items: Sequence[Any]) -> tuple[bytes, list[bytes] | None]:
+    """``chunk_digest(items)``, and each item's encoding if they are digested that way.
+
+    Only such items can be changed in place by a function (a dict, a list...): the
+    fast ways take plain numbers, strings and tuples of numbers. Their encodings, made
+    before the items run, digest any part of them later as they were (``part_digest``).
+    """
+    fast = _fast_digest(items)
+    if fast is not None:
+        return fast, None
+    encodings = item_encodings(items)
+    return encodings_digest(encodings), encodings
+
+
+def part_digest(items: Sequence[Any], encodings: Sequence[bytes], low: int, high: int) -> bytes:
+    """``chunk_digest(items[low:high])``, as the items were when ``encodings`` were made."""
+    fast = _fast_digest(items[low:high])  # items that cannot have changed
+    return fast if fast is not None else encodings_digest(encodings[low:high])
+
+
+def item_encodings(items: Sequence[Any]) -> list[bytes]:
+    """Each item's canonical encoding."""
+    encoder = CanonicalEncoder()
+    return [encoder.encoding(item) for item in items]
+
+
+def encodings_digest(encodings: Sequence[bytes]) -> bytes:
+    """The digest of items that take no fast way, from their encodings."""
+    hasher = blake2b(digest_size=16, person=b"workpool.items.1")
+    hasher.update(b"G" + _pack_u64(len(encodings)))
+    for encoding in encodings:
+        hasher.update(encoding)
+    return hasher.digest()
+
+
+def _fast_digest(items: Sequence[Any]) -> bytes | None:
+    """The digest of items all of one plain kind, made in C; None for the others."""
     hasher = blake2b(digest_size=16, person=b"workpool.items.1")
     count = len(items)
     kinds: set[type] = set(map(type, items)) if type(items) is not range else {int}
@@ -365,12 +413,7 @@ def chunk_digest(items: Sequence[Any]) -> bytes:
                 hasher.update(b"G" + _pack_u64(count))
                 hasher.update(records)
                 return hasher.digest()
-    encoder = CanonicalEncoder()
-    encoder.parts.append(b"G" + _pack_u64(count))
-    for item in items:
-        encoder.encode(item)
-    hasher.update(b"".join(encoder.parts))
-    return hasher.digest()
+    return None
 
 
 # Tags of the numbers a tuple may hold for ``_numeric_records``, by array typecode.

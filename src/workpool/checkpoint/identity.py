@@ -17,7 +17,9 @@ anything runs. The identity is a digest of:
   ``__init__`` and ``__new__`` when written in Python;
 - a builtin: its module and name, and the object it is bound to;
 - any other callable object: its type's module and name, its type's ``__call__``, and
-  the values in its ``__dict__``.
+  the values in its ``__dict__`` (an object without one, such as ``operator.itemgetter``
+  or an instance of a class with ``__slots__``: the arguments and state its pickling
+  gives).
 
 Values (defaults, arguments, closure contents) are compared by their canonical
 encodings (``digest``); a value with none counts by its position alone. The digest
@@ -128,9 +130,29 @@ class _IdentityEncoder(CanonicalEncoder):
             else:
                 self.encode_name(b"", _qualified_name(call))
             state = getattr(obj, "__dict__", None)
-            self.encode(dict(state) if isinstance(state, dict) else None)
+            if isinstance(state, dict):
+                self.encode(dict(state))
+            else:
+                self._reduced_state(obj)
         else:
             self.parts.append(b"?")
+
+    def _reduced_state(self, obj: object) -> None:
+        """The state of an object without ``__dict__``, as its pickling gives it.
+
+        ``operator.itemgetter(0)`` and ``(1)``, or two objects of a class with
+        ``__slots__``, differ only there: the arguments and state ``__reduce_ex__``
+        returns. An object that cannot be pickled counts by its type alone.
+        """
+        try:
+            reduced = obj.__reduce_ex__(4)
+        except Exception:
+            reduced = None
+        if isinstance(reduced, tuple) and len(reduced) >= 2:
+            self.parts.append(b"r")
+            self.encode(reduced[1:3])
+        else:
+            self.encode(None)
 
     def _function(self, fn: types.FunctionType) -> None:
         self.encode_name(b"F", f"{fn.__module__}.{fn.__qualname__}")

@@ -48,8 +48,9 @@ class JournalLock:
 
     def __init__(self, journal_path: str) -> None:
         """Take the lock for ``journal_path``; raise ``CheckpointBusy`` if another call has it."""
-        self.path = journal_path + ".lock"
-        self._key = os.path.realpath(self.path)
+        # Beside the file itself: a call through a symbolic link to it takes the same lock.
+        self.path = os.path.realpath(journal_path) + ".lock"
+        self._key = self.path
         with _held_guard:
             if self._key in _held:
                 raise CheckpointBusy(

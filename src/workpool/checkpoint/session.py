@@ -28,14 +28,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any, NamedTuple
 
-from workpool.checkpoint.digest import chunk_digest
+from workpool.checkpoint.digest import digest_and_encodings, part_digest
 from workpool.checkpoint.journal import Journal
 from workpool.checkpoint.store import Row
 from workpool.errors import is_cancelled
 from workpool.inputs import InputSource
 from workpool.segments import holds_writable_share, writable_shares_exist
 
-__all__ = ["CheckpointSession", "Piece", "refuse_writable_shares"]
+__all__ = ["CheckpointSession", "Gap", "Piece", "refuse_writable_shares"]
 
 # Types whose values cannot hold shared memory: chunks of these are not searched.
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -45,13 +45,16 @@ class Piece(NamedTuple):
     """Consecutive items from input position ``start``.
 
     ``results`` holds their journaled results, or is None when they are to run;
-    ``digest`` is the items' ``chunk_digest`` (None when there are no items).
+    ``digest`` is the items' ``chunk_digest`` (None when there are no items), and
+    ``encodings`` each item's encoding when the items could be changed in place by
+    the function (see ``digest_and_encodings``): parts of them are digested from those.
     """
 
     start: int
     items: Sequence[Any]
     results: list[Any] | None
     digest: bytes | None
+    encodings: list[bytes] | None = None
 
 
 def _writable_share_message(where: str) -> str:
@@ -158,11 +161,11 @@ class CheckpointSession:
                     self.journal.verify(row, items)
                     return Piece(start, items, results, row.digest)
                 # The input ends inside this row: the items it still has run again.
-                return Piece(start, items, None, chunk_digest(items) if items else None)
+                return _to_run(start, items)
             row = self._next_row()  # an unreadable row counts as not done
         items = self._read(size if row is None else min(size, row.start - start))
         self._refuse_shares(items)
-        return Piece(start, items, None, chunk_digest(items) if items else None)
+        return _to_run(start, items)
 
     def leading_done(self) -> Iterator[list[Any]]:
         """The results of the journaled rows at the head of the input, a row at a time.
@@ -184,9 +187,9 @@ class CheckpointSession:
             yield results
             del results
 
-    def gap(self) -> _Gap:
+    def gap(self) -> Gap:
         """A source of the items up to the next journaled row (for ``backend="auto"``)."""
-        return _Gap(self)
+        return Gap(self)
 
     def _next_row(self) -> Row | None:
         # Rows that start before the position (one the input ended inside of, on an
@@ -249,15 +252,19 @@ class CheckpointSession:
         retried: frozenset[int] = frozenset(),
         digest: bytes | None = None,
         pickled: bytes | memoryview | None = None,
+        encodings: Sequence[bytes] | None = None,
     ) -> None:
         """Journal the final outcomes of ``items`` (input positions from ``start``).
 
         ``values[i]`` is the result of ``items[i]`` unless ``i`` is in ``errors``
         (a final failure, noted as such) or in ``retried`` (not final yet: it will come
         again). ``digest`` is that of all of ``items``, if known; ``pickled`` the
-        pickle of ``(values, [])`` a process worker sent, if at hand.
+        pickle of ``(values, [])`` a process worker sent, if at hand; ``encodings``
+        those of ``items`` made before they ran, if any (their ``Piece``'s).
         """
         if not errors and not retried:
+            if digest is None and encodings is not None:
+                digest = part_digest(items, encodings, 0, len(items))
             self.journal.record(start, items, values, digest, pickled)
             return
         first_ok: int | None = None
@@ -268,8 +275,11 @@ class CheckpointSession:
                     first_ok = offset
                 continue
             if first_ok is not None:
+                part = None
+                if encodings is not None:
+                    part = part_digest(items, encodings, first_ok, offset)
                 self.journal.record(
-                    start + first_ok, items[first_ok:offset], values[first_ok:offset]
+                    start + first_ok, items[first_ok:offset], values[first_ok:offset], part
                 )
                 first_ok = None
             error = errors.get(offset)
@@ -285,13 +295,28 @@ class CheckpointSession:
         self.journal.close()
 
 
-class _Gap:
-    """The items up to the next journaled row: ``take`` returns nothing past it."""
+def _to_run(start: int, items: Sequence[Any]) -> Piece:
+    """A piece of items to run, digested now, before the function can change them."""
+    if not len(items):
+        return Piece(start, items, None, None)
+    digest, encodings = digest_and_encodings(items)
+    return Piece(start, items, None, digest, encodings)
+
+
+class Gap:
+    """The items up to the next journaled row: ``take`` returns nothing past it.
+
+    ``pieces`` holds each take as a ``Piece``: the items are digested as they are read,
+    before anything runs them (a function may change its input items in place, in
+    threads or in the calling thread, and the journal must know them as the input
+    holds them). ``record`` journals their outcomes by those pieces.
+    """
 
     def __init__(self, session: CheckpointSession) -> None:
         self._session = session
         row = session._next_row()
         self._end = None if row is None else row.start
+        self.pieces: list[Piece] = []
 
     def take(self, count: int) -> Sequence[Any]:
         session = self._session
@@ -301,4 +326,30 @@ class _Gap:
             return []
         items = session._read(count)
         session._refuse_shares(items)
+        if len(items):
+            self.pieces.append(_to_run(session.position - len(items), items))
         return items
+
+    def record(
+        self, first: int, items: Sequence[Any], values: Sequence[Any], errors: Mapping[int, Any]
+    ) -> None:
+        """Journal the outcomes of ``items``, taken from here, from position ``first``."""
+        session = self._session
+        end = first + len(items)
+        if [p for p in self.pieces if first <= p.start < end] != self.pieces or (
+            sum(len(p.items) for p in self.pieces) != len(items)
+        ):  # not the items taken here, in order: digested as they are now
+            session.record(first, items, values, errors)
+            return
+        for piece in self.pieces:
+            low = piece.start - first
+            high = low + len(piece.items)
+            failed = {at - low: error for at, error in errors.items() if low <= at < high}
+            session.record(
+                piece.start,
+                items[low:high],
+                values[low:high],
+                failed,
+                digest=piece.digest,
+                encodings=piece.encodings,
+            )

@@ -201,8 +201,36 @@ def network_filesystem(path: str, mountinfo: str | None = None) -> str | None:
     return best_type if best_type in NETWORK_FILESYSTEMS else None
 
 
-def _connect(path: str, *, readonly: bool) -> sqlite3.Connection:
-    query = "mode=ro" if readonly else "mode=rwc"
+def _connect_to_read(path: str) -> sqlite3.Connection:
+    """A connection that only reads the file at ``path`` and leaves nothing beside it.
+
+    SQLite removes a WAL file's ``-wal`` and ``-shm`` when its last connection closes,
+    but only a connection that may write does: a read-only one leaves them behind. So a
+    file this process may change is opened read-write (and only read), others read-only;
+    and where SQLite cannot make the ``-wal`` and ``-shm`` a reader needs (a read-only
+    file system or directory), as immutable, unless a ``-wal`` says a call is writing.
+    """
+    queries = []
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.access(path, os.W_OK) and os.access(directory, os.W_OK):
+        queries.append("mode=rw")
+    queries.append("mode=ro")
+    if not os.path.isfile(path + "-wal"):
+        queries.append("mode=ro&immutable=1")
+    for query in queries:
+        connection = _connect(path, query)
+        try:
+            connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:  # cannot open it so: try the next way
+            connection.close()
+            if query == queries[-1]:
+                raise
+            continue
+        return connection
+    raise AssertionError("unreachable: the last query raises")
+
+
+def _connect(path: str, query: str = "mode=rwc") -> sqlite3.Connection:
     if _VFS is not None:
         query += f"&vfs={_VFS}"
     # In a URI, "?" starts the query, "#" a fragment and "%" an escape: escape those.
@@ -235,7 +263,7 @@ def create_journal(path: str, meta: Mapping[str, str]) -> bool:
     remove_leftovers(path)
     _remove_side_directory(path + ".d")
     try:
-        connection = _connect(temporary, readonly=False)
+        connection = _connect(temporary)
     except sqlite3.Error as exc:
         raise OSError(f"checkpoint {path} cannot be created: {exc}") from exc
     try:
@@ -330,7 +358,7 @@ class JournalStore:
         if not again:
             _check_header(path)
         try:
-            connection = _connect(path, readonly=readonly)
+            connection = _connect_to_read(path) if readonly else _connect(path)
         except sqlite3.Error as exc:
             raise ValueError(
                 f"checkpoint {path} is not a workpool checkpoint or is damaged ({exc}); "

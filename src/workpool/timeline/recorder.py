@@ -62,6 +62,17 @@ def _checked_path(path: str | os.PathLike[str]) -> str:
             f"trace={text!r}: the directory {directory!r} does not exist, "
             "so the timeline could not be written"
         )
+    # The file is written under a temporary name in that directory, then renamed.
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise PermissionError(
+            f"trace={text!r}: the directory {directory!r} cannot be written to, "
+            "so the timeline could not be written"
+        )
+    if os.path.exists(text) and not os.path.isfile(text):  # a device, a FIFO...
+        raise ValueError(
+            f"trace={text!r} is not a regular file, which the timeline would replace; "
+            "name a file to write"
+        )
     return text
 
 
@@ -74,7 +85,7 @@ class Recorder:
     """
 
     def __init__(self, path: str | os.PathLike[str], **facts: Any) -> None:
-        self.path = _checked_path(path)
+        self.path = self._checked_path(path)
         self.facts = facts
         self.begun_ns = now_ns()
         # The group of the caller's own tracks (and of worker threads, which live in it).
@@ -88,6 +99,11 @@ class Recorder:
         self._written = False
         # The engine of the Pool the call runs on (timeline.calls.open_trace), if any.
         self.pool: Any = None
+
+    @staticmethod
+    def _checked_path(path: str | os.PathLike[str]) -> str:
+        """``path`` as a string; raises if the trace could not be written there."""
+        return _checked_path(path)
 
     def track(self, key: Hashable, name: str, group: str) -> int:
         """The number of the track for ``key``, created (named ``name``) on first use.

@@ -163,7 +163,7 @@ def _plural(count: int, word: str, plural: str = "") -> str:
 
 def explain(summary: Summary) -> str:
     """A few sentences: how busy the workers were, the largest loss, and what helps."""
-    if not summary.workers or summary.wall <= 0:
+    if not any(worker.chunks for worker in summary.workers) or summary.wall <= 0:
         return "No worker ran a chunk, so there is nothing to say about the workers' time."
     wall, count = summary.wall, len(summary.workers)
     startup = sum(w.startup for w in summary.workers) / count / wall

@@ -58,6 +58,10 @@ class NodeRecorder(Recorder):
     def __init__(self) -> None:
         super().__init__(os.devnull)  # no file of its own
 
+    @staticmethod
+    def _checked_path(path: str | os.PathLike[str]) -> str:
+        return os.fspath(path)  # never written: nothing to check
+
     def records(self) -> NodeRecords:
         tracks = [(info.name, info.group) for info in self.tracks]
         return tracks, self.spans, self.chunks, self.instants
