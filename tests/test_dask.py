@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +155,22 @@ def test_an_exception_keeps_its_type_traceback_and_position(client: Any) -> None
     )
     assert isinstance(results[7], ValueError)
     assert [r for i, r in enumerate(results) if i != 7] == [x * x for x in range(20) if x != 7]
+
+
+def test_arguments_of_a_class_defined_in_main_travel_by_value(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A script's or a notebook's own class: plain pickle names it ``__main__.<name>``,
+    # which no Dask worker can look up (their ``__main__`` is Dask's own).
+    name = f"Point_{uuid.uuid4().hex}"
+    point = type(name, (), {"__module__": "__main__", "__qualname__": name})
+    monkeypatch.setattr(sys.modules["__main__"], name, point, raising=False)
+    items = [point() for _ in range(3)]
+    for k, item in enumerate(items):
+        item.x = k
+    assert workpool.map(vars, items, backend="dask", address=client) == [{"x": k} for k in range(3)]
+    with workpool.Pool(backend="dask", address=client) as pool:
+        assert pool.submit(vars, items[2]).result(timeout=60) == {"x": 2}
 
 
 # --- faults --------------------------------------------------------------------------
