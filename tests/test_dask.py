@@ -11,6 +11,7 @@ this process, like the Dask workers themselves.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import os
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -681,6 +683,52 @@ def test_bad_addresses_fail_at_once_or_name_the_address() -> None:
     nobody = f"tcp://127.0.0.1:{_free_port()}"
     with pytest.raises(ConnectionError, match=nobody):
         workpool.map(square, [1], backend="dask", address=nobody)
+
+
+def failure_of_a_map_in_a_thread(address: str) -> BaseException | None:
+    """What ``workpool.map`` on ``address`` raised; None if it hung for a minute."""
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            workpool.map(square, [1], backend="dask", address=address)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(60)  # the contract says a few seconds; a hang fails the test
+    return outcome[0] if outcome else None
+
+
+def test_an_address_where_no_scheduler_speaks_fails_quickly_and_leaves_nothing() -> None:
+    # Something listens there, but not a Dask scheduler: a server that never says a
+    # word (a port held by a stuck program), and one that speaks another protocol.
+    silent, talker = socket.socket(), socket.socket()
+    for server in (silent, talker):
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+    def answer_in_http() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                peer, _ = talker.accept()
+                with peer:
+                    peer.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+
+    threading.Thread(target=answer_in_http, daemon=True).start()
+    threads = set(threading.enumerate())
+    try:
+        for server in (silent, talker):
+            address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+            outcome = failure_of_a_map_in_a_thread(address)
+            assert isinstance(outcome, ConnectionError), repr(outcome)
+            assert address in str(outcome)
+    finally:
+        silent.close()
+        talker.close()
+    # No client was left half-made, with its event-loop thread (Dask's "IO loop").
+    assert wait_for(lambda: set(threading.enumerate()) <= threads), threading.enumerate()
 
 
 def test_importing_workpool_does_not_import_dask() -> None:
