@@ -367,12 +367,12 @@ def test_pool_is_an_executor_on_the_cluster(client: Any) -> None:
 
 
 def test_pool_futures_not_yet_sent_to_the_cluster_can_be_cancelled(client: Any) -> None:
-    # Two Dask threads: a window of four tasks; the other futures wait in the pool.
+    # Two Dask threads: sixteen tasks go to the cluster; the other futures wait here.
     pool = workpool.Pool(backend="dask", address=client)
-    futures = [pool.submit(slow_square, i, 0.2) for i in range(20)]
+    futures = [pool.submit(slow_square, i, 0.1) for i in range(50)]
     assert futures[-1].cancel()
     pool.shutdown(wait=True, cancel_futures=True)
-    assert sum(f.cancelled() for f in futures) >= 10
+    assert sum(f.cancelled() for f in futures) >= 30
     assert all(f.result() == i * i for i, f in enumerate(futures) if not f.cancelled())
     with workpool.Pool(backend="dask", address=client) as pool:  # without cancel_futures
         futures = [pool.submit(slow_square, i, 0.01) for i in range(20)]

@@ -20,8 +20,9 @@ How a chunk travels::
 Keys are unique (``workpool-<function>-<session>-<n>``, never derived from the inputs),
 so a hundred identical inputs are a hundred tasks. The caller keeps a bounded window of
 chunks in flight (``max_chunks_in_flight``: twice the cluster's threads, re-read as
-workers come and go); chunks beyond it (a ``Pool``'s many ``submit`` calls) wait here,
-unclaimed, and go as tasks settle, so a Future not yet sent can still be cancelled.
+workers come and go); a ``Pool``'s many ``submit`` calls go out up to ``SUBMIT_AHEAD``
+times that, and the chunks beyond wait here, unclaimed, going as tasks settle: a Future
+not yet sent can still be cancelled.
 Each key is delivered at most once: the record of a chunk in flight is taken by
 whoever settles it first (the courier, ``forget`` or ``terminate``),
 so a result that Dask computes twice (its worker died after finishing) or that
@@ -80,6 +81,10 @@ __all__ = ["DaskBackend"]
 
 # How long the cluster's thread count is trusted before it is asked again.
 THREADS_REFRESH_SECONDS = 1.0
+# Chunks sent to the cluster ahead of the results, per chunk of a run's window: a
+# ``Pool``'s submitted tasks beyond that wait here (and can still be cancelled), but
+# fewer would leave Dask's workers idle while results travel back and the next go out.
+SUBMIT_AHEAD = 4
 # How long closing the sessions on the workers may take before we stop waiting.
 CLOSE_SECONDS = 10.0
 
@@ -184,7 +189,10 @@ class DaskBackend(Backend):
 
     def _room(self) -> bool:
         """Has the window room for one more chunk? (Called holding the lock.)"""
-        return len(self._in_flight) + self._sending < self.max_chunks_in_flight
+        window = self.max_chunks_in_flight
+        if self._cap is None:  # Dask's own round trips: more ahead keeps its workers busy
+            window *= SUBMIT_AHEAD
+        return len(self._in_flight) + self._sending < window
 
     def _sent(self) -> None:
         with self._lock:
