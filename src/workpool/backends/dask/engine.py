@@ -176,8 +176,9 @@ class DaskBackend(Backend):
         """Send ``chunk`` to Dask now if the window has room; else queue it, unclaimed."""
         self._check_open()
         self._function_ref(chunk.fn)  # a function Dask cannot get fails here, at once
+        window = self._window()
         with self._lock:
-            if self._pending or not self._room():
+            if self._pending or not self._room(window):
                 self._pending.append(chunk)
                 return
             self._sending += 1
@@ -187,11 +188,15 @@ class DaskBackend(Backend):
             self._sent()
             self._send_pending()  # queued meanwhile, by another thread
 
-    def _room(self) -> bool:
-        """Has the window room for one more chunk? (Called holding the lock.)"""
+    def _window(self) -> int:
+        """How many chunks may be in flight (asked outside the lock: it may ask Dask)."""
         window = self.max_chunks_in_flight
         if self._cap is None:  # Dask's own round trips: more ahead keeps its workers busy
             window *= SUBMIT_AHEAD
+        return window
+
+    def _room(self, window: int) -> bool:
+        """Has the window room for one more chunk? (Called holding the lock.)"""
         return len(self._in_flight) + self._sending < window
 
     def _sent(self) -> None:
@@ -201,9 +206,10 @@ class DaskBackend(Backend):
 
     def _send_pending(self) -> None:
         """Send queued chunks while the window has room (each settled chunk makes some)."""
-        while True:
+        while self._pending:  # (read unlocked: a hint, checked again below)
+            window = self._window()
             with self._lock:
-                if not self._pending or not self._sends or not self._room():
+                if not self._pending or not self._sends or not self._room(window):
                     return
                 chunk = self._pending.popleft()
                 self._sending += 1
