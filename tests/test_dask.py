@@ -11,6 +11,7 @@ this process, like the Dask workers themselves.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import itertools
 import json
 import os
@@ -20,6 +21,8 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -154,6 +157,22 @@ def test_an_exception_keeps_its_type_traceback_and_position(client: Any) -> None
     )
     assert isinstance(results[7], ValueError)
     assert [r for i, r in enumerate(results) if i != 7] == [x * x for x in range(20) if x != 7]
+
+
+def test_arguments_of_a_class_defined_in_main_travel_by_value(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A script's or a notebook's own class: plain pickle names it ``__main__.<name>``,
+    # which no Dask worker can look up (their ``__main__`` is Dask's own).
+    name = f"Point_{uuid.uuid4().hex}"
+    point = type(name, (), {"__module__": "__main__", "__qualname__": name})
+    monkeypatch.setattr(sys.modules["__main__"], name, point, raising=False)
+    items = [point() for _ in range(3)]
+    for k, item in enumerate(items):
+        item.x = k
+    assert workpool.map(vars, items, backend="dask", address=client) == [{"x": k} for k in range(3)]
+    with workpool.Pool(backend="dask", address=client) as pool:
+        assert pool.submit(vars, items[2]).result(timeout=60) == {"x": 2}
 
 
 # --- faults --------------------------------------------------------------------------
@@ -345,6 +364,19 @@ def test_pool_is_an_executor_on_the_cluster(client: Any) -> None:
         assert isinstance(failed.exception(timeout=60), ValueError)
     with pytest.raises(RuntimeError, match="after shutdown"):
         pool.submit(square, 1)
+
+
+def test_pool_futures_not_yet_sent_to_the_cluster_can_be_cancelled(client: Any) -> None:
+    # Two Dask threads: sixteen tasks go to the cluster; the other futures wait here.
+    pool = workpool.Pool(backend="dask", address=client)
+    futures = [pool.submit(slow_square, i, 0.1) for i in range(50)]
+    assert futures[-1].cancel()
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert sum(f.cancelled() for f in futures) >= 30
+    assert all(f.result() == i * i for i, f in enumerate(futures) if not f.cancelled())
+    with workpool.Pool(backend="dask", address=client) as pool:  # without cancel_futures
+        futures = [pool.submit(slow_square, i, 0.01) for i in range(20)]
+    assert [f.result(timeout=0) for f in futures] == [i * i for i in range(20)]
 
 
 def test_a_failing_initializer_breaks_the_pool_quickly(client: Any) -> None:
@@ -664,6 +696,52 @@ def test_bad_addresses_fail_at_once_or_name_the_address() -> None:
     nobody = f"tcp://127.0.0.1:{_free_port()}"
     with pytest.raises(ConnectionError, match=nobody):
         workpool.map(square, [1], backend="dask", address=nobody)
+
+
+def failure_of_a_map_in_a_thread(address: str) -> BaseException | None:
+    """What ``workpool.map`` on ``address`` raised; None if it hung for a minute."""
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            workpool.map(square, [1], backend="dask", address=address)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call, daemon=True)
+    caller.start()
+    caller.join(60)  # the contract says a few seconds; a hang fails the test
+    return outcome[0] if outcome else None
+
+
+def test_an_address_where_no_scheduler_speaks_fails_quickly_and_leaves_nothing() -> None:
+    # Something listens there, but not a Dask scheduler: a server that never says a
+    # word (a port held by a stuck program), and one that speaks another protocol.
+    silent, talker = socket.socket(), socket.socket()
+    for server in (silent, talker):
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+
+    def answer_in_http() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                peer, _ = talker.accept()
+                with peer:
+                    peer.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n" * 4)
+
+    threading.Thread(target=answer_in_http, daemon=True).start()
+    threads = set(threading.enumerate())
+    try:
+        for server in (silent, talker):
+            address = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+            outcome = failure_of_a_map_in_a_thread(address)
+            assert isinstance(outcome, ConnectionError), repr(outcome)
+            assert address in str(outcome)
+    finally:
+        silent.close()
+        talker.close()
+    # No client was left half-made, with its event-loop thread (Dask's "IO loop").
+    assert wait_for(lambda: set(threading.enumerate()) <= threads), threading.enumerate()
 
 
 def test_importing_workpool_does_not_import_dask() -> None:

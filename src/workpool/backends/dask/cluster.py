@@ -11,6 +11,7 @@ pool. Only what workpool started is closed by workpool.
 from __future__ import annotations
 
 import logging
+import threading
 from types import ModuleType
 from typing import Any
 
@@ -91,6 +92,7 @@ def connect(address: Any, workers: int) -> ClusterLink:
 
 
 def _connect_to(distributed: ModuleType, address: str, origin: str) -> ClusterLink:
+    _check_a_scheduler_answers(distributed, address, origin)
     try:
         client = distributed.Client(address, timeout=CONNECT_SECONDS, set_as_default=False)
     except (OSError, TimeoutError) as exc:
@@ -99,11 +101,68 @@ def _connect_to(distributed: ModuleType, address: str, origin: str) -> ClusterLi
             f"{CONNECT_SECONDS:g} s ({type(exc).__name__}: {exc})"
         ) from exc
     except (ValueError, TypeError) as exc:
-        raise ValueError(
-            f"{origin}{address!r} is not a Dask scheduler address "
-            f"(such as 'tcp://10.0.0.5:8786'): {exc}"
-        ) from exc
+        raise _not_an_address(address, origin, exc) from exc
     return ClusterLink(client, owned=True, where=f"the Dask scheduler at {address}")
+
+
+def _not_an_address(address: str, origin: str, why: object) -> ValueError:
+    return ValueError(
+        f"{origin}{address!r} is not a Dask scheduler address "
+        f"(such as 'tcp://10.0.0.5:8786'): {why}"
+    )
+
+
+def _check_a_scheduler_answers(distributed: ModuleType, address: str, origin: str) -> None:
+    """Ask ``address`` who it is, before a ``distributed.Client`` is made for it.
+
+    A Client pointed at a port where something listens but no scheduler speaks waits
+    forever for its greeting (Dask's handshake has no deadline), or fails inside its
+    constructor in odd ways (another protocol's bytes read as a frame length: a
+    MemoryError); and a Client whose constructor failed leaves its event-loop thread
+    running, which then delays the program's exit by seconds. One question with a
+    deadline, in a thread of its own (the caller may be running an event loop, as a
+    notebook does), tells a scheduler from the rest first.
+    """
+    import asyncio
+
+    security = distributed.Security().get_connection_args("client")
+
+    async def ask() -> Any:
+        comm = await distributed.comm.connect(address, timeout=CONNECT_SECONDS, **security)
+        try:
+            await comm.write({"op": "identity", "reply": True})
+            return await comm.read()
+        finally:
+            comm.abort()
+
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(asyncio.run(asyncio.wait_for(ask(), CONNECT_SECONDS)))
+        except BaseException as exc:  # handed to the caller below
+            outcome.append(exc)
+
+    asker = threading.Thread(target=run, name="workpool-dask-address-check", daemon=True)
+    asker.start()
+    asker.join(CONNECT_SECONDS + 1)
+    answer = outcome[0] if outcome else TimeoutError("the question was never answered")
+    if isinstance(answer, (ValueError, TypeError)):  # the address itself is malformed
+        raise _not_an_address(address, origin, answer) from answer
+    if isinstance(answer, (OSError, TimeoutError, asyncio.TimeoutError)):
+        detail = f" ({type(answer).__name__}: {answer})" if str(answer) else ""
+        raise ConnectionError(
+            f"no Dask scheduler answered at {origin}{address!r} within "
+            f"{CONNECT_SECONDS:g} s{detail}"
+        ) from answer
+    if isinstance(answer, BaseException):
+        raise ConnectionError(
+            f"something answered at {origin}{address!r}, but not as a Dask scheduler "
+            f"does ({type(answer).__name__}: {answer})"
+        ) from answer
+    kind = answer.get("type") if isinstance(answer, dict) else None
+    if kind != "Scheduler":
+        raise _not_an_address(address, origin, f"it is a Dask {kind or 'peer'}, not a scheduler")
 
 
 def loopback_cluster_options() -> dict[str, Any]:

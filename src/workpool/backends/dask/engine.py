@@ -20,8 +20,11 @@ How a chunk travels::
 Keys are unique (``workpool-<function>-<session>-<n>``, never derived from the inputs),
 so a hundred identical inputs are a hundred tasks. The caller keeps a bounded window of
 chunks in flight (``max_chunks_in_flight``: twice the cluster's threads, re-read as
-workers come and go). Each key is delivered at most once: the record of a chunk in
-flight is taken by whoever settles it first (the courier, ``forget`` or ``terminate``),
+workers come and go); a ``Pool``'s many ``submit`` calls go out up to ``SUBMIT_AHEAD``
+times that, and the chunks beyond wait here, unclaimed, going as tasks settle: a Future
+not yet sent can still be cancelled.
+Each key is delivered at most once: the record of a chunk in flight is taken by
+whoever settles it first (the courier, ``forget`` or ``terminate``),
 so a result that Dask computes twice (its worker died after finishing) or that
 arrives after the chunk was cancelled is dropped.
 
@@ -38,6 +41,7 @@ workpool made them.
 from __future__ import annotations
 
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import functools
@@ -77,6 +81,10 @@ __all__ = ["DaskBackend"]
 
 # How long the cluster's thread count is trusted before it is asked again.
 THREADS_REFRESH_SECONDS = 1.0
+# Chunks sent to the cluster ahead of the results, per chunk of a run's window: a
+# ``Pool``'s submitted tasks beyond that wait here (and can still be cancelled), but
+# fewer would leave Dask's workers idle while results travel back and the next go out.
+SUBMIT_AHEAD = 4
 # How long closing the sessions on the workers may take before we stop waiting.
 CLOSE_SECONDS = 10.0
 
@@ -128,8 +136,13 @@ class DaskBackend(Backend):
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)  # notified when nothing is in flight
         self._in_flight: dict[str, _InFlight] = {}
+        # Chunks beyond the window wait here, unclaimed: like a local pool's queue, so
+        # a Future not yet sent can still be cancelled (and shutdown can drop them).
+        self._pending: collections.deque[Chunk] = collections.deque()
+        self._sending = 0  # chunks taken from the window by a thread sending them now
         self._settling = 0  # chunks the courier took and has not delivered yet
-        self._accepting = True
+        self._accepting = True  # new chunks are welcome (until shutdown or terminate)
+        self._sends = True  # chunks may go to Dask (until terminated or broken)
         self._broken: BrokenPool | None = None
         self._closed = False
 
@@ -160,7 +173,56 @@ class DaskBackend(Backend):
     # --- submitting ---------------------------------------------------------------------
 
     def submit(self, chunk: Chunk) -> None:
+        """Send ``chunk`` to Dask now if the window has room; else queue it, unclaimed."""
         self._check_open()
+        self._function_ref(chunk.fn)  # a function Dask cannot get fails here, at once
+        window = self._window()
+        with self._lock:
+            if self._pending or not self._room(window):
+                self._pending.append(chunk)
+                return
+            self._sending += 1
+        try:
+            self._send(chunk)
+        finally:
+            self._sent()
+            self._send_pending()  # queued meanwhile, by another thread
+
+    def _window(self) -> int:
+        """How many chunks may be in flight (asked outside the lock: it may ask Dask)."""
+        window = self.max_chunks_in_flight
+        if self._cap is None:  # Dask's own round trips: more ahead keeps its workers busy
+            window *= SUBMIT_AHEAD
+        return window
+
+    def _room(self, window: int) -> bool:
+        """Has the window room for one more chunk? (Called holding the lock.)"""
+        return len(self._in_flight) + self._sending < window
+
+    def _sent(self) -> None:
+        with self._lock:
+            self._sending -= 1
+            self._notify_if_idle()
+
+    def _send_pending(self) -> None:
+        """Send queued chunks while the window has room (each settled chunk makes some)."""
+        while self._pending:  # (read unlocked: a hint, checked again below)
+            window = self._window()
+            with self._lock:
+                if not self._pending or not self._sends or not self._room(window):
+                    return
+                chunk = self._pending.popleft()
+                self._sending += 1
+            try:
+                self._send(chunk)
+            except Exception as exc:  # nobody to raise to: the chunk's items fail with it
+                if chunk.sink.claim(chunk):
+                    chunk.sink.deliver(ResultBatch.failed(chunk, exc, retryable=False))
+            finally:
+                self._sent()
+
+    def _send(self, chunk: Chunk) -> None:
+        """Pickle the chunk, claim it and submit its Dask task."""
         trace = chunk.trace
         began = now_ns() if trace is not None else 0
         fn_ref = self._function_ref(chunk.fn)
@@ -204,7 +266,7 @@ class DaskBackend(Backend):
         key = f"workpool-{_task_name(chunk.fn)}-{self._session_id}-{next(self._keys)}"
         failure: BaseException | None = None
         with self._lock:
-            if not self._accepting:
+            if not self._sends:
                 failure = RuntimeError("cannot submit work to a pool that has shut down")
             else:
                 try:
@@ -216,7 +278,7 @@ class DaskBackend(Backend):
                 else:
                     self._in_flight[key] = _InFlight(chunk, future)
         if failure is not None:  # claimed: it must still end in a delivery
-            if self._accepting:  # not stopping: the client itself failed
+            if self._sends:  # not stopping: the client itself failed
                 self._break(failure)
             chunk.sink.deliver(ResultBatch.failed(chunk, failure, retryable=False))
             return
@@ -277,6 +339,7 @@ class DaskBackend(Backend):
             stop = None in futures
             try:
                 self._settle([f for f in futures if f is not None])
+                self._send_pending()
             except BaseException as exc:  # a bug here must not leave callers waiting
                 self._break(exc)
                 self._cancel_all("the pool broke: " + repr(exc))
@@ -309,8 +372,7 @@ class DaskBackend(Backend):
         finally:
             with self._lock:
                 self._settling -= len(taken)
-                if not self._in_flight and not self._settling:
-                    self._idle.notify_all()
+                self._notify_if_idle()
 
     def _gather(self, ready: list[_InFlight]) -> dict[str, Any]:
         """The results of finished tasks, fetched together; a failed fetch is left out."""
@@ -432,8 +494,20 @@ class DaskBackend(Backend):
         with self._lock:
             keys = [key for key, entry in self._in_flight.items() if entry.chunk.sink is sink]
             dropped = [self._in_flight.pop(key) for key in keys]
+            queued = [chunk for chunk in self._pending if chunk.sink is sink]
+            self._pending = collections.deque(c for c in self._pending if c.sink is not sink)
             self._notify_if_idle()
-        self._cancel(dropped, "the call that submitted this task was closed")
+        why = "the call that submitted this task was closed"
+        self._cancel(dropped, why)
+        self._drop(queued, why)
+        self._send_pending()
+
+    @staticmethod
+    def _drop(queued: list[Chunk], why: str) -> None:
+        """Queued chunks that will never be sent: cancelled, as a local pool's would be."""
+        error = concurrent.futures.CancelledError(why)
+        for chunk in queued:
+            chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
 
     def _cancel(self, dropped: list[_InFlight], why: str) -> None:
         if not dropped:
@@ -445,7 +519,7 @@ class DaskBackend(Backend):
             entry.chunk.sink.deliver(ResultBatch.failed(entry.chunk, error, retryable=False))
 
     def _notify_if_idle(self) -> None:
-        if not self._in_flight and not self._settling:
+        if not (self._in_flight or self._settling or self._pending or self._sending):
             self._idle.notify_all()
 
     def _break(self, cause: BaseException) -> None:
@@ -457,9 +531,14 @@ class DaskBackend(Backend):
                     self._broken.__cause__ = cause
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
-        """Let the tasks in flight finish (chunks start when submitted: none is pending)."""
+        """Let the tasks in flight finish, and those queued unless ``cancel_pending``."""
         with self._lock:
             self._accepting = False
+            queued = list(self._pending) if cancel_pending else []
+            if cancel_pending:
+                self._pending.clear()
+            self._notify_if_idle()
+        self._drop(queued, "the pool was shut down before this task started")
         if wait:
             self._close(finish=True)
         else:
@@ -475,16 +554,19 @@ class DaskBackend(Backend):
     def _cancel_all(self, why: str) -> None:
         """Refuse new work; cancel every task in flight, failing its chunk with ``why``."""
         with self._lock:
-            self._accepting = False
+            self._accepting = self._sends = False
             dropped = list(self._in_flight.values())
             self._in_flight.clear()
+            queued = list(self._pending)
+            self._pending.clear()
             self._notify_if_idle()
         self._cancel(dropped, why)
+        self._drop(queued, why)
 
     def _close(self, finish: bool) -> None:
         with self._lock:
             if finish:
-                while self._in_flight or self._settling:
+                while self._in_flight or self._settling or self._pending or self._sending:
                     self._idle.wait()
             if self._closed:
                 return

@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import pickle
 import threading
+import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -146,19 +147,13 @@ def dumps_items(
     ``WritableShareRefused`` for memory shared writable: a cluster shares no memory
     with this process, so the workers' writes could never be seen here.
     """
-    numpy = _numpy()
-    if numpy is None:
-        try:
-            return pickle.dumps(items, PROTOCOL)
-        except Exception:
-            pass  # a lambda or closure among the items: cloudpickle below
     buffer = io.BytesIO()
-    by_reference = _ByReference(numpy, threshold, scatter)
+    by_reference = _ByReference(_numpy(), threshold, scatter)
     try:
         _ItemPickler(buffer, by_reference).dump(items)
     except WritableShareRefused:
         raise
-    except Exception:
+    except Exception:  # a lambda, a closure, something of ``__main__``: cloudpickle
         buffer = io.BytesIO()
         _cloud_item_pickler(buffer, by_reference).dump(items)
     return buffer.getvalue()
@@ -198,12 +193,26 @@ class _ByReference:
         return NotImplemented
 
 
+class _DefinedInMain(Exception):
+    """A class or function of ``__main__`` is among the items: it must go by value."""
+
+
 class _ItemPickler(pickle.Pickler):
+    """The standard pickler, but for what only cloudpickle can carry to a worker.
+
+    Plain pickle refers to a class or function of ``__main__`` (a script's, a
+    notebook's) by name, and pickles it without complaint; a Dask worker's ``__main__``
+    is another program, where that name does not exist. Meeting one, it gives up, and
+    ``dumps_items`` pickles the items again with cloudpickle, which sends it by value.
+    """
+
     def __init__(self, file: io.BytesIO, by_reference: _ByReference) -> None:
         super().__init__(file, protocol=PROTOCOL)
         self._by_reference = by_reference
 
     def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
+            raise _DefinedInMain(obj.__qualname__)
         return self._by_reference.reduce(obj)
 
 
