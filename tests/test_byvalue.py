@@ -130,3 +130,77 @@ def test_a_script_of_main_functions_runs_on_processes_without_cloudpickle(
     assert report["values"] == [fib(x) + 2000 for x in range(10)]
     assert report["more"] == [0, 2000, 4000]
     assert report["cloudpickle"] is False
+
+
+_placeholder: Any = None
+_filled: dict[str, Any] = {}
+
+
+def test_a_pools_functions_pickled_apart_share_what_the_worker_made_of_a_global() -> None:
+    def setup(name: str) -> None:
+        global _placeholder
+        _placeholder = f"connection to {name}"  # rebound, as an initializer does
+        _filled["model"] = name.upper()  # changed in place
+
+    def task() -> tuple[Any, Any, int]:
+        return _placeholder, _filled.get("model"), LIMIT
+
+    kept: list[Any] = []
+    setup_payload = dumps_by_value(setup, kept)
+    task_payload = dumps_by_value(task, kept)  # apart, as a pool sends them
+    assert any(value is _filled for value in kept)  # held while the pool may send them
+    pickle.loads(setup_payload)("db")
+    assert pickle.loads(task_payload)() == ("connection to db", "DB", 3)
+    assert _placeholder is None and not _filled  # the caller's own are untouched
+    # Without ``keep`` (data, not a pool's function) each payload has its own namespace.
+    pickle.loads(dumps_by_value(setup))("other")
+    assert pickle.loads(dumps_by_value(task))() == (None, None, 3)
+
+
+INITIALIZER_SCRIPT = """
+import json, sys
+import workpool
+
+conn = None   # a placeholder the initializer rebinds
+cache = {}    # a dict the initializer fills
+LIMIT = 1
+
+def init(name):
+    global conn, opened
+    conn = "connection to " + name
+    opened = True   # a global the caller never had
+    cache["model"] = name.upper()
+
+def task(x):
+    return [conn, opened, cache.get("model"), x * LIMIT]
+
+def later(x):
+    return LIMIT
+
+if __name__ == "__main__":
+    report = {"oneshot": workpool.map(task, range(2), backend="process", initializer=init,
+                                      initargs=("db",))}
+    for method in ("default", "spawn"):
+        start = None if method == "default" else method
+        with workpool.Pool(2, initializer=init, initargs=("db",), start_method=start) as pool:
+            first = list(pool.map(task, range(3)))
+            LIMIT = 10   # rebound here: a function the pool first sends now sees it
+            report[method] = [first, list(pool.map(later, range(2)))]
+            LIMIT = 1
+    report["cloudpickle"] = "cloudpickle" in sys.modules
+    print(json.dumps(report))
+"""
+
+
+def test_tasks_see_what_a_scripts_initializer_set_up(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(INITIALIZER_SCRIPT))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+    )
+    report = json.loads(result.stdout)
+    made = ["connection to db", True, "DB"]
+    assert report["oneshot"] == [[*made, 0], [*made, 1]]
+    for method in ("default", "spawn"):
+        assert report[method] == [[[*made, x] for x in range(3)], [10, 10]], method
+    assert report["cloudpickle"] is False

@@ -20,6 +20,17 @@ together from one module share one namespace in the worker, as they shared one i
 caller. Modules travel by name. Whatever this pickler cannot carry (a class defined in
 ``__main__``, an object plain pickle refuses) raises ``NeedsCloudpickle``, and the caller
 falls back to cloudpickle.
+
+A pool's functions are pickled apart (its initializer when it starts, each task's
+function when first used), yet a script's initializer sets up state its tasks read:
+``global conn; conn = connect()``, or ``cache["model"] = load()``. So the functions a
+pool sends (``keep`` given) share one namespace per module of the caller in each
+worker, and each global comes with the identity of the caller's object. A global
+whose caller object arrives again keeps whatever the worker made of it (rebound or
+changed by the initializer or an earlier task, as in a module of its own); one the
+caller has since rebound arrives as it is now. ``keep`` holds the objects so
+identified, so that no other object takes one's identity while the pool lives.
+Functions that cloudpickle carries do not share a namespace this way.
 """
 
 from __future__ import annotations
@@ -28,6 +39,7 @@ import builtins
 import importlib
 import io
 import marshal
+import os
 import pickle
 import sys
 import types
@@ -65,22 +77,44 @@ def global_names(code: types.CodeType) -> set[str]:
     return names
 
 
+# This process among all that may send functions to one worker (a Dask worker serves
+# many): with the id of a module's globals, it names that module's namespace there.
+_PROCESS = os.urandom(8).hex()
+
+
 class _Namespace:
-    """Stands for a module's globals while pickling; becomes a fresh dict in the worker."""
+    """Stands for a module's globals while pickling; becomes a dict in the worker.
 
-    __slots__ = ("module", "origin")
+    A fresh dict, or with ``shared`` the one this module's functions share there.
+    """
 
-    def __init__(self, origin: dict[str, Any], module: str) -> None:
+    __slots__ = ("module", "origin", "shared")
+
+    def __init__(self, origin: dict[str, Any], module: str, shared: bool) -> None:
         self.origin = origin
         self.module = module
+        self.shared = shared
 
-    def __reduce__(self) -> tuple[Any, tuple[str, str | None]]:
+    def __reduce__(self) -> tuple[Any, tuple[str, str | None, str | None]]:
+        key = f"{_PROCESS}:{id(self.origin)}" if self.shared else None
         # __package__ lets a relative import inside the function work in the worker.
-        return _new_namespace, (self.module, self.origin.get("__package__"))
+        return _new_namespace, (self.module, self.origin.get("__package__"), key)
 
 
-def _new_namespace(module: str, package: str | None) -> dict[str, Any]:
-    return {"__builtins__": builtins, "__name__": module, "__package__": package}
+# In a worker: the shared namespaces, by key, and for each the caller's identity of
+# the object each global was last given from.
+_shared_namespaces: dict[str, dict[str, Any]] = {}
+_given: dict[int, dict[str, int]] = {}  # id(namespace) -> {name: the caller's id(object)}
+
+
+def _new_namespace(module: str, package: str | None, key: str | None = None) -> dict[str, Any]:
+    namespace = _shared_namespaces.get(key) if key is not None else None
+    if namespace is None:
+        namespace = {"__builtins__": builtins, "__name__": module, "__package__": package}
+        if key is not None:
+            _shared_namespaces[key] = namespace
+            _given[id(namespace)] = {}
+    return namespace
 
 
 def _make_function(
@@ -94,7 +128,16 @@ _EMPTY_CELL = ("workpool", "empty cell")
 
 
 def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
-    fn.__globals__.update(state.pop("globals"))
+    reads = state.pop("globals")
+    identities = state.pop("identities")
+    given = _given.get(id(fn.__globals__)) if identities is not None else None
+    if given is None:
+        fn.__globals__.update(reads)
+    else:  # a shared namespace: what the worker made of an object it had is kept
+        for name, value in reads.items():
+            if given.get(name) != identities[name]:
+                fn.__globals__[name] = value
+                given[name] = identities[name]
     for cell, value in zip(fn.__closure__ or (), state.pop("closure")):
         if value != _EMPTY_CELL:
             cell.cell_contents = value
@@ -105,10 +148,11 @@ def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
 class _ByValuePickler(pickle.Pickler):
     """The standard pickler, taught to carry functions and modules the way the worker needs."""
 
-    def __init__(self, file: io.BytesIO) -> None:
+    def __init__(self, file: io.BytesIO, keep: list[Any] | None) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         # One stand-in per module namespace, kept alive so pickle's memo (by id) holds.
         self._namespaces: dict[int, _Namespace] = {}
+        self._keep = keep  # the globals sent with their identity (shared namespaces)
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.FunctionType):
@@ -124,15 +168,20 @@ class _ByValuePickler(pickle.Pickler):
         return NotImplemented
 
     def _reduce_function(self, fn: types.FunctionType) -> Any:
+        shared = self._keep is not None
         namespace = self._namespaces.get(id(fn.__globals__))
         if namespace is None:
-            namespace = _Namespace(fn.__globals__, fn.__module__ or "__main__")
+            namespace = _Namespace(fn.__globals__, fn.__module__ or "__main__", shared)
             self._namespaces[id(fn.__globals__)] = namespace
         code = fn.__code__
         module_globals = fn.__globals__
         reads = {
             name: module_globals[name] for name in global_names(code) if name in module_globals
         }
+        identities = None
+        if self._keep is not None:
+            identities = {name: id(value) for name, value in reads.items()}
+            self._keep.extend(reads.values())
         closure = []
         for cell in fn.__closure__ or ():
             try:
@@ -141,6 +190,7 @@ class _ByValuePickler(pickle.Pickler):
                 closure.append(_EMPTY_CELL)
         state = {
             "globals": reads,
+            "identities": identities,
             "closure": closure,
             "__defaults__": fn.__defaults__,
             "__kwdefaults__": fn.__kwdefaults__,
@@ -153,9 +203,14 @@ class _ByValuePickler(pickle.Pickler):
         return _make_function, skeleton_args, state, None, None, _fill_function
 
 
-def dumps_by_value(obj: object) -> bytes:
+def dumps_by_value(obj: object, keep: list[Any] | None = None) -> bytes:
     """Pickle ``obj``, carrying functions by value; raises ``NeedsCloudpickle`` or what
-    pickle raised when only cloudpickle could do it."""
+    pickle raised when only cloudpickle could do it.
+
+    With ``keep`` (a pool's functions and initializer), the functions' namespaces are
+    shared in the worker (see the module's docstring), and the globals sent are added
+    to ``keep``, which the caller holds as long as the pool may send this payload.
+    """
     buffer = io.BytesIO()
-    _ByValuePickler(buffer).dump(obj)
+    _ByValuePickler(buffer, keep).dump(obj)
     return buffer.getvalue()

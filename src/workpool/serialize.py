@@ -38,20 +38,23 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 loads = pickle.loads
 
 
-def dumps_function(fn: object) -> bytes:
+def dumps_function(fn: object, keep: list[Any] | None = None) -> bytes:
     """Pickle a callable (or a tuple holding some): by name where it can, else by value.
 
     Functions that cannot go by name (defined in ``__main__``, lambdas, closures) go by
     value with the standard library (``byvalue``) when it can carry them, and through
     cloudpickle otherwise. Once cloudpickle is imported, it does all of it, so that
     modules the program registered with ``cloudpickle.register_pickle_by_value`` still
-    travel by value.
+    travel by value. ``keep``: this is a pool's function or initializer, whose worker
+    state its other functions see (``byvalue``); hold ``keep`` while the pool lives.
     """
     if "cloudpickle" not in sys.modules:
         try:
-            return dumps_by_value(fn)
+            return dumps_by_value(fn, keep)
         except Exception:  # NeedsCloudpickle, or something plain pickle refuses
-            pass
+            if keep is not None:
+                keep.clear()
+
     import cloudpickle
 
     payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
@@ -59,13 +62,17 @@ def dumps_function(fn: object) -> bytes:
 
 
 class FunctionRef:
-    """A function pickled once, and the id workers know it by."""
+    """A function pickled once, and the id workers know it by.
 
-    __slots__ = ("fn_id", "payload")  # not a NamedTuple: that costs a compile at import
+    ``kept``: the globals it was pickled with by value, held while the pool holds it.
+    """
 
-    def __init__(self, fn_id: int, payload: bytes) -> None:
+    __slots__ = ("fn_id", "kept", "payload")  # not a NamedTuple: that costs a compile
+
+    def __init__(self, fn_id: int, payload: bytes, kept: list[Any] | None = None) -> None:
         self.fn_id = fn_id
         self.payload = payload
+        self.kept = kept
 
 
 class FunctionRegistry:
@@ -92,7 +99,8 @@ class FunctionRegistry:
             if entry is not None and entry[0]() is fn:  # a dead function's id may be reused
                 self._entries.move_to_end(key)
                 return entry[1]
-        ref = FunctionRef(next(self._ids), dumps_function(fn))
+        kept: list[Any] = []
+        ref = FunctionRef(next(self._ids), dumps_function(fn, kept), kept)
         try:
             holder: Callable[[], object] = weakref.ref(fn)
         except TypeError:  # a callable object that refuses weak references

@@ -69,8 +69,12 @@ class Supervisor:
         self._launcher = launcher
         # Told each worker's label and start-up interval (for timelines), if anyone asks.
         self._worker_started = worker_started
+        # The globals it goes with by value, held while the pool lives (``byvalue``).
+        self._initializer_kept: list[object] = []
         self._initializer_payload = (
-            dumps_function((spec.initializer, spec.initargs)) if spec.initializer else None
+            dumps_function((spec.initializer, spec.initargs), self._initializer_kept)
+            if spec.initializer
+            else None
         )
         self._slots = SharedSlots(spec.workers)
         self._slot_view = self._slots.view
