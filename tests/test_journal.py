@@ -7,6 +7,7 @@ as a call drives it: open, read what is done, verify, record, close.
 from __future__ import annotations
 
 import collections
+import contextlib
 import enum
 import functools
 import operator
@@ -19,6 +20,7 @@ import sys
 import textwrap
 import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -272,8 +274,9 @@ sys.stdin.read()  # until the test closes our stdin, or kills us
 """
 
 
-def test_a_file_in_use_is_busy_and_freed_when_its_holder_is_killed(path: str) -> None:
-    Path(path + ".lock").write_text("99999999999\n")  # left by a holder killed before
+@contextlib.contextmanager
+def held_by_another_process(path: str) -> Iterator[int]:
+    """Another process holds the checkpoint at ``path`` until the block ends (killed)."""
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, path],
         stdin=subprocess.PIPE,
@@ -283,14 +286,20 @@ def test_a_file_in_use_is_busy_and_freed_when_its_holder_is_killed(path: str) ->
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline() == "holding\n"
-        with pytest.raises(workpool.CheckpointBusy, match=f"in use by process {holder.pid}"):
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_file_in_use_is_busy_and_freed_when_its_holder_is_killed(path: str) -> None:
+    Path(path + ".lock").write_text("99999999999\n")  # left by a holder killed before
+    with held_by_another_process(path) as pid:
+        with pytest.raises(workpool.CheckpointBusy, match=f"in use by process {pid}"):
             Journal(path, square)
         for edit in (clear, accept):
             with pytest.raises(workpool.CheckpointBusy):
                 edit(path)
-    finally:
-        holder.kill()
-        holder.wait()
     with Journal(path, square) as journal:  # the kernel released the dead holder's lock
         assert journal.items_done == 0
 
@@ -300,20 +309,11 @@ def test_a_file_in_use_is_busy_under_another_name_too(path: str) -> None:
     os.symlink(path, link)
     with Journal(path, square), pytest.raises(workpool.CheckpointBusy):
         Journal(link, square)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, link],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "holding\n"
-        with pytest.raises(workpool.CheckpointBusy, match=f"in use by process {holder.pid}"):
-            Journal(path, square)
-    finally:
-        holder.kill()
-        holder.wait()
+    with (
+        held_by_another_process(link) as pid,
+        pytest.raises(workpool.CheckpointBusy, match=f"in use by process {pid}"),
+    ):
+        Journal(path, square)
 
 
 def test_two_calls_in_one_process_cannot_share_a_file(path: str) -> None:
