@@ -145,14 +145,22 @@ def test_a_pools_functions_pickled_apart_share_what_the_worker_made_of_a_global(
     def task() -> tuple[Any, Any, int]:
         return _placeholder, _filled.get("model"), LIMIT
 
-    kept: list[Any] = []
-    setup_payload = dumps_by_value(setup, kept)
-    task_payload = dumps_by_value(task, kept)  # apart, as a pool sends them
-    assert any(value is _filled for value in kept)  # held while the pool may send them
+    setup_payload = dumps_by_value(setup, shared=True)
+    task_payload = dumps_by_value(task, shared=True)  # apart, as a pool sends them
     pickle.loads(setup_payload)("db")
     assert pickle.loads(task_payload)() == ("connection to db", "DB", 3)
     assert _placeholder is None and not _filled  # the caller's own are untouched
-    # Without ``keep`` (data, not a pool's function) each payload has its own namespace.
+    # Changed here since, a global reaches the functions sent after as it is now.
+    _filled["model"] = "mine"
+    try:
+        assert pickle.loads(dumps_by_value(task, shared=True))() == (
+            "connection to db",
+            "mine",
+            3,
+        )
+    finally:
+        _filled.clear()
+    # Not a pool's (data pickled by value): each payload has namespaces of its own.
     pickle.loads(dumps_by_value(setup))("other")
     assert pickle.loads(dumps_by_value(task))() == (None, None, 3)
 
@@ -180,14 +188,13 @@ def later(x):
 if __name__ == "__main__":
     report = {"oneshot": workpool.map(task, range(2), backend="process", initializer=init,
                                       initargs=("db",))}
-    for method in ("default", "spawn"):
+    for method in ("default", "spawn", "fork"):  # fork imports cloudpickle, which stays unused
         start = None if method == "default" else method
         with workpool.Pool(2, initializer=init, initargs=("db",), start_method=start) as pool:
             first = list(pool.map(task, range(3)))
             LIMIT = 10   # rebound here: a function the pool first sends now sees it
             report[method] = [first, list(pool.map(later, range(2)))]
             LIMIT = 1
-    report["cloudpickle"] = "cloudpickle" in sys.modules
     print(json.dumps(report))
 """
 
@@ -201,6 +208,21 @@ def test_tasks_see_what_a_scripts_initializer_set_up(tmp_path: Path) -> None:
     report = json.loads(result.stdout)
     made = ["connection to db", True, "DB"]
     assert report["oneshot"] == [[*made, 0], [*made, 1]]
-    for method in ("default", "spawn"):
+    for method in ("default", "spawn", "fork"):
         assert report[method] == [[[*made, x] for x in range(3)], [10, 10]], method
-    assert report["cloudpickle"] is False
+
+
+def test_cloudpickle_carries_everything_only_once_a_module_is_registered_by_value() -> None:
+    import cloudpickle
+
+    import helpers
+
+    assert b"workpool.byvalue" in dumps_function(lambda x: x)  # imported, yet unused
+    cloudpickle.register_pickle_by_value(helpers)
+    try:
+        payload = dumps_function(helpers.square)
+        assert b"cloudpickle" in payload  # the registered module's function, by value
+        assert pickle.loads(payload)(7) == 49
+    finally:
+        cloudpickle.unregister_pickle_by_value(helpers)
+    assert b"helpers" in dumps_function(helpers.square)  # by name again

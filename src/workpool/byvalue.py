@@ -24,13 +24,13 @@ falls back to cloudpickle.
 A pool's functions are pickled apart (its initializer when it starts, each task's
 function when first used), yet a script's initializer sets up state its tasks read:
 ``global conn; conn = connect()``, or ``cache["model"] = load()``. So the functions a
-pool sends (``keep`` given) share one namespace per module of the caller in each
-worker, and each global comes with the identity of the caller's object. A global
-whose caller object arrives again keeps whatever the worker made of it (rebound or
-changed by the initializer or an earlier task, as in a module of its own); one the
-caller has since rebound arrives as it is now. ``keep`` holds the objects so
-identified, so that no other object takes one's identity while the pool lives.
-Functions that cloudpickle carries do not share a namespace this way.
+pool sends (``shared``) share one namespace per module of the caller in each worker,
+and each global comes with a fingerprint of the caller's value (a digest of its plain
+pickle). A global whose fingerprint arrives again keeps whatever the worker made of it
+(rebound or changed by the initializer or an earlier task, as in a module of its own);
+one the caller has changed since arrives as it is now, as does one without a
+fingerprint (a function, or a value plain pickle refuses). Functions that cloudpickle
+carries do not share a namespace this way.
 """
 
 from __future__ import annotations
@@ -101,10 +101,10 @@ class _Namespace:
         return _new_namespace, (self.module, self.origin.get("__package__"), key)
 
 
-# In a worker: the shared namespaces, by key, and for each the caller's identity of
-# the object each global was last given from.
+# In a worker: the shared namespaces, by key, and for each the fingerprint of the
+# caller's value each global was last given.
 _shared_namespaces: dict[str, dict[str, Any]] = {}
-_given: dict[int, dict[str, int]] = {}  # id(namespace) -> {name: the caller's id(object)}
+_given: dict[int, dict[str, bytes | None]] = {}  # id(namespace) -> {name: fingerprint}
 
 
 def _new_namespace(module: str, package: str | None, key: str | None = None) -> dict[str, Any]:
@@ -129,15 +129,16 @@ _EMPTY_CELL = ("workpool", "empty cell")
 
 def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
     reads = state.pop("globals")
-    identities = state.pop("identities")
-    given = _given.get(id(fn.__globals__)) if identities is not None else None
+    fingerprints = state.pop("fingerprints")
+    given = _given.get(id(fn.__globals__)) if fingerprints is not None else None
     if given is None:
         fn.__globals__.update(reads)
-    else:  # a shared namespace: what the worker made of an object it had is kept
+    else:  # a shared namespace: what the worker made of a value it was given is kept
         for name, value in reads.items():
-            if given.get(name) != identities[name]:
+            fingerprint = fingerprints[name]
+            if fingerprint is None or given.get(name) != fingerprint:
                 fn.__globals__[name] = value
-                given[name] = identities[name]
+                given[name] = fingerprint
     for cell, value in zip(fn.__closure__ or (), state.pop("closure")):
         if value != _EMPTY_CELL:
             cell.cell_contents = value
@@ -145,14 +146,29 @@ def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
         setattr(fn, attribute, value)
 
 
+def _fingerprint(value: Any) -> bytes | None:
+    """A digest of ``value``'s plain pickle; None for a function or what pickle refuses."""
+    if isinstance(value, types.FunctionType):
+        return None
+    try:
+        data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        return None
+    try:  # BLAKE2 itself: hashlib would also load OpenSSL, milliseconds at a pool's start
+        from _blake2 import blake2b
+    except ImportError:  # pragma: no cover - a Python without the _blake2 module
+        from hashlib import blake2b
+    return blake2b(data, digest_size=16).digest()
+
+
 class _ByValuePickler(pickle.Pickler):
     """The standard pickler, taught to carry functions and modules the way the worker needs."""
 
-    def __init__(self, file: io.BytesIO, keep: list[Any] | None) -> None:
+    def __init__(self, file: io.BytesIO, shared: bool) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         # One stand-in per module namespace, kept alive so pickle's memo (by id) holds.
         self._namespaces: dict[int, _Namespace] = {}
-        self._keep = keep  # the globals sent with their identity (shared namespaces)
+        self._shared = shared  # a pool's functions: namespaces shared in the worker
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, types.FunctionType):
@@ -168,20 +184,18 @@ class _ByValuePickler(pickle.Pickler):
         return NotImplemented
 
     def _reduce_function(self, fn: types.FunctionType) -> Any:
-        shared = self._keep is not None
         namespace = self._namespaces.get(id(fn.__globals__))
         if namespace is None:
-            namespace = _Namespace(fn.__globals__, fn.__module__ or "__main__", shared)
+            namespace = _Namespace(fn.__globals__, fn.__module__ or "__main__", self._shared)
             self._namespaces[id(fn.__globals__)] = namespace
         code = fn.__code__
         module_globals = fn.__globals__
         reads = {
             name: module_globals[name] for name in global_names(code) if name in module_globals
         }
-        identities = None
-        if self._keep is not None:
-            identities = {name: id(value) for name, value in reads.items()}
-            self._keep.extend(reads.values())
+        fingerprints = None
+        if self._shared:
+            fingerprints = {name: _fingerprint(value) for name, value in reads.items()}
         closure = []
         for cell in fn.__closure__ or ():
             try:
@@ -190,7 +204,7 @@ class _ByValuePickler(pickle.Pickler):
                 closure.append(_EMPTY_CELL)
         state = {
             "globals": reads,
-            "identities": identities,
+            "fingerprints": fingerprints,
             "closure": closure,
             "__defaults__": fn.__defaults__,
             "__kwdefaults__": fn.__kwdefaults__,
@@ -203,14 +217,13 @@ class _ByValuePickler(pickle.Pickler):
         return _make_function, skeleton_args, state, None, None, _fill_function
 
 
-def dumps_by_value(obj: object, keep: list[Any] | None = None) -> bytes:
+def dumps_by_value(obj: object, *, shared: bool = False) -> bytes:
     """Pickle ``obj``, carrying functions by value; raises ``NeedsCloudpickle`` or what
     pickle raised when only cloudpickle could do it.
 
-    With ``keep`` (a pool's functions and initializer), the functions' namespaces are
-    shared in the worker (see the module's docstring), and the globals sent are added
-    to ``keep``, which the caller holds as long as the pool may send this payload.
+    ``shared``: a pool's functions and initializer, whose namespaces its workers share
+    (see the module's docstring); other payloads each get namespaces of their own.
     """
     buffer = io.BytesIO()
-    _ByValuePickler(buffer, keep).dump(obj)
+    _ByValuePickler(buffer, shared).dump(obj)
     return buffer.getvalue()

@@ -38,22 +38,21 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 loads = pickle.loads
 
 
-def dumps_function(fn: object, keep: list[Any] | None = None) -> bytes:
+def dumps_function(fn: object, *, shared: bool = False) -> bytes:
     """Pickle a callable (or a tuple holding some): by name where it can, else by value.
 
     Functions that cannot go by name (defined in ``__main__``, lambdas, closures) go by
     value with the standard library (``byvalue``) when it can carry them, and through
-    cloudpickle otherwise. Once cloudpickle is imported, it does all of it, so that
-    modules the program registered with ``cloudpickle.register_pickle_by_value`` still
-    travel by value. ``keep``: this is a pool's function or initializer, whose worker
-    state its other functions see (``byvalue``); hold ``keep`` while the pool lives.
+    cloudpickle otherwise. Once the program has registered a module with
+    ``cloudpickle.register_pickle_by_value``, cloudpickle does all of it, so that the
+    functions of that module still travel by value. ``shared``: a pool's function or
+    initializer, whose worker state the pool's other functions see (``byvalue``).
     """
-    if "cloudpickle" not in sys.modules:
+    if not _cloudpickle_takes_all():
         try:
-            return dumps_by_value(fn, keep)
+            return dumps_by_value(fn, shared=shared)
         except Exception:  # NeedsCloudpickle, or something plain pickle refuses
-            if keep is not None:
-                keep.clear()
+            pass
 
     import cloudpickle
 
@@ -61,18 +60,23 @@ def dumps_function(fn: object, keep: list[Any] | None = None) -> bytes:
     return payload
 
 
+def _cloudpickle_takes_all() -> bool:
+    """Has the program asked cloudpickle to carry modules by value (which only it knows)?"""
+    cloudpickle = sys.modules.get("cloudpickle")
+    if cloudpickle is None:
+        return False
+    registered = getattr(cloudpickle, "list_registry_pickle_by_value", None)
+    return registered is None or bool(registered())
+
+
 class FunctionRef:
-    """A function pickled once, and the id workers know it by.
+    """A function pickled once, and the id workers know it by."""
 
-    ``kept``: the globals it was pickled with by value, held while the pool holds it.
-    """
+    __slots__ = ("fn_id", "payload")  # not a NamedTuple: that costs a compile at import
 
-    __slots__ = ("fn_id", "kept", "payload")  # not a NamedTuple: that costs a compile
-
-    def __init__(self, fn_id: int, payload: bytes, kept: list[Any] | None = None) -> None:
+    def __init__(self, fn_id: int, payload: bytes) -> None:
         self.fn_id = fn_id
         self.payload = payload
-        self.kept = kept
 
 
 class FunctionRegistry:
@@ -99,8 +103,7 @@ class FunctionRegistry:
             if entry is not None and entry[0]() is fn:  # a dead function's id may be reused
                 self._entries.move_to_end(key)
                 return entry[1]
-        kept: list[Any] = []
-        ref = FunctionRef(next(self._ids), dumps_function(fn, kept), kept)
+        ref = FunctionRef(next(self._ids), dumps_function(fn, shared=True))
         try:
             holder: Callable[[], object] = weakref.ref(fn)
         except TypeError:  # a callable object that refuses weak references

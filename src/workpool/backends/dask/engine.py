@@ -126,7 +126,9 @@ class DaskBackend(Backend):
         self._session_id = uuid.uuid4().hex
         initializer = None
         if spec.initializer is not None:
-            initializer = dumps_function(functools.partial(spec.initializer, *spec.initargs))
+            initializer = dumps_function(
+                functools.partial(spec.initializer, *spec.initargs), shared=True
+            )
         self._session = SessionInfo(self._session_id, initializer, spec.max_tasks_per_worker)
         _run_exit_hook_first()
         self._functions = FunctionRegistry()

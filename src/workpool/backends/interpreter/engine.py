@@ -112,13 +112,10 @@ class InterpreterBackend(ThreadedBackend):
 
     def __init__(self, spec: PoolSpec, *, recorder: Recorder | None = None) -> None:
         self._init_payload = b""
-        self._init_kept: list[object] = []  # held while the pool lives (``byvalue``)
         if spec.initializer is not None:
             # Pickled now, so that one that cannot be pickled fails here, at once.
             try:
-                self._init_payload = dumps_function(
-                    (spec.initializer, spec.initargs), self._init_kept
-                )
+                self._init_payload = dumps_function((spec.initializer, spec.initargs), shared=True)
             except Exception as exc:
                 raise TypeError(
                     f"the initializer {spec.initializer!r} and its initargs cannot be sent to "

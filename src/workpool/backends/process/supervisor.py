@@ -69,10 +69,8 @@ class Supervisor:
         self._launcher = launcher
         # Told each worker's label and start-up interval (for timelines), if anyone asks.
         self._worker_started = worker_started
-        # The globals it goes with by value, held while the pool lives (``byvalue``).
-        self._initializer_kept: list[object] = []
         self._initializer_payload = (
-            dumps_function((spec.initializer, spec.initargs), self._initializer_kept)
+            dumps_function((spec.initializer, spec.initargs), shared=True)
             if spec.initializer
             else None
         )
