@@ -29,8 +29,8 @@ and each global comes with a fingerprint of the caller's value (a digest of its 
 pickle). A global whose fingerprint arrives again keeps whatever the worker made of it
 (rebound or changed by the initializer or an earlier task, as in a module of its own);
 one the caller has changed since arrives as it is now, as does one without a
-fingerprint (a function, or a value plain pickle refuses). Functions that cloudpickle
-carries do not share a namespace this way.
+fingerprint (a function, a value over a megabyte, or one plain pickle refuses).
+Functions that cloudpickle carries do not share a namespace this way.
 """
 
 from __future__ import annotations
@@ -146,13 +146,23 @@ def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
         setattr(fn, attribute, value)
 
 
+# Values larger than this get no fingerprint: pickling and digesting a big array twice
+# would cost more than the worker's state in it is likely to be worth.
+_FINGERPRINT_LIMIT = 1 << 20
+
+
 def _fingerprint(value: Any) -> bytes | None:
-    """A digest of ``value``'s plain pickle; None for a function or what pickle refuses."""
+    """A digest of ``value``'s plain pickle; None for a function, a value over
+    ``_FINGERPRINT_LIMIT`` bytes, or what plain pickle refuses."""
     if isinstance(value, types.FunctionType):
         return None
     try:
+        if getattr(value, "nbytes", 0) > _FINGERPRINT_LIMIT:  # an array: not pickled twice
+            return None
         data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except Exception:
+        return None
+    if len(data) > _FINGERPRINT_LIMIT:
         return None
     try:  # BLAKE2 itself: hashlib would also load OpenSSL, milliseconds at a pool's start
         from _blake2 import blake2b
