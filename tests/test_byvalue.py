@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from conftest import HAS_INTERPRETERS
 from workpool.byvalue import NeedsCloudpickle, dumps_by_value
 from workpool.serialize import dumps_function
 
@@ -195,6 +196,9 @@ if __name__ == "__main__":
             LIMIT = 10   # rebound here: a function the pool first sends now sees it
             report[method] = [first, list(pool.map(later, range(2)))]
             LIMIT = 1
+    for backend in sys.argv[1:]:  # subinterpreters, where this Python has them
+        report[backend] = workpool.map(task, range(2), backend=backend, initializer=init,
+                                       initargs=("db",))
     print(json.dumps(report))
 """
 
@@ -202,12 +206,19 @@ if __name__ == "__main__":
 def test_tasks_see_what_a_scripts_initializer_set_up(tmp_path: Path) -> None:
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent(INITIALIZER_SCRIPT))
+    backends = ["interpreter"] if HAS_INTERPRETERS else []
     result = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, str(script), *backends],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     report = json.loads(result.stdout)
     made = ["connection to db", True, "DB"]
     assert report["oneshot"] == [[*made, 0], [*made, 1]]
+    for backend in backends:
+        assert report[backend] == [[*made, 0], [*made, 1]], backend
     for method in ("default", "spawn", "fork"):
         assert report[method] == [[[*made, x] for x in range(3)], [10, 10]], method
 
