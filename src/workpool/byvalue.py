@@ -25,7 +25,7 @@ A pool's functions are pickled apart (its initializer when it starts, each task'
 function when first used), yet a script's initializer sets up state its tasks read:
 ``global conn; conn = connect()``, or ``cache["model"] = load()``. So the functions a
 pool sends (``shared``) share one namespace per module of the caller in each worker,
-and each global comes with a fingerprint of the caller's value (a digest of its plain
+and each global comes with a fingerprint of the caller's value (a hash of its plain
 pickle). A global whose fingerprint arrives again keeps whatever the worker made of it
 (rebound or changed by the initializer or an earlier task, as in a module of its own);
 one the caller has changed since arrives as it is now, as does one without a
@@ -164,11 +164,9 @@ def _fingerprint(value: Any) -> bytes | None:
         return None
     if len(data) > _FINGERPRINT_LIMIT:
         return None
-    try:  # BLAKE2 itself: hashlib would also load OpenSSL, milliseconds at a pool's start
-        from _blake2 import blake2b
-    except ImportError:  # pragma: no cover - a Python without the _blake2 module
-        from hashlib import blake2b
-    return blake2b(data, digest_size=16).digest()
+    # Fingerprints are only ever compared with others from this process (the namespace's
+    # key names it): the built-in 64-bit hash of the bytes is enough, and costs no import.
+    return hash(data).to_bytes(8, "little", signed=True)
 
 
 class _ByValuePickler(pickle.Pickler):

@@ -53,7 +53,6 @@ def dumps_function(fn: object, *, shared: bool = False) -> bytes:
             return dumps_by_value(fn, shared=shared)
         except Exception:  # NeedsCloudpickle, or something plain pickle refuses
             pass
-
     import cloudpickle
 
     payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
