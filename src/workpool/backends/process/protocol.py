@@ -118,7 +118,7 @@ def encode_init(initializer_payload: bytes | None) -> list[bytes]:
     return [bytes([INIT]), initializer_payload or b""]
 
 
-def decode_init(body: bytearray) -> memoryview | None:
+def decode_init(body: bytes | bytearray) -> memoryview | None:
     """The initializer's payload from the first frame a worker gets (None: no initializer)."""
     if body[0] != INIT:
         raise ValueError(f"expected INIT as the first message, got kind {body[0]:#x}")
@@ -134,7 +134,16 @@ def decode_init(body: bytearray) -> memoryview | None:
 class ChunkOrder:
     """A chunk as the worker reads it."""
 
-    __slots__ = ("fn_id", "mode", "payload", "seq", "share_threshold", "timed", "tracked")
+    __slots__ = (
+        "fd_count",
+        "fn_id",
+        "mode",
+        "payload",
+        "seq",
+        "share_threshold",
+        "timed",
+        "tracked",
+    )
 
     def __init__(
         self,
@@ -144,6 +153,7 @@ class ChunkOrder:
         tracked: bool,
         timed: bool,
         share_threshold: int | None,
+        fd_count: int,
         payload: memoryview,
     ) -> None:
         self.seq = seq
@@ -152,6 +162,7 @@ class ChunkOrder:
         self.tracked = tracked  # publish each item's start in the slot (it has a task_timeout)
         self.timed = timed  # answer with a TIMED_BATCH (its call is traced)
         self.share_threshold = share_threshold
+        self.fd_count = fd_count  # shared-memory descriptors that came with it
         self.payload = payload
 
 
@@ -166,11 +177,11 @@ class DefineOrder:
         self.payload = payload
 
 
-def decode_chunk(body: bytearray) -> ChunkOrder | DefineOrder | None:
+def decode_chunk(body: bytes | bytearray) -> ChunkOrder | DefineOrder | None:
     """Read a parent-to-worker frame; ``None`` means STOP."""
     kind = body[0]
     if kind == CHUNK:
-        _, seq, fn_id, mode, tracked, timed, threshold, _ = _CHUNK_HEAD.unpack_from(body)
+        _, seq, fn_id, mode, tracked, timed, threshold, fds = _CHUNK_HEAD.unpack_from(body)
         return ChunkOrder(
             seq,
             fn_id,
@@ -178,6 +189,7 @@ def decode_chunk(body: bytearray) -> ChunkOrder | DefineOrder | None:
             tracked,
             timed,
             None if threshold < 0 else threshold,
+            fds,
             memoryview(body)[_CHUNK_HEAD.size :],
         )
     if kind == DEFINE:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workpool.backends.process import prctl, protocol
-from workpool.backends.process.framing import recv_frame, send_frame
+from workpool.backends.process.framing import FrameReader, send_frame
 from workpool.backends.process.parent_watch import WatchEnd, watch_parent
 from workpool.backends.process.slots import SharedSlots
 from workpool.clock import now_ns
@@ -96,11 +96,12 @@ def _serve(
     prctl.set_name("workpool-worker")  # not one more copy of the program, in ps and top
     watch_parent(parent_pid, sock, watch)
     slot = slots.slot(slot_index)
+    reader = FrameReader(sock)
 
-    frame = recv_frame(sock)
-    if frame is None:
+    body = reader.receive()
+    if body is None:
         return
-    initializer_payload = protocol.decode_init(frame[0])
+    initializer_payload = protocol.decode_init(body)
     if initializer_payload is not None:
         try:
             initializer, initargs = loads(initializer_payload)
@@ -115,14 +116,10 @@ def _serve(
     # unpickling it kills the process, the parent then knows which task was running.
     functions: dict[int, Callable[..., Any] | memoryview] = {}
     while True:
-        frame = recv_frame(sock)
-        if frame is None:  # the parent is gone
+        body = reader.receive()
+        if body is None:  # the parent is gone
             break
-        body, fds = frame
         order = protocol.decode_chunk(body)
-        if not isinstance(order, protocol.ChunkOrder):
-            for fd in fds:  # only chunks carry shared memory
-                os.close(fd)
         if order is None:
             break
         if isinstance(order, protocol.DefineOrder):
@@ -130,6 +127,7 @@ def _serve(
             if order.evict_id is not None:
                 functions.pop(order.evict_id, None)
             continue
+        fds = reader.take_fds(order.fd_count)
         slot[protocol.SLOT_SEQ] = order.seq
         started = time.perf_counter()
         received = run = now_ns() if order.timed else 0
