@@ -124,7 +124,12 @@ def _make_function(
     return types.FunctionType(marshal.loads(code), namespace, name, None, cells)
 
 
-_EMPTY_CELL = ("workpool", "empty cell")
+class _EmptyCell:
+    """Stands for a closure cell not yet assigned; found again by type, never compared
+    (an array or a data frame in a cell answers ``==`` element by element)."""
+
+
+_EMPTY_CELL = _EmptyCell()
 
 
 def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
@@ -140,7 +145,7 @@ def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
                 fn.__globals__[name] = value
                 given[name] = fingerprint
     for cell, value in zip(fn.__closure__ or (), state.pop("closure")):
-        if value != _EMPTY_CELL:
+        if not isinstance(value, _EmptyCell):
             cell.cell_contents = value
     for attribute, value in state.items():
         setattr(fn, attribute, value)
