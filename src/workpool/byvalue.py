@@ -43,9 +43,14 @@ import os
 import pickle
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["NeedsCloudpickle", "dumps_by_value", "global_names"]
+__all__ = ["NeedsCloudpickle", "Reducer", "dumps_by_value", "global_names"]
+
+# A pickler's reducer_override to consult first (for objects pickled another way, as
+# the sharing of large arrays does): a reduction, or NotImplemented.
+Reducer = Callable[[Any], Any]
 
 
 class NeedsCloudpickle(Exception):
@@ -177,13 +182,18 @@ def _fingerprint(value: Any) -> bytes | None:
 class _ByValuePickler(pickle.Pickler):
     """The standard pickler, taught to carry functions and modules the way the worker needs."""
 
-    def __init__(self, file: io.BytesIO, shared: bool) -> None:
+    def __init__(self, file: io.BytesIO, shared: bool, reducer: Reducer | None) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         # One stand-in per module namespace, kept alive so pickle's memo (by id) holds.
         self._namespaces: dict[int, _Namespace] = {}
         self._shared = shared  # a pool's functions: namespaces shared in the worker
+        self._reducer = reducer
 
     def reducer_override(self, obj: Any) -> Any:
+        if self._reducer is not None:
+            reduced = self._reducer(obj)
+            if reduced is not NotImplemented:
+                return reduced
         if isinstance(obj, types.FunctionType):
             if _importable(obj):
                 return NotImplemented
@@ -230,13 +240,14 @@ class _ByValuePickler(pickle.Pickler):
         return _make_function, skeleton_args, state, None, None, _fill_function
 
 
-def dumps_by_value(obj: object, *, shared: bool = False) -> bytes:
+def dumps_by_value(obj: object, *, shared: bool = False, reducer: Reducer | None = None) -> bytes:
     """Pickle ``obj``, carrying functions by value; raises ``NeedsCloudpickle`` or what
     pickle raised when only cloudpickle could do it.
 
     ``shared``: a pool's functions and initializer, whose namespaces its workers share
     (see the module's docstring); other payloads each get namespaces of their own.
+    ``reducer`` is consulted first for every object.
     """
     buffer = io.BytesIO()
-    _ByValuePickler(buffer, shared).dump(obj)
+    _ByValuePickler(buffer, shared, reducer).dump(obj)
     return buffer.getvalue()

@@ -7,7 +7,8 @@ frames (``framing.py``) whose body's first byte says what the message is.
 Parent to worker::
 
     INIT    pickled (initializer, initargs)     always the first frame; may be empty
-    DEFINE  fn_id, evict_id, pickled function   the function, sent once per worker
+    DEFINE  fn_id, evict_id, fd count,          the function, sent once per worker
+            pickled function
     CHUNK   seq, fn_id, mode, tracked, timed,    consecutive inputs to run
             share threshold, fd count, items
     STOP                                         finish queued chunks, then exit
@@ -76,7 +77,8 @@ INIT_FAILED = 0x49  # "I"
 BATCH = 0x42  # "B"
 TIMED_BATCH = 0x62  # "b"
 
-_DEFINE_HEAD = struct.Struct("<Bqq")  # kind, fn_id, evict_id (-1: none)
+# kind, fn_id, evict_id (-1: none), descriptors carried (large arrays the function holds)
+_DEFINE_HEAD = struct.Struct("<BqqH")
 # kind, seq, fn_id, mode, tracked, timed, share threshold (-1: none), descriptors carried
 _CHUNK_HEAD = struct.Struct("<BqqB??qH")
 _BATCH_HEAD = struct.Struct("<BqdH")  # kind, seq, elapsed seconds, descriptors carried
@@ -91,8 +93,9 @@ POSITION_IDLE = -1  # the chunk is not on any item (untracked, or between items)
 WHOLE_CHUNK = -1
 
 
-def encode_define(fn_id: int, payload: bytes, evict_id: int | None) -> list[bytes]:
-    return [_DEFINE_HEAD.pack(DEFINE, fn_id, -1 if evict_id is None else evict_id), payload]
+def encode_define(fn_id: int, payload: bytes, evict_id: int | None, fd_count: int) -> list[bytes]:
+    evict = -1 if evict_id is None else evict_id
+    return [_DEFINE_HEAD.pack(DEFINE, fn_id, evict, fd_count), payload]
 
 
 def encode_chunk(
@@ -169,11 +172,14 @@ class ChunkOrder:
 class DefineOrder:
     """A function to keep, as the worker reads it."""
 
-    __slots__ = ("evict_id", "fn_id", "payload")
+    __slots__ = ("evict_id", "fd_count", "fn_id", "payload")
 
-    def __init__(self, fn_id: int, evict_id: int | None, payload: memoryview) -> None:
+    def __init__(
+        self, fn_id: int, evict_id: int | None, fd_count: int, payload: memoryview
+    ) -> None:
         self.fn_id = fn_id
         self.evict_id = evict_id
+        self.fd_count = fd_count  # shared-memory descriptors that came with it
         self.payload = payload
 
 
@@ -193,9 +199,9 @@ def decode_chunk(body: bytes | bytearray) -> ChunkOrder | DefineOrder | None:
             memoryview(body)[_CHUNK_HEAD.size :],
         )
     if kind == DEFINE:
-        _, fn_id, evict_id = _DEFINE_HEAD.unpack_from(body)
+        _, fn_id, evict_id, fds = _DEFINE_HEAD.unpack_from(body)
         return DefineOrder(
-            fn_id, None if evict_id < 0 else evict_id, memoryview(body)[_DEFINE_HEAD.size :]
+            fn_id, None if evict_id < 0 else evict_id, fds, memoryview(body)[_DEFINE_HEAD.size :]
         )
     if kind == STOP:
         return None

@@ -368,7 +368,8 @@ class Supervisor:
             evict = None
             if len(handle.functions) >= FUNCTION_CACHE_SIZE:
                 evict, _ = handle.functions.popitem(last=False)
-            handle.writer.write(*protocol.encode_define(ref.fn_id, ref.payload, evict))
+            define = protocol.encode_define(ref.fn_id, ref.payload, evict, len(ref.fds))
+            handle.writer.write(*define, fds=ref.fds)
             handle.functions[ref.fn_id] = None
         self._seq += 1
         wire.seq = self._seq

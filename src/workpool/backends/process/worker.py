@@ -49,10 +49,11 @@ def _run_chunk(
     return values, [(position, pack_error(exc)) for position, exc in errors.items()]
 
 
-def _load_function(payload: memoryview) -> Callable[..., Any]:
-    """Unpickle a function; if that fails, a stand-in that raises the reason for each task."""
+def _load_function(payload: memoryview, fds: list[int]) -> Callable[..., Any]:
+    """Unpickle a function (closing ``fds``, its shared memory, once mapped); if that
+    fails, a stand-in that raises the reason for each task."""
     try:
-        fn = loads(payload)
+        fn = loads_sharing(payload, fds)
     except BaseException as exc:
         error = exc
 
@@ -114,7 +115,8 @@ def _serve(
 
     # A function is unpickled when a chunk first needs it, not when it arrives: if
     # unpickling it kills the process, the parent then knows which task was running.
-    functions: dict[int, Callable[..., Any] | memoryview] = {}
+    # Until then it is kept as its pickle and the descriptors that came with it.
+    functions: dict[int, Callable[..., Any] | tuple[memoryview, list[int]]] = {}
     while True:
         body = reader.receive()
         if body is None:  # the parent is gone
@@ -123,9 +125,12 @@ def _serve(
         if order is None:
             break
         if isinstance(order, protocol.DefineOrder):
-            functions[order.fn_id] = order.payload
+            functions[order.fn_id] = (order.payload, reader.take_fds(order.fd_count))
             if order.evict_id is not None:
-                functions.pop(order.evict_id, None)
+                evicted = functions.pop(order.evict_id, None)
+                if isinstance(evicted, tuple):  # never used: its memory is not needed
+                    for fd in evicted[1]:
+                        os.close(fd)
             continue
         fds = reader.take_fds(order.fd_count)
         slot[protocol.SLOT_SEQ] = order.seq
@@ -138,8 +143,8 @@ def _serve(
             errors = [(protocol.WHOLE_CHUNK, pack_error(exc))]
         else:
             fn = functions[order.fn_id]
-            if isinstance(fn, memoryview):
-                fn = functions[order.fn_id] = _load_function(fn)
+            if isinstance(fn, tuple):
+                fn = functions[order.fn_id] = _load_function(*fn)
             if order.timed:
                 run = now_ns()
             values, errors = _run_chunk(fn, order.mode, items, slot, order.tracked)
