@@ -255,6 +255,27 @@ def test_an_array_a_function_holds_is_sent_as_it_is_at_each_call() -> None:
     assert workpool.map(task, [0], backend="process")[0][0] == 7.0
 
 
+HELD: list[Any] = []
+
+
+def hold(array: Any) -> None:
+    HELD[:] = [array]
+
+
+def held_array(position: int) -> tuple[float, bool, str, tuple[int, int] | None]:
+    return (float(HELD[0][position]), *describe(HELD[0]))
+
+
+def test_a_big_array_among_initargs_reaches_workers_in_shared_memory() -> None:
+    big = np.arange(2 * MB // 8, dtype=np.float64)
+    results = workpool.map(
+        held_array, [3, 4], backend="process", workers=2, initializer=hold, initargs=(big,)
+    )
+    assert [value for value, *_ in results] == [3.0, 4.0]
+    assert {(writable, owner) for _, writable, owner, _ in results} == {(True, "Segment")}
+    assert len({identity for *_, identity in results}) == 1
+
+
 def test_small_arrays_and_threshold_none_are_pickled() -> None:
     small = np.arange(100)
     writable, _, identity = workpool.map(describe, [small], backend="process")[0]

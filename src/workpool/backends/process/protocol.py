@@ -6,7 +6,8 @@ frames (``framing.py``) whose body's first byte says what the message is.
 
 Parent to worker::
 
-    INIT    pickled (initializer, initargs)     always the first frame; may be empty
+    INIT    fd count, pickled (initializer,     always the first frame; may be empty
+            initargs)
     DEFINE  fn_id, evict_id, fd count,          the function, sent once per worker
             pickled function
     CHUNK   seq, fn_id, mode, tracked, timed,    consecutive inputs to run
@@ -117,16 +118,21 @@ def encode_stop() -> list[bytes]:
     return [bytes([STOP])]
 
 
-def encode_init(initializer_payload: bytes | None) -> list[bytes]:
-    return [bytes([INIT]), initializer_payload or b""]
+_INIT_HEAD = struct.Struct("<BH")  # kind, descriptors carried (large arrays in initargs)
 
 
-def decode_init(body: bytes | bytearray) -> memoryview | None:
-    """The initializer's payload from the first frame a worker gets (None: no initializer)."""
+def encode_init(initializer_payload: bytes | None, fd_count: int = 0) -> list[bytes]:
+    return [_INIT_HEAD.pack(INIT, fd_count), initializer_payload or b""]
+
+
+def decode_init(body: bytes | bytearray) -> tuple[memoryview | None, int]:
+    """The first frame a worker gets: the initializer's payload (None: no initializer),
+    and how many descriptors came with it."""
     if body[0] != INIT:
         raise ValueError(f"expected INIT as the first message, got kind {body[0]:#x}")
-    payload = memoryview(body)[1:]
-    return payload if len(payload) else None
+    _, fd_count = _INIT_HEAD.unpack_from(body)
+    payload = memoryview(body)[_INIT_HEAD.size :]
+    return (payload if len(payload) else None), fd_count
 
 
 # The messages below, as read, are plain classes with slots rather than NamedTuples:

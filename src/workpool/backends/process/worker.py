@@ -22,7 +22,6 @@ from workpool.backends.process.parent_watch import WatchEnd, watch_parent
 from workpool.backends.process.slots import SharedSlots
 from workpool.clock import now_ns
 from workpool.remote_errors import PackedError, pack_error
-from workpool.serialize import loads
 from workpool.sharing import SharingContext, loads_sharing
 from workpool.tasks import CallMode, call_items
 
@@ -102,10 +101,11 @@ def _serve(
     body = reader.receive()
     if body is None:
         return
-    initializer_payload = protocol.decode_init(body)
+    initializer_payload, fd_count = protocol.decode_init(body)
+    fds = reader.take_fds(fd_count)
     if initializer_payload is not None:
         try:
-            initializer, initargs = loads(initializer_payload)
+            initializer, initargs = loads_sharing(initializer_payload, fds)
             initializer(*initargs)
         except BaseException as exc:
             send_frame(sock, *protocol.encode_init_failed(pack_error(exc)))
