@@ -14,22 +14,15 @@ the peak memory of the process tree above this process's own (RSS and PSS sums).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from benchmarks.measure import TreeMemorySampler, check, timed
-from benchmarks.spec import WORKERS, Framework, Metric, Sample, Workload
+from benchmarks.cases.big_array import run_parts, serial_parts
+from benchmarks.spec import WORKERS, Framework, Metric, Workload
 from benchmarks.workloads import sum_part
 
 HeldSummer = Callable[[Any, int], list[float]]
-MB = 1_000_000
-
-
-def serial_held() -> HeldSummer:
-    """The yardstick: the same calls in this process."""
-    return lambda arr, parts: [sum_part(arr, i, parts) for i in range(parts)]
 
 
 def _workpool() -> Any:
@@ -128,33 +121,9 @@ def mp_spawn_held() -> HeldSummer:
     return run
 
 
-def run_held(factory: Callable[[], HeldSummer], params: Mapping[str, Any]) -> Sample:
-    """Build the array, then time the framework under the process-tree memory sampler."""
-    import numpy as np
-
-    summer = factory()  # imports the library, outside the timer
-    parts = int(params["parts"])
-    arr = np.arange(int(params["megabytes"]) * MB // 8, dtype=np.float64)
-    expected = serial_held()(arr, parts)  # outside the timer; also touches every page
-    with TreeMemorySampler(float(params["sample_interval_s"])) as sampler:
-        seconds, results = timed(lambda: summer(arr, parts))
-    check(len(results) == parts, f"{len(results)} results for {parts} parts")
-    check(
-        all(math.isclose(a, b, rel_tol=1e-12) for a, b in zip(results, expected, strict=True)),
-        "part sums differ from a serial run",
-    )
-    return Sample(
-        {
-            "seconds": seconds,
-            "peak_rss_mb": sampler.rss_delta / MB,
-            "peak_pss_mb": sampler.pss_delta / MB,
-        },
-        {"array_mb": arr.nbytes / MB, "max_processes": sampler.max_processes},
-    )
-
-
 def _framework(key: str, label: str, factory: Callable[[], HeldSummer], **kwargs: Any) -> Framework:
-    return Framework(key, label, partial(run_held, factory), **kwargs)
+    # Built, timed and checked as big_array's: the array is made before the timer.
+    return Framework(key, label, partial(run_parts, factory), **kwargs)
 
 
 WORKLOAD = Workload(
@@ -178,6 +147,6 @@ WORKLOAD = Workload(
         _framework("mp_fork", "multiprocessing.Pool (fork: inherited)", mp_fork_held),
         _framework("ppe_fork", "ProcessPoolExecutor (fork: inherited)", ppe_fork_held),
         _framework("mp_spawn", "multiprocessing.Pool (spawn: initargs)", mp_spawn_held),
-        _framework("serial", "serial calls", serial_held, role="reference"),
+        _framework("serial", "serial calls", serial_parts, role="reference"),
     ),
 )

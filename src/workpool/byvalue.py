@@ -46,11 +46,25 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["NeedsCloudpickle", "Reducer", "dumps_by_value", "global_names"]
+__all__ = ["ConsultsFirst", "NeedsCloudpickle", "Reducer", "dumps_by_value", "global_names"]
 
 # A pickler's reducer_override to consult first (for objects pickled another way, as
 # the sharing of large arrays does): a reduction, or NotImplemented.
 Reducer = Callable[[Any], Any]
+
+
+class ConsultsFirst:
+    """Pickler mixin: ``_reducer``, if set, is asked about every object first; what it
+    leaves (NotImplemented) goes to the next class's ``reducer_override``."""
+
+    _reducer: Reducer | None = None
+
+    def reducer_override(self, obj: Any) -> Any:
+        if self._reducer is not None:
+            reduced = self._reducer(obj)
+            if reduced is not NotImplemented:
+                return reduced
+        return super().reducer_override(obj)  # type: ignore[misc]
 
 
 class NeedsCloudpickle(Exception):
@@ -179,21 +193,16 @@ def _fingerprint(value: Any) -> bytes | None:
     return hash(data).to_bytes(8, "little", signed=True)
 
 
-class _ByValuePickler(pickle.Pickler):
+class _FunctionsByValue(pickle.Pickler):
     """The standard pickler, taught to carry functions and modules the way the worker needs."""
 
-    def __init__(self, file: io.BytesIO, shared: bool, reducer: Reducer | None) -> None:
+    def __init__(self, file: io.BytesIO, shared: bool) -> None:
         super().__init__(file, pickle.HIGHEST_PROTOCOL)
         # One stand-in per module namespace, kept alive so pickle's memo (by id) holds.
         self._namespaces: dict[int, _Namespace] = {}
         self._shared = shared  # a pool's functions: namespaces shared in the worker
-        self._reducer = reducer
 
     def reducer_override(self, obj: Any) -> Any:
-        if self._reducer is not None:
-            reduced = self._reducer(obj)
-            if reduced is not NotImplemented:
-                return reduced
         if isinstance(obj, types.FunctionType):
             if _importable(obj):
                 return NotImplemented
@@ -238,6 +247,12 @@ class _ByValuePickler(pickle.Pickler):
         }
         skeleton_args = (marshal.dumps(code), namespace, fn.__name__, len(closure))
         return _make_function, skeleton_args, state, None, None, _fill_function
+
+
+class _ByValuePickler(ConsultsFirst, _FunctionsByValue):
+    def __init__(self, file: io.BytesIO, shared: bool, reducer: Reducer | None) -> None:
+        super().__init__(file, shared)
+        self._reducer = reducer
 
 
 def dumps_by_value(obj: object, *, shared: bool = False, reducer: Reducer | None = None) -> bytes:

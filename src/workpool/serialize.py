@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from workpool.byvalue import Reducer, dumps_by_value
+from workpool.byvalue import ConsultsFirst, Reducer, dumps_by_value
 
 __all__ = [
     "FunctionRef",
@@ -67,17 +67,10 @@ def hooked_cloudpickler(file: io.BytesIO, reducer: Reducer | None) -> Any:
     if _HookedCloudPickler is None:
         import cloudpickle
 
-        class HookedCloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        class HookedCloudPickler(ConsultsFirst, cloudpickle.Pickler):  # type: ignore[misc]
             def __init__(self, file: io.BytesIO, reducer: Reducer | None) -> None:
                 super().__init__(file, protocol=PROTOCOL)
                 self._reducer = reducer
-
-            def reducer_override(self, obj: Any) -> Any:
-                if self._reducer is not None:
-                    reduced = self._reducer(obj)
-                    if reduced is not NotImplemented:
-                        return reduced
-                return super().reducer_override(obj)
 
         _HookedCloudPickler = HookedCloudPickler
     return _HookedCloudPickler(file, reducer)
