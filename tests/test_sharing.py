@@ -255,6 +255,18 @@ def test_an_array_a_function_holds_is_sent_as_it_is_at_each_call() -> None:
     assert workpool.map(task, [0], backend="process")[0][0] == 7.0
 
 
+def test_a_function_holding_more_large_arrays_than_a_message_carries_still_runs() -> None:
+    from workpool.sharing import MAX_FDS_PER_FRAME
+
+    chunks = [np.full(MB // 8, i, dtype=np.float64) for i in range(MAX_FDS_PER_FRAME + 5)]
+
+    def first_of(i: int) -> float:
+        return float(chunks[i][0])
+
+    last = len(chunks) - 1
+    assert workpool.map(first_of, [0, last], backend="process") == [0.0, float(last)]
+
+
 HELD: list[Any] = []
 
 

@@ -305,6 +305,9 @@ def dumps_function_sharing(
     sending.frame = outgoing
     try:
         payload = dumps_function(fn, shared=True, reducer=sharer.reducer_override)
+    except TooManySegments:  # more large arrays than one message carries: copies, then
+        sending.frame = None
+        return dumps_function(fn, shared=True), [], []
     finally:
         sending.frame = previous
     return payload, outgoing.fds, outgoing.keep
