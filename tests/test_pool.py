@@ -194,6 +194,27 @@ def test_dropped_pool_lets_its_workers_go() -> None:
     assert wait_for(lambda: not live_worker_processes(), timeout=10)
 
 
+@pytest.mark.parametrize("method", ["imap", "map-buffersize"])
+def test_a_pool_dropped_while_its_results_are_read_delivers_them_all(
+    backend: str, method: str
+) -> None:
+    # `for r in Pool().imap(...)`: nothing but the iterator refers to the pool. It must
+    # not shut down under the results (multiprocessing.Pool's imap keeps its pool too).
+    pool = workpool.Pool(2, backend=backend)
+    if method == "imap":
+        results = pool.imap(square, range(300), chunksize=1)
+    else:
+        results = pool.map(square, range(300), buffersize=2)
+    dropped = weakref.ref(pool)
+    del pool
+    gc.collect()
+    assert dropped() is not None, "the pool was let go while its results were pending"
+    assert list(results) == [i * i for i in range(300)]
+    del results
+    gc.collect()
+    assert dropped() is None  # once they are read, the pool goes (and its workers)
+
+
 def test_submit_from_many_threads(backend: str) -> None:
     with workpool.Pool(2, backend=backend) as pool:
         results: list[int] = []

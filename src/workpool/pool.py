@@ -190,7 +190,14 @@ class Pool(concurrent.futures.Executor):
         # Executor.map zips its iterables: with none at all, there is nothing to run.
         inputs, mode, total = prepare_inputs(iterables or ((),), star=False)
         run = MapRun(
-            self._backend, fn, mode, inputs, total, options, eager=options.buffersize is None
+            self._backend,
+            fn,
+            mode,
+            inputs,
+            total,
+            options,
+            eager=options.buffersize is None,
+            owner=self,
         )
         run.start()
         return run.results()
@@ -218,7 +225,7 @@ class Pool(concurrent.futures.Executor):
         options = self._options(locals())
         self._check_open()
         inputs, mode, total = prepare_inputs(iterables, star=False)
-        return MapRun(self._backend, fn, mode, inputs, total, options).results()
+        return MapRun(self._backend, fn, mode, inputs, total, options, owner=self).results()
 
     def starmap(
         self,

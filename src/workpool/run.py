@@ -152,7 +152,9 @@ class MapRun:
     delays a failure until the results before it have been yielded; otherwise the first
     failure is raised as soon as it is seen. ``first_position`` is the input position
     of the first item of ``inputs`` (when earlier items were run elsewhere), and
-    ``progress_bar`` an already running bar to continue.
+    ``progress_bar`` an already running bar to continue. ``owner`` (a ``Pool``) is kept
+    alive as long as the run is: a pool the caller dropped while reading its results
+    would otherwise shut down under them.
 
     With ``options.checkpoint``, the input is read through a ``CheckpointSession``
     (``checkpoint``, or one opened when the results are first asked for): journaled
@@ -179,7 +181,9 @@ class MapRun:
         progress_bar: Any = None,
         checkpoint: CheckpointSession | None = None,
         trace: Recorder | None = None,
+        owner: object = None,
     ) -> None:
+        self._owner = owner
         self._backend = backend
         self._fn = fn
         self._mode = mode
