@@ -225,6 +225,7 @@ class Supervisor:
             if handle is not None and handle.writer.pending:
                 self._watch_writes(handle)
         self._check_overruns()
+        self._restaff()
         self._dispatch()
         return self._keep_going()
 
@@ -656,6 +657,21 @@ class Supervisor:
             has_inbox = bool(self._inbox)
         return has_inbox or bool(self._pending) or self._busy()
 
+    def _restaff(self) -> None:
+        """Start a worker again if work is queued and none is left to take it.
+
+        During shutdown a worker that dies is not replaced when nothing else is queued;
+        a retry of its task, submitted once its failure is handed over, then needs one.
+        """
+        if not self._pending or self._broken is not None:
+            return
+        if any(handle is not None and handle.accepts_work for handle in self._handles):
+            return
+        for slot, handle in enumerate(self._handles):
+            if handle is None:
+                self._start_worker(slot)
+                return
+
     def _busy(self) -> bool:
         return any(h is not None and h.assigned for h in self._handles)
 
@@ -664,6 +680,11 @@ class Supervisor:
             return True
         with self._lock:
             if self._inbox or self._pending or self._busy():
+                return True
+            if self._deliveries:
+                # Handing these over may submit retries of failed tasks, which are still
+                # the work submitted before shutdown: look again once they are handed over.
+                self._wake()
                 return True
             self._accepting = False
         for handle in self._handles:
