@@ -273,6 +273,22 @@ def test_error_while_unpickling_an_argument_costs_that_task() -> None:
     assert "cannot be rebuilt in a worker" in str(results[1])
 
 
+def test_a_worker_at_its_task_limit_is_replaced_when_its_chunk_runs_again() -> None:
+    # The chunk's arguments cannot all be rebuilt in the worker: its items run again one
+    # at a time. The worker, at its max_tasks_per_worker, must retire for another.
+    items: list[object] = [1, RaiseWhenUnpickled(), 3]
+    pool = workpool.Pool(1, backend="process", max_tasks_per_worker=3)
+    try:
+        results = list(
+            pool.map(lambda x: x, items, chunksize=3, return_exceptions=True, timeout=30)
+        )
+    finally:
+        pool.terminate()
+    assert results[0] == 1
+    assert results[2] == 3
+    assert isinstance(results[1], RuntimeError)
+
+
 def test_crash_while_pickling_a_result_costs_that_task() -> None:
     results = workpool.map(
         return_crash_when_pickled,

@@ -432,6 +432,12 @@ class Supervisor:
                     os.close(fd)
             return
         wire = handle.assigned.popleft()
+        self._settle(handle, wire, batch)
+        if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
+            self._send_stop(handle)  # max_tasks_per_worker reached: retire it
+
+    def _settle(self, handle: WorkerHandle, wire: WireChunk, batch: protocol.Batch) -> None:
+        """Deliver a chunk's results, or queue its items again one at a time."""
         chunk = wire.chunk
         decoding = now_ns() if batch.times is not None else 0
         try:
@@ -462,8 +468,6 @@ class Supervisor:
             track = chunk.trace.caller_track("supervisor")
             chunk.trace.span(track, "unpickle", "serialize", decoding, now_ns())
         self._deliver(result)
-        if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
-            self._send_stop(handle)  # max_tasks_per_worker reached: retire it
 
     def _on_exit(self, handle: WorkerHandle) -> None:
         if handle.alive:
