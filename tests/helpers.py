@@ -100,6 +100,27 @@ def recall(_: object) -> object:
     return _state.get("value")
 
 
+class RefusedHere:
+    """Pickles anywhere, but unpickling it fails in the process whose pid it names."""
+
+    def __init__(self, refused_in: int) -> None:
+        self.refused_in = refused_in
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (_rebuild_unless_in, (self.refused_in,))
+
+
+def _rebuild_unless_in(pid: int) -> RefusedHere:
+    if os.getpid() == pid:
+        raise ValueError(f"cannot be rebuilt in process {pid}")
+    return RefusedHere(pid)
+
+
+def result_refused_by(caller: int, bad: int, x: int) -> object:
+    """``x`` squared, except a result the ``caller`` cannot unpickle for ``bad``."""
+    return RefusedHere(caller) if x == bad else x * x
+
+
 def broken_initializer() -> None:
     raise RuntimeError("initializer says no")
 

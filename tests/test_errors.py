@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
+import os
 import time
 
 import pytest
@@ -16,6 +18,7 @@ from helpers import (
     fail_on,
     interrupt_on_one,
     raise_worker_only_error,
+    result_refused_by,
     slow_square,
     square,
     stop_on_two,
@@ -148,6 +151,25 @@ def test_unpicklable_result_fails_only_its_task() -> None:
     notes = "\n".join(result[1].__notes__)
     assert "result" in notes
     assert "input position 1" in notes
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_result_that_cannot_be_unpickled_here_fails_only_its_task(ordered: bool) -> None:
+    # It pickled in the worker, with the chunk's other results: those are not lost.
+    task = functools.partial(result_refused_by, os.getpid(), 3)
+    results = workpool.map(
+        task, range(8), backend="process", chunksize=8, ordered=ordered, return_exceptions=True
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1
+    assert sorted(r for r in results if not isinstance(r, BaseException)) == [
+        i * i for i in range(8) if i != 3
+    ]
+    if ordered:
+        assert isinstance(results[3], ValueError)
+    notes = "\n".join(errors[0].__notes__)
+    assert "could not be unpickled" in notes
+    assert "input position 3" in notes
 
 
 def test_unpicklable_function_is_refused_at_once() -> None:

@@ -443,6 +443,13 @@ class Supervisor:
         try:
             values, packed_errors = batch.decode(handle.reader.take_fds(batch.fd_count))
         except Exception as exc:
+            if len(chunk.items) > 1:
+                # One result spoils the whole batch's pickle: run the items again one at
+                # a time, so that only the task whose result cannot come back fails.
+                self._pending.extendleft(
+                    reversed([wire.split(i, i + 1) for i in range(len(chunk.items))])
+                )
+                return
             add_note(exc, "the results came back from the worker but could not be unpickled")
             self._fail(wire, exc, worker=handle.label)
             return
