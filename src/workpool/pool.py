@@ -105,10 +105,12 @@ class Pool(concurrent.futures.Executor):
         self._shut_down = False
         self._backend = create_backend(self._spec)
         self._retries = RetryPolicy(self._defaults.retries, self._backend.submit)  # for submit()
-        # A pool dropped without shutdown() still lets its workers go.
+        # A pool dropped without shutdown() still lets its workers go. One still here at
+        # exit is not shut down by this then: the backends' exit rule treats it as open.
         self._finalizer = weakref.finalize(
             self, self._backend.shutdown, wait=False, cancel_pending=False
         )
+        self._finalizer.atexit = False
 
     @property
     def backend(self) -> str:

@@ -46,6 +46,7 @@ from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
+from workpool.backends import at_exit
 from workpool.backends.base import Backend, InitializerFailed, broken_by_initializer
 from workpool.backends.deadlines import DeadlineWatch, TimedTask
 from workpool.clock import now_ns
@@ -351,6 +352,7 @@ class ThreadedBackend(Backend):
             dropped = self._flag_stopping(cancel_pending=cancel_pending)
         _fail(dropped, CancelledError("the pool shut down before this task started"))
         if not wait:
+            at_exit.finish_before_exit(self)  # the program exits once the work is done
             return
         current = threading.current_thread()
         while True:  # a leaving worker may start a successor meanwhile

@@ -151,6 +151,11 @@ class Supervisor:
         return [h.pid for h in self._handles if h is not None and h.alive]
 
     @property
+    def shutting_down(self) -> bool:
+        """Whether ``shutdown`` was called (and not ``terminate``): at exit, it finishes."""
+        return self._stopping and not self._terminating
+
+    @property
     def accepting(self) -> bool:
         """Whether ``submit`` would take a chunk now (not stopping, not broken)."""
         with self._lock:
