@@ -116,6 +116,35 @@ def test_input_iterable_that_raises_midway(backend: str) -> None:
     assert live_worker_processes() == []
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("how", ["imap", "Pool.imap"])
+def test_imap_yields_every_result_the_input_gave_before_it_raised(
+    backend: str, how: str, ordered: bool
+) -> None:
+    # As multiprocessing.Pool.imap does: the items read before the input failed ran,
+    # and their results come first; the input's exception is raised where it failed.
+    def items():  # type: ignore[no-untyped-def]
+        yield from range(50)
+        raise OSError("disk went away")
+
+    seen = []
+    with pytest.raises(OSError, match="disk went away") as info:
+        if how == "imap":
+            for value in workpool.imap(
+                square, items(), backend=backend, workers=2, ordered=ordered
+            ):
+                seen.append(value)
+        else:
+            with workpool.Pool(2, backend=backend) as pool:
+                for value in pool.imap(square, items(), ordered=ordered):
+                    seen.append(value)
+    if ordered:
+        assert seen == [x * x for x in range(50)]
+    else:
+        assert sorted(seen) == [x * x for x in range(50)]
+    assert "raised by the input, after its first 50 items" in "\n".join(info.value.__notes__)
+
+
 def test_exception_that_cannot_be_unpickled_still_reports(backend: str) -> None:
     with pytest.raises(Exception, match="1-1") as info:
         workpool.map(raise_worker_only_error, [1], backend=backend)

@@ -218,6 +218,7 @@ class MapRun:
         self._unfinished = 0  # chunks with items still to come
         self._next_start = first_position
         self._exhausted = False
+        self._input_failure: Exception | None = None  # the input's own, raised after its items
         # Large NumPy arguments of this call travel once, in shared memory (processes).
         self._sharing = SharingContext(options.share_threshold)
         self._progress: Any = progress_bar
@@ -340,7 +341,21 @@ class MapRun:
     def _take_and_submit_untraced(self, size: int) -> None:
         checkpoint = self._checkpoint
         if checkpoint is None:
-            items = self._inputs.take(size)
+            try:
+                items = self._inputs.take(size)
+            except Exception as exc:
+                if self._eager:
+                    raise  # Executor.map reads its whole input at once: it fails at once
+                # Lazily read, the input fails at its position in the results: what was
+                # read before it still runs and is yielded first.
+                self._input_failure = exc
+                items = self._inputs.salvage()
+                self._exhausted = True
+                add_note(
+                    exc,
+                    f"workpool: raised by the input, after its first "
+                    f"{self._next_start + len(items)} items",
+                )
             if len(items) < size:
                 self._exhausted = True
             if items:
@@ -401,6 +416,8 @@ class MapRun:
                 else:
                     in_flight = self._unfinished
                 if not in_flight:  # the feeding above found the input exhausted
+                    if self._input_failure is not None:
+                        raise self._input_failure
                     return
                 batch, retried = self._next_batch()
                 if self._trace is None:
