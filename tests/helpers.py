@@ -68,6 +68,30 @@ class Unpicklable:
         self.lock = threading.Lock()
 
 
+class NeedsTwoArguments(Exception):
+    """An exception whose ``__init__`` takes more than it passes on to ``args``."""
+
+    def __init__(self, path: str, code: int) -> None:
+        super().__init__(f"{path} failed with {code}")
+        self.path = path
+        self.code = code
+
+
+class KeywordOnlyError(Exception):
+    """An exception made with a keyword-only argument, holding a lock besides."""
+
+    def __init__(self, *, code: int) -> None:
+        super().__init__(f"code {code}")
+        self.code = code
+        self.lock = threading.Lock()
+
+
+def raise_odd_exception(kind: str) -> None:
+    if kind == "two":
+        raise NeedsTwoArguments("/data/x", 3)
+    raise KeywordOnlyError(code=4)
+
+
 def raise_worker_only_error(x: int) -> int:
     """Raise an exception whose class exists only in the process that runs this.
 

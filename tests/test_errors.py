@@ -14,9 +14,12 @@ import workpool
 from conftest import BACKENDS, live_worker_processes
 from helpers import (
     CountingInput,
+    KeywordOnlyError,
+    NeedsTwoArguments,
     Unpicklable,
     fail_on,
     interrupt_on_one,
+    raise_odd_exception,
     raise_worker_only_error,
     result_refused_by,
     slow_square,
@@ -155,6 +158,22 @@ def test_exception_that_cannot_be_unpickled_still_reports(backend: str) -> None:
         assert "raise_worker_only_error" in error.traceback_text
     else:
         assert type(info.value).__name__ == "WorkerOnlyError"
+
+
+def test_exception_whose_init_takes_other_arguments_keeps_its_type(backend: str) -> None:
+    # Pickle rebuilds an exception as cls(*args): here that call fails, yet the caller
+    # still gets its own type, message and attributes (an attribute that cannot be
+    # pickled, the lock, stays behind, as a note says).
+    two, keyword = workpool.map(
+        raise_odd_exception, ["two", "keyword"], backend=backend, return_exceptions=True
+    )
+    assert type(two) is NeedsTwoArguments
+    assert (str(two), two.path, two.code) == ("/data/x failed with 3", "/data/x", 3)
+    assert type(keyword) is KeywordOnlyError
+    assert (str(keyword), keyword.code) == ("code 4", 4)
+    if backend in ("process", "interpreter"):
+        assert "could not send: lock" in "\n".join(keyword.__notes__)
+        assert "raise_odd_exception" in str(keyword.__cause__)
 
 
 def test_unpicklable_argument_fails_only_its_task() -> None:
