@@ -109,6 +109,34 @@ def test_submit_after_shutdown_raises(backend: str) -> None:
         pool.map(square, [1])
 
 
+def test_shutdown_stops_an_imap_that_reads_on_from_another_thread(backend: str) -> None:
+    # A service's consumer thread reads an endless imap; its main thread shuts the pool
+    # down. The imap may not go on submitting (shutdown would wait for ever): like
+    # Executor.map with buffersize, its next submission raises.
+    pool = workpool.Pool(2, backend=backend)
+    # Tasks that keep the workers busy, so that the pool is never idle between them.
+    results = pool.imap(slow_square, itertools.count(), itertools.repeat(0.01), chunksize=1)
+    outcome: list[BaseException] = []
+    taken = 0
+
+    def consume() -> None:
+        nonlocal taken
+        try:
+            for _ in zip(results, range(400)):  # a bound, should the pool never refuse
+                taken += 1
+        except BaseException as exc:
+            outcome.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    assert wait_for(lambda: taken >= 10 or bool(outcome))
+    pool.shutdown(wait=True)
+    consumer.join(60)
+    assert not consumer.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome
+    assert "shut down" in str(outcome[0])
+
+
 def test_shutdown_waits_for_submitted_work(backend: str) -> None:
     pool = workpool.Pool(2, backend=backend)
     futures = [pool.submit(slow_square, i, 0.02) for i in range(10)]

@@ -141,7 +141,9 @@ class ThreadedBackend(Backend):
         with self._lock:
             if self._broken is not None:
                 raise self._broken
-            if self._stopped:
+            # Once shut down, a pool takes only retries of the work it was given: new work
+            # (a lazy imap reading on) would keep it from ever stopping.
+            if self._stopped or (self._stopping and chunk.attempt == 0):
                 raise RuntimeError("cannot submit work to a pool that has shut down")
             if chunk.task_timeout is not None and len(chunk.items) > 1:
                 # Each timed task runs alone, so a timeout abandons nothing else.

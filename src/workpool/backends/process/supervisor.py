@@ -116,7 +116,9 @@ class Supervisor:
         with self._lock:
             if self._broken is not None:
                 raise errors.BrokenPool(f"the pool is broken: {self._broken}") from self._broken
-            if not self._accepting:
+            # Once shut down, a pool takes only retries of the work it was given: new work
+            # (a lazy imap reading on) would keep it from ever stopping.
+            if not self._accepting or (self._stopping and chunk.attempt == 0):
                 raise RuntimeError("cannot submit work to a pool that has shut down")
             handle = None if self._pending or self._inbox else self._least_busy()
             if handle is None or handle.writer.pending:
