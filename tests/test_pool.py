@@ -178,6 +178,20 @@ def test_cancel_a_pending_future(backend: str) -> None:
         assert queued[-1].cancelled()
 
 
+@pytest.mark.parametrize("backend_name", ["thread", "process"])  # serial: done in submit()
+def test_a_done_callback_that_calls_sys_exit_costs_no_other_result(backend_name: str) -> None:
+    # concurrent.futures logs what a callback raises, but passes SystemExit on, into the
+    # thread that settled the Future: a pool's own thread must not die or break of it.
+    def leave(_: concurrent.futures.Future[int]) -> None:
+        raise SystemExit(3)
+
+    with workpool.Pool(2, backend=backend_name) as pool:
+        futures = [pool.submit(slow_square, i, 0.01) for i in range(6)]
+        futures[0].add_done_callback(leave)
+        assert [f.result(timeout=30) for f in futures] == [i * i for i in range(6)]
+        assert pool.submit(square, 3).result(timeout=30) == 9
+
+
 def test_run_in_executor(backend: str) -> None:
     async def main() -> list[int]:
         loop = asyncio.get_running_loop()

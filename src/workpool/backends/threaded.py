@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
 from workpool.backends import at_exit
-from workpool.backends.base import Backend, InitializerFailed, broken_by_initializer
+from workpool.backends.base import Backend, InitializerFailed, broken_by_initializer, deliver
 from workpool.backends.deadlines import DeadlineWatch, TimedTask
 from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note
@@ -225,7 +225,7 @@ class ThreadedBackend(Backend):
                     return  # abandoned after a timeout; another worker takes the place
                 batches, sound = outcome
                 while batches:
-                    chunk.sink.deliver(batches.pop(0))
+                    deliver(batches.pop(0))
                 if tasks_left is not None:
                     tasks_left -= len(chunk.items)
                 if not sound or context.spent or (tasks_left is not None and tasks_left <= 0):

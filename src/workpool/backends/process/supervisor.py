@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from workpool import errors
 from workpool._options import PoolSpec
+from workpool.backends.base import deliver
 from workpool.backends.process import exit_hook, lifeline, protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.handle import (
@@ -202,7 +203,7 @@ class Supervisor:
             with self._lock:
                 deliveries, self._deliveries = self._deliveries, []
             for batch in deliveries:
-                batch.chunk.sink.deliver(batch)
+                deliver(batch)
 
     def _react(self, events: list[tuple[selectors.SelectorKey, int]]) -> bool:
         exits: list[WorkerHandle] = []
