@@ -68,6 +68,30 @@ class Unpicklable:
         self.lock = threading.Lock()
 
 
+class NeedsTwoArguments(Exception):
+    """An exception whose ``__init__`` takes more than it passes on to ``args``."""
+
+    def __init__(self, path: str, code: int) -> None:
+        super().__init__(f"{path} failed with {code}")
+        self.path = path
+        self.code = code
+
+
+class KeywordOnlyError(Exception):
+    """An exception made with a keyword-only argument, holding a lock besides."""
+
+    def __init__(self, *, code: int) -> None:
+        super().__init__(f"code {code}")
+        self.code = code
+        self.lock = threading.Lock()
+
+
+def raise_odd_exception(kind: str) -> None:
+    if kind == "two":
+        raise NeedsTwoArguments("/data/x", 3)
+    raise KeywordOnlyError(code=4)
+
+
 def raise_worker_only_error(x: int) -> int:
     """Raise an exception whose class exists only in the process that runs this.
 
@@ -98,6 +122,27 @@ def remember(value: object) -> None:
 
 def recall(_: object) -> object:
     return _state.get("value")
+
+
+class RefusedHere:
+    """Pickles anywhere, but unpickling it fails in the process whose pid it names."""
+
+    def __init__(self, refused_in: int) -> None:
+        self.refused_in = refused_in
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return (_rebuild_unless_in, (self.refused_in,))
+
+
+def _rebuild_unless_in(pid: int) -> RefusedHere:
+    if os.getpid() == pid:
+        raise ValueError(f"cannot be rebuilt in process {pid}")
+    return RefusedHere(pid)
+
+
+def result_refused_by(caller: int, bad: int, x: int) -> object:
+    """``x`` squared, except a result the ``caller`` cannot unpickle for ``bad``."""
+    return RefusedHere(caller) if x == bad else x * x
 
 
 def broken_initializer() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
+import os
 import time
 
 import pytest
@@ -12,10 +14,14 @@ import workpool
 from conftest import BACKENDS, live_worker_processes
 from helpers import (
     CountingInput,
+    KeywordOnlyError,
+    NeedsTwoArguments,
     Unpicklable,
     fail_on,
     interrupt_on_one,
+    raise_odd_exception,
     raise_worker_only_error,
+    result_refused_by,
     slow_square,
     square,
     stop_on_two,
@@ -113,6 +119,35 @@ def test_input_iterable_that_raises_midway(backend: str) -> None:
     assert live_worker_processes() == []
 
 
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("how", ["imap", "Pool.imap"])
+def test_imap_yields_every_result_the_input_gave_before_it_raised(
+    backend: str, how: str, ordered: bool
+) -> None:
+    # As multiprocessing.Pool.imap does: the items read before the input failed ran,
+    # and their results come first; the input's exception is raised where it failed.
+    def items():  # type: ignore[no-untyped-def]
+        yield from range(50)
+        raise OSError("disk went away")
+
+    seen = []
+    with pytest.raises(OSError, match="disk went away") as info:
+        if how == "imap":
+            for value in workpool.imap(
+                square, items(), backend=backend, workers=2, ordered=ordered
+            ):
+                seen.append(value)
+        else:
+            with workpool.Pool(2, backend=backend) as pool:
+                for value in pool.imap(square, items(), ordered=ordered):
+                    seen.append(value)
+    if ordered:
+        assert seen == [x * x for x in range(50)]
+    else:
+        assert sorted(seen) == [x * x for x in range(50)]
+    assert "raised by the input, after its first 50 items" in "\n".join(info.value.__notes__)
+
+
 def test_exception_that_cannot_be_unpickled_still_reports(backend: str) -> None:
     with pytest.raises(Exception, match="1-1") as info:
         workpool.map(raise_worker_only_error, [1], backend=backend)
@@ -123,6 +158,22 @@ def test_exception_that_cannot_be_unpickled_still_reports(backend: str) -> None:
         assert "raise_worker_only_error" in error.traceback_text
     else:
         assert type(info.value).__name__ == "WorkerOnlyError"
+
+
+def test_exception_whose_init_takes_other_arguments_keeps_its_type(backend: str) -> None:
+    # Pickle rebuilds an exception as cls(*args): here that call fails, yet the caller
+    # still gets its own type, message and attributes (an attribute that cannot be
+    # pickled, the lock, stays behind, as a note says).
+    two, keyword = workpool.map(
+        raise_odd_exception, ["two", "keyword"], backend=backend, return_exceptions=True
+    )
+    assert type(two) is NeedsTwoArguments
+    assert (str(two), two.path, two.code) == ("/data/x failed with 3", "/data/x", 3)
+    assert type(keyword) is KeywordOnlyError
+    assert (str(keyword), keyword.code) == ("code 4", 4)
+    if backend in ("process", "interpreter"):
+        assert "could not send: lock" in "\n".join(keyword.__notes__)
+        assert "raise_odd_exception" in str(keyword.__cause__)
 
 
 def test_unpicklable_argument_fails_only_its_task() -> None:
@@ -148,6 +199,25 @@ def test_unpicklable_result_fails_only_its_task() -> None:
     notes = "\n".join(result[1].__notes__)
     assert "result" in notes
     assert "input position 1" in notes
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_result_that_cannot_be_unpickled_here_fails_only_its_task(ordered: bool) -> None:
+    # It pickled in the worker, with the chunk's other results: those are not lost.
+    task = functools.partial(result_refused_by, os.getpid(), 3)
+    results = workpool.map(
+        task, range(8), backend="process", chunksize=8, ordered=ordered, return_exceptions=True
+    )
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1
+    assert sorted(r for r in results if not isinstance(r, BaseException)) == [
+        i * i for i in range(8) if i != 3
+    ]
+    if ordered:
+        assert isinstance(results[3], ValueError)
+    notes = "\n".join(errors[0].__notes__)
+    assert "could not be unpickled" in notes
+    assert "input position 3" in notes
 
 
 def test_unpicklable_function_is_refused_at_once() -> None:

@@ -162,6 +162,25 @@ def test_submitted_task_retries(tmp_path: Path) -> None:
         assert pool.submit(fail_first_try(tmp_path), 6).result(timeout=30) == 36
 
 
+@pytest.mark.parametrize("fault", ["exception", "crash"])
+@pytest.mark.parametrize("how", ["submit", "map"])
+def test_a_retry_due_while_the_pool_shuts_down_still_runs(
+    tmp_path: Path, fault: str, how: str
+) -> None:
+    # shutdown() finishes the work submitted before it, and a failed task with
+    # retries left is not finished: its next attempt runs before the workers stop.
+    task = fail_first_try(tmp_path) if fault == "exception" else crash_first_try(tmp_path, 1)
+    pool = workpool.Pool(1, backend="process", retries=1)
+    if how == "submit":
+        future = pool.submit(task, 6)
+        pool.shutdown(wait=True)
+        assert future.result(timeout=30) == 36
+    else:
+        results = pool.map(task, [6])
+        pool.shutdown(wait=True)
+        assert list(results) == [36]
+
+
 def test_timeout_kills_and_replaces_a_hung_worker() -> None:
     begin = time.monotonic()
     results = workpool.map(
@@ -252,6 +271,22 @@ def test_error_while_unpickling_an_argument_costs_that_task() -> None:
     assert results[2] == 3
     assert isinstance(results[1], RuntimeError)
     assert "cannot be rebuilt in a worker" in str(results[1])
+
+
+def test_a_worker_at_its_task_limit_is_replaced_when_its_chunk_runs_again() -> None:
+    # The chunk's arguments cannot all be rebuilt in the worker: its items run again one
+    # at a time. The worker, at its max_tasks_per_worker, must retire for another.
+    items: list[object] = [1, RaiseWhenUnpickled(), 3]
+    pool = workpool.Pool(1, backend="process", max_tasks_per_worker=3)
+    try:
+        results = list(
+            pool.map(lambda x: x, items, chunksize=3, return_exceptions=True, timeout=30)
+        )
+    finally:
+        pool.terminate()
+    assert results[0] == 1
+    assert results[2] == 3
+    assert isinstance(results[1], RuntimeError)
 
 
 def test_crash_while_pickling_a_result_costs_that_task() -> None:

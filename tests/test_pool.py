@@ -109,6 +109,34 @@ def test_submit_after_shutdown_raises(backend: str) -> None:
         pool.map(square, [1])
 
 
+def test_shutdown_stops_an_imap_that_reads_on_from_another_thread(backend: str) -> None:
+    # A service's consumer thread reads an endless imap; its main thread shuts the pool
+    # down. The imap may not go on submitting (shutdown would wait for ever): like
+    # Executor.map with buffersize, its next submission raises.
+    pool = workpool.Pool(2, backend=backend)
+    # Tasks that keep the workers busy, so that the pool is never idle between them.
+    results = pool.imap(slow_square, itertools.count(), itertools.repeat(0.01), chunksize=1)
+    outcome: list[BaseException] = []
+    taken = 0
+
+    def consume() -> None:
+        nonlocal taken
+        try:
+            for _ in zip(results, range(400)):  # a bound, should the pool never refuse
+                taken += 1
+        except BaseException as exc:
+            outcome.append(exc)
+
+    consumer = threading.Thread(target=consume)
+    consumer.start()
+    assert wait_for(lambda: taken >= 10 or bool(outcome))
+    pool.shutdown(wait=True)
+    consumer.join(60)
+    assert not consumer.is_alive()
+    assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome
+    assert "shut down" in str(outcome[0])
+
+
 def test_shutdown_waits_for_submitted_work(backend: str) -> None:
     pool = workpool.Pool(2, backend=backend)
     futures = [pool.submit(slow_square, i, 0.02) for i in range(10)]
@@ -148,6 +176,20 @@ def test_cancel_a_pending_future(backend: str) -> None:
         assert blocker.result(timeout=30) == 1
         assert [f.result(timeout=30) for f in queued[:-1]] == [i * i for i in range(9)]
         assert queued[-1].cancelled()
+
+
+@pytest.mark.parametrize("backend_name", ["thread", "process"])  # serial: done in submit()
+def test_a_done_callback_that_calls_sys_exit_costs_no_other_result(backend_name: str) -> None:
+    # concurrent.futures logs what a callback raises, but passes SystemExit on, into the
+    # thread that settled the Future: a pool's own thread must not die or break of it.
+    def leave(_: concurrent.futures.Future[int]) -> None:
+        raise SystemExit(3)
+
+    with workpool.Pool(2, backend=backend_name) as pool:
+        futures = [pool.submit(slow_square, i, 0.01) for i in range(6)]
+        futures[0].add_done_callback(leave)
+        assert [f.result(timeout=30) for f in futures] == [i * i for i in range(6)]
+        assert pool.submit(square, 3).result(timeout=30) == 9
 
 
 def test_run_in_executor(backend: str) -> None:
@@ -192,6 +234,27 @@ def test_dropped_pool_lets_its_workers_go() -> None:
     del pool
     gc.collect()
     assert wait_for(lambda: not live_worker_processes(), timeout=10)
+
+
+@pytest.mark.parametrize("method", ["imap", "map-buffersize"])
+def test_a_pool_dropped_while_its_results_are_read_delivers_them_all(
+    backend: str, method: str
+) -> None:
+    # `for r in Pool().imap(...)`: nothing but the iterator refers to the pool. It must
+    # not shut down under the results (multiprocessing.Pool's imap keeps its pool too).
+    pool = workpool.Pool(2, backend=backend)
+    if method == "imap":
+        results = pool.imap(square, range(300), chunksize=1)
+    else:
+        results = pool.map(square, range(300), buffersize=2)
+    dropped = weakref.ref(pool)
+    del pool
+    gc.collect()
+    assert dropped() is not None, "the pool was let go while its results were pending"
+    assert list(results) == [i * i for i in range(300)]
+    del results
+    gc.collect()
+    assert dropped() is None  # once they are read, the pool goes (and its workers)
 
 
 def test_submit_from_many_threads(backend: str) -> None:

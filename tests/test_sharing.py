@@ -333,6 +333,22 @@ def test_big_results_come_back_in_shared_memory_and_writable() -> None:
     result[0] = -1  # it is the caller's own array now
 
 
+@pytest.mark.parametrize(
+    ("how", "count"), [("share", 10), ("share", 400_000), ("automatic", 400_000)]
+)
+def test_an_argument_handed_back_is_the_callers_own_writable_array(how: str, count: int) -> None:
+    # It reached the worker read-only because it travelled in shared memory; returned
+    # (here, a view of it), it is a result like any other: writable, and not an alias.
+    array = np.arange(count, dtype=np.float64)  # 80 bytes, or 3.2 MB: shared automatically
+    argument = workpool.share(array) if how == "share" else array
+    result = workpool.map(lambda a: a[1:], [argument], backend="process")[0]
+    assert result[0] == 1
+    assert result.flags.writeable
+    result[0] = -1
+    assert argument[1] == 1
+    assert array[1] == 1
+
+
 def test_segments_are_released_after_errors_and_crashes() -> None:
     from faults import die
 

@@ -46,6 +46,12 @@ SCRIPT = textwrap.dedent(
         time.sleep(30)
         return x
 
+    def finish_later(x):
+        open(os.path.join({marks!r}, str(os.getpid())), "w").close()
+        time.sleep(0.2)
+        open({marks!r} + "-done-" + str(x), "w").close()
+        return x
+
     if __name__ == "__main__":
         mode = sys.argv[1]
         if mode == "map":
@@ -65,6 +71,21 @@ SCRIPT = textwrap.dedent(
             while len(os.listdir({marks!r})) < 2:
                 time.sleep(0.01)
             print("leaving without shutdown", flush=True)
+        elif mode in ("nowait-process", "nowait-thread"):
+            if mode == "nowait-process":
+                pool = workpool.Pool(2, backend="process", start_method={method!r})
+            else:
+                pool = workpool.Pool(2, backend="thread")
+            futures = [pool.submit(finish_later, i) for i in range(6)]
+            pool.shutdown(wait=False)
+            print("leaving after shutdown(wait=False)", flush=True)
+        elif mode == "nowait-then-ctrl-c":
+            pool = workpool.Pool(2, backend="process", start_method={method!r})
+            futures = [pool.submit(report_and_sleep, i) for i in range(4)]
+            while len(os.listdir({marks!r})) < 2:
+                time.sleep(0.01)
+            pool.shutdown(wait=False)
+            raise KeyboardInterrupt
     """
 )
 
@@ -154,6 +175,34 @@ def test_interpreter_exit_with_a_pool_open_leaves_no_worker(tmp_path: Path) -> N
     assert pids
     assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
     assert took < 15
+
+
+@pytest.mark.parametrize("mode", ["nowait-process", "nowait-thread"])
+def test_interpreter_exit_after_shutdown_without_wait_finishes_the_work(
+    tmp_path: Path, mode: str
+) -> None:
+    # concurrent.futures: "Regardless of the value of wait, the entire Python program
+    # will not exit until all pending futures are done executing."
+    parent, marks = start_parent(tmp_path, mode)
+    code, out, err, _ = finish(parent, timeout=60)
+    assert code == 0, err
+    assert "leaving after shutdown(wait=False)" in out
+    assert sorted(p.name for p in tmp_path.glob("pids-done-*")) == [
+        f"pids-done-{i}" for i in range(6)
+    ]
+    pids = worker_pids(marks)
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+
+
+def test_ctrl_c_after_shutdown_without_wait_stops_the_work(tmp_path: Path) -> None:
+    # Its tasks sleep for 30 s: the parent ends long before, without waiting for them.
+    parent, marks = start_parent(tmp_path, "nowait-then-ctrl-c")
+    code, _, err, _ = finish(parent, timeout=20)
+    assert "KeyboardInterrupt" in err
+    assert code != 0
+    pids = worker_pids(marks)
+    assert pids
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
 
 
 # A SIGINT that lands in a weakref callback (the garbage collector's) is reported by

@@ -47,10 +47,23 @@ class InputSource:
             self._position += len(piece)
             return piece
         assert self._iterator is not None
+        taken: list[Any] = []
         if self._peeked and count > 0:
-            first, self._peeked = self._peeked, []
-            return first + list(itertools.islice(self._iterator, count - 1))
-        return list(itertools.islice(self._iterator, count))
+            taken, self._peeked = self._peeked[:count], self._peeked[count:]
+            if self._peeked:
+                return taken
+        try:
+            # list.extend keeps what it appended before the input raised.
+            taken.extend(itertools.islice(self._iterator, count - len(taken)))
+        except BaseException:
+            self._peeked = taken  # read before the failure, not lost: see salvage()
+            raise
+        return taken
+
+    def salvage(self) -> list[Any]:
+        """The items a ``take`` that raised had read before the input failed."""
+        taken, self._peeked = self._peeked, []
+        return taken
 
     def at_end(self) -> bool:
         """Whether no item is left (an iterator's next item is read, and kept for take)."""

@@ -106,10 +106,12 @@ class Pool(concurrent.futures.Executor):
         self._backend = create_backend(self._spec)
         self._retries = RetryPolicy(self._defaults.retries, self._backend.submit)  # for submit()
         self._unread_runs: weakref.WeakSet[MapRun] = weakref.WeakSet()  # see map()
-        # A pool dropped without shutdown() still lets its workers go.
+        # A pool dropped without shutdown() still lets its workers go. One still here at
+        # exit is not shut down by this then: the backends' exit rule treats it as open.
         self._finalizer = weakref.finalize(
             self, self._backend.shutdown, wait=False, cancel_pending=False
         )
+        self._finalizer.atexit = False
 
     @property
     def backend(self) -> str:
@@ -192,7 +194,14 @@ class Pool(concurrent.futures.Executor):
         # Executor.map zips its iterables: with none at all, there is nothing to run.
         inputs, mode, total = prepare_inputs(iterables or ((),), star=False)
         run = MapRun(
-            self._backend, fn, mode, inputs, total, options, eager=options.buffersize is None
+            self._backend,
+            fn,
+            mode,
+            inputs,
+            total,
+            options,
+            eager=options.buffersize is None,
+            owner=self,
         )
         run.start()
         if options.checkpoint is not None or options.trace is not None:
@@ -222,7 +231,7 @@ class Pool(concurrent.futures.Executor):
         options = self._options(locals())
         self._check_open()
         inputs, mode, total = prepare_inputs(iterables, star=False)
-        return MapRun(self._backend, fn, mode, inputs, total, options).results()
+        return MapRun(self._backend, fn, mode, inputs, total, options, owner=self).results()
 
     def starmap(
         self,

@@ -1,9 +1,11 @@
 """A task's exception on its way back from a worker, for every backend that has one far away.
 
 The exception may not pickle (it holds a lock, a frame, a socket), or may not unpickle
-where it arrives (its class needs other arguments, or is not importable there). So it
-travels as a ``PackedError``: the pickled exception when that works, and always its
-type's name, its message and its formatted traceback::
+where it arrives (its ``__init__`` wants other arguments than its ``args``, or its class
+is not importable there). So it travels as a ``PackedError``: the pickled exception, or
+when pickle cannot rebuild it, its class, ``args`` and the attributes that pickle, to be
+rebuilt without ``__init__``; and always its type's name, its message and its formatted
+traceback::
 
     worker (process, subinterpreter)              caller
     --------------------------------              ------
@@ -42,12 +44,64 @@ def pack_error(exc: BaseException, text: str | None = None) -> PackedError:
     except Exception:
         message = "<the exception's str() failed>"
     name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    exc.__traceback__ = None  # frames hold locals that may not pickle, and are in the text
+    pickled: bytes | None
     try:
-        exc.__traceback__ = None  # frames hold locals that may not pickle, and are in the text
-        pickled: bytes | None = dumps_data(exc)
+        pickled = dumps_data(exc)
+        pickle.loads(pickled)  # an exception whose __init__ wants other arguments fails here
     except Exception:
-        pickled = None
+        pickled = _without_init(exc)
     return (pickled, name, message, text)
+
+
+def _without_init(exc: BaseException) -> bytes | None:
+    """Pickle ``exc`` as its class, ``args`` and attributes, to be rebuilt without ``__init__``.
+
+    Exceptions pickle as ``cls(*args)``, which fails for one whose ``__init__`` takes
+    other arguments than it passes on (``def __init__(self, path, code)`` calling
+    ``super().__init__(path)``, keyword-only arguments). Attributes that do not pickle are
+    left out, and a note names them. None if even this does not round-trip here.
+    """
+    state: dict[str, object] = {}
+    left_out: list[str] = []
+    for key, value in getattr(exc, "__dict__", {}).items():
+        try:
+            dumps_data(value)
+        except Exception:
+            left_out.append(key)
+        else:
+            state[key] = value
+    if left_out:
+        notes = list(state.get("__notes__", []))  # type: ignore[call-overload]
+        notes.append(f"workpool: attributes the worker could not send: {', '.join(left_out)}")
+        state["__notes__"] = notes
+    try:
+        pickled = dumps_data(_Rebuild(type(exc), exc.args, state))
+        pickle.loads(pickled)
+    except Exception:
+        return None
+    return pickled
+
+
+class _Rebuild:
+    """Pickles as a call that makes an exception without running its ``__init__``."""
+
+    def __init__(
+        self, cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]
+    ) -> None:
+        self.recipe = (cls, args, state)
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return (_rebuild, self.recipe)
+
+
+def _rebuild(
+    cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]
+) -> BaseException:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 def unpack_error(packed: PackedError) -> BaseException:

@@ -153,7 +153,9 @@ class MapRun:
     delays a failure until the results before it have been yielded; otherwise the first
     failure is raised as soon as it is seen. ``first_position`` is the input position
     of the first item of ``inputs`` (when earlier items were run elsewhere), and
-    ``progress_bar`` an already running bar to continue.
+    ``progress_bar`` an already running bar to continue. ``owner`` (a ``Pool``) is kept
+    alive as long as the run is: a pool the caller dropped while reading its results
+    would otherwise shut down under them.
 
     With ``options.checkpoint``, the input is read through a ``CheckpointSession``
     (``checkpoint``, or one opened when the results are first asked for): journaled
@@ -180,7 +182,9 @@ class MapRun:
         progress_bar: Any = None,
         checkpoint: CheckpointSession | None = None,
         trace: Recorder | None = None,
+        owner: object = None,
     ) -> None:
+        self._owner = owner
         self._backend = backend
         self._fn = fn
         self._mode = mode
@@ -216,6 +220,7 @@ class MapRun:
         self._unfinished = 0  # chunks with items still to come
         self._next_start = first_position
         self._exhausted = False
+        self._input_failure: Exception | None = None  # the input's own, raised after its items
         # Large NumPy arguments of this call travel once, in shared memory (processes).
         self._sharing = SharingContext(options.share_threshold)
         self._progress: Any = progress_bar
@@ -338,7 +343,21 @@ class MapRun:
     def _take_and_submit_untraced(self, size: int) -> None:
         checkpoint = self._checkpoint
         if checkpoint is None:
-            items = self._inputs.take(size)
+            try:
+                items = self._inputs.take(size)
+            except Exception as exc:
+                if self._eager:
+                    raise  # Executor.map reads its whole input at once: it fails at once
+                # Lazily read, the input fails at its position in the results: what was
+                # read before it still runs and is yielded first.
+                self._input_failure = exc
+                items = self._inputs.salvage()
+                self._exhausted = True
+                add_note(
+                    exc,
+                    f"workpool: raised by the input, after its first "
+                    f"{self._next_start + len(items)} items",
+                )
             if len(items) < size:
                 self._exhausted = True
             if items:
@@ -422,6 +441,8 @@ class MapRun:
                 else:
                     in_flight = self._unfinished
                 if not in_flight:  # the feeding above found the input exhausted
+                    if self._input_failure is not None:
+                        raise self._input_failure
                     return
                 batch, retried = self._next_batch()
                 if self._trace is None:

@@ -196,6 +196,7 @@ class _SharingPickler(pickle.Pickler):
     def __init__(self, file: io.BytesIO, context: SharingContext | None) -> None:
         super().__init__(file, protocol=PROTOCOL)
         self._context = context
+        self._returns_results = context is not None and context.returns_results
 
     def reducer_override(self, obj: Any) -> Any:
         numpy = numpy_if_array(obj)
@@ -204,6 +205,19 @@ class _SharingPickler(pickle.Pickler):
         found = find_segment(obj)
         if found is not None and found[0].private:  # this worker's copy-on-write view:
             found = None  # what it holds now is not what the memory behind it holds
+        if (
+            found is not None
+            and self._returns_results
+            and found[0].received
+            and not found[0].shared_writable
+        ):
+            # A read-only argument handed back (or a view of it), read-only here only
+            # because it came in shared memory: the caller gets an array of its own,
+            # writable, as for any other result, not a read-only alias of the argument.
+            threshold = self._context.threshold  # type: ignore[union-attr]
+            if threshold is None or obj.nbytes < threshold:
+                return obj.copy().__reduce_ex__(PROTOCOL)
+            found = None
         private = False
         if found is None:
             threshold = self._context.threshold if self._context is not None else None

@@ -1,7 +1,8 @@
 """The one interface every engine implements; ``Pool`` and map runs know only this.
 
 It also holds the one rule for a failing initializer, which every engine follows (see
-``broken_by_initializer``).
+``broken_by_initializer``), and the one way an engine's thread hands results over
+(``deliver``).
 """
 
 from __future__ import annotations
@@ -12,13 +13,13 @@ from typing import TYPE_CHECKING, ClassVar
 from workpool._options import PoolSpec
 from workpool.chunking import MAX_CHUNK_ITEMS
 from workpool.clock import now_ns
-from workpool.tasks import Chunk, ResultSink
+from workpool.tasks import Chunk, ResultBatch, ResultSink
 
 if TYPE_CHECKING:
     from workpool.errors import BrokenPool
     from workpool.timeline.recorder import Recorder
 
-__all__ = ["Backend", "InitializerFailed", "broken_by_initializer"]
+__all__ = ["Backend", "InitializerFailed", "broken_by_initializer", "deliver"]
 
 
 class Backend(abc.ABC):
@@ -135,3 +136,24 @@ def broken_by_initializer(error: BaseException) -> BrokenPool:
     broken = errors.BrokenPool(f"the initializer failed: {error!r}")
     broken.__cause__ = error
     return broken
+
+
+def deliver(batch: ResultBatch) -> None:
+    """Hand ``batch`` to its sink, from one of an engine's own threads.
+
+    A Future's done-callbacks run in here. ``concurrent.futures`` logs the exceptions
+    they raise but passes ``SystemExit`` on (a callback that ends a service with
+    ``sys.exit``, say), which would end the engine's thread, or break its pool, and
+    cost other tasks their results. It is logged the same way instead. An ``Exception``
+    escaping here is a fault of the engine's own and goes on up.
+    """
+    try:
+        batch.chunk.sink.deliver(batch)
+    except Exception:
+        raise
+    except BaseException as exc:
+        import logging
+
+        logging.getLogger("concurrent.futures").error(
+            "exception calling callback of a workpool Future", exc_info=exc
+        )

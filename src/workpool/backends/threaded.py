@@ -46,7 +46,8 @@ from concurrent.futures import CancelledError
 from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
-from workpool.backends.base import Backend, InitializerFailed, broken_by_initializer
+from workpool.backends import at_exit
+from workpool.backends.base import Backend, InitializerFailed, broken_by_initializer, deliver
 from workpool.backends.deadlines import DeadlineWatch, TimedTask
 from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note
@@ -140,7 +141,9 @@ class ThreadedBackend(Backend):
         with self._lock:
             if self._broken is not None:
                 raise self._broken
-            if self._stopped:
+            # Once shut down, a pool takes only retries of the work it was given: new work
+            # (a lazy imap reading on) would keep it from ever stopping.
+            if self._stopped or (self._stopping and chunk.attempt == 0):
                 raise RuntimeError("cannot submit work to a pool that has shut down")
             if chunk.task_timeout is not None and len(chunk.items) > 1:
                 # Each timed task runs alone, so a timeout abandons nothing else.
@@ -222,7 +225,7 @@ class ThreadedBackend(Backend):
                     return  # abandoned after a timeout; another worker takes the place
                 batches, sound = outcome
                 while batches:
-                    chunk.sink.deliver(batches.pop(0))
+                    deliver(batches.pop(0))
                 if tasks_left is not None:
                     tasks_left -= len(chunk.items)
                 if not sound or context.spent or (tasks_left is not None and tasks_left <= 0):
@@ -351,6 +354,7 @@ class ThreadedBackend(Backend):
             dropped = self._flag_stopping(cancel_pending=cancel_pending)
         _fail(dropped, CancelledError("the pool shut down before this task started"))
         if not wait:
+            at_exit.finish_before_exit(self)  # the program exits once the work is done
             return
         current = threading.current_thread()
         while True:  # a leaving worker may start a successor meanwhile

@@ -1,8 +1,10 @@
-"""At interpreter exit, no worker may outlive the program: every live pool is terminated.
+"""At interpreter exit, no worker may outlive the program.
 
 Pools register here while their supervisor runs (``track``) and leave when it ends
-(``forget``); the exit hook terminates those still registered, then runs what must
-come after them (``afterwards``: the zygote is told to end).
+(``forget``). At exit, a pool still open is terminated; one that was shut down first
+finishes the work it was given, as ``concurrent.futures`` promises, unless the program
+ends on Ctrl+C or gets one meanwhile (the rule of ``backends/at_exit.py``). Then what
+must come after them runs (``afterwards``: the zygote is told to end).
 
 ``atexit`` runs handlers last registered first. multiprocessing registers its own the
 first time it is imported: it joins every live ``multiprocessing.Process``, which would
@@ -19,10 +21,17 @@ import weakref
 from collections.abc import Callable
 from typing import Protocol
 
+from workpool.backends.at_exit import ended_by_ctrl_c
+
 __all__ = ["afterwards", "forget", "run_before_multiprocessing", "track"]
 
 
 class Terminable(Protocol):
+    @property
+    def shutting_down(self) -> bool:
+        """Whether ``shutdown`` was called: the pool finishes its work, then ends."""
+
+    def join(self) -> None: ...
     def terminate(self) -> None: ...
 
 
@@ -45,8 +54,18 @@ def afterwards(callback: Callable[[], None]) -> None:
 
 
 def _terminate_everything() -> None:
-    for pool in list(_live):
-        pool.terminate()
+    pools = list(_live)
+    finishing = [] if ended_by_ctrl_c() else [pool for pool in pools if pool.shutting_down]
+    try:
+        for pool in pools:
+            if pool not in finishing:
+                pool.terminate()
+        for pool in finishing:
+            pool.join()
+    except KeyboardInterrupt:  # Ctrl+C while waiting: what is left is terminated now
+        pass
+    for pool in finishing:
+        pool.terminate()  # one that has finished is ended already: nothing happens
     for callback in _afterwards:
         callback()
 

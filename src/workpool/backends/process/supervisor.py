@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from workpool import errors
 from workpool._options import PoolSpec
+from workpool.backends.base import deliver
 from workpool.backends.process import exit_hook, lifeline, protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.handle import (
@@ -119,7 +120,9 @@ class Supervisor:
         with self._lock:
             if self._broken is not None:
                 raise errors.BrokenPool(f"the pool is broken: {self._broken}") from self._broken
-            if not self._accepting:
+            # Once shut down, a pool takes only retries of the work it was given: new work
+            # (a lazy imap reading on) would keep it from ever stopping.
+            if not self._accepting or (self._stopping and chunk.attempt == 0):
                 raise RuntimeError("cannot submit work to a pool that has shut down")
             handle = None if self._pending or self._inbox else self._least_busy()
             if handle is None or handle.writer.pending:
@@ -152,6 +155,11 @@ class Supervisor:
     @property
     def worker_pids(self) -> list[int]:
         return [h.pid for h in self._handles if h is not None and h.alive]
+
+    @property
+    def shutting_down(self) -> bool:
+        """Whether ``shutdown`` was called (and not ``terminate``): at exit, it finishes."""
+        return self._stopping and not self._terminating
 
     @property
     def accepting(self) -> bool:
@@ -198,7 +206,7 @@ class Supervisor:
             with self._lock:
                 deliveries, self._deliveries = self._deliveries, []
             for batch in deliveries:
-                batch.chunk.sink.deliver(batch)
+                deliver(batch)
 
     def _react(self, events: list[tuple[selectors.SelectorKey, int]]) -> bool:
         exits: list[WorkerHandle] = []
@@ -228,6 +236,7 @@ class Supervisor:
             if handle is not None and handle.writer.pending:
                 self._watch_writes(handle)
         self._check_overruns()
+        self._restaff()
         self._dispatch()
         return self._keep_going()
 
@@ -436,11 +445,24 @@ class Supervisor:
                     os.close(fd)
             return
         wire = handle.assigned.popleft()
+        self._settle(handle, wire, batch)
+        if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
+            self._send_stop(handle)  # max_tasks_per_worker reached: retire it
+
+    def _settle(self, handle: WorkerHandle, wire: WireChunk, batch: protocol.Batch) -> None:
+        """Deliver a chunk's results, or queue its items again one at a time."""
         chunk = wire.chunk
         decoding = now_ns() if batch.times is not None else 0
         try:
             values, packed_errors = batch.decode(handle.reader.take_fds(batch.fd_count))
         except Exception as exc:
+            if len(chunk.items) > 1:
+                # One result spoils the whole batch's pickle: run the items again one at
+                # a time, so that only the task whose result cannot come back fails.
+                self._pending.extendleft(
+                    reversed([wire.split(i, i + 1) for i in range(len(chunk.items))])
+                )
+                return
             add_note(exc, "the results came back from the worker but could not be unpickled")
             self._fail(wire, exc, worker=handle.label)
             return
@@ -466,8 +488,6 @@ class Supervisor:
             track = chunk.trace.caller_track("supervisor")
             chunk.trace.span(track, "unpickle", "serialize", decoding, now_ns())
         self._deliver(result)
-        if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
-            self._send_stop(handle)  # max_tasks_per_worker reached: retire it
 
     def _on_exit(self, handle: WorkerHandle) -> None:
         if handle.alive:
@@ -661,6 +681,21 @@ class Supervisor:
             has_inbox = bool(self._inbox)
         return has_inbox or bool(self._pending) or self._busy()
 
+    def _restaff(self) -> None:
+        """Start a worker again if work is queued and none is left to take it.
+
+        During shutdown a worker that dies is not replaced when nothing else is queued;
+        a retry of its task, submitted once its failure is handed over, then needs one.
+        """
+        if not self._pending or self._broken is not None:
+            return
+        if any(handle is not None and handle.accepts_work for handle in self._handles):
+            return
+        for slot, handle in enumerate(self._handles):
+            if handle is None:
+                self._start_worker(slot)
+                return
+
     def _busy(self) -> bool:
         return any(h is not None and h.assigned for h in self._handles)
 
@@ -669,6 +704,11 @@ class Supervisor:
             return True
         with self._lock:
             if self._inbox or self._pending or self._busy():
+                return True
+            if self._deliveries:
+                # Handing these over may submit retries of failed tasks, which are still
+                # the work submitted before shutdown: look again once they are handed over.
+                self._wake()
                 return True
             self._accepting = False
         for handle in self._handles:
