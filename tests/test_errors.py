@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import itertools
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -111,6 +114,44 @@ def test_input_iterable_that_raises_midway(backend: str) -> None:
     with pytest.raises(OSError, match="disk went away"):
         workpool.map(square, items(), backend=backend, workers=2)
     assert live_worker_processes() == []
+
+
+# Run apart, under a memory limit and a deadline: a loop that took the input's own
+# failure for a task's would never end, and would fill the memory as it went.
+INPUT_FAILS_PROGRAM = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+import workpool
+
+def items():
+    yield from range(50)
+    raise OSError("disk went away")
+
+outcomes = {}
+for backend in sys.argv[1:]:
+    try:
+        results = workpool.map(abs, items(), backend=backend, workers=2, return_exceptions=True)
+        outcomes[backend] = f"returned {len(results)} results"
+    except OSError as exc:
+        outcomes[backend] = f"raised {exc}"
+print(json.dumps(outcomes))
+"""
+
+
+def test_input_that_raises_is_raised_even_with_return_exceptions() -> None:
+    # return_exceptions puts a failed *task*'s exception among the results; the input's
+    # own failure ends the call on every backend, auto included (its serial choice
+    # runs the rest in one plain loop).
+    backends = [*BACKENDS, "auto"]
+    done = subprocess.run(
+        [sys.executable, "-c", INPUT_FAILS_PROGRAM, *backends],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcomes = json.loads(done.stdout.splitlines()[-1])
+    assert outcomes == dict.fromkeys(backends, "raised disk went away")
 
 
 def test_exception_that_cannot_be_unpickled_still_reports(backend: str) -> None:

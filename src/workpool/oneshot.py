@@ -556,6 +556,13 @@ def _run_straight(
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit from a task is that task's failure
+            if counter is not None:
+                read = next(counter) - counted
+                counted += 1
+                if read == len(values) - before:
+                    # No item was read for this call: the input itself raised, which is
+                    # the caller's failure, not a task's (and the input has ended).
+                    raise
             error = exc
         else:
             if counter is None:
