@@ -73,6 +73,31 @@ def test_many_functions_through_one_pool() -> None:
         assert pool.submit(square, 9).result(timeout=30) == 81
 
 
+def test_arguments_of_a_class_defined_in_main_after_the_workers_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A notebook's class, defined in a later cell: plain pickle names it
+    # ``__main__.<name>``, which the workers (forked before it existed, or exec'd)
+    # cannot look up; it must travel by value, and come back as the caller's class.
+    with workpool.Pool(2, backend="process") as pool:
+        assert pool.submit(square, 3).result(timeout=60) == 9  # the workers are up
+        name = f"Cell_{os.urandom(8).hex()}"
+        cell = type(name, (), {"__module__": "__main__", "__qualname__": name})
+        monkeypatch.setattr(sys.modules["__main__"], name, cell, raising=False)
+        items = [cell() for _ in range(3)]
+        for k, item in enumerate(items):
+            item.x = k
+        assert pool.submit(vars, items[2]).result(timeout=60) == {"x": 2}
+        assert list(pool.map(vars, items)) == [{"x": k} for k in range(3)]
+        back = list(pool.map(_itself, items))
+        assert [type(item) for item in back] == [cell] * 3
+        assert [item.x for item in back] == [0, 1, 2]
+
+
+def _itself(obj: object) -> object:
+    return obj
+
+
 TESTS = Path(__file__).resolve().parent
 
 MAIN_SCRIPT = textwrap.dedent(
