@@ -438,6 +438,53 @@ def test_auto_on_slow_cpu_work_that_cannot_be_pickled_still_runs(
     assert "cannot be pickled" in advice.reason
 
 
+def test_auto_with_task_timeout_and_a_function_that_cannot_be_pickled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # task_timeout sends auto to processes, but no process can take a closure over a
+    # lock: threads then run it, which report a hung task on time.
+    import threading
+
+    started = _count_pools(monkeypatch)
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def guarded(x: int) -> int:
+        with lock:
+            pass
+        if x == 1:
+            release.wait(30)  # hung, until the test is done with it
+        return x
+
+    try:
+        results = workpool.map(guarded, range(4), task_timeout=0.5, return_exceptions=True)
+    finally:
+        release.set()
+    assert isinstance(results[1], workpool.TaskTimeout)
+    assert [results[0], results[2], results[3]] == [0, 2, 3]
+    assert started == ["thread"]
+
+
+def test_auto_never_gives_processes_an_initializer_that_cannot_be_pickled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    started = _count_pools(monkeypatch)
+    lock = threading.Lock()
+    ready: list[str] = []
+
+    def setup() -> None:  # a closure over a lock: no process can take it
+        with lock:
+            ready.append(threading.current_thread().name)
+
+    assert workpool.map(slow_spins, range(12), initializer=setup) == list(range(12))
+    assert "process" not in started
+    assert ready  # it ran, in this process
+    assert workpool.map(slow_spins, range(4), initializer=setup, task_timeout=30) == [0, 1, 2, 3]
+    assert "process" not in started
+
+
 # --- items run on the early process pool while threads are timed -------------------------
 
 # Where the early pool takes items: a build with the GIL (without one, threads take
