@@ -741,6 +741,11 @@ class Supervisor:
             for wire in handle.assigned:
                 self._fail(wire, cancelled("the pool stopped before this task finished"))
             handle.sock.close()
+            for fd in handle.reader.take_fds(len(handle.reader.fds)):  # a frame never finished
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            with contextlib.suppress(ValueError):  # its pidfd, its exit pipe
+                handle.process.close()
         with self._lock:
             self._accepting = False
             leftover = list(self._pending) + list(self._inbox)
