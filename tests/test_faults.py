@@ -297,6 +297,12 @@ def test_calls_that_fail_leave_no_descriptor_open() -> None:
     assert psutil.Process().num_fds() == before
 
 
+def test_an_initializer_that_cannot_be_pickled_is_refused_at_once() -> None:
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match=r"the initializer .* cannot be sent to a worker process"):
+        workpool.Pool(1, backend="process", initializer=lock.acquire)
+
+
 def test_failing_initializer_on_threads_and_serial() -> None:
     for backend in ("thread", "serial"):
         with pytest.raises(workpool.BrokenPool, match="initializer"):

@@ -12,6 +12,7 @@ import itertools
 import os
 import selectors
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -69,11 +70,18 @@ class Supervisor:
         self._launcher = launcher
         # Told each worker's label and start-up interval (for timelines), if anyone asks.
         self._worker_started = worker_started
-        self._initializer_payload = (
-            dumps_function((spec.initializer, spec.initargs), shared=True)
-            if spec.initializer
-            else None
-        )
+        self._initializer_payload = None
+        if spec.initializer is not None:
+            # Pickled now, so that one that cannot be pickled fails here, at once.
+            try:
+                self._initializer_payload = dumps_function(
+                    (spec.initializer, spec.initargs), shared=True
+                )
+            except Exception as exc:
+                raise TypeError(
+                    f"the initializer {spec.initializer!r} and its initargs cannot be sent "
+                    f"to a worker process: {exc}"
+                ) from exc
         self._slots = SharedSlots(spec.workers)
         self._slot_view = self._slots.view
         self._handles: list[WorkerHandle | None] = [None] * spec.workers
@@ -503,12 +511,10 @@ class Supervisor:
         )
         if self._init_failures >= max(2, self._spec.workers):
             what = "the initializer failed" if handle.init_error else "workers could not start"
-            self._break(
-                errors.BrokenPool(
-                    f"{what} in {self._init_failures} worker processes in a row: {cause!r}"
-                ),
-                cause,
-            )
+            message = f"{what} in {self._init_failures} worker processes in a row: {cause!r}"
+            if handle.init_error is None:
+                message += _main_module_hint(self._launcher.method)
+            self._break(errors.BrokenPool(message), cause)
 
     def _recover(self, handle: WorkerHandle, exitcode: int | None) -> None:
         """A worker died holding chunks: blame its current item, send the rest again."""
@@ -779,3 +785,20 @@ def _close_descriptors(*fds: int) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def _main_module_hint(method: str) -> str:
+    """Why workers of ``method``, which run the main module first, may fail to start."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if method not in ("spawn", "forkserver") or script is None:
+        return ""
+    if not os.path.isfile(script):  # python - < script.py: the main module is "<stdin>"
+        return (
+            f". Workers started by {method!r} run the main module first, and {script} is "
+            "no file they can run: leave start_method to its default"
+        )
+    return (
+        f". Workers started by {method!r} first run the main module ({script}) under "
+        "another name: code that starts a pool must sit under "
+        "'if __name__ == \"__main__\":' (the workers' own error output says what failed)"
+    )
