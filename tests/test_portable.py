@@ -181,6 +181,39 @@ def test_portable_workers_take_arguments_of_the_scripts_own_class(tmp_path: Path
     assert report == {"norms": [5, 25], "back": {"x": 3, "y": 4}, "same_class": True, "there": True}
 
 
+# Ctrl+C while the exec'd zygote is still starting: it must not die of it (printing a
+# traceback from a process the user never started), since the program handles it.
+CTRL_C_AT_ZYGOTE_START = textwrap.dedent(
+    """
+    import json, os, signal
+    import workpool
+    from workpool.backends.process import zygote
+
+    # Handled here by doing nothing. (A handler, not SIG_IGN: an ignored signal would
+    # stay ignored across exec, in the zygote too, as in a shell's background job.)
+    signal.signal(signal.SIGINT, lambda *_: None)
+    helper = zygote.get_zygote()
+    os.killpg(0, signal.SIGINT)  # as the terminal does, to the whole process group
+    values = workpool.map(abs, [-1, -2], backend="process", workers=2)
+    print(json.dumps({"values": values, "same_zygote": zygote.get_zygote() is helper}))
+    """
+)
+
+
+def test_ctrl_c_while_the_zygote_starts_is_left_to_the_program() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AT_ZYGOTE_START],
+        env=PORTABLE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,  # its own process group, for the killpg
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {"values": [1, 2], "same_zygote": True}
+    assert "KeyboardInterrupt" not in done.stderr
+
+
 def test_windows_import_and_clear_refusal_simulated() -> None:
     program = Path(__file__).with_name("windows_sim.py")
     done = subprocess.run(
