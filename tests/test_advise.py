@@ -553,6 +553,38 @@ def test_an_item_the_early_pool_cannot_take_runs_in_the_calling_thread() -> None
     assert results[5][1] != os.getpid()
 
 
+@pytest.mark.skipif(FREE_THREADED, reason="without a GIL, threads take pure-Python CPU work")
+@pytest.mark.parametrize("retries", [0, 1])
+def test_an_item_the_chosen_processes_cannot_take_runs_here_as_serial_would(
+    monkeypatch: pytest.MonkeyPatch, retries: int
+) -> None:
+    # Processes are chosen on the first items; a later one whose argument cannot be
+    # pickled must not fail for it, since backend="serial" would have run it.
+    started = _count_pools(monkeypatch)
+    tries: list[int] = []
+
+    def fresh(item: int | Opaque) -> tuple[int, int]:
+        if isinstance(item, Opaque):
+            tries.append(item.x)
+            if item.x == 33 and tries.count(33) == 1:
+                raise ValueError("once")  # tried again with retries, as serial would
+            return slow_spins(item.x), os.getpid()
+        return slow_spins(item), os.getpid()
+
+    items: list[int | Opaque] = list(range(40))
+    items[30], items[33] = Opaque(30), Opaque(33)
+    results = workpool.map(fresh, items, retries=retries, return_exceptions=True)
+    assert started == ["process"]
+    assert results[30] == (30, os.getpid())
+    if retries:
+        assert results[33] == (33, os.getpid())
+    else:
+        assert isinstance(results[33], ValueError)
+        assert "in this process (its arguments cannot be pickled" in str(results[33].__notes__)
+    others = [r for i, r in enumerate(results) if i not in (30, 33)]
+    assert [x for x, _ in others] == [i for i in range(40) if i not in (30, 33)]
+
+
 def fails_at_4(x: int) -> int:
     if x == 4:
         raise ValueError("four")

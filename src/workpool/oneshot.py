@@ -223,6 +223,7 @@ class _OneShotCall:
                 progress_bar=progress_bar,
                 checkpoint=checkpoint,
                 trace=trace,
+                run_unsent_here=self.spec.backend == "auto",
             )
             yield from run.result_lists()
             finished = True

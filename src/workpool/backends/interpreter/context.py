@@ -100,7 +100,9 @@ class InterpreterContext(WorkerContext):
             add_note(
                 reason, "the task's arguments could not be pickled to send them to a subinterpreter"
             )
-            batches.append(self._failed(piece, reason))
+            unsent = self._failed(piece, reason)
+            unsent.unsent = True
+            batches.append(unsent)
 
     def _exchange(
         self,
