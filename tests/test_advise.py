@@ -438,6 +438,53 @@ def test_auto_on_slow_cpu_work_that_cannot_be_pickled_still_runs(
     assert "cannot be pickled" in advice.reason
 
 
+def test_auto_with_task_timeout_and_a_function_that_cannot_be_pickled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # task_timeout sends auto to processes, but no process can take a closure over a
+    # lock: threads then run it, which report a hung task on time.
+    import threading
+
+    started = _count_pools(monkeypatch)
+    lock = threading.Lock()
+    release = threading.Event()
+
+    def guarded(x: int) -> int:
+        with lock:
+            pass
+        if x == 1:
+            release.wait(30)  # hung, until the test is done with it
+        return x
+
+    try:
+        results = workpool.map(guarded, range(4), task_timeout=0.5, return_exceptions=True)
+    finally:
+        release.set()
+    assert isinstance(results[1], workpool.TaskTimeout)
+    assert [results[0], results[2], results[3]] == [0, 2, 3]
+    assert started == ["thread"]
+
+
+def test_auto_never_gives_processes_an_initializer_that_cannot_be_pickled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    started = _count_pools(monkeypatch)
+    lock = threading.Lock()
+    ready: list[str] = []
+
+    def setup() -> None:  # a closure over a lock: no process can take it
+        with lock:
+            ready.append(threading.current_thread().name)
+
+    assert workpool.map(slow_spins, range(12), initializer=setup) == list(range(12))
+    assert "process" not in started
+    assert ready  # it ran, in this process
+    assert workpool.map(slow_spins, range(4), initializer=setup, task_timeout=30) == [0, 1, 2, 3]
+    assert "process" not in started
+
+
 # --- items run on the early process pool while threads are timed -------------------------
 
 # Where the early pool takes items: a build with the GIL (without one, threads take
@@ -504,6 +551,38 @@ def test_an_item_the_early_pool_cannot_take_runs_in_the_calling_thread() -> None
     assert measured_prefix(fresh) <= 4  # so items 4 and 5 went to the early pool
     assert results[4] == (4, os.getpid())
     assert results[5][1] != os.getpid()
+
+
+@pytest.mark.skipif(FREE_THREADED, reason="without a GIL, threads take pure-Python CPU work")
+@pytest.mark.parametrize("retries", [0, 1])
+def test_an_item_the_chosen_processes_cannot_take_runs_here_as_serial_would(
+    monkeypatch: pytest.MonkeyPatch, retries: int
+) -> None:
+    # Processes are chosen on the first items; a later one whose argument cannot be
+    # pickled must not fail for it, since backend="serial" would have run it.
+    started = _count_pools(monkeypatch)
+    tries: list[int] = []
+
+    def fresh(item: int | Opaque) -> tuple[int, int]:
+        if isinstance(item, Opaque):
+            tries.append(item.x)
+            if item.x == 33 and tries.count(33) == 1:
+                raise ValueError("once")  # tried again with retries, as serial would
+            return slow_spins(item.x), os.getpid()
+        return slow_spins(item), os.getpid()
+
+    items: list[int | Opaque] = list(range(40))
+    items[30], items[33] = Opaque(30), Opaque(33)
+    results = workpool.map(fresh, items, retries=retries, return_exceptions=True)
+    assert started == ["process"]
+    assert results[30] == (30, os.getpid())
+    if retries:
+        assert results[33] == (33, os.getpid())
+    else:
+        assert isinstance(results[33], ValueError)
+        assert "in this process (its arguments cannot be pickled" in str(results[33].__notes__)
+    others = [r for i, r in enumerate(results) if i not in (30, 33)]
+    assert [x for x, _ in others] == [i for i in range(40) if i not in (30, 33)]
 
 
 def fails_at_4(x: int) -> int:

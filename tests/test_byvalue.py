@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -97,16 +98,23 @@ def test_functions_pickled_together_share_one_namespace() -> None:
     assert b() == 4
 
 
-def test_a_local_class_needs_cloudpickle_and_dumps_function_falls_back() -> None:
+def test_a_local_class_goes_by_value_inside_the_functions_pickle() -> None:
     class Local:
         pass
 
     def make() -> Local:
         return Local()
 
+    made = pickle.loads(dumps_by_value(make))()
+    # Rebuilt in this process, the class is this one (cloudpickle's class tracker).
+    assert type(made) is Local
+    assert type(pickle.loads(dumps_function(make))()) is Local
+
+
+def test_the_module_main_itself_needs_cloudpickle() -> None:
+    main = sys.modules["__main__"]
     with pytest.raises(NeedsCloudpickle):
-        dumps_by_value(make)
-    assert isinstance(pickle.loads(dumps_function(make))(), object)
+        dumps_by_value(lambda: main)
 
 
 SCRIPT = """
@@ -237,6 +245,59 @@ def test_tasks_see_what_a_scripts_initializer_set_up(tmp_path: Path) -> None:
         assert report[backend] == [[*made, 0], [*made, 1]], backend
     for method in ("default", "spawn", "fork"):
         assert report[method] == [[[*made, x] for x in range(3)], [10, 10]], method
+
+
+# The initializer's argument, or a global it reads, is an instance of the script's own
+# class: such a class travels by value (only cloudpickle can carry it), and that must
+# not cost the initializer the namespace it shares with the tasks.
+CLASS_INITIALIZER_SCRIPT = """
+import dataclasses, json, sys
+import workpool
+
+@dataclasses.dataclass
+class Settings:
+    scale: int
+
+class Model:
+    def __init__(self, settings):
+        self.scale = settings.scale
+
+state = {}
+
+def init(settings):
+    state["model"] = Model(settings)
+
+def task(x):
+    return x * state["model"].scale
+
+if __name__ == "__main__":
+    report = {"oneshot": workpool.map(task, range(3), backend="process",
+                                      initializer=init, initargs=(Settings(10),))}
+    for backend in sys.argv[1:]:
+        report[backend] = workpool.map(task, range(3), backend=backend, initializer=init,
+                                       initargs=(Settings(10),))
+    print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["default", "portable"])
+def test_an_initializer_given_the_scripts_own_class_sets_up_what_tasks_see(
+    tmp_path: Path, portable: bool
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(CLASS_INITIALIZER_SCRIPT))
+    backends = ["interpreter"] if HAS_INTERPRETERS else []
+    env = {**os.environ, "WORKPOOL_PORTABLE": "1" if portable else "0"}
+    result = subprocess.run(
+        [sys.executable, str(script), *backends],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout)
+    assert report == {name: [0, 10, 20] for name in ["oneshot", *backends]}
 
 
 def test_cloudpickle_carries_everything_only_once_a_module_is_registered_by_value() -> None:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+import psutil
 import pytest
 
+from conftest import wait_for
 from helpers import png_size, run_cli_without_matplotlib
 from workpool.cli import main
 
@@ -115,6 +119,68 @@ def test_bench_rejects_bad_arguments(args: list[str], message: str) -> None:
     result = run_cli("bench", *args)
     assert result.returncode == 2
     assert message in result.stderr
+
+
+def test_bench_refuses_an_output_it_cannot_write_before_any_work(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")  # the formats a plot can be written in
+    for args, message in [
+        (["--json", str(tmp_path / "missing" / "raw.json")], "there is no directory"),
+        (["--json", str(tmp_path)], "that is a directory"),
+        (["--plot", str(tmp_path / "speedup.txt")], "give a file name ending in .png"),
+    ]:
+        result = run_cli("bench", "--workload", "tiny", "--workers", "1", *args)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert result.stdout == ""  # no table: nothing was timed
+    assert list(tmp_path.iterdir()) == []
+
+
+# A program run from a terminal gets Python's Ctrl+C handler, even when the test suite
+# was started by a shell that made its background jobs ignore SIGINT.
+BENCH_IN_A_TERMINAL = """
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+from workpool.cli import main
+sys.exit(main(["bench", "--workload", "io", "--workers", "2"]))
+"""
+
+
+def test_ctrl_c_stops_bench_with_one_line_and_leaves_no_process() -> None:
+    bench = subprocess.Popen(
+        [sys.executable, "-c", BENCH_IN_A_TERMINAL],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    helpers: list[psutil.Process] = []
+    try:
+        parent = psutil.Process(bench.pid)
+        # Its zygote and two worker processes: the study has reached its process pools,
+        # past the imports (CPython drops a Ctrl+C that lands in importlib's weakref
+        # callbacks; a user would press it again, and so does this test if need be).
+        assert wait_for(lambda: len(parent.children(recursive=True)) >= 3, timeout=60)
+        helpers = parent.children(recursive=True)
+        for _ in range(3):
+            os.killpg(bench.pid, signal.SIGINT)  # what the terminal does on Ctrl+C
+            if wait_for(lambda: bench.poll() is not None, timeout=10):
+                break
+        _, err = bench.communicate(timeout=60)
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.communicate()
+    assert bench.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "workpool bench: interrupted"
+    assert "Traceback" not in err
+    assert wait_for(lambda: not any(_alive(p) for p in helpers), timeout=10)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_advise_prints_the_advice(tasks_module: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import itertools
+import json
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -146,6 +149,44 @@ def test_imap_yields_every_result_the_input_gave_before_it_raised(
     else:
         assert sorted(seen) == [x * x for x in range(50)]
     assert "raised by the input, after its first 50 items" in "\n".join(info.value.__notes__)
+
+
+# Run apart, under a memory limit and a deadline: a loop that took the input's own
+# failure for a task's would never end, and would fill the memory as it went.
+INPUT_FAILS_PROGRAM = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+import workpool
+
+def items():
+    yield from range(50)
+    raise OSError("disk went away")
+
+outcomes = {}
+for backend in sys.argv[1:]:
+    try:
+        results = workpool.map(abs, items(), backend=backend, workers=2, return_exceptions=True)
+        outcomes[backend] = f"returned {len(results)} results"
+    except OSError as exc:
+        outcomes[backend] = f"raised {exc}"
+print(json.dumps(outcomes))
+"""
+
+
+def test_input_that_raises_is_raised_even_with_return_exceptions() -> None:
+    # return_exceptions puts a failed *task*'s exception among the results; the input's
+    # own failure ends the call on every backend, auto included (its serial choice
+    # runs the rest in one plain loop).
+    backends = [*BACKENDS, "auto"]
+    done = subprocess.run(
+        [sys.executable, "-c", INPUT_FAILS_PROGRAM, *backends],
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    outcomes = json.loads(done.stdout.splitlines()[-1])
+    assert outcomes == dict.fromkeys(backends, "raised disk went away")
 
 
 def test_exception_that_cannot_be_unpickled_still_reports(backend: str) -> None:

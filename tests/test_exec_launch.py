@@ -12,6 +12,8 @@ import contextlib
 import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -169,3 +171,26 @@ def test_exec_workers_die_with_their_daemonic_parent() -> None:
         return not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
 
     assert wait_for(all_gone, timeout=5), [w.pid for w in workers if w.is_running()]
+
+
+# A script fed on standard input that runs a thread before its first pool: no zygote
+# can be forked then, and the fork server would run "<stdin>" as the main module
+# before every worker, which no file holds.
+STDIN_SCRIPT = """
+import threading, time
+import workpool
+
+def square(x):
+    return x * x
+
+threading.Thread(target=time.sleep, args=(1,), daemon=True).start()
+print(workpool.map(square, range(5), backend="process", workers=2))
+"""
+
+
+def test_a_threaded_script_read_from_stdin_gets_its_workers() -> None:
+    done = subprocess.run(
+        [sys.executable, "-"], input=STDIN_SCRIPT, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "[0, 1, 4, 9, 16]"

@@ -7,6 +7,7 @@ useful message, and (through the autouse fixture) no process left behind.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import threading
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 import workpool
@@ -312,6 +314,28 @@ def test_failing_initializer_breaks_the_pool_quickly(initializer: object) -> Non
     if initializer is broken_initializer:
         assert isinstance(info.value.__cause__, RuntimeError)
         assert "initializer says no" in str(info.value)
+
+
+def test_calls_that_fail_leave_no_descriptor_open() -> None:
+    # A failed call stops its pool at once (its workers killed, not retired): each
+    # worker's descriptors (its pidfd, its exit pipe) must be closed all the same.
+    with pytest.raises(ValueError):
+        workpool.map(int, ["x"], backend="process", workers=2)  # the zygote's stay open
+    gc.collect()
+    before = psutil.Process().num_fds()
+    for _ in range(5):
+        with pytest.raises(ValueError):
+            workpool.map(int, ["x"], backend="process", workers=2)
+        with pytest.raises(workpool.WorkerCrashed):
+            workpool.map(os._exit, [3], backend="process", workers=2)
+    gc.collect()
+    assert psutil.Process().num_fds() == before
+
+
+def test_an_initializer_that_cannot_be_pickled_is_refused_at_once() -> None:
+    lock = threading.Lock()
+    with pytest.raises(TypeError, match=r"the initializer .* cannot be sent to a worker process"):
+        workpool.Pool(1, backend="process", initializer=lock.acquire)
 
 
 def test_failing_initializer_on_threads_and_serial() -> None:

@@ -144,6 +144,80 @@ def test_portable_workers_end_when_only_the_parent_is_sigkilled(
     assert not left_in_shared_memory(before)
 
 
+# A script's own class among the arguments: the exec'd zygote never runs the script,
+# so its workers' ``__main__`` has no such name (multiprocessing's spawn re-runs the
+# script under another name to find it).
+MAIN_CLASS_PROGRAM = textwrap.dedent(
+    """
+    import dataclasses, json
+    import workpool
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        y: int
+
+    def norm(point):
+        return point.x * point.x + point.y * point.y
+
+    def echo(point):
+        return point, isinstance(point, Point)
+
+    if __name__ == "__main__":
+        points = [Point(1, 2), Point(3, 4)]
+        norms = workpool.map(norm, points, backend="process", workers=2)
+        with workpool.Pool(2) as pool:
+            back, there = pool.submit(echo, points[1]).result(timeout=60)
+        print(json.dumps({"norms": norms, "back": dataclasses.asdict(back),
+                          "same_class": type(back) is Point, "there": there}))
+    """
+)
+
+
+def test_portable_workers_take_arguments_of_the_scripts_own_class(tmp_path: Path) -> None:
+    script = tmp_path / "points.py"
+    script.write_text(MAIN_CLASS_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, str(script)], env=PORTABLE_ENV, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report == {"norms": [5, 25], "back": {"x": 3, "y": 4}, "same_class": True, "there": True}
+
+
+# Ctrl+C while the exec'd zygote is still starting: it must not die of it (printing a
+# traceback from a process the user never started), since the program handles it.
+CTRL_C_AT_ZYGOTE_START = textwrap.dedent(
+    """
+    import json, os, signal
+    import workpool
+    from workpool.backends.process import zygote
+
+    # Handled here by doing nothing. (A handler, not SIG_IGN: an ignored signal would
+    # stay ignored across exec, in the zygote too, as in a shell's background job.)
+    signal.signal(signal.SIGINT, lambda *_: None)
+    helper = zygote.get_zygote()
+    os.killpg(0, signal.SIGINT)  # as the terminal does, to the whole process group
+    values = workpool.map(abs, [-1, -2], backend="process", workers=2)
+    print(json.dumps({"values": values, "same_zygote": zygote.get_zygote() is helper}))
+    """
+)
+
+
+def test_ctrl_c_while_the_zygote_starts_is_left_to_the_program() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CTRL_C_AT_ZYGOTE_START],
+        env=PORTABLE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,  # its own process group, for the killpg
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {"values": [1, 2], "same_zygote": True}
+    assert "KeyboardInterrupt" not in done.stderr
+
+
 def test_windows_import_and_clear_refusal_simulated() -> None:
     program = Path(__file__).with_name("windows_sim.py")
     done = subprocess.run(

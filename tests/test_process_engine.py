@@ -73,6 +73,70 @@ def test_many_functions_through_one_pool() -> None:
         assert pool.submit(square, 9).result(timeout=30) == 81
 
 
+def test_arguments_of_a_class_defined_in_main_after_the_workers_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A notebook's class, defined in a later cell: plain pickle names it
+    # ``__main__.<name>``, which the workers (forked before it existed, or exec'd)
+    # cannot look up; it must travel by value, and come back as the caller's class.
+    with workpool.Pool(2, backend="process") as pool:
+        assert pool.submit(square, 3).result(timeout=60) == 9  # the workers are up
+        name = f"Cell_{os.urandom(8).hex()}"
+        cell = type(name, (), {"__module__": "__main__", "__qualname__": name})
+        monkeypatch.setattr(sys.modules["__main__"], name, cell, raising=False)
+        items = [cell() for _ in range(3)]
+        for k, item in enumerate(items):
+            item.x = k
+        assert pool.submit(vars, items[2]).result(timeout=60) == {"x": 2}
+        assert list(pool.map(vars, items)) == [{"x": k} for k in range(3)]
+        back = list(pool.map(_itself, items))
+        assert [type(item) for item in back] == [cell] * 3
+        assert [item.x for item in back] == [0, 1, 2]
+
+
+def _itself(obj: object) -> object:
+    return obj
+
+
+# A script that forgot the guard: a spawned worker runs it again (as __mp_main__),
+# reaches the map, and multiprocessing refuses to start processes from there.
+UNGUARDED_SCRIPT = textwrap.dedent(
+    """
+    import workpool
+
+    def square(x):
+        return x * x
+
+    print(workpool.map(square, range(4), backend="process", workers=2, start_method="spawn"))
+    """
+)
+
+
+def test_a_script_without_the_main_guard_is_told_what_to_fix(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    script.write_text(UNGUARDED_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("workpool.BrokenPool: workers could not start"), last
+    assert "'if __name__ == \"__main__\":'" in last and str(script) in last
+
+
+def test_spawn_asked_for_a_script_read_from_stdin_is_told_what_to_fix() -> None:
+    # spawn must run the main module again in each worker, and "<stdin>" is no file
+    # (multiprocessing's own pool waits for ever there).
+    program = UNGUARDED_SCRIPT.replace("print(", "if __name__ == '__main__':\n    print(")
+    done = subprocess.run(
+        [sys.executable, "-"], input=program, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("workpool.BrokenPool: workers could not start"), last
+    assert "<stdin> is no file they can run: leave start_method to its default" in last
+
+
 TESTS = Path(__file__).resolve().parent
 
 MAIN_SCRIPT = textwrap.dedent(

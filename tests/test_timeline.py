@@ -428,6 +428,25 @@ def test_cli_plot_without_matplotlib_names_the_extra(trace_file: Path, tmp_path:
 
 
 @pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("run.txt", "give a file name ending in .png"),
+        ("folder", "that is a directory"),
+        ("missing/run.png", "there is no directory"),
+    ],
+)
+def test_cli_plot_refuses_an_output_it_cannot_write(
+    trace_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, message: str
+) -> None:
+    pytest.importorskip("matplotlib")
+    (tmp_path / "folder").mkdir()
+    before = sorted(tmp_path.iterdir())
+    assert main(["trace", "plot", str(trace_file), "-o", str(tmp_path / name)]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == before  # nothing drawn anywhere
+
+
+@pytest.mark.parametrize(
     ("content", "message"),
     [
         (None, "no such file"),
@@ -435,6 +454,7 @@ def test_cli_plot_without_matplotlib_names_the_extra(trace_file: Path, tmp_path:
         ('{"events": []}', "not a Chrome trace"),
         ('{"traceEvents": [{"ph": "X", "ts": "soon", "dur": 1}]}', "event 0 is not a valid"),
         ('{"traceEvents": []}', "holds no spans"),
+        ('{"traceEvents": [{"ph": "X", "ts": 1, "dur": 1, "tid": {}}]}', "'tid' is {}"),
         (b"\xff\xfe not text", "not UTF-8"),
     ],
 )

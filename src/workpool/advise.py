@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from workpool.backends.base import Backend
     from workpool.interpreter_trial import Trial
 
-__all__ = ["Advice", "Measurement", "advise", "decide", "decide_for", "measure"]
+__all__ = ["Advice", "Measurement", "advise", "can_ship", "decide", "decide_for", "measure"]
 
 # What a pool of worker processes costs to start and stop, estimated (measured here):
 # workers forked from the zygote or a running fork server start in milliseconds; the
@@ -301,28 +301,35 @@ def decide(
     return Advice(best, workers, chunksize, reason, measurements)
 
 
+def can_ship(fn: Callable[..., Any], initializer: tuple[Any, ...] = ()) -> bool:
+    """Whether ``fn``, and an ``(initializer, initargs)`` given with it, can be pickled
+    for another process or subinterpreter."""
+    try:
+        dumps_function((fn, *initializer) if initializer else fn, reducer=_large_arrays_left_out)
+    except Exception:
+        return False
+    return True
+
+
 def decide_for(
     fn: Callable[..., Any],
     found: Measurement,
     remaining: int | None,
     *,
     interpreters_started: bool = False,
+    initializer: tuple[Any, ...] = (),
 ) -> Advice:
     """``decide``, knowing the function: a choice that would ship ``fn`` elsewhere
-    (processes, subinterpreters) is made again without them if ``fn`` cannot be pickled.
+    (processes, subinterpreters) is made again without them if ``fn`` cannot be pickled,
+    or the ``(initializer, initargs)`` every worker there would run first.
 
     The check waits for such a choice: pickling a closure can cost an import of
     cloudpickle, which a call that stays in this process should not pay.
     """
     advice = decide(found, remaining, interpreters_started=interpreters_started)
-    if advice.backend in ("process", "interpreter"):
-        try:
-            dumps_function(fn, reducer=_large_arrays_left_out)
-        except Exception:
-            unshippable = found._replace(
-                ship_seconds_per_item=math.inf, ship_bytes_per_item=math.inf
-            )
-            advice = decide(unshippable, remaining, interpreters_started=interpreters_started)
+    if advice.backend in ("process", "interpreter") and not can_ship(fn, initializer):
+        unshippable = found._replace(ship_seconds_per_item=math.inf, ship_bytes_per_item=math.inf)
+        advice = decide(unshippable, remaining, interpreters_started=interpreters_started)
     return advice
 
 

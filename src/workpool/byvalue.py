@@ -17,9 +17,10 @@ sends need far less, and this pickler carries them with ``pickle`` and ``marshal
 The state is applied after the skeleton is memoized, so a function that calls itself
 (or two that call each other) pickle without endless recursion. Functions pickled
 together from one module share one namespace in the worker, as they shared one in the
-caller. Modules travel by name. Whatever this pickler cannot carry (a class defined in
-``__main__``, an object plain pickle refuses) raises ``NeedsCloudpickle``, and the caller
-falls back to cloudpickle.
+caller. Modules travel by name. A class that cannot travel by name (defined in
+``__main__`` or in a function) goes through cloudpickle on its own, inside this pickle.
+Whatever else this pickler cannot carry (the module ``__main__``, an object plain pickle
+refuses) raises ``NeedsCloudpickle``, and the caller falls back to cloudpickle.
 
 A pool's functions are pickled apart (its initializer when it starts, each task's
 function when first used), yet a script's initializer sets up state its tasks read:
@@ -212,7 +213,13 @@ class _FunctionsByValue(pickle.Pickler):
                 raise NeedsCloudpickle(f"module {obj.__name__!r} cannot be imported by name")
             return importlib.import_module, (obj.__name__,)
         if isinstance(obj, type) and not _importable(obj):
-            raise NeedsCloudpickle(f"class {obj.__qualname__!r} cannot be imported by name")
+            # Only cloudpickle carries a class by value; it does this one alone, so that
+            # the functions around it still share their namespace in the worker. (Its
+            # class tracker makes every payload that holds the class rebuild one class
+            # there, and bring the caller's own back.)
+            import cloudpickle
+
+            return pickle.loads, (cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL),)
         return NotImplemented
 
     def _reduce_function(self, fn: types.FunctionType) -> Any:

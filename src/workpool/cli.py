@@ -222,9 +222,36 @@ def _run_advise(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _check_output(option: str, path: Path) -> None:
+    """Refuse, before any work, a path no file can be written at."""
+    if path.is_dir():
+        raise CommandError(f"{option} {path}: that is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise CommandError(f"{option} {path}: there is no directory {path.parent}")
+
+
+def _check_plot_output(option: str, path: Path) -> None:
+    """As ``_check_output``, and the name must end in a format matplotlib can write."""
+    _check_output(option, path)
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return  # drawing says what to install
+    formats = sorted(FigureCanvasBase.get_supported_filetypes())
+    if path.suffix[1:].lower() not in formats:
+        raise CommandError(
+            f"{option} {path}: give a file name ending in .png "
+            f"(or another format matplotlib writes: {', '.join(formats)})"
+        )
+
+
 def _run_bench(args: argparse.Namespace, console: Console) -> int:
     from workpool.bench import WORKLOADS, PlotUnavailable, run_bench
 
+    if args.json is not None:
+        _check_output("--json", args.json)
+    if args.plot is not None:
+        _check_plot_output("--plot", args.plot)
     try:
         run_bench(
             workloads=args.workload or list(WORKLOADS),
@@ -315,6 +342,7 @@ def _run_trace(args: argparse.Namespace, console: Console) -> int:
         return 0
     from workpool.timeline.plot import PlotUnavailable, write_plot
 
+    _check_plot_output("-o", args.output)
     try:
         write_plot(timeline, args.output)
     except PlotUnavailable as exc:
@@ -343,6 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CommandError as exc:
         print(f"workpool {args.command}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl+C: the pools have stopped on the way out
+        print(f"workpool {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -223,6 +223,7 @@ class _OneShotCall:
                 progress_bar=progress_bar,
                 checkpoint=checkpoint,
                 trace=trace,
+                run_unsent_here=self.spec.backend == "auto",
             )
             yield from run.result_lists()
             finished = True
@@ -320,7 +321,7 @@ class _MeasuredPrefix:
 
     def result_lists(self, raise_in_order: bool) -> Iterator[list[Any]]:
         # Only here: a call that names its backend never loads the measurement.
-        from workpool.advise import decide_for, measure, remember, remembered
+        from workpool.advise import can_ship, decide_for, measure, remember, remembered
 
         call = self._call
         options = call.options
@@ -329,9 +330,13 @@ class _MeasuredPrefix:
         values: list[Any] = []
         errors: dict[int, BaseException] = {}
         measured = (0, 0)  # when the items were measured, if any were
+        spec = call.spec
+        initializer = () if spec.initializer is None else (spec.initializer, spec.initargs)
         if call.options.task_timeout is not None:
-            # Only processes can stop a hung task; measuring inline could hang.
-            advice_backend, advice_workers = "process", default_workers("process")
+            # Only processes can stop a hung task; measuring inline could hang. What
+            # cannot be pickled goes to threads, which report a hung task on time.
+            advice_backend = "process" if can_ship(call.fn, initializer) else "thread"
+            advice_workers = default_workers(advice_backend)
         else:
             if found is None:
                 if call.spec.initializer is not None:  # inline, we are the worker
@@ -364,7 +369,11 @@ class _MeasuredPrefix:
             self.count = len(values) + (len(self._early.items) if self._early else 0)
             remaining = None if call.total is None else call.total - self.count
             advice = decide_for(
-                call.fn, found, remaining, interpreters_started=self.started_backend is not None
+                call.fn,
+                found,
+                remaining,
+                interpreters_started=self.started_backend is not None,
+                initializer=initializer,
             )
             advice_backend, advice_workers = advice.backend, advice.workers
         workers = call.spec.workers if call.workers_given else advice_workers
@@ -556,6 +565,13 @@ def _run_straight(
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit from a task is that task's failure
+            if counter is not None:
+                read = next(counter) - counted
+                counted += 1
+                if read == len(values) - before:
+                    # No item was read for this call: the input itself raised, which is
+                    # the caller's failure, not a task's (and the input has ended).
+                    raise
             error = exc
         else:
             if counter is None:

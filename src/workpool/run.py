@@ -26,7 +26,7 @@ from workpool.clock import now_ns
 from workpool.errors import add_note, call_timed_out, is_broken_pool, is_cancelled
 from workpool.inputs import InputSource
 from workpool.sharing import SharingContext
-from workpool.tasks import CallMode, Chunk, ResultBatch
+from workpool.tasks import CallMode, Chunk, ResultBatch, call_items
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.checkpoint.session import CheckpointSession
@@ -127,6 +127,21 @@ class RetryPolicy:
         )
 
 
+# Where a task runs whose arguments could not be sent to the backend ``auto`` chose.
+HERE = "this process (its arguments cannot be pickled to go elsewhere)"
+
+
+def _run_here(chunk: Chunk) -> ResultBatch:
+    """Run ``chunk`` in the delivering thread, as the serial backend would."""
+    began = now_ns() if chunk.trace is not None else 0
+    values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+    batch = ResultBatch(chunk, values, errors, elapsed, worker=HERE)
+    if chunk.trace is not None:
+        ended = now_ns()
+        batch.times = (began, began, ended, ended)
+    return batch
+
+
 class _ChunkState:
     """The consumer's record of one chunk of input: its results as they arrive."""
 
@@ -183,9 +198,13 @@ class MapRun:
         checkpoint: CheckpointSession | None = None,
         trace: Recorder | None = None,
         owner: object = None,
+        run_unsent_here: bool = False,
     ) -> None:
         self._owner = owner
         self._backend = backend
+        # backend="auto" chose this backend: a task whose arguments cannot be sent to it
+        # runs in this process instead, as it would had auto chosen no other.
+        self._run_unsent_here = run_unsent_here
         self._fn = fn
         self._mode = mode
         self._inputs = inputs
@@ -269,6 +288,8 @@ class MapRun:
     def deliver(self, batch: ResultBatch) -> None:
         if self._cancelled:
             return
+        if batch.unsent and self._run_unsent_here:
+            batch = _run_here(batch.chunk)
         retried = self._retries.resubmit(batch)
         if self._trace is not None:
             self._record_batch(self._trace, batch, retried, self._backend.trace_group)

@@ -29,8 +29,10 @@ __all__ = [
     "FunctionRegistry",
     "dumps_data",
     "dumps_function",
+    "dumps_items",
     "hooked_cloudpickler",
     "loads",
+    "names_main",
     "picklable_runs",
     "unpicklable_reason",
 ]
@@ -165,6 +167,30 @@ def dumps_data(obj: object) -> bytes:
         return pickle.dumps(obj, protocol=PROTOCOL)
     except Exception:
         return dumps_function(obj)
+
+
+def names_main(payload: bytes) -> bool:
+    """Whether a plain pickle may name something of ``__main__`` (a class, a function).
+
+    Plain pickle sends a script's or a notebook's own class by its name in
+    ``__main__``; a worker's ``__main__`` is not the caller's (an exec'd interpreter,
+    a subinterpreter, a fork taken before the class was defined), so there the name
+    is missing. A search of the bytes costs far less than a pickler that looks at
+    every object; text that merely contains the word only costs a pickling by value.
+    """
+    return b"__main__" in payload
+
+
+def dumps_items(obj: object) -> bytes:
+    """Pickle items for a worker in another interpreter: as ``dumps_data``, but what
+    plain pickle would name in ``__main__`` goes by value (``names_main``)."""
+    payload = dumps_data(obj)
+    if names_main(payload):
+        try:
+            return dumps_function(obj)
+        except Exception:  # cloudpickle refuses it: the worker may know the name after all
+            pass
+    return payload
 
 
 def unpicklable_reason(obj: Any) -> BaseException | None:

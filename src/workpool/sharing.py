@@ -49,7 +49,7 @@ from workpool.segments import (
     sending,
     share,
 )
-from workpool.serialize import PROTOCOL, dumps_function, hooked_cloudpickler
+from workpool.serialize import PROTOCOL, dumps_function, hooked_cloudpickler, names_main
 
 __all__ = [
     "DEFAULT_SHARE_THRESHOLD",
@@ -259,18 +259,40 @@ class _SharingPickler(pickle.Pickler):
         )
 
 
-def dumps_sharing(obj: Any, context: SharingContext | None) -> tuple[bytes, list[int], list[Any]]:
+def dumps_sharing(
+    obj: Any, context: SharingContext | None, *, to_worker: bool = False
+) -> tuple[bytes, list[int], list[Any]]:
     """Pickle ``obj``; arrays in shared memory (or big enough) become references.
 
     Returns the bytes, the descriptors to send beside them, and the objects that keep
     those descriptors open until they are sent. What plain pickle refuses (lambdas,
-    closures) goes through cloudpickle, sharing all the same. Raises
-    ``TooManySegments`` rather than quietly copying what was shared to be written.
+    closures) goes through cloudpickle, sharing all the same. ``to_worker``: the
+    caller's items on their way to a worker, where what plain pickle names in
+    ``__main__`` must go by value (``names_main``). Raises ``TooManySegments`` rather
+    than quietly copying what was shared to be written.
     """
+    pickled = _dumps_sharing(obj, context, by_value=False)
+    if to_worker and names_main(pickled[0]):
+        try:
+            return _dumps_sharing(obj, context, by_value=True)
+        except TooManySegments:
+            raise
+        except Exception:  # cloudpickle refuses it: the worker may know the name after all
+            pass
+    return pickled
+
+
+def _dumps_sharing(
+    obj: Any, context: SharingContext | None, *, by_value: bool
+) -> tuple[bytes, list[int], list[Any]]:
     outgoing = _Outgoing()
     previous = sending.frame
     sending.frame = outgoing
     try:
+        if by_value:
+            buffer = io.BytesIO()
+            _sharing_cloudpickler(buffer, context).dump(obj)
+            return buffer.getvalue(), outgoing.fds, outgoing.keep
         if numpy_module() is None:  # no arrays can exist: the plain, faster pickler
             try:
                 return pickle.dumps(obj, protocol=PROTOCOL), outgoing.fds, outgoing.keep

@@ -148,6 +148,7 @@ class ResultBatch:
         "pickled",
         "retryable",
         "times",
+        "unsent",
         "values",
         "worker",
     )
@@ -171,6 +172,8 @@ class ResultBatch:
         self.worker = worker
         self.pickled = pickled
         self.times = times
+        # Its items never reached a worker: their arguments cannot be pickled.
+        self.unsent = False
 
     def __repr__(self) -> str:
         return f"<ResultBatch {self.chunk!r} errors={len(self.errors)} by {self.worker!r}>"

@@ -107,6 +107,14 @@ def _number(event: dict[str, Any], key: str) -> float:
     return float(value)
 
 
+def _identifier(event: dict[str, Any], key: str) -> Any:
+    """A process's or thread's id: a number or a name (absent is allowed too)."""
+    value = event.get(key)
+    if isinstance(value, (list, dict)):
+        raise ValueError(f"{key!r} is {value!r}, not a number or a name")
+    return value
+
+
 def _events(path: Path) -> tuple[list[Any], dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
@@ -143,7 +151,7 @@ def load(path: Path) -> Timeline:
             if not isinstance(event, dict):
                 raise ValueError("not a JSON object")
             phase = event.get("ph")
-            key = (event.get("pid"), event.get("tid"))
+            key = (_identifier(event, "pid"), _identifier(event, "tid"))
             args = event.get("args")
             args = args if isinstance(args, dict) else {}
             if phase == "M":

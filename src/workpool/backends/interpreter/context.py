@@ -25,7 +25,7 @@ from workpool.backends.interpreter.handle import (
 from workpool.backends.threaded import WorkerContext
 from workpool.clock import now_ns
 from workpool.errors import WorkerCrashed, add_note
-from workpool.serialize import FunctionRef, FunctionRegistry, dumps_data, picklable_runs
+from workpool.serialize import FunctionRef, FunctionRegistry, dumps_items, picklable_runs
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["InterpreterContext"]
@@ -75,7 +75,7 @@ class InterpreterContext(WorkerContext):
             batches.append(self._unsendable_function(chunk, exc))
             return
         try:
-            payload = dumps_data(chunk.items)
+            payload = dumps_items(chunk.items)
         except Exception:
             self._run_picklable_part(chunk, on_start, batches)
             return
@@ -100,7 +100,9 @@ class InterpreterContext(WorkerContext):
             add_note(
                 reason, "the task's arguments could not be pickled to send them to a subinterpreter"
             )
-            batches.append(self._failed(piece, reason))
+            unsent = self._failed(piece, reason)
+            unsent.unsent = True
+            batches.append(unsent)
 
     def _exchange(
         self,

@@ -7,8 +7,9 @@ The supervisor asks a launcher for a worker and gets back a ``WorkerProcess``
 
 Which launcher: the zygote when it can be had (the program ran one thread when the
 first pool started); else, in a daemonic process (a Dask worker, a
-``multiprocessing`` daemon), which ``multiprocessing`` refuses to give children,
-exec (``exec_launch.py``); else the standard library's fork server or spawn.
+``multiprocessing`` daemon), which ``multiprocessing`` refuses to give children, or
+when the main module cannot be run again (a script read from standard input), exec
+(``exec_launch.py``); else the standard library's fork server or spawn.
 """
 
 from __future__ import annotations
@@ -152,7 +153,29 @@ def _safe_method() -> str:
 
     if multiprocessing.current_process().daemon:
         return EXEC_METHOD  # multiprocessing gives a daemon no children
+    if not _main_runs_again():
+        return EXEC_METHOD
     return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+
+
+def _main_runs_again() -> bool:
+    """Whether the fork server and spawn can run the main module again, as they must.
+
+    Not when it names a file that is not there: ``python - < script.py`` names
+    ``<stdin>``, and every worker would fail to start.
+    """
+    from multiprocessing import process
+
+    main = sys.modules.get("__main__")
+    if getattr(getattr(main, "__spec__", None), "name", None) is not None:
+        return True  # run with -m: found again by its name
+    path = getattr(main, "__file__", None)
+    if path is None:
+        return True  # python -c, a notebook: there is nothing to run again
+    started_in = getattr(process, "ORIGINAL_DIR", None)  # as multiprocessing reads it
+    if not os.path.isabs(path) and started_in is not None:
+        path = os.path.join(started_in, path)
+    return os.path.isfile(path)
 
 
 def default_start_method() -> str:

@@ -12,6 +12,7 @@ import itertools
 import os
 import selectors
 import socket
+import sys
 import threading
 import time
 import weakref
@@ -70,14 +71,21 @@ class Supervisor:
         self._launcher = launcher
         # Told each worker's label and start-up interval (for timelines), if anyone asks.
         self._worker_started = worker_started
-        # Large arrays among initargs (or that the initializer holds) go in shared memory.
+        # Pickled now, so that one that cannot be pickled fails here, at once; large
+        # arrays among initargs (or that the initializer holds) go in shared memory.
         self._initializer_payload: bytes | None = None
         self._initializer_fds: list[int] = []
         self._initializer_keep: list[object] = []
-        if spec.initializer:
-            self._initializer_payload, self._initializer_fds, self._initializer_keep = (
-                dumps_function_sharing((spec.initializer, spec.initargs))
-            )
+        if spec.initializer is not None:
+            try:
+                self._initializer_payload, self._initializer_fds, self._initializer_keep = (
+                    dumps_function_sharing((spec.initializer, spec.initargs))
+                )
+            except Exception as exc:
+                raise TypeError(
+                    f"the initializer {spec.initializer!r} and its initargs cannot be sent "
+                    f"to a worker process: {exc}"
+                ) from exc
         self._slots = SharedSlots(spec.workers)
         self._slot_view = self._slots.view
         self._handles: list[WorkerHandle | None] = [None] * spec.workers
@@ -528,12 +536,10 @@ class Supervisor:
         )
         if self._init_failures >= max(2, self._spec.workers):
             what = "the initializer failed" if handle.init_error else "workers could not start"
-            self._break(
-                errors.BrokenPool(
-                    f"{what} in {self._init_failures} worker processes in a row: {cause!r}"
-                ),
-                cause,
-            )
+            message = f"{what} in {self._init_failures} worker processes in a row: {cause!r}"
+            if handle.init_error is None:
+                message += _main_module_hint(self._launcher.method)
+            self._break(errors.BrokenPool(message), cause)
 
     def _recover(self, handle: WorkerHandle, exitcode: int | None) -> None:
         """A worker died holding chunks: blame its current item, send the rest again."""
@@ -786,6 +792,11 @@ class Supervisor:
             for wire in handle.assigned:
                 self._fail(wire, cancelled("the pool stopped before this task finished"))
             handle.sock.close()
+            for fd in handle.reader.take_fds(len(handle.reader.fds)):  # a frame never finished
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+            with contextlib.suppress(ValueError):  # its pidfd, its exit pipe
+                handle.process.close()
         with self._lock:
             self._accepting = False
             leftover = list(self._pending) + list(self._inbox)
@@ -819,3 +830,20 @@ def _close_descriptors(*fds: int) -> None:
     for fd in fds:
         with contextlib.suppress(OSError):
             os.close(fd)
+
+
+def _main_module_hint(method: str) -> str:
+    """Why workers of ``method``, which run the main module first, may fail to start."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if method not in ("spawn", "forkserver") or script is None:
+        return ""
+    if not os.path.isfile(script):  # python - < script.py: the main module is "<stdin>"
+        return (
+            f". Workers started by {method!r} run the main module first, and {script} is "
+            "no file they can run: leave start_method to its default"
+        )
+    return (
+        f". Workers started by {method!r} first run the main module ({script}) under "
+        "another name: code that starts a pool must sit under "
+        "'if __name__ == \"__main__\":' (the workers' own error output says what failed)"
+    )

@@ -41,7 +41,9 @@ class WireChunk:
 
     def encode(self) -> None:
         """Pickle the items, large arrays by shared memory; raises what pickling raises."""
-        self.payload, self.fds, self.keep = dumps_sharing(self.chunk.items, self.chunk.sharing)
+        self.payload, self.fds, self.keep = dumps_sharing(
+            self.chunk.items, self.chunk.sharing, to_worker=True
+        )
 
     def split(self, begin: int, end: int) -> WireChunk:
         """Items ``[begin, end)`` as a chunk of their own, not yet pickled."""
