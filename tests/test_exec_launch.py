@@ -194,3 +194,36 @@ def test_a_threaded_script_read_from_stdin_gets_its_workers() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.splitlines()[-1] == "[0, 1, 4, 9, 16]"
+
+
+# Ctrl+C while exec'd workers start (the script above's case): they must not die of it,
+# printing tracebacks of processes the user never started; the program handles it.
+CTRL_C_AT_WORKER_START = """
+import json, os, signal, threading, time
+import psutil
+import workpool
+
+signal.signal(signal.SIGINT, lambda *_: None)  # a handler: SIG_IGN would survive exec
+threading.Thread(target=time.sleep, args=(1,), daemon=True).start()
+with workpool.Pool(2, backend="process") as pool:
+    deadline = time.monotonic() + 30
+    while len(psutil.Process().children(recursive=True)) < 2:  # started, still starting up
+        assert time.monotonic() < deadline, "no worker started"
+        time.sleep(0.001)
+    os.killpg(0, signal.SIGINT)  # as the terminal does
+    print(json.dumps(list(pool.map(abs, [-1, -2, -3]))))
+"""
+
+
+def test_ctrl_c_while_exec_workers_start_is_left_to_the_program() -> None:
+    done = subprocess.run(
+        [sys.executable, "-"],
+        input=CTRL_C_AT_WORKER_START,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        start_new_session=True,  # its own process group, for the killpg
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.splitlines()[-1] == "[1, 2, 3]"
+    assert "KeyboardInterrupt" not in done.stderr

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -39,17 +40,47 @@ from workpool.backends.process import lifeline, parent_watch
 if TYPE_CHECKING:
     from workpool.backends.process.slots import SharedSlots
 
-__all__ = ["HAS_PIDFD", "ExecLauncher", "ExecWorker", "interpreter_flags", "package_root"]
+__all__ = [
+    "HAS_PIDFD",
+    "IGNORE_CTRL_C",
+    "ExecLauncher",
+    "ExecWorker",
+    "interpreter_flags",
+    "package_root",
+    "popen_ignoring_ctrl_c",
+]
 
 #: Whether exits are watched through pidfds; otherwise (and on other systems) through
 #: the exit pipe.
 HAS_PIDFD = _platform.USE_PIDFD
 
-# The child's first lines: find workpool where the parent found it, then hand over.
-_BOOTSTRAP = (
+#: The first statements of a helper started by ``popen_ignoring_ctrl_c``.
+IGNORE_CTRL_C = (
+    "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
+)
+
+# The child's first lines: ignore Ctrl+C, find workpool where the parent found it, then
+# hand over.
+_BOOTSTRAP = IGNORE_CTRL_C + (
     "import sys; sys.path.insert(0, sys.argv[2]); "
     "from workpool.backends.process.exec_worker import main; main(int(sys.argv[1]))"
 )
+
+
+def popen_ignoring_ctrl_c(args: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start a helper interpreter whose code begins with ``IGNORE_CTRL_C``.
+
+    Ctrl+C is the parent's to handle, but it reaches the whole process group: one
+    pressed while the helper starts up would reach it before its code can ignore it,
+    and it would die printing a traceback. So it starts with SIGINT blocked (the mask
+    survives exec) and unblocks it once it ignores it.
+    """
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        return subprocess.Popen(args, **options)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def package_root() -> str:
@@ -130,7 +161,7 @@ class ExecLauncher:
         watch = parent_watch.read_end()  # -1 where the socket's close is watched instead
         passed = [sock.fileno(), slots.fd, prep_r] + [fd for fd in (exit_w, watch) if fd >= 0]
         try:
-            popen = subprocess.Popen(
+            popen = popen_ignoring_ctrl_c(
                 [*self._command, str(prep_r), self._root],
                 pass_fds=passed,
                 stdin=subprocess.DEVNULL,

@@ -71,12 +71,10 @@ ZYGOTE_TITLE = "workpool-zygote"
 # after the first workers of a pool have been forked, ahead of nearly any pool's end.
 _DEATH_SIGNAL_AFTER = 0.05
 
-# The exec'd zygote's first lines: ignore Ctrl+C (it starts with SIGINT blocked, see
-# ``Zygote._exec``), find workpool where the parent found it, then serve.
+# The exec'd zygote's first lines, after exec_launch.IGNORE_CTRL_C: find workpool where
+# the parent found it, then serve.
 _BOOTSTRAP = (
-    "import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
-    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT}); "
-    "sys.path.insert(0, sys.argv[2]); "
+    "import sys; sys.path.insert(0, sys.argv[2]); "
     "from workpool.backends.process.zygote import exec_main; "
     "exec_main(int(sys.argv[3]), int(sys.argv[4]))"
 )
@@ -181,31 +179,29 @@ class Zygote:
             raise OSError("cannot exec the zygote: sys.executable is unknown here")
         import subprocess  # only here: the forked zygote (Linux) never needs it
 
-        from workpool.backends.process.exec_launch import interpreter_flags, package_root
+        from workpool.backends.process.exec_launch import (
+            IGNORE_CTRL_C,
+            interpreter_flags,
+            package_root,
+            popen_ignoring_ctrl_c,
+        )
 
         watch = parent_watch.read_end()
         passed = [zygote_end.fileno()] + ([watch] if watch >= 0 else [])
-        # Ctrl+C is the parent's to handle. One pressed while the zygote starts up would
-        # reach it before it can ignore it, and it would die printing a traceback: it
-        # starts with SIGINT blocked instead (the mask survives exec).
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        try:
-            self._popen = subprocess.Popen(
-                [
-                    sys.executable,
-                    *interpreter_flags(),
-                    "-c",
-                    _BOOTSTRAP,
-                    ZYGOTE_TITLE,
-                    package_root(),
-                    str(zygote_end.fileno()),
-                    str(watch),
-                ],
-                pass_fds=passed,
-                stdin=subprocess.DEVNULL,
-            )
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        self._popen = popen_ignoring_ctrl_c(
+            [
+                sys.executable,
+                *interpreter_flags(),
+                "-c",
+                IGNORE_CTRL_C + _BOOTSTRAP,
+                ZYGOTE_TITLE,
+                package_root(),
+                str(zygote_end.fileno()),
+                str(watch),
+            ],
+            pass_fds=passed,
+            stdin=subprocess.DEVNULL,
+        )
         return self._popen.pid
 
     def spawn(
