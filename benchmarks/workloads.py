@@ -45,6 +45,21 @@ def sum_part(arr: Any, part: int, parts: int = 8) -> float:
     return float(arr[part * n // parts : (part + 1) * n // parts].sum())
 
 
+# The array ``sum_held_part`` reads: set by the parent before it forks its workers,
+# which inherit it (the standard pools' way to hand every worker a large array).
+HELD: list[Any] = []
+
+
+def hold(arr: Any) -> None:
+    """A pool initializer: keep ``arr`` in ``HELD`` (how spawned workers get it)."""
+    HELD[:] = [arr]
+
+
+def sum_held_part(part: int, parts: int = 8) -> float:
+    """``sum_part`` of the array this process holds in ``HELD``."""
+    return sum_part(HELD[0], part, parts)
+
+
 def make_array(megabytes: int) -> Any:
     """A task whose result is large: a float64 array of ``megabytes`` MB (1 MB = 10**6 B)."""
     import numpy as np

@@ -45,6 +45,22 @@ def test_a_closure_keeps_its_cells_defaults_and_attributes() -> None:
     assert copy.__qualname__.endswith("make.<locals>.add")
 
 
+class RefusesComparison:
+    """Like a NumPy array or a pandas frame, whose ``==`` answers element by element."""
+
+    def __eq__(self, other: object) -> bool:
+        raise ValueError("the truth value of an array with more than one element is ambiguous")
+
+    __ne__ = __eq__  # type: ignore[assignment]
+    __hash__ = object.__hash__
+
+
+def test_a_closure_over_an_object_that_refuses_comparison() -> None:
+    held = RefusesComparison()  # a closure over a data array is the common case
+    copy = _copy(lambda: held)
+    assert isinstance(copy(), RefusesComparison)
+
+
 def test_recursion_through_a_closure_and_through_globals() -> None:
     def outer() -> Any:
         def countdown(n: int) -> int:

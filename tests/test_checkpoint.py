@@ -368,15 +368,57 @@ def test_results_are_kept_while_the_consumer_is_busy_elsewhere(run: Run) -> None
     results.close()
 
 
-def test_a_pool_map_dropped_unread_lets_its_checkpoint_and_trace_go(
-    run: Run, tmp_path: Path
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_pool_map_dropped_unread_still_runs_everything_and_lets_its_files_go(
+    run: Run, tmp_path: Path, backend: str
 ) -> None:
     trace = tmp_path / "t.json"
-    with workpool.Pool(2, backend="thread") as pool:
-        pool.map(logged_square, run.items, checkpoint=run.path, trace=trace)  # never read
-    assert json.loads(trace.read_text())["otherData"]["partial"]
-    got = workpool.map(logged_square, run.items, backend="serial", checkpoint=run.path)
-    assert got == run.expected  # the file was let go: not CheckpointBusy
+    with workpool.Pool(2, backend=backend) as pool:
+        # Never read, as Executor.map's results often are; slow enough that most items
+        # have not started when the iterator is collected.
+        pool.map(slow_logged_square, run.items, checkpoint=run.path, trace=trace, chunksize=2)
+    assert run.calls() == dict.fromkeys(range(len(run.items)), 1)  # all ran, once
+    assert run.journaled() == set(range(len(run.items)))
+    assert not json.loads(trace.read_text())["otherData"]["partial"]
+    got = workpool.map(slow_logged_square, run.items, backend="serial", checkpoint=run.path)
+    assert got == run.expected  # resumed from the file, which was let go: not CheckpointBusy
+    assert run.calls() == dict.fromkeys(range(len(run.items)), 1)  # nothing ran again
+
+
+UNREAD_AT_EXIT = """
+import sys
+sys.path.insert(0, {tests!r})
+import workpool
+from checkpoint_tasks import slow_logged_square
+
+if __name__ == "__main__":
+    items = [(x, sys.argv[2]) for x in range(40)]
+    pool = workpool.Pool(2, backend=sys.argv[3])  # never shut down
+    pool.map(slow_logged_square, items, checkpoint=sys.argv[1], chunksize=2)  # never read
+"""
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_program_that_drops_a_pool_map_unread_waits_for_it_at_exit(
+    tmp_path: Path, backend: str
+) -> None:
+    run = Run(tmp_path, 40)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            UNREAD_AT_EXIT.format(tests=str(TESTS)),
+            run.path,
+            str(run.marks),
+            backend,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert run.journaled() == set(range(40))
+    assert run.calls() == dict.fromkeys(range(40), 1)
 
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])

@@ -23,6 +23,7 @@ import sys
 import textwrap
 import threading
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -408,6 +409,21 @@ def test_large_arrays_reach_each_node_once_and_are_released(client: Any) -> None
         assert len(holders) == 1 and holders[0] >= 1
         assert list(results) == [1_000_000.0 + k for k in range(1, 40)]
         assert wait_for(lambda: client.run_on_scheduler(big_keys) == [], timeout=5)
+
+
+def test_a_function_holding_a_large_object_reaches_the_cluster_once(client: Any) -> None:
+    blob = b"x" * 12_000_000  # over Dask's 10 MB "large graph" warning
+
+    def big_keys(dask_scheduler: Any) -> list[int]:
+        return [ts.nbytes for ts in dask_scheduler.tasks.values() if ts.nbytes > 10_000_000]
+
+    with workpool.Pool(backend="dask", address=client) as pool, warnings.catch_warnings():
+        warnings.simplefilter("error")  # sent with each of 12 tasks, it warned 12 times
+        results = pool.imap(lambda i: len(blob) + i, range(12), chunksize=1)
+        assert next(results) == 12_000_000
+        assert len(client.run_on_scheduler(big_keys)) == 1  # one scattered copy
+        assert list(results) == [12_000_000 + i for i in range(1, 12)]
+    assert wait_for(lambda: client.run_on_scheduler(big_keys) == [], timeout=5)
 
 
 def test_arrays_shared_writable_are_refused(client: Any) -> None:

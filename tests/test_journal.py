@@ -347,6 +347,18 @@ def test_a_directory_is_refused(tmp_path: Path) -> None:
         Journal(str(tmp_path), square)
 
 
+def test_a_lock_file_that_cannot_be_made_is_explained(path: str) -> None:
+    # As on a read-only file system (EROFS), which a test cannot count on making: the
+    # lock file's path is taken by a directory, so opening it fails whoever we are.
+    os.mkdir(path + ".lock")
+    with pytest.raises(IsADirectoryError) as info:
+        Journal(path, square)
+    message = str(info.value)
+    assert f"checkpoint {path} cannot be used" in message
+    assert "a checkpoint needs a directory it can write in" in message
+    assert not os.path.exists(path)
+
+
 def test_a_file_half_made_by_a_killed_call_is_made_again(path: str) -> None:
     # A call killed while making its journal leaves it under the temporary name only.
     Path(path + ".creating").write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)

@@ -108,12 +108,16 @@ def test_portable_workers_share_memory_without_memfd(tmp_path: Path) -> None:
 
 
 def test_portable_zygote_is_exec_d_and_says_so(tmp_path: Path) -> None:
-    parent = start(tmp_path, "run", "default")
-    head, *_ = read_reports(parent, 3)
-    zygote = psutil.Process(int(head["zygote"]))  # type: ignore[call-overload]
-    command = zygote.cmdline()
-    _, err = parent.communicate(timeout=60)
-    assert parent.returncode == 0, err
+    parent = start(tmp_path, "hang", "default")  # the zygote stays until we have looked
+    head, *workers = read_reports(parent, 3)
+    pids = [int(w["pid"]) for w in workers]  # type: ignore[call-overload]
+    pids.append(int(head["zygote"]))  # type: ignore[call-overload]
+    try:
+        command = psutil.Process(pids[-1]).cmdline()
+    finally:
+        parent.kill()
+        parent.communicate(timeout=30)
+        assert wait_for(lambda: all(gone(pid) for pid in pids), timeout=10)
     assert "workpool-zygote" in command
     # Exec'd, not forked: a forked zygote would carry the program's command line.
     assert not any(part.endswith("portable_program.py") for part in command)

@@ -190,6 +190,104 @@ def test_big_arrays_are_shared_once_per_call_read_only() -> None:
     assert sum(sums) == pytest.approx(big.sum())
 
 
+# --- arrays a function holds (its globals, its closure) ---------------------------------
+
+
+def reader_of(array: Any) -> Any:
+    """A task that reads ``array`` from its closure, as a script's reads a global."""
+
+    def read(position: int) -> tuple[float, bool, str, tuple[int, int] | None]:
+        writable, owner, identity = describe(array)
+        return float(array[position]), writable, owner, identity
+
+    return read
+
+
+def test_a_big_array_a_function_holds_reaches_workers_in_shared_memory() -> None:
+    from workpool.sharing import dumps_function_sharing
+
+    big = np.arange(8 * MB // 8, dtype=np.float64)
+    task = reader_of(big)
+    payload, fds, _keep = dumps_function_sharing(task)
+    assert len(payload) < 100_000 and len(fds) == 1  # a reference, not 8 MB of pickle
+    del _keep
+    results = workpool.map(task, [0, 5, len(big) - 1] * 3, backend="process", workers=2)
+    assert [value for value, *_ in results] == [0.0, 5.0, len(big) - 1.0] * 3
+    # Each worker holds its own copy, as a pickled one would be (writable, private to
+    # it), made of the shared pages until it writes: one segment for the whole call.
+    assert {(writable, owner) for _, writable, owner, _ in results} == {(True, "Segment")}
+    assert len({identity for *_, identity in results}) == 1
+
+
+def test_a_workers_writes_to_an_array_its_function_holds_stay_its_own() -> None:
+    big = np.zeros(2 * MB // 8)
+
+    def scribble_and_return(value: float) -> Any:
+        big[:3] = value  # the worker's copy, as if it had been pickled
+        return big
+
+    results = workpool.map(scribble_and_return, [1.0, 2.0], backend="process", workers=2)
+    assert [float(result[0]) for result in results] == [1.0, 2.0]  # what the task held
+    assert [float(result[3]) for result in results] == [0.0, 0.0]
+    assert not big.any()  # the caller's array is untouched
+
+
+def test_a_function_holding_a_shared_array_reads_it_read_only_without_a_copy() -> None:
+    shared = workpool.share(np.arange(2 * MB // 8, dtype=np.float64))
+    results = workpool.map(reader_of(shared), [1, 2], backend="process", workers=2)
+    assert [value for value, *_ in results] == [1.0, 2.0]
+    assert {writable for _, writable, _, _ in results} == {False}  # as arguments are
+    assert {identity for *_, identity in results} == {describe(shared)[2]}  # the same memory
+
+    def write() -> None:
+        shared[0] = 42
+
+    with pytest.raises(ValueError, match="read-only"):
+        workpool.Pool(1).__enter__().submit(write).result()
+    assert shared[0] == 0
+
+
+def test_an_array_a_function_holds_is_sent_as_it_is_at_each_call() -> None:
+    big = np.zeros(2 * MB // 8)
+    task = reader_of(big)
+    assert workpool.map(task, [0], backend="process")[0][0] == 0.0
+    big[0] = 7.0  # changed in place between two calls
+    assert workpool.map(task, [0], backend="process")[0][0] == 7.0
+
+
+def test_a_function_holding_more_large_arrays_than_a_message_carries_still_runs() -> None:
+    from workpool.sharing import MAX_FDS_PER_FRAME
+
+    chunks = [np.full(MB // 8, i, dtype=np.float64) for i in range(MAX_FDS_PER_FRAME + 5)]
+
+    def first_of(i: int) -> float:
+        return float(chunks[i][0])
+
+    last = len(chunks) - 1
+    assert workpool.map(first_of, [0, last], backend="process") == [0.0, float(last)]
+
+
+HELD: list[Any] = []
+
+
+def hold(array: Any) -> None:
+    HELD[:] = [array]
+
+
+def held_array(position: int) -> tuple[float, bool, str, tuple[int, int] | None]:
+    return (float(HELD[0][position]), *describe(HELD[0]))
+
+
+def test_a_big_array_among_initargs_reaches_workers_in_shared_memory() -> None:
+    big = np.arange(2 * MB // 8, dtype=np.float64)
+    results = workpool.map(
+        held_array, [3, 4], backend="process", workers=2, initializer=hold, initargs=(big,)
+    )
+    assert [value for value, *_ in results] == [3.0, 4.0]
+    assert {(writable, owner) for _, writable, owner, _ in results} == {(True, "Segment")}
+    assert len({identity for *_, identity in results}) == 1
+
+
 def test_small_arrays_and_threshold_none_are_pickled() -> None:
     small = np.arange(100)
     writable, _, identity = workpool.map(describe, [small], backend="process")[0]

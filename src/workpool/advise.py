@@ -317,13 +317,24 @@ def decide_for(
     advice = decide(found, remaining, interpreters_started=interpreters_started)
     if advice.backend in ("process", "interpreter"):
         try:
-            dumps_function(fn)
+            dumps_function(fn, reducer=_large_arrays_left_out)
         except Exception:
             unshippable = found._replace(
                 ship_seconds_per_item=math.inf, ship_bytes_per_item=math.inf
             )
             advice = decide(unshippable, remaining, interpreters_started=interpreters_started)
     return advice
+
+
+def _large_arrays_left_out(obj: Any) -> Any:
+    """For a pickling that only asks *whether* a function pickles: a large array it holds
+    (a script's global) pickles as None rather than be copied for nothing (its engine
+    shares it: ``sharing.dumps_function_sharing``)."""
+    from workpool.segments import numpy_if_array
+
+    if numpy_if_array(obj) is not None and not obj.dtype.hasobject and obj.nbytes >= 1 << 20:
+        return type(None), ()
+    return NotImplemented
 
 
 def _explain(

@@ -43,9 +43,28 @@ import os
 import pickle
 import sys
 import types
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["NeedsCloudpickle", "dumps_by_value", "global_names"]
+__all__ = ["ConsultsFirst", "NeedsCloudpickle", "Reducer", "dumps_by_value", "global_names"]
+
+# A pickler's reducer_override to consult first (for objects pickled another way, as
+# the sharing of large arrays does): a reduction, or NotImplemented.
+Reducer = Callable[[Any], Any]
+
+
+class ConsultsFirst:
+    """Pickler mixin: ``_reducer``, if set, is asked about every object first; what it
+    leaves (NotImplemented) goes to the next class's ``reducer_override``."""
+
+    _reducer: Reducer | None = None
+
+    def reducer_override(self, obj: Any) -> Any:
+        if self._reducer is not None:
+            reduced = self._reducer(obj)
+            if reduced is not NotImplemented:
+                return reduced
+        return super().reducer_override(obj)  # type: ignore[misc]
 
 
 class NeedsCloudpickle(Exception):
@@ -124,7 +143,12 @@ def _make_function(
     return types.FunctionType(marshal.loads(code), namespace, name, None, cells)
 
 
-_EMPTY_CELL = ("workpool", "empty cell")
+class _EmptyCell:
+    """Stands for a closure cell not yet assigned; found again by type, never compared
+    (an array or a data frame in a cell answers ``==`` element by element)."""
+
+
+_EMPTY_CELL = _EmptyCell()
 
 
 def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
@@ -140,7 +164,7 @@ def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
                 fn.__globals__[name] = value
                 given[name] = fingerprint
     for cell, value in zip(fn.__closure__ or (), state.pop("closure")):
-        if value != _EMPTY_CELL:
+        if not isinstance(value, _EmptyCell):
             cell.cell_contents = value
     for attribute, value in state.items():
         setattr(fn, attribute, value)
@@ -169,7 +193,7 @@ def _fingerprint(value: Any) -> bytes | None:
     return hash(data).to_bytes(8, "little", signed=True)
 
 
-class _ByValuePickler(pickle.Pickler):
+class _FunctionsByValue(pickle.Pickler):
     """The standard pickler, taught to carry functions and modules the way the worker needs."""
 
     def __init__(self, file: io.BytesIO, shared: bool) -> None:
@@ -225,13 +249,20 @@ class _ByValuePickler(pickle.Pickler):
         return _make_function, skeleton_args, state, None, None, _fill_function
 
 
-def dumps_by_value(obj: object, *, shared: bool = False) -> bytes:
+class _ByValuePickler(ConsultsFirst, _FunctionsByValue):
+    def __init__(self, file: io.BytesIO, shared: bool, reducer: Reducer | None) -> None:
+        super().__init__(file, shared)
+        self._reducer = reducer
+
+
+def dumps_by_value(obj: object, *, shared: bool = False, reducer: Reducer | None = None) -> bytes:
     """Pickle ``obj``, carrying functions by value; raises ``NeedsCloudpickle`` or what
     pickle raised when only cloudpickle could do it.
 
     ``shared``: a pool's functions and initializer, whose namespaces its workers share
     (see the module's docstring); other payloads each get namespaces of their own.
+    ``reducer`` is consulted first for every object.
     """
     buffer = io.BytesIO()
-    _ByValuePickler(buffer, shared).dump(obj)
+    _ByValuePickler(buffer, shared, reducer).dump(obj)
     return buffer.getvalue()

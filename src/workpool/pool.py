@@ -105,6 +105,7 @@ class Pool(concurrent.futures.Executor):
         self._shut_down = False
         self._backend = create_backend(self._spec)
         self._retries = RetryPolicy(self._defaults.retries, self._backend.submit)  # for submit()
+        self._unread_runs: weakref.WeakSet[MapRun] = weakref.WeakSet()  # see map()
         # A pool dropped without shutdown() still lets its workers go. One still here at
         # exit is not shut down by this then: the backends' exit rule treats it as open.
         self._finalizer = weakref.finalize(
@@ -182,9 +183,10 @@ class Pool(concurrent.futures.Executor):
         inputs are read and submitted ahead of the results you have taken, so an endless
         input works. ``timeout`` is the deadline for the whole call, counted from now. A
         failure is raised when iteration reaches it; the tasks after it are cancelled.
-        With ``checkpoint`` or ``trace``, results dropped unread end the call when the
-        iterator is collected, as closing an ``imap`` does: what finished is journaled,
-        the trace is written (partial), and the checkpoint is free for the next call.
+        Results dropped unread are computed all the same, as with any ``Executor``;
+        with ``checkpoint`` or ``trace``, a thread of the call's own then takes them
+        (journaling them, writing the trace) and lets the files go when the last is in:
+        ``shutdown()`` waits for it, and so does the program's exit.
         """
         check_function(fn)
         options = self._options(locals())
@@ -202,6 +204,8 @@ class Pool(concurrent.futures.Executor):
             owner=self,
         )
         run.start()
+        if options.checkpoint is not None or options.trace is not None:
+            self._unread_runs.add(run)  # shutdown() waits for one dropped unread
         return run.results()
 
     def imap(
@@ -271,6 +275,9 @@ class Pool(concurrent.futures.Executor):
         self._shut_down = True
         self._finalizer.detach()
         self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
+        if wait:
+            for run in list(self._unread_runs):
+                run.join_unread()
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled and process workers are killed."""

@@ -9,6 +9,7 @@ input order (or yields them as they come), applies ``retries`` and
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import queue
 import threading
@@ -208,6 +209,7 @@ class MapRun:
         # Read by backend threads in claim(); written by the consumer.
         self._cancelled = False
         self._closed = False  # close() has run
+        self._unread_taker: threading.Thread | None = None  # see _dropped()
         # Batches are journaled as they are delivered (any thread), until close().
         self._journal_lock = threading.Lock()
         self._journaling = True
@@ -379,10 +381,10 @@ class MapRun:
     def results(self) -> Iterator[Any]:
         """Yield results; raise the first failure unless ``return_exceptions``.
 
-        The run is closed when the iterator ends, however it ends; an eager run's
+        The run is closed when the iterator ends, however it ends. An eager run's
         iterator may also be dropped before it is ever started, which no code of a
-        generator sees: then the run is closed when the iterator is collected, if it
-        holds what must be let go (a checkpoint and its lock, a trace to write).
+        generator sees: if the run holds what must be let go (a checkpoint and its
+        lock, a trace to write), the results are then taken by a thread of its own.
         """
         results = one_by_one(self.result_lists())
         if self._eager and (self._checkpoint is not None or self._owns_trace):
@@ -390,10 +392,33 @@ class MapRun:
         return results
 
     def _dropped(self) -> None:
-        """The results' iterator is gone: if it never ran, stop as if it was closed early."""
-        if not self._closed:
+        """The results' iterator was collected unread: the call runs to its end all the same.
+
+        As ``Executor.map``'s work does: a thread takes the results (journaled, traced)
+        and closes the run when the last is in; ``join_unread()`` waits for it.
+        """
+        if self._closed:
+            return
+        # Not a daemon (whichever thread collected the iterator): the exit waits for it.
+        taker = threading.Thread(target=self._take_unread, name="workpool-unread-map", daemon=False)
+        try:
+            taker.start()
+        except RuntimeError:  # the interpreter is exiting: stop as if closed early
             self._ended_by = GeneratorExit()
             self.close()
+            return
+        self._unread_taker = taker
+
+    def _take_unread(self) -> None:
+        # A failure ends the call as it would a reader's, and is journaled; nobody asked.
+        with contextlib.suppress(BaseException):
+            for _ in self.result_lists():
+                pass
+
+    def join_unread(self) -> None:
+        """Wait until the results of an iterator dropped unread are all taken (if any)."""
+        if self._unread_taker is not None:
+            self._unread_taker.join()
 
     def collect(self) -> list[Any]:
         """All results as one list (faster than ``list(results())``)."""

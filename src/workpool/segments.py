@@ -78,6 +78,7 @@ class Segment(mmap.mmap):
     identity: tuple[int, int] | None
     shared_writable: bool
     received: bool  # mapped from another process (a worker's result), not made here
+    private: bool  # mapped copy-on-write: what it holds may differ from the memory's
 
     def __reduce__(self) -> tuple[Any, ...]:
         frame = sending.frame
@@ -158,6 +159,7 @@ def _adopt(segment: Segment, fd: int, writable: bool, *, received: bool = False)
     segment.identity = _identity(fd)
     segment.received = received
     segment.shared_writable = writable
+    segment.private = False
     weakref.finalize(segment, _close_quietly, fd)
 
 
@@ -173,12 +175,20 @@ _mapped: weakref.WeakValueDictionary[tuple[tuple[int, int] | None, bool, bool], 
 )
 
 
-def map_segment(fd: int, size: int, writable: bool, *, owned: bool = False) -> Segment:
+def map_segment(
+    fd: int, size: int, writable: bool, *, owned: bool = False, private: bool = False
+) -> Segment:
     """Map the segment whose descriptor arrived as ``fd`` (the caller still owns ``fd``).
 
     ``owned``: a worker's result, this process's own memory from now on; it is mapped
     writable, but passed on to workers read-only, as ``share()`` would pass it.
+    ``private``: mapped copy-on-write, this process's own copy (never mapped twice).
     """
+    if private:
+        own_copy = Segment(fd, size, access=mmap.ACCESS_COPY)
+        _adopt(own_copy, os.dup(fd), False, received=True)
+        own_copy.private = True
+        return own_copy
     shared_writable = writable and not owned
     key = (_identity(fd), writable, shared_writable)
     segment = _mapped.get(key) if key[0] is not None else None

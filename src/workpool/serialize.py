@@ -12,6 +12,7 @@ standard pickle refuses it.
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 import pickle
 import sys
@@ -21,13 +22,14 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from workpool.byvalue import dumps_by_value
+from workpool.byvalue import ConsultsFirst, Reducer, dumps_by_value
 
 __all__ = [
     "FunctionRef",
     "FunctionRegistry",
     "dumps_data",
     "dumps_function",
+    "hooked_cloudpickler",
     "loads",
     "picklable_runs",
     "unpicklable_reason",
@@ -38,7 +40,7 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 loads = pickle.loads
 
 
-def dumps_function(fn: object, *, shared: bool = False) -> bytes:
+def dumps_function(fn: object, *, shared: bool = False, reducer: Reducer | None = None) -> bytes:
     """Pickle a callable (or a tuple holding some): by name where it can, else by value.
 
     Functions that cannot go by name (defined in ``__main__``, lambdas, closures) go by
@@ -47,16 +49,34 @@ def dumps_function(fn: object, *, shared: bool = False) -> bytes:
     ``cloudpickle.register_pickle_by_value``, cloudpickle does all of it, so that the
     functions of that module still travel by value. ``shared``: a pool's function or
     initializer, whose worker state the pool's other functions see (``byvalue``).
+    ``reducer`` is consulted first for every object, by either pickler.
     """
     if not _cloudpickle_takes_all():
         try:
-            return dumps_by_value(fn, shared=shared)
+            return dumps_by_value(fn, shared=shared, reducer=reducer)
         except Exception:  # NeedsCloudpickle, or something plain pickle refuses
             pass
-    import cloudpickle
+    buffer = io.BytesIO()
+    hooked_cloudpickler(buffer, reducer).dump(fn)
+    return buffer.getvalue()
 
-    payload: bytes = cloudpickle.dumps(fn, protocol=PROTOCOL)
-    return payload
+
+def hooked_cloudpickler(file: io.BytesIO, reducer: Reducer | None) -> Any:
+    """A cloudpickle pickler that consults ``reducer`` first (imports cloudpickle)."""
+    global _HookedCloudPickler
+    if _HookedCloudPickler is None:
+        import cloudpickle
+
+        class HookedCloudPickler(ConsultsFirst, cloudpickle.Pickler):  # type: ignore[misc]
+            def __init__(self, file: io.BytesIO, reducer: Reducer | None) -> None:
+                super().__init__(file, protocol=PROTOCOL)
+                self._reducer = reducer
+
+        _HookedCloudPickler = HookedCloudPickler
+    return _HookedCloudPickler(file, reducer)
+
+
+_HookedCloudPickler: Any = None
 
 
 def _cloudpickle_takes_all() -> bool:
@@ -69,13 +89,26 @@ def _cloudpickle_takes_all() -> bool:
 
 
 class FunctionRef:
-    """A function pickled once, and the id workers know it by."""
+    """A function pickled once, and the id workers know it by.
 
-    __slots__ = ("fn_id", "payload")  # not a NamedTuple: that costs a compile at import
+    ``fds`` are the descriptors of shared memory its pickle refers to (a process
+    worker's large arrays, ``sharing.dumps_function_sharing``), which travel beside it;
+    ``keep`` holds them open while the pickle may be sent.
+    """
 
-    def __init__(self, fn_id: int, payload: bytes) -> None:
+    __slots__ = ("fds", "fn_id", "keep", "payload")  # not a NamedTuple: a compile at import
+
+    def __init__(
+        self, fn_id: int, payload: bytes, fds: Sequence[int] = (), keep: Sequence[Any] = ()
+    ) -> None:
         self.fn_id = fn_id
         self.payload = payload
+        self.fds = fds
+        self.keep = keep
+
+
+def _dumps_alone(fn: Callable[..., Any]) -> tuple[bytes, Sequence[int], Sequence[Any]]:
+    return dumps_function(fn, shared=True), (), ()
 
 
 class FunctionRegistry:
@@ -88,8 +121,16 @@ class FunctionRegistry:
     is done with it.
     """
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(
+        self,
+        size: int = 256,
+        dumps: Callable[[Callable[..., Any]], tuple[bytes, Sequence[int], Sequence[Any]]] = (
+            _dumps_alone
+        ),
+    ) -> None:
+        """``dumps`` pickles a function: its bytes, and any descriptors they refer to."""
         self._size = size
+        self._dumps = dumps
         self._lock = threading.Lock()
         self._entries: OrderedDict[int, tuple[Callable[[], object], FunctionRef]] = OrderedDict()
         self._ids = itertools.count(1)
@@ -102,7 +143,7 @@ class FunctionRegistry:
             if entry is not None and entry[0]() is fn:  # a dead function's id may be reused
                 self._entries.move_to_end(key)
                 return entry[1]
-        ref = FunctionRef(next(self._ids), dumps_function(fn, shared=True))
+        ref = FunctionRef(next(self._ids), *self._dumps(fn))
         try:
             holder: Callable[[], object] = weakref.ref(fn)
         except TypeError:  # a callable object that refuses weak references

@@ -16,6 +16,10 @@ its memory, and its dtype, shape, strides and offset there::
       returns payload, fds, keep  ------ socket ----->
       (keep holds the fds open until they are sent)
 
+A function's pickle shares the same way (``dumps_function_sharing``): a large array
+it holds in its globals or closure is copied into a segment once, and each worker maps
+that copy-on-write, privately, as its own copy.
+
 At most ``MAX_FDS_PER_FRAME`` descriptors ride with one message (``TooManySegments``
 past that). Results come back the same way, in segments the worker makes writable for
 the caller; a result the task made in a segment itself (``workpool.empty``/``zeros``)
@@ -45,13 +49,14 @@ from workpool.segments import (
     sending,
     share,
 )
-from workpool.serialize import PROTOCOL
+from workpool.serialize import PROTOCOL, dumps_function, hooked_cloudpickler
 
 __all__ = [
     "DEFAULT_SHARE_THRESHOLD",
     "MAX_FDS_PER_FRAME",
     "SharingContext",
     "TooManySegments",
+    "dumps_function_sharing",
     "dumps_sharing",
     "loads_sharing",
 ]
@@ -108,17 +113,21 @@ class SharingContext:
     supervisor's. ``release()`` at the end of the call drops the call's segments, and
     the handles of arrays sent to other machines.
     Arguments are shared read-only; ``writable=True`` is for results, which become the
-    caller's own arrays.
+    caller's own arrays; ``private=True`` for what a function holds, which each worker
+    maps copy-on-write, its own copy as a pickled one would be (``dumps_function_sharing``).
 
     If a segment cannot be made (out of descriptors or memory, none on this system),
     the call copies its arrays instead: one ``SharedMemoryWarning`` says so, and
     ``unavailable`` keeps the error for tasks that cannot be copied either.
     """
 
-    def __init__(self, threshold: int | None, *, writable: bool = False) -> None:
+    def __init__(
+        self, threshold: int | None, *, writable: bool = False, private: bool = False
+    ) -> None:
         self.threshold = threshold
         self.unavailable: OSError | None = None
         self._writable = writable  # may the receiving side write into the copies?
+        self.private = private  # the copies are mapped copy-on-write where they arrive
         self._segments: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, shared copy)
         self._sent: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, remote handle)
         self._lock = threading.Lock()
@@ -194,6 +203,8 @@ class _SharingPickler(pickle.Pickler):
         if numpy is None or obj.dtype.hasobject:
             return NotImplemented
         found = find_segment(obj)
+        if found is not None and found[0].private:  # this worker's copy-on-write view:
+            found = None  # what it holds now is not what the memory behind it holds
         if (
             found is not None
             and self._returns_results
@@ -207,6 +218,7 @@ class _SharingPickler(pickle.Pickler):
             if threshold is None or obj.nbytes < threshold:
                 return obj.copy().__reduce_ex__(PROTOCOL)
             found = None
+        private = False
         if found is None:
             threshold = self._context.threshold if self._context is not None else None
             if threshold is None or obj.nbytes < threshold or obj.nbytes == 0:
@@ -216,6 +228,7 @@ class _SharingPickler(pickle.Pickler):
                 return NotImplemented
             found = find_segment(obj)
             assert found is not None
+            private = self._context.private  # type: ignore[union-attr]
         segment, offset = found
         writable, owned = segment.shared_writable, False
         if self._context is not None and self._context.returns_results and not segment.received:
@@ -241,6 +254,7 @@ class _SharingPickler(pickle.Pickler):
                 obj.strides,
                 offset,
                 owned,
+                private,
             ),
         )
 
@@ -282,26 +296,35 @@ def dumps_sharing(obj: Any, context: SharingContext | None) -> tuple[bytes, list
 
 def _sharing_cloudpickler(file: io.BytesIO, context: SharingContext | None) -> Any:
     """A cloudpickle pickler that shares arrays the way ``_SharingPickler`` does."""
-    global _SharingCloudPickler
-    if _SharingCloudPickler is None:
-        import cloudpickle
-
-        class SharingCloudPickler(cloudpickle.Pickler):  # type: ignore[misc]
-            def __init__(self, file: io.BytesIO, context: SharingContext | None) -> None:
-                super().__init__(file, protocol=PROTOCOL)
-                self._sharing = _SharingPickler(io.BytesIO(), context)
-
-            def reducer_override(self, obj: Any) -> Any:
-                reduced = self._sharing.reducer_override(obj)
-                if reduced is NotImplemented:
-                    return super().reducer_override(obj)
-                return reduced
-
-        _SharingCloudPickler = SharingCloudPickler
-    return _SharingCloudPickler(file, context)
+    return hooked_cloudpickler(file, _SharingPickler(io.BytesIO(), context).reducer_override)
 
 
-_SharingCloudPickler: Any = None
+def dumps_function_sharing(
+    fn: Any, threshold: int | None = DEFAULT_SHARE_THRESHOLD
+) -> tuple[bytes, list[int], list[Any]]:
+    """``dumps_function`` for process workers: the large arrays a function holds, shared.
+
+    A script's function that reads a large global array (or a closure over one) would
+    carry a copy of it to every worker, through its socket. Here such an array is
+    copied once into shared memory instead and reaches each worker as a private
+    copy-on-write mapping: its own copy, as a pickled one would be, made of the same
+    pages until it writes to them. An array already in shared memory (``share()``)
+    goes as it is, on the terms it was shared on. Returns the bytes, the descriptors
+    to send beside them and what keeps those open, as ``dumps_sharing`` does; a fresh
+    copy per function, so a global changed in place reaches the next function as it is.
+    """
+    sharer = _SharingPickler(io.BytesIO(), SharingContext(threshold, private=True))
+    outgoing = _Outgoing()
+    previous = sending.frame
+    sending.frame = outgoing
+    try:
+        payload = dumps_function(fn, shared=True, reducer=sharer.reducer_override)
+    except TooManySegments:  # more large arrays than one message carries: copies, then
+        sending.frame = None
+        return dumps_function(fn, shared=True), [], []
+    finally:
+        sending.frame = previous
+    return payload, outgoing.fds, outgoing.keep
 
 
 def loads_sharing(data: bytes | memoryview, fds: list[int]) -> Any:
@@ -325,13 +348,15 @@ class _Incoming:
 
     def __init__(self, fds: list[int]) -> None:
         self.fds = fds
-        self.segments: dict[tuple[int, bool, bool], Segment] = {}
+        self.segments: dict[tuple[int, bool, bool, bool], Segment] = {}
 
-    def segment(self, index: int, size: int, writable: bool, owned: bool) -> Segment:
-        key = (index, writable, owned)
+    def segment(
+        self, index: int, size: int, writable: bool, owned: bool, private: bool = False
+    ) -> Segment:
+        key = (index, writable, owned, private)
         segment = self.segments.get(key)
         if segment is None:
-            segment = map_segment(self.fds[index], size, writable, owned=owned)
+            segment = map_segment(self.fds[index], size, writable, owned=owned, private=private)
             self.segments[key] = segment
         return segment
 
@@ -341,11 +366,13 @@ class _Incoming:
                 os.close(fd)
 
 
-def _rebuild_bytes(index: int, size: int, writable: bool, owned: bool = False) -> Segment:
+def _rebuild_bytes(
+    index: int, size: int, writable: bool, owned: bool = False, private: bool = False
+) -> Segment:
     incoming = _receiving.incoming
     if incoming is None:
         raise pickle.UnpicklingError("a shared-memory reference arrived without its memory")
-    return incoming.segment(index, size, writable, owned)
+    return incoming.segment(index, size, writable, owned, private)
 
 
 def _rebuild_array(
@@ -357,13 +384,14 @@ def _rebuild_array(
     strides: tuple[int, ...],
     offset: int,
     owned: bool = False,
+    private: bool = False,
 ) -> Any:
     import numpy
 
-    segment = _rebuild_bytes(index, size, writable, owned)
+    segment = _rebuild_bytes(index, size, writable, owned, private)
     array = numpy.ndarray(
         shape, dtype=numpy.dtype(dtype), buffer=segment, offset=offset, strides=strides
     )
-    if not writable:
+    if not (writable or private):
         array.flags.writeable = False
     return array

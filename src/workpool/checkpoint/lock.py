@@ -61,7 +61,15 @@ class JournalLock:
 
     def _lock_file(self, journal_path: str) -> int:
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:  # an errno-built OSError: the right subclass, a whole message
+                raise OSError(
+                    exc.errno,
+                    f"checkpoint {journal_path} cannot be used: its lock file {self.path} "
+                    f"cannot be opened ({exc.strerror}); a checkpoint needs a directory "
+                    "it can write in",
+                ) from None
             try:
                 fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

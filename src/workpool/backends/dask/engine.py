@@ -8,6 +8,8 @@ How a chunk travels::
       pickle the items; a big
       array is scattered once
       per call, and referred to
+      (so is a function that
+      pickles large)
       claim, then
       client.submit(run_chunk,
         key=unique) ----------> a worker runs run_chunk
@@ -87,6 +89,10 @@ THREADS_REFRESH_SECONDS = 1.0
 SUBMIT_AHEAD = 4
 # How long closing the sessions on the workers may take before we stop waiting.
 CLOSE_SECONDS = 10.0
+# A function that pickles larger than this is scattered once rather than sent with
+# every chunk (``_function_arguments``); this many stay scattered at once.
+FUNCTION_SCATTER_BYTES = 1 << 16
+SCATTERED_FUNCTIONS = 8
 
 
 class _InFlight(NamedTuple):
@@ -132,6 +138,9 @@ class DaskBackend(Backend):
         self._session = SessionInfo(self._session_id, initializer, spec.max_tasks_per_worker)
         _run_exit_hook_first()
         self._functions = FunctionRegistry()
+        # Large pickled functions, scattered (``_function_arguments``): fn_id -> future.
+        self._scattered_functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
+        self._scatter_lock = threading.Lock()
         self._keys = itertools.count()
         self._clocks: NodeClocks | None = None  # made by the first traced chunk
 
@@ -248,12 +257,13 @@ class DaskBackend(Backend):
         except Exception as exc:
             self._submit_picklable_part(chunk, exc)
             return
+        fn_payload, fn_copy = self._function_arguments(fn_ref)
         if not chunk.sink.claim(chunk):
             return
         task = ChunkTask(
             session=self._session,
             fn_id=fn_ref.fn_id,
-            fn_payload=fn_ref.payload,
+            fn_payload=fn_payload,
             mode=chunk.mode,
             start=chunk.start,
             size=len(chunk.items),
@@ -273,7 +283,7 @@ class DaskBackend(Backend):
             else:
                 try:
                     future = self._client.submit(
-                        remote.run_chunk, task, references, key=key, pure=False
+                        remote.run_chunk, task, references, fn_copy, key=key, pure=False
                     )
                 except Exception as exc:  # the client is closed, or lost its scheduler
                     failure = exc
@@ -297,6 +307,30 @@ class DaskBackend(Backend):
             return self._functions.ref(fn)
         except Exception as exc:
             raise TypeError(f"the function {fn!r} cannot be sent to Dask workers: {exc}") from exc
+
+    def _function_arguments(self, fn_ref: Any) -> tuple[bytes, Any]:
+        """The pickled function for a chunk's task: its bytes, or a scattered copy of them.
+
+        A function pickles large when it holds a large object (a closure over an
+        array, a model): sent inside every chunk's task, it would cross to the cluster
+        once per chunk. Above ``FUNCTION_SCATTER_BYTES`` it is scattered to every
+        worker once instead, and each task names that copy; ``(b"", copy)`` then,
+        else ``(bytes, None)``.
+        """
+        payload: bytes = fn_ref.payload
+        if len(payload) <= FUNCTION_SCATTER_BYTES:
+            return payload, None
+        with self._scatter_lock:
+            copy = self._scattered_functions.get(fn_ref.fn_id)
+            if copy is None:
+                copy = self._client.scatter(payload, broadcast=True, hash=False)
+                self._scattered_functions[fn_ref.fn_id] = copy
+                while len(self._scattered_functions) > SCATTERED_FUNCTIONS:
+                    # Tasks in flight hold their own reference: Dask keeps it for them.
+                    self._scattered_functions.popitem(last=False)
+            else:
+                self._scattered_functions.move_to_end(fn_ref.fn_id)
+        return b"", copy
 
     def _scatter(self, array: Any) -> Any:
         """Put one copy of ``array`` on every worker now; the Dask future that names it."""
@@ -574,6 +608,8 @@ class DaskBackend(Backend):
                 return
             self._closed = True
         self._finished.put(None)
+        with self._scatter_lock:
+            self._scattered_functions.clear()  # lets Dask release them
         if self._link.cluster is None:  # a cluster we leave running: close our pools on it
             self._close_sessions()
         if self._courier is not threading.current_thread():

@@ -69,7 +69,7 @@ class ChunkTask(NamedTuple):
 
     session: SessionInfo
     fn_id: int
-    fn_payload: bytes
+    fn_payload: bytes  # empty when the function was scattered (passed beside the task)
     mode: CallMode
     start: int
     size: int  # items in the chunk

@@ -291,11 +291,12 @@ def _failed(task: ChunkTask, error: BaseException, *, retryable: bool, address: 
     return dumps_report(address, [piece])
 
 
-def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
+def run_chunk(task: ChunkTask, arrays: list[Any], fn_payload: bytes | None = None) -> bytes:
     """The Dask task: run one chunk in this node's local pool; its ``Report``, pickled.
 
     ``arrays`` are the large arrays the items refer to, which Dask delivered here from
-    their scattered copies.
+    their scattered copies; ``fn_payload`` the pickled function, when it was large
+    enough to be scattered too (else it is in ``task``).
     """
     began = now_ns()
     session = _sessions.enter(task.session)
@@ -322,7 +323,7 @@ def run_chunk(task: ChunkTask, arrays: list[Any]) -> bytes:
         collector = _Collector(task, address)
         chunk = Chunk(
             sink=collector,
-            fn=session.function(task.fn_id, task.fn_payload),
+            fn=session.function(task.fn_id, task.fn_payload if fn_payload is None else fn_payload),
             mode=task.mode,
             start=task.start,
             items=items,

@@ -65,7 +65,7 @@ from workpool.serialize import (
     FunctionRegistry,
     unpicklable_reason,
 )
-from workpool.sharing import TooManySegments
+from workpool.sharing import TooManySegments, dumps_function_sharing
 from workpool.tasks import Chunk, ResultBatch
 
 if TYPE_CHECKING:
@@ -89,7 +89,8 @@ class ProcessBackend(Backend):
         recorder: Recorder | None = None,
     ) -> None:
         super().__init__(spec, recorder=recorder)
-        self._functions = FunctionRegistry()
+        # Large arrays a function holds reach the workers in shared memory.
+        self._functions = FunctionRegistry(dumps=dumps_function_sharing)
         if fn is not None:
             # Pickled before any worker starts: if that takes cloudpickle, it is imported
             # before the zygote is forked, and every worker starts with it (the launcher

@@ -4,10 +4,11 @@ A frame may carry file descriptors beside its bytes (shared-memory segments, see
 ``workpool.sharing``): they ride, as ``SCM_RIGHTS``, with the frame's first bytes, and
 arrive in the same order as the frames; the frame's body says how many are its own.
 
-Workers send and receive whole frames, blocking. The parent never blocks on a socket:
-``FrameReader`` (used by the supervisor thread) collects whatever has arrived, and
-``FrameWriter`` (used under the supervisor's lock, from its thread or a submitting one)
-writes what the socket takes now, keeping the rest for when it is writable.
+Workers send whole frames, blocking, and wait for the next frame to arrive. The parent
+never blocks on a socket: ``FrameReader`` (used by the supervisor thread, and by workers
+in its waiting mode) collects whatever has arrived, and ``FrameWriter`` (used under the
+supervisor's lock, from its thread or a submitting one) writes what the socket takes
+now, keeping the rest for when it is writable.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import struct
 from collections import deque
 from collections.abc import Sequence
 
-__all__ = ["FrameReader", "FrameWriter", "recv_frame", "send_frame"]
+__all__ = ["FrameReader", "FrameWriter", "send_frame"]
 
 LENGTH = struct.Struct("<Q")
 # Frames at least this large are sent as header + body, without joining them.
@@ -62,39 +63,16 @@ def send_frame(sock: socket.socket, *parts: bytes | memoryview, fds: Sequence[in
         sock.sendall(buffer)
 
 
-def _recv_exactly(sock: socket.socket, size: int, fds: list[int]) -> bytearray | None:
-    buffer = bytearray(size)
-    view = memoryview(buffer)
-    got = 0
-    while got < size:
-        n, ancillary, _, _ = sock.recvmsg_into([view[got:]], _ANCILLARY, _RECEIVE_FLAGS)
-        fds.extend(_received_fds(ancillary))
-        if n == 0:
-            return None
-        got += n
-    return buffer
-
-
-def recv_frame(sock: socket.socket) -> tuple[bytearray, list[int]] | None:
-    """One frame's body and the descriptors that came with it, blocking.
-
-    ``None`` when the peer has gone.
-    """
-    fds: list[int] = []
-    header = _recv_exactly(sock, LENGTH.size, fds)
-    if header is None:
-        return None
-    body = _recv_exactly(sock, LENGTH.unpack(header)[0], fds)
-    return None if body is None else (body, fds)
-
-
 class FrameReader:
-    """Collects frames from a socket without ever blocking (the supervisor thread's).
+    """Collects frames from a socket into a kept buffer.
 
-    ``read()`` takes whatever the socket has now and returns the frames it completed;
-    a large frame may take several calls. Descriptors that arrive are queued in
-    ``fds``, in order; whoever decodes a frame takes as many as it says it carries.
-    ``closed`` becomes True at end of file.
+    ``read()`` takes whatever the socket has now, without blocking, and returns the
+    frames it completed; a large frame may take several calls (the supervisor thread's
+    way). ``receive()`` returns the next frame, waiting for it (a worker's way): one
+    receive brings a small frame whole, and the frames that came with it wait for the
+    next calls. Descriptors that arrive are queued in ``fds``, in order; whoever
+    decodes a frame takes as many as it says it carries. ``closed`` becomes True at end
+    of file.
     """
 
     _RECV_SIZE = 1 << 18
@@ -111,21 +89,32 @@ class FrameReader:
         self._scratch_view = memoryview(self._scratch)
         self.fds: deque[int] = deque()
         self.closed = False
+        self._received: deque[bytes | bytearray] = deque()  # complete, not yet returned
 
     def take_fds(self, count: int) -> list[int]:
         """The next ``count`` descriptors that arrived (fewer if the peer sent fewer)."""
         return [self.fds.popleft() for _ in range(min(count, len(self.fds)))]
 
-    def read(self) -> list[bytes | bytearray]:
+    def receive(self) -> bytes | bytearray | None:
+        """The next frame, waiting until it is whole; None once the peer has gone."""
+        while not self._received:
+            if self.closed:
+                return None
+            self._received.extend(self.read(wait=True))
+        return self._received.popleft()
+
+    def read(self, *, wait: bool = False) -> list[bytes | bytearray]:
+        """The frames completed by what has arrived; ``wait``: until there is one."""
         frames: list[bytes | bytearray] = []
         while not self.closed:
+            flags = _RECEIVE_FLAGS if wait and not frames else socket.MSG_DONTWAIT | _RECEIVE_FLAGS
             if self._big is not None:
-                if not self._fill_big(frames):
+                if not self._fill_big(frames, flags):
                     break
                 continue
             try:
                 received, ancillary, _, _ = self._sock.recvmsg_into(
-                    [self._scratch_view], _ANCILLARY, socket.MSG_DONTWAIT | _RECEIVE_FLAGS
+                    [self._scratch_view], _ANCILLARY, flags
                 )
             except (BlockingIOError, InterruptedError):
                 break
@@ -163,11 +152,11 @@ class FrameReader:
             break
         del buffer[:start]
 
-    def _fill_big(self, frames: list[bytes | bytearray]) -> bool:
+    def _fill_big(self, frames: list[bytes | bytearray], flags: int) -> bool:
         assert self._big is not None and self._big_view is not None
         try:
             n, ancillary, _, _ = self._sock.recvmsg_into(
-                [self._big_view[self._big_got :]], _ANCILLARY, socket.MSG_DONTWAIT | _RECEIVE_FLAGS
+                [self._big_view[self._big_got :]], _ANCILLARY, flags
             )
         except (BlockingIOError, InterruptedError):
             return False

@@ -6,8 +6,10 @@ frames (``framing.py``) whose body's first byte says what the message is.
 
 Parent to worker::
 
-    INIT    pickled (initializer, initargs)     always the first frame; may be empty
-    DEFINE  fn_id, evict_id, pickled function   the function, sent once per worker
+    INIT    fd count, pickled (initializer,     always the first frame; may be empty
+            initargs)
+    DEFINE  fn_id, evict_id, fd count,          the function, sent once per worker
+            pickled function
     CHUNK   seq, fn_id, mode, tracked, timed,    consecutive inputs to run
             share threshold, fd count, items
     STOP                                         finish queued chunks, then exit
@@ -76,7 +78,8 @@ INIT_FAILED = 0x49  # "I"
 BATCH = 0x42  # "B"
 TIMED_BATCH = 0x62  # "b"
 
-_DEFINE_HEAD = struct.Struct("<Bqq")  # kind, fn_id, evict_id (-1: none)
+# kind, fn_id, evict_id (-1: none), descriptors carried (large arrays the function holds)
+_DEFINE_HEAD = struct.Struct("<BqqH")
 # kind, seq, fn_id, mode, tracked, timed, share threshold (-1: none), descriptors carried
 _CHUNK_HEAD = struct.Struct("<BqqB??qH")
 _BATCH_HEAD = struct.Struct("<BqdH")  # kind, seq, elapsed seconds, descriptors carried
@@ -91,8 +94,9 @@ POSITION_IDLE = -1  # the chunk is not on any item (untracked, or between items)
 WHOLE_CHUNK = -1
 
 
-def encode_define(fn_id: int, payload: bytes, evict_id: int | None) -> list[bytes]:
-    return [_DEFINE_HEAD.pack(DEFINE, fn_id, -1 if evict_id is None else evict_id), payload]
+def encode_define(fn_id: int, payload: bytes, evict_id: int | None, fd_count: int) -> list[bytes]:
+    evict = -1 if evict_id is None else evict_id
+    return [_DEFINE_HEAD.pack(DEFINE, fn_id, evict, fd_count), payload]
 
 
 def encode_chunk(
@@ -114,16 +118,21 @@ def encode_stop() -> list[bytes]:
     return [bytes([STOP])]
 
 
-def encode_init(initializer_payload: bytes | None) -> list[bytes]:
-    return [bytes([INIT]), initializer_payload or b""]
+_INIT_HEAD = struct.Struct("<BH")  # kind, descriptors carried (large arrays in initargs)
 
 
-def decode_init(body: bytearray) -> memoryview | None:
-    """The initializer's payload from the first frame a worker gets (None: no initializer)."""
+def encode_init(initializer_payload: bytes | None, fd_count: int = 0) -> list[bytes]:
+    return [_INIT_HEAD.pack(INIT, fd_count), initializer_payload or b""]
+
+
+def decode_init(body: bytes | bytearray) -> tuple[memoryview | None, int]:
+    """The first frame a worker gets: the initializer's payload (None: no initializer),
+    and how many descriptors came with it."""
     if body[0] != INIT:
         raise ValueError(f"expected INIT as the first message, got kind {body[0]:#x}")
-    payload = memoryview(body)[1:]
-    return payload if len(payload) else None
+    _, fd_count = _INIT_HEAD.unpack_from(body)
+    payload = memoryview(body)[_INIT_HEAD.size :]
+    return (payload if len(payload) else None), fd_count
 
 
 # The messages below, as read, are plain classes with slots rather than NamedTuples:
@@ -134,7 +143,16 @@ def decode_init(body: bytearray) -> memoryview | None:
 class ChunkOrder:
     """A chunk as the worker reads it."""
 
-    __slots__ = ("fn_id", "mode", "payload", "seq", "share_threshold", "timed", "tracked")
+    __slots__ = (
+        "fd_count",
+        "fn_id",
+        "mode",
+        "payload",
+        "seq",
+        "share_threshold",
+        "timed",
+        "tracked",
+    )
 
     def __init__(
         self,
@@ -144,6 +162,7 @@ class ChunkOrder:
         tracked: bool,
         timed: bool,
         share_threshold: int | None,
+        fd_count: int,
         payload: memoryview,
     ) -> None:
         self.seq = seq
@@ -152,25 +171,29 @@ class ChunkOrder:
         self.tracked = tracked  # publish each item's start in the slot (it has a task_timeout)
         self.timed = timed  # answer with a TIMED_BATCH (its call is traced)
         self.share_threshold = share_threshold
+        self.fd_count = fd_count  # shared-memory descriptors that came with it
         self.payload = payload
 
 
 class DefineOrder:
     """A function to keep, as the worker reads it."""
 
-    __slots__ = ("evict_id", "fn_id", "payload")
+    __slots__ = ("evict_id", "fd_count", "fn_id", "payload")
 
-    def __init__(self, fn_id: int, evict_id: int | None, payload: memoryview) -> None:
+    def __init__(
+        self, fn_id: int, evict_id: int | None, fd_count: int, payload: memoryview
+    ) -> None:
         self.fn_id = fn_id
         self.evict_id = evict_id
+        self.fd_count = fd_count  # shared-memory descriptors that came with it
         self.payload = payload
 
 
-def decode_chunk(body: bytearray) -> ChunkOrder | DefineOrder | None:
+def decode_chunk(body: bytes | bytearray) -> ChunkOrder | DefineOrder | None:
     """Read a parent-to-worker frame; ``None`` means STOP."""
     kind = body[0]
     if kind == CHUNK:
-        _, seq, fn_id, mode, tracked, timed, threshold, _ = _CHUNK_HEAD.unpack_from(body)
+        _, seq, fn_id, mode, tracked, timed, threshold, fds = _CHUNK_HEAD.unpack_from(body)
         return ChunkOrder(
             seq,
             fn_id,
@@ -178,12 +201,13 @@ def decode_chunk(body: bytearray) -> ChunkOrder | DefineOrder | None:
             tracked,
             timed,
             None if threshold < 0 else threshold,
+            fds,
             memoryview(body)[_CHUNK_HEAD.size :],
         )
     if kind == DEFINE:
-        _, fn_id, evict_id = _DEFINE_HEAD.unpack_from(body)
+        _, fn_id, evict_id, fds = _DEFINE_HEAD.unpack_from(body)
         return DefineOrder(
-            fn_id, None if evict_id < 0 else evict_id, memoryview(body)[_DEFINE_HEAD.size :]
+            fn_id, None if evict_id < 0 else evict_id, fds, memoryview(body)[_DEFINE_HEAD.size :]
         )
     if kind == STOP:
         return None

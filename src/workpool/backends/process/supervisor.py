@@ -36,7 +36,7 @@ from workpool.backends.process.wire import WireChunk
 from workpool.clock import clock_offset, now_ns
 from workpool.errors import TaskTimeout, WorkerCrashed, add_note, cancelled, is_broken_pool
 from workpool.remote_errors import unpack_error
-from workpool.serialize import dumps_function
+from workpool.sharing import dumps_function_sharing
 from workpool.tasks import ResultBatch
 
 __all__ = ["Supervisor"]
@@ -70,11 +70,14 @@ class Supervisor:
         self._launcher = launcher
         # Told each worker's label and start-up interval (for timelines), if anyone asks.
         self._worker_started = worker_started
-        self._initializer_payload = (
-            dumps_function((spec.initializer, spec.initargs), shared=True)
-            if spec.initializer
-            else None
-        )
+        # Large arrays among initargs (or that the initializer holds) go in shared memory.
+        self._initializer_payload: bytes | None = None
+        self._initializer_fds: list[int] = []
+        self._initializer_keep: list[object] = []
+        if spec.initializer:
+            self._initializer_payload, self._initializer_fds, self._initializer_keep = (
+                dumps_function_sharing((spec.initializer, spec.initargs))
+            )
         self._slots = SharedSlots(spec.workers)
         self._slot_view = self._slots.view
         self._handles: list[WorkerHandle | None] = [None] * spec.workers
@@ -289,7 +292,8 @@ class Supervisor:
         self._handles[slot] = handle
         self._selector.register(parent_sock, selectors.EVENT_READ, (_SOCKET, handle))
         self._selector.register(process.ended_fd, selectors.EVENT_READ, (_EXIT, handle))
-        handle.writer.write(*protocol.encode_init(self._initializer_payload))
+        init = protocol.encode_init(self._initializer_payload, len(self._initializer_fds))
+        handle.writer.write(*init, fds=self._initializer_fds)
         self._watch_writes(handle)
 
     def _take_inbox(self) -> None:
@@ -377,7 +381,8 @@ class Supervisor:
             evict = None
             if len(handle.functions) >= FUNCTION_CACHE_SIZE:
                 evict, _ = handle.functions.popitem(last=False)
-            handle.writer.write(*protocol.encode_define(ref.fn_id, ref.payload, evict))
+            define = protocol.encode_define(ref.fn_id, ref.payload, evict, len(ref.fds))
+            handle.writer.write(*define, fds=ref.fds)
             handle.functions[ref.fn_id] = None
         self._seq += 1
         wire.seq = self._seq

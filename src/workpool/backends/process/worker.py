@@ -17,12 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from workpool.backends.process import prctl, protocol
-from workpool.backends.process.framing import recv_frame, send_frame
+from workpool.backends.process.framing import FrameReader, send_frame
 from workpool.backends.process.parent_watch import WatchEnd, watch_parent
 from workpool.backends.process.slots import SharedSlots
 from workpool.clock import now_ns
 from workpool.remote_errors import PackedError, pack_error
-from workpool.serialize import loads
 from workpool.sharing import SharingContext, loads_sharing
 from workpool.tasks import CallMode, call_items
 
@@ -49,10 +48,11 @@ def _run_chunk(
     return values, [(position, pack_error(exc)) for position, exc in errors.items()]
 
 
-def _load_function(payload: memoryview) -> Callable[..., Any]:
-    """Unpickle a function; if that fails, a stand-in that raises the reason for each task."""
+def _load_function(payload: memoryview, fds: list[int]) -> Callable[..., Any]:
+    """Unpickle a function (closing ``fds``, its shared memory, once mapped); if that
+    fails, a stand-in that raises the reason for each task."""
     try:
-        fn = loads(payload)
+        fn = loads_sharing(payload, fds)
     except BaseException as exc:
         error = exc
 
@@ -96,14 +96,16 @@ def _serve(
     prctl.set_name("workpool-worker")  # not one more copy of the program, in ps and top
     watch_parent(parent_pid, sock, watch)
     slot = slots.slot(slot_index)
+    reader = FrameReader(sock)
 
-    frame = recv_frame(sock)
-    if frame is None:
+    body = reader.receive()
+    if body is None:
         return
-    initializer_payload = protocol.decode_init(frame[0])
+    initializer_payload, fd_count = protocol.decode_init(body)
+    fds = reader.take_fds(fd_count)
     if initializer_payload is not None:
         try:
-            initializer, initargs = loads(initializer_payload)
+            initializer, initargs = loads_sharing(initializer_payload, fds)
             initializer(*initargs)
         except BaseException as exc:
             send_frame(sock, *protocol.encode_init_failed(pack_error(exc)))
@@ -113,23 +115,24 @@ def _serve(
 
     # A function is unpickled when a chunk first needs it, not when it arrives: if
     # unpickling it kills the process, the parent then knows which task was running.
-    functions: dict[int, Callable[..., Any] | memoryview] = {}
+    # Until then it is kept as its pickle and the descriptors that came with it.
+    functions: dict[int, Callable[..., Any] | tuple[memoryview, list[int]]] = {}
     while True:
-        frame = recv_frame(sock)
-        if frame is None:  # the parent is gone
+        body = reader.receive()
+        if body is None:  # the parent is gone
             break
-        body, fds = frame
         order = protocol.decode_chunk(body)
-        if not isinstance(order, protocol.ChunkOrder):
-            for fd in fds:  # only chunks carry shared memory
-                os.close(fd)
         if order is None:
             break
         if isinstance(order, protocol.DefineOrder):
-            functions[order.fn_id] = order.payload
+            functions[order.fn_id] = (order.payload, reader.take_fds(order.fd_count))
             if order.evict_id is not None:
-                functions.pop(order.evict_id, None)
+                evicted = functions.pop(order.evict_id, None)
+                if isinstance(evicted, tuple):  # never used: its memory is not needed
+                    for fd in evicted[1]:
+                        os.close(fd)
             continue
+        fds = reader.take_fds(order.fd_count)
         slot[protocol.SLOT_SEQ] = order.seq
         started = time.perf_counter()
         received = run = now_ns() if order.timed else 0
@@ -140,8 +143,8 @@ def _serve(
             errors = [(protocol.WHOLE_CHUNK, pack_error(exc))]
         else:
             fn = functions[order.fn_id]
-            if isinstance(fn, memoryview):
-                fn = functions[order.fn_id] = _load_function(fn)
+            if isinstance(fn, tuple):
+                fn = functions[order.fn_id] = _load_function(*fn)
             if order.timed:
                 run = now_ns()
             values, errors = _run_chunk(fn, order.mode, items, slot, order.tracked)
