@@ -340,3 +340,32 @@ def test_a_pool_runs_more_functions_than_a_worker_keeps() -> None:
         for _ in range(2):  # the second round needs the evicted ones back
             got = [pool.submit(fn, 2).result(timeout=30) for fn in functions]
             assert got == [base**2 for base in range(FUNCTION_CACHE_SIZE + 10)]
+
+
+def test_a_worker_whose_pool_left_before_it_was_ready_ends_quietly() -> None:
+    # A pool that ends while a worker still starts (a nested pool, say, whose process
+    # exits): the worker finds no one to tell it is ready. No traceback on stderr.
+    script = textwrap.dedent(
+        """
+        import os, socket
+        from workpool.backends.process import protocol
+        from workpool.backends.process.framing import send_frame
+        from workpool.backends.process.parent_watch import WatchEnd
+        from workpool.backends.process.slots import SharedSlots
+        from workpool.backends.process.worker import worker_main
+
+        parent, child = socket.socketpair()
+        send_frame(parent, *protocol.encode_init(None))
+        parent.close()
+        # The parent-death watch looks at a pipe kept open here: it cannot end this
+        # process first, so the worker surely meets the closed socket itself.
+        watched, kept = os.pipe()
+        worker_main(child, SharedSlots(1), 0, 0, WatchEnd(watched))
+        print("ended quietly")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.stderr == ""
+    assert done.stdout == "ended quietly\n"

@@ -78,6 +78,8 @@ def worker_main(
     """
     try:
         _serve(sock, slots, slot_index, parent_pid, watch)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the pool's end of the socket is closed: it is gone, no one is left to tell
     finally:
         for stream in (sys.stdout, sys.stderr):  # the process may end with os._exit
             with contextlib.suppress(Exception):
