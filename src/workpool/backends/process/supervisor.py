@@ -110,6 +110,7 @@ class Supervisor:
         self._broken: BaseException | None = None
 
         self._deliveries: list[ResultBatch] = []  # handed to sinks once the lock is free
+        self._unstarted: deque[int] = deque()  # slots of the first workers, started in turn
         self._pending: deque[WireChunk] = deque()
         self._seq = 0
         self._init_failures = 0  # consecutive workers whose start-up failed
@@ -185,8 +186,11 @@ class Supervisor:
     def _loop(self) -> None:
         try:
             with self._lock:
-                for slot in range(self._spec.workers):
-                    self._start_worker(slot)
+                # One worker now, the others one per round of the loop: each start is a
+                # round trip to the zygote, and the first chunk should go out as soon
+                # as one worker is ready, not once every worker has been asked for.
+                self._unstarted.extend(range(1, self._spec.workers))
+                self._start_worker(0)
             while self._step():
                 pass
         except BaseException as exc:  # a bug here must not leave callers waiting forever
@@ -201,12 +205,24 @@ class Supervisor:
     def _step(self) -> bool:
         """One round: wait for something to happen, react, hand out work. False: done."""
         with self._lock:
-            timeout = self._poll_timeout()
+            timeout = 0 if self._unstarted else self._poll_timeout()
         events = self._selector.select(timeout)
         with self._lock:
             going = self._react(events)
+            if going:
+                self._start_next()
         self._hand_over()
         return going
+
+    def _start_next(self) -> None:
+        """Start the next of the pool's first workers not started yet, if still wanted."""
+        while self._unstarted:
+            slot = self._unstarted.popleft()
+            if self._handles[slot] is not None:  # started meanwhile, to replace another
+                continue
+            if self._broken is None and not self._terminating and self._needs_worker():
+                self._start_worker(slot)
+            return
 
     def _hand_over(self) -> None:
         """Give the sinks their results, with the lock released."""
@@ -351,7 +367,7 @@ class Supervisor:
         behind a long task, it would wait there while the newcomer, once ready, sat idle.
         """
         best: WorkerHandle | None = None
-        starting = False
+        starting = bool(self._unstarted)
         for handle in self._handles:
             if handle is None or not handle.accepts_work:
                 continue
