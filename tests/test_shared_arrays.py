@@ -171,8 +171,11 @@ def test_empty_bigger_than_shared_memory_raises_at_once() -> None:
         (lambda: workpool.empty("ten"), TypeError, "shape must be"),
         (lambda: workpool.zeros(3, order="K"), ValueError, "order must be"),
         (lambda: workpool.zeros(3, writable="yes"), TypeError, "writable must be"),
+        # As numpy.zeros refuses them, rather than an array that dies when written.
+        (lambda: workpool.zeros(1 << 60, dtype=np.uint8), MemoryError, "machine's memory"),
+        (lambda: workpool.zeros((10**10, 10**10)), ValueError, "too big"),
     ],
-    ids=["object-dtype", "negative", "not-a-shape", "order", "writable"],
+    ids=["object-dtype", "negative", "not-a-shape", "order", "writable", "huge", "overflow"],
 )
 def test_bad_arguments_say_what_is_accepted(call: Any, error: type, words: str) -> None:
     with pytest.raises(error, match=words):

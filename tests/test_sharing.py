@@ -131,6 +131,13 @@ def test_share_bytes_like(kind: type) -> None:
     assert memoryview(shared).tobytes() == b"hello shared world"
 
 
+@pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
+def test_share_of_nothing_is_nothing(kind: type) -> None:
+    shared = workpool.share(kind(b""))  # no memory of no size can be mapped
+    assert shared == b"" and len(shared) == 0
+    assert workpool.map(len, [shared], backend="process") == [0]
+
+
 @pytest.mark.parametrize("value", [[1, 2, 3], "text", 42, {"a": 1}])
 def test_share_refuses_other_kinds_and_says_which_it_takes(value: object) -> None:
     with pytest.raises(TypeError, match="NumPy array, bytes, bytearray or memoryview"):

@@ -263,6 +263,20 @@ def numpy_if_array(obj: Any) -> Any:
     return None
 
 
+def machine_memory() -> int | None:
+    """This machine's memory, swap included, in bytes; None where the system does not say."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("SwapTotal:"):
+                total += int(line.split()[1]) * 1024
+                break
+    return total
+
+
 # --- the public function --------------------------------------------------------
 
 
@@ -270,7 +284,8 @@ def share(obj: Any, *, writable: bool = False) -> Any:
     """Copy ``obj`` into shared memory once; return the same kind of object over it.
 
     A NumPy array comes back as a NumPy array (same shape, dtype and order); bytes,
-    bytearray and memoryview come back as a bytes-like ``Segment``. Passing the result
+    bytearray and memoryview come back as a bytes-like ``Segment`` (an empty one as
+    ``b""``: there is nothing to share). Passing the result
     to process workers sends only a reference: they see the same memory, read-only
     unless ``writable=True``, in which case their writes are visible here. On the
     serial and thread backends it is passed as it is. The memory is freed when the
@@ -294,6 +309,8 @@ def share(obj: Any, *, writable: bool = False) -> Any:
         return shared
     if isinstance(obj, (bytes, bytearray, memoryview)):
         data = memoryview(obj).cast("B")
+        if not data.nbytes:  # no memory of no size can be mapped: nothing to share
+            return b""
         segment = new_segment(data.nbytes, writable_in_workers=writable)
         reserve(segment, 0, data.nbytes)
         segment[: data.nbytes] = data

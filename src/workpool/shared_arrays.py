@@ -25,9 +25,10 @@ why).
 from __future__ import annotations
 
 import operator
+import sys
 from typing import Any
 
-from workpool.segments import new_segment, reserve
+from workpool.segments import machine_memory, new_segment, reserve
 
 __all__ = ["empty", "zeros"]
 
@@ -81,6 +82,16 @@ def _new_array(
     nbytes = kind.itemsize
     for size in dims:
         nbytes *= size
+    if nbytes > sys.maxsize:  # as numpy.zeros says, rather than an overflow deeper down
+        raise ValueError(f"array is too big: {nbytes:,} bytes")
+    memory = machine_memory()
+    if memory is not None and nbytes > memory:
+        # Shared memory is taken as it is written: such an array would be made, then
+        # die of SIGBUS or the OOM killer partway through; NumPy refuses it at once.
+        raise MemoryError(
+            f"workpool.{function}(): {nbytes:,} bytes is more than this machine's memory "
+            f"({memory:,} bytes with swap)"
+        )
     segment = new_segment(nbytes, writable_in_workers=writable)
     if take_memory_now:
         reserve(segment, 0, nbytes, map_now=True)
