@@ -112,6 +112,8 @@ def test_bench_plot_without_matplotlib_says_what_to_install(tmp_path: Path) -> N
     [
         (["--workers", "0"], "worker counts must be positive"),
         (["--workers", "two"], "comma-separated positive integers"),
+        (["--workers", "1,,2"], "comma-separated positive integers"),
+        (["--workers", "100000"], "at most 512 workers a pool"),
         (["--workload", "gpu"], "unknown workload 'gpu'; choose from cpu, io, numpy, tiny"),
     ],
 )

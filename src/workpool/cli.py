@@ -24,15 +24,23 @@ class CommandError(Exception):
     """A problem with what the user asked for; printed without a traceback."""
 
 
+# A study starts pools of each size; past this, a size is a typo, not a pool to start.
+MAX_BENCH_WORKERS = 512
+
+
 def _positive_ints(text: str) -> list[int]:
     try:
-        values = [int(part) for part in text.split(",") if part.strip()]
+        values = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated positive integers like 1,2,4,8; got {text!r}"
         ) from None
-    if not values or any(v < 1 for v in values):
+    if any(v < 1 for v in values):
         raise argparse.ArgumentTypeError(f"worker counts must be positive integers; got {text!r}")
+    if max(values) > MAX_BENCH_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"at most {MAX_BENCH_WORKERS} workers a pool; got {max(values)}"
+        )
     return sorted(set(values))
 
 
