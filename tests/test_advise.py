@@ -174,6 +174,17 @@ def test_advise_rejects_bad_arguments() -> None:
         workpool.advise(tiny, [1], budget=0)
 
 
+def test_advise_on_a_sample_that_only_fails_says_so_instead_of_advising() -> None:
+    def add(a: int, b: int) -> int:
+        return a + b
+
+    with pytest.raises(ValueError, match="every one of the .* raised") as info:
+        workpool.advise(add, [(1, 2)] * 50)  # each item is one argument: star=True forgotten
+    assert isinstance(info.value.__cause__, TypeError)
+    assert "star=True" in str(info.value)
+    assert workpool.advise(add, [(1, 2)] * 50, star=True).backend in BACKENDS
+
+
 def test_auto_runs_every_item_exactly_once(tmp_path: Path) -> None:
     def once(x: int) -> int:
         mark = tmp_path / str(x)

@@ -847,9 +847,16 @@ def advise(
     if total is None and hasattr(sample, "__len__"):
         total = len(sample)  # type: ignore[arg-type]
     mode = CallMode.STAR if star else CallMode.ONE
-    found, _, values, _ = measure(
+    found, _, values, errors = measure(
         fn, mode, InputSource(sample), budget=budget, interpreters=PoolSpec("interpreter", 2)
     )
     if not values:
         raise ValueError("sample is empty: there is nothing to measure")
+    if len(errors) == len(values):  # timings of failures say nothing of the real work
+        first = errors[min(errors)]
+        hint = "" if star else " (star=True calls fn(*item), for items that are argument tuples)"
+        raise ValueError(
+            f"every one of the {len(values)} sample items fn ran raised, so there is no work "
+            f"to advise on; the first raised {type(first).__name__}: {first}{hint}"
+        ) from first
     return decide_for(fn, found, total)
