@@ -249,8 +249,8 @@ def test_a_function_holding_a_shared_array_reads_it_read_only_without_a_copy() -
     def write() -> None:
         shared[0] = 42
 
-    with pytest.raises(ValueError, match="read-only"):
-        workpool.Pool(1).__enter__().submit(write).result()
+    with workpool.Pool(1) as pool, pytest.raises(ValueError, match="read-only"):
+        pool.submit(write).result()
     assert shared[0] == 0
 
 
