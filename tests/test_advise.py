@@ -178,7 +178,7 @@ def test_advise_on_a_sample_that_only_fails_says_so_instead_of_advising() -> Non
     def add(a: int, b: int) -> int:
         return a + b
 
-    with pytest.raises(ValueError, match="every one of the .* raised") as info:
+    with pytest.raises(ValueError, match=r"every one of the .* raised") as info:
         workpool.advise(add, [(1, 2)] * 50)  # each item is one argument: star=True forgotten
     assert isinstance(info.value.__cause__, TypeError)
     assert "star=True" in str(info.value)
