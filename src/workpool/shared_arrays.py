@@ -89,8 +89,8 @@ def _new_array(
         # Shared memory is taken as it is written: such an array would be made, then
         # die of SIGBUS or the OOM killer partway through; NumPy refuses it at once.
         raise MemoryError(
-            f"workpool.{function}(): {nbytes:,} bytes is more than this machine's memory "
-            f"({memory:,} bytes with swap)"
+            f"workpool.{function}() cannot allocate {nbytes:,} bytes of shared memory: more "
+            f"than this machine's memory ({memory:,} bytes with swap)"
         )
     segment = new_segment(nbytes, writable_in_workers=writable)
     if take_memory_now:
