@@ -23,7 +23,7 @@ from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.inputs import InputSource, ItemSource, prepare_inputs
-from workpool.run import MapRun, RetryPolicy, one_by_one, start_progress_bar
+from workpool.run import MapRun, RetryPolicy, one_by_one, run_inline, start_progress_bar
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
 
@@ -507,13 +507,7 @@ class _InlineRetries:
             record_batch(self._trace, batch, retried, None)
 
     def _run(self, chunk: Chunk) -> None:
-        began = now_ns() if self._trace is not None else 0
-        values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
-        batch = ResultBatch(chunk, values, errors, elapsed, worker=INLINE)
-        if self._trace is not None:
-            ended = now_ns()
-            batch.times = (began, began, ended, ended)
-        self.deliver(batch)
+        self.deliver(run_inline(chunk, INLINE, timed=self._trace is not None))
 
 
 class _Counted:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sql
     from workpool.checkpoint.session import CheckpointSession
     from workpool.timeline import Recorder  # imported only by traced calls
 
-__all__ = ["MapRun", "RetryPolicy", "joined", "one_by_one", "start_progress_bar"]
+__all__ = ["MapRun", "RetryPolicy", "joined", "one_by_one", "run_inline", "start_progress_bar"]
 
 _NONE: frozenset[int] = frozenset()
 
@@ -131,12 +131,13 @@ class RetryPolicy:
 HERE = "this process (its arguments cannot be pickled to go elsewhere)"
 
 
-def _run_here(chunk: Chunk) -> ResultBatch:
-    """Run ``chunk`` in the delivering thread, as the serial backend would."""
-    began = now_ns() if chunk.trace is not None else 0
+def run_inline(chunk: Chunk, where: str, *, timed: bool) -> ResultBatch:
+    """Run ``chunk`` in this thread, as the serial backend would; ``where`` names it,
+    and ``timed`` gives the batch its clock readings (for a timeline)."""
+    began = now_ns() if timed else 0
     values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
-    batch = ResultBatch(chunk, values, errors, elapsed, worker=HERE)
-    if chunk.trace is not None:
+    batch = ResultBatch(chunk, values, errors, elapsed, worker=where)
+    if timed:
         ended = now_ns()
         batch.times = (began, began, ended, ended)
     return batch
@@ -289,7 +290,7 @@ class MapRun:
         if self._cancelled:
             return
         if batch.unsent and self._run_unsent_here:
-            batch = _run_here(batch.chunk)
+            batch = run_inline(batch.chunk, HERE, timed=batch.chunk.trace is not None)
         retried = self._retries.resubmit(batch)
         if self._trace is not None:
             self._record_batch(self._trace, batch, retried, self._backend.trace_group)
