@@ -185,6 +185,16 @@ def test_advise_on_a_sample_that_only_fails_says_so_instead_of_advising() -> Non
     assert workpool.advise(add, [(1, 2)] * 50, star=True).backend in BACKENDS
 
 
+def test_the_reason_names_no_engine_that_cannot_run_the_items() -> None:
+    import threading
+
+    advice = workpool.advise(id, [threading.Lock()] * 50)  # a lock cannot be pickled
+    assert advice.backend == "serial"
+    assert "cannot be pickled" in advice.reason
+    assert " inf " not in advice.reason  # 'and process inf s' named an engine that cannot
+    assert "No engine that can run it would be faster" in advice.reason
+
+
 def test_auto_runs_every_item_exactly_once(tmp_path: Path) -> None:
     def once(x: int) -> int:
         mark = tmp_path / str(x)

@@ -391,7 +391,8 @@ def _explain(
         )
     how_many = f"about {count:,} items" if count_guessed else f"{count:,} items"
     if best == "serial":
-        others = {k: v for k, v in estimates.items() if k != "serial"}
+        # An engine that cannot run it at all (estimated at infinity) is no rival to name.
+        others = {k: v for k, v in estimates.items() if k != "serial" and math.isfinite(v)}
         if others:
             runner = min(others, key=lambda k: others[k])
             choice = (
@@ -399,8 +400,11 @@ def _explain(
                 f"and {runner} {_seconds(others[runner])}: no pool pays for its start-up "
                 "and shipping, so run serially."
             )
+        elif len(estimates) > 1:  # the others cannot take it (it cannot be pickled)
+            choice = "No engine that can run it would be faster, so run serially."
         else:
-            choice = f"With {cpus} usable CPU and threads that do not help, run serially."
+            plural = "" if cpus == 1 else "s"
+            choice = f"With {cpus} usable CPU{plural} and threads that do not help, run serially."
     else:
         choice = (
             f"For {how_many}, {best} is estimated at {_seconds(estimates[best])} "
