@@ -179,10 +179,15 @@ class ResultBatch:
         return f"<ResultBatch {self.chunk!r} errors={len(self.errors)} by {self.worker!r}>"
 
     @classmethod
-    def failed(cls, chunk: Chunk, error: BaseException, *, retryable: bool) -> ResultBatch:
-        """A batch in which every item of ``chunk`` failed with ``error``."""
+    def failed(
+        cls, chunk: Chunk, error: BaseException, *, retryable: bool, unsent: bool = False
+    ) -> ResultBatch:
+        """A batch in which every item of ``chunk`` failed with ``error``; ``unsent``: it
+        failed because its arguments could not be pickled to reach a worker."""
         count = len(chunk.items)
-        return cls(chunk, [None] * count, dict.fromkeys(range(count), error), retryable=retryable)
+        batch = cls(chunk, [None] * count, dict.fromkeys(range(count), error), retryable=retryable)
+        batch.unsent = unsent
+        return batch
 
 
 def stop_iteration_failure(cause: StopIteration | None) -> RuntimeError:

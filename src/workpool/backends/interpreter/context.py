@@ -100,9 +100,7 @@ class InterpreterContext(WorkerContext):
             add_note(
                 reason, "the task's arguments could not be pickled to send them to a subinterpreter"
             )
-            unsent = self._failed(piece, reason)
-            unsent.unsent = True
-            batches.append(unsent)
+            batches.append(self._failed(piece, reason, unsent=True))
 
     def _exchange(
         self,
@@ -153,9 +151,9 @@ class InterpreterContext(WorkerContext):
         batch.worker = self.label
         return batch
 
-    def _failed(self, chunk: Chunk, error: BaseException) -> ResultBatch:
+    def _failed(self, chunk: Chunk, error: BaseException, *, unsent: bool = False) -> ResultBatch:
         """Every task of ``chunk`` fails with ``error``, for good: trying again cannot help."""
-        batch = ResultBatch.failed(chunk, error, retryable=False)
+        batch = ResultBatch.failed(chunk, error, retryable=False, unsent=unsent)
         batch.worker = self.label
         return batch
 

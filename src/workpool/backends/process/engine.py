@@ -139,9 +139,8 @@ class ProcessBackend(Backend):
             if position > start:
                 self._send(wire.split(start, position))
             piece = chunk.split(position, position + 1)
-            unsent = ResultBatch.failed(piece, _why_unsent(chunk, reason), retryable=False)
-            unsent.unsent = True
-            piece.sink.deliver(unsent)
+            why = _why_unsent(chunk, reason)
+            piece.sink.deliver(ResultBatch.failed(piece, why, retryable=False, unsent=True))
             start = position + 1
         if start == 0:
             add_note(error, "the task's arguments could not be sent to a worker process")
