@@ -464,9 +464,7 @@ class Supervisor:
         if not handle.assigned or handle.assigned[0].seq != batch.seq:
             # Workers answer in order, so this chunk was never recorded: its sending
             # thread was interrupted in between (``_send_chunk``). Nobody waits for it.
-            for fd in handle.reader.take_fds(batch.fd_count):
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            _close_descriptors(*handle.reader.take_fds(batch.fd_count))
             return
         wire = handle.assigned.popleft()
         self._settle(handle, wire, batch)
@@ -521,9 +519,8 @@ class Supervisor:
             handle.alive = False
         self._selector.unregister(handle.process.ended_fd)
         handle.sock.close()
-        for fd in handle.reader.take_fds(len(handle.reader.fds)):  # of a frame never finished
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        # Descriptors of a frame never finished.
+        _close_descriptors(*handle.reader.take_fds(len(handle.reader.fds)))
         # A worker told to stop, holding nothing, ended as asked: its exit code tells
         # nothing, and waiting for it (the zygote reports it, a process away) would
         # only hold up the pool's end.
@@ -808,9 +805,8 @@ class Supervisor:
             for wire in handle.assigned:
                 self._fail(wire, cancelled("the pool stopped before this task finished"))
             handle.sock.close()
-            for fd in handle.reader.take_fds(len(handle.reader.fds)):  # a frame never finished
-                with contextlib.suppress(OSError):
-                    os.close(fd)
+            # Descriptors of a frame never finished.
+            _close_descriptors(*handle.reader.take_fds(len(handle.reader.fds)))
             with contextlib.suppress(ValueError):  # its pidfd, its exit pipe
                 handle.process.close()
         with self._lock:
