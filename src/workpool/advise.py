@@ -338,8 +338,10 @@ def _large_arrays_left_out(obj: Any) -> Any:
     (a script's global) pickles as None rather than be copied for nothing (its engine
     shares it: ``sharing.dumps_function_sharing``)."""
     from workpool.segments import numpy_if_array
+    from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 
-    if numpy_if_array(obj) is not None and not obj.dtype.hasobject and obj.nbytes >= 1 << 20:
+    array = numpy_if_array(obj) is not None and not obj.dtype.hasobject
+    if array and obj.nbytes >= DEFAULT_SHARE_THRESHOLD:
         return type(None), ()
     return NotImplemented
 

@@ -231,12 +231,12 @@ class _SharingPickler(pickle.Pickler):
             private = self._context.private  # type: ignore[union-attr]
         segment, offset = found
         writable, owned = segment.shared_writable, False
-        if self._context is not None and self._context.returns_results and not segment.received:
+        if self._returns_results and not segment.received:
             # A result in memory this worker made (workpool.empty/zeros, or share()): the
             # caller's own array from now on, writable there and nowhere else. One
             # smaller than the threshold is cheaper to copy than to map, and then holds
             # no descriptor.
-            threshold = self._context.threshold
+            threshold = self._context.threshold  # type: ignore[union-attr]
             if threshold is not None and obj.nbytes < threshold:
                 return NotImplemented
             writable = owned = True
