@@ -204,8 +204,7 @@ class Pool(concurrent.futures.Executor):
             owner=self,
         )
         run.start()
-        if options.checkpoint is not None or options.trace is not None:
-            self._unread_runs.add(run)  # shutdown() waits for one dropped unread
+        self._unread_runs.add(run)  # shutdown() waits for one dropped unread (MapRun._dropped)
         return run.results()
 
     def imap(
