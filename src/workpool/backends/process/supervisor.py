@@ -111,6 +111,7 @@ class Supervisor:
 
         self._deliveries: list[ResultBatch] = []  # handed to sinks once the lock is free
         self._unstarted: deque[int] = deque()  # slots of the first workers, started in turn
+        self._wake_by: float | None = None  # when the loop must look again (monotonic)
         self._pending: deque[WireChunk] = deque()
         self._seq = 0
         self._init_failures = 0  # consecutive workers whose start-up failed
@@ -191,6 +192,7 @@ class Supervisor:
                 # as one worker is ready, not once every worker has been asked for.
                 self._unstarted.extend(range(1, self._spec.workers))
                 self._start_worker(0)
+                self._wake_by = self._next_wake()
             while self._step():
                 pass
         except BaseException as exc:  # a bug here must not leave callers waiting forever
@@ -203,16 +205,30 @@ class Supervisor:
             self._hand_over()
 
     def _step(self) -> bool:
-        """One round: wait for something to happen, react, hand out work. False: done."""
-        with self._lock:
-            timeout = 0 if self._unstarted else self._poll_timeout()
-        events = self._selector.select(timeout)
+        """One round: wait for something to happen, react, hand out work. False: done.
+
+        When to wake next is worked out before results are handed over, so that this
+        thread's last act before waiting again is to wake their callers: a caller woken
+        while this thread still runs Python would only wait again, for the GIL.
+        """
+        wake_by = self._wake_by
+        events = self._selector.select(
+            None if wake_by is None else max(0.0, wake_by - time.monotonic())
+        )
         with self._lock:
             going = self._react(events)
             if going:
                 self._start_next()
+                self._wake_by = self._next_wake()
         self._hand_over()
         return going
+
+    def _next_wake(self) -> float | None:
+        """The monotonic time by which the loop must look again, or None: not before an event."""
+        if self._unstarted:
+            return 0.0
+        timeout = self._poll_timeout()
+        return None if timeout is None else time.monotonic() + timeout
 
     def _start_next(self) -> None:
         """Start the next of the pool's first workers not started yet, if still wanted."""
