@@ -26,7 +26,9 @@ LENGTH = struct.Struct("<Q")
 _JOIN_LIMIT = 1 << 16
 # Room for the descriptors one receive can bring (Linux sends at most 253 at once).
 _ANCILLARY = socket.CMSG_SPACE(253 * array.array("i").itemsize)
-_RECEIVE_FLAGS = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+_RECEIVE_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+# As plain ints: or-ing the socket module's flag members runs Python code on each read.
+_RECEIVE_NOW_FLAGS = int(socket.MSG_DONTWAIT) | _RECEIVE_FLAGS
 
 
 def frame_parts(*parts: bytes | memoryview) -> list[bytes | memoryview]:
@@ -107,7 +109,7 @@ class FrameReader:
         """The frames completed by what has arrived; ``wait``: until there is one."""
         frames: list[bytes | bytearray] = []
         while not self.closed:
-            flags = _RECEIVE_FLAGS if wait and not frames else socket.MSG_DONTWAIT | _RECEIVE_FLAGS
+            flags = _RECEIVE_FLAGS if wait and not frames else _RECEIVE_NOW_FLAGS
             if self._big is not None:
                 if not self._fill_big(frames, flags):
                     break
