@@ -189,6 +189,10 @@ class DefineOrder:
         self.payload = payload
 
 
+# By value, without calling the enum class (its lookup runs Python code per chunk).
+_CALL_MODES = tuple(sorted(CallMode))
+
+
 def decode_chunk(body: bytes | bytearray) -> ChunkOrder | DefineOrder | None:
     """Read a parent-to-worker frame; ``None`` means STOP."""
     kind = body[0]
@@ -197,7 +201,7 @@ def decode_chunk(body: bytes | bytearray) -> ChunkOrder | DefineOrder | None:
         return ChunkOrder(
             seq,
             fn_id,
-            CallMode(mode),
+            _CALL_MODES[mode],
             tracked,
             timed,
             None if threshold < 0 else threshold,
