@@ -441,3 +441,38 @@ def test_a_program_that_ends_with_a_pool_open_exits_cleanly(
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == (["3", "TaskTimeout"] if timeout else ["3"])
     assert done.stderr == ""
+
+
+QUEUED_AT_EXIT = """
+import sys, time, workpool
+
+def record(x):
+    time.sleep(0.1)
+    return x
+
+def written(future):
+    with open(sys.argv[1], "a") as out:
+        out.write(f"{future.result()}\\n")
+
+pool = workpool.Pool(2, backend="interpreter")
+for x in range(6):  # two run at once: four wait in the queue when the program ends
+    pool.submit(record, x).add_done_callback(written)
+"""
+
+
+@needs_interpreters
+def test_a_pool_open_at_exit_runs_its_queued_work_too(tmp_path: Path) -> None:
+    # As concurrent.futures' executors do at exit: the queue is run, not cancelled.
+    script = tmp_path / "script.py"
+    script.write_text(QUEUED_AT_EXIT)
+    results = tmp_path / "results.txt"
+    done = subprocess.run(
+        [sys.executable, str(script), str(results)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert sorted(results.read_text().split()) == [str(x) for x in range(6)]

@@ -65,27 +65,31 @@ SCRIPT = textwrap.dedent(
         elif mode == "pool":
             with workpool.Pool(2, backend="process", start_method={method!r}) as pool:
                 list(pool.imap(report_and_sleep, range(100), chunksize=1))
-        elif mode == "exit-with-pool-open":
+        elif mode == "exit-with-imap-unread":
+            import threading
+            results = workpool.imap(report_and_sleep, range(4), backend="process",
+                                    workers=2, chunksize=1, start_method={method!r})
+            threading.Thread(target=next, args=(results,), daemon=True).start()
+            while len(os.listdir({marks!r})) < 2:
+                time.sleep(0.01)
+            print("leaving with an imap unread", flush=True)
+        elif mode in ("nowait-then-ctrl-c", "open-then-ctrl-c"):
             pool = workpool.Pool(2, backend="process", start_method={method!r})
             futures = [pool.submit(report_and_sleep, i) for i in range(4)]
             while len(os.listdir({marks!r})) < 2:
                 time.sleep(0.01)
-            print("leaving without shutdown", flush=True)
-        elif mode in ("nowait-process", "nowait-thread"):
-            if mode == "nowait-process":
+            if mode == "nowait-then-ctrl-c":
+                pool.shutdown(wait=False)
+            raise KeyboardInterrupt
+        elif mode.startswith(("nowait-", "open-")):
+            if mode.endswith("-process"):
                 pool = workpool.Pool(2, backend="process", start_method={method!r})
             else:
                 pool = workpool.Pool(2, backend="thread")
             futures = [pool.submit(finish_later, i) for i in range(6)]
-            pool.shutdown(wait=False)
-            print("leaving after shutdown(wait=False)", flush=True)
-        elif mode == "nowait-then-ctrl-c":
-            pool = workpool.Pool(2, backend="process", start_method={method!r})
-            futures = [pool.submit(report_and_sleep, i) for i in range(4)]
-            while len(os.listdir({marks!r})) < 2:
-                time.sleep(0.01)
-            pool.shutdown(wait=False)
-            raise KeyboardInterrupt
+            if mode.startswith("nowait-"):
+                pool.shutdown(wait=False)
+            print("leaving", flush=True)
     """
 )
 
@@ -166,27 +170,27 @@ def test_workers_notice_the_parent_was_killed(tmp_path: Path, method: str, mode:
     assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
 
 
-def test_interpreter_exit_with_a_pool_open_leaves_no_worker(tmp_path: Path) -> None:
-    parent, marks = start_parent(tmp_path, "exit-with-pool-open")
+def test_interpreter_exit_with_a_one_shot_imap_unread_leaves_no_worker(tmp_path: Path) -> None:
+    # Nobody can read its results any more: its work (30 s tasks) is abandoned.
+    parent, marks = start_parent(tmp_path, "exit-with-imap-unread")
     code, out, err, took = finish(parent, timeout=20)
     assert code == 0, err
-    assert "leaving without shutdown" in out
+    assert "leaving with an imap unread" in out
     pids = worker_pids(marks)
     assert pids
     assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
     assert took < 15
 
 
-@pytest.mark.parametrize("mode", ["nowait-process", "nowait-thread"])
-def test_interpreter_exit_after_shutdown_without_wait_finishes_the_work(
-    tmp_path: Path, mode: str
-) -> None:
+@pytest.mark.parametrize("mode", ["nowait-process", "nowait-thread", "open-process", "open-thread"])
+def test_interpreter_exit_finishes_the_work_a_pool_was_given(tmp_path: Path, mode: str) -> None:
     # concurrent.futures: "Regardless of the value of wait, the entire Python program
-    # will not exit until all pending futures are done executing."
+    # will not exit until all pending futures are done executing." It keeps that for an
+    # executor left open at exit, too.
     parent, marks = start_parent(tmp_path, mode)
     code, out, err, _ = finish(parent, timeout=60)
     assert code == 0, err
-    assert "leaving after shutdown(wait=False)" in out
+    assert "leaving" in out
     assert sorted(p.name for p in tmp_path.glob("pids-done-*")) == [
         f"pids-done-{i}" for i in range(6)
     ]
@@ -194,9 +198,10 @@ def test_interpreter_exit_after_shutdown_without_wait_finishes_the_work(
     assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
 
 
-def test_ctrl_c_after_shutdown_without_wait_stops_the_work(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["nowait-then-ctrl-c", "open-then-ctrl-c"])
+def test_ctrl_c_at_the_end_stops_the_work_a_pool_was_given(tmp_path: Path, mode: str) -> None:
     # Its tasks sleep for 30 s: the parent ends long before, without waiting for them.
-    parent, marks = start_parent(tmp_path, "nowait-then-ctrl-c")
+    parent, marks = start_parent(tmp_path, mode)
     code, _, err, _ = finish(parent, timeout=20)
     assert "KeyboardInterrupt" in err
     assert code != 0

@@ -17,7 +17,7 @@ from workpool._options import (
     pool_spec,
     run_options,
 )
-from workpool.backends import create_backend
+from workpool.backends import at_exit, create_backend
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
 from workpool.run import MapRun, RetryPolicy
@@ -27,6 +27,11 @@ from workpool.tasks import CallMode, Chunk, ResultBatch
 __all__ = ["Pool"]
 
 T = TypeVar("T")
+
+
+# Backends whose open pools finish their work at exit (serial work is never pending;
+# a Dask pool's work lives in a cluster, which Dask's own exit hooks close).
+_FINISHED_AT_EXIT = ("thread", "process", "interpreter")
 
 
 class _FutureSink:
@@ -106,12 +111,14 @@ class Pool(concurrent.futures.Executor):
         self._backend = create_backend(self._spec)
         self._retries = RetryPolicy(self._defaults.retries, self._backend.submit)  # for submit()
         self._unread_runs: weakref.WeakSet[MapRun] = weakref.WeakSet()  # see map()
-        # A pool dropped without shutdown() still lets its workers go. One still here at
-        # exit is not shut down by this then: the backends' exit rule treats it as open.
+        # A pool dropped without shutdown() still lets its workers go, once its work is
+        # done; one still open at exit is shut down then (backends/at_exit.py).
         self._finalizer = weakref.finalize(
             self, self._backend.shutdown, wait=False, cancel_pending=False
         )
         self._finalizer.atexit = False
+        if self._spec.backend in _FINISHED_AT_EXIT:
+            at_exit.finish_if_open_at_exit(self)
 
     @property
     def backend(self) -> str:
@@ -277,6 +284,11 @@ class Pool(concurrent.futures.Executor):
         if wait:
             for run in list(self._unread_runs):
                 run.join_unread()
+
+    def _shut_down_at_exit(self) -> None:
+        """The program exits with this pool open: it finishes its work, as an Executor does."""
+        if not self._shut_down:
+            self.shutdown(wait=False)
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled and process workers are killed."""

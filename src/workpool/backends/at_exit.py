@@ -1,14 +1,19 @@
 """What becomes of a pool's work when the interpreter exits, on the local backends.
 
 ``concurrent.futures`` promises that the program does not exit before the work given to
-an executor that was shut down is done, ``shutdown(wait=False)`` included: that call
-means "finish it, without me waiting here". So a pool that was shut down finishes its
-work at exit. A pool still open then is abandoned instead (process pools terminate it:
-no worker outlives the program), and so is everything when the program ends on Ctrl+C
-or is interrupted by one while it waits.
+an executor is done, whether it was shut down (``shutdown(wait=False)`` means "finish
+it, without me waiting here") or left open. workpool keeps that promise in two steps:
 
-The process engine applies this rule in its own exit hook (``process/exit_hook.py``),
-which must also run before multiprocessing's; thread workers register here.
+    threading's exit hooks (before threads are joined, before atexit)
+        every ``Pool`` still open on a local backend -> shutdown(wait=False)
+    atexit hooks
+        thread and interpreter workers: this module waits for the pools shut down
+        process workers: ``process/exit_hook.py`` waits for them, then ends the zygote
+
+So every ``Pool`` finishes the work it was given. Nothing finishes when the program
+ends on Ctrl+C, or gets one while it waits: then pools are abandoned (process pools
+terminated: no worker outlives the program). A one-shot ``workpool.imap`` left unread
+is no ``Pool``: nobody can read its results any more, and its work is abandoned too.
 """
 
 from __future__ import annotations
@@ -20,16 +25,23 @@ import threading
 import weakref
 from typing import Protocol
 
-__all__ = ["ended_by_ctrl_c", "finish_before_exit"]
+__all__ = ["ended_by_ctrl_c", "finish_before_exit", "finish_if_open_at_exit"]
 
 
 class Finishable(Protocol):
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None: ...
 
 
+class OpenExecutor(Protocol):
+    def _shut_down_at_exit(self) -> None:
+        """Shut down without waiting, unless shut down already."""
+
+
 _finishing: weakref.WeakSet[Finishable] = weakref.WeakSet()
+_open: weakref.WeakSet[OpenExecutor] = weakref.WeakSet()
 _lock = threading.Lock()
 _registered = False
+_open_registered = False
 
 
 def ended_by_ctrl_c() -> bool:
@@ -46,6 +58,28 @@ def finish_before_exit(pool: Finishable) -> None:
         if not _registered:
             atexit.register(_finish_everything)
             _registered = True
+
+
+def finish_if_open_at_exit(pool: OpenExecutor) -> None:
+    """At exit, shut ``pool`` down if it is still open, so that it finishes its work."""
+    global _open_registered
+    with _lock:
+        _open.add(pool)
+        if not _open_registered:
+            # concurrent.futures' own hook runs here too: before non-daemon threads are
+            # joined and before any atexit hook, so that the backends' hooks (which may
+            # have been registered earlier or later) all find these pools shut down.
+            register = getattr(threading, "_register_atexit", atexit.register)
+            register(_shut_down_open_pools)
+            _open_registered = True
+
+
+def _shut_down_open_pools() -> None:
+    if ended_by_ctrl_c():
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        for pool in list(_open):
+            pool._shut_down_at_exit()
 
 
 def _finish_everything() -> None:

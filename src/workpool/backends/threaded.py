@@ -298,6 +298,11 @@ class ThreadedBackend(Backend):
             self._abandoned.add(timed.thread)
         self._grow()
 
+    @property
+    def shutting_down(self) -> bool:
+        """Whether ``shutdown`` was called: the workers finish the queue, then leave."""
+        return self._stopping
+
     # --- the state ------------------------------------------------------------------
 
     def _wake_all(self) -> None:

@@ -85,8 +85,8 @@ _EXIT_NOTICE_SECONDS = 2.0
 @atexit.register
 def _finish_before_exit() -> None:
     backends = list(_live_backends)
-    for backend in backends:
-        backend.shutdown(wait=True, cancel_pending=True)
+    for backend in backends:  # a pool shut down (at_exit.py) finishes its queue; others not
+        backend.shutdown(wait=True, cancel_pending=not backend.shutting_down)
     abandoned = [thread for backend in backends for thread in backend.abandoned_threads()]
     deadline = time.monotonic() + _EXIT_NOTICE_SECONDS
     for thread in abandoned:

@@ -1,10 +1,11 @@
 """At interpreter exit, no worker may outlive the program.
 
 Pools register here while their supervisor runs (``track``) and leave when it ends
-(``forget``). At exit, a pool still open is terminated; one that was shut down first
-finishes the work it was given, as ``concurrent.futures`` promises, unless the program
-ends on Ctrl+C or gets one meanwhile (the rule of ``backends/at_exit.py``). Then what
-must come after them runs (``afterwards``: the zygote is told to end).
+(``forget``). At exit, one that was shut down finishes the work it was given, as
+``concurrent.futures`` promises (every ``Pool`` still open was shut down just before,
+by ``backends/at_exit.py``), unless the program ends on Ctrl+C or gets one meanwhile;
+one still open (a one-shot ``imap`` left unread) is terminated. Then what must come
+after them runs (``afterwards``: the zygote is told to end).
 
 ``atexit`` runs handlers last registered first. multiprocessing registers its own the
 first time it is imported: it joins every live ``multiprocessing.Process``, which would
