@@ -300,6 +300,94 @@ def test_an_initializer_given_the_scripts_own_class_sets_up_what_tasks_see(
     assert report == {name: [0, 10, 20] for name in ["oneshot", *backends]}
 
 
+# The script's classes read what the initializer set up, as its functions do: through
+# their methods, the methods of a base class, static and class methods and properties,
+# whether the class reaches the worker with the task's function or with its items.
+CLASS_METHODS_SCRIPT = """
+import dataclasses, json, sys
+import workpool
+
+conn = None
+
+def init(name):
+    global conn
+    conn = "connection to " + name
+
+class Base:
+    def who(self):
+        return "base " + str(conn)
+
+class Child(Base):
+    def who(self):
+        return "child, " + super().who()
+
+class Tools:
+    @staticmethod
+    def static():
+        return conn
+    @classmethod
+    def klass(cls):
+        return cls.__name__ + " " + str(conn)
+    @property
+    def prop(self):
+        return conn
+
+@dataclasses.dataclass
+class Job:
+    n: int
+    def run(self):
+        return [conn, self.n]
+
+def task(_):
+    tools = Tools()
+    return [Child().who(), tools.static(), tools.klass(), tools.prop]
+
+def run_job(job):
+    return job.run()
+
+def run_plain(n):
+    return Job(n).run()
+
+if __name__ == "__main__":
+    report = {}
+    for backend in ["process", *sys.argv[1:]]:
+        with workpool.Pool(2, backend=backend, initializer=init, initargs=("db",)) as pool:
+            report[backend] = [
+                list(pool.map(task, [0])),
+                list(pool.map(Job(1).run.__func__, [Job(2)])),  # the class with items
+                list(pool.map(run_job, [Job(3)])),
+                list(pool.map(run_plain, [4])),  # after the items brought it again
+            ]
+    print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["default", "portable"])
+def test_a_scripts_class_methods_see_what_its_initializer_set_up(
+    tmp_path: Path, portable: bool
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(CLASS_METHODS_SCRIPT))
+    backends = ["interpreter"] if HAS_INTERPRETERS else []
+    env = {**os.environ, "WORKPOOL_PORTABLE": "1" if portable else "0"}
+    result = subprocess.run(
+        [sys.executable, str(script), *backends],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    conn = "connection to db"
+    expected = [
+        [["child, base " + conn, conn, "Tools " + conn, conn]],
+        [[conn, 2]],
+        [[conn, 3]],
+        [[conn, 4]],
+    ]
+    assert json.loads(result.stdout) == dict.fromkeys(["process", *backends], expected)
+
+
 def test_cloudpickle_carries_everything_only_once_a_module_is_registered_by_value() -> None:
     import cloudpickle
 

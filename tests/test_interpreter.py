@@ -32,6 +32,7 @@ from interp_tasks import (
     touched,
     wait_for_file,
 )
+from workpool._options import BACKENDS
 
 needs_interpreters = pytest.mark.skipif(
     not HAS_INTERPRETERS, reason="subinterpreters (concurrent.interpreters) need Python 3.14+"
@@ -61,12 +62,12 @@ def test_before_python_314_the_backend_is_refused_at_once_naming_the_version() -
         workpool.imap(square, range(3), backend="interpreter")
     with pytest.raises(ValueError, match=message):
         workpool.Pool(2, backend="interpreter")
-    assert "interpreter" not in workpool._options.BACKENDS
+    assert "interpreter" not in BACKENDS
 
 
 @needs_interpreters
 def test_the_backend_is_offered_where_subinterpreters_exist() -> None:
-    assert "interpreter" in workpool._options.BACKENDS
+    assert "interpreter" in BACKENDS
     with workpool.Pool(1, backend="interpreter") as pool:
         assert pool.backend == "interpreter"
 

@@ -31,7 +31,10 @@ pickle). A global whose fingerprint arrives again keeps whatever the worker made
 (rebound or changed by the initializer or an earlier task, as in a module of its own);
 one the caller has changed since arrives as it is now, as does one without a
 fingerprint (a function, a value over a megabyte, or one plain pickle refuses).
-Functions that cloudpickle carries do not share a namespace this way.
+A script's class comes from cloudpickle with methods over a namespace of their own;
+in a pool's payload its methods, and those of the bases carried with it, are remade
+over the shared one, so that a task's ``self.conn()`` sees what ``init`` set up too.
+Other functions that cloudpickle carries do not share a namespace this way.
 """
 
 from __future__ import annotations
@@ -153,22 +156,98 @@ _EMPTY_CELL = _EmptyCell()
 
 
 def _fill_function(fn: types.FunctionType, state: dict[str, Any]) -> None:
-    reads = state.pop("globals")
-    fingerprints = state.pop("fingerprints")
-    given = _given.get(id(fn.__globals__)) if fingerprints is not None else None
-    if given is None:
-        fn.__globals__.update(reads)
-    else:  # a shared namespace: what the worker made of a value it was given is kept
-        for name, value in reads.items():
-            fingerprint = fingerprints[name]
-            if fingerprint is None or given.get(name) != fingerprint:
-                fn.__globals__[name] = value
-                given[name] = fingerprint
+    _give_globals(fn.__globals__, state.pop("globals"), state.pop("fingerprints"))
     for cell, value in zip(fn.__closure__ or (), state.pop("closure")):
         if not isinstance(value, _EmptyCell):
             cell.cell_contents = value
     for attribute, value in state.items():
         setattr(fn, attribute, value)
+
+
+def _give_globals(
+    namespace: dict[str, Any], reads: dict[str, Any], fingerprints: dict[str, bytes | None] | None
+) -> None:
+    """Put the globals a function reads in its namespace, by the rule of the docstring."""
+    given = _given.get(id(namespace)) if fingerprints is not None else None
+    if given is None or fingerprints is None:
+        namespace.update(reads)
+        return
+    # A shared namespace: what the worker made of a value it was given is kept.
+    for name, value in reads.items():
+        fingerprint = fingerprints.get(name)
+        if fingerprint is None or given.get(name) != fingerprint:
+            namespace[name] = value
+            given[name] = fingerprint
+
+
+def _functions_in(attribute: Any) -> list[Any]:
+    """The functions a class attribute is made of: a method, or what a static or class
+    method or a property wraps; [] for anything else."""
+    if type(attribute) in (staticmethod, classmethod):
+        attribute = attribute.__func__
+    if type(attribute) is property:
+        return [f for f in (attribute.fget, attribute.fset, attribute.fdel) if f is not None]
+    return [attribute] if type(attribute) is types.FunctionType else []
+
+
+# What moves where, for one class of a class's MRO: its index there, the namespace its
+# methods move into, their names, and the fingerprints of the globals they read.
+_Move = tuple[int, dict[str, Any], list[str], dict[str, "bytes | None"]]
+
+
+def _class_in_namespace(data: bytes, moves: list[_Move]) -> type:
+    """The class cloudpickle carried, its methods moved into the pool's shared namespace.
+
+    cloudpickle gives a class's methods a namespace of their own: one a script's
+    initializer never wrote to (``global conn``), whose tasks would read ``conn`` as the
+    caller had it. Each method (and each of a base class carried with it) is remade over
+    the shared namespace, as the functions carried here are, and the globals it reads
+    go in by the same rule.
+    """
+    cls = pickle.loads(data)
+    for index, namespace, names, fingerprints in moves:
+        owner = cls.__mro__[index]
+        for name in names:
+            attribute = vars(owner).get(name)  # cloudpickle leaves some out (__annotate__)
+            moved = _moved(attribute, namespace, fingerprints)
+            if moved is not attribute:
+                setattr(owner, name, moved)
+    return cls  # type: ignore[no-any-return]
+
+
+def _moved(attribute: Any, namespace: dict[str, Any], fingerprints: dict[str, bytes | None]) -> Any:
+    if isinstance(attribute, types.FunctionType):
+        home = attribute.__globals__
+        module = sys.modules.get(attribute.__module__ or "")
+        if home is namespace or (module is not None and home is vars(module)):
+            return attribute  # moved already, or this process's own class: left as it is
+        _give_globals(
+            namespace,
+            {name: home[name] for name in global_names(attribute.__code__) if name in home},
+            fingerprints,
+        )
+        moved = types.FunctionType(
+            attribute.__code__,
+            namespace,
+            attribute.__name__,
+            attribute.__defaults__,
+            attribute.__closure__,  # the same cells: zero-argument super() still works
+        )
+        for name in ("__kwdefaults__", "__qualname__", "__module__", "__doc__", "__dict__"):
+            setattr(moved, name, getattr(attribute, name))
+        return moved
+    if isinstance(attribute, (staticmethod, classmethod)):
+        inner = _moved(attribute.__func__, namespace, fingerprints)
+        return attribute if inner is attribute.__func__ else type(attribute)(inner)
+    if isinstance(attribute, property):
+        get, put, delete = (
+            None if f is None else _moved(f, namespace, fingerprints)
+            for f in (attribute.fget, attribute.fset, attribute.fdel)
+        )
+        if (get, put, delete) == (attribute.fget, attribute.fset, attribute.fdel):
+            return attribute
+        return property(get, put, delete, attribute.__doc__)
+    return attribute
 
 
 # Values larger than this get no fingerprint: pickling and digesting a big array twice
@@ -213,20 +292,59 @@ class _FunctionsByValue(pickle.Pickler):
                 raise NeedsCloudpickle(f"module {obj.__name__!r} cannot be imported by name")
             return importlib.import_module, (obj.__name__,)
         if isinstance(obj, type) and not _importable(obj):
-            # Only cloudpickle carries a class by value; it does this one alone, so that
-            # the functions around it still share their namespace in the worker. (Its
-            # class tracker makes every payload that holds the class rebuild one class
-            # there, and bring the caller's own back.)
-            import cloudpickle
-
-            return pickle.loads, (cloudpickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL),)
+            return self._reduce_class(obj)
         return NotImplemented
 
-    def _reduce_function(self, fn: types.FunctionType) -> Any:
+    def _reduce_class(self, cls: type) -> Any:
+        # Only cloudpickle carries a class by value; it does this one alone, so that
+        # the functions around it still share their namespace in the worker. (Its
+        # class tracker makes every payload that holds the class rebuild one class
+        # there, and bring the caller's own back.) A pool's class then has its methods
+        # moved into the namespace its functions share.
+        import cloudpickle
+
+        data = cloudpickle.dumps(cls, protocol=pickle.HIGHEST_PROTOCOL)
+        moves = [] if not self._shared else self._class_moves(cls)
+        if not moves:
+            return pickle.loads, (data,)
+        return _class_in_namespace, (data, moves)
+
+    def _class_moves(self, cls: type) -> list[Any]:
+        """For each class of ``cls``'s MRO carried by value, the methods to move."""
+        moves = []
+        for index, owner in enumerate(cls.__mro__):
+            module = sys.modules.get(owner.__module__)
+            if module is None or _importable(owner):
+                continue  # found by name in the worker: its methods are the module's own
+            home = vars(module)
+            names = [  # the methods that read the globals of the class's own module
+                name
+                for name, attribute in vars(owner).items()
+                if (functions := _functions_in(attribute))
+                and all(f.__globals__ is home for f in functions)
+            ]
+            if not names:
+                continue
+            fingerprints = {
+                global_name: _fingerprint(home[global_name])
+                for name in names
+                for fn in _functions_in(vars(owner)[name])
+                for global_name in global_names(fn.__code__)
+                if global_name in home
+            }
+            namespace = self._namespace(_functions_in(vars(owner)[names[0]])[0])
+            moves.append((index, namespace, names, fingerprints))
+        return moves
+
+    def _namespace(self, fn: types.FunctionType) -> _Namespace:
         namespace = self._namespaces.get(id(fn.__globals__))
         if namespace is None:
             namespace = _Namespace(fn.__globals__, fn.__module__ or "__main__", self._shared)
             self._namespaces[id(fn.__globals__)] = namespace
+        return namespace
+
+    def _reduce_function(self, fn: types.FunctionType) -> Any:
+        namespace = self._namespace(fn)
         code = fn.__code__
         module_globals = fn.__globals__
         reads = {

@@ -186,8 +186,8 @@ def dumps_items(obj: object) -> bytes:
     plain pickle would name in ``__main__`` goes by value (``names_main``)."""
     payload = dumps_data(obj)
     if names_main(payload):
-        try:
-            return dumps_function(obj)
+        try:  # shared: the script's classes among them see what the initializer set up
+            return dumps_function(obj, shared=True)
         except Exception:  # cloudpickle refuses it: the worker may know the name after all
             pass
     return payload

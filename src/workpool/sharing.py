@@ -290,9 +290,11 @@ def _dumps_sharing(
     sending.frame = outgoing
     try:
         if by_value:
-            buffer = io.BytesIO()
-            _sharing_cloudpickler(buffer, context).dump(obj)
-            return buffer.getvalue(), outgoing.fds, outgoing.keep
+            # As the pool's functions go: a script's classes among the items then share
+            # the worker's namespace with them, and see what the initializer set up.
+            sharer = _SharingPickler(io.BytesIO(), context)
+            payload = dumps_function(obj, shared=True, reducer=sharer.reducer_override)
+            return payload, outgoing.fds, outgoing.keep
         if numpy_module() is None:  # no arrays can exist: the plain, faster pickler
             try:
                 return pickle.dumps(obj, protocol=PROTOCOL), outgoing.fds, outgoing.keep
