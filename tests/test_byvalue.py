@@ -284,8 +284,15 @@ if __name__ == "__main__":
 def test_an_initializer_given_the_scripts_own_class_sets_up_what_tasks_see(
     tmp_path: Path, portable: bool
 ) -> None:
+    report, backends = _run_script_report(tmp_path, CLASS_INITIALIZER_SCRIPT, portable)
+    assert report == {name: [0, 10, 20] for name in ["oneshot", *backends]}
+
+
+def _run_script_report(tmp_path: Path, source: str, portable: bool) -> tuple[Any, list[str]]:
+    """Run ``source`` as a script, given the other backends to try; what it printed (JSON),
+    and those backends."""
     script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(CLASS_INITIALIZER_SCRIPT))
+    script.write_text(textwrap.dedent(source))
     backends = ["interpreter"] if HAS_INTERPRETERS else []
     env = {**os.environ, "WORKPOOL_PORTABLE": "1" if portable else "0"}
     result = subprocess.run(
@@ -296,8 +303,7 @@ def test_an_initializer_given_the_scripts_own_class_sets_up_what_tasks_see(
         env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout)
-    assert report == {name: [0, 10, 20] for name in ["oneshot", *backends]}
+    return json.loads(result.stdout), backends
 
 
 # The script's classes read what the initializer set up, as its functions do: through
@@ -366,18 +372,7 @@ if __name__ == "__main__":
 def test_a_scripts_class_methods_see_what_its_initializer_set_up(
     tmp_path: Path, portable: bool
 ) -> None:
-    script = tmp_path / "script.py"
-    script.write_text(textwrap.dedent(CLASS_METHODS_SCRIPT))
-    backends = ["interpreter"] if HAS_INTERPRETERS else []
-    env = {**os.environ, "WORKPOOL_PORTABLE": "1" if portable else "0"}
-    result = subprocess.run(
-        [sys.executable, str(script), *backends],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    report, backends = _run_script_report(tmp_path, CLASS_METHODS_SCRIPT, portable)
     conn = "connection to db"
     expected = [
         [["child, base " + conn, conn, "Tools " + conn, conn]],
@@ -385,7 +380,7 @@ def test_a_scripts_class_methods_see_what_its_initializer_set_up(
         [[conn, 3]],
         [[conn, 4]],
     ]
-    assert json.loads(result.stdout) == dict.fromkeys(["process", *backends], expected)
+    assert report == dict.fromkeys(["process", *backends], expected)
 
 
 def test_cloudpickle_carries_everything_only_once_a_module_is_registered_by_value() -> None:
