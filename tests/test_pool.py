@@ -112,29 +112,39 @@ def test_submit_after_shutdown_raises(backend: str) -> None:
 def test_shutdown_stops_an_imap_that_reads_on_from_another_thread(backend: str) -> None:
     # A service's consumer thread reads an endless imap; its main thread shuts the pool
     # down. The imap may not go on submitting (shutdown would wait for ever): like
-    # Executor.map with buffersize, its next submission raises.
+    # Executor.map with buffersize, its next submission raises, but only once the
+    # results of what the pool had taken are yielded (it runs them all the same).
     pool = workpool.Pool(2, backend=backend)
+    read = 0
+
+    def endless() -> Iterator[int]:
+        nonlocal read
+        for x in itertools.count():
+            read += 1
+            yield x
+
     # Tasks that keep the workers busy, so that the pool is never idle between them.
-    results = pool.imap(slow_square, itertools.count(), itertools.repeat(0.01), chunksize=1)
+    results = pool.imap(slow_square, endless(), itertools.repeat(0.01), chunksize=1)
     outcome: list[BaseException] = []
-    taken = 0
+    got: list[int] = []
 
     def consume() -> None:
-        nonlocal taken
         try:
-            for _ in zip(results, range(400)):  # a bound, should the pool never refuse
-                taken += 1
+            for value, _ in zip(results, range(400)):  # a bound, should the pool never refuse
+                got.append(value)
         except BaseException as exc:
             outcome.append(exc)
 
     consumer = threading.Thread(target=consume)
     consumer.start()
-    assert wait_for(lambda: taken >= 10 or bool(outcome))
+    assert wait_for(lambda: len(got) >= 10 or bool(outcome))
     pool.shutdown(wait=True)
     consumer.join(60)
     assert not consumer.is_alive()
     assert len(outcome) == 1 and isinstance(outcome[0], RuntimeError), outcome
     assert "shut down" in str(outcome[0])
+    assert got == [x * x for x in range(len(got))]
+    assert read - len(got) <= 1  # only the item the pool refused never ran
 
 
 def test_shutdown_waits_for_submitted_work(backend: str) -> None:

@@ -20,7 +20,7 @@ from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from workpool._options import RunOptions
-from workpool.backends.base import Backend
+from workpool.backends.base import Backend, ShutDown
 from workpool.chunking import ChunkSizer
 from workpool.clock import now_ns
 from workpool.errors import add_note, call_timed_out, is_broken_pool, is_cancelled
@@ -240,7 +240,8 @@ class MapRun:
         self._unfinished = 0  # chunks with items still to come
         self._next_start = first_position
         self._exhausted = False
-        self._input_failure: Exception | None = None  # the input's own, raised after its items
+        # The input's own exception (or the pool's refusal), raised after the items before it.
+        self._input_failure: Exception | None = None
         # Large NumPy arguments of this call travel once, in shared memory (processes).
         self._sharing = SharingContext(options.share_threshold)
         self._progress: Any = progress_bar
@@ -383,7 +384,7 @@ class MapRun:
             if len(items) < size:
                 self._exhausted = True
             if items:
-                self._backend.submit(self._new_chunk(items))
+                self._submit(self._new_chunk(items))
             return
         piece = checkpoint.take(size)
         self._exhausted = checkpoint.ended
@@ -395,7 +396,7 @@ class MapRun:
         state.digest = piece.digest
         state.encodings = piece.encodings
         if piece.results is None:
-            self._backend.submit(chunk)
+            self._submit(chunk)
         else:  # done before: its results take the way a worker's would, in place
             state.journaled = True
             self._batches.put((ResultBatch(chunk, piece.results, {}), frozenset()))
@@ -534,6 +535,24 @@ class MapRun:
             batch.pickled,
             encodings,
         )
+
+    def _submit(self, chunk: Chunk) -> None:
+        """Submit the chunk ``_new_chunk`` just made; if the pool has shut down meanwhile
+        (from another thread), a lazy run ends there, as an input that raised does."""
+        try:
+            self._backend.submit(chunk)
+        except ShutDown as exc:
+            if self._eager:
+                raise
+            # What went before is still run by the pool, and yielded before this raises.
+            count = len(chunk.items)
+            self._next_start -= count
+            self._items_ahead -= count
+            self._unfinished -= 1
+            if self._options.ordered:
+                self._states.pop()
+            self._input_failure = exc
+            self._exhausted = True
 
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
         state = _ChunkState(self._next_start, len(items))

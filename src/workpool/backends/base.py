@@ -19,7 +19,15 @@ if TYPE_CHECKING:
     from workpool.errors import BrokenPool
     from workpool.timeline.recorder import Recorder
 
-__all__ = ["Backend", "InitializerFailed", "broken_by_initializer", "deliver"]
+__all__ = ["Backend", "InitializerFailed", "ShutDown", "broken_by_initializer", "deliver"]
+
+
+class ShutDown(RuntimeError):
+    """``submit`` to a pool that has shut down: the ``RuntimeError`` an ``Executor`` raises
+    then, of a type of its own, so that a lazy map can tell it from a task's."""
+
+    def __init__(self) -> None:
+        super().__init__("cannot submit work to a pool that has shut down")
 
 
 class Backend(abc.ABC):

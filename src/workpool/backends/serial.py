@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from workpool._options import PoolSpec
-from workpool.backends.base import Backend, broken_by_initializer
+from workpool.backends.base import Backend, ShutDown, broken_by_initializer
 from workpool.chunking import PROCESS_CHUNK_SECONDS
 from workpool.clock import now_ns
 from workpool.errors import TaskTimeout
@@ -41,7 +41,7 @@ class SerialBackend(Backend):
 
     def submit(self, chunk: Chunk) -> None:
         if self._stopped:
-            raise RuntimeError("cannot submit work to a pool that has shut down")
+            raise ShutDown()
         if self._broken is not None:
             raise self._broken
         if not self._initialized:

@@ -47,7 +47,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
 from workpool.backends import at_exit
-from workpool.backends.base import Backend, InitializerFailed, broken_by_initializer, deliver
+from workpool.backends.base import (
+    Backend,
+    InitializerFailed,
+    ShutDown,
+    broken_by_initializer,
+    deliver,
+)
 from workpool.backends.deadlines import DeadlineWatch, TimedTask
 from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note
@@ -144,7 +150,7 @@ class ThreadedBackend(Backend):
             # Once shut down, a pool takes only retries of the work it was given: new work
             # (a lazy imap reading on) would keep it from ever stopping.
             if self._stopped or (self._stopping and chunk.attempt == 0):
-                raise RuntimeError("cannot submit work to a pool that has shut down")
+                raise ShutDown()
             if chunk.task_timeout is not None and len(chunk.items) > 1:
                 # Each timed task runs alone, so a timeout abandons nothing else.
                 pieces = [chunk.split(i, i + 1) for i in range(len(chunk.items))]

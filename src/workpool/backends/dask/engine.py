@@ -59,7 +59,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool._options import PoolSpec
-from workpool.backends.base import Backend
+from workpool.backends.base import Backend, ShutDown
 from workpool.backends.dask import remote
 from workpool.backends.dask.cluster import ClusterLink, connect
 from workpool.backends.dask.payload import (
@@ -279,7 +279,7 @@ class DaskBackend(Backend):
         failure: BaseException | None = None
         with self._lock:
             if not self._sends:
-                failure = RuntimeError("cannot submit work to a pool that has shut down")
+                failure = ShutDown()
             else:
                 try:
                     future = self._client.submit(
@@ -300,7 +300,7 @@ class DaskBackend(Backend):
         if self._broken is not None:
             raise BrokenPool(f"the pool is broken: {self._broken}") from self._broken
         if not self._accepting:
-            raise RuntimeError("cannot submit work to a pool that has shut down")
+            raise ShutDown()
 
     def _function_ref(self, fn: Callable[..., Any]) -> Any:
         try:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 from workpool import errors
 from workpool._options import PoolSpec
-from workpool.backends.base import deliver
+from workpool.backends.base import ShutDown, deliver
 from workpool.backends.process import exit_hook, lifeline, protocol
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.handle import (
@@ -133,7 +133,7 @@ class Supervisor:
             # Once shut down, a pool takes only retries of the work it was given: new work
             # (a lazy imap reading on) would keep it from ever stopping.
             if not self._accepting or (self._stopping and chunk.attempt == 0):
-                raise RuntimeError("cannot submit work to a pool that has shut down")
+                raise ShutDown()
             handle = None if self._pending or self._inbox else self._least_busy()
             if handle is None or handle.writer.pending:
                 self._inbox.append(wire)
