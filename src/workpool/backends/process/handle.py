@@ -79,6 +79,7 @@ class WorkerHandle:
         "started_ns",
         "stop_sent",
         "tasks_left",
+        "watching_writes",
         "writer",
     )
 
@@ -106,6 +107,7 @@ class WorkerHandle:
         self.ready = False  # the initializer ran and the worker said so
         self.stop_sent = False
         self.alive = True
+        self.watching_writes = False  # registered for EVENT_WRITE too: it has bytes to send
         self.kill_reason: KillReason | None = None
         self.init_error: BaseException | None = None
         self.killed = False  # SIGKILL sent

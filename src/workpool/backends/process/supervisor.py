@@ -447,13 +447,11 @@ class Supervisor:
         self._watch_writes(handle)
 
     def _watch_writes(self, handle: WorkerHandle) -> None:
-        if not handle.alive:
-            return
-        events = selectors.EVENT_READ
-        if handle.writer.pending:
-            events |= selectors.EVENT_WRITE
-        if self._selector.get_key(handle.sock).events != events:
+        pending = bool(handle.writer.pending)
+        if handle.alive and pending != handle.watching_writes:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
             self._selector.modify(handle.sock, events, (_SOCKET, handle))
+            handle.watching_writes = pending
 
     # --- what comes back --------------------------------------------------------------
 
