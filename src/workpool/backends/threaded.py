@@ -50,7 +50,7 @@ from workpool.backends import at_exit
 from workpool.backends.base import Backend, InitializerFailed, broken_by_initializer, deliver
 from workpool.backends.deadlines import DeadlineWatch, TimedTask
 from workpool.clock import now_ns
-from workpool.errors import BrokenPool, add_note
+from workpool.errors import BrokenPool, add_note, one_for_each_call
 from workpool.tasks import Chunk, ResultBatch
 
 if TYPE_CHECKING:
@@ -370,6 +370,7 @@ class ThreadedBackend(Backend):
 
 
 def _fail(chunks: list[Chunk], error: BaseException) -> None:
-    """Every item of ``chunks`` fails with ``error``, for good. Call without the lock."""
+    """Every item of ``chunks`` fails with a copy of ``error``, for good. Call without the lock."""
     for chunk in chunks:
-        chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+        failed = ResultBatch.failed(chunk, one_for_each_call(error), retryable=False)
+        chunk.sink.deliver(failed)
