@@ -375,6 +375,7 @@ def test_pool_futures_not_yet_sent_to_the_cluster_can_be_cancelled(client: Any) 
     pool.shutdown(wait=True, cancel_futures=True)
     assert sum(f.cancelled() for f in futures) >= 30
     assert all(f.result() == i * i for i, f in enumerate(futures) if not f.cancelled())
+    assert not concurrent.futures.wait(futures, timeout=10).not_done  # told, not just marked
     with workpool.Pool(backend="dask", address=client) as pool:  # without cancel_futures
         futures = [pool.submit(slow_square, i, 0.01) for i in range(20)]
     assert [f.result(timeout=0) for f in futures] == [i * i for i in range(20)]
