@@ -125,6 +125,13 @@ def test_a_broken_pool_fails_each_call_with_an_exception_of_its_own() -> None:
     assert errors[0] is not errors[1]
     assert all("could not start" in str(error) for error in errors)
     assert all(isinstance(error.__cause__, OSError) for error in errors)
+    raised = []
+    for _ in range(2):  # and so does each submit refused from then on
+        with pytest.raises(workpool.BrokenPool, match="could not start") as caught:
+            backend.submit(_chunks(first, 1)[0])
+        raised.append(caught.value)
+    assert raised[0] is not raised[1]
+    assert all(isinstance(error.__cause__, OSError) for error in raised)
     backend.shutdown(wait=True, cancel_pending=False)
 
 

@@ -140,7 +140,7 @@ class ThreadedBackend(Backend):
     def submit(self, chunk: Chunk) -> None:
         with self._lock:
             if self._broken is not None:
-                raise self._broken
+                raise one_for_each_call(self._broken)
             # Once shut down, a pool takes only retries of the work it was given: new work
             # (a lazy imap reading on) would keep it from ever stopping.
             if self._stopped or (self._stopping and chunk.attempt == 0):
@@ -327,7 +327,7 @@ class ThreadedBackend(Backend):
     def _flag_broken(self, error: BrokenPool) -> list[Chunk]:
         """The pool can run nothing more: the queued chunks, to fail. Lock held.
 
-        The first error is the one the pool keeps and ``submit`` raises.
+        The first error is the one the pool keeps; ``submit`` raises a copy of it.
         """
         if self._broken is None:
             self._broken = error
