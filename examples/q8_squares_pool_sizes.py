@@ -8,10 +8,12 @@ starting processes and passing data between them takes milliseconds, so for work
 small the serial loop wins by orders of magnitude. A process pool pays off only when
 each task does far more work than it costs to hand it over.
 
-``square`` lives at module level and the work is started under the ``__main__`` guard:
-workers are started with forkserver (or spawn), which import this module afresh and
-must find the function by name without re-running the example. The first process
-run also pays once for starting the forkserver itself, so it is usually the slowest.
+The work is started under the ``__main__`` guard. On Linux the workers fork from
+workpool's *zygote*, a helper process forked from this program the first time a pool
+needs one, which stays for the later pools: the first process run pays once for
+starting it, so it is usually the slowest. A program that already runs threads gets
+the standard library's fork server instead, which imports this module afresh: the
+guard keeps it from running the example again.
 """
 
 from __future__ import annotations
@@ -54,8 +56,8 @@ def main() -> None:
     print()
 
     print(
-        f"(the first process run, pool of {POOL_SIZES[0]}, also starts the forkserver that "
-        "later runs reuse, which adds to its time)"
+        f"(the first process run, pool of {POOL_SIZES[0]}, also starts the helper process that "
+        "every later pool forks its workers from, which adds to its time)"
     )
     label, fastest, _ = min(rows[1:], key=lambda row: row[1])
     ratio = fastest / serial_seconds if serial_seconds > 0 else float("inf")

@@ -229,3 +229,12 @@ def first_worker_waits(directory: str) -> None:
     deadline = time.monotonic() + 30
     while not (folder / "release").exists() and time.monotonic() < deadline:
         time.sleep(0.005)
+
+
+def fails_when_released(directory: str) -> None:
+    """An initializer that waits for ``directory/release`` (30 s at most), then raises."""
+    folder = pathlib.Path(directory)
+    deadline = time.monotonic() + 30
+    while not (folder / "release").exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    raise RuntimeError("initializer says no")

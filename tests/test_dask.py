@@ -375,9 +375,28 @@ def test_pool_futures_not_yet_sent_to_the_cluster_can_be_cancelled(client: Any) 
     pool.shutdown(wait=True, cancel_futures=True)
     assert sum(f.cancelled() for f in futures) >= 30
     assert all(f.result() == i * i for i, f in enumerate(futures) if not f.cancelled())
+    assert not concurrent.futures.wait(futures, timeout=10).not_done  # told, not just marked
     with workpool.Pool(backend="dask", address=client) as pool:  # without cancel_futures
         futures = [pool.submit(slow_square, i, 0.01) for i in range(20)]
     assert [f.result(timeout=0) for f in futures] == [i * i for i in range(20)]
+
+
+def test_calls_cancelled_by_one_shutdown_each_get_an_exception_of_their_own(
+    client: Any,
+) -> None:
+    # As on the local backends (test_pool): one object raised in two callers' threads
+    # would carry both tracebacks. The slow futures fill the window; the maps wait here.
+    pool = workpool.Pool(backend="dask", address=client)
+    slow = [pool.submit(slow_square, i, 0.1) for i in range(20)]
+    calls = [pool.map(square, range(3)), pool.map(square, range(3))]
+    pool.shutdown(wait=True, cancel_futures=True)
+    errors = []
+    for results in calls:
+        with pytest.raises(concurrent.futures.CancelledError) as caught:
+            list(results)
+        errors.append(caught.value)
+    assert errors[0] is not errors[1]
+    assert all(f.result() == i * i for i, f in enumerate(slow) if not f.cancelled())
 
 
 def test_a_failing_initializer_breaks_the_pool_quickly(client: Any) -> None:

@@ -7,10 +7,12 @@ Ctrl+C must reach the caller.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import workpool
-from helpers import exit_by_system_exit, square
+from helpers import exit_by_system_exit, fails_when_released, square
 
 
 def causes(error: BaseException) -> list[BaseException]:
@@ -48,6 +50,30 @@ class InterruptedOnce:
         self.calls += 1
         if self.calls == 1:
             raise KeyboardInterrupt
+
+
+def test_calls_queued_on_a_pool_that_breaks_each_get_a_broken_pool_of_their_own(
+    backend: str, tmp_path: Path
+) -> None:
+    # Their callers may be different threads: one exception object raised in both would
+    # carry both tracebacks, and a note one of them adds would show in the other.
+    if backend == "serial":
+        pytest.skip("serial runs the initializer inside the first call: nothing is queued")
+    pool = workpool.Pool(
+        1, backend=backend, initializer=fails_when_released, initargs=(str(tmp_path),)
+    )
+    try:
+        calls = [pool.map(square, range(3)), pool.map(square, range(3))]
+        (tmp_path / "release").touch()
+        errors = []
+        for results in calls:
+            with pytest.raises(workpool.BrokenPool, match="initializer") as caught:
+                list(results)
+            errors.append(caught.value)
+        assert errors[0] is not errors[1]
+        assert all(isinstance(error.__cause__, RuntimeError) for error in errors)
+    finally:
+        pool.shutdown()
 
 
 def test_ctrl_c_in_the_serial_initializer_reaches_the_caller_and_breaks_nothing() -> None:

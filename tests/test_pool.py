@@ -176,6 +176,45 @@ def test_shutdown_cancel_futures_cancels_what_has_not_started(backend_name: str)
     assert all(f.result() == futures.index(f) ** 2 for f in finished)
 
 
+def test_futures_cancelled_by_shutdown_count_as_done_for_wait_and_as_completed(
+    backend: str,
+) -> None:
+    # concurrent.futures.wait() and as_completed() see a cancelled Future only once it
+    # has been told (CPython gh-87893: the standard pools leave them waiting for ever).
+    if backend == "serial":
+        pytest.skip("serial runs each task inside submit(): nothing is ever pending")
+    pool = workpool.Pool(1, backend=backend)
+    blocker = pool.submit(slow_square, 1, 0.5)
+    assert wait_for(blocker.running, timeout=30)
+    queued = [pool.submit(square, i) for i in range(5)]
+    assert queued[-1].cancel()  # cancelled by the user first: the pool drops it all the same
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert sum(future.cancelled() for future in queued) >= 3  # processes run what they hold
+    assert not concurrent.futures.wait([blocker, *queued], timeout=10).not_done
+    assert set(concurrent.futures.as_completed(queued, timeout=10)) == set(queued)
+
+
+def test_calls_cancelled_by_one_shutdown_each_get_an_exception_of_their_own(
+    backend: str,
+) -> None:
+    # Their callers may be different threads: one exception object raised in both would
+    # carry both tracebacks, and a note one of them adds would show in the other.
+    if backend == "serial":
+        pytest.skip("serial runs each call inside map(): nothing is ever pending")
+    pool = workpool.Pool(1, backend=backend)
+    blocker = pool.submit(slow_square, 1, 0.5)
+    assert wait_for(blocker.running, timeout=30)
+    calls = [pool.map(square, range(3)), pool.map(square, range(3))]
+    pool.shutdown(wait=True, cancel_futures=True)
+    assert blocker.result(timeout=30) == 1
+    errors = []
+    for results in calls:
+        with pytest.raises(concurrent.futures.CancelledError) as caught:
+            list(results)
+        errors.append(caught.value)
+    assert errors[0] is not errors[1]
+
+
 def test_cancel_a_pending_future(backend: str) -> None:
     if backend == "serial":
         pytest.skip("serial runs each task inside submit(): nothing is ever pending")

@@ -110,6 +110,31 @@ def test_a_context_that_cannot_start_breaks_the_pool() -> None:
     backend.shutdown(wait=True, cancel_pending=False)
 
 
+def test_a_broken_pool_fails_each_call_with_an_exception_of_its_own() -> None:
+    # Two calls' chunks are queued when the pool breaks. One exception object raised in
+    # both callers' threads would gather both tracebacks, and both calls' notes.
+    backend = ToyBackend(refuse_to_start=True)
+    first, second = Collector(2), Collector(2)
+    for chunk in [*_chunks(first, 2), *_chunks(second, 2)]:
+        backend.submit(chunk)
+    backend.gate.set()
+    assert first.done.wait(30)
+    assert second.done.wait(30)
+    errors = [first.outcomes[0], second.outcomes[0]]
+    assert all(isinstance(error, workpool.BrokenPool) for error in errors)
+    assert errors[0] is not errors[1]
+    assert all("could not start" in str(error) for error in errors)
+    assert all(isinstance(error.__cause__, OSError) for error in errors)
+    raised = []
+    for _ in range(2):  # and so does each submit refused from then on
+        with pytest.raises(workpool.BrokenPool, match="could not start") as caught:
+            backend.submit(_chunks(first, 1)[0])
+        raised.append(caught.value)
+    assert raised[0] is not raised[1]
+    assert all(isinstance(error.__cause__, OSError) for error in raised)
+    backend.shutdown(wait=True, cancel_pending=False)
+
+
 LEFT_OPEN = """
 import workpool
 results = workpool.imap(abs, range(100), backend="thread", chunksize=4)

@@ -26,6 +26,7 @@ __all__ = [
     "cancelled",
     "is_broken_pool",
     "is_cancelled",
+    "one_for_each_call",
 ]
 
 
@@ -84,6 +85,18 @@ def cancelled(message: str) -> BaseException:
     import concurrent.futures
 
     return concurrent.futures.CancelledError(message)
+
+
+def one_for_each_call(error: BaseException) -> BaseException:
+    """A fresh copy of a pool-wide ``error`` (a cancellation, a ``BrokenPool``) for one chunk.
+
+    A pool that stops or breaks fails the chunks of every call it holds. The calls may
+    raise in different threads, and one object raised in two threads gathers both their
+    tracebacks, and both calls' notes. Same type, arguments and cause; nothing else.
+    """
+    copy = type(error)(*error.args)
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 def call_timed_out(timeout: float) -> BaseException:

@@ -57,7 +57,10 @@ class _FutureSink:
                 return
             error = batch.errors[0]
             if isinstance(error, concurrent.futures.CancelledError) and not self.claimed:
-                self.future.cancel()
+                # Cancelled, and told so: wait() and as_completed() count a Future as
+                # done only once notified (the standard pools forget to: CPython gh-87893).
+                if self.future.cancel():
+                    self.future.set_running_or_notify_cancel()
                 return
             if self.retries.resubmit(batch):
                 return

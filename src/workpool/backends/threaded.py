@@ -56,7 +56,7 @@ from workpool.backends.base import (
 )
 from workpool.backends.deadlines import DeadlineWatch, TimedTask
 from workpool.clock import now_ns
-from workpool.errors import BrokenPool, add_note
+from workpool.errors import BrokenPool, add_note, one_for_each_call
 from workpool.tasks import Chunk, ResultBatch
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ class ThreadedBackend(Backend):
     def submit(self, chunk: Chunk) -> None:
         with self._lock:
             if self._broken is not None:
-                raise self._broken
+                raise one_for_each_call(self._broken)
             # Once shut down, a pool takes only retries of the work it was given: new work
             # (a lazy imap reading on) would keep it from ever stopping.
             if self._stopped or (self._stopping and chunk.attempt == 0):
@@ -338,7 +338,7 @@ class ThreadedBackend(Backend):
     def _flag_broken(self, error: BrokenPool) -> list[Chunk]:
         """The pool can run nothing more: the queued chunks, to fail. Lock held.
 
-        The first error is the one the pool keeps and ``submit`` raises.
+        The first error is the one the pool keeps; ``submit`` raises a copy of it.
         """
         if self._broken is None:
             self._broken = error
@@ -381,6 +381,7 @@ class ThreadedBackend(Backend):
 
 
 def _fail(chunks: list[Chunk], error: BaseException) -> None:
-    """Every item of ``chunks`` fails with ``error``, for good. Call without the lock."""
+    """Every item of ``chunks`` fails with a copy of ``error``, for good. Call without the lock."""
     for chunk in chunks:
-        chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+        failed = ResultBatch.failed(chunk, one_for_each_call(error), retryable=False)
+        chunk.sink.deliver(failed)

@@ -541,8 +541,8 @@ class DaskBackend(Backend):
     @staticmethod
     def _drop(queued: list[Chunk], why: str) -> None:
         """Queued chunks that will never be sent: cancelled, as a local pool's would be."""
-        error = concurrent.futures.CancelledError(why)
-        for chunk in queued:
+        for chunk in queued:  # an error of its own for each: they may belong to many calls
+            error = concurrent.futures.CancelledError(why)
             chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
 
     def _cancel(self, dropped: list[_InFlight], why: str) -> None:
@@ -550,8 +550,8 @@ class DaskBackend(Backend):
             return
         with contextlib.suppress(Exception):  # a client already gone took its tasks along
             self._client.cancel([entry.future for entry in dropped])
-        error = concurrent.futures.CancelledError(why)
         for entry in dropped:
+            error = concurrent.futures.CancelledError(why)
             entry.chunk.sink.deliver(ResultBatch.failed(entry.chunk, error, retryable=False))
 
     def _notify_if_idle(self) -> None:

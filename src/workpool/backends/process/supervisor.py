@@ -35,7 +35,14 @@ from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.wire import WireChunk
 from workpool.clock import clock_offset, now_ns
-from workpool.errors import TaskTimeout, WorkerCrashed, add_note, cancelled, is_broken_pool
+from workpool.errors import (
+    TaskTimeout,
+    WorkerCrashed,
+    add_note,
+    cancelled,
+    is_broken_pool,
+    one_for_each_call,
+)
 from workpool.remote_errors import unpack_error
 from workpool.sharing import dumps_function_sharing
 from workpool.tasks import ResultBatch
@@ -789,10 +796,10 @@ class Supervisor:
                 continue
             self._kill(handle)
             for wire in handle.assigned:
-                self._fail(wire, error)
+                self._fail(wire, one_for_each_call(error))
             handle.assigned.clear()
         for wire in self._pending:
-            self._fail(wire, error)
+            self._fail(wire, one_for_each_call(error))
         self._pending.clear()
 
     def _break(self, cause: BaseException, origin: BaseException | None = None) -> None:
@@ -806,7 +813,7 @@ class Supervisor:
             self._pending.extend(self._inbox)
             self._inbox.clear()
         for wire in self._pending:
-            self._fail(wire, error)
+            self._fail(wire, one_for_each_call(error))
         self._pending.clear()
 
     def _close(self) -> None:
@@ -829,7 +836,13 @@ class Supervisor:
             self._pending.clear()
             self._inbox.clear()
         for wire in leftover:
-            self._fail(wire, self._broken or cancelled("the pool stopped before this task"))
+            broken = self._broken
+            self._fail(
+                wire,
+                cancelled("the pool stopped before this task")
+                if broken is None
+                else one_for_each_call(broken),
+            )
         self._selector.close()
         self._slots.close()
         exit_hook.forget(self)
