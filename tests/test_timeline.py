@@ -19,7 +19,7 @@ from trace_checks import assert_spans_nest, assert_well_formed, read_trace, span
 from workpool.cli import main
 from workpool.clock import clock_offset
 from workpool.timeline import Recorder, finish
-from workpool.timeline.reading import TraceFileError, load
+from workpool.timeline.reading import TraceFileError, Track, load
 from workpool.timeline.summary import explain, summarize
 
 MS = 1_000_000  # nanoseconds
@@ -417,6 +417,33 @@ def test_cli_plot_draws_a_png(trace_file: Path, tmp_path: Path) -> None:
     width, height = png_size(out)
     assert width >= 800 and height >= 200
     assert out.stat().st_size > 10_000
+
+
+def test_plot_reads_each_tracks_kind_once_not_once_per_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller's supervisor track holds a pickling span for every chunk; telling a
+    # worker's track from a caller's scans a track's spans, and doing that for each of
+    # its spans made the plot of a 50,000-chunk process trace run for minutes.
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "run.json"
+    recorder, tracks = recorder_with_workers(path)
+    steady_chunks(recorder, tracks, chunks=5, chunk_ms=10)
+    supervisor = recorder.caller_track("supervisor")
+    t0 = recorder.begun_ns
+    for k in range(400):
+        begin = t0 + 10 * MS + k * MS // 10
+        recorder.span(supervisor, "pickle", "serialize", begin, begin + MS // 20)
+    finish(recorder)
+    looked: list[Track] = []
+    kind = Track.is_worker.fget
+    assert kind is not None
+    monkeypatch.setattr(Track, "is_worker", property(lambda t: looked.append(t) or kind(t)))
+    out = tmp_path / "run.png"
+    assert main(["trace", "plot", str(path), "-o", str(out)]) == 0
+    assert out.exists()
+    tracks_drawn = len(load(path).tracks)
+    assert len(looked) <= 4 * tracks_drawn
 
 
 def test_cli_plot_without_matplotlib_names_the_extra(trace_file: Path, tmp_path: Path) -> None:
