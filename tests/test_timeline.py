@@ -6,6 +6,7 @@ is chosen by the test, so what the writer and the summary make of it is known ex
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -483,6 +484,7 @@ def test_cli_plot_refuses_an_output_it_cannot_write(
         ('{"traceEvents": []}', "holds no spans"),
         ('{"traceEvents": [{"ph": "X", "ts": 1, "dur": 1, "tid": {}}]}', "'tid' is {}"),
         (b"\xff\xfe not text", "not UTF-8"),
+        ("[" * 100_000, "nested too deeply"),
     ],
 )
 @pytest.mark.parametrize("action", ["summary", "plot"])
@@ -505,6 +507,40 @@ def test_cli_names_a_missing_or_broken_file_without_a_traceback(
     assert str(path) in result.stderr and message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("action", ["summary", "plot"])
+def test_cli_reads_chunk_spans_whose_args_are_not_numbers(
+    tmp_path: Path, action: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A trace edited by hand or written by another tool: the chunks' args hold
+    # anything; what they do not say is shown as unknown, not raised.
+    path = tmp_path / "foreign.json"
+    chunk = {"ph": "X", "cat": "chunk", "name": "chunk", "pid": 1, "tid": 1}
+    path.write_text(
+        '{"traceEvents": ['
+        + ", ".join(
+            [
+                '{"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": "w"}}',
+                *(
+                    json.dumps(chunk | {"ts": ts, "dur": dur, "args": args})
+                    for ts, dur, args in [
+                        (0, 1_000, {"start": "x", "count": None, "outcome": 5}),
+                        (1_000, 1_000, {"start": 1.5, "count": True}),
+                        (2_000, 90_000, {"start": [], "count": "many"}),
+                    ]
+                ),
+            ]
+        )
+        + "]}"
+    )
+    extra = ["-o", str(tmp_path / "x.png")] if action == "plot" else []
+    if action == "plot":
+        pytest.importorskip("matplotlib")
+    assert main(["trace", action, str(path), *extra]) == 0
+    out = capsys.readouterr().out
+    if action == "summary":
+        assert "positions ?" in out
 
 
 def test_load_rejects_what_is_not_a_trace(tmp_path: Path) -> None:
