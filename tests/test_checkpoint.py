@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -228,6 +229,32 @@ def test_a_changed_function_is_refused_before_anything_runs(backend: str, run: R
         next(results)
     with workpool.Pool(2, backend=backend) as pool, pytest.raises(workpool.CheckpointMismatch):
         pool.map(logged_cube, run.items, checkpoint=run.path)  # at once: map submits now
+    assert run.calls() == before
+
+
+def test_a_read_only_checkpoint_is_refused_before_anything_runs(
+    run: Run, make_read_only: Callable[[str], None]
+) -> None:
+    workpool.map(logged_square, run.items[:20], backend="thread", checkpoint=run.path)
+    make_read_only(run.path)
+    before = run.calls()
+    with pytest.raises(PermissionError, match=f"checkpoint {run.path} cannot be written"):
+        workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
+    assert run.calls() == before
+
+
+def test_a_damaged_checkpoint_is_refused_before_anything_runs(run: Run) -> None:
+    workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path, chunksize=1)
+    db = sqlite3.connect(run.path)
+    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'done'").fetchone()
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with open(run.path, "r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\xff" * 64)
+    before = run.calls()
+    with pytest.raises(ValueError, match=f"checkpoint {run.path} is damaged"):
+        workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
     assert run.calls() == before
 
 

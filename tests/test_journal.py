@@ -20,7 +20,7 @@ import sys
 import textwrap
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -398,6 +398,26 @@ def newer_journal(path: str) -> None:
     db.close()
 
 
+def damaged_table(table: str) -> Any:
+    """A maker of a journal with results whose ``table`` has a page of garbage."""
+
+    def damage(path: str) -> None:
+        with Journal(path, square) as journal:
+            for start in range(0, 400, 10):
+                journal.record(start, range(start, start + 10), squares(start, 10))
+        db = sqlite3.connect(path)
+        (root,) = db.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+        ).fetchone()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        db.close()
+        with open(path, "r+b") as file:  # the page's header: SQLite reads it first
+            file.seek((root - 1) * page_size)
+            file.write(b"\xff" * 64)
+
+    return damage
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -405,8 +425,10 @@ def newer_journal(path: str) -> None:
         (lambda p: Path(p).write_bytes(b"SQLite format 3\x00" + b"\xff" * 200), "damaged"),
         (sqlite_database_of_something_else, "SQLite database of something else"),
         (newer_journal, "newer workpool"),
+        (damaged_table("meta"), "damaged"),
+        (damaged_table("done"), "damaged"),
     ],
-    ids=["text", "garbage", "other-sqlite", "newer-format"],
+    ids=["text", "garbage", "other-sqlite", "newer-format", "damaged-meta", "damaged-results"],
 )
 def test_a_file_that_is_not_a_journal_we_read_is_refused_untouched(
     path: str, make: Any, message: str
@@ -422,6 +444,24 @@ def test_a_file_that_is_not_a_journal_we_read_is_refused_untouched(
 
 
 # --- where WAL is refused: a rollback journal, said once -----------------------------------
+
+
+def test_a_read_only_file_is_refused_before_anything_changes(
+    path: str, make_read_only: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, range(5), squares(0, 5))
+    make_read_only(path)
+    before = Path(path).read_bytes()
+    for attempt in (lambda: Journal(path, square), lambda: clear(path), lambda: accept(path)):
+        with pytest.raises(PermissionError, match="cannot be written: it is read-only") as info:
+            attempt()
+        assert path in str(info.value)
+    for action in ("clear", "accept"):
+        assert main(["checkpoint", action, path]) == 2
+        assert "it is read-only" in capsys.readouterr().err
+    assert summary(path).items_done == 5  # reading it is fine
+    assert Path(path).read_bytes() == before
 
 
 def test_where_wal_is_refused_a_rollback_journal_is_used_and_said_once(
@@ -943,11 +983,14 @@ def test_cli_errors_name_the_file_without_a_traceback(
 ) -> None:
     text_file = tmp_path / "notes.txt"
     text_file.write_text("not a checkpoint")
+    damaged = str(tmp_path / "damaged.ckpt")
+    damaged_table("done")(damaged)
     cases = {
         str(tmp_path / "missing.ckpt"): "does not exist",
         str(tmp_path / "no" / "dir.ckpt"): "does not exist",
         str(tmp_path): "is a directory",
         str(text_file): "not a workpool checkpoint",
+        damaged: "is damaged",
     }
     for action in ("info", "clear", "accept"):
         for target, message in cases.items():
@@ -956,8 +999,9 @@ def test_cli_errors_name_the_file_without_a_traceback(
             assert stderr.startswith("workpool checkpoint: ")
             assert message in stderr and target in stderr
     assert text_file.read_text() == "not a checkpoint"
-    done = run_cli("info", str(text_file))  # and as a command
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    for target in (str(text_file), damaged):  # and as a command
+        done = run_cli("info", target)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
 
 
 def test_info_leaves_nothing_beside_the_file(path: str) -> None:

@@ -41,6 +41,7 @@ from workpool.checkpoint.store import (
     check_path,
     create_journal,
     remove_leftovers,
+    sqlite_errors,
     sync_new_journal,
 )
 from workpool.checkpoint.writer import COMMIT_INTERVAL, DoneEntry, FailedEntry, JournalWriter
@@ -94,10 +95,11 @@ class Journal:
             if not created:
                 self._store = JournalStore.open(path)
                 try:
-                    self.adopted = _check_function(self._store, self.function)
-                    remove_leftovers(path)  # killed after linking the file into place
-                    self._store.sweep_side_files()
-                    self.items_done = self._store.items_done()
+                    with sqlite_errors(path):
+                        self.adopted = _check_function(self._store, self.function)
+                        remove_leftovers(path)  # killed after linking the file into place
+                        self._store.sweep_side_files()
+                        self.items_done = self._store.items_done()
                 except BaseException:
                     self._store.close()
                     raise
@@ -141,7 +143,8 @@ class Journal:
             return
         position = first
         while True:
-            page = self._store.rows_from(position, PAGE_ROWS)
+            with sqlite_errors(self.path):
+                page = self._store.rows_from(position, PAGE_ROWS)
             yield from page
             if len(page) < PAGE_ROWS:
                 return
@@ -276,7 +279,8 @@ def summary(path: str) -> Summary:
     """What the checkpoint at ``path`` holds; reads only, even while a call writes it."""
     store = JournalStore.open(path, readonly=True)
     try:
-        return store.summary()
+        with sqlite_errors(path):
+            return store.summary()
     finally:
         store.close()
 
@@ -307,7 +311,8 @@ def _opened_for_change(path: str) -> Iterator[JournalStore]:
     try:
         store = JournalStore.open(path)
         try:
-            yield store
+            with sqlite_errors(path):
+                yield store
         finally:
             store.close()
     finally:

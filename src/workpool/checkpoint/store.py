@@ -33,13 +33,14 @@ rollback journal instead, and a warning says so once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -50,9 +51,12 @@ __all__ = [
     "Row",
     "Summary",
     "check_path",
+    "check_writable",
     "create_journal",
     "network_filesystem",
     "remove_leftovers",
+    "sqlite_errors",
+    "sqlite_failure",
     "sync_new_journal",
 ]
 
@@ -158,6 +162,61 @@ def check_path(path: str) -> None:
         raise FileNotFoundError(f"checkpoint {path}: the directory {directory} does not exist")
     if os.path.isdir(path):
         raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
+
+
+def check_writable(path: str) -> None:
+    """Refuse, naming the file, an existing checkpoint this process may not write.
+
+    SQLite opens such a file read-only without a word and fails at the first write,
+    which, in a call, comes after its first results: the refusal must come first.
+    """
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        read_only = errno.EROFS if _on_read_only_file_system(path) else errno.EACCES
+        raise OSError(
+            read_only,
+            f"checkpoint {path} cannot be written: "
+            + (
+                "it is on a read-only file system"
+                if read_only == errno.EROFS
+                else "it is read-only"
+            )
+            + "; a checkpoint records each result as it finishes: make it writable, or give "
+            "another path",
+        )
+
+
+def _on_read_only_file_system(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def sqlite_failure(path: str, exc: sqlite3.Error) -> Exception:
+    """The error to raise for ``exc``, an error SQLite gave on the checkpoint at ``path``.
+
+    A damaged file (SQLite's "malformed" or "not a database") is a ``ValueError`` that
+    says what to do, a file SQLite may not write a ``PermissionError``, anything else
+    (a full disk, an I/O error) an ``OSError``; each names the file.
+    """
+    if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT or SQLITE_NOTADB
+        return ValueError(
+            f"checkpoint {path} is damaged or not a workpool checkpoint ({exc}); it was left "
+            f"as it is: its results cannot be trusted, so remove it (and {path}.d, if there "
+            "is one) to start over"
+        )
+    if "readonly" in str(exc):  # SQLITE_READONLY, by its message on every Python version
+        return PermissionError(errno.EACCES, f"checkpoint {path} cannot be written ({exc})")
+    return OSError(f"checkpoint {path} cannot be used: {exc}")
+
+
+@contextlib.contextmanager
+def sqlite_errors(path: str) -> Iterator[None]:
+    """Raise SQLite's errors on the checkpoint at ``path`` as ``sqlite_failure`` says."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise sqlite_failure(path, exc) from exc
 
 
 def _check_header(path: str) -> None:
@@ -357,13 +416,12 @@ class JournalStore:
             raise FileNotFoundError(f"no checkpoint at {path}: the file does not exist")
         if not again:
             _check_header(path)
+            if not readonly:
+                check_writable(path)
         try:
             connection = _connect_to_read(path) if readonly else _connect(path)
         except sqlite3.Error as exc:
-            raise ValueError(
-                f"checkpoint {path} is not a workpool checkpoint or is damaged ({exc}); "
-                "it was left as it is"
-            ) from exc
+            raise sqlite_failure(path, exc) from exc
         try:
             new = _check_format(connection, path)
             if new and not readonly:  # an empty file: SQLite has not written a page yet
@@ -694,11 +752,8 @@ def _check_format(connection: sqlite3.Connection, path: str) -> bool:
         application_id = int(connection.execute("PRAGMA application_id").fetchone()[0])
         version = int(connection.execute("PRAGMA user_version").fetchone()[0])
         tables = int(connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(
-            f"checkpoint {path} is not a workpool checkpoint or is damaged ({exc}); "
-            "it was left as it is"
-        ) from exc
+    except sqlite3.Error as exc:
+        raise sqlite_failure(path, exc) from exc
     if application_id == 0 and version == 0 and tables == 0:
         return True
     if application_id != APPLICATION_ID:
