@@ -462,6 +462,7 @@ def test_a_read_only_file_is_refused_before_anything_changes(
         assert "it is read-only" in capsys.readouterr().err
     assert summary(path).items_done == 5  # reading it is fine
     assert Path(path).read_bytes() == before
+    assert sorted(os.listdir(os.path.dirname(path))) == ["run.ckpt"]  # no -wal, no -shm
 
 
 def test_where_wal_is_refused_a_rollback_journal_is_used_and_said_once(

@@ -265,17 +265,20 @@ def _connect_to_read(path: str) -> sqlite3.Connection:
 
     SQLite removes a WAL file's ``-wal`` and ``-shm`` when its last connection closes,
     but only a connection that may write does: a read-only one leaves them behind. So a
-    file this process may change is opened read-write (and only read), others read-only;
-    and where SQLite cannot make the ``-wal`` and ``-shm`` a reader needs (a read-only
-    file system or directory), as immutable, unless a ``-wal`` says a call is writing.
+    file this process may change is opened read-write (and only read). Another is
+    opened as immutable (nothing is made beside it) while nothing says a call is
+    writing it: no ``-wal`` (a call's connection keeps one while it is open) and no
+    ``-journal``; else read-only, which reads what that call committed.
     """
     queries = []
     directory = os.path.dirname(os.path.abspath(path))
     if os.access(path, os.W_OK) and os.access(directory, os.W_OK):
         queries.append("mode=rw")
-    queries.append("mode=ro")
-    if not os.path.isfile(path + "-wal"):
+    elif not any(os.path.exists(path + suffix) for suffix in ("-wal", "-journal")):
         queries.append("mode=ro&immutable=1")
+    queries.append("mode=ro")
+    if not os.path.isfile(path + "-wal") and "mode=ro&immutable=1" not in queries:
+        queries.append("mode=ro&immutable=1")  # a directory SQLite cannot write in
     for query in queries:
         connection = _connect(path, query)
         try:
