@@ -40,7 +40,7 @@ from checkpoint_tasks import (
     slow_logged_square,
     worker_pids,
 )
-from conftest import wait_for
+from conftest import BACKENDS, wait_for
 from workpool.checkpoint import summary
 
 TESTS = Path(__file__).resolve().parent
@@ -173,6 +173,32 @@ def test_a_generator_input_resumes(run: Run) -> None:
         logged_square, (item for item in run.items), backend="thread", checkpoint=run.path
     )
     assert list(again) == run.expected
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
+def test_an_input_that_raises_ends_the_call_as_it_would_without_a_checkpoint(
+    backend: str, ordered: bool, run: Run
+) -> None:
+    # Without a checkpoint, the items read before the input raised run and are yielded,
+    # then its error is raised; with one, the error came as soon as it was read,
+    # dropping results already computed and items already read.
+    def items() -> Any:
+        yield from run.items[:30]
+        raise RuntimeError("the input broke")
+
+    got = []
+    results = workpool.imap(
+        logged_square, items(), backend=backend, ordered=ordered, checkpoint=run.path
+    )
+    with pytest.raises(RuntimeError, match="the input broke") as info:
+        got.extend(results)
+    assert sorted(got) == run.expected[:30]
+    assert "workpool: raised by the input, after its first 30 items" in info.value.__notes__
+    assert run.journaled() == set(range(30))
+    again = workpool.map(logged_square, run.items, backend=backend, checkpoint=run.path)
+    assert again == run.expected
+    assert run.calls() == dict.fromkeys(range(100), 1)
 
 
 # --- backend="auto" --------------------------------------------------------------------------

@@ -370,16 +370,8 @@ class MapRun:
             except Exception as exc:
                 if self._eager:
                     raise  # Executor.map reads its whole input at once: it fails at once
-                # Lazily read, the input fails at its position in the results: what was
-                # read before it still runs and is yielded first.
-                self._input_failure = exc
                 items = self._inputs.salvage()
-                self._exhausted = True
-                add_note(
-                    exc,
-                    f"workpool: raised by the input, after its first "
-                    f"{self._next_start + len(items)} items",
-                )
+                self._input_failed(exc, self._next_start + len(items))
             if len(items) < size:
                 self._exhausted = True
             if items:
@@ -387,6 +379,11 @@ class MapRun:
             return
         piece = checkpoint.take(size)
         self._exhausted = checkpoint.ended
+        failure = checkpoint.input_failure
+        if failure is not None and failure is not self._input_failure:
+            if self._eager:
+                raise failure
+            self._input_failed(failure, checkpoint.position)
         if not piece.items:
             return
         assert piece.start == self._next_start, "the run and its checkpoint disagree"
@@ -399,6 +396,16 @@ class MapRun:
         else:  # done before: its results take the way a worker's would, in place
             state.journaled = True
             self._batches.put((ResultBatch(chunk, piece.results, {}), frozenset()))
+
+    def _input_failed(self, error: Exception, read: int) -> None:
+        """The input raised ``error`` after its first ``read`` items.
+
+        Lazily read, the input fails at its position in the results: what was read
+        before it still runs and is yielded first, then ``error`` is raised.
+        """
+        self._input_failure = error
+        self._exhausted = True
+        add_note(error, f"workpool: raised by the input, after its first {read} items")
 
     def results(self) -> Iterator[Any]:
         """Yield results; raise the first failure unless ``return_exceptions``.
