@@ -32,6 +32,7 @@ from checkpoint_tasks import (
     fails_while_flagged,
     held_square,
     logged_add,
+    logged_arguments,
     logged_cube,
     logged_square,
     mark_seen,
@@ -132,6 +133,26 @@ def test_pool_starmap_and_zipped_inputs_resume(backend: str, tmp_path: Path) -> 
         x + 1 for x in range(30)
     ]
     assert calls(marks) == dict.fromkeys(range(30), 2)  # once per checkpoint file
+
+
+def test_a_starmap_checkpoint_is_refused_to_a_map_of_the_same_items(run: Run) -> None:
+    # Same function, same items: map passes each item whole, starmap unpacks it,
+    # so the results differ; the journal's must not stand for the other call's.
+    items = run.items[:20]
+    assert workpool.starmap(logged_arguments, items, backend="thread", checkpoint=run.path) == (
+        items
+    )
+    before = run.calls()
+    with pytest.raises(workpool.CheckpointMismatch, match="by starmap"):
+        workpool.map(logged_arguments, items, backend="thread", checkpoint=run.path)
+    with workpool.Pool(2, backend="thread") as pool, pytest.raises(workpool.CheckpointMismatch):
+        pool.map(logged_arguments, items, checkpoint=run.path)
+    assert run.calls() == before
+    # Several iterables are zipped and unpacked, as starmap's items are: it resumes.
+    columns = ([x for x, _ in items], [marks for _, marks in items])
+    again = workpool.map(logged_arguments, *columns, backend="thread", checkpoint=run.path)
+    assert again == items
+    assert run.calls() == before
 
 
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
@@ -652,7 +673,7 @@ def test_the_writer_thread_waits_for_the_workers(run: Run) -> None:
     from workpool.checkpoint.session import CheckpointSession
     from workpool.inputs import InputSource
 
-    session = CheckpointSession(run.path, logged_square, InputSource(run.items))
+    session = CheckpointSession(run.path, logged_square, InputSource(run.items), star=False)
     piece = session.take(5)
     session.record(piece.start, piece.items, run.expected[:5], {}, digest=piece.digest)
     assert journal_threads() == []  # held: a process pool may still fork from a zygote

@@ -236,6 +236,26 @@ def test_accept_makes_the_next_function_the_journals_and_keeps_results(path: str
         Journal(path, square)  # it belongs to cube now
 
 
+def test_the_way_of_calling_is_part_of_the_journals_identity(path: str) -> None:
+    with Journal(path, square, call="fn(*item)") as journal:
+        journal.record(0, range(3), squares(0, 3))
+    with pytest.raises(workpool.CheckpointMismatch, match=r"called as fn\(\*item\)"):
+        Journal(path, square, call="fn(item)")
+    Journal(path, square).close()  # a caller that does not say is not checked
+    # A journal written before the way of calling was recorded takes the next call's.
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM meta WHERE key = 'call'")
+    db.commit()
+    db.close()
+    Journal(path, square, call="fn(item)").close()
+    with pytest.raises(workpool.CheckpointMismatch):
+        Journal(path, square, call="fn(*item)")
+    assert accept(path)  # a deliberate change keeps the results
+    with Journal(path, square, call="fn(*item)") as journal:
+        assert all_rows(journal) == [(0, 3, squares(0, 3))]
+    Journal(path, square, call="fn(*item)").close()
+
+
 def test_accept_with_nothing_to_accept_says_so(path: str) -> None:
     Journal(path, square).close()
     assert not accept(path)

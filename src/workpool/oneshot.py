@@ -115,7 +115,12 @@ class _OneShotCall:
             if self.options.checkpoint is not None:
                 from workpool.checkpoint.session import CheckpointSession
 
-                checkpoint = CheckpointSession(self.options.checkpoint, self.fn, self.inputs)
+                checkpoint = CheckpointSession(
+                    self.options.checkpoint,
+                    self.fn,
+                    self.inputs,
+                    star=self.mode is CallMode.STAR,
+                )
                 if self.options.progress:
                     progress_bar = start_progress_bar(self.total, self.fn, checkpoint.items_done)
                 yield from checkpoint.leading_done()

@@ -346,7 +346,12 @@ class MapRun:
         if self._checkpoint is None:
             from workpool.checkpoint.session import CheckpointSession
 
-            self._checkpoint = CheckpointSession(self._options.checkpoint, self._fn, self._inputs)
+            self._checkpoint = CheckpointSession(
+                self._options.checkpoint,
+                self._fn,
+                self._inputs,
+                star=self._mode is CallMode.STAR,
+            )
             self._owns_checkpoint = True
             if self._options.progress:
                 done = self._checkpoint.items_done

@@ -62,8 +62,10 @@ class Journal:
     """A checkpoint file held by one call, until ``close()``.
 
     Opening raises ``CheckpointBusy`` if another call holds the file,
-    ``CheckpointMismatch`` if it belongs to another function (unless a ``workpool
-    checkpoint accept`` is pending, in which case ``fn`` becomes its function), and
+    ``CheckpointMismatch`` if it belongs to another function, or to another way of
+    calling it (``call``: ``"fn(item)"`` for map, ``"fn(*item)"`` for starmap; None
+    if unknown), unless a ``workpool checkpoint accept`` is pending, in which case
+    ``fn`` and ``call`` become its own; and
     ``FileNotFoundError`` / ``IsADirectoryError`` / ``ValueError`` for a path that
     cannot be a checkpoint; nothing is changed in a file that is refused.
 
@@ -77,11 +79,13 @@ class Journal:
         path: str,
         fn: Any,
         *,
+        call: str | None = None,
         commit_interval: float = COMMIT_INTERVAL,
         hold_writer: bool = False,
     ) -> None:
         self.path = path
         self.function = function_identity(fn)
+        self.call = call
         check_path(path)
         self._lock = JournalLock(path)
         # The call's own connection, to read what is done; a new file has nothing to
@@ -91,12 +95,14 @@ class Journal:
         self.items_done = 0
         try:
             meta = {"function": self.function.name, "function_digest": self.function.digest}
+            if call is not None:
+                meta["call"] = call
             created = not os.path.exists(path) and create_journal(path, meta)
             if not created:
                 self._store = JournalStore.open(path)
                 try:
                     with sqlite_errors(path):
-                        self.adopted = _check_function(self._store, self.function)
+                        self.adopted = _check_function(self._store, self.function, call)
                         remove_leftovers(path)  # killed after linking the file into place
                         self._store.sweep_side_files()
                         self.items_done = self._store.items_done()
@@ -245,20 +251,39 @@ class Journal:
             self._lock.release()
 
 
-def _check_function(store: JournalStore, identity: FunctionIdentity) -> bool:
-    """Make ``identity`` the journal's function, or raise ``CheckpointMismatch``.
+def _check_function(store: JournalStore, identity: FunctionIdentity, call: str | None) -> bool:
+    """Make ``identity`` (called as ``call``) the journal's, or raise ``CheckpointMismatch``.
 
     A journal with no results takes any function. One with results takes another
-    function only when ``accept`` was run on it; returns True then (adopted).
+    function, or another way of calling it, only when ``accept`` was run on it;
+    returns True then (adopted). A journal written before the way of calling was
+    recorded takes the call's.
     """
     recorded = store.meta("function_digest")
+    recorded_call = store.meta("call")
     accepting = store.meta("accept_next") == "1"
-    if recorded == identity.digest:
+    same_call = call is None or recorded_call is None or recorded_call == call
+    if recorded == identity.digest and same_call:
+        updates: dict[str, str | None] = {}
         if accepting:  # the next call came, with the same function: nothing to adopt
-            store.set_meta({"accept_next": None})
+            updates["accept_next"] = None
+        if call is not None and recorded_call is None:
+            updates["call"] = call
+        if updates:
+            store.set_meta(updates)
         return False
     if recorded is not None and store.items_done() and not accepting:
         name = store.meta("function") or "another function"
+        start_over = (
+            f"to start over, run `workpool checkpoint clear {store.path}` or use another file"
+        )
+        if recorded == identity.digest:
+            raise CheckpointMismatch(
+                f"checkpoint {store.path} holds results of {name} called as "
+                f"{recorded_call} (by {_CALLS.get(str(recorded_call), 'another call')}), "
+                f"not as {call} (by {_CALLS.get(str(call), 'this call')}), which gives other "
+                f"results. Resume it with the call that began it; {start_over}"
+            )
         if name == identity.name:
             what = f"{name} as it was then; its code, defaults or closure have changed since"
         else:
@@ -266,13 +291,21 @@ def _check_function(store: JournalStore, identity: FunctionIdentity) -> bool:
         raise CheckpointMismatch(
             f"checkpoint {store.path} holds results of {what}. If the results are still "
             f"right (say, after a fix that does not change them, or a Python upgrade), run "
-            f"`workpool checkpoint accept {store.path}` and call again; to start over, "
-            f"run `workpool checkpoint clear {store.path}` or use another file"
+            f"`workpool checkpoint accept {store.path}` and call again; {start_over}"
         )
-    store.set_meta(
-        {"function": identity.name, "function_digest": identity.digest, "accept_next": None}
-    )
+    adopt: dict[str, str | None] = {
+        "function": identity.name,
+        "function_digest": identity.digest,
+        "accept_next": None,
+    }
+    if call is not None:
+        adopt["call"] = call
+    store.set_meta(adopt)
     return recorded is not None and accepting
+
+
+# How map and starmap call the function on an item (the journal's "call").
+_CALLS = {"fn(item)": "map", "fn(*item)": "starmap, or map over several iterables"}
 
 
 def summary(path: str) -> Summary:

@@ -107,10 +107,15 @@ class CheckpointSession:
     Used from the call's thread only. ``close()`` commits and lets the file go.
     """
 
-    def __init__(self, path: str, fn: Callable[..., Any], inputs: InputSource) -> None:
+    def __init__(
+        self, path: str, fn: Callable[..., Any], inputs: InputSource, *, star: bool
+    ) -> None:
         refuse_writable_shares(fn)
         # The writer thread waits for the call's workers to start (start_writing).
-        self.journal = Journal(path, fn, hold_writer=True)
+        # ``star``: each item is unpacked into the arguments (starmap), whose results
+        # differ from those of the same items passed whole (map).
+        call = "fn(*item)" if star else "fn(item)"
+        self.journal = Journal(path, fn, call=call, hold_writer=True)
         self._inputs = inputs
         self.position = 0  # the input position of the next item to read
         self.items_done = self.journal.items_done  # journaled when the call started
