@@ -222,6 +222,25 @@ def test_another_function_is_refused_before_anything_changes(path: str) -> None:
     assert not os.path.exists(path + ".lock")  # the refused call let the file go
 
 
+def test_a_function_refused_after_a_python_upgrade_says_so(path: str) -> None:
+    first = make_function(BASE)
+    with Journal(path, first) as journal:
+        journal.record(0, range(4), squares(0, 4))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = 'cpython 3.9.0' WHERE key = 'python'")
+    db.commit()
+    db.close()
+    # The same source compiled again stands for what a newer Python compiles.
+    recompiled = make_function(BASE.replace("x + 1", "1 + x"))
+    with pytest.raises(workpool.CheckpointMismatch, match=r"as cpython 3\.9\.0 compiled it"):
+        Journal(path, recompiled)
+    assert accept(path)
+    Journal(path, recompiled).close()
+    first_again = make_function(BASE)  # refused now as this Python's, not 3.9's
+    with pytest.raises(workpool.CheckpointMismatch, match="as it was then"):
+        Journal(path, first_again)
+
+
 def test_accept_makes_the_next_function_the_journals_and_keeps_results(path: str) -> None:
     with Journal(path, square) as journal:
         journal.record(0, range(4), squares(0, 4))

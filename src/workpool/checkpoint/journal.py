@@ -43,6 +43,7 @@ from workpool.checkpoint.store import (
     remove_leftovers,
     sqlite_errors,
     sync_new_journal,
+    this_python,
 )
 from workpool.checkpoint.writer import COMMIT_INTERVAL, DoneEntry, FailedEntry, JournalWriter
 from workpool.errors import CheckpointMismatch
@@ -284,7 +285,16 @@ def _check_function(store: JournalStore, identity: FunctionIdentity, call: str |
                 f"not as {call} (by {_CALLS.get(str(call), 'this call')}), which gives other "
                 f"results. Resume it with the call that began it; {start_over}"
             )
-        if name == identity.name:
+        # The Python that compiled the journal's function: the one that adopted it,
+        # else the one that made the file.
+        written_under = store.meta("function_python") or store.meta("python")
+        if name == identity.name and written_under not in (None, this_python()):
+            what = (
+                f"{name} as {written_under} compiled it; this is {this_python()}, which "
+                "compiles functions differently (unless its code, defaults or closure "
+                "changed too)"
+            )
+        elif name == identity.name:
             what = f"{name} as it was then; its code, defaults or closure have changed since"
         else:
             what = f"{name}, not of {identity.name}"
@@ -296,6 +306,7 @@ def _check_function(store: JournalStore, identity: FunctionIdentity, call: str |
     adopt: dict[str, str | None] = {
         "function": identity.name,
         "function_digest": identity.digest,
+        "function_python": this_python(),
         "accept_next": None,
     }
     if call is not None:

@@ -58,6 +58,7 @@ __all__ = [
     "sqlite_errors",
     "sqlite_failure",
     "sync_new_journal",
+    "this_python",
 ]
 
 FORMAT_VERSION = 1
@@ -217,6 +218,11 @@ def sqlite_errors(path: str) -> Iterator[None]:
         yield
     except sqlite3.Error as exc:
         raise sqlite_failure(path, exc) from exc
+
+
+def this_python() -> str:
+    """The Python running this process, as a journal's ``python`` names the one it is for."""
+    return f"{sys.implementation.name} {'.'.join(map(str, sys.version_info[:3]))}"
 
 
 def _check_header(path: str) -> None:
@@ -696,7 +702,8 @@ class JournalStore:
             self._db.execute("DELETE FROM done")
             self._db.execute("DELETE FROM failed")
             self._db.execute(
-                "DELETE FROM meta WHERE key IN ('function', 'function_digest', 'accept_next')"
+                "DELETE FROM meta WHERE key IN "
+                "('function', 'function_digest', 'function_python', 'call', 'accept_next')"
             )
         self.sweep_side_files()
         self._db.execute("VACUUM")
@@ -802,7 +809,6 @@ def _create(connection: sqlite3.Connection, meta: Mapping[str, str]) -> None:
     """The schema, the format's marks and ``meta`` (plus what made the file), in one commit."""
     # Looked up, not imported: this module sits below the package's public face.
     workpool_version = str(getattr(sys.modules.get("workpool"), "__version__", "unknown"))
-    python_version = ".".join(str(part) for part in sys.version_info[:3])
 
     connection.execute("BEGIN IMMEDIATE")
     try:
@@ -816,7 +822,7 @@ def _create(connection: sqlite3.Connection, meta: Mapping[str, str]) -> None:
             [
                 ("created", time.strftime("%Y-%m-%d %H:%M:%S %z")),
                 ("workpool_version", workpool_version),
-                ("python", f"{sys.implementation.name} {python_version}"),
+                ("python", this_python()),
                 *meta.items(),
             ],
         )
