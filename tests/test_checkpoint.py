@@ -495,6 +495,48 @@ def test_a_program_that_drops_a_pool_map_unread_waits_for_it_at_exit(
     assert run.calls() == dict.fromkeys(range(40), 1)
 
 
+IMAP_LEFT_OPEN_AT_EXIT = """
+import sys
+sys.path.insert(0, {tests!r})
+import workpool
+from checkpoint_tasks import slow_logged_square
+
+path, marks, trace, backend, pooled = sys.argv[1:]
+items = [(x, marks) for x in range(40)]
+options = dict(checkpoint=path, trace=trace, chunksize=2)
+if pooled == "pool":
+    pool = workpool.Pool(2, backend=backend)
+    results = pool.imap(slow_logged_square, items, **options)
+else:
+    results = workpool.imap(slow_logged_square, items, backend=backend, **options)
+assert [next(results) for _ in range(3)] == [0, 1, 4]
+# The program ends here, its results neither all read nor closed.
+"""
+
+
+@pytest.mark.parametrize("pooled", ["pool", "one-shot"])
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_an_imap_left_open_at_exit_commits_its_journal_and_writes_its_trace(
+    tmp_path: Path, backend: str, pooled: str
+) -> None:
+    # Its iterator was closed by the interpreter's teardown, where nothing can be
+    # imported any more: the trace was lost ("Exception ignored ... ImportError") and
+    # the journal was not closed (results not committed, its -wal left beside it).
+    run = Run(tmp_path, 40)
+    trace = tmp_path / "t.json"
+    script = IMAP_LEFT_OPEN_AT_EXIT.format(tests=str(TESTS))
+    args = [run.path, str(run.marks), str(trace), backend, pooled]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr
+    data = json.loads(trace.read_text())
+    assert data["otherData"]["partial"]
+    assert set(range(3)) <= run.journaled()
+    assert sorted(os.listdir(tmp_path)) == ["marks", "run.ckpt", "t.json"]
+
+
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 def test_what_finished_before_an_imap_was_closed_is_kept(run: Run, ordered: bool) -> None:
     # On the serial backend a chunk has finished once it is submitted: nothing is in

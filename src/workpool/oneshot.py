@@ -66,7 +66,12 @@ class _OneShotCall:
 
     def results(self, *, raise_in_order: bool) -> Iterator[Any]:
         """Yield the results one by one."""
-        return one_by_one(self.result_lists(raise_in_order=raise_in_order))
+        results = one_by_one(self.result_lists(raise_in_order=raise_in_order))
+        if self.options.checkpoint is not None or self.options.trace is not None:
+            from workpool.open_calls import close_at_exit
+
+            close_at_exit(results)
+        return results
 
     def collect(self) -> list[Any]:
         """All the results as a list; the first failure raises at once."""

@@ -42,7 +42,7 @@ _NONE: frozenset[int] = frozenset()
 HELD_WINDOWS = 4
 
 
-def one_by_one(lists: Generator[list[Any], None, None]) -> Iterator[Any]:
+def one_by_one(lists: Generator[list[Any], None, None]) -> Generator[Any, None, None]:
     """The items of ``lists``, one at a time; closing this closes ``lists``.
 
     Each item is dropped from its list as it is yielded, so a result the consumer
@@ -423,6 +423,10 @@ class MapRun:
         results = one_by_one(self.result_lists())
         if self._eager and (self._checkpoint is not None or self._owns_trace):
             weakref.finalize(results, self._dropped)
+        elif self._options.checkpoint is not None or self._owns_trace:
+            from workpool.open_calls import close_at_exit
+
+            close_at_exit(results)
         return results
 
     def _dropped(self) -> None:
