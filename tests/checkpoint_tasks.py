@@ -43,6 +43,14 @@ def logged_arguments(*args: Any) -> tuple[Any, ...]:
     return args
 
 
+def wandering_square(item: tuple[int, str]) -> int:
+    """Squares, and makes ``marks`` the process's working directory (threads share it)."""
+    x, marks = item
+    _mark(x, marks)
+    os.chdir(marks)
+    return x * x
+
+
 def slow_logged_square(item: tuple[int, str], delay: float = 0.01) -> int:
     x, marks = item
     time.sleep(delay)

@@ -39,6 +39,7 @@ from checkpoint_tasks import (
     mark_seen_fail_on_3,
     note_start,
     slow_logged_square,
+    wandering_square,
     worker_pids,
 )
 from conftest import BACKENDS, wait_for
@@ -220,6 +221,27 @@ def test_an_input_that_raises_ends_the_call_as_it_would_without_a_checkpoint(
     again = workpool.map(logged_square, run.items, backend=backend, checkpoint=run.path)
     assert again == run.expected
     assert run.calls() == dict.fromkeys(range(100), 1)
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread"])
+def test_relative_paths_stay_where_the_call_began_when_the_function_changes_directory(
+    run: Run, tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The journal's writer opens the file once the first results are in, and the trace
+    # is written at the end: both after the function had moved the process elsewhere.
+    monkeypatch.chdir(tmp_path)
+    options: dict[str, Any] = {"backend": backend, "chunksize": 5}
+    got = workpool.map(
+        wandering_square, run.items, checkpoint="run.ckpt", trace="run.json", **options
+    )
+    assert got == run.expected
+    assert (tmp_path / "run.ckpt").is_file() and (tmp_path / "run.json").is_file()
+    assert not {"run.ckpt", "run.json"} & set(os.listdir(run.marks))
+    os.chdir(tmp_path)
+    assert workpool.map(wandering_square, run.items, checkpoint="run.ckpt", **options) == (
+        run.expected
+    )
+    assert run.calls() == dict.fromkeys(range(len(run.items)), 1)
 
 
 # --- backend="auto" --------------------------------------------------------------------------

@@ -84,6 +84,10 @@ class Journal:
         commit_interval: float = COMMIT_INTERVAL,
         hold_writer: bool = False,
     ) -> None:
+        # Absolute: the writer thread opens the file later, and its side files go
+        # beside it, after the program (or, on threads or the calling thread, the
+        # function) may have changed the working directory.
+        path = os.path.abspath(path)
         self.path = path
         self.function = function_identity(fn)
         self.call = call
