@@ -1018,6 +1018,16 @@ def test_cli_info_clear_and_accept(path: str) -> None:
     assert summary(path).items_done == 0
 
 
+@pytest.mark.parametrize(("runs", "tail"), [(5, "and 1 more range"), (6, "and 2 more ranges")])
+def test_cli_info_counts_the_ranges_it_does_not_show(path: str, runs: int, tail: str) -> None:
+    with Journal(path, square) as journal:
+        for start in range(0, 2 * runs, 2):  # every other position: a range each
+            journal.record(start, range(start, start + 1), squares(start, 1))
+    done = run_cli("info", path)
+    assert done.returncode == 0
+    assert tail + " " in done.stdout.replace("│", " ")
+
+
 def test_cli_errors_name_the_file_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
