@@ -136,6 +136,27 @@ def test_pool_starmap_and_zipped_inputs_resume(backend: str, tmp_path: Path) -> 
     assert calls(marks) == dict.fromkeys(range(30), 2)  # once per checkpoint file
 
 
+def test_pool_map_with_a_buffersize_resumes(backend: str, run: Run, tmp_path: Path) -> None:
+    # Such a map reads its first window of items when it is called, before anyone
+    # iterates: those reads went around the checkpoint, which then disagreed with the
+    # run (an AssertionError on a new file, a CheckpointMismatch at position 0 on resume).
+    (tmp_path / "other").mkdir()
+    other = Run(tmp_path / "other", 40)
+    with workpool.Pool(2, backend=backend) as pool:
+        first = pool.map(logged_square, other.items, checkpoint=other.path, buffersize=10)
+        assert list(first) == other.expected
+        results = pool.imap(logged_square, run.items, checkpoint=run.path, chunksize=4)
+        assert list(itertools.islice(results, 30)) == run.expected[:30]
+        results.close()
+        done, before = run.journaled(), run.calls()
+        again = pool.map(logged_square, run.items, checkpoint=run.path, buffersize=10)
+        assert list(again) == run.expected
+    assert other.journaled() == set(range(40))
+    assert run.journaled() == set(range(len(run.items)))
+    ran_again = {p for p, n in run.calls().items() if n > before.get(p, 0)}
+    assert ran_again == set(range(len(run.items))) - done
+
+
 def test_a_starmap_checkpoint_is_refused_to_a_map_of_the_same_items(run: Run) -> None:
     # Same function, same items: map passes each item whole, starmap unpacks it,
     # so the results differ; the journal's must not stand for the other call's.

@@ -321,6 +321,10 @@ class MapRun:
             self.submit_all()
         else:
             try:
+                # Before the first item is read: with a checkpoint, every item is read
+                # through it (journaled positions are not run again, the others are
+                # checked against the journal).
+                self._open_checkpoint()
                 self._feed()
             except BaseException as exc:
                 self._ended_by = exc
