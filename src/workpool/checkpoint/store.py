@@ -171,19 +171,17 @@ def check_writable(path: str) -> None:
     SQLite opens such a file read-only without a word and fails at the first write,
     which, in a call, comes after its first results: the refusal must come first.
     """
-    if os.path.exists(path) and not os.access(path, os.W_OK):
-        read_only = errno.EROFS if _on_read_only_file_system(path) else errno.EACCES
-        raise OSError(
-            read_only,
-            f"checkpoint {path} cannot be written: "
-            + (
-                "it is on a read-only file system"
-                if read_only == errno.EROFS
-                else "it is read-only"
-            )
-            + "; a checkpoint records each result as it finishes: make it writable, or give "
-            "another path",
-        )
+    if not os.path.exists(path) or os.access(path, os.W_OK):
+        return
+    if _on_read_only_file_system(path):
+        code, why = errno.EROFS, "it is on a read-only file system"
+    else:
+        code, why = errno.EACCES, "it is read-only"
+    raise OSError(
+        code,
+        f"checkpoint {path} cannot be written: {why}; a checkpoint records each result "
+        "as it finishes: make it writable, or give another path",
+    )
 
 
 def _on_read_only_file_system(path: str) -> bool:
@@ -276,15 +274,17 @@ def _connect_to_read(path: str) -> sqlite3.Connection:
     writing it: no ``-wal`` (a call's connection keeps one while it is open) and no
     ``-journal``; else read-only, which reads what that call committed.
     """
-    queries = []
     directory = os.path.dirname(os.path.abspath(path))
+    wal = os.path.isfile(path + "-wal")
+    immutable = "mode=ro&immutable=1"
     if os.access(path, os.W_OK) and os.access(directory, os.W_OK):
-        queries.append("mode=rw")
-    elif not any(os.path.exists(path + suffix) for suffix in ("-wal", "-journal")):
-        queries.append("mode=ro&immutable=1")
-    queries.append("mode=ro")
-    if not os.path.isfile(path + "-wal") and "mode=ro&immutable=1" not in queries:
-        queries.append("mode=ro&immutable=1")  # a directory SQLite cannot write in
+        queries = ["mode=rw", "mode=ro"]
+    elif wal or os.path.exists(path + "-journal"):
+        queries = ["mode=ro"]  # a call is writing it: read what it has committed
+    else:
+        queries = [immutable, "mode=ro"]
+    if not wal and immutable not in queries:
+        queries.append(immutable)  # a directory where SQLite can make nothing
     for query in queries:
         connection = _connect(path, query)
         try:
