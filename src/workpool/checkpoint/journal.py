@@ -90,7 +90,6 @@ class Journal:
         path = os.path.abspath(path)
         self.path = path
         self.function = function_identity(fn)
-        self.call = call
         check_path(path)
         self._lock = JournalLock(path)
         # The call's own connection, to read what is done; a new file has nothing to
