@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 
 def _mark(x: int, marks: str) -> None:
@@ -33,6 +34,21 @@ def logged_cube(item: tuple[int, str]) -> int:
 def logged_add(x: int, y: int, marks: str) -> int:
     _mark(x, marks)
     return x + y
+
+
+def logged_arguments(*args: Any) -> tuple[Any, ...]:
+    """Its arguments: a map and a starmap of the same ``(x, marks)`` items differ."""
+    x, marks = args[0] if len(args) == 1 else args
+    _mark(x, marks)
+    return args
+
+
+def wandering_square(item: tuple[int, str]) -> int:
+    """Squares, and makes ``marks`` the process's working directory (threads share it)."""
+    x, marks = item
+    _mark(x, marks)
+    os.chdir(marks)
+    return x * x
 
 
 def slow_logged_square(item: tuple[int, str], delay: float = 0.01) -> int:

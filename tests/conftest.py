@@ -155,3 +155,27 @@ FORK_WARNING = "ignore:This process .* is multi-threaded, use of fork:Deprecatio
 )
 def start_method(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def make_read_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Make a file read-only for this process, as its mode says even to root.
+
+    Root writes any file whatever its mode, so for root ``os.access`` is told the
+    truth the mode tells everyone else.
+    """
+
+    def make(path: str) -> None:
+        os.chmod(path, 0o444)
+        if os.geteuid() == 0:
+            real = os.access
+            marked = os.path.abspath(path)
+
+            def access(name: str, mode: int, **kwargs: bool) -> bool:
+                if os.path.abspath(name) == marked and mode & os.W_OK:
+                    return False
+                return real(name, mode, **kwargs)
+
+            monkeypatch.setattr(os, "access", access)
+
+    return make

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -31,15 +32,17 @@ from checkpoint_tasks import (
     fails_while_flagged,
     held_square,
     logged_add,
+    logged_arguments,
     logged_cube,
     logged_square,
     mark_seen,
     mark_seen_fail_on_3,
     note_start,
     slow_logged_square,
+    wandering_square,
     worker_pids,
 )
-from conftest import wait_for
+from conftest import BACKENDS, wait_for
 from workpool.checkpoint import summary
 
 TESTS = Path(__file__).resolve().parent
@@ -133,6 +136,47 @@ def test_pool_starmap_and_zipped_inputs_resume(backend: str, tmp_path: Path) -> 
     assert calls(marks) == dict.fromkeys(range(30), 2)  # once per checkpoint file
 
 
+def test_pool_map_with_a_buffersize_resumes(backend: str, run: Run, tmp_path: Path) -> None:
+    # Such a map reads its first window of items when it is called, before anyone
+    # iterates: those reads went around the checkpoint, which then disagreed with the
+    # run (an AssertionError on a new file, a CheckpointMismatch at position 0 on resume).
+    (tmp_path / "other").mkdir()
+    other = Run(tmp_path / "other", 40)
+    with workpool.Pool(2, backend=backend) as pool:
+        first = pool.map(logged_square, other.items, checkpoint=other.path, buffersize=10)
+        assert list(first) == other.expected
+        results = pool.imap(logged_square, run.items, checkpoint=run.path, chunksize=4)
+        assert list(itertools.islice(results, 30)) == run.expected[:30]
+        results.close()
+        done, before = run.journaled(), run.calls()
+        again = pool.map(logged_square, run.items, checkpoint=run.path, buffersize=10)
+        assert list(again) == run.expected
+    assert other.journaled() == set(range(40))
+    assert run.journaled() == set(range(len(run.items)))
+    ran_again = {p for p, n in run.calls().items() if n > before.get(p, 0)}
+    assert ran_again == set(range(len(run.items))) - done
+
+
+def test_a_starmap_checkpoint_is_refused_to_a_map_of_the_same_items(run: Run) -> None:
+    # Same function, same items: map passes each item whole, starmap unpacks it,
+    # so the results differ; the journal's must not stand for the other call's.
+    items = run.items[:20]
+    assert workpool.starmap(logged_arguments, items, backend="thread", checkpoint=run.path) == (
+        items
+    )
+    before = run.calls()
+    with pytest.raises(workpool.CheckpointMismatch, match="by starmap"):
+        workpool.map(logged_arguments, items, backend="thread", checkpoint=run.path)
+    with workpool.Pool(2, backend="thread") as pool, pytest.raises(workpool.CheckpointMismatch):
+        pool.map(logged_arguments, items, checkpoint=run.path)
+    assert run.calls() == before
+    # Several iterables are zipped and unpacked, as starmap's items are: it resumes.
+    columns = ([x for x, _ in items], [marks for _, marks in items])
+    again = workpool.map(logged_arguments, *columns, backend="thread", checkpoint=run.path)
+    assert again == items
+    assert run.calls() == before
+
+
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 def test_imap_closed_early_resumes_with_exact_results(
     backend: str, run: Run, ordered: bool
@@ -172,6 +216,53 @@ def test_a_generator_input_resumes(run: Run) -> None:
         logged_square, (item for item in run.items), backend="thread", checkpoint=run.path
     )
     assert list(again) == run.expected
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
+def test_an_input_that_raises_ends_the_call_as_it_would_without_a_checkpoint(
+    backend: str, ordered: bool, run: Run
+) -> None:
+    # Without a checkpoint, the items read before the input raised run and are yielded,
+    # then its error is raised; with one, the error came as soon as it was read,
+    # dropping results already computed and items already read.
+    def items() -> Any:
+        yield from run.items[:30]
+        raise RuntimeError("the input broke")
+
+    got = []
+    results = workpool.imap(
+        logged_square, items(), backend=backend, ordered=ordered, checkpoint=run.path
+    )
+    with pytest.raises(RuntimeError, match="the input broke") as info:
+        got.extend(results)
+    assert sorted(got) == run.expected[:30]
+    assert "workpool: raised by the input, after its first 30 items" in info.value.__notes__
+    assert run.journaled() == set(range(30))
+    again = workpool.map(logged_square, run.items, backend=backend, checkpoint=run.path)
+    assert again == run.expected
+    assert run.calls() == dict.fromkeys(range(100), 1)
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread"])
+def test_relative_paths_stay_where_the_call_began_when_the_function_changes_directory(
+    run: Run, tmp_path: Path, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The journal's writer opens the file once the first results are in, and the trace
+    # is written at the end: both after the function had moved the process elsewhere.
+    monkeypatch.chdir(tmp_path)
+    options: dict[str, Any] = {"backend": backend, "chunksize": 5}
+    got = workpool.map(
+        wandering_square, run.items, checkpoint="run.ckpt", trace="run.json", **options
+    )
+    assert got == run.expected
+    assert (tmp_path / "run.ckpt").is_file() and (tmp_path / "run.json").is_file()
+    assert not {"run.ckpt", "run.json"} & set(os.listdir(run.marks))
+    os.chdir(tmp_path)
+    assert workpool.map(wandering_square, run.items, checkpoint="run.ckpt", **options) == (
+        run.expected
+    )
+    assert run.calls() == dict.fromkeys(range(len(run.items)), 1)
 
 
 # --- backend="auto" --------------------------------------------------------------------------
@@ -228,6 +319,32 @@ def test_a_changed_function_is_refused_before_anything_runs(backend: str, run: R
         next(results)
     with workpool.Pool(2, backend=backend) as pool, pytest.raises(workpool.CheckpointMismatch):
         pool.map(logged_cube, run.items, checkpoint=run.path)  # at once: map submits now
+    assert run.calls() == before
+
+
+def test_a_read_only_checkpoint_is_refused_before_anything_runs(
+    run: Run, make_read_only: Callable[[str], None]
+) -> None:
+    workpool.map(logged_square, run.items[:20], backend="thread", checkpoint=run.path)
+    make_read_only(run.path)
+    before = run.calls()
+    with pytest.raises(PermissionError, match=f"checkpoint {run.path} cannot be written"):
+        workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
+    assert run.calls() == before
+
+
+def test_a_damaged_checkpoint_is_refused_before_anything_runs(run: Run) -> None:
+    workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path, chunksize=1)
+    db = sqlite3.connect(run.path)
+    (root,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'done'").fetchone()
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    with open(run.path, "r+b") as file:
+        file.seek((root - 1) * page_size)
+        file.write(b"\xff" * 64)
+    before = run.calls()
+    with pytest.raises(ValueError, match=f"checkpoint {run.path} is damaged"):
+        workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
     assert run.calls() == before
 
 
@@ -421,6 +538,48 @@ def test_a_program_that_drops_a_pool_map_unread_waits_for_it_at_exit(
     assert run.calls() == dict.fromkeys(range(40), 1)
 
 
+IMAP_LEFT_OPEN_AT_EXIT = """
+import sys
+sys.path.insert(0, {tests!r})
+import workpool
+from checkpoint_tasks import slow_logged_square
+
+path, marks, trace, backend, pooled = sys.argv[1:]
+items = [(x, marks) for x in range(40)]
+options = dict(checkpoint=path, trace=trace, chunksize=2)
+if pooled == "pool":
+    pool = workpool.Pool(2, backend=backend)
+    results = pool.imap(slow_logged_square, items, **options)
+else:
+    results = workpool.imap(slow_logged_square, items, backend=backend, **options)
+assert [next(results) for _ in range(3)] == [0, 1, 4]
+# The program ends here, its results neither all read nor closed.
+"""
+
+
+@pytest.mark.parametrize("pooled", ["pool", "one-shot"])
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_an_imap_left_open_at_exit_commits_its_journal_and_writes_its_trace(
+    tmp_path: Path, backend: str, pooled: str
+) -> None:
+    # Its iterator was closed by the interpreter's teardown, where nothing can be
+    # imported any more: the trace was lost ("Exception ignored ... ImportError") and
+    # the journal was not closed (results not committed, its -wal left beside it).
+    run = Run(tmp_path, 40)
+    trace = tmp_path / "t.json"
+    script = IMAP_LEFT_OPEN_AT_EXIT.format(tests=str(TESTS))
+    args = [run.path, str(run.marks), str(trace), backend, pooled]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr
+    data = json.loads(trace.read_text())
+    assert data["otherData"]["partial"]
+    assert set(range(3)) <= run.journaled()
+    assert sorted(os.listdir(tmp_path)) == ["marks", "run.ckpt", "t.json"]
+
+
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 def test_what_finished_before_an_imap_was_closed_is_kept(run: Run, ordered: bool) -> None:
     # On the serial backend a chunk has finished once it is submitted: nothing is in
@@ -599,7 +758,7 @@ def test_the_writer_thread_waits_for_the_workers(run: Run) -> None:
     from workpool.checkpoint.session import CheckpointSession
     from workpool.inputs import InputSource
 
-    session = CheckpointSession(run.path, logged_square, InputSource(run.items))
+    session = CheckpointSession(run.path, logged_square, InputSource(run.items), star=False)
     piece = session.take(5)
     session.record(piece.start, piece.items, run.expected[:5], {}, digest=piece.digest)
     assert journal_threads() == []  # held: a process pool may still fork from a zygote

@@ -239,3 +239,16 @@ def test_no_command_prints_help() -> None:
     assert result.returncode == 2
     assert "bench" in result.stderr
     assert "advise" in result.stderr
+
+
+def test_python_dash_m_workpool_is_the_command() -> None:
+    # Where the console script is not on the PATH (a venv not activated, say), the
+    # messages' `workpool checkpoint accept FILE` is still one `python -m` away.
+    result = subprocess.run(
+        [sys.executable, "-m", "workpool", "trace", "summary", "no-such-trace.json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("workpool trace: no-such-trace.json: no such file")

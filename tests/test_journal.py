@@ -20,7 +20,7 @@ import sys
 import textwrap
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -222,6 +222,25 @@ def test_another_function_is_refused_before_anything_changes(path: str) -> None:
     assert not os.path.exists(path + ".lock")  # the refused call let the file go
 
 
+def test_a_function_refused_after_a_python_upgrade_says_so(path: str) -> None:
+    first = make_function(BASE)
+    with Journal(path, first) as journal:
+        journal.record(0, range(4), squares(0, 4))
+    db = sqlite3.connect(path)
+    db.execute("UPDATE meta SET value = 'cpython 3.9.0' WHERE key = 'python'")
+    db.commit()
+    db.close()
+    # The same source compiled again stands for what a newer Python compiles.
+    recompiled = make_function(BASE.replace("x + 1", "1 + x"))
+    with pytest.raises(workpool.CheckpointMismatch, match=r"as cpython 3\.9\.0 compiled it"):
+        Journal(path, recompiled)
+    assert accept(path)
+    Journal(path, recompiled).close()
+    first_again = make_function(BASE)  # refused now as this Python's, not 3.9's
+    with pytest.raises(workpool.CheckpointMismatch, match="as it was then"):
+        Journal(path, first_again)
+
+
 def test_accept_makes_the_next_function_the_journals_and_keeps_results(path: str) -> None:
     with Journal(path, square) as journal:
         journal.record(0, range(4), squares(0, 4))
@@ -234,6 +253,26 @@ def test_accept_makes_the_next_function_the_journals_and_keeps_results(path: str
     assert (found.function, found.accept_next) == (f"{__name__}.cube", False)
     with pytest.raises(workpool.CheckpointMismatch):
         Journal(path, square)  # it belongs to cube now
+
+
+def test_the_way_of_calling_is_part_of_the_journals_identity(path: str) -> None:
+    with Journal(path, square, call="fn(*item)") as journal:
+        journal.record(0, range(3), squares(0, 3))
+    with pytest.raises(workpool.CheckpointMismatch, match=r"called as fn\(\*item\)"):
+        Journal(path, square, call="fn(item)")
+    Journal(path, square).close()  # a caller that does not say is not checked
+    # A journal written before the way of calling was recorded takes the next call's.
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM meta WHERE key = 'call'")
+    db.commit()
+    db.close()
+    Journal(path, square, call="fn(item)").close()
+    with pytest.raises(workpool.CheckpointMismatch):
+        Journal(path, square, call="fn(*item)")
+    assert accept(path)  # a deliberate change keeps the results
+    with Journal(path, square, call="fn(*item)") as journal:
+        assert all_rows(journal) == [(0, 3, squares(0, 3))]
+    Journal(path, square, call="fn(*item)").close()
 
 
 def test_accept_with_nothing_to_accept_says_so(path: str) -> None:
@@ -398,6 +437,26 @@ def newer_journal(path: str) -> None:
     db.close()
 
 
+def damaged_table(table: str) -> Any:
+    """A maker of a journal with results whose ``table`` has a page of garbage."""
+
+    def damage(path: str) -> None:
+        with Journal(path, square) as journal:
+            for start in range(0, 400, 10):
+                journal.record(start, range(start, start + 10), squares(start, 10))
+        db = sqlite3.connect(path)
+        (root,) = db.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = ?", (table,)
+        ).fetchone()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        db.close()
+        with open(path, "r+b") as file:  # the page's header: SQLite reads it first
+            file.seek((root - 1) * page_size)
+            file.write(b"\xff" * 64)
+
+    return damage
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
@@ -405,8 +464,10 @@ def newer_journal(path: str) -> None:
         (lambda p: Path(p).write_bytes(b"SQLite format 3\x00" + b"\xff" * 200), "damaged"),
         (sqlite_database_of_something_else, "SQLite database of something else"),
         (newer_journal, "newer workpool"),
+        (damaged_table("meta"), "damaged"),
+        (damaged_table("done"), "damaged"),
     ],
-    ids=["text", "garbage", "other-sqlite", "newer-format"],
+    ids=["text", "garbage", "other-sqlite", "newer-format", "damaged-meta", "damaged-results"],
 )
 def test_a_file_that_is_not_a_journal_we_read_is_refused_untouched(
     path: str, make: Any, message: str
@@ -422,6 +483,25 @@ def test_a_file_that_is_not_a_journal_we_read_is_refused_untouched(
 
 
 # --- where WAL is refused: a rollback journal, said once -----------------------------------
+
+
+def test_a_read_only_file_is_refused_before_anything_changes(
+    path: str, make_read_only: Callable[[str], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, range(5), squares(0, 5))
+    make_read_only(path)
+    before = Path(path).read_bytes()
+    for attempt in (lambda: Journal(path, square), lambda: clear(path), lambda: accept(path)):
+        with pytest.raises(PermissionError, match="cannot be written: it is read-only") as info:
+            attempt()
+        assert path in str(info.value)
+    for action in ("clear", "accept"):
+        assert main(["checkpoint", action, path]) == 2
+        assert "it is read-only" in capsys.readouterr().err
+    assert summary(path).items_done == 5  # reading it is fine
+    assert Path(path).read_bytes() == before
+    assert sorted(os.listdir(os.path.dirname(path))) == ["run.ckpt"]  # no -wal, no -shm
 
 
 def test_where_wal_is_refused_a_rollback_journal_is_used_and_said_once(
@@ -938,16 +1018,29 @@ def test_cli_info_clear_and_accept(path: str) -> None:
     assert summary(path).items_done == 0
 
 
+@pytest.mark.parametrize(("runs", "tail"), [(5, "and 1 more range"), (6, "and 2 more ranges")])
+def test_cli_info_counts_the_ranges_it_does_not_show(path: str, runs: int, tail: str) -> None:
+    with Journal(path, square) as journal:
+        for start in range(0, 2 * runs, 2):  # every other position: a range each
+            journal.record(start, range(start, start + 1), squares(start, 1))
+    done = run_cli("info", path)
+    assert done.returncode == 0
+    assert tail + " " in done.stdout.replace("│", " ")
+
+
 def test_cli_errors_name_the_file_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     text_file = tmp_path / "notes.txt"
     text_file.write_text("not a checkpoint")
+    damaged = str(tmp_path / "damaged.ckpt")
+    damaged_table("done")(damaged)
     cases = {
         str(tmp_path / "missing.ckpt"): "does not exist",
         str(tmp_path / "no" / "dir.ckpt"): "does not exist",
         str(tmp_path): "is a directory",
         str(text_file): "not a workpool checkpoint",
+        damaged: "is damaged",
     }
     for action in ("info", "clear", "accept"):
         for target, message in cases.items():
@@ -956,8 +1049,9 @@ def test_cli_errors_name_the_file_without_a_traceback(
             assert stderr.startswith("workpool checkpoint: ")
             assert message in stderr and target in stderr
     assert text_file.read_text() == "not a checkpoint"
-    done = run_cli("info", str(text_file))  # and as a command
-    assert done.returncode == 2 and "Traceback" not in done.stderr
+    for target in (str(text_file), damaged):  # and as a command
+        done = run_cli("info", target)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
 
 
 def test_info_leaves_nothing_beside_the_file(path: str) -> None:

@@ -6,6 +6,7 @@ is chosen by the test, so what the writer and the summary make of it is known ex
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from trace_checks import assert_spans_nest, assert_well_formed, read_trace, span
 from workpool.cli import main
 from workpool.clock import clock_offset
 from workpool.timeline import Recorder, finish
-from workpool.timeline.reading import TraceFileError, load
+from workpool.timeline.reading import TraceFileError, Track, load
 from workpool.timeline.summary import explain, summarize
 
 MS = 1_000_000  # nanoseconds
@@ -419,6 +420,33 @@ def test_cli_plot_draws_a_png(trace_file: Path, tmp_path: Path) -> None:
     assert out.stat().st_size > 10_000
 
 
+def test_plot_reads_each_tracks_kind_once_not_once_per_span(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller's supervisor track holds a pickling span for every chunk; telling a
+    # worker's track from a caller's scans a track's spans, and doing that for each of
+    # its spans made the plot of a 50,000-chunk process trace run for minutes.
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "run.json"
+    recorder, tracks = recorder_with_workers(path)
+    steady_chunks(recorder, tracks, chunks=5, chunk_ms=10)
+    supervisor = recorder.caller_track("supervisor")
+    t0 = recorder.begun_ns
+    for k in range(400):
+        begin = t0 + 10 * MS + k * MS // 10
+        recorder.span(supervisor, "pickle", "serialize", begin, begin + MS // 20)
+    finish(recorder)
+    looked: list[Track] = []
+    kind = Track.is_worker.fget
+    assert kind is not None
+    monkeypatch.setattr(Track, "is_worker", property(lambda t: looked.append(t) or kind(t)))
+    out = tmp_path / "run.png"
+    assert main(["trace", "plot", str(path), "-o", str(out)]) == 0
+    assert out.exists()
+    tracks_drawn = len(load(path).tracks)
+    assert len(looked) <= 4 * tracks_drawn
+
+
 def test_cli_plot_without_matplotlib_names_the_extra(trace_file: Path, tmp_path: Path) -> None:
     args = ["trace", "plot", str(trace_file), "-o", str(tmp_path / "x.png")]
     result = run_cli_without_matplotlib(args)
@@ -456,6 +484,7 @@ def test_cli_plot_refuses_an_output_it_cannot_write(
         ('{"traceEvents": []}', "holds no spans"),
         ('{"traceEvents": [{"ph": "X", "ts": 1, "dur": 1, "tid": {}}]}', "'tid' is {}"),
         (b"\xff\xfe not text", "not UTF-8"),
+        ("[" * 100_000, "nested too deeply"),
     ],
 )
 @pytest.mark.parametrize("action", ["summary", "plot"])
@@ -478,6 +507,40 @@ def test_cli_names_a_missing_or_broken_file_without_a_traceback(
     assert str(path) in result.stderr and message in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("action", ["summary", "plot"])
+def test_cli_reads_chunk_spans_whose_args_are_not_numbers(
+    tmp_path: Path, action: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A trace edited by hand or written by another tool: the chunks' args hold
+    # anything; what they do not say is shown as unknown, not raised.
+    path = tmp_path / "foreign.json"
+    chunk = {"ph": "X", "cat": "chunk", "name": "chunk", "pid": 1, "tid": 1}
+    path.write_text(
+        '{"traceEvents": ['
+        + ", ".join(
+            [
+                '{"ph": "M", "name": "thread_name", "pid": 1, "tid": 1, "args": {"name": "w"}}',
+                *(
+                    json.dumps(chunk | {"ts": ts, "dur": dur, "args": args})
+                    for ts, dur, args in [
+                        (0, 1_000, {"start": "x", "count": None, "outcome": 5}),
+                        (1_000, 1_000, {"start": 1.5, "count": True}),
+                        (2_000, 90_000, {"start": [], "count": "many"}),
+                    ]
+                ),
+            ]
+        )
+        + "]}"
+    )
+    extra = ["-o", str(tmp_path / "x.png")] if action == "plot" else []
+    if action == "plot":
+        pytest.importorskip("matplotlib")
+    assert main(["trace", action, str(path), *extra]) == 0
+    out = capsys.readouterr().out
+    if action == "summary":
+        assert "positions ?" in out
 
 
 def test_load_rejects_what_is_not_a_trace(tmp_path: Path) -> None:

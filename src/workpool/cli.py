@@ -286,7 +286,8 @@ def _byte_size(count: int) -> str:
 def _ranges(ranges: list[tuple[int, int]], shown: int = 4) -> str:
     parts = [f"{a:,}" if a == b else f"{a:,}..{b:,}" for a, b in ranges[:shown]]
     if len(ranges) > shown:
-        parts.append(f"and {len(ranges) - shown:,} more ranges")
+        more = len(ranges) - shown
+        parts.append(f"and {more:,} more range{'' if more == 1 else 's'}")
     return ", ".join(parts) or "none"
 
 

@@ -66,7 +66,12 @@ class _OneShotCall:
 
     def results(self, *, raise_in_order: bool) -> Iterator[Any]:
         """Yield the results one by one."""
-        return one_by_one(self.result_lists(raise_in_order=raise_in_order))
+        results = one_by_one(self.result_lists(raise_in_order=raise_in_order))
+        if self.options.checkpoint is not None or self.options.trace is not None:
+            from workpool.open_calls import close_at_exit
+
+            close_at_exit(results)
+        return results
 
     def collect(self) -> list[Any]:
         """All the results as a list; the first failure raises at once."""
@@ -115,7 +120,12 @@ class _OneShotCall:
             if self.options.checkpoint is not None:
                 from workpool.checkpoint.session import CheckpointSession
 
-                checkpoint = CheckpointSession(self.options.checkpoint, self.fn, self.inputs)
+                checkpoint = CheckpointSession(
+                    self.options.checkpoint,
+                    self.fn,
+                    self.inputs,
+                    star=self.mode is CallMode.STAR,
+                )
                 if self.options.progress:
                     progress_bar = start_progress_bar(self.total, self.fn, checkpoint.items_done)
                 yield from checkpoint.leading_done()

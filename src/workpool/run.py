@@ -42,7 +42,7 @@ _NONE: frozenset[int] = frozenset()
 HELD_WINDOWS = 4
 
 
-def one_by_one(lists: Generator[list[Any], None, None]) -> Iterator[Any]:
+def one_by_one(lists: Generator[list[Any], None, None]) -> Generator[Any, None, None]:
     """The items of ``lists``, one at a time; closing this closes ``lists``.
 
     Each item is dropped from its list as it is yielded, so a result the consumer
@@ -322,6 +322,10 @@ class MapRun:
             self.submit_all()
         else:
             try:
+                # Before the first item is read: with a checkpoint, every item is read
+                # through it (journaled positions are not run again, the others are
+                # checked against the journal).
+                self._open_checkpoint()
                 self._feed()
             except BaseException as exc:
                 self._ended_by = exc
@@ -347,7 +351,12 @@ class MapRun:
         if self._checkpoint is None:
             from workpool.checkpoint.session import CheckpointSession
 
-            self._checkpoint = CheckpointSession(self._options.checkpoint, self._fn, self._inputs)
+            self._checkpoint = CheckpointSession(
+                self._options.checkpoint,
+                self._fn,
+                self._inputs,
+                star=self._mode is CallMode.STAR,
+            )
             self._owns_checkpoint = True
             if self._options.progress:
                 done = self._checkpoint.items_done
@@ -371,16 +380,8 @@ class MapRun:
             except Exception as exc:
                 if self._eager:
                     raise  # Executor.map reads its whole input at once: it fails at once
-                # Lazily read, the input fails at its position in the results: what was
-                # read before it still runs and is yielded first.
-                self._input_failure = exc
                 items = self._inputs.salvage()
-                self._exhausted = True
-                add_note(
-                    exc,
-                    f"workpool: raised by the input, after its first "
-                    f"{self._next_start + len(items)} items",
-                )
+                self._input_failed(exc, self._next_start + len(items))
             if len(items) < size:
                 self._exhausted = True
             if items:
@@ -388,6 +389,11 @@ class MapRun:
             return
         piece = checkpoint.take(size)
         self._exhausted = checkpoint.ended
+        failure = checkpoint.input_failure
+        if failure is not None and failure is not self._input_failure:
+            if self._eager:
+                raise failure
+            self._input_failed(failure, checkpoint.position)
         if not piece.items:
             return
         assert piece.start == self._next_start, "the run and its checkpoint disagree"
@@ -401,6 +407,16 @@ class MapRun:
             state.journaled = True
             self._batches.put((ResultBatch(chunk, piece.results, {}), frozenset()))
 
+    def _input_failed(self, error: Exception, read: int) -> None:
+        """The input raised ``error`` after its first ``read`` items.
+
+        Lazily read, the input fails at its position in the results: what was read
+        before it still runs and is yielded first, then ``error`` is raised.
+        """
+        self._input_failure = error
+        self._exhausted = True
+        add_note(error, f"workpool: raised by the input, after its first {read} items")
+
     def results(self) -> Iterator[Any]:
         """Yield results; raise the first failure unless ``return_exceptions``.
 
@@ -412,6 +428,10 @@ class MapRun:
         results = one_by_one(self.result_lists())
         if self._eager and (self._checkpoint is not None or self._owns_trace):
             weakref.finalize(results, self._dropped)
+        elif self._options.checkpoint is not None or self._owns_trace:
+            from workpool.open_calls import close_at_exit
+
+            close_at_exit(results)
         return results
 
     def _dropped(self) -> None:

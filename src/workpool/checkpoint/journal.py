@@ -41,7 +41,9 @@ from workpool.checkpoint.store import (
     check_path,
     create_journal,
     remove_leftovers,
+    sqlite_errors,
     sync_new_journal,
+    this_python,
 )
 from workpool.checkpoint.writer import COMMIT_INTERVAL, DoneEntry, FailedEntry, JournalWriter
 from workpool.errors import CheckpointMismatch
@@ -61,8 +63,10 @@ class Journal:
     """A checkpoint file held by one call, until ``close()``.
 
     Opening raises ``CheckpointBusy`` if another call holds the file,
-    ``CheckpointMismatch`` if it belongs to another function (unless a ``workpool
-    checkpoint accept`` is pending, in which case ``fn`` becomes its function), and
+    ``CheckpointMismatch`` if it belongs to another function, or to another way of
+    calling it (``call``: ``"fn(item)"`` for map, ``"fn(*item)"`` for starmap; None
+    if unknown), unless a ``workpool checkpoint accept`` is pending, in which case
+    ``fn`` and ``call`` become its own; and
     ``FileNotFoundError`` / ``IsADirectoryError`` / ``ValueError`` for a path that
     cannot be a checkpoint; nothing is changed in a file that is refused.
 
@@ -76,9 +80,14 @@ class Journal:
         path: str,
         fn: Any,
         *,
+        call: str | None = None,
         commit_interval: float = COMMIT_INTERVAL,
         hold_writer: bool = False,
     ) -> None:
+        # Absolute: the writer thread opens the file later, and its side files go
+        # beside it, after the program (or, on threads or the calling thread, the
+        # function) may have changed the working directory.
+        path = os.path.abspath(path)
         self.path = path
         self.function = function_identity(fn)
         check_path(path)
@@ -90,14 +99,17 @@ class Journal:
         self.items_done = 0
         try:
             meta = {"function": self.function.name, "function_digest": self.function.digest}
+            if call is not None:
+                meta["call"] = call
             created = not os.path.exists(path) and create_journal(path, meta)
             if not created:
                 self._store = JournalStore.open(path)
                 try:
-                    self.adopted = _check_function(self._store, self.function)
-                    remove_leftovers(path)  # killed after linking the file into place
-                    self._store.sweep_side_files()
-                    self.items_done = self._store.items_done()
+                    with sqlite_errors(path):
+                        self.adopted = _check_function(self._store, self.function, call)
+                        remove_leftovers(path)  # killed after linking the file into place
+                        self._store.sweep_side_files()
+                        self.items_done = self._store.items_done()
                 except BaseException:
                     self._store.close()
                     raise
@@ -141,7 +153,8 @@ class Journal:
             return
         position = first
         while True:
-            page = self._store.rows_from(position, PAGE_ROWS)
+            with sqlite_errors(self.path):
+                page = self._store.rows_from(position, PAGE_ROWS)
             yield from page
             if len(page) < PAGE_ROWS:
                 return
@@ -242,41 +255,79 @@ class Journal:
             self._lock.release()
 
 
-def _check_function(store: JournalStore, identity: FunctionIdentity) -> bool:
-    """Make ``identity`` the journal's function, or raise ``CheckpointMismatch``.
+def _check_function(store: JournalStore, identity: FunctionIdentity, call: str | None) -> bool:
+    """Make ``identity`` (called as ``call``) the journal's, or raise ``CheckpointMismatch``.
 
     A journal with no results takes any function. One with results takes another
-    function only when ``accept`` was run on it; returns True then (adopted).
+    function, or another way of calling it, only when ``accept`` was run on it;
+    returns True then (adopted). A journal written before the way of calling was
+    recorded takes the call's.
     """
     recorded = store.meta("function_digest")
+    recorded_call = store.meta("call")
     accepting = store.meta("accept_next") == "1"
-    if recorded == identity.digest:
+    same_call = call is None or recorded_call is None or recorded_call == call
+    if recorded == identity.digest and same_call:
+        updates: dict[str, str | None] = {}
         if accepting:  # the next call came, with the same function: nothing to adopt
-            store.set_meta({"accept_next": None})
+            updates["accept_next"] = None
+        if call is not None and recorded_call is None:
+            updates["call"] = call
+        if updates:
+            store.set_meta(updates)
         return False
     if recorded is not None and store.items_done() and not accepting:
         name = store.meta("function") or "another function"
-        if name == identity.name:
+        start_over = (
+            f"to start over, run `workpool checkpoint clear {store.path}` or use another file"
+        )
+        if recorded == identity.digest:
+            raise CheckpointMismatch(
+                f"checkpoint {store.path} holds results of {name} called as "
+                f"{recorded_call} (by {_CALLS.get(str(recorded_call), 'another call')}), "
+                f"not as {call} (by {_CALLS.get(str(call), 'this call')}), which gives other "
+                f"results. Resume it with the call that began it; {start_over}"
+            )
+        # The Python that compiled the journal's function: the one that adopted it,
+        # else the one that made the file.
+        written_under = store.meta("function_python") or store.meta("python")
+        if name == identity.name and written_under not in (None, this_python()):
+            what = (
+                f"{name} as {written_under} compiled it; this is {this_python()}, which "
+                "compiles functions differently (unless its code, defaults or closure "
+                "changed too)"
+            )
+        elif name == identity.name:
             what = f"{name} as it was then; its code, defaults or closure have changed since"
         else:
             what = f"{name}, not of {identity.name}"
         raise CheckpointMismatch(
             f"checkpoint {store.path} holds results of {what}. If the results are still "
             f"right (say, after a fix that does not change them, or a Python upgrade), run "
-            f"`workpool checkpoint accept {store.path}` and call again; to start over, "
-            f"run `workpool checkpoint clear {store.path}` or use another file"
+            f"`workpool checkpoint accept {store.path}` and call again; {start_over}"
         )
-    store.set_meta(
-        {"function": identity.name, "function_digest": identity.digest, "accept_next": None}
-    )
+    adopt: dict[str, str | None] = {
+        "function": identity.name,
+        "function_digest": identity.digest,
+        "function_python": this_python(),
+        "accept_next": None,
+    }
+    if call is not None:
+        adopt["call"] = call
+    store.set_meta(adopt)
     return recorded is not None and accepting
+
+
+# How map and starmap call the function on an item (the journal's "call").
+_CALLS = {"fn(item)": "map", "fn(*item)": "starmap, or map over several iterables"}
 
 
 def summary(path: str) -> Summary:
     """What the checkpoint at ``path`` holds; reads only, even while a call writes it."""
     store = JournalStore.open(path, readonly=True)
     try:
-        return store.summary()
+        with sqlite_errors(path):
+            return store.summary()
     finally:
         store.close()
 
@@ -307,7 +358,8 @@ def _opened_for_change(path: str) -> Iterator[JournalStore]:
     try:
         store = JournalStore.open(path)
         try:
-            yield store
+            with sqlite_errors(path):
+                yield store
         finally:
             store.close()
     finally:

@@ -107,10 +107,15 @@ class CheckpointSession:
     Used from the call's thread only. ``close()`` commits and lets the file go.
     """
 
-    def __init__(self, path: str, fn: Callable[..., Any], inputs: InputSource) -> None:
+    def __init__(
+        self, path: str, fn: Callable[..., Any], inputs: InputSource, *, star: bool
+    ) -> None:
         refuse_writable_shares(fn)
         # The writer thread waits for the call's workers to start (start_writing).
-        self.journal = Journal(path, fn, hold_writer=True)
+        # ``star``: each item is unpacked into the arguments (starmap), whose results
+        # differ from those of the same items passed whole (map).
+        call = "fn(*item)" if star else "fn(item)"
+        self.journal = Journal(path, fn, call=call, hold_writer=True)
         self._inputs = inputs
         self.position = 0  # the input position of the next item to read
         self.items_done = self.journal.items_done  # journaled when the call started
@@ -123,6 +128,10 @@ class CheckpointSession:
         self._ended = False
         self._back: Sequence[Any] | None = None  # items read, then put back (see _put_back)
         self._warned_unreadable = False
+        # What the input raised, if it did: the items read before it are handed out
+        # (they run, as they would without a checkpoint), then the input counts as
+        # ended; the call raises this after their results.
+        self.input_failure: Exception | None = None
 
     def start_writing(self) -> None:
         """The call's workers are running: journaling may start its thread now."""
@@ -147,7 +156,8 @@ class CheckpointSession:
         """The next piece of input: a journaled row's worth, or up to ``size`` items to run.
 
         An empty piece means the input has ended. Raises ``CheckpointMismatch`` when a
-        journaled row's positions now hold other items.
+        journaled row's positions now hold other items. An input that raises ends
+        there: the piece holds the items read before, and ``input_failure`` the error.
         """
         row = self._next_row()
         start = self.position
@@ -206,8 +216,16 @@ class CheckpointSession:
             self._back = rest if len(rest) else None
             if len(items) < count:
                 self._ended = True
+        elif self.input_failure is not None:
+            items = []  # nothing more is read from an input that raised
+            self._ended = True
         else:
-            items = self._inputs.take(count)
+            try:
+                items = self._inputs.take(count)
+            except Exception as exc:
+                items = self._inputs.salvage()
+                self.input_failure = exc
+                self._ended = True
             if len(items) < count:
                 self._ended = True
         self.position += len(items)

@@ -33,13 +33,14 @@ rollback journal instead, and a warning says so once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pickle
 import sqlite3
 import sys
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -50,10 +51,14 @@ __all__ = [
     "Row",
     "Summary",
     "check_path",
+    "check_writable",
     "create_journal",
     "network_filesystem",
     "remove_leftovers",
+    "sqlite_errors",
+    "sqlite_failure",
     "sync_new_journal",
+    "this_python",
 ]
 
 FORMAT_VERSION = 1
@@ -160,6 +165,64 @@ def check_path(path: str) -> None:
         raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
 
 
+def check_writable(path: str) -> None:
+    """Refuse, naming the file, an existing checkpoint this process may not write.
+
+    SQLite opens such a file read-only without a word and fails at the first write,
+    which, in a call, comes after its first results: the refusal must come first.
+    """
+    if not os.path.exists(path) or os.access(path, os.W_OK):
+        return
+    if _on_read_only_file_system(path):
+        code, why = errno.EROFS, "it is on a read-only file system"
+    else:
+        code, why = errno.EACCES, "it is read-only"
+    raise OSError(
+        code,
+        f"checkpoint {path} cannot be written: {why}; a checkpoint records each result "
+        "as it finishes: make it writable, or give another path",
+    )
+
+
+def _on_read_only_file_system(path: str) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def sqlite_failure(path: str, exc: sqlite3.Error) -> Exception:
+    """The error to raise for ``exc``, an error SQLite gave on the checkpoint at ``path``.
+
+    A damaged file (SQLite's "malformed" or "not a database") is a ``ValueError`` that
+    says what to do, a file SQLite may not write a ``PermissionError``, anything else
+    (a full disk, an I/O error) an ``OSError``; each names the file.
+    """
+    if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT or SQLITE_NOTADB
+        return ValueError(
+            f"checkpoint {path} is damaged or not a workpool checkpoint ({exc}); it was left "
+            f"as it is: its results cannot be trusted, so remove it (and {path}.d, if there "
+            "is one) to start over"
+        )
+    if "readonly" in str(exc):  # SQLITE_READONLY, by its message on every Python version
+        return PermissionError(errno.EACCES, f"checkpoint {path} cannot be written ({exc})")
+    return OSError(f"checkpoint {path} cannot be used: {exc}")
+
+
+@contextlib.contextmanager
+def sqlite_errors(path: str) -> Iterator[None]:
+    """Raise SQLite's errors on the checkpoint at ``path`` as ``sqlite_failure`` says."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise sqlite_failure(path, exc) from exc
+
+
+def this_python() -> str:
+    """The Python running this process, as a journal's ``python`` names the one it is for."""
+    return f"{sys.implementation.name} {'.'.join(map(str, sys.version_info[:3]))}"
+
+
 def _check_header(path: str) -> None:
     """Refuse a file that is not an SQLite database before SQLite touches it."""
     try:
@@ -206,17 +269,22 @@ def _connect_to_read(path: str) -> sqlite3.Connection:
 
     SQLite removes a WAL file's ``-wal`` and ``-shm`` when its last connection closes,
     but only a connection that may write does: a read-only one leaves them behind. So a
-    file this process may change is opened read-write (and only read), others read-only;
-    and where SQLite cannot make the ``-wal`` and ``-shm`` a reader needs (a read-only
-    file system or directory), as immutable, unless a ``-wal`` says a call is writing.
+    file this process may change is opened read-write (and only read). Another is
+    opened as immutable (nothing is made beside it) while nothing says a call is
+    writing it: no ``-wal`` (a call's connection keeps one while it is open) and no
+    ``-journal``; else read-only, which reads what that call committed.
     """
-    queries = []
     directory = os.path.dirname(os.path.abspath(path))
+    wal = os.path.isfile(path + "-wal")
+    immutable = "mode=ro&immutable=1"
     if os.access(path, os.W_OK) and os.access(directory, os.W_OK):
-        queries.append("mode=rw")
-    queries.append("mode=ro")
-    if not os.path.isfile(path + "-wal"):
-        queries.append("mode=ro&immutable=1")
+        queries = ["mode=rw", "mode=ro"]
+    elif wal or os.path.exists(path + "-journal"):
+        queries = ["mode=ro"]  # a call is writing it: read what it has committed
+    else:
+        queries = [immutable, "mode=ro"]
+    if not wal and immutable not in queries:
+        queries.append(immutable)  # a directory where SQLite can make nothing
     for query in queries:
         connection = _connect(path, query)
         try:
@@ -357,13 +425,12 @@ class JournalStore:
             raise FileNotFoundError(f"no checkpoint at {path}: the file does not exist")
         if not again:
             _check_header(path)
+            if not readonly:
+                check_writable(path)
         try:
             connection = _connect_to_read(path) if readonly else _connect(path)
         except sqlite3.Error as exc:
-            raise ValueError(
-                f"checkpoint {path} is not a workpool checkpoint or is damaged ({exc}); "
-                "it was left as it is"
-            ) from exc
+            raise sqlite_failure(path, exc) from exc
         try:
             new = _check_format(connection, path)
             if new and not readonly:  # an empty file: SQLite has not written a page yet
@@ -635,7 +702,8 @@ class JournalStore:
             self._db.execute("DELETE FROM done")
             self._db.execute("DELETE FROM failed")
             self._db.execute(
-                "DELETE FROM meta WHERE key IN ('function', 'function_digest', 'accept_next')"
+                "DELETE FROM meta WHERE key IN "
+                "('function', 'function_digest', 'function_python', 'call', 'accept_next')"
             )
         self.sweep_side_files()
         self._db.execute("VACUUM")
@@ -694,11 +762,8 @@ def _check_format(connection: sqlite3.Connection, path: str) -> bool:
         application_id = int(connection.execute("PRAGMA application_id").fetchone()[0])
         version = int(connection.execute("PRAGMA user_version").fetchone()[0])
         tables = int(connection.execute("SELECT count(*) FROM sqlite_master").fetchone()[0])
-    except sqlite3.DatabaseError as exc:
-        raise ValueError(
-            f"checkpoint {path} is not a workpool checkpoint or is damaged ({exc}); "
-            "it was left as it is"
-        ) from exc
+    except sqlite3.Error as exc:
+        raise sqlite_failure(path, exc) from exc
     if application_id == 0 and version == 0 and tables == 0:
         return True
     if application_id != APPLICATION_ID:
@@ -744,7 +809,6 @@ def _create(connection: sqlite3.Connection, meta: Mapping[str, str]) -> None:
     """The schema, the format's marks and ``meta`` (plus what made the file), in one commit."""
     # Looked up, not imported: this module sits below the package's public face.
     workpool_version = str(getattr(sys.modules.get("workpool"), "__version__", "unknown"))
-    python_version = ".".join(str(part) for part in sys.version_info[:3])
 
     connection.execute("BEGIN IMMEDIATE")
     try:
@@ -758,7 +822,7 @@ def _create(connection: sqlite3.Connection, meta: Mapping[str, str]) -> None:
             [
                 ("created", time.strftime("%Y-%m-%d %H:%M:%S %z")),
                 ("workpool_version", workpool_version),
-                ("python", f"{sys.implementation.name} {python_version}"),
+                ("python", this_python()),
                 *meta.items(),
             ],
         )

@@ -40,6 +40,9 @@ class PlotUnavailable(RuntimeError):
 def _bars(track: Track, origin: float) -> dict[str, list[tuple[float, float]]]:
     """The track's spans as (start, width) bars, by colour key."""
     bars: dict[str, list[tuple[float, float]]] = {}
+    # Looked up once: it scans the track's spans, and a caller's track of a call of
+    # many chunks holds a pickling span for each of them.
+    worker = track.is_worker
 
     def add(key: str, begin: float, end: float) -> None:
         bars.setdefault(key, []).append((begin - origin, end - begin))
@@ -56,7 +59,7 @@ def _bars(track: Track, origin: float) -> dict[str, list[tuple[float, float]]]:
             add("run", span.begin, span.end)
         elif span.name in ("worker start", "pool start", "pool shutdown", "feed", "deliver"):
             add(span.name, span.begin, span.end)
-        elif span.category == "serialize" and not track.is_worker:
+        elif span.category == "serialize" and not worker:
             add("serialize", span.begin, span.end)
     return bars
 

@@ -127,10 +127,14 @@ def _events(path: Path) -> tuple[list[Any], dict[str, Any]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
+        # json's own wording ends some messages with "at" ("Unterminated string
+        # starting at"): the place follows a colon, as in json's str() of the error.
         raise TraceFileError(
-            f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno});"
+            f"{path} is not valid JSON ({exc.msg}: line {exc.lineno}, column {exc.colno});"
             " was it cut short or edited?"
         ) from None
+    except RecursionError:  # arrays or objects nested thousands deep: no trace is
+        raise TraceFileError(f"{path} is not a trace: its JSON is nested too deeply") from None
     if isinstance(data, list):
         return data, {}
     if isinstance(data, dict) and isinstance(data.get("traceEvents"), list):

@@ -52,7 +52,11 @@ InstantRecord = tuple[int, str, str, int, "dict[str, Any]"]
 
 
 def _checked_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as a string, if a file can be created there; raise at once if not."""
+    """``path`` as an absolute path, if a file can be created there; raise at once if not.
+
+    Absolute, so the trace goes where the call began even if the program (or, on
+    threads or the calling thread, the function) changes its working directory.
+    """
     text = os.fspath(path)
     if os.path.isdir(text):
         raise IsADirectoryError(f"trace={text!r} is a directory; name the file to write")
@@ -73,7 +77,7 @@ def _checked_path(path: str | os.PathLike[str]) -> str:
             f"trace={text!r} is not a regular file, which the timeline would replace; "
             "name a file to write"
         )
-    return text
+    return os.path.abspath(text)
 
 
 class Recorder:

@@ -48,11 +48,18 @@ class WorkerShare(NamedTuple):
 
 class Straggler(NamedTuple):
     worker: str
-    start: int
+    start: int  # -1: the trace does not say
     items: int
     seconds: float
     outcome: str
     per_item_ratio: float  # its time per item over the median chunk's time per item
+
+    @property
+    def positions(self) -> str:
+        """Its input positions as ``first-last`` ("?" when the trace does not say)."""
+        if self.start < 0 or self.items < 1:
+            return "?"
+        return f"{self.start}-{self.start + self.items - 1}"
 
 
 class Summary(NamedTuple):
@@ -84,16 +91,25 @@ def _union(spans: list[Span]) -> float:
     return covered
 
 
+def _whole(span: Span, key: str, default: int) -> int:
+    """The span's ``args[key]`` if it is a whole number, else ``default``.
+
+    workpool writes whole numbers there; a trace from elsewhere, or edited, may not.
+    """
+    value = span.args.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
 def _per_item(span: Span) -> float:
-    count = span.args.get("count")
-    return span.seconds / count if isinstance(count, int) and count > 0 else span.seconds
+    count = _whole(span, "count", 0)
+    return span.seconds / count if count > 0 else span.seconds
 
 
 def _share(track: Track, wall: float) -> WorkerShare:
     chunks = track.chunks()
     startup = _union([s for s in track.spans if s.name == "worker start"])
     busy = _union(chunks)
-    items = sum(c.args.get("count", 0) for c in chunks if isinstance(c.args.get("count"), int))
+    items = sum(_whole(c, "count", 0) for c in chunks)
     gaps = [b.begin - a.end for a, b in itertools.pairwise(chunks)]
     return WorkerShare(
         track.name,
@@ -128,8 +144,8 @@ def summarize(timeline: Timeline, stragglers: int = 5) -> Summary:
         stragglers=[
             Straggler(
                 track.name,
-                int(c.args.get("start", -1)),
-                int(c.args.get("count", 0)),
+                _whole(c, "start", -1),
+                _whole(c, "count", 0),
                 c.seconds,
                 str(c.args.get("outcome", "")),
                 _per_item(c) / median if median > 0 else 1.0,
@@ -256,7 +272,7 @@ def _unevenness(summary: Summary, *, name_straggler: bool) -> list[str]:
     )
     if straggled and slowest is not None and name_straggler:
         said.append(
-            f"The slowest chunk (positions {slowest.start}-{slowest.start + slowest.items - 1}, "
+            f"The slowest chunk (positions {slowest.positions}, "
             f"on {slowest.worker}) took {seconds_text(slowest.seconds)}, "
             f"{slowest.per_item_ratio:.0f}x the median time per item."
         )
@@ -312,7 +328,7 @@ def print_summary(summary: Summary, title: str, console: Console) -> None:
         for s in summary.stragglers:
             slow.add_row(
                 s.worker,
-                f"{s.start}-{s.start + s.items - 1}",
+                s.positions,
                 seconds_text(s.seconds),
                 f"{s.per_item_ratio:.1f}x",
                 s.outcome,
