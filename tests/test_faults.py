@@ -328,8 +328,8 @@ def test_calls_that_fail_leave_no_descriptor_open() -> None:
             workpool.map(int, ["x"], backend="process", workers=2)
         with pytest.raises(workpool.WorkerCrashed):
             workpool.map(os._exit, [3], backend="process", workers=2)
-    gc.collect()
-    assert psutil.Process().num_fds() == before
+    # Fewer is no leak: an earlier test's pool may close its own meanwhile.
+    assert wait_for(lambda: gc.collect() >= 0 and psutil.Process().num_fds() <= before)
 
 
 def test_an_initializer_that_cannot_be_pickled_is_refused_at_once() -> None:
