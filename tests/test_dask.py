@@ -329,6 +329,15 @@ def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(
     assert wait_for(lambda: waiters_gone(tmp_path), timeout=5), waiting(tmp_path)
 
 
+def run_program(program: str) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` in a fresh interpreter that can import the tests' modules."""
+    here = str(Path(__file__).resolve().parent)
+    program = f"import sys; sys.path.insert(0, {here!r})\n" + textwrap.dedent(program)
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120
+    )
+
+
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
     spans = workpool.map(
         interval, [0.05] * 12, backend="dask", address=client, workers=1, chunksize=1
@@ -617,6 +626,26 @@ def test_no_address_starts_a_local_cluster_and_stops_it() -> None:
     assert len(set(pids)) >= 1
     assert all(pid != os.getpid() for pid in pids)
     # The guard checks that the cluster's processes are gone with the call.
+
+
+def test_local_clusters_that_overlap_stay_quiet() -> None:
+    # Dask restores its log handlers' level when the cluster that lowered it closes,
+    # even while another cluster, which it left alone, still runs.
+    done = run_program(
+        """
+        import workpool
+        from helpers import square
+
+        first = workpool.Pool(backend="dask", workers=1)
+        second = workpool.Pool(backend="dask", workers=1)
+        first.shutdown()
+        print(list(second.map(square, range(3))), flush=True)
+        second.shutdown()
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "[0, 1, 4]"
+    assert done.stderr == ""
 
 
 def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> None:
