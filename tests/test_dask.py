@@ -338,6 +338,53 @@ def run_program(program: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.parametrize("where", ["address", "local cluster"])
+def test_work_given_before_shutdown_without_waiting_is_done_at_exit(
+    client: Any, tmp_path: Path, where: str
+) -> None:
+    # As concurrent.futures promises: shutdown(wait=False) means "finish, without me".
+    cluster = f"address={client.scheduler.address!r}" if where == "address" else "workers=1"
+    done = run_program(
+        f"""
+        import workpool
+        from cluster_tasks import MarkDone
+
+        pool = workpool.Pool(backend="dask", {cluster})
+        for x in range(24):
+            pool.submit(MarkDone({str(tmp_path)!r}), x)
+        pool.shutdown(wait=False)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"done-{x}" for x in range(24))
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize("where", ["address", "local cluster"])
+def test_a_pool_still_open_at_exit_cancels_its_tasks_quietly(
+    client: Any, tmp_path: Path, where: str
+) -> None:
+    cluster = f"address={client.scheduler.address!r}" if where == "address" else "workers=1"
+    done = run_program(
+        f"""
+        import workpool
+        from cluster_tasks import WaitLong
+
+        pool = workpool.Pool(backend="dask", {cluster})
+        futures = [pool.submit(WaitLong({str(tmp_path)!r}), x) for x in (0, 1)]
+        print(futures[0].result(), flush=True)  # and 1 waits long on one of the two workers
+        left_unread = workpool.imap(WaitLong({str(tmp_path)!r}), range(12), backend="dask",
+                                    {cluster}, chunksize=1)
+        print(next(left_unread), flush=True)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0"]
+    assert done.stderr == ""
+    assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+    assert wait_for(lambda: waiters_gone(tmp_path), timeout=5), waiting(tmp_path)
+
+
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
     spans = workpool.map(
         interval, [0.05] * 12, backend="dask", address=client, workers=1, chunksize=1

@@ -8,7 +8,9 @@ no worker outlives the program), and so is everything when the program ends on C
 or is interrupted by one while it waits.
 
 The process engine applies this rule in its own exit hook (``process/exit_hook.py``),
-which must also run before multiprocessing's; thread workers register here.
+which must also run before multiprocessing's, and so does the Dask engine, whose hook
+must run before Dask's thread pools stop; both end their pools with ``end_all``.
+Thread workers register here.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import threading
 import weakref
 from typing import Protocol
 
-__all__ = ["ended_by_ctrl_c", "finish_before_exit"]
+__all__ = ["Endable", "end_all", "ended_by_ctrl_c", "finish_before_exit"]
 
 
 class Finishable(Protocol):
@@ -30,6 +32,34 @@ class Finishable(Protocol):
 _finishing: weakref.WeakSet[Finishable] = weakref.WeakSet()
 _lock = threading.Lock()
 _registered = False
+
+
+class Endable(Protocol):
+    @property
+    def shutting_down(self) -> bool:
+        """Whether ``shutdown`` was called: the pool finishes its work, then ends."""
+
+    def join(self) -> None: ...
+    def terminate(self) -> None: ...
+
+
+def end_all(pools: list[Endable]) -> None:
+    """At exit: terminate the pools still open; those shut down first finish their work.
+
+    On Ctrl+C (the one that ends the program, or one while this waits) every pool is
+    terminated at once.
+    """
+    finishing = [] if ended_by_ctrl_c() else [pool for pool in pools if pool.shutting_down]
+    try:
+        for pool in pools:
+            if pool not in finishing:
+                pool.terminate()
+        for pool in finishing:
+            pool.join()
+    except KeyboardInterrupt:  # Ctrl+C while waiting: what is left is terminated now
+        pass
+    for pool in finishing:
+        pool.terminate()  # one that has finished is ended already: nothing happens
 
 
 def ended_by_ctrl_c() -> bool:
