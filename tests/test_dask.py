@@ -24,6 +24,7 @@ import textwrap
 import threading
 import uuid
 import warnings
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -465,6 +466,40 @@ def test_large_arrays_reach_each_node_once_and_are_released(client: Any) -> None
         assert len(holders) == 1 and holders[0] >= 1
         assert list(results) == [1_000_000.0 + k for k in range(1, 40)]
         assert wait_for(lambda: client.run_on_scheduler(big_keys) == [], timeout=5)
+
+
+def test_large_arrays_of_an_endless_input_are_let_go_once_their_tasks_are_done(
+    client: Any,
+) -> None:
+    numpy = pytest.importorskip("numpy")
+    made: list[weakref.ref[Any]] = []
+
+    def arrays() -> Iterator[Any]:
+        for i in itertools.count():
+            array = numpy.full(1000, float(i))  # 8 KB: over the threshold below
+            made.append(weakref.ref(array))
+            yield array
+
+    def scattered(dask_scheduler: Any) -> int:
+        return sum(1 for ts in dask_scheduler.tasks.values() if ts.nbytes >= 8000)
+
+    results = workpool.imap(
+        array_sum_plus,
+        arrays(),
+        itertools.repeat(0),
+        backend="dask",
+        address=client,
+        share_threshold=4096,
+        chunksize=1,
+    )
+    try:
+        for i, result in zip(range(150), results):
+            assert result == 1000.0 * i
+        # Neither this process nor the cluster holds them all until the call ends.
+        assert wait_for(lambda: not any(ref() is not None for ref in made[:100]), timeout=10)
+        assert wait_for(lambda: client.run_on_scheduler(scattered) <= 50, timeout=10)
+    finally:
+        results.close()
 
 
 def test_a_function_holding_a_large_object_reaches_the_cluster_once(client: Any) -> None:

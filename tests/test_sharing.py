@@ -13,6 +13,7 @@ import gc
 import itertools
 import os
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import psutil
 import pytest
 
 import workpool
-from conftest import left_in_shared_memory, named_shared_memory
+from conftest import left_in_shared_memory, named_shared_memory, wait_for
 
 np = pytest.importorskip("numpy")
 
@@ -195,6 +196,28 @@ def test_big_arrays_are_shared_once_per_call_read_only() -> None:
     assert len({identity for _, _, identity in results}) == 1  # one segment for 8 tasks
     sums = workpool.map(part_sum, itertools.repeat(big, 8), range(8), backend="process")
     assert sum(sums) == pytest.approx(big.sum())
+
+
+def test_arrays_of_an_endless_input_leave_shared_memory_once_their_tasks_are_done() -> None:
+    made: list[weakref.ref[Any]] = []
+
+    def arrays() -> Iterator[Any]:
+        for i in itertools.count():
+            array = np.full(1000, float(i))  # 8 KB: over the threshold below
+            made.append(weakref.ref(array))
+            yield array
+
+    results = workpool.imap(
+        first_value, arrays(), backend="process", workers=2, share_threshold=4096, chunksize=1
+    )
+    try:
+        for i, result in zip(range(150), results):
+            assert result == i
+        # Neither the arrays nor their segments are all held until the call ends.
+        assert wait_for(lambda: not any(ref() is not None for ref in made[:100]), timeout=10)
+        assert open_segments() < 50
+    finally:
+        results.close()
 
 
 # --- arrays a function holds (its globals, its closure) ---------------------------------
