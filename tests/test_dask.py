@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib
 import itertools
 import json
 import os
@@ -175,6 +176,21 @@ def test_arguments_of_a_class_defined_in_main_travel_by_value(
     assert workpool.map(vars, items, backend="dask", address=client) == [{"x": k} for k in range(3)]
     with workpool.Pool(backend="dask", address=client) as pool:
         assert pool.submit(vars, items[2]).result(timeout=60) == {"x": 2}
+
+
+def test_a_function_the_workers_cannot_import_is_named_as_the_cause(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module next to the script, on this process's path but not on the cluster's.
+    name = f"only_here_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    double = importlib.import_module(name).double
+    with pytest.raises(ModuleNotFoundError, match=name) as caught:
+        workpool.map(double, [1], backend="dask", address=client)
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "the function could not be rebuilt on the Dask worker" in notes
+    assert "input position 0" in notes
 
 
 # --- faults --------------------------------------------------------------------------
