@@ -25,7 +25,6 @@ import textwrap
 import threading
 import uuid
 import warnings
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -55,9 +54,11 @@ from cluster_tasks import (  # noqa: E402
 from conftest import checked_by_their_fixture, live_worker_processes, wait_for  # noqa: E402
 from faults import crash_first_try, crash_on, fail_first_try, hang_on  # noqa: E402
 from helpers import (  # noqa: E402
+    ArrayStream,
     broken_initializer,
     cube_or_parity,
     fail_on,
+    first_value,
     recall,
     remember,
     slow_square,
@@ -487,22 +488,15 @@ def test_large_arrays_reach_each_node_once_and_are_released(client: Any) -> None
 def test_large_arrays_of_an_endless_input_are_let_go_once_their_tasks_are_done(
     client: Any,
 ) -> None:
-    numpy = pytest.importorskip("numpy")
-    made: list[weakref.ref[Any]] = []
-
-    def arrays() -> Iterator[Any]:
-        for i in itertools.count():
-            array = numpy.full(1000, float(i))  # 8 KB: over the threshold below
-            made.append(weakref.ref(array))
-            yield array
+    pytest.importorskip("numpy")
+    arrays = ArrayStream(1000)  # 8 KB each: over the threshold below
 
     def scattered(dask_scheduler: Any) -> int:
         return sum(1 for ts in dask_scheduler.tasks.values() if ts.nbytes >= 8000)
 
     results = workpool.imap(
-        array_sum_plus,
-        arrays(),
-        itertools.repeat(0),
+        first_value,
+        arrays,
         backend="dask",
         address=client,
         share_threshold=4096,
@@ -510,12 +504,34 @@ def test_large_arrays_of_an_endless_input_are_let_go_once_their_tasks_are_done(
     )
     try:
         for i, result in zip(range(150), results):
-            assert result == 1000.0 * i
+            assert result == i
         # Neither this process nor the cluster holds them all until the call ends.
-        assert wait_for(lambda: not any(ref() is not None for ref in made[:100]), timeout=10)
+        assert wait_for(lambda: arrays.alive(among_first=100) == 0, timeout=10)
         assert wait_for(lambda: client.run_on_scheduler(scattered) <= 50, timeout=10)
     finally:
         results.close()
+
+
+def test_cheap_tasks_over_an_endless_input_of_arrays_do_not_read_far_ahead(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("numpy")
+    # Chunks sized by time alone grow to thousands of such items (Dask's chunks take a
+    # tenth of a second), all held here and, scattered, on the cluster.
+    monkeypatch.setattr("workpool.chunking.MAX_CHUNK_BYTES", 128 * 1024)
+    arrays = ArrayStream(1000)  # 8 KB each: 16 of them to a chunk
+    most_held = 0
+    results = workpool.imap(
+        first_value, arrays, backend="dask", address=client, share_threshold=4096
+    )
+    try:
+        for i, result in zip(range(1500), results):
+            assert result == i
+            if i % 100 == 0:
+                most_held = max(most_held, arrays.alive())
+    finally:
+        results.close()
+    assert most_held < 500
 
 
 def test_a_function_holding_a_large_object_reaches_the_cluster_once(client: Any) -> None:

@@ -13,7 +13,6 @@ import gc
 import itertools
 import os
 import time
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import pytest
 
 import workpool
 from conftest import left_in_shared_memory, named_shared_memory, wait_for
+from helpers import ArrayStream, first_value
 
 np = pytest.importorskip("numpy")
 
@@ -199,22 +199,15 @@ def test_big_arrays_are_shared_once_per_call_read_only() -> None:
 
 
 def test_arrays_of_an_endless_input_leave_shared_memory_once_their_tasks_are_done() -> None:
-    made: list[weakref.ref[Any]] = []
-
-    def arrays() -> Iterator[Any]:
-        for i in itertools.count():
-            array = np.full(1000, float(i))  # 8 KB: over the threshold below
-            made.append(weakref.ref(array))
-            yield array
-
+    arrays = ArrayStream(1000)  # 8 KB each: over the threshold below
     results = workpool.imap(
-        first_value, arrays(), backend="process", workers=2, share_threshold=4096, chunksize=1
+        first_value, arrays, backend="process", workers=2, share_threshold=4096, chunksize=1
     )
     try:
         for i, result in zip(range(150), results):
             assert result == i
         # Neither the arrays nor their segments are all held until the call ends.
-        assert wait_for(lambda: not any(ref() is not None for ref in made[:100]), timeout=10)
+        assert wait_for(lambda: arrays.alive(among_first=100) == 0, timeout=10)
         assert open_segments() < 50
     finally:
         results.close()
@@ -447,10 +440,6 @@ def test_sharing_survives_arguments_that_need_cloudpickle() -> None:
     assert workpool.map(lambda item: describe(item[0])[1], [with_closure], backend="process") == [
         "Segment"
     ]
-
-
-def first_value(array: Any) -> float:
-    return float(array[0])
 
 
 def test_a_long_lived_pool_keeps_no_array_it_was_given() -> None:
