@@ -46,20 +46,22 @@ class Endable(Protocol):
 def end_all(pools: list[Endable]) -> None:
     """At exit: terminate the pools still open; those shut down first finish their work.
 
-    On Ctrl+C (the one that ends the program, or one while this waits) every pool is
-    terminated at once.
+    On Ctrl+C (the one that ends the program, or one that lands meanwhile, at any point
+    of this) every pool is terminated at once.
     """
-    finishing = [] if ended_by_ctrl_c() else [pool for pool in pools if pool.shutting_down]
+    finishing: list[Endable] = []
     try:
+        if not ended_by_ctrl_c():
+            finishing = [pool for pool in pools if pool.shutting_down]
         for pool in pools:
             if pool not in finishing:
                 pool.terminate()
         for pool in finishing:
             pool.join()
-    except KeyboardInterrupt:  # Ctrl+C while waiting: what is left is terminated now
-        pass
+    except KeyboardInterrupt:  # what is left, the pool it interrupted included, ends now
+        finishing = pools
     for pool in finishing:
-        pool.terminate()  # one that has finished is ended already: nothing happens
+        pool.terminate()  # one that has ended already: nothing happens
 
 
 def ended_by_ctrl_c() -> bool:

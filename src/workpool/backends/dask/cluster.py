@@ -50,17 +50,19 @@ class ClusterLink:
         self.cluster = cluster  # a LocalCluster workpool started, or None
         self.owned = owned  # workpool made the client, and closes it
         self.where = where  # the cluster, in words, for error messages
+        self._cluster_closed = False
 
     def close(self) -> None:
-        """Close what workpool started (the client it made, the cluster it started)."""
-        try:
-            if self.owned:
-                self.client.close()
-            if self.cluster is not None:
-                self.cluster.close()
-        finally:
-            if self.cluster is not None:
-                _quiet_logs.release()
+        """Close what workpool started (the client it made, the cluster it started).
+
+        Again after an interruption, until done: closing twice does nothing more.
+        """
+        if self.owned:
+            self.client.close()
+        if self.cluster is not None and not self._cluster_closed:
+            self.cluster.close()
+            self._cluster_closed = True
+            _quiet_logs.release()
 
 
 class _QuietLogs:

@@ -627,8 +627,11 @@ class DaskBackend(Backend):
             return
         try:
             self._end()
-        finally:
-            self._ended.set()
+        except BaseException:  # a Ctrl+C, say: the next call to end it starts again
+            with self._lock:
+                self._ending = None
+            raise
+        self._ended.set()
 
     def _end(self) -> None:
         """Stop the courier, close our sessions and what workpool started for us."""
