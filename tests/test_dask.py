@@ -403,6 +403,42 @@ def test_a_pool_still_open_at_exit_cancels_its_tasks_quietly(
     assert wait_for(lambda: waiters_gone(tmp_path), timeout=5), waiting(tmp_path)
 
 
+def test_ctrl_c_in_a_terminal_leaves_the_local_clusters_workers_quiet() -> None:
+    # A terminal's Ctrl+C reaches its whole process group, the local cluster's worker
+    # processes included: the caller handles it, and they print nothing of their own.
+    program = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import workpool
+        from helpers import slow_square
+
+        results = workpool.imap(slow_square, range(1000), [1.0] * 1000, backend="dask",
+                                workers=2, chunksize=1)
+        print(next(results), flush=True)
+        next(results)
+        """
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives
+    )
+    try:
+        assert caller.stdout is not None
+        assert caller.stdout.readline().strip() == "0"
+        os.killpg(caller.pid, signal.SIGINT)
+        _, err = caller.communicate(timeout=60)
+    finally:
+        if caller.poll() is None:
+            os.killpg(caller.pid, signal.SIGKILL)
+            caller.wait()
+    # Each worker process printed its own traceback: "Process Dask Worker process ...".
+    assert "Worker process" not in err, err
+
+
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
     spans = workpool.map(
         interval, [0.05] * 12, backend="dask", address=client, workers=1, chunksize=1

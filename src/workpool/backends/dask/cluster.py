@@ -17,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from workpool._cpus import usable_cpus
+from workpool.backends.dask import worker_setup
 
 __all__ = ["CONNECT_SECONDS", "MISSING_EXTRA", "ClusterLink", "connect", "require_distributed"]
 
@@ -229,10 +230,17 @@ def loopback_cluster_options() -> dict[str, Any]:
 
 def _start_local_cluster(distributed: ModuleType, workers: int) -> ClusterLink:
     """A cluster of ``workers`` single-threaded worker processes, reachable from here only."""
+    import dask
+
+    # Theirs, and ours: the workers leave Ctrl+C to the caller (``worker_setup.py``).
+    preload = [*dask.config.get("distributed.worker.preload", []), worker_setup.__name__]
     _quiet_logs.hold()
     try:
         cluster = distributed.LocalCluster(
-            n_workers=workers, silence_logs=logging.ERROR, **loopback_cluster_options()
+            n_workers=workers,
+            silence_logs=logging.ERROR,
+            preload=preload,
+            **loopback_cluster_options(),
         )
     except BaseException:
         _quiet_logs.release()
