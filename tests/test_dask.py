@@ -23,6 +23,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -798,7 +799,9 @@ def test_local_clusters_that_overlap_stay_quiet() -> None:
     assert done.stderr == ""
 
 
-def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def command_line_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A ``dask scheduler`` and one ``dask worker`` on loopback: its address and scheduler."""
     scheduler_file = tmp_path / "scheduler.json"
     scheduler_cli = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0"]
     worker_cli = [sys.executable, "-m", "distributed.cli.dask_worker", "--nthreads", "1"]
@@ -823,6 +826,22 @@ def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> 
                 stderr=subprocess.STDOUT,
             )
         )
+        yield address, started[0]
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in reversed(started):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+
+
+def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> None:
+    with command_line_cluster(tmp_path) as (address, _):
         # The program's own function travels by value: the workers cannot import it.
         program = textwrap.dedent(
             """
@@ -847,21 +866,27 @@ def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> 
             text=True,
             timeout=120,
         )
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == "[0, 1, 4] WorkerCrashed " + str(
-            [x * x for x in range(4, 20)]
-        )
-    finally:
-        for process in reversed(started):
-            process.terminate()
-        for process in reversed(started):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log in logs:
-            log.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 1, 4] WorkerCrashed " + str([x * x for x in range(4, 20)])
+
+
+def test_a_scheduler_lost_mid_run_breaks_the_pool_and_says_why(tmp_path: Path) -> None:
+    # The workers of this cluster cannot import the tests' modules: lambdas travel by value.
+    def slowly(x: int) -> int:
+        return (time.sleep(0.2), x)[1]
+
+    with (
+        command_line_cluster(tmp_path) as (address, scheduler),
+        workpool.Pool(backend="dask", address=address) as pool,
+    ):
+        assert list(pool.map(lambda x: x * x, range(4))) == [0, 1, 4, 9]
+        results = pool.imap(slowly, range(1000), chunksize=1)
+        assert next(results) == 0
+        scheduler.kill()
+        with pytest.raises(workpool.BrokenPool, match="lost the connection to the scheduler"):
+            list(results)
+        with pytest.raises(workpool.BrokenPool):
+            pool.submit(abs, 2)
 
 
 # --- refusals ------------------------------------------------------------------------

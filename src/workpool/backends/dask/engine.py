@@ -517,8 +517,8 @@ class DaskBackend(Backend):
                     "workpool: Dask could not run this chunk's task on the cluster "
                     "(is workpool installed on the workers, in the same version?)",
                 )
-        elif status == "cancelled":
-            error = BrokenPool(f"Dask cancelled the task of {chunk.task_name()}: {future}")
+        elif status == "cancelled":  # not by us: we settle those we cancel ourselves
+            error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {_why_cancelled(future)}")
             self._break(error)
         else:  # finished, but its result could not be fetched
             error = WorkerCrashed(
@@ -682,6 +682,17 @@ def _done_callbacks_on_the_loop() -> Callable[[Any, Callable[[Any], None]], None
         future.client.loop.add_callback(done_callback, future, callback)
 
     return when_done
+
+
+def _why_cancelled(future: Any) -> str:
+    """Dask's own reason for cancelling ``future`` (its scheduler was lost, for one)."""
+    try:
+        future.result(timeout=1)
+    except concurrent.futures.CancelledError as why:  # Dask's, with its reason
+        return str(why)
+    except Exception as other:
+        return f"{future} ({type(other).__name__}: {other})"
+    return str(future)
 
 
 def _task_name(fn: Callable[..., Any]) -> str:
