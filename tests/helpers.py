@@ -11,8 +11,10 @@ import sys
 import threading
 import time
 import types
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def square(x: int) -> int:
@@ -176,6 +178,33 @@ class CountingInput:
         for i in itertools.count():
             self.taken = i + 1
             yield i
+
+
+class ArrayStream:
+    """An endless input of distinct NumPy arrays of ``size`` floats, each its position.
+
+    Each is watched with a weak reference: ``alive()`` counts those still held by
+    someone (the pool, its chunks, their copies), here in the caller.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.made: list[weakref.ref[Any]] = []
+
+    def __iter__(self) -> Iterator[Any]:
+        import numpy
+
+        for i in itertools.count():
+            array = numpy.full(self.size, float(i))
+            self.made.append(weakref.ref(array))
+            yield array
+
+    def alive(self, among_first: int | None = None) -> int:
+        return sum(ref() is not None for ref in self.made[:among_first])
+
+
+def first_value(array: Any) -> float:
+    return float(array[0])
 
 
 class Tracked:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib
 import itertools
 import json
 import os
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -53,9 +55,11 @@ from cluster_tasks import (  # noqa: E402
 from conftest import checked_by_their_fixture, live_worker_processes, wait_for  # noqa: E402
 from faults import crash_first_try, crash_on, fail_first_try, hang_on  # noqa: E402
 from helpers import (  # noqa: E402
+    ArrayStream,
     broken_initializer,
     cube_or_parity,
     fail_on,
+    first_value,
     recall,
     remember,
     slow_square,
@@ -174,6 +178,21 @@ def test_arguments_of_a_class_defined_in_main_travel_by_value(
     assert workpool.map(vars, items, backend="dask", address=client) == [{"x": k} for k in range(3)]
     with workpool.Pool(backend="dask", address=client) as pool:
         assert pool.submit(vars, items[2]).result(timeout=60) == {"x": 2}
+
+
+def test_a_function_the_workers_cannot_import_is_named_as_the_cause(
+    client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module next to the script, on this process's path but not on the cluster's.
+    name = f"only_here_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("def double(x):\n    return 2 * x\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    double = importlib.import_module(name).double
+    with pytest.raises(ModuleNotFoundError, match=name) as caught:
+        workpool.map(double, [1], backend="dask", address=client)
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "the function could not be rebuilt on the Dask worker" in notes
+    assert "input position 0" in notes
 
 
 # --- faults --------------------------------------------------------------------------
@@ -329,6 +348,98 @@ def test_ctrl_c_in_the_caller_cancels_its_tasks_on_the_scheduler(
     assert wait_for(lambda: waiters_gone(tmp_path), timeout=5), waiting(tmp_path)
 
 
+def run_program(program: str) -> subprocess.CompletedProcess[str]:
+    """Run ``program`` in a fresh interpreter that can import the tests' modules."""
+    here = str(Path(__file__).resolve().parent)
+    program = f"import sys; sys.path.insert(0, {here!r})\n" + textwrap.dedent(program)
+    return subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.parametrize("where", ["address", "local cluster"])
+def test_work_given_before_shutdown_without_waiting_is_done_at_exit(
+    client: Any, tmp_path: Path, where: str
+) -> None:
+    # As concurrent.futures promises: shutdown(wait=False) means "finish, without me".
+    cluster = f"address={client.scheduler.address!r}" if where == "address" else "workers=1"
+    done = run_program(
+        f"""
+        import workpool
+        from cluster_tasks import MarkDone
+
+        pool = workpool.Pool(backend="dask", {cluster})
+        for x in range(24):
+            pool.submit(MarkDone({str(tmp_path)!r}), x)
+        pool.shutdown(wait=False)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"done-{x}" for x in range(24))
+    assert done.stderr == ""
+
+
+@pytest.mark.parametrize("where", ["address", "local cluster"])
+def test_a_pool_still_open_at_exit_cancels_its_tasks_quietly(
+    client: Any, tmp_path: Path, where: str
+) -> None:
+    cluster = f"address={client.scheduler.address!r}" if where == "address" else "workers=1"
+    done = run_program(
+        f"""
+        import workpool
+        from cluster_tasks import WaitLong
+
+        pool = workpool.Pool(backend="dask", {cluster})
+        futures = [pool.submit(WaitLong({str(tmp_path)!r}), x) for x in (0, 1)]
+        print(futures[0].result(), flush=True)  # and 1 waits long on one of the two workers
+        left_unread = workpool.imap(WaitLong({str(tmp_path)!r}), range(12), backend="dask",
+                                    {cluster}, chunksize=1)
+        print(next(left_unread), flush=True)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "0"]
+    assert done.stderr == ""
+    assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+    assert wait_for(lambda: waiters_gone(tmp_path), timeout=5), waiting(tmp_path)
+
+
+def test_ctrl_c_in_a_terminal_leaves_the_local_clusters_workers_quiet() -> None:
+    # A terminal's Ctrl+C reaches its whole process group, the local cluster's worker
+    # processes included: the caller handles it, and they print nothing of their own.
+    program = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import workpool
+        from helpers import slow_square
+
+        results = workpool.imap(slow_square, range(1000), [1.0] * 1000, backend="dask",
+                                workers=2, chunksize=1)
+        print(next(results), flush=True)
+        next(results)
+        """
+    )
+    caller = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives
+    )
+    try:
+        assert caller.stdout is not None
+        assert caller.stdout.readline().strip() == "0"
+        os.killpg(caller.pid, signal.SIGINT)
+        _, err = caller.communicate(timeout=60)
+    finally:
+        if caller.poll() is None:
+            os.killpg(caller.pid, signal.SIGKILL)
+            caller.wait()
+    # Each worker process printed its own traceback: "Process Dask Worker process ...".
+    assert "Worker process" not in err, err
+
+
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
     spans = workpool.map(
         interval, [0.05] * 12, backend="dask", address=client, workers=1, chunksize=1
@@ -428,6 +539,55 @@ def test_large_arrays_reach_each_node_once_and_are_released(client: Any) -> None
         assert len(holders) == 1 and holders[0] >= 1
         assert list(results) == [1_000_000.0 + k for k in range(1, 40)]
         assert wait_for(lambda: client.run_on_scheduler(big_keys) == [], timeout=5)
+
+
+def test_large_arrays_of_an_endless_input_are_let_go_once_their_tasks_are_done(
+    client: Any,
+) -> None:
+    pytest.importorskip("numpy")
+    arrays = ArrayStream(1000)  # 8 KB each: over the threshold below
+
+    def scattered(dask_scheduler: Any) -> int:
+        return sum(1 for ts in dask_scheduler.tasks.values() if ts.nbytes >= 8000)
+
+    results = workpool.imap(
+        first_value,
+        arrays,
+        backend="dask",
+        address=client,
+        share_threshold=4096,
+        chunksize=1,
+    )
+    try:
+        for i, result in zip(range(150), results):
+            assert result == i
+        # Neither this process nor the cluster holds them all until the call ends.
+        assert wait_for(lambda: arrays.alive(among_first=100) == 0, timeout=10)
+        assert wait_for(lambda: client.run_on_scheduler(scattered) <= 50, timeout=10)
+    finally:
+        results.close()
+
+
+def test_cheap_tasks_over_an_endless_input_of_arrays_do_not_read_far_ahead(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("numpy")
+    # Chunks sized by time alone grow to thousands of such items (Dask's chunks take a
+    # tenth of a second), all held here and, scattered, on the cluster.
+    monkeypatch.setattr("workpool.chunking.MAX_CHUNK_BYTES", 128 * 1024)
+    arrays = ArrayStream(1000)  # 8 KB each: 16 of them to a chunk
+    most_held = 0
+    results = workpool.imap(
+        first_value, arrays, backend="dask", address=client, share_threshold=4096
+    )
+    try:
+        for i, result in zip(range(1500), results):
+            assert result == i
+            if i % 100 == 0:
+                most_held = max(most_held, arrays.alive())
+    finally:
+        results.close()
+    assert most_held < 500
 
 
 def test_a_function_holding_a_large_object_reaches_the_cluster_once(client: Any) -> None:
@@ -638,7 +798,29 @@ def test_no_address_starts_a_local_cluster_and_stops_it() -> None:
     # The guard checks that the cluster's processes are gone with the call.
 
 
-def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> None:
+def test_local_clusters_that_overlap_stay_quiet() -> None:
+    # Dask restores its log handlers' level when the cluster that lowered it closes,
+    # even while another cluster, which it left alone, still runs.
+    done = run_program(
+        """
+        import workpool
+        from helpers import square
+
+        first = workpool.Pool(backend="dask", workers=1)
+        second = workpool.Pool(backend="dask", workers=1)
+        first.shutdown()
+        print(list(second.map(square, range(3))), flush=True)
+        second.shutdown()
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[0] == "[0, 1, 4]"
+    assert done.stderr == ""
+
+
+@contextlib.contextmanager
+def command_line_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A ``dask scheduler`` and one ``dask worker`` on loopback: its address and scheduler."""
     scheduler_file = tmp_path / "scheduler.json"
     scheduler_cli = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0"]
     worker_cli = [sys.executable, "-m", "distributed.cli.dask_worker", "--nthreads", "1"]
@@ -663,6 +845,22 @@ def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> 
                 stderr=subprocess.STDOUT,
             )
         )
+        yield address, started[0]
+    finally:
+        for process in reversed(started):
+            process.terminate()
+        for process in reversed(started):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in logs:
+            log.close()
+
+
+def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> None:
+    with command_line_cluster(tmp_path) as (address, _):
         # The program's own function travels by value: the workers cannot import it.
         program = textwrap.dedent(
             """
@@ -687,21 +885,27 @@ def test_command_line_cluster_through_dask_scheduler_address(tmp_path: Path) -> 
             text=True,
             timeout=120,
         )
-        assert done.returncode == 0, done.stderr
-        assert done.stdout.strip() == "[0, 1, 4] WorkerCrashed " + str(
-            [x * x for x in range(4, 20)]
-        )
-    finally:
-        for process in reversed(started):
-            process.terminate()
-        for process in reversed(started):
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for log in logs:
-            log.close()
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[0, 1, 4] WorkerCrashed " + str([x * x for x in range(4, 20)])
+
+
+def test_a_scheduler_lost_mid_run_breaks_the_pool_and_says_why(tmp_path: Path) -> None:
+    # The workers of this cluster cannot import the tests' modules: lambdas travel by value.
+    def slowly(x: int) -> int:
+        return (time.sleep(0.2), x)[1]
+
+    with (
+        command_line_cluster(tmp_path) as (address, scheduler),
+        workpool.Pool(backend="dask", address=address) as pool,
+    ):
+        assert list(pool.map(lambda x: x * x, range(4))) == [0, 1, 4, 9]
+        results = pool.imap(slowly, range(1000), chunksize=1)
+        assert next(results) == 0
+        scheduler.kill()
+        with pytest.raises(workpool.BrokenPool, match="lost the connection to the scheduler"):
+            list(results)
+        with pytest.raises(workpool.BrokenPool):
+            pool.submit(abs, 2)
 
 
 # --- refusals ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import pytest
 
 import workpool
 from conftest import live_worker_processes, live_workpool_threads
-from helpers import add, slow_square, square, where
+from helpers import ArrayStream, add, first_value, slow_square, square, where
 
 
 def test_map_returns_results_in_input_order(backend: str) -> None:
@@ -221,3 +221,22 @@ def test_a_task_raising_stop_iteration_fails_alone_in_a_serial_map(lazy: bool) -
     assert results[:3] == [0, 1, 2] and results[4:] == [4, 5]
     assert isinstance(results[3], RuntimeError)
     assert "input position 3" in "".join(results[3].__notes__)
+
+
+def test_cheap_tasks_over_an_endless_input_of_arrays_do_not_read_far_ahead(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pytest.importorskip("numpy")
+    # Chunks sized by time alone grow to thousands of such items, all held at once.
+    monkeypatch.setattr("workpool.chunking.MAX_CHUNK_BYTES", 64 * 1024)
+    arrays = ArrayStream(1000)  # 8 KB each: 8 of them to a chunk
+    most_held = 0
+    results = workpool.imap(first_value, arrays, backend="process", workers=2)
+    try:
+        for i, result in zip(range(3000), results):
+            assert result == i
+            if i % 100 == 0:
+                most_held = max(most_held, arrays.alive())
+    finally:
+        results.close()
+    assert most_held < 500

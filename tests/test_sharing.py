@@ -21,7 +21,8 @@ import psutil
 import pytest
 
 import workpool
-from conftest import left_in_shared_memory, named_shared_memory
+from conftest import left_in_shared_memory, named_shared_memory, wait_for
+from helpers import ArrayStream, first_value
 
 np = pytest.importorskip("numpy")
 
@@ -195,6 +196,21 @@ def test_big_arrays_are_shared_once_per_call_read_only() -> None:
     assert len({identity for _, _, identity in results}) == 1  # one segment for 8 tasks
     sums = workpool.map(part_sum, itertools.repeat(big, 8), range(8), backend="process")
     assert sum(sums) == pytest.approx(big.sum())
+
+
+def test_arrays_of_an_endless_input_leave_shared_memory_once_their_tasks_are_done() -> None:
+    arrays = ArrayStream(1000)  # 8 KB each: over the threshold below
+    results = workpool.imap(
+        first_value, arrays, backend="process", workers=2, share_threshold=4096, chunksize=1
+    )
+    try:
+        for i, result in zip(range(150), results):
+            assert result == i
+        # Neither the arrays nor their segments are all held until the call ends.
+        assert wait_for(lambda: arrays.alive(among_first=100) == 0, timeout=10)
+        assert open_segments() < 50
+    finally:
+        results.close()
 
 
 # --- arrays a function holds (its globals, its closure) ---------------------------------
@@ -424,10 +440,6 @@ def test_sharing_survives_arguments_that_need_cloudpickle() -> None:
     assert workpool.map(lambda item: describe(item[0])[1], [with_closure], backend="process") == [
         "Segment"
     ]
-
-
-def first_value(array: Any) -> float:
-    return float(array[0])
 
 
 def test_a_long_lived_pool_keeps_no_array_it_was_given() -> None:

@@ -288,6 +288,34 @@ HOLDER_SCRIPT = textwrap.dedent(
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's signal: Linux")
+class Ending:
+    """A pool as the exit rule sees it; ``interrupted`` raises Ctrl+C in its first terminate."""
+
+    def __init__(self, *, shutting_down: bool, interrupted: bool = False) -> None:
+        self.shutting_down = shutting_down
+        self.interrupted = interrupted
+        self.terminated = self.joined = False
+
+    def join(self) -> None:
+        self.joined = True
+
+    def terminate(self) -> None:
+        if self.interrupted:
+            self.interrupted = False
+            raise KeyboardInterrupt
+        self.terminated = True
+
+
+def test_a_ctrl_c_while_pools_are_ended_at_exit_still_ends_every_one() -> None:
+    from workpool.backends.at_exit import end_all
+
+    # Ctrl+C may land at any point of the exit, as while a first pool is terminated.
+    pools = [Ending(shutting_down=False, interrupted=True), Ending(shutting_down=False)]
+    pools.append(Ending(shutting_down=True))
+    end_all(pools)  # type: ignore[arg-type]
+    assert [pool.terminated for pool in pools] == [True, True, True]
+
+
 def test_the_zygote_ends_with_the_parent_while_another_process_holds_its_socket(
     tmp_path: Path,
 ) -> None:

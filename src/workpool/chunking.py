@@ -29,14 +29,19 @@ THREAD_CHUNK_SECONDS = 0.002
 MAX_CHUNK_ITEMS = 8_192
 # How much a chunk may grow over the largest one measured so far.
 MAX_GROWTH = 16
+# No chunk of large arrays holds much more than this. The chunks in flight (and, in
+# order, those finished behind a slower one) keep their items in memory here, and on
+# Dask each array's copy on the workers; sized by time alone, cheap tasks over an
+# endless input of 1 MiB arrays went out in chunks of thousands, 4 GB read ahead.
+MAX_CHUNK_BYTES = 64 << 20
 
 
 class ChunkSizer:
     """Decides how many items the next chunk holds. Not thread-safe: one per run.
 
     ``target_seconds`` is the time a chunk should take on a worker; no chunk holds more
-    than ``max_items``. With a known ``total``, chunks are also capped so every worker
-    gets several of them.
+    than ``max_items``, nor more than ``MAX_CHUNK_BYTES`` of the items' arrays. With a
+    known ``total``, chunks are also capped so every worker gets several of them.
     """
 
     def __init__(
@@ -56,6 +61,7 @@ class ChunkSizer:
         self._cap = cap
         self._seconds_per_item: float | None = None
         self._largest_measured = 0
+        self._bytes_per_item = 0  # of the arrays among an item's arguments, last seen
 
     @property
     def seconds_per_item(self) -> float | None:
@@ -75,11 +81,17 @@ class ChunkSizer:
         # a chunk expected to take an eighth of the target is safe to send at once,
         # which brings tiny items to full-size chunks in a round trip or two.
         limit = max(max(1, self._largest_measured) * MAX_GROWTH, wanted // 8)
+        if self._bytes_per_item:
+            limit = min(limit, MAX_CHUNK_BYTES // self._bytes_per_item)
         return max(1, min(wanted, limit, self._cap))
 
     def upfront_size(self) -> int:
         """The size for chunks cut before anything is measured: an even share per worker."""
         return self._fixed if self._fixed is not None else self._cap
+
+    def observe_item_bytes(self, nbytes: int) -> None:
+        """Record the bytes of the arrays an item just read holds (a chunk's first)."""
+        self._bytes_per_item = nbytes
 
     def observe(self, items: int, seconds: float) -> None:
         """Record that ``items`` items ran in ``seconds`` on a worker."""

@@ -29,11 +29,6 @@ __all__ = ["Pool"]
 T = TypeVar("T")
 
 
-# Backends whose open pools finish their work at exit (serial work is never pending;
-# a Dask pool's work lives in a cluster, which Dask's own exit hooks close).
-_FINISHED_AT_EXIT = ("thread", "process", "interpreter")
-
-
 class _FutureSink:
     """Receives the result of one submitted task and settles its Future."""
 
@@ -120,8 +115,7 @@ class Pool(concurrent.futures.Executor):
             self, self._backend.shutdown, wait=False, cancel_pending=False
         )
         self._finalizer.atexit = False
-        if self._spec.backend in _FINISHED_AT_EXIT:
-            at_exit.finish_if_open_at_exit(self)
+        at_exit.finish_if_open_at_exit(self)
 
     @property
     def backend(self) -> str:

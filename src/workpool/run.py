@@ -25,6 +25,7 @@ from workpool.chunking import ChunkSizer
 from workpool.clock import now_ns
 from workpool.errors import add_note, call_timed_out, is_broken_pool, is_cancelled
 from workpool.inputs import InputSource
+from workpool.segments import numpy_if_array
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items
 
@@ -575,6 +576,7 @@ class MapRun:
             self._exhausted = True
 
     def _new_chunk(self, items: Sequence[Any]) -> Chunk:
+        self._sizer.observe_item_bytes(_array_bytes(items[0], self._mode))
         state = _ChunkState(self._next_start, len(items))
         self._next_start += len(items)
         self._items_ahead += len(items)
@@ -700,3 +702,16 @@ class MapRun:
             yield state.values
         if states and self._cutoff is not None and states[0].start > self._cutoff:
             states.clear()  # defensive: nothing after a failure is awaited
+
+
+def _array_bytes(item: Any, mode: CallMode) -> int:
+    """The bytes of the NumPy arrays among an item's arguments (the chunk sizer's bound)."""
+    if mode is CallMode.ONE:
+        arguments: Any = (item,)
+    elif mode is CallMode.STAR:
+        arguments = item
+    else:
+        arguments = (*item[0], *item[1].values())
+    if not isinstance(arguments, (tuple, list)):  # looking into it might use it up
+        return 0
+    return sum(arg.nbytes for arg in arguments if numpy_if_array(arg) is not None)

@@ -31,11 +31,13 @@ are copied into its messages instead, after one ``SharedMemoryWarning``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import pickle
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -106,12 +108,66 @@ class _Receiving(threading.local):
 _receiving = _Receiving()
 
 
+class _WhileAlive:
+    """What a call made of each array (a shared copy, a remote handle), while it lives.
+
+    The array is held weakly: once the caller has let it go and its tasks are done (an
+    item of a generator, used up), what was made of it goes too, so an endless input
+    of large arrays takes bounded memory here, in shared memory and on a cluster.
+    """
+
+    def __init__(self) -> None:
+        # Reentrant: an array may die, and its entry be dropped, while this is held.
+        self._lock = threading.RLock()
+        self._entries: dict[int, tuple[Any, Any]] = {}  # id(array) -> (held, made)
+
+    def get(self, array: Any) -> Any:
+        """What was made of this very array, or None."""
+        with self._lock:
+            entry = self._entries.get(id(array))
+        if entry is None:
+            return None
+        held, made = entry
+        return made if (held() if isinstance(held, weakref.ref) else held) is array else None
+
+    def put(self, array: Any, made: Any) -> None:
+        key = id(array)
+        held: Any
+        try:
+            held = weakref.ref(array, functools.partial(_drop_entry, weakref.ref(self), key))
+        except TypeError:  # cannot be watched: kept until the call ends
+            held = array
+        with self._lock:
+            self._entries[key] = (held, made)
+
+    def drop(self, key: int, held: Any) -> None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is held:
+                del self._entries[key]
+
+    def clear(self) -> None:
+        with self._lock:
+            entries, self._entries = self._entries, {}
+        entries.clear()  # outside the lock: dropping a handle may talk to its cluster
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+
+def _drop_entry(table: weakref.ref[_WhileAlive], key: int, held: Any) -> None:
+    """An array died: drop what was made of it (the table, held weakly, may be gone)."""
+    alive = table()
+    if alive is not None:
+        alive.drop(key, held)
+
+
 class SharingContext:
     """Automatic sharing for one call: which arrays already have a segment.
 
     Thread-safe: chunks are pickled by the caller's thread and, after a crash, by the
-    supervisor's. ``release()`` at the end of the call drops the call's segments, and
-    the handles of arrays sent to other machines.
+    supervisor's. An array's segment (or the handle of its copy on other machines)
+    goes when the array does, and ``release()`` at the end of the call drops the rest.
     Arguments are shared read-only; ``writable=True`` is for results, which become the
     caller's own arrays; ``private=True`` for what a function holds, which each worker
     maps copy-on-write, its own copy as a pickled one would be (``dumps_function_sharing``).
@@ -128,8 +184,8 @@ class SharingContext:
         self.unavailable: OSError | None = None
         self._writable = writable  # may the receiving side write into the copies?
         self.private = private  # the copies are mapped copy-on-write where they arrive
-        self._segments: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, shared copy)
-        self._sent: dict[int, tuple[Any, Any]] = {}  # id(array) -> (array, remote handle)
+        self._segments = _WhileAlive()  # array -> its shared copy
+        self._sent = _WhileAlive()  # array -> the handle of its copy on another machine
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
 
@@ -137,17 +193,14 @@ class SharingContext:
         """The handle ``send(array)`` returned the first time ``array`` left in this call.
 
         An engine that sends large arrays to other machines (Dask) sends each one once
-        per call and refers to that copy from every chunk; ``release()`` drops the
-        handles, which lets the copies go.
+        per call and refers to that copy from every chunk; the handle is dropped with
+        the array, or by ``release()``, which lets the copies go.
         """
         with self._send_lock:  # one send per array, even from two threads at once
-            with self._lock:
-                entry = self._sent.get(id(array))
-            if entry is not None and entry[0] is array:
-                return entry[1]
-            handle = send(array)
-            with self._lock:
-                self._sent[id(array)] = (array, handle)
+            handle = self._sent.get(array)
+            if handle is None:
+                handle = send(array)
+                self._sent.put(array, handle)
             return handle
 
     def shared_copy(self, array: Any) -> Any:
@@ -155,9 +208,9 @@ class SharingContext:
         with self._lock:
             if self.unavailable is not None:
                 return None
-            entry = self._segments.get(id(array))
-            if entry is not None and entry[0] is array:
-                return entry[1]
+        copy = self._segments.get(array)
+        if copy is not None:
+            return copy
         try:
             copy = share(array, writable=self._writable)
         except OSError as exc:
@@ -171,8 +224,7 @@ class SharingContext:
                     stacklevel=2,
                 )
             return None
-        with self._lock:
-            self._segments[id(array)] = (array, copy)
+        self._segments.put(array, copy)
         return copy
 
     @property
@@ -186,10 +238,8 @@ class SharingContext:
         return bool(self._segments)
 
     def release(self) -> None:
-        with self._lock:
-            self._segments.clear()
-            sent, self._sent = self._sent, {}
-        sent.clear()  # outside the lock: dropping a handle may talk to its cluster
+        self._segments.clear()
+        self._sent.clear()
 
 
 class _SharingPickler(pickle.Pickler):

@@ -5,15 +5,17 @@ an executor is done, whether it was shut down (``shutdown(wait=False)`` means "f
 it, without me waiting here") or left open. workpool keeps that promise in two steps:
 
     threading's exit hooks (before threads are joined, before atexit)
-        every ``Pool`` still open on a local backend -> shutdown(wait=False)
+        every ``Pool`` still open -> shutdown(wait=False)
+        Dask pools: ``dask/engine.py`` ends them (``end_all``), before Dask's threads stop
     atexit hooks
         thread and interpreter workers: this module waits for the pools shut down
-        process workers: ``process/exit_hook.py`` waits for them, then ends the zygote
+        process workers: ``process/exit_hook.py`` ends them (``end_all``), then the zygote
 
 So every ``Pool`` finishes the work it was given. Nothing finishes when the program
 ends on Ctrl+C, or gets one while it waits: then pools are abandoned (process pools
 terminated: no worker outlives the program). A one-shot ``workpool.imap`` left unread
 is no ``Pool``: nobody can read its results any more, and its work is abandoned too.
+Each hook shuts the open ``Pool``s down first, whichever runs first.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import threading
 import weakref
 from typing import Protocol
 
-__all__ = ["ended_by_ctrl_c", "finish_before_exit", "finish_if_open_at_exit"]
+__all__ = [
+    "Endable",
+    "end_all",
+    "ended_by_ctrl_c",
+    "finish_before_exit",
+    "finish_if_open_at_exit",
+]
 
 
 class Finishable(Protocol):
@@ -42,6 +50,37 @@ _open: weakref.WeakSet[OpenExecutor] = weakref.WeakSet()
 _lock = threading.Lock()
 _registered = False
 _open_registered = False
+
+
+class Endable(Protocol):
+    @property
+    def shutting_down(self) -> bool:
+        """Whether ``shutdown`` was called: the pool finishes its work, then ends."""
+
+    def join(self) -> None: ...
+    def terminate(self) -> None: ...
+
+
+def end_all(pools: list[Endable]) -> None:
+    """At exit: terminate the pools still open; those shut down first finish their work.
+
+    On Ctrl+C (the one that ends the program, or one that lands meanwhile, at any point
+    of this) every pool is terminated at once.
+    """
+    finishing: list[Endable] = []
+    try:
+        _shut_down_open_pools()
+        if not ended_by_ctrl_c():
+            finishing = [pool for pool in pools if pool.shutting_down]
+        for pool in pools:
+            if pool not in finishing:
+                pool.terminate()
+        for pool in finishing:
+            pool.join()
+    except KeyboardInterrupt:  # what is left, the pool it interrupted included, ends now
+        finishing = pools
+    for pool in finishing:
+        pool.terminate()  # one that has ended already: nothing happens
 
 
 def ended_by_ctrl_c() -> bool:
@@ -85,6 +124,7 @@ def _shut_down_open_pools() -> None:
 def _finish_everything() -> None:
     if ended_by_ctrl_c():
         return
+    _shut_down_open_pools()
     # A Ctrl+C while waiting leaves the rest: worker threads end with the process.
     with contextlib.suppress(KeyboardInterrupt):
         for pool in list(_finishing):

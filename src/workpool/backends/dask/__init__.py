@@ -6,6 +6,7 @@
 - ``payload``  what crosses between the two, both ways
 - ``tracing``  a traced call's times from the nodes, put on the caller's timeline
 - ``cluster``  finding the cluster (address, client, configuration) or starting one
+- ``worker_setup``  what the worker processes of a cluster started here run first
 
 Importing this package does not import Dask; creating a ``DaskBackend`` does.
 """

@@ -5,7 +5,8 @@ started here for the call.
 Dask's configured ``scheduler-address`` (the ``DASK_SCHEDULER_ADDRESS`` environment
 variable), and otherwise starts a cluster of worker processes on this machine,
 listening on 127.0.0.1 only and without a dashboard, which is closed with the call or
-pool. Only what workpool started is closed by workpool.
+pool. Only what workpool started is closed by workpool. While such a cluster runs here,
+Dask's log messages below errors stay unprinted (``_QuietLogs``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from types import ModuleType
 from typing import Any
 
 from workpool._cpus import usable_cpus
+from workpool.backends.dask import worker_setup
 
 __all__ = ["CONNECT_SECONDS", "MISSING_EXTRA", "ClusterLink", "connect", "require_distributed"]
 
@@ -49,13 +51,57 @@ class ClusterLink:
         self.cluster = cluster  # a LocalCluster workpool started, or None
         self.owned = owned  # workpool made the client, and closes it
         self.where = where  # the cluster, in words, for error messages
+        self._cluster_closed = False
 
     def close(self) -> None:
-        """Close what workpool started (the client it made, the cluster it started)."""
+        """Close what workpool started (the client it made, the cluster it started).
+
+        Again after an interruption, until done: closing twice does nothing more.
+        """
         if self.owned:
             self.client.close()
-        if self.cluster is not None:
+        if self.cluster is not None and not self._cluster_closed:
             self.cluster.close()
+            self._cluster_closed = True
+            _quiet_logs.release()
+
+
+class _QuietLogs:
+    """Dask's log handlers held at ERROR while any cluster workpool started runs here.
+
+    ``LocalCluster(silence_logs=...)`` lowers them itself, but restores them when the
+    cluster that lowered them closes, while a second cluster, which found them lowered
+    and so left them alone, still runs: that one's scheduler then logs every message
+    to stderr. Here the first cluster to start lowers them and the last to close
+    restores them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._restore: list[tuple[logging.Handler, int]] = []
+
+    def hold(self) -> None:
+        with self._lock:
+            self._holders += 1
+            if self._holders > 1:
+                return
+            for handler in logging.getLogger("distributed").handlers:
+                if isinstance(handler, logging.StreamHandler) and handler.level < logging.ERROR:
+                    self._restore.append((handler, handler.level))
+                    handler.setLevel(logging.ERROR)
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            if self._holders:
+                return
+            for handler, level in self._restore:
+                handler.setLevel(level)
+            self._restore.clear()
+
+
+_quiet_logs = _QuietLogs()
 
 
 def connect(address: Any, workers: int) -> ClusterLink:
@@ -184,13 +230,25 @@ def loopback_cluster_options() -> dict[str, Any]:
 
 def _start_local_cluster(distributed: ModuleType, workers: int) -> ClusterLink:
     """A cluster of ``workers`` single-threaded worker processes, reachable from here only."""
-    cluster = distributed.LocalCluster(
-        n_workers=workers, silence_logs=logging.ERROR, **loopback_cluster_options()
-    )
+    import dask
+
+    # Theirs, and ours: the workers leave Ctrl+C to the caller (``worker_setup.py``).
+    preload = [*dask.config.get("distributed.worker.preload", []), worker_setup.__name__]
+    _quiet_logs.hold()
+    try:
+        cluster = distributed.LocalCluster(
+            n_workers=workers,
+            silence_logs=logging.ERROR,
+            preload=preload,
+            **loopback_cluster_options(),
+        )
+    except BaseException:
+        _quiet_logs.release()
+        raise
     try:
         client = distributed.Client(cluster, set_as_default=False)
     except BaseException:
-        cluster.close()
+        ClusterLink(None, cluster=cluster, owned=False, where="").close()
         raise
     return ClusterLink(
         client,

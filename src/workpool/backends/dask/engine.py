@@ -59,6 +59,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool._options import PoolSpec
+from workpool.backends.at_exit import end_all
 from workpool.backends.base import Backend, ShutDown
 from workpool.backends.dask import remote
 from workpool.backends.dask.cluster import ClusterLink, connect
@@ -136,7 +137,7 @@ class DaskBackend(Backend):
                 functools.partial(spec.initializer, *spec.initargs), shared=True
             )
         self._session = SessionInfo(self._session_id, initializer, spec.max_tasks_per_worker)
-        _run_exit_hook_first()
+        _register_exit_hook()
         self._functions = FunctionRegistry()
         # Large pickled functions, scattered (``_function_arguments``): fn_id -> future.
         self._scattered_functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
@@ -155,9 +156,12 @@ class DaskBackend(Backend):
         self._accepting = True  # new chunks are welcome (until shutdown or terminate)
         self._sends = True  # chunks may go to Dask (until terminated or broken)
         self._broken: BrokenPool | None = None
-        self._closed = False
+        self._shutting_down = False  # shutdown() was called: finish the work, then end
+        self._ending: threading.Thread | None = None  # the thread that ends the backend
+        self._ended = threading.Event()  # ... once it has
 
         self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._when_done = _done_callbacks_on_the_loop()
         self._courier = threading.Thread(
             target=self._carry, name="workpool-dask-courier", daemon=True
         )
@@ -294,7 +298,7 @@ class DaskBackend(Backend):
                 self._break(failure)
             chunk.sink.deliver(ResultBatch.failed(chunk, failure, retryable=False))
             return
-        future.add_done_callback(self._finished.put)
+        self._when_done(future, self._finished.put)
 
     def _check_open(self) -> None:
         if self._broken is not None:
@@ -513,8 +517,8 @@ class DaskBackend(Backend):
                     "workpool: Dask could not run this chunk's task on the cluster "
                     "(is workpool installed on the workers, in the same version?)",
                 )
-        elif status == "cancelled":
-            error = BrokenPool(f"Dask cancelled the task of {chunk.task_name()}: {future}")
+        elif status == "cancelled":  # not by us: we settle those we cancel ourselves
+            error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {_why_cancelled(future)}")
             self._break(error)
         else:  # finished, but its result could not be fetched
             error = WorkerCrashed(
@@ -570,6 +574,7 @@ class DaskBackend(Backend):
         """Let the tasks in flight finish, and those queued unless ``cancel_pending``."""
         with self._lock:
             self._accepting = False
+            self._shutting_down = True
             queued = list(self._pending) if cancel_pending else []
             if cancel_pending:
                 self._pending.clear()
@@ -599,14 +604,37 @@ class DaskBackend(Backend):
         self._cancel(dropped, why)
         self._drop(queued, why)
 
+    @property
+    def shutting_down(self) -> bool:
+        """Whether ``shutdown`` was called (at exit, such a backend finishes its work)."""
+        return self._shutting_down
+
+    def join(self) -> None:
+        """Wait until the backend has ended (after ``shutdown`` or ``terminate``)."""
+        self._ended.wait()
+
     def _close(self, finish: bool) -> None:
         with self._lock:
             if finish:
                 while self._in_flight or self._settling or self._pending or self._sending:
                     self._idle.wait()
-            if self._closed:
-                return
-            self._closed = True
+            ending = self._ending
+            if ending is None:
+                self._ending = threading.current_thread()
+        if ending is not None:  # another thread ends it: returning means it has ended
+            if ending is not threading.current_thread():
+                self._ended.wait()
+            return
+        try:
+            self._end()
+        except BaseException:  # a Ctrl+C, say: the next call to end it starts again
+            with self._lock:
+                self._ending = None
+            raise
+        self._ended.set()
+
+    def _end(self) -> None:
+        """Stop the courier, close our sessions and what workpool started for us."""
         self._finished.put(None)
         with self._scatter_lock:
             self._scattered_functions.clear()  # lets Dask release them
@@ -633,6 +661,40 @@ class DaskBackend(Backend):
         closer.join(CLOSE_SECONDS)
 
 
+def _done_callbacks_on_the_loop() -> Callable[[Any, Callable[[Any], None]], None]:
+    """A way to call ``callback(future)`` on the client's event loop once a Dask future settles.
+
+    Not ``Future.add_done_callback``: it hands every callback to a thread pool of
+    Dask's, and ``concurrent.futures`` shuts every thread pool down when the interpreter
+    begins to exit, before atexit hooks run. The tasks that settle after that (those our
+    exit hook cancels, the work of a pool shut down without waiting) were then never
+    reported, and each printed a traceback. Our callback only puts the future on a
+    queue, which is safe on the loop itself, as Dask's own coroutine that waits for a
+    future does it (``distributed.client.done_callback``, which ``add_done_callback``
+    itself schedules; should a later Dask drop it, its thread pool it is again).
+    """
+    try:
+        from distributed.client import done_callback
+    except ImportError:
+        return lambda future, callback: future.add_done_callback(callback)
+
+    def when_done(future: Any, callback: Callable[[Any], None]) -> None:
+        future.client.loop.add_callback(done_callback, future, callback)
+
+    return when_done
+
+
+def _why_cancelled(future: Any) -> str:
+    """Dask's own reason for cancelling ``future`` (its scheduler was lost, for one)."""
+    try:
+        future.result(timeout=1)
+    except concurrent.futures.CancelledError as why:  # Dask's, with its reason
+        return str(why)
+    except Exception as other:
+        return f"{future} ({type(other).__name__}: {other})"
+    return str(future)
+
+
 def _task_name(fn: Callable[..., Any]) -> str:
     """The function's name as it appears in task keys (and on Dask's dashboard)."""
     name = getattr(fn, "__name__", None) or type(fn).__name__
@@ -640,20 +702,37 @@ def _task_name(fn: Callable[..., Any]) -> str:
 
 
 _live_backends: weakref.WeakSet[DaskBackend] = weakref.WeakSet()
+_exit_hook_lock = threading.Lock()
+_exit_hook_registered = False
 
 
-def _terminate_at_exit() -> None:
-    """No session may outlive the program on a cluster, nor a cluster workpool started."""
-    for backend in list(_live_backends):
-        with contextlib.suppress(Exception):
-            backend.terminate()
+def _end_at_exit() -> None:
+    """No session may outlive the program on a cluster, nor a cluster workpool started.
 
-
-def _run_exit_hook_first() -> None:
-    """Register the exit hook after Dask's own (atexit runs the last one first).
-
-    Dask closes its clients and clusters at exit; ours must run before, while the
-    client can still reach the workers to close our sessions.
+    A pool still open is terminated; one that was shut down first finishes its work,
+    as on one machine (``backends/at_exit.py``).
     """
-    atexit.unregister(_terminate_at_exit)
-    atexit.register(_terminate_at_exit)
+    with contextlib.suppress(Exception):
+        end_all(list(_live_backends))
+
+
+def _register_exit_hook() -> None:
+    """Have ``_end_at_exit`` run while Dask can still do what it needs.
+
+    Dask hands work to thread pools of its own (a local cluster's scheduler reads each
+    new graph in one), and ``concurrent.futures`` stops every thread pool once the main
+    thread has ended, before the ``atexit`` hooks run: a pool shut down without waiting
+    could then not finish its work. So the hook goes where ``concurrent.futures``
+    registers its own, among the hooks ``threading`` runs when the main thread ends,
+    registered after it and therefore run before it. (A Python without that hook: the
+    last ``atexit`` hook, before Dask's own, which close its clients.)
+    """
+    global _exit_hook_registered
+    register = getattr(threading, "_register_atexit", None)
+    with _exit_hook_lock:
+        if register is None:
+            atexit.unregister(_end_at_exit)
+            atexit.register(_end_at_exit)
+        elif not _exit_hook_registered:
+            register(_end_at_exit)
+            _exit_hook_registered = True

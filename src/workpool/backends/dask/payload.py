@@ -32,7 +32,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from workpool.errors import RemoteTraceback
+from workpool.errors import RemoteTraceback, add_note
 from workpool.int_lists import pack
 from workpool.remote_errors import PackedError
 from workpool.remote_errors import pack_error as pack_process_error
@@ -118,10 +118,27 @@ class Prepickled:
         self.payload = payload
 
     def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
-        return (pickle.loads, (self.payload,))
+        return (_rebuild_function, (self.payload,))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return pickle.loads(self.payload)(*args, **kwargs)
+        return _rebuild_function(self.payload)(*args, **kwargs)
+
+
+def _rebuild_function(payload: bytes) -> Any:
+    """Unpickle a function where it runs; if that fails, the error says it was the function.
+
+    Else a module the workers cannot import reads as the task's own error.
+    """
+    try:
+        return pickle.loads(payload)
+    except Exception as exc:
+        add_note(
+            exc,
+            "workpool: the function could not be rebuilt on the Dask worker: it travels by "
+            "name, so its module must be importable there (installed, or on the workers' "
+            "sys.path); lambdas, closures and functions of __main__ travel by value",
+        )
+        raise
 
 
 class WritableShareRefused(ValueError):

@@ -20,32 +20,22 @@ from __future__ import annotations
 import atexit
 import weakref
 from collections.abc import Callable
-from typing import Protocol
 
-from workpool.backends.at_exit import ended_by_ctrl_c
+from workpool.backends.at_exit import Endable, end_all
 
 __all__ = ["afterwards", "forget", "run_before_multiprocessing", "track"]
 
 
-class Terminable(Protocol):
-    @property
-    def shutting_down(self) -> bool:
-        """Whether ``shutdown`` was called: the pool finishes its work, then ends."""
-
-    def join(self) -> None: ...
-    def terminate(self) -> None: ...
-
-
-_live: weakref.WeakSet[Terminable] = weakref.WeakSet()
+_live: weakref.WeakSet[Endable] = weakref.WeakSet()
 _afterwards: list[Callable[[], None]] = []
 
 
-def track(pool: Terminable) -> None:
+def track(pool: Endable) -> None:
     """Terminate ``pool`` at exit, if it is still running then."""
     _live.add(pool)
 
 
-def forget(pool: Terminable) -> None:
+def forget(pool: Endable) -> None:
     _live.discard(pool)
 
 
@@ -55,18 +45,7 @@ def afterwards(callback: Callable[[], None]) -> None:
 
 
 def _terminate_everything() -> None:
-    pools = list(_live)
-    finishing = [] if ended_by_ctrl_c() else [pool for pool in pools if pool.shutting_down]
-    try:
-        for pool in pools:
-            if pool not in finishing:
-                pool.terminate()
-        for pool in finishing:
-            pool.join()
-    except KeyboardInterrupt:  # Ctrl+C while waiting: what is left is terminated now
-        pass
-    for pool in finishing:
-        pool.terminate()  # one that has finished is ended already: nothing happens
+    end_all(list(_live))
     for callback in _afterwards:
         callback()
 
