@@ -380,28 +380,49 @@ def test_work_given_before_shutdown_without_waiting_is_done_at_exit(
 
 
 @pytest.mark.parametrize("where", ["address", "local cluster"])
-def test_a_pool_still_open_at_exit_cancels_its_tasks_quietly(
+def test_a_pool_still_open_at_exit_finishes_its_work(
     client: Any, tmp_path: Path, where: str
 ) -> None:
+    # A Pool is an Executor: left open, it still does the work it was given.
+    cluster = f"address={client.scheduler.address!r}" if where == "address" else "workers=1"
+    done = run_program(
+        f"""
+        import workpool
+        from cluster_tasks import MarkDone
+
+        pool = workpool.Pool(backend="dask", {cluster})
+        for x in range(6):
+            pool.submit(MarkDone({str(tmp_path)!r}), x)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert sorted(p.name for p in tmp_path.glob("done-*")) == [f"done-{x}" for x in range(6)]
+    assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+
+
+@pytest.mark.parametrize("where", ["address", "local cluster"])
+def test_an_imap_left_unread_at_exit_cancels_its_tasks_quietly(
+    client: Any, tmp_path: Path, where: str
+) -> None:
+    # Nobody can read its results any more: its tasks (10 s each) are cancelled.
     cluster = f"address={client.scheduler.address!r}" if where == "address" else "workers=1"
     done = run_program(
         f"""
         import workpool
         from cluster_tasks import WaitLong
 
-        pool = workpool.Pool(backend="dask", {cluster})
-        futures = [pool.submit(WaitLong({str(tmp_path)!r}), x) for x in (0, 1)]
-        print(futures[0].result(), flush=True)  # and 1 waits long on one of the two workers
         left_unread = workpool.imap(WaitLong({str(tmp_path)!r}), range(12), backend="dask",
                                     {cluster}, chunksize=1)
         print(next(left_unread), flush=True)
         """
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["0", "0"]
+    assert done.stdout.split() == ["0"]
     assert done.stderr == ""
     assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
     assert wait_for(lambda: waiters_gone(tmp_path), timeout=5), waiting(tmp_path)
+    assert not list(tmp_path.glob("waited-*"))  # no waiting task ran to its end
 
 
 def test_ctrl_c_in_a_terminal_leaves_the_local_clusters_workers_quiet() -> None:
