@@ -25,6 +25,7 @@ import contextlib
 import sys
 import threading
 import weakref
+from collections.abc import Iterable
 from typing import Protocol
 
 __all__ = [
@@ -61,14 +62,16 @@ class Endable(Protocol):
     def terminate(self) -> None: ...
 
 
-def end_all(pools: list[Endable]) -> None:
+def end_all(live: Iterable[Endable]) -> None:
     """At exit: terminate the pools still open; those shut down first finish their work.
 
     On Ctrl+C (the one that ends the program, or one that lands meanwhile, at any point
-    of this) every pool is terminated at once.
+    of this, while ``live`` is read too) every pool is terminated at once.
     """
+    pools: list[Endable] = []
     finishing: list[Endable] = []
     try:
+        pools = list(live)
         _shut_down_open_pools()
         if not ended_by_ctrl_c():
             finishing = [pool for pool in pools if pool.shutting_down]
@@ -78,7 +81,7 @@ def end_all(pools: list[Endable]) -> None:
         for pool in finishing:
             pool.join()
     except KeyboardInterrupt:  # what is left, the pool it interrupted included, ends now
-        finishing = pools
+        finishing = pools or list(live)
     for pool in finishing:
         pool.terminate()  # one that has ended already: nothing happens
 

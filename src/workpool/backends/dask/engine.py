@@ -709,11 +709,11 @@ _exit_hook_registered = False
 def _end_at_exit() -> None:
     """No session may outlive the program on a cluster, nor a cluster workpool started.
 
-    A pool still open is terminated; one that was shut down first finishes its work,
-    as on one machine (``backends/at_exit.py``).
+    A ``Pool`` still open is shut down first, and one shut down finishes its work; the
+    rest (an unread one-shot imap) is terminated, as on one machine (``at_exit.py``).
     """
     with contextlib.suppress(Exception):
-        end_all(list(_live_backends))
+        end_all(_live_backends)
 
 
 def _register_exit_hook() -> None:

@@ -45,7 +45,7 @@ def afterwards(callback: Callable[[], None]) -> None:
 
 
 def _terminate_everything() -> None:
-    end_all(list(_live))
+    end_all(_live)
     for callback in _afterwards:
         callback()
 
