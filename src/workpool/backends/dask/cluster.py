@@ -61,9 +61,17 @@ class ClusterLink:
         if self.owned:
             self.client.close()
         if self.cluster is not None and not self._cluster_closed:
-            self.cluster.close()
-            self._cluster_closed = True
-            _quiet_logs.release()
+            try:
+                # Bounded: at exit, after a Ctrl+C, a local cluster's close was seen to
+                # wait for ever; its processes end with this one all the same.
+                self.cluster.close(timeout=CLOSE_SECONDS)
+            finally:
+                self._cluster_closed = True
+                _quiet_logs.release()
+
+
+# How long closing a local cluster may take before it is given up on.
+CLOSE_SECONDS = 10.0
 
 
 class _QuietLogs:
