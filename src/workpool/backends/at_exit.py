@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import sys
 import threading
 import weakref
@@ -51,6 +52,7 @@ _open: weakref.WeakSet[OpenExecutor] = weakref.WeakSet()
 _lock = threading.Lock()
 _registered = False
 _open_registered = False
+_registered_by = 0  # the process that registered the hook for open pools
 
 
 class Endable(Protocol):
@@ -104,7 +106,7 @@ def finish_before_exit(pool: Finishable) -> None:
 
 def finish_if_open_at_exit(pool: OpenExecutor) -> None:
     """At exit, shut ``pool`` down if it is still open, so that it finishes its work."""
-    global _open_registered
+    global _open_registered, _registered_by
     with _lock:
         _open.add(pool)
         if not _open_registered:
@@ -114,10 +116,13 @@ def finish_if_open_at_exit(pool: OpenExecutor) -> None:
             register = getattr(threading, "_register_atexit", atexit.register)
             register(_shut_down_open_pools)
             _open_registered = True
+            _registered_by = os.getpid()
 
 
 def _shut_down_open_pools() -> None:
-    if ended_by_ctrl_c():
+    # A child forked from this process (multiprocessing's fork start method) runs
+    # threading's exit hooks when it ends, over copies of our pools: not its own.
+    if ended_by_ctrl_c() or os.getpid() != _registered_by:
         return
     with contextlib.suppress(KeyboardInterrupt):
         for pool in list(_open):

@@ -48,6 +48,7 @@ import concurrent.futures
 import contextlib
 import functools
 import itertools
+import os
 import pickle
 import queue
 import re
@@ -704,6 +705,7 @@ def _task_name(fn: Callable[..., Any]) -> str:
 _live_backends: weakref.WeakSet[DaskBackend] = weakref.WeakSet()
 _exit_hook_lock = threading.Lock()
 _exit_hook_registered = False
+_exit_hook_pid = 0  # the process the hook was registered in
 
 
 def _end_at_exit() -> None:
@@ -712,6 +714,8 @@ def _end_at_exit() -> None:
     A ``Pool`` still open is shut down first, and one shut down finishes its work; the
     rest (an unread one-shot imap) is terminated, as on one machine (``at_exit.py``).
     """
+    if os.getpid() != _exit_hook_pid:  # a forked child ends: these pools are not its own
+        return
     with contextlib.suppress(Exception):
         end_all(_live_backends)
 
@@ -727,9 +731,10 @@ def _register_exit_hook() -> None:
     registered after it and therefore run before it. (A Python without that hook: the
     last ``atexit`` hook, before Dask's own, which close its clients.)
     """
-    global _exit_hook_registered
+    global _exit_hook_registered, _exit_hook_pid
     register = getattr(threading, "_register_atexit", None)
     with _exit_hook_lock:
+        _exit_hook_pid = os.getpid()
         if register is None:
             atexit.unregister(_end_at_exit)
             atexit.register(_end_at_exit)
