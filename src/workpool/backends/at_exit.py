@@ -51,8 +51,7 @@ _finishing: weakref.WeakSet[Finishable] = weakref.WeakSet()
 _open: weakref.WeakSet[OpenExecutor] = weakref.WeakSet()
 _lock = threading.Lock()
 _registered = False
-_open_registered = False
-_registered_by = 0  # the process that registered the hook for open pools
+_registered_by = 0  # the process that registered the hook for open pools (0: none yet)
 
 
 class Endable(Protocol):
@@ -106,16 +105,15 @@ def finish_before_exit(pool: Finishable) -> None:
 
 def finish_if_open_at_exit(pool: OpenExecutor) -> None:
     """At exit, shut ``pool`` down if it is still open, so that it finishes its work."""
-    global _open_registered, _registered_by
+    global _registered_by
     with _lock:
         _open.add(pool)
-        if not _open_registered:
+        if not _registered_by:
             # concurrent.futures' own hook runs here too: before non-daemon threads are
             # joined and before any atexit hook, so that the backends' hooks (which may
             # have been registered earlier or later) all find these pools shut down.
             register = getattr(threading, "_register_atexit", atexit.register)
             register(_shut_down_open_pools)
-            _open_registered = True
             _registered_by = os.getpid()
 
 
