@@ -81,6 +81,17 @@ SCRIPT = textwrap.dedent(
             if mode == "nowait-then-ctrl-c":
                 pool.shutdown(wait=False)
             raise KeyboardInterrupt
+        elif mode.startswith(("fork-with-", "fork-nowait-")):
+            kind = mode.rsplit("-", 1)[1]
+            with workpool.Pool(2, backend=kind) as pool:
+                futures = [pool.submit(finish_later, i) for i in range(6)]
+                if mode.startswith("fork-nowait-"):
+                    pool.shutdown(wait=False)
+                child = os.fork()
+                if child == 0:
+                    sys.exit(0)  # through the with block and the exit hooks, as a script ends
+                _, status = os.waitpid(child, 0)
+                print("child", os.waitstatus_to_exitcode(status), flush=True)
         elif mode.startswith(("nowait-", "open-")):
             if mode.endswith("-process"):
                 pool = workpool.Pool(2, backend="process", start_method={method!r})
@@ -191,6 +202,25 @@ def test_interpreter_exit_finishes_the_work_a_pool_was_given(tmp_path: Path, mod
     code, out, err, _ = finish(parent, timeout=60)
     assert code == 0, err
     assert "leaving" in out
+    assert sorted(p.name for p in tmp_path.glob("pids-done-*")) == [
+        f"pids-done-{i}" for i in range(6)
+    ]
+    pids = worker_pids(marks)
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads: 3.12+ warns
+@pytest.mark.parametrize(
+    "mode", ["fork-with-thread", "fork-with-process", "fork-nowait-thread", "fork-nowait-process"]
+)
+def test_a_forked_child_that_exits_leaves_the_parents_pool_alone(tmp_path: Path, mode: str) -> None:
+    # The child inherits copies of the pool and of workpool's exit hooks, but not the
+    # pool's threads, and the workers are the parent's: it must neither wait for them
+    # nor end them. The parent's pool then finishes all its work.
+    parent, marks = start_parent(tmp_path, mode)
+    code, out, err, _ = finish(parent, timeout=60)
+    assert code == 0, err
+    assert "child 0" in out
     assert sorted(p.name for p in tmp_path.glob("pids-done-*")) == [
         f"pids-done-{i}" for i in range(6)
     ]

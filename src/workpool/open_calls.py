@@ -11,34 +11,25 @@ as ``close()`` would: what was journaled is committed, the trace is written.
 
 from __future__ import annotations
 
-import atexit
-import threading
-import weakref
 from collections.abc import Generator
 from typing import Any
 
-__all__ = ["close_at_exit"]
+from workpool.exit_lists import ATEXIT, ExitList
 
-_open: weakref.WeakSet[Generator[Any, None, None]] = weakref.WeakSet()
-_lock = threading.Lock()
-_registered = False
+__all__ = ["close_at_exit"]
 
 
 def close_at_exit(results: Generator[Any, None, None]) -> None:
     """Close ``results`` when the program exits, unless it is finished or collected first."""
-    global _registered
-    with _lock:
-        _open.add(results)
-        if not _registered:
-            atexit.register(_close_everything)
-            _registered = True
+    _open.add(results)
 
 
-def _close_everything() -> None:
-    with _lock:
-        still_open = list(_open)
+def _close_everything(still_open: list[Generator[Any, None, None]]) -> None:
     for results in still_open:
         try:
             results.close()
         except ValueError:  # another thread is reading it at this very moment: leave it
             continue
+
+
+_open: ExitList[Generator[Any, None, None]] = ExitList(_close_everything, ATEXIT)

@@ -20,14 +20,12 @@ Each hook shuts the open ``Pool``s down first, whichever runs first.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import os
 import sys
-import threading
-import weakref
 from collections.abc import Iterable
 from typing import Protocol
+
+from workpool.exit_lists import ATEXIT, THREADS, ExitList
 
 __all__ = [
     "Endable",
@@ -45,13 +43,6 @@ class Finishable(Protocol):
 class OpenExecutor(Protocol):
     def _shut_down_at_exit(self) -> None:
         """Shut down without waiting, unless shut down already."""
-
-
-_finishing: weakref.WeakSet[Finishable] = weakref.WeakSet()
-_open: weakref.WeakSet[OpenExecutor] = weakref.WeakSet()
-_lock = threading.Lock()
-_registered = False
-_registered_by = 0  # the process that registered the hook for open pools (0: none yet)
 
 
 class Endable(Protocol):
@@ -95,43 +86,34 @@ def ended_by_ctrl_c() -> bool:
 
 def finish_before_exit(pool: Finishable) -> None:
     """``pool`` was shut down: at exit, wait until it has done the work it holds."""
-    global _registered
-    with _lock:
-        _finishing.add(pool)
-        if not _registered:
-            atexit.register(_finish_everything)
-            _registered = True
+    _finishing.add(pool)
 
 
 def finish_if_open_at_exit(pool: OpenExecutor) -> None:
     """At exit, shut ``pool`` down if it is still open, so that it finishes its work."""
-    global _registered_by
-    with _lock:
-        _open.add(pool)
-        if not _registered_by:
-            # concurrent.futures' own hook runs here too: before non-daemon threads are
-            # joined and before any atexit hook, so that the backends' hooks (which may
-            # have been registered earlier or later) all find these pools shut down.
-            register = getattr(threading, "_register_atexit", atexit.register)
-            register(_shut_down_open_pools)
-            _registered_by = os.getpid()
+    _open.add(pool)
 
 
-def _shut_down_open_pools() -> None:
-    # A child forked from this process (multiprocessing's fork start method) runs
-    # threading's exit hooks when it ends, over copies of our pools: not its own.
-    if ended_by_ctrl_c() or os.getpid() != _registered_by:
+def _shut_down_open_pools(pools: list[OpenExecutor] | None = None) -> None:
+    if ended_by_ctrl_c():
         return
     with contextlib.suppress(KeyboardInterrupt):
-        for pool in list(_open):
+        for pool in _open.members() if pools is None else pools:
             pool._shut_down_at_exit()
 
 
-def _finish_everything() -> None:
+def _finish_everything(pools: list[Finishable]) -> None:
     if ended_by_ctrl_c():
         return
     _shut_down_open_pools()
     # A Ctrl+C while waiting leaves the rest: worker threads end with the process.
     with contextlib.suppress(KeyboardInterrupt):
-        for pool in list(_finishing):
+        for pool in pools:
             pool.shutdown(wait=True, cancel_pending=False)
+
+
+# concurrent.futures' own hook runs among threading's too: before non-daemon threads are
+# joined and before any atexit hook, so that the backends' hooks (which may have been
+# registered earlier or later) all find these pools shut down.
+_open: ExitList[OpenExecutor] = ExitList(_shut_down_open_pools, THREADS)
+_finishing: ExitList[Finishable] = ExitList(_finish_everything, ATEXIT)

@@ -370,9 +370,11 @@ class ThreadedBackend(Backend):
         current = threading.current_thread()
         while True:  # a leaving worker may start a successor meanwhile
             with self._lock:
-                threads = [t for t in self._threads if t is not current]
+                # Alive: in a child forked from the process that runs the pool, its
+                # threads are listed but did not come along (they never leave the list).
+                threads = [t for t in self._threads if t is not current and t.is_alive()]
                 watchdog = self._deadlines.thread
-                if watchdog is not None and watchdog is not current:
+                if watchdog is not None and watchdog is not current and watchdog.is_alive():
                     threads.append(watchdog)
             if not threads:
                 return

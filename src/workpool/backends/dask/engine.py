@@ -42,20 +42,17 @@ workpool made them.
 
 from __future__ import annotations
 
-import atexit
 import collections
 import concurrent.futures
 import contextlib
 import functools
 import itertools
-import os
 import pickle
 import queue
 import re
 import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -74,6 +71,7 @@ from workpool.backends.dask.payload import (
 )
 from workpool.clock import now_ns
 from workpool.errors import BrokenPool, WorkerCrashed, add_note
+from workpool.exit_lists import THREADS, ExitList
 from workpool.serialize import FunctionRegistry, dumps_function, unpicklable_reason
 from workpool.tasks import Chunk, ResultBatch, ResultSink
 
@@ -138,7 +136,6 @@ class DaskBackend(Backend):
                 functools.partial(spec.initializer, *spec.initargs), shared=True
             )
         self._session = SessionInfo(self._session_id, initializer, spec.max_tasks_per_worker)
-        _register_exit_hook()
         self._functions = FunctionRegistry()
         # Large pickled functions, scattered (``_function_arguments``): fn_id -> future.
         self._scattered_functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
@@ -702,42 +699,19 @@ def _task_name(fn: Callable[..., Any]) -> str:
     return re.sub(r"[^A-Za-z0-9_]", "", name) or "task"
 
 
-_live_backends: weakref.WeakSet[DaskBackend] = weakref.WeakSet()
-_exit_hook_lock = threading.Lock()
-_exit_hook_registered = False
-_exit_hook_pid = 0  # the process the hook was registered in
-
-
-def _end_at_exit() -> None:
+def _end_at_exit(backends: list[DaskBackend]) -> None:
     """No session may outlive the program on a cluster, nor a cluster workpool started.
 
     A ``Pool`` still open is shut down first, and one shut down finishes its work; the
     rest (an unread one-shot imap) is terminated, as on one machine (``at_exit.py``).
     """
-    if os.getpid() != _exit_hook_pid:  # a forked child ends: these pools are not its own
-        return
     with contextlib.suppress(Exception):
-        end_all(_live_backends)
+        end_all(backends)
 
 
-def _register_exit_hook() -> None:
-    """Have ``_end_at_exit`` run while Dask can still do what it needs.
-
-    Dask hands work to thread pools of its own (a local cluster's scheduler reads each
-    new graph in one), and ``concurrent.futures`` stops every thread pool once the main
-    thread has ended, before the ``atexit`` hooks run: a pool shut down without waiting
-    could then not finish its work. So the hook goes where ``concurrent.futures``
-    registers its own, among the hooks ``threading`` runs when the main thread ends,
-    registered after it and therefore run before it. (A Python without that hook: the
-    last ``atexit`` hook, before Dask's own, which close its clients.)
-    """
-    global _exit_hook_registered, _exit_hook_pid
-    register = getattr(threading, "_register_atexit", None)
-    with _exit_hook_lock:
-        _exit_hook_pid = os.getpid()
-        if register is None:
-            atexit.unregister(_end_at_exit)
-            atexit.register(_end_at_exit)
-        elif not _exit_hook_registered:
-            register(_end_at_exit)
-            _exit_hook_registered = True
+# Dask hands work to thread pools of its own (a local cluster's scheduler reads each new
+# graph in one), and ``concurrent.futures`` stops every thread pool once the main thread
+# has ended, before the ``atexit`` hooks run: a pool shut down without waiting could then
+# not finish its work. So the hook runs among ``threading``'s, where ``concurrent.futures``
+# registers its own: registered after it, it runs before it.
+_live_backends: ExitList[DaskBackend] = ExitList(_end_at_exit, THREADS)

@@ -53,17 +53,16 @@ A task that ends the process (``os._exit``, a segfault) ends the program, as on 
 
 from __future__ import annotations
 
-import atexit
 import sys
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING
 
 from workpool._options import PoolSpec
 from workpool.backends.interpreter.context import InterpreterContext
 from workpool.backends.threaded import ThreadedBackend, WorkerContext
 from workpool.chunking import THREAD_CHUNK_SECONDS
+from workpool.exit_lists import ATEXIT, ExitList
 from workpool.serialize import FunctionRegistry, dumps_function
 
 if TYPE_CHECKING:
@@ -77,14 +76,11 @@ __all__ = ["InterpreterBackend"]
 # (CPython gh-126016). Python runs this after joining non-daemon threads and before
 # finalizing subinterpreters. It waits, as concurrent.futures does at exit, for the
 # tasks still running, including those abandoned after a timeout.
-_live_backends: weakref.WeakSet[InterpreterBackend] = weakref.WeakSet()
 # How long the exit waits quietly before saying what it waits for.
 _EXIT_NOTICE_SECONDS = 2.0
 
 
-@atexit.register
-def _finish_before_exit() -> None:
-    backends = list(_live_backends)
+def _finish_before_exit(backends: list[InterpreterBackend]) -> None:
     for backend in backends:  # a pool shut down (at_exit.py) finishes its queue; others not
         backend.shutdown(wait=True, cancel_pending=not backend.shutting_down)
     abandoned = [thread for backend in backends for thread in backend.abandoned_threads()]
@@ -100,6 +96,9 @@ def _finish_before_exit() -> None:
         )
         for thread in abandoned:
             thread.join()
+
+
+_live_backends: ExitList[InterpreterBackend] = ExitList(_finish_before_exit, ATEXIT)
 
 
 class InterpreterBackend(ThreadedBackend):

@@ -17,16 +17,14 @@ none of this.
 
 from __future__ import annotations
 
-import atexit
-import weakref
 from collections.abc import Callable
 
 from workpool.backends.at_exit import Endable, end_all
+from workpool.exit_lists import ATEXIT, ExitList
 
 __all__ = ["afterwards", "forget", "run_before_multiprocessing", "track"]
 
 
-_live: weakref.WeakSet[Endable] = weakref.WeakSet()
 _afterwards: list[Callable[[], None]] = []
 
 
@@ -44,8 +42,8 @@ def afterwards(callback: Callable[[], None]) -> None:
     _afterwards.append(callback)
 
 
-def _terminate_everything() -> None:
-    end_all(_live)
+def _terminate_everything(pools: list[Endable]) -> None:
+    end_all(pools)
     for callback in _afterwards:
         callback()
 
@@ -54,8 +52,8 @@ def run_before_multiprocessing() -> None:
     """Make our exit hook run before multiprocessing's (see the module docstring)."""
     import multiprocessing.util  # noqa: F401 - registers multiprocessing's own hook
 
-    atexit.unregister(_terminate_everything)
-    atexit.register(_terminate_everything)
+    _live.register_now()
 
 
-atexit.register(_terminate_everything)
+_live: ExitList[Endable] = ExitList(_terminate_everything, ATEXIT)
+_live.register_now()  # the zygote's end (``afterwards``) is due even if no pool started
