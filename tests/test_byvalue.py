@@ -306,6 +306,53 @@ def _run_script_report(tmp_path: Path, source: str, portable: bool) -> tuple[Any
     return json.loads(result.stdout), backends
 
 
+# A script that picks a function by a name it computes (a dispatch table made of its
+# own globals), as a script run by multiprocessing's spawn or ProcessPoolExecutor can.
+LOOKUP_BY_NAME_SCRIPT = """
+import json, sys
+import workpool
+
+SCALE = 3
+LARGE = list(range(100_000))  # data no task names: not needed in the workers
+
+class Doubler:
+    def __call__(self, x):
+        return 2 * x
+
+def handle_odd(x):
+    return x + 1
+
+def handle_even(x):
+    return x * 10
+
+def by_globals(x):
+    kind = "odd" if x % 2 else "even"
+    return globals()["handle_" + kind](x) * globals()["SCALE"]
+
+def by_eval(x):
+    return eval("Doubler()")(x) + eval("SCALE")
+
+def sees_large(_):
+    return "LARGE" in globals()
+
+if __name__ == "__main__":
+    report = {}
+    for backend in ["process", *sys.argv[1:]]:
+        report[backend] = [workpool.map(f, range(4), backend=backend, workers=2)
+                           for f in (by_globals, by_eval, sees_large)]
+    print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["default", "portable"])
+def test_a_script_function_finds_the_scripts_functions_by_a_computed_name(
+    tmp_path: Path, portable: bool
+) -> None:
+    report, backends = _run_script_report(tmp_path, LOOKUP_BY_NAME_SCRIPT, portable)
+    expected = [[0, 6, 60, 12], [3, 5, 7, 9], [False] * 4]
+    assert report == dict.fromkeys(["process", *backends], expected)
+
+
 # The script's classes read what the initializer set up, as its functions do: through
 # their methods, the methods of a base class, static and class methods and properties,
 # whether the class reaches the worker with the task's function or with its items.

@@ -3,7 +3,9 @@
 A function defined in ``__main__`` (or a lambda, or a closure) cannot travel by name:
 the worker's ``__main__`` is not the caller's, and a lambda has no name to import. It
 must travel as what it is: its code, the globals it reads as they are *now*, its
-defaults and the contents of its closure. cloudpickle does this for everything, but
+defaults and the contents of its closure. (One that reads globals by a name it computes,
+``globals()["handle_" + kind]`` or ``eval(name)``, is given the module's functions,
+classes, modules and plain values too.) cloudpickle does this for everything, but
 importing it costs more than starting a pool. The plain functions almost every program
 sends need far less, and this pickler carries them with ``pickle`` and ``marshal``:
 
@@ -98,6 +100,35 @@ def global_names(code: types.CodeType) -> set[str]:
         if isinstance(const, types.CodeType):
             names |= global_names(const)
     return names
+
+
+# Builtins through which a function can read any global by a name it computes:
+# ``globals()[kind]``, ``eval(name)``. Such a function is given more than the names in
+# its code (``_lookup_targets``).
+_READS_GLOBALS_BY_NAME = frozenset({"globals", "eval", "exec"})
+_PLAIN_VALUES = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _lookup_targets(module_globals: dict[str, Any]) -> set[str]:
+    """The globals a function may look up by a computed name, beyond those it names: the
+    module's functions, classes and modules, and its plain values (numbers, strings).
+
+    What a dispatch table by name reaches for, as ``globals()["handle_" + kind]`` does;
+    not the module's other data, which may be large and is carried when named.
+    """
+    return {
+        name
+        for name, value in module_globals.items()
+        if not name.startswith("__")
+        and (
+            isinstance(value, (types.FunctionType, type, *_PLAIN_VALUES))
+            or (
+                isinstance(value, types.ModuleType)
+                and value.__name__ in sys.modules
+                and value.__name__ != "__main__"
+            )
+        )
+    }
 
 
 # This process among all that may send functions to one worker (a Dask worker serves
@@ -347,9 +378,10 @@ class _FunctionsByValue(pickle.Pickler):
         namespace = self._namespace(fn)
         code = fn.__code__
         module_globals = fn.__globals__
-        reads = {
-            name: module_globals[name] for name in global_names(code) if name in module_globals
-        }
+        names = global_names(code)
+        if not names.isdisjoint(_READS_GLOBALS_BY_NAME):
+            names |= _lookup_targets(module_globals)
+        reads = {name: module_globals[name] for name in names if name in module_globals}
         fingerprints = None
         if self._shared:
             fingerprints = {name: _fingerprint(value) for name, value in reads.items()}
