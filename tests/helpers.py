@@ -236,14 +236,16 @@ def run_cli_without_matplotlib(args: list[str]) -> subprocess.CompletedProcess[s
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
 
 
-def wait_at_zero(x: int, directory: str) -> int:
-    """Item 0 waits for ``directory/release`` (30 s at most); the others leave a mark."""
+def wait_at_zero(x: int, directory: str, others_take: float = 0.0) -> int:
+    """Item 0 waits for ``directory/release`` (30 s at most); the others take
+    ``others_take`` seconds at least, then leave a mark."""
     folder = pathlib.Path(directory)
     if x == 0:
         deadline = time.monotonic() + 30
         while not (folder / "release").exists() and time.monotonic() < deadline:
             time.sleep(0.005)
     else:
+        time.sleep(others_take)
         (folder / str(x)).touch()
     return x
 

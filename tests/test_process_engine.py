@@ -17,7 +17,7 @@ import pytest
 
 import workpool
 from conftest import FORK_WARNING, START_METHODS, wait_for
-from helpers import first_worker_waits, square
+from helpers import first_worker_waits, square, wait_at_zero
 from workpool import _platform
 
 _unpickled_here: list[int] = []
@@ -327,6 +327,18 @@ def test_work_does_not_wait_for_a_worker_still_starting(tmp_path: Path) -> None:
         finally:
             (tmp_path / "release").touch()
             releaser.cancel()
+
+
+def test_no_task_waits_behind_a_long_one_while_a_worker_is_free(tmp_path: Path) -> None:
+    # Item 0 runs until released; the others take 50 ms each. A chunk sent ahead to the
+    # worker running item 0 would wait there, and the map would take twice as long as
+    # multiprocessing's, whose workers take a task only when they are free.
+    with workpool.Pool(2, backend="process") as pool:
+        futures = [pool.submit(wait_at_zero, x, str(tmp_path), 0.05) for x in range(8)]
+        others_done = wait_for(lambda: all(f.done() for f in futures[1:]), timeout=30)
+        (tmp_path / "release").touch()
+        assert others_done, [x for x, f in enumerate(futures) if not f.done()]
+        assert [f.result(timeout=30) for f in futures] == list(range(8))
 
 
 def test_a_pool_runs_more_functions_than_a_worker_keeps() -> None:
