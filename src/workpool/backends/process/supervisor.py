@@ -50,12 +50,13 @@ from workpool.tasks import ResultBatch
 __all__ = ["Supervisor"]
 
 # Chunks a worker holds at once while chunks are short: the running one and the next,
-# so that it never waits for the parent between them. Once one of the last
-# RECENT_CHUNKS took PREFETCH_MAX_SECONDS or more (and until the first comes back, as
-# nothing is known yet), a worker holds only the chunk it runs: one queued behind a
-# long task would wait there while the other workers ran out of work (a map of tasks of
-# skewed lengths took up to twice as long as multiprocessing's), and waiting for the
-# parent between chunks that long costs them under 1%.
+# so that it never waits for the parent between them. Once the last RECENT_CHUNKS took
+# PREFETCH_MAX_SECONDS or more, as a median (and until the first comes back, as nothing
+# is known yet), a worker holds only the chunk it runs: one queued behind a long task
+# would wait there while the other workers ran out of work (a map of tasks of skewed
+# lengths took up to twice as long as multiprocessing's), and waiting for the parent
+# between chunks that long costs them under 1%. (A median: a chunk slowed by a busy
+# machine, or a rare long task among short ones, does not turn it off.)
 PREFETCH = 2
 PREFETCH_MAX_SECONDS = 0.025
 RECENT_CHUNKS = 8
@@ -499,7 +500,7 @@ class Supervisor:
             return
         wire = handle.assigned.popleft()
         self._recent_runs.append(batch.elapsed)
-        short = max(self._recent_runs) < PREFETCH_MAX_SECONDS
+        short = sorted(self._recent_runs)[len(self._recent_runs) // 2] < PREFETCH_MAX_SECONDS
         self._room_per_worker = PREFETCH if short else 1
         self._settle(handle, wire, batch)
         if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
