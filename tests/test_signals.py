@@ -89,6 +89,10 @@ SCRIPT = textwrap.dedent(
                     pool.shutdown(wait=False)
                 child = os.fork()
                 if child == 0:
+                    try:
+                        pool.submit(finish_later, 99)
+                    except RuntimeError as exc:
+                        print("child refused:", "forked" in str(exc), flush=True)
                     sys.exit(0)  # through the with block and the exit hooks, as a script ends
                 _, status = os.waitpid(child, 0)
                 print("child", os.waitstatus_to_exitcode(status), flush=True)
@@ -221,6 +225,7 @@ def test_a_forked_child_that_exits_leaves_the_parents_pool_alone(tmp_path: Path,
     code, out, err, _ = finish(parent, timeout=60)
     assert code == 0, err
     assert "child 0" in out
+    assert "child refused: True" in out
     assert sorted(p.name for p in tmp_path.glob("pids-done-*")) == [
         f"pids-done-{i}" for i in range(6)
     ]

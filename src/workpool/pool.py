@@ -70,6 +70,26 @@ class _FutureSink:
             pass  # cancelled meanwhile: nobody wants the outcome
 
 
+# How many forks away this process is from the one that first imported this module. A
+# Pool made in another generation was made by an ancestor: its threads did not come
+# along with the fork, and its workers (or its Dask client) are the ancestor's.
+_generation = 0
+
+
+def _count_fork() -> None:
+    global _generation
+    _generation += 1
+
+
+os.register_at_fork(after_in_child=_count_fork)
+
+
+def _release_unless_inherited(backend: Any, generation: int) -> None:
+    """What a Pool dropped without ``shutdown()`` does: let its workers go, once idle."""
+    if generation == _generation:
+        backend.shutdown(wait=False, cancel_pending=False)
+
+
 class Pool(concurrent.futures.Executor):
     """A pool of workers (processes by default) that runs functions over inputs.
 
@@ -111,8 +131,9 @@ class Pool(concurrent.futures.Executor):
         self._unread_runs: weakref.WeakSet[MapRun] = weakref.WeakSet()  # see map()
         # A pool dropped without shutdown() still lets its workers go, once its work is
         # done; one still open at exit is shut down then (backends/at_exit.py).
+        self._generation = _generation
         self._finalizer = weakref.finalize(
-            self, self._backend.shutdown, wait=False, cancel_pending=False
+            self, _release_unless_inherited, self._backend, self._generation
         )
         self._finalizer.atexit = False
         at_exit.finish_if_open_at_exit(self)
@@ -131,6 +152,11 @@ class Pool(concurrent.futures.Executor):
         return f"<workpool.Pool backend={self.backend!r} workers={self.workers} {state}>"
 
     def _check_open(self) -> None:
+        if self._generation != _generation:
+            raise RuntimeError(
+                "this Pool was made in the process this one was forked from, and its "
+                "workers are that process's: make a new Pool in this process"
+            )
         if self._shut_down:
             raise RuntimeError("cannot schedule new work after shutdown")
 
@@ -277,6 +303,8 @@ class Pool(concurrent.futures.Executor):
         """
         self._shut_down = True
         self._finalizer.detach()
+        if self._generation != _generation:
+            return  # inherited by a forked child: the pool is its parent's to end
         self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
         if wait:
             for run in list(self._unread_runs):
@@ -291,4 +319,6 @@ class Pool(concurrent.futures.Executor):
         """Stop at once: pending work is cancelled and process workers are killed."""
         self._shut_down = True
         self._finalizer.detach()
+        if self._generation != _generation:
+            return  # inherited by a forked child: the pool is its parent's to end
         self._backend.terminate()
