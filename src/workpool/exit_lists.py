@@ -96,4 +96,5 @@ def _forget_in_child() -> None:
         exit_list._forget_in_child()
 
 
-os.register_at_fork(after_in_child=_forget_in_child)
+if hasattr(os, "register_at_fork"):  # not on Windows, where nothing forks
+    os.register_at_fork(after_in_child=_forget_in_child)
