@@ -81,6 +81,14 @@ SCRIPT = textwrap.dedent(
             if mode == "nowait-then-ctrl-c":
                 pool.shutdown(wait=False)
             raise KeyboardInterrupt
+        elif mode == "pool-in-atexit-hook":
+            import atexit
+            def late():
+                for kind in ("thread", "process"):
+                    with workpool.Pool(2, backend=kind) as pool:
+                        print(kind, list(pool.map(finish_later, range(3))), flush=True)
+            atexit.register(late)
+            workpool.map(finish_later, range(2), backend="process", workers=2)
         elif mode.startswith(("fork-with-", "fork-nowait-")):
             kind = mode.rsplit("-", 1)[1]
             with workpool.Pool(2, backend=kind) as pool:
@@ -209,6 +217,17 @@ def test_interpreter_exit_finishes_the_work_a_pool_was_given(tmp_path: Path, mod
     assert sorted(p.name for p in tmp_path.glob("pids-done-*")) == [
         f"pids-done-{i}" for i in range(6)
     ]
+    pids = worker_pids(marks)
+    assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+
+
+def test_a_pool_made_in_an_atexit_hook_works(tmp_path: Path) -> None:
+    # The hook runs once threading has begun to shut down, when it takes no more exit
+    # hooks of its own: a Pool made then could not register the one it wants.
+    parent, marks = start_parent(tmp_path, "pool-in-atexit-hook")
+    code, out, err, _ = finish(parent, timeout=60)
+    assert code == 0, err
+    assert out.splitlines() == ["thread [0, 1, 2]", "process [0, 1, 2]"], err
     pids = worker_pids(marks)
     assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
 

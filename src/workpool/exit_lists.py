@@ -77,7 +77,10 @@ class ExitList(Generic[Member]):
             # A private hook of threading's, there since Python 3.9; without it, the
             # last atexit hook is the nearest moment.
             register = getattr(threading, "_register_atexit", atexit.register)
-        register(self._run)
+        try:
+            register(self._run)
+        except RuntimeError:  # the program is exiting already (this runs in an atexit
+            return  # hook of its own): that moment has passed, and nothing is left to do
         self._registered = True
 
     def _run(self) -> None:
