@@ -18,6 +18,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -346,6 +347,26 @@ def test_a_damaged_checkpoint_is_refused_before_anything_runs(run: Run) -> None:
     with pytest.raises(ValueError, match=f"checkpoint {run.path} is damaged"):
         workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
     assert run.calls() == before
+
+
+def test_results_changed_on_disk_run_again_with_a_warning(run: Run) -> None:
+    workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path, chunksize=10)
+    db = sqlite3.connect(run.path)
+    with db:  # one byte of the results of positions 30..39, as a bad sector changes it
+        (results,) = db.execute("SELECT results FROM done WHERE start = 30").fetchone()
+        at = len(results) // 2
+        changed = results[:at] + bytes([results[at] ^ 1]) + results[at + 1 :]
+        db.execute("UPDATE done SET results = ? WHERE start = 30", (changed,))
+    db.close()
+    with pytest.warns(RuntimeWarning, match=r"positions 30\.\.39 are damaged") as caught:
+        got = workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
+    assert got == run.expected
+    assert run.path in str(caught[0].message) and "run again" in str(caught[0].message)
+    assert run.calls() == {x: 2 if 30 <= x < 40 else 1 for x in range(100)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # mended: the next resume reads it all
+        assert workpool.map(logged_square, run.items, checkpoint=run.path) == run.expected
+    assert run.calls() == {x: 2 if 30 <= x < 40 else 1 for x in range(100)}
 
 
 def test_accept_lets_a_changed_function_keep_the_results(run: Run) -> None:

@@ -120,7 +120,7 @@ class Journal:
         def open_for_writing() -> JournalStore:
             if created:  # on the writer's thread, before its first commit
                 sync_new_journal(path)
-            return JournalStore.open(path, again=True)
+            return JournalStore.open(path, again=True, upgrade=True)
 
         self._writer = JournalWriter(open_for_writing, commit_interval, hold=hold_writer)
         self._warned_unpicklable = False
