@@ -219,6 +219,32 @@ def test_a_generator_input_resumes(run: Run) -> None:
     assert list(again) == run.expected
 
 
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_generator_used_up_by_an_earlier_call_is_pointed_out(
+    backend: str, run: Run, tmp_path: Path
+) -> None:
+    # Calling again with the same generator object (a retry in the same program) reads
+    # nothing: the call returns nothing, as without a checkpoint, but a journal full of
+    # results met by an empty input is said to be probably that mistake.
+    items = (item for item in run.items)
+    assert workpool.map(logged_square, items, backend=backend, checkpoint=run.path) == (
+        run.expected
+    )
+    for again in (
+        lambda: workpool.map(logged_square, items, backend=backend, checkpoint=run.path),
+        lambda: list(workpool.imap(logged_square, items, backend=backend, checkpoint=run.path)),
+    ):
+        with pytest.warns(RuntimeWarning, match="holds the results of 100 items") as caught:
+            assert again() == []
+        assert run.path in str(caught[0].message)
+        assert "generator" in str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an input that yields something: not a word
+        assert workpool.map(logged_square, run.items[:5], checkpoint=run.path) == (run.expected[:5])
+        assert workpool.map(logged_square, [], checkpoint=str(tmp_path / "new.ckpt")) == []
+    assert run.calls() == dict.fromkeys(range(100), 1)
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 @pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
 def test_an_input_that_raises_ends_the_call_as_it_would_without_a_checkpoint(

@@ -128,6 +128,7 @@ class CheckpointSession:
         self._ended = False
         self._back: Sequence[Any] | None = None  # items read, then put back (see _put_back)
         self._warned_unreadable = False
+        self._warned_empty = False
         # What the input raised, if it did: the items read before it are handed out
         # (they run, as they would without a checkpoint), then the input counts as
         # ended; the call raises this after their results.
@@ -150,6 +151,8 @@ class CheckpointSession:
             return False
         if not self._ended:
             self._ended = self._inputs.at_end()
+            if self._ended:
+                self._input_ended()
         return self._ended
 
     def take(self, size: int) -> Piece:
@@ -228,8 +231,28 @@ class CheckpointSession:
                 self._ended = True
             if len(items) < count:
                 self._ended = True
+            self.position += len(items)
+            if self._ended:
+                self._input_ended()
+            return items
         self.position += len(items)
         return items
+
+    def _input_ended(self) -> None:
+        """The input has just ended: say so if it had nothing for a journal of results."""
+        if self.position or self.input_failure is not None or not self.items_done:
+            return
+        if self._warned_empty:
+            return
+        self._warned_empty = True
+        warnings.warn(
+            f"checkpoint {self.journal.path} holds the results of {self.items_done} items, "
+            "but this call's input has none, so it returns none: was it an iterator or a "
+            "generator that an earlier call used up? They can be read only once: pass a "
+            "new one (the results the checkpoint holds are not computed again)",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def _put_back(self, items: Sequence[Any]) -> None:
         """Undo the last read of ``items``: they will be read (and run) again."""
