@@ -357,6 +357,7 @@ class MapRun:
                 self._fn,
                 self._inputs,
                 star=self._mode is CallMode.STAR,
+                trace=self._trace,
             )
             self._owns_checkpoint = True
             if self._options.progress:

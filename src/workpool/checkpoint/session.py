@@ -26,14 +26,18 @@ import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool.checkpoint.digest import digest_and_encodings, part_digest
 from workpool.checkpoint.journal import Journal
 from workpool.checkpoint.store import Row
+from workpool.clock import now_ns
 from workpool.errors import is_cancelled
 from workpool.inputs import InputSource
 from workpool.segments import holds_writable_share, writable_shares_exist
+
+if TYPE_CHECKING:  # only a traced call has one
+    from workpool.timeline import Recorder
 
 __all__ = ["CheckpointSession", "Gap", "Piece", "refuse_writable_shares"]
 
@@ -108,9 +112,19 @@ class CheckpointSession:
     """
 
     def __init__(
-        self, path: str, fn: Callable[..., Any], inputs: InputSource, *, star: bool
+        self,
+        path: str,
+        fn: Callable[..., Any],
+        inputs: InputSource,
+        *,
+        star: bool,
+        trace: Recorder | None = None,
     ) -> None:
         refuse_writable_shares(fn)
+        # A traced call: each journaled row read back is a "checkpoint" span on a
+        # caller track of its own (its positions ran in no chunk of this call).
+        self._trace = trace
+        self._trace_track = -1 if trace is None else trace.caller_track("checkpoint")
         # The writer thread waits for the call's workers to start (start_writing).
         # ``star``: each item is unpacked into the arguments (starmap), whose results
         # differ from those of the same items passed whole (map).
@@ -165,6 +179,7 @@ class CheckpointSession:
         row = self._next_row()
         start = self.position
         if row is not None and row.start == start:
+            began = 0 if self._trace is None else now_ns()
             self._row = next(self._rows, None)
             results = self._results(row)
             if results is not None:
@@ -172,6 +187,15 @@ class CheckpointSession:
                 self._refuse_shares(items)
                 if len(items) == row.size:
                     self.journal.verify(row, items)
+                    if self._trace is not None:
+                        self._trace.span(
+                            self._trace_track,
+                            "from checkpoint",
+                            "checkpoint",
+                            began,
+                            now_ns(),
+                            {"start": start, "count": row.size},
+                        )
                     return Piece(start, items, results, row.digest)
                 # The input ends inside this row: the items it still has run again.
                 return _to_run(start, items)
