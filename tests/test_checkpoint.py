@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import operator
 import os
 import random
 import signal
@@ -243,6 +244,28 @@ def test_a_generator_used_up_by_an_earlier_call_is_pointed_out(
         assert workpool.map(logged_square, run.items[:5], checkpoint=run.path) == (run.expected[:5])
         assert workpool.map(logged_square, [], checkpoint=str(tmp_path / "new.ckpt")) == []
     assert run.calls() == dict.fromkeys(range(100), 1)
+
+
+def test_a_set_whose_order_changes_between_runs_is_refused_at_once(run: Run) -> None:
+    # A set of strings is iterated in another order in each run of a program (their
+    # hashes are seeded per process): a checkpoint of one could never be resumed, and
+    # the first run would find that out only when it is too late.
+    names = {f"file-{x}.txt" for x in range(50)}
+    calls_ = [
+        lambda: workpool.map(len, names, checkpoint=run.path),
+        lambda: list(workpool.imap(len, frozenset(names), checkpoint=run.path)),
+        lambda: workpool.map(operator.add, ["a"] * 50, names, checkpoint=run.path),
+        lambda: workpool.starmap(operator.add, {("a", n) for n in names}, checkpoint=run.path),
+    ]
+    for call in calls_:
+        with pytest.raises(ValueError, match=r"a set .* sorted\(") as info:
+            call()
+        assert run.path in str(info.value)
+    assert not os.path.exists(run.path)
+    # Numbers hash the same in every run: a set of them keeps its order, and resumes.
+    numbers = set(range(0, 300, 3))
+    assert workpool.map(abs, numbers, checkpoint=run.path) == list(numbers)
+    assert workpool.map(abs, numbers, checkpoint=run.path) == list(numbers)
 
 
 @pytest.mark.parametrize("ordered", [True, False])

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -39,7 +40,13 @@ from workpool.segments import holds_writable_share, writable_shares_exist
 if TYPE_CHECKING:  # only a traced call has one
     from workpool.timeline import Recorder
 
-__all__ = ["CheckpointSession", "Gap", "Piece", "refuse_writable_shares"]
+__all__ = [
+    "CheckpointSession",
+    "Gap",
+    "Piece",
+    "refuse_unordered_input",
+    "refuse_writable_shares",
+]
 
 # Types whose values cannot hold shared memory: chunks of these are not searched.
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -103,6 +110,39 @@ def refuse_writable_shares(fn: Callable[..., Any]) -> None:
         pending.extend(carried(obj))
 
 
+# Values whose hashes, so whose order in a set, are the same in every run of a program.
+_SEEDLESS = frozenset({int, float, bool, complex, type(None)})
+
+
+def _seedless(value: Any) -> bool:
+    kind = type(value)
+    return kind in _SEEDLESS or (kind is tuple and all(map(_seedless, value)))
+
+
+def refuse_unordered_input(path: str, inputs: InputSource) -> None:
+    """Raise ``ValueError`` if the input is a set iterated in another order in each run.
+
+    Strings and bytes hash under a seed drawn per process, objects by their address:
+    a set of them lists its items in another order each time the program runs, so a
+    checkpoint of it could never be resumed. Numbers (and tuples of them) hash alike
+    in every run: a set of them, built alike, keeps its order.
+    """
+    for source in inputs.sources:
+        if not isinstance(source, (set, frozenset)):
+            continue
+        kinds = set(map(type, source))
+        if kinds <= _SEEDLESS or all(map(_seedless, source)):
+            continue
+        names = ", ".join(sorted(kind.__name__ for kind in kinds))
+        raise ValueError(
+            f"checkpoint {os.path.abspath(path)}: the input is a set (of {names}), which "
+            "is iterated in another order in each run of a program, so a resumed call could "
+            "not match "
+            "the results to their items: pass a list in an order of your own, such as "
+            "sorted(items)"
+        )
+
+
 class CheckpointSession:
     """A call's input, read against its checkpoint, and the journaling of its outcomes.
 
@@ -121,6 +161,7 @@ class CheckpointSession:
         trace: Recorder | None = None,
     ) -> None:
         refuse_writable_shares(fn)
+        refuse_unordered_input(path, inputs)
         # A traced call: each journaled row read back is a "checkpoint" span on a
         # caller track of its own (its positions ran in no chunk of this call).
         self._trace = trace
