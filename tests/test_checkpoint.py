@@ -239,6 +239,7 @@ def test_a_generator_used_up_by_an_earlier_call_is_pointed_out(
             assert again() == []
         assert run.path in str(caught[0].message)
         assert "generator" in str(caught[0].message)
+        assert caught[0].filename == __file__
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an input that yields something: not a word
         assert workpool.map(logged_square, run.items[:5], checkpoint=run.path) == (run.expected[:5])
@@ -411,6 +412,7 @@ def test_results_changed_on_disk_run_again_with_a_warning(run: Run) -> None:
         got = workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
     assert got == run.expected
     assert run.path in str(caught[0].message) and "run again" in str(caught[0].message)
+    assert caught[0].filename == __file__  # where the user called, not inside workpool
     assert run.calls() == {x: 2 if 30 <= x < 40 else 1 for x in range(100)}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # mended: the next resume reads it all

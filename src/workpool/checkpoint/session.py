@@ -33,7 +33,7 @@ from workpool.checkpoint.digest import digest_and_encodings, part_digest
 from workpool.checkpoint.journal import Journal
 from workpool.checkpoint.store import Row
 from workpool.clock import now_ns
-from workpool.errors import is_cancelled
+from workpool.errors import is_cancelled, outside_workpool
 from workpool.inputs import InputSource
 from workpool.segments import holds_writable_share, writable_shares_exist
 
@@ -316,7 +316,7 @@ class CheckpointSession:
             "generator that an earlier call used up? They can be read only once: pass a "
             "new one (the results the checkpoint holds are not computed again)",
             RuntimeWarning,
-            stacklevel=4,
+            stacklevel=outside_workpool(),
         )
 
     def _put_back(self, items: Sequence[Any]) -> None:
@@ -331,7 +331,9 @@ class CheckpointSession:
         except ValueError as exc:
             if not self._warned_unreadable:
                 self._warned_unreadable = True
-                warnings.warn(f"{exc}; they run again", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{exc}; they run again", RuntimeWarning, stacklevel=outside_workpool()
+                )
             return None
 
     def _refuse_shares(self, items: Sequence[Any]) -> None:

@@ -54,6 +54,8 @@ import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
+from workpool.errors import outside_workpool
+
 __all__ = [
     "FORMAT_VERSION",
     "LISTED_BYTES",
@@ -919,7 +921,7 @@ def _choose_journal_mode(connection: sqlite3.Connection, path: str) -> str:
             f"checkpoint {path}: {reason}; it uses a rollback journal instead (commits "
             "cost more, crash safety is the same)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=outside_workpool(),
         )
     return "delete"
 
