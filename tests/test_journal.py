@@ -561,6 +561,21 @@ def test_a_path_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
     assert not os.path.exists(tmp_path / "nowhere")
 
 
+def test_a_path_starting_with_a_tilde_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python does not expand "~" (a shell does): the path names a directory "~" here.
+    monkeypatch.chdir(tmp_path)
+    for attempt in (
+        lambda: workpool.map(square, range(3), checkpoint="~/run.ckpt"),
+        lambda: workpool.map(square, range(3), trace="~/run.json"),
+    ):
+        with pytest.raises(FileNotFoundError, match=r"expanduser") as info:
+            attempt()
+        assert "~" in str(info.value)
+    assert os.listdir(tmp_path) == []
+
+
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         Journal(str(tmp_path), square)

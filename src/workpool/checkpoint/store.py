@@ -184,9 +184,18 @@ def check_path(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     # One-argument OSErrors: their message is the whole message, path included.
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"checkpoint {path}: the directory {directory} does not exist")
+        raise FileNotFoundError(
+            f"checkpoint {path}: the directory {directory} does not exist{_tilde_hint(path)}"
+        )
     if os.path.isdir(path):
         raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
+
+
+def _tilde_hint(path: str) -> str:
+    """What to say of a path with a "~" component, which only a shell expands."""
+    if not any(part.startswith("~") for part in path.split(os.sep)):
+        return ""
+    return " (Python does not expand ~ as a shell does: pass os.path.expanduser(path))"
 
 
 def check_writable(path: str) -> None:

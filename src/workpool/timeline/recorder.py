@@ -62,9 +62,14 @@ def _checked_path(path: str | os.PathLike[str]) -> str:
         raise IsADirectoryError(f"trace={text!r} is a directory; name the file to write")
     directory = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(directory):
+        hint = (
+            " (Python does not expand ~ as a shell does: pass os.path.expanduser(path))"
+            if text.startswith("~")
+            else ""
+        )
         raise FileNotFoundError(
             f"trace={text!r}: the directory {directory!r} does not exist, "
-            "so the timeline could not be written"
+            f"so the timeline could not be written{hint}"
         )
     # The file is written under a temporary name in that directory, then renamed.
     if not os.access(directory, os.W_OK | os.X_OK):
