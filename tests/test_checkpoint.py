@@ -792,6 +792,52 @@ def test_sigkill_of_the_parent_loses_only_what_was_in_flight(tmp_path: Path) -> 
     assert redone <= {60} & set(first_run)
 
 
+def test_sigterm_turned_into_an_exit_keeps_the_journal_and_writes_the_trace(
+    tmp_path: Path,
+) -> None:
+    # A batch scheduler ends a job at its time limit with SIGTERM, which by default
+    # ends Python at once: no trace. The README's one-line handler makes it an exit,
+    # which commits the journal and writes the trace, marked partial.
+    (tmp_path / "hold").touch()  # items from 61 on wait while it exists
+    run = Run(tmp_path, 120)
+    trace = tmp_path / "run.json"
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import signal, sys
+            sys.path.insert(0, {str(TESTS)!r})
+            import workpool
+            from checkpoint_tasks import held_square
+
+            if __name__ == "__main__":
+                signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+                workpool.map(held_square, [(x, {str(run.marks)!r}) for x in range(120)],
+                             backend="process", workers=2, chunksize=2,
+                             checkpoint={run.path!r}, trace={str(trace)!r})
+            """
+        )
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: committed(run.path) >= 60, timeout=60)
+        parent.send_signal(signal.SIGTERM)
+        _, err = parent.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.communicate()
+    assert parent.returncode == 128 + signal.SIGTERM, err
+    data = json.loads(trace.read_text())
+    assert data["otherData"]["partial"] is True
+    assert "SystemExit" in data["otherData"]["reason"]
+    assert run.journaled() == set(range(60))
+    (tmp_path / "hold").unlink()
+    got = workpool.map(held_square, run.items, backend="thread", checkpoint=run.path)
+    assert got == run.expected
+    assert all(n == 1 for x, n in run.calls().items() if x < 60)
+
+
 @pytest.mark.parametrize("trial", range(3))
 def test_sigkill_at_a_random_moment_resumes_exactly(tmp_path: Path, trial: int) -> None:
     parent, run = start_parent(tmp_path, "slow_logged_square", 200)
