@@ -136,10 +136,9 @@ def refuse_unordered_input(path: str, inputs: InputSource) -> None:
         names = ", ".join(sorted(kind.__name__ for kind in kinds))
         raise ValueError(
             f"checkpoint {os.path.abspath(path)}: the input is a set (of {names}), which "
-            "is iterated in another order in each run of a program, so a resumed call could "
-            "not match "
-            "the results to their items: pass a list in an order of your own, such as "
-            "sorted(items)"
+            "is iterated in another order in each run of a program, so a resumed call "
+            "could not match the results to their items: pass a list in an order of your "
+            "own, such as sorted(items)"
         )
 
 

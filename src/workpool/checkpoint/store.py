@@ -18,8 +18,9 @@
 SQLite checks its own structure, not the values it stores: a byte flipped inside a
 row's results (a bad disk sector, a stray write) would be unpickled as other results.
 So each row carries a CRC-32 of its start, count, input digest and pickled results
-(every error of up to 32 bits in a row is caught, and CRC-32 costs a fifth of a
-64-bit BLAKE2 digest); a row whose checksum does not match cannot be read, like one
+(it catches every change confined to 32 consecutive bits, a flipped byte say, and
+all but one in 4 billion others, at a fifth of the cost of a 64-bit BLAKE2 digest);
+a row whose checksum does not match cannot be read, like one
 that does not unpickle, and its positions run again. Format 1 had no checksum: a
 format-1 file is read as it is (its rows unchecked) and becomes format 2 when a call
 first writes results to it (see ``_add_checksums``).
