@@ -307,6 +307,14 @@ def test_a_journal_of_the_format_before_checksums_resumes(path: str) -> None:
     set_column(path, 0, "checksum", None)  # no row of this file may lack one now
     with pytest.raises(ValueError, match="are damaged"):
         load_row(path, 0)
+    # A format-1 file without results: after the upgrade, every row must have a sum.
+    clear(path)
+    as_format_1(path)
+    with Journal(path, square) as journal:
+        journal.record(0, range(2), [0, 1])
+    set_column(path, 0, "checksum", None)
+    with pytest.raises(ValueError, match="are damaged"):
+        load_row(path, 0)
 
 
 def test_verify_accepts_the_same_items_and_names_changed_positions(path: str) -> None:

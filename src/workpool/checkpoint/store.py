@@ -894,18 +894,20 @@ def _check_format(connection: sqlite3.Connection, path: str) -> bool:
 def _add_checksums(connection: sqlite3.Connection) -> None:
     """Bring a format-1 file to format 2, in one commit: rows get a checksum column.
 
-    Rows already there keep none (the file notes it has such rows); they are read
-    unchecked, as before. A workpool that reads only format 1 refuses the file after
-    this, naming the format, so no row is ever written without a checksum.
+    Rows already there keep none (the file notes that it has such rows, if it has
+    any); they are read unchecked, as before. A workpool that reads only format 1
+    refuses the file after this, naming the format, so no row is ever written without
+    a checksum.
     """
     connection.execute("BEGIN IMMEDIATE")
     try:
         version = int(connection.execute("PRAGMA user_version").fetchone()[0])
         if version == 1:
             connection.execute("ALTER TABLE done ADD COLUMN checksum INTEGER")
-            connection.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('unchecked_rows', '1')"
-            )
+            if connection.execute("SELECT 1 FROM done LIMIT 1").fetchone() is not None:
+                connection.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('unchecked_rows', '1')"
+                )
             connection.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
     except BaseException:
         connection.execute("ROLLBACK")
