@@ -330,6 +330,20 @@ def test_a_bad_trace_argument_fails_before_any_work(tmp_path: Path) -> None:
     assert calls == []
 
 
+def test_a_trace_never_replaces_a_checkpoint(tmp_path: Path) -> None:
+    # trace= and checkpoint= swapped on a later run: the timeline written at the end
+    # would have replaced a journal of results. Any SQLite file is refused, untouched.
+    journal = tmp_path / "run.ckpt"
+    workpool.map(square, range(50), backend="thread", checkpoint=str(journal))
+    before = journal.read_bytes()
+    calls: list[int] = []
+    with pytest.raises(ValueError, match="SQLite") as info:
+        workpool.map(calls.append, range(3), backend="serial", trace=journal)
+    assert str(journal) in str(info.value)
+    assert calls == []
+    assert journal.read_bytes() == before
+
+
 @pytest.fixture
 def unwritable_directory(tmp_path: Path) -> Iterator[Path]:
     """A directory no file can be created in, whoever runs the test (root too)."""

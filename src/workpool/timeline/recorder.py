@@ -82,7 +82,24 @@ def _checked_path(path: str | os.PathLike[str]) -> str:
             f"trace={text!r} is not a regular file, which the timeline would replace; "
             "name a file to write"
         )
+    if _is_sqlite_database(text):
+        raise ValueError(
+            f"trace={text!r} is an SQLite database (a checkpoint= file, say), which the "
+            "timeline would replace; it was left as it is: name another file"
+        )
     return os.path.abspath(text)
+
+
+def _is_sqlite_database(path: str) -> bool:
+    """Whether ``path`` is a file that begins as an SQLite database does."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:  # no such file (the usual case), or one that cannot be read
+        return False
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class Recorder:
