@@ -3,7 +3,8 @@
 From a loaded ``Timeline``: each worker's share of the call spent starting, busy with
 chunks and idle; how the workers' busy time divides into receiving, running and
 returning, and what the caller spent feeding, pickling and delivering; the slowest
-chunks; the crashes, timeouts and retries. ``explain`` turns the numbers into a few
+chunks; the crashes, timeouts and retries; the results a resumed call read from its
+checkpoint instead of running them. ``explain`` turns the numbers into a few
 sentences naming the largest loss and what usually helps against it.
 """
 
