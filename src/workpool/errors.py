@@ -7,6 +7,7 @@ ran in another process, the worker-side traceback as text in ``__cause__``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -205,7 +206,7 @@ for _cls in (
     _cls.__module__ = "workpool"
 
 
-_PACKAGE = __file__[: -len("errors.py")]  # this package's directory, with its separator
+_PACKAGE = os.path.join(os.path.dirname(__file__), "")  # this package's directory, and a /
 
 
 def outside_workpool() -> int:
