@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import itertools
 import json
+import operator
 import os
 import random
 import signal
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -218,6 +220,55 @@ def test_a_generator_input_resumes(run: Run) -> None:
     assert list(again) == run.expected
 
 
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_generator_used_up_by_an_earlier_call_is_pointed_out(
+    backend: str, run: Run, tmp_path: Path
+) -> None:
+    # Calling again with the same generator object (a retry in the same program) reads
+    # nothing: the call returns nothing, as without a checkpoint, but a journal full of
+    # results met by an empty input is said to be probably that mistake.
+    items = (item for item in run.items)
+    assert workpool.map(logged_square, items, backend=backend, checkpoint=run.path) == (
+        run.expected
+    )
+    for again in (
+        lambda: workpool.map(logged_square, items, backend=backend, checkpoint=run.path),
+        lambda: list(workpool.imap(logged_square, items, backend=backend, checkpoint=run.path)),
+    ):
+        with pytest.warns(RuntimeWarning, match="holds the results of 100 items") as caught:
+            assert again() == []
+        assert run.path in str(caught[0].message)
+        assert "generator" in str(caught[0].message)
+        assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an input that yields something: not a word
+        assert workpool.map(logged_square, run.items[:5], checkpoint=run.path) == (run.expected[:5])
+        assert workpool.map(logged_square, [], checkpoint=str(tmp_path / "new.ckpt")) == []
+    assert run.calls() == dict.fromkeys(range(100), 1)
+
+
+def test_a_set_whose_order_changes_between_runs_is_refused_at_once(run: Run) -> None:
+    # A set of strings is iterated in another order in each run of a program (their
+    # hashes are seeded per process): a checkpoint of one could never be resumed, and
+    # the first run would find that out only when it is too late.
+    names = {f"file-{x}.txt" for x in range(50)}
+    calls_ = [
+        lambda: workpool.map(len, names, checkpoint=run.path),
+        lambda: list(workpool.imap(len, frozenset(names), checkpoint=run.path)),
+        lambda: workpool.map(operator.add, ["a"] * 50, names, checkpoint=run.path),
+        lambda: workpool.starmap(operator.add, {("a", n) for n in names}, checkpoint=run.path),
+    ]
+    for call in calls_:
+        with pytest.raises(ValueError, match=r"a set .* sorted\(") as info:
+            call()
+        assert run.path in str(info.value)
+    assert not os.path.exists(run.path)
+    # Numbers hash the same in every run: a set of them keeps its order, and resumes.
+    numbers = set(range(0, 300, 3))
+    assert workpool.map(abs, numbers, checkpoint=run.path) == list(numbers)
+    assert workpool.map(abs, numbers, checkpoint=run.path) == list(numbers)
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 @pytest.mark.parametrize("backend", [*BACKENDS, "auto"])
 def test_an_input_that_raises_ends_the_call_as_it_would_without_a_checkpoint(
@@ -346,6 +397,27 @@ def test_a_damaged_checkpoint_is_refused_before_anything_runs(run: Run) -> None:
     with pytest.raises(ValueError, match=f"checkpoint {run.path} is damaged"):
         workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
     assert run.calls() == before
+
+
+def test_results_changed_on_disk_run_again_with_a_warning(run: Run) -> None:
+    workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path, chunksize=10)
+    db = sqlite3.connect(run.path)
+    with db:  # one byte of the results of positions 30..39, as a bad sector changes it
+        (results,) = db.execute("SELECT results FROM done WHERE start = 30").fetchone()
+        at = len(results) // 2
+        changed = results[:at] + bytes([results[at] ^ 1]) + results[at + 1 :]
+        db.execute("UPDATE done SET results = ? WHERE start = 30", (changed,))
+    db.close()
+    with pytest.warns(RuntimeWarning, match=r"positions 30\.\.39 are damaged") as caught:
+        got = workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path)
+    assert got == run.expected
+    assert run.path in str(caught[0].message) and "run again" in str(caught[0].message)
+    assert caught[0].filename == __file__  # where the user called, not inside workpool
+    assert run.calls() == {x: 2 if 30 <= x < 40 else 1 for x in range(100)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # mended: the next resume reads it all
+        assert workpool.map(logged_square, run.items, checkpoint=run.path) == run.expected
+    assert run.calls() == {x: 2 if 30 <= x < 40 else 1 for x in range(100)}
 
 
 def test_accept_lets_a_changed_function_keep_the_results(run: Run) -> None:
@@ -718,6 +790,52 @@ def test_sigkill_of_the_parent_loses_only_what_was_in_flight(tmp_path: Path) -> 
     redone = {x for x, n in ran.items() if n > 1}
     # Only item 60 can have finished unjournaled: its chunk (60, 61) was held at 61.
     assert redone <= {60} & set(first_run)
+
+
+def test_sigterm_turned_into_an_exit_keeps_the_journal_and_writes_the_trace(
+    tmp_path: Path,
+) -> None:
+    # A batch scheduler ends a job at its time limit with SIGTERM, which by default
+    # ends Python at once: no trace. The README's one-line handler makes it an exit,
+    # which commits the journal and writes the trace, marked partial.
+    (tmp_path / "hold").touch()  # items from 61 on wait while it exists
+    run = Run(tmp_path, 120)
+    trace = tmp_path / "run.json"
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import signal, sys
+            sys.path.insert(0, {str(TESTS)!r})
+            import workpool
+            from checkpoint_tasks import held_square
+
+            if __name__ == "__main__":
+                signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+                workpool.map(held_square, [(x, {str(run.marks)!r}) for x in range(120)],
+                             backend="process", workers=2, chunksize=2,
+                             checkpoint={run.path!r}, trace={str(trace)!r})
+            """
+        )
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_for(lambda: committed(run.path) >= 60, timeout=60)
+        parent.send_signal(signal.SIGTERM)
+        _, err = parent.communicate(timeout=30)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.communicate()
+    assert parent.returncode == 128 + signal.SIGTERM, err
+    data = json.loads(trace.read_text())
+    assert data["otherData"]["partial"] is True
+    assert "SystemExit" in data["otherData"]["reason"]
+    assert run.journaled() == set(range(60))
+    (tmp_path / "hold").unlink()
+    got = workpool.map(held_square, run.items, backend="thread", checkpoint=run.path)
+    assert got == run.expected
+    assert all(n == 1 for x, n in run.calls().items() if x < 60)
 
 
 @pytest.mark.parametrize("trial", range(3))

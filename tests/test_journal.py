@@ -13,6 +13,8 @@ import functools
 import operator
 import os
 import pickle
+import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -127,6 +129,192 @@ def test_commits_happen_without_close_or_flush(path: str) -> None:
         journal.record(0, range(3), squares(0, 3))
         # Nothing but the interval passing makes the writer commit.
         assert wait_for(lambda: summary(path).items_done == 3, timeout=10)
+
+
+# --- checksums: stored results that changed on disk are not trusted ----------------------
+
+
+def flipped(data: bytes, offset: int) -> bytes:
+    return data[:offset] + bytes([data[offset] ^ 0x5A]) + data[offset + 1 :]
+
+
+def offsets(size: int, sample: int) -> list[int]:
+    """Every offset of a small value; of a large one its ends and an even spread."""
+    if size <= 3 * sample:
+        return list(range(size))
+    return sorted({*range(8), *range(size - 8, size), *range(0, size, size // sample)})
+
+
+def stored_results(path: str, start: int) -> tuple[bytes | None, str | None]:
+    db = sqlite3.connect(path)
+    try:
+        found = db.execute("SELECT results, side FROM done WHERE start = ?", (start,)).fetchone()
+        return found[0], found[1]
+    finally:
+        db.close()
+
+
+def set_column(path: str, start: int, column: str, value: Any) -> None:
+    db = sqlite3.connect(path)
+    with db:
+        db.execute(f"UPDATE done SET {column} = ? WHERE start = ?", (value, start))
+    db.close()
+
+
+def load_row(path: str, start: int) -> list[Any]:
+    store = store_module.JournalStore.open(path, readonly=True)
+    try:
+        (row,) = [row for row in store.rows_from(0, 10) if row.start == start]
+        return store.load(row)
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize(
+    ("where", "blob_handles"),
+    [("listed", True), ("in-the-file", True), ("in-the-file", False), ("side-file", True)],
+    ids=["listed", "in-the-file-streamed", "in-the-file-read-whole", "side-file"],
+)
+def test_every_byte_changed_in_stored_results_is_caught(
+    path: str, where: str, blob_handles: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A byte flipped on disk inside a row's pickled results unpickles, more often than
+    # not, as other values: the row's checksum must refuse them, wherever they are kept.
+    monkeypatch.setattr(store_module, "_BLOB_HANDLES", blob_handles)
+    count = {"listed": 10, "in-the-file": 4 * LISTED_BYTES // 8, "side-file": 1}[where]
+    values: list[Any] = squares(0, count)
+    if where == "side-file":
+        values = [b"s" * SIDE_FILE_BYTES]
+    with Journal(path, square) as journal:
+        journal.record(0, range(count), values)
+    results, side = stored_results(path, 0)
+    assert (side is not None) == (where == "side-file")
+    store = store_module.JournalStore.open(path, readonly=True)
+    (row,) = store.rows_from(0, 1)
+    assert store.load(row) == values
+    if side is None:
+        assert results is not None
+        db = sqlite3.connect(path, isolation_level=None)
+        db.execute("PRAGMA synchronous = OFF")
+        for offset in offsets(len(results), 48):
+            db.execute("UPDATE done SET results = ?", (flipped(results, offset),))
+            (row,) = store.rows_from(0, 1)
+            with pytest.raises(ValueError, match=r"positions 0\.\.\d+ are damaged") as info:
+                store.load(row)
+            assert path in str(info.value)
+        db.execute("UPDATE done SET results = ?", (results,))
+        db.close()
+    else:
+        side_path = Path(path + ".d", side)
+        original = side_path.read_bytes()
+        for offset in offsets(len(original), 12):
+            side_path.write_bytes(flipped(original, offset))
+            with pytest.raises(ValueError, match="are damaged"):
+                store.load(row)
+        side_path.write_bytes(original + b"\0")  # a byte more than was written
+        with pytest.raises(ValueError, match="are damaged"):
+            store.load(row)
+        side_path.write_bytes(original)
+    (row,) = store.rows_from(0, 1)
+    assert store.load(row) == values
+    store.close()
+
+
+def test_a_changed_digest_or_count_is_damage_not_other_input(path: str) -> None:
+    # The checksum covers the row's positions and input digest too: a flipped byte
+    # there is a damaged row (run again), not a CheckpointMismatch about the input.
+    with Journal(path, square) as journal:
+        journal.record(0, range(10), squares(0, 10))
+    (digest,) = [row.digest for row in store_module.JournalStore.open(path).rows_from(0, 1)]
+    set_column(path, 0, "digest", flipped(digest, 3))
+    with pytest.raises(ValueError, match="are damaged"):
+        load_row(path, 0)
+    set_column(path, 0, "digest", digest)
+    set_column(path, 0, "count", 9)
+    with pytest.raises(ValueError, match="are damaged"):
+        load_row(path, 0)
+    set_column(path, 0, "count", 10)
+    set_column(path, 0, "checksum", None)  # what a flipped type byte reads as
+    with pytest.raises(ValueError, match="are damaged"):
+        load_row(path, 0)
+
+
+def test_random_bytes_flipped_in_the_file_never_give_wrong_results(path: str) -> None:
+    # The whole file, as a bad sector would change it: SQLite reports what breaks its
+    # structure (a damaged file, refused), the checksums what it stores.
+    texts = [f"result-{x:05d}" for x in range(600)]
+    with Journal(path, square) as journal:
+        for start in range(0, 600, 30):
+            journal.record(start, range(start, start + 30), texts[start : start + 30])
+    original = Path(path).read_bytes()
+    rng = random.Random(15)
+    refusals: list[str] = []
+    for _ in range(40):
+        start = rng.randrange(0, 600, 30)  # a byte of that row's results, or just before
+        first = original.find(texts[start].encode())
+        last = original.find(texts[start + 29].encode()) + 12
+        assert 0 < first < last
+        Path(path).write_bytes(flipped(original, rng.randrange(first - 16, last)))
+        try:
+            with Journal(path, square) as journal:
+                for row in journal.rows():
+                    try:
+                        got = journal.results(row)
+                    except ValueError as exc:  # this row's results: run again
+                        refusals.append(str(exc))
+                        continue
+                    assert got == texts[row.start : row.start + row.size]
+        except ValueError as exc:  # SQLite found its own structure broken: the file
+            refusals.append(str(exc))
+    assert any("are damaged" in refusal for refusal in refusals)
+    for refusal in refusals:
+        assert path in refusal
+        assert re.search(r"are damaged|cannot be read|checkpoint \S+ is damaged", refusal)
+
+
+def as_format_1(path: str) -> None:
+    """Make a journal look as workpool wrote it before rows had checksums."""
+    db = sqlite3.connect(path)
+    db.execute("ALTER TABLE done DROP COLUMN checksum")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+
+
+def test_a_journal_of_the_format_before_checksums_resumes(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(0, range(5), squares(0, 5))
+    as_format_1(path)
+    before = Path(path).read_bytes()
+    with pytest.raises(workpool.CheckpointMismatch):
+        Journal(path, cube)
+    assert Path(path).read_bytes() == before  # refused: left as it was
+    with Journal(path, square) as journal:  # reading alone changes nothing either
+        assert all_rows(journal) == [(0, 5, squares(0, 5))]
+    assert summary(path).format_version == 1
+    with Journal(path, square) as journal:
+        journal.record(5, range(5, 8), squares(5, 8)[:3])
+    assert summary(path).format_version == store_module.FORMAT_VERSION
+    with Journal(path, square) as journal:
+        # The old row is read as before (it has no checksum); the new one is checked.
+        assert all_rows(journal) == [(0, 5, squares(0, 5)), (5, 3, squares(5, 3))]
+    set_column(path, 5, "results", flipped(stored_results(path, 5)[0] or b"", 20))
+    with pytest.raises(ValueError, match="are damaged"):
+        load_row(path, 5)
+    clear(path)
+    with Journal(path, square) as journal:
+        journal.record(0, range(2), [0, 1])
+    set_column(path, 0, "checksum", None)  # no row of this file may lack one now
+    with pytest.raises(ValueError, match="are damaged"):
+        load_row(path, 0)
+    # A format-1 file without results: after the upgrade, every row must have a sum.
+    clear(path)
+    as_format_1(path)
+    with Journal(path, square) as journal:
+        journal.record(0, range(2), [0, 1])
+    set_column(path, 0, "checksum", None)
+    with pytest.raises(ValueError, match="are damaged"):
+        load_row(path, 0)
 
 
 def test_verify_accepts_the_same_items_and_names_changed_positions(path: str) -> None:
@@ -379,6 +567,21 @@ def test_a_path_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
         Journal(missing, square)
     assert missing in str(info.value)
     assert not os.path.exists(tmp_path / "nowhere")
+
+
+def test_a_path_starting_with_a_tilde_is_explained(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Python does not expand "~" (a shell does): the path names a directory "~" here.
+    monkeypatch.chdir(tmp_path)
+    for attempt in (
+        lambda: workpool.map(square, range(3), checkpoint="~/run.ckpt"),
+        lambda: workpool.map(square, range(3), trace="~/run.json"),
+    ):
+        with pytest.raises(FileNotFoundError, match=r"expanduser") as info:
+            attempt()
+        assert "~" in str(info.value)
+    assert os.listdir(tmp_path) == []
 
 
 def test_a_directory_is_refused(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from trace_checks import (
     track_names,
     worker_tracks,
 )
+from workpool.checkpoint import summary as checkpoint_summary
 from workpool.cli import main
 from workpool.oneshot import INLINE
 
@@ -328,6 +330,20 @@ def test_a_bad_trace_argument_fails_before_any_work(tmp_path: Path) -> None:
     assert calls == []
 
 
+def test_a_trace_never_replaces_a_checkpoint(tmp_path: Path) -> None:
+    # trace= and checkpoint= swapped on a later run: the timeline written at the end
+    # would have replaced a journal of results. Any SQLite file is refused, untouched.
+    journal = tmp_path / "run.ckpt"
+    workpool.map(square, range(50), backend="thread", checkpoint=str(journal))
+    before = journal.read_bytes()
+    calls: list[int] = []
+    with pytest.raises(ValueError, match="SQLite") as info:
+        workpool.map(calls.append, range(3), backend="serial", trace=journal)
+    assert str(journal) in str(info.value)
+    assert calls == []
+    assert journal.read_bytes() == before
+
+
 @pytest.fixture
 def unwritable_directory(tmp_path: Path) -> Iterator[Path]:
     """A directory no file can be created in, whoever runs the test (root too)."""
@@ -359,6 +375,42 @@ def test_a_trace_that_cannot_be_written_fails_before_any_work(
         workpool.map(calls.append, range(3), backend="serial", trace=fifo)
     assert calls == []
     assert fifo.is_fifo()
+
+
+def restored_positions(data: dict[str, Any]) -> Counter[int]:
+    """How many "checkpoint" spans hold each position (results read from the journal)."""
+    counts: Counter[int] = Counter()
+    for span in spans(data, "checkpoint"):
+        counts.update(range(span["args"]["start"], span["args"]["start"] + span["args"]["count"]))
+    return counts
+
+
+@pytest.mark.parametrize("how", ["map", "Pool.imap"])
+def test_a_resumed_call_shows_what_came_from_the_checkpoint(
+    how: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Positions whose results the checkpoint held ran in no chunk of this call: the
+    # trace must still account for them, else a resumed call's trace looks like one
+    # that lost items, and a fully resumed one like a call that did nothing.
+    checkpoint = str(tmp_path / "run.ckpt")
+    options = {"backend": "thread", "checkpoint": checkpoint, "chunksize": 10}
+    workpool.map(square, range(120), **options)  # a longer input continues from here
+    done = {
+        position
+        for low, high in checkpoint_summary(checkpoint).ranges
+        for position in range(low, high + 1)
+    }
+    assert done == set(range(120))
+    for trace in (tmp_path / "resumed.json", tmp_path / "finished.json"):
+        assert CALLS[how](square, 200, trace=trace, **options) == [x * x for x in range(200)]
+        data = read_trace(trace)
+        assert_well_formed(data)
+        assert restored_positions(data) == Counter(done)
+        assert_each_position_once(data, 200, except_=frozenset(done))
+        assert main(["trace", "summary", str(trace)]) == 0
+        out = " ".join(capsys.readouterr().out.split())
+        assert f"The results of {len(done)} items came from the checkpoint" in out
+        done = set(range(200))  # the second call finds every result in the journal
 
 
 def test_summary_and_plot_read_a_real_trace(

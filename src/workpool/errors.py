@@ -7,6 +7,7 @@ ran in another process, the worker-side traceback as text in ``__cause__``.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ __all__ = [
     "is_broken_pool",
     "is_cancelled",
     "one_for_each_call",
+    "outside_workpool",
 ]
 
 
@@ -202,3 +204,24 @@ for _cls in (
     RemoteTraceback,
 ):
     _cls.__module__ = "workpool"
+
+
+_PACKAGE = os.path.join(os.path.dirname(__file__), "")  # this package's directory, and a /
+
+
+def outside_workpool() -> int:
+    """The ``stacklevel`` that attributes a warning to the code that called workpool.
+
+    For the function calling this one, about to call ``warnings.warn``: the level of
+    the first frame up the stack that is not workpool's own, so the warning names the
+    user's line (a ``map`` call, the loop over an ``imap``). On a thread of workpool's,
+    which no user code called, 1: the function itself.
+    """
+    frame = sys._getframe(1)
+    level = 1
+    while frame.f_code.co_filename.startswith(_PACKAGE):
+        if frame.f_back is None:
+            return 1
+        frame = frame.f_back
+        level += 1
+    return 1 if frame.f_code.co_filename == threading.__file__ else level

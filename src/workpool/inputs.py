@@ -30,7 +30,12 @@ _SLICEABLE = (range, list, tuple)
 class InputSource:
     """The items of one call, handed out in order by ``take``. Not thread-safe."""
 
-    def __init__(self, items: Iterable[Any]) -> None:
+    def __init__(
+        self, items: Iterable[Any], sources: tuple[Iterable[Any], ...] | None = None
+    ) -> None:
+        # The caller's iterables (zipped into ``items`` when there are several), for
+        # the checks a checkpoint makes on them; nothing else looks at them.
+        self.sources = (items,) if sources is None else sources
         self._sequence: Sequence[Any] | None = None
         self._iterator: Iterator[Any] | None = None
         if type(items) in _SLICEABLE:  # exact types: a subclass may slice differently
@@ -116,4 +121,4 @@ def prepare_inputs(
         return InputSource(iterables[0]), (CallMode.STAR if star else CallMode.ONE), total
     if star:
         raise TypeError("starmap takes one iterable of argument tuples")
-    return InputSource(zip(*iterables)), CallMode.STAR, total
+    return InputSource(zip(*iterables), iterables), CallMode.STAR, total

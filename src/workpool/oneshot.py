@@ -125,6 +125,7 @@ class _OneShotCall:
                     self.fn,
                     self.inputs,
                     star=self.mode is CallMode.STAR,
+                    trace=trace,
                 )
                 if self.options.progress:
                     progress_bar = start_progress_bar(self.total, self.fn, checkpoint.items_done)

@@ -251,9 +251,13 @@ class MapRun:
         self._checkpoint = checkpoint
         self._owns_checkpoint = False  # opened here (then closed here), or the caller's
         if options.checkpoint is not None and checkpoint is None:
-            from workpool.checkpoint.session import refuse_writable_shares
+            from workpool.checkpoint.session import (
+                refuse_unordered_input,
+                refuse_writable_shares,
+            )
 
             refuse_writable_shares(fn)  # at once, not at the first next()
+            refuse_unordered_input(options.checkpoint, inputs)
         elif options.progress and progress_bar is None:
             self._progress = start_progress_bar(total, fn)
         # The call's timeline: None (not traced) is all the hot path ever checks.
@@ -357,6 +361,7 @@ class MapRun:
                 self._fn,
                 self._inputs,
                 star=self._mode is CallMode.STAR,
+                trace=self._trace,
             )
             self._owns_checkpoint = True
             if self._options.progress:

@@ -46,7 +46,7 @@ from workpool.checkpoint.store import (
     this_python,
 )
 from workpool.checkpoint.writer import COMMIT_INTERVAL, DoneEntry, FailedEntry, JournalWriter
-from workpool.errors import CheckpointMismatch
+from workpool.errors import CheckpointMismatch, outside_workpool
 from workpool.int_lists import pack
 from workpool.serialize import dumps_data
 
@@ -120,7 +120,7 @@ class Journal:
         def open_for_writing() -> JournalStore:
             if created:  # on the writer's thread, before its first commit
                 sync_new_journal(path)
-            return JournalStore.open(path, again=True)
+            return JournalStore.open(path, again=True, upgrade=True)
 
         self._writer = JournalWriter(open_for_writing, commit_interval, hold=hold_writer)
         self._warned_unpicklable = False
@@ -204,7 +204,7 @@ class Journal:
                     f"({type(exc).__name__}: {exc}); results that cannot be pickled are "
                     "not journaled, and their items will run again on resume",
                     RuntimeWarning,
-                    stacklevel=2,
+                    stacklevel=outside_workpool(),
                 )
             return
         if digest is None:

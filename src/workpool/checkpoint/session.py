@@ -22,20 +22,31 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool.checkpoint.digest import digest_and_encodings, part_digest
 from workpool.checkpoint.journal import Journal
 from workpool.checkpoint.store import Row
-from workpool.errors import is_cancelled
+from workpool.clock import now_ns
+from workpool.errors import is_cancelled, outside_workpool
 from workpool.inputs import InputSource
 from workpool.segments import holds_writable_share, writable_shares_exist
 
-__all__ = ["CheckpointSession", "Gap", "Piece", "refuse_writable_shares"]
+if TYPE_CHECKING:  # only a traced call has one
+    from workpool.timeline import Recorder
+
+__all__ = [
+    "CheckpointSession",
+    "Gap",
+    "Piece",
+    "refuse_unordered_input",
+    "refuse_writable_shares",
+]
 
 # Types whose values cannot hold shared memory: chunks of these are not searched.
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None), complex})
@@ -99,6 +110,38 @@ def refuse_writable_shares(fn: Callable[..., Any]) -> None:
         pending.extend(carried(obj))
 
 
+# Values whose hashes, so whose order in a set, are the same in every run of a program.
+_SEEDLESS = frozenset({int, float, bool, complex, type(None)})
+
+
+def _seedless(value: Any) -> bool:
+    kind = type(value)
+    return kind in _SEEDLESS or (kind is tuple and all(map(_seedless, value)))
+
+
+def refuse_unordered_input(path: str, inputs: InputSource) -> None:
+    """Raise ``ValueError`` if the input is a set iterated in another order in each run.
+
+    Strings and bytes hash under a seed drawn per process, objects by their address:
+    a set of them lists its items in another order each time the program runs, so a
+    checkpoint of it could never be resumed. Numbers (and tuples of them) hash alike
+    in every run: a set of them, built alike, keeps its order.
+    """
+    for source in inputs.sources:
+        if not isinstance(source, (set, frozenset)):
+            continue
+        kinds = set(map(type, source))
+        if kinds <= _SEEDLESS or all(map(_seedless, source)):
+            continue
+        names = ", ".join(sorted(kind.__name__ for kind in kinds))
+        raise ValueError(
+            f"checkpoint {os.path.abspath(path)}: the input is a set (of {names}), which "
+            "is iterated in another order in each run of a program, so a resumed call "
+            "could not match the results to their items: pass a list in an order of your "
+            "own, such as sorted(items)"
+        )
+
+
 class CheckpointSession:
     """A call's input, read against its checkpoint, and the journaling of its outcomes.
 
@@ -108,9 +151,20 @@ class CheckpointSession:
     """
 
     def __init__(
-        self, path: str, fn: Callable[..., Any], inputs: InputSource, *, star: bool
+        self,
+        path: str,
+        fn: Callable[..., Any],
+        inputs: InputSource,
+        *,
+        star: bool,
+        trace: Recorder | None = None,
     ) -> None:
         refuse_writable_shares(fn)
+        refuse_unordered_input(path, inputs)
+        # A traced call: each journaled row read back is a "checkpoint" span on a
+        # caller track of its own (its positions ran in no chunk of this call).
+        self._trace = trace
+        self._trace_track = -1 if trace is None else trace.caller_track("checkpoint")
         # The writer thread waits for the call's workers to start (start_writing).
         # ``star``: each item is unpacked into the arguments (starmap), whose results
         # differ from those of the same items passed whole (map).
@@ -128,6 +182,7 @@ class CheckpointSession:
         self._ended = False
         self._back: Sequence[Any] | None = None  # items read, then put back (see _put_back)
         self._warned_unreadable = False
+        self._warned_empty = False
         # What the input raised, if it did: the items read before it are handed out
         # (they run, as they would without a checkpoint), then the input counts as
         # ended; the call raises this after their results.
@@ -150,6 +205,8 @@ class CheckpointSession:
             return False
         if not self._ended:
             self._ended = self._inputs.at_end()
+            if self._ended:
+                self._input_ended()
         return self._ended
 
     def take(self, size: int) -> Piece:
@@ -162,6 +219,7 @@ class CheckpointSession:
         row = self._next_row()
         start = self.position
         if row is not None and row.start == start:
+            began = 0 if self._trace is None else now_ns()
             self._row = next(self._rows, None)
             results = self._results(row)
             if results is not None:
@@ -169,6 +227,15 @@ class CheckpointSession:
                 self._refuse_shares(items)
                 if len(items) == row.size:
                     self.journal.verify(row, items)
+                    if self._trace is not None:
+                        self._trace.span(
+                            self._trace_track,
+                            "from checkpoint",
+                            "checkpoint",
+                            began,
+                            now_ns(),
+                            {"start": start, "count": row.size},
+                        )
                     return Piece(start, items, results, row.digest)
                 # The input ends inside this row: the items it still has run again.
                 return _to_run(start, items)
@@ -228,8 +295,28 @@ class CheckpointSession:
                 self._ended = True
             if len(items) < count:
                 self._ended = True
+            self.position += len(items)
+            if self._ended:
+                self._input_ended()
+            return items
         self.position += len(items)
         return items
+
+    def _input_ended(self) -> None:
+        """The input has just ended: say so if it had nothing for a journal of results."""
+        if self.position or self.input_failure is not None or not self.items_done:
+            return
+        if self._warned_empty:
+            return
+        self._warned_empty = True
+        warnings.warn(
+            f"checkpoint {self.journal.path} holds the results of {self.items_done} items, "
+            "but this call's input has none, so it returns none: was it an iterator or a "
+            "generator that an earlier call used up? They can be read only once: pass a "
+            "new one (the results the checkpoint holds are not computed again)",
+            RuntimeWarning,
+            stacklevel=outside_workpool(),
+        )
 
     def _put_back(self, items: Sequence[Any]) -> None:
         """Undo the last read of ``items``: they will be read (and run) again."""
@@ -243,7 +330,9 @@ class CheckpointSession:
         except ValueError as exc:
             if not self._warned_unreadable:
                 self._warned_unreadable = True
-                warnings.warn(f"{exc}; they run again", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"{exc}; they run again", RuntimeWarning, stacklevel=outside_workpool()
+                )
             return None
 
     def _refuse_shares(self, items: Sequence[Any]) -> None:

@@ -4,16 +4,26 @@
 
     FILE            SQLite, application_id "WPJL", user_version = format version
       meta          key -> value: function, function_digest, accept_next, created, ...
-      done          start | count | digest | results | side
+      done          start | count | digest | results | side | checksum
                     one row per run of consecutive finished positions [start, start+count):
                     the digest of their input items, their results pickled as one list
                     or as the (list, []) pair a process worker sent (or the name of the
                     side file holding them; a long list of ints is one int64 block,
-                    see ``int_lists``); rows never overlap
+                    see ``int_lists``), and a CRC-32 of all of that; rows never overlap
       failed        position | error: items whose last attempt failed (they run again)
     FILE.d/         side files: results larger than SIDE_FILE_BYTES, one file per row
     FILE.lock       the lock of the call using FILE (see ``lock``)
     FILE.creating   a new FILE while ``create_journal`` builds it (then linked into place)
+
+SQLite checks its own structure, not the values it stores: a byte flipped inside a
+row's results (a bad disk sector, a stray write) would be unpickled as other results.
+So each row carries a CRC-32 of its start, count, input digest and pickled results
+(it catches every change confined to 32 consecutive bits, a flipped byte say, and
+all but one in 4 billion others, at a fifth of the cost of a 64-bit BLAKE2 digest);
+a row whose checksum does not match cannot be read, like one
+that does not unpickle, and its positions run again. Format 1 had no checksum: a
+format-1 file is read as it is (its rows unchecked) and becomes format 2 when a call
+first writes results to it (see ``_add_checksums``).
 
 Nothing here runs a thread or knows about calls: ``writer`` writes through a store,
 ``journal`` reads through another, each with its own connection.
@@ -37,11 +47,15 @@ import errno
 import os
 import pickle
 import sqlite3
+import struct
 import sys
 import time
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
+
+from workpool.errors import outside_workpool
 
 __all__ = [
     "FORMAT_VERSION",
@@ -61,7 +75,7 @@ __all__ = [
     "this_python",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows have a checksum
 APPLICATION_ID = 0x57504A4C  # "WPJL": this SQLite file is a workpool journal
 SIDE_FILE_BYTES = 1 << 20  # results pickled larger than this go to a side file
 # Results pickled at most this large are read with their row's listing (a query for
@@ -114,6 +128,7 @@ CREATE TABLE done (
     digest BLOB NOT NULL,
     results BLOB,
     side TEXT,
+    checksum INTEGER,
     CHECK ((results IS NULL) <> (side IS NULL))
 );
 CREATE TABLE failed (position INTEGER PRIMARY KEY, error TEXT NOT NULL);
@@ -125,7 +140,8 @@ class Row(NamedTuple):
 
     ``JournalStore.load`` reads its results: from ``listed``, the pickled results
     when they are small enough to come with the row (``LISTED_BYTES``), else from the
-    file (the ``results`` column, or the side file ``side`` names).
+    file (the ``results`` column, or the side file ``side`` names), and checks them
+    against ``checksum`` (None: a row of a format-1 file, which has none).
     """
 
     start: int
@@ -133,6 +149,15 @@ class Row(NamedTuple):
     digest: bytes
     side: str | None
     listed: bytes | None
+    checksum: int | None = None
+
+
+_ROW_HEAD = struct.Struct("<qq").pack
+
+
+def row_checksum(start: int, count: int, digest: bytes) -> int:
+    """The CRC-32 of a row so far: its positions and input digest. Its results follow."""
+    return zlib.crc32(digest, zlib.crc32(_ROW_HEAD(start, count)))
 
 
 class Summary(NamedTuple):
@@ -160,9 +185,18 @@ def check_path(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     # One-argument OSErrors: their message is the whole message, path included.
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"checkpoint {path}: the directory {directory} does not exist")
+        raise FileNotFoundError(
+            f"checkpoint {path}: the directory {directory} does not exist{_tilde_hint(path)}"
+        )
     if os.path.isdir(path):
         raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
+
+
+def _tilde_hint(path: str) -> str:
+    """What to say of a path with a "~" component, which only a shell expands."""
+    if not any(part.startswith("~") for part in path.split(os.sep)):
+        return ""
+    return " (Python does not expand ~ as a shell does: pass os.path.expanduser(path))"
 
 
 def check_writable(path: str) -> None:
@@ -400,25 +434,43 @@ class JournalStore:
     changes a file that is not a journal of a format this version reads.
     """
 
-    def __init__(self, path: str, connection: sqlite3.Connection, journal_mode: str) -> None:
+    def __init__(
+        self, path: str, connection: sqlite3.Connection, journal_mode: str, version: int
+    ) -> None:
         self.path = path
         self.side_directory = path + ".d"
         self.journal_mode = journal_mode
         self._db = connection
+        # Rows may lack a checksum only in a file that was format 1 once; in another
+        # a missing one is damage (SQLite reads a NULL where a flipped byte of the
+        # row's header says so).
+        self._has_checksums = version >= 2
+        self._unchecked_rows = version < 2 or self.meta("unchecked_rows") == "1"
         self._side_files_unsynced = False  # renamed into place, directory not yet flushed
         # Whether the failed table may hold rows (None: not looked yet); while it holds
         # none, journaling a chunk need not clear its positions there.
         self._failures: bool | None = None
 
     @classmethod
-    def open(cls, path: str, *, readonly: bool = False, again: bool = False) -> JournalStore:
+    def _opened(cls, path: str, connection: sqlite3.Connection, journal_mode: str) -> JournalStore:
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        try:
+            return cls(path, connection, journal_mode, version)
+        except sqlite3.Error as exc:
+            raise sqlite_failure(path, exc) from exc
+
+    @classmethod
+    def open(
+        cls, path: str, *, readonly: bool = False, again: bool = False, upgrade: bool = False
+    ) -> JournalStore:
         """Open (creating it unless ``readonly``) the checkpoint at ``path``.
 
         Raises ``FileNotFoundError`` / ``IsADirectoryError`` for a bad path, and
         ``ValueError`` for a file that is not a checkpoint or is of a newer format.
         ``again``: this process opened the file already, and it passed; its first bytes
         are not read again (see ``sync_new_journal`` for why a descriptor of our own
-        must not be closed while SQLite holds the file).
+        must not be closed while SQLite holds the file). ``upgrade``: results will be
+        written: a file of an older format is brought to this one first.
         """
         check_path(path)
         if readonly and not os.path.exists(path):
@@ -447,10 +499,12 @@ class JournalStore:
                 _tune(connection, mode)
                 if new:
                     _create(connection, {})
+                elif upgrade:
+                    _add_checksums(connection)
+            return cls._opened(path, connection, mode)
         except BaseException:
             connection.close()
             raise
-        return cls(path, connection, mode)
 
     def close(self) -> None:
         self._db.close()
@@ -480,37 +534,59 @@ class JournalStore:
     def rows_from(self, start: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows with a start at or after ``start``, in position order."""
         # length() of a value stored across overflow pages reads none of them.
+        checksum = "checksum" if self._has_checksums else "NULL"
         cursor = self._db.execute(
             "SELECT start, count, digest, side, "
-            "CASE WHEN length(results) <= ? THEN results END "
+            f"CASE WHEN length(results) <= ? THEN results END, {checksum} "
             "FROM done WHERE start >= ? ORDER BY start LIMIT ?",
             (LISTED_BYTES, start, limit),
         )
         return [Row(*values) for values in cursor.fetchall()]
 
     def load(self, row: Row) -> list[Any]:
-        """The results journaled in ``row``. ``ValueError`` names what cannot be read."""
+        """The results journaled in ``row``. ``ValueError`` names what cannot be read.
+
+        The checksum is compared before anything is unpickled when the row's results
+        came with it; results read from the file are checked as pickle reads them, and
+        their values dropped if the sum then differs.
+        """
         where = f"positions {row.start}..{row.start + row.size - 1}"
+        damaged = ValueError(
+            f"checkpoint {self.path}: the results of {where} are damaged (they do not "
+            "match the checksum stored with them)"
+        )
+        if row.checksum is None and not self._unchecked_rows:
+            raise damaged
+        expected = row.checksum
+        reader = _CheckedReader(None if expected is None else self._sum(row))
         try:
             if row.listed is not None:
-                values = pickle.loads(row.listed)
+                values = reader.loads(row.listed)  # summed before it is unpickled
             elif row.side is not None:
                 with open(os.path.join(self.side_directory, row.side), "rb") as file:
-                    values = pickle.load(file)
+                    values = reader.load(file.read)
             else:
-                values = self._load_inline(row.start)
+                values = self._load_inline(row.start, reader)
             if type(values) is tuple:  # (values, errors) as a process worker pickled them
                 values = values[0]
         except Exception as exc:
+            if reader.complete and reader.checksum != expected:
+                raise damaged from exc
             raise ValueError(
                 f"checkpoint {self.path}: the results of {where} cannot be read "
                 f"({type(exc).__name__}: {exc})"
             ) from exc
+        if reader.complete and reader.checksum != expected:
+            raise damaged
         if not isinstance(values, list) or len(values) != row.size:
             raise ValueError(f"checkpoint {self.path}: the results of {where} are damaged")
         return values
 
-    def _load_inline(self, start: int) -> Any:
+    @staticmethod
+    def _sum(row: Row, payload: bytes | memoryview = b"") -> int:
+        return zlib.crc32(payload, row_checksum(row.start, row.size, row.digest))
+
+    def _load_inline(self, start: int, reader: _CheckedReader) -> Any:
         """Unpickle the ``results`` of the row at ``start``, too large to be listed.
 
         Read through a blob handle (Python 3.11+), pickle takes the data a frame (64
@@ -521,12 +597,12 @@ class JournalStore:
         """
         if sys.version_info >= (3, 11) and _BLOB_HANDLES:
             with self._db.blobopen("done", "results", start, readonly=True) as blob:
-                return pickle.load(_BlobFile(blob))
+                return reader.load(blob.read)
         found = self._db.execute("SELECT results FROM done WHERE start = ?", (start,))
         (payload,) = found.fetchone() or (None,)
         if payload is None:
             raise LookupError("the row is gone")
-        return pickle.loads(payload)
+        return reader.loads(payload)
 
     def summary(self) -> Summary:
         ranges: list[tuple[int, int]] = []
@@ -623,16 +699,17 @@ class JournalStore:
                 stale.append((before[0], before[2]))
             for old_start, _ in stale:
                 db.execute("DELETE FROM done WHERE start = ?", (old_start,))
+        checksum = zlib.crc32(payload, row_checksum(start, count, digest))
         if len(payload) > SIDE_FILE_BYTES:
             side = self._write_side_file(start, count, payload)
             db.execute(
-                "INSERT INTO done (start, count, digest, side) VALUES (?, ?, ?, ?)",
-                (start, count, digest, side),
+                "INSERT INTO done (start, count, digest, side, checksum) VALUES (?, ?, ?, ?, ?)",
+                (start, count, digest, side, checksum),
             )
         else:
             db.execute(
-                "INSERT INTO done (start, count, digest, results) VALUES (?, ?, ?, ?)",
-                (start, count, digest, payload),
+                "INSERT INTO done (start, count, digest, results, checksum) VALUES (?, ?, ?, ?, ?)",
+                (start, count, digest, payload, checksum),
             )
         if self._failures is None:
             self._failures = db.execute("SELECT 1 FROM failed LIMIT 1").fetchone() is not None
@@ -703,7 +780,8 @@ class JournalStore:
             self._db.execute("DELETE FROM failed")
             self._db.execute(
                 "DELETE FROM meta WHERE key IN "
-                "('function', 'function_digest', 'function_python', 'call', 'accept_next')"
+                "('function', 'function_digest', 'function_python', 'call', 'accept_next', "
+                "'unchecked_rows')"
             )
         self.sweep_side_files()
         self._db.execute("VACUUM")
@@ -716,13 +794,44 @@ class JournalStore:
 _BLOB_HANDLES = True
 
 
-class _BlobFile:
-    """An open blob as the file ``pickle.load`` reads from: ``read`` and ``readline``."""
+class _CheckedReader:
+    """The file ``pickle.load`` reads a row's results from, summing what it reads.
 
-    __slots__ = ("read",)
+    ``load(read)`` unpickles from ``read`` (a blob's, a side file's), then reads what
+    pickle left (nothing, unless the row is damaged), even when unpickling failed:
+    ``checksum`` is then the CRC-32 of the whole row (``complete``), when a start
+    (the sum of the row's head) was given.
+    """
 
-    def __init__(self, blob: Any) -> None:
-        self.read = blob.read
+    __slots__ = ("_read", "checksum", "complete")
+
+    def __init__(self, start: int | None) -> None:
+        self.checksum = start
+        self.complete = False  # whether ``checksum`` covers all of the row's results
+        self._read: Any = None
+
+    def load(self, read: Any) -> Any:
+        self._read = read
+        try:
+            return pickle.load(self)
+        finally:  # pickle read all it wanted, or gave up: sum the rest (if it can be read)
+            if self.checksum is not None:
+                with contextlib.suppress(Exception):
+                    self.read()
+                    self.complete = True
+
+    def loads(self, data: bytes) -> Any:
+        """Unpickle ``data`` (read whole), summing it first."""
+        if self.checksum is not None:
+            self.checksum = zlib.crc32(data, self.checksum)
+            self.complete = True
+        return pickle.loads(data)
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._read(size)
+        if self.checksum is not None:
+            self.checksum = zlib.crc32(data, self.checksum)
+        return data
 
     def readline(self) -> bytes:
         # Only opcodes of pickle protocols before 4 read lines, and journals are written
@@ -782,6 +891,30 @@ def _check_format(connection: sqlite3.Connection, path: str) -> bool:
     return False
 
 
+def _add_checksums(connection: sqlite3.Connection) -> None:
+    """Bring a format-1 file to format 2, in one commit: rows get a checksum column.
+
+    Rows already there keep none (the file notes that it has such rows, if it has
+    any); they are read unchecked, as before. A workpool that reads only format 1
+    refuses the file after this, naming the format, so no row is ever written without
+    a checksum.
+    """
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+        if version == 1:
+            connection.execute("ALTER TABLE done ADD COLUMN checksum INTEGER")
+            if connection.execute("SELECT 1 FROM done LIMIT 1").fetchone() is not None:
+                connection.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('unchecked_rows', '1')"
+                )
+            connection.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
 def _choose_journal_mode(connection: sqlite3.Connection, path: str) -> str:
     """WAL where it works; else a rollback journal, said once per file and process."""
     network = network_filesystem(path)
@@ -800,7 +933,7 @@ def _choose_journal_mode(connection: sqlite3.Connection, path: str) -> str:
             f"checkpoint {path}: {reason}; it uses a rollback journal instead (commits "
             "cost more, crash safety is the same)",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=outside_workpool(),
         )
     return "delete"
 

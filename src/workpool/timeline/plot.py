@@ -4,7 +4,8 @@ Workers come first: their start-up in grey, each chunk as a bar whose dark part 
 the function running and whose light ends are receiving and returning; chunks that
 raised, crashed or timed out have their own colours, and crashes, timeouts and retries
 are marked where they happened. The caller's rows below show it feeding the input,
-pickling and delivering results. matplotlib (the ``plot`` extra) is imported only here.
+pickling, delivering results and reading those a checkpoint held. matplotlib (the
+``plot`` extra) is imported only here.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ _COLOURS = {
     "feed": ("#2ca02c", "caller: feeding input"),
     "serialize": ("#98df8a", "caller: pickling"),
     "deliver": ("#17becf", "caller: delivering results"),
+    "checkpoint": ("#e377c2", "caller: results read from the checkpoint"),
 }
 _MARKERS = {"crash": ("X", "#d62728"), "timeout": ("v", "#9467bd"), "retry": ("o", "#ff7f0e")}
 
@@ -61,6 +63,8 @@ def _bars(track: Track, origin: float) -> dict[str, list[tuple[float, float]]]:
             add(span.name, span.begin, span.end)
         elif span.category == "serialize" and not worker:
             add("serialize", span.begin, span.end)
+        elif span.category == "checkpoint":
+            add("checkpoint", span.begin, span.end)
     return bars
 
 

@@ -62,9 +62,14 @@ def _checked_path(path: str | os.PathLike[str]) -> str:
         raise IsADirectoryError(f"trace={text!r} is a directory; name the file to write")
     directory = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(directory):
+        hint = (
+            " (Python does not expand ~ as a shell does: pass os.path.expanduser(path))"
+            if text.startswith("~")
+            else ""
+        )
         raise FileNotFoundError(
             f"trace={text!r}: the directory {directory!r} does not exist, "
-            "so the timeline could not be written"
+            f"so the timeline could not be written{hint}"
         )
     # The file is written under a temporary name in that directory, then renamed.
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -77,7 +82,24 @@ def _checked_path(path: str | os.PathLike[str]) -> str:
             f"trace={text!r} is not a regular file, which the timeline would replace; "
             "name a file to write"
         )
+    if _is_sqlite_database(text):
+        raise ValueError(
+            f"trace={text!r} is an SQLite database (a checkpoint= file, say), which the "
+            "timeline would replace; it was left as it is: name another file"
+        )
     return os.path.abspath(text)
+
+
+def _is_sqlite_database(path: str) -> bool:
+    """Whether ``path`` is a file that begins as an SQLite database does."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:  # no such file (the usual case), or one that cannot be read
+        return False
+
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class Recorder:

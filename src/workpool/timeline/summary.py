@@ -3,7 +3,8 @@
 From a loaded ``Timeline``: each worker's share of the call spent starting, busy with
 chunks and idle; how the workers' busy time divides into receiving, running and
 returning, and what the caller spent feeding, pickling and delivering; the slowest
-chunks; the crashes, timeouts and retries. ``explain`` turns the numbers into a few
+chunks; the crashes, timeouts and retries; the results a resumed call read from its
+checkpoint instead of running them. ``explain`` turns the numbers into a few
 sentences naming the largest loss and what usually helps against it.
 """
 
@@ -79,6 +80,8 @@ class Summary(NamedTuple):
     partial: bool
     reason: str
     ordered: bool | None  # as the call was made (None: the trace does not say)
+    restored: int = 0  # items whose results came from the call's checkpoint
+    restoring: float = 0.0  # caller seconds reading them
 
 
 def _union(spans: list[Span]) -> float:
@@ -131,6 +134,7 @@ def summarize(timeline: Timeline, stragglers: int = 5) -> Summary:
     slowest = sorted(chunks, key=lambda pair: pair[1].seconds, reverse=True)[:stragglers]
     last_ends = [max(c.end for c in track.chunks()) for track in workers if track.chunks()]
     instants = [i.name for track in timeline.tracks for i in track.instants]
+    restored = [s for t in callers for s in t.spans if s.category == "checkpoint"]
     return Summary(
         wall=wall,
         workers=[_share(track, wall) for track in workers],
@@ -158,6 +162,8 @@ def summarize(timeline: Timeline, stragglers: int = 5) -> Summary:
         partial=timeline.partial,
         reason=timeline.reason,
         ordered=_ordered(timeline),
+        restored=sum(_whole(s, "count", 0) for s in restored),
+        restoring=_union(restored),
     )
 
 
@@ -179,8 +185,11 @@ def _plural(count: int, word: str, plural: str = "") -> str:
 
 def explain(summary: Summary) -> str:
     """A few sentences: how busy the workers were, the largest loss, and what helps."""
+    said = _restored(summary)
     if not any(worker.chunks for worker in summary.workers) or summary.wall <= 0:
-        return "No worker ran a chunk, so there is nothing to say about the workers' time."
+        return " ".join(
+            [*said, "No worker ran a chunk, so there is nothing to say about the workers' time."]
+        )
     wall, count = summary.wall, len(summary.workers)
     startup = sum(w.startup for w in summary.workers) / count / wall
     busy = sum(w.busy for w in summary.workers) / count / wall
@@ -191,8 +200,9 @@ def explain(summary: Summary) -> str:
     at_the_end = summary.tail / wall >= TAIL and worst >= UNEVEN
     uneven = _unevenness(summary, name_straggler=not at_the_end)
     sentences = [
+        *said,
         f"The {_plural(count, 'worker')} spent {busy:.0%} of the {seconds_text(wall)} call on "
-        f"chunks on average, {startup:.0%} starting and {idle:.0%} idle."
+        f"chunks on average, {startup:.0%} starting and {idle:.0%} idle.",
     ]
     if busy >= BUSY:
         if shipping >= SHIPPING:
@@ -258,6 +268,17 @@ def explain(summary: Summary) -> str:
         how = f" ({summary.reason})" if summary.reason else ""
         sentences.append(f"The call ended early{how}: the trace covers what ran before that.")
     return " ".join(sentences)
+
+
+def _restored(summary: Summary) -> list[str]:
+    """A sentence on the results the call's checkpoint held, if it held any."""
+    if not summary.restored:
+        return []
+    return [
+        f"The results of {_plural(summary.restored, 'item')} came from the checkpoint "
+        f"(read in {seconds_text(summary.restoring)}): they ran in an earlier call, not in "
+        "this one."
+    ]
 
 
 def _unevenness(summary: Summary, *, name_straggler: bool) -> list[str]:
