@@ -7,6 +7,7 @@ import concurrent.futures
 import functools
 import gc
 import itertools
+import math
 import os
 import threading
 import time
@@ -79,6 +80,15 @@ def test_executor_map_timeout_is_an_overall_deadline() -> None:
         results = pool.map(slow_square, range(4), [1.0] * 4, timeout=0.2)
         with pytest.raises(concurrent.futures.TimeoutError):
             list(results)
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e12], ids=["inf", "1e12"])
+def test_executor_map_timeout_longer_than_any_wait_is_no_deadline(
+    backend: str, timeout: float
+) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        results = pool.map(slow_square, range(4), [0.05] * 4, timeout=timeout)
+        assert list(results) == [0, 1, 4, 9]
 
 
 def test_executor_map_raises_at_the_failing_position(backend: str) -> None:

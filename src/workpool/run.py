@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from workpool._options import RunOptions
 from workpool.backends.base import Backend, ShutDown
 from workpool.chunking import ChunkSizer
-from workpool.clock import now_ns
+from workpool.clock import capped_wait, now_ns
 from workpool.errors import add_note, call_timed_out, is_broken_pool, is_cancelled
 from workpool.inputs import InputSource
 from workpool.segments import numpy_if_array
@@ -620,14 +620,17 @@ class MapRun:
     def _next_batch(self) -> tuple[ResultBatch, frozenset[int]]:
         if self._deadline is None:
             return self._batches.get()
-        remaining = self._deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                return self._batches.get_nowait()
-            return self._batches.get(timeout=remaining)
-        except queue.Empty:
-            assert self._options.timeout is not None  # a deadline is set from it
-            raise call_timed_out(self._options.timeout) from None
+        while True:
+            remaining = self._deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    return self._batches.get_nowait()
+                return self._batches.get(timeout=capped_wait(remaining))
+            except queue.Empty:
+                if remaining > capped_wait(remaining):
+                    continue  # a deadline beyond one wait: not reached yet
+                assert self._options.timeout is not None  # a deadline is set from it
+                raise call_timed_out(self._options.timeout) from None
 
     def _absorb(self, batch: ResultBatch, retried: frozenset[int]) -> list[Any] | None:
         """Record a batch; return the values to yield now (unordered runs)."""

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from workpool.clock import now_ns
+from workpool.clock import capped_wait, now_ns
 from workpool.errors import TaskTimeout
 from workpool.tasks import Chunk, ResultBatch
 
@@ -106,7 +106,7 @@ class DeadlineWatch:
                     self._abandon(overdue)
                 else:
                     deadlines = [t.deadline for t in self._timed.values()]
-                    self._deadlines.wait(min(deadlines) - now if deadlines else None)
+                    self._deadlines.wait(capped_wait(min(deadlines) - now) if deadlines else None)
             for timed in overdue:
                 chunk = timed.chunk
                 error = TaskTimeout(
