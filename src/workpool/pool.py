@@ -18,6 +18,7 @@ from workpool._options import (
     run_options,
 )
 from workpool.backends import at_exit, create_backend
+from workpool.backends.base import Backend
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
 from workpool.run import MapRun, RetryPolicy
@@ -106,14 +107,15 @@ class Pool(concurrent.futures.Executor):
         self._spec = pool_spec(given)
         self._defaults = run_options(given, backend=self._spec.backend)
         self._shut_down = False
+        # Its workers and threads belong to this process: a child forked from it holds
+        # copies that do not run, and must neither wait for them nor stop them.
+        self._pid = os.getpid()
         self._backend = create_backend(self._spec)
         self._retries = RetryPolicy(self._defaults.retries, self._backend.submit)  # for submit()
         self._unread_runs: weakref.WeakSet[MapRun] = weakref.WeakSet()  # see map()
         # A pool dropped without shutdown() still lets its workers go, once its work is
         # done; one still open at exit is shut down then (backends/at_exit.py).
-        self._finalizer = weakref.finalize(
-            self, self._backend.shutdown, wait=False, cancel_pending=False
-        )
+        self._finalizer = weakref.finalize(self, _let_go, self._backend, self._pid)
         self._finalizer.atexit = False
         at_exit.finish_if_open_at_exit(self)
 
@@ -133,6 +135,16 @@ class Pool(concurrent.futures.Executor):
     def _check_open(self) -> None:
         if self._shut_down:
             raise RuntimeError("cannot schedule new work after shutdown")
+        if os.getpid() != self._pid:
+            raise RuntimeError(
+                f"this pool was made in process {self._pid}, and this process "
+                f"({os.getpid()}) is a fork of it: a pool's workers serve the process "
+                "that made it; make a new Pool here"
+            )
+
+    def _forked_copy(self) -> bool:
+        """Whether this is a forked child's copy of a parent's pool: nothing to stop here."""
+        return os.getpid() != self._pid
 
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
@@ -277,6 +289,8 @@ class Pool(concurrent.futures.Executor):
         """
         self._shut_down = True
         self._finalizer.detach()
+        if self._forked_copy():
+            return
         self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
         if wait:
             for run in list(self._unread_runs):
@@ -291,4 +305,14 @@ class Pool(concurrent.futures.Executor):
         """Stop at once: pending work is cancelled and process workers are killed."""
         self._shut_down = True
         self._finalizer.detach()
-        self._backend.terminate()
+        if not self._forked_copy():
+            self._backend.terminate()
+
+
+def _let_go(backend: Backend, owner: int) -> None:
+    """A pool dropped without ``shutdown()``: its workers go once its work is done.
+
+    Only in the process that made it: a forked child's copy has nothing to stop.
+    """
+    if os.getpid() == owner:
+        backend.shutdown(wait=False, cancel_pending=False)
