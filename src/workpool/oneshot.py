@@ -23,7 +23,14 @@ from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.inputs import InputSource, ItemSource, prepare_inputs
-from workpool.run import MapRun, RetryPolicy, one_by_one, run_inline, start_progress_bar
+from workpool.run import (
+    MapRun,
+    RetryPolicy,
+    note_input_failure,
+    one_by_one,
+    run_inline,
+    start_progress_bar,
+)
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
 
@@ -575,6 +582,7 @@ def _run_straight(
                 if read == len(values) - before:
                     # No item was read for this call: the input itself raised, which is
                     # the caller's failure, not a task's (and the input has ended).
+                    note_input_failure(exc, first_position + read)
                     raise
             error = exc
         else:

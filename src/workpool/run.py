@@ -33,7 +33,15 @@ if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sql
     from workpool.checkpoint.session import CheckpointSession
     from workpool.timeline import Recorder  # imported only by traced calls
 
-__all__ = ["MapRun", "RetryPolicy", "joined", "one_by_one", "run_inline", "start_progress_bar"]
+__all__ = [
+    "MapRun",
+    "RetryPolicy",
+    "joined",
+    "note_input_failure",
+    "one_by_one",
+    "run_inline",
+    "start_progress_bar",
+]
 
 _NONE: frozenset[int] = frozenset()
 
@@ -130,6 +138,11 @@ class RetryPolicy:
 
 # Where a task runs whose arguments could not be sent to the backend ``auto`` chose.
 HERE = "this process (its arguments cannot be pickled to go elsewhere)"
+
+
+def note_input_failure(error: BaseException, read: int) -> None:
+    """Say on ``error`` that the input raised it, after its first ``read`` items."""
+    add_note(error, f"workpool: raised by the input, after its first {read} items")
 
 
 def run_inline(chunk: Chunk, where: str, *, timed: bool) -> ResultBatch:
@@ -416,7 +429,7 @@ class MapRun:
         """
         self._input_failure = error
         self._exhausted = True
-        add_note(error, f"workpool: raised by the input, after its first {read} items")
+        note_input_failure(error, read)
 
     def results(self) -> Iterator[Any]:
         """Yield results; raise the first failure unless ``return_exceptions``.
