@@ -282,6 +282,7 @@ class _MeasuredPrefix:
         self._processes: Backend | None = None  # started early, not chosen yet
         self._early: EarlyItems | None = None  # items run on it while measuring
         self._gap: Gap | None = None  # with a checkpoint: where the measured items came from
+        self._counted: _Counted | None = None  # without one: the input, as measured
 
     def _start_processes(self) -> None:
         """Start the process pool the call would most likely go on with, now.
@@ -360,7 +361,7 @@ class _MeasuredPrefix:
                     call.spec.initializer(*call.spec.initargs)
                 source: ItemSource
                 if self._checkpoint is None:
-                    source = _Counted(call.inputs)
+                    source = self._counted = _Counted(call.inputs)
                 else:
                     source = self._gap = self._checkpoint.gap()
                 # Subinterpreters are timed on a pool the call may go on with; not when
@@ -430,6 +431,9 @@ class _MeasuredPrefix:
             self._close_progress()
             raise errors[position]
         yield values
+        if self._counted is not None and self._counted.failure is not None:
+            self._close_progress()
+            raise self._counted.failure  # the input's, after the results it gave
 
     def _early_outcomes(
         self, items: list[Any], values: list[Any], errors: dict[int, BaseException]
@@ -528,14 +532,26 @@ class _InlineRetries:
 
 
 class _Counted:
-    """An item source that counts the items taken from it: their input positions."""
+    """An item source that counts the items taken from it: their input positions.
 
-    def __init__(self, source: ItemSource) -> None:
+    An input that raises ends there: the items it gave before are handed out, and its
+    exception is kept in ``failure``, to be raised once their results are delivered.
+    """
+
+    def __init__(self, source: InputSource) -> None:
         self._source = source
         self.taken = 0
+        self.failure: Exception | None = None
 
     def take(self, count: int) -> Sequence[Any]:
-        items = self._source.take(count)
+        if self.failure is not None:
+            return []
+        try:
+            items = self._source.take(count)
+        except Exception as exc:
+            items = self._source.salvage()
+            note_input_failure(exc, self.taken + len(items))
+            self.failure = exc
         self.taken += len(items)
         return items
 
