@@ -72,3 +72,10 @@ def fill_shared_range(size: int) -> object:
     out = workpool.zeros(size)
     out[:] = range(size)
     return out
+
+
+def import_numpy(_: object) -> str:
+    """Import NumPy in the task itself (it does not load in subinterpreters)."""
+    import numpy
+
+    return str(numpy.__version__)
