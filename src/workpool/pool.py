@@ -135,7 +135,7 @@ class Pool(concurrent.futures.Executor):
     def _check_open(self) -> None:
         if self._shut_down:
             raise RuntimeError("cannot schedule new work after shutdown")
-        if os.getpid() != self._pid:
+        if self._forked_copy():
             raise RuntimeError(
                 f"this pool was made in process {self._pid}, and this process "
                 f"({os.getpid()}) is a fork of it: a pool's workers serve the process "
