@@ -69,6 +69,35 @@ def test_executor_map_is_an_iterator_of_ordered_results(backend: str) -> None:
         assert list(results) == [2 * i for i in range(10)]
 
 
+@pytest.mark.parametrize("given", ["list", "generator"])
+def test_executor_map_yields_its_first_result_at_once_and_uses_every_worker(given: str) -> None:
+    # Executor.map submits everything before anything is measured. Its first result
+    # must not wait for a whole share of the input (the items after it here wait until
+    # it arrives), and an input without a length must not go to one worker as one chunk.
+    release, gave_up = threading.Event(), threading.Event()
+    busy: set[str] = set()
+    both_busy = threading.Event()
+
+    def held(x: int) -> None:
+        busy.add(threading.current_thread().name)
+        if len(busy) == 2:
+            both_busy.set()
+        if x > 0 and not gave_up.is_set() and not release.wait(timeout=10):
+            gave_up.set()  # item 0 was not delivered on its own: waiting longer is no use
+
+    items = range(40) if given == "list" else (x for x in range(40))
+    with workpool.Pool(2, backend="thread") as pool:
+        results = pool.map(held, items)
+        next(results)
+        delivered_alone = not gave_up.is_set()
+        # The next items wait, each on a worker: both workers must hold one.
+        used_both = both_busy.wait(timeout=10)
+        release.set()
+        assert list(results) == [None] * 39
+    assert delivered_alone
+    assert used_both
+
+
 def test_executor_map_works_after_the_with_block_like_the_stdlib(backend: str) -> None:
     # concurrent.futures submits everything at map() time, so results survive shutdown.
     with workpool.Pool(2, backend=backend) as pool:

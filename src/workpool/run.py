@@ -350,9 +350,22 @@ class MapRun:
         """Submit the whole input now (eager runs); results are read later."""
         try:
             self._open_checkpoint()
-            size = self._options.chunksize or self._sizer.upfront_size()
-            while not self._exhausted:
+            # Read it all first, as Executor.map does: chunks are then cut to its real
+            # length (an iterator has none to say). If it raises, what it gave before
+            # still runs, and the call fails at once.
+            failure: Exception | None = None
+            try:
+                count = self._inputs.read_all()
+            except Exception as exc:
+                failure = exc
+                count = self._inputs.read_all()
+                note_input_failure(exc, self._next_start + count)
+            for size in self._sizer.upfront_sizes(count):
+                if self._exhausted:
+                    break
                 self._take_and_submit(size)
+            if failure is not None:
+                raise failure
         except BaseException as exc:
             self._ended_by = exc
             self.close()
