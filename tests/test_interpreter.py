@@ -29,6 +29,7 @@ from interp_tasks import (
     interpreter_id,
     pid,
     return_a_lock,
+    squares_on_threads,
     touch,
     touched,
     wait_for_file,
@@ -494,3 +495,10 @@ def test_a_module_that_cannot_load_in_a_subinterpreter_is_named_as_the_cause() -
         notes = "\n".join(error.__notes__)
         assert "cannot be loaded in a subinterpreter" in notes
         assert "backend='process'" in notes
+
+
+@needs_interpreters
+def test_a_task_on_a_subinterpreter_can_run_a_thread_pool_of_its_own() -> None:
+    # A subinterpreter allows no daemon threads, which the thread backend's workers were.
+    results = workpool.map(squares_on_threads, [3, 4], backend="interpreter", workers=2)
+    assert results == [[0, 1, 4], [0, 1, 4, 9]]
