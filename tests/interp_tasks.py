@@ -72,3 +72,20 @@ def fill_shared_range(size: int) -> object:
     out = workpool.zeros(size)
     out[:] = range(size)
     return out
+
+
+def import_numpy(_: object) -> str:
+    """Import NumPy in the task itself (it does not load in subinterpreters)."""
+    import numpy
+
+    return str(numpy.__version__)
+
+
+def squares_on_threads(n: int) -> list[int]:
+    """A task that runs a thread pool of its own (with a timeout, so a watchdog too)."""
+    import workpool
+
+    with workpool.Pool(2, backend="thread") as pool:
+        squares = list(pool.map(pow, range(n), [2] * n))
+    assert workpool.map(pow, range(n), [2] * n, backend="thread", task_timeout=30) == squares
+    return squares

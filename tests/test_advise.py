@@ -172,6 +172,15 @@ def test_advise_rejects_bad_arguments() -> None:
         workpool.advise(tiny, 5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="budget"):
         workpool.advise(tiny, [1], budget=0)
+    # A value of the wrong kind is a TypeError naming the argument, as for every option.
+    with pytest.raises(TypeError, match=r"budget must be a number of seconds; got '1' \(str\)"):
+        workpool.advise(tiny, [1], budget="1")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"total must be an integer >= 0 or None; got 2.0"):
+        workpool.advise(tiny, [1], total=2.0)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"total must be an integer >= 0 or None; got -1"):
+        workpool.advise(tiny, [1], total=-1)
+    with pytest.raises(TypeError, match=r"star must be True or False; got 'yes'"):
+        workpool.advise(tiny, [1], star="yes")  # type: ignore[arg-type]
 
 
 def test_advise_on_a_sample_that_only_fails_says_so_instead_of_advising() -> None:
@@ -183,6 +192,16 @@ def test_advise_on_a_sample_that_only_fails_says_so_instead_of_advising() -> Non
     assert isinstance(info.value.__cause__, TypeError)
     assert "star=True" in str(info.value)
     assert workpool.advise(add, [(1, 2)] * 50, star=True).backend in BACKENDS
+
+
+def test_advise_suggests_star_only_where_it_would_help() -> None:
+    def invert(x: int) -> float:
+        return 1 / x
+
+    with pytest.raises(ValueError, match=r"every one of the .* raised") as info:
+        workpool.advise(invert, [0] * 5)
+    assert "ZeroDivisionError" in str(info.value)
+    assert "star=True" not in str(info.value)  # the items are no argument tuples
 
 
 def test_the_reason_names_no_engine_that_cannot_run_the_items() -> None:

@@ -117,8 +117,11 @@ def test_input_iterable_that_raises_midway(backend: str) -> None:
         yield from range(50)
         raise OSError("disk went away")
 
-    with pytest.raises(OSError, match="disk went away"):
+    with pytest.raises(OSError, match="disk went away") as info:
         workpool.map(square, items(), backend=backend, workers=2)
+    # Said on every backend, the serial one's plain loop included: it is the input that
+    # failed, not a task.
+    assert "raised by the input, after its first 50 items" in "\n".join(info.value.__notes__)
     assert live_worker_processes() == []
 
 
@@ -149,6 +152,32 @@ def test_imap_yields_every_result_the_input_gave_before_it_raised(
     else:
         assert sorted(seen) == [x * x for x in range(50)]
     assert "raised by the input, after its first 50 items" in "\n".join(info.value.__notes__)
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+@pytest.mark.parametrize("count", [0, 3, 50])
+def test_auto_imap_yields_every_result_the_input_gave_before_it_raised_while_measuring(
+    count: int, ordered: bool
+) -> None:
+    # backend="auto" times the first items of the real input: when the input fails
+    # among them, their results still come first, as on a named backend.
+    def fresh(x: int) -> int:  # measured afresh: not remembered from another test
+        return x + 1
+
+    def items():  # type: ignore[no-untyped-def]
+        yield from range(count)
+        raise OSError("disk went away")
+
+    seen = []
+    with pytest.raises(OSError, match="disk went away") as info:
+        for value in workpool.imap(fresh, items(), ordered=ordered):
+            seen.append(value)
+    assert sorted(seen) == list(range(1, count + 1))
+    note = f"raised by the input, after its first {count} items"
+    assert note in "\n".join(info.value.__notes__)
+    with pytest.raises(OSError, match="disk went away") as info:
+        workpool.map(fresh, items())
+    assert note in "\n".join(info.value.__notes__)
 
 
 # Run apart, under a memory limit and a deadline: a loop that took the input's own

@@ -8,6 +8,7 @@ useful message, and (through the autouse fixture) no process left behind.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import signal
 import threading
@@ -39,7 +40,7 @@ from faults import (
     return_crash_when_pickled,
     sleep_then_pid,
 )
-from helpers import broken_initializer, fail_on, square
+from helpers import broken_initializer, fail_on, slow_square, square
 
 METHODS = [None, *START_METHODS]
 
@@ -251,6 +252,16 @@ def test_timeout_on_serial_is_reported_when_the_task_returns() -> None:
 def test_timeout_does_not_touch_tasks_that_finish_in_time(backend: str) -> None:
     results = workpool.map(square, range(500), backend=backend, task_timeout=5)
     assert results == [x * x for x in range(500)]
+
+
+@pytest.mark.parametrize("limit", [math.inf, 1e12], ids=["inf", "1e12"])
+def test_a_task_timeout_longer_than_any_wait_never_fires(backend: str, limit: float) -> None:
+    # "Never" or "a month" is a fair limit, though epoll counts at most some 24 days in
+    # one wait and no wait takes infinity: the tasks still run, and the pool with them.
+    results = workpool.map(
+        slow_square, range(4), [0.05] * 4, backend=backend, task_timeout=limit, chunksize=1
+    )
+    assert results == [0, 1, 4, 9]
 
 
 def test_crash_while_unpickling_an_argument_costs_that_task() -> None:

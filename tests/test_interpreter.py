@@ -25,9 +25,11 @@ from faults import RaiseWhenFunctionUnpickled, RaiseWhenUnpickled
 from helpers import Unpicklable, broken_initializer, fail_on, recall, remember, slow_square, square
 from interp_tasks import (
     cut_the_loop_off,
+    import_numpy,
     interpreter_id,
     pid,
     return_a_lock,
+    squares_on_threads,
     touch,
     touched,
     wait_for_file,
@@ -477,3 +479,26 @@ def test_a_pool_open_at_exit_runs_its_queued_work_too(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert sorted(results.read_text().split()) == [str(x) for x in range(6)]
+
+
+@needs_interpreters
+def test_a_module_that_cannot_load_in_a_subinterpreter_is_named_as_the_cause() -> None:
+    # NumPy's own ImportError blames "a bad install or environment"; the note says what
+    # happened and what to do, whether the task imports it or its argument needs it.
+    numpy = pytest.importorskip("numpy")
+    results = workpool.map(
+        import_numpy, [1], backend="interpreter", return_exceptions=True
+    ) + workpool.map(len, [numpy.ones(3)], backend="interpreter", return_exceptions=True)
+    for error in results:
+        if not isinstance(error, ImportError):
+            pytest.skip("this NumPy loads in subinterpreters")
+        notes = "\n".join(error.__notes__)
+        assert "cannot be loaded in a subinterpreter" in notes
+        assert "backend='process'" in notes
+
+
+@needs_interpreters
+def test_a_task_on_a_subinterpreter_can_run_a_thread_pool_of_its_own() -> None:
+    # A subinterpreter allows no daemon threads, which the thread backend's workers were.
+    results = workpool.map(squares_on_threads, [3, 4], backend="interpreter", workers=2)
+    assert results == [[0, 1, 4], [0, 1, 4, 9]]

@@ -7,7 +7,9 @@ import concurrent.futures
 import functools
 import gc
 import itertools
+import math
 import os
+import signal
 import threading
 import time
 import weakref
@@ -67,6 +69,35 @@ def test_executor_map_is_an_iterator_of_ordered_results(backend: str) -> None:
         assert list(results) == [2 * i for i in range(10)]
 
 
+@pytest.mark.parametrize("given", ["list", "generator"])
+def test_executor_map_yields_its_first_result_at_once_and_uses_every_worker(given: str) -> None:
+    # Executor.map submits everything before anything is measured. Its first result
+    # must not wait for a whole share of the input (the items after it here wait until
+    # it arrives), and an input without a length must not go to one worker as one chunk.
+    release, gave_up = threading.Event(), threading.Event()
+    busy: set[str] = set()
+    both_busy = threading.Event()
+
+    def held(x: int) -> None:
+        busy.add(threading.current_thread().name)
+        if len(busy) == 2:
+            both_busy.set()
+        if x > 0 and not gave_up.is_set() and not release.wait(timeout=10):
+            gave_up.set()  # item 0 was not delivered on its own: waiting longer is no use
+
+    items = range(40) if given == "list" else (x for x in range(40))
+    with workpool.Pool(2, backend="thread") as pool:
+        results = pool.map(held, items)
+        next(results)
+        delivered_alone = not gave_up.is_set()
+        # The next items wait, each on a worker: both workers must hold one.
+        used_both = both_busy.wait(timeout=10)
+        release.set()
+        assert list(results) == [None] * 39
+    assert delivered_alone
+    assert used_both
+
+
 def test_executor_map_works_after_the_with_block_like_the_stdlib(backend: str) -> None:
     # concurrent.futures submits everything at map() time, so results survive shutdown.
     with workpool.Pool(2, backend=backend) as pool:
@@ -79,6 +110,15 @@ def test_executor_map_timeout_is_an_overall_deadline() -> None:
         results = pool.map(slow_square, range(4), [1.0] * 4, timeout=0.2)
         with pytest.raises(concurrent.futures.TimeoutError):
             list(results)
+
+
+@pytest.mark.parametrize("timeout", [math.inf, 1e12], ids=["inf", "1e12"])
+def test_executor_map_timeout_longer_than_any_wait_is_no_deadline(
+    backend: str, timeout: float
+) -> None:
+    with workpool.Pool(2, backend=backend) as pool:
+        results = pool.map(slow_square, range(4), [0.05] * 4, timeout=timeout)
+        assert list(results) == [0, 1, 4, 9]
 
 
 def test_executor_map_raises_at_the_failing_position(backend: str) -> None:
@@ -262,6 +302,57 @@ def test_max_tasks_per_worker_on_a_pool() -> None:
     with workpool.Pool(1, backend="process", max_tasks_per_worker=2) as pool:
         pids = [pool.submit(where, i).result(timeout=30)[0] for i in range(6)]
     assert len(set(pids)) == 3
+
+
+def _in_a_forked_child(pool: workpool.Pool) -> str:
+    """Fork; in the child, use the parent's pool, then leave it as a ``with`` block does.
+
+    Returns what the child reported, or "hung" if it did not end within the deadline.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        outcome = "accepted"
+        try:
+            try:
+                pool.submit(square, 2)
+            except RuntimeError as exc:
+                outcome = f"refused: {exc}"
+            pool.shutdown()
+            os.write(write, outcome.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    status = 0
+
+    def ended() -> bool:
+        nonlocal status
+        done, status = os.waitpid(pid, os.WNOHANG)
+        return done == pid
+
+    with os.fdopen(read) as report:
+        if not wait_for(ended, timeout=10):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return "hung"
+        return report.read() or f"ended with status {status} and said nothing"
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_forked_child_cannot_use_its_parents_pool_and_leaves_it_alone(backend: str) -> None:
+    # A script that forks inside a `with Pool()` block leaves that block in the child
+    # too: the child must neither hang there nor touch the parent's workers.
+    if backend == "interpreter":
+        # CPython 3.14t's child of a fork made while subinterpreters run dies of SIGSEGV
+        # more often than not, even one that only calls os._exit(0).
+        pytest.skip("a fork beside running subinterpreters crashes in CPython itself")
+    with workpool.Pool(2, backend=backend) as pool:
+        running = pool.submit(slow_square, 3, 0.3)
+        outcome = _in_a_forked_child(pool)
+        assert outcome.startswith("refused: "), outcome
+        assert f"made in process {os.getpid()}" in outcome
+        assert running.result(timeout=30) == 9
+        assert pool.submit(square, 4).result(timeout=30) == 16
 
 
 def test_pool_start_methods(start_method: str) -> None:

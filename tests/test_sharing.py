@@ -132,6 +132,20 @@ def test_share_bytes_like(kind: type) -> None:
     assert memoryview(shared).tobytes() == b"hello shared world"
 
 
+def test_share_of_a_memoryview_that_is_not_contiguous_holds_its_bytes() -> None:
+    # A strided slice, or a view of a column, is a memoryview like any other: its bytes,
+    # in order, are what is shared (as bytes(view) gives them).
+    import array
+
+    strided = memoryview(b"abcdefgh")[::2]
+    column = memoryview(np.arange(12, dtype=np.int32).reshape(3, 4)[:, 1])
+    doubles = memoryview(array.array("d", [1.5, 2.5, 3.5]))[::-1]
+    for view in (strided, column, doubles):
+        shared = workpool.share(view)
+        assert bytes(shared) == view.tobytes()
+    assert workpool.map(bytes, [workpool.share(strided)], backend="process") == [b"aceg"]
+
+
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_share_of_nothing_is_nothing(kind: type) -> None:
     shared = workpool.share(kind(b""))  # no memory of no size can be mapped

@@ -100,7 +100,7 @@ SCRIPT = textwrap.dedent(
                     try:
                         pool.submit(finish_later, 99)
                     except RuntimeError as exc:
-                        print("child refused:", "forked" in str(exc), flush=True)
+                        print("child refused:", "is a fork of it" in str(exc), flush=True)
                     sys.exit(0)  # through the with block and the exit hooks, as a script ends
                 _, status = os.waitpid(child, 0)
                 print("child", os.waitstatus_to_exitcode(status), flush=True)

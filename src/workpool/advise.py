@@ -844,23 +844,44 @@ def advise(
     ``star=True`` calls ``fn(*item)``. ``budget`` bounds the measuring, in seconds.
     """
     check_function(fn)
-    if not isinstance(budget, (int, float)) or isinstance(budget, bool) or not budget > 0:
+    if not isinstance(star, bool):
+        raise TypeError(f"star must be True or False; got {star!r} ({type(star).__name__})")
+    if not isinstance(budget, (int, float)) or isinstance(budget, bool):
+        raise TypeError(
+            f"budget must be a number of seconds; got {budget!r} ({type(budget).__name__})"
+        )
+    if not budget > 0:  # also refuses NaN
         raise ValueError(f"budget must be a positive number of seconds; got {budget!r}")
-    if total is not None and (not isinstance(total, int) or isinstance(total, bool) or total < 0):
-        raise ValueError(f"total must be a non-negative integer or None; got {total!r}")
+    if total is not None:
+        if not isinstance(total, int) or isinstance(total, bool):
+            raise TypeError(
+                f"total must be an integer >= 0 or None; got {total!r} ({type(total).__name__})"
+            )
+        if total < 0:
+            raise ValueError(f"total must be an integer >= 0 or None; got {total!r}")
     if not isinstance(sample, Iterable):
         raise TypeError(f"sample must be iterable; got {type(sample).__name__}")
     if total is None and hasattr(sample, "__len__"):
         total = len(sample)  # type: ignore[arg-type]
     mode = CallMode.STAR if star else CallMode.ONE
-    found, _, values, errors = measure(
+    found, items, values, errors = measure(
         fn, mode, InputSource(sample), budget=budget, interpreters=PoolSpec("interpreter", 2)
     )
     if not values:
         raise ValueError("sample is empty: there is nothing to measure")
     if len(errors) == len(values):  # timings of failures say nothing of the real work
         first = errors[min(errors)]
-        hint = "" if star else " (star=True calls fn(*item), for items that are argument tuples)"
+        # A TypeError over items that are tuples or lists: star=True was likely forgotten.
+        star_forgotten = (
+            not star
+            and isinstance(first, TypeError)
+            and isinstance(items[min(errors)], (tuple, list))
+        )
+        hint = (
+            " (star=True calls fn(*item), for items that are argument tuples)"
+            if star_forgotten
+            else ""
+        )
         raise ValueError(
             f"every one of the {len(values)} sample items fn ran raised, so there is no work "
             f"to advise on; the first raised {type(first).__name__}: {first}{hint}"

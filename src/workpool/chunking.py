@@ -8,7 +8,9 @@ measures how long items take, and grows toward a target time per chunk.
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Iterator
 
 __all__ = ["PROCESS_CHUNK_SECONDS", "THREAD_CHUNK_SECONDS", "ChunkSizer"]
 
@@ -55,6 +57,8 @@ class ChunkSizer:
     ) -> None:
         self._fixed = fixed
         self._target = target_seconds
+        self._workers = max(1, workers)
+        self._max_items = max_items
         cap = max_items
         if total is not None:
             cap = min(cap, max(1, math.ceil(total / (workers * 4))))
@@ -85,9 +89,29 @@ class ChunkSizer:
             limit = min(limit, MAX_CHUNK_BYTES // self._bytes_per_item)
         return max(1, min(wanted, limit, self._cap))
 
-    def upfront_size(self) -> int:
-        """The size for chunks cut before anything is measured: an even share per worker."""
-        return self._fixed if self._fixed is not None else self._cap
+    def upfront_sizes(self, count: int) -> Iterator[int]:
+        """Sizes for chunks of ``count`` items, all cut before anything is measured.
+
+        Each worker's first chunk holds one item, and each round of chunks twice as many
+        as the one before, up to a quarter of each worker's share; toward the end they
+        shrink again, each to a part of what is left, down to single items. The first
+        results come after one item's time, not a whole share's; tiny items still reach
+        large chunks within a few rounds; and no worker is left with a long last chunk
+        while the others have nothing to do.
+        """
+        if self._fixed is not None:
+            yield from itertools.repeat(self._fixed)
+            return
+        workers = self._workers
+        cap = min(self._max_items, max(1, math.ceil(count / (workers * 4))))
+        left = count
+        size = 1
+        while True:
+            for _ in range(workers):
+                chunk = max(1, min(size, cap, math.ceil(left / (2 * workers))))
+                left -= chunk
+                yield chunk
+            size *= 2
 
     def observe_item_bytes(self, nbytes: int) -> None:
         """Record the bytes of the arrays an item just read holds (a chunk's first)."""

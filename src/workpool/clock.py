@@ -7,15 +7,29 @@ machine. For a worker whose clock may differ (another node, another time namespa
 its engine measures an offset when the worker says hello (``clock_offset``) and adds
 it to the worker's readings as they arrive. This module imports nothing, so workers
 and engines can use it without loading the timeline package.
+
+It also says how long one blocking wait may be (``capped_wait``): a deadline a user
+sets may lie beyond what the system's waits can count.
 """
 
 from __future__ import annotations
 
 import time
 
-__all__ = ["clock_offset", "now_ns"]
+__all__ = ["LONGEST_WAIT", "capped_wait", "clock_offset", "now_ns"]
 
 now_ns = time.perf_counter_ns
+
+# epoll counts its timeout in milliseconds in a C int (some 24.8 days), a lock's wait
+# stops at threading.TIMEOUT_MAX, and neither takes infinity; yet task_timeout=30 * 86_400
+# or timeout=math.inf are fair ways to say "a month" or "never". A longer wait is cut to
+# this, and every waiter, which loops, looks at its deadline again when it wakes.
+LONGEST_WAIT = 86_400.0
+
+
+def capped_wait(seconds: float) -> float:
+    """``seconds`` as a timeout every blocking wait accepts (at most ``LONGEST_WAIT``)."""
+    return min(seconds, LONGEST_WAIT)
 
 
 def clock_offset(sent_ns: int, worker_ns: int, received_ns: int) -> int:

@@ -83,6 +83,21 @@ class InputSource:
         """The items not taken yet."""
         return iter(self.remaining())
 
+    def read_all(self) -> int:
+        """Read the rest of the input now and keep it; return how many items are left.
+
+        For a caller that reads its whole input at once (``Executor.map``). If the input
+        raises, that is raised, and the items it gave before are left to take.
+        """
+        if self._sequence is None:
+            assert self._iterator is not None
+            rest, self._peeked = self._peeked, []
+            try:
+                rest.extend(self._iterator)  # keeps what it appended before a failure
+            finally:
+                self._sequence, self._position, self._iterator = rest, 0, None
+        return len(self._sequence) - self._position
+
     def remaining(self) -> Sequence[Any] | Iterator[Any]:
         """The items not taken yet, all taken now: a slice of a sequence, else an iterator.
 

@@ -23,7 +23,14 @@ from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.inputs import InputSource, ItemSource, prepare_inputs
-from workpool.run import MapRun, RetryPolicy, one_by_one, run_inline, start_progress_bar
+from workpool.run import (
+    MapRun,
+    RetryPolicy,
+    note_input_failure,
+    one_by_one,
+    run_inline,
+    start_progress_bar,
+)
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
 
@@ -276,6 +283,7 @@ class _MeasuredPrefix:
         self._processes: Backend | None = None  # started early, not chosen yet
         self._early: EarlyItems | None = None  # items run on it while measuring
         self._gap: Gap | None = None  # with a checkpoint: where the measured items came from
+        self._counted: _Counted | None = None  # without one: the input, as measured
 
     def _start_processes(self) -> None:
         """Start the process pool the call would most likely go on with, now.
@@ -354,7 +362,7 @@ class _MeasuredPrefix:
                     call.spec.initializer(*call.spec.initargs)
                 source: ItemSource
                 if self._checkpoint is None:
-                    source = _Counted(call.inputs)
+                    source = self._counted = _Counted(call.inputs)
                 else:
                     source = self._gap = self._checkpoint.gap()
                 # Subinterpreters are timed on a pool the call may go on with; not when
@@ -424,6 +432,9 @@ class _MeasuredPrefix:
             self._close_progress()
             raise errors[position]
         yield values
+        if self._counted is not None and self._counted.failure is not None:
+            self._close_progress()
+            raise self._counted.failure  # the input's, after the results it gave
 
     def _early_outcomes(
         self, items: list[Any], values: list[Any], errors: dict[int, BaseException]
@@ -522,14 +533,26 @@ class _InlineRetries:
 
 
 class _Counted:
-    """An item source that counts the items taken from it: their input positions."""
+    """An item source that counts the items taken from it: their input positions.
 
-    def __init__(self, source: ItemSource) -> None:
+    An input that raises ends there: the items it gave before are handed out, and its
+    exception is kept in ``failure``, to be raised once their results are delivered.
+    """
+
+    def __init__(self, source: InputSource) -> None:
         self._source = source
         self.taken = 0
+        self.failure: Exception | None = None
 
     def take(self, count: int) -> Sequence[Any]:
-        items = self._source.take(count)
+        if self.failure is not None:
+            return []
+        try:
+            items = self._source.take(count)
+        except Exception as exc:
+            items = self._source.salvage()
+            note_input_failure(exc, self.taken + len(items))
+            self.failure = exc
         self.taken += len(items)
         return items
 
@@ -576,6 +599,7 @@ def _run_straight(
                 if read == len(values) - before:
                     # No item was read for this call: the input itself raised, which is
                     # the caller's failure, not a task's (and the input has ended).
+                    note_input_failure(exc, first_position + read)
                     raise
             error = exc
         else:

@@ -127,12 +127,15 @@ class Pool(concurrent.futures.Executor):
         self._spec = pool_spec(given)
         self._defaults = run_options(given, backend=self._spec.backend)
         self._shut_down = False
+        # Its workers and threads belong to this process: a child forked from it holds
+        # copies that do not run, and must neither wait for them nor stop them.
+        self._generation = _generation
+        self._made_in = os.getpid()
         self._backend = create_backend(self._spec)
         self._retries = RetryPolicy(self._defaults.retries, self._backend.submit)  # for submit()
         self._unread_runs: weakref.WeakSet[MapRun] = weakref.WeakSet()  # see map()
         # A pool dropped without shutdown() still lets its workers go, once its work is
         # done; one still open at exit is shut down then (backends/at_exit.py).
-        self._generation = _generation
         self._finalizer = weakref.finalize(
             self, _release_unless_inherited, self._backend, self._generation
         )
@@ -153,13 +156,18 @@ class Pool(concurrent.futures.Executor):
         return f"<workpool.Pool backend={self.backend!r} workers={self.workers} {state}>"
 
     def _check_open(self) -> None:
-        if self._generation != _generation:
+        if self._forked_copy():
             raise RuntimeError(
-                "this Pool was made in the process this one was forked from, and its "
-                "workers are that process's: make a new Pool in this process"
+                f"this pool was made in process {self._made_in}, and this process "
+                f"({os.getpid()}) is a fork of it: a pool's workers serve the process "
+                "that made it; make a new Pool here"
             )
         if self._shut_down:
             raise RuntimeError("cannot schedule new work after shutdown")
+
+    def _forked_copy(self) -> bool:
+        """Whether this is a forked child's copy of a parent's pool: nothing to stop here."""
+        return self._generation != _generation
 
     def submit(
         self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
@@ -304,8 +312,8 @@ class Pool(concurrent.futures.Executor):
         """
         self._shut_down = True
         self._finalizer.detach()
-        if self._generation != _generation:
-            return  # inherited by a forked child: the pool is its parent's to end
+        if self._forked_copy():
+            return  # the pool is its parent's to end
         self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
         if wait:
             for run in list(self._unread_runs):
@@ -320,6 +328,5 @@ class Pool(concurrent.futures.Executor):
         """Stop at once: pending work is cancelled and process workers are killed."""
         self._shut_down = True
         self._finalizer.detach()
-        if self._generation != _generation:
-            return  # inherited by a forked child: the pool is its parent's to end
-        self._backend.terminate()
+        if not self._forked_copy():
+            self._backend.terminate()

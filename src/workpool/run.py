@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from workpool._options import RunOptions
 from workpool.backends.base import Backend, ShutDown
 from workpool.chunking import ChunkSizer
-from workpool.clock import now_ns
+from workpool.clock import capped_wait, now_ns
 from workpool.errors import add_note, call_timed_out, is_broken_pool, is_cancelled
 from workpool.inputs import InputSource
 from workpool.segments import numpy_if_array
@@ -33,7 +33,15 @@ if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sql
     from workpool.checkpoint.session import CheckpointSession
     from workpool.timeline import Recorder  # imported only by traced calls
 
-__all__ = ["MapRun", "RetryPolicy", "joined", "one_by_one", "run_inline", "start_progress_bar"]
+__all__ = [
+    "MapRun",
+    "RetryPolicy",
+    "joined",
+    "note_input_failure",
+    "one_by_one",
+    "run_inline",
+    "start_progress_bar",
+]
 
 _NONE: frozenset[int] = frozenset()
 
@@ -130,6 +138,11 @@ class RetryPolicy:
 
 # Where a task runs whose arguments could not be sent to the backend ``auto`` chose.
 HERE = "this process (its arguments cannot be pickled to go elsewhere)"
+
+
+def note_input_failure(error: BaseException, read: int) -> None:
+    """Say on ``error`` that the input raised it, after its first ``read`` items."""
+    add_note(error, f"workpool: raised by the input, after its first {read} items")
 
 
 def run_inline(chunk: Chunk, where: str, *, timed: bool) -> ResultBatch:
@@ -341,9 +354,22 @@ class MapRun:
         """Submit the whole input now (eager runs); results are read later."""
         try:
             self._open_checkpoint()
-            size = self._options.chunksize or self._sizer.upfront_size()
-            while not self._exhausted:
+            # Read it all first, as Executor.map does: chunks are then cut to its real
+            # length (an iterator has none to say). If it raises, what it gave before
+            # still runs, and the call fails at once.
+            failure: Exception | None = None
+            try:
+                count = self._inputs.read_all()
+            except Exception as exc:
+                failure = exc
+                count = self._inputs.read_all()
+                note_input_failure(exc, self._next_start + count)
+            for size in self._sizer.upfront_sizes(count):
+                if self._exhausted:
+                    break
                 self._take_and_submit(size)
+            if failure is not None:
+                raise failure
         except BaseException as exc:
             self._ended_by = exc
             self.close()
@@ -421,7 +447,7 @@ class MapRun:
         """
         self._input_failure = error
         self._exhausted = True
-        add_note(error, f"workpool: raised by the input, after its first {read} items")
+        note_input_failure(error, read)
 
     def results(self) -> Iterator[Any]:
         """Yield results; raise the first failure unless ``return_exceptions``.
@@ -625,14 +651,17 @@ class MapRun:
     def _next_batch(self) -> tuple[ResultBatch, frozenset[int]]:
         if self._deadline is None:
             return self._batches.get()
-        remaining = self._deadline - time.monotonic()
-        try:
-            if remaining <= 0:
-                return self._batches.get_nowait()
-            return self._batches.get(timeout=remaining)
-        except queue.Empty:
-            assert self._options.timeout is not None  # a deadline is set from it
-            raise call_timed_out(self._options.timeout) from None
+        while True:
+            remaining = self._deadline - time.monotonic()
+            try:
+                if remaining <= 0:
+                    return self._batches.get_nowait()
+                return self._batches.get(timeout=capped_wait(remaining))
+            except queue.Empty:
+                if remaining > capped_wait(remaining):
+                    continue  # a deadline beyond one wait: not reached yet
+                assert self._options.timeout is not None  # a deadline is set from it
+                raise call_timed_out(self._options.timeout) from None
 
     def _absorb(self, batch: ResultBatch, retried: frozenset[int]) -> list[Any] | None:
         """Record a batch; return the values to yield now (unordered runs)."""

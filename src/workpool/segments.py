@@ -313,7 +313,9 @@ def share(obj: Any, *, writable: bool = False) -> Any:
         _copy_into(segment, shared, obj)
         return shared
     if isinstance(obj, (bytes, bytearray, memoryview)):
-        data = memoryview(obj).cast("B")
+        view = memoryview(obj)
+        # A strided view has no flat bytes to cast: its bytes, in order, are a copy.
+        data = (view if view.c_contiguous else memoryview(view.tobytes())).cast("B")
         if not data.nbytes:  # no memory of no size can be mapped: nothing to share
             return b""
         segment = new_segment(data.nbytes, writable_in_workers=writable)

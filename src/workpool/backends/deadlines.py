@@ -14,11 +14,16 @@ import threading
 import time
 from collections.abc import Callable
 
-from workpool.clock import now_ns
+from workpool.clock import capped_wait, now_ns
 from workpool.errors import TaskTimeout
 from workpool.tasks import Chunk, ResultBatch
 
-__all__ = ["DeadlineWatch", "TimedTask"]
+__all__ = ["DAEMONS", "DeadlineWatch", "TimedTask"]
+
+# Whether this interpreter lets threads be daemons. A subinterpreter does not (a task on
+# backend="interpreter" may start a thread pool of its own): its workers and watchdog are
+# then ordinary threads, which its pool's shutdown joins all the same.
+DAEMONS: bool = getattr(threading, "_daemon_threads_allowed", lambda: True)()
 
 
 class TimedTask:
@@ -74,7 +79,7 @@ class DeadlineWatch:
         with self._lock:
             self._timed[thread] = timed
             if self.thread is None:
-                self.thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self.thread = threading.Thread(target=self._run, name=self._name, daemon=DAEMONS)
                 self.thread.start()
             self._deadlines.notify()
         return timed
@@ -106,7 +111,7 @@ class DeadlineWatch:
                     self._abandon(overdue)
                 else:
                     deadlines = [t.deadline for t in self._timed.values()]
-                    self._deadlines.wait(min(deadlines) - now if deadlines else None)
+                    self._deadlines.wait(capped_wait(min(deadlines) - now) if deadlines else None)
             for timed in overdue:
                 chunk = timed.chunk
                 error = TaskTimeout(

@@ -54,7 +54,7 @@ from workpool.backends.base import (
     broken_by_initializer,
     deliver,
 )
-from workpool.backends.deadlines import DeadlineWatch, TimedTask
+from workpool.backends.deadlines import DAEMONS, DeadlineWatch, TimedTask
 from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note, one_for_each_call
 from workpool.tasks import Chunk, ResultBatch
@@ -166,7 +166,7 @@ class ThreadedBackend(Backend):
         """Start workers while queued chunks outnumber idle ones. Call with the lock held."""
         while len(self._queue) > self._idle and len(self._threads) < self.workers:
             thread = threading.Thread(
-                target=self._work, name=f"{self.thread_prefix}-{next(self._names)}", daemon=True
+                target=self._work, name=f"{self.thread_prefix}-{next(self._names)}", daemon=DAEMONS
             )
             self._threads.add(thread)
             self._idle += 1  # it takes a chunk as soon as it runs

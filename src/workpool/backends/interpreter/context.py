@@ -83,6 +83,7 @@ class InterpreterContext(WorkerContext):
             batches.append(self._exchange(chunk, fn_ref, payload, on_start, began))
         except ItemsNotRebuilt as exc:
             if len(chunk.items) == 1:
+                _explain_if_not_loadable(exc.error)
                 batches.append(self._failed(chunk, exc.error))
             else:  # find out which items cannot be rebuilt there: one at a time
                 for i in range(len(chunk.items)):
@@ -144,6 +145,8 @@ class InterpreterContext(WorkerContext):
             )
             batch = ResultBatch.failed(chunk, exc.error, retryable=False)
         else:
+            for raised in errors.values():
+                _explain_if_not_loadable(raised)
             batch = ResultBatch(chunk, values, errors, elapsed)
             if began:
                 replied = now_ns()
@@ -168,3 +171,18 @@ class InterpreterContext(WorkerContext):
             error.__cause__ = reason
             errors[position] = error
         return ResultBatch(chunk, [None] * count, errors, retryable=False, worker=self.label)
+
+
+# What CPython says of an extension module that refuses a subinterpreter (NumPy, for one);
+# NumPy wraps it in an ImportError of its own that blames the installation.
+_NOT_LOADABLE = "does not support loading in subinterpreters"
+
+
+def _explain_if_not_loadable(error: BaseException) -> None:
+    """Add a note saying what to do to an ImportError of a module no subinterpreter loads."""
+    if isinstance(error, ImportError) and _NOT_LOADABLE in str(error):
+        add_note(
+            error,
+            "workpool: a module this task needs cannot be loaded in a subinterpreter "
+            "(NumPy is one); run it with backend='process' or backend='thread'",
+        )

@@ -34,7 +34,7 @@ from workpool.backends.process.handle import (
 from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.wire import WireChunk
-from workpool.clock import clock_offset, now_ns
+from workpool.clock import capped_wait, clock_offset, now_ns
 from workpool.errors import (
     TaskTimeout,
     WorkerCrashed,
@@ -231,7 +231,7 @@ class Supervisor:
         """
         wake_by = self._wake_by
         events = self._selector.select(
-            None if wake_by is None else max(0.0, wake_by - time.monotonic())
+            None if wake_by is None else capped_wait(max(0.0, wake_by - time.monotonic()))
         )
         with self._lock:
             going = self._react(events)
