@@ -494,6 +494,22 @@ def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> No
     assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(spans))
 
 
+def test_no_input_starts_no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on one machine, no input is no results; here without a second's cluster start.
+    from workpool.backends.dask import engine
+
+    def refuse(*args: Any) -> None:
+        raise AssertionError("a cluster was looked for, for no input at all")
+
+    monkeypatch.setattr(engine, "connect", refuse)
+    assert workpool.map(square, [], backend="dask") == []
+    assert workpool.map(square, iter([]), backend="dask") == []
+    assert workpool.starmap(pow, [], backend="dask") == []
+    results = workpool.imap(square, (x for x in []), backend="dask")
+    assert iter(results) is results
+    assert list(results) == []
+
+
 def test_an_adaptive_cluster_that_starts_empty_gets_the_work_done() -> None:
     before = {p.pid for p in live_worker_processes()}
     cluster, client = start_cluster(workers=0)
