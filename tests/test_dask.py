@@ -474,6 +474,52 @@ def test_ctrl_c_in_a_terminal_stops_the_call_and_the_local_cluster_quietly(
     assert not list(tmp_path.glob("waited-*"))  # no running task was waited for
 
 
+def test_ctrl_c_while_the_local_cluster_starts_leaves_nothing_and_prints_nothing(
+    tmp_path: Path,
+) -> None:
+    # The cluster workpool starts for a call takes a second: a Ctrl+C then is common.
+    # Its workers are held up in their start (``slow_start``) until the signal is sent.
+    program = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import workpool
+        from helpers import square
+
+        workpool.map(square, range(10), backend="dask", workers=2)
+        print("not interrupted", flush=True)
+        """
+    )
+    env = {
+        **os.environ,
+        "DASK_DISTRIBUTED__WORKER__PRELOAD": '["slow_start"]',
+        "WORKPOOL_TEST_STARTING": str(tmp_path),
+    }
+    caller = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: len(list(tmp_path.glob("starting-*"))) == 2, timeout=60)
+        os.killpg(caller.pid, signal.SIGINT)
+        out, err = caller.communicate(timeout=60)
+        assert wait_for(lambda: not group_members(caller.pid), timeout=15), group_members(
+            caller.pid
+        )
+    finally:
+        if caller.poll() is None:
+            os.killpg(caller.pid, signal.SIGKILL)
+            caller.wait()
+    assert caller.returncode == -signal.SIGINT, err
+    assert out == ""
+    noise = [line for line in err.splitlines() if not line.startswith(("Traceback", "  "))]
+    assert noise == ["KeyboardInterrupt"], err
+
+
 def group_members(group: int) -> list[int]:
     """The processes of a process group that still run (a zombie has ended)."""
     import psutil

@@ -64,7 +64,10 @@ class ClusterLink:
         self.owned = owned  # workpool made the client, and closes it
         self.where = where  # the cluster, in words, for error messages
         self._lock = threading.Lock()
-        self._closer: threading.Thread | None = None
+        self._closing = False
+        # Not Thread.join: on 3.11 and 3.12, a join interrupted by Ctrl+C takes the
+        # thread for ended, and every later join returns at once.
+        self._closed = threading.Event()
 
     def close(self) -> None:
         """Close what workpool started (the client it made, the cluster it started).
@@ -77,13 +80,12 @@ class ClusterLink:
         goes on, and calling ``close`` again waits for that same close.
         """
         with self._lock:
-            closer = self._closer
-            if closer is None:
-                closer = self._closer = threading.Thread(
-                    target=self._close_now, name="workpool-dask-link-closer", daemon=True
-                )
-                closer.start()
-        closer.join(CLOSE_SECONDS)
+            start, self._closing = not self._closing, True
+        if start:
+            threading.Thread(
+                target=self._close_now, name="workpool-dask-link-closer", daemon=True
+            ).start()
+        self._closed.wait(CLOSE_SECONDS)
 
     def stop_workers(self) -> bool:
         """Kill the worker processes of the local cluster workpool started; whether it did.
@@ -112,10 +114,8 @@ class ClusterLink:
     def _close_now(self) -> None:
         try:
             if self.owned:
-                self.client.close(timeout=CLOSE_SECONDS)
-        except Exception:  # nothing to do about it: the cluster is closed all the same
-            pass
-        finally:
+                with contextlib.suppress(Exception):  # the cluster is closed all the same
+                    self.client.close(timeout=CLOSE_SECONDS)
             if self.cluster is not None:
                 try:
                     self.cluster.close(timeout=CLOSE_SECONDS)
@@ -123,6 +123,8 @@ class ClusterLink:
                     pass
                 finally:
                     _quiet_logs.release()
+        finally:
+            self._closed.set()
 
 
 class _QuietLogs:
@@ -288,11 +290,47 @@ def loopback_cluster_options() -> dict[str, Any]:
 
 
 def _start_local_cluster(distributed: ModuleType, workers: int) -> ClusterLink:
-    """A cluster of ``workers`` single-threaded worker processes, reachable from here only."""
+    """A cluster of ``workers`` single-threaded worker processes, reachable from here only.
+
+    Started in a thread of its own, which the caller waits for. A Ctrl+C during the
+    start (it takes a second) then lands in that wait, not inside Dask's own: Dask cannot
+    stop a cluster half-started, and its exit hook then failed to close the one left
+    behind, printing its logs and an AssertionError. The start is waited for instead,
+    and the cluster killed and closed, before the ``KeyboardInterrupt`` goes on.
+    """
+    made: list[ClusterLink | BaseException] = []
+    started = threading.Event()  # not Thread.join (see ClusterLink.__init__)
+
+    def start() -> None:
+        try:
+            made.append(_make_local_cluster(distributed, workers))
+        except BaseException as exc:  # handed to the caller below
+            made.append(exc)
+        finally:
+            started.set()
+
+    threading.Thread(target=start, name="workpool-dask-cluster-starter", daemon=True).start()
+    try:
+        started.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(KeyboardInterrupt):  # another Ctrl+C: leave it to exit
+            started.wait(CLOSE_SECONDS)
+            if made and isinstance(made[0], ClusterLink):
+                made[0].stop_workers()
+                made[0].close()
+        raise
+    outcome = made[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _make_local_cluster(distributed: ModuleType, workers: int) -> ClusterLink:
     import dask
 
-    # Theirs, and ours: the workers leave Ctrl+C to the caller (``worker_setup.py``).
-    preload = [*dask.config.get("distributed.worker.preload", []), worker_setup.__name__]
+    # Ours, then theirs: the workers leave Ctrl+C to the caller (``worker_setup.py``) as
+    # soon as Dask lets them, before the program's own preloads take their time.
+    preload = [worker_setup.__name__, *dask.config.get("distributed.worker.preload", [])]
     _quiet_logs.hold()
     try:
         cluster = distributed.LocalCluster(
