@@ -79,6 +79,8 @@ class ClusterLink:
         Dask logged an error of its own, and the close stopped half done): the close
         goes on, and calling ``close`` again waits for that same close.
         """
+        if not self.owned and self.cluster is None:
+            return  # the client and its cluster are the program's: nothing of ours to close
         with self._lock:
             start, self._closing = not self._closing, True
         if start:
