@@ -425,24 +425,32 @@ def test_an_imap_left_unread_at_exit_cancels_its_tasks_quietly(
     assert not list(tmp_path.glob("waited-*"))  # no waiting task ran to its end
 
 
-@pytest.mark.skip(
-    reason="known defect, open: a Ctrl+C during a Dask imap's wait is sometimes acted on "
-    "late or lost, and the program then hung at exit in 1 CI run in 3 (3.13, 3.14t)"
-)
-def test_ctrl_c_in_a_terminal_leaves_the_local_clusters_workers_quiet() -> None:
+def test_ctrl_c_in_a_terminal_stops_the_call_and_the_local_cluster_quietly(
+    tmp_path: Path,
+) -> None:
     # A terminal's Ctrl+C reaches its whole process group, the local cluster's worker
-    # processes included: the caller handles it, and they print nothing of their own.
+    # processes included. It lands while the caller waits for a result that is ten
+    # seconds away: the caller gets the KeyboardInterrupt there, the running tasks are
+    # stopped rather than waited for, no process of the group is left, and nothing but
+    # the caller's own traceback is printed (no worker's, no Dask log line).
     program = textwrap.dedent(
         f"""
-        import sys, time
+        import sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import logging
         import workpool
-        from helpers import slow_square
+        from cluster_tasks import WaitLong
 
-        results = workpool.imap(slow_square, range(1000), [1.0] * 1000, backend="dask",
+        class Warnings(logging.Handler):  # what Dask's nannies warn of, on stdout
+            def emit(self, record):
+                print(record.getMessage(), flush=True)
+
+        logging.getLogger("distributed.nanny").addHandler(Warnings(logging.WARNING))
+        results = workpool.imap(WaitLong({str(tmp_path)!r}), range(1000), backend="dask",
                                 workers=2, chunksize=1)
         print(next(results), flush=True)
         next(results)
+        print("not interrupted", flush=True)
         """
     )
     caller = subprocess.Popen(
@@ -455,14 +463,81 @@ def test_ctrl_c_in_a_terminal_leaves_the_local_clusters_workers_quiet() -> None:
     try:
         assert caller.stdout is not None
         assert caller.stdout.readline().strip() == "0"
+        assert wait_for(lambda: waiting(tmp_path), timeout=30)  # the next tasks run
         os.killpg(caller.pid, signal.SIGINT)
-        _, err = caller.communicate(timeout=60)
+        out, err = caller.communicate(timeout=60)
+        assert wait_for(lambda: not group_members(caller.pid), timeout=15), group_members(
+            caller.pid
+        )
     finally:
         if caller.poll() is None:
             os.killpg(caller.pid, signal.SIGKILL)
             caller.wait()
-    # Each worker process printed its own traceback: "Process Dask Worker process ...".
-    assert "Worker process" not in err, err
+    assert caller.returncode == -signal.SIGINT, err  # the KeyboardInterrupt ended it
+    # Not "Worker process still alive after 4.0 seconds, killing": the running tasks
+    # were stopped at once, not waited for until the nannies gave up on them.
+    assert out == ""
+    noise = [line for line in err.splitlines() if not line.startswith(("Traceback", "  "))]
+    assert noise == ["KeyboardInterrupt"], err
+    assert not list(tmp_path.glob("waited-*"))  # no running task ran to its end
+
+
+def test_ctrl_c_while_the_local_cluster_starts_leaves_nothing_and_prints_nothing(
+    tmp_path: Path,
+) -> None:
+    # The cluster workpool starts for a call takes a second: a Ctrl+C then is common.
+    # Its workers are held up in their start (``slow_start``) until the signal is sent.
+    program = textwrap.dedent(
+        f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import workpool
+        from helpers import square
+
+        workpool.map(square, range(10), backend="dask", workers=2)
+        print("not interrupted", flush=True)
+        """
+    )
+    env = {
+        **os.environ,
+        "DASK_DISTRIBUTED__WORKER__PRELOAD": '["slow_start"]',
+        "WORKPOOL_TEST_STARTING": str(tmp_path),
+    }
+    caller = subprocess.Popen(
+        [sys.executable, "-c", program],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert wait_for(lambda: len(list(tmp_path.glob("starting-*"))) == 2, timeout=60)
+        os.killpg(caller.pid, signal.SIGINT)
+        out, err = caller.communicate(timeout=60)
+        assert wait_for(lambda: not group_members(caller.pid), timeout=15), group_members(
+            caller.pid
+        )
+    finally:
+        if caller.poll() is None:
+            os.killpg(caller.pid, signal.SIGKILL)
+            caller.wait()
+    assert caller.returncode == -signal.SIGINT, err
+    assert out == ""
+    noise = [line for line in err.splitlines() if not line.startswith(("Traceback", "  "))]
+    assert noise == ["KeyboardInterrupt"], err
+
+
+def group_members(group: int) -> list[int]:
+    """The processes of a process group that still run (a zombie has ended)."""
+    import psutil
+
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+    return members
 
 
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
@@ -471,6 +546,22 @@ def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> No
     )
     spans.sort()
     assert all(earlier[1] <= later[0] for earlier, later in itertools.pairwise(spans))
+
+
+def test_no_input_starts_no_cluster(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on one machine, no input is no results; here without a second's cluster start.
+    from workpool.backends.dask import engine
+
+    def refuse(*args: Any) -> None:
+        raise AssertionError("a cluster was looked for, for no input at all")
+
+    monkeypatch.setattr(engine, "connect", refuse)
+    assert workpool.map(square, [], backend="dask") == []
+    assert workpool.map(square, iter([]), backend="dask") == []
+    assert workpool.starmap(pow, [], backend="dask") == []
+    results = workpool.imap(square, (x for x in []), backend="dask")
+    assert iter(results) is results
+    assert list(results) == []
 
 
 def test_an_adaptive_cluster_that_starts_empty_gets_the_work_done() -> None:

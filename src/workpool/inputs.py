@@ -44,6 +44,7 @@ class InputSource:
         else:
             self._iterator = iter(items)
         self._peeked: list[Any] = []  # an item read by at_end(), not yet taken
+        self._failure: BaseException | None = None  # raised while at_end() read ahead
 
     def take(self, count: int) -> Sequence[Any]:
         """Up to ``count`` next items (fewer only when the input is exhausted)."""
@@ -57,6 +58,9 @@ class InputSource:
             taken, self._peeked = self._peeked[:count], self._peeked[count:]
             if self._peeked:
                 return taken
+        if self._failure is not None and count > 0:
+            failure, self._failure = self._failure, None
+            raise failure
         try:
             # list.extend keeps what it appended before the input raised.
             taken.extend(itertools.islice(self._iterator, count - len(taken)))
@@ -71,12 +75,22 @@ class InputSource:
         return taken
 
     def at_end(self) -> bool:
-        """Whether no item is left (an iterator's next item is read, and kept for take)."""
+        """Whether no item is left (an iterator's next item is read, and kept for take).
+
+        An input that raises while its next item is read here is not at its end: the
+        error is kept, and raised by the next ``take``, where it would have come.
+        """
         if self._sequence is not None:
             return self._position >= len(self._sequence)
         assert self._iterator is not None
+        if self._failure is not None:
+            return False
         if not self._peeked:
-            self._peeked = list(itertools.islice(self._iterator, 1))
+            try:
+                self._peeked = list(itertools.islice(self._iterator, 1))
+            except Exception as exc:  # as take() would let it through: not Ctrl+C
+                self._failure = exc
+                return False
         return not self._peeked
 
     def __iter__(self) -> Iterator[Any]:

@@ -222,6 +222,8 @@ class _OneShotCall:
             return
         if held:
             yield held
+        if self.spec.backend != "auto" and checkpoint is None and self.inputs.at_end():
+            return  # no input: no pool is started for it (a Dask cluster takes a second)
         began = now_ns() if trace is not None else 0
         backend = started if started is not None else create_backend(spec, self.fn, trace)
         if trace is not None:

@@ -11,7 +11,10 @@ Dask's log messages below errors stay unprinted (``_QuietLogs``).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import signal
 import threading
 from types import ModuleType
 from typing import Any
@@ -19,11 +22,20 @@ from typing import Any
 from workpool._cpus import usable_cpus
 from workpool.backends.dask import worker_setup
 
-__all__ = ["CONNECT_SECONDS", "MISSING_EXTRA", "ClusterLink", "connect", "require_distributed"]
+__all__ = [
+    "CLOSE_SECONDS",
+    "CONNECT_SECONDS",
+    "MISSING_EXTRA",
+    "ClusterLink",
+    "connect",
+    "require_distributed",
+]
 
 MISSING_EXTRA = "backend='dask' needs Dask, which is not installed: pip install 'workpool[dask]'"
 # How long a scheduler has to answer before an address is called unreachable.
 CONNECT_SECONDS = 5.0
+# How long closing a client or a local cluster may take before it is given up on.
+CLOSE_SECONDS = 10.0
 
 
 def require_distributed() -> ModuleType:
@@ -51,27 +63,70 @@ class ClusterLink:
         self.cluster = cluster  # a LocalCluster workpool started, or None
         self.owned = owned  # workpool made the client, and closes it
         self.where = where  # the cluster, in words, for error messages
-        self._cluster_closed = False
+        self._lock = threading.Lock()
+        self._closing = False
+        # Not Thread.join: on 3.11 and 3.12, a join interrupted by Ctrl+C takes the
+        # thread for ended, and every later join returns at once.
+        self._closed = threading.Event()
 
     def close(self) -> None:
         """Close what workpool started (the client it made, the cluster it started).
 
-        Again after an interruption, until done: closing twice does nothing more.
+        The closing runs in a thread of its own, waited for ``CLOSE_SECONDS`` at most:
+        a client or cluster whose close wedges (seen at exit, after a Ctrl+C) cannot
+        hang the program, whose end takes a local cluster's processes along anyway. A
+        Ctrl+C that lands meanwhile lands in this wait, not inside Dask's own (where
+        Dask logged an error of its own, and the close stopped half done): the close
+        goes on, and calling ``close`` again waits for that same close.
         """
-        if self.owned:
-            self.client.close()
-        if self.cluster is not None and not self._cluster_closed:
-            try:
-                # Bounded: at exit, after a Ctrl+C, a local cluster's close was seen to
-                # wait for ever; its processes end with this one all the same.
-                self.cluster.close(timeout=CLOSE_SECONDS)
-            finally:
-                self._cluster_closed = True
-                _quiet_logs.release()
+        if not self.owned and self.cluster is None:
+            return  # the client and its cluster are the program's: nothing of ours to close
+        with self._lock:
+            start, self._closing = not self._closing, True
+        if start:
+            threading.Thread(
+                target=self._close_now, name="workpool-dask-link-closer", daemon=True
+            ).start()
+        self._closed.wait(CLOSE_SECONDS)
 
+    def stop_workers(self) -> bool:
+        """Kill the worker processes of the local cluster workpool started; whether it did.
 
-# How long closing a local cluster may take before it is given up on.
-CLOSE_SECONDS = 10.0
+        For a call abandoned with tasks still running (a Ctrl+C): closed politely, each
+        worker waits for its running tasks, up to its nanny's grace of seconds, before
+        it is killed. Each nanny is told first not to start a new worker in place of the
+        one it loses. False when there is no such cluster, or it is not made the way
+        this knows (the nanny's worker process is Dask's internals).
+        """
+        if self.cluster is None:
+            return False
+        stopped = False
+        for nanny in list(getattr(self.cluster, "workers", {}).values()):
+            process = getattr(getattr(nanny, "process", None), "process", None)
+            pid = getattr(process, "pid", None)
+            close_gracefully = getattr(nanny, "close_gracefully", None)
+            if not isinstance(pid, int) or close_gracefully is None:
+                return False
+            close_gracefully(reason="workpool: the call was abandoned")  # no restart
+            with contextlib.suppress(OSError):  # gone already
+                os.kill(pid, signal.SIGKILL)
+            stopped = True
+        return stopped
+
+    def _close_now(self) -> None:
+        try:
+            if self.owned:
+                with contextlib.suppress(Exception):  # the cluster is closed all the same
+                    self.client.close(timeout=CLOSE_SECONDS)
+            if self.cluster is not None:
+                try:
+                    self.cluster.close(timeout=CLOSE_SECONDS)
+                except Exception:  # its processes end with this one all the same
+                    pass
+                finally:
+                    _quiet_logs.release()
+        finally:
+            self._closed.set()
 
 
 class _QuietLogs:
@@ -237,11 +292,47 @@ def loopback_cluster_options() -> dict[str, Any]:
 
 
 def _start_local_cluster(distributed: ModuleType, workers: int) -> ClusterLink:
-    """A cluster of ``workers`` single-threaded worker processes, reachable from here only."""
+    """A cluster of ``workers`` single-threaded worker processes, reachable from here only.
+
+    Started in a thread of its own, which the caller waits for. A Ctrl+C during the
+    start (it takes a second) then lands in that wait, not inside Dask's own: Dask cannot
+    stop a cluster half-started, and its exit hook then failed to close the one left
+    behind, printing its logs and an AssertionError. The start is waited for instead,
+    and the cluster killed and closed, before the ``KeyboardInterrupt`` goes on.
+    """
+    made: list[ClusterLink | BaseException] = []
+    started = threading.Event()  # not Thread.join (see ClusterLink.__init__)
+
+    def start() -> None:
+        try:
+            made.append(_make_local_cluster(distributed, workers))
+        except BaseException as exc:  # handed to the caller below
+            made.append(exc)
+        finally:
+            started.set()
+
+    threading.Thread(target=start, name="workpool-dask-cluster-starter", daemon=True).start()
+    try:
+        started.wait()
+    except KeyboardInterrupt:
+        with contextlib.suppress(KeyboardInterrupt):  # another Ctrl+C: leave it to exit
+            started.wait(CLOSE_SECONDS)
+            if made and isinstance(made[0], ClusterLink):
+                made[0].stop_workers()
+                made[0].close()
+        raise
+    outcome = made[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
+
+
+def _make_local_cluster(distributed: ModuleType, workers: int) -> ClusterLink:
     import dask
 
-    # Theirs, and ours: the workers leave Ctrl+C to the caller (``worker_setup.py``).
-    preload = [*dask.config.get("distributed.worker.preload", []), worker_setup.__name__]
+    # Ours, then theirs: the workers leave Ctrl+C to the caller (``worker_setup.py``) as
+    # soon as Dask lets them, before the program's own preloads take their time.
+    preload = [worker_setup.__name__, *dask.config.get("distributed.worker.preload", [])]
     _quiet_logs.hold()
     try:
         cluster = distributed.LocalCluster(

@@ -60,7 +60,7 @@ from workpool._options import PoolSpec
 from workpool.backends.at_exit import end_all
 from workpool.backends.base import Backend, ShutDown
 from workpool.backends.dask import remote
-from workpool.backends.dask.cluster import ClusterLink, connect
+from workpool.backends.dask.cluster import CLOSE_SECONDS, ClusterLink, connect
 from workpool.backends.dask.payload import (
     ChunkTask,
     Report,
@@ -87,8 +87,6 @@ THREADS_REFRESH_SECONDS = 1.0
 # ``Pool``'s submitted tasks beyond that wait here (and can still be cancelled), but
 # fewer would leave Dask's workers idle while results travel back and the next go out.
 SUBMIT_AHEAD = 4
-# How long closing the sessions on the workers may take before we stop waiting.
-CLOSE_SECONDS = 10.0
 # A function that pickles larger than this is scattered once rather than sent with
 # every chunk (``_function_arguments``); this many stay scattered at once.
 FUNCTION_SCATTER_BYTES = 1 << 16
@@ -624,26 +622,30 @@ class DaskBackend(Backend):
                 self._ended.wait()
             return
         try:
-            self._end()
+            self._end(finish)
         except BaseException:  # a Ctrl+C, say: the next call to end it starts again
             with self._lock:
                 self._ending = None
             raise
         self._ended.set()
 
-    def _end(self) -> None:
-        """Stop the courier, close our sessions and what workpool started for us."""
+    def _end(self, finished: bool) -> None:
+        """Stop the courier, close our sessions and what workpool started for us.
+
+        On a cluster left running, our sessions are closed, which stops their local
+        pools (and so the tasks that still run there). A local cluster of ours whose
+        tasks may still run (``terminate``) is stopped at once, its workers killed: a
+        polite close waited for the running tasks, up to its nannies' grace of seconds.
+        """
         self._finished.put(None)
         with self._scatter_lock:
             self._scattered_functions.clear()  # lets Dask release them
-        if self._link.cluster is None:  # a cluster we leave running: close our pools on it
+        if self._link.cluster is None or not (finished or self._link.stop_workers()):
             self._close_sessions()
         if self._courier is not threading.current_thread():
             self._courier.join()
-        try:
-            self._link.close()
-        finally:
-            _live_backends.discard(self)
+        self._link.close()
+        _live_backends.discard(self)  # not before: an interrupted close ends at exit
 
     def _close_sessions(self) -> None:
         """Stop this backend's local pools on every worker, waiting CLOSE_SECONDS at most."""
