@@ -16,6 +16,7 @@ from __future__ import annotations
 import array
 import socket
 import struct
+import time
 from collections import deque
 from collections.abc import Sequence
 
@@ -97,8 +98,16 @@ class FrameReader:
         """The next ``count`` descriptors that arrived (fewer if the peer sent fewer)."""
         return [self.fds.popleft() for _ in range(min(count, len(self.fds)))]
 
-    def receive(self) -> bytes | bytearray | None:
-        """The next frame, waiting until it is whole; None once the peer has gone."""
+    def receive(self, *, spin_seconds: float = 0.0) -> bytes | bytearray | None:
+        """The next frame, waiting until it is whole; None once the peer has gone.
+
+        ``spin_seconds``: look for it without sleeping for that long first, so that a
+        frame sent meanwhile finds this process awake (see ``worker.SPIN_SECONDS``).
+        """
+        if spin_seconds and not self._received:
+            give_up = time.perf_counter() + spin_seconds
+            while not self._received and not self.closed and time.perf_counter() < give_up:
+                self._received.extend(self.read())
         while not self._received:
             if self.closed:
                 return None

@@ -27,6 +27,14 @@ from workpool.tasks import CallMode, call_items
 
 __all__ = ["worker_main"]
 
+# How long a worker that has sent its results keeps looking for its next chunk before it
+# sleeps. Waking a sleeping process costs whoever wakes it tens of microseconds on a
+# virtual machine (the sleeper's CPU halts, and waking it goes through the hypervisor),
+# and a round trip has three such wake-ups. A caller that sends the next task within
+# this time finds the worker awake: a warm round trip's p50 went from 156 µs to 82 µs
+# (multiprocessing: 160 µs). It costs at most this much CPU per wait for work.
+SPIN_SECONDS = 0.0002
+
 
 def _run_chunk(
     fn: Callable[..., Any],
@@ -120,7 +128,7 @@ def _serve(
     # Until then it is kept as its pickle and the descriptors that came with it.
     functions: dict[int, Callable[..., Any] | tuple[memoryview, list[int]]] = {}
     while True:
-        body = reader.receive()
+        body = reader.receive(spin_seconds=SPIN_SECONDS)
         if body is None:  # the parent is gone
             break
         order = protocol.decode_chunk(body)
