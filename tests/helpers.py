@@ -250,6 +250,20 @@ def wait_at_zero(x: int, directory: str, others_take: float = 0.0) -> int:
     return x
 
 
+def hold(x: int, directory: str, held: tuple[int, ...], others_take: float = 0.0) -> int:
+    """Items in ``held`` leave a mark ``started-<x>``, then wait for ``directory/release``
+    (30 s at most); the others take ``others_take`` seconds."""
+    folder = pathlib.Path(directory)
+    if x in held:
+        (folder / f"started-{x}").touch()
+        deadline = time.monotonic() + 30
+        while not (folder / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.005)
+    else:
+        time.sleep(others_take)
+    return x
+
+
 def first_worker_waits(directory: str) -> None:
     """An initializer: the first worker to run it waits for ``directory/release`` (30 s)."""
     folder = pathlib.Path(directory)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import select
@@ -17,7 +18,7 @@ import pytest
 
 import workpool
 from conftest import FORK_WARNING, START_METHODS, wait_for
-from helpers import first_worker_waits, square, wait_at_zero
+from helpers import first_worker_waits, hold, square
 from workpool import _platform
 
 _unpickled_here: list[int] = []
@@ -329,15 +330,19 @@ def test_work_does_not_wait_for_a_worker_still_starting(tmp_path: Path) -> None:
             releaser.cancel()
 
 
-def test_no_task_waits_behind_a_long_one_while_a_worker_is_free(tmp_path: Path) -> None:
-    # Item 0 runs until released; the others take 50 ms each. A chunk sent ahead to the
-    # worker running item 0 would wait there, and the map would take twice as long as
-    # multiprocessing's, whose workers take a task only when they are free.
+def test_the_first_long_tasks_of_a_map_each_get_a_worker(tmp_path: Path) -> None:
+    # Items 0 and 2 run until released; the others take 50 ms. A worker that was sent
+    # its next chunk at once, before anything was known of their lengths, held item 2
+    # behind item 0 while the other worker ran out of work (the map took twice as long
+    # as multiprocessing's, whose workers take a task when they are free).
     with workpool.Pool(2, backend="process") as pool:
-        futures = [pool.submit(wait_at_zero, x, str(tmp_path), 0.05) for x in range(8)]
-        others_done = wait_for(lambda: all(f.done() for f in futures[1:]), timeout=30)
+        task = functools.partial(hold, directory=str(tmp_path), held=(0, 2), others_take=0.05)
+        futures = [pool.submit(task, x) for x in range(8)]
+        both = wait_for(
+            lambda: all((tmp_path / f"started-{x}").exists() for x in (0, 2)), timeout=10
+        )
         (tmp_path / "release").touch()
-        assert others_done, [x for x, f in enumerate(futures) if not f.done()]
+        assert both, "item 2 waited behind item 0"
         assert [f.result(timeout=30) for f in futures] == list(range(8))
 
 

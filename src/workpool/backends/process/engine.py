@@ -31,9 +31,10 @@ a socket: the supervisor waits on every socket, every worker's end (a pidfd wher
 system has them, see ``lifeline.py``) and a wake-up pipe at once (``selectors``),
 reads whatever has arrived, and writes only what a socket takes, keeping the rest for
 when it is writable (a worker busy sending a large result can never deadlock against
-us sending it a large chunk). While chunks are short, each worker holds two: the one
-it runs and the next, so it never waits for the parent between chunks; once chunks take
-longer, only the one it runs, so none waits behind a long task (``PREFETCH``).
+us sending it a large chunk). Each worker holds two chunks, the one it runs and the
+next, so it never waits for the parent between chunks; but only the one it runs at
+first, and while chunks are long and uneven, so none waits behind a long task
+(``PREFETCH``).
 
 Because the supervisor knows which chunks each worker holds, and a shared slot tells
 it which item a tracked chunk is on, a dead worker costs exactly its current task.

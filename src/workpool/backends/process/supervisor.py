@@ -49,16 +49,19 @@ from workpool.tasks import ResultBatch
 
 __all__ = ["Supervisor"]
 
-# Chunks a worker holds at once while chunks are short: the running one and the next,
-# so that it never waits for the parent between them. Once the last RECENT_CHUNKS took
-# PREFETCH_MAX_SECONDS or more, as a median (and until the first comes back, as nothing
-# is known yet), a worker holds only the chunk it runs: one queued behind a long task
-# would wait there while the other workers ran out of work (a map of tasks of skewed
-# lengths took up to twice as long as multiprocessing's), and waiting for the parent
-# between chunks that long costs them under 1%. (A median: a chunk slowed by a busy
-# machine, or a rare long task among short ones, does not turn it off.)
+# Chunks a worker holds at once: the running one and the next, so that it never waits
+# for the parent between them (on a machine whose CPUs are all busy, that wait is the
+# scheduler's latency, a millisecond or more). But a chunk queued behind a long task
+# waits there while the other workers may run out of work: a map of tasks of skewed
+# lengths took up to twice as long as multiprocessing's, whose workers take a task when
+# they are free. So a worker holds only the chunk it runs until the first chunk comes
+# back (nothing is known yet), and whenever the last RECENT_CHUNKS were long (a median
+# of PREFETCH_MAX_SECONDS or more, where that wait costs under a few percent) and
+# uneven (the longest over UNEVEN times the median). Then a chunk sent ahead can only
+# wait behind a task much longer than the others.
 PREFETCH = 2
 PREFETCH_MAX_SECONDS = 0.025
+UNEVEN = 3.0
 RECENT_CHUNKS = 8
 # Seconds a worker has to exit after STOP before it is killed.
 STOP_GRACE = 5.0
@@ -130,7 +133,7 @@ class Supervisor:
         self._wake_by: float | None = None  # when the loop must look again (monotonic)
         self._pending: deque[WireChunk] = deque()
         self._recent_runs: deque[float] = deque(maxlen=RECENT_CHUNKS)  # seconds, per chunk
-        self._room_per_worker = 1  # PREFETCH once chunks are seen to be short
+        self._room_per_worker = 1  # PREFETCH once chunks are seen to be short or even
         self._seq = 0
         self._init_failures = 0  # consecutive workers whose start-up failed
         self._stop_deadline: float | None = None
@@ -500,8 +503,10 @@ class Supervisor:
             return
         wire = handle.assigned.popleft()
         self._recent_runs.append(batch.elapsed)
-        short = sorted(self._recent_runs)[len(self._recent_runs) // 2] < PREFETCH_MAX_SECONDS
-        self._room_per_worker = PREFETCH if short else 1
+        recent = sorted(self._recent_runs)
+        median = recent[len(recent) // 2]
+        even = median < PREFETCH_MAX_SECONDS or recent[-1] <= UNEVEN * median
+        self._room_per_worker = PREFETCH if even else 1
         self._settle(handle, wire, batch)
         if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
             self._send_stop(handle)  # max_tasks_per_worker reached: retire it
