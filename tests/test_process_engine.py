@@ -20,6 +20,7 @@ import workpool
 from conftest import FORK_WARNING, START_METHODS, wait_for
 from helpers import first_worker_waits, hold, square
 from workpool import _platform
+from workpool.chunking import ChunkTimes
 
 _unpickled_here: list[int] = []
 
@@ -344,6 +345,22 @@ def test_the_first_long_tasks_of_a_map_each_get_a_worker(tmp_path: Path) -> None
         (tmp_path / "release").touch()
         assert both, "item 2 waited behind item 0"
         assert [f.result(timeout=30) for f in futures] == list(range(8))
+
+
+def test_when_work_is_sent_ahead_of_a_busy_worker() -> None:
+    # The rule both the process and the Dask engines follow (chunking.ChunkTimes).
+    times = ChunkTimes()
+    assert not times.send_ahead  # nothing known yet
+    times.add(0.001)
+    assert times.send_ahead  # short chunks: a wait for the parent would cost most
+    long_even = ChunkTimes()
+    for _ in range(ChunkTimes.RECENT - 1):
+        long_even.add(0.05)
+        assert not long_even.send_ahead  # long ones: not before enough were seen
+    long_even.add(0.05)
+    assert long_even.send_ahead  # ... and were even
+    long_even.add(1.0)
+    assert not long_even.send_ahead  # one far longer than the rest: not now
 
 
 def test_a_pool_runs_more_functions_than_a_worker_keeps() -> None:

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections import deque
 from collections.abc import Iterator
 
-__all__ = ["PROCESS_CHUNK_SECONDS", "THREAD_CHUNK_SECONDS", "ChunkSizer"]
+__all__ = ["PROCESS_CHUNK_SECONDS", "THREAD_CHUNK_SECONDS", "ChunkSizer", "ChunkTimes"]
 
 # How long one chunk should take on a worker: long enough that moving it costs little
 # beside running it. The engines size their chunks by these, and ``advise`` assumes them.
@@ -128,3 +129,35 @@ class ChunkSizer:
             weight = min(0.5, items / (items + self._largest_measured + 1) + 0.1)
             self._seconds_per_item += weight * (per_item - self._seconds_per_item)
         self._largest_measured = max(self._largest_measured, items)
+
+
+class ChunkTimes:
+    """The run times of a pool's last chunks: whether a worker may be sent work ahead.
+
+    A worker sent its next chunk while it runs one never waits for the parent between
+    them (on a machine whose CPUs are all busy, that wait is the scheduler's latency, a
+    millisecond or more; on Dask, a round trip through its scheduler). But a chunk
+    queued behind a long task waits there while other workers may run out of work: a
+    map of tasks of skewed lengths took up to twice as long as multiprocessing's, whose
+    workers take a task when they are free. So work goes ahead once chunks are seen to
+    be short (a median under ``LONG_SECONDS``: longer, that wait costs a few percent at
+    most), or once ``RECENT`` chunks have been seen and were even (the longest at most
+    ``UNEVEN`` times the median). Then a chunk sent ahead can only wait behind a task
+    much longer than all those before it.
+    """
+
+    RECENT = 8
+    LONG_SECONDS = 0.025
+    UNEVEN = 3.0
+
+    def __init__(self) -> None:
+        self._recent: deque[float] = deque(maxlen=self.RECENT)
+        self.send_ahead = False
+
+    def add(self, seconds: float) -> None:
+        """One more chunk ran for ``seconds``."""
+        self._recent.append(seconds)
+        recent = sorted(self._recent)
+        median = recent[len(recent) // 2]
+        even = len(recent) == self.RECENT and recent[-1] <= self.UNEVEN * median
+        self.send_ahead = median < self.LONG_SECONDS or even

@@ -69,6 +69,7 @@ from workpool.backends.dask.payload import (
     dumps_items,
     unpack_error,
 )
+from workpool.chunking import ChunkTimes
 from workpool.clock import now_ns
 from workpool.errors import BrokenPool, WorkerCrashed, add_note
 from workpool.exit_lists import THREADS, ExitList
@@ -139,6 +140,7 @@ class DaskBackend(Backend):
         self._scattered_functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self._scatter_lock = threading.Lock()
         self._keys = itertools.count()
+        self._chunk_times = ChunkTimes()  # added to by the courier
         self._clocks: NodeClocks | None = None  # made by the first traced chunk
 
         self._lock = threading.Lock()
@@ -200,10 +202,17 @@ class DaskBackend(Backend):
             self._send_pending()  # queued meanwhile, by another thread
 
     def _window(self) -> int:
-        """How many chunks may be in flight (asked outside the lock: it may ask Dask)."""
+        """How many chunks may be in flight (asked outside the lock: it may ask Dask).
+
+        Dask queues what it is given on its workers, a chunk behind a long task as
+        readily as any: until the first chunk is back, and while chunks are long and
+        uneven (``ChunkTimes``), one chunk per thread of the cluster.
+        """
         window = self.max_chunks_in_flight
-        if self._cap is None:  # Dask's own round trips: more ahead keeps its workers busy
-            window *= SUBMIT_AHEAD
+        if self._cap is None:
+            if not self._chunk_times.send_ahead:
+                return max(1, window // 2)
+            window *= SUBMIT_AHEAD  # Dask's own round trips: more ahead keeps it busy
         return window
 
     def _room(self, window: int) -> bool:
@@ -436,6 +445,7 @@ class DaskBackend(Backend):
             add_note(exc, "the results came back from Dask but could not be unpickled here")
             chunk.sink.deliver(ResultBatch.failed(chunk, exc, retryable=False))
             return
+        self._chunk_times.add(sum(piece.elapsed for piece in report.pieces))
         offset = 0
         if trace is not None:
             trace.span(trace.caller_track("results"), "unpickle", "serialize", began, now_ns())

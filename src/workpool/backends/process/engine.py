@@ -34,7 +34,7 @@ when it is writable (a worker busy sending a large result can never deadlock aga
 us sending it a large chunk). Each worker holds two chunks, the one it runs and the
 next, so it never waits for the parent between chunks; but only the one it runs at
 first, and while chunks are long and uneven, so none waits behind a long task
-(``PREFETCH``).
+(``chunking.ChunkTimes``).
 
 Because the supervisor knows which chunks each worker holds, and a shared slot tells
 it which item a tracked chunk is on, a dead worker costs exactly its current task.

@@ -34,6 +34,7 @@ from workpool.backends.process.handle import (
 from workpool.backends.process.launch import Launcher
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.wire import WireChunk
+from workpool.chunking import ChunkTimes
 from workpool.clock import capped_wait, clock_offset, now_ns
 from workpool.errors import (
     TaskTimeout,
@@ -49,20 +50,9 @@ from workpool.tasks import ResultBatch
 
 __all__ = ["Supervisor"]
 
-# Chunks a worker holds at once: the running one and the next, so that it never waits
-# for the parent between them (on a machine whose CPUs are all busy, that wait is the
-# scheduler's latency, a millisecond or more). But a chunk queued behind a long task
-# waits there while the other workers may run out of work: a map of tasks of skewed
-# lengths took up to twice as long as multiprocessing's, whose workers take a task when
-# they are free. So a worker holds only the chunk it runs until the first chunk comes
-# back (nothing is known yet), and whenever the last RECENT_CHUNKS were long (a median
-# of PREFETCH_MAX_SECONDS or more, where that wait costs under a few percent) and
-# uneven (the longest over UNEVEN times the median). Then a chunk sent ahead can only
-# wait behind a task much longer than the others.
+# Chunks a worker holds at once: the running one and the next, when work may be sent
+# ahead (``chunking.ChunkTimes`` says when).
 PREFETCH = 2
-PREFETCH_MAX_SECONDS = 0.025
-UNEVEN = 3.0
-RECENT_CHUNKS = 8
 # Seconds a worker has to exit after STOP before it is killed.
 STOP_GRACE = 5.0
 
@@ -132,8 +122,8 @@ class Supervisor:
         self._unstarted: deque[int] = deque()  # slots of the first workers, started in turn
         self._wake_by: float | None = None  # when the loop must look again (monotonic)
         self._pending: deque[WireChunk] = deque()
-        self._recent_runs: deque[float] = deque(maxlen=RECENT_CHUNKS)  # seconds, per chunk
-        self._room_per_worker = 1  # PREFETCH once chunks are seen to be short or even
+        self._chunk_times = ChunkTimes()
+        self._room_per_worker = 1  # PREFETCH while work may be sent ahead
         self._seq = 0
         self._init_failures = 0  # consecutive workers whose start-up failed
         self._stop_deadline: float | None = None
@@ -502,11 +492,8 @@ class Supervisor:
             _close_descriptors(*handle.reader.take_fds(batch.fd_count))
             return
         wire = handle.assigned.popleft()
-        self._recent_runs.append(batch.elapsed)
-        recent = sorted(self._recent_runs)
-        median = recent[len(recent) // 2]
-        even = median < PREFETCH_MAX_SECONDS or recent[-1] <= UNEVEN * median
-        self._room_per_worker = PREFETCH if even else 1
+        self._chunk_times.add(batch.elapsed)
+        self._room_per_worker = PREFETCH if self._chunk_times.send_ahead else 1
         self._settle(handle, wire, batch)
         if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
             self._send_stop(handle)  # max_tasks_per_worker reached: retire it
