@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from helpers import (
     Tracked,
     add,
     fail_on,
+    hold,
     make_tracked,
     recall,
     remember,
@@ -268,16 +270,22 @@ def test_cancel_a_pending_future(backend: str) -> None:
 
 
 @pytest.mark.parametrize("backend_name", ["thread", "process"])  # serial: done in submit()
-def test_a_done_callback_that_calls_sys_exit_costs_no_other_result(backend_name: str) -> None:
+def test_a_done_callback_that_calls_sys_exit_costs_no_other_result(
+    backend_name: str, tmp_path: Path
+) -> None:
     # concurrent.futures logs what a callback raises, but passes SystemExit on, into the
     # thread that settled the Future: a pool's own thread must not die or break of it.
     def leave(_: concurrent.futures.Future[int]) -> None:
         raise SystemExit(3)
 
+    task = functools.partial(hold, directory=str(tmp_path), held=(0,))
     with workpool.Pool(2, backend=backend_name) as pool:
-        futures = [pool.submit(slow_square, i, 0.01) for i in range(6)]
+        futures = [pool.submit(task, i) for i in range(6)]
+        # Item 0 waits for its release: the callback is added before it can be done
+        # (else it would run here, at once, in this thread).
         futures[0].add_done_callback(leave)
-        assert [f.result(timeout=30) for f in futures] == [i * i for i in range(6)]
+        (tmp_path / "release").touch()
+        assert [f.result(timeout=30) for f in futures] == list(range(6))
         assert pool.submit(square, 3).result(timeout=30) == 9
 
 
