@@ -56,6 +56,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from workpool.errors import outside_workpool
+from workpool.named_files import SQLITE_MAGIC, tilde_hint
 
 __all__ = [
     "FORMAT_VERSION",
@@ -81,7 +82,6 @@ SIDE_FILE_BYTES = 1 << 20  # results pickled larger than this go to a side file
 # Results pickled at most this large are read with their row's listing (a query for
 # many rows); larger ones are read one row at a time (see JournalStore.load).
 LISTED_BYTES = 16 << 10
-SQLITE_MAGIC = b"SQLite format 3\x00"
 BUSY_TIMEOUT_SECONDS = 30.0
 # Pages of 64 KiB: a chunk's results are one blob, which SQLite stores as a chain of
 # overflow pages; big pages make the chains short, so writing costs less CPU and
@@ -186,17 +186,10 @@ def check_path(path: str) -> None:
     # One-argument OSErrors: their message is the whole message, path included.
     if not os.path.isdir(directory):
         raise FileNotFoundError(
-            f"checkpoint {path}: the directory {directory} does not exist{_tilde_hint(path)}"
+            f"checkpoint {path}: the directory {directory} does not exist{tilde_hint(path)}"
         )
     if os.path.isdir(path):
         raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
-
-
-def _tilde_hint(path: str) -> str:
-    """What to say of a path with a "~" component, which only a shell expands."""
-    if not any(part.startswith("~") for part in path.split(os.sep)):
-        return ""
-    return " (Python does not expand ~ as a shell does: pass os.path.expanduser(path))"
 
 
 def check_writable(path: str) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Hashable
 from typing import Any
 
 from workpool.clock import now_ns
+from workpool.named_files import SQLITE_MAGIC, tilde_hint
 
 __all__ = ["OUTCOMES", "Recorder", "TrackInfo"]
 
@@ -62,14 +63,9 @@ def _checked_path(path: str | os.PathLike[str]) -> str:
         raise IsADirectoryError(f"trace={text!r} is a directory; name the file to write")
     directory = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(directory):
-        hint = (
-            " (Python does not expand ~ as a shell does: pass os.path.expanduser(path))"
-            if text.startswith("~")
-            else ""
-        )
         raise FileNotFoundError(
             f"trace={text!r}: the directory {directory!r} does not exist, "
-            f"so the timeline could not be written{hint}"
+            f"so the timeline could not be written{tilde_hint(text)}"
         )
     # The file is written under a temporary name in that directory, then renamed.
     if not os.access(directory, os.W_OK | os.X_OK):
@@ -94,12 +90,9 @@ def _is_sqlite_database(path: str) -> bool:
     """Whether ``path`` is a file that begins as an SQLite database does."""
     try:
         with open(path, "rb") as file:
-            return file.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+            return file.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     except OSError:  # no such file (the usual case), or one that cannot be read
         return False
-
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class Recorder:
