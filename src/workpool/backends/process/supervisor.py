@@ -122,8 +122,7 @@ class Supervisor:
         self._unstarted: deque[int] = deque()  # slots of the first workers, started in turn
         self._wake_by: float | None = None  # when the loop must look again (monotonic)
         self._pending: deque[WireChunk] = deque()
-        self._chunk_times = ChunkTimes()
-        self._room_per_worker = 1  # PREFETCH while work may be sent ahead
+        self._chunk_times = ChunkTimes()  # whether a busy worker may get a second chunk
         self._seq = 0
         self._init_failures = 0  # consecutive workers whose start-up failed
         self._stop_deadline: float | None = None
@@ -358,7 +357,7 @@ class Supervisor:
             # to the pool already: they run, as Executor.shutdown(cancel_futures=True)
             # lets queued calls run. Chunks wait here only until a worker is ready.
             room = sum(
-                self._room_per_worker - len(handle.assigned)
+                self._room_per_worker() - len(handle.assigned)
                 for handle in self._handles
                 if handle is not None and handle.accepts_work
             )
@@ -395,19 +394,24 @@ class Supervisor:
         """
         best: WorkerHandle | None = None
         starting = bool(self._unstarted)
+        room = self._room_per_worker()
         for handle in self._handles:
             if handle is None or not handle.accepts_work:
                 continue
             if not handle.ready:
                 starting = True
                 continue
-            if len(handle.assigned) >= self._room_per_worker:
+            if len(handle.assigned) >= room:
                 continue
             if best is None or len(handle.assigned) < len(best.assigned):
                 best = handle
         if best is not None and best.assigned and starting:
             return None
         return best
+
+    def _room_per_worker(self) -> int:
+        """Chunks a worker may hold: ``PREFETCH`` while work may be sent ahead, else 1."""
+        return PREFETCH if self._chunk_times.send_ahead else 1
 
     def _encode(self, wire: WireChunk) -> bool:
         """Pickle a piece split off a chunk; if that fails now, the piece fails with it."""
@@ -493,7 +497,6 @@ class Supervisor:
             return
         wire = handle.assigned.popleft()
         self._chunk_times.add(batch.elapsed)
-        self._room_per_worker = PREFETCH if self._chunk_times.send_ahead else 1
         self._settle(handle, wire, batch)
         if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
             self._send_stop(handle)  # max_tasks_per_worker reached: retire it
