@@ -403,3 +403,27 @@ def test_a_worker_whose_pool_left_before_it_was_ready_ends_quietly() -> None:
     )
     assert done.stderr == ""
     assert done.stdout == "ended quietly\n"
+
+
+def test_an_idle_pool_uses_no_cpu() -> None:
+    # A worker with nothing to do looks for work only briefly after its last result
+    # (worker.SPIN_SECONDS), then sleeps: a pool kept open in a long-lived program,
+    # between bursts of work, must not keep a CPU busy.
+    with workpool.Pool(2, backend="process") as pool:
+        assert list(pool.map(square, range(200))) == [x * x for x in range(200)]
+        for x in range(20):  # one task at a time: each ends with its worker out of work
+            assert pool.submit(square, x).result() == x * x
+        workers = psutil.Process().children(recursive=True)
+        assert workers
+
+        def cpu_seconds() -> float:
+            total = 0.0
+            for process in workers:
+                times = process.cpu_times()
+                total += times.user + times.system
+            return total
+
+        before = cpu_seconds()
+        threading.Event().wait(0.5)  # the idle spell whose cost is measured
+        spent = cpu_seconds() - before
+    assert spent < 0.05, f"idle workers used {spent:.3f} s of CPU in 0.5 s"

@@ -14,6 +14,7 @@ now, keeping the rest for when it is writable.
 from __future__ import annotations
 
 import array
+import os
 import socket
 import struct
 import time
@@ -108,6 +109,7 @@ class FrameReader:
             give_up = time.perf_counter() + spin_seconds
             while not self._received and not self.closed and time.perf_counter() < give_up:
                 self._received.extend(self.read())
+                os.sched_yield()  # a CPU wanted by another process is not kept from it
         while not self._received:
             if self.closed:
                 return None
