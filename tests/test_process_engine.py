@@ -427,3 +427,39 @@ def test_an_idle_pool_uses_no_cpu() -> None:
         threading.Event().wait(0.5)  # the idle spell whose cost is measured
         spent = cpu_seconds() - before
     assert spent < 0.05, f"idle workers used {spent:.3f} s of CPU in 0.5 s"
+
+
+def test_a_program_reaps_the_zygote_before_it_exits() -> None:
+    # The hook below is registered before workpool's, so it runs after them (atexit is
+    # last in, first out): by then the zygote must have ended and been collected.
+    # Before, it was only told to end, outlived the program for a moment, and stayed
+    # a zombie where the system's first process collects no orphans.
+    program = textwrap.dedent(
+        """
+        import atexit, os
+        zygotes = []
+
+        def check():
+            for pid in zygotes:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    print("reaped")
+                else:
+                    print("not reaped")
+
+        atexit.register(check)
+
+        import psutil
+        import workpool
+
+        assert workpool.map(abs, range(-3, 3), backend="process", workers=2) == [3, 2, 1, 0, 1, 2]
+        zygotes += [p.pid for p in psutil.Process().children()]  # workers are its children
+        print(len(zygotes), "zygote")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["1 zygote", "reaped"], done.stdout

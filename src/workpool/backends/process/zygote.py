@@ -204,6 +204,31 @@ class Zygote:
         )
         return self._popen.pid
 
+    def stop(self, timeout: float) -> None:
+        """End the zygote (it ends when its socket closes) and wait for it, ``timeout`` at most.
+
+        It ends at once, and is waited for so that the program reaps it: otherwise it
+        would outlive the program for a moment, then stay a zombie wherever the
+        system's first process does not collect orphans (some containers and VMs).
+        """
+        with contextlib.suppress(OSError):
+            self._socket.close()
+        if self._popen is not None:
+            import subprocess  # imported already: the zygote was exec'd
+
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._popen.wait(timeout)
+            return
+        pidfd = lifeline.open_pidfd(self.pid)
+        if pidfd is None:
+            lifeline.wait_for(lambda: _reaped(self.pid), timeout)
+            return
+        try:
+            if lifeline.wait_readable(pidfd, timeout):
+                _reaped(self.pid)
+        finally:
+            os.close(pidfd)
+
     def spawn(
         self,
         worker_socket: socket.socket,
@@ -235,6 +260,15 @@ class Zygote:
             os.close(fds[0])
             raise pid
         return ZygoteWorker(pid, fds[0])
+
+
+def _reaped(pid: int) -> int | None:
+    """Collect child ``pid`` if it has ended: its exit code, or None while it runs."""
+    try:
+        done, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # collected already
+        return 0
+    return os.waitstatus_to_exitcode(status) if done else None
 
 
 def exec_main(control_fd: int, watch_fd: int) -> None:
@@ -467,19 +501,9 @@ os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _stop_at_exit() -> None:
-    """The zygote ends when its socket closes; at exit, after the pools have stopped.
-
-    An exec'd zygote is then waited for (briefly: it ends at once), so that it is
-    reaped rather than reported by ``subprocess`` as still running at exit.
-    """
+    """At exit, after the pools have stopped, the zygote is ended and reaped."""
     if _zygote is not None:
-        with contextlib.suppress(OSError):
-            _zygote._socket.close()
-        if _zygote._popen is not None:
-            import subprocess  # imported already: the zygote was exec'd
-
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                _zygote._popen.wait(timeout=1.0)
+        _zygote.stop(timeout=1.0)
 
 
 exit_hook.afterwards(_stop_at_exit)
