@@ -429,31 +429,37 @@ def test_an_idle_pool_uses_no_cpu() -> None:
     assert spent < 0.05, f"idle workers used {spent:.3f} s of CPU in 0.5 s"
 
 
-def test_a_program_reaps_the_zygote_before_it_exits() -> None:
+def test_no_process_of_a_program_outlives_it() -> None:
     # The hook below is registered before workpool's, so it runs after them (atexit is
-    # last in, first out): by then the zygote must have ended and been collected.
-    # Before, it was only told to end, outlived the program for a moment, and stayed
-    # a zombie where the system's first process collects no orphans.
+    # last in, first out): by then the zygote must have ended and been collected by
+    # the program, and every worker by the zygote. Before, the zygote was only told to
+    # end: it outlived the program for a moment, and so, now and then, did a worker
+    # it had not collected yet; both stayed zombies where the system's first process
+    # collects no orphans.
     program = textwrap.dedent(
         """
         import atexit, os
-        zygotes = []
+        zygotes, workers = [], set()
 
         def check():
+            import psutil
+
             for pid in zygotes:
                 try:
                     os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
-                    print("reaped")
+                    print("zygote reaped")
                 else:
-                    print("not reaped")
+                    print("zygote not reaped")
+            print("workers left:", [pid for pid in workers if psutil.pid_exists(pid)])
 
         atexit.register(check)
 
         import psutil
         import workpool
 
-        assert workpool.map(abs, range(-3, 3), backend="process", workers=2) == [3, 2, 1, 0, 1, 2]
+        pids = workpool.map(lambda _: os.getpid(), range(8), backend="process", workers=2)
+        workers.update(pids)
         zygotes += [p.pid for p in psutil.Process().children()]  # workers are its children
         print(len(zygotes), "zygote")
         """
@@ -462,4 +468,6 @@ def test_a_program_reaps_the_zygote_before_it_exits() -> None:
         [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:2] == ["1 zygote", "reaped"], done.stdout
+    assert done.stdout.split("\n")[:3] == ["1 zygote", "zygote reaped", "workers left: []"], (
+        done.stdout
+    )

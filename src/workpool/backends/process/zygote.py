@@ -71,6 +71,10 @@ ZYGOTE_TITLE = "workpool-zygote"
 # after the first workers of a pool have been forked, ahead of nearly any pool's end.
 _DEATH_SIGNAL_AFTER = 0.05
 
+# How long an ending zygote waits for its workers still ending (``_end``): they were
+# stopped or killed before, so a moment; the parent waits longer for the zygote.
+_END_WAIT = 0.5
+
 # The exec'd zygote's first lines, after exec_launch.IGNORE_CTRL_C: find workpool where
 # the parent found it, then serve.
 _BOOTSTRAP = (
@@ -322,11 +326,11 @@ def _serve(control: socket.socket, watch_fd: int, parent: int) -> int:
             if timeout <= 0:
                 death_signal_at = None
                 if prctl.die_with_parent() and os.getppid() != parent:
-                    return 0
+                    return _end(exit_pipes, wake_r)
                 continue
         for key, _ in selector.select(timeout):
             if key.data == "parent":  # the pipe's end of file: the parent died
-                return 0
+                return _end(exit_pipes, wake_r)
             if key.data == "child":
                 with contextlib.suppress(BlockingIOError):
                     while os.read(wake_r, 512):
@@ -338,8 +342,26 @@ def _serve(control: socket.socket, watch_fd: int, parent: int) -> int:
             except OSError:
                 request = None
             if request is None:  # the parent closed its end or died: so do we
-                return 0
+                return _end(exit_pipes, wake_r)
             _fork_worker(control, request, fds, exit_pipes, (wake_r, wake_w), watch_fd)
+
+
+def _end(exit_pipes: dict[int, int], wake_r: int) -> int:
+    """Collect the workers still ending (``_END_WAIT`` seconds at most), then end too.
+
+    A worker that outlived the zygote would be left to the system's first process to
+    collect, and stay a zombie where it collects no orphans; the parent, which waits
+    for the zygote at exit, would have ended with a process of its own still there.
+    """
+    deadline = time.monotonic() + _END_WAIT
+    _reap(exit_pipes)
+    while exit_pipes and (left := deadline - time.monotonic()) > 0:
+        if lifeline.wait_readable(wake_r, left):  # SIGCHLD wrote to it
+            with contextlib.suppress(BlockingIOError):
+                while os.read(wake_r, 512):
+                    pass
+        _reap(exit_pipes)
+    return 0
 
 
 def _fork_worker(
