@@ -22,7 +22,7 @@ import pytest
 
 import workpool
 from conftest import wait_for
-from faults import crash_on, fail_first_try, hang_on
+from faults import crash_on, fail_first_try, hang_on, sleep_then_pid
 from helpers import add, fail_on, square, where
 from trace_checks import (
     assert_each_position_once,
@@ -312,6 +312,67 @@ def test_the_trace_is_written_on_ctrl_c(tmp_path: Path) -> None:
     assert data["otherData"]["partial"] is True
     assert "KeyboardInterrupt" in data["otherData"]["reason"]
     assert [p for p in os.listdir(tmp_path) if p.endswith(".tmp")] == []
+
+
+def test_a_call_killed_outright_leaves_its_timeline_so_far(tmp_path: Path) -> None:
+    # SIGKILL runs no code: only a file written while the call ran can survive it.
+    path = tmp_path / "run.json"
+    script = tmp_path / "killed.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import time
+            import workpool
+
+            def nap(x):
+                time.sleep(0.02)
+                return x
+
+            if __name__ == "__main__":
+                workpool.map(nap, range(100_000), backend="process", workers=2, chunksize=1,
+                             trace={str(path)!r})
+            """
+        )
+    )
+    program = subprocess.Popen([sys.executable, str(script)], start_new_session=True)
+    try:
+        assert wait_for(path.exists, timeout=30)  # rewritten after the call's first second
+        os.killpg(program.pid, signal.SIGKILL)
+    finally:
+        if program.poll() is None:
+            os.killpg(program.pid, signal.SIGKILL)
+        program.wait()
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert data["otherData"]["partial"] is True
+    assert "still running" in data["otherData"]["reason"]
+    assert len(spans(data, "chunk")) >= 10  # a second of 20 ms tasks on 2 workers
+    summary = subprocess.run(
+        [sys.executable, "-m", "workpool", "trace", "summary", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert summary.returncode == 0, summary.stderr
+    assert "written while the call still ran" in " ".join(summary.stdout.split())
+
+
+def test_a_long_call_ends_with_its_whole_trace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rewritten while it ran, the file must end as the final write left it.
+    from workpool.timeline import recorder, snapshots
+
+    monkeypatch.setattr(recorder, "FIRST_AFTER", 0.1)  # rewritten at 0.1, 0.2, 0.4, 0.8 s
+    monkeypatch.setattr(snapshots, "FIRST_AFTER", 0.1)
+    path = tmp_path / "run.json"
+    results = workpool.map(sleep_then_pid, [0.03] * 60, backend="thread", workers=2, trace=path)
+    assert results == [os.getpid()] * 60  # 0.9 s
+    data = read_trace(path)
+    assert_well_formed(data)
+    assert data["otherData"]["partial"] is False
+    assert_each_position_once(data, 60)
+    assert [p for p in os.listdir(tmp_path) if p != "run.json"] == []
 
 
 def test_a_200k_tiny_map_trace_is_small(tmp_path: Path) -> None:

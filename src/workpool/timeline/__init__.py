@@ -23,7 +23,7 @@ from __future__ import annotations
 from workpool.timeline.recorder import OUTCOMES as OUTCOMES
 from workpool.timeline.recorder import Recorder as Recorder
 
-__all__ = ["OUTCOMES", "Recorder", "finish"]
+__all__ = ["OUTCOMES", "Recorder", "finish", "rewrite"]
 
 
 def finish(recorder: Recorder, *, partial: bool = False, reason: str = "") -> str:
@@ -33,8 +33,21 @@ def finish(recorder: Recorder, *, partial: bool = False, reason: str = "") -> st
     The file is replaced atomically: a reader sees the old file or the new one,
     never half of one. Raises ``OSError`` if it cannot be written.
     """
+    recorder.stop_rewriting()
     if recorder.claim_writing():
         from workpool.timeline.chrome import write_trace  # json, only now
 
         write_trace(recorder, partial=partial, reason=reason)
     return recorder.path
+
+
+def rewrite(recorder: Recorder) -> None:
+    """Write the trace of a call that still runs, as a partial one (``snapshots.py``).
+
+    Nothing is written once the final write has been claimed. Raises ``OSError`` if
+    the file cannot be written.
+    """
+    from workpool.timeline.chrome import write_trace
+    from workpool.timeline.snapshots import RUNNING
+
+    write_trace(recorder, partial=True, reason=RUNNING, running=True)

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from workpool.clock import now_ns
 from workpool.errors import TaskTimeout, add_note
 from workpool.tasks import ResultBatch
-from workpool.timeline import Recorder, finish
+from workpool.timeline import Recorder, finish, rewrite
 
 if TYPE_CHECKING:
     from workpool.backends.base import Backend
@@ -50,6 +51,7 @@ def open_trace(
     """
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
     recorder = Recorder(path, function=name, **facts)
+    recorder.rewrite_while_running(functools.partial(rewrite, recorder))
     if pool is not None:
         began = recorder.begun_ns
         ready = pool.last_worker_ready_ns
@@ -110,6 +112,7 @@ def record_batch(
                 )
     for offset in sorted(retried):
         record_retry(recorder, track, chunk.start + offset, chunk.attempt + 1, batch.errors[offset])
+    recorder.note_progress()
 
 
 def record_retry(

@@ -24,12 +24,12 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from workpool._version import __version__
 from workpool.clock import now_ns
-from workpool.timeline.recorder import ChunkRecord, Recorder
+from workpool.timeline.recorder import ChunkRecord, Recorder, SpanRecord
 
 __all__ = ["trace_lines", "write_trace"]
 
@@ -182,11 +182,13 @@ class _Lines:
             yield phase.format("return", "serialize", ran, end - ran, where)
 
 
-def trace_lines(recorder: Recorder) -> Iterator[str]:
-    """The recorder's events, one JSON object per string, nesting enforced per track."""
+def trace_lines(recorder: Recorder, more_spans: Sequence[SpanRecord] = ()) -> Iterator[str]:
+    """The recorder's events (and ``more_spans``), one JSON object per string, nesting
+    enforced per track."""
     # Copies: an engine's thread may still report (a worker's end) while this runs.
     # Tracks are copied last, so that each record copied has its track.
     spans, chunks, reported = recorder.spans[:], recorder.chunks[:], recorder.instants[:]
+    spans += more_spans
     tracks = recorder.tracks[:]
     by_track: list[list[_Node]] = [[] for _ in tracks]
     for track, name, category, begin, end, args in spans:
@@ -223,16 +225,27 @@ def trace_lines(recorder: Recorder) -> Iterator[str]:
                 yield from lines.node(node, where)
 
 
-def write_trace(recorder: Recorder, *, partial: bool, reason: str) -> None:
+def write_trace(recorder: Recorder, *, partial: bool, reason: str, running: bool = False) -> None:
     """Write ``recorder``'s timeline to its path, atomically (temporary name, rename).
 
     Adds the ``call`` span, from the recorder's creation to now. Raises ``OSError`` if
     the file cannot be written; a half-written temporary file is removed, and whatever
-    file was at the path before stays as it was.
+    file was at the path before stays as it was. ``running``: a rewrite while the call
+    goes on (``snapshots.py``), which leaves the recorder as it was, and is not made
+    once the final write has been claimed.
     """
+    with recorder.file_lock:
+        if running and recorder.written:
+            return
+        _write(recorder, partial, reason, running)
+
+
+def _write(recorder: Recorder, partial: bool, reason: str, running: bool) -> None:
     ended = now_ns()
     call_track = recorder.track(("caller", "call"), "call", recorder.caller_group)
-    recorder.span(call_track, "call", "call", recorder.begun_ns, ended, dict(recorder.facts))
+    call: SpanRecord = (call_track, "call", "call", recorder.begun_ns, ended, dict(recorder.facts))
+    if not running:
+        recorder.spans.append(call)
     other = {
         "generator": f"workpool {__version__}",
         "partial": partial,
@@ -245,7 +258,7 @@ def write_trace(recorder: Recorder, *, partial: bool, reason: str) -> None:
     # written as the JSON escape \udcXX instead of failing the whole file.
     data = (
         '{"traceEvents":[\n'
-        + ",\n".join(trace_lines(recorder))
+        + ",\n".join(trace_lines(recorder, [call] if running else ()))
         + f'\n],\n"displayTimeUnit":"ms",\n"otherData":{_dumps(other)}}}\n'
     ).encode("utf-8", "backslashreplace")
     directory, base = os.path.split(os.path.abspath(recorder.path))

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from workpool.clock import now_ns
 from workpool.named_files import SQLITE_MAGIC, tilde_hint
+from workpool.timeline.snapshots import FIRST_AFTER, Rewriter
 
 __all__ = ["OUTCOMES", "Recorder", "TrackInfo"]
 
@@ -116,6 +117,12 @@ class Recorder:
         self._track_ids: dict[Hashable, int] = {}
         self._lock = threading.Lock()
         self._written = False
+        # Held by whoever writes the file (chrome.write_trace): the final write and the
+        # rewrites of a long call's file (snapshots.py) take turns.
+        self.file_lock = threading.Lock()
+        self._rewrite_at_ns: int | None = None  # when note_progress starts the rewriter
+        self._rewrite: Callable[[], None] = lambda: None
+        self._rewriter: Rewriter | None = None
         # The engine of the Pool the call runs on (timeline.calls.open_trace), if any.
         self.pool: Any = None
 
@@ -214,6 +221,35 @@ class Recorder:
         self.instants.append(
             (track, name, "fault", end_ns, {"position": position, "reason": reason})
         )
+
+    def rewrite_while_running(self, write: Callable[[], None]) -> None:
+        """Have ``write`` rewrite the file as the call goes, from ``FIRST_AFTER`` seconds on."""
+        self._rewrite = write
+        self._rewrite_at_ns = self.begun_ns + int(FIRST_AFTER * 1e9)
+
+    def note_progress(self) -> None:
+        """A result came in: the moment to start rewriting the file, if it is due."""
+        due = self._rewrite_at_ns
+        if due is None or now_ns() < due:
+            return
+        with self._lock:
+            if self._rewrite_at_ns is None or self._written:
+                return
+            self._rewrite_at_ns = None
+            self._rewriter = Rewriter(self._rewrite)
+
+    def stop_rewriting(self) -> None:
+        """No more rewrites (the call has ended); waits for one in progress."""
+        with self._lock:
+            self._rewrite_at_ns = None
+            rewriter, self._rewriter = self._rewriter, None
+        if rewriter is not None:
+            rewriter.stop()
+
+    @property
+    def written(self) -> bool:
+        """Whether the final write has been claimed: no rewrite may follow it."""
+        return self._written
 
     def claim_writing(self) -> bool:
         """True the first time it is called, False after: the trace is written once."""

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from workpool.timeline.reading import Span, Timeline, Track
+from workpool.timeline.snapshots import RUNNING
 
 __all__ = [
     "Straggler",
@@ -264,7 +265,12 @@ def explain(summary: Summary) -> str:
     if faults:
         verb = "is" if summary.crashes + summary.timeouts + summary.retries == 1 else "are"
         sentences.append(f"{', '.join(faults)} {verb} marked on the workers' tracks.")
-    if summary.partial:
+    if summary.partial and summary.reason == RUNNING:
+        sentences.append(
+            "This trace was written while the call still ran, and the program ended before "
+            "the call did (killed, say): it covers what ran before it was written."
+        )
+    elif summary.partial:
         how = f" ({summary.reason})" if summary.reason else ""
         sentences.append(f"The call ended early{how}: the trace covers what ran before that.")
     return " ".join(sentences)
