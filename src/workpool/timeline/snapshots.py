@@ -58,8 +58,8 @@ class Rewriter:
         while not self._ended.is_set():
             try:
                 self._write()
-            except OSError:
-                return  # the final write will meet the same trouble, and say so
+            except Exception:  # the final write meets the same trouble, and says so
+                return
             if self._ended.wait(wait):
                 return
             wait = min(wait * 2, LONGEST_WAIT)
