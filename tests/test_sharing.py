@@ -356,6 +356,74 @@ def test_any_dtype_and_layout_arrives_intact(array: Any) -> None:
     assert (echoed == array).all()
 
 
+class Tagged(np.ndarray):  # type: ignore[type-arg]
+    """A subclass of a user's own that pickles as NumPy pickles every ndarray."""
+
+
+def kind_and_owner(array: Any) -> tuple[str, str]:
+    return type(array).__name__, describe(array)[1]
+
+
+def sum_of_field_x(records: Any) -> float:
+    return float(records.x.sum())  # a recarray's fields are attributes
+
+
+def records_of(size: int) -> Any:
+    records = workpool.zeros(size, dtype=[("x", np.float64), ("y", np.int32)])
+    records["x"] = 1.0
+    return records.view(np.recarray)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.rec.array(np.ones(200_000, dtype=[("x", np.float64), ("y", np.int32)])),
+        np.arange(300_000, dtype=np.float64).reshape(500, 600).view(Tagged),
+    ],
+    ids=["recarray", "own-subclass"],
+)
+def test_ndarray_subclasses_travel_in_shared_memory_as_their_own_class(array: Any) -> None:
+    # As pickle sends them, only without the copy: a recarray whose fields a task reads
+    # as attributes, a class of the program's own with its methods.
+    kind = type(array).__name__
+    seen = workpool.map(kind_and_owner, [array], backend="process", share_threshold=1024)
+    assert seen == [(kind, "Segment")]
+    echoed = workpool.map(np.copy, [array], backend="process", share_threshold=1024)[0]
+    assert type(echoed) is np.ndarray  # np.copy makes a plain array, here as anywhere
+    shared = workpool.share(array)
+    assert type(shared) is type(array)
+    assert (shared == array).all()
+    assert workpool.map(kind_and_owner, [shared], backend="process") == [(kind, "Segment")]
+
+
+def test_a_recarray_arrives_with_its_fields_as_attributes_and_comes_back_as_one() -> None:
+    records = np.rec.array(np.ones(200_000, dtype=[("x", np.float64), ("y", np.int32)]))
+    assert workpool.map(sum_of_field_x, [records], backend="process") == [200_000.0]
+    made = workpool.map(records_of, [200_000], backend="process", share_threshold=1024)[0]
+    assert type(made) is np.recarray
+    assert describe(made)[1] == "Segment"
+    assert made.x.sum() == 200_000.0
+
+
+def count_masked(array: Any) -> tuple[str, int]:
+    return type(array).__name__, int(np.ma.count_masked(array))
+
+
+def test_a_masked_array_keeps_its_mask_on_the_way_there_and_back() -> None:
+    # Its data and mask are two arrays that pickle as one: it goes by value, as pickle
+    # sends it, and arrives whole.
+    values = np.arange(300_000, dtype=np.float64)
+    masked = np.ma.masked_array(values, mask=values % 3 == 0)
+    seen = workpool.map(count_masked, [masked], backend="process", share_threshold=1024)
+    assert seen == [("MaskedArray", 100_000)]
+    echoed = workpool.map(np.ma.copy, [masked], backend="process", share_threshold=1024)[0]
+    assert isinstance(echoed, np.ma.MaskedArray)
+    assert (echoed.mask == masked.mask).all()
+    assert (echoed.data == values).all()
+    with pytest.raises(TypeError, match="MaskedArray"):
+        workpool.share(masked)
+
+
 def test_object_arrays_fall_back_to_pickling() -> None:
     objects = np.array([{"a": i} for i in range(50_000)], dtype=object)
     echoed = workpool.map(lambda a: a[-1], [objects], backend="process", share_threshold=1024)

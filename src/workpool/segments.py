@@ -43,6 +43,7 @@ __all__ = [
     "new_segment",
     "numpy_if_array",
     "numpy_module",
+    "pickles_as_an_ndarray",
     "reserve",
     "sending",
     "share",
@@ -251,6 +252,21 @@ def holds_writable_share(obj: Any, depth: int = 3) -> bool:
     return False
 
 
+def pickles_as_an_ndarray(kind: type) -> bool:
+    """Does this ndarray subclass pickle as NumPy pickles a plain array (its memory only)?
+
+    A recarray or a program's own subclass does, and so can be rebuilt as a view of an
+    ndarray; a MaskedArray pickles more than one array, its own way.
+    """
+    import numpy  # an ndarray's class: NumPy is here
+
+    base = numpy.ndarray
+    return all(
+        getattr(kind, name) is getattr(base, name)
+        for name in ("__reduce__", "__reduce_ex__", "__setstate__")
+    )
+
+
 def numpy_module() -> Any:
     """NumPy if the program imported it: an ndarray can only exist if it did."""
     return sys.modules.get("numpy")
@@ -288,7 +304,8 @@ def machine_memory() -> int | None:
 def share(obj: Any, *, writable: bool = False) -> Any:
     """Copy ``obj`` into shared memory once; return the same kind of object over it.
 
-    A NumPy array comes back as a NumPy array (same shape, dtype and order); bytes,
+    A NumPy array comes back as a NumPy array (same class, shape, dtype and order; a
+    MaskedArray, which is more than one array, is a ``TypeError``); bytes,
     bytearray and memoryview come back as a bytes-like ``Segment`` (an empty one as
     ``b""``: there is nothing to share). Passing the result
     to process workers sends only a reference: they see the same memory, read-only
@@ -307,11 +324,17 @@ def share(obj: Any, *, writable: bool = False) -> Any:
                 "share() cannot put an array of Python objects (dtype object) in shared "
                 "memory: its elements are references, not data"
             )
+        kind = type(obj)
+        if not pickles_as_an_ndarray(kind):
+            raise TypeError(
+                f"share() cannot put a {kind.__name__} in shared memory: it is more than "
+                "one array's memory (share the arrays it is made of, such as its .data)"
+            )
         order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
         segment = new_segment(obj.nbytes, writable_in_workers=writable)
         shared = numpy.ndarray(obj.shape, dtype=obj.dtype, buffer=segment, order=order)
-        _copy_into(segment, shared, obj)
-        return shared
+        _copy_into(segment, shared, obj.view(numpy.ndarray))
+        return shared if kind is numpy.ndarray else shared.view(kind)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         view = memoryview(obj)
         # A strided view has no flat bytes to cast: its bytes, in order, are a copy.

@@ -48,6 +48,7 @@ from workpool.segments import (
     map_segment,
     numpy_if_array,
     numpy_module,
+    pickles_as_an_ndarray,
     sending,
     share,
 )
@@ -252,6 +253,19 @@ class _SharingPickler(pickle.Pickler):
         numpy = numpy_if_array(obj)
         if numpy is None or obj.dtype.hasobject:
             return NotImplemented
+        kind = type(obj)
+        if kind is numpy.ndarray:
+            return self._reduce_array(obj)
+        if not pickles_as_an_ndarray(kind):  # a MaskedArray: by value, as it pickles itself
+            return NotImplemented
+        # A recarray, or a program's own subclass: its memory travels as an ndarray's
+        # would, and arrives viewed as its class again, which is all pickle keeps of it.
+        reduced = self._reduce_array(obj.view(numpy.ndarray))
+        if reduced is NotImplemented or reduced[0] is not _rebuild_array:
+            return NotImplemented
+        return (_rebuild_subclass, (kind, *reduced[1]))
+
+    def _reduce_array(self, obj: Any) -> Any:
         found = find_segment(obj)
         if found is not None and found[0].private:  # this worker's copy-on-write view:
             found = None  # what it holds now is not what the memory behind it holds
@@ -447,6 +461,10 @@ def _rebuild_bytes(
     if incoming is None:
         raise pickle.UnpicklingError("a shared-memory reference arrived without its memory")
     return incoming.segment(index, size, writable, owned, private)
+
+
+def _rebuild_subclass(kind: type, *reference: Any) -> Any:
+    return _rebuild_array(*reference).view(kind)
 
 
 def _rebuild_array(
