@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from workpool import _platform
 from workpool.anonymous import anonymous_file
+from workpool.fd_limit import make_room_for
 
 __all__ = [
     "Frame",
@@ -89,11 +90,16 @@ class Segment(mmap.mmap):
         return frame.reference(self)
 
 
+# Python 3.13's mmap can map a file without keeping a descriptor of its own: a segment
+# then holds one descriptor, not two.
+_ONE_DESCRIPTOR: dict[str, bool] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+
+
 def new_segment(size: int, *, writable_in_workers: bool) -> Segment:
     """A new segment of ``size`` bytes; an ``OSError`` if the system cannot make one."""
     fd = anonymous_file(max(size, 1), "workpool")
     try:
-        segment = Segment(fd, max(size, 1))
+        segment = Segment(fd, max(size, 1), **_ONE_DESCRIPTOR)
     except BaseException:
         os.close(fd)
         raise
@@ -157,6 +163,7 @@ _writable_seen = False
 def _adopt(segment: Segment, fd: int, writable: bool, *, received: bool = False) -> None:
     global _writable_seen
     _writable_seen = _writable_seen or writable
+    make_room_for(fd)
     segment.fd = fd
     segment.identity = _identity(fd)
     segment.received = received
@@ -187,7 +194,7 @@ def map_segment(
     ``private``: mapped copy-on-write, this process's own copy (never mapped twice).
     """
     if private:
-        own_copy = Segment(fd, size, access=mmap.ACCESS_COPY)
+        own_copy = Segment(fd, size, access=mmap.ACCESS_COPY, **_ONE_DESCRIPTOR)
         _adopt(own_copy, os.dup(fd), False, received=True)
         own_copy.private = True
         return own_copy
@@ -197,7 +204,7 @@ def map_segment(
     if segment is not None:
         return segment
     access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-    segment = Segment(fd, size, access=access)
+    segment = Segment(fd, size, access=access, **_ONE_DESCRIPTOR)
     # Keep a descriptor, to hand the memory on (to results, or to other workers).
     _adopt(segment, os.dup(fd), shared_writable, received=True)
     if key[0] is not None:
