@@ -418,11 +418,14 @@ def _zero_prefix(data: Any) -> int:
 
 def _copy_in_parallel(target: Any, source: Any) -> None:
     """``target[...] = source``, split along the first axis over a few threads."""
-    from workpool._cpus import usable_cpus
-
     rows = source.shape[0] if source.ndim else 0
+    if source.nbytes < PARALLEL_COPY_BYTES or rows < 2:
+        target[...] = source
+        return
+    from workpool._cpus import usable_cpus  # reads files: only for a copy worth splitting
+
     parts = min(4, usable_cpus(), rows)
-    if source.nbytes < PARALLEL_COPY_BYTES or parts < 2:
+    if parts < 2:
         target[...] = source
         return
     bounds = [rows * k // parts for k in range(parts + 1)]
