@@ -193,6 +193,27 @@ def test_shared_array_reaches_workers_read_only_as_a_reference() -> None:
     assert shared[0] == 0
 
 
+def center(array: Any) -> float:
+    array -= array.mean()  # in place, as tasks often change what they were given
+    return float(array[0])
+
+
+def test_a_task_that_writes_to_a_shared_argument_is_told_why_it_cannot() -> None:
+    # The same task runs on a small array (a copy of its own) and fails on a large one
+    # (read-only, in shared memory): the error says so, and what to do.
+    assert workpool.map(center, [np.arange(3.0)], backend="process") == [-1.0]
+    big = np.arange(2 * MB // 8, dtype=np.float64)
+    error = workpool.map(center, [big], backend="process", return_exceptions=True)[0]
+    assert isinstance(error, ValueError)
+    assert "read-only" in str(error)  # NumPy's own words
+    notes = " ".join(getattr(error, "__notes__", []))
+    assert "shared memory" in notes
+    assert "share_threshold" in notes
+    assert ".copy()" in notes
+    assert big[0] == 0.0
+    assert workpool.map(center, [big], backend="process", share_threshold=None)[0] < 0
+
+
 def test_writable_share_shows_the_workers_writes() -> None:
     out = workpool.share(np.zeros((8, 1000)), writable=True)
     workpool.map(fill_row, itertools.repeat(out, 8), range(8), backend="process", workers=2)

@@ -41,7 +41,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from workpool.errors import SharedMemoryWarning, WorkpoolError
+from workpool.errors import SharedMemoryWarning, WorkpoolError, add_note
 from workpool.segments import (
     Segment,
     find_segment,
@@ -61,6 +61,7 @@ __all__ = [
     "TooManySegments",
     "dumps_function_sharing",
     "dumps_sharing",
+    "explain_read_only",
     "loads_sharing",
 ]
 
@@ -413,6 +414,23 @@ def dumps_function_sharing(
     finally:
         sending.frame = previous
     return payload, outgoing.fds, outgoing.keep
+
+
+def explain_read_only(exc: BaseException, threshold: int | None) -> None:
+    """Note on a task's error why an array it was given is read-only, if that is the error.
+
+    For a task whose arguments came with shared memory: the same task that changes a
+    small array in place (its own copy) fails on a large one, with NumPy's words only.
+    """
+    if isinstance(exc, ValueError) and "read-only" in str(exc):
+        size = "" if threshold is None else f" (here, those of {threshold:,} bytes or more)"
+        add_note(
+            exc,
+            "workpool: large NumPy arrays reach process workers read-only, in shared "
+            f"memory{size}, as do share()'s unless writable=True: a task that changes one "
+            "must change a copy (array.copy()), or the call can pass share_threshold=None "
+            "to send every array by value",
+        )
 
 
 def loads_sharing(data: bytes | memoryview, fds: list[int]) -> Any:
