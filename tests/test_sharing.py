@@ -547,6 +547,43 @@ def test_writable_shares_stay_shared_past_one_message_worth() -> None:
     assert "shared-memory objects" in str(result[0])
 
 
+def total_of(arrays: dict[str, Any]) -> float:
+    return sum(float(array.sum()) for array in arrays.values())
+
+
+def test_one_task_can_take_more_large_arrays_than_one_message_carries() -> None:
+    # A model's 300 weight arrays, in one dict: pickle sends them all; shared memory
+    # takes what one message can carry, and the rest go by value, not a failure.
+    from workpool.sharing import MAX_FDS_PER_FRAME
+
+    count = MAX_FDS_PER_FRAME + 50
+    weights = {f"w{i}": np.ones(1024) for i in range(count)}  # 8 KB each
+    shared = {name: workpool.share(array) for name, array in weights.items()}
+    for arrays in (weights, shared):
+        totals = workpool.map(total_of, [arrays, arrays], backend="process", share_threshold=4096)
+        assert totals == [count * 1024.0] * 2
+    with workpool.Pool(1) as pool:
+        assert pool.submit(total_of, shared).result(timeout=30) == count * 1024.0
+
+
+def many_made_in_shared_memory(count: int) -> list[Any]:
+    made = [workpool.zeros(1024) for _ in range(count)]
+    for value, array in enumerate(made):
+        array[:] = value
+    return made
+
+
+def test_one_task_can_return_more_large_arrays_than_one_message_carries() -> None:
+    from workpool.sharing import MAX_FDS_PER_FRAME
+
+    count = MAX_FDS_PER_FRAME + 50
+    made = workpool.map(
+        many_made_in_shared_memory, [count], backend="process", share_threshold=4096
+    )[0]
+    assert [int(array[-1]) for array in made] == list(range(count))
+    assert all(array.flags.writeable for array in made)
+
+
 def test_sharing_survives_arguments_that_need_cloudpickle() -> None:
     out = workpool.share(np.zeros(8), writable=True)
     workpool.map(
