@@ -22,11 +22,12 @@ that copy-on-write, privately, as its own copy.
 
 At most ``MAX_FDS_PER_FRAME`` descriptors ride with one message: past that, a chunk is
 split, and one item's (or one batch's) further arrays go by value; only memory shared to
-be written cannot, and raises ``TooManySegments``. Results come back the same way, in segments the worker makes writable for
-the caller; a result the task made in a segment itself (``workpool.empty``/``zeros``)
-goes back as it is, without a copy, unless it is smaller than the threshold. Where no
-segment can be made (out of descriptors or memory, none on this system), a call's arrays
-are copied into its messages instead, after one ``SharedMemoryWarning``.
+be written cannot, and raises ``TooManySegments``. Results come back the same way, in
+segments the worker makes writable for the caller; a result the task made in a segment
+itself (``workpool.empty``/``zeros``) goes back as it is, without a copy, unless it is
+smaller than the threshold. Where no segment can be made (out of descriptors or memory,
+none on this system), a call's arrays are copied into its messages instead, after one
+``SharedMemoryWarning``.
 """
 
 from __future__ import annotations
