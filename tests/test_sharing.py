@@ -373,6 +373,17 @@ def test_small_arrays_and_threshold_none_are_pickled() -> None:
     assert low[2] is not None
 
 
+def test_a_threshold_bigger_than_any_array_shares_nothing() -> None:
+    # As share_threshold=None does; past 2**63 bytes it once broke the worker's message
+    # (struct.error, or a call that never returned when the supervisor sent it).
+    huge = 2**70
+    assert (
+        workpool.map(describe, [np.zeros(3)], backend="process", share_threshold=huge)[0][2] is None
+    )
+    with workpool.Pool(1, share_threshold=huge) as pool:
+        assert pool.submit(first_value, np.ones(2 * MB // 8)).result(timeout=30) == 1.0
+
+
 @pytest.mark.parametrize(
     "array",
     [
