@@ -9,6 +9,8 @@ allows far more. So when a segment's descriptor is numbered past three quarters 
 soft limit (the system hands out the lowest free number, so at least that many are
 open), the soft limit is raised to the hard limit, as Go's runtime and Node do when
 they start. Only then: a program that never holds many keeps the limit it was given.
+(Processes it starts afterwards inherit the higher limit, as from a shell whose
+``ulimit -n`` was raised.)
 """
 
 from __future__ import annotations
