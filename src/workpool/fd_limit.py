@@ -15,15 +15,12 @@ they start. Only then: a program that never holds many keeps the limit it was gi
 
 from __future__ import annotations
 
-import threading
-
 __all__ = ["make_room_for"]
 
 # Where the hard limit is "unlimited", the soft limit is raised this far; macOS refuses
 # more than its OPEN_MAX there, which is tried next.
 _UNLIMITED_TARGETS = (1 << 20, 10240)
 
-_lock = threading.Lock()
 # A descriptor numbered at least this sends for the limit again (0: not read yet).
 _mark = 0
 
@@ -31,11 +28,11 @@ _mark = 0
 def make_room_for(fd: int) -> None:
     """Raise the soft limit on open descriptors if ``fd``'s number says it is near.
 
-    Cheap when it is not (one comparison); thread-safe.
+    Cheap when it is not (one comparison). Thread-safe without a lock, which a worker
+    forked while another thread held it would inherit held: two threads that both lift
+    the limit ask for the same one.
     """
-    if fd < _mark:
-        return
-    with _lock:
+    if fd >= _mark:
         _lift_if_near(fd)
 
 
