@@ -289,6 +289,44 @@ def test_a_task_that_crashes_after_filling_leaves_nothing_behind() -> None:
     assert not left_in_shared_memory(before)
 
 
+@pytest.fixture
+def low_descriptor_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    """This process's soft limit on open descriptors, lowered to a little over what it holds.
+
+    As the common default of 1,024 is, for a service that keeps many results; restored
+    afterwards, whatever workpool made of it. (workpool reads the limit once, and
+    expects no program to lower it: here it is told to read it again.)
+    """
+    from workpool import fd_limit
+
+    resource = pytest.importorskip("resource")
+    monkeypatch.setattr(fd_limit, "_mark", 0)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    low = len(os.listdir("/proc/self/fd")) + 100
+    if hard != resource.RLIM_INFINITY and hard < 4 * low:
+        pytest.skip(f"the hard limit on open descriptors ({hard}) leaves no room to grow")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (low, hard))
+    try:
+        yield low
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_more_shared_results_than_the_soft_descriptor_limit_can_be_kept(
+    low_descriptor_limit: int,
+) -> None:
+    # Each result in shared memory keeps a descriptor open (to be passed on without a
+    # copy): a caller holding a few hundred would fail with EMFILE mid-call.
+    count = 2 * low_descriptor_limit
+    with workpool.Pool(2) as pool:
+        results = list(pool.map(fill_range, [16] * count, share_threshold=0))
+    assert all(identity(r) is not None and r[-1] == 15 for r in results)
+    made = [workpool.zeros(2) for _ in range(count)]
+    shared = [workpool.share(np.ones(2)) for _ in range(count)]
+    assert workpool.map(look, shared[-2:], backend="process")[1][2] == 2.0
+    del results, made, shared
+
+
 # --- made in the caller -------------------------------------------------------------
 
 

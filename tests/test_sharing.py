@@ -121,6 +121,21 @@ def test_sharing_zeros_allocates_nothing_and_the_rest_is_copied_exactly() -> Non
     assert (workpool.share(fortran) == fortran).all()
 
 
+def test_sharing_a_small_array_reads_no_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a large copy is split over threads; counting the CPUs reads the cgroup's
+    # files, which took 60% of sharing a small array (0.36 ms each, 10,000 in 3.6 s).
+    from workpool import _cpus
+
+    asked: list[int] = []
+    real = _cpus.usable_cpus
+    monkeypatch.setattr(_cpus, "usable_cpus", lambda: asked.append(1) or real())
+    small = [workpool.share(np.full((3, 4), i)) for i in range(50)]
+    assert [int(a[2, 3]) for a in small] == list(range(50))
+    assert not asked
+    assert (workpool.share(np.ones(3 * MB)) == 1).all()  # 24 MB: copied by several threads
+    assert asked
+
+
 @pytest.mark.parametrize("kind", [bytes, bytearray, memoryview])
 def test_share_bytes_like(kind: type) -> None:
     data = kind(b"hello shared world")
@@ -176,6 +191,27 @@ def test_shared_array_reaches_workers_read_only_as_a_reference() -> None:
     assert isinstance(errors[0], ValueError)
     assert "read-only" in str(errors[0])
     assert shared[0] == 0
+
+
+def center(array: Any) -> float:
+    array -= array.mean()  # in place, as tasks often change what they were given
+    return float(array[0])
+
+
+def test_a_task_that_writes_to_a_shared_argument_is_told_why_it_cannot() -> None:
+    # The same task runs on a small array (a copy of its own) and fails on a large one
+    # (read-only, in shared memory): the error says so, and what to do.
+    assert workpool.map(center, [np.arange(3.0)], backend="process") == [-1.0]
+    big = np.arange(2 * MB // 8, dtype=np.float64)
+    error = workpool.map(center, [big], backend="process", return_exceptions=True)[0]
+    assert isinstance(error, ValueError)
+    assert "read-only" in str(error)  # NumPy's own words
+    notes = " ".join(getattr(error, "__notes__", []))
+    assert "shared memory" in notes
+    assert "share_threshold" in notes
+    assert ".copy()" in notes
+    assert big[0] == 0.0
+    assert workpool.map(center, [big], backend="process", share_threshold=None)[0] < 0
 
 
 def test_writable_share_shows_the_workers_writes() -> None:
@@ -337,6 +373,17 @@ def test_small_arrays_and_threshold_none_are_pickled() -> None:
     assert low[2] is not None
 
 
+def test_a_threshold_bigger_than_any_array_shares_nothing() -> None:
+    # As share_threshold=None does; past 2**63 bytes it once broke the worker's message
+    # (struct.error, or a call that never returned when the supervisor sent it).
+    huge = 2**70
+    assert (
+        workpool.map(describe, [np.zeros(3)], backend="process", share_threshold=huge)[0][2] is None
+    )
+    with workpool.Pool(1, share_threshold=huge) as pool:
+        assert pool.submit(first_value, np.ones(2 * MB // 8)).result(timeout=30) == 1.0
+
+
 @pytest.mark.parametrize(
     "array",
     [
@@ -354,6 +401,74 @@ def test_any_dtype_and_layout_arrives_intact(array: Any) -> None:
     assert echoed.dtype == array.dtype
     assert echoed.shape == array.shape
     assert (echoed == array).all()
+
+
+class Tagged(np.ndarray):  # type: ignore[type-arg]
+    """A subclass of a user's own that pickles as NumPy pickles every ndarray."""
+
+
+def kind_and_owner(array: Any) -> tuple[str, str]:
+    return type(array).__name__, describe(array)[1]
+
+
+def sum_of_field_x(records: Any) -> float:
+    return float(records.x.sum())  # a recarray's fields are attributes
+
+
+def records_of(size: int) -> Any:
+    records = workpool.zeros(size, dtype=[("x", np.float64), ("y", np.int32)])
+    records["x"] = 1.0
+    return records.view(np.recarray)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.rec.array(np.ones(200_000, dtype=[("x", np.float64), ("y", np.int32)])),
+        np.arange(300_000, dtype=np.float64).reshape(500, 600).view(Tagged),
+    ],
+    ids=["recarray", "own-subclass"],
+)
+def test_ndarray_subclasses_travel_in_shared_memory_as_their_own_class(array: Any) -> None:
+    # As pickle sends them, only without the copy: a recarray whose fields a task reads
+    # as attributes, a class of the program's own with its methods.
+    kind = type(array).__name__
+    seen = workpool.map(kind_and_owner, [array], backend="process", share_threshold=1024)
+    assert seen == [(kind, "Segment")]
+    echoed = workpool.map(np.copy, [array], backend="process", share_threshold=1024)[0]
+    assert type(echoed) is np.ndarray  # np.copy makes a plain array, here as anywhere
+    shared = workpool.share(array)
+    assert type(shared) is type(array)
+    assert (shared == array).all()
+    assert workpool.map(kind_and_owner, [shared], backend="process") == [(kind, "Segment")]
+
+
+def test_a_recarray_arrives_with_its_fields_as_attributes_and_comes_back_as_one() -> None:
+    records = np.rec.array(np.ones(200_000, dtype=[("x", np.float64), ("y", np.int32)]))
+    assert workpool.map(sum_of_field_x, [records], backend="process") == [200_000.0]
+    made = workpool.map(records_of, [200_000], backend="process", share_threshold=1024)[0]
+    assert type(made) is np.recarray
+    assert describe(made)[1] == "Segment"
+    assert made.x.sum() == 200_000.0
+
+
+def count_masked(array: Any) -> tuple[str, int]:
+    return type(array).__name__, int(np.ma.count_masked(array))
+
+
+def test_a_masked_array_keeps_its_mask_on_the_way_there_and_back() -> None:
+    # Its data and mask are two arrays that pickle as one: it goes by value, as pickle
+    # sends it, and arrives whole.
+    values = np.arange(300_000, dtype=np.float64)
+    masked = np.ma.masked_array(values, mask=values % 3 == 0)
+    seen = workpool.map(count_masked, [masked], backend="process", share_threshold=1024)
+    assert seen == [("MaskedArray", 100_000)]
+    echoed = workpool.map(np.ma.copy, [masked], backend="process", share_threshold=1024)[0]
+    assert isinstance(echoed, np.ma.MaskedArray)
+    assert (echoed.mask == masked.mask).all()
+    assert (echoed.data == values).all()
+    with pytest.raises(TypeError, match="MaskedArray"):
+        workpool.share(masked)
 
 
 def test_object_arrays_fall_back_to_pickling() -> None:
@@ -441,6 +556,43 @@ def test_writable_shares_stay_shared_past_one_message_worth() -> None:
     assert isinstance(result[0], workpool.WorkpoolError)  # the library's own error
     assert isinstance(result[0], ValueError)  # about what the task was given
     assert "shared-memory objects" in str(result[0])
+
+
+def total_of(arrays: dict[str, Any]) -> float:
+    return sum(float(array.sum()) for array in arrays.values())
+
+
+def test_one_task_can_take_more_large_arrays_than_one_message_carries() -> None:
+    # A model's 300 weight arrays, in one dict: pickle sends them all; shared memory
+    # takes what one message can carry, and the rest go by value, not a failure.
+    from workpool.sharing import MAX_FDS_PER_FRAME
+
+    count = MAX_FDS_PER_FRAME + 50
+    weights = {f"w{i}": np.ones(1024) for i in range(count)}  # 8 KB each
+    shared = {name: workpool.share(array) for name, array in weights.items()}
+    for arrays in (weights, shared):
+        totals = workpool.map(total_of, [arrays, arrays], backend="process", share_threshold=4096)
+        assert totals == [count * 1024.0] * 2
+    with workpool.Pool(1) as pool:
+        assert pool.submit(total_of, shared).result(timeout=30) == count * 1024.0
+
+
+def many_made_in_shared_memory(count: int) -> list[Any]:
+    made = [workpool.zeros(1024) for _ in range(count)]
+    for value, array in enumerate(made):
+        array[:] = value
+    return made
+
+
+def test_one_task_can_return_more_large_arrays_than_one_message_carries() -> None:
+    from workpool.sharing import MAX_FDS_PER_FRAME
+
+    count = MAX_FDS_PER_FRAME + 50
+    made = workpool.map(
+        many_made_in_shared_memory, [count], backend="process", share_threshold=4096
+    )[0]
+    assert [int(array[-1]) for array in made] == list(range(count))
+    assert all(array.flags.writeable for array in made)
 
 
 def test_sharing_survives_arguments_that_need_cloudpickle() -> None:

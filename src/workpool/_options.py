@@ -148,7 +148,7 @@ def _byte_count(name: str, value: object) -> int | None:
         raise TypeError(f"{name} must be {accepted}; got {_describe(value)}")
     if count < 0:
         raise ValueError(f"{name} must be {accepted}; got {value!r}")
-    return count
+    return min(count, sys.maxsize)  # no object is bigger: the same answer, in 64 bits
 
 
 def _buffersize(name: str, value: object) -> int | None:

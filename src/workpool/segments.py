@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 from workpool import _platform
 from workpool.anonymous import anonymous_file
+from workpool.fd_limit import make_room_for
 
 __all__ = [
     "Frame",
@@ -43,6 +44,7 @@ __all__ = [
     "new_segment",
     "numpy_if_array",
     "numpy_module",
+    "pickles_as_an_ndarray",
     "reserve",
     "sending",
     "share",
@@ -88,11 +90,16 @@ class Segment(mmap.mmap):
         return frame.reference(self)
 
 
+# Python 3.13's mmap can map a file without keeping a descriptor of its own: a segment
+# then holds one descriptor, not two.
+_ONE_DESCRIPTOR: dict[str, bool] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+
+
 def new_segment(size: int, *, writable_in_workers: bool) -> Segment:
     """A new segment of ``size`` bytes; an ``OSError`` if the system cannot make one."""
     fd = anonymous_file(max(size, 1), "workpool")
     try:
-        segment = Segment(fd, max(size, 1))
+        segment = Segment(fd, max(size, 1), **_ONE_DESCRIPTOR)
     except BaseException:
         os.close(fd)
         raise
@@ -156,6 +163,7 @@ _writable_seen = False
 def _adopt(segment: Segment, fd: int, writable: bool, *, received: bool = False) -> None:
     global _writable_seen
     _writable_seen = _writable_seen or writable
+    make_room_for(fd)
     segment.fd = fd
     segment.identity = _identity(fd)
     segment.received = received
@@ -186,7 +194,7 @@ def map_segment(
     ``private``: mapped copy-on-write, this process's own copy (never mapped twice).
     """
     if private:
-        own_copy = Segment(fd, size, access=mmap.ACCESS_COPY)
+        own_copy = Segment(fd, size, access=mmap.ACCESS_COPY, **_ONE_DESCRIPTOR)
         _adopt(own_copy, os.dup(fd), False, received=True)
         own_copy.private = True
         return own_copy
@@ -196,7 +204,7 @@ def map_segment(
     if segment is not None:
         return segment
     access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-    segment = Segment(fd, size, access=access)
+    segment = Segment(fd, size, access=access, **_ONE_DESCRIPTOR)
     # Keep a descriptor, to hand the memory on (to results, or to other workers).
     _adopt(segment, os.dup(fd), shared_writable, received=True)
     if key[0] is not None:
@@ -251,6 +259,21 @@ def holds_writable_share(obj: Any, depth: int = 3) -> bool:
     return False
 
 
+def pickles_as_an_ndarray(kind: type) -> bool:
+    """Does this ndarray subclass pickle as NumPy pickles a plain array (its memory only)?
+
+    A recarray or a program's own subclass does, and so can be rebuilt as a view of an
+    ndarray; a MaskedArray pickles more than one array, its own way.
+    """
+    import numpy  # an ndarray's class: NumPy is here
+
+    base = numpy.ndarray
+    return all(
+        getattr(kind, name) is getattr(base, name)
+        for name in ("__reduce__", "__reduce_ex__", "__setstate__")
+    )
+
+
 def numpy_module() -> Any:
     """NumPy if the program imported it: an ndarray can only exist if it did."""
     return sys.modules.get("numpy")
@@ -288,7 +311,8 @@ def machine_memory() -> int | None:
 def share(obj: Any, *, writable: bool = False) -> Any:
     """Copy ``obj`` into shared memory once; return the same kind of object over it.
 
-    A NumPy array comes back as a NumPy array (same shape, dtype and order); bytes,
+    A NumPy array comes back as a NumPy array (same class, shape, dtype and order; a
+    MaskedArray, which is more than one array, is a ``TypeError``); bytes,
     bytearray and memoryview come back as a bytes-like ``Segment`` (an empty one as
     ``b""``: there is nothing to share). Passing the result
     to process workers sends only a reference: they see the same memory, read-only
@@ -307,11 +331,17 @@ def share(obj: Any, *, writable: bool = False) -> Any:
                 "share() cannot put an array of Python objects (dtype object) in shared "
                 "memory: its elements are references, not data"
             )
+        kind = type(obj)
+        if not pickles_as_an_ndarray(kind):
+            raise TypeError(
+                f"share() cannot put a {kind.__name__} in shared memory: it is more than "
+                "one array's memory (share the arrays it is made of, such as its .data)"
+            )
         order = "F" if obj.flags.f_contiguous and not obj.flags.c_contiguous else "C"
         segment = new_segment(obj.nbytes, writable_in_workers=writable)
         shared = numpy.ndarray(obj.shape, dtype=obj.dtype, buffer=segment, order=order)
-        _copy_into(segment, shared, obj)
-        return shared
+        _copy_into(segment, shared, obj.view(numpy.ndarray))
+        return shared if kind is numpy.ndarray else shared.view(kind)
     if isinstance(obj, (bytes, bytearray, memoryview)):
         view = memoryview(obj)
         # A strided view has no flat bytes to cast: its bytes, in order, are a copy.
@@ -388,11 +418,14 @@ def _zero_prefix(data: Any) -> int:
 
 def _copy_in_parallel(target: Any, source: Any) -> None:
     """``target[...] = source``, split along the first axis over a few threads."""
-    from workpool._cpus import usable_cpus
-
     rows = source.shape[0] if source.ndim else 0
+    if source.nbytes < PARALLEL_COPY_BYTES or rows < 2:
+        target[...] = source
+        return
+    from workpool._cpus import usable_cpus  # reads files: only for a copy worth splitting
+
     parts = min(4, usable_cpus(), rows)
-    if source.nbytes < PARALLEL_COPY_BYTES or parts < 2:
+    if parts < 2:
         target[...] = source
         return
     bounds = [rows * k // parts for k in range(parts + 1)]

@@ -20,12 +20,14 @@ A function's pickle shares the same way (``dumps_function_sharing``): a large ar
 it holds in its globals or closure is copied into a segment once, and each worker maps
 that copy-on-write, privately, as its own copy.
 
-At most ``MAX_FDS_PER_FRAME`` descriptors ride with one message (``TooManySegments``
-past that). Results come back the same way, in segments the worker makes writable for
-the caller; a result the task made in a segment itself (``workpool.empty``/``zeros``)
-goes back as it is, without a copy, unless it is smaller than the threshold. Where no
-segment can be made (out of descriptors or memory, none on this system), a call's arrays
-are copied into its messages instead, after one ``SharedMemoryWarning``.
+At most ``MAX_FDS_PER_FRAME`` descriptors ride with one message: past that, a chunk is
+split, and one item's (or one batch's) further arrays go by value; only memory shared to
+be written cannot, and raises ``TooManySegments``. Results come back the same way, in
+segments the worker makes writable for the caller; a result the task made in a segment
+itself (``workpool.empty``/``zeros``) goes back as it is, without a copy, unless it is
+smaller than the threshold. Where no segment can be made (out of descriptors or memory,
+none on this system), a call's arrays are copied into its messages instead, after one
+``SharedMemoryWarning``.
 """
 
 from __future__ import annotations
@@ -41,13 +43,14 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from workpool.errors import SharedMemoryWarning, WorkpoolError
+from workpool.errors import SharedMemoryWarning, WorkpoolError, add_note
 from workpool.segments import (
     Segment,
     find_segment,
     map_segment,
     numpy_if_array,
     numpy_module,
+    pickles_as_an_ndarray,
     sending,
     share,
 )
@@ -60,6 +63,7 @@ __all__ = [
     "TooManySegments",
     "dumps_function_sharing",
     "dumps_sharing",
+    "explain_read_only",
     "loads_sharing",
 ]
 
@@ -77,21 +81,32 @@ class TooManySegments(WorkpoolError, ValueError):
 
 
 class _Outgoing:
-    """The descriptors a frame will carry, collected while its payload is pickled."""
+    """The descriptors a frame will carry, collected while its payload is pickled.
 
-    def __init__(self) -> None:
+    ``spill``: once the frame carries all it can, what need not be shared to be right
+    (anything but memory that workers write for the caller to see) goes by value.
+    """
+
+    def __init__(self, spill: bool = False) -> None:
         self.fds: list[int] = []
         self.keep: list[Segment] = []  # keeps each descriptor open until sent
+        self.spill = spill
 
     def reference(self, segment: Segment) -> tuple[Any, ...]:
         """How a bytes-like segment pickles inside this frame (``segments.Frame``)."""
-        return (_rebuild_bytes, (self.add(segment), len(segment), segment.shared_writable))
+        index = self.add(segment, must_share=segment.shared_writable)
+        if index is None:
+            return (bytes, (bytes(segment),))
+        return (_rebuild_bytes, (index, len(segment), segment.shared_writable))
 
-    def add(self, segment: Segment) -> int:
+    def add(self, segment: Segment, *, must_share: bool) -> int | None:
+        """The segment's place among the frame's descriptors; None: send it by value."""
         for index, kept in enumerate(self.keep):
             if kept is segment:
                 return index
         if len(self.fds) >= MAX_FDS_PER_FRAME:
+            if self.spill and not must_share:
+                return None
             raise TooManySegments(
                 f"more than {MAX_FDS_PER_FRAME} shared-memory objects would travel in one "
                 "message; send fewer per task, or gather them into one array"
@@ -252,6 +267,19 @@ class _SharingPickler(pickle.Pickler):
         numpy = numpy_if_array(obj)
         if numpy is None or obj.dtype.hasobject:
             return NotImplemented
+        kind = type(obj)
+        if kind is numpy.ndarray:
+            return self._reduce_array(obj)
+        if not pickles_as_an_ndarray(kind):  # a MaskedArray: by value, as it pickles itself
+            return NotImplemented
+        # A recarray, or a program's own subclass: its memory travels as an ndarray's
+        # would, and arrives viewed as its class again, which is all pickle keeps of it.
+        reduced = self._reduce_array(obj.view(numpy.ndarray))
+        if reduced is NotImplemented or reduced[0] is not _rebuild_array:
+            return NotImplemented
+        return (_rebuild_subclass, (kind, *reduced[1]))
+
+    def _reduce_array(self, obj: Any) -> Any:
         found = find_segment(obj)
         if found is not None and found[0].private:  # this worker's copy-on-write view:
             found = None  # what it holds now is not what the memory behind it holds
@@ -292,7 +320,9 @@ class _SharingPickler(pickle.Pickler):
             writable = owned = True
         outgoing = sending.frame
         assert isinstance(outgoing, _Outgoing), "arrays are pickled inside dumps_sharing"
-        index = outgoing.add(segment)
+        index = outgoing.add(segment, must_share=writable and not owned)
+        if index is None:  # no room left in this message: by value
+            return NotImplemented
         return (
             _rebuild_array,
             (
@@ -310,7 +340,7 @@ class _SharingPickler(pickle.Pickler):
 
 
 def dumps_sharing(
-    obj: Any, context: SharingContext | None, *, to_worker: bool = False
+    obj: Any, context: SharingContext | None, *, to_worker: bool = False, spill: bool = False
 ) -> tuple[bytes, list[int], list[Any]]:
     """Pickle ``obj``; arrays in shared memory (or big enough) become references.
 
@@ -318,13 +348,15 @@ def dumps_sharing(
     those descriptors open until they are sent. What plain pickle refuses (lambdas,
     closures) goes through cloudpickle, sharing all the same. ``to_worker``: the
     caller's items on their way to a worker, where what plain pickle names in
-    ``__main__`` must go by value (``names_main``). Raises ``TooManySegments`` rather
-    than quietly copying what was shared to be written.
+    ``__main__`` must go by value (``names_main``). Past ``MAX_FDS_PER_FRAME``
+    descriptors it raises ``TooManySegments`` (a chunk can be split), or with ``spill``
+    sends the rest by value; it raises even then rather than quietly copying what was
+    shared to be written.
     """
-    pickled = _dumps_sharing(obj, context, by_value=False)
+    pickled = _dumps_sharing(obj, context, by_value=False, spill=spill)
     if to_worker and names_main(pickled[0]):
         try:
-            return _dumps_sharing(obj, context, by_value=True)
+            return _dumps_sharing(obj, context, by_value=True, spill=spill)
         except TooManySegments:
             raise
         except Exception:  # cloudpickle refuses it: the worker may know the name after all
@@ -333,9 +365,9 @@ def dumps_sharing(
 
 
 def _dumps_sharing(
-    obj: Any, context: SharingContext | None, *, by_value: bool
+    obj: Any, context: SharingContext | None, *, by_value: bool, spill: bool
 ) -> tuple[bytes, list[int], list[Any]]:
-    outgoing = _Outgoing()
+    outgoing = _Outgoing(spill)
     previous = sending.frame
     sending.frame = outgoing
     try:
@@ -351,7 +383,7 @@ def _dumps_sharing(
             except TooManySegments:
                 raise
             except Exception:
-                outgoing = _Outgoing()
+                outgoing = _Outgoing(spill)
                 sending.frame = outgoing
         buffer = io.BytesIO()
         try:
@@ -359,7 +391,7 @@ def _dumps_sharing(
         except TooManySegments:
             raise
         except Exception:
-            outgoing = _Outgoing()
+            outgoing = _Outgoing(spill)
             sending.frame = outgoing
             buffer = io.BytesIO()
             _sharing_cloudpickler(buffer, context).dump(obj)
@@ -399,6 +431,23 @@ def dumps_function_sharing(
     finally:
         sending.frame = previous
     return payload, outgoing.fds, outgoing.keep
+
+
+def explain_read_only(exc: BaseException, threshold: int | None) -> None:
+    """Note on a task's error why an array it was given is read-only, if that is the error.
+
+    For a task whose arguments came with shared memory: the same task that changes a
+    small array in place (its own copy) fails on a large one, with NumPy's words only.
+    """
+    if isinstance(exc, ValueError) and "read-only" in str(exc):
+        size = "" if threshold is None else f" (here, those of {threshold:,} bytes or more)"
+        add_note(
+            exc,
+            "workpool: large NumPy arrays reach process workers read-only, in shared "
+            f"memory{size}, as do share()'s unless writable=True: a task that changes one "
+            "must change a copy (array.copy()), or the call can pass share_threshold=None "
+            "to send every array by value",
+        )
 
 
 def loads_sharing(data: bytes | memoryview, fds: list[int]) -> Any:
@@ -447,6 +496,10 @@ def _rebuild_bytes(
     if incoming is None:
         raise pickle.UnpicklingError("a shared-memory reference arrived without its memory")
     return incoming.segment(index, size, writable, owned, private)
+
+
+def _rebuild_subclass(kind: type, *reference: Any) -> Any:
+    return _rebuild_array(*reference).view(kind)
 
 
 def _rebuild_array(

@@ -110,14 +110,17 @@ class ProcessBackend(Backend):
         trace = wire.chunk.trace
         began = now_ns() if trace is not None else 0
         try:
-            wire.encode()
-        except TooManySegments as exc:
-            count = len(wire.chunk.items)
-            if count == 1:
-                wire.chunk.sink.deliver(ResultBatch.failed(wire.chunk, exc, retryable=False))
-                return
-            self._send(wire.split(0, count // 2))  # fewer items, fewer segments each
-            self._send(wire.split(count // 2, count))
+            try:
+                wire.encode()
+            except TooManySegments:
+                count = len(wire.chunk.items)
+                if count > 1:
+                    self._send(wire.split(0, count // 2))  # fewer items, fewer segments each
+                    self._send(wire.split(count // 2, count))
+                    return
+                wire.encode(spill=True)  # one item holds them: the rest go by value
+        except TooManySegments as exc:  # memory shared to be written, which must stay so
+            wire.chunk.sink.deliver(ResultBatch.failed(wire.chunk, exc, retryable=False))
             return
         except Exception as exc:
             self._send_picklable_part(wire, exc)

@@ -242,9 +242,19 @@ def encode_batch(
     taken once the results are pickled.
     """
     try:
-        payload, fds, keep = dumps_sharing((pack(values), errors), sharing)
-    except TooManySegments:  # too many big results at once: send them inside the pickle
-        payload, fds, keep = dumps_sharing((values, errors), SharingContext(None))
+        # More big results than one message carries descriptors for: the rest by value.
+        payload, fds, keep = dumps_sharing((pack(values), errors), sharing, spill=True)
+    except TooManySegments as exc:  # the task handed back more writable shares than that
+        failed = {position for position, _ in errors}
+        errors = [
+            *errors,
+            *(
+                (position, pack_error(exc))
+                for position in range(len(values))
+                if position not in failed
+            ),
+        ]
+        payload, fds, keep = dumps_sharing(([None] * len(values), errors), sharing)
     except Exception:
         errors = list(errors)
         values = list(values)

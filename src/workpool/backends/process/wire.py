@@ -39,10 +39,13 @@ class WireChunk:
     def __repr__(self) -> str:
         return f"<WireChunk seq={self.seq} {self.chunk!r}>"
 
-    def encode(self) -> None:
-        """Pickle the items, large arrays by shared memory; raises what pickling raises."""
+    def encode(self, *, spill: bool = False) -> None:
+        """Pickle the items, large arrays by shared memory; raises what pickling raises.
+
+        ``spill``: arrays past what one message carries go by value (``dumps_sharing``).
+        """
         self.payload, self.fds, self.keep = dumps_sharing(
-            self.chunk.items, self.chunk.sharing, to_worker=True
+            self.chunk.items, self.chunk.sharing, to_worker=True, spill=spill
         )
 
     def split(self, begin: int, end: int) -> WireChunk:

@@ -22,8 +22,8 @@ from workpool.backends.process.parent_watch import WatchEnd, watch_parent
 from workpool.backends.process.slots import SharedSlots
 from workpool.clock import now_ns
 from workpool.remote_errors import PackedError, pack_error
-from workpool.sharing import SharingContext, loads_sharing
-from workpool.tasks import CallMode, call_items
+from workpool.sharing import SharingContext, explain_read_only, loads_sharing
+from workpool.tasks import call_items
 
 __all__ = ["worker_main"]
 
@@ -40,22 +40,23 @@ SPIN_SECONDS = 0.0002
 
 
 def _run_chunk(
-    fn: Callable[..., Any],
-    mode: CallMode,
-    items: list[Any],
-    slot: memoryview,
-    tracked: bool,
+    fn: Callable[..., Any], order: protocol.ChunkOrder, items: list[Any], slot: memoryview
 ) -> tuple[list[Any], list[tuple[int, PackedError]]]:
     """Run the items; on a tracked chunk, publish which item runs and since when."""
     before_each = None
-    if tracked:
+    if order.tracked:
 
         def before_each(position: int) -> None:
             slot[protocol.SLOT_STARTED_NS] = time.monotonic_ns()
             slot[protocol.SLOT_POSITION] = position
 
-    values, errors, _ = call_items(fn, mode, items, before_each=before_each, catch_interrupt=True)
+    values, errors, _ = call_items(
+        fn, order.mode, items, before_each=before_each, catch_interrupt=True
+    )
     slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
+    if order.fd_count:  # the items came with shared memory
+        for exc in errors.values():
+            explain_read_only(exc, order.share_threshold)
     return values, [(position, pack_error(exc)) for position, exc in errors.items()]
 
 
@@ -160,7 +161,7 @@ def _serve(
                 fn = functions[order.fn_id] = _load_function(*fn)
             if order.timed:
                 run = now_ns()
-            values, errors = _run_chunk(fn, order.mode, items, slot, order.tracked)
+            values, errors = _run_chunk(fn, order, items, slot)
             del items, fn
         elapsed = time.perf_counter() - started
         times = (received, run, now_ns()) if order.timed else None
