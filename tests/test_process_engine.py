@@ -18,6 +18,7 @@ import pytest
 
 import workpool
 from conftest import FORK_WARNING, START_METHODS, wait_for
+from faults import sleep_then_pid
 from helpers import first_worker_waits, hold, square
 from workpool import _platform
 from workpool.chunking import ChunkTimes
@@ -471,3 +472,39 @@ def test_no_process_of_a_program_outlives_it() -> None:
     assert done.stdout.split("\n")[:3] == ["1 zygote", "zygote reaped", "workers left: []"], (
         done.stdout
     )
+
+
+def test_a_chunk_the_supervisor_fails_to_send_fails_its_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Whatever goes wrong in sending a chunk breaks the pool; the chunk itself, taken
+    # from the queue and not yet given to a worker, must fail too, or its caller waits
+    # for ever (as it did when an option's value made the chunk's header overflow).
+    from workpool.backends.process import protocol
+
+    real = protocol.encode_chunk
+
+    def encode_chunk(*args: Any, **kwargs: Any) -> Any:
+        if threading.current_thread().name == "workpool-supervisor":
+            raise RuntimeError("a bug while sending")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(protocol, "encode_chunk", encode_chunk)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            with workpool.Pool(1, backend="process") as pool:
+                # The first keeps the worker busy, so the others queue for the supervisor.
+                futures = [pool.submit(sleep_then_pid, 0.2)]
+                futures += [pool.submit(square, x) for x in range(5)]
+                for future in futures:
+                    future.result()
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    caller.join(60)
+    assert not caller.is_alive(), "a caller waits for ever on a chunk nobody has"
+    assert outcome and isinstance(outcome[0], workpool.BrokenPool), outcome

@@ -382,7 +382,14 @@ class Supervisor:
                 wire = wire.split(0, handle.tasks_left)
             if wire.payload is None and not self._encode(wire):
                 continue
-            self._send_chunk(handle, wire)
+            try:
+                self._send_chunk(handle, wire)
+            except Exception as exc:  # it breaks the pool (``_loop``); this chunk fails too:
+                if all(sent is not wire for sent in handle.assigned):  # no queue holds it
+                    broken = errors.BrokenPool(f"the pool broke: {exc!r}")
+                    broken.__cause__ = exc
+                    self._fail(wire, broken)
+                raise
 
     def _least_busy(self) -> WorkerHandle | None:
         """The ready worker with the fewest chunks, if one has room.
