@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -114,7 +115,7 @@ def test_bad_call_options_on_a_pool(backend: str) -> None:
         with pytest.raises(TypeError, match="must be callable"):
             pool.submit(None)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="timeout"):
-            pool.map(square, [1], timeout=-1)
+            pool.map(square, [1], timeout=math.nan)
         with pytest.raises(TypeError, match="ordered"):
             pool.starmap(pow, [(1, 2)], ordered=None)  # type: ignore[arg-type]
 

@@ -31,6 +31,7 @@ from helpers import (
     remember,
     slow_square,
     square,
+    wait_at_zero,
     where,
 )
 
@@ -121,6 +122,27 @@ def test_executor_map_timeout_longer_than_any_wait_is_no_deadline(
     with workpool.Pool(2, backend=backend) as pool:
         results = pool.map(slow_square, range(4), [0.05] * 4, timeout=timeout)
         assert list(results) == [0, 1, 4, 9]
+
+
+@pytest.mark.parametrize("timeout", [0, -2.5])
+def test_executor_map_deadline_already_past_yields_what_is_done(
+    backend: str, timeout: float, tmp_path: Path
+) -> None:
+    # As in concurrent.futures, a timeout of 0 or less (a budget `end - now` that has
+    # run out) is a deadline already past, not a bad argument: what is done is
+    # yielded, and the first result that is not raises TimeoutError.
+    with workpool.Pool(1, backend=backend) as pool:
+        done = pool.map(square, [3, 4], timeout=timeout)
+        assert pool.submit(square, 0).result(timeout=30) == 0  # one worker: after the map's
+        assert list(done) == [9, 16]
+        if backend == "serial":
+            return  # its tasks run inside map(): every result is done
+        waiting = pool.map(wait_at_zero, [0], [str(tmp_path)], timeout=timeout)
+        try:
+            with pytest.raises(concurrent.futures.TimeoutError):
+                next(waiting)
+        finally:
+            (tmp_path / "release").touch()
 
 
 def test_executor_map_raises_at_the_failing_position(backend: str) -> None:

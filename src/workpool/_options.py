@@ -139,6 +139,18 @@ def _seconds(name: str, value: object) -> float | None:
     return seconds
 
 
+def _deadline(name: str, value: object) -> float | None:
+    """``Executor.map``'s ``timeout``: 0 or less is a deadline already past, as there."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds or None; got {_describe(value)}")
+    seconds = float(value)
+    if seconds != seconds:  # NaN: no deadline can be counted from it
+        raise ValueError(f"{name} must be a number of seconds or None; got {value!r}")
+    return seconds
+
+
 def _byte_count(name: str, value: object) -> int | None:
     if value is None:
         return None
@@ -289,7 +301,7 @@ OPTIONS: tuple[Option, ...] = (
     Option("share_threshold", DEFAULT_SHARE_THRESHOLD, _byte_count, CALL, pool_wide=True),
     Option("checkpoint", None, _file_path, CALL),  # a journal of finished results
     Option("trace", None, _file_path, CALL),  # the call's timeline, as a Chrome trace
-    Option("timeout", None, _seconds, EXECUTOR_MAP),  # the whole call's deadline
+    Option("timeout", None, _deadline, EXECUTOR_MAP),  # the whole call's deadline
     Option("buffersize", None, _buffersize, EXECUTOR_MAP),  # tasks ahead of the consumer
 )
 

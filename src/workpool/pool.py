@@ -220,8 +220,9 @@ class Pool(concurrent.futures.Executor):
         Every input is read and submitted now, unless ``buffersize`` is given (as in
         Python 3.14's ``Executor.map``, on every Python here): then at most that many
         inputs are read and submitted ahead of the results you have taken, so an endless
-        input works. ``timeout`` is the deadline for the whole call, counted from now. A
-        failure is raised when iteration reaches it; the tasks after it are cancelled.
+        input works. ``timeout`` is the deadline for the whole call, counted from now (0 or
+        less: already past, so only results already done are yielded). A failure is
+        raised when iteration reaches it; the tasks after it are cancelled.
         Results dropped unread are computed all the same, as with any ``Executor``;
         with ``checkpoint`` or ``trace``, a thread of the call's own then takes them
         (journaling them, writing the trace) and lets the files go when the last is in:
