@@ -322,6 +322,18 @@ def test_run_in_executor(backend: str) -> None:
     assert asyncio.run(main()) == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_dask_local_schedulers_run_on_a_pool(backend: str, scheduler: str) -> None:
+    # Dask documents `dask.config.set(pool=executor)` for its local schedulers, which
+    # read the executor's size where the standard executors keep it.
+    dask = pytest.importorskip("dask")
+    total = dask.delayed(sum)([dask.delayed(square)(i) for i in range(6)])
+    with workpool.Pool(2, backend=backend) as pool:
+        assert dask.compute(total, scheduler=pool) == (55,)
+        with dask.config.set(pool=pool, scheduler=scheduler):
+            assert total.compute() == 55
+
+
 def test_pool_initializer(backend: str) -> None:
     with workpool.Pool(2, backend=backend, initializer=remember, initargs=(42,)) as pool:
         assert pool.submit(recall, None).result(timeout=30) == 42

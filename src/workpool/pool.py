@@ -151,6 +151,13 @@ class Pool(concurrent.futures.Executor):
     def workers(self) -> int:
         return self._backend.workers
 
+    @property
+    def _max_workers(self) -> int:
+        # Where ThreadPoolExecutor and ProcessPoolExecutor keep their size, and where
+        # code written for them reads it: Dask's local schedulers, given this pool as
+        # `dask.config.set(pool=...)`, do.
+        return self._backend.workers
+
     def __repr__(self) -> str:
         state = "shut down" if self._shut_down else "open"
         return f"<workpool.Pool backend={self.backend!r} workers={self.workers} {state}>"
