@@ -410,6 +410,12 @@ def test_pool_reports_what_it_is() -> None:
         assert "thread" in repr(pool)
 
 
+def test_pool_takes_max_workers_as_concurrent_futures_spells_it(backend: str) -> None:
+    with workpool.Pool(max_workers=3, backend=backend) as pool:
+        assert pool.workers == (1 if backend == "serial" else 3)
+        assert pool.submit(square, 3).result(timeout=30) == 9
+
+
 def test_dropped_pool_lets_its_workers_go() -> None:
     pool = workpool.Pool(2, backend="process")
     assert pool.submit(square, 2).result(timeout=30) == 4

@@ -33,6 +33,7 @@ from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 __all__ = [
     "BACKENDS",
     "CALL",
+    "EXECUTOR_ALIASES",
     "EXECUTOR_MAP",
     "OPTIONS",
     "POOL",
@@ -305,6 +306,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("buffersize", None, _buffersize, EXECUTOR_MAP),  # tasks ahead of the consumer
 )
 
+# The names concurrent.futures' executors give to options of POOL's: ``Pool(...)``
+# takes them too, so that code written for those executors runs unchanged.
+EXECUTOR_ALIASES: dict[str, str] = {"max_workers": "workers"}
+
 _POOL_OPTIONS = tuple(o for o in OPTIONS if o.where == POOL)
 _RUN_OPTIONS = tuple(o for o in OPTIONS if o.where != POOL)
 
@@ -391,8 +396,29 @@ def default_workers(backend: str) -> int:
     return cpus
 
 
+def _unaliased(given: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``given`` with an option given by its ``EXECUTOR_ALIASES`` name under its own."""
+    for alias, name in EXECUTOR_ALIASES.items():
+        value = given.get(alias)
+        if value is None:
+            continue
+        if given.get(name) is not None:
+            raise TypeError(
+                f"{name} and {alias} are one option ({alias} is its name in "
+                f"concurrent.futures); give one, not {name}={given[name]!r} and "
+                f"{alias}={value!r}"
+            )
+        option = next(o for o in OPTIONS if o.name == name)
+        given = {**given, name: option.check(alias, value)}
+    return given
+
+
 def pool_spec(given: Mapping[str, Any]) -> PoolSpec:
-    """Validate the ``POOL`` options in ``given`` (other names are ignored)."""
+    """Validate the ``POOL`` options in ``given`` (other names are ignored).
+
+    An option may be given by its ``EXECUTOR_ALIASES`` name instead (never both).
+    """
+    given = _unaliased(given)
     backend = _backend("backend", given.get("backend", "auto"))
     values = _checked(_POOL_OPTIONS, given, backend)
     if values["workers"] is None:

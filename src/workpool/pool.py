@@ -101,6 +101,7 @@ class Pool(concurrent.futures.Executor):
 
     ``task_timeout``, ``retries`` and ``share_threshold`` given here are the defaults
     for every call. ``address`` (``backend="dask"`` only) says where the cluster is.
+    ``max_workers``, the name ``concurrent.futures`` gives it, is ``workers`` too.
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class Pool(concurrent.futures.Executor):
         task_timeout: float | None = None,
         retries: int = 0,
         share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
+        max_workers: int | None = None,
     ) -> None:
         if backend == "auto":
             raise ValueError(
