@@ -291,6 +291,32 @@ def test_cancel_a_pending_future(backend: str) -> None:
         assert queued[-1].cancelled()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("how", ["set_result", "set_running_or_notify_cancel"])
+def test_a_pending_future_the_caller_settles_itself_costs_no_other_result(
+    backend: str, how: str, tmp_path: Path
+) -> None:
+    # Only an executor should call these on its Futures; one caller that does anyway
+    # (to give a result early, say) must not cost the pool, or the other tasks.
+    if backend == "serial":
+        pytest.skip("serial runs each task inside submit(): nothing is ever pending")
+    with workpool.Pool(1, backend=backend) as pool:
+        blocker = pool.submit(hold, 0, str(tmp_path), (0,))
+        assert wait_for(lambda: (tmp_path / "started-0").exists())
+        settled = pool.submit(square, 3)
+        if how == "set_result":
+            settled.set_result("given early")
+        else:
+            assert settled.set_running_or_notify_cancel()
+        after = pool.submit(square, 4)
+        (tmp_path / "release").touch()
+        assert blocker.result(timeout=30) == 0
+        assert after.result(timeout=30) == 16
+        assert pool.submit(square, 5).result(timeout=30) == 25
+        if how == "set_result":
+            assert settled.result(timeout=0) == "given early"
+
+
 @pytest.mark.parametrize("backend_name", ["thread", "process"])  # serial: done in submit()
 def test_a_done_callback_that_calls_sys_exit_costs_no_other_result(
     backend_name: str, tmp_path: Path

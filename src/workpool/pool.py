@@ -43,7 +43,12 @@ class _FutureSink:
         if self.claimed:  # a retry: the Future is already running
             return True
         self.claimed = True
-        return self.future.set_running_or_notify_cancel()
+        try:
+            return self.future.set_running_or_notify_cancel()
+        except RuntimeError:
+            # The caller set it running or gave it a result itself (only an executor
+            # should): the task is not ours to run, and costs no other its worker.
+            return False
 
     def deliver(self, batch: ResultBatch) -> None:
         try:
