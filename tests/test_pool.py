@@ -620,6 +620,28 @@ def test_map_with_buffersize_reads_at_most_that_far_ahead(backend: str) -> None:
         assert list(pool.map(square, [], buffersize=2)) == []
 
 
+@pytest.mark.parametrize("buffersize", [1, 2])
+def test_map_with_buffersize_keeps_that_many_running_while_the_caller_holds_a_result(
+    backend: str, buffersize: int
+) -> None:
+    # As Executor.map(buffersize=) does: once a result is handed over, the next input
+    # is already submitted, so the pool works while the caller works on that result.
+    # (Read only at the caller's next call, buffersize=1 left the pool idle meanwhile.)
+    read: list[int] = []
+
+    def counting() -> Iterator[int]:
+        for x in itertools.count():
+            read.append(x)
+            yield x
+
+    with workpool.Pool(2, backend=backend) as pool:
+        results = pool.map(square, counting(), buffersize=buffersize)
+        for taken in range(1, 6):
+            assert next(results) == (taken - 1) ** 2
+            assert len(read) == taken + buffersize
+        results.close()  # type: ignore[attr-defined]
+
+
 def test_executor_map_of_no_iterables_is_empty(backend: str) -> None:
     with workpool.Pool(1, backend=backend) as pool:
         assert list(pool.map(square)) == []  # as Executor.map: zip() of nothing
