@@ -212,6 +212,24 @@ def test_big_arrays_are_shared_once_per_call_read_only() -> None:
     assert sum(sums) == pytest.approx(big.sum())
 
 
+@pytest.mark.parametrize("how", ["submit", "map"])
+def test_a_task_that_writes_to_a_big_argument_is_told_why_it_is_read_only(how: str) -> None:
+    # With ProcessPoolExecutor each task may change its own pickled copy; here a big
+    # array arrives in shared memory, read-only. NumPy's "output array is read-only"
+    # alone does not say why, nor what to do.
+    big = np.zeros(MB // 8 * 2)
+    with workpool.Pool(1, backend="process") as pool:
+        with pytest.raises(ValueError, match="read-only") as caught:
+            if how == "submit":
+                pool.submit(try_to_write, big).result(timeout=30)
+            else:
+                list(pool.map(try_to_write, [big]))
+        assert any("share_threshold=None" in note for note in caught.value.__notes__)
+        unrelated = pool.submit(int, "x").exception(timeout=30)
+        assert not any("share_threshold" in note for note in unrelated.__notes__)
+    assert big[0] == 0
+
+
 def test_arrays_of_an_endless_input_leave_shared_memory_once_their_tasks_are_done() -> None:
     arrays = ArrayStream(1000)  # 8 KB each: over the threshold below
     results = workpool.imap(

@@ -38,10 +38,10 @@ import pickle
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from workpool.errors import SharedMemoryWarning, WorkpoolError
+from workpool.errors import SharedMemoryWarning, WorkpoolError, add_note
 from workpool.segments import (
     Segment,
     find_segment,
@@ -60,6 +60,7 @@ __all__ = [
     "TooManySegments",
     "dumps_function_sharing",
     "dumps_sharing",
+    "explain_read_only",
     "loads_sharing",
 ]
 
@@ -469,3 +470,26 @@ def _rebuild_array(
     if not (writable or private):
         array.flags.writeable = False
     return array
+
+
+def explain_read_only(error: BaseException, arguments: Iterable[Any]) -> None:
+    """Say on ``error`` why an argument it failed to write to is read-only, if it is ours.
+
+    A task that changes a big array it was given works with a pickled copy (as under
+    ``ProcessPoolExecutor``), but here it reaches the worker in shared memory, read-only,
+    and NumPy's "... is read-only" names neither the cause nor the way out.
+    """
+    if not isinstance(error, ValueError) or "read-only" not in str(error):
+        return
+    for argument in arguments:
+        flags = getattr(argument, "flags", None)
+        if flags is None or flags.writeable or find_segment(argument) is None:
+            continue
+        add_note(
+            error,
+            f"workpool: the task was given a {argument.nbytes / 2**20:.3g} MiB "
+            f"{argument.dtype} array in shared memory, read-only (arrays of share_threshold "
+            "bytes or more are sent that way, not as a copy each task may change): copy it "
+            "in the task to change it, or pass share_threshold=None",
+        )
+        return

@@ -22,8 +22,8 @@ from workpool.backends.process.parent_watch import WatchEnd, watch_parent
 from workpool.backends.process.slots import SharedSlots
 from workpool.clock import now_ns
 from workpool.remote_errors import PackedError, pack_error
-from workpool.sharing import SharingContext, loads_sharing
-from workpool.tasks import CallMode, call_items
+from workpool.sharing import SharingContext, explain_read_only, loads_sharing
+from workpool.tasks import CallMode, arguments_of, call_items
 
 __all__ = ["worker_main"]
 
@@ -53,6 +53,8 @@ def _run_chunk(
 
     values, errors, _ = call_items(fn, mode, items, before_each=before_each, catch_interrupt=True)
     slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
+    for position, exc in errors.items():
+        explain_read_only(exc, arguments_of(mode, items[position]))
     return values, [(position, pack_error(exc)) for position, exc in errors.items()]
 
 
