@@ -159,6 +159,25 @@ def test_pool_map_with_a_buffersize_resumes(backend: str, run: Run, tmp_path: Pa
     assert ran_again == set(range(len(run.items))) - done
 
 
+def test_pool_map_with_a_buffersize_yields_what_came_before_a_mismatch(
+    backend: str, tmp_path: Path
+) -> None:
+    # Such a map reads on just before it hands a result over: a mismatch found in that
+    # read is raised when the caller asks for the result at its position, not before.
+    path = tmp_path / "run.ckpt"
+    with workpool.Pool(2, backend=backend) as pool:
+        assert list(pool.map(operator.neg, [1, 2, 3, 4], checkpoint=path, buffersize=1)) == [
+            -1,
+            -2,
+            -3,
+            -4,
+        ]
+        again = pool.map(operator.neg, [1, 2, 99, 4], checkpoint=path, buffersize=1)
+        assert [next(again), next(again)] == [-1, -2]
+        with pytest.raises(workpool.CheckpointMismatch, match="position 2"):
+            next(again)
+
+
 def test_a_starmap_checkpoint_is_refused_to_a_map_of_the_same_items(run: Run) -> None:
     # Same function, same items: map passes each item whole, starmap unpacks it,
     # so the results differ; the journal's must not stand for the other call's.

@@ -608,6 +608,29 @@ def test_pool_futures_not_yet_sent_to_the_cluster_can_be_cancelled(client: Any) 
     assert [f.result(timeout=0) for f in futures] == [i * i for i in range(20)]
 
 
+def test_a_done_callback_that_shuts_the_pool_down_does_not_wait_for_itself(
+    client: Any,
+) -> None:
+    # As on the local backends: the callback runs in the thread that delivers results,
+    # which shutdown(wait=True) would otherwise wait for (for ever).
+    pool = workpool.Pool(backend="dask", address=client)
+    returned = threading.Event()
+
+    def shut_down(_: concurrent.futures.Future[int]) -> None:
+        pool.shutdown(wait=True)
+        returned.set()
+
+    future = pool.submit(slow_square, 3, 0.2)
+    later = pool.submit(square, 4)
+    future.add_done_callback(shut_down)
+    try:
+        assert returned.wait(timeout=30)
+        assert future.result(timeout=0) == 9
+        assert later.result(timeout=30) == 16
+    finally:
+        pool.terminate()
+
+
 def test_calls_cancelled_by_one_shutdown_each_get_an_exception_of_their_own(
     client: Any,
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import math
 import multiprocessing
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,8 @@ def test_unknown_option_is_a_type_error() -> None:
         ({"task_timeout": 0}, ValueError, "task_timeout"),
         ({"retries": -2}, ValueError, "retries"),
         ({"initializer": "setup"}, TypeError, "initializer must be callable"),
+        ({"max_workers": 0}, ValueError, "max_workers must be a positive integer"),
+        ({"max_workers": 2, "workers": 2}, TypeError, "workers and max_workers are one option"),
     ],
 )
 def test_bad_pool_arguments(kwargs: dict[str, Any], error: type, message: str) -> None:
@@ -114,7 +117,7 @@ def test_bad_call_options_on_a_pool(backend: str) -> None:
         with pytest.raises(TypeError, match="must be callable"):
             pool.submit(None)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="timeout"):
-            pool.map(square, [1], timeout=-1)
+            pool.map(square, [1], timeout=math.nan)
         with pytest.raises(TypeError, match="ordered"):
             pool.starmap(pow, [(1, 2)], ordered=None)  # type: ignore[arg-type]
 
@@ -158,7 +161,9 @@ def test_every_signature_names_exactly_its_options(
 
 def test_pool_takes_the_pool_options_and_the_pool_wide_call_options() -> None:
     parameters = inspect.signature(workpool.Pool).parameters
-    assert sorted(parameters) == sorted(_options.option_names(_options.POOL, pool_wide=True))
+    assert sorted(parameters) == sorted(
+        _options.option_names(_options.POOL, pool_wide=True) + tuple(_options.EXECUTOR_ALIASES)
+    )
     for option in _options.OPTIONS:
         if option.name in parameters:
             default = parameters[option.name].default

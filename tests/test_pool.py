@@ -31,6 +31,7 @@ from helpers import (
     remember,
     slow_square,
     square,
+    wait_at_zero,
     where,
 )
 
@@ -121,6 +122,27 @@ def test_executor_map_timeout_longer_than_any_wait_is_no_deadline(
     with workpool.Pool(2, backend=backend) as pool:
         results = pool.map(slow_square, range(4), [0.05] * 4, timeout=timeout)
         assert list(results) == [0, 1, 4, 9]
+
+
+@pytest.mark.parametrize("timeout", [0, -2.5])
+def test_executor_map_deadline_already_past_yields_what_is_done(
+    backend: str, timeout: float, tmp_path: Path
+) -> None:
+    # As in concurrent.futures, a timeout of 0 or less (a budget `end - now` that has
+    # run out) is a deadline already past, not a bad argument: what is done is
+    # yielded, and the first result that is not raises TimeoutError.
+    with workpool.Pool(1, backend=backend) as pool:
+        done = pool.map(square, [3, 4], timeout=timeout)
+        assert pool.submit(square, 0).result(timeout=30) == 0  # one worker: after the map's
+        assert list(done) == [9, 16]
+        if backend == "serial":
+            return  # its tasks run inside map(): every result is done
+        waiting = pool.map(wait_at_zero, [0], [str(tmp_path)], timeout=timeout)
+        try:
+            with pytest.raises(concurrent.futures.TimeoutError):
+                next(waiting)
+        finally:
+            (tmp_path / "release").touch()
 
 
 def test_executor_map_raises_at_the_failing_position(backend: str) -> None:
@@ -269,6 +291,32 @@ def test_cancel_a_pending_future(backend: str) -> None:
         assert queued[-1].cancelled()
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+@pytest.mark.parametrize("how", ["set_result", "set_running_or_notify_cancel"])
+def test_a_pending_future_the_caller_settles_itself_costs_no_other_result(
+    backend: str, how: str, tmp_path: Path
+) -> None:
+    # Only an executor should call these on its Futures; one caller that does anyway
+    # (to give a result early, say) must not cost the pool, or the other tasks.
+    if backend == "serial":
+        pytest.skip("serial runs each task inside submit(): nothing is ever pending")
+    with workpool.Pool(1, backend=backend) as pool:
+        blocker = pool.submit(hold, 0, str(tmp_path), (0,))
+        assert wait_for(lambda: (tmp_path / "started-0").exists())
+        settled = pool.submit(square, 3)
+        if how == "set_result":
+            settled.set_result("given early")
+        else:
+            assert settled.set_running_or_notify_cancel()
+        after = pool.submit(square, 4)
+        (tmp_path / "release").touch()
+        assert blocker.result(timeout=30) == 0
+        assert after.result(timeout=30) == 16
+        assert pool.submit(square, 5).result(timeout=30) == 25
+        if how == "set_result":
+            assert settled.result(timeout=0) == "given early"
+
+
 @pytest.mark.parametrize("backend_name", ["thread", "process"])  # serial: done in submit()
 def test_a_done_callback_that_calls_sys_exit_costs_no_other_result(
     backend_name: str, tmp_path: Path
@@ -298,6 +346,18 @@ def test_run_in_executor(backend: str) -> None:
             )
 
     assert asyncio.run(main()) == [0, 1, 4, 9, 16]
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_dask_local_schedulers_run_on_a_pool(backend: str, scheduler: str) -> None:
+    # Dask documents `dask.config.set(pool=executor)` for its local schedulers, which
+    # read the executor's size where the standard executors keep it.
+    dask = pytest.importorskip("dask")
+    total = dask.delayed(sum)([dask.delayed(square)(i) for i in range(6)])
+    with workpool.Pool(2, backend=backend) as pool:
+        assert dask.compute(total, scheduler=pool) == (55,)
+        with dask.config.set(pool=pool, scheduler=scheduler):
+            assert total.compute() == 55
 
 
 def test_pool_initializer(backend: str) -> None:
@@ -374,6 +434,12 @@ def test_pool_reports_what_it_is() -> None:
         assert pool.workers == 3
         assert pool.backend == "thread"
         assert "thread" in repr(pool)
+
+
+def test_pool_takes_max_workers_as_concurrent_futures_spells_it(backend: str) -> None:
+    with workpool.Pool(max_workers=3, backend=backend) as pool:
+        assert pool.workers == (1 if backend == "serial" else 3)
+        assert pool.submit(square, 3).result(timeout=30) == 9
 
 
 def test_dropped_pool_lets_its_workers_go() -> None:
@@ -552,6 +618,28 @@ def test_map_with_buffersize_reads_at_most_that_far_ahead(backend: str) -> None:
         assert len(read) <= 10 + 3
         results.close()  # type: ignore[attr-defined]
         assert list(pool.map(square, [], buffersize=2)) == []
+
+
+@pytest.mark.parametrize("buffersize", [1, 2])
+def test_map_with_buffersize_keeps_that_many_running_while_the_caller_holds_a_result(
+    backend: str, buffersize: int
+) -> None:
+    # As Executor.map(buffersize=) does: once a result is handed over, the next input
+    # is already submitted, so the pool works while the caller works on that result.
+    # (Read only at the caller's next call, buffersize=1 left the pool idle meanwhile.)
+    read: list[int] = []
+
+    def counting() -> Iterator[int]:
+        for x in itertools.count():
+            read.append(x)
+            yield x
+
+    with workpool.Pool(2, backend=backend) as pool:
+        results = pool.map(square, counting(), buffersize=buffersize)
+        for taken in range(1, 6):
+            assert next(results) == (taken - 1) ** 2
+            assert len(read) == taken + buffersize
+        results.close()  # type: ignore[attr-defined]
 
 
 def test_executor_map_of_no_iterables_is_empty(backend: str) -> None:

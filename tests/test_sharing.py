@@ -83,6 +83,10 @@ def try_to_write(array: Any) -> None:
     array[0] = 42
 
 
+def write_inside(arrays: dict[str, Any]) -> None:
+    arrays["weights"][0] = 42
+
+
 def make_array(size: int) -> Any:
     return np.arange(size, dtype=np.float64)
 
@@ -209,9 +213,18 @@ def test_a_task_that_writes_to_a_shared_argument_is_told_why_it_cannot() -> None
     notes = " ".join(getattr(error, "__notes__", []))
     assert "shared memory" in notes
     assert "share_threshold" in notes
-    assert ".copy()" in notes
+    assert "copy it in the task" in notes
     assert big[0] == 0.0
     assert workpool.map(center, [big], backend="process", share_threshold=None)[0] < 0
+
+
+def test_an_array_inside_an_argument_that_cannot_be_written_is_explained_too() -> None:
+    big = {"weights": np.zeros(2 * MB // 8)}
+    error = workpool.map(write_inside, [big], backend="process", return_exceptions=True)[0]
+    assert isinstance(error, ValueError)
+    notes = " ".join(getattr(error, "__notes__", []))
+    assert "read-only, in shared memory" in notes
+    assert "share_threshold=None" in notes
 
 
 def test_writable_share_shows_the_workers_writes() -> None:
@@ -246,6 +259,24 @@ def test_big_arrays_are_shared_once_per_call_read_only() -> None:
     assert len({identity for _, _, identity in results}) == 1  # one segment for 8 tasks
     sums = workpool.map(part_sum, itertools.repeat(big, 8), range(8), backend="process")
     assert sum(sums) == pytest.approx(big.sum())
+
+
+@pytest.mark.parametrize("how", ["submit", "map"])
+def test_a_task_that_writes_to_a_big_argument_is_told_why_it_is_read_only(how: str) -> None:
+    # With ProcessPoolExecutor each task may change its own pickled copy; here a big
+    # array arrives in shared memory, read-only. NumPy's "output array is read-only"
+    # alone does not say why, nor what to do.
+    big = np.zeros(MB // 8 * 2)
+    with workpool.Pool(1, backend="process") as pool:
+        with pytest.raises(ValueError, match="read-only") as caught:
+            if how == "submit":
+                pool.submit(try_to_write, big).result(timeout=30)
+            else:
+                list(pool.map(try_to_write, [big]))
+        assert any("share_threshold=None" in note for note in caught.value.__notes__)
+        unrelated = pool.submit(int, "x").exception(timeout=30)
+        assert not any("share_threshold" in note for note in unrelated.__notes__)
+    assert big[0] == 0
 
 
 def test_arrays_of_an_endless_input_leave_shared_memory_once_their_tasks_are_done() -> None:

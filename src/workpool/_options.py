@@ -33,6 +33,7 @@ from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 __all__ = [
     "BACKENDS",
     "CALL",
+    "EXECUTOR_ALIASES",
     "EXECUTOR_MAP",
     "OPTIONS",
     "POOL",
@@ -136,6 +137,18 @@ def _seconds(name: str, value: object) -> float | None:
     seconds = float(value)
     if not seconds > 0:  # also rejects NaN
         raise ValueError(f"{name} must be a positive number of seconds or None; got {value!r}")
+    return seconds
+
+
+def _deadline(name: str, value: object) -> float | None:
+    """``Executor.map``'s ``timeout``: 0 or less is a deadline already past, as there."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number of seconds or None; got {_describe(value)}")
+    seconds = float(value)
+    if seconds != seconds:  # NaN: no deadline can be counted from it
+        raise ValueError(f"{name} must be a number of seconds or None; got {value!r}")
     return seconds
 
 
@@ -289,9 +302,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("share_threshold", DEFAULT_SHARE_THRESHOLD, _byte_count, CALL, pool_wide=True),
     Option("checkpoint", None, _file_path, CALL),  # a journal of finished results
     Option("trace", None, _file_path, CALL),  # the call's timeline, as a Chrome trace
-    Option("timeout", None, _seconds, EXECUTOR_MAP),  # the whole call's deadline
+    Option("timeout", None, _deadline, EXECUTOR_MAP),  # the whole call's deadline
     Option("buffersize", None, _buffersize, EXECUTOR_MAP),  # tasks ahead of the consumer
 )
+
+# The names concurrent.futures' executors give to options of POOL's: ``Pool(...)``
+# takes them too, so that code written for those executors runs unchanged.
+EXECUTOR_ALIASES: dict[str, str] = {"max_workers": "workers"}
 
 _POOL_OPTIONS = tuple(o for o in OPTIONS if o.where == POOL)
 _RUN_OPTIONS = tuple(o for o in OPTIONS if o.where != POOL)
@@ -379,8 +396,29 @@ def default_workers(backend: str) -> int:
     return cpus
 
 
+def _unaliased(given: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``given`` with an option given by its ``EXECUTOR_ALIASES`` name under its own."""
+    for alias, name in EXECUTOR_ALIASES.items():
+        value = given.get(alias)
+        if value is None:
+            continue
+        if given.get(name) is not None:
+            raise TypeError(
+                f"{name} and {alias} are one option ({alias} is its name in "
+                f"concurrent.futures); give one, not {name}={given[name]!r} and "
+                f"{alias}={value!r}"
+            )
+        option = next(o for o in OPTIONS if o.name == name)
+        given = {**given, name: option.check(alias, value)}
+    return given
+
+
 def pool_spec(given: Mapping[str, Any]) -> PoolSpec:
-    """Validate the ``POOL`` options in ``given`` (other names are ignored)."""
+    """Validate the ``POOL`` options in ``given`` (other names are ignored).
+
+    An option may be given by its ``EXECUTOR_ALIASES`` name instead (never both).
+    """
+    given = _unaliased(given)
     backend = _backend("backend", given.get("backend", "auto"))
     values = _checked(_POOL_OPTIONS, given, backend)
     if values["workers"] is None:

@@ -43,7 +43,12 @@ class _FutureSink:
         if self.claimed:  # a retry: the Future is already running
             return True
         self.claimed = True
-        return self.future.set_running_or_notify_cancel()
+        try:
+            return self.future.set_running_or_notify_cancel()
+        except RuntimeError:
+            # The caller set it running or gave it a result itself (only an executor
+            # should): the task is not ours to run, and costs no other its worker.
+            return False
 
     def deliver(self, batch: ResultBatch) -> None:
         try:
@@ -101,6 +106,7 @@ class Pool(concurrent.futures.Executor):
 
     ``task_timeout``, ``retries`` and ``share_threshold`` given here are the defaults
     for every call. ``address`` (``backend="dask"`` only) says where the cluster is.
+    ``max_workers``, the name ``concurrent.futures`` gives it, is ``workers`` too.
     """
 
     def __init__(
@@ -116,6 +122,7 @@ class Pool(concurrent.futures.Executor):
         task_timeout: float | None = None,
         retries: int = 0,
         share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
+        max_workers: int | None = None,
     ) -> None:
         if backend == "auto":
             raise ValueError(
@@ -149,6 +156,13 @@ class Pool(concurrent.futures.Executor):
 
     @property
     def workers(self) -> int:
+        return self._backend.workers
+
+    @property
+    def _max_workers(self) -> int:
+        # Where ThreadPoolExecutor and ProcessPoolExecutor keep their size, and where
+        # code written for them reads it: Dask's local schedulers, given this pool as
+        # `dask.config.set(pool=...)`, do.
         return self._backend.workers
 
     def __repr__(self) -> str:
@@ -220,8 +234,9 @@ class Pool(concurrent.futures.Executor):
         Every input is read and submitted now, unless ``buffersize`` is given (as in
         Python 3.14's ``Executor.map``, on every Python here): then at most that many
         inputs are read and submitted ahead of the results you have taken, so an endless
-        input works. ``timeout`` is the deadline for the whole call, counted from now. A
-        failure is raised when iteration reaches it; the tasks after it are cancelled.
+        input works. ``timeout`` is the deadline for the whole call, counted from now (0 or
+        less: already past, so only results already done are yielded). A failure is
+        raised when iteration reaches it; the tasks after it are cancelled.
         Results dropped unread are computed all the same, as with any ``Executor``;
         with ``checkpoint`` or ``trace``, a thread of the call's own then takes them
         (journaling them, writing the trace) and lets the files go when the last is in:

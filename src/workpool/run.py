@@ -237,6 +237,7 @@ class MapRun:
         self._retries = RetryPolicy(options.retries, backend.submit)
         self._buffersize = options.buffersize
         self._items_ahead = 0  # read from the input, not yet handed to the consumer
+        self._feed_failure: Exception | None = None  # see _read_on()
         self._deadline = None if options.timeout is None else time.monotonic() + options.timeout
         # Filled by backend threads, emptied by the consumer.
         self._batches: queue.SimpleQueue[tuple[ResultBatch, frozenset[int]]] = queue.SimpleQueue()
@@ -515,6 +516,8 @@ class MapRun:
                     in_flight = len(self._states)
                 else:
                     in_flight = self._unfinished
+                if self._feed_failure is not None:  # met reading on, before a yield
+                    raise self._feed_failure
                 if not in_flight:  # the feeding above found the input exhausted
                     if self._input_failure is not None:
                         raise self._input_failure
@@ -527,6 +530,7 @@ class MapRun:
                     ready = self._absorb(batch, retried)
                     self._trace.span(self._results_track, "deliver", "caller", began, now_ns())
                 if ready:
+                    self._read_on(held=len(ready) - 1)
                     yield ready
         except BaseException as exc:  # GeneratorExit too: the consumer stopped early
             self._ended_by = exc
@@ -634,7 +638,7 @@ class MapRun:
         memory, so at most ``HELD_WINDOWS`` windows' worth of chunks are read ahead of
         the results yielded.
         """
-        while not self._exhausted and self._cutoff is None:
+        while not self._exhausted and self._cutoff is None and self._feed_failure is None:
             window = self._backend.max_chunks_in_flight
             if self._unfinished >= window:
                 return
@@ -647,6 +651,25 @@ class MapRun:
                     return
                 size = min(size, room)
             self._take_and_submit(size)
+
+    def _read_on(self, held: int) -> None:
+        """With ``buffersize``: submit more just before results are handed over.
+
+        The caller takes the first of them at once and ``held`` more later: counting
+        that first one as taken, the input is read on now, as ``Executor.map`` submits
+        the next task before it yields a result, so the pool works while the caller
+        works on it. A failure to feed is raised when the caller comes back for more,
+        after the results it has.
+        """
+        if self._buffersize is None:
+            return
+        self._items_ahead += held
+        try:
+            self._feed()
+        except Exception as exc:
+            self._feed_failure = exc
+        finally:
+            self._items_ahead -= held
 
     def _next_batch(self) -> tuple[ResultBatch, frozenset[int]]:
         if self._deadline is None:
@@ -733,6 +756,7 @@ class MapRun:
                 offset, error = state.failure
                 yield state.values[:offset]
                 raise error
+            self._read_on(held=state.size - 1)
             yield state.values
         if states and self._cutoff is not None and states[0].start > self._cutoff:
             states.clear()  # defensive: nothing after a failure is awaited

@@ -40,7 +40,7 @@ import pickle
 import threading
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from workpool.errors import SharedMemoryWarning, WorkpoolError, add_note
@@ -433,23 +433,6 @@ def dumps_function_sharing(
     return payload, outgoing.fds, outgoing.keep
 
 
-def explain_read_only(exc: BaseException, threshold: int | None) -> None:
-    """Note on a task's error why an array it was given is read-only, if that is the error.
-
-    For a task whose arguments came with shared memory: the same task that changes a
-    small array in place (its own copy) fails on a large one, with NumPy's words only.
-    """
-    if isinstance(exc, ValueError) and "read-only" in str(exc):
-        size = "" if threshold is None else f" (here, those of {threshold:,} bytes or more)"
-        add_note(
-            exc,
-            "workpool: large NumPy arrays reach process workers read-only, in shared "
-            f"memory{size}, as do share()'s unless writable=True: a task that changes one "
-            "must change a copy (array.copy()), or the call can pass share_threshold=None "
-            "to send every array by value",
-        )
-
-
 def loads_sharing(data: bytes | memoryview, fds: list[int]) -> Any:
     """Unpickle what ``dumps_sharing`` made, mapping the segments its descriptors hold.
 
@@ -522,3 +505,34 @@ def _rebuild_array(
     if not (writable or private):
         array.flags.writeable = False
     return array
+
+
+def explain_read_only(error: BaseException, arguments: Iterable[Any]) -> None:
+    """Say on ``error`` why an array it failed to write to is read-only, if it may be ours.
+
+    For a task whose arguments came with shared memory. A task that changes a big array
+    it was given works with a pickled copy (as under ``ProcessPoolExecutor``), but here
+    it reaches the worker in shared memory, read-only, and NumPy's "... is read-only"
+    names neither the cause nor the way out. An argument that is such an array is named;
+    otherwise the array was inside one (a list, a dict), and the note says it generally.
+    """
+    if not isinstance(error, ValueError) or "read-only" not in str(error):
+        return
+    way_out = "copy it in the task to change it, or pass share_threshold=None"
+    for argument in arguments:
+        flags = getattr(argument, "flags", None)
+        if flags is None or flags.writeable or find_segment(argument) is None:
+            continue
+        add_note(
+            error,
+            f"workpool: the task was given a {argument.nbytes / 2**20:.3g} MiB "
+            f"{argument.dtype} array in shared memory, read-only (arrays of share_threshold "
+            f"bytes or more are sent that way, not as a copy each task may change): {way_out}",
+        )
+        return
+    add_note(
+        error,
+        "workpool: large NumPy arrays reach process workers read-only, in shared memory "
+        "(those of share_threshold bytes or more, and share()'s unless writable=True), "
+        f"not as a copy each task may change: {way_out}",
+    )

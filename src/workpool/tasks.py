@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from workpool.timeline.recorder import Recorder
 
-__all__ = ["CallMode", "Chunk", "ResultBatch", "ResultSink", "call_items"]
+__all__ = ["CallMode", "Chunk", "ResultBatch", "ResultSink", "arguments_of", "call_items"]
 
 
 class CallMode(enum.IntEnum):
@@ -188,6 +188,16 @@ class ResultBatch:
         batch = cls(chunk, [None] * count, dict.fromkeys(range(count), error), retryable=retryable)
         batch.unsent = unsent
         return batch
+
+
+def arguments_of(mode: CallMode, item: Any) -> list[Any]:
+    """The arguments, positional and keyword, that ``item`` is called with in ``mode``."""
+    if mode is CallMode.ONE:
+        return [item]
+    if mode is CallMode.STAR:
+        return list(item)
+    args, kwargs = item
+    return [*args, *kwargs.values()]
 
 
 def stop_iteration_failure(cause: StopIteration | None) -> RuntimeError:

@@ -56,14 +56,13 @@ SKIPPED = {
 class CPythonStylePool(workpool.Pool):
     """``workpool.Pool`` built the way the tests build ``ProcessPoolExecutor``.
 
-    Only the constructor differs: ``max_workers`` is ``workers`` and the
-    multiprocessing context names the start method. Everything the tests call after
-    that is ``Pool``'s own.
+    Only the constructor differs: the multiprocessing context names the start method.
+    Everything the tests call after that is ``Pool``'s own.
     """
 
     def __init__(self, max_workers: int | None = None, mp_context: Any = None) -> None:
         method = None if mp_context is None else mp_context.get_start_method()
-        super().__init__(max_workers, "process", start_method=method)
+        super().__init__(backend="process", start_method=method, max_workers=max_workers)
 
 
 class PoolMixin(cpython_util.ExecutorMixin):
@@ -81,16 +80,16 @@ class PoolMixin(cpython_util.ExecutorMixin):
 
 def _max_workers_negative(self: Any) -> None:
     # CPython's test matches ProcessPoolExecutor's wording ("max_workers must be greater
-    # than 0"); Pool calls the argument ``workers`` and says so.
+    # than 0"); Pool's says what it accepts.
     for number in (0, -1):
-        with self.assertRaisesRegex(ValueError, "workers must be a positive integer"):  # noqa: PT027
+        with self.assertRaisesRegex(ValueError, "max_workers must be a positive integer"):  # noqa: PT027
             self.executor_type(max_workers=number)
 
 
 # Tests rewritten for Pool's constructor: (why, the test as run here).
 ADAPTED = {
     "test_max_workers_negative": (
-        "the same check, matching Pool's message, which names its argument `workers`",
+        "the same check, matching Pool's message",
         _max_workers_negative,
     ),
 }

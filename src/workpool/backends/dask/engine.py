@@ -586,7 +586,9 @@ class DaskBackend(Backend):
                 self._pending.clear()
             self._notify_if_idle()
         self._drop(queued, "the pool was shut down before this task started")
-        if wait:
+        # Called by a done-callback, on the courier: it would wait for itself to finish
+        # delivering. As the local engines do in their own threads, it does not wait.
+        if wait and threading.current_thread() is not self._courier:
             self._close(finish=True)
         else:
             threading.Thread(

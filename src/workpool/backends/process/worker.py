@@ -23,7 +23,7 @@ from workpool.backends.process.slots import SharedSlots
 from workpool.clock import now_ns
 from workpool.remote_errors import PackedError, pack_error
 from workpool.sharing import SharingContext, explain_read_only, loads_sharing
-from workpool.tasks import call_items
+from workpool.tasks import arguments_of, call_items
 
 __all__ = ["worker_main"]
 
@@ -55,8 +55,8 @@ def _run_chunk(
     )
     slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
     if order.fd_count:  # the items came with shared memory
-        for exc in errors.values():
-            explain_read_only(exc, order.share_threshold)
+        for position, exc in errors.items():
+            explain_read_only(exc, arguments_of(order.mode, items[position]))
     return values, [(position, pack_error(exc)) for position, exc in errors.items()]
 
 
