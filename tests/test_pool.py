@@ -599,19 +599,20 @@ def test_map_buffersize_is_checked_at_once(buffersize: Any, error: type, message
         pool.map(square, range(4), buffersize=buffersize)
 
 
+def counting_into(read: list[int]) -> Iterator[int]:
+    """0, 1, 2... for ever, each noted in ``read`` as it is taken."""
+    for x in itertools.count():
+        read.append(x)
+        yield x
+
+
 def test_map_with_buffersize_reads_at_most_that_far_ahead(backend: str) -> None:
     # Python 3.14's Executor.map(buffersize=): the work starts at once, but only that
     # many inputs are taken ahead of the results the caller has taken; so an endless
     # input works, in bounded memory.
     read: list[int] = []
-
-    def counting() -> Iterator[int]:
-        for x in itertools.count():
-            read.append(x)
-            yield x
-
     with workpool.Pool(2, backend=backend) as pool:
-        results = pool.map(square, counting(), buffersize=3)
+        results = pool.map(square, counting_into(read), buffersize=3)
         assert wait_for(lambda: len(read) == 3)  # submitted before anyone iterates
         taken = [next(results) for _ in range(10)]
         assert taken == [x * x for x in range(10)]
@@ -628,14 +629,8 @@ def test_map_with_buffersize_keeps_that_many_running_while_the_caller_holds_a_re
     # is already submitted, so the pool works while the caller works on that result.
     # (Read only at the caller's next call, buffersize=1 left the pool idle meanwhile.)
     read: list[int] = []
-
-    def counting() -> Iterator[int]:
-        for x in itertools.count():
-            read.append(x)
-            yield x
-
     with workpool.Pool(2, backend=backend) as pool:
-        results = pool.map(square, counting(), buffersize=buffersize)
+        results = pool.map(square, counting_into(read), buffersize=buffersize)
         for taken in range(1, 6):
             assert next(results) == (taken - 1) ** 2
             assert len(read) == taken + buffersize

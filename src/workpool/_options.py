@@ -129,25 +129,26 @@ def _flag(name: str, value: object) -> bool:
     return value
 
 
-def _seconds(name: str, value: object) -> float | None:
+def _number_of_seconds(name: str, value: object) -> float | None:
+    """``value`` as seconds (a float), or None; a ``TypeError`` for anything else."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number of seconds or None; got {_describe(value)}")
-    seconds = float(value)
-    if not seconds > 0:  # also rejects NaN
+    return float(value)
+
+
+def _seconds(name: str, value: object) -> float | None:
+    seconds = _number_of_seconds(name, value)
+    if seconds is not None and not seconds > 0:  # also rejects NaN
         raise ValueError(f"{name} must be a positive number of seconds or None; got {value!r}")
     return seconds
 
 
 def _deadline(name: str, value: object) -> float | None:
     """``Executor.map``'s ``timeout``: 0 or less is a deadline already past, as there."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number of seconds or None; got {_describe(value)}")
-    seconds = float(value)
-    if seconds != seconds:  # NaN: no deadline can be counted from it
+    seconds = _number_of_seconds(name, value)
+    if seconds is not None and seconds != seconds:  # NaN: no deadline can be counted from it
         raise ValueError(f"{name} must be a number of seconds or None; got {value!r}")
     return seconds
 
