@@ -419,12 +419,11 @@ def _zero_prefix(data: Any) -> int:
 def _copy_in_parallel(target: Any, source: Any) -> None:
     """``target[...] = source``, split along the first axis over a few threads."""
     rows = source.shape[0] if source.ndim else 0
-    if source.nbytes < PARALLEL_COPY_BYTES or rows < 2:
-        target[...] = source
-        return
-    from workpool._cpus import usable_cpus  # reads files: only for a copy worth splitting
+    parts = 1
+    if source.nbytes >= PARALLEL_COPY_BYTES and rows >= 2:
+        from workpool._cpus import usable_cpus  # reads files: only for a copy worth splitting
 
-    parts = min(4, usable_cpus(), rows)
+        parts = min(4, usable_cpus(), rows)
     if parts < 2:
         target[...] = source
         return

@@ -332,10 +332,7 @@ def _serve(control: socket.socket, watch_fd: int, parent: int) -> int:
             if key.data == "parent":  # the pipe's end of file: the parent died
                 return _end(exit_pipes, wake_r)
             if key.data == "child":
-                with contextlib.suppress(BlockingIOError):
-                    while os.read(wake_r, 512):
-                        pass
-                _reap(exit_pipes)
+                _reap(exit_pipes, wake_r)
                 continue
             try:
                 request, fds = _recv(control, 2)
@@ -354,13 +351,10 @@ def _end(exit_pipes: dict[int, int], wake_r: int) -> int:
     for the zygote at exit, would have ended with a process of its own still there.
     """
     deadline = time.monotonic() + _END_WAIT
-    _reap(exit_pipes)
+    _reap(exit_pipes, wake_r)
     while exit_pipes and (left := deadline - time.monotonic()) > 0:
-        if lifeline.wait_readable(wake_r, left):  # SIGCHLD wrote to it
-            with contextlib.suppress(BlockingIOError):
-                while os.read(wake_r, 512):
-                    pass
-        _reap(exit_pipes)
+        lifeline.wait_readable(wake_r, left)  # SIGCHLD writes to it
+        _reap(exit_pipes, wake_r)
     return 0
 
 
@@ -437,8 +431,15 @@ def _run_worker(
     return 0
 
 
-def _reap(exit_pipes: dict[int, int]) -> None:
-    """Collect every ended worker and hand its exit status to the parent."""
+def _reap(exit_pipes: dict[int, int], wake_r: int) -> None:
+    """Collect every ended worker and hand its exit status to the parent.
+
+    ``wake_r`` (where SIGCHLD writes) is emptied first: a worker ending after the
+    collection writes to it again.
+    """
+    with contextlib.suppress(BlockingIOError):
+        while os.read(wake_r, 512):
+            pass
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
