@@ -957,6 +957,43 @@ def test_local_clusters_that_overlap_stay_quiet() -> None:
     assert done.stderr == ""
 
 
+def test_a_closing_worker_does_not_print_its_interrupted_heartbeat() -> None:
+    # Closing a worker closes its connections under a heartbeat still on its way, which
+    # Dask then logs with a traceback; the same failure from a running worker is real.
+    done = run_program(
+        """
+        import logging, types
+        from distributed.core import Status
+        from workpool.backends.dask.worker_setup import dask_setup
+
+        worker = types.SimpleNamespace(status=Status.running)
+        dask_setup(worker)
+        log = logging.getLogger("distributed.worker")
+        for status in (Status.closing, Status.closed, Status.running):
+            worker.status = status
+            try:
+                raise OSError("ConnectionPool closing.")
+            except OSError:
+                log.exception("Failed to communicate with scheduler during heartbeat.")
+            log.error("something else while %s", status.name)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    # Dask's own handler prints each message after its time, logger and level.
+    lines = [
+        line.rpartition(" - ")[2]
+        for line in done.stderr.splitlines()
+        if not line.startswith((" ", "Trace"))
+    ]
+    assert lines == [
+        "something else while closing",
+        "something else while closed",
+        "Failed to communicate with scheduler during heartbeat.",
+        "OSError: ConnectionPool closing.",
+        "something else while running",
+    ]
+
+
 @contextlib.contextmanager
 def command_line_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A ``dask scheduler`` and one ``dask worker`` on loopback: its address and scheduler."""
