@@ -29,7 +29,6 @@ import contextlib
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 from typing import TYPE_CHECKING, Any
@@ -39,6 +38,7 @@ from workpool.backends.process import lifeline, parent_watch
 
 if TYPE_CHECKING:
     from workpool.backends.process.slots import SharedSlots
+    from workpool.backends.process.unix_sockets import Socket
 
 __all__ = [
     "HAS_PIDFD",
@@ -153,7 +153,7 @@ class ExecLauncher:
         ]
         self._root = package_root()
 
-    def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> ExecWorker:
+    def start(self, sock: Socket, slots: SharedSlots, slot: int) -> ExecWorker:
         if not sys.executable:
             raise OSError("cannot start a worker by exec: sys.executable is unknown here")
         prep_r, prep_w = os.pipe()

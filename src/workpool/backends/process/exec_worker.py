@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 
 __all__ = ["main"]
@@ -40,12 +39,12 @@ def main(prep_fd: int) -> None:
         if fd >= 0:
             os.set_inheritable(fd, False)
 
+    from workpool.backends.process.parent_watch import WatchEnd
     from workpool.backends.process.slots import SharedSlots
+    from workpool.backends.process.unix_sockets import from_descriptor
     from workpool.backends.process.worker import worker_main
 
-    sock = socket.socket(fileno=prep["socket"])
-    from workpool.backends.process.parent_watch import WatchEnd
-
+    sock = from_descriptor(prep["socket"])
     watch = WatchEnd(prep["watch"]) if prep["watch"] >= 0 else None
     worker_main(sock, SharedSlots(slots_count, fd=slots_fd), prep["slot"], prep["parent"], watch)
     # Leave without the interpreter's teardown, as a forked worker does: the work is

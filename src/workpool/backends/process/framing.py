@@ -13,13 +13,20 @@ now, keeping the rest for when it is writable.
 
 from __future__ import annotations
 
-import array
 import os
-import socket
 import struct
 import time
 from collections import deque
 from collections.abc import Sequence
+
+from workpool.backends.process.unix_sockets import (
+    MSG_DONTWAIT,
+    RECEIVE_FLAGS,
+    Socket,
+    ancillary_space,
+    descriptors_in,
+    rights,
+)
 
 __all__ = ["FrameReader", "FrameWriter", "send_frame"]
 
@@ -27,10 +34,8 @@ LENGTH = struct.Struct("<Q")
 # Frames at least this large are sent as header + body, without joining them.
 _JOIN_LIMIT = 1 << 16
 # Room for the descriptors one receive can bring (Linux sends at most 253 at once).
-_ANCILLARY = socket.CMSG_SPACE(253 * array.array("i").itemsize)
-_RECEIVE_FLAGS = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
-# As plain ints: or-ing the socket module's flag members runs Python code on each read.
-_RECEIVE_NOW_FLAGS = int(socket.MSG_DONTWAIT) | _RECEIVE_FLAGS
+_ANCILLARY = ancillary_space(253)
+_RECEIVE_NOW_FLAGS = MSG_DONTWAIT | RECEIVE_FLAGS
 
 
 def frame_parts(*parts: bytes | memoryview) -> list[bytes | memoryview]:
@@ -42,25 +47,12 @@ def frame_parts(*parts: bytes | memoryview) -> list[bytes | memoryview]:
     return [header, *parts]
 
 
-def _rights(fds: Sequence[int]) -> list[tuple[int, int, bytes]]:
-    return [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-
-
-def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
-    fds: list[int] = []
-    for level, kind, data in ancillary:
-        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            usable = len(data) - len(data) % array.array("i").itemsize
-            fds.extend(array.array("i", data[:usable]))
-    return fds
-
-
-def send_frame(sock: socket.socket, *parts: bytes | memoryview, fds: Sequence[int] = ()) -> None:
+def send_frame(sock: Socket, *parts: bytes | memoryview, fds: Sequence[int] = ()) -> None:
     """Send one frame, with ``fds`` beside it, blocking until it is all written."""
     buffers = frame_parts(*parts)
     first = memoryview(buffers[0])
     if fds:
-        sent = sock.sendmsg([first], _rights(fds))
+        sent = sock.sendmsg([first], rights(fds))
         first = first[sent:]
     sock.sendall(first)
     for buffer in buffers[1:]:
@@ -81,7 +73,7 @@ class FrameReader:
 
     _RECV_SIZE = 1 << 18
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Socket) -> None:
         self._sock = sock
         self._buffer = bytearray()
         self._big: bytearray | None = None  # body of a large frame being filled
@@ -120,7 +112,7 @@ class FrameReader:
         """The frames completed by what has arrived; ``wait``: until there is one."""
         frames: list[bytes | bytearray] = []
         while not self.closed:
-            flags = _RECEIVE_FLAGS if wait and not frames else _RECEIVE_NOW_FLAGS
+            flags = RECEIVE_FLAGS if wait and not frames else _RECEIVE_NOW_FLAGS
             if self._big is not None:
                 if not self._fill_big(frames, flags):
                     break
@@ -135,7 +127,7 @@ class FrameReader:
                 self.closed = True
                 break
             if ancillary:
-                self.fds.extend(_received_fds(ancillary))
+                self.fds.extend(descriptors_in(ancillary))
             if not received:
                 self.closed = True
                 break
@@ -176,7 +168,7 @@ class FrameReader:
         except OSError:
             self.closed = True
             return False
-        self.fds.extend(_received_fds(ancillary))
+        self.fds.extend(descriptors_in(ancillary))
         if n == 0:
             self.closed = True
             return False
@@ -194,7 +186,7 @@ class FrameWriter:
     Not thread-safe: its callers hold the supervisor's lock.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Socket) -> None:
         self._sock = sock
         # Buffers to write, each with the descriptors to send with its first byte.
         self._queue: deque[tuple[memoryview, Sequence[int]]] = deque()
@@ -228,9 +220,9 @@ class FrameWriter:
             buffer, fds = queue.popleft()
             try:
                 if fds:
-                    sent = self._sock.sendmsg([buffer], _rights(fds), socket.MSG_DONTWAIT)
+                    sent = self._sock.sendmsg([buffer], rights(fds), MSG_DONTWAIT)
                 else:
-                    sent = self._sock.send(buffer, socket.MSG_DONTWAIT)
+                    sent = self._sock.send(buffer, MSG_DONTWAIT)
             except (BlockingIOError, InterruptedError):
                 queue.appendleft((buffer, fds))
                 return

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import signal
-import socket
 from collections import OrderedDict, deque
 from typing import Protocol
 
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.lifeline import RECHECK_FIRST
+from workpool.backends.process.unix_sockets import Socket
 from workpool.backends.process.wire import WireChunk
 from workpool.clock import now_ns
 
@@ -88,7 +88,7 @@ class WorkerHandle:
         slot: int,
         process: WorkerProcess,
         pid: int,
-        sock: socket.socket,
+        sock: Socket,
         reader: FrameReader,
         writer: FrameWriter,
         tasks_left: int | None = None,

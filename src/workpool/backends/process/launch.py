@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import sys
 from typing import Any, Protocol
 
@@ -24,6 +23,7 @@ from workpool.backends.process import exit_hook, lifeline, parent_watch
 from workpool.backends.process.handle import WorkerProcess
 from workpool.backends.process.preload import main_imports
 from workpool.backends.process.slots import SharedSlots
+from workpool.backends.process.unix_sockets import Socket
 from workpool.backends.process.worker import worker_main
 from workpool.backends.process.zygote import Zygote, get_zygote
 
@@ -37,7 +37,7 @@ class Launcher(Protocol):
     #: How workers start, in words for error messages and reports.
     method: str
 
-    def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess: ...
+    def start(self, sock: Socket, slots: SharedSlots, slot: int) -> WorkerProcess: ...
 
 
 class MultiprocessingLauncher:
@@ -66,14 +66,20 @@ class MultiprocessingLauncher:
         watch = parent_watch.read_end()
         self._watch = parent_watch.WatchEnd(watch) if watch >= 0 else None
 
-    def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess:
-        process = self._context.Process(  # type: ignore[attr-defined]
-            target=worker_main,
-            args=(sock, slots, slot, self._parent_pid, self._watch),
-            name=f"workpool-worker-{slot}",
-            daemon=False,
-        )
-        process.start()
+    def start(self, sock: Socket, slots: SharedSlots, slot: int) -> WorkerProcess:
+        import socket  # multiprocessing has it imported: its pickler sends only these
+
+        given = socket.socket(fileno=os.dup(sock.fileno()))
+        try:
+            process = self._context.Process(  # type: ignore[attr-defined]
+                target=worker_main,
+                args=(given, slots, slot, self._parent_pid, self._watch),
+                name=f"workpool-worker-{slot}",
+                daemon=False,
+            )
+            process.start()
+        finally:
+            given.close()  # the worker has its own by now
         return ChildProcess(process, ours=self.method != "forkserver")
 
 
@@ -135,7 +141,7 @@ class ZygoteLauncher:
         self._zygote = zygote
         self._fallback: Launcher | None = None
 
-    def start(self, sock: socket.socket, slots: SharedSlots, slot: int) -> WorkerProcess:
+    def start(self, sock: Socket, slots: SharedSlots, slot: int) -> WorkerProcess:
         if self._fallback is None:
             modules = main_imports()
             if "cloudpickle" in sys.modules:  # functions travel by value: workers need it

@@ -32,13 +32,13 @@ import contextlib
 import os
 import select
 import selectors
-import socket
 import threading
 import time
 from typing import Any
 
 from workpool import _platform
 from workpool.backends.process import prctl
+from workpool.backends.process.unix_sockets import Socket
 
 __all__ = ["WatchEnd", "read_end", "watch_parent"]
 
@@ -95,7 +95,7 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
-def watch_parent(parent_pid: int, sock: socket.socket, watch: WatchEnd | None) -> None:
+def watch_parent(parent_pid: int, sock: Socket, watch: WatchEnd | None) -> None:
     """In a worker: end this process when the pool's process ends, even mid-task.
 
     ``parent_pid`` is the pid the worker should see as its parent, or 0 when its

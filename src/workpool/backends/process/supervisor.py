@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import os
 import selectors
-import socket
 import sys
 import threading
 import time
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from workpool import errors
 from workpool._options import PoolSpec
 from workpool.backends.base import ShutDown, deliver
-from workpool.backends.process import exit_hook, lifeline, protocol
+from workpool.backends.process import exit_hook, lifeline, protocol, unix_sockets
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.handle import (
     FUNCTION_CACHE_SIZE,
@@ -317,7 +316,7 @@ class Supervisor:
         return timeout
 
     def _start_worker(self, slot: int) -> None:
-        parent_sock, child_sock = socket.socketpair()
+        parent_sock, child_sock = unix_sockets.pair()
         base = slot * protocol.SLOT_FIELDS
         self._slot_view[base + protocol.SLOT_SEQ] = -1
         self._slot_view[base + protocol.SLOT_POSITION] = protocol.POSITION_IDLE

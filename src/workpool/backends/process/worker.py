@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from workpool.backends.process import prctl, protocol
 from workpool.backends.process.framing import FrameReader, send_frame
 from workpool.backends.process.parent_watch import WatchEnd, watch_parent
 from workpool.backends.process.slots import SharedSlots
+from workpool.backends.process.unix_sockets import Socket
 from workpool.clock import now_ns
 from workpool.remote_errors import PackedError, pack_error
 from workpool.sharing import SharingContext, explain_read_only, loads_sharing
@@ -76,7 +76,7 @@ def _load_function(payload: memoryview, fds: list[int]) -> Callable[..., Any]:
 
 
 def worker_main(
-    sock: socket.socket,
+    sock: Socket,
     slots: SharedSlots,
     slot_index: int,
     parent_pid: int,
@@ -99,7 +99,7 @@ def worker_main(
 
 
 def _serve(
-    sock: socket.socket,
+    sock: Socket,
     slots: SharedSlots,
     slot_index: int,
     parent_pid: int,

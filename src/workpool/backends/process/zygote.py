@@ -44,7 +44,6 @@ import os
 import pickle
 import selectors
 import signal
-import socket
 import struct
 import sys
 import threading
@@ -53,7 +52,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
-from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl
+from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl, unix_sockets
+from workpool.backends.process.unix_sockets import Socket
 
 if TYPE_CHECKING:
     import subprocess
@@ -84,18 +84,18 @@ _BOOTSTRAP = (
 )
 
 
-def _send(sock: socket.socket, obj: Any, fds: Sequence[int] = ()) -> None:
+def _send(sock: Socket, obj: Any, fds: Sequence[int] = ()) -> None:
     """One message: its length, then its pickle; ``fds`` ride with the first bytes."""
     body = pickle.dumps(obj)
     data = _LENGTH.pack(len(body)) + body
-    sent = socket.send_fds(sock, [data], list(fds)) if fds else sock.send(data)
+    sent = unix_sockets.send_fds(sock, data, fds) if fds else sock.send(data)
     if sent < len(data):
         sock.sendall(data[sent:])
 
 
-def _recv(sock: socket.socket, max_fds: int) -> tuple[Any, list[int]]:
+def _recv(sock: Socket, max_fds: int) -> tuple[Any, list[int]]:
     """One message and its descriptors; ``(None, [])`` when the other end has closed."""
-    data, fds, _, _ = socket.recv_fds(sock, _MAX_MESSAGE, max_fds)
+    data, fds = unix_sockets.recv_fds(sock, _MAX_MESSAGE, max_fds)
     while len(data) < _LENGTH.size or len(data) < _LENGTH.size + _LENGTH.unpack_from(data)[0]:
         more = sock.recv(_MAX_MESSAGE)
         if not more:
@@ -152,7 +152,7 @@ class Zygote:
     """
 
     def __init__(self, *, by_exec: bool) -> None:
-        parent_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        parent_end, zygote_end = unix_sockets.pair()
         self._popen: subprocess.Popen[bytes] | None = None  # the exec'd zygote's (portable)
         try:
             self.pid = self._exec(zygote_end) if by_exec else self._fork(parent_end, zygote_end)
@@ -163,7 +163,7 @@ class Zygote:
         self.alive = True
 
     @staticmethod
-    def _fork(parent_end: socket.socket, zygote_end: socket.socket) -> int:
+    def _fork(parent_end: Socket, zygote_end: Socket) -> int:
         for stream in (sys.stdout, sys.stderr):  # or the zygote's workers print it again
             with contextlib.suppress(Exception):
                 stream.flush()
@@ -178,7 +178,7 @@ class Zygote:
                 os._exit(code)
         return pid
 
-    def _exec(self, zygote_end: socket.socket) -> int:
+    def _exec(self, zygote_end: Socket) -> int:
         if not sys.executable:
             raise OSError("cannot exec the zygote: sys.executable is unknown here")
         import subprocess  # only here: the forked zygote (Linux) never needs it
@@ -235,7 +235,7 @@ class Zygote:
 
     def spawn(
         self,
-        worker_socket: socket.socket,
+        worker_socket: Socket,
         slots_fd: int,
         slots_count: int,
         slot: int,
@@ -282,7 +282,7 @@ def exec_main(control_fd: int, watch_fd: int) -> None:
         # What every worker runs, imported once here rather than in each worker.
         import workpool.backends.process.worker  # noqa: F401
 
-        code = _serve(socket.socket(fileno=control_fd), watch_fd, os.getppid())
+        code = _serve(unix_sockets.from_descriptor(control_fd), watch_fd, os.getppid())
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -290,7 +290,7 @@ def exec_main(control_fd: int, watch_fd: int) -> None:
         os._exit(code)
 
 
-def _serve(control: socket.socket, watch_fd: int, parent: int) -> int:
+def _serve(control: Socket, watch_fd: int, parent: int) -> int:
     """The zygote's loop: fork a worker per request, report each one's exit.
 
     ``watch_fd`` is the parent-death pipe's read end (``parent_watch.py``) or -1: the
@@ -359,7 +359,7 @@ def _end(exit_pipes: dict[int, int], wake_r: int) -> int:
 
 
 def _fork_worker(
-    control: socket.socket,
+    control: Socket,
     request: tuple[Any, ...],
     fds: list[int],
     exit_pipes: dict[int, int],
@@ -425,7 +425,7 @@ def _run_worker(
     from workpool.backends.process.slots import SharedSlots
     from workpool.backends.process.worker import worker_main
 
-    sock = socket.socket(fileno=worker_fd)
+    sock = unix_sockets.from_descriptor(worker_fd)
     watch = parent_watch.WatchEnd(watch_fd) if watch_fd >= 0 else None
     worker_main(sock, SharedSlots(slots_count, fd=slots_fd), slot, 0, watch)
     return 0
@@ -484,7 +484,7 @@ def get_zygote() -> Zygote | None:
     with _zygote_lock:
         if _zygote is not None and _zygote.alive:
             return _zygote
-        if _zygote_refused or not hasattr(os, "fork") or not hasattr(socket, "send_fds"):
+        if _zygote_refused or not hasattr(os, "fork"):
             return None
         if not _platform.FORK_ZYGOTE:
             try:
