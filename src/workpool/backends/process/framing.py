@@ -13,6 +13,7 @@ now, keeping the rest for when it is writable.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 import time
@@ -80,9 +81,12 @@ class FrameReader:
         self._big_view: memoryview | None = None
         self._big_got = 0
         # Received into a buffer kept for the purpose: asking recv for a large new
-        # bytes object costs more than the system call itself for small messages.
-        self._scratch = bytearray(self._RECV_SIZE)
-        self._scratch_view = memoryview(self._scratch)
+        # bytes object costs more than the system call itself for small messages. An
+        # anonymous mapping rather than a bytearray, which would write all its 64
+        # pages at once: the system gives a page on its first use, so a reader of
+        # small messages only ever touches the first few (each first touch is a page
+        # fault, several microseconds on a virtual machine).
+        self._scratch_view = memoryview(mmap.mmap(-1, self._RECV_SIZE))
         self.fds: deque[int] = deque()
         self.closed = False
         self._received: deque[bytes | bytearray] = deque()  # complete, not yet returned
