@@ -498,16 +498,16 @@ def test_shutdown_kills_a_worker_that_will_not_stop_and_waits_without_spinning(
     monkeypatch.setattr(supervisor, "STOP_GRACE", 0.5)
     pool = workpool.Pool(1, backend="process", start_method="fork")
     # Count the supervisor's rounds: each one must wait for something to happen.
-    selector = pool._backend._supervisor._selector  # type: ignore[attr-defined]
-    select = selector.select
+    poller = pool._backend._supervisor._poller  # type: ignore[attr-defined]
+    wait = poller.wait
     rounds = 0
 
     def counted(timeout: float | None = None) -> Any:
         nonlocal rounds
         rounds += 1
-        return select(timeout)
+        return wait(timeout)
 
-    selector.select = counted
+    poller.wait = counted
     holder = pool.submit(hold_descriptors_and_linger, 60).result(timeout=30)
     stopper = threading.Thread(target=pool.shutdown)
     try:

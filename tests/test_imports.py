@@ -187,6 +187,7 @@ def test_a_worker_imports_none_of_the_parents_side() -> None:
         "ctypes",
         "multiprocessing",
         "socket",
+        "selectors",
     )
     parent_side = {
         "multiprocessing",  # for other start methods than the zygote
@@ -195,6 +196,7 @@ def test_a_worker_imports_none_of_the_parents_side() -> None:
         "traceback",  # until a task fails
         "ctypes",  # until the zygote sets its parent-death signal
         "socket",  # neither side: see unix_sockets.py
+        "selectors",  # nor this: poller.py
         "workpool._options",
         "workpool.advise",
         "workpool.oneshot",
@@ -208,20 +210,22 @@ def test_a_worker_imports_none_of_the_parents_side() -> None:
     assert not parent_side & loaded, parent_side & loaded
 
 
-def test_a_plain_process_map_loads_no_executor_no_logging_and_no_socket_module() -> None:
+def test_a_plain_process_map_loads_no_executor_no_logging_no_socket_no_selectors() -> None:
     # concurrent.futures brings logging, traceback and tokenize: milliseconds every script
     # would pay, for errors (BrokenPool, CancelledError) that a map nothing cancels and
-    # nothing breaks never makes (errors.py makes them on first use). The socket
-    # module builds enums at import, for nothing the engine uses (unix_sockets.py).
+    # nothing breaks never makes (errors.py makes them on first use). The socket and
+    # selectors modules cost milliseconds at import, for nothing the engine needs of
+    # them (unix_sockets.py, poller.py).
     statement = (
         "import workpool\n"
         "def square(x):\n"
         "    return x * x\n"
         "assert workpool.map(square, range(8), backend='process', workers=2)[3] == 9\n"
     )
-    loaded = loaded_after(statement, "concurrent.futures", "logging", "socket")
+    unwanted = {"concurrent.futures", "logging", "socket", "selectors"}
+    loaded = loaded_after(statement, *unwanted)
     assert "workpool.backends.process.supervisor" in loaded
-    assert not {"concurrent.futures", "logging", "socket"} & loaded
+    assert not unwanted & loaded
 
 
 def test_a_checkpointed_map_and_its_resume_load_no_executor_and_no_logging(

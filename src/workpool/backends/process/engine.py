@@ -28,7 +28,7 @@ Only the supervisor thread reads the workers' sockets. Writes happen under the
 supervisor's lock: from its thread, or from the submitting thread itself when a worker
 has room and nothing is queued (one thread hop less for a lone task). Nobody blocks on
 a socket: the supervisor waits on every socket, every worker's end (a pidfd where the
-system has them, see ``lifeline.py``) and a wake-up pipe at once (``selectors``),
+system has them, see ``lifeline.py``) and a wake-up pipe at once (``poller.py``),
 reads whatever has arrived, and writes only what a socket takes, keeping the rest for
 when it is writable (a worker busy sending a large result can never deadlock against
 us sending it a large chunk). Each worker holds two chunks, the one it runs and the

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
 from workpool.backends.process import lifeline, parent_watch
+from workpool.backends.process.poller import wait_readable
 
 if TYPE_CHECKING:
     from workpool.backends.process.slots import SharedSlots
@@ -124,7 +125,7 @@ class ExecWorker:
             lifeline.kill(self.pid, self._pidfd)
 
     def join(self, timeout: float | None = None) -> None:
-        if self._pidfd is not None and not lifeline.wait_readable(self._pidfd, timeout):
+        if self._pidfd is not None and not wait_readable(self._pidfd, timeout):
             return
         lifeline.wait_for(lambda: self.exitcode, timeout)
 

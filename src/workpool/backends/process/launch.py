@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from workpool.backends.process import exit_hook, lifeline, parent_watch
 from workpool.backends.process.handle import WorkerProcess
+from workpool.backends.process.poller import wait_readable
 from workpool.backends.process.preload import main_imports
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.unix_sockets import Socket
@@ -111,7 +112,7 @@ class ChildProcess:
 
     def join(self, timeout: float | None = None) -> None:
         if self._pidfd is not None:
-            if not lifeline.wait_readable(self._pidfd, timeout) or self._ours:
+            if not wait_readable(self._pidfd, timeout) or self._ours:
                 return  # still running; or ended, and waitpid tells how
         elif self._ours:  # the pipe may be held open elsewhere: ask waitpid instead
             lifeline.wait_for(lambda: self.exitcode, timeout)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import signal
 import time
 from collections.abc import Callable
@@ -45,7 +44,6 @@ __all__ = [
     "next_check",
     "open_pidfd",
     "wait_for",
-    "wait_readable",
 ]
 
 # How soon to ask waitpid about a worker that should be ending; and how often at most
@@ -82,13 +80,6 @@ def kill(pid: int, pidfd: int | None) -> None:
             signal.pidfd_send_signal(pidfd, signal.SIGKILL)
         else:
             os.kill(pid, signal.SIGKILL)
-
-
-def wait_readable(fd: int, timeout: float | None) -> bool:
-    """Block until ``fd`` is readable or ``timeout`` seconds pass; True if it is."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        return bool(selector.select(timeout))
 
 
 def wait_for(exitcode: Callable[[], int | None], timeout: float | None) -> int | None:

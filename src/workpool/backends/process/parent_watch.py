@@ -31,13 +31,13 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import selectors
 import threading
 import time
 from typing import Any
 
 from workpool import _platform
 from workpool.backends.process import prctl
+from workpool.backends.process.poller import wait_readable
 from workpool.backends.process.unix_sockets import Socket
 
 __all__ = ["WatchEnd", "read_end", "watch_parent"]
@@ -128,9 +128,7 @@ def watch_parent(parent_pid: int, sock: Socket, watch: WatchEnd | None) -> None:
 
 def _wait_for_eof(fd: int) -> None:
     """End this process once pipe ``fd`` is readable: nobody writes, so that is EOF."""
-    with selectors.DefaultSelector() as selector:
-        selector.register(fd, selectors.EVENT_READ)
-        selector.select()
+    wait_readable(fd, None)
     os._exit(1)
 
 

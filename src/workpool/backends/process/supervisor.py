@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import selectors
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from workpool.backends.process.handle import (
     describe_exit,
 )
 from workpool.backends.process.launch import Launcher
+from workpool.backends.process.poller import READ, WRITE, Poller
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.wire import WireChunk
 from workpool.chunking import ChunkTimes
@@ -97,7 +97,7 @@ class Supervisor:
         self._slots = SharedSlots(spec.workers)
         self._slot_view = self._slots.view
         self._handles: list[WorkerHandle | None] = [None] * spec.workers
-        self._selector = selectors.DefaultSelector()
+        self._poller = Poller()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -106,7 +106,7 @@ class Supervisor:
         # then belong to someone else's pipe, which our wake-up byte would corrupt.
         closer = weakref.finalize(self, _close_descriptors, self._wake_r, self._wake_w)
         closer.atexit = False  # at exit, our exit hook still needs it to wake the loop
-        self._selector.register(self._wake_r, selectors.EVENT_READ, (_WAKE, None))
+        self._poller.register(self._wake_r, READ, (_WAKE, None))
 
         # Re-entrant: the supervisor's own steps nest. Everything below is under it.
         self._lock = threading.RLock()
@@ -221,7 +221,7 @@ class Supervisor:
         while this thread still runs Python would only wait again, for the GIL.
         """
         wake_by = self._wake_by
-        events = self._selector.select(
+        events = self._poller.wait(
             None if wake_by is None else capped_wait(max(0.0, wake_by - time.monotonic()))
         )
         with self._lock:
@@ -257,10 +257,9 @@ class Supervisor:
             for batch in deliveries:
                 deliver(batch)
 
-    def _react(self, events: list[tuple[selectors.SelectorKey, int]]) -> bool:
+    def _react(self, events: list[tuple[tuple[str, WorkerHandle], int]]) -> bool:
         exits: list[WorkerHandle] = []
-        for key, _mask in events:
-            kind, handle = key.data
+        for (kind, worker), mask in events:
             if kind == _WAKE:
                 try:
                     while os.read(self._wake_r, 4096):
@@ -268,15 +267,15 @@ class Supervisor:
                 except BlockingIOError:
                     pass
             elif kind == _SOCKET:
-                if _mask & selectors.EVENT_READ:
-                    self._read(handle)
-                if _mask & selectors.EVENT_WRITE:
-                    self._flush(handle)
+                if mask & READ:
+                    self._read(worker)
+                if mask & WRITE:
+                    self._flush(worker)
             else:
-                exits.append(handle)
+                exits.append(worker)
         exits.extend(self._confirmed_ends(exits))
-        for handle in exits:  # after the reads, so results sent before dying count
-            self._on_exit(handle)
+        for ended in exits:  # after the reads, so results sent before dying count
+            self._on_exit(ended)
         self._take_inbox()
         if self._terminating:
             self._terminate_now()
@@ -339,8 +338,8 @@ class Supervisor:
             handle.recheck_every = lifeline.RECHECK_MAX
             handle.recheck_at = lifeline.next_check(time.monotonic(), lifeline.RECHECK_MAX)
         self._handles[slot] = handle
-        self._selector.register(parent_sock, selectors.EVENT_READ, (_SOCKET, handle))
-        self._selector.register(process.ended_fd, selectors.EVENT_READ, (_EXIT, handle))
+        self._poller.register(parent_sock.fileno(), READ, (_SOCKET, handle))
+        self._poller.register(process.ended_fd, READ, (_EXIT, handle))
         init = protocol.encode_init(self._initializer_payload, len(self._initializer_fds))
         handle.writer.write(*init, fds=self._initializer_fds)
         self._watch_writes(handle)
@@ -470,9 +469,11 @@ class Supervisor:
     def _watch_writes(self, handle: WorkerHandle) -> None:
         pending = bool(handle.writer.pending)
         if handle.alive and pending != handle.watching_writes:
-            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if pending else 0)
-            self._selector.modify(handle.sock, events, (_SOCKET, handle))
+            events = READ | (WRITE if pending else 0)
+            self._poller.modify(handle.sock.fileno(), events, (_SOCKET, handle))
             handle.watching_writes = pending
+            if threading.current_thread() is not self._thread:
+                self._wake()  # a wait under way does not see the change (poller.py)
 
     # --- what comes back --------------------------------------------------------------
 
@@ -491,7 +492,7 @@ class Supervisor:
             else:
                 handle.init_error = unpack_error(message.error)
         if handle.reader.closed and handle.alive:
-            self._selector.unregister(handle.sock)
+            self._poller.unregister(handle.sock.fileno())
             handle.alive = False  # the socket is done; the process's end follows
             self._expect_end(handle)
 
@@ -551,9 +552,9 @@ class Supervisor:
         if handle.alive:
             self._read(handle)  # anything it sent before it died
         if handle.alive:
-            self._selector.unregister(handle.sock)
+            self._poller.unregister(handle.sock.fileno())
             handle.alive = False
-        self._selector.unregister(handle.process.ended_fd)
+        self._poller.unregister(handle.process.ended_fd)
         handle.sock.close()
         # Descriptors of a frame never finished.
         _close_descriptors(*handle.reader.take_fds(len(handle.reader.fds)))
@@ -858,7 +859,6 @@ class Supervisor:
                 if broken is None
                 else one_for_each_call(broken),
             )
-        self._selector.close()
         self._slots.close()
         exit_hook.forget(self)
 

@@ -42,7 +42,6 @@ import contextlib
 import importlib
 import os
 import pickle
-import selectors
 import signal
 import struct
 import sys
@@ -53,6 +52,7 @@ from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
 from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl, unix_sockets
+from workpool.backends.process.poller import READ, Poller, wait_readable
 from workpool.backends.process.unix_sockets import Socket
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class ZygoteWorker:
         """Wait until the zygote reports the worker's end, then read its exit code."""
         if self.exitcode is not None or self.sentinel < 0:
             return
-        if not lifeline.wait_readable(self.sentinel, timeout):
+        if not wait_readable(self.sentinel, timeout):
             return
         data = b""
         with contextlib.suppress(OSError):
@@ -228,7 +228,7 @@ class Zygote:
             lifeline.wait_for(lambda: _reaped(self.pid), timeout)
             return
         try:
-            if lifeline.wait_readable(pidfd, timeout):
+            if wait_readable(pidfd, timeout):
                 _reaped(self.pid)
         finally:
             os.close(pidfd)
@@ -314,11 +314,11 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
     exit_pipes: dict[int, int] = {}  # worker pid -> write end of its exit pipe
-    selector = selectors.DefaultSelector()
-    selector.register(control, selectors.EVENT_READ, "control")
-    selector.register(wake_r, selectors.EVENT_READ, "child")
+    poller = Poller()
+    poller.register(control.fileno(), READ, "control")
+    poller.register(wake_r, READ, "child")
     if watch_fd >= 0:
-        selector.register(watch_fd, selectors.EVENT_READ, "parent")
+        poller.register(watch_fd, READ, "parent")
     while True:
         timeout = None
         if death_signal_at is not None:
@@ -328,10 +328,10 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
                 if prctl.die_with_parent() and os.getppid() != parent:
                     return _end(exit_pipes, wake_r)
                 continue
-        for key, _ in selector.select(timeout):
-            if key.data == "parent":  # the pipe's end of file: the parent died
+        for source, _ in poller.wait(timeout):
+            if source == "parent":  # the pipe's end of file: the parent died
                 return _end(exit_pipes, wake_r)
-            if key.data == "child":
+            if source == "child":
                 _reap(exit_pipes, wake_r)
                 continue
             try:
@@ -353,7 +353,7 @@ def _end(exit_pipes: dict[int, int], wake_r: int) -> int:
     deadline = time.monotonic() + _END_WAIT
     _reap(exit_pipes, wake_r)
     while exit_pipes and (left := deadline - time.monotonic()) > 0:
-        lifeline.wait_readable(wake_r, left)  # SIGCHLD writes to it
+        wait_readable(wake_r, left)  # SIGCHLD writes to it
         _reap(exit_pipes, wake_r)
     return 0
 
