@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -293,6 +294,27 @@ def test_cpu_work_on_a_busy_machine_is_not_taken_for_waiting() -> None:
         for hog in hogs:
             hog.wait()
     assert found.cpu_fraction >= 0.5, found
+
+
+def test_threads_that_hold_the_gil_on_a_busy_machine_do_not_look_parallel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a loaded machine a thread is often queued for a CPU, the one waiting for the
+    # GIL too, as it wakes to ask for it: the suite saw two threads of pure-Python work on
+    # 3.14 with the GIL "ran 1.45x as fast as one ... so threads run it in parallel".
+    # Here two such threads used one CPU second per wall second, each queued half the
+    # time: one CPU's worth of work, whatever the run queues say.
+    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
+    real = advise._run_on_two_threads
+
+    def one_cpu_queued_half_the_time(*args: Any) -> tuple[Any, ...]:
+        values, errors, *_ = real(*args)
+        return values, errors, 0.1, 0.1, 0.05  # wall, CPU, queued (seconds)
+
+    monkeypatch.setattr(advise, "_run_on_two_threads", one_cpu_queued_half_the_time)
+    found, *_ = measure(spins, CallMode.ONE, InputSource(range(60)))
+    assert found.thread_parallelism == pytest.approx(1.0), found
+    assert decide(found, 3000).backend != "thread"
 
 
 # --- how much is measured -------------------------------------------------------------

@@ -717,8 +717,11 @@ def _time_on_two_threads(
 
     Other work may run meanwhile (other programs, or ``beside``'s items on other
     processes), so the time the threads spent ready to run while others had the CPUs
-    is left out of their wall time, as it is of the inline time: what is compared is
-    what each way of running does with the CPU it gets.
+    is left out of their wall time for the speedup, as it is of the inline time: what
+    is compared is what each way of running does with the CPU it gets. Not for the
+    parallelism: a thread of work that holds the GIL also waits for a CPU while the
+    other one holds it and runs, and that time left out would make one CPU's worth of
+    work look like two on a loaded machine.
     """
     if not inline.items or inline.per_item < TINY_ITEM:
         return _TwoThreads()
@@ -747,7 +750,7 @@ def _time_on_two_threads(
         1.0 - min(inline.queued, inline.wall * 0.9) / inline.wall if inline.wall > 0 else 1.0
     )
     per_item = inline.per_item * inline_running
-    return _TwoThreads(len(batch), len(batch) * per_item / running, cpu / running)
+    return _TwoThreads(len(batch), len(batch) * per_item / running, cpu / wall)
 
 
 def _run_on_two_threads(
