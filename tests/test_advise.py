@@ -296,6 +296,32 @@ def test_cpu_work_on_a_busy_machine_is_not_taken_for_waiting() -> None:
     assert found.cpu_fraction >= 0.5, found
 
 
+def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Timing tiny items takes a millisecond: on a loaded machine one stretch in the run
+    # queue can last longer. The suite saw auto then run 50,000 squares on processes.
+    # Here item 100, among those timed, waits 20 ms, reported queued for a CPU.
+    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
+    real = advise._seconds_queued
+    stalled: list[float] = []
+
+    def queued() -> float:
+        return real() + sum(stalled)
+
+    def tiny_but_preempted_once(x: int) -> int:
+        if x == 100:
+            time.sleep(0.02)
+            stalled.append(0.02)
+        return x * x
+
+    monkeypatch.setattr(advise, "_seconds_queued", queued)
+    found, items, *_ = measure(tiny_but_preempted_once, CallMode.ONE, InputSource(range(50_000)))
+    assert stalled and len(items) > 100  # item 100 was among those timed
+    assert found.seconds_per_item < 10e-6, found
+    assert decide(found, 50_000 - len(items)).backend == "serial", found
+
+
 def test_threads_that_hold_the_gil_on_a_busy_machine_do_not_look_parallel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
