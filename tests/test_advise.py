@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -293,6 +294,53 @@ def test_cpu_work_on_a_busy_machine_is_not_taken_for_waiting() -> None:
         for hog in hogs:
             hog.wait()
     assert found.cpu_fraction >= 0.5, found
+
+
+def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Timing tiny items takes a millisecond: on a loaded machine one stretch in the run
+    # queue can last longer. The suite saw auto then run 50,000 squares on processes.
+    # Here item 100, among those timed, waits 20 ms, reported queued for a CPU.
+    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
+    real = advise._seconds_queued
+    stalled: list[float] = []
+
+    def queued() -> float:
+        return real() + sum(stalled)
+
+    def tiny_but_preempted_once(x: int) -> int:
+        if x == 100:
+            time.sleep(0.02)
+            stalled.append(0.02)
+        return x * x
+
+    monkeypatch.setattr(advise, "_seconds_queued", queued)
+    found, items, *_ = measure(tiny_but_preempted_once, CallMode.ONE, InputSource(range(50_000)))
+    assert stalled and len(items) > 100  # item 100 was among those timed
+    assert found.seconds_per_item < 10e-6, found
+    assert decide(found, 50_000 - len(items)).backend == "serial", found
+
+
+def test_threads_that_hold_the_gil_on_a_busy_machine_do_not_look_parallel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On a loaded machine a thread is often queued for a CPU, the one waiting for the
+    # GIL too, as it wakes to ask for it: the suite saw two threads of pure-Python work on
+    # 3.14 with the GIL "ran 1.45x as fast as one ... so threads run it in parallel".
+    # Here two such threads used one CPU second per wall second, each queued half the
+    # time: one CPU's worth of work, whatever the run queues say.
+    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
+    real = advise._run_on_two_threads
+
+    def one_cpu_queued_half_the_time(*args: Any) -> tuple[Any, ...]:
+        values, errors, *_ = real(*args)
+        return values, errors, 0.1, 0.1, 0.05  # wall, CPU, queued (seconds)
+
+    monkeypatch.setattr(advise, "_run_on_two_threads", one_cpu_queued_half_the_time)
+    found, *_ = measure(spins, CallMode.ONE, InputSource(range(60)))
+    assert found.thread_parallelism == pytest.approx(1.0), found
+    assert decide(found, 3000).backend != "thread"
 
 
 # --- how much is measured -------------------------------------------------------------

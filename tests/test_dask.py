@@ -435,11 +435,13 @@ def test_ctrl_c_in_a_terminal_stops_the_call_and_the_local_cluster_quietly(
     # the caller's own traceback is printed (no worker's, no Dask log line).
     program = textwrap.dedent(
         f"""
-        import sys
+        import signal, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         import logging
         import workpool
         from cluster_tasks import WaitLong
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
 
         class Warnings(logging.Handler):  # what Dask's nannies warn of, on stdout
             def emit(self, record):
@@ -489,11 +491,12 @@ def test_ctrl_c_while_the_local_cluster_starts_leaves_nothing_and_prints_nothing
     # Its workers are held up in their start (``slow_start``) until the signal is sent.
     program = textwrap.dedent(
         f"""
-        import sys
+        import signal, sys
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
         import workpool
         from helpers import square
 
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
         workpool.map(square, range(10), backend="dask", workers=2)
         print("not interrupted", flush=True)
         """

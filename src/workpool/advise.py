@@ -573,7 +573,7 @@ class _Inline(NamedTuple):
     """Phase 1's findings: the work run inline, in this thread."""
 
     items: int  # items run (the warm-up item included)
-    per_item: float  # wall seconds of one timed item
+    per_item: float  # wall seconds of one timed item, less its time queued for a CPU
     wall: float  # wall seconds from the first timed item to the last one's end
     cpu: float  # this thread's CPU seconds meanwhile
     queued: float  # seconds meanwhile that it was ready to run but other work had the CPUs
@@ -600,9 +600,10 @@ def _time_inline(
 
     The first item warms up (imports, caches) and is not timed, unless it alone is most
     of the budget. Items far cheaper than shipping the first one are timed for
-    ``SHORT_GOAL`` only. The time per item is the groups' own; the CPU time and the
-    time spent queued for a CPU are read once around all of them (reading the
-    scheduler's figures costs a file read), and compared with the wall time around them.
+    ``SHORT_GOAL`` only. The time per item is the groups' own, less the time spent
+    queued for a CPU (``_unqueued``); that and the CPU time are read once around all of
+    them (reading the scheduler's figures costs a file read), and compared with the
+    wall time around them.
 
     ``on_slow_cpu`` is called as soon as the warm-up item was slow and busy on the CPU
     without importing anything: its time was then the work's own, not a first call's.
@@ -617,14 +618,7 @@ def _time_inline(
     values, errors, warm = call_items(fn, mode, first)
     sample.add(first, values, errors)
     if warm >= SLOW_ITEM:
-        alone = _Inline(
-            1,
-            warm,
-            time.perf_counter() - warm_started,
-            time.thread_time() - warm_cpu,
-            _seconds_queued() - warm_queued,
-            goal,
-        )
+        alone = _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
         # It is the sample if it is most of the budget, or if it mostly waited.
         if warm > budget * 0.25 or _cpu_fraction(alone) < 0.5:
             return alone
@@ -657,22 +651,36 @@ def _time_inline(
             1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
         )
     if timed == 0:  # the warm-up item was all there was, or all there was time for
-        return _Inline(
-            1,
-            warm,
-            time.perf_counter() - warm_started,
-            time.thread_time() - warm_cpu,
-            _seconds_queued() - warm_queued,
-            goal,
-        )
+        return _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
+    cpu, queued = time.thread_time() - cpu_started, _seconds_queued() - queued_started
     return _Inline(
         len(sample.values),
-        wall / timed,
+        _unqueued(wall, queued, cpu) / timed,
         time.perf_counter() - started,
-        time.thread_time() - cpu_started,
-        _seconds_queued() - queued_started,
+        cpu,
+        queued,
         goal,
     )
+
+
+def _warm_up_alone(
+    warm: float, started: float, cpu_started: float, queued_started: float, goal: float
+) -> _Inline:
+    """Phase 1's findings when the warm-up item, ``warm`` seconds long, is the sample."""
+    cpu, queued = time.thread_time() - cpu_started, _seconds_queued() - queued_started
+    return _Inline(
+        1, _unqueued(warm, queued, cpu), time.perf_counter() - started, cpu, queued, goal
+    )
+
+
+def _unqueued(wall: float, queued: float, cpu: float) -> float:
+    """``wall`` seconds of work less the ``queued`` seconds it was ready to run while
+    other work had the CPUs, but never less than its ``cpu`` seconds on one.
+
+    On a loaded machine one stretch in a run queue, as long as the whole timing of tiny
+    items, would make each look many times slower than it is, and a pool worth it.
+    """
+    return max(wall - queued, min(cpu, wall))
 
 
 def _cpu_fraction(inline: _Inline) -> float:
@@ -717,8 +725,11 @@ def _time_on_two_threads(
 
     Other work may run meanwhile (other programs, or ``beside``'s items on other
     processes), so the time the threads spent ready to run while others had the CPUs
-    is left out of their wall time, as it is of the inline time: what is compared is
-    what each way of running does with the CPU it gets.
+    is left out of their wall time for the speedup, as it is of the inline time: what
+    is compared is what each way of running does with the CPU it gets. Not for the
+    parallelism: a thread of work that holds the GIL also waits for a CPU while the
+    other one holds it and runs, and that time left out would make one CPU's worth of
+    work look like two on a loaded machine.
     """
     if not inline.items or inline.per_item < TINY_ITEM:
         return _TwoThreads()
@@ -743,11 +754,7 @@ def _time_on_two_threads(
     running = wall - min(queued, wall * 0.9)
     if running <= 0:
         return _TwoThreads(len(batch))
-    inline_running = (
-        1.0 - min(inline.queued, inline.wall * 0.9) / inline.wall if inline.wall > 0 else 1.0
-    )
-    per_item = inline.per_item * inline_running
-    return _TwoThreads(len(batch), len(batch) * per_item / running, cpu / running)
+    return _TwoThreads(len(batch), len(batch) * inline.per_item / running, cpu / wall)
 
 
 def _run_on_two_threads(
