@@ -60,6 +60,6 @@ class Poller:
 
 def wait_readable(fd: int, timeout: float | None) -> bool:
     """Block until ``fd`` is readable or ``timeout`` seconds pass; True if it is."""
-    poller = select.poll()
+    poller = Poller()
     poller.register(fd, READ)
-    return bool(poller.poll(None if timeout is None else math.ceil(max(timeout, 0) * 1e3)))
+    return bool(poller.wait(timeout))
