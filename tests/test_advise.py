@@ -446,7 +446,10 @@ def spins_21ms(x: int) -> int:
 )
 def test_work_holding_the_gil_is_timed_on_two_subinterpreters_once_each() -> None:
     found, items, values, errors = measure(
-        spins_21ms, CallMode.ONE, InputSource(range(40)), interpreters=PoolSpec("interpreter", 2)
+        spins_21ms,
+        CallMode.ONE,
+        InputSource(range(40)),
+        interpreters=PoolSpec(backend="interpreter", workers=2),
     )
     assert found.interpreter_items >= 4
     assert found.interpreter_speedup is not None and found.interpreter_start_seconds >= 0

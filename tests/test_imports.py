@@ -190,6 +190,7 @@ def test_a_worker_imports_none_of_the_parents_side() -> None:
         "multiprocessing",
         "socket",
         "selectors",
+        "typing",
     )
     parent_side = {
         "multiprocessing",  # for other start methods than the zygote
@@ -199,6 +200,7 @@ def test_a_worker_imports_none_of_the_parents_side() -> None:
         "ctypes",  # until the zygote sets its parent-death signal
         "socket",  # neither side: see unix_sockets.py
         "selectors",  # nor this: poller.py
+        "typing",  # nor this, though type checkers read it (see below)
         "workpool._options",
         "workpool.advise",
         "workpool.oneshot",
@@ -217,19 +219,37 @@ def test_a_plain_process_map_loads_no_executor_no_logging_no_socket_no_selectors
     # would pay, for errors (BrokenPool, CancelledError) that a map nothing cancels and
     # nothing breaks never makes (errors.py makes them on first use). The socket and
     # selectors modules cost milliseconds at import, for nothing the engine needs of
-    # them (unix_sockets.py, poller.py).
+    # them (unix_sockets.py, poller.py). So does typing: the engine's modules import
+    # it only for type checkers (``TYPE_CHECKING = False``, which they read as true).
     statement = (
         "import workpool\n"
         "def square(x):\n"
         "    return x * x\n"
         "assert workpool.map(square, range(8), backend='process', workers=2)[3] == 9\n"
     )
-    unwanted = {"concurrent.futures", "logging", "socket", "selectors"}
+    unwanted = {"concurrent.futures", "logging", "socket", "selectors", "typing"}
     if not _platform.FORK_ZYGOTE:  # the zygote is exec'd, by subprocess, which needs selectors
         unwanted.remove("selectors")
     loaded = loaded_after(statement, *unwanted)
     assert "workpool.backends.process.supervisor" in loaded
     assert not unwanted & loaded
+
+
+def test_maps_on_threads_and_inline_and_a_pool_load_no_typing() -> None:
+    statement = (
+        "import workpool\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "for backend in ('serial', 'thread', 'process'):\n"
+        "    assert list(workpool.imap(square, range(8), backend=backend))[3] == 9\n"
+        "    assert workpool.starmap(pow, [(2, 3)], backend=backend) == [8]\n"
+        "with workpool.Pool(2) as pool:\n"
+        "    assert pool.submit(square, 3).result() == 9\n"
+        "    assert list(pool.map(square, range(4))) == [0, 1, 4, 9]\n"
+    )
+    loaded = loaded_after(statement, "typing")
+    assert {"workpool.backends.thread", "workpool.backends.serial", "workpool.pool"} <= loaded
+    assert "typing" not in loaded
 
 
 def test_a_checkpointed_map_and_its_resume_load_no_executor_and_no_logging(

@@ -171,11 +171,27 @@ def test_pool_takes_the_pool_options_and_the_pool_wide_call_options() -> None:
             assert default == expected, option.name
 
 
-def test_the_specs_hold_every_option_of_their_kind() -> None:
-    assert _options.PoolSpec._fields == _options.option_names(_options.POOL)
-    assert _options.RunOptions._fields == _options.option_names(
-        _options.CALL, _options.EXECUTOR_MAP
+@pytest.mark.parametrize("record", [_options.PoolSpec, _options.RunOptions])
+def test_the_specs_declare_a_type_for_every_option_of_their_kind(record: type) -> None:
+    # The table decides what a spec holds; its annotations are what type checkers see.
+    assert tuple(record.__annotations__) == record.__slots__
+    assert record.__slots__ == (
+        _options.option_names(_options.POOL)
+        if record is _options.PoolSpec
+        else _options.option_names(_options.CALL, _options.EXECUTOR_MAP)
     )
+
+
+def test_a_spec_is_a_value_that_cannot_change_in_place() -> None:
+    spec = _options.pool_spec({"backend": "process", "workers": 2})
+    assert spec == _options.PoolSpec(backend="process", workers=2)
+    assert spec != spec.replace(workers=3)
+    assert spec.replace(workers=3).workers == 3 and spec.workers == 2
+    assert "workers=2" in repr(spec)
+    with pytest.raises(AttributeError, match="read-only"):
+        spec.workers = 5
+    with pytest.raises(TypeError, match="no option 'wrokers'"):
+        _options.PoolSpec(backend="process", wrokers=2)
 
 
 @pytest.mark.parametrize("backend", ["serial", "thread", "process", "auto"])

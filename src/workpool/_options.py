@@ -18,17 +18,21 @@ Each check raises at once with a message that says what was given and what is
 accepted, so a bad argument never reaches a worker thread or process.
 """
 
-# No `from __future__ import annotations` here: the NamedTuples below would then
-# compile each field's annotation string when the module is imported.
+from __future__ import annotations
 
 import numbers
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, NamedTuple
 
 from workpool._cpus import usable_cpus
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    V = TypeVar("V", bound="_Values")
 
 __all__ = [
     "BACKENDS",
@@ -268,8 +272,8 @@ def _file_path(name: str, value: object) -> str | None:
 # --- the table ----------------------------------------------------------------------------
 
 
-class Option(NamedTuple):
-    """One user option.
+class Option:
+    """One user option (a row of the table).
 
     ``check(name, value)`` returns the value to use or raises ``TypeError`` /
     ``ValueError``. ``where`` is ``POOL``, ``CALL`` or ``EXECUTOR_MAP``. ``backends``
@@ -278,12 +282,27 @@ class Option(NamedTuple):
     that ``Pool(...)`` also takes, as the default for every call on the pool.
     """
 
-    name: str
-    default: Any
-    check: Callable[[str, Any], Any]
-    where: str
-    backends: tuple[str, ...] = ()
-    pool_wide: bool = False
+    __slots__ = ("backends", "check", "default", "name", "pool_wide", "where")
+
+    def __init__(
+        self,
+        name: str,
+        default: Any,
+        check: Callable[[str, Any], Any],
+        where: str,
+        *,
+        backends: tuple[str, ...] = (),
+        pool_wide: bool = False,
+    ) -> None:
+        self.name = name
+        self.default = default
+        self.check = check
+        self.where = where
+        self.backends = backends
+        self.pool_wide = pool_wide
+
+    def __repr__(self) -> str:
+        return f"Option({self.name!r}, where={self.where!r})"
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -320,21 +339,59 @@ def option_names(*where: str, pool_wide: bool = False) -> tuple[str, ...]:
     return tuple(o.name for o in OPTIONS if o.where in where or (pool_wide and o.pool_wide))
 
 
-class PoolSpec(NamedTuple):
+_DEFAULTS = {o.name: o.default for o in OPTIONS}
+
+
+class _Values:
+    """Checked option values, an attribute per row of the table; equal when all are equal.
+
+    A subclass names its rows in ``__slots__`` (so the table decides what it holds) and
+    annotates each with its type. A row not given takes the table's default.
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def __init__(self, **values: Any) -> None:
+        unknown = values.keys() - set(self.__slots__)
+        if unknown:
+            raise TypeError(f"{type(self).__name__} has no option {sorted(unknown)[0]!r}")
+        for name in self.__slots__:
+            object.__setattr__(self, name, values.get(name, _DEFAULTS[name]))
+
+    def replace(self: V, **changes: Any) -> V:
+        """A copy with the values in ``changes`` in place of this one's."""
+        return type(self)(**{name: getattr(self, name) for name in self.__slots__} | changes)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is read-only; use .replace({name}=...)")
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
+
+    def __repr__(self) -> str:
+        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({values})"
+
+
+class PoolSpec(_Values):
     """What a pool is made of (the ``POOL`` rows), validated and resolved."""
 
+    __slots__ = option_names(POOL)
     backend: str
-    workers: int
-    initializer: Callable[..., object] | None = None
-    initargs: tuple[Any, ...] = ()
-    max_tasks_per_worker: int | None = None
-    start_method: str | None = None
-    address: Any = None
+    workers: int  # pool_spec resolves the table's None
+    initializer: Callable[..., object] | None
+    initargs: tuple[Any, ...]
+    max_tasks_per_worker: int | None
+    start_method: str | None
+    address: Any
 
 
-class RunOptions(NamedTuple):
+class RunOptions(_Values):
     """How one map/imap/starmap call runs (the other rows), validated."""
 
+    __slots__ = option_names(CALL, EXECUTOR_MAP)
     chunksize: int | None
     ordered: bool
     task_timeout: float | None
@@ -438,7 +495,7 @@ def run_options(
     if defaults is not None:
         given = {
             name: getattr(defaults, name) if given.get(name, UNSET) is UNSET else given[name]
-            for name in RunOptions._fields
+            for name in RunOptions.__slots__
         }
     values = _checked(_RUN_OPTIONS, given, backend)
     checkpoint, trace = values["checkpoint"], values["trace"]
@@ -459,8 +516,9 @@ def resolve_auto(spec: PoolSpec, backend: str, workers: int) -> PoolSpec:
 
     Options kept for a backend that was not chosen go back to their defaults.
     """
-    resolved = spec._replace(backend=backend, workers=workers)
-    for option in _POOL_OPTIONS:
-        if option.backends and backend not in option.backends:
-            resolved = resolved._replace(**{option.name: option.default})
-    return resolved
+    kept_apart = {
+        option.name: option.default
+        for option in _POOL_OPTIONS
+        if option.backends and backend not in option.backends
+    }
+    return spec.replace(backend=backend, workers=workers, **kept_apart)

@@ -33,12 +33,13 @@ from workpool import _platform
 from workpool._cpus import usable_cpus
 from workpool._options import PoolSpec, check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
-from workpool.inputs import InputSource, ItemSource
+from workpool.inputs import InputSource
 from workpool.serialize import dumps_data, dumps_function
 from workpool.tasks import CallMode, call_items
 
 if TYPE_CHECKING:
     from workpool.backends.base import Backend
+    from workpool.inputs import ItemSource
     from workpool.interpreter_trial import Trial
 
 __all__ = ["Advice", "Measurement", "advise", "can_ship", "decide", "decide_for", "measure"]
@@ -872,7 +873,11 @@ def advise(
         total = len(sample)  # type: ignore[arg-type]
     mode = CallMode.STAR if star else CallMode.ONE
     found, items, values, errors = measure(
-        fn, mode, InputSource(sample), budget=budget, interpreters=PoolSpec("interpreter", 2)
+        fn,
+        mode,
+        InputSource(sample),
+        budget=budget,
+        interpreters=PoolSpec(backend="interpreter", workers=2),
     )
     if not values:
         raise ValueError("sample is empty: there is nothing to measure")

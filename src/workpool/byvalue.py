@@ -50,13 +50,20 @@ import pickle
 import sys
 import types
 from collections.abc import Callable
-from typing import Any
 
-__all__ = ["ConsultsFirst", "NeedsCloudpickle", "Reducer", "dumps_by_value", "global_names"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
-# A pickler's reducer_override to consult first (for objects pickled another way, as
-# the sharing of large arrays does): a reduction, or NotImplemented.
-Reducer = Callable[[Any], Any]
+    # A pickler's reducer_override to consult first (for objects pickled another way, as
+    # the sharing of large arrays does): a reduction, or NotImplemented.
+    Reducer = Callable[[Any], Any]
+
+    # What moves where, for one class of a class's MRO: its index there, the namespace
+    # its methods move into, their names, and the fingerprints of the globals they read.
+    _Move = tuple[int, dict[str, Any], list[str], dict[str, bytes | None]]
+
+__all__ = ["ConsultsFirst", "NeedsCloudpickle", "dumps_by_value", "global_names"]
 
 
 class ConsultsFirst:
@@ -219,11 +226,6 @@ def _functions_in(attribute: Any) -> list[Any]:
     if type(attribute) is property:
         return [f for f in (attribute.fget, attribute.fset, attribute.fdel) if f is not None]
     return [attribute] if type(attribute) is types.FunctionType else []
-
-
-# What moves where, for one class of a class's MRO: its index there, the namespace its
-# methods move into, their names, and the fingerprints of the globals they read.
-_Move = tuple[int, dict[str, Any], list[str], dict[str, "bytes | None"]]
 
 
 def _class_in_namespace(data: bytes, moves: list[_Move]) -> type:

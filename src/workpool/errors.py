@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "BrokenPool",
@@ -48,8 +47,10 @@ _BROKEN_POOL_DOC = (
     "The pool cannot go on, for instance because the initializer fails in every worker."
 )
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import concurrent.futures
+    from typing import Any
 
     class BrokenPool(WorkpoolError, concurrent.futures.BrokenExecutor):
         __doc__ = _BROKEN_POOL_DOC

@@ -28,38 +28,44 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Generic, Literal, TypeVar
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Literal
+
+    Moment = Literal["threads", "atexit"]
 
 __all__ = ["ATEXIT", "THREADS", "ExitList"]
 
-Moment = Literal["threads", "atexit"]
 THREADS: Moment = "threads"
 ATEXIT: Moment = "atexit"
 
-Member = TypeVar("Member")
 
+class ExitList:
+    """Objects that ``hook`` is called with at exit, if they are still alive then.
 
-class ExitList(Generic[Member]):
-    """Objects that ``hook`` is called with at exit, if they are still alive then."""
+    What the members are is for the hook's signature to say: the class is not generic,
+    as that would load ``typing`` with the engine.
+    """
 
-    def __init__(self, hook: Callable[[list[Member]], None], moment: Moment) -> None:
+    def __init__(self, hook: Callable[[list[Any]], None], moment: Moment) -> None:
         self._hook = hook
         self._moment = moment
-        self._members: weakref.WeakSet[Member] = weakref.WeakSet()
+        self._members: weakref.WeakSet[Any] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._registered = False
         _every_list.append(self)
 
-    def add(self, member: Member) -> None:
+    def add(self, member: object) -> None:
         with self._lock:
             self._members.add(member)
             if not self._registered:
                 self._register()
 
-    def discard(self, member: Member) -> None:
+    def discard(self, member: object) -> None:
         self._members.discard(member)
 
-    def members(self) -> list[Member]:
+    def members(self) -> list[Any]:
         """The members still alive, now."""
         with self._lock:
             return list(self._members)
@@ -91,7 +97,7 @@ class ExitList(Generic[Member]):
         self._lock = threading.Lock()  # another thread may have held it at the fork
 
 
-_every_list: list[ExitList[Any]] = []
+_every_list: list[ExitList] = []
 
 
 def _forget_in_child() -> None:

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, Protocol
 
 from workpool.tasks import CallMode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 __all__ = ["InputSource", "ItemSource", "prepare_inputs"]
 
 
-class ItemSource(Protocol):
-    """Anything that hands out a call's items in order, a few at a time."""
+if TYPE_CHECKING:
 
-    def take(self, count: int) -> Sequence[Any]:
-        """Up to ``count`` next items (fewer when there are no more, or none right here)."""
-        ...
+    class ItemSource(Protocol):
+        """Anything that hands out a call's items in order, a few at a time."""
+
+        def take(self, count: int) -> Sequence[Any]:
+            """Up to ``count`` next items (fewer when there are no more, or none right here)."""
+            ...
 
 
 _SLICEABLE = (range, list, tuple)

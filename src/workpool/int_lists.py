@@ -14,11 +14,16 @@ Only lists of exact ``int`` that all fit in 64 bits are packed, and only long on
 their types by staying out. Whatever reads the pickle needs nothing but this module.
 """
 
+from __future__ import annotations
+
 import array
 import struct
 import sys
 from collections.abc import Sequence
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["IntList", "int64_bytes", "ints_from", "little_endian_bytes", "pack"]
 
@@ -51,7 +56,7 @@ def int64_bytes(ints: Sequence[int]) -> bytes | None:
         return None
 
 
-def little_endian_bytes(numbers: "array.array[Any]") -> bytes:
+def little_endian_bytes(numbers: array.array[Any]) -> bytes:
     """The bytes of ``numbers`` in little-endian order, whatever the machine's."""
     if _BIG_ENDIAN:
         numbers = array.array(numbers.typecode, numbers)  # a copy: the caller's stays as is

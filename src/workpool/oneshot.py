@@ -7,7 +7,6 @@ import itertools
 import operator
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
 
 from workpool._cpus import usable_cpus
 from workpool._options import (
@@ -22,7 +21,7 @@ from workpool._options import (
 from workpool.backends import create_backend
 from workpool.clock import now_ns
 from workpool.errors import add_note
-from workpool.inputs import InputSource, ItemSource, prepare_inputs
+from workpool.inputs import InputSource, prepare_inputs
 from workpool.run import (
     MapRun,
     RetryPolicy,
@@ -33,6 +32,14 @@ from workpool.run import (
 )
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
+
+    T = TypeVar("T")
+
+    from workpool.inputs import ItemSource
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.backends.base import Backend
@@ -45,8 +52,6 @@ __all__ = ["imap", "map", "starmap"]
 # Where backend="auto" runs the items it measures, as timelines name it: the serial
 # backend's name for the same place, so that both share one track.
 INLINE = "the calling thread"
-
-T = TypeVar("T")
 
 
 class _OneShotCall:

@@ -32,4 +32,4 @@ def _close_everything(still_open: list[Generator[Any, None, None]]) -> None:
             continue
 
 
-_open: ExitList[Generator[Any, None, None]] = ExitList(_close_everything, ATEXIT)
+_open = ExitList(_close_everything, ATEXIT)

@@ -6,7 +6,6 @@ import concurrent.futures
 import os
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TypeVar
 
 from workpool._options import (
     BACKENDS,
@@ -24,9 +23,13 @@ from workpool.run import MapRun, RetryPolicy
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD, SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
-__all__ = ["Pool"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, TypeVar
 
-T = TypeVar("T")
+    T = TypeVar("T")
+
+__all__ = ["Pool"]
 
 
 class _FutureSink:

@@ -17,7 +17,6 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
 
 from workpool._options import RunOptions
 from workpool.backends.base import Backend, ShutDown
@@ -28,6 +27,10 @@ from workpool.inputs import InputSource
 from workpool.segments import numpy_if_array
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
     from workpool.checkpoint.session import CheckpointSession

@@ -28,11 +28,14 @@ import os
 import sys
 import threading
 import weakref
-from typing import Any, Protocol
 
 from workpool import _platform
 from workpool.anonymous import anonymous_file
 from workpool.fd_limit import make_room_for
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 __all__ = [
     "Frame",
@@ -52,12 +55,14 @@ __all__ = [
 ]
 
 
-class Frame(Protocol):
-    """A message being pickled with descriptors beside it (``sharing.py``)."""
+if TYPE_CHECKING:
 
-    def reference(self, segment: Segment) -> tuple[Any, ...]:
-        """What a segment pickles as inside the message: a reference to its descriptor."""
-        ...
+    class Frame(Protocol):
+        """A message being pickled with descriptors beside it (``sharing.py``)."""
+
+        def reference(self, segment: Segment) -> tuple[Any, ...]:
+            """What a segment pickles as inside the message: a reference to its descriptor."""
+            ...
 
 
 class _Sending(threading.local):

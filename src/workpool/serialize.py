@@ -20,9 +20,14 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
 
-from workpool.byvalue import ConsultsFirst, Reducer, dumps_by_value
+from workpool.byvalue import ConsultsFirst, dumps_by_value
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from workpool.byvalue import Reducer
 
 __all__ = [
     "FunctionRef",

@@ -41,7 +41,6 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
 
 from workpool.errors import SharedMemoryWarning, WorkpoolError, add_note
 from workpool.segments import (
@@ -55,6 +54,10 @@ from workpool.segments import (
     share,
 )
 from workpool.serialize import PROTOCOL, dumps_function, hooked_cloudpickler, names_main
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "DEFAULT_SHARE_THRESHOLD",

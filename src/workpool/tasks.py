@@ -11,9 +11,11 @@ import enum
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Protocol
+
     from workpool.timeline.recorder import Recorder
 
 __all__ = ["CallMode", "Chunk", "ResultBatch", "ResultSink", "arguments_of", "call_items"]
@@ -27,24 +29,26 @@ class CallMode(enum.IntEnum):
     CALL = 2  # fn(*item[0], **item[1])
 
 
-class ResultSink(Protocol):
-    """Who receives the results of a chunk."""
+if TYPE_CHECKING:
 
-    def claim(self, chunk: Chunk) -> bool:
-        """Called just before ``chunk`` starts; ``False`` means drop it unrun (cancelled).
+    class ResultSink(Protocol):
+        """Who receives the results of a chunk."""
 
-        A backend may call it holding its own lock: it must not block or submit.
-        """
-        ...
+        def claim(self, chunk: Chunk) -> bool:
+            """Called just before ``chunk`` starts; ``False`` means drop it unrun (cancelled).
 
-    def deliver(self, batch: ResultBatch) -> None:
-        """Receive a chunk's results; must not block long.
+            A backend may call it holding its own lock: it must not block or submit.
+            """
+            ...
 
-        Called from a backend's thread, or from the submitting thread itself (the serial
-        backend, or arguments that cannot be sent); never with a backend's lock held, so
-        it may submit again (retries).
-        """
-        ...
+        def deliver(self, batch: ResultBatch) -> None:
+            """Receive a chunk's results; must not block long.
+
+            Called from a backend's thread, or from the submitting thread itself (the serial
+            backend, or arguments that cannot be sent); never with a backend's lock held, so
+            it may submit again (retries).
+            """
+            ...
 
 
 class Chunk:

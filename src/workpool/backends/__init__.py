@@ -9,11 +9,13 @@ and the parent's side.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from workpool._options import PoolSpec
     from workpool.backends.base import Backend as Backend
     from workpool.timeline.recorder import Recorder

@@ -23,9 +23,12 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterable
-from typing import Protocol
 
 from workpool.exit_lists import ATEXIT, THREADS, ExitList
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
 
 __all__ = [
     "Endable",
@@ -36,22 +39,22 @@ __all__ = [
 ]
 
 
-class Finishable(Protocol):
-    def shutdown(self, *, wait: bool, cancel_pending: bool) -> None: ...
+if TYPE_CHECKING:
 
+    class Finishable(Protocol):
+        def shutdown(self, *, wait: bool, cancel_pending: bool) -> None: ...
 
-class OpenExecutor(Protocol):
-    def _shut_down_at_exit(self) -> None:
-        """Shut down without waiting, unless shut down already."""
+    class OpenExecutor(Protocol):
+        def _shut_down_at_exit(self) -> None:
+            """Shut down without waiting, unless shut down already."""
 
+    class Endable(Protocol):
+        @property
+        def shutting_down(self) -> bool:
+            """Whether ``shutdown`` was called: the pool finishes its work, then ends."""
 
-class Endable(Protocol):
-    @property
-    def shutting_down(self) -> bool:
-        """Whether ``shutdown`` was called: the pool finishes its work, then ends."""
-
-    def join(self) -> None: ...
-    def terminate(self) -> None: ...
+        def join(self) -> None: ...
+        def terminate(self) -> None: ...
 
 
 def end_all(live: Iterable[Endable]) -> None:
@@ -115,5 +118,5 @@ def _finish_everything(pools: list[Finishable]) -> None:
 # concurrent.futures' own hook runs among threading's too: before non-daemon threads are
 # joined and before any atexit hook, so that the backends' hooks (which may have been
 # registered earlier or later) all find these pools shut down.
-_open: ExitList[OpenExecutor] = ExitList(_shut_down_open_pools, THREADS)
-_finishing: ExitList[Finishable] = ExitList(_finish_everything, ATEXIT)
+_open = ExitList(_shut_down_open_pools, THREADS)
+_finishing = ExitList(_finish_everything, ATEXIT)

@@ -8,15 +8,18 @@ It also holds the one rule for a failing initializer, which every engine follows
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
 from workpool.chunking import MAX_CHUNK_ITEMS
 from workpool.clock import now_ns
-from workpool.tasks import Chunk, ResultBatch, ResultSink
+from workpool.tasks import Chunk, ResultBatch
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import ClassVar
+
     from workpool.errors import BrokenPool
+    from workpool.tasks import ResultSink
     from workpool.timeline.recorder import Recorder
 
 __all__ = ["Backend", "InitializerFailed", "ShutDown", "broken_by_initializer", "deliver"]

@@ -7,8 +7,6 @@ to be worth shipping anywhere.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend, ShutDown, broken_by_initializer
 from workpool.chunking import PROCESS_CHUNK_SECONDS
@@ -16,7 +14,10 @@ from workpool.clock import now_ns
 from workpool.errors import TaskTimeout
 from workpool.tasks import Chunk, ResultBatch, call_items
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from workpool.errors import BrokenPool  # made on first use (errors.py)
     from workpool.timeline.recorder import Recorder
 

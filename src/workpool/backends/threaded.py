@@ -43,7 +43,6 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import CancelledError
-from typing import TYPE_CHECKING, ClassVar
 
 from workpool._options import PoolSpec
 from workpool.backends import at_exit
@@ -59,7 +58,10 @@ from workpool.clock import now_ns
 from workpool.errors import BrokenPool, add_note, one_for_each_call
 from workpool.tasks import Chunk, ResultBatch
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import ClassVar
+
     from workpool.timeline.recorder import Recorder
 
 __all__ = ["ThreadedBackend", "WorkerContext"]

@@ -74,10 +74,11 @@ from workpool.clock import now_ns
 from workpool.errors import BrokenPool, WorkerCrashed, add_note
 from workpool.exit_lists import THREADS, ExitList
 from workpool.serialize import FunctionRegistry, dumps_function, unpicklable_reason
-from workpool.tasks import Chunk, ResultBatch, ResultSink
+from workpool.tasks import Chunk, ResultBatch
 
 if TYPE_CHECKING:
     from workpool.backends.dask.tracing import NodeClocks
+    from workpool.tasks import ResultSink
     from workpool.timeline.recorder import Recorder
 
 __all__ = ["DaskBackend"]
@@ -728,4 +729,4 @@ def _end_at_exit(backends: list[DaskBackend]) -> None:
 # has ended, before the ``atexit`` hooks run: a pool shut down without waiting could then
 # not finish its work. So the hook runs among ``threading``'s, where ``concurrent.futures``
 # registers its own: registered after it, it runs before it.
-_live_backends: ExitList[DaskBackend] = ExitList(_end_at_exit, THREADS)
+_live_backends = ExitList(_end_at_exit, THREADS)

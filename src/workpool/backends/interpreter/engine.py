@@ -98,7 +98,7 @@ def _finish_before_exit(backends: list[InterpreterBackend]) -> None:
             thread.join()
 
 
-_live_backends: ExitList[InterpreterBackend] = ExitList(_finish_before_exit, ATEXIT)
+_live_backends = ExitList(_finish_before_exit, ATEXIT)
 
 
 class InterpreterBackend(ThreadedBackend):

@@ -7,9 +7,11 @@ worker-side modules only, and need not pay for the parent's side (``engine.py``)
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from workpool.backends.process.engine import ProcessBackend as ProcessBackend
     from workpool.backends.process.launch import default_start_method as default_start_method
 

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend
@@ -70,7 +69,10 @@ from workpool.serialize import (
 from workpool.sharing import TooManySegments, dumps_function_sharing
 from workpool.tasks import Chunk, ResultBatch
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from workpool.timeline.recorder import Recorder
 
 __all__ = ["ProcessBackend"]

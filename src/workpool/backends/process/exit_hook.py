@@ -19,8 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from workpool.backends.at_exit import Endable, end_all
+from workpool.backends.at_exit import end_all
 from workpool.exit_lists import ATEXIT, ExitList
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from workpool.backends.at_exit import Endable
 
 __all__ = ["afterwards", "forget", "run_before_multiprocessing", "track"]
 
@@ -55,5 +59,5 @@ def run_before_multiprocessing() -> None:
     _live.register_now()
 
 
-_live: ExitList[Endable] = ExitList(_terminate_everything, ATEXIT)
+_live = ExitList(_terminate_everything, ATEXIT)
 _live.register_now()  # the zygote's end (``afterwards``) is due even if no pool started

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import signal
 from collections import OrderedDict, deque
-from typing import Protocol
 
 from workpool.backends.process.framing import FrameReader, FrameWriter
 from workpool.backends.process.lifeline import RECHECK_FIRST
 from workpool.backends.process.unix_sockets import Socket
 from workpool.backends.process.wire import WireChunk
 from workpool.clock import now_ns
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
 
 __all__ = ["TRACE_GROUP", "KillReason", "WorkerHandle", "WorkerProcess", "describe_exit"]
 
@@ -21,25 +24,31 @@ FUNCTION_CACHE_SIZE = 64
 TRACE_GROUP = "worker processes"
 
 
-class WorkerProcess(Protocol):
-    """A worker process as the supervisor sees it, however it was started (``launch.py``)."""
+if TYPE_CHECKING:
 
-    pid: int
-    #: Readable once the process has ended; watched by the supervisor.
-    ended_fd: int
-    #: True when ``ended_fd`` is a pipe that another process may keep open: the
-    #: supervisor then also asks ``exitcode`` (a waitpid), on a timer (``lifeline.py``).
-    needs_polling: bool
+    class WorkerProcess(Protocol):
+        """A worker process as the supervisor sees it, however it was started (``launch.py``)."""
 
-    @property
-    def exitcode(self) -> int | None:
-        """How the process ended (negative: by that signal); None while unknown. Never blocks."""
+        pid: int
+        #: Readable once the process has ended; watched by the supervisor.
+        ended_fd: int
+        #: True when ``ended_fd`` is a pipe that another process may keep open: the
+        #: supervisor then also asks ``exitcode`` (a waitpid), on a timer (``lifeline.py``).
+        needs_polling: bool
 
-    def kill(self) -> None: ...
-    def join(self, timeout: float | None = None) -> None:
-        """Wait up to ``timeout`` seconds for the process to end and its exit code to be known."""
+        @property
+        def exitcode(self) -> int | None:
+            """How the process ended (negative: by that signal); None while unknown.
 
-    def close(self) -> None: ...
+            Never blocks.
+            """
+
+        def kill(self) -> None: ...
+        def join(self, timeout: float | None = None) -> None:
+            """Wait up to ``timeout`` seconds for the process to end and its exit code to be
+            known."""
+
+        def close(self) -> None: ...
 
 
 class KillReason:

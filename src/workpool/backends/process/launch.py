@@ -17,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Any, Protocol
 
 from workpool.backends.process import exit_hook, lifeline, parent_watch
-from workpool.backends.process.handle import WorkerProcess
 from workpool.backends.process.poller import wait_readable
 from workpool.backends.process.preload import main_imports
 from workpool.backends.process.slots import SharedSlots
@@ -28,17 +26,25 @@ from workpool.backends.process.unix_sockets import Socket
 from workpool.backends.process.worker import worker_main
 from workpool.backends.process.zygote import Zygote, get_zygote
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Protocol
+
+    from workpool.backends.process.handle import WorkerProcess
+
 __all__ = ["ChildProcess", "Launcher", "default_start_method", "make_launcher"]
 
 # exec_launch.py's method; that module (and subprocess) loads only when a pool uses it.
 EXEC_METHOD = "exec"
 
 
-class Launcher(Protocol):
-    #: How workers start, in words for error messages and reports.
-    method: str
+if TYPE_CHECKING:
 
-    def start(self, sock: Socket, slots: SharedSlots, slot: int) -> WorkerProcess: ...
+    class Launcher(Protocol):
+        #: How workers start, in words for error messages and reports.
+        method: str
+
+        def start(self, sock: Socket, slots: SharedSlots, slot: int) -> WorkerProcess: ...
 
 
 class MultiprocessingLauncher:

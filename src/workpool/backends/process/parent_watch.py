@@ -33,12 +33,15 @@ import os
 import select
 import threading
 import time
-from typing import Any
 
 from workpool import _platform
 from workpool.backends.process import prctl
 from workpool.backends.process.poller import wait_readable
 from workpool.backends.process.unix_sockets import Socket
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["WatchEnd", "read_end", "watch_parent"]
 

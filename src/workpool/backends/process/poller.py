@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import math
 import select
-from typing import Any
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["READ", "WRITE", "Poller", "wait_readable"]
 

@@ -41,7 +41,6 @@ from __future__ import annotations
 import pickle
 import struct
 from collections.abc import Sequence
-from typing import Any
 
 from workpool.clock import now_ns
 from workpool.errors import add_note
@@ -50,6 +49,10 @@ from workpool.remote_errors import PackedError, pack_error
 from workpool.serialize import PROTOCOL, dumps_data
 from workpool.sharing import SharingContext, TooManySegments, dumps_sharing, loads_sharing
 from workpool.tasks import CallMode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = [
     "SLOT_FIELDS",

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import mmap
 import os
-from typing import Any
 
 from workpool.anonymous import anonymous_file
 from workpool.backends.process.protocol import SLOT_FIELDS
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["SharedSlots"]
 

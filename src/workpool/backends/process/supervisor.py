@@ -29,7 +29,6 @@ from workpool.backends.process.handle import (
     WorkerHandle,
     describe_exit,
 )
-from workpool.backends.process.launch import Launcher
 from workpool.backends.process.poller import READ, WRITE, Poller
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.wire import WireChunk
@@ -46,6 +45,10 @@ from workpool.errors import (
 from workpool.remote_errors import unpack_error
 from workpool.sharing import dumps_function_sharing
 from workpool.tasks import ResultBatch
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from workpool.backends.process.launch import Launcher
 
 __all__ = ["Supervisor"]
 

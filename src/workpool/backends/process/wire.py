@@ -9,11 +9,13 @@ the chunk's number on the wire. ``WireChunk`` holds these beside the chunk.
 
 from __future__ import annotations
 
-from typing import Any
-
 from workpool.serialize import FunctionRef
 from workpool.sharing import dumps_sharing
 from workpool.tasks import Chunk
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["WireChunk"]
 

@@ -13,7 +13,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
 
 from workpool.backends.process import prctl, protocol
 from workpool.backends.process.framing import FrameReader, send_frame
@@ -24,6 +23,10 @@ from workpool.clock import now_ns
 from workpool.remote_errors import PackedError, pack_error
 from workpool.sharing import SharingContext, explain_read_only, loads_sharing
 from workpool.tasks import arguments_of, call_items
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["worker_main"]
 

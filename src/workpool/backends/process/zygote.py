@@ -48,15 +48,16 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
 from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl, unix_sockets
 from workpool.backends.process.poller import READ, Poller, wait_readable
 from workpool.backends.process.unix_sockets import Socket
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import subprocess
+    from typing import Any
 
 __all__ = ["ZygoteWorker", "get_zygote", "start_early"]
 
