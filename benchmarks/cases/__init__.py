@@ -27,6 +27,7 @@ from benchmarks.cases import (
     tiny_imap,
     tiny_map,
     trace_overhead,
+    whole_script,
 )
 from benchmarks.spec import Workload
 
@@ -39,6 +40,7 @@ WORKLOADS: tuple[Workload, ...] = (
     skewed_tasks.WORKLOAD,
     roundtrip.WORKLOAD,
     cold_start.WORKLOAD,
+    whole_script.WORKLOAD,
     io_threads.WORKLOAD,
     big_array.WORKLOAD,
     big_result.WORKLOAD,
