@@ -283,3 +283,21 @@ def fails_when_released(directory: str) -> None:
     while not (folder / "release").exists() and time.monotonic() < deadline:
         time.sleep(0.005)
     raise RuntimeError("initializer says no")
+
+
+class SlowToLoad:
+    """Squares its argument; unpickling it takes ``seconds`` (a function slow to load)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def __call__(self, x: int) -> int:
+        return x * x
+
+    def __reduce__(self) -> tuple[Any, tuple[float]]:
+        return _load_slowly, (self.seconds,)
+
+
+def _load_slowly(seconds: float) -> SlowToLoad:
+    time.sleep(seconds)
+    return SlowToLoad(seconds)

@@ -19,9 +19,9 @@ import pytest
 import workpool
 from conftest import FORK_WARNING, START_METHODS, wait_for
 from faults import sleep_then_pid
-from helpers import first_worker_waits, hold, square
+from helpers import SlowToLoad, first_worker_waits, hold, square
 from workpool import _platform
-from workpool.chunking import ChunkTimes
+from workpool.chunking import ChunkSizer, ChunkTimes
 
 _unpickled_here: list[int] = []
 
@@ -362,6 +362,28 @@ def test_when_work_is_sent_ahead_of_a_busy_worker() -> None:
     assert long_even.send_ahead  # ... and were even
     long_even.add(1.0)
     assert not long_even.send_ahead  # one far longer than the rest: not now
+
+
+def test_loading_the_function_is_not_counted_as_running_the_first_items(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A worker loads a function once, with its first chunk. Counted as that chunk's run
+    # time, it made each of its items look as slow as the load, and chunks of tiny items
+    # grew slowly from there.
+    observed: list[tuple[int, float]] = []
+    observe = ChunkSizer.observe
+
+    def spy(self: ChunkSizer, items: int, seconds: float) -> None:
+        observed.append((items, seconds))
+        observe(self, items, seconds)
+
+    monkeypatch.setattr(ChunkSizer, "observe", spy)
+    assert workpool.map(SlowToLoad(0.5), range(20), backend="process", workers=1) == [
+        x * x for x in range(20)
+    ]
+    assert observed
+    items, seconds = observed[0]
+    assert seconds / items < 0.25, observed
 
 
 def test_a_pool_runs_more_functions_than_a_worker_keeps() -> None:

@@ -42,7 +42,6 @@ Other functions that cloudpickle carries do not share a namespace this way.
 from __future__ import annotations
 
 import builtins
-import importlib
 import io
 import marshal
 import os
@@ -323,6 +322,8 @@ class _FunctionsByValue(pickle.Pickler):
         if isinstance(obj, types.ModuleType):
             if obj.__name__ == "__main__" or obj.__name__ not in sys.modules:
                 raise NeedsCloudpickle(f"module {obj.__name__!r} cannot be imported by name")
+            import importlib  # here: what reads the pickle imports it, to find the module
+
             return importlib.import_module, (obj.__name__,)
         if isinstance(obj, type) and not _importable(obj):
             return self._reduce_class(obj)

@@ -6,7 +6,7 @@ worker-side modules only, and need not pay for the parent's side (``engine.py``)
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,4 +24,6 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+    module = f"{__name__}.{home}"
+    __import__(module)  # not importlib.import_module: importlib is one more import
+    return getattr(sys.modules[module], name)

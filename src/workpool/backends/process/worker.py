@@ -161,7 +161,11 @@ def _serve(
         else:
             fn = functions[order.fn_id]
             if isinstance(fn, tuple):
+                loading = time.perf_counter()
                 fn = functions[order.fn_id] = _load_function(*fn)
+                # Once per worker, not per item: counted in, it made a first chunk of
+                # tiny items look a thousand times slower, and their chunks grow slowly.
+                started += time.perf_counter() - loading
             if order.timed:
                 run = now_ns()
             values, errors = _run_chunk(fn, order, items, slot)

@@ -39,7 +39,6 @@ in the parent, is the worker's sentinel and carries its exit code.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import pickle
 import signal
@@ -406,7 +405,7 @@ def _preload(modules: list[str], sys_path: list[str], cwd: str) -> None:
         os.chdir(cwd)
     for name in wanted:
         try:
-            importlib.import_module(name)
+            __import__(name)
         except BaseException:  # the worker will say what fails, if it needs it
             _unimportable.add(name)
 
