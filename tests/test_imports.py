@@ -235,11 +235,13 @@ def test_a_plain_process_map_loads_no_executor_no_logging_no_socket_no_selectors
     assert not unwanted & loaded
 
 
-def test_maps_on_threads_and_inline_and_a_pool_load_no_typing() -> None:
+def test_maps_on_any_backend_auto_advise_and_a_pool_load_no_typing() -> None:
     statement = (
         "import workpool\n"
         "def square(x):\n"
         "    return x * x\n"
+        "assert workpool.map(square, range(2000))[-1] == 1999 ** 2\n"
+        "assert workpool.advise(square, range(100)).workers >= 1\n"
         "for backend in ('serial', 'thread', 'process'):\n"
         "    assert list(workpool.imap(square, range(8), backend=backend))[3] == 9\n"
         "    assert workpool.starmap(pow, [(2, 3)], backend=backend) == [8]\n"
@@ -248,7 +250,7 @@ def test_maps_on_threads_and_inline_and_a_pool_load_no_typing() -> None:
         "    assert list(pool.map(square, range(4))) == [0, 1, 4, 9]\n"
     )
     loaded = loaded_after(statement, "typing")
-    assert {"workpool.backends.thread", "workpool.backends.serial", "workpool.pool"} <= loaded
+    assert {"workpool.advise", "workpool.backends.thread", "workpool.pool"} <= loaded
     assert "typing" not in loaded
 
 

@@ -190,7 +190,7 @@ def test_a_spec_is_a_value_that_cannot_change_in_place() -> None:
     assert "workers=2" in repr(spec)
     with pytest.raises(AttributeError, match="read-only"):
         spec.workers = 5
-    with pytest.raises(TypeError, match="no option 'wrokers'"):
+    with pytest.raises(TypeError, match="no field 'wrokers'"):
         _options.PoolSpec(backend="process", wrokers=2)
 
 

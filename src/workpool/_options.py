@@ -26,13 +26,12 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 
 from workpool._cpus import usable_cpus
+from workpool.records import Record
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, TypeVar
-
-    V = TypeVar("V", bound="_Values")
+    from typing import Any
 
 __all__ = [
     "BACKENDS",
@@ -339,48 +338,19 @@ def option_names(*where: str, pool_wide: bool = False) -> tuple[str, ...]:
     return tuple(o.name for o in OPTIONS if o.where in where or (pool_wide and o.pool_wide))
 
 
-_DEFAULTS = {o.name: o.default for o in OPTIONS}
+class PoolSpec(
+    Record,
+    defaults={o.name: o.default for o in OPTIONS if o.where == POOL and o.name != "workers"},
+):
+    """What a pool is made of (the ``POOL`` rows), validated and resolved.
 
-
-class _Values:
-    """Checked option values, an attribute per row of the table; equal when all are equal.
-
-    A subclass names its rows in ``__slots__`` (so the table decides what it holds) and
-    annotates each with its type. A row not given takes the table's default.
+    Its fields are the table's rows; one left out takes the table's default, except
+    ``workers``, which is always resolved (``pool_spec``).
     """
-
-    __slots__: tuple[str, ...] = ()
-
-    def __init__(self, **values: Any) -> None:
-        unknown = values.keys() - set(self.__slots__)
-        if unknown:
-            raise TypeError(f"{type(self).__name__} has no option {sorted(unknown)[0]!r}")
-        for name in self.__slots__:
-            object.__setattr__(self, name, values.get(name, _DEFAULTS[name]))
-
-    def replace(self: V, **changes: Any) -> V:
-        """A copy with the values in ``changes`` in place of this one's."""
-        return type(self)(**{name: getattr(self, name) for name in self.__slots__} | changes)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"{type(self).__name__} is read-only; use .replace({name}=...)")
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not type(self):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({values})"
-
-
-class PoolSpec(_Values):
-    """What a pool is made of (the ``POOL`` rows), validated and resolved."""
 
     __slots__ = option_names(POOL)
     backend: str
-    workers: int  # pool_spec resolves the table's None
+    workers: int
     initializer: Callable[..., object] | None
     initargs: tuple[Any, ...]
     max_tasks_per_worker: int | None
@@ -388,7 +358,7 @@ class PoolSpec(_Values):
     address: Any
 
 
-class RunOptions(_Values):
+class RunOptions(Record, defaults={o.name: o.default for o in OPTIONS if o.where != POOL}):
     """How one map/imap/starmap call runs (the other rows), validated."""
 
     __slots__ = option_names(CALL, EXECUTOR_MAP)

@@ -27,17 +27,20 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool import _platform
 from workpool._cpus import usable_cpus
 from workpool._options import PoolSpec, check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
 from workpool.inputs import InputSource
+from workpool.records import Record
 from workpool.serialize import dumps_data, dumps_function
 from workpool.tasks import CallMode, call_items
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from workpool.backends.base import Backend
     from workpool.inputs import ItemSource
     from workpool.interpreter_trial import Trial
@@ -81,8 +84,33 @@ def _gil_enabled() -> bool:
     return True if check is None else bool(check())
 
 
-class Measurement(NamedTuple):
+class Measurement(
+    Record,
+    defaults={
+        "gil_enabled": True,
+        "interpreter_items": 0,
+        "interpreter_speedup": None,
+        "interpreter_start_seconds": 0.0,
+        "interpreter_parallelism": None,
+    },
+):
     """What was measured about a function: the inputs to ``decide``."""
+
+    __slots__ = (
+        "cpu_fraction",
+        "gil_enabled",
+        "interpreter_items",
+        "interpreter_parallelism",
+        "interpreter_speedup",
+        "interpreter_start_seconds",
+        "items",
+        "seconds_per_item",
+        "ship_bytes_per_item",
+        "ship_seconds_per_item",
+        "thread_items",
+        "thread_parallelism",
+        "thread_speedup",
+    )
 
     items: int  # items run inline
     seconds_per_item: float  # wall time of one item, inline
@@ -95,17 +123,18 @@ class Measurement(NamedTuple):
     thread_parallelism: float | None
     ship_seconds_per_item: float  # pickling an item and its result, both ways
     ship_bytes_per_item: float  # pickled size of an item plus its result
-    gil_enabled: bool = True
-    interpreter_items: int = 0  # items run on two subinterpreters
+    gil_enabled: bool
+    interpreter_items: int  # items run on two subinterpreters
     # items/s on two started subinterpreters / items/s inline (None: not timed, or failed)
-    interpreter_speedup: float | None = None
-    interpreter_start_seconds: float = 0.0  # starting two, beyond an item in each
-    interpreter_parallelism: float | None = None  # like thread_parallelism, meanwhile
+    interpreter_speedup: float | None
+    interpreter_start_seconds: float  # starting two, beyond an item in each
+    interpreter_parallelism: float | None  # like thread_parallelism, meanwhile
 
 
-class Advice(NamedTuple):
+class Advice(Record):
     """Which engine to use for a function, how many workers, and why."""
 
+    __slots__ = ("backend", "chunksize", "measurements", "reason", "workers")
     backend: str
     workers: int
     chunksize: int
@@ -299,7 +328,9 @@ def decide(
         "items_to_run": count,
         "estimated_seconds": estimates,
     }
-    return Advice(best, workers, chunksize, reason, measurements)
+    return Advice(
+        backend=best, workers=workers, chunksize=chunksize, reason=reason, measurements=measurements
+    )
 
 
 def can_ship(fn: Callable[..., Any], initializer: tuple[Any, ...] = ()) -> bool:
@@ -329,7 +360,7 @@ def decide_for(
     """
     advice = decide(found, remaining, interpreters_started=interpreters_started)
     if advice.backend in ("process", "interpreter") and not can_ship(fn, initializer):
-        unshippable = found._replace(ship_seconds_per_item=math.inf, ship_bytes_per_item=math.inf)
+        unshippable = found.replace(ship_seconds_per_item=math.inf, ship_bytes_per_item=math.inf)
         advice = decide(unshippable, remaining, interpreters_started=interpreters_started)
     return advice
 
@@ -570,9 +601,10 @@ class _Sample:
         self.items.extend(batch)
 
 
-class _Inline(NamedTuple):
+class _Inline(Record):
     """Phase 1's findings: the work run inline, in this thread."""
 
+    __slots__ = ("cpu", "goal", "items", "per_item", "queued", "wall")
     items: int  # items run (the warm-up item included)
     per_item: float  # wall seconds of one timed item, less its time queued for a CPU
     wall: float  # wall seconds from the first timed item to the last one's end
@@ -581,12 +613,13 @@ class _Inline(NamedTuple):
     goal: float  # the wall time the timed items were meant to fill
 
 
-class _TwoThreads(NamedTuple):
+class _TwoThreads(Record, defaults={"items": 0, "speedup": None, "parallelism": None}):
     """Phase 2's findings: the same work on two threads, if it was timed there."""
 
-    items: int = 0
-    speedup: float | None = None  # items/s on two threads / items/s inline
-    parallelism: float | None = None  # process CPU seconds per wall second meanwhile
+    __slots__ = ("items", "parallelism", "speedup")
+    items: int
+    speedup: float | None  # items/s on two threads / items/s inline
+    parallelism: float | None  # process CPU seconds per wall second meanwhile
 
 
 def _time_inline(
@@ -613,7 +646,7 @@ def _time_inline(
     deadline = time.perf_counter() + budget * 0.45
     first = inputs.take(1)
     if not first:
-        return _Inline(0, 0.0, 0.0, 0.0, 0.0, goal)
+        return _Inline(items=0, per_item=0.0, wall=0.0, cpu=0.0, queued=0.0, goal=goal)
     modules = len(sys.modules)
     warm_cpu, warm_queued, warm_started = time.thread_time(), _seconds_queued(), time.perf_counter()
     values, errors, warm = call_items(fn, mode, first)
@@ -655,12 +688,12 @@ def _time_inline(
         return _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
     cpu, queued = time.thread_time() - cpu_started, _seconds_queued() - queued_started
     return _Inline(
-        len(sample.values),
-        _unqueued(wall, queued, cpu) / timed,
-        time.perf_counter() - started,
-        cpu,
-        queued,
-        goal,
+        items=len(sample.values),
+        per_item=_unqueued(wall, queued, cpu) / timed,
+        wall=time.perf_counter() - started,
+        cpu=cpu,
+        queued=queued,
+        goal=goal,
     )
 
 
@@ -670,7 +703,12 @@ def _warm_up_alone(
     """Phase 1's findings when the warm-up item, ``warm`` seconds long, is the sample."""
     cpu, queued = time.thread_time() - cpu_started, _seconds_queued() - queued_started
     return _Inline(
-        1, _unqueued(warm, queued, cpu), time.perf_counter() - started, cpu, queued, goal
+        items=1,
+        per_item=_unqueued(warm, queued, cpu),
+        wall=time.perf_counter() - started,
+        cpu=cpu,
+        queued=queued,
+        goal=goal,
     )
 
 
@@ -754,8 +792,10 @@ def _time_on_two_threads(
     sample.add(batch, values, errors)
     running = wall - min(queued, wall * 0.9)
     if running <= 0:
-        return _TwoThreads(len(batch))
-    return _TwoThreads(len(batch), len(batch) * inline.per_item / running, cpu / wall)
+        return _TwoThreads(items=len(batch))
+    return _TwoThreads(
+        items=len(batch), speedup=len(batch) * inline.per_item / running, parallelism=cpu / wall
+    )
 
 
 def _run_on_two_threads(

@@ -23,12 +23,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool._options import BACKENDS, PoolSpec
+from workpool.records import Record
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from workpool.backends.base import Backend
 
 __all__ = ["AVAILABLE", "Trial", "time_interpreters"]
@@ -37,9 +40,10 @@ __all__ = ["AVAILABLE", "Trial", "time_interpreters"]
 AVAILABLE = "interpreter" in BACKENDS
 
 
-class Trial(NamedTuple):
+class Trial(Record):
     """What two subinterpreters did with the items they were given."""
 
+    __slots__ = ("items", "parallelism", "speedup", "start_seconds")
     items: int  # items run there (or, after a failure, here)
     speedup: float | None  # items/s on two started interpreters / items/s inline; None: unusable
     start_seconds: float  # starting two interpreters, beyond running an item in each
@@ -107,7 +111,11 @@ def time_interpreters(
         backend = create_backend(spec, fn)
     except Exception:  # the initializer cannot be pickled, say: not offered, run here
         values, errors, _ = call_items(fn, mode, items)
-        return Trial(len(items), None, 0.0, None), values, errors
+        return (
+            Trial(items=len(items), speedup=None, start_seconds=0.0, parallelism=None),
+            values,
+            errors,
+        )
     kept = False
     try:
         started = time.perf_counter()
@@ -127,7 +135,16 @@ def time_interpreters(
             speedup = (len(items) - 2) * per_item / wall if wall > 0 else None
             start_seconds = max(0.0, (warmed - started) - per_item)
             parallelism = cpu / wall if wall > 0 else None
-            return Trial(len(items), speedup, start_seconds, parallelism), values, errors
+            return (
+                Trial(
+                    items=len(items),
+                    speedup=speedup,
+                    start_seconds=start_seconds,
+                    parallelism=parallelism,
+                ),
+                values,
+                errors,
+            )
     except Exception as exc:  # the pool itself failed (an unpicklable function...): not offered
         values, errors = [None] * len(items), dict.fromkeys(range(len(items)), exc)
     finally:
@@ -141,4 +158,8 @@ def time_interpreters(
             errors[position] = again_errors[0]
         else:
             del errors[position]
-    return Trial(len(items), None, 0.0, None), values, errors
+    return (
+        Trial(items=len(items), speedup=None, start_seconds=0.0, parallelism=None),
+        values,
+        errors,
+    )
