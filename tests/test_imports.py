@@ -112,7 +112,7 @@ def test_the_import_graph_has_no_cycle() -> None:
     assert cycle is None, "modules import each other in a circle: " + " -> ".join(cycle or [])
 
 
-def test_every_module_imports_on_its_own() -> None:
+def test_every_module_imports_on_its_own_with_all_it_exports() -> None:
     # One interpreter, but each module imported with no workpool module loaded before.
     program = """
 import importlib, json, sys, traceback
@@ -121,9 +121,14 @@ for name in json.loads(sys.argv[1]):
     for loaded in [m for m in sys.modules if m == "workpool" or m.startswith("workpool.")]:
         del sys.modules[loaded]
     try:
-        importlib.import_module(name)
+        module = importlib.import_module(name)
     except Exception:
         failures[name] = traceback.format_exc()
+        continue
+    # What __all__ names must exist when the program runs, not only for type checkers.
+    absent = [n for n in getattr(module, "__all__", ()) if not hasattr(module, n)]
+    if absent:
+        failures[name] = f"__all__ names what is not there: {absent}"
 print(json.dumps(failures))
 """
     done = subprocess.run(

@@ -16,7 +16,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Protocol
 
-__all__ = ["InputSource", "ItemSource", "prepare_inputs"]
+__all__ = ["InputSource", "prepare_inputs"]
 
 
 if TYPE_CHECKING:

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
 __all__ = [
-    "Frame",
     "Segment",
     "find_segment",
     "holds_writable_share",

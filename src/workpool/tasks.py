@@ -18,7 +18,7 @@ if TYPE_CHECKING:
 
     from workpool.timeline.recorder import Recorder
 
-__all__ = ["CallMode", "Chunk", "ResultBatch", "ResultSink", "arguments_of", "call_items"]
+__all__ = ["CallMode", "Chunk", "ResultBatch", "arguments_of", "call_items"]
 
 
 class CallMode(enum.IntEnum):

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from typing import Protocol
 
 __all__ = [
-    "Endable",
     "end_all",
     "ended_by_ctrl_c",
     "finish_before_exit",

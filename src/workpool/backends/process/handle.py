@@ -15,7 +15,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Protocol
 
-__all__ = ["TRACE_GROUP", "KillReason", "WorkerHandle", "WorkerProcess", "describe_exit"]
+__all__ = ["TRACE_GROUP", "KillReason", "WorkerHandle", "describe_exit"]
 
 # Functions a worker keeps at once; the parent evicts the least recently used.
 FUNCTION_CACHE_SIZE = 64

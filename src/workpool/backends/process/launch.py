@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from workpool.backends.process.handle import WorkerProcess
 
-__all__ = ["ChildProcess", "Launcher", "default_start_method", "make_launcher"]
+__all__ = ["ChildProcess", "default_start_method", "make_launcher"]
 
 # exec_launch.py's method; that module (and subprocess) loads only when a pool uses it.
 EXEC_METHOD = "exec"
