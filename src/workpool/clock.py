@@ -20,7 +20,7 @@ __all__ = ["LONGEST_WAIT", "capped_wait", "clock_offset", "now_ns"]
 
 now_ns = time.perf_counter_ns
 
-# epoll counts its timeout in milliseconds in a C int (some 24.8 days), a lock's wait
+# poll counts its timeout in milliseconds in a C int (some 24.8 days), a lock's wait
 # stops at threading.TIMEOUT_MAX, and neither takes infinity; yet task_timeout=30 * 86_400
 # or timeout=math.inf are fair ways to say "a month" or "never". A longer wait is cut to
 # this, and every waiter, which loops, looks at its deadline again when it wakes.
