@@ -364,6 +364,22 @@ def test_when_work_is_sent_ahead_of_a_busy_worker() -> None:
     assert not long_even.send_ahead  # one far longer than the rest: not now
 
 
+def test_chunks_of_tiny_items_grow_as_soon_as_a_bigger_chunk_is_measured() -> None:
+    # The rule every engine's chunks follow (chunking.ChunkSizer). A chunk's fixed cost
+    # (its delivery: up to a millisecond on a loaded machine) makes one item look that
+    # slow; a chunk of 16 then shows what an item really costs, and counts alone.
+    sizer = ChunkSizer(fixed=None, workers=2, total=None, target_seconds=0.01)
+    for _ in range(6):
+        sizer.observe(1, 0.0005)
+    assert sizer.next_size() == 16  # grown as far as one item's measure allows
+    sizer.observe(16, 0.0006)  # 38 µs an item, not 500
+    assert sizer.next_size() >= 100
+    sizer.observe(128, 0.0002)
+    sizer.observe(100, 0.02)  # then a smaller chunk that was slow: blended in
+    slower = sizer.next_size()
+    assert 1 < slower < 128 * 16
+
+
 def test_loading_the_function_is_not_counted_as_running_the_first_items(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

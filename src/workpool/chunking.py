@@ -32,6 +32,8 @@ THREAD_CHUNK_SECONDS = 0.002
 MAX_CHUNK_ITEMS = 8_192
 # How much a chunk may grow over the largest one measured so far.
 MAX_GROWTH = 16
+# A chunk with this many times the items of any measured before replaces their estimate.
+OUTGROWN = 4
 # No chunk of large arrays holds much more than this. The chunks in flight (and, in
 # order, those finished behind a slower one) keep their items in memory here, and on
 # Dask each array's copy on the workers; sized by time alone, cheap tasks over an
@@ -123,7 +125,10 @@ class ChunkSizer:
         if items <= 0 or self._fixed is not None:
             return
         per_item = seconds / items
-        if self._seconds_per_item is None:
+        if self._seconds_per_item is None or items >= OUTGROWN * self._largest_measured:
+            # A chunk this much larger than all before it spreads the fixed cost of a
+            # chunk (its delivery, a few tens of microseconds) over its items: the
+            # smaller chunks' estimates, which that cost inflates, count no more.
             self._seconds_per_item = per_item
         else:  # weight by evidence: a big chunk's measure counts more than one item's
             weight = min(0.5, items / (items + self._largest_measured + 1) + 0.1)
