@@ -997,6 +997,26 @@ def test_a_closing_worker_does_not_print_its_interrupted_heartbeat() -> None:
     ]
 
 
+def test_a_worker_killed_by_a_fatal_signal_prints_where_first() -> None:
+    # A segfault in an extension module (or the interpreter) left only the nanny's
+    # "killed by signal 11". Now the worker prints its threads' stacks, then dies of it.
+    done = run_program(
+        """
+        import os, signal, types
+        from workpool.backends.dask.worker_setup import dask_setup
+
+        def crash_in_the_task():
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+        dask_setup(types.SimpleNamespace(status=None))
+        crash_in_the_task()
+        """
+    )
+    assert done.returncode == -signal.SIGSEGV, done.stderr
+    assert "Fatal Python error: Segmentation fault" in done.stderr
+    assert "in crash_in_the_task" in done.stderr
+
+
 @contextlib.contextmanager
 def command_line_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """A ``dask scheduler`` and one ``dask worker`` on loopback: its address and scheduler."""
