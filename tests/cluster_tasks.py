@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import os
 import time
 import uuid
 from pathlib import Path
 from typing import Any
+
+
+def dask_setup(worker: object) -> None:
+    """The preload of the tests' own clusters: a worker that crashes prints where first."""
+    faulthandler.enable()
 
 
 def token(_: object) -> str:

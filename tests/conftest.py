@@ -87,22 +87,25 @@ def _session_helpers() -> set[int]:
     return pids
 
 
-#: Processes whose descendants a longer-lived fixture checks when it ends, not each
-#: test: the Dask workers of a cluster shared by a module keep their local pools from
-#: one test to the next, and the cluster's fixture checks they are gone when it closes.
-checked_by_their_fixture: set[int] = set()
+#: Processes that a longer-lived fixture checks when it ends, not each test, with their
+#: descendants: each entry gives their pids as they are now. The Dask workers of a
+#: cluster shared by a module keep their local pools from one test to the next, and a
+#: worker its nanny starts again is the cluster's too, not something a test left; the
+#: cluster's fixture checks that all of them are gone once it has closed the cluster.
+checked_by_their_fixture: list[Callable[[], set[int]]] = []
 
 
 def live_worker_processes() -> list[psutil.Process]:
     """Descendants of this process that are still running, other than session helpers."""
     helpers = _session_helpers()
+    checked = set().union(*(current() for current in checked_by_their_fixture))
     alive = []
     for child in psutil.Process().children(recursive=True):
         if child.pid in helpers:
             continue
         try:
-            if checked_by_their_fixture and any(
-                parent.pid in checked_by_their_fixture for parent in child.parents()
+            if checked and (
+                child.pid in checked or any(parent.pid in checked for parent in child.parents())
             ):
                 continue
             if child.status() != psutil.STATUS_ZOMBIE:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 distributed = pytest.importorskip(
@@ -80,6 +81,7 @@ def start_cluster(workers: int = 2, **options: Any) -> tuple[Any, Any]:
     """A LocalCluster of single-threaded worker processes on loopback, and a client."""
     from workpool.backends.dask.cluster import loopback_cluster_options
 
+    options.setdefault("preload", ["cluster_tasks"])  # its dask_setup
     cluster = distributed.LocalCluster(n_workers=workers, **loopback_cluster_options(), **options)
     return cluster, distributed.Client(cluster, set_as_default=False)
 
@@ -106,13 +108,38 @@ def client() -> Iterator[Any]:
     """
     before = {p.pid for p in live_worker_processes()}
     cluster, client = start_cluster()
-    workers = set(worker_pids(client).values())
-    checked_by_their_fixture.update(workers)
+    checked_by_their_fixture.append(cluster_workers := lambda: current_worker_pids(cluster))
     try:
         yield client
     finally:
-        checked_by_their_fixture.difference_update(workers)
+        checked_by_their_fixture.remove(cluster_workers)
         stop_cluster(cluster, client, before)
+
+
+def current_worker_pids(cluster: Any) -> set[int]:
+    """The pids of the worker processes ``cluster``'s nannies run now (read, not asked)."""
+    return {nanny.pid for nanny in list(cluster.workers.values()) if nanny.pid is not None}
+
+
+@pytest.fixture(autouse=True)
+def shared_workers_survive(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test during which a worker of the module's cluster died.
+
+    No test here kills one: a worker that dies is a crash (its stack is in the captured
+    stderr: the workers print it, ``cluster_tasks.dask_setup``). Its nanny starts
+    another, which the later tests use as they did the first.
+    """
+    if "client" not in request.fixturenames:
+        yield
+        return
+    cluster = request.getfixturevalue("client").cluster
+    before = current_worker_pids(cluster)
+    yield
+    died = {pid for pid in before if not running(pid)}
+    assert not died, (
+        f"the module's Dask worker(s) {sorted(died)} died during this test; "
+        f"the cluster's workers are now {sorted(current_worker_pids(cluster))}"
+    )
 
 
 def worker_pids(client: Any) -> dict[str, int]:
@@ -531,10 +558,16 @@ def test_ctrl_c_while_the_local_cluster_starts_leaves_nothing_and_prints_nothing
     assert noise == ["KeyboardInterrupt"], err
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not ended (a zombie has)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def group_members(group: int) -> list[int]:
     """The processes of a process group that still run (a zombie has ended)."""
-    import psutil
-
     members = []
     for process in psutil.process_iter():
         with contextlib.suppress(psutil.Error, OSError):
@@ -995,6 +1028,26 @@ def test_a_closing_worker_does_not_print_its_interrupted_heartbeat() -> None:
         "OSError: ConnectionPool closing.",
         "something else while running",
     ]
+
+
+def test_a_worker_killed_by_a_fatal_signal_prints_where_first() -> None:
+    # A segfault in an extension module (or the interpreter) left only the nanny's
+    # "killed by signal 11". Now the worker prints its threads' stacks, then dies of it.
+    done = run_program(
+        """
+        import os, signal, types
+        from workpool.backends.dask.worker_setup import dask_setup
+
+        def crash_in_the_task():
+            os.kill(os.getpid(), signal.SIGSEGV)
+
+        dask_setup(types.SimpleNamespace(status=None))
+        crash_in_the_task()
+        """
+    )
+    assert done.returncode == -signal.SIGSEGV, done.stderr
+    assert "Fatal Python error: Segmentation fault" in done.stderr
+    assert "in crash_in_the_task" in done.stderr
 
 
 @contextlib.contextmanager

@@ -12,6 +12,9 @@ import errno
 import gc
 import itertools
 import os
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -742,3 +745,68 @@ def test_a_task_that_can_be_neither_shared_nor_copied_fails_with_the_os_error() 
         error = pool.submit(first_of_pair, pairs[1]).exception(timeout=30)
     assert isinstance(error, OSError)
     assert error.errno == errno.EMFILE
+
+
+# --- workers forked while the program imports -------------------------------------------
+
+# Another thread of the program is in the middle of its first import of ``resource``
+# (it holds that module's import lock) while a pool forks its workers. A worker
+# inherits the lock held by a thread it does not have: were it to import ``resource``
+# itself, it would wait for ever. Once in every twenty runs or so, the caller's own
+# thread was that thread, importing it for the first segment it made.
+FORKED_WHILE_IMPORTING = textwrap.dedent(
+    """
+    import os, sys, threading
+    import numpy as np
+    import workpool
+
+    with workpool.Pool(1, start_method="fork") as pool:  # a program that has used one
+        pool.submit(abs, -1).result(timeout=60)
+    importing, imported = threading.Event(), threading.Event()
+
+    class HoldTheImport:  # the import waits in the loader, holding the module's lock
+        def find_spec(self, name, path=None, target=None):
+            if name != "resource" or threading.current_thread().name != "importer":
+                return None
+            others = [finder for finder in sys.meta_path if finder is not self]
+            spec = next(filter(None, (f.find_spec(name, path, target) for f in others)))
+            spec.loader = HeldLoader(spec.loader)
+            return spec
+
+    class HeldLoader:
+        def __init__(self, loader):
+            self.loader = loader
+
+        def create_module(self, spec):
+            importing.set()
+            imported.wait()
+            return self.loader.create_module(spec)
+
+        def exec_module(self, module):
+            self.loader.exec_module(module)
+
+    if "resource" not in sys.modules:  # else no first import of it can be under way
+        sys.meta_path.insert(0, HoldTheImport())
+        threading.Thread(target=__import__, args=("resource",), name="importer").start()
+        importing.wait()
+    with workpool.Pool(1, start_method="fork") as pool:
+        try:
+            pool.submit(abs, -1).result(timeout=20)  # its worker forked amid that import
+            imported.set()
+            print(pool.submit(np.sum, np.ones(1 << 18)).result(timeout=20))  # shared memory
+        except TimeoutError:
+            os._exit(3)  # the worker waits on the lock: so would the pool's shutdown
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork here")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_a_worker_forked_while_the_program_imports_does_not_wait_on_its_import_lock() -> None:
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", FORKED_WHILE_IMPORTING],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (0, f"{float(1 << 18)}\n"), done.stderr[-3000:]

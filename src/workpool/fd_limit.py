@@ -15,6 +15,19 @@ they start. Only then: a program that never holds many keeps the limit it was gi
 
 from __future__ import annotations
 
+from types import ModuleType
+
+# Imported with this module, which the process backend imports before any worker
+# starts; never on first need. Workers may fork (start_method="fork") from the
+# supervisor thread while the caller's thread makes its first segment: had that thread
+# been importing ``resource`` then, a worker would inherit the import's lock, held by a
+# thread it does not have, and wait for it for ever on its own first segment.
+resource: ModuleType | None
+try:
+    import resource
+except ImportError:  # no limits to lift on this system (Windows)
+    resource = None
+
 __all__ = ["make_room_for"]
 
 # Where the hard limit is "unlimited", the soft limit is raised this far; macOS refuses
@@ -38,9 +51,7 @@ def make_room_for(fd: int) -> None:
 
 def _lift_if_near(fd: int) -> None:
     global _mark
-    try:
-        import resource
-    except ImportError:  # no limits to lift on this system
+    if resource is None:
         _mark = 1 << 62
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -10,10 +10,16 @@ Those processes share the caller's terminal, and so its process group and its st
   heartbeat's failure, with a traceback, at ERROR: closing the worker closes its
   connections under the heartbeat. Nothing has failed (the worker was asked to stop),
   so that one message, from a worker that is closing, is dropped.
+- A worker that dies of a signal (SIGSEGV in an extension module, or in the interpreter
+  itself) left only the nanny's line "killed by signal 11", nothing of where. Each now
+  prints every thread's Python stack to its stderr first, as ``python -X faulthandler``
+  does, then dies of the same signal as before.
 """
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import logging
 import signal
 import threading
@@ -28,7 +34,16 @@ def dask_setup(worker: object) -> None:
     """Dask calls this once the worker is made, on its event loop (the main thread)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _report_fatal_signals()
     logging.getLogger("distributed.worker").addFilter(_HeartbeatWhileClosing(worker))
+
+
+def _report_fatal_signals() -> None:
+    """Enable ``faulthandler`` on this process's stderr, unless it is on already or cannot be."""
+    if faulthandler.is_enabled():  # -X faulthandler or PYTHONFAULTHANDLER: theirs stands
+        return
+    with contextlib.suppress(AttributeError, OSError, RuntimeError, ValueError):
+        faulthandler.enable()  # fails only without a stderr that has a descriptor
 
 
 class _HeartbeatWhileClosing(logging.Filter):
