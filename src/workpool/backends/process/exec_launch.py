@@ -31,13 +31,15 @@ import pickle
 import signal
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any
 
 from workpool import _platform
 from workpool.backends.process import lifeline, parent_watch
 from workpool.backends.process.poller import wait_readable
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from workpool.backends.process.slots import SharedSlots
     from workpool.backends.process.unix_sockets import Socket
 
