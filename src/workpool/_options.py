@@ -340,7 +340,7 @@ def option_names(*where: str, pool_wide: bool = False) -> tuple[str, ...]:
 
 class PoolSpec(
     Record,
-    defaults={o.name: o.default for o in OPTIONS if o.where == POOL and o.name != "workers"},
+    defaults={o.name: o.default for o in _POOL_OPTIONS if o.name != "workers"},
 ):
     """What a pool is made of (the ``POOL`` rows), validated and resolved.
 
@@ -358,7 +358,7 @@ class PoolSpec(
     address: Any
 
 
-class RunOptions(Record, defaults={o.name: o.default for o in OPTIONS if o.where != POOL}):
+class RunOptions(Record, defaults={o.name: o.default for o in _RUN_OPTIONS}):
     """How one map/imap/starmap call runs (the other rows), validated."""
 
     __slots__ = option_names(CALL, EXECUTOR_MAP)
