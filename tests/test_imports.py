@@ -243,9 +243,15 @@ def test_a_plain_process_map_loads_no_executor_no_logging_no_socket_no_selectors
 def test_maps_on_any_backend_auto_advise_and_a_pool_load_no_typing() -> None:
     statement = (
         "import workpool\n"
+        "import time\n"
         "def square(x):\n"
         "    return x * x\n"
+        "def slow(x):\n"  # auto sends slow items early, to a pool (early_items.py)
+        "    deadline = time.perf_counter() + 0.01\n"
+        "    while time.perf_counter() < deadline: pass\n"
+        "    return x\n"
         "assert workpool.map(square, range(2000))[-1] == 1999 ** 2\n"
+        "assert workpool.map(slow, range(8))[-1] == 7\n"
         "assert workpool.advise(square, range(100)).workers >= 1\n"
         "for backend in ('serial', 'thread', 'process'):\n"
         "    assert list(workpool.imap(square, range(8), backend=backend))[3] == 9\n"
@@ -255,7 +261,8 @@ def test_maps_on_any_backend_auto_advise_and_a_pool_load_no_typing() -> None:
         "    assert list(pool.map(square, range(4))) == [0, 1, 4, 9]\n"
     )
     loaded = loaded_after(statement, "typing")
-    assert {"workpool.advise", "workpool.backends.thread", "workpool.pool"} <= loaded
+    assert {"workpool.advise", "workpool.early_items", "workpool.pool"} <= loaded
+    assert "workpool.backends.thread" in loaded
     assert "typing" not in loaded
 
 

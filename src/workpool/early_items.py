@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
 
 from workpool.errors import call_timed_out, is_cancelled
 from workpool.run import RetryPolicy
 from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from workpool.backends.base import Backend
 
 __all__ = ["EarlyItems"]

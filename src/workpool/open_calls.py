@@ -12,9 +12,12 @@ as ``close()`` would: what was journaled is committed, the trace is written.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
 
 from workpool.exit_lists import ATEXIT, ExitList
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["close_at_exit"]
 

@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import operator
 import sys
-from typing import Any
 
 from workpool.segments import machine_memory, new_segment, reserve
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["empty", "zeros"]
 
