@@ -28,6 +28,7 @@ without ``POLLRDHUP``), the worker asks ``getppid`` twice a second.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import select
@@ -126,7 +127,11 @@ def watch_parent(parent_pid: int, sock: Socket, watch: WatchEnd | None) -> None:
                 time.sleep(0.5)
             os._exit(1)
 
-    threading.Thread(target=wait, name="workpool-parent-watch", daemon=True).start()
+    # Not threading.Thread: its start() waits until the new thread runs, which in a
+    # worker just forked took 1-45 ms here (its pages are copied on first write, and
+    # its CPUs are busy starting the pool), every time on the way to the first task.
+    # Nothing waits for the watch to begin: whenever it looks, a parent gone is seen.
+    _thread.start_new_thread(wait, ())
 
 
 def _wait_for_eof(fd: int) -> None:
