@@ -184,6 +184,27 @@ def test_the_public_names_are_the_same_however_they_are_reached() -> None:
         assert getattr(workpool, name) is not None
 
 
+def test_auto_on_tiny_items_loads_no_engine_and_no_subinterpreter_trial() -> None:
+    # A map that stays in this process (auto sees shipping cost more than squaring)
+    # pays only for measuring: every module a pool or a trial needs would be waste.
+    loaded = loaded_after(
+        "import workpool\n"
+        "def square(x):\n"
+        "    return x * x\n"
+        "assert workpool.map(square, range(200_000))[-1] == 199_999 ** 2\n"
+    )
+    assert "workpool.advise" in loaded
+    assert (
+        not {
+            "workpool.backends.process",
+            "workpool.backends.thread",
+            "workpool.interpreter_trial",
+            "workpool.pool",
+        }
+        & loaded
+    )
+
+
 def test_a_worker_imports_none_of_the_parents_side() -> None:
     # What the zygote and every worker import: the process engine's worker side only.
     loaded = loaded_after(
@@ -261,7 +282,11 @@ def test_maps_on_any_backend_auto_advise_and_a_pool_load_no_typing() -> None:
         "    assert list(pool.map(square, range(4))) == [0, 1, 4, 9]\n"
     )
     loaded = loaded_after(statement, "typing")
-    assert {"workpool.advise", "workpool.early_items", "workpool.pool"} <= loaded
+    assert {"workpool.advise", "workpool.pool"} <= loaded
+    if getattr(sys, "_is_gil_enabled", lambda: True)():
+        # Slow items went early to a pool of processes, or (3.14 with the GIL) to a
+        # trial of subinterpreters; without the GIL, threads suit them and no trial runs.
+        assert {"workpool.early_items", "workpool.interpreter_trial"} & loaded
     assert "workpool.backends.thread" in loaded
     assert "typing" not in loaded
 

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from workpool import _platform
 from workpool._cpus import usable_cpus
-from workpool._options import PoolSpec, check_function
+from workpool._options import BACKENDS, PoolSpec, check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
 from workpool.inputs import InputSource
 from workpool.records import Record
@@ -77,6 +77,9 @@ SLOW_ITEM = 0.005
 THREADS_SCALE = 1.5
 # CPU work that kept two CPUs busy on two threads is worth threads once it gains this much.
 CPU_THREADS_GAIN = 1.1
+
+#: Whether this Python has subinterpreters (``concurrent.interpreters``) to time.
+_INTERPRETERS = "interpreter" in BACKENDS
 
 
 def _gil_enabled() -> bool:
@@ -523,11 +526,7 @@ def measure(
 
 def _interpreters_may_be_timed(spec: PoolSpec | None) -> bool:
     """Whether a pool of subinterpreters would be timed here, where the work suits them."""
-    if spec is None or not _gil_enabled():
-        return False
-    from workpool import interpreter_trial
-
-    return interpreter_trial.AVAILABLE
+    return spec is not None and _gil_enabled() and _INTERPRETERS
 
 
 def _interpreters_may_help(inline: _Inline, threads: _TwoThreads, ship_seconds: float) -> bool:
@@ -537,10 +536,8 @@ def _interpreters_may_help(inline: _Inline, threads: _TwoThreads, ship_seconds: 
     that are not tiny, that mostly run on the CPU, that two threads did not run in
     parallel, and that can be pickled.
     """
-    from workpool import interpreter_trial
-
     return (
-        interpreter_trial.AVAILABLE
+        _INTERPRETERS
         and _gil_enabled()
         and inline.per_item >= TINY_ITEM
         and _cpu_fraction(inline) >= 0.5

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from workpool._options import BACKENDS, PoolSpec
+from workpool._options import PoolSpec
 from workpool.records import Record
 from workpool.tasks import CallMode, Chunk, ResultBatch, call_items
 
@@ -34,10 +34,7 @@ if TYPE_CHECKING:
 
     from workpool.backends.base import Backend
 
-__all__ = ["AVAILABLE", "Trial", "time_interpreters"]
-
-#: Whether this Python has subinterpreters (``concurrent.interpreters``).
-AVAILABLE = "interpreter" in BACKENDS
+__all__ = ["Trial", "time_interpreters"]
 
 
 class Trial(Record):

@@ -56,7 +56,6 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING
 
 from workpool._options import PoolSpec
 from workpool.backends.interpreter.context import InterpreterContext
@@ -65,6 +64,7 @@ from workpool.chunking import THREAD_CHUNK_SECONDS
 from workpool.exit_lists import ATEXIT, ExitList
 from workpool.serialize import FunctionRegistry, dumps_function
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from workpool.timeline.recorder import Recorder
 

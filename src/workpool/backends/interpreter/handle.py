@@ -22,12 +22,15 @@ import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 from workpool.backends.base import InitializerFailed
 from workpool.backends.interpreter import worker as wire
 from workpool.remote_errors import unpack_error
 from workpool.serialize import FunctionRef
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = ["InterpreterHandle", "ItemsNotRebuilt", "LoopStopped", "ResultsNotRebuilt"]
 
