@@ -6,6 +6,7 @@ import concurrent.futures
 import functools
 import itertools
 import json
+import operator
 import os
 import subprocess
 import sys
@@ -348,6 +349,32 @@ def test_a_task_raising_stop_iteration_fails_alone(
     assert results[3:] == [3, 4, 5]
     assert isinstance(results[2], RuntimeError)
     assert "StopIteration" in str(results[2])
+
+
+# Functions written in C are called through map, those written in Python from a loop
+# of the interpreter's own (tasks.extend_calls): each way, a failing call is its own.
+@pytest.mark.parametrize("lazy", [False, True], ids=["list", "iterator"])
+def test_a_builtin_that_fails_midway_fails_alone(backend: str, lazy: bool) -> None:
+    pairs = [(1, 1), (1, 0), (4, 2), (3, 0), (9, 3)]
+    results = workpool.starmap(
+        operator.truediv, iter(pairs) if lazy else pairs, backend=backend, return_exceptions=True
+    )
+    assert [results[0], results[2], results[4]] == [1.0, 2.0, 3.0]
+    assert isinstance(results[1], ZeroDivisionError)
+    assert isinstance(results[3], ZeroDivisionError)
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["list", "iterator"])
+def test_a_builtin_raising_stop_iteration_fails_alone(backend: str, lazy: bool) -> None:
+    # next() of an exhausted iterator: map takes that StopIteration for its own end.
+    iterators = [iter([1]), iter([]), iter([3]), iter([])]
+    results = workpool.map(
+        next, iter(iterators) if lazy else iterators, backend=backend, return_exceptions=True
+    )
+    assert [results[0], results[2]] == [1, 3]
+    for failed in (results[1], results[3]):
+        assert isinstance(failed, RuntimeError)
+        assert "StopIteration" in str(failed)
 
 
 def test_a_submitted_task_raising_stop_iteration_fails_as_runtime_error(backend: str) -> None:

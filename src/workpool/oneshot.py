@@ -31,7 +31,14 @@ from workpool.run import (
     start_progress_bar,
 )
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD
-from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, stop_iteration_failure
+from workpool.tasks import (
+    CallMode,
+    Chunk,
+    ResultBatch,
+    call_items,
+    extend_calls,
+    stop_iteration_failure,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -578,8 +585,8 @@ def _run_straight(
 
     For a call that wants all its results at once and nothing done per chunk (no
     progress, checkpoint, trace, retries, timeouts or initializer), the backend's
-    machinery only adds steps: this is the loop a user would write, run by ``map`` in
-    C, reading an iterator as lazily as the chunks would. A task that raises gets the
+    machinery only adds steps: this is the loop a user would write (``extend_calls``),
+    reading an iterator as lazily as the chunks would. A task that raises gets the
     note every engine gives it, and is raised at once (no later item is read or run),
     or takes its place with ``return_exceptions``.
     """
@@ -590,13 +597,12 @@ def _run_straight(
         # Counts the items read, in C: zip takes a number for each item it passes on.
         counter = itertools.count()
         rest = builtins.map(operator.itemgetter(0), zip(rest, counter))
-    # builtins.map: this module defines its own map.
-    calls = builtins.map(fn, rest) if mode is CallMode.ONE else itertools.starmap(fn, rest)
+    remaining = iter(rest)
     before = len(values)  # results that are not the rest's
     counted = 0  # numbers the counter gave to this function, not to an item
     while True:
         try:
-            values.extend(calls)
+            extend_calls(values, fn, mode, remaining)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit from a task is that task's failure
@@ -608,7 +614,7 @@ def _run_straight(
                     # the caller's failure, not a task's (and the input has ended).
                     note_input_failure(exc, first_position + read)
                     raise
-            error = exc
+            error = stop_iteration_failure(exc) if isinstance(exc, StopIteration) else exc
         else:
             if counter is None:
                 read = len(rest)  # type: ignore[arg-type]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import enum
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import FunctionType, MethodType
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 
     from workpool.timeline.recorder import Recorder
 
-__all__ = ["CallMode", "Chunk", "ResultBatch", "arguments_of", "call_items"]
+__all__ = ["CallMode", "Chunk", "ResultBatch", "arguments_of", "call_items", "extend_calls"]
 
 
 class CallMode(enum.IntEnum):
@@ -215,6 +216,32 @@ def stop_iteration_failure(cause: StopIteration | None) -> RuntimeError:
     return error
 
 
+def extend_calls(
+    values: list[Any], fn: Callable[..., Any], mode: CallMode, remaining: Iterator[Any]
+) -> None:
+    """Append to ``values`` what ``fn`` returns for each item left in ``remaining``
+    (``ONE`` or ``STAR`` mode), until they end or a call raises.
+
+    A function written in Python (or a method of one) is called from a ``for`` loop:
+    Python 3.11+ runs it without leaving the interpreter's own loop, while ``map``
+    enters that loop anew from C for each call. Over 200,000 trivial items the ``for``
+    loop took 5% less time on 3.11, 15% on 3.13, 20% on 3.14 (with or without the
+    GIL); for a function written in C (builtins, ``operator``'s) ``map`` took 10-30%
+    less, and calls those. ``map`` takes a call's
+    ``StopIteration`` for the end of its input, where the ``for`` loop lets it out.
+    """
+    if not isinstance(fn, (FunctionType, MethodType)):
+        values.extend(
+            map(fn, remaining) if mode is CallMode.ONE else itertools.starmap(fn, remaining)
+        )
+    elif mode is CallMode.ONE:
+        for item in remaining:
+            values.append(fn(item))
+    else:
+        for args in remaining:
+            values.append(fn(*args))
+
+
 def call_items(
     fn: Callable[..., Any],
     mode: CallMode,
@@ -230,7 +257,7 @@ def call_items(
     task's) unless ``catch_interrupt``, for workers that never see a real one.
     ``before_each(position)`` is called before each item, for those who watch progress.
 
-    This is the hot loop of every backend: in the common case it runs in C.
+    This is the hot loop of every backend (``extend_calls``, in the common case).
     """
     values: list[Any] = []
     errors: dict[int, BaseException] = {}
@@ -256,15 +283,18 @@ def call_items(
                 errors[position] = exc
                 append(None)
     elif mode is CallMode.ONE or mode is CallMode.STAR:
-        # The C loop of map/starmap. When a call raises, list.extend has kept every
-        # value appended before it, so len(values) is the failing item's position,
-        # and the same iterator resumes after it.
-        calls = map(fn, items) if mode is CallMode.ONE else itertools.starmap(fn, items)
+        # When a call raises, every value before it is in place, so len(values) is the
+        # failing item's position, and the same iterator resumes after it.
+        remaining = iter(items)
         while True:
             try:
-                values.extend(calls)
+                extend_calls(values, fn, mode, remaining)
             except passthrough:
                 raise
+            except StopIteration as exc:
+                errors[len(values)] = stop_iteration_failure(exc)
+                append(None)
+                continue
             except BaseException as exc:
                 errors[len(values)] = exc
                 append(None)
