@@ -227,7 +227,8 @@ def test_a_changed_digest_or_count_is_damage_not_other_input(path: str) -> None:
     # there is a damaged row (run again), not a CheckpointMismatch about the input.
     with Journal(path, square) as journal:
         journal.record(0, range(10), squares(0, 10))
-    (digest,) = [row.digest for row in store_module.JournalStore.open(path).rows_from(0, 1)]
+    with contextlib.closing(store_module.JournalStore.open(path)) as store:
+        (digest,) = [row.digest for row in store.rows_from(0, 1)]
     set_column(path, 0, "digest", flipped(digest, 3))
     with pytest.raises(ValueError, match="are damaged"):
         load_row(path, 0)
@@ -506,19 +507,18 @@ sys.stdin.read()  # until the test closes our stdin, or kills us
 @contextlib.contextmanager
 def held_by_another_process(path: str) -> Iterator[int]:
     """Another process holds the checkpoint at ``path`` until the block ends (killed)."""
-    holder = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-c", HOLDER, path],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-    )
-    try:
-        assert holder.stdout is not None
-        assert holder.stdout.readline() == "holding\n"
-        yield holder.pid
-    finally:
-        holder.kill()
-        holder.wait()
+    ) as holder:  # its exit closes the pipes
+        try:
+            assert holder.stdout is not None
+            assert holder.stdout.readline() == "holding\n"
+            yield holder.pid
+        finally:
+            holder.kill()
 
 
 def test_a_file_in_use_is_busy_and_freed_when_its_holder_is_killed(path: str) -> None:
