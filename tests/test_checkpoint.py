@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -591,6 +592,28 @@ def test_a_pool_map_dropped_unread_still_runs_everything_and_lets_its_files_go(
     got = workpool.map(slow_logged_square, run.items, backend="serial", checkpoint=run.path)
     assert got == run.expected  # resumed from the file, which was let go: not CheckpointBusy
     assert run.calls() == dict.fromkeys(range(len(run.items)), 1)  # nothing ran again
+
+
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_a_pool_map_dropped_after_its_first_result_ends_and_lets_its_files_go(
+    run: Run, tmp_path: Path, backend: str
+) -> None:
+    # Started, then dropped: the iterator is closed, as Executor.map's is (the chunks
+    # not started yet are cancelled); shutdown() and the program's exit must not wait
+    # for results nobody takes any more.
+    trace = tmp_path / "t.json"
+    pool = workpool.Pool(2, backend=backend)
+    results = pool.map(slow_logged_square, run.items, checkpoint=run.path, trace=trace, chunksize=2)
+    assert next(results) == 0
+    del results
+    shutting_down = threading.Thread(target=pool.shutdown, daemon=True)
+    shutting_down.start()
+    shutting_down.join(timeout=30)
+    assert not shutting_down.is_alive(), "shutdown() waits for the dropped results for ever"
+    assert json.loads(trace.read_text())["otherData"]["partial"]
+    assert {0, 1} <= run.journaled() <= set(run.calls())
+    got = workpool.map(slow_logged_square, run.items, backend="serial", checkpoint=run.path)
+    assert got == run.expected  # resumed from the file, which was let go: not CheckpointBusy
 
 
 UNREAD_AT_EXIT = """

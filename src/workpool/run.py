@@ -248,6 +248,7 @@ class MapRun:
         self._cancelled = False
         self._closed = False  # close() has run
         self._unread_taker: threading.Thread | None = None  # see _dropped()
+        self._reading = False  # result_lists() has begun: its own end closes the run
         # Batches are journaled as they are delivered (any thread), until close().
         self._journal_lock = threading.Lock()
         self._journaling = True
@@ -476,8 +477,8 @@ class MapRun:
         As ``Executor.map``'s work does: a thread takes the results (journaled, traced)
         and closes the run when the last is in; ``join_unread()`` waits for it.
         """
-        if self._closed:
-            return
+        if self._closed or self._reading:
+            return  # it was read from: closing it ends the run, as it ends Executor.map's
         # Not a daemon (whichever thread collected the iterator): the exit waits for it.
         taker = threading.Thread(target=self._take_unread, name="workpool-unread-map", daemon=False)
         try:
@@ -505,6 +506,7 @@ class MapRun:
 
     def result_lists(self) -> Generator[list[Any], None, None]:
         """Yield results a list at a time, as chunks complete (the engine of ``results``)."""
+        self._reading = True
         try:
             self._open_checkpoint()
             if self._eager and not self._exhausted:

@@ -316,11 +316,11 @@ def _connect_to_read(path: str) -> sqlite3.Connection:
         connection = _connect(path, query)
         try:
             connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.OperationalError:  # cannot open it so: try the next way
+        except BaseException as exc:  # a damaged file too: let it go at once
             connection.close()
-            if query == queries[-1]:
-                raise
-            continue
+            if isinstance(exc, sqlite3.OperationalError) and query != queries[-1]:
+                continue  # cannot open it so: try the next way
+            raise
         return connection
     raise AssertionError("unreachable: the last query raises")
 
