@@ -227,8 +227,8 @@ def extend_calls(
     enters that loop anew from C for each call. Over 200,000 trivial items the ``for``
     loop took 5% less time on 3.11, 15% on 3.13, 20% on 3.14 (with or without the
     GIL); for a function written in C (builtins, ``operator``'s) ``map`` took 10-30%
-    less, and calls those. ``map`` takes a call's
-    ``StopIteration`` for the end of its input, where the ``for`` loop lets it out.
+    less, and calls those. ``map`` takes a call's ``StopIteration`` for the end of its
+    input, where the ``for`` loop lets it out.
     """
     if not isinstance(fn, (FunctionType, MethodType)):
         values.extend(
