@@ -167,10 +167,15 @@ def test_exec_workers_die_with_their_daemonic_parent() -> None:
         os.kill(daemon.pid, signal.SIGKILL)
         daemon.join(30)
 
-    def all_gone() -> bool:
-        return not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    def gone(worker: psutil.Process) -> bool:
+        try:
+            return not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:  # it ended and was reaped between the two questions
+            return True
 
-    assert wait_for(all_gone, timeout=5), [w.pid for w in workers if w.is_running()]
+    assert wait_for(lambda: all(gone(w) for w in workers), timeout=5), [
+        w.pid for w in workers if not gone(w)
+    ]
 
 
 # A script fed on standard input that runs a thread before its first pool: no zygote
