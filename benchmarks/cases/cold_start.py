@@ -34,11 +34,10 @@ from benchmarks.spec import Framework, Metric, Sample, Workload
 from benchmarks.workloads import worker_pid
 
 
-def run_cold(modules: str, opener: pools.Opener, params: Mapping[str, Any]) -> Sample:
-    """Time importing ``modules`` (comma-separated), then one task through a pool
-    opened and shut here."""
+def run_cold(modules: tuple[str, ...], opener: pools.Opener, params: Mapping[str, Any]) -> Sample:
+    """Time importing ``modules``, then one task through a pool opened and shut here."""
     start = time.perf_counter()
-    for module in modules.split(","):
+    for module in modules:
         importlib.import_module(module)
     imported = time.perf_counter()
     with opener() as call:
@@ -56,11 +55,13 @@ def run_cold(modules: str, opener: pools.Opener, params: Mapping[str, Any]) -> S
 
 
 # The pool's module and the process engine's (the zygote's launcher is among them).
-_WORKPOOL = "workpool.pool,workpool.backends.process.engine"
+_WORKPOOL = ("workpool.pool", "workpool.backends.process.engine")
 
 
-def _framework(key: str, label: str, module: str, opener: pools.Opener, **kwargs: Any) -> Framework:
-    return Framework(key, label, partial(run_cold, module, opener), **kwargs)
+def _framework(
+    key: str, label: str, modules: tuple[str, ...], opener: pools.Opener, **kwargs: Any
+) -> Framework:
+    return Framework(key, label, partial(run_cold, modules, opener), **kwargs)
 
 
 WORKLOAD = Workload(
@@ -74,11 +75,13 @@ WORKLOAD = Workload(
     ),
     frameworks=(
         _framework("workpool", "workpool.Pool", _WORKPOOL, pools.open_workpool, role="workpool"),
-        _framework("mp", "multiprocessing.Pool", "multiprocessing.pool", pools.open_mp_pool),
-        _framework("ppe", "ProcessPoolExecutor", "concurrent.futures.process", pools.open_ppe),
-        _framework("pebble", "pebble ProcessPool", "pebble", pools.open_pebble, needs=("pebble",)),
-        _framework("mpire", "mpire WorkerPool", "mpire", pools.open_mpire, needs=("mpire",)),
-        _framework("joblib", "joblib Parallel", "joblib", pools.open_joblib, needs=("joblib",)),
+        _framework("mp", "multiprocessing.Pool", ("multiprocessing.pool",), pools.open_mp_pool),
+        _framework("ppe", "ProcessPoolExecutor", ("concurrent.futures.process",), pools.open_ppe),
+        _framework(
+            "pebble", "pebble ProcessPool", ("pebble",), pools.open_pebble, needs=("pebble",)
+        ),
+        _framework("mpire", "mpire WorkerPool", ("mpire",), pools.open_mpire, needs=("mpire",)),
+        _framework("joblib", "joblib Parallel", ("joblib",), pools.open_joblib, needs=("joblib",)),
         # Reference rows, never counted as the best peer: they separate the cost of the
         # start method (fork server vs fork) from the cost of the library.
         _framework(
@@ -91,14 +94,14 @@ WORKLOAD = Workload(
         _framework(
             "mp_forkserver",
             "multiprocessing.Pool (forkserver context)",
-            "multiprocessing.pool",
+            ("multiprocessing.pool",),
             partial(pools.open_mp_pool, "forkserver"),
             role="reference",
         ),
         _framework(
             "mp_spawn",
             "multiprocessing.Pool (spawn context)",
-            "multiprocessing.pool",
+            ("multiprocessing.pool",),
             partial(pools.open_mp_pool, "spawn"),
             role="reference",
         ),
