@@ -225,7 +225,7 @@ def extend_calls(
     values: list[Any], fn: Callable[..., Any], mode: CallMode, remaining: Iterator[Any]
 ) -> None:
     """Append to ``values`` what ``fn`` returns for each item left in ``remaining``
-    (``ONE`` or ``STAR`` mode), until they end or a call raises.
+    (in ``mode``), until they end or a call raises.
 
     A function written in Python (or a method of one) is called from a ``for`` loop:
     Python 3.11+ runs it without leaving the interpreter's own loop, while ``map``
@@ -236,16 +236,21 @@ def extend_calls(
     ``map`` takes a call's ``StopIteration`` for the end of its input, where the
     ``for`` loop lets it out.
     """
-    if not (_LOOP_CALLS_FASTER and isinstance(fn, (FunctionType, MethodType))):
+    if mode is not CallMode.CALL and not (
+        _LOOP_CALLS_FASTER and isinstance(fn, (FunctionType, MethodType))
+    ):
         values.extend(
             map(fn, remaining) if mode is CallMode.ONE else itertools.starmap(fn, remaining)
         )
     elif mode is CallMode.ONE:
         for item in remaining:
             values.append(fn(item))
-    else:
+    elif mode is CallMode.STAR:
         for args in remaining:
             values.append(fn(*args))
+    else:  # keyword arguments too: map has no form for them
+        for args, kwargs in remaining:
+            values.append(fn(*args, **kwargs))
 
 
 def call_items(
@@ -288,7 +293,7 @@ def call_items(
             except BaseException as exc:  # SystemExit from a task is that task's failure
                 errors[position] = exc
                 append(None)
-    elif mode is CallMode.ONE or mode is CallMode.STAR:
+    else:
         # When a call raises, every value before it is in place, so len(values) is the
         # failing item's position, and the same iterator resumes after it.
         remaining = iter(items)
@@ -310,16 +315,4 @@ def call_items(
             # A call raised StopIteration, and map took it for the end of its input.
             errors[len(values)] = stop_iteration_failure(None)
             append(None)
-    else:
-        for args, kwargs in items:
-            try:
-                append(fn(*args, **kwargs))
-            except passthrough:
-                raise
-            except StopIteration as exc:
-                errors[len(values)] = stop_iteration_failure(exc)
-                append(None)
-            except BaseException as exc:
-                errors[len(values)] = exc
-                append(None)
     return values, errors, time.perf_counter() - started
