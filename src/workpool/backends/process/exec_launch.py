@@ -102,6 +102,11 @@ def interpreter_flags() -> list[str]:
         return []
 
 
+#: How long ``ExecWorker.close`` waits for a child that closed its exit pipe to be
+#: reapable: it closes the pipe on its way out, so this is a bound, not an estimate.
+_REAP_SECONDS = 1.0
+
+
 class ExecWorker:
     """A worker started by exec, as the supervisor sees it (``handle.WorkerProcess``).
 
@@ -132,6 +137,17 @@ class ExecWorker:
         lifeline.wait_for(lambda: self.exitcode, timeout)
 
     def close(self) -> None:
+        """Close the sentinel, and reap the child if its exit is under way.
+
+        A child whose sentinel is readable has ended, or is ending: the exit pipe
+        closes as the child exits, a moment before waitpid can report it. Reaping it
+        here keeps ``subprocess`` from finding it unreaped later (a zombie, and a
+        "still running" warning). A child still alive is left to the caller's kill.
+        """
+        if self.ended_fd >= 0 and self._popen.poll() is None:
+            with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+                if wait_readable(self.ended_fd, 0):
+                    self._popen.wait(_REAP_SECONDS)
         with contextlib.suppress(OSError):
             os.close(self.ended_fd)
         self.ended_fd, self._pidfd = -1, None
