@@ -211,6 +211,30 @@ def test_shutdown_stops_an_imap_that_reads_on_from_another_thread(backend: str) 
     assert read - len(got) <= 1  # only the item the pool refused never ran
 
 
+@pytest.mark.parametrize("stop", ["terminate", "cancel_futures"])
+def test_a_half_read_imap_ends_promptly_once_the_pool_is_stopped(backend: str, stop: str) -> None:
+    # Read a few results, then stop the pool from under the iterator. Reading on yields
+    # only right answers, then ends with one of the two documented errors: the work the
+    # pool dropped is cancelled (CancelledError), or the pool refuses the next chunk
+    # (RuntimeError, always so on serial, where no chunk waits in the pool).
+    pool = workpool.Pool(2, backend=backend)
+    results = pool.imap(slow_square, range(10_000), itertools.repeat(0.002), chunksize=4)
+    got = [next(results) for _ in range(6)]
+    if stop == "terminate":
+        pool.terminate()
+    else:
+        pool.shutdown(cancel_futures=True)
+    with pytest.raises((concurrent.futures.CancelledError, RuntimeError)) as raised:
+        got.extend(results)
+    if isinstance(raised.value, RuntimeError):
+        assert "shut down" in str(raised.value)
+    assert got == [x * x for x in range(len(got))]
+    assert len(got) < 10_000
+    with pytest.raises(StopIteration):
+        next(results)
+    pool.shutdown()
+
+
 def test_shutdown_waits_for_submitted_work(backend: str) -> None:
     pool = workpool.Pool(2, backend=backend)
     futures = [pool.submit(slow_square, i, 0.02) for i in range(10)]
