@@ -14,7 +14,7 @@ import pytest
 import workpool
 from workpool._cpus import usable_cpus
 from workpool._options import BACKENDS, PoolSpec
-from workpool.advise import Measurement, decide, measure, remembered
+from workpool.advise import Advice, Measurement, decide, measure, remembered
 from workpool.inputs import InputSource
 from workpool.tasks import CallMode
 
@@ -483,10 +483,25 @@ def _count_pools(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return started
 
 
+def _processes_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every decision ``"process"``: for tests of what happens once processes are
+    chosen. On a loaded machine the timings can tip a real decision the other way
+    (threads measured faster than one CPU can be), and those tests would test nothing."""
+    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
+    decide = advise.decide
+
+    def processes(found: Measurement, remaining: int | None, **options: bool) -> Advice:
+        advice = decide(found, remaining, **options)
+        return advice.replace(backend="process", workers=2)
+
+    monkeypatch.setattr(advise, "decide", processes)
+
+
 @pytest.mark.skipif(FREE_THREADED, reason="without a GIL, threads take pure-Python CPU work")
 def test_auto_goes_on_with_the_process_pool_it_started_while_measuring(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    _processes_chosen(monkeypatch)
     started = _count_pools(monkeypatch)
 
     def fresh(x: int) -> int:  # measured afresh: not remembered from another test
@@ -611,6 +626,7 @@ class Opaque:
 def test_items_run_on_the_early_pool_while_measuring_are_results(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, given: object
 ) -> None:
+    _processes_chosen(monkeypatch)
     started = _count_pools(monkeypatch)
 
     def fresh(x: int) -> tuple[int, int]:
@@ -651,6 +667,7 @@ def test_an_item_the_chosen_processes_cannot_take_runs_here_as_serial_would(
 ) -> None:
     # Processes are chosen on the first items; a later one whose argument cannot be
     # pickled must not fail for it, since backend="serial" would have run it.
+    _processes_chosen(monkeypatch)
     started = _count_pools(monkeypatch)
     tries: list[int] = []
 
