@@ -19,6 +19,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from workpool import _platform
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -281,14 +283,20 @@ def test_maps_on_any_backend_auto_advise_and_a_pool_load_no_typing() -> None:
         "    assert pool.submit(square, 3).result() == 9\n"
         "    assert list(pool.map(square, range(4))) == [0, 1, 4, 9]\n"
     )
-    loaded = loaded_after(statement, "typing")
-    assert {"workpool.advise", "workpool.pool"} <= loaded
-    if getattr(sys, "_is_gil_enabled", lambda: True)():
-        # Slow items went early to a pool of processes, or (3.14 with the GIL) to a
-        # trial of subinterpreters; without the GIL, threads suit them and no trial runs.
-        assert {"workpool.early_items", "workpool.interpreter_trial"} & loaded
-    assert "workpool.backends.thread" in loaded
-    assert "typing" not in loaded
+    # Slow items go early to a pool of processes, or (3.14 with the GIL) to a trial of
+    # subinterpreters; without the GIL, threads suit them and no trial runs. On a loaded
+    # machine the timings can send them elsewhere: a few tries, one must take that path.
+    early = {"workpool.early_items", "workpool.interpreter_trial"}
+    wants_early = getattr(sys, "_is_gil_enabled", lambda: True)()
+    for _ in range(3):
+        loaded = loaded_after(statement, "typing")
+        assert {"workpool.advise", "workpool.pool"} <= loaded
+        assert "workpool.backends.thread" in loaded
+        assert "typing" not in loaded
+        if not wants_early or early & loaded:
+            break
+    else:
+        pytest.fail(f"slow items never went early to a pool: {sorted(loaded)}")
 
 
 def test_a_checkpointed_map_and_its_resume_load_no_executor_and_no_logging(
