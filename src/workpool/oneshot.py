@@ -78,10 +78,15 @@ class _OneShotCall:
         self.workers_given = given["workers"] is not None
         self.options: RunOptions = run_options(given, backend=self.spec.backend)
         self.inputs, self.mode, self.total = prepare_inputs(iterables, star=star)
-        if self.options.checkpoint is not None:
-            from workpool.checkpoint.session import refuse_writable_shares
+        # The files too are refused now, not at the first next() of an imap.
+        if self.options.trace is not None:
+            from workpool.timeline.recorder import checked_path
 
-            refuse_writable_shares(fn)
+            checked_path(self.options.trace)
+        if self.options.checkpoint is not None:
+            from workpool.checkpoint.session import check_call
+
+            check_call(self.options.checkpoint, fn, self.inputs)
 
     def results(self, *, raise_in_order: bool) -> Iterator[Any]:
         """Yield the results one by one."""
