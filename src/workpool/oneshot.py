@@ -61,6 +61,20 @@ __all__ = ["imap", "map", "starmap"]
 INLINE = "the calling thread"
 
 
+def _initialize_inline(spec: PoolSpec) -> None:
+    """Run the initializer in this thread, as the serial backend does: what it raises
+    breaks the call (``BrokenPool``) as on every engine, except the user's Ctrl+C."""
+    assert spec.initializer is not None
+    try:
+        spec.initializer(*spec.initargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        from workpool.backends.base import broken_by_initializer
+
+        raise broken_by_initializer(exc) from exc
+
+
 class _OneShotCall:
     """Everything one call needs, validated before any worker starts."""
 
@@ -378,7 +392,7 @@ class _MeasuredPrefix:
         else:
             if found is None:
                 if call.spec.initializer is not None:  # inline, we are the worker
-                    call.spec.initializer(*call.spec.initargs)
+                    _initialize_inline(call.spec)
                 source: ItemSource
                 if self._checkpoint is None:
                     source = self._counted = _Counted(call.inputs)
