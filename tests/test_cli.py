@@ -226,6 +226,16 @@ def test_advise_errors_are_clear(
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("total", ["-5", "x", "2.5"])
+def test_advise_refuses_a_bad_total_as_it_refuses_bad_arguments(total: str) -> None:
+    # Checked with the other arguments, before the module is imported or the input read
+    # (neither exists here), and worded for the command line: no Python "None".
+    result = run_cli("advise", "no_such_module:f", "--input", "missing.jsonl", "--total", total)
+    assert result.returncode == 2
+    assert f"argument --total: expected an integer >= 0; got {total!r}" in result.stderr
+    assert "None" not in result.stderr
+
+
 def test_advise_unreadable_input(tasks_module: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["advise", "cli_tasks:slow_square", "--input", "missing.jsonl"]) == 2
     assert "cannot read missing.jsonl" in capsys.readouterr().err

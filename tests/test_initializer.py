@@ -1,8 +1,8 @@
 """One rule for an initializer that fails, on every backend.
 
 Anything it raises breaks the pool, ``SystemExit`` included; ``KeyboardInterrupt`` too,
-except on the serial backend, where the initializer runs in the caller's thread and
-Ctrl+C must reach the caller.
+except where the initializer runs in the caller's thread (the serial backend, and
+``backend="auto"`` before it measures), since Ctrl+C must reach the caller.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import workpool
-from helpers import exit_by_system_exit, fails_when_released, square
+from helpers import broken_initializer, exit_by_system_exit, fails_when_released, square
 
 
 def causes(error: BaseException) -> list[BaseException]:
@@ -91,3 +91,33 @@ def test_an_initializer_raising_keyboard_interrupt_on_threads_breaks_the_pool() 
         with pytest.raises(workpool.BrokenPool) as info:
             pool.submit(square, 3).result(timeout=30)
         assert any(isinstance(cause, KeyboardInterrupt) for cause in causes(info.value))
+
+
+@pytest.mark.parametrize("initializer", [broken_initializer, exit_by_system_exit])
+def test_an_initializer_that_fails_breaks_an_auto_map_alike_measured_or_not(
+    initializer: object,
+) -> None:
+    # backend="auto" runs the initializer in the caller's thread before it measures a
+    # function it has not seen; once it has, the chosen engine runs it. Either way the
+    # call fails as on a named backend: BrokenPool, with what was raised as its cause.
+    def fresh(x: int) -> int:  # a function auto has never measured
+        return square(x)
+
+    for measured in (False, True):
+        if measured:
+            assert workpool.map(fresh, range(10)) == [square(i) for i in range(10)]
+        with pytest.raises(workpool.BrokenPool, match="initializer") as info:
+            workpool.map(fresh, range(10), initializer=initializer)
+        assert any(isinstance(cause, (RuntimeError, SystemExit)) for cause in causes(info.value))
+
+
+def test_ctrl_c_in_the_initializer_auto_runs_inline_reaches_the_caller() -> None:
+    # There, as on the serial backend, the initializer runs in the caller's own thread.
+    initializer = InterruptedOnce()
+
+    def fresh(x: int) -> int:
+        return square(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        workpool.map(fresh, range(10), initializer=initializer)
+    assert workpool.map(fresh, range(10), initializer=initializer) == [square(i) for i in range(10)]

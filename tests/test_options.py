@@ -215,3 +215,47 @@ def test_a_pools_call_defaults_hold_until_a_call_overrides_them(
         assert list(pool.imap(fail_first_try(tmp_path), [2, 3])) == [4, 9]
         with pytest.raises(ConnectionError, match="flaky 5"):
             list(pool.imap(fail_first_try(tmp_path), [5], retries=0))
+
+
+# Every entry point, called without iterating what it returns: the lazy ones too.
+ENTRY_POINTS = {
+    "map": lambda pool, items, **kw: workpool.map(square, items, backend="thread", **kw),
+    "imap": lambda pool, items, **kw: workpool.imap(square, items, backend="thread", **kw),
+    "starmap": lambda pool, items, **kw: workpool.starmap(
+        square, [(i,) for i in items], backend="thread", **kw
+    ),
+    "Pool.map": lambda pool, items, **kw: pool.map(square, items, **kw),
+    "Pool.imap": lambda pool, items, **kw: pool.imap(square, items, **kw),
+    "Pool.starmap": lambda pool, items, **kw: pool.starmap(square, [(i,) for i in items], **kw),
+}
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS)
+@pytest.mark.parametrize(
+    ("option", "where", "error", "message"),
+    [
+        ("checkpoint", ".", IsADirectoryError, r"is a directory"),
+        ("checkpoint", "missing/run.ckpt", FileNotFoundError, r"does not exist"),
+        ("checkpoint", "notes.txt", ValueError, r"not a workpool checkpoint"),
+        ("trace", ".", IsADirectoryError, r"is a directory"),
+        ("trace", "missing/run.json", FileNotFoundError, r"does not exist"),
+    ],
+)
+def test_a_file_option_that_cannot_be_used_raises_at_the_call_of_every_entry_point(
+    entry: str, option: str, where: str, error: type, message: str, tmp_path: Path
+) -> None:
+    # As any other bad argument: at the call, before the first next() of a lazy one.
+    (tmp_path / "notes.txt").write_text("my notes, not a checkpoint\n")
+    with workpool.Pool(2, backend="thread") as pool, pytest.raises(error, match=message):
+        ENTRY_POINTS[entry](pool, range(5), **{option: str(tmp_path / where)})
+    assert (tmp_path / "notes.txt").read_text() == "my notes, not a checkpoint\n"
+    assert live_workpool_threads() == []
+
+
+@pytest.mark.parametrize("entry", ["map", "imap", "Pool.map", "Pool.imap"])
+def test_a_checkpoint_of_a_set_of_strings_is_refused_at_the_call(
+    entry: str, tmp_path: Path
+) -> None:
+    pool = workpool.Pool(2, backend="thread")
+    with pool, pytest.raises(ValueError, match="the input is a set"):
+        ENTRY_POINTS[entry](pool, {"a", "b"}, checkpoint=str(tmp_path / "run.ckpt"))

@@ -315,6 +315,29 @@ def test_cancel_a_pending_future(backend: str) -> None:
         assert queued[-1].cancelled()
 
 
+def test_a_process_worker_holds_at_most_one_future_ahead_of_the_one_it_runs(
+    tmp_path: Path,
+) -> None:
+    # Once tasks are seen to be short, a process worker is sent its next task while it
+    # runs one: that Future is running() and cannot be cancelled, as README says. Only
+    # one per worker: the others behind a long task stay pending and cancel.
+    with workpool.Pool(1, backend="process") as pool:
+        assert [pool.submit(square, i).result(timeout=30) for i in range(16)] == [
+            i * i for i in range(16)
+        ]
+        blocker = pool.submit(hold, 0, str(tmp_path), (0,))
+        assert wait_for(lambda: (tmp_path / "started-0").exists())
+        behind = [pool.submit(square, i) for i in range(1, 6)]
+        ahead = [f for f in behind if f.running()]
+        assert len(ahead) <= 1
+        assert all(f.cancel() for f in behind if f not in ahead)
+        assert not any(f.cancel() for f in ahead)
+        (tmp_path / "release").touch()
+        assert blocker.result(timeout=30) == 0
+        assert [f.result(timeout=30) for f in ahead] == [1] * len(ahead)
+        assert sum(f.cancelled() for f in behind) == len(behind) - len(ahead)
+
+
 @pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
 @pytest.mark.parametrize("how", ["set_result", "set_running_or_notify_cancel"])
 def test_a_pending_future_the_caller_settles_itself_costs_no_other_result(

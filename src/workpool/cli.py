@@ -44,6 +44,16 @@ def _positive_ints(text: str) -> list[int]:
     return sorted(set(values))
 
 
+def _item_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0; got {text!r}")
+    return value
+
+
 def _workload_names(text: str) -> list[str]:
     from workpool.bench import WORKLOADS
 
@@ -102,7 +112,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     advise.add_argument(
         "--total",
-        type=int,
+        type=_item_count,
         default=None,
         metavar="N",
         help="how many items the real job has (default: the number of lines)",

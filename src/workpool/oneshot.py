@@ -61,6 +61,20 @@ __all__ = ["imap", "map", "starmap"]
 INLINE = "the calling thread"
 
 
+def _initialize_inline(spec: PoolSpec) -> None:
+    """Run the initializer in this thread, as the serial backend does: what it raises
+    breaks the call (``BrokenPool``) as on every engine, except the user's Ctrl+C."""
+    assert spec.initializer is not None
+    try:
+        spec.initializer(*spec.initargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        from workpool.backends.base import broken_by_initializer
+
+        raise broken_by_initializer(exc) from exc
+
+
 class _OneShotCall:
     """Everything one call needs, validated before any worker starts."""
 
@@ -78,10 +92,15 @@ class _OneShotCall:
         self.workers_given = given["workers"] is not None
         self.options: RunOptions = run_options(given, backend=self.spec.backend)
         self.inputs, self.mode, self.total = prepare_inputs(iterables, star=star)
-        if self.options.checkpoint is not None:
-            from workpool.checkpoint.session import refuse_writable_shares
+        # The files too are refused now, not at the first next() of an imap.
+        if self.options.trace is not None:
+            from workpool.timeline.recorder import checked_path
 
-            refuse_writable_shares(fn)
+            checked_path(self.options.trace)
+        if self.options.checkpoint is not None:
+            from workpool.checkpoint.session import check_call
+
+            check_call(self.options.checkpoint, fn, self.inputs)
 
     def results(self, *, raise_in_order: bool) -> Iterator[Any]:
         """Yield the results one by one."""
@@ -373,7 +392,7 @@ class _MeasuredPrefix:
         else:
             if found is None:
                 if call.spec.initializer is not None:  # inline, we are the worker
-                    call.spec.initializer(*call.spec.initargs)
+                    _initialize_inline(call.spec)
                 source: ItemSource
                 if self._checkpoint is None:
                     source = self._counted = _Counted(call.inputs)

@@ -269,13 +269,9 @@ class MapRun:
         self._checkpoint = checkpoint
         self._owns_checkpoint = False  # opened here (then closed here), or the caller's
         if options.checkpoint is not None and checkpoint is None:
-            from workpool.checkpoint.session import (
-                refuse_unordered_input,
-                refuse_writable_shares,
-            )
+            from workpool.checkpoint.session import check_call
 
-            refuse_writable_shares(fn)  # at once, not at the first next()
-            refuse_unordered_input(options.checkpoint, inputs)
+            check_call(options.checkpoint, fn, inputs)  # at once, not at the first next()
         elif options.progress and progress_bar is None:
             self._progress = start_progress_bar(total, fn)
         # The call's timeline: None (not traced) is all the hot path ever checks.

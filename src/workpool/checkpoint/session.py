@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool.checkpoint.digest import digest_and_encodings, part_digest
 from workpool.checkpoint.journal import Journal
-from workpool.checkpoint.store import Row
+from workpool.checkpoint.store import Row, check_usable
 from workpool.clock import now_ns
 from workpool.errors import is_cancelled, outside_workpool
 from workpool.inputs import InputSource
@@ -44,6 +44,7 @@ __all__ = [
     "CheckpointSession",
     "Gap",
     "Piece",
+    "check_call",
     "refuse_unordered_input",
     "refuse_writable_shares",
 ]
@@ -117,6 +118,17 @@ _SEEDLESS = frozenset({int, float, bool, complex, type(None)})
 def _seedless(value: Any) -> bool:
     kind = type(value)
     return kind in _SEEDLESS or (kind is tuple and all(map(_seedless, value)))
+
+
+def check_call(path: str, fn: Callable[..., Any], inputs: InputSource) -> None:
+    """Refuse a call's checkpoint when the call is made, as any other bad argument.
+
+    Everything that can be refused before the journal is opened (and locked), which a
+    lazy call does at its first ``next()``: the function, the input, the path.
+    """
+    refuse_writable_shares(fn)
+    refuse_unordered_input(path, inputs)
+    check_usable(os.path.abspath(path))
 
 
 def refuse_unordered_input(path: str, inputs: InputSource) -> None:

@@ -66,6 +66,7 @@ __all__ = [
     "Row",
     "Summary",
     "check_path",
+    "check_usable",
     "check_writable",
     "create_journal",
     "network_filesystem",
@@ -190,6 +191,17 @@ def check_path(path: str) -> None:
         )
     if os.path.isdir(path):
         raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
+
+
+def check_usable(path: str) -> None:
+    """Refuse, without opening or locking it, a path no checkpoint can be kept at.
+
+    What ``JournalStore.open`` would refuse of the path itself: a missing directory, a
+    directory, a file that is not an SQLite database, one this process may not write.
+    """
+    check_path(path)
+    _check_header(path)
+    check_writable(path)
 
 
 def check_writable(path: str) -> None:

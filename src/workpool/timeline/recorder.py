@@ -21,7 +21,7 @@ from workpool.clock import now_ns
 from workpool.named_files import SQLITE_MAGIC, tilde_hint
 from workpool.timeline.snapshots import FIRST_AFTER, Rewriter
 
-__all__ = ["OUTCOMES", "Recorder", "TrackInfo"]
+__all__ = ["OUTCOMES", "Recorder", "TrackInfo", "checked_path"]
 
 # How a chunk ended: every item returned, some item raised, its worker died, or a
 # task ran past task_timeout (and its worker was stopped).
@@ -53,7 +53,7 @@ ChunkRecord = tuple[int, int, int, int, str, int, int, int, int, int, tuple[int,
 InstantRecord = tuple[int, str, str, int, "dict[str, Any]"]
 
 
-def _checked_path(path: str | os.PathLike[str]) -> str:
+def checked_path(path: str | os.PathLike[str]) -> str:
     """``path`` as an absolute path, if a file can be created there; raise at once if not.
 
     Absolute, so the trace goes where the call began even if the program (or, on
@@ -129,7 +129,7 @@ class Recorder:
     @staticmethod
     def _checked_path(path: str | os.PathLike[str]) -> str:
         """``path`` as a string; raises if the trace could not be written there."""
-        return _checked_path(path)
+        return checked_path(path)
 
     def track(self, key: Hashable, name: str, group: str) -> int:
         """The number of the track for ``key``, created (named ``name``) on first use.
