@@ -40,6 +40,7 @@ distributed = pytest.importorskip(
 import workpool  # noqa: E402
 from cluster_tasks import (  # noqa: E402
     FailOnOneElseWaitLong,
+    Rendezvous,
     WaitLong,
     array_sum_plus,
     dask_worker_pid,
@@ -825,6 +826,24 @@ def test_an_idle_local_pool_is_stopped_after_a_while(client: Any) -> None:
         assert wait_for(lambda: not any(client.run(local_processes).values()), timeout=10)
     finally:
         client.run(keep_idle_pools_for, next(iter(kept.values())))
+
+
+def test_dask_workers_in_one_process_each_run_their_own_chunks(tmp_path: Path) -> None:
+    # LocalCluster(processes=False), as notebooks use: both Dask workers (one thread
+    # each) live in this process. Each runs its chunk in a local process of its own,
+    # at the same time as the other's.
+    before = {p.pid for p in live_worker_processes()}
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        met = workpool.map(
+            Rendezvous(tmp_path, 2), range(2), backend="dask", address=client, chunksize=1
+        )
+    finally:
+        stop_cluster(cluster, client, before)
+    assert met == [2, 2]
 
 
 # --- timelines ------------------------------------------------------------------------
