@@ -1162,6 +1162,19 @@ def test_a_scheduler_lost_mid_run_breaks_the_pool_and_says_why(tmp_path: Path) -
 # --- refusals ------------------------------------------------------------------------
 
 
+def test_a_client_closed_under_a_pool_breaks_it_and_says_so(client: Any) -> None:
+    own = distributed.Client(client.cluster, set_as_default=False)
+    with workpool.Pool(backend="dask", address=own) as pool:
+        assert pool.submit(square, 3).result(timeout=30) == 9
+        futures = [pool.submit(slow_square, x, 0.2) for x in range(4)]
+        own.close()
+        errors = [future.exception(timeout=30) for future in futures]
+        assert all(isinstance(error, workpool.BrokenPool) for error in errors), errors
+        assert "the Dask client was closed" in str(errors[0])
+        with pytest.raises(workpool.BrokenPool, match="the Dask client was closed"):
+            pool.submit(square, 2)
+
+
 def test_without_the_extra_backend_dask_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
     with pytest.raises(ImportError, match=r"pip install 'workpool\[dask\]'"):
