@@ -145,3 +145,25 @@ class MarkDone:
         time.sleep(0.05)
         (Path(self.directory) / f"done-{x}").touch()
         return x
+
+
+class Rendezvous:
+    """Wait until ``count`` tasks are running at once (or 5 s pass); return how many met.
+
+    Each task leaves ``arrived-<x>`` in ``directory``: tasks that can run side by side
+    all see ``count`` marks; tasks made to run one after another see fewer.
+    """
+
+    def __init__(self, directory: str | Path, count: int) -> None:
+        self.directory = str(directory)
+        self.count = count
+
+    def __call__(self, x: int) -> int:
+        (Path(self.directory) / f"arrived-{x}").touch()
+        deadline = time.monotonic() + 5
+        while True:
+            marks = [p.name for p in Path(self.directory).iterdir()]
+            arrived = sum(1 for name in marks if name.startswith("arrived-"))
+            if arrived >= self.count or time.monotonic() > deadline:
+                return arrived
+            time.sleep(0.01)

@@ -40,6 +40,7 @@ distributed = pytest.importorskip(
 import workpool  # noqa: E402
 from cluster_tasks import (  # noqa: E402
     FailOnOneElseWaitLong,
+    Rendezvous,
     WaitLong,
     array_sum_plus,
     dask_worker_pid,
@@ -827,6 +828,24 @@ def test_an_idle_local_pool_is_stopped_after_a_while(client: Any) -> None:
         client.run(keep_idle_pools_for, next(iter(kept.values())))
 
 
+def test_dask_workers_in_one_process_each_run_their_own_chunks(tmp_path: Path) -> None:
+    # LocalCluster(processes=False), as notebooks use: both Dask workers (one thread
+    # each) live in this process. Each runs its chunk in a local process of its own,
+    # at the same time as the other's.
+    before = {p.pid for p in live_worker_processes()}
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    )
+    client = distributed.Client(cluster, set_as_default=False)
+    try:
+        met = workpool.map(
+            Rendezvous(tmp_path, 2), range(2), backend="dask", address=client, chunksize=1
+        )
+    finally:
+        stop_cluster(cluster, client, before)
+    assert met == [2, 2]
+
+
 # --- timelines ------------------------------------------------------------------------
 
 
@@ -1141,6 +1160,19 @@ def test_a_scheduler_lost_mid_run_breaks_the_pool_and_says_why(tmp_path: Path) -
 
 
 # --- refusals ------------------------------------------------------------------------
+
+
+def test_a_client_closed_under_a_pool_breaks_it_and_says_so(client: Any) -> None:
+    own = distributed.Client(client.cluster, set_as_default=False)
+    with workpool.Pool(backend="dask", address=own) as pool:
+        assert pool.submit(square, 3).result(timeout=30) == 9
+        futures = [pool.submit(slow_square, x, 0.2) for x in range(4)]
+        own.close()
+        errors = [future.exception(timeout=30) for future in futures]
+        assert all(isinstance(error, workpool.BrokenPool) for error in errors), errors
+        assert "the Dask client was closed" in str(errors[0])
+        with pytest.raises(workpool.BrokenPool, match="the Dask client was closed"):
+            pool.submit(square, 2)
 
 
 def test_without_the_extra_backend_dask_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

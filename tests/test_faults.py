@@ -136,6 +136,23 @@ def test_retries_apply_to_exceptions(backend: str, tmp_path: Path, chunksize: in
     assert results == [x * x for x in range(20)]
 
 
+@pytest.mark.parametrize("chunksize", [1, 5])
+def test_retries_lose_no_result_as_they_finish(
+    backend: str, tmp_path: Path, chunksize: int
+) -> None:
+    # A retry may come back before the batch of its first attempt is seen (on serial it
+    # always does: it runs while that batch is delivered). Its chunk is finished once.
+    results = workpool.imap(
+        fail_first_try(tmp_path),
+        range(20),
+        backend=backend,
+        retries=1,
+        chunksize=chunksize,
+        ordered=False,
+    )
+    assert sorted(results) == [x * x for x in range(20)]
+
+
 def test_retries_exhausted_report_the_last_attempt(backend: str, tmp_path: Path) -> None:
     with pytest.raises(ConnectionError, match="flaky 3") as info:
         workpool.map(fail_first_try(tmp_path), [3], backend=backend, retries=0)

@@ -571,6 +571,14 @@ def test_a_path_in_a_missing_directory_is_refused(tmp_path: Path) -> None:
     assert not os.path.exists(tmp_path / "nowhere")
 
 
+def test_a_path_under_a_file_is_refused_as_such(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    under = str(tmp_path / "notes.txt" / "run.ckpt")
+    with pytest.raises(NotADirectoryError, match="is not a directory") as info:
+        Journal(under, square)
+    assert under in str(info.value)
+
+
 def test_a_path_starting_with_a_tilde_is_explained(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -248,6 +248,9 @@ def test_a_trace_path_that_cannot_be_written_fails_before_the_work(tmp_path: Pat
         Recorder(tmp_path / "missing" / "t.json")
     with pytest.raises(IsADirectoryError, match="is a directory"):
         Recorder(tmp_path)
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(NotADirectoryError, match=r"notes\.txt' is not a directory"):
+        Recorder(tmp_path / "notes.txt" / "t.json")
 
 
 def test_a_chunk_costs_a_few_hundred_bytes(tmp_path: Path) -> None:

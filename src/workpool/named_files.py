@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["SQLITE_MAGIC", "tilde_hint"]
+__all__ = ["SQLITE_MAGIC", "no_directory", "tilde_hint"]
 
 # The first bytes of every SQLite database file.
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -22,3 +22,14 @@ def tilde_hint(path: str) -> str:
     if not any(part.startswith("~") for part in path.split(os.sep)):
         return ""
     return " (Python does not expand ~ as a shell does: pass os.path.expanduser(path))"
+
+
+def no_directory(directory: str) -> tuple[type[OSError], str]:
+    """The error type, and the words, for a path whose ``directory`` is not one.
+
+    It may be missing, or be a file: a path under ``notes.txt`` is not in a missing
+    directory, and saying so would send the user looking for the wrong thing.
+    """
+    if os.path.exists(directory):
+        return NotADirectoryError, "is not a directory"
+    return FileNotFoundError, "does not exist"

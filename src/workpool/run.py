@@ -734,7 +734,10 @@ class MapRun:
             self._items_ahead -= finished  # handed over below (or raised)
         if self._progress is not None and not state.journaled:  # the bar began with those
             self._progress.advance(finished, failed)
-        if state.left == 0:
+        # A batch whose items were all retried finishes none: the retries' batches, which
+        # may have come first (serial runs a retry while its first attempt is delivered),
+        # finish the chunk, once.
+        if finished and state.left == 0:
             self._unfinished -= 1
         if self._options.ordered:
             return None

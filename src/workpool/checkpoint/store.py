@@ -56,7 +56,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
 from workpool.errors import outside_workpool
-from workpool.named_files import SQLITE_MAGIC, tilde_hint
+from workpool.named_files import SQLITE_MAGIC, no_directory, tilde_hint
 
 __all__ = [
     "FORMAT_VERSION",
@@ -186,9 +186,8 @@ def check_path(path: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     # One-argument OSErrors: their message is the whole message, path included.
     if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"checkpoint {path}: the directory {directory} does not exist{tilde_hint(path)}"
-        )
+        error, why = no_directory(directory)
+        raise error(f"checkpoint {path}: the directory {directory} {why}{tilde_hint(path)}")
     if os.path.isdir(path):
         raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
 

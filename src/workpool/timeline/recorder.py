@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from workpool.clock import now_ns
-from workpool.named_files import SQLITE_MAGIC, tilde_hint
+from workpool.named_files import SQLITE_MAGIC, no_directory, tilde_hint
 from workpool.timeline.snapshots import FIRST_AFTER, Rewriter
 
 __all__ = ["OUTCOMES", "Recorder", "TrackInfo", "checked_path"]
@@ -64,8 +64,9 @@ def checked_path(path: str | os.PathLike[str]) -> str:
         raise IsADirectoryError(f"trace={text!r} is a directory; name the file to write")
     directory = os.path.dirname(os.path.abspath(text))
     if not os.path.isdir(directory):
-        raise FileNotFoundError(
-            f"trace={text!r}: the directory {directory!r} does not exist, "
+        error, why = no_directory(directory)
+        raise error(
+            f"trace={text!r}: the directory {directory!r} {why}, "
             f"so the timeline could not be written{tilde_hint(text)}"
         )
     # The file is written under a temporary name in that directory, then renamed.

@@ -698,7 +698,15 @@ def _done_callbacks_on_the_loop() -> Callable[[Any, Callable[[Any], None]], None
 
 
 def _why_cancelled(future: Any) -> str:
-    """Dask's own reason for cancelling ``future`` (its scheduler was lost, for one)."""
+    """Dask's own reason for cancelling ``future`` (its scheduler was lost, for one).
+
+    A client closed under the pool cancels every future it holds, with no reason given.
+    """
+    if getattr(future.client, "status", None) in ("closing", "closed"):
+        return (
+            "the Dask client was closed while the pool still used it (close the pool "
+            "before its client)"
+        )
     try:
         future.result(timeout=1)
     except concurrent.futures.CancelledError as why:  # Dask's, with its reason

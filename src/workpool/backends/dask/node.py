@@ -16,9 +16,11 @@ it was started for: it is lent to one session at a time, and returned::
                              that work stops
 
 The settings are those a worker process is made with: the initializer (as pickled
-bytes), ``max_tasks_per_worker`` and the pool's size. Pools die with the Dask worker:
-their processes watch their parent, and the process engine's exit hook terminates
-every pool still running when the worker's interpreter exits.
+bytes), ``max_tasks_per_worker`` and the pool's size. A pool serves the Dask worker it
+was started for (its *owner*: Dask workers may share a process) and dies with it:
+``stop_idle`` is called as that worker closes (``remote.py``), the processes watch
+their parent, and the process engine's exit hook terminates every pool still running
+when the worker's interpreter exits.
 """
 
 from __future__ import annotations
@@ -32,7 +34,15 @@ from workpool._options import PoolSpec
 from workpool.backends.dask.payload import Prepickled
 from workpool.backends.process import ProcessBackend
 
-__all__ = ["IDLE_SECONDS", "LocalPool", "PoolSettings", "give_back", "idle_pools", "lend"]
+__all__ = [
+    "IDLE_SECONDS",
+    "LocalPool",
+    "PoolSettings",
+    "give_back",
+    "idle_pools",
+    "lend",
+    "stop_idle",
+]
 
 # An idle pool unused for this long is stopped (its processes hold memory).
 IDLE_SECONDS = 60.0
@@ -52,8 +62,9 @@ class PoolSettings(NamedTuple):
 class LocalPool:
     """A local process pool of this node, and the functions it has been given."""
 
-    def __init__(self, settings: PoolSettings) -> None:
+    def __init__(self, settings: PoolSettings, owner: str) -> None:
         self.settings = settings
+        self.owner = owner  # the address of the Dask worker it serves
         spec = PoolSpec(
             backend="process",
             workers=settings.workers,
@@ -91,12 +102,19 @@ class _Idle:
         self._pools: list[LocalPool] = []
         self._reaper: threading.Thread | None = None
 
-    def take(self, settings: PoolSettings) -> LocalPool | None:
+    def take(self, settings: PoolSettings, owner: str) -> LocalPool | None:
         with self._lock:
             for index, pool in enumerate(self._pools):
-                if pool.settings == settings:
+                if pool.settings == settings and pool.owner == owner:
                     return self._pools.pop(index)
         return None
+
+    def take_all(self, owner: str) -> list[LocalPool]:
+        with self._lock:
+            taken = [pool for pool in self._pools if pool.owner == owner]
+            self._pools = [pool for pool in self._pools if pool.owner != owner]
+            self._lock.notify_all()
+        return taken
 
     def put(self, pool: LocalPool) -> None:
         pool.idle_since = time.monotonic()
@@ -133,12 +151,13 @@ class _Idle:
 _idle = _Idle()
 
 
-def lend(settings: PoolSettings) -> LocalPool:
-    """A pool with these settings for one session: an idle one, else a new one."""
+def lend(settings: PoolSettings, owner: str) -> LocalPool:
+    """A pool with these settings for a session of the Dask worker ``owner``: an idle
+    one of its own, else a new one."""
     while True:
-        pool = _idle.take(settings)
+        pool = _idle.take(settings, owner)
         if pool is None:
-            return LocalPool(settings)
+            return LocalPool(settings, owner)
         if pool.engine.accepting:
             return pool
         pool.engine.terminate()  # broke while idle (its processes could not restart)
@@ -149,6 +168,12 @@ def give_back(pool: LocalPool, *, clean: bool) -> None:
     if clean and pool.engine.accepting:
         _idle.put(pool)
     else:
+        pool.engine.terminate()
+
+
+def stop_idle(owner: str) -> None:
+    """The Dask worker ``owner`` is closing: terminate its idle pools now."""
+    for pool in _idle.take_all(owner):
         pool.engine.terminate()
 
 

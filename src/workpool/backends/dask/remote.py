@@ -70,16 +70,54 @@ WHOLE_CHUNK = -1
 
 
 def _this_worker() -> tuple[str, int]:
-    """This Dask worker's address and thread count (the local pool's size)."""
+    """This Dask worker's address and thread count (the local pool's size).
+
+    The first time a worker asks, it is also told to close its sessions when it closes
+    (``_watch``).
+    """
     try:
         from distributed import get_worker
 
         worker = get_worker()
-        return str(worker.address), int(worker.state.nthreads)
+        address = str(worker.address)
     except Exception:  # not inside a Dask worker (a test calling us directly)
         from workpool._cpus import usable_cpus
 
         return "this process", usable_cpus()
+    _watch(worker, address)
+    return address, int(worker.state.nthreads)
+
+
+# The Dask workers of this process told to close their sessions when they close.
+_watched: set[str] = set()
+_watched_lock = threading.Lock()
+_PLUGIN_NAME = "workpool-local-pools"
+
+
+def _watch(worker: Any, address: str) -> None:
+    """Have ``worker`` close its sessions, and stop its idle local pools, when it closes.
+
+    A worker process that ends takes its local processes with it; but Dask workers can
+    share one process (``LocalCluster(processes=False)``), which goes on without them,
+    and their local processes would outlive them by up to ``IDLE_SECONDS``. So each
+    worker gets a plugin whose ``teardown`` (run as the worker closes) stops them.
+    """
+    with _watched_lock:
+        if address in _watched:
+            return
+        _watched.add(address)
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class LocalPoolsGoWithTheWorker(WorkerPlugin):
+        def teardown(self, worker: Any) -> None:
+            _sessions.close_worker(address)
+            with _watched_lock:
+                _watched.discard(address)
+
+    # Set on the worker's event loop, where it reads its plugins as it closes; with no
+    # ``setup`` to run, ``plugin_add`` (which logs each plugin added) is not needed.
+    plugins = worker.plugins
+    worker.loop.add_callback(plugins.setdefault, _PLUGIN_NAME, LocalPoolsGoWithTheWorker())
 
 
 class _NodeSharing(SharingContext):
@@ -125,10 +163,10 @@ class _NodeSharing(SharingContext):
 class _Session:
     """One workpool call or Pool on this Dask worker: a local pool lent to it, and more."""
 
-    def __init__(self, info: SessionInfo) -> None:
-        self.address, threads = _this_worker()
+    def __init__(self, info: SessionInfo, address: str, threads: int) -> None:
+        self.address = address
         settings = PoolSettings(info.initializer, info.max_tasks_per_worker, max(1, threads))
-        self.local = node.lend(settings)
+        self.local = node.lend(settings, owner=address)
         self.pool = self.local.engine
         self._sharing: dict[int | None, _NodeSharing] = {}
         self.functions: dict[int, Prepickled] = {}
@@ -166,18 +204,24 @@ class _Sessions:
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._open: dict[str, _Session] = {}
+        self._open: dict[tuple[str, str], _Session] = {}  # by session id and worker address
         self._closed: OrderedDict[str, None] = OrderedDict()
         self._reaper: threading.Thread | None = None
 
     def enter(self, info: SessionInfo) -> _Session | None:
-        """The session, opened on first use and marked busy; None once it was closed."""
+        """The session, opened on first use and marked busy; None once it was closed.
+
+        Each Dask worker has its own, with a local pool of its own size: workers can
+        share a process (``LocalCluster(processes=False)``).
+        """
+        address, threads = _this_worker()
+        key = (info.session_id, address)
         with self._lock:
             if info.session_id in self._closed:
                 return None
-            session = self._open.get(info.session_id)
+            session = self._open.get(key)
             if session is None:
-                session = self._open[info.session_id] = _Session(info)
+                session = self._open[key] = _Session(info, address, threads)
                 self._start_reaper()
             session.busy += 1
             return session
@@ -188,18 +232,29 @@ class _Sessions:
             session.idle_since = time.monotonic()
 
     def close(self, session_id: str) -> bool:
-        """Close a session for good; False if it was not open here."""
+        """Close a session for good, for every worker of this process; False if it was
+        not open here."""
         with self._lock:
             self._closed[session_id] = None
             if len(self._closed) > _CLOSED_REMEMBERED:
                 self._closed.popitem(last=False)
-            session = self._open.pop(session_id, None)
-            idle = session is not None and not session.busy  # no task of it in the pool
+            keys = [key for key in self._open if key[0] == session_id]
+            # Idle: no task of it runs in the pool.
+            closing = [(session, not session.busy) for session in map(self._open.pop, keys)]
             self._lock.notify_all()
-        if session is None:
-            return False
-        session.close(idle=idle)
-        return True
+        for session, idle in closing:
+            session.close(idle=idle)
+        return bool(closing)
+
+    def close_worker(self, address: str) -> None:
+        """The Dask worker at ``address`` is closing: stop the local pools it used."""
+        with self._lock:
+            keys = [key for key in self._open if key[1] == address]
+            closing = [self._open.pop(key) for key in keys]
+            self._lock.notify_all()
+        for session in closing:
+            session.close(idle=False)
+        node.stop_idle(owner=address)
 
     def _start_reaper(self) -> None:
         if self._reaper is None or not self._reaper.is_alive():
@@ -218,12 +273,12 @@ class _Sessions:
                     return
                 now = time.monotonic()
                 wait = IDLE_SECONDS
-                for session_id, session in list(self._open.items()):
+                for key, session in list(self._open.items()):
                     if session.busy:
                         continue
                     left = session.idle_since + IDLE_SECONDS - now
                     if left <= 0:  # not remembered as closed: a late task may reopen it
-                        idle.append(self._open.pop(session_id))
+                        idle.append(self._open.pop(key))
                     else:
                         wait = min(wait, left)
                 if not idle:
