@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -234,6 +235,21 @@ def test_advise_refuses_a_bad_total_as_it_refuses_bad_arguments(total: str) -> N
     assert result.returncode == 2
     assert f"argument --total: expected an integer >= 0; got {total!r}" in result.stderr
     assert "None" not in result.stderr
+
+
+def test_advise_reads_standard_input_given_a_dash(
+    tasks_module: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As most command-line tools do: `... | workpool advise mod:fn --input -`.
+    monkeypatch.setattr(sys, "stdin", io.StringIO("[1, 2]\n\n[3, 4]\n"))
+    assert main(["advise", "cli_tasks:pair", "--input", "-", "--star"]) == 0
+    assert "serial" in capsys.readouterr().out
+    monkeypatch.setattr(sys, "stdin", io.StringIO("1\n{oops\n"))
+    assert main(["advise", "cli_tasks:slow_square", "--input", "-"]) == 2
+    assert "standard input, line 2: not a JSON value" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert main(["advise", "cli_tasks:slow_square", "--input", "-"]) == 2
+    assert "standard input holds no inputs" in capsys.readouterr().err
 
 
 def test_advise_unreadable_input(tasks_module: Path, capsys: pytest.CaptureFixture[str]) -> None:

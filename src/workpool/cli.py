@@ -106,7 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         "per line), and print the advice with the numbers behind it.",
     )
     advise.add_argument("target", metavar="MODULE:FUNCTION")
-    advise.add_argument("--input", type=Path, required=True, metavar="FILE")
+    advise.add_argument(
+        "--input",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="one JSON value per line (- reads standard input)",
+    )
     advise.add_argument(
         "--star", action="store_true", help="each input is a JSON list of arguments"
     )
@@ -191,13 +197,15 @@ def load_function(target: str) -> Callable[..., Any]:
 
 
 def read_inputs(path: Path) -> list[Any]:
-    """One JSON value per line; blank lines are skipped."""
+    """One JSON value per line; blank lines are skipped. ``-`` reads standard input."""
+    from_stdin = str(path) == "-"
+    name = "standard input" if from_stdin else str(path)
     try:
-        text = path.read_text()
+        text = sys.stdin.read() if from_stdin else path.read_text()
     except OSError as exc:
-        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from exc
+        raise CommandError(f"cannot read {name}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
-        raise CommandError(f"cannot read {path}: not UTF-8 text ({exc.reason})") from exc
+        raise CommandError(f"cannot read {name}: not UTF-8 text ({exc.reason})") from exc
     inputs = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -206,10 +214,10 @@ def read_inputs(path: Path) -> list[Any]:
             inputs.append(json.loads(line))
         except json.JSONDecodeError as exc:
             raise CommandError(
-                f"{path}, line {number}: not a JSON value ({exc.msg} at column {exc.colno})"
+                f"{name}, line {number}: not a JSON value ({exc.msg} at column {exc.colno})"
             ) from None
     if not inputs:
-        raise CommandError(f"{path} holds no inputs: write one JSON value per line")
+        raise CommandError(f"{name} holds no inputs: write one JSON value per line")
     return inputs
 
 
