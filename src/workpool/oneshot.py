@@ -19,6 +19,7 @@ from workpool._options import (
     run_options,
 )
 from workpool.backends import create_backend
+from workpool.backends.base import initialize_here
 from workpool.clock import now_ns
 from workpool.errors import add_note
 from workpool.inputs import InputSource, prepare_inputs
@@ -59,20 +60,6 @@ __all__ = ["imap", "map", "starmap"]
 # Where backend="auto" runs the items it measures, as timelines name it: the serial
 # backend's name for the same place, so that both share one track.
 INLINE = "the calling thread"
-
-
-def _initialize_inline(spec: PoolSpec) -> None:
-    """Run the initializer in this thread, as the serial backend does: what it raises
-    breaks the call (``BrokenPool``) as on every engine, except the user's Ctrl+C."""
-    assert spec.initializer is not None
-    try:
-        spec.initializer(*spec.initargs)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as exc:
-        from workpool.backends.base import broken_by_initializer
-
-        raise broken_by_initializer(exc) from exc
 
 
 class _OneShotCall:
@@ -392,7 +379,7 @@ class _MeasuredPrefix:
         else:
             if found is None:
                 if call.spec.initializer is not None:  # inline, we are the worker
-                    _initialize_inline(call.spec)
+                    initialize_here(call.spec)
                 source: ItemSource
                 if self._checkpoint is None:
                     source = self._counted = _Counted(call.inputs)

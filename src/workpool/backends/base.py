@@ -22,7 +22,14 @@ if TYPE_CHECKING:
     from workpool.tasks import ResultSink
     from workpool.timeline.recorder import Recorder
 
-__all__ = ["Backend", "InitializerFailed", "ShutDown", "broken_by_initializer", "deliver"]
+__all__ = [
+    "Backend",
+    "InitializerFailed",
+    "ShutDown",
+    "broken_by_initializer",
+    "deliver",
+    "initialize_here",
+]
 
 
 class ShutDown(RuntimeError):
@@ -147,6 +154,19 @@ def broken_by_initializer(error: BaseException) -> BrokenPool:
     broken = errors.BrokenPool(f"the initializer failed: {error!r}")
     broken.__cause__ = error
     return broken
+
+
+def initialize_here(spec: PoolSpec) -> None:
+    """Run the pool's initializer in the caller's own thread (serial, and ``auto``'s
+    measuring): what it raises becomes ``broken_by_initializer``'s ``BrokenPool``,
+    except the user's Ctrl+C, which propagates as itself."""
+    assert spec.initializer is not None
+    try:
+        spec.initializer(*spec.initargs)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
+        raise broken_by_initializer(exc) from exc
 
 
 def deliver(batch: ResultBatch) -> None:

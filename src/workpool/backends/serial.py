@@ -7,8 +7,9 @@ to be worth shipping anywhere.
 
 from __future__ import annotations
 
+from workpool import errors
 from workpool._options import PoolSpec
-from workpool.backends.base import Backend, ShutDown, broken_by_initializer
+from workpool.backends.base import Backend, ShutDown, initialize_here
 from workpool.chunking import PROCESS_CHUNK_SECONDS
 from workpool.clock import now_ns
 from workpool.errors import TaskTimeout
@@ -62,14 +63,11 @@ class SerialBackend(Backend):
         chunk.sink.deliver(batch)
 
     def _initialize(self) -> None:
-        assert self.spec.initializer is not None
         try:
-            self.spec.initializer(*self.spec.initargs)
-        except KeyboardInterrupt:  # the user's Ctrl+C: not the initializer's failure
+            initialize_here(self.spec)
+        except errors.BrokenPool as broken:  # not the user's Ctrl+C, which propagates
+            self._broken = broken
             raise
-        except BaseException as exc:
-            self._broken = broken_by_initializer(exc)
-            raise self._broken from exc
         self._initialized = True
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
