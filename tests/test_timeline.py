@@ -6,6 +6,7 @@ is chosen by the test, so what the writer and the summary make of it is known ex
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -488,6 +489,7 @@ def test_cli_plot_refuses_an_output_it_cannot_write(
         ('{"traceEvents": [{"ph": "X", "ts": 1, "dur": 1, "tid": {}}]}', "'tid' is {}"),
         (b"\xff\xfe not text", "not UTF-8"),
         ("[" * 100_000, "nested too deeply"),
+        (gzip.compress(b'{"traceEvents": []}')[:12], "gzip-compressed but cannot be"),
     ],
 )
 @pytest.mark.parametrize("action", ["summary", "plot"])

@@ -8,7 +8,10 @@ are decided by a later attempt), unless its own task crashed or timed out.
 
 from __future__ import annotations
 
+import gzip
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -486,3 +489,22 @@ def test_summary_and_plot_read_a_real_trace(
     png = tmp_path / "run.png"
     assert main(["trace", "plot", str(path), "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("backend", ["serial", "process"])
+def test_a_trace_named_gz_is_compressed_and_read_back(
+    backend: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "run.json.GZ"
+    assert workpool.map(square, range(300), backend=backend, workers=2, trace=path) == [
+        x * x for x in range(300)
+    ]
+    data = json.loads(gzip.decompress(path.read_bytes()))
+    assert_well_formed(data)
+    assert_each_position_once(data, 300)
+    assert main(["trace", "summary", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"The [12] workers? spent", " ".join(out.split()))
+    plain = tmp_path / "renamed.json"  # a gzip file read by its content, not its name
+    path.rename(plain)
+    assert main(["trace", "summary", str(plain)]) == 0

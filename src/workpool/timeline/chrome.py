@@ -1,7 +1,9 @@
 """Writing a recorded timeline as Chrome Trace Event JSON (Perfetto, chrome://tracing).
 
-The file is the JSON object format: ``traceEvents`` (the events below) and
-``otherData`` (workpool's version, the call's facts, whether the call ended early).
+The file is the JSON object format (compressed with gzip when its name ends in
+``.gz``, which Perfetto and chrome://tracing open as they are): ``traceEvents`` (the
+events below) and ``otherData`` (workpool's version, the call's facts, whether the
+call ended early).
 
 - every group of tracks becomes a trace "process" (``pid``), every track a "thread"
   (``tid``) of it; ``process_name`` and ``thread_name`` metadata events name them all;
@@ -31,7 +33,7 @@ from workpool._version import __version__
 from workpool.clock import now_ns
 from workpool.timeline.recorder import ChunkRecord, Recorder, SpanRecord
 
-__all__ = ["trace_lines", "write_trace"]
+__all__ = ["is_gzip_name", "trace_lines", "write_trace"]
 
 # The phases of a chunk are sub-spans: "receive" and "return" (category "serialize")
 # and "run" (category "run"); _Lines.node writes them.
@@ -42,6 +44,11 @@ __all__ = ["trace_lines", "write_trace"]
 # anything else is written as its repr().
 _ESCAPES = {code: f"\\u{code:04x}" for code in range(32)}
 _ESCAPES.update({ord('"'): '\\"', ord("\\"): "\\\\", ord("\n"): "\\n", ord("\t"): "\\t"})
+
+
+def is_gzip_name(path: str) -> bool:
+    """Whether a trace written to ``path`` is compressed: its name ends in ``.gz``."""
+    return path.lower().endswith(".gz")
 
 
 def _string(text: str) -> str:
@@ -261,6 +268,10 @@ def _write(recorder: Recorder, partial: bool, reason: str, running: bool) -> Non
         + ",\n".join(trace_lines(recorder, [call] if running else ()))
         + f'\n],\n"displayTimeUnit":"ms",\n"otherData":{_dumps(other)}}}\n'
     ).encode("utf-8", "backslashreplace")
+    if is_gzip_name(recorder.path):
+        import gzip  # only for a trace named *.gz
+
+        data = gzip.compress(data, mtime=0)
     directory, base = os.path.split(os.path.abspath(recorder.path))
     temporary = os.path.join(directory, f".{base}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     # O_EXCL: never write through someone else's file; 0o666 lets the umask decide.

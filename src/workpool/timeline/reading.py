@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 __all__ = ["Instant", "Span", "Timeline", "TraceFileError", "Track", "load"]
 
+_GZIP_MAGIC = b"\x1f\x8b"
 _LANE = re.compile(r"^(?P<name>.*) \(overlapping \d+\)$")
 
 
@@ -117,15 +118,19 @@ def _identifier(event: dict[str, Any], key: str) -> Any:
 
 def _events(path: Path) -> tuple[list[Any], dict[str, Any]]:
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise TraceFileError(f"{path}: no such file") from None
     except OSError as exc:
         raise TraceFileError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if data[:2] == _GZIP_MAGIC:  # a trace written as *.gz, whatever it is called now
+        data = _gunzipped(path, data)
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise TraceFileError(f"{path} is not a trace: not UTF-8 text ({exc.reason})") from None
     try:
-        data = json.loads(text)
+        loaded = json.loads(text)
     except json.JSONDecodeError as exc:
         # json's own wording ends some messages with "at" ("Unterminated string
         # starting at"): the place follows a colon, as in json's str() of the error.
@@ -135,12 +140,24 @@ def _events(path: Path) -> tuple[list[Any], dict[str, Any]]:
         ) from None
     except RecursionError:  # arrays or objects nested thousands deep: no trace is
         raise TraceFileError(f"{path} is not a trace: its JSON is nested too deeply") from None
-    if isinstance(data, list):
-        return data, {}
-    if isinstance(data, dict) and isinstance(data.get("traceEvents"), list):
-        other = data.get("otherData")
-        return data["traceEvents"], other if isinstance(other, dict) else {}
+    if isinstance(loaded, list):
+        return loaded, {}
+    if isinstance(loaded, dict) and isinstance(loaded.get("traceEvents"), list):
+        other = loaded.get("otherData")
+        return loaded["traceEvents"], other if isinstance(other, dict) else {}
     raise TraceFileError(f"{path} is JSON but not a Chrome trace: it has no list of traceEvents")
+
+
+def _gunzipped(path: Path, data: bytes) -> bytes:
+    import gzip
+    import zlib
+
+    try:
+        return gzip.decompress(data)
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise TraceFileError(
+            f"{path} is gzip-compressed but cannot be decompressed ({exc}); was it cut short?"
+        ) from None
 
 
 def load(path: Path) -> Timeline:

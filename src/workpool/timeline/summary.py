@@ -323,7 +323,10 @@ def _unevenness(summary: Summary, *, name_straggler: bool) -> list[str]:
 def print_summary(summary: Summary, title: str, console: Console) -> None:
     """Print the summary's tables and explanation."""
     wall = summary.wall or 1.0
-    table = Table(title=f"{title}: {seconds_text(summary.wall)}, {len(summary.workers)} workers")
+    workers = len(summary.workers)
+    table = Table(
+        title=f"{title}: {seconds_text(summary.wall)}, {workers} worker{'s' * (workers != 1)}"
+    )
     for column in ("worker", "chunks", "items", "start-up", "busy", "idle"):
         table.add_column(column, justify="left" if column == "worker" else "right")
     for worker in summary.workers:
