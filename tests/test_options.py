@@ -110,6 +110,18 @@ def test_bad_pool_arguments(kwargs: dict[str, Any], error: type, message: str) -
     assert live_worker_processes() == []
 
 
+@pytest.mark.parametrize("workers", [10**9, 10**30])
+def test_more_worker_processes_than_the_system_allows_are_refused_at_once(workers: int) -> None:
+    # Not an OverflowError from deep inside, nor minutes sizing a billion slots.
+    with pytest.raises(ValueError, match=f"workers={workers} is more worker processes"):
+        workpool.Pool(workers, backend="process")
+    with pytest.raises(ValueError, match="than this system can run: it allows"):
+        workpool.map(square, [1], backend="process", workers=workers)
+    assert live_worker_processes() == []
+    with workpool.Pool(workers, backend="thread") as pool:  # threads start as needed
+        assert list(pool.map(square, [3])) == [9]
+
+
 def test_bad_call_options_on_a_pool(backend: str) -> None:
     with workpool.Pool(1, backend=backend) as pool:
         with pytest.raises(ValueError, match="chunksize"):

@@ -49,6 +49,8 @@ them.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import weakref
 from collections.abc import Callable
 
@@ -92,6 +94,7 @@ class ProcessBackend(Backend):
         *,
         recorder: Recorder | None = None,
     ) -> None:
+        _refuse_impossible_worker_count(spec.workers)
         super().__init__(spec, recorder=recorder)
         # Large arrays a function holds reach the workers in shared memory.
         self._functions = FunctionRegistry(dumps=dumps_function_sharing)
@@ -179,6 +182,32 @@ class ProcessBackend(Backend):
     def worker_pids(self) -> list[int]:
         """Process ids of the live workers (for tests and diagnostics)."""
         return self._supervisor.worker_pids
+
+
+# Worker counts up to this are taken without asking the system how many it allows.
+_PLAINLY_POSSIBLE_WORKERS = 1024
+
+
+def _refuse_impossible_worker_count(workers: int) -> None:
+    """A ValueError if this system could never run ``workers`` processes at once.
+
+    Such a count would otherwise fail much later, or not at all: the pool sizes its
+    bookkeeping by it (a slot each), which for a billion workers is tens of gigabytes.
+    """
+    if workers <= _PLAINLY_POSSIBLE_WORKERS:
+        return
+    limits = []
+    with contextlib.suppress(ValueError, OSError):
+        limits.append((os.sysconf("SC_CHILD_MAX"), "processes a user may run, ulimit -u"))
+    with contextlib.suppress(OSError, ValueError), open("/proc/sys/kernel/pid_max") as file:
+        limits.append((int(file.read()), "process ids, /proc/sys/kernel/pid_max"))
+    known = [(limit, what) for limit, what in limits if limit > 0]  # -1: no limit
+    if known and min(known)[0] < workers:
+        limit, what = min(known)
+        raise ValueError(
+            f"workers={workers} is more worker processes than this system can run: "
+            f"it allows {limit} ({what})"
+        )
 
 
 def _why_unsent(chunk: Chunk, reason: BaseException) -> BaseException:
