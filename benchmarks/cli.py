@@ -43,7 +43,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workloads", help=f"comma-separated subset of: {names}")
     parser.add_argument(
         "--frameworks",
-        help="comma-separated framework keys, e.g. workpool,mp (mp also selects mp_c1000)",
+        help="comma-separated framework keys, e.g. workpool,mp "
+        "(mp also selects its variants, mp_c1000, mp_fork)",
     )
     parser.add_argument("--json", type=Path, help="write every raw number and the medians here")
     parser.add_argument("--seed", type=int, default=1, help="seed of the run order (default 1)")

@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import platform
 import sys
+import sysconfig
 from typing import Any
 
 from benchmarks.peers import OPTIONAL, version
@@ -58,6 +59,7 @@ def collect_facts() -> dict[str, Any]:
         "memory_gib": _memory_gib(),
         "python": sys.version.split()[0],
         "implementation": platform.python_implementation(),
+        "free_threaded": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
         "executable": sys.executable,
         "platform": platform.platform(),
         "mp_default_start_method": multiprocessing.get_start_method(allow_none=False),

@@ -76,12 +76,18 @@ def workpool_auto_map() -> Mapper:
     return lambda fn, items: workpool.map(fn, items, workers=WORKERS)
 
 
-def mp_pool_map(chunksize: int | None = None) -> Mapper:
-    """``multiprocessing.Pool.map``; its default chunksize is about len/(4*workers)."""
+def mp_pool_map(chunksize: int | None = None, start_method: str | None = None) -> Mapper:
+    """``multiprocessing.Pool.map``; its default chunksize is about len/(4*workers).
+
+    ``start_method``: a context other than the default one (fork, where 3.14 made the
+    fork server the default on Linux).
+    """
     import multiprocessing.pool
 
+    context = multiprocessing.get_context(start_method)
+
     def run(fn: MapFn, items: Sequence[Any]) -> list[Any]:
-        with multiprocessing.Pool(WORKERS) as pool:
+        with context.Pool(WORKERS) as pool:
             return pool.map(fn, items, chunksize)
 
     return run

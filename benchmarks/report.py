@@ -181,7 +181,8 @@ def print_facts(console: Console, facts: dict[str, Any], config: dict[str, Any])
     table.add_column("value")
     table.add_row("usable CPUs (sched_getaffinity)", str(facts["usable_cpus"]))
     table.add_row("memory", f"{facts['memory_gib']} GiB")
-    table.add_row("Python", f"{facts['python']} ({facts['implementation']})")
+    build = ", free-threaded" if facts.get("free_threaded") else ""
+    table.add_row("Python", f"{facts['python']} ({facts['implementation']}{build})")
     table.add_row("platform", facts["platform"])
     table.add_row("multiprocessing default start method", facts["mp_default_start_method"])
     load = facts["load_average_1m"]

@@ -6,6 +6,7 @@ overhead and how well its default chunking hides it. Metric: items per second.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -27,6 +28,21 @@ def run_map(factory: mappers.MapperFactory, params: Mapping[str, Any]) -> Sample
     return Sample({"items_per_s": n / seconds, "seconds": seconds}, {"items": n})
 
 
+def _mp_fork_row() -> tuple[Framework, ...]:
+    """multiprocessing on fork, its fastest start, where the default is another (3.14+)."""
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return ()
+    if multiprocessing.get_start_method(allow_none=False) == "fork":
+        return ()  # the "mp" row is this one
+    return (
+        Framework(
+            "mp_fork",
+            "multiprocessing.Pool.map (fork context)",
+            partial(run_map, partial(mappers.mp_pool_map, start_method="fork")),
+        ),
+    )
+
+
 WORKLOAD = Workload(
     name="tiny_map",
     summary="map(x*x) over range(200,000), pool start and shutdown included",
@@ -36,6 +52,7 @@ WORKLOAD = Workload(
     frameworks=(
         Framework("workpool", "workpool.map", partial(run_map, mappers.workpool_map), "workpool"),
         Framework("mp", "multiprocessing.Pool.map", partial(run_map, mappers.mp_pool_map)),
+        *_mp_fork_row(),
         Framework(
             "ppe",
             "ProcessPoolExecutor.map (chunksize=1)",
