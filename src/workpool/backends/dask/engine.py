@@ -73,7 +73,7 @@ from workpool.chunking import ChunkTimes
 from workpool.clock import now_ns
 from workpool.errors import BrokenPool, WorkerCrashed, add_note
 from workpool.exit_lists import THREADS, ExitList
-from workpool.serialize import FunctionRegistry, dumps_function, unpicklable_reason
+from workpool.serialize import FunctionRegistry, dumps_function, picklable_runs
 from workpool.tasks import Chunk, ResultBatch
 
 if TYPE_CHECKING:
@@ -352,24 +352,19 @@ class DaskBackend(Backend):
         If every item pickles, ``error`` (raised while sending the chunk: a scatter
         that failed) is the whole chunk's failure.
         """
-        if all(unpicklable_reason(item) is None for item in chunk.items):
+        runs = list(picklable_runs(chunk.items))
+        if all(reason is None for _, _, reason in runs):  # the chunk fails, not an item
             if chunk.sink.claim(chunk):
                 chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
             return
-        start = 0
-        for position, item in enumerate(chunk.items):
-            reason = unpicklable_reason(item)
+        for begin, end, reason in runs:
+            piece = chunk.split(begin, end)
             if reason is None:
+                self.submit(piece)
                 continue
-            if position > start:
-                self.submit(chunk.split(start, position))
             add_note(reason, "the task's arguments could not be pickled to send them to Dask")
-            piece = chunk.split(position, position + 1)
             if piece.sink.claim(piece):
                 piece.sink.deliver(ResultBatch.failed(piece, reason, retryable=False))
-            start = position + 1
-        if start < len(chunk.items):
-            self.submit(chunk.split(start, len(chunk.items)))
 
     # --- what comes back (the courier thread) ---------------------------------------------
 

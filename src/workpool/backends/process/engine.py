@@ -66,7 +66,7 @@ from workpool.errors import add_note
 from workpool.serialize import (
     FunctionRef,
     FunctionRegistry,
-    unpicklable_reason,
+    picklable_runs,
 )
 from workpool.sharing import TooManySegments, dumps_function_sharing
 from workpool.tasks import Chunk, ResultBatch
@@ -141,22 +141,18 @@ class ProcessBackend(Backend):
         own, it is the chunk's failure, so that no piece is sent back here for ever.
         """
         chunk = wire.chunk
-        start = 0
-        for position, item in enumerate(chunk.items):
-            reason = unpicklable_reason(item)
-            if reason is None:
-                continue
-            if position > start:
-                self._send(wire.split(start, position))
-            piece = chunk.split(position, position + 1)
-            why = _why_unsent(chunk, reason)
-            piece.sink.deliver(ResultBatch.failed(piece, why, retryable=False, unsent=True))
-            start = position + 1
-        if start == 0:
+        runs = list(picklable_runs(chunk.items))
+        if all(reason is None for _, _, reason in runs):  # the chunk fails, not an item
             add_note(error, "the task's arguments could not be sent to a worker process")
             chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
-        elif start < len(chunk.items):
-            self._send(wire.split(start, len(chunk.items)))
+            return
+        for begin, end, reason in runs:
+            if reason is None:
+                self._send(wire.split(begin, end))
+                continue
+            piece = chunk.split(begin, end)
+            why = _why_unsent(chunk, reason)
+            piece.sink.deliver(ResultBatch.failed(piece, why, retryable=False, unsent=True))
 
     def _function_ref(self, fn: Callable[..., Any]) -> FunctionRef:
         """The pickled form of ``fn``, made once; a TypeError if ``fn`` cannot be pickled."""
