@@ -285,6 +285,31 @@ def test_a_dask_worker_killed_mid_run_loses_nothing() -> None:
         stop_cluster(cluster, client, before)
 
 
+def test_a_pool_outlives_a_restart_of_its_cluster() -> None:
+    """``client.restart()`` fails the calls it interrupts, as Dask does, not the pool."""
+    numpy = pytest.importorskip("numpy")
+    before = {p.pid for p in live_worker_processes()}
+    cluster, client = start_cluster()
+    table = numpy.arange(100_000.0)  # the function pickles large: it is scattered once
+
+    def look_up(x: int) -> float:
+        return float(table[x])
+
+    try:
+        with workpool.Pool(backend="dask", address=client) as pool:
+            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+            client.restart()
+            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+            results = pool.imap(slow_square, range(200), chunksize=1)
+            assert next(results) == 0
+            client.restart()
+            with pytest.raises(concurrent.futures.CancelledError, match="restart"):
+                list(results)
+            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+    finally:
+        stop_cluster(cluster, client, before)
+
+
 # --- laziness and cancellation -------------------------------------------------------
 
 

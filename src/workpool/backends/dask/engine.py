@@ -253,7 +253,10 @@ class DaskBackend(Backend):
 
         def refer(array: Any) -> int:
             """Scatter ``array`` (once per call) and return its index among the references."""
-            handle = sharing.sent_copy(array, self._scatter) if sharing else self._scatter(array)
+            if sharing is None:
+                handle = self._scatter(array)
+            else:
+                handle = sharing.sent_copy(array, self._scatter, usable=_still_held)
             for index, known in enumerate(references):
                 if known is handle:
                     return index
@@ -332,7 +335,7 @@ class DaskBackend(Backend):
             return payload, None
         with self._scatter_lock:
             copy = self._scattered_functions.get(fn_ref.fn_id)
-            if copy is None:
+            if copy is None or not _still_held(copy):
                 copy = self._client.scatter(payload, broadcast=True, hash=False)
                 self._scattered_functions[fn_ref.fn_id] = copy
                 while len(self._scattered_functions) > SCATTERED_FUNCTIONS:
@@ -525,8 +528,14 @@ class DaskBackend(Backend):
                     "(is workpool installed on the workers, in the same version?)",
                 )
         elif status == "cancelled":  # not by us: we settle those we cancel ourselves
-            error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {_why_cancelled(future)}")
-            self._break(error)
+            why = _why_cancelled(future)
+            if _client_lost(future):
+                error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {why}")
+                self._break(error)
+            else:  # a restart, say: this call's task is gone, the cluster is still there
+                error = concurrent.futures.CancelledError(
+                    f"Dask cancelled {chunk.task_name()}: {why}"
+                )
         else:  # finished, but its result could not be fetched
             error = WorkerCrashed(
                 f"the result of {chunk.task_name()} was lost with its Dask worker"
@@ -695,6 +704,28 @@ def _done_callbacks_on_the_loop() -> Callable[[Any, Callable[[Any], None]], None
         future.client.loop.add_callback(done_callback, future, callback)
 
     return when_done
+
+
+def _still_held(copy: Any) -> bool:
+    """Whether a scattered copy is still on the cluster (a restart drops every one)."""
+    return not copy.cancelled()
+
+
+def _client_lost(future: Any) -> bool:
+    """Whether ``future`` was cancelled because its client lost or closed its scheduler.
+
+    Then the pool cannot go on; any other cancellation (``client.restart()``, another
+    client's ``cancel``) ends the task, not the cluster.
+    """
+    if getattr(future.client, "status", None) != "running":
+        return True
+    try:
+        future.result(timeout=1)
+    except concurrent.futures.CancelledError as why:
+        return getattr(why, "reason", None) == "scheduler-connection-lost"
+    except Exception:
+        return True
+    return False
 
 
 def _why_cancelled(future: Any) -> str:
