@@ -1017,6 +1017,60 @@ def test_no_address_starts_a_local_cluster_and_stops_it() -> None:
     # The guard checks that the cluster's processes are gone with the call.
 
 
+def test_a_failure_ends_the_call_while_a_result_is_being_fetched() -> None:
+    # The first failure ends a one-shot call and kills its local cluster's workers
+    # while the courier is about to fetch a finished task's result from one of them:
+    # that fetch waited for Dask to compute the task again, on workers that never came
+    # back. The program below holds each side at that moment.
+    done = run_program(
+        """
+        import faulthandler, threading, time
+        import workpool
+        from workpool.backends.dask.cluster import ClusterLink
+        from workpool.backends.dask.engine import DaskBackend
+
+        faulthandler.dump_traceback_later(30, exit=True)
+        fetching, workers_stopped = threading.Event(), threading.Event()
+        stop_workers, gather, forget = (
+            ClusterLink.stop_workers, DaskBackend._gather, DaskBackend.forget
+        )
+
+        def stop_and_say(self):
+            try:
+                return stop_workers(self)
+            finally:
+                workers_stopped.set()
+
+        def gather_late(self, ready):
+            if ready and all(entry.chunk.start != 0 for entry in ready):
+                fetching.set()
+                workers_stopped.wait(10)
+            return gather(self, ready)
+
+        def forget_while_fetching(self, sink):
+            fetching.wait(10)
+            forget(self, sink)
+
+        ClusterLink.stop_workers = stop_and_say
+        DaskBackend._gather = gather_late
+        DaskBackend.forget = forget_while_fetching
+
+        def first_fails(x):
+            if x == 0:
+                raise ValueError("the first")
+            time.sleep(0.3)
+            return x
+
+        try:
+            workpool.map(first_fails, range(4), backend="dask", workers=2, chunksize=1)
+        except ValueError as exc:
+            print("raised", exc, fetching.is_set())
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "raised the first True\n"
+
+
 def test_local_clusters_that_overlap_stay_quiet() -> None:
     # Dask restores its log handlers' level when the cluster that lowered it closes,
     # even while another cluster, which it left alone, still runs.

@@ -152,6 +152,7 @@ class DaskBackend(Backend):
         self._pending: collections.deque[Chunk] = collections.deque()
         self._sending = 0  # chunks taken from the window by a thread sending them now
         self._settling = 0  # chunks the courier took and has not delivered yet
+        self._fetching: list[Any] = []  # the Dask futures of those chunks
         self._accepting = True  # new chunks are welcome (until shutdown or terminate)
         self._sends = True  # chunks may go to Dask (until terminated or broken)
         self._broken: BrokenPool | None = None
@@ -405,6 +406,7 @@ class DaskBackend(Backend):
                     del self._in_flight[future.key]
                     taken.append(entry)
             self._settling += len(taken)
+            self._fetching = [entry.future for entry in taken]
         try:
             ready = [e for e in taken if e.future.status in ("finished", "lost")]
             payloads = self._gather(ready)
@@ -421,6 +423,7 @@ class DaskBackend(Backend):
         finally:
             with self._lock:
                 self._settling -= len(taken)
+                self._fetching = []
                 self._notify_if_idle()
 
     def _gather(self, ready: list[_InFlight]) -> dict[str, Any]:
@@ -618,9 +621,15 @@ class DaskBackend(Backend):
             self._in_flight.clear()
             queued = list(self._pending)
             self._pending.clear()
+            fetching = self._fetching
             self._notify_if_idle()
         self._cancel(dropped, why)
         self._drop(queued, why)
+        # The courier may be fetching results from workers about to be killed: Dask
+        # would then wait for them to be computed again, on workers that never return.
+        if fetching:
+            with contextlib.suppress(Exception):
+                self._client.cancel(fetching)
 
     @property
     def shutting_down(self) -> bool:
