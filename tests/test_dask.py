@@ -1236,6 +1236,23 @@ def test_a_scheduler_lost_mid_run_breaks_the_pool_and_says_why(tmp_path: Path) -
             list(results)
         with pytest.raises(workpool.BrokenPool):
             pool.submit(abs, 2)
+        lost = time.monotonic()
+    # Nothing is left to close on a cluster that is gone: no wait for it to answer.
+    assert time.monotonic() - lost < 2
+
+
+def test_a_one_shot_call_whose_scheduler_is_lost_ends_at_once(tmp_path: Path) -> None:
+    def slowly(x: int) -> int:
+        return (time.sleep(0.2), x)[1]
+
+    with command_line_cluster(tmp_path) as (address, scheduler):
+        results = workpool.imap(slowly, range(1000), backend="dask", address=address, chunksize=1)
+        assert next(results) == 0
+        scheduler.kill()
+        lost = time.monotonic()
+        with pytest.raises(workpool.BrokenPool, match="lost the connection to the scheduler"):
+            list(results)
+        assert time.monotonic() - lost < 2
 
 
 # --- refusals ------------------------------------------------------------------------

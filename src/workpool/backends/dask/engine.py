@@ -679,7 +679,12 @@ class DaskBackend(Backend):
         _live_backends.discard(self)  # not before: an interrupted close ends at exit
 
     def _close_sessions(self) -> None:
-        """Stop this backend's local pools on every worker, waiting CLOSE_SECONDS at most."""
+        """Stop this backend's local pools on every worker, waiting CLOSE_SECONDS at most.
+
+        A client that lost its scheduler cannot reach the workers: it would only wait.
+        """
+        if getattr(self._client, "status", None) != "running":
+            return
 
         def close_everywhere() -> None:
             with contextlib.suppress(Exception):  # a client that lost its cluster: nothing to do
