@@ -285,6 +285,31 @@ def test_a_dask_worker_killed_mid_run_loses_nothing() -> None:
         stop_cluster(cluster, client, before)
 
 
+def test_a_pool_outlives_a_restart_of_its_cluster() -> None:
+    """``client.restart()`` fails the calls it interrupts, as Dask does, not the pool."""
+    numpy = pytest.importorskip("numpy")
+    before = {p.pid for p in live_worker_processes()}
+    cluster, client = start_cluster()
+    table = numpy.arange(100_000.0)  # the function pickles large: it is scattered once
+
+    def look_up(x: int) -> float:
+        return float(table[x])
+
+    try:
+        with workpool.Pool(backend="dask", address=client) as pool:
+            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+            client.restart()
+            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+            results = pool.imap(slow_square, range(200), chunksize=1)
+            assert next(results) == 0
+            client.restart()
+            with pytest.raises(concurrent.futures.CancelledError, match="restart"):
+                list(results)
+            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+    finally:
+        stop_cluster(cluster, client, before)
+
+
 # --- laziness and cancellation -------------------------------------------------------
 
 
@@ -992,6 +1017,60 @@ def test_no_address_starts_a_local_cluster_and_stops_it() -> None:
     # The guard checks that the cluster's processes are gone with the call.
 
 
+def test_a_failure_ends_the_call_while_a_result_is_being_fetched() -> None:
+    # The first failure ends a one-shot call and kills its local cluster's workers
+    # while the courier is about to fetch a finished task's result from one of them:
+    # that fetch waited for Dask to compute the task again, on workers that never came
+    # back. The program below holds each side at that moment.
+    done = run_program(
+        """
+        import faulthandler, threading, time
+        import workpool
+        from workpool.backends.dask.cluster import ClusterLink
+        from workpool.backends.dask.engine import DaskBackend
+
+        faulthandler.dump_traceback_later(30, exit=True)
+        fetching, workers_stopped = threading.Event(), threading.Event()
+        stop_workers, gather, forget = (
+            ClusterLink.stop_workers, DaskBackend._gather, DaskBackend.forget
+        )
+
+        def stop_and_say(self):
+            try:
+                return stop_workers(self)
+            finally:
+                workers_stopped.set()
+
+        def gather_late(self, ready):
+            if ready and all(entry.chunk.start != 0 for entry in ready):
+                fetching.set()
+                workers_stopped.wait(10)
+            return gather(self, ready)
+
+        def forget_while_fetching(self, sink):
+            fetching.wait(10)
+            forget(self, sink)
+
+        ClusterLink.stop_workers = stop_and_say
+        DaskBackend._gather = gather_late
+        DaskBackend.forget = forget_while_fetching
+
+        def first_fails(x):
+            if x == 0:
+                raise ValueError("the first")
+            time.sleep(0.3)
+            return x
+
+        try:
+            workpool.map(first_fails, range(4), backend="dask", workers=2, chunksize=1)
+        except ValueError as exc:
+            print("raised", exc, fetching.is_set())
+        """
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout == "raised the first True\n"
+
+
 def test_local_clusters_that_overlap_stay_quiet() -> None:
     # Dask restores its log handlers' level when the cluster that lowered it closes,
     # even while another cluster, which it left alone, still runs.
@@ -1157,6 +1236,23 @@ def test_a_scheduler_lost_mid_run_breaks_the_pool_and_says_why(tmp_path: Path) -
             list(results)
         with pytest.raises(workpool.BrokenPool):
             pool.submit(abs, 2)
+        lost = time.monotonic()
+    # Nothing is left to close on a cluster that is gone: no wait for it to answer.
+    assert time.monotonic() - lost < 2
+
+
+def test_a_one_shot_call_whose_scheduler_is_lost_ends_at_once(tmp_path: Path) -> None:
+    def slowly(x: int) -> int:
+        return (time.sleep(0.2), x)[1]
+
+    with command_line_cluster(tmp_path) as (address, scheduler):
+        results = workpool.imap(slowly, range(1000), backend="dask", address=address, chunksize=1)
+        assert next(results) == 0
+        scheduler.kill()
+        lost = time.monotonic()
+        with pytest.raises(workpool.BrokenPool, match="lost the connection to the scheduler"):
+            list(results)
+        assert time.monotonic() - lost < 2
 
 
 # --- refusals ------------------------------------------------------------------------

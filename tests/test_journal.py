@@ -611,6 +611,27 @@ def test_a_lock_file_that_cannot_be_made_is_explained(path: str) -> None:
     assert not os.path.exists(path)
 
 
+@contextlib.contextmanager
+def files_limited_to(size: int) -> Iterator[None]:
+    """A full disk, as far as this process can tell: writes past ``size`` bytes fail."""
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+
+
+def test_a_journal_the_disk_has_no_room_for_is_refused_naming_it(path: str) -> None:
+    with files_limited_to(4096), pytest.raises(OSError) as info:
+        Journal(path, square)
+    assert f"checkpoint {path} cannot be created" in str(info.value)
+    assert os.listdir(os.path.dirname(path)) == []  # nothing half made is left
+
+
 def test_a_file_half_made_by_a_killed_call_is_made_again(path: str) -> None:
     # A call killed while making its journal leaves it under the temporary name only.
     Path(path + ".creating").write_bytes(b"SQLite format 3\x00" + b"\x00" * 100)

@@ -364,6 +364,22 @@ def test_summary_blames_start_up_when_it_dominates(tmp_path: Path) -> None:
     assert "Starting the workers was the largest loss" in explain(summary_of(recorder))
 
 
+def test_summary_counts_the_pools_start_as_start_up(tmp_path: Path) -> None:
+    # A one-shot call starts its pool first (processes forked, a Dask cluster started):
+    # no worker can run a chunk before it is done, so that time is no worker's idleness.
+    recorder, workers = recorder_with_workers(tmp_path / "t.json", startup_ms=0)
+    t0 = recorder.begun_ns
+    recorder.span(recorder.caller_track("pool"), "pool start", "startup", t0, t0 + 80 * MS)
+    for track in workers:
+        recorder.span(track, "worker start", "startup", t0 + 80 * MS, t0 + 81 * MS)
+        recorder.chunk(
+            track, 0, 1, 0, "ok", (t0 + 81 * MS, t0 + 81 * MS, t0 + 82 * MS, t0 + 82 * MS)
+        )
+    summary = summary_of(recorder)
+    assert all(worker.startup >= 0.080 for worker in summary.workers), summary.workers
+    assert "Starting the workers was the largest loss" in explain(summary)
+
+
 def test_summary_blames_shipping_when_it_dominates_busy_workers(tmp_path: Path) -> None:
     recorder, workers = recorder_with_workers(tmp_path / "t.json", startup_ms=1)
     steady_chunks(recorder, workers, chunks=50, chunk_ms=10, ship_ms=3)

@@ -207,16 +207,22 @@ class SharingContext:
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
 
-    def sent_copy(self, array: Any, send: Callable[[Any], Any]) -> Any:
+    def sent_copy(
+        self,
+        array: Any,
+        send: Callable[[Any], Any],
+        usable: Callable[[Any], bool] = lambda handle: True,
+    ) -> Any:
         """The handle ``send(array)`` returned the first time ``array`` left in this call.
 
         An engine that sends large arrays to other machines (Dask) sends each one once
         per call and refers to that copy from every chunk; the handle is dropped with
-        the array, or by ``release()``, which lets the copies go.
+        the array, or by ``release()``, which lets the copies go. A handle that is no
+        longer ``usable`` (the copy was lost) is replaced by a new send.
         """
         with self._send_lock:  # one send per array, even from two threads at once
             handle = self._sent.get(array)
-            if handle is None:
+            if handle is None or not usable(handle):
                 handle = send(array)
                 self._sent.put(array, handle)
             return handle

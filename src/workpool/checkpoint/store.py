@@ -373,12 +373,16 @@ def create_journal(path: str, meta: Mapping[str, str]) -> bool:
     except sqlite3.Error as exc:
         raise OSError(f"checkpoint {path} cannot be created: {exc}") from exc
     try:
-        connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-        connection.execute("PRAGMA synchronous = OFF")  # a file no one sees yet
-        _choose_journal_mode(connection, path)
-        _create(connection, meta)
-    finally:
-        connection.close()  # with WAL, the last connection folds the WAL into the file
+        try:
+            connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
+            connection.execute("PRAGMA synchronous = OFF")  # a file no one sees yet
+            _choose_journal_mode(connection, path)
+            _create(connection, meta)
+        finally:
+            connection.close()  # with WAL, the last connection folds the WAL into the file
+    except sqlite3.Error as exc:  # the disk is full, say: SQLite only says "disk I/O error"
+        remove_leftovers(path)
+        raise OSError(f"checkpoint {path} cannot be created: {exc}") from exc
     try:
         try:
             os.link(temporary, path)

@@ -109,9 +109,14 @@ def _per_item(span: Span) -> float:
     return span.seconds / count if count > 0 else span.seconds
 
 
-def _share(track: Track, wall: float) -> WorkerShare:
+def _share(track: Track, wall: float, pool_start: list[Span]) -> WorkerShare:
+    """What ``track``'s worker did with the call's time; ``pool_start``: the caller's.
+
+    The pool's start (processes forked, a Dask cluster started) comes before any worker
+    can run a chunk: it is each worker's start-up, not its idleness.
+    """
     chunks = track.chunks()
-    startup = _union([s for s in track.spans if s.name == "worker start"])
+    startup = _union([s for s in track.spans if s.name == "worker start"] + pool_start)
     busy = _union(chunks)
     items = sum(_whole(c, "count", 0) for c in chunks)
     gaps = [b.begin - a.end for a, b in itertools.pairwise(chunks)]
@@ -136,9 +141,10 @@ def summarize(timeline: Timeline, stragglers: int = 5) -> Summary:
     last_ends = [max(c.end for c in track.chunks()) for track in workers if track.chunks()]
     instants = [i.name for track in timeline.tracks for i in track.instants]
     restored = [s for t in callers for s in t.spans if s.category == "checkpoint"]
+    pool_start = [s for t in callers for s in t.spans if s.name == "pool start"]
     return Summary(
         wall=wall,
-        workers=[_share(track, wall) for track in workers],
+        workers=[_share(track, wall, pool_start) for track in workers],
         receive=sum(t.total("receive") for t in workers),
         run=sum(t.total("run") for t in workers),
         returning=sum(t.total("return") for t in workers),

@@ -152,6 +152,7 @@ class DaskBackend(Backend):
         self._pending: collections.deque[Chunk] = collections.deque()
         self._sending = 0  # chunks taken from the window by a thread sending them now
         self._settling = 0  # chunks the courier took and has not delivered yet
+        self._fetching: list[Any] = []  # the Dask futures of those chunks
         self._accepting = True  # new chunks are welcome (until shutdown or terminate)
         self._sends = True  # chunks may go to Dask (until terminated or broken)
         self._broken: BrokenPool | None = None
@@ -253,7 +254,10 @@ class DaskBackend(Backend):
 
         def refer(array: Any) -> int:
             """Scatter ``array`` (once per call) and return its index among the references."""
-            handle = sharing.sent_copy(array, self._scatter) if sharing else self._scatter(array)
+            if sharing is None:
+                handle = self._scatter(array)
+            else:
+                handle = sharing.sent_copy(array, self._scatter, usable=_still_held)
             for index, known in enumerate(references):
                 if known is handle:
                     return index
@@ -332,7 +336,7 @@ class DaskBackend(Backend):
             return payload, None
         with self._scatter_lock:
             copy = self._scattered_functions.get(fn_ref.fn_id)
-            if copy is None:
+            if copy is None or not _still_held(copy):
                 copy = self._client.scatter(payload, broadcast=True, hash=False)
                 self._scattered_functions[fn_ref.fn_id] = copy
                 while len(self._scattered_functions) > SCATTERED_FUNCTIONS:
@@ -397,6 +401,7 @@ class DaskBackend(Backend):
                     del self._in_flight[future.key]
                     taken.append(entry)
             self._settling += len(taken)
+            self._fetching = [entry.future for entry in taken]
         try:
             ready = [e for e in taken if e.future.status in ("finished", "lost")]
             payloads = self._gather(ready)
@@ -413,6 +418,7 @@ class DaskBackend(Backend):
         finally:
             with self._lock:
                 self._settling -= len(taken)
+                self._fetching = []
                 self._notify_if_idle()
 
     def _gather(self, ready: list[_InFlight]) -> dict[str, Any]:
@@ -520,8 +526,14 @@ class DaskBackend(Backend):
                     "(is workpool installed on the workers, in the same version?)",
                 )
         elif status == "cancelled":  # not by us: we settle those we cancel ourselves
-            error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {_why_cancelled(future)}")
-            self._break(error)
+            why = _why_cancelled(future)
+            if _client_lost(future):
+                error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {why}")
+                self._break(error)
+            else:  # a restart, say: this call's task is gone, the cluster is still there
+                error = concurrent.futures.CancelledError(
+                    f"Dask cancelled {chunk.task_name()}: {why}"
+                )
         else:  # finished, but its result could not be fetched
             error = WorkerCrashed(
                 f"the result of {chunk.task_name()} was lost with its Dask worker"
@@ -604,9 +616,15 @@ class DaskBackend(Backend):
             self._in_flight.clear()
             queued = list(self._pending)
             self._pending.clear()
+            fetching = self._fetching
             self._notify_if_idle()
         self._cancel(dropped, why)
         self._drop(queued, why)
+        # The courier may be fetching results from workers about to be killed: Dask
+        # would then wait for them to be computed again, on workers that never return.
+        if fetching:
+            with contextlib.suppress(Exception):
+                self._client.cancel(fetching)
 
     @property
     def shutting_down(self) -> bool:
@@ -656,7 +674,12 @@ class DaskBackend(Backend):
         _live_backends.discard(self)  # not before: an interrupted close ends at exit
 
     def _close_sessions(self) -> None:
-        """Stop this backend's local pools on every worker, waiting CLOSE_SECONDS at most."""
+        """Stop this backend's local pools on every worker, waiting CLOSE_SECONDS at most.
+
+        A client that lost its scheduler cannot reach the workers: it would only wait.
+        """
+        if getattr(self._client, "status", None) != "running":
+            return
 
         def close_everywhere() -> None:
             with contextlib.suppress(Exception):  # a client that lost its cluster: nothing to do
@@ -690,6 +713,28 @@ def _done_callbacks_on_the_loop() -> Callable[[Any, Callable[[Any], None]], None
         future.client.loop.add_callback(done_callback, future, callback)
 
     return when_done
+
+
+def _still_held(copy: Any) -> bool:
+    """Whether a scattered copy is still on the cluster (a restart drops every one)."""
+    return not copy.cancelled()
+
+
+def _client_lost(future: Any) -> bool:
+    """Whether ``future`` was cancelled because its client lost or closed its scheduler.
+
+    Then the pool cannot go on; any other cancellation (``client.restart()``, another
+    client's ``cancel``) ends the task, not the cluster.
+    """
+    if getattr(future.client, "status", None) != "running":
+        return True
+    try:
+        future.result(timeout=1)
+    except concurrent.futures.CancelledError as why:
+        return getattr(why, "reason", None) == "scheduler-connection-lost"
+    except Exception:
+        return True
+    return False
 
 
 def _why_cancelled(future: Any) -> str:
