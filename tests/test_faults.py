@@ -32,6 +32,7 @@ from faults import (
     crash_on_any,
     exit_in_initializer,
     fail_first_try,
+    fork_and_forget_to_exit,
     hang_on,
     hold_descriptors_and_linger,
     hold_descriptors_then_hang,
@@ -401,6 +402,28 @@ def test_crash_during_shutdown_still_shuts_down() -> None:
     assert [f.result() for f, e in zip(futures, outcomes) if e is None] == [
         i * i for i in range(12) if i % 3 != 2
     ]
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+@pytest.mark.parametrize(
+    ("backend", "child_ends", "status"),
+    [
+        ("process", "return", 0),
+        ("process", "raise", 1),
+        ("process", "exit", 3),
+        ("thread", "return", 0),
+    ],
+)
+def test_a_process_a_task_forks_that_returns_from_the_task_ends_there(
+    backend: str, child_ends: str, status: int
+) -> None:
+    # The child forgot os._exit: back in the worker's loop, it must neither answer on
+    # the worker's socket (stealing its chunks and results) nor wait for work forever.
+    with workpool.Pool(1, backend=backend) as pool:
+        outcome = pool.submit(fork_and_forget_to_exit, child_ends).result(timeout=30)
+        assert outcome == ("parent", status)
+        assert list(pool.map(square, range(50))) == [x * x for x in range(50)]
+        assert pool.submit(square, 7).result(timeout=10) == 49
 
 
 def test_attribution_never_lies_across_start_methods(start_method: str) -> None:
