@@ -41,7 +41,14 @@ from faults import (
     return_crash_when_pickled,
     sleep_then_pid,
 )
-from helpers import broken_initializer, fail_on, slow_square, square
+from helpers import (
+    SlowToPickleError,
+    broken_initializer,
+    fail_on,
+    raise_slow_to_pickle,
+    slow_square,
+    square,
+)
 
 METHODS = [None, *START_METHODS]
 
@@ -270,6 +277,14 @@ def test_timeout_on_serial_is_reported_when_the_task_returns() -> None:
 def test_timeout_does_not_touch_tasks_that_finish_in_time(backend: str) -> None:
     results = workpool.map(square, range(500), backend=backend, task_timeout=5)
     assert results == [x * x for x in range(500)]
+
+
+def test_sending_a_tasks_outcome_back_does_not_count_against_its_timeout(backend: str) -> None:
+    # task_timeout bounds the call. Pickling what it raised takes half a second: the
+    # task still fails with its own error, not TaskTimeout.
+    with workpool.Pool(1, backend=backend, task_timeout=0.3) as pool:
+        error = pool.submit(raise_slow_to_pickle, 0).exception(timeout=30)
+    assert type(error) is SlowToPickleError
 
 
 @pytest.mark.parametrize("limit", [math.inf, 1e12], ids=["inf", "1e12"])

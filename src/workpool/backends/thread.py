@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
 
 from workpool._options import PoolSpec
 from workpool.backends.base import InitializerFailed
-from workpool.backends.threaded import ThreadedBackend, WorkerContext
+from workpool.backends.threaded import TaskClock, ThreadedBackend, WorkerContext
 from workpool.chunking import THREAD_CHUNK_SECONDS
 from workpool.clock import now_ns
 from workpool.task_forks import end_if_forked
@@ -61,9 +60,9 @@ class ThreadContext(WorkerContext):
                 raise InitializerFailed(exc) from exc
             end_if_forked(self._pid, [])
 
-    def run(self, chunk: Chunk, on_start: Callable[[], object] | None) -> list[ResultBatch]:
-        if on_start is not None:
-            on_start()
+    def run(self, chunk: Chunk, clock: TaskClock | None) -> list[ResultBatch]:
+        if clock is not None:  # stopped as this returns, by the caller
+            clock.start()
         # A KeyboardInterrupt raised here comes from the task, not from the user's
         # Ctrl+C (which only the main thread receives): it is the task's failure.
         traced = chunk.trace is not None
