@@ -206,3 +206,28 @@ def hold_descriptors_and_linger(seconds: float) -> int:
     holder = _hold_descriptors(seconds)
     threading.Thread(target=time.sleep, args=(seconds,), name="linger").start()
     return holder
+
+
+def fork_and_forget_to_exit(child_ends: str) -> tuple[str, int | str]:
+    """Fork, and let the child leave the task as the parent does: it forgot ``os._exit``.
+
+    The child returns (``child_ends="return"``), raises ValueError (``"raise"``) or
+    raises ``SystemExit(3)`` (``"exit"``). The parent waits up to 10 s for it and returns
+    its exit status, or ``"still running"`` (and kills it).
+    """
+    pid = os.fork()
+    if pid == 0:
+        if child_ends == "raise":
+            raise ValueError("raised in the child")
+        if child_ends == "exit":
+            raise SystemExit(3)
+        return ("child", os.getpid())
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return ("parent", os.waitstatus_to_exitcode(status))
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return ("parent", "still running")

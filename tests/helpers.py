@@ -301,3 +301,15 @@ class SlowToLoad:
 def _load_slowly(seconds: float) -> SlowToLoad:
     time.sleep(seconds)
     return SlowToLoad(seconds)
+
+
+class SlowToPickleError(ValueError):
+    """An error that takes half a second to pickle, as a worker sends it back."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        time.sleep(0.5)
+        return (SlowToPickleError, self.args)
+
+
+def raise_slow_to_pickle(_: object) -> None:
+    raise SlowToPickleError("slow to pickle")

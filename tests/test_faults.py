@@ -32,6 +32,7 @@ from faults import (
     crash_on_any,
     exit_in_initializer,
     fail_first_try,
+    fork_and_forget_to_exit,
     hang_on,
     hold_descriptors_and_linger,
     hold_descriptors_then_hang,
@@ -40,7 +41,14 @@ from faults import (
     return_crash_when_pickled,
     sleep_then_pid,
 )
-from helpers import broken_initializer, fail_on, slow_square, square
+from helpers import (
+    SlowToPickleError,
+    broken_initializer,
+    fail_on,
+    raise_slow_to_pickle,
+    slow_square,
+    square,
+)
 
 METHODS = [None, *START_METHODS]
 
@@ -271,6 +279,14 @@ def test_timeout_does_not_touch_tasks_that_finish_in_time(backend: str) -> None:
     assert results == [x * x for x in range(500)]
 
 
+def test_sending_a_tasks_outcome_back_does_not_count_against_its_timeout(backend: str) -> None:
+    # task_timeout bounds the call. Pickling what it raised takes half a second: the
+    # task still fails with its own error, not TaskTimeout.
+    with workpool.Pool(1, backend=backend, task_timeout=0.3) as pool:
+        error = pool.submit(raise_slow_to_pickle, 0).exception(timeout=30)
+    assert type(error) is SlowToPickleError
+
+
 @pytest.mark.parametrize("limit", [math.inf, 1e12], ids=["inf", "1e12"])
 def test_a_task_timeout_longer_than_any_wait_never_fires(backend: str, limit: float) -> None:
     # "Never" or "a month" is a fair limit, though epoll counts at most some 24 days in
@@ -401,6 +417,28 @@ def test_crash_during_shutdown_still_shuts_down() -> None:
     assert [f.result() for f, e in zip(futures, outcomes) if e is None] == [
         i * i for i in range(12) if i % 3 != 2
     ]
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+@pytest.mark.parametrize(
+    ("backend", "child_ends", "status"),
+    [
+        ("process", "return", 0),
+        ("process", "raise", 1),
+        ("process", "exit", 3),
+        ("thread", "return", 0),
+    ],
+)
+def test_a_process_a_task_forks_that_returns_from_the_task_ends_there(
+    backend: str, child_ends: str, status: int
+) -> None:
+    # The child forgot os._exit: back in the worker's loop, it must neither answer on
+    # the worker's socket (stealing its chunks and results) nor wait for work forever.
+    with workpool.Pool(1, backend=backend) as pool:
+        outcome = pool.submit(fork_and_forget_to_exit, child_ends).result(timeout=30)
+        assert outcome == ("parent", status)
+        assert list(pool.map(square, range(50))) == [x * x for x in range(50)]
+        assert pool.submit(square, 7).result(timeout=10) == 49
 
 
 def test_attribution_never_lies_across_start_methods(start_method: str) -> None:

@@ -13,14 +13,15 @@ background.
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable
 
 from workpool._options import PoolSpec
 from workpool.backends.base import InitializerFailed
-from workpool.backends.threaded import ThreadedBackend, WorkerContext
+from workpool.backends.threaded import TaskClock, ThreadedBackend, WorkerContext
 from workpool.chunking import THREAD_CHUNK_SECONDS
 from workpool.clock import now_ns
+from workpool.task_forks import end_if_forked
 from workpool.tasks import Chunk, ResultBatch, call_items
 
 __all__ = ["ThreadBackend"]
@@ -39,10 +40,15 @@ class ThreadBackend(ThreadedBackend):
 
 
 class ThreadContext(WorkerContext):
-    """Runs chunks inline, in the worker thread; the initializer runs there first."""
+    """Runs chunks inline, in the worker thread; the initializer runs there first.
+
+    A process that a task (or the initializer) forked ends when it returns here
+    (``task_forks``): in it, this thread would wait forever for work.
+    """
 
     def __init__(self, spec: PoolSpec, thread: threading.Thread) -> None:
         self._spec = spec
+        self._pid = os.getpid()
         self.label = f"thread {thread.name}"
 
     def start(self) -> None:
@@ -50,11 +56,13 @@ class ThreadContext(WorkerContext):
             try:
                 self._spec.initializer(*self._spec.initargs)
             except BaseException as exc:  # no real Ctrl+C ever lands in a worker thread
+                end_if_forked(self._pid, [exc])
                 raise InitializerFailed(exc) from exc
+            end_if_forked(self._pid, [])
 
-    def run(self, chunk: Chunk, on_start: Callable[[], object] | None) -> list[ResultBatch]:
-        if on_start is not None:
-            on_start()
+    def run(self, chunk: Chunk, clock: TaskClock | None) -> list[ResultBatch]:
+        if clock is not None:  # stopped as this returns, by the caller
+            clock.start()
         # A KeyboardInterrupt raised here comes from the task, not from the user's
         # Ctrl+C (which only the main thread receives): it is the task's failure.
         traced = chunk.trace is not None
@@ -62,6 +70,7 @@ class ThreadContext(WorkerContext):
         values, errors, elapsed = call_items(
             chunk.fn, chunk.mode, chunk.items, catch_interrupt=True
         )
+        end_if_forked(self._pid, errors.values())
         batch = ResultBatch(chunk, values, errors, elapsed, worker=self.label)
         if traced:  # nothing to receive or return in a thread, only running
             ended = now_ns()

@@ -64,7 +64,20 @@ if TYPE_CHECKING:
 
     from workpool.timeline.recorder import Recorder
 
-__all__ = ["ThreadedBackend", "WorkerContext"]
+__all__ = ["TaskClock", "ThreadedBackend", "WorkerContext"]
+
+
+class TaskClock:
+    """The clock of a timed task: ``start`` as its call begins, ``stop`` as it returns.
+
+    ``task_timeout`` bounds the call: sending its outcome back is the pool's time.
+    """
+
+    __slots__ = ("start", "stop")
+
+    def __init__(self, start: Callable[[], object], stop: Callable[[], object]) -> None:
+        self.start = start
+        self.stop = stop
 
 
 class WorkerContext(abc.ABC):
@@ -87,13 +100,15 @@ class WorkerContext(abc.ABC):
         """
 
     @abc.abstractmethod
-    def run(self, chunk: Chunk, on_start: Callable[[], object] | None) -> list[ResultBatch]:
+    def run(self, chunk: Chunk, clock: TaskClock | None) -> list[ResultBatch]:
         """Run ``chunk``; batches that together hold a value or an error for every item.
 
-        A task's failure, or a failure to move it, is an error in a batch. ``on_start``
-        is given for a chunk with a ``task_timeout`` (such a chunk holds one item): call
-        it as the task starts, so that its deadline counts from then. An exception
-        raised here fails the whole chunk and retires the worker.
+        A task's failure, or a failure to move it, is an error in a batch. ``clock`` is
+        given for a chunk with a ``task_timeout`` (such a chunk holds one item): start it
+        as the task starts, so that its deadline counts from then, and stop it as the
+        call returns, if its outcome then still has a way to go (it is stopped when
+        ``run`` returns in any case). An exception raised here fails the whole chunk
+        and retires the worker.
         """
 
     @property
@@ -256,20 +271,29 @@ class ThreadedBackend(Backend):
         dropped (the chunk has had its ``TaskTimeout``).
         """
         timed: TimedTask | None = None
+        overran = False
 
         def start_clock() -> None:
             nonlocal timed
             timed = self._deadlines.watch(chunk, me, context.label)
 
+        def stop_clock() -> None:
+            nonlocal timed, overran
+            if timed is not None:
+                overran = self._deadlines.unwatch(timed)
+                timed = None
+
+        clock = None if chunk.task_timeout is None else TaskClock(start_clock, stop_clock)
         sound = True
         try:
-            batches = context.run(chunk, None if chunk.task_timeout is None else start_clock)
+            batches = context.run(chunk, clock)
         except Exception as exc:  # a fault of the context, not of a task: retire it
             add_note(exc, f"workpool: {context.label} failed while running {chunk.task_name()}")
             failed = ResultBatch.failed(chunk, exc, retryable=True)
             failed.worker = context.label
             batches, sound = [failed], False
-        if timed is not None and self._deadlines.unwatch(timed):
+        stop_clock()
+        if overran:
             return None
         return batches, sound
 

@@ -14,7 +14,6 @@ cannot cross fails only its own tasks, saying why:
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 
 from workpool.backends.interpreter.handle import (
     InterpreterHandle,
@@ -22,7 +21,7 @@ from workpool.backends.interpreter.handle import (
     LoopStopped,
     ResultsNotRebuilt,
 )
-from workpool.backends.threaded import WorkerContext
+from workpool.backends.threaded import TaskClock, WorkerContext
 from workpool.clock import now_ns
 from workpool.errors import WorkerCrashed, add_note
 from workpool.serialize import FunctionRef, FunctionRegistry, dumps_items, picklable_runs
@@ -59,14 +58,12 @@ class InterpreterContext(WorkerContext):
         if self._handle is not None:
             self._handle.close()
 
-    def run(self, chunk: Chunk, on_start: Callable[[], object] | None) -> list[ResultBatch]:
+    def run(self, chunk: Chunk, clock: TaskClock | None) -> list[ResultBatch]:
         batches: list[ResultBatch] = []
-        self._run(chunk, on_start, batches)
+        self._run(chunk, clock, batches)
         return batches
 
-    def _run(
-        self, chunk: Chunk, on_start: Callable[[], object] | None, batches: list[ResultBatch]
-    ) -> None:
+    def _run(self, chunk: Chunk, clock: TaskClock | None, batches: list[ResultBatch]) -> None:
         """Run ``chunk``, adding its batches to ``batches``."""
         began = now_ns() if chunk.trace is not None else 0
         try:
@@ -77,26 +74,26 @@ class InterpreterContext(WorkerContext):
         try:
             payload = dumps_items(chunk.items)
         except Exception:
-            self._run_picklable_part(chunk, on_start, batches)
+            self._run_picklable_part(chunk, clock, batches)
             return
         try:
-            batches.append(self._exchange(chunk, fn_ref, payload, on_start, began))
+            batches.append(self._exchange(chunk, fn_ref, payload, clock, began))
         except ItemsNotRebuilt as exc:
             if len(chunk.items) == 1:
                 _explain_if_not_loadable(exc.error)
                 batches.append(self._failed(chunk, exc.error))
             else:  # find out which items cannot be rebuilt there: one at a time
                 for i in range(len(chunk.items)):
-                    self._run(chunk.split(i, i + 1), on_start, batches)
+                    self._run(chunk.split(i, i + 1), clock, batches)
 
     def _run_picklable_part(
-        self, chunk: Chunk, on_start: Callable[[], object] | None, batches: list[ResultBatch]
+        self, chunk: Chunk, clock: TaskClock | None, batches: list[ResultBatch]
     ) -> None:
         """Fail the items that cannot be pickled; run the others as usual."""
         for begin, end, reason in picklable_runs(chunk.items):
             piece = chunk.split(begin, end)
             if reason is None:
-                self._run(piece, on_start, batches)
+                self._run(piece, clock, batches)
                 continue
             add_note(
                 reason, "the task's arguments could not be pickled to send them to a subinterpreter"
@@ -108,7 +105,7 @@ class InterpreterContext(WorkerContext):
         chunk: Chunk,
         fn_ref: FunctionRef,
         payload: bytes,
-        on_start: Callable[[], object] | None,
+        clock: TaskClock | None,
         began: int = 0,
     ) -> ResultBatch:
         """One round trip: the chunk in, its batch out.
@@ -123,7 +120,7 @@ class InterpreterContext(WorkerContext):
         sent = now_ns() if began else 0
         try:
             values, errors, elapsed = self._handle.run(
-                fn_ref, int(chunk.mode), payload, on_start=on_start
+                fn_ref, int(chunk.mode), payload, clock=clock
             )
         except LoopStopped as exc:
             error = WorkerCrashed(f"{chunk.task_name()} was running when {exc}")

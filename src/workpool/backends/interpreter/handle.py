@@ -21,7 +21,6 @@ import pickle
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
 
 from workpool.backends.base import InitializerFailed
 from workpool.backends.interpreter import worker as wire
@@ -31,6 +30,8 @@ from workpool.serialize import FunctionRef
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
+
+    from workpool.backends.threaded import TaskClock
 
 __all__ = ["InterpreterHandle", "ItemsNotRebuilt", "LoopStopped", "ResultsNotRebuilt"]
 
@@ -156,13 +157,13 @@ class InterpreterHandle:
         fn_ref: FunctionRef,
         mode: int,
         items: bytes,
-        on_start: Callable[[], object] | None = None,
+        clock: TaskClock | None = None,
     ) -> tuple[list[Any], dict[int, BaseException], float]:
         """Run one chunk: its values, its errors by position, and the seconds it took there.
 
-        ``items`` is the pickled list of items. ``on_start``, given for a timed chunk, is
-        called when its task starts running. Raises ``ItemsNotRebuilt``,
-        ``ResultsNotRebuilt`` or ``LoopStopped``.
+        ``items`` is the pickled list of items. ``clock``, given for a timed chunk, is
+        started when its task starts running and stopped when its call returns.
+        Raises ``ItemsNotRebuilt``, ``ResultsNotRebuilt`` or ``LoopStopped``.
         """
         fn_payload = b""
         evict_id = -1
@@ -173,14 +174,17 @@ class InterpreterHandle:
             self._defined[fn_ref.fn_id] = None
             if len(self._defined) > FUNCTIONS_PER_INTERPRETER:
                 evict_id, _ = self._defined.popitem(last=False)
-        tracked = on_start is not None
+        tracked = clock is not None
         head = wire.CHUNK_HEAD.pack(
             wire.CHUNK, fn_ref.fn_id, evict_id, mode, tracked, len(fn_payload)
         )
         self._write(head, fn_payload, items)
         reply = self._receive()
-        if reply[0] == wire.STARTED and on_start is not None:
-            on_start()
+        if reply[0] == wire.STARTED and clock is not None:
+            clock.start()
+            reply = self._receive()
+        if reply[0] == wire.FINISHED and clock is not None:
+            clock.stop()  # what remains is sending the outcome back
             reply = self._receive()
         if reply[0] == wire.FAILED:
             raise ItemsNotRebuilt(unpack_error(pickle.loads(memoryview(reply)[1:])))

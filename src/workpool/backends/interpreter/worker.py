@@ -17,6 +17,7 @@ whose first byte says what it is)::
     CHUNK  fn_id, evict_id, mode, tracked, fn size  -->  keep the function (sent once per
            [pickled function], pickled items             interpreter), unpickle the items
                                                     <--  STARTED (tracked chunks only)
+                                                    <--  FINISHED (tracked: items have run)
                                                     <--  BATCH elapsed + pickled (values,
                                                          [(position, packed error)]), or FAILED
                                                          + packed error: items not unpicklable
@@ -44,6 +45,7 @@ CHUNK = 0x43  # "C"
 STOP = 0x53  # "S"
 READY = 0x52  # "R"
 STARTED = 0x54  # "T"
+FINISHED = 0x45  # "E"
 BATCH = 0x42  # "B"
 FAILED = 0x46  # "F"
 
@@ -135,6 +137,8 @@ def _run_chunk(body: bytearray, functions: dict[int, Callable[..., Any]], wfd: i
     if tracked:
         write_frame(wfd, bytes([STARTED]))
     values, errors = _call(functions[fn_id], mode, items)
+    if tracked:  # the task's clock stops: sending its outcome back is not its time
+        write_frame(wfd, bytes([FINISHED]))
     elapsed = time.perf_counter() - started
     del items
     write_frame(wfd, BATCH_HEAD.pack(BATCH, elapsed), _pickle_results(values, errors))

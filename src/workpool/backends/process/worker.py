@@ -22,6 +22,7 @@ from workpool.backends.process.unix_sockets import Socket
 from workpool.clock import now_ns
 from workpool.remote_errors import PackedError, pack_error
 from workpool.sharing import SharingContext, explain_read_only, loads_sharing
+from workpool.task_forks import end_if_forked
 from workpool.tasks import arguments_of, call_items
 
 TYPE_CHECKING = False
@@ -43,19 +44,29 @@ SPIN_SECONDS = 0.0002
 
 
 def _run_chunk(
-    fn: Callable[..., Any], order: protocol.ChunkOrder, items: list[Any], slot: memoryview
+    fn: Callable[..., Any],
+    order: protocol.ChunkOrder,
+    items: list[Any],
+    slot: memoryview,
+    worker_pid: int,
 ) -> tuple[list[Any], list[tuple[int, PackedError]]]:
-    """Run the items; on a tracked chunk, publish which item runs and since when."""
+    """Run the items; on a tracked chunk, publish which item runs and since when.
+
+    A process one of the items forked, and that returned from it, ends here.
+    """
     before_each = None
     if order.tracked:
 
         def before_each(position: int) -> None:
+            if os.getpid() != worker_pid:  # a task's fork: the worker's slot is not its own
+                return
             slot[protocol.SLOT_STARTED_NS] = time.monotonic_ns()
             slot[protocol.SLOT_POSITION] = position
 
     values, errors, _ = call_items(
         fn, order.mode, items, before_each=before_each, catch_interrupt=True
     )
+    end_if_forked(worker_pid, errors.values())
     slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
     if order.fd_count:  # the items came with shared memory
         for position, exc in errors.items():
@@ -114,6 +125,7 @@ def _serve(
     watch_parent(parent_pid, sock, watch)
     slot = slots.slot(slot_index)
     reader = FrameReader(sock)
+    pid = os.getpid()
 
     body = reader.receive()
     if body is None:
@@ -125,10 +137,12 @@ def _serve(
             initializer, initargs = loads_sharing(initializer_payload, fds)
             initializer(*initargs)
         except BaseException as exc:
+            end_if_forked(pid, [exc])
             send_frame(sock, *protocol.encode_init_failed(pack_error(exc)))
             sock.close()
             return
-    send_frame(sock, *protocol.encode_ready(os.getpid(), now_ns()))
+        end_if_forked(pid, [])
+    send_frame(sock, *protocol.encode_ready(pid, now_ns()))
 
     # A function is unpickled when a chunk first needs it, not when it arrives: if
     # unpickling it kills the process, the parent then knows which task was running.
@@ -168,7 +182,7 @@ def _serve(
                 started += time.perf_counter() - loading
             if order.timed:
                 run = now_ns()
-            values, errors = _run_chunk(fn, order, items, slot)
+            values, errors = _run_chunk(fn, order, items, slot, pid)
             del items, fn
         elapsed = time.perf_counter() - started
         times = (received, run, now_ns()) if order.timed else None
