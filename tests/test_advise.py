@@ -571,6 +571,40 @@ def test_auto_with_task_timeout_and_a_function_that_cannot_be_pickled(
     assert started == ["thread"]
 
 
+def test_an_item_that_fails_only_off_the_calling_thread_runs_there_as_a_loop_would() -> None:
+    # Objects tied to the thread that made them (an sqlite3 connection, say) work in a
+    # plain loop, but raise on the two threads auto times: those items run again in
+    # the calling thread, and threads are not offered for such a function.
+    import threading
+
+    caller = threading.get_ident()
+    lock = threading.Lock()  # a closure over a lock: no process can take it either
+
+    def bound_to_caller(x: int) -> int:
+        with lock:
+            if threading.get_ident() != caller:
+                raise RuntimeError("objects created in a thread can only be used there")
+        spins(x)
+        if x % 10 == 9:
+            raise ValueError(x)  # a failure of its own, wherever it runs
+        return x
+
+    results = workpool.map(bound_to_caller, range(100), return_exceptions=True)
+    assert [r for r in results if not isinstance(r, ValueError)] == [
+        x for x in range(100) if x % 10 != 9
+    ]
+    failures = [r for r in results if isinstance(r, ValueError)]
+    assert [f.args[0] for f in failures] == list(range(9, 100, 10))
+    for failure in failures:  # each reported once, where it ran
+        notes = [n for n in failure.__notes__ if n.startswith("workpool:")]
+        assert len(notes) == 1 and "the calling thread" in notes[0], notes
+    found = remembered(bound_to_caller)
+    assert found is not None and found.thread_items > 0  # the case was exercised
+    advice = workpool.advise(bound_to_caller, range(9), total=100_000)
+    assert advice.backend == "serial", advice.reason
+    assert "failed on a thread" in advice.reason
+
+
 def test_auto_never_gives_processes_an_initializer_that_cannot_be_pickled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -14,7 +14,8 @@ On Python 3.14 with the GIL, CPU work that holds it is also run on two subinterp
 From these and the number of items still to do, the time each engine would need is
 estimated, and the fastest wins; ``serial`` wins when no engine pays for its own
 start-up. Every item run while measuring is a real task of the call: its result is
-kept, never recomputed.
+kept, never recomputed. An item that raised on one of the two threads runs again
+inline, where a plain loop would have run it; threads are not offered if it succeeds.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class Measurement(
         "interpreter_speedup": None,
         "interpreter_start_seconds": 0.0,
         "interpreter_parallelism": None,
+        "threads_fail": False,
     },
 ):
     """What was measured about a function: the inputs to ``decide``."""
@@ -113,6 +115,7 @@ class Measurement(
         "thread_items",
         "thread_parallelism",
         "thread_speedup",
+        "threads_fail",
     )
 
     items: int  # items run inline
@@ -132,6 +135,10 @@ class Measurement(
     interpreter_speedup: float | None
     interpreter_start_seconds: float  # starting two, beyond an item in each
     interpreter_parallelism: float | None  # like thread_parallelism, meanwhile
+    # An item that raised on one of the two threads ran in the calling thread without
+    # raising: the function is tied to that thread (an object made there), so no
+    # worker thread can run it.
+    threads_fail: bool
 
 
 class Advice(Record):
@@ -192,6 +199,8 @@ def threads_scale(found: Measurement) -> bool:
     two CPUs busy at once (CPU time per wall second, which a lucky moment on a loaded
     machine cannot fake) and finished sooner; how much sooner scales the estimate.
     """
+    if found.threads_fail:
+        return False
     speedup = found.thread_speedup
     if speedup is None:
         if found.seconds_per_item < TINY_ITEM:  # handing items to threads costs more
@@ -324,6 +333,7 @@ def decide(
         "items_measured_on_two_threads": found.thread_items,
         "two_thread_speedup": found.thread_speedup,
         "two_thread_cpu_parallelism": found.thread_parallelism,
+        "fails_on_other_threads": found.threads_fail,
         "ship_seconds_per_item": found.ship_seconds_per_item,
         "ship_bytes_per_item": found.ship_bytes_per_item,
         "items_measured_on_two_interpreters": found.interpreter_items,
@@ -401,7 +411,12 @@ def _explain(
             f"({found.cpu_fraction:.0%} of it on the CPU); the function, an item or a result "
             "cannot be pickled, so no other process or subinterpreter can run it"
         )
-    if found.thread_speedup is None and found.cpu_fraction < 0.5 and threads_scale(found):
+    if found.threads_fail:
+        threads = (
+            "an item that failed on a thread ran here without failing, so no worker thread "
+            "can run it"
+        )
+    elif found.thread_speedup is None and found.cpu_fraction < 0.5 and threads_scale(found):
         threads = (
             "it mostly waits, so threads run it in parallel (not timed on two threads: "
             "an item this long shows what it does on its own)"
@@ -513,6 +528,7 @@ def measure(
         thread_items=threads.items,
         thread_speedup=threads.speedup,
         thread_parallelism=threads.parallelism,
+        threads_fail=threads.fail,
         ship_seconds_per_item=ship_seconds,
         ship_bytes_per_item=ship_bytes,
         gil_enabled=_gil_enabled(),
@@ -610,13 +626,16 @@ class _Inline(Record):
     goal: float  # the wall time the timed items were meant to fill
 
 
-class _TwoThreads(Record, defaults={"items": 0, "speedup": None, "parallelism": None}):
+class _TwoThreads(
+    Record, defaults={"items": 0, "speedup": None, "parallelism": None, "fail": False}
+):
     """Phase 2's findings: the same work on two threads, if it was timed there."""
 
-    __slots__ = ("items", "parallelism", "speedup")
+    __slots__ = ("fail", "items", "parallelism", "speedup")
     items: int
     speedup: float | None  # items/s on two threads / items/s inline
     parallelism: float | None  # process CPU seconds per wall second meanwhile
+    fail: bool  # an item failed there that ran inline without failing
 
 
 def _time_inline(
@@ -786,13 +805,37 @@ def _time_on_two_threads(
     if beside is not None:
         beside()
     values, errors, wall, cpu, queued = _run_on_two_threads(fn, mode, batch)
+    failed_there = len(errors)
+    _run_failures_here(fn, mode, batch, values, errors)
     sample.add(batch, values, errors)
+    if len(errors) < failed_there:
+        return _TwoThreads(items=len(batch), fail=True)
     running = wall - min(queued, wall * 0.9)
     if running <= 0:
         return _TwoThreads(items=len(batch))
     return _TwoThreads(
         items=len(batch), speedup=len(batch) * inline.per_item / running, parallelism=cpu / wall
     )
+
+
+def _run_failures_here(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    batch: Sequence[Any],
+    values: list[Any],
+    errors: dict[int, BaseException],
+) -> None:
+    """Run again in this thread the items of ``batch`` that raised on another one,
+    updating their ``values`` and ``errors``: a plain loop would have run them here, and
+    a function may use what only works in the thread that made it (an sqlite3
+    connection, a thread-local setting). The error that stands is this thread's."""
+    for position in sorted(errors):
+        again, again_errors, _ = call_items(fn, mode, batch[position : position + 1])
+        values[position] = again[0]
+        if again_errors:
+            errors[position] = again_errors[0]
+        else:
+            del errors[position]
 
 
 def _run_on_two_threads(
