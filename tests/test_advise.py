@@ -600,9 +600,31 @@ def test_an_item_that_fails_only_off_the_calling_thread_runs_there_as_a_loop_wou
         assert len(notes) == 1 and "the calling thread" in notes[0], notes
     found = remembered(bound_to_caller)
     assert found is not None and found.thread_items > 0  # the case was exercised
-    advice = workpool.advise(bound_to_caller, range(9), total=100_000)
+    advice = workpool.advise(bound_to_caller, range(100), total=100_000)
     assert advice.backend == "serial", advice.reason
     assert "failed on a thread" in advice.reason
+
+
+def test_a_keyboard_interrupt_a_task_raises_on_a_timing_thread_reaches_the_caller(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # As from a plain loop and from every backend: not a thread dying with a traceback
+    # on stderr, and the measuring carrying on with an item missing.
+    import threading
+
+    caller = threading.get_ident()
+
+    def interrupted_off_the_caller(x: int) -> int:
+        if threading.get_ident() != caller:
+            raise KeyboardInterrupt
+        return spins(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        workpool.map(interrupted_off_the_caller, range(100))
+    with pytest.raises(KeyboardInterrupt):
+        workpool.advise(interrupted_off_the_caller, range(100))
+    assert "Exception in thread" not in capfd.readouterr().err
+    assert not [t for t in threading.enumerate() if t.name.startswith("workpool-advise")]
 
 
 def test_auto_never_gives_processes_an_initializer_that_cannot_be_pickled(

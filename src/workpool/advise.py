@@ -851,12 +851,18 @@ def _run_on_two_threads(
     halves = [batch[:middle], batch[middle:]]
     outcomes: list[tuple[list[Any], dict[int, BaseException], float]] = [([], {}, 0.0)] * 2
     queued = [0.0, 0.0]
+    # What call_items lets through (a KeyboardInterrupt a task raised): the caller's,
+    # raised there once both threads are done, as a plain loop would raise it.
+    escaped: list[BaseException] = []
     start_line = threading.Barrier(3)
 
     def run(index: int) -> None:
         start_line.wait()
         before = _seconds_queued()
-        outcomes[index] = call_items(fn, mode, halves[index])
+        try:
+            outcomes[index] = call_items(fn, mode, halves[index])
+        except BaseException as exc:
+            escaped.append(exc)
         queued[index] = _seconds_queued() - before
 
     threads = [
@@ -869,6 +875,8 @@ def _run_on_two_threads(
     for thread in threads:
         thread.join()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    if escaped:
+        raise escaped[0]
     values = outcomes[0][0] + outcomes[1][0]
     errors = dict(outcomes[0][1])
     errors.update((middle + position, error) for position, error in outcomes[1][1].items())
