@@ -627,6 +627,27 @@ def test_a_keyboard_interrupt_a_task_raises_on_a_timing_thread_reaches_the_calle
     assert not [t for t in threading.enumerate() if t.name.startswith("workpool-advise")]
 
 
+class NeedsTwo(Exception):
+    """Pickles, but does not unpickle: an exception's pickle holds only its ``args``."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(a)
+        self.b = b
+
+
+def second_of(pair: NeedsTwo) -> NeedsTwo:
+    return NeedsTwo(pair.b, pair.b)
+
+
+def test_items_and_results_that_pickle_but_do_not_unpickle_are_not_a_measuring_failure() -> None:
+    # What a plain loop runs, auto runs: timing how they ship is not the call's work.
+    items = [NeedsTwo(x, x) for x in range(50)]
+    assert [r.b for r in workpool.map(second_of, items)] == list(range(50))
+    advice = workpool.advise(second_of, items, total=100_000)
+    assert advice.backend not in ("process", "interpreter"), advice.reason
+    assert "cannot be pickled" in advice.reason
+
+
 def test_auto_never_gives_processes_an_initializer_that_cannot_be_pickled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

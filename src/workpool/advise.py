@@ -896,10 +896,10 @@ def _shipping_cost(
         for obj in (items[i], values[i]):
             try:
                 data = dumps_data(obj)
+                pickle.loads(data)  # some objects pickle, yet cannot be rebuilt
             except Exception:
                 return math.inf, math.inf  # cannot cross to a process at all
             size += len(data)
-            pickle.loads(data)
     return (time.perf_counter() - started) / len(picks), size / len(picks)
 
 

@@ -341,7 +341,8 @@ def share(obj: Any, *, writable: bool = False) -> Any:
     subinterpreters. On the serial and thread backends it is passed as it is. The
     memory is freed when the last reference to it, here or in a worker, goes away.
     Zeros at the start of an array are not copied (new shared memory is zeros
-    already), so sharing ``numpy.zeros(...)`` costs a read of it; ``workpool.zeros`` skips even that.
+    already), so sharing ``numpy.zeros(...)`` costs a read of it; ``workpool.zeros``
+    skips even that.
     """
     if not isinstance(writable, bool):
         raise TypeError(f"writable must be True or False; got {writable!r}")
