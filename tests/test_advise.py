@@ -770,6 +770,24 @@ def test_an_item_the_chosen_processes_cannot_take_runs_here_as_serial_would(
     assert [x for x, _ in others] == [i for i in range(40) if i not in (30, 33)]
 
 
+def test_an_item_the_processes_cannot_take_still_keeps_to_task_timeout() -> None:
+    # With task_timeout, auto runs on processes; an item they cannot take runs here,
+    # where it cannot be stopped: past the timeout it fails as it would on serial (on
+    # its return), not with a result that took longer than the caller allows.
+    def overruns(item: int | Opaque) -> int:
+        if isinstance(item, Opaque):
+            time.sleep(0.4)
+            return item.x
+        return item
+
+    items: list[int | Opaque] = [0, Opaque(1), 2, Opaque(3)]
+    results = workpool.map(overruns, items, task_timeout=0.2, return_exceptions=True)
+    assert results[0] == 0 and results[2] == 2
+    for late in (results[1], results[3]):
+        assert isinstance(late, workpool.TaskTimeout), late
+        assert "input position" in str(late)
+
+
 def fails_at_4(x: int) -> int:
     if x == 4:
         raise ValueError("four")
