@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import workpool
+from faults import RaiseWhenUnpickled
 from workpool._cpus import usable_cpus
 from workpool._options import BACKENDS, PoolSpec
 from workpool.advise import Advice, Measurement, decide, measure, remembered
@@ -627,23 +628,23 @@ def test_a_keyboard_interrupt_a_task_raises_on_a_timing_thread_reaches_the_calle
     assert not [t for t in threading.enumerate() if t.name.startswith("workpool-advise")]
 
 
-class NeedsTwo(Exception):
-    """Pickles, but does not unpickle: an exception's pickle holds only its ``args``."""
+class Unrebuildable(RaiseWhenUnpickled):
+    """Pickles, but raises when unpickled (as an exception class whose ``__init__``
+    takes more than its ``args`` does, where nothing else teaches pickle about it)."""
 
-    def __init__(self, a: int, b: int) -> None:
-        super().__init__(a)
-        self.b = b
+    def __init__(self, x: int) -> None:
+        self.x = x
 
 
-def second_of(pair: NeedsTwo) -> NeedsTwo:
-    return NeedsTwo(pair.b, pair.b)
+def rebuilt_from(item: Unrebuildable) -> Unrebuildable:
+    return Unrebuildable(item.x + 1)
 
 
 def test_items_and_results_that_pickle_but_do_not_unpickle_are_not_a_measuring_failure() -> None:
     # What a plain loop runs, auto runs: timing how they ship is not the call's work.
-    items = [NeedsTwo(x, x) for x in range(50)]
-    assert [r.b for r in workpool.map(second_of, items)] == list(range(50))
-    advice = workpool.advise(second_of, items, total=100_000)
+    items = [Unrebuildable(x) for x in range(50)]
+    assert [r.x for r in workpool.map(rebuilt_from, items)] == list(range(1, 51))
+    advice = workpool.advise(rebuilt_from, items, total=100_000)
     assert advice.backend not in ("process", "interpreter"), advice.reason
     assert "cannot be pickled" in advice.reason
 
