@@ -572,7 +572,10 @@ def test_auto_with_task_timeout_and_a_function_that_cannot_be_pickled(
     assert started == ["thread"]
 
 
-def test_an_item_that_fails_only_off_the_calling_thread_runs_there_as_a_loop_would() -> None:
+@pytest.mark.parametrize("retries", [0, 1])
+def test_an_item_that_fails_only_off_the_calling_thread_runs_there_as_a_loop_would(
+    retries: int,
+) -> None:
     # Objects tied to the thread that made them (an sqlite3 connection, say) work in a
     # plain loop, but raise on the two threads auto times: those items run again in
     # the calling thread, and threads are not offered for such a function.
@@ -590,7 +593,7 @@ def test_an_item_that_fails_only_off_the_calling_thread_runs_there_as_a_loop_wou
             raise ValueError(x)  # a failure of its own, wherever it runs
         return x
 
-    results = workpool.map(bound_to_caller, range(100), return_exceptions=True)
+    results = workpool.map(bound_to_caller, range(100), retries=retries, return_exceptions=True)
     assert [r for r in results if not isinstance(r, ValueError)] == [
         x for x in range(100) if x % 10 != 9
     ]

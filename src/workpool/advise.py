@@ -475,6 +475,7 @@ def measure(
     keep: list[Backend] | None = None,
     on_slow_cpu: Callable[[], None] | None = None,
     beside: Callable[[ItemSource], None] | None = None,
+    rerun_failures: bool = True,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
     """Time ``fn`` on the first items of ``inputs``.
 
@@ -489,7 +490,10 @@ def measure(
     threads will be timed on are taken, if those measured can be pickled: the items it
     takes are the call's next ones, after every item measured here, and it may run them
     elsewhere (on that pool) while threads are timed. It is not called when
-    subinterpreters may be timed: they would take items after its own.
+    subinterpreters may be timed: they would take items after its own. Items that
+    raised on one of the two threads run again in this one (a plain loop would have run
+    them here), unless ``rerun_failures`` is False: the caller then tries them again
+    itself, as its retries allow.
     """
     sample = _Sample()
     started_early = False
@@ -516,7 +520,9 @@ def measure(
             if math.isfinite(_shipping_cost(sample.items, sample.values, sample.errors)[0]):
                 beside(inputs)
 
-    threads = _time_on_two_threads(fn, mode, inputs, sample, inline, budget, run_beside)
+    threads = _time_on_two_threads(
+        fn, mode, inputs, sample, inline, budget, run_beside, rerun_failures
+    )
     ship_seconds, ship_bytes = _shipping_cost(sample.items, sample.values, sample.errors)
     trial = None
     if interpreters is not None and _interpreters_may_help(inline, threads, ship_seconds):
@@ -771,12 +777,14 @@ def _time_on_two_threads(
     inline: _Inline,
     budget: float,
     beside: Callable[[], None] | None = None,
+    rerun_failures: bool = True,
 ) -> _TwoThreads:
     """Phase 2: about as much work as inline, split over two threads started together.
 
     Skipped for tiny items: threads could not pay for themselves, and timing them would
     be noise; and for slow items that mostly wait, which threads overlap. ``beside`` is
-    called once their items are taken, before they run.
+    called once their items are taken, before they run. With ``rerun_failures``, the
+    items that raised there run again in this thread (``_run_failures_here``).
 
     Other work may run meanwhile (other programs, or ``beside``'s items on other
     processes), so the time the threads spent ready to run while others had the CPUs
@@ -805,10 +813,14 @@ def _time_on_two_threads(
     if beside is not None:
         beside()
     values, errors, wall, cpu, queued = _run_on_two_threads(fn, mode, batch)
-    failed_there = len(errors)
-    _run_failures_here(fn, mode, batch, values, errors)
+    # Every item failed there, though not every one inline: the function is tied to the
+    # calling thread. (Some failing is what any engine may see of a task that fails now
+    # and then.)
+    tied = len(errors) == len(batch) and len(sample.errors) < len(sample.values)
+    if rerun_failures:
+        _run_failures_here(fn, mode, batch, values, errors)
     sample.add(batch, values, errors)
-    if len(errors) < failed_there:
+    if tied:
         return _TwoThreads(items=len(batch), fail=True)
     running = wall - min(queued, wall * 0.9)
     if running <= 0:
