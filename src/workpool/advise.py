@@ -15,7 +15,8 @@ From these and the number of items still to do, the time each engine would need 
 estimated, and the fastest wins; ``serial`` wins when no engine pays for its own
 start-up. Every item run while measuring is a real task of the call: its result is
 kept, never recomputed. An item that raised on one of the two threads runs again
-inline, where a plain loop would have run it; threads are not offered if it succeeds.
+inline, where a plain loop would have run it; threads are not offered for a function
+that raised on them for every item but not inline.
 """
 
 from __future__ import annotations
@@ -135,9 +136,9 @@ class Measurement(
     interpreter_speedup: float | None
     interpreter_start_seconds: float  # starting two, beyond an item in each
     interpreter_parallelism: float | None  # like thread_parallelism, meanwhile
-    # An item that raised on one of the two threads ran in the calling thread without
-    # raising: the function is tied to that thread (an object made there), so no
-    # worker thread can run it.
+    # Every item run on the two threads raised, though not every one run inline: the
+    # function is tied to the calling thread (an object made there), so no worker
+    # thread can run it.
     threads_fail: bool
 
 
@@ -413,8 +414,8 @@ def _explain(
         )
     if found.threads_fail:
         threads = (
-            "an item that failed on a thread ran here without failing, so no worker thread "
-            "can run it"
+            "every item it ran on two threads failed on a thread, unlike those it ran "
+            "inline, so no worker thread can run it"
         )
     elif found.thread_speedup is None and found.cpu_fraction < 0.5 and threads_scale(found):
         threads = (
