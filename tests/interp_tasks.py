@@ -89,3 +89,10 @@ def squares_on_threads(n: int) -> list[int]:
         squares = list(pool.map(pow, range(n), [2] * n))
     assert workpool.map(pow, range(n), [2] * n, backend="thread", task_timeout=30) == squares
     return squares
+
+
+def write_byte(memory: object, index: int) -> int:
+    """Write into bytes-like memory given to the task (``share(writable=True)``)."""
+    view = memoryview(memory)  # type: ignore[arg-type]
+    view[index] = ord("a") + index
+    return len(view)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 import workpool
+from faults import RaiseWhenUnpickled
 from workpool._cpus import usable_cpus
 from workpool._options import BACKENDS, PoolSpec
 from workpool.advise import Advice, Measurement, decide, measure, remembered
@@ -571,6 +572,86 @@ def test_auto_with_task_timeout_and_a_function_that_cannot_be_pickled(
     assert started == ["thread"]
 
 
+@pytest.mark.parametrize("retries", [0, 1])
+def test_an_item_that_fails_only_off_the_calling_thread_runs_there_as_a_loop_would(
+    retries: int,
+) -> None:
+    # Objects tied to the thread that made them (an sqlite3 connection, say) work in a
+    # plain loop, but raise on the two threads auto times: those items run again in
+    # the calling thread, and threads are not offered for such a function.
+    import threading
+
+    caller = threading.get_ident()
+    lock = threading.Lock()  # a closure over a lock: no process can take it either
+
+    def bound_to_caller(x: int) -> int:
+        with lock:
+            if threading.get_ident() != caller:
+                raise RuntimeError("objects created in a thread can only be used there")
+        spins(x)
+        if x % 10 == 9:
+            raise ValueError(x)  # a failure of its own, wherever it runs
+        return x
+
+    results = workpool.map(bound_to_caller, range(100), retries=retries, return_exceptions=True)
+    assert [r for r in results if not isinstance(r, ValueError)] == [
+        x for x in range(100) if x % 10 != 9
+    ]
+    failures = [r for r in results if isinstance(r, ValueError)]
+    assert [f.args[0] for f in failures] == list(range(9, 100, 10))
+    for failure in failures:  # each reported once, where it ran
+        notes = [n for n in failure.__notes__ if n.startswith("workpool:")]
+        assert len(notes) == 1 and "the calling thread" in notes[0], notes
+    found = remembered(bound_to_caller)
+    assert found is not None and found.thread_items > 0  # the case was exercised
+    advice = workpool.advise(bound_to_caller, range(100), total=100_000)
+    assert advice.backend == "serial", advice.reason
+    assert "failed on a thread" in advice.reason
+
+
+def test_a_keyboard_interrupt_a_task_raises_on_a_timing_thread_reaches_the_caller(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # As from a plain loop and from every backend: not a thread dying with a traceback
+    # on stderr, and the measuring carrying on with an item missing.
+    import threading
+
+    caller = threading.get_ident()
+
+    def interrupted_off_the_caller(x: int) -> int:
+        if threading.get_ident() != caller:
+            raise KeyboardInterrupt
+        return spins(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        workpool.map(interrupted_off_the_caller, range(100))
+    with pytest.raises(KeyboardInterrupt):
+        workpool.advise(interrupted_off_the_caller, range(100))
+    assert "Exception in thread" not in capfd.readouterr().err
+    assert not [t for t in threading.enumerate() if t.name.startswith("workpool-advise")]
+
+
+class Unrebuildable(RaiseWhenUnpickled):
+    """Pickles, but raises when unpickled (as an exception class whose ``__init__``
+    takes more than its ``args`` does, where nothing else teaches pickle about it)."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+
+def rebuilt_from(item: Unrebuildable) -> Unrebuildable:
+    return Unrebuildable(item.x + 1)
+
+
+def test_items_and_results_that_pickle_but_do_not_unpickle_are_not_a_measuring_failure() -> None:
+    # What a plain loop runs, auto runs: timing how they ship is not the call's work.
+    items = [Unrebuildable(x) for x in range(50)]
+    assert [r.x for r in workpool.map(rebuilt_from, items)] == list(range(1, 51))
+    advice = workpool.advise(rebuilt_from, items, total=100_000)
+    assert advice.backend not in ("process", "interpreter"), advice.reason
+    assert "cannot be pickled" in advice.reason
+
+
 def test_auto_never_gives_processes_an_initializer_that_cannot_be_pickled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -691,6 +772,24 @@ def test_an_item_the_chosen_processes_cannot_take_runs_here_as_serial_would(
         assert "in this process (its arguments cannot be pickled" in str(results[33].__notes__)
     others = [r for i, r in enumerate(results) if i not in (30, 33)]
     assert [x for x, _ in others] == [i for i in range(40) if i not in (30, 33)]
+
+
+def test_an_item_the_processes_cannot_take_still_keeps_to_task_timeout() -> None:
+    # With task_timeout, auto runs on processes; an item they cannot take runs here,
+    # where it cannot be stopped: past the timeout it fails as it would on serial (on
+    # its return), not with a result that took longer than the caller allows.
+    def overruns(item: int | Opaque) -> int:
+        if isinstance(item, Opaque):
+            time.sleep(0.4)
+            return item.x
+        return item
+
+    items: list[int | Opaque] = [0, Opaque(1), 2, Opaque(3)]
+    results = workpool.map(overruns, items, task_timeout=0.2, return_exceptions=True)
+    assert results[0] == 0 and results[2] == 2
+    for late in (results[1], results[3]):
+        assert isinstance(late, workpool.TaskTimeout), late
+        assert "input position" in str(late)
 
 
 def fails_at_4(x: int) -> int:

@@ -227,6 +227,37 @@ def test_advise_errors_are_clear(
     assert message in capsys.readouterr().err
 
 
+SCRIPT_MODULE = """
+import argparse
+
+parser = argparse.ArgumentParser()
+parser.add_argument("path")
+args = parser.parse_args()  # at import: a script, not a module of functions
+
+def f(x):
+    return x
+"""
+
+
+def test_advise_on_a_module_that_exits_when_imported_says_so(tasks_module: Path) -> None:
+    # Its argparse sees its own name and no arguments, not workpool's command line,
+    # and the last line says what happened, in one line, without a traceback.
+    (tasks_module / "script_module.py").write_text(SCRIPT_MODULE)
+    (tasks_module / "in.jsonl").write_text("1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "workpool", "advise", "script_module:f", "--input", "in.jsonl"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tasks_module,
+    )
+    assert result.returncode == 2
+    assert "unrecognized arguments" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("workpool advise: importing module 'script_module' ended the program")
+    assert "__main__" in last and "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("total", ["-5", "x", "2.5"])
 def test_advise_refuses_a_bad_total_as_it_refuses_bad_arguments(total: str) -> None:
     # Checked with the other arguments, before the module is imported or the input read

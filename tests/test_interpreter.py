@@ -33,6 +33,7 @@ from interp_tasks import (
     touch,
     touched,
     wait_for_file,
+    write_byte,
 )
 from workpool._options import BACKENDS
 
@@ -503,3 +504,20 @@ def test_a_task_on_a_subinterpreter_can_run_a_thread_pool_of_its_own() -> None:
     # A subinterpreter allows no daemon threads, which the thread backend's workers were.
     results = workpool.map(squares_on_threads, [3, 4], backend="interpreter", workers=2)
     assert results == [[0, 1, 4], [0, 1, 4, 9]]
+
+
+@needs_interpreters
+def test_writes_into_share_writable_memory_are_seen_by_the_caller() -> None:
+    # As on processes and threads: the subinterpreters map the very memory, not a
+    # read-only copy of it; memory shared read-only stays read-only there.
+    out = workpool.share(bytearray(6), writable=True)
+    results = workpool.starmap(
+        write_byte, [(out, i) for i in range(6)], backend="interpreter", workers=2, chunksize=1
+    )
+    assert results == [6] * 6
+    assert bytes(out) == b"abcdef"
+    frozen = workpool.share(b"xyz")
+    [error] = workpool.starmap(
+        write_byte, [(frozen, 0)], backend="interpreter", return_exceptions=True
+    )
+    assert isinstance(error, TypeError) and bytes(frozen) == b"xyz"

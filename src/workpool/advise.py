@@ -14,7 +14,9 @@ On Python 3.14 with the GIL, CPU work that holds it is also run on two subinterp
 From these and the number of items still to do, the time each engine would need is
 estimated, and the fastest wins; ``serial`` wins when no engine pays for its own
 start-up. Every item run while measuring is a real task of the call: its result is
-kept, never recomputed.
+kept, never recomputed. An item that raised on one of the two threads runs again
+inline, where a plain loop would have run it; threads are not offered for a function
+that raised on them for every item but not inline.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class Measurement(
         "interpreter_speedup": None,
         "interpreter_start_seconds": 0.0,
         "interpreter_parallelism": None,
+        "threads_fail": False,
     },
 ):
     """What was measured about a function: the inputs to ``decide``."""
@@ -113,6 +116,7 @@ class Measurement(
         "thread_items",
         "thread_parallelism",
         "thread_speedup",
+        "threads_fail",
     )
 
     items: int  # items run inline
@@ -132,6 +136,10 @@ class Measurement(
     interpreter_speedup: float | None
     interpreter_start_seconds: float  # starting two, beyond an item in each
     interpreter_parallelism: float | None  # like thread_parallelism, meanwhile
+    # Every item run on the two threads raised, though not every one run inline: the
+    # function is tied to the calling thread (an object made there), so no worker
+    # thread can run it.
+    threads_fail: bool
 
 
 class Advice(Record):
@@ -192,6 +200,8 @@ def threads_scale(found: Measurement) -> bool:
     two CPUs busy at once (CPU time per wall second, which a lucky moment on a loaded
     machine cannot fake) and finished sooner; how much sooner scales the estimate.
     """
+    if found.threads_fail:
+        return False
     speedup = found.thread_speedup
     if speedup is None:
         if found.seconds_per_item < TINY_ITEM:  # handing items to threads costs more
@@ -324,6 +334,7 @@ def decide(
         "items_measured_on_two_threads": found.thread_items,
         "two_thread_speedup": found.thread_speedup,
         "two_thread_cpu_parallelism": found.thread_parallelism,
+        "fails_on_other_threads": found.threads_fail,
         "ship_seconds_per_item": found.ship_seconds_per_item,
         "ship_bytes_per_item": found.ship_bytes_per_item,
         "items_measured_on_two_interpreters": found.interpreter_items,
@@ -401,7 +412,12 @@ def _explain(
             f"({found.cpu_fraction:.0%} of it on the CPU); the function, an item or a result "
             "cannot be pickled, so no other process or subinterpreter can run it"
         )
-    if found.thread_speedup is None and found.cpu_fraction < 0.5 and threads_scale(found):
+    if found.threads_fail:
+        threads = (
+            "every item it ran on two threads failed on a thread, unlike those it ran "
+            "inline, so no worker thread can run it"
+        )
+    elif found.thread_speedup is None and found.cpu_fraction < 0.5 and threads_scale(found):
         threads = (
             "it mostly waits, so threads run it in parallel (not timed on two threads: "
             "an item this long shows what it does on its own)"
@@ -460,6 +476,7 @@ def measure(
     keep: list[Backend] | None = None,
     on_slow_cpu: Callable[[], None] | None = None,
     beside: Callable[[ItemSource], None] | None = None,
+    rerun_failures: bool = True,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
     """Time ``fn`` on the first items of ``inputs``.
 
@@ -474,7 +491,10 @@ def measure(
     threads will be timed on are taken, if those measured can be pickled: the items it
     takes are the call's next ones, after every item measured here, and it may run them
     elsewhere (on that pool) while threads are timed. It is not called when
-    subinterpreters may be timed: they would take items after its own.
+    subinterpreters may be timed: they would take items after its own. Items that
+    raised on one of the two threads run again in this one (a plain loop would have run
+    them here), unless ``rerun_failures`` is False: the caller then tries them again
+    itself, as its retries allow.
     """
     sample = _Sample()
     started_early = False
@@ -501,7 +521,9 @@ def measure(
             if math.isfinite(_shipping_cost(sample.items, sample.values, sample.errors)[0]):
                 beside(inputs)
 
-    threads = _time_on_two_threads(fn, mode, inputs, sample, inline, budget, run_beside)
+    threads = _time_on_two_threads(
+        fn, mode, inputs, sample, inline, budget, run_beside, rerun_failures
+    )
     ship_seconds, ship_bytes = _shipping_cost(sample.items, sample.values, sample.errors)
     trial = None
     if interpreters is not None and _interpreters_may_help(inline, threads, ship_seconds):
@@ -513,6 +535,7 @@ def measure(
         thread_items=threads.items,
         thread_speedup=threads.speedup,
         thread_parallelism=threads.parallelism,
+        threads_fail=threads.fail,
         ship_seconds_per_item=ship_seconds,
         ship_bytes_per_item=ship_bytes,
         gil_enabled=_gil_enabled(),
@@ -610,13 +633,16 @@ class _Inline(Record):
     goal: float  # the wall time the timed items were meant to fill
 
 
-class _TwoThreads(Record, defaults={"items": 0, "speedup": None, "parallelism": None}):
+class _TwoThreads(
+    Record, defaults={"items": 0, "speedup": None, "parallelism": None, "fail": False}
+):
     """Phase 2's findings: the same work on two threads, if it was timed there."""
 
-    __slots__ = ("items", "parallelism", "speedup")
+    __slots__ = ("fail", "items", "parallelism", "speedup")
     items: int
     speedup: float | None  # items/s on two threads / items/s inline
     parallelism: float | None  # process CPU seconds per wall second meanwhile
+    fail: bool  # an item failed there that ran inline without failing
 
 
 def _time_inline(
@@ -752,12 +778,14 @@ def _time_on_two_threads(
     inline: _Inline,
     budget: float,
     beside: Callable[[], None] | None = None,
+    rerun_failures: bool = True,
 ) -> _TwoThreads:
     """Phase 2: about as much work as inline, split over two threads started together.
 
     Skipped for tiny items: threads could not pay for themselves, and timing them would
     be noise; and for slow items that mostly wait, which threads overlap. ``beside`` is
-    called once their items are taken, before they run.
+    called once their items are taken, before they run. With ``rerun_failures``, the
+    items that raised there run again in this thread (``_run_failures_here``).
 
     Other work may run meanwhile (other programs, or ``beside``'s items on other
     processes), so the time the threads spent ready to run while others had the CPUs
@@ -786,13 +814,41 @@ def _time_on_two_threads(
     if beside is not None:
         beside()
     values, errors, wall, cpu, queued = _run_on_two_threads(fn, mode, batch)
+    # Every item failed there, though not every one inline: the function is tied to the
+    # calling thread. (Some failing is what any engine may see of a task that fails now
+    # and then.)
+    tied = len(errors) == len(batch) and len(sample.errors) < len(sample.values)
+    if rerun_failures:
+        _run_failures_here(fn, mode, batch, values, errors)
     sample.add(batch, values, errors)
+    if tied:
+        return _TwoThreads(items=len(batch), fail=True)
     running = wall - min(queued, wall * 0.9)
     if running <= 0:
         return _TwoThreads(items=len(batch))
     return _TwoThreads(
         items=len(batch), speedup=len(batch) * inline.per_item / running, parallelism=cpu / wall
     )
+
+
+def _run_failures_here(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    batch: Sequence[Any],
+    values: list[Any],
+    errors: dict[int, BaseException],
+) -> None:
+    """Run again in this thread the items of ``batch`` that raised on another one,
+    updating their ``values`` and ``errors``: a plain loop would have run them here, and
+    a function may use what only works in the thread that made it (an sqlite3
+    connection, a thread-local setting). The error that stands is this thread's."""
+    for position in sorted(errors):
+        again, again_errors, _ = call_items(fn, mode, batch[position : position + 1])
+        values[position] = again[0]
+        if again_errors:
+            errors[position] = again_errors[0]
+        else:
+            del errors[position]
 
 
 def _run_on_two_threads(
@@ -808,12 +864,18 @@ def _run_on_two_threads(
     halves = [batch[:middle], batch[middle:]]
     outcomes: list[tuple[list[Any], dict[int, BaseException], float]] = [([], {}, 0.0)] * 2
     queued = [0.0, 0.0]
+    # What call_items lets through (a KeyboardInterrupt a task raised): the caller's,
+    # raised there once both threads are done, as a plain loop would raise it.
+    escaped: list[BaseException] = []
     start_line = threading.Barrier(3)
 
     def run(index: int) -> None:
         start_line.wait()
         before = _seconds_queued()
-        outcomes[index] = call_items(fn, mode, halves[index])
+        try:
+            outcomes[index] = call_items(fn, mode, halves[index])
+        except BaseException as exc:
+            escaped.append(exc)
         queued[index] = _seconds_queued() - before
 
     threads = [
@@ -826,6 +888,8 @@ def _run_on_two_threads(
     for thread in threads:
         thread.join()
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    if escaped:
+        raise escaped[0]
     values = outcomes[0][0] + outcomes[1][0]
     errors = dict(outcomes[0][1])
     errors.update((middle + position, error) for position, error in outcomes[1][1].items())
@@ -845,10 +909,10 @@ def _shipping_cost(
         for obj in (items[i], values[i]):
             try:
                 data = dumps_data(obj)
+                pickle.loads(data)  # some objects pickle, yet cannot be rebuilt
             except Exception:
                 return math.inf, math.inf  # cannot cross to a process at all
             size += len(data)
-            pickle.loads(data)
     return (time.perf_counter() - started) / len(picks), size / len(picks)
 
 

@@ -180,12 +180,22 @@ def load_function(target: str) -> Callable[..., Any]:
         raise CommandError(f"expected MODULE:FUNCTION, like mypackage.tasks:resize; got {target!r}")
     if "" not in sys.path and str(Path.cwd()) not in sys.path:
         sys.path.insert(0, str(Path.cwd()))  # like `python -m`, find modules here
+    # A script that reads its command line when imported reads its own name, not
+    # workpool's arguments (which it would call unrecognized, in workpool's name).
+    argv, sys.argv = sys.argv, [module_name]
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:
         raise CommandError(
             f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
         ) from exc
+    except SystemExit as exc:
+        raise CommandError(
+            f"importing module {module_name!r} ended the program (SystemExit: {exc.code!r}): "
+            'its script part runs when imported; put it under `if __name__ == "__main__":`'
+        ) from None
+    finally:
+        sys.argv = argv
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)

@@ -401,6 +401,9 @@ class _MeasuredPrefix:
                     keep=kept,
                     on_slow_cpu=None if self._trace is not None else self._start_processes,
                     beside=self._run_beside,
+                    # With retries, what failed on a timing thread is tried again here
+                    # as a retry (and traced as one); without, it runs here once more.
+                    rerun_failures=options.retries == 0,
                 )
                 measured = (began, now_ns())
                 remember(call.fn, found)

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterator, Sequence
 
 from workpool._options import RunOptions
-from workpool.backends.base import Backend, ShutDown
+from workpool.backends.base import Backend, ShutDown, call_items_timed
 from workpool.chunking import ChunkSizer
 from workpool.clock import capped_wait, now_ns
 from workpool.errors import add_note, call_timed_out, is_broken_pool, is_cancelled
@@ -152,7 +152,10 @@ def run_inline(chunk: Chunk, where: str, *, timed: bool) -> ResultBatch:
     """Run ``chunk`` in this thread, as the serial backend would; ``where`` names it,
     and ``timed`` gives the batch its clock readings (for a timeline)."""
     began = now_ns() if timed else 0
-    values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+    if chunk.task_timeout is None:
+        values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
+    else:  # as the serial backend keeps to it
+        values, errors, elapsed = call_items_timed(chunk, "this process")
     batch = ResultBatch(chunk, values, errors, elapsed, worker=where)
     if timed:
         ended = now_ns()

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from typing import Any, Protocol
 
 __all__ = [
+    "SameProcessFrame",
     "Segment",
     "find_segment",
     "holds_writable_share",
@@ -92,6 +93,22 @@ class Segment(mmap.mmap):
         if frame is None:  # pickled outside a message to a worker: by value
             return (bytes, (bytes(self),))
         return frame.reference(self)
+
+
+class SameProcessFrame:
+    """The frame of a message to another interpreter of this process (``segments.Frame``).
+
+    A descriptor number is valid in every interpreter of the process, so a segment
+    travels as its own and is mapped again where it arrives: writes into memory shared
+    writable are seen here, as from a process worker. The sender keeps the segment, and
+    so its descriptor, alive until the message is read. A copy-on-write view, whose
+    bytes may differ from the memory's, travels as its bytes.
+    """
+
+    def reference(self, segment: Segment) -> tuple[Any, ...]:
+        if getattr(segment, "private", False):
+            return (bytes, (bytes(segment),))
+        return (map_segment, (segment.fd, len(segment), segment.shared_writable))
 
 
 # Python 3.13's mmap can map a file without keeping a descriptor of its own: a segment
@@ -320,11 +337,12 @@ def share(obj: Any, *, writable: bool = False) -> Any:
     bytearray and memoryview come back as a bytes-like ``Segment`` (an empty one as
     ``b""``: there is nothing to share). Passing the result
     to process workers sends only a reference: they see the same memory, read-only
-    unless ``writable=True``, in which case their writes are visible here. On the
-    serial and thread backends it is passed as it is. The memory is freed when the
-    last reference to it, here or in a worker, goes away. Zeros at the start of an
-    array are not copied (new shared memory is zeros already), so sharing
-    ``numpy.zeros(...)`` costs a read of it; ``workpool.zeros`` skips even that.
+    unless ``writable=True``, in which case their writes are visible here; so do
+    subinterpreters. On the serial and thread backends it is passed as it is. The
+    memory is freed when the last reference to it, here or in a worker, goes away.
+    Zeros at the start of an array are not copied (new shared memory is zeros
+    already), so sharing ``numpy.zeros(...)`` costs a read of it; ``workpool.zeros``
+    skips even that.
     """
     if not isinstance(writable, bool):
         raise TypeError(f"writable must be True or False; got {writable!r}")

@@ -12,11 +12,12 @@ import abc
 from workpool._options import PoolSpec
 from workpool.chunking import MAX_CHUNK_ITEMS
 from workpool.clock import now_ns
-from workpool.tasks import Chunk, ResultBatch
+from workpool.errors import TaskTimeout
+from workpool.tasks import Chunk, ResultBatch, call_items
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import ClassVar
+    from typing import Any, ClassVar
 
     from workpool.errors import BrokenPool
     from workpool.tasks import ResultSink
@@ -27,6 +28,7 @@ __all__ = [
     "InitializerFailed",
     "ShutDown",
     "broken_by_initializer",
+    "call_items_timed",
     "deliver",
     "initialize_here",
 ]
@@ -188,3 +190,33 @@ def deliver(batch: ResultBatch) -> None:
         logging.getLogger("concurrent.futures").error(
             "exception calling callback of a workpool Future", exc_info=exc
         )
+
+
+def call_items_timed(
+    chunk: Chunk, runner: str
+) -> tuple[list[Any], dict[int, BaseException], float]:
+    """Run ``chunk``'s items one at a time in this thread, as ``call_items`` does; one
+    that overran ``task_timeout`` fails with ``TaskTimeout``.
+
+    Here a task cannot be interrupted, so the timeout is reported when the task
+    returns, and its result is dropped; ``runner`` names what ran it, for the message.
+    """
+    assert chunk.task_timeout is not None
+    values: list[Any] = []
+    errors: dict[int, BaseException] = {}
+    total = 0.0
+    for position in range(len(chunk.items)):
+        value, error, elapsed = call_items(
+            chunk.fn, chunk.mode, chunk.items[position : position + 1]
+        )
+        total += elapsed
+        if error:
+            errors[position] = error[0]
+        elif elapsed > chunk.task_timeout:
+            errors[position] = TaskTimeout(
+                f"{chunk.task_name(position)} took {elapsed:.3g}s, longer than "
+                f"task_timeout={chunk.task_timeout:g}s; {runner} cannot interrupt "
+                "a task, so this is reported when it returns and its result is dropped"
+            )
+        values.append(None if position in errors else value[0])
+    return values, errors, total

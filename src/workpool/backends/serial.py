@@ -9,16 +9,13 @@ from __future__ import annotations
 
 from workpool import errors
 from workpool._options import PoolSpec
-from workpool.backends.base import Backend, ShutDown, initialize_here
+from workpool.backends.base import Backend, ShutDown, call_items_timed, initialize_here
 from workpool.chunking import PROCESS_CHUNK_SECONDS
 from workpool.clock import now_ns
-from workpool.errors import TaskTimeout
 from workpool.tasks import Chunk, ResultBatch, call_items
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from workpool.errors import BrokenPool  # made on first use (errors.py)
     from workpool.timeline.recorder import Recorder
 
@@ -55,7 +52,7 @@ class SerialBackend(Backend):
         if chunk.task_timeout is None:
             values, errors, elapsed = call_items(chunk.fn, chunk.mode, chunk.items)
         else:
-            values, errors, elapsed = _call_items_timed(chunk)
+            values, errors, elapsed = call_items_timed(chunk, "the serial backend")
         batch = ResultBatch(chunk, values, errors, elapsed, worker=WORKER)
         if traced:  # nothing to receive or return here, only running
             ended = now_ns()
@@ -72,30 +69,3 @@ class SerialBackend(Backend):
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         self._stopped = True
-
-
-def _call_items_timed(chunk: Chunk) -> tuple[list[Any], dict[int, BaseException], float]:
-    """Run items one at a time; one that overran ``task_timeout`` fails with TaskTimeout.
-
-    The serial backend runs tasks inline and cannot interrupt them, so the timeout is
-    reported when the task returns, and its result is dropped.
-    """
-    assert chunk.task_timeout is not None
-    values: list[Any] = []
-    errors: dict[int, BaseException] = {}
-    total = 0.0
-    for position in range(len(chunk.items)):
-        value, error, elapsed = call_items(
-            chunk.fn, chunk.mode, chunk.items[position : position + 1]
-        )
-        total += elapsed
-        if error:
-            errors[position] = error[0]
-        elif elapsed > chunk.task_timeout:
-            errors[position] = TaskTimeout(
-                f"{chunk.task_name(position)} took {elapsed:.3g}s, longer than "
-                f"task_timeout={chunk.task_timeout:g}s; the serial backend cannot interrupt "
-                "a task, so this is reported when it returns and its result is dropped"
-            )
-        values.append(None if position in errors else value[0])
-    return values, errors, total

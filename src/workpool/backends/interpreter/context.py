@@ -7,6 +7,7 @@ cannot cross fails only its own tasks, saying why:
 
 - a function that cannot be pickled fails every task of the chunk;
 - an item that cannot be pickled fails alone; the others run;
+- memory from ``share()`` crosses as its descriptor and is mapped there, not copied;
 - items that cannot be rebuilt inside are sent again one at a time to find which;
 - results that cannot be rebuilt here fail their chunk.
 """
@@ -24,6 +25,7 @@ from workpool.backends.interpreter.handle import (
 from workpool.backends.threaded import TaskClock, WorkerContext
 from workpool.clock import now_ns
 from workpool.errors import WorkerCrashed, add_note
+from workpool.segments import SameProcessFrame, sending
 from workpool.serialize import FunctionRef, FunctionRegistry, dumps_items, picklable_runs
 from workpool.tasks import Chunk, ResultBatch
 
@@ -72,7 +74,7 @@ class InterpreterContext(WorkerContext):
             batches.append(self._unsendable_function(chunk, exc))
             return
         try:
-            payload = dumps_items(chunk.items)
+            payload = _dumps_in_process(chunk.items)
         except Exception:
             self._run_picklable_part(chunk, clock, batches)
             return
@@ -173,6 +175,20 @@ class InterpreterContext(WorkerContext):
 # What CPython says of an extension module that refuses a subinterpreter (NumPy, for one);
 # NumPy wraps it in an ImportError of its own that blames the installation.
 _NOT_LOADABLE = "does not support loading in subinterpreters"
+
+
+def _dumps_in_process(items: object) -> bytes:
+    """Pickle a chunk's items for a subinterpreter: shared memory among them travels as
+    its descriptor, to be mapped there (``segments.SameProcessFrame``), not as a copy."""
+    previous = sending.frame
+    sending.frame = _SAME_PROCESS
+    try:
+        return dumps_items(items)
+    finally:
+        sending.frame = previous
+
+
+_SAME_PROCESS = SameProcessFrame()
 
 
 def _explain_if_not_loadable(error: BaseException) -> None:
