@@ -269,9 +269,11 @@ def test_maps_on_any_backend_auto_advise_and_a_pool_load_no_typing() -> None:
         "import time\n"
         "def square(x):\n"
         "    return x * x\n"
-        "def slow(x):\n"  # auto sends slow items early, to a pool (early_items.py)
-        "    deadline = time.perf_counter() + 0.01\n"
-        "    while time.perf_counter() < deadline: pass\n"
+        # auto sends slow CPU-bound items early, to a pool (early_items.py). CPU time,
+        # not wall time: on a loaded machine a wall-clock loop would look like waiting.
+        "def slow(x):\n"
+        "    deadline = time.thread_time() + 0.01\n"
+        "    while time.thread_time() < deadline: pass\n"
         "    return x\n"
         "assert workpool.map(square, range(2000))[-1] == 1999 ** 2\n"
         "assert workpool.map(slow, range(8))[-1] == 7\n"
