@@ -37,7 +37,7 @@ from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
 from workpool.inputs import InputSource
 from workpool.records import Record
 from workpool.serialize import dumps_data, dumps_function
-from workpool.tasks import CallMode, call_items
+from workpool.tasks import CallMode, call_items, rerun_failed_here
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -785,7 +785,7 @@ def _time_on_two_threads(
     Skipped for tiny items: threads could not pay for themselves, and timing them would
     be noise; and for slow items that mostly wait, which threads overlap. ``beside`` is
     called once their items are taken, before they run. With ``rerun_failures``, the
-    items that raised there run again in this thread (``_run_failures_here``).
+    items that raised there run again in this thread (``tasks.rerun_failed_here``).
 
     Other work may run meanwhile (other programs, or ``beside``'s items on other
     processes), so the time the threads spent ready to run while others had the CPUs
@@ -819,7 +819,7 @@ def _time_on_two_threads(
     # and then.)
     tied = len(errors) == len(batch) and len(sample.errors) < len(sample.values)
     if rerun_failures:
-        _run_failures_here(fn, mode, batch, values, errors)
+        rerun_failed_here(fn, mode, batch, values, errors)
     sample.add(batch, values, errors)
     if tied:
         return _TwoThreads(items=len(batch), fail=True)
@@ -829,26 +829,6 @@ def _time_on_two_threads(
     return _TwoThreads(
         items=len(batch), speedup=len(batch) * inline.per_item / running, parallelism=cpu / wall
     )
-
-
-def _run_failures_here(
-    fn: Callable[..., Any],
-    mode: CallMode,
-    batch: Sequence[Any],
-    values: list[Any],
-    errors: dict[int, BaseException],
-) -> None:
-    """Run again in this thread the items of ``batch`` that raised on another one,
-    updating their ``values`` and ``errors``: a plain loop would have run them here, and
-    a function may use what only works in the thread that made it (an sqlite3
-    connection, a thread-local setting). The error that stands is this thread's."""
-    for position in sorted(errors):
-        again, again_errors, _ = call_items(fn, mode, batch[position : position + 1])
-        values[position] = again[0]
-        if again_errors:
-            errors[position] = again_errors[0]
-        else:
-            del errors[position]
 
 
 def _run_on_two_threads(

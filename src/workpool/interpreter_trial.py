@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from workpool._options import PoolSpec
 from workpool.records import Record
-from workpool.tasks import CallMode, Chunk, ResultBatch, call_items
+from workpool.tasks import CallMode, Chunk, ResultBatch, call_items, rerun_failed_here
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -148,13 +148,7 @@ def time_interpreters(
         if not kept:
             backend.shutdown(wait=True, cancel_pending=True)
     # What failed there runs again here, where it will be judged like any other item.
-    for position in sorted(errors):
-        again, again_errors, _ = call_items(fn, mode, items[position : position + 1])
-        values[position] = again[0]
-        if again_errors:
-            errors[position] = again_errors[0]
-        else:
-            del errors[position]
+    rerun_failed_here(fn, mode, items, values, errors)
     return (
         Trial(items=len(items), speedup=None, start_seconds=0.0, parallelism=None),
         values,

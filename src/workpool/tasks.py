@@ -20,7 +20,15 @@ if TYPE_CHECKING:
 
     from workpool.timeline.recorder import Recorder
 
-__all__ = ["CallMode", "Chunk", "ResultBatch", "arguments_of", "call_items", "extend_calls"]
+__all__ = [
+    "CallMode",
+    "Chunk",
+    "ResultBatch",
+    "arguments_of",
+    "call_items",
+    "extend_calls",
+    "rerun_failed_here",
+]
 
 
 class CallMode(enum.IntEnum):
@@ -316,3 +324,25 @@ def call_items(
             errors[len(values)] = stop_iteration_failure(None)
             append(None)
     return values, errors, time.perf_counter() - started
+
+
+def rerun_failed_here(
+    fn: Callable[..., Any],
+    mode: CallMode,
+    items: Sequence[Any],
+    values: list[Any],
+    errors: dict[int, BaseException],
+) -> None:
+    """Run again, in this thread, the ``items`` that raised elsewhere, one at a time.
+
+    ``values`` and ``errors`` (by position) are updated: the error that stands is this
+    run's. For measuring, where another thread or interpreter ran what a plain loop would
+    have run here, and a failure may be the other place's, not the item's.
+    """
+    for position in sorted(errors):
+        again, again_errors, _ = call_items(fn, mode, items[position : position + 1])
+        values[position] = again[0]
+        if again_errors:
+            errors[position] = again_errors[0]
+        else:
+            del errors[position]
