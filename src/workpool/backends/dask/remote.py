@@ -69,12 +69,9 @@ _CLOSED_REMEMBERED = 4096
 WHOLE_CHUNK = -1
 
 
-def _this_worker() -> tuple[str, int]:
-    """This Dask worker's address and thread count (the local pool's size).
-
-    The first time a worker asks, it is also told to close its sessions when it closes
-    (``_watch``).
-    """
+def _this_worker() -> tuple[Any, str, int]:
+    """This Dask worker (None outside one), its address and thread count (the local
+    pool's size)."""
     try:
         from distributed import get_worker
 
@@ -83,9 +80,8 @@ def _this_worker() -> tuple[str, int]:
     except Exception:  # not inside a Dask worker (a test calling us directly)
         from workpool._cpus import usable_cpus
 
-        return "this process", usable_cpus()
-    _watch(worker, address)
-    return address, int(worker.state.nthreads)
+        return None, "this process", usable_cpus()
+    return worker, address, int(worker.state.nthreads)
 
 
 # The Dask workers of this process told to close their sessions when they close.
@@ -214,17 +210,20 @@ class _Sessions:
         Each Dask worker has its own, with a local pool of its own size: workers can
         share a process (``LocalCluster(processes=False)``).
         """
-        address, threads = _this_worker()
+        worker, address, threads = _this_worker()
         key = (info.session_id, address)
         with self._lock:
             if info.session_id in self._closed:
                 return None
             session = self._open.get(key)
+            opened = session is None
             if session is None:
                 session = self._open[key] = _Session(info, address, threads)
                 self._start_reaper()
             session.busy += 1
-            return session
+        if opened and worker is not None:
+            _watch(worker, address)  # its local pool goes when the worker does
+        return session
 
     def leave(self, session: _Session) -> None:
         with self._lock:
@@ -357,7 +356,7 @@ def run_chunk(task: ChunkTask, arrays: list[Any], fn_payload: bytes | None = Non
     session = _sessions.enter(task.session)
     if session is None:
         error = CancelledError("the call was over before this chunk started")
-        return _failed(task, error, retryable=False, address=_this_worker()[0])
+        return _failed(task, error, retryable=False, address=_this_worker()[1])
     address = session.address
     where = f"Dask worker {address}"
     try:
