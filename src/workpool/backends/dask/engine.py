@@ -526,8 +526,8 @@ class DaskBackend(Backend):
                     "(is workpool installed on the workers, in the same version?)",
                 )
         elif status == "cancelled":  # not by us: we settle those we cancel ourselves
-            why = _why_cancelled(future)
-            if _client_lost(future):
+            why, client_lost = _cancellation(future)
+            if client_lost:
                 error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {why}")
                 self._break(error)
             else:  # a restart, say: this call's task is gone, the cluster is still there
@@ -720,40 +720,28 @@ def _still_held(copy: Any) -> bool:
     return not copy.cancelled()
 
 
-def _client_lost(future: Any) -> bool:
-    """Whether ``future`` was cancelled because its client lost or closed its scheduler.
+def _cancellation(future: Any) -> tuple[str, bool]:
+    """Why Dask cancelled ``future``, and whether its client lost or closed its scheduler.
 
-    Then the pool cannot go on; any other cancellation (``client.restart()``, another
-    client's ``cancel``) ends the task, not the cluster.
-    """
-    if getattr(future.client, "status", None) != "running":
-        return True
-    try:
-        future.result(timeout=1)
-    except concurrent.futures.CancelledError as why:
-        return getattr(why, "reason", None) == "scheduler-connection-lost"
-    except Exception:
-        return True
-    return False
-
-
-def _why_cancelled(future: Any) -> str:
-    """Dask's own reason for cancelling ``future`` (its scheduler was lost, for one).
-
+    When the client is gone the pool cannot go on; any other cancellation
+    (``client.restart()``, another client's ``cancel``) ends the task, not the cluster.
     A client closed under the pool cancels every future it holds, with no reason given.
     """
-    if getattr(future.client, "status", None) in ("closing", "closed"):
-        return (
+    status = getattr(future.client, "status", None)
+    if status in ("closing", "closed"):
+        why = (
             "the Dask client was closed while the pool still used it (close the pool "
             "before its client)"
         )
+        return why, True
+    lost = status != "running"
     try:
         future.result(timeout=1)
     except concurrent.futures.CancelledError as why:  # Dask's, with its reason
-        return str(why)
+        return str(why), lost or getattr(why, "reason", None) == "scheduler-connection-lost"
     except Exception as other:
-        return f"{future} ({type(other).__name__}: {other})"
-    return str(future)
+        return f"{future} ({type(other).__name__}: {other})", True
+    return str(future), lost
 
 
 def _task_name(fn: Callable[..., Any]) -> str:
