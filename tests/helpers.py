@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import os
 import pathlib
@@ -92,6 +93,17 @@ def raise_odd_exception(kind: str) -> None:
     if kind == "two":
         raise NeedsTwoArguments("/data/x", 3)
     raise KeywordOnlyError(code=4)
+
+
+def raise_group_of_odd_exceptions(_: object) -> None:
+    """Raise an exception group (Python 3.11+) of exceptions pickle cannot rebuild alone."""
+    errors: list[Exception] = [ValueError("plain")]
+    for kind in ("two", "keyword"):
+        try:
+            raise_odd_exception(kind)
+        except Exception as exc:
+            errors.append(exc)
+    raise builtins.ExceptionGroup("several tasks inside failed", errors)
 
 
 def raise_worker_only_error(x: int) -> int:

@@ -23,6 +23,7 @@ from helpers import (
     Unpicklable,
     fail_on,
     interrupt_on_one,
+    raise_group_of_odd_exceptions,
     raise_odd_exception,
     raise_worker_only_error,
     result_refused_by,
@@ -383,3 +384,23 @@ def test_a_submitted_task_raising_stop_iteration_fails_as_runtime_error(backend:
         with pytest.raises(RuntimeError, match="StopIteration"):
             future.result(timeout=60)
         assert pool.submit(stop_on_two, 3, offset=1).result(timeout=60) == 4
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+")
+def test_an_exception_group_keeps_its_type_and_every_exception_in_it(backend: str) -> None:
+    # asyncio.TaskGroup, trio and anyio raise groups; pickle rebuilds one with its
+    # members, and a member whose __init__ wants other arguments cannot be rebuilt so.
+    with workpool.Pool(1, backend=backend) as pool:
+        error = pool.submit(raise_group_of_odd_exceptions, 0).exception(timeout=60)
+    assert type(error).__name__ == "ExceptionGroup"
+    assert str(error) == "several tasks inside failed (3 sub-exceptions)"
+    plain, two, keyword = error.exceptions  # type: ignore[union-attr]
+    assert type(plain) is ValueError
+    assert str(plain) == "plain"
+    assert type(two) is NeedsTwoArguments
+    assert (str(two), two.path, two.code) == ("/data/x failed with 3", "/data/x", 3)
+    assert type(keyword) is KeywordOnlyError
+    assert (str(keyword), keyword.code) == ("code 4", 4)
+    if backend in ("process", "interpreter"):
+        assert "could not send: lock" in "\n".join(keyword.__notes__)
+        assert "raise_odd_exception" in str(error.__cause__)

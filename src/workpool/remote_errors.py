@@ -4,8 +4,8 @@ The exception may not pickle (it holds a lock, a frame, a socket), or may not un
 where it arrives (its ``__init__`` wants other arguments than its ``args``, or its class
 is not importable there). So it travels as a ``PackedError``: the pickled exception, or
 when pickle cannot rebuild it, its class, ``args`` and the attributes that pickle, to be
-rebuilt without ``__init__``; and always its type's name, its message and its formatted
-traceback::
+rebuilt without ``__init__`` (an exception group's members each the same way); and
+always its type's name, its message and its formatted traceback::
 
     worker (process, subinterpreter)              caller
     --------------------------------              ------
@@ -17,7 +17,9 @@ traceback::
 
 from __future__ import annotations
 
+import builtins
 import pickle
+import sys
 
 from workpool.errors import RemoteTraceback, TaskError
 from workpool.serialize import dumps_data
@@ -62,6 +64,16 @@ def _without_init(exc: BaseException) -> bytes | None:
     ``super().__init__(path)``, keyword-only arguments). Attributes that do not pickle are
     left out, and a note names them. None if even this does not round-trip here.
     """
+    try:
+        pickled = dumps_data(_recipe(exc))
+        pickle.loads(pickled)
+    except Exception:
+        return None
+    return pickled
+
+
+def _recipe(exc: BaseException) -> _Rebuild:
+    """What rebuilds ``exc`` without its ``__init__``, from what of it pickles."""
     state: dict[str, object] = {}
     left_out: list[str] = []
     for key, value in getattr(exc, "__dict__", {}).items():
@@ -75,12 +87,29 @@ def _without_init(exc: BaseException) -> bytes | None:
         notes = list(state.get("__notes__", []))  # type: ignore[call-overload]
         notes.append(f"workpool: attributes the worker could not send: {', '.join(left_out)}")
         state["__notes__"] = notes
+    args = exc.args
+    members = _group_members(exc)
+    if members is not None:
+        # A group pickles with its members, so one member that pickle cannot rebuild
+        # would lose the group: each member travels as pickle or as a recipe of its own.
+        args = (args[0], [_portable(member) for member in members])
+    return _Rebuild(type(exc), args, state)
+
+
+def _portable(exc: BaseException) -> object:
+    """``exc`` itself if pickle rebuilds it, else its recipe."""
     try:
-        pickled = dumps_data(_Rebuild(type(exc), exc.args, state))
-        pickle.loads(pickled)
+        pickle.loads(dumps_data(exc))
     except Exception:
-        return None
-    return pickled
+        return _recipe(exc)
+    return exc
+
+
+def _group_members(exc: BaseException) -> list[BaseException] | None:
+    """The exceptions an exception group (Python 3.11+) holds; None for any other."""
+    if sys.version_info >= (3, 11) and isinstance(exc, builtins.BaseExceptionGroup):
+        return list(exc.exceptions)
+    return None
 
 
 class _Rebuild:
