@@ -106,6 +106,24 @@ def raise_group_of_odd_exceptions(_: object) -> None:
     raise builtins.ExceptionGroup("several tasks inside failed", errors)
 
 
+class GaveUp(Exception):
+    """What a retrying wrapper raises: it keeps the last attempt's exception."""
+
+    def __init__(self, attempts: int, last: BaseException) -> None:
+        super().__init__(f"gave up after {attempts} attempts")
+        self.attempts = attempts
+        self.last = last
+
+
+def give_up(where: str) -> None:
+    """Raise an exception that keeps one pickle cannot rebuild, as an attribute (``GaveUp``)
+    or among its arguments (a ``RuntimeError``)."""
+    last = NeedsTwoArguments("/data/x", 3)
+    if where == "attribute":
+        raise GaveUp(3, last) from last
+    raise RuntimeError("gave up", last) from last
+
+
 def raise_worker_only_error(x: int) -> int:
     """Raise an exception whose class exists only in the process that runs this.
 

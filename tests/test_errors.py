@@ -18,10 +18,12 @@ import workpool
 from conftest import BACKENDS, live_worker_processes
 from helpers import (
     CountingInput,
+    GaveUp,
     KeywordOnlyError,
     NeedsTwoArguments,
     Unpicklable,
     fail_on,
+    give_up,
     interrupt_on_one,
     raise_group_of_odd_exceptions,
     raise_odd_exception,
@@ -404,3 +406,18 @@ def test_an_exception_group_keeps_its_type_and_every_exception_in_it(backend: st
     if backend in ("process", "interpreter"):
         assert "could not send: lock" in "\n".join(keyword.__notes__)
         assert "raise_odd_exception" in str(error.__cause__)
+
+
+def test_an_exception_kept_by_another_keeps_its_type_too(backend: str) -> None:
+    # A retrying wrapper's error keeps the last attempt's: neither one can be rebuilt by
+    # pickle, and neither is lost for it.
+    with workpool.Pool(1, backend=backend) as pool:
+        kept = pool.submit(give_up, "attribute").exception(timeout=60)
+        passed_on = pool.submit(give_up, "argument").exception(timeout=60)
+    assert type(kept) is GaveUp
+    assert (str(kept), kept.attempts) == ("gave up after 3 attempts", 3)
+    assert type(passed_on) is RuntimeError
+    assert passed_on.args[0] == "gave up"
+    for last in (kept.last, passed_on.args[1]):
+        assert type(last) is NeedsTwoArguments
+        assert (str(last), last.path, last.code) == ("/data/x failed with 3", "/data/x", 3)

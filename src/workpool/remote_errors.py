@@ -65,44 +65,59 @@ def _without_init(exc: BaseException) -> bytes | None:
     left out, and a note names them. None if even this does not round-trip here.
     """
     try:
-        pickled = dumps_data(_recipe(exc))
+        pickled = dumps_data(_recipe(exc, {id(exc)}))
         pickle.loads(pickled)
     except Exception:
         return None
     return pickled
 
 
-def _recipe(exc: BaseException) -> _Rebuild:
-    """What rebuilds ``exc`` without its ``__init__``, from what of it pickles."""
+def _recipe(exc: BaseException, rebuilding: set[int]) -> _Rebuild:
+    """What rebuilds ``exc`` without its ``__init__``, from what of it pickles.
+
+    The exceptions it holds (a group's members, one kept as an attribute or passed as an
+    argument: a retrying wrapper's last error) each travel as pickle or as a recipe of
+    their own, so that one pickle cannot rebuild does not lose the others.
+    ``rebuilding`` holds the ids of those whose recipe is being made: one that holds
+    itself leaves that attribute out.
+    """
     state: dict[str, object] = {}
     left_out: list[str] = []
     for key, value in getattr(exc, "__dict__", {}).items():
         try:
-            dumps_data(value)
+            state[key] = _portable(value, rebuilding)
         except Exception:
             left_out.append(key)
-        else:
-            state[key] = value
     if left_out:
         notes = list(state.get("__notes__", []))  # type: ignore[call-overload]
         notes.append(f"workpool: attributes the worker could not send: {', '.join(left_out)}")
         state["__notes__"] = notes
-    args = exc.args
     members = _group_members(exc)
-    if members is not None:
-        # A group pickles with its members, so one member that pickle cannot rebuild
-        # would lose the group: each member travels as pickle or as a recipe of its own.
-        args = (args[0], [_portable(member) for member in members])
+    if members is None:
+        args = tuple(
+            _portable(arg, rebuilding) if isinstance(arg, BaseException) else arg
+            for arg in exc.args
+        )
+    else:
+        args = (exc.args[0], [_portable(member, rebuilding) for member in members])
     return _Rebuild(type(exc), args, state)
 
 
-def _portable(exc: BaseException) -> object:
-    """``exc`` itself if pickle rebuilds it, else its recipe."""
+def _portable(value: object, rebuilding: set[int]) -> object:
+    """``value`` itself if pickle rebuilds it, else an exception's recipe; else raise."""
     try:
-        pickle.loads(dumps_data(exc))
+        pickle.loads(dumps_data(value))
     except Exception:
-        return _recipe(exc)
-    return exc
+        if not isinstance(value, BaseException) or id(value) in rebuilding:
+            raise
+        rebuilding.add(id(value))
+        try:
+            recipe = _recipe(value, rebuilding)
+        finally:
+            rebuilding.discard(id(value))
+        pickle.loads(dumps_data(recipe))
+        return recipe
+    return value
 
 
 def _group_members(exc: BaseException) -> list[BaseException] | None:
