@@ -4,8 +4,8 @@ The exception may not pickle (it holds a lock, a frame, a socket), or may not un
 where it arrives (its ``__init__`` wants other arguments than its ``args``, or its class
 is not importable there). So it travels as a ``PackedError``: the pickled exception, or
 when pickle cannot rebuild it, its class, ``args`` and the attributes that pickle, to be
-rebuilt without ``__init__`` (an exception group's members each the same way); and
-always its type's name, its message and its formatted traceback::
+rebuilt without ``__init__`` (the exceptions it holds each the same way); and always
+its type's name, its message and its formatted traceback::
 
     worker (process, subinterpreter)              caller
     --------------------------------              ------
@@ -61,8 +61,8 @@ def _without_init(exc: BaseException) -> bytes | None:
 
     Exceptions pickle as ``cls(*args)``, which fails for one whose ``__init__`` takes
     other arguments than it passes on (``def __init__(self, path, code)`` calling
-    ``super().__init__(path)``, keyword-only arguments). Attributes that do not pickle are
-    left out, and a note names them. None if even this does not round-trip here.
+    ``super().__init__(path)``, keyword-only arguments). Attributes that do not make the
+    trip are left out, and a note names them. None if even this does not round-trip here.
     """
     try:
         pickled = dumps_data(_recipe(exc, {id(exc)}))
