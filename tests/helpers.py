@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import itertools
 import os
 import pathlib
@@ -92,6 +93,35 @@ def raise_odd_exception(kind: str) -> None:
     if kind == "two":
         raise NeedsTwoArguments("/data/x", 3)
     raise KeywordOnlyError(code=4)
+
+
+def raise_group_of_odd_exceptions(_: object) -> None:
+    """Raise an exception group (Python 3.11+) of exceptions pickle cannot rebuild alone."""
+    errors: list[Exception] = [ValueError("plain")]
+    for kind in ("two", "keyword"):
+        try:
+            raise_odd_exception(kind)
+        except Exception as exc:
+            errors.append(exc)
+    raise builtins.ExceptionGroup("several tasks inside failed", errors)
+
+
+class GaveUp(Exception):
+    """What a retrying wrapper raises: it keeps the last attempt's exception."""
+
+    def __init__(self, attempts: int, last: BaseException) -> None:
+        super().__init__(f"gave up after {attempts} attempts")
+        self.attempts = attempts
+        self.last = last
+
+
+def give_up(where: str) -> None:
+    """Raise an exception that keeps one pickle cannot rebuild, as an attribute (``GaveUp``)
+    or among its arguments (a ``RuntimeError``)."""
+    last = NeedsTwoArguments("/data/x", 3)
+    if where == "attribute":
+        raise GaveUp(3, last) from last
+    raise RuntimeError("gave up", last) from last
 
 
 def raise_worker_only_error(x: int) -> int:

@@ -18,11 +18,14 @@ import workpool
 from conftest import BACKENDS, live_worker_processes
 from helpers import (
     CountingInput,
+    GaveUp,
     KeywordOnlyError,
     NeedsTwoArguments,
     Unpicklable,
     fail_on,
+    give_up,
     interrupt_on_one,
+    raise_group_of_odd_exceptions,
     raise_odd_exception,
     raise_worker_only_error,
     result_refused_by,
@@ -383,3 +386,38 @@ def test_a_submitted_task_raising_stop_iteration_fails_as_runtime_error(backend:
         with pytest.raises(RuntimeError, match="StopIteration"):
             future.result(timeout=60)
         assert pool.submit(stop_on_two, 3, offset=1).result(timeout=60) == 4
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="exception groups are Python 3.11+")
+def test_an_exception_group_keeps_its_type_and_every_exception_in_it(backend: str) -> None:
+    # asyncio.TaskGroup, trio and anyio raise groups; pickle rebuilds one with its
+    # members, and a member whose __init__ wants other arguments cannot be rebuilt so.
+    with workpool.Pool(1, backend=backend) as pool:
+        error = pool.submit(raise_group_of_odd_exceptions, 0).exception(timeout=60)
+    assert type(error).__name__ == "ExceptionGroup"
+    assert str(error) == "several tasks inside failed (3 sub-exceptions)"
+    plain, two, keyword = error.exceptions  # type: ignore[union-attr]
+    assert type(plain) is ValueError
+    assert str(plain) == "plain"
+    assert type(two) is NeedsTwoArguments
+    assert (str(two), two.path, two.code) == ("/data/x failed with 3", "/data/x", 3)
+    assert type(keyword) is KeywordOnlyError
+    assert (str(keyword), keyword.code) == ("code 4", 4)
+    if backend in ("process", "interpreter"):
+        assert "could not send: lock" in "\n".join(keyword.__notes__)
+        assert "raise_odd_exception" in str(error.__cause__)
+
+
+def test_an_exception_kept_by_another_keeps_its_type_too(backend: str) -> None:
+    # A retrying wrapper's error keeps the last attempt's: neither one can be rebuilt by
+    # pickle, and neither is lost for it.
+    with workpool.Pool(1, backend=backend) as pool:
+        kept = pool.submit(give_up, "attribute").exception(timeout=60)
+        passed_on = pool.submit(give_up, "argument").exception(timeout=60)
+    assert type(kept) is GaveUp
+    assert (str(kept), kept.attempts) == ("gave up after 3 attempts", 3)
+    assert type(passed_on) is RuntimeError
+    assert passed_on.args[0] == "gave up"
+    for last in (kept.last, passed_on.args[1]):
+        assert type(last) is NeedsTwoArguments
+        assert (str(last), last.path, last.code) == ("/data/x failed with 3", "/data/x", 3)

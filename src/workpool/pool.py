@@ -17,6 +17,7 @@ from workpool._options import (
     run_options,
 )
 from workpool.backends import at_exit, create_backend
+from workpool.backends.base import ShutDown
 from workpool.errors import add_note
 from workpool.inputs import prepare_inputs
 from workpool.run import MapRun, RetryPolicy
@@ -180,7 +181,7 @@ class Pool(concurrent.futures.Executor):
                 "that made it; make a new Pool here"
             )
         if self._shut_down:
-            raise RuntimeError("cannot schedule new work after shutdown")
+            raise ShutDown()
 
     def _forked_copy(self) -> bool:
         """Whether this is a forked child's copy of a parent's pool: nothing to stop here."""

@@ -4,8 +4,8 @@ The exception may not pickle (it holds a lock, a frame, a socket), or may not un
 where it arrives (its ``__init__`` wants other arguments than its ``args``, or its class
 is not importable there). So it travels as a ``PackedError``: the pickled exception, or
 when pickle cannot rebuild it, its class, ``args`` and the attributes that pickle, to be
-rebuilt without ``__init__``; and always its type's name, its message and its formatted
-traceback::
+rebuilt without ``__init__`` (the exceptions it holds each the same way); and always
+its type's name, its message and its formatted traceback::
 
     worker (process, subinterpreter)              caller
     --------------------------------              ------
@@ -17,7 +17,9 @@ traceback::
 
 from __future__ import annotations
 
+import builtins
 import pickle
+import sys
 
 from workpool.errors import RemoteTraceback, TaskError
 from workpool.serialize import dumps_data
@@ -59,28 +61,70 @@ def _without_init(exc: BaseException) -> bytes | None:
 
     Exceptions pickle as ``cls(*args)``, which fails for one whose ``__init__`` takes
     other arguments than it passes on (``def __init__(self, path, code)`` calling
-    ``super().__init__(path)``, keyword-only arguments). Attributes that do not pickle are
-    left out, and a note names them. None if even this does not round-trip here.
+    ``super().__init__(path)``, keyword-only arguments). Attributes that do not make the
+    trip are left out, and a note names them. None if even this does not round-trip here.
+    """
+    try:
+        pickled = dumps_data(_recipe(exc, {id(exc)}))
+        pickle.loads(pickled)
+    except Exception:
+        return None
+    return pickled
+
+
+def _recipe(exc: BaseException, rebuilding: set[int]) -> _Rebuild:
+    """What rebuilds ``exc`` without its ``__init__``, from what of it pickles.
+
+    The exceptions it holds (a group's members, one kept as an attribute or passed as an
+    argument: a retrying wrapper's last error) each travel as pickle or as a recipe of
+    their own, so that one pickle cannot rebuild does not lose the others.
+    ``rebuilding`` holds the ids of those whose recipe is being made: one that holds
+    itself leaves that attribute out.
     """
     state: dict[str, object] = {}
     left_out: list[str] = []
     for key, value in getattr(exc, "__dict__", {}).items():
         try:
-            dumps_data(value)
+            state[key] = _portable(value, rebuilding)
         except Exception:
             left_out.append(key)
-        else:
-            state[key] = value
     if left_out:
         notes = list(state.get("__notes__", []))  # type: ignore[call-overload]
         notes.append(f"workpool: attributes the worker could not send: {', '.join(left_out)}")
         state["__notes__"] = notes
+    members = _group_members(exc)
+    if members is None:
+        args = tuple(
+            _portable(arg, rebuilding) if isinstance(arg, BaseException) else arg
+            for arg in exc.args
+        )
+    else:
+        args = (exc.args[0], [_portable(member, rebuilding) for member in members])
+    return _Rebuild(type(exc), args, state)
+
+
+def _portable(value: object, rebuilding: set[int]) -> object:
+    """``value`` itself if pickle rebuilds it, else an exception's recipe; else raise."""
     try:
-        pickled = dumps_data(_Rebuild(type(exc), exc.args, state))
-        pickle.loads(pickled)
+        pickle.loads(dumps_data(value))
     except Exception:
-        return None
-    return pickled
+        if not isinstance(value, BaseException) or id(value) in rebuilding:
+            raise
+        rebuilding.add(id(value))
+        try:
+            recipe = _recipe(value, rebuilding)
+        finally:
+            rebuilding.discard(id(value))
+        pickle.loads(dumps_data(recipe))
+        return recipe
+    return value
+
+
+def _group_members(exc: BaseException) -> list[BaseException] | None:
+    """The exceptions an exception group (Python 3.11+) holds; None for any other."""
+    if sys.version_info >= (3, 11) and isinstance(exc, builtins.BaseExceptionGroup):
+        return list(exc.exceptions)
+    return None
 
 
 class _Rebuild:

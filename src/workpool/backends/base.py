@@ -36,10 +36,13 @@ __all__ = [
 
 class ShutDown(RuntimeError):
     """``submit`` to a pool that has shut down: the ``RuntimeError`` an ``Executor`` raises
-    then, of a type of its own, so that a lazy map can tell it from a task's."""
+    then, of a type of its own, so that a lazy map can tell it from a task's.
+
+    Its words are the standard pools', which code written for them looks for.
+    """
 
     def __init__(self) -> None:
-        super().__init__("cannot submit work to a pool that has shut down")
+        super().__init__("cannot schedule new futures after shutdown")
 
 
 class Backend(abc.ABC):
