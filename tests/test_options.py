@@ -110,6 +110,15 @@ def test_bad_pool_arguments(kwargs: dict[str, Any], error: type, message: str) -
     assert live_worker_processes() == []
 
 
+@pytest.mark.parametrize("backend", ["threads", 3, None])
+def test_a_pool_offers_only_the_backends_it_takes(backend: object) -> None:
+    # A Pool refuses "auto", so naming it among the choices would send the user to it.
+    with pytest.raises(ValueError, match="backend must be one of") as caught:
+        workpool.Pool(backend=backend)  # type: ignore[arg-type]
+    assert "'process'" in str(caught.value)
+    assert "'auto'" not in str(caught.value)
+
+
 @pytest.mark.parametrize("workers", [10**9, 10**30])
 def test_more_worker_processes_than_the_system_allows_are_refused_at_once(workers: int) -> None:
     # Not an OverflowError from deep inside, nor minutes sizing a billion slots.

@@ -208,8 +208,24 @@ def _backend(name: str, value: object) -> str:
             "backend='interpreter' needs concurrent.interpreters, which this build of "
             f"Python {version} lacks"
         )
-    choices = ", ".join(repr(b) for b in BACKENDS)
-    raise ValueError(f"{name} must be one of {choices}; got {value!r}")
+    raise ValueError(f"{name} must be one of {_choices(BACKENDS)}; got {value!r}")
+
+
+def _choices(names: Iterable[str]) -> str:
+    return ", ".join(repr(name) for name in names)
+
+
+def _named_backend(value: object) -> str:
+    """A Pool's backend: one that runs work, not ``"auto"``, which chooses per function."""
+    named = [b for b in BACKENDS if b != "auto"]
+    if value == "auto":
+        raise ValueError(
+            "backend='auto' chooses an engine per function and is offered by "
+            f"workpool.map/imap/starmap; a Pool needs a named backend: {_choices(named)}"
+        )
+    if value not in BACKENDS and value != "interpreter":
+        raise ValueError(f"backend must be one of {_choices(named)}; got {value!r}")
+    return _backend("backend", value)
 
 
 def _dask_installed() -> bool:
@@ -441,13 +457,15 @@ def _unaliased(given: Mapping[str, Any]) -> Mapping[str, Any]:
     return given
 
 
-def pool_spec(given: Mapping[str, Any]) -> PoolSpec:
+def pool_spec(given: Mapping[str, Any], *, named_backend: bool = False) -> PoolSpec:
     """Validate the ``POOL`` options in ``given`` (other names are ignored).
 
     An option may be given by its ``EXECUTOR_ALIASES`` name instead (never both).
+    ``named_backend``: ``"auto"`` is refused (a Pool's backend runs work itself).
     """
     given = _unaliased(given)
-    backend = _backend("backend", given.get("backend", "auto"))
+    chosen = given.get("backend", "auto")
+    backend = _named_backend(chosen) if named_backend else _backend("backend", chosen)
     values = _checked(_POOL_OPTIONS, given, backend)
     if values["workers"] is None:
         values["workers"] = default_workers(backend)

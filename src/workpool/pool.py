@@ -8,7 +8,6 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 
 from workpool._options import (
-    BACKENDS,
     POOL_BACKEND,
     UNSET,
     RunOptions,
@@ -128,14 +127,8 @@ class Pool(concurrent.futures.Executor):
         share_threshold: int | None = DEFAULT_SHARE_THRESHOLD,
         max_workers: int | None = None,
     ) -> None:
-        if backend == "auto":
-            raise ValueError(
-                "backend='auto' chooses an engine per function and is offered by "
-                "workpool.map/imap/starmap; a Pool needs a named backend: "
-                + ", ".join(repr(name) for name in BACKENDS if name != "auto")
-            )
         given = locals()
-        self._spec = pool_spec(given)
+        self._spec = pool_spec(given, named_backend=True)
         self._defaults = run_options(given, backend=self._spec.backend)
         self._shut_down = False
         # Its workers and threads belong to this process: a child forked from it holds
