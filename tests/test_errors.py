@@ -33,6 +33,7 @@ from helpers import (
     square,
     stop_on_two,
 )
+from workpool.errors import add_note
 from workpool.run import HELD_WINDOWS
 
 
@@ -52,6 +53,33 @@ def test_task_exception_keeps_its_type_and_names_the_task(backend: str) -> None:
         workpool.map(fail_on(13), range(40), backend=backend, workers=2)
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "input position 13" in notes
+
+
+_KEPT = LookupError("not found")
+
+
+def _raise_kept(_: object) -> None:
+    raise _KEPT
+
+
+@pytest.mark.parametrize("backend", ["serial", "thread"])
+def test_one_exception_raised_again_and_again_keeps_one_note_of_where(backend: str) -> None:
+    # A service that keeps one exception and raises it from every failing task: a
+    # note per failure would grow it, and its traceback, without end.
+    with workpool.Pool(2, backend=backend) as pool:
+        for _ in range(5):
+            with pytest.raises(LookupError):
+                pool.submit(_raise_kept, 0).result()
+        for _ in range(3):
+            with pytest.raises(LookupError):
+                list(pool.map(_raise_kept, range(4)))
+    add_note(_KEPT, "the program's own note")
+    with pytest.raises(LookupError):
+        workpool.map(_raise_kept, range(3), backend=backend)
+    notes = [n for n in _KEPT.__notes__ if n.startswith("workpool: raised by")]
+    assert len(notes) == 1, _KEPT.__notes__
+    assert "input position 0" in notes[0]
+    assert "the program's own note" in _KEPT.__notes__
 
 
 def test_process_failure_carries_the_worker_traceback() -> None:

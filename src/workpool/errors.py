@@ -26,6 +26,7 @@ __all__ = [
     "cancelled",
     "is_broken_pool",
     "is_cancelled",
+    "note_origin",
     "one_for_each_call",
     "outside_workpool",
 ]
@@ -177,6 +178,22 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n\n" + '"""\n' + self.traceback_text.rstrip("\n") + '\n"""'
+
+
+_ORIGIN = "workpool: raised by "
+
+
+def note_origin(exc: BaseException, where: str) -> None:
+    """Note on ``exc`` where it was raised: ``"workpool: raised by " + where``.
+
+    Only the latest such note is kept. A program may keep one exception and raise it
+    from every task that fails; a note per failure would grow it without end in a
+    long-lived pool.
+    """
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
+        notes[:] = [n for n in notes if not (isinstance(n, str) and n.startswith(_ORIGIN))]
+    add_note(exc, _ORIGIN + where)
 
 
 def add_note(exc: BaseException, note: str) -> None:

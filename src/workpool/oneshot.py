@@ -21,7 +21,7 @@ from workpool._options import (
 from workpool.backends import create_backend
 from workpool.backends.base import initialize_here
 from workpool.clock import now_ns
-from workpool.errors import add_note
+from workpool.errors import note_origin
 from workpool.inputs import InputSource, prepare_inputs
 from workpool.run import (
     MapRun,
@@ -634,10 +634,8 @@ def _run_straight(
                 break
             # A call raised StopIteration, and map took it for the end of its input.
             error = stop_iteration_failure(None)
-        add_note(
-            error,
-            "workpool: raised by the task at input position "
-            f"{first_position + len(values) - before} in {INLINE}",
+        note_origin(
+            error, f"the task at input position {first_position + len(values) - before} in {INLINE}"
         )
         if not return_exceptions:
             raise error

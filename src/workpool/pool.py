@@ -17,7 +17,7 @@ from workpool._options import (
 )
 from workpool.backends import at_exit, create_backend
 from workpool.backends.base import ShutDown
-from workpool.errors import add_note
+from workpool.errors import note_origin
 from workpool.inputs import prepare_inputs
 from workpool.run import MapRun, RetryPolicy
 from workpool.sharing import DEFAULT_SHARE_THRESHOLD, SharingContext
@@ -68,9 +68,9 @@ class _FutureSink:
             if self.retries.resubmit(batch):
                 return
             if batch.worker:
-                add_note(
+                note_origin(
                     error,
-                    f"workpool: raised by a submitted task in {batch.worker}"
+                    f"a submitted task in {batch.worker}"
                     + self.retries.describe(batch.chunk.attempt),
                 )
             self.future.set_exception(error)

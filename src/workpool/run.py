@@ -22,7 +22,7 @@ from workpool._options import RunOptions
 from workpool.backends.base import Backend, ShutDown, call_items_timed
 from workpool.chunking import ChunkSizer
 from workpool.clock import capped_wait, now_ns
-from workpool.errors import add_note, call_timed_out, is_broken_pool, is_cancelled
+from workpool.errors import call_timed_out, is_broken_pool, is_cancelled, note_origin
 from workpool.inputs import InputSource
 from workpool.segments import numpy_if_array
 from workpool.sharing import SharingContext
@@ -132,11 +132,7 @@ class RetryPolicy:
         if is_cancelled(error) or is_broken_pool(error):
             return  # the pool's own state, shared by many tasks: not this task's story
         where = f" in {worker}" if worker else ""
-        add_note(
-            error,
-            f"workpool: raised by the task at input position {position}{where}"
-            + self.describe(attempt),
-        )
+        note_origin(error, f"the task at input position {position}{where}" + self.describe(attempt))
 
 
 # Where a task runs whose arguments could not be sent to the backend ``auto`` chose.
@@ -145,7 +141,7 @@ HERE = "this process (its arguments cannot be pickled to go elsewhere)"
 
 def note_input_failure(error: BaseException, read: int) -> None:
     """Say on ``error`` that the input raised it, after its first ``read`` items."""
-    add_note(error, f"workpool: raised by the input, after its first {read} items")
+    note_origin(error, f"the input, after its first {read} items")
 
 
 def run_inline(chunk: Chunk, where: str, *, timed: bool) -> ResultBatch:
