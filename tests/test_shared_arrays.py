@@ -254,6 +254,26 @@ def test_a_result_passed_on_to_tasks_goes_read_only_and_can_be_checkpointed(
     result[0] = 1.0  # still writable here
 
 
+def fill_part_of_a_scratch_buffer(size: int) -> Any:
+    scratch = workpool.empty(32 * MB // 8)  # room for the most a task could make
+    scratch[:size] = 1.0
+    return scratch[:size]  # what it made: a small part of it
+
+
+def test_a_result_that_is_a_small_part_of_a_big_buffer_keeps_only_itself() -> None:
+    # As pickle would send it: the part returned, not the whole buffer behind it,
+    # which would otherwise stay allocated in the caller for as long as each result.
+    from workpool.segments import find_segment
+
+    results = workpool.map(fill_part_of_a_scratch_buffer, [2 * MB // 8] * 2, backend="process")
+    for result in results:
+        assert result.shape == (2 * MB // 8,) and (result == 1.0).all()
+        assert result.flags.writeable
+        found = find_segment(result)
+        held = len(found[0]) if found is not None else result.nbytes
+        assert held < 4 * MB, f"a 2 MiB result holds {held / MB:.0f} MiB of shared memory"
+
+
 def test_small_results_come_back_inside_the_message() -> None:
     # Below share_threshold a copy is cheaper than a mapping, and the caller keeps no
     # descriptor per result: thousands of small results cannot exhaust them.

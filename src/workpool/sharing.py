@@ -25,9 +25,10 @@ split, and one item's (or one batch's) further arrays go by value; only memory s
 be written cannot, and raises ``TooManySegments``. Results come back the same way, in
 segments the worker makes writable for the caller; a result the task made in a segment
 itself (``workpool.empty``/``zeros``) goes back as it is, without a copy, unless it is
-smaller than the threshold. Where no segment can be made (out of descriptors or memory,
-none on this system), a call's arrays are copied into its messages instead, after one
-``SharedMemoryWarning``.
+smaller than the threshold or less than half of that memory (then it is copied, so
+that the caller does not keep the rest alive). Where no segment can be made (out of
+descriptors or memory, none on this system), a call's arrays are copied into its
+messages instead, after one ``SharedMemoryWarning``.
 """
 
 from __future__ import annotations
@@ -304,6 +305,16 @@ class _SharingPickler(pickle.Pickler):
             threshold = self._context.threshold  # type: ignore[union-attr]
             if threshold is None or obj.nbytes < threshold:
                 return obj.copy().__reduce_ex__(PROTOCOL)
+            found = None
+        if (
+            found is not None
+            and self._returns_results
+            and not found[0].received
+            and 2 * obj.nbytes < len(found[0])
+        ):
+            # A small part of a bigger buffer the task made (a scratch buffer, trimmed to
+            # what was filled): the caller gets the part, as pickle would send it, not
+            # the whole buffer kept alive behind each result.
             found = None
         private = False
         if found is None:
