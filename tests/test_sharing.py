@@ -12,6 +12,7 @@ import errno
 import gc
 import itertools
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -181,9 +182,18 @@ def test_share_refuses_other_kinds_and_says_which_it_takes(value: object) -> Non
         workpool.share(value)
 
 
-def test_share_refuses_object_arrays() -> None:
-    with pytest.raises(TypeError, match="dtype object"):
-        workpool.share(np.array([object(), object()]))
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.array([object(), object()]),
+        np.zeros(2, dtype=[("x", np.float64), ("label", object)]),
+        *([np.array(["a", "b"], dtype=np.dtypes.StringDType())] if hasattr(np, "dtypes") else []),
+    ],
+    ids=lambda array: str(array.dtype),
+)
+def test_share_refuses_arrays_of_python_objects_naming_their_dtype(array: Any) -> None:
+    with pytest.raises(TypeError, match=f"dtype {re.escape(str(array.dtype))}"):
+        workpool.share(array)
 
 
 def test_shared_array_reaches_workers_read_only_as_a_reference() -> None:

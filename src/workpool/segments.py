@@ -350,8 +350,8 @@ def share(obj: Any, *, writable: bool = False) -> Any:
     if numpy is not None:
         if obj.dtype.hasobject:
             raise TypeError(
-                "share() cannot put an array of Python objects (dtype object) in shared "
-                "memory: its elements are references, not data"
+                f"share() cannot put an array that holds Python objects (dtype {obj.dtype}) "
+                "in shared memory: its elements are references, not data"
             )
         kind = type(obj)
         if not pickles_as_an_ndarray(kind):
