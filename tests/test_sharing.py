@@ -17,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -735,6 +736,24 @@ def test_arrays_are_copied_with_one_warning_when_shared_memory_cannot_be_made() 
     assert len([w for w in caught if w.category is workpool.SharedMemoryWarning]) == 1
     with workpool.Pool(1, backend="process") as pool, pytest.warns(workpool.SharedMemoryWarning):
         assert pool.submit(first_value, arrays[2]).result(timeout=30) == 2
+
+
+@pytest.mark.usefixtures("no_shared_memory")
+def test_a_call_that_could_not_share_lets_its_arrays_go_without_waiting_for_gc() -> None:
+    # Out of descriptors, the memory of a call's arrays (and the descriptors of those
+    # it did share) must go when the call does: a reference cycle through the error it
+    # kept would hold them until the cyclic collector happened to run, and the next
+    # call would find no descriptor either.
+    arrays = [np.full(2 * MB // 8, value) for value in range(2)]
+    watched = [weakref.ref(array) for array in arrays]
+    gc.disable()
+    try:
+        with pytest.warns(workpool.SharedMemoryWarning):
+            assert workpool.map(first_value, arrays, backend="process") == [0, 1]
+        del arrays
+        assert wait_for(lambda: all(ref() is None for ref in watched), timeout=5)
+    finally:
+        gc.enable()
 
 
 @pytest.mark.usefixtures("no_shared_memory")

@@ -239,8 +239,10 @@ class SharingContext:
         try:
             copy = share(array, writable=self._writable)
         except OSError as exc:
+            # Kept without its traceback, whose frames hold this context (a cycle that
+            # would keep the call's arrays, and their descriptors, until a collection).
             with self._lock:
-                first, self.unavailable = self.unavailable is None, exc
+                first, self.unavailable = self.unavailable is None, exc.with_traceback(None)
             if first:
                 warnings.warn(
                     f"workpool could not make shared memory ({exc}); "
