@@ -347,6 +347,37 @@ def test_more_shared_results_than_the_soft_descriptor_limit_can_be_kept(
     del results, made, shared
 
 
+def test_results_kept_past_the_hard_descriptor_limit_arrive_as_copies() -> None:
+    # Each result in shared memory keeps a descriptor open; where even the hard limit
+    # is low (macOS allows 10,240; some systems 4,096), a caller keeping thousands of
+    # large results would fail mid-call and break the pool. Past it they are copied,
+    # as pickle would bring them.
+    program = textwrap.dedent(
+        """
+        import os, resource, workpool
+
+        def fill(i):
+            out = workpool.zeros(16)
+            out[:] = i
+            return out
+
+        if __name__ == "__main__":
+            limit = len(os.listdir("/proc/self/fd")) + 60
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            with workpool.Pool(2, share_threshold=0) as pool:
+                kept = list(pool.map(fill, range(3 * limit)))
+                assert [float(r[0]) for r in kept] == list(range(3 * limit))
+                assert all(r.flags.writeable for r in kept)
+                assert list(pool.map(fill, range(3)))[2][0] == 2  # the pool still works
+            print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
 # --- made in the caller -------------------------------------------------------------
 
 

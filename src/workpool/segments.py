@@ -207,12 +207,14 @@ _mapped: weakref.WeakValueDictionary[tuple[tuple[int, int] | None, bool, bool], 
 
 def map_segment(
     fd: int, size: int, writable: bool, *, owned: bool = False, private: bool = False
-) -> Segment:
+) -> Segment | bytearray:
     """Map the segment whose descriptor arrived as ``fd`` (the caller still owns ``fd``).
 
     ``owned``: a worker's result, this process's own memory from now on; it is mapped
     writable, but passed on to workers read-only, as ``share()`` would pass it.
     ``private``: mapped copy-on-write, this process's own copy (never mapped twice).
+    Where this process has no descriptor left to keep, memory that no other process
+    writes comes back as a copy of its bytes instead (a ``bytearray``).
     """
     if private:
         own_copy = Segment(fd, size, access=mmap.ACCESS_COPY, **_ONE_DESCRIPTOR)
@@ -225,12 +227,48 @@ def map_segment(
     if segment is not None:
         return segment
     access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-    segment = Segment(fd, size, access=access, **_ONE_DESCRIPTOR)
-    # Keep a descriptor, to hand the memory on (to results, or to other workers).
-    _adopt(segment, os.dup(fd), shared_writable, received=True)
+    try:
+        segment = Segment(fd, size, access=access, **_ONE_DESCRIPTOR)
+        try:
+            kept = os.dup(fd)  # to hand the memory on (to results, or to other workers)
+        except BaseException:
+            segment.close()
+            raise
+    except OSError as exc:
+        if exc.errno not in _OUT_OF_DESCRIPTORS or shared_writable:
+            raise
+        # Every descriptor the hard limit allows is held (by a caller keeping thousands
+        # of results): memory no one else writes is as good copied, as pickle brings it.
+        try:
+            return _copy_of(fd, size)
+        except OSError:  # it cannot be read as a file here (macOS's shared memory)
+            raise exc from None
+    _adopt(segment, kept, shared_writable, received=True)
     if key[0] is not None:
         _mapped[key] = segment
     return segment
+
+
+# What the system says when a process (or the system) has no descriptor left to give.
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+
+
+def _copy_of(fd: int, size: int) -> bytearray:
+    """The first ``size`` bytes of the memory ``fd`` holds, read into this process's own."""
+    copy = bytearray(size)
+    view = memoryview(copy)
+    done = 0
+    while done < size:
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, [view[done:]], done)
+        else:
+            part = os.pread(fd, min(size - done, 1 << 30), done)
+            view[done : done + len(part)] = part
+            got = len(part)
+        if not got:
+            raise OSError(errno.EIO, f"shared memory ended at {done:,} of {size:,} bytes")
+        done += got
+    return copy
 
 
 def find_segment(array: Any) -> tuple[Segment, int] | None:

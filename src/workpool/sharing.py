@@ -476,11 +476,11 @@ class _Incoming:
 
     def __init__(self, fds: list[int]) -> None:
         self.fds = fds
-        self.segments: dict[tuple[int, bool, bool, bool], Segment] = {}
+        self.segments: dict[tuple[int, bool, bool, bool], Segment | bytearray] = {}
 
     def segment(
         self, index: int, size: int, writable: bool, owned: bool, private: bool = False
-    ) -> Segment:
+    ) -> Segment | bytearray:
         key = (index, writable, owned, private)
         segment = self.segments.get(key)
         if segment is None:
@@ -496,7 +496,7 @@ class _Incoming:
 
 def _rebuild_bytes(
     index: int, size: int, writable: bool, owned: bool = False, private: bool = False
-) -> Segment:
+) -> Segment | bytearray:
     incoming = _receiving.incoming
     if incoming is None:
         raise pickle.UnpicklingError("a shared-memory reference arrived without its memory")
