@@ -274,6 +274,22 @@ def test_a_result_that_is_a_small_part_of_a_big_buffer_keeps_only_itself() -> No
         assert held < 4 * MB, f"a 2 MiB result holds {held / MB:.0f} MiB of shared memory"
 
 
+def fill_and_repeat(size: int) -> Any:
+    row = workpool.empty(size)
+    row[:] = 1.0
+    return np.broadcast_to(row, (3, size))  # each element three times, read-only
+
+
+def test_a_result_that_views_its_memory_more_than_once_comes_back_as_its_own_elements() -> None:
+    # NumPy keeps a broadcast (or sliding-window) view read-only, for one write there
+    # is many; the caller's writable result must not be one, but what pickle makes of
+    # it: every element its own.
+    result = workpool.map(fill_and_repeat, [MB // 8], backend="process")[0]
+    assert result.shape == (3, MB // 8) and (result == 1.0).all()
+    result[0, 0] = 5.0
+    assert result[1, 0] == 1.0 and result[2, 0] == 1.0
+
+
 def test_small_results_come_back_inside_the_message() -> None:
     # Below share_threshold a copy is cheaper than a mapping, and the caller keeps no
     # descriptor per result: thousands of small results cannot exhaust them.

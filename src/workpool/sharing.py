@@ -312,11 +312,13 @@ class _SharingPickler(pickle.Pickler):
             found is not None
             and self._returns_results
             and not found[0].received
-            and 2 * obj.nbytes < len(found[0])
+            and (2 * obj.nbytes < len(found[0]) or obj.nbytes > _bytes_spanned(obj))
         ):
             # A small part of a bigger buffer the task made (a scratch buffer, trimmed to
-            # what was filled): the caller gets the part, as pickle would send it, not
-            # the whole buffer kept alive behind each result.
+            # what was filled), or a view of some of its elements many times over
+            # (np.broadcast_to): the caller gets the elements, as pickle sends them, not
+            # the whole buffer kept alive behind each result, nor a writable view in
+            # which one write changes many elements.
             found = None
         private = False
         if found is None:
@@ -359,6 +361,14 @@ class _SharingPickler(pickle.Pickler):
                 private,
             ),
         )
+
+
+def _bytes_spanned(array: Any) -> int:
+    """How many bytes lie between an array's first and last byte, both included."""
+    if array.size == 0:
+        return 0
+    extent = sum((size - 1) * abs(stride) for size, stride in zip(array.shape, array.strides))
+    return int(extent + array.itemsize)
 
 
 def dumps_sharing(
