@@ -522,6 +522,39 @@ def test_object_arrays_fall_back_to_pickling() -> None:
     assert echoed == [{"a": 49_999}]
 
 
+def where_and_sum(array: Any) -> tuple[tuple[int, int] | None, float]:
+    return describe(array)[2], float(array.sum())
+
+
+def test_a_read_only_memmap_reaches_workers_as_its_file_not_a_copy(tmp_path: Path) -> None:
+    # As joblib sends one: a file larger than memory would otherwise be read whole
+    # into shared memory for every call (a 1 GiB file took 1.7 s a submit).
+    path = tmp_path / "data.f8"
+    np.arange(1_000_000, dtype=np.float64).tofile(path)
+    the_file = (os.stat(path).st_dev, os.stat(path).st_ino)
+    whole = np.memmap(path, dtype=np.float64, mode="r")
+    past_a_header = np.memmap(path, dtype=np.float64, mode="r", offset=8 * 70_000)
+    views = [whole, whole[::-3], np.asarray(whole)[1000:], past_a_header, past_a_header[5:]]
+    seen = workpool.map(where_and_sum, views, backend="process", share_threshold=1024)
+    assert seen == [(the_file, float(view.sum())) for view in views]
+    del whole, past_a_header, views
+
+
+def test_a_memmap_the_caller_may_write_is_sent_as_it_is_now(tmp_path: Path) -> None:
+    # Mode r+ (or copy-on-write c): the caller may change it while the call runs, so
+    # the tasks get a copy of it as it is now, as for any other array.
+    path = tmp_path / "data.f8"
+    np.zeros(500_000, dtype=np.float64).tofile(path)
+    the_file = (os.stat(path).st_dev, os.stat(path).st_ino)
+    for mode in ("r+", "c"):
+        array = np.memmap(path, dtype=np.float64, mode=mode)
+        array[0] = 1.0
+        where, total = workpool.map(where_and_sum, [array], backend="process")[0]
+        assert where != the_file
+        assert total == 1.0
+        del array
+
+
 def test_big_results_come_back_in_shared_memory_and_writable() -> None:
     result = workpool.map(make_array, [3 * MB], backend="process")[0]
     assert result[-1] == 3 * MB - 1

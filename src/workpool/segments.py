@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SameProcessFrame",
     "Segment",
+    "adopt_file",
     "find_segment",
     "holds_writable_share",
     "is_shared_writable",
@@ -125,6 +126,17 @@ def new_segment(size: int, *, writable_in_workers: bool) -> Segment:
         os.close(fd)
         raise
     _adopt(segment, fd, writable_in_workers)
+    return segment
+
+
+def adopt_file(fd: int, size: int) -> Segment:
+    """A read-only segment over the first ``size`` bytes of the file ``fd`` (which it keeps).
+
+    For a file's pages sent to workers as they are (``mapped_files.py``). Raises
+    ``OSError`` if the file cannot be mapped; ``fd`` is then still the caller's.
+    """
+    segment = Segment(fd, size, access=mmap.ACCESS_READ, **_ONE_DESCRIPTOR)
+    _adopt(segment, fd, False)
     return segment
 
 

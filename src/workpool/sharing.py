@@ -44,6 +44,7 @@ import weakref
 from collections.abc import Callable, Iterable
 
 from workpool.errors import SharedMemoryWarning, WorkpoolError, add_note
+from workpool.mapped_files import map_file, offset_in_file, read_only_memmap
 from workpool.segments import (
     Segment,
     find_segment,
@@ -204,6 +205,7 @@ class SharingContext:
         self._writable = writable  # may the receiving side write into the copies?
         self.private = private  # the copies are mapped copy-on-write where they arrive
         self._segments = _WhileAlive()  # array -> its shared copy
+        self._files = _WhileAlive()  # read-only memmap -> its file, mapped to be sent
         self._sent = _WhileAlive()  # array -> the handle of its copy on another machine
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -254,6 +256,24 @@ class SharingContext:
         self._segments.put(array, copy)
         return copy
 
+    def mapped_file(self, array: Any) -> tuple[Segment, int] | None:
+        """The file a read-only memmap ``array`` views, and its offset there; None: copy it.
+
+        Mapped once per call per memmap (``mapped_files.py``); None for any other array,
+        or if the file cannot be opened again.
+        """
+        root = read_only_memmap(array)
+        if root is None:
+            return None
+        segment = self._files.get(root)
+        if segment is None:
+            try:
+                segment = map_file(root)
+            except OSError:
+                return None
+            self._files.put(root, segment)
+        return segment, offset_in_file(array, root)
+
     @property
     def returns_results(self) -> bool:
         """Does this context pickle a worker's results (for the caller to own)?"""
@@ -262,10 +282,11 @@ class SharingContext:
     @property
     def holds_copies(self) -> bool:
         """Has this context put arrays in shared memory (which ``release`` drops)?"""
-        return bool(self._segments)
+        return bool(self._segments) or bool(self._files)
 
     def release(self) -> None:
         self._segments.clear()
+        self._files.clear()
         self._sent.clear()
 
 
@@ -325,12 +346,17 @@ class _SharingPickler(pickle.Pickler):
             threshold = self._context.threshold if self._context is not None else None
             if threshold is None or obj.nbytes < threshold or obj.nbytes == 0:
                 return NotImplemented
-            obj = self._context.shared_copy(obj)  # type: ignore[union-attr]
-            if obj is None:  # no shared memory to be had: the array goes by value
-                return NotImplemented
-            found = find_segment(obj)
-            assert found is not None
-            private = self._context.private  # type: ignore[union-attr]
+            context = self._context
+            assert context is not None
+            if not self._returns_results:  # (a worker's result is the caller's to write)
+                found = context.mapped_file(obj)
+            if found is None:
+                obj = context.shared_copy(obj)
+                if obj is None:  # no shared memory to be had: the array goes by value
+                    return NotImplemented
+                found = find_segment(obj)
+                assert found is not None
+            private = context.private
         segment, offset = found
         writable, owned = segment.shared_writable, False
         if self._returns_results and not segment.received:
