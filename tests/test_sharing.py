@@ -540,7 +540,7 @@ def test_a_read_only_memmap_reaches_workers_as_its_file_not_a_copy(tmp_path: Pat
     del whole, past_a_header, views
 
 
-def test_a_memmap_the_caller_may_write_is_sent_as_it_is_now(tmp_path: Path) -> None:
+def test_a_memmap_the_caller_may_write_or_whose_file_is_gone_is_copied(tmp_path: Path) -> None:
     # Mode r+ (or copy-on-write c): the caller may change it while the call runs, so
     # the tasks get a copy of it as it is now, as for any other array.
     path = tmp_path / "data.f8"
@@ -553,6 +553,10 @@ def test_a_memmap_the_caller_may_write_is_sent_as_it_is_now(tmp_path: Path) -> N
         assert where != the_file
         assert total == 1.0
         del array
+    orphan = np.memmap(path, dtype=np.float64, mode="r")
+    path.unlink()  # its file can no longer be opened by name: it is copied instead
+    assert workpool.map(where_and_sum, [orphan], backend="process")[0][1] == 1.0
+    del orphan
 
 
 def test_big_results_come_back_in_shared_memory_and_writable() -> None:
