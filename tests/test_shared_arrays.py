@@ -274,6 +274,18 @@ def test_a_result_that_is_a_small_part_of_a_big_buffer_keeps_only_itself() -> No
         assert held < 4 * MB, f"a 2 MiB result holds {held / MB:.0f} MiB of shared memory"
 
 
+def fill_rows(size: int) -> list[Any]:
+    out = workpool.empty((4, size))
+    out[:] = np.arange(4)[:, None]
+    return list(out)  # four parts, each a quarter of it, that use it all
+
+
+def test_results_that_together_use_all_of_a_buffer_come_back_in_it_without_a_copy() -> None:
+    rows = workpool.map(fill_rows, [2 * MB // 8], backend="process")[0]
+    assert [float(row[-1]) for row in rows] == [0.0, 1.0, 2.0, 3.0]
+    assert len({identity(row) for row in rows}) == 1 and identity(rows[0]) is not None
+
+
 def fill_and_repeat(size: int) -> Any:
     row = workpool.empty(size)
     row[:] = 1.0

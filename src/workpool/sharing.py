@@ -25,8 +25,8 @@ split, and one item's (or one batch's) further arrays go by value; only memory s
 be written cannot, and raises ``TooManySegments``. Results come back the same way, in
 segments the worker makes writable for the caller; a result the task made in a segment
 itself (``workpool.empty``/``zeros``) goes back as it is, without a copy, unless it is
-smaller than the threshold or less than half of that memory (then it is copied, so
-that the caller does not keep the rest alive). Where no segment can be made (out of
+smaller than the threshold, or the message uses less than half of that memory (then
+it is copied, so that the caller does not keep the rest alive). Where no segment can be made (out of
 descriptors or memory, none on this system), a call's arrays are copied into its
 messages instead, after one ``SharedMemoryWarning``.
 """
@@ -92,10 +92,23 @@ class _Outgoing:
     (anything but memory that workers write for the caller to see) goes by value.
     """
 
-    def __init__(self, spill: bool = False) -> None:
+    def __init__(self, spill: bool = False, trim: frozenset[int] = frozenset()) -> None:
         self.fds: list[int] = []
         self.keep: list[Segment] = []  # keeps each descriptor open until sent
         self.spill = spill
+        # Results: the memory a worker made that the frame refers to, and how much of
+        # it; ``trim``: the segments (by id) of which it uses too little to send whole.
+        self.trim = trim
+        self._used: dict[int, tuple[Segment, int]] = {}
+
+    def count_use(self, segment: Segment, nbytes: int) -> None:
+        """A result refers to ``nbytes`` of ``segment``, which the worker made."""
+        used = self._used.get(id(segment), (segment, 0))[1]
+        self._used[id(segment)] = (segment, used + nbytes)
+
+    def sparsely_used(self) -> frozenset[int]:
+        """The segments the results use less than half of: their parts are better copied."""
+        return frozenset(key for key, (kept, used) in self._used.items() if 2 * used < len(kept))
 
     def reference(self, segment: Segment) -> tuple[Any, ...]:
         """How a bytes-like segment pickles inside this frame (``segments.Frame``)."""
@@ -333,13 +346,13 @@ class _SharingPickler(pickle.Pickler):
             found is not None
             and self._returns_results
             and not found[0].received
-            and (2 * obj.nbytes < len(found[0]) or obj.nbytes > _bytes_spanned(obj))
+            and (id(found[0]) in _frame().trim or obj.nbytes > _bytes_spanned(obj))
         ):
-            # A small part of a bigger buffer the task made (a scratch buffer, trimmed to
-            # what was filled), or a view of some of its elements many times over
-            # (np.broadcast_to): the caller gets the elements, as pickle sends them, not
-            # the whole buffer kept alive behind each result, nor a writable view in
-            # which one write changes many elements.
+            # Parts of a bigger buffer the task made, that use less than half of it (a
+            # scratch buffer, trimmed to what was filled), or a view of some elements
+            # many times over (np.broadcast_to): the caller gets the elements, as pickle
+            # sends them, not the whole buffer kept alive behind the results, nor a
+            # writable view in which one write changes many elements.
             found = None
         private = False
         if found is None:
@@ -368,11 +381,12 @@ class _SharingPickler(pickle.Pickler):
             if threshold is not None and obj.nbytes < threshold:
                 return NotImplemented
             writable = owned = True
-        outgoing = sending.frame
-        assert isinstance(outgoing, _Outgoing), "arrays are pickled inside dumps_sharing"
+        outgoing = _frame()
         index = outgoing.add(segment, must_share=writable and not owned)
         if index is None:  # no room left in this message: by value
             return NotImplemented
+        if owned:
+            outgoing.count_use(segment, obj.nbytes)
         return (
             _rebuild_array,
             (
@@ -387,6 +401,12 @@ class _SharingPickler(pickle.Pickler):
                 private,
             ),
         )
+
+
+def _frame() -> _Outgoing:
+    outgoing = sending.frame
+    assert isinstance(outgoing, _Outgoing), "arrays are pickled inside dumps_sharing"
+    return outgoing
 
 
 def _bytes_spanned(array: Any) -> int:
@@ -425,7 +445,17 @@ def dumps_sharing(
 def _dumps_sharing(
     obj: Any, context: SharingContext | None, *, by_value: bool, spill: bool
 ) -> tuple[bytes, list[int], list[Any]]:
-    outgoing = _Outgoing(spill)
+    payload, outgoing = _dumps_once(obj, context, by_value, spill, frozenset())
+    sparse = outgoing.sparsely_used()
+    if sparse:  # once more, with the parts of what the results use little of copied
+        payload, outgoing = _dumps_once(obj, context, by_value, spill, sparse)
+    return payload, outgoing.fds, outgoing.keep
+
+
+def _dumps_once(
+    obj: Any, context: SharingContext | None, by_value: bool, spill: bool, trim: frozenset[int]
+) -> tuple[bytes, _Outgoing]:
+    outgoing = _Outgoing(spill, trim)
     previous = sending.frame
     sending.frame = outgoing
     try:
@@ -434,14 +464,14 @@ def _dumps_sharing(
             # the worker's namespace with them, and see what the initializer set up.
             sharer = _SharingPickler(io.BytesIO(), context)
             payload = dumps_function(obj, shared=True, reducer=sharer.reducer_override)
-            return payload, outgoing.fds, outgoing.keep
+            return payload, outgoing
         if numpy_module() is None:  # no arrays can exist: the plain, faster pickler
             try:
-                return pickle.dumps(obj, protocol=PROTOCOL), outgoing.fds, outgoing.keep
+                return pickle.dumps(obj, protocol=PROTOCOL), outgoing
             except TooManySegments:
                 raise
             except Exception:
-                outgoing = _Outgoing(spill)
+                outgoing = _Outgoing(spill, trim)
                 sending.frame = outgoing
         buffer = io.BytesIO()
         try:
@@ -449,11 +479,11 @@ def _dumps_sharing(
         except TooManySegments:
             raise
         except Exception:
-            outgoing = _Outgoing(spill)
+            outgoing = _Outgoing(spill, trim)
             sending.frame = outgoing
             buffer = io.BytesIO()
             _sharing_cloudpickler(buffer, context).dump(obj)
-        return buffer.getvalue(), outgoing.fds, outgoing.keep
+        return buffer.getvalue(), outgoing
     finally:
         sending.frame = previous
 
