@@ -241,6 +241,27 @@ def test_an_array_inside_an_argument_that_cannot_be_written_is_explained_too() -
     assert "share_threshold=None" in notes
 
 
+class Table:
+    """Like a pandas DataFrame: ``flags`` of its own (not NumPy's), columns inside."""
+
+    flags = "allows_duplicate_labels=True"
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+
+
+def write_column(table: Table) -> None:
+    table.column[0] = 42
+
+
+def test_an_argument_with_flags_of_its_own_does_not_upset_the_explanation() -> None:
+    # pandas' DataFrame.flags has no .writeable: looking for NumPy's killed the worker.
+    table = Table(np.zeros(2 * MB // 8))
+    error = workpool.map(write_column, [table], backend="process", return_exceptions=True)[0]
+    assert isinstance(error, ValueError), repr(error)
+    assert "read-only, in shared memory" in " ".join(getattr(error, "__notes__", []))
+
+
 def test_writable_share_shows_the_workers_writes() -> None:
     out = workpool.share(np.zeros((8, 1000)), writable=True)
     workpool.map(fill_row, itertools.repeat(out, 8), range(8), backend="process", workers=2)

@@ -608,8 +608,10 @@ def explain_read_only(error: BaseException, arguments: Iterable[Any]) -> None:
         return
     way_out = "copy it in the task to change it, or pass share_threshold=None"
     for argument in arguments:
-        flags = getattr(argument, "flags", None)
-        if flags is None or flags.writeable or find_segment(argument) is None:
+        # Only an ndarray's flags are NumPy's (a pandas DataFrame has flags of its own).
+        if numpy_if_array(argument) is None:
+            continue
+        if argument.flags.writeable or find_segment(argument) is None:
             continue
         add_note(
             error,
