@@ -547,6 +547,10 @@ def where_and_sum(array: Any) -> tuple[tuple[int, int] | None, float]:
     return describe(array)[2], float(array.sum())
 
 
+def sums(arrays: tuple[Any, ...]) -> list[float]:
+    return [float(array.sum()) for array in arrays]
+
+
 def test_a_read_only_memmap_reaches_workers_as_its_file_not_a_copy(tmp_path: Path) -> None:
     # As joblib sends one: a file larger than memory would otherwise be read whole
     # into shared memory for every call (a 1 GiB file took 1.7 s a submit).
@@ -555,10 +559,14 @@ def test_a_read_only_memmap_reaches_workers_as_its_file_not_a_copy(tmp_path: Pat
     the_file = (os.stat(path).st_dev, os.stat(path).st_ino)
     whole = np.memmap(path, dtype=np.float64, mode="r")
     past_a_header = np.memmap(path, dtype=np.float64, mode="r", offset=8 * 70_000)
+    the_start = np.memmap(path, dtype=np.float64, mode="r", shape=(200_000,))
     views = [whole, whole[::-3], np.asarray(whole)[1000:], past_a_header, past_a_header[5:]]
     seen = workpool.map(where_and_sum, views, backend="process", share_threshold=1024)
     assert seen == [(the_file, float(view.sum())) for view in views]
-    del whole, past_a_header, views
+    # Two memmaps of one file, over different parts of it, in one message:
+    both = workpool.map(sums, [(the_start, past_a_header)], backend="process")[0]
+    assert both == [float(the_start.sum()), float(past_a_header.sum())]
+    del whole, past_a_header, the_start, views
 
 
 def test_a_memmap_the_caller_may_write_or_whose_file_is_gone_is_copied(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ memory could not be sent at all). Instead the file is opened again and its
 descriptor travels as a segment's does: each worker maps the same pages of the page
 cache, read-only, as joblib sends a memmap::
 
-    np.memmap(path, mode="r")[a:b]   open(path) -> a Segment mapping the file from 0
+    np.memmap(path, mode="r")[a:b]   open(path) -> a Segment mapping the whole file
       root: the memmap over the mmap    the array's offset there: the root's offset in
       (its .filename, .offset)          the file plus the array's place in the root
 
@@ -50,17 +50,19 @@ def _start(root: Any) -> int:
 
 
 def map_file(root: Any) -> Segment:
-    """The file of the read-only memmap ``root``, mapped read-only from its start.
+    """The file of the read-only memmap ``root``, mapped read-only, all of it.
 
-    Raises ``OSError`` if the file cannot be opened again, or is no longer as long as
-    the memmap says (it was replaced or cut short since).
+    All of it, whatever part the memmap views: two memmaps over different parts of one
+    file then reach a worker as one mapping. Raises ``OSError`` if the file cannot be
+    opened again, or is no longer as long as the memmap says (replaced or cut short).
     """
     needed = _start(root) + len(root._mmap)
     fd = os.open(root.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        if os.fstat(fd).st_size < needed:
+        size = os.fstat(fd).st_size
+        if size < needed:
             raise OSError(f"{root.filename} is shorter than the memmap over it")
-        return adopt_file(fd, needed)
+        return adopt_file(fd, size)
     except BaseException:
         os.close(fd)
         raise

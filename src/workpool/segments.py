@@ -236,7 +236,7 @@ def map_segment(
     shared_writable = writable and not owned
     key = (_identity(fd), writable, shared_writable)
     segment = _mapped.get(key) if key[0] is not None else None
-    if segment is not None:
+    if segment is not None and len(segment) >= size:  # (a file may have grown since)
         return segment
     access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
     try:
