@@ -522,9 +522,30 @@ def count_masked(array: Any) -> tuple[str, int]:
     return type(array).__name__, int(np.ma.count_masked(array))
 
 
+def masked_summary(array: Any, part: int) -> tuple[str, int, float, Any]:
+    return (
+        type(array).__name__,
+        int(np.ma.count_masked(array)),
+        float(array.fill_value),
+        describe(array.data)[2],
+    )
+
+
+def test_a_big_masked_array_reaches_workers_in_shared_memory_once_per_call() -> None:
+    # Its data and mask are two arrays that pickle as one, by value: a 100 MB one was
+    # pickled for every chunk (16 tasks: 14.6 s, against 0.47 s for its data alone).
+    values = np.arange(MB, dtype=np.float64)  # 8 MB
+    masked = np.ma.masked_array(values, mask=values % 3 == 0, fill_value=-1.0)
+    seen = workpool.map(
+        masked_summary, itertools.repeat(masked, 4), range(4), backend="process", chunksize=1
+    )
+    assert {summary[:3] for summary in seen} == {("MaskedArray", (MB + 2) // 3, -1.0)}
+    assert len({summary[3] for summary in seen}) == 1 and seen[0][3] is not None
+    whole = np.ma.masked_array(values)  # no mask at all: none is masked there either
+    assert workpool.map(masked_summary, [whole], [0], backend="process")[0][1] == 0
+
+
 def test_a_masked_array_keeps_its_mask_on_the_way_there_and_back() -> None:
-    # Its data and mask are two arrays that pickle as one: it goes by value, as pickle
-    # sends it, and arrives whole.
     values = np.arange(300_000, dtype=np.float64)
     masked = np.ma.masked_array(values, mask=values % 3 == 0)
     seen = workpool.map(count_masked, [masked], backend="process", share_threshold=1024)

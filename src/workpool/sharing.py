@@ -26,9 +26,10 @@ be written cannot, and raises ``TooManySegments``. Results come back the same wa
 segments the worker makes writable for the caller; a result the task made in a segment
 itself (``workpool.empty``/``zeros``) goes back as it is, without a copy, unless it is
 smaller than the threshold, or the message uses less than half of that memory (then
-it is copied, so that the caller does not keep the rest alive). Where no segment can be made (out of
-descriptors or memory, none on this system), a call's arrays are copied into its
-messages instead, after one ``SharedMemoryWarning``.
+it is copied, so that the caller does not keep the rest alive). A MaskedArray, which
+pickles itself as bytes, travels as its data and its mask, each shared as an array is.
+Where no segment can be made (out of descriptors or memory, none on this system), a
+call's arrays are copied into its messages instead, after one ``SharedMemoryWarning``.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import functools
 import io
 import os
 import pickle
+import sys
 import threading
 import warnings
 import weakref
@@ -132,6 +134,16 @@ class _Outgoing:
         self.fds.append(segment.fd)
         self.keep.append(segment)
         return len(self.fds) - 1
+
+
+class _Reduced:
+    """Pickles as the reduction it holds (one worked out ahead, for an array inside)."""
+
+    def __init__(self, reduced: tuple[Any, ...]) -> None:
+        self._reduced = reduced
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self._reduced
 
 
 class _Receiving(threading.local):
@@ -243,12 +255,17 @@ class SharingContext:
                 self._sent.put(array, handle)
             return handle
 
-    def shared_copy(self, array: Any) -> Any:
-        """``array`` in a segment, made once per call; None: copy it into the message."""
+    def shared_copy(self, array: Any, key: Any = None) -> Any:
+        """``array`` in a segment, made once per call; None: copy it into the message.
+
+        ``key``: the object whose copy it is, if not ``array`` (a view made afresh for
+        each message); the copy goes when that does.
+        """
+        key = array if key is None else key
         with self._lock:
             if self.unavailable is not None:
                 return None
-        copy = self._segments.get(array)
+        copy = self._segments.get(key)
         if copy is not None:
             return copy
         try:
@@ -266,7 +283,7 @@ class SharingContext:
                     stacklevel=2,
                 )
             return None
-        self._segments.put(array, copy)
+        self._segments.put(key, copy)
         return copy
 
     def mapped_file(self, array: Any) -> tuple[Segment, int] | None:
@@ -316,8 +333,8 @@ class _SharingPickler(pickle.Pickler):
         kind = type(obj)
         if kind is numpy.ndarray:
             return self._reduce_array(obj)
-        if not pickles_as_an_ndarray(kind):  # a MaskedArray: by value, as it pickles itself
-            return NotImplemented
+        if not pickles_as_an_ndarray(kind):
+            return self._reduce_masked(obj)
         # A recarray, or a program's own subclass: its memory travels as an ndarray's
         # would, and arrives viewed as its class again, which is all pickle keeps of it.
         reduced = self._reduce_array(obj.view(numpy.ndarray))
@@ -325,7 +342,27 @@ class _SharingPickler(pickle.Pickler):
             return NotImplemented
         return (_rebuild_subclass, (kind, *reduced[1]))
 
-    def _reduce_array(self, obj: Any) -> Any:
+    def _reduce_masked(self, obj: Any) -> Any:
+        """A large MaskedArray as its data and its mask, each an array to share.
+
+        It pickles itself as bytes, which would carry its data in every message: here
+        its two arrays travel as any other arrays do, and it is rebuilt over them
+        (with what pickle keeps of it: its class, base class and fill value).
+        """
+        masked = sys.modules.get("numpy.ma")  # none can exist before numpy.ma is imported
+        threshold = self._context.threshold if self._context is not None else None
+        if masked is None or not isinstance(obj, masked.MaskedArray):
+            return NotImplemented
+        if threshold is None or obj.nbytes < threshold:
+            return NotImplemented
+        mask = obj._mask if obj._mask is not masked.nomask else None
+        data = obj.view(numpy_module().ndarray)  # a new view each time: copied once, by obj
+        reduced = self._reduce_array(data, key=obj)
+        if reduced is not NotImplemented:
+            data = _Reduced(reduced)
+        return (_rebuild_masked, (type(obj), obj._baseclass, data, mask, obj._fill_value))
+
+    def _reduce_array(self, obj: Any, key: Any = None) -> Any:
         found = find_segment(obj)
         if found is not None and found[0].private:  # this worker's copy-on-write view:
             found = None  # what it holds now is not what the memory behind it holds
@@ -364,7 +401,7 @@ class _SharingPickler(pickle.Pickler):
             if not self._returns_results:  # (a worker's result is the caller's to write)
                 found = context.mapped_file(obj)
             if found is None:
-                obj = context.shared_copy(obj)
+                obj = context.shared_copy(obj, key)
                 if obj is None:  # no shared memory to be had: the array goes by value
                     return NotImplemented
                 found = find_segment(obj)
@@ -571,6 +608,18 @@ def _rebuild_bytes(
 
 def _rebuild_subclass(kind: type, *reference: Any) -> Any:
     return _rebuild_array(*reference).view(kind)
+
+
+def _rebuild_masked(kind: type, baseclass: type, data: Any, mask: Any, fill_value: Any) -> Any:
+    import numpy
+
+    if mask is None:  # as pickle brings one: a mask of its own, nothing masked
+        mask = numpy.zeros(data.shape, dtype=numpy.ma.make_mask_descr(data.dtype))
+    array = numpy.ma.MaskedArray(data.view(baseclass), mask=mask, copy=False, shrink=False)
+    array = array if kind is numpy.ma.MaskedArray else array.view(kind)
+    if fill_value is not None:
+        array.fill_value = fill_value
+    return array
 
 
 def _rebuild_array(
