@@ -254,6 +254,54 @@ def test_a_result_passed_on_to_tasks_goes_read_only_and_can_be_checkpointed(
     result[0] = 1.0  # still writable here
 
 
+def fill_part_of_a_scratch_buffer(size: int) -> Any:
+    scratch = workpool.empty(32 * MB // 8)  # room for the most a task could make
+    scratch[:size] = 1.0
+    return scratch[:size]  # what it made: a small part of it
+
+
+def test_a_result_that_is_a_small_part_of_a_big_buffer_keeps_only_itself() -> None:
+    # As pickle would send it: the part returned, not the whole buffer behind it,
+    # which would otherwise stay allocated in the caller for as long as each result.
+    from workpool.segments import find_segment
+
+    results = workpool.map(fill_part_of_a_scratch_buffer, [2 * MB // 8] * 2, backend="process")
+    for result in results:
+        assert result.shape == (2 * MB // 8,) and (result == 1.0).all()
+        assert result.flags.writeable
+        found = find_segment(result)
+        held = len(found[0]) if found is not None else result.nbytes
+        assert held < 4 * MB, f"a 2 MiB result holds {held / MB:.0f} MiB of shared memory"
+
+
+def fill_rows(size: int) -> list[Any]:
+    out = workpool.empty((4, size))
+    out[:] = np.arange(4)[:, None]
+    return list(out)  # four parts, each a quarter of it, that use it all
+
+
+def test_results_that_together_use_all_of_a_buffer_come_back_in_it_without_a_copy() -> None:
+    rows = workpool.map(fill_rows, [2 * MB // 8], backend="process")[0]
+    assert [float(row[-1]) for row in rows] == [0.0, 1.0, 2.0, 3.0]
+    assert len({identity(row) for row in rows}) == 1 and identity(rows[0]) is not None
+
+
+def fill_and_repeat(size: int) -> Any:
+    row = workpool.empty(size)
+    row[:] = 1.0
+    return np.broadcast_to(row, (3, size))  # each element three times, read-only
+
+
+def test_a_result_that_views_its_memory_more_than_once_comes_back_as_its_own_elements() -> None:
+    # NumPy keeps a broadcast (or sliding-window) view read-only, for one write there
+    # is many; the caller's writable result must not be one, but what pickle makes of
+    # it: every element its own.
+    result = workpool.map(fill_and_repeat, [MB // 8], backend="process")[0]
+    assert result.shape == (3, MB // 8) and (result == 1.0).all()
+    result[0, 0] = 5.0
+    assert result[1, 0] == 1.0 and result[2, 0] == 1.0
+
+
 def test_small_results_come_back_inside_the_message() -> None:
     # Below share_threshold a copy is cheaper than a mapping, and the caller keeps no
     # descriptor per result: thousands of small results cannot exhaust them.
@@ -325,6 +373,37 @@ def test_more_shared_results_than_the_soft_descriptor_limit_can_be_kept(
     shared = [workpool.share(np.ones(2)) for _ in range(count)]
     assert workpool.map(look, shared[-2:], backend="process")[1][2] == 2.0
     del results, made, shared
+
+
+def test_results_kept_past_the_hard_descriptor_limit_arrive_as_copies() -> None:
+    # Each result in shared memory keeps a descriptor open; where even the hard limit
+    # is low (macOS allows 10,240; some systems 4,096), a caller keeping thousands of
+    # large results would fail mid-call and break the pool. Past it they are copied,
+    # as pickle would bring them.
+    program = textwrap.dedent(
+        """
+        import os, resource, workpool
+
+        def fill(i):
+            out = workpool.zeros(16)
+            out[:] = i
+            return out
+
+        if __name__ == "__main__":
+            limit = len(os.listdir("/proc/self/fd")) + 60
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+            with workpool.Pool(2, share_threshold=0) as pool:
+                kept = list(pool.map(fill, range(3 * limit)))
+                assert [float(r[0]) for r in kept] == list(range(3 * limit))
+                assert all(r.flags.writeable for r in kept)
+                assert list(pool.map(fill, range(3)))[2][0] == 2  # the pool still works
+            print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 # --- made in the caller -------------------------------------------------------------

@@ -10,7 +10,8 @@ soft limit (the system hands out the lowest free number, so at least that many a
 open), the soft limit is raised to the hard limit, as Go's runtime and Node do when
 they start. Only then: a program that never holds many keeps the limit it was given.
 (Processes it starts afterwards inherit the higher limit, as from a shell whose
-``ulimit -n`` was raised.)
+``ulimit -n`` was raised.) Past the hard limit, a result that arrives in shared memory
+is copied out of it (``segments.map_segment``) rather than fail.
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SameProcessFrame",
     "Segment",
+    "adopt_file",
     "find_segment",
     "holds_writable_share",
     "is_shared_writable",
@@ -128,6 +129,17 @@ def new_segment(size: int, *, writable_in_workers: bool) -> Segment:
     return segment
 
 
+def adopt_file(fd: int, size: int) -> Segment:
+    """A read-only segment over the first ``size`` bytes of the file ``fd`` (which it keeps).
+
+    For a file's pages sent to workers as they are (``mapped_files.py``). Raises
+    ``OSError`` if the file cannot be mapped; ``fd`` is then still the caller's.
+    """
+    segment = Segment(fd, size, access=mmap.ACCESS_READ, **_ONE_DESCRIPTOR)
+    _adopt(segment, fd, False)
+    return segment
+
+
 # Linux's MADV_POPULATE_WRITE (5.14 and later), which Python's mmap module does not name.
 _POPULATE_WRITE = 23
 # Pages mapped per call: mmap.madvise keeps the GIL while the system works.
@@ -207,12 +219,14 @@ _mapped: weakref.WeakValueDictionary[tuple[tuple[int, int] | None, bool, bool], 
 
 def map_segment(
     fd: int, size: int, writable: bool, *, owned: bool = False, private: bool = False
-) -> Segment:
+) -> Segment | bytearray:
     """Map the segment whose descriptor arrived as ``fd`` (the caller still owns ``fd``).
 
     ``owned``: a worker's result, this process's own memory from now on; it is mapped
     writable, but passed on to workers read-only, as ``share()`` would pass it.
     ``private``: mapped copy-on-write, this process's own copy (never mapped twice).
+    Where this process has no descriptor left to keep, memory that no other process
+    writes comes back as a copy of its bytes instead (a ``bytearray``).
     """
     if private:
         own_copy = Segment(fd, size, access=mmap.ACCESS_COPY, **_ONE_DESCRIPTOR)
@@ -222,15 +236,51 @@ def map_segment(
     shared_writable = writable and not owned
     key = (_identity(fd), writable, shared_writable)
     segment = _mapped.get(key) if key[0] is not None else None
-    if segment is not None:
+    if segment is not None and len(segment) >= size:  # (a file may have grown since)
         return segment
     access = mmap.ACCESS_WRITE if writable else mmap.ACCESS_READ
-    segment = Segment(fd, size, access=access, **_ONE_DESCRIPTOR)
-    # Keep a descriptor, to hand the memory on (to results, or to other workers).
-    _adopt(segment, os.dup(fd), shared_writable, received=True)
+    try:
+        segment = Segment(fd, size, access=access, **_ONE_DESCRIPTOR)
+        try:
+            kept = os.dup(fd)  # to hand the memory on (to results, or to other workers)
+        except BaseException:
+            segment.close()
+            raise
+    except OSError as exc:
+        if exc.errno not in _OUT_OF_DESCRIPTORS or shared_writable:
+            raise
+        # Every descriptor the hard limit allows is held (by a caller keeping thousands
+        # of results): memory no one else writes is as good copied, as pickle brings it.
+        try:
+            return _copy_of(fd, size)
+        except OSError:  # it cannot be read as a file here (macOS's shared memory)
+            raise exc from None
+    _adopt(segment, kept, shared_writable, received=True)
     if key[0] is not None:
         _mapped[key] = segment
     return segment
+
+
+# What the system says when a process (or the system) has no descriptor left to give.
+_OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE)
+
+
+def _copy_of(fd: int, size: int) -> bytearray:
+    """The first ``size`` bytes of the memory ``fd`` holds, read into this process's own."""
+    copy = bytearray(size)
+    view = memoryview(copy)
+    done = 0
+    while done < size:
+        if hasattr(os, "preadv"):
+            got = os.preadv(fd, [view[done:]], done)
+        else:
+            part = os.pread(fd, min(size - done, 1 << 30), done)
+            view[done : done + len(part)] = part
+            got = len(part)
+        if not got:
+            raise OSError(errno.EIO, f"shared memory ended at {done:,} of {size:,} bytes")
+        done += got
+    return copy
 
 
 def find_segment(array: Any) -> tuple[Segment, int] | None:
@@ -350,8 +400,8 @@ def share(obj: Any, *, writable: bool = False) -> Any:
     if numpy is not None:
         if obj.dtype.hasobject:
             raise TypeError(
-                "share() cannot put an array of Python objects (dtype object) in shared "
-                "memory: its elements are references, not data"
+                f"share() cannot put an array that holds Python objects (dtype {obj.dtype}) "
+                "in shared memory: its elements are references, not data"
             )
         kind = type(obj)
         if not pickles_as_an_ndarray(kind):

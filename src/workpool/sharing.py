@@ -25,9 +25,11 @@ split, and one item's (or one batch's) further arrays go by value; only memory s
 be written cannot, and raises ``TooManySegments``. Results come back the same way, in
 segments the worker makes writable for the caller; a result the task made in a segment
 itself (``workpool.empty``/``zeros``) goes back as it is, without a copy, unless it is
-smaller than the threshold. Where no segment can be made (out of descriptors or memory,
-none on this system), a call's arrays are copied into its messages instead, after one
-``SharedMemoryWarning``.
+smaller than the threshold, or the message uses less than half of that memory (then
+it is copied, so that the caller does not keep the rest alive). A MaskedArray, which
+pickles itself as bytes, travels as its data and its mask, each shared as an array is.
+Where no segment can be made (out of descriptors or memory, none on this system), a
+call's arrays are copied into its messages instead, after one ``SharedMemoryWarning``.
 """
 
 from __future__ import annotations
@@ -37,12 +39,14 @@ import functools
 import io
 import os
 import pickle
+import sys
 import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
 
 from workpool.errors import SharedMemoryWarning, WorkpoolError, add_note
+from workpool.mapped_files import map_file, offset_in_file, read_only_memmap
 from workpool.segments import (
     Segment,
     find_segment,
@@ -90,10 +94,23 @@ class _Outgoing:
     (anything but memory that workers write for the caller to see) goes by value.
     """
 
-    def __init__(self, spill: bool = False) -> None:
+    def __init__(self, spill: bool = False, trim: frozenset[int] = frozenset()) -> None:
         self.fds: list[int] = []
         self.keep: list[Segment] = []  # keeps each descriptor open until sent
         self.spill = spill
+        # Results: the memory a worker made that the frame refers to, and how much of
+        # it; ``trim``: the segments (by id) of which it uses too little to send whole.
+        self.trim = trim
+        self._used: dict[int, tuple[Segment, int]] = {}
+
+    def count_use(self, segment: Segment, nbytes: int) -> None:
+        """A result refers to ``nbytes`` of ``segment``, which the worker made."""
+        used = self._used.get(id(segment), (segment, 0))[1]
+        self._used[id(segment)] = (segment, used + nbytes)
+
+    def sparsely_used(self) -> frozenset[int]:
+        """The segments the results use less than half of: their parts are better copied."""
+        return frozenset(key for key, (kept, used) in self._used.items() if 2 * used < len(kept))
 
     def reference(self, segment: Segment) -> tuple[Any, ...]:
         """How a bytes-like segment pickles inside this frame (``segments.Frame``)."""
@@ -117,6 +134,16 @@ class _Outgoing:
         self.fds.append(segment.fd)
         self.keep.append(segment)
         return len(self.fds) - 1
+
+
+class _Reduced:
+    """Pickles as the reduction it holds (one worked out ahead, for an array inside)."""
+
+    def __init__(self, reduced: tuple[Any, ...]) -> None:
+        self._reduced = reduced
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return self._reduced
 
 
 class _Receiving(threading.local):
@@ -203,6 +230,7 @@ class SharingContext:
         self._writable = writable  # may the receiving side write into the copies?
         self.private = private  # the copies are mapped copy-on-write where they arrive
         self._segments = _WhileAlive()  # array -> its shared copy
+        self._files = _WhileAlive()  # read-only memmap -> its file, mapped to be sent
         self._sent = _WhileAlive()  # array -> the handle of its copy on another machine
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
@@ -227,19 +255,26 @@ class SharingContext:
                 self._sent.put(array, handle)
             return handle
 
-    def shared_copy(self, array: Any) -> Any:
-        """``array`` in a segment, made once per call; None: copy it into the message."""
+    def shared_copy(self, array: Any, key: Any = None) -> Any:
+        """``array`` in a segment, made once per call; None: copy it into the message.
+
+        ``key``: the object whose copy it is, if not ``array`` (a view made afresh for
+        each message); the copy goes when that does.
+        """
+        key = array if key is None else key
         with self._lock:
             if self.unavailable is not None:
                 return None
-        copy = self._segments.get(array)
+        copy = self._segments.get(key)
         if copy is not None:
             return copy
         try:
             copy = share(array, writable=self._writable)
         except OSError as exc:
+            # Kept without its traceback, whose frames hold this context (a cycle that
+            # would keep the call's arrays, and their descriptors, until a collection).
             with self._lock:
-                first, self.unavailable = self.unavailable is None, exc
+                first, self.unavailable = self.unavailable is None, exc.with_traceback(None)
             if first:
                 warnings.warn(
                     f"workpool could not make shared memory ({exc}); "
@@ -248,8 +283,26 @@ class SharingContext:
                     stacklevel=2,
                 )
             return None
-        self._segments.put(array, copy)
+        self._segments.put(key, copy)
         return copy
+
+    def mapped_file(self, array: Any) -> tuple[Segment, int] | None:
+        """The file a read-only memmap ``array`` views, and its offset there; None: copy it.
+
+        Mapped once per call per memmap (``mapped_files.py``); None for any other array,
+        or if the file cannot be opened again.
+        """
+        root = read_only_memmap(array)
+        if root is None:
+            return None
+        segment = self._files.get(root)
+        if segment is None:
+            try:
+                segment = map_file(root)
+            except OSError:
+                return None
+            self._files.put(root, segment)
+        return segment, offset_in_file(array, root)
 
     @property
     def returns_results(self) -> bool:
@@ -259,10 +312,11 @@ class SharingContext:
     @property
     def holds_copies(self) -> bool:
         """Has this context put arrays in shared memory (which ``release`` drops)?"""
-        return bool(self._segments)
+        return bool(self._segments) or bool(self._files)
 
     def release(self) -> None:
         self._segments.clear()
+        self._files.clear()
         self._sent.clear()
 
 
@@ -279,8 +333,8 @@ class _SharingPickler(pickle.Pickler):
         kind = type(obj)
         if kind is numpy.ndarray:
             return self._reduce_array(obj)
-        if not pickles_as_an_ndarray(kind):  # a MaskedArray: by value, as it pickles itself
-            return NotImplemented
+        if not pickles_as_an_ndarray(kind):
+            return self._reduce_masked(obj)
         # A recarray, or a program's own subclass: its memory travels as an ndarray's
         # would, and arrives viewed as its class again, which is all pickle keeps of it.
         reduced = self._reduce_array(obj.view(numpy.ndarray))
@@ -288,7 +342,27 @@ class _SharingPickler(pickle.Pickler):
             return NotImplemented
         return (_rebuild_subclass, (kind, *reduced[1]))
 
-    def _reduce_array(self, obj: Any) -> Any:
+    def _reduce_masked(self, obj: Any) -> Any:
+        """A large MaskedArray as its data and its mask, each an array to share.
+
+        It pickles itself as bytes, which would carry its data in every message: here
+        its two arrays travel as any other arrays do, and it is rebuilt over them
+        (with what pickle keeps of it: its class, base class and fill value).
+        """
+        masked = sys.modules.get("numpy.ma")  # none can exist before numpy.ma is imported
+        threshold = self._context.threshold if self._context is not None else None
+        if masked is None or not isinstance(obj, masked.MaskedArray):
+            return NotImplemented
+        if threshold is None or obj.nbytes < threshold:
+            return NotImplemented
+        mask = obj._mask if obj._mask is not masked.nomask else None
+        data = obj.view(numpy_module().ndarray)  # a new view each time: copied once, by obj
+        reduced = self._reduce_array(data, key=obj)
+        if reduced is not NotImplemented:
+            data = _Reduced(reduced)
+        return (_rebuild_masked, (type(obj), obj._baseclass, data, mask, obj._fill_value))
+
+    def _reduce_array(self, obj: Any, key: Any = None) -> Any:
         found = find_segment(obj)
         if found is not None and found[0].private:  # this worker's copy-on-write view:
             found = None  # what it holds now is not what the memory behind it holds
@@ -305,17 +379,34 @@ class _SharingPickler(pickle.Pickler):
             if threshold is None or obj.nbytes < threshold:
                 return obj.copy().__reduce_ex__(PROTOCOL)
             found = None
+        if (
+            found is not None
+            and self._returns_results
+            and not found[0].received
+            and (id(found[0]) in _frame().trim or obj.nbytes > _bytes_spanned(obj))
+        ):
+            # Parts of a bigger buffer the task made, that use less than half of it (a
+            # scratch buffer, trimmed to what was filled), or a view of some elements
+            # many times over (np.broadcast_to): the caller gets the elements, as pickle
+            # sends them, not the whole buffer kept alive behind the results, nor a
+            # writable view in which one write changes many elements.
+            found = None
         private = False
         if found is None:
             threshold = self._context.threshold if self._context is not None else None
             if threshold is None or obj.nbytes < threshold or obj.nbytes == 0:
                 return NotImplemented
-            obj = self._context.shared_copy(obj)  # type: ignore[union-attr]
-            if obj is None:  # no shared memory to be had: the array goes by value
-                return NotImplemented
-            found = find_segment(obj)
-            assert found is not None
-            private = self._context.private  # type: ignore[union-attr]
+            context = self._context
+            assert context is not None
+            if not self._returns_results:  # (a worker's result is the caller's to write)
+                found = context.mapped_file(obj)
+            if found is None:
+                obj = context.shared_copy(obj, key)
+                if obj is None:  # no shared memory to be had: the array goes by value
+                    return NotImplemented
+                found = find_segment(obj)
+                assert found is not None
+            private = context.private
         segment, offset = found
         writable, owned = segment.shared_writable, False
         if self._returns_results and not segment.received:
@@ -327,11 +418,12 @@ class _SharingPickler(pickle.Pickler):
             if threshold is not None and obj.nbytes < threshold:
                 return NotImplemented
             writable = owned = True
-        outgoing = sending.frame
-        assert isinstance(outgoing, _Outgoing), "arrays are pickled inside dumps_sharing"
+        outgoing = _frame()
         index = outgoing.add(segment, must_share=writable and not owned)
         if index is None:  # no room left in this message: by value
             return NotImplemented
+        if owned:
+            outgoing.count_use(segment, obj.nbytes)
         return (
             _rebuild_array,
             (
@@ -346,6 +438,20 @@ class _SharingPickler(pickle.Pickler):
                 private,
             ),
         )
+
+
+def _frame() -> _Outgoing:
+    outgoing = sending.frame
+    assert isinstance(outgoing, _Outgoing), "arrays are pickled inside dumps_sharing"
+    return outgoing
+
+
+def _bytes_spanned(array: Any) -> int:
+    """How many bytes lie between an array's first and last byte, both included."""
+    if array.size == 0:
+        return 0
+    extent = sum((size - 1) * abs(stride) for size, stride in zip(array.shape, array.strides))
+    return int(extent + array.itemsize)
 
 
 def dumps_sharing(
@@ -376,7 +482,17 @@ def dumps_sharing(
 def _dumps_sharing(
     obj: Any, context: SharingContext | None, *, by_value: bool, spill: bool
 ) -> tuple[bytes, list[int], list[Any]]:
-    outgoing = _Outgoing(spill)
+    payload, outgoing = _dumps_once(obj, context, by_value, spill, frozenset())
+    sparse = outgoing.sparsely_used()
+    if sparse:  # once more, with the parts of what the results use little of copied
+        payload, outgoing = _dumps_once(obj, context, by_value, spill, sparse)
+    return payload, outgoing.fds, outgoing.keep
+
+
+def _dumps_once(
+    obj: Any, context: SharingContext | None, by_value: bool, spill: bool, trim: frozenset[int]
+) -> tuple[bytes, _Outgoing]:
+    outgoing = _Outgoing(spill, trim)
     previous = sending.frame
     sending.frame = outgoing
     try:
@@ -385,14 +501,14 @@ def _dumps_sharing(
             # the worker's namespace with them, and see what the initializer set up.
             sharer = _SharingPickler(io.BytesIO(), context)
             payload = dumps_function(obj, shared=True, reducer=sharer.reducer_override)
-            return payload, outgoing.fds, outgoing.keep
+            return payload, outgoing
         if numpy_module() is None:  # no arrays can exist: the plain, faster pickler
             try:
-                return pickle.dumps(obj, protocol=PROTOCOL), outgoing.fds, outgoing.keep
+                return pickle.dumps(obj, protocol=PROTOCOL), outgoing
             except TooManySegments:
                 raise
             except Exception:
-                outgoing = _Outgoing(spill)
+                outgoing = _Outgoing(spill, trim)
                 sending.frame = outgoing
         buffer = io.BytesIO()
         try:
@@ -400,11 +516,11 @@ def _dumps_sharing(
         except TooManySegments:
             raise
         except Exception:
-            outgoing = _Outgoing(spill)
+            outgoing = _Outgoing(spill, trim)
             sending.frame = outgoing
             buffer = io.BytesIO()
             _sharing_cloudpickler(buffer, context).dump(obj)
-        return buffer.getvalue(), outgoing.fds, outgoing.keep
+        return buffer.getvalue(), outgoing
     finally:
         sending.frame = previous
 
@@ -463,11 +579,11 @@ class _Incoming:
 
     def __init__(self, fds: list[int]) -> None:
         self.fds = fds
-        self.segments: dict[tuple[int, bool, bool, bool], Segment] = {}
+        self.segments: dict[tuple[int, bool, bool, bool], Segment | bytearray] = {}
 
     def segment(
         self, index: int, size: int, writable: bool, owned: bool, private: bool = False
-    ) -> Segment:
+    ) -> Segment | bytearray:
         key = (index, writable, owned, private)
         segment = self.segments.get(key)
         if segment is None:
@@ -483,7 +599,7 @@ class _Incoming:
 
 def _rebuild_bytes(
     index: int, size: int, writable: bool, owned: bool = False, private: bool = False
-) -> Segment:
+) -> Segment | bytearray:
     incoming = _receiving.incoming
     if incoming is None:
         raise pickle.UnpicklingError("a shared-memory reference arrived without its memory")
@@ -492,6 +608,18 @@ def _rebuild_bytes(
 
 def _rebuild_subclass(kind: type, *reference: Any) -> Any:
     return _rebuild_array(*reference).view(kind)
+
+
+def _rebuild_masked(kind: type, baseclass: type, data: Any, mask: Any, fill_value: Any) -> Any:
+    import numpy
+
+    if mask is None:  # as pickle brings one: a mask of its own, nothing masked
+        mask = numpy.zeros(data.shape, dtype=numpy.ma.make_mask_descr(data.dtype))
+    array = numpy.ma.MaskedArray(data.view(baseclass), mask=mask, copy=False, shrink=False)
+    array = array if kind is numpy.ma.MaskedArray else array.view(kind)
+    if fill_value is not None:
+        array.fill_value = fill_value
+    return array
 
 
 def _rebuild_array(
@@ -529,8 +657,10 @@ def explain_read_only(error: BaseException, arguments: Iterable[Any]) -> None:
         return
     way_out = "copy it in the task to change it, or pass share_threshold=None"
     for argument in arguments:
-        flags = getattr(argument, "flags", None)
-        if flags is None or flags.writeable or find_segment(argument) is None:
+        # Only an ndarray's flags are NumPy's (a pandas DataFrame has flags of its own).
+        if numpy_if_array(argument) is None:
+            continue
+        if argument.flags.writeable or find_segment(argument) is None:
             continue
         add_note(
             error,

@@ -129,19 +129,20 @@ class _NodeSharing(SharingContext):
         self._copies: dict[int, tuple[weakref.ref[Any], Any]] = {}
         self._copies_lock = threading.Lock()
 
-    def shared_copy(self, array: Any) -> Any:
+    def shared_copy(self, array: Any, key: Any = None) -> Any:
+        key = array if key is None else key
         with self._copies_lock:
-            entry = self._copies.get(id(array))
-            if entry is not None and entry[0]() is array:
+            entry = self._copies.get(id(key))
+            if entry is not None and entry[0]() is key:
                 return entry[1]
         copy = share(array)
         try:
-            weakref.finalize(array, self._forget, id(array))
-            reference = weakref.ref(array)
+            weakref.finalize(key, self._forget, id(key))
+            reference = weakref.ref(key)
         except TypeError:  # cannot be watched: a copy per chunk, as for small arrays
             return copy
         with self._copies_lock:
-            self._copies[id(array)] = (reference, copy)
+            self._copies[id(key)] = (reference, copy)
         return copy
 
     def _forget(self, key: int) -> None:
