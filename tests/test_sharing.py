@@ -609,6 +609,21 @@ def test_a_memmap_the_caller_may_write_or_whose_file_is_gone_is_copied(tmp_path:
     del orphan
 
 
+def test_a_memmap_whose_file_was_replaced_sends_what_it_maps(tmp_path: Path) -> None:
+    # Saving a new array to the same path makes a new file there: the memmap still
+    # maps the old one, and the tasks must see what the caller sees through it.
+    path = tmp_path / "data.f8"
+    np.full(300_000, 1.0).tofile(path)
+    array = np.memmap(path, dtype=np.float64, mode="r")
+    replacement = tmp_path / "new.f8"
+    np.full(300_000, 2.0).tofile(replacement)
+    os.replace(replacement, path)
+    where, total = workpool.map(where_and_sum, [array], backend="process")[0]
+    assert total == float(array.sum()) == 300_000.0
+    assert where != (os.stat(path).st_dev, os.stat(path).st_ino)
+    del array
+
+
 def test_big_results_come_back_in_shared_memory_and_writable() -> None:
     result = workpool.map(make_array, [3 * MB], backend="process")[0]
     assert result[-1] == 3 * MB - 1

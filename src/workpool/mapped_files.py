@@ -12,7 +12,9 @@ cache, read-only, as joblib sends a memmap::
       (its .filename, .offset)          the file plus the array's place in the root
 
 Memmaps the caller may write (``"r+"``, ``"w+"``, copy-on-write ``"c"``) are copied as
-other arrays are, so that every task sees them as they were when sent.
+other arrays are, so that every task sees them as they were when sent; so is one whose
+path now names another file (saved anew over it), or where the system cannot say
+which file a mapping holds (no ``/proc/self/maps``, as on macOS).
 """
 
 from __future__ import annotations
@@ -59,13 +61,39 @@ def map_file(root: Any) -> Segment:
     needed = _start(root) + len(root._mmap)
     fd = os.open(root.filename, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        size = os.fstat(fd).st_size
-        if size < needed:
+        status = os.fstat(fd)
+        if status.st_size < needed:
             raise OSError(f"{root.filename} is shorter than the memmap over it")
-        return adopt_file(fd, size)
+        if _mapped_file(root) != (status.st_dev, status.st_ino):
+            raise OSError(f"{root.filename} is no longer the file the memmap maps")
+        return adopt_file(fd, status.st_size)
     except BaseException:
         os.close(fd)
         raise
+
+
+def _mapped_file(root: Any) -> tuple[int, int] | None:
+    """(device, inode) of the file ``root``'s mapping holds, as the system lists it.
+
+    A new file saved under the same name (``np.save`` to the path again) is not the
+    one the memmap maps, and the two can differ in every byte; only the process's own
+    list of its mappings tells which file it is. None where there is no such list
+    (the array is then copied, as any other).
+    """
+    import numpy
+
+    address = numpy.frombuffer(root._mmap, dtype=numpy.uint8).__array_interface__["data"][0]
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                begin, _, end = fields[0].partition("-")
+                if int(begin, 16) <= address < int(end, 16):
+                    major, _, minor = fields[3].partition(":")
+                    return os.makedev(int(major, 16), int(minor, 16)), int(fields[4])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def offset_in_file(array: Any, root: Any) -> int:
