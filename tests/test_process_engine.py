@@ -41,6 +41,21 @@ class CountedFunction:
         return os.getpid(), len(_unpickled_here)
 
 
+def test_workers_start_after_the_current_directory_was_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A script run from a scratch directory that something removes while it works: a
+    # worker started after that (a new pool, or one replacing a worker) has no
+    # directory to be sent to, and starts where it is rather than breaking the pool.
+    gone = tmp_path / "scratch"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert workpool.map(square, range(4), backend="process", workers=2) == [0, 1, 4, 9]
+    with workpool.Pool(2, backend="process", max_tasks_per_worker=1) as pool:
+        assert list(pool.map(square, range(6), chunksize=1)) == [0, 1, 4, 9, 16, 25]
+
+
 def test_function_is_shipped_once_per_worker_not_per_task() -> None:
     results = workpool.map(
         CountedFunction(), range(2000), backend="process", workers=2, chunksize=5

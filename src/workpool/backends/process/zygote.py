@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from workpool import _platform
 from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl, unix_sockets
 from workpool.backends.process.poller import READ, Poller, wait_readable
+from workpool.backends.process.preload import current_directory
 from workpool.backends.process.unix_sockets import Socket
 
 TYPE_CHECKING = False
@@ -247,7 +248,7 @@ class Zygote:
         inherit them), so that the worker need not import them on its first task
         (``preload.py``).
         """
-        request = (slot, slots_count, list(sys.path), os.getcwd(), list(preload))
+        request = (slot, slots_count, list(sys.path), current_directory(), list(preload))
         with self._lock:
             try:
                 _send(self._socket, request, [worker_socket.fileno(), slots_fd])
@@ -395,19 +396,25 @@ def _fork_worker(
 _unimportable: set[str] = set()
 
 
-def _preload(modules: list[str], sys_path: list[str], cwd: str) -> None:
+def _preload(modules: list[str], sys_path: list[str], cwd: str | None) -> None:
     """Import ``modules`` here, once, found where the parent finds them."""
     wanted = [name for name in modules if name not in sys.modules and name not in _unimportable]
     if not wanted:
         return
-    sys.path[:] = sys_path
-    with contextlib.suppress(OSError):
-        os.chdir(cwd)
+    _go_where_the_program_is(sys_path, cwd)
     for name in wanted:
         try:
             __import__(name)
         except BaseException:  # the worker will say what fails, if it needs it
             _unimportable.add(name)
+
+
+def _go_where_the_program_is(sys_path: list[str], cwd: str | None) -> None:
+    """Find modules as the program does: its ``sys.path``, from its directory if it has one."""
+    sys.path[:] = sys_path
+    if cwd is not None:
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
 
 
 def _run_worker(
@@ -416,12 +423,10 @@ def _run_worker(
     slots_count: int,
     slot: int,
     sys_path: list[str],
-    cwd: str,
+    cwd: str | None,
     watch_fd: int,
 ) -> int:
-    sys.path[:] = sys_path
-    with contextlib.suppress(OSError):
-        os.chdir(cwd)
+    _go_where_the_program_is(sys_path, cwd)
     from workpool.backends.process.slots import SharedSlots
     from workpool.backends.process.worker import worker_main
 
