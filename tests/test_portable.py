@@ -185,6 +185,49 @@ def test_portable_workers_take_arguments_of_the_scripts_own_class(tmp_path: Path
     assert report == {"norms": [5, 25], "back": {"x": 3, "y": 4}, "same_class": True, "there": True}
 
 
+# A pool's own children (fork, spawn), watched through their multiprocessing sentinel:
+# once shutdown returns, each has been collected, as ProcessPoolExecutor's are, rather
+# than left a zombie until the next process the program starts.
+REAPED_PROGRAM = textwrap.dedent(
+    """
+    import json, os, sys
+    import workpool
+
+    def pid(_):
+        return os.getpid()
+
+    if __name__ == "__main__":
+        with workpool.Pool(2, start_method=sys.argv[1]) as pool:
+            pids = set(pool.map(pid, range(20), chunksize=1))
+        unreaped = []
+        for worker in pids:
+            try:
+                os.kill(worker, 0)  # a zombie is still there to be signalled
+                unreaped.append(worker)
+            except ProcessLookupError:
+                pass
+        print(json.dumps({"workers": len(pids), "unreaped": unreaped}))
+    """
+)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_portable_shutdown_collects_the_pools_own_children(tmp_path: Path, method: str) -> None:
+    script = tmp_path / "reaped.py"
+    script.write_text(REAPED_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script), method],
+        env=PORTABLE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["workers"] >= 1
+    assert report["unreaped"] == []
+
+
 # Ctrl+C while the exec'd zygote is still starting: it must not die of it (printing a
 # traceback from a process the user never started), since the program handles it.
 CTRL_C_AT_ZYGOTE_START = textwrap.dedent(

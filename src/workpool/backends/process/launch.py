@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ChildProcess", "default_start_method", "make_launcher"]
 
+#: How long ``ChildProcess.close`` waits for a child whose sentinel closed to be
+#: reapable: it closes as the child exits, so this is a bound, not an estimate.
+_REAP_SECONDS = 1.0
+
 # exec_launch.py's method; that module (and subprocess) loads only when a pool uses it.
 EXEC_METHOD = "exec"
 
@@ -126,10 +130,19 @@ class ChildProcess:
         self._process.join(timeout)  # the fork server sends the exit code
 
     def close(self) -> None:
+        """Let go of the process; reap our child if its exit is under way.
+
+        Without a pidfd the sentinel is the multiprocessing pipe, which closes as the
+        child exits, a moment before waitpid can report it: the supervisor may get here
+        in that moment (a worker that ended as asked is not waited for). Reaped now, it
+        is not left a zombie until multiprocessing next looks at its children.
+        """
         if self._pidfd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._pidfd)
             self._pidfd = None
+        elif self._ours and self.exitcode is None and wait_readable(self.ended_fd, 0):
+            lifeline.wait_for(lambda: self.exitcode, _REAP_SECONDS)
         self._process.close()  # ValueError while it still runs
 
 
