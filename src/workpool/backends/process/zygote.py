@@ -303,9 +303,19 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
     kernel's parent-death signal covers that too. Setting it takes ``ctypes``, a few
     milliseconds the first workers should not wait for, so it is set
     ``_DEATH_SIGNAL_AFTER`` seconds after the zygote starts, and the parent checked
-    then: a program that died before has no signal to send.
+    then: a program that died before has no signal to send. That signal is SIGTERM,
+    which ends the zygote as it would by default, but through ``_end``: when the
+    parent has died, its workers are killed there. Their own watch of the parent is a
+    Python thread, which cannot act while a task's C code holds the GIL; the zygote,
+    idle, always can.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the parent to handle
+    terminated = False
+
+    def on_sigterm(*_: object) -> None:
+        nonlocal terminated
+        terminated = True
+
     prctl.set_name(ZYGOTE_TITLE)  # it outlives calls: ps must not show the program
     # When to set the parent-death signal; None once it is set, or where there is none.
     death_signal_at = time.monotonic() + _DEATH_SIGNAL_AFTER if _platform.USE_PDEATHSIG else None
@@ -314,6 +324,7 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, on_sigterm)  # wakes the wait below through wake_w
     exit_pipes: dict[int, int] = {}  # worker pid -> write end of its exit pipe
     poller = Poller()
     poller.register(control.fileno(), READ, "control")
@@ -326,31 +337,38 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
             timeout = death_signal_at - time.monotonic()
             if timeout <= 0:
                 death_signal_at = None
-                if prctl.die_with_parent() and os.getppid() != parent:
-                    return _end(exit_pipes, wake_r)
+                if prctl.die_with_parent(signal.SIGTERM) and os.getppid() != parent:
+                    return _end(exit_pipes, wake_r, orphaned=True)
                 continue
         for source, _ in poller.wait(timeout):
             if source == "parent":  # the pipe's end of file: the parent died
-                return _end(exit_pipes, wake_r)
+                return _end(exit_pipes, wake_r, orphaned=True)
             if source == "child":
                 _reap(exit_pipes, wake_r)
+                if terminated:
+                    return _end(exit_pipes, wake_r, orphaned=os.getppid() != parent)
                 continue
             try:
                 request, fds = _recv(control, 2)
             except OSError:
                 request = None
             if request is None:  # the parent closed its end or died: so do we
-                return _end(exit_pipes, wake_r)
+                return _end(exit_pipes, wake_r, orphaned=os.getppid() != parent)
             _fork_worker(control, request, fds, exit_pipes, (wake_r, wake_w), watch_fd)
 
 
-def _end(exit_pipes: dict[int, int], wake_r: int) -> int:
+def _end(exit_pipes: dict[int, int], wake_r: int, *, orphaned: bool) -> int:
     """Collect the workers still ending (``_END_WAIT`` seconds at most), then end too.
 
     A worker that outlived the zygote would be left to the system's first process to
     collect, and stay a zombie where it collects no orphans; the parent, which waits
     for the zygote at exit, would have ended with a process of its own still there.
+    ``orphaned``: the parent died, and every worker still there is killed first.
     """
+    if orphaned:
+        for pid in exit_pipes:  # not reaped yet, so each pid is still that worker's
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + _END_WAIT
     _reap(exit_pipes, wake_r)
     while exit_pipes and (left := deadline - time.monotonic()) > 0:
@@ -377,6 +395,7 @@ def _fork_worker(
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             for fd in (exit_r, exit_w, *wake, *exit_pipes.values()):
                 os.close(fd)
             control.close()
