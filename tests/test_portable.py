@@ -228,6 +228,70 @@ def test_portable_shutdown_collects_the_pools_own_children(tmp_path: Path, metho
     assert report["unreaped"] == []
 
 
+# The zygote killed from outside while its workers run tasks: their exit pipes close
+# without a status, and nothing can tell any more when they end. They must not run on,
+# unseen, past their pool.
+ZYGOTE_KILLED_PROGRAM = textwrap.dedent(
+    """
+    import json, os, signal, time
+    import psutil
+    import workpool
+    from workpool.backends.process import zygote
+
+    def nap(seconds):
+        time.sleep(seconds)
+        return os.getpid()
+
+    def running(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    if __name__ == "__main__":
+        with workpool.Pool(2) as pool:
+            busy = [pool.submit(nap, 60) for _ in range(2)]
+            helper = psutil.Process(zygote.get_zygote().pid)
+            deadline = time.monotonic() + 30
+            while len(helper.children()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            workers = [child.pid for child in helper.children()]
+            helper.kill()
+            errors = []
+            for future in busy:
+                try:
+                    future.result(timeout=30)
+                except Exception as exc:
+                    errors.append(type(exc).__name__)
+            goes_on = pool.submit(nap, 0).result(timeout=60) not in workers
+        deadline = time.monotonic() + 5
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        left = [pid for pid in workers if running(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        print(json.dumps({"workers": len(workers), "errors": errors, "goes_on": goes_on,
+                          "left": left}))
+    """
+)
+
+
+def test_portable_workers_of_a_killed_zygote_do_not_outlive_their_pool(tmp_path: Path) -> None:
+    script = tmp_path / "zygote_killed.py"
+    script.write_text(ZYGOTE_KILLED_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, str(script)], env=PORTABLE_ENV, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report == {
+        "workers": 2,
+        "errors": ["WorkerCrashed", "WorkerCrashed"],
+        "goes_on": True,
+        "left": [],
+    }
+
+
 # Ctrl+C while the exec'd zygote is still starting: it must not die of it (printing a
 # traceback from a process the user never started), since the program handles it.
 CTRL_C_AT_ZYGOTE_START = textwrap.dedent(

@@ -135,8 +135,14 @@ class ZygoteWorker:
         data = b""
         with contextlib.suppress(OSError):
             data = os.read(self.sentinel, _STATUS.size)
-        # Without a status the zygote itself died; call it a kill.
-        self.exitcode = _STATUS.unpack(data)[0] if len(data) == _STATUS.size else -signal.SIGKILL
+        if len(data) == _STATUS.size:
+            self.exitcode = _STATUS.unpack(data)[0]
+            return
+        # Without a status the zygote itself died, and the worker may still run: nothing
+        # would tell of its end any more (without a pidfd), and it would run on past
+        # its pool. It is killed, and its task counted as one that crashed.
+        lifeline.kill(self.pid, self._pidfd)
+        self.exitcode = -signal.SIGKILL
 
     def close(self) -> None:
         for fd in (self.sentinel, self._pidfd):
