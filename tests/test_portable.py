@@ -233,12 +233,14 @@ def test_portable_shutdown_collects_the_pools_own_children(tmp_path: Path, metho
 # unseen, past their pool.
 ZYGOTE_KILLED_PROGRAM = textwrap.dedent(
     """
-    import json, os, signal, time
+    import json, os, signal, sys, time
     import psutil
     import workpool
     from workpool.backends.process import zygote
 
-    def nap(seconds):
+    def nap(seconds, marks=None):
+        if marks is not None:
+            open(os.path.join(marks, str(os.getpid())), "w").close()
         time.sleep(seconds)
         return os.getpid()
 
@@ -249,14 +251,14 @@ ZYGOTE_KILLED_PROGRAM = textwrap.dedent(
             return False
 
     if __name__ == "__main__":
+        marks = sys.argv[1]
         with workpool.Pool(2) as pool:
-            busy = [pool.submit(nap, 60) for _ in range(2)]
-            helper = psutil.Process(zygote.get_zygote().pid)
+            busy = [pool.submit(nap, 60, marks) for _ in range(2)]
             deadline = time.monotonic() + 30
-            while len(helper.children()) < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            workers = [child.pid for child in helper.children()]
-            helper.kill()
+            while len(os.listdir(marks)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)  # until each worker runs one of them
+            workers = [int(name) for name in os.listdir(marks)]
+            os.kill(zygote.get_zygote().pid, signal.SIGKILL)
             errors = []
             for future in busy:
                 try:
@@ -279,8 +281,14 @@ ZYGOTE_KILLED_PROGRAM = textwrap.dedent(
 def test_portable_workers_of_a_killed_zygote_do_not_outlive_their_pool(tmp_path: Path) -> None:
     script = tmp_path / "zygote_killed.py"
     script.write_text(ZYGOTE_KILLED_PROGRAM)
+    marks = tmp_path / "marks"
+    marks.mkdir()
     done = subprocess.run(
-        [sys.executable, str(script)], env=PORTABLE_ENV, capture_output=True, text=True, timeout=120
+        [sys.executable, str(script), str(marks)],
+        env=PORTABLE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)
