@@ -360,6 +360,25 @@ def test_failing_initializer_breaks_the_pool_quickly(initializer: object) -> Non
         assert "initializer says no" in str(info.value)
 
 
+def test_an_initializer_that_ends_its_process_is_named_as_the_cause(start_method: str) -> None:
+    # Under spawn and the fork server a worker that dies before it is ready may have
+    # failed to run the main module again; one that died in the initializer did not,
+    # and the error must point at the initializer rather than at a missing guard.
+    with pytest.raises(workpool.BrokenPool) as info:
+        workpool.map(
+            square,
+            range(10),
+            backend="process",
+            workers=2,
+            initializer=exit_in_initializer,
+            start_method=start_method,
+        )
+    message = str(info.value)
+    assert message.startswith("the initializer ended 2 worker processes in a row"), message
+    assert "while running the initializer" in message
+    assert "__main__" not in message
+
+
 def test_calls_that_fail_leave_no_descriptor_open() -> None:
     # A failed call stops its pool at once (its workers killed, not retired): each
     # worker's descriptors (its pidfd, its exit pipe) must be closed all the same.

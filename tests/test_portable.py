@@ -185,6 +185,121 @@ def test_portable_workers_take_arguments_of_the_scripts_own_class(tmp_path: Path
     assert report == {"norms": [5, 25], "back": {"x": 3, "y": 4}, "same_class": True, "there": True}
 
 
+# A pool's own children (fork, spawn), watched through their multiprocessing sentinel:
+# once shutdown returns, each has been collected, as ProcessPoolExecutor's are, rather
+# than left a zombie until the next process the program starts.
+REAPED_PROGRAM = textwrap.dedent(
+    """
+    import json, os, sys
+    import workpool
+
+    def pid(_):
+        return os.getpid()
+
+    if __name__ == "__main__":
+        with workpool.Pool(2, start_method=sys.argv[1]) as pool:
+            pids = set(pool.map(pid, range(20), chunksize=1))
+        unreaped = []
+        for worker in pids:
+            try:
+                os.kill(worker, 0)  # a zombie is still there to be signalled
+                unreaped.append(worker)
+            except ProcessLookupError:
+                pass
+        print(json.dumps({"workers": len(pids), "unreaped": unreaped}))
+    """
+)
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_portable_shutdown_collects_the_pools_own_children(tmp_path: Path, method: str) -> None:
+    script = tmp_path / "reaped.py"
+    script.write_text(REAPED_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", str(script), method],
+        env=PORTABLE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["workers"] >= 1
+    assert report["unreaped"] == []
+
+
+# The zygote killed from outside while its workers run tasks: their exit pipes close
+# without a status, and nothing can tell any more when they end. They must not run on,
+# unseen, past their pool.
+ZYGOTE_KILLED_PROGRAM = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    import psutil
+    import workpool
+    from workpool.backends.process import zygote
+
+    def nap(seconds, marks=None):
+        if marks is not None:
+            open(os.path.join(marks, str(os.getpid())), "w").close()
+        time.sleep(seconds)
+        return os.getpid()
+
+    def running(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    if __name__ == "__main__":
+        marks = sys.argv[1]
+        with workpool.Pool(2) as pool:
+            busy = [pool.submit(nap, 60, marks) for _ in range(2)]
+            deadline = time.monotonic() + 30
+            while len(os.listdir(marks)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)  # until each worker runs one of them
+            workers = [int(name) for name in os.listdir(marks)]
+            os.kill(zygote.get_zygote().pid, signal.SIGKILL)
+            errors = []
+            for future in busy:
+                try:
+                    future.result(timeout=30)
+                except Exception as exc:
+                    errors.append(type(exc).__name__)
+            goes_on = pool.submit(nap, 0).result(timeout=60) not in workers
+        deadline = time.monotonic() + 5
+        while any(map(running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        left = [pid for pid in workers if running(pid)]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        print(json.dumps({"workers": len(workers), "errors": errors, "goes_on": goes_on,
+                          "left": left}))
+    """
+)
+
+
+def test_portable_workers_of_a_killed_zygote_do_not_outlive_their_pool(tmp_path: Path) -> None:
+    script = tmp_path / "zygote_killed.py"
+    script.write_text(ZYGOTE_KILLED_PROGRAM)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(script), str(marks)],
+        env=PORTABLE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report == {
+        "workers": 2,
+        "errors": ["WorkerCrashed", "WorkerCrashed"],
+        "goes_on": True,
+        "left": [],
+    }
+
+
 # Ctrl+C while the exec'd zygote is still starting: it must not die of it (printing a
 # traceback from a process the user never started), since the program handles it.
 CTRL_C_AT_ZYGOTE_START = textwrap.dedent(

@@ -41,6 +41,75 @@ class CountedFunction:
         return os.getpid(), len(_unpickled_here)
 
 
+def test_workers_start_after_the_current_directory_was_deleted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A script run from a scratch directory that something removes while it works: a
+    # worker started after that (a new pool, or one replacing a worker) has no
+    # directory to be sent to, and starts where it is rather than breaking the pool.
+    gone = tmp_path / "scratch"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    assert workpool.map(square, range(4), backend="process", workers=2) == [0, 1, 4, 9]
+    with workpool.Pool(2, backend="process", max_tasks_per_worker=1) as pool:
+        assert list(pool.map(square, range(6), chunksize=1)) == [0, 1, 4, 9, 16, 25]
+
+
+# A program under a long TMPDIR (a build tool's, a cluster job's): the standard fork
+# server's socket, made there, has a path longer than a Unix socket's may be (104 bytes
+# on macOS, 108 on Linux), and multiprocessing before 3.14 fails to bind it.
+LONG_TMPDIR_PROGRAM = textwrap.dedent(
+    """
+    import json, sys, threading
+    import workpool
+
+    def square(x):
+        return x * x
+
+    if __name__ == "__main__":
+        method = None if sys.argv[1] == "default" else sys.argv[1]
+        release = threading.Event()  # a thread running: the zygote cannot be forked
+        threading.Thread(target=release.wait).start()
+        try:
+            out = workpool.map(square, range(4), backend="process", workers=2,
+                               start_method=method)
+        except Exception as exc:
+            out = f"{type(exc).__name__}: {exc}"
+        finally:
+            release.set()
+        print(json.dumps(out))
+    """
+)
+
+
+def run_under_long_tmpdir(tmp_path: Path, method: str) -> object:
+    long_tmp = tmp_path / ("t" * 60) / ("u" * 60)
+    long_tmp.mkdir(parents=True)
+    script = tmp_path / "long_tmp.py"
+    script.write_text(LONG_TMPDIR_PROGRAM)
+    done = subprocess.run(
+        [sys.executable, str(script), method],
+        env={**os.environ, "TMPDIR": str(long_tmp)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout)
+
+
+def test_a_threaded_program_under_a_long_tmpdir_gets_its_workers(tmp_path: Path) -> None:
+    assert run_under_long_tmpdir(tmp_path, "default") == [0, 1, 4, 9]
+
+
+def test_forkserver_under_a_too_long_tmpdir_says_so_at_once(tmp_path: Path) -> None:
+    out = run_under_long_tmpdir(tmp_path, "forkserver")
+    if out != [0, 1, 4, 9]:  # Python 3.14 makes its socket elsewhere then
+        assert isinstance(out, str) and out.startswith("OSError: start_method='forkserver'"), out
+        assert "TMPDIR" in out and "shorter" in out, out
+
+
 def test_function_is_shipped_once_per_worker_not_per_task() -> None:
     results = workpool.map(
         CountedFunction(), range(2000), backend="process", workers=2, chunksize=5

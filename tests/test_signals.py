@@ -46,6 +46,10 @@ SCRIPT = textwrap.dedent(
         time.sleep(30)
         return x
 
+    def hold_the_gil(x):
+        open(os.path.join({marks!r}, str(os.getpid())), "w").close()
+        return sum(range(10**13))  # a C loop that never lets the GIL go: hours
+
     def finish_later(x):
         open(os.path.join({marks!r}, str(os.getpid())), "w").close()
         time.sleep(0.2)
@@ -56,6 +60,9 @@ SCRIPT = textwrap.dedent(
         mode = sys.argv[1]
         if mode == "map":
             workpool.map(report_and_sleep, range(100), backend="process", workers=2,
+                         chunksize=1, start_method={method!r})
+        elif mode == "map-gil":
+            workpool.map(hold_the_gil, range(4), backend="process", workers=2,
                          chunksize=1, start_method={method!r})
         elif mode == "map-shared":
             import numpy
@@ -118,7 +125,7 @@ SCRIPT = textwrap.dedent(
 
 
 def start_parent(
-    tmp_path: Path, mode: str, method: str = "forkserver"
+    tmp_path: Path, mode: str, method: str | None = "forkserver", portable: bool = False
 ) -> tuple[subprocess.Popen[str], Path]:
     marks = tmp_path / "pids"
     marks.mkdir()
@@ -126,6 +133,7 @@ def start_parent(
     script.write_text(SCRIPT.format(tests=str(TESTS), marks=str(marks), method=method))
     parent = subprocess.Popen(
         [sys.executable, str(script), mode],
+        env={**os.environ, "WORKPOOL_PORTABLE": "1"} if portable else None,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -191,6 +199,25 @@ def test_workers_notice_the_parent_was_killed(tmp_path: Path, method: str, mode:
     parent.kill()
     finish(parent, timeout=10)
     assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["linux-paths", "portable"])
+def test_zygote_workers_holding_the_gil_end_when_the_parent_is_killed(
+    tmp_path: Path, portable: bool
+) -> None:
+    # A worker's own watch is a Python thread, which waits for the GIL while a task
+    # runs C code that keeps it (a long regex, a huge sum); the zygote, idle, ends its
+    # workers when the parent is gone.
+    parent, marks = start_parent(tmp_path, "map-gil", None, portable)
+    pids = wait_for_workers(parent, marks)
+    try:
+        parent.kill()
+        finish(parent, timeout=10)
+        assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def test_interpreter_exit_with_a_one_shot_imap_unread_leaves_no_worker(tmp_path: Path) -> None:

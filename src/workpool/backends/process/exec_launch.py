@@ -35,6 +35,7 @@ import sys
 from workpool import _platform
 from workpool.backends.process import lifeline, parent_watch
 from workpool.backends.process.poller import wait_readable
+from workpool.backends.process.preload import current_directory
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ class ExecLauncher:
             "slot": slot,
             "parent": os.getpid(),
             "sys_path": list(sys.path),
-            "cwd": os.getcwd(),
+            "cwd": current_directory(),
             "exit_pipe": exit_w,
             "watch": watch,
         }

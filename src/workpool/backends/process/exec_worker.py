@@ -30,8 +30,9 @@ def main(prep_fd: int) -> None:
 
     prep = pickle.loads(_read_all(prep_fd))
     sys.path[:] = prep["sys_path"]
-    with contextlib.suppress(OSError):  # the parent's directory is gone: stay here
-        os.chdir(prep["cwd"])
+    if prep["cwd"] is not None:  # None: the parent's directory was deleted; stay here
+        with contextlib.suppress(OSError):  # deleted since: stay here too
+            os.chdir(prep["cwd"])
     slots_fd, slots_count = prep["slots"]
     # The descriptors came in inheritable; a program this worker runs must not keep
     # them (an inherited exit pipe would hide the worker's own end).

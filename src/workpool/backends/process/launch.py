@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 __all__ = ["ChildProcess", "default_start_method", "make_launcher"]
 
+#: How long ``ChildProcess.close`` waits for a child whose sentinel closed to be
+#: reapable: it closes as the child exits, so this is a bound, not an estimate.
+_REAP_SECONDS = 1.0
+
 # exec_launch.py's method; that module (and subprocess) loads only when a pool uses it.
 EXEC_METHOD = "exec"
 
@@ -62,6 +66,7 @@ class MultiprocessingLauncher:
             # inherit that module's import lock, held forever. Import it first.
             import cloudpickle  # noqa: F401
         if method == "forkserver":
+            _refuse_an_unbindable_fork_server()
             # Import the main module and the worker once in the server, not per worker.
             # This takes effect only if the fork server is not running yet.
             with contextlib.suppress(Exception):
@@ -126,10 +131,19 @@ class ChildProcess:
         self._process.join(timeout)  # the fork server sends the exit code
 
     def close(self) -> None:
+        """Let go of the process; reap our child if its exit is under way.
+
+        Without a pidfd the sentinel is the multiprocessing pipe, which closes as the
+        child exits, a moment before waitpid can report it: the supervisor may get here
+        in that moment (a worker that ended as asked is not waited for). Reaped now, it
+        is not left a zombie until multiprocessing next looks at its children.
+        """
         if self._pidfd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._pidfd)
             self._pidfd = None
+        elif self._ours and self.exitcode is None and wait_readable(self.ended_fd, 0):
+            lifeline.wait_for(lambda: self.exitcode, _REAP_SECONDS)
         self._process.close()  # ValueError while it still runs
 
 
@@ -168,7 +182,44 @@ def _safe_method() -> str:
         return EXEC_METHOD  # multiprocessing gives a daemon no children
     if not _main_runs_again():
         return EXEC_METHOD
-    return "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    if "forkserver" in multiprocessing.get_all_start_methods() and _fork_server_socket() is None:
+        return "forkserver"
+    return "spawn"
+
+
+# The longest path a Unix socket may have, its terminating NUL aside: ``sun_path`` holds
+# 108 bytes on Linux, 104 on macOS and the BSDs.
+_SOCKET_PATH_MAX = (108 if sys.platform.startswith("linux") else 104) - 1
+# What multiprocessing appends to its temporary directory for the fork server's socket.
+_LISTENER_NAME = "/listener-XXXXXXXX"
+
+
+def _fork_server_socket() -> str | None:
+    """Where a new fork server's socket would be, if that path is too long to bind; else None.
+
+    The standard fork server listens on a socket in multiprocessing's temporary
+    directory, under ``TMPDIR``; before Python 3.14, when that path is too long,
+    starting it fails. (This makes that directory, as the fork server would.)
+    """
+    from multiprocessing import util
+
+    try:
+        path = util.get_temp_dir() + _LISTENER_NAME
+    except OSError:
+        return None  # the fork server will say what is wrong
+    return path if len(os.fsencode(path)) > _SOCKET_PATH_MAX else None
+
+
+def _refuse_an_unbindable_fork_server() -> None:
+    """Raise OSError, saying what to change, where the fork server cannot start."""
+    path = _fork_server_socket()
+    if path is not None:
+        raise OSError(
+            f"start_method='forkserver' cannot start here: its socket would be {path} "
+            f"({len(os.fsencode(path))} bytes), longer than a Unix socket's path may be "
+            f"({_SOCKET_PATH_MAX} bytes). Set TMPDIR to a shorter directory, or choose "
+            "another start method (or none: the default works here)"
+        )
 
 
 def _main_runs_again() -> bool:

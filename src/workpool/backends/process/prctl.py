@@ -35,8 +35,8 @@ def set_name(name: str) -> bool:
     return True
 
 
-def die_with_parent() -> bool:
-    """Have the kernel send SIGKILL to this process when the thread that forked it ends.
+def die_with_parent(signum: int = signal.SIGKILL) -> bool:
+    """Have the kernel send ``signum`` to this process when the thread that forked it ends.
 
     The caller must then check that its parent is still the one it expects: one that
     died just before this call is not signalled for.
@@ -49,6 +49,6 @@ def die_with_parent() -> bool:
         # The symbols already loaded into this process include libc's; looking the
         # library up by name (ctypes.util.find_library) would run ldconfig.
         libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)) == 0
+        return int(libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
     except (OSError, AttributeError):
         return False

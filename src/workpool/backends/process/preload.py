@@ -17,10 +17,11 @@ have done anyway.
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
-__all__ = ["main_imports"]
+__all__ = ["current_directory", "main_imports"]
 
 # Never worth naming: there already, or not importable by that name.
 _SKIP = frozenset({"__main__", "__mp_main__", "builtins"})
@@ -50,3 +51,15 @@ def main_imports() -> list[str]:
         if module is not None and getattr(module, "__spec__", None) is not None:
             names.add(name)
     return sorted(names)
+
+
+def current_directory() -> str | None:
+    """Where the program is, for a new worker to go; None once that directory is deleted.
+
+    A worker told None starts where it is: in the directory it was started or forked
+    in, which is where relative paths pointed until the deletion.
+    """
+    try:
+        return os.getcwd()
+    except FileNotFoundError:
+        return None

@@ -93,6 +93,7 @@ _TIMED_BATCH_HEAD = struct.Struct("<BqdHqqqq")
 SLOT_FIELDS = 3
 SLOT_SEQ, SLOT_POSITION, SLOT_STARTED_NS = 0, 1, 2
 POSITION_IDLE = -1  # the chunk is not on any item (untracked, or between items)
+POSITION_INITIALIZING = -2  # no chunk yet: the worker runs the pool's initializer
 # The position an error carries when the chunk's items could not be unpickled at all.
 WHOLE_CHUNK = -1
 

@@ -584,13 +584,21 @@ class Supervisor:
 
     def _on_start_failure(self, handle: WorkerHandle, exitcode: int | None) -> None:
         self._init_failures += 1
+        position = self._slot_view[handle.slot * protocol.SLOT_FIELDS + protocol.SLOT_POSITION]
+        in_initializer = position == protocol.POSITION_INITIALIZING
+        when = "while running the initializer" if in_initializer else "before it was ready for work"
         cause = handle.init_error or WorkerCrashed(
-            f"{handle.label} {describe_exit(exitcode)} before it was ready for work"
+            f"{handle.label} {describe_exit(exitcode)} {when}"
         )
         if self._init_failures >= max(2, self._spec.workers):
-            what = "the initializer failed" if handle.init_error else "workers could not start"
-            message = f"{what} in {self._init_failures} worker processes in a row: {cause!r}"
-            if handle.init_error is None:
+            if handle.init_error is not None:
+                what = "the initializer failed in"
+            elif in_initializer:
+                what = "the initializer ended"
+            else:
+                what = "workers could not start in"
+            message = f"{what} {self._init_failures} worker processes in a row: {cause!r}"
+            if handle.init_error is None and not in_initializer:
                 message += _main_module_hint(self._launcher.method)
             self._break(errors.BrokenPool(message), cause)
 

@@ -133,6 +133,8 @@ def _serve(
     initializer_payload, fd_count = protocol.decode_init(body)
     fds = reader.take_fds(fd_count)
     if initializer_payload is not None:
+        # Should it end this process, the parent knows that the worker got this far.
+        slot[protocol.SLOT_POSITION] = protocol.POSITION_INITIALIZING
         try:
             initializer, initargs = loads_sharing(initializer_payload, fds)
             initializer(*initargs)
@@ -142,6 +144,7 @@ def _serve(
             sock.close()
             return
         end_if_forked(pid, [])
+        slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
     send_frame(sock, *protocol.encode_ready(pid, now_ns()))
 
     # A function is unpickled when a chunk first needs it, not when it arrives: if

@@ -51,6 +51,7 @@ from collections.abc import Sequence
 from workpool import _platform
 from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl, unix_sockets
 from workpool.backends.process.poller import READ, Poller, wait_readable
+from workpool.backends.process.preload import current_directory
 from workpool.backends.process.unix_sockets import Socket
 
 TYPE_CHECKING = False
@@ -134,8 +135,14 @@ class ZygoteWorker:
         data = b""
         with contextlib.suppress(OSError):
             data = os.read(self.sentinel, _STATUS.size)
-        # Without a status the zygote itself died; call it a kill.
-        self.exitcode = _STATUS.unpack(data)[0] if len(data) == _STATUS.size else -signal.SIGKILL
+        if len(data) == _STATUS.size:
+            self.exitcode = _STATUS.unpack(data)[0]
+            return
+        # Without a status the zygote itself died, and the worker may still run: nothing
+        # would tell of its end any more (without a pidfd), and it would run on past
+        # its pool. It is killed, and its task counted as one that crashed.
+        lifeline.kill(self.pid, self._pidfd)
+        self.exitcode = -signal.SIGKILL
 
     def close(self) -> None:
         for fd in (self.sentinel, self._pidfd):
@@ -247,7 +254,7 @@ class Zygote:
         inherit them), so that the worker need not import them on its first task
         (``preload.py``).
         """
-        request = (slot, slots_count, list(sys.path), os.getcwd(), list(preload))
+        request = (slot, slots_count, list(sys.path), current_directory(), list(preload))
         with self._lock:
             try:
                 _send(self._socket, request, [worker_socket.fileno(), slots_fd])
@@ -302,9 +309,19 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
     kernel's parent-death signal covers that too. Setting it takes ``ctypes``, a few
     milliseconds the first workers should not wait for, so it is set
     ``_DEATH_SIGNAL_AFTER`` seconds after the zygote starts, and the parent checked
-    then: a program that died before has no signal to send.
+    then: a program that died before has no signal to send. That signal is SIGTERM,
+    which ends the zygote as it would by default, but through ``_end``: when the
+    parent has died, its workers are killed there. Their own watch of the parent is a
+    Python thread, which cannot act while a task's C code holds the GIL; the zygote,
+    idle, always can.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is for the parent to handle
+    terminated = False
+
+    def on_sigterm(*_: object) -> None:
+        nonlocal terminated
+        terminated = True
+
     prctl.set_name(ZYGOTE_TITLE)  # it outlives calls: ps must not show the program
     # When to set the parent-death signal; None once it is set, or where there is none.
     death_signal_at = time.monotonic() + _DEATH_SIGNAL_AFTER if _platform.USE_PDEATHSIG else None
@@ -313,6 +330,7 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
+    signal.signal(signal.SIGTERM, on_sigterm)  # wakes the wait below through wake_w
     exit_pipes: dict[int, int] = {}  # worker pid -> write end of its exit pipe
     poller = Poller()
     poller.register(control.fileno(), READ, "control")
@@ -325,31 +343,38 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
             timeout = death_signal_at - time.monotonic()
             if timeout <= 0:
                 death_signal_at = None
-                if prctl.die_with_parent() and os.getppid() != parent:
-                    return _end(exit_pipes, wake_r)
+                if prctl.die_with_parent(signal.SIGTERM) and os.getppid() != parent:
+                    return _end(exit_pipes, wake_r, orphaned=True)
                 continue
         for source, _ in poller.wait(timeout):
             if source == "parent":  # the pipe's end of file: the parent died
-                return _end(exit_pipes, wake_r)
+                return _end(exit_pipes, wake_r, orphaned=True)
             if source == "child":
                 _reap(exit_pipes, wake_r)
+                if terminated:
+                    return _end(exit_pipes, wake_r, orphaned=os.getppid() != parent)
                 continue
             try:
                 request, fds = _recv(control, 2)
             except OSError:
                 request = None
             if request is None:  # the parent closed its end or died: so do we
-                return _end(exit_pipes, wake_r)
+                return _end(exit_pipes, wake_r, orphaned=os.getppid() != parent)
             _fork_worker(control, request, fds, exit_pipes, (wake_r, wake_w), watch_fd)
 
 
-def _end(exit_pipes: dict[int, int], wake_r: int) -> int:
+def _end(exit_pipes: dict[int, int], wake_r: int, *, orphaned: bool) -> int:
     """Collect the workers still ending (``_END_WAIT`` seconds at most), then end too.
 
     A worker that outlived the zygote would be left to the system's first process to
     collect, and stay a zombie where it collects no orphans; the parent, which waits
     for the zygote at exit, would have ended with a process of its own still there.
+    ``orphaned``: the parent died, and every worker still there is killed first.
     """
+    if orphaned:
+        for pid in exit_pipes:  # not reaped yet, so each pid is still that worker's
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + _END_WAIT
     _reap(exit_pipes, wake_r)
     while exit_pipes and (left := deadline - time.monotonic()) > 0:
@@ -376,6 +401,7 @@ def _fork_worker(
         try:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
             for fd in (exit_r, exit_w, *wake, *exit_pipes.values()):
                 os.close(fd)
             control.close()
@@ -395,19 +421,25 @@ def _fork_worker(
 _unimportable: set[str] = set()
 
 
-def _preload(modules: list[str], sys_path: list[str], cwd: str) -> None:
+def _preload(modules: list[str], sys_path: list[str], cwd: str | None) -> None:
     """Import ``modules`` here, once, found where the parent finds them."""
     wanted = [name for name in modules if name not in sys.modules and name not in _unimportable]
     if not wanted:
         return
-    sys.path[:] = sys_path
-    with contextlib.suppress(OSError):
-        os.chdir(cwd)
+    _go_where_the_program_is(sys_path, cwd)
     for name in wanted:
         try:
             __import__(name)
         except BaseException:  # the worker will say what fails, if it needs it
             _unimportable.add(name)
+
+
+def _go_where_the_program_is(sys_path: list[str], cwd: str | None) -> None:
+    """Find modules as the program does: its ``sys.path``, from its directory if it has one."""
+    sys.path[:] = sys_path
+    if cwd is not None:
+        with contextlib.suppress(OSError):
+            os.chdir(cwd)
 
 
 def _run_worker(
@@ -416,12 +448,10 @@ def _run_worker(
     slots_count: int,
     slot: int,
     sys_path: list[str],
-    cwd: str,
+    cwd: str | None,
     watch_fd: int,
 ) -> int:
-    sys.path[:] = sys_path
-    with contextlib.suppress(OSError):
-        os.chdir(cwd)
+    _go_where_the_program_is(sys_path, cwd)
     from workpool.backends.process.slots import SharedSlots
     from workpool.backends.process.worker import worker_main
 
