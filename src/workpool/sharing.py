@@ -87,6 +87,9 @@ class TooManySegments(WorkpoolError, ValueError):
 # --- pickling with descriptors beside the bytes ----------------------------------
 
 
+_NONE: frozenset[int] = frozenset()
+
+
 class _Outgoing:
     """The descriptors a frame will carry, collected while its payload is pickled.
 
@@ -94,7 +97,7 @@ class _Outgoing:
     (anything but memory that workers write for the caller to see) goes by value.
     """
 
-    def __init__(self, spill: bool = False, trim: frozenset[int] = frozenset()) -> None:
+    def __init__(self, spill: bool = False, trim: frozenset[int] = _NONE) -> None:
         self.fds: list[int] = []
         self.keep: list[Segment] = []  # keeps each descriptor open until sent
         self.spill = spill
@@ -110,6 +113,8 @@ class _Outgoing:
 
     def sparsely_used(self) -> frozenset[int]:
         """The segments the results use less than half of: their parts are better copied."""
+        if not self._used:  # the common case: no memory a worker made
+            return _NONE
         return frozenset(key for key, (kept, used) in self._used.items() if 2 * used < len(kept))
 
     def reference(self, segment: Segment) -> tuple[Any, ...]:
@@ -229,11 +234,23 @@ class SharingContext:
         self.unavailable: OSError | None = None
         self._writable = writable  # may the receiving side write into the copies?
         self.private = private  # the copies are mapped copy-on-write where they arrive
-        self._segments = _WhileAlive()  # array -> its shared copy
-        self._files = _WhileAlive()  # read-only memmap -> its file, mapped to be sent
-        self._sent = _WhileAlive()  # array -> the handle of its copy on another machine
+        # What was made of each array, by table (``_table``), each made when first
+        # needed: most calls share nothing, and this is made for every task submitted.
+        #   "segments": array -> its shared copy
+        #   "files":    read-only memmap -> its file, mapped to be sent
+        #   "sent":     array -> the handle of its copy on another machine
+        self._tables: dict[str, _WhileAlive] = {}
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
+
+    def _table(self, name: str) -> _WhileAlive:
+        table = self._tables.get(name)
+        if table is None:
+            with self._lock:
+                table = self._tables.get(name)
+                if table is None:
+                    table = self._tables[name] = _WhileAlive()
+        return table
 
     def sent_copy(
         self,
@@ -249,10 +266,11 @@ class SharingContext:
         longer ``usable`` (the copy was lost) is replaced by a new send.
         """
         with self._send_lock:  # one send per array, even from two threads at once
-            handle = self._sent.get(array)
+            sent = self._table("sent")
+            handle = sent.get(array)
             if handle is None or not usable(handle):
                 handle = send(array)
-                self._sent.put(array, handle)
+                sent.put(array, handle)
             return handle
 
     def shared_copy(self, array: Any, key: Any = None) -> Any:
@@ -265,7 +283,7 @@ class SharingContext:
         with self._lock:
             if self.unavailable is not None:
                 return None
-        copy = self._segments.get(key)
+        copy = self._table("segments").get(key)
         if copy is not None:
             return copy
         try:
@@ -283,7 +301,7 @@ class SharingContext:
                     stacklevel=2,
                 )
             return None
-        self._segments.put(key, copy)
+        self._table("segments").put(key, copy)
         return copy
 
     def mapped_file(self, array: Any) -> tuple[Segment, int] | None:
@@ -295,13 +313,14 @@ class SharingContext:
         root = read_only_memmap(array)
         if root is None:
             return None
-        segment = self._files.get(root)
+        files = self._table("files")
+        segment = files.get(root)
         if segment is None:
             try:
                 segment = map_file(root)
             except OSError:
                 return None
-            self._files.put(root, segment)
+            files.put(root, segment)
         return segment, offset_in_file(array, root)
 
     @property
@@ -312,12 +331,11 @@ class SharingContext:
     @property
     def holds_copies(self) -> bool:
         """Has this context put arrays in shared memory (which ``release`` drops)?"""
-        return bool(self._segments) or bool(self._files)
+        return any(self._tables.get(name) for name in ("segments", "files"))
 
     def release(self) -> None:
-        self._segments.clear()
-        self._files.clear()
-        self._sent.clear()
+        for table in list(self._tables.values()):
+            table.clear()
 
 
 class _SharingPickler(pickle.Pickler):
@@ -482,7 +500,7 @@ def dumps_sharing(
 def _dumps_sharing(
     obj: Any, context: SharingContext | None, *, by_value: bool, spill: bool
 ) -> tuple[bytes, list[int], list[Any]]:
-    payload, outgoing = _dumps_once(obj, context, by_value, spill, frozenset())
+    payload, outgoing = _dumps_once(obj, context, by_value, spill, _NONE)
     sparse = outgoing.sparsely_used()
     if sparse:  # once more, with the parts of what the results use little of copied
         payload, outgoing = _dumps_once(obj, context, by_value, spill, sparse)
