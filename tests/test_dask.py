@@ -809,8 +809,9 @@ def test_a_function_holding_a_large_object_reaches_the_cluster_once(client: Any)
 def test_arrays_shared_writable_are_refused(client: Any) -> None:
     numpy = pytest.importorskip("numpy")
     shared = workpool.share(numpy.zeros(10), writable=True)
-    with pytest.raises(ValueError, match=r"share\(writable=True\)"):
+    with pytest.raises(ValueError, match=r"share\(writable=True\)") as refused:
         workpool.map(scribble, [shared], backend="dask", address=client)
+    assert isinstance(refused.value, workpool.WorkpoolError)
     # A process worker's big result comes back in shared memory too, but it is the
     # caller's own array now: it goes to the cluster like any other.
     [made] = workpool.map(ones, [500_000], backend="process", workers=1)

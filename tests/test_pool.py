@@ -170,8 +170,10 @@ AFTER_SHUTDOWN = "cannot schedule new futures after shutdown"
 def test_submit_after_shutdown_raises_as_the_standard_pools_do(backend: str) -> None:
     pool = workpool.Pool(1, backend=backend)
     pool.shutdown()
-    with pytest.raises(RuntimeError, match=AFTER_SHUTDOWN):
+    with pytest.raises(RuntimeError, match=AFTER_SHUTDOWN) as refused:
         pool.submit(square, 2)
+    # The library's own error, like every other it raises (README, "When things go wrong").
+    assert isinstance(refused.value, workpool.WorkpoolError)
     with pytest.raises(RuntimeError, match=AFTER_SHUTDOWN):
         pool.imap(square, [1])
     with pytest.raises(RuntimeError, match=AFTER_SHUTDOWN):

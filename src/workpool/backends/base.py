@@ -12,7 +12,7 @@ import abc
 from workpool._options import PoolSpec
 from workpool.chunking import MAX_CHUNK_ITEMS
 from workpool.clock import now_ns
-from workpool.errors import TaskTimeout
+from workpool.errors import TaskTimeout, WorkpoolError
 from workpool.tasks import Chunk, ResultBatch, call_items
 
 TYPE_CHECKING = False
@@ -34,9 +34,10 @@ __all__ = [
 ]
 
 
-class ShutDown(RuntimeError):
+class ShutDown(WorkpoolError, RuntimeError):
     """``submit`` to a pool that has shut down: the ``RuntimeError`` an ``Executor`` raises
-    then, of a type of its own, so that a lazy map can tell it from a task's.
+    then, of a type of its own, so that a lazy map can tell it from a task's (and, as
+    every error of the library's own, a ``WorkpoolError``).
 
     Its words are the standard pools', which code written for them looks for.
     """

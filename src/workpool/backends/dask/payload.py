@@ -32,7 +32,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from workpool.errors import RemoteTraceback, add_note
+from workpool.errors import RemoteTraceback, WorkpoolError, add_note
 from workpool.int_lists import pack
 from workpool.remote_errors import PackedError
 from workpool.remote_errors import pack_error as pack_process_error
@@ -141,7 +141,7 @@ def _rebuild_function(payload: bytes) -> Any:
         raise
 
 
-class WritableShareRefused(ValueError):
+class WritableShareRefused(WorkpoolError, ValueError):
     """An argument is memory shared writable (``share(writable=True)``)."""
 
 
