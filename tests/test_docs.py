@@ -49,6 +49,22 @@ def test_every_public_name_is_in_the_readme_reference() -> None:
     public = [name for name in dir(workpool.Pool) if not name.startswith("_")]
     for name in public:
         assert f"Pool.{name}" in documented, f"Pool.{name} is not in the reference"
+    advice = next(row[1] for row in first_table(reference) if row[0] == "`workpool.Advice`")
+    for name in (name for name in dir(workpool.Advice) if not name.startswith("_")):
+        assert f"`{name}" in advice, f"Advice.{name} is not in the reference"
+
+
+def test_every_public_name_and_pool_member_has_a_docstring() -> None:
+    # What help(workpool.Pool) and an editor's hover show a user.
+    for name in workpool.__all__:
+        assert getattr(workpool, name).__doc__, f"workpool.{name} has no docstring"
+    for cls in (workpool.Pool, workpool.Advice):
+        for name in (name for name in dir(cls) if not name.startswith("_")):
+            member = getattr(cls, name)
+            if type(member).__name__ == "member_descriptor":  # a field: the class says it
+                assert f"``{name}``" in str(cls.__doc__), f"{cls.__name__}.{name} is not said"
+            else:
+                assert member.__doc__, f"{cls.__name__}.{name} has no docstring"
 
 
 def test_the_options_table_names_every_backend() -> None:

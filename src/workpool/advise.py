@@ -143,7 +143,12 @@ class Measurement(
 
 
 class Advice(Record):
-    """Which engine to use for a function, how many workers, and why."""
+    """Which engine to use for a function, how many workers, and why.
+
+    ``backend``, ``workers`` and ``chunksize`` are the choice; ``reason`` says it with
+    the numbers behind it, and ``measurements`` is a dict of those numbers. Read-only:
+    ``replace(workers=4)`` makes a changed copy.
+    """
 
     __slots__ = ("backend", "chunksize", "measurements", "reason", "workers")
     backend: str

@@ -153,6 +153,7 @@ class Pool(concurrent.futures.Executor):
 
     @property
     def workers(self) -> int:
+        """How many tasks the pool runs at once: its workers; on Dask, the cluster's threads."""
         return self._backend.workers
 
     @property
