@@ -78,8 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench",
         help="the pool-size scaling study: serial vs threads vs processes",
-        description="Time each workload serially and on threads and processes at each pool "
-        "size; print time, speedup and efficiency, and what the numbers show.",
+        description="Time each workload serially and on threads and processes (and "
+        "subinterpreters on Python 3.14+) at each pool size; print time, speedup and "
+        "efficiency, and what the numbers show.",
     )
     bench.add_argument("--quick", action="store_true", help="smaller workloads, 3 runs each")
     bench.add_argument(
