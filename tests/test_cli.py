@@ -212,6 +212,10 @@ def test_advise_star_inputs(tasks_module: Path, capsys: pytest.CaptureFixture[st
         ("cli_tasks:slow_square", "1\n2\n{oops\n", "line 3: not a JSON value"),
         ("cli_tasks:slow_square", "\n\n", "holds no inputs"),
         ("cli_tasks:pair", "1\n", "--star needs every line to be a JSON list"),
+        # A JSON array of inputs, where one input per line is asked for:
+        ("cli_tasks:slow_square", "[1, 2, 3]\n", "holds one JSON list of 3 values on one line"),
+        # Lists given to a function of several arguments: the flag, not the keyword.
+        ("cli_tasks:pair", "[1, 2]\n[3, 4]\n", "(--star calls fn(*item)"),
     ],
 )
 def test_advise_errors_are_clear(
@@ -222,7 +226,7 @@ def test_advise_errors_are_clear(
     message: str,
 ) -> None:
     (tasks_module / "in.jsonl").write_text(content)
-    extra = ["--star"] if target == "cli_tasks:pair" else []
+    extra = ["--star"] if target == "cli_tasks:pair" and not content.startswith("[") else []
     assert main(["advise", target, "--input", "in.jsonl", *extra]) == 2
     assert message in capsys.readouterr().err
 

@@ -237,11 +237,18 @@ def _run_advise(args: argparse.Namespace, console: Console) -> int:
     inputs = read_inputs(args.input)
     if args.star and not all(isinstance(item, list) for item in inputs):
         raise CommandError("--star needs every line to be a JSON list of arguments")
+    if not args.star and len(inputs) == 1 and isinstance(inputs[0], list) and inputs[0]:
+        # One sample item says nothing about running many: this is a JSON array of inputs.
+        raise CommandError(
+            f"{args.input} holds one JSON list of {len(inputs[0])} values on one line; "
+            "write one input per line (JSON Lines), as many as a sample needs"
+        )
     items = [tuple(item) for item in inputs] if args.star else inputs
     try:
         advice = workpool.advise(fn, items, star=args.star, total=args.total)
     except (TypeError, ValueError) as exc:
-        raise CommandError(str(exc)) from exc
+        # The library's hints name its keyword; here the same switch is a flag.
+        raise CommandError(str(exc).replace("star=True", "--star")) from exc
     table = Table(title=f"advice for {args.target}", show_header=False)
     table.add_column(style="bold")
     table.add_column()
