@@ -615,3 +615,27 @@ def test_a_chunk_the_supervisor_fails_to_send_fails_its_call(
     caller.join(60)
     assert not caller.is_alive(), "a caller waits for ever on a chunk nobody has"
     assert outcome and isinstance(outcome[0], workpool.BrokenPool), outcome
+
+
+@pytest.mark.skipif(not _platform.FORK_ZYGOTE, reason="the zygote is exec'd here, not forked")
+def test_a_thread_of_c_code_alone_brings_no_fork_warning() -> None:
+    # faulthandler's watchdog (pytest's faulthandler_timeout starts one) is a thread
+    # of C code, not of Python: the zygote is still forked, as for OpenBLAS's threads,
+    # and `python -X dev` must not warn the user that workpool forked with threads.
+    program = textwrap.dedent(
+        """
+        import faulthandler
+        import workpool
+        from workpool.backends.process import zygote
+
+        if __name__ == "__main__":
+            faulthandler.dump_traceback_later(60)
+            print(workpool.map(abs, [-1, -2], backend="process"), zygote._zygote is not None)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[1,", "2]", "True"]
+    assert done.stderr == ""

@@ -46,6 +46,7 @@ import struct
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 
 from workpool import _platform
@@ -175,7 +176,11 @@ class Zygote:
             with contextlib.suppress(Exception):
                 stream.flush()
         parent = os.getpid()
-        pid = os.fork()
+        with warnings.catch_warnings():
+            # Forked only while this is the one Python thread (``_single_threaded``): the
+            # threads CPython would warn of here are C code's, which it counts too.
+            warnings.filterwarnings("ignore", _FORK_WARNING, DeprecationWarning)
+            pid = os.fork()
         if pid == 0:  # the zygote
             code = 1
             try:
@@ -485,6 +490,9 @@ def _reap(exit_pipes: dict[int, int], wake_r: int) -> None:
             os.close(exit_w)
 
 
+# What CPython (3.12+) says when a process with more than one thread forks.
+_FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)"
+
 _zygote: Zygote | None = None
 _zygote_refused = False
 _zygote_lock = threading.Lock()
@@ -493,11 +501,12 @@ _zygote_lock = threading.Lock()
 def _single_threaded() -> bool:
     """Does this process run one Python thread only?
 
-    This is the test CPython applies before it warns about fork with threads (3.12+).
-    Threads that C libraries start on their own, like OpenBLAS's under NumPy, are not
-    counted: they are idle between calls and such libraries make fork safe themselves
-    (``pthread_atfork``); refusing the zygote whenever NumPy is imported would make the
-    common case the slow one.
+    Threads that C code starts on its own, like OpenBLAS's under NumPy or faulthandler's
+    watchdog, are not counted: they are idle between calls and such libraries make fork
+    safe themselves (``pthread_atfork``); refusing the zygote whenever NumPy is imported
+    would make the common case the slow one. CPython (3.12+, where it can count a
+    process's threads) counts them too before it warns about fork with threads, so
+    ``Zygote._fork`` silences that warning.
     """
     return threading.active_count() == 1
 
