@@ -64,6 +64,21 @@ SCRIPT = textwrap.dedent(
         elif mode == "map-gil":
             workpool.map(hold_the_gil, range(4), backend="process", workers=2,
                          chunksize=1, start_method={method!r})
+        elif mode == "map-gil-then-drop-zygote":
+            import threading
+            from workpool.backends.process import zygote
+            workpool.map(abs, [1, 2], backend="process", workers=2)  # the zygote starts
+            threading.Thread(
+                target=workpool.map, args=(hold_the_gil, range(4)),
+                kwargs=dict(backend="process", workers=2, chunksize=1), daemon=True,
+            ).start()
+            while len(os.listdir({marks!r})) < 2:
+                time.sleep(0.01)
+            # What a dying program's exit does first, before its children are handed
+            # to another parent: its end of the zygote's socket closes, unannounced.
+            zygote._zygote._socket.close()
+            print("closed", flush=True)
+            time.sleep(60)
         elif mode == "map-shared":
             import numpy
             big = numpy.ones(4_000_000)  # 32 MB: travels in shared memory
@@ -216,6 +231,26 @@ def test_zygote_workers_holding_the_gil_end_when_the_parent_is_killed(
         assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
     finally:
         for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_zygote_kills_its_workers_when_the_socket_closes_before_the_parent_is_gone(
+    tmp_path: Path,
+) -> None:
+    # A killed program's descriptors close before its children get a new parent, so at
+    # that moment the zygote still sees its parent's pid: only the missing goodbye says
+    # the program is dying. Its workers, stuck in C code, have no one else to end them.
+    parent, marks = start_parent(tmp_path, "map-gil-then-drop-zygote", None)
+    try:
+        pids = wait_for_workers(parent, marks)
+        assert parent.stdout is not None
+        assert parent.stdout.readline().strip() == "closed", parent.communicate(timeout=5)
+        assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.communicate()
+        for pid in worker_pids(marks):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 

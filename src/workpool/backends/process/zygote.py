@@ -86,6 +86,10 @@ _BOOTSTRAP = (
 )
 
 
+# The parent's last message when it ends the zygote on purpose (``Zygote.stop``).
+_GOODBYE = "goodbye"
+
+
 def _send(sock: Socket, obj: Any, fds: Sequence[int] = ()) -> None:
     """One message: its length, then its pickle; ``fds`` ride with the first bytes."""
     body = pickle.dumps(obj)
@@ -227,6 +231,15 @@ class Zygote:
         would outlive the program for a moment, then stay a zombie wherever the
         system's first process does not collect orphans (some containers and VMs).
         """
+        # Said first, so that the zygote can tell this end from the parent's death: a
+        # dying parent's socket closes before the zygote is handed to a new parent, so
+        # its parent's pid cannot tell them apart (``_serve``).
+        if self._lock.acquire(timeout=timeout):  # not between another thread's request
+            try:
+                with contextlib.suppress(OSError):
+                    _send(self._socket, _GOODBYE)
+            finally:
+                self._lock.release()
         with contextlib.suppress(OSError):
             self._socket.close()
         if self._popen is not None:
@@ -310,7 +323,11 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
     ``parent`` is the pid of the program that started it.
 
     The zygote also ends when the program closes its end of ``control``, which its
-    death does, unless a process the program forked since holds a copy; on Linux the
+    death does, unless a process the program forked since holds a copy. A program that
+    ends the zygote on purpose says goodbye first (``Zygote.stop``); an end of file
+    without one means the program is dying, and its workers are killed. (Its pid cannot
+    tell: a dying program's descriptors close before its children get a new parent.)
+    On Linux the
     kernel's parent-death signal covers that too. Setting it takes ``ctypes``, a few
     milliseconds the first workers should not wait for, so it is set
     ``_DEATH_SIGNAL_AFTER`` seconds after the zygote starts, and the parent checked
@@ -363,8 +380,10 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
                 request, fds = _recv(control, 2)
             except OSError:
                 request = None
-            if request is None:  # the parent closed its end or died: so do we
-                return _end(exit_pipes, wake_r, orphaned=os.getppid() != parent)
+            if request == _GOODBYE:  # the parent ends us, its pools done
+                return _end(exit_pipes, wake_r, orphaned=False)
+            if request is None:  # closed without a goodbye: the parent died, or dies now
+                return _end(exit_pipes, wake_r, orphaned=True)
             _fork_worker(control, request, fds, exit_pipes, (wake_r, wake_w), watch_fd)
 
 
