@@ -64,3 +64,15 @@ def test_a_bar_closed_early_stops_drawing_even_while_auto_measures(
 
     assert wait_for(bar_stopped, timeout=10), threading.enumerate()
     assert "fresh" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call", ["map", "imap"])
+def test_a_failure_that_ends_the_call_is_counted_on_the_bar(
+    backend: str, call: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The bar's last line is left above the traceback: "0 failed" there would say the
+    # opposite of the error under it.
+    run = workpool.map if call == "map" else workpool.imap
+    with pytest.raises(ValueError, match="bad input 3"):
+        list(run(fail_on(3), range(10), backend=backend, progress=True))
+    assert "1 failed" in capsys.readouterr().err
