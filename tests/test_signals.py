@@ -422,3 +422,49 @@ def test_the_zygote_ends_with_the_parent_while_another_process_holds_its_socket(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)  # whatever of its group is left
         parent.stdout.close()
+
+
+THREAD_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    import workpool
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def report_and_sleep(x):
+        open(os.path.join({marks!r}, str(threading.get_ident())), "w").close()
+        time.sleep(30)
+        return x
+
+    if __name__ == "__main__":
+        if sys.argv[1] == "map":
+            workpool.map(report_and_sleep, range(100), backend="thread", workers=2, chunksize=1)
+        else:
+            with workpool.Pool(2, backend="thread") as pool:
+                list(pool.map(report_and_sleep, range(100)))
+    """
+)
+
+
+@pytest.mark.parametrize("mode", ["map", "pool"])
+def test_ctrl_c_ends_a_program_whose_thread_tasks_still_run(tmp_path: Path, mode: str) -> None:
+    # A thread cannot be stopped, but nobody waits for its result any more: the program
+    # ends at once, as it does on processes, not when the running tasks end (30 s).
+    marks = tmp_path / "threads"
+    marks.mkdir()
+    script = tmp_path / "parent.py"
+    script.write_text(THREAD_SCRIPT.format(marks=str(marks)))
+    parent = subprocess.Popen(
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert wait_for(lambda: len(list(marks.iterdir())) >= 2, timeout=30), parent.communicate()
+    os.killpg(parent.pid, signal.SIGINT)
+    code, _, err, took = finish(parent, timeout=10)
+    assert err.rstrip().endswith("KeyboardInterrupt")
+    assert "During handling" not in err
+    assert code == -signal.SIGINT
+    assert took < 3
