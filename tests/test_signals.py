@@ -437,6 +437,8 @@ THREAD_SCRIPT = textwrap.dedent(
         return x
 
     if __name__ == "__main__":
+        # What the README advises for a batch job's time limit: SIGTERM becomes an exit.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         if sys.argv[1] == "map":
             workpool.map(report_and_sleep, range(100), backend="thread", workers=2, chunksize=1)
         else:
@@ -446,8 +448,14 @@ THREAD_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("mode", ["map", "pool"])
-def test_ctrl_c_ends_a_program_whose_thread_tasks_still_run(tmp_path: Path, mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "sent"),
+    [("map", signal.SIGINT), ("pool", signal.SIGINT), ("map", signal.SIGTERM)],
+    ids=["map-ctrl-c", "pool-ctrl-c", "map-sigterm-as-exit"],
+)
+def test_ctrl_c_ends_a_program_whose_thread_tasks_still_run(
+    tmp_path: Path, mode: str, sent: signal.Signals
+) -> None:
     # A thread cannot be stopped, but nobody waits for its result any more: the program
     # ends at once, as it does on processes, not when the running tasks end (30 s).
     marks = tmp_path / "threads"
@@ -462,9 +470,13 @@ def test_ctrl_c_ends_a_program_whose_thread_tasks_still_run(tmp_path: Path, mode
         start_new_session=True,
     )
     assert wait_for(lambda: len(list(marks.iterdir())) >= 2, timeout=30), parent.communicate()
-    os.killpg(parent.pid, signal.SIGINT)
+    os.killpg(parent.pid, sent)
     code, _, err, took = finish(parent, timeout=10)
-    assert err.rstrip().endswith("KeyboardInterrupt")
+    if sent == signal.SIGINT:
+        assert err.rstrip().endswith("KeyboardInterrupt")
+        assert code == -signal.SIGINT
+    else:
+        assert err == ""
+        assert code == 128 + signal.SIGTERM
     assert "During handling" not in err
-    assert code == -signal.SIGINT
     assert took < 3

@@ -62,6 +62,11 @@ __all__ = ["imap", "map", "starmap"]
 INLINE = "the calling thread"
 
 
+# Nobody will read the call's results: running tasks that cannot be stopped (threads)
+# are not waited for either.
+_ENDS_THE_PROGRAM = (KeyboardInterrupt, SystemExit)
+
+
 class _OneShotCall:
     """Everything one call needs, validated before any worker starts."""
 
@@ -214,7 +219,7 @@ class _OneShotCall:
                     else:
                         held = values  # the prefix's own list, not kept by anyone else
             except BaseException as exc:
-                if isinstance(exc, KeyboardInterrupt) and prefix.started_backend is not None:
+                if isinstance(exc, _ENDS_THE_PROGRAM) and prefix.started_backend is not None:
                     prefix.started_backend.abandon()
                 elif prefix.started_backend is not None:
                     prefix.started_backend.terminate()
@@ -267,7 +272,7 @@ class _OneShotCall:
             )
             yield from run.result_lists()
             finished = True
-        except KeyboardInterrupt:
+        except _ENDS_THE_PROGRAM:
             interrupted = True
             raise
         finally:
