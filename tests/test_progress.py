@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
@@ -64,3 +65,43 @@ def test_a_bar_closed_early_stops_drawing_even_while_auto_measures(
 
     assert wait_for(bar_stopped, timeout=10), threading.enumerate()
     assert "fresh" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("call", ["map", "imap"])
+def test_a_failure_that_ends_the_call_is_counted_on_the_bar(
+    backend: str, call: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The bar's last line is left above the traceback: "0 failed" there would say the
+    # opposite of the error under it.
+    run = workpool.map if call == "map" else workpool.imap
+    with pytest.raises(ValueError, match="bad input 3"):
+        list(run(fail_on(3), range(10), backend=backend, progress=True))
+    assert "1 failed" in capsys.readouterr().err
+
+
+def test_the_bar_fits_one_line_of_80_columns_whatever_the_name_and_numbers(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A terminal's usual width: the counts, the rate and the failures must stay whole,
+    # on one line; the function's name and the bar give way.
+    monkeypatch.setenv("COLUMNS", "80")
+
+    def check_every_record_of_the_input_file_twice(x: int) -> int:
+        if x == 3:
+            raise ValueError(x)
+        return x
+
+    items = 100_000
+    workpool.map(
+        check_every_record_of_the_input_file_twice,
+        range(items),
+        backend="serial",
+        progress=True,
+        return_exceptions=True,
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert f"{items}/{items}" in lines[0]
+    assert re.search(r"[\dM] items/s", lines[0]), lines
+    assert "ETA" in lines[0]
+    assert lines[0].rstrip().endswith("1 failed"), lines

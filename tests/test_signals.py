@@ -457,3 +457,61 @@ def test_the_zygote_ends_with_the_parent_while_another_process_holds_its_socket(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(parent.pid, signal.SIGKILL)  # whatever of its group is left
         parent.stdout.close()
+
+
+THREAD_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, threading, time
+    import workpool
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def report_and_sleep(x):
+        open(os.path.join({marks!r}, str(threading.get_ident())), "w").close()
+        time.sleep(30)
+        return x
+
+    if __name__ == "__main__":
+        # What the README advises for a batch job's time limit: SIGTERM becomes an exit.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        if sys.argv[1] == "map":
+            workpool.map(report_and_sleep, range(100), backend="thread", workers=2, chunksize=1)
+        else:
+            with workpool.Pool(2, backend="thread") as pool:
+                list(pool.map(report_and_sleep, range(100)))
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("mode", "sent"),
+    [("map", signal.SIGINT), ("pool", signal.SIGINT), ("map", signal.SIGTERM)],
+    ids=["map-ctrl-c", "pool-ctrl-c", "map-sigterm-as-exit"],
+)
+def test_ctrl_c_ends_a_program_whose_thread_tasks_still_run(
+    tmp_path: Path, mode: str, sent: signal.Signals
+) -> None:
+    # A thread cannot be stopped, but nobody waits for its result any more: the program
+    # ends at once, as it does on processes, not when the running tasks end (30 s).
+    marks = tmp_path / "threads"
+    marks.mkdir()
+    script = tmp_path / "parent.py"
+    script.write_text(THREAD_SCRIPT.format(marks=str(marks)))
+    parent = subprocess.Popen(
+        [sys.executable, str(script), mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert wait_for(lambda: len(list(marks.iterdir())) >= 2, timeout=30), parent.communicate()
+    os.killpg(parent.pid, sent)
+    code, _, err, took = finish(parent, timeout=10)
+    if sent == signal.SIGINT:
+        assert err.rstrip().endswith("KeyboardInterrupt")
+        assert code == -signal.SIGINT
+    else:
+        assert err == ""
+        assert code == 128 + signal.SIGTERM
+    assert "During handling" not in err
+    assert took < 3

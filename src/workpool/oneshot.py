@@ -62,6 +62,11 @@ __all__ = ["imap", "map", "starmap"]
 INLINE = "the calling thread"
 
 
+# Nobody will read the call's results: running tasks that cannot be stopped (threads)
+# are not waited for either.
+_ENDS_THE_PROGRAM = (KeyboardInterrupt, SystemExit)
+
+
 class _OneShotCall:
     """Everything one call needs, validated before any worker starts."""
 
@@ -213,8 +218,10 @@ class _OneShotCall:
                         held.extend(values)
                     else:
                         held = values  # the prefix's own list, not kept by anyone else
-            except BaseException:
-                if prefix.started_backend is not None:
+            except BaseException as exc:
+                if isinstance(exc, _ENDS_THE_PROGRAM) and prefix.started_backend is not None:
+                    prefix.started_backend.abandon()
+                elif prefix.started_backend is not None:
                     prefix.started_backend.terminate()
                 prefix.stop_unused_processes()
                 raise
@@ -247,7 +254,7 @@ class _OneShotCall:
         if trace is not None:
             trace.span(trace.caller_track("pool"), "pool start", "startup", began, now_ns())
             trace.facts.update(backend=spec.backend, workers=backend.workers)
-        finished = False
+        finished = interrupted = False
         try:
             run = MapRun(
                 backend,
@@ -265,10 +272,15 @@ class _OneShotCall:
             )
             yield from run.result_lists()
             finished = True
+        except _ENDS_THE_PROGRAM:
+            interrupted = True
+            raise
         finally:
             began = now_ns() if trace is not None else 0
             if finished:
                 backend.shutdown(wait=True, cancel_pending=False)
+            elif interrupted:
+                backend.abandon()
             else:  # a failure, or the consumer stopped early: stop what still runs
                 backend.terminate()
             if trace is not None:

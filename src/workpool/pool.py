@@ -311,10 +311,11 @@ class Pool(concurrent.futures.Executor):
         """Leave a ``with`` block: wait for the work, as ``Executor`` does, except on Ctrl+C.
 
         After ``KeyboardInterrupt`` nobody waits for results, so the pool is terminated
-        instead of finishing tasks that may take a long time.
+        instead of finishing tasks that may take a long time (tasks running on threads,
+        which cannot be stopped, finish in the background).
         """
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):
-            self.terminate()
+            self._end_now(abandon=True)
         else:
             self.shutdown(wait=True)
 
@@ -339,7 +340,14 @@ class Pool(concurrent.futures.Executor):
 
     def terminate(self) -> None:
         """Stop at once: pending work is cancelled and process workers are killed."""
+        self._end_now(abandon=False)
+
+    def _end_now(self, *, abandon: bool) -> None:
         self._shut_down = True
         self._finalizer.detach()
-        if not self._forked_copy():
+        if self._forked_copy():
+            return
+        if abandon:
+            self._backend.abandon()
+        else:
             self._backend.terminate()

@@ -30,27 +30,47 @@ class ProgressBar:
             TimeElapsedColumn,
             TimeRemainingColumn,
         )
+        from rich.table import Column
         from rich.text import Text
 
         class RateColumn(ProgressColumn):
             def render(self, task: Task) -> Text:
                 speed = task.finished_speed or task.speed
-                return Text("-- items/s" if speed is None else f"{speed:,.0f} items/s")
+                if speed is None:
+                    return Text("-- items/s")
+                if speed >= 1e6:  # short enough to leave room for the rest on 80 columns
+                    return Text(f"{speed / 1e6:,.1f}M items/s")
+                return Text(f"{speed:,.0f} items/s")
 
         class FailuresColumn(ProgressColumn):
             def render(self, task: Task) -> Text:
                 failed = task.fields.get("failed", 0)
                 return Text(f"{failed} failed", style="red" if failed else "dim")
 
-        columns: list[Any] = [TextColumn("[bold]{task.description}")]
+        # The name and the bar give way on a narrow terminal; the numbers never wrap.
+        def whole() -> Column:
+            return Column(no_wrap=True)
+
+        columns: list[Any] = [
+            TextColumn(
+                "[bold]{task.description}",
+                table_column=Column(no_wrap=True, overflow="ellipsis", max_width=20),
+            )
+        ]
         if total is not None:
-            columns += [BarColumn(), MofNCompleteColumn()]
+            columns += [
+                BarColumn(bar_width=None, table_column=Column(max_width=40)),
+                MofNCompleteColumn(table_column=whole()),
+            ]
         else:
-            columns += [TextColumn("{task.completed:,} done")]
-        columns += [RateColumn(), TimeElapsedColumn()]
+            columns += [TextColumn("{task.completed:,} done", table_column=whole())]
+        columns += [RateColumn(table_column=whole()), TimeElapsedColumn(table_column=whole())]
         if total is not None:
-            columns += [TextColumn("ETA"), TimeRemainingColumn()]
-        columns.append(FailuresColumn())
+            columns += [
+                TextColumn("ETA", table_column=whole()),
+                TimeRemainingColumn(table_column=whole()),
+            ]
+        columns.append(FailuresColumn(table_column=whole()))
         self._progress: Progress = Progress(
             *columns, console=Console(stderr=True), refresh_per_second=8
         )

@@ -726,6 +726,8 @@ class MapRun:
                 if self._cutoff is None or state.start < self._cutoff:
                     self._cutoff = state.start  # later chunks need not run
             else:
+                if self._progress is not None and not state.journaled:
+                    self._progress.advance(count - len(retried), failed)  # left above the error
                 raise error
         finished = count - len(retried)
         state.left -= finished

@@ -134,6 +134,14 @@ class Backend(abc.ABC):
         """
         self.shutdown(wait=True, cancel_pending=True)
 
+    def abandon(self) -> None:
+        """Ctrl+C: ``terminate``, but wait for nothing, since nobody waits for results.
+
+        An engine whose running work cannot be stopped (threads) leaves it to finish in
+        the background, so that the program ends at once. The default terminates.
+        """
+        self.terminate()
+
 
 class InitializerFailed(Exception):
     """A worker's initializer raised; ``error`` is what it raised.

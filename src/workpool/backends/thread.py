@@ -38,6 +38,9 @@ class ThreadBackend(ThreadedBackend):
     def _new_context(self, thread: threading.Thread) -> WorkerContext:
         return ThreadContext(self.spec, thread)
 
+    def abandon(self) -> None:
+        self._stop_without_waiting()
+
 
 class ThreadContext(WorkerContext):
     """Runs chunks inline, in the worker thread; the initializer runs there first.

@@ -381,6 +381,19 @@ class ThreadedBackend(Backend):
             broken = self._broken or error
         _fail([claimed, *dropped], broken)
 
+    def _stop_without_waiting(self) -> None:
+        """Cancel what is queued; running tasks finish in the background, unwaited for.
+
+        Their workers, daemon threads, leave once their task returns, or end with the
+        program. A subinterpreter must end before the program does: its engine waits.
+        """
+        if not DAEMONS:
+            self.terminate()
+            return
+        with self._lock:
+            dropped = self._flag_stopping(cancel_pending=True)
+        _fail(dropped, CancelledError("the pool shut down before this task started"))
+
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         if sys.is_finalizing():
             # The interpreter is exiting (an imap left open is closed then): the
