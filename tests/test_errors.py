@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -262,6 +263,16 @@ def test_exception_that_cannot_be_unpickled_still_reports(backend: str) -> None:
         assert type(info.value).__name__ == "WorkerOnlyError"
 
 
+def assert_odd_exceptions_rebuilt(two: Any, keyword: Any, backend: str) -> None:
+    """``raise_odd_exception``'s two kinds came back as themselves, attributes and all."""
+    assert type(two) is NeedsTwoArguments
+    assert (str(two), two.path, two.code) == ("/data/x failed with 3", "/data/x", 3)
+    assert type(keyword) is KeywordOnlyError
+    assert (str(keyword), keyword.code) == ("code 4", 4)
+    if backend in ("process", "interpreter"):
+        assert "could not send: lock" in "\n".join(keyword.__notes__)
+
+
 def test_exception_whose_init_takes_other_arguments_keeps_its_type(backend: str) -> None:
     # Pickle rebuilds an exception as cls(*args): here that call fails, yet the caller
     # still gets its own type, message and attributes (an attribute that cannot be
@@ -269,12 +280,8 @@ def test_exception_whose_init_takes_other_arguments_keeps_its_type(backend: str)
     two, keyword = workpool.map(
         raise_odd_exception, ["two", "keyword"], backend=backend, return_exceptions=True
     )
-    assert type(two) is NeedsTwoArguments
-    assert (str(two), two.path, two.code) == ("/data/x failed with 3", "/data/x", 3)
-    assert type(keyword) is KeywordOnlyError
-    assert (str(keyword), keyword.code) == ("code 4", 4)
+    assert_odd_exceptions_rebuilt(two, keyword, backend)
     if backend in ("process", "interpreter"):
-        assert "could not send: lock" in "\n".join(keyword.__notes__)
         assert "raise_odd_exception" in str(keyword.__cause__)
 
 
@@ -427,12 +434,8 @@ def test_an_exception_group_keeps_its_type_and_every_exception_in_it(backend: st
     plain, two, keyword = error.exceptions  # type: ignore[union-attr]
     assert type(plain) is ValueError
     assert str(plain) == "plain"
-    assert type(two) is NeedsTwoArguments
-    assert (str(two), two.path, two.code) == ("/data/x failed with 3", "/data/x", 3)
-    assert type(keyword) is KeywordOnlyError
-    assert (str(keyword), keyword.code) == ("code 4", 4)
+    assert_odd_exceptions_rebuilt(two, keyword, backend)
     if backend in ("process", "interpreter"):
-        assert "could not send: lock" in "\n".join(keyword.__notes__)
         assert "raise_odd_exception" in str(error.__cause__)
 
 
