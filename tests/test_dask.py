@@ -1233,10 +1233,12 @@ def test_a_scheduler_lost_mid_run_breaks_the_pool_and_says_why(tmp_path: Path) -
         results = pool.imap(slowly, range(1000), chunksize=1)
         assert next(results) == 0
         scheduler.kill()
-        with pytest.raises(workpool.BrokenPool, match="lost the connection to the scheduler"):
+        lost_words = "lost the connection to the scheduler"
+        with pytest.raises(workpool.BrokenPool, match=lost_words) as failed:
             list(results)
-        with pytest.raises(workpool.BrokenPool):
+        with pytest.raises(workpool.BrokenPool) as refused:
             pool.submit(abs, 2)
+        assert str(refused.value) == str(failed.value)  # in the same words
         lost = time.monotonic()
     # Nothing is left to close on a cluster that is gone: no wait for it to answer.
     assert time.monotonic() - lost < 2

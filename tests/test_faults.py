@@ -407,22 +407,28 @@ def test_failing_initializer_on_threads_and_serial() -> None:
             workpool.map(square, range(10), backend=backend, initializer=broken_initializer)
 
 
-def test_broken_pool_refuses_new_work() -> None:
+def test_broken_pool_refuses_new_work_in_the_words_its_calls_failed_with() -> None:
+    # A map racing the break may meet it in a submit rather than in a result: it must
+    # fail the same way either way, not with the cause wrapped in a second message.
     pool = workpool.Pool(2, backend="process", initializer=broken_initializer)
     try:
-        with pytest.raises(workpool.BrokenPool):
+        with pytest.raises(workpool.BrokenPool) as failed:
             pool.submit(square, 1).result(timeout=30)
-        assert wait_for(lambda: _refuses(pool), timeout=10)
+        assert wait_for(lambda: _refusal(pool) is not None, timeout=10)
+        refusal = _refusal(pool)
+        assert refusal is not None
+        assert str(refusal) == str(failed.value)
+        assert refusal.__cause__ is failed.value.__cause__
     finally:
         pool.shutdown()
 
 
-def _refuses(pool: workpool.Pool) -> bool:
+def _refusal(pool: workpool.Pool) -> BaseException | None:
     try:
         pool.submit(square, 1)
-    except workpool.BrokenPool:
-        return True
-    return False
+    except workpool.BrokenPool as refusal:
+        return refusal
+    return None
 
 
 def test_crash_during_shutdown_still_shuts_down() -> None:

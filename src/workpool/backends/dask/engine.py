@@ -71,7 +71,7 @@ from workpool.backends.dask.payload import (
 )
 from workpool.chunking import ChunkTimes
 from workpool.clock import now_ns
-from workpool.errors import BrokenPool, WorkerCrashed, add_note
+from workpool.errors import BrokenPool, WorkerCrashed, add_note, one_for_each_call
 from workpool.exit_lists import THREADS, ExitList
 from workpool.serialize import FunctionRegistry, dumps_function, picklable_runs
 from workpool.tasks import Chunk, ResultBatch
@@ -312,7 +312,7 @@ class DaskBackend(Backend):
 
     def _check_open(self) -> None:
         if self._broken is not None:
-            raise BrokenPool(f"the pool is broken: {self._broken}") from self._broken
+            raise one_for_each_call(self._broken)  # the words its calls failed with
         if not self._accepting:
             raise ShutDown()
 

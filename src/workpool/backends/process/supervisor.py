@@ -141,7 +141,7 @@ class Supervisor:
         chunk = wire.chunk
         with self._lock:
             if self._broken is not None:
-                raise errors.BrokenPool(f"the pool is broken: {self._broken}") from self._broken
+                raise errors.one_for_each_call(self._broken)  # the words its calls failed with
             # Once shut down, a pool takes only retries of the work it was given: new work
             # (a lazy imap reading on) would keep it from ever stopping.
             if not self._accepting or (self._stopping and chunk.attempt == 0):
