@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 
@@ -138,6 +139,7 @@ class Pool(concurrent.futures.Executor):
         self._backend = create_backend(self._spec)
         self._retries = RetryPolicy(self._defaults.retries, self._backend.submit)  # for submit()
         self._unread_runs: weakref.WeakSet[MapRun] = weakref.WeakSet()  # see map()
+        self._unread_runs_lock = threading.Lock()  # another thread's map adds as we look
         # A pool dropped without shutdown() still lets its workers go, once its work is
         # done; one still open at exit is shut down then (backends/at_exit.py).
         self._finalizer = weakref.finalize(
@@ -256,7 +258,8 @@ class Pool(concurrent.futures.Executor):
             owner=self,
         )
         run.start()
-        self._unread_runs.add(run)  # shutdown() waits for one dropped unread (MapRun._dropped)
+        with self._unread_runs_lock:  # shutdown() waits for one dropped unread (MapRun._dropped)
+            self._unread_runs.add(run)
         return run.results()
 
     def imap(
@@ -330,7 +333,9 @@ class Pool(concurrent.futures.Executor):
             return  # the pool is its parent's to end
         self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
         if wait:
-            for run in list(self._unread_runs):
+            with self._unread_runs_lock:
+                runs = list(self._unread_runs)
+            for run in runs:
                 run.join_unread()
 
     def _shut_down_at_exit(self) -> None:
