@@ -65,6 +65,7 @@ __all__ = [
     "JournalStore",
     "Row",
     "Summary",
+    "check_one_name",
     "check_path",
     "check_usable",
     "check_writable",
@@ -201,6 +202,7 @@ def check_usable(path: str) -> None:
     check_path(path)
     _check_header(path)
     check_writable(path)
+    check_one_name(path)
 
 
 def check_writable(path: str) -> None:
@@ -220,6 +222,32 @@ def check_writable(path: str) -> None:
         f"checkpoint {path} cannot be written: {why}; a checkpoint records each result "
         "as it finishes: make it writable, or give another path",
     )
+
+
+def check_one_name(path: str) -> None:
+    """Refuse, naming the file, a checkpoint with more than one name (hard link).
+
+    SQLite keeps a database's WAL beside the name it is opened by (and a checkpoint
+    its lock and side files), so calls through two names would each miss what the
+    other wrote, or write at once; SQLite calls a file with several links undefined.
+    The temporary name a killed ``create_journal`` left is not counted: the next call
+    removes it.
+    """
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return
+    names = status.st_nlink
+    with contextlib.suppress(OSError):
+        if names > 1 and os.path.samestat(status, os.stat(path + ".creating")):
+            names -= 1
+    if names > 1:
+        raise ValueError(
+            f"checkpoint {path} has {names} names (hard links to one file); SQLite keeps "
+            "its WAL beside the name a call opens, so calls through other names would miss "
+            "or damage what this one wrote. It was left as it is: remove its other names, "
+            "or give a copy of it"
+        )
 
 
 def _on_read_only_file_system(path: str) -> bool:
@@ -487,6 +515,7 @@ class JournalStore:
             _check_header(path)
             if not readonly:
                 check_writable(path)
+                check_one_name(path)
         try:
             connection = _connect_to_read(path) if readonly else _connect(path)
         except sqlite3.Error as exc:
