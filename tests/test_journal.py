@@ -655,6 +655,37 @@ def test_a_directory_is_refused(tmp_path: Path) -> None:
         Journal(str(tmp_path), square)
 
 
+REFUSE_SPECIAL_FILE = """
+import sys, workpool
+from workpool.checkpoint import summary
+try:
+    workpool.map(abs, range(3), checkpoint=sys.argv[1], backend="serial")
+except OSError as exc:
+    print(type(exc).__name__, exc)
+try:
+    summary(sys.argv[1])
+except OSError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_a_path_that_is_no_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    # Opening a FIFO to read its first bytes waited for a writer forever; SQLite made a
+    # -journal beside a device and failed with a bare "disk I/O error". In a process
+    # of its own: the old code hangs.
+    fifo = str(tmp_path / "fifo.ckpt")
+    os.mkfifo(fifo)
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSE_SPECIAL_FILE, fifo],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    expected = f"checkpoint {fifo} is not a regular file (a FIFO); give the path of a file"
+    assert done.stdout.splitlines() == [f"OSError {expected}"] * 2, done.stderr
+    assert os.listdir(tmp_path) == ["fifo.ckpt"]
+
+
 def test_a_lock_file_that_cannot_be_made_is_explained(path: str) -> None:
     # As on a read-only file system (EROFS), which a test cannot count on making: the
     # lock file's path is taken by a directory, so opening it fails whoever we are.

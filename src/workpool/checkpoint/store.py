@@ -47,6 +47,7 @@ import errno
 import os
 import pickle
 import sqlite3
+import stat
 import struct
 import sys
 import time
@@ -183,14 +184,36 @@ class Summary(NamedTuple):
 
 
 def check_path(path: str) -> None:
-    """Refuse, naming the file, a path in a missing directory or a path to a directory."""
+    """Refuse, naming the file, a path in a missing directory, or to what is not a file.
+
+    A directory, and any other file that is not a regular one: opening a FIFO to read
+    waits for a writer, and SQLite fails on a device only after making files beside it.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     # One-argument OSErrors: their message is the whole message, path included.
     if not os.path.isdir(directory):
         error, why = no_directory(directory)
         raise error(f"checkpoint {path}: the directory {directory} {why}{tilde_hint(path)}")
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # no file yet (or one SQLite will say it cannot open)
+    if stat.S_ISDIR(mode):
         raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
+    if not stat.S_ISREG(mode):
+        raise OSError(
+            f"checkpoint {path} is not a regular file ({_file_kind(mode)}); give the path of a file"
+        )
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "of another kind")
 
 
 def check_usable(path: str) -> None:
