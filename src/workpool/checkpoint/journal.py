@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import sqlite3
 import warnings
 from collections.abc import Iterator, Sequence
@@ -48,7 +49,7 @@ from workpool.checkpoint.store import (
 from workpool.checkpoint.writer import COMMIT_INTERVAL, DoneEntry, FailedEntry, JournalWriter
 from workpool.errors import CheckpointMismatch, outside_workpool
 from workpool.int_lists import pack
-from workpool.serialize import dumps_data
+from workpool.serialize import PROTOCOL, by_value
 
 __all__ = ["Journal", "accept", "clear", "summary"]
 
@@ -189,27 +190,41 @@ class Journal:
 
         ``digest`` is the items' ``chunk_digest`` if already known; ``pickled`` the
         pickle of the pair ``(values, [])`` if a process worker sent them so (then they
-        are stored as they came, not pickled again). Results that cannot be pickled are
-        not journaled (those items will run again on resume): a warning says so once
-        per call.
+        are stored as they came, not pickled again). Results that the standard pickle
+        cannot save by reference are not journaled (those items will run again on
+        resume): those it cannot save at all, and those only pickling by value can (a
+        lambda, an object of a class made inside a function), which a later program
+        would get back as copies, not as its own. A warning says so once per call.
         """
-        try:
-            payload = dumps_data(pack(list(values))) if pickled is None else pickled
-        except Exception as exc:
-            if not self._warned_unpicklable:
-                self._warned_unpicklable = True
-                warnings.warn(
-                    f"checkpoint {self.path}: the results at "
-                    f"{_positions(start, len(values))} cannot be saved "
-                    f"({type(exc).__name__}: {exc}); results that cannot be pickled are "
-                    "not journaled, and their items will run again on resume",
-                    RuntimeWarning,
-                    stacklevel=outside_workpool(),
-                )
+        if pickled is None:
+            try:
+                payload: bytes | memoryview = pickle.dumps(pack(list(values)), PROTOCOL)
+            except Exception as exc:
+                self._warn_unsaved(start, len(values), f"{type(exc).__name__}: {exc}")
+                return
+        elif by_value(pickled):
+            self._warn_unsaved(start, len(values), "a worker could pickle them by value only")
             return
+        else:
+            payload = pickled
         if digest is None:
             digest = chunk_digest(items)
         self._put(DoneEntry(start, len(values), digest, payload))
+
+    def _warn_unsaved(self, start: int, count: int, why: str) -> None:
+        if self._warned_unpicklable:
+            return
+        self._warned_unpicklable = True
+        warnings.warn(
+            f"checkpoint {self.path}: the results at {_positions(start, count)} cannot be "
+            f"saved ({why}); a checkpoint keeps results the standard pickle saves by "
+            "reference, not those it cannot save, nor those that can be pickled only by "
+            "value (a lambda, an object of a class made inside a function), which would "
+            "come back as copies: they are not journaled, and their items will run again "
+            "on resume",
+            RuntimeWarning,
+            stacklevel=outside_workpool(),
+        )
 
     def record_failure(self, position: int, error: BaseException) -> None:
         """Note that the item at ``position`` failed for good; it is not done."""
