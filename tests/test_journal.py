@@ -242,6 +242,17 @@ def test_a_changed_digest_or_count_is_damage_not_other_input(path: str) -> None:
         load_row(path, 0)
 
 
+def test_a_damaged_row_of_one_item_names_its_position_as_one(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(5, [5], [25])
+    set_column(path, 5, "checksum", 0)
+    with pytest.raises(ValueError, match="the results of position 5 are damaged"):
+        load_row(path, 5)
+    set_column(path, 5, "results", b"not a pickle")
+    with pytest.raises(ValueError, match=r"the results of position 5 (are damaged|cannot be)"):
+        load_row(path, 5)
+
+
 def test_random_bytes_flipped_in_the_file_never_give_wrong_results(path: str) -> None:
     # The whole file, as a bad sector would change it: SQLite reports what breaks its
     # structure (a damaged file, refused), the checksums what it stores.

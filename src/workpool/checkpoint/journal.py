@@ -41,6 +41,7 @@ from workpool.checkpoint.store import (
     Summary,
     check_path,
     create_journal,
+    positions,
     remove_leftovers,
     sqlite_errors,
     sync_new_journal,
@@ -54,10 +55,6 @@ from workpool.serialize import PROTOCOL, by_value
 __all__ = ["Journal", "accept", "clear", "summary"]
 
 PAGE_ROWS = 256  # rows listed at a time on resume (with at most LISTED_BYTES of results each)
-
-
-def _positions(start: int, count: int) -> str:
-    return f"position {start}" if count == 1 else f"positions {start}..{start + count - 1}"
 
 
 class Journal:
@@ -170,7 +167,7 @@ class Journal:
         """Raise ``CheckpointMismatch`` unless ``items`` are those journaled in ``row``."""
         if len(items) != row.size or chunk_digest(items) != row.digest:
             raise CheckpointMismatch(
-                f"the input at {_positions(row.start, row.size)} differs from the input "
+                f"the input at {positions(row.start, row.size)} differs from the input "
                 f"whose results checkpoint {self.path} holds (compared by a digest of "
                 "those items). Use another checkpoint file for other input, or start "
                 f"this one over with `workpool checkpoint clear {self.path}`"
@@ -216,7 +213,7 @@ class Journal:
             return
         self._warned_unpicklable = True
         warnings.warn(
-            f"checkpoint {self.path}: the results at {_positions(start, count)} cannot be "
+            f"checkpoint {self.path}: the results at {positions(start, count)} cannot be "
             f"saved ({why}); a checkpoint keeps results the standard pickle saves by "
             "reference, not those it cannot save, nor those that can be pickled only by "
             "value (a lambda, an object of a class made inside a function), which would "

@@ -72,6 +72,7 @@ __all__ = [
     "check_writable",
     "create_journal",
     "network_filesystem",
+    "positions",
     "remove_leftovers",
     "sqlite_errors",
     "sqlite_failure",
@@ -156,6 +157,11 @@ class Row(NamedTuple):
 
 
 _ROW_HEAD = struct.Struct("<qq").pack
+
+
+def positions(start: int, count: int) -> str:
+    """Input positions ``[start, start + count)`` in words."""
+    return f"position {start}" if count == 1 else f"positions {start}..{start + count - 1}"
 
 
 def row_checksum(start: int, count: int, digest: bytes) -> int:
@@ -610,7 +616,7 @@ class JournalStore:
         came with it; results read from the file are checked as pickle reads them, and
         their values dropped if the sum then differs.
         """
-        where = f"positions {row.start}..{row.start + row.size - 1}"
+        where = positions(row.start, row.size)
         damaged = ValueError(
             f"checkpoint {self.path}: the results of {where} are damaged (they do not "
             "match the checksum stored with them)"
