@@ -65,8 +65,9 @@ class Journal:
     calling it (``call``: ``"fn(item)"`` for map, ``"fn(*item)"`` for starmap; None
     if unknown), unless a ``workpool checkpoint accept`` is pending, in which case
     ``fn`` and ``call`` become its own; and
-    ``FileNotFoundError`` / ``IsADirectoryError`` / ``ValueError`` for a path that
-    cannot be a checkpoint; nothing is changed in a file that is refused.
+    ``OSError`` (``FileNotFoundError``, ``IsADirectoryError``...) / ``ValueError``
+    for a path that cannot be a checkpoint; nothing is changed in a file that is
+    refused.
 
     Used from one thread at a time (the call's); the writing happens on the writer's,
     which starts with the first record, or with ``release_writer()`` if

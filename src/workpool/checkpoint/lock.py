@@ -64,8 +64,8 @@ class JournalLock:
                     raise CheckpointBusy(
                         f"checkpoint {journal_path} is in use by another call in this process"
                     )
-            except FileNotFoundError:
-                pass  # no one holds it
+            except OSError:
+                pass  # none (no one holds it), or one that opening it will explain
             self._fd = self._lock_file(journal_path)
             self._key = _identity(os.fstat(self._fd))
             _held.add(self._key)
