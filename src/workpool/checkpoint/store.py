@@ -259,17 +259,21 @@ def check_one_name(path: str) -> None:
     SQLite keeps a database's WAL beside the name it is opened by (and a checkpoint
     its lock and side files), so calls through two names would each miss what the
     other wrote, or write at once; SQLite calls a file with several links undefined.
-    The temporary name a killed ``create_journal`` left is not counted: the next call
-    removes it.
+    The temporary name ``create_journal`` links the file from is not counted (a call
+    making the file removes it next, or the next call, if that one was killed).
     """
     try:
         status = os.stat(path)
     except FileNotFoundError:
         return
     names = status.st_nlink
-    with contextlib.suppress(OSError):
-        if names > 1 and os.path.samestat(status, os.stat(path + ".creating")):
-            names -= 1
+    if names > 1:
+        try:
+            if os.path.samestat(status, os.stat(path + ".creating")):
+                names -= 1
+        except OSError:  # gone: a call making the file may have just removed it
+            with contextlib.suppress(OSError):
+                names = os.stat(path).st_nlink
     if names > 1:
         raise ValueError(
             f"checkpoint {path} has {names} names (hard links to one file); SQLite keeps "
