@@ -694,6 +694,53 @@ def test_an_imap_left_open_at_exit_commits_its_journal_and_writes_its_trace(
     assert sorted(os.listdir(tmp_path)) == ["marks", "run.ckpt", "t.json"]
 
 
+LOCAL_CLASS_RESULTS = """
+import sys, warnings
+import workpool
+
+def point_class():
+    class Point:  # pickle cannot name it: only a copy of it travels, by value
+        def __init__(self, x):
+            self.x = x
+    return Point
+
+Point = point_class()
+
+def to_point(x):
+    return Point(x)
+
+if __name__ == "__main__":
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = workpool.map(to_point, range(6), checkpoint=sys.argv[1], backend=sys.argv[2])
+    print([type(r) is Point and r.x == x for x, r in enumerate(results)])
+    print(*(str(w.message) for w in caught), sep="\\n")
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_results_only_a_copy_of_could_come_back_are_not_journaled(
+    backend: str, tmp_path: Path
+) -> None:
+    # Results pickled by value (an object of a class made inside a function) came back
+    # on resume as objects of a copy of that class: not the program's own, unequal to
+    # an uninterrupted run's results, and nothing said so.
+    path = str(tmp_path / "run.ckpt")
+    for _ in range(2):  # the second run is a resume, in a program of its own
+        done = subprocess.run(
+            [sys.executable, "-c", LOCAL_CLASS_RESULTS, path, backend],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        exact, warning = done.stdout.split("\n", 1)
+        assert exact == str([True] * 6)
+        assert "pickled only by value" in warning
+        assert "will run again on resume" in warning
+    assert summary(path).items_done == 0
+
+
 @pytest.mark.parametrize("ordered", [True, False], ids=["ordered", "unordered"])
 def test_what_finished_before_an_imap_was_closed_is_kept(run: Run, ordered: bool) -> None:
     # On the serial backend a chunk has finished once it is submitted: nothing is in

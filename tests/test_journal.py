@@ -242,6 +242,17 @@ def test_a_changed_digest_or_count_is_damage_not_other_input(path: str) -> None:
         load_row(path, 0)
 
 
+def test_a_damaged_row_of_one_item_names_its_position_as_one(path: str) -> None:
+    with Journal(path, square) as journal:
+        journal.record(5, [5], [25])
+    set_column(path, 5, "checksum", 0)
+    with pytest.raises(ValueError, match="the results of position 5 are damaged"):
+        load_row(path, 5)
+    set_column(path, 5, "results", b"not a pickle")
+    with pytest.raises(ValueError, match=r"the results of position 5 (are damaged|cannot be)"):
+        load_row(path, 5)
+
+
 def test_random_bytes_flipped_in_the_file_never_give_wrong_results(path: str) -> None:
     # The whole file, as a bad sector would change it: SQLite reports what breaks its
     # structure (a damaged file, refused), the checksums what it stores.
@@ -545,6 +556,62 @@ def test_a_file_in_use_is_busy_under_another_name_too(path: str) -> None:
         Journal(path, square)
 
 
+def test_a_file_with_another_hard_link_is_refused_whichever_name_is_used(
+    tmp_path: Path,
+) -> None:
+    # SQLite keeps a file's WAL beside the name it is opened by: through two names, two
+    # calls would each take the other's writes for none (and the lock beside each name
+    # would let them run at once). A file with several names is refused, unchanged.
+    path = str(tmp_path / "run.ckpt")
+    with Journal(path, square) as journal:
+        journal.record(0, range(3), squares(0, 3))
+    os.mkdir(tmp_path / "elsewhere")
+    other = str(tmp_path / "elsewhere" / "copy.ckpt")
+    os.link(path, other)
+    before = Path(path).read_bytes()
+    for name in (path, other):
+        with pytest.raises(ValueError, match="2 names") as info:
+            Journal(name, square)
+        assert f"checkpoint {name}" in str(info.value)
+        assert "hard link" in str(info.value)
+        for edit in (clear, accept):
+            with pytest.raises(ValueError, match="2 names"):
+                edit(name)
+    assert Path(path).read_bytes() == before
+    assert summary(other).items_done == 3  # reading it is harmless
+    with pytest.raises(ValueError, match="2 names"):
+        workpool.map(square, range(3), checkpoint=other, backend="serial")
+    os.unlink(other)
+    with Journal(path, square) as journal:
+        assert journal.items_done == 3
+
+
+def test_a_hard_link_made_while_a_call_holds_the_file_cannot_be_used(path: str) -> None:
+    with held_by_another_process(path):
+        os.link(path, path + ".other")
+        with pytest.raises(ValueError, match="2 names"):
+            Journal(path + ".other", square)
+
+
+def test_a_file_in_use_is_busy_in_this_process_under_a_name_it_got_since(
+    tmp_path: Path,
+) -> None:
+    # The lock file is one file, whatever its path says now: the holder's directory was
+    # renamed, so the same journal (and lock file) has another path.
+    os.mkdir(tmp_path / "before")
+    first = Journal(str(tmp_path / "before" / "run.ckpt"), square)
+    os.rename(tmp_path / "before", tmp_path / "after")
+    now = str(tmp_path / "after" / "run.ckpt")
+    with pytest.raises(workpool.CheckpointBusy, match="another call in this process"):
+        Journal(now, square)
+    other_process = subprocess.run(
+        [sys.executable, "-c", HOLDER, now], input="", capture_output=True, text=True
+    )
+    assert "CheckpointBusy" in other_process.stderr  # the kernel's lock is held still
+    first.close()
+    Journal(now, square).close()
+
+
 def test_two_calls_in_one_process_cannot_share_a_file(path: str) -> None:
     first = Journal(path, square)
     with pytest.raises(workpool.CheckpointBusy, match="another call in this process"):
@@ -597,6 +664,37 @@ def test_a_path_starting_with_a_tilde_is_explained(
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         Journal(str(tmp_path), square)
+
+
+REFUSE_SPECIAL_FILE = """
+import sys, workpool
+from workpool.checkpoint import summary
+try:
+    workpool.map(abs, range(3), checkpoint=sys.argv[1], backend="serial")
+except OSError as exc:
+    print(type(exc).__name__, exc)
+try:
+    summary(sys.argv[1])
+except OSError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_a_path_that_is_no_regular_file_is_refused_at_once(tmp_path: Path) -> None:
+    # Opening a FIFO to read its first bytes waited for a writer forever; SQLite made a
+    # -journal beside a device and failed with a bare "disk I/O error". In a process
+    # of its own: the old code hangs.
+    fifo = str(tmp_path / "fifo.ckpt")
+    os.mkfifo(fifo)
+    done = subprocess.run(
+        [sys.executable, "-c", REFUSE_SPECIAL_FILE, fifo],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    expected = f"checkpoint {fifo} is not a regular file (a FIFO); give the path of a file"
+    assert done.stdout.splitlines() == [f"OSError {expected}"] * 2, done.stderr
+    assert os.listdir(tmp_path) == ["fifo.ckpt"]
 
 
 def test_a_lock_file_that_cannot_be_made_is_explained(path: str) -> None:

@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from workpool.byvalue import Reducer
 
 __all__ = [
+    "PROTOCOL",
     "FunctionRef",
     "FunctionRegistry",
+    "by_value",
     "dumps_data",
     "dumps_function",
     "dumps_items",
@@ -172,6 +174,20 @@ def dumps_data(obj: object) -> bytes:
         return pickle.dumps(obj, protocol=PROTOCOL)
     except Exception:
         return dumps_function(obj)
+
+
+def by_value(payload: bytes | memoryview) -> bool:
+    """Whether a pickle ``dumps_data`` made may hold something pickled by value.
+
+    Such a pickle names the module that rebuilds it (``byvalue``'s or cloudpickle's,
+    itself inside a nested pickle); a plain pickle names no module of those unless
+    the data holds those very words, which then costs only a false alarm. A view is
+    searched in the whole of what it views (the rest is a message's header).
+    """
+    data = payload.obj if isinstance(payload, memoryview) else payload  # not copied
+    if not isinstance(data, (bytes, bytearray)):
+        data = bytes(payload)
+    return b"workpool.byvalue" in data or b"cloudpickle" in data
 
 
 def names_main(payload: bytes) -> bool:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import sqlite3
 import warnings
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,7 @@ from workpool.checkpoint.store import (
     Summary,
     check_path,
     create_journal,
+    positions,
     remove_leftovers,
     sqlite_errors,
     sync_new_journal,
@@ -48,15 +50,11 @@ from workpool.checkpoint.store import (
 from workpool.checkpoint.writer import COMMIT_INTERVAL, DoneEntry, FailedEntry, JournalWriter
 from workpool.errors import CheckpointMismatch, outside_workpool
 from workpool.int_lists import pack
-from workpool.serialize import dumps_data
+from workpool.serialize import PROTOCOL, by_value
 
 __all__ = ["Journal", "accept", "clear", "summary"]
 
 PAGE_ROWS = 256  # rows listed at a time on resume (with at most LISTED_BYTES of results each)
-
-
-def _positions(start: int, count: int) -> str:
-    return f"position {start}" if count == 1 else f"positions {start}..{start + count - 1}"
 
 
 class Journal:
@@ -67,8 +65,9 @@ class Journal:
     calling it (``call``: ``"fn(item)"`` for map, ``"fn(*item)"`` for starmap; None
     if unknown), unless a ``workpool checkpoint accept`` is pending, in which case
     ``fn`` and ``call`` become its own; and
-    ``FileNotFoundError`` / ``IsADirectoryError`` / ``ValueError`` for a path that
-    cannot be a checkpoint; nothing is changed in a file that is refused.
+    ``OSError`` (``FileNotFoundError``, ``IsADirectoryError``...) / ``ValueError``
+    for a path that cannot be a checkpoint; nothing is changed in a file that is
+    refused.
 
     Used from one thread at a time (the call's); the writing happens on the writer's,
     which starts with the first record, or with ``release_writer()`` if
@@ -169,7 +168,7 @@ class Journal:
         """Raise ``CheckpointMismatch`` unless ``items`` are those journaled in ``row``."""
         if len(items) != row.size or chunk_digest(items) != row.digest:
             raise CheckpointMismatch(
-                f"the input at {_positions(row.start, row.size)} differs from the input "
+                f"the input at {positions(row.start, row.size)} differs from the input "
                 f"whose results checkpoint {self.path} holds (compared by a digest of "
                 "those items). Use another checkpoint file for other input, or start "
                 f"this one over with `workpool checkpoint clear {self.path}`"
@@ -189,27 +188,41 @@ class Journal:
 
         ``digest`` is the items' ``chunk_digest`` if already known; ``pickled`` the
         pickle of the pair ``(values, [])`` if a process worker sent them so (then they
-        are stored as they came, not pickled again). Results that cannot be pickled are
-        not journaled (those items will run again on resume): a warning says so once
-        per call.
+        are stored as they came, not pickled again). Results that the standard pickle
+        cannot save by reference are not journaled (those items will run again on
+        resume): those it cannot save at all, and those only pickling by value can (a
+        lambda, an object of a class made inside a function), which a later program
+        would get back as copies, not as its own. A warning says so once per call.
         """
-        try:
-            payload = dumps_data(pack(list(values))) if pickled is None else pickled
-        except Exception as exc:
-            if not self._warned_unpicklable:
-                self._warned_unpicklable = True
-                warnings.warn(
-                    f"checkpoint {self.path}: the results at "
-                    f"{_positions(start, len(values))} cannot be saved "
-                    f"({type(exc).__name__}: {exc}); results that cannot be pickled are "
-                    "not journaled, and their items will run again on resume",
-                    RuntimeWarning,
-                    stacklevel=outside_workpool(),
-                )
+        if pickled is None:
+            try:
+                payload: bytes | memoryview = pickle.dumps(pack(list(values)), PROTOCOL)
+            except Exception as exc:
+                self._warn_unsaved(start, len(values), f"{type(exc).__name__}: {exc}")
+                return
+        elif by_value(pickled):
+            self._warn_unsaved(start, len(values), "a worker could pickle them by value only")
             return
+        else:
+            payload = pickled
         if digest is None:
             digest = chunk_digest(items)
         self._put(DoneEntry(start, len(values), digest, payload))
+
+    def _warn_unsaved(self, start: int, count: int, why: str) -> None:
+        if self._warned_unpicklable:
+            return
+        self._warned_unpicklable = True
+        warnings.warn(
+            f"checkpoint {self.path}: the results at {positions(start, count)} cannot be "
+            f"saved ({why}); a checkpoint keeps results the standard pickle saves by "
+            "reference, not those it cannot save, nor those that can be pickled only by "
+            "value (a lambda, an object of a class made inside a function), which would "
+            "come back as copies: they are not journaled, and their items will run again "
+            "on resume",
+            RuntimeWarning,
+            stacklevel=outside_workpool(),
+        )
 
     def record_failure(self, position: int, error: BaseException) -> None:
         """Note that the item at ``position`` failed for good; it is not done."""

@@ -12,7 +12,13 @@ The lock is a POSIX record lock (``fcntl.lockf``) on a separate file, for three 
   with every forked child and outlive the call).
 
 Because a POSIX lock belongs to the whole process, two calls in one process would not
-exclude each other through it; a set of the lock files this process holds does that.
+exclude each other through it; a set of the lock files this process holds does that,
+by device and inode: a path can change while a call holds it (a directory renamed, a
+file system mounted at another path too), and one lock file must be one key. Every
+name of a journal that a call can use leads to its one lock file: the lock is beside
+the file's real path (symbolic links, ``..`` and relative paths resolved), and a
+journal with several hard links is refused before it is locked (``store``), as SQLite
+keeps its WAL beside the name it is opened by.
 The holder writes its pid into the file so that the refusal can say who holds it. The
 lock file is removed when released; a process that locked a file just unlinked checks
 that its lock is on the file now at that path, and tries again if not.
@@ -31,7 +37,7 @@ from workpool.errors import CheckpointBusy
 __all__ = ["JournalLock"]
 
 _PID_WIDTH = 20  # a pid, padded with spaces: longer than any pid, so it covers the last
-_held: set[str] = set()  # lock files this process holds, by real path
+_held: set[tuple[int, int]] = set()  # lock files this process holds: (st_dev, st_ino)
 _held_guard = threading.Lock()
 
 
@@ -50,13 +56,18 @@ class JournalLock:
         """Take the lock for ``journal_path``; raise ``CheckpointBusy`` if another call has it."""
         # Beside the file itself: a call through a symbolic link to it takes the same lock.
         self.path = os.path.realpath(journal_path) + ".lock"
-        self._key = self.path
         with _held_guard:
-            if self._key in _held:
-                raise CheckpointBusy(
-                    f"checkpoint {journal_path} is in use by another call in this process"
-                )
+            # Looked up before opening it: closing a descriptor of a lock file this
+            # process holds would drop the lock (see above).
+            try:
+                if _identity(os.stat(self.path)) in _held:
+                    raise CheckpointBusy(
+                        f"checkpoint {journal_path} is in use by another call in this process"
+                    )
+            except OSError:
+                pass  # none (no one holds it), or one that opening it will explain
             self._fd = self._lock_file(journal_path)
+            self._key = _identity(os.fstat(self._fd))
             _held.add(self._key)
 
     def _lock_file(self, journal_path: str) -> int:
@@ -87,7 +98,7 @@ class JournalLock:
             except FileNotFoundError:
                 now = None
             mine = os.fstat(fd)
-            if now is not None and (now.st_dev, now.st_ino) == (mine.st_dev, mine.st_ino):
+            if now is not None and _identity(now) == _identity(mine):
                 # Written over whatever a killed holder left, never truncated first:
                 # ext4 flushes a file truncated and then rewritten when it is closed
                 # (its auto_da_alloc), which would cost each call milliseconds.
@@ -105,6 +116,10 @@ class JournalLock:
             os.close(self._fd)
             self._fd = -1
             _held.discard(self._key)
+
+
+def _identity(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
 
 
 def _pid_record() -> bytes:

@@ -47,6 +47,7 @@ import errno
 import os
 import pickle
 import sqlite3
+import stat
 import struct
 import sys
 import time
@@ -65,11 +66,13 @@ __all__ = [
     "JournalStore",
     "Row",
     "Summary",
+    "check_one_name",
     "check_path",
     "check_usable",
     "check_writable",
     "create_journal",
     "network_filesystem",
+    "positions",
     "remove_leftovers",
     "sqlite_errors",
     "sqlite_failure",
@@ -156,6 +159,11 @@ class Row(NamedTuple):
 _ROW_HEAD = struct.Struct("<qq").pack
 
 
+def positions(start: int, count: int) -> str:
+    """Input positions ``[start, start + count)`` in words."""
+    return f"position {start}" if count == 1 else f"positions {start}..{start + count - 1}"
+
+
 def row_checksum(start: int, count: int, digest: bytes) -> int:
     """The CRC-32 of a row so far: its positions and input digest. Its results follow."""
     return zlib.crc32(digest, zlib.crc32(_ROW_HEAD(start, count)))
@@ -182,14 +190,36 @@ class Summary(NamedTuple):
 
 
 def check_path(path: str) -> None:
-    """Refuse, naming the file, a path in a missing directory or a path to a directory."""
+    """Refuse, naming the file, a path in a missing directory, or to what is not a file.
+
+    A directory, and any other file that is not a regular one: opening a FIFO to read
+    waits for a writer, and SQLite fails on a device only after making files beside it.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     # One-argument OSErrors: their message is the whole message, path included.
     if not os.path.isdir(directory):
         error, why = no_directory(directory)
         raise error(f"checkpoint {path}: the directory {directory} {why}{tilde_hint(path)}")
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # no file yet (or one SQLite will say it cannot open)
+    if stat.S_ISDIR(mode):
         raise IsADirectoryError(f"checkpoint {path} is a directory; give the path of a file")
+    if not stat.S_ISREG(mode):
+        raise OSError(
+            f"checkpoint {path} is not a regular file ({_file_kind(mode)}); give the path of a file"
+        )
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((name for test, name in kinds if test(mode)), "of another kind")
 
 
 def check_usable(path: str) -> None:
@@ -201,6 +231,7 @@ def check_usable(path: str) -> None:
     check_path(path)
     _check_header(path)
     check_writable(path)
+    check_one_name(path)
 
 
 def check_writable(path: str) -> None:
@@ -220,6 +251,36 @@ def check_writable(path: str) -> None:
         f"checkpoint {path} cannot be written: {why}; a checkpoint records each result "
         "as it finishes: make it writable, or give another path",
     )
+
+
+def check_one_name(path: str) -> None:
+    """Refuse, naming the file, a checkpoint with more than one name (hard link).
+
+    SQLite keeps a database's WAL beside the name it is opened by (and a checkpoint
+    its lock and side files), so calls through two names would each miss what the
+    other wrote, or write at once; SQLite calls a file with several links undefined.
+    The temporary name ``create_journal`` links the file from is not counted (a call
+    making the file removes it next, or the next call, if that one was killed).
+    """
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        return
+    names = status.st_nlink
+    if names > 1:
+        try:
+            if os.path.samestat(status, os.stat(path + ".creating")):
+                names -= 1
+        except OSError:  # gone: a call making the file may have just removed it
+            with contextlib.suppress(OSError):
+                names = os.stat(path).st_nlink
+    if names > 1:
+        raise ValueError(
+            f"checkpoint {path} has {names} names (hard links to one file); SQLite keeps "
+            "its WAL beside the name a call opens, so calls through other names would miss "
+            "or damage what this one wrote. It was left as it is: remove its other names, "
+            "or give a copy of it"
+        )
 
 
 def _on_read_only_file_system(path: str) -> bool:
@@ -487,6 +548,7 @@ class JournalStore:
             _check_header(path)
             if not readonly:
                 check_writable(path)
+                check_one_name(path)
         try:
             connection = _connect_to_read(path) if readonly else _connect(path)
         except sqlite3.Error as exc:
@@ -558,7 +620,7 @@ class JournalStore:
         came with it; results read from the file are checked as pickle reads them, and
         their values dropped if the sum then differs.
         """
-        where = f"positions {row.start}..{row.start + row.size - 1}"
+        where = positions(row.start, row.size)
         damaged = ValueError(
             f"checkpoint {self.path}: the results of {where} are damaged (they do not "
             "match the checksum stored with them)"
