@@ -39,6 +39,7 @@ from faults import (
     hold_descriptors_then_hang,
     kill_holder,
     pid_of,
+    raise_unpicklable_then_crash,
     return_crash_when_pickled,
     return_hang_when_pickled,
     runs_of,
@@ -399,6 +400,37 @@ def test_a_crash_keeps_what_the_chunk_raised_before_it_in_imap(
     failures = [r for r in results if isinstance(r, BaseException)]
     assert sorted(type(r).__name__ for r in failures) == ["ValueError", "WorkerCrashed"]
     assert sorted(r for r in results if not isinstance(r, BaseException)) == [0, 9, 16, 25]
+    assert runs_of(tmp_path, 1) == 1
+
+
+def test_a_crash_keeps_an_exception_pickle_refused_before_it() -> None:
+    results = workpool.map(
+        raise_unpicklable_then_crash,
+        range(5),
+        backend="process",
+        workers=1,
+        chunksize=5,
+        return_exceptions=True,
+    )
+    assert type(results[1]).__name__ == "UnpicklableError"
+    assert "holds a lock" in str(results[1])
+    assert isinstance(results[2], workpool.WorkerCrashed)
+    assert [results[0], *results[3:]] == [0, 9, 16]
+
+
+def test_a_timeout_in_a_chunk_keeps_what_the_chunk_raised_before_it(tmp_path: Path) -> None:
+    results = workpool.map(
+        count_runs_then_fail(tmp_path, raise_on=1, hang_on=2),
+        range(5),
+        backend="process",
+        workers=1,
+        chunksize=5,
+        task_timeout=0.5,
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], ValueError)
+    assert isinstance(results[2], workpool.TaskTimeout)
+    assert [results[0], *results[3:]] == [0, 9, 16]
     assert runs_of(tmp_path, 1) == 1
 
 
