@@ -231,3 +231,56 @@ def fork_and_forget_to_exit(child_ends: str) -> tuple[str, int | str]:
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     return ("parent", "still running")
+
+
+def count_runs_then_fail(
+    marks: Path, raise_on: int, crash_on: int = -1, hang_on: int = -1
+) -> Callable[[int], int]:
+    """Leave a file in ``marks`` for every run; raise on ``raise_on`` (only the first time
+    it runs), end the process on ``crash_on``, sleep a minute on ``hang_on``, square the
+    rest."""
+
+    def task(x: int) -> int:
+        runs = len(list(marks.glob(f"{x}-*")))
+        (marks / f"{x}-{os.getpid()}-{time.monotonic_ns()}").touch()
+        if x == raise_on and runs == 0:
+            raise ValueError(f"first run of {x}")
+        if x == crash_on:
+            os._exit(3)
+        if x == hang_on:
+            time.sleep(60)
+        return x * x
+
+    return task
+
+
+def runs_of(marks: Path, x: int) -> int:
+    return len(list(marks.glob(f"{x}-*")))
+
+
+class HangWhenPickled:
+    """A result whose pickling never ends (until the process is killed)."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        threading.Event().wait()
+        raise AssertionError
+
+
+def return_hang_when_pickled(x: int) -> object:
+    return HangWhenPickled() if x == 1 else x
+
+
+class UnpicklableError(Exception):
+    """An exception that holds a lock, which pickle refuses."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lock = threading.Lock()
+
+
+def raise_unpicklable_then_crash(x: int) -> int:
+    if x == 1:
+        raise UnpicklableError("holds a lock")
+    if x == 2:
+        os._exit(3)
+    return x * x

@@ -334,12 +334,14 @@ def _load_slowly(seconds: float) -> SlowToLoad:
 
 
 class SlowToPickleError(ValueError):
-    """An error that takes half a second to pickle, as a worker sends it back."""
+    """An error that takes a quarter of a second to pickle, as a worker sends it back."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        time.sleep(0.5)
+        time.sleep(0.25)
         return (SlowToPickleError, self.args)
 
 
-def raise_slow_to_pickle(_: object) -> None:
+def raise_slow_to_pickle(seconds: float) -> None:
+    """Take ``seconds``, then raise an error slow to pickle."""
+    time.sleep(seconds)
     raise SlowToPickleError("slow to pickle")

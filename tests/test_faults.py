@@ -27,6 +27,7 @@ from faults import (
     RaiseWhenFunctionUnpickled,
     RaiseWhenUnpickled,
     announce_then_sleep,
+    count_runs_then_fail,
     crash_first_try,
     crash_on,
     crash_on_any,
@@ -38,7 +39,10 @@ from faults import (
     hold_descriptors_then_hang,
     kill_holder,
     pid_of,
+    raise_unpicklable_then_crash,
     return_crash_when_pickled,
+    return_hang_when_pickled,
+    runs_of,
     sleep_then_pid,
 )
 from helpers import (
@@ -280,10 +284,11 @@ def test_timeout_does_not_touch_tasks_that_finish_in_time(backend: str) -> None:
 
 
 def test_sending_a_tasks_outcome_back_does_not_count_against_its_timeout(backend: str) -> None:
-    # task_timeout bounds the call. Pickling what it raised takes half a second: the
-    # task still fails with its own error, not TaskTimeout.
-    with workpool.Pool(1, backend=backend, task_timeout=0.3) as pool:
-        error = pool.submit(raise_slow_to_pickle, 0).exception(timeout=30)
+    # task_timeout bounds the call, and on processes pickling its outcome on a clock of
+    # its own. The call takes a quarter of a second, and so does pickling what it
+    # raised: together past the limit, each within it, the task fails with its own error.
+    with workpool.Pool(1, backend=backend, task_timeout=0.4) as pool:
+        error = pool.submit(raise_slow_to_pickle, 0.25).exception(timeout=30)
     assert type(error) is SlowToPickleError
 
 
@@ -347,6 +352,113 @@ def test_crash_while_pickling_a_result_costs_that_task() -> None:
     assert results[0] == 0
     assert results[2:] == [2, 3]
     assert isinstance(results[1], workpool.WorkerCrashed)
+
+
+def _raise_on_1_crash_on_2(tmp_path: Path, **options: Any) -> list[Any]:
+    task = count_runs_then_fail(tmp_path, raise_on=1, crash_on=2)
+    return workpool.map(task, range(6), backend="process", workers=1, chunksize=4, **options)
+
+
+@pytest.mark.parametrize("task_timeout", [None, 30.0], ids=["untimed", "timed"])
+def test_a_crash_keeps_what_the_chunk_raised_before_it(
+    tmp_path: Path, task_timeout: float | None
+) -> None:
+    # Item 1 raises the first time it runs only: run again after the crash, it would
+    # return a value, and the failure that happened would be lost without a word.
+    results = _raise_on_1_crash_on_2(tmp_path, return_exceptions=True, task_timeout=task_timeout)
+    assert isinstance(results[1], ValueError)
+    assert str(results[1]) == "first run of 1"
+    assert isinstance(results[2], workpool.WorkerCrashed)
+    assert "input position 2" in str(results[2])
+    assert [results[0], *results[3:]] == [0, 9, 16, 25]
+    assert runs_of(tmp_path, 1) == 1
+
+
+def test_a_crash_after_a_failure_in_its_chunk_raises_that_failure(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="first run of 1"):
+        _raise_on_1_crash_on_2(tmp_path)
+
+
+def test_a_crash_after_a_failure_in_its_chunk_with_retries(tmp_path: Path) -> None:
+    # The item that raised is tried again as retries allow, as it would be without the
+    # crash: its second run succeeds. The crash takes its own attempts.
+    results = _raise_on_1_crash_on_2(tmp_path, return_exceptions=True, retries=1)
+    assert results[1] == 1
+    assert isinstance(results[2], workpool.WorkerCrashed)
+    assert runs_of(tmp_path, 1) == 2
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_a_crash_keeps_what_the_chunk_raised_before_it_in_imap(
+    tmp_path: Path, ordered: bool
+) -> None:
+    task = count_runs_then_fail(tmp_path, raise_on=1, crash_on=2)
+    with workpool.Pool(1, backend="process") as pool:
+        results = list(
+            pool.imap(task, range(6), chunksize=4, ordered=ordered, return_exceptions=True)
+        )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert sorted(type(r).__name__ for r in failures) == ["ValueError", "WorkerCrashed"]
+    assert sorted(r for r in results if not isinstance(r, BaseException)) == [0, 9, 16, 25]
+    assert runs_of(tmp_path, 1) == 1
+
+
+def test_a_crash_keeps_an_exception_pickle_refused_before_it() -> None:
+    results = workpool.map(
+        raise_unpicklable_then_crash,
+        range(5),
+        backend="process",
+        workers=1,
+        chunksize=5,
+        return_exceptions=True,
+    )
+    assert type(results[1]).__name__ == "UnpicklableError"
+    assert "holds a lock" in str(results[1])
+    assert isinstance(results[2], workpool.WorkerCrashed)
+    assert [results[0], *results[3:]] == [0, 9, 16]
+
+
+def test_a_timeout_in_a_chunk_keeps_what_the_chunk_raised_before_it(tmp_path: Path) -> None:
+    results = workpool.map(
+        count_runs_then_fail(tmp_path, raise_on=1, hang_on=2),
+        range(5),
+        backend="process",
+        workers=1,
+        chunksize=5,
+        task_timeout=0.5,
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], ValueError)
+    assert isinstance(results[2], workpool.TaskTimeout)
+    assert [results[0], *results[3:]] == [0, 9, 16]
+    assert runs_of(tmp_path, 1) == 1
+
+
+def test_a_result_whose_pickling_hangs_times_out() -> None:
+    started = time.monotonic()
+    with workpool.Pool(1, backend="process", task_timeout=0.5) as pool:
+        error = pool.submit(return_hang_when_pickled, 1).exception(timeout=30)
+        assert pool.submit(square, 3).result(timeout=30) == 9  # a new worker took over
+    assert isinstance(error, workpool.TaskTimeout)
+    assert "pickling what it returned or raised took longer" in str(error)
+    assert time.monotonic() - started < 10
+
+
+def test_a_result_whose_pickling_hangs_in_a_chunk_costs_that_task() -> None:
+    results = workpool.map(
+        return_hang_when_pickled,
+        range(4),
+        backend="process",
+        workers=1,
+        chunksize=4,
+        task_timeout=0.5,
+        retries=1,
+        return_exceptions=True,
+    )
+    assert results[0] == 0
+    assert results[2:] == [2, 3]
+    assert isinstance(results[1], workpool.TaskTimeout)
+    assert "input position 1" in str(results[1])
 
 
 @pytest.mark.parametrize("initializer", [broken_initializer, exit_in_initializer])

@@ -267,6 +267,7 @@ def call_items(
     items: Sequence[Any],
     *,
     before_each: Callable[[int], object] | None = None,
+    after_error: Callable[[list[Any], dict[int, BaseException]], object] | None = None,
     catch_interrupt: bool = False,
 ) -> tuple[list[Any], dict[int, BaseException], float]:
     """Run ``fn`` over ``items``; return values, exceptions by position, elapsed seconds.
@@ -274,7 +275,9 @@ def call_items(
     A failing item leaves ``None`` in ``values`` and its exception in the dict; the
     other items still run. ``KeyboardInterrupt`` propagates (it is the user's, not the
     task's) unless ``catch_interrupt``, for workers that never see a real one.
-    ``before_each(position)`` is called before each item, for those who watch progress.
+    ``before_each(position)`` is called before each item, for those who watch progress;
+    ``after_error(values, errors)`` after each item that raised, with the outcomes so
+    far (the failed item's ``None`` in place), for those who report failures at once.
 
     This is the hot loop of every backend (``extend_calls``, in the common case).
     """
@@ -301,6 +304,10 @@ def call_items(
             except BaseException as exc:  # SystemExit from a task is that task's failure
                 errors[position] = exc
                 append(None)
+            else:
+                continue
+            if after_error is not None:
+                after_error(values, errors)
     else:
         # When a call raises, every value before it is in place, so len(values) is the
         # failing item's position, and the same iterator resumes after it.
@@ -313,16 +320,17 @@ def call_items(
             except StopIteration as exc:
                 errors[len(values)] = stop_iteration_failure(exc)
                 append(None)
-                continue
             except BaseException as exc:
                 errors[len(values)] = exc
                 append(None)
-                continue
-            if len(values) == len(items):
-                break
-            # A call raised StopIteration, and map took it for the end of its input.
-            errors[len(values)] = stop_iteration_failure(None)
-            append(None)
+            else:
+                if len(values) == len(items):
+                    break
+                # A call raised StopIteration, and map took it for the end of its input.
+                errors[len(values)] = stop_iteration_failure(None)
+                append(None)
+            if after_error is not None:
+                after_error(values, errors)
     return values, errors, time.perf_counter() - started
 
 

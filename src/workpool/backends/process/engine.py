@@ -13,7 +13,11 @@ How one task travels::
                                      (DEFINE fn, once per worker)
                                      CHUNK seq, fn_id, items ----------> recv frame
                                      handle.assigned.append(wire)        run items
-                                                                         BATCH seq, results
+                                                                         (an item raised,
+                                                                         more follow:
+                                     read PART <------------------------ PART seq, so far)
+    sink.deliver(piece) <----------- assigned[0].done += its items
+                                                                         BATCH seq, the rest
                                      read BATCH <-----------------------
                                      assigned.popleft() is that chunk
     sink.deliver(batch) <----------- decode, then deliver
@@ -39,7 +43,10 @@ first, and while chunks are long and uneven, so none waits behind a long task
 Because the supervisor knows which chunks each worker holds, and a shared slot tells
 it which item a tracked chunk is on, a dead worker costs exactly its current task.
 When the item is unknown (an untracked chunk of several items), those items are run
-again one at a time, which finds the culprit without blaming the others.
+again one at a time, which finds the culprit without blaming the others. What a chunk
+raised before its worker died is never lost, nor run again: the worker sends the
+outcomes so far at once when an item raises and more follow (a PART), and only the
+items after them are recovered.
 
 This module is the submitting side: it pickles each function once and each chunk's
 items in the caller's thread (``wire.py``). ``supervisor.py`` is the middle column of

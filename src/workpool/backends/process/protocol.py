@@ -24,6 +24,16 @@ Worker to parent::
                  readings                        when the worker began unpickling the
                                                  items, began and finished running them,
                                                  and finished pickling the results
+    PART         as BATCH                        the outcomes of the chunk's items not sent
+    TIMED_PART   as TIMED_BATCH                  yet, up to one that raised, sent at once
+                                                 when more items follow it; the BATCH then
+                                                 holds only the items after it
+
+A chunk's answer is thus zero or more PARTs, then a BATCH, together one outcome per
+item, in item order. An exception is rare and costly anyway, so sending it at once
+costs little, and it is never lost if the worker dies later in the chunk. (Values are
+not sent early: that would cost every item of a tiny-task chunk a check; a worker
+that dies takes them with it, and they run again.)
 
 Clock readings are ``workpool.clock.now_ns()`` in the worker; ``clock`` in READY lets
 the parent align them with its own (``clock.clock_offset``).
@@ -32,8 +42,9 @@ Beside the socket, every worker has a *slot* of three integers in memory shared 
 the parent: the ``seq`` of the chunk it is running, the position of the item it is on,
 and when that item started. The worker writes the seq once per chunk; it writes the
 position and start time before every item only for *tracked* chunks (those with a
-``task_timeout``). When a worker dies or overruns, the slot tells the supervisor which
-task it was on.
+``task_timeout``), and ``POSITION_RETURNING`` while it pickles their outcomes, which
+the deadline covers too. When a worker dies or overruns, the slot tells the supervisor
+which task it was on.
 """
 
 from __future__ import annotations
@@ -80,6 +91,8 @@ READY = 0x52  # "R"
 INIT_FAILED = 0x49  # "I"
 BATCH = 0x42  # "B"
 TIMED_BATCH = 0x62  # "b"
+PART = 0x50  # "P"
+TIMED_PART = 0x70  # "p"
 
 # kind, fn_id, evict_id (-1: none), descriptors carried (large arrays the function holds)
 _DEFINE_HEAD = struct.Struct("<BqqH")
@@ -94,6 +107,10 @@ SLOT_FIELDS = 3
 SLOT_SEQ, SLOT_POSITION, SLOT_STARTED_NS = 0, 1, 2
 POSITION_IDLE = -1  # the chunk is not on any item (untracked, or between items)
 POSITION_INITIALIZING = -2  # no chunk yet: the worker runs the pool's initializer
+# A tracked chunk's outcomes are being pickled. The start time is then the item's own
+# when they are one item's (its task_timeout covers its call and its result's pickling),
+# else when the pickling began.
+POSITION_RETURNING = -3
 # The position an error carries when the chunk's items could not be unpickled at all.
 WHOLE_CHUNK = -1
 
@@ -237,8 +254,12 @@ def encode_batch(
     errors: Sequence[tuple[int, PackedError]],
     sharing: SharingContext,
     times: tuple[int, int, int] | None = None,
+    *,
+    partial: bool = False,
 ) -> tuple[list[bytes], list[int], list[Any]]:
     """A chunk's results, the descriptors to send with them, and what keeps those open.
+
+    ``partial``: they are the outcomes up to an item that raised, and more follow (PART).
 
     Large arrays among the results travel in shared memory (``sharing``). A value that
     cannot be pickled becomes that item's error. ``times`` (a timed chunk's receiving,
@@ -272,9 +293,11 @@ def encode_batch(
                 values[position] = None
         payload, fds, keep = dumps_sharing((values, errors), sharing)
     if times is not None:
-        head = _TIMED_BATCH_HEAD.pack(TIMED_BATCH, seq, elapsed, len(fds), *times, now_ns())
+        kind = TIMED_PART if partial else TIMED_BATCH
+        head = _TIMED_BATCH_HEAD.pack(kind, seq, elapsed, len(fds), *times, now_ns())
         return [head, payload], fds, keep
-    return [_BATCH_HEAD.pack(BATCH, seq, elapsed, len(fds)), payload], fds, keep
+    head = _BATCH_HEAD.pack(PART if partial else BATCH, seq, elapsed, len(fds))
+    return [head, payload], fds, keep
 
 
 class Ready:
@@ -293,7 +316,9 @@ class InitFailed:
 
 
 class Batch:
-    __slots__ = ("body", "elapsed", "fd_count", "offset", "seq", "times")
+    """A BATCH or a PART (``partial``), as the parent reads it."""
+
+    __slots__ = ("body", "elapsed", "fd_count", "offset", "partial", "seq", "times")
 
     def __init__(
         self,
@@ -303,8 +328,10 @@ class Batch:
         body: bytes | bytearray,
         times: tuple[int, int, int, int] | None = None,
         offset: int = _BATCH_HEAD.size,
+        partial: bool = False,
     ) -> None:
         self.seq = seq
+        self.partial = partial  # a PART: the chunk's answer goes on
         self.elapsed = elapsed
         self.fd_count = fd_count  # shared-memory descriptors that came with it
         self.body = body
@@ -326,14 +353,20 @@ class Batch:
 
 def decode_from_worker(body: bytes | bytearray) -> Ready | InitFailed | Batch:
     kind = body[0]
-    if kind == BATCH:
+    if kind in (BATCH, PART):
         _, seq, elapsed, fd_count = _BATCH_HEAD.unpack_from(body)
-        return Batch(seq, elapsed, fd_count, body)
-    if kind == TIMED_BATCH:
+        return Batch(seq, elapsed, fd_count, body, partial=kind == PART)
+    if kind in (TIMED_BATCH, TIMED_PART):
         _, seq, elapsed, fd_count, *times = _TIMED_BATCH_HEAD.unpack_from(body)
         received, run, ran, returned = times
         return Batch(
-            seq, elapsed, fd_count, body, (received, run, ran, returned), _TIMED_BATCH_HEAD.size
+            seq,
+            elapsed,
+            fd_count,
+            body,
+            (received, run, ran, returned),
+            _TIMED_BATCH_HEAD.size,
+            partial=kind == TIMED_PART,
         )
     if kind == READY:
         return Ready(*pickle.loads(memoryview(body)[1:]))

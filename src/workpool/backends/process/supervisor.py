@@ -505,6 +505,9 @@ class Supervisor:
             # thread was interrupted in between (``_send_chunk``). Nobody waits for it.
             _close_descriptors(*handle.reader.take_fds(batch.fd_count))
             return
+        if batch.partial:  # the outcomes up to an item that raised; the chunk goes on
+            self._settle(handle, handle.assigned[0], batch)
+            return
         wire = handle.assigned.popleft()
         self._chunk_times.add(batch.elapsed)
         self._settle(handle, wire, batch)
@@ -512,23 +515,37 @@ class Supervisor:
             self._send_stop(handle)  # max_tasks_per_worker reached: retire it
 
     def _settle(self, handle: WorkerHandle, wire: WireChunk, batch: protocol.Batch) -> None:
-        """Deliver a chunk's results, or queue its items again one at a time."""
-        chunk = wire.chunk
+        """Deliver the results of a chunk's items not delivered yet (those in ``batch``),
+        or queue them again one at a time."""
+        begin, count = wire.done, len(wire.chunk.items)
+        fds = handle.reader.take_fds(batch.fd_count)
+        if wire.garbled:  # an earlier part could not be read: where this one begins is unknown
+            _close_descriptors(*fds)
+            if not batch.partial:
+                self._pending.extendleft(
+                    reversed([wire.split(i, i + 1) for i in range(begin, count)])
+                )
+            return
         decoding = now_ns() if batch.times is not None else 0
         try:
-            values, packed_errors = batch.decode(handle.reader.take_fds(batch.fd_count))
+            values, packed_errors = batch.decode(fds)
         except Exception as exc:
-            if len(chunk.items) > 1:
+            if batch.partial:
+                wire.garbled = True  # run its items again when its batch is in
+            elif count - begin > 1:
                 # One result spoils the whole batch's pickle: run the items again one at
                 # a time, so that only the task whose result cannot come back fails.
                 self._pending.extendleft(
-                    reversed([wire.split(i, i + 1) for i in range(len(chunk.items))])
+                    reversed([wire.split(i, i + 1) for i in range(begin, count)])
                 )
-                return
-            add_note(exc, "the results came back from the worker but could not be unpickled")
-            self._fail(wire, exc, worker=handle.label)
+            else:
+                add_note(exc, "the results came back from the worker but could not be unpickled")
+                self._fail(wire.split(begin, count), exc, worker=handle.label)
             return
-        if packed_errors and packed_errors[0][0] == protocol.WHOLE_CHUNK:
+        end = begin + len(values) if batch.partial else count
+        wire.done = end
+        chunk = wire.chunk if begin == 0 and end == count else wire.chunk.split(begin, end)
+        if packed_errors and packed_errors[0][0] == protocol.WHOLE_CHUNK:  # never partial
             error = unpack_error(packed_errors[0][1])
             if len(chunk.items) == 1:
                 self._fail(wire, error, worker=handle.label)
@@ -603,13 +620,17 @@ class Supervisor:
             self._break(errors.BrokenPool(message), cause)
 
     def _recover(self, handle: WorkerHandle, exitcode: int | None) -> None:
-        """A worker died holding chunks: blame its current item, send the rest again."""
+        """A worker died holding chunks: blame its current item, send the rest again.
+
+        The items of its chunk whose outcomes came back already (``WireChunk.done``)
+        are settled; the others before the culprit run again.
+        """
         started_seq = self._slot_view[handle.slot * protocol.SLOT_FIELDS + protocol.SLOT_SEQ]
         running = self._running_item(handle)
         head, *rest = handle.assigned
         handle.assigned.clear()
         again: list[WireChunk] = list(rest)
-        count = len(head.chunk.items)
+        done, count = head.done, len(head.chunk.items)
         culprit: int | None = None
         if started_seq != head.seq:
             again.insert(0, head)  # it never started the chunk
@@ -617,14 +638,21 @@ class Supervisor:
             culprit = handle.kill_reason.position
         elif running is not None:
             culprit = running[0]
-        elif count == 1:
-            culprit = 0
-        else:  # several items, none known to be running: try each alone
-            again[:0] = [head.split(i, i + 1) for i in range(count)]
+        elif count - done == 1 and not head.garbled:
+            culprit = done
+        returning = culprit == protocol.POSITION_RETURNING  # it was sending outcomes back
+        if returning:
+            culprit = done if count - done == 1 and not head.garbled else None
+        if culprit is not None and culprit < done:  # it ended that item, then was killed
+            culprit = None
+            again.insert(0, head.split(done, count))
+        elif culprit is None and started_seq == head.seq:
+            # Several items, none known to be running: try each alone.
+            again[:0] = [head.split(i, i + 1) for i in range(done, count)]
         if culprit is not None:
             again[:0] = [
                 piece
-                for piece in (head.split(0, culprit), head.split(culprit + 1, count))
+                for piece in (head.split(done, culprit), head.split(culprit + 1, count))
                 if piece.chunk.items
             ]
         self._pending.extendleft(reversed(again))
@@ -641,12 +669,14 @@ class Supervisor:
         what = head.chunk.task_name(culprit)
         error: BaseException
         if handle.kill_reason is not None:
+            ran = "ended, but pickling what it returned or raised took" if returning else "ran"
             error = TaskTimeout(
-                f"{what} ran longer than task_timeout={handle.kill_reason.limit:g}s; "
+                f"{what} {ran} longer than task_timeout={handle.kill_reason.limit:g}s; "
                 f"{handle.label} was killed and replaced"
             )
         else:
-            error = WorkerCrashed(f"{handle.label} {describe_exit(exitcode)} while running {what}")
+            doing = f"pickling what {what} returned or raised" if returning else f"running {what}"
+            error = WorkerCrashed(f"{handle.label} {describe_exit(exitcode)} while {doing}")
             error.pid = handle.pid  # type: ignore[attr-defined]
             error.exitcode = exitcode  # type: ignore[attr-defined]
         if head.chunk.trace is not None:
@@ -672,7 +702,8 @@ class Supervisor:
     # --- deadlines --------------------------------------------------------------------
 
     def _running_item(self, handle: WorkerHandle) -> tuple[int, int] | None:
-        """(position, start time in ns) of the item a tracked chunk runs, if one runs."""
+        """(position, start time in ns) of the item a tracked chunk runs, if one runs;
+        the position is ``POSITION_RETURNING`` while outcomes are pickled."""
         base = handle.slot * protocol.SLOT_FIELDS
         view = self._slot_view
         head = handle.assigned[0] if handle.assigned else None
@@ -682,7 +713,9 @@ class Supervisor:
             started = view[base + protocol.SLOT_STARTED_NS]
             if view[base + protocol.SLOT_POSITION] == position and view[base] == seq:
                 break
-        if head is None or seq != head.seq or position < 0 or head.chunk.task_timeout is None:
+        if head is None or seq != head.seq or head.chunk.task_timeout is None:
+            return None
+        if position < 0 and position != protocol.POSITION_RETURNING:
             return None
         return position, started
 

@@ -26,9 +26,12 @@ class WireChunk:
     ``payload`` is None until ``encode()`` pickles the items: the submitting thread does
     it for a new chunk, the supervisor for a piece it split off one (after a crash).
     ``seq`` is given when the chunk is sent; the worker's batch answers with it.
+    ``done`` counts its first items whose outcomes came back ahead of the rest (the
+    worker sends them at once when one raised, ``protocol.py``); ``garbled``: some such
+    outcomes could not be unpickled, and how many is not known.
     """
 
-    __slots__ = ("chunk", "fds", "fn_ref", "keep", "payload", "seq")
+    __slots__ = ("chunk", "done", "fds", "fn_ref", "garbled", "keep", "payload", "seq")
 
     def __init__(self, chunk: Chunk, fn_ref: FunctionRef) -> None:
         self.chunk = chunk
@@ -37,6 +40,8 @@ class WireChunk:
         self.fds: list[int] = []
         self.keep: list[Any] = []
         self.seq = 0
+        self.done = 0
+        self.garbled = False
 
     def __repr__(self) -> str:
         return f"<WireChunk seq={self.seq} {self.chunk!r}>"

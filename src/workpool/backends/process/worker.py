@@ -43,13 +43,107 @@ __all__ = ["worker_main"]
 SPIN_SECONDS = 0.0002
 
 
+class _Answer:
+    """Sends a chunk's outcomes back: at once up to an item that raised, if more items
+    follow it (a PART), and the rest when the chunk is done (the BATCH).
+
+    While a tracked chunk's outcomes are pickled, the slot says so, and since when
+    (``protocol.POSITION_RETURNING``): pickling them may take ``task_timeout`` too, on a
+    clock of its own (a call's clock stops when it returns, as on every backend).
+    """
+
+    __slots__ = (
+        "_items",
+        "_order",
+        "_pid",
+        "_received",
+        "_run",
+        "_sent",
+        "_slot",
+        "_sock",
+        "_started",
+    )
+
+    def __init__(
+        self,
+        sock: Socket,
+        order: protocol.ChunkOrder,
+        slot: memoryview,
+        pid: int,
+        started: float,
+        received: int,
+    ) -> None:
+        self._sock = sock
+        self._order = order
+        self._slot = slot
+        self._pid = pid
+        self._items: list[Any] = []
+        self._sent = 0  # the items whose outcomes are sent
+        self._started = started  # perf_counter: when the items not sent yet began
+        # A timed chunk's clock readings: when the items not sent yet were received, and
+        # began to run (those sent later count from when the earlier ones were sent).
+        self._received = self._run = received
+
+    def running(self, items: list[Any], started: float, run: int) -> None:
+        """The items are rebuilt and run from now (``started``, ``run``)."""
+        self._items = items
+        self._started = started
+        self._run = run
+
+    def early(self, values: list[Any], errors: dict[int, BaseException]) -> None:
+        """An item raised (``call_items``'s ``after_error``): send what is done, if the
+        chunk goes on; its last item's outcome goes with the batch, at once anyway."""
+        if os.getpid() != self._pid:  # a task's fork: the worker's socket is not its own
+            return
+        if len(values) < len(self._items):
+            self.send(values, errors, partial=True)
+
+    def send(
+        self,
+        values: list[Any],
+        errors: dict[int, BaseException] | list[tuple[int, PackedError]],
+        partial: bool = False,
+    ) -> None:
+        """Send the outcomes of the items from the first not sent to the last in
+        ``values``; ``errors`` by position in the chunk, or packed already (relative)."""
+        order, slot, sent = self._order, self._slot, self._sent
+        if order.tracked:
+            slot[protocol.SLOT_STARTED_NS] = time.monotonic_ns()
+            slot[protocol.SLOT_POSITION] = protocol.POSITION_RETURNING
+        if isinstance(errors, dict):
+            if order.fd_count:  # the items came with shared memory
+                for position, exc in errors.items():
+                    if position >= sent:
+                        explain_read_only(exc, arguments_of(order.mode, self._items[position]))
+            errors = [
+                (position - sent, pack_error(exc))
+                for position, exc in errors.items()
+                if position >= sent
+            ]
+        elapsed = time.perf_counter() - self._started
+        times = (self._received, self._run, now_ns()) if order.timed else None
+        # Large arrays among the results go back in shared memory, writable there.
+        sharing = SharingContext(order.share_threshold, writable=True)
+        parts, result_fds, keep = protocol.encode_batch(
+            order.seq, elapsed, values[sent:], errors, sharing, times, partial=partial
+        )
+        send_frame(self._sock, *parts, fds=result_fds)
+        del keep, sharing
+        slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
+        self._sent = len(values)
+        self._started = time.perf_counter()
+        if order.timed:
+            self._received = self._run = now_ns()
+
+
 def _run_chunk(
     fn: Callable[..., Any],
     order: protocol.ChunkOrder,
     items: list[Any],
     slot: memoryview,
     worker_pid: int,
-) -> tuple[list[Any], list[tuple[int, PackedError]]]:
+    answer: _Answer,
+) -> tuple[list[Any], dict[int, BaseException]]:
     """Run the items; on a tracked chunk, publish which item runs and since when.
 
     A process one of the items forked, and that returned from it, ends here.
@@ -64,14 +158,15 @@ def _run_chunk(
             slot[protocol.SLOT_POSITION] = position
 
     values, errors, _ = call_items(
-        fn, order.mode, items, before_each=before_each, catch_interrupt=True
+        fn,
+        order.mode,
+        items,
+        before_each=before_each,
+        after_error=answer.early,
+        catch_interrupt=True,
     )
     end_if_forked(worker_pid, errors.values())
-    slot[protocol.SLOT_POSITION] = protocol.POSITION_IDLE
-    if order.fd_count:  # the items came with shared memory
-        for position, exc in errors.items():
-            explain_read_only(exc, arguments_of(order.mode, items[position]))
-    return values, [(position, pack_error(exc)) for position, exc in errors.items()]
+    return values, errors
 
 
 def _load_function(payload: memoryview, fds: list[int]) -> Callable[..., Any]:
@@ -169,7 +264,9 @@ def _serve(
         fds = reader.take_fds(order.fd_count)
         slot[protocol.SLOT_SEQ] = order.seq
         started = time.perf_counter()
-        received = run = now_ns() if order.timed else 0
+        received = now_ns() if order.timed else 0
+        answer = _Answer(sock, order, slot, pid, started, received)
+        errors: dict[int, BaseException] | list[tuple[int, PackedError]]
         try:
             items = loads_sharing(order.payload, fds)
         except BaseException as exc:  # the arguments cannot be rebuilt here
@@ -183,17 +280,9 @@ def _serve(
                 # Once per worker, not per item: counted in, it made a first chunk of
                 # tiny items look a thousand times slower, and their chunks grow slowly.
                 started += time.perf_counter() - loading
-            if order.timed:
-                run = now_ns()
-            values, errors = _run_chunk(fn, order, items, slot, pid)
+            answer.running(items, started, now_ns() if order.timed else 0)
+            values, errors = _run_chunk(fn, order, items, slot, pid, answer)
             del items, fn
-        elapsed = time.perf_counter() - started
-        times = (received, run, now_ns()) if order.timed else None
-        # Large arrays among the results go back in shared memory, writable there.
-        sharing = SharingContext(order.share_threshold, writable=True)
-        parts, result_fds, keep = protocol.encode_batch(
-            order.seq, elapsed, values, errors, sharing, times
-        )
-        send_frame(sock, *parts, fds=result_fds)
-        del values, errors, keep, sharing
+        answer.send(values, errors)
+        del values, errors, answer
     sock.close()
