@@ -678,9 +678,11 @@ def _time_inline(
     modules = len(sys.modules)
     warm_cpu, warm_queued, warm_started = time.thread_time(), _seconds_queued(), time.perf_counter()
     values, errors, warm = call_items(fn, mode, first)
+    # Read at once: a wait for a CPU after the item (on a loaded machine, a stretch in
+    # a run queue can come at any moment) is not the item's, and must not come off it.
+    alone = _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
     sample.add(first, values, errors)
     if warm >= SLOW_ITEM:
-        alone = _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
         # It is the sample if it is most of the budget, or if it mostly waited.
         if warm > budget * 0.25 or _cpu_fraction(alone) < 0.5:
             return alone
@@ -713,7 +715,7 @@ def _time_inline(
             1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
         )
     if timed == 0:  # the warm-up item was all there was, or all there was time for
-        return _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
+        return alone
     cpu, queued = time.thread_time() - cpu_started, _seconds_queued() - queued_started
     return _Inline(
         items=len(sample.values),
