@@ -845,12 +845,16 @@ def _run_on_two_threads(
 
     Returns values, errors by position, the wall time from the start to the last
     finish, the CPU time the whole process used meanwhile, and the seconds the two
-    threads spent ready to run but queued for a CPU, on average.
+    threads spent ready to run but queued for a CPU, on average. The two threads read
+    the clocks themselves: this thread, waking to join them on a loaded machine, may
+    wait for a CPU long after they are done.
     """
     middle = len(batch) // 2
     halves = [batch[:middle], batch[middle:]]
     outcomes: list[tuple[list[Any], dict[int, BaseException], float]] = [([], {}, 0.0)] * 2
     queued = [0.0, 0.0]
+    starts: list[tuple[float, float]] = []  # (wall, process CPU) clocks, as each began
+    ends: list[tuple[float, float]] = []  # ... and as each ended
     # What call_items lets through (a KeyboardInterrupt a task raised): the caller's,
     # raised there once both threads are done, as a plain loop would raise it.
     escaped: list[BaseException] = []
@@ -858,12 +862,14 @@ def _run_on_two_threads(
 
     def run(index: int) -> None:
         start_line.wait()
+        starts.append((time.perf_counter(), time.process_time()))
         before = _seconds_queued()
         try:
             outcomes[index] = call_items(fn, mode, halves[index])
         except BaseException as exc:
             escaped.append(exc)
         queued[index] = _seconds_queued() - before
+        ends.append((time.perf_counter(), time.process_time()))
 
     threads = [
         threading.Thread(target=run, args=(i,), name=f"workpool-advise-{i}") for i in range(2)
@@ -871,10 +877,10 @@ def _run_on_two_threads(
     for thread in threads:
         thread.start()
     start_line.wait()
-    started, cpu_started = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.join()
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    (started, cpu_started), (ended, cpu_ended) = min(starts), max(ends)
+    wall, cpu = ended - started, cpu_ended - cpu_started
     if escaped:
         raise escaped[0]
     values = outcomes[0][0] + outcomes[1][0]
