@@ -326,6 +326,29 @@ def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(
     assert decide(found, 50_000 - len(items)).backend == "serial", found
 
 
+def test_a_wait_for_a_cpu_after_the_one_timed_item_is_not_taken_off_its_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An item that mostly waits (5 ms asleep) is timed alone. On 3.14t at a load of 10
+    # the thread then waited for a CPU as it recorded the item: that wait, outside
+    # the item's 5 ms, was taken off them, the item looked 1.6 ms long, two threads
+    # looked slower than one, and waiting work was advised onto processes.
+    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
+    real = advise._seconds_queued
+    stalled: list[float] = []
+    monkeypatch.setattr(advise, "_seconds_queued", lambda: real() + sum(stalled))
+    add = advise._Sample.add
+
+    def preempted_while_recording(self: Any, *args: Any) -> None:
+        stalled.append(0.02)  # 20 ms queued for a CPU, after the item ran
+        add(self, *args)
+
+    monkeypatch.setattr(advise._Sample, "add", preempted_while_recording)
+    found, *_ = measure(waits, CallMode.ONE, InputSource(range(400)))
+    assert found.seconds_per_item >= 0.005, found
+    assert found.cpu_fraction < 0.5, found
+
+
 def test_threads_that_hold_the_gil_on_a_busy_machine_do_not_look_parallel(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -345,6 +368,37 @@ def test_threads_that_hold_the_gil_on_a_busy_machine_do_not_look_parallel(
     found, *_ = measure(spins, CallMode.ONE, InputSource(range(60)))
     assert found.thread_parallelism == pytest.approx(1.0), found
     assert decide(found, 3000).backend != "thread"
+
+
+def naps_3ms(x: int) -> int:
+    time.sleep(0.003)
+    return x
+
+
+def test_two_threads_are_timed_by_themselves_not_by_the_thread_that_waits_for_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # On 3.14t at a load of 10, two threads of sleeps ran "1.47x as fast as one":
+    # their wall time was read by the thread joining them, which on a loaded machine
+    # may wait for a CPU after they are done. Here it is half a second late, far
+    # longer than the pair's own run (6 items of 3 ms each).
+    import threading
+
+    join = threading.Thread.join
+
+    def join_late(thread: threading.Thread, timeout: float | None = None) -> None:
+        if thread.name.startswith("workpool-advise-"):
+            time.sleep(0.5)
+        join(thread, timeout)
+
+    monkeypatch.setattr(threading.Thread, "join", join_late)
+    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
+    values, errors, wall, cpu, _ = advise._run_on_two_threads(
+        naps_3ms, CallMode.ONE, list(range(12))
+    )
+    assert values == list(range(12)) and not errors
+    assert 0.018 <= wall < 0.5
+    assert cpu < wall
 
 
 # --- how much is measured -------------------------------------------------------------

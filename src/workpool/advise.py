@@ -678,9 +678,11 @@ def _time_inline(
     modules = len(sys.modules)
     warm_cpu, warm_queued, warm_started = time.thread_time(), _seconds_queued(), time.perf_counter()
     values, errors, warm = call_items(fn, mode, first)
+    # Read at once: a wait for a CPU after the item (on a loaded machine, a stretch in
+    # a run queue can come at any moment) is not the item's, and must not come off it.
+    alone = _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
     sample.add(first, values, errors)
     if warm >= SLOW_ITEM:
-        alone = _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
         # It is the sample if it is most of the budget, or if it mostly waited.
         if warm > budget * 0.25 or _cpu_fraction(alone) < 0.5:
             return alone
@@ -713,7 +715,7 @@ def _time_inline(
             1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
         )
     if timed == 0:  # the warm-up item was all there was, or all there was time for
-        return _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
+        return alone
     cpu, queued = time.thread_time() - cpu_started, _seconds_queued() - queued_started
     return _Inline(
         items=len(sample.values),
@@ -843,12 +845,16 @@ def _run_on_two_threads(
 
     Returns values, errors by position, the wall time from the start to the last
     finish, the CPU time the whole process used meanwhile, and the seconds the two
-    threads spent ready to run but queued for a CPU, on average.
+    threads spent ready to run but queued for a CPU, on average. The two threads read
+    the clocks themselves: this thread, waking to join them on a loaded machine, may
+    wait for a CPU long after they are done.
     """
     middle = len(batch) // 2
     halves = [batch[:middle], batch[middle:]]
     outcomes: list[tuple[list[Any], dict[int, BaseException], float]] = [([], {}, 0.0)] * 2
     queued = [0.0, 0.0]
+    starts: list[tuple[float, float]] = []  # (wall, process CPU) clocks, as each began
+    ends: list[tuple[float, float]] = []  # ... and as each ended
     # What call_items lets through (a KeyboardInterrupt a task raised): the caller's,
     # raised there once both threads are done, as a plain loop would raise it.
     escaped: list[BaseException] = []
@@ -856,12 +862,14 @@ def _run_on_two_threads(
 
     def run(index: int) -> None:
         start_line.wait()
+        starts.append((time.perf_counter(), time.process_time()))
         before = _seconds_queued()
         try:
             outcomes[index] = call_items(fn, mode, halves[index])
         except BaseException as exc:
             escaped.append(exc)
         queued[index] = _seconds_queued() - before
+        ends.append((time.perf_counter(), time.process_time()))
 
     threads = [
         threading.Thread(target=run, args=(i,), name=f"workpool-advise-{i}") for i in range(2)
@@ -869,10 +877,10 @@ def _run_on_two_threads(
     for thread in threads:
         thread.start()
     start_line.wait()
-    started, cpu_started = time.perf_counter(), time.process_time()
     for thread in threads:
         thread.join()
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    (started, cpu_started), (ended, cpu_ended) = min(starts), max(ends)
+    wall, cpu = ended - started, cpu_ended - cpu_started
     if escaped:
         raise escaped[0]
     values = outcomes[0][0] + outcomes[1][0]
