@@ -882,17 +882,22 @@ def test_failures_on_the_early_pool_keep_error_semantics(call: str) -> None:
 
 @needs_early_items
 def test_an_item_failing_on_the_early_pool_is_retried_there(tmp_path: Path) -> None:
+    failed_once = tmp_path / "failed once"
+
     def flaky(x: int) -> tuple[int, int]:
-        if x == 4 and not (tmp_path / "failed once").exists():
-            (tmp_path / "failed once").touch()
+        if x == 4 and not failed_once.exists():
+            failed_once.write_text(str(os.getpid()))
             raise ValueError("first attempt")
         return slow_spins(x), os.getpid()
 
     results = workpool.map(flaky, range(6), workers=2, retries=1)
     assert [x for x, _ in results] == list(range(6))
     assert measured_prefix(flaky) <= 4
-    assert (tmp_path / "failed once").exists()
-    assert results[4][1] != os.getpid()  # tried again on the pool, not here
+    # Tried again where it failed: on a worker process (not here) if it failed on one.
+    # (Which engine that is depends on the timings: a loaded machine can make the
+    # first items look like waiting, and threads run them in this process.)
+    first_attempt = int(failed_once.read_text())
+    assert (results[4][1] == os.getpid()) == (first_attempt == os.getpid())
 
 
 def slow_marked(item: tuple[int, str]) -> int:
