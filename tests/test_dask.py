@@ -818,6 +818,19 @@ def test_arrays_shared_writable_are_refused(client: Any) -> None:
     assert workpool.map(array_sum_plus, [made], [1], backend="dask", address=client) == [500_001.0]
 
 
+
+def test_arrays_shared_read_only_stay_read_only_on_the_cluster(client: Any) -> None:
+    # As on processes: an array from share() is read-only in the workers, whatever its
+    # size or share_threshold; a task that writes into it fails there as here, rather
+    # than writing into a copy whose change is lost.
+    numpy = pytest.importorskip("numpy")
+    shared = workpool.share(numpy.zeros(10))
+    for options in ({}, {"share_threshold": None}):
+        with pytest.raises(ValueError, match="read-only"):
+            workpool.map(scribble, [shared], backend="dask", address=client, **options)
+    assert workpool.map(scribble, [numpy.zeros(10)], backend="dask", address=client) == [None]
+    assert not shared.any()
+
 # --- the local pools on the nodes ---------------------------------------------------
 
 
