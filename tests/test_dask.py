@@ -1287,6 +1287,19 @@ def test_a_client_closed_under_a_pool_breaks_it_and_says_so(client: Any) -> None
             pool.submit(square, 2)
 
 
+
+def test_a_pool_whose_client_was_closed_while_idle_says_so(client: Any) -> None:
+    # Nothing was in flight to be cancelled: the next task is the first to find out.
+    own = distributed.Client(client.cluster, set_as_default=False)
+    with workpool.Pool(backend="dask", address=own) as pool:
+        assert pool.submit(square, 3).result(timeout=30) == 9
+        own.close()
+        first = pool.submit(square, 2).exception(timeout=30)
+        assert isinstance(first, workpool.BrokenPool), repr(first)
+        assert "the Dask client was closed" in str(first)
+        with pytest.raises(workpool.BrokenPool, match="the Dask client was closed"):
+            list(pool.map(square, range(3)))
+
 def test_without_the_extra_backend_dask_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
     with pytest.raises(ImportError, match=r"pip install 'workpool\[dask\]'"):

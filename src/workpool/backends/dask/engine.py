@@ -304,8 +304,8 @@ class DaskBackend(Backend):
                 else:
                     self._in_flight[key] = _InFlight(chunk, future)
         if failure is not None:  # claimed: it must still end in a delivery
-            if self._sends:  # not stopping: the client itself failed
-                self._break(failure)
+            if self._sends:  # not stopping: the client itself failed, which breaks us
+                failure = self._break(failure)
             chunk.sink.deliver(ResultBatch.failed(chunk, failure, retryable=False))
             return
         self._when_done(future, self._finished.put)
@@ -576,13 +576,17 @@ class DaskBackend(Backend):
         if not (self._in_flight or self._settling or self._pending or self._sending):
             self._idle.notify_all()
 
-    def _break(self, cause: BaseException) -> None:
+    def _break(self, cause: BaseException) -> BaseException:
+        """Mark the backend broken by ``cause``; the ``BrokenPool`` for one call to raise."""
         with self._lock:
             if self._broken is None:
                 broken = cause if isinstance(cause, BrokenPool) else None
+                if broken is None and _closed(self._client):
+                    broken = BrokenPool(CLIENT_CLOSED)
                 self._broken = broken or BrokenPool(f"the Dask cluster failed us: {cause!r}")
                 if self._broken is not cause:
                     self._broken.__cause__ = cause
+            return cause if cause is self._broken else one_for_each_call(self._broken)
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         """Let the tasks in flight finish, and those queued unless ``cancel_pending``."""
@@ -720,6 +724,15 @@ def _still_held(copy: Any) -> bool:
     return not copy.cancelled()
 
 
+CLIENT_CLOSED = (
+    "the Dask client was closed while the pool still used it (close the pool before its client)"
+)
+
+
+def _closed(client: Any) -> bool:
+    return getattr(client, "status", None) in ("closing", "closed")
+
+
 def _cancellation(future: Any) -> tuple[str, bool]:
     """Why Dask cancelled ``future``, and whether its client lost or closed its scheduler.
 
@@ -727,14 +740,9 @@ def _cancellation(future: Any) -> tuple[str, bool]:
     (``client.restart()``, another client's ``cancel``) ends the task, not the cluster.
     A client closed under the pool cancels every future it holds, with no reason given.
     """
-    status = getattr(future.client, "status", None)
-    if status in ("closing", "closed"):
-        why = (
-            "the Dask client was closed while the pool still used it (close the pool "
-            "before its client)"
-        )
-        return why, True
-    lost = status != "running"
+    if _closed(future.client):
+        return CLIENT_CLOSED, True
+    lost = getattr(future.client, "status", None) != "running"
     try:
         future.result(timeout=1)
     except concurrent.futures.CancelledError as why:  # Dask's, with its reason
