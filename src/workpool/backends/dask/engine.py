@@ -53,6 +53,7 @@ import re
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -71,7 +72,13 @@ from workpool.backends.dask.payload import (
 )
 from workpool.chunking import ChunkTimes
 from workpool.clock import now_ns
-from workpool.errors import BrokenPool, WorkerCrashed, add_note, one_for_each_call
+from workpool.errors import (
+    BrokenPool,
+    WorkerCrashed,
+    add_note,
+    one_for_each_call,
+    outside_workpool,
+)
 from workpool.exit_lists import THREADS, ExitList
 from workpool.serialize import FunctionRegistry, dumps_function, picklable_runs
 from workpool.tasks import Chunk, ResultBatch
@@ -128,7 +135,8 @@ class DaskBackend(Backend):
         self._cap: int | None = given
         self._threads = 0
         self._threads_checked = float("-inf")
-        self._count_threads()
+        if self._count_threads() and not self._threads and self._link.cluster is None:
+            _warn_no_workers(self._link.where)
         self._session_id = uuid.uuid4().hex
         initializer = None
         if spec.initializer is not None:
@@ -179,11 +187,15 @@ class DaskBackend(Backend):
             self._count_threads()
         return max(1, 2 * self._threads)
 
-    def _count_threads(self) -> None:
+    def _count_threads(self) -> bool:
+        """Ask the cluster how many threads it has now; whether it answered."""
+        answered = False
         with contextlib.suppress(Exception):  # else keep the last count
             self._threads = sum(self._client.nthreads().values())
+            answered = True
         self._threads_checked = time.monotonic()
         self.workers = max(1, self._threads)
+        return answered
 
     # --- submitting ---------------------------------------------------------------------
 
@@ -518,6 +530,13 @@ class DaskBackend(Backend):
                 )
                 error.__cause__ = cause
                 retryable = True
+            elif type(cause).__name__ in ("NoWorkerError", "NoValidWorkerError"):
+                error = cause
+                add_note(
+                    error,
+                    "workpool: the Dask scheduler had no worker to run this chunk's task "
+                    "for longer than its distributed.scheduler.no-workers-timeout",
+                )
             else:
                 error = cause
                 add_note(
@@ -717,6 +736,16 @@ def _done_callbacks_on_the_loop() -> Callable[[Any, Callable[[Any], None]], None
         future.client.loop.add_callback(done_callback, future, callback)
 
     return when_done
+
+
+def _warn_no_workers(where: str) -> None:
+    """Say that the tasks will wait: without a word, a cluster none joins looks like a hang."""
+    warnings.warn(
+        f"{where} has no workers: the tasks sent to it wait until one joins, as Dask's own "
+        "do (its scheduler's distributed.scheduler.no-workers-timeout fails them instead)",
+        RuntimeWarning,
+        stacklevel=outside_workpool(),
+    )
 
 
 def _still_held(copy: Any) -> bool:
