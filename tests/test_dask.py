@@ -1213,6 +1213,8 @@ def command_line_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen
                 stderr=subprocess.STDOUT,
             )
         )
+        with distributed.Client(address, timeout=30, set_as_default=False) as ready:
+            ready.wait_for_workers(1, timeout=60)  # a pool made sooner warns of no workers
         yield address, started[0]
     finally:
         for process in reversed(started):
