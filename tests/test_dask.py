@@ -631,9 +631,33 @@ def test_an_adaptive_cluster_that_starts_empty_gets_the_work_done() -> None:
     cluster, client = start_cluster(workers=0)
     try:
         cluster.adapt(minimum=0, maximum=2, interval="200ms", wait_count=1)
-        assert workpool.map(square, range(100), backend="dask", address=client) == [
-            x * x for x in range(100)
-        ]
+        # Waiting for workers to join is right here, and silent would look like a hang
+        # where none will ever join (a scheduler whose workers were never started).
+        with pytest.warns(RuntimeWarning, match="has no workers: .* wait until one joins"):
+            results = workpool.map(square, range(100), backend="dask", address=client)
+        assert results == [x * x for x in range(100)]
+    finally:
+        stop_cluster(cluster, client, before)
+
+
+def test_a_cluster_without_workers_fails_a_call_only_as_dask_is_told_to() -> None:
+    # Dask waits for workers to join (an adaptive cluster starts with none), unless
+    # its scheduler's no-workers-timeout says otherwise: then the tasks fail, and the
+    # error says why, not that workpool may be missing on the workers.
+    import dask
+
+    before = {p.pid for p in live_worker_processes()}
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": "200ms"}):
+        cluster, client = start_cluster(workers=0)
+    try:
+        with (
+            pytest.raises(distributed.scheduler.NoWorkerError) as caught,
+            pytest.warns(RuntimeWarning, match="has no workers"),
+        ):
+            workpool.map(square, range(3), backend="dask", address=client)
+        notes = "\n".join(getattr(caught.value, "__notes__", []))
+        assert "installed" not in notes
+        assert "no worker" in notes and "no-workers-timeout" in notes
     finally:
         stop_cluster(cluster, client, before)
 
@@ -816,6 +840,19 @@ def test_arrays_shared_writable_are_refused(client: Any) -> None:
     # caller's own array now: it goes to the cluster like any other.
     [made] = workpool.map(ones, [500_000], backend="process", workers=1)
     assert workpool.map(array_sum_plus, [made], [1], backend="dask", address=client) == [500_001.0]
+
+
+def test_arrays_shared_read_only_stay_read_only_on_the_cluster(client: Any) -> None:
+    # As on processes: an array from share() is read-only in the workers, whatever its
+    # size or share_threshold; a task that writes into it fails there as here, rather
+    # than writing into a copy whose change is lost.
+    numpy = pytest.importorskip("numpy")
+    shared = workpool.share(numpy.zeros(10))
+    for options in ({}, {"share_threshold": None}):
+        with pytest.raises(ValueError, match="read-only"):
+            workpool.map(scribble, [shared], backend="dask", address=client, **options)
+    assert workpool.map(scribble, [numpy.zeros(10)], backend="dask", address=client) == [None]
+    assert not shared.any()
 
 
 # --- the local pools on the nodes ---------------------------------------------------
@@ -1176,6 +1213,8 @@ def command_line_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen
                 stderr=subprocess.STDOUT,
             )
         )
+        with distributed.Client(address, timeout=30, set_as_default=False) as ready:
+            ready.wait_for_workers(1, timeout=60)  # a pool made sooner warns of no workers
         yield address, started[0]
     finally:
         for process in reversed(started):
@@ -1271,6 +1310,19 @@ def test_a_client_closed_under_a_pool_breaks_it_and_says_so(client: Any) -> None
         assert "the Dask client was closed" in str(errors[0])
         with pytest.raises(workpool.BrokenPool, match="the Dask client was closed"):
             pool.submit(square, 2)
+
+
+def test_a_pool_whose_client_was_closed_while_idle_says_so(client: Any) -> None:
+    # Nothing was in flight to be cancelled: the next task is the first to find out.
+    own = distributed.Client(client.cluster, set_as_default=False)
+    with workpool.Pool(backend="dask", address=own) as pool:
+        assert pool.submit(square, 3).result(timeout=30) == 9
+        own.close()
+        first = pool.submit(square, 2).exception(timeout=30)
+        assert isinstance(first, workpool.BrokenPool), repr(first)
+        assert "the Dask client was closed" in str(first)
+        with pytest.raises(workpool.BrokenPool, match="the Dask client was closed"):
+            list(pool.map(square, range(3)))
 
 
 def test_without_the_extra_backend_dask_names_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -53,6 +53,7 @@ import re
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -71,7 +72,13 @@ from workpool.backends.dask.payload import (
 )
 from workpool.chunking import ChunkTimes
 from workpool.clock import now_ns
-from workpool.errors import BrokenPool, WorkerCrashed, add_note, one_for_each_call
+from workpool.errors import (
+    BrokenPool,
+    WorkerCrashed,
+    add_note,
+    one_for_each_call,
+    outside_workpool,
+)
 from workpool.exit_lists import THREADS, ExitList
 from workpool.serialize import FunctionRegistry, dumps_function, picklable_runs
 from workpool.tasks import Chunk, ResultBatch
@@ -128,7 +135,8 @@ class DaskBackend(Backend):
         self._cap: int | None = given
         self._threads = 0
         self._threads_checked = float("-inf")
-        self._count_threads()
+        if self._count_threads() and not self._threads and self._link.cluster is None:
+            _warn_no_workers(self._link.where)
         self._session_id = uuid.uuid4().hex
         initializer = None
         if spec.initializer is not None:
@@ -179,11 +187,15 @@ class DaskBackend(Backend):
             self._count_threads()
         return max(1, 2 * self._threads)
 
-    def _count_threads(self) -> None:
+    def _count_threads(self) -> bool:
+        """Ask the cluster how many threads it has now; whether it answered."""
+        answered = False
         with contextlib.suppress(Exception):  # else keep the last count
             self._threads = sum(self._client.nthreads().values())
+            answered = True
         self._threads_checked = time.monotonic()
         self.workers = max(1, self._threads)
+        return answered
 
     # --- submitting ---------------------------------------------------------------------
 
@@ -304,8 +316,8 @@ class DaskBackend(Backend):
                 else:
                     self._in_flight[key] = _InFlight(chunk, future)
         if failure is not None:  # claimed: it must still end in a delivery
-            if self._sends:  # not stopping: the client itself failed
-                self._break(failure)
+            if self._sends:  # not stopping: the client itself failed, which breaks us
+                failure = self._break(failure)
             chunk.sink.deliver(ResultBatch.failed(chunk, failure, retryable=False))
             return
         self._when_done(future, self._finished.put)
@@ -518,6 +530,13 @@ class DaskBackend(Backend):
                 )
                 error.__cause__ = cause
                 retryable = True
+            elif type(cause).__name__ in ("NoWorkerError", "NoValidWorkerError"):
+                error = cause
+                add_note(
+                    error,
+                    "workpool: the Dask scheduler had no worker to run this chunk's task "
+                    "for longer than its distributed.scheduler.no-workers-timeout",
+                )
             else:
                 error = cause
                 add_note(
@@ -576,13 +595,17 @@ class DaskBackend(Backend):
         if not (self._in_flight or self._settling or self._pending or self._sending):
             self._idle.notify_all()
 
-    def _break(self, cause: BaseException) -> None:
+    def _break(self, cause: BaseException) -> BaseException:
+        """Mark the backend broken by ``cause``; the ``BrokenPool`` for one call to raise."""
         with self._lock:
             if self._broken is None:
                 broken = cause if isinstance(cause, BrokenPool) else None
+                if broken is None and _closed(self._client):
+                    broken = BrokenPool(CLIENT_CLOSED)
                 self._broken = broken or BrokenPool(f"the Dask cluster failed us: {cause!r}")
                 if self._broken is not cause:
                     self._broken.__cause__ = cause
+            return cause if cause is self._broken else one_for_each_call(self._broken)
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         """Let the tasks in flight finish, and those queued unless ``cancel_pending``."""
@@ -715,9 +738,28 @@ def _done_callbacks_on_the_loop() -> Callable[[Any, Callable[[Any], None]], None
     return when_done
 
 
+def _warn_no_workers(where: str) -> None:
+    """Say that the tasks will wait: without a word, a cluster none joins looks like a hang."""
+    warnings.warn(
+        f"{where} has no workers: the tasks sent to it wait until one joins, as Dask's own "
+        "do (its scheduler's distributed.scheduler.no-workers-timeout fails them instead)",
+        RuntimeWarning,
+        stacklevel=outside_workpool(),
+    )
+
+
 def _still_held(copy: Any) -> bool:
     """Whether a scattered copy is still on the cluster (a restart drops every one)."""
     return not copy.cancelled()
+
+
+CLIENT_CLOSED = (
+    "the Dask client was closed while the pool still used it (close the pool before its client)"
+)
+
+
+def _closed(client: Any) -> bool:
+    return getattr(client, "status", None) in ("closing", "closed")
 
 
 def _cancellation(future: Any) -> tuple[str, bool]:
@@ -727,14 +769,9 @@ def _cancellation(future: Any) -> tuple[str, bool]:
     (``client.restart()``, another client's ``cancel``) ends the task, not the cluster.
     A client closed under the pool cancels every future it holds, with no reason given.
     """
-    status = getattr(future.client, "status", None)
-    if status in ("closing", "closed"):
-        why = (
-            "the Dask client was closed while the pool still used it (close the pool "
-            "before its client)"
-        )
-        return why, True
-    lost = status != "running"
+    if _closed(future.client):
+        return CLIENT_CLOSED, True
+    lost = getattr(future.client, "status", None) != "running"
     try:
         future.result(timeout=1)
     except concurrent.futures.CancelledError as why:  # Dask's, with its reason

@@ -37,7 +37,7 @@ from workpool.int_lists import pack
 from workpool.remote_errors import PackedError
 from workpool.remote_errors import pack_error as pack_process_error
 from workpool.remote_errors import unpack_error as unpack_process_error
-from workpool.segments import is_shared_writable
+from workpool.segments import find_segment, is_shared_writable
 from workpool.serialize import PROTOCOL, dumps_data
 from workpool.tasks import CallMode
 
@@ -207,7 +207,22 @@ class _ByReference:
             and not obj.dtype.hasobject
         ):
             return (_scattered, (self._scatter(obj),))
+        if numpy is not None and isinstance(obj, numpy.ndarray) and _shared_read_only(obj):
+            # A copy, which pickles as usual (it is in no segment), made read-only where
+            # it arrives: process workers could not write into it either.
+            return (_read_only, (obj.copy(order="K"),))
         return NotImplemented
+
+
+def _shared_read_only(array: Any) -> bool:
+    """Is ``array`` over memory that ``share()`` made read-only for the workers?"""
+    found = find_segment(array)
+    return found is not None and not found[0].shared_writable
+
+
+def _read_only(array: Any) -> Any:
+    array.flags.writeable = False
+    return array
 
 
 class _DefinedInMain(Exception):
