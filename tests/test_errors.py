@@ -8,6 +8,7 @@ import itertools
 import json
 import operator
 import os
+import re
 import subprocess
 import sys
 import time
@@ -79,7 +80,9 @@ def test_one_exception_raised_again_and_again_keeps_one_note_of_where(backend: s
         workpool.map(_raise_kept, range(3), backend=backend)
     notes = [n for n in _KEPT.__notes__ if n.startswith("workpool: raised by")]
     assert len(notes) == 1, _KEPT.__notes__
-    assert "input position 0" in notes[0]
+    # One of the tasks that raised it: on threads they run at once, and the object is
+    # theirs to share, so the last to note it wins.
+    assert re.search(r"input position [012] ", notes[0]), notes[0]
     assert "the program's own note" in _KEPT.__notes__
 
 
