@@ -107,9 +107,8 @@ SLOT_FIELDS = 3
 SLOT_SEQ, SLOT_POSITION, SLOT_STARTED_NS = 0, 1, 2
 POSITION_IDLE = -1  # the chunk is not on any item (untracked, or between items)
 POSITION_INITIALIZING = -2  # no chunk yet: the worker runs the pool's initializer
-# A tracked chunk's outcomes are being pickled. The start time is then the item's own
-# when they are one item's (its task_timeout covers its call and its result's pickling),
-# else when the pickling began.
+# A tracked chunk's outcomes are being pickled; the start time is when the pickling
+# began, which has task_timeout of its own (the call's clock stopped when it returned).
 POSITION_RETURNING = -3
 # The position an error carries when the chunk's items could not be unpickled at all.
 WHOLE_CHUNK = -1
