@@ -297,18 +297,20 @@ def test_cpu_work_on_a_busy_machine_is_not_taken_for_waiting() -> None:
     assert found.cpu_fraction >= 0.5, found
 
 
-def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.fixture
+def stalled(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Seconds a test appends here are reported to ``advise`` as queued for a CPU."""
+    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
+    real = advise._seconds_queued
+    stalls: list[float] = []
+    monkeypatch.setattr(advise, "_seconds_queued", lambda: real() + sum(stalls))
+    return stalls
+
+
+def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(stalled: list[float]) -> None:
     # Timing tiny items takes a millisecond: on a loaded machine one stretch in the run
     # queue can last longer. The suite saw auto then run 50,000 squares on processes.
     # Here item 100, among those timed, waits 20 ms, reported queued for a CPU.
-    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
-    real = advise._seconds_queued
-    stalled: list[float] = []
-
-    def queued() -> float:
-        return real() + sum(stalled)
 
     def tiny_but_preempted_once(x: int) -> int:
         if x == 100:
@@ -319,7 +321,6 @@ def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(
             stalled.append(time.perf_counter() - began)
         return x * x
 
-    monkeypatch.setattr(advise, "_seconds_queued", queued)
     found, items, *_ = measure(tiny_but_preempted_once, CallMode.ONE, InputSource(range(50_000)))
     assert stalled and len(items) > 100  # item 100 was among those timed
     assert found.seconds_per_item < 10e-6, found
@@ -327,16 +328,13 @@ def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(
 
 
 def test_a_wait_for_a_cpu_after_the_one_timed_item_is_not_taken_off_its_time(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, stalled: list[float]
 ) -> None:
     # An item that mostly waits (5 ms asleep) is timed alone. On 3.14t at a load of 10
     # the thread then waited for a CPU as it recorded the item: that wait, outside
     # the item's 5 ms, was taken off them, the item looked 1.6 ms long, two threads
     # looked slower than one, and waiting work was advised onto processes.
     advise = sys.modules["workpool.advise"]  # the module, not the function it exports
-    real = advise._seconds_queued
-    stalled: list[float] = []
-    monkeypatch.setattr(advise, "_seconds_queued", lambda: real() + sum(stalled))
     add = advise._Sample.add
 
     def preempted_while_recording(self: Any, *args: Any) -> None:
