@@ -35,7 +35,15 @@ from workpool.fd_limit import make_room_for
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Protocol
+    from typing import Any, Protocol, TypeVar, overload
+
+    _Shared = TypeVar("_Shared")
+else:
+    # typing.overload, without importing typing when workpool loads (ruff then takes the
+    # overloaded definitions for redefinitions: hence their noqa).
+    def overload(fn: Any) -> Any:
+        return fn
+
 
 __all__ = [
     "SameProcessFrame",
@@ -379,7 +387,11 @@ def machine_memory() -> int | None:
 # --- the public function --------------------------------------------------------
 
 
-def share(obj: Any, *, writable: bool = False) -> Any:
+@overload
+def share(obj: bytes | bytearray | memoryview, *, writable: bool = False) -> Segment | bytes: ...
+@overload
+def share(obj: _Shared, *, writable: bool = False) -> _Shared: ...  # noqa: F811
+def share(obj: Any, *, writable: bool = False) -> Any:  # noqa: F811 (overloads above)
     """Copy ``obj`` into shared memory once; return the same kind of object over it.
 
     A NumPy array comes back as a NumPy array (same class, shape, dtype and order; a

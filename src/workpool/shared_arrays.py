@@ -33,10 +33,14 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
+    from numpy.typing import NDArray
+
 __all__ = ["empty", "zeros"]
 
 
-def empty(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = False) -> Any:
+def empty(
+    shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = False
+) -> NDArray[Any]:
     """A new NumPy array in shared memory, as ``numpy.empty`` makes one in private memory.
 
     Returned by a task on the process backend, it reaches the caller without a copy,
@@ -57,7 +61,9 @@ def empty(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = 
     return _new_array("empty", shape, dtype, order, writable, take_memory_now=True)
 
 
-def zeros(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = False) -> Any:
+def zeros(
+    shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = False
+) -> NDArray[Any]:
     """A new NumPy array of zeros in shared memory; otherwise as ``empty``.
 
     Nothing is written to make it: shared memory starts zeroed. Unlike ``empty``, its
@@ -69,7 +75,7 @@ def zeros(shape: Any, dtype: Any = float, order: str = "C", *, writable: bool = 
 
 def _new_array(
     function: str, shape: Any, dtype: Any, order: str, writable: bool, *, take_memory_now: bool
-) -> Any:
+) -> NDArray[Any]:
     numpy = _numpy(function)
     if not isinstance(writable, bool):
         raise TypeError(f"writable must be True or False; got {writable!r}")
@@ -98,7 +104,8 @@ def _new_array(
     segment = new_segment(nbytes, writable_in_workers=writable)
     if take_memory_now:
         reserve(segment, 0, nbytes, map_now=True)
-    return numpy.ndarray(dims, dtype=kind, buffer=segment, order=order)
+    array: NDArray[Any] = numpy.ndarray(dims, dtype=kind, buffer=segment, order=order)
+    return array
 
 
 def _numpy(function: str) -> Any:
