@@ -311,6 +311,38 @@ def test_a_pool_outlives_a_restart_of_its_cluster() -> None:
         stop_cluster(cluster, client, before)
 
 
+def test_a_scattered_function_lost_before_the_client_hears_of_it_is_sent_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The call after a restart can reach the scheduler before the news reaches the client.
+
+    The client then still takes its scattered copy of a large function for held, and
+    Dask cancels the task that refers to it for "lost dependencies". Here the client
+    never hears (as when the call wins that race): the chunk must go again with the
+    function scattered anew, not fail.
+    """
+    numpy = pytest.importorskip("numpy")
+    from workpool.backends.dask import engine
+
+    monkeypatch.setattr(engine, "_still_held", lambda copy: True)
+    before = {p.pid for p in live_worker_processes()}
+    cluster, client = start_cluster()
+    table = numpy.arange(100_000.0)  # the function pickles large: it is scattered once
+
+    def look_up(x: int) -> float:
+        return float(table[x])
+
+    try:
+        with workpool.Pool(backend="dask", address=client) as pool:
+            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+            restart_or_skip(client)
+            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+            restart_or_skip(client)
+            assert pool.submit(look_up, 5).result(timeout=60) == 5.0
+    finally:
+        stop_cluster(cluster, client, before)
+
+
 def restart_or_skip(client: Any) -> None:
     """``client.restart()``, or skip the test when Dask's restart loses a worker for good.
 

@@ -105,6 +105,7 @@ SCATTERED_FUNCTIONS = 8
 class _InFlight(NamedTuple):
     chunk: Chunk
     future: Any  # distributed.Future
+    copies: tuple[Any, ...]  # the scattered copies (Dask futures) its task refers to
 
 
 class DaskBackend(Backend):
@@ -148,6 +149,9 @@ class DaskBackend(Backend):
         # Large pickled functions, scattered (``_function_arguments``): fn_id -> future.
         self._scattered_functions: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self._scatter_lock = threading.Lock()
+        # Keys of scattered copies that a task found gone from the cluster, though this
+        # client may not have heard yet (``_resend_for_lost_copies``): never used again.
+        self._lost_copies: set[str] = set()
         self._keys = itertools.count()
         self._chunk_times = ChunkTimes()  # added to by the courier
         self._clocks: NodeClocks | None = None  # made by the first traced chunk
@@ -269,7 +273,7 @@ class DaskBackend(Backend):
             if sharing is None:
                 handle = self._scatter(array)
             else:
-                handle = sharing.sent_copy(array, self._scatter, usable=_still_held)
+                handle = sharing.sent_copy(array, self._scatter, usable=self._usable)
             for index, known in enumerate(references):
                 if known is handle:
                     return index
@@ -314,7 +318,8 @@ class DaskBackend(Backend):
                 except Exception as exc:  # the client is closed, or lost its scheduler
                     failure = exc
                 else:
-                    self._in_flight[key] = _InFlight(chunk, future)
+                    copies = (*references, fn_copy) if fn_copy is not None else tuple(references)
+                    self._in_flight[key] = _InFlight(chunk, future, copies)
         if failure is not None:  # claimed: it must still end in a delivery
             if self._sends:  # not stopping: the client itself failed, which breaks us
                 failure = self._break(failure)
@@ -348,7 +353,7 @@ class DaskBackend(Backend):
             return payload, None
         with self._scatter_lock:
             copy = self._scattered_functions.get(fn_ref.fn_id)
-            if copy is None or not _still_held(copy):
+            if copy is None or not self._usable(copy):
                 copy = self._client.scatter(payload, broadcast=True, hash=False)
                 self._scattered_functions[fn_ref.fn_id] = copy
                 while len(self._scattered_functions) > SCATTERED_FUNCTIONS:
@@ -357,6 +362,10 @@ class DaskBackend(Backend):
             else:
                 self._scattered_functions.move_to_end(fn_ref.fn_id)
         return b"", copy
+
+    def _usable(self, copy: Any) -> bool:
+        """Whether a scattered copy may still be referred to by new tasks."""
+        return copy.key not in self._lost_copies and _still_held(copy)
 
     def _scatter(self, array: Any) -> Any:
         """Put one copy of ``array`` on every worker now; the Dask future that names it."""
@@ -517,7 +526,7 @@ class DaskBackend(Backend):
 
     def _deliver_failure(self, entry: _InFlight) -> None:
         """The task did not produce our result: say why, as each item's failure."""
-        chunk, future = entry
+        chunk, future, copies = entry
         status = future.status
         retryable = False
         error: BaseException
@@ -545,7 +554,10 @@ class DaskBackend(Backend):
                     "(is workpool installed on the workers, in the same version?)",
                 )
         elif status == "cancelled":  # not by us: we settle those we cancel ourselves
-            why, client_lost = _cancellation(future)
+            why, client_lost, reason = _cancellation(future)
+            if reason == LOST_DEPENDENCIES and copies and not client_lost:
+                self._resend_for_lost_copies(chunk, copies)
+                return
             if client_lost:
                 error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {why}")
                 self._break(error)
@@ -559,6 +571,29 @@ class DaskBackend(Backend):
             )
             retryable = True
         chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=retryable))
+
+    def _resend_for_lost_copies(self, chunk: Chunk, copies: tuple[Any, ...]) -> None:
+        """The scheduler no longer had a copy the chunk's task refers to: send it again.
+
+        The copies were on the cluster when this client last heard: a restart (or the
+        loss of every worker that held one) reached the scheduler first. Nothing of the
+        chunk ran, so it goes again as it is, with its copies scattered anew.
+        """
+        with self._scatter_lock:
+            self._lost_copies.update(copy.key for copy in copies)
+            for fn_id, copy in list(self._scattered_functions.items()):
+                if copy.key in self._lost_copies:
+                    del self._scattered_functions[fn_id]
+        again = chunk.split(0, len(chunk.items))
+        with self._lock:  # work already accepted: it goes even while the pool shuts down
+            sends = self._sends
+            if sends:
+                self._pending.appendleft(again)
+        if not sends:  # terminated, or broken: the chunk's items fail with it
+            error = self._broken if self._broken is not None else ShutDown()
+            again.sink.deliver(ResultBatch.failed(again, one_for_each_call(error), retryable=False))
+            return
+        self._send_pending()
 
     # --- stopping -----------------------------------------------------------------------
 
@@ -749,8 +784,14 @@ def _warn_no_workers(where: str) -> None:
 
 
 def _still_held(copy: Any) -> bool:
-    """Whether a scattered copy is still on the cluster (a restart drops every one)."""
-    return not copy.cancelled()
+    """Whether this client knows a scattered copy to be on the cluster still (a restart
+    cancels every one; the loss of all the workers that held one makes it "lost")."""
+    return bool(copy.status == "finished")
+
+
+# Dask's reason for cancelling a task submitted with a reference to data the scheduler
+# no longer has (distributed's scheduler, ``update_graph``).
+LOST_DEPENDENCIES = "lost dependencies"
 
 
 CLIENT_CLOSED = (
@@ -762,23 +803,25 @@ def _closed(client: Any) -> bool:
     return getattr(client, "status", None) in ("closing", "closed")
 
 
-def _cancellation(future: Any) -> tuple[str, bool]:
-    """Why Dask cancelled ``future``, and whether its client lost or closed its scheduler.
+def _cancellation(future: Any) -> tuple[str, bool, str | None]:
+    """Why Dask cancelled ``future``, whether its client lost or closed its scheduler,
+    and Dask's own reason (its ``CancelledError``'s), if it gave one.
 
     When the client is gone the pool cannot go on; any other cancellation
     (``client.restart()``, another client's ``cancel``) ends the task, not the cluster.
     A client closed under the pool cancels every future it holds, with no reason given.
     """
     if _closed(future.client):
-        return CLIENT_CLOSED, True
+        return CLIENT_CLOSED, True, None
     lost = getattr(future.client, "status", None) != "running"
     try:
         future.result(timeout=1)
     except concurrent.futures.CancelledError as why:  # Dask's, with its reason
-        return str(why), lost or getattr(why, "reason", None) == "scheduler-connection-lost"
+        reason = getattr(why, "reason", None)
+        return str(why), lost or reason == "scheduler-connection-lost", reason
     except Exception as other:
-        return f"{future} ({type(other).__name__}: {other})", True
-    return str(future), lost
+        return f"{future} ({type(other).__name__}: {other})", True, None
+    return str(future), lost, None
 
 
 def _task_name(fn: Callable[..., Any]) -> str:
