@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import itertools
 import os
 import pathlib
@@ -104,6 +105,26 @@ def raise_group_of_odd_exceptions(_: object) -> None:
         except Exception as exc:
             errors.append(exc)
     raise builtins.ExceptionGroup("several tasks inside failed", errors)
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenError(Exception):
+    """An exception that refuses every assignment, as frozen dataclasses (and attrs) do."""
+
+    code: int
+
+
+class NotesInATuple(Exception):
+    pass
+
+
+def raise_refusing_notes(kind: str) -> None:
+    """Raise an exception that ``BaseException.add_note`` cannot add a note to."""
+    if kind == "frozen":
+        raise FrozenError(7)
+    error = NotesInATuple("noted")
+    error.__notes__ = ("the program's own note",)  # type: ignore[assignment]
+    raise error
 
 
 class GaveUp(Exception):

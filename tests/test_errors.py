@@ -20,15 +20,18 @@ import workpool
 from conftest import BACKENDS, live_worker_processes
 from helpers import (
     CountingInput,
+    FrozenError,
     GaveUp,
     KeywordOnlyError,
     NeedsTwoArguments,
+    NotesInATuple,
     Unpicklable,
     fail_on,
     give_up,
     interrupt_on_one,
     raise_group_of_odd_exceptions,
     raise_odd_exception,
+    raise_refusing_notes,
     raise_worker_only_error,
     result_refused_by,
     slow_square,
@@ -455,3 +458,25 @@ def test_an_exception_kept_by_another_keeps_its_type_too(backend: str) -> None:
     for last in (kept.last, passed_on.args[1]):
         assert type(last) is NeedsTwoArguments
         assert (str(last), last.path, last.code) == ("/data/x failed with 3", "/data/x", 3)
+
+
+@pytest.mark.parametrize("kind", ["frozen", "tuple"])
+def test_an_exception_that_refuses_notes_still_arrives_as_itself(backend: str, kind: str) -> None:
+    # A frozen dataclass refuses every assignment, so BaseException.add_note cannot set
+    # __notes__ on it, and add_note refuses notes kept in a tuple. The task's exception
+    # still arrives, with its note; no worker, thread or pool is lost over it.
+    expected = FrozenError if kind == "frozen" else NotesInATuple
+    with pytest.raises(expected) as info:
+        workpool.map(raise_refusing_notes, [kind], backend=backend)
+    assert "input position 0" in info.value.__notes__[-1]
+    if kind == "tuple":
+        assert info.value.__notes__[0] == "the program's own note"
+    if backend in ("process", "interpreter"):
+        assert "raise_refusing_notes" in str(info.value.__cause__)
+    returned = workpool.map(raise_refusing_notes, [kind], backend=backend, return_exceptions=True)
+    assert type(returned[0]) is expected
+    with workpool.Pool(2, backend=backend) as pool:
+        assert type(pool.submit(raise_refusing_notes, kind).exception(timeout=60)) is expected
+        with pytest.raises(expected):
+            list(pool.map(raise_refusing_notes, [kind]))
+        assert pool.submit(square, 3).result(timeout=60) == 9
