@@ -750,10 +750,15 @@ def test_calls_cancelled_by_one_shutdown_each_get_an_exception_of_their_own(
 
 
 def test_a_failing_initializer_breaks_the_pool_quickly(client: Any) -> None:
-    with pytest.raises(workpool.BrokenPool, match="initializer says no"):
+    with pytest.raises(workpool.BrokenPool, match="initializer says no") as info:
         workpool.map(
             square, range(10), backend="dask", address=client, initializer=broken_initializer
         )
+    # As on a local pool: the initializer's own error is the cause, with its traceback.
+    cause = info.value.__cause__
+    assert isinstance(cause, RuntimeError)
+    assert str(cause) == "initializer says no"
+    assert "broken_initializer" in str(cause.__cause__)
     with workpool.Pool(backend="dask", address=client, max_tasks_per_worker=3) as pool:
         processes = {pid for pid, _ in pool.map(where, range(30), chunksize=1)}
     assert len(processes) >= 10  # each local process retired after three tasks
