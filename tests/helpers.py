@@ -127,6 +127,20 @@ def raise_refusing_notes(kind: str) -> None:
     raise error
 
 
+def raise_pool_error(kind: str, x: int) -> int:
+    """For ``x == 3``, raise what a pool says about itself, as a task using a pool of its
+    own may: ``BrokenPool`` or ``concurrent.futures.CancelledError``."""
+    if x == 3:
+        if kind == "broken":
+            import workpool
+
+            raise workpool.BrokenPool("the task's own pool broke")
+        import concurrent.futures
+
+        raise concurrent.futures.CancelledError("the task's own future was cancelled")
+    return x
+
+
 class GaveUp(Exception):
     """What a retrying wrapper raises: it keeps the last attempt's exception."""
 

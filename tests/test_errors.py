@@ -31,6 +31,7 @@ from helpers import (
     interrupt_on_one,
     raise_group_of_odd_exceptions,
     raise_odd_exception,
+    raise_pool_error,
     raise_refusing_notes,
     raise_worker_only_error,
     result_refused_by,
@@ -480,3 +481,20 @@ def test_an_exception_that_refuses_notes_still_arrives_as_itself(backend: str, k
         with pytest.raises(expected):
             list(pool.map(raise_refusing_notes, [kind]))
         assert pool.submit(square, 3).result(timeout=60) == 9
+
+
+@pytest.mark.parametrize("kind", ["broken", "cancelled"])
+def test_a_task_raising_what_pools_raise_fails_alone_and_is_named(backend: str, kind: str) -> None:
+    # A task that uses a pool of its own may raise BrokenPool or CancelledError: those
+    # are its failure (noted with its position, as any other), not the pool's.
+    expected = workpool.BrokenPool if kind == "broken" else concurrent.futures.CancelledError
+    task = functools.partial(raise_pool_error, kind)
+    with pytest.raises(expected) as info:
+        workpool.map(task, range(6), backend=backend, workers=2)
+    assert "input position 3" in info.value.__notes__[-1]
+    with workpool.Pool(2, backend=backend) as pool:
+        results = list(pool.map(task, range(6), return_exceptions=True))
+        assert results[:3] + results[4:] == [0, 1, 2, 4, 5]
+        assert type(results[3]) is expected
+        assert "input position 3" in results[3].__notes__[-1]
+        assert list(pool.map(square, range(3))) == [0, 1, 4]

@@ -21,6 +21,7 @@ __all__ = [
     "TaskTimeout",
     "WorkerCrashed",
     "WorkpoolError",
+    "about_the_pool",
     "add_note",
     "call_timed_out",
     "cancelled",
@@ -121,6 +122,18 @@ def is_cancelled(error: BaseException) -> bool:
     """
     futures = sys.modules.get("concurrent.futures")
     return futures is not None and isinstance(error, futures.CancelledError)
+
+
+def about_the_pool(error: BaseException) -> bool:
+    """Whether ``error`` is a pool's word about itself (a ``BrokenPool``, a cancellation),
+    made for the chunks it fails, rather than the same type raised by a task.
+
+    A pool makes those without raising them; a task's own was raised (it has a
+    traceback), or comes from a worker far away with that traceback as its cause.
+    """
+    if not (is_cancelled(error) or is_broken_pool(error)):
+        return False
+    return error.__traceback__ is None and not isinstance(error.__cause__, RemoteTraceback)
 
 
 def __getattr__(name: str) -> Any:
