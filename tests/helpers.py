@@ -212,6 +212,17 @@ def result_refused_by(caller: int, bad: int, x: int) -> object:
     return RefusedHere(caller) if x == bad else x * x
 
 
+class ExitsWhenPickled:
+    """A result whose ``__reduce__`` raises ``SystemExit``, as a task's code may."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise SystemExit(3)
+
+
+def result_exiting_when_pickled(x: int) -> object:
+    return ExitsWhenPickled() if x == 1 else x
+
+
 def broken_initializer() -> None:
     raise RuntimeError("initializer says no")
 
