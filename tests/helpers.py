@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import itertools
 import os
 import pathlib
@@ -106,6 +107,40 @@ def raise_group_of_odd_exceptions(_: object) -> None:
     raise builtins.ExceptionGroup("several tasks inside failed", errors)
 
 
+@dataclasses.dataclass(frozen=True)
+class FrozenError(Exception):
+    """An exception that refuses every assignment, as frozen dataclasses (and attrs) do."""
+
+    code: int
+
+
+class NotesInATuple(Exception):
+    pass
+
+
+def raise_refusing_notes(kind: str) -> None:
+    """Raise an exception that ``BaseException.add_note`` cannot add a note to."""
+    if kind == "frozen":
+        raise FrozenError(7)
+    error = NotesInATuple("noted")
+    error.__notes__ = ("the program's own note",)  # type: ignore[assignment]
+    raise error
+
+
+def raise_pool_error(kind: str, x: int) -> int:
+    """For ``x == 3``, raise what a pool says about itself, as a task using a pool of its
+    own may: ``BrokenPool`` or ``concurrent.futures.CancelledError``."""
+    if x == 3:
+        if kind == "broken":
+            import workpool
+
+            raise workpool.BrokenPool("the task's own pool broke")
+        import concurrent.futures
+
+        raise concurrent.futures.CancelledError("the task's own future was cancelled")
+    return x
+
+
 class GaveUp(Exception):
     """What a retrying wrapper raises: it keeps the last attempt's exception."""
 
@@ -175,6 +210,17 @@ def _rebuild_unless_in(pid: int) -> RefusedHere:
 def result_refused_by(caller: int, bad: int, x: int) -> object:
     """``x`` squared, except a result the ``caller`` cannot unpickle for ``bad``."""
     return RefusedHere(caller) if x == bad else x * x
+
+
+class ExitsWhenPickled:
+    """A result whose ``__reduce__`` raises ``SystemExit``, as a task's code may."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise SystemExit(3)
+
+
+def result_exiting_when_pickled(x: int) -> object:
+    return ExitsWhenPickled() if x == 1 else x
 
 
 def broken_initializer() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import importlib
 import itertools
 import json
@@ -63,6 +64,7 @@ from helpers import (  # noqa: E402
     cube_or_parity,
     fail_on,
     first_value,
+    raise_pool_error,
     recall,
     remember,
     slow_square,
@@ -782,13 +784,30 @@ def test_calls_cancelled_by_one_shutdown_each_get_an_exception_of_their_own(
 
 
 def test_a_failing_initializer_breaks_the_pool_quickly(client: Any) -> None:
-    with pytest.raises(workpool.BrokenPool, match="initializer says no"):
+    with pytest.raises(workpool.BrokenPool, match="initializer says no") as info:
         workpool.map(
             square, range(10), backend="dask", address=client, initializer=broken_initializer
         )
+    # As on a local pool: the initializer's own error is the cause, with its traceback.
+    cause = info.value.__cause__
+    assert isinstance(cause, RuntimeError)
+    assert str(cause) == "initializer says no"
+    assert "broken_initializer" in str(cause.__cause__)
     with workpool.Pool(backend="dask", address=client, max_tasks_per_worker=3) as pool:
         processes = {pid for pid, _ in pool.map(where, range(30), chunksize=1)}
     assert len(processes) >= 10  # each local process retired after three tasks
+
+
+def test_a_task_raising_broken_pool_fails_alone(client: Any) -> None:
+    # A task's own BrokenPool (from a workpool pool it uses) is its failure: the pool
+    # that ran it goes on, on the node and here.
+    task = functools.partial(raise_pool_error, "broken")
+    with workpool.Pool(backend="dask", address=client) as pool:
+        results = list(pool.map(task, range(6), chunksize=1, return_exceptions=True))
+        assert results[:3] + results[4:] == [0, 1, 2, 4, 5]
+        assert type(results[3]) is workpool.BrokenPool
+        assert list(pool.map(square, range(3))) == [0, 1, 4]
+        assert "input position 3" in results[3].__notes__[-1]
 
 
 def test_large_arrays_reach_each_node_once_and_are_released(client: Any) -> None:

@@ -20,16 +20,21 @@ import workpool
 from conftest import BACKENDS, live_worker_processes
 from helpers import (
     CountingInput,
+    FrozenError,
     GaveUp,
     KeywordOnlyError,
     NeedsTwoArguments,
+    NotesInATuple,
     Unpicklable,
     fail_on,
     give_up,
     interrupt_on_one,
     raise_group_of_odd_exceptions,
     raise_odd_exception,
+    raise_pool_error,
+    raise_refusing_notes,
     raise_worker_only_error,
+    result_exiting_when_pickled,
     result_refused_by,
     slow_square,
     square,
@@ -313,6 +318,24 @@ def test_unpicklable_result_fails_only_its_task() -> None:
     assert "input position 1" in notes
 
 
+@pytest.mark.parametrize(
+    "backend", ["process", "auto", *(b for b in BACKENDS if b == "interpreter")]
+)
+def test_a_result_whose_pickling_raises_system_exit_fails_only_its_task(backend: str) -> None:
+    # Its __reduce__ is the task's code: its SystemExit is that task's failure, as a
+    # task's own is (and as ProcessPoolExecutor has it), not a worker that died.
+    results = workpool.map(
+        result_exiting_when_pickled, range(3), backend=backend, return_exceptions=True
+    )
+    assert results[0] == 0
+    assert results[2] == 2
+    if backend == "auto":  # measured inline: the result needs no pickling there
+        assert type(results[1]).__name__ == "ExitsWhenPickled"
+        return
+    assert type(results[1]) is SystemExit
+    assert "could not be pickled" in "\n".join(results[1].__notes__)
+
+
 @pytest.mark.parametrize("ordered", [True, False])
 def test_result_that_cannot_be_unpickled_here_fails_only_its_task(ordered: bool) -> None:
     # It pickled in the worker, with the chunk's other results: those are not lost.
@@ -455,3 +478,42 @@ def test_an_exception_kept_by_another_keeps_its_type_too(backend: str) -> None:
     for last in (kept.last, passed_on.args[1]):
         assert type(last) is NeedsTwoArguments
         assert (str(last), last.path, last.code) == ("/data/x failed with 3", "/data/x", 3)
+
+
+@pytest.mark.parametrize("kind", ["frozen", "tuple"])
+def test_an_exception_that_refuses_notes_still_arrives_as_itself(backend: str, kind: str) -> None:
+    # A frozen dataclass refuses every assignment, so BaseException.add_note cannot set
+    # __notes__ on it, and add_note refuses notes kept in a tuple. The task's exception
+    # still arrives, with its note; no worker, thread or pool is lost over it.
+    expected = FrozenError if kind == "frozen" else NotesInATuple
+    with pytest.raises(expected) as info:
+        workpool.map(raise_refusing_notes, [kind], backend=backend)
+    assert "input position 0" in info.value.__notes__[-1]
+    if kind == "tuple":
+        assert info.value.__notes__[0] == "the program's own note"
+    if backend in ("process", "interpreter"):
+        assert "raise_refusing_notes" in str(info.value.__cause__)
+    returned = workpool.map(raise_refusing_notes, [kind], backend=backend, return_exceptions=True)
+    assert type(returned[0]) is expected
+    with workpool.Pool(2, backend=backend) as pool:
+        assert type(pool.submit(raise_refusing_notes, kind).exception(timeout=60)) is expected
+        with pytest.raises(expected):
+            list(pool.map(raise_refusing_notes, [kind]))
+        assert pool.submit(square, 3).result(timeout=60) == 9
+
+
+@pytest.mark.parametrize("kind", ["broken", "cancelled"])
+def test_a_task_raising_what_pools_raise_fails_alone_and_is_named(backend: str, kind: str) -> None:
+    # A task that uses a pool of its own may raise BrokenPool or CancelledError: those
+    # are its failure (noted with its position, as any other), not the pool's.
+    expected = workpool.BrokenPool if kind == "broken" else concurrent.futures.CancelledError
+    task = functools.partial(raise_pool_error, kind)
+    with pytest.raises(expected) as info:
+        workpool.map(task, range(6), backend=backend, workers=2)
+    assert "input position 3" in info.value.__notes__[-1]
+    with workpool.Pool(2, backend=backend) as pool:
+        results = list(pool.map(task, range(6), return_exceptions=True))
+        assert results[:3] + results[4:] == [0, 1, 2, 4, 5]
+        assert type(results[3]) is expected
+        assert "input position 3" in results[3].__notes__[-1]
+        assert list(pool.map(square, range(3))) == [0, 1, 4]

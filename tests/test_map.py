@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import operator
 import threading
 from collections.abc import Iterator
@@ -36,6 +37,34 @@ def test_starmap_unpacks_argument_tuples(backend: str) -> None:
 def test_empty_input_gives_empty_result(backend: str) -> None:
     assert workpool.map(square, [], backend=backend) == []
     assert list(workpool.imap(square, iter([]), backend=backend)) == []
+
+
+class _IndexedOnly:
+    """An input by the old sequence protocol: ``__getitem__`` until ``IndexError``."""
+
+    def __getitem__(self, index: int) -> int:
+        if index >= 3:
+            raise IndexError(index)
+        return index
+
+
+class _LengthFails(list[int]):
+    def __len__(self) -> int:
+        raise RuntimeError("no length here")
+
+
+def test_inputs_the_builtin_map_takes_are_taken(backend: str) -> None:
+    # The builtin map asks for no len() and iterates by __getitem__ alone too.
+    assert workpool.map(square, _IndexedOnly(), backend=backend) == [0, 1, 4]
+    assert workpool.map(add, _IndexedOnly(), [10, 20], backend=backend) == [10, 21]
+    assert workpool.map(square, _LengthFails([1, 2]), backend=backend) == [1, 4]
+    huge = range(10**20)  # longer than sys.maxsize: no len(), but every item is there
+    assert list(itertools.islice(workpool.imap(square, huge, backend=backend), 3)) == [0, 1, 4]
+    pairs = workpool.imap(add, huge, itertools.count(), backend=backend)
+    assert list(itertools.islice(pairs, 3)) == [0, 2, 4]
+    with workpool.Pool(2, backend=backend) as pool:
+        assert list(itertools.islice(pool.imap(square, huge), 3)) == [0, 1, 4]
+        assert list(itertools.islice(pool.map(square, huge, buffersize=2), 3)) == [0, 1, 4]
 
 
 def test_generator_input_of_unknown_length(backend: str) -> None:

@@ -903,7 +903,7 @@ def _shipping_cost(
             try:
                 data = dumps_data(obj)
                 pickle.loads(data)  # some objects pickle, yet cannot be rebuilt
-            except Exception:
+            except (Exception, SystemExit):  # SystemExit: a __reduce__'s, not the program's
                 return math.inf, math.inf  # cannot cross to a process at all
             size += len(data)
     return (time.perf_counter() - started) / len(picks), size / len(picks)

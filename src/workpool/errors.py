@@ -21,6 +21,7 @@ __all__ = [
     "TaskTimeout",
     "WorkerCrashed",
     "WorkpoolError",
+    "about_the_pool",
     "add_note",
     "call_timed_out",
     "cancelled",
@@ -29,6 +30,7 @@ __all__ = [
     "note_origin",
     "one_for_each_call",
     "outside_workpool",
+    "set_attribute",
 ]
 
 
@@ -122,6 +124,18 @@ def is_cancelled(error: BaseException) -> bool:
     return futures is not None and isinstance(error, futures.CancelledError)
 
 
+def about_the_pool(error: BaseException) -> bool:
+    """Whether ``error`` is a pool's word about itself (a ``BrokenPool``, a cancellation),
+    made for the chunks it fails, rather than the same type raised by a task.
+
+    A pool makes those without raising them; a task's own was raised (it has a
+    traceback), or comes from a worker far away with that traceback as its cause.
+    """
+    if not (is_cancelled(error) or is_broken_pool(error)):
+        return False
+    return error.__traceback__ is None and not isinstance(error.__cause__, RemoteTraceback)
+
+
 def __getattr__(name: str) -> Any:
     if name == "BrokenPool":
         return _define_broken_pool()
@@ -197,18 +211,34 @@ def note_origin(exc: BaseException, where: str) -> None:
 
 
 def add_note(exc: BaseException, note: str) -> None:
-    """Attach ``note`` to ``exc`` the way ``BaseException.add_note`` does (3.11+)."""
-    if hasattr(exc, "add_note"):
-        exc.add_note(note)
-    else:  # Python 3.10: keep the notes where 3.11's traceback printer looks for them
-        notes = getattr(exc, "__notes__", None)
-        if not isinstance(notes, list):
-            notes = []
-            try:
-                exc.__notes__ = notes  # type: ignore[attr-defined]
-            except AttributeError:
-                return
+    """Attach ``note`` to ``exc`` as ``BaseException.add_note`` (3.11+) does, and never fail.
+
+    The exception is the task's, which must reach the caller as it is: one whose class
+    refuses assignments (a frozen dataclass refuses them all) gets its notes set past
+    that; notes kept in a tuple go on in a list; anything else there is left alone.
+    """
+    notes = getattr(exc, "__notes__", None)
+    if isinstance(notes, list):
         notes.append(note)
+        return
+    if notes is None:
+        notes = [note]
+    elif isinstance(notes, tuple):
+        notes = [*notes, note]
+    else:
+        return
+    try:
+        set_attribute(exc, "__notes__", notes)
+    except Exception:  # an exception type of an extension module, without a __dict__
+        return
+
+
+def set_attribute(exc: BaseException, name: str, value: object) -> None:
+    """``exc.<name> = value``, past the ``__setattr__`` of its class, as ``raise ... from``
+    sets ``__cause__``: for what every exception has (``__cause__``, ``__traceback__``,
+    ``__notes__``, ``args``), which a class that refuses assignments (a frozen dataclass)
+    would otherwise refuse too."""
+    object.__setattr__(exc, name, value)
 
 
 for _cls in (

@@ -43,7 +43,9 @@ class InputSource:
         self.sources = (items,) if sources is None else sources
         self._sequence: Sequence[Any] | None = None
         self._iterator: Iterator[Any] | None = None
-        if type(items) in _SLICEABLE:  # exact types: a subclass may slice differently
+        # Exact types: a subclass may slice differently. A range longer than sys.maxsize
+        # has no len(), which slicing needs: it is read through its iterator instead.
+        if type(items) in _SLICEABLE and _length((items,)) is not None:
             self._sequence = items  # type: ignore[assignment]
             self._position = 0
         else:
@@ -133,6 +135,32 @@ class InputSource:
         return self._iterator
 
 
+def _iterable(obj: object) -> bool:
+    """Whether the builtin ``map`` takes ``obj`` as an input: an ``Iterable``, or an
+    object iterated by the old sequence protocol (``__getitem__`` alone), which ``iter``
+    accepts without running any of the object's code."""
+    if isinstance(obj, Iterable):
+        return True
+    try:
+        iter(obj)  # type: ignore[call-overload]
+    except TypeError:
+        return False
+    return True
+
+
+def _length(iterables: tuple[Iterable[Any], ...]) -> int | None:
+    """How many items the iterables zip to, when every one of them can say; else None.
+
+    The builtin ``map`` never asks, so an input that cannot answer is still an input:
+    one without ``len()``, a range longer than ``sys.maxsize`` (``OverflowError``), or
+    a ``__len__`` that raises.
+    """
+    try:
+        return min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except Exception:
+        return None
+
+
 def prepare_inputs(
     iterables: tuple[Iterable[Any], ...], *, star: bool
 ) -> tuple[InputSource, CallMode, int | None]:
@@ -144,13 +172,9 @@ def prepare_inputs(
     if not iterables:
         raise TypeError("at least one iterable of inputs is required")
     for iterable in iterables:
-        if not isinstance(iterable, Iterable):
+        if not _iterable(iterable):
             raise TypeError(f"inputs must be iterable; got {type(iterable).__name__}")
-    total: int | None = None
-    try:
-        total = min(len(it) for it in iterables)  # type: ignore[arg-type]
-    except TypeError:
-        total = None
+    total = _length(iterables)
     if len(iterables) == 1:
         return InputSource(iterables[0]), (CallMode.STAR if star else CallMode.ONE), total
     if star:

@@ -21,7 +21,7 @@ import builtins
 import pickle
 import sys
 
-from workpool.errors import RemoteTraceback, TaskError
+from workpool.errors import RemoteTraceback, TaskError, set_attribute
 from workpool.serialize import dumps_data
 
 __all__ = ["PackedError", "pack_error", "unpack_error"]
@@ -46,7 +46,8 @@ def pack_error(exc: BaseException, text: str | None = None) -> PackedError:
     except Exception:
         message = "<the exception's str() failed>"
     name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    exc.__traceback__ = None  # frames hold locals that may not pickle, and are in the text
+    # Frames hold locals that may not pickle, and are in the text.
+    set_attribute(exc, "__traceback__", None)
     pickled: bytes | None
     try:
         pickled = dumps_data(exc)
@@ -143,7 +144,7 @@ def _rebuild(
     cls: type[BaseException], args: tuple[object, ...], state: dict[str, object]
 ) -> BaseException:
     exc = cls.__new__(cls, *args)
-    exc.args = args
+    set_attribute(exc, "args", args)
     exc.__dict__.update(state)
     return exc
 
@@ -163,5 +164,5 @@ def unpack_error(packed: PackedError) -> BaseException:
             exc = None
     if not isinstance(exc, BaseException):
         exc = TaskError(name, message, text)
-    exc.__cause__ = RemoteTraceback(text)
+    set_attribute(exc, "__cause__", RemoteTraceback(text))
     return exc

@@ -22,7 +22,7 @@ from workpool._options import RunOptions
 from workpool.backends.base import Backend, ShutDown, call_items_timed
 from workpool.chunking import ChunkSizer
 from workpool.clock import capped_wait, now_ns
-from workpool.errors import call_timed_out, is_broken_pool, is_cancelled, note_origin
+from workpool.errors import about_the_pool, call_timed_out, note_origin
 from workpool.inputs import InputSource
 from workpool.segments import numpy_if_array
 from workpool.sharing import SharingContext
@@ -129,7 +129,7 @@ class RetryPolicy:
 
     def annotate(self, error: BaseException, position: int, worker: str, attempt: int) -> None:
         """Note on a task's final error its input position, its worker and the attempt."""
-        if is_cancelled(error) or is_broken_pool(error):
+        if about_the_pool(error):
             return  # the pool's own state, shared by many tasks: not this task's story
         where = f" in {worker}" if worker else ""
         note_origin(error, f"the task at input position {position}{where}" + self.describe(attempt))

@@ -118,9 +118,12 @@ class Chunk:
         return f"<Chunk start={self.start} items={len(self.items)} attempt={self.attempt}>"
 
     def task_name(self, offset: int = 0) -> str:
-        """How error messages name item ``offset`` of this chunk."""
+        """How error messages name item ``offset`` of this chunk: by its input position,
+        or, for a submitted task (which has none), by its function."""
         if self.start < 0:
-            return "the task"
+            fn = self.fn
+            name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+            return f"the task {name or type(fn).__name__}(...)"
         return f"the task at input position {self.start + offset}"
 
     def split(self, begin: int, end: int) -> Chunk:

@@ -75,6 +75,7 @@ from workpool.clock import now_ns
 from workpool.errors import (
     BrokenPool,
     WorkerCrashed,
+    about_the_pool,
     add_note,
     one_for_each_call,
     outside_workpool,
@@ -482,7 +483,7 @@ class DaskBackend(Backend):
                 continue
             errors = {position: unpack_error(packed) for position, packed in piece.errors}
             for error in errors.values():
-                if isinstance(error, BrokenPool):
+                if isinstance(error, BrokenPool) and about_the_pool(error):  # not a task's own
                     self._break(error)
             values = piece.values if piece.values else [None] * piece.size
             batch = ResultBatch(part, values, errors, piece.elapsed, piece.retryable, piece.worker)

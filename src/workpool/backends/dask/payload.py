@@ -311,14 +311,34 @@ def pack_error(exc: BaseException) -> PackedError:
     if isinstance(cause, RemoteTraceback):
         return pack_process_error(exc, cause.traceback_text)
     if exc.__traceback__ is None:  # made by the engine (a crash, a timeout): no task traceback
+        if cause is not None:
+            # What the engine's error stands for (a BrokenPool's failing initializer)
+            # goes along, packed in turn: pickle keeps an exception's attributes, not
+            # its __cause__. A copy carries it, not the local pool's own error.
+            carrier = type(exc).__new__(type(exc), *exc.args)
+            carrier.args = exc.args
+            carrier.__dict__.update(getattr(exc, "__dict__", {}))
+            carrier.__dict__[_CAUSE] = pack_error(cause)
+            return pack_process_error(carrier, "")
         return pack_process_error(exc, "")
     return pack_process_error(exc)
 
 
+# The attribute that carries an engine error's cause to the caller (see pack_error).
+_CAUSE = "_workpool_packed_cause"
+
+
 def unpack_error(packed: PackedError) -> BaseException:
-    """The caller's copy of a packed error; its worker traceback, if any, as its cause."""
+    """The caller's copy of a packed error; its worker traceback, if any, as its cause.
+
+    An error the engine made (no traceback of a task) has as its cause what it stands
+    for, if anything: a ``BrokenPool``'s failing initializer, as on a local pool.
+    """
     exc = unpack_process_error(packed)
-    if not packed[3]:  # raised by the engine, not by the task: no traceback to show
+    carried = getattr(exc, "__dict__", {}).pop(_CAUSE, None)
+    if carried is not None:
+        exc.__cause__ = unpack_error(carried)
+    elif not packed[3]:  # raised by the engine, not by the task: no traceback to show
         exc.__cause__ = None
     return exc
 

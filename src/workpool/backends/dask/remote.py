@@ -53,7 +53,7 @@ from workpool.backends.dask.payload import (
     pack_error,
 )
 from workpool.clock import now_ns
-from workpool.errors import BrokenPool, add_note
+from workpool.errors import BrokenPool, about_the_pool, add_note
 from workpool.remote_errors import PackedError
 from workpool.segments import share
 from workpool.sharing import SharingContext
@@ -308,7 +308,10 @@ class _Collector:
     def deliver(self, batch: ResultBatch) -> None:
         chunk = batch.chunk
         where = f"Dask worker {self._address}"
-        if any(isinstance(error, BrokenPool) for error in batch.errors.values()):
+        if any(
+            isinstance(error, BrokenPool) and about_the_pool(error)  # not a task's own
+            for error in batch.errors.values()
+        ):
             self.broken = True
         piece = Piece(
             offset=chunk.start - self._start,
@@ -392,7 +395,8 @@ def run_chunk(task: ChunkTask, arrays: list[Any], fn_payload: bytes | None = Non
             session.pool.submit(chunk)
         except BrokenPool as exc:  # its initializer fails in every process
             session.spoiled = True
-            return _failed(task, exc, retryable=False, address=address)
+            # Sent as the pool made it (about_the_pool), not as raised here.
+            return _failed(task, exc.with_traceback(None), retryable=False, address=address)
         except RuntimeError:  # closed while this task arrived
             error = CancelledError("the call was over before this chunk started")
             return _failed(task, error, retryable=False, address=address)

@@ -204,15 +204,17 @@ def _pickle_results(values: list[Any], errors: dict[int, BaseException]) -> byte
     packed = [(position, _pack_error(exc)) for position, exc in errors.items()]
     from workpool.int_lists import pack
 
+    # BaseException: what a result's __reduce__ raises, even SystemExit, is its task's
+    # failure, as the process worker has it.
     try:
         return pickle.dumps((pack(values), packed), PROTOCOL)
-    except Exception:
+    except BaseException:
         pass
     from workpool.serialize import dumps_data  # cloudpickle, for lambdas and the like
 
     try:
         return dumps_data((values, packed))
-    except Exception:
+    except BaseException:
         pass
     from workpool.errors import add_note
 
@@ -220,7 +222,7 @@ def _pickle_results(values: list[Any], errors: dict[int, BaseException]) -> byte
     for position, value in enumerate(values):
         try:
             dumps_data(value)
-        except Exception as exc:
+        except BaseException as exc:
             add_note(exc, f"the task's result ({type(value).__name__}) could not be pickled: {exc}")
             packed.append((position, _pack_error(exc)))
             values[position] = None

@@ -279,13 +279,16 @@ def encode_batch(
             ),
         ]
         payload, fds, keep = dumps_sharing(([None] * len(values), errors), sharing)
-    except Exception:
+    # BaseException: a result's __reduce__ is the task's code, and what it raises, even
+    # SystemExit, is that task's failure, as a task's own SystemExit is (and as
+    # ProcessPoolExecutor has it), not the end of the worker.
+    except BaseException:
         errors = list(errors)
         values = list(values)
         for position, value in enumerate(values):
             try:
                 dumps_data(value)
-            except Exception as exc:
+            except BaseException as exc:
                 note = f"the task's result ({type(value).__name__}) could not be pickled: {exc}"
                 add_note(exc, note)
                 errors.append((position, pack_error(exc)))
