@@ -130,6 +130,12 @@ def test_bench_refuses_an_output_it_cannot_write_before_any_work(tmp_path: Path)
         (["--json", str(tmp_path / "missing" / "raw.json")], "there is no directory"),
         (["--json", str(tmp_path)], "that is a directory"),
         (["--plot", str(tmp_path / "speedup.txt")], "give a file name ending in .png"),
+        # No file can be made there, though root's permission bits say otherwise.
+        *(
+            [(["--json", "/proc/raw.json"], "no file can be written in /proc")]
+            if os.path.isdir("/proc/self")
+            else []
+        ),
     ]:
         result = run_cli("bench", "--workload", "tiny", "--workers", "1", *args)
         assert result.returncode == 2, result.stderr

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 import workpool
+from workpool.named_files import creation_error
 
 __all__ = ["main"]
 
@@ -272,6 +273,12 @@ def _check_output(option: str, path: Path) -> None:
         raise CommandError(f"{option} {path}: that is a directory; give a file name")
     if not path.parent.is_dir():
         raise CommandError(f"{option} {path}: there is no directory {path.parent}")
+    failure = creation_error(str(path.parent))
+    if failure is not None:
+        raise CommandError(
+            f"{option} {path}: no file can be written in {path.parent} "
+            f"({failure.strerror or failure})"
+        )
 
 
 def _check_plot_output(option: str, path: Path) -> None:
@@ -307,6 +314,9 @@ def _run_bench(args: argparse.Namespace, console: Console) -> int:
         )
     except PlotUnavailable as exc:
         raise CommandError(str(exc)) from exc
+    except OSError as exc:  # the disk filled up during the study, say
+        name = f" {exc.filename}" if exc.filename else ""
+        raise CommandError(f"cannot write{name}: {exc.strerror or exc}") from exc
     return 0
 
 
