@@ -124,6 +124,29 @@ def test_bench_rejects_bad_arguments(args: list[str], message: str) -> None:
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["bench", "--quick"],
+        ["advise", "cli_tasks:slow_square", "--input", "in.jsonl"],
+        ["trace", "summary", "run.json"],
+        ["trace", "plot", "run.json", "-o", "run.png"],
+        ["checkpoint", "info", "run.ckpt"],
+        ["checkpoint", "accept", "run.ckpt"],
+    ],
+)
+def test_an_unknown_option_is_named_with_its_commands_usage(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--colour", "red"])
+    assert exit_info.value.code == 2
+    name = " ".join(command[:2] if command[0] in ("trace", "checkpoint") else command[:1])
+    err = capsys.readouterr().err
+    assert f"usage: workpool {name} " in err
+    assert f"workpool {name}: error: unrecognized arguments: --colour red" in err
+
+
 def test_bench_refuses_an_output_it_cannot_write_before_any_work(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")  # the formats a plot can be written in
     for args, message in [
