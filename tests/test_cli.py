@@ -236,7 +236,7 @@ def test_advise_star_inputs(tasks_module: Path, capsys: pytest.CaptureFixture[st
         ("no_such_module:f", "1\n", "cannot import module 'no_such_module'"),
         ("broken_module:f", "1\n", "this module is broken"),
         ("cli_tasks:missing", "1\n", "module 'cli_tasks' has no attribute 'missing'"),
-        ("cli_tasks:not_callable", "1\n", "is a int, not a function"),
+        ("cli_tasks:not_callable", "1\n", "cli_tasks:not_callable is an int, not a function"),
         ("cli_tasks", "1\n", "expected MODULE:FUNCTION"),
         ("cli_tasks:slow_square", "1\n2\n{oops\n", "line 3: not a JSON value"),
         ("cli_tasks:slow_square", "\n\n", "holds no inputs"),

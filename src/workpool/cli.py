@@ -216,7 +216,9 @@ def load_function(target: str) -> Callable[..., Any]:
         except AttributeError:
             raise CommandError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if not callable(obj):
-        raise CommandError(f"{target} is a {type(obj).__name__}, not a function")
+        kind = type(obj).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise CommandError(f"{target} is {article} {kind}, not a function")
     return obj  # type: ignore[no-any-return]
 
 
