@@ -167,6 +167,17 @@ def test_bench_refuses_an_output_it_cannot_write_before_any_work(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_bench_output_that_fails_to_write_after_the_study_is_one_line() -> None:
+    # /dev/full takes the file and fails the write, as a full disk does.
+    result = run_cli(
+        "bench", "--quick", "--workload", "tiny", "--workers", "1", "--json", "/dev/full"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "/dev/full" in result.stderr
+
+
 # A program run from a terminal gets Python's Ctrl+C handler, even when the test suite
 # was started by a shell that made its background jobs ignore SIGINT.
 BENCH_IN_A_TERMINAL = """

@@ -311,7 +311,7 @@ def _check_plot_output(option: str, path: Path) -> None:
 
 
 def _run_bench(args: argparse.Namespace, console: Console) -> int:
-    from workpool.bench import WORKLOADS, PlotUnavailable, run_bench
+    from workpool.bench import WORKLOADS, OutputUnwritable, PlotUnavailable, run_bench
 
     if args.json is not None:
         _check_output("--json", args.json)
@@ -326,11 +326,8 @@ def _run_bench(args: argparse.Namespace, console: Console) -> int:
             plot_path=args.plot,
             console=console,
         )
-    except PlotUnavailable as exc:
+    except (PlotUnavailable, OutputUnwritable) as exc:
         raise CommandError(str(exc)) from exc
-    except OSError as exc:  # the disk filled up during the study, say
-        name = f" {exc.filename}" if exc.filename else ""
-        raise CommandError(f"cannot write{name}: {exc.strerror or exc}") from exc
     return 0
 
 
