@@ -124,18 +124,58 @@ def test_bench_rejects_bad_arguments(args: list[str], message: str) -> None:
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["bench", "--quick"],
+        ["advise", "cli_tasks:slow_square", "--input", "in.jsonl"],
+        ["trace", "summary", "run.json"],
+        ["trace", "plot", "run.json", "-o", "run.png"],
+        ["checkpoint", "info", "run.ckpt"],
+        ["checkpoint", "accept", "run.ckpt"],
+    ],
+)
+def test_an_unknown_option_is_named_with_its_commands_usage(
+    command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--colour", "red"])
+    assert exit_info.value.code == 2
+    name = " ".join(command[:2] if command[0] in ("trace", "checkpoint") else command[:1])
+    err = capsys.readouterr().err
+    assert f"usage: workpool {name} " in err
+    assert f"workpool {name}: error: unrecognized arguments: --colour red" in err
+
+
 def test_bench_refuses_an_output_it_cannot_write_before_any_work(tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")  # the formats a plot can be written in
     for args, message in [
         (["--json", str(tmp_path / "missing" / "raw.json")], "there is no directory"),
         (["--json", str(tmp_path)], "that is a directory"),
         (["--plot", str(tmp_path / "speedup.txt")], "give a file name ending in .png"),
+        # No file can be made there, though root's permission bits say otherwise.
+        *(
+            [(["--json", "/proc/raw.json"], "no file can be written in /proc")]
+            if os.path.isdir("/proc/self")
+            else []
+        ),
     ]:
         result = run_cli("bench", "--workload", "tiny", "--workers", "1", *args)
         assert result.returncode == 2, result.stderr
         assert message in result.stderr and "Traceback" not in result.stderr
         assert result.stdout == ""  # no table: nothing was timed
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_bench_output_that_fails_to_write_after_the_study_is_one_line() -> None:
+    # /dev/full takes the file and fails the write, as a full disk does.
+    result = run_cli(
+        "bench", "--quick", "--workload", "tiny", "--workers", "1", "--json", "/dev/full"
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "/dev/full" in result.stderr
 
 
 # A program run from a terminal gets Python's Ctrl+C handler, even when the test suite
@@ -207,7 +247,7 @@ def test_advise_star_inputs(tasks_module: Path, capsys: pytest.CaptureFixture[st
         ("no_such_module:f", "1\n", "cannot import module 'no_such_module'"),
         ("broken_module:f", "1\n", "this module is broken"),
         ("cli_tasks:missing", "1\n", "module 'cli_tasks' has no attribute 'missing'"),
-        ("cli_tasks:not_callable", "1\n", "is a int, not a function"),
+        ("cli_tasks:not_callable", "1\n", "cli_tasks:not_callable is an int, not a function"),
         ("cli_tasks", "1\n", "expected MODULE:FUNCTION"),
         ("cli_tasks:slow_square", "1\n2\n{oops\n", "line 3: not a JSON value"),
         ("cli_tasks:slow_square", "\n\n", "holds no inputs"),

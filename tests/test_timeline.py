@@ -502,6 +502,17 @@ def test_cli_plot_refuses_an_output_it_cannot_write(
         ('{"events": []}', "not a Chrome trace"),
         ('{"traceEvents": [{"ph": "X", "ts": "soon", "dur": 1}]}', "event 0 is not a valid"),
         ('{"traceEvents": []}', "holds no spans"),
+        # Other tools' Chrome traces: complete events, or begin/end pairs.
+        (
+            '{"traceEvents": [{"name": "Layout", "ph": "X", "ts": 0, "dur": 9, "pid": 1, '
+            '"tid": 1}]}',
+            "not a timeline workpool wrote",
+        ),
+        (
+            '[{"name": "f", "ph": "B", "ts": 0, "pid": 1, "tid": 1}, '
+            '{"name": "f", "ph": "E", "ts": 5, "pid": 1, "tid": 1}]',
+            "not a timeline workpool wrote",
+        ),
         ('{"traceEvents": [{"ph": "X", "ts": 1, "dur": 1, "tid": {}}]}', "'tid' is {}"),
         (b"\xff\xfe not text", "not UTF-8"),
         ("[" * 100_000, "nested too deeply"),

@@ -441,6 +441,25 @@ def test_a_trace_that_cannot_be_written_fails_before_any_work(
     assert fifo.is_fifo()
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+@pytest.mark.parametrize("how", ["map", "imap", "Pool.map"])
+def test_a_directory_whose_bits_allow_writing_but_takes_no_file_fails_before_any_work(
+    how: str,
+) -> None:
+    # /proc takes no new file, and as root its permission bits seem to allow one: only
+    # making a file tells, and the timeline must not be lost after all the work.
+    calls: list[int] = []
+    with pytest.raises(OSError, match=r"trace='/proc/t\.json': the directory '/proc' cannot"):
+        if how == "map":
+            workpool.map(calls.append, range(3), backend="serial", trace="/proc/t.json")
+        elif how == "imap":
+            workpool.imap(calls.append, range(3), backend="serial", trace="/proc/t.json")
+        else:
+            with workpool.Pool(1, backend="serial") as pool:
+                pool.map(calls.append, range(3), trace="/proc/t.json")
+    assert calls == []
+
+
 def restored_positions(data: dict[str, Any]) -> Counter[int]:
     """How many "checkpoint" spans hold each position (results read from the journal)."""
     counts: Counter[int] = Counter()

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 import workpool
+from workpool.named_files import creation_error
 
 __all__ = ["main"]
 
@@ -68,11 +69,14 @@ def _workload_names(text: str) -> list[str]:
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The command's parser. Each (sub)command's parser is in its arguments as ``parser``,
+    so that a problem is said with the usage of the command it was given to."""
     parser = argparse.ArgumentParser(
         prog="workpool",
         description="Run Python functions in parallel, and measure what parallelism buys here.",
     )
     parser.add_argument("--version", action="version", version=f"workpool {workpool.__version__}")
+    parser.set_defaults(parser=parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     bench = commands.add_parser(
@@ -82,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
         "subinterpreters on Python 3.14+) at each pool size; print time, speedup and "
         "efficiency, and what the numbers show.",
     )
+    bench.set_defaults(parser=bench)
     bench.add_argument("--quick", action="store_true", help="smaller workloads, 3 runs each")
     bench.add_argument(
         "--workers",
@@ -106,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Import MODULE:FUNCTION, time it on the inputs in FILE (one JSON value "
         "per line), and print the advice with the numbers behind it.",
     )
+    advise.set_defaults(parser=advise)
     advise.add_argument("target", metavar="MODULE:FUNCTION")
     advise.add_argument(
         "--input",
@@ -131,24 +137,29 @@ def _parser() -> argparse.ArgumentParser:
         description="What a checkpoint file holds, and the two deliberate changes to it.",
     )
     actions = checkpoint.add_subparsers(dest="action", metavar="ACTION", required=True)
-    actions.add_parser(
-        "info",
-        help="items done and failed, the function it belongs to, its size on disk",
-        description="Show what the checkpoint holds. Safe while a call is using it.",
-    ).add_argument("file", metavar="FILE")
-    actions.add_parser(
-        "clear",
-        help="remove every result, so that the next call starts over",
-        description="Empty the checkpoint: results, failures and the function it belongs "
-        "to. The next call with it runs everything and may use any function.",
-    ).add_argument("file", metavar="FILE")
-    actions.add_parser(
-        "accept",
-        help="keep the results for a changed function (after a fix, a Python upgrade)",
-        description="Mark the checkpoint so that the next call adopts its function as the "
-        "checkpoint's, keeping every result, instead of refusing it with "
-        "CheckpointMismatch. The input is still checked position by position.",
-    ).add_argument("file", metavar="FILE")
+    for name, summary_line, description in [
+        (
+            "info",
+            "items done and failed, the function it belongs to, its size on disk",
+            "Show what the checkpoint holds. Safe while a call is using it.",
+        ),
+        (
+            "clear",
+            "remove every result, so that the next call starts over",
+            "Empty the checkpoint: results, failures and the function it belongs to. The "
+            "next call with it runs everything and may use any function.",
+        ),
+        (
+            "accept",
+            "keep the results for a changed function (after a fix, a Python upgrade)",
+            "Mark the checkpoint so that the next call adopts its function as the "
+            "checkpoint's, keeping every result, instead of refusing it with "
+            "CheckpointMismatch. The input is still checked position by position.",
+        ),
+    ]:
+        action = actions.add_parser(name, help=summary_line, description=description)
+        action.set_defaults(parser=action)
+        action.add_argument("file", metavar="FILE")
 
     trace = commands.add_parser(
         "trace",
@@ -163,12 +174,14 @@ def _parser() -> argparse.ArgumentParser:
         "the busy time splits into shipping and running, the slowest chunks, and what "
         "the numbers mean.",
     )
+    summary.set_defaults(parser=summary)
     summary.add_argument("file", type=Path, metavar="FILE")
     plot = trace_actions.add_parser(
         "plot",
         help="draw the timeline as a Gantt chart (needs the plot extra)",
         description="Draw one row per worker and per caller activity, one bar per chunk.",
     )
+    plot.set_defaults(parser=plot)
     plot.add_argument("file", type=Path, metavar="FILE")
     plot.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
     return parser
@@ -203,7 +216,9 @@ def load_function(target: str) -> Callable[..., Any]:
         except AttributeError:
             raise CommandError(f"module {module_name!r} has no attribute {attribute!r}") from None
     if not callable(obj):
-        raise CommandError(f"{target} is a {type(obj).__name__}, not a function")
+        kind = type(obj).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise CommandError(f"{target} is {article} {kind}, not a function")
     return obj  # type: ignore[no-any-return]
 
 
@@ -272,6 +287,12 @@ def _check_output(option: str, path: Path) -> None:
         raise CommandError(f"{option} {path}: that is a directory; give a file name")
     if not path.parent.is_dir():
         raise CommandError(f"{option} {path}: there is no directory {path.parent}")
+    failure = creation_error(str(path.parent))
+    if failure is not None:
+        raise CommandError(
+            f"{option} {path}: no file can be written in {path.parent} "
+            f"({failure.strerror or failure})"
+        )
 
 
 def _check_plot_output(option: str, path: Path) -> None:
@@ -290,7 +311,7 @@ def _check_plot_output(option: str, path: Path) -> None:
 
 
 def _run_bench(args: argparse.Namespace, console: Console) -> int:
-    from workpool.bench import WORKLOADS, PlotUnavailable, run_bench
+    from workpool.bench import WORKLOADS, OutputUnwritable, PlotUnavailable, run_bench
 
     if args.json is not None:
         _check_output("--json", args.json)
@@ -305,7 +326,7 @@ def _run_bench(args: argparse.Namespace, console: Console) -> int:
             plot_path=args.plot,
             console=console,
         )
-    except PlotUnavailable as exc:
+    except (PlotUnavailable, OutputUnwritable) as exc:
         raise CommandError(str(exc)) from exc
     return 0
 
@@ -400,7 +421,9 @@ def _run_trace(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     console = Console()
     if args.command is None:
         parser.print_help(sys.stderr)

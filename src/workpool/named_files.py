@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["SQLITE_MAGIC", "no_directory", "tilde_hint"]
+__all__ = ["SQLITE_MAGIC", "creation_error", "no_directory", "tilde_hint"]
 
 # The first bytes of every SQLite database file.
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -33,3 +33,21 @@ def no_directory(directory: str) -> tuple[type[OSError], str]:
     if os.path.exists(directory):
         return NotADirectoryError, "is not a directory"
     return FileNotFoundError, "does not exist"
+
+
+def creation_error(directory: str) -> OSError | None:
+    """Why no new file can be made in ``directory``, found by making one; None if it can.
+
+    Permission bits do not tell: root passes ``os.access`` for a directory of /proc or
+    /sys, where nothing can be created, and ACLs, quotas and some network file systems
+    decide only when a file is made. The trial file has a name of its own and is
+    removed at once.
+    """
+    name = os.path.join(directory, f".workpool-trial.{os.getpid()}.{os.urandom(4).hex()}")
+    try:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return exc
+    os.close(fd)
+    os.unlink(name)
+    return None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -11,7 +13,11 @@ from workpool.bench.report import machine_facts, print_report, write_json
 from workpool.bench.runner import WorkloadResult, time_workload
 from workpool.bench.workloads import WORKLOADS, build_workloads
 
-__all__ = ["WORKLOADS", "PlotUnavailable", "run_bench"]
+__all__ = ["WORKLOADS", "OutputUnwritable", "PlotUnavailable", "run_bench"]
+
+
+class OutputUnwritable(Exception):
+    """The study ran, but a file asked for (``--json``, ``--plot``) could not be written."""
 
 
 def run_bench(
@@ -48,9 +54,22 @@ def run_bench(
     facts = machine_facts()
     print_report(results, facts, console)
     if json_path is not None:
-        write_json(results, facts, json_path)
+        _write(json_path, write_json, results, facts)
         console.print(f"Raw numbers written to {json_path}")
     if plot_path is not None and results:
-        write_plot(results, facts, plot_path)
+        _write(plot_path, write_plot, results, facts)
         console.print(f"Plot written to {plot_path}")
     return results
+
+
+def _write(
+    path: Path,
+    writer: Callable[[list[WorkloadResult], dict[str, Any], Path], None],
+    results: list[WorkloadResult],
+    facts: dict[str, Any],
+) -> None:
+    """Write one output file; its ``OSError`` (a full disk, say) as ``OutputUnwritable``."""
+    try:
+        writer(results, facts, path)
+    except OSError as exc:
+        raise OutputUnwritable(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -1,10 +1,12 @@
 """Reading a trace file back into tracks of spans, for ``workpool trace summary``/``plot``.
 
-Any Chrome trace in the JSON object or array format loads; what makes a track a
-*worker* is what workpool writes on it: chunk spans (``"cat": "chunk"``) or a
-``worker start`` span. The lanes the writer adds when spans overlap ("... (overlapping
-1)") are folded back into their track. Every problem with the file is a
-``TraceFileError`` whose message names the file and says what is wrong with it.
+A track is a *worker*'s if it holds what workpool writes there: chunk spans (``"cat":
+"chunk"``) or a ``worker start`` span. A Chrome trace in the JSON object or array
+format loads if workpool wrote it (its ``otherData.generator`` says so) or it has a
+worker's track; another tool's trace has neither, and is refused rather than
+summarized as a call that ran no chunk. The lanes the writer adds when spans overlap
+("... (overlapping 1)") are folded back into their track. Every problem with the file
+is a ``TraceFileError`` whose message names the file and says what is wrong with it.
 """
 
 from __future__ import annotations
@@ -39,6 +41,11 @@ class Span(NamedTuple):
         return self.end - self.begin
 
 
+def _is_worker_span(span: Span) -> bool:
+    """Whether workpool writes ``span`` on a worker's track only."""
+    return span.category == "chunk" or span.name == "worker start"
+
+
 class Instant(NamedTuple):
     name: str
     category: str
@@ -60,7 +67,7 @@ class Track:
 
     @property
     def is_worker(self) -> bool:
-        return any(s.category == "chunk" or s.name == "worker start" for s in self.spans)
+        return any(_is_worker_span(s) for s in self.spans)
 
     def chunks(self) -> list[Span]:
         return [s for s in self.spans if s.category == "chunk"]
@@ -193,6 +200,15 @@ def load(path: Path) -> Timeline:
             raise TraceFileError(
                 f"{path}: event {number} is not a valid trace event: {exc}"
             ) from None
+    written_by_workpool = str(other.get("generator", "")).startswith("workpool")
+    if events and not written_by_workpool and not any(_is_worker_span(s) for _, s in spans):
+        # Another tool's trace (Chrome's, a profiler's): a summary of it would be a table
+        # of nothing, as if a call had run no chunk.
+        raise TraceFileError(
+            f"{path} is a trace, but not a timeline workpool wrote: none of its "
+            f'{len(events):,} events is a chunk span ("cat": "chunk") or a worker start; '
+            "write one with workpool.map(..., trace=FILE)"
+        )
     if not spans:
         raise TraceFileError(f"{path} holds no spans: nothing to summarize or draw")
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 from workpool.clock import now_ns
-from workpool.named_files import SQLITE_MAGIC, no_directory, tilde_hint
+from workpool.named_files import SQLITE_MAGIC, creation_error, no_directory, tilde_hint
 from workpool.timeline.snapshots import FIRST_AFTER, Rewriter
 
 __all__ = ["OUTCOMES", "Recorder", "TrackInfo", "checked_path"]
@@ -69,11 +69,13 @@ def checked_path(path: str | os.PathLike[str]) -> str:
             f"trace={text!r}: the directory {directory!r} {why}, "
             f"so the timeline could not be written{tilde_hint(text)}"
         )
-    # The file is written under a temporary name in that directory, then renamed.
-    if not os.access(directory, os.W_OK | os.X_OK):
-        raise PermissionError(
-            f"trace={text!r}: the directory {directory!r} cannot be written to, "
-            "so the timeline could not be written"
+    # The file is written under a temporary name in that directory, then renamed: make
+    # one now, so that a directory nothing can be created in fails before the work.
+    failure = creation_error(directory)
+    if failure is not None:
+        raise type(failure)(
+            f"trace={text!r}: the directory {directory!r} cannot be written to "
+            f"({failure.strerror or failure}), so the timeline could not be written"
         )
     if os.path.exists(text) and not os.path.isfile(text):  # a device, a FIFO...
         raise ValueError(
