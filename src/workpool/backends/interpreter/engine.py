@@ -42,6 +42,9 @@ interpreter, after that many tasks; a successor with a fresh interpreter takes i
 ``task_timeout``: like a thread, a subinterpreter cannot be stopped from outside. Timed
 tasks run one per chunk; the loop says when a task starts, and a watchdog that finds one
 past its deadline reports ``TaskTimeout`` at once and lets a new worker take the place.
+The deadline counts the task's own time, as the loop measured it: the loop also writes
+when the task ended where the watchdog can read it (``worker.TIMES``), so a quick task
+is not timed out because the worker thread, on a loaded machine, read its end late.
 The overrunning worker is *abandoned*: it finishes the task in the background, its result
 is discarded, then its interpreter is closed and its threads exit. Unlike an abandoned
 thread, it also holds up the end of the program: Python cannot finalize a subinterpreter
