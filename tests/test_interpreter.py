@@ -9,6 +9,8 @@ worker's interpreter (initializer, replacement, timeouts, nothing left behind).
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -555,6 +557,49 @@ pool = workpool.Pool(2, backend="interpreter")
 for x in range(6):  # two run at once: four wait in the queue when the program ends
     pool.submit(record, x).add_done_callback(written)
 """
+
+
+CTRL_C_SCRIPT = """
+import sys, time
+from pathlib import Path
+import workpool
+from interp_tasks import interrupt_then_wait_for_file
+
+release = Path(sys.argv[1])
+try:
+    workpool.map(interrupt_then_wait_for_file(str(release)), range(4), backend="interpreter",
+                 workers=2, chunksize=1)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    time.sleep(0.5)
+    release.touch()
+    raise
+"""
+
+
+@needs_interpreters
+def test_ctrl_c_returns_at_once_and_the_exit_waits_for_the_running_tasks(tmp_path: Path) -> None:
+    # The tasks run until the file exists, which the script makes only once it has the
+    # KeyboardInterrupt: the caller must not wait for them to get it.
+    script = tmp_path / "script.py"
+    script.write_text(CTRL_C_SCRIPT)
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), str(release)],
+            capture_output=True,
+            text=True,
+            timeout=40,
+            check=False,
+            env=env,
+        )
+    finally:
+        release.touch()
+    assert done.stdout.split() == ["interrupted"]
+    assert done.returncode == -signal.SIGINT, done.stderr
+    assert "KeyboardInterrupt" in done.stderr
+    assert "remaining subinterpreters" not in done.stderr
 
 
 @needs_interpreters
