@@ -7,6 +7,7 @@ psutil, a C extension that cannot be loaded in a subinterpreter.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -96,3 +97,18 @@ def write_byte(memory: object, index: int) -> int:
     view = memoryview(memory)  # type: ignore[arg-type]
     view[index] = ord("a") + index
     return len(view)
+
+
+def interrupt_then_wait_for_file(path: str) -> Callable[[int], int]:
+    """Return the input, but first wait (at most 60 s) until ``path`` exists; on input 0,
+    send this process a SIGINT (Ctrl+C) first."""
+
+    def task(x: int) -> int:
+        if x == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+        deadline = time.monotonic() + 60
+        while not Path(path).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return x
+
+    return task

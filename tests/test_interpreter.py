@@ -9,10 +9,13 @@ worker's interpreter (initializer, replacement, timeouts, nothing left behind).
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import signal
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -371,6 +374,87 @@ def test_timeout_with_retries_tries_again_in_a_fresh_interpreter(release: Path) 
     assert wait_for(lambda: not live_workpool_threads() and not live_subinterpreters(), 30)
 
 
+@pytest.fixture
+def late_to_hear_the_end(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Each worker thread reads that its timed task ended 1.5 s after it did.
+
+    What a loaded machine may do to a thread that waits for the GIL: here it is made
+    certain by holding the frame back, after the interpreter has sent it.
+    """
+    from workpool.backends.interpreter import handle
+    from workpool.backends.interpreter import worker as wire
+
+    delay = 1.5
+    receive = handle.InterpreterHandle._receive
+
+    def receive_late(self: handle.InterpreterHandle) -> bytearray:
+        body = receive(self)
+        if body[0] == wire.FINISHED:
+            time.sleep(delay)
+        return body
+
+    monkeypatch.setattr(handle.InterpreterHandle, "_receive", receive_late)
+    return delay
+
+
+@needs_interpreters
+def test_a_quick_task_is_not_timed_out_for_the_time_its_end_takes_to_be_read(
+    late_to_hear_the_end: float,
+) -> None:
+    # The task takes a few milliseconds; its worker thread hears of its end only after
+    # the deadline. The deadline counts the task's own time, measured where it ran.
+    results = workpool.map(
+        square,
+        range(3),
+        backend="interpreter",
+        workers=2,
+        task_timeout=0.5,
+        return_exceptions=True,
+    )
+    assert results == [0, 1, 4]
+    with workpool.Pool(1, backend="interpreter", task_timeout=0.5) as pool:
+        assert pool.submit(square, 7).result(timeout=30) == 49
+        assert pool.submit(square, 8).result(timeout=30) == 64
+
+
+@needs_interpreters
+def test_a_task_that_runs_past_its_deadline_times_out_however_late_its_end_is_read(
+    late_to_hear_the_end: float,
+) -> None:
+    with workpool.Pool(1, backend="interpreter", task_timeout=0.3) as pool:
+        slow = pool.submit(slow_square, 3, delay=0.8)
+        with pytest.raises(workpool.TaskTimeout, match=r"task_timeout=0\.3s"):
+            slow.result(timeout=30)
+        assert pool.submit(square, 5).result(timeout=30) == 25
+    assert wait_for(lambda: not live_workpool_threads() and not live_subinterpreters(), 30)
+
+
+@needs_interpreters
+def test_a_task_that_ended_past_its_deadline_times_out_before_the_watchdog_wakes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workpool.backends.deadlines import DeadlineWatch
+
+    held = threading.Event()  # the watchdog, as a loaded machine may leave it, sleeps on
+    watch = DeadlineWatch._run
+
+    def late_watch(self: DeadlineWatch) -> None:
+        held.wait(60)
+        watch(self)
+
+    monkeypatch.setattr(DeadlineWatch, "_run", late_watch)
+    with workpool.Pool(1, backend="interpreter", task_timeout=0.3) as pool:
+        try:
+            first = pool.submit(interpreter_id, 0).result(timeout=30)
+            slow = pool.submit(slow_square, 3, delay=0.8)
+            with pytest.raises(workpool.TaskTimeout, match=r"ran 0\.\d+s .* task_timeout=0\.3s"):
+                slow.result(timeout=30)
+            # The task had ended: its worker, not stuck in it, serves the next one.
+            assert pool.submit(interpreter_id, 1).result(timeout=30) == first
+        finally:
+            held.set()
+
+
 @needs_interpreters
 def test_shutdown_cancel_futures_cancels_what_has_not_started(release: Path) -> None:
     pool = workpool.Pool(1, backend="interpreter")
@@ -473,6 +557,49 @@ pool = workpool.Pool(2, backend="interpreter")
 for x in range(6):  # two run at once: four wait in the queue when the program ends
     pool.submit(record, x).add_done_callback(written)
 """
+
+
+CTRL_C_SCRIPT = """
+import sys, time
+from pathlib import Path
+import workpool
+from interp_tasks import interrupt_then_wait_for_file
+
+release = Path(sys.argv[1])
+try:
+    workpool.map(interrupt_then_wait_for_file(str(release)), range(4), backend="interpreter",
+                 workers=2, chunksize=1)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    time.sleep(0.5)
+    release.touch()
+    raise
+"""
+
+
+@needs_interpreters
+def test_ctrl_c_returns_at_once_and_the_exit_waits_for_the_running_tasks(tmp_path: Path) -> None:
+    # The tasks run until the file exists, which the script makes only once it has the
+    # KeyboardInterrupt: the caller must not wait for them to get it.
+    script = tmp_path / "script.py"
+    script.write_text(CTRL_C_SCRIPT)
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), str(release)],
+            capture_output=True,
+            text=True,
+            timeout=40,
+            check=False,
+            env=env,
+        )
+    finally:
+        release.touch()
+    assert done.stdout.split() == ["interrupted"]
+    assert done.returncode == -signal.SIGINT, done.stderr
+    assert "KeyboardInterrupt" in done.stderr
+    assert "remaining subinterpreters" not in done.stderr
 
 
 @needs_interpreters

@@ -71,13 +71,30 @@ class TaskClock:
     """The clock of a timed task: ``start`` as its call begins, ``stop`` as it returns.
 
     ``task_timeout`` bounds the call: sending its outcome back is the pool's time.
+    ``start(started, ended)`` and ``stop(ended)`` take the task's own times, on
+    ``time.monotonic``, from a context that hears of them late (a subinterpreter's
+    replies wait for its worker thread to read them): ``started`` when the call began
+    (default: now), ``ended`` a reading of when it returned (None while it runs) that
+    the watchdog may take from its own thread, and ``stop``'s ``ended`` that time.
     """
 
-    __slots__ = ("start", "stop")
+    __slots__ = ("_start", "_stop")
 
-    def __init__(self, start: Callable[[], object], stop: Callable[[], object]) -> None:
-        self.start = start
-        self.stop = stop
+    def __init__(
+        self,
+        start: Callable[[float | None, Callable[[], float | None] | None], object],
+        stop: Callable[[float | None], object],
+    ) -> None:
+        self._start = start
+        self._stop = stop
+
+    def start(
+        self, started: float | None = None, ended: Callable[[], float | None] | None = None
+    ) -> None:
+        self._start(started, ended)
+
+    def stop(self, ended: float | None = None) -> None:
+        self._stop(ended)
 
 
 class WorkerContext(abc.ABC):
@@ -267,20 +284,21 @@ class ThreadedBackend(Backend):
     ) -> tuple[list[ResultBatch], bool] | None:
         """Run ``chunk`` in ``context``: its batches, and whether the context is still sound.
 
-        ``None`` when the watchdog abandoned this worker meanwhile: the results are
-        dropped (the chunk has had its ``TaskTimeout``).
+        ``None`` when the watchdog abandoned this worker meanwhile; no batches when the
+        task ended past its deadline. Either way the chunk has had its ``TaskTimeout``.
         """
         timed: TimedTask | None = None
-        overran = False
+        overran: TimedTask | None = None  # timed out: its results are dropped
 
-        def start_clock() -> None:
+        def start_clock(started: float | None, ended: Callable[[], float | None] | None) -> None:
             nonlocal timed
-            timed = self._deadlines.watch(chunk, me, context.label)
+            timed = self._deadlines.watch(chunk, me, context.label, started, ended)
 
-        def stop_clock() -> None:
+        def stop_clock(ended: float | None = None) -> None:
             nonlocal timed, overran
             if timed is not None:
-                overran = self._deadlines.unwatch(timed)
+                if self._deadlines.unwatch(timed, ended):
+                    overran = timed
                 timed = None
 
         clock = None if chunk.task_timeout is None else TaskClock(start_clock, stop_clock)
@@ -292,9 +310,11 @@ class ThreadedBackend(Backend):
             failed = ResultBatch.failed(chunk, exc, retryable=True)
             failed.worker = context.label
             batches, sound = [failed], False
-        stop_clock()
-        if overran:
-            return None
+        stop_clock(None)
+        if overran is not None:
+            # Abandoned: another worker has taken this one's place. Otherwise the task
+            # ended past its deadline and has had its TaskTimeout; this worker is free.
+            return None if overran.abandoned else ([], sound)
         return batches, sound
 
     def _start_failure(self, exc: BaseException, context: WorkerContext) -> BrokenPool:

@@ -42,11 +42,17 @@ interpreter, after that many tasks; a successor with a fresh interpreter takes i
 ``task_timeout``: like a thread, a subinterpreter cannot be stopped from outside. Timed
 tasks run one per chunk; the loop says when a task starts, and a watchdog that finds one
 past its deadline reports ``TaskTimeout`` at once and lets a new worker take the place.
+The deadline counts the task's own time, as the loop measured it: the loop also writes
+when the task ended where the watchdog can read it (``worker.TIMES``), so a quick task
+is not timed out because the worker thread, on a loaded machine, read its end late.
 The overrunning worker is *abandoned*: it finishes the task in the background, its result
 is discarded, then its interpreter is closed and its threads exit. Unlike an abandoned
 thread, it also holds up the end of the program: Python cannot finalize a subinterpreter
 that a thread is still running in (see ``_finish_before_exit``), so at exit the program
 waits for such a task, and says so on stderr if that takes more than a moment.
+
+Ctrl+C (``abandon``) cancels what is queued and returns at once, as on threads; the tasks
+running finish in the background, and the program's exit waits for them, saying so.
 
 A task that ends the process (``os._exit``, a segfault) ends the program, as on threads.
 """
@@ -55,9 +61,9 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
 
 from workpool._options import PoolSpec
+from workpool.backends.deadlines import DAEMONS
 from workpool.backends.interpreter.context import InterpreterContext
 from workpool.backends.threaded import ThreadedBackend, WorkerContext
 from workpool.chunking import THREAD_CHUNK_SECONDS
@@ -81,21 +87,27 @@ _EXIT_NOTICE_SECONDS = 2.0
 
 
 def _finish_before_exit(backends: list[InterpreterBackend]) -> None:
-    for backend in backends:  # a pool shut down (at_exit.py) finishes its queue; others not
-        backend.shutdown(wait=True, cancel_pending=not backend.shutting_down)
-    abandoned = [thread for backend in backends for thread in backend.abandoned_threads()]
-    deadline = time.monotonic() + _EXIT_NOTICE_SECONDS
-    for thread in abandoned:
-        thread.join(max(0.0, deadline - time.monotonic()))
-    if any(thread.is_alive() for thread in abandoned):
-        print(
-            "workpool: waiting for tasks that ran past task_timeout to end in their "
-            "subinterpreters; Python cannot exit while one is running",
-            file=sys.stderr,
-            flush=True,
-        )
-        for thread in abandoned:
+    # The wait may be long (a Ctrl+C left a long task running, or one ran past its
+    # timeout): a timer says what the program waits for, if it waits more than a moment.
+    notice = threading.Timer(_EXIT_NOTICE_SECONDS, _say_why_the_exit_waits)
+    notice.daemon = DAEMONS
+    notice.start()
+    try:
+        for backend in backends:  # a pool shut down (at_exit.py) finishes its queue
+            backend.shutdown(wait=True, cancel_pending=not backend.shutting_down)
+        for thread in [t for backend in backends for t in backend.abandoned_threads()]:
             thread.join()
+    finally:
+        notice.cancel()
+
+
+def _say_why_the_exit_waits() -> None:
+    print(
+        "workpool: waiting for the tasks still running in subinterpreters to end "
+        "(a subinterpreter cannot be stopped, and Python cannot exit while one runs)",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 _live_backends = ExitList(_finish_before_exit, ATEXIT)
@@ -126,3 +138,8 @@ class InterpreterBackend(ThreadedBackend):
 
     def _new_context(self, thread: threading.Thread) -> WorkerContext:
         return InterpreterContext(thread, self._functions, self._init_payload)
+
+    def abandon(self) -> None:
+        # Ctrl+C: the caller has it back at once, as on threads; the tasks running finish
+        # in the background, and the program's exit waits for them (_finish_before_exit).
+        self._stop_without_waiting()

@@ -41,14 +41,14 @@ FUNCTIONS_PER_INTERPRETER = 256
 # Run in the new interpreter's __main__: make the worker module's code a module of its
 # own (not imported by name: see worker.py), then serve until told to stop.
 _BOOT = """\
-def _workpool_serve(code, origin, path, rfd, wfd):
+def _workpool_serve(code, origin, path, rfd, wfd, times):
     import marshal, sys
     sys.path[:] = path
     worker = type(sys)("_workpool_interpreter_worker")
     worker.__file__ = origin
     sys.modules[worker.__name__] = worker
     exec(marshal.loads(code), worker.__dict__)
-    worker.serve(rfd, wfd)
+    worker.serve(rfd, wfd, times)
 _workpool_serve(*_workpool_boot)
 """
 
@@ -113,6 +113,9 @@ class InterpreterHandle:
         self._from_loop: int | None = None
         self._thread: threading.Thread | None = None
         self._defined: OrderedDict[int, None] = OrderedDict()
+        # Where the loop writes a timed task's times (worker.TIMES). Kept until the
+        # interpreter is closed: the loop holds a view of it.
+        self._times = bytearray(wire.TIMES.size)
         self.label = "a new subinterpreter"
         self.loop_error: BaseException | None = None
         self.stopped = False  # the loop has ended: this interpreter can run nothing more
@@ -141,7 +144,14 @@ class InterpreterHandle:
         path = tuple(entry for entry in sys.path if isinstance(entry, str))
         try:
             self._interp.prepare_main(
-                _workpool_boot=(_compiled_worker(), wire.__file__, path, inner_read, inner_write)
+                _workpool_boot=(
+                    _compiled_worker(),
+                    wire.__file__,
+                    path,
+                    inner_read,
+                    inner_write,
+                    memoryview(self._times),
+                )
             )
             self._interp.exec(_BOOT)
         except BaseException as exc:
@@ -162,7 +172,8 @@ class InterpreterHandle:
         """Run one chunk: its values, its errors by position, and the seconds it took there.
 
         ``items`` is the pickled list of items. ``clock``, given for a timed chunk, is
-        started when its task starts running and stopped when its call returns.
+        started when its task starts running and stopped when its call returns, with
+        the times the interpreter read then (see ``worker.TIMES``).
         Raises ``ItemsNotRebuilt``, ``ResultsNotRebuilt`` or ``LoopStopped``.
         """
         fn_payload = b""
@@ -181,10 +192,10 @@ class InterpreterHandle:
         self._write(head, fn_payload, items)
         reply = self._receive()
         if reply[0] == wire.STARTED and clock is not None:
-            clock.start()
+            clock.start(wire.TIMES.unpack_from(self._times)[0], self._task_ended)
             reply = self._receive()
         if reply[0] == wire.FINISHED and clock is not None:
-            clock.stop()  # what remains is sending the outcome back
+            clock.stop(self._task_ended())  # what remains is sending the outcome back
             reply = self._receive()
         if reply[0] == wire.FAILED:
             raise ItemsNotRebuilt(unpack_error(pickle.loads(memoryview(reply)[1:])))
@@ -195,6 +206,14 @@ class InterpreterHandle:
             raise ResultsNotRebuilt(exc) from exc
         errors = {position: unpack_error(error) for position, error in packed}
         return values, errors, elapsed
+
+    def _task_ended(self) -> float | None:
+        """When the timed task running here returned (``time.monotonic``); None until then.
+
+        Any thread may ask: it reads what the loop wrote, never the pipe.
+        """
+        ended: float = wire.TIMES.unpack_from(self._times)[1]
+        return ended or None
 
     def _receive(self) -> bytearray:
         assert self._from_loop is not None

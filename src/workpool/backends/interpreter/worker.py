@@ -22,6 +22,12 @@ whose first byte says what it is)::
                                                          [(position, packed error)]), or FAILED
                                                          + packed error: items not unpicklable
     STOP, or end of file                            -->  return
+
+The times of a tracked chunk's task are also written, as the loop reads ``time.monotonic``
+(one clock for every interpreter of the process), into ``TIMES``: 16 bytes of the pool's
+memory that the loop was given at boot. The pool's watchdog reads there whether a task
+past its deadline had in fact ended, without waiting for the worker thread to read the
+FINISHED frame, which on a loaded machine may be long after.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 LENGTH = struct.Struct("<Q")
 CHUNK_HEAD = struct.Struct("<BqqBBQ")  # kind, fn_id, evict_id (-1: none), mode, tracked, fn size
 BATCH_HEAD = struct.Struct("<Bd")  # kind, seconds spent unpickling and running the items
+TIMES = struct.Struct("<dd")  # when the task began and ended (0.0: not yet), time.monotonic
 # Below this size a frame goes out in one write, header and body joined.
 _JOIN_LIMIT = 1 << 16
 
@@ -95,8 +102,11 @@ def _read_exactly(fd: int, size: int) -> bytearray | None:
 # --- inside the subinterpreter ---------------------------------------------------------
 
 
-def serve(rfd: int, wfd: int) -> None:
-    """Answer the pool's requests on ``rfd`` through ``wfd`` until STOP or end of file."""
+def serve(rfd: int, wfd: int, times: memoryview) -> None:
+    """Answer the pool's requests on ``rfd`` through ``wfd`` until STOP or end of file.
+
+    ``times`` is where a tracked task's times go (``TIMES``).
+    """
     functions: dict[int, Callable[..., Any]] = {}
     while True:
         body = read_frame(rfd)
@@ -105,7 +115,7 @@ def serve(rfd: int, wfd: int) -> None:
         if body[0] == INIT:
             write_frame(wfd, _initialize(memoryview(body)[1:]))
         elif body[0] == CHUNK:
-            _run_chunk(body, functions, wfd)
+            _run_chunk(body, functions, wfd, times)
         else:
             raise ValueError(f"unknown request kind {body[0]:#x} from the pool")
         del body
@@ -121,7 +131,9 @@ def _initialize(payload: memoryview) -> bytes:
     return bytes([READY])
 
 
-def _run_chunk(body: bytearray, functions: dict[int, Callable[..., Any]], wfd: int) -> None:
+def _run_chunk(
+    body: bytearray, functions: dict[int, Callable[..., Any]], wfd: int, times: memoryview
+) -> None:
     _, fn_id, evict_id, mode, tracked, fn_size = CHUNK_HEAD.unpack_from(body)
     view = memoryview(body)[CHUNK_HEAD.size :]
     if fn_size:
@@ -135,9 +147,12 @@ def _run_chunk(body: bytearray, functions: dict[int, Callable[..., Any]], wfd: i
         write_frame(wfd, bytes([FAILED]), pickle.dumps(_pack_error(exc), PROTOCOL))
         return
     if tracked:
+        began = time.monotonic()
+        TIMES.pack_into(times, 0, began, 0.0)
         write_frame(wfd, bytes([STARTED]))
     values, errors = _call(functions[fn_id], mode, items)
     if tracked:  # the task's clock stops: sending its outcome back is not its time
+        TIMES.pack_into(times, 0, began, time.monotonic())
         write_frame(wfd, bytes([FINISHED]))
     elapsed = time.perf_counter() - started
     del items
