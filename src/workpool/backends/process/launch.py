@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import weakref
 
 from workpool.backends.process import exit_hook, lifeline, parent_watch
 from workpool.backends.process.poller import wait_readable
@@ -49,6 +50,30 @@ if TYPE_CHECKING:
         method: str
 
         def start(self, sock: Socket, slots: SharedSlots, slot: int) -> WorkerProcess: ...
+
+
+# The workers this process started through multiprocessing (see _disown_in_child).
+_started: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _disown_in_child() -> None:
+    """In a process forked from this one (by the program, not by us), forget our workers.
+
+    multiprocessing keeps the processes it started in a module-level set, which a fork
+    copies. The child would take the parent's workers for its own: its exit hook would
+    join each of them, which only their parent may, and print a traceback every time
+    a forked child exits (a web server's worker, say).
+    """
+    if not _started:
+        return
+    from multiprocessing import process
+
+    process._children.difference_update(_started)  # type: ignore[attr-defined]
+    _started.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_in_child)
 
 
 class MultiprocessingLauncher:
@@ -92,6 +117,7 @@ class MultiprocessingLauncher:
             process.start()
         finally:
             given.close()  # the worker has its own by now
+        _started.add(process)
         return ChildProcess(process, ours=self.method != "forkserver")
 
 
