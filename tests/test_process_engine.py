@@ -362,6 +362,37 @@ def test_workers_and_the_zygote_say_what_they_are(tmp_path: Path, method: str | 
     assert report["zygote"] == ("workpool-zygote" if method is None else None)
 
 
+ZYGOTE_KILLED_PROGRAM = textwrap.dedent(
+    """
+    import json, os, signal
+    import workpool
+    from workpool.backends.process import zygote
+
+    workpool.map(abs, [-1, -2], backend="process", workers=2)  # the zygote starts
+    lost = zygote._zygote.pid
+    os.kill(lost, signal.SIGKILL)  # as the OOM killer might, in a service
+    os.waitid(os.P_PID, lost, os.WEXITED | os.WNOWAIT)  # dead, and left to us to collect
+    values = workpool.map(abs, [-3, -4], backend="process", workers=2)
+    try:
+        os.waitid(os.P_PID, lost, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        collected = False
+    except ChildProcessError:
+        collected = True
+    print(json.dumps({"values": values, "collected": collected}))
+    """
+)
+
+
+def test_a_killed_zygote_is_collected_once_a_pool_finds_it_gone() -> None:
+    # The pools go on without it; but for as long as the program ran on (a service's
+    # months), it stayed a zombie of the program's.
+    done = subprocess.run(
+        [sys.executable, "-c", ZYGOTE_KILLED_PROGRAM], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"values": [3, 4], "collected": True}
+
+
 @pytest.mark.skipif(not hasattr(select, "POLLRDHUP"), reason="the watch polls for POLLRDHUP")
 def test_a_worker_that_closed_its_socket_stops_watching_it() -> None:
     # A worker that ends on its own closes its socket and may linger (the program's
