@@ -493,6 +493,7 @@ def test_a_forked_child_cannot_use_its_parents_pool_and_leaves_it_alone(backend:
         assert pool.submit(square, 4).result(timeout=30) == 16
 
 
+@pytest.mark.filterwarnings(FORK_WARNING)
 def test_a_forked_child_makes_pools_of_its_own(start_method: str) -> None:
     # A server that made a Pool and then forked its workers (gunicorn's preload): each
     # worker makes a pool of its own, whatever start method the parent's used.
