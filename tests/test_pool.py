@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -431,16 +431,32 @@ def _in_a_forked_child(pool: workpool.Pool) -> str:
 
     Returns what the child reported, or "hung" if it did not end within the deadline.
     """
+
+    def use_it() -> str:
+        outcome = "accepted"
+        try:
+            pool.submit(square, 2)
+        except RuntimeError as exc:
+            outcome = f"refused: {exc}"
+        pool.shutdown()
+        return outcome
+
+    return _forked(use_it)
+
+
+def _forked(action: Callable[[], str]) -> str:
+    """Fork; in the child, run ``action`` and report what it returns (or raised).
+
+    Returns the report, or "hung" if the child did not end within the deadline.
+    """
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
-        outcome = "accepted"
         try:
             try:
-                pool.submit(square, 2)
-            except RuntimeError as exc:
-                outcome = f"refused: {exc}"
-            pool.shutdown()
+                outcome = action()
+            except BaseException as exc:
+                outcome = f"raised {exc!r}"
             os.write(write, outcome.encode())
         finally:
             os._exit(0)
@@ -475,6 +491,21 @@ def test_a_forked_child_cannot_use_its_parents_pool_and_leaves_it_alone(backend:
         assert f"made in process {os.getpid()}" in outcome
         assert running.result(timeout=30) == 9
         assert pool.submit(square, 4).result(timeout=30) == 16
+
+
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_a_forked_child_makes_pools_of_its_own(start_method: str) -> None:
+    # A server that made a Pool and then forked its workers (gunicorn's preload): each
+    # worker makes a pool of its own, whatever start method the parent's used.
+    with workpool.Pool(1, backend="process", start_method=start_method) as pool:
+        assert pool.submit(square, 2).result(timeout=60) == 4
+
+        def own_pool() -> str:
+            with workpool.Pool(1, backend="process", start_method=start_method) as mine:
+                return str(mine.submit(square, 3).result(timeout=60))
+
+        assert _forked(own_pool) == "9"
+        assert pool.submit(square, 4).result(timeout=60) == 16
 
 
 def test_pool_start_methods(start_method: str) -> None:

@@ -196,6 +196,35 @@ def test_a_script_without_the_main_guard_is_told_what_to_fix(tmp_path: Path) -> 
     assert "'if __name__ == \"__main__\":'" in last and str(script) in last
 
 
+# A guarded script whose spawned workers are killed while they start (the OOM killer,
+# or a service manager's SIGTERM to the whole group): no fault of the script's.
+KILLED_WHILE_STARTING_SCRIPT = textwrap.dedent(
+    """
+    import os, signal
+    import workpool
+
+    if __name__ == "__mp_main__":  # what a spawned worker runs first
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    if __name__ == "__main__":
+        print(workpool.map(abs, range(4), backend="process", workers=2, start_method="spawn"))
+    """
+)
+
+
+def test_workers_killed_while_starting_do_not_blame_the_script(tmp_path: Path) -> None:
+    script = tmp_path / "guarded.py"
+    script.write_text(KILLED_WHILE_STARTING_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("workpool.BrokenPool: workers could not start"), last
+    assert "killed by SIGKILL before it was ready for work" in last
+    assert "__main__" not in last, last
+
+
 def test_spawn_asked_for_a_script_read_from_stdin_is_told_what_to_fix() -> None:
     # spawn must run the main module again in each worker, and "<stdin>" is no file
     # (multiprocessing's own pool waits for ever there).
@@ -360,6 +389,37 @@ def test_workers_and_the_zygote_say_what_they_are(tmp_path: Path, method: str | 
     report = run_script(tmp_path, NAMES_SCRIPT, method)
     assert set(report["workers"]) == {"workpool-worker"}
     assert report["zygote"] == ("workpool-zygote" if method is None else None)
+
+
+ZYGOTE_KILLED_PROGRAM = textwrap.dedent(
+    """
+    import json, os, signal
+    import workpool
+    from workpool.backends.process import zygote
+
+    workpool.map(abs, [-1, -2], backend="process", workers=2)  # the zygote starts
+    lost = zygote._zygote.pid
+    os.kill(lost, signal.SIGKILL)  # as the OOM killer might, in a service
+    os.waitid(os.P_PID, lost, os.WEXITED | os.WNOWAIT)  # dead, and left to us to collect
+    values = workpool.map(abs, [-3, -4], backend="process", workers=2)
+    try:
+        os.waitid(os.P_PID, lost, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        collected = False
+    except ChildProcessError:
+        collected = True
+    print(json.dumps({"values": values, "collected": collected}))
+    """
+)
+
+
+def test_a_killed_zygote_is_collected_once_a_pool_finds_it_gone() -> None:
+    # The pools go on without it; but for as long as the program ran on (a service's
+    # months), it stayed a zombie of the program's.
+    done = subprocess.run(
+        [sys.executable, "-c", ZYGOTE_KILLED_PROGRAM], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"values": [3, 4], "collected": True}
 
 
 @pytest.mark.skipif(not hasattr(select, "POLLRDHUP"), reason="the watch polls for POLLRDHUP")

@@ -126,6 +126,14 @@ SCRIPT = textwrap.dedent(
                     sys.exit(0)  # through the with block and the exit hooks, as a script ends
                 _, status = os.waitpid(child, 0)
                 print("child", os.waitstatus_to_exitcode(status), flush=True)
+        elif mode == "fork-over-started-workers":
+            with workpool.Pool(2, backend="process", start_method={method!r}) as pool:
+                print("parent", list(pool.map(finish_later, range(2))), flush=True)
+                child = os.fork()
+                if child == 0:
+                    sys.exit(0)  # the child's exit, multiprocessing's hook among it
+                _, status = os.waitpid(child, 0)
+                print("child", os.waitstatus_to_exitcode(status), flush=True)
         elif mode.startswith(("nowait-", "open-")):
             if mode.endswith("-process"):
                 pool = workpool.Pool(2, backend="process", start_method={method!r})
@@ -312,6 +320,21 @@ def test_a_forked_child_that_exits_leaves_the_parents_pool_alone(tmp_path: Path,
     ]
     pids = worker_pids(marks)
     assert wait_for(lambda: all(gone(p) for p in pids), timeout=5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads: 3.12+ warns
+@pytest.mark.parametrize("method", START_METHODS)
+def test_a_forked_child_exits_quietly_beside_workers_multiprocessing_started(
+    tmp_path: Path, method: str
+) -> None:
+    # multiprocessing lists the workers it starts for the pool, and a fork copies the
+    # list: at exit the child would try to join each, which only their parent may do,
+    # and print a traceback (the standard pools' workers do that to a forked child).
+    parent, _ = start_parent(tmp_path, "fork-over-started-workers", method)
+    code, out, err, _ = finish(parent, timeout=60)
+    assert code == 0, err
+    assert out.splitlines() == ["parent [0, 1]", "child 0"], err
+    assert "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("mode", ["nowait-then-ctrl-c", "open-then-ctrl-c"])

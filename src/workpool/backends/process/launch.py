@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
+import weakref
 
 from workpool.backends.process import exit_hook, lifeline, parent_watch
 from workpool.backends.process.poller import wait_readable
@@ -51,6 +53,57 @@ if TYPE_CHECKING:
         def start(self, sock: Socket, slots: SharedSlots, slot: int) -> WorkerProcess: ...
 
 
+# The workers this process started through multiprocessing (see _disown_in_child).
+_started: weakref.WeakSet[Any] = weakref.WeakSet()
+# Whether a pool of this process asked for the standard fork server (ditto).
+_used_fork_server = False
+
+
+def _disown_in_child() -> None:
+    """In a process forked from this one (by the program, not by us), forget what is ours.
+
+    multiprocessing keeps the processes it started in a module-level set, which a fork
+    copies. The child would take the parent's workers for its own: its exit hook would
+    join each of them, which only their parent may, and print a traceback every time
+    a forked child exits (a web server's worker, say).
+
+    It keeps its fork server in a module-level object too, and before each start checks
+    that the server lives with waitpid, which only the server's parent may call: in the
+    child every worker would fail to start (ChildProcessError, as the standard pools'
+    do). Forgotten, the parent's server is left to the parent, and the child starts a
+    server of its own when it needs one.
+    """
+    global _used_fork_server
+    if _started:
+        from multiprocessing import process
+
+        process._children.difference_update(_started)  # type: ignore[attr-defined]
+        _started.clear()
+    if _used_fork_server:
+        _used_fork_server = False
+        from multiprocessing import forkserver
+
+        _forget_fork_server(getattr(forkserver, "_forkserver", None))
+
+
+def _forget_fork_server(server: Any) -> None:
+    """Make multiprocessing's fork server ``server`` start afresh, leaving the old one alone."""
+    if getattr(server, "_forkserver_pid", None) is None:
+        return
+    with contextlib.suppress(OSError, TypeError):
+        os.close(server._forkserver_alive_fd)  # our copy: the parent keeps its own
+    server._forkserver_alive_fd = None
+    server._forkserver_pid = None
+    server._forkserver_address = None  # the parent's socket: the parent removes it
+    if hasattr(server, "_forkserver_authkey"):  # newer Pythons have one
+        server._forkserver_authkey = None
+    server._lock = threading.Lock()  # another thread may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_disown_in_child)
+
+
 class MultiprocessingLauncher:
     """Workers as ``multiprocessing.Process`` of one start method (fork, forkserver, spawn)."""
 
@@ -66,6 +119,8 @@ class MultiprocessingLauncher:
             # inherit that module's import lock, held forever. Import it first.
             import cloudpickle  # noqa: F401
         if method == "forkserver":
+            global _used_fork_server
+            _used_fork_server = True
             _refuse_an_unbindable_fork_server()
             # Import the main module and the worker once in the server, not per worker.
             # This takes effect only if the fork server is not running yet.
@@ -92,6 +147,7 @@ class MultiprocessingLauncher:
             process.start()
         finally:
             given.close()  # the worker has its own by now
+        _started.add(process)
         return ChildProcess(process, ours=self.method != "forkserver")
 
 

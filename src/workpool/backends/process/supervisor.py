@@ -615,7 +615,10 @@ class Supervisor:
             else:
                 what = "workers could not start in"
             message = f"{what} {self._init_failures} worker processes in a row: {cause!r}"
-            if handle.init_error is None and not in_initializer:
+            # A signal came from outside (the OOM killer, a service manager stopping the
+            # whole group): running the main module again is not what failed.
+            signalled = exitcode is not None and exitcode < 0
+            if handle.init_error is None and not in_initializer and not signalled:
                 message += _main_module_hint(self._launcher.method)
             self._break(errors.BrokenPool(message), cause)
 

@@ -73,6 +73,10 @@ ZYGOTE_TITLE = "workpool-zygote"
 # after the first workers of a pool have been forked, ahead of nearly any pool's end.
 _DEATH_SIGNAL_AFTER = 0.05
 
+# How long the parent waits for a zygote whose socket failed to be seen ended (``_lost``):
+# one killed has closed its socket as it died, and is collectable a moment later.
+_LOST_WAIT = 0.5
+
 # How long an ending zygote waits for its workers still ending (``_end``): they were
 # stopped or killed before, so a moment; the parent waits longer for the zygote.
 _END_WAIT = 0.5
@@ -172,6 +176,7 @@ class Zygote:
             zygote_end.close()
         self._socket = parent_end
         self._lock = threading.Lock()
+        self._ending = threading.Lock()  # held for good by whoever reaps it (see _lost)
         self.alive = True
 
     @staticmethod
@@ -231,6 +236,8 @@ class Zygote:
         would outlive the program for a moment, then stay a zombie wherever the
         system's first process does not collect orphans (some containers and VMs).
         """
+        if not self._ending.acquire(blocking=False):
+            return  # reaped already: its pid may be another process's by now
         # Said first, so that the zygote can tell this end from the parent's death: a
         # dying parent's socket closes before the zygote is handed to a new parent, so
         # its parent's pid cannot tell them apart (``_serve``).
@@ -242,21 +249,44 @@ class Zygote:
                 self._lock.release()
         with contextlib.suppress(OSError):
             self._socket.close()
+        self._reap_within(timeout)
+
+    def _reap_within(self, timeout: float) -> bool:
+        """Collect the zygote if it ends within ``timeout`` seconds; whether it did."""
         if self._popen is not None:
             import subprocess  # imported already: the zygote was exec'd
 
-            with contextlib.suppress(subprocess.TimeoutExpired):
+            try:
                 self._popen.wait(timeout)
-            return
+            except subprocess.TimeoutExpired:
+                return False
+            return True
         pidfd = lifeline.open_pidfd(self.pid)
         if pidfd is None:
-            lifeline.wait_for(lambda: _reaped(self.pid), timeout)
-            return
+            return lifeline.wait_for(lambda: _reaped(self.pid), timeout) is not None
         try:
-            if wait_readable(pidfd, timeout):
-                _reaped(self.pid)
+            if not wait_readable(pidfd, timeout):
+                return False
+            _reaped(self.pid)
+            return True
         finally:
             os.close(pidfd)
+
+    def _lost(self) -> None:
+        """Its socket failed: no pool asks the zygote again.
+
+        One that has ended (killed, say) is collected now: otherwise it would stay a
+        zombie for as long as the program runs, which for a service is months. One that
+        still runs is left for ``stop`` to end at exit, as its workers may serve pools.
+        """
+        self.alive = False
+        if not self._ending.acquire(blocking=False):
+            return  # stopped, or collected, already
+        if not self._reap_within(_LOST_WAIT):
+            self._ending.release()
+            return
+        with self._lock, contextlib.suppress(OSError):  # not under another thread's request
+            self._socket.close()
 
     def spawn(
         self,
@@ -273,17 +303,20 @@ class Zygote:
         (``preload.py``).
         """
         request = (slot, slots_count, list(sys.path), current_directory(), list(preload))
+        lost: OSError | None = None  # dealt with once the lock is released
         with self._lock:
             try:
                 _send(self._socket, request, [worker_socket.fileno(), slots_fd])
                 pid, fds = _recv(self._socket, 1)
             except OSError as exc:
-                self.alive = False
-                raise OSError(f"the zygote process {self.pid} is gone: {exc}") from exc
+                lost = exc
+        if lost is not None:
+            self._lost()
+            raise OSError(f"the zygote process {self.pid} is gone: {lost}") from lost
         if pid is None or not fds:
             for fd in fds:
                 os.close(fd)
-            self.alive = False
+            self._lost()  # it closed its end: ended, as it does when it cannot fork
             raise OSError(f"the zygote process {self.pid} could not fork a worker")
         if isinstance(pid, BaseException):
             os.close(fds[0])
