@@ -179,6 +179,10 @@ class _OneShotCall:
                 from workpool.timeline.calls import close_trace
 
                 close_trace(trace, ended_by)
+            # The exception's traceback holds this frame, and so the caller's frames and
+            # their locals (another call's iterator, say): let it go now, not at the next
+            # collection of cycles.
+            ended_by = None
 
     def _nothing_per_chunk(self, spec: PoolSpec) -> bool:
         """Whether no option of the call needs the engine to handle chunks one by one."""

@@ -569,6 +569,9 @@ class MapRun:
             from workpool.timeline.calls import close_trace
 
             close_trace(self._trace, self._ended_by)
+        # Its traceback holds frames that hold this run (a cycle), and through them the
+        # caller's frames and locals: let it go now, not at the next collection of cycles.
+        self._ended_by = None
 
     def _record(self, batch: ResultBatch, retried: frozenset[int]) -> None:
         """Journal the outcomes of a batch of a chunk that ran (with a checkpoint)."""
