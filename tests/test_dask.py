@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -288,33 +288,43 @@ def test_a_dask_worker_killed_mid_run_loses_nothing() -> None:
         stop_cluster(cluster, client, before)
 
 
-def test_a_pool_outlives_a_restart_of_its_cluster() -> None:
-    """``client.restart()`` fails the calls it interrupts, as Dask does, not the pool."""
+@pytest.fixture
+def restartable() -> Iterator[tuple[Any, Callable[[int], float]]]:
+    """A cluster of the test's own, to restart, its client, and a function that pickles
+    large (a closure over 800 kB), which a pool scatters once rather than per task."""
     numpy = pytest.importorskip("numpy")
     before = {p.pid for p in live_worker_processes()}
     cluster, client = start_cluster()
-    table = numpy.arange(100_000.0)  # the function pickles large: it is scattered once
+    table = numpy.arange(100_000.0)
 
     def look_up(x: int) -> float:
         return float(table[x])
 
     try:
-        with workpool.Pool(backend="dask", address=client) as pool:
-            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
-            restart_or_skip(client)
-            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
-            results = pool.imap(slow_square, range(200), chunksize=1)
-            assert next(results) == 0
-            restart_or_skip(client)
-            with pytest.raises(concurrent.futures.CancelledError, match="restart"):
-                list(results)
-            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+        yield client, look_up
     finally:
         stop_cluster(cluster, client, before)
 
 
+def test_a_pool_outlives_a_restart_of_its_cluster(
+    restartable: tuple[Any, Callable[[int], float]],
+) -> None:
+    """``client.restart()`` fails the calls it interrupts, as Dask does, not the pool."""
+    client, look_up = restartable
+    with workpool.Pool(backend="dask", address=client) as pool:
+        assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+        restart_or_skip(client)
+        assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+        results = pool.imap(slow_square, range(200), chunksize=1)
+        assert next(results) == 0
+        restart_or_skip(client)
+        with pytest.raises(concurrent.futures.CancelledError, match="restart"):
+            list(results)
+        assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+
+
 def test_a_scattered_function_lost_before_the_client_hears_of_it_is_sent_again(
-    monkeypatch: pytest.MonkeyPatch,
+    restartable: tuple[Any, Callable[[int], float]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The call after a restart can reach the scheduler before the news reaches the client.
 
@@ -323,26 +333,16 @@ def test_a_scattered_function_lost_before_the_client_hears_of_it_is_sent_again(
     never hears (as when the call wins that race): the chunk must go again with the
     function scattered anew, not fail.
     """
-    numpy = pytest.importorskip("numpy")
     from workpool.backends.dask import engine
 
     monkeypatch.setattr(engine, "_still_held", lambda copy: True)
-    before = {p.pid for p in live_worker_processes()}
-    cluster, client = start_cluster()
-    table = numpy.arange(100_000.0)  # the function pickles large: it is scattered once
-
-    def look_up(x: int) -> float:
-        return float(table[x])
-
-    try:
-        with workpool.Pool(backend="dask", address=client) as pool:
-            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
-            restart_or_skip(client)
-            assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
-            restart_or_skip(client)
-            assert pool.submit(look_up, 5).result(timeout=60) == 5.0
-    finally:
-        stop_cluster(cluster, client, before)
+    client, look_up = restartable
+    with workpool.Pool(backend="dask", address=client) as pool:
+        assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+        restart_or_skip(client)
+        assert list(pool.map(look_up, range(4))) == [0.0, 1.0, 2.0, 3.0]
+        restart_or_skip(client)
+        assert pool.submit(look_up, 5).result(timeout=60) == 5.0
 
 
 def restart_or_skip(client: Any) -> None:
