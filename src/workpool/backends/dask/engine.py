@@ -169,6 +169,9 @@ class DaskBackend(Backend):
         self._accepting = True  # new chunks are welcome (until shutdown or terminate)
         self._sends = True  # chunks may go to Dask (until terminated or broken)
         self._broken: BrokenPool | None = None
+        # The client lost its scheduler (or was closed): nothing on the cluster can be
+        # reached, though the client may not say so yet (its status still "running").
+        self._scheduler_lost = False
         self._shutting_down = False  # shutdown() was called: finish the work, then end
         self._ending: threading.Thread | None = None  # the thread that ends the backend
         self._ended = threading.Event()  # ... once it has
@@ -561,6 +564,7 @@ class DaskBackend(Backend):
                 return
             if client_lost:
                 error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {why}")
+                self._scheduler_lost = True
                 self._break(error)
             else:  # a restart, say: this call's task is gone, the cluster is still there
                 error = concurrent.futures.CancelledError(
@@ -735,9 +739,10 @@ class DaskBackend(Backend):
     def _close_sessions(self) -> None:
         """Stop this backend's local pools on every worker, waiting CLOSE_SECONDS at most.
 
-        A client that lost its scheduler cannot reach the workers: it would only wait.
+        A client that lost its scheduler cannot reach the workers: it would only wait
+        (for its connection timeout, while its status still says "running").
         """
-        if getattr(self._client, "status", None) != "running":
+        if self._scheduler_lost or getattr(self._client, "status", None) != "running":
             return
 
         def close_everywhere() -> None:
