@@ -564,7 +564,9 @@ class DaskBackend(Backend):
                 return
             if client_lost:
                 error = BrokenPool(f"Dask cancelled {chunk.task_name()}: {why}")
-                self._scheduler_lost = True
+                with self._lock:
+                    self._scheduler_lost = True
+                    self._idle.notify_all()  # a shutdown need not wait for the courier
                 self._break(error)
             else:  # a restart, say: this call's task is gone, the cluster is still there
                 error = concurrent.futures.CancelledError(
@@ -701,7 +703,15 @@ class DaskBackend(Backend):
     def _close(self, finish: bool) -> None:
         with self._lock:
             if finish:
-                while self._in_flight or self._settling or self._pending or self._sending:
+                # Once the scheduler is lost, the courier may be fetching results that
+                # cannot come (a gather waits out the client's connection timeout): it
+                # delivers those chunks' failures itself, later; nobody waits for it.
+                while (
+                    self._in_flight
+                    or self._pending
+                    or self._sending
+                    or (self._settling and not self._scheduler_lost)
+                ):
                     self._idle.wait()
             ending = self._ending
             if ending is None:
@@ -731,7 +741,7 @@ class DaskBackend(Backend):
             self._scattered_functions.clear()  # lets Dask release them
         if self._link.cluster is None or not (finished or self._link.stop_workers()):
             self._close_sessions()
-        if self._courier is not threading.current_thread():
+        if self._courier is not threading.current_thread() and not self._scheduler_lost:
             self._courier.join()
         self._link.close()
         _live_backends.discard(self)  # not before: an interrupted close ends at exit
