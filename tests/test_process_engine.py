@@ -184,15 +184,21 @@ UNGUARDED_SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_script_without_the_main_guard_is_told_what_to_fix(tmp_path: Path) -> None:
-    script = tmp_path / "unguarded.py"
-    script.write_text(UNGUARDED_SCRIPT)
+def _broken_pool_line(script: Path, text: str) -> str:
+    """Run ``text`` as the script ``script``; the last line of the error it failed with."""
+    script.write_text(text)
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("workpool.BrokenPool: workers could not start"), last
+    return last
+
+
+def test_a_script_without_the_main_guard_is_told_what_to_fix(tmp_path: Path) -> None:
+    script = tmp_path / "unguarded.py"
+    last = _broken_pool_line(script, UNGUARDED_SCRIPT)
     assert "'if __name__ == \"__main__\":'" in last and str(script) in last
 
 
@@ -213,14 +219,7 @@ KILLED_WHILE_STARTING_SCRIPT = textwrap.dedent(
 
 
 def test_workers_killed_while_starting_do_not_blame_the_script(tmp_path: Path) -> None:
-    script = tmp_path / "guarded.py"
-    script.write_text(KILLED_WHILE_STARTING_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 1
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("workpool.BrokenPool: workers could not start"), last
+    last = _broken_pool_line(tmp_path / "guarded.py", KILLED_WHILE_STARTING_SCRIPT)
     assert "killed by SIGKILL before it was ready for work" in last
     assert "__main__" not in last, last
 
