@@ -690,13 +690,14 @@ def _time_inline(
             on_slow_cpu()
     ship_first = 0.0 if errors else _shipping_cost(first, values, errors)[0]
     wall = 0.0  # of the timed items, summed
+    work = 0.0  # the same, less the time queued for a CPU meanwhile
     timed = 0
     group = 1
     cpu_started, queued_started = time.thread_time(), _seconds_queued()
     started = time.perf_counter()
-    while wall < goal and time.perf_counter() < deadline:
-        if timed and wall >= SHORT_GOAL:
-            per_item_so_far = wall / timed
+    while work < goal and time.perf_counter() < deadline:
+        if timed and work >= SHORT_GOAL:
+            per_item_so_far = work / timed
             if per_item_so_far >= SLOW_ITEM:  # one item after the warm-up is a sample
                 break
             if per_item_so_far < TINY_ITEM and per_item_so_far * FAR_CHEAPER < ship_first:
@@ -708,9 +709,12 @@ def _time_inline(
         sample.add(batch, values, errors)
         wall += batch_wall
         timed += len(batch)
+        # A stretch in a run queue must not end the timing early: as long as the goal,
+        # it would leave a few items timed, and each of them carrying its error.
+        work = max(wall - (_seconds_queued() - queued_started), 0.0)
         # Grow the groups, but do not overshoot the goal by much.
-        left = goal - wall
-        per_item_so_far = wall / timed
+        left = goal - work
+        per_item_so_far = work / timed
         group = max(
             1, min(group * 2, 4096, int(left / per_item_so_far) if per_item_so_far else 4096)
         )
