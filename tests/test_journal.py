@@ -35,6 +35,7 @@ from conftest import wait_for
 from workpool.checkpoint import Journal, accept, clear, summary
 from workpool.checkpoint import journal as journal_module
 from workpool.checkpoint import store as store_module
+from workpool.checkpoint import writer as writer_module
 from workpool.checkpoint.digest import chunk_digest, encode
 from workpool.checkpoint.identity import function_identity
 from workpool.checkpoint.store import LISTED_BYTES, SIDE_FILE_BYTES, network_filesystem
@@ -124,6 +125,50 @@ def test_what_arrives_while_the_writer_is_busy_goes_into_one_commit(
         journal.flush()
         assert journal.commits == 1  # forty chunks, one transaction
         assert summary(path).items_done == 200  # committed: another connection sees it
+
+
+def test_large_results_waiting_for_a_busy_writer_are_bounded_in_bytes(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bounded by entries alone, the queue let 64 chunks of large results wait in
+    # memory (64 results of 50 MB: 3 GB) while the disk caught up.
+    monkeypatch.setattr(writer_module, "MAX_QUEUED_BYTES", 4 << 20)
+    busy = threading.Event()
+    writing = threading.Event()
+    put_done = store_module.JournalStore.put_done
+
+    def slow_put_done(self: Any, *args: Any) -> list[str]:
+        writing.set()
+        busy.wait(timeout=60)  # the writer is held here while the chunks queue up
+        return put_done(self, *args)
+
+    monkeypatch.setattr(store_module.JournalStore, "put_done", slow_put_done)
+    result = bytes(1 << 20)  # each chunk's results pickle to just over 1 MiB
+    recorded = []
+    with Journal(path, square, commit_interval=3600) as journal:
+
+        def record_all() -> None:
+            for start in range(20):
+                journal.record(start, [start], [result])
+                recorded.append(start)
+
+        recorder = threading.Thread(target=record_all)
+        recorder.start()
+        try:
+            assert writing.wait(timeout=60)
+            # With the bound, the recorder stays blocked for as long as the writer is
+            # held, however long this waits; without it, all 20 got in at once.
+            recorder.join(timeout=1)
+            assert recorder.is_alive()
+            assert len(recorded) <= 5  # one being written, at most 4 MiB waiting
+        finally:
+            busy.set()
+            recorder.join(timeout=60)
+        assert recorded == list(range(20))
+        journal.flush()
+        assert summary(path).items_done == 20
+    with Journal(path, square) as journal:
+        assert [journal.results(row) for row in journal.rows()] == [[result]] * 20
 
 
 def test_commits_happen_without_close_or_flush(path: str) -> None:
