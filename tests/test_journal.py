@@ -711,6 +711,33 @@ def test_a_directory_is_refused(tmp_path: Path) -> None:
         Journal(str(tmp_path), square)
 
 
+def test_a_side_directory_that_is_not_a_directory_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    # Before, a new file ran the whole call and failed at its first large result (the
+    # results after it were lost); an existing one failed with a bare NotADirectoryError.
+    path = str(tmp_path / "run.ckpt")
+    ran: list[int] = []
+
+    def large(x: int) -> bytes:
+        ran.append(x)
+        return bytes(SIDE_FILE_BYTES + 1)
+
+    (tmp_path / "run.ckpt.d").write_text("not ours")
+    message = re.escape(f"{path}.d") + ".* not a directory: move it away"
+    with pytest.raises(NotADirectoryError, match=message):
+        workpool.map(large, range(3), checkpoint=path, backend="serial")
+    assert ran == []
+    os.unlink(tmp_path / "run.ckpt.d")
+    workpool.map(abs, range(3), checkpoint=path, backend="serial")  # the file exists now
+    (tmp_path / "run.ckpt.d").write_text("not ours")
+    with pytest.raises(NotADirectoryError, match=message):
+        workpool.map(abs, range(3), checkpoint=path, backend="serial")
+    with pytest.raises(NotADirectoryError, match=message):
+        summary(path)
+    assert (tmp_path / "run.ckpt.d").read_text() == "not ours"
+
+
 REFUSE_SPECIAL_FILE = """
 import sys, workpool
 from workpool.checkpoint import summary

@@ -200,6 +200,15 @@ def check_path(path: str) -> None:
     if not os.path.isdir(directory):
         error, why = no_directory(directory)
         raise error(f"checkpoint {path}: the directory {directory} {why}{tilde_hint(path)}")
+    side_directory = path + ".d"
+    if os.path.lexists(side_directory) and not os.path.isdir(side_directory):
+        # Found only when the first large result is written (and then every result
+        # after it was lost), or, once the file exists, by a bare NotADirectoryError.
+        raise NotADirectoryError(
+            f"checkpoint {path} keeps results larger than {SIDE_FILE_BYTES >> 20} MiB in "
+            f"the directory {side_directory}, but that is not a directory: move it away, "
+            "or give the checkpoint another path"
+        )
     try:
         mode = os.stat(path).st_mode
     except OSError:
