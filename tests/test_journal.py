@@ -665,6 +665,19 @@ def test_two_calls_in_one_process_cannot_share_a_file(path: str) -> None:
     Journal(path, square).close()  # released by the first one's close
 
 
+def test_an_unfinished_imap_holding_a_file_is_named_as_what_to_close(path: str) -> None:
+    # The refusal said only "in use by another call in this process", which leaves a
+    # notebook user hunting for the call: it is an iterator not read to its end.
+    first = workpool.imap(square, range(1000), backend="serial", checkpoint=path)
+    try:
+        assert next(first) == 0
+        with pytest.raises(workpool.CheckpointBusy, match=r"iterator .* close\(\)"):
+            workpool.map(square, range(1000), backend="serial", checkpoint=path)
+    finally:
+        first.close()
+    assert workpool.map(square, range(5), backend="serial", checkpoint=path) == squares(0, 5)
+
+
 def test_a_busy_error_is_a_workpool_error_and_public() -> None:
     assert issubclass(workpool.CheckpointBusy, workpool.WorkpoolError)
     assert issubclass(workpool.CheckpointMismatch, workpool.WorkpoolError)
