@@ -345,6 +345,21 @@ def _check_header(path: str) -> None:
         )
 
 
+def _journal_mode_on_disk(path: str) -> str | None:
+    """The journal mode "wal" if the file's header says so, else None (ask SQLite).
+
+    A connection opened as immutable (see ``_connect_to_read``) reports every file's
+    journal mode as "delete"; the header's read and write versions (bytes 18 and 19)
+    are 2 for a WAL file.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return None
+    return "wal" if header[18:20] == b"\x02\x02" else None
+
+
 def network_filesystem(path: str, mountinfo: str | None = None) -> str | None:
     """The type of the network file system holding ``path``, or None if local or unknown.
 
@@ -572,7 +587,10 @@ class JournalStore:
                         f"checkpoint {path} is empty: not a checkpoint yet (or a call is "
                         "creating it right now)"
                     )
-                mode = str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                mode = (
+                    _journal_mode_on_disk(path)
+                    or str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                )
             else:
                 mode = _choose_journal_mode(connection, path)
                 _tune(connection, mode)
