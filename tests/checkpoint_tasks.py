@@ -102,3 +102,17 @@ def mark_seen_fail_on_3(item: dict[str, int]) -> int:
     if item["x"] == 3:
         raise ValueError("x is 3")
     return item["x"]
+
+
+class Unprintable(Exception):
+    """An exception whose ``str()`` itself fails (a bug in a user's ``__str__``)."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("__str__ is broken")
+
+
+def unprintable_on_3(x: int) -> int:
+    """Squares, except that 3 raises an exception that cannot be turned into text."""
+    if x == 3:
+        raise Unprintable()
+    return x * x

@@ -31,6 +31,7 @@ import pytest
 import workpool
 import workpool.progress
 from checkpoint_tasks import (
+    Unprintable,
     calls,
     fails_while_flagged,
     held_square,
@@ -42,6 +43,7 @@ from checkpoint_tasks import (
     mark_seen_fail_on_3,
     note_start,
     slow_logged_square,
+    unprintable_on_3,
     wandering_square,
     worker_pids,
 )
@@ -549,6 +551,22 @@ def test_failed_items_run_again_on_resume(backend: str, run: Run, tmp_path: Path
     ran = run.calls()
     assert {x for x, n in ran.items() if n == 2} == set(failing)
     assert summary(run.path).failed == 0
+
+
+def test_a_failure_whose_text_cannot_be_made_still_reaches_the_caller(
+    backend: str, tmp_path: Path
+) -> None:
+    # Noting the failure in the journal called str() on it, and the RuntimeError of a
+    # broken __str__ came out of the call in place of the task's own exception.
+    path = str(tmp_path / "run.ckpt")
+    got = workpool.map(
+        unprintable_on_3, range(6), backend=backend, return_exceptions=True, checkpoint=path
+    )
+    assert isinstance(got[3], Unprintable)
+    assert [got[x] for x in (0, 1, 2, 4, 5)] == [0, 1, 4, 16, 25]
+    assert (summary(path).items_done, summary(path).failed) == (5, 1)
+    with pytest.raises(Unprintable):
+        workpool.map(unprintable_on_3, range(6), backend=backend, checkpoint=path)
 
 
 def test_a_raised_failure_keeps_what_finished(run: Run, tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from conftest import wait_for
 from workpool.checkpoint import Journal, accept, clear, summary
 from workpool.checkpoint import journal as journal_module
 from workpool.checkpoint import store as store_module
+from workpool.checkpoint import writer as writer_module
 from workpool.checkpoint.digest import chunk_digest, encode
 from workpool.checkpoint.identity import function_identity
 from workpool.checkpoint.store import LISTED_BYTES, SIDE_FILE_BYTES, network_filesystem
@@ -124,6 +125,50 @@ def test_what_arrives_while_the_writer_is_busy_goes_into_one_commit(
         journal.flush()
         assert journal.commits == 1  # forty chunks, one transaction
         assert summary(path).items_done == 200  # committed: another connection sees it
+
+
+def test_large_results_waiting_for_a_busy_writer_are_bounded_in_bytes(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Bounded by entries alone, the queue let 64 chunks of large results wait in
+    # memory (64 results of 50 MB: 3 GB) while the disk caught up.
+    monkeypatch.setattr(writer_module, "MAX_QUEUED_BYTES", 4 << 20)
+    busy = threading.Event()
+    writing = threading.Event()
+    put_done = store_module.JournalStore.put_done
+
+    def slow_put_done(self: Any, *args: Any) -> list[str]:
+        writing.set()
+        busy.wait(timeout=60)  # the writer is held here while the chunks queue up
+        return put_done(self, *args)
+
+    monkeypatch.setattr(store_module.JournalStore, "put_done", slow_put_done)
+    result = bytes(1 << 20)  # each chunk's results pickle to just over 1 MiB
+    recorded = []
+    with Journal(path, square, commit_interval=3600) as journal:
+
+        def record_all() -> None:
+            for start in range(20):
+                journal.record(start, [start], [result])
+                recorded.append(start)
+
+        recorder = threading.Thread(target=record_all)
+        recorder.start()
+        try:
+            assert writing.wait(timeout=60)
+            # With the bound, the recorder stays blocked for as long as the writer is
+            # held, however long this waits; without it, all 20 got in at once.
+            recorder.join(timeout=1)
+            assert recorder.is_alive()
+            assert len(recorded) <= 5  # one being written, at most 4 MiB waiting
+        finally:
+            busy.set()
+            recorder.join(timeout=60)
+        assert recorded == list(range(20))
+        journal.flush()
+        assert summary(path).items_done == 20
+    with Journal(path, square) as journal:
+        assert [journal.results(row) for row in journal.rows()] == [[result]] * 20
 
 
 def test_commits_happen_without_close_or_flush(path: str) -> None:
@@ -620,6 +665,19 @@ def test_two_calls_in_one_process_cannot_share_a_file(path: str) -> None:
     Journal(path, square).close()  # released by the first one's close
 
 
+def test_an_unfinished_imap_holding_a_file_is_named_as_what_to_close(path: str) -> None:
+    # The refusal said only "in use by another call in this process", which leaves a
+    # notebook user hunting for the call: it is an iterator not read to its end.
+    first = workpool.imap(square, range(1000), backend="serial", checkpoint=path)
+    try:
+        assert next(first) == 0
+        with pytest.raises(workpool.CheckpointBusy, match=r"iterator .* close\(\)"):
+            workpool.map(square, range(1000), backend="serial", checkpoint=path)
+    finally:
+        first.close()
+    assert workpool.map(square, range(5), backend="serial", checkpoint=path) == squares(0, 5)
+
+
 def test_a_busy_error_is_a_workpool_error_and_public() -> None:
     assert issubclass(workpool.CheckpointBusy, workpool.WorkpoolError)
     assert issubclass(workpool.CheckpointMismatch, workpool.WorkpoolError)
@@ -664,6 +722,33 @@ def test_a_path_starting_with_a_tilde_is_explained(
 def test_a_directory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError, match=str(tmp_path)):
         Journal(str(tmp_path), square)
+
+
+def test_a_side_directory_that_is_not_a_directory_is_refused_before_anything_runs(
+    tmp_path: Path,
+) -> None:
+    # Before, a new file ran the whole call and failed at its first large result (the
+    # results after it were lost); an existing one failed with a bare NotADirectoryError.
+    path = str(tmp_path / "run.ckpt")
+    ran: list[int] = []
+
+    def large(x: int) -> bytes:
+        ran.append(x)
+        return bytes(SIDE_FILE_BYTES + 1)
+
+    (tmp_path / "run.ckpt.d").write_text("not ours")
+    message = re.escape(f"{path}.d") + ".* not a directory: move it away"
+    with pytest.raises(NotADirectoryError, match=message):
+        workpool.map(large, range(3), checkpoint=path, backend="serial")
+    assert ran == []
+    os.unlink(tmp_path / "run.ckpt.d")
+    workpool.map(abs, range(3), checkpoint=path, backend="serial")  # the file exists now
+    (tmp_path / "run.ckpt.d").write_text("not ours")
+    with pytest.raises(NotADirectoryError, match=message):
+        workpool.map(abs, range(3), checkpoint=path, backend="serial")
+    with pytest.raises(NotADirectoryError, match=message):
+        summary(path)
+    assert (tmp_path / "run.ckpt.d").read_text() == "not ours"
 
 
 REFUSE_SPECIAL_FILE = """
@@ -1420,7 +1505,10 @@ def test_info_reads_a_file_where_sqlite_can_make_nothing_beside_it(path: str) ->
     os.mkdir(path + "-wal")
     os.mkdir(path + "-shm")
     assert summary(path).items_done == 5
-    assert "5 items in 1 chunks" in run_cli("info", path).stdout
+    shown = run_cli("info", path).stdout
+    assert "5 items in 1 chunks" in shown
+    # Opened immutable, SQLite reports any file's journal mode as "delete".
+    assert "wal journal" in shown
 
 
 def test_cli_refuses_to_change_a_file_in_use(path: str) -> None:

@@ -226,7 +226,11 @@ class Journal:
 
     def record_failure(self, position: int, error: BaseException) -> None:
         """Note that the item at ``position`` failed for good; it is not done."""
-        self._put(FailedEntry(position, f"{type(error).__name__}: {error}"[:1000]))
+        try:
+            text = str(error)
+        except Exception:  # the task's exception must reach the caller, not this one
+            text = "(its str() failed)"
+        self._put(FailedEntry(position, f"{type(error).__name__}: {text}"[:1000]))
 
     def _put(self, entry: DoneEntry | FailedEntry) -> None:
         try:

@@ -62,7 +62,10 @@ class JournalLock:
             try:
                 if _identity(os.stat(self.path)) in _held:
                     raise CheckpointBusy(
-                        f"checkpoint {journal_path} is in use by another call in this process"
+                        f"checkpoint {journal_path} is in use by another call in this process:"
+                        " one call at a time may use a checkpoint file (an imap or Pool.map"
+                        " iterator holds it until it is read to its end or closed: call its"
+                        " close())"
                     )
             except OSError:
                 pass  # none (no one holds it), or one that opening it will explain

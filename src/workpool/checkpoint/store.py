@@ -200,6 +200,15 @@ def check_path(path: str) -> None:
     if not os.path.isdir(directory):
         error, why = no_directory(directory)
         raise error(f"checkpoint {path}: the directory {directory} {why}{tilde_hint(path)}")
+    side_directory = path + ".d"
+    if os.path.lexists(side_directory) and not os.path.isdir(side_directory):
+        # Found only when the first large result is written (and then every result
+        # after it was lost), or, once the file exists, by a bare NotADirectoryError.
+        raise NotADirectoryError(
+            f"checkpoint {path} keeps results larger than {SIDE_FILE_BYTES >> 20} MiB in "
+            f"the directory {side_directory}, but that is not a directory: move it away, "
+            "or give the checkpoint another path"
+        )
     try:
         mode = os.stat(path).st_mode
     except OSError:
@@ -334,6 +343,21 @@ def _check_header(path: str) -> None:
             f"checkpoint {path} is not a workpool checkpoint (not an SQLite database); "
             "it was left as it is: give the path of a new file or of a checkpoint"
         )
+
+
+def _journal_mode_on_disk(path: str) -> str | None:
+    """The journal mode "wal" if the file's header says so, else None (ask SQLite).
+
+    A connection opened as immutable (see ``_connect_to_read``) reports every file's
+    journal mode as "delete"; the header's read and write versions (bytes 18 and 19)
+    are 2 for a WAL file.
+    """
+    try:
+        with open(path, "rb") as file:
+            header = file.read(20)
+    except OSError:
+        return None
+    return "wal" if header[18:20] == b"\x02\x02" else None
 
 
 def network_filesystem(path: str, mountinfo: str | None = None) -> str | None:
@@ -563,7 +587,10 @@ class JournalStore:
                         f"checkpoint {path} is empty: not a checkpoint yet (or a call is "
                         "creating it right now)"
                     )
-                mode = str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                mode = (
+                    _journal_mode_on_disk(path)
+                    or str(connection.execute("PRAGMA journal_mode").fetchone()[0]).lower()
+                )
             else:
                 mode = _choose_journal_mode(connection, path)
                 _tune(connection, mode)

@@ -21,8 +21,9 @@ is left for the end of the call, where it would delay the return. No transaction
 stays open longer than ``COMMIT_INTERVAL``. A process killed at some instant loses
 only the entries of the open transaction (finished within the last interval at
 most, usually within the last ``COMMIT_GAP``) and the chunks still in flight in the
-workers. The queue is bounded, so a writer slower than the workers slows the call
-down instead of holding every pickled result in memory.
+workers. The queue is bounded, by entries and by the bytes of results in it, so a
+writer slower than the workers slows the call down instead of holding every pickled
+result in memory (64 entries of 50 MB results would be 3 GB).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ COMMIT_INTERVAL = 0.2  # seconds from the first uncommitted entry to its commit
 COMMIT_GAP = 0.02  # seconds from one commit to the next, unless one is due anyway
 COMMIT_BYTES = 1 << 20  # results in a transaction beyond which it is committed
 MAX_QUEUED = 64  # entries waiting for the writer; record() blocks beyond this
+# Bytes of results waiting for the writer; record() blocks beyond this, except that an
+# entry always gets in when nothing waits (one result may be larger than the bound).
+MAX_QUEUED_BYTES = 64 << 20
 
 
 class DoneEntry:
@@ -54,6 +58,10 @@ class DoneEntry:
         self.digest = digest
         self.payload = payload
 
+    @property
+    def nbytes(self) -> int:
+        return memoryview(self.payload).nbytes
+
 
 class FailedEntry:
     """The item at ``position`` failed for good (it will run again on resume)."""
@@ -63,6 +71,8 @@ class FailedEntry:
     def __init__(self, position: int, error: str) -> None:
         self.position = position
         self.error = error
+
+    nbytes = 0  # its text is bounded, and small
 
 
 _STOP = object()
@@ -91,6 +101,10 @@ class JournalWriter:
         self._open_store = open_store
         self._interval = interval
         self._queue: queue.Queue[Any] = queue.Queue(MAX_QUEUED)
+        # The bytes of results in the queue: added by _enqueue, taken off by the writer
+        # once it has written (or discarded) an entry, which wakes a waiting _enqueue.
+        self._queued_bytes = 0
+        self._room = threading.Condition(threading.Lock())
         self._failure: BaseException | None = None
         self._failure_reported = False
         self.commits = 0  # how many transactions were committed (for tests and info)
@@ -120,6 +134,11 @@ class JournalWriter:
                 self._enqueue(entry)
 
     def _enqueue(self, entry: DoneEntry | FailedEntry) -> None:
+        with self._room:
+            while self._queued_bytes and self._queued_bytes + entry.nbytes > MAX_QUEUED_BYTES:
+                self._wake.set()  # the writer may be letting entries gather: take them now
+                self._room.wait()
+            self._queued_bytes += entry.nbytes
         self._queue.put(entry)
         if self._queue.qsize() >= MAX_QUEUED // 2:
             self._wake.set()  # the writer may be letting entries gather: take them now
@@ -228,14 +247,23 @@ class JournalWriter:
             event.set()
         return keep_going
 
-    @staticmethod
-    def _write(store: JournalStore, entry: DoneEntry | FailedEntry, stale: list[str]) -> int:
+    def _write(self, store: JournalStore, entry: DoneEntry | FailedEntry, stale: list[str]) -> int:
         """Write one entry (inside a transaction); returns the bytes of results it held."""
-        if isinstance(entry, DoneEntry):
-            stale += store.put_done(entry.start, entry.count, entry.digest, entry.payload)
-            return memoryview(entry.payload).nbytes
-        store.put_failed(entry.position, entry.error)
-        return 0
+        try:
+            if isinstance(entry, DoneEntry):
+                stale += store.put_done(entry.start, entry.count, entry.digest, entry.payload)
+            else:
+                store.put_failed(entry.position, entry.error)
+        finally:
+            self._taken(entry)
+        return entry.nbytes
+
+    def _taken(self, entry: DoneEntry | FailedEntry) -> None:
+        """The entry is out of the queue for good: its bytes no longer count."""
+        if entry.nbytes:
+            with self._room:
+                self._queued_bytes -= entry.nbytes
+                self._room.notify_all()
 
     def _drain(self) -> None:
         """After a failure: discard entries, answer flushes, until told to stop."""
@@ -245,3 +273,5 @@ class JournalWriter:
                 return
             if isinstance(entry, threading.Event):
                 entry.set()
+            elif isinstance(entry, (DoneEntry, FailedEntry)):
+                self._taken(entry)
