@@ -32,6 +32,7 @@ from helpers import ArrayStream, first_value
 np = pytest.importorskip("numpy")
 
 MB = 1 << 20
+DEFAULT_THRESHOLD = 1 << 20  # share_threshold's default
 
 
 def open_segments() -> int:
@@ -239,6 +240,34 @@ def test_an_array_inside_an_argument_that_cannot_be_written_is_explained_too() -
     notes = " ".join(getattr(error, "__notes__", []))
     assert "read-only, in shared memory" in notes
     assert "share_threshold=None" in notes
+
+
+def write_first_byte(data: Any) -> None:
+    data[0] = 42
+
+
+@pytest.mark.parametrize("threshold", [DEFAULT_THRESHOLD, None])
+def test_a_task_that_writes_to_a_read_only_share_is_told_to_share_it_writable(
+    threshold: int | None,
+) -> None:
+    # An array the program shared itself (smaller than share_threshold, or with
+    # automatic sharing off) is read-only because share() made it so:
+    # share_threshold=None would change nothing, writable=True would.
+    small = workpool.share(np.zeros(10))
+    error = workpool.map(
+        try_to_write, [small], backend="process", share_threshold=threshold, return_exceptions=True
+    )[0]
+    assert isinstance(error, ValueError), repr(error)
+    notes = " ".join(getattr(error, "__notes__", []))
+    assert "writable=True" in notes
+    assert "share_threshold=None" not in notes
+    shared_bytes = workpool.share(b"abc")
+    error = workpool.map(
+        write_first_byte, [shared_bytes], backend="process", return_exceptions=True
+    )[0]
+    assert isinstance(error, TypeError), repr(error)
+    assert "writable=True" in " ".join(getattr(error, "__notes__", []))
+    assert bytes(shared_bytes) == b"abc"
 
 
 class Table:
