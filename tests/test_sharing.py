@@ -907,6 +907,49 @@ def test_a_task_that_can_be_neither_shared_nor_copied_fails_with_the_os_error() 
     assert error.errno == errno.EMFILE
 
 
+# A process whose descriptor table is full receives a message with shared memory:
+# the system gives it what it has room for and closes the rest. The next message's
+# descriptors, arriving once there is room again, must stay that message's.
+CUT_SHORT_RECEIVE = textwrap.dedent(
+    """
+    import os, resource
+    from workpool.backends.process.framing import FrameReader, send_frame
+    from workpool.backends.process.unix_sockets import pair
+
+    ours, theirs = pair()
+    sent = [os.memfd_create(f"frame-{i}") for i in range(5)]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(sent) + 40, hard))
+    filler = []
+    while True:
+        try:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            break
+    os.close(filler.pop())  # room for one descriptor
+    reader = FrameReader(theirs)
+    send_frame(ours, b"first", fds=sent[:3])
+    frames = reader.read(wait=True)
+    for fd in filler[:10]:
+        os.close(fd)
+    send_frame(ours, b"second", fds=sent[3:])
+    while len(frames) < 2:
+        frames += reader.read(wait=True)
+    first, second = reader.take_fds(3), reader.take_fds(2)
+    inode = lambda fd: os.fstat(fd).st_ino
+    print(len(first), [inode(fd) for fd in second] == [inode(fd) for fd in sent[3:]])
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd is Linux's")
+def test_a_message_whose_descriptors_were_cut_short_does_not_take_the_next_ones() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CUT_SHORT_RECEIVE], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]
+
+
 # --- workers forked while the program imports -------------------------------------------
 
 # Another thread of the program is in the middle of its first import of ``resource``

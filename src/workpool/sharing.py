@@ -35,6 +35,7 @@ call's arrays are copied into its messages instead, after one ``SharedMemoryWarn
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import os
@@ -605,6 +606,13 @@ class _Incoming:
         key = (index, writable, owned, private)
         segment = self.segments.get(key)
         if segment is None:
+            if index >= len(self.fds):  # the system closed it on the way: no room here
+                raise OSError(
+                    errno.EMFILE,
+                    f"{len(self.fds)} of the shared-memory descriptors a message carried "
+                    "arrived: this process had no free descriptor for the others (it "
+                    "holds as many open files as its limit allows)",
+                )
             segment = map_segment(self.fds[index], size, writable, owned=owned, private=private)
             self.segments[key] = segment
         return segment
