@@ -8,6 +8,7 @@ in this process once the objects are dropped.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import errno
 import gc
 import itertools
@@ -296,6 +297,34 @@ def test_writable_share_shows_the_workers_writes() -> None:
     workpool.map(fill_row, itertools.repeat(out, 8), range(8), backend="process", workers=2)
     assert [float(out[row].max()) for row in range(8)] == [float(r) for r in range(8)]
     assert out.sum() == sum(row * 1000 for row in range(8))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowJob:
+    """A task's input as programs often bundle it: where to write, and what."""
+
+    out: Any
+    row: int
+
+
+def fill_job(job: RowJob) -> int:
+    job.out[job.row, :] = job.row
+    return job.row
+
+
+def test_a_writable_share_inside_a_dataclass_is_refused_by_a_checkpoint(tmp_path: Path) -> None:
+    # A checkpoint cannot restore the workers' writes into it, inside a tuple or not.
+    out = workpool.share(np.zeros((2, 3)), writable=True)
+    with pytest.raises(ValueError, match=r"share\(writable=True\)"):
+        workpool.map(
+            fill_job,
+            [RowJob(out, 0), RowJob(out, 1)],
+            backend="process",
+            checkpoint=str(tmp_path / "run.ckpt"),
+        )
+    assert not out.any()  # nothing ran
+    assert workpool.map(fill_job, [RowJob(out, 1)], backend="process") == [1]
+    assert out[1].tolist() == [1, 1, 1]
 
 
 def test_shared_bytes_reach_workers() -> None:
