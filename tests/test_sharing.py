@@ -8,6 +8,7 @@ in this process once the objects are dropped.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import errno
 import gc
 import itertools
@@ -32,6 +33,7 @@ from helpers import ArrayStream, first_value
 np = pytest.importorskip("numpy")
 
 MB = 1 << 20
+DEFAULT_THRESHOLD = 1 << 20  # share_threshold's default
 
 
 def open_segments() -> int:
@@ -241,6 +243,34 @@ def test_an_array_inside_an_argument_that_cannot_be_written_is_explained_too() -
     assert "share_threshold=None" in notes
 
 
+def write_first_byte(data: Any) -> None:
+    data[0] = 42
+
+
+@pytest.mark.parametrize("threshold", [DEFAULT_THRESHOLD, None])
+def test_a_task_that_writes_to_a_read_only_share_is_told_to_share_it_writable(
+    threshold: int | None,
+) -> None:
+    # An array the program shared itself (smaller than share_threshold, or with
+    # automatic sharing off) is read-only because share() made it so:
+    # share_threshold=None would change nothing, writable=True would.
+    small = workpool.share(np.zeros(10))
+    error = workpool.map(
+        try_to_write, [small], backend="process", share_threshold=threshold, return_exceptions=True
+    )[0]
+    assert isinstance(error, ValueError), repr(error)
+    notes = " ".join(getattr(error, "__notes__", []))
+    assert "writable=True" in notes
+    assert "share_threshold=None" not in notes
+    shared_bytes = workpool.share(b"abc")
+    error = workpool.map(
+        write_first_byte, [shared_bytes], backend="process", return_exceptions=True
+    )[0]
+    assert isinstance(error, TypeError), repr(error)
+    assert "writable=True" in " ".join(getattr(error, "__notes__", []))
+    assert bytes(shared_bytes) == b"abc"
+
+
 class Table:
     """Like a pandas DataFrame: ``flags`` of its own (not NumPy's), columns inside."""
 
@@ -267,6 +297,34 @@ def test_writable_share_shows_the_workers_writes() -> None:
     workpool.map(fill_row, itertools.repeat(out, 8), range(8), backend="process", workers=2)
     assert [float(out[row].max()) for row in range(8)] == [float(r) for r in range(8)]
     assert out.sum() == sum(row * 1000 for row in range(8))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowJob:
+    """A task's input as programs often bundle it: where to write, and what."""
+
+    out: Any
+    row: int
+
+
+def fill_job(job: RowJob) -> int:
+    job.out[job.row, :] = job.row
+    return job.row
+
+
+def test_a_writable_share_inside_a_dataclass_is_refused_by_a_checkpoint(tmp_path: Path) -> None:
+    # A checkpoint cannot restore the workers' writes into it, inside a tuple or not.
+    out = workpool.share(np.zeros((2, 3)), writable=True)
+    with pytest.raises(ValueError, match=r"share\(writable=True\)"):
+        workpool.map(
+            fill_job,
+            [RowJob(out, 0), RowJob(out, 1)],
+            backend="process",
+            checkpoint=str(tmp_path / "run.ckpt"),
+        )
+    assert not out.any()  # nothing ran
+    assert workpool.map(fill_job, [RowJob(out, 1)], backend="process") == [1]
+    assert out[1].tolist() == [1, 1, 1]
 
 
 def test_shared_bytes_reach_workers() -> None:
@@ -876,6 +934,49 @@ def test_a_task_that_can_be_neither_shared_nor_copied_fails_with_the_os_error() 
         error = pool.submit(first_of_pair, pairs[1]).exception(timeout=30)
     assert isinstance(error, OSError)
     assert error.errno == errno.EMFILE
+
+
+# A process whose descriptor table is full receives a message with shared memory:
+# the system gives it what it has room for and closes the rest. The next message's
+# descriptors, arriving once there is room again, must stay that message's.
+CUT_SHORT_RECEIVE = textwrap.dedent(
+    """
+    import os, resource
+    from workpool.backends.process.framing import FrameReader, send_frame
+    from workpool.backends.process.unix_sockets import pair
+
+    ours, theirs = pair()
+    sent = [os.memfd_create(f"frame-{i}") for i in range(5)]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(sent) + 40, hard))
+    filler = []
+    while True:
+        try:
+            filler.append(os.open(os.devnull, os.O_RDONLY))
+        except OSError:
+            break
+    os.close(filler.pop())  # room for one descriptor
+    reader = FrameReader(theirs)
+    send_frame(ours, b"first", fds=sent[:3])
+    frames = reader.read(wait=True)
+    for fd in filler[:10]:
+        os.close(fd)
+    send_frame(ours, b"second", fds=sent[3:])
+    while len(frames) < 2:
+        frames += reader.read(wait=True)
+    first, second = reader.take_fds(3), reader.take_fds(2)
+    inode = lambda fd: os.fstat(fd).st_ino
+    print(len(first), [inode(fd) for fd in second] == [inode(fd) for fd in sent[3:]])
+    """
+)
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="memfd is Linux's")
+def test_a_message_whose_descriptors_were_cut_short_does_not_take_the_next_ones() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CUT_SHORT_RECEIVE], capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["1", "True"], done.stderr[-2000:]
 
 
 # --- workers forked while the program imports -------------------------------------------

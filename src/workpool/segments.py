@@ -318,7 +318,8 @@ def writable_shares_exist() -> bool:
 
 
 def holds_writable_share(obj: Any, depth: int = 3) -> bool:
-    """Whether ``obj`` is, or holds a few containers deep, memory from ``share(writable=True)``.
+    """Whether ``obj`` is, or holds a few containers (or dataclasses) deep, memory from
+    ``share(writable=True)``.
 
     Such memory is written by workers in place; a checkpoint cannot restore those
     writes, so calls with a checkpoint refuse it.
@@ -335,6 +336,9 @@ def holds_writable_share(obj: Any, depth: int = 3) -> bool:
             return any(holds_writable_share(item, depth - 1) for item in obj)
         if isinstance(obj, dict):
             return any(holds_writable_share(item, depth - 1) for item in obj.values())
+        fields = getattr(obj, "__dataclass_fields__", None)
+        if fields is not None and not isinstance(obj, type):  # a dataclass's instance
+            return any(holds_writable_share(getattr(obj, name, None), depth - 1) for name in fields)
     return False
 
 

@@ -35,6 +35,7 @@ call's arrays are copied into its messages instead, after one ``SharedMemoryWarn
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import io
 import os
@@ -605,6 +606,13 @@ class _Incoming:
         key = (index, writable, owned, private)
         segment = self.segments.get(key)
         if segment is None:
+            if index >= len(self.fds):  # the system closed it on the way: no room here
+                raise OSError(
+                    errno.EMFILE,
+                    f"{len(self.fds)} of the shared-memory descriptors a message carried "
+                    "arrived: this process had no free descriptor for the others (it "
+                    "holds as many open files as its limit allows)",
+                )
             segment = map_segment(self.fds[index], size, writable, owned=owned, private=private)
             self.segments[key] = segment
         return segment
@@ -662,7 +670,9 @@ def _rebuild_array(
     return array
 
 
-def explain_read_only(error: BaseException, arguments: Iterable[Any]) -> None:
+def explain_read_only(
+    error: BaseException, arguments: Iterable[Any], threshold: int | None = DEFAULT_SHARE_THRESHOLD
+) -> None:
     """Say on ``error`` why an array it failed to write to is read-only, if it may be ours.
 
     For a task whose arguments came with shared memory. A task that changes a big array
@@ -670,7 +680,20 @@ def explain_read_only(error: BaseException, arguments: Iterable[Any]) -> None:
     it reaches the worker in shared memory, read-only, and NumPy's "... is read-only"
     names neither the cause nor the way out. An argument that is such an array is named;
     otherwise the array was inside one (a list, a dict), and the note says it generally.
+    ``threshold``: the call's ``share_threshold``. An array smaller than it was not put
+    in shared memory by the call but by the program (``share()``, ``empty()``), and
+    ``share_threshold=None`` would not change it: the way out is ``writable=True``.
     """
+    if isinstance(error, TypeError) and "readonly memory map" in str(error):
+        # A share()d bytes-like object, which the mmap module guards in words of its own.
+        if any(isinstance(argument, Segment) for argument in arguments):
+            add_note(
+                error,
+                "workpool: the task was given bytes in shared memory that the caller shared "
+                "read-only: share them with workpool.share(..., writable=True) for tasks to "
+                "write into them, or copy them in the task (bytearray(...)) to change them",
+            )
+        return
     if not isinstance(error, ValueError) or "read-only" not in str(error):
         return
     way_out = "copy it in the task to change it, or pass share_threshold=None"
@@ -680,11 +703,22 @@ def explain_read_only(error: BaseException, arguments: Iterable[Any]) -> None:
             continue
         if argument.flags.writeable or find_segment(argument) is None:
             continue
+        size = f"{argument.nbytes / 2**20:.3g} MiB {argument.dtype} array"
+        if threshold is None or argument.nbytes < threshold:
+            add_note(
+                error,
+                f"workpool: the task was given a {size} that the caller put in shared memory "
+                "read-only (workpool.share(), empty() or zeros() without writable=True): "
+                "make it with writable=True for tasks to write into it (their writes then "
+                "show in the caller), or copy it in the task to change it",
+            )
+            return
         add_note(
             error,
-            f"workpool: the task was given a {argument.nbytes / 2**20:.3g} MiB "
-            f"{argument.dtype} array in shared memory, read-only (arrays of share_threshold "
-            f"bytes or more are sent that way, not as a copy each task may change): {way_out}",
+            f"workpool: the task was given a {size} in shared memory, read-only (arrays of "
+            "share_threshold bytes or more are sent that way, not as a copy each task may "
+            f"change): {way_out} (an array made by workpool.share(), empty() or zeros() "
+            "stays read-only unless made with writable=True)",
         )
         return
     add_note(

@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from workpool.backends.process.unix_sockets import (
+    MSG_CTRUNC,
     MSG_DONTWAIT,
     RECEIVE_FLAGS,
     Socket,
@@ -37,6 +38,9 @@ _JOIN_LIMIT = 1 << 16
 # Room for the descriptors one receive can bring (Linux sends at most 253 at once).
 _ANCILLARY = ancillary_space(253)
 _RECEIVE_NOW_FLAGS = MSG_DONTWAIT | RECEIVE_FLAGS
+# Queued after the descriptors of a receive that brought fewer than were sent: the
+# frame they came with has no more, and must not take the next frame's.
+_CUT_SHORT = -1
 
 
 def frame_parts(*parts: bytes | memoryview) -> list[bytes | memoryview]:
@@ -68,7 +72,9 @@ class FrameReader:
     way). ``receive()`` returns the next frame, waiting for it (a worker's way): one
     receive brings a small frame whole, and the frames that came with it wait for the
     next calls. Descriptors that arrive are queued in ``fds``, in order; whoever
-    decodes a frame takes as many as it says it carries. ``closed`` becomes True at end
+    decodes a frame takes as many as it says it carries (``take_fds``). Those of one
+    frame arrive together, in one receive; if this process had no room for all of
+    them, the frame gets fewer, never another frame's. ``closed`` becomes True at end
     of file.
     """
 
@@ -92,8 +98,25 @@ class FrameReader:
         self._received: deque[bytes | bytearray] = deque()  # complete, not yet returned
 
     def take_fds(self, count: int) -> list[int]:
-        """The next ``count`` descriptors that arrived (fewer if the peer sent fewer)."""
-        return [self.fds.popleft() for _ in range(min(count, len(self.fds)))]
+        """The next frame's ``count`` descriptors (fewer if fewer arrived with it)."""
+        taken: list[int] = []
+        while len(taken) < count and self.fds:
+            fd = self.fds.popleft()
+            if fd == _CUT_SHORT:  # the rest of this frame's never arrived
+                break
+            taken.append(fd)
+        return taken
+
+    def take_all_fds(self) -> list[int]:
+        """Every descriptor that arrived and is not taken yet (to be closed)."""
+        taken = [fd for fd in self.fds if fd != _CUT_SHORT]
+        self.fds.clear()
+        return taken
+
+    def _queue_fds(self, ancillary: list[tuple[int, int, bytes]], flags: int) -> None:
+        self.fds.extend(descriptors_in(ancillary))
+        if flags & MSG_CTRUNC:
+            self.fds.append(_CUT_SHORT)
 
     def receive(self, *, spin_seconds: float = 0.0) -> bytes | bytearray | None:
         """The next frame, waiting until it is whole; None once the peer has gone.
@@ -122,7 +145,7 @@ class FrameReader:
                     break
                 continue
             try:
-                received, ancillary, _, _ = self._sock.recvmsg_into(
+                received, ancillary, got, _ = self._sock.recvmsg_into(
                     [self._scratch_view], _ANCILLARY, flags
                 )
             except (BlockingIOError, InterruptedError):
@@ -130,8 +153,8 @@ class FrameReader:
             except OSError:
                 self.closed = True
                 break
-            if ancillary:
-                self.fds.extend(descriptors_in(ancillary))
+            if ancillary or got & MSG_CTRUNC:
+                self._queue_fds(ancillary, got)
             if not received:
                 self.closed = True
                 break
@@ -164,7 +187,7 @@ class FrameReader:
     def _fill_big(self, frames: list[bytes | bytearray], flags: int) -> bool:
         assert self._big is not None and self._big_view is not None
         try:
-            n, ancillary, _, _ = self._sock.recvmsg_into(
+            n, ancillary, got, _ = self._sock.recvmsg_into(
                 [self._big_view[self._big_got :]], _ANCILLARY, flags
             )
         except (BlockingIOError, InterruptedError):
@@ -172,7 +195,7 @@ class FrameReader:
         except OSError:
             self.closed = True
             return False
-        self.fds.extend(descriptors_in(ancillary))
+        self._queue_fds(ancillary, got)
         if n == 0:
             self.closed = True
             return False

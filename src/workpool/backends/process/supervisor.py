@@ -577,7 +577,7 @@ class Supervisor:
         self._poller.unregister(handle.process.ended_fd)
         handle.sock.close()
         # Descriptors of a frame never finished.
-        _close_descriptors(*handle.reader.take_fds(len(handle.reader.fds)))
+        _close_descriptors(*handle.reader.take_all_fds())
         # A worker told to stop, holding nothing, ended as asked: its exit code tells
         # nothing, and waiting for it (the zygote reports it, a process away) would
         # only hold up the pool's end.
@@ -890,7 +890,7 @@ class Supervisor:
                 self._fail(wire, cancelled("the pool stopped before this task finished"))
             handle.sock.close()
             # Descriptors of a frame never finished.
-            _close_descriptors(*handle.reader.take_fds(len(handle.reader.fds)))
+            _close_descriptors(*handle.reader.take_all_fds())
             with contextlib.suppress(ValueError):  # its pidfd, its exit pipe
                 handle.process.close()
         with self._lock:

@@ -20,6 +20,7 @@ import struct
 from collections.abc import Sequence
 
 __all__ = [
+    "MSG_CTRUNC",
     "MSG_DONTWAIT",
     "RECEIVE_FLAGS",
     "Socket",
@@ -35,6 +36,9 @@ __all__ = [
 Socket = _socket.socket
 
 MSG_DONTWAIT: int = _socket.MSG_DONTWAIT
+# Set on a receive that brought fewer descriptors than were sent (this process had no
+# free descriptor number left for the rest, which the system then closed).
+MSG_CTRUNC: int = getattr(_socket, "MSG_CTRUNC", 0)
 # Received descriptors are closed by exec, like every descriptor Python opens.
 RECEIVE_FLAGS: int = getattr(_socket, "MSG_CMSG_CLOEXEC", 0)
 _FD = struct.Struct("i")

@@ -114,7 +114,11 @@ class _Answer:
             if order.fd_count:  # the items came with shared memory
                 for position, exc in errors.items():
                     if position >= sent:
-                        explain_read_only(exc, arguments_of(order.mode, self._items[position]))
+                        explain_read_only(
+                            exc,
+                            arguments_of(order.mode, self._items[position]),
+                            order.share_threshold,
+                        )
             errors = [
                 (position - sent, pack_error(exc))
                 for position, exc in errors.items()
