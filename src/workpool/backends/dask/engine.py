@@ -327,6 +327,9 @@ class DaskBackend(Backend):
         if failure is not None:  # claimed: it must still end in a delivery
             if self._sends:  # not stopping: the client itself failed, which breaks us
                 failure = self._break(failure)
+                self._fail_all()
+            elif self._broken is not None:
+                failure = one_for_each_call(self._broken)
             chunk.sink.deliver(ResultBatch.failed(chunk, failure, retryable=False))
             return
         self._when_done(future, self._finished.put)
@@ -568,6 +571,7 @@ class DaskBackend(Backend):
                     self._scheduler_lost = True
                     self._idle.notify_all()  # a shutdown need not wait for the courier
                 self._break(error)
+                self._fail_all()
             else:  # a restart, say: this call's task is gone, the cluster is still there
                 error = concurrent.futures.CancelledError(
                     f"Dask cancelled {chunk.task_name()}: {why}"
@@ -690,6 +694,27 @@ class DaskBackend(Backend):
         if fetching:
             with contextlib.suppress(Exception):
                 self._client.cancel(fetching)
+
+    def _fail_all(self) -> None:
+        """Broken: fail every chunk in flight or queued with the pool's error, send no more.
+
+        The cluster cannot be reached: Dask may never settle the tasks in flight (those
+        submitted while its client was reconnecting or closing), and the queued ones
+        could never go, so their Futures would wait forever. Nothing is cancelled on the
+        cluster: there is nobody there to tell.
+        """
+        with self._lock:
+            self._sends = False
+            dropped = list(self._in_flight.values())
+            self._in_flight.clear()
+            queued = [entry.chunk for entry in dropped] + list(self._pending)
+            self._pending.clear()
+            broken = self._broken
+            self._notify_if_idle()
+        assert broken is not None
+        for chunk in queued:  # an error of its own for each: they may belong to many calls
+            error = one_for_each_call(broken)
+            chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
 
     @property
     def shutting_down(self) -> bool:
