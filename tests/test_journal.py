@@ -103,19 +103,31 @@ def test_rows_are_read_in_pages_and_all_come_back(path: str) -> None:
         assert [row.start for row in journal.rows(first=150)][:2] == [150, 153]
 
 
+class HeldWriter:
+    """The journal's writer, held inside its first write until ``busy`` is set."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.busy = threading.Event()  # set: the writer may go on
+        self.writing = threading.Event()  # set by the writer once it is held
+        put_done = store_module.JournalStore.put_done
+
+        def slow_put_done(store: Any, *args: Any) -> list[str]:
+            self.writing.set()
+            self.busy.wait(timeout=60)  # the writer is held here while the chunks queue up
+            return put_done(store, *args)
+
+        monkeypatch.setattr(store_module.JournalStore, "put_done", slow_put_done)
+
+
+@pytest.fixture
+def held_writer(monkeypatch: pytest.MonkeyPatch) -> HeldWriter:
+    return HeldWriter(monkeypatch)
+
+
 def test_what_arrives_while_the_writer_is_busy_goes_into_one_commit(
-    path: str, monkeypatch: pytest.MonkeyPatch
+    path: str, held_writer: HeldWriter
 ) -> None:
-    busy = threading.Event()
-    writing = threading.Event()
-    put_done = store_module.JournalStore.put_done
-
-    def slow_put_done(self: Any, *args: Any) -> list[str]:
-        writing.set()
-        busy.wait(timeout=60)  # the writer is held here while the chunks queue up
-        return put_done(self, *args)
-
-    monkeypatch.setattr(store_module.JournalStore, "put_done", slow_put_done)
+    busy, writing = held_writer.busy, held_writer.writing
     with Journal(path, square, commit_interval=3600) as journal:
         journal.record(0, range(5), squares(0, 5))
         assert writing.wait(timeout=60)
@@ -128,21 +140,12 @@ def test_what_arrives_while_the_writer_is_busy_goes_into_one_commit(
 
 
 def test_large_results_waiting_for_a_busy_writer_are_bounded_in_bytes(
-    path: str, monkeypatch: pytest.MonkeyPatch
+    path: str, monkeypatch: pytest.MonkeyPatch, held_writer: HeldWriter
 ) -> None:
     # Bounded by entries alone, the queue let 64 chunks of large results wait in
     # memory (64 results of 50 MB: 3 GB) while the disk caught up.
     monkeypatch.setattr(writer_module, "MAX_QUEUED_BYTES", 4 << 20)
-    busy = threading.Event()
-    writing = threading.Event()
-    put_done = store_module.JournalStore.put_done
-
-    def slow_put_done(self: Any, *args: Any) -> list[str]:
-        writing.set()
-        busy.wait(timeout=60)  # the writer is held here while the chunks queue up
-        return put_done(self, *args)
-
-    monkeypatch.setattr(store_module.JournalStore, "put_done", slow_put_done)
+    busy, writing = held_writer.busy, held_writer.writing
     result = bytes(1 << 20)  # each chunk's results pickle to just over 1 MiB
     recorded = []
     with Journal(path, square, commit_interval=3600) as journal:
