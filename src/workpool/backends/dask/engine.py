@@ -680,13 +680,9 @@ class DaskBackend(Backend):
     def _cancel_all(self, why: str) -> None:
         """Refuse new work; cancel every task in flight, failing its chunk with ``why``."""
         with self._lock:
-            self._accepting = self._sends = False
-            dropped = list(self._in_flight.values())
-            self._in_flight.clear()
-            queued = list(self._pending)
-            self._pending.clear()
+            self._accepting = False
+            dropped, queued = self._take_all()
             fetching = self._fetching
-            self._notify_if_idle()
         self._cancel(dropped, why)
         self._drop(queued, why)
         # The courier may be fetching results from workers about to be killed: Dask
@@ -704,17 +700,25 @@ class DaskBackend(Backend):
         cluster: there is nobody there to tell.
         """
         with self._lock:
-            self._sends = False
-            dropped = list(self._in_flight.values())
-            self._in_flight.clear()
-            queued = [entry.chunk for entry in dropped] + list(self._pending)
-            self._pending.clear()
+            dropped, queued = self._take_all()
             broken = self._broken
-            self._notify_if_idle()
         assert broken is not None
-        for chunk in queued:  # an error of its own for each: they may belong to many calls
-            error = one_for_each_call(broken)
+        for chunk in [entry.chunk for entry in dropped] + queued:
+            error = one_for_each_call(broken)  # one each: they may belong to many calls
             chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+
+    def _take_all(self) -> tuple[list[_InFlight], list[Chunk]]:
+        """Send no more: take every chunk in flight, and every queued one, off the books.
+
+        Under the lock; the caller settles each of them.
+        """
+        self._sends = False
+        dropped = list(self._in_flight.values())
+        self._in_flight.clear()
+        queued = list(self._pending)
+        self._pending.clear()
+        self._notify_if_idle()
+        return dropped, queued
 
     @property
     def shutting_down(self) -> bool:
