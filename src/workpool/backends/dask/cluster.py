@@ -69,7 +69,7 @@ class ClusterLink:
         # thread for ended, and every later join returns at once.
         self._closed = threading.Event()
 
-    def close(self) -> None:
+    def close(self, *, wait: bool = True) -> None:
         """Close what workpool started (the client it made, the cluster it started).
 
         The closing runs in a thread of its own, waited for ``CLOSE_SECONDS`` at most:
@@ -78,6 +78,10 @@ class ClusterLink:
         Ctrl+C that lands meanwhile lands in this wait, not inside Dask's own (where
         Dask logged an error of its own, and the close stopped half done): the close
         goes on, and calling ``close`` again waits for that same close.
+
+        Not ``wait``: the scheduler is lost, and there is nothing to wait for. A
+        client closed while it tries to reconnect may still wait for that attempt to
+        give up (seen on Python 3.10: seconds); it ends in its thread meanwhile.
         """
         if not self.owned and self.cluster is None:
             return  # the client and its cluster are the program's: nothing of ours to close
@@ -87,7 +91,8 @@ class ClusterLink:
             threading.Thread(
                 target=self._close_now, name="workpool-dask-link-closer", daemon=True
             ).start()
-        self._closed.wait(CLOSE_SECONDS)
+        if wait:
+            self._closed.wait(CLOSE_SECONDS)
 
     def stop_workers(self) -> bool:
         """Kill the worker processes of the local cluster workpool started; whether it did.

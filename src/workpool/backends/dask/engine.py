@@ -772,7 +772,7 @@ class DaskBackend(Backend):
             self._close_sessions()
         if self._courier is not threading.current_thread() and not self._scheduler_lost:
             self._courier.join()
-        self._link.close()
+        self._link.close(wait=not self._scheduler_lost)
         _live_backends.discard(self)  # not before: an interrupted close ends at exit
 
     def _close_sessions(self) -> None:
