@@ -50,17 +50,14 @@ MAX_QUEUED_BYTES = 64 << 20
 class DoneEntry:
     """Positions ``[start, start + count)`` finished; their digest and pickled results."""
 
-    __slots__ = ("count", "digest", "payload", "start")
+    __slots__ = ("count", "digest", "nbytes", "payload", "start")
 
     def __init__(self, start: int, count: int, digest: bytes, payload: bytes | memoryview) -> None:
         self.start = start
         self.count = count
         self.digest = digest
         self.payload = payload
-
-    @property
-    def nbytes(self) -> int:
-        return memoryview(self.payload).nbytes
+        self.nbytes = memoryview(payload).nbytes  # counted against MAX_QUEUED_BYTES
 
 
 class FailedEntry:
