@@ -622,20 +622,23 @@ class DaskBackend(Backend):
         self._send_pending()
 
     @staticmethod
-    def _drop(queued: list[Chunk], why: str) -> None:
+    def _fail_each(chunks: list[Chunk], error: Callable[[], BaseException]) -> None:
+        """Fail every item of ``chunks``, each chunk with an ``error()`` of its own (the
+        chunks may belong to many calls, and each call raises its own)."""
+        for chunk in chunks:
+            chunk.sink.deliver(ResultBatch.failed(chunk, error(), retryable=False))
+
+    @classmethod
+    def _drop(cls, queued: list[Chunk], why: str) -> None:
         """Queued chunks that will never be sent: cancelled, as a local pool's would be."""
-        for chunk in queued:  # an error of its own for each: they may belong to many calls
-            error = concurrent.futures.CancelledError(why)
-            chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+        cls._fail_each(queued, lambda: concurrent.futures.CancelledError(why))
 
     def _cancel(self, dropped: list[_InFlight], why: str) -> None:
         if not dropped:
             return
         with contextlib.suppress(Exception):  # a client already gone took its tasks along
             self._client.cancel([entry.future for entry in dropped])
-        for entry in dropped:
-            error = concurrent.futures.CancelledError(why)
-            entry.chunk.sink.deliver(ResultBatch.failed(entry.chunk, error, retryable=False))
+        self._drop([entry.chunk for entry in dropped], why)
 
     def _notify_if_idle(self) -> None:
         if not (self._in_flight or self._settling or self._pending or self._sending):
@@ -703,9 +706,9 @@ class DaskBackend(Backend):
             dropped, queued = self._take_all()
             broken = self._broken
         assert broken is not None
-        for chunk in [entry.chunk for entry in dropped] + queued:
-            error = one_for_each_call(broken)  # one each: they may belong to many calls
-            chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+        self._fail_each(
+            [entry.chunk for entry in dropped] + queued, lambda: one_for_each_call(broken)
+        )
 
     def _take_all(self) -> tuple[list[_InFlight], list[Chunk]]:
         """Send no more: take every chunk in flight, and every queued one, off the books.
