@@ -121,6 +121,7 @@ class ClusterLink:
     def _close_now(self) -> None:
         try:
             if self.owned:
+                _drop_timeouts_left_at_close(self.client)
                 with contextlib.suppress(Exception):  # the cluster is closed all the same
                     self.client.close(timeout=CLOSE_SECONDS)
             if self.cluster is not None:
@@ -132,6 +133,35 @@ class ClusterLink:
                     _quiet_logs.release()
         finally:
             self._closed.set()
+
+
+def _drop_timeouts_left_at_close(client: Any) -> None:
+    """Keep a closing client's event loop from printing the timeout Dask leaves behind.
+
+    The scheduler ends its stream on the client's ``close-stream``, so the client's
+    batched sender is never closed: it may still wait, with a deadline of milliseconds,
+    when the loop stops. If the deadline passes in the loop's last turn, its (tornado)
+    timeout future is never read, and when collected asyncio prints "Future exception
+    was never retrieved ... TimeoutError('Timeout')" on stderr, at the program's exit.
+    The loop is workpool's (it runs a client workpool made), so that one message is
+    dropped on it; anything else still reaches asyncio's default handler.
+    """
+    import asyncio
+
+    try:
+        loop = client.loop.asyncio_loop
+    except (AttributeError, RuntimeError):  # its loop has stopped already
+        return
+
+    def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        left_timeout = isinstance(context.get("exception"), asyncio.TimeoutError)
+        if not (left_timeout and context.get("message") == _NEVER_RETRIEVED):
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handle)
+
+
+_NEVER_RETRIEVED = "Future exception was never retrieved"  # asyncio's words, since 3.4
 
 
 class _QuietLogs:
