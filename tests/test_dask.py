@@ -1415,6 +1415,39 @@ def test_a_scheduler_lost_fails_every_submitted_future_of_the_pool(
         assert took < 2
 
 
+def test_a_scheduler_lost_while_results_are_fetched_fails_every_future(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fetch of results under way when the scheduler dies can wait out Dask's
+    # connection timeout and try again (over a minute; seen on Python 3.10), while the
+    # client has cancelled every task. Made certain here: the fetch never ends.
+    def slowly(x: int) -> int:
+        return (time.sleep(0.3), x)[1]
+
+    fetching = threading.Event()
+
+    async def gather_forever(client: Any, *args: Any, **kwargs: Any) -> Any:
+        fetching.set()
+        await asyncio.sleep(3600)
+
+    with command_line_cluster(tmp_path) as (address, scheduler):
+        pool = workpool.Pool(backend="dask", address=address)
+        try:
+            futures = [pool.submit(slowly, x) for x in range(40)]
+            assert futures[0].result(timeout=60) == 0
+            monkeypatch.setattr(distributed.Client, "_gather", gather_forever)
+            assert fetching.wait(60), "no result was fetched after the first"
+            scheduler.kill()
+            _, waiting = concurrent.futures.wait(futures, timeout=60)
+            assert not waiting, f"{len(waiting)} of {len(futures)} Futures never ended"
+            for future in futures:
+                failure = future.exception()
+                assert failure is None or isinstance(failure, workpool.BrokenPool), failure
+            assert isinstance(futures[-1].exception(), workpool.BrokenPool)
+        finally:
+            pool.shutdown()
+
+
 def test_a_one_shot_call_whose_scheduler_is_lost_ends_at_once(tmp_path: Path) -> None:
     def slowly(x: int) -> int:
         return (time.sleep(0.2), x)[1]

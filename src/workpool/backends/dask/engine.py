@@ -91,6 +91,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DaskBackend"]
 
+# How often a fetch of results looks whether its client still runs (``_fetch``).
+FETCH_CHECK_SECONDS = 0.2
 # How long the cluster's thread count is trusted before it is asked again.
 THREADS_REFRESH_SECONDS = 1.0
 # Chunks sent to the cluster ahead of the results, per chunk of a run's window: a
@@ -455,16 +457,42 @@ class DaskBackend(Backend):
             return {}
         futures = [entry.future for entry in ready]
         try:
-            return dict(zip([f.key for f in futures], self._client.gather(futures)))
+            return dict(zip([f.key for f in futures], self._fetch(futures)))
         except Exception:
             pass  # one of them failed meanwhile: fetch them one by one
         results: dict[str, Any] = {}
         for future in futures:
             try:
-                results[future.key] = self._client.gather(future)
+                results[future.key] = self._fetch([future])[0]
             except Exception:
                 continue
         return results
+
+    def _fetch(self, futures: list[Any]) -> list[Any]:
+        """``client.gather(futures)``, given up as soon as the client stops running.
+
+        A gather asks the scheduler for the data. If the scheduler is lost meanwhile,
+        Dask's gather waits out its connection timeout, and tries again (seen: over a
+        minute), while the client has already cancelled every future it holds. The
+        courier, stuck in such a gather, would never settle those cancellations, which
+        tell the pool that its scheduler is lost: every waiting call would hang.
+        """
+        import asyncio
+
+        client = self._client
+        fetch = asyncio.run_coroutine_threadsafe(
+            client.gather(futures, asynchronous=True), client.loop.asyncio_loop
+        )
+        while True:
+            try:
+                return list(fetch.result(timeout=FETCH_CHECK_SECONDS))
+            except concurrent.futures.TimeoutError:
+                if fetch.done():  # the gather's own timeout
+                    raise
+                status = getattr(client, "status", None)
+                if status != "running":
+                    fetch.cancel()
+                    raise ConnectionError(f"the Dask client is {status}") from None
 
     def _deliver_payload(self, chunk: Chunk, payload: bytes) -> None:
         trace = chunk.trace
