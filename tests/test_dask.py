@@ -1380,6 +1380,16 @@ def test_a_scheduler_lost_mid_run_breaks_the_pool_and_says_why(tmp_path: Path) -
         assert time.monotonic() - lost < 2
 
 
+def assert_each_ended_or_broke(futures: list[concurrent.futures.Future[Any]]) -> None:
+    """Every Future ends soon after its pool's scheduler was lost: done, or BrokenPool."""
+    _, waiting = concurrent.futures.wait(futures, timeout=60)
+    assert not waiting, f"{len(waiting)} of {len(futures)} Futures never ended"
+    for future in futures:
+        failure = future.exception()
+        assert failure is None or isinstance(failure, workpool.BrokenPool), failure
+    assert isinstance(futures[-1].exception(), workpool.BrokenPool)
+
+
 def test_a_scheduler_lost_fails_every_submitted_future_of_the_pool(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1402,12 +1412,7 @@ def test_a_scheduler_lost_fails_every_submitted_future_of_the_pool(
         assert futures[0].result(timeout=60) == 0
         monkeypatch.setattr(distributed.Client, "close", close_after_reconnecting)
         scheduler.kill()
-        _, waiting = concurrent.futures.wait(futures, timeout=60)
-        assert not waiting, f"{len(waiting)} of {len(futures)} Futures never ended"
-        for future in futures:
-            failure = future.exception()
-            assert failure is None or isinstance(failure, workpool.BrokenPool), failure
-        assert isinstance(futures[-1].exception(), workpool.BrokenPool)
+        assert_each_ended_or_broke(futures)
         lost = time.monotonic()
         pool.shutdown()
         took = time.monotonic() - lost
@@ -1438,12 +1443,7 @@ def test_a_scheduler_lost_while_results_are_fetched_fails_every_future(
             monkeypatch.setattr(distributed.Client, "_gather", gather_forever)
             assert fetching.wait(60), "no result was fetched after the first"
             scheduler.kill()
-            _, waiting = concurrent.futures.wait(futures, timeout=60)
-            assert not waiting, f"{len(waiting)} of {len(futures)} Futures never ended"
-            for future in futures:
-                failure = future.exception()
-                assert failure is None or isinstance(failure, workpool.BrokenPool), failure
-            assert isinstance(futures[-1].exception(), workpool.BrokenPool)
+            assert_each_ended_or_broke(futures)
         finally:
             pool.shutdown()
 
