@@ -478,11 +478,16 @@ class DaskBackend(Backend):
         tell the pool that its scheduler is lost: every waiting call would hang.
         """
         import asyncio
+        import inspect
 
         client = self._client
-        fetch = asyncio.run_coroutine_threadsafe(
-            client.gather(futures, asynchronous=True), client.loop.asyncio_loop
-        )
+        loop = client.loop.asyncio_loop  # a RuntimeError once the client has closed
+        gathering = client.gather(futures, asynchronous=True)
+        try:
+            fetch = asyncio.run_coroutine_threadsafe(gathering, loop)
+        except BaseException:  # its loop closed just now
+            gathering.close()  # never started: nothing to warn of
+            raise
         while True:
             try:
                 return list(fetch.result(timeout=FETCH_CHECK_SECONDS))
@@ -492,6 +497,9 @@ class DaskBackend(Backend):
                 status = getattr(client, "status", None)
                 if status != "running":
                     fetch.cancel()
+                    if inspect.getcoroutinestate(gathering) == inspect.CORO_CREATED:
+                        with contextlib.suppress(ValueError):  # its loop starts it now
+                            gathering.close()  # its loop stopped before it began
                     raise ConnectionError(f"the Dask client is {status}") from None
 
     def _deliver_payload(self, chunk: Chunk, payload: bytes) -> None:
