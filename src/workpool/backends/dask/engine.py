@@ -111,6 +111,10 @@ class _InFlight(NamedTuple):
     copies: tuple[Any, ...]  # the scattered copies (Dask futures) its task refers to
 
 
+class _ClientStopped(ConnectionError):
+    """A fetch given up because its client stopped running (``DaskBackend._fetch``)."""
+
+
 class DaskBackend(Backend):
     """Runs chunks as Dask tasks on a cluster; see the module docstring for the data flow."""
 
@@ -458,12 +462,16 @@ class DaskBackend(Backend):
         futures = [entry.future for entry in ready]
         try:
             return dict(zip([f.key for f in futures], self._fetch(futures)))
+        except _ClientStopped:
+            return {}  # no fetch can succeed now; each chunk's cancellation says why
         except Exception:
             pass  # one of them failed meanwhile: fetch them one by one
         results: dict[str, Any] = {}
         for future in futures:
             try:
                 results[future.key] = self._fetch([future])[0]
+            except _ClientStopped:
+                break
             except Exception:
                 continue
         return results
@@ -500,7 +508,7 @@ class DaskBackend(Backend):
                     if inspect.getcoroutinestate(gathering) == inspect.CORO_CREATED:
                         with contextlib.suppress(ValueError):  # its loop starts it now
                             gathering.close()  # its loop stopped before it began
-                    raise ConnectionError(f"the Dask client is {status}") from None
+                    raise _ClientStopped(f"the Dask client is {status}") from None
 
     def _deliver_payload(self, chunk: Chunk, payload: bytes) -> None:
         trace = chunk.trace
