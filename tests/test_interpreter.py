@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import pickle
 import signal
+import struct
 import subprocess
 import sys
 import textwrap
@@ -96,6 +98,37 @@ def test_the_loop_in_the_interpreter_numbers_call_modes_as_the_library_does() ->
     from workpool.tasks import CallMode
 
     assert (wire.ONE, wire.STAR, wire.CALL) == (CallMode.ONE, CallMode.STAR, CallMode.CALL)
+
+
+def test_the_loop_writes_a_timed_task_s_start_once_before_the_task_runs() -> None:
+    # The pool reads the start as soon as STARTED arrives, which may be while the loop
+    # records the task's end. Were the start written again then, the pool could read
+    # 0.0 and time out a task of a millisecond for having run since the machine booted.
+    # Here the task itself overwrites the start: it must still be there afterwards.
+    from workpool.backends.interpreter import worker as wire
+
+    times = bytearray(wire.TIMES.size)
+    marker = 12345.5
+
+    def task(item: int) -> int:
+        struct.pack_into("<d", times, 0, marker)
+        return item * 2
+
+    head = wire.CHUNK_HEAD.pack(wire.CHUNK, 1, -1, wire.ONE, True, 0)
+    body = bytearray(head + pickle.dumps([21]))
+    read_fd, write_fd = os.pipe()
+    try:
+        before = time.monotonic()
+        wire._run_chunk(body, {1: task}, write_fd, memoryview(times))
+        after = time.monotonic()
+        frames = [wire.read_frame(read_fd) for _ in range(3)]
+    finally:
+        os.close(read_fd)
+        os.close(write_fd)
+    assert [frame[0] for frame in frames if frame] == [wire.STARTED, wire.FINISHED, wire.BATCH]
+    started, ended = wire.TIMES.unpack_from(times)
+    assert started == marker
+    assert before <= ended <= after
 
 
 # --- isolation ----------------------------------------------------------------------

@@ -64,6 +64,11 @@ LENGTH = struct.Struct("<Q")
 CHUNK_HEAD = struct.Struct("<BqqBBQ")  # kind, fn_id, evict_id (-1: none), mode, tracked, fn size
 BATCH_HEAD = struct.Struct("<Bd")  # kind, seconds spent unpickling and running the items
 TIMES = struct.Struct("<dd")  # when the task began and ended (0.0: not yet), time.monotonic
+# The end alone, at ``ENDED_OFFSET``. ``pack_into`` zeroes all the bytes it is about to
+# write before writing them, so the start, which the pool reads on STARTED, must not be
+# written again while the pool may be reading it: it would see 0.0 for an instant.
+ENDED = struct.Struct("<d")
+ENDED_OFFSET = 8
 # Below this size a frame goes out in one write, header and body joined.
 _JOIN_LIMIT = 1 << 16
 
@@ -152,7 +157,7 @@ def _run_chunk(
         write_frame(wfd, bytes([STARTED]))
     values, errors = _call(functions[fn_id], mode, items)
     if tracked:  # the task's clock stops: sending its outcome back is not its time
-        TIMES.pack_into(times, 0, began, time.monotonic())
+        ENDED.pack_into(times, ENDED_OFFSET, time.monotonic())
         write_frame(wfd, bytes([FINISHED]))
     elapsed = time.perf_counter() - started
     del items
