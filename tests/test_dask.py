@@ -1447,6 +1447,46 @@ def test_a_scheduler_lost_while_results_are_fetched_fails_every_future(
             pool.shutdown()
 
 
+def test_a_scheduler_lost_while_an_array_is_sent_fails_its_task_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A large array goes to the cluster by a scatter, in the submitting thread. Were the
+    # scheduler lost meanwhile, Dask's scatter would wait out its connection timeout
+    # and try again. Made certain here: the scatter never ends.
+    numpy = pytest.importorskip("numpy")
+    scattering = threading.Event()
+
+    def total(array: Any) -> float:  # by value: the workers cannot import the tests
+        return float(array.sum())
+
+    async def scatter_forever(client: Any, *args: Any, **kwargs: Any) -> Any:
+        scattering.set()
+        await asyncio.sleep(3600)
+
+    with command_line_cluster(tmp_path) as (address, scheduler):
+        pool = workpool.Pool(backend="dask", address=address)
+        try:
+            assert pool.submit(total, numpy.ones(3)).result(timeout=60) == 3.0
+            monkeypatch.setattr(distributed.Client, "_scatter", scatter_forever)
+
+            def kill_once_scattering() -> None:
+                if scattering.wait(60):
+                    scheduler.kill()
+
+            killer = threading.Thread(target=kill_once_scattering)
+            killer.start()
+            try:
+                future = pool.submit(total, numpy.ones(1 << 18))  # 2 MiB
+            finally:
+                killer.join()
+            assert scattering.is_set(), "the array was not scattered"
+            error = future.exception(timeout=60)
+            assert isinstance(error, ConnectionError), repr(error)
+            assert "stopped running" in str(error)
+        finally:
+            pool.shutdown()
+
+
 def test_a_one_shot_call_whose_scheduler_is_lost_ends_at_once(tmp_path: Path) -> None:
     def slowly(x: int) -> int:
         return (time.sleep(0.2), x)[1]

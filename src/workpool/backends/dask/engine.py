@@ -91,8 +91,9 @@ if TYPE_CHECKING:
 
 __all__ = ["DaskBackend"]
 
-# How often a fetch of results looks whether its client still runs (``_fetch``).
-FETCH_CHECK_SECONDS = 0.2
+# How often a call waiting on the cluster looks whether its client still runs
+# (``_while_running``).
+CLIENT_CHECK_SECONDS = 0.2
 # How long the cluster's thread count is trusted before it is asked again.
 THREADS_REFRESH_SECONDS = 1.0
 # Chunks sent to the cluster ahead of the results, per chunk of a run's window: a
@@ -112,7 +113,7 @@ class _InFlight(NamedTuple):
 
 
 class _ClientStopped(ConnectionError):
-    """A fetch given up because its client stopped running (``DaskBackend._fetch``)."""
+    """A call to the cluster given up because its client stopped running (``_while_running``)."""
 
 
 class DaskBackend(Backend):
@@ -367,7 +368,7 @@ class DaskBackend(Backend):
         with self._scatter_lock:
             copy = self._scattered_functions.get(fn_ref.fn_id)
             if copy is None or not self._usable(copy):
-                copy = self._client.scatter(payload, broadcast=True, hash=False)
+                copy = self._scatter(payload)
                 self._scattered_functions[fn_ref.fn_id] = copy
                 while len(self._scattered_functions) > SCATTERED_FUNCTIONS:
                     # Tasks in flight hold their own reference: Dask keeps it for them.
@@ -380,9 +381,16 @@ class DaskBackend(Backend):
         """Whether a scattered copy may still be referred to by new tasks."""
         return copy.key not in self._lost_copies and _still_held(copy)
 
-    def _scatter(self, array: Any) -> Any:
-        """Put one copy of ``array`` on every worker now; the Dask future that names it."""
-        return self._client.scatter(array, broadcast=True, hash=False)
+    def _scatter(self, data: Any) -> Any:
+        """Put one copy of ``data`` on every worker now; the Dask future that names it.
+
+        Given up, as a fetch is (``_fetch``), if the client stops running meanwhile:
+        Dask's own scatter would wait out its connection timeout for a lost scheduler.
+        """
+        client = self._client
+        return _while_running(
+            client, lambda: client.scatter(data, broadcast=True, hash=False, asynchronous=True)
+        )
 
     def _submit_picklable_part(self, chunk: Chunk, error: Exception) -> None:
         """Fail the items that cannot be pickled; send the others as usual.
@@ -485,30 +493,8 @@ class DaskBackend(Backend):
         courier, stuck in such a gather, would never settle those cancellations, which
         tell the pool that its scheduler is lost: every waiting call would hang.
         """
-        import asyncio
-        import inspect
-
         client = self._client
-        loop = client.loop.asyncio_loop  # a RuntimeError once the client has closed
-        gathering = client.gather(futures, asynchronous=True)
-        try:
-            fetch = asyncio.run_coroutine_threadsafe(gathering, loop)
-        except BaseException:  # its loop closed just now
-            gathering.close()  # never started: nothing to warn of
-            raise
-        while True:
-            try:
-                return list(fetch.result(timeout=FETCH_CHECK_SECONDS))
-            except concurrent.futures.TimeoutError:
-                if fetch.done():  # the gather's own timeout
-                    raise
-                status = getattr(client, "status", None)
-                if status != "running":
-                    fetch.cancel()
-                    if inspect.getcoroutinestate(gathering) == inspect.CORO_CREATED:
-                        with contextlib.suppress(ValueError):  # its loop starts it now
-                            gathering.close()  # its loop stopped before it began
-                    raise _ClientStopped(f"the Dask client is {status}") from None
+        return list(_while_running(client, lambda: client.gather(futures, asynchronous=True)))
 
     def _deliver_payload(self, chunk: Chunk, payload: bytes) -> None:
         trace = chunk.trace
@@ -889,6 +875,45 @@ LOST_DEPENDENCIES = "lost dependencies"
 CLIENT_CLOSED = (
     "the Dask client was closed while the pool still used it (close the pool before its client)"
 )
+
+
+def _while_running(client: Any, start: Callable[[], Any]) -> Any:
+    """Run the coroutine ``start()`` makes on ``client``'s loop; wait for its result.
+
+    Raises ``_ClientStopped`` as soon as the client's status leaves "running" (its
+    scheduler lost, or the client closing), which Dask sets before it cancels every
+    future it holds: nothing asked of the scheduler can succeed after that, though
+    Dask itself would wait out its connection timeout, and try again.
+    """
+    import asyncio
+    import inspect
+
+    loop = client.loop.asyncio_loop  # a RuntimeError once the client has closed
+    coroutine = start()
+    try:
+        waiting = asyncio.run_coroutine_threadsafe(coroutine, loop)
+    except BaseException:  # its loop closed just now
+        coroutine.close()  # never started: nothing to warn of
+        raise
+    while True:
+        try:
+            return waiting.result(timeout=CLIENT_CHECK_SECONDS)
+        except concurrent.futures.TimeoutError:
+            if waiting.done():  # the call's own timeout
+                raise
+        except BaseException:  # Ctrl+C in the waiting thread: the call is not wanted
+            waiting.cancel()
+            raise
+        status = getattr(client, "status", None)
+        if status != "running":
+            waiting.cancel()
+            if inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED:
+                with contextlib.suppress(ValueError):  # its loop starts it now
+                    coroutine.close()  # its loop stopped before it began
+            raise _ClientStopped(
+                f"the Dask client stopped running (its status is {status!r}) "
+                "while it waited for the cluster"
+            ) from None
 
 
 def _closed(client: Any) -> bool:
