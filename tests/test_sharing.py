@@ -893,9 +893,13 @@ def test_arrays_are_copied_with_one_warning_when_shared_memory_cannot_be_made() 
     arrays = [np.full(2 * MB // 8, value) for value in range(3)]
     with pytest.warns(workpool.SharedMemoryWarning, match="Too many open files") as caught:
         assert workpool.map(first_value, arrays, backend="process", chunksize=1) == [0, 1, 2]
-    assert len([w for w in caught if w.category is workpool.SharedMemoryWarning]) == 1
-    with workpool.Pool(1, backend="process") as pool, pytest.warns(workpool.SharedMemoryWarning):
+    warned = [w for w in caught if w.category is workpool.SharedMemoryWarning]
+    assert len(warned) == 1
+    assert warned[0].filename == __file__  # the line that called workpool, not its own
+    pool = workpool.Pool(1, backend="process")
+    with pool, pytest.warns(workpool.SharedMemoryWarning) as caught:
         assert pool.submit(first_value, arrays[2]).result(timeout=30) == 2
+    assert caught[0].filename == __file__
 
 
 @pytest.mark.usefixtures("no_shared_memory")

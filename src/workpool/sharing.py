@@ -46,7 +46,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable
 
-from workpool.errors import SharedMemoryWarning, WorkpoolError, add_note
+from workpool.errors import SharedMemoryWarning, WorkpoolError, add_note, outside_workpool
 from workpool.mapped_files import map_file, offset_in_file, read_only_memmap
 from workpool.segments import (
     Segment,
@@ -299,7 +299,7 @@ class SharingContext:
                     f"workpool could not make shared memory ({exc}); "
                     "large arrays are copied to the workers instead",
                     SharedMemoryWarning,
-                    stacklevel=2,
+                    stacklevel=outside_workpool(),
                 )
             return None
         self._table("segments").put(key, copy)
