@@ -1419,6 +1419,16 @@ def test_a_scheduler_lost_fails_every_submitted_future_of_the_pool(
         assert took < 2
 
 
+def never_ending(entered: threading.Event) -> Callable[..., Any]:
+    """A stand-in for a coroutine method of Dask's client: sets ``entered``, never returns."""
+
+    async def forever(client: Any, *args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        await asyncio.sleep(3600)
+
+    return forever
+
+
 def test_a_scheduler_lost_while_results_are_fetched_fails_every_future(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1429,17 +1439,12 @@ def test_a_scheduler_lost_while_results_are_fetched_fails_every_future(
         return (time.sleep(0.3), x)[1]
 
     fetching = threading.Event()
-
-    async def gather_forever(client: Any, *args: Any, **kwargs: Any) -> Any:
-        fetching.set()
-        await asyncio.sleep(3600)
-
     with command_line_cluster(tmp_path) as (address, scheduler):
         pool = workpool.Pool(backend="dask", address=address)
         try:
             futures = [pool.submit(slowly, x) for x in range(40)]
             assert futures[0].result(timeout=60) == 0
-            monkeypatch.setattr(distributed.Client, "_gather", gather_forever)
+            monkeypatch.setattr(distributed.Client, "_gather", never_ending(fetching))
             assert fetching.wait(60), "no result was fetched after the first"
             scheduler.kill()
             assert_each_ended_or_broke(futures)
@@ -1459,15 +1464,11 @@ def test_a_scheduler_lost_while_an_array_is_sent_fails_its_task_at_once(
     def total(array: Any) -> float:  # by value: the workers cannot import the tests
         return float(array.sum())
 
-    async def scatter_forever(client: Any, *args: Any, **kwargs: Any) -> Any:
-        scattering.set()
-        await asyncio.sleep(3600)
-
     with command_line_cluster(tmp_path) as (address, scheduler):
         pool = workpool.Pool(backend="dask", address=address)
         try:
             assert pool.submit(total, numpy.ones(3)).result(timeout=60) == 3.0
-            monkeypatch.setattr(distributed.Client, "_scatter", scatter_forever)
+            monkeypatch.setattr(distributed.Client, "_scatter", never_ending(scattering))
 
             def kill_once_scattering() -> None:
                 if scattering.wait(60):
