@@ -1403,16 +1403,18 @@ def test_a_scheduler_lost_fails_every_submitted_future_of_the_pool(
     close = distributed.Client.close
 
     def close_after_reconnecting(client: Any, *args: Any, **kwargs: Any) -> Any:
-        # The pool's client only: a client an earlier test left to the garbage collector
-        # closes from __del__, on whichever thread the collection runs (once: the
-        # courier's, inside set_exception, holding a Future's lock the test waited for).
-        if getattr(getattr(client, "scheduler", None), "address", None) == address:
+        # The pool's client only. Another client left to the garbage collector (the
+        # cluster's readiness check, say) closes from __del__, on whichever thread the
+        # collection runs: once the courier's, inside set_exception, holding the lock of
+        # a Future this test waited for.
+        if client is pool_client:
             pool_client_closed.set()
             reconnect_given_up.wait(60)
         return close(client, *args, **kwargs)
 
     with command_line_cluster(tmp_path) as (address, scheduler):
         pool = workpool.Pool(backend="dask", address=address)
+        pool_client = pool._backend._client  # type: ignore[attr-defined]
         futures = [pool.submit(slowly, x) for x in range(40)]
         assert futures[0].result(timeout=60) == 0
         monkeypatch.setattr(distributed.Client, "close", close_after_reconnecting)
