@@ -212,7 +212,7 @@ class InterpreterHandle:
 
         Any thread may ask: it reads what the loop wrote, never the pipe.
         """
-        ended: float = wire.TIMES.unpack_from(self._times)[1]
+        ended: float = wire.ENDED.unpack_from(self._times, wire.ENDED_OFFSET)[0]
         return ended or None
 
     def _receive(self) -> bytearray:
