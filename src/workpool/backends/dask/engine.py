@@ -901,7 +901,7 @@ def _while_running(client: Any, start: Callable[[], Any]) -> Any:
         except concurrent.futures.TimeoutError:
             if waiting.done():  # the call's own timeout
                 raise
-        except BaseException:  # Ctrl+C in the waiting thread: the call is not wanted
+        except BaseException:  # the call failed (cancel does nothing then), or Ctrl+C here
             waiting.cancel()
             raise
         status = getattr(client, "status", None)
