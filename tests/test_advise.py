@@ -517,6 +517,25 @@ def test_work_holding_the_gil_is_timed_on_two_subinterpreters_once_each() -> Non
     assert workpool.map(spins_21ms, range(12), workers=2) == list(range(12))
 
 
+@pytest.mark.skipif(
+    "interpreter" not in BACKENDS or FREE_THREADED,
+    reason="subinterpreters with a GIL: Python 3.14+ built with the GIL",
+)
+def test_the_subinterpreter_trial_keeps_every_item_when_some_cannot_cross() -> None:
+    # A chunk whose items a subinterpreter cannot rebuild (NumPy arrays, for one) comes
+    # back as one batch per item: every item must still be kept once, in its place.
+    from workpool.interpreter_trial import time_interpreters
+
+    items: list[Any] = list(range(8))
+    items[3] = RaiseWhenUnpickled()
+    items[6] = RaiseWhenUnpickled()
+    trial, values, errors = time_interpreters(
+        spins_21ms, CallMode.ONE, items, 0.021, PoolSpec(backend="interpreter", workers=2)
+    )
+    assert values == items and not errors  # the two ran again here
+    assert trial.speedup is None  # what failed there is not offered
+
+
 def slow_spins(x: int) -> int:
     """About 10 ms of pure-Python CPU work: slow enough to start processes early for."""
     deadline = time.thread_time() + 0.01

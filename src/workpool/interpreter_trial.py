@@ -48,11 +48,15 @@ class Trial(Record):
 
 
 class _Collected:
-    """The sink of the trial's chunks: their batches, and an event when all are in."""
+    """The sink of the trial's chunks: their batches, and an event when all items are in.
 
-    def __init__(self, chunks: int) -> None:
+    It counts items, not chunks: a chunk may come back as several batches (a
+    subinterpreter that cannot rebuild a chunk's items runs them again one at a time).
+    """
+
+    def __init__(self, items: int) -> None:
         self.batches: dict[int, ResultBatch] = {}
-        self._left = chunks
+        self._left = items
         self._lock = threading.Lock()
         self.done = threading.Event()
 
@@ -62,7 +66,7 @@ class _Collected:
     def deliver(self, batch: ResultBatch) -> None:
         with self._lock:
             self.batches[batch.chunk.start] = batch
-            self._left -= 1
+            self._left -= len(batch.chunk.items)
             if self._left == 0:
                 self.done.set()
 
@@ -71,7 +75,7 @@ def _run(
     backend: Backend, fn: Callable[..., Any], mode: CallMode, pieces: list[Sequence[Any]]
 ) -> tuple[list[Any], dict[int, BaseException]]:
     """Run each piece as one chunk on ``backend``; values and errors in input order."""
-    sink = _Collected(len(pieces))
+    sink = _Collected(sum(len(piece) for piece in pieces))
     start = 0
     for piece in pieces:
         backend.submit(Chunk(sink, fn, mode, start, piece))
