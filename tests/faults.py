@@ -119,6 +119,12 @@ def _refuse(message: str) -> None:
     raise RuntimeError(message)
 
 
+def unrebuildable_result_at_1(x: int) -> object:
+    """``x``, except for 1: a result that pickles in the worker and cannot be unpickled
+    in the caller."""
+    return RaiseWhenUnpickled() if x == 1 else x
+
+
 class CrashWhenPickled:
     """A result that kills the worker while the worker pickles it."""
 

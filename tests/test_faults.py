@@ -20,7 +20,7 @@ import psutil
 import pytest
 
 import workpool
-from conftest import FORK_WARNING, START_METHODS, wait_for
+from conftest import FORK_WARNING, HAS_INTERPRETERS, START_METHODS, wait_for
 from faults import (
     CrashWhenFunctionUnpickled,
     CrashWhenUnpickled,
@@ -44,6 +44,7 @@ from faults import (
     return_hang_when_pickled,
     runs_of,
     sleep_then_pid,
+    unrebuildable_result_at_1,
 )
 from helpers import (
     SlowToPickleError,
@@ -323,6 +324,25 @@ def test_error_while_unpickling_an_argument_costs_that_task() -> None:
     assert results[2] == 3
     assert isinstance(results[1], RuntimeError)
     assert "cannot be rebuilt in a worker" in str(results[1])
+
+
+@pytest.mark.parametrize("backend", ["process"] + (["interpreter"] if HAS_INTERPRETERS else []))
+def test_a_result_that_cannot_be_unpickled_here_costs_only_its_task(backend: str) -> None:
+    # It spoils the pickle of its whole chunk's results: the chunk's other items run
+    # again one at a time, and only its own task fails.
+    results = workpool.map(
+        unrebuildable_result_at_1,
+        range(4),
+        backend=backend,
+        workers=1,
+        chunksize=4,
+        return_exceptions=True,
+    )
+    assert results[0] == 0
+    assert results[2:] == [2, 3]
+    assert isinstance(results[1], RuntimeError)
+    assert "cannot be rebuilt" in str(results[1])
+    assert "could not be unpickled" in "\n".join(getattr(results[1], "__notes__", []))
 
 
 def test_a_worker_at_its_task_limit_is_replaced_when_its_chunk_runs_again() -> None:

@@ -9,7 +9,8 @@ cannot cross fails only its own tasks, saying why:
 - an item that cannot be pickled fails alone; the others run;
 - memory from ``share()`` crosses as its descriptor and is mapped there, not copied;
 - items that cannot be rebuilt inside are sent again one at a time to find which;
-- results that cannot be rebuilt here fail their chunk.
+- results that cannot be rebuilt here run again one at a time, so that only the task
+  whose result cannot come back fails (as on the process backend).
 """
 
 from __future__ import annotations
@@ -85,8 +86,22 @@ class InterpreterContext(WorkerContext):
                 _explain_if_not_loadable(exc.error)
                 batches.append(self._failed(chunk, exc.error))
             else:  # find out which items cannot be rebuilt there: one at a time
-                for i in range(len(chunk.items)):
-                    self._run(chunk.split(i, i + 1), clock, batches)
+                self._run_one_at_a_time(chunk, clock, batches)
+        except ResultsNotRebuilt as exc:
+            if len(chunk.items) == 1:
+                add_note(
+                    exc.error,
+                    "the results came back from the subinterpreter but could not be unpickled",
+                )
+                batches.append(self._failed(chunk, exc.error))
+            else:  # one result spoils the whole reply's pickle: find out whose
+                self._run_one_at_a_time(chunk, clock, batches)
+
+    def _run_one_at_a_time(
+        self, chunk: Chunk, clock: TaskClock | None, batches: list[ResultBatch]
+    ) -> None:
+        for i in range(len(chunk.items)):
+            self._run(chunk.split(i, i + 1), clock, batches)
 
     def _run_picklable_part(
         self, chunk: Chunk, clock: TaskClock | None, batches: list[ResultBatch]
@@ -115,7 +130,8 @@ class InterpreterContext(WorkerContext):
         ``began``, for a traced chunk, is when pickling its items began: the batch then
         gets its times, receiving being the pickling here (the unpickling there counts
         as running: the interpreter reports the two together).
-        Raises ``ItemsNotRebuilt`` when the items cannot be unpickled in the interpreter.
+        Raises ``ItemsNotRebuilt`` when the items cannot be unpickled in the interpreter,
+        ``ResultsNotRebuilt`` when its results cannot be unpickled here.
         """
         assert self._handle is not None
         batch: ResultBatch
@@ -137,12 +153,6 @@ class InterpreterContext(WorkerContext):
                     str(error),
                 )
             batch = ResultBatch.failed(chunk, error, retryable=True)
-        except ResultsNotRebuilt as exc:
-            add_note(
-                exc.error,
-                "the results came back from the subinterpreter but could not be unpickled",
-            )
-            batch = ResultBatch.failed(chunk, exc.error, retryable=False)
         else:
             for raised in errors.values():
                 _explain_if_not_loadable(raised)
