@@ -7,6 +7,7 @@ importable by name, so every backend and start method runs the same function.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -116,3 +117,14 @@ def unprintable_on_3(x: int) -> int:
     if x == 3:
         raise Unprintable()
     return x * x
+
+
+@dataclasses.dataclass
+class Parcel:
+    """An input item of a class of the user's own, with a set among its fields."""
+
+    weight: int
+    tags: set[str]
+
+    def size(self) -> int:
+        return len(self.tags)

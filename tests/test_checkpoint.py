@@ -31,6 +31,7 @@ import pytest
 import workpool
 import workpool.progress
 from checkpoint_tasks import (
+    Parcel,
     Unprintable,
     calls,
     fails_while_flagged,
@@ -469,6 +470,26 @@ def test_changed_input_is_refused_naming_its_positions(backend: str, run: Run) -
         with pytest.raises(workpool.CheckpointMismatch, match=r"positions 10\.\.14"):
             list(rerun)
     assert sum(run.calls().values()) - before <= window_items(2, chunksize)
+
+
+def test_paths_and_other_objects_are_compared_by_value(tmp_path: Path) -> None:
+    # A directory listing that gained a file: every path after it moved one place.
+    path = str(tmp_path / "files.ckpt")
+    files = [Path(f"/data/{name}.csv") for name in "acde"]
+    assert workpool.map(os.path.basename, files, checkpoint=path) == [
+        f"{name}.csv" for name in "acde"
+    ]
+    with pytest.raises(workpool.CheckpointMismatch, match=r"at positions? [01]\b"):
+        workpool.map(os.path.basename, sorted([*files, Path("/data/b.csv")]), checkpoint=path)
+    # The same objects, made again, resume: a dataclass is compared by its fields.
+    again = str(tmp_path / "objects.ckpt")
+    items = [Parcel(i, {f"tag{j}" for j in range(i)}) for i in range(6)]
+    assert workpool.map(Parcel.size, items, checkpoint=again) == list(range(6))
+    same = [Parcel(i, set(p.tags)) for i, p in enumerate(items)]  # made again
+    assert workpool.map(Parcel.size, same, checkpoint=again) == list(range(6))
+    items[4] = Parcel(4, {"another"})
+    with pytest.raises(workpool.CheckpointMismatch, match=r"at positions? 4"):
+        workpool.map(Parcel.size, items, checkpoint=again)
 
 
 def test_a_shorter_input_is_not_a_mismatch_and_a_longer_one_continues(run: Run) -> None:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
+import datetime
+import decimal
 import enum
 import functools
 import gc
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import uuid
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -1067,8 +1071,14 @@ Point = collections.namedtuple("Point", "x y")
 
 
 class Opaque:
-    def __init__(self, value: int) -> None:
+    def __init__(self, value: object) -> None:
         self.value = value
+
+
+@dataclasses.dataclass
+class Tagged:
+    value: int
+    tags: set[str]
 
 
 @pytest.mark.parametrize(
@@ -1089,6 +1099,16 @@ class Opaque:
         (Color.RED, 1),
         (None, "None"),
         (1 + 2j, 1 - 2j),
+        # Objects without an encoding of their own: by what their pickling is made of.
+        (Opaque(1), Opaque(2)),
+        (Path("/data/a.csv"), Path("/data/b.csv")),
+        ((Path("a"), 1), ("a", 1)),
+        (datetime.date(2026, 1, 1), datetime.date(2026, 1, 2)),
+        (decimal.Decimal("1.5"), decimal.Decimal("1.50")),
+        (uuid.UUID(int=1), uuid.UUID(int=2)),
+        (Tagged(1, {"x"}), Tagged(1, {"y"})),
+        (Tagged(1, {"x"}), Opaque(1)),
+        (len, abs),
     ],
 )
 def test_different_values_have_different_encodings(a: Any, b: Any) -> None:
@@ -1101,7 +1121,11 @@ def test_different_values_have_different_encodings(a: Any, b: Any) -> None:
     [
         ({"x": 1, "y": 2}, {"y": 2, "x": 1}),
         ({3, 1, 2}, {2, 3, 1}),
-        (Opaque(1), Opaque(2)),  # no canonical encoding: only the position counts
+        (Path("/data/a.csv"), Path("/data/a.csv")),
+        (Tagged(1, {"x", "y", "z"}), Tagged(1, {"z", "y", "x"})),
+        # What cannot be pickled has no encoding: only the position counts.
+        (threading.Lock(), threading.Lock()),
+        (Opaque(threading.Lock()), Opaque(threading.Lock())),
     ],
 )
 def test_equal_values_have_equal_encodings(a: Any, b: Any) -> None:
@@ -1246,8 +1270,12 @@ from workpool.checkpoint.digest import chunk_digest
 from workpool.checkpoint.identity import function_identity
 
 words = {f"word{i}" for i in range(40)}
+class Tagged:  # an object whose pickled state holds a set
+    def __init__(self, tags):
+        self.tags = tags
+
 items = [words, frozenset(words), {w: len(w) for w in sorted(words, key=hash)},
-         (words, [frozenset({"a", "b", "c"})])]
+         (words, [frozenset({"a", "b", "c"})]), Tagged(words)]
 
 def classify(word, known=frozenset(words)):
     return word in {"alpha", "beta", "gamma", "delta"} or word in known

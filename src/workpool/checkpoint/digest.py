@@ -23,7 +23,12 @@ subclasses of the above (namedtuple,        as the base type, plus the subclass'
 ``enum.Enum`` members                       the enum's module, qualified name and the
                                             member's name
 NumPy arrays and scalars                    dtype, shape, and the bytes in C order
-anything else                               nothing: only its position is checked
+paths (``pathlib``)                         the type and the path's text
+classes, functions, modules                 their module and qualified name
+anything else that pickles (``datetime``,   what ``__reduce_ex__`` gives: the rebuilding
+``Decimal``, ``UUID``, dataclasses...)      callable by name, the arguments, the state
+                                            and the items held, each encoded as here
+anything that cannot be pickled             nothing: only its position is checked
 ==========================================  ===============================================
 
 A chunk's digest is a 16-byte BLAKE2b over the encodings of its items, so a mismatch
@@ -43,6 +48,7 @@ import collections
 import enum
 import struct
 import sys
+import types
 from array import array
 from collections.abc import Callable, Sequence
 from operator import itemgetter, ne
@@ -88,6 +94,20 @@ _BUILTIN_KINDS: tuple[type, ...] = (
 
 def _type_name(cls: type) -> bytes:
     return f"{cls.__module__}.{cls.__qualname__}".encode("utf-8", "surrogatepass")
+
+
+# Objects pickle carries by name.
+_GLOBALS = (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)
+
+
+def _global_name(obj: Any) -> str:
+    """The module and qualified name of a class or function (a module: its name)."""
+    if isinstance(obj, types.ModuleType):
+        return obj.__name__
+    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
+    if not isinstance(name, str):
+        return f"{type(obj).__module__}.{type(obj).__qualname__} object"
+    return f"{getattr(obj, '__module__', None)}.{name}"
 
 
 # --- one function per kind of single value: its encoding ------------------------------
@@ -180,8 +200,53 @@ class CanonicalEncoder:
             self._encode_uncommon(obj)
 
     def encode_other(self, obj: object) -> None:
-        """A value with no canonical encoding: nothing of it is compared."""
-        self.parts.append(b"?")
+        """A value of no kind above: what pickling makes of it (``encode_reduced``)."""
+        key = id(obj)
+        if key in self._active:  # an object that holds itself, through its state
+            self.parts.append(b"^")
+            return
+        self._active.add(key)
+        try:
+            self.encode_reduced(obj)
+        finally:
+            self._active.discard(key)
+
+    def encode_reduced(self, obj: object) -> None:
+        """``obj`` as pickling knows it, each part encoded canonically.
+
+        A path is its type and its text. A class, function or module is its name, as
+        pickle carries it. Anything else is what ``__reduce_ex__`` gives: the callable
+        that rebuilds it, by name, then its arguments, its state and the items it
+        holds, encoded as values here, so that a ``datetime``, a ``Decimal``, a
+        ``UUID`` or a dataclass instance is compared by value, and a set in its state
+        in any hash order. An object that cannot be pickled has no encoding: nothing
+        of it is compared.
+        """
+        pathlib = sys.modules.get("pathlib")  # a path exists only if pathlib was imported
+        if pathlib is not None and isinstance(obj, pathlib.PurePath):  # its pickle varies
+            self.encode_name(b"p", _type_name(type(obj)).decode("utf-8", "surrogatepass"))
+            self.parts.append(_str_bytes(str(obj)))
+            return
+        if isinstance(obj, _GLOBALS):
+            self.encode_name(b"K", _global_name(obj))
+            return
+        try:
+            reduced = obj.__reduce_ex__(4)
+        except Exception:  # not picklable: locks, files, generators...
+            self.parts.append(b"?")
+            return
+        if isinstance(reduced, str):  # a global object, pickled by name
+            self.encode_name(b"K", f"{getattr(obj, '__module__', None)}.{reduced}")
+            return
+        if not isinstance(reduced, tuple) or not 2 <= len(reduced) <= 6:
+            self.parts.append(b"?")
+            return
+        rebuild, args, state, items, pairs = (*reduced, None, None, None)[:5]
+        self.encode_name(b"R", _global_name(rebuild))
+        self.encode(args)
+        self.encode(state)
+        self.encode(None if items is None else list(items))
+        self.encode(None if pairs is None else dict(pairs))
 
     def encode_name(self, tag: bytes, name: str) -> None:
         data = name.encode("utf-8", "surrogatepass")

@@ -22,7 +22,8 @@ anything runs. The identity is a digest of:
   gives).
 
 Values (defaults, arguments, closure contents) are compared by their canonical
-encodings (``digest``); a value with none counts by its position alone. The digest
+encodings (``digest``), other objects by what their pickling is made of; a value
+that cannot be pickled is not compared. The digest
 depends on the bytecode, so a new Python version, which compiles differently, makes
 a different identity: ``workpool checkpoint accept FILE`` takes the new one.
 """
@@ -132,27 +133,10 @@ class _IdentityEncoder(CanonicalEncoder):
             state = getattr(obj, "__dict__", None)
             if isinstance(state, dict):
                 self.encode(dict(state))
-            else:
-                self._reduced_state(obj)
-        else:
-            self.parts.append(b"?")
-
-    def _reduced_state(self, obj: object) -> None:
-        """The state of an object without ``__dict__``, as its pickling gives it.
-
-        ``operator.itemgetter(0)`` and ``(1)``, or two objects of a class with
-        ``__slots__``, differ only there: the arguments and state ``__reduce_ex__``
-        returns. An object that cannot be pickled counts by its type alone.
-        """
-        try:
-            reduced = obj.__reduce_ex__(4)
-        except Exception:
-            reduced = None
-        if isinstance(reduced, tuple) and len(reduced) >= 2:
-            self.parts.append(b"r")
-            self.encode(reduced[1:3])
-        else:
-            self.encode(None)
+            else:  # itemgetter(0) and (1), or objects with __slots__, differ only there
+                self.encode_reduced(obj)
+        else:  # a value (a default, a closure's content): as any input item is encoded
+            self.encode_reduced(obj)
 
     def _function(self, fn: types.FunctionType) -> None:
         self.encode_name(b"F", f"{fn.__module__}.{fn.__qualname__}")
