@@ -56,6 +56,36 @@ def test_workers_start_after_the_current_directory_was_deleted(
         assert list(pool.map(square, range(6), chunksize=1)) == [0, 1, 4, 9, 16, 25]
 
 
+def _setting_seen_by_a_new_worker(start_method: str | None) -> str | None:
+    with workpool.Pool(1, backend="process", start_method=start_method) as pool:
+        return pool.submit(os.getenv, "WORKPOOL_TEST_SETTING").result(timeout=60)
+
+
+def _check_workers_see_the_environment_as_it_is_now(
+    start_method: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The zygote and the fork server outlive pools: a worker forked from one must still
+    # see a variable set (OMP_NUM_THREADS, say) or removed since, as fork and spawn do.
+    monkeypatch.delenv("WORKPOOL_TEST_SETTING", raising=False)
+    assert _setting_seen_by_a_new_worker(start_method) is None  # the server runs now
+    monkeypatch.setenv("WORKPOOL_TEST_SETTING", "set later")
+    assert _setting_seen_by_a_new_worker(start_method) == "set later"
+    monkeypatch.delenv("WORKPOOL_TEST_SETTING")
+    assert _setting_seen_by_a_new_worker(start_method) is None
+
+
+def test_workers_see_the_environment_as_it_is_when_they_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _check_workers_see_the_environment_as_it_is_now(None, monkeypatch)
+
+
+def test_workers_of_every_start_method_see_the_environment_as_it_is_now(
+    start_method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _check_workers_see_the_environment_as_it_is_now(start_method, monkeypatch)
+
+
 # A program under a long TMPDIR (a build tool's, a cluster job's): the standard fork
 # server's socket, made there, has a path longer than a Unix socket's may be (104 bytes
 # on macOS, 108 on Linux), and multiprocessing before 3.14 fails to bind it.

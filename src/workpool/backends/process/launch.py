@@ -22,7 +22,7 @@ import weakref
 
 from workpool.backends.process import exit_hook, lifeline, parent_watch
 from workpool.backends.process.poller import wait_readable
-from workpool.backends.process.preload import main_imports
+from workpool.backends.process.preload import adopt_environment, main_imports, program_environment
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.unix_sockets import Socket
 from workpool.backends.process.worker import worker_main
@@ -137,18 +137,33 @@ class MultiprocessingLauncher:
         import socket  # multiprocessing has it imported: its pickler sends only these
 
         given = socket.socket(fileno=os.dup(sock.fileno()))
+        arguments = (given, slots, slot, self._parent_pid, self._watch)
         try:
-            process = self._context.Process(  # type: ignore[attr-defined]
-                target=worker_main,
-                args=(given, slots, slot, self._parent_pid, self._watch),
-                name=f"workpool-worker-{slot}",
-                daemon=False,
-            )
+            if self.method == "forkserver":  # forked from a server, with its environment
+                process = self._context.Process(  # type: ignore[attr-defined]
+                    target=_worker_in_environment,
+                    args=(program_environment(), *arguments),
+                    name=f"workpool-worker-{slot}",
+                    daemon=False,
+                )
+            else:
+                process = self._context.Process(  # type: ignore[attr-defined]
+                    target=worker_main,
+                    args=arguments,
+                    name=f"workpool-worker-{slot}",
+                    daemon=False,
+                )
             process.start()
         finally:
             given.close()  # the worker has its own by now
         _started.add(process)
         return ChildProcess(process, ours=self.method != "forkserver")
+
+
+def _worker_in_environment(environment: dict[bytes, bytes], *arguments: Any) -> None:
+    """``worker_main``, in the program's environment as it was when the worker was asked for."""
+    adopt_environment(environment)
+    worker_main(*arguments)
 
 
 class ChildProcess:

@@ -13,6 +13,11 @@ main script again: only the modules it imported are imported, by name. As with t
 fork server, a module that starts a thread when imported would make the zygote's
 later forks unsafe; the parent cannot know, and importing is what the worker would
 have done anyway.
+
+A request also says where the program is now: its ``sys.path``, its working
+directory and its environment. A worker forked from a long-lived server would
+otherwise see them as they were when the server started; a forked or spawned
+worker sees them as they are when it starts, and so does one of workpool's.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import os
 import sys
 import types
 
-__all__ = ["current_directory", "main_imports"]
+__all__ = ["adopt_environment", "current_directory", "main_imports", "program_environment"]
 
 # Never worth naming: there already, or not importable by that name.
 _SKIP = frozenset({"__main__", "__mp_main__", "builtins"})
@@ -63,3 +68,18 @@ def current_directory() -> str | None:
         return os.getcwd()
     except FileNotFoundError:
         return None
+
+
+def program_environment() -> dict[bytes, bytes]:
+    """The program's environment variables now, as bytes (POSIX: any value passes)."""
+    return dict(os.environb)
+
+
+def adopt_environment(wanted: dict[bytes, bytes]) -> None:
+    """Make this process's environment ``wanted``, changing only what differs."""
+    here = os.environb
+    for name in [name for name in here if name not in wanted]:
+        del here[name]
+    for name, value in wanted.items():
+        if here.get(name) != value:
+            here[name] = value

@@ -23,7 +23,8 @@ threaded program, so it is always used there.
 Protocol, over a Unix stream socket pair (one request, one reply; each message a
 length and a pickle, with descriptors beside its first bytes)::
 
-    parent -> zygote   SPAWN slot, sys.path, cwd, preload  + fds [worker socket, slots]
+    parent -> zygote   SPAWN slot, sys.path, cwd, environment, preload
+                                                           + fds [worker socket, slots]
     zygote -> parent   pid                                 + fd  [exit pipe]
 
 The zygote stays until the program ends (as the standard fork server does), so it
@@ -52,7 +53,11 @@ from collections.abc import Sequence
 from workpool import _platform
 from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl, unix_sockets
 from workpool.backends.process.poller import READ, Poller, wait_readable
-from workpool.backends.process.preload import current_directory
+from workpool.backends.process.preload import (
+    adopt_environment,
+    current_directory,
+    program_environment,
+)
 from workpool.backends.process.unix_sockets import Socket
 
 TYPE_CHECKING = False
@@ -302,7 +307,14 @@ class Zygote:
         inherit them), so that the worker need not import them on its first task
         (``preload.py``).
         """
-        request = (slot, slots_count, list(sys.path), current_directory(), list(preload))
+        request = (
+            slot,
+            slots_count,
+            list(sys.path),
+            current_directory(),
+            program_environment(),
+            list(preload),
+        )
         lost: OSError | None = None  # dealt with once the lock is released
         with self._lock:
             try:
@@ -448,8 +460,9 @@ def _fork_worker(
     wake: tuple[int, int],
     watch_fd: int,
 ) -> None:
-    slot, slots_count, sys_path, cwd, preload = request
+    slot, slots_count, sys_path, cwd, environment, preload = request
     worker_fd, slots_fd = fds
+    adopt_environment(environment)  # before the imports: a module may read it then
     _preload(preload, sys_path, cwd)
     exit_r, exit_w = os.pipe()
     pid = os.fork()
