@@ -57,7 +57,7 @@ from cluster_tasks import (  # noqa: E402
     waiting,
 )
 from conftest import checked_by_their_fixture, live_worker_processes, wait_for  # noqa: E402
-from faults import crash_first_try, crash_on, fail_first_try, hang_on  # noqa: E402
+from faults import crash_first_try, crash_on, fail_first_try, hang_on, sleep_then_pid  # noqa: E402
 from helpers import (  # noqa: E402
     ArrayStream,
     broken_initializer,
@@ -241,6 +241,17 @@ def test_a_poison_item_fails_alone_and_no_dask_worker_restarts(client: Any) -> N
         x * x for x in range(1000) if x != 500
     ]
     assert worker_pids(client) == pids  # the same Dask worker processes, all still there
+
+
+def test_a_submitted_task_that_fails_its_worker_is_named_by_its_function(client: Any) -> None:
+    # As on one machine: the function's name, not the wrapper it travels in.
+    with workpool.Pool(backend="dask", address=client, task_timeout=1.0) as pool:
+        crashed = pool.submit(crash_on(1), 1).exception(timeout=60)
+        timed_out = pool.submit(sleep_then_pid, 30).exception(timeout=60)
+    assert isinstance(crashed, workpool.WorkerCrashed)
+    assert "while running the task crash_on.<locals>.task(...)" in str(crashed)
+    assert isinstance(timed_out, workpool.TaskTimeout)
+    assert "the task sleep_then_pid(...) ran longer" in str(timed_out)
 
 
 def test_a_hung_item_times_out_and_the_rest_finish(client: Any) -> None:

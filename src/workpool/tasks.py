@@ -27,6 +27,7 @@ __all__ = [
     "arguments_of",
     "call_items",
     "extend_calls",
+    "function_name",
     "rerun_failed_here",
 ]
 
@@ -59,6 +60,12 @@ if TYPE_CHECKING:
             it may submit again (retries).
             """
             ...
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """How messages name a function: its qualified name, else its type's name."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    return name if isinstance(name, str) else type(fn).__name__
 
 
 class Chunk:
@@ -121,9 +128,7 @@ class Chunk:
         """How error messages name item ``offset`` of this chunk: by its input position,
         or, for a submitted task (which has none), by its function."""
         if self.start < 0:
-            fn = self.fn
-            name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
-            return f"the task {name or type(fn).__name__}(...)"
+            return f"the task {function_name(self.fn)}(...)"
         return f"the task at input position {self.start + offset}"
 
     def split(self, begin: int, end: int) -> Chunk:

@@ -82,7 +82,7 @@ from workpool.errors import (
 )
 from workpool.exit_lists import THREADS, ExitList
 from workpool.serialize import FunctionRegistry, dumps_function, picklable_runs
-from workpool.tasks import Chunk, ResultBatch
+from workpool.tasks import Chunk, ResultBatch, function_name
 
 if TYPE_CHECKING:
     from workpool.backends.dask.tracing import NodeClocks
@@ -313,6 +313,7 @@ class DaskBackend(Backend):
             items=items,
             attempt=chunk.attempt,
             timed=trace is not None,
+            fn_name=function_name(chunk.fn),
         )
         if trace is not None:
             trace.span(trace.caller_track("input"), "pickle", "serialize", began, now_ns())

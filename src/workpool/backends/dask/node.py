@@ -77,7 +77,7 @@ class LocalPool:
         self._functions: OrderedDict[bytes, Prepickled] = OrderedDict()
         self._lock = threading.Lock()
 
-    def function(self, payload: bytes) -> Prepickled:
+    def function(self, payload: bytes, name: str) -> Prepickled:
         """The function pickled as ``payload``: the same object for the same bytes.
 
         The engine sends a function to its processes once per object, so reusing the
@@ -86,7 +86,7 @@ class LocalPool:
         with self._lock:
             fn = self._functions.get(payload)
             if fn is None:
-                fn = self._functions[payload] = Prepickled(payload)
+                fn = self._functions[payload] = Prepickled(payload, name)
                 if len(self._functions) > _FUNCTIONS_KEPT:
                     self._functions.popitem(last=False)
             else:

@@ -78,6 +78,7 @@ class ChunkTask(NamedTuple):
     items: bytes
     attempt: int = 0  # earlier failed tries of these items (retries)
     timed: bool = False  # its call is traced: send the chunk's times back
+    fn_name: str = "function"  # how messages name the function (tasks.function_name)
 
 
 class Piece(NamedTuple):
@@ -112,10 +113,11 @@ class Prepickled:
     process then crashes a local worker, never the Dask worker.
     """
 
-    __slots__ = ("payload",)
+    __slots__ = ("__name__", "payload")
 
-    def __init__(self, payload: bytes) -> None:
+    def __init__(self, payload: bytes, name: str = "function") -> None:
         self.payload = payload
+        self.__name__ = name  # the function's: messages name a task by it (Chunk.task_name)
 
     def __reduce__(self) -> tuple[Callable[[bytes], Any], tuple[bytes]]:
         return (_rebuild_function, (self.payload,))

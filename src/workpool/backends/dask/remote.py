@@ -171,11 +171,11 @@ class _Session:
         self.idle_since = time.monotonic()
         self.spoiled = False  # its pool broke: no later session may have it
 
-    def function(self, fn_id: int, payload: bytes) -> Prepickled:
+    def function(self, fn_id: int, payload: bytes, name: str) -> Prepickled:
         """The function ``fn_id``, the same object every time (so it is sent once)."""
         fn = self.functions.get(fn_id)
         if fn is None:
-            fn = self.functions[fn_id] = self.local.function(payload)
+            fn = self.functions[fn_id] = self.local.function(payload, name)
         return fn
 
     def sharing(self, threshold: int | None) -> _NodeSharing:
@@ -381,7 +381,11 @@ def run_chunk(task: ChunkTask, arrays: list[Any], fn_payload: bytes | None = Non
         collector = _Collector(task, address)
         chunk = Chunk(
             sink=collector,
-            fn=session.function(task.fn_id, task.fn_payload if fn_payload is None else fn_payload),
+            fn=session.function(
+                task.fn_id,
+                task.fn_payload if fn_payload is None else fn_payload,
+                task.fn_name,
+            ),
             mode=task.mode,
             start=task.start,
             items=items,
