@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import multiprocessing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,44 @@ def test_missing_input() -> None:
 def test_unknown_option_is_a_type_error() -> None:
     with pytest.raises(TypeError, match="unexpected keyword argument 'worker'"):
         workpool.map(square, [1], worker=2)  # type: ignore[call-arg]
+
+
+def _pool_map(**options: Any) -> object:
+    with workpool.Pool(1, backend="thread") as pool:
+        return pool.map(square, [1], **options)
+
+
+def _pool_imap(**options: Any) -> object:
+    with workpool.Pool(1, backend="thread") as pool:
+        return pool.imap(square, [1], **options)
+
+
+@pytest.mark.parametrize(
+    ("call", "options", "message"),
+    [
+        # An option given where it does not belong: where it does.
+        (
+            _pool_map,
+            {"workers": 2},
+            r"Pool.map\(\) .* 'workers': it shapes a pool; give it to Pool",
+        ),
+        (_pool_imap, {"max_workers": 2}, r"'max_workers': it shapes a pool"),
+        (workpool.Pool, {"chunksize": 4}, r"Pool\(\) .* 'chunksize': it is an option of each call"),
+        (functools.partial(workpool.map, square, [1]), {"timeout": 3}, r"argument of Pool.map\(\)"),
+        # A name of no option: the closest one, and every one it takes.
+        (
+            functools.partial(workpool.map, square, [1]),
+            {"chunksiz": 3},
+            r"did you mean 'chunksize'\?",
+        ),
+        (functools.partial(workpool.imap, square, [1]), {"bogus": 1}, r"imap\(\) takes: address, "),
+    ],
+)
+def test_a_misplaced_or_misspelled_option_says_where_it_belongs(
+    call: Callable[..., object], options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        call(**options)
 
 
 @pytest.mark.parametrize(

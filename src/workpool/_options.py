@@ -20,6 +20,7 @@ accepted, so a bad argument never reaches a worker thread or process.
 
 from __future__ import annotations
 
+import functools
 import numbers
 import os
 import sys
@@ -31,7 +32,10 @@ from workpool.sharing import DEFAULT_SHARE_THRESHOLD
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, ParamSpec, TypeVar
+
+    _Params = ParamSpec("_Params")
+    _Returned = TypeVar("_Returned")
 
 __all__ = [
     "BACKENDS",
@@ -49,6 +53,7 @@ __all__ = [
     "default_workers",
     "option_names",
     "pool_spec",
+    "refuses_unknown_options",
     "resolve_auto",
     "run_options",
 ]
@@ -347,6 +352,58 @@ EXECUTOR_ALIASES: dict[str, str] = {"max_workers": "workers"}
 
 _POOL_OPTIONS = tuple(o for o in OPTIONS if o.where == POOL)
 _RUN_OPTIONS = tuple(o for o in OPTIONS if o.where != POOL)
+
+
+def refuses_unknown_options(
+    where: str,
+) -> Callable[[Callable[_Params, _Returned]], Callable[_Params, _Returned]]:
+    """Make a public function's unexpected keyword say where it belongs, or what is near.
+
+    Python's own ``TypeError`` names the keyword only. This one's message, of the same
+    type, adds that ``workers`` shapes a pool and goes to ``Pool(...)``, say, or the
+    closest accepted name and the list of them. ``where`` names the function as
+    messages do (``"Pool.map()"``). The signature (and what type checkers see) is
+    the function's own; the check is one set comparison per call.
+    """
+
+    def decorate(function: Callable[_Params, _Returned]) -> Callable[_Params, _Returned]:
+        code = function.__code__
+        accepted = frozenset(code.co_varnames[: code.co_argcount + code.co_kwonlyargcount])
+
+        @functools.wraps(function)
+        def checked(*args: _Params.args, **kwargs: _Params.kwargs) -> _Returned:
+            if not accepted.issuperset(kwargs):
+                raise TypeError(_unknown_option_message(where, kwargs, accepted))
+            return function(*args, **kwargs)
+
+        return checked
+
+    return decorate
+
+
+def _unknown_option_message(where: str, given: Iterable[str], accepted: frozenset[str]) -> str:
+    name = next(name for name in given if name not in accepted)
+    message = f"{where} got an unexpected keyword argument {name!r}"
+    option = next((o for o in OPTIONS if o.name == EXECUTOR_ALIASES.get(name, name)), None)
+    if option is not None and option.where == POOL:
+        return f"{message}: it shapes a pool; give it to Pool(...) or to workpool.map()"
+    if option is not None and option.where == CALL:
+        return (
+            f"{message}: it is an option of each call; "
+            "give it to the pool's map(), imap() or starmap()"
+        )
+    if option is not None:  # EXECUTOR_MAP
+        return (
+            f"{message}: it is an argument of Pool.map() only, as of Executor.map "
+            "(task_timeout= bounds each task)"
+        )
+    import difflib  # only for this message
+
+    options = ", ".join(sorted(accepted - {"self", "fn", "iterable", "iterables"}))
+    close = difflib.get_close_matches(name, options.split(", "), n=1)
+    if close:
+        return f"{message}; did you mean {close[0]!r}? ({where} takes: {options})"
+    return f"{message}; {where} takes: {options}"
 
 
 def option_names(*where: str, pool_wide: bool = False) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from workpool._options import (
     check_function,
     default_workers,
     pool_spec,
+    refuses_unknown_options,
     resolve_auto,
     run_options,
 )
@@ -659,6 +660,7 @@ def _run_straight(
     return values
 
 
+@refuses_unknown_options("map()")
 def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     fn: Callable[..., T],
     *iterables: Iterable[Any],
@@ -697,6 +699,7 @@ def map(  # noqa: A001 - the public name mirrors the builtin on purpose
     return call.collect()
 
 
+@refuses_unknown_options("imap()")
 def imap(
     fn: Callable[..., T],
     *iterables: Iterable[Any],
@@ -727,6 +730,7 @@ def imap(
     return call.results(raise_in_order=True)
 
 
+@refuses_unknown_options("starmap()")
 def starmap(
     fn: Callable[..., T],
     iterable: Iterable[Iterable[Any]],

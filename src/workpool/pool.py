@@ -14,6 +14,7 @@ from workpool._options import (
     RunOptions,
     check_function,
     pool_spec,
+    refuses_unknown_options,
     run_options,
 )
 from workpool.backends import at_exit, create_backend
@@ -113,6 +114,7 @@ class Pool(concurrent.futures.Executor):
     ``max_workers``, the name ``concurrent.futures`` gives it, is ``workers`` too.
     """
 
+    @refuses_unknown_options("Pool()")
     def __init__(
         self,
         workers: int | None = None,
@@ -213,6 +215,7 @@ class Pool(concurrent.futures.Executor):
         """The options of one call; those left ``UNSET`` are the pool's."""
         return run_options(given, backend=self._spec.backend, defaults=self._defaults)
 
+    @refuses_unknown_options("Pool.map()")
     def map(
         self,
         fn: Callable[..., T],
@@ -262,6 +265,7 @@ class Pool(concurrent.futures.Executor):
             self._unread_runs.add(run)
         return run.results()
 
+    @refuses_unknown_options("Pool.imap()")
     def imap(
         self,
         fn: Callable[..., T],
@@ -287,6 +291,7 @@ class Pool(concurrent.futures.Executor):
         inputs, mode, total = prepare_inputs(iterables, star=False)
         return MapRun(self._backend, fn, mode, inputs, total, options, owner=self).results()
 
+    @refuses_unknown_options("Pool.starmap()")
     def starmap(
         self,
         fn: Callable[..., T],
