@@ -185,6 +185,47 @@ def test_portable_workers_take_arguments_of_the_scripts_own_class(tmp_path: Path
     assert report == {"norms": [5, 25], "back": {"x": 3, "y": 4}, "same_class": True, "there": True}
 
 
+# What a worker knows of the program that started it: its command line and its
+# interpreter's options. An exec'd zygote is a new interpreter with a command line of
+# its own; the workers it forks must see the program's, as forked ones do.
+PROGRAM_SEEN_BY_WORKERS = textwrap.dedent(
+    """
+    import json, sys
+    import workpool
+
+    def seen(_):
+        return [sys.argv, sys.flags.optimize, sys.flags.dev_mode, sys.warnoptions]
+
+    if __name__ == "__main__":
+        here = seen(0)
+        print(json.dumps({"here": here, "workers": workpool.map(seen, range(2), backend="process"),
+                          "exec": workpool.map(seen, range(2), backend="process",
+                                               start_method="spawn")}))
+    """
+)
+
+
+@pytest.mark.parametrize("portable", [True, False])
+def test_workers_see_the_program_s_command_line_and_options(tmp_path: Path, portable: bool) -> None:
+    script = tmp_path / "seen.py"
+    script.write_text(PROGRAM_SEEN_BY_WORKERS)
+    done = subprocess.run(
+        [sys.executable, "-O", "-X", "dev", "-W", "error::UserWarning", str(script), "a", "b"],
+        env=PORTABLE_ENV if portable else {**os.environ, "WORKPOOL_PORTABLE": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    here = report["here"]
+    assert here[0] == [str(script), "a", "b"] and here[1:3] == [1, True]
+    assert "error::UserWarning" in here[3]
+    assert report["workers"] == [here, here]
+    assert report["exec"] == [here, here]
+    assert "Warning" not in done.stderr  # -X dev shows ResourceWarnings: none were left
+
+
 # A pool's own children (fork, spawn), watched through their multiprocessing sentinel:
 # once shutdown returns, each has been collected, as ProcessPoolExecutor's are, rather
 # than left a zombie until the next process the program starts.

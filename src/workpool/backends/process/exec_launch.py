@@ -35,7 +35,7 @@ import sys
 from workpool import _platform
 from workpool.backends.process import lifeline, parent_watch
 from workpool.backends.process.poller import wait_readable
-from workpool.backends.process.preload import current_directory
+from workpool.backends.process.preload import program_place
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -98,7 +98,7 @@ def package_root() -> str:
 def interpreter_flags() -> list[str]:
     """Options this interpreter was started with (-X, -O, -W...), for the child too."""
     try:
-        return list(subprocess._args_frominterpreter_flags())  # type: ignore[attr-defined]
+        return list(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
     except Exception:  # a private helper: do without it if it ever goes
         return []
 
@@ -205,8 +205,7 @@ class ExecLauncher:
             "slots": (slots.fd, slots.count),
             "slot": slot,
             "parent": os.getpid(),
-            "sys_path": list(sys.path),
-            "cwd": current_directory(),
+            "place": program_place(),
             "exit_pipe": exit_w,
             "watch": watch,
         }

@@ -1,15 +1,14 @@
 """The first code a worker started by exec runs (see ``exec_launch.py``).
 
 It reads what the launcher wrote into its preparation pipe, makes the interpreter look
-like the parent's (``sys.path``, working directory), and becomes an ordinary worker.
+like the parent's (``sys.path``, working directory, ``sys.argv``, environment:
+``preload.take_place``), and becomes an ordinary worker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import sys
 
 __all__ = ["main"]
 
@@ -29,10 +28,9 @@ def main(prep_fd: int) -> None:
     import pickle
 
     prep = pickle.loads(_read_all(prep_fd))
-    sys.path[:] = prep["sys_path"]
-    if prep["cwd"] is not None:  # None: the parent's directory was deleted; stay here
-        with contextlib.suppress(OSError):  # deleted since: stay here too
-            os.chdir(prep["cwd"])
+    from workpool.backends.process.preload import take_place
+
+    take_place(prep["place"])
     slots_fd, slots_count = prep["slots"]
     # The descriptors came in inheritable; a program this worker runs must not keep
     # them (an inherited exit pipe would hide the worker's own end).

@@ -22,7 +22,7 @@ import weakref
 
 from workpool.backends.process import exit_hook, lifeline, parent_watch
 from workpool.backends.process.poller import wait_readable
-from workpool.backends.process.preload import adopt_environment, main_imports, program_environment
+from workpool.backends.process.preload import main_imports, program_place, take_place
 from workpool.backends.process.slots import SharedSlots
 from workpool.backends.process.unix_sockets import Socket
 from workpool.backends.process.worker import worker_main
@@ -139,10 +139,10 @@ class MultiprocessingLauncher:
         given = socket.socket(fileno=os.dup(sock.fileno()))
         arguments = (given, slots, slot, self._parent_pid, self._watch)
         try:
-            if self.method == "forkserver":  # forked from a server, with its environment
+            if self.method == "forkserver":  # forked from a server, where it was
                 process = self._context.Process(  # type: ignore[attr-defined]
-                    target=_worker_in_environment,
-                    args=(program_environment(), *arguments),
+                    target=_worker_in_place,
+                    args=(program_place(), *arguments),
                     name=f"workpool-worker-{slot}",
                     daemon=False,
                 )
@@ -160,9 +160,9 @@ class MultiprocessingLauncher:
         return ChildProcess(process, ours=self.method != "forkserver")
 
 
-def _worker_in_environment(environment: dict[bytes, bytes], *arguments: Any) -> None:
-    """``worker_main``, in the program's environment as it was when the worker was asked for."""
-    adopt_environment(environment)
+def _worker_in_place(place: Any, *arguments: Any) -> None:
+    """``worker_main``, where the program was when the worker was asked for."""
+    take_place(place)
     worker_main(*arguments)
 
 

@@ -14,19 +14,23 @@ fork server, a module that starts a thread when imported would make the zygote's
 later forks unsafe; the parent cannot know, and importing is what the worker would
 have done anyway.
 
-A request also says where the program is now: its ``sys.path``, its working
-directory and its environment. A worker forked from a long-lived server would
-otherwise see them as they were when the server started; a forked or spawned
-worker sees them as they are when it starts, and so does one of workpool's.
+A request also says where the program is now (``program_place``): its ``sys.path``,
+working directory, ``sys.argv`` and environment. A worker forked from a long-lived
+server would otherwise see them as they were when the server started (or, exec'd,
+its own command line); a forked or spawned worker sees them as they are when it
+starts, and so does one of workpool's (``take_place``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import types
 
-__all__ = ["adopt_environment", "current_directory", "main_imports", "program_environment"]
+TYPE_CHECKING = False
+
+__all__ = ["current_directory", "main_imports", "program_place", "take_place"]
 
 # Never worth naming: there already, or not importable by that name.
 _SKIP = frozenset({"__main__", "__mp_main__", "builtins"})
@@ -70,16 +74,29 @@ def current_directory() -> str | None:
         return None
 
 
-def program_environment() -> dict[bytes, bytes]:
-    """The program's environment variables now, as bytes (POSIX: any value passes)."""
-    return dict(os.environb)
+if TYPE_CHECKING:
+    # sys.path, the working directory (None: deleted), sys.argv, the environment
+    Place = tuple[list[str], str | None, list[str], dict[bytes, bytes]]
 
 
-def adopt_environment(wanted: dict[bytes, bytes]) -> None:
-    """Make this process's environment ``wanted``, changing only what differs."""
+def program_place() -> Place:
+    """Where the program is now, for a worker to take (``take_place``)."""
+    return list(sys.path), current_directory(), list(sys.argv), dict(os.environb)
+
+
+def take_place(place: Place) -> None:
+    """Make this process look like the program at ``program_place``: imports find
+    what it finds, relative paths and ``sys.argv`` mean what they mean there, and
+    the environment holds its variables (only what differs is changed)."""
+    sys_path, cwd, argv, environment = place
+    sys.path[:] = sys_path
+    sys.argv[:] = argv
+    if cwd is not None:  # None: the program's directory was deleted; stay here
+        with contextlib.suppress(OSError):  # deleted since: stay here too
+            os.chdir(cwd)
     here = os.environb
-    for name in [name for name in here if name not in wanted]:
+    for name in [name for name in here if name not in environment]:
         del here[name]
-    for name, value in wanted.items():
+    for name, value in environment.items():
         if here.get(name) != value:
             here[name] = value

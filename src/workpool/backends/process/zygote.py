@@ -23,7 +23,7 @@ threaded program, so it is always used there.
 Protocol, over a Unix stream socket pair (one request, one reply; each message a
 length and a pickle, with descriptors beside its first bytes)::
 
-    parent -> zygote   SPAWN slot, sys.path, cwd, environment, preload
+    parent -> zygote   SPAWN slot, the program's place, preload
                                                            + fds [worker socket, slots]
     zygote -> parent   pid                                 + fd  [exit pipe]
 
@@ -53,11 +53,7 @@ from collections.abc import Sequence
 from workpool import _platform
 from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl, unix_sockets
 from workpool.backends.process.poller import READ, Poller, wait_readable
-from workpool.backends.process.preload import (
-    adopt_environment,
-    current_directory,
-    program_environment,
-)
+from workpool.backends.process.preload import program_place, take_place
 from workpool.backends.process.unix_sockets import Socket
 
 TYPE_CHECKING = False
@@ -307,14 +303,7 @@ class Zygote:
         inherit them), so that the worker need not import them on its first task
         (``preload.py``).
         """
-        request = (
-            slot,
-            slots_count,
-            list(sys.path),
-            current_directory(),
-            program_environment(),
-            list(preload),
-        )
+        request = (slot, slots_count, program_place(), list(preload))
         lost: OSError | None = None  # dealt with once the lock is released
         with self._lock:
             try:
@@ -352,7 +341,11 @@ def exec_main(control_fd: int, watch_fd: int) -> None:
         # What every worker runs, imported once here rather than in each worker.
         import workpool.backends.process.worker  # noqa: F401
 
-        code = _serve(unix_sockets.from_descriptor(control_fd), watch_fd, os.getppid())
+        control = unix_sockets.from_descriptor(control_fd)
+        try:
+            code = _serve(control, watch_fd, os.getppid())
+        finally:  # closed, not left to the collector (a ResourceWarning under -X dev)
+            control.close()
     finally:
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -460,10 +453,10 @@ def _fork_worker(
     wake: tuple[int, int],
     watch_fd: int,
 ) -> None:
-    slot, slots_count, sys_path, cwd, environment, preload = request
+    slot, slots_count, place, preload = request
     worker_fd, slots_fd = fds
-    adopt_environment(environment)  # before the imports: a module may read it then
-    _preload(preload, sys_path, cwd)
+    take_place(place)  # before the imports, which find modules there and may read it
+    _preload(preload)
     exit_r, exit_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # the worker
@@ -475,7 +468,7 @@ def _fork_worker(
             for fd in (exit_r, exit_w, *wake, *exit_pipes.values()):
                 os.close(fd)
             control.close()
-            code = _run_worker(worker_fd, slots_fd, slots_count, slot, sys_path, cwd, watch_fd)
+            code = _run_worker(worker_fd, slots_fd, slots_count, slot, watch_fd)
         finally:
             os._exit(code)
     os.close(worker_fd)
@@ -491,12 +484,9 @@ def _fork_worker(
 _unimportable: set[str] = set()
 
 
-def _preload(modules: list[str], sys_path: list[str], cwd: str | None) -> None:
-    """Import ``modules`` here, once, found where the parent finds them."""
+def _preload(modules: list[str]) -> None:
+    """Import ``modules`` here, once (found where the parent finds them: ``take_place``)."""
     wanted = [name for name in modules if name not in sys.modules and name not in _unimportable]
-    if not wanted:
-        return
-    _go_where_the_program_is(sys_path, cwd)
     for name in wanted:
         try:
             __import__(name)
@@ -504,24 +494,13 @@ def _preload(modules: list[str], sys_path: list[str], cwd: str | None) -> None:
             _unimportable.add(name)
 
 
-def _go_where_the_program_is(sys_path: list[str], cwd: str | None) -> None:
-    """Find modules as the program does: its ``sys.path``, from its directory if it has one."""
-    sys.path[:] = sys_path
-    if cwd is not None:
-        with contextlib.suppress(OSError):
-            os.chdir(cwd)
-
-
 def _run_worker(
     worker_fd: int,
     slots_fd: int,
     slots_count: int,
     slot: int,
-    sys_path: list[str],
-    cwd: str | None,
     watch_fd: int,
 ) -> int:
-    _go_where_the_program_is(sys_path, cwd)
     from workpool.backends.process.slots import SharedSlots
     from workpool.backends.process.worker import worker_main
 
