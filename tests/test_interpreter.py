@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 import workpool
-from conftest import HAS_INTERPRETERS, live_workpool_threads, wait_for
+from conftest import FORK_WARNING, HAS_INTERPRETERS, live_workpool_threads, wait_for
 from faults import RaiseWhenFunctionUnpickled, RaiseWhenUnpickled
 from helpers import Unpicklable, broken_initializer, fail_on, recall, remember, slow_square, square
 from interp_tasks import (
@@ -691,3 +691,15 @@ def test_writes_into_share_writable_memory_are_seen_by_the_caller() -> None:
         write_byte, [(frozen, 0)], backend="interpreter", return_exceptions=True
     )
     assert isinstance(error, TypeError) and bytes(frozen) == b"xyz"
+
+
+@needs_interpreters
+@pytest.mark.filterwarnings(FORK_WARNING)
+def test_fork_is_refused_with_the_reason_while_subinterpreters_run() -> None:
+    # A child forked beside a running subinterpreter dies of SIGSEGV inside CPython:
+    # say so at once, rather than let every worker crash as it starts.
+    with workpool.Pool(1, backend="interpreter") as interpreters:
+        assert interpreters.submit(square, 3).result(timeout=60) == 9
+        with pytest.raises(RuntimeError, match="while this process runs subinterpreters"):
+            workpool.map(square, range(2), backend="process", start_method="fork")
+    assert workpool.map(square, range(2), backend="process", start_method="fork") == [0, 1]

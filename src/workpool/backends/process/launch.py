@@ -114,6 +114,7 @@ class MultiprocessingLauncher:
         self.method = method
         self._context = multiprocessing.get_context(method)
         if method == "fork":
+            _refuse_to_fork_beside_subinterpreters()
             # Workers fork from the supervisor thread while the caller's thread may be
             # pickling a lambda, and so importing cloudpickle: a child forked then would
             # inherit that module's import lock, held forever. Import it first.
@@ -136,6 +137,8 @@ class MultiprocessingLauncher:
     def start(self, sock: Socket, slots: SharedSlots, slot: int) -> WorkerProcess:
         import socket  # multiprocessing has it imported: its pickler sends only these
 
+        if self.method == "fork":  # an interpreter pool may have started since
+            _refuse_to_fork_beside_subinterpreters()
         given = socket.socket(fileno=os.dup(sock.fileno()))
         arguments = (given, slots, slot, self._parent_pid, self._watch)
         try:
@@ -290,6 +293,28 @@ def _refuse_an_unbindable_fork_server() -> None:
             f"({len(os.fsencode(path))} bytes), longer than a Unix socket's path may be "
             f"({_SOCKET_PATH_MAX} bytes). Set TMPDIR to a shorter directory, or choose "
             "another start method (or none: the default works here)"
+        )
+
+
+def _refuse_to_fork_beside_subinterpreters() -> None:
+    """Raise RuntimeError, saying why and what to do, while this process runs subinterpreters.
+
+    A child forked then dies of SIGSEGV inside CPython (3.14, with or without the GIL)
+    before it runs a line of its own. They run while an interpreter pool is open, and
+    after its call while a task that timed out there runs on (none can be stopped).
+    """
+    interpreters = sys.modules.get("_interpreters")  # none ran if it was never imported
+    if interpreters is None:
+        return
+    main = interpreters.get_main()[0]
+    others = [entry[0] for entry in interpreters.list_all() if entry[0] != main]
+    if others:
+        raise RuntimeError(
+            f"start_method='fork' cannot start a worker while this process runs "
+            f"subinterpreters ({len(others)} now: a backend='interpreter' pool still open, "
+            "or a task of one that timed out and runs on): a child forked now would crash "
+            "inside CPython. Use the default start method, 'forkserver' or 'spawn', or "
+            "start the pool once the interpreter pool is shut down and its tasks ended"
         )
 
 
