@@ -43,3 +43,16 @@ def test_serial_wins_tiny_work() -> None:
     text = summarize(result("tiny", 0.01, thread=0.02, process=0.03), facts(False))
     assert text.startswith("tiny: the serial loop wins;")
     assert "keep it serial" in text
+
+
+def test_a_run_with_every_workload_skipped_reports_no_pool_start_times() -> None:
+    import io
+
+    from rich.console import Console
+
+    from workpool.bench.report import machine_facts, print_report
+
+    out = io.StringIO()
+    print_report([], machine_facts(), Console(file=out, width=200))
+    assert "workpool bench" in out.getvalue()
+    assert "measured apart" not in out.getvalue()  # not "...measured apart: ."

@@ -155,13 +155,9 @@ def print_report(results: list[WorkloadResult], facts: dict[str, Any], console: 
         b: [c.start_seconds for r in results for c in r.pooled if c.backend == b]
         for b in ("thread", "process", "interpreter")
     }
-    console.print(
-        "Times exclude starting the pool, measured apart: "
-        + ", ".join(
-            f"{b} pools {_seconds(min(s))}-{_seconds(max(s))}" for b, s in starts.items() if s
-        )
-        + "."
-    )
+    measured = [f"{b} pools {_seconds(min(s))}-{_seconds(max(s))}" for b, s in starts.items() if s]
+    if measured:  # none when every workload was skipped
+        console.print(f"Times exclude starting the pool, measured apart: {', '.join(measured)}.")
 
 
 def write_json(results: list[WorkloadResult], facts: dict[str, Any], path: Path) -> None:
