@@ -152,6 +152,7 @@ def test_bench_refuses_an_output_it_cannot_write_before_any_work(tmp_path: Path)
     for args, message in [
         (["--json", str(tmp_path / "missing" / "raw.json")], "there is no directory"),
         (["--json", str(tmp_path)], "that is a directory"),
+        (["--json", "-"], "give a file name; the report goes to standard output"),
         (["--plot", str(tmp_path / "speedup.txt")], "give a file name ending in .png"),
         # No file can be made there, though root's permission bits say otherwise.
         *(

@@ -283,6 +283,8 @@ def _run_advise(args: argparse.Namespace, console: Console) -> int:
 
 def _check_output(option: str, path: Path) -> None:
     """Refuse, before any work, a path no file can be written at."""
+    if str(path) == "-":  # not standard output: the report is printed there
+        raise CommandError(f"{option} -: give a file name; the report goes to standard output")
     if path.is_dir():
         raise CommandError(f"{option} {path}: that is a directory; give a file name")
     if not path.parent.is_dir():
