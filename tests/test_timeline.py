@@ -386,6 +386,18 @@ def test_summary_blames_shipping_when_it_dominates_busy_workers(tmp_path: Path) 
     assert "went to receiving inputs and returning results" in explain(summary_of(recorder))
 
 
+def test_summary_of_one_chunk_per_worker_does_not_ask_for_larger_chunks(tmp_path: Path) -> None:
+    # A call of one item each, mostly idle: there was no wait between chunks to shorten.
+    recorder, workers = recorder_with_workers(tmp_path / "t.json", startup_ms=0)
+    t0 = recorder.begun_ns
+    for track in workers:
+        recorder.chunk(track, 0, 1, 0, "ok", (t0 + 5 * MS, t0 + 5 * MS, t0 + 6 * MS, t0 + 6 * MS))
+    recorder.span(recorder.caller_track("output"), "deliver", "caller", t0, t0 + 30 * MS)
+    text = explain(summary_of(recorder))
+    assert "too small for a pool" in text
+    assert "chunksize" not in text
+
+
 def test_summary_of_workers_that_ran_no_chunk_gives_no_advice(tmp_path: Path) -> None:
     recorder, _ = recorder_with_workers(tmp_path / "t.json", startup_ms=5)  # an empty map
     assert explain(summary_of(recorder)).startswith("No worker ran a chunk")

@@ -251,6 +251,13 @@ def explain(summary: Summary) -> str:
             f"sending it{pickling}, so the workers waited for work: produce the inputs "
             "faster or send less per item."
         )
+    elif all(worker.chunks <= 1 for worker in summary.workers):
+        sentences.append(
+            "No worker ran more than one chunk, so none waited between chunks: the call is "
+            "too small for a pool, whose fixed costs (handing the work over, collecting "
+            "the results) were most of it. A plain loop, or one Pool for many such calls, "
+            "suits it better."
+        )
     else:
         sentences.append(
             f"The workers waited between chunks for the next one to reach them (the caller "
