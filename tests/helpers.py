@@ -55,6 +55,11 @@ def where(_: object) -> tuple[int, str]:
     return os.getpid(), threading.current_thread().name
 
 
+def pid_and(x: object) -> tuple[int, object]:
+    """The pid that ran this task, and its input."""
+    return os.getpid(), x
+
+
 def loaded(module: str) -> tuple[int, bool]:
     """This process's pid, and whether ``module`` is imported in it."""
     return os.getpid(), module in sys.modules

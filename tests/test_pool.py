@@ -27,6 +27,7 @@ from helpers import (
     fail_on,
     hold,
     make_tracked,
+    pid_and,
     recall,
     remember,
     slow_square,
@@ -424,6 +425,21 @@ def test_max_tasks_per_worker_on_a_pool() -> None:
     with workpool.Pool(1, backend="process", max_tasks_per_worker=2) as pool:
         pids = [pool.submit(where, i).result(timeout=30)[0] for i in range(6)]
     assert len(set(pids)) == 3
+
+
+def test_max_tasks_per_worker_holds_over_many_calls_of_large_chunks() -> None:
+    # A chunk larger than the tasks a worker has left is cut to fit, however it is
+    # handed out (the caller's thread sends to an idle worker itself): a worker sent
+    # more than its share was never retired nor given work again, and the pool, its
+    # workers lost one by one, hung.
+    with workpool.Pool(2, backend="process", max_tasks_per_worker=3) as pool:
+        for _ in range(12):
+            got = list(pool.map(pid_and, range(40), chunksize=8, timeout=60))
+            assert [x for _, x in got] == list(range(40))
+            runs: dict[int, int] = {}
+            for pid, _ in got:
+                runs[pid] = runs.get(pid, 0) + 1
+            assert max(runs.values()) <= 3, runs
 
 
 def _in_a_forked_child(pool: workpool.Pool) -> str:

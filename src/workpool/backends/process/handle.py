@@ -15,6 +15,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Protocol
 
+    from workpool.tasks import Chunk
+
 __all__ = ["TRACE_GROUP", "KillReason", "WorkerHandle", "describe_exit"]
 
 # Functions a worker keeps at once; the parent evicts the least recently used.
@@ -143,6 +145,10 @@ class WorkerHandle:
             and self.kill_reason is None
             and (self.tasks_left is None or self.tasks_left > 0)
         )
+
+    def takes_whole(self, chunk: Chunk) -> bool:
+        """Whether all of ``chunk`` fits in the tasks this worker has left."""
+        return self.tasks_left is None or len(chunk.items) <= self.tasks_left
 
 
 def describe_exit(exitcode: int | None) -> str:

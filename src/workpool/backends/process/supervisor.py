@@ -147,8 +147,8 @@ class Supervisor:
             if not self._accepting or (self._stopping and chunk.attempt == 0):
                 raise ShutDown()
             handle = None if self._pending or self._inbox else self._least_busy()
-            if handle is None or handle.writer.pending:
-                self._inbox.append(wire)
+            if handle is None or handle.writer.pending or not handle.takes_whole(chunk):
+                self._inbox.append(wire)  # _dispatch cuts a chunk to a worker's tasks left
             else:  # a worker has room: send it from this thread, now
                 if chunk.sink.claim(chunk):
                     self._send_chunk(handle, wire)
@@ -511,7 +511,8 @@ class Supervisor:
         wire = handle.assigned.popleft()
         self._chunk_times.add(batch.elapsed)
         self._settle(handle, wire, batch)
-        if handle.tasks_left == 0 and not handle.assigned and not handle.stop_sent:
+        retiring = handle.tasks_left is not None and handle.tasks_left <= 0
+        if retiring and not handle.assigned and not handle.stop_sent:
             self._send_stop(handle)  # max_tasks_per_worker reached: retire it
 
     def _settle(self, handle: WorkerHandle, wire: WireChunk, batch: protocol.Batch) -> None:
