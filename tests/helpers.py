@@ -396,3 +396,10 @@ def raise_slow_to_pickle(seconds: float) -> None:
     """Take ``seconds``, then raise an error slow to pickle."""
     time.sleep(seconds)
     raise SlowToPickleError("slow to pickle")
+
+
+def shared_namespaces_held(_: object) -> int:
+    """How many shared namespaces of by-value functions this worker keeps."""
+    from workpool import byvalue
+
+    return len(byvalue._shared_namespaces)

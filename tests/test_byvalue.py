@@ -444,3 +444,39 @@ def test_cloudpickle_carries_everything_only_once_a_module_is_registered_by_valu
     finally:
         cloudpickle.unregister_pickle_by_value(helpers)
     assert b"helpers" in dumps_function(helpers.square)  # by name again
+
+
+# Plugins made by exec(), each over a globals dict of its own; only the first kind sets MODE.
+PLUGIN_WITH_MODE = "MODE = 'first'\ndef task(x):\n    return globals().get('MODE', 'unset')\n"
+PLUGIN_WITHOUT = "def task(x):\n    return globals().get('MODE', 'unset')\n"
+
+
+def test_functions_over_globals_of_their_own_never_see_another_s() -> None:
+    # A dict's id is reused once it is gone: the new dict must not be given the
+    # namespace the worker kept for the old one.
+    import workpool
+
+    seen_wrong = []
+    with workpool.Pool(1, backend="process") as pool:
+        for i in range(200):
+            namespace: dict[str, Any] = {}
+            exec(PLUGIN_WITH_MODE if i % 2 == 0 else PLUGIN_WITHOUT, namespace)
+            task = namespace["task"]
+            there = pool.submit(task, 0).result(timeout=30)
+            if there != task(0):
+                seen_wrong.append((i, there))
+            del namespace, task
+    assert seen_wrong == []
+
+
+def test_a_worker_keeps_a_bounded_number_of_shared_namespaces() -> None:
+    import workpool
+    from helpers import shared_namespaces_held
+    from workpool.byvalue import SHARED_NAMESPACES
+
+    with workpool.Pool(1, backend="process") as pool:
+        for _ in range(SHARED_NAMESPACES + 40):
+            namespace: dict[str, Any] = {"BLOB": b"x" * 1000}
+            exec("def task(x):\n    return x + len(BLOB)\n", namespace)
+            assert pool.submit(namespace["task"], 1).result(timeout=30) == 1001
+        assert pool.submit(shared_namespaces_held, 0).result(timeout=30) <= SHARED_NAMESPACES

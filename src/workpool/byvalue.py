@@ -27,9 +27,11 @@ refuses) raises ``NeedsCloudpickle``, and the caller falls back to cloudpickle.
 A pool's functions are pickled apart (its initializer when it starts, each task's
 function when first used), yet a script's initializer sets up state its tasks read:
 ``global conn; conn = connect()``, or ``cache["model"] = load()``. So the functions a
-pool sends (``shared``) share one namespace per module of the caller in each worker,
-and each global comes with a fingerprint of the caller's value (a hash of its plain
-pickle). A global whose fingerprint arrives again keeps whatever the worker made of it
+pool sends (``shared``) share one namespace per module of the caller in each worker
+(per globals dict: one that ``exec`` made counts as a module, and never stands for
+another made later at the same address; a worker keeps the ``SHARED_NAMESPACES``
+most recently used), and each global comes with a fingerprint of the caller's value
+(a hash of its plain pickle). A global whose fingerprint arrives again keeps whatever the worker made of it
 (rebound or changed by the initializer or an earlier task, as in a module of its own);
 one the caller has changed since arrives as it is now, as does one without a
 fingerprint (a function, a value over a megabyte, or one plain pickle refuses).
@@ -42,12 +44,17 @@ Other functions that cloudpickle carries do not share a namespace this way.
 from __future__ import annotations
 
 import builtins
+import collections
+import functools
 import io
+import itertools
 import marshal
 import os
 import pickle
 import sys
+import threading
 import types
+import weakref
 from collections.abc import Callable
 
 TYPE_CHECKING = False
@@ -138,42 +145,90 @@ def _lookup_targets(module_globals: dict[str, Any]) -> set[str]:
 
 
 # This process among all that may send functions to one worker (a Dask worker serves
-# many): with the id of a module's globals, it names that module's namespace there.
+# many): with a number of its own for each globals dict, it names that dict's namespace
+# there.
 _PROCESS = os.urandom(8).hex()
+
+# In the caller: the key each globals dict's namespace has, by the dict's id, with a
+# weak reference to what keeps that dict alive (its module, or a function over it). An
+# id is reused once its dict is gone, so a key stands only while that owner does: a
+# dict made by exec() for a plugin must never be taken for another's.
+_keys: dict[int, tuple[str, weakref.ref[Any]]] = {}
+_key_numbers = itertools.count()
+_keys_lock = threading.RLock()  # reentrant: the collector may call _forget_key inside
+
+
+def _namespace_key(fn: types.FunctionType) -> str:
+    """The key naming ``fn``'s globals among every namespace a worker holds."""
+    origin = fn.__globals__
+    with _keys_lock:
+        entry = _keys.get(id(origin))
+        if entry is not None and _globals_of(entry[1]()) is origin:
+            return entry[0]
+        key = f"{_PROCESS}:{next(_key_numbers)}"
+        name = origin.get("__name__")
+        module = sys.modules.get(name) if isinstance(name, str) else None
+        owner: Any = module if module is not None and vars(module) is origin else fn
+        forget = functools.partial(_forget_key, id(origin), key)
+        _keys[id(origin)] = (key, weakref.ref(owner, forget))
+        return key
+
+
+def _globals_of(owner: Any) -> dict[str, Any] | None:
+    if isinstance(owner, types.ModuleType):
+        return vars(owner)
+    return owner.__globals__ if isinstance(owner, types.FunctionType) else None
+
+
+def _forget_key(ident: int, key: str, _: object) -> None:
+    """The owner of a globals dict is gone: its key goes, unless a newer one replaced it."""
+    with _keys_lock:
+        entry = _keys.get(ident)
+        if entry is not None and entry[0] == key:
+            del _keys[ident]
 
 
 class _Namespace:
     """Stands for a module's globals while pickling; becomes a dict in the worker.
 
-    A fresh dict, or with ``shared`` the one this module's functions share there.
+    A fresh dict, or with ``key`` (a pool's functions) the one the functions over the
+    same globals share there.
     """
 
-    __slots__ = ("module", "origin", "shared")
+    __slots__ = ("key", "module", "origin")
 
-    def __init__(self, origin: dict[str, Any], module: str, shared: bool) -> None:
+    def __init__(self, origin: dict[str, Any], module: str, key: str | None) -> None:
         self.origin = origin
         self.module = module
-        self.shared = shared
+        self.key = key
 
     def __reduce__(self) -> tuple[Any, tuple[str, str | None, str | None]]:
-        key = f"{_PROCESS}:{id(self.origin)}" if self.shared else None
         # __package__ lets a relative import inside the function work in the worker.
-        return _new_namespace, (self.module, self.origin.get("__package__"), key)
+        return _new_namespace, (self.module, self.origin.get("__package__"), self.key)
 
 
-# In a worker: the shared namespaces, by key, and for each the fingerprint of the
-# caller's value each global was last given.
-_shared_namespaces: dict[str, dict[str, Any]] = {}
+# In a worker: the shared namespaces, by key, the least recently given first, and for
+# each the fingerprint of the caller's value each global was last given. At most
+# SHARED_NAMESPACES are kept: a program that makes a globals dict per call (exec'd
+# plugins) would otherwise fill the worker. A namespace let go lives on in the
+# functions made over it; one of its functions sent again gets a new one.
+SHARED_NAMESPACES = 256
+_shared_namespaces: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
 _given: dict[int, dict[str, bytes | None]] = {}  # id(namespace) -> {name: fingerprint}
 
 
 def _new_namespace(module: str, package: str | None, key: str | None = None) -> dict[str, Any]:
     namespace = _shared_namespaces.get(key) if key is not None else None
-    if namespace is None:
-        namespace = {"__builtins__": builtins, "__name__": module, "__package__": package}
-        if key is not None:
-            _shared_namespaces[key] = namespace
-            _given[id(namespace)] = {}
+    if namespace is not None:
+        _shared_namespaces.move_to_end(key)  # type: ignore[arg-type]
+        return namespace
+    namespace = {"__builtins__": builtins, "__name__": module, "__package__": package}
+    if key is not None:
+        _shared_namespaces[key] = namespace
+        _given[id(namespace)] = {}
+        if len(_shared_namespaces) > SHARED_NAMESPACES:
+            _, dropped = _shared_namespaces.popitem(last=False)
+            del _given[id(dropped)]
     return namespace
 
 
@@ -373,7 +428,8 @@ class _FunctionsByValue(pickle.Pickler):
     def _namespace(self, fn: types.FunctionType) -> _Namespace:
         namespace = self._namespaces.get(id(fn.__globals__))
         if namespace is None:
-            namespace = _Namespace(fn.__globals__, fn.__module__ or "__main__", self._shared)
+            key = _namespace_key(fn) if self._shared else None
+            namespace = _Namespace(fn.__globals__, fn.__module__ or "__main__", key)
             self._namespaces[id(fn.__globals__)] = namespace
         return namespace
 
