@@ -31,10 +31,11 @@ pool sends (``shared``) share one namespace per module of the caller in each wor
 (per globals dict: one that ``exec`` made counts as a module, and never stands for
 another made later at the same address; a worker keeps the ``SHARED_NAMESPACES``
 most recently used), and each global comes with a fingerprint of the caller's value
-(a hash of its plain pickle). A global whose fingerprint arrives again keeps whatever the worker made of it
-(rebound or changed by the initializer or an earlier task, as in a module of its own);
-one the caller has changed since arrives as it is now, as does one without a
-fingerprint (a function, a value over a megabyte, or one plain pickle refuses).
+(a hash of its plain pickle). A global whose fingerprint arrives again keeps whatever
+the worker made of it (rebound or changed by the initializer or an earlier task, as in
+a module of its own); one the caller has changed since arrives as it is now, as does
+one without a fingerprint (a function, a value over a megabyte, or one plain pickle
+refuses).
 A script's class comes from cloudpickle with methods over a namespace of their own;
 in a pool's payload its methods, and those of the bases carried with it, are remade
 over the shared one, so that a task's ``self.conn()`` sees what ``init`` set up too.
