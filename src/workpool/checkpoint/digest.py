@@ -168,7 +168,7 @@ class CanonicalEncoder:
     Every encoding is self-delimiting (a tag byte, then fixed-size or length-prefixed
     content), so a sequence of encodings can be split back apart: different values
     never share an encoding. Subclasses decide what "anything else" becomes by
-    overriding ``encode_other``. Not thread-safe: one encoder per thread.
+    overriding ``encode_object``. Not thread-safe: one encoder per thread.
     """
 
     def __init__(self) -> None:
@@ -200,16 +200,20 @@ class CanonicalEncoder:
             self._encode_uncommon(obj)
 
     def encode_other(self, obj: object) -> None:
-        """A value of no kind above: what pickling makes of it (``encode_reduced``)."""
+        """A value of no kind above, by ``encode_object``; once, if it holds itself."""
         key = id(obj)
-        if key in self._active:  # an object that holds itself, through its state
+        if key in self._active:  # an object that holds itself (or a function that calls itself)
             self.parts.append(b"^")
             return
         self._active.add(key)
         try:
-            self.encode_reduced(obj)
+            self.encode_object(obj)
         finally:
             self._active.discard(key)
+
+    def encode_object(self, obj: object) -> None:
+        """What "anything else" becomes: here, what pickling makes of it."""
+        self.encode_reduced(obj)
 
     def encode_reduced(self, obj: object) -> None:
         """``obj`` as pickling knows it, each part encoded canonically.

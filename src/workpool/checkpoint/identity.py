@@ -73,18 +73,7 @@ def describe(fn: Any) -> str:
 class _IdentityEncoder(CanonicalEncoder):
     """The canonical encoder, taught to encode callables and code by what they do."""
 
-    def encode_other(self, obj: object) -> None:
-        key = id(obj)
-        if key in self._active:  # recursion: a function that calls itself, say
-            self.parts.append(b"^")
-            return
-        self._active.add(key)
-        try:
-            self._callable(obj)
-        finally:
-            self._active.discard(key)
-
-    def _callable(self, obj: Any) -> None:
+    def encode_object(self, obj: Any) -> None:
         if isinstance(obj, types.FunctionType):
             self._function(obj)
         elif isinstance(obj, types.CodeType):
