@@ -140,22 +140,14 @@ class MultiprocessingLauncher:
         if self.method == "fork":  # an interpreter pool may have started since
             _refuse_to_fork_beside_subinterpreters()
         given = socket.socket(fileno=os.dup(sock.fileno()))
-        arguments = (given, slots, slot, self._parent_pid, self._watch)
+        target: Any = worker_main
+        arguments: tuple[Any, ...] = (given, slots, slot, self._parent_pid, self._watch)
         try:
-            if self.method == "forkserver":  # forked from a server, where it was
-                process = self._context.Process(  # type: ignore[attr-defined]
-                    target=_worker_in_place,
-                    args=(program_place(), *arguments),
-                    name=f"workpool-worker-{slot}",
-                    daemon=False,
-                )
-            else:
-                process = self._context.Process(  # type: ignore[attr-defined]
-                    target=worker_main,
-                    args=arguments,
-                    name=f"workpool-worker-{slot}",
-                    daemon=False,
-                )
+            if self.method == "forkserver":  # forked from a server: told where the program is
+                target, arguments = _worker_in_place, (program_place(), *arguments)
+            process = self._context.Process(  # type: ignore[attr-defined]
+                target=target, args=arguments, name=f"workpool-worker-{slot}", daemon=False
+            )
             process.start()
         finally:
             given.close()  # the worker has its own by now
