@@ -68,6 +68,7 @@ __all__ = [
     "digest_and_encodings",
     "encode",
     "part_digest",
+    "qualified_name",
 ]
 
 _pack_i64 = struct.Struct("<q").pack
@@ -100,14 +101,15 @@ def _type_name(cls: type) -> bytes:
 _GLOBALS = (type, types.FunctionType, types.BuiltinFunctionType, types.ModuleType)
 
 
-def _global_name(obj: Any) -> str:
-    """The module and qualified name of a class or function (a module: its name)."""
-    if isinstance(obj, types.ModuleType):
-        return obj.__name__
+def qualified_name(obj: Any) -> str:
+    """A class's or function's module and qualified name (a module's: its name; an
+    object without a name: its type's, as "... object")."""
+    module = getattr(obj, "__module__", None)
     name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-    if not isinstance(name, str):
-        return f"{type(obj).__module__}.{type(obj).__qualname__} object"
-    return f"{getattr(obj, '__module__', None)}.{name}"
+    if name is None:
+        cls = type(obj)
+        return f"{cls.__module__}.{cls.__qualname__} object"
+    return f"{module}.{name}" if module else str(name)
 
 
 # --- one function per kind of single value: its encoding ------------------------------
@@ -232,7 +234,7 @@ class CanonicalEncoder:
             self.parts.append(_str_bytes(str(obj)))
             return
         if isinstance(obj, _GLOBALS):
-            self.encode_name(b"K", _global_name(obj))
+            self.encode_name(b"K", qualified_name(obj))
             return
         try:
             reduced = obj.__reduce_ex__(4)
@@ -246,7 +248,7 @@ class CanonicalEncoder:
             self.parts.append(b"?")
             return
         rebuild, args, state, items, pairs = (*reduced, None, None, None)[:5]
-        self.encode_name(b"R", _global_name(rebuild))
+        self.encode_name(b"R", qualified_name(rebuild))
         self.encode(args)
         self.encode(state)
         self.encode(None if items is None else list(items))

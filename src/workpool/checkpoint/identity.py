@@ -35,7 +35,7 @@ import types
 from typing import Any, NamedTuple
 
 from workpool.byvalue import global_names
-from workpool.checkpoint.digest import CanonicalEncoder, blake2b
+from workpool.checkpoint.digest import CanonicalEncoder, blake2b, qualified_name
 
 __all__ = ["FunctionIdentity", "function_identity"]
 
@@ -47,25 +47,16 @@ class FunctionIdentity(NamedTuple):
     digest: str  # 32 hex digits
 
 
-def _qualified_name(obj: Any) -> str:
-    module = getattr(obj, "__module__", None)
-    name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", None)
-    if name is None:
-        cls = type(obj)
-        return f"{cls.__module__}.{cls.__qualname__} object"
-    return f"{module}.{name}" if module else str(name)
-
-
 def describe(fn: Any) -> str:
     """How messages and ``workpool checkpoint info`` name a callable."""
     if isinstance(fn, functools.partial):
         return f"functools.partial({describe(fn.func)})"
     if isinstance(fn, types.MethodType):
-        return _qualified_name(fn.__func__)
+        return qualified_name(fn.__func__)
     if isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, type)):
-        return _qualified_name(fn)
+        return qualified_name(fn)
     if hasattr(fn, "__qualname__") or hasattr(fn, "__name__"):
-        return _qualified_name(fn)
+        return qualified_name(fn)
     cls = type(fn)
     return f"{cls.__module__}.{cls.__qualname__} object"
 
@@ -88,15 +79,15 @@ class _IdentityEncoder(CanonicalEncoder):
             self.encode(obj.__func__)
             bound_to = obj.__self__
             self.encode_name(
-                b"", _qualified_name(bound_to if isinstance(bound_to, type) else type(bound_to))
+                b"", qualified_name(bound_to if isinstance(bound_to, type) else type(bound_to))
             )
         elif isinstance(obj, types.BuiltinFunctionType):  # builtin functions and methods
-            self.encode_name(b"X", _qualified_name(obj))
+            self.encode_name(b"X", qualified_name(obj))
             bound_to = obj.__self__
             if isinstance(bound_to, types.ModuleType) or bound_to is None:
                 self.parts.append(b"-")
             else:
-                self.encode_name(b"", _qualified_name(type(bound_to)))
+                self.encode_name(b"", qualified_name(type(bound_to)))
                 # "sep".join and "sep2".join differ; a method of a big object is only
                 # compared by the object's type, or the digest could copy gigabytes.
                 if type(bound_to) in (str, bytes, int, float):
@@ -104,7 +95,7 @@ class _IdentityEncoder(CanonicalEncoder):
         elif isinstance(obj, types.ModuleType):
             self.encode_name(b"m", obj.__name__)
         elif isinstance(obj, type):
-            self.encode_name(b"K", _qualified_name(obj))
+            self.encode_name(b"K", qualified_name(obj))
             for special in ("__init__", "__new__"):
                 method = vars(obj).get(special)
                 if isinstance(method, types.FunctionType):
@@ -113,12 +104,12 @@ class _IdentityEncoder(CanonicalEncoder):
                     self.parts.append(b"-")
         elif callable(obj):
             cls = type(obj)
-            self.encode_name(b"O", _qualified_name(cls))
+            self.encode_name(b"O", qualified_name(cls))
             call = getattr(cls, "__call__", None)  # noqa: B004 - the type's, not the object's
             if isinstance(call, types.FunctionType):
                 self._function(call)
             else:
-                self.encode_name(b"", _qualified_name(call))
+                self.encode_name(b"", qualified_name(call))
             state = getattr(obj, "__dict__", None)
             if isinstance(state, dict):
                 self.encode(dict(state))
