@@ -399,11 +399,12 @@ def _unknown_option_message(where: str, given: Iterable[str], accepted: frozense
         )
     import difflib  # only for this message
 
-    options = ", ".join(sorted(accepted - {"self", "fn", "iterable", "iterables"}))
-    close = difflib.get_close_matches(name, options.split(", "), n=1)
+    options = sorted(accepted - {"self", "fn", "iterable", "iterables"})
+    takes = f"{where} takes: {', '.join(options)}"
+    close = difflib.get_close_matches(name, options, n=1)
     if close:
-        return f"{message}; did you mean {close[0]!r}? ({where} takes: {options})"
-    return f"{message}; {where} takes: {options}"
+        return f"{message}; did you mean {close[0]!r}? ({takes})"
+    return f"{message}; {takes}"
 
 
 def option_names(*where: str, pool_wide: bool = False) -> tuple[str, ...]:

@@ -219,9 +219,8 @@ _given: dict[int, dict[str, bytes | None]] = {}  # id(namespace) -> {name: finge
 
 
 def _new_namespace(module: str, package: str | None, key: str | None = None) -> dict[str, Any]:
-    namespace = _shared_namespaces.get(key) if key is not None else None
-    if namespace is not None:
-        _shared_namespaces.move_to_end(key)  # type: ignore[arg-type]
+    if key is not None and (namespace := _shared_namespaces.get(key)) is not None:
+        _shared_namespaces.move_to_end(key)
         return namespace
     namespace = {"__builtins__": builtins, "__name__": module, "__package__": package}
     if key is not None:
