@@ -867,11 +867,17 @@ class Supervisor:
         self._pending.clear()
 
     def _break(self, cause: BaseException, origin: BaseException | None = None) -> None:
-        """The pool cannot go on: fail everything queued and refuse new work."""
+        """The pool cannot go on: fail everything queued and refuse new work.
+
+        The first break stands: a worker started before it may fail to start after
+        it, and every call, before and after, must fail in the same words.
+        """
         error = cause if is_broken_pool(cause) else errors.BrokenPool(f"the pool broke: {cause!r}")
         error.__cause__ = origin or (cause if error is not cause else None)
         with self._lock:
-            self._broken = error
+            if self._broken is None:
+                self._broken = error
+            error = self._broken
             self._accepting = False
             self._stopping = True
             self._pending.extend(self._inbox)
