@@ -27,7 +27,6 @@ from conftest import wait_for
 from daemonic import hold_workers, map_with_a_crash
 from faults import crash_on, hang_on, hold_descriptors_then_die, kill_holder, pid_of
 from helpers import recall, remember
-from workpool import _platform
 from workpool._options import PoolSpec, run_options
 from workpool.backends.process import ProcessBackend, exec_launch
 from workpool.inputs import InputSource
@@ -156,13 +155,10 @@ def test_exec_workers_die_with_their_daemonic_parent() -> None:
     try:
         pids = report.get(timeout=60)
         workers = [psutil.Process(pid) for pid in pids]
-        if _platform.FORK_ZYGOTE:
-            # The forked zygote is refused in a threaded process: the daemon execs workers.
-            assert all(w.ppid() == daemon.pid for w in workers)
-            assert all("exec_worker" in " ".join(w.cmdline()) for w in workers)
-        else:
-            # The portable default, a zygote started by exec, is safe here and forks them.
-            assert all(daemon.pid in {a.pid for a in w.parents()} for w in workers)
+        # No zygote can be forked from a threaded process; one started by exec is safe
+        # here, and forks them.
+        assert all(daemon.pid in {a.pid for a in w.parents()} for w in workers)
+        assert all(w.ppid() != daemon.pid for w in workers)
     finally:
         os.kill(daemon.pid, signal.SIGKILL)
         daemon.join(30)
@@ -179,8 +175,8 @@ def test_exec_workers_die_with_their_daemonic_parent() -> None:
 
 
 # A script fed on standard input that runs a thread before its first pool: no zygote
-# can be forked then, and the fork server would run "<stdin>" as the main module
-# before every worker, which no file holds.
+# can be forked then (an exec'd one serves), and the fork server, were it the fallback,
+# would run "<stdin>" as the main module before every worker, which no file holds.
 STDIN_SCRIPT = """
 import threading, time
 import workpool

@@ -451,6 +451,134 @@ def test_a_killed_zygote_is_collected_once_a_pool_finds_it_gone() -> None:
     assert json.loads(done.stdout) == {"values": [3, 4], "collected": True}
 
 
+# Scripts without the main guard, which the zygote lets work (it never runs the main
+# module again): they must go on working when the zygote cannot be forked from the
+# program, because a thread already runs, or because the zygote was killed.
+THREAD_FIRST_SCRIPT = textwrap.dedent(
+    """
+    import json, os, threading
+    import psutil
+    import workpool
+
+    print("the script ran", flush=True)
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+
+    def parent_and_square(x):
+        return os.getppid(), x * x
+
+    out = workpool.map(parent_and_square, range(4), backend="process", workers=2)
+    parents = {parent for parent, _ in out}  # the zygote, which stays
+    print(json.dumps([[x for _, x in out], [psutil.Process(p).name() for p in parents]]))
+    """
+)
+
+
+def test_a_script_that_runs_a_thread_before_its_first_pool_needs_no_main_guard(
+    tmp_path: Path,
+) -> None:
+    # The fork server would run the script again in every worker, where its map fails;
+    # an exec'd zygote runs none of it, as the forked one.
+    script = tmp_path / "thread_first.py"
+    script.write_text(THREAD_FIRST_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ran, report = done.stdout.splitlines()
+    assert ran == "the script ran"  # once: not again in any worker
+    values, parents = json.loads(report)
+    assert values == [0, 1, 4, 9]
+    if _platform.USE_PRCTL:
+        assert parents == ["workpool-zygote"]
+
+
+ZYGOTE_REPLACED_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal
+    import psutil
+    import workpool
+    from workpool.backends.process import zygote
+
+    print("the script ran", flush=True)
+
+    def parent_pid(x):
+        return os.getppid()
+
+    workpool.map(abs, [-1, -2], backend="process", workers=2)  # the zygote starts
+    lost = zygote._zygote.pid
+    os.kill(lost, signal.SIGKILL)  # as the OOM killer might, in a service
+    psutil.Process(lost).wait(30)
+    parents = set(workpool.map(parent_pid, range(4), backend="process", workers=2))
+    print(json.dumps({"lost": lost, "parents": sorted(parents),
+                      "zygote": zygote._zygote.pid}))
+    """
+)
+
+
+def test_a_killed_zygote_is_replaced_and_the_script_still_runs_once(tmp_path: Path) -> None:
+    # Before, the pools fell back to the fork server, which ran this unguarded script
+    # again in every worker: its next map failed.
+    script = tmp_path / "zygote_replaced.py"
+    script.write_text(ZYGOTE_REPLACED_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ran, report = done.stdout.splitlines()
+    assert ran == "the script ran"
+    out = json.loads(report)
+    assert out["parents"] == [out["zygote"]] and out["zygote"] != out["lost"]
+
+
+ZYGOTE_OF_A_THREAD_PROGRAM = textwrap.dedent(
+    """
+    import json, os, threading, time
+    import psutil
+    import workpool
+    from workpool.backends.process import zygote
+
+    threading.Thread(target=threading.Event().wait, daemon=True).start()
+
+    def start_the_first_pool():
+        workpool.map(abs, [-1, -2], backend="process", workers=2)
+        # The zygote serves by now; it would ask for the death signal 0.05 s into that.
+        # (Were this too short, the test would pass wrongly, never fail wrongly.)
+        time.sleep(0.5)
+        info["thread"] = threading.get_native_id()
+
+    info = {}
+    first = threading.Thread(target=start_the_first_pool)
+    first.start()
+    first.join()
+    deadline = time.monotonic() + 30  # until the thread is gone from the kernel too
+    while os.path.exists(f"/proc/self/task/{info['thread']}") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    made = zygote._zygote.pid
+    ended = None
+    try:
+        ended = psutil.Process(made).wait(1.0)  # what the thread's end would have done
+    except psutil.TimeoutExpired:
+        pass
+    workpool.map(abs, [-3], backend="process", workers=1)
+    print(json.dumps({"ended": ended, "same": zygote._zygote.pid == made}))
+    """
+)
+
+
+@pytest.mark.skipif(not _platform.USE_PDEATHSIG, reason="only Linux has the death signal")
+def test_a_zygote_started_by_a_thread_outlives_that_thread() -> None:
+    # The kernel's parent-death signal comes when the thread that started a process
+    # ends, not the program: a zygote started from a thread must not ask for it.
+    done = subprocess.run(
+        [sys.executable, "-c", ZYGOTE_OF_A_THREAD_PROGRAM],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == {"ended": None, "same": True}
+
+
 @pytest.mark.skipif(not hasattr(select, "POLLRDHUP"), reason="the watch polls for POLLRDHUP")
 def test_a_worker_that_closed_its_socket_stops_watching_it() -> None:
     # A worker that ends on its own closes its socket and may linger (the program's

@@ -5,8 +5,9 @@ The supervisor asks a launcher for a worker and gets back a ``WorkerProcess``
 (a pidfd where the system has one, see ``lifeline.py``); ``kill()``, ``join(timeout)``,
 ``exitcode`` and ``close()``.
 
-Which launcher: the zygote when it can be had (the program ran one thread when the
-first pool started); else, in a daemonic process (a Dask worker, a
+Which launcher: the zygote (``zygote.py``: forked from the program if it ran one
+thread when the first pool started, else exec'd). Without one (it could not start, or
+was lost before it forked a worker): in a daemonic process (a Dask worker, a
 ``multiprocessing`` daemon), which ``multiprocessing`` refuses to give children, or
 when the main module cannot be run again (a script read from standard input), exec
 (``exec_launch.py``); else the standard library's fork server or spawn.
@@ -214,7 +215,7 @@ class ChildProcess:
 
 
 class ZygoteLauncher:
-    """Workers forked by the zygote; if the zygote is lost, the fork server takes over.
+    """Workers forked by the zygote; if it is lost, by its replacement, else the fork server.
 
     With each request the zygote is told what to import first, once, so that workers
     do not each import it on their first task: the modules the program's main imported
@@ -229,14 +230,20 @@ class ZygoteLauncher:
         self._fallback: Launcher | None = None
 
     def start(self, sock: Socket, slots: SharedSlots, slot: int) -> WorkerProcess:
-        if self._fallback is None:
+        while self._fallback is None:
             modules = main_imports()
             if "cloudpickle" in sys.modules:  # functions travel by value: workers need it
                 modules.append("cloudpickle")
             try:
                 return self._zygote.spawn(sock, slots.fd, slots.count, slot, modules)
             except OSError:
-                self._fallback = make_launcher(_safe_method())
+                # Lost: ask for its replacement (``get_zygote`` makes one only for a
+                # zygote that had served, so this ends).
+                replacement = get_zygote()
+                if replacement is None or replacement is self._zygote:
+                    self._fallback = make_launcher(_safe_method())
+                else:
+                    self._zygote = replacement
         return self._fallback.start(sock, slots, slot)
 
 

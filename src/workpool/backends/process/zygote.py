@@ -1,4 +1,4 @@
-"""The zygote: a fork server, forked from the program (Linux) or exec'd (elsewhere).
+"""The zygote: a fork server, forked from the program (Linux) or exec'd (elsewhere, or late).
 
 Forking a worker straight from a multi-threaded program is unsafe: the child inherits
 locks that other threads held at that instant, and can hang on them forever. The
@@ -10,7 +10,8 @@ worker, if the program runs no other thread at that moment, workpool forks a hel
 process (the zygote) that never starts a thread. Every worker is then forked from the
 zygote on request, so it starts with the program's modules already imported, in a
 process that had one thread when it forked. If the program already runs threads when
-the first pool starts, the standard fork server is used instead (``launch.py``).
+the first pool starts, or the zygote is lost (killed) after it served, an exec'd one,
+below, is started instead.
 
 Where ``fork`` without ``exec`` is unsafe (macOS: Apple's system frameworks), and in
 portable mode (``_platform.py``), the zygote is instead a fresh interpreter started by
@@ -18,7 +19,9 @@ portable mode (``_platform.py``), the zygote is instead a fresh interpreter star
 running the program's main module: it imports the worker's modules, and the modules
 the main module imported (``preload.py``), and forks workers from then on. Whatever
 a task needs from ``__main__`` itself travels by value. It is safe to start from a
-threaded program, so it is always used there.
+threaded program, so it is always used there. Either way, a script need not guard its
+work with ``if __name__ == "__main__":``, as the standard fork server and spawn (the
+launcher's fallbacks, ``launch.py``) require.
 
 Protocol, over a Unix stream socket pair (one request, one reply; each message a
 length and a pickle, with descriptors beside its first bytes)::
@@ -87,7 +90,7 @@ _END_WAIT = 0.5
 _BOOTSTRAP = (
     "import sys; sys.path.insert(0, sys.argv[2]); "
     "from workpool.backends.process.zygote import exec_main; "
-    "exec_main(int(sys.argv[3]), int(sys.argv[4]))"
+    "exec_main(int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == '1')"
 )
 
 
@@ -179,6 +182,7 @@ class Zygote:
         self._lock = threading.Lock()
         self._ending = threading.Lock()  # held for good by whoever reaps it (see _lost)
         self.alive = True
+        self.served = False  # it has forked a worker: one that is lost may be replaced
 
     @staticmethod
     def _fork(parent_end: Socket, zygote_end: Socket) -> int:
@@ -214,6 +218,10 @@ class Zygote:
 
         watch = parent_watch.read_end()
         passed = [zygote_end.fileno()] + ([watch] if watch >= 0 else [])
+        # The kernel's parent-death signal comes when the *thread* that started a process
+        # ends, and the zygote outlives the pool that started it: only the main thread
+        # lasts as long as the program.
+        death_signal = threading.current_thread() is threading.main_thread()
         self._popen = popen_ignoring_ctrl_c(
             [
                 sys.executable,
@@ -224,6 +232,7 @@ class Zygote:
                 package_root(),
                 str(zygote_end.fileno()),
                 str(watch),
+                "1" if death_signal else "0",
             ],
             pass_fds=passed,
             stdin=subprocess.DEVNULL,
@@ -322,6 +331,7 @@ class Zygote:
         if isinstance(pid, BaseException):
             os.close(fds[0])
             raise pid
+        self.served = True
         return ZygoteWorker(pid, fds[0])
 
 
@@ -334,8 +344,12 @@ def _reaped(pid: int) -> int | None:
     return os.waitstatus_to_exitcode(status) if done else None
 
 
-def exec_main(control_fd: int, watch_fd: int) -> None:
-    """Entry point of the exec'd zygote (``_BOOTSTRAP``)."""
+def exec_main(control_fd: int, watch_fd: int, death_signal: bool) -> None:
+    """Entry point of the exec'd zygote (``_BOOTSTRAP``).
+
+    ``death_signal``: whether it may ask for the kernel's parent-death signal (it was
+    started by the program's main thread; see ``Zygote._exec``).
+    """
     code = 1
     try:
         # What every worker runs, imported once here rather than in each worker.
@@ -343,7 +357,7 @@ def exec_main(control_fd: int, watch_fd: int) -> None:
 
         control = unix_sockets.from_descriptor(control_fd)
         try:
-            code = _serve(control, watch_fd, os.getppid())
+            code = _serve(control, watch_fd, os.getppid(), death_signal=death_signal)
         finally:  # closed, not left to the collector (a ResourceWarning under -X dev)
             control.close()
     finally:
@@ -353,7 +367,7 @@ def exec_main(control_fd: int, watch_fd: int) -> None:
         os._exit(code)
 
 
-def _serve(control: Socket, watch_fd: int, parent: int) -> int:
+def _serve(control: Socket, watch_fd: int, parent: int, *, death_signal: bool = True) -> int:
     """The zygote's loop: fork a worker per request, report each one's exit.
 
     ``watch_fd`` is the parent-death pipe's read end (``parent_watch.py``) or -1: the
@@ -365,8 +379,8 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
     ends the zygote on purpose says goodbye first (``Zygote.stop``); an end of file
     without one means the program is dying, and its workers are killed. (Its pid cannot
     tell: a dying program's descriptors close before its children get a new parent.)
-    On Linux the
-    kernel's parent-death signal covers that too. Setting it takes ``ctypes``, a few
+    On Linux the kernel's parent-death signal covers that too, unless ``death_signal``
+    is False. Setting it takes ``ctypes``, a few
     milliseconds the first workers should not wait for, so it is set
     ``_DEATH_SIGNAL_AFTER`` seconds after the zygote starts, and the parent checked
     then: a program that died before has no signal to send. That signal is SIGTERM,
@@ -384,7 +398,9 @@ def _serve(control: Socket, watch_fd: int, parent: int) -> int:
 
     prctl.set_name(ZYGOTE_TITLE)  # it outlives calls: ps must not show the program
     # When to set the parent-death signal; None once it is set, or where there is none.
-    death_signal_at = time.monotonic() + _DEATH_SIGNAL_AFTER if _platform.USE_PDEATHSIG else None
+    death_signal_at = (
+        time.monotonic() + _DEATH_SIGNAL_AFTER if _platform.USE_PDEATHSIG and death_signal else None
+    )
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_r, False)
     os.set_blocking(wake_w, False)
@@ -540,6 +556,8 @@ _FORK_WARNING = r"This process \(pid=\d+\) is multi-threaded, use of fork\(\)"
 _zygote: Zygote | None = None
 _zygote_refused = False
 _zygote_lock = threading.Lock()
+# Zygotes lost and replaced: one whose socket failed may still run, to be ended at exit.
+_replaced: list[Zygote] = []
 
 
 def _single_threaded() -> bool:
@@ -558,10 +576,13 @@ def _single_threaded() -> bool:
 def get_zygote() -> Zygote | None:
     """The zygote, made now if it can be; else None.
 
-    An exec'd zygote can always be had. One forked from the program only while the
-    program is single-threaded: once it has run threads at the moment of first need,
-    the answer stays None, as a zygote forked later could inherit a lock some thread
-    held.
+    Forked from the program when it is single-threaded at the first need, where
+    forking is safe (Linux); else exec'd, which is safe from a threaded program too,
+    and means the same to a task: the main module is not run again in the workers
+    (what a task needs from it travels by value). A zygote that is lost (killed, say)
+    after it forked a worker is replaced by an exec'd one; one lost before it forked
+    any is not, and the answer stays None (the launcher then uses the fork server or
+    spawn).
     """
     global _zygote, _zygote_refused
     with _zygote_lock:
@@ -569,18 +590,20 @@ def get_zygote() -> Zygote | None:
             return _zygote
         if _zygote_refused or not hasattr(os, "fork"):
             return None
-        if not _platform.FORK_ZYGOTE:
-            try:
-                _zygote = Zygote(by_exec=True)
-            except OSError:
+        lost = _zygote
+        if lost is not None:
+            if not lost.served:  # it never worked here: another would fare no better
                 _zygote_refused = True
                 return None
-            return _zygote
-        if _zygote is None and _single_threaded():
-            _zygote = Zygote(by_exec=False)
-            return _zygote
-        _zygote_refused = True
-        return None
+            _replaced.append(lost)
+        by_fork = _platform.FORK_ZYGOTE and lost is None and _single_threaded()
+        try:
+            _zygote = Zygote(by_exec=not by_fork)
+        except OSError:
+            _zygote = None
+            _zygote_refused = True
+            return None
+        return _zygote
 
 
 def start_early() -> None:
@@ -601,15 +624,16 @@ def _forget_in_child() -> None:
     _zygote = None
     _zygote_refused = False
     _zygote_lock = threading.Lock()
+    _replaced.clear()
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def _stop_at_exit() -> None:
-    """At exit, after the pools have stopped, the zygote is ended and reaped."""
-    if _zygote is not None:
-        _zygote.stop(timeout=1.0)
+    """At exit, after the pools have stopped, the zygotes are ended and reaped."""
+    for zygote in [*_replaced, *([_zygote] if _zygote is not None else [])]:
+        zygote.stop(timeout=1.0)
 
 
 exit_hook.afterwards(_stop_at_exit)
