@@ -636,6 +636,45 @@ def test_ctrl_c_returns_at_once_and_the_exit_waits_for_the_running_tasks(tmp_pat
 
 
 @needs_interpreters
+def test_a_second_ctrl_c_while_the_exit_waits_ends_the_program_at_once(tmp_path: Path) -> None:
+    # The first Ctrl+C ends the call; the exit then waits for the tasks still running.
+    # A second one there used to let Python finalize their interpreters with the tasks
+    # inside: a SIGSEGV most times, else a warning about interpreters left behind.
+    script = tmp_path / "script.py"
+    script.write_text(CTRL_C_SCRIPT.replace("release.touch()", "pass"))
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    child = subprocess.Popen(
+        [sys.executable, str(script), str(release)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert child.stderr is not None
+        seen = []
+        for line in child.stderr:  # the notice comes once the exit has waited a moment
+            seen.append(line)
+            if "waiting for the tasks still running" in line:
+                break
+        else:
+            pytest.fail("the exit never said it waits:\n" + "".join(seen))
+        child.send_signal(signal.SIGINT)
+        stdout, stderr = child.communicate(timeout=20)
+    finally:
+        release.touch()
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == -signal.SIGINT, "".join(seen) + stderr
+    assert stdout.split() == ["interrupted"]
+    assert "exiting without them" in stderr
+    assert "remaining subinterpreters" not in stderr
+    assert "Exception ignored" not in stderr
+
+
+@needs_interpreters
 def test_a_pool_open_at_exit_runs_its_queued_work_too(tmp_path: Path) -> None:
     # As concurrent.futures' executors do at exit: the queue is run, not cancelled.
     script = tmp_path / "script.py"

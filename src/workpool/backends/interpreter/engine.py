@@ -52,13 +52,18 @@ that a thread is still running in (see ``_finish_before_exit``), so at exit the 
 waits for such a task, and says so on stderr if that takes more than a moment.
 
 Ctrl+C (``abandon``) cancels what is queued and returns at once, as on threads; the tasks
-running finish in the background, and the program's exit waits for them, saying so.
+running finish in the background, and the program's exit waits for them, saying so. A
+Ctrl+C during that wait ends the process at once, by SIGINT, the tasks with it: Python
+would crash finalizing their interpreters if the exit went on.
 
 A task that ends the process (``os._exit``, a segfault) ends the program, as on threads.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 import threading
 
@@ -72,6 +77,8 @@ from workpool.serialize import FunctionRegistry, dumps_function
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from workpool.timeline.recorder import Recorder
 
 __all__ = ["InterpreterBackend"]
@@ -97,8 +104,34 @@ def _finish_before_exit(backends: list[InterpreterBackend]) -> None:
             backend.shutdown(wait=True, cancel_pending=not backend.shutting_down)
         for thread in [t for backend in backends for t in backend.abandoned_threads()]:
             thread.join()
+    except KeyboardInterrupt:
+        # Returning now would let Python finalize the subinterpreters with the tasks
+        # still inside them, which crashes it (SIGSEGV, most times). A Ctrl+C here means
+        # "stop waiting": the process ends at once, the tasks with it.
+        _end_the_process_on_ctrl_c()
     finally:
         notice.cancel()
+
+
+def _end_the_process_on_ctrl_c() -> NoReturn:
+    """End the process as an uncaught Ctrl+C ends Python: by SIGINT where there are signals.
+
+    The atexit hooks not yet run are skipped: they would run only to have Python crash
+    after them. What workpool leaves otherwise (process workers, shared memory) goes with
+    the process anyway.
+    """
+    print(
+        "workpool: Ctrl+C while waiting for the tasks in subinterpreters: exiting without them",
+        file=sys.stderr,
+        flush=True,
+    )
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # closed, or gone
+            stream.flush()
+    if hasattr(signal, "SIGINT") and os.name == "posix":
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(128 + signal.SIGINT)  # where no signal ends the process at once
 
 
 def _say_why_the_exit_waits() -> None:
