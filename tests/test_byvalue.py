@@ -306,6 +306,54 @@ def _run_script_report(tmp_path: Path, source: str, portable: bool) -> tuple[Any
     return json.loads(result.stdout), backends
 
 
+# Objects of a script's classes with __slots__ (dataclass(slots=True) among them), sent to
+# a worker and back, and made there.
+SLOTS_SCRIPT = """
+import dataclasses, json, sys
+import workpool
+
+class Point:
+    __slots__ = ("x", "y")
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+@dataclasses.dataclass(slots=True)
+class Pair:
+    left: int
+    right: int
+
+def echo(obj):
+    return obj
+
+def make(x):
+    return Point(x, -x), Pair(x, 2 * x)
+
+def show(objects):
+    return [[type(o).__name__, *(getattr(o, name) for name in o.__slots__)] for o in objects]
+
+if __name__ == "__main__":
+    report = {}
+    for backend in ["process", *sys.argv[1:]]:
+        back = workpool.map(echo, [Point(1, 2), Pair(3, 4)], backend=backend)
+        made = workpool.map(make, [5], backend=backend)[0]
+        assert all(type(o) in (Point, Pair) for o in [*back, *made]), backend
+        report[backend] = show(back) + show(made)
+    print(json.dumps(report))
+"""
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["default", "portable"])
+def test_objects_of_a_scripts_slotted_classes_come_back_from_workers(
+    tmp_path: Path, portable: bool
+) -> None:
+    # cloudpickle rebuilds a class carried by value without its slots, so the worker's
+    # objects had a __dict__ that the caller's class cannot take back.
+    report, backends = _run_script_report(tmp_path, SLOTS_SCRIPT, portable)
+    expected = [["Point", 1, 2], ["Pair", 3, 4], ["Point", 5, -5], ["Pair", 5, 10]]
+    assert report == dict.fromkeys(["process", *backends], expected)
+
+
 # A script that picks a function by a name it computes (a dispatch table made of its
 # own globals), as a script run by multiprocessing's spawn or ProcessPoolExecutor can.
 LOOKUP_BY_NAME_SCRIPT = """

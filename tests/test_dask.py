@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
 import functools
 import importlib
 import itertools
@@ -209,6 +210,20 @@ def test_arguments_of_a_class_defined_in_main_travel_by_value(
     assert workpool.map(vars, items, backend="dask", address=client) == [{"x": k} for k in range(3)]
     with workpool.Pool(backend="dask", address=client) as pool:
         assert pool.submit(vars, items[2]).result(timeout=60) == {"x": 2}
+
+
+def test_objects_of_a_slotted_class_defined_in_main_travel_there_and_back(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # cloudpickle alone rebuilds such a class on the worker without its slots.
+    name = f"Slotted_{uuid.uuid4().hex}"
+    slotted = type(name, (), {"__module__": "__main__", "__qualname__": name, "__slots__": ("x",)})
+    monkeypatch.setattr(sys.modules["__main__"], name, slotted, raising=False)
+    items = [slotted() for _ in range(3)]
+    for k, item in enumerate(items):
+        item.x = k
+    back = workpool.map(copy.copy, items, backend="dask", address=client)
+    assert [(type(item), item.x) for item in back] == [(slotted, k) for k in range(3)]
 
 
 def test_a_function_the_workers_cannot_import_is_named_as_the_cause(

@@ -20,7 +20,8 @@ The state is applied after the skeleton is memoized, so a function that calls it
 (or two that call each other) pickle without endless recursion. Functions pickled
 together from one module share one namespace in the worker, as they shared one in the
 caller. Modules travel by name. A class that cannot travel by name (defined in
-``__main__`` or in a function) goes through cloudpickle on its own, inside this pickle.
+``__main__`` or in a function) goes through cloudpickle on its own, inside this pickle
+(taught to keep its ``__slots__``: ``KeepsSlots``).
 Whatever else this pickler cannot carry (the module ``__main__``, an object plain pickle
 refuses) raises ``NeedsCloudpickle``, and the caller falls back to cloudpickle.
 
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
     # its methods move into, their names, and the fingerprints of the globals they read.
     _Move = tuple[int, dict[str, Any], list[str], dict[str, bytes | None]]
 
-__all__ = ["ConsultsFirst", "NeedsCloudpickle", "dumps_by_value", "global_names"]
+__all__ = ["ConsultsFirst", "KeepsSlots", "NeedsCloudpickle", "dumps_by_value", "global_names"]
 
 
 class ConsultsFirst:
@@ -85,6 +86,47 @@ class ConsultsFirst:
             if reduced is not NotImplemented:
                 return reduced
         return super().reducer_override(obj)  # type: ignore[misc]
+
+
+class KeepsSlots:
+    """cloudpickle Pickler mixin: a class carried by value is rebuilt with its slots.
+
+    cloudpickle makes the class again without ``__slots__``, then sets that name as a
+    plain attribute: its objects there have a ``__dict__``, and the caller's own class,
+    which cloudpickle brings back for them, cannot take their state. Handing
+    ``__slots__`` to the class's making, beside ``__module__``, gives it its slots.
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        reduced = super().reducer_override(obj)  # type: ignore[misc]
+        if not isinstance(obj, type) or "__slots__" not in vars(obj):
+            return reduced
+        if not isinstance(reduced, tuple) or len(reduced) < 2:
+            return reduced
+        make, args, *rest = reduced
+        # _make_skeleton_class(type_constructor, name, bases, type_kwargs, tracker, extra)
+        if getattr(make, "__name__", "") != "_make_skeleton_class" or len(args) != 6:
+            return reduced
+        kwargs = {**args[3], "__slots__": vars(obj)["__slots__"]}
+        return (make, (*args[:3], kwargs, *args[4:]), *rest)
+
+
+def _cloudpickle_class(cls: type) -> bytes:
+    """``cls`` pickled by cloudpickle, by value, its slots kept (``KeepsSlots``)."""
+    global _ClassPickler
+    if _ClassPickler is None:
+        import cloudpickle
+
+        class ClassPickler(KeepsSlots, cloudpickle.Pickler):  # type: ignore[misc]
+            pass
+
+        _ClassPickler = ClassPickler
+    buffer = io.BytesIO()
+    _ClassPickler(buffer, protocol=pickle.HIGHEST_PROTOCOL).dump(cls)
+    return buffer.getvalue()
+
+
+_ClassPickler: Any = None
 
 
 class NeedsCloudpickle(Exception):
@@ -390,9 +432,7 @@ class _FunctionsByValue(pickle.Pickler):
         # class tracker makes every payload that holds the class rebuild one class
         # there, and bring the caller's own back.) A pool's class then has its methods
         # moved into the namespace its functions share.
-        import cloudpickle
-
-        data = cloudpickle.dumps(cls, protocol=pickle.HIGHEST_PROTOCOL)
+        data = _cloudpickle_class(cls)
         moves = [] if not self._shared else self._class_moves(cls)
         if not moves:
             return pickle.loads, (data,)

@@ -21,7 +21,7 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 
-from workpool.byvalue import ConsultsFirst, dumps_by_value
+from workpool.byvalue import ConsultsFirst, KeepsSlots, dumps_by_value
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -76,7 +76,7 @@ def hooked_cloudpickler(file: io.BytesIO, reducer: Reducer | None) -> Any:
     if _HookedCloudPickler is None:
         import cloudpickle
 
-        class HookedCloudPickler(ConsultsFirst, cloudpickle.Pickler):  # type: ignore[misc]
+        class HookedCloudPickler(ConsultsFirst, KeepsSlots, cloudpickle.Pickler):  # type: ignore[misc]
             def __init__(self, file: io.BytesIO, reducer: Reducer | None) -> None:
                 super().__init__(file, protocol=PROTOCOL)
                 self._reducer = reducer

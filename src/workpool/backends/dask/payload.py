@@ -32,6 +32,7 @@ import types
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+from workpool.byvalue import KeepsSlots
 from workpool.errors import RemoteTraceback, WorkpoolError, add_note
 from workpool.int_lists import pack
 from workpool.remote_errors import PackedError
@@ -259,7 +260,7 @@ def _cloud_item_pickler(file: io.BytesIO, by_reference: _ByReference) -> Any:
     if _CloudItemPickler is None:
         import cloudpickle
 
-        class CloudItemPickler(cloudpickle.Pickler):  # type: ignore[misc]
+        class CloudItemPickler(KeepsSlots, cloudpickle.Pickler):  # type: ignore[misc]
             def __init__(self, file: io.BytesIO, by_reference: _ByReference) -> None:
                 super().__init__(file, protocol=PROTOCOL)
                 self._by_reference = by_reference
