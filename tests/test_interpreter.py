@@ -266,6 +266,21 @@ def test_a_function_that_cannot_be_rebuilt_fails_each_task_with_the_reason() -> 
 
 
 @needs_interpreters
+def test_each_task_of_a_function_that_cannot_be_rebuilt_gets_one_traceback_of_its_own() -> None:
+    # The interpreter raises one exception object for every task of the chunk: its
+    # traceback grew by a raise per task, all of it on the first task's, none on the rest.
+    with workpool.Pool(1, backend="interpreter") as pool:
+        results = list(
+            pool.map(RaiseWhenFunctionUnpickled(), range(50), chunksize=50, return_exceptions=True)
+        )
+    assert all(isinstance(r, RuntimeError) for r in results)
+    for result in results:
+        text = str(result.__cause__)
+        assert text.count("in _refuse") == 1, text[:2000]  # where unpickling it failed
+        assert text.count("in unloadable") == 1, text[:2000]
+
+
+@needs_interpreters
 def test_a_result_that_cannot_be_pickled_fails_only_its_task() -> None:
     results = workpool.map(
         return_a_lock,

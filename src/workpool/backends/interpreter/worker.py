@@ -170,9 +170,12 @@ def _load_function(payload: memoryview) -> Callable[..., Any]:
         fn: Callable[..., Any] = pickle.loads(payload)
     except BaseException as exc:
         error = exc
+        origin = exc.__traceback__
 
         def unloadable(*args: Any, **kwargs: Any) -> Any:
-            raise error
+            # Every task raises this one object: each raise starts again from where
+            # the unpickling failed, or the traceback would grow by a raise per task.
+            raise error.with_traceback(origin)
 
         return unloadable
     return fn
@@ -221,7 +224,14 @@ def _call(
 
 def _pickle_results(values: list[Any], errors: dict[int, BaseException]) -> bytes:
     """Values and packed errors as one payload; a value that will not pickle fails its task."""
-    packed = [(position, _pack_error(exc)) for position, exc in errors.items()]
+    # One object raised by several tasks (a function that could not be rebuilt raises the
+    # same for each) is packed once: packing clears its traceback, which the others need.
+    by_object: dict[int, Any] = {}
+    packed = []
+    for position, exc in errors.items():
+        if id(exc) not in by_object:
+            by_object[id(exc)] = _pack_error(exc)
+        packed.append((position, by_object[id(exc)]))
     from workpool.int_lists import pack
 
     # BaseException: what a result's __reduce__ raises, even SystemExit, is its task's
