@@ -9,6 +9,7 @@ worker's interpreter (initializer, replacement, timeouts, nothing left behind).
 from __future__ import annotations
 
 import concurrent.futures
+import importlib.util
 import os
 import pickle
 import signal
@@ -278,6 +279,26 @@ def test_each_task_of_a_function_that_cannot_be_rebuilt_gets_one_traceback_of_it
         text = str(result.__cause__)
         assert text.count("in _refuse") == 1, text[:2000]  # where unpickling it failed
         assert text.count("in unloadable") == 1, text[:2000]
+
+
+@needs_interpreters
+def test_a_function_whose_module_the_interpreter_cannot_import_is_named_as_the_cause(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A module loaded from a file off sys.path (a plugin): its functions travel by name,
+    # and the interpreter, which imports by sys.path, cannot find it.
+    name = f"plugin_{os.getpid()}_{time.monotonic_ns()}"
+    source = tmp_path / "elsewhere" / f"{name}.py"
+    source.parent.mkdir()
+    source.write_text("def work(x):\n    return 2 * x\n")
+    spec = importlib.util.spec_from_file_location(name, source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)
+    spec.loader.exec_module(module)
+    results = workpool.map(module.work, range(3), backend="interpreter", return_exceptions=True)
+    assert all(isinstance(r, ModuleNotFoundError) for r in results)
+    assert all(any("must be importable there" in note for note in r.__notes__) for r in results)
 
 
 @needs_interpreters

@@ -169,6 +169,15 @@ def _load_function(payload: memoryview) -> Callable[..., Any]:
     try:
         fn: Callable[..., Any] = pickle.loads(payload)
     except BaseException as exc:
+        if isinstance(exc, (ImportError, AttributeError)):  # its module, or its name there
+            from workpool.errors import add_note
+
+            add_note(
+                exc,
+                "workpool: the function could not be rebuilt in the subinterpreter: it "
+                "travels by name, so its module must be importable there (from sys.path); "
+                "lambdas, closures and functions of __main__ travel by value",
+            )
         error = exc
         origin = exc.__traceback__
 
