@@ -92,6 +92,14 @@ def squares_on_threads(n: int) -> list[int]:
     return squares
 
 
+def squares_on_interpreters(n: int) -> list[int]:
+    """A task that runs a subinterpreter pool of its own."""
+    import workpool
+
+    with workpool.Pool(2, backend="interpreter") as pool:
+        return list(pool.map(pow, range(n), [2] * n))
+
+
 def write_byte(memory: object, index: int) -> int:
     """Write into bytes-like memory given to the task (``share(writable=True)``)."""
     view = memoryview(memory)  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ from interp_tasks import (
     interpreter_id,
     pid,
     return_a_lock,
+    squares_on_interpreters,
     squares_on_threads,
     touch,
     touched,
@@ -748,6 +749,14 @@ def test_a_module_that_cannot_load_in_a_subinterpreter_is_named_as_the_cause() -
 def test_a_task_on_a_subinterpreter_can_run_a_thread_pool_of_its_own() -> None:
     # A subinterpreter allows no daemon threads, which the thread backend's workers were.
     results = workpool.map(squares_on_threads, [3, 4], backend="interpreter", workers=2)
+    assert results == [[0, 1, 4], [0, 1, 4, 9]]
+
+
+@needs_interpreters
+def test_a_task_on_a_subinterpreter_can_run_a_subinterpreter_pool_of_its_own() -> None:
+    # The thread that stays inside each interpreter was a daemon, which a subinterpreter
+    # refuses: the inner pool broke as its first interpreter started.
+    results = workpool.map(squares_on_interpreters, [3, 4], backend="interpreter", workers=2)
     assert results == [[0, 1, 4], [0, 1, 4, 9]]
 
 

@@ -23,6 +23,7 @@ import threading
 from collections import OrderedDict
 
 from workpool.backends.base import InitializerFailed
+from workpool.backends.deadlines import DAEMONS
 from workpool.backends.interpreter import worker as wire
 from workpool.remote_errors import unpack_error
 from workpool.serialize import FunctionRef
@@ -128,7 +129,7 @@ class InterpreterHandle:
                 target=self._live_inside,
                 args=(inner_read, inner_write),
                 name=f"{thread_name}-loop",
-                daemon=True,
+                daemon=DAEMONS,  # not in a subinterpreter: a task's own interpreter pool
             )
             self._thread.start()
             self._write(bytes([wire.INIT]), init_payload)
