@@ -100,6 +100,14 @@ def squares_on_interpreters(n: int) -> list[int]:
         return list(pool.map(pow, range(n), [2] * n))
 
 
+def squares_traced_and_checkpointed(folder: str) -> list[int]:
+    """A task whose own map keeps a timeline and a checkpoint in ``folder``."""
+    import workpool
+
+    trace, checkpoint = f"{folder}/trace.json", f"{folder}/run.ckpt"
+    return workpool.map(abs, [-1, -2, -3], backend="thread", trace=trace, checkpoint=checkpoint)
+
+
 def write_byte(memory: object, index: int) -> int:
     """Write into bytes-like memory given to the task (``share(writable=True)``)."""
     view = memoryview(memory)  # type: ignore[arg-type]

@@ -37,6 +37,7 @@ from interp_tasks import (
     return_a_lock,
     squares_on_interpreters,
     squares_on_threads,
+    squares_traced_and_checkpointed,
     touch,
     touched,
     wait_for_file,
@@ -758,6 +759,18 @@ def test_a_task_on_a_subinterpreter_can_run_a_subinterpreter_pool_of_its_own() -
     # refuses: the inner pool broke as its first interpreter started.
     results = workpool.map(squares_on_interpreters, [3, 4], backend="interpreter", workers=2)
     assert results == [[0, 1, 4], [0, 1, 4, 9]]
+
+
+@needs_interpreters
+def test_a_task_on_a_subinterpreter_can_trace_and_checkpoint_a_map_of_its_own(
+    tmp_path: Path,
+) -> None:
+    # The timeline's rewriter and the journal's writer were daemon threads, which a
+    # subinterpreter refuses.
+    results = workpool.map(squares_traced_and_checkpointed, [str(tmp_path)], backend="interpreter")
+    assert results == [[1, 2, 3]]
+    assert (tmp_path / "trace.json").exists()
+    assert (tmp_path / "run.ckpt").exists()
 
 
 @needs_interpreters

@@ -23,15 +23,11 @@ import time
 from collections.abc import Callable
 
 from workpool.clock import capped_wait, now_ns
+from workpool.daemons import DAEMONS
 from workpool.errors import TaskTimeout
 from workpool.tasks import Chunk, ResultBatch
 
-__all__ = ["DAEMONS", "DeadlineWatch", "TimedTask"]
-
-# Whether this interpreter lets threads be daemons. A subinterpreter does not (a task on
-# backend="interpreter" may start a thread pool of its own): its workers and watchdog are
-# then ordinary threads, which its pool's shutdown joins all the same.
-DAEMONS: bool = getattr(threading, "_daemon_threads_allowed", lambda: True)()
+__all__ = ["DeadlineWatch", "TimedTask"]
 
 
 class TimedTask:

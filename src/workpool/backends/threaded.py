@@ -53,8 +53,9 @@ from workpool.backends.base import (
     broken_by_initializer,
     deliver,
 )
-from workpool.backends.deadlines import DAEMONS, DeadlineWatch, TimedTask
+from workpool.backends.deadlines import DeadlineWatch, TimedTask
 from workpool.clock import now_ns
+from workpool.daemons import DAEMONS
 from workpool.errors import BrokenPool, add_note, one_for_each_call
 from workpool.tasks import Chunk, ResultBatch
 

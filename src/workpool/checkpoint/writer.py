@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from workpool.checkpoint.store import JournalStore
+from workpool.daemons import DAEMONS
 
 __all__ = ["COMMIT_INTERVAL", "DoneEntry", "FailedEntry", "JournalWriter"]
 
@@ -109,7 +110,7 @@ class JournalWriter:
         # Cuts short the writer's wait while entries gather (a flush, a stop, a queue
         # filling up); only a hint: what to do is always read from the queue.
         self._wake = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="workpool-journal", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="workpool-journal", daemon=DAEMONS)
         self._held: list[DoneEntry | FailedEntry] | None = [] if hold else None
         self._stopped = False
 

@@ -28,6 +28,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from workpool.daemons import DAEMONS
+
 __all__ = ["FIRST_AFTER", "LONGEST_WAIT", "RUNNING", "Rewriter"]
 
 FIRST_AFTER = 1.0
@@ -43,7 +45,7 @@ class Rewriter:
         self._write = write
         self._ended = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, name="workpool-trace-rewriter", daemon=True
+            target=self._run, name="workpool-trace-rewriter", daemon=DAEMONS
         )
         self._thread.start()
 

@@ -68,10 +68,10 @@ import sys
 import threading
 
 from workpool._options import PoolSpec
-from workpool.backends.deadlines import DAEMONS
 from workpool.backends.interpreter.context import InterpreterContext
 from workpool.backends.threaded import ThreadedBackend, WorkerContext
 from workpool.chunking import THREAD_CHUNK_SECONDS
+from workpool.daemons import DAEMONS
 from workpool.exit_lists import ATEXIT, ExitList
 from workpool.serialize import FunctionRegistry, dumps_function
 

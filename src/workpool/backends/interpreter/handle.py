@@ -23,8 +23,8 @@ import threading
 from collections import OrderedDict
 
 from workpool.backends.base import InitializerFailed
-from workpool.backends.deadlines import DAEMONS
 from workpool.backends.interpreter import worker as wire
+from workpool.daemons import DAEMONS
 from workpool.remote_errors import unpack_error
 from workpool.serialize import FunctionRef
 
