@@ -747,6 +747,18 @@ def test_a_module_that_cannot_load_in_a_subinterpreter_is_named_as_the_cause() -
 
 
 @needs_interpreters
+def test_an_initializer_needing_a_module_that_cannot_load_there_is_named_as_the_cause() -> None:
+    pytest.importorskip("numpy")
+    with pytest.raises(workpool.BrokenPool) as caught:
+        workpool.map(abs, [1], backend="interpreter", initializer=import_numpy, initargs=(0,))
+    error = caught.value.__cause__
+    if not isinstance(error, ImportError):
+        pytest.skip("this NumPy loads in subinterpreters")
+    notes = "\n".join(getattr(error, "__notes__", []))
+    assert "a module the initializer needs cannot be loaded in a subinterpreter" in notes
+
+
+@needs_interpreters
 def test_a_task_on_a_subinterpreter_can_run_a_thread_pool_of_its_own() -> None:
     # A subinterpreter allows no daemon threads, which the thread backend's workers were.
     results = workpool.map(squares_on_threads, [3, 4], backend="interpreter", workers=2)

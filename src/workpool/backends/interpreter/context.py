@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 
+from workpool.backends.base import InitializerFailed
 from workpool.backends.interpreter.handle import (
     InterpreterHandle,
     ItemsNotRebuilt,
@@ -50,7 +51,11 @@ class InterpreterContext(WorkerContext):
         self.label = "a new subinterpreter"
 
     def start(self) -> None:
-        self._handle = InterpreterHandle(self._thread_name, self._init_payload)
+        try:
+            self._handle = InterpreterHandle(self._thread_name, self._init_payload)
+        except InitializerFailed as exc:
+            _explain_if_not_loadable(exc.error, "the initializer")
+            raise
         self.label = self._handle.label
 
     @property
@@ -201,11 +206,11 @@ def _dumps_in_process(items: object) -> bytes:
 _SAME_PROCESS = SameProcessFrame()
 
 
-def _explain_if_not_loadable(error: BaseException) -> None:
+def _explain_if_not_loadable(error: BaseException, needed_by: str = "this task") -> None:
     """Add a note saying what to do to an ImportError of a module no subinterpreter loads."""
     if isinstance(error, ImportError) and _NOT_LOADABLE in str(error):
         add_note(
             error,
-            "workpool: a module this task needs cannot be loaded in a subinterpreter "
+            f"workpool: a module {needed_by} needs cannot be loaded in a subinterpreter "
             "(NumPy is one); run it with backend='process' or backend='thread'",
         )
