@@ -712,6 +712,45 @@ def test_a_second_ctrl_c_while_the_exit_waits_ends_the_program_at_once(tmp_path:
     assert "Exception ignored" not in stderr
 
 
+LATE_POOL_SCRIPT = """
+import atexit, threading, time, workpool
+
+def late():
+    # A daemon thread of the program starts a pool while the program exits, after
+    # workpool's exit hook has waited for the pools it knew.
+    started = threading.Event()
+    def run():
+        try:
+            pool = workpool.Pool(1, backend="interpreter")
+            pool.submit(abs, 1).result()
+            pool.submit(time.sleep, 5)
+        except Exception as exc:
+            print("refused:", type(exc).__name__, exc, flush=True)
+        started.set()
+    threading.Thread(target=run, daemon=True).start()
+    started.wait(30)
+    time.sleep(0.2)
+
+atexit.register(late)  # before workpool's own hook: it runs after it
+print(workpool.map(abs, [-3], backend="interpreter"), flush=True)
+"""
+
+
+@needs_interpreters
+def test_a_pool_started_after_the_exit_wait_began_is_refused(tmp_path: Path) -> None:
+    # Its interpreters would still run its tasks when Python finalizes them: a warning
+    # about interpreters left behind at best, a SIGSEGV at worst.
+    script = tmp_path / "script.py"
+    script.write_text(LATE_POOL_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "[3]"
+    assert "refused: RuntimeError cannot start a subinterpreter pool" in done.stdout
+    assert "remaining subinterpreters" not in done.stderr
+
+
 @needs_interpreters
 def test_a_pool_open_at_exit_runs_its_queued_work_too(tmp_path: Path) -> None:
     # As concurrent.futures' executors do at exit: the queue is run, not cancelled.

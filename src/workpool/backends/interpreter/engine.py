@@ -93,7 +93,17 @@ __all__ = ["InterpreterBackend"]
 _EXIT_NOTICE_SECONDS = 2.0
 
 
+# Set when that wait begins. A pool made after it (by a daemon thread of the program, or
+# an atexit hook that runs later) would have interpreters no one waits for: it is refused.
+_exit_lock = threading.Lock()
+_exiting = False
+
+
 def _finish_before_exit(backends: list[InterpreterBackend]) -> None:
+    global _exiting
+    with _exit_lock:
+        _exiting = True
+    backends = _live_backends.members()  # with any made since this hook was called
     # The wait may be long (a Ctrl+C left a long task running, or one ran past its
     # timeout): a timer says what the program waits for, if it waits more than a moment.
     notice = threading.Timer(_EXIT_NOTICE_SECONDS, _say_why_the_exit_waits)
@@ -167,7 +177,13 @@ class InterpreterBackend(ThreadedBackend):
                 ) from exc
         super().__init__(spec, recorder=recorder)
         self._functions = FunctionRegistry()
-        _live_backends.add(self)
+        with _exit_lock:
+            if _exiting:
+                raise RuntimeError(
+                    "cannot start a subinterpreter pool: the program is exiting, and Python "
+                    "would finalize its interpreters with its tasks still running in them"
+                )
+            _live_backends.add(self)
 
     def _new_context(self, thread: threading.Thread) -> WorkerContext:
         return InterpreterContext(thread, self._functions, self._init_payload)
