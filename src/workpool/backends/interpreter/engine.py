@@ -100,16 +100,14 @@ _exiting = False
 
 
 def _finish_before_exit(backends: list[InterpreterBackend]) -> None:
-    global _exiting
-    with _exit_lock:
-        _exiting = True
-    backends = _live_backends.members()  # with any made since this hook was called
     # The wait may be long (a Ctrl+C left a long task running, or one ran past its
     # timeout): a timer says what the program waits for, if it waits more than a moment.
     notice = threading.Timer(_EXIT_NOTICE_SECONDS, _say_why_the_exit_waits)
     notice.daemon = DAEMONS
-    notice.start()
     try:
+        _refuse_new_pools()
+        backends = _live_backends.members()  # with any made since this hook was called
+        notice.start()
         for backend in backends:  # a pool shut down (at_exit.py) finishes its queue
             backend.shutdown(wait=True, cancel_pending=not backend.shutting_down)
         for thread in [t for backend in backends for t in backend.abandoned_threads()]:
@@ -121,6 +119,12 @@ def _finish_before_exit(backends: list[InterpreterBackend]) -> None:
         _end_the_process_on_ctrl_c()
     finally:
         notice.cancel()
+
+
+def _refuse_new_pools() -> None:
+    global _exiting
+    with _exit_lock:
+        _exiting = True
 
 
 def _end_the_process_on_ctrl_c() -> NoReturn:
