@@ -108,6 +108,11 @@ def squares_traced_and_checkpointed(folder: str) -> list[int]:
     return workpool.map(abs, [-1, -2, -3], backend="thread", trace=trace, checkpoint=checkpoint)
 
 
+def depth(n: int) -> int:
+    """``n``, counted by recursing ``n`` calls deep."""
+    return 0 if n == 0 else 1 + depth(n - 1)
+
+
 def write_byte(memory: object, index: int) -> int:
     """Write into bytes-like memory given to the task (``share(writable=True)``)."""
     view = memoryview(memory)  # type: ignore[arg-type]

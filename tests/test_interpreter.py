@@ -31,6 +31,7 @@ from faults import RaiseWhenFunctionUnpickled, RaiseWhenUnpickled
 from helpers import Unpicklable, broken_initializer, fail_on, recall, remember, slow_square, square
 from interp_tasks import (
     cut_the_loop_off,
+    depth,
     import_numpy,
     interpreter_id,
     pid,
@@ -822,6 +823,17 @@ def test_a_task_on_a_subinterpreter_can_trace_and_checkpoint_a_map_of_its_own(
     assert results == [[1, 2, 3]]
     assert (tmp_path / "trace.json").exists()
     assert (tmp_path / "run.ckpt").exists()
+
+
+@needs_interpreters
+def test_a_recursion_limit_the_program_raised_holds_in_the_interpreters_too() -> None:
+    # As in a process worker forked from the program; a new interpreter starts at 1000.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(limit + 5000)
+    try:
+        assert workpool.map(depth, [limit + 2000], backend="interpreter") == [limit + 2000]
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 @needs_interpreters

@@ -6,9 +6,10 @@ and two pipes to that loop. The worker thread that created it sends a chunk and 
 the reply; nothing else touches it.
 
 Starting one: the loop thread hands the interpreter the worker module's compiled code,
-the parent's ``sys.path`` (so functions pickled by reference import the same modules)
-and its pipe ends, then runs the boot script below. The first request runs the
-initializer.
+the parent's ``sys.path`` (so functions pickled by reference import the same modules),
+its recursion limit (a program that raised it for deep recursion gets it there too, as
+a process worker forked from it does) and its pipe ends, then runs the boot script
+below. The first request runs the initializer.
 """
 
 from __future__ import annotations
@@ -42,9 +43,10 @@ FUNCTIONS_PER_INTERPRETER = 256
 # Run in the new interpreter's __main__: make the worker module's code a module of its
 # own (not imported by name: see worker.py), then serve until told to stop.
 _BOOT = """\
-def _workpool_serve(code, origin, path, rfd, wfd, times):
+def _workpool_serve(code, origin, path, recursion_limit, rfd, wfd, times):
     import marshal, sys
     sys.path[:] = path
+    sys.setrecursionlimit(recursion_limit)
     worker = type(sys)("_workpool_interpreter_worker")
     worker.__file__ = origin
     sys.modules[worker.__name__] = worker
@@ -149,6 +151,7 @@ class InterpreterHandle:
                     _compiled_worker(),
                     wire.__file__,
                     path,
+                    sys.getrecursionlimit(),
                     inner_read,
                     inner_write,
                     memoryview(self._times),
