@@ -75,6 +75,48 @@ def test_non_callable_function(call: Any) -> None:
         call(3, [(1,)])
 
 
+async def _async_square(x: int) -> int:
+    return x * x
+
+
+async def _async_squares(x: int) -> Any:
+    yield x * x
+
+
+class _AsyncMethods:
+    async def square(self, x: int) -> int:
+        return x * x
+
+
+@pytest.mark.parametrize(
+    ("fn", "kind"),
+    [
+        (_async_square, "an async function"),
+        (_AsyncMethods().square, "an async function"),
+        (functools.partial(_async_square), "an async function"),
+        (_async_squares, "an async generator function"),
+    ],
+    ids=["function", "method", "partial", "generator"],
+)
+@pytest.mark.parametrize("backend", ["thread", "process"])
+def test_an_async_function_is_refused_at_once_and_told_what_to_give(
+    fn: Any, kind: str, backend: str
+) -> None:
+    # Calling one only makes a coroutine: threads handed those back, never run, and
+    # processes failed to pickle them, after starting a pool.
+    refusal = f"the function to run is {kind} .*asyncio.run"
+    with pytest.raises(TypeError, match=refusal):
+        workpool.map(fn, [1, 2], backend=backend)
+    with pytest.raises(TypeError, match=refusal):
+        workpool.imap(fn, [1, 2], backend=backend)
+    with workpool.Pool(1, backend=backend) as pool:
+        with pytest.raises(TypeError, match=refusal):
+            pool.submit(fn, 1)
+        with pytest.raises(TypeError, match=refusal):
+            pool.map(fn, [1, 2])
+    assert live_worker_processes() == []
+
+
 def test_non_iterable_input() -> None:
     with pytest.raises(TypeError, match="inputs must be iterable; got int"):
         workpool.map(square, 5)

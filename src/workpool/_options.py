@@ -480,9 +480,40 @@ def _checked(options: tuple[Option, ...], given: Mapping[str, Any], backend: str
 
 
 def check_function(fn: object) -> None:
-    """Raise ``TypeError`` unless ``fn`` can be called."""
+    """Raise ``TypeError`` unless ``fn`` can be called and its call does the work.
+
+    An ``async def`` function's call only makes a coroutine (or an async generator),
+    which no worker runs: the results would be those objects, never run (on threads),
+    or a pickling error (on processes).
+    """
     if not callable(fn):
         raise TypeError(f"the function to run must be callable; got {_describe(fn)}")
+    flags = _async_flags(fn)
+    if flags & _CO_COROUTINE:
+        raise TypeError(
+            f"the function to run is an async function ({fn!r}): calling it only makes a "
+            "coroutine, for an event loop to run, and workers call plain functions; give "
+            "one that runs it, such as: def run(x): return asyncio.run(the_function(x))"
+        )
+    if flags & _CO_ASYNC_GENERATOR:
+        raise TypeError(
+            f"the function to run is an async generator function ({fn!r}): calling it only "
+            "makes an async generator, for an event loop to run, and workers call plain "
+            "functions; give one that runs it to its end in an event loop (asyncio.run)"
+        )
+
+
+# inspect's CO_COROUTINE and CO_ASYNC_GENERATOR (inspect itself takes 10 ms to import).
+_CO_COROUTINE = 0x80
+_CO_ASYNC_GENERATOR = 0x200
+
+
+def _async_flags(fn: object) -> int:
+    """The code flags of ``fn``, or of the function it binds or wraps; 0 if it has none."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    flags = getattr(getattr(getattr(fn, "__func__", fn), "__code__", None), "co_flags", 0)
+    return flags if isinstance(flags, int) else 0
 
 
 def default_workers(backend: str) -> int:
