@@ -453,6 +453,35 @@ def test_tiny_items_far_cheaper_than_shipping_are_timed_briefly(
     assert counts[1e-7] >= 0.02 / 1e-7
 
 
+def test_waits_for_a_cpu_while_the_input_is_read_are_not_taken_off_the_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A generator over a cheap function: reading an item costs more than the call. On a
+    # loaded machine the thread waits for a CPU mostly while it reads, and those waits
+    # were taken off the calls' time, which then never grew: auto ran (and read) 0.45 s
+    # worth of a lazy imap's input before its first result. Here each item read is
+    # reported as 1 µs queued for a CPU, each call as taking 0.1 µs.
+    advise = sys.modules["workpool.advise"]  # the module, not the function it exports
+    real = advise._seconds_queued
+    read_queued = [0.0]
+    monkeypatch.setattr(advise, "_seconds_queued", lambda: real() + read_queued[0])
+
+    def fake_call_items(fn, mode, batch):  # type: ignore[no-untyped-def]
+        return [fn(x) for x in batch], {}, len(batch) * 1e-7
+
+    monkeypatch.setattr(advise, "call_items", fake_call_items)
+
+    def queued_while_read() -> Any:
+        for x in range(10**7):
+            read_queued[0] += 1e-6
+            yield x
+
+    found, *_ = measure(tiny, CallMode.ONE, InputSource(queued_while_read()))
+    # As without the waits (test_tiny_items_far_cheaper_than_shipping_are_timed_briefly).
+    assert found.items < 2 * advise.SHORT_GOAL / 1e-7 + 4096, found
+    assert found.seconds_per_item == pytest.approx(1e-7, rel=0.5), found
+
+
 # --- subinterpreters (Python 3.14+, with the GIL) ---------------------------------------
 
 

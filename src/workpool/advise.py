@@ -632,7 +632,7 @@ class _Inline(Record):
     __slots__ = ("cpu", "goal", "items", "per_item", "queued", "wall")
     items: int  # items run (the warm-up item included)
     per_item: float  # wall seconds of one timed item, less its time queued for a CPU
-    wall: float  # wall seconds from the first timed item to the last one's end
+    wall: float  # wall seconds the timed items took (their calls only, not their input)
     cpu: float  # this thread's CPU seconds meanwhile
     queued: float  # seconds meanwhile that it was ready to run but other work had the CPUs
     goal: float  # the wall time the timed items were meant to fill
@@ -663,9 +663,11 @@ def _time_inline(
     The first item warms up (imports, caches) and is not timed, unless it alone is most
     of the budget. Items far cheaper than shipping the first one are timed for
     ``SHORT_GOAL`` only. The time per item is the groups' own, less the time spent
-    queued for a CPU (``_unqueued``); that and the CPU time are read once around all of
-    them (reading the scheduler's figures costs a file read), and compared with the
-    wall time around them.
+    queued for a CPU (``_unqueued``). That and the CPU time are read around each group's
+    calls only, not around the reading of the input between them: an input that costs
+    more to read than the calls (a generator over a cheap function) would otherwise have
+    its own waits for a CPU taken off the calls' time, which on a loaded machine leaves
+    no time timed at all, and the timing running on to its deadline.
 
     ``on_slow_cpu`` is called as soon as the warm-up item was slow and busy on the CPU
     without importing anything: its time was then the work's own, not a first call's.
@@ -690,11 +692,11 @@ def _time_inline(
             on_slow_cpu()
     ship_first = 0.0 if errors else _shipping_cost(first, values, errors)[0]
     wall = 0.0  # of the timed items, summed
-    work = 0.0  # the same, less the time queued for a CPU meanwhile
+    cpu = 0.0  # this thread's CPU time meanwhile, summed
+    queued = 0.0  # the time it was ready to run but queued for a CPU meanwhile, summed
+    work = 0.0  # the wall time less the time queued
     timed = 0
     group = 1
-    cpu_started, queued_started = time.thread_time(), _seconds_queued()
-    started = time.perf_counter()
     while work < goal and time.perf_counter() < deadline:
         if timed and work >= SHORT_GOAL:
             per_item_so_far = work / timed
@@ -705,13 +707,16 @@ def _time_inline(
         batch = inputs.take(group)
         if not batch:
             break
+        cpu_before, queued_before = time.thread_time(), _seconds_queued()
         values, errors, batch_wall = call_items(fn, mode, batch)
+        queued += _seconds_queued() - queued_before
+        cpu += time.thread_time() - cpu_before
         sample.add(batch, values, errors)
         wall += batch_wall
         timed += len(batch)
         # A stretch in a run queue must not end the timing early: as long as the goal,
         # it would leave a few items timed, and each of them carrying its error.
-        work = max(wall - (_seconds_queued() - queued_started), 0.0)
+        work = max(wall - queued, 0.0)
         # Grow the groups, but do not overshoot the goal by much.
         left = goal - work
         per_item_so_far = work / timed
@@ -720,11 +725,10 @@ def _time_inline(
         )
     if timed == 0:  # the warm-up item was all there was, or all there was time for
         return alone
-    cpu, queued = time.thread_time() - cpu_started, _seconds_queued() - queued_started
     return _Inline(
         items=len(sample.values),
         per_item=_unqueued(wall, queued, cpu) / timed,
-        wall=time.perf_counter() - started,
+        wall=wall,
         cpu=cpu,
         queued=queued,
         goal=goal,
