@@ -68,6 +68,16 @@ def fails_while_flagged(item: tuple[int, str]) -> int:
     return x * x
 
 
+def interrupted_while_flagged(item: tuple[int, str]) -> int:
+    """Squares, except that item 40 raises KeyboardInterrupt (as a Ctrl+C landing in it
+    would) while the file ``marks/../interrupt`` exists."""
+    x, marks = item
+    if x == 40 and os.path.exists(os.path.join(marks, os.pardir, "interrupt")):
+        raise KeyboardInterrupt
+    _mark(x, marks)
+    return x * x
+
+
 def note_start(starts: str) -> None:
     """An initializer: leaves a file in ``starts`` for each worker (or pool) it prepares."""
     Path(starts, f"{os.getpid()}.{uuid.uuid4().hex}").touch()

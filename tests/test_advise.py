@@ -338,13 +338,13 @@ def test_a_wait_for_a_cpu_after_the_one_timed_item_is_not_taken_off_its_time(
     # the item's 5 ms, was taken off them, the item looked 1.6 ms long, two threads
     # looked slower than one, and waiting work was advised onto processes.
     advise = sys.modules["workpool.advise"]  # the module, not the function it exports
-    add = advise._Sample.add
+    add = advise.Sample.add
 
     def preempted_while_recording(self: Any, *args: Any) -> None:
         stalled.append(0.02)  # 20 ms queued for a CPU, after the item ran
         add(self, *args)
 
-    monkeypatch.setattr(advise._Sample, "add", preempted_while_recording)
+    monkeypatch.setattr(advise.Sample, "add", preempted_while_recording)
     found, *_ = measure(waits, CallMode.ONE, InputSource(range(400)))
     assert found.seconds_per_item >= 0.005, found
     assert found.cpu_fraction < 0.5, found

@@ -36,6 +36,7 @@ from checkpoint_tasks import (
     calls,
     fails_while_flagged,
     held_square,
+    interrupted_while_flagged,
     logged_add,
     logged_arguments,
     logged_cube,
@@ -355,6 +356,24 @@ def test_auto_closed_early_resumes(run: Run) -> None:
     results.close()
     assert list(workpool.imap(logged_square, run.items, checkpoint=run.path)) == run.expected
     assert set(run.calls()) == set(range(100))
+
+
+def test_auto_interrupted_while_it_measures_keeps_what_it_measured(run: Run) -> None:
+    # Ctrl+C in item 40 of a tiny map, while auto still times the first items inline
+    # (in groups of 1, 2, 4, ...): everything finished before it was lost, and ran again
+    # on resume, where every engine loses only what is in flight (here, the group of
+    # items that item 40 was in).
+    flag = run.marks.parent / "interrupt"
+    flag.touch()
+    with pytest.raises(KeyboardInterrupt):
+        workpool.map(interrupted_while_flagged, run.items, checkpoint=run.path)
+    kept = len(run.journaled())
+    assert 0 < kept <= 40 and run.journaled() == set(range(kept))
+    ran_before = run.calls()
+    flag.unlink()
+    assert workpool.map(interrupted_while_flagged, run.items, checkpoint=run.path) == run.expected
+    assert run.calls() == {x: 2 if x in ran_before and x >= kept else 1 for x in range(100)}
+    assert kept > 1  # more than the first item, timed on its own, was kept
 
 
 def test_a_function_that_changes_its_input_in_place_resumes(tmp_path: Path) -> None:

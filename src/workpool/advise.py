@@ -47,7 +47,16 @@ if TYPE_CHECKING:
     from workpool.inputs import ItemSource
     from workpool.interpreter_trial import Trial
 
-__all__ = ["Advice", "Measurement", "advise", "can_ship", "decide", "decide_for", "measure"]
+__all__ = [
+    "Advice",
+    "Measurement",
+    "Sample",
+    "advise",
+    "can_ship",
+    "decide",
+    "decide_for",
+    "measure",
+]
 
 # What a pool of worker processes costs to start and stop, estimated (measured here):
 # workers forked from the zygote or a running fork server start in milliseconds; the
@@ -482,6 +491,7 @@ def measure(
     on_slow_cpu: Callable[[], None] | None = None,
     beside: Callable[[ItemSource], None] | None = None,
     rerun_failures: bool = True,
+    sample: Sample | None = None,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
     """Time ``fn`` on the first items of ``inputs``.
 
@@ -500,8 +510,13 @@ def measure(
     raised on one of the two threads run again in this one (a plain loop would have run
     them here), unless ``rerun_failures`` is False: the caller then tries them again
     itself, as its retries allow.
+
+    ``sample``, if given, is where the items are kept as they run: when a task's
+    ``KeyboardInterrupt`` (or anything else) ends the measuring, the caller still has
+    the items that finished before it.
     """
-    sample = _Sample()
+    if sample is None:
+        sample = Sample()
     started_early = False
 
     def start_early() -> None:
@@ -578,7 +593,7 @@ def _time_on_interpreters(
     fn: Callable[..., Any],
     mode: CallMode,
     inputs: ItemSource,
-    sample: _Sample,
+    sample: Sample,
     inline: _Inline,
     budget: float,
     spec: PoolSpec,
@@ -603,7 +618,7 @@ def _time_on_interpreters(
     return trial
 
 
-class _Sample:
+class Sample:
     """The items taken while measuring, in input order, and their outcomes.
 
     Every item run while measuring is a real task of the call: its result is kept here
@@ -654,7 +669,7 @@ def _time_inline(
     fn: Callable[..., Any],
     mode: CallMode,
     inputs: ItemSource,
-    sample: _Sample,
+    sample: Sample,
     budget: float,
     on_slow_cpu: Callable[[], None] | None = None,
 ) -> _Inline:
@@ -789,7 +804,7 @@ def _time_on_two_threads(
     fn: Callable[..., Any],
     mode: CallMode,
     inputs: ItemSource,
-    sample: _Sample,
+    sample: Sample,
     inline: _Inline,
     budget: float,
     beside: Callable[[], None] | None = None,

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
     T = TypeVar("T")
 
+    from workpool.advise import Sample
     from workpool.inputs import ItemSource
 
 if TYPE_CHECKING:  # imported only by calls that have a checkpoint (it loads sqlite3)
@@ -377,7 +378,7 @@ class _MeasuredPrefix:
 
     def result_lists(self, raise_in_order: bool) -> Iterator[list[Any]]:
         # Only here: a call that names its backend never loads the measurement.
-        from workpool.advise import can_ship, decide_for, measure, remember, remembered
+        from workpool.advise import Sample, can_ship, decide_for, measure, remember, remembered
 
         call = self._call
         options = call.options
@@ -410,18 +411,27 @@ class _MeasuredPrefix:
                     trial_spec = resolve_auto(call.spec, "interpreter", trial_workers)
                 kept: list[Backend] = []
                 began = now_ns()
-                found, items, values, errors = measure(
-                    call.fn,
-                    call.mode,
-                    source,
-                    interpreters=trial_spec,
-                    keep=kept,
-                    on_slow_cpu=None if self._trace is not None else self._start_processes,
-                    beside=self._run_beside,
-                    # With retries, what failed on a timing thread is tried again here
-                    # as a retry (and traced as one); without, it runs here once more.
-                    rerun_failures=options.retries == 0,
-                )
+                sample = Sample()
+                try:
+                    found, items, values, errors = measure(
+                        call.fn,
+                        call.mode,
+                        source,
+                        interpreters=trial_spec,
+                        keep=kept,
+                        on_slow_cpu=None if self._trace is not None else self._start_processes,
+                        beside=self._run_beside,
+                        # With retries, what failed on a timing thread is tried again
+                        # here as a retry (and traced as one); without, it runs here
+                        # once more.
+                        rerun_failures=options.retries == 0,
+                        sample=sample,
+                    )
+                except BaseException:
+                    # A task's KeyboardInterrupt, say: what finished before it is kept
+                    # like any chunk's, only the items in flight are lost.
+                    self._keep_interrupted(sample, (began, now_ns()))
+                    raise
                 measured = (began, now_ns())
                 remember(call.fn, found)
                 self.started_backend = kept[0] if kept else None
@@ -501,6 +511,21 @@ class _MeasuredPrefix:
             else:
                 values[offset + position] = ran[0]
         return {offset + position: error for position, error in early_errors.items()}
+
+    def _keep_interrupted(self, sample: Sample, measured: tuple[int, int]) -> None:
+        """Journal and trace the items measured before the measuring was interrupted."""
+        items, values, errors = sample.items, sample.values, sample.errors
+        if not values:
+            return
+        first = 0
+        if self._gap is not None:
+            first = self._gap.pieces[0].start if self._gap.pieces else 0
+        if self._trace is not None:
+            from workpool.timeline.calls import record_inline
+
+            track = self._trace.worker_track(INLINE)
+            record_inline(self._trace, track, first, len(values), 0, measured, len(errors), ())
+        self._journal(first, items, values, errors)
 
     def _journal(
         self, first: int, items: list[Any], values: list[Any], errors: dict[int, BaseException]
