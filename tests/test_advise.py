@@ -715,6 +715,57 @@ def test_an_item_that_fails_only_off_the_calling_thread_runs_there_as_a_loop_wou
     assert "failed on a thread" in advice.reason
 
 
+def test_an_item_that_fails_on_a_timing_thread_runs_once_as_on_any_engine() -> None:
+    # Items that fail wherever they run (every tenth), among those auto times on two
+    # threads: each ran there, and again in the calling thread, so a task with a side
+    # effect (a row written, a message sent) did it twice where every engine does it
+    # once, retries=0.
+    import threading
+
+    runs: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def fails_every_tenth(x: int) -> int:
+        with lock:
+            runs[x] = runs.get(x, 0) + 1
+        spins(x)
+        if x % 10 == 9:
+            raise ValueError(x)
+        return x
+
+    results = workpool.map(fails_every_tenth, range(60), return_exceptions=True)
+    found = remembered(fails_every_tenth)
+    assert found is not None and found.thread_items > 0  # the case was exercised
+    assert runs == dict.fromkeys(range(60), 1)
+    failures = [r for r in results if isinstance(r, ValueError)]
+    assert [f.args[0] for f in failures] == list(range(9, 60, 10))
+    timed_on_threads = range(found.items, found.items + found.thread_items)
+    for failure in failures:  # each noted with where it ran
+        notes = [n for n in failure.__notes__ if n.startswith("workpool:")]
+        place = "workpool-advise-" if failure.args[0] in timed_on_threads else "calling thread"
+        assert len(notes) == 1 and place in notes[0], notes
+
+
+@pytest.mark.parametrize("call", ["map", "imap"])
+def test_a_failure_that_ends_the_call_ends_the_measuring(call: str) -> None:
+    # The first failure cancels what is pending and is raised: auto went on timing the
+    # items after it (0.45 s of them, or on two threads), which no engine would run.
+    # Only the rest of its group runs (1, 1, 2, 4 items...), as the rest of a chunk.
+    ran: list[int] = []
+
+    def fails_at_5(x: int) -> int:
+        ran.append(x)
+        if x == 5:
+            raise ValueError(x)
+        return x * x
+
+    run = workpool.map if call == "map" else workpool.imap
+    with pytest.raises(ValueError, match="5"):
+        list(run(fails_at_5, range(100_000)))
+    assert ran == list(range(len(ran))) and 6 <= len(ran) <= 8, ran
+    assert remembered(fails_at_5) is None  # six items are no measurement to keep
+
+
 def test_a_keyboard_interrupt_a_task_raises_on_a_timing_thread_reaches_the_caller(
     capfd: pytest.CaptureFixture[str],
 ) -> None:

@@ -14,9 +14,10 @@ On Python 3.14 with the GIL, CPU work that holds it is also run on two subinterp
 From these and the number of items still to do, the time each engine would need is
 estimated, and the fastest wins; ``serial`` wins when no engine pays for its own
 start-up. Every item run while measuring is a real task of the call: its result is
-kept, never recomputed. An item that raised on one of the two threads runs again
-inline, where a plain loop would have run it; threads are not offered for a function
-that raised on them for every item but not inline.
+kept, never recomputed, and no item runs twice unless ``retries`` says so, with one
+exception: a function that raised on the two threads for every item but not inline is
+tied to the calling thread, and those items run again there, where a plain loop would
+have run them (threads are then not offered).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from workpool import _platform
 from workpool._cpus import usable_cpus
@@ -492,6 +493,7 @@ def measure(
     beside: Callable[[ItemSource], None] | None = None,
     rerun_failures: bool = True,
     sample: Sample | None = None,
+    stop_at_failure: bool = False,
 ) -> tuple[Measurement, list[Any], list[Any], dict[int, BaseException]]:
     """Time ``fn`` on the first items of ``inputs``.
 
@@ -506,10 +508,12 @@ def measure(
     threads will be timed on are taken, if those measured can be pickled: the items it
     takes are the call's next ones, after every item measured here, and it may run them
     elsewhere (on that pool) while threads are timed. It is not called when
-    subinterpreters may be timed: they would take items after its own. Items that
-    raised on one of the two threads run again in this one (a plain loop would have run
-    them here), unless ``rerun_failures`` is False: the caller then tries them again
-    itself, as its retries allow.
+    subinterpreters may be timed: they would take items after its own. When every item
+    run on the two threads raised there (the function is tied to this thread), they run
+    again in this one (a plain loop would have run them here), unless
+    ``rerun_failures`` is False: the caller then tries them again itself, as its
+    retries allow. ``stop_at_failure``: the call will raise the first failure, so the
+    measuring ends at the first item that raises (what it found is then partial).
 
     ``sample``, if given, is where the items are kept as they run: when a task's
     ``KeyboardInterrupt`` (or anything else) ends the measuring, the caller still has
@@ -525,9 +529,13 @@ def measure(
             started_early = True
             on_slow_cpu()
 
-    inline = _time_inline(fn, mode, inputs, sample, budget, start_early if _gil_enabled() else None)
+    inline = _time_inline(
+        fn, mode, inputs, sample, budget, start_early if _gil_enabled() else None, stop_at_failure
+    )
+    stopped = stop_at_failure and bool(sample.errors)
     slow_cpu = (
-        on_slow_cpu is not None
+        not stopped
+        and on_slow_cpu is not None
         and _gil_enabled()
         and inline.per_item >= SLOW_ITEM
         and _cpu_fraction(inline) >= 0.5
@@ -541,12 +549,18 @@ def measure(
             if math.isfinite(_shipping_cost(sample.items, sample.values, sample.errors)[0]):
                 beside(inputs)
 
-    threads = _time_on_two_threads(
-        fn, mode, inputs, sample, inline, budget, run_beside, rerun_failures
-    )
+    threads = _TwoThreads()
+    if not stopped:
+        threads = _time_on_two_threads(
+            fn, mode, inputs, sample, inline, budget, run_beside, rerun_failures
+        )
     ship_seconds, ship_bytes = _shipping_cost(sample.items, sample.values, sample.errors)
     trial = None
-    if interpreters is not None and _interpreters_may_help(inline, threads, ship_seconds):
+    if (
+        interpreters is not None
+        and not (stop_at_failure and sample.errors)
+        and _interpreters_may_help(inline, threads, ship_seconds)
+    ):
         trial = _time_on_interpreters(fn, mode, inputs, sample, inline, budget, interpreters, keep)
     found = Measurement(
         items=inline.items,
@@ -629,14 +643,22 @@ class Sample:
         self.items: list[Any] = []
         self.values: list[Any] = []
         self.errors: dict[int, BaseException] = {}
+        # Where the items whose errors stand ran, by position, if not in this thread.
+        self.places: dict[int, str] = {}
 
     def add(
-        self, batch: Sequence[Any], values: list[Any], errors: dict[int, BaseException]
+        self,
+        batch: Sequence[Any],
+        values: list[Any],
+        errors: dict[int, BaseException],
+        places: Mapping[int, str] | None = None,
     ) -> None:
-        """Keep ``batch``, run next in input order, with its values and errors by position."""
-        self.errors.update(
-            (len(self.values) + position, error) for position, error in errors.items()
-        )
+        """Keep ``batch``, run next in input order, with its values and errors by position
+        (and where those errors were raised, if not in this thread)."""
+        offset = len(self.values)
+        self.errors.update((offset + position, error) for position, error in errors.items())
+        if places:
+            self.places.update((offset + position, place) for position, place in places.items())
         self.values.extend(values)
         self.items.extend(batch)
 
@@ -672,6 +694,7 @@ def _time_inline(
     sample: Sample,
     budget: float,
     on_slow_cpu: Callable[[], None] | None = None,
+    stop_at_failure: bool = False,
 ) -> _Inline:
     """Phase 1: time items inline, in groups that grow so tiny items are timed in bulk.
 
@@ -686,6 +709,7 @@ def _time_inline(
 
     ``on_slow_cpu`` is called as soon as the warm-up item was slow and busy on the CPU
     without importing anything: its time was then the work's own, not a first call's.
+    ``stop_at_failure``: no more items are taken once one has raised.
     """
     goal = min(0.02, budget * 0.3)
     deadline = time.perf_counter() + budget * 0.45
@@ -699,6 +723,8 @@ def _time_inline(
     # a run queue can come at any moment) is not the item's, and must not come off it.
     alone = _warm_up_alone(warm, warm_started, warm_cpu, warm_queued, goal)
     sample.add(first, values, errors)
+    if errors and stop_at_failure:
+        return alone
     if warm >= SLOW_ITEM:
         # It is the sample if it is most of the budget, or if it mostly waited.
         if warm > budget * 0.25 or _cpu_fraction(alone) < 0.5:
@@ -729,6 +755,8 @@ def _time_inline(
         sample.add(batch, values, errors)
         wall += batch_wall
         timed += len(batch)
+        if errors and stop_at_failure:
+            break
         # A stretch in a run queue must not end the timing early: as long as the goal,
         # it would leave a few items timed, and each of them carrying its error.
         work = max(wall - queued, 0.0)
@@ -814,8 +842,10 @@ def _time_on_two_threads(
 
     Skipped for tiny items: threads could not pay for themselves, and timing them would
     be noise; and for slow items that mostly wait, which threads overlap. ``beside`` is
-    called once their items are taken, before they run. With ``rerun_failures``, the
-    items that raised there run again in this thread (``tasks.rerun_failed_here``).
+    called once their items are taken, before they run. When every item raised there
+    (though not every one inline), the function is tied to this thread: with
+    ``rerun_failures``, those items run again here (``tasks.rerun_failed_here``). When
+    only some raised, their errors stand, as on any engine.
 
     Other work may run meanwhile (other programs, or ``beside``'s items on other
     processes), so the time the threads spent ready to run while others had the CPUs
@@ -846,11 +876,16 @@ def _time_on_two_threads(
     values, errors, wall, cpu, queued = _run_on_two_threads(fn, mode, batch)
     # Every item failed there, though not every one inline: the function is tied to the
     # calling thread. (Some failing is what any engine may see of a task that fails now
-    # and then.)
+    # and then: those failures are the items' own, as they would be on any engine, and
+    # are not run again, since no engine runs a task twice unless retries say so.)
     tied = len(errors) == len(batch) and len(sample.errors) < len(sample.values)
-    if rerun_failures:
+    places = None
+    if tied and rerun_failures:
         rerun_failed_here(fn, mode, batch, values, errors)
-    sample.add(batch, values, errors)
+    elif not tied:
+        middle = len(batch) // 2
+        places = {p: f"thread workpool-advise-{int(p >= middle)}" for p in errors}
+    sample.add(batch, values, errors, places)
     if tied:
         return _TwoThreads(items=len(batch), fail=True)
     running = wall - min(queued, wall * 0.9)

@@ -387,6 +387,7 @@ class _MeasuredPrefix:
         values: list[Any] = []
         errors: dict[int, BaseException] = {}
         measured = (0, 0)  # when the items were measured, if any were
+        places: dict[int, str] = {}  # where failed items ran, if not in the calling thread
         spec = call.spec
         initializer = () if spec.initializer is None else (spec.initializer, spec.initargs)
         if call.options.task_timeout is not None:
@@ -412,6 +413,7 @@ class _MeasuredPrefix:
                 kept: list[Backend] = []
                 began = now_ns()
                 sample = Sample()
+                stops_at_failure = not options.return_exceptions and options.retries == 0
                 try:
                     found, items, values, errors = measure(
                         call.fn,
@@ -426,6 +428,9 @@ class _MeasuredPrefix:
                         # once more.
                         rerun_failures=options.retries == 0,
                         sample=sample,
+                        # A failure that will be raised ends the call: no item after it
+                        # is run for the measuring's sake, as no engine would run it.
+                        stop_at_failure=stops_at_failure,
                     )
                 except BaseException:
                     # A task's KeyboardInterrupt, say: what finished before it is kept
@@ -433,7 +438,9 @@ class _MeasuredPrefix:
                     self._keep_interrupted(sample, (began, now_ns()))
                     raise
                 measured = (began, now_ns())
-                remember(call.fn, found)
+                if not (stops_at_failure and errors):  # else a partial measurement
+                    remember(call.fn, found)
+                places = sample.places
                 self.started_backend = kept[0] if kept else None
             self.count = len(values) + (len(self._early.items) if self._early else 0)
             remaining = None if call.total is None else call.total - self.count
@@ -463,7 +470,7 @@ class _MeasuredPrefix:
             track = self._trace.worker_track(INLINE)
             record_inline(self._trace, track, first, len(values), 0, measured, len(errors), retried)
         if errors:
-            errors = _InlineRetries(call, values, first, self._trace).settle(items, errors)
+            errors = _InlineRetries(call, values, first, self._trace, places).settle(items, errors)
         if settled:
             errors = dict(sorted({**errors, **settled}.items()))
         for position, error in errors.items():
@@ -540,19 +547,26 @@ class _MeasuredPrefix:
 
 
 class _InlineRetries:
-    """The sink for items that failed while ``auto`` measured them in the calling thread.
+    """The sink for items that failed while ``auto`` measured them (in the calling
+    thread, or on one of the two threads it timed).
 
-    They run again there, as ``retries`` allows (the policy that every sink uses);
+    They run again in the calling thread, as ``retries`` allows (the policy that every sink uses);
     ``settle`` returns the errors that stand, by their offset in ``values``, each noted
     with its position and attempt. Chunks carry input positions, as everywhere.
     """
 
     def __init__(
-        self, call: _OneShotCall, values: list[Any], first: int, trace: Recorder | None
+        self,
+        call: _OneShotCall,
+        values: list[Any],
+        first: int,
+        trace: Recorder | None,
+        places: Mapping[int, str],
     ) -> None:
         self._call = call
         self._values = values
         self._first = first  # the input position of values[0]
+        self._places = places  # where an item ran, by offset, if not in the calling thread
         self._errors: dict[int, BaseException] = {}
         self._retries = RetryPolicy(call.options.retries, self._run)
         self._trace = trace
@@ -582,7 +596,8 @@ class _InlineRetries:
         self._traced(batch, retried)
         if not retried:
             error = batch.errors[0]
-            where = "the calling thread, while backend='auto' measured it"
+            place = self._places.get(offset) if chunk.attempt == 0 else None
+            where = f"{place or INLINE}, while backend='auto' measured it"
             self._retries.annotate(error, chunk.start, where, chunk.attempt)
             self._errors[offset] = error
 
