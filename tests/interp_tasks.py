@@ -133,3 +133,16 @@ def interrupt_then_wait_for_file(path: str) -> Callable[[int], int]:
         return x
 
     return task
+
+
+def marked_fails_every_tenth(item: tuple[int, str]) -> int:
+    """About 2 ms of pure-Python CPU work; leaves a file in ``marks`` for each run, and
+    raises for every tenth ``x``, wherever it runs."""
+    x, marks = item
+    Path(marks, f"{x}.{os.getpid()}.{threading.get_native_id()}.{time.perf_counter_ns()}").touch()
+    deadline = time.thread_time() + 0.002
+    while time.thread_time() < deadline:
+        pass
+    if x % 10 == 9:
+        raise ValueError(x)
+    return x

@@ -565,6 +565,27 @@ def test_the_subinterpreter_trial_keeps_every_item_when_some_cannot_cross() -> N
     assert trial.speedup is None  # what failed there is not offered
 
 
+@pytest.mark.skipif(
+    "interpreter" not in BACKENDS or FREE_THREADED,
+    reason="subinterpreters with a GIL: Python 3.14+ built with the GIL",
+)
+def test_retries_count_the_tries_on_the_subinterpreters_timed(tmp_path: Path) -> None:
+    # An item that failed on the two subinterpreters auto timed ran again in the calling
+    # thread, and then was retried as often as retries allows: retries=2 ran it 4 times.
+    from interp_tasks import marked_fails_every_tenth
+
+    items = [(x, str(tmp_path)) for x in range(200)]
+    results = workpool.map(marked_fails_every_tenth, items, retries=2, return_exceptions=True)
+    found = remembered(marked_fails_every_tenth)
+    assert found is not None and found.interpreter_items > 0  # the case was exercised
+    assert [r.args[0] for r in results if isinstance(r, ValueError)] == list(range(9, 200, 10))
+    runs: dict[int, int] = {}
+    for mark in tmp_path.iterdir():
+        x = int(mark.name.split(".")[0])
+        runs[x] = runs.get(x, 0) + 1
+    assert runs == {x: 3 if x % 10 == 9 else 1 for x in range(200)}
+
+
 def slow_spins(x: int) -> int:
     """About 10 ms of pure-Python CPU work: slow enough to start processes early for."""
     deadline = time.thread_time() + 0.01

@@ -561,7 +561,9 @@ def measure(
         and not (stop_at_failure and sample.errors)
         and _interpreters_may_help(inline, threads, ship_seconds)
     ):
-        trial = _time_on_interpreters(fn, mode, inputs, sample, inline, budget, interpreters, keep)
+        trial = _time_on_interpreters(
+            fn, mode, inputs, sample, inline, budget, interpreters, keep, rerun_failures
+        )
     found = Measurement(
         items=inline.items,
         seconds_per_item=inline.per_item,
@@ -612,6 +614,7 @@ def _time_on_interpreters(
     budget: float,
     spec: PoolSpec,
     keep: list[Backend] | None,
+    rerun_failures: bool,
 ) -> Trial | None:
     """Phase 4: the next items on two subinterpreters (see ``interpreter_trial``)."""
     from workpool.interpreter_trial import time_interpreters
@@ -627,7 +630,9 @@ def _time_on_interpreters(
             values, errors, _ = call_items(fn, mode, batch)
             sample.add(batch, values, errors)
         return None
-    trial, values, errors = time_interpreters(fn, mode, batch, inline.per_item, spec, keep)
+    trial, values, errors = time_interpreters(
+        fn, mode, batch, inline.per_item, spec, keep, rerun_failures
+    )
     sample.add(batch, values, errors)
     return trial
 

@@ -13,9 +13,10 @@ modules refuse to load there), so ``advise`` measures it::
 
 Every item is a real task of the call; its result is kept. An item that raised in a
 subinterpreter runs again in the calling thread (the failure may be the interpreter's:
-an extension module that does not support them), and subinterpreters are then not
-offered. The pool is shut down afterwards, unless the caller keeps it to run the rest
-of the call on (``keep``), so that its start-up is not paid twice.
+an extension module that does not support them), or, with retries, is retried there as
+they allow; subinterpreters are then not offered. The pool is shut down afterwards,
+unless the caller keeps it to run the rest of the call on (``keep``), so that its
+start-up is not paid twice.
 """
 
 from __future__ import annotations
@@ -97,12 +98,16 @@ def time_interpreters(
     per_item: float,
     spec: PoolSpec,
     keep: list[Backend] | None = None,
+    rerun_failures: bool = True,
 ) -> tuple[Trial, list[Any], dict[int, BaseException]]:
     """Run ``items`` (at least 4) on a pool of ``spec`` (an interpreter pool), two at once.
 
     Returns the trial and the items' values and errors by position. ``per_item`` is
     the inline time of one item. With ``keep``, a pool that ran every item is appended
-    to it, still running, instead of being shut down.
+    to it, still running, instead of being shut down. Items that failed there run again
+    in this thread, unless ``rerun_failures`` is False: the caller then tries them again
+    itself, as its retries allow (a rerun here would be one attempt more than they
+    allow).
     """
     from workpool.backends import create_backend
 
@@ -152,7 +157,8 @@ def time_interpreters(
         if not kept:
             backend.shutdown(wait=True, cancel_pending=True)
     # What failed there runs again here, where it will be judged like any other item.
-    rerun_failed_here(fn, mode, items, values, errors)
+    if rerun_failures:
+        rerun_failed_here(fn, mode, items, values, errors)
     return (
         Trial(items=len(items), speedup=None, start_seconds=0.0, parallelism=None),
         values,
