@@ -216,6 +216,38 @@ def test_the_reason_names_no_engine_that_cannot_run_the_items() -> None:
     assert "No engine that can run it would be faster" in advice.reason
 
 
+@pytest.mark.parametrize(
+    ("items", "failing"),
+    [
+        (3, False),  # the third is too few to time on two threads: it ran, uncounted
+        (200, True),  # every other item fails: on 3.14, those on subinterpreters ran twice
+    ],
+)
+def test_advise_runs_each_item_at_most_once_and_counts_every_run(
+    tmp_path: Path, items: int, failing: bool
+) -> None:
+    from interp_tasks import marked_fails_every_tenth
+
+    def marked(x: int) -> int:  # 2 ms of CPU work (23 ms if few); every other may fail
+        if failing and x % 2:
+            marked_fails_every_tenth((9, str(tmp_path / "failed")))  # raises ValueError
+        if items < 10:
+            burns_21ms(x)
+        return marked_fails_every_tenth((x * 10, str(tmp_path / "ok")))
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "failed").mkdir()
+    advice = workpool.advise(marked, range(items))
+    runs = len(list((tmp_path / "ok").iterdir())) + len(list((tmp_path / "failed").iterdir()))
+    seen = advice.measurements
+    counted = (
+        seen["items_measured_inline"]
+        + seen["items_measured_on_two_threads"]
+        + seen["items_measured_on_two_interpreters"]
+    )
+    assert runs == counted <= items, seen
+
+
 def test_auto_runs_every_item_exactly_once(tmp_path: Path) -> None:
     def once(x: int) -> int:
         mark = tmp_path / str(x)

@@ -564,8 +564,10 @@ def measure(
         trial = _time_on_interpreters(
             fn, mode, inputs, sample, inline, budget, interpreters, keep, rerun_failures
         )
+    trial_items = trial.items if trial else 0
     found = Measurement(
-        items=inline.items,
+        # Every item run here: those timed, and those left too few to time elsewhere.
+        items=len(sample.values) - threads.items - trial_items,
         seconds_per_item=inline.per_item,
         cpu_fraction=_cpu_fraction(inline),
         thread_items=threads.items,
@@ -575,7 +577,7 @@ def measure(
         ship_seconds_per_item=ship_seconds,
         ship_bytes_per_item=ship_bytes,
         gil_enabled=_gil_enabled(),
-        interpreter_items=trial.items if trial else 0,
+        interpreter_items=trial_items,
         interpreter_speedup=trial.speedup if trial else None,
         interpreter_start_seconds=trial.start_seconds if trial else 0.0,
         interpreter_parallelism=trial.parallelism if trial else None,
@@ -1035,6 +1037,9 @@ def advise(
         InputSource(sample),
         budget=budget,
         interpreters=PoolSpec(backend="interpreter", workers=2),
+        # No result is kept: an item that failed on a thread or subinterpreter is not
+        # run again here to get one (each item runs once, as the measurements count).
+        rerun_failures=False,
     )
     if not values:
         raise ValueError("sample is empty: there is nothing to measure")
