@@ -105,3 +105,16 @@ def test_the_bar_fits_one_line_of_80_columns_whatever_the_name_and_numbers(
     assert re.search(r"[\dM] items/s", lines[0]), lines
     assert "ETA" in lines[0]
     assert lines[0].rstrip().endswith("1 failed"), lines
+
+
+@pytest.mark.parametrize("call", ["map", "imap"])
+def test_a_failure_while_auto_measures_is_counted_on_the_bar(
+    call: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The failure ends the call while auto still times the first items inline: the
+    # bar's last line said "0/100 ... 0 failed" above a map's traceback.
+    run = workpool.map if call == "map" else workpool.imap
+    with pytest.raises(ValueError, match="bad input 3"):
+        list(run(fail_on(3), range(100), progress=True))  # a new function: measured
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "1 failed" in last and "0/100" not in last, last

@@ -473,6 +473,8 @@ class _MeasuredPrefix:
             errors = _InlineRetries(call, values, first, self._trace, places).settle(items, errors)
         if settled:
             errors = dict(sorted({**errors, **settled}.items()))
+        if self._progress is not None:  # before a failure is raised: the bar shows it
+            self._progress.advance(len(values), len(errors))
         for position, error in errors.items():
             if options.return_exceptions:
                 values[position] = error
@@ -481,8 +483,6 @@ class _MeasuredPrefix:
                 self._close_progress()
                 raise error
         self._journal(first, items, values, errors)
-        if self._progress is not None:
-            self._progress.advance(len(values), len(errors))
         if errors and not options.return_exceptions:  # raise in order, after the ones before
             position = min(errors)
             yield values[:position]
