@@ -273,6 +273,26 @@ def test_auto_remembers_the_measurement_per_function() -> None:
     assert remembered(fresh) is first  # not measured again
 
 
+def test_auto_remembers_no_measurement_of_nothing() -> None:
+    # A first call on an empty input (or on items that all failed) timed nothing, and
+    # was remembered as work of 0 s an item: every later call of the function ran
+    # serially, however slow its items.
+    def fresh(x: int) -> int:
+        if x < 0:
+            raise ValueError(x)
+        return spins(x)
+
+    assert workpool.map(fresh, []) == []
+    assert list(workpool.imap(fresh, iter([]))) == []
+    assert remembered(fresh) is None
+    results = workpool.map(fresh, [-1, -2], return_exceptions=True)
+    assert [type(r) for r in results] == [ValueError, ValueError]
+    assert remembered(fresh) is None
+    assert workpool.map(fresh, range(3)) == [spins(x) for x in range(3)]
+    found = remembered(fresh)
+    assert found is not None and found.seconds_per_item > 0
+
+
 def test_auto_keeps_error_semantics() -> None:
     def bad(x: int) -> int:
         if x == 3:

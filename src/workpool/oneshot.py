@@ -438,7 +438,10 @@ class _MeasuredPrefix:
                     self._keep_interrupted(sample, (began, now_ns()))
                     raise
                 measured = (began, now_ns())
-                if not (stops_at_failure and errors):  # else a partial measurement
+                # Kept for later calls only if it timed the work: not a measurement cut
+                # short by a failure, nor one of no item (an empty input) or of nothing
+                # but failures, which would make every later call of the function serial.
+                if len(errors) < len(values) and not (stops_at_failure and errors):
                     remember(call.fn, found)
                 places = sample.places
                 self.started_backend = kept[0] if kept else None
