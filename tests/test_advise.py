@@ -1115,6 +1115,32 @@ def test_closing_imap_while_the_early_pool_runs_leaves_nothing_behind() -> None:
     results.close()  # the no_leftovers fixture checks every worker is gone
 
 
+def test_a_first_item_slow_only_for_its_import_is_not_the_sample(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The first call imports a module that takes 0.3 s (a quarter of the budget or
+    # more): that one item was taken as the sample, tiny items were estimated at 0.3 s
+    # each, processes were chosen, and the measurement kept for every later call.
+    (tmp_path / "workpool_test_slower_import.py").write_text(
+        "import time\n"
+        "deadline = time.thread_time() + 0.3\n"
+        "while time.thread_time() < deadline:\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "workpool_test_slower_import", raising=False)
+
+    def first_imports(x: int) -> int:
+        import workpool_test_slower_import  # noqa: F401
+
+        return x * x
+
+    found, items, values, _ = measure(first_imports, CallMode.ONE, InputSource(range(10**5)))
+    assert found.items > 1 and found.seconds_per_item < 0.001, found
+    assert values == [x * x for x in items]
+    assert decide(found, 10**5).backend == "serial", found
+
+
 def test_a_first_call_slow_only_for_its_imports_starts_no_process_pool(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

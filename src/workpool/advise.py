@@ -706,7 +706,9 @@ def _time_inline(
     """Phase 1: time items inline, in groups that grow so tiny items are timed in bulk.
 
     The first item warms up (imports, caches) and is not timed, unless it alone is most
-    of the budget. Items far cheaper than shipping the first one are timed for
+    of the budget and imported nothing (a module imported on the first call can take
+    longer than any item: the items after it are timed then, within a budget that
+    starts after it). Items far cheaper than shipping the first one are timed for
     ``SHORT_GOAL`` only. The time per item is the groups' own, less the time spent
     queued for a CPU (``_unqueued``). That and the CPU time are read around each group's
     calls only, not around the reading of the input between them: an input that costs
@@ -732,11 +734,16 @@ def _time_inline(
     sample.add(first, values, errors)
     if errors and stop_at_failure:
         return alone
-    if warm >= SLOW_ITEM:
+    imported = len(sys.modules) != modules
+    if warm >= SLOW_ITEM and imported:
+        # Slow for what it imported, a first call's cost and no later item's: the next
+        # items are the sample, timed as if measuring began now.
+        deadline = time.perf_counter() + budget * 0.45
+    elif warm >= SLOW_ITEM:
         # It is the sample if it is most of the budget, or if it mostly waited.
         if warm > budget * 0.25 or _cpu_fraction(alone) < 0.5:
             return alone
-        if on_slow_cpu is not None and len(sys.modules) == modules and not errors:
+        if on_slow_cpu is not None and not errors:
             on_slow_cpu()
     ship_first = 0.0 if errors else _shipping_cost(first, values, errors)[0]
     wall = 0.0  # of the timed items, summed
