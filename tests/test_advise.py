@@ -382,6 +382,24 @@ def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(stalled: list[float
     assert decide(found, 50_000 - len(items)).backend == "serial", found
 
 
+def test_slow_cpu_items_reported_queued_all_along_are_still_timed_once(
+    stalled: list[float],
+) -> None:
+    # On a loaded machine a thread can be queued for a CPU about as long as it runs: the
+    # work timed (wall time less queued) stayed near zero, and slow CPU items went on
+    # being timed inline, one after another, instead of one (here every item is
+    # reported queued for all of its wall time).
+    def burns_21ms_queued(x: int) -> int:
+        began = time.perf_counter()
+        burns_21ms(x)
+        stalled.append(time.perf_counter() - began)
+        return x
+
+    found, *_ = measure(burns_21ms_queued, CallMode.ONE, InputSource(range(40)))
+    assert found.items == 2, found  # the warm-up, then one timed item, as unloaded
+    assert found.seconds_per_item >= 0.02, found
+
+
 def test_a_wait_for_a_cpu_after_the_one_timed_item_is_not_taken_off_its_time(
     monkeypatch: pytest.MonkeyPatch, stalled: list[float]
 ) -> None:

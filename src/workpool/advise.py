@@ -772,8 +772,11 @@ def _time_inline(
         if errors and stop_at_failure:
             break
         # A stretch in a run queue must not end the timing early: as long as the goal,
-        # it would leave a few items timed, and each of them carrying its error.
-        work = max(wall - queued, 0.0)
+        # it would leave a few items timed, and each of them carrying its error. Nor
+        # may it hide the work done: the CPU time spent is work, however long the
+        # thread also waited (on a loaded machine, slow items then went on being timed
+        # here, one after another, up to the deadline).
+        work = _unqueued(wall, queued, cpu)
         # Grow the groups, but do not overshoot the goal by much.
         left = goal - work
         per_item_so_far = work / timed
