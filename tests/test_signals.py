@@ -558,3 +558,54 @@ def test_ctrl_c_ends_a_program_whose_thread_tasks_still_run(
         assert code == 128 + signal.SIGTERM
     assert "During handling" not in err
     assert took < 3
+
+
+STARTING_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys, time
+    import workpool
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+
+    if __name__ != "__main__":
+        # A worker (spawn) or the fork server importing the program again: it marks
+        # that it is starting, then takes its time, as a program with heavy imports does.
+        open(os.path.join({marks!r}, "starting-" + str(os.getpid())), "w").close()
+        time.sleep(5)
+
+    if __name__ == "__main__":
+        workpool.map(abs, range(4), backend="process", workers=2, start_method={method!r})
+        print("not interrupted", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("method", [m for m in START_METHODS if m != "fork"])
+def test_ctrl_c_while_workers_start_prints_one_traceback(tmp_path: Path, method: str) -> None:
+    # Ctrl+C reaches the whole process group: a worker (or the standard fork server)
+    # still importing the program gets it too, before workpool's code in it can ignore
+    # it. Only the parent may report it: one traceback, the caller's.
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "parent.py"
+    script.write_text(STARTING_SCRIPT.format(marks=str(marks), method=method))
+    parent = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    assert wait_for(lambda: any(marks.iterdir()), timeout=30), parent.communicate()
+    starting = {int(p.name.rsplit("-", 1)[1]) for p in marks.iterdir()}
+    os.killpg(parent.pid, signal.SIGINT)
+    code, out, err, took = finish(parent, timeout=10)
+    assert code == -signal.SIGINT, err
+    assert "not interrupted" not in out
+    assert err.count("Traceback") == 1, err
+    assert "multiprocessing" not in err, err
+    if method == "spawn" or sys.version_info < (3, 14):
+        # From 3.14 the standard fork server answers a pool only once it has imported
+        # the program (5 s here), and a pool that is starting a worker waits for that.
+        assert took < 3
+    assert wait_for(lambda: all(gone(p) for p in starting), timeout=5)

@@ -28,12 +28,11 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
-import signal
 import subprocess
 import sys
 
 from workpool import _platform
-from workpool.backends.process import lifeline, parent_watch
+from workpool.backends.process import ctrl_c, lifeline, parent_watch
 from workpool.backends.process.poller import wait_readable
 from workpool.backends.process.preload import program_place
 
@@ -80,11 +79,8 @@ def popen_ignoring_ctrl_c(args: list[str], **options: Any) -> subprocess.Popen[b
     and it would die printing a traceback. So it starts with SIGINT blocked (the mask
     survives exec) and unblocks it once it ignores it.
     """
-    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
+    with ctrl_c.blocked_while_starting():
         return subprocess.Popen(args, **options)
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def package_root() -> str:

@@ -21,7 +21,7 @@ import sys
 import threading
 import weakref
 
-from workpool.backends.process import exit_hook, lifeline, parent_watch
+from workpool.backends.process import ctrl_c, exit_hook, lifeline, parent_watch
 from workpool.backends.process.poller import wait_readable
 from workpool.backends.process.preload import main_imports, program_place, take_place
 from workpool.backends.process.slots import SharedSlots
@@ -149,7 +149,14 @@ class MultiprocessingLauncher:
             process = self._context.Process(  # type: ignore[attr-defined]
                 target=target, args=arguments, name=f"workpool-worker-{slot}", daemon=False
             )
-            process.start()
+            if self.method != "fork":
+                # Starting it unblocks SIGINT before Python 3.14 (instead of restoring
+                # the mask it found), and spawn and the fork server start it first.
+                from multiprocessing import resource_tracker
+
+                resource_tracker.ensure_running()
+            with ctrl_c.blocked_while_starting():  # the worker ignores it once it runs
+                process.start()
         finally:
             given.close()  # the worker has its own by now
         _started.add(process)

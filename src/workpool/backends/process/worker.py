@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import time
 from collections.abc import Callable
 
-from workpool.backends.process import prctl, protocol
+from workpool.backends.process import ctrl_c, prctl, protocol
 from workpool.backends.process.framing import FrameReader, send_frame
 from workpool.backends.process.parent_watch import WatchEnd, watch_parent
 from workpool.backends.process.slots import SharedSlots
@@ -219,7 +218,7 @@ def _serve(
     watch: WatchEnd | None,
 ) -> None:
     # Ctrl+C reaches the whole process group; the parent decides what stops, not us.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ctrl_c.ignore()
     prctl.set_name("workpool-worker")  # not one more copy of the program, in ps and top
     watch_parent(parent_pid, sock, watch)
     slot = slots.slot(slot_index)
