@@ -120,6 +120,25 @@ def write_byte(memory: object, index: int) -> int:
     return len(view)
 
 
+def mark_interrupt_then_wait_for_file(marks: str, path: str) -> Callable[[int], int]:
+    """Return the input, but first note its start as a file in directory ``marks``, then
+    wait (at most 60 s) until ``path`` exists; on input 0, once two tasks have started,
+    send this process a SIGINT (Ctrl+C) first."""
+
+    def task(x: int) -> int:
+        Path(marks, str(x)).touch()
+        deadline = time.monotonic() + 60
+        if x == 0:
+            while len(os.listdir(marks)) < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGINT)
+        while not Path(path).exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return x
+
+    return task
+
+
 def interrupt_then_wait_for_file(path: str) -> Callable[[int], int]:
     """Return the input, but first wait (at most 60 s) until ``path`` exists; on input 0,
     send this process a SIGINT (Ctrl+C) first."""

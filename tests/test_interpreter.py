@@ -674,6 +674,52 @@ def test_ctrl_c_returns_at_once_and_the_exit_waits_for_the_running_tasks(tmp_pat
     assert "remaining subinterpreters" not in done.stderr
 
 
+CTRL_C_IN_SHUTDOWN_SCRIPT = """
+import sys, time
+from pathlib import Path
+import workpool
+from interp_tasks import mark_interrupt_then_wait_for_file
+
+marks, release = sys.argv[1], Path(sys.argv[2])
+pool = workpool.Pool(2, backend="interpreter")
+task = mark_interrupt_then_wait_for_file(marks, str(release))
+futures = [pool.submit(task, x) for x in range(4)]  # two run, two wait in the queue
+try:
+    pool.shutdown(wait=True)  # task 0 presses Ctrl+C once two run
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    time.sleep(0.5)
+    release.touch()
+    raise
+"""
+
+
+@needs_interpreters
+def test_ctrl_c_while_shutdown_waits_leaves_the_queued_work_unrun(tmp_path: Path) -> None:
+    # The program ends on Ctrl+C: its exit waits for the two tasks running (a
+    # subinterpreter cannot be stopped), but must not start the two still queued.
+    script = tmp_path / "script.py"
+    script.write_text(CTRL_C_IN_SHUTDOWN_SCRIPT)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), str(marks), str(release)],
+            capture_output=True,
+            text=True,
+            timeout=40,
+            check=False,
+            env=env,
+        )
+    finally:
+        release.touch()
+    assert done.stdout.split() == ["interrupted"], done.stderr
+    assert done.returncode == -signal.SIGINT, done.stderr
+    assert sorted(p.name for p in marks.iterdir()) == ["0", "1"]
+
+
 @needs_interpreters
 def test_a_second_ctrl_c_while_the_exit_waits_ends_the_program_at_once(tmp_path: Path) -> None:
     # The first Ctrl+C ends the call; the exit then waits for the tasks still running.

@@ -330,18 +330,26 @@ class Pool(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Refuse new work; finish what was submitted (unless ``cancel_futures``).
 
-        ``wait=True`` returns once every worker has stopped.
+        ``wait=True`` returns once every worker has stopped. A Ctrl+C that interrupts
+        the wait abandons the work, as leaving a ``with`` block by Ctrl+C does.
         """
         self._shut_down = True
         self._finalizer.detach()
         if self._forked_copy():
             return  # the pool is its parent's to end
-        self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
-        if wait:
-            with self._unread_runs_lock:
-                runs = list(self._unread_runs)
-            for run in runs:
-                run.join_unread()
+        try:
+            self._backend.shutdown(wait=wait, cancel_pending=cancel_futures)
+            if wait:
+                with self._unread_runs_lock:
+                    runs = list(self._unread_runs)
+                for run in runs:
+                    run.join_unread()
+        except KeyboardInterrupt:
+            # Nobody waits for the rest any more; left to go on, it would start queued
+            # tasks until the program's exit ended it (which the exit cannot do for
+            # tasks in subinterpreters: it waits for them).
+            self._end_now(abandon=True)
+            raise
 
     def _shut_down_at_exit(self) -> None:
         """The program exits with this pool open: it finishes its work, as an Executor does."""
