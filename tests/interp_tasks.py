@@ -120,15 +120,17 @@ def write_byte(memory: object, index: int) -> int:
     return len(view)
 
 
-def mark_interrupt_then_wait_for_file(marks: str, path: str) -> Callable[[int], int]:
+def mark_then_wait_for_file(
+    marks: str, path: str, *, interrupt: bool = False, patience: float = 60
+) -> Callable[[int], int]:
     """Return the input, but first note its start as a file in directory ``marks``, then
-    wait (at most 60 s) until ``path`` exists; on input 0, once two tasks have started,
-    send this process a SIGINT (Ctrl+C) first."""
+    wait (at most ``patience`` seconds) until ``path`` exists. With ``interrupt``, input
+    0 sends this process a SIGINT (Ctrl+C) once two tasks have started."""
 
     def task(x: int) -> int:
         Path(marks, str(x)).touch()
-        deadline = time.monotonic() + 60
-        if x == 0:
+        deadline = time.monotonic() + patience
+        if interrupt and x == 0:
             while len(os.listdir(marks)) < 2 and time.monotonic() < deadline:
                 time.sleep(0.01)
             os.kill(os.getpid(), signal.SIGINT)

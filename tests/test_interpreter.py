@@ -678,11 +678,11 @@ CTRL_C_IN_SHUTDOWN_SCRIPT = """
 import sys, time
 from pathlib import Path
 import workpool
-from interp_tasks import mark_interrupt_then_wait_for_file
+from interp_tasks import mark_then_wait_for_file
 
 marks, release = sys.argv[1], Path(sys.argv[2])
 pool = workpool.Pool(2, backend="interpreter")
-task = mark_interrupt_then_wait_for_file(marks, str(release))
+task = mark_then_wait_for_file(marks, str(release), interrupt=True)
 futures = [pool.submit(task, x) for x in range(4)]  # two run, two wait in the queue
 try:
     pool.shutdown(wait=True)  # task 0 presses Ctrl+C once two run
@@ -716,6 +716,48 @@ def test_ctrl_c_while_shutdown_waits_leaves_the_queued_work_unrun(tmp_path: Path
     finally:
         release.touch()
     assert done.stdout.split() == ["interrupted"], done.stderr
+    assert done.returncode == -signal.SIGINT, done.stderr
+    assert sorted(p.name for p in marks.iterdir()) == ["0", "1"]
+
+
+CTRL_C_AFTER_SHUTDOWN_SCRIPT = """
+import os, sys, time
+from pathlib import Path
+import workpool
+from interp_tasks import mark_then_wait_for_file
+
+marks, release = sys.argv[1], Path(sys.argv[2])
+pool = workpool.Pool(2, backend="interpreter")
+# The two running tasks end once a queued one is settled (cancelled), or after 10 s.
+task = mark_then_wait_for_file(marks, str(release), patience=10)
+futures = [pool.submit(task, x) for x in range(4)]
+for future in futures[2:]:
+    future.add_done_callback(lambda future: release.touch())
+while len(os.listdir(marks)) < 2:
+    time.sleep(0.01)
+pool.shutdown(wait=False)
+raise KeyboardInterrupt  # the program ends on Ctrl+C while its pool works on
+"""
+
+
+@needs_interpreters
+def test_ctrl_c_at_the_end_leaves_the_queued_work_unrun(tmp_path: Path) -> None:
+    # Ended on Ctrl+C, the program abandons its pools, shut down or not: its exit
+    # waits for the tasks running in subinterpreters, but starts none of those queued.
+    script = tmp_path / "script.py"
+    script.write_text(CTRL_C_AFTER_SHUTDOWN_SCRIPT)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    release = tmp_path / "release"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, str(script), str(marks), str(release)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env=env,
+    )
     assert done.returncode == -signal.SIGINT, done.stderr
     assert sorted(p.name for p in marks.iterdir()) == ["0", "1"]
 

@@ -68,6 +68,7 @@ import sys
 import threading
 
 from workpool._options import PoolSpec
+from workpool.backends.at_exit import ended_by_ctrl_c
 from workpool.backends.interpreter.context import InterpreterContext
 from workpool.backends.threaded import ThreadedBackend, WorkerContext
 from workpool.chunking import THREAD_CHUNK_SECONDS
@@ -108,8 +109,11 @@ def _finish_before_exit(backends: list[InterpreterBackend]) -> None:
         _refuse_new_pools()
         backends = _live_backends.members()  # with any made since this hook was called
         notice.start()
-        for backend in backends:  # a pool shut down (at_exit.py) finishes its queue
-            backend.shutdown(wait=True, cancel_pending=not backend.shutting_down)
+        # A pool shut down (at_exit.py) finishes its queue, unless the program ends on
+        # Ctrl+C: then only the tasks running are waited for, since none can be stopped.
+        interrupted = ended_by_ctrl_c()
+        for backend in backends:
+            backend.shutdown(wait=True, cancel_pending=interrupted or not backend.shutting_down)
         for thread in [t for backend in backends for t in backend.abandoned_threads()]:
             thread.join()
     except KeyboardInterrupt:
