@@ -571,7 +571,7 @@ STARTING_SCRIPT = textwrap.dedent(
         # A worker (spawn) or the fork server importing the program again: it marks
         # that it is starting, then takes its time, as a program with heavy imports does.
         open(os.path.join({marks!r}, "starting-" + str(os.getpid())), "w").close()
-        time.sleep(5)
+        time.sleep(3)
 
     if __name__ == "__main__":
         workpool.map(abs, range(4), backend="process", workers=2, start_method={method!r})
@@ -606,6 +606,7 @@ def test_ctrl_c_while_workers_start_prints_one_traceback(tmp_path: Path, method:
     assert "multiprocessing" not in err, err
     if method == "spawn" or sys.version_info < (3, 14):
         # From 3.14 the standard fork server answers a pool only once it has imported
-        # the program (5 s here), and a pool that is starting a worker waits for that.
+        # the program (3 s here), and a pool that is starting a worker waits for that.
         assert took < 3
-    assert wait_for(lambda: all(gone(p) for p in starting), timeout=5)
+    # A fork server ends once it has read the program (and seen that the parent is gone).
+    assert wait_for(lambda: all(gone(p) for p in starting), timeout=10)
