@@ -1153,15 +1153,16 @@ def test_a_failure_ends_the_call_while_a_result_is_being_fetched() -> None:
     # back. The program below holds each side at that moment.
     done = run_program(
         """
-        import faulthandler, threading, time
+        import asyncio, faulthandler, threading, time
         import workpool
         from workpool.backends.dask.cluster import ClusterLink
         from workpool.backends.dask.engine import DaskBackend
+        from workpool.backends.dask.fetcher import ResultFetcher
 
         faulthandler.dump_traceback_later(30, exit=True)
         fetching, workers_stopped = threading.Event(), threading.Event()
         stop_workers, gather, forget = (
-            ClusterLink.stop_workers, DaskBackend._gather, DaskBackend.forget
+            ClusterLink.stop_workers, ResultFetcher._gather, DaskBackend.forget
         )
 
         def stop_and_say(self):
@@ -1170,18 +1171,22 @@ def test_a_failure_ends_the_call_while_a_result_is_being_fetched() -> None:
             finally:
                 workers_stopped.set()
 
-        def gather_late(self, ready):
-            if ready and all(entry.chunk.start != 0 for entry in ready):
+        async def gather_late(self, futures):
+            # Keys end in the chunk's number: chunk 0 holds item 0, the one that fails.
+            if futures and not any(future.key.endswith("-0") for future in futures):
                 fetching.set()
-                workers_stopped.wait(10)
-            return gather(self, ready)
+                waiting = asyncio.get_running_loop().run_in_executor(
+                    None, workers_stopped.wait, 10
+                )
+                await waiting
+            return await gather(self, futures)
 
         def forget_while_fetching(self, sink):
             fetching.wait(10)
             forget(self, sink)
 
         ClusterLink.stop_workers = stop_and_say
-        DaskBackend._gather = gather_late
+        ResultFetcher._gather = gather_late
         DaskBackend.forget = forget_while_fetching
 
         def first_fails(x):

@@ -1,6 +1,7 @@
 """``backend="dask"``: chunks as Dask tasks, user code in workpool's process engine on each node.
 
 - ``engine``   the caller's side: the Backend, the window, the courier thread
+- ``fetcher``  finished tasks' results, fetched on the client's event loop
 - ``remote``   what a Dask worker runs: each chunk in a local process pool
 - ``node``     the local process pools of a Dask worker, kept from call to call
 - ``payload``  what crosses between the two, both ways

@@ -15,8 +15,9 @@ How a chunk travels::
         key=unique) ----------> a worker runs run_chunk
                                 (remote.py: in this node's
                                 local process pool)
-                                finished --done callback--------> gather every finished
-                                                                  task at once, unpickle
+                                finished: the client's event
+                                loop fetches every finished
+                                result at once (fetcher.py) ----> unpickle
     sink.deliver(batch) <------------------------------------------ deliver each piece
 
 Keys are unique (``workpool-<function>-<session>-<n>``, never derived from the inputs),
@@ -62,6 +63,7 @@ from workpool.backends.at_exit import end_all
 from workpool.backends.base import Backend, ShutDown
 from workpool.backends.dask import remote
 from workpool.backends.dask.cluster import CLOSE_SECONDS, ClusterLink, connect
+from workpool.backends.dask.fetcher import ResultFetcher
 from workpool.backends.dask.payload import (
     ChunkTask,
     Report,
@@ -172,7 +174,6 @@ class DaskBackend(Backend):
         self._pending: collections.deque[Chunk] = collections.deque()
         self._sending = 0  # chunks taken from the window by a thread sending them now
         self._settling = 0  # chunks the courier took and has not delivered yet
-        self._fetching: list[Any] = []  # the Dask futures of those chunks
         self._accepting = True  # new chunks are welcome (until shutdown or terminate)
         self._sends = True  # chunks may go to Dask (until terminated or broken)
         self._broken: BrokenPool | None = None
@@ -183,8 +184,13 @@ class DaskBackend(Backend):
         self._ending: threading.Thread | None = None  # the thread that ends the backend
         self._ended = threading.Event()  # ... once it has
 
-        self._finished: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._when_done = _done_callbacks_on_the_loop()
+        # What the fetcher hands over: (futures, their payloads by key); None: stop.
+        self._finished: queue.SimpleQueue[tuple[list[Any], dict[str, Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._fetcher = ResultFetcher(
+            self._client, lambda futures, payloads: self._finished.put((futures, payloads))
+        )
         self._courier = threading.Thread(
             target=self._carry, name="workpool-dask-courier", daemon=True
         )
@@ -340,7 +346,7 @@ class DaskBackend(Backend):
                 failure = one_for_each_call(self._broken)
             chunk.sink.deliver(ResultBatch.failed(chunk, failure, retryable=False))
             return
-        self._when_done(future, self._finished.put)
+        self._fetcher.watch(future)
 
     def _check_open(self) -> None:
         if self._broken is not None:
@@ -416,26 +422,52 @@ class DaskBackend(Backend):
     # --- what comes back (the courier thread) ---------------------------------------------
 
     def _carry(self) -> None:
-        """Settle finished tasks, as many at once as have finished, until told to stop."""
+        """Settle finished tasks, as many at once as have arrived, until told to stop."""
         while True:
-            futures = [self._finished.get()]
+            arrivals = [self._next_arrival()]
             while True:
                 try:
-                    futures.append(self._finished.get_nowait())
+                    arrivals.append(self._finished.get_nowait())
                 except queue.Empty:
                     break
-            stop = None in futures
+            futures: list[Any] = []
+            payloads: dict[str, Any] = {}
+            for arrival in arrivals:
+                if arrival is not None:
+                    futures += arrival[0]
+                    payloads.update(arrival[1])
             try:
-                self._settle([f for f in futures if f is not None])
+                self._settle(futures, payloads)
                 self._send_pending()
             except BaseException as exc:  # a bug here must not leave callers waiting
                 self._break(exc)
                 self._cancel_all("the pool broke: " + repr(exc))
                 return
-            if stop:
+            if None in arrivals:
                 return
 
-    def _settle(self, futures: list[Any]) -> None:
+    def _next_arrival(self) -> tuple[list[Any], dict[str, Any]] | None:
+        """What the fetcher hands over next; while tasks are in flight, a client that
+        stops running ends the wait: a fetch under way is given up, and its futures come
+        back unfetched.
+
+        A fetch under way when the scheduler is lost waits out Dask's connection
+        timeout, and tries again (seen: over a minute), while the client has already
+        cancelled every future it holds; the courier, waiting for it, would never settle
+        those cancellations, which tell the pool that its scheduler is lost. (Any task
+        in flight may be fetched at any moment, unknown to this thread: so the client is
+        watched while there are some, not only while the fetcher says it fetches.)
+        """
+        while True:
+            wait = CLIENT_CHECK_SECONDS if self._in_flight else None  # (a hint: unlocked)
+            try:
+                return self._finished.get(timeout=wait)
+            except queue.Empty:
+                if getattr(self._client, "status", None) != "running":
+                    return self._fetcher.abandon(), {}
+
+    def _settle(self, futures: list[Any], payloads: dict[str, Any]) -> None:
+        """Deliver each future's chunk: its payload if it was fetched, else why not."""
         taken: list[_InFlight] = []
         with self._lock:
             for future in futures:
@@ -444,10 +476,7 @@ class DaskBackend(Backend):
                     del self._in_flight[future.key]
                     taken.append(entry)
             self._settling += len(taken)
-            self._fetching = [entry.future for entry in taken]
         try:
-            ready = [e for e in taken if e.future.status in ("finished", "lost")]
-            payloads = self._gather(ready)
             for entry in taken:
                 try:
                     if entry.future.key in payloads:
@@ -461,41 +490,7 @@ class DaskBackend(Backend):
         finally:
             with self._lock:
                 self._settling -= len(taken)
-                self._fetching = []
                 self._notify_if_idle()
-
-    def _gather(self, ready: list[_InFlight]) -> dict[str, Any]:
-        """The results of finished tasks, fetched together; a failed fetch is left out."""
-        if not ready:
-            return {}
-        futures = [entry.future for entry in ready]
-        try:
-            return dict(zip([f.key for f in futures], self._fetch(futures)))
-        except _ClientStopped:
-            return {}  # no fetch can succeed now; each chunk's cancellation says why
-        except Exception:
-            pass  # one of them failed meanwhile: fetch them one by one
-        results: dict[str, Any] = {}
-        for future in futures:
-            try:
-                results[future.key] = self._fetch([future])[0]
-            except _ClientStopped:
-                break
-            except Exception:
-                continue
-        return results
-
-    def _fetch(self, futures: list[Any]) -> list[Any]:
-        """``client.gather(futures)``, given up as soon as the client stops running.
-
-        A gather asks the scheduler for the data. If the scheduler is lost meanwhile,
-        Dask's gather waits out its connection timeout, and tries again (seen: over a
-        minute), while the client has already cancelled every future it holds. The
-        courier, stuck in such a gather, would never settle those cancellations, which
-        tell the pool that its scheduler is lost: every waiting call would hang.
-        """
-        client = self._client
-        return list(_while_running(client, lambda: client.gather(futures, asynchronous=True)))
 
     def _deliver_payload(self, chunk: Chunk, payload: bytes) -> None:
         trace = chunk.trace
@@ -716,7 +711,7 @@ class DaskBackend(Backend):
         with self._lock:
             self._accepting = False
             dropped, queued = self._take_all()
-            fetching = self._fetching
+        fetching = self._fetcher.fetching
         self._cancel(dropped, why)
         self._drop(queued, why)
         # The courier may be fetching results from workers about to be killed: Dask
@@ -827,29 +822,6 @@ class DaskBackend(Backend):
         )
         closer.start()
         closer.join(CLOSE_SECONDS)
-
-
-def _done_callbacks_on_the_loop() -> Callable[[Any, Callable[[Any], None]], None]:
-    """A way to call ``callback(future)`` on the client's event loop once a Dask future settles.
-
-    Not ``Future.add_done_callback``: it hands every callback to a thread pool of
-    Dask's, and ``concurrent.futures`` shuts every thread pool down when the interpreter
-    begins to exit, before atexit hooks run. The tasks that settle after that (those our
-    exit hook cancels, the work of a pool shut down without waiting) were then never
-    reported, and each printed a traceback. Our callback only puts the future on a
-    queue, which is safe on the loop itself, as Dask's own coroutine that waits for a
-    future does it (``distributed.client.done_callback``, which ``add_done_callback``
-    itself schedules; should a later Dask drop it, its thread pool it is again).
-    """
-    try:
-        from distributed.client import done_callback
-    except ImportError:
-        return lambda future, callback: future.add_done_callback(callback)
-
-    def when_done(future: Any, callback: Callable[[Any], None]) -> None:
-        future.client.loop.add_callback(done_callback, future, callback)
-
-    return when_done
 
 
 def _warn_no_workers(where: str) -> None:
