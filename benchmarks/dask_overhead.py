@@ -11,7 +11,10 @@ nanny-started, on 127.0.0.1) and one ``Pool(backend="dask", address=client)`` on
 the whole run, and alternates workpool and ``client.submit``/``client.map`` measurement
 by measurement (the order flips every repetition), so that the load of a shared machine
 falls on both alike. It gives each side's median over the repetitions and the ratio
-workpool / Dask (lower is better for workpool; 1.0 is parity):
+workpool / Dask (lower is better for workpool; 1.0 is parity). Beside each wall time,
+``cpu_s`` is the CPU time that every process of the run spent meanwhile (this one, with
+the cluster's scheduler, and the workers with their local pools): other jobs on the
+machine stretch wall times, far less the CPU each side needs.
 
 - ``roundtrip``: ``submit(echo, i).result()`` one at a time (p50 and p90 of 200 calls
   after 20 warm-up calls);
@@ -62,12 +65,30 @@ def _roundtrip(submit: Callable[[Any], Any]) -> dict[str, float]:
     return {"p50_ms": percentile(times, 0.5) * 1e3, "p90_ms": percentile(times, 0.9) * 1e3}
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (the client, and the local cluster's scheduler) and
+    every process under it (the Dask workers, their nannies and local pools)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
+
+
 def _wall(run: Callable[[], list[Any]], expected: list[Any]) -> dict[str, float]:
+    cpu = _cpu_seconds()
     began = time.perf_counter()
     results = run()
     seconds = time.perf_counter() - began
+    cpu = _cpu_seconds() - cpu
     check(results == expected, "results differ from a serial run")
-    return {"s": seconds}
+    return {"s": seconds, "cpu_s": cpu}
 
 
 def workpool_side(pool: Any, burn_n: int) -> dict[str, Measure]:
