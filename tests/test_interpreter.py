@@ -631,6 +631,31 @@ for x in range(6):  # two run at once: four wait in the queue when the program e
 """
 
 
+def _script_env() -> dict[str, str]:
+    """The environment for a script that imports this folder's task modules."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+
+
+def _run_script(
+    tmp_path: Path, source: str, *args: Path, release: Path | None = None, timeout: float = 40
+) -> subprocess.CompletedProcess[str]:
+    """Run ``source`` as a script with ``args``; ``release`` is made after, however it ended."""
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    try:
+        return subprocess.run(
+            [sys.executable, str(script), *map(str, args)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            env=_script_env(),
+        )
+    finally:
+        if release is not None:
+            release.touch()
+
+
 CTRL_C_SCRIPT = """
 import sys, time
 from pathlib import Path
@@ -653,21 +678,8 @@ except KeyboardInterrupt:
 def test_ctrl_c_returns_at_once_and_the_exit_waits_for_the_running_tasks(tmp_path: Path) -> None:
     # The tasks run until the file exists, which the script makes only once it has the
     # KeyboardInterrupt: the caller must not wait for them to get it.
-    script = tmp_path / "script.py"
-    script.write_text(CTRL_C_SCRIPT)
     release = tmp_path / "release"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    try:
-        done = subprocess.run(
-            [sys.executable, str(script), str(release)],
-            capture_output=True,
-            text=True,
-            timeout=40,
-            check=False,
-            env=env,
-        )
-    finally:
-        release.touch()
+    done = _run_script(tmp_path, CTRL_C_SCRIPT, release, release=release)
     assert done.stdout.split() == ["interrupted"]
     assert done.returncode == -signal.SIGINT, done.stderr
     assert "KeyboardInterrupt" in done.stderr
@@ -698,23 +710,10 @@ except KeyboardInterrupt:
 def test_ctrl_c_while_shutdown_waits_leaves_the_queued_work_unrun(tmp_path: Path) -> None:
     # The program ends on Ctrl+C: its exit waits for the two tasks running (a
     # subinterpreter cannot be stopped), but must not start the two still queued.
-    script = tmp_path / "script.py"
-    script.write_text(CTRL_C_IN_SHUTDOWN_SCRIPT)
     marks = tmp_path / "marks"
     marks.mkdir()
     release = tmp_path / "release"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    try:
-        done = subprocess.run(
-            [sys.executable, str(script), str(marks), str(release)],
-            capture_output=True,
-            text=True,
-            timeout=40,
-            check=False,
-            env=env,
-        )
-    finally:
-        release.touch()
+    done = _run_script(tmp_path, CTRL_C_IN_SHUTDOWN_SCRIPT, marks, release, release=release)
     assert done.stdout.split() == ["interrupted"], done.stderr
     assert done.returncode == -signal.SIGINT, done.stderr
     assert sorted(p.name for p in marks.iterdir()) == ["0", "1"]
@@ -744,19 +743,10 @@ raise KeyboardInterrupt  # the program ends on Ctrl+C while its pool works on
 def test_ctrl_c_at_the_end_leaves_the_queued_work_unrun(tmp_path: Path) -> None:
     # Ended on Ctrl+C, the program abandons its pools, shut down or not: its exit
     # waits for the tasks running in subinterpreters, but starts none of those queued.
-    script = tmp_path / "script.py"
-    script.write_text(CTRL_C_AFTER_SHUTDOWN_SCRIPT)
     marks = tmp_path / "marks"
     marks.mkdir()
-    release = tmp_path / "release"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
-    done = subprocess.run(
-        [sys.executable, str(script), str(marks), str(release)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env=env,
+    done = _run_script(
+        tmp_path, CTRL_C_AFTER_SHUTDOWN_SCRIPT, marks, tmp_path / "release", timeout=60
     )
     assert done.returncode == -signal.SIGINT, done.stderr
     assert sorted(p.name for p in marks.iterdir()) == ["0", "1"]
@@ -770,13 +760,12 @@ def test_a_second_ctrl_c_while_the_exit_waits_ends_the_program_at_once(tmp_path:
     script = tmp_path / "script.py"
     script.write_text(CTRL_C_SCRIPT.replace("release.touch()", "pass"))
     release = tmp_path / "release"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
     child = subprocess.Popen(
         [sys.executable, str(script), str(release)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=env,
+        env=_script_env(),
     )
     try:
         assert child.stderr is not None
