@@ -375,9 +375,11 @@ def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(stalled: list[float
 
     found, items, *_ = measure(tiny_but_preempted_once, CallMode.ONE, InputSource(range(50_000)))
     assert stalled and len(items) > 100  # item 100 was among those timed
-    # and the timing went on after it: 128 items timed, each with its share of the
-    # error in 20 ms, once made 5 µs squares, and processes worth it (CI, on 3.10).
-    assert len(items) > 1000, found
+    # and the timing went on after it: 128 items timed (the group of items 64-127 ended
+    # it), each with its share of the error in 20 ms, once made 5 µs squares, and
+    # processes worth it (CI, on 3.10). How many more are timed depends on the load:
+    # 512 at 5.8 µs a square on a busy CI machine, 1,024-8,192 on a quiet one.
+    assert len(items) > 128, found
     assert found.seconds_per_item < 10e-6, found
     assert decide(found, 50_000 - len(items)).backend == "serial", found
 
