@@ -473,20 +473,27 @@ THREAD_FIRST_SCRIPT = textwrap.dedent(
 )
 
 
-def test_a_script_that_runs_a_thread_before_its_first_pool_needs_no_main_guard(
-    tmp_path: Path,
-) -> None:
-    # The fork server would run the script again in every worker, where its map fails;
-    # an exec'd zygote runs none of it, as the forked one.
-    script = tmp_path / "thread_first.py"
-    script.write_text(THREAD_FIRST_SCRIPT)
+def _report_of_an_unguarded_script(script: Path, source: str) -> Any:
+    """Run ``source`` as the script ``script``; the JSON it printed after its first line,
+    which says it ran (once: not again in any worker)."""
+    script.write_text(source)
     done = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr[-3000:]
     ran, report = done.stdout.splitlines()
-    assert ran == "the script ran"  # once: not again in any worker
-    values, parents = json.loads(report)
+    assert ran == "the script ran"
+    return json.loads(report)
+
+
+def test_a_script_that_runs_a_thread_before_its_first_pool_needs_no_main_guard(
+    tmp_path: Path,
+) -> None:
+    # The fork server would run the script again in every worker, where its map fails;
+    # an exec'd zygote runs none of it, as the forked one.
+    values, parents = _report_of_an_unguarded_script(
+        tmp_path / "thread_first.py", THREAD_FIRST_SCRIPT
+    )
     assert values == [0, 1, 4, 9]
     if _platform.USE_PRCTL:
         assert parents == ["workpool-zygote"]
@@ -518,15 +525,7 @@ ZYGOTE_REPLACED_SCRIPT = textwrap.dedent(
 def test_a_killed_zygote_is_replaced_and_the_script_still_runs_once(tmp_path: Path) -> None:
     # Before, the pools fell back to the fork server, which ran this unguarded script
     # again in every worker: its next map failed.
-    script = tmp_path / "zygote_replaced.py"
-    script.write_text(ZYGOTE_REPLACED_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    ran, report = done.stdout.splitlines()
-    assert ran == "the script ran"
-    out = json.loads(report)
+    out = _report_of_an_unguarded_script(tmp_path / "zygote_replaced.py", ZYGOTE_REPLACED_SCRIPT)
     assert out["parents"] == [out["zygote"]] and out["zygote"] != out["lost"]
 
 
