@@ -94,7 +94,7 @@ if TYPE_CHECKING:
 __all__ = ["DaskBackend"]
 
 # How often a call waiting on the cluster looks whether its client still runs
-# (``_while_running``).
+# (``_while_running``), and the courier while tasks are in flight (``_next_arrival``).
 CLIENT_CHECK_SECONDS = 0.2
 # How long the cluster's thread count is trusted before it is asked again.
 THREADS_REFRESH_SECONDS = 1.0
@@ -391,7 +391,7 @@ class DaskBackend(Backend):
     def _scatter(self, data: Any) -> Any:
         """Put one copy of ``data`` on every worker now; the Dask future that names it.
 
-        Given up, as a fetch is (``_fetch``), if the client stops running meanwhile:
+        Given up, as a fetch is (``fetcher.py``), if the client stops running meanwhile:
         Dask's own scatter would wait out its connection timeout for a lost scheduler.
         """
         client = self._client
