@@ -466,12 +466,9 @@ class _MeasuredPrefix:
         self.stop_unused_processes()
 
         first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)
-        if self._trace is not None and values:
-            from workpool.timeline.calls import record_inline
-
-            retried = tuple(sorted(errors)) if options.retries else ()
-            track = self._trace.worker_track(INLINE)
-            record_inline(self._trace, track, first, len(values), 0, measured, len(errors), retried)
+        self._trace_measured(
+            first, values, errors, measured, tuple(sorted(errors)) if options.retries else ()
+        )
         if errors:
             errors = _InlineRetries(call, values, first, self._trace, places).settle(items, errors)
         if settled:
@@ -530,12 +527,24 @@ class _MeasuredPrefix:
         first = 0
         if self._gap is not None:
             first = self._gap.pieces[0].start if self._gap.pieces else 0
-        if self._trace is not None:
-            from workpool.timeline.calls import record_inline
-
-            track = self._trace.worker_track(INLINE)
-            record_inline(self._trace, track, first, len(values), 0, measured, len(errors), ())
+        self._trace_measured(first, values, errors, measured)
         self._journal(first, items, values, errors)
+
+    def _trace_measured(
+        self,
+        first: int,
+        values: list[Any],
+        errors: dict[int, BaseException],
+        measured: tuple[int, int],
+        retried: tuple[int, ...] = (),
+    ) -> None:
+        """Put the items measured in the calling thread on the trace, as one chunk."""
+        if self._trace is None or not values:
+            return
+        from workpool.timeline.calls import record_inline
+
+        track = self._trace.worker_track(INLINE)
+        record_inline(self._trace, track, first, len(values), 0, measured, len(errors), retried)
 
     def _journal(
         self, first: int, items: list[Any], values: list[Any], errors: dict[int, BaseException]
