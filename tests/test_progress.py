@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -41,6 +42,24 @@ def test_no_progress_by_default(backend: str, capsys: pytest.CaptureFixture[str]
     captured = capsys.readouterr()
     assert captured.err == ""
     assert captured.out == ""
+
+
+@pytest.mark.parametrize("backend_name", ["auto", "serial", "thread", "process"])
+def test_an_empty_input_draws_an_empty_bar_on_every_path(
+    backend_name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def bar_of(call: Callable[[], object]) -> str:
+        call()
+        return capsys.readouterr().err
+
+    assert "0/0" in bar_of(lambda: workpool.map(square, [], backend=backend_name, progress=True))
+    nothing = iter([])
+    assert "0 done" in bar_of(
+        lambda: list(workpool.imap(square, nothing, backend=backend_name, progress=True))
+    )
+    if backend_name != "auto":  # a Pool names its backend
+        with workpool.Pool(2, backend=backend_name) as pool:
+            assert "0/0" in bar_of(lambda: list(pool.map(square, [], progress=True)))
 
 
 def test_pool_calls_take_progress(capsys: pytest.CaptureFixture[str]) -> None:

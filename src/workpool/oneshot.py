@@ -254,7 +254,11 @@ class _OneShotCall:
         if held:
             yield held
         if self.spec.backend != "auto" and checkpoint is None and self.inputs.at_end():
-            return  # no input: no pool is started for it (a Dask cluster takes a second)
+            # No input: no pool is started for it (a Dask cluster takes a second). The
+            # bar is drawn all the same, as on every other path: it says 0 of 0.
+            if self.options.progress:
+                start_progress_bar(self.total, self.fn).close()
+            return
         began = now_ns() if trace is not None else 0
         backend = started if started is not None else create_backend(spec, self.fn, trace)
         if trace is not None:
