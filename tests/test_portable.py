@@ -4,7 +4,8 @@ Each test runs a small program with the variable set, whichever pass of the suit
 this is, and looks at its processes from outside through ``/proc``: no memfd among a
 worker's descriptors, a zygote that was exec'd rather than forked, workers that end
 through the parent-death pipe when only the parent is SIGKILLed, no ``/dev/shm`` entry
-after crashes. The simulated Windows import is here too (``windows_sim.py``).
+after crashes. The simulated Windows import is here too (``windows_sim.py``), and a
+check that the macOS simulation CI's portable run starts with (``macos_sim``) holds.
 """
 
 from __future__ import annotations
@@ -385,3 +386,50 @@ def test_windows_import_and_clear_refusal_simulated() -> None:
     assert "needs a POSIX system" in report["process"]
     assert "'thread'" in report["process"] and "'serial'" in report["process"]
     assert report["process_modules"] == []
+
+
+# Under the macOS simulation: what a worker (forked by the exec'd zygote) lacks, and
+# data far larger than a socket buffer crossing both ways, in many pieces.
+MACOS_SIM_PROGRAM = textwrap.dedent(
+    """
+    import json, os, select, socket
+    import numpy as np
+    import workpool
+
+    def inside(array):
+        a, b = socket.socketpair()
+        room = a.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+        a.close(), b.close()
+        lacks = [not hasattr(os, "pipe2"), not hasattr(os, "memfd_create"),
+                 not hasattr(select, "epoll"), not hasattr(socket, "SOCK_CLOEXEC")]
+        return {"lacks": all(lacks), "room": room, "sum": float(array.sum()),
+                "back": bytes(300_000)}
+
+    if __name__ == "__main__":
+        big = np.ones(1 << 17)  # 1 MiB: a copy, below share_threshold
+        shared = np.ones(1 << 20)  # 8 MiB: in shared memory
+        out = workpool.map(inside, [big, shared, big], backend="process", workers=2)
+        print(json.dumps({"lacks": [o["lacks"] for o in out], "room": max(o["room"] for o in out),
+                          "sums": [o["sum"] for o in out],
+                          "back": [len(o["back"]) for o in out]}))
+    """
+)
+
+
+def test_the_macos_simulation_reaches_the_workers_and_data_crosses_in_pieces(
+    tmp_path: Path,
+) -> None:
+    # CI's portable run starts every interpreter this way; this shows the simulation
+    # takes hold in the workers and that the engine's messages cross 8 KiB buffers.
+    script = tmp_path / "on_a_mac.py"
+    script.write_text(MACOS_SIM_PROGRAM)
+    env = {**PORTABLE_ENV, "PYTHONPATH": str(Path(__file__).with_name("macos_sim"))}
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["lacks"] == [True, True, True]
+    assert report["room"] <= 16384  # Linux reports twice what was asked for
+    assert report["sums"] == [float(1 << 17), float(1 << 20), float(1 << 17)]
+    assert report["back"] == [300_000] * 3
