@@ -88,7 +88,23 @@ def start_cluster(workers: int = 2, **options: Any) -> tuple[Any, Any]:
 
     options.setdefault("preload", ["cluster_tasks"])  # its dask_setup
     cluster = distributed.LocalCluster(n_workers=workers, **loopback_cluster_options(), **options)
+    assert_listening_on_loopback_only([psutil.Process()])  # its scheduler, and workers below
     return cluster, distributed.Client(cluster, set_as_default=False)
+
+
+def assert_listening_on_loopback_only(processes: list[Any]) -> None:
+    """None of ``processes`` (with their children) takes connections from beyond this machine."""
+    found = [psutil.Process(p.pid) for p in processes]
+    found += [child for process in list(found) for child in process.children(recursive=True)]
+    listening = [
+        (process.pid, connection.laddr)
+        for process in found
+        for connection in process.net_connections(kind="inet")
+        if connection.status == psutil.CONN_LISTEN
+    ]
+    assert listening, "the cluster listens nowhere: the check looked at the wrong processes"
+    wide = [(pid, address) for pid, address in listening if address.ip not in ("127.0.0.1", "::1")]
+    assert not wide, f"listening beyond loopback: {wide}"
 
 
 def stop_cluster(cluster: Any, client: Any, before: set[int]) -> None:
@@ -988,9 +1004,17 @@ def test_dask_workers_in_one_process_each_run_their_own_chunks(tmp_path: Path) -
     # at the same time as the other's.
     before = {p.pid for p in live_worker_processes()}
     cluster = distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        # Every HTTP server (health, metrics) on loopback: by default the scheduler's
+        # takes *:8787 and each worker's a free port on every interface.
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        worker_dashboard_address="127.0.0.1:0",
     )
     client = distributed.Client(cluster, set_as_default=False)
+    assert_listening_on_loopback_only([psutil.Process()])
     try:
         met = workpool.map(
             Rendezvous(tmp_path, 2), range(2), backend="dask", address=client, chunksize=1
@@ -1252,6 +1276,8 @@ def test_a_timeout_dask_leaves_on_a_closing_client_is_not_printed(
     )
     with workpool.Pool(backend="dask", **cluster) as pool:
         assert pool.submit(square, 7).result(timeout=60) == 49
+        if where == "local cluster":  # the one workpool made: on loopback, every server
+            assert_listening_on_loopback_only([psutil.Process()])
         monkeypatch.setattr(distributed.Client, "close", close_leaving_a_timeout)
     assert left_behind, "the pool did not close its client"
     assert [r for r in caplog.records if left_by_close in r.getMessage()] == []
@@ -1320,7 +1346,9 @@ def command_line_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen
     scheduler_file = tmp_path / "scheduler.json"
     scheduler_cli = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--port", "0"]
     worker_cli = [sys.executable, "-m", "distributed.cli.dask_worker", "--nthreads", "1"]
-    loopback = ["--host", "127.0.0.1", "--no-dashboard"]
+    # --no-dashboard leaves each process's small HTTP server (health, metrics) on every
+    # interface (8787 for the scheduler): it is put on loopback too.
+    loopback = ["--host", "127.0.0.1", "--no-dashboard", "--dashboard-address", "127.0.0.1:0"]
     logs = (tmp_path / "scheduler.log").open("w"), (tmp_path / "worker.log").open("w")
     started: list[subprocess.Popen[bytes]] = []
     try:
@@ -1343,6 +1371,7 @@ def command_line_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen
         )
         with distributed.Client(address, timeout=30, set_as_default=False) as ready:
             ready.wait_for_workers(1, timeout=60)  # a pool made sooner warns of no workers
+        assert_listening_on_loopback_only(started)
         yield address, started[0]
     finally:
         for process in reversed(started):
