@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import gc
 import itertools
 import math
 import os
 import signal
+import sys
 import threading
 import time
 import weakref
@@ -25,6 +27,7 @@ from helpers import (
     Tracked,
     add,
     fail_on,
+    fails_when_released,
     hold,
     make_tracked,
     pid_and,
@@ -390,6 +393,92 @@ def test_a_done_callback_that_calls_sys_exit_costs_no_other_result(
         (tmp_path / "release").touch()
         assert [f.result(timeout=30) for f in futures] == list(range(6))
         assert pool.submit(square, 3).result(timeout=30) == 9
+
+
+def _exit_from_a_pool_thread(caller: threading.Thread) -> Callable[[Any], None]:
+    """A done-callback that calls ``sys.exit`` when a pool's thread settles its Future."""
+
+    def leave(_: Any) -> None:
+        if threading.current_thread() is not caller:
+            raise SystemExit(3)
+
+    return leave
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_sys_exit_in_the_callback_of_a_timed_out_task_costs_no_later_timeout(
+    backend: str, tmp_path: Path
+) -> None:
+    # The thread that reports a timeout hands the Future its TaskTimeout; a callback's
+    # SystemExit must not end it, or no later task would ever time out.
+    if backend == "serial":
+        pytest.skip("serial runs each task inside submit(): no thread of its own settles it")
+    task = functools.partial(hold, directory=str(tmp_path), held=(0, 1))
+    with workpool.Pool(2, backend=backend, task_timeout=1.0) as pool:
+        first = pool.submit(task, 0)
+        first.add_done_callback(_exit_from_a_pool_thread(threading.current_thread()))
+        with pytest.raises(workpool.TaskTimeout):
+            first.result(timeout=30)
+        later = pool.submit(task, 1)  # held for 30 s: only its timeout ends it sooner
+        try:
+            with pytest.raises(workpool.TaskTimeout):
+                later.result(timeout=15)
+        finally:
+            (tmp_path / "release").touch()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_sys_exit_in_the_callback_of_a_task_failed_by_a_broken_pool_costs_no_other_future(
+    backend: str, tmp_path: Path
+) -> None:
+    # A failing initializer fails every queued task with BrokenPool, one after another:
+    # a callback's SystemExit on the first must not leave the others pending for ever.
+    if backend == "serial":
+        pytest.skip("serial runs each task inside submit(): nothing is ever queued")
+    pool = workpool.Pool(
+        1, backend=backend, initializer=fails_when_released, initargs=(str(tmp_path),)
+    )
+    try:
+        futures = [pool.submit(square, i) for i in range(4)]
+        # The initializer waits for its release: no Future is done before this.
+        futures[0].add_done_callback(_exit_from_a_pool_thread(threading.current_thread()))
+        (tmp_path / "release").touch()
+        for future in futures:
+            assert isinstance(future.exception(timeout=15), workpool.BrokenPool)
+    finally:
+        pool.shutdown()
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_sys_exit_in_a_callback_of_a_future_cancelled_by_shutdown_costs_no_other_future(
+    backend: str, tmp_path: Path
+) -> None:
+    # shutdown(cancel_futures=True) cancels the pending Futures one after another; a
+    # callback's SystemExit on one must not leave those after it pending for ever. It
+    # may reach the caller of shutdown(), as the standard pools let it, but only then.
+    if backend == "serial":
+        pytest.skip("serial runs each task inside submit(): nothing is ever pending")
+    with workpool.Pool(1, backend=backend) as pool:
+        blocker = pool.submit(hold, 0, str(tmp_path), (0,))
+        assert wait_for(lambda: (tmp_path / "started-0").exists(), timeout=30)
+        queued = [pool.submit(square, i) for i in range(1, 6)]
+        # Queued behind the blocker, or held by its worker ahead of it (processes):
+        # the first that can still be cancelled calls sys.exit when it is.
+        cancellable = [f for f in queued if not f.running()]
+        assert cancellable
+        cancellable[0].add_done_callback(lambda _: sys.exit(3))
+        try:
+            with contextlib.suppress(SystemExit):
+                pool.shutdown(wait=False, cancel_futures=True)
+        finally:
+            (tmp_path / "release").touch()
+        assert blocker.result(timeout=30) == 0
+        # Each was cancelled, or had started meanwhile (processes) and finished.
+        _, pending = concurrent.futures.wait(queued, timeout=30)
+        assert not pending
+        assert [f.result() for f in queued if not f.cancelled()] == [
+            i * i for i, f in enumerate(queued, 1) if not f.cancelled()
+        ]
 
 
 def test_run_in_executor(backend: str) -> None:

@@ -64,8 +64,13 @@ class _FutureSink:
             if isinstance(error, concurrent.futures.CancelledError) and not self.claimed:
                 # Cancelled, and told so: wait() and as_completed() count a Future as
                 # done only once notified (the standard pools forget to: CPython gh-87893).
-                if self.future.cancel():
-                    self.future.set_running_or_notify_cancel()
+                # cancel() runs the done-callbacks, and passes on a SystemExit one
+                # raises: the Future is cancelled by then, and is told so all the same.
+                try:
+                    self.future.cancel()
+                finally:
+                    if self.future.cancelled():
+                        self.future.set_running_or_notify_cancel()
                 return
             if self.retries.resubmit(batch):
                 return

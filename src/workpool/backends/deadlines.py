@@ -22,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from workpool.backends.base import deliver
 from workpool.clock import capped_wait, now_ns
 from workpool.daemons import DAEMONS
 from workpool.errors import TaskTimeout
@@ -200,4 +201,4 @@ class DeadlineWatch:
             )
         batch = ResultBatch.failed(chunk, error, retryable=True)
         batch.worker = timed.label
-        chunk.sink.deliver(batch)
+        deliver(batch)  # a done-callback's SystemExit must not end the watchdog

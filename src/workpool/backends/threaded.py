@@ -337,7 +337,7 @@ class ThreadedBackend(Backend):
                     stranded = self._flag_stopped()
             self._wake_all()
         error = self._broken or CancelledError("the pool stopped before this task started")
-        _fail(stranded, error)
+        _fail(stranded, error, in_worker=True)
 
     def abandoned_threads(self) -> list[threading.Thread]:
         """Worker threads still finishing a task that ran past its timeout."""
@@ -400,7 +400,7 @@ class ThreadedBackend(Backend):
         with self._lock:
             dropped = self._flag_broken(error)
             broken = self._broken or error
-        _fail([claimed, *dropped], broken)
+        _fail([claimed, *dropped], broken, in_worker=True)
 
     def _stop_without_waiting(self) -> None:
         """Cancel what is queued; running tasks finish in the background, unwaited for.
@@ -442,8 +442,24 @@ class ThreadedBackend(Backend):
                 thread.join()
 
 
-def _fail(chunks: list[Chunk], error: BaseException) -> None:
-    """Every item of ``chunks`` fails with a copy of ``error``, for good. Call without the lock."""
+def _fail(chunks: list[Chunk], error: BaseException, *, in_worker: bool = False) -> None:
+    """Every item of ``chunks`` fails with a copy of ``error``, for good. Call without the lock.
+
+    Every chunk has its failure whatever a Future's done-callback raises meanwhile
+    (``concurrent.futures`` passes a ``SystemExit`` on). In a worker's thread (``in_worker``)
+    each goes through ``deliver``, which logs it; in a caller's (``shutdown``), it reaches
+    the caller, as it does from the standard pools, once the last chunk has its failure.
+    """
+    raised: BaseException | None = None
     for chunk in chunks:
         failed = ResultBatch.failed(chunk, one_for_each_call(error), retryable=False)
-        chunk.sink.deliver(failed)
+        if in_worker:
+            deliver(failed)
+            continue
+        try:
+            chunk.sink.deliver(failed)
+        except BaseException as exc:
+            if raised is None:
+                raised = exc
+    if raised is not None:
+        raise raised
