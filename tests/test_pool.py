@@ -510,6 +510,30 @@ def test_pool_initializer(backend: str) -> None:
         assert set(pool.imap(recall, range(20))) == {42}
 
 
+def test_the_serial_initializer_runs_once_when_threads_submit_at_once() -> None:
+    # The serial pool's one worker is whichever thread calls submit(); the initializer
+    # is still the pool's, run once before the first task, not once per thread that
+    # came while it ran (a second run would, say, open a second connection).
+    entered: list[str] = []
+    first_inside = threading.Event()
+
+    def initializer() -> None:
+        entered.append(threading.current_thread().name)
+        first_inside.set()
+        # The first stays in until another thread has come in too (or a second passed).
+        wait_for(lambda: len(entered) > 1, timeout=1.0)
+
+    with workpool.Pool(backend="serial", initializer=initializer) as pool:
+        results: list[int] = []
+        first = threading.Thread(target=lambda: results.append(pool.submit(square, 2).result()))
+        first.start()
+        assert first_inside.wait(timeout=30)
+        assert pool.submit(square, 3).result(timeout=30) == 9
+        first.join(timeout=30)
+        assert results == [4]
+    assert len(entered) == 1
+
+
 def test_max_tasks_per_worker_on_a_pool() -> None:
     with workpool.Pool(1, backend="process", max_tasks_per_worker=2) as pool:
         pids = [pool.submit(where, i).result(timeout=30)[0] for i in range(6)]

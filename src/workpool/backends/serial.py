@@ -7,6 +7,8 @@ to be worth shipping anywhere.
 
 from __future__ import annotations
 
+import threading
+
 from workpool import errors
 from workpool._options import PoolSpec
 from workpool.backends.base import Backend, ShutDown, call_items_timed, initialize_here
@@ -35,6 +37,10 @@ class SerialBackend(Backend):
         super().__init__(spec, recorder=recorder)
         self.workers = 1
         self._initialized = spec.initializer is None
+        # Threads that submit at once run their tasks at once, each in its own thread;
+        # the initializer still runs once, and the others wait for it to end. Reentrant:
+        # an initializer that submits to its own pool fails as before, not in a deadlock.
+        self._initializing = threading.RLock()
         self._broken: BrokenPool | None = None
         self._stopped = False
 
@@ -60,12 +66,17 @@ class SerialBackend(Backend):
         chunk.sink.deliver(batch)
 
     def _initialize(self) -> None:
-        try:
-            initialize_here(self.spec)
-        except errors.BrokenPool as broken:  # not the user's Ctrl+C, which propagates
-            self._broken = broken
-            raise
-        self._initialized = True
+        with self._initializing:
+            if self._broken is not None:  # another thread's run of it failed meanwhile
+                raise self._broken
+            if self._initialized:  # another thread ran it meanwhile
+                return
+            try:
+                initialize_here(self.spec)
+            except errors.BrokenPool as broken:  # not the user's Ctrl+C, which propagates
+                self._broken = broken
+                raise
+            self._initialized = True
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         self._stopped = True
