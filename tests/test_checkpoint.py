@@ -441,6 +441,23 @@ def test_a_damaged_checkpoint_is_refused_before_anything_runs(run: Run) -> None:
     assert run.calls() == before
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("cut", [100, 10_000], ids=["last-bytes", "last-10k"])
+def test_a_checkpoint_cut_short_is_refused_before_anything_runs(tmp_path: Path, cut: int) -> None:
+    # A copy that ran out of room, a file system that lost the file's tail: SQLite
+    # reads the cut page as zeros, so rows come back with their values missing and
+    # their positions out of order. The next call once raised a TypeError, or read
+    # the journal in a loop that never ended.
+    run = Run(tmp_path, 3000)
+    workpool.map(logged_square, run.items, backend="thread", chunksize=1, checkpoint=run.path)
+    with open(run.path, "r+b") as file:
+        file.truncate(os.path.getsize(run.path) - cut)
+    before = run.calls()
+    with pytest.raises(ValueError, match=f"checkpoint {run.path} is damaged"):
+        workpool.map(logged_square, run.items, backend="thread", chunksize=1, checkpoint=run.path)
+    assert run.calls() == before
+
+
 def test_results_changed_on_disk_run_again_with_a_warning(run: Run) -> None:
     workpool.map(logged_square, run.items, backend="thread", checkpoint=run.path, chunksize=10)
     db = sqlite3.connect(run.path)

@@ -338,6 +338,74 @@ def test_random_bytes_flipped_in_the_file_never_give_wrong_results(path: str) ->
         assert re.search(r"are damaged|cannot be read|checkpoint \S+ is damaged", refusal)
 
 
+def zero_the_last_starts(path: str) -> None:
+    """Change the starts of the last half of the rows on the journal's last leaf page
+    to 0 on disk, as a bad sector could.
+
+    The rows' values stay as they were; the table's b-tree now lists zeros after the
+    other starts, out of order, which SQLite itself notices only in an integrity check.
+    """
+    db = sqlite3.connect(path)
+    (page,) = db.execute("SELECT rootpage FROM sqlite_master WHERE name = 'done'").fetchone()
+    (page_size,) = db.execute("PRAGMA page_size").fetchone()
+    db.close()
+    data = bytearray(Path(path).read_bytes())
+    while True:  # down the right-most children to the right-most leaf
+        base = (page - 1) * page_size
+        header = base + (100 if page == 1 else 0)
+        if data[header] == 0x0D:  # a leaf of a table's b-tree
+            break
+        assert data[header] == 0x05, "an interior page of a table's b-tree"
+        page = int.from_bytes(data[header + 8 : header + 12], "big")
+    cells = int.from_bytes(data[header + 3 : header + 5], "big")
+    for number in range(cells // 2, cells):
+        pointer = header + 8 + 2 * number
+        cell = base + int.from_bytes(data[pointer : pointer + 2], "big")
+        while data[cell] & 0x80:  # past the varint of the payload's size
+            cell += 1
+        cell += 1
+        length = 1
+        while data[cell + length - 1] & 0x80:  # the rowid's varint: its bytes
+            length += 1
+        data[cell : cell + length] = b"\x80" * (length - 1) + b"\x00"  # 0, as many bytes
+    Path(path).write_bytes(bytes(data))
+
+
+@pytest.mark.timeout(60)
+def test_rows_listed_out_of_order_are_damage_not_an_endless_read(path: str) -> None:
+    # Rows are listed a page at a time, each from the last start listed: a damaged
+    # b-tree listing a smaller start last once made that loop start over forever.
+    with Journal(path, square) as journal:
+        for start in range(3000):  # rows on several leaf pages
+            journal.record(start, [start], [start * start])
+    zero_the_last_starts(path)
+    with (
+        Journal(path, square) as journal,
+        pytest.raises(ValueError, match=f"checkpoint {path} is damaged"),
+    ):
+        for _ in journal.rows():
+            pass
+    with pytest.raises(ValueError, match=f"checkpoint {path} is damaged"):
+        summary(path)
+
+
+def test_rows_whose_values_read_back_missing_are_refused_at_once(
+    path: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # What SQLite reads from a page the file was cut inside of: zeros, so rows whose
+    # count and digest are NULL (which the schema forbids: no call wrote them).
+    with Journal(path, square) as journal:
+        for start in range(3000):  # rows on several leaf pages, the last one last
+            journal.record(start, [start], [start * start])
+    with open(path, "r+b") as file:
+        file.truncate(os.path.getsize(path) - 100)
+    with pytest.raises(ValueError, match=f"checkpoint {path} is damaged"):
+        Journal(path, square)
+    assert main(["checkpoint", "info", path]) == 2  # returned: no exception
+    stderr = capsys.readouterr().err
+    assert stderr.startswith("workpool checkpoint: ") and "is damaged" in stderr
+
+
 def as_format_1(path: str) -> None:
     """Make a journal look as workpool wrote it before rows had checksums."""
     db = sqlite3.connect(path)

@@ -307,14 +307,18 @@ def sqlite_failure(path: str, exc: sqlite3.Error) -> Exception:
     (a full disk, an I/O error) an ``OSError``; each names the file.
     """
     if type(exc) is sqlite3.DatabaseError:  # SQLITE_CORRUPT or SQLITE_NOTADB
-        return ValueError(
-            f"checkpoint {path} is damaged or not a workpool checkpoint ({exc}); it was left "
-            f"as it is: its results cannot be trusted, so remove it (and {path}.d, if there "
-            "is one) to start over"
-        )
+        return damaged_file(path, f"damaged or not a workpool checkpoint ({exc})")
     if "readonly" in str(exc):  # SQLITE_READONLY, by its message on every Python version
         return PermissionError(errno.EACCES, f"checkpoint {path} cannot be written ({exc})")
     return OSError(f"checkpoint {path} cannot be used: {exc}")
+
+
+def damaged_file(path: str, how: str) -> ValueError:
+    """The error for the checkpoint at ``path``, whose structure is damaged as ``how`` says."""
+    return ValueError(
+        f"checkpoint {path} is {how}; it was left as it is: its results cannot be trusted, "
+        f"so remove it (and {path}.d, if there is one) to start over"
+    )
 
 
 @contextlib.contextmanager
@@ -626,10 +630,32 @@ class JournalStore:
     # --- reading ------------------------------------------------------------------------
 
     def items_done(self) -> int:
-        return int(self._db.execute("SELECT coalesce(sum(count), 0) FROM done").fetchone()[0])
+        """How many positions the rows hold; ``ValueError`` if a row reads back broken.
+
+        SQLite reads a page the file was cut inside of (a copy that ran out of room)
+        as zeros, which make rows whose count and digest are NULL, where the schema
+        allows none; it does not check that when it reads them (an integrity check
+        would, reading the whole file). Such a row cannot be placed or checked: the
+        file is refused as damaged, as SQLite refuses a file it finds broken. (``IS
+        NULL`` would not do: SQLite takes it to be false on a column declared NOT NULL.
+        Other types a damaged byte can make, ``rows_from`` refuses.)
+        """
+        total, broken = self._db.execute(
+            "SELECT coalesce(sum(count), 0), "
+            "coalesce(sum(typeof(count) = 'null' OR typeof(digest) = 'null'), 0) FROM done"
+        ).fetchone()
+        if broken:
+            raise _broken_rows(self.path, broken)
+        return int(total)
 
     def rows_from(self, start: int, limit: int) -> list[Row]:
-        """Up to ``limit`` rows with a start at or after ``start``, in position order."""
+        """Up to ``limit`` rows with a start at or after ``start``, in position order.
+
+        ``ValueError`` if the table lists them out of order (a damaged b-tree, which
+        SQLite reads without a word): a caller listing pages from the last start it
+        saw would otherwise go back, and round, forever; or if a row's count or digest
+        reads back as another type (a damaged byte saying which), as ``items_done``.
+        """
         # length() of a value stored across overflow pages reads none of them.
         checksum = "checksum" if self._has_checksums else "NULL"
         cursor = self._db.execute(
@@ -638,7 +664,15 @@ class JournalStore:
             "FROM done WHERE start >= ? ORDER BY start LIMIT ?",
             (LISTED_BYTES, start, limit),
         )
-        return [Row(*values) for values in cursor.fetchall()]
+        rows = [Row(*values) for values in cursor.fetchall()]
+        previous = start - 1
+        for row in rows:
+            if row.start <= previous:
+                raise _out_of_order(self.path)
+            if type(row.size) is not int or type(row.digest) is not bytes:
+                raise _broken_rows(self.path, 1)
+            previous = row.start
+        return rows
 
     def load(self, row: Row) -> list[Any]:
         """The results journaled in ``row``. ``ValueError`` names what cannot be read.
@@ -702,9 +736,14 @@ class JournalStore:
         return reader.loads(payload)
 
     def summary(self) -> Summary:
+        self.items_done()  # refuses rows read back broken
         ranges: list[tuple[int, int]] = []
         rows = 0
+        previous = -1
         for start, count in self._db.execute("SELECT start, count FROM done ORDER BY start"):
+            if start <= previous:
+                raise _out_of_order(self.path)
+            previous = start
             rows += 1
             if ranges and ranges[-1][1] + 1 == start:
                 ranges[-1] = (ranges[-1][0], start + count - 1)
@@ -884,6 +923,19 @@ class JournalStore:
         self._db.execute("VACUUM")
         if self.journal_mode == "wal":
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def _out_of_order(path: str) -> ValueError:
+    return damaged_file(path, "damaged (its table of results lists rows out of order)")
+
+
+def _broken_rows(path: str, count: int) -> ValueError:
+    rows = "a row" if count == 1 else f"{count} rows"
+    return damaged_file(
+        path,
+        f"damaged ({rows} of its table of results read back with the count or digest "
+        "missing or of another type: was it cut short?)",
+    )
 
 
 # Whether rows' results are unpickled as they are read from a blob handle (3.11+);
