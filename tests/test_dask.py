@@ -1439,6 +1439,40 @@ def test_a_scheduler_lost_mid_run_breaks_the_pool_and_says_why(tmp_path: Path) -
         assert time.monotonic() - lost < 2
 
 
+def test_a_scheduler_lost_while_the_window_is_counted_ends_the_call_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller asks the cluster for its thread count, now and then, as it feeds chunks.
+    # Asked of a client that lost its scheduler, Dask waits out that client's connection
+    # timeout (a user's Client: 30 s by default). Made certain here: it asks every time.
+    from workpool.backends.dask import engine
+
+    monkeypatch.setattr(engine, "THREADS_REFRESH_SECONDS", 0.0)
+
+    def slowly(x: int) -> int:
+        return (time.sleep(0.2), x)[1]
+
+    with command_line_cluster(tmp_path) as (address, scheduler):
+        own = distributed.Client(address, set_as_default=False)  # Dask's default timeouts
+        try:
+            results = workpool.imap(
+                slowly,
+                range(1000),
+                backend="dask",
+                address=own,
+                chunksize=1,
+                return_exceptions=True,
+            )
+            assert next(results) == 0
+            scheduler.kill()
+            lost = time.monotonic()
+            with pytest.raises(workpool.BrokenPool, match="lost the connection"):
+                list(results)
+            assert time.monotonic() - lost < 10
+        finally:
+            own.close(timeout=1)
+
+
 def assert_each_ended_or_broke(futures: list[concurrent.futures.Future[Any]]) -> None:
     """Every Future ends soon after its pool's scheduler was lost: done, or BrokenPool."""
     _, waiting = concurrent.futures.wait(futures, timeout=60)

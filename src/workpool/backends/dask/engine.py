@@ -209,10 +209,17 @@ class DaskBackend(Backend):
         return max(1, 2 * self._threads)
 
     def _count_threads(self) -> bool:
-        """Ask the cluster how many threads it has now; whether it answered."""
+        """Ask the cluster how many threads it has now; whether it answered.
+
+        Given up, as a fetch is, once the client stops running: asked of a lost
+        scheduler, Dask waits out the client's connection timeout (30 s for a user's
+        Client), and the caller's thread, which feeds the call, would wait with it.
+        """
+        client = self._client
         answered = False
         with contextlib.suppress(Exception):  # else keep the last count
-            self._threads = sum(self._client.nthreads().values())
+            counts = _while_running(client, lambda: client.nthreads(asynchronous=True))
+            self._threads = sum(counts.values())
             answered = True
         self._threads_checked = time.monotonic()
         self.workers = max(1, self._threads)
