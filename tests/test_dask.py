@@ -387,6 +387,37 @@ def test_a_scattered_function_lost_before_the_client_hears_of_it_is_sent_again(
         assert pool.submit(look_up, 5).result(timeout=60) == 5.0
 
 
+def test_a_task_whose_scattered_function_is_lost_with_every_worker_is_sent_again() -> None:
+    """The only workers holding a large function's copy die while a task waits for it.
+
+    Dask forgets the task with the copy ("already forgotten"), as it forgets the
+    dependents of any scattered data it loses: nothing of the chunk ran, and the
+    worker's nanny starts another, so the chunk must go again, not fail.
+    """
+    numpy = pytest.importorskip("numpy")
+    table = numpy.arange(100_000.0)
+
+    def look_up(x: int) -> float:
+        return float(table[x])
+
+    before = {p.pid for p in live_worker_processes()}
+    cluster, client = start_cluster(workers=1)
+    try:
+        with workpool.Pool(backend="dask", address=client) as pool:
+            assert pool.submit(look_up, 1).result(timeout=60) == 1.0  # the copy is there now
+            (victim,) = worker_pids(client).values()
+            # The worker's one thread is taken: the next task waits there, by the copy.
+            blocker = client.submit(time.sleep, 60, pure=False)
+            assert wait_for(lambda: bool(client.processing()[next(iter(client.nthreads()))]))
+            waiting_task = pool.submit(look_up, 5)
+            assert wait_for(lambda: len(client.processing()[next(iter(client.nthreads()))]) == 2)
+            os.kill(victim, signal.SIGKILL)
+            client.cancel(blocker)
+            assert waiting_task.result(timeout=60) == 5.0
+    finally:
+        stop_cluster(cluster, client, before)
+
+
 def restart_or_skip(client: Any) -> None:
     """``client.restart()``, or skip the test when Dask's restart loses a worker for good.
 

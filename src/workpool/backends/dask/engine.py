@@ -595,7 +595,7 @@ class DaskBackend(Backend):
                 )
         elif status == "cancelled":  # not by us: we settle those we cancel ourselves
             why, client_lost, reason = _cancellation(future)
-            if reason == LOST_DEPENDENCIES and copies and not client_lost:
+            if copies and not client_lost and self._lost_its_copies(reason, copies):
                 self._resend_for_lost_copies(chunk, copies)
                 return
             if client_lost:
@@ -616,12 +616,24 @@ class DaskBackend(Backend):
             retryable = True
         chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=retryable))
 
-    def _resend_for_lost_copies(self, chunk: Chunk, copies: tuple[Any, ...]) -> None:
-        """The scheduler no longer had a copy the chunk's task refers to: send it again.
+    def _lost_its_copies(self, reason: str | None, copies: tuple[Any, ...]) -> bool:
+        """Was a task cancelled, given Dask's ``reason``, because its copies were lost?
 
-        The copies were on the cluster when this client last heard: a restart (or the
-        loss of every worker that held one) reached the scheduler first. Nothing of the
-        chunk ran, so it goes again as it is, with its copies scattered anew.
+        Submitted after the scheduler lost a copy, the task is refused for "lost
+        dependencies"; submitted before, it is forgotten with the copy when the last
+        worker holding it dies ("already forgotten", the copy's own cancellation
+        arriving with it): either way, nothing of the chunk ran.
+        """
+        if reason == LOST_DEPENDENCIES:
+            return True
+        return reason == FORGOTTEN and not all(self._usable(copy) for copy in copies)
+
+    def _resend_for_lost_copies(self, chunk: Chunk, copies: tuple[Any, ...]) -> None:
+        """The scheduler lost a copy the chunk's task refers to: send it again.
+
+        A restart (or the loss of every worker that held one) reached the scheduler
+        before the task, or while it waited. Nothing of the chunk ran, so it goes again
+        as it is, with its copies scattered anew.
         """
         with self._scatter_lock:
             self._lost_copies.update(copy.key for copy in copies)
@@ -850,6 +862,9 @@ def _still_held(copy: Any) -> bool:
 # Dask's reason for cancelling a task submitted with a reference to data the scheduler
 # no longer has (distributed's scheduler, ``update_graph``).
 LOST_DEPENDENCIES = "lost dependencies"
+# ... and for cancelling a task it forgot, as it forgets those that depend on scattered
+# data lost with every worker that held it (its ``_task_to_report_msg``).
+FORGOTTEN = "already forgotten"
 
 
 CLIENT_CLOSED = (
