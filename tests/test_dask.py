@@ -418,6 +418,55 @@ def test_a_task_whose_scattered_function_is_lost_with_every_worker_is_sent_again
         stop_cluster(cluster, client, before)
 
 
+@contextlib.contextmanager
+def a_worker_dies_as_data_is_scattered(
+    client: Any, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """Kill a Dask worker just after the next scatter has handed its data to another.
+
+    The scheduler of ``start_cluster``'s clusters runs in this process: the scatter's
+    first step on it (``scatter_to_workers``) is wrapped here, once.
+    """
+    scheduler_module = importlib.import_module("distributed.scheduler")
+    scatter_to_workers = scheduler_module.scatter_to_workers
+    pids = worker_pids(client)
+    done = threading.Event()
+
+    async def and_kill(workers: list[str], data: dict[str, Any], **kwargs: Any) -> Any:
+        if done.is_set():
+            return await scatter_to_workers(workers, data, **kwargs)
+        done.set()
+        sent = await scatter_to_workers(workers, data, **kwargs)
+        others = [address for address in workers if address not in sent[1][sent[0][0]]]
+        os.kill(pids[others[0]], signal.SIGKILL)
+        return sent
+
+    monkeypatch.setattr(scheduler_module, "scatter_to_workers", and_kill)
+    yield
+    assert done.is_set(), "nothing was scattered"
+
+
+def test_a_worker_lost_while_an_array_is_scattered_does_not_hang_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Sent to every worker (scatter(broadcast=True)), the array was copied to the others
+    # by the scheduler, which retries a worker lost meanwhile forever (Dask #5704), every
+    # 30 s, holding a lock that every later broadcast and retire_workers waits for.
+    numpy = pytest.importorskip("numpy")
+    big = numpy.ones(1 << 18)  # 2 MiB: scattered
+    before = {p.pid for p in live_worker_processes()}
+    cluster, client = start_cluster()
+    try:
+        with (
+            a_worker_dies_as_data_is_scattered(client, monkeypatch),
+            workpool.Pool(backend="dask", address=client) as pool,
+        ):
+            future = pool.submit(array_sum_plus, big, 1)
+            assert future.result(timeout=60) == float(1 << 18) + 1
+    finally:
+        stop_cluster(cluster, client, before)
+
+
 def restart_or_skip(client: Any) -> None:
     """``client.restart()``, or skip the test when Dask's restart loses a worker for good.
 

@@ -372,9 +372,9 @@ class DaskBackend(Backend):
 
         A function pickles large when it holds a large object (a closure over an
         array, a model): sent inside every chunk's task, it would cross to the cluster
-        once per chunk. Above ``FUNCTION_SCATTER_BYTES`` it is scattered to every
-        worker once instead, and each task names that copy; ``(b"", copy)`` then,
-        else ``(bytes, None)``.
+        once per chunk. Above ``FUNCTION_SCATTER_BYTES`` it is scattered to the
+        cluster once instead (``_scatter``), and each task names that copy;
+        ``(b"", copy)`` then, else ``(bytes, None)``.
         """
         payload: bytes = fn_ref.payload
         if len(payload) <= FUNCTION_SCATTER_BYTES:
@@ -396,15 +396,20 @@ class DaskBackend(Backend):
         return copy.key not in self._lost_copies and _still_held(copy)
 
     def _scatter(self, data: Any) -> Any:
-        """Put one copy of ``data`` on every worker now; the Dask future that names it.
+        """Put one copy of ``data`` on the cluster now; the Dask future that names it.
+
+        One worker gets it; the others fetch it from there for the tasks they run, once
+        each while it is held. Not sent to every worker (``broadcast``): the scheduler
+        copies a broadcast one worker at a time, and a worker lost meanwhile is tried
+        again every 30 s, forever (dask/distributed#5704), under a lock that every
+        later broadcast waits for. (Dask's memory manager dropped the copies no task
+        waited for anyway.)
 
         Given up, as a fetch is (``fetcher.py``), if the client stops running meanwhile:
         Dask's own scatter would wait out its connection timeout for a lost scheduler.
         """
         client = self._client
-        return _while_running(
-            client, lambda: client.scatter(data, broadcast=True, hash=False, asynchronous=True)
-        )
+        return _while_running(client, lambda: client.scatter(data, hash=False, asynchronous=True))
 
     def _submit_picklable_part(self, chunk: Chunk, error: Exception) -> None:
         """Fail the items that cannot be pickled; send the others as usual.
