@@ -749,3 +749,60 @@ def test_shutdown_kills_a_worker_that_will_not_stop_and_waits_without_spinning(
     finally:
         os.kill(holder, signal.SIGKILL)
         stopper.join(timeout=30)
+
+
+def _left_to_the_cycle_collector(call: Any) -> list[str]:
+    """What of workpool's (or which exception) only a collection of cycles frees, once
+    ``call()`` has returned and dropped what it raised."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        call()
+        gc.collect()
+        return sorted(
+            {
+                type(thing).__qualname__
+                for thing in gc.garbage
+                if isinstance(thing, BaseException) or type(thing).__module__.startswith("workpool")
+            }
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+
+@pytest.mark.parametrize("how", ["map", "unordered", "imap", "pool-map", "initializer"])
+def test_a_failed_call_is_freed_without_a_collection_of_cycles(how: str) -> None:
+    """A service whose calls fail now and then gets their memory back at once.
+
+    The exception a call raises passes through workpool's frames, and its traceback
+    keeps them: if one of them holds the exception, or the call (whose batches and
+    chunks hold the exception), they make a cycle, and the call's results so far, the
+    shared memory of its arrays and (one-shot) its whole pool and buffers wait for the
+    next collection of cycles, which in a program with a large heap may be hours away.
+    """
+
+    def failing_call() -> None:
+        with pytest.raises((ValueError, workpool.BrokenPool)):
+            if how == "map":
+                workpool.map(fail_on(5), range(40), backend="process", workers=2, chunksize=1)
+            elif how == "unordered":
+                workpool.map(fail_on(5), range(40), backend="process", workers=2, ordered=False)
+            elif how == "imap":
+                list(workpool.imap(fail_on(5), range(40), backend="process", workers=2))
+            elif how == "pool-map":
+                with workpool.Pool(2, backend="process") as pool:
+                    list(pool.map(fail_on(5), range(40)))
+            else:
+                workpool.map(
+                    square,
+                    range(8),
+                    backend="process",
+                    workers=2,
+                    initializer=broken_initializer,
+                )
+
+    failing_call()  # imports done, the zygote started
+    assert _left_to_the_cycle_collector(failing_call) == []

@@ -522,12 +522,13 @@ class MapRun:
                     if self._input_failure is not None:
                         raise self._input_failure
                     return
-                batch, retried = self._next_batch()
+                # No local holds the batch: the exception's traceback keeps this frame,
+                # and a batch that holds the exception would make a cycle.
                 if self._trace is None:
-                    ready = self._absorb(batch, retried)
+                    ready = self._absorb(*self._next_batch())
                 else:
                     began = now_ns()
-                    ready = self._absorb(batch, retried)
+                    ready = self._absorb(*self._next_batch())
                     self._trace.span(self._results_track, "deliver", "caller", began, now_ns())
                 if ready:
                     self._read_on(held=len(ready) - 1)
@@ -552,6 +553,12 @@ class MapRun:
             with self._journal_lock:  # waits for a batch being journaled
                 self._journaling = False
         self._backend.forget(self)
+        # Batches nobody will take hold their chunks, and a chunk holds this run (its
+        # sink): a cycle that would keep them, and the pool a one-shot call made, until
+        # the next collection of cycles.
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._batches.get_nowait()
         self._sharing.release()
         if self._progress is not None:
             self._progress.close()
@@ -571,7 +578,9 @@ class MapRun:
             close_trace(self._trace, self._ended_by)
         # Its traceback holds frames that hold this run (a cycle), and through them the
         # caller's frames and locals: let it go now, not at the next collection of cycles.
+        # So for the failures kept to be raised: this run raises none of them again.
         self._ended_by = None
+        self._feed_failure = self._input_failure = self._journal_failure = None
 
     def _record(self, batch: ResultBatch, retried: frozenset[int]) -> None:
         """Journal the outcomes of a batch of a chunk that ran (with a checkpoint)."""
@@ -731,7 +740,10 @@ class MapRun:
             else:
                 if self._progress is not None and not state.journaled:
                     self._progress.advance(count - len(retried), failed)  # left above the error
-                raise error
+                try:
+                    raise error
+                finally:  # this frame stays in its traceback: it must not hold it
+                    del error, batch
         finished = count - len(retried)
         state.left -= finished
         if not self._options.ordered:
@@ -762,8 +774,12 @@ class MapRun:
             assert state.values is not None
             if state.failure is not None:
                 offset, error = state.failure
+                state.failure = None
                 yield state.values[:offset]
-                raise error
+                try:
+                    raise error
+                finally:  # this frame stays in its traceback: it must not hold it
+                    del error
             self._read_on(held=state.size - 1)
             yield state.values
         if states and self._cutoff is not None and states[0].start > self._cutoff:
