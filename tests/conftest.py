@@ -8,6 +8,7 @@ may still be alive. Waits are conditions with a deadline.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -62,6 +63,28 @@ def left_in_shared_memory(before: set[str], timeout: float = 10.0) -> set[str]:
 
     wait_for(settled, timeout)
     return left
+
+
+def left_to_the_cycle_collector(call: Callable[[], object]) -> list[str]:
+    """What of workpool's (or which exception) only a collection of cycles frees, once
+    ``call()`` has returned and dropped what it raised."""
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        call()
+        gc.collect()
+        return sorted(
+            {
+                type(thing).__qualname__
+                for thing in gc.garbage
+                if isinstance(thing, BaseException) or type(thing).__module__.startswith("workpool")
+            }
+        )
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 def _session_helpers() -> set[int]:

@@ -20,7 +20,13 @@ import psutil
 import pytest
 
 import workpool
-from conftest import FORK_WARNING, HAS_INTERPRETERS, START_METHODS, wait_for
+from conftest import (
+    FORK_WARNING,
+    HAS_INTERPRETERS,
+    START_METHODS,
+    left_to_the_cycle_collector,
+    wait_for,
+)
 from faults import (
     CrashWhenFunctionUnpickled,
     CrashWhenUnpickled,
@@ -751,28 +757,6 @@ def test_shutdown_kills_a_worker_that_will_not_stop_and_waits_without_spinning(
         stopper.join(timeout=30)
 
 
-def _left_to_the_cycle_collector(call: Any) -> list[str]:
-    """What of workpool's (or which exception) only a collection of cycles frees, once
-    ``call()`` has returned and dropped what it raised."""
-    gc.collect()
-    gc.disable()
-    gc.set_debug(gc.DEBUG_SAVEALL)
-    try:
-        call()
-        gc.collect()
-        return sorted(
-            {
-                type(thing).__qualname__
-                for thing in gc.garbage
-                if isinstance(thing, BaseException) or type(thing).__module__.startswith("workpool")
-            }
-        )
-    finally:
-        gc.set_debug(0)
-        gc.garbage.clear()
-        gc.enable()
-
-
 @pytest.mark.parametrize("how", ["map", "unordered", "imap", "pool-map", "initializer"])
 def test_a_failed_call_is_freed_without_a_collection_of_cycles(how: str) -> None:
     """A service whose calls fail now and then gets their memory back at once.
@@ -805,4 +789,4 @@ def test_a_failed_call_is_freed_without_a_collection_of_cycles(how: str) -> None
                 )
 
     failing_call()  # imports done, the zygote started
-    assert _left_to_the_cycle_collector(failing_call) == []
+    assert left_to_the_cycle_collector(failing_call) == []

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 import workpool
-from conftest import wait_for
+from conftest import left_to_the_cycle_collector, wait_for
 from faults import crash_on, fail_first_try, hang_on, sleep_then_pid
 from helpers import add, fail_on, square, where
 from trace_checks import (
@@ -532,3 +532,15 @@ def test_a_trace_named_gz_is_compressed_and_read_back(
     plain = tmp_path / "renamed.json"  # a gzip file read by its content, not its name
     path.rename(plain)
     assert main(["trace", "summary", str(plain)]) == 0
+
+
+def test_a_traced_call_leaves_its_spans_to_no_collection_of_cycles(tmp_path: Path) -> None:
+    # The recorder held the writer that rewrites the file while the call runs, and the
+    # writer the recorder: every traced call's spans waited for a collection of cycles.
+    path = str(tmp_path / "run.json")
+
+    def traced_call() -> None:
+        workpool.map(square, range(50), backend="process", workers=2, trace=path)
+
+    traced_call()  # imports done, the zygote started
+    assert left_to_the_cycle_collector(traced_call) == []

@@ -99,6 +99,10 @@ def _is_sqlite_database(path: str) -> bool:
         return False
 
 
+def _no_rewrite() -> None:
+    """What a recorder rewrites with before the call's writer is given, and after it ends."""
+
+
 class Recorder:
     """Collects one call's timeline; ``workpool.timeline.finish`` writes it, once.
 
@@ -124,7 +128,7 @@ class Recorder:
         # rewrites of a long call's file (snapshots.py) take turns.
         self.file_lock = threading.Lock()
         self._rewrite_at_ns: int | None = None  # when note_progress starts the rewriter
-        self._rewrite: Callable[[], None] = lambda: None
+        self._rewrite: Callable[[], None] = _no_rewrite
         self._rewriter: Rewriter | None = None
         # The engine of the Pool the call runs on (timeline.calls.open_trace), if any.
         self.pool: Any = None
@@ -246,6 +250,8 @@ class Recorder:
         with self._lock:
             self._rewrite_at_ns = None
             rewriter, self._rewriter = self._rewriter, None
+            # The writer holds this recorder (a cycle): let the spans go with the call.
+            self._rewrite = _no_rewrite
         if rewriter is not None:
             rewriter.stop()
 
