@@ -1548,7 +1548,8 @@ def test_a_scheduler_lost_while_the_window_is_counted_ends_the_call_at_once(
             lost = time.monotonic()
             with pytest.raises(workpool.BrokenPool, match="lost the connection"):
                 list(results)
-            assert time.monotonic() - lost < 10
+            # Well short of the 30 s the old code waited, with room for a loaded machine.
+            assert time.monotonic() - lost < 20
         finally:
             own.close(timeout=1)
 
