@@ -294,7 +294,8 @@ def _check_a_scheduler_answers(distributed: ModuleType, address: str, origin: st
     if isinstance(answer, (ValueError, TypeError)):  # the address itself is malformed
         raise _not_an_address(address, origin, answer) from answer
     if isinstance(answer, (OSError, TimeoutError, asyncio.TimeoutError)):
-        detail = f" ({type(answer).__name__}: {answer})" if str(answer) else ""
+        why = _why_unreachable(distributed, address)
+        detail = f" ({type(answer).__name__}: {answer}{why})" if str(answer) else why
         raise ConnectionError(
             f"no Dask scheduler answered at {origin}{address!r} within "
             f"{CONNECT_SECONDS:g} s{detail}"
@@ -307,6 +308,28 @@ def _check_a_scheduler_answers(distributed: ModuleType, address: str, origin: st
     kind = answer.get("type") if isinstance(answer, dict) else None
     if kind != "Scheduler":
         raise _not_an_address(address, origin, f"it is a Dask {kind or 'peer'}, not a scheduler")
+
+
+def _why_unreachable(distributed: ModuleType, address: str) -> str:
+    """What one plain TCP connection to ``address`` says (refused, no such host), if
+    it fails; empty if it succeeds or the address is not TCP.
+
+    Dask's own error after its deadline says only that it timed out: it tries again
+    until then, and its last try may itself have been cut short by the deadline.
+    """
+    try:
+        scheme, location = distributed.comm.parse_address(address)
+        if scheme != "tcp":
+            return ""
+        host, port = distributed.comm.parse_host_port(location)
+        import socket  # only here, on the way to an error
+
+        socket.create_connection((host, port), timeout=1).close()
+    except OSError as exc:
+        return f"; a plain connection to it: {type(exc).__name__}: {exc}"
+    except Exception:
+        return ""
+    return ""
 
 
 def loopback_cluster_options() -> dict[str, Any]:
