@@ -1797,6 +1797,22 @@ def test_importing_workpool_does_not_import_dask() -> None:
     subprocess.run([sys.executable, "-c", auto], check=True)
 
 
+def test_a_result_that_arrives_after_the_pool_ended_is_not_kept(client: Any) -> None:
+    # A fetch can end after the pool stopped its courier (a task it cancelled settles,
+    # a late gather returns). What it hands over then was kept in a queue nobody read,
+    # and its futures kept their tasks' results on the cluster until the garbage
+    # collector freed the pool. Made certain here: a hand-over after the end.
+    pool = workpool.Pool(backend="dask", address=client)
+    assert pool.submit(square, 3).result(timeout=60) == 9
+    backend = pool._backend
+    pool.shutdown()
+    late = client.submit(square, 4, key=f"workpool-late-{uuid.uuid4().hex}", pure=False)
+    assert late.result(timeout=60) == 16
+    backend._fetcher._arrived([late], {late.key: b"unread"})
+    key, late = late.key, None
+    assert wait_for(lambda: key not in workpool_tasks(client), timeout=30), "its result is held"
+
+
 def test_a_checkpointed_map_stopped_half_way_completes_on_the_cluster(
     client: Any, tmp_path: Path
 ) -> None:

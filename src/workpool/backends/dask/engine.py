@@ -188,9 +188,9 @@ class DaskBackend(Backend):
         self._finished: queue.SimpleQueue[tuple[list[Any], dict[str, Any]] | None] = (
             queue.SimpleQueue()
         )
-        self._fetcher = ResultFetcher(
-            self._client, lambda futures, payloads: self._finished.put((futures, payloads))
-        )
+        self._finished_lock = threading.Lock()
+        self._courier_told_to_stop = False
+        self._fetcher = ResultFetcher(self._client, self._hand_to_courier)
         self._courier = threading.Thread(
             target=self._carry, name="workpool-dask-courier", daemon=True
         )
@@ -432,6 +432,14 @@ class DaskBackend(Backend):
                 piece.sink.deliver(ResultBatch.failed(piece, reason, retryable=False))
 
     # --- what comes back (the courier thread) ---------------------------------------------
+
+    def _hand_to_courier(self, futures: list[Any], payloads: dict[str, Any]) -> None:
+        """The fetcher's hand-over (on the client's loop). Once the courier is told to
+        stop, what arrives is dropped: kept in a queue nobody reads, its futures would
+        hold their tasks' results on the cluster until this object was collected."""
+        with self._finished_lock:
+            if not self._courier_told_to_stop:
+                self._finished.put((futures, payloads))
 
     def _carry(self) -> None:
         """Settle finished tasks, as many at once as have arrived, until told to stop."""
@@ -818,13 +826,18 @@ class DaskBackend(Backend):
         tasks may still run (``terminate``) is stopped at once, its workers killed: a
         polite close waited for the running tasks, up to its nannies' grace of seconds.
         """
-        self._finished.put(None)
+        with self._finished_lock:
+            self._courier_told_to_stop = True
+            self._finished.put(None)
         with self._scatter_lock:
             self._scattered_functions.clear()  # lets Dask release them
         if self._link.cluster is None or not (finished or self._link.stop_workers()):
             self._close_sessions()
         if self._courier is not threading.current_thread() and not self._scheduler_lost:
             self._courier.join()
+            with contextlib.suppress(queue.Empty):  # left by a courier the pool's break ended
+                while True:
+                    self._finished.get_nowait()
         self._link.close(wait=not self._scheduler_lost)
         _live_backends.discard(self)  # not before: an interrupted close ends at exit
 
