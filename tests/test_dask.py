@@ -65,6 +65,7 @@ from helpers import (  # noqa: E402
     cube_or_parity,
     fail_on,
     first_value,
+    hold,
     raise_pool_error,
     recall,
     remember,
@@ -1795,6 +1796,22 @@ def test_importing_workpool_does_not_import_dask() -> None:
         "import workpool, sys; workpool.map(abs, range(3)); assert 'distributed' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", auto], check=True)
+
+
+def test_a_done_callback_that_calls_sys_exit_does_not_break_the_pool(
+    client: Any, tmp_path: Path
+) -> None:
+    # concurrent.futures passes a callback's SystemExit on, into the thread that settled
+    # the Future: the courier, which must neither die of it nor break the pool.
+    task = functools.partial(hold, directory=str(tmp_path), held=(0,))
+    with workpool.Pool(backend="dask", address=client) as pool:
+        first = pool.submit(task, 0)
+        # Held until released: the callback is added before it can be done (else it
+        # would run here, at once, in this thread).
+        first.add_done_callback(lambda _: sys.exit(3))
+        (tmp_path / "release").touch()
+        assert first.result(timeout=60) == 0
+        assert pool.submit(square, 5).result(timeout=60) == 25
 
 
 def test_a_result_that_arrives_after_the_pool_ended_is_not_kept(client: Any) -> None:

@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool._options import PoolSpec
 from workpool.backends.at_exit import end_all
-from workpool.backends.base import Backend, ShutDown
+from workpool.backends.base import Backend, ShutDown, deliver
 from workpool.backends.dask import remote
 from workpool.backends.dask.cluster import CLOSE_SECONDS, ClusterLink, connect
 from workpool.backends.dask.fetcher import ResultFetcher
@@ -487,7 +487,10 @@ class DaskBackend(Backend):
                     return self._fetcher.abandon(), {}
 
     def _settle(self, futures: list[Any], payloads: dict[str, Any]) -> None:
-        """Deliver each future's chunk: its payload if it was fetched, else why not."""
+        """Deliver each future's chunk: its payload if it was fetched, else why not.
+
+        Through ``base.deliver``, as every engine's own thread delivers: a done-callback
+        that calls ``sys.exit`` must not end the courier, which would break the pool."""
         taken: list[_InFlight] = []
         with self._lock:
             for future in futures:
@@ -505,8 +508,7 @@ class DaskBackend(Backend):
                         self._deliver_failure(entry)
                 except Exception as exc:  # still, the chunk must end in a delivery
                     with contextlib.suppress(Exception):
-                        failed = ResultBatch.failed(entry.chunk, exc, retryable=False)
-                        entry.chunk.sink.deliver(failed)
+                        deliver(ResultBatch.failed(entry.chunk, exc, retryable=False))
         finally:
             with self._lock:
                 self._settling -= len(taken)
@@ -519,7 +521,7 @@ class DaskBackend(Backend):
             report: Report = pickle.loads(payload)
         except Exception as exc:
             add_note(exc, "the results came back from Dask but could not be unpickled here")
-            chunk.sink.deliver(ResultBatch.failed(chunk, exc, retryable=False))
+            deliver(ResultBatch.failed(chunk, exc, retryable=False))
             return
         self._chunk_times.add(sum(piece.elapsed for piece in report.pieces))
         offset = 0
@@ -542,7 +544,7 @@ class DaskBackend(Backend):
             if piece.times is not None and trace is not None:
                 received, run, ran, returned = piece.times
                 batch.times = (received + offset, run + offset, ran + offset, returned + offset)
-            part.sink.deliver(batch)
+            deliver(batch)
 
     def _put_on_timeline(self, trace: Recorder, report: Report) -> int:
         """Add what the node recorded to the call's timeline; the node's clock offset.
@@ -568,14 +570,14 @@ class DaskBackend(Backend):
         if len(chunk.items) == 1:
             batch = ResultBatch.failed(chunk, error, retryable=False)
             batch.worker = worker
-            chunk.sink.deliver(batch)
+            deliver(batch)
             return
         for position in range(len(chunk.items)):
             piece = chunk.split(position, position + 1)
             try:
                 self.submit(piece)
             except Exception as exc:  # stopping: this item's failure stands
-                piece.sink.deliver(ResultBatch.failed(piece, exc, retryable=False))
+                deliver(ResultBatch.failed(piece, exc, retryable=False))
 
     def _deliver_failure(self, entry: _InFlight) -> None:
         """The task did not produce our result: say why, as each item's failure."""
@@ -627,7 +629,7 @@ class DaskBackend(Backend):
                 f"the result of {chunk.task_name()} was lost with its Dask worker"
             )
             retryable = True
-        chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=retryable))
+        deliver(ResultBatch.failed(chunk, error, retryable=retryable))
 
     def _lost_its_copies(self, reason: str | None, copies: tuple[Any, ...]) -> bool:
         """Was a task cancelled, given Dask's ``reason``, because its copies were lost?
