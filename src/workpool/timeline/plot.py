@@ -28,7 +28,7 @@ _COLOURS = {
     "crashed": ("#222222", "crashed"),
     "timeout": ("#9467bd", "timed out"),
     "feed": ("#2ca02c", "caller: feeding input"),
-    "serialize": ("#98df8a", "caller: pickling"),
+    "serialize": ("#98df8a", "caller: pickling input, unpickling results"),
     "deliver": ("#17becf", "caller: delivering results"),
     "checkpoint": ("#e377c2", "caller: results read from the checkpoint"),
 }

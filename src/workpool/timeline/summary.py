@@ -2,7 +2,8 @@
 
 From a loaded ``Timeline``: each worker's share of the call spent starting, busy with
 chunks and idle; how the workers' busy time divides into receiving, running and
-returning, and what the caller spent feeding, pickling and delivering; the slowest
+returning, and what the caller spent feeding (and pickling) the input, unpickling the
+results and delivering them; the slowest
 chunks; the crashes, timeouts and retries; the results a resumed call read from its
 checkpoint instead of running them. ``explain`` turns the numbers into a few
 sentences naming the largest loss and what usually helps against it.
@@ -71,7 +72,7 @@ class Summary(NamedTuple):
     run: float
     returning: float
     feed: float  # caller seconds
-    pickle: float
+    pickle: float  # the input's, part of feeding it
     deliver: float
     tail: float  # seconds from the first worker's last chunk to the end of the call
     stragglers: list[Straggler]
@@ -83,6 +84,7 @@ class Summary(NamedTuple):
     ordered: bool | None  # as the call was made (None: the trace does not say)
     restored: int = 0  # items whose results came from the call's checkpoint
     restoring: float = 0.0  # caller seconds reading them
+    unpickle: float = 0.0  # the results' (before they are delivered)
 
 
 def _union(spans: list[Span]) -> float:
@@ -149,7 +151,7 @@ def summarize(timeline: Timeline, stragglers: int = 5) -> Summary:
         run=sum(t.total("run") for t in workers),
         returning=sum(t.total("return") for t in workers),
         feed=sum(_union([s for s in t.spans if s.name == "feed"]) for t in callers),
-        pickle=sum(_union([s for s in t.spans if s.category == "serialize"]) for t in callers),
+        pickle=_caller_seconds(callers, "pickle"),
         deliver=sum(_union([s for s in t.spans if s.name == "deliver"]) for t in callers),
         tail=timeline.end - min(last_ends) if last_ends else 0.0,
         stragglers=[
@@ -171,6 +173,15 @@ def summarize(timeline: Timeline, stragglers: int = 5) -> Summary:
         ordered=_ordered(timeline),
         restored=sum(_whole(s, "count", 0) for s in restored),
         restoring=_union(restored),
+        unpickle=_caller_seconds(callers, "unpickle"),
+    )
+
+
+def _caller_seconds(callers: list[Track], name: str) -> float:
+    """Seconds the caller's tracks spent in their ``serialize`` spans named ``name``."""
+    return sum(
+        _union([s for s in t.spans if s.category == "serialize" and s.name == name])
+        for t in callers
     )
 
 
@@ -362,7 +373,9 @@ def print_summary(summary: Summary, title: str, console: Console) -> None:
         )
     console.print(
         f"Caller: feeding the input {seconds_text(summary.feed)} (pickling "
-        f"{seconds_text(summary.pickle)}), delivering results {seconds_text(summary.deliver)}."
+        f"{seconds_text(summary.pickle)}), "
+        + (f"unpickling results {seconds_text(summary.unpickle)}, " if summary.unpickle else "")
+        + f"delivering results {seconds_text(summary.deliver)}."
     )
     if summary.stragglers:
         slow = Table(title="slowest chunks")
