@@ -1843,3 +1843,26 @@ def test_a_checkpointed_map_stopped_half_way_completes_on_the_cluster(
     assert again == [x * x for x in range(2000)]
     # A finished task's key is released just after its result was delivered.
     assert wait_for(lambda: not workpool_tasks(client), timeout=5), workpool_tasks(client)
+
+
+def test_sys_exit_in_a_callback_of_a_future_cancelled_by_shutdown_costs_no_other_future(
+    client: Any, tmp_path: Path
+) -> None:
+    # shutdown(cancel_futures=True) cancels the queued Futures one after another, in the
+    # caller's thread; a callback's SystemExit on one must not leave those after it
+    # pending for ever. It may reach the caller of shutdown(), as the standard pools let it.
+    task = functools.partial(hold, directory=str(tmp_path), held=tuple(range(24)))
+    pool = workpool.Pool(backend="dask", address=client)
+    try:
+        futures = [pool.submit(task, i) for i in range(24)]
+        # Until a first chunk is back, at most one per thread of the cluster is in
+        # flight: those from the 16th on are still queued here.
+        futures[16].add_done_callback(lambda _: sys.exit(3))
+        with pytest.raises(SystemExit):
+            pool.shutdown(wait=False, cancel_futures=True)
+        assert all(f.cancelled() for f in futures[16:])
+    finally:
+        (tmp_path / "release").touch()
+        pool.shutdown()
+    _, pending = concurrent.futures.wait(futures, timeout=60)
+    assert not pending

@@ -1,13 +1,14 @@
 """The one interface every engine implements; ``Pool`` and map runs know only this.
 
 It also holds the one rule for a failing initializer, which every engine follows (see
-``broken_by_initializer``), and the one way an engine's thread hands results over
-(``deliver``).
+``broken_by_initializer``), and the one way an engine hands results over (``deliver``)
+and fails the chunks it will not run (``fail_chunks``).
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable, Iterable
 
 from workpool._options import PoolSpec
 from workpool.chunking import MAX_CHUNK_ITEMS
@@ -202,6 +203,33 @@ def deliver(batch: ResultBatch) -> None:
         logging.getLogger("concurrent.futures").error(
             "exception calling callback of a workpool Future", exc_info=exc
         )
+
+
+def fail_chunks(
+    chunks: Iterable[Chunk], make_error: Callable[[], BaseException], *, in_engine_thread: bool
+) -> None:
+    """Every item of ``chunks`` fails, for good, each chunk with a ``make_error()`` of its
+    own (the chunks may belong to many calls, and each call raises its own).
+
+    Every chunk has its failure whatever a Future's done-callback raises meanwhile
+    (``concurrent.futures`` passes a ``SystemExit`` on). In one of an engine's own
+    threads each goes through ``deliver``, which logs it; in a caller's (``shutdown``,
+    ``terminate``), it reaches the caller once the last chunk has its failure, as it does
+    from the standard pools.
+    """
+    raised: BaseException | None = None
+    for chunk in chunks:
+        failed = ResultBatch.failed(chunk, make_error(), retryable=False)
+        if in_engine_thread:
+            deliver(failed)
+            continue
+        try:
+            chunk.sink.deliver(failed)
+        except BaseException as exc:
+            if raised is None:
+                raised = exc
+    if raised is not None:
+        raise raised
 
 
 def call_items_timed(

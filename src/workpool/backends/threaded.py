@@ -52,6 +52,7 @@ from workpool.backends.base import (
     ShutDown,
     broken_by_initializer,
     deliver,
+    fail_chunks,
 )
 from workpool.backends.deadlines import DeadlineWatch, TimedTask
 from workpool.clock import now_ns
@@ -337,7 +338,7 @@ class ThreadedBackend(Backend):
                     stranded = self._flag_stopped()
             self._wake_all()
         error = self._broken or CancelledError("the pool stopped before this task started")
-        _fail(stranded, error, in_worker=True)
+        fail_chunks(stranded, lambda: one_for_each_call(error), in_engine_thread=True)
 
     def abandoned_threads(self) -> list[threading.Thread]:
         """Worker threads still finishing a task that ran past its timeout."""
@@ -400,7 +401,7 @@ class ThreadedBackend(Backend):
         with self._lock:
             dropped = self._flag_broken(error)
             broken = self._broken or error
-        _fail([claimed, *dropped], broken, in_worker=True)
+        fail_chunks([claimed, *dropped], lambda: one_for_each_call(broken), in_engine_thread=True)
 
     def _stop_without_waiting(self) -> None:
         """Cancel what is queued; running tasks finish in the background, unwaited for.
@@ -413,7 +414,7 @@ class ThreadedBackend(Backend):
             return
         with self._lock:
             dropped = self._flag_stopping(cancel_pending=True)
-        _fail(dropped, CancelledError("the pool shut down before this task started"))
+        fail_chunks(dropped, _not_started, in_engine_thread=False)
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         if sys.is_finalizing():
@@ -423,7 +424,7 @@ class ThreadedBackend(Backend):
             return
         with self._lock:
             dropped = self._flag_stopping(cancel_pending=cancel_pending)
-        _fail(dropped, CancelledError("the pool shut down before this task started"))
+        fail_chunks(dropped, _not_started, in_engine_thread=False)
         if not wait:
             at_exit.finish_before_exit(self)  # the program exits once the work is done
             return
@@ -442,24 +443,5 @@ class ThreadedBackend(Backend):
                 thread.join()
 
 
-def _fail(chunks: list[Chunk], error: BaseException, *, in_worker: bool = False) -> None:
-    """Every item of ``chunks`` fails with a copy of ``error``, for good. Call without the lock.
-
-    Every chunk has its failure whatever a Future's done-callback raises meanwhile
-    (``concurrent.futures`` passes a ``SystemExit`` on). In a worker's thread (``in_worker``)
-    each goes through ``deliver``, which logs it; in a caller's (``shutdown``), it reaches
-    the caller, as it does from the standard pools, once the last chunk has its failure.
-    """
-    raised: BaseException | None = None
-    for chunk in chunks:
-        failed = ResultBatch.failed(chunk, one_for_each_call(error), retryable=False)
-        if in_worker:
-            deliver(failed)
-            continue
-        try:
-            chunk.sink.deliver(failed)
-        except BaseException as exc:
-            if raised is None:
-                raised = exc
-    if raised is not None:
-        raise raised
+def _not_started() -> CancelledError:
+    return CancelledError("the pool shut down before this task started")

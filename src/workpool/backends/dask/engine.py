@@ -60,7 +60,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from workpool._options import PoolSpec
 from workpool.backends.at_exit import end_all
-from workpool.backends.base import Backend, ShutDown, deliver
+from workpool.backends.base import Backend, ShutDown, deliver, fail_chunks
 from workpool.backends.dask import remote
 from workpool.backends.dask.cluster import CLOSE_SECONDS, ClusterLink, connect
 from workpool.backends.dask.fetcher import ResultFetcher
@@ -279,7 +279,7 @@ class DaskBackend(Backend):
                 self._send(chunk)
             except Exception as exc:  # nobody to raise to: the chunk's items fail with it
                 if chunk.sink.claim(chunk):
-                    chunk.sink.deliver(ResultBatch.failed(chunk, exc, retryable=False))
+                    self._fail_one(chunk, exc)
             finally:
                 self._sent()
 
@@ -351,7 +351,7 @@ class DaskBackend(Backend):
                 self._fail_all()
             elif self._broken is not None:
                 failure = one_for_each_call(self._broken)
-            chunk.sink.deliver(ResultBatch.failed(chunk, failure, retryable=False))
+            self._fail_one(chunk, failure)
             return
         self._fetcher.watch(future)
 
@@ -420,7 +420,7 @@ class DaskBackend(Backend):
         runs = list(picklable_runs(chunk.items))
         if all(reason is None for _, _, reason in runs):  # the chunk fails, not an item
             if chunk.sink.claim(chunk):
-                chunk.sink.deliver(ResultBatch.failed(chunk, error, retryable=False))
+                self._fail_one(chunk, error)
             return
         for begin, end, reason in runs:
             piece = chunk.split(begin, end)
@@ -429,7 +429,7 @@ class DaskBackend(Backend):
                 continue
             add_note(reason, "the task's arguments could not be pickled to send them to Dask")
             if piece.sink.claim(piece):
-                piece.sink.deliver(ResultBatch.failed(piece, reason, retryable=False))
+                self._fail_one(piece, reason)
 
     # --- what comes back (the courier thread) ---------------------------------------------
 
@@ -662,7 +662,7 @@ class DaskBackend(Backend):
                 self._pending.appendleft(again)
         if not sends:  # terminated, or broken: the chunk's items fail with it
             error = self._broken if self._broken is not None else ShutDown()
-            again.sink.deliver(ResultBatch.failed(again, one_for_each_call(error), retryable=False))
+            self._fail_each([again], lambda: one_for_each_call(error))
             return
         self._send_pending()
 
@@ -681,17 +681,16 @@ class DaskBackend(Backend):
         self._drop(queued, why)
         self._send_pending()
 
-    @staticmethod
-    def _fail_each(chunks: list[Chunk], error: Callable[[], BaseException]) -> None:
-        """Fail every item of ``chunks``, each chunk with an ``error()`` of its own (the
-        chunks may belong to many calls, and each call raises its own)."""
-        for chunk in chunks:
-            chunk.sink.deliver(ResultBatch.failed(chunk, error(), retryable=False))
+    def _fail_each(self, chunks: list[Chunk], error: Callable[[], BaseException]) -> None:
+        """Fail every item of ``chunks``, each chunk with an ``error()`` of its own."""
+        fail_chunks(chunks, error, in_engine_thread=threading.current_thread() is self._courier)
 
-    @classmethod
-    def _drop(cls, queued: list[Chunk], why: str) -> None:
+    def _fail_one(self, chunk: Chunk, error: BaseException) -> None:
+        self._fail_each([chunk], lambda: error)
+
+    def _drop(self, queued: list[Chunk], why: str) -> None:
         """Queued chunks that will never be sent: cancelled, as a local pool's would be."""
-        cls._fail_each(queued, lambda: concurrent.futures.CancelledError(why))
+        self._fail_each(queued, lambda: concurrent.futures.CancelledError(why))
 
     def _cancel(self, dropped: list[_InFlight], why: str) -> None:
         if not dropped:
