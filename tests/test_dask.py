@@ -1743,6 +1743,15 @@ def test_bad_addresses_fail_at_once_or_name_the_address() -> None:
     assert "refused" in str(refused.value).lower()  # why, not only that it took too long
 
 
+def test_a_scheduler_file_given_as_the_address_is_named_as_one(tmp_path: Path) -> None:
+    # `dask scheduler --scheduler-file f` writes the address into f; passing f itself
+    # said only "missing port number".
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler_file.write_text(json.dumps({"address": f"tcp://127.0.0.1:{_free_port()}"}))
+    with pytest.raises(ValueError, match=r"names a file.*\['address'\]"):
+        workpool.map(square, [1], backend="dask", address=str(scheduler_file))
+
+
 def failure_of_a_map_in_a_thread(address: str) -> BaseException | None:
     """What ``workpool.map`` on ``address`` raised; None if it hung for a minute."""
     outcome: list[BaseException] = []

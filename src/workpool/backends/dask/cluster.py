@@ -250,9 +250,15 @@ def _connect_to(distributed: ModuleType, address: str, origin: str) -> ClusterLi
 
 
 def _not_an_address(address: str, origin: str, why: object) -> ValueError:
+    hint = ""
+    if os.path.isfile(address):  # such as the --scheduler-file of ``dask scheduler``
+        hint = (
+            "; it names a file: a scheduler file's address is its 'address' field, "
+            "json.load(open(path))['address']"
+        )
     return ValueError(
         f"{origin}{address!r} is not a Dask scheduler address "
-        f"(such as 'tcp://10.0.0.5:8786'): {why}"
+        f"(such as 'tcp://10.0.0.5:8786'): {why}{hint}"
     )
 
 
