@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -109,6 +109,21 @@ def test_a_local_class_goes_by_value_inside_the_functions_pickle() -> None:
     # Rebuilt in this process, the class is this one (cloudpickle's class tracker).
     assert type(made) is Local
     assert type(pickle.loads(dumps_function(make))()) is Local
+
+
+def test_a_local_named_tuple_goes_by_value() -> None:
+    # Its slots were handed to its making, which typing.NamedTuple refuses: every task
+    # of a script that made a point with one failed with an AttributeError.
+    class Point(NamedTuple):
+        x: int
+        y: int = 0
+
+    def make(x: int) -> Point:
+        return Point(x)
+
+    made = pickle.loads(dumps_function(make))(3)
+    assert type(made) is Point and made == (3, 0)
+    assert pickle.loads(dumps_function(Point)) is Point
 
 
 def test_the_module_main_itself_needs_cloudpickle() -> None:

@@ -95,11 +95,13 @@ class KeepsSlots:
     plain attribute: its objects there have a ``__dict__``, and the caller's own class,
     which cloudpickle brings back for them, cannot take their state. Handing
     ``__slots__`` to the class's making, beside ``__module__``, gives it its slots.
+    A ``typing.NamedTuple`` is left as it is: its making gives it slots itself, and
+    refuses a class body that names them.
     """
 
     def reducer_override(self, obj: Any) -> Any:
         reduced = super().reducer_override(obj)  # type: ignore[misc]
-        if not isinstance(obj, type) or "__slots__" not in vars(obj):
+        if not isinstance(obj, type) or "__slots__" not in vars(obj) or _named_tuple(obj):
             return reduced
         if not isinstance(reduced, tuple) or len(reduced) < 2:
             return reduced
@@ -109,6 +111,13 @@ class KeepsSlots:
             return reduced
         kwargs = {**args[3], "__slots__": vars(obj)["__slots__"]}
         return (make, (*args[:3], kwargs, *args[4:]), *rest)
+
+
+def _named_tuple(cls: type) -> bool:
+    """Whether ``cls`` was made by subclassing ``typing.NamedTuple``."""
+    typing = sys.modules.get("typing")  # no class can be one unless typing was imported
+    marker = getattr(typing, "NamedTuple", None)
+    return marker is not None and marker in vars(cls).get("__orig_bases__", ())
 
 
 def _cloudpickle_class(cls: type) -> bytes:
