@@ -21,7 +21,7 @@ import pytest
 
 from conftest import HAS_INTERPRETERS
 from workpool.byvalue import NeedsCloudpickle, dumps_by_value
-from workpool.serialize import dumps_function
+from workpool.serialize import FunctionRegistry, dumps_function
 
 LIMIT = 3
 
@@ -543,3 +543,76 @@ def test_a_worker_keeps_a_bounded_number_of_shared_namespaces() -> None:
             exec("def task(x):\n    return x + len(BLOB)\n", namespace)
             assert pool.submit(namespace["task"], 1).result(timeout=30) == 1001
         assert pool.submit(shared_namespaces_held, 0).result(timeout=30) <= SHARED_NAMESPACES
+
+
+_scale = 1
+_config: dict[str, int] = {"offset": 0}
+
+
+def test_a_function_sent_by_value_is_pickled_again_once_what_it_reads_changed() -> None:
+    global _scale
+    registry = FunctionRegistry()
+    scaled = lambda x: x * _scale + _config["offset"]  # noqa: E731 - by value
+    by_name = math.sqrt
+    first, second, third, fourth, fifth = (_Call() for _ in range(5))
+    ref = registry.ref(scaled, first)
+    assert registry.ref(scaled, first) is ref
+    assert registry.ref(scaled, second) is ref  # nothing changed: not sent again
+    assert registry.ref(by_name, first) is registry.ref(by_name, second)
+    try:
+        _scale = 10  # rebound between two calls
+        rebound = registry.ref(scaled, third)
+        assert rebound is not ref and pickle.loads(rebound.payload)(2) == 20
+        assert registry.ref(scaled, first) is ref  # a call sees one function throughout
+        _config["offset"] = 5  # changed in place
+        changed = registry.ref(scaled, fourth)
+        assert changed is not rebound and pickle.loads(changed.payload)(2) == 25
+        assert registry.ref(scaled, fifth) is changed
+    finally:
+        _scale = 1
+        _config["offset"] = 0
+
+
+class _Call:
+    """Stands for a call (a chunk's sink) the registry is asked for a function for."""
+
+
+SEES_GLOBALS_NOW_SCRIPT = """
+import json
+import workpool
+
+SCALE = 1
+CONFIG = {"offset": 0}
+
+def scaled(x):
+    return x * SCALE + CONFIG["offset"]
+
+if __name__ == "__main__":
+    report = {}
+    with workpool.Pool(2) as pool:
+        report["first"] = list(pool.map(scaled, [1, 2]))
+        SCALE = 10
+        report["rebound"] = list(pool.map(scaled, [1, 2]))
+        futures = []
+        for offset in (1, 2):
+            CONFIG["offset"] = offset
+            futures.append(pool.submit(scaled, 1))
+        report["submitted"] = [f.result() for f in futures]
+    print(json.dumps(report))
+"""
+
+
+def test_a_pools_second_call_sees_the_scripts_globals_as_they_are_now(tmp_path: Path) -> None:
+    # The pool pickled a script's function once: every later map and submit ran it
+    # with the globals of the first, silently computing what the script no longer said.
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent(SEES_GLOBALS_NOW_SCRIPT))
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout) == {
+        "first": [1, 2],
+        "rebound": [10, 20],
+        "submitted": [11, 12],
+    }

@@ -71,7 +71,16 @@ if TYPE_CHECKING:
     # its methods move into, their names, and the fingerprints of the globals they read.
     _Move = tuple[int, dict[str, Any], list[str], dict[str, bytes | None]]
 
-__all__ = ["ConsultsFirst", "KeepsSlots", "NeedsCloudpickle", "dumps_by_value", "global_names"]
+__all__ = [
+    "ConsultsFirst",
+    "KeepsSlots",
+    "NeedsCloudpickle",
+    "Recording",
+    "Snapshot",
+    "dumps_by_value",
+    "global_names",
+    "recording_snapshot",
+]
 
 
 class ConsultsFirst:
@@ -411,6 +420,86 @@ def _fingerprint(value: Any) -> bytes | None:
     return hash(data).to_bytes(8, "little", signed=True)
 
 
+class Snapshot:
+    """What a function's pickle by value was made of, to tell later whether it still is.
+
+    A pool pickles a function once and sends it once per worker; yet a call must see the
+    function's globals as they are when it starts (``SCALE = 10`` between two maps, a
+    config dict changed in place). Each global, closure cell, default and attribute the
+    pickle read is kept here with its fingerprint: ``holds`` says whether each is still
+    the same object with the same fingerprint. A large value (no fingerprint) is
+    compared by identity alone: changed in place, it is not noticed (rebound, it is).
+    What cannot be checked this way (a class carried by value, a function that reads
+    globals by a computed name, a function cloudpickle carried) ``spoil``s it: it never
+    holds, and the function is pickled again for each call.
+    """
+
+    __slots__ = ("_reads", "spoiled")
+
+    def __init__(self) -> None:
+        # (where, name, value, fingerprint): ``where`` a globals dict, a cell or a function.
+        self._reads: list[tuple[Any, str, Any, bytes | None]] = []
+        self.spoiled = False
+
+    def spoil(self) -> None:
+        self.spoiled = True
+
+    def read(self, where: Any, name: str, value: Any, fingerprint: bytes | None) -> None:
+        self._reads.append((where, name, value, fingerprint))
+
+    def holds(self) -> bool:
+        """Whether everything the pickle read is as it was then (costs a plain pickle of
+        each small value)."""
+        if self.spoiled:
+            return False
+        for where, name, value, fingerprint in self._reads:
+            now = _current(where, name)
+            if now is not value or (fingerprint is not None and _fingerprint(now) != fingerprint):
+                return False
+        return True
+
+
+_MISSING = object()
+
+
+def _current(where: Any, name: str) -> Any:
+    """What ``where`` holds under ``name`` now: a global, a cell's contents, an attribute."""
+    if isinstance(where, dict):
+        return where.get(name, _MISSING)
+    if isinstance(where, types.CellType):
+        try:
+            return where.cell_contents
+        except ValueError:  # not yet assigned
+            return _EMPTY_CELL
+    return getattr(where, name, _MISSING)
+
+
+# The snapshot the pickling in this thread records into, if one is asked for (``Recording``).
+_recording = threading.local()
+
+
+def recording_snapshot() -> Snapshot | None:
+    """The snapshot being recorded in this thread, if any (see ``Recording``)."""
+    return getattr(_recording, "snapshot", None)
+
+
+class Recording:
+    """``with Recording() as snapshot:`` what functions are pickled by value inside
+    record into ``snapshot`` what they read (``Snapshot``)."""
+
+    def __init__(self) -> None:
+        self._snapshot = Snapshot()
+        self._previous: Snapshot | None = None
+
+    def __enter__(self) -> Snapshot:
+        self._previous = recording_snapshot()
+        _recording.snapshot = self._snapshot
+        return self._snapshot
+
+    def __exit__(self, *_: object) -> None:
+        _recording.snapshot = self._previous
+
+
 class _FunctionsByValue(pickle.Pickler):
     """The standard pickler, taught to carry functions and modules the way the worker needs."""
 
@@ -441,6 +530,9 @@ class _FunctionsByValue(pickle.Pickler):
         # class tracker makes every payload that holds the class rebuild one class
         # there, and bring the caller's own back.) A pool's class then has its methods
         # moved into the namespace its functions share.
+        snapshot = recording_snapshot()
+        if snapshot is not None:
+            snapshot.spoil()  # what its methods read, cloudpickle alone knows
         data = _cloudpickle_class(cls)
         moves = [] if not self._shared else self._class_moves(cls)
         if not moves:
@@ -486,19 +578,21 @@ class _FunctionsByValue(pickle.Pickler):
         namespace = self._namespace(fn)
         code = fn.__code__
         module_globals = fn.__globals__
+        snapshot = recording_snapshot()
         names = global_names(code)
         if not names.isdisjoint(_READS_GLOBALS_BY_NAME):
             names |= _lookup_targets(module_globals)
+            if snapshot is not None:
+                snapshot.spoil()  # it may read any global, even one defined later
         reads = {name: module_globals[name] for name in names if name in module_globals}
         fingerprints = None
-        if self._shared:
+        if self._shared or snapshot is not None:
             fingerprints = {name: _fingerprint(value) for name, value in reads.items()}
-        closure = []
-        for cell in fn.__closure__ or ():
-            try:
-                closure.append(cell.cell_contents)
-            except ValueError:  # a cell not yet assigned
-                closure.append(_EMPTY_CELL)
+        closure = [_current(cell, "") for cell in fn.__closure__ or ()]
+        if snapshot is not None:
+            self._record(snapshot, fn, names, fingerprints or {}, closure)
+        if not self._shared:
+            fingerprints = None
         state = {
             "globals": reads,
             "fingerprints": fingerprints,
@@ -512,6 +606,27 @@ class _FunctionsByValue(pickle.Pickler):
         }
         skeleton_args = (marshal.dumps(code), namespace, fn.__name__, len(closure))
         return _make_function, skeleton_args, state, None, None, _fill_function
+
+    @staticmethod
+    def _record(
+        snapshot: Snapshot,
+        fn: types.FunctionType,
+        names: set[str],
+        fingerprints: dict[str, bytes | None],
+        closure: list[Any],
+    ) -> None:
+        """Note in ``snapshot`` what ``fn``'s pickle reads (a name not yet bound too:
+        a global defined later, or one that comes to shadow a builtin)."""
+        module_globals = fn.__globals__
+        for name in names:
+            snapshot.read(
+                module_globals, name, module_globals.get(name, _MISSING), fingerprints.get(name)
+            )
+        for cell, value in zip(fn.__closure__ or (), closure):
+            snapshot.read(cell, "", value, _fingerprint(value))
+        for attribute in ("__defaults__", "__kwdefaults__", "__dict__"):
+            value = getattr(fn, attribute)
+            snapshot.read(fn, attribute, value, _fingerprint(value))
 
 
 class _ByValuePickler(ConsultsFirst, _FunctionsByValue):

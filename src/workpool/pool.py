@@ -37,7 +37,7 @@ __all__ = ["Pool"]
 class _FutureSink:
     """Receives the result of one submitted task and settles its Future."""
 
-    __slots__ = ("claimed", "future", "retries")
+    __slots__ = ("__weakref__", "claimed", "future", "retries")  # weakly: FunctionRegistry
 
     def __init__(self, future: concurrent.futures.Future[Any], retries: RetryPolicy) -> None:
         self.future = future

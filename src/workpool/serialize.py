@@ -4,9 +4,10 @@ A function importable by name travels as its name, through the standard pickle.
 Lambdas, closures and anything defined in ``__main__`` or a notebook travel by value:
 plain functions with the standard library (``byvalue``), the rest through cloudpickle,
 which is imported only then: it costs more to import than a whole pool costs to start.
-Each function is pickled once and sent once per worker. Data goes through the standard
-pickle first (fast, protocol 5) and takes the same by-value route only when the
-standard pickle refuses it.
+Each function is pickled once and sent once per worker; one sent by value is pickled
+again for a later call if what it reads has changed since (``FunctionRegistry``). Data
+goes through the standard pickle first (fast, protocol 5) and takes the same by-value
+route only when the standard pickle refuses it.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 
-from workpool.byvalue import ConsultsFirst, KeepsSlots, dumps_by_value
+from workpool.byvalue import (
+    ConsultsFirst,
+    KeepsSlots,
+    Recording,
+    Snapshot,
+    dumps_by_value,
+    recording_snapshot,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -65,6 +73,9 @@ def dumps_function(fn: object, *, shared: bool = False, reducer: Reducer | None 
             return dumps_by_value(fn, shared=shared, reducer=reducer)
         except Exception:  # NeedsCloudpickle, or something plain pickle refuses
             pass
+    snapshot = recording_snapshot()
+    if snapshot is not None:
+        snapshot.spoil()  # what cloudpickle read, it alone knows
     buffer = io.BytesIO()
     hooked_cloudpickler(buffer, reducer).dump(fn)
     return buffer.getvalue()
@@ -124,10 +135,13 @@ class FunctionRegistry:
     """The functions a pool has run, each pickled once, most recently used kept.
 
     Workers cache functions by id, so a pool running the same function over many
-    chunks pickles and sends it once per worker rather than once per chunk. The
-    registry holds each function weakly where it can: a long-lived pool must not keep
-    alive what it was given (a bound method keeps its whole object) once the caller
-    is done with it.
+    chunks pickles and sends it once per worker rather than once per chunk. A function
+    that went by value is looked at again when a new call first needs it (a map, a
+    submit): if a global, cell or default it was pickled with has changed since
+    (``byvalue.Snapshot``), it is pickled again, and the call's workers get it as it is
+    now. The registry holds each function weakly where it can: a long-lived pool must
+    not keep alive what it was given (a bound method keeps its whole object) once the
+    caller is done with it.
     """
 
     def __init__(
@@ -141,27 +155,64 @@ class FunctionRegistry:
         self._size = size
         self._dumps = dumps
         self._lock = threading.Lock()
-        self._entries: OrderedDict[int, tuple[Callable[[], object], FunctionRef]] = OrderedDict()
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._ids = itertools.count(1)
 
-    def ref(self, fn: Callable[..., Any]) -> FunctionRef:
-        """The pickled form of ``fn``; raises what pickling it raised."""
+    def ref(self, fn: Callable[..., Any], call: object = None) -> FunctionRef:
+        """The pickled form of ``fn`` for ``call`` (a chunk's sink): the same for every
+        chunk of one call. Raises what pickling it raised. Without ``call``, every use
+        counts as a new call."""
         key = id(fn)
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry[0]() is fn:  # a dead function's id may be reused
+            if entry is not None and entry.holder() is fn:  # a dead function's id may be reused
                 self._entries.move_to_end(key)
-                return entry[1]
-        ref = FunctionRef(next(self._ids), *self._dumps(fn))
-        try:
-            holder: Callable[[], object] = weakref.ref(fn)
-        except TypeError:  # a callable object that refuses weak references
-            holder = functools.partial(_itself, fn)
+                known = entry.calls.get(call) if call is not None else None
+                if known is not None:
+                    return known
+            else:
+                entry = None
+        if entry is not None and entry.snapshot.holds():
+            ref = entry.ref
+        else:
+            with Recording() as snapshot:
+                ref = FunctionRef(next(self._ids), *self._dumps(fn))
+            if entry is not None and not ref.fds and ref.payload == entry.ref.payload:
+                ref = entry.ref  # pickled the same: the workers that have it keep it
+            try:
+                holder: Callable[[], object] = weakref.ref(fn)
+            except TypeError:  # a callable object that refuses weak references
+                holder = functools.partial(_itself, fn)
+            # The calls under way keep the pickle they started with.
+            calls = entry.calls if entry is not None else weakref.WeakKeyDictionary()
+            entry = _Entry(holder, ref, snapshot, calls)
         with self._lock:
-            self._entries[key] = (holder, ref)
+            if hasattr(call, "__weakref__"):  # else (None too) it is checked at every use
+                entry.calls[call] = ref
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
             if len(self._entries) > self._size:
                 self._entries.popitem(last=False)
         return ref
+
+
+class _Entry:
+    """A function in the registry: what holds it, its latest pickle, what that pickle
+    was made of, and the pickle each call under way uses (weakly, by call)."""
+
+    __slots__ = ("calls", "holder", "ref", "snapshot")
+
+    def __init__(
+        self,
+        holder: Callable[[], object],
+        ref: FunctionRef,
+        snapshot: Snapshot,
+        calls: weakref.WeakKeyDictionary[Any, FunctionRef],
+    ) -> None:
+        self.holder = holder
+        self.ref = ref
+        self.snapshot = snapshot
+        self.calls = calls
 
 
 def _itself(obj: object) -> object:

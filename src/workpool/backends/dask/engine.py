@@ -230,7 +230,7 @@ class DaskBackend(Backend):
     def submit(self, chunk: Chunk) -> None:
         """Send ``chunk`` to Dask now if the window has room; else queue it, unclaimed."""
         self._check_open()
-        self._function_ref(chunk.fn)  # a function Dask cannot get fails here, at once
+        self._function_ref(chunk.fn, chunk.sink)  # a function Dask cannot get fails here, at once
         window = self._window()
         with self._lock:
             if self._pending or not self._room(window):
@@ -287,7 +287,7 @@ class DaskBackend(Backend):
         """Pickle the chunk, claim it and submit its Dask task."""
         trace = chunk.trace
         began = now_ns() if trace is not None else 0
-        fn_ref = self._function_ref(chunk.fn)
+        fn_ref = self._function_ref(chunk.fn, chunk.sink)
         sharing = chunk.sharing
         threshold = sharing.threshold if sharing is not None else None
         references: list[Any] = []
@@ -361,9 +361,9 @@ class DaskBackend(Backend):
         if not self._accepting:
             raise ShutDown()
 
-    def _function_ref(self, fn: Callable[..., Any]) -> Any:
+    def _function_ref(self, fn: Callable[..., Any], call: object) -> Any:
         try:
-            return self._functions.ref(fn)
+            return self._functions.ref(fn, call)
         except Exception as exc:
             raise TypeError(f"the function {fn!r} cannot be sent to Dask workers: {exc}") from exc
 

@@ -75,7 +75,7 @@ class InterpreterContext(WorkerContext):
         """Run ``chunk``, adding its batches to ``batches``."""
         began = now_ns() if chunk.trace is not None else 0
         try:
-            fn_ref = self._functions.ref(chunk.fn)
+            fn_ref = self._functions.ref(chunk.fn, chunk.sink)
         except Exception as exc:
             batches.append(self._unsendable_function(chunk, exc))
             return

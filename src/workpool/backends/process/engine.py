@@ -115,7 +115,7 @@ class ProcessBackend(Backend):
         self._supervisor = Supervisor(spec, launcher, _weakly(self.worker_started))
 
     def submit(self, chunk: Chunk) -> None:
-        self._send(WireChunk(chunk, self._function_ref(chunk.fn)))
+        self._send(WireChunk(chunk, self._function_ref(chunk.fn, chunk.sink)))
 
     def _send(self, wire: WireChunk) -> None:
         """Pickle the items here, in the submitting thread; hand the rest to the supervisor."""
@@ -161,10 +161,11 @@ class ProcessBackend(Backend):
             why = _why_unsent(chunk, reason)
             piece.sink.deliver(ResultBatch.failed(piece, why, retryable=False, unsent=True))
 
-    def _function_ref(self, fn: Callable[..., Any]) -> FunctionRef:
-        """The pickled form of ``fn``, made once; a TypeError if ``fn`` cannot be pickled."""
+    def _function_ref(self, fn: Callable[..., Any], call: object = None) -> FunctionRef:
+        """The pickled form of ``fn`` for ``call`` (``FunctionRegistry.ref``); a TypeError
+        if ``fn`` cannot be pickled."""
         try:
-            return self._functions.ref(fn)
+            return self._functions.ref(fn, call)
         except Exception as exc:
             raise TypeError(
                 f"the function {fn!r} cannot be sent to a worker process: {exc}"
