@@ -14,11 +14,13 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
+import workpool
 from conftest import HAS_INTERPRETERS
 from workpool.byvalue import NeedsCloudpickle, dumps_by_value
 from workpool.serialize import FunctionRegistry, dumps_function
@@ -616,3 +618,24 @@ def test_a_pools_second_call_sees_the_scripts_globals_as_they_are_now(tmp_path: 
         "rebound": [10, 20],
         "submitted": [11, 12],
     }
+
+
+_guard = threading.Lock()
+
+
+def test_a_function_that_cannot_be_sent_is_refused_naming_what_it_carries() -> None:
+    # Pickle names only the type ("cannot pickle '_thread.lock' object"): in a script of
+    # many globals, the user had to search for which one it was.
+    def locked(x: int) -> int:
+        with _guard:
+            return x
+
+    lines = (line for line in ["a"])
+
+    def reads_lines(x: int) -> str:
+        return next(lines) + str(locked(x))
+
+    with pytest.raises(TypeError, match=r"the global '_guard' of .*locked, a lock"):
+        workpool.map(locked, [1], backend="process", workers=1)
+    with pytest.raises(TypeError, match=r"closure variable 'lines' of .*reads_lines, a generator"):
+        workpool.map(reads_lines, [1], backend="process", workers=1)

@@ -12,12 +12,14 @@ route only when the standard pickle refuses it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import itertools
 import pickle
 import sys
 import threading
+import types
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +30,7 @@ from workpool.byvalue import (
     Recording,
     Snapshot,
     dumps_by_value,
+    global_names,
     recording_snapshot,
 )
 
@@ -49,6 +52,7 @@ __all__ = [
     "loads",
     "names_main",
     "picklable_runs",
+    "unpicklable_part",
     "unpicklable_reason",
 ]
 
@@ -271,6 +275,34 @@ def unpicklable_reason(obj: Any) -> BaseException | None:
         dumps_data(obj)
     except Exception as exc:
         return exc
+    return None
+
+
+def unpicklable_part(fn: object, seen: set[int] | None = None) -> str | None:
+    """What a function carries by value (a global, a closure variable, a default; of
+    a function it calls too) that cannot be pickled, in words, or None. Pickle's own
+    error names only the type: "cannot pickle '_thread.lock' object"."""
+    seen = set() if seen is None else seen
+    if not isinstance(fn, types.FunctionType) or id(fn) in seen:
+        return None
+    seen.add(id(fn))
+    carried = [
+        (f"global {name!r}", fn.__globals__[name])
+        for name in sorted(global_names(fn.__code__))
+        if name in fn.__globals__
+    ]
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        with contextlib.suppress(ValueError):  # a cell not yet assigned
+            carried.append((f"closure variable {name!r}", cell.cell_contents))
+    carried += [("default", value) for value in fn.__defaults__ or ()]
+    carried += [(f"default of {name!r}", v) for name, v in (fn.__kwdefaults__ or {}).items()]
+    for what, value in carried:
+        if isinstance(value, types.FunctionType):
+            inner = unpicklable_part(value, seen)
+            if inner is not None:
+                return inner
+        elif unpicklable_reason(value) is not None:
+            return f"the {what} of {fn.__qualname__}, a {type(value).__qualname__}"
     return None
 
 

@@ -74,6 +74,7 @@ from workpool.serialize import (
     FunctionRef,
     FunctionRegistry,
     picklable_runs,
+    unpicklable_part,
 )
 from workpool.sharing import TooManySegments, dumps_function_sharing
 from workpool.tasks import Chunk, ResultBatch
@@ -167,8 +168,10 @@ class ProcessBackend(Backend):
         try:
             return self._functions.ref(fn, call)
         except Exception as exc:
+            part = unpicklable_part(fn)
             raise TypeError(
                 f"the function {fn!r} cannot be sent to a worker process: {exc}"
+                + (f" ({part})" if part is not None else "")
             ) from exc
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
