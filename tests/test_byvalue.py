@@ -639,3 +639,6 @@ def test_a_function_that_cannot_be_sent_is_refused_naming_what_it_carries() -> N
         workpool.map(locked, [1], backend="process", workers=1)
     with pytest.raises(TypeError, match=r"closure variable 'lines' of .*reads_lines, a generator"):
         workpool.map(reads_lines, [1], backend="process", workers=1)
+    if HAS_INTERPRETERS:  # every engine that pickles functions says it
+        with pytest.raises(TypeError, match=r"subinterpreter: .*the global '_guard' of"):
+            workpool.map(locked, [1], backend="interpreter", workers=1)

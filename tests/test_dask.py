@@ -1875,3 +1875,16 @@ def test_sys_exit_in_a_callback_of_a_future_cancelled_by_shutdown_costs_no_other
         pool.shutdown()
     _, pending = concurrent.futures.wait(futures, timeout=60)
     assert not pending
+
+
+_dask_guard = threading.Lock()
+
+
+def test_a_function_that_cannot_be_sent_to_dask_names_what_it_carries(client: Any) -> None:
+    # Pickle names only the type ("cannot pickle '_thread.lock' object").
+    def locked(x: int) -> int:
+        with _dask_guard:
+            return x
+
+    with pytest.raises(TypeError, match=r"Dask workers: .*the global '_dask_guard' of .*locked"):
+        workpool.map(locked, [1], backend="dask", address=client)

@@ -45,6 +45,7 @@ __all__ = [
     "FunctionRef",
     "FunctionRegistry",
     "by_value",
+    "cannot_send",
     "dumps_data",
     "dumps_function",
     "dumps_items",
@@ -304,6 +305,16 @@ def unpicklable_part(fn: object, seen: set[int] | None = None) -> str | None:
         elif unpicklable_reason(value) is not None:
             return f"the {what} of {fn.__qualname__}, a {type(value).__qualname__}"
     return None
+
+
+def cannot_send(fn: object, where: str, error: BaseException) -> TypeError:
+    """The ``TypeError`` of a function that pickling ``error`` kept from ``where``,
+    naming what it carries that cannot go, if that is what stopped it."""
+    part = unpicklable_part(fn)
+    return TypeError(
+        f"the function {fn!r} cannot be sent to {where}: {error}"
+        + (f" ({part})" if part is not None else "")
+    )
 
 
 def picklable_runs(items: Sequence[Any]) -> Iterator[tuple[int, int, BaseException | None]]:

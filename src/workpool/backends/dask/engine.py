@@ -83,7 +83,7 @@ from workpool.errors import (
     outside_workpool,
 )
 from workpool.exit_lists import THREADS, ExitList
-from workpool.serialize import FunctionRegistry, dumps_function, picklable_runs
+from workpool.serialize import FunctionRegistry, cannot_send, dumps_function, picklable_runs
 from workpool.tasks import Chunk, ResultBatch, function_name
 
 if TYPE_CHECKING:
@@ -365,7 +365,7 @@ class DaskBackend(Backend):
         try:
             return self._functions.ref(fn, call)
         except Exception as exc:
-            raise TypeError(f"the function {fn!r} cannot be sent to Dask workers: {exc}") from exc
+            raise cannot_send(fn, "Dask workers", exc) from exc
 
     def _function_arguments(self, fn_ref: Any) -> tuple[bytes, Any]:
         """The pickled function for a chunk's task: its bytes, or a scattered copy of them.

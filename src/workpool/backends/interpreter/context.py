@@ -28,7 +28,13 @@ from workpool.backends.threaded import TaskClock, WorkerContext
 from workpool.clock import now_ns
 from workpool.errors import WorkerCrashed, add_note
 from workpool.segments import SameProcessFrame, sending
-from workpool.serialize import FunctionRef, FunctionRegistry, dumps_items, picklable_runs
+from workpool.serialize import (
+    FunctionRef,
+    FunctionRegistry,
+    cannot_send,
+    dumps_items,
+    picklable_runs,
+)
 from workpool.tasks import Chunk, ResultBatch
 
 __all__ = ["InterpreterContext"]
@@ -179,9 +185,7 @@ class InterpreterContext(WorkerContext):
         count = len(chunk.items)
         errors: dict[int, BaseException] = {}
         for position in range(count):
-            error = TypeError(
-                f"the function {chunk.fn!r} cannot be sent to a subinterpreter: {reason}"
-            )
+            error = cannot_send(chunk.fn, "a subinterpreter", reason)
             error.__cause__ = reason
             errors[position] = error
         return ResultBatch(chunk, [None] * count, errors, retryable=False, worker=self.label)

@@ -73,8 +73,8 @@ from workpool.errors import add_note
 from workpool.serialize import (
     FunctionRef,
     FunctionRegistry,
+    cannot_send,
     picklable_runs,
-    unpicklable_part,
 )
 from workpool.sharing import TooManySegments, dumps_function_sharing
 from workpool.tasks import Chunk, ResultBatch
@@ -168,11 +168,7 @@ class ProcessBackend(Backend):
         try:
             return self._functions.ref(fn, call)
         except Exception as exc:
-            part = unpicklable_part(fn)
-            raise TypeError(
-                f"the function {fn!r} cannot be sent to a worker process: {exc}"
-                + (f" ({part})" if part is not None else "")
-            ) from exc
+            raise cannot_send(fn, "a worker process", exc) from exc
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         self._supervisor.shutdown(wait=wait, cancel_pending=cancel_pending)
