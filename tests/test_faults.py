@@ -11,6 +11,7 @@ import gc
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -195,6 +196,40 @@ def test_retries_apply_to_the_items_auto_measures(tmp_path: Path) -> None:
     notes = "\n".join(results[3].__notes__)
     assert "input position 3" in notes
     assert "while backend='auto' measured it (attempt 3 of 3)" in notes
+
+
+class FailsUntil:
+    """Raises ``ConnectionError`` on its first ``failures`` calls, in this process."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, x: int) -> int:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(f"flaky {self.calls}")
+        return x * x
+
+
+@pytest.mark.parametrize("how", ["serial map", "serial submit", "auto measuring"])
+def test_many_retries_in_the_calling_thread_need_no_deeper_stack(how: str) -> None:
+    # Where attempts run in the calling thread, each retry ran inside the delivery of
+    # the attempt before it: retries=2000 hit the recursion limit after about 330.
+    tries = sys.getrecursionlimit() + 500
+    task = FailsUntil(tries - 1)
+    if how == "serial map":
+        assert workpool.map(task, [3], backend="serial", retries=tries) == [9]
+    elif how == "serial submit":
+        with workpool.Pool(backend="serial", retries=tries) as pool:
+            assert pool.submit(task, 3).result(timeout=0) == 9
+    else:  # auto runs the first item here, to time it
+        assert workpool.map(task, [3, 4], retries=tries)[0] == 9
+    assert task.calls >= tries
+    always = FailsUntil(tries + 1)
+    with pytest.raises(ConnectionError) as info:
+        workpool.map(always, [3], backend="serial", retries=tries)
+    assert f"attempt {tries + 1} of {tries + 1}" in "\n".join(info.value.__notes__)
 
 
 def test_submitted_task_retries(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import collections
 import itertools
 import operator
 import os
@@ -586,6 +587,7 @@ class _InlineRetries:
         self._errors: dict[int, BaseException] = {}
         self._retries = RetryPolicy(call.options.retries, self._run)
         self._trace = trace
+        self._retrying: collections.deque[Chunk] | None = None  # while delivering
 
     def settle(
         self, items: list[Any], errors: dict[int, BaseException]
@@ -602,13 +604,26 @@ class _InlineRetries:
         return True
 
     def deliver(self, batch: ResultBatch) -> None:
+        if self._retrying is not None:  # a retry's batch, delivered by the loop below
+            self._settle(batch)
+            return
+        self._retrying = collections.deque()
+        try:
+            self._settle(batch)
+            while self._retrying:  # each attempt's retry runs once it is settled
+                chunk = self._retrying.popleft()
+                self._settle(run_inline(chunk, INLINE, timed=self._trace is not None))
+        finally:
+            self._retrying = None
+
+    def _settle(self, batch: ResultBatch) -> None:
         chunk = batch.chunk
         offset = chunk.start - self._first
         if not batch.errors:
             self._values[offset] = batch.values[0]
             self._traced(batch, frozenset())
             return
-        retried = self._retries.resubmit(batch)  # runs the next attempt before returning
+        retried = self._retries.resubmit(batch)  # queued for ``deliver``'s loop
         self._traced(batch, retried)
         if not retried:
             error = batch.errors[0]
@@ -625,7 +640,10 @@ class _InlineRetries:
             record_batch(self._trace, batch, retried, None)
 
     def _run(self, chunk: Chunk) -> None:
-        self.deliver(run_inline(chunk, INLINE, timed=self._trace is not None))
+        """Where a retry goes: run by ``deliver`` once the attempt before is settled (not
+        inside that, or many retries would nest a delivery per attempt)."""
+        assert self._retrying is not None, "retries are asked for while delivering"
+        self._retrying.append(chunk)
 
 
 class _Counted:

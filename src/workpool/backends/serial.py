@@ -7,11 +7,19 @@ to be worth shipping anywhere.
 
 from __future__ import annotations
 
+import collections
 import threading
+from concurrent.futures import CancelledError
 
 from workpool import errors
 from workpool._options import PoolSpec
-from workpool.backends.base import Backend, ShutDown, call_items_timed, initialize_here
+from workpool.backends.base import (
+    Backend,
+    ShutDown,
+    call_items_timed,
+    fail_chunks,
+    initialize_here,
+)
 from workpool.chunking import PROCESS_CHUNK_SECONDS
 from workpool.clock import now_ns
 from workpool.tasks import Chunk, ResultBatch, call_items
@@ -43,6 +51,8 @@ class SerialBackend(Backend):
         self._initializing = threading.RLock()
         self._broken: BrokenPool | None = None
         self._stopped = False
+        # What this thread is delivering (``sink``) and the retries it asked for.
+        self._here = threading.local()
 
     def submit(self, chunk: Chunk) -> None:
         if self._stopped:
@@ -51,6 +61,32 @@ class SerialBackend(Backend):
             raise self._broken
         if not self._initialized:
             self._initialize()
+        here = self._here
+        if chunk.attempt and chunk.sink is getattr(here, "sink", None):
+            # A retry, asked for while this thread delivers its failed attempt: it runs
+            # once that delivery returns (``_run``), not inside it, or a task with many
+            # retries would nest a delivery per attempt and run out of stack.
+            here.retries.append(chunk)
+            return
+        self._run(chunk)
+
+    def _run(self, chunk: Chunk) -> None:
+        """Run ``chunk`` and deliver it, then the retries its delivery asked for."""
+        here = self._here
+        outer = (getattr(here, "sink", None), getattr(here, "retries", None))
+        retries: collections.deque[Chunk] = collections.deque()
+        here.sink, here.retries = chunk.sink, retries
+        try:
+            self._run_one(chunk)
+            while retries:
+                self._run_one(retries.popleft())
+        finally:
+            here.sink, here.retries = outer
+            if retries:  # a delivery raised (Ctrl+C, a callback's SystemExit)
+                fail_chunks(retries, _retry_not_run, in_engine_thread=False)
+
+    @staticmethod
+    def _run_one(chunk: Chunk) -> None:
         if not chunk.sink.claim(chunk):
             return
         traced = chunk.trace is not None
@@ -80,3 +116,7 @@ class SerialBackend(Backend):
 
     def shutdown(self, *, wait: bool, cancel_pending: bool) -> None:
         self._stopped = True
+
+
+def _retry_not_run() -> CancelledError:
+    return CancelledError("the delivery before this task's retry raised: the retry did not run")
