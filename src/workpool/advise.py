@@ -6,7 +6,8 @@ Three things are measured on the first items of the input, in this process:
 2. whether two threads get through items faster than one (they do when the work
    waits on I/O, releases the GIL, or runs on a free-threaded build);
 3. what it costs to ship an item to another process and its result back (pickled
-   sizes and pickling time).
+   sizes and pickling time; a large NumPy array costs the one copy into shared memory
+   that a process pool makes of it per call).
 
 On Python 3.14 with the GIL, CPU work that holds it is also run on two subinterpreters
 (``interpreter_trial``), which may beat processes at it.
@@ -22,6 +23,8 @@ have run them (threads are then not offered).
 
 from __future__ import annotations
 
+import functools
+import io
 import itertools
 import math
 import pickle
@@ -37,7 +40,7 @@ from workpool._options import BACKENDS, PoolSpec, check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
 from workpool.inputs import InputSource
 from workpool.records import Record
-from workpool.serialize import dumps_data, dumps_function
+from workpool.serialize import PROTOCOL, dumps_function
 from workpool.tasks import CallMode, call_items, rerun_failed_here
 
 TYPE_CHECKING = False
@@ -967,21 +970,60 @@ def _run_on_two_threads(
 def _shipping_cost(
     items: Sequence[Any], values: list[Any], errors: dict[int, BaseException]
 ) -> tuple[float, float]:
-    """Mean time to pickle and unpickle an item and its result, and their size."""
+    """Mean time to pickle and unpickle an item and its result, and their size.
+
+    As a process pool ships them: a large NumPy array goes through shared memory,
+    copied there once per call however many items hold it, so it costs one copy of it
+    (where the sample first holds it) and a reference's few bytes, not its pickling.
+    """
     picks = list(itertools.islice((i for i in range(len(items)) if i not in errors), 64))
     if not picks:
         return 0.0, 0.0
+    shared: dict[int, Any] = {}
     started = time.perf_counter()
     size = 0
     for i in picks:
         for obj in (items[i], values[i]):
             try:
-                data = dumps_data(obj)
+                data = _dumps_as_shipped(obj, shared)
                 pickle.loads(data)  # some objects pickle, yet cannot be rebuilt
             except (Exception, SystemExit):  # SystemExit: a __reduce__'s, not the program's
                 return math.inf, math.inf  # cannot cross to a process at all
             size += len(data)
     return (time.perf_counter() - started) / len(picks), size / len(picks)
+
+
+def _dumps_as_shipped(obj: Any, shared: dict[int, Any]) -> bytes:
+    """``dumps_data(obj)``, with each large array in it shared once (``_shared_once``)."""
+    reducer = functools.partial(_shared_once, shared)
+    buffer = io.BytesIO()
+    try:
+        _ConsultingPickler(buffer, reducer).dump(obj)
+    except Exception:
+        return dumps_function(obj, reducer=reducer)
+    return buffer.getvalue()
+
+
+class _ConsultingPickler(pickle.Pickler):
+    """The standard pickler, asking ``reducer`` about every object first."""
+
+    def __init__(self, file: io.BytesIO, reducer: Callable[[Any], Any]) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self._reducer = reducer
+
+    def reducer_override(self, obj: Any) -> Any:
+        return self._reducer(obj)
+
+
+def _shared_once(shared: dict[int, Any], obj: Any) -> Any:
+    """A reducer: a large array pickles as a reference would, after one copy of it (what
+    sharing it costs) the first time it is met; ``shared`` holds the arrays met."""
+    if _large_arrays_left_out(obj) is NotImplemented:
+        return NotImplemented
+    if id(obj) not in shared:
+        shared[id(obj)] = obj  # held, so that no other array takes its id meanwhile
+        obj.copy(order="K")
+    return type(None), ()
 
 
 # Measurements remembered per function, for backend="auto", for the life of the process.
