@@ -706,6 +706,17 @@ def test_an_argument_handed_back_is_the_callers_own_writable_array(how: str, cou
     assert array[1] == 1
 
 
+@pytest.mark.parametrize("count", [10, 400_000])
+def test_a_fortran_ordered_argument_handed_back_keeps_its_order(count: int) -> None:
+    # As pickle brings an array back, and as share() makes one: in Fortran order still,
+    # the layout the caller's code (a LAPACK call, an order="F" reshape) relies on.
+    array = np.asfortranarray(np.arange(2 * count, dtype=np.float64).reshape(count, 2))
+    result = workpool.map(lambda a: a, [workpool.share(array)], backend="process")[0]
+    assert result.flags.f_contiguous and not result.flags.c_contiguous
+    assert np.array_equal(result, array)
+    assert result.flags.writeable
+
+
 def test_segments_are_released_after_errors_and_crashes() -> None:
     from faults import die
 

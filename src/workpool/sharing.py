@@ -396,7 +396,7 @@ class _SharingPickler(pickle.Pickler):
             # writable, as for any other result, not a read-only alias of the argument.
             threshold = self._context.threshold  # type: ignore[union-attr]
             if threshold is None or obj.nbytes < threshold:
-                return obj.copy().__reduce_ex__(PROTOCOL)
+                return obj.copy(order="K").__reduce_ex__(PROTOCOL)
             found = None
         if (
             found is not None
