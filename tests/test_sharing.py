@@ -914,6 +914,16 @@ def test_arrays_are_copied_with_one_warning_when_shared_memory_cannot_be_made() 
 
 
 @pytest.mark.usefixtures("no_shared_memory")
+def test_a_worker_that_cannot_share_its_results_says_they_are_copied_to_the_caller() -> None:
+    # Its warning reaches the program's stderr: it said the arrays went "to the workers".
+    from workpool.sharing import SharingContext
+
+    results = SharingContext(DEFAULT_THRESHOLD, writable=True)  # as a worker's results
+    with pytest.warns(workpool.SharedMemoryWarning, match="copied back to the caller instead"):
+        assert results.shared_copy(np.ones(2 * MB // 8)) is None
+
+
+@pytest.mark.usefixtures("no_shared_memory")
 def test_a_call_that_could_not_share_lets_its_arrays_go_without_waiting_for_gc() -> None:
     # Out of descriptors, the memory of a call's arrays (and the descriptors of those
     # it did share) must go when the call does: a reference cycle through the error it

@@ -295,9 +295,11 @@ class SharingContext:
             with self._lock:
                 first, self.unavailable = self.unavailable is None, exc.with_traceback(None)
             if first:
+                # (Made with ``writable``, this context pickles a worker's results.)
+                way = "back to the caller" if self._writable else "to the workers"
                 warnings.warn(
                     f"workpool could not make shared memory ({exc}); "
-                    "large arrays are copied to the workers instead",
+                    f"large arrays are copied {way} instead",
                     SharedMemoryWarning,
                     stacklevel=outside_workpool(),
                 )
