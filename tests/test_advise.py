@@ -731,6 +731,53 @@ def test_auto_goes_on_with_the_process_pool_it_started_while_measuring(
     assert started == ["process"]  # one pool, started early and then used
 
 
+@pytest.mark.skipif(numpy is None, reason="needs NumPy")
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="counts memfds")
+@pytest.mark.skipif(FREE_THREADED, reason="without a GIL, threads take pure-Python CPU work")
+def test_auto_copies_a_large_argument_into_shared_memory_once_with_its_early_pool(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The items the early pool ran, and those after the choice, are one call: the same
+    # 40 MB array was copied once for each (0.1 s, and 40 MB more shared memory, each).
+    from workpool import sharing
+
+    _processes_chosen(monkeypatch)
+    started = _count_pools(monkeypatch)
+    copies: list[int] = []
+    share = sharing.share
+
+    def counted(array: Any, **options: bool) -> Any:
+        copies.append(array.nbytes)
+        return share(array, **options)
+
+    monkeypatch.setattr(sharing, "share", counted)
+    big = numpy.ones(1 << 20)  # 8 MiB
+
+    def fresh(array: Any, x: int) -> int:
+        return slow_spins(x) + int(array[x]) - 1
+
+    assert workpool.starmap(fresh, [(big, x) for x in range(40)]) == list(range(40))
+    assert started == ["process"]
+    assert copies == [big.nbytes]
+    assert shared_segments_open() == 0  # and let go with the call
+    # Chosen by the measurement: five items hardly pay for a pool, which then stops
+    # unused; either way the copy goes with the call.
+    monkeypatch.undo()
+    assert workpool.starmap(fresh, [(big, x) for x in range(5)]) == list(range(5))
+    assert shared_segments_open() == 0
+
+
+def shared_segments_open() -> int:
+    """Descriptors of shared-memory segments (not the engine's slots) held here."""
+    names = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            names.append(os.readlink(f"/proc/self/fd/{fd}"))
+        except OSError:
+            continue
+    return sum(name.startswith("/memfd:workpool (") for name in names)
+
+
 def test_a_process_pool_started_while_measuring_is_stopped_unused(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -18,7 +18,9 @@ again on the pool as ``retries`` allows; an item that never reached a worker (it
 arguments cannot be pickled, the pool broke) is handed back to run in the calling
 thread, where ``auto`` would have run it had it chosen no processes. A result that
 cannot be pickled fails its item, as on the process backend: ``auto`` sends items only
-once those it measured, and their results, could be pickled.
+once those it measured, and their results, could be pickled. Their large arrays go in
+shared memory through ``sharing``, the call's: the rest of the call, going on with this
+pool, sends them again without another copy.
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from collections.abc import Callable, Sequence
 
 from workpool.errors import call_timed_out, is_cancelled
 from workpool.run import RetryPolicy
-from workpool.sharing import SharingContext
 from workpool.tasks import CallMode, Chunk, ResultBatch
 
 TYPE_CHECKING = False
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from workpool.backends.base import Backend
+    from workpool.sharing import SharingContext
 
 __all__ = ["EarlyItems"]
 
@@ -56,7 +58,7 @@ class EarlyItems:
         start: int,
         *,
         retries: int,
-        share_threshold: int | None,
+        sharing: SharingContext,
     ) -> None:
         self.items = list(items)
         self.start = start  # the input position of items[0]
@@ -64,7 +66,7 @@ class EarlyItems:
         self._errors: dict[int, BaseException] = {}
         self._unsent: list[int] = []  # offsets that never reached a worker
         self._retries = RetryPolicy(retries, backend.submit)
-        self._sharing = SharingContext(share_threshold)
+        self.sharing = sharing  # released by its owner, once no chunk of the call needs it
         self._lock = threading.Lock()
         self._left = len(self.items)  # items without a final outcome
         self._all_in = threading.Event()
@@ -77,7 +79,7 @@ class EarlyItems:
                 mode,
                 start + offset,
                 self.items[offset : offset + 1],
-                sharing=self._sharing,
+                sharing=self.sharing,
             )
             try:
                 backend.submit(chunk)
@@ -127,5 +129,4 @@ class EarlyItems:
         if not self._all_in.wait(timeout):
             assert timeout is not None
             raise call_timed_out(timeout)
-        self._sharing.release()
         return self._values, dict(sorted(self._errors.items())), sorted(self._unsent)

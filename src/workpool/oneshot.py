@@ -33,7 +33,7 @@ from workpool.run import (
     run_inline,
     start_progress_bar,
 )
-from workpool.sharing import DEFAULT_SHARE_THRESHOLD
+from workpool.sharing import DEFAULT_SHARE_THRESHOLD, SharingContext
 from workpool.tasks import (
     CallMode,
     Chunk,
@@ -210,6 +210,7 @@ class _OneShotCall:
         spec = self.spec
         first_position = 0 if checkpoint is None else checkpoint.position
         started: Backend | None = None
+        sharing: SharingContext | None = None  # the call's, if its early pool began it
         # The measured items' results, when the caller wants everything at once: the
         # straight loop then adds the rest to the same list rather than to a new one
         # that would be copied after it (a fresh list of 200,000 is milliseconds of
@@ -231,10 +232,13 @@ class _OneShotCall:
                 elif prefix.started_backend is not None:
                     prefix.started_backend.terminate()
                 prefix.stop_unused_processes()
+                if prefix.sharing is not None:
+                    prefix.sharing.release()
                 raise
             spec = prefix.chosen_spec
             first_position += prefix.count
             started = prefix.started_backend
+            sharing = prefix.sharing
         if (
             spec.backend == "serial"
             and all_at_once
@@ -280,6 +284,7 @@ class _OneShotCall:
                 checkpoint=checkpoint,
                 trace=trace,
                 run_unsent_here=self.spec.backend == "auto",
+                sharing=sharing,
             )
             yield from run.result_lists()
             finished = True
@@ -325,6 +330,9 @@ class _MeasuredPrefix:
         self.started_backend: Backend | None = None
         self._processes: Backend | None = None  # started early, not chosen yet
         self._early: EarlyItems | None = None  # items run on it while measuring
+        # The large arrays the early pool's items took into shared memory, when the call
+        # goes on with that pool: its chunks send them again without another copy.
+        self.sharing: SharingContext | None = None
         self._gap: Gap | None = None  # with a checkpoint: where the measured items came from
         self._counted: _Counted | None = None  # without one: the input, as measured
 
@@ -372,7 +380,7 @@ class _MeasuredPrefix:
             items,
             start,
             retries=options.retries,
-            share_threshold=options.share_threshold,
+            sharing=SharingContext(options.share_threshold),
         )
 
     def stop_unused_processes(self) -> None:
@@ -465,9 +473,13 @@ class _MeasuredPrefix:
         if self.started_backend is not None and advice_backend != "interpreter":
             self.started_backend.shutdown(wait=True, cancel_pending=True)
             self.started_backend = None
+        early = self._early
         settled = self._early_outcomes(items, values, errors)
         if self._processes is not None and self.chosen_spec == self._processes.spec:
             self.started_backend, self._processes = self._processes, None
+            self.sharing = early.sharing if early is not None else None
+        elif early is not None:
+            early.sharing.release()
         self.stop_unused_processes()
 
         first = 0 if self._checkpoint is None else self._checkpoint.position - len(values)

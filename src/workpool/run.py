@@ -185,7 +185,8 @@ class MapRun:
     delays a failure until the results before it have been yielded; otherwise the first
     failure is raised as soon as it is seen. ``first_position`` is the input position
     of the first item of ``inputs`` (when earlier items were run elsewhere), and
-    ``progress_bar`` an already running bar to continue. ``owner`` (a ``Pool``) is kept
+    ``progress_bar`` an already running bar to continue, and ``sharing`` the arrays
+    earlier items put in shared memory (released with the run). ``owner`` (a ``Pool``) is kept
     alive as long as the run is: a pool the caller dropped while reading its results
     would otherwise shut down under them.
 
@@ -216,6 +217,7 @@ class MapRun:
         trace: Recorder | None = None,
         owner: object = None,
         run_unsent_here: bool = False,
+        sharing: SharingContext | None = None,
     ) -> None:
         self._owner = owner
         self._backend = backend
@@ -260,8 +262,9 @@ class MapRun:
         self._exhausted = False
         # The input's own exception (or the pool's refusal), raised after the items before it.
         self._input_failure: Exception | None = None
-        # Large NumPy arguments of this call travel once, in shared memory (processes).
-        self._sharing = SharingContext(options.share_threshold)
+        # Large NumPy arguments of this call travel once, in shared memory (processes):
+        # ``sharing``, if items of the call went before (auto's early pool), else a new one.
+        self._sharing = SharingContext(options.share_threshold) if sharing is None else sharing
         self._progress: Any = progress_bar
         # Opened before any input is read; a bar of a run with a checkpoint starts at
         # what the journal holds.
