@@ -372,6 +372,19 @@ def test_a_task_that_writes_to_a_big_argument_is_told_why_it_is_read_only(how: s
     assert big[0] == 0
 
 
+def make_writable(array: Any) -> None:
+    array.flags.writeable = True  # as a task that means to change its own copy may try
+
+
+def test_a_task_that_makes_a_big_argument_writable_is_told_why_it_cannot() -> None:
+    # NumPy says only "cannot set WRITEABLE flag to True of this array".
+    big = np.zeros(MB // 8 * 2)
+    with pytest.raises(ValueError, match="WRITEABLE") as caught:
+        workpool.map(make_writable, [big], backend="process")
+    assert any("share_threshold=None" in note for note in caught.value.__notes__)
+    assert big.flags.writeable
+
+
 def test_arrays_of_an_endless_input_leave_shared_memory_once_their_tasks_are_done() -> None:
     arrays = ArrayStream(1000)  # 8 KB each: over the threshold below
     results = workpool.imap(

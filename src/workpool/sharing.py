@@ -696,7 +696,9 @@ def explain_read_only(
                 "write into them, or copy them in the task (bytearray(...)) to change them",
             )
         return
-    if not isinstance(error, ValueError) or "read-only" not in str(error):
+    # NumPy's words for a write into it, and for an attempt to make it writable.
+    said = str(error) if isinstance(error, ValueError) else ""
+    if "read-only" not in said and "WRITEABLE flag" not in said:
         return
     way_out = "copy it in the task to change it, or pass share_threshold=None"
     for argument in arguments:
