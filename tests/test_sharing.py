@@ -1080,3 +1080,35 @@ def test_a_worker_forked_while_the_program_imports_does_not_wait_on_its_import_l
         timeout=60,
     )
     assert (done.returncode, done.stdout) == (0, f"{float(1 << 18)}\n"), done.stderr[-3000:]
+
+
+# Shares small arrays until the process runs out of descriptors, under a low limit.
+SHARED_UNTIL_OUT_OF_DESCRIPTORS = textwrap.dedent(
+    """
+    import errno, resource
+    import numpy as np
+    import workpool
+
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+    kept = []
+    try:
+        while True:
+            kept.append(workpool.share(np.arange(10)))
+    except OSError as error:
+        assert error.errno == errno.EMFILE, error
+        print(len(kept) > 10, error)
+    """
+)
+
+
+def test_sharing_past_the_descriptor_limit_says_that_shared_memory_holds_them() -> None:
+    # Thousands of small shared arrays end in the system's bare "Too many open files".
+    done = subprocess.run(
+        [sys.executable, "-c", SHARED_UNTIL_OUT_OF_DESCRIPTORS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("True [Errno 24] Too many open files: "), done.stdout
+    assert "each object in shared memory that it holds" in done.stdout

@@ -127,14 +127,37 @@ _ONE_DESCRIPTOR: dict[str, bool] = {"trackfd": False} if sys.version_info >= (3,
 
 def new_segment(size: int, *, writable_in_workers: bool) -> Segment:
     """A new segment of ``size`` bytes; an ``OSError`` if the system cannot make one."""
-    fd = anonymous_file(max(size, 1), "workpool")
+    try:
+        fd = anonymous_file(max(size, 1), "workpool")
+    except OSError as exc:
+        raise _explained(exc) from None
     try:
         segment = Segment(fd, max(size, 1), **_ONE_DESCRIPTOR)
-    except BaseException:
+    except BaseException as exc:
         os.close(fd)
+        if isinstance(exc, OSError):
+            raise _explained(exc) from None
         raise
     _adopt(segment, fd, writable_in_workers)
     return segment
+
+
+def _explained(error: OSError) -> OSError:
+    """``error``, saying why a process runs out of descriptors by holding shared memory.
+
+    The system's "Too many open files" names no culprit: here it is most likely the
+    thousands of segments the program keeps, each holding descriptors open.
+    """
+    if error.errno != errno.EMFILE:
+        return error
+    kept = "one" if _ONE_DESCRIPTOR else "two"
+    return OSError(
+        error.errno,
+        f"{error.strerror}: this process has as many open as its limit allows, and each "
+        "object in shared memory that it holds (from share(), empty() or zeros(), or a "
+        f"large result kept) keeps {kept} open; hold fewer, or gather small arrays into "
+        "one",
+    )
 
 
 def adopt_file(fd: int, size: int) -> Segment:
