@@ -132,6 +132,30 @@ def test_large_arrays_count_as_shared_once_not_as_pickled_for_every_item() -> No
     assert advice.measurements["ship_bytes_per_item"] > 8 << 10, advice.reason
 
 
+def sum_of_part(array: Any, part: int) -> float:
+    return float(array[part::8].sum())
+
+
+@pytest.mark.skipif(numpy is None, reason="needs NumPy")
+def test_a_read_only_memmap_counts_as_its_file_not_as_a_copy(tmp_path: Path) -> None:
+    # A process pool maps its file in the workers; a copy of one larger than memory
+    # could not even be made.
+    import tracemalloc
+
+    path = tmp_path / "data.f8"
+    numpy.ones(2 << 20).tofile(path)  # 16 MiB
+    mapped = numpy.memmap(path, dtype=numpy.float64, mode="r")
+    tracemalloc.start()  # NumPy reports its allocations here
+    try:
+        advice = workpool.advise(sum_of_part, [(mapped, part) for part in range(8)], star=True)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert advice.measurements["ship_bytes_per_item"] < 1024, advice.reason
+    assert peak < 8 << 20, f"{peak:,} bytes allocated while measuring"
+    del mapped
+
+
 def measured(**fields: float | None) -> Measurement:
     base: dict[str, float | None] = {
         "items": 20,

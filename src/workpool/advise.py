@@ -1017,12 +1017,16 @@ class _ConsultingPickler(pickle.Pickler):
 
 def _shared_once(shared: dict[int, Any], obj: Any) -> Any:
     """A reducer: a large array pickles as a reference would, after one copy of it (what
-    sharing it costs) the first time it is met; ``shared`` holds the arrays met."""
+    sharing it costs) the first time it is met; ``shared`` holds the arrays met. A
+    read-only memmap is not copied at all: workers map its file."""
+    from workpool.mapped_files import read_only_memmap
+
     if _large_arrays_left_out(obj) is NotImplemented:
         return NotImplemented
     if id(obj) not in shared:
         shared[id(obj)] = obj  # held, so that no other array takes its id meanwhile
-        obj.copy(order="K")
+        if read_only_memmap(obj) is None:
+            obj.copy(order="K")
     return type(None), ()
 
 
