@@ -629,6 +629,22 @@ def test_a_masked_array_keeps_its_mask_on_the_way_there_and_back() -> None:
         workpool.share(masked)
 
 
+def mark_done(masked: Any, index: int) -> None:
+    masked[index] = index + 1
+
+
+def test_a_small_masked_array_over_shared_memory_travels_in_it() -> None:
+    # Below share_threshold a MaskedArray was pickled whole, even over a writable
+    # share: the workers wrote into copies, and the caller saw none of it.
+    out = workpool.zeros(8, writable=True)
+    masked = np.ma.masked_array(out, mask=np.zeros(8, dtype=bool))
+    workpool.map(mark_done, itertools.repeat(masked, 8), range(8), backend="process")
+    assert out.tolist() == [float(i + 1) for i in range(8)]
+    shared = workpool.share(np.arange(10.0))
+    seen = workpool.map(masked_summary, [np.ma.masked_array(shared)], [0], backend="process")
+    assert seen[0][3] == describe(shared)[2]  # the same memory, not a copy
+
+
 def test_object_arrays_fall_back_to_pickling() -> None:
     objects = np.array([{"a": i} for i in range(50_000)], dtype=object)
     echoed = workpool.map(lambda a: a[-1], [objects], backend="process", share_threshold=1024)

@@ -364,7 +364,8 @@ class _SharingPickler(pickle.Pickler):
         return (_rebuild_subclass, (kind, *reduced[1]))
 
     def _reduce_masked(self, obj: Any) -> Any:
-        """A large MaskedArray as its data and its mask, each an array to share.
+        """A large MaskedArray (or one over shared memory) as its data and its mask,
+        each an array to share.
 
         It pickles itself as bytes, which would carry its data in every message: here
         its two arrays travel as any other arrays do, and it is rebuilt over them
@@ -374,10 +375,12 @@ class _SharingPickler(pickle.Pickler):
         threshold = self._context.threshold if self._context is not None else None
         if masked is None or not isinstance(obj, masked.MaskedArray):
             return NotImplemented
-        if threshold is None or obj.nbytes < threshold:
+        data = obj.view(numpy_module().ndarray)  # a new view each time: copied once, by obj
+        # Data already in shared memory goes as such, whatever its size: share()'s
+        # writable memory must, for the workers' writes to show.
+        if find_segment(data) is None and (threshold is None or obj.nbytes < threshold):
             return NotImplemented
         mask = obj._mask if obj._mask is not masked.nomask else None
-        data = obj.view(numpy_module().ndarray)  # a new view each time: copied once, by obj
         reduced = self._reduce_array(data, key=obj)
         if reduced is not NotImplemented:
             data = _Reduced(reduced)
