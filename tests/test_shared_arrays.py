@@ -165,6 +165,18 @@ def test_empty_bigger_than_shared_memory_raises_at_once() -> None:
     assert segments_held() == 0
 
 
+@pytest.mark.parametrize("dtype", ["U", "S", bytes, str, "V", "M8", None, ">i2"])
+def test_the_dtype_is_the_one_numpy_would_make(dtype: Any) -> None:
+    # A string type without a size was taken as is: an array of 0-character strings,
+    # into which every string written was cut to "".
+    for make, like in ((workpool.zeros, np.zeros), (workpool.empty, np.empty)):
+        assert make(3, dtype=dtype).dtype == like(3, dtype=dtype).dtype
+    if dtype in ("U", str):
+        letters = workpool.zeros(2, dtype=dtype)
+        letters[0] = "x"
+        assert letters[0] == "x"
+
+
 @pytest.mark.parametrize(
     ("call", "error", "words"),
     [

@@ -82,7 +82,8 @@ def _new_array(
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F'; got {order!r}")
     dims = _dimensions(shape)
-    kind = numpy.dtype(dtype)
+    # As numpy.empty resolves it: a string type without a size ("U", bytes) holds one.
+    kind = numpy.empty(0, dtype=dtype).dtype
     if kind.hasobject:
         raise TypeError(
             f"workpool.{function}() cannot put Python objects (dtype {kind}) in shared memory: "
