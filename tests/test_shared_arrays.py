@@ -165,12 +165,15 @@ def test_empty_bigger_than_shared_memory_raises_at_once() -> None:
     assert segments_held() == 0
 
 
-@pytest.mark.parametrize("dtype", ["U", "S", bytes, str, "V", "M8", None, ">i2"])
+@pytest.mark.parametrize(
+    "dtype", ["U", "S", bytes, str, "V", "M8", None, ">i2", ("f8", (2, 3)), "U0"]
+)
 def test_the_dtype_is_the_one_numpy_would_make(dtype: Any) -> None:
     # A string type without a size was taken as is: an array of 0-character strings,
     # into which every string written was cut to "".
     for make, like in ((workpool.zeros, np.zeros), (workpool.empty, np.empty)):
-        assert make(3, dtype=dtype).dtype == like(3, dtype=dtype).dtype
+        made, expected = make(3, dtype=dtype), like(3, dtype=dtype)
+        assert (made.dtype, made.shape) == (expected.dtype, expected.shape)
     if dtype in ("U", str):
         letters = workpool.zeros(2, dtype=dtype)
         letters[0] = "x"

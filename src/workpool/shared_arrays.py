@@ -82,8 +82,9 @@ def _new_array(
     if order not in ("C", "F"):
         raise ValueError(f"order must be 'C' or 'F'; got {order!r}")
     dims = _dimensions(shape)
-    # As numpy.empty resolves it: a string type without a size ("U", bytes) holds one.
-    kind = numpy.empty(0, dtype=dtype).dtype
+    kind = numpy.dtype(dtype)
+    if kind.kind in "SU" and kind.itemsize == 0:  # "U", bytes: numpy.empty makes one character
+        kind = numpy.dtype((kind.type, 1))
     if kind.hasobject:
         raise TypeError(
             f"workpool.{function}() cannot put Python objects (dtype {kind}) in shared memory: "
