@@ -220,6 +220,21 @@ def test_ctrl_c_stops_bench_with_one_line_and_leaves_no_process() -> None:
     assert wait_for(lambda: not any(_alive(p) for p in helpers), timeout=10)
 
 
+def test_ctrl_c_while_the_arguments_are_read_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Reading --workload imports the workloads (NumPy among them): long enough, on a
+    # cold start, for a Ctrl+C to land there.
+    import workpool.cli
+
+    def interrupted(text: str) -> list[str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(workpool.cli, "_workload_names", interrupted)
+    assert main(["bench", "--workload", "io"]) == 130
+    assert capsys.readouterr().err == "workpool: interrupted\n"
+
+
 def _alive(process: psutil.Process) -> bool:
     try:
         return process.status() != psutil.STATUS_ZOMBIE

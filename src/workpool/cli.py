@@ -423,7 +423,13 @@ def _run_trace(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args, unknown = parser.parse_known_args(argv)
+    try:
+        # Parsing imports what a command needs (the workloads, NumPy among them), which
+        # takes long enough for a Ctrl+C to land in it.
+        args, unknown = parser.parse_known_args(argv)
+    except KeyboardInterrupt:
+        print("workpool: interrupted", file=sys.stderr)
+        return 130
     if unknown:
         args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     console = Console()
