@@ -124,6 +124,18 @@ def test_bench_rejects_bad_arguments(args: list[str], message: str) -> None:
     assert message in result.stderr
 
 
+def test_bench_runs_a_workload_named_twice_once(tmp_path: Path) -> None:
+    out_json = tmp_path / "bench.json"
+    args = ["--quick", "--workload", "tiny,io,tiny", "--workers", "1,1", "--json"]
+    result = run_cli("bench", *args, str(out_json))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("tiny: 100,000 squares") == 1
+    data = json.loads(out_json.read_text())
+    assert [w["name"] for w in data["workloads"]] == ["tiny", "io"]
+    configurations = data["workloads"][0]["configurations"]
+    assert len({c["backend"] for c in configurations}) == len(configurations)  # one size each
+
+
 @pytest.mark.parametrize(
     "command",
     [

@@ -58,7 +58,8 @@ def _item_count(text: str) -> int:
 def _workload_names(text: str) -> list[str]:
     from workpool.bench import WORKLOADS
 
-    names = [part.strip() for part in text.split(",") if part.strip()]
+    # Each named once, as --workers takes each size once: a repeat would be timed again.
+    names = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     unknown = [n for n in names if n not in WORKLOADS]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
