@@ -164,6 +164,7 @@ def test_bench_refuses_an_output_it_cannot_write_before_any_work(tmp_path: Path)
     for args, message in [
         (["--json", str(tmp_path / "missing" / "raw.json")], "there is no directory"),
         (["--json", str(tmp_path)], "that is a directory"),
+        (["--json", str(Path(__file__) / "raw.json")], "test_cli.py is a file, not a directory"),
         (["--json", "-"], "give a file name; the report goes to standard output"),
         (["--plot", str(tmp_path / "speedup.txt")], "give a file name ending in .png"),
         # No file can be made there, though root's permission bits say otherwise.
@@ -178,6 +179,29 @@ def test_bench_refuses_an_output_it_cannot_write_before_any_work(tmp_path: Path)
         assert message in result.stderr and "Traceback" not in result.stderr
         assert result.stdout == ""  # no table: nothing was timed
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [
+        (["bench", "--json", ""], "--json"),
+        (["bench", "--plot", ""], "--plot"),
+        (["advise", "mod:fn", "--input", ""], "--input"),
+        (["trace", "summary", ""], "FILE"),
+        (["trace", "plot", "run.json", "-o", ""], "-o/--output"),
+        (["checkpoint", "info", ""], "FILE"),
+        (["checkpoint", "clear", ""], "FILE"),
+    ],
+)
+def test_an_empty_file_name_is_refused_as_a_bad_argument(
+    command: list[str], option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not taken for "." (what Path("") is), which messages would then name.
+    with pytest.raises(SystemExit) as exit_info:
+        main(command)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: argument {option}: expected a file name; got ''" in err
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")

@@ -516,6 +516,8 @@ def test_cli_plot_without_matplotlib_names_the_extra(trace_file: Path, tmp_path:
         ("run.txt", "give a file name ending in .png"),
         ("folder", "that is a directory"),
         ("missing/run.png", "there is no directory"),
+        ("notes.txt/run.png", "notes.txt is a file, not a directory"),
+        ("-", "-o -: give a file name; the drawing is written to a file"),
     ],
 )
 def test_cli_plot_refuses_an_output_it_cannot_write(
@@ -523,8 +525,10 @@ def test_cli_plot_refuses_an_output_it_cannot_write(
 ) -> None:
     pytest.importorskip("matplotlib")
     (tmp_path / "folder").mkdir()
+    (tmp_path / "notes.txt").write_text("")
     before = sorted(tmp_path.iterdir())
-    assert main(["trace", "plot", str(trace_file), "-o", str(tmp_path / name)]) == 2
+    output = name if name == "-" else str(tmp_path / name)
+    assert main(["trace", "plot", str(trace_file), "-o", output]) == 2
     assert message in capsys.readouterr().err
     assert sorted(tmp_path.iterdir()) == before  # nothing drawn anywhere
 

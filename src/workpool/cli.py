@@ -55,6 +55,13 @@ def _item_count(text: str) -> int:
     return value
 
 
+def _file_name(text: str) -> Path:
+    # Path("") is ".", and a message about "." would name a file nobody gave.
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file name; got ''")
+    return Path(text)
+
+
 def _workload_names(text: str) -> list[str]:
     from workpool.bench import WORKLOADS
 
@@ -103,8 +110,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME,...",
         help="workloads: cpu, io, numpy, tiny (default all)",
     )
-    bench.add_argument("--json", type=Path, metavar="FILE", help="write the raw numbers as JSON")
-    bench.add_argument("--plot", type=Path, metavar="FILE.png", help="write a speedup plot")
+    bench.add_argument(
+        "--json", type=_file_name, metavar="FILE", help="write the raw numbers as JSON"
+    )
+    bench.add_argument("--plot", type=_file_name, metavar="FILE.png", help="write a speedup plot")
 
     advise = commands.add_parser(
         "advise",
@@ -116,7 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     advise.add_argument("target", metavar="MODULE:FUNCTION")
     advise.add_argument(
         "--input",
-        type=Path,
+        type=_file_name,
         required=True,
         metavar="FILE",
         help="one JSON value per line (- reads standard input)",
@@ -160,7 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     ]:
         action = actions.add_parser(name, help=summary_line, description=description)
         action.set_defaults(parser=action)
-        action.add_argument("file", metavar="FILE")
+        action.add_argument("file", type=_file_name, metavar="FILE")
 
     trace = commands.add_parser(
         "trace",
@@ -176,15 +185,15 @@ def _parser() -> argparse.ArgumentParser:
         "the numbers mean.",
     )
     summary.set_defaults(parser=summary)
-    summary.add_argument("file", type=Path, metavar="FILE")
+    summary.add_argument("file", type=_file_name, metavar="FILE")
     plot = trace_actions.add_parser(
         "plot",
         help="draw the timeline as a Gantt chart (needs the plot extra)",
         description="Draw one row per worker and per caller activity, one bar per chunk.",
     )
     plot.set_defaults(parser=plot)
-    plot.add_argument("file", type=Path, metavar="FILE")
-    plot.add_argument("-o", "--output", type=Path, required=True, metavar="FILE.png")
+    plot.add_argument("file", type=_file_name, metavar="FILE")
+    plot.add_argument("-o", "--output", type=_file_name, required=True, metavar="FILE.png")
     return parser
 
 
@@ -282,12 +291,15 @@ def _run_advise(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _check_output(option: str, path: Path) -> None:
-    """Refuse, before any work, a path no file can be written at."""
-    if str(path) == "-":  # not standard output: the report is printed there
-        raise CommandError(f"{option} -: give a file name; the report goes to standard output")
+def _check_output(option: str, path: Path, *, not_stdout: str) -> None:
+    """Refuse, before any work, a path no file can be written at; ``not_stdout`` says
+    why ``-`` is not standard output here."""
+    if str(path) == "-":
+        raise CommandError(f"{option} -: give a file name; {not_stdout}")
     if path.is_dir():
         raise CommandError(f"{option} {path}: that is a directory; give a file name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise CommandError(f"{option} {path}: {path.parent} is a file, not a directory")
     if not path.parent.is_dir():
         raise CommandError(f"{option} {path}: there is no directory {path.parent}")
     failure = creation_error(str(path.parent))
@@ -298,9 +310,9 @@ def _check_output(option: str, path: Path) -> None:
         )
 
 
-def _check_plot_output(option: str, path: Path) -> None:
+def _check_plot_output(option: str, path: Path, *, not_stdout: str) -> None:
     """As ``_check_output``, and the name must end in a format matplotlib can write."""
-    _check_output(option, path)
+    _check_output(option, path, not_stdout=not_stdout)
     try:
         from matplotlib.backend_bases import FigureCanvasBase
     except ImportError:
@@ -316,10 +328,11 @@ def _check_plot_output(option: str, path: Path) -> None:
 def _run_bench(args: argparse.Namespace, console: Console) -> int:
     from workpool.bench import WORKLOADS, OutputUnwritable, PlotUnavailable, run_bench
 
+    report_there = "the report goes to standard output"
     if args.json is not None:
-        _check_output("--json", args.json)
+        _check_output("--json", args.json, not_stdout=report_there)
     if args.plot is not None:
-        _check_plot_output("--plot", args.plot)
+        _check_plot_output("--plot", args.plot, not_stdout=report_there)
     try:
         run_bench(
             workloads=args.workload or list(WORKLOADS),
@@ -355,7 +368,7 @@ def _run_checkpoint(args: argparse.Namespace, console: Console) -> int:
     from workpool import checkpoint
     from workpool.errors import CheckpointBusy
 
-    path = args.file
+    path = str(args.file)
     try:
         if args.action == "info":
             found = checkpoint.summary(path)
@@ -411,7 +424,7 @@ def _run_trace(args: argparse.Namespace, console: Console) -> int:
         return 0
     from workpool.timeline.plot import PlotUnavailable, write_plot
 
-    _check_plot_output("-o", args.output)
+    _check_plot_output("-o", args.output, not_stdout="the drawing is written to a file")
     try:
         write_plot(timeline, args.output)
     except PlotUnavailable as exc:
