@@ -29,6 +29,9 @@ def slow_square(x):
 def pair(a, b):
     return a + b
 
+def length(text):
+    return len(text)
+
 not_callable = 42
 
 def explode():
@@ -385,6 +388,22 @@ def test_advise_unreadable_input(tasks_module: Path, capsys: pytest.CaptureFixtu
     (tasks_module / "binary.jsonl").write_bytes(b"\xff\xfe\x00")
     assert main(["advise", "cli_tasks:slow_square", "--input", "binary.jsonl"]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_advise_reads_its_input_as_utf8_whatever_the_locale(tasks_module: Path) -> None:
+    (tasks_module / "in.jsonl").write_text('"caf\u00e9"\n"na\u00efve"\n', encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "workpool", "advise", "cli_tasks:length", "--input", "in.jsonl"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tasks_module,
+        # An ASCII locale for files, UTF-8 for the table printed.
+        env={**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+        | {"PYTHONIOENCODING": "utf-8"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "advice for cli_tasks:length" in result.stdout
 
 
 def test_no_command_prints_help() -> None:

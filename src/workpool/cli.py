@@ -237,7 +237,8 @@ def read_inputs(path: Path) -> list[Any]:
     from_stdin = str(path) == "-"
     name = "standard input" if from_stdin else str(path)
     try:
-        text = sys.stdin.read() if from_stdin else path.read_text()
+        # JSON is UTF-8 whatever the locale says (the C locale's ASCII, say).
+        text = sys.stdin.read() if from_stdin else path.read_text(encoding="utf-8")
     except OSError as exc:
         raise CommandError(f"cannot read {name}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
