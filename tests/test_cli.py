@@ -213,7 +213,7 @@ def test_bench_output_that_fails_to_write_after_the_study_is_one_line() -> None:
     result = run_cli(
         "bench", "--quick", "--workload", "tiny", "--workers", "1", "--json", "/dev/full"
     )
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == 1, result.stderr  # the arguments were right: a failure
     assert "Traceback" not in result.stderr
     assert "/dev/full" in result.stderr
 
@@ -404,6 +404,14 @@ def test_advise_reads_its_input_as_utf8_whatever_the_locale(tasks_module: Path) 
     )
     assert result.returncode == 0, result.stderr
     assert "advice for cli_tasks:length" in result.stdout
+
+
+def test_the_help_says_what_each_exit_status_means() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "Exit status: 0 done; 2 a problem with the command's arguments" in text
+    assert "1 the work could not be done" in text and "130 interrupted" in text
 
 
 def test_no_command_prints_help() -> None:

@@ -24,6 +24,14 @@ __all__ = ["main"]
 class CommandError(Exception):
     """A problem with what the user asked for; printed without a traceback."""
 
+    status = 2  # as argparse's own usage errors
+
+
+class CommandFailed(CommandError):
+    """What was asked for could not be done (a full disk, a checkpoint in use)."""
+
+    status = 1
+
 
 # A study starts pools of each size; past this, a size is a typo, not a pool to start.
 MAX_BENCH_WORKERS = 512
@@ -82,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="workpool",
         description="Run Python functions in parallel, and measure what parallelism buys here.",
+        epilog="Exit status: 0 done; 2 a problem with the command's arguments or files; "
+        "1 the work could not be done (an output that fails to write, a checkpoint in "
+        "use); 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"workpool {workpool.__version__}")
     parser.set_defaults(parser=parser)
@@ -343,8 +354,10 @@ def _run_bench(args: argparse.Namespace, console: Console) -> int:
             plot_path=args.plot,
             console=console,
         )
-    except (PlotUnavailable, OutputUnwritable) as exc:
+    except PlotUnavailable as exc:
         raise CommandError(str(exc)) from exc
+    except OutputUnwritable as exc:
+        raise CommandFailed(str(exc)) from exc
     return 0
 
 
@@ -406,8 +419,10 @@ def _run_checkpoint(args: argparse.Namespace, console: Console) -> int:
             )
         else:
             print(f"{path}: nothing to accept (it holds no results yet)")
-    except (OSError, ValueError, CheckpointBusy) as exc:
+    except (OSError, ValueError) as exc:
         raise CommandError(str(exc)) from exc
+    except CheckpointBusy as exc:
+        raise CommandFailed(str(exc)) from exc
     return 0
 
 
@@ -431,7 +446,7 @@ def _run_trace(args: argparse.Namespace, console: Console) -> int:
     except PlotUnavailable as exc:
         raise CommandError(str(exc)) from exc
     except OSError as exc:
-        raise CommandError(f"cannot write {args.output}: {exc.strerror or exc}") from exc
+        raise CommandFailed(f"cannot write {args.output}: {exc.strerror or exc}") from exc
     console.print(f"The timeline is drawn in {args.output}")
     return 0
 
@@ -461,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_advise(args, console)
     except CommandError as exc:
         print(f"workpool {args.command}: {exc}", file=sys.stderr)
-        return 2
+        return exc.status
     except KeyboardInterrupt:  # Ctrl+C: the pools have stopped on the way out
         print(f"workpool {args.command}: interrupted", file=sys.stderr)
         return 130
