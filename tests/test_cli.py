@@ -288,6 +288,10 @@ def test_advise_prints_the_advice(tasks_module: Path, capsys: pytest.CaptureFixt
     assert "backend" in out
     assert "thread" in out
     assert "why" in out
+    # In words, not Python's: what was not measured (subinterpreters before 3.14, or
+    # on too few items), and whether the function fails on other threads.
+    assert not re.search(r"\b(None|True|False)\b", out)
+    assert re.search(r"fails on other threads\W+no\b", out)
 
 
 def test_advise_star_inputs(tasks_module: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -269,6 +269,19 @@ def read_inputs(path: Path) -> list[Any]:
     return inputs
 
 
+def _measurement(value: Any) -> str:
+    """One of ``Advice.measurements`` in words, not as Python writes it (None, False)."""
+    if value is None:
+        return "not measured"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v:.4g} s" for k, v in value.items())
+    return str(value)
+
+
 def _run_advise(args: argparse.Namespace, console: Console) -> int:
     fn = load_function(args.target)
     inputs = read_inputs(args.input)
@@ -294,11 +307,7 @@ def _run_advise(args: argparse.Namespace, console: Console) -> int:
     table.add_row("chunksize", str(advice.chunksize))
     table.add_row("why", advice.reason)
     for key, value in advice.measurements.items():
-        if isinstance(value, float):
-            value = f"{value:.6g}"
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k} {v:.4g} s" for k, v in value.items())
-        table.add_row(key.replace("_", " "), str(value))
+        table.add_row(key.replace("_", " "), _measurement(value))
     console.print(table)
     return 0
 
