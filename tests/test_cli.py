@@ -308,6 +308,10 @@ def test_advise_star_inputs(tasks_module: Path, capsys: pytest.CaptureFixture[st
         ("cli_tasks:missing", "1\n", "module 'cli_tasks' has no attribute 'missing'"),
         ("cli_tasks:not_callable", "1\n", "cli_tasks:not_callable is an int, not a function"),
         ("cli_tasks", "1\n", "expected MODULE:FUNCTION"),
+        # A file's path where its import name belongs:
+        ("cli_tasks.py:length", "1\n", "not a file: give cli_tasks:length"),
+        ("./cli_tasks.py:length", "1\n", "not a file: give cli_tasks:length"),
+        ("jobs/cli_tasks.py:length", "1\n", "not a file: run from jobs with cli_tasks:length"),
         ("cli_tasks:slow_square", "1\n2\n{oops\n", "line 3: not a JSON value"),
         ("cli_tasks:slow_square", "\n\n", "holds no inputs"),
         ("cli_tasks:pair", "1\n", "--star needs every line to be a JSON list"),

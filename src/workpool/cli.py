@@ -208,6 +208,18 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _file_path_hint(module_name: str, attribute: str) -> str:
+    """What to add to an import error when ``module_name`` is a file's path, not the
+    name ``import`` takes; "" otherwise."""
+    if "/" not in module_name and not module_name.endswith(".py"):
+        return ""
+    path = Path(module_name)
+    name = f"{path.stem if path.suffix == '.py' else path.name}:{attribute}"
+    if str(path.parent) == ".":
+        return f"; MODULE is a name to import, not a file: give {name}"
+    return f"; MODULE is a name to import, not a file: run from {path.parent} with {name}"
+
+
 def load_function(target: str) -> Callable[..., Any]:
     """Import ``module:function`` (the function may be dotted, like ``Class.method``)."""
     module_name, colon, attribute = target.partition(":")
@@ -223,6 +235,7 @@ def load_function(target: str) -> Callable[..., Any]:
     except Exception as exc:
         raise CommandError(
             f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+            + _file_path_hint(module_name, attribute)
         ) from exc
     except SystemExit as exc:
         raise CommandError(
