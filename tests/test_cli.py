@@ -422,6 +422,24 @@ def test_the_help_says_what_each_exit_status_means() -> None:
     assert "1 the work could not be done" in text and "130 interrupted" in text
 
 
+def test_every_argument_of_every_command_is_explained_in_its_help() -> None:
+    import argparse
+
+    from workpool.cli import _parser
+
+    unexplained, parsers = [], [_parser()]
+    while parsers:
+        parser = parsers.pop()
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                parsers.extend(action.choices.values())
+            elif not action.help:
+                unexplained.append(
+                    f"{parser.prog} {'/'.join(action.option_strings) or action.metavar}"
+                )
+    assert unexplained == []
+
+
 def test_no_command_prints_help() -> None:
     result = run_cli()
     assert result.returncode == 2

@@ -84,6 +84,9 @@ def _workload_names(text: str) -> list[str]:
     return names
 
 
+_TRACE_FILE_HELP = "a file written by trace=FILE (or another Chrome trace)"
+
+
 def _parser() -> argparse.ArgumentParser:
     """The command's parser. Each (sub)command's parser is in its arguments as ``parser``,
     so that a problem is said with the usage of the command it was given to."""
@@ -133,7 +136,12 @@ def _parser() -> argparse.ArgumentParser:
         "per line), and print the advice with the numbers behind it.",
     )
     advise.set_defaults(parser=advise)
-    advise.add_argument("target", metavar="MODULE:FUNCTION")
+    advise.add_argument(
+        "target",
+        metavar="MODULE:FUNCTION",
+        help="the function, as import names: mypackage.tasks:resize (modules in the "
+        "current directory are found)",
+    )
     advise.add_argument(
         "--input",
         type=_file_name,
@@ -180,7 +188,12 @@ def _parser() -> argparse.ArgumentParser:
     ]:
         action = actions.add_parser(name, help=summary_line, description=description)
         action.set_defaults(parser=action)
-        action.add_argument("file", type=_file_name, metavar="FILE")
+        action.add_argument(
+            "file",
+            type=_file_name,
+            metavar="FILE",
+            help="a file given to map, imap or starmap as checkpoint=FILE",
+        )
 
     trace = commands.add_parser(
         "trace",
@@ -196,15 +209,22 @@ def _parser() -> argparse.ArgumentParser:
         "the numbers mean.",
     )
     summary.set_defaults(parser=summary)
-    summary.add_argument("file", type=_file_name, metavar="FILE")
+    summary.add_argument("file", type=_file_name, metavar="FILE", help=_TRACE_FILE_HELP)
     plot = trace_actions.add_parser(
         "plot",
         help="draw the timeline as a Gantt chart (needs the plot extra)",
         description="Draw one row per worker and per caller activity, one bar per chunk.",
     )
     plot.set_defaults(parser=plot)
-    plot.add_argument("file", type=_file_name, metavar="FILE")
-    plot.add_argument("-o", "--output", type=_file_name, required=True, metavar="FILE.png")
+    plot.add_argument("file", type=_file_name, metavar="FILE", help=_TRACE_FILE_HELP)
+    plot.add_argument(
+        "-o",
+        "--output",
+        type=_file_name,
+        required=True,
+        metavar="FILE.png",
+        help="the file to draw it in (.png, or .svg, .pdf, ...)",
+    )
     return parser
 
 
