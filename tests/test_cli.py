@@ -388,6 +388,9 @@ def test_advise_reads_standard_input_given_a_dash(
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     assert main(["advise", "cli_tasks:slow_square", "--input", "-"]) == 2
     assert "standard input holds no inputs" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", None)  # as Python sets it when started with it closed
+    assert main(["advise", "cli_tasks:slow_square", "--input", "-"]) == 2
+    assert capsys.readouterr().err == "workpool advise: cannot read standard input: it is closed\n"
 
 
 def test_advise_unreadable_input(tasks_module: Path, capsys: pytest.CaptureFixture[str]) -> None:

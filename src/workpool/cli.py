@@ -281,8 +281,13 @@ def read_inputs(path: Path) -> list[Any]:
     from_stdin = str(path) == "-"
     name = "standard input" if from_stdin else str(path)
     try:
-        # JSON is UTF-8 whatever the locale says (the C locale's ASCII, say).
-        text = sys.stdin.read() if from_stdin else path.read_text(encoding="utf-8")
+        if not from_stdin:
+            # JSON is UTF-8 whatever the locale says (the C locale's ASCII, say).
+            text = path.read_text(encoding="utf-8")
+        elif sys.stdin is None:  # the program was started with it closed (<&-)
+            raise CommandError(f"cannot read {name}: it is closed")
+        else:
+            text = sys.stdin.read()
     except OSError as exc:
         raise CommandError(f"cannot read {name}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
