@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -216,6 +217,43 @@ def test_bench_output_that_fails_to_write_after_the_study_is_one_line() -> None:
     assert result.returncode == 1, result.stderr  # the arguments were right: a failure
     assert "Traceback" not in result.stderr
     assert "/dev/full" in result.stderr
+
+
+def test_bench_with_pools_too_large_for_the_machine_is_one_line() -> None:
+    import resource
+
+    def few_files() -> None:  # fewer than 64 process workers need
+        resource.setrlimit(resource.RLIMIT_NOFILE, (96, 96))
+
+    command = ["bench", "--quick", "--workload", "io", "--workers", "64"]
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "workpool", *command],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=few_files,
+        start_new_session=True,  # a process group of its own, which its pools' processes join
+    )
+    try:
+        _, err = bench.communicate(timeout=120)
+    finally:
+        if bench.poll() is None:
+            os.killpg(bench.pid, signal.SIGKILL)
+            bench.communicate()
+    assert bench.returncode == 1, err
+    assert err.startswith("workpool bench: ") and err.count("\n") == 1, err
+    assert "Too many open files" in err
+    assert wait_for(lambda: not _group_members(bench.pid), timeout=10)
+
+
+def _group_members(group: int) -> list[int]:
+    """The processes of a process group that still run (a zombie has ended)."""
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+    return members
 
 
 # A program run from a terminal gets Python's Ctrl+C handler, even when the test suite

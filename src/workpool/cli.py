@@ -403,7 +403,9 @@ def _run_bench(args: argparse.Namespace, console: Console) -> int:
         )
     except PlotUnavailable as exc:
         raise CommandError(str(exc)) from exc
-    except OutputUnwritable as exc:
+    except (OutputUnwritable, workpool.WorkpoolError) as exc:
+        # A pool that cannot run here (too few file descriptors or processes for its
+        # size, say) ends the study; what the library says of it is the message.
         raise CommandFailed(str(exc)) from exc
     return 0
 
