@@ -838,6 +838,30 @@ def test_a_chunk_the_supervisor_fails_to_send_fails_its_call(
     assert outcome and isinstance(outcome[0], workpool.BrokenPool), outcome
 
 
+def test_a_task_running_when_the_pool_breaks_fails_with_broken_pool(tmp_path: Path) -> None:
+    # As the queued tasks do, and as the stdlib's process pool does: the task's worker
+    # is stopped with the pool, and a CancelledError would hide why (a worker that could
+    # not start for want of file descriptors, say, as `workpool bench` met).
+    pool = workpool.Pool(1, backend="process")
+    try:
+        running = pool.submit(hold, 0, str(tmp_path), (0,))
+        assert wait_for(lambda: (tmp_path / "started-0").exists(), timeout=30)
+        supervisor = pool._backend._supervisor  # type: ignore[attr-defined]
+
+        def react(*args: Any) -> bool:
+            raise OSError(24, "Too many open files")
+
+        supervisor._react = react  # its next round fails, as a worker's start can
+        queued = pool.submit(square, 1)  # and wakes it
+        for future in (running, queued):
+            error = future.exception(timeout=30)
+            assert isinstance(error, workpool.BrokenPool), repr(error)
+            assert "Too many open files" in str(error)
+    finally:
+        (tmp_path / "release").touch()
+        pool.shutdown()
+
+
 @pytest.mark.skipif(not _platform.FORK_ZYGOTE, reason="the zygote is exec'd here, not forked")
 def test_a_thread_of_c_code_alone_brings_no_fork_warning() -> None:
     # faulthandler's watchdog (pytest's faulthandler_timeout starts one) is a thread

@@ -893,8 +893,13 @@ class Supervisor:
                 continue
             self._kill(handle)
             handle.process.join(5)
-            for wire in handle.assigned:
-                self._fail(wire, cancelled("the pool stopped before this task finished"))
+            for wire in handle.assigned:  # a broken pool's work fails as its queue's did
+                self._fail(
+                    wire,
+                    cancelled("the pool stopped before this task finished")
+                    if self._broken is None
+                    else one_for_each_call(self._broken),
+                )
             handle.sock.close()
             # Descriptors of a frame never finished.
             _close_descriptors(*handle.reader.take_all_fds())
