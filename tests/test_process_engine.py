@@ -884,3 +884,47 @@ def test_a_thread_of_c_code_alone_brings_no_fork_warning() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[1,", "2]", "True"]
     assert done.stderr == ""
+
+
+def test_the_zygote_keeps_no_pipe_or_connection_of_the_program_open(tmp_path: Path) -> None:
+    # The zygote outlives every pool. Forked from the program, it held a copy of each
+    # descriptor the program had open at its first pool: a pipe the program closed
+    # afterwards never reached end of file (a `cat` fed by Popen ran on, the program
+    # waiting for it hung), nor did a connection the program closed. A file the program
+    # logs to stays with its workers, as with forked ones.
+    program = textwrap.dedent(
+        """
+        import logging, os, select, socket, subprocess, sys
+        import workpool
+
+        log = sys.argv[1]
+        logging.basicConfig(filename=log, level=logging.INFO, format="%(message)s")
+        feed = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        read_end, write_end = os.pipe()
+        ours, peer = socket.socketpair()
+
+        def task(x):
+            logging.info("task %d", x)
+            return os.getpid()
+
+        pids = workpool.map(task, range(2), backend="process", workers=2)
+        pids += [child.pid for child in __import__("psutil").Process().children()]
+        os.close(write_end)
+        ours.close()
+        feed.stdin.close()
+        print(bool(select.select([read_end], [], [], 10)[0]) and os.read(read_end, 1) == b"")
+        peer.settimeout(10)
+        print(peer.recv(1) == b"")
+        print(feed.wait(timeout=10))
+        print(*pids)
+        """
+    )
+    log = tmp_path / "tasks.log"
+    done = subprocess.run(
+        [sys.executable, "-c", program, str(log)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    pipe_ended, connection_ended, cat_code, pids = done.stdout.splitlines()
+    assert (pipe_ended, connection_ended, cat_code) == ("True", "True", "0")
+    assert sorted(log.read_text().splitlines()) == ["task 0", "task 1"]
+    assert wait_for(lambda: not any(psutil.pid_exists(int(pid)) for pid in pids.split()))

@@ -9,9 +9,10 @@ The zygote gets the safety for a few milliseconds: the first time a pool needs a
 worker, if the program runs no other thread at that moment, workpool forks a helper
 process (the zygote) that never starts a thread. Every worker is then forked from the
 zygote on request, so it starts with the program's modules already imported, in a
-process that had one thread when it forked. If the program already runs threads when
-the first pool starts, or the zygote is lost (killed) after it served, an exec'd one,
-below, is started instead.
+process that had one thread when it forked. It lets go of the program's pipes and
+stream sockets as it starts (``_drop_program_streams``): it outlives them. If the
+program already runs threads when the first pool starts, or the zygote is lost
+(killed) after it served, an exec'd one, below, is started instead.
 
 Where ``fork`` without ``exec`` is unsafe (macOS: Apple's system frameworks), and in
 portable mode (``_platform.py``), the zygote is instead a fresh interpreter started by
@@ -42,10 +43,12 @@ in the parent, is the worker's sentinel and carries its exit code.
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import os
 import pickle
 import signal
+import stat
 import struct
 import sys
 import threading
@@ -199,6 +202,7 @@ class Zygote:
             code = 1
             try:
                 parent_end.close()
+                _drop_program_streams(keep=zygote_end.fileno())
                 code = _serve(zygote_end, -1, parent)
             finally:
                 os._exit(code)
@@ -333,6 +337,55 @@ class Zygote:
             raise pid
         self.served = True
         return ZygoteWorker(pid, fds[0])
+
+
+def _drop_program_streams(keep: int) -> None:
+    """In the forked zygote: let go of the program's pipes and stream sockets.
+
+    Forked from the program, the zygote holds a copy of every descriptor the program
+    had open then, and lives until the program ends. A pipe's reader, or the peer of a
+    connection, would wait for an end of file that the program's close no longer
+    brings (``cat`` fed through ``Popen(stdin=PIPE)``, a client whose connection the
+    program closed), and a listening socket would keep its port. Each is replaced by
+    ``/dev/null`` rather than closed: its number stays taken, so an object the
+    workers inherit that closes it later closes nothing of theirs. Files, shared
+    memory, datagram sockets (syslog) and the standard streams stay, for tasks that
+    write or log through the program's handlers, as forked workers do.
+    """
+    try:
+        fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: the zygote holds them until the program ends
+        return
+    null = -1
+    for fd in fds:
+        if fd <= 2 or fd == keep or not _is_stream(fd):
+            continue
+        if null < 0:
+            null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        with contextlib.suppress(OSError):
+            os.dup2(null, fd, inheritable=os.get_inheritable(fd))
+    if null >= 0:
+        os.close(null)
+
+
+def _is_stream(fd: int) -> bool:
+    """Is ``fd`` a pipe, or a socket other than a datagram one? (False: closed already.)"""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError:  # the listing's own descriptor, closed since
+        return False
+    if stat.S_ISFIFO(mode):
+        return True
+    if not stat.S_ISSOCK(mode):
+        return False
+    try:
+        kind = _socket.socket(fileno=fd)
+    except OSError:
+        return True
+    try:
+        return kind.type != _socket.SOCK_DGRAM
+    finally:
+        kind.detach()
 
 
 def _reaped(pid: int) -> int | None:
