@@ -928,3 +928,41 @@ def test_the_zygote_keeps_no_pipe_or_connection_of_the_program_open(tmp_path: Pa
     assert (pipe_ended, connection_ended, cat_code) == ("True", "True", "0")
     assert sorted(log.read_text().splitlines()) == ["task 0", "task 1"]
     assert wait_for(lambda: not any(psutil.pid_exists(int(pid)) for pid in pids.split()))
+
+
+def test_workers_draw_numpy_random_numbers_of_their_own(tmp_path: Path) -> None:
+    # NumPy's global random state, unlike Python's `random`, is not reseeded in a forked
+    # process: once the program had drawn from it, every worker forked from the zygote,
+    # and each that replaced one, drew the very same numbers (spawned workers do not).
+    # A seed the initializer sets is the user's, and is kept.
+    pytest.importorskip("numpy")
+    program = textwrap.dedent(
+        """
+        import os, random
+        import numpy as np
+        import workpool
+
+        data = np.random.random(3)
+
+        def draw(_):
+            return os.getpid(), float(np.random.random()), random.random()
+
+        with workpool.Pool(2, max_tasks_per_worker=1) as pool:
+            drawn = list(pool.map(draw, range(6), chunksize=1))
+        seeding = dict(initializer=np.random.seed, initargs=(7,), max_tasks_per_worker=1)
+        with workpool.Pool(2, **seeding) as pool:
+            seeded = list(pool.map(draw, range(2), chunksize=1))
+        pids = {pid for pid, _, _ in drawn + seeded}
+        print(len({pid for pid, _, _ in drawn}), len({value for _, value, _ in drawn}))
+        print(len({value for _, _, value in drawn}))
+        print(len({value for _, value, _ in seeded}))
+        print(*pids)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    workers_and_numpy_values, python_values, seeded_values, pids = done.stdout.splitlines()
+    assert (workers_and_numpy_values, python_values, seeded_values) == ("6 6", "6", "1")
+    assert wait_for(lambda: not any(psutil.pid_exists(int(pid)) for pid in pids.split()))

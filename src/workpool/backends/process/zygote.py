@@ -537,6 +537,7 @@ def _fork_worker(
             for fd in (exit_r, exit_w, *wake, *exit_pipes.values()):
                 os.close(fd)
             control.close()
+            _reseed_numpy()
             code = _run_worker(worker_fd, slots_fd, slots_count, slot, watch_fd)
         finally:
             os._exit(code)
@@ -547,6 +548,23 @@ def _fork_worker(
         _send(control, pid, [exit_r])
     finally:
         os.close(exit_r)
+
+
+def _reseed_numpy() -> None:
+    """Give NumPy's global random state (``np.random.random``) a seed of this worker's own.
+
+    Python reseeds ``random`` in every forked process; NumPy keeps the state it was
+    forked with. Every worker forked from the zygote, and every one that replaces
+    them, would draw the same numbers as the others once the program (or the zygote's
+    imports) had drawn one before the zygote forked: the same "random" samples in
+    every task of a simulation. A spawned worker draws its own, and now so does this
+    one. A seed the initializer sets comes after, and stays.
+    """
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        # 128 bits from the system: a few microseconds, where seed() takes hundreds.
+        with contextlib.suppress(Exception):
+            numpy_random.seed(struct.unpack("4I", os.urandom(16)))
 
 
 # Modules the zygote could not import: not tried again for each worker.
