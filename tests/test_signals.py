@@ -610,3 +610,50 @@ def test_ctrl_c_while_workers_start_prints_one_traceback(tmp_path: Path, method:
         assert took < 3
     # A fork server ends once it has read the program (and seen that the parent is gone).
     assert wait_for(lambda: all(gone(p) for p in starting), timeout=10)
+
+
+PROGRAM_OF_A_TASK = textwrap.dedent(
+    """
+    import os, signal, subprocess, sys, time
+    import workpool
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+
+    def run_a_program(x):
+        program = subprocess.Popen(["sleep", "60"])
+        open(os.path.join(sys.argv[1], str(program.pid)), "w").close()
+        return program.wait()
+
+    if __name__ == "__main__":
+        workpool.map(run_a_program, range(2), backend="process", workers=2)
+    """
+)
+
+
+@pytest.mark.parametrize("portable", [False, True], ids=["linux", "portable"])
+def test_ctrl_c_ends_the_programs_tasks_run(tmp_path: Path, portable: bool) -> None:
+    # Workers ignored Ctrl+C with SIG_IGN, which a program run by a task inherits
+    # through exec: after a Ctrl+C the caller and its workers ended, and `sleep` ran on.
+    marks = tmp_path / "pids"
+    marks.mkdir()
+    script = tmp_path / "parent.py"
+    script.write_text(PROGRAM_OF_A_TASK)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(marks)],
+        env={**os.environ, "WORKPOOL_PORTABLE": "1"} if portable else None,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, like a program in a terminal
+    )
+    programs = wait_for_workers(parent, marks)
+    try:
+        os.killpg(parent.pid, signal.SIGINT)  # what the terminal does on Ctrl+C
+        code, _, err, _ = finish(parent, timeout=10)
+        assert "KeyboardInterrupt" in err
+        assert code != 0
+        assert wait_for(lambda: all(gone(p) for p in programs), timeout=5)
+    finally:
+        for pid in programs:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)

@@ -36,8 +36,17 @@ def blocked_while_starting() -> Iterator[None]:
 def ignore() -> None:
     """In a child started by ``blocked_while_starting``: ignore SIGINT from now on.
 
-    Unblocks it after, so that a task that installs a handler of its own gets its
-    signals; one held back meanwhile is dropped. Call it from the main thread.
+    With a handler that does nothing, not ``SIG_IGN``: a program a task runs
+    (``subprocess.run(["ffmpeg", ...])``) would inherit ``SIG_IGN`` through exec, and
+    run on after a Ctrl+C that ended the pool, its worker and the program itself.
+    Handlers go back to the default at exec, so it ends with the Ctrl+C, as it would
+    under ``multiprocessing``. Unblocks SIGINT after, so that a task that installs a
+    handler of its own gets its signals; one held back meanwhile is dropped. Call it
+    from the main thread.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, _ignored)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _ignored(signum: int, frame: object) -> None:
+    """SIGINT's handler in a worker: Ctrl+C is the parent's to handle."""
