@@ -86,6 +86,44 @@ def test_workers_of_every_start_method_see_the_environment_as_it_is_now(
     _check_workers_see_the_environment_as_it_is_now(start_method, monkeypatch)
 
 
+# The zygote outlives pools; its workers had its umask, resource limits and niceness,
+# those of the program when its first pool started. A program that then made its files
+# private (os.umask(0o077)), capped its workers' memory (RLIMIT_AS) or lowered their
+# priority had none of that in the workers of its next pool, as fork and spawn have.
+LIMITS_PROGRAM = textwrap.dedent(
+    """
+    import json, os, resource
+    import workpool
+
+    def settings(_=None):
+        umask = os.umask(0)
+        os.umask(umask)
+        return umask, resource.getrlimit(resource.RLIMIT_FSIZE), os.nice(0), os.getpid()
+
+    if __name__ == "__main__":
+        first = workpool.map(settings, [0], backend="process")
+        os.umask(0o077)
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        lower = 1 << 30 if soft == resource.RLIM_INFINITY else soft // 2
+        resource.setrlimit(resource.RLIMIT_FSIZE, (lower, hard))
+        os.nice(3)
+        later = workpool.map(settings, [0], backend="process")
+        print(json.dumps([settings()[:3], later[0][:3], [first[0][3], later[0][3]]]))
+    """
+)
+
+
+def test_workers_take_the_umask_limits_and_niceness_the_program_has_now() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", LIMITS_PROGRAM], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    program, worker, pids = json.loads(done.stdout)
+    assert worker == program
+    assert program[0] == 0o077
+    assert wait_for(lambda: not any(psutil.pid_exists(pid) for pid in pids))
+
+
 # A program under a long TMPDIR (a build tool's, a cluster job's): the standard fork
 # server's socket, made there, has a path longer than a Unix socket's may be (104 bytes
 # on macOS, 108 on Linux), and multiprocessing before 3.14 fails to bind it.

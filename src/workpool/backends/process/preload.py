@@ -18,7 +18,10 @@ A request also says where the program is now (``program_place``): its ``sys.path
 working directory, ``sys.argv`` and environment. A worker forked from a long-lived
 server would otherwise see them as they were when the server started (or, exec'd,
 its own command line); a forked or spawned worker sees them as they are when it
-starts, and so does one of workpool's (``take_place``).
+starts, and so does one of workpool's (``take_place``). So for what the zygote's
+workers would otherwise keep of the zygote's own start: the umask, the resource
+limits (``resource.setrlimit``) and the niceness (``program_limits``), which they take
+once forked (``take_limits``), so that the zygote's own are never lowered for good.
 """
 
 from __future__ import annotations
@@ -30,7 +33,14 @@ import types
 
 TYPE_CHECKING = False
 
-__all__ = ["current_directory", "main_imports", "program_place", "take_place"]
+__all__ = [
+    "current_directory",
+    "main_imports",
+    "program_limits",
+    "program_place",
+    "take_limits",
+    "take_place",
+]
 
 # Never worth naming: there already, or not importable by that name.
 _SKIP = frozenset({"__main__", "__mp_main__", "builtins"})
@@ -77,6 +87,8 @@ def current_directory() -> str | None:
 if TYPE_CHECKING:
     # sys.path, the working directory (None: deleted), sys.argv, the environment
     Place = tuple[list[str], str | None, list[str], dict[bytes, bytes]]
+    # the umask (None: unknown), each resource limit, the niceness
+    Limits = tuple[int | None, dict[int, tuple[int, int]], int]
 
 
 def program_place() -> Place:
@@ -100,3 +112,50 @@ def take_place(place: Place) -> None:
     for name, value in environment.items():
         if here.get(name) != value:
             here[name] = value
+
+
+# The resource limits there are (``resource.RLIMIT_*``); none where ``resource`` is not.
+try:
+    import resource
+except ImportError:  # pragma: no cover - not on Linux or macOS
+    _RESOURCES: tuple[int, ...] = ()
+else:
+    _RESOURCES = tuple(
+        sorted({getattr(resource, name) for name in dir(resource) if name.startswith("RLIMIT_")})
+    )
+
+
+def _umask() -> int | None:
+    """This process's umask, where the system says it without its being changed (Linux)."""
+    try:
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None  # os.umask reads it only by setting it, which other threads would see
+
+
+def program_limits() -> Limits:
+    """The program's umask, resource limits and niceness, for a worker to take."""
+    limits = {which: resource.getrlimit(which) for which in _RESOURCES}
+    return _umask(), limits, os.getpriority(os.PRIO_PROCESS, 0)
+
+
+def take_limits(limits: Limits) -> None:
+    """Make this process's umask, resource limits and niceness the program's.
+
+    What it may not do (raise a hard limit, or the priority, without the privilege) it
+    leaves as it is.
+    """
+    umask, resource_limits, niceness = limits
+    if umask is not None:
+        os.umask(umask)
+    for which, wanted in resource_limits.items():
+        if resource.getrlimit(which) != wanted:
+            with contextlib.suppress(ValueError, OSError):
+                resource.setrlimit(which, wanted)
+    if os.getpriority(os.PRIO_PROCESS, 0) != niceness:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, niceness)

@@ -59,7 +59,12 @@ from collections.abc import Sequence
 from workpool import _platform
 from workpool.backends.process import exit_hook, lifeline, parent_watch, prctl, unix_sockets
 from workpool.backends.process.poller import READ, Poller, wait_readable
-from workpool.backends.process.preload import program_place, take_place
+from workpool.backends.process.preload import (
+    program_limits,
+    program_place,
+    take_limits,
+    take_place,
+)
 from workpool.backends.process.unix_sockets import Socket
 
 TYPE_CHECKING = False
@@ -316,7 +321,7 @@ class Zygote:
         inherit them), so that the worker need not import them on its first task
         (``preload.py``).
         """
-        request = (slot, slots_count, program_place(), list(preload))
+        request = (slot, slots_count, program_place(), list(preload), program_limits())
         lost: OSError | None = None  # dealt with once the lock is released
         with self._lock:
             try:
@@ -522,7 +527,7 @@ def _fork_worker(
     wake: tuple[int, int],
     watch_fd: int,
 ) -> None:
-    slot, slots_count, place, preload = request
+    slot, slots_count, place, preload, limits = request
     worker_fd, slots_fd = fds
     take_place(place)  # before the imports, which find modules there and may read it
     _preload(preload)
@@ -537,6 +542,7 @@ def _fork_worker(
             for fd in (exit_r, exit_w, *wake, *exit_pipes.values()):
                 os.close(fd)
             control.close()
+            take_limits(limits)  # here: the zygote's own may not be lowered for good
             _reseed_numpy()
             code = _run_worker(worker_fd, slots_fd, slots_count, slot, watch_fd)
         finally:
