@@ -6,6 +6,8 @@ import functools
 import gc
 import itertools
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,35 @@ def test_endless_input_with_adaptive_chunks_stays_bounded(backend: str) -> None:
     # Six chunks in flight at most, four windows read ahead, each chunk at most
     # MAX_CHUNK_ITEMS, whatever the input's length.
     assert taken_ahead <= HELD_WINDOWS * 6 * MAX_CHUNK_ITEMS
+
+
+class TricklingInput(CountingInput):
+    """A stream that gives an item every ``gap`` seconds (a socket, a queue, a log)."""
+
+    def __init__(self, gap: float) -> None:
+        super().__init__()
+        self.gap = gap
+
+    def __iter__(self) -> Iterator[int]:
+        for i in super().__iter__():
+            time.sleep(self.gap)  # the stream's own pace: the input is slow, not the tasks
+            yield i
+
+
+@pytest.mark.parametrize("ordered", [True, False])
+def test_results_of_a_slow_input_come_as_they_are_ready(backend: str, ordered: bool) -> None:
+    """Each result is handed over about when it is ready, not a chunk or a window of the
+    input's waits later: the next items are not waited for while results are waiting."""
+    source = TricklingInput(gap=0.05)
+    results = workpool.imap(square, source, backend=backend, workers=2, ordered=ordered)
+    read_on = []  # how many more items had been read when each result came
+    for consumed, _ in enumerate(itertools.islice(results, 20), start=1):
+        read_on.append(source.taken - consumed)
+    results.close()
+    # Before, chunks grew to hold many items (each waited for) and the window of them
+    # in flight was filled before a result was handed over: results came up to hundreds
+    # of items (tens of seconds) after their own.
+    assert max(read_on) <= 2, read_on
 
 
 def test_breaking_out_of_imap_leaves_no_work_running(backend: str) -> None:

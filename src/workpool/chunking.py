@@ -3,7 +3,9 @@
 A chunk is the unit a worker receives at once. Too small, and the cost of moving it
 (pickling, a system call, a wake-up) dominates tiny tasks; too large, and the last
 chunks leave workers idle while one finishes. The sizer starts with single items,
-measures how long items take, and grows toward a target time per chunk.
+measures how long items take, and grows toward a target time per chunk. Nor does a
+chunk hold more items than the input gives in that time: a chunk is sent once it is
+full, so an input that trickles would otherwise hold back the items already read.
 """
 
 from __future__ import annotations
@@ -45,8 +47,9 @@ class ChunkSizer:
     """Decides how many items the next chunk holds. Not thread-safe: one per run.
 
     ``target_seconds`` is the time a chunk should take on a worker; no chunk holds more
-    than ``max_items``, nor more than ``MAX_CHUNK_BYTES`` of the items' arrays. With a
-    known ``total``, chunks are also capped so every worker gets several of them.
+    than ``max_items``, nor more than ``MAX_CHUNK_BYTES`` of the items' arrays, nor more
+    than the input was last seen to give in ``target_seconds``. With a known ``total``,
+    chunks are also capped so every worker gets several of them.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class ChunkSizer:
         self._seconds_per_item: float | None = None
         self._largest_measured = 0
         self._bytes_per_item = 0  # of the arrays among an item's arguments, last seen
+        self._read_seconds_per_item = 0.0  # waiting for the input's next item, last seen
 
     @property
     def seconds_per_item(self) -> float | None:
@@ -90,6 +94,8 @@ class ChunkSizer:
         limit = max(max(1, self._largest_measured) * MAX_GROWTH, wanted // 8)
         if self._bytes_per_item:
             limit = min(limit, MAX_CHUNK_BYTES // self._bytes_per_item)
+        if self._read_seconds_per_item:
+            limit = min(limit, int(self._target / self._read_seconds_per_item))
         return max(1, min(wanted, limit, self._cap))
 
     def upfront_sizes(self, count: int) -> Iterator[int]:
@@ -119,6 +125,15 @@ class ChunkSizer:
     def observe_item_bytes(self, nbytes: int) -> None:
         """Record the bytes of the arrays an item just read holds (a chunk's first)."""
         self._bytes_per_item = nbytes
+
+    def observe_reading(self, items: int, seconds: float) -> None:
+        """Record that reading ``items`` items from the input took ``seconds``.
+
+        The last reading counts alone: an input that stalled once (a page of a file, a
+        network read) costs one small chunk, and one that slows down is followed at once.
+        """
+        if items > 0 and self._fixed is None:
+            self._read_seconds_per_item = seconds / items
 
     def observe(self, items: int, seconds: float) -> None:
         """Record that ``items`` items ran in ``seconds`` on a worker."""

@@ -240,6 +240,9 @@ class MapRun:
         )
         self._retries = RetryPolicy(options.retries, backend.submit)
         self._buffersize = options.buffersize
+        # Whether the input took longer to give the last chunk than a chunk should take
+        # to run: see _feed().
+        self._slow_input = False
         self._items_ahead = 0  # read from the input, not yet handed to the consumer
         self._feed_failure: Exception | None = None  # see _read_on()
         self._deadline = None if options.timeout is None else time.monotonic() + options.timeout
@@ -410,6 +413,7 @@ class MapRun:
     def _take_and_submit_untraced(self, size: int) -> None:
         checkpoint = self._checkpoint
         if checkpoint is None:
+            began = now_ns()
             try:
                 items = self._inputs.take(size)
             except Exception as exc:
@@ -417,12 +421,15 @@ class MapRun:
                     raise  # Executor.map reads its whole input at once: it fails at once
                 items = self._inputs.salvage()
                 self._input_failed(exc, self._next_start + len(items))
+            self._observe_reading(len(items), began)
             if len(items) < size:
                 self._exhausted = True
             if items:
                 self._submit(self._new_chunk(items))
             return
+        began = now_ns()
         piece = checkpoint.take(size)
+        self._observe_reading(len(piece.items), began)
         self._exhausted = checkpoint.ended
         failure = checkpoint.input_failure
         if failure is not None and failure is not self._input_failure:
@@ -441,6 +448,12 @@ class MapRun:
         else:  # done before: its results take the way a worker's would, in place
             state.journaled = True
             self._batches.put((ResultBatch(chunk, piece.results, {}), frozenset()))
+
+    def _observe_reading(self, count: int, began: int) -> None:
+        """``count`` items were read from the input since ``began`` (``now_ns``)."""
+        seconds = (now_ns() - began) / 1e9
+        self._sizer.observe_reading(count, seconds)
+        self._slow_input = seconds > self._backend.target_chunk_seconds
 
     def _input_failed(self, error: Exception, read: int) -> None:
         """The input raised ``error`` after its first ``read`` items.
@@ -510,15 +523,11 @@ class MapRun:
             if self._eager and not self._exhausted:
                 self.submit_all()
             while True:
+                if self._options.ordered:
+                    yield from self._pop_finished()  # before the input is read on
                 if not self._eager:
                     self._feed()
-                if self._options.ordered:
-                    yield from self._pop_finished()
-                    if not self._eager:
-                        self._feed()  # popping made room in the window
-                    in_flight = len(self._states)
-                else:
-                    in_flight = self._unfinished
+                in_flight = len(self._states) if self._options.ordered else self._unfinished
                 if self._feed_failure is not None:  # met reading on, before a yield
                     raise self._feed_failure
                 if not in_flight:  # the feeding above found the input exhausted
@@ -651,7 +660,9 @@ class MapRun:
         The window counts unfinished chunks only. In input order, chunks that finished
         behind a slower one wait for it; they do not hold the workers up, but they hold
         memory, so at most ``HELD_WINDOWS`` windows' worth of chunks are read ahead of
-        the results yielded.
+        the results yielded. An input slow to give its items (a stream) is not waited
+        on while results wait: they are handed over first, each about when it is ready
+        rather than a window's worth of the input's waits later.
         """
         while not self._exhausted and self._cutoff is None and self._feed_failure is None:
             window = self._backend.max_chunks_in_flight
@@ -665,6 +676,8 @@ class MapRun:
                 if room <= 0:
                     return
                 size = min(size, room)
+            if self._slow_input and not self._batches.empty():
+                return
             self._take_and_submit(size)
 
     def _read_on(self, held: int) -> None:
