@@ -144,6 +144,14 @@ def _pool_imap(**options: Any) -> object:
         return pool.imap(square, [1], **options)
 
 
+def test_buffersize_given_to_imap_says_what_imap_does_instead() -> None:
+    with pytest.raises(TypeError, match=r"argument of Pool.map\(\)") as raised:
+        workpool.imap(square, [1], buffersize=4)  # type: ignore[call-arg]
+    message = str(raised.value)
+    assert "lazily" in message
+    assert "task_timeout" not in message  # the hint for timeout= alone
+
+
 @pytest.mark.parametrize(
     ("call", "options", "message"),
     [

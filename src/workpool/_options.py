@@ -381,6 +381,13 @@ def refuses_unknown_options(
     return decorate
 
 
+# What the other calls offer instead of each argument of Executor.map.
+_EXECUTOR_MAP_HINTS = {
+    "timeout": " (task_timeout= bounds each task)",
+    "buffersize": " (imap reads its input lazily, a bounded window ahead of the results)",
+}
+
+
 def _unknown_option_message(where: str, given: Iterable[str], accepted: frozenset[str]) -> str:
     name = next(name for name in given if name not in accepted)
     message = f"{where} got an unexpected keyword argument {name!r}"
@@ -394,8 +401,8 @@ def _unknown_option_message(where: str, given: Iterable[str], accepted: frozense
         )
     if option is not None:  # EXECUTOR_MAP
         return (
-            f"{message}: it is an argument of Pool.map() only, as of Executor.map "
-            "(task_timeout= bounds each task)"
+            f"{message}: it is an argument of Pool.map() only, as of Executor.map"
+            + _EXECUTOR_MAP_HINTS[option.name]
         )
     import difflib  # only for this message
 
