@@ -523,11 +523,15 @@ class MapRun:
             if self._eager and not self._exhausted:
                 self.submit_all()
             while True:
-                if self._options.ordered:
-                    yield from self._pop_finished()  # before the input is read on
                 if not self._eager:
                     self._feed()
-                in_flight = len(self._states) if self._options.ordered else self._unfinished
+                if self._options.ordered:
+                    yield from self._pop_finished()
+                    if not self._eager:
+                        self._feed()  # popping made room in the window
+                    in_flight = len(self._states)
+                else:
+                    in_flight = self._unfinished
                 if self._feed_failure is not None:  # met reading on, before a yield
                     raise self._feed_failure
                 if not in_flight:  # the feeding above found the input exhausted
@@ -676,9 +680,16 @@ class MapRun:
                 if room <= 0:
                     return
                 size = min(size, room)
-            if self._slow_input and not self._batches.empty():
+            if self._slow_input and self._results_waiting():
                 return
             self._take_and_submit(size)
+
+    def _results_waiting(self) -> bool:
+        """Whether results have come that the consumer could be handed now."""
+        if not self._batches.empty():
+            return True
+        states = self._states  # ordered: the head's results go first
+        return bool(states) and states[0].left == 0
 
     def _read_on(self, held: int) -> None:
         """With ``buffersize``: submit more just before results are handed over.
