@@ -686,10 +686,11 @@ class MapRun:
 
     def _results_waiting(self) -> bool:
         """Whether results have come that the consumer could be handed now."""
-        if not self._batches.empty():
-            return True
         states = self._states  # ordered: the head's results go first
-        return bool(states) and states[0].left == 0
+        if states and states[0].left == 0:
+            return True
+        # Only a batch of a chunk still unfinished is one the run will wait for.
+        return self._unfinished > 0 and not self._batches.empty()
 
     def _read_on(self, held: int) -> None:
         """With ``buffersize``: submit more just before results are handed over.
