@@ -8,6 +8,7 @@ may still be alive. Waits are conditions with a deadline.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -205,3 +206,13 @@ def make_read_only(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
             monkeypatch.setattr(os, "access", access)
 
     return make
+
+
+def group_members(group: int) -> list[int]:
+    """The processes of a process group that still run (a zombie has ended)."""
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
+                members.append(process.pid)
+    return members

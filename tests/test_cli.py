@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
@@ -16,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from conftest import wait_for
+from conftest import group_members, wait_for
 from helpers import png_size, run_cli_without_matplotlib
 from workpool.cli import main
 
@@ -243,17 +242,7 @@ def test_bench_with_pools_too_large_for_the_machine_is_one_line() -> None:
     assert bench.returncode == 1, err
     assert err.startswith("workpool bench: ") and err.count("\n") == 1, err
     assert "Too many open files" in err
-    assert wait_for(lambda: not _group_members(bench.pid), timeout=10)
-
-
-def _group_members(group: int) -> list[int]:
-    """The processes of a process group that still run (a zombie has ended)."""
-    members = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process.pid)
-    return members
+    assert wait_for(lambda: not group_members(bench.pid), timeout=10)
 
 
 # A program run from a terminal gets Python's Ctrl+C handler, even when the test suite

@@ -57,7 +57,12 @@ from cluster_tasks import (  # noqa: E402
     waiters_gone,
     waiting,
 )
-from conftest import checked_by_their_fixture, live_worker_processes, wait_for  # noqa: E402
+from conftest import (  # noqa: E402
+    checked_by_their_fixture,
+    group_members,
+    live_worker_processes,
+    wait_for,
+)
 from faults import crash_first_try, crash_on, fail_first_try, hang_on, sleep_then_pid  # noqa: E402
 from helpers import (  # noqa: E402
     ArrayStream,
@@ -761,16 +766,6 @@ def running(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def group_members(group: int) -> list[int]:
-    """The processes of a process group that still run (a zombie has ended)."""
-    members = []
-    for process in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if os.getpgid(process.pid) == group and process.status() != psutil.STATUS_ZOMBIE:
-                members.append(process.pid)
-    return members
 
 
 def test_workers_caps_the_chunks_in_flight_on_a_given_cluster(client: Any) -> None:
