@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import collections
 import threading
-from concurrent.futures import CancelledError
 
 from workpool import errors
 from workpool._options import PoolSpec
@@ -118,5 +117,7 @@ class SerialBackend(Backend):
         self._stopped = True
 
 
-def _retry_not_run() -> CancelledError:
+def _retry_not_run() -> BaseException:
+    from concurrent.futures import CancelledError  # only on this rare path: it imports logging
+
     return CancelledError("the delivery before this task's retry raised: the retry did not run")
