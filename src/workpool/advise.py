@@ -40,7 +40,7 @@ from workpool._options import BACKENDS, PoolSpec, check_function
 from workpool.chunking import PROCESS_CHUNK_SECONDS, THREAD_CHUNK_SECONDS
 from workpool.inputs import InputSource
 from workpool.records import Record
-from workpool.serialize import PROTOCOL, dumps_function
+from workpool.serialize import PROTOCOL, dumps_data, dumps_function
 from workpool.tasks import CallMode, call_items, rerun_failed_here
 
 TYPE_CHECKING = False
@@ -993,8 +993,18 @@ def _shipping_cost(
     return (time.perf_counter() - started) / len(picks), size / len(picks)
 
 
+# What pickles as it is, holding no array (the common tiny item and result).
+_SCALARS = (int, float, complex, str, bytes, bool, type(None))
+
+
 def _dumps_as_shipped(obj: Any, shared: dict[int, Any]) -> bytes:
-    """``dumps_data(obj)``, with each large array in it shared once (``_shared_once``)."""
+    """``dumps_data(obj)``, with each large array in it shared once (``_shared_once``).
+
+    What can hold no array pickles with the C pickler alone: asking a Python reducer
+    about every object would make tiny items look costlier to ship than they are.
+    """
+    if "numpy" not in sys.modules or isinstance(obj, _SCALARS) or _scalars_only(obj):
+        return dumps_data(obj)
     reducer = functools.partial(_shared_once, shared)
     buffer = io.BytesIO()
     try:
@@ -1002,6 +1012,15 @@ def _dumps_as_shipped(obj: Any, shared: dict[int, Any]) -> bytes:
     except Exception:
         return dumps_function(obj, reducer=reducer)
     return buffer.getvalue()
+
+
+def _scalars_only(obj: Any) -> bool:
+    """A short tuple or list of ``_SCALARS`` (an item of starmap, say)."""
+    return (
+        type(obj) in (tuple, list)
+        and len(obj) <= 16
+        and all(isinstance(part, _SCALARS) for part in obj)
+    )
 
 
 class _ConsultingPickler(pickle.Pickler):
