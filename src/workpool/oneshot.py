@@ -616,9 +616,6 @@ class _InlineRetries:
         return True
 
     def deliver(self, batch: ResultBatch) -> None:
-        if self._retrying is not None:  # a retry's batch, delivered by the loop below
-            self._settle(batch)
-            return
         self._retrying = collections.deque()
         try:
             self._settle(batch)
