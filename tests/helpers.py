@@ -299,6 +299,19 @@ def make_tracked(_: object) -> Tracked:
     return Tracked()
 
 
+class Scaler:
+    """A callable object whose state a program may change between two calls."""
+
+    def __init__(self, factor: int) -> None:
+        self.factor = factor
+
+    def __call__(self, x: int) -> int:
+        return x * self.factor
+
+    def scale(self, x: int) -> int:
+        return x * self.factor
+
+
 def png_size(path: Path) -> tuple[int, int]:
     """Width and height of the PNG file at ``path`` (fails if it is not a PNG)."""
     data = path.read_bytes()

@@ -24,6 +24,7 @@ import pytest
 import workpool
 from conftest import FORK_WARNING, live_worker_processes, wait_for
 from helpers import (
+    Scaler,
     Tracked,
     add,
     fail_on,
@@ -740,6 +741,26 @@ def test_a_pool_keeps_no_callable_once_its_future_is_done(backend: str) -> None:
         del tracked
         assert wait_for(lambda: _collected(watch), timeout=10)
         assert pool.submit(square, 3).result(timeout=30) == 9  # the pool is still open
+
+
+def test_a_callable_changed_between_two_calls_runs_as_it_is_now(backend: str) -> None:
+    # The process pool pickled a callable object (a bound method, a partial) once and
+    # its workers kept it: after scaler.factor = 3, submit and map still multiplied
+    # by 2, where the standard executors and the other backends multiply by 3.
+    with workpool.Pool(2, backend=backend) as pool:
+        scaler = Scaler(2)
+        half = functools.partial(Scaler.scale, Scaler(2))
+        assert pool.submit(scaler, 1).result(timeout=30) == 2
+        assert pool.submit(scaler.scale, 1).result(timeout=30) == 2
+        assert pool.submit(half, 1).result(timeout=30) == 2
+        assert list(pool.map(scaler, [1, 2])) == [2, 4]
+        scaler.factor = 3
+        half.args[0].factor = 3
+        assert pool.submit(scaler, 1).result(timeout=30) == 3
+        assert pool.submit(scaler.scale, 1).result(timeout=30) == 3
+        assert pool.submit(half, 1).result(timeout=30) == 3
+        assert list(pool.map(scaler, [1, 2])) == [3, 6]
+        assert list(pool.imap(scaler.scale, [1, 2])) == [3, 6]
 
 
 @pytest.mark.parametrize("how", ["Pool.map", "Pool.imap", "imap"])

@@ -72,12 +72,14 @@ if TYPE_CHECKING:
     _Move = tuple[int, dict[str, Any], list[str], dict[str, bytes | None]]
 
 __all__ = [
+    "FINGERPRINT_LIMIT",
     "ConsultsFirst",
     "KeepsSlots",
     "NeedsCloudpickle",
     "Recording",
     "Snapshot",
     "dumps_by_value",
+    "fingerprint_of",
     "global_names",
     "recording_snapshot",
 ]
@@ -399,21 +401,21 @@ def _moved(attribute: Any, namespace: dict[str, Any], fingerprints: dict[str, by
 
 # Values larger than this get no fingerprint: pickling and digesting a big array twice
 # would cost more than the worker's state in it is likely to be worth.
-_FINGERPRINT_LIMIT = 1 << 20
+FINGERPRINT_LIMIT = 1 << 20
 
 
-def _fingerprint(value: Any) -> bytes | None:
+def fingerprint_of(value: Any) -> bytes | None:
     """A digest of ``value``'s plain pickle; None for a function, a value over
-    ``_FINGERPRINT_LIMIT`` bytes, or what plain pickle refuses."""
+    ``FINGERPRINT_LIMIT`` bytes, or what plain pickle refuses."""
     if isinstance(value, types.FunctionType):
         return None
     try:
-        if getattr(value, "nbytes", 0) > _FINGERPRINT_LIMIT:  # an array: not pickled twice
+        if getattr(value, "nbytes", 0) > FINGERPRINT_LIMIT:  # an array: not pickled twice
             return None
         data = pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
     except Exception:
         return None
-    if len(data) > _FINGERPRINT_LIMIT:
+    if len(data) > FINGERPRINT_LIMIT:
         return None
     # Fingerprints are only ever compared with others from this process (the namespace's
     # key names it): the built-in 64-bit hash of the bytes is enough, and costs no import.
@@ -454,7 +456,7 @@ class Snapshot:
             return False
         for where, name, value, fingerprint in self._reads:
             now = _current(where, name)
-            if now is not value or (fingerprint is not None and _fingerprint(now) != fingerprint):
+            if now is not value or (fingerprint is not None and fingerprint_of(now) != fingerprint):
                 return False
         return True
 
@@ -556,7 +558,7 @@ class _FunctionsByValue(pickle.Pickler):
             if not names:
                 continue
             fingerprints = {
-                global_name: _fingerprint(home[global_name])
+                global_name: fingerprint_of(home[global_name])
                 for name in names
                 for fn in _functions_in(vars(owner)[name])
                 for global_name in global_names(fn.__code__)
@@ -587,7 +589,7 @@ class _FunctionsByValue(pickle.Pickler):
         reads = {name: module_globals[name] for name in names if name in module_globals}
         fingerprints = None
         if self._shared or snapshot is not None:
-            fingerprints = {name: _fingerprint(value) for name, value in reads.items()}
+            fingerprints = {name: fingerprint_of(value) for name, value in reads.items()}
         closure = [_current(cell, "") for cell in fn.__closure__ or ()]
         if snapshot is not None:
             self._record(snapshot, fn, names, fingerprints or {}, closure)
@@ -623,10 +625,10 @@ class _FunctionsByValue(pickle.Pickler):
                 module_globals, name, module_globals.get(name, _MISSING), fingerprints.get(name)
             )
         for cell, value in zip(fn.__closure__ or (), closure):
-            snapshot.read(cell, "", value, _fingerprint(value))
+            snapshot.read(cell, "", value, fingerprint_of(value))
         for attribute in ("__defaults__", "__kwdefaults__", "__dict__"):
             value = getattr(fn, attribute)
-            snapshot.read(fn, attribute, value, _fingerprint(value))
+            snapshot.read(fn, attribute, value, fingerprint_of(value))
 
 
 class _ByValuePickler(ConsultsFirst, _FunctionsByValue):

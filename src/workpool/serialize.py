@@ -25,11 +25,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 
 from workpool.byvalue import (
+    FINGERPRINT_LIMIT,
     ConsultsFirst,
     KeepsSlots,
     Recording,
     Snapshot,
     dumps_by_value,
+    fingerprint_of,
     global_names,
     recording_snapshot,
 )
@@ -141,12 +143,13 @@ class FunctionRegistry:
 
     Workers cache functions by id, so a pool running the same function over many
     chunks pickles and sends it once per worker rather than once per chunk. A function
-    that went by value is looked at again when a new call first needs it (a map, a
-    submit): if a global, cell or default it was pickled with has changed since
-    (``byvalue.Snapshot``), it is pickled again, and the call's workers get it as it is
-    now. The registry holds each function weakly where it can: a long-lived pool must
-    not keep alive what it was given (a bound method keeps its whole object) once the
-    caller is done with it.
+    is looked at again when a new call first needs it (a map, a submit): if a global,
+    cell or default it was pickled with by value has changed since
+    (``byvalue.Snapshot``), or what a callable object, bound method or partial holds
+    (``_state``), it is pickled again, and the call's workers get it as it is now. The
+    registry holds each function weakly where it can: a long-lived pool must not keep
+    alive what it was given (a bound method keeps its whole object) once the caller is
+    done with it.
     """
 
     def __init__(
@@ -177,7 +180,7 @@ class FunctionRegistry:
                     return known
             else:
                 entry = None
-        if entry is not None and entry.snapshot.holds():
+        if entry is not None and entry.snapshot.holds() and entry.state_holds(fn):
             ref = entry.ref
         else:
             with Recording() as snapshot:
@@ -190,7 +193,7 @@ class FunctionRegistry:
                 holder = functools.partial(_itself, fn)
             # The calls under way keep the pickle they started with.
             calls = entry.calls if entry is not None else weakref.WeakKeyDictionary()
-            entry = _Entry(holder, ref, snapshot, calls)
+            entry = _Entry(holder, ref, snapshot, calls, _state(fn, ref))
         with self._lock:
             if hasattr(call, "__weakref__"):  # else (None too) it is checked at every use
                 entry.calls[call] = ref
@@ -203,9 +206,10 @@ class FunctionRegistry:
 
 class _Entry:
     """A function in the registry: what holds it, its latest pickle, what that pickle
-    was made of, and the pickle each call under way uses (weakly, by call)."""
+    was made of, the fingerprint of the state it carried (``_state``), and the pickle
+    each call under way uses (weakly, by call)."""
 
-    __slots__ = ("calls", "holder", "ref", "snapshot")
+    __slots__ = ("calls", "holder", "ref", "snapshot", "state")
 
     def __init__(
         self,
@@ -213,11 +217,30 @@ class _Entry:
         ref: FunctionRef,
         snapshot: Snapshot,
         calls: weakref.WeakKeyDictionary[Any, FunctionRef],
+        state: bytes | None,
     ) -> None:
         self.holder = holder
         self.ref = ref
         self.snapshot = snapshot
         self.calls = calls
+        self.state = state
+
+    def state_holds(self, fn: object) -> bool:
+        """Whether ``fn`` holds what it held when pickled, as far as ``_state`` tells."""
+        return self.state is None or fingerprint_of(fn) == self.state
+
+
+def _state(fn: object, ref: FunctionRef) -> bytes | None:
+    """A fingerprint of what a callable object, bound method or partial carries in its
+    pickle, which the caller may change in place between two calls (``obj.k = 3``).
+
+    None for a function (its ``Snapshot`` watches what it reads), and for a pickle that
+    refers to shared memory or is too large to be taken again for every call: such a
+    callable, like a large global, is known by its identity alone.
+    """
+    if isinstance(fn, types.FunctionType) or ref.fds or len(ref.payload) > FINGERPRINT_LIMIT:
+        return None
+    return fingerprint_of(fn)
 
 
 def _itself(obj: object) -> object:
