@@ -200,11 +200,13 @@ def _process_pool_start() -> float:
     """Estimated start-up of a process pool here, now: how workers would start."""
     import sys
 
+    # A module another thread is importing is in sys.modules before its globals are
+    # set: read them with a default (not imported yet, or not yet run: not running).
     zygote = sys.modules.get("workpool.backends.process.zygote")
-    if zygote is not None and zygote._zygote is not None:
+    if getattr(zygote, "_zygote", None) is not None:
         return PROCESS_POOL_START_WARM
-    forkserver = sys.modules.get("multiprocessing.forkserver")  # not imported: not running
-    if forkserver is not None and getattr(forkserver._forkserver, "_forkserver_pid", None):
+    forkserver = getattr(sys.modules.get("multiprocessing.forkserver"), "_forkserver", None)
+    if getattr(forkserver, "_forkserver_pid", None):
         return PROCESS_POOL_START_WARM
     if threading.active_count() == 1:  # the zygote can still be made: fast, once imported
         return PROCESS_POOL_START_FIRST
