@@ -10,6 +10,7 @@ import pathlib
 import struct
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 import types
@@ -416,3 +417,46 @@ def shared_namespaces_held(_: object) -> int:
     from workpool import byvalue
 
     return len(byvalue._shared_namespaces)
+
+
+_WHILE_IMPORTED = """
+import importlib, importlib.machinery, sys, threading
+import workpool
+
+entered, release = threading.Event(), threading.Event()
+
+class HeldImport:
+    def find_spec(self, name, path, target=None):
+        if name != {module!r}:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run_module = spec.loader.exec_module
+        def exec_module(module):
+            entered.set()
+            release.wait(60)
+            run_module(module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, HeldImport())
+importer = threading.Thread(target=importlib.import_module, args=({module!r},))
+importer.start()
+assert entered.wait(60)
+try:
+{body}
+finally:
+    release.set()
+    importer.join()
+"""
+
+
+def run_while_imported(module: str, body: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    """Run ``body`` (lines of a script that imported workpool) in a new interpreter while
+    another thread is importing ``module``, held just before the module's code runs:
+    the module is in ``sys.modules`` then, with none of its names yet."""
+    script = tmp_path / "while_imported.py"
+    indented = textwrap.indent(textwrap.dedent(body).strip(), "    ")
+    script.write_text(_WHILE_IMPORTED.format(module=module, body=indented))
+    return subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )

@@ -13,6 +13,7 @@ import pytest
 
 import workpool
 from faults import RaiseWhenUnpickled
+from helpers import run_while_imported
 from workpool._cpus import usable_cpus
 from workpool._options import BACKENDS, PoolSpec
 from workpool.advise import Advice, Measurement, decide, measure, remembered
@@ -370,47 +371,13 @@ def test_auto_with_task_timeout_uses_processes() -> None:
     assert [results[0], results[2], results[3]] == [0, 2, 3]
 
 
-# The zygote's module is imported by one thread (here held half-way, as a thread that
-# starts processes holds it for a moment) while another thread's auto call decides.
-WHILE_ANOTHER_THREAD_IMPORTS_SCRIPT = """
-import importlib, importlib.machinery, sys, threading
-import workpool
-
-ZYGOTE = "workpool.backends.process.zygote"
-entered, release = threading.Event(), threading.Event()
-
-class HeldImport:
-    def find_spec(self, name, path, target=None):
-        if name != ZYGOTE:
-            return None
-        spec = importlib.machinery.PathFinder.find_spec(name, path)
-        run_module = spec.loader.exec_module
-        def exec_module(module):
-            entered.set()
-            release.wait(60)
-            run_module(module)
-        spec.loader.exec_module = exec_module
-        return spec
-
-sys.meta_path.insert(0, HeldImport())
-importer = threading.Thread(target=importlib.import_module, args=(ZYGOTE,))
-importer.start()
-assert entered.wait(60)
-try:
-    print(workpool.map(abs, range(-3, 0), backend="auto"))
-finally:
-    release.set()
-    importer.join()
-"""
-
-
 def test_auto_decides_while_another_thread_imports_the_process_engine(tmp_path: Path) -> None:
     # Several threads calling map(backend="auto") at once: one started processes, and
     # another's decision read the zygote's module half-imported: AttributeError.
-    script = tmp_path / "script.py"
-    script.write_text(WHILE_ANOTHER_THREAD_IMPORTS_SCRIPT)
-    done = subprocess.run(
-        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    done = run_while_imported(
+        "workpool.backends.process.zygote",
+        'print(workpool.map(abs, range(-3, 0), backend="auto"))',
+        tmp_path,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip() == "[3, 2, 1]"

@@ -28,7 +28,7 @@ import pytest
 
 import workpool
 from conftest import left_in_shared_memory, named_shared_memory, wait_for
-from helpers import ArrayStream, first_value
+from helpers import ArrayStream, first_value, run_while_imported
 
 np = pytest.importorskip("numpy")
 
@@ -197,6 +197,23 @@ def test_share_refuses_other_kinds_and_says_which_it_takes(value: object) -> Non
 def test_share_refuses_arrays_of_python_objects_naming_their_dtype(array: Any) -> None:
     with pytest.raises(TypeError, match=f"dtype {re.escape(str(array.dtype))}"):
         workpool.share(array)
+
+
+def test_calls_go_on_while_another_thread_imports_numpy(tmp_path: Path) -> None:
+    # A thread importing NumPy (pandas, say) puts the module in sys.modules long
+    # before numpy.ndarray exists: every call meanwhile looked for arrays among its
+    # arguments there and failed, on processes as "cannot be sent to a worker".
+    done = run_while_imported(
+        "numpy",
+        """
+        print(workpool.map(abs, range(-3, 0), backend="process", workers=1))
+        with workpool.Pool(1, backend="thread") as pool:
+            print(list(pool.map(abs, [-1, -2])), pool.submit(abs, -4).result())
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split("\n")[:2] == ["[3, 2, 1]", "[1, 2] 4"]
 
 
 def test_shared_array_reaches_workers_read_only_as_a_reference() -> None:

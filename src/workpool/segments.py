@@ -381,8 +381,13 @@ def pickles_as_an_ndarray(kind: type) -> bool:
 
 
 def numpy_module() -> Any:
-    """NumPy if the program imported it: an ndarray can only exist if it did."""
-    return sys.modules.get("numpy")
+    """NumPy if the program imported it: an ndarray can only exist if it did.
+
+    None too while another thread is still importing it: the module is in
+    ``sys.modules`` from the start, ``numpy.ndarray`` only once its core is loaded.
+    """
+    numpy = sys.modules.get("numpy")
+    return numpy if getattr(numpy, "ndarray", None) is not None else None
 
 
 def numpy_if_array(obj: Any) -> Any:
