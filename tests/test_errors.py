@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +37,7 @@ from helpers import (
     raise_worker_only_error,
     result_exiting_when_pickled,
     result_refused_by,
+    run_while_imported,
     slow_square,
     square,
     stop_on_two,
@@ -108,6 +110,21 @@ def test_return_exceptions_puts_errors_in_place(backend: str) -> None:
     assert result[:2] == [0, 1]
     assert isinstance(result[2], ValueError)
     assert result[3:] == [9, 16]
+
+
+def test_a_task_s_error_stays_itself_while_another_thread_imports_concurrent_futures(
+    tmp_path: Path,
+) -> None:
+    # Whether a failure (here one retried) was a cancellation was asked of
+    # concurrent.futures as found in sys.modules: half-imported by another thread, an
+    # AttributeError took the task's own error's place.
+    done = run_while_imported(
+        "concurrent.futures",
+        'print(workpool.map(abs, [1, "x"], backend="serial", return_exceptions=True, retries=1))',
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == """[1, TypeError("bad operand type for abs(): 'str'")]"""
 
 
 def test_return_exceptions_unordered_keeps_every_outcome(backend: str) -> None:

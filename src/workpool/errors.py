@@ -120,8 +120,9 @@ def is_cancelled(error: BaseException) -> bool:
     False at no cost while ``concurrent.futures`` was never imported: there can be no
     such error then, and a plain map need not import it (and ``logging`` with it).
     """
-    futures = sys.modules.get("concurrent.futures")
-    return futures is not None and isinstance(error, futures.CancelledError)
+    # Read with a default: another thread may be importing it, not yet past its names.
+    cancelled = getattr(sys.modules.get("concurrent.futures"), "CancelledError", None)
+    return cancelled is not None and isinstance(error, cancelled)
 
 
 def about_the_pool(error: BaseException) -> bool:

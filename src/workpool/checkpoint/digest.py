@@ -228,8 +228,10 @@ class CanonicalEncoder:
         in any hash order. An object that cannot be pickled has no encoding: nothing
         of it is compared.
         """
-        pathlib = sys.modules.get("pathlib")  # a path exists only if pathlib was imported
-        if pathlib is not None and isinstance(obj, pathlib.PurePath):  # its pickle varies
+        # A path exists only once pathlib (perhaps being imported by another thread) has
+        # its PurePath.
+        pure_path = getattr(sys.modules.get("pathlib"), "PurePath", None)
+        if pure_path is not None and isinstance(obj, pure_path):  # its pickle varies
             self.encode_name(b"p", _type_name(type(obj)).decode("utf-8", "surrogatepass"))
             self.parts.append(_str_bytes(str(obj)))
             return
