@@ -1682,6 +1682,25 @@ def test_a_one_shot_call_whose_scheduler_is_lost_ends_at_once(tmp_path: Path) ->
         assert time.monotonic() - lost < 2
 
 
+def test_a_pool_whose_scheduler_was_lost_while_idle_says_so(tmp_path: Path) -> None:
+    # Nothing was in flight: the client workpool made tries to reconnect, gives up and
+    # closes itself, and the next task is the first to find out. Nobody closed it.
+    with (
+        command_line_cluster(tmp_path) as (address, scheduler),
+        workpool.Pool(backend="dask", address=address) as pool,
+    ):
+        assert pool.submit(abs, -3).result(timeout=60) == 3
+        pool_client = pool._backend._client  # type: ignore[attr-defined]
+        scheduler.kill()
+        assert wait_for(lambda: pool_client.status == "closed", timeout=60)
+        first = pool.submit(abs, -2).exception(timeout=30)
+        assert isinstance(first, workpool.BrokenPool), repr(first)
+        assert "lost its scheduler" in str(first)
+        assert "close the pool before its client" not in str(first)
+        with pytest.raises(workpool.BrokenPool, match="lost its scheduler"):
+            list(pool.map(abs, range(3)))
+
+
 # --- refusals ------------------------------------------------------------------------
 
 

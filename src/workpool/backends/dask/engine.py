@@ -141,6 +141,7 @@ class DaskBackend(Backend):
 
     def _start(self, spec: PoolSpec) -> None:
         self._client = self._link.client
+        self._closed_words = CLIENT_GAVE_UP if self._link.owned else CLIENT_CLOSED
         # On a cluster we were given, ``workers`` caps the chunks in flight.
         given = spec.workers if spec.workers and self._link.cluster is None else None
         self._cap: int | None = given
@@ -609,7 +610,7 @@ class DaskBackend(Backend):
                     "(is workpool installed on the workers, in the same version?)",
                 )
         elif status == "cancelled":  # not by us: we settle those we cancel ourselves
-            why, client_lost, reason = _cancellation(future)
+            why, client_lost, reason = _cancellation(future, self._closed_words)
             if copies and not client_lost and self._lost_its_copies(reason, copies):
                 self._resend_for_lost_copies(chunk, copies)
                 return
@@ -709,7 +710,7 @@ class DaskBackend(Backend):
             if self._broken is None:
                 broken = cause if isinstance(cause, BrokenPool) else None
                 if broken is None and _closed(self._client):
-                    broken = BrokenPool(CLIENT_CLOSED)
+                    broken = BrokenPool(self._closed_words)
                 self._broken = broken or BrokenPool(f"the Dask cluster failed us: {cause!r}")
                 if self._broken is not cause:
                     self._broken.__cause__ = cause
@@ -886,8 +887,13 @@ LOST_DEPENDENCIES = "lost dependencies"
 FORGOTTEN = "already forgotten"
 
 
+# Why the client closed under a pool. Dask closes a client itself once it has lost its
+# scheduler and failed to reconnect within its timeout: the only way one that workpool
+# made, and closes only with the pool, can close. The program's own may be either.
+CLIENT_GAVE_UP = "the Dask client lost its scheduler and could not reconnect, so Dask closed it"
 CLIENT_CLOSED = (
-    "the Dask client was closed while the pool still used it (close the pool before its client)"
+    "the Dask client was closed while the pool still used it: by the program (close the "
+    "pool before its client), or by Dask, once it lost its scheduler and could not reconnect"
 )
 
 
@@ -934,16 +940,17 @@ def _closed(client: Any) -> bool:
     return getattr(client, "status", None) in ("closing", "closed")
 
 
-def _cancellation(future: Any) -> tuple[str, bool, str | None]:
+def _cancellation(future: Any, closed_words: str) -> tuple[str, bool, str | None]:
     """Why Dask cancelled ``future``, whether its client lost or closed its scheduler,
     and Dask's own reason (its ``CancelledError``'s), if it gave one.
 
     When the client is gone the pool cannot go on; any other cancellation
     (``client.restart()``, another client's ``cancel``) ends the task, not the cluster.
-    A client closed under the pool cancels every future it holds, with no reason given.
+    A client closed under the pool cancels every future it holds, with no reason given:
+    ``closed_words`` say why it closed.
     """
     if _closed(future.client):
-        return CLIENT_CLOSED, True, None
+        return closed_words, True, None
     lost = getattr(future.client, "status", None) != "running"
     try:
         future.result(timeout=1)
