@@ -1730,6 +1730,26 @@ def test_a_pool_whose_client_was_closed_while_idle_says_so(client: Any) -> None:
             list(pool.map(square, range(3)))
 
 
+def test_an_asynchronous_client_is_refused_on_its_own_loop(client: Any) -> None:
+    # Waiting there for the cluster would block the loop the client needs: a hang.
+    refusals: list[str] = []
+
+    async def from_async_code() -> None:
+        address = client.scheduler.address
+        async with distributed.Client(address, asynchronous=True) as own:
+            with pytest.raises(ValueError, match="asynchronous") as given:
+                workpool.Pool(backend="dask", address=own)
+            with pytest.raises(ValueError, match="asynchronous") as current:
+                workpool.map(square, range(3), backend="dask")  # the current client
+            refusals.extend([str(given.value), str(current.value)])
+
+    caller = threading.Thread(target=asyncio.run, args=(from_async_code(),), daemon=True)
+    caller.start()
+    caller.join(60)
+    assert len(refusals) == 2, "a pool on an asynchronous client's own loop hung"
+    assert "the current Dask client is asynchronous" in refusals[1]
+
+
 def test_without_the_extra_backend_dask_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
     with pytest.raises(ImportError, match=r"pip install 'workpool\[dask\]'"):

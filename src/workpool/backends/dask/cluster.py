@@ -216,6 +216,7 @@ def connect(address: Any, workers: int) -> ClusterLink:
         except ValueError:
             client = None
         if client is not None:
+            _check_not_on_its_loop(client, "the current Dask client")
             return ClusterLink(client, owned=False, where=f"the current Dask client {client}")
         import dask
 
@@ -228,11 +229,27 @@ def connect(address: Any, workers: int) -> ClusterLink:
     if is_client(address):
         if address.status not in ("running", "connecting", "newly-created"):
             raise ValueError(f"address is a Dask client that is {address.status}: {address!r}")
+        _check_not_on_its_loop(address, "address is a Dask client that")
         return ClusterLink(address, owned=False, where=f"the Dask client {address!r}")
     raise TypeError(
         "address must be a scheduler address (str), a distributed.Client or None; "
         f"got {address!r} ({type(address).__name__})"
     )
+
+
+def _check_not_on_its_loop(client: Any, what: str) -> None:
+    """Refuse an asynchronous client whose event loop is the one this thread runs.
+
+    Every wait of a pool (for the cluster's size, a scatter, its results) is a wait for
+    the client's loop: from that loop's own thread it would block the loop for ever.
+    From another thread (``loop.run_in_executor``) the same client serves a pool well.
+    """
+    if client.asynchronous:
+        raise ValueError(
+            f"{what} is asynchronous and runs on this thread's event loop, which a pool "
+            "would block waiting for it: use the pool from another thread (such as "
+            "loop.run_in_executor), or give the scheduler's address instead"
+        )
 
 
 def _connect_to(distributed: ModuleType, address: str, origin: str) -> ClusterLink:
