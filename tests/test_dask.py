@@ -1750,6 +1750,30 @@ def test_an_asynchronous_client_is_refused_on_its_own_loop(client: Any) -> None:
     assert "the current Dask client is asynchronous" in refusals[1]
 
 
+def test_a_pool_on_an_asynchronous_client_takes_tasks_from_its_loop(client: Any) -> None:
+    # Made in another thread, as the refusal above says; then submitted to from the
+    # loop's own thread, which must not wait there for the cluster's size.
+    results: list[int] = []
+
+    async def from_async_code() -> None:
+        loop = asyncio.get_running_loop()
+        async with distributed.Client(client.scheduler.address, asynchronous=True) as own:
+            pool = await loop.run_in_executor(
+                None, functools.partial(workpool.Pool, backend="dask", address=own)
+            )
+            try:
+                for x in range(3):
+                    results.append(await asyncio.wrap_future(pool.submit(square, x)))
+                    await asyncio.sleep(1)  # past the pool's trust in the threads it counted
+            finally:
+                await loop.run_in_executor(None, pool.shutdown)
+
+    caller = threading.Thread(target=asyncio.run, args=(from_async_code(),), daemon=True)
+    caller.start()
+    caller.join(60)
+    assert results == [0, 1, 4], "a pool's submit on its asynchronous client's loop hung"
+
+
 def test_without_the_extra_backend_dask_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed now fails
     with pytest.raises(ImportError, match=r"pip install 'workpool\[dask\]'"):

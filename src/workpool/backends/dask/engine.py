@@ -909,6 +909,8 @@ def _while_running(client: Any, start: Callable[[], Any]) -> Any:
     import inspect
 
     loop = client.loop.asyncio_loop  # a RuntimeError once the client has closed
+    if client.asynchronous:  # its loop runs this thread, which would wait on it for ever
+        raise RuntimeError(ON_ITS_LOOP)
     coroutine = start()
     try:
         waiting = asyncio.run_coroutine_threadsafe(coroutine, loop)
@@ -934,6 +936,12 @@ def _while_running(client: Any, start: Callable[[], Any]) -> Any:
                 f"the Dask client stopped running (its status is {status!r}) "
                 "while it waited for the cluster"
             ) from None
+
+
+ON_ITS_LOOP = (
+    "the pool's Dask client is asynchronous and its event loop runs this thread, which "
+    "cannot wait for it: use the pool from another thread (such as loop.run_in_executor)"
+)
 
 
 def _closed(client: Any) -> bool:
