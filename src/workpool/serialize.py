@@ -163,17 +163,17 @@ class FunctionRegistry:
         self._size = size
         self._dumps = dumps
         self._lock = threading.Lock()
-        self._entries: OrderedDict[int, _Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple[int, int], _Entry] = OrderedDict()
         self._ids = itertools.count(1)
 
     def ref(self, fn: Callable[..., Any], call: object = None) -> FunctionRef:
         """The pickled form of ``fn`` for ``call`` (a chunk's sink): the same for every
         chunk of one call. Raises what pickling it raised. Without ``call``, every use
         counts as a new call."""
-        key = id(fn)
+        key = _key(fn)
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and entry.holder() is fn:  # a dead function's id may be reused
+            if entry is not None and entry.same(fn):  # a dead function's id may be reused
                 self._entries.move_to_end(key)
                 known = entry.calls.get(call) if call is not None else None
                 if known is not None:
@@ -187,13 +187,10 @@ class FunctionRegistry:
                 ref = FunctionRef(next(self._ids), *self._dumps(fn))
             if entry is not None and not ref.fds and ref.payload == entry.ref.payload:
                 ref = entry.ref  # pickled the same: the workers that have it keep it
-            try:
-                holder: Callable[[], object] = weakref.ref(fn)
-            except TypeError:  # a callable object that refuses weak references
-                holder = functools.partial(_itself, fn)
             # The calls under way keep the pickle they started with.
             calls = entry.calls if entry is not None else weakref.WeakKeyDictionary()
-            entry = _Entry(holder, ref, snapshot, calls, _state(fn, ref))
+            state = _state(fn, ref)
+            entry = _Entry(_sameness(fn, state), ref, snapshot, calls, state)
         with self._lock:
             if hasattr(call, "__weakref__"):  # else (None too) it is checked at every use
                 entry.calls[call] = ref
@@ -204,22 +201,65 @@ class FunctionRegistry:
         return ref
 
 
-class _Entry:
-    """A function in the registry: what holds it, its latest pickle, what that pickle
-    was made of, the fingerprint of the state it carried (``_state``), and the pickle
-    each call under way uses (weakly, by call)."""
+def _key(fn: object) -> tuple[int, int]:
+    """What the registry knows ``fn`` by: its id, or for a bound method (a new object at
+    every ``obj.method``, so ``submit(obj.method, x)`` in a loop gives one each time)
+    the ids of its function and its object."""
+    if type(fn) is types.MethodType:
+        return id(fn.__func__), id(fn.__self__)
+    return id(fn), 0
 
-    __slots__ = ("calls", "holder", "ref", "snapshot", "state")
+
+def _sameness(fn: object, state: bytes | None) -> Callable[[object], bool]:
+    """A test of whether a callable found under ``fn``'s key is ``fn`` again (an id is
+    reused once its object dies), holding ``fn`` weakly where it can.
+
+    Another bound method of the same function and object is ``fn`` again when its
+    object's ``state`` is fingerprinted, and will be checked at each use; else only the
+    same method object is (a fresh one is pickled again, as its object may have changed
+    in place)."""
+    if type(fn) is types.MethodType and state is not None:
+        try:
+            func, obj = weakref.ref(fn.__func__), weakref.ref(fn.__self__)
+        except TypeError:  # an object that refuses weak references: known by itself
+            pass
+        else:
+
+            def same_method(other: object) -> bool:
+                return (
+                    type(other) is types.MethodType
+                    and other.__func__ is func()
+                    and other.__self__ is obj()
+                )
+
+            return same_method
+    try:
+        held: Callable[[], object] = weakref.ref(fn)
+    except TypeError:  # a callable object that refuses weak references
+        held = functools.partial(_itself, fn)
+
+    def same(other: object) -> bool:
+        return other is held()
+
+    return same
+
+
+class _Entry:
+    """A function in the registry: how to tell it again (``_sameness``), its latest
+    pickle, what that pickle was made of, the fingerprint of the state it carried
+    (``_state``), and the pickle each call under way uses (weakly, by call)."""
+
+    __slots__ = ("calls", "ref", "same", "snapshot", "state")
 
     def __init__(
         self,
-        holder: Callable[[], object],
+        same: Callable[[object], bool],
         ref: FunctionRef,
         snapshot: Snapshot,
         calls: weakref.WeakKeyDictionary[Any, FunctionRef],
         state: bytes | None,
     ) -> None:
-        self.holder = holder
+        self.same = same
         self.ref = ref
         self.snapshot = snapshot
         self.calls = calls
