@@ -413,6 +413,33 @@ def stalled(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return stalls
 
 
+class _SlowFirstPickle:
+    """An item whose first pickling is held up 0.5 ms, as by a preemption or a collection."""
+
+    pickled = 0
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        type(self).pickled += 1
+        if type(self).pickled == 1:
+            until = time.perf_counter() + 0.0005
+            while time.perf_counter() < until:
+                pass
+        return _SlowFirstPickle, ()
+
+
+def test_a_hiccup_in_timing_a_tiny_items_shipping_is_not_its_cost() -> None:
+    # auto stops timing items far cheaper than shipping the first one, which it timed
+    # once, over microseconds: one hiccup there made tiny squares look far cheaper.
+    advise = sys.modules["workpool.advise"]
+    advise._shipping_cost([{"warm": "up"}], [1], {})  # what its first use imports
+    seconds, size = advise._shipping_cost(
+        [_SlowFirstPickle()], [1], {}, advise.SHIPPING_RETIMED_WITHIN
+    )
+    assert _SlowFirstPickle.pickled > 1
+    assert seconds < 0.0003, seconds
+    assert 0 < size < 100
+
+
 def test_tiny_work_queued_for_a_cpu_while_timed_stays_serial(stalled: list[float]) -> None:
     # Timing tiny items takes a millisecond: on a loaded machine one stretch in the run
     # queue can last longer. The suite saw auto then run 50,000 squares on processes.

@@ -83,9 +83,11 @@ TINY_ITEM = 20e-6
 SHORT_GOAL = 0.001
 # Shipping a tiny item takes microseconds, and one timing of it can hold a preemption, a
 # page fault or a garbage collection many times as long (the first item's, taken alone,
-# once made tiny squares look far cheaper than shipping on a busy machine). Shipping is
-# timed again while the timings so far took less than this, and the fastest is kept.
-SHIPPING_RETIMED_WITHIN = 0.002
+# once made tiny squares look far cheaper than shipping on a busy machine). The first
+# item's shipping is timed up to SHIPPING_TIMINGS times, while the timings so far took
+# less than SHIPPING_RETIMED_WITHIN seconds (a time slice), and the fastest is kept.
+SHIPPING_TIMINGS = 5
+SHIPPING_RETIMED_WITHIN = 0.005
 FAR_CHEAPER = 8
 # An item this long is timed well on its own: the first one is the sample if it
 # mostly waited (a warm-up would have shown as CPU time), else the one after it;
@@ -755,7 +757,9 @@ def _time_inline(
             return alone
         if on_slow_cpu is not None and not errors:
             on_slow_cpu()
-    ship_first = 0.0 if errors else _shipping_cost(first, values, errors)[0]
+    ship_first = (
+        0.0 if errors else _shipping_cost(first, values, errors, SHIPPING_RETIMED_WITHIN)[0]
+    )
     wall = 0.0  # of the timed items, summed
     cpu = 0.0  # this thread's CPU time meanwhile, summed
     queued = 0.0  # the time it was ready to run but queued for a CPU meanwhile, summed
@@ -975,9 +979,15 @@ def _run_on_two_threads(
 
 
 def _shipping_cost(
-    items: Sequence[Any], values: list[Any], errors: dict[int, BaseException]
+    items: Sequence[Any],
+    values: list[Any],
+    errors: dict[int, BaseException],
+    retime_within: float = 0.0,
 ) -> tuple[float, float]:
     """Mean time to pickle and unpickle an item and its result, and their size.
+
+    Timed again, the fastest kept, while the timings so far took under
+    ``retime_within`` seconds (``SHIPPING_RETIMED_WITHIN``).
 
     As a process pool ships them: a large NumPy array goes through shared memory,
     copied there once per call however many items hold it, so it costs one copy of it
@@ -988,7 +998,7 @@ def _shipping_cost(
         return 0.0, 0.0
     fastest = math.inf
     began = time.perf_counter()
-    while True:
+    for _ in range(SHIPPING_TIMINGS if retime_within else 1):
         shared: dict[int, Any] = {}
         started = time.perf_counter()
         size = 0
@@ -1001,7 +1011,7 @@ def _shipping_cost(
                     return math.inf, math.inf  # cannot cross to a process at all
                 size += len(data)
         fastest = min(fastest, time.perf_counter() - started)
-        if time.perf_counter() - began >= SHIPPING_RETIMED_WITHIN:
+        if time.perf_counter() - began >= retime_within:
             break
     return fastest / len(picks), size / len(picks)
 
