@@ -998,7 +998,7 @@ def _shipping_cost(
         return 0.0, 0.0
     fastest = math.inf
     began = time.perf_counter()
-    for _ in range(SHIPPING_TIMINGS if retime_within else 1):
+    for _ in range(SHIPPING_TIMINGS):  # once only without retime_within: the break below
         shared: dict[int, Any] = {}
         started = time.perf_counter()
         size = 0
